@@ -1,0 +1,159 @@
+"""The ncnn calibration table: render byte-compatible with ncnn2table, parse like ncnn2int8.
+
+A table is an ordered list of records ``key v1 v2 ... vn``.  Keys containing ``_param_`` hold
+weight scales (``<layer>_param_<i>``); every other key is a layer name with the scale of that
+layer's input blob.  ncnn2table prints each value with ``"%f "`` and ends the line with
+``"\\n"``; ncnn2int8 reads values back with ``sscanf("%f")`` into a float32.  Both halves are
+reproduced here exactly; the reader is more forgiving than ncnn2int8 (``#`` comments and blank
+lines are allowed, where ncnn2int8 would silently stop at the first blank line).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from edgecal.errors import TableError
+
+WEIGHT_KEY_MARK = "_param_"
+
+
+def weight_key(layer: str, index: int = 0) -> str:
+    return f"{layer}{WEIGHT_KEY_MARK}{index}"
+
+
+def is_weight_key(key: str) -> bool:
+    return WEIGHT_KEY_MARK in key
+
+
+def format_value(value: float) -> str:
+    """C's ``printf("%f", (double)value)`` for a float32 value."""
+    v = float(value)
+    if math.isnan(v):
+        return "-nan" if math.copysign(1.0, v) < 0 else "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return "%f" % v
+
+
+def parse_float32(token: str) -> np.float32:
+    """``strtof`` semantics: the float32 nearest to the decimal ``token`` (ties to even).
+
+    Going through a Python float first could round twice; this picks among the float32
+    neighbours the one nearest to the exact decimal value.
+    """
+    text = token.strip()
+    low = text.lower().lstrip("+-")
+    if low in ("inf", "infinity", "nan"):
+        return np.float32(float(text))
+    exact = Fraction(text)
+    guess = np.float32(float(text))
+    if not np.isfinite(guess):
+        return guess
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
+                  np.nextafter(guess, np.float32(np.inf))]
+    best = min(
+        candidates,
+        key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1),
+    )
+    return np.float32(best)
+
+
+@dataclass
+class CalibrationTable:
+    """Ordered ``key -> float32 values``.  Order is the file order and is kept on render."""
+
+    records: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def set(self, key: str, values: Iterable[float] | np.ndarray | float) -> None:
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float32)).copy()
+        if not key or any(ch.isspace() for ch in key):
+            raise TableError(f"table key {key!r} is empty or contains white space")
+        self.records[key] = arr
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: str) -> np.ndarray | None:
+        return self.records.get(key)
+
+    def weight_scales(self, layer: str, index: int = 0) -> np.ndarray | None:
+        return self.records.get(weight_key(layer, index))
+
+    def blob_scale(self, layer: str) -> np.float32 | None:
+        values = self.records.get(layer)
+        return None if values is None else np.float32(values[0])
+
+    @property
+    def blob_layers(self) -> list[str]:
+        return [k for k in self.records if not is_weight_key(k)]
+
+    @property
+    def weight_keys(self) -> list[str]:
+        return [k for k in self.records if is_weight_key(k)]
+
+    def without(self, layers: Iterable[str]) -> CalibrationTable:
+        """A copy with every record of the named layers (blob and weight keys) removed."""
+        drop = set(layers)
+        out = CalibrationTable()
+        for key, values in self.records.items():
+            owner = key.split(WEIGHT_KEY_MARK, 1)[0] if is_weight_key(key) else key
+            if owner not in drop:
+                out.records[key] = values.copy()
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CalibrationTable):
+            return NotImplemented
+        return list(self.records) == list(other.records) and all(
+            np.array_equal(a, other.records[k], equal_nan=True) for k, a in self.records.items()
+        )
+
+
+def render_table(table: CalibrationTable) -> str:
+    """Text identical to ncnn2table's: ``key`` then ``" %f"``-style values, ``" \\n"`` ends."""
+    lines = []
+    for key, values in table.records.items():
+        lines.append(key + " " + "".join(format_value(v) + " " for v in values) + "\n")
+    return "".join(lines)
+
+
+def parse_table(text: str, source: str = "<table>") -> CalibrationTable:
+    """Parse an ncnn calibration table (plus ``#`` comment lines and blank lines).
+
+    Raises :class:`TableError` naming ``source`` and the line for anything ncnn2int8 would
+    misread silently: a key without values, a value that is not a number, a repeated key.
+    """
+    table = CalibrationTable()
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        key, values = tokens[0], tokens[1:]
+        where = f"{source}:{lineno}"
+        if not values:
+            raise TableError(
+                f"{where}: key {key!r} has no values",
+                hint="each line is '<key> <scale> [<scale> ...]'",
+            )
+        if key in table.records:
+            raise TableError(f"{where}: key {key!r} appears twice")
+        try:
+            parsed = [parse_float32(v) for v in values]
+        except (ValueError, ZeroDivisionError):
+            raise TableError(
+                f"{where}: {key!r} has a value that is not a number: {' '.join(values)!r}"
+            ) from None
+        table.records[key] = np.array(parsed, dtype=np.float32)
+    return table
