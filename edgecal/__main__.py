@@ -1,0 +1,5 @@
+import sys
+
+from edgecal.cli import main
+
+sys.exit(main())

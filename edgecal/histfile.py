@@ -1,0 +1,97 @@
+"""Merged calibration statistics on disk: a versioned ``.npz``, loaded without pickle.
+
+Layout (schema 1): ``schema`` int64 scalar, ``layers`` and ``blobs`` unicode arrays (the layer
+whose input blob was measured, and that blob), ``absmax`` float32 ``[n]``,
+``elements_per_sample`` int64 ``[n]``, ``counts`` uint64 ``[n, 2048]`` and ``meta`` (a JSON
+string: the model files and their sha256, runtime, device, sample count).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecal.atomicfile import write_bytes_atomic
+from edgecal.calib.histogram import BlobHistogram
+from edgecal.errors import HistogramFileError
+
+HISTOGRAM_SCHEMA = 1
+_KEYS = ("schema", "layers", "blobs", "absmax", "elements_per_sample", "counts", "meta")
+
+
+@dataclass
+class HistogramSet:
+    """Per calibrated layer (keyed by layer name, as the table is): its input blob's statistics."""
+
+    blobs: dict[str, str]  # layer -> blob
+    stats: dict[str, BlobHistogram]  # layer -> histogram
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def histograms_to_bytes(hs: HistogramSet) -> bytes:
+    layers = list(hs.stats)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        schema=np.int64(HISTOGRAM_SCHEMA),
+        layers=np.array(layers, dtype=np.str_),
+        blobs=np.array([hs.blobs[k] for k in layers], dtype=np.str_),
+        absmax=np.array([hs.stats[k].absmax for k in layers], dtype=np.float32),
+        elements_per_sample=np.array(
+            [hs.stats[k].elements_per_sample for k in layers], dtype=np.int64
+        ),
+        counts=np.stack([hs.stats[k].counts for k in layers]).astype(np.uint64)
+        if layers
+        else np.zeros((0, 2048), np.uint64),
+        meta=np.array(json.dumps(hs.meta, sort_keys=True)),
+    )
+    return buf.getvalue()
+
+
+def save_histograms(path: Path, hs: HistogramSet) -> None:
+    write_bytes_atomic(path, histograms_to_bytes(hs))
+
+
+def load_histograms(path: Path) -> HistogramSet:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _KEYS if k not in z.files]
+            if missing:
+                raise HistogramFileError(
+                    f"{path} is not an edgecal histogram file (missing {', '.join(missing)})",
+                    hint="write one with 'edgecal calibrate --histograms-out FILE'",
+                )
+            schema = int(z["schema"])
+            if schema != HISTOGRAM_SCHEMA:
+                raise HistogramFileError(
+                    f"{path} has histogram schema {schema}; this edgecal reads schema "
+                    f"{HISTOGRAM_SCHEMA}",
+                    hint="re-run 'edgecal calibrate' with this edgecal version",
+                )
+            layers = [str(x) for x in z["layers"]]
+            blobs = [str(x) for x in z["blobs"]]
+            absmax = z["absmax"].astype(np.float32)
+            eps = z["elements_per_sample"].astype(np.int64)
+            counts = z["counts"].astype(np.uint64)
+            meta = json.loads(str(z["meta"]))
+    except HistogramFileError:
+        raise
+    except FileNotFoundError:
+        raise HistogramFileError(f"histogram file {path} does not exist") from None
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise HistogramFileError(f"{path} is not a readable histogram file ({exc})") from None
+    n = len(layers)
+    if not (len(blobs) == n == absmax.shape[0] == eps.shape[0] and counts.shape == (n, 2048)):
+        raise HistogramFileError(f"{path}: array sizes do not agree ({n} layers)")
+    stats = {
+        layer: BlobHistogram(
+            counts=counts[i].copy(), absmax=np.float32(absmax[i]), elements_per_sample=int(eps[i])
+        )
+        for i, layer in enumerate(layers)
+    }
+    return HistogramSet(blobs=dict(zip(layers, blobs)), stats=stats, meta=meta)

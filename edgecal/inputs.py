@@ -1,0 +1,180 @@
+"""Calibration inputs on the host: list files, image decoding (as ``cv::imread`` would), npy.
+
+Images are decoded with Pillow into the uint8 BGR ``(rows, cols, 3)`` array that OpenCV's
+``cv::imread(path, IMREAD_COLOR)`` returns, which is what ncnn2table feeds to
+``Mat::from_pixels_resize``.  PNG and BMP are lossless, so the pixels are identical.  JPEG:
+Pillow and OpenCV both decode with libjpeg(-turbo)'s default integer IDCT and fancy upsampling,
+and both apply the EXIF orientation; builds that link a different libjpeg version, or ncnn's
+stb_image based ``simpleocv``, can differ by a level or two on some pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecal.errors import ImageError, InputFileError, UsageError
+from edgecal.inputspec import InputSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+def read_text_file(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InputFileError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
+    """The sample paths of a list file, or of a folder of images.
+
+    ``ncnn_compat=False`` (``edgecal calibrate``): one path per line, leading and trailing white
+    space stripped, so paths may contain spaces; relative paths are relative to the list file's
+    folder.  ``ncnn_compat=True`` (the ``ncnn2table`` drop-in): exactly ncnn2table's rule -- the
+    first white-space-delimited token of each line, relative to the current directory.
+    Blank lines are skipped either way; lines starting with ``#`` are comments in our own form.
+    """
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputFileError(
+                f"folder {path} holds no images", hint=f"supported: {' '.join(IMAGE_SUFFIXES)}"
+            )
+        return files
+    text = read_text_file(path, "list file")
+    out: list[Path] = []
+    for line in text.splitlines():
+        if ncnn_compat:
+            tokens = line.split()
+            if tokens:
+                out.append(Path(tokens[0]))
+            continue
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = Path(entry)
+        out.append(p if p.is_absolute() else path.parent / p)
+    if not out:
+        raise InputFileError(f"list file {path} names no samples")
+    return out
+
+
+def decode_image_bgr(path: Path) -> np.ndarray:
+    """``cv::imread(path, IMREAD_COLOR)``: uint8 ``(rows, cols, 3)`` in BGR order."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = ImageOps.exif_transpose(im) or im
+    except FileNotFoundError:
+        raise ImageError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(
+            f"{path} is not a readable image ({exc.__class__.__name__})",
+            hint="remove it from the list, or use --npy for tensor inputs",
+        ) from None
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # OpenCV scales 16-bit images to 8 bits by dropping the low byte.
+        arr16 = np.asarray(img, dtype=np.uint32)
+        grey = (arr16 >> 8).astype(np.uint8) if mode != "I" else np.clip(arr16, 0, 255).astype(
+            np.uint8
+        )
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if mode in ("1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "F"):
+        img = img.convert("L" if mode in ("1", "L", "LA", "F") else "RGB")
+    if img.mode == "L":
+        grey = np.asarray(img, dtype=np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    rgb = np.asarray(img, dtype=np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
+    """A float32 npy sample whose shape is ``spec.shape`` reversed (ncnn's w,h,(d),c order)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ImageError(f"npy file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ImageError(f"{path} is not a readable .npy file ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ImageError(f"{path} is an .npz archive, not a single .npy array")
+    if arr.dtype != np.dtype("<f4"):
+        raise ImageError(
+            f"{path} has dtype {arr.dtype.str}, expected float32 ('<f4')",
+            hint="save it with arr.astype(np.float32)",
+        )
+    want = tuple(reversed(spec.shape))
+    if spec.shape and arr.shape != want:
+        raise ImageError(
+            f"{path} has shape {arr.shape}, expected {want} for input {spec.blob}",
+            hint=f"--shape is given in ncnn order w,h,(d),c: {','.join(map(str, spec.shape))}"
+            f" means a numpy array of shape {want}",
+        )
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """The calibration samples of a model: for each input, one path per sample."""
+
+    specs: tuple[InputSpec, ...]
+    paths: tuple[tuple[Path, ...], ...]  # paths[input][sample]
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.paths[0]) if self.paths else 0
+
+    def sample_names(self) -> list[str]:
+        return [str(p) for p in self.paths[0]]
+
+    def load(self, index: int) -> tuple[np.ndarray, ...]:
+        out = []
+        for spec, paths in zip(self.specs, self.paths):
+            p = paths[index]
+            out.append(decode_image_bgr(p) if spec.kind == "image" else load_npy(p, spec))
+        return tuple(out)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        for i in range(self.n_samples):
+            yield self.load(i)
+
+    def subset(self, indices: Sequence[int]) -> SampleSource:
+        return SampleSource(
+            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths)
+        )
+
+
+def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path]]) -> SampleSource:
+    """Pair the lists (one per input, sample i = line i of every list) and check them."""
+    if len(lists) != len(specs):
+        raise UsageError(
+            f"the model has {len(specs)} input(s) ({', '.join(s.blob for s in specs)}) "
+            f"but {len(lists)} sample list(s) were given",
+            hint="give one list per input, in the order of the model's Input layers",
+        )
+    lengths = {len(x) for x in lists}
+    if len(lengths) > 1:
+        detail = ", ".join(f"{s.blob}: {len(x)}" for s, x in zip(specs, lists))
+        raise UsageError(
+            f"the sample lists have different lengths ({detail})",
+            hint="sample i is line i of every list; make the lists equally long",
+        )
+    for paths in lists:
+        for p in paths:
+            if not os.path.exists(p):
+                raise ImageError(f"sample {p} does not exist", hint="fix the list file")
+    return SampleSource(tuple(specs), tuple(tuple(x) for x in lists))

@@ -1,0 +1,59 @@
+"""Image labels for accuracy: a CSV with a ``file,label`` header (``file`` = image file name)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgecal.errors import InputFileError
+
+
+def parse_labels(text: str, source: str = "<labels>") -> dict[str, int]:
+    reader = csv.reader(io.StringIO(text))
+    rows = [r for r in reader if r and any(c.strip() for c in r)]
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["file", "label"]:
+        raise InputFileError(
+            f"{source}: the first line must be the header 'file,label'",
+            hint="one row per image: <image file name>,<class index>",
+        )
+    out: dict[str, int] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) < 2:
+            raise InputFileError(f"{source}:{lineno}: expected 'file,label', got {row!r}")
+        name, label = row[0].strip(), row[1].strip()
+        try:
+            value = int(label)
+        except ValueError:
+            raise InputFileError(
+                f"{source}:{lineno}: label {label!r} of {name!r} is not a class index"
+            ) from None
+        if value < 0:
+            raise InputFileError(f"{source}:{lineno}: label {value} of {name!r} is negative")
+        if name in out:
+            raise InputFileError(f"{source}:{lineno}: {name!r} is labelled twice")
+        out[name] = value
+    return out
+
+
+def labels_for(
+    mapping: dict[str, int], images: Sequence[Path], source: str, n_classes: int | None = None
+) -> list[int]:
+    """The label of every image, by file name; every image must have one."""
+    missing = [p.name for p in images if p.name not in mapping]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputFileError(
+            f"{source} has no label for {len(missing)} image(s): {shown}",
+            hint="the 'file' column holds image file names as they appear in the image list",
+        )
+    labels = [mapping[p.name] for p in images]
+    if n_classes is not None:
+        bad = sorted({v for v in labels if v >= n_classes})
+        if bad:
+            raise InputFileError(
+                f"{source} has labels {bad} but the model has only {n_classes} classes",
+                hint="labels are class indices 0..N-1 of the model's output",
+            )
+    return labels

@@ -1,0 +1,74 @@
+"""Loading an ncnn model pair from disk into the pure format objects, with clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecal.errors import InputFileError, ModelFormatError
+from edgecal.inputspec import InputSpec
+from edgecal.ncnnfmt.modelbin import LayerWeights, read_modelbin
+from edgecal.ncnnfmt.param import Layer, ParamFile, parse_param
+
+# The layers ncnn2table calibrates (activation scale of bottoms[0] + per-channel weight scales).
+CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InputFileError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+@dataclass
+class Model:
+    param_path: Path
+    bin_path: Path
+    param: ParamFile
+    weights: dict[str, LayerWeights]
+    param_sha256: str
+    bin_sha256: str
+
+    @property
+    def calibrated_layers(self) -> list[Layer]:
+        return [layer for layer in self.param.layers if layer.type in CALIBRATED_TYPES]
+
+    @property
+    def input_blobs(self) -> list[str]:
+        return self.param.input_blobs()
+
+    @property
+    def output_blobs(self) -> list[str]:
+        consumed = {b for layer in self.param.layers for b in layer.bottoms}
+        return [t for layer in self.param.layers for t in layer.tops if t not in consumed]
+
+    def default_specs(self) -> list[InputSpec]:
+        return [InputSpec(blob=b) for b in self.input_blobs]
+
+
+def load_model(param_path: Path, bin_path: Path) -> Model:
+    param_bytes = read_bytes(param_path, "param file")
+    bin_bytes = read_bytes(bin_path, "bin file")
+    try:
+        text = param_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFormatError(
+            f"{param_path} is not a text .param file",
+            hint="pass the .param first and the .bin second",
+        ) from None
+    param = parse_param(text, source=str(param_path))
+    weights = read_modelbin(param, bin_bytes, source=str(bin_path))
+    return Model(
+        param_path=param_path,
+        bin_path=bin_path,
+        param=param,
+        weights=weights,
+        param_sha256=hashlib.sha256(param_bytes).hexdigest(),
+        bin_sha256=hashlib.sha256(bin_bytes).hexdigest(),
+    )

@@ -1,0 +1,91 @@
+"""End to end through the CLI on the real reference cases: tables and int8 files as ncnn's tools
+wrote them (tests/data/reference, see its README)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgecal.cli import main
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
+
+CMDS = {
+    "digits": "model.param model.bin images.txt {out} mean=[0] norm=[0.00392157] shape=[32,32] "
+    "pixel=GRAY thread=1 method={method}",
+    "npy": "model.param model.bin samples.txt {out} shape=[10,6,3] thread=1 method={method} type=1",
+    "multi": "model.param model.bin list_a.txt,list_b.txt {out} mean=[0],[127.5,127.5,127.5] "
+    "norm=[0.00392157],[0.00784314,0.00784314,0.00784314] shape=[32,32],[16,16] "
+    "pixel=GRAY,RGB thread=1 method={method}",
+}
+
+
+@pytest.fixture
+def case_dir(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    def make(case: str) -> Path:
+        d = tmp_path / case
+        shutil.copytree(REFERENCE / case, d)
+        monkeypatch.chdir(d)
+        return d
+
+    return make
+
+
+@pytest.mark.parametrize("case", ["digits", "npy", "multi"])
+@pytest.mark.parametrize("method", ["kl", "aciq"])
+def test_ncnn2table_dropin_reproduces_reference_table(case_dir, case: str, method: str) -> None:
+    d = case_dir(case)
+    argv = CMDS[case].format(out="ours.table", method=method).split()
+    assert main(["-q", "ncnn2table", *argv]) == 0
+    ours = (d / "ours.table").read_text()
+    ref = (REFERENCE / case / f"{method}.table").read_text()
+    assert ours == ref
+
+
+@pytest.mark.parametrize("case", ["digits", "npy", "multi"])
+@pytest.mark.parametrize("method", ["kl", "aciq"])
+def test_ncnn2int8_dropin_is_byte_identical(case_dir, case: str, method: str) -> None:
+    d = case_dir(case)
+    argv = ["model.param", "model.bin", "o.param", "o.bin", f"{method}.table"]
+    assert main(["ncnn2int8", *argv]) == 0
+    assert (d / "o.param").read_bytes() == (REFERENCE / case / f"int8_{method}.param").read_bytes()
+    assert (d / "o.bin").read_bytes() == (REFERENCE / case / f"int8_{method}.bin").read_bytes()
+
+
+def test_calibrate_histograms_then_offline_aciq_matches_reference(
+    case_dir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = case_dir("digits")
+    assert main([
+        "-q", "calibrate", "model.param", "model.bin", "--images", "images.txt", "--pixel", "GRAY",
+        "--mean", "0", "--norm", "0.00392157", "--shape", "32,32", "--out", "kl.out",
+        "--histograms-out", "h.npz", "--json",
+    ]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_samples"] == 40 and len(summary["layers"]) == 5
+    assert (d / "kl.out").read_text() == (REFERENCE / "digits" / "kl.table").read_text()
+    assert main(["table", "--histograms", "h.npz", "--method", "aciq", "--out", "a.out"]) == 0
+    assert (d / "a.out").read_text() == (REFERENCE / "digits" / "aciq.table").read_text()
+
+
+def test_eq_completes_on_digits_and_beats_kl_per_layer(
+    case_dir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = case_dir("digits")
+    assert main([
+        "-q", "calibrate", "model.param", "model.bin", "--images", "images.txt", "--pixel", "GRAY",
+        "--mean", "0", "--norm", "0.00392157", "--shape", "32,32", "--method", "eq",
+        "--out", "eq.table", "--json",
+    ]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in summary["eq"]] == [
+        "convrelu_0", "convdwrelu_0", "convrelu_1", "convrelu_2", "linear_7"]
+    for r in summary["eq"]:
+        assert r["cosine_eq"] >= r["cosine_kl"], r
+    text = (d / "eq.table").read_text()
+    assert "inf" not in text and text != (REFERENCE / "digits" / "kl.table").read_text()
+    assert main(["quantize", "model.param", "model.bin", "e.param", "e.bin", "--table",
+                 "eq.table"]) == 0
