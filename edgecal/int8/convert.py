@@ -1,0 +1,314 @@
+"""ncnn2int8 in pure Python: fp32 model + calibration table -> int8 ``.param`` text and ``.bin``.
+
+Reproduces ``tools/quantize/ncnn2int8.cpp`` byte for byte on the reference models: the same
+per-layer quantization, requantize fusion, ModelWriter-style ``.param`` and ``.bin`` layout, and
+every other tagged weight stored as fp16.  Deliberate differences, all safer:
+
+* a layer whose blob line is present but ``<layer>_param_0`` is missing is kept in float with a
+  warning (upstream stops quantizing every later layer of that type);
+* ModelWriter keys it does not know are kept (upstream drops them, e.g. Reshape ``12=0``);
+* a table naming layers the model lacks, or with the wrong number of weight scales, is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecal.calib.table import CalibrationTable, is_weight_key, weight_key
+from edgecal.errors import ConversionError, TableError
+from edgecal.int8.fusion import fuse_requantize
+from edgecal.int8.quantize import absmax_scales, quantize_rows, quantize_tensor
+from edgecal.ncnnfmt.modelbin import LayerWeights, WeightRecord, encode_record, ncnn_half
+from edgecal.ncnnfmt.modelwriter import modelwriter_params
+from edgecal.ncnnfmt.param import Layer, ParamFile, int_value, render_param
+from edgecal.ncnnfmt.weightspec import record_specs
+
+CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+STATIC_TYPES = ("RNN", "LSTM", "GRU", "Embed", "MultiHeadAttention")
+
+
+@dataclass
+class ConversionReport:
+    quantized: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)
+    fused: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _State:
+    def __init__(self, layers: list[Layer], weights: dict[str, LayerWeights]) -> None:
+        self.layers = layers
+        self.weights = weights
+        self.int8: set[str] = set()
+        self.bottom_scales: dict[str, np.ndarray] = {}
+        self.report = ConversionReport()
+
+    def rec(self, layer: Layer, name: str) -> WeightRecord:
+        try:
+            return self.weights[layer.name][name]
+        except KeyError:
+            raise ConversionError(f"layer {layer.name!r} has no {name!r} weights") from None
+
+    def put(self, layer: Layer, name: str, values: np.ndarray, storage: str) -> None:
+        self.weights.setdefault(layer.name, {})[name] = WeightRecord(name, storage, values)
+
+    def put_i8(self, layer: Layer, name: str, codes: np.ndarray) -> None:
+        self.put(layer, name, codes.reshape(-1).astype(np.int8), "i8")
+
+    def put_raw(self, layer: Layer, name: str, values: np.ndarray) -> None:
+        self.put(layer, name, np.asarray(values, dtype=np.float32).reshape(-1), "raw")
+
+
+def _check_table(pf: ParamFile, table: CalibrationTable) -> None:
+    names = {layer.name for layer in pf.layers}
+    missing = []
+    for key in table:
+        owner = key.rsplit("_param_", 1)[0] if is_weight_key(key) else key
+        if owner not in names and owner not in missing:
+            missing.append(owner)
+    if missing:
+        raise TableError(
+            f"the calibration table names {len(missing)} layer(s) the model does not have: "
+            + ", ".join(missing),
+            hint="the table was made for another model",
+        )
+
+
+def _scales(table: CalibrationTable, layer: Layer, index: int, expected: int) -> np.ndarray | None:
+    values = table.weight_scales(layer.name, index)
+    if values is None:
+        return None
+    if values.size != expected:
+        raise TableError(
+            f"table key {weight_key(layer.name, index)!r} has {values.size} weight scales but "
+            f"layer {layer.name!r} ({layer.type}) needs {expected}",
+            hint="the table was made for another model",
+        )
+    return values.astype(np.float32)
+
+
+def _quantize_calibrated(
+    st: _State, layer: Layer, table: CalibrationTable | None, keep: set[str]
+) -> None:
+    name = layer.name
+    blob = table.get(name) if table is not None else None
+    if blob is None or name in keep:
+        st.report.kept_float.append(name)
+        return
+    if blob.size != 1:
+        raise TableError(
+            f"table line {name!r} has {blob.size} values, a blob scale needs exactly 1"
+        )
+    weight = st.rec(layer, "weight") if name in st.weights else None
+    if weight is None or layer.param_int(8, 0) or weight.storage == "i8":
+        st.report.warnings.append(
+            f"layer {name!r} has no float weights or is already int8; left as is"
+        )
+        st.report.kept_float.append(name)
+        return
+    if layer.type == "ConvolutionDepthWise":
+        groups = layer.param_int(7, 1)
+    else:
+        groups = layer.param_int(0, 0)
+    scales = _scales(table, layer, 0, groups)  # type: ignore[arg-type]
+    if scales is None:
+        st.report.warnings.append(
+            f"layer {name!r}: the table has its blob scale but no {weight_key(name)!r} line; "
+            "kept in float (ncnn2int8 would print 'this layer need to be quantized, but no "
+            "scale param!' and leave every later layer of this type unquantized)"
+        )
+        st.report.kept_float.append(name)
+        return
+    w = weight.values.astype(np.float32)
+    if groups <= 0 or w.size % groups:
+        raise ConversionError(f"layer {name!r}: {w.size} weights do not split into {groups} rows")
+    st.put_i8(layer, "weight", quantize_rows(w.reshape(groups, -1), scales))
+    st.put_raw(layer, "weight_scales", scales)
+    st.put_raw(layer, "bottom_scale", blob)
+    layer.set_param(8, int_value(1 if layer.type == "ConvolutionDepthWise" else 2))
+    st.int8.add(name)
+    st.bottom_scales[name] = blob.astype(np.float32)
+    st.report.quantized.append(name)
+
+
+def _rnn_rows(layer: Layer) -> tuple[int, int]:
+    """(rows of weight_xc/weight_hc, hc row length) for RNN/LSTM/GRU."""
+    dirs = 2 if layer.param_int(2, 0) == 2 else 1
+    n = layer.param_int(0, 0)
+    if layer.type == "RNN":
+        return n * dirs, n
+    if layer.type == "LSTM":
+        return layer.param_int(3, n) * 4 * dirs, n
+    return n * 3 * dirs, n
+
+
+def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
+    """Embed/MHA/RNN/LSTM/GRU with the table's static weight scales; False if keys missing."""
+    t = layer.type
+    if t == "Embed":
+        s = _scales(table, layer, 0, 1)
+        if s is None:
+            return False
+        st.put_i8(layer, "weight", quantize_tensor(st.rec(layer, "weight").values, float(s[0])))
+        st.put_raw(layer, "weight_scales", s)
+        layer.set_param(18, int_value(2))
+        return True
+    if t == "MultiHeadAttention":
+        e = layer.param_int(0, 0)
+        parts = [_scales(table, layer, i, n) for i, n in enumerate((e, e, e, 1))]
+        if any(p is None for p in parts):
+            return False
+        for (wname, sname), s in zip(
+            (
+                ("q_weight", "q_weight_scales"),
+                ("k_weight", "k_weight_scales"),
+                ("v_weight", "v_weight_scales"),
+                ("out_weight", "out_weight_scales"),
+            ),
+            parts,
+            strict=True,
+        ):
+            w = st.rec(layer, wname).values
+            codes = (
+                quantize_tensor(w, float(s[0]))
+                if sname == "out_weight_scales"
+                else quantize_rows(
+                    w.reshape(e, -1),
+                    s,  # type: ignore[arg-type]
+                )
+            )
+            st.put_i8(layer, wname, codes)
+            st.put_raw(layer, sname, s)  # type: ignore[arg-type]
+        layer.set_param(18, int_value(2))
+        return True
+    rows, hc_len = _rnn_rows(layer)
+    sxc, shc = _scales(table, layer, 0, rows), _scales(table, layer, 1, rows)
+    if sxc is None or shc is None:
+        return False
+    st.put_i8(
+        layer, "weight_xc", quantize_rows(st.rec(layer, "weight_xc").values.reshape(rows, -1), sxc)
+    )
+    st.put_i8(
+        layer,
+        "weight_hc",
+        quantize_rows(st.rec(layer, "weight_hc").values.reshape(rows, hc_len), shc),
+    )
+    st.put_raw(layer, "weight_xc_scales", sxc)
+    st.put_raw(layer, "weight_hc_scales", shc)
+    layer.set_param(8, int_value(2))
+    return True
+
+
+def _quantize_gemm(st: _State, layer: Layer) -> None:
+    m, n, k = layer.param_int(7, 0), layer.param_int(8, 0), layer.param_int(9, 0)
+    if layer.param_int(4, 0) == 1:
+        a = st.rec(layer, "A").values.astype(np.float32)
+        a = a.reshape(k, m).T.copy() if layer.param_int(2, 0) == 1 else a.reshape(m, k)
+        layer.set_param(2, int_value(0))
+        scales = absmax_scales(a)
+        st.put_i8(layer, "A", quantize_rows(a, scales))
+        st.put_raw(layer, "A_scales", scales)
+    if layer.param_int(5, 0) == 1:
+        b = st.rec(layer, "B").values.astype(np.float32)
+        b = b.reshape(k, n).T.copy() if layer.param_int(3, 0) == 0 else b.reshape(n, k)
+        layer.set_param(3, int_value(1))
+        scale = absmax_scales(b.reshape(1, -1))
+        st.put_i8(layer, "B", quantize_tensor(b, float(scale[0])))
+        st.put_raw(layer, "B_scale", scale)
+    layer.set_param(18, int_value(2))
+
+
+def _flush_denormals(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32).copy()
+    tiny = (np.abs(v).astype(np.float64) < 1e-30) & (v != 0)
+    v[tiny] = 0
+    return v
+
+
+def _write_layer(layer: Layer, recs: LayerWeights) -> bytes:
+    chunks = []
+    for spec in record_specs(layer):
+        rec = recs.get(spec.name)
+        if rec is None:
+            raise ConversionError(f"layer {layer.name!r}: no {spec.name!r} record to write")
+        if spec.tagged:
+            out = (
+                rec if rec.storage == "i8" else WeightRecord(rec.name, "f16", ncnn_half(rec.values))
+            )
+        else:
+            out = WeightRecord(rec.name, "raw", _flush_denormals(rec.values))
+        if out.values.size != spec.count:
+            raise ConversionError(
+                f"layer {layer.name!r}: {spec.name} has {out.values.size} values, "
+                f"the params say {spec.count}"
+            )
+        chunks.append(encode_record(out))
+    return b"".join(chunks)
+
+
+def quantize_model(
+    pf: ParamFile,
+    weights: dict[str, LayerWeights],
+    table: CalibrationTable | None,
+    keep_fp32: Sequence[str] = (),
+) -> tuple[str, bytes, ConversionReport]:
+    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report."""
+    names = [layer.name for layer in pf.layers]
+    unknown = [k for k in keep_fp32 if k not in names]
+    if unknown:
+        raise ConversionError(
+            "keep_fp32 names layers the model does not have: " + ", ".join(unknown)
+        )
+    keep = set(keep_fp32)
+    if table is not None:
+        _check_table(pf, table)
+    layers = [copy.deepcopy(layer) for layer in pf.layers]
+    st = _State(layers, {k: dict(v) for k, v in weights.items()})
+
+    for ltype in CALIBRATED_TYPES:
+        for layer in layers:
+            if layer.type == ltype:
+                _quantize_calibrated(st, layer, table, keep)
+
+    static = [layer for layer in layers if layer.type in STATIC_TYPES]
+    if static and table is None:
+        raise ConversionError(
+            "calibration table is required for static weight quantization of "
+            + ", ".join(f"{layer.name} ({layer.type})" for layer in static)
+        )
+    for ltype in ("RNN", "LSTM", "GRU", "Embed", "Gemm", "MultiHeadAttention", "SDPA"):
+        for layer in layers:
+            if layer.type != ltype:
+                continue
+            if layer.name in keep:
+                st.report.kept_float.append(layer.name)
+            elif ltype == "Gemm":
+                _quantize_gemm(st, layer)
+                st.report.quantized.append(layer.name)
+            elif ltype == "SDPA":
+                layer.set_param(18, int_value(2))
+                st.report.quantized.append(layer.name)
+            elif _quantize_static(st, layer, table):  # type: ignore[arg-type]
+                st.report.quantized.append(layer.name)
+            else:
+                st.report.warnings.append(
+                    f"layer {layer.name!r} ({ltype}): the table has no weight scales "
+                    "for it; kept in float"
+                )
+                st.report.kept_float.append(layer.name)
+
+    for producer, consumer, top in fuse_requantize(layers, st.int8, st.bottom_scales):
+        st.put_raw(layers[names.index(producer)], "top_scale", top)
+        st.report.fused.append((producer, consumer))
+
+    out_layers = [modelwriter_params(layer) for layer in layers]
+    blob_count = len({b for layer in out_layers for b in (*layer.bottoms, *layer.tops)})
+    param_text = render_param(ParamFile(out_layers, blob_count))
+    bin_bytes = b"".join(
+        _write_layer(layer, st.weights.get(layer.name, {})) for layer in out_layers
+    )
+    return param_text, bin_bytes, st.report
