@@ -1,0 +1,58 @@
+"""``python -m device_agent`` and the zipapp entry point.
+
+    python -m device_agent serve --workdir W       persistent: job ids on stdin
+    python -m device_agent run-job --workdir W ID  one job directory
+    python -m device_agent hello                   the hello facts as JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _protocol_stdout() -> object:
+    """Reserve the real stdout for protocol lines; anything else printing to fd 1 (ncnn, a
+    stray print) is redirected to stderr so it cannot corrupt the protocol stream."""
+    sys.stdout.flush()
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from device_agent import __version__
+    from device_agent.server import run_job, serve
+
+    parser = argparse.ArgumentParser(prog="edgecal-agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run jobs whose ids arrive on stdin")
+    p_serve.add_argument("--workdir", required=True)
+    p_job = sub.add_parser("run-job", help="run one job directory")
+    p_job.add_argument("--workdir", required=True)
+    p_job.add_argument("job_id")
+    sub.add_parser("hello", help="print the device facts as JSON")
+    args = parser.parse_args(argv)
+
+    if args.command == "hello":
+        from device_agent.jobs import hello_info
+
+        json.dump(hello_info(), sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    workdir = os.path.abspath(args.workdir)
+    if args.command == "run-job":
+        response = run_job(workdir, args.job_id)
+        return 0 if response.ok else 1
+    proto = _protocol_stdout()
+    return serve(workdir, sys.stdin, proto, sys.stderr)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

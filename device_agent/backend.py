@@ -1,0 +1,148 @@
+"""ncnn, driven exactly as ncnn2table drives it (spec 2.3, 2.4, 5.2).
+
+ncnn is imported lazily so ``hello`` works (and reports the problem) where it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from device_agent.errors import (
+    BlobNotFound,
+    ExtractError,
+    InputError,
+    ModelLoadError,
+    NcnnUnavailable,
+)
+from device_agent.protocol import InputDesc
+
+_PIXEL_FROM_BGR = {
+    "BGR": "PIXEL_BGR",
+    "RGB": "PIXEL_BGR2RGB",
+    "GRAY": "PIXEL_BGR2GRAY",
+    "RGBA": "PIXEL_BGR2RGBA",
+    "BGRA": "PIXEL_BGR2BGRA",
+}
+_CHANNELS = {"BGR": 3, "RGB": 3, "GRAY": 1, "RGBA": 4, "BGRA": 4}
+
+
+def import_ncnn() -> Any:
+    try:
+        import ncnn
+    except ImportError as e:  # pragma: no cover - depends on the board
+        raise NcnnUnavailable(
+            f"the ncnn Python package cannot be imported ({e}); install it on the device "
+            "(pip install ncnn)") from e
+    return ncnn
+
+
+def set_runtime_options(opt: Any, runtime: str, threads: int) -> None:
+    """``calibration``: ncnn2table's QuantNet options.  ``deployed``: ncnn defaults + threads."""
+    if runtime == "calibration":
+        opt.num_threads = 1
+        opt.lightmode = False
+        opt.use_fp16_packed = False
+        opt.use_fp16_storage = False
+        opt.use_fp16_arithmetic = False
+        opt.use_bf16_packed = False
+        opt.use_bf16_storage = False
+    else:
+        opt.num_threads = threads
+
+
+def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
+    """One input array -> the ncnn Mat ncnn2table would feed (an owning Mat)."""
+    if desc.kind == "image":
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise InputError(f"{where}: image input {desc.blob!r} must be uint8 (rows, cols, 3) "
+                             f"BGR, got {arr.dtype} {arr.shape}")
+        rows, cols = int(arr.shape[0]), int(arr.shape[1])
+        w, h = desc.target_size(cols, rows)
+        if w <= 0 or h <= 0:
+            raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}")
+        n_ch = _CHANNELS[desc.pixel]
+        for what, values in (("mean", desc.mean), ("norm", desc.norm)):
+            if values and len(values) != n_ch:
+                raise InputError(f"input {desc.blob!r}: {len(values)} {what} values for "
+                                 f"{n_ch} channels of pixel={desc.pixel}")
+        pixel = getattr(ncnn.Mat.PixelType, _PIXEL_FROM_BGR[desc.pixel])
+        mat = ncnn.Mat.from_pixels_resize(np.ascontiguousarray(arr), pixel, cols, rows, w, h)
+        mat.substract_mean_normalize(list(desc.mean), list(desc.norm))
+        return mat
+    if arr.dtype != np.float32:
+        raise InputError(f"{where}: npy input {desc.blob!r} must be float32, got {arr.dtype}")
+    if desc.shape and tuple(arr.shape) != tuple(reversed(desc.shape)):
+        raise InputError(
+            f"{where}: npy input {desc.blob!r} has numpy shape {tuple(arr.shape)}, expected "
+            f"{tuple(reversed(desc.shape))} (shape={list(desc.shape)} is ncnn's w,h,(d),c order)")
+    if not 1 <= arr.ndim <= 4:
+        raise InputError(f"{where}: npy input {desc.blob!r} has {arr.ndim} dimensions (1..4)")
+    keep = np.ascontiguousarray(arr)
+    # Mat(ndarray) neither copies nor keeps a reference (spec 5.2): clone while keep is alive.
+    mat = ncnn.Mat(keep).clone()
+    del keep
+    return mat
+
+
+class NcnnModel:
+    """A loaded net plus the allocators its extractors use.  Keep it alive while extracting."""
+
+    def __init__(self, param: str, bin_: str, *, runtime: str = "calibration",
+                 threads: int = 1) -> None:
+        self.ncnn = ncnn = import_ncnn()
+        for path in (param, bin_):
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"model file {path} does not exist on the device")
+        self.net = ncnn.Net()
+        set_runtime_options(self.net.opt, runtime, threads)
+        self.blob_allocator = ncnn.UnlockedPoolAllocator()
+        self.workspace_allocator = ncnn.PoolAllocator()
+        if self.net.load_param(param) != 0:
+            raise ModelLoadError(f"ncnn cannot parse {os.path.basename(param)} (load_param failed)")
+        if self.net.load_model(bin_) != 0:
+            raise ModelLoadError(
+                f"ncnn cannot load {os.path.basename(bin_)} for {os.path.basename(param)} "
+                "(load_model failed: truncated .bin or .param/.bin mismatch)")
+        self.blob_names = [b.name for b in self.net.blobs()]
+        self.input_names = list(self.net.input_names())
+
+    def check_blobs(self, blobs: Sequence[str]) -> None:
+        known = set(self.blob_names)
+        missing = [b for b in blobs if b not in known]
+        if missing:
+            raise BlobNotFound(f"blob(s) {', '.join(map(repr, missing))} not in the model; "
+                               f"it has {', '.join(self.blob_names)}")
+
+    def check_inputs(self, inputs: Sequence[InputDesc]) -> None:
+        self.check_blobs([d.blob for d in inputs])
+
+    def extract(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
+                blobs: Sequence[str], where: str = "sample", *,
+                light_mode: bool = True) -> Iterator[tuple[str, Any]]:
+        """Feed one sample, then yield ``(blob, Mat)`` for each blob in order (fp32, elempack 1).
+
+        ``light_mode`` (ncnn2table's choice) frees intermediate blobs as soon as they are
+        consumed, so blobs must be asked in network order; pass False for an arbitrary order
+        (all blobs of this one sample are then kept until the next sample).
+        """
+        mats = [to_mat(self.ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
+        ex = self.net.create_extractor()
+        try:
+            ex.set_light_mode(light_mode)
+            ex.set_blob_allocator(self.blob_allocator)
+            ex.set_workspace_allocator(self.workspace_allocator)
+            for mat, d in zip(mats, inputs):
+                ex.input(d.blob, mat)
+            for name in blobs:
+                ret, out = ex.extract(name)
+                if ret != 0:
+                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
+                                       f"(extract returned {ret})")
+                yield name, out
+        finally:
+            del ex
+            del mats

@@ -1,0 +1,35 @@
+"""Errors a job can fail with.  The class name travels to the host as the error ``kind``."""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """A job failed for a reason the agent understands; ``kind`` names it on the wire."""
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class BadRequest(JobError):
+    """The request is malformed, refers to missing files, or is of another protocol."""
+
+
+class NcnnUnavailable(JobError):
+    """The ncnn Python package cannot be imported on this device."""
+
+
+class ModelLoadError(JobError):
+    """ncnn refused the .param or .bin file."""
+
+
+class BlobNotFound(JobError):
+    """A requested blob is not in the model."""
+
+
+class InputError(JobError):
+    """A sample does not fit its input description (shape, channels, dtype)."""
+
+
+class ExtractError(JobError):
+    """ncnn failed to compute a blob."""

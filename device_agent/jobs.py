@@ -1,0 +1,472 @@
+"""Op handlers.  Each takes the job context and returns ``(result, artifacts)``.
+
+Memory is bounded by one sample: samples are streamed from the shards, activations are reduced
+to statistics at once and dropped.  Only ``eq_layer`` keeps (at most 50) in/out pairs of one
+layer, as the algorithm needs them for every candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+import device_agent
+from device_agent import stats
+from device_agent.backend import NcnnModel, import_ncnn
+from device_agent.errors import BadRequest, InputError, JobError, ModelLoadError
+from device_agent.fileio import sha256_file
+from device_agent.protocol import (
+    ARTIFACT_SCHEMA,
+    Artifact,
+    CaptureParams,
+    EqLayerParams,
+    InputDesc,
+    NpzWriter,
+    ProtocolViolation,
+    Request,
+    ShardInfo,
+    check_relpath,
+    iter_shard,
+    load_npz,
+    names_array,
+    read_shard_info,
+)
+
+Progress = Callable[[int, int], None]
+
+#: Activations gathered before one vectorised statistics call (bounded, independent of the
+#: number of samples).
+BATCH_BYTES = 8 << 20
+
+#: CPU features worth knowing for ncnn kernels, as /proc/cpuinfo spells them.
+CPU_FEATURES = (
+    "neon", "asimd", "asimdhp", "asimddp", "asimdrdm", "fphp", "i8mm", "bf16", "sve", "sve2",
+    "sse2", "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+    "avx_vnni", "avx512_bf16", "avx512_fp16",
+)
+
+
+@dataclass
+class JobContext:
+    workdir: str
+    job_dir: str
+    request: Request
+    progress: Progress
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    def workdir_path(self, rel: str) -> str:
+        return os.path.join(self.workdir, check_relpath(rel, "path"))
+
+    def job_path(self, rel: str) -> str:
+        return os.path.join(self.job_dir, check_relpath(rel, "path"))
+
+    def artifact(self, name: str) -> tuple[str, Artifact]:
+        """Register a job-relative artifact file (call after it is written)."""
+        return name, Artifact(file=name, sha256=sha256_file(self.job_path(name)))
+
+
+Result = tuple[dict[str, Any], dict[str, Artifact]]
+
+
+# -- hello ---------------------------------------------------------------------------------------
+def cpu_features(cpuinfo: str) -> list[str]:
+    """The interesting CPU features listed in ``/proc/cpuinfo`` text (x86 ``flags``, ARM
+    ``Features``).  ``asimddp`` is ARM's dotprod."""
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            found.update(value.split())
+    return [f for f in CPU_FEATURES if f in found]
+
+
+def hello_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "agent_version": device_agent.__version__,
+        "protocol": device_agent.PROTOCOL_VERSION,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "cores": os.cpu_count() or 1,
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            info["cpu_features"] = cpu_features(fh.read())
+    except OSError:
+        info["cpu_features"] = []
+    try:
+        ncnn = import_ncnn()
+    except JobError as e:
+        info.update(ncnn=None, ncnn_ok=False, ncnn_error=str(e))
+    else:
+        info.update(ncnn=getattr(ncnn, "__version__", "unknown"), ncnn_ok=True)
+        probes = {"arm_asimdhp": "cpu_support_arm_asimdhp", "arm_neon": "cpu_support_arm_neon",
+                  "x86_avx": "cpu_support_x86_avx", "x86_avx2": "cpu_support_x86_avx2"}
+        info["ncnn_cpu"] = {k: bool(getattr(ncnn, f)()) for k, f in probes.items()
+                            if hasattr(ncnn, f)}
+    return info
+
+
+def op_hello(ctx: JobContext) -> Result:
+    return hello_info(), {}
+
+
+def op_sleep(ctx: JobContext) -> Result:
+    time.sleep(ctx.request.params.seconds)
+    return {"slept_s": ctx.request.params.seconds}, {}
+
+
+# -- samples -------------------------------------------------------------------------------------
+class SampleStream:
+    """The samples of several shards, one at a time, checked against the request's inputs."""
+
+    def __init__(self, ctx: JobContext, shards: Sequence[str], inputs: Sequence[InputDesc]):
+        self.inputs = tuple(inputs)
+        self.paths = [ctx.workdir_path(s) for s in shards]
+        self.infos: list[ShardInfo] = []
+        for rel, path in zip(shards, self.paths):
+            if not os.path.isfile(path):
+                raise BadRequest(f"sample shard {rel} is not on the device (push it first)")
+            try:
+                info = read_shard_info(path)
+            except (ProtocolViolation, OSError, ValueError) as e:
+                raise BadRequest(f"sample shard {rel} is unreadable: {e}") from e
+            if info.inputs != self.inputs:
+                raise BadRequest(f"sample shard {rel} was written for inputs "
+                                 f"{[d.to_dict() for d in info.inputs]}, the request names "
+                                 f"{[d.to_dict() for d in self.inputs]}")
+            self.infos.append(info)
+        self.total = sum(i.n_samples for i in self.infos)
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+        index = 0
+        for path, info in zip(self.paths, self.infos):
+            try:
+                for sample in iter_shard(path, info):
+                    yield index, sample
+                    index += 1
+            except (KeyError, ProtocolViolation) as e:
+                raise InputError(f"shard {os.path.basename(path)} is damaged: {e}") from None
+
+
+class _Batches:
+    """Visited elements of each blob, gathered over samples and reduced in one numpy call per
+    batch: memory stays under ``budget_bytes`` plus one sample, whatever the sample count."""
+
+    def __init__(self, n_blobs: int, reduce: Callable[[int, np.ndarray], None],
+                 budget_bytes: int = BATCH_BYTES) -> None:
+        self.parts: list[list[np.ndarray]] = [[] for _ in range(n_blobs)]
+        self.reduce = reduce
+        self.budget_bytes = budget_bytes
+        self.nbytes = 0
+
+    def add(self, b: int, mat: Any) -> None:
+        values = stats.visited(np.asarray(mat))  # a view: keeps the (cloned) Mat alive
+        self.parts[b].append(values)
+        self.nbytes += values.nbytes
+
+    def end_sample(self) -> None:
+        if self.nbytes >= self.budget_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        for b, parts in enumerate(self.parts):
+            if parts:
+                self.reduce(b, parts[0] if len(parts) == 1 else np.concatenate(parts))
+                parts.clear()
+        self.nbytes = 0
+
+
+def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,
+                threads: int) -> NcnnModel:
+    t0 = time.perf_counter()
+    model = NcnnModel(ctx.workdir_path(p.model.param), ctx.workdir_path(p.model.bin),
+                      runtime=runtime, threads=threads)
+    model.check_inputs(p.inputs)
+    ctx.timing_s["load"] = time.perf_counter() - t0
+    return model
+
+
+class _Throttle:
+    """Report progress at most every ``interval_s`` (and always at the end)."""
+
+    def __init__(self, progress: Progress, total: int, interval_s: float = 0.25) -> None:
+        self.progress, self.total, self.interval_s = progress, total, interval_s
+        self.last = time.monotonic()
+        progress(0, total)
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if done >= self.total or now - self.last >= self.interval_s:
+            self.last = now
+            self.progress(done, self.total)
+
+
+# -- absmax / histogram / run --------------------------------------------------------------------
+def op_absmax(ctx: JobContext) -> Result:
+    p: CaptureParams = ctx.request.params
+    model = _load_model(ctx, p, p.runtime, p.threads)
+    model.check_blobs(p.blobs)
+    samples = SampleStream(ctx, p.shards, p.inputs)
+    absmax = [np.float32(0.0)] * len(p.blobs)
+    per_sample = [0] * len(p.blobs)
+
+    def reduce(b: int, values: np.ndarray) -> None:
+        m = stats.abs_max(values)
+        if m > absmax[b]:  # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table
+            absmax[b] = m
+
+    batches = _Batches(len(p.blobs), reduce)
+    tick = _Throttle(ctx.progress, samples.total)
+    t0 = time.perf_counter()
+    for i, sample in samples:
+        for b, (_, mat) in enumerate(model.extract(sample, p.inputs, p.blobs, f"sample {i}")):
+            batches.add(b, mat)
+            per_sample[b] = mat.c * mat.w * mat.h  # the last sample's, as ncnn2table
+        batches.end_sample()
+        tick(i + 1)
+    batches.flush()
+    ctx.timing_s["infer"] = time.perf_counter() - t0
+    name = "absmax.npz"
+    with NpzWriter(ctx.job_path(name)) as w:
+        w.add("schema", np.int64(ARTIFACT_SCHEMA))
+        w.add("names", names_array(p.blobs))
+        w.add("absmax", np.array(absmax, dtype=np.float32).reshape(len(p.blobs)))
+        w.add("elements_per_sample", np.array(per_sample, dtype=np.int64))
+        w.add("n_samples", np.int64(samples.total))
+    return {"n_samples": samples.total}, dict([ctx.artifact(name)])
+
+
+def op_histogram(ctx: JobContext) -> Result:
+    p: CaptureParams = ctx.request.params
+    if p.absmax is None:
+        raise BadRequest("histogram request lacks params.absmax")
+    missing = [b for b in p.blobs if b not in p.absmax]
+    if missing:
+        raise BadRequest(f"histogram request lacks absmax for blob(s) {missing}")
+    ranges = [np.float32(p.absmax[b]) for b in p.blobs]
+    model = _load_model(ctx, p, p.runtime, p.threads)
+    model.check_blobs(p.blobs)
+    samples = SampleStream(ctx, p.shards, p.inputs)
+    counts = np.zeros((len(p.blobs), stats.NUM_BINS), dtype=np.uint64)
+
+    def reduce(b: int, values: np.ndarray) -> None:
+        counts[b] += stats.histogram_counts(values, ranges[b])
+
+    batches = _Batches(len(p.blobs), reduce)
+    tick = _Throttle(ctx.progress, samples.total)
+    t0 = time.perf_counter()
+    for i, sample in samples:
+        for b, (_, mat) in enumerate(model.extract(sample, p.inputs, p.blobs, f"sample {i}")):
+            batches.add(b, mat)
+        batches.end_sample()
+        tick(i + 1)
+    batches.flush()
+    ctx.timing_s["infer"] = time.perf_counter() - t0
+    name = "histograms.npz"
+    with NpzWriter(ctx.job_path(name)) as w:
+        w.add("schema", np.int64(ARTIFACT_SCHEMA))
+        w.add("names", names_array(p.blobs))
+        w.add("absmax", np.array(ranges, dtype=np.float32).reshape(len(p.blobs)))
+        w.add("counts", counts)
+        w.add("n_samples", np.int64(samples.total))
+    return {"n_samples": samples.total}, dict([ctx.artifact(name)])
+
+
+def output_key(i: int, b: int) -> str:
+    """Member of sample ``i`` (within its shard), blob ``b`` in a ``run`` output file."""
+    return f"s{i:06d}_b{b}"
+
+
+def op_run(ctx: JobContext) -> Result:
+    """Outputs of ``blobs`` for every sample, one npz per shard (``outputs_<k>.npz``)."""
+    p: CaptureParams = ctx.request.params
+    model = _load_model(ctx, p, p.runtime, p.threads)
+    model.check_blobs(p.blobs)
+    artifacts: dict[str, Artifact] = {}
+    total = 0
+    done = 0
+    streams = [SampleStream(ctx, [s], p.inputs) for s in p.shards]
+    tick = _Throttle(ctx.progress, sum(s.total for s in streams))
+    t0 = time.perf_counter()
+    for k, samples in enumerate(streams):
+        name = f"outputs_{k}.npz"
+        with NpzWriter(ctx.job_path(name)) as w:
+            w.add("schema", np.int64(ARTIFACT_SCHEMA))
+            w.add("names", names_array(p.blobs))
+            w.add("n_samples", np.int64(samples.total))
+            for i, sample in samples:
+                for b, (_, mat) in enumerate(model.extract(
+                        sample, p.inputs, p.blobs, f"sample {done}", light_mode=False)):
+                    w.add(output_key(i, b), np.array(mat, dtype=np.float32))
+                done += 1
+                tick(done)
+        total += samples.total
+        artifacts.update([ctx.artifact(name)])
+    ctx.timing_s["infer"] = time.perf_counter() - t0
+    return {"n_samples": total, "n_shards": len(streams)}, artifacts
+
+
+# -- eq_layer ------------------------------------------------------------------------------------
+def _cos_terms(ref: np.ndarray) -> np.ndarray:
+    """The first w*h floats of each channel of an elempack-1 fp32 blob, flattened."""
+    return np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
+
+
+def _seq_sum(x: np.ndarray) -> np.ndarray:
+    """Sequential float32 sums along the last axis (``float acc; acc += x[i]`` order)."""
+    return np.cumsum(x, axis=-1, dtype=np.float32)[..., -1]
+
+
+class _EqProbe:
+    """The one-layer int8 probe net, rebuilt from memory for each candidate scale vector."""
+
+    def __init__(self, ncnn: Any, param_text: str, prefix: bytes, n_weight_scales: int) -> None:
+        self.ncnn = ncnn
+        self.param_text = param_text
+        self.buf = bytearray(prefix) + bytearray(4 * (n_weight_scales + 1))
+        self.scales = np.frombuffer(self.buf, dtype="<f4", offset=len(prefix))
+        self.net: Any = None
+        self.model_bytes = b""
+        self.allocator = ncnn.UnlockedPoolAllocator()
+        self.workspace = ncnn.PoolAllocator()
+        self.input_name = ""
+        self.output_name = ""
+
+    def build(self) -> None:
+        net = self.ncnn.Net()
+        net.opt.use_packing_layout = False
+        # one thread: int8 accumulation is exact integer arithmetic, so the thread split
+        # cannot change results, and per-forward OpenMP start-up would dominate a tiny layer
+        net.opt.num_threads = 1
+        if net.load_param_mem(self.param_text) != 0:
+            raise ModelLoadError("ncnn cannot parse the EQ probe .param")
+        # load_model_mem may reference this memory: keep the bytes alive as long as the net
+        model_bytes = bytes(self.buf)
+        net.load_model_mem(model_bytes)
+        ins, outs = list(net.input_names()), list(net.output_names())
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelLoadError(
+                f"the EQ probe must have one input and one output, it has {ins} and {outs}")
+        self.net, self.model_bytes = net, model_bytes  # old net dropped only now
+        self.input_name, self.output_name = ins[0], outs[0]
+
+    def forward(self, mat: Any) -> np.ndarray:
+        ex = self.net.create_extractor()
+        ex.set_light_mode(True)
+        ex.set_blob_allocator(self.allocator)
+        ex.set_workspace_allocator(self.workspace)
+        ex.input(self.input_name, mat)
+        ret, out = ex.extract(self.output_name)
+        del ex
+        if ret != 0:
+            raise JobError(f"the EQ probe forward failed (extract returned {ret})")
+        return np.array(out, dtype=np.float32)
+
+
+def op_eq_layer(ctx: JobContext) -> Result:
+    p: EqLayerParams = ctx.request.params
+    try:
+        with open(ctx.job_path(p.probe_param), encoding="utf-8") as fh:
+            probe_param = fh.read()
+        with open(ctx.job_path(p.probe_prefix), "rb") as fh:
+            prefix = fh.read()
+        with load_npz(ctx.job_path(p.candidates)) as npz:
+            candidates = np.asarray(npz["candidates"], dtype=np.float32)
+            weight_scales = np.asarray(npz["weight_scales"], dtype=np.float32).reshape(-1)
+            bottom_scale = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
+    except (OSError, KeyError, ValueError) as e:
+        raise BadRequest(f"eq_layer job inputs are incomplete: {e}") from e
+    n_w = weight_scales.size
+    if candidates.ndim != 2 or candidates.shape[0] != n_w + 1:
+        raise BadRequest(f"candidates must be ({n_w} weight scales + 1, steps), "
+                         f"got {candidates.shape}")
+
+    model = _load_model(ctx, p, "calibration", 1)
+    model.check_blobs([p.bottom, p.top])
+    samples = SampleStream(ctx, p.shards, p.inputs)
+    n_samples = min(samples.total, p.max_samples)
+    ins: list[Any] = []
+    refs: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    for i, sample in samples:
+        if i >= n_samples:
+            break
+        got = dict(model.extract(sample, p.inputs, [p.bottom, p.top], f"sample {i}",
+                                 light_mode=False))
+        ins.append(got[p.bottom])
+        refs.append(_cos_terms(np.array(got[p.top])))
+    ctx.timing_s["fp32"] = time.perf_counter() - t0
+    if not ins:
+        raise BadRequest("eq_layer needs at least one sample")
+    same_shape = len({r.shape for r in refs}) == 1
+    ref_stack = np.stack(refs) if same_shape else None
+    ref_norm = [math.sqrt(float(_seq_sum(r * r))) for r in refs]
+
+    probe = _EqProbe(model.ncnn, probe_param, prefix, n_w)
+    probe.scales[:n_w] = weight_scales
+    probe.scales[n_w] = bottom_scale
+
+    def similarity() -> float:
+        probe.build()
+        outs = [_cos_terms(probe.forward(m)) for m in ins]
+        if ref_stack is not None and len({o.shape for o in outs}) == 1 \
+                and outs[0].shape == ref_stack.shape[1:]:
+            q = np.stack(outs)
+            dots = _seq_sum(ref_stack * q)
+            qnorm = _seq_sum(q * q)
+        else:
+            if any(o.shape != r.shape for o, r in zip(outs, refs)):
+                raise JobError("the EQ probe output shape differs from the fp32 top blob")
+            dots = np.array([_seq_sum(r * o) for r, o in zip(refs, outs)], dtype=np.float32)
+            qnorm = np.array([_seq_sum(o * o) for o in outs], dtype=np.float32)
+        total = 0.0
+        for d, rn, qn in zip(dots.tolist(), ref_norm, qnorm.tolist()):
+            total += d / rn / math.sqrt(qn) if rn > 0.0 and qn > 0.0 else math.nan
+        return total
+
+    steps = candidates.shape[1]
+    sim = np.zeros(candidates.shape, dtype=np.float64)
+    tick = _Throttle(ctx.progress, candidates.size)
+    t0 = time.perf_counter()
+    for j in range(n_w + 1):
+        best_sum, best_k = 0.0, -1
+        for k in range(steps):
+            probe.scales[j] = candidates[j, k]
+            s = similarity()
+            sim[j, k] = s
+            if s > best_sum:  # strict, from 0.0: first wins, NaN never wins
+                best_sum, best_k = s, k
+            tick(j * steps + k + 1)
+        old = weight_scales[j] if j < n_w else bottom_scale
+        probe.scales[j] = candidates[j, best_k] if best_k >= 0 else old
+    ctx.timing_s["search"] = time.perf_counter() - t0
+
+    chosen = probe.scales.astype(np.float32)
+    name = "eq.npz"
+    with NpzWriter(ctx.job_path(name)) as w:
+        w.add("schema", np.int64(ARTIFACT_SCHEMA))
+        w.add("sim", sim)
+        w.add("weight_scales", chosen[:n_w].copy())
+        w.add("bottom_scale", chosen[n_w:].copy())
+        w.add("n_samples", np.int64(len(ins)))
+    return {"n_samples": len(ins)}, dict([ctx.artifact(name)])
+
+
+HANDLERS: dict[str, Callable[[JobContext], Result]] = {
+    "hello": op_hello,
+    "sleep": op_sleep,
+    "absmax": op_absmax,
+    "histogram": op_histogram,
+    "run": op_run,
+    "eq_layer": op_eq_layer,
+}
+

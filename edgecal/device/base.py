@@ -1,0 +1,86 @@
+"""The ``Device`` interface: a work directory on some machine plus the edgecal agent there.
+
+``LocalDevice`` (a subprocess on this machine) implements it now; ``SshDevice`` (a board over
+SSH) will implement the same methods and run the same agent through the same job protocol.
+Everything the host writes lives under the device's work directory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+Progress = Callable[[int, int], None]
+
+#: Default deadline of one job, in seconds.
+DEFAULT_JOB_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: the agent's response (as a dict) and its artifacts as host paths."""
+
+    response: dict[str, Any]
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return dict(self.response.get("result", {}))
+
+    @property
+    def ru_maxrss_kb(self) -> int:
+        """The agent's peak RSS (KiB) when it answered; monotonic over the agent's life."""
+        return int(self.response.get("ru_maxrss_kb", 0))
+
+
+class Device(ABC):
+    """One machine that runs ncnn for edgecal."""
+
+    name: str
+
+    @abstractmethod
+    def hello(self) -> dict[str, Any]:
+        """Agent, protocol, Python, numpy and ncnn versions, machine, CPU features, cores."""
+
+    @abstractmethod
+    def push(self, local: Path) -> str:
+        """Store ``local`` in the work directory by its sha256; skip the upload when an
+        identical copy is there.  Returns the workdir-relative path to name in requests."""
+
+    @abstractmethod
+    def run_job(
+        self,
+        op: str,
+        params: Mapping[str, Any],
+        *,
+        timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+        progress: Progress | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> JobResult:
+        """Run one agent job.  ``files`` are job inputs written into the job directory
+        before the request.  Raises ``AgentError`` when the job fails on the agent,
+        ``DeviceError`` on timeout or a dead agent, ``ProtocolError`` on a malformed reply."""
+
+    @property
+    @abstractmethod
+    def bytes_pushed(self) -> int:
+        """Bytes actually uploaded by :meth:`push` so far (skipped uploads count 0)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the agent and release the work directory if the device owns it."""
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,228 @@
+"""Typed host API over the agent's capture ops: what the calibration pipeline calls.
+
+Every function pushes what the job needs (content-addressed, so repeated pushes are free), runs
+one job per call (``run_outputs``: one per shard) and returns numpy values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_agent.protocol import InputDesc, load_npz, npz_bytes, write_shard
+from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
+from edgecal.errors import ProtocolError
+from edgecal.inputspec import InputSpec
+
+NUM_BINS = 2048
+
+
+@dataclass(frozen=True)
+class EqLayerResult:
+    """``sim[j, k]``: summed cosine of candidate ``k`` for scale row ``j`` (last row: bottom)."""
+
+    sim: np.ndarray
+    weight_scales: np.ndarray
+    bottom_scale: np.float32
+
+
+def _descs(specs: Sequence[InputSpec]) -> list[InputDesc]:
+    return [InputDesc.from_dict(s.to_dict()) for s in specs]
+
+
+def write_shards(
+    samples: Iterable[tuple[np.ndarray, ...]],
+    specs: Sequence[InputSpec],
+    out_dir: Path,
+    shard_size: int = 256,
+) -> list[Path]:
+    """Write samples (one array per input: uint8 ``(rows, cols, 3)`` BGR for image inputs,
+    float32 for npy inputs) as ``.npz`` shards of ``shard_size`` samples.  Holds one shard."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    descs = _descs(specs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    batch: list[tuple[np.ndarray, ...]] = []
+
+    def flush() -> None:
+        path = out_dir / f"shard_{len(paths):05d}.npz"
+        write_shard(path, batch, descs)
+        paths.append(path)
+        batch.clear()
+
+    for sample in samples:
+        batch.append(tuple(sample))
+        if len(batch) == shard_size:
+            flush()
+    if batch:
+        flush()
+    return paths
+
+
+def _model_params(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
+                  shards: Sequence[Path]) -> dict[str, Any]:
+    return {
+        "model": {"param": device.push(Path(param)), "bin": device.push(Path(bin))},
+        "inputs": [s.to_dict() for s in specs],
+        "shards": [device.push(Path(s)) for s in shards],
+    }
+
+
+def _artifact(device: Device, job: JobResult, key: str) -> Any:
+    if key not in job.artifacts:
+        raise ProtocolError(f"{device.name}: the agent's reply lacks the artifact {key}")
+    return load_npz(job.artifacts[key])
+
+
+def _blob_names(device: Device, npz: Any, blobs: Sequence[str]) -> list[str]:
+    names = [str(n) for n in npz["names"]]
+    if names != list(blobs):
+        raise ProtocolError(f"{device.name}: the agent answered for blobs {names}, "
+                            f"asked for {list(blobs)}")
+    return names
+
+
+def capture_absmax(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    blobs: Sequence[str],
+    *,
+    runtime: str = "calibration",
+    threads: int = 1,
+    progress: Progress | None = None,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+) -> dict[str, tuple[np.float32, int]]:
+    """Pass 1: per blob ``(absmax, elements_per_sample)`` over every sample of the shards."""
+    params = _model_params(device, param, bin, specs, shards)
+    params.update(blobs=list(blobs), runtime=runtime, threads=threads)
+    job = device.run_job("absmax", params, timeout_s=timeout_s, progress=progress)
+    with _artifact(device, job, "absmax.npz") as npz:
+        names = _blob_names(device, npz, blobs)
+        absmax = np.asarray(npz["absmax"], dtype=np.float32)
+        per_sample = np.asarray(npz["elements_per_sample"], dtype=np.int64)
+    return {n: (absmax[i], int(per_sample[i])) for i, n in enumerate(names)}
+
+
+def capture_histograms(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    blobs: Sequence[str],
+    absmax: Mapping[str, float],
+    *,
+    runtime: str = "calibration",
+    threads: int = 1,
+    progress: Progress | None = None,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+) -> dict[str, np.ndarray]:
+    """Pass 2: per blob the uint64 ``[2048]`` histogram of ``|x|`` over ``[0, absmax]``."""
+    params = _model_params(device, param, bin, specs, shards)
+    params.update(blobs=list(blobs), runtime=runtime, threads=threads,
+                  absmax={b: float(np.float32(absmax[b])) for b in blobs})
+    job = device.run_job("histogram", params, timeout_s=timeout_s, progress=progress)
+    with _artifact(device, job, "histograms.npz") as npz:
+        names = _blob_names(device, npz, blobs)
+        counts = np.asarray(npz["counts"])
+    if counts.dtype != np.uint64 or counts.shape != (len(names), NUM_BINS):
+        raise ProtocolError(f"{device.name}: histogram counts are {counts.dtype} "
+                            f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})")
+    return {n: counts[i].copy() for i, n in enumerate(names)}
+
+
+def run_outputs(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    blobs: Sequence[str],
+    *,
+    runtime: str = "calibration",
+    threads: int = 1,
+    progress: Progress | None = None,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per sample, ``blob -> float32 array`` (ncnn's ``(c, h, w)`` layout), one job per shard."""
+    base = _model_params(device, param, bin, specs, [])
+    total = 0
+    for shard in shards:
+        with load_npz(shard) as npz:
+            total += int(npz["n_samples"])
+    done_before = 0
+    for shard in shards:
+        params = dict(base, shards=[device.push(Path(shard))], blobs=list(blobs),
+                      runtime=runtime, threads=threads)
+
+        def shard_progress(done: int, total: int, offset: int = done_before) -> None:
+            if progress is not None:
+                progress(offset + done, total)
+
+        job = device.run_job("run", params, timeout_s=timeout_s,
+                             progress=shard_progress if progress is not None else None)
+        with _artifact(device, job, "outputs_0.npz") as npz:
+            _blob_names(device, npz, blobs)
+            n = int(npz["n_samples"])
+            for i in range(n):
+                yield {b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
+                       for k, b in enumerate(blobs)}
+        done_before += n
+
+
+def eq_search_layer(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    bottom: str,
+    top: str,
+    probe_param: str,
+    probe_prefix: bytes,
+    candidates: np.ndarray,
+    weight_scales: Sequence[float] | np.ndarray,
+    bottom_scale: float,
+    max_samples: int = 50,
+    *,
+    progress: Progress | None = None,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+) -> EqLayerResult:
+    """EQ's greedy scale search for one layer, run on the device in one round trip.
+
+    ``probe_param``/``probe_prefix``: a one-layer net (``Input`` + the layer with ``8=1``/``2``)
+    and its ``.bin`` up to the weight scales; the agent appends the candidate weight scales and
+    the bottom scale as ``<f4`` for every trial.  ``candidates``: float32
+    ``(len(weight_scales) + 1, steps)``, the last row for the bottom scale.
+    """
+    ws = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
+    cand = np.asarray(candidates, dtype=np.float32)
+    if cand.ndim != 2 or cand.shape[0] != ws.size + 1:
+        raise ValueError(f"candidates must have shape ({ws.size + 1}, steps), got {cand.shape}")
+    params = _model_params(device, param, bin, specs, shards)
+    params.update(bottom=bottom, top=top, max_samples=max_samples)
+    files = {
+        "probe.param": probe_param.encode("utf-8"),
+        "probe_prefix.bin": bytes(probe_prefix),
+        "candidates.npz": npz_bytes({"candidates": cand, "weight_scales": ws,
+                                     "bottom_scale": np.array([bottom_scale], np.float32)}),
+    }
+    job = device.run_job("eq_layer", params, timeout_s=timeout_s, progress=progress,
+                         files=files)
+    with _artifact(device, job, "eq.npz") as npz:
+        sim = np.asarray(npz["sim"], dtype=np.float64)
+        new_ws = np.asarray(npz["weight_scales"], dtype=np.float32)
+        new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
+    if sim.shape != cand.shape or new_ws.shape != ws.shape:
+        raise ProtocolError(f"{device.name}: eq_layer answered sim {sim.shape} and "
+                            f"{new_ws.shape} weight scales for {cand.shape} candidates")
+    return EqLayerResult(sim=sim, weight_scales=new_ws, bottom_scale=new_bottom)

@@ -1,0 +1,234 @@
+"""``LocalDevice``: the agent in a subprocess on this machine, same agent, same protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from device_agent.protocol import (
+    JOBS_DIR,
+    PARAM_TYPES,
+    REQUEST_FILE,
+    RESPONSE_FILE,
+    ProtocolMismatch,
+    ProtocolViolation,
+    Request,
+    Response,
+    check_relpath,
+    dumps,
+)
+from edgecal.atomicfile import write_bytes_atomic, write_text_atomic
+from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
+from edgecal.device.package import agent_source_dir, build_agent_zipapp
+from edgecal.device.session import AgentSession
+from edgecal.errors import AgentError, DeviceError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+FILES_DIR = "files"
+AGENT_DIR = "agent"
+_job_counter = itertools.count(1)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def new_job_id(op: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{os.getpid()}-{next(_job_counter):05d}-{op}"
+
+
+def parse_response(raw: str, device_name: str, job_id: str) -> Response:
+    """``response.json`` text -> :class:`Response`, or a ``ProtocolError`` naming the device."""
+    try:
+        response = Response.from_dict(json.loads(raw))
+    except ProtocolMismatch as e:
+        raise ProtocolError(f"{device_name}: {e}",
+                            hint="deploy the agent built from this edgecal") from e
+    except (ValueError, ProtocolViolation) as e:
+        raise ProtocolError(f"{device_name}: malformed response to job {job_id}: {e}",
+                            hint="the agent and edgecal versions may not match") from e
+    if response.job_id != job_id:
+        raise ProtocolError(
+            f"{device_name}: response names job {response.job_id!r}, expected {job_id!r}")
+    return response
+
+
+def raise_for_error(response: Response, device_name: str) -> None:
+    if response.ok or response.error is None:
+        return
+    err = response.error
+    hints = {
+        "BadRequest": "check the files pushed to the device and the request parameters",
+        "NcnnUnavailable": "install the ncnn Python package on the device (pip install ncnn)",
+        "ModelLoadError": "check that the .param and .bin files belong together",
+        "BlobNotFound": "the blob names must come from this model's .param",
+        "InputError": "check the input shape, pixel type, mean and norm against the model",
+    }
+    raise AgentError(
+        f"{device_name}: job {response.job_id} ({response.op}) failed in the agent: "
+        f"{err.kind}: {err.message}",
+        kind=err.kind, remote_traceback=err.traceback,
+        hint=hints.get(err.kind, "run with --debug to see the agent's traceback"))
+
+
+class LocalDevice(Device):
+    """Runs the packaged agent (zipapp by default) in a persistent subprocess.
+
+    ``workdir``: where models, shards, jobs and the agent live; a temporary directory, removed
+    on :meth:`close`, when not given.  ``threads``: default thread count for ``deployed``
+    runtime jobs.  ``agent="module"`` runs ``python -m device_agent`` instead of the zipapp.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        threads: int | None = None,
+        *,
+        python: str = sys.executable,
+        agent: str = "zipapp",
+        startup_timeout_s: float = 60.0,
+        name: str = "local",
+    ) -> None:
+        if agent not in ("zipapp", "module"):
+            raise ValueError(f"agent must be 'zipapp' or 'module', not {agent!r}")
+        self.name = name
+        self.threads = threads or os.cpu_count() or 1
+        self._owns_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgecal-local-")) if workdir is None \
+            else Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._python = python
+        self._agent_kind = agent
+        self._startup_timeout_s = startup_timeout_s
+        self._session: AgentSession | None = None
+        self._bytes_pushed = 0
+        self._closed = False
+
+    # -- agent process ---------------------------------------------------------------------------
+    def _agent_argv(self) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        if self._agent_kind == "zipapp":
+            pyz = build_agent_zipapp(self.workdir / AGENT_DIR)
+            argv = [self._python, str(pyz)]
+        else:
+            root = str(agent_source_dir().parent)
+            env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+            argv = [self._python, "-m", "device_agent"]
+        env["PYTHONUNBUFFERED"] = "1"
+        return [*argv, "serve", "--workdir", str(self.workdir)], env
+
+    def _ensure_session(self) -> AgentSession:
+        if self._closed:
+            raise DeviceError(f"{self.name}: the device is closed")
+        if self._session is not None and not self._session.alive():
+            log.info("%s: the agent (pid %d) is gone; starting a new one",
+                     self.name, self._session.pid)
+            self._session.close()
+            self._session = None
+        if self._session is None:
+            argv, env = self._agent_argv()
+            self._session = AgentSession(argv, device_name=self.name, env=env,
+                                         cwd=str(self.workdir),
+                                         startup_timeout_s=self._startup_timeout_s)
+        return self._session
+
+    @property
+    def agent_pid(self) -> int | None:
+        """The pid of the running agent, if any (for tests and diagnostics)."""
+        return None if self._session is None or not self._session.alive() else self._session.pid
+
+    # -- Device ----------------------------------------------------------------------------------
+    def hello(self) -> dict[str, Any]:
+        return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
+
+    def push(self, local: Path) -> str:
+        local = Path(local)
+        if not local.is_file():
+            raise DeviceError(f"{self.name}: cannot push {local}: not a file")
+        digest = file_sha256(local)
+        rel = f"{FILES_DIR}/{digest}/{local.name}"
+        target = self.workdir / rel
+        if target.is_file() and file_sha256(target) == digest:
+            return rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)
+        self._bytes_pushed += target.stat().st_size
+        return rel
+
+    @property
+    def bytes_pushed(self) -> int:
+        return self._bytes_pushed
+
+    def run_job(
+        self,
+        op: str,
+        params: Mapping[str, Any],
+        *,
+        timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+        progress: Progress | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> JobResult:
+        job_id = new_job_id(op)
+        if op not in PARAM_TYPES:
+            raise ProtocolError(f"{self.name}: unknown agent op {op!r}")
+        try:
+            request = Request(op=op, job_id=job_id,
+                              params=PARAM_TYPES[op].from_dict(dict(params), "params"))
+        except ProtocolViolation as e:
+            raise ProtocolError(f"{self.name}: invalid {op} request: {e}") from e
+        job_dir = self.workdir / JOBS_DIR / job_id
+        job_dir.mkdir(parents=True)
+        for name, data in (files or {}).items():
+            write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
+        write_text_atomic(job_dir / REQUEST_FILE, dumps(request))
+
+        session = self._ensure_session()
+        session.run(job_id, timeout_s=timeout_s, progress=progress)
+        try:
+            raw = (job_dir / RESPONSE_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProtocolError(
+                f"{self.name}: the agent reported job {job_id} done but wrote no "
+                f"{RESPONSE_FILE}", hint="the agent's stderr may tell why") from None
+        response = parse_response(raw, self.name, job_id)
+        raise_for_error(response, self.name)
+        artifacts: dict[str, Path] = {}
+        for key, art in response.artifacts.items():
+            path = job_dir / art.file
+            if not path.is_file() or file_sha256(path) != art.sha256:
+                raise ProtocolError(
+                    f"{self.name}: artifact {art.file} of job {job_id} is missing or does "
+                    "not match its sha256")
+            artifacts[key] = path
+        return JobResult(response.to_dict(), artifacts)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"LocalDevice(name={self.name!r}, workdir={str(self.workdir)!r})"

@@ -1,0 +1,209 @@
+"""A running agent in serve mode, seen through its three pipes.
+
+The host writes job ids on the agent's stdin and waits for ``EDGECAL-DONE <id>`` on its
+stdout; ``EDGECAL-PROGRESS`` lines on stderr feed the caller's progress callback (called in the
+caller's thread).  Other stderr lines are logged at DEBUG and kept (the last few) for error
+messages.  Any argv that speaks this over its pipes works: ``python agent.pyz serve`` locally,
+``ssh board python3 agent.pyz serve`` for a board.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from device_agent import PROTOCOL_VERSION
+from device_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
+from edgecal.device.base import Progress
+from edgecal.errors import DeviceError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+_OUT, _ERR, _EOF = "out", "err", "eof"
+_STDERR_TAIL = 40
+
+
+def _reader(stream: IO[str], tag: str, events: queue.Queue[tuple[str, str]]) -> None:
+    try:
+        for line in stream:
+            events.put((tag, line.rstrip("\n")))
+    except (OSError, ValueError):
+        pass
+    finally:
+        events.put((_EOF, tag))
+
+
+class AgentSession:
+    """One agent process in serve mode.  Not thread-safe: one job at a time."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        device_name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self.device_name = device_name
+        self.argv = list(argv)
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self.agent_version = ""
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            start_new_session=True,  # a Ctrl-C on the host terminal does not hit the agent
+        )
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        for stream, tag in ((self._proc.stdout, _OUT), (self._proc.stderr, _ERR)):
+            threading.Thread(target=_reader, args=(stream, tag, self._events),
+                             name=f"edgecal-agent-{tag}", daemon=True).start()
+        self._wait_ready(startup_timeout_s)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        line = self._next_stdout_line(timeout_s, "start", None, None)
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != READY_PREFIX:
+            self.kill()
+            raise ProtocolError(
+                f"{self.device_name}: the agent's first line is {line!r}, not "
+                f"'{READY_PREFIX} <protocol> <version>'",
+                hint="the command does not start an edgecal agent in serve mode")
+        if parts[1] != str(PROTOCOL_VERSION):
+            self.kill()
+            raise ProtocolError(
+                f"{self.device_name}: the agent speaks protocol {parts[1]}, this edgecal speaks "
+                f"protocol {PROTOCOL_VERSION}",
+                hint="deploy the agent built from this edgecal (LocalDevice/SshDevice do so)")
+        self.agent_version = parts[2]
+
+    def _next_stdout_line(self, timeout_s: float, what: str, job_id: str | None,
+                          progress: Progress | None) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                tag, line = self._events.get(timeout=max(remaining, 0.0))
+            except queue.Empty:
+                self.kill()
+                raise DeviceError(
+                    f"{self.device_name}: {what} did not finish within {timeout_s:g} s; "
+                    "the agent was stopped",
+                    hint="raise timeout_s, or send fewer samples per job") from None
+            if tag == _OUT:
+                return line
+            if tag == _ERR:
+                self._on_stderr(line, job_id, progress)
+            elif line == _OUT:  # stdout closed: the agent is gone
+                self._raise_dead(what)
+
+    def _on_stderr(self, line: str, job_id: str | None, progress: Progress | None) -> None:
+        if line.startswith(PROGRESS_PREFIX):
+            parts = line.split()
+            if len(parts) == 4 and parts[1] == job_id and progress is not None:
+                try:
+                    done, total = int(parts[2]), int(parts[3])
+                except ValueError:
+                    return
+                progress(done, total)
+            return
+        self.stderr_tail.append(line)
+        log.debug("%s agent: %s", self.device_name, line)
+
+    def _raise_dead(self, what: str) -> None:
+        try:
+            code = self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self._proc.wait()
+        # drain what stderr still holds
+        while True:
+            try:
+                tag, line = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if tag == _ERR:
+                self._on_stderr(line, None, None)
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with status {code}"
+        tail = "\n".join(list(self.stderr_tail)[-10:])
+        raise DeviceError(
+            f"{self.device_name}: the agent process {how} during {what}"
+            + (f"; its last stderr lines:\n{tail}" if tail else ""),
+            hint="run `python -m device_agent hello` on the device to check that numpy and "
+                 "ncnn import; out-of-memory kills show in `dmesg`")
+
+    def run(self, job_id: str, *, timeout_s: float, progress: Progress | None = None) -> None:
+        """Ask the agent to run ``jobs/<job_id>`` and wait until it says the job is done."""
+        if not self.alive():
+            self._raise_dead(f"job {job_id}")
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(job_id + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._raise_dead(f"job {job_id}")
+        what = f"job {job_id}"
+        while True:
+            line = self._next_stdout_line(timeout_s, what, job_id, progress)
+            if line == f"{DONE_PREFIX} {job_id}":
+                return
+            log.debug("%s agent: unexpected stdout line %r", self.device_name, line)
+
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5.0)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Ask the agent to quit; kill it if it does not within ``timeout_s``."""
+        if self.alive() and self._proc.stdin is not None:
+            try:
+                self._proc.stdin.write("quit\n")
+                self._proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        else:
+            self.kill()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()

@@ -1,0 +1,67 @@
+"""Device kinds for the contract suite, and the reference cases as shards.
+
+Add a kind by extending ``DEVICE_KINDS`` and ``make_device``: every test in
+``test_device_contract.py`` then runs against it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from refcases import Case, load_case
+
+from edgecal.device.base import Device
+from edgecal.device.capture import write_shards
+from edgecal.device.local import LocalDevice
+
+DEVICE_KINDS = ["local"]
+
+
+def make_device(kind: str) -> Device:
+    if kind == "local":
+        return LocalDevice()
+    raise ValueError(f"unknown device kind {kind!r}")
+
+
+@pytest.fixture(scope="module", params=DEVICE_KINDS)
+def device_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def device(device_kind: str) -> Iterator[Device]:
+    """One device (and one agent) shared by a module's tests."""
+    with make_device(device_kind) as dev:
+        yield dev
+
+
+@pytest.fixture
+def fresh_device(device_kind: str) -> Iterator[Callable[[], Device]]:
+    """A factory of new devices (new agent process), all closed at teardown."""
+    made: list[Device] = []
+
+    def factory() -> Device:
+        made.append(make_device(device_kind))
+        return made[-1]
+
+    yield factory
+    for dev in made:
+        dev.close()
+
+
+@pytest.fixture(scope="session")
+def cases() -> dict[str, Case]:
+    return {name: load_case(name) for name in ("digits", "npy", "multi")}
+
+
+@pytest.fixture(scope="session")
+def case_shards(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, list[Path]]:
+    """Each case's samples as shards of 16 (so several shards per case)."""
+    out = {}
+    for name, case in cases.items():
+        out[name] = write_shards(case.samples, case.specs,
+                                 tmp_path_factory.mktemp(f"shards-{name}"), shard_size=16)
+    return out

@@ -1,0 +1,271 @@
+"""The agent's wire format and job-dir mechanics, without ncnn work (except ``hello``)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from device_agent import PROTOCOL_VERSION, fileio, server
+from device_agent.jobs import cpu_features
+from device_agent.protocol import (
+    Artifact,
+    CaptureParams,
+    ErrorInfo,
+    InputDesc,
+    ModelFiles,
+    NpzWriter,
+    ProtocolMismatch,
+    ProtocolViolation,
+    Request,
+    Response,
+    SleepParams,
+    check_relpath,
+    iter_shard,
+    load_npz,
+    names_array,
+    read_shard_info,
+    write_shard,
+)
+from edgecal.device.local import parse_response
+from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name, build_agent_zipapp
+from edgecal.errors import ProtocolError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# -- strategies ----------------------------------------------------------------------------------
+names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+relpaths = st.lists(st.from_regex(r"[a-z0-9_.-]{1,8}", fullmatch=True).filter(
+    lambda s: s not in (".", "..")), min_size=1, max_size=3).map("/".join)
+floats32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+inputs = st.builds(
+    InputDesc,
+    blob=names,
+    kind=st.sampled_from(["image", "npy"]),
+    pixel=st.sampled_from(["BGR", "RGB", "GRAY", "RGBA", "BGRA"]),
+    mean=st.lists(floats32, max_size=4).map(tuple),
+    norm=st.lists(floats32, max_size=4).map(tuple),
+    shape=st.lists(st.integers(-1, 4096), max_size=4).map(tuple),
+)
+capture_params = st.builds(
+    CaptureParams,
+    model=st.builds(ModelFiles, param=relpaths, bin=relpaths),
+    inputs=st.lists(inputs, min_size=1, max_size=3).map(tuple),
+    shards=st.lists(relpaths, max_size=4).map(tuple),
+    blobs=st.lists(names, max_size=6).map(tuple),
+    runtime=st.sampled_from(["calibration", "deployed"]),
+    threads=st.integers(1, 64),
+    absmax=st.none() | st.dictionaries(names, floats32, max_size=4),
+)
+job_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True)
+
+
+@given(params=capture_params, job_id=job_ids, op=st.sampled_from(["absmax", "run"]))
+def test_request_round_trips_through_json(params: CaptureParams, job_id: str, op: str) -> None:
+    request = Request(op=op, job_id=job_id, params=params)
+    again = Request.from_dict(json.loads(json.dumps(request.to_dict())))
+    assert again == request
+
+
+@given(
+    ok=st.booleans(),
+    result=st.dictionaries(names, st.integers() | names | floats32, max_size=4),
+    artifacts=st.dictionaries(names, st.builds(
+        Artifact, file=relpaths, sha256=st.from_regex(r"[0-9a-f]{64}", fullmatch=True)),
+        max_size=3),
+    rss=st.integers(0, 2**40),
+)
+def test_response_round_trips_through_json(ok: bool, result: dict, artifacts: dict,
+                                           rss: int) -> None:
+    response = Response(op="absmax", job_id="j1", ok=ok, agent_version="0.1.0", result=result,
+                        artifacts=artifacts if ok else {},
+                        error=None if ok else ErrorInfo("BlobNotFound", "no blob", "tb"),
+                        timing_s={"total": 0.5}, ru_maxrss_kb=rss)
+    assert Response.from_dict(json.loads(json.dumps(response.to_dict()))) == response
+
+
+@pytest.mark.parametrize("bad", [
+    {"protocol": PROTOCOL_VERSION, "op": "nope", "job_id": "a"},
+    {"protocol": PROTOCOL_VERSION, "op": "hello", "job_id": "../x"},
+    {"protocol": PROTOCOL_VERSION, "op": "histogram", "job_id": "a", "params": {
+        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
+        "shards": [], "blobs": ["in0"]}},  # histogram without absmax
+    {"protocol": PROTOCOL_VERSION, "op": "absmax", "job_id": "a", "params": {
+        "model": {"param": "/etc/passwd", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
+        "shards": [], "blobs": []}},
+    {"protocol": PROTOCOL_VERSION, "op": "absmax", "job_id": "a", "params": {
+        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
+        "shards": [], "blobs": [], "threads": True}},
+    {"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "a", "params": {"seconds": -1}},
+])
+def test_request_validation_refuses(bad: dict) -> None:
+    with pytest.raises(ProtocolViolation):
+        Request.from_dict(bad)
+
+
+@pytest.mark.parametrize("path", ["", "/abs", "a/../../b", "..", "a\\b"])
+def test_relpath_refuses_escapes(path: str) -> None:
+    with pytest.raises(ProtocolViolation):
+        check_relpath(path, "x")
+
+
+# -- versions ------------------------------------------------------------------------------------
+def test_other_major_protocol_is_refused_naming_both_versions() -> None:
+    other = PROTOCOL_VERSION + 1
+    with pytest.raises(ProtocolMismatch) as info:
+        Request.from_dict({"protocol": other, "op": "hello", "job_id": "a"})
+    assert f"protocol {other}" in str(info.value)
+    assert f"protocol {PROTOCOL_VERSION}" in str(info.value)
+
+
+def test_agent_answers_other_protocol_with_a_mismatch_error(tmp_path: Path) -> None:
+    job = tmp_path / "jobs" / "j1"
+    job.mkdir(parents=True)
+    (job / "request.json").write_text(json.dumps(
+        {"protocol": PROTOCOL_VERSION + 1, "op": "hello", "job_id": "j1"}))
+    response = server.run_job(str(tmp_path), "j1", io.StringIO())
+    assert not response.ok and response.error is not None
+    assert response.error.kind == "ProtocolMismatch"
+    assert str(PROTOCOL_VERSION + 1) in response.error.message
+    assert (job / "response.json").exists()
+
+
+def test_host_refuses_response_of_other_protocol() -> None:
+    raw = Response(op="hello", job_id="j1", ok=True).to_dict()
+    raw["protocol"] = PROTOCOL_VERSION + 1
+    with pytest.raises(ProtocolError) as info:
+        parse_response(json.dumps(raw), "board-a", "j1")
+    assert "board-a" in str(info.value)
+    assert str(PROTOCOL_VERSION + 1) in str(info.value) and str(PROTOCOL_VERSION) in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["", "{", "[]", '{"protocol": 1}',
+                                 '{"protocol": 1, "op": "hello", "job_id": "j1", "ok": "yes"}'])
+def test_host_reports_malformed_response(raw: str) -> None:
+    with pytest.raises(ProtocolError):
+        parse_response(raw, "board-a", "j1")
+
+
+# -- npz -----------------------------------------------------------------------------------------
+def test_npz_writer_never_pickles(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolViolation), NpzWriter(tmp_path / "a.npz") as w:
+        w.add("x", np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "a.npz").exists()
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+def test_load_npz_refuses_pickled_members(tmp_path: Path) -> None:
+    path = tmp_path / "evil.npz"
+    np.savez(path, x=np.array([{"a": 1}], dtype=object))
+    with load_npz(path) as npz, pytest.raises(ValueError, match="allow_pickle"):
+        npz["x"]
+
+
+def test_blob_names_are_data_not_member_names(tmp_path: Path) -> None:
+    blobs = ["../evil", "conv/1", "名前", "x.npy"]
+    with NpzWriter(tmp_path / "a.npz") as w:
+        w.add("names", names_array(blobs))
+    assert zipfile.ZipFile(tmp_path / "a.npz").namelist() == ["names.npy"]
+    with load_npz(tmp_path / "a.npz") as npz:
+        assert [str(n) for n in npz["names"]] == blobs
+
+
+def test_shard_round_trip_keeps_samples_and_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    descs = [InputDesc("in0", "image", "GRAY", (0.0,), (1.0,), (8, 8)),
+             InputDesc("in1", "npy", shape=(4, 3, 2))]
+    samples = []
+    for i in range(7):
+        rows = 5 if i < 3 else 9  # a shape change starts a new block
+        samples.append((rng.integers(0, 256, (rows, 6, 3), dtype=np.uint8),
+                        rng.standard_normal((2, 3, 4)).astype(np.float32)))
+    write_shard(tmp_path / "s.npz", samples, descs, block_bytes=600)
+    info = read_shard_info(tmp_path / "s.npz")
+    assert info.inputs == tuple(descs) and info.n_samples == 7 and len(info.block_sizes) > 2
+    got = list(iter_shard(tmp_path / "s.npz", info))
+    assert len(got) == 7
+    for (a, b), (ga, gb) in zip(samples, got, strict=True):
+        np.testing.assert_array_equal(a, ga)
+        np.testing.assert_array_equal(b, gb)
+
+
+# -- atomic response -----------------------------------------------------------------------------
+def test_response_is_written_atomically_and_last(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    job = tmp_path / "jobs" / "j1"
+    job.mkdir(parents=True)
+    (job / "request.json").write_text(json.dumps(
+        Request(op="sleep", job_id="j1", params=SleepParams(0.0)).to_dict()))
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fileio.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        server.run_job(str(tmp_path), "j1", io.StringIO())
+    assert sorted(p.name for p in job.iterdir()) == ["request.json"]  # nothing half-written
+    monkeypatch.undo()
+    response = server.run_job(str(tmp_path), "j1", io.StringIO())
+    assert response.ok
+    assert Response.from_dict(json.loads((job / "response.json").read_text())) == response
+    assert response.ru_maxrss_kb > 0
+
+
+def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    fileio.write_atomic(target, b"new content")
+    assert target.read_bytes() == b"new content"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+# -- hello facts, packaging, layering --------------------------------------------------------------
+def test_cpu_features_from_arm_and_x86_cpuinfo() -> None:
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp i8mm fphp\n"
+    x86 = "flags\t\t: fpu sse2 avx avx2 fma f16c avx512f\n"
+    assert cpu_features(arm) == ["asimd", "asimdhp", "asimddp", "fphp", "i8mm"]
+    assert cpu_features(x86) == ["sse2", "avx", "avx2", "fma", "f16c", "avx512f"]
+    assert cpu_features("") == []
+
+
+def test_zipapp_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
+    data = agent_zipapp_bytes()
+    assert data == agent_zipapp_bytes()
+    path = build_agent_zipapp(tmp_path)
+    assert path.name == agent_zipapp_name(data) and path.read_bytes() == data
+    names = zipfile.ZipFile(path).namelist()
+    assert "__main__.py" in names and "device_agent/protocol.py" in names
+    assert not any("__pycache__" in n or "edgecal/" in n for n in names)
+
+
+def test_zipapp_runs_hello(tmp_path: Path) -> None:
+    path = build_agent_zipapp(tmp_path)
+    out = subprocess.run([sys.executable, str(path), "hello"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, check=True)
+    info = json.loads(out.stdout)
+    assert info["protocol"] == PROTOCOL_VERSION and info["ncnn_ok"] is True
+
+
+def test_device_agent_imports_only_stdlib_numpy_ncnn() -> None:
+    allowed = {"numpy", "ncnn", "device_agent"}
+    for path in (ROOT / "device_agent").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module or ""]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {mod}"
