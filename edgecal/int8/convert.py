@@ -7,7 +7,14 @@ every other tagged weight stored as fp16.  Deliberate differences, all safer:
 * a layer whose blob line is present but ``<layer>_param_0`` is missing is kept in float with a
   warning (upstream stops quantizing every later layer of that type);
 * ModelWriter keys it does not know are kept (upstream drops them, e.g. Reshape ``12=0``);
-* a table naming layers the model lacks, or with the wrong number of weight scales, is refused.
+* a table naming layers the model lacks, or with the wrong number of weight scales, is refused;
+* a layer that already has int8 weights (a converted model converted again) is left as is with a
+  warning (upstream would quantize the int8 codes again as if they were float weights);
+* Embed/MHA/RNN/LSTM/GRU layers listed in ``keep_fp32`` do not need a table;
+* Gemm's constant-B scale is ``127/absmax`` over the whole of B.  Upstream's loop (as read in
+  the indexed ncnn2int8.cpp; not checked against the 20260722 binary) runs over ``B_data.w``,
+  which for a model stored with ``transB=1`` (pnnx's Linear/matmul form, B loaded as a 2-D
+  ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127.
 """
 
 from __future__ import annotations
@@ -203,6 +210,19 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
     return True
 
 
+_FLAG_KEY = {"RNN": 8, "LSTM": 8, "GRU": 8, "Embed": 18, "MultiHeadAttention": 18, "Gemm": 18}
+
+
+def _already_int8(st: _State, layer: Layer) -> bool:
+    """The layer already carries int8 weights (e.g. a converted model converted again).
+
+    Quantizing again would treat the int8 codes as float weights and silently corrupt them.
+    """
+    if layer.param_int(_FLAG_KEY.get(layer.type, 18), 0):
+        return True
+    return any(rec.storage == "i8" for rec in st.weights.get(layer.name, {}).values())
+
+
 def _quantize_gemm(st: _State, layer: Layer) -> None:
     m, n, k = layer.param_int(7, 0), layer.param_int(8, 0), layer.param_int(9, 0)
     if layer.param_int(4, 0) == 1:
@@ -274,7 +294,11 @@ def quantize_model(
             if layer.type == ltype:
                 _quantize_calibrated(st, layer, table, keep)
 
-    static = [layer for layer in layers if layer.type in STATIC_TYPES]
+    static = [
+        layer
+        for layer in layers
+        if layer.type in STATIC_TYPES and layer.name not in keep and not _already_int8(st, layer)
+    ]
     if static and table is None:
         raise ConversionError(
             "calibration table is required for static weight quantization of "
@@ -285,6 +309,11 @@ def quantize_model(
             if layer.type != ltype:
                 continue
             if layer.name in keep:
+                st.report.kept_float.append(layer.name)
+            elif ltype != "SDPA" and _already_int8(st, layer):
+                st.report.warnings.append(
+                    f"layer {layer.name!r} ({ltype}) is already int8; left as is"
+                )
                 st.report.kept_float.append(layer.name)
             elif ltype == "Gemm":
                 _quantize_gemm(st, layer)

@@ -34,7 +34,7 @@ Default = int | float | str | Callable[[Callable[[int], float]], float]
 
 @dataclass(frozen=True)
 class _Entry:
-    op: str  # "v" value, "p" pair (vs. ref key), "a" array, "s" string, "hack"
+    op: str  # "v" value, "p" pair (vs. ref key), "a" array, "s" string, "hack", "drop"
     pid: int
     fmt: str = "d"
     default: Default = 0
@@ -61,6 +61,15 @@ def _hack(pid: int) -> _Entry:
     return _Entry("hack", pid)
 
 
+def _drop(pid: int) -> _Entry:
+    """A key ModelWriter never writes because what it describes is re-expressed by the writer.
+
+    MemoryData ``21`` (load_type): ModelWriter writes the data untagged float32 (the .bin
+    walk then reads it raw), so the key must go with it.
+    """
+    return _Entry("drop", pid)
+
+
 def _ref(k: int) -> str:
     return f"@{k}"
 
@@ -78,8 +87,27 @@ _KERNEL2D = [
     _p(16, 14),
 ]
 _KERNEL1D = [_v(1), _v(2, "d", 1), _v(3, "d", 1), _v(4), _p(15, 4)]
+_KERNEL3D = [
+    _v(1),
+    _p(11, 1),
+    _p(21, 1),
+    _v(2, "d", 1),
+    _p(12, 2),
+    _p(22, 2),
+    _v(3, "d", 1),
+    _p(13, 3),
+    _p(23, 3),
+    _v(4),
+    _p(14, 4),
+    _p(24, 4),
+    _p(15, 4),
+    _p(16, 14),
+    _p(17, 24),
+]
 _ACT = [_v(9), _a(10, "e")]
 _DECONV_OUT = [_v(18), _p(19, 18), _v(20), _p(21, 20)]
+_DECONV1D_OUT = [_v(18), _v(20)]
+_DECONV3D_OUT = [_v(18), _p(19, 18), _p(20, 18), _v(25), _p(26, 25), _p(27, 25)]
 
 
 def _mha_scale(get: Callable[[int], float]) -> float:
@@ -117,7 +145,38 @@ WRITERS: dict[str, list[_Entry]] = {
         *_ACT,
         _v(19),
     ],
+    "Convolution3D": [_v(0), *_KERNEL3D, _v(18, "e", 0.0), _v(5), _v(6), *_ACT],
+    "ConvolutionDepthWise3D": [
+        _v(0),
+        *_KERNEL3D,
+        _v(18, "e", 0.0),
+        _v(5),
+        _v(6),
+        _v(7, "d", 1),
+        *_ACT,
+    ],
     "Deconvolution": [_v(0), *_KERNEL2D, *_DECONV_OUT, _v(5), _v(6), *_ACT, _v(28)],
+    "Deconvolution1D": [_v(0), *_KERNEL1D, *_DECONV1D_OUT, _v(5), _v(6), *_ACT, _v(28)],
+    "Deconvolution3D": [_v(0), *_KERNEL3D, *_DECONV3D_OUT, _v(5), _v(6), *_ACT],
+    "DeconvolutionDepthWise1D": [
+        _v(0),
+        *_KERNEL1D,
+        *_DECONV1D_OUT,
+        _v(5),
+        _v(6),
+        _v(7, "d", 1),
+        *_ACT,
+        _v(28),
+    ],
+    "DeconvolutionDepthWise3D": [
+        _v(0),
+        *_KERNEL3D,
+        *_DECONV3D_OUT,
+        _v(5),
+        _v(6),
+        _v(7, "d", 1),
+        *_ACT,
+    ],
     "DeconvolutionDepthWise": [
         _v(0),
         *_KERNEL2D,
@@ -147,7 +206,7 @@ WRITERS: dict[str, list[_Entry]] = {
     "LayerNorm": [_v(0), _v(1, "e", 0.001), _v(2, "d", 1)],
     "LSTM": [_v(0), _v(1), _v(2), _v(3, "d", _ref(0)), _v(8)],
     "MatMul": [_v(0)],
-    "MemoryData": [_v(0), _v(1), _v(2), _v(11)],
+    "MemoryData": [_v(0), _v(1), _v(2), _v(11), _drop(21)],
     "MultiHeadAttention": [
         _v(0),
         _v(1, "d", 1),
@@ -184,6 +243,7 @@ WRITERS: dict[str, list[_Entry]] = {
     "RMSNorm": [_v(0), _v(1, "e", 0.001), _v(2, "d", 1)],
     "RNN": [_v(0), _v(1), _v(2), _v(8)],
     "Scale": [_v(0), _v(1)],
+    "SDPA": [_v(5), _v(6, "e", 0.0), _v(7), _v(18)],
     "Slice": [_a(0, "d"), _v(1)],
     "Softmax": [_v(0), _hack(1)],
     "UnaryOp": [_v(0)],

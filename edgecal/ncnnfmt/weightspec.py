@@ -116,7 +116,17 @@ _CONV_TYPES = frozenset(
         "DeformableConv2D",
     ]
 )
-_DECONV_TYPES = frozenset(t for t in _CONV_TYPES if t.startswith("Deconvolution"))
+# The param that switches a type to dynamic weights (weights come from a second input blob, so
+# load_model reads nothing).  Only these types have one: ModelWriter writes 19/28 for exactly
+# them, and pyncnn 1.0.20261020 ignores 19=/28= on Convolution3D (it still reads its weights).
+_DYNAMIC_KEY = {
+    "Convolution1D": 19,
+    "ConvolutionDepthWise1D": 19,
+    "Deconvolution": 28,
+    "DeconvolutionDepthWise": 28,
+    "Deconvolution1D": 28,
+    "DeconvolutionDepthWise1D": 28,
+}
 
 
 def _w(name: str, count: int) -> RecordSpec:
@@ -171,8 +181,8 @@ def _innerproduct(layer: Layer) -> list[RecordSpec]:
 
 
 def _other_conv(layer: Layer) -> list[RecordSpec]:
-    dynamic_key = 28 if layer.type in _DECONV_TYPES else 19
-    if layer.type != "DeformableConv2D" and layer.param_int(dynamic_key, 0):
+    dynamic_key = _DYNAMIC_KEY.get(layer.type)
+    if dynamic_key is not None and layer.param_int(dynamic_key, 0):
         return []
     specs = [_w("weight", layer.param_int(6, 0))]
     if layer.param_int(5, 0):
