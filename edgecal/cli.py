@@ -14,7 +14,7 @@ from typing import Any
 
 from edgecal import __version__
 from edgecal.atomicfile import write_bytes_atomic
-from edgecal.calib.build import format_layer_line
+from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
 from edgecal.errors import EdgecalError, UsageError
 from edgecal.inputs import SampleSource, make_sample_source, read_list, read_text_file
@@ -95,7 +95,7 @@ def build_specs(
         )
     specs: list[InputSpec] = []
     img = 0
-    for i, (blob, kind) in enumerate(zip(blobs, kinds)):
+    for i, (blob, kind) in enumerate(zip(blobs, kinds, strict=True)):
         shp = tuple(shape[i]) if shape else ()
         if kind == "npy":
             specs.append(InputSpec(blob=blob, kind="npy", shape=shp))
@@ -178,7 +178,7 @@ def _layer_lines(run: Any) -> list[str]:
         scale = run.table.blob_scale(info.name)
         if scale is not None and run.method == "eq":
             info = type(info)(info.name, info.absmax, 127.0 / float(scale), float(scale))
-        lines.append(format_layer_line(info))
+        lines.append(format_scale_line(info))
     return lines
 
 
@@ -379,7 +379,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     for w in build.warnings:
         _err(f"edgecal: warning: {w}")
     for info in build.per_layer:
-        _err(format_layer_line(info))
+        _err(format_scale_line(info))
     print(f"wrote {args.out} ({args.method}, from {args.histograms})")
     return 0
 

@@ -64,7 +64,7 @@ def evaluate(
                 ]
             )
     a, b = outs
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
         if x.shape != y.shape:
             raise ModelFormatError(
                 f"output {output_blob} of sample {i} has {x.size} values in fp32 and {y.size} "
@@ -72,7 +72,7 @@ def evaluate(
             )
     pa = np.array([int(np.argmax(x)) for x in a])
     pb = np.array([int(np.argmax(y)) for y in b])
-    cos = np.array([_cosine(x, y) for x, y in zip(a, b)])
+    cos = np.array([_cosine(x, y) for x, y in zip(a, b, strict=True)])
     top1_a = top1_b = None
     if labels is not None:
         lab = np.asarray(labels)

@@ -94,4 +94,4 @@ def load_histograms(path: Path) -> HistogramSet:
         )
         for i, layer in enumerate(layers)
     }
-    return HistogramSet(blobs=dict(zip(layers, blobs)), stats=stats, meta=meta)
+    return HistogramSet(blobs=dict(zip(layers, blobs, strict=True)), stats=stats, meta=meta)

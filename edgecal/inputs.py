@@ -143,7 +143,7 @@ class SampleSource:
 
     def load(self, index: int) -> tuple[np.ndarray, ...]:
         out = []
-        for spec, paths in zip(self.specs, self.paths):
+        for spec, paths in zip(self.specs, self.paths, strict=True):
             p = paths[index]
             out.append(decode_image_bgr(p) if spec.kind == "image" else load_npy(p, spec))
         return tuple(out)
@@ -168,7 +168,7 @@ def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path
         )
     lengths = {len(x) for x in lists}
     if len(lengths) > 1:
-        detail = ", ".join(f"{s.blob}: {len(x)}" for s, x in zip(specs, lists))
+        detail = ", ".join(f"{s.blob}: {len(x)}" for s, x in zip(specs, lists, strict=True))
         raise UsageError(
             f"the sample lists have different lengths ({detail})",
             hint="sample i is line i of every list; make the lists equally long",

@@ -37,7 +37,7 @@ def format_value(value: float) -> str:
         return "-nan" if math.copysign(1.0, v) < 0 else "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return "%f" % v
+    return f"{v:f}"
 
 
 def parse_float32(token: str) -> np.float32:

@@ -7,8 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from edgecal.calib.table import is_weight_key, parse_table
 from edgecal.cli import main
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -21,6 +23,32 @@ CMDS = {
     "norm=[0.00392157],[0.00784314,0.00784314,0.00784314] shape=[32,32],[16,16] "
     "pixel=GRAY,RGB thread=1 method={method}",
 }
+
+
+def _has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+# The reference tools ran ncnn's AVX-512 kernels.  The digits model's activations differ by a few
+# ulp under the AVX2 kernels (npy and multi do not), so on other CPUs its blob scales can only be
+# held to a tolerance; weight scales and everything downstream of a given table stay exact.
+AVX512 = _has_avx512()
+
+
+def assert_tables_match(ours: str, ref: str, *, exact: bool, rel: float = 2e-4) -> None:
+    if exact:
+        assert ours == ref
+        return
+    a, b = parse_table(ours), parse_table(ref)
+    assert list(a) == list(b)
+    for key in b:
+        if is_weight_key(key):
+            assert np.array_equal(a.records[key], b.records[key]), key
+        else:
+            np.testing.assert_allclose(a.records[key], b.records[key], rtol=rel, err_msg=key)
 
 
 @pytest.fixture
@@ -42,7 +70,7 @@ def test_ncnn2table_dropin_reproduces_reference_table(case_dir, case: str, metho
     assert main(["-q", "ncnn2table", *argv]) == 0
     ours = (d / "ours.table").read_text()
     ref = (REFERENCE / case / f"{method}.table").read_text()
-    assert ours == ref
+    assert_tables_match(ours, ref, exact=AVX512 or case != "digits")
 
 
 @pytest.mark.parametrize("case", ["digits", "npy", "multi"])
@@ -66,9 +94,10 @@ def test_calibrate_histograms_then_offline_aciq_matches_reference(
     ]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_samples"] == 40 and len(summary["layers"]) == 5
-    assert (d / "kl.out").read_text() == (REFERENCE / "digits" / "kl.table").read_text()
+    ref = REFERENCE / "digits"
+    assert_tables_match((d / "kl.out").read_text(), (ref / "kl.table").read_text(), exact=AVX512)
     assert main(["table", "--histograms", "h.npz", "--method", "aciq", "--out", "a.out"]) == 0
-    assert (d / "a.out").read_text() == (REFERENCE / "digits" / "aciq.table").read_text()
+    assert_tables_match((d / "a.out").read_text(), (ref / "aciq.table").read_text(), exact=AVX512)
 
 
 def test_eq_completes_on_digits_and_beats_kl_per_layer(

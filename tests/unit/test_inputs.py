@@ -70,7 +70,7 @@ def test_decode_matches_imread_colour_rules(tmp_path: Path, mode: str) -> None:
 def test_not_an_image_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_text("this is text")
-    with pytest.raises(ImageError, match="bad.png is not a readable image"):
+    with pytest.raises(ImageError, match=r"bad\.png is not a readable image"):
         decode_image_bgr(bad)
 
 

@@ -1,0 +1,94 @@
+"""Assemble a calibration table in ncnn2table's write order (spec 2.11)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.scales import BLOB_METHODS, blob_scale
+from edgecal.calib.table import CalibrationTable, format_value, weight_key
+from edgecal.calib.weights import CONV_TYPES, conv_weight_scales, static_weight_scales
+from edgecal.errors import CalibrationError
+from edgecal.ncnnfmt.param import Layer
+
+#: Order of the static sections after the conv records.
+STATIC_ORDER = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
+
+
+@dataclass(frozen=True)
+class LayerScaleInfo:
+    """What ncnn2table prints per conv layer: input blob absmax, threshold and scale."""
+
+    name: str
+    absmax: np.float32
+    threshold: np.float32
+    scale: np.float32
+
+
+@dataclass
+class TableBuild:
+    table: CalibrationTable
+    per_layer: list[LayerScaleInfo] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def format_scale_line(info: LayerScaleInfo) -> str:
+    """``"%-40s : max = %-15f  threshold = %-15f  scale = %-15f"`` (no newline)."""
+    mx = format_value(info.absmax).ljust(15)
+    th = format_value(info.threshold).ljust(15)
+    sc = format_value(info.scale).ljust(15)
+    return f"{info.name:<40} : max = {mx}  threshold = {th}  scale = {sc}"
+
+
+def build_table(
+    layers_and_weights: Iterable[tuple[Layer, Mapping[str, Any]]],
+    blob_stats: Mapping[str, BlobHistogram] | None,
+    method: str = "kl",
+) -> TableBuild:
+    """The table ncnn2table writes.
+
+    ``layers_and_weights``: every layer of the model in ``.param`` order with its decoded
+    weight records (an empty mapping for layers without weights).  ``blob_stats``: per conv
+    layer *name*, the statistics of its input blob; ``None`` or empty gives the weight-only
+    table of a run without a dataset (static scales only).  ``eq`` builds its KL starting point.
+    """
+    if method not in BLOB_METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
+    items = list(layers_and_weights)
+    with_data = bool(blob_stats)
+    table = CalibrationTable()
+    result = TableBuild(table)
+    convs = [(lay, w) for lay, w in items if lay.type in CONV_TYPES]
+    if with_data:
+        assert blob_stats is not None
+        missing = [lay.name for lay, _ in convs if lay.name not in blob_stats]
+        if missing:
+            raise CalibrationError(
+                f"no activation statistics for layer(s) {', '.join(missing)}",
+                hint="statistics are keyed by the consuming layer's name",
+            )
+        for lay, w in convs:
+            ws = conv_weight_scales(lay, w, method)
+            result.warnings.extend(ws.warnings)
+            table.set(weight_key(lay.name, 0), ws.params[0])
+        for lay, _ in convs:
+            hist = blob_stats[lay.name]
+            bs = blob_scale(method, hist, lay.name)
+            result.warnings.extend(bs.warnings)
+            table.set(lay.name, [bs.scale])
+            result.per_layer.append(
+                LayerScaleInfo(lay.name, np.float32(hist.absmax), bs.threshold, bs.scale)
+            )
+    for kind in STATIC_ORDER:
+        for lay, w in items:
+            if lay.type != kind:
+                continue
+            ws = static_weight_scales(lay, w)
+            result.warnings.extend(ws.warnings)
+            for i, values in enumerate(ws.params):
+                table.set(weight_key(lay.name, i), values)
+    return result

@@ -1,0 +1,74 @@
+"""Blob (activation) scales from statistics: ``kl`` and ``aciq`` as ncnn2table computes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecal.calib.aciq import aciq_clip
+from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.kl import kl_best_bin, threshold_from_bin
+from edgecal.errors import CalibrationError
+
+BLOB_METHODS = ("kl", "aciq", "eq")
+
+#: Scale used where ncnn would write ``inf`` (a blob that was zero on every sample, a weight
+#: channel that is all zero).  It is ncnn's own zero guard (Embed/MHA/RNN weights, Gemm in
+#: ncnn2int8).  Zero data quantizes to 0 with any finite scale, so the int8 result on that data
+#: is unchanged; unlike ``inf`` it cannot produce NaN (0 * inf) downstream.
+ZERO_GUARD_SCALE = np.float32(1.0)
+
+
+@dataclass(frozen=True)
+class BlobScale:
+    threshold: np.float32
+    scale: np.float32
+    warnings: list[str] = field(default_factory=list)
+    kl_bin: int | None = None
+
+
+def scale_from_threshold(threshold: float) -> np.float32:
+    """``127 / threshold`` in float32 (inf for 0, as in C)."""
+    with np.errstate(divide="ignore"):
+        return np.float32(127) / np.float32(threshold)
+
+
+def blob_scale(method: str, hist: BlobHistogram, layer: str = "") -> BlobScale:
+    """The input-blob scale of one conv layer.  ``eq`` starts from ``kl`` (spec 2.9).
+
+    A blob that is zero on every sample (absmax 0) gets :data:`ZERO_GUARD_SCALE` and a
+    warning naming ``layer``, where ncnn2table would write ``inf``.
+    """
+    if method not in BLOB_METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
+    who = layer or "<unnamed layer>"
+    absmax = np.float32(hist.absmax)
+    total = hist.total
+    if not np.isfinite(absmax) or absmax < 0:
+        raise CalibrationError(f"layer {who}: input blob absmax is {absmax!r}")
+    if absmax == 0 or (method != "aciq" and total == 0):
+        if total != 0:
+            raise CalibrationError(f"layer {who}: histogram has counts but absmax is 0")
+        msg = (
+            f"layer {who}: its input blob was zero on every calibration sample; ncnn2table "
+            f"would write scale inf, using {float(ZERO_GUARD_SCALE):g} (zero still quantizes "
+            f"to 0)"
+        )
+        threshold = np.float32(127) / ZERO_GUARD_SCALE
+        return BlobScale(threshold, ZERO_GUARD_SCALE, [msg])
+    if method == "aciq":
+        threshold = aciq_clip(absmax, hist.elements_per_sample, 8)
+        scale = scale_from_threshold(threshold)
+        warnings = []
+        if hist.elements_per_sample <= 1:
+            warnings.append(
+                f"layer {who}: input blob has {hist.elements_per_sample} element(s) per sample; "
+                f"ACIQ gives threshold {float(threshold)} and scale {float(scale)} (as ncnn2table)"
+            )
+            if not np.isfinite(scale) or not np.isfinite(threshold):
+                return BlobScale(threshold, ZERO_GUARD_SCALE, warnings)
+        return BlobScale(threshold, scale, warnings)
+    best = kl_best_bin(hist.counts)
+    threshold = threshold_from_bin(best, absmax)
+    return BlobScale(threshold, scale_from_threshold(threshold), [], best)

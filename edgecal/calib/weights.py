@@ -1,0 +1,169 @@
+"""Weight scales exactly as ncnn2table computes them (spec 2.10, 2.8).
+
+* ``Convolution`` / ``ConvolutionDepthWise`` / ``InnerProduct`` (only with a calibration
+  dataset): one scale per output channel (per group for depthwise).  ``kl``/``eq``:
+  ``127/absmax`` (``31/absmax`` for a 3x3, dilation 1, stride 1 Convolution: ncnn's int8
+  winograd F43 needs 6-bit weights); ``aciq``: ``127/clip(absmax, K, 8)`` (``31/clip(.., 6)``).
+* Static scales (always): ``Embed`` (one), ``MultiHeadAttention`` (q, k, v per row, out one),
+  ``RNN``/``LSTM``/``GRU`` (``weight_xc`` and ``weight_hc`` per row), ``absmax == 0 -> 1``.
+
+Absmax is ``std::max(absmax, fabs(w))`` over the weights as loaded (fp16-stored weights are
+already decoded to their fp16 values): NaN is ignored.  Where ncnn2table would write ``inf``
+(an all-zero channel) this writes :data:`ZERO_GUARD_SCALE` and a warning; the int8 result is
+the same because all-zero weights quantize to 0 at any finite scale (output = bias).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecal.calib.aciq import aciq_clip
+from edgecal.calib.scales import ZERO_GUARD_SCALE
+from edgecal.errors import CalibrationError
+from edgecal.ncnnfmt.param import Layer
+
+CONV_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+STATIC_TYPES = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
+WEIGHT_METHODS = ("kl", "aciq", "eq")
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class WeightScales:
+    """Scales of one layer: ``params[i]`` is the table record ``<layer>_param_<i>``."""
+
+    layer: str
+    type: str
+    params: tuple[np.ndarray, ...]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _values(layer: Layer, weights: Mapping[str, Any], name: str) -> np.ndarray:
+    rec = weights.get(name)
+    if rec is None:
+        raise CalibrationError(
+            f"layer {layer.name!r} ({layer.type}): no {name!r} weights",
+            hint="a layer with dynamic weights (19=1) cannot be calibrated",
+        )
+    vals = getattr(rec, "values", rec)
+    arr = np.asarray(vals)
+    if arr.dtype.kind != "f":
+        raise CalibrationError(
+            f"layer {layer.name!r}: {name!r} weights are stored as {arr.dtype} (already int8?)",
+            hint="calibrate the fp32/fp16 model, not an int8 one",
+        )
+    return arr.astype(np.float32).reshape(-1)
+
+
+def _row_absmax(w: np.ndarray, rows: int, layer: Layer, what: str) -> np.ndarray:
+    """``absmax`` of each of ``rows`` chunks of ``size // rows`` (C's integer division)."""
+    if rows <= 0:
+        raise CalibrationError(f"layer {layer.name!r}: {what} has {rows} rows")
+    k = w.size // rows
+    if k == 0:
+        return np.zeros(rows, dtype=F32)
+    a = np.abs(w[: rows * k].reshape(rows, k))
+    m = np.fmax.reduce(a, axis=1)  # NaN ignored like std::max(absmax, fabs(nan))
+    return np.where(np.isnan(m), F32(0), m).astype(F32)
+
+
+def _is_6bit(layer: Layer) -> bool:
+    kw = layer.param_int(1, 0)
+    kh = layer.param_int(11, kw)
+    dw = layer.param_int(2, 1)
+    dh = layer.param_int(12, dw)
+    sw = layer.param_int(3, 1)
+    sh = layer.param_int(13, sw)
+    return kw == 3 and kh == 3 and dw == 1 and dh == 1 and sw == 1 and sh == 1
+
+
+def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) -> WeightScales:
+    """``<layer>_param_0`` of a Convolution, ConvolutionDepthWise or InnerProduct."""
+    if method not in WEIGHT_METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
+    if layer.type not in CONV_TYPES:
+        raise CalibrationError(f"layer {layer.name!r}: {layer.type} has no per-channel scales")
+    w = _values(layer, weights, "weight")
+    if layer.type == "ConvolutionDepthWise":
+        rows, unit = layer.param_int(7, 1), "group"
+    else:
+        rows, unit = layer.param_int(0, 0), "channel"
+    absmax = _row_absmax(w, rows, layer, "weight")
+    k = w.size // rows
+    bits6 = layer.type == "Convolution" and _is_6bit(layer)
+    qmax = F32(31) if bits6 else F32(127)
+    with np.errstate(divide="ignore"):
+        if method == "aciq":
+            thr = np.array([aciq_clip(a, k, 6 if bits6 else 8) for a in absmax], dtype=F32)
+        else:
+            thr = absmax
+        scales = (qmax / thr).astype(F32)
+    warnings: list[str] = []
+    for n in np.flatnonzero(~np.isfinite(scales)).tolist():
+        warnings.append(
+            f"layer {layer.name!r}: weight {unit} {n} is all zero; ncnn2table would write "
+            f"scale inf, using {float(ZERO_GUARD_SCALE):g} (its int8 weights are 0 either way, "
+            f"output = bias)"
+        )
+        scales[n] = ZERO_GUARD_SCALE
+    if method == "aciq" and k == 1:
+        warnings.append(
+            f"layer {layer.name!r}: one weight per {unit}; ACIQ's clip is infinite (N=1) and "
+            f"the scale 0, as in ncnn2table: at run time the output is the bias only"
+        )
+    return WeightScales(layer.name, layer.type, (scales,), warnings)
+
+
+def _guarded(absmax: np.ndarray) -> np.ndarray:
+    """``absmax == 0.f ? 1.f : 127 / absmax`` per element."""
+    with np.errstate(divide="ignore"):
+        s = F32(127) / absmax.astype(F32)
+    return np.where(absmax == 0, F32(1), s).astype(F32)
+
+
+def static_weight_scales(layer: Layer, weights: Mapping[str, Any]) -> WeightScales:
+    """Embed, MultiHeadAttention, RNN, LSTM, GRU scales (computed even without a dataset)."""
+    t = layer.type
+    if t == "Embed":
+        w = _values(layer, weights, "weight")
+        params: tuple[np.ndarray, ...] = (_guarded(_row_absmax(w, 1, layer, "weight")),)
+    elif t == "MultiHeadAttention":
+        embed_dim = layer.param_int(0, 0)
+        q, k, v = (
+            _guarded(_row_absmax(_values(layer, weights, n), embed_dim, layer, n))
+            for n in ("q_weight", "k_weight", "v_weight")
+        )
+        out = _guarded(_row_absmax(_values(layer, weights, "out_weight"), 1, layer, "out"))
+        params = (q, k, v, out)
+    elif t in ("RNN", "LSTM", "GRU"):
+        n = layer.param_int(0, 0)
+        dirs = 2 if layer.param_int(2, 0) == 2 else 1
+        if t == "RNN":
+            rows = n * dirs
+        elif t == "LSTM":
+            rows = layer.param_int(3, n) * 4 * dirs
+        else:
+            rows = n * 3 * dirs
+        params = tuple(
+            _guarded(_row_absmax(_values(layer, weights, name), rows, layer, name))
+            for name in ("weight_xc", "weight_hc")
+        )
+    else:
+        raise CalibrationError(f"layer {layer.name!r}: {t} has no static weight scales")
+    return WeightScales(layer.name, t, params, [])
+
+
+def weight_scales(
+    layer: Layer, weights: Mapping[str, Any], method: str = "kl"
+) -> WeightScales | None:
+    """Dispatch on the layer type; ``None`` for layers ncnn2table does not scale."""
+    if layer.type in CONV_TYPES:
+        return conv_weight_scales(layer, weights, method)
+    if layer.type in STATIC_TYPES:
+        return static_weight_scales(layer, weights)
+    return None

@@ -1,0 +1,78 @@
+"""Property tests: the vectorised KL search picks exactly the literal port's bin."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgecal.calib import kl as K
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+import kl_loop
+
+# The literal oracle takes ~10 s per histogram: one example by default; set
+# EDGECAL_ORACLE_EXAMPLES=50 for a long run.
+ORACLE_EXAMPLES = int(os.environ.get("EDGECAL_ORACLE_EXAMPLES", "1"))
+FAST = settings(deadline=None, max_examples=12, suppress_health_check=list(HealthCheck))
+SLOW = settings(
+    deadline=None, max_examples=ORACLE_EXAMPLES, suppress_health_check=list(HealthCheck)
+)
+
+
+@st.composite
+def histograms(draw: st.DrawFn) -> np.ndarray:
+    kind = draw(st.sampled_from(["sparse", "spike0", "last", "single", "huge", "dense", "tail"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    c = np.zeros(2048, dtype=np.uint64)
+    if kind == "sparse":
+        idx = rng.choice(2048, size=draw(st.integers(1, 40)), replace=False)
+        c[idx] = rng.integers(1, 1000, idx.size)
+    elif kind == "spike0":
+        c[0] = draw(st.integers(1, 10**9))
+        c[rng.integers(1, 2048, 30)] += rng.integers(1, 5, 30).astype(np.uint64)
+    elif kind == "last":
+        c[2047] = draw(st.integers(1, 10**6))
+    elif kind == "single":
+        c[draw(st.integers(0, 2047))] = draw(st.integers(1, 10**6))
+    elif kind == "huge":
+        c[:] = rng.integers(0, 2**40, 2048, dtype=np.uint64)
+        c[rng.integers(0, 2048, 5)] = np.uint64(2**62)
+    elif kind == "dense":
+        x = np.abs(rng.normal(0, draw(st.floats(0.05, 1.0)), 50000))
+        c = np.bincount(np.minimum((x / x.max() * 2048).astype(int), 2047), minlength=2048)
+        c = c.astype(np.uint64)
+    else:  # long sparse tail beyond a dense core
+        c[: draw(st.integers(128, 2047))] = rng.integers(0, 50, 1).astype(np.uint64) + 1
+        c[rng.integers(0, 2048, 10)] += np.uint64(1)
+    return c
+
+
+@FAST
+@given(histograms())
+def test_screened_search_equals_exact_curve_argmin(c: np.ndarray) -> None:
+    exact = K.kl_divergences(c, exact=True)
+    finite = np.isfinite(exact)
+    want = 128 if not finite.any() else int(np.flatnonzero(exact == exact[finite].min())[0]) + 128
+    assert K.kl_best_bin(c) == want
+
+
+@SLOW
+@given(histograms())
+def test_vectorised_equals_literal_port(c: np.ndarray) -> None:
+    best, kls = kl_loop.kl_search_literal(c)
+    vec = K.kl_divergences(c, exact=True)
+    assert np.array_equal(vec.view(np.uint32), np.array(kls, dtype=np.float32).view(np.uint32))
+    assert K.kl_best_bin(c) == best
+
+
+@FAST
+@given(histograms(), st.sampled_from([2, 3, 7, 1024]))
+def test_count_scale_invariance(c: np.ndarray, factor: int) -> None:
+    if int(c.max()) * factor >= 2**53 or int(c.sum()) * factor >= 2**53:
+        return  # beyond exact doubles the normalisation itself may round differently
+    assert K.kl_best_bin(c * np.uint64(factor)) == K.kl_best_bin(c)
