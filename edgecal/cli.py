@@ -16,7 +16,7 @@ from edgecal import __version__
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
-from edgecal.errors import EdgecalError, UsageError
+from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import SampleSource, make_sample_source, read_list, read_text_file
 from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model, load_model
@@ -318,7 +318,12 @@ def _quantize_and_write(
     table: CalibrationTable | None = None
     if table_path is not None:
         table = parse_table(read_text_file(table_path, "table"), source=str(table_path))
-    text, data, report = quantize_model(model.param, model.weights, table, keep_fp32=keep_fp32)
+    try:
+        text, data, report = quantize_model(
+            model.param, model.weights, table, keep_fp32=keep_fp32
+        )
+    except TableError as exc:
+        raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
     write_outputs([(out_param, text.encode()), (out_bin, data)])
     return report
 

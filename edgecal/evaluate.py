@@ -54,15 +54,15 @@ def evaluate(
         shards = capture.write_shards(iter(source), source.specs, Path(tmp))
         outs: list[list[np.ndarray]] = []
         for label, (param, binf) in (("fp32", fp32), ("int8", int8)):
-            outs.append(
-                [
-                    sample[output_blob].ravel()
-                    for sample in capture.run_outputs(
-                        device, param, binf, source.specs, shards, [output_blob],
-                        runtime=runtime, threads=threads, progress=progress(f"run {label}", n),
-                    )
-                ]
-            )
+            tick = progress(f"run {label}", n)
+            values: list[np.ndarray] = []
+            for sample in capture.run_outputs(
+                device, param, binf, source.specs, shards, [output_blob],
+                runtime=runtime, threads=threads,
+            ):
+                values.append(sample[output_blob].ravel())
+                tick(len(values), n)
+            outs.append(values)
     a, b = outs
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
         if x.shape != y.shape:

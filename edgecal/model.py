@@ -63,7 +63,12 @@ def load_model(param_path: Path, bin_path: Path) -> Model:
             hint="pass the .param first and the .bin second",
         ) from None
     param = parse_param(text, source=str(param_path))
-    weights = read_modelbin(param, bin_bytes, source=str(bin_path))
+    try:
+        weights = read_modelbin(param, bin_bytes, source=str(bin_path))
+    except ModelFormatError as exc:
+        if str(bin_path) in exc.message or str(param_path) in exc.message:
+            raise
+        raise type(exc)(f"{param_path}: {exc.message}", hint=exc.hint) from None
     return Model(
         param_path=param_path,
         bin_path=bin_path,
