@@ -1,30 +1,21 @@
-"""Write files so that a reader sees the old content or the new one, never half of it."""
+"""Write files so that a reader sees the old content or the new one, never half of it.
+
+The agent and the host share one implementation (``device_agent.fileio``): the agent package
+depends on nothing of edgecal, so edgecal uses the agent's.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from pathlib import Path
+
+from device_agent.fileio import write_atomic
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Atomic text write; newlines are written as given (no platform translation)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"))

@@ -17,10 +17,11 @@ from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
 from edgecal.errors import EdgecalError, TableError, UsageError
-from edgecal.inputs import SampleSource, make_sample_source, read_list, read_text_file
+from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model, load_model
 from edgecal.ncnnargs import bracket_groups, parse_ncnn2table
+from edgecal.userfile import read_text
 
 log = logging.getLogger("edgecal")
 
@@ -125,6 +126,17 @@ def build_specs(
     return specs
 
 
+def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec]:
+    """The InputSpecs of ``calibrate``/``evaluate`` style options (--images/--npy, --mean, ...)."""
+    return build_specs(
+        model, [kind for kind, _ in args.lists],
+        mean=[_floats(v, "--mean") for v in args.mean],
+        norm=[_floats(v, "--norm") for v in args.norm],
+        shape=[_ints(v, "--shape") for v in args.shape],
+        pixel=args.pixel,
+    )
+
+
 def open_device(name: str | None, threads: int) -> Any:
     from edgecal.device.local import LocalDevice
 
@@ -184,14 +196,7 @@ def _layer_lines(run: Any) -> list[str]:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     model = load_model(Path(args.param), Path(args.bin))
-    kinds = [kind for kind, _ in args.lists]
-    specs = build_specs(
-        model, kinds,
-        mean=[_floats(v, "--mean") for v in args.mean],
-        norm=[_floats(v, "--norm") for v in args.norm],
-        shape=[_ints(v, "--shape") for v in args.shape],
-        pixel=args.pixel,
-    )
+    specs = specs_from_options(model, args)
     lists = [read_list(Path(p)) for _, p in args.lists]
     source = make_sample_source(specs, lists)
     run = _calibrate_and_write(
@@ -317,7 +322,7 @@ def _quantize_and_write(
     model = load_model(in_param, in_bin)
     table: CalibrationTable | None = None
     if table_path is not None:
-        table = parse_table(read_text_file(table_path, "table"), source=str(table_path))
+        table = parse_table(read_text(table_path, "table"), source=str(table_path))
     try:
         text, data, report = quantize_model(
             model.param, model.weights, table, keep_fp32=keep_fp32
@@ -396,19 +401,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = load_model(Path(args.param), Path(args.bin))
     load_model(Path(args.int8_param), Path(args.int8_bin))  # fails early on a bad int8 pair
-    kinds = [kind for kind, _ in args.lists]
-    specs = build_specs(
-        model, kinds,
-        mean=[_floats(v, "--mean") for v in args.mean],
-        norm=[_floats(v, "--norm") for v in args.norm],
-        shape=[_ints(v, "--shape") for v in args.shape],
-        pixel=args.pixel,
-    )
+    specs = specs_from_options(model, args)
     source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
     outputs = model.output_blobs
     labels = None
     if args.labels:
-        mapping = parse_labels(read_text_file(Path(args.labels), "labels file"), args.labels)
+        mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
         labels = labels_for(mapping, list(source.paths[0]), args.labels)
     with open_device(args.device, args.threads) as device, ProgressBars(not args.quiet) as bars:
         res = evaluate(

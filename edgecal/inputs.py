@@ -19,19 +19,9 @@ import numpy as np
 
 from edgecal.errors import ImageError, InputFileError, UsageError
 from edgecal.inputspec import InputSpec
+from edgecal.userfile import read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
-
-
-def read_text_file(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise InputFileError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{what} {path} is a directory, not a file") from None
-    except OSError as exc:
-        raise InputFileError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
 def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
@@ -50,7 +40,7 @@ def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
                 f"folder {path} holds no images", hint=f"supported: {' '.join(IMAGE_SUFFIXES)}"
             )
         return files
-    text = read_text_file(path, "list file")
+    text = read_text(path, "list file")
     out: list[Path] = []
     for line in text.splitlines():
         if ncnn_compat:

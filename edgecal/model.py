@@ -6,24 +6,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecal.errors import InputFileError, ModelFormatError
+from edgecal.errors import ModelFormatError
 from edgecal.inputspec import InputSpec
 from edgecal.ncnnfmt.modelbin import LayerWeights, read_modelbin
 from edgecal.ncnnfmt.param import Layer, ParamFile, parse_param
+from edgecal.userfile import read_bytes
 
 # The layers ncnn2table calibrates (activation scale of bottoms[0] + per-channel weight scales).
 CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
-
-
-def read_bytes(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{what} {path} is a directory, not a file") from None
-    except OSError as exc:
-        raise InputFileError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
 @dataclass
