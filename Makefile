@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgecal device_agent tests bench $(SAMPLE)/train.py
+	$(VENV)/bin/ruff check edgecal device_agent tests bench $(SAMPLE)/train.py $(SAMPLE)/eval_ncnn.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache build dist *.egg-info
