@@ -7,18 +7,36 @@ span, fractional edge bins weighted), its expansion ``E`` (length t, ``eps +`` c
 added in bin order) and ``KL = sum P*logf(P/E)`` accumulated sequentially in a float.  The first
 strict minimum wins.
 
-Here every candidate is computed at once on 2-D arrays (rows = t).  All bin boundaries
-``j*t/128`` are exact in float32 (``j*t < 2**24``), so the edge weights are computed from
-integers.  Every sum the C code does sequentially is done sequentially (an explicit loop over
-the few terms of a Q bin, ``np.add.accumulate`` for the outlier tail and for the KL sum), so
-``P``, ``Q``, ``E`` and the KL terms are bit-identical to the C code's.  The only operation that
-is expensive to reproduce exactly is glibc's ``logf``; the search therefore runs in two passes:
+The exact path (``_kl_exact``) computes every candidate on 2-D arrays (rows = t), bit-identical
+to the C code: all bin boundaries ``j*t/128`` are exact in float32, every sequential sum is done
+sequentially, and glibc's ``logf`` is emulated bit for bit (:mod:`edgecal.calib.logf`).  It costs
+O(t) per candidate, so the search runs it only on the few candidates a screening pass leaves:
 
-1. every candidate with a float64 ``log`` rounded to float32 (within 1 ulp of glibc's ``logf``),
-   together with a rigorous bound of how far each float32 KL can be from the exact one;
-2. only the candidates that can still be the first minimum under that bound are recomputed with
-   the bit-exact glibc ``logf`` (:mod:`edgecal.calib.logf`), and the first strict minimum among
-   them is the answer.  Every other candidate is provably strictly worse.
+1. ``_screen``: a float64 model of every candidate with O(128) work and no per-source-bin work.
+   With prefix sums H of h and of (eps+h)log(eps+h), the bins fully inside Q-bin j contribute
+   ``sum p log p - W_j log e_j`` (W_j their p-mass), each boundary's straddling bin one term
+   ``p log(fr*e_{j-1} + (1-fr)*e_j)``, the folded tail one term.  The 255 logs per candidate are
+   a 10-bit table plus ``x/c`` (error <= 2**-21 + float32 rounding, bounded in
+   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB) and a chunk workspace
+   (~1 MB) are cached.
+2. ``bound``: for every candidate ``|ncnn's float32 KL - value| <= bound``, where
+
+   * screening error: log-table error times sum W, float64 prefix-sum errors (absolute,
+     relative to eps), float32 weight/E roundings;
+   * per term (Higham's model, u = 2**-24, gamma_n = nu/(1-nu)): P is within u (tail:
+     gamma_{1+#nonzero h beyond t}), E within a_E = gamma_{floor(npb)+6} (Q: <= floor(npb)+2
+     terms, one product, sums, one division; E: <= 3 more roundings), the ratio within u, logf
+     within 1 ulp <= 2u|log| (glibc: 0.82 ulp), the product within u.  So
+     ``|T^ - T| <= |T| c_T + p c_p`` with ``c_T = (1+a_P)(1+u)(1+2u) - 1`` and
+     ``c_p = (1+a_P)(1+u)(1+2u) * (-log1p(-a_P) - log1p(-u) - log1p(-a_E))``; summed with
+     ``sum |T| <= |KL| + 2 * mass(h below t)`` (T >= p - e) and ``sum p``;
+   * the sequential float32 sum: ``|err| <= u * sum_i |S^_i|`` over the partial sums, and by
+     the log-sum inequality every real partial sum lies in ``[-max_j Qmass_j, KL + max_j
+     Qmass_j]`` (the E- and P-CDFs differ by at most one Q-bin's mass), so
+     ``sum_i |S^_i| <= (t-1) (|KL| + max_j Qmass_j + D + gamma_t (sum|T| + D))``.
+
+   Only candidates whose interval meets the lowest upper end are evaluated exactly; if just one
+   remains, it is strictly below every other candidate and is the answer without evaluation.
 
 The result equals a literal port of the loops (``tests/oracle/kl_loop.py``) bin for bin.
 """
@@ -36,7 +54,6 @@ TARGET_BINS = 128
 KL_EPS = np.float32(0.0001)
 
 _F32 = np.float32
-_U = 2.0**-23  # float32 ulp of 1
 _ROW_BLOCK = 128  # candidates per block: keeps the working set small
 _last_candidates = [0]  # size of the last exact re-evaluation set (for tests and benchmarks)
 
@@ -98,11 +115,6 @@ class _Block:
         self.col_valid = k < t
 
 
-@lru_cache(maxsize=64)
-def _block(t0: int, t1: int) -> _Block:
-    return _Block(np.arange(t0, t1, dtype=np.int64))
-
-
 def _quantized(hz: np.ndarray, g: _Block) -> np.ndarray:
     """``Q`` (rows x 128, float32): C's Q[j] = 0 + ls*h[lu-1] + rs*h[rl] + h[lu] + ... ."""
     acc = g.q_ls * hz[g.q_left] + g.q_rs * hz[g.q_right]
@@ -150,41 +162,262 @@ def _kl_exact(h: np.ndarray, g: _Block) -> np.ndarray:
     return np.add.accumulate(terms, axis=1)[g.last]
 
 
+# --------------------------------------------------------------------------------------------
+# Screening: every candidate at O(128) float64 work, no per-source-bin work.
+#
+# Real-number model of candidate t (h as given, float32 values taken exactly):
+#   p_k = eps + h_k (k < t-1),  p_tail = eps + sum_{k >= t-1} h_k,
+#   Q-bin j spans [b_j, b_{j+1}), b_j = j*t/128;  e_j = eps + qs_j / npb with qs_j its mass,
+#   KL(t) = sum_{k<t-1} p_k log p_k  -  sum_{k<t-1} p_k log e_k  +  p_tail log(p_tail / e_127).
+# Source bin F_j = floor(b_j) (j = 1..127) is the "slot" of boundary j: its E is
+# fr_j*e_{j-1} + (1-fr_j)*e_j (fr_j = b_j - F_j; fr_j = 0 gives e_j).  Every other bin k < t-1
+# lies fully inside one Q-bin, so sum_k p_k log e_k = sum_j W_j log e_j + sum_slots p_F log e_F,
+# with W_j = (#full bins) * eps + (H[F_{j+1}] - H[F_j + 1]) from prefix sums H of h, and
+# sum_{k<t-1} p log p from one prefix sum.  That is 128 + 127 logs per candidate, all candidates
+# at once as (1919, 128) / (1919, 127) arrays (t = 128 has a one-term closed form).
+# --------------------------------------------------------------------------------------------
+
+_u32 = 2.0**-24  # unit roundoff, float32
+_u64 = 2.0**-53  # unit roundoff, float64
+_EPS64 = float(KL_EPS)  # the float32 eps, exactly
+_T_LO = 129  # rows of the screening arrays: t = 129..2047 (t = 128 is done in closed form)
+_LOG_BITS = 10  # mantissa bits indexing the log table
+_LOG_E_LO, _LOG_E_HI = -15, 9  # table domain [2**-15, 2**9); e >= eps > 2**-14 always
+
+
+def _gamma(n: np.ndarray | float, u: float = _u32) -> np.ndarray | float:
+    """Higham's gamma_n = n*u / (1 - n*u)."""
+    return n * u / (1.0 - n * u)
+
+
+class _Screen:
+    """Histogram-independent layout of the screening pass (about 5 MB, built once)."""
+
+    def __init__(self) -> None:
+        ts = np.arange(_T_LO, NUM_BINS, dtype=np.int64)
+        self.ts = ts
+        m = np.arange(TARGET_BINS + 1, dtype=np.int64)[None, :] * ts[:, None]  # 128 * b_j
+        f = m >> 7
+        self.floor = f.astype(np.intp)  # F_j = floor(b_j), j = 0..128
+        self.frac = ((m & 127) / TARGET_BINS).astype(_F32)  # b_j - F_j, exact in float32
+        nfull = f[:, 1:] - f[:, :-1] - 1  # bins strictly between the slots F_j and F_{j+1}
+        nfull[:, 0] += 1  # bin 0 is not a slot
+        nfull[:, -1] -= 1  # bin t-1 is the folded tail, done separately
+        self.nfull_eps = (nfull.astype(np.float64) * _EPS64).astype(_F32)
+        self.nfull_err = nfull.astype(np.float64).max(axis=1)  # for the rounding bound above
+        self.inv_npb = TARGET_BINS / ts.astype(np.float64)
+        self.npb_floor = ts // TARGET_BINS
+        # log table: c = x with its mantissa cut to _LOG_BITS bits; T = log(c) - 1 (float32)
+        lo = (127 + _LOG_E_LO) << _LOG_BITS
+        hi = (127 + _LOG_E_HI) << _LOG_BITS
+        c = (np.arange(lo, hi, dtype=np.uint32) << np.uint32(23 - _LOG_BITS)).view(_F32)
+        self.log_base = np.uint32(lo)
+        self.log_table = (np.log(c.astype(np.float64)) - 1.0).astype(_F32)
+        self.log_max = float(max(-_LOG_E_LO, _LOG_E_HI) * np.log(2.0))
+
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes
+            for a in (self.ts, self.floor, self.frac, self.nfull_eps, self.nfull_err,
+                      self.inv_npb, self.npb_floor, self.log_table)
+        )
+
+
+_CHUNK = 64  # candidate rows per pass: keeps every temporary small and reused
+
+
+class _Work:
+    """Preallocated buffers for one chunk of rows (about 2 MB): no large temporaries."""
+
+    def __init__(self) -> None:
+        r, b = _CHUNK, TARGET_BINS
+        self.ha = np.empty((r, b + 1))
+        self.hf = np.empty((r, b + 1))
+        self.cdf = np.empty((r, b + 1))
+        self.qs = np.empty((r, b))
+        self.e64 = np.empty((r, b))
+        self.est = np.empty((r, b - 1))
+        self.ebuf = np.empty((r, 2 * b - 1), dtype=_F32)
+        self.bits = np.empty((r, 2 * b - 1), dtype=np.uint32)
+        self.idx = np.empty((r, 2 * b - 1), dtype=np.intp)
+        self.lt = np.empty((r, 2 * b - 1), dtype=_F32)
+        self.ratio = np.empty((r, 2 * b - 1), dtype=_F32)
+        self.lt64 = np.empty((r, 2 * b - 1))
+        self.wt = np.empty((r, 2 * b - 1))
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in vars(self).values())
+
+
 @lru_cache(maxsize=1)
-def _fast_log_ulps() -> float:
-    """Max ulp error of numpy's float32 ``log`` here, measured once (about 3 on x86 AVX2).
+def _workspace() -> _Work:
+    return _Work()
 
-    The screening pass trusts it only when it is small; otherwise it uses float64 ``log``.
+
+@lru_cache(maxsize=1)
+def _screen_layout() -> _Screen:
+    return _Screen()
+
+
+def _table_log(x: np.ndarray, s: _Screen, w: _Work, n: int) -> np.ndarray:
+    """log of positive float32 x in [2**-15, 2**9): T[c] + x/c with c = x cut to 10 bits.
+
+    log x = log c + log(x/c) and 0 <= (x/c - 1) - log(x/c) <= (x/c - 1)**2 / 2 <= 2**-21;
+    with the float32 roundings of T, x/c and the sum the error is <= _table_log_error().
     """
-    x = np.geomspace(1e-6, 1e6, 1 << 16).astype(_F32)
-    x = np.concatenate([x, (1 + np.linspace(-0.01, 0.01, 1 << 14)).astype(_F32)])
-    ref = np.log(x.astype(np.float64))
-    err = np.abs(np.log(x).astype(np.float64) - ref)
-    ulp = np.spacing(np.abs(ref).astype(_F32)).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        worst = np.nanmax(np.where(ulp > 0, err / ulp, 0.0))
-    return float(worst)
+    bits = x.view(np.uint32)
+    u = np.right_shift(bits, np.uint32(23 - _LOG_BITS), out=w.bits[:n])
+    u -= s.log_base
+    idx = w.idx[:n]
+    idx[...] = u
+    out = s.log_table.take(idx, out=w.lt[:n])
+    c = np.bitwise_and(bits, np.uint32((0xFFFFFFFF << (23 - _LOG_BITS)) & 0xFFFFFFFF), out=u)
+    q = np.divide(x, c.view(_F32), out=w.ratio[:n])
+    out += q
+    return out
 
 
-def _screen_log(x: np.ndarray) -> np.ndarray:
-    if _fast_log_ulps() <= 4.0:
-        return np.log(x)
-    return np.log(x.astype(np.float64)).astype(_F32)
+def _table_log_error(s: _Screen) -> float:
+    """Bound of |_table_log(x) - log x| on the table's domain (see _table_log)."""
+    lmax = s.log_max + 1.0
+    return 2.0**-21 + _u32 * (lmax + 1.0) + 1.01 * _u32 + _u32 * (lmax + 2.0**-20)
 
 
-def _kl_approx(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray]:
-    """Screening KL: float32 terms with a <= 4 ulp log, summed in float64; and sum |terms|."""
-    p, e, tail = _distributions(h, g)
-    terms = p * _screen_log(p / e)
-    e_last = e[g.last]
-    terms[g.last] = tail * _screen_log(tail / e_last)
-    terms = np.where(g.col_valid, terms, _F32(0))
-    return terms.sum(axis=1, dtype=np.float64), np.abs(terms).sum(axis=1, dtype=np.float64)
+def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(value, bound) for every t = 128..2047: ``|ncnn's float32 KL - value| <= bound``.
 
+    See the module docstring for the derivation of the bound.
+    """
+    s = _screen_layout()
+    ts = s.ts
+    h64 = h.astype(np.float64)
+    hmax = float(h64.max())
+    csum = np.cumsum(h64)
+    htot = float(csum[-1])
+    cum = np.zeros(NUM_BINS + 2)  # cum[k] = H[k] = sum_{i<k} h_i, k = 0..2049 (H[2049] = H[2048])
+    cum[1 : NUM_BINS + 1] = csum
+    cum[NUM_BINS + 1] = htot
+    hpad = np.zeros(NUM_BINS + 1)
+    hpad[:NUM_BINS] = h64
+    h0 = h64[0]
+    h_last = h64[ts - 1]
+    dot = np.empty(ts.size)
+    max_qs = np.empty(ts.size)
+    e127 = np.empty(ts.size)
+    w = _workspace()
+    emax = _EPS64 + hmax  # every e and slot E is <= eps + max h
+    use_table = emax < 2.0 ** (_LOG_E_HI - 1)
+    lmax = max(-np.log(_EPS64), float(np.log(emax)))
+    for r0 in range(0, ts.size, _CHUNK):
+        r1 = min(r0 + _CHUNK, ts.size)
+        n = r1 - r0
+        fl, fr = s.floor[r0:r1], s.frac[r0:r1]
+        ha = cum.take(fl, out=w.ha[:n])  # H[F_j]
+        hf = hpad.take(fl, out=w.hf[:n])  # h[F_j]
+        cdf = np.multiply(fr, hf, out=w.cdf[:n])
+        cdf += ha  # mass in [0, b_j)
+        qs = np.subtract(cdf[:, 1:], cdf[:, :-1], out=w.qs[:n])  # mass of Q-bin j
+        qs.max(axis=1, out=max_qs[r0:r1])
+        e64 = np.multiply(qs, s.inv_npb[r0:r1, None], out=w.e64[:n])
+        e64 += _EPS64
+        e127[r0:r1] = e64[:, -1]
+        ebuf = w.ebuf[:n]
+        ebuf[:, :TARGET_BINS] = e64
+        est = np.subtract(e64[:, :-1], e64[:, 1:], out=w.est[:n])
+        est *= fr[:, 1:TARGET_BINS]
+        est += e64[:, 1:]
+        ebuf[:, TARGET_BINS:] = est
+        # weights: full bins of Q-bin j (H[F_{j+1}] - H[F_j + 1] + count*eps), then slots
+        wt = w.wt[:n]
+        wf = np.subtract(ha[:, 1:], ha[:, :-1], out=wt[:, :TARGET_BINS])
+        wf -= hf[:, :-1]
+        wf += s.nfull_eps[r0:r1]
+        wf[:, 0] += h0
+        wf[:, -1] -= h_last[r0:r1]
+        np.add(hf[:, 1:TARGET_BINS], _EPS64, out=wt[:, TARGET_BINS:])
+        lt64 = w.lt64[:n]
+        if use_table:
+            lt64[...] = _table_log(ebuf, s, w, n)
+        else:  # wrapped-sum histograms with h > 1: float64 log of the float32 E
+            np.log(ebuf, out=lt64, dtype=np.float64)
+        np.einsum("ij,ij->i", wt, lt64, out=dot[r0:r1])
+    lam = _table_log_error(s) if use_table else 16.0 * _u64 * (lmax + 1.0)
+
+    p = _EPS64 + h64
+    plogp = p * np.log(p)
+    fpre = np.concatenate([[0.0], np.cumsum(plogp)])
+    fabs = float(np.abs(plogp).sum())
+    p_tail = _EPS64 + (htot - cum[ts - 1])
+    log_e127 = np.log(e127)
+    t_tail = p_tail * (np.log(p_tail) - log_e127)
+    value = fpre[ts - 1] - dot + t_tail
+
+    # ---- screening arithmetic error (float64 prefix sums, float32 logs) --------------------
+    tf = ts.astype(np.float64)
+    sw = (tf - 1.0) * _EPS64 + cum[ts - 1]  # sum_{k<t-1} p_k = sum of all weights
+    d_cdf = 4.0 * (NUM_BINS + 2) * _u64 * max(htot, 1.0)  # |error| of a mass from prefix sums
+    lam_total = lam + 1.01 * (_u32 + 1000.0 * _u64 + 2.0 * d_cdf / _EPS64)
+    w_err = 2 * TARGET_BINS * (2.0 * d_cdf + 4.0 * _u64 * (s.nfull_err + 1.0) * _EPS64)
+    w_err = w_err + _u32 * s.nfull_err * _EPS64 * TARGET_BINS  # nfull*eps stored as float32
+    b_screen = (
+        lam_total * sw
+        + w_err * (lmax + lam_total)
+        + 300.0 * _u64 * (sw + w_err) * (lmax + lam_total)
+        + 2.0 * (NUM_BINS + 8) * _u64 * fabs
+        + 16.0 * _u64 * (np.abs(p_tail * np.log(p_tail)) + p_tail * np.abs(log_e127))
+        + p_tail * 2.0 * d_cdf / _EPS64
+    )
+
+    # ---- ncnn's float32 arithmetic against the real KL -------------------------------------
+    nz = np.concatenate([[0], np.cumsum(h != 0)])
+    nnz_tail = nz[NUM_BINS] - nz[ts]  # nonzero h_k, k >= t: roundings of the tail sum
+    a_e = _gamma(s.npb_floor + 6.0)  # E: Q's <= floor(npb)+2 terms, product, sums, division
+    b_c = _c_bound(tf, value, b_screen, a_e, nnz_tail, sw, cum[ts], max_qs + d_cdf,
+                   p_tail, t_tail)
+    bound = (b_screen + b_c) * (1.0 + 1e-3) + 1e-30
+
+    # t = 128: npb = 1, so E[k] = P[k] for k < 127 and logf(1) = 0: one term, no rounded sum
+    pt0 = _EPS64 + (htot - cum[127])
+    v0 = pt0 * (np.log(pt0) - np.log(_EPS64 + h64[127]))
+    a_pt0 = _gamma(1.0 + float(nz[NUM_BINS] - nz[128]))
+    k0 = (1.0 + a_pt0) * (1.0 + _u32) * (1.0 + 2.0 * _u32)
+    l0 = -np.log1p(-a_pt0) - 2.0 * np.log1p(-_u32)
+    b0 = (abs(v0) * (k0 - 1.0) + pt0 * k0 * l0 + 64.0 * _u64 * (abs(v0) + pt0 * 10.0)) * 1.01
+    return np.concatenate([[v0], value]), np.concatenate([[b0], bound])
+
+
+def _c_bound(
+    tf: np.ndarray,
+    value: np.ndarray,
+    b_screen: np.ndarray,
+    a_e: np.ndarray,
+    nnz_tail: np.ndarray,
+    sw: np.ndarray,
+    mass_t: np.ndarray,
+    max_qs: np.ndarray,
+    p_tail: np.ndarray,
+    t_tail: np.ndarray,
+) -> np.ndarray:
+    """Bound of |ncnn's float32 KL - real KL| (module docstring, "The bound")."""
+    u = _u32
+
+    def coeffs(a_p: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        k = (1.0 + a_p) * (1.0 + u) * (1.0 + 2.0 * u)
+        ell = -np.log1p(-a_p) - np.log1p(-u) - np.log1p(-a_e)
+        return k - 1.0, k * ell
+
+    c_t, c_p = coeffs(u)
+    c_tt, c_pt = coeffs(_gamma(1.0 + nnz_tail))
+    kl_abs = np.abs(value) + b_screen
+    s_abs = kl_abs + 2.0 * mass_t * (1.0 + 1e-9)  # sum |terms| <= |KL| + 2 * mass below t
+    d_t = c_t * s_abs + c_p * sw + c_tt * (np.abs(t_tail) + b_screen) + c_pt * p_tail
+    partial = kl_abs + max_qs + d_t + _gamma(tf) * (s_abs + d_t)  # >= every |partial sum|
+    return d_t + u * (tf - 1.0) * partial
 
 def _blocks() -> list[_Block]:
+    """The exact layout of all candidates (about 40 MB): built per call, never cached."""
     return [
-        _block(lo, min(lo + _ROW_BLOCK, NUM_BINS))
+        _Block(np.arange(lo, min(lo + _ROW_BLOCK, NUM_BINS), dtype=np.int64))
         for lo in range(TARGET_BINS, NUM_BINS, _ROW_BLOCK)
     ]
 
@@ -192,13 +425,18 @@ def _blocks() -> list[_Block]:
 def kl_divergences(counts: np.ndarray, *, exact: bool = True) -> np.ndarray:
     """The KL of every candidate threshold 128..2047 (index ``t - 128``).
 
-    ``exact=True``: float32, bit-identical to ncnn2table's ``kl_divergence`` values.
-    ``exact=False``: float64 sums of the float64 terms (faster; what the search screens with).
+    ``exact=True``: float32, bit-identical to ncnn2table's ``kl_divergence`` values (slow).
+    ``exact=False``: the float64 screening values (within :func:`screen_bounds` of them).
     """
     h = normalize(counts)
     if exact:
         return np.concatenate([_kl_exact(h, g) for g in _blocks()])
-    return np.concatenate([_kl_approx(h, g)[0] for g in _blocks()])
+    return _screen(h)[0]
+
+
+def screen_bounds(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(screening value, bound) per candidate: ``|exact float32 KL - value| <= bound``."""
+    return _screen(normalize(counts))
 
 
 def kl_best_bin(counts: np.ndarray) -> int:
@@ -210,23 +448,17 @@ def kl_best_bin(counts: np.ndarray) -> int:
     h = normalize(counts)
     if not np.isfinite(h).all():
         return TARGET_BINS
-    kls, bounds = [], []
-    for g in _blocks():
-        kl, mag = _kl_approx(h, g)
-        kls.append(kl)
-        # |ncnn's float32 KL - kl| <= t*2^-24*S (its sequential float32 sum) + <= 6 ulp per
-        # term (logf within 0.82 ulp of log, the screening log within 4 ulp, both products
-        # round once), with S = sum |terms|; padded to 8 ulp and 1%.
-        bounds.append((g.ts / 2.0 + 8.0) * _U * mag * 1.01 + 1e-30)
-    kl = np.concatenate(kls)
-    bound = np.concatenate(bounds)
+    value, bound = _screen(h)
     ts = np.arange(TARGET_BINS, NUM_BINS, dtype=np.int64)
-    finite = np.isfinite(kl)
-    if not finite.any():
-        return TARGET_BINS
-    upper = np.min(np.where(finite, kl + bound, np.inf))
-    cand = ts[finite & (kl - bound <= upper)]  # every other t is provably strictly worse
+    finite = np.isfinite(value) & np.isfinite(bound)
+    if not finite.all():  # cannot happen for finite h; stay exact regardless
+        cand = ts
+    else:
+        upper = float(np.min(value + bound))
+        cand = ts[value - bound <= upper]  # every other t is provably strictly worse
     _last_candidates[0] = int(cand.size)
+    if cand.size == 1:  # the only t that can be minimal: strictly below all others
+        return int(cand[0])
     exact = np.concatenate(
         [_kl_exact(h, _Block(cand[lo : lo + _ROW_BLOCK])) for lo in range(0, cand.size, _ROW_BLOCK)]
     )

@@ -76,3 +76,41 @@ def test_count_scale_invariance(c: np.ndarray, factor: int) -> None:
     if int(c.max()) * factor >= 2**53 or int(c.sum()) * factor >= 2**53:
         return  # beyond exact doubles the normalisation itself may round differently
     assert K.kl_best_bin(c * np.uint64(factor)) == K.kl_best_bin(c)
+
+
+@st.composite
+def near_ties(draw: st.DrawFn) -> np.ndarray:
+    """Flat / periodic histograms: many candidates with almost the same KL."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["flat", "periodic", "flat_noise", "two_spikes"]))
+    c = np.zeros(2048, dtype=np.uint64)
+    if kind == "flat":
+        c[: draw(st.integers(1, 2048))] = draw(st.integers(1, 10**6))
+    elif kind == "periodic":
+        c[:: draw(st.integers(2, 17))] = draw(st.integers(1, 1000))
+    elif kind == "flat_noise":
+        c[:] = 1000 + rng.integers(0, 3, 2048).astype(np.uint64)
+    else:
+        c[draw(st.integers(0, 2047))] = draw(st.integers(1, 10**9))
+        c[draw(st.integers(0, 2047))] += np.uint64(draw(st.integers(1, 10**9)))
+    return c
+
+
+@FAST
+@given(st.one_of(histograms(), near_ties()))
+def test_screening_bound_never_violated(c: np.ndarray) -> None:
+    """|exact float32 KL - screened value| <= bound for all 1920 candidates."""
+    exact = K.kl_divergences(c, exact=True).astype(np.float64)
+    value, bound = K.screen_bounds(c)
+    if not np.isfinite(exact).all():
+        return  # all-zero histogram: every KL is NaN, kl_best_bin returns 128 early
+    assert np.all(bound >= 0)
+    assert np.all(np.abs(exact - value) <= bound)
+
+
+@FAST
+@given(near_ties())
+def test_screened_search_equals_exact_curve_argmin_near_ties(c: np.ndarray) -> None:
+    exact = K.kl_divergences(c, exact=True)
+    want = int(np.flatnonzero(exact == exact.min())[0]) + 128
+    assert K.kl_best_bin(c) == want

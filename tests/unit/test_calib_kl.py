@@ -111,3 +111,27 @@ def test_logf_differs_from_numpy_log_somewhere() -> None:
     # why the emulation exists: numpy's float32 log is not glibc's
     x = np.random.default_rng(1).uniform(1e-4, 2.0, 20000).astype(np.float32)
     assert not np.array_equal(logf(x), np.log(x))
+
+
+@pytest.mark.parametrize(("case", "name"), BLOBS)
+def test_screening_bound_holds_on_reference_blobs(case: str, name: str) -> None:
+    c = counts_of(case, name)
+    exact = K.kl_divergences(c, exact=True).astype(np.float64)
+    value, bound = K.screen_bounds(c)
+    assert np.all(np.abs(exact - value) <= bound)
+
+
+def test_screening_bound_holds_on_random_histograms() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        x = np.abs(rng.standard_t(rng.uniform(1.5, 8.0), 20000))
+        c = np.bincount(np.minimum((x / x.max() * 2048).astype(int), 2047), minlength=2048)
+        c = c.astype(np.uint64)
+        exact = K.kl_divergences(c, exact=True).astype(np.float64)
+        value, bound = K.screen_bounds(c)
+        assert np.all(np.abs(exact - value) <= bound)
+
+
+def test_screening_layout_cache_is_small() -> None:
+    K.kl_best_bin(counts_of("digits", "convrelu_1"))
+    assert K._screen_layout().nbytes() + K._workspace().nbytes() <= 5 * 2**20
