@@ -6,7 +6,7 @@ ncnn is imported lazily so ``hello`` works (and reports the problem) where it is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,44 @@ def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
     return mat
 
 
+def raw_visited(mat: Any) -> np.ndarray | None:
+    """The elements ncnn2table visits, as a zero-copy numpy view of a ``type=1`` (raw, possibly
+    elempack-packed) fp32 blob; None when the Mat is not plain fp32 (fp16/bf16/int8 storage).
+
+    Rewrites ``mat``'s header (only this Python object's, never ncnn's) to describe the same
+    memory as elempack 1: a packed channel holds ``elempack`` real channels interleaved, its
+    first ``w*h*elempack`` floats are exactly the first ``w*h`` floats of each of them, so
+    the returned view covers the same elements as ``stats.visited`` of the ``type=0`` blob
+    (in another order, which neither abs max nor a histogram sees):
+
+    * dims 1 ``(w*pack,)``, dims 2 ``(h, w*pack)``: every element;
+    * dims 3 ``(c/pack, h, w*pack)``, channel stride ``cstep*pack`` (padding skipped);
+    * dims 4: ``[:, 0]`` of ``(c/pack, d, h, w*pack)``, the first depth slice (``d`` ignored).
+
+    The view keeps ``mat`` (so ncnn's refcounted data) alive.
+    """
+    dims = mat.dims
+    if dims == 0:  # empty
+        return _EMPTY
+    pack = mat.elempack
+    if mat.elemsize != 4 * pack:
+        return None
+    if pack != 1:
+        mat.w = mat.w * pack
+        mat.cstep = mat.cstep * pack  # only read by the buffer for dims 3 and 4
+        mat.elemsize = 4
+        mat.elempack = 1
+    arr = np.asarray(mat)
+    if arr.dtype != _F32:
+        return None
+    return arr[:, 0] if dims == 4 else arr
+
+
+_F32 = np.dtype(np.float32)
+_EMPTY = np.zeros(0, dtype=np.float32)
+_EMPTY.flags.writeable = False
+
+
 class NcnnModel:
     """A loaded net plus the allocators its extractors use.  Keep it alive while extracting."""
 
@@ -109,6 +147,9 @@ class NcnnModel:
                 "(load_model failed: truncated .bin or .param/.bin mismatch)")
         self.blob_names = [b.name for b in self.net.blobs()]
         self.input_names = list(self.net.input_names())
+        # fp32 storage is certain only with ncnn2table's options: there the raw (packed) blob
+        # is read in place; the deployed runtime may store fp16/bf16, so ncnn converts it.
+        self.raw_extract = runtime == "calibration"
 
     def check_blobs(self, blobs: Sequence[str]) -> None:
         known = set(self.blob_names)
@@ -146,3 +187,54 @@ class NcnnModel:
         finally:
             del ex
             del mats
+
+    def for_each_visited(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
+                         blobs: Sequence[str], fn: Callable[[int, np.ndarray], None],
+                         where: str = "sample") -> None:
+        """Feed one sample (light mode, blobs in network order) and call ``fn(b, values)`` for
+        each blob ``b``: ``values`` are the elements ncnn2table visits (``stats.visited``
+        semantics, any order), a read-only view valid only during the call.
+
+        Calibration runtime: ``extract(name, mat, 1)`` hands out ncnn's own blob (no
+        unpacking, no clone) and :func:`raw_visited` views it; the view is dropped before the
+        next blob is computed, so ncnn's in-place layers find the blob unshared as usual.
+        """
+        ncnn = self.ncnn
+        mats = [to_mat(ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
+        ex = self.net.create_extractor()
+        try:
+            ex.set_light_mode(True)
+            ex.set_blob_allocator(self.blob_allocator)
+            ex.set_workspace_allocator(self.workspace_allocator)
+            for mat, d in zip(mats, inputs):
+                ex.input(d.blob, mat)
+            new_mat = ncnn.Mat
+            raw = self.raw_extract
+            for b, name in enumerate(blobs):
+                out = new_mat()
+                values = None
+                if raw:
+                    ret = ex.extract(name, out, 1)
+                    if ret == 0:
+                        values = raw_visited(out)
+                if values is None:
+                    out = new_mat()
+                    ret = ex.extract(name, out, 0)
+                    if ret == 0:
+                        values = _visited_unpacked(out)
+                if ret != 0:
+                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
+                                       f"(extract returned {ret})")
+                fn(b, values)
+                del values, out
+        finally:
+            del ex
+            del mats
+
+
+def _visited_unpacked(mat: Any) -> np.ndarray:
+    """``stats.visited`` of a ``type=0`` (elempack 1, fp32) blob, as a view."""
+    if mat.dims == 0 or mat.w * mat.h * mat.d * mat.c == 0:
+        return np.zeros(0, dtype=np.float32)
+    arr = np.asarray(mat, dtype=np.float32)
+    return arr[:, 0] if arr.ndim == 4 else arr

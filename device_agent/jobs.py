@@ -41,10 +41,6 @@ from device_agent.protocol import (
 
 Progress = Callable[[int, int], None]
 
-#: Activations gathered before one vectorised statistics call (bounded, independent of the
-#: number of samples).
-BATCH_BYTES = 8 << 20
-
 #: CPU features worth knowing for ncnn kernels, as /proc/cpuinfo spells them.
 CPU_FEATURES = (
     "neon", "asimd", "asimdhp", "asimddp", "asimdrdm", "fphp", "i8mm", "bf16", "sve", "sve2",
@@ -157,39 +153,32 @@ class SampleStream:
                 raise InputError(f"shard {os.path.basename(path)} is damaged: {e}") from None
 
 
-class _Batches:
-    """Visited elements of each blob, gathered over samples and reduced in one numpy call per
-    batch: memory stays under ``budget_bytes`` plus one sample, whatever the sample count."""
+#: The last loaded model, reused by the next job of a serving agent that names the same
+#: files (same identity: path, inode, size, mtime, ctime) with the same options -- e.g. the
+#: per-shard abs-max jobs and the histogram job of one calibration.  One model at most.
+_MODEL_CACHE: dict[tuple[Any, ...], NcnnModel] = {}
 
-    def __init__(self, n_blobs: int, reduce: Callable[[int, np.ndarray], None],
-                 budget_bytes: int = BATCH_BYTES) -> None:
-        self.parts: list[list[np.ndarray]] = [[] for _ in range(n_blobs)]
-        self.reduce = reduce
-        self.budget_bytes = budget_bytes
-        self.nbytes = 0
 
-    def add(self, b: int, mat: Any) -> None:
-        values = stats.visited(np.asarray(mat))  # a view: keeps the (cloned) Mat alive
-        self.parts[b].append(values)
-        self.nbytes += values.nbytes
-
-    def end_sample(self) -> None:
-        if self.nbytes >= self.budget_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        for b, parts in enumerate(self.parts):
-            if parts:
-                self.reduce(b, parts[0] if len(parts) == 1 else np.concatenate(parts))
-                parts.clear()
-        self.nbytes = 0
+def _file_key(path: str) -> tuple[Any, ...]:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns)
 
 
 def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,
                 threads: int) -> NcnnModel:
     t0 = time.perf_counter()
-    model = NcnnModel(ctx.workdir_path(p.model.param), ctx.workdir_path(p.model.bin),
-                      runtime=runtime, threads=threads)
+    param, bin_ = ctx.workdir_path(p.model.param), ctx.workdir_path(p.model.bin)
+    try:
+        key: tuple[Any, ...] | None = (_file_key(param), _file_key(bin_), runtime, threads)
+    except OSError:
+        key = None  # NcnnModel reports the missing file
+    model = _MODEL_CACHE.get(key) if key is not None else None
+    if model is None:
+        _MODEL_CACHE.clear()  # drop the old net before loading another
+        model = NcnnModel(param, bin_, runtime=runtime, threads=threads)
+        if key is not None:
+            _MODEL_CACHE[key] = model
     model.check_inputs(p.inputs)
     ctx.timing_s["load"] = time.perf_counter() - t0
     return model
@@ -216,30 +205,23 @@ def op_absmax(ctx: JobContext) -> Result:
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
     samples = SampleStream(ctx, p.shards, p.inputs)
-    absmax = [np.float32(0.0)] * len(p.blobs)
-    per_sample = [0] * len(p.blobs)
+    n_blobs = len(p.blobs)
+    scratch = stats._Scratch()
+    accs = [stats.AbsMaxAccumulator(scratch) for _ in p.blobs]
+    adders = [acc.add for acc in accs]
+    per_sample = [0] * n_blobs
 
     def reduce(b: int, values: np.ndarray) -> None:
-        m = stats.abs_max(values)
-        if m > absmax[b]:  # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table
-            absmax[b] = m
+        adders[b](values)  # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table
+        per_sample[b] = values.size  # c * w * h of the last sample, as ncnn2table
 
-    batches = _Batches(len(p.blobs), reduce)
-    tick = _Throttle(ctx.progress, samples.total)
-    t0 = time.perf_counter()
-    for i, sample in samples:
-        for b, (_, mat) in enumerate(model.extract(sample, p.inputs, p.blobs, f"sample {i}")):
-            batches.add(b, mat)
-            per_sample[b] = mat.c * mat.w * mat.h  # the last sample's, as ncnn2table
-        batches.end_sample()
-        tick(i + 1)
-    batches.flush()
-    ctx.timing_s["infer"] = time.perf_counter() - t0
+    _run_stats(ctx, model, samples, p, reduce)
+    absmax = [acc.value for acc in accs]
     name = "absmax.npz"
     with NpzWriter(ctx.job_path(name)) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("names", names_array(p.blobs))
-        w.add("absmax", np.array(absmax, dtype=np.float32).reshape(len(p.blobs)))
+        w.add("absmax", np.array(absmax, dtype=np.float32).reshape(n_blobs))
         w.add("elements_per_sample", np.array(per_sample, dtype=np.int64))
         w.add("n_samples", np.int64(samples.total))
     return {"n_samples": samples.total}, dict([ctx.artifact(name)])
@@ -256,29 +238,38 @@ def op_histogram(ctx: JobContext) -> Result:
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
     samples = SampleStream(ctx, p.shards, p.inputs)
-    counts = np.zeros((len(p.blobs), stats.NUM_BINS), dtype=np.uint64)
+    scratch = stats._Scratch()
+    accs = [stats.HistogramAccumulator(r, scratch) for r in ranges]
+    adders = [acc.add for acc in accs]
 
     def reduce(b: int, values: np.ndarray) -> None:
-        counts[b] += stats.histogram_counts(values, ranges[b])
+        adders[b](values)
 
-    batches = _Batches(len(p.blobs), reduce)
-    tick = _Throttle(ctx.progress, samples.total)
-    t0 = time.perf_counter()
-    for i, sample in samples:
-        for b, (_, mat) in enumerate(model.extract(sample, p.inputs, p.blobs, f"sample {i}")):
-            batches.add(b, mat)
-        batches.end_sample()
-        tick(i + 1)
-    batches.flush()
-    ctx.timing_s["infer"] = time.perf_counter() - t0
+    _run_stats(ctx, model, samples, p, reduce)
+    counts = np.stack([acc.counts() for acc in accs]) if accs else \
+        np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
     name = "histograms.npz"
     with NpzWriter(ctx.job_path(name)) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("names", names_array(p.blobs))
         w.add("absmax", np.array(ranges, dtype=np.float32).reshape(len(p.blobs)))
-        w.add("counts", counts)
+        w.add("counts", counts.astype(np.uint64))
         w.add("n_samples", np.int64(samples.total))
     return {"n_samples": samples.total}, dict([ctx.artifact(name)])
+
+
+def _run_stats(ctx: JobContext, model: NcnnModel, samples: SampleStream, p: CaptureParams,
+               reduce: Callable[[int, np.ndarray], None]) -> None:
+    """Every sample through the net; ``reduce(b, values)`` gets each blob's visited elements
+    at once (memory: one sample's activations, whatever the number of samples)."""
+    tick = _Throttle(ctx.progress, samples.total)
+    inputs, blobs = p.inputs, p.blobs
+    visit = model.for_each_visited
+    t0 = time.perf_counter()
+    for i, sample in samples:
+        visit(sample, inputs, blobs, reduce, f"sample {i}")
+        tick(i + 1)
+    ctx.timing_s["infer"] = time.perf_counter() - t0
 
 
 def output_key(i: int, b: int) -> str:

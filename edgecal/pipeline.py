@@ -83,19 +83,12 @@ def measure(
     allow_zero_blobs: bool = False,
 ) -> tuple[HistogramSet, list[Path], dict[str, float]]:
     """Pass 1 (abs-max) and, when asked, pass 2 (histograms) on ``device``."""
-    timings: dict[str, float] = {}
     blobs = calibration_blobs(model)
     n = source.n_samples
-    t0 = time.perf_counter()
-    shards = capture.write_shards(iter(source), source.specs, shard_dir)
-    timings["decode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    absmax = capture.capture_absmax(
-        device, model.param_path, model.bin_path, source.specs, shards, blobs,
-        runtime=runtime, threads=threads, progress=progress("count the absmax", n),
+    shards, absmax, timings = _absmax_pass(
+        model, source, device, blobs, threads=threads, runtime=runtime, shard_dir=shard_dir,
+        progress=progress("count the absmax", n),
     )
-    timings["absmax"] = time.perf_counter() - t0
     zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
     if zero and not allow_zero_blobs:
         users = [layer.name for layer in model.calibrated_layers if layer.bottoms[0] in zero]
@@ -142,6 +135,58 @@ def measure(
         },
     )
     return hs, shards, timings
+
+
+def _absmax_pass(
+    model: Model,
+    source: SampleSource,
+    device: Device,
+    blobs: Sequence[str],
+    *,
+    threads: int,
+    runtime: str,
+    shard_dir: Path,
+    progress: Callable[[int, int], None],
+) -> tuple[list[Path], dict[str, tuple[np.float32, int]], dict[str, float]]:
+    """Decode the samples into shards and run pass 1, overlapped: a worker thread decodes
+    shard ``k+1`` while the device runs the abs-max job of shard ``k`` (small shards first,
+    so the device starts early).  One job per shard; abs max is a max and
+    ``elements_per_sample`` the last sample's, so the merged result is the one-job result.
+
+    Timings: ``decode`` is the wait for the first shard, ``absmax`` the rest of the pass.
+    """
+    n = source.n_samples
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    shards: list[Path] = []
+    parts: list[dict[str, tuple[np.float32, int]]] = []
+    done = 0
+    with capture.BackgroundShards(iter(source), source.specs, shard_dir,
+                                  capture.growing_shard_size()) as produced:
+        for shard, count in produced:
+            if not shards:
+                timings["decode"] = time.perf_counter() - t0
+            shards.append(shard)
+
+            def shard_progress(d: int, total: int, offset: int = done) -> None:
+                progress(offset + d, n)
+
+            parts.append(capture.capture_absmax(
+                device, model.param_path, model.bin_path, source.specs, [shard], blobs,
+                runtime=runtime, threads=threads, progress=shard_progress,
+            ))
+            done += count
+    if not parts:  # no sample at all: one job over no shard, as before
+        timings["decode"] = time.perf_counter() - t0
+        parts.append(capture.capture_absmax(
+            device, model.param_path, model.bin_path, source.specs, [], blobs,
+            runtime=runtime, threads=threads, progress=progress,
+        ))
+    absmax = {
+        b: (max((part[b][0] for part in parts), key=float), parts[-1][b][1]) for b in blobs
+    }
+    timings["absmax"] = time.perf_counter() - t0 - timings["decode"]
+    return shards, absmax, timings
 
 
 def table_from_histograms(model: Model, hs: HistogramSet, method: str) -> TableBuild:

@@ -48,6 +48,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stat_key(path: Path) -> tuple[str, tuple[int, ...]] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                    st.st_ctime_ns)
+
+
 def new_job_id(op: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{os.getpid()}-{next(_job_counter):05d}-{op}"
@@ -119,12 +128,17 @@ class LocalDevice(Device):
         self._session: AgentSession | None = None
         self._bytes_pushed = 0
         self._closed = False
+        # file identity (see _stat_key) -> sha256, for sources already hashed and for the
+        # copies this device wrote: pushing the same shards for pass 2 hashes nothing again
+        self._digests: dict[tuple[str, tuple[int, ...]], str] = {}
 
     # -- agent process ---------------------------------------------------------------------------
     def _agent_argv(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
         if self._agent_kind == "zipapp":
-            pyz = build_agent_zipapp(self.workdir / AGENT_DIR)
+            # with this Python's bytecode: the agent runs on sys.executable by default
+            pyz = build_agent_zipapp(self.workdir / AGENT_DIR,
+                                     bytecode=self._python == sys.executable)
             argv = [self._python, str(pyz)]
         else:
             root = str(agent_source_dir().parent)
@@ -157,19 +171,33 @@ class LocalDevice(Device):
     def hello(self) -> dict[str, Any]:
         return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
 
+    def _sha256(self, path: Path) -> str:
+        """sha256 of ``path``, remembered while the file keeps its identity (same inode,
+        size, mtime and ctime to the nanosecond: any write or replacement changes ctime)."""
+        key = _stat_key(path)
+        digest = self._digests.get(key) if key is not None else None
+        if digest is None:
+            digest = file_sha256(path)
+            if key is not None and _stat_key(path) == key:  # unchanged while hashing
+                self._digests[key] = digest
+        return digest
+
     def push(self, local: Path) -> str:
         local = Path(local)
         if not local.is_file():
             raise DeviceError(f"{self.name}: cannot push {local}: not a file")
-        digest = file_sha256(local)
+        digest = self._sha256(local)
         rel = f"{FILES_DIR}/{digest}/{local.name}"
         target = self.workdir / rel
-        if target.is_file() and file_sha256(target) == digest:
+        if target.is_file() and self._sha256(target) == digest:
             return rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         shutil.copyfile(local, tmp)
         os.replace(tmp, target)
+        key = _stat_key(target)
+        if key is not None:
+            self._digests[key] = digest  # our copy of bytes just hashed: no need to re-read
         self._bytes_pushed += target.stat().st_size
         return rel
 

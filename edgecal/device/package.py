@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import marshal
 import zipfile
 from pathlib import Path
 
@@ -34,11 +35,33 @@ def agent_source_dir() -> Path:
     return Path(spec.origin).parent
 
 
-def agent_zipapp_bytes() -> bytes:
-    """The zipapp's bytes: a shebang, then a zip of ``__main__.py`` + ``device_agent/*.py``."""
+def _unchecked_pyc(name: str, source: bytes) -> bytes:
+    """``source`` compiled by this interpreter as an unchecked-hash ``.pyc`` (PEP 552).
+
+    zipimport prefers ``x.pyc`` beside ``x.py`` in the archive and never writes bytecode
+    itself, so without it every agent start compiles the agent again (~70 ms).  Another
+    Python rejects the magic number and zipimport falls back to the source.
+    """
+    code = compile(source, name, "exec", dont_inherit=True)
+    flags = 0b01  # hash-based, not checked against the source
+    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def agent_zipapp_bytes(bytecode: bool = False) -> bytes:
+    """The zipapp's bytes: a shebang, then a zip of ``__main__.py`` + ``device_agent/*.py``.
+
+    ``bytecode``: also ship ``device_agent/*.pyc`` for the Python running this (LocalDevice
+    starts the agent with it); other Pythons ignore them.
+    """
     src = agent_source_dir()
     members = [("__main__.py", _ROOT_MAIN.encode("utf-8"))]
-    members += [(f"device_agent/{p.name}", p.read_bytes()) for p in sorted(src.glob("*.py"))]
+    for p in sorted(src.glob("*.py")):
+        data = p.read_bytes()
+        members.append((f"device_agent/{p.name}", data))
+        if bytecode:
+            members.append((f"device_agent/{p.stem}.pyc",
+                            _unchecked_pyc(f"device_agent/{p.name}", data)))
     buf = io.BytesIO()
     buf.write(SHEBANG)
     with zipfile.ZipFile(buf, "w") as zf:
@@ -55,9 +78,9 @@ def agent_zipapp_name(data: bytes) -> str:
     return f"edgecal-agent-{hashlib.sha256(data).hexdigest()[:12]}.pyz"
 
 
-def build_agent_zipapp(out_dir: Path) -> Path:
+def build_agent_zipapp(out_dir: Path, bytecode: bool = False) -> Path:
     """Write the zipapp into ``out_dir`` (unless an identical one is there); return its path."""
-    data = agent_zipapp_bytes()
+    data = agent_zipapp_bytes(bytecode)
     path = Path(out_dir) / agent_zipapp_name(data)
     if path.is_file() and path.read_bytes() == data:
         return path

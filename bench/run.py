@@ -1,0 +1,146 @@
+"""edgecal benchmarks (``make bench``): KL search speed, calibration overhead, agent memory.
+
+Prints one line per figure.  Timings are wall-clock on this machine; run on an idle machine.
+
+* KL search ms per blob, vectorised (``edgecal.calib.kl``) and the literal port of ncnn2table's
+  loops (``tests/oracle/kl_loop.py``), on the sample model's real histograms.
+* calibrate wall time / (2 x bare ncnn forward time of the same images): the pipeline's whole
+  ``calibrate`` call (agent start, decode, both passes, thresholds) against ncnn alone running the
+  model forward on the same preprocessed inputs with the calibration options.  Target <= 1.15.
+* agent peak RSS for 100 vs 1000 images (abs-max + histogram passes).  Target growth <= 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from edgecal.calib.kl import kl_best_bin  # noqa: E402
+from edgecal.device import capture  # noqa: E402
+from edgecal.device.local import LocalDevice  # noqa: E402
+from edgecal.inputs import make_sample_source, read_list  # noqa: E402
+from edgecal.inputspec import InputSpec  # noqa: E402
+from edgecal.model import load_model  # noqa: E402
+from edgecal.pipeline import calibrate, calibration_blobs  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "tinted_digits"
+SPEC = InputSpec(
+    blob="in0", kind="image", pixel="RGB", mean=(127.5,) * 3, norm=(0.00784314,) * 3,
+    shape=(48, 48),
+)
+
+
+def sample_images(n: int) -> list[Path]:
+    """``n`` sample images: the calibration and test images, cycled."""
+    pool = read_list(SAMPLE / "calib.txt") + read_list(SAMPLE / "test")
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def bench_kl(model_hist: dict[str, np.ndarray], literal: bool) -> None:
+    from oracle.kl_loop import kl_best_bin_literal
+
+    blobs = list(model_hist)
+    kl_best_bin(model_hist[blobs[0]])  # warm-up: builds the cached bin layout
+    t0 = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        bins = [kl_best_bin(model_hist[b]) for b in blobs]
+    per_blob = (time.perf_counter() - t0) / (reps * len(blobs)) * 1e3
+    print(f"kl search, vectorised: {per_blob:.2f} ms per blob ({len(blobs)} blobs of the sample)")
+    if literal:
+        t0 = time.perf_counter()
+        lit = kl_best_bin_literal(model_hist[blobs[0]])
+        ms = (time.perf_counter() - t0) * 1e3
+        same = "same bin" if lit == bins[0] else f"DIFFERENT bin ({lit} vs {bins[0]})"
+        print(f"kl search, literal port: {ms:.0f} ms per blob (1 blob timed; {same})")
+
+
+def bare_forward_s(images: list[Path]) -> float:
+    """ncnn alone: the model forward on every image with ncnn2table's options."""
+    import ncnn
+
+    from edgecal.inputs import decode_image_bgr
+
+    net = ncnn.Net()
+    net.opt.num_threads = 1
+    net.opt.lightmode = False
+    net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+    net.load_param(str(SAMPLE / "model.param"))
+    net.load_model(str(SAMPLE / "model.bin"))
+    mats = []
+    for p in images:
+        bgr = decode_image_bgr(p)
+        m = ncnn.Mat.from_pixels_resize(bgr, ncnn.Mat.PixelType.PIXEL_BGR2RGB, 48, 48, 48, 48)
+        m.substract_mean_normalize(list(SPEC.mean), list(SPEC.norm))
+        mats.append(m)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for m in mats:
+            ex = net.create_extractor()
+            ex.input("in0", m)
+            ex.extract("out0")
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_overhead(n: int) -> dict[str, np.ndarray]:
+    images = sample_images(n)
+    model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
+    source = make_sample_source([SPEC], [images])
+    bare = bare_forward_s(images)
+    best = float("inf")
+    run = None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with LocalDevice() as device:
+            run = calibrate(model, source, device, method="kl")
+        best = min(best, time.perf_counter() - t0)
+    assert run is not None
+    ratio = best / (2 * bare)
+    print(f"bare ncnn forward: {bare / n * 1e3:.3f} ms per image ({n} images, 1 thread)")
+    print(f"calibrate (kl) wall time: {best:.2f} s for {n} images; "
+          f"parts: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings_s.items()))
+    print(f"calibrate / (2 x bare forward): {ratio:.3f} (target <= 1.15)")
+    return {layer: h.counts for layer, h in run.histograms.stats.items()}
+
+
+def agent_rss_kb(n: int) -> int:
+    images = sample_images(n)
+    model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
+    source = make_sample_source([SPEC], [images])
+    blobs = calibration_blobs(model)
+    with tempfile.TemporaryDirectory() as tmp, LocalDevice() as device:
+        shards = capture.write_shards(iter(source), [SPEC], Path(tmp))
+        absmax = capture.capture_absmax(device, model.param_path, model.bin_path, [SPEC], shards,
+                                        blobs)
+        capture.capture_histograms(device, model.param_path, model.bin_path, [SPEC], shards,
+                                   blobs, {b: float(v[0]) for b, v in absmax.items()})
+        return device.run_job("hello", {}).ru_maxrss_kb
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
+    args = ap.parse_args()
+    hist = bench_overhead(args.images)
+    bench_kl(hist, literal=not args.no_literal)
+    small, large = agent_rss_kb(100), agent_rss_kb(1000)
+    growth = (large - small) / small * 100
+    print(f"agent peak RSS: {small / 1024:.1f} MiB at 100 images, {large / 1024:.1f} MiB at "
+          f"1000 images: growth {growth:+.1f} % (target <= 5 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
