@@ -13,6 +13,7 @@ Prints one line per figure.  Timings are wall-clock on this machine; run on an i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -93,7 +94,7 @@ def bare_forward_s(images: list[Path]) -> float:
     return best
 
 
-def bench_overhead(n: int) -> dict[str, np.ndarray]:
+def bench_overhead(n: int, workers: int) -> dict[str, np.ndarray]:
     images = sample_images(n)
     model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
     source = make_sample_source([SPEC], [images])
@@ -102,15 +103,16 @@ def bench_overhead(n: int) -> dict[str, np.ndarray]:
     run = None
     for _ in range(2):
         t0 = time.perf_counter()
-        with LocalDevice() as device:
-            run = calibrate(model, source, device, method="kl")
+        with contextlib.ExitStack() as stack:
+            devices = [stack.enter_context(LocalDevice()) for _ in range(workers)]
+            run = calibrate(model, source, devices, method="kl")
         best = min(best, time.perf_counter() - t0)
     assert run is not None
     ratio = best / (2 * bare)
     print(f"bare ncnn forward: {bare / n * 1e3:.3f} ms per image ({n} images, 1 thread)")
-    print(f"calibrate (kl) wall time: {best:.2f} s for {n} images; "
+    print(f"calibrate (kl, {workers} agent worker(s)) wall time: {best:.2f} s for {n} images; "
           f"parts: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings_s.items()))
-    print(f"calibrate / (2 x bare forward): {ratio:.3f} (target <= 1.15)")
+    print(f"calibrate / (2 x bare forward), {workers} worker(s): {ratio:.3f} (target <= 1.15)")
     return {layer: h.counts for layer, h in run.histograms.stats.items()}
 
 
@@ -131,9 +133,11 @@ def agent_rss_kb(n: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=2, help="agent workers for the 2nd run")
     ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
     args = ap.parse_args()
-    hist = bench_overhead(args.images)
+    hist = bench_overhead(args.images, 1)
+    bench_overhead(args.images, args.workers)
     bench_kl(hist, literal=not args.no_literal)
     small, large = agent_rss_kb(100), agent_rss_kb(1000)
     growth = (large - small) / small * 100

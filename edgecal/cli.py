@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec
 
 
 def open_device(name: str | None, threads: int) -> Any:
+    """The device named on the command line (the local machine by default)."""
     from edgecal.device.local import LocalDevice
 
     if name in (None, "local"):
@@ -145,6 +147,16 @@ def open_device(name: str | None, threads: int) -> Any:
     raise UsageError(
         f"unknown device {name!r}", hint="only the local device ('--device local') exists so far"
     )
+
+
+@contextlib.contextmanager
+def open_workers(name: str | None, threads: int, runtime: str) -> Iterator[list[Any]]:
+    """The devices a calibration runs on.  ``--threads N`` in the calibration runtime means N
+    agent workers over the images (ncnn2table's ``thread=``: each image runs single-threaded,
+    images in parallel); in the deployed runtime it is the app's ncnn thread count."""
+    workers = max(1, threads) if runtime == "calibration" and name in (None, "local") else 1
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(open_device(name, threads)) for _ in range(workers)]
 
 
 def print_json(obj: Any) -> None:
@@ -171,9 +183,10 @@ def _calibrate_and_write(
     from edgecal.pipeline import calibrate
     from edgecal.progress import ProgressBars
 
-    with open_device(device_name, threads) as device, ProgressBars(enabled=not quiet) as bars:
+    with open_workers(device_name, threads, runtime) as devices, \
+            ProgressBars(enabled=not quiet) as bars:
         run = calibrate(
-            model, source, device, method=method, threads=threads, runtime=runtime,
+            model, source, devices, method=method, threads=threads, runtime=runtime,
             keep_histograms=histograms_out is not None, allow_zero_blobs=allow_zero_blobs,
             progress=bars.task,
         )

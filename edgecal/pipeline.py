@@ -7,9 +7,12 @@ atomically).
 
 from __future__ import annotations
 
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,57 @@ def calibration_blobs(model: Model) -> list[str]:
     return list(seen)
 
 
+class _Workers:
+    """Jobs of one pass spread over the devices: each device runs one job at a time, results
+    come back in submission order, and progress is summed over the running jobs."""
+
+    def __init__(self, devices: Sequence[Device], total: int,
+                 progress: Callable[[int, int], None]) -> None:
+        self._idle: queue.Queue[Device] = queue.Queue()
+        for d in devices:
+            self._idle.put(d)
+        self._pool = ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgecal")
+        self._done: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._total = total
+        self._progress = progress
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        key = len(self.futures)
+
+        def tick(done: int, _total: int) -> None:
+            with self._lock:
+                self._done[key] = done
+                self._progress(sum(self._done.values()), self._total)
+
+        def run() -> Any:
+            device = self._idle.get()
+            try:
+                return fn(device, *args, progress=tick, **kwargs)
+            finally:
+                self._idle.put(device)
+
+        self.futures.append(self._pool.submit(run))
+
+    def results(self) -> list[Any]:
+        try:
+            return [f.result() for f in self.futures]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Cancel what has not started and wait for what has (a failed pass leaves no job
+        running behind the caller's back)."""
+        for f in self.futures:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+
+
 def measure(
     model: Model,
     source: SampleSource,
-    device: Device,
+    devices: Sequence[Device],
     *,
     histograms: bool,
     threads: int,
@@ -82,11 +132,15 @@ def measure(
     progress: ProgressFactory,
     allow_zero_blobs: bool = False,
 ) -> tuple[HistogramSet, list[Path], dict[str, float]]:
-    """Pass 1 (abs-max) and, when asked, pass 2 (histograms) on ``device``."""
+    """Pass 1 (abs-max) and, when asked, pass 2 (histograms), spread over ``devices``.
+
+    Abs-max reduces by max and histograms (on the fixed pass-1 ranges) by summing counts, so
+    the result does not depend on how the samples were split between devices.
+    """
     blobs = calibration_blobs(model)
     n = source.n_samples
     shards, absmax, timings = _absmax_pass(
-        model, source, device, blobs, threads=threads, runtime=runtime, shard_dir=shard_dir,
+        model, source, devices, blobs, threads=threads, runtime=runtime, shard_dir=shard_dir,
         progress=progress("count the absmax", n),
     )
     zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
@@ -99,17 +153,22 @@ def measure(
             "--allow-zero-blobs writes the table anyway with a neutral scale",
         )
     counts: dict[str, np.ndarray] = {b: np.zeros(2048, np.uint64) for b in blobs}
-    if histograms:
+    live = [b for b in blobs if b not in zero]
+    if histograms and live:
         t0 = time.perf_counter()
-        live = [b for b in blobs if b not in zero]
-        if live:
-            counts.update(
-                capture.capture_histograms(
-                    device, model.param_path, model.bin_path, source.specs, shards, live,
-                    {b: float(absmax[b][0]) for b in live},
-                    runtime=runtime, threads=threads, progress=progress("build histogram", n),
-                )
+        workers = _Workers(devices, n, progress("build histogram", n))
+        for group in _split(shards, len(devices)):
+            workers.submit(
+                lambda dev, group, **kw: capture.capture_histograms(
+                    dev, model.param_path, model.bin_path, source.specs,
+                    [path for path, _ in group], live, {b: float(absmax[b][0]) for b in live},
+                    runtime=runtime, threads=threads, **kw,
+                ),
+                group,
             )
+        for part in workers.results():
+            for b in live:
+                counts[b] = counts[b] + np.asarray(part[b], dtype=np.uint64)
         timings["histogram"] = time.perf_counter() - t0
     stats = {
         layer.name: BlobHistogram(
@@ -134,23 +193,35 @@ def measure(
             "inputs": [s.to_dict() for s in source.specs],
         },
     )
-    return hs, shards, timings
+    return hs, [path for path, _ in shards], timings
+
+
+def _split(shards: Sequence[tuple[Path, int]], parts: int) -> list[list[tuple[Path, int]]]:
+    """Contiguous groups of shards with about the same number of samples each."""
+    total = sum(count for _, count in shards)
+    groups: list[list[tuple[Path, int]]] = [[] for _ in range(max(1, parts))]
+    seen = 0
+    for shard in shards:
+        index = min(len(groups) - 1, seen * len(groups) // max(total, 1))
+        groups[index].append(shard)
+        seen += shard[1]
+    return [g for g in groups if g]
 
 
 def _absmax_pass(
     model: Model,
     source: SampleSource,
-    device: Device,
+    devices: Sequence[Device],
     blobs: Sequence[str],
     *,
     threads: int,
     runtime: str,
     shard_dir: Path,
     progress: Callable[[int, int], None],
-) -> tuple[list[Path], dict[str, tuple[np.float32, int]], dict[str, float]]:
+) -> tuple[list[tuple[Path, int]], dict[str, tuple[np.float32, int]], dict[str, float]]:
     """Decode the samples into shards and run pass 1, overlapped: a worker thread decodes
-    shard ``k+1`` while the device runs the abs-max job of shard ``k`` (small shards first,
-    so the device starts early).  One job per shard; abs max is a max and
+    shard ``k+1`` while the devices run the abs-max jobs of earlier shards (small shards first,
+    so the devices start early).  One job per shard; abs max is a max and
     ``elements_per_sample`` the last sample's, so the merged result is the one-job result.
 
     Timings: ``decode`` is the wait for the first shard, ``absmax`` the rest of the pass.
@@ -158,30 +229,30 @@ def _absmax_pass(
     n = source.n_samples
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    shards: list[Path] = []
-    parts: list[dict[str, tuple[np.float32, int]]] = []
-    done = 0
-    with capture.BackgroundShards(iter(source), source.specs, shard_dir,
-                                  capture.growing_shard_size()) as produced:
-        for shard, count in produced:
-            if not shards:
-                timings["decode"] = time.perf_counter() - t0
-            shards.append(shard)
+    shards: list[tuple[Path, int]] = []
+    workers = _Workers(devices, n, progress)
 
-            def shard_progress(d: int, total: int, offset: int = done) -> None:
-                progress(offset + d, n)
+    def job(dev: Device, shard_list: list[Path], **kw: Any) -> dict[str, tuple[np.float32, int]]:
+        return capture.capture_absmax(
+            dev, model.param_path, model.bin_path, source.specs, shard_list, blobs,
+            runtime=runtime, threads=threads, **kw,
+        )
 
-            parts.append(capture.capture_absmax(
-                device, model.param_path, model.bin_path, source.specs, [shard], blobs,
-                runtime=runtime, threads=threads, progress=shard_progress,
-            ))
-            done += count
-    if not parts:  # no sample at all: one job over no shard, as before
+    try:
+        with capture.BackgroundShards(iter(source), source.specs, shard_dir,
+                                      capture.growing_shard_size()) as produced:
+            for shard, count in produced:
+                if not shards:
+                    timings["decode"] = time.perf_counter() - t0
+                shards.append((shard, count))
+                workers.submit(job, [shard])
+    except BaseException:
+        workers.close()
+        raise
+    if not shards:  # no sample at all: one job over no shard, as before
         timings["decode"] = time.perf_counter() - t0
-        parts.append(capture.capture_absmax(
-            device, model.param_path, model.bin_path, source.specs, [], blobs,
-            runtime=runtime, threads=threads, progress=progress,
-        ))
+        workers.submit(job, [])
+    parts = workers.results()
     absmax = {
         b: (max((part[b][0] for part in parts), key=float), parts[-1][b][1]) for b in blobs
     }
@@ -295,7 +366,7 @@ def _layer_cosine(
 def calibrate(
     model: Model,
     source: SampleSource,
-    device: Device,
+    device: Device | Sequence[Device],
     *,
     method: str = "kl",
     threads: int = 1,
@@ -307,13 +378,16 @@ def calibrate(
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}", hint="use kl, aciq or eq")
     progress = progress or _no_progress
+    devices = [device] if isinstance(device, Device) else list(device)
+    if not devices:
+        raise CalibrationError("no device to calibrate on")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    info = device.hello()
+    info = devices[0].hello()
     timings["connect"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(
-            model, source, device,
+            model, source, devices,
             histograms=method != "aciq" or keep_histograms,
             threads=threads, runtime=runtime, shard_dir=Path(tmp), progress=progress,
             allow_zero_blobs=allow_zero_blobs,
@@ -327,7 +401,7 @@ def calibrate(
         if method == "eq":
             t0 = time.perf_counter()
             table, eq_reports = refine_eq(
-                model, table, source, shards, device, progress=progress
+                model, table, source, shards, devices[0], progress=progress
             )
             timings["eq"] = time.perf_counter() - t0
     hs.meta["method"] = method

@@ -118,3 +118,29 @@ def test_eq_completes_on_digits_and_beats_kl_per_layer(
     assert "inf" not in text and text != (REFERENCE / "digits" / "kl.table").read_text()
     assert main(["quantize", "model.param", "model.bin", "e.param", "e.bin", "--table",
                  "eq.table"]) == 0
+
+
+def test_worker_count_does_not_change_the_statistics(case_dir) -> None:
+    """Histograms add exactly: 1, 2 or 3 agent workers over the images give the same file."""
+    from edgecal.histfile import load_histograms
+
+    d = case_dir("multi")
+    results = []
+    for threads in (1, 2, 3):
+        out = f"t{threads}"
+        argv = CMDS["multi"].format(out=f"{out}.table", method="kl").split()
+        argv = [a for a in argv if not a.startswith("thread=")] + [f"thread={threads}"]
+        assert main(["-q", "ncnn2table", *argv]) == 0
+        assert main(["-q", "calibrate", "model.param", "model.bin", "--images", "list_a.txt",
+                     "--images", "list_b.txt", "--pixel", "GRAY", "--pixel", "RGB",
+                     "--mean", "0", "--mean", "127.5,127.5,127.5", "--norm", "0.00392157",
+                     "--norm", "0.00784314,0.00784314,0.00784314", "--shape", "32,32",
+                     "--shape", "16,16", "--threads", str(threads), "--out", f"{out}.c",
+                     "--histograms-out", f"{out}.npz"]) == 0
+        results.append(((d / f"{out}.table").read_text(), (d / f"{out}.c").read_text(),
+                        load_histograms(d / f"{out}.npz")))
+    for table, ctable, hs in results[1:]:
+        assert table == results[0][0] and ctable == results[0][1]
+        for layer, h in hs.stats.items():
+            assert np.array_equal(h.counts, results[0][2].stats[layer].counts)
+            assert h.absmax == results[0][2].stats[layer].absmax
