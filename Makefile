@@ -6,7 +6,7 @@ SAMPLE := samples/tinted_digits
 OUT := out/demo
 STAMP := $(VENV)/.edgecal-installed
 
-.PHONY: venv demo test test-fast bench lint clean
+.PHONY: venv demo test bench lint clean
 
 venv: $(STAMP)
 
@@ -42,3 +42,5 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache build dist *.egg-info
+
+include toolchains/boards.mk

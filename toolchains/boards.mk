@@ -1,0 +1,46 @@
+# Emulated aarch64 boards for tests (qemu-user + real SSH): see toolchains/EMUBOARD.md.
+# Included by the main Makefile. Everything here needs root (sudo make boards-up).
+#
+#   make boards-setup                      install host packages, rootfs, wheels, keys (idempotent)
+#   make boards-up                         emu1 (Pi 4-like) + emu2 (Pi 5-like) on 127.0.0.1:2222/2223
+#   BOARDS_NET=netns make boards-up        the same, each in its own network namespace (10.200.N.2:22)
+#   make boards-up BOARDS="emu1 emu2 emu3:bare"   also a board without numpy/ncnn
+#   make board-cut B=emu1 [CUT=unreach]    netns mode: unplug a board; make board-restore B=emu1
+#   make boards-down                       power off all boards (their files stay)
+#
+# The numpy/ncnn pins come from the project's venv when it exists (make venv first), else
+# from toolchains/emuboard.sh's defaults.
+
+EMUBOARD ?= bash toolchains/emuboard.sh
+BOARDS ?= emu1 emu2
+BOARDS_NET ?= loopback
+BOARDS_OUT ?= out/boards.toml
+CUT ?= drop
+B ?=
+EMUBOARD_HOST_PYTHON ?= $(if $(wildcard $(or $(VENV),.venv)/bin/python),$(abspath $(or $(VENV),.venv)/bin/python))
+EMUBOARD_ENV = $(if $(EMUBOARD_HOST_PYTHON),EMUBOARD_HOST_PYTHON=$(EMUBOARD_HOST_PYTHON))
+
+.PHONY: boards-setup boards-up boards-down boards-status board-cut board-restore
+
+boards-setup:
+	$(EMUBOARD_ENV) $(EMUBOARD) setup
+
+boards-up: boards-setup
+	EMUBOARD_NET=$(BOARDS_NET) $(EMUBOARD) start $(BOARDS)
+	mkdir -p $(dir $(BOARDS_OUT))
+	cp $${EDGECAL_BOARDS_FILE:-/srv/edgecal-boards/boards.toml} $(BOARDS_OUT)
+	@echo "EDGECAL_BOARDS=$(abspath $(BOARDS_OUT))"
+
+boards-down:
+	$(EMUBOARD) stop
+
+boards-status:
+	$(EMUBOARD) status
+
+board-cut:
+	@test -n "$(B)" || { echo "usage: make board-cut B=emu1 [CUT=drop|unreach]" >&2; exit 2; }
+	$(EMUBOARD) cut $(B) $(CUT)
+
+board-restore:
+	@test -n "$(B)" || { echo "usage: make board-restore B=emu1" >&2; exit 2; }
+	$(EMUBOARD) restore $(B)
