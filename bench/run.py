@@ -8,6 +8,10 @@ Prints one line per figure.  Timings are wall-clock on this machine; run on an i
   ``calibrate`` call (agent start, decode, both passes, thresholds) against ncnn alone running the
   model forward on the same preprocessed inputs with the calibration options.  Target <= 1.15.
 * agent peak RSS for 100 vs 1000 images (abs-max + histogram passes).  Target growth <= 5 %.
+* on a board (``--board NAME``, default ``emu1`` when ``EDGECAL_BOARDS`` is set): bytes pushed
+  and fetched by a first and a repeated run (the repeat pushes 0 bytes of model/images), and
+  the time breakdown: connect, push, agent start, capture, fetch.  The reference digits model
+  with 10 images (qemu boards are ~300x slower than native).
 """
 
 from __future__ import annotations
@@ -130,12 +134,55 @@ def agent_rss_kb(n: int) -> int:
         return device.run_job("hello", {}).ru_maxrss_kb
 
 
+def bench_board(name: str, n: int) -> None:
+    from edgecal.boards import boards_file, resolve_board
+    from edgecal.device.select import open_board
+
+    board = resolve_board(name, boards_file(None))
+    assert board is not None
+    ref = ROOT / "tests" / "data" / "reference" / "digits"
+    spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,),
+                     shape=(32, 32))
+    model = load_model(ref / "model.param", ref / "model.bin")
+    source = make_sample_source([spec], [[ref / "images" / f"calib_{i:02d}.png"
+                                          for i in range(n)]])
+    with open_board(board) as dev:  # a first run: forget what an earlier run pushed
+        dev.link.run(["rm", "-rf", "--", dev.remote("files"),
+                      *[dev.remote(p) for p in dev.link.sftp().listdir(str(dev.workdir))
+                        if p.startswith("edgecal-agent-")]], timeout_s=120)
+    for label in ("first", "repeat"):
+        t0 = time.perf_counter()
+        with open_board(board) as dev:
+            run = calibrate(model, source, [dev], method="kl")
+        wall = time.perf_counter() - t0
+        t = dev.timings_s
+        # the pipeline's device stages (hello/connect, abs-max, histogram) minus the transfers
+        capture_s = sum(v for k, v in run.timings_s.items()
+                        if k in ("connect", "absmax", "histogram"))
+        capture_s -= t["push"] + t["fetch"] + t["agent_start"]
+        print(f"board {name} ({board.profile}), {label} run, {n} images: wall {wall:.1f} s; "
+              f"pushed {dev.bytes_pushed} B (+ {dev.bytes_job_files} B job requests), "
+              f"fetched {dev.bytes_fetched} B; connect {t['connect']:.2f} s, push "
+              f"{t['push']:.2f} s, agent start {t['agent_start']:.2f} s, capture "
+              f"{capture_s:.2f} s, fetch {t['fetch']:.2f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2, help="agent workers for the 2nd run")
     ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
+    ap.add_argument("--board", default=None,
+                    help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set)")
+    ap.add_argument("--board-only", action="store_true", help="only the board figures")
     args = ap.parse_args()
+    import os
+
+    board = args.board or ("emu1" if os.environ.get("EDGECAL_BOARDS") else None)
+    if board:
+        bench_board(board, 10)
+    if args.board_only:
+        return 0
     hist = bench_overhead(args.images, 1)
     bench_overhead(args.images, args.workers)
     bench_kl(hist, literal=not args.no_literal)

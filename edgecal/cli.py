@@ -138,25 +138,44 @@ def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec
     )
 
 
-def open_device(name: str | None, threads: int) -> Any:
-    """The device named on the command line (the local machine by default)."""
-    from edgecal.device.local import LocalDevice
+def open_device(args: argparse.Namespace, threads: int | None) -> Any:
+    """The device named by ``--device`` (the local machine by default; a boards-file name or
+    ``user@host[:port]`` for a board, see ``--boards`` and ``--accept-new-host-key``)."""
+    from edgecal.boards import boards_file
+    from edgecal.device.select import open_device as open_named
 
-    if name in (None, "local"):
-        return LocalDevice(threads=threads)
-    raise UsageError(
-        f"unknown device {name!r}", hint="only the local device ('--device local') exists so far"
-    )
+    return open_named(getattr(args, "device", None),
+                      boards=boards_file(getattr(args, "boards", None)), threads=threads,
+                      accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)))
 
 
 @contextlib.contextmanager
-def open_workers(name: str | None, threads: int, runtime: str) -> Iterator[list[Any]]:
+def open_workers(args: argparse.Namespace, threads: int, runtime: str) -> Iterator[list[Any]]:
     """The devices a calibration runs on.  ``--threads N`` in the calibration runtime means N
-    agent workers over the images (ncnn2table's ``thread=``: each image runs single-threaded,
-    images in parallel); in the deployed runtime it is the app's ncnn thread count."""
-    workers = max(1, threads) if runtime == "calibration" and name in (None, "local") else 1
+    local agent workers over the images (ncnn2table's ``thread=``: each image runs
+    single-threaded, images in parallel); in the deployed runtime it is the app's ncnn thread
+    count.  A board is always one device (one SSH connection, one agent)."""
+    from edgecal.device.select import is_local
+
+    local = is_local(getattr(args, "device", None))
+    workers = max(1, threads) if runtime == "calibration" and local else 1
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(open_device(name, threads)) for _ in range(workers)]
+        yield [stack.enter_context(open_device(args, threads)) for _ in range(workers)]
+
+
+def transfer_summary(devices: Sequence[Any]) -> dict[str, Any]:
+    """Bytes moved to/from the devices and, for boards, the time spent connecting/moving."""
+    out: dict[str, Any] = {
+        "bytes_pushed": sum(d.bytes_pushed for d in devices),
+        "bytes_fetched": sum(d.bytes_fetched for d in devices),
+    }
+    timings: dict[str, float] = {}
+    for d in devices:
+        for k, v in getattr(d, "timings_s", {}).items():
+            timings[k] = timings.get(k, 0.0) + v
+    if timings:
+        out["transfer_timings_s"] = timings
+    return out
 
 
 def print_json(obj: Any) -> None:
@@ -175,26 +194,27 @@ def _calibrate_and_write(
     runtime: str,
     out: Path,
     histograms_out: Path | None,
-    device_name: str | None,
+    device_args: argparse.Namespace,
     allow_zero_blobs: bool,
     quiet: bool,
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
     from edgecal.histfile import histograms_to_bytes
     from edgecal.pipeline import calibrate
     from edgecal.progress import ProgressBars
 
-    with open_workers(device_name, threads, runtime) as devices, \
+    with open_workers(device_args, threads, runtime) as devices, \
             ProgressBars(enabled=not quiet) as bars:
         run = calibrate(
             model, source, devices, method=method, threads=threads, runtime=runtime,
             keep_histograms=histograms_out is not None, allow_zero_blobs=allow_zero_blobs,
             progress=bars.task,
         )
+        transfer = transfer_summary(devices)
     files = [(out, render_table(run.table).encode())]
     if histograms_out is not None:
         files.append((histograms_out, histograms_to_bytes(run.histograms)))
     write_outputs(files)
-    return run
+    return run, transfer
 
 
 def _layer_lines(run: Any) -> list[str]:
@@ -212,10 +232,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     specs = specs_from_options(model, args)
     lists = [read_list(Path(p)) for _, p in args.lists]
     source = make_sample_source(specs, lists)
-    run = _calibrate_and_write(
+    run, transfer = _calibrate_and_write(
         model, source, method=args.method, threads=args.threads, runtime=args.runtime,
         out=Path(args.out), histograms_out=Path(args.histograms_out) if args.histograms_out
-        else None, device_name=args.device, allow_zero_blobs=args.allow_zero_blobs,
+        else None, device_args=args, allow_zero_blobs=args.allow_zero_blobs,
         quiet=args.quiet,
     )
     for w in run.warnings:
@@ -237,6 +257,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 "warnings": run.warnings,
                 "timings_s": run.timings_s,
                 "device": run.device,
+                **transfer,
             }
         )
     else:
@@ -248,14 +269,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pop_options(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
-    """Take ``--device X`` style options from anywhere in a drop-in's ncnn-style argument list."""
+DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
+DROPIN_FLAGS = ("--accept-new-host-key",)
+
+
+def _pop_options(args: argparse.Namespace, names: Sequence[str],
+                 flags: Sequence[str] = DROPIN_FLAGS) -> list[str]:
+    """Take ``--device X`` style options (and ``flags``) from anywhere in a drop-in's
+    ncnn-style argument list."""
     rest: list[str] = []
     items = list(args.rest)
     while items:
         item = items.pop(0)
         key, eq, value = item.partition("=")
-        if key in names:
+        if item in flags:
+            setattr(args, item.lstrip("-").replace("-", "_"), True)
+        elif key in names:
             if not eq:
                 if not items:
                     raise UsageError(f"{key} needs a value")
@@ -269,7 +298,7 @@ def _pop_options(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
 def cmd_ncnn2table(args: argparse.Namespace) -> int:
     from edgecal.calib.build import build_table
 
-    a = parse_ncnn2table(_pop_options(args, ("--device", "--runtime")))
+    a = parse_ncnn2table(_pop_options(args, DROPIN_OPTIONS))
     for w in a.warnings:
         _err(f"edgecal: warning: {w}")
     model = load_model(Path(a.param), Path(a.bin))
@@ -307,9 +336,9 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
     lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
     source = make_sample_source(specs, lists)
-    run = _calibrate_and_write(
+    run, _ = _calibrate_and_write(
         model, source, method=a.method, threads=threads, runtime=args.runtime,
-        out=Path(a.table), histograms_out=None, device_name=args.device,
+        out=Path(a.table), histograms_out=None, device_args=args,
         allow_zero_blobs=False, quiet=args.quiet,
     )
     for w in run.warnings:
@@ -365,7 +394,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_ncnn2int8(args: argparse.Namespace) -> int:
-    rest = _pop_options(args, ("--device", "--runtime"))
+    rest = _pop_options(args, DROPIN_OPTIONS)
     if len(rest) not in (4, 5):
         raise UsageError("usage: edgecal ncnn2int8 [inparam] [inbin] [outparam] [outbin] "
                          "[calibration table]")
@@ -421,7 +450,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.labels:
         mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
         labels = labels_for(mapping, list(source.paths[0]), args.labels)
-    with open_device(args.device, args.threads) as device, ProgressBars(not args.quiet) as bars:
+    with open_device(args, args.threads) as device, ProgressBars(not args.quiet) as bars:
         res = evaluate(
             device, (Path(args.param), Path(args.bin)), (Path(args.int8_param),
                                                           Path(args.int8_bin)),
@@ -441,7 +470,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
-    with open_device(args.device, 1) as device:
+    with open_device(args, 1) as device:
         info = device.hello()
     if args.json:
         print_json(info)
@@ -474,7 +503,17 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                    help="per input: W,H[,C] for images, w,h,(d),c for npy")
     p.add_argument("--pixel", action="append", default=[], help="BGR|RGB|GRAY|RGBA|BGRA")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default=None, help="where to run (default: local)")
+    _add_device(p)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, metavar="NAME|USER@HOST[:PORT]|local",
+                   help="where to run: a board of the boards file, user@host[:port] over SSH, "
+                        "or local (default)")
+    p.add_argument("--boards", default=None, metavar="FILE",
+                   help="boards file (default: $EDGECAL_BOARDS)")
+    p.add_argument("--accept-new-host-key", action="store_true",
+                   help="accept and record a board's unknown SSH host key (never a changed one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -526,16 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate, lists=[])
 
     p = sub.add_parser("hello", help="what the device's agent reports")
-    p.add_argument("--device", default=None)
+    _add_device(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hello)
 
     for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments)")
-        p.add_argument("--device", default=None)
+        _add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)
+
+    from edgecal.boardcli import add_board_commands
+
+    add_board_commands(sub)
     return parser
 
 
@@ -553,9 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgecalError as exc:
         if args.debug:
             traceback.print_exc()
-        _err(f"edgecal: error: {exc.message}")
-        if exc.hint:
-            _err(f"edgecal: hint: {exc.hint}")
+        # one line: what went wrong (naming the file or board) and the fix; more detail (an
+        # agent's last stderr lines) below it
+        first, _, more = exc.message.partition("\n")
+        _err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+        if more:
+            _err(more)
         return exc.exit_code
     except KeyboardInterrupt:
         _err("edgecal: interrupted")

@@ -77,3 +77,19 @@ class AgentError(DeviceError):
         super().__init__(message, hint=hint)
         self.kind = kind
         self.remote_traceback = remote_traceback
+
+
+class ConfigError(InputFileError):
+    """A boards file or board profile is malformed (the message names the file and key)."""
+
+
+class TransportError(DeviceError):
+    """The board cannot be reached or talked to over SSH (connect, auth, transfer, command)."""
+
+
+class HostKeyError(TransportError):
+    """The board's SSH host key is unknown or has changed: refused."""
+
+
+class BoardSetupError(DeviceError):
+    """The board lacks what the agent needs (python3, numpy, ncnn, a writable work directory)."""

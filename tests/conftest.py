@@ -25,3 +25,21 @@ SAMPLE = ROOT / "samples" / "tinted_digits"
 @pytest.fixture(scope="session")
 def reference() -> Path:
     return REFERENCE
+
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def loopback_sshd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real sshd on 127.0.0.1 (tests/integration/sshd.py); skips without one, except in CI."""
+    from tests.integration.sshd import LoopbackSshd, ensure_openssh
+
+    why = ensure_openssh()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true and {why}", pytrace=False)
+        pytest.skip(why)
+    server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

@@ -1,7 +1,7 @@
 """The ``Device`` interface: a work directory on some machine plus the edgecal agent there.
 
-``LocalDevice`` (a subprocess on this machine) implements it now; ``SshDevice`` (a board over
-SSH) will implement the same methods and run the same agent through the same job protocol.
+``LocalDevice`` (a subprocess on this machine) and ``SshDevice`` (a board over SSH) implement
+the same methods and run the same agent through the same job protocol.
 Everything the host writes lives under the device's work directory.
 """
 
@@ -69,6 +69,12 @@ class Device(ABC):
     @abstractmethod
     def bytes_pushed(self) -> int:
         """Bytes actually uploaded by :meth:`push` so far (skipped uploads count 0)."""
+
+    @property
+    def bytes_fetched(self) -> int:
+        """Bytes downloaded from the device (artifacts, responses); 0 where files are read in
+        place, as on the local device."""
+        return 0
 
     @abstractmethod
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -29,6 +28,7 @@ from device_agent.protocol import (
 )
 from edgecal.atomicfile import write_bytes_atomic, write_text_atomic
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
+from edgecal.device.digests import DigestCache, file_sha256
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import AgentError, DeviceError, ProtocolError
@@ -38,23 +38,6 @@ log = logging.getLogger(__name__)
 FILES_DIR = "files"
 AGENT_DIR = "agent"
 _job_counter = itertools.count(1)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _stat_key(path: Path) -> tuple[str, tuple[int, ...]] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return os.path.realpath(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                                    st.st_ctime_ns)
 
 
 def new_job_id(op: str) -> str:
@@ -78,7 +61,9 @@ def parse_response(raw: str, device_name: str, job_id: str) -> Response:
     return response
 
 
-def raise_for_error(response: Response, device_name: str) -> None:
+def raise_for_error(response: Response, device_name: str,
+                    hints: Mapping[str, str] | None = None) -> None:
+    """Raise the ``AgentError`` of a failed response; ``hints`` override the fix per kind."""
     if response.ok or response.error is None:
         return
     err = response.error
@@ -88,6 +73,7 @@ def raise_for_error(response: Response, device_name: str) -> None:
         "ModelLoadError": "check that the .param and .bin files belong together",
         "BlobNotFound": "the blob names must come from this model's .param",
         "InputError": "check the input shape, pixel type, mean and norm against the model",
+        **(hints or {}),
     }
     raise AgentError(
         f"{device_name}: job {response.job_id} ({response.op}) failed in the agent: "
@@ -128,9 +114,9 @@ class LocalDevice(Device):
         self._session: AgentSession | None = None
         self._bytes_pushed = 0
         self._closed = False
-        # file identity (see _stat_key) -> sha256, for sources already hashed and for the
-        # copies this device wrote: pushing the same shards for pass 2 hashes nothing again
-        self._digests: dict[tuple[str, tuple[int, ...]], str] = {}
+        # sources already hashed and the copies this device wrote: pushing the same shards
+        # for pass 2 hashes nothing again
+        self._digests = DigestCache()
 
     # -- agent process ---------------------------------------------------------------------------
     def _agent_argv(self) -> tuple[list[str], dict[str, str]]:
@@ -172,15 +158,7 @@ class LocalDevice(Device):
         return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
 
     def _sha256(self, path: Path) -> str:
-        """sha256 of ``path``, remembered while the file keeps its identity (same inode,
-        size, mtime and ctime to the nanosecond: any write or replacement changes ctime)."""
-        key = _stat_key(path)
-        digest = self._digests.get(key) if key is not None else None
-        if digest is None:
-            digest = file_sha256(path)
-            if key is not None and _stat_key(path) == key:  # unchanged while hashing
-                self._digests[key] = digest
-        return digest
+        return self._digests.sha256(path)
 
     def push(self, local: Path) -> str:
         local = Path(local)
@@ -195,9 +173,7 @@ class LocalDevice(Device):
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         shutil.copyfile(local, tmp)
         os.replace(tmp, target)
-        key = _stat_key(target)
-        if key is not None:
-            self._digests[key] = digest  # our copy of bytes just hashed: no need to re-read
+        self._digests.remember(target, digest)  # our copy of bytes just hashed
         self._bytes_pushed += target.stat().st_size
         return rel
 

@@ -3,8 +3,9 @@
 The host writes job ids on the agent's stdin and waits for ``EDGECAL-DONE <id>`` on its
 stdout; ``EDGECAL-PROGRESS`` lines on stderr feed the caller's progress callback (called in the
 caller's thread).  Other stderr lines are logged at DEBUG and kept (the last few) for error
-messages.  Any argv that speaks this over its pipes works: ``python agent.pyz serve`` locally,
-``ssh board python3 agent.pyz serve`` for a board.
+messages.  Anything that speaks this over three text streams works: a local subprocess
+(:class:`PopenProcess`, ``python agent.pyz serve``) or an SSH channel running the same command
+on a board (``edgecal.device.sshlink.ChannelProcess``); see :class:`AgentProcess`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import IO
+from typing import IO, Protocol
 
 from device_agent import PROTOCOL_VERSION
 from device_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
@@ -42,25 +43,33 @@ def _reader(stream: IO[str], tag: str, events: queue.Queue[tuple[str, str]]) -> 
         events.put((_EOF, tag))
 
 
-class AgentSession:
-    """One agent process in serve mode.  Not thread-safe: one job at a time."""
+class AgentProcess(Protocol):
+    """A running agent seen as three text streams plus process control."""
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        device_name: str,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        startup_timeout_s: float = 60.0,
-    ) -> None:
-        self.device_name = device_name
-        self.argv = list(argv)
-        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
-        self.agent_version = ""
-        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+    stdin: IO[str]
+    stdout: IO[str]
+    stderr: IO[str]
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None:
+        """The exit status once it has exited (negative: killed by that signal), else None."""
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit status; raise ``TimeoutError`` after ``timeout`` seconds."""
+
+    def kill(self) -> None:
+        """Kill the agent (and what it started) now."""
+
+
+class PopenProcess:
+    """:class:`AgentProcess` over a local subprocess in its own session."""
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 cwd: str | None = None) -> None:
         self._proc = subprocess.Popen(
-            self.argv,
+            list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -72,7 +81,65 @@ class AgentSession:
             cwd=cwd,
             start_new_session=True,  # a Ctrl-C on the host terminal does not hit the agent
         )
-        assert self._proc.stdout is not None and self._proc.stderr is not None
+        assert self._proc.stdin and self._proc.stdout and self._proc.stderr
+        self.stdin: IO[str] = self._proc.stdin
+        self.stdout: IO[str] = self._proc.stdout
+        self.stderr: IO[str] = self._proc.stderr
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError from None
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._proc.kill()
+
+
+_LOCAL_DEAD_HINT = ("run `python -m device_agent hello` on the device to check that numpy and "
+                    "ncnn import; out-of-memory kills show in `dmesg`")
+
+
+class AgentSession:
+    """One agent process in serve mode.  Not thread-safe: one job at a time.
+
+    Give ``argv`` (a local subprocess is started) or ``process`` (already started, e.g. an
+    SSH channel).  ``dead_hint``: the fix to print when the agent dies.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str] = (),
+        *,
+        device_name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        startup_timeout_s: float = 60.0,
+        process: AgentProcess | None = None,
+        dead_hint: str = _LOCAL_DEAD_HINT,
+    ) -> None:
+        self.device_name = device_name
+        self.argv = list(argv)
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self.agent_version = ""
+        self.dead_hint = dead_hint
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        if process is None:
+            if not self.argv:
+                raise ValueError("AgentSession needs argv or process")
+            process = PopenProcess(self.argv, env=env, cwd=cwd)
+        self._proc: AgentProcess = process
         for stream, tag in ((self._proc.stdout, _OUT), (self._proc.stderr, _ERR)):
             threading.Thread(target=_reader, args=(stream, tag, self._events),
                              name=f"edgecal-agent-{tag}", daemon=True).start()
@@ -138,9 +205,12 @@ class AgentSession:
     def _raise_dead(self, what: str) -> None:
         try:
             code = self._proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             self.kill()
-            code = self._proc.wait()
+            try:
+                code = self._proc.wait(timeout=5.0)
+            except TimeoutError:
+                code = -int(signal.SIGKILL)
         # drain what stderr still holds
         while True:
             try:
@@ -149,7 +219,10 @@ class AgentSession:
                 break
             if tag == _ERR:
                 self._on_stderr(line, None, None)
-        if code < 0:
+        describe = getattr(self._proc, "describe_exit", None)
+        if describe is not None:
+            how = describe(code)
+        elif code < 0:
             try:
                 how = f"was killed by {signal.Signals(-code).name}"
             except ValueError:
@@ -160,14 +233,12 @@ class AgentSession:
         raise DeviceError(
             f"{self.device_name}: the agent process {how} during {what}"
             + (f"; its last stderr lines:\n{tail}" if tail else ""),
-            hint="run `python -m device_agent hello` on the device to check that numpy and "
-                 "ncnn import; out-of-memory kills show in `dmesg`")
+            hint=self.dead_hint)
 
     def run(self, job_id: str, *, timeout_s: float, progress: Progress | None = None) -> None:
         """Ask the agent to run ``jobs/<job_id>`` and wait until it says the job is done."""
         if not self.alive():
             self._raise_dead(f"job {job_id}")
-        assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(job_id + "\n")
             self._proc.stdin.flush()
@@ -182,16 +253,13 @@ class AgentSession:
 
     def kill(self) -> None:
         if self.alive():
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self._proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.kill()
+        with contextlib.suppress(TimeoutError):
             self._proc.wait(timeout=5.0)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Ask the agent to quit; kill it if it does not within ``timeout_s``."""
-        if self.alive() and self._proc.stdin is not None:
+        if self.alive():
             try:
                 self._proc.stdin.write("quit\n")
                 self._proc.stdin.close()
@@ -199,7 +267,7 @@ class AgentSession:
                 pass
             try:
                 self._proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 self.kill()
         else:
             self.kill()

@@ -6,6 +6,8 @@ Add a kind by extending ``DEVICE_KINDS`` and ``make_device``: every test in
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,13 +17,24 @@ from refcases import Case, load_case
 from edgecal.device.base import Device
 from edgecal.device.capture import write_shards
 from edgecal.device.local import LocalDevice
+from edgecal.device.ssh import SshDevice
+from edgecal.device.sshlink import SshTarget
 
-DEVICE_KINDS = ["local"]
+DEVICE_KINDS = ["local", pytest.param("ssh", marks=pytest.mark.ssh)]
 
 
-def make_device(kind: str) -> Device:
+def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
     if kind == "local":
         return LocalDevice()
+    if kind == "ssh":
+        # the loopback sshd's "board" is this host: the agent runs on this venv's python, in a
+        # work directory the tests can also see locally
+        sshd = request.getfixturevalue("loopback_sshd")
+        workdir = tempfile.mkdtemp(prefix="edgecal-sshwd-")
+        target = SshTarget(name="loopback", host=sshd.host, port=sshd.port, user=sshd.user,
+                           identity_file=str(sshd.client_key), known_hosts=str(sshd.known_hosts),
+                           ssh_config=str(sshd.ssh_config), connect_timeout_s=10)
+        return SshDevice(target, workdir=workdir, python=sys.executable)
     raise ValueError(f"unknown device kind {kind!r}")
 
 
@@ -31,19 +44,20 @@ def device_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def device(device_kind: str) -> Iterator[Device]:
+def device(device_kind: str, request: pytest.FixtureRequest) -> Iterator[Device]:
     """One device (and one agent) shared by a module's tests."""
-    with make_device(device_kind) as dev:
+    with make_device(device_kind, request) as dev:
         yield dev
 
 
 @pytest.fixture
-def fresh_device(device_kind: str) -> Iterator[Callable[[], Device]]:
+def fresh_device(device_kind: str, request: pytest.FixtureRequest
+                 ) -> Iterator[Callable[[], Device]]:
     """A factory of new devices (new agent process), all closed at teardown."""
     made: list[Device] = []
 
     def factory() -> Device:
-        made.append(make_device(device_kind))
+        made.append(make_device(device_kind, request))
         return made[-1]
 
     yield factory

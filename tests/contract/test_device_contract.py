@@ -79,7 +79,8 @@ def test_push_reuploads_a_corrupted_copy(device: Device, tmp_path: Path) -> None
     src = tmp_path / "data.bin"
     src.write_bytes(b"x" * 100)
     rel = device.push(src)
-    stored = device.workdir / rel  # type: ignore[attr-defined]
+    # LocalDevice's workdir, or the loopback SshDevice's (the "board" is this host)
+    stored = Path(str(device.workdir)) / rel  # type: ignore[attr-defined]
     if not stored.exists():
         pytest.skip("device kind has no local view of its workdir")
     stored.write_bytes(b"y" * 100)

@@ -1,0 +1,434 @@
+"""``SshLink``: one SSH connection to a board (fabric ``Connection`` over paramiko).
+
+Knows bytes and processes, nothing about calibration or the agent protocol:
+
+* host keys are checked strictly: the system, user and board ``known_hosts`` files (and any
+  ``UserKnownHostsFile`` of ``~/.ssh/config``) are loaded and paramiko's ``RejectPolicy``
+  refuses an unknown key (fabric's default ``AutoAddPolicy`` is replaced).  With
+  ``accept_new_host_key`` an *unknown* key is accepted and recorded; a *changed* key is always
+  refused (paramiko raises ``BadHostKeyException`` before any policy is asked);
+* ``~/.ssh/config`` aliases, users, ports and keys are honoured (fabric's ``Config``);
+* connect, banner, auth and channel timeouts are always set, and every command has one;
+* every remote command is an argv list joined with :func:`shlex.join`: names are data;
+* paramiko/invoke exceptions become :class:`~edgecal.errors.TransportError` subclasses that
+  name the board and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from edgecal.errors import HostKeyError, TransportError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+KEEPALIVE_S = 5.0
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect.  ``host`` may be an ``~/.ssh/config`` alias."""
+
+    name: str
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 3600.0
+    accept_new_host_key: bool = False
+    #: an ssh_config file to read instead of ``/etc/ssh/ssh_config`` + ``~/.ssh/config``
+    ssh_config: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SSH-ED25519 SHA256:...``, as ``ssh-keygen -l`` prints it."""
+    import hashlib
+
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"{hostname} not found in known_hosts")
+        self.hostname = hostname
+        self.key = key
+
+
+class _Reject(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, keeping the offered key for the error message."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(hostname, key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Accept an unknown key and append it to ``record_to`` (never used for a changed key)."""
+
+    def __init__(self, record_to: Path, board: str) -> None:
+        self.record_to = record_to
+        self.board = board
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.record_to.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.record_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="ascii") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        log.warning("%s: accepted the new host key %s of %s and recorded it in %s",
+                     self.board, fingerprint(key), hostname, self.record_to)
+
+
+class ChannelProcess:
+    """:class:`edgecal.device.session.AgentProcess` over one SSH exec channel.
+
+    The command runs under two ``sh``: the inner one prints its pid and ``exec``-s ARGV (so the
+    pid is the agent's, for :meth:`kill`), the outer one waits and exits with the inner status
+    (128 + N when a signal N killed it; SSH itself does not carry that to paramiko).  ARGV is
+    passed as ``"$@"``: data, never shell.
+    """
+
+    def __init__(self, link: SshLink, argv: Sequence[str], *, startup_timeout_s: float) -> None:
+        self._link = link
+        self.argv = list(argv)
+        inner = 'echo "EDGECAL-PID $$"; exec "$@"'
+        outer = f'sh -c {shlex.quote(inner)} edgecal-agent "$@"; exit $?'
+        wrapped = ["sh", "-c", outer, "edgecal-wrap", *argv]
+        transport = link.transport()
+        try:
+            self._chan = transport.open_session(timeout=link.target.connect_timeout_s)
+            self._chan.exec_command(shlex.join(wrapped))
+            self.stdin: IO[str] = self._chan.makefile_stdin("w")  # type: ignore[assignment]
+            self.stdout: IO[str] = self._chan.makefile("r")  # type: ignore[assignment]
+            self.stderr: IO[str] = self._chan.makefile_stderr("r")  # type: ignore[assignment]
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            link.fail(e, "starting the agent")
+        self._pid = 0
+        first: list[str] = []
+
+        def read_pid() -> None:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                first.append(self.stdout.readline())
+
+        reader = threading.Thread(target=read_pid, daemon=True)
+        reader.start()
+        reader.join(startup_timeout_s)
+        line = first[0].strip() if first else ""
+        if line.startswith("EDGECAL-PID "):
+            self._pid = int(line.split()[1])
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def poll(self) -> int | None:
+        if self._chan.exit_status_ready():
+            return self._chan.recv_exit_status()
+        if self._chan.closed or not self._link.is_active():
+            return -1
+        return None
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.poll()
+            if code is not None:
+                return code
+            time.sleep(0.02)
+        raise TimeoutError
+
+    def kill(self) -> None:
+        if self._pid and self._link.is_active():
+            with contextlib.suppress(TransportError):
+                self._link.run(["kill", "-9", str(self._pid)], timeout_s=10.0)
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+    @staticmethod
+    def describe_exit(code: int) -> str:
+        if code == -1:
+            return "was killed (no exit status: a signal, or the SSH channel closed)"
+        if code == 127:
+            return "could not be started (status 127: command not found)"
+        if code > 128:
+            import signal
+
+            try:
+                return f"was killed by {signal.Signals(code - 128).name} (status {code})"
+            except ValueError:
+                return f"exited with status {code}"
+        return f"exited with status {code}"
+
+
+class SshLink:
+    """One SSH connection.  Opens on :meth:`connect`; reconnects when the transport is gone."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+        self.name = target.name
+        cfg = Config(runtime_ssh_path=target.ssh_config) if target.ssh_config else Config()
+        connect_kwargs: dict[str, Any] = {
+            "banner_timeout": target.connect_timeout_s,
+            "auth_timeout": target.connect_timeout_s,
+            "channel_timeout": target.connect_timeout_s,
+        }
+        if target.identity_file:
+            # hermetic: exactly the board's key, no agent, no ~/.ssh/id_* guessing
+            connect_kwargs.update(key_filename=[os.path.expanduser(target.identity_file)],
+                                  look_for_keys=False, allow_agent=False)
+        self.conn = Connection(
+            target.host, user=target.user, port=target.port, config=cfg,
+            connect_timeout=max(1, round(target.connect_timeout_s)),
+            connect_kwargs=connect_kwargs,
+        )
+        self._sftp: paramiko.SFTPClient | None = None
+        #: set when the watchdog closed a silent connection
+        self.lost = False
+        self._setup_host_keys()
+
+    # -- identity --------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"{self.conn.user}@{self.conn.host}:{self.conn.port}"
+
+    def _setup_host_keys(self) -> None:
+        client: paramiko.SSHClient = self.conn.client
+        ssh_cfg = self.conn.ssh_config
+        system = [SYSTEM_KNOWN_HOSTS, *str(ssh_cfg.get("globalknownhostsfile", "")).split()]
+        user = [USER_KNOWN_HOSTS, *str(ssh_cfg.get("userknownhostsfile", "")).split()]
+        # system_host_keys are only read; host_keys is where an accepted key is recorded
+        for path in dict.fromkeys(os.path.expanduser(p) for p in [*system, *user] if p):
+            if os.path.isfile(path):
+                try:
+                    client.load_system_host_keys(path)
+                except (OSError, paramiko.SSHException) as e:
+                    log.warning("%s: cannot read %s: %s", self.name, path, e)
+        board_file = self.target.known_hosts
+        if board_file:
+            board_file = os.path.expanduser(board_file)
+            if os.path.isfile(board_file):
+                client.get_host_keys().load(board_file)
+        self.known_hosts_files = [p for p in [*system, *user, board_file or ""]
+                                  if p and os.path.isfile(os.path.expanduser(p))]
+        if self.target.accept_new_host_key:
+            record = Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
+            client.set_missing_host_key_policy(_AcceptNew(record, self.name))
+        else:
+            client.set_missing_host_key_policy(_Reject())
+
+    # -- connection ------------------------------------------------------------------------------
+    def is_active(self) -> bool:
+        t = self.conn.client.get_transport()
+        return t is not None and t.is_active()
+
+    def connect(self) -> None:
+        if self.is_active():
+            return
+        if self.conn.is_connected or self.conn.transport is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self._sftp = None
+        try:
+            self.conn.open()
+        except Exception as e:
+            self.fail(e, "connecting")
+        t = self.conn.client.get_transport()
+        if t is not None:
+            threading.Thread(target=self._watchdog, args=(t,), daemon=True,
+                             name=f"edgecal-ssh-watchdog-{self.name}").start()
+
+    def _watchdog(self, t: paramiko.Transport) -> None:
+        """Every KEEPALIVE_S, a global request the server must answer; no answer within the
+        connect timeout (a silently dropped link: TCP would retry for many minutes) closes the
+        transport, so a waiting job sees a dead channel at once instead of hanging."""
+        limit = max(2.0 * self.target.connect_timeout_s, 5.0)
+        while t.is_active():
+            time.sleep(KEEPALIVE_S)
+            if not t.is_active():
+                return
+            answered = threading.Event()
+            threading.Thread(target=_ask_server, args=(t, answered), daemon=True).start()
+            if not answered.wait(limit) and t.is_active():
+                log.warning("%s: no answer from %s for %.0f s; closing the connection",
+                            self.name, self.address, limit)
+                self.lost = True
+                with contextlib.suppress(Exception):
+                    t.close()
+                return
+
+    def transport(self) -> paramiko.Transport:
+        self.connect()
+        t = self.conn.client.get_transport()
+        assert t is not None
+        return t
+
+    def fail(self, e: BaseException, what: str) -> NoReturn:
+        """Raise the TransportError that says what ``e`` means for this board."""
+        name, addr, port = self.name, self.address, self.conn.port
+        kh = known_hosts_name(self.conn.host, port)
+        kh_file = self.target.known_hosts or USER_KNOWN_HOSTS
+        if isinstance(e, TransportError):
+            raise e
+        if isinstance(e, paramiko.BadHostKeyException):
+            raise HostKeyError(
+                f"{name}: the SSH host key of {addr} has CHANGED: the board offers "
+                f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refused "
+                "(someone may be intercepting the connection, or the board was reinstalled)",
+                hint=f"if the board was reinstalled, verify its new key and remove the old one "
+                     f"with `ssh-keygen -R '{kh}' -f {kh_file}`; --accept-new-host-key never "
+                     "replaces a changed key") from e
+        if isinstance(e, _UnknownHostKey):
+            raise HostKeyError(
+                f"{name}: the SSH host key of {addr} ({fingerprint(e.key)}) is unknown; refused",
+                hint=f"check the fingerprint on the board (`ssh-keygen -lf "
+                     f"/etc/ssh/ssh_host_ed25519_key.pub`), then add it to {kh_file} or rerun "
+                     "once with --accept-new-host-key") from e
+        if isinstance(e, paramiko.AuthenticationException):
+            key = self.target.identity_file or "your SSH keys / ssh-agent"
+            raise TransportError(
+                f"{name}: authentication refused by {addr} ({e})",
+                hint=f"check the user and key ({key}); `ssh-copy-id -p {port} "
+                     f"{self.conn.user}@{self.conn.host}` installs your key") from e
+        if isinstance(e, CommandTimedOut):
+            raise TransportError(
+                f"{name}: {what} on {addr} did not finish within {e.timeout:g} s",
+                hint="raise command_timeout_s in the boards file, or check the board's load")\
+                from e
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            raise TransportError(
+                f"{name}: {what}: {addr} did not answer within "
+                f"{self.target.connect_timeout_s:g} s",
+                hint="check that the board is powered and on the network, and the host/port "
+                     "in the boards file; raise connect_timeout_s for a slow link") from e
+        if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
+                          socket.gaierror, OSError)):
+            raise TransportError(
+                f"{name}: cannot reach {addr} while {what}: {e}",
+                hint="check that the board is on and sshd runs there, and the host/port in "
+                     "the boards file (`ssh -p PORT USER@HOST` should work)") from e
+        if isinstance(e, (paramiko.SSHException, EOFError)):
+            raise TransportError(
+                f"{name}: SSH failure with {addr} while {what}: {e or type(e).__name__}",
+                hint="the connection dropped or the server refused it; check the board and its "
+                     "sshd log, then retry") from e
+        raise TransportError(f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}") from e
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    # -- commands --------------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, timeout_s: float | None = None,
+            stdin: bytes | None = None) -> RunResult:
+        """Run ``argv`` (joined with :func:`shlex.join`) and return its result; a non-zero
+        exit is a result, not an error.  Timeouts and SSH failures raise TransportError."""
+        self.connect()
+        cmd = shlex.join(list(argv))
+        timeout = self.target.command_timeout_s if timeout_s is None else timeout_s
+        t0 = time.perf_counter()
+        try:
+            if stdin is not None:
+                return self._run_with_stdin(argv, cmd, timeout, stdin, t0)
+            res = self.conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout,
+                                pty=False)
+        except Exception as e:
+            self.fail(e, f"running `{_short(argv)}`")
+        return RunResult(tuple(argv), int(res.exited), res.stdout, res.stderr,
+                         time.perf_counter() - t0)
+
+    def _run_with_stdin(self, argv: Sequence[str], cmd: str, timeout: float, data: bytes,
+                        t0: float) -> RunResult:
+        chan = self.transport().open_session(timeout=self.target.connect_timeout_s)
+        chan.settimeout(timeout)
+        try:
+            chan.exec_command(cmd)
+            chan.sendall(data)
+            chan.shutdown_write()
+            out = chan.makefile("rb").read()
+            err = chan.makefile_stderr("rb").read()
+            code = chan.recv_exit_status()
+        finally:
+            chan.close()
+        return RunResult(tuple(argv), code, out.decode("utf-8", "replace"),
+                         err.decode("utf-8", "replace"), time.perf_counter() - t0)
+
+    def start(self, argv: Sequence[str], *, startup_timeout_s: float) -> ChannelProcess:
+        """Start ``argv`` on one channel, its stdin/stdout/stderr as text streams."""
+        self.connect()
+        return ChannelProcess(self, argv, startup_timeout_s=startup_timeout_s)
+
+    # -- files -----------------------------------------------------------------------------------
+    def sftp(self) -> paramiko.SFTPClient:
+        self.connect()
+        if self._sftp is None:
+            try:
+                self._sftp = self.conn.client.open_sftp()
+                self._sftp.get_channel().settimeout(self.target.command_timeout_s)
+            except Exception as e:
+                self.fail(e, "opening SFTP")
+        return self._sftp
+
+    @contextlib.contextmanager
+    def sftp_op(self, what: str) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP client; transport failures inside become TransportError (``OSError`` from
+        the server, e.g. permission denied, passes through for the caller to explain)."""
+        sftp = self.sftp()
+        try:
+            yield sftp
+        except (paramiko.SSHException, EOFError, TimeoutError) as e:
+            self._sftp = None
+            self.fail(e, what)
+
+
+def _ask_server(t: paramiko.Transport, answered: threading.Event) -> None:
+    """A global request the server must answer (OpenSSH replies "failure" to this one)."""
+    with contextlib.suppress(Exception):
+        t.global_request("keepalive@openssh.com", wait=True)
+    answered.set()
+
+
+def _short(argv: Sequence[str], limit: int = 60) -> str:
+    text = shlex.join(list(argv))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
