@@ -149,6 +149,26 @@ def open_device(args: argparse.Namespace, threads: int | None) -> Any:
                       accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)))
 
 
+def effective_threads(args: argparse.Namespace, runtime: str) -> int:
+    """``--threads``, or its default: 1 worker for calibration; for the deployed runtime the
+    thread count the app would use (the board profile's, or every core of this machine)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: must be at least 1")
+        return int(args.threads)
+    if runtime == "calibration":
+        return 1
+    from edgecal.boards import boards_file, resolve_board
+    from edgecal.device.select import is_local
+
+    if not is_local(getattr(args, "device", None)):
+        board = resolve_board(args.device, boards_file(getattr(args, "boards", None)))
+        profile = board.load_profile() if board is not None else None
+        if profile is not None:
+            return int(profile.threads)
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def open_workers(args: argparse.Namespace, threads: int, runtime: str) -> Iterator[list[Any]]:
     """The devices a calibration runs on.  ``--threads N`` in the calibration runtime means N
@@ -233,7 +253,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     lists = [read_list(Path(p)) for _, p in args.lists]
     source = make_sample_source(specs, lists)
     run, transfer = _calibrate_and_write(
-        model, source, method=args.method, threads=args.threads, runtime=args.runtime,
+        model, source, method=args.method, threads=effective_threads(args, args.runtime),
+        runtime=args.runtime,
         out=Path(args.out), histograms_out=Path(args.histograms_out) if args.histograms_out
         else None, device_args=args, allow_zero_blobs=args.allow_zero_blobs,
         quiet=args.quiet,
@@ -450,11 +471,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.labels:
         mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
         labels = labels_for(mapping, list(source.paths[0]), args.labels)
-    with open_device(args, args.threads) as device, ProgressBars(not args.quiet) as bars:
+    threads = effective_threads(args, args.runtime)
+    with open_device(args, threads) as device, ProgressBars(not args.quiet) as bars:
         res = evaluate(
             device, (Path(args.param), Path(args.bin)), (Path(args.int8_param),
                                                           Path(args.int8_bin)),
-            source, outputs[0], labels=labels, runtime=args.runtime, threads=args.threads,
+            source, outputs[0], labels=labels, runtime=args.runtime, threads=threads,
             progress=bars.task,
         )
     if args.json:
@@ -466,6 +488,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"(drop {100 * (res.top1_fp32 - res.top1_int8):+.2f} points)")
     print(f"int8 vs fp32 top-1 agreement: {res.agreement:.4f}")
     print(f"output cosine similarity: mean {res.cosine_mean:.6f}, min {res.cosine_min:.6f}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two tables (per-layer scale differences) or two histogram files (.npz)."""
+    from edgecal.compare import (
+        compare_histograms,
+        compare_tables,
+        render_histogram_diff,
+        render_table_diff,
+    )
+    from edgecal.histfile import load_histograms
+
+    a, b = Path(args.a), Path(args.b)
+    rows: list[Any]
+    if a.suffix == ".npz" or b.suffix == ".npz":
+        rows = compare_histograms(load_histograms(a), load_histograms(b))
+        text = render_histogram_diff(rows)
+    else:
+        ta = parse_table(read_text(a, "table"), source=str(a))
+        tb = parse_table(read_text(b, "table"), source=str(b))
+        rows = compare_tables(ta, tb)
+        text = render_table_diff(rows)
+    if args.json:
+        print_json([r.to_dict() for r in rows])
+    else:
+        print(f"a = {a}\nb = {b}")
+        print(text)
     return 0
 
 
@@ -502,7 +552,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", action="append", default=[],
                    help="per input: W,H[,C] for images, w,h,(d),c for npy")
     p.add_argument("--pixel", action="append", default=[], help="BGR|RGB|GRAY|RGBA|BGRA")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None,
+                   help="calibration runtime: agent workers over the images (default 1); "
+                   "deployed runtime: ncnn threads (default: the board profile's, or all cores)")
     _add_device(p)
 
 
@@ -563,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate, lists=[])
+
+    p = sub.add_parser("compare", help="per-layer differences of two tables or histogram files")
+    p.add_argument("a", metavar="A.table|A.npz")
+    p.add_argument("b", metavar="B.table|B.npz")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("hello", help="what the device's agent reports")
     _add_device(p)

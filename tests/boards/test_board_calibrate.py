@@ -194,6 +194,15 @@ def test_emu2_deployed_histograms_differ(boards_file: Path, image_list: Path, lo
              for b in hl.stats}
     report(capsys, f"emu2 deployed vs x86: blob scale relative differences {diffs}")
     assert max(diffs.values()) > 1e-3
+    # the user-facing view of the same: edgecal compare on the tables and on the histograms
+    code, stdout, err = cli(capsys, "compare", str(local_run), str(out))
+    assert code == 0, err
+    assert all(layer in stdout for layer in hl.stats)
+    code, stdout, err = cli(capsys, "compare", str(local_run.with_suffix(".npz")),
+                            str(out.with_suffix(".npz")), "--json")
+    assert code == 0, err
+    rows = {r["layer"]: r for r in json.loads(stdout)}
+    assert max(r["mass_moved"] for r in rows.values()) > 0.01
 
 
 def test_quantized_model_runs_on_emu1(boards_file: Path, image_list: Path, local_run: Path,
