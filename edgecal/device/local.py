@@ -2,84 +2,34 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from device_agent.protocol import (
     JOBS_DIR,
-    PARAM_TYPES,
     REQUEST_FILE,
     RESPONSE_FILE,
-    ProtocolMismatch,
-    ProtocolViolation,
-    Request,
-    Response,
     check_relpath,
     dumps,
 )
 from edgecal.atomicfile import write_bytes_atomic, write_text_atomic
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.device.digests import DigestCache, file_sha256
+from edgecal.device.jobs import build_request, parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
-from edgecal.errors import AgentError, DeviceError, ProtocolError
+from edgecal.errors import DeviceError, ProtocolError
 
 log = logging.getLogger(__name__)
 
 FILES_DIR = "files"
 AGENT_DIR = "agent"
-_job_counter = itertools.count(1)
-
-
-def new_job_id(op: str) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{os.getpid()}-{next(_job_counter):05d}-{op}"
-
-
-def parse_response(raw: str, device_name: str, job_id: str) -> Response:
-    """``response.json`` text -> :class:`Response`, or a ``ProtocolError`` naming the device."""
-    try:
-        response = Response.from_dict(json.loads(raw))
-    except ProtocolMismatch as e:
-        raise ProtocolError(f"{device_name}: {e}",
-                            hint="deploy the agent built from this edgecal") from e
-    except (ValueError, ProtocolViolation) as e:
-        raise ProtocolError(f"{device_name}: malformed response to job {job_id}: {e}",
-                            hint="the agent and edgecal versions may not match") from e
-    if response.job_id != job_id:
-        raise ProtocolError(
-            f"{device_name}: response names job {response.job_id!r}, expected {job_id!r}")
-    return response
-
-
-def raise_for_error(response: Response, device_name: str,
-                    hints: Mapping[str, str] | None = None) -> None:
-    """Raise the ``AgentError`` of a failed response; ``hints`` override the fix per kind."""
-    if response.ok or response.error is None:
-        return
-    err = response.error
-    hints = {
-        "BadRequest": "check the files pushed to the device and the request parameters",
-        "NcnnUnavailable": "install the ncnn Python package on the device (pip install ncnn)",
-        "ModelLoadError": "check that the .param and .bin files belong together",
-        "BlobNotFound": "the blob names must come from this model's .param",
-        "InputError": "check the input shape, pixel type, mean and norm against the model",
-        **(hints or {}),
-    }
-    raise AgentError(
-        f"{device_name}: job {response.job_id} ({response.op}) failed in the agent: "
-        f"{err.kind}: {err.message}",
-        kind=err.kind, remote_traceback=err.traceback,
-        hint=hints.get(err.kind, "run with --debug to see the agent's traceback"))
 
 
 class LocalDevice(Device):
@@ -190,14 +140,8 @@ class LocalDevice(Device):
         progress: Progress | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> JobResult:
-        job_id = new_job_id(op)
-        if op not in PARAM_TYPES:
-            raise ProtocolError(f"{self.name}: unknown agent op {op!r}")
-        try:
-            request = Request(op=op, job_id=job_id,
-                              params=PARAM_TYPES[op].from_dict(dict(params), "params"))
-        except ProtocolViolation as e:
-            raise ProtocolError(f"{self.name}: invalid {op} request: {e}") from e
+        request = build_request(self.name, op, params)
+        job_id = request.job_id
         job_dir = self.workdir / JOBS_DIR / job_id
         job_dir.mkdir(parents=True)
         for name, data in (files or {}).items():

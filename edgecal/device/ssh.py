@@ -37,17 +37,14 @@ import paramiko
 
 from device_agent.protocol import (
     JOBS_DIR,
-    PARAM_TYPES,
     REQUEST_FILE,
     RESPONSE_FILE,
-    ProtocolViolation,
-    Request,
     check_relpath,
     dumps,
 )
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.device.digests import DigestCache, file_sha256
-from edgecal.device.local import new_job_id, parse_response, raise_for_error
+from edgecal.device.jobs import build_request, parse_response, raise_for_error
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
 from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
 from edgecal.device.session import AgentSession
@@ -515,14 +512,8 @@ class SshDevice(Device):
         progress: Progress | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> JobResult:
-        job_id = new_job_id(op)
-        if op not in PARAM_TYPES:
-            raise ProtocolError(f"{self.name}: unknown agent op {op!r}")
-        try:
-            request = Request(op=op, job_id=job_id,
-                              params=PARAM_TYPES[op].from_dict(dict(params), "params"))
-        except ProtocolViolation as e:
-            raise ProtocolError(f"{self.name}: invalid {op} request: {e}") from e
+        request = build_request(self.name, op, params)
+        job_id = request.job_id
         session = self._ensure_session()
         job_rel = f"{JOBS_DIR}/{job_id}"
         self._ensure_dir(job_rel)

@@ -37,7 +37,7 @@ from device_agent.protocol import (
     read_shard_info,
     write_shard,
 )
-from edgecal.device.local import parse_response
+from edgecal.device.jobs import parse_response
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name, build_agent_zipapp
 from edgecal.errors import ProtocolError
 
