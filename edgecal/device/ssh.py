@@ -29,7 +29,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -204,20 +204,8 @@ class SshDevice(Device):
         with self.link.sftp_op("resolving the work directory") as sftp:
             home = sftp.normalize(".")
             base = "/" if wd.startswith("/") else home
-            rel = [p for p in parts if p != "/"]
-            path = base.rstrip("/")
-            for comp in rel:
-                path = f"{path}/{comp}"
-                try:
-                    st = sftp.lstat(path)
-                except FileNotFoundError:
-                    try:
-                        sftp.mkdir(path, 0o755)
-                    except OSError as e:
-                        raise self._explain_oserror(e, "cannot create", path, -1) from None
-                    continue
-                except OSError as e:
-                    raise self._explain_oserror(e, "cannot look at", path) from None
+
+            def check(path: str, st: Any) -> None:
                 if stat.S_ISLNK(st.st_mode or 0) and path.startswith(home + "/"):
                     raise BoardSetupError(
                         f"{self.name}: {path} is a symlink; the work directory must be a real "
@@ -227,8 +215,29 @@ class SshDevice(Device):
                         f"{self.name}: the work directory is not writable: {path} is not a "
                         "directory", hint="remove that file or set `workdir = ...` in the "
                                           "boards file")
+
+            path = self._mkdirs(sftp, base.rstrip("/"), [p for p in parts if p != "/"], check)
             real = sftp.normalize(path)
         return PurePosixPath(real)
+
+    def _mkdirs(self, sftp: Any, start: str, comps: Sequence[str],
+                check: Callable[[str, Any], None]) -> str:
+        """``mkdir -p start/comps...`` over SFTP; ``check(path, lstat)`` vets what exists."""
+        path = start
+        for comp in comps:
+            path = f"{path}/{comp}"
+            try:
+                st = sftp.lstat(path)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(path, 0o755)
+                except OSError as e:
+                    raise self._explain_oserror(e, "cannot create", path, -1) from None
+                continue
+            except OSError as e:
+                raise self._explain_oserror(e, "cannot look at", path) from None
+            check(path, st)
+        return path
 
     def remote(self, rel: str) -> str:
         """The absolute board path of a workdir-relative name (checked)."""
@@ -239,24 +248,16 @@ class SshDevice(Device):
 
     def _ensure_dir(self, rel: str) -> None:
         """``mkdir -p`` of a workdir-relative dir via SFTP, refusing symlinks on the way."""
-        path = str(self.workdir)
+
+        def check(path: str, st: Any) -> None:
+            if not stat.S_ISDIR(st.st_mode or 0):
+                raise DeviceError(
+                    f"{self.name}: {path} is not a directory (symlinks are refused inside "
+                    "the work directory)", hint="remove it from the board's work directory")
+
         with self.link.sftp_op("creating directories") as sftp:
-            for comp in PurePosixPath(check_relpath(rel, "dir")).parts:
-                path = f"{path}/{comp}"
-                try:
-                    st = sftp.lstat(path)
-                except FileNotFoundError:
-                    try:
-                        sftp.mkdir(path, 0o755)
-                    except OSError as e:
-                        raise self._explain_oserror(e, "cannot create", path, -1) from None
-                    continue
-                except OSError as e:
-                    raise self._explain_oserror(e, "cannot look at", path) from None
-                if not stat.S_ISDIR(st.st_mode or 0):
-                    raise DeviceError(
-                        f"{self.name}: {path} is not a directory (symlinks are refused inside "
-                        "the work directory)", hint="remove it from the board's work directory")
+            self._mkdirs(sftp, str(self.workdir),
+                         PurePosixPath(check_relpath(rel, "dir")).parts, check)
 
     # -- the file tool (hashes on the board) -----------------------------------------------------
     def _file_tool(self, *args: str) -> dict[str, Any]:
