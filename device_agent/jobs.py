@@ -287,6 +287,7 @@ def op_run(ctx: JobContext) -> Result:
     done = 0
     streams = [SampleStream(ctx, [s], p.inputs) for s in p.shards]
     tick = _Throttle(ctx.progress, sum(s.total for s in streams))
+    latency: list[float] = []
     t0 = time.perf_counter()
     for k, samples in enumerate(streams):
         name = f"outputs_{k}.npz"
@@ -295,6 +296,9 @@ def op_run(ctx: JobContext) -> Result:
             w.add("names", names_array(p.blobs))
             w.add("n_samples", np.int64(samples.total))
             for i, sample in samples:
+                if p.timed and p.blobs:
+                    latency.append(model.time_extract(sample, p.inputs, p.blobs[0],
+                                                      f"sample {done}"))
                 for b, (_, mat) in enumerate(model.extract(
                         sample, p.inputs, p.blobs, f"sample {done}", light_mode=False)):
                     w.add(output_key(i, b), np.array(mat, dtype=np.float32))
@@ -303,7 +307,10 @@ def op_run(ctx: JobContext) -> Result:
         total += samples.total
         artifacts.update([ctx.artifact(name)])
     ctx.timing_s["infer"] = time.perf_counter() - t0
-    return {"n_samples": total, "n_shards": len(streams)}, artifacts
+    result: dict[str, Any] = {"n_samples": total, "n_shards": len(streams)}
+    if p.timed:
+        result["latency_s"] = latency
+    return result, artifacts
 
 
 # -- eq_layer ------------------------------------------------------------------------------------

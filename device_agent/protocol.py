@@ -247,6 +247,9 @@ class CaptureParams:
     """``absmax`` / ``histogram`` / ``run``: run the model over the shards, capture ``blobs``.
 
     ``absmax`` (histogram only) gives the fixed range of every blob, from the absmax pass.
+    ``timed`` (run only, agent >= 0.2.0): also time, per sample, a fresh extractor computing
+    only ``blobs[0]`` (the result's ``latency_s``); an older agent ignores it and answers no
+    ``latency_s``, which the host reports.
     """
 
     model: ModelFiles
@@ -256,6 +259,7 @@ class CaptureParams:
     runtime: str = "calibration"
     threads: int = 1
     absmax: Mapping[str, float] | None = None
+    timed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -268,6 +272,8 @@ class CaptureParams:
         }
         if self.absmax is not None:
             d["absmax"] = {k: float(v) for k, v in self.absmax.items()}
+        if self.timed:
+            d["timed"] = True
         return d
 
     @classmethod
@@ -290,6 +296,7 @@ class CaptureParams:
             runtime=_runtime(d, where),
             threads=_threads(d, where),
             absmax=absmax,
+            timed=bool(_opt(d, "timed", bool, where, False)),
         )
 
 

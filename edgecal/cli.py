@@ -491,6 +491,96 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int8_for_validate(args: argparse.Namespace, model: Model, tmp: Path) -> Model:
+    """The int8 model to validate: the given pair, or ``--table`` converted into ``tmp``."""
+    from edgecal.int8.convert import quantize_model
+
+    given = args.int8_param is not None
+    if given == bool(args.table) or (given and args.int8_bin is None):
+        raise UsageError("give either INT8.param INT8.bin or --table TABLE",
+                         hint="with --table the int8 model is made in memory from the table")
+    if given:
+        return load_model(Path(args.int8_param), Path(args.int8_bin))
+    table = parse_table(read_text(Path(args.table), "table"), source=str(args.table))
+    try:
+        text, data, _ = quantize_model(model.param, model.weights, table)
+    except TableError as exc:
+        raise TableError(f"{args.table}: {exc.message}", hint=exc.hint) from None
+    param, binf = tmp / "int8.param", tmp / "int8.bin"
+    write_outputs([(param, text.encode()), (binf, data)])
+    return load_model(param, binf)
+
+
+def _n_classes(model: Model) -> int | None:
+    producer = model.param.producer(model.output_blobs[0])
+    if producer is not None and producer.type == "InnerProduct":
+        return producer.param_int(0, 0) or None
+    return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edgecal.labels import labels_for, parse_labels
+    from edgecal.progress import ProgressBars
+    from edgecal.validate import check_same_network, validate
+
+    model = load_model(Path(args.param), Path(args.bin))
+    specs = specs_from_options(model, args)
+    source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
+    labels = None
+    if args.labels:
+        mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
+        labels = labels_for(mapping, list(source.paths[0]), args.labels, _n_classes(model))
+    threads = effective_threads(args, args.runtime)
+    with tempfile.TemporaryDirectory(prefix="edgecal-int8-") as tmp:
+        int8 = _int8_for_validate(args, model, Path(tmp))
+        check_same_network(model.param, int8.param, args.param,
+                           args.int8_param or f"the int8 model of {args.table}")
+        with open_device(args, threads) as device, ProgressBars(not args.quiet) as bars:
+            res = validate(device, model, int8, source, labels=labels, runtime=args.runtime,
+                           threads=threads, progress=bars.task)
+            res.device = {"name": device.name, **_device_facts(device)}
+    doc = res.to_dict()
+    doc.update(fp32={"param": args.param, "bin": args.bin, "param_sha256": model.param_sha256,
+                     "bin_sha256": model.bin_sha256},
+               int8={"param": args.int8_param, "bin": args.int8_bin, "table": args.table,
+                     "param_sha256": int8.param_sha256, "bin_sha256": int8.bin_sha256})
+    if args.save_baseline:
+        write_outputs([(Path(args.save_baseline),
+                        (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())])
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"{res.n_samples} images on {res.device.get('name')} "
+          f"(runtime {res.runtime}, {res.threads} thread(s))")
+    if res.top1_fp32 is not None and res.top1_int8 is not None:
+        print(f"fp32 top-1 accuracy: {res.top1_fp32:.4f}")
+        print(f"int8 top-1 accuracy: {res.top1_int8:.4f}  "
+              f"(drop {100 * (res.top1_fp32 - res.top1_int8):+.2f} points)")
+    print(f"int8 vs fp32 top-1 agreement: {res.agreement:.4f}")
+    print(f"output {res.output_blob}: cosine mean {res.cosine_mean:.6f} min {res.cosine_min:.6f}"
+          f", SQNR mean {res.sqnr_mean_db:.2f} dB min {res.sqnr_min_db:.2f} dB")
+    print(f"median latency per image: fp32 {res.latency_fp32_ms:.3f} ms, "
+          f"int8 {res.latency_int8_ms:.3f} ms")
+    print(f"{'layer':<24} {'type':<22} {'cosine':>10} {'min':>10} {'SQNR dB':>8}")
+    for f in res.layers:
+        print(f"{f.name:<24} {f.type:<22} {f.cosine_mean:>10.6f} {f.cosine_min:>10.6f} "
+              f"{f.sqnr_db:>8.2f}" + ("  (int8 out)" if f.requantized else ""))
+    if args.save_baseline:
+        print(f"wrote {args.save_baseline}")
+    return 0
+
+
+def _device_facts(device: Any) -> dict[str, Any]:
+    try:
+        info = device.hello()
+    except EdgecalError:
+        return {}
+    keep = ("agent_version", "protocol", "ncnn", "machine", "cores", "cpu_features")
+    return {k: info[k] for k in keep if k in info}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two tables (per-layer scale differences) or two histogram files (.npz)."""
     from edgecal.compare import (
@@ -615,6 +705,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate, lists=[])
+
+    p = sub.add_parser("validate", help="fp32 vs int8 on a device: accuracy, agreement, "
+                       "per-layer cosine/SQNR, latency")
+    p.add_argument("param")
+    p.add_argument("bin")
+    p.add_argument("int8_param", nargs="?", default=None, metavar="INT8.param")
+    p.add_argument("int8_bin", nargs="?", default=None, metavar="INT8.bin")
+    p.add_argument("--table", help="make the int8 model from this table (in memory)")
+    _add_inputs(p)
+    p.add_argument("--labels", help="CSV with a file,label header")
+    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--save-baseline", metavar="FILE", help="also write the JSON figures here")
+    p.set_defaults(func=cmd_validate, lists=[])
 
     p = sub.add_parser("compare", help="per-layer differences of two tables or histogram files")
     p.add_argument("a", metavar="A.table|A.npz")

@@ -296,3 +296,34 @@ def eq_search_layer(
         raise ProtocolError(f"{device.name}: eq_layer answered sim {sim.shape} and "
                             f"{new_ws.shape} weight scales for {cand.shape} candidates")
     return EqLayerResult(sim=sim, weight_scales=new_ws, bottom_scale=new_bottom)
+
+
+def run_shard_timed(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shard: Path,
+    blobs: Sequence[str],
+    *,
+    runtime: str = "deployed",
+    threads: int = 1,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+) -> tuple[list[dict[str, np.ndarray]], list[float]]:
+    """One ``run`` job on one shard: per sample ``blob -> float32 array``, and per sample the
+    seconds the agent's ``extract`` of ``blobs[0]`` alone took (fresh extractor, the runtime's
+    threads).  Needs agent >= 0.2.0 (the ``timed`` run parameter)."""
+    params = _model_params(device, param, bin, specs, [shard])
+    params.update(blobs=list(blobs), runtime=runtime, threads=threads, timed=True)
+    job = device.run_job("run", params, timeout_s=timeout_s)
+    latency = job.result.get("latency_s")
+    with _artifact(device, job, "outputs_0.npz") as npz:
+        _blob_names(device, npz, blobs)
+        n = int(npz["n_samples"])
+        outs = [{b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
+                 for k, b in enumerate(blobs)} for i in range(n)]
+    if not isinstance(latency, list) or len(latency) != n:
+        raise ProtocolError(f"{device.name}: the agent did not time the run (no latency_s for "
+                            f"{n} samples); it predates agent 0.2.0",
+                            hint="let edgecal re-deploy the agent to the device")
+    return outs, [float(x) for x in latency]

@@ -1,0 +1,144 @@
+"""``edgecal validate`` on the local device: the reference digits model and the sample model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgecal.validate as validate_mod
+from edgecal.cli import main
+from edgecal.device.local import LocalDevice
+from edgecal.inputs import make_sample_source, read_list
+from edgecal.inputspec import InputSpec
+from edgecal.model import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
+SAMPLE = ROOT / "samples" / "tinted_digits"
+D_PRE = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157"]
+S_PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
+         "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+D_MODEL = [str(DIGITS / "model.param"), str(DIGITS / "model.bin")]
+S_MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
+
+
+@pytest.fixture(scope="module")
+def digits_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    y = np.load(DIGITS / "calib_labels.npz")["y"]
+    names = sorted(p.name for p in (DIGITS / "images").iterdir())
+    assert len(names) == len(y) == 40
+    path = tmp_path_factory.mktemp("labels") / "labels.csv"
+    path.write_text("file,label\n" + "".join(f"{n},{int(v)}\n" for n, v in zip(names, y,
+                                                                                strict=True)))
+    return path
+
+
+def _sane(doc: dict[str, Any]) -> None:
+    """What a correct validation of a well-calibrated model must show."""
+    for layer in doc["layers"]:
+        assert layer["cosine_mean"] > 0.99, layer
+        # SQNR sees the scale (cosine does not): a wrongly dequantized int8 blob fails here
+        assert layer["sqnr_db"] > 15.0, layer
+    assert doc["agreement"] >= 0.95 and doc["cosine_mean"] > 0.99
+    assert doc["latency_fp32_ms"] > 0 and doc["latency_int8_ms"] > 0
+
+
+def test_digits_table_json_and_baseline(
+    tmp_path: Path, digits_labels: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "baseline.json"
+    assert main(["-q", "validate", *D_MODEL, "--table", str(DIGITS / "kl.table"),
+                 "--images", str(DIGITS / "images"), *D_PRE, "--labels", str(digits_labels),
+                 "--json", "--save-baseline", str(base)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert json.loads(base.read_text()) == doc
+    assert doc["n_samples"] == 40 and doc["output_blob"] == "out0"
+    assert doc["runtime"] == "deployed" and doc["threads"] >= 1
+    for key in ("top1_fp32", "top1_int8", "agreement", "cosine_mean", "cosine_min",
+                "sqnr_mean_db", "sqnr_min_db", "latency_fp32_ms", "latency_int8_ms",
+                "device", "fp32", "int8"):
+        assert key in doc
+    assert doc["top1_fp32"] >= 0.9 and doc["top1_int8"] >= doc["top1_fp32"] - 0.05
+    assert [(x["name"], x["requantized"]) for x in doc["layers"]] == [
+        ("convrelu_0", True), ("convdwrelu_0", True), ("convrelu_1", True),
+        ("convrelu_2", False), ("linear_7", False)]
+    _sane(doc)
+    assert doc["int8"]["table"] == str(DIGITS / "kl.table")
+
+
+def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dividing the raw codes by a wrong top scale must fail the sanity check above."""
+    fp32 = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    int8 = load_model(DIGITS / "int8_kl.param", DIGITS / "int8_kl.bin")
+    spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,))
+    source = make_sample_source([spec], [read_list(DIGITS / "images")])
+    real = validate_mod.quantized_layers
+
+    def wrong(*a: Any, **k: Any) -> list[validate_mod.QuantLayer]:
+        return [dataclasses.replace(q, top_scale=q.top_scale * 1.5) if q.top_scale else q
+                for q in real(*a, **k)]
+
+    with LocalDevice() as device:
+        good = validate_mod.validate(device, fp32, int8, source, threads=1).to_dict()
+        _sane(good)
+        monkeypatch.setattr(validate_mod, "quantized_layers", wrong)
+        bad = validate_mod.validate(device, fp32, int8, source, threads=1).to_dict()
+    with pytest.raises(AssertionError):
+        _sane(bad)
+    by_name = {x["name"]: x for x in bad["layers"]}
+    assert by_name["convrelu_0"]["sqnr_db"] < 12.0  # (1 - 1/1.5)^2 of the energy: ~9.5 dB
+    assert by_name["convrelu_2"]["sqnr_db"] == pytest.approx(
+        next(x for x in good["layers"] if x["name"] == "convrelu_2")["sqnr_db"])
+
+
+def test_sample_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "s.table"
+    assert main(["-q", "calibrate", *S_MODEL, "--images", str(SAMPLE / "calib.txt"), *S_PRE,
+                 "--out", str(table)]) == 0
+    images = tmp_path / "test.txt"
+    images.write_text("".join(f"{p}\n" for p in sorted((SAMPLE / "test").iterdir())[:120]))
+    capsys.readouterr()
+    assert main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images),
+                 *S_PRE, "--labels", str(SAMPLE / "labels.csv"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_samples"] == 120
+    assert doc["top1_fp32"] >= 0.95 and doc["top1_int8"] >= doc["top1_fp32"] - 0.03
+    assert len(doc["layers"]) == 8
+    _sane(doc)
+    # the human report names every layer
+    assert main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images),
+                 *S_PRE]) == 0
+    out = capsys.readouterr().out
+    assert "agreement" in out and "median latency" in out and "convdwrelu_0" in out
+
+
+def _fails(args: list[str], capsys: pytest.CaptureFixture[str], match: str,
+           out_file: Path) -> None:
+    code = main(["-q", "validate", *args, "--save-baseline", str(out_file)])
+    cap = capsys.readouterr()
+    assert code != 0
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgecal: error:") and match in lines[0]
+    assert cap.out == "" and not out_file.exists()
+
+
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "b.json"
+    imgs = ["--images", str(DIGITS / "images"), *D_PRE]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("file,label\n" + "".join(f"img_{i}.png,1\n" for i in range(40)))
+    _fails([*D_MODEL, "--table", str(DIGITS / "kl.table"), *imgs, "--labels", str(wrong)],
+           capsys, "no label for 40 image(s)", out)
+    _fails([*D_MODEL, *S_MODEL, *imgs], capsys, "is not an int8 model of", out)
+    _fails([*S_MODEL, "--table", str(DIGITS / "kl.table"), "--images", str(SAMPLE / "test"),
+            *S_PRE], capsys, "the model does not have: linear_7", out)
+    _fails([*D_MODEL, str(DIGITS / "int8_kl.param"), str(DIGITS / "int8_kl.bin"), "--table",
+            str(DIGITS / "kl.table"), *imgs], capsys, "either INT8.param INT8.bin or --table",
+           out)
