@@ -26,7 +26,7 @@ demo: $(STAMP)
 	    --out $(OUT)/model.table --histograms-out $(OUT)/histograms.npz
 	$(VENV)/bin/edgecal quantize $(SAMPLE)/model.param $(SAMPLE)/model.bin \
 	    $(OUT)/model-int8.param $(OUT)/model-int8.bin --table $(OUT)/model.table
-	$(VENV)/bin/edgecal evaluate $(SAMPLE)/model.param $(SAMPLE)/model.bin \
+	$(VENV)/bin/edgecal validate $(SAMPLE)/model.param $(SAMPLE)/model.bin \
 	    $(OUT)/model-int8.param $(OUT)/model-int8.bin \
 	    --images $(SAMPLE)/test --pixel RGB --mean 127.5,127.5,127.5 \
 	    --norm 0.00784314,0.00784314,0.00784314 --shape 48,48 --labels $(SAMPLE)/labels.csv

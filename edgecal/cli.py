@@ -128,7 +128,7 @@ def build_specs(
 
 
 def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec]:
-    """The InputSpecs of ``calibrate``/``evaluate`` style options (--images/--npy, --mean, ...)."""
+    """The InputSpecs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...)."""
     return build_specs(
         model, [kind for kind, _ in args.lists],
         mean=[_floats(v, "--mean") for v in args.mean],
@@ -457,40 +457,6 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from edgecal.evaluate import evaluate
-    from edgecal.labels import labels_for, parse_labels
-    from edgecal.progress import ProgressBars
-
-    model = load_model(Path(args.param), Path(args.bin))
-    load_model(Path(args.int8_param), Path(args.int8_bin))  # fails early on a bad int8 pair
-    specs = specs_from_options(model, args)
-    source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
-    outputs = model.output_blobs
-    labels = None
-    if args.labels:
-        mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
-        labels = labels_for(mapping, list(source.paths[0]), args.labels)
-    threads = effective_threads(args, args.runtime)
-    with open_device(args, threads) as device, ProgressBars(not args.quiet) as bars:
-        res = evaluate(
-            device, (Path(args.param), Path(args.bin)), (Path(args.int8_param),
-                                                          Path(args.int8_bin)),
-            source, outputs[0], labels=labels, runtime=args.runtime, threads=threads,
-            progress=bars.task,
-        )
-    if args.json:
-        print_json(res.to_dict())
-        return 0
-    if res.top1_fp32 is not None and res.top1_int8 is not None:
-        print(f"fp32 top-1 accuracy: {res.top1_fp32:.4f}  ({res.n_samples} images)")
-        print(f"int8 top-1 accuracy: {res.top1_int8:.4f}  "
-              f"(drop {100 * (res.top1_fp32 - res.top1_int8):+.2f} points)")
-    print(f"int8 vs fp32 top-1 agreement: {res.agreement:.4f}")
-    print(f"output cosine similarity: mean {res.cosine_mean:.6f}, min {res.cosine_min:.6f}")
-    return 0
-
-
 def _int8_for_validate(args: argparse.Namespace, model: Model, tmp: Path) -> Model:
     """The int8 model to validate: the given pair, or ``--table`` converted into ``tmp``."""
     from edgecal.int8.convert import quantize_model
@@ -695,16 +661,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("evaluate", help="fp32 vs int8 top-1 and agreement on a device")
-    p.add_argument("param")
-    p.add_argument("bin")
-    p.add_argument("int8_param")
-    p.add_argument("int8_bin")
-    _add_inputs(p)
-    p.add_argument("--labels", help="CSV with a file,label header")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_evaluate, lists=[])
 
     p = sub.add_parser("validate", help="fp32 vs int8 on a device: accuracy, agreement, "
                        "per-layer cosine/SQNR, latency")

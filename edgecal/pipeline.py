@@ -1,4 +1,4 @@
-"""Orchestration: calibrate (abs-max pass, histogram pass, thresholds, EQ) and evaluate.
+"""Orchestration: calibrate (abs-max pass, histogram pass, thresholds, EQ).
 
 Everything here drives a :class:`edgecal.device.base.Device` and the pure core; it does no
 printing (progress goes through a callback) and writes no user-visible file (the CLI does,

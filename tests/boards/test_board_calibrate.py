@@ -213,7 +213,7 @@ def test_quantized_model_runs_on_emu1(boards_file: Path, image_list: Path, local
     code, _, err = cli(capsys, "quantize", str(REF / "model.param"), str(REF / "model.bin"),
                        str(qp), str(qb), "--table", str(local_run))
     assert code == 0, err
-    code, out, err = cli(capsys, "-q", "evaluate", str(REF / "model.param"),
+    code, out, err = cli(capsys, "-q", "validate", str(REF / "model.param"),
                          str(REF / "model.bin"), str(qp), str(qb), "--images", str(image_list),
                          "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape",
                          "32,32", "--device", "emu1", "--boards", str(boards_file))

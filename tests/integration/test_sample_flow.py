@@ -18,7 +18,7 @@ PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
        "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
 
 
-def test_sample_calibrate_quantize_evaluate(
+def test_sample_calibrate_quantize_validate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     m = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
@@ -27,7 +27,7 @@ def test_sample_calibrate_quantize_evaluate(
                  "--out", str(table)]) == 0
     assert main(["-q", "quantize", *m, *q, "--table", str(table)]) == 0
     capsys.readouterr()
-    assert main(["-q", "evaluate", *m, *q, "--images", str(SAMPLE / "test"), *PRE,
+    assert main(["-q", "validate", *m, *q, "--images", str(SAMPLE / "test"), *PRE,
                  "--labels", str(SAMPLE / "labels.csv"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n_samples"] == 300
