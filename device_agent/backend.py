@@ -5,6 +5,7 @@ ncnn is imported lazily so ``hello`` works (and reports the problem) where it is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -171,6 +172,19 @@ class NcnnModel:
         consumed, so blobs must be asked in network order; pass False for an arbitrary order
         (all blobs of this one sample are then kept until the next sample).
         """
+        with self._fed(sample, inputs, where, light_mode) as ex:
+            for name in blobs:
+                ret, out = ex.extract(name)
+                if ret != 0:
+                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
+                                       f"(extract returned {ret})")
+                yield name, out
+
+    @contextlib.contextmanager
+    def _fed(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc], where: str,
+             light_mode: bool = True) -> Iterator[Any]:
+        """An extractor (this net's allocators) with one sample fed to every input; the input
+        Mats live as long as the extractor does."""
         mats = [to_mat(self.ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
         ex = self.net.create_extractor()
         try:
@@ -179,12 +193,7 @@ class NcnnModel:
             ex.set_workspace_allocator(self.workspace_allocator)
             for mat, d in zip(mats, inputs):
                 ex.input(d.blob, mat)
-            for name in blobs:
-                ret, out = ex.extract(name)
-                if ret != 0:
-                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
-                                       f"(extract returned {ret})")
-                yield name, out
+            yield ex
         finally:
             del ex
             del mats
@@ -193,14 +202,7 @@ class NcnnModel:
                      blob: str, where: str = "sample") -> float:
         """Seconds a fresh (light-mode) extractor takes to compute ``blob`` from one sample:
         the ``extract`` call only, with the net's threads (input conversion excluded)."""
-        mats = [to_mat(self.ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
-        ex = self.net.create_extractor()
-        try:
-            ex.set_light_mode(True)
-            ex.set_blob_allocator(self.blob_allocator)
-            ex.set_workspace_allocator(self.workspace_allocator)
-            for mat, d in zip(mats, inputs):
-                ex.input(d.blob, mat)
+        with self._fed(sample, inputs, where) as ex:
             t0 = time.perf_counter()
             ret, out = ex.extract(blob)
             elapsed = time.perf_counter() - t0
@@ -209,9 +211,6 @@ class NcnnModel:
                                    f"(extract returned {ret})")
             del out
             return elapsed
-        finally:
-            del ex
-            del mats
 
     def for_each_visited(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
                          blobs: Sequence[str], fn: Callable[[int, np.ndarray], None],
@@ -224,16 +223,8 @@ class NcnnModel:
         unpacking, no clone) and :func:`raw_visited` views it; the view is dropped before the
         next blob is computed, so ncnn's in-place layers find the blob unshared as usual.
         """
-        ncnn = self.ncnn
-        mats = [to_mat(ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
-        ex = self.net.create_extractor()
-        try:
-            ex.set_light_mode(True)
-            ex.set_blob_allocator(self.blob_allocator)
-            ex.set_workspace_allocator(self.workspace_allocator)
-            for mat, d in zip(mats, inputs):
-                ex.input(d.blob, mat)
-            new_mat = ncnn.Mat
+        with self._fed(sample, inputs, where) as ex:
+            new_mat = self.ncnn.Mat
             raw = self.raw_extract
             for b, name in enumerate(blobs):
                 out = new_mat()
@@ -252,9 +243,6 @@ class NcnnModel:
                                        f"(extract returned {ret})")
                 fn(b, values)
                 del values, out
-        finally:
-            del ex
-            del mats
 
 
 def _visited_unpacked(mat: Any) -> np.ndarray:
