@@ -199,9 +199,11 @@ class NcnnModel:
             del mats
 
     def time_extract(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
-                     blob: str, where: str = "sample") -> float:
+                     blob: str, where: str = "sample", *, keep: bool = False
+                     ) -> tuple[float, np.ndarray | None]:
         """Seconds a fresh (light-mode) extractor takes to compute ``blob`` from one sample:
-        the ``extract`` call only, with the net's threads (input conversion excluded)."""
+        the ``extract`` call only, with the net's threads (input conversion excluded); with
+        ``keep``, also the blob's values (fp32, elempack 1, as :meth:`extract` gives them)."""
         with self._fed(sample, inputs, where) as ex:
             t0 = time.perf_counter()
             ret, out = ex.extract(blob)
@@ -209,8 +211,9 @@ class NcnnModel:
             if ret != 0:
                 raise ExtractError(f"{where}: ncnn could not compute blob {blob!r} "
                                    f"(extract returned {ret})")
+            values = np.array(out, dtype=np.float32) if keep else None
             del out
-            return elapsed
+            return elapsed, values
 
     def for_each_visited(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
                          blobs: Sequence[str], fn: Callable[[int, np.ndarray], None],

@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgecal import __version__
-from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
+from edgecal.cliargs import (
+    add_device,
+    add_inputs,
+    build_specs,
+    effective_threads,
+    open_device,
+    open_workers,
+    print_json,
+    specs_from_options,
+    transfer_summary,
+    write_outputs,
+)
+from edgecal.cliargs import err as _err
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import SampleSource, make_sample_source, read_list
-from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model, load_model
-from edgecal.ncnnargs import bracket_groups, parse_ncnn2table
+from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.userfile import read_text
 
 log = logging.getLogger("edgecal")
@@ -33,175 +42,6 @@ SUCCESS_LINE = (
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-
-
-def write_outputs(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write several outputs so that none is left half-written (each is atomic)."""
-    for path, data in files:
-        try:
-            write_bytes_atomic(path, data)
-        except FileNotFoundError:
-            raise UsageError(f"cannot write {path}: its folder does not exist") from None
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    groups = bracket_groups(text)
-    if len(groups) != 1 or not groups[0]:
-        raise UsageError(f"{what} {text!r}: give comma-separated numbers, e.g. 104,117,123")
-    return tuple(groups[0])
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    values = _floats(text, what)
-    if any(v != int(v) for v in values):
-        raise UsageError(f"{what} {text!r}: sizes must be whole numbers")
-    return tuple(int(v) for v in values)
-
-
-def build_specs(
-    model: Model,
-    kinds: Sequence[str],
-    *,
-    mean: Sequence[tuple[float, ...]],
-    norm: Sequence[tuple[float, ...]],
-    shape: Sequence[tuple[int, ...]],
-    pixel: Sequence[str],
-    where: str = "",
-) -> list[InputSpec]:
-    """One InputSpec per model input, from per-input option lists, with count checks."""
-    blobs = model.input_blobs
-    n_in = len(blobs)
-    if len(kinds) != n_in:
-        raise UsageError(
-            f"{model.param_path} has {n_in} input(s) ({', '.join(blobs)}) but {len(kinds)} "
-            f"sample list(s) were given{where}",
-            hint="give one --images/--npy list per input, in the order of the Input layers",
-        )
-    n_img = sum(1 for k in kinds if k == "image")
-    for name, values in (("--mean", mean), ("--norm", norm), ("--pixel", pixel)):
-        if values and len(values) != n_img:
-            raise UsageError(
-                f"{len(values)} {name} value(s) given for {n_img} image input(s){where}",
-                hint=f"give one {name} per image input, in input order",
-            )
-    if shape and len(shape) != n_in:
-        raise UsageError(
-            f"{len(shape)} --shape value(s) given for {n_in} input(s){where}",
-            hint="give one --shape per input, in input order",
-        )
-    specs: list[InputSpec] = []
-    img = 0
-    for i, (blob, kind) in enumerate(zip(blobs, kinds, strict=True)):
-        shp = tuple(shape[i]) if shape else ()
-        if kind == "npy":
-            specs.append(InputSpec(blob=blob, kind="npy", shape=shp))
-            continue
-        px = pixel[img].upper() if pixel else "BGR"
-        if px not in PIXEL_TYPES:
-            raise UsageError(
-                f"pixel type {px!r} for input {blob} is not supported",
-                hint=f"use one of {', '.join(PIXEL_TYPES)}",
-            )
-        channels = {"GRAY": 1, "BGR": 3, "RGB": 3, "RGBA": 4, "BGRA": 4}[px]
-        m = tuple(mean[img]) if mean else (0.0,) * channels
-        s = tuple(norm[img]) if norm else (1.0,) * channels
-        for name, vals in (("mean", m), ("norm", s)):
-            if len(vals) < channels:
-                raise UsageError(
-                    f"{name} for input {blob} has {len(vals)} value(s) but pixel={px} has "
-                    f"{channels} channel(s)"
-                )
-        if len(shp) not in (0, 2, 3):
-            raise UsageError(f"--shape for image input {blob} must be W,H or W,H,C")
-        specs.append(
-            InputSpec(blob=blob, kind="image", pixel=px, mean=m[:channels], norm=s[:channels],
-                      shape=shp)
-        )
-        img += 1
-    return specs
-
-
-def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec]:
-    """The InputSpecs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...)."""
-    return build_specs(
-        model, [kind for kind, _ in args.lists],
-        mean=[_floats(v, "--mean") for v in args.mean],
-        norm=[_floats(v, "--norm") for v in args.norm],
-        shape=[_ints(v, "--shape") for v in args.shape],
-        pixel=args.pixel,
-    )
-
-
-def open_device(args: argparse.Namespace, threads: int | None) -> Any:
-    """The device named by ``--device`` (the local machine by default; a boards-file name or
-    ``user@host[:port]`` for a board, see ``--boards`` and ``--accept-new-host-key``)."""
-    from edgecal.boards import boards_file
-    from edgecal.device.select import open_device as open_named
-
-    return open_named(getattr(args, "device", None),
-                      boards=boards_file(getattr(args, "boards", None)), threads=threads,
-                      accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)))
-
-
-def effective_threads(args: argparse.Namespace, runtime: str) -> int:
-    """``--threads``, or its default: 1 worker for calibration; for the deployed runtime the
-    thread count the app would use (the board profile's, or every core of this machine)."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads {args.threads}: must be at least 1")
-        return int(args.threads)
-    if runtime == "calibration":
-        return 1
-    from edgecal.boards import boards_file, resolve_board
-    from edgecal.device.select import is_local
-
-    if not is_local(getattr(args, "device", None)):
-        board = resolve_board(args.device, boards_file(getattr(args, "boards", None)))
-        profile = board.load_profile() if board is not None else None
-        if profile is not None:
-            return int(profile.threads)
-    return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def open_workers(args: argparse.Namespace, threads: int, runtime: str) -> Iterator[list[Any]]:
-    """The devices a calibration runs on.  ``--threads N`` in the calibration runtime means N
-    local agent workers over the images (ncnn2table's ``thread=``: each image runs
-    single-threaded, images in parallel); in the deployed runtime it is the app's ncnn thread
-    count.  A board is always one device (one SSH connection, one agent)."""
-    from edgecal.device.select import is_local
-
-    local = is_local(getattr(args, "device", None))
-    workers = max(1, threads) if runtime == "calibration" and local else 1
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(open_device(args, threads)) for _ in range(workers)]
-
-
-def transfer_summary(devices: Sequence[Any]) -> dict[str, Any]:
-    """Bytes moved to/from the devices and, for boards, the time spent connecting/moving."""
-    out: dict[str, Any] = {
-        "bytes_pushed": sum(d.bytes_pushed for d in devices),
-        "bytes_fetched": sum(d.bytes_fetched for d in devices),
-    }
-    timings: dict[str, float] = {}
-    for d in devices:
-        for k, v in getattr(d, "timings_s", {}).items():
-            timings[k] = timings.get(k, 0.0) + v
-    if timings:
-        out["transfer_timings_s"] = timings
-    return out
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
 # ----------------------------------------------------------------------------- commands
 
 
@@ -457,96 +297,6 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int8_for_validate(args: argparse.Namespace, model: Model, tmp: Path) -> Model:
-    """The int8 model to validate: the given pair, or ``--table`` converted into ``tmp``."""
-    from edgecal.int8.convert import quantize_model
-
-    given = args.int8_param is not None
-    if given == bool(args.table) or (given and args.int8_bin is None):
-        raise UsageError("give either INT8.param INT8.bin or --table TABLE",
-                         hint="with --table the int8 model is made in memory from the table")
-    if given:
-        return load_model(Path(args.int8_param), Path(args.int8_bin))
-    table = parse_table(read_text(Path(args.table), "table"), source=str(args.table))
-    try:
-        text, data, _ = quantize_model(model.param, model.weights, table)
-    except TableError as exc:
-        raise TableError(f"{args.table}: {exc.message}", hint=exc.hint) from None
-    param, binf = tmp / "int8.param", tmp / "int8.bin"
-    write_outputs([(param, text.encode()), (binf, data)])
-    return load_model(param, binf)
-
-
-def _n_classes(model: Model) -> int | None:
-    producer = model.param.producer(model.output_blobs[0])
-    if producer is not None and producer.type == "InnerProduct":
-        return producer.param_int(0, 0) or None
-    return None
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from edgecal.labels import labels_for, parse_labels
-    from edgecal.progress import ProgressBars
-    from edgecal.validate import check_same_network, validate
-
-    model = load_model(Path(args.param), Path(args.bin))
-    specs = specs_from_options(model, args)
-    source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
-    labels = None
-    if args.labels:
-        mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
-        labels = labels_for(mapping, list(source.paths[0]), args.labels, _n_classes(model))
-    threads = effective_threads(args, args.runtime)
-    with tempfile.TemporaryDirectory(prefix="edgecal-int8-") as tmp:
-        int8 = _int8_for_validate(args, model, Path(tmp))
-        check_same_network(model.param, int8.param, args.param,
-                           args.int8_param or f"the int8 model of {args.table}")
-        with open_device(args, threads) as device, ProgressBars(not args.quiet) as bars:
-            res = validate(device, model, int8, source, labels=labels, runtime=args.runtime,
-                           threads=threads, progress=bars.task)
-            res.device = {"name": device.name, **_device_facts(device)}
-    doc = res.to_dict()
-    doc.update(fp32={"param": args.param, "bin": args.bin, "param_sha256": model.param_sha256,
-                     "bin_sha256": model.bin_sha256},
-               int8={"param": args.int8_param, "bin": args.int8_bin, "table": args.table,
-                     "param_sha256": int8.param_sha256, "bin_sha256": int8.bin_sha256})
-    if args.save_baseline:
-        write_outputs([(Path(args.save_baseline),
-                        (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())])
-    if args.json:
-        print_json(doc)
-        return 0
-    print(f"{res.n_samples} images on {res.device.get('name')} "
-          f"(runtime {res.runtime}, {res.threads} thread(s))")
-    if res.top1_fp32 is not None and res.top1_int8 is not None:
-        print(f"fp32 top-1 accuracy: {res.top1_fp32:.4f}")
-        print(f"int8 top-1 accuracy: {res.top1_int8:.4f}  "
-              f"(drop {100 * (res.top1_fp32 - res.top1_int8):+.2f} points)")
-    print(f"int8 vs fp32 top-1 agreement: {res.agreement:.4f}")
-    print(f"output {res.output_blob}: cosine mean {res.cosine_mean:.6f} min {res.cosine_min:.6f}"
-          f", SQNR mean {res.sqnr_mean_db:.2f} dB min {res.sqnr_min_db:.2f} dB")
-    print(f"median latency per image: fp32 {res.latency_fp32_ms:.3f} ms, "
-          f"int8 {res.latency_int8_ms:.3f} ms")
-    print(f"{'layer':<24} {'type':<22} {'cosine':>10} {'min':>10} {'SQNR dB':>8}")
-    for f in res.layers:
-        print(f"{f.name:<24} {f.type:<22} {f.cosine_mean:>10.6f} {f.cosine_min:>10.6f} "
-              f"{f.sqnr_db:>8.2f}" + ("  (int8 out)" if f.requantized else ""))
-    if args.save_baseline:
-        print(f"wrote {args.save_baseline}")
-    return 0
-
-
-def _device_facts(device: Any) -> dict[str, Any]:
-    try:
-        info = device.hello()
-    except EdgecalError:
-        return {}
-    keep = ("agent_version", "protocol", "ncnn", "machine", "cores", "cpu_features")
-    return {k: info[k] for k in keep if k in info}
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two tables (per-layer scale differences) or two histogram files (.npz)."""
     from edgecal.compare import (
@@ -589,41 +339,6 @@ def cmd_hello(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
-class _ListAction(argparse.Action):
-    """--images and --npy append (kind, path) to one ordered list: inputs in given order."""
-
-    def __call__(self, parser: Any, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
-        items = list(getattr(ns, self.dest) or [])
-        items.append(("npy" if opt == "--npy" else "image", values))
-        setattr(ns, self.dest, items)
-
-
-def _add_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", dest="lists", action=_ListAction, metavar="LIST|DIR",
-                   help="image list file (one path per line) or folder; once per input")
-    p.add_argument("--npy", dest="lists", action=_ListAction, metavar="LIST",
-                   help="list of float32 .npy files, for a tensor input")
-    p.add_argument("--mean", action="append", default=[], help="per image input, e.g. 104,117,123")
-    p.add_argument("--norm", action="append", default=[], help="per image input, e.g. 0.017,...")
-    p.add_argument("--shape", action="append", default=[],
-                   help="per input: W,H[,C] for images, w,h,(d),c for npy")
-    p.add_argument("--pixel", action="append", default=[], help="BGR|RGB|GRAY|RGBA|BGRA")
-    p.add_argument("--threads", type=int, default=None,
-                   help="calibration runtime: agent workers over the images (default 1); "
-                   "deployed runtime: ncnn threads (default: the board profile's, or all cores)")
-    _add_device(p)
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, metavar="NAME|USER@HOST[:PORT]|local",
-                   help="where to run: a board of the boards file, user@host[:port] over SSH, "
-                        "or local (default)")
-    p.add_argument("--boards", default=None, metavar="FILE",
-                   help="boards file (default: $EDGECAL_BOARDS)")
-    p.add_argument("--accept-new-host-key", action="store_true",
-                   help="accept and record a board's unknown SSH host key (never a changed one)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgecal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecal {__version__}")
@@ -634,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="write an ncnn calibration table")
     p.add_argument("param")
     p.add_argument("bin")
-    _add_inputs(p)
+    add_inputs(p)
     p.add_argument("--method", choices=("kl", "aciq", "eq"), default="kl")
     p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
     p.add_argument("--out", "-o", required=True, help="table file to write")
@@ -662,19 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
 
 
-    p = sub.add_parser("validate", help="fp32 vs int8 on a device: accuracy, agreement, "
-                       "per-layer cosine/SQNR, latency")
-    p.add_argument("param")
-    p.add_argument("bin")
-    p.add_argument("int8_param", nargs="?", default=None, metavar="INT8.param")
-    p.add_argument("int8_bin", nargs="?", default=None, metavar="INT8.bin")
-    p.add_argument("--table", help="make the int8 model from this table (in memory)")
-    _add_inputs(p)
-    p.add_argument("--labels", help="CSV with a file,label header")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--save-baseline", metavar="FILE", help="also write the JSON figures here")
-    p.set_defaults(func=cmd_validate, lists=[])
+    from edgecal.validate_run import add_validate_command
+
+    add_validate_command(sub)
+
+    from edgecal.tunecli import add_tune_command
+
+    add_tune_command(sub)
+
+    from edgecal.gatecli import add_check_command
+    from edgecal.validate_run import add_validation_args
+
+    add_check_command(sub, lambda q: add_validation_args(q, optional_model=True))
+
+    from edgecal.reportcli import add_report_command
+
+    add_report_command(sub)
 
     p = sub.add_parser("compare", help="per-layer differences of two tables or histogram files")
     p.add_argument("a", metavar="A.table|A.npz")
@@ -683,13 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("hello", help="what the device's agent reports")
-    _add_device(p)
+    add_device(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hello)
 
     for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments)")
-        _add_device(p)
+        add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)

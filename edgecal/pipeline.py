@@ -299,49 +299,63 @@ def refine_eq(
     progress: ProgressFactory,
 ) -> tuple[CalibrationTable, list[EqLayerReport]]:
     """EQ as ncnn2table meant it (spec 2.9), starting from the KL table."""
-    n_eq = min(source.n_samples, EQ_MAX_SAMPLES)
     out = CalibrationTable(records={k: v.copy() for k, v in table.records.items()})
     reports: list[EqLayerReport] = []
     layers = model.calibrated_layers
     tick = progress("search eq scales", len(layers))
     for i, layer in enumerate(layers):
-        key = weight_key(layer.name)
-        ws0 = out.records[key].astype(np.float32)
-        bs0 = np.float32(out.records[layer.name][0])
-        text, prefix = probe_model(layer, model.weights[layer.name])
-        cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
-        common = dict(
-            bottom=layer.bottoms[0], top=layer.tops[0], probe_param=text, probe_prefix=prefix,
-            max_samples=n_eq,
-        )
-        res = capture.eq_search_layer(
-            device, model.param_path, model.bin_path, source.specs, shards,
-            candidates=cands, weight_scales=ws0, bottom_scale=bs0, **common,
-        )
-        chosen = [*ws0, bs0]
-        for j in range(len(chosen)):
-            k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
-            if k is not None:
-                chosen[j] = cands[j, k]
-        want_ws = np.array(chosen[:-1], dtype=np.float32)
-        if not (
-            np.array_equal(want_ws, np.asarray(res.weight_scales, np.float32))
-            and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
-        ):
-            raise ProtocolError(
-                f"EQ on layer {layer.name}: the agent's choice disagrees with its own "
-                "similarity sums",
-                hint="the agent on the device is out of date; re-run to re-push it",
-            )
-        cos_kl = _layer_cosine(device, model, source, shards, layer, ws0, bs0, common)
-        cos_eq = _layer_cosine(
-            device, model, source, shards, layer, want_ws, np.float32(chosen[-1]), common
-        )
-        reports.append(EqLayerReport(layer.name, cos_kl / n_eq, cos_eq / n_eq))
-        out.records[key] = want_ws
-        out.records[layer.name] = np.array([chosen[-1]], dtype=np.float32)
+        ws, bs, report = eq_layer(model, out, layer, source, shards, device)
+        reports.append(report)
+        out.records[weight_key(layer.name)] = ws
+        out.records[layer.name] = np.array([bs], dtype=np.float32)
         tick(i + 1, len(layers))
     return out, reports
+
+
+def eq_layer(
+    model: Model,
+    table: CalibrationTable,
+    layer: Layer,
+    source: SampleSource,
+    shards: Sequence[Path],
+    device: Device,
+) -> tuple[np.ndarray, np.float32, EqLayerReport]:
+    """EQ's search for one layer, from that layer's scales in ``table``: the weight scales and
+    bottom scale it chooses, and the single-layer cosine before and after."""
+    n_eq = min(source.n_samples, EQ_MAX_SAMPLES)
+    ws0 = table.records[weight_key(layer.name)].astype(np.float32)
+    bs0 = np.float32(table.records[layer.name][0])
+    text, prefix = probe_model(layer, model.weights[layer.name])
+    cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
+    common = dict(
+        bottom=layer.bottoms[0], top=layer.tops[0], probe_param=text, probe_prefix=prefix,
+        max_samples=n_eq,
+    )
+    res = capture.eq_search_layer(
+        device, model.param_path, model.bin_path, source.specs, shards,
+        candidates=cands, weight_scales=ws0, bottom_scale=bs0, **common,
+    )
+    chosen = [*ws0, bs0]
+    for j in range(len(chosen)):
+        k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
+        if k is not None:
+            chosen[j] = cands[j, k]
+    want_ws = np.array(chosen[:-1], dtype=np.float32)
+    if not (
+        np.array_equal(want_ws, np.asarray(res.weight_scales, np.float32))
+        and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
+    ):
+        raise ProtocolError(
+            f"EQ on layer {layer.name}: the agent's choice disagrees with its own "
+            "similarity sums",
+            hint="the agent on the device is out of date; re-run to re-push it",
+        )
+    cos_kl = _layer_cosine(device, model, source, shards, layer, ws0, bs0, common)
+    cos_eq = _layer_cosine(
+        device, model, source, shards, layer, want_ws, np.float32(chosen[-1]), common
+    )
+    report = EqLayerReport(layer.name, cos_kl / n_eq, cos_eq / n_eq)
+    return want_ws, np.float32(chosen[-1]), report
 
 
 def _layer_cosine(

@@ -23,6 +23,7 @@ from edgecal.inputs import SampleSource
 from edgecal.model import CALIBRATED_TYPES, Model
 from edgecal.ncnnfmt.param import ParamFile
 from edgecal.pipeline import ProgressFactory, _no_progress
+from edgecal.rundir import json_safe
 
 #: Samples per run job: bounds host memory (two models' blobs of one shard).
 SHARD_SIZE = 32
@@ -223,24 +224,17 @@ class ValidationResult:
     latency_int8_ms: float
     layers: list[LayerFigures]
     device: dict[str, Any] = field(default_factory=dict)
+    #: The int8 model's output on every image, ``(n_samples, n_values)``: what cross-board
+    #: consistency compares (not part of :meth:`to_dict`).
+    int8_outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def worst_layers(self, n: int = 3) -> list[LayerFigures]:
         return sorted(self.layers, key=lambda f: f.cosine_mean)[:n]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return _json_safe(d)
-
-
-def _json_safe(obj: Any) -> Any:
-    """inf/nan as strings ("inf", "-inf", "nan"): strict JSON has no such numbers."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
+        d.pop("int8_outputs")
+        return json_safe(d)
 
 
 def validate(
@@ -264,6 +258,7 @@ def validate(
     out_stats = PairStats()
     layer_stats = {q.name: PairStats() for q in qlayers}
     preds: tuple[list[int], list[int]] = ([], [])
+    int8_out: list[np.ndarray] = []
     lat: tuple[list[float], list[float]] = ([], [])
     n = source.n_samples
     tick = progress("validate", n)
@@ -285,6 +280,7 @@ def validate(
                         f"{b[output].shape} in int8: the int8 model does not match the fp32 "
                         "model")
                 out_stats.add(a[output], b[output])
+                int8_out.append(b[output].ravel())
                 preds[0].append(int(np.argmax(a[output])))
                 preds[1].append(int(np.argmax(b[output])))
                 for q in qlayers:
@@ -315,4 +311,5 @@ def validate(
         latency_fp32_ms=1000.0 * float(np.median(lat[0])),
         latency_int8_ms=1000.0 * float(np.median(lat[1])),
         layers=layers, device={"name": device.name},
+        int8_outputs=np.stack(int8_out) if int8_out else None,
     )

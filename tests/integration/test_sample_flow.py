@@ -29,7 +29,7 @@ def test_sample_calibrate_quantize_validate(
     capsys.readouterr()
     assert main(["-q", "validate", *m, *q, "--images", str(SAMPLE / "test"), *PRE,
                  "--labels", str(SAMPLE / "labels.csv"), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    [res] = json.loads(capsys.readouterr().out)["results"]
     assert res["n_samples"] == 300
     assert res["top1_fp32"] >= 0.95
     assert res["top1_int8"] >= res["top1_fp32"] - 0.02

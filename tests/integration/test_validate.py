@@ -55,8 +55,10 @@ def test_digits_table_json_and_baseline(
     assert main(["-q", "validate", *D_MODEL, "--table", str(DIGITS / "kl.table"),
                  "--images", str(DIGITS / "images"), *D_PRE, "--labels", str(digits_labels),
                  "--json", "--save-baseline", str(base)]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert json.loads(base.read_text()) == doc
+    full = json.loads(capsys.readouterr().out)
+    assert json.loads(base.read_text()) == full
+    assert full["schema"] == 1 and full["consistency"] is None and len(full["results"]) == 1
+    doc = full["results"][0]
     assert doc["n_samples"] == 40 and doc["output_blob"] == "out0"
     assert doc["runtime"] == "deployed" and doc["threads"] >= 1
     for key in ("top1_fp32", "top1_int8", "agreement", "cosine_mean", "cosine_min",
@@ -105,7 +107,7 @@ def test_sample_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     capsys.readouterr()
     assert main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images),
                  *S_PRE, "--labels", str(SAMPLE / "labels.csv"), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    [doc] = json.loads(capsys.readouterr().out)["results"]
     assert doc["n_samples"] == 120
     assert doc["top1_fp32"] >= 0.95 and doc["top1_int8"] >= doc["top1_fp32"] - 0.03
     assert len(doc["layers"]) == 8
