@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def load_histograms(path: Path) -> HistogramSet:
         raise
     except FileNotFoundError:
         raise HistogramFileError(f"histogram file {path} does not exist") from None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            json.JSONDecodeError) as exc:
         raise HistogramFileError(f"{path} is not a readable histogram file ({exc})") from None
     n = len(layers)
     if not (len(blobs) == n == absmax.shape[0] == eps.shape[0] and counts.shape == (n, 2048)):

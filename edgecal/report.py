@@ -200,6 +200,8 @@ class Tune:
     steps: tuple[TuneStep, ...]
     fp32_layers: tuple[tuple[str, float], ...]  # (layer, latency cost ms)
     layer_methods: dict[str, str]
+    evaluations: int | None = None  # optional: variants scored
+    fp32_latency_ms: float | None = None  # optional: the all-fp32 model's latency
 
 
 @dataclass(frozen=True)
@@ -402,8 +404,9 @@ def parse_thresholds(doc: Any) -> dict[str, LayerThresholds]:
     for name in layers.d:
         o = layers.obj(name)
         method = o.text("chosen_method")
-        if method not in ("kl", "aciq", "eq", "fp32"):
-            raise _Malformed(f"{o.at('chosen_method')} is {method!r}, not kl, aciq, eq or fp32")
+        if method not in _METHOD_LABEL:
+            raise _Malformed(f"{o.at('chosen_method')} is {method!r}, not kl, aciq, eq, table "
+                             "or fp32")
         out[name] = LayerThresholds(layer=name, blob=o.text("blob"), absmax=o.num("absmax"),
                                     kl=o.opt_num("kl"), aciq=o.opt_num("aciq"),
                                     eq=o.opt_num("eq"), chosen_method=method,
@@ -439,6 +442,9 @@ def parse_tune(doc: Any) -> Tune:
         fp32_layers=tuple((o.text("layer"), o.num("latency_cost_ms"))
                           for o in top.objs("fp32_layers")),
         layer_methods={k: methods.text(k) for k in methods.d},
+        evaluations=top.integer("evaluations") if top.d.get("evaluations") is not None
+        else None,
+        fp32_latency_ms=top.opt_num("fp32_latency_ms"),
     )
 
 
@@ -499,7 +505,8 @@ def load_report_data(run: RunDir) -> ReportData:
 
 #: Threshold line styles (colour, dash) per method.
 _METHOD_STYLE = {"kl": ("#d62728", "--"), "aciq": ("#2ca02c", "-."), "eq": ("#9467bd", ":")}
-_METHOD_LABEL = {"kl": "KL", "aciq": "ACIQ", "eq": "EQ", "fp32": "fp32"}
+#: ``table``: the scale of a table tune was given (``--table``), kept as it was.
+_METHOD_LABEL = {"kl": "KL", "aciq": "ACIQ", "eq": "EQ", "table": "given table", "fp32": "fp32"}
 _BOARD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf")
 _DPI = 90
@@ -941,13 +948,17 @@ def tune_section(t: Tune | None) -> _Html:
     if t is None:
         return _missing(TUNE, REPORT_FILES[TUNE])
     status = (_tag("p", f"Target met: {t.metric} drop {_fixed(t.final.drop_points, 2)} ≤ "
-                        f"{_fixed(t.max_drop, 2)} points. {t.reason}", "ok")
+                        f"{_fixed(t.max_drop, 2)} points. {t.reason[:1].upper()}{t.reason[1:]}",
+                   "ok")
               if t.target_met else
               _tag("p", f"Target not met (max drop {_fixed(t.max_drop, 2)} points): "
                         f"{t.reason}", "alert"))
     parts: list[Any] = [
         status,
-        _tag("p", f"Method {t.method}, metric {t.metric}.", "note"),
+        _tag("p", f"Method {t.method}, metric {t.metric}"
+                  + (f", {t.evaluations} variants scored" if t.evaluations is not None else "")
+                  + (f"; the fp32 model takes {_ms(t.fp32_latency_ms)} ms per image"
+                     if t.fp32_latency_ms is not None else "") + ".", "note"),
         _table(_SCORE_HEAD, [_score_row("initial", t.initial), _score_row("final", t.final)]),
         _Html("<h3>Steps</h3>"),
         _table(("#", "action", "layer", "method", "drop (points)", "agreement", "cosine mean",

@@ -127,6 +127,9 @@ class RunDir:
                                  hint="pass the --out-dir of `edgecal tune` or the --run-dir "
                                       "of `edgecal validate`")
         doc = run.read_json(RUN_JSON)
+        if not isinstance(doc, dict):
+            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record",
+                                 hint="pass a run directory written by edgecal")
         if doc.get("schema") != RUN_SCHEMA:
             raise InputFileError(f"{path / RUN_JSON}: run schema {doc.get('schema')!r}, this "
                                  f"edgecal reads schema {RUN_SCHEMA}",
