@@ -10,6 +10,7 @@ from edgecal.boards import Board, Profile
 from edgecal.device.probe import BoardFacts, Problem, problems
 from edgecal.device.ssh import SshDevice
 from edgecal.errors import BoardSetupError, ConfigError, DeviceError
+from edgecal.golden import GoldenResult, golden_check
 
 INTERESTING_FEATURES = ("asimd", "asimdhp", "asimddp", "i8mm", "sve", "avx2", "avx512f")
 
@@ -25,6 +26,9 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    golden: GoldenResult | None = None  # with --golden, when the agent ran
+    started: float = 0.0  # wall clock (time.time()) of the check's start and end
+    finished: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -39,6 +43,8 @@ class CheckReport:
             "agent": self.agent,
             "problems": [{"what": p.what, "fix": p.fix} for p in self.problems],
             "notes": self.notes, "seconds": round(self.seconds, 3),
+            "golden": self.golden.to_dict() if self.golden else None,
+            "started": round(self.started, 3), "finished": round(self.finished, 3),
         }
 
     def lines(self) -> list[str]:
@@ -71,14 +77,20 @@ class CheckReport:
                        f"{'ok' if self.agent.get('ncnn_ok') else 'MISSING'})")
         elif f is not None:
             out.append("  agent    not started")
+        if self.golden is not None:
+            g = self.golden
+            out.append(f"  golden   {'ok' if g.ok else 'WRONG'} ({g.summary()}, "
+                       f"{g.runtime} runtime)")
         out += [f"  note     {n}" for n in self.notes]
         out += [f"  PROBLEM  {p.what} (fix: {p.fix})" for p in self.problems]
         out.append(f"  {'OK' if self.ok else 'NOT READY'} ({self.seconds:.1f} s)")
         return out
 
 
-def check_device(dev: SshDevice, board: Board, report: CheckReport) -> None:
-    """Fill ``report`` from an open device: probe, problems, then the agent itself."""
+def check_device(dev: SshDevice, board: Board, report: CheckReport, *,
+                 golden: bool = False) -> None:
+    """Fill ``report`` from an open device: probe, problems, then the agent itself, then
+    with ``golden`` the golden check (:mod:`edgecal.golden`) when the agent has ncnn."""
     report.address = dev.link.address
     report.workdir = str(dev.workdir)
     facts = dev.probe()
@@ -101,25 +113,39 @@ def check_device(dev: SshDevice, board: Board, report: CheckReport) -> None:
     if blocking:
         return
     try:
-        report.agent = dev.hello()
+        agent = report.agent = dev.hello()
     except DeviceError as e:
         report.problems.append(Problem(f"the agent does not run: {e.message}",
                                        e.hint or f"run `edgecal board check {board.name}`"))
+        return
+    if golden and agent.get("ncnn_ok"):
+        try:
+            report.golden = golden_check(dev)
+        except DeviceError as e:
+            report.problems.append(Problem(
+                f"the golden model does not run: {e.message.removeprefix(f'{board.name}: ')}",
+                e.hint or f"reinstall ncnn (`edgecal board provision {board.name} --force`)"))
+            return
+        if not report.golden.ok:
+            report.problems.append(Problem(report.golden.what, report.golden.fix))
 
 
-def check_board(board: Board, *, accept_new_host_key: bool = False) -> CheckReport:
-    """Connect, probe and start the agent; never raises for a board problem (it is reported)."""
+def check_board(board: Board, *, accept_new_host_key: bool = False,
+                golden: bool = False) -> CheckReport:
+    """Connect, probe and start the agent (and with ``golden`` run the golden check); never
+    raises for a board problem (it is reported).  ``HostReferenceError`` when ``golden`` and
+    this machine cannot compute the reference."""
     from edgecal.device.select import open_board
 
     t0 = time.perf_counter()
-    report = CheckReport(board=board.name)
+    report = CheckReport(board=board.name, started=time.time())
     try:
         report.profile = board.load_profile()
     except ConfigError as e:
         report.problems.append(Problem(e.message, e.hint or "fix the boards file"))
     try:
         with open_board(board, accept_new_host_key=accept_new_host_key) as dev:
-            check_device(dev, board, report)
+            check_device(dev, board, report, golden=golden)
     except BoardSetupError as e:
         report.problems.append(Problem(e.message.removeprefix(f"{board.name}: "),
                                        e.hint or ""))
@@ -128,4 +154,5 @@ def check_board(board: Board, *, accept_new_host_key: bool = False) -> CheckRepo
                                        e.hint or f"check the board and the boards file "
                                                  f"({board.source})"))
     report.seconds = time.perf_counter() - t0
+    report.finished = time.time()
     return report

@@ -24,15 +24,19 @@ def _boards(args: argparse.Namespace) -> list[Board]:
 
 
 def cmd_board_check(args: argparse.Namespace) -> int:
-    from edgecal.boardcheck import check_board
+    """Every board checked in parallel; reports printed in the order given, each as soon as
+    it and those before it are done."""
+    from edgecal.health import iter_check_boards
 
-    reports = [check_board(b, accept_new_host_key=args.accept_new_host_key)
-               for b in _boards(args)]
+    reports = []
+    for r in iter_check_boards(_boards(args), golden=args.golden,
+                               accept_new_host_key=args.accept_new_host_key):
+        reports.append(r)
+        if not args.json:
+            sys.stdout.write("\n".join(r.lines()) + "\n")
+            sys.stdout.flush()
     if args.json:
         sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
-    else:
-        for r in reports:
-            sys.stdout.write("\n".join(r.lines()) + "\n")
     bad = [r for r in reports if not r.ok]
     for r in bad:
         p = r.problems[0]
@@ -74,9 +78,12 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
                        help="accept and record an unknown SSH host key (never a changed one)")
 
     q = bsub.add_parser("check", help="Python, numpy, ncnn, CPU, memory, disk, agent; "
-                                      "each problem with its fix")
+                                      "each problem with its fix (boards in parallel)")
     common(q)
     q.add_argument("--json", action="store_true")
+    q.add_argument("--golden", action="store_true",
+                   help="also run a small reference model on each board and compare its "
+                        "outputs with this machine's (a board computing wrong results fails)")
     q.set_defaults(func=cmd_board_check)
     q = bsub.add_parser("provision", help="install numpy + ncnn on a board without internet")
     common(q)

@@ -15,6 +15,9 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     connect_timeout_s = 10        # optional
     command_timeout_s = 3600      # optional
 
+    [groups]
+    fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
+
 ``--device NAME`` picks a board of that file; ``--device user@host[:port]`` needs no file;
 ``--device local`` (the default) is this machine.  Errors name the file and the key.
 """
@@ -179,7 +182,7 @@ def load_boards(path: Path) -> dict[str, Board]:
     """The boards of a boards file, by name."""
     path = Path(path)
     data = _load_toml(path, "boards file")
-    unknown = sorted(set(data) - {"schema", "boards"})
+    unknown = sorted(set(data) - {"schema", "boards", "groups"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'",
                           hint="boards go in [boards.NAME] tables")
@@ -193,6 +196,28 @@ def load_boards(path: Path) -> dict[str, Board]:
                               hint="letters, digits, '.', '_', '-'; not 'local'")
         out[name] = _board(name, d, path)
     return out
+
+
+def load_group(path: Path | None, group: str) -> list[str]:
+    """The board names of ``[groups] NAME = [...]`` in the boards file."""
+    if path is None:
+        raise UsageError(f"--group {group}: no boards file",
+                         hint=f"pass --boards FILE or set {BOARDS_ENV}")
+    data = _load_toml(Path(path), "boards file")
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or group not in groups:
+        known = ", ".join(sorted(groups)) if isinstance(groups, dict) else ""
+        raise ConfigError(f"{path}: no group {group!r}",
+                          hint=f"known groups: {known or 'none'}; add `{group} = [...]` under "
+                               "[groups]")
+    names = groups[group]
+    boards = load_boards(Path(path))
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: group {group!r} must be a non-empty list of board names")
+    unknown = [n for n in names if n not in boards]
+    if unknown:
+        raise ConfigError(f"{path}: group {group!r} names unknown board(s) {', '.join(unknown)}")
+    return list(names)
 
 
 def profiles_dir() -> Path:

@@ -16,20 +16,15 @@ from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
 from edgecal.cliargs import (
     add_device,
-    add_inputs,
     build_specs,
-    effective_threads,
     open_device,
-    open_workers,
     print_json,
-    specs_from_options,
-    transfer_summary,
     write_outputs,
 )
 from edgecal.cliargs import err as _err
 from edgecal.errors import EdgecalError, TableError, UsageError
-from edgecal.inputs import SampleSource, make_sample_source, read_list
-from edgecal.model import Model, load_model
+from edgecal.inputs import make_sample_source, read_list
+from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.userfile import read_text
 
@@ -43,91 +38,6 @@ SUCCESS_LINE = (
 
 # ----------------------------------------------------------------------------- helpers
 # ----------------------------------------------------------------------------- commands
-
-
-def _calibrate_and_write(
-    model: Model,
-    source: SampleSource,
-    *,
-    method: str,
-    threads: int,
-    runtime: str,
-    out: Path,
-    histograms_out: Path | None,
-    device_args: argparse.Namespace,
-    allow_zero_blobs: bool,
-    quiet: bool,
-) -> tuple[Any, dict[str, Any]]:
-    from edgecal.histfile import histograms_to_bytes
-    from edgecal.pipeline import calibrate
-    from edgecal.progress import ProgressBars
-
-    with open_workers(device_args, threads, runtime) as devices, \
-            ProgressBars(enabled=not quiet) as bars:
-        run = calibrate(
-            model, source, devices, method=method, threads=threads, runtime=runtime,
-            keep_histograms=histograms_out is not None, allow_zero_blobs=allow_zero_blobs,
-            progress=bars.task,
-        )
-        transfer = transfer_summary(devices)
-    files = [(out, render_table(run.table).encode())]
-    if histograms_out is not None:
-        files.append((histograms_out, histograms_to_bytes(run.histograms)))
-    write_outputs(files)
-    return run, transfer
-
-
-def _layer_lines(run: Any) -> list[str]:
-    lines = []
-    for info in run.build.per_layer:
-        scale = run.table.blob_scale(info.name)
-        if scale is not None and run.method == "eq":
-            info = type(info)(info.name, info.absmax, 127.0 / float(scale), float(scale))
-        lines.append(format_scale_line(info))
-    return lines
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    model = load_model(Path(args.param), Path(args.bin))
-    specs = specs_from_options(model, args)
-    lists = [read_list(Path(p)) for _, p in args.lists]
-    source = make_sample_source(specs, lists)
-    run, transfer = _calibrate_and_write(
-        model, source, method=args.method, threads=effective_threads(args, args.runtime),
-        runtime=args.runtime,
-        out=Path(args.out), histograms_out=Path(args.histograms_out) if args.histograms_out
-        else None, device_args=args, allow_zero_blobs=args.allow_zero_blobs,
-        quiet=args.quiet,
-    )
-    for w in run.warnings:
-        _err(f"edgecal: warning: {w}")
-    if args.json:
-        print_json(
-            {
-                "table": args.out,
-                "histograms": args.histograms_out,
-                "method": run.method,
-                "n_samples": run.n_samples,
-                "runtime": args.runtime,
-                "layers": [
-                    {"name": i.name, "absmax": float(i.absmax), "threshold": float(i.threshold),
-                     "scale": float(i.scale)}
-                    for i in run.build.per_layer
-                ],
-                "eq": [vars(r) for r in run.eq],
-                "warnings": run.warnings,
-                "timings_s": run.timings_s,
-                "device": run.device,
-                **transfer,
-            }
-        )
-    else:
-        for line in _layer_lines(run):
-            _err(line)
-        for r in run.eq:
-            _err(f"eq {r.layer}: single-layer cosine {r.cosine_kl:.6f} (kl) -> {r.cosine_eq:.6f}")
-        print(f"wrote {args.out} ({run.method}, {run.n_samples} samples)")
-    return 0
 
 
 DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
@@ -197,14 +107,16 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
     lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
     source = make_sample_source(specs, lists)
-    run, _ = _calibrate_and_write(
+    from edgecal.calibratecli import calibrate_and_write, layer_lines
+
+    run, _ = calibrate_and_write(
         model, source, method=a.method, threads=threads, runtime=args.runtime,
         out=Path(a.table), histograms_out=None, device_args=args,
         allow_zero_blobs=False, quiet=args.quiet,
     )
     for w in run.warnings:
         _err(f"edgecal: warning: {w}")
-    for line in _layer_lines(run):
+    for line in layer_lines(run):
         _err(line)
     _err(SUCCESS_LINE)
     counts = [len(model.calibrated_layers)] + [
@@ -346,17 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("calibrate", help="write an ncnn calibration table")
-    p.add_argument("param")
-    p.add_argument("bin")
-    add_inputs(p)
-    p.add_argument("--method", choices=("kl", "aciq", "eq"), default="kl")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
-    p.add_argument("--out", "-o", required=True, help="table file to write")
-    p.add_argument("--histograms-out", help="also save the merged histograms (.npz)")
-    p.add_argument("--allow-zero-blobs", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_calibrate, lists=[])
+    from edgecal.calibratecli import add_calibrate_command
+
+    add_calibrate_command(sub)
 
     p = sub.add_parser("table", help="thresholds from saved histograms, no device")
     p.add_argument("--histograms", required=True)

@@ -4,11 +4,10 @@ specs and devices they name, and writing outputs (atomically) and JSON."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,20 +160,6 @@ def effective_threads(args: argparse.Namespace, runtime: str, spec: str | None =
         if profile is not None:
             return int(profile.threads)
     return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def open_workers(args: argparse.Namespace, threads: int, runtime: str) -> Iterator[list[Any]]:
-    """The devices a calibration runs on.  ``--threads N`` in the calibration runtime means N
-    local agent workers over the images (ncnn2table's ``thread=``: each image runs
-    single-threaded, images in parallel); in the deployed runtime it is the app's ncnn thread
-    count.  A board is always one device (one SSH connection, one agent)."""
-    from edgecal.device.select import is_local
-
-    local = is_local(device_spec(args))
-    workers = max(1, threads) if runtime == "calibration" and local else 1
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(open_device(args, threads)) for _ in range(workers)]
 
 
 def transfer_summary(devices: Sequence[Any]) -> dict[str, Any]:

@@ -7,26 +7,27 @@ atomically).
 
 from __future__ import annotations
 
-import queue
+import contextlib
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from device_agent.protocol import InputDesc
 from edgecal import __version__
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.device import capture
 from edgecal.device.base import Device
 from edgecal.errors import CalibrationError, ProtocolError
+from edgecal.fleet import Fleet, Job, RetryPolicy
 from edgecal.histfile import HistogramSet
 from edgecal.inputs import SampleSource
 from edgecal.model import Model
@@ -63,6 +64,7 @@ class CalibrationRun:
     timings_s: dict[str, float]
     device: dict[str, Any]
     eq: list[EqLayerReport] = field(default_factory=list)
+    fleet: list[dict[str, Any]] = field(default_factory=list)  # per board: BoardAccount
 
 
 def calibration_blobs(model: Model) -> list[str]:
@@ -73,51 +75,28 @@ def calibration_blobs(model: Model) -> list[str]:
     return list(seen)
 
 
-class _Workers:
-    """Jobs of one pass spread over the devices: each device runs one job at a time, results
-    come back in submission order, and progress is summed over the running jobs."""
+@dataclass(frozen=True)
+class ShardUnit:
+    """One shard of one pass, as the fleet runs it."""
 
-    def __init__(self, devices: Sequence[Device], total: int,
-                 progress: Callable[[int, int], None]) -> None:
-        self._idle: queue.Queue[Device] = queue.Queue()
-        for d in devices:
-            self._idle.put(d)
-        self._pool = ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgecal")
-        self._done: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._total = total
-        self._progress = progress
-        self.futures: list[Future[Any]] = []
+    pass_name: str
+    index: int
+    path: Path
+    count: int
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        key = len(self.futures)
 
-        def tick(done: int, _total: int) -> None:
-            with self._lock:
-                self._done[key] = done
-                self._progress(sum(self._done.values()), self._total)
+def _decode_shards(source: SampleSource, shards: Sequence[Any], shard_dir: Path
+                   ) -> Iterator[tuple[Any, Path]]:
+    """Decode and write each planned shard (``.start``/``.count``), in order."""
+    from device_agent.protocol import write_shard
 
-        def run() -> Any:
-            device = self._idle.get()
-            try:
-                return fn(device, *args, progress=tick, **kwargs)
-            finally:
-                self._idle.put(device)
-
-        self.futures.append(self._pool.submit(run))
-
-    def results(self) -> list[Any]:
-        try:
-            return [f.result() for f in self.futures]
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Cancel what has not started and wait for what has (a failed pass leaves no job
-        running behind the caller's back)."""
-        for f in self.futures:
-            f.cancel()
-        self._pool.shutdown(wait=True)
+    descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        path = shard_dir / f"shard_{shard.index:05d}.npz"
+        batch = [source.load(i) for i in range(shard.start, shard.start + shard.count)]
+        write_shard(path, batch, descs)
+        yield shard, path
 
 
 def measure(
@@ -131,45 +110,112 @@ def measure(
     shard_dir: Path,
     progress: ProgressFactory,
     allow_zero_blobs: bool = False,
+    run: CalibRun | None = None,
+    fleet: Fleet | None = None,
+    decode_all: bool = False,
 ) -> tuple[HistogramSet, list[Path], dict[str, float]]:
-    """Pass 1 (abs-max) and, when asked, pass 2 (histograms), spread over ``devices``.
+    """Pass 1 (abs-max) and, when asked, pass 2 (histograms), shard by shard over the fleet.
 
     Abs-max reduces by max and histograms (on the fixed pass-1 ranges) by summing counts, so
-    the result does not depend on how the samples were split between devices.
+    the result does not depend on how the shards were split between devices, nor on which
+    were answered before an interruption: each shard's answer is kept in the run directory
+    (``run``; a temporary one by default) and a resumed run computes only the missing ones.
+    ``decode_all``: write every shard into ``shard_dir`` (EQ needs the first samples).
     """
     blobs = calibration_blobs(model)
     n = source.n_samples
-    shards, absmax, timings = _absmax_pass(
-        model, source, devices, blobs, threads=threads, runtime=runtime, shard_dir=shard_dir,
-        progress=progress("count the absmax", n),
-    )
-    zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
-    if zero and not allow_zero_blobs:
-        users = [layer.name for layer in model.calibrated_layers if layer.bottoms[0] in zero]
-        raise CalibrationError(
-            f"blob(s) {', '.join(zero)} (input of layer(s) {', '.join(users)}) are zero on every "
-            f"one of the {n} calibration samples of {model.param_path}",
-            hint="check --mean/--norm/--pixel/--shape and the image list; "
-            "--allow-zero-blobs writes the table anyway with a neutral scale",
-        )
-    counts: dict[str, np.ndarray] = {b: np.zeros(2048, np.uint64) for b in blobs}
-    live = [b for b in blobs if b not in zero]
-    if histograms and live:
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecal-run-")))
+            manifest = build_manifest(model, source, method="", runtime=runtime,
+                                      threads=threads, histograms=histograms, options={})
+            run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
+        fleet = fleet or Fleet(devices)
+        plan = run.manifest.shards
+        done1, done2 = run.done("absmax"), run.done("histogram")
+        need = [sh for sh in plan if decode_all or sh.index not in done1
+                or (histograms and sh.index not in done2)]
+        paths: dict[int, Path] = {}
+
+        def units1() -> Iterator[ShardUnit]:
+            for shard, path in _decode_shards(source, need, shard_dir):
+                paths[shard.index] = path
+                if shard.index not in done1:
+                    yield ShardUnit("absmax", shard.index, path, shard.count)
+
+        def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
+            params = capture.absmax_request(dev, model.param_path, model.bin_path,
+                                            source.specs, [u.path], blobs, runtime=runtime,
+                                            threads=threads)
+            return capture.parse_absmax(dev, dev.run_job("absmax", params, job_id=job_id,
+                                                         progress=tick), blobs)
+
+        def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
+            job = dev.collect_job(job_id)
+            return None if job is None else capture.parse_absmax(dev, job, blobs)
+
+        def record(u: ShardUnit, answer: Any, board: str, job_id: str) -> None:
+            sh = plan[u.index]
+            run.write(Part(u.pass_name, u.index, u.count, sh.digest, board, job_id,
+                           list(answer), answer))
+
         t0 = time.perf_counter()
-        workers = _Workers(devices, n, progress("build histogram", n))
-        for group in _split(shards, len(devices)):
-            workers.submit(
-                lambda dev, group, **kw: capture.capture_histograms(
-                    dev, model.param_path, model.bin_path, source.specs,
-                    [path for path, _ in group], live, {b: float(absmax[b][0]) for b in live},
-                    runtime=runtime, threads=threads, **kw,
-                ),
-                group,
+        already = sum(plan[i].count for i in done1)
+        tick1 = progress("count the absmax", n)
+        tick1(already, n)
+        fleet.run(units1(), _job(start1, collect1), record, n,
+                  lambda k, total: tick1(already + k, n))
+        timings["absmax"] = time.perf_counter() - t0
+        parts1 = run.parts("absmax")
+        check_accounting(run.manifest, parts1, "absmax", blobs, str(run.run.path))
+        last = max(parts1, key=lambda p: p.index) if parts1 else None
+        absmax = {b: (max((p.values[b][0] for p in parts1), key=float, default=np.float32(0)),
+                      last.values[b][1] if last is not None else 0) for b in blobs}
+        run.write_ranges(absmax)
+        zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
+        if zero and not allow_zero_blobs:
+            users = [layer.name for layer in model.calibrated_layers if layer.bottoms[0] in zero]
+            raise CalibrationError(
+                f"blob(s) {', '.join(zero)} (input of layer(s) {', '.join(users)}) are zero on "
+                f"every one of the {n} calibration samples of {model.param_path}",
+                hint="check --mean/--norm/--pixel/--shape and the image list; "
+                "--allow-zero-blobs writes the table anyway with a neutral scale",
             )
-        for part in workers.results():
-            for b in live:
-                counts[b] = counts[b] + np.asarray(part[b], dtype=np.uint64)
-        timings["histogram"] = time.perf_counter() - t0
+        counts: dict[str, np.ndarray] = {b: np.zeros(2048, np.uint64) for b in blobs}
+        live = [b for b in blobs if b not in zero]
+        if histograms and live:
+            ranges = {b: float(absmax[b][0]) for b in live}
+
+            def units2() -> Iterator[ShardUnit]:
+                for sh in plan:
+                    if sh.index not in done2:
+                        yield ShardUnit("histogram", sh.index, paths[sh.index], sh.count)
+
+            def start2(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
+                params = capture.histogram_request(
+                    dev, model.param_path, model.bin_path, source.specs, [u.path], live,
+                    ranges, runtime=runtime, threads=threads)
+                return capture.parse_histograms(
+                    dev, dev.run_job("histogram", params, job_id=job_id, progress=tick), live)
+
+            def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
+                job = dev.collect_job(job_id)
+                return None if job is None else capture.parse_histograms(dev, job, live)
+
+            t0 = time.perf_counter()
+            already = sum(plan[i].count for i in done2)
+            tick2 = progress("build histogram", n)
+            tick2(already, n)
+            fleet.run(units2(), _job(start2, collect2), record, n,
+                      lambda k, total: tick2(already + k, n))
+            parts2 = run.parts("histogram")
+            check_accounting(run.manifest, parts2, "histogram", live, str(run.run.path))
+            for part in parts2:
+                for b in live:
+                    counts[b] = counts[b] + np.asarray(part.values[b], dtype=np.uint64)
+            timings["histogram"] = time.perf_counter() - t0
+        shard_paths = [paths[k] for k in sorted(paths)]
     stats = {
         layer.name: BlobHistogram(
             counts=np.asarray(counts[layer.bottoms[0]], dtype=np.uint64),
@@ -193,71 +239,12 @@ def measure(
             "inputs": [s.to_dict() for s in source.specs],
         },
     )
-    return hs, [path for path, _ in shards], timings
+    return hs, shard_paths, timings
 
 
-def _split(shards: Sequence[tuple[Path, int]], parts: int) -> list[list[tuple[Path, int]]]:
-    """Contiguous groups of shards with about the same number of samples each."""
-    total = sum(count for _, count in shards)
-    groups: list[list[tuple[Path, int]]] = [[] for _ in range(max(1, parts))]
-    seen = 0
-    for shard in shards:
-        index = min(len(groups) - 1, seen * len(groups) // max(total, 1))
-        groups[index].append(shard)
-        seen += shard[1]
-    return [g for g in groups if g]
-
-
-def _absmax_pass(
-    model: Model,
-    source: SampleSource,
-    devices: Sequence[Device],
-    blobs: Sequence[str],
-    *,
-    threads: int,
-    runtime: str,
-    shard_dir: Path,
-    progress: Callable[[int, int], None],
-) -> tuple[list[tuple[Path, int]], dict[str, tuple[np.float32, int]], dict[str, float]]:
-    """Decode the samples into shards and run pass 1, overlapped: a worker thread decodes
-    shard ``k+1`` while the devices run the abs-max jobs of earlier shards (small shards first,
-    so the devices start early).  One job per shard; abs max is a max and
-    ``elements_per_sample`` the last sample's, so the merged result is the one-job result.
-
-    Timings: ``decode`` is the wait for the first shard, ``absmax`` the rest of the pass.
-    """
-    n = source.n_samples
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    shards: list[tuple[Path, int]] = []
-    workers = _Workers(devices, n, progress)
-
-    def job(dev: Device, shard_list: list[Path], **kw: Any) -> dict[str, tuple[np.float32, int]]:
-        return capture.capture_absmax(
-            dev, model.param_path, model.bin_path, source.specs, shard_list, blobs,
-            runtime=runtime, threads=threads, **kw,
-        )
-
-    try:
-        with capture.BackgroundShards(iter(source), source.specs, shard_dir,
-                                      capture.growing_shard_size()) as produced:
-            for shard, count in produced:
-                if not shards:
-                    timings["decode"] = time.perf_counter() - t0
-                shards.append((shard, count))
-                workers.submit(job, [shard])
-    except BaseException:
-        workers.close()
-        raise
-    if not shards:  # no sample at all: one job over no shard, as before
-        timings["decode"] = time.perf_counter() - t0
-        workers.submit(job, [])
-    parts = workers.results()
-    absmax = {
-        b: (max((part[b][0] for part in parts), key=float), parts[-1][b][1]) for b in blobs
-    }
-    timings["absmax"] = time.perf_counter() - t0 - timings["decode"]
-    return shards, absmax, timings
+def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
+    return Job(start=start, collect=collect, size=lambda u: u.count,
+               name=lambda u: f"shard {u.index} ({u.pass_name})")
 
 
 def table_from_histograms(model: Model, hs: HistogramSet, method: str) -> TableBuild:
@@ -388,7 +375,13 @@ def calibrate(
     keep_histograms: bool = False,
     allow_zero_blobs: bool = False,
     progress: ProgressFactory | None = None,
+    run: CalibRun | None = None,
+    retry: RetryPolicy | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> CalibrationRun:
+    """Calibrate over ``device`` (one, or a fleet: shards are shared, results identical).
+    ``run``: the run directory that keeps each shard's answer (a temporary one by default);
+    ``retry``: how often a board is retried before its shards go to the others."""
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}", hint="use kl, aciq or eq")
     progress = progress or _no_progress
@@ -396,15 +389,17 @@ def calibrate(
     if not devices:
         raise CalibrationError("no device to calibrate on")
     timings: dict[str, float] = {}
+    fleet = Fleet(devices, retry=retry, say=say)
     t0 = time.perf_counter()
-    info = devices[0].hello()
+    info = fleet.call("hello", lambda d: d.hello())
     timings["connect"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(
             model, source, devices,
             histograms=method != "aciq" or keep_histograms,
             threads=threads, runtime=runtime, shard_dir=Path(tmp), progress=progress,
-            allow_zero_blobs=allow_zero_blobs,
+            allow_zero_blobs=allow_zero_blobs, run=run, fleet=fleet,
+            decode_all=method == "eq",
         )
         timings.update(t)
         t0 = time.perf_counter()
@@ -415,7 +410,7 @@ def calibrate(
         if method == "eq":
             t0 = time.perf_counter()
             table, eq_reports = refine_eq(
-                model, table, source, shards, devices[0], progress=progress
+                model, table, source, shards, fleet.alive[0], progress=progress
             )
             timings["eq"] = time.perf_counter() - t0
     hs.meta["method"] = method
@@ -429,4 +424,5 @@ def calibrate(
         timings_s=timings,
         device=info,
         eq=eq_reports,
+        fleet=[a.to_dict() for a in fleet.accounts.values()],
     )

@@ -60,10 +60,27 @@ class Device(ABC):
         timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
         progress: Progress | None = None,
         files: Mapping[str, bytes] | None = None,
+        job_id: str | None = None,
     ) -> JobResult:
         """Run one agent job.  ``files`` are job inputs written into the job directory
-        before the request.  Raises ``AgentError`` when the job fails on the agent,
-        ``DeviceError`` on timeout or a dead agent, ``ProtocolError`` on a malformed reply."""
+        before the request.  ``job_id``: the caller's id for it (retries use a new one; see
+        :meth:`collect_job`); a fresh one by default.  Raises ``AgentError`` when the job fails
+        on the agent, ``DeviceError`` on timeout or a dead agent (``TransportError``: the link
+        to the board), ``ProtocolError`` on a malformed reply.  A job that ended in a
+        ``DeviceError`` leaves its directory for :meth:`collect_job`."""
+
+    @abstractmethod
+    def collect_job(self, job_id: str) -> JobResult | None:
+        """The result of an earlier job whose answer did not reach the host (a lost link, a
+        lost agent): ``None`` unless the agent wrote its response there -- the response,
+        written atomically, is the only proof that a job is done.  Raises like
+        :meth:`run_job` for a job that failed."""
+
+    @abstractmethod
+    def recover(self) -> None:
+        """After a ``DeviceError``: reconnect and make sure no agent of the failed session
+        still runs (its job is either done -- see :meth:`collect_job` -- or abandoned).
+        Raises ``TransportError``/``DeviceError`` when the device cannot be reached."""
 
     @property
     @abstractmethod

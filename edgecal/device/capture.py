@@ -158,6 +158,24 @@ def _blob_names(device: Device, npz: Any, blobs: Sequence[str]) -> list[str]:
     return names
 
 
+def absmax_request(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
+                   shards: Sequence[Path], blobs: Sequence[str], *,
+                   runtime: str = "calibration", threads: int = 1) -> dict[str, Any]:
+    """Push what pass 1 needs; the ``absmax`` job's parameters."""
+    params = _model_params(device, param, bin, specs, shards)
+    params.update(blobs=list(blobs), runtime=runtime, threads=threads)
+    return params
+
+
+def parse_absmax(device: Device, job: JobResult, blobs: Sequence[str]
+                 ) -> dict[str, tuple[np.float32, int]]:
+    with _artifact(device, job, "absmax.npz") as npz:
+        names = _blob_names(device, npz, blobs)
+        absmax = np.asarray(npz["absmax"], dtype=np.float32)
+        per_sample = np.asarray(npz["elements_per_sample"], dtype=np.int64)
+    return {n: (absmax[i], int(per_sample[i])) for i, n in enumerate(names)}
+
+
 def capture_absmax(
     device: Device,
     param: Path,
@@ -172,14 +190,31 @@ def capture_absmax(
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
 ) -> dict[str, tuple[np.float32, int]]:
     """Pass 1: per blob ``(absmax, elements_per_sample)`` over every sample of the shards."""
-    params = _model_params(device, param, bin, specs, shards)
-    params.update(blobs=list(blobs), runtime=runtime, threads=threads)
+    params = absmax_request(device, param, bin, specs, shards, blobs, runtime=runtime,
+                            threads=threads)
     job = device.run_job("absmax", params, timeout_s=timeout_s, progress=progress)
-    with _artifact(device, job, "absmax.npz") as npz:
+    return parse_absmax(device, job, blobs)
+
+
+def histogram_request(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
+                      shards: Sequence[Path], blobs: Sequence[str], absmax: Mapping[str, float],
+                      *, runtime: str = "calibration", threads: int = 1) -> dict[str, Any]:
+    """Push what pass 2 needs; the ``histogram`` job's parameters."""
+    params = _model_params(device, param, bin, specs, shards)
+    params.update(blobs=list(blobs), runtime=runtime, threads=threads,
+                  absmax={b: float(np.float32(absmax[b])) for b in blobs})
+    return params
+
+
+def parse_histograms(device: Device, job: JobResult, blobs: Sequence[str]
+                     ) -> dict[str, np.ndarray]:
+    with _artifact(device, job, "histograms.npz") as npz:
         names = _blob_names(device, npz, blobs)
-        absmax = np.asarray(npz["absmax"], dtype=np.float32)
-        per_sample = np.asarray(npz["elements_per_sample"], dtype=np.int64)
-    return {n: (absmax[i], int(per_sample[i])) for i, n in enumerate(names)}
+        counts = np.asarray(npz["counts"])
+    if counts.dtype != np.uint64 or counts.shape != (len(names), NUM_BINS):
+        raise ProtocolError(f"{device.name}: histogram counts are {counts.dtype} "
+                            f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})")
+    return {n: counts[i].copy() for i, n in enumerate(names)}
 
 
 def capture_histograms(
@@ -197,17 +232,10 @@ def capture_histograms(
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
     """Pass 2: per blob the uint64 ``[2048]`` histogram of ``|x|`` over ``[0, absmax]``."""
-    params = _model_params(device, param, bin, specs, shards)
-    params.update(blobs=list(blobs), runtime=runtime, threads=threads,
-                  absmax={b: float(np.float32(absmax[b])) for b in blobs})
+    params = histogram_request(device, param, bin, specs, shards, blobs, absmax,
+                               runtime=runtime, threads=threads)
     job = device.run_job("histogram", params, timeout_s=timeout_s, progress=progress)
-    with _artifact(device, job, "histograms.npz") as npz:
-        names = _blob_names(device, npz, blobs)
-        counts = np.asarray(npz["counts"])
-    if counts.dtype != np.uint64 or counts.shape != (len(names), NUM_BINS):
-        raise ProtocolError(f"{device.name}: histogram counts are {counts.dtype} "
-                            f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})")
-    return {n: counts[i].copy() for i, n in enumerate(names)}
+    return parse_histograms(device, job, blobs)
 
 
 def run_outputs(

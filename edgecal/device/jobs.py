@@ -63,12 +63,14 @@ def raise_for_error(response: Response, device_name: str,
         hint=hints.get(err.kind, "run with --debug to see the agent's traceback"))
 
 
-def build_request(device_name: str, op: str, params: Mapping[str, Any]) -> Request:
-    """A validated request for ``op`` with a fresh job id, or a ``ProtocolError``."""
+def build_request(device_name: str, op: str, params: Mapping[str, Any],
+                  job_id: str | None = None) -> Request:
+    """A validated request for ``op`` (with ``job_id``, or a fresh one), or a
+    ``ProtocolError``."""
     if op not in PARAM_TYPES:
         raise ProtocolError(f"{device_name}: unknown agent op {op!r}")
     try:
-        return Request(op=op, job_id=new_job_id(op),
+        return Request(op=op, job_id=job_id or new_job_id(op),
                        params=PARAM_TYPES[op].from_dict(dict(params), "params"))
     except ProtocolViolation as e:
         raise ProtocolError(f"{device_name}: invalid {op} request: {e}") from e

@@ -139,23 +139,31 @@ class LocalDevice(Device):
         timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
         progress: Progress | None = None,
         files: Mapping[str, bytes] | None = None,
+        job_id: str | None = None,
     ) -> JobResult:
-        request = build_request(self.name, op, params)
+        request = build_request(self.name, op, params, job_id)
         job_id = request.job_id
         job_dir = self.workdir / JOBS_DIR / job_id
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir(parents=True, exist_ok=True)
         for name, data in (files or {}).items():
             write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
         write_text_atomic(job_dir / REQUEST_FILE, dumps(request))
 
         session = self._ensure_session()
         session.run(job_id, timeout_s=timeout_s, progress=progress)
+        result = self.collect_job(job_id)
+        if result is None:
+            raise ProtocolError(
+                f"{self.name}: the agent reported job {job_id} done but wrote no "
+                f"{RESPONSE_FILE}", hint="the agent's stderr may tell why")
+        return result
+
+    def collect_job(self, job_id: str) -> JobResult | None:
+        job_dir = self.workdir / JOBS_DIR / check_relpath(job_id, "job id")
         try:
             raw = (job_dir / RESPONSE_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ProtocolError(
-                f"{self.name}: the agent reported job {job_id} done but wrote no "
-                f"{RESPONSE_FILE}", hint="the agent's stderr may tell why") from None
+            return None
         response = parse_response(raw, self.name, job_id)
         raise_for_error(response, self.name)
         artifacts: dict[str, Path] = {}
@@ -167,6 +175,13 @@ class LocalDevice(Device):
                     "not match its sha256")
             artifacts[key] = path
         return JobResult(response.to_dict(), artifacts)
+
+    def recover(self) -> None:
+        """A local agent that died (or hung) is killed; the next job starts a new one."""
+        if self._session is not None:
+            self._session.kill()
+            self._session.close()
+            self._session = None
 
     def close(self) -> None:
         if self._closed:

@@ -512,31 +512,39 @@ class SshDevice(Device):
         timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
         progress: Progress | None = None,
         files: Mapping[str, bytes] | None = None,
+        job_id: str | None = None,
     ) -> JobResult:
-        request = build_request(self.name, op, params)
+        request = build_request(self.name, op, params, job_id)
         job_id = request.job_id
         session = self._ensure_session()
         job_rel = f"{JOBS_DIR}/{job_id}"
         self._ensure_dir(job_rel)
+        for name, data in (files or {}).items():
+            rel = f"{job_rel}/{check_relpath(name, 'job file')}"
+            if "/" in name:
+                self._ensure_dir(rel.rpartition("/")[0])
+            self._write(rel, data)
+        self._write(f"{job_rel}/{REQUEST_FILE}", dumps(request).encode("utf-8"))
         try:
-            for name, data in (files or {}).items():
-                rel = f"{job_rel}/{check_relpath(name, 'job file')}"
-                if "/" in name:
-                    self._ensure_dir(rel.rpartition("/")[0])
-                self._write(rel, data)
-            self._write(f"{job_rel}/{REQUEST_FILE}", dumps(request).encode("utf-8"))
-            try:
-                session.run(job_id, timeout_s=timeout_s, progress=progress)
-            except DeviceError as e:
-                if not self.link.is_active():
-                    self._lost(e, f"job {job_id}")
-                raise
-            try:
-                raw = self._read(f"{job_rel}/{RESPONSE_FILE}", MAX_RESPONSE_BYTES)
-            except FileNotFoundError:
-                raise ProtocolError(
-                    f"{self.name}: the agent reported job {job_id} done but wrote no "
-                    f"{RESPONSE_FILE}", hint=f"run `edgecal board check {self.name}`") from None
+            session.run(job_id, timeout_s=timeout_s, progress=progress)
+        except DeviceError as e:
+            if not self.link.is_active():
+                self._lost(e, f"job {job_id}")
+            raise
+        result = self.collect_job(job_id)
+        if result is None:
+            raise ProtocolError(
+                f"{self.name}: the agent reported job {job_id} done but wrote no "
+                f"{RESPONSE_FILE}", hint=f"run `edgecal board check {self.name}`")
+        return result
+
+    def collect_job(self, job_id: str) -> JobResult | None:
+        job_rel = f"{JOBS_DIR}/{check_relpath(job_id, 'job id')}"
+        try:
+            raw = self._read(f"{job_rel}/{RESPONSE_FILE}", MAX_RESPONSE_BYTES)
+        except FileNotFoundError:
+            return None
+        try:
             response = parse_response(raw.decode("utf-8", "replace"), self.name, job_id)
             provision = f"run `edgecal board provision {self.name}`"
             raise_for_error(response, self.name, {"NcnnUnavailable": provision})
@@ -551,9 +559,30 @@ class SshDevice(Device):
                         f"{self.name}: artifact {art.file} of job {job_id} does not match its "
                         "sha256")
                 artifacts[key] = local
-            return JobResult(response.to_dict(), artifacts)
-        finally:
+            done = JobResult(response.to_dict(), artifacts)
+        except TransportError:
+            raise  # the answer stays on the board for the next try
+        except BaseException:
             self._remove_job(job_rel)
+            raise
+        self._remove_job(job_rel)
+        return done
+
+    def recover(self) -> None:
+        """Reconnect (a new SSH connection) and kill the agent of the failed session if it
+        still runs on the board: its job is done (``collect_job``) or given up."""
+        old = self._session
+        self._session = None
+        pid = None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                pid = old.pid
+            with contextlib.suppress(Exception):
+                old.kill()
+        self.link.reconnect()
+        if pid:
+            with contextlib.suppress(DeviceError):
+                self.link.run(["kill", "-9", str(pid)], timeout_s=30.0)
 
     def close(self) -> None:
         if self._closed:

@@ -351,6 +351,12 @@ class SshLink:
                      "sshd log, then retry") from e
         raise TransportError(f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}") from e
 
+    def reconnect(self) -> None:
+        """A new connection, whatever state the old one is in (a cut link can look alive)."""
+        self.close()
+        self.lost = False
+        self.connect()
+
     def close(self) -> None:
         if self._sftp is not None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,358 @@
+"""A calibration's run directory: the manifest of its images and shards, and each shard's
+result as it arrives, so an interrupted run resumes without redoing finished shards.
+
+Files (next to ``run.json``, see :mod:`edgecal.rundir`):
+
+* ``manifest.json`` (schema :data:`MANIFEST_SCHEMA`): the model (paths and sha256), the input
+  specs, every sample's files and their sha256, the shard plan (``start``, ``count`` and a digest
+  of the shard's images), and the options the result depends on (method, runtime, threads).
+* ``parts/absmax/NNNNN.npz`` and ``parts/histogram/NNNNN.npz`` (schema :data:`PART_SCHEMA`): one
+  shard's pass-1 or pass-2 result, written atomically once the device's answer is in; named by
+  shard, so a shard can never be counted twice.
+* ``parts/ranges.npz``: the abs-max ranges of pass 2, fixed once pass 1 is complete.
+
+Before the table is written, :func:`check_accounting` proves that the parts of each pass cover
+every shard of the plan exactly once with the images the manifest names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecal.atomicfile import write_bytes_atomic
+from edgecal.errors import CalibrationError, InputFileError
+from edgecal.inputs import SampleSource
+from edgecal.inputspec import InputSpec
+from edgecal.model import Model
+from edgecal.rundir import RunDir, file_sha256
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+PART_SCHEMA = 1
+PARTS = "parts"
+PASSES = ("absmax", "histogram")
+
+
+def plan_shards(n: int, first: int = 32, largest: int = 256) -> list[tuple[int, int]]:
+    """``(start, count)`` of each shard: ``first``, twice that, ... up to ``largest`` samples
+    (the first shard is ready early; later shards keep the number of jobs small)."""
+    out: list[tuple[int, int]] = []
+    start, k = 0, 0
+    while start < n:
+        count = min(largest, first << min(k, 16), n - start)
+        out.append((start, count))
+        start += count
+        k += 1
+    return out
+
+
+def shard_digest(hashes: Sequence[Sequence[str]], start: int, count: int) -> str:
+    """One sha256 over the files of samples ``start .. start+count`` (every input)."""
+    h = hashlib.sha256()
+    for i in range(start, start + count):
+        for per_input in hashes:
+            h.update(bytes.fromhex(per_input[i]))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    start: int
+    count: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    param: str
+    bin: str
+    param_sha256: str
+    bin_sha256: str
+    inputs: list[dict[str, Any]]
+    samples: list[list[str]]  # [input][sample] paths
+    sample_sha256: list[list[str]]
+    shards: list[Shard]
+    method: str
+    runtime: str
+    threads: int
+    histograms: bool
+    options: dict[str, Any]  # what resume needs to finish the job: outputs, flags, devices
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples[0]) if self.samples else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "model": {"param": self.param, "bin": self.bin, "param_sha256": self.param_sha256,
+                      "bin_sha256": self.bin_sha256},
+            "inputs": self.inputs,
+            "samples": [{"paths": p, "sha256": h}
+                        for p, h in zip(self.samples, self.sample_sha256, strict=True)],
+            "shards": [{"index": s.index, "start": s.start, "count": s.count,
+                        "digest": s.digest} for s in self.shards],
+            "method": self.method, "runtime": self.runtime, "threads": self.threads,
+            "histograms": self.histograms, "options": self.options,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> Manifest:
+        def bad(why: str) -> InputFileError:
+            return InputFileError(f"{source}: not a calibration manifest ({why})",
+                                  hint="resume a run directory written by `edgecal calibrate "
+                                       "--run-dir`")
+
+        if not isinstance(d, dict):
+            raise bad("not a JSON object")
+        if d.get("schema") != MANIFEST_SCHEMA:
+            raise InputFileError(f"{source}: manifest schema {d.get('schema')!r}, this edgecal "
+                                 f"reads schema {MANIFEST_SCHEMA}",
+                                 hint="finish the run with the edgecal version that started it")
+        try:
+            m = d["model"]
+            samples = d["samples"]
+            shards = [Shard(int(s["index"]), int(s["start"]), int(s["count"]),
+                            str(s["digest"])) for s in d["shards"]]
+            out = cls(
+                param=str(m["param"]), bin=str(m["bin"]),
+                param_sha256=str(m["param_sha256"]), bin_sha256=str(m["bin_sha256"]),
+                inputs=[dict(x) for x in d["inputs"]],
+                samples=[[str(p) for p in s["paths"]] for s in samples],
+                sample_sha256=[[str(h) for h in s["sha256"]] for s in samples],
+                shards=shards, method=str(d["method"]), runtime=str(d["runtime"]),
+                threads=int(d["threads"]), histograms=bool(d["histograms"]),
+                options=dict(d.get("options") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"{type(e).__name__}: {e}") from None
+        n = out.n_samples
+        if any(len(p) != n for p in out.samples) or any(len(h) != n
+                                                        for h in out.sample_sha256):
+            raise bad("the sample lists differ in length")
+        if [(s.start, s.count) for s in shards] != plan_shards(n) and n > 0:
+            raise bad("the shard plan does not cover the samples")
+        return out
+
+
+def build_manifest(model: Model, source: SampleSource, *, method: str, runtime: str,
+                   threads: int, histograms: bool, options: Mapping[str, Any]) -> Manifest:
+    """Hash every sample file and plan the shards."""
+    hashes = [[file_sha256(Path(p)) for p in paths] for paths in source.paths]
+    shards = [Shard(k, start, count, shard_digest(hashes, start, count))
+              for k, (start, count) in enumerate(plan_shards(source.n_samples))]
+    return Manifest(
+        param=str(model.param_path), bin=str(model.bin_path),
+        param_sha256=model.param_sha256, bin_sha256=model.bin_sha256,
+        inputs=[s.to_dict() for s in source.specs],
+        samples=[[str(p) for p in paths] for paths in source.paths],
+        sample_sha256=hashes, shards=shards, method=method, runtime=runtime,
+        threads=threads, histograms=histograms, options=dict(options),
+    )
+
+
+def check_unchanged(manifest: Manifest, model: Model, source: str) -> None:
+    """The model and every sample are still what the run started with."""
+    if (model.param_sha256, model.bin_sha256) != (manifest.param_sha256,
+                                                  manifest.bin_sha256):
+        raise CalibrationError(
+            f"{source}: the model changed since the run started ({manifest.param}, "
+            f"{manifest.bin})", hint="start a new run (a new --run-dir) for the new model")
+    for paths, hashes in zip(manifest.samples, manifest.sample_sha256, strict=True):
+        for p, h in zip(paths, hashes, strict=True):
+            try:
+                now = file_sha256(Path(p))
+            except OSError as e:
+                raise CalibrationError(f"{source}: sample {p} of the run cannot be read "
+                                       f"({e.strerror})",
+                                       hint="restore the file, or start a new run") from None
+            if now != h:
+                raise CalibrationError(f"{source}: sample {p} changed since the run started",
+                                       hint="restore the file, or start a new run")
+
+
+def source_of(manifest: Manifest) -> SampleSource:
+    specs = tuple(InputSpec.from_dict(d) for d in manifest.inputs)
+    return SampleSource(specs, tuple(tuple(Path(p) for p in ps) for ps in manifest.samples))
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True)
+class Part:
+    """One shard's answer for one pass."""
+
+    pass_name: str
+    index: int
+    count: int
+    digest: str
+    board: str
+    job_id: str
+    blobs: list[str]
+    values: dict[str, Any]  # absmax: blob -> (float32, elements_per_sample); histogram: counts
+
+
+def part_bytes(part: Part) -> bytes:
+    buf = io.BytesIO()
+    arrays: dict[str, Any] = {
+        "schema": np.int64(PART_SCHEMA),
+        "meta": np.array(json.dumps({"pass": part.pass_name, "index": part.index,
+                                     "count": part.count, "digest": part.digest,
+                                     "board": part.board, "job_id": part.job_id,
+                                     "blobs": part.blobs})),
+    }
+    if part.pass_name == "absmax":
+        arrays["absmax"] = np.array([part.values[b][0] for b in part.blobs], np.float32)
+        arrays["eps"] = np.array([part.values[b][1] for b in part.blobs], np.int64)
+    else:
+        arrays["counts"] = (np.stack([np.asarray(part.values[b], np.uint64)
+                                      for b in part.blobs])
+                            if part.blobs else np.zeros((0, 2048), np.uint64))
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_part(path: Path) -> Part:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["schema"]) != PART_SCHEMA:
+                raise InputFileError(f"{path}: part schema {int(z['schema'])}, this edgecal "
+                                     f"reads {PART_SCHEMA}")
+            meta = json.loads(str(z["meta"]))
+            blobs = [str(b) for b in meta["blobs"]]
+            if meta["pass"] == "absmax":
+                a, e = z["absmax"].astype(np.float32), z["eps"].astype(np.int64)
+                values: dict[str, Any] = {b: (a[i], int(e[i])) for i, b in enumerate(blobs)}
+            else:
+                c = z["counts"].astype(np.uint64)
+                values = {b: c[i].copy() for i, b in enumerate(blobs)}
+            return Part(str(meta["pass"]), int(meta["index"]), int(meta["count"]),
+                        str(meta["digest"]), str(meta["board"]), str(meta["job_id"]), blobs,
+                        values)
+    except InputFileError:
+        raise
+    except Exception as e:  # a torn or foreign file: never half-trusted
+        raise InputFileError(f"{path}: unreadable shard result ({type(e).__name__}: {e})",
+                             hint="delete it; `--resume` then runs that shard again") from None
+
+
+class CalibRun:
+    """The run directory of one calibration: manifest plus parts."""
+
+    def __init__(self, run: RunDir, manifest: Manifest) -> None:
+        self.run = run
+        self.manifest = manifest
+
+    @classmethod
+    def create(cls, path: Path, manifest: Manifest, argv: Sequence[str]) -> CalibRun:
+        if (path / MANIFEST).exists():
+            raise CalibrationError(f"{path} already holds a calibration run",
+                                   hint=f"continue it with `edgecal calibrate --resume {path}`,"
+                                        " or choose another --run-dir")
+        run = RunDir.create(path, "calibrate", argv, {
+            "fp32_param": {"path": manifest.param, "sha256": manifest.param_sha256},
+            "fp32_bin": {"path": manifest.bin, "sha256": manifest.bin_sha256},
+            "images": {"count": manifest.n_samples},
+        })
+        run.write_json(MANIFEST, manifest.to_dict())
+        return cls(run, manifest)
+
+    @classmethod
+    def open(cls, path: Path, argv: Sequence[str]) -> CalibRun:
+        run = RunDir.open(path)
+        if not run.has(MANIFEST):
+            raise InputFileError(f"{path}: no {MANIFEST}: not a calibration run directory",
+                                 hint="pass the --run-dir of an `edgecal calibrate` run")
+        manifest = Manifest.from_dict(run.read_json(MANIFEST), str(path / MANIFEST))
+        RunDir.create(path, "calibrate", argv)  # records the resume command
+        return cls(run, manifest)
+
+    def _path(self, pass_name: str, index: int) -> Path:
+        return self.run.path / PARTS / pass_name / f"{index:05d}.npz"
+
+    def has(self, pass_name: str, index: int) -> bool:
+        return self._path(pass_name, index).is_file()
+
+    def write(self, part: Part) -> None:
+        path = self._path(part.pass_name, part.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, part_bytes(part))
+
+    def parts(self, pass_name: str) -> list[Part]:
+        folder = self.run.path / PARTS / pass_name
+        if not folder.is_dir():
+            return []
+        return [read_part(p) for p in sorted(folder.glob("*.npz"))]
+
+    def done(self, pass_name: str) -> set[int]:
+        folder = self.run.path / PARTS / pass_name
+        return {int(p.stem) for p in folder.glob("*.npz")} if folder.is_dir() else set()
+
+    def write_ranges(self, absmax: Mapping[str, tuple[np.float32, int]]) -> None:
+        blobs = list(absmax)
+        buf = io.BytesIO()
+        np.savez(buf, blobs=np.array(blobs, dtype=np.str_),
+                 absmax=np.array([absmax[b][0] for b in blobs], np.float32),
+                 eps=np.array([absmax[b][1] for b in blobs], np.int64))
+        write_bytes_atomic(self.run.path / PARTS / "ranges.npz", buf.getvalue())
+
+    def read_ranges(self) -> dict[str, tuple[np.float32, int]] | None:
+        path = self.run.path / PARTS / "ranges.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                blobs = [str(b) for b in z["blobs"]]
+                a, e = z["absmax"].astype(np.float32), z["eps"].astype(np.int64)
+        except Exception as ex:
+            raise InputFileError(f"{path}: unreadable ({type(ex).__name__}: {ex})",
+                                 hint="delete it; `--resume` recomputes it from the parts"
+                                 ) from None
+        return {b: (a[i], int(e[i])) for i, b in enumerate(blobs)}
+
+
+def check_accounting(manifest: Manifest, parts: Sequence[Part], pass_name: str,
+                     blobs: Sequence[str], source: str) -> None:
+    """Every shard of the plan answered exactly once, for the images the manifest names and
+    the blobs asked; the counts add up to the number of samples."""
+    by_index: dict[int, Part] = {}
+    for p in parts:
+        if p.pass_name != pass_name:
+            raise CalibrationError(f"{source}: a {p.pass_name} result among the {pass_name} "
+                                   f"results (shard {p.index})")
+        if p.index in by_index:
+            raise CalibrationError(f"{source}: shard {p.index} answered twice in {pass_name}")
+        by_index[p.index] = p
+    plan = {s.index: s for s in manifest.shards}
+    missing = sorted(set(plan) - set(by_index))
+    extra = sorted(set(by_index) - set(plan))
+    if missing or extra:
+        raise CalibrationError(
+            f"{source}: {pass_name} results are missing for shards {missing[:10]}"
+            if missing else f"{source}: {pass_name} results for unknown shards {extra[:10]}",
+            hint="resume the run to compute the missing shards")
+    for index, part in by_index.items():
+        want = plan[index]
+        if (part.count, part.digest) != (want.count, want.digest):
+            raise CalibrationError(
+                f"{source}: shard {index}'s {pass_name} result is for other images "
+                f"({part.count} samples, digest {part.digest[:12]}; the plan says "
+                f"{want.count}, {want.digest[:12]})",
+                hint="delete that shard's result and resume")
+        if part.blobs != list(blobs):
+            raise CalibrationError(f"{source}: shard {index}'s {pass_name} result covers blobs "
+                                   f"{part.blobs}, expected {list(blobs)}")
+    total = sum(p.count for p in by_index.values())
+    if total != manifest.n_samples:
+        raise CalibrationError(f"{source}: {pass_name} results count {total} samples, the "
+                               f"manifest {manifest.n_samples}")
