@@ -26,7 +26,10 @@ import io
 import json
 import os
 import re
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -91,6 +94,8 @@ def _req(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: 
 
 def _opt(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str,
          default: Any) -> Any:
+    if not isinstance(d, Mapping):
+        raise ProtocolViolation(f"{where}: expected an object, got {type(d).__name__}")
     if key not in d or d[key] is None:
         return default
     return _typed(d[key], types, f"{where}.{key}")
@@ -106,6 +111,14 @@ def _typed(value: Any, types: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+def _float(value: Any, where: str) -> float:
+    """A JSON number as a float (an int too large for a float is a violation, not a crash)."""
+    try:
+        return float(_typed(value, (int, float), where))
+    except OverflowError:
+        raise ProtocolViolation(f"{where}: number too large for a float") from None
+
+
 def _names(tt: tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in tt)
 
@@ -117,7 +130,7 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
 
 def _num_list(value: Any, where: str) -> tuple[float, ...]:
     _typed(value, list, where)
-    return tuple(float(_typed(v, (int, float), f"{where}[{i}]")) for i, v in enumerate(value))
+    return tuple(_float(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def check_relpath(path: str, where: str) -> str:
@@ -236,7 +249,7 @@ class SleepParams:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "params") -> SleepParams:
-        seconds = float(_opt(d, "seconds", (int, float), where, 0.0))
+        seconds = _float(_opt(d, "seconds", (int, float), where, 0.0), f"{where}.seconds")
         if not 0.0 <= seconds <= 3600.0:
             raise ProtocolViolation(f"{where}.seconds: must be in [0, 3600], got {seconds}")
         return cls(seconds)
@@ -284,7 +297,7 @@ class CaptureParams:
         absmax = _opt(d, "absmax", dict, where, None)
         if absmax is not None:
             absmax = {_typed(k, str, f"{where}.absmax key"):
-                      float(_typed(v, (int, float), f"{where}.absmax[{k!r}]"))
+                      _float(v, f"{where}.absmax[{k!r}]")
                       for k, v in absmax.items()}
         return cls(
             model=ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
@@ -481,7 +494,7 @@ class Response:
                        Artifact.from_dict(v, f"response.artifacts[{k!r}]")
                        for k, v in arts.items()},
             error=None if err is None else ErrorInfo.from_dict(err, "response.error"),
-            timing_s={k: float(_typed(v, (int, float), f"response.timing_s[{k!r}]"))
+            timing_s={k: _float(v, f"response.timing_s[{k!r}]")
                       for k, v in timing.items()},
             ru_maxrss_kb=_opt(d, "ru_maxrss_kb", int, "response", 0),
         )
@@ -558,9 +571,113 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def load_npz(path: str | os.PathLike[str] | io.BytesIO) -> Any:
-    """``np.load`` with ``allow_pickle=False``, always (returns a lazy ``NpzFile``)."""
-    return np.load(path, allow_pickle=False)
+#: What numpy and zipfile raise on a damaged archive or member (zlib.error: bad deflate data,
+#: NotImplementedError: unknown compression, RuntimeError: encrypted member, OSError: bad seek,
+#: SyntaxError / TokenError: a garbled .npy header dict).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
+               NotImplementedError, RuntimeError, OverflowError, MemoryError, TypeError,
+               IndexError, struct.error, zlib.error, SyntaxError, tokenize.TokenError)
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _describe(path: Any) -> str:
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else "<npz stream>"
+
+
+class NpzArchive:
+    """An ``.npz`` read without pickle, whose defects all raise :class:`ProtocolViolation`.
+
+    Behaves like numpy's ``NpzFile`` (``files``, ``in``, ``[name]``, context manager), except
+    that every member must be a ``.npy`` array whose header fits the member's size (a forged
+    shape never makes numpy allocate more than the file holds), and a damaged archive or member
+    raises ``ProtocolViolation`` naming the file and member.  A missing member is a ``KeyError``
+    as with ``NpzFile``.
+    """
+
+    def __init__(self, npz: Any, name: str) -> None:
+        self._npz = npz
+        self.name = name
+        self.files: list[str] = list(npz.files)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.files
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.files:
+            raise KeyError(f"{key} is not a file in the archive")
+        zf = self._npz.zip
+        member = key if key in zf.namelist() else key + ".npy"
+        where = f"{self.name}: member {key!r}"
+        try:
+            info = zf.getinfo(member)
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                except ValueError:
+                    raise ProtocolViolation(f"{where} is not a .npy array") from None
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ProtocolViolation(f"{where}: unsupported .npy version {version}")
+                header_size = fh.tell()
+            count = 1
+            for n in shape:
+                count *= n
+            need, have = count * dtype.itemsize, info.file_size - header_size
+            if not dtype.hasobject and need > have:  # object arrays: numpy refuses them below
+                raise ProtocolViolation(
+                    f"{where}: its header claims {dtype.str} {tuple(shape)} ({need} bytes) but "
+                    f"it holds {have} bytes")
+            arr = self._npz[key]
+        except ProtocolViolation:
+            raise
+        except _NPZ_ERRORS as e:
+            raise ProtocolViolation(f"{where} is damaged ({type(e).__name__}: {e})") from None
+        if not isinstance(arr, np.ndarray):
+            raise ProtocolViolation(f"{where} is not a .npy array")
+        return arr
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+
+def load_npz(path: str | os.PathLike[str] | io.BytesIO) -> NpzArchive:
+    """An ``.npz`` loaded with ``allow_pickle=False``, always (lazy, like numpy's ``NpzFile``).
+
+    Raises ``ProtocolViolation`` for anything that is not a readable zip archive (a missing
+    file stays ``FileNotFoundError``).
+    """
+    name = _describe(path)
+    try:
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        else:
+            magic = path.read(4)
+            path.seek(-len(magic), 1)
+        if magic not in _ZIP_MAGICS:
+            raise ProtocolViolation(f"{name} is not an .npz (zip) archive")
+        npz = np.load(path, allow_pickle=False)
+    except (ProtocolViolation, FileNotFoundError):
+        raise
+    except _NPZ_ERRORS as e:
+        raise ProtocolViolation(
+            f"{name} is not a readable .npz archive ({type(e).__name__}: {e})") from None
+    return NpzArchive(npz, name)
 
 
 def names_array(names: Sequence[str]) -> np.ndarray:
@@ -635,33 +752,60 @@ class ShardInfo:
     block_sizes: tuple[int, ...]
 
 
+def _int_scalar(npz: NpzArchive, key: str, where: str) -> int:
+    arr = npz[key]
+    if arr.shape != () or arr.dtype.kind not in "iu":
+        raise ProtocolViolation(
+            f"{where}: member {key!r} must be an integer scalar, got {arr.dtype} {arr.shape}")
+    return int(arr)
+
+
 def read_shard_info(path: str | os.PathLike[str]) -> ShardInfo:
     """A shard's header (reads no sample data)."""
+    where = f"shard {os.fspath(path)}"
     with load_npz(path) as npz:
         try:
-            schema = int(npz["schema"])
+            schema = _int_scalar(npz, "schema", where)
             if schema != SHARD_SCHEMA:
                 raise ProtocolViolation(
-                    f"shard {os.fspath(path)}: schema {schema}, this agent reads {SHARD_SCHEMA}")
-            inputs = tuple(InputDesc.from_dict(d, "shard input")
-                           for d in json.loads(str(npz["inputs"])))
-            info = ShardInfo(inputs, int(npz["n_samples"]),
-                             tuple(int(n) for n in npz["block_sizes"]))
+                    f"{where}: schema {schema}, this agent reads {SHARD_SCHEMA}")
+            text = npz["inputs"]
+            if text.shape != () or text.dtype.kind != "U":
+                raise ProtocolViolation(f"{where}: member 'inputs' must be JSON text")
+            try:
+                descs = json.loads(str(text))
+            except (ValueError, RecursionError) as e:
+                raise ProtocolViolation(f"{where}: member 'inputs' is not JSON ({e})") from None
+            if not isinstance(descs, list):
+                raise ProtocolViolation(f"{where}: member 'inputs' must be a JSON list")
+            inputs = tuple(InputDesc.from_dict(d, f"{where}: input {i}")
+                           for i, d in enumerate(descs))
+            n_samples = _int_scalar(npz, "n_samples", where)
+            sizes = npz["block_sizes"]
+            if sizes.ndim != 1 or (sizes.size and sizes.dtype.kind not in "iu"):
+                raise ProtocolViolation(f"{where}: member 'block_sizes' must be a list of counts")
+            info = ShardInfo(inputs, n_samples, tuple(int(n) for n in sizes))
         except KeyError as e:
-            raise ProtocolViolation(f"shard {os.fspath(path)}: missing member {e}") from None
+            raise ProtocolViolation(f"{where}: missing member {e}") from None
+    if info.n_samples < 0 or any(n < 0 for n in info.block_sizes):
+        raise ProtocolViolation(f"{where}: negative sample counts")
     if sum(info.block_sizes) != info.n_samples:
-        raise ProtocolViolation(f"shard {os.fspath(path)}: block sizes do not add up")
+        raise ProtocolViolation(f"{where}: block sizes do not add up")
     return info
 
 
 def iter_shard(path: str | os.PathLike[str], info: ShardInfo
                ) -> Iterator[tuple[np.ndarray, ...]]:
     """One sample at a time; one block (at most ``BLOCK_BYTES``-ish) is in memory."""
+    where = f"shard {os.fspath(path)}"
     with load_npz(path) as npz:
         for k, n in enumerate(info.block_sizes):
-            block = [npz[block_key(k, j)] for j in range(len(info.inputs))]
-            if any(b.shape[0] != n for b in block):
-                raise ProtocolViolation(f"shard {os.fspath(path)}: block {k} is not {n} long")
+            try:
+                block = [npz[block_key(k, j)] for j in range(len(info.inputs))]
+            except KeyError as e:
+                raise ProtocolViolation(f"{where}: missing member {e}") from None
+            if any(b.ndim == 0 or b.shape[0] != n for b in block):
+                raise ProtocolViolation(f"{where}: block {k} is not {n} long")
             for i in range(n):
                 yield tuple(b[i] for b in block)
             del block

@@ -24,6 +24,7 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -108,6 +109,10 @@ def _load_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except (ValueError, RecursionError) as e:  # an int of > 4300 digits, nesting too deep
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
     schema = data.get("schema")
     if schema != SCHEMA:
         raise ConfigError(f"{path}: key 'schema' is {schema!r}; this edgecal reads schema "
@@ -127,6 +132,13 @@ def _get(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: 
         names = " or ".join(t.__name__ for t in tt)
         raise ConfigError(f"{where}: key '{key}' must be a {names}, not {v!r}")
     return v
+
+
+def _as_float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond the float range
+        return math.inf if v > 0 else -math.inf
 
 
 def _path(value: str | None, base: Path) -> str | None:
@@ -153,7 +165,7 @@ def _board(name: str, d: Any, path: Path) -> Board:
         raise ConfigError(f"{where}: key 'port' must be 1..65535, not {port}")
     for key in ("connect_timeout_s", "command_timeout_s"):
         v = _get(d, key, (int, float), where)
-        if v is not None and v <= 0:
+        if v is not None and not _as_float(v) > 0:  # NaN too
             raise ConfigError(f"{where}: key '{key}' must be > 0, not {v}")
     workdir = _get(d, "workdir", str, where, DEFAULT_WORKDIR)
     if not workdir or ".." in Path(workdir).parts:
@@ -172,8 +184,8 @@ def _board(name: str, d: Any, path: Path) -> Board:
         profile=profile,
         workdir=workdir,
         python=_get(d, "python", str, where, "python3"),
-        connect_timeout_s=float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
-        command_timeout_s=float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),
+        connect_timeout_s=_as_float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
+        command_timeout_s=_as_float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),
         source=path,
     )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from edgecal.calib.table import render_table
 from edgecal.calibrun import CalibRun, build_manifest, check_unchanged, source_of
 from edgecal.cliargs import (
     add_inputs,
+    command_line,
     effective_threads,
     open_device,
     print_json,
@@ -110,9 +110,47 @@ def check_same_profile(args: argparse.Namespace, specs: Sequence[str | None]) ->
             hint="calibrate each kind of board on its own, or pass --mixed-boards")
 
 
+def prepare_boards(devices: list[Any], files: Sequence[Path], say: Any) -> list[Any]:
+    """Fan out over the boards (fabric ``ThreadingGroup``): free space in the work directory,
+    then the model and the agent uploaded to all at once.  A board that fails either is left
+    out; the others go on."""
+    from edgecal.device.fanout import free_kib, push_all
+    from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
+    from edgecal.device.ssh import SshDevice
+
+    boards = [d for d in devices if isinstance(d, SshDevice)]
+    if not boards:
+        return devices
+    with tempfile.TemporaryDirectory(prefix="edgecal-fanout-") as tmp:
+        data = agent_zipapp_bytes(bytecode=False)
+        agent = Path(tmp) / agent_zipapp_name(data)
+        agent.write_bytes(data)
+        uploads = [*files, agent]
+        need_kib = sum(f.stat().st_size for f in uploads) // 1024 + 1024
+        out: dict[str, str] = {}
+        for name, o in free_kib(boards).items():
+            if not o.ok and o.error is not None:
+                out[name] = o.error.message
+            elif o.value < need_kib:
+                out[name] = (f"{name}: only {o.value} KiB free in its work directory, the run "
+                             f"needs at least {need_kib} KiB (free space on the board, or set "
+                             "another workdir in the boards file)")
+        ready = [d for d in boards if d.name not in out]
+        for name, o in push_all(ready, uploads).items():
+            if not o.ok and o.error is not None:
+                out[name] = o.error.message
+    for why in out.values():
+        if say is not None:
+            say(f"left out: {why}")
+    keep = [d for d in devices if d.name not in out]
+    if not keep:
+        raise DeviceError(next(iter(out.values())))
+    return keep
+
+
 @contextlib.contextmanager
 def open_fleet(args: argparse.Namespace, threads: int, runtime: str,
-               say: Any = None) -> Iterator[list[Any]]:
+               say: Any = None, files: Sequence[Path] = ()) -> Iterator[list[Any]]:
     """The devices of the run.  One local device in the calibration runtime is ``threads``
     agent workers (ncnn2table's ``thread=``); boards are opened in parallel, and with several
     boards one that cannot be reached is left out (the others carry on)."""
@@ -145,6 +183,7 @@ def open_fleet(args: argparse.Namespace, threads: int, runtime: str,
                     say(f"{spec}: left out: {e.message}")
         if not devices:
             raise failures[0]
+        devices = prepare_boards(devices, files, say)
         if getattr(args, "golden", False):
             devices = _golden_filter(devices, runtime, say)
         yield devices
@@ -206,7 +245,8 @@ def calibrate_and_write(
         _err(f"edgecal: {text}")
 
     retry = RetryPolicy(attempts=retries) if retries else None
-    with open_fleet(device_args, threads, runtime, say) as devices, \
+    with open_fleet(device_args, threads, runtime, say,
+                    [model.param_path, model.bin_path]) as devices, \
             ProgressBars(enabled=not quiet) as bars:
         result = calibrate(
             model, source, devices, method=method, threads=threads, runtime=runtime,
@@ -229,6 +269,15 @@ def layer_lines(run: Any) -> list[str]:
             info = type(info)(info.name, info.absmax, 127.0 / float(scale), float(scale))
         lines.append(format_scale_line(info))
     return lines
+
+
+def _workers(args: argparse.Namespace, threads: int) -> int:
+    from edgecal.device.select import is_local
+
+    specs = _device_specs(args)
+    if len(specs) == 1 and is_local(specs[0]) and args.runtime == "calibration":
+        return max(1, threads)
+    return len(specs)
 
 
 def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, bool]:
@@ -256,11 +305,11 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
     manifest = build_manifest(model, source, method=args.method, runtime=args.runtime,
                               threads=threads,
                               histograms=args.method != "aciq" or bool(args.histograms_out),
-                              options=options)
+                              options=options, workers=_workers(args, threads))
     temporary = not args.run_dir
     path = Path(args.run_dir) if args.run_dir else Path(
         tempfile.mkdtemp(prefix="edgecal-run-")) / "run"
-    return model, source, CalibRun.create(path, manifest, ["edgecal", *sys.argv[1:]]), temporary
+    return model, source, CalibRun.create(path, manifest, command_line(args)), temporary
 
 
 def _resume(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun]:
@@ -269,7 +318,7 @@ def _resume(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun]:
     if given:
         raise UsageError(f"--resume takes the model, samples and outputs from the run; do not "
                          f"give {', '.join(given)}", hint="give only --resume RUN [--device …]")
-    run = CalibRun.open(Path(args.resume), ["edgecal", *sys.argv[1:]])
+    run = CalibRun.open(Path(args.resume), command_line(args))
     m = run.manifest
     model = load_model(Path(m.param), Path(m.bin))
     check_unchanged(m, model, str(args.resume))

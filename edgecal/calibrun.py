@@ -96,13 +96,13 @@ class Manifest:
             "schema": MANIFEST_SCHEMA,
             "model": {"param": self.param, "bin": self.bin, "param_sha256": self.param_sha256,
                       "bin_sha256": self.bin_sha256},
-            "inputs": self.inputs,
-            "samples": [{"paths": p, "sha256": h}
+            "inputs": [dict(x) for x in self.inputs],
+            "samples": [{"paths": list(p), "sha256": list(h)}
                         for p, h in zip(self.samples, self.sample_sha256, strict=True)],
             "shards": [{"index": s.index, "start": s.start, "count": s.count,
                         "digest": s.digest} for s in self.shards],
             "method": self.method, "runtime": self.runtime, "threads": self.threads,
-            "histograms": self.histograms, "options": self.options,
+            "histograms": self.histograms, "options": dict(self.options),
         }
 
     @classmethod
@@ -139,17 +139,29 @@ class Manifest:
         if any(len(p) != n for p in out.samples) or any(len(h) != n
                                                         for h in out.sample_sha256):
             raise bad("the sample lists differ in length")
-        if [(s.start, s.count) for s in shards] != plan_shards(n) and n > 0:
-            raise bad("the shard plan does not cover the samples")
+        starts = [s.start for s in shards]
+        ends = [s.start + s.count for s in shards]
+        if ([s.index for s in shards] != list(range(len(shards)))
+                or starts[:1] not in ([0], []) or starts[1:] != ends[:-1]
+                or (ends[-1] if ends else 0) != n or any(s.count < 1 for s in shards)):
+            raise bad("the shard plan does not cover the samples once each")
         return out
 
 
+def first_shard_size(n: int, workers: int) -> int:
+    """Small enough that every worker gets several shards (a fleet shares the work, a lost
+    board loses little), at most 32."""
+    return max(1, min(32, n // max(1, 4 * workers)))
+
+
 def build_manifest(model: Model, source: SampleSource, *, method: str, runtime: str,
-                   threads: int, histograms: bool, options: Mapping[str, Any]) -> Manifest:
-    """Hash every sample file and plan the shards."""
+                   threads: int, histograms: bool, options: Mapping[str, Any],
+                   workers: int = 1) -> Manifest:
+    """Hash every sample file and plan the shards (for ``workers`` devices)."""
     hashes = [[file_sha256(Path(p)) for p in paths] for paths in source.paths]
+    plan = plan_shards(source.n_samples, first_shard_size(source.n_samples, workers))
     shards = [Shard(k, start, count, shard_digest(hashes, start, count))
-              for k, (start, count) in enumerate(plan_shards(source.n_samples))]
+              for k, (start, count) in enumerate(plan)]
     return Manifest(
         param=str(model.param_path), bin=str(model.bin_path),
         param_sha256=model.param_sha256, bin_sha256=model.bin_sha256,

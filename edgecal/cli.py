@@ -329,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    args.argv = argv  # what run directories record
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="edgecal: %(message)s", stream=sys.stderr)
     try:

@@ -18,6 +18,11 @@ from edgecal.model import Model
 from edgecal.ncnnargs import bracket_groups
 
 
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The command as typed (recorded in run directories)."""
+    return ["edgecal", *getattr(args, "argv", sys.argv[1:])]
+
+
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from device_agent.protocol import NpzArchive, load_npz
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.errors import HistogramFileError
@@ -58,38 +58,51 @@ def save_histograms(path: Path, hs: HistogramSet) -> None:
     write_bytes_atomic(path, histograms_to_bytes(hs))
 
 
+def _member(z: NpzArchive, key: str, kinds: str, ndim: int, path: Path) -> np.ndarray:
+    """Member ``key``: an array of ``ndim`` dimensions whose dtype kind is one of ``kinds``."""
+    arr = z[key]
+    if arr.ndim != ndim or (arr.size and arr.dtype.kind not in kinds):
+        raise HistogramFileError(
+            f"{path}: member {key!r} is {arr.dtype.str} {arr.shape}, not what this schema holds")
+    return arr
+
+
 def load_histograms(path: Path) -> HistogramSet:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with load_npz(path) as z:
             missing = [k for k in _KEYS if k not in z.files]
             if missing:
                 raise HistogramFileError(
                     f"{path} is not an edgecal histogram file (missing {', '.join(missing)})",
                     hint="write one with 'edgecal calibrate --histograms-out FILE'",
                 )
-            schema = int(z["schema"])
+            schema = int(_member(z, "schema", "iu", 0, path))
             if schema != HISTOGRAM_SCHEMA:
                 raise HistogramFileError(
                     f"{path} has histogram schema {schema}; this edgecal reads schema "
                     f"{HISTOGRAM_SCHEMA}",
                     hint="re-run 'edgecal calibrate' with this edgecal version",
                 )
-            layers = [str(x) for x in z["layers"]]
-            blobs = [str(x) for x in z["blobs"]]
-            absmax = z["absmax"].astype(np.float32)
-            eps = z["elements_per_sample"].astype(np.int64)
-            counts = z["counts"].astype(np.uint64)
-            meta = json.loads(str(z["meta"]))
+            layers = [str(x) for x in _member(z, "layers", "U", 1, path)]
+            blobs = [str(x) for x in _member(z, "blobs", "U", 1, path)]
+            absmax = _member(z, "absmax", "fiu", 1, path).astype(np.float32)
+            eps = _member(z, "elements_per_sample", "iu", 1, path).astype(np.int64)
+            counts = _member(z, "counts", "iu", 2, path)
+            if counts.size and counts.dtype.kind == "i" and counts.min() < 0:
+                raise HistogramFileError(f"{path}: negative histogram counts")
+            counts = counts.astype(np.uint64)
+            meta = json.loads(str(_member(z, "meta", "U", 0, path)))
     except HistogramFileError:
         raise
     except FileNotFoundError:
         raise HistogramFileError(f"histogram file {path} does not exist") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: ProtocolViolation, JSON
         raise HistogramFileError(f"{path} is not a readable histogram file ({exc})") from None
     n = len(layers)
     if not (len(blobs) == n == absmax.shape[0] == eps.shape[0] and counts.shape == (n, 2048)):
         raise HistogramFileError(f"{path}: array sizes do not agree ({n} layers)")
+    if len(set(layers)) != n:
+        raise HistogramFileError(f"{path}: a layer is listed twice")
     stats = {
         layer: BlobHistogram(
             counts=counts[i].copy(), absmax=np.float32(absmax[i]), elements_per_sample=int(eps[i])

@@ -10,7 +10,9 @@ stb_image based ``simpleocv``, can differ by a level or two on some pixels.
 
 from __future__ import annotations
 
+import math
 import os
+import tokenize
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +94,43 @@ def decode_image_bgr(path: Path) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse what is not a single ``.npy`` array, or whose header claims more data than the
+    file holds (a forged shape would otherwise make numpy allocate it, or overflow)."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        magic = fh.read(len(fmt.MAGIC_PREFIX))
+        if magic.startswith(b"PK"):
+            raise ImageError(f"{path} is an .npz archive, not a single .npy array")
+        if magic != fmt.MAGIC_PREFIX:
+            raise ImageError(f"{path} is not a .npy file (no NUMPY magic at its start)",
+                             hint="save samples with numpy.save")
+        fh.seek(0)
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ImageError(f"{path}: unsupported .npy format version {version}")
+        have = os.fstat(fh.fileno()).st_size - fh.tell()
+    need = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and need > have:
+        raise ImageError(
+            f"{path} is truncated or damaged: its header says {dtype.str} {tuple(shape)}, "
+            f"{need} bytes of data, the file holds {have}"
+        )
+
+
 def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
     """A float32 npy sample whose shape is ``spec.shape`` reversed (ncnn's w,h,(d),c order)."""
     try:
+        _check_npy_header(path)
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ImageError(f"npy file {path} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:
+        # SyntaxError, TokenError: numpy parsing a garbled header dict
         raise ImageError(f"{path} is not a readable .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):
         raise ImageError(f"{path} is an .npz archive, not a single .npy array")

@@ -12,14 +12,20 @@ from edgecal.errors import InputFileError
 
 def parse_labels(text: str, source: str = "<labels>") -> dict[str, int]:
     reader = csv.reader(io.StringIO(text))
-    rows = [r for r in reader if r and any(c.strip() for c in r)]
-    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["file", "label"]:
+    rows: list[tuple[int, list[str]]] = []  # (line number, row), blank rows left out
+    try:
+        for r in reader:
+            if r and any(c.strip() for c in r):
+                rows.append((reader.line_num, r))
+    except csv.Error as exc:
+        raise InputFileError(f"{source}:{reader.line_num}: not valid CSV ({exc})") from None
+    if not rows or [c.strip().lower() for c in rows[0][1][:2]] != ["file", "label"]:
         raise InputFileError(
             f"{source}: the first line must be the header 'file,label'",
             hint="one row per image: <image file name>,<class index>",
         )
     out: dict[str, int] = {}
-    for lineno, row in enumerate(rows[1:], start=2):
+    for lineno, row in rows[1:]:
         if len(row) < 2:
             raise InputFileError(f"{source}:{lineno}: expected 'file,label', got {row!r}")
         name, label = row[0].strip(), row[1].strip()

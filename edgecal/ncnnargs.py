@@ -6,6 +6,7 @@ Keys match by prefix (``threads=4`` is ``thread``), bracket groups are split lik
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from edgecal.errors import UsageError
@@ -71,7 +72,7 @@ def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
             setattr(args, name, bracket_groups(value))
         elif name == "shape":
             groups = bracket_groups(value)
-            if any(v != int(v) for g in groups for v in g):
+            if any(not math.isfinite(v) or v != int(v) for g in groups for v in g):
                 raise UsageError(f"shape={value}: sizes must be whole numbers")
             args.shape = [[int(v) for v in g] for g in groups]
         elif name == "pixel":

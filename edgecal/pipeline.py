@@ -129,7 +129,8 @@ def measure(
         if run is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecal-run-")))
             manifest = build_manifest(model, source, method="", runtime=runtime,
-                                      threads=threads, histograms=histograms, options={})
+                                      threads=threads, histograms=histograms, options={},
+                                      workers=len(devices))
             run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
         fleet = fleet or Fleet(devices)
         plan = run.manifest.shards

@@ -103,6 +103,11 @@ class RunDir:
                                  hint="choose a writable --out-dir/--run-dir") from None
         run = cls(path)
         old = run.read_json(RUN_JSON) if (path / RUN_JSON).exists() else {}
+        if not (isinstance(old, dict) and isinstance(old.get("commands", []), list)
+                and isinstance(old.get("inputs", {}), dict)):
+            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record (its 'commands' "
+                                 "and 'inputs' cannot be extended)",
+                                 hint="choose another --out-dir/--run-dir, or remove the file")
         commands = [*old.get("commands", []), {
             "argv": list(argv),
             "kind": kind,
@@ -158,7 +163,7 @@ class RunDir:
             return json.loads(target.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputFileError(f"{target}: missing from the run directory") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON
             raise InputFileError(f"{target}: not readable JSON ({exc})",
                                  hint="re-run the command that wrote it") from None
 

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
-from edgecal.cliargs import add_inputs, effective_threads, open_device, specs_from_options
+from edgecal.cliargs import (
+    add_inputs,
+    command_line,
+    effective_threads,
+    open_device,
+    specs_from_options,
+)
 from edgecal.errors import TableError, UsageError
 from edgecal.histfile import HistogramSet, histograms_to_bytes
 from edgecal.inputs import SampleSource, make_sample_source, read_list
@@ -248,7 +254,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         inputs["table"] = {"path": args.table, "sha256": file_sha256(Path(args.table))}
     if args.labels:
         inputs["labels"] = {"path": args.labels, "sha256": file_sha256(Path(args.labels))}
-    rd = RunDir.create(out_dir, "tune", ["edgecal", *sys.argv[1:]], inputs)
+    rd = RunDir.create(out_dir, "tune", command_line(args), inputs)
     rd.write_bytes(TABLE, render_table(result.table).encode())
     rd.write_bytes(INT8_PARAM, text.encode())
     rd.write_bytes(INT8_BIN, data)

@@ -21,6 +21,7 @@ from typing import Any
 from edgecal.calib.table import parse_table
 from edgecal.cliargs import (
     add_inputs,
+    command_line,
     effective_threads,
     open_device,
     print_json,
@@ -275,7 +276,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         outputs.append((Path(args.save_baseline), dumps(run.doc)))
     write_outputs(outputs)
     if args.run_dir:
-        rd = RunDir.create(Path(args.run_dir), "validate", ["edgecal", *sys.argv[1:]],
+        rd = RunDir.create(Path(args.run_dir), "validate", command_line(args),
                            provenance(args, run.inputs, run.int8))
         rd.write_json(VALIDATION, run.doc)
         if run.sensitivity is not None:

@@ -11,6 +11,7 @@ lines are allowed, where ncnn2int8 would silently stop at the first blank line).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,6 +21,10 @@ import numpy as np
 from edgecal.errors import TableError
 
 WEIGHT_KEY_MARK = "_param_"
+# A decimal exponent beyond this puts any number Fraction accepts (at most 2 x 4300 digits)
+# far outside float32's range.
+_HUGE_EXPONENT = 20000
+_EXPONENT = re.compile(r"[eE]([-+]?\d+(?:_\d+)*)\Z")
 
 
 def weight_key(layer: str, index: int = 0) -> str:
@@ -49,6 +54,12 @@ def parse_float32(token: str) -> np.float32:
     text = token.strip()
     low = text.lower().lstrip("+-")
     if low in ("inf", "infinity", "nan"):
+        return np.float32(float(text))
+    huge = _EXPONENT.search(text)
+    if huge and abs(int(huge.group(1))) > _HUGE_EXPONENT:
+        # Far beyond float32 either way (±inf or ±0): the exact Fraction would need a
+        # 10**exponent integer, i.e. hang.  Fraction still checks the mantissa's syntax.
+        Fraction(text[: huge.start()])
         return np.float32(float(text))
     exact = Fraction(text)
     guess = np.float32(float(text))

@@ -36,6 +36,9 @@ def parse_response(raw: str, device_name: str, job_id: str) -> Response:
     except (ValueError, ProtocolViolation) as e:
         raise ProtocolError(f"{device_name}: malformed response to job {job_id}: {e}",
                             hint="the agent and edgecal versions may not match") from e
+    except RecursionError:
+        raise ProtocolError(f"{device_name}: malformed response to job {job_id}: JSON nested "
+                            "too deeply") from None
     if response.job_id != job_id:
         raise ProtocolError(
             f"{device_name}: response names job {response.job_id!r}, expected {job_id!r}")

@@ -277,11 +277,17 @@ class SshDevice(Device):
             check_relpath(r, "remote path")
         return {k: v for k, v in self._file_tool("sha", *rels).items()}
 
-    def _upload(self, local: Path, rel: str, digest: str) -> None:
+    @staticmethod
+    def staging_rel(rel: str) -> str:
+        """Where an upload of ``rel`` lands before :meth:`commit_upload` checks and renames it."""
         parent, _, name = rel.rpartition("/")
+        return f"{parent}/.{name}.upload" if parent else f".{name}.upload"
+
+    def _upload(self, local: Path, rel: str, digest: str) -> None:
+        parent = rel.rpartition("/")[0]
         if parent:
             self._ensure_dir(parent)
-        tmp_rel = f"{parent}/.{name}.upload" if parent else f".{name}.upload"
+        tmp_rel = self.staging_rel(rel)
         tmp = self.remote(tmp_rel)
         size = local.stat().st_size
         t0 = time.perf_counter()
@@ -295,17 +301,36 @@ class SshDevice(Device):
                 with contextlib.suppress(OSError):
                     sftp.remove(tmp)
                 raise self._explain_oserror(e, "cannot upload to", tmp, size) from None
-        done = self._file_tool("commit", tmp_rel, rel, digest)
+        self.commit_upload(local, rel, digest)
         self.timings_s["push"] += time.perf_counter() - t0
+
+    def commit_upload(self, local: Path, rel: str, digest: str) -> None:
+        """Check the staged upload of ``local`` on the board (sha256) and move it to ``rel``."""
+        tmp_rel = self.staging_rel(rel)
+        done = self._file_tool("commit", tmp_rel, rel, digest)
         if not done.get("ok"):
             with contextlib.suppress(OSError), self.link.sftp_op("cleaning up") as sftp:
-                sftp.remove(tmp)
+                sftp.remove(self.remote(tmp_rel))
             raise TransportError(
                 f"{self.name}: the upload of {local} arrived corrupted (board sha256 "
                 f"{done.get('sha')}, expected {digest})",
                 hint="retry; if it persists, check the board's disk and memory")
         self._mark_verified(rel, digest)
-        self._bytes_pushed += size
+        self._bytes_pushed += local.stat().st_size
+
+    def upload_needed(self, local: Path) -> tuple[str, str] | None:
+        """``(rel, digest)`` when ``local`` is not on the board yet (its folder is made), else
+        None: what a fan-out upload (``edgecal.device.fanout``) stages and commits."""
+        digest = self._digests.sha256(local)
+        rel = f"{FILES_DIR}/{digest}/{safe_name(local.name, str(local))}"
+        state = self._remote_state(rel, digest, local.stat().st_size)
+        if state == "verified":
+            return None
+        if state == "unknown" and self.remote_sha256(rel).get(rel) == digest:
+            self._mark_verified(rel, digest)
+            return None
+        self._ensure_dir(rel.rpartition("/")[0])
+        return rel, digest
 
     # -- verified marks --------------------------------------------------------------------------
     # Hashing on the board costs a Python start (~0.8 s under qemu).  A file whose sha256 was

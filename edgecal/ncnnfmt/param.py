@@ -15,6 +15,7 @@ Param dict values follow ncnn's ``ParamDict::load_param`` rules:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from edgecal.errors import ModelFormatError
 MAGIC = 7767517
 MAX_PARAM_ID = 31
 ARRAY_KEY_BASE = 23300
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 _FLOAT_CHARS = re.compile(r"[.eE]")
 
@@ -86,10 +88,18 @@ def _looks_float(token: str) -> bool:
     return bool(_FLOAT_CHARS.search(token))
 
 
+def _parse_int(token: str) -> int:
+    """An int token as ncnn's ``%d`` reads it; ValueError outside the 32-bit range."""
+    value = int(token)
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise ValueError(f"{token} is outside the 32-bit int range")
+    return value
+
+
 def _parse_scalar(token: str) -> int | float:
     if _looks_float(token):
         return to_float32(float(token))
-    return int(token)
+    return _parse_int(token)
 
 
 def parse_value(key: str, text: str) -> tuple[int, ParamValue]:
@@ -98,7 +108,7 @@ def parse_value(key: str, text: str) -> tuple[int, ParamValue]:
     if kid <= -ARRAY_KEY_BASE:
         pid = -kid - ARRAY_KEY_BASE
         parts = text.split(",")
-        count = int(parts[0])
+        count = _parse_int(parts[0])
         items = parts[1:]
         if count != len(items):
             raise ValueError(f"array count {count} but {len(items)} values")
@@ -119,7 +129,7 @@ def parse_value(key: str, text: str) -> tuple[int, ParamValue]:
 def _array(items: list[str], text: str) -> ParamValue:
     if any(_looks_float(t) for t in items):
         return ParamValue("float_array", tuple(to_float32(float(t)) for t in items), text)
-    return ParamValue("int_array", tuple(int(t) for t in items), text)
+    return ParamValue("int_array", tuple(_parse_int(t) for t in items), text)
 
 
 def _signature(layer: Layer) -> tuple:
@@ -151,6 +161,10 @@ class Layer:
         if pv.kind == "int":
             return int(pv.value)  # type: ignore[arg-type]
         if pv.kind == "float":
+            if not math.isfinite(pv.value):  # type: ignore[arg-type]
+                raise ModelFormatError(
+                    f"layer {self.name!r}: param {pid} is {pv.text}, expected a whole number"
+                )
             return int(pv.value)  # type: ignore[arg-type]
         raise ModelFormatError(f"layer {self.name!r}: param {pid} is {pv.kind}, expected int")
 

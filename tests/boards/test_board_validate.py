@@ -232,7 +232,7 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
     for board in ("emu1", "emu2"):  # x86 vs NEON rounding: close, not identical
         assert 0.99999 < pair(cal, "local", board)["cosine_min"] < 1 - 1e-9
     emu1_cal, emu2_cal = cal["results"][1], cal["results"][2]
-    # (their fp32 references differ in the last bits: measured 4.5e-10 on this figure)
+    # (the fp32 references may differ in the last bits: 4.5e-10 on this figure)
     assert emu2_cal["cosine_mean"] == pytest.approx(emu1_cal["cosine_mean"], abs=1e-7)
 
     # deployed: emu2 computes in fp16; a tolerance between its pairs and local/emu1 flags it
@@ -251,10 +251,11 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
     assert cons["diverging"] == ["emu2"] and cons["tolerance_cosine"] == SPLIT_COSINE
     assert {b["board"]: b["diverges"] for b in cons["boards"]} == {
         "local": False, "emu1": False, "emu2": True}
-    # emu1 has no fp16: deployed runs the same paths as the calibration runtime
+    # emu1 has no fp16: the same int8 outputs as in the calibration runtime (its fp32
+    # reference may differ in the last bits: 4.5e-10 on this figure)
     assert pair(dep, "local", "emu1")["cosine_min"] == pytest.approx(
         pair(cal, "local", "emu1")["cosine_min"], abs=1e-12)
-    assert dep["results"][1]["cosine_mean"] == pytest.approx(emu1_cal["cosine_mean"], abs=1e-12)
+    assert dep["results"][1]["cosine_mean"] == pytest.approx(emu1_cal["cosine_mean"], abs=1e-7)
     # emu2's fp16 outputs: measurably different (0.999987-0.999991), yet close and same top-1
     for other in ("local", "emu1"):
         p = pair(dep, other, "emu2")

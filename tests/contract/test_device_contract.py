@@ -324,3 +324,43 @@ def test_agent_peak_rss_does_not_grow_with_images(fresh_device, tmp_path: Path) 
     assert peaks[0] > 0
     # holding the activations of 96 more images would add ~700 MB
     assert peaks[1] - peaks[0] < 24 * 1024, peaks
+
+
+# -- interrupted jobs ----------------------------------------------------------------------------
+def test_collect_job_finds_an_answer_written_while_the_host_was_away(device: Device) -> None:
+    """An agent that finished a job whose answer never reached the host (a cut link): the
+    response it wrote atomically is collected later, under the same job id."""
+    from device_agent.protocol import JOBS_DIR, REQUEST_FILE, dumps
+    from device_agent.server import run_job as agent_run_job
+    from edgecal.device.jobs import build_request
+
+    job_id = f"collect-{device.name}-{os.getpid()}-{time.monotonic_ns()}"
+    assert device.collect_job(job_id) is None
+    workdir = Path(str(device.workdir))  # type: ignore[attr-defined]
+    request = build_request(device.name, "hello", {}, job_id)
+    job_dir = workdir / JOBS_DIR / job_id
+    job_dir.mkdir(parents=True)
+    (job_dir / REQUEST_FILE).write_text(dumps(request), encoding="utf-8")
+    with open(os.devnull, "w") as sink:
+        agent_run_job(str(workdir), job_id, sink)
+    got = device.collect_job(job_id)
+    assert got is not None and got.response["job_id"] == job_id
+    assert got.result["protocol"] == PROTOCOL_VERSION
+
+
+def test_recover_replaces_a_killed_agent(fresh_device) -> None:  # type: ignore[no-untyped-def]
+    dev = fresh_device()
+    dev.hello()
+    pid = dev.agent_pid
+    if pid is None:
+        pytest.skip("device kind exposes no agent pid")
+    os.kill(pid, signal.SIGKILL)
+    dev.recover()
+    assert dev.hello()["protocol"] == PROTOCOL_VERSION
+    assert dev.agent_pid not in (None, pid)
+
+
+def test_run_job_takes_the_callers_job_id(device: Device) -> None:
+    job_id = f"mine-{os.getpid()}-{time.monotonic_ns()}"
+    got = device.run_job("hello", {}, job_id=job_id)
+    assert got.response["job_id"] == job_id
