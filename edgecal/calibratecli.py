@@ -353,10 +353,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             run=run, retries=args.retries,
         )
     except EdgecalError as e:
-        if run.done("absmax") or run.done("histogram"):
+        done = bool(run.done("absmax") or run.done("histogram"))
+        if done or not temporary:  # a --run-dir can be resumed even with nothing done yet
             e.hint = (f"{e.hint}; then " if e.hint else "") + (
-                f"finish with `edgecal calibrate --resume {run.run.path}` (the finished "
-                "shards are kept there)")
+                f"finish with `edgecal calibrate --resume {run.run.path}`"
+                + (" (the finished shards are kept there)" if done else ""))
         elif temporary:
             shutil.rmtree(run.run.path.parent, ignore_errors=True)
         raise

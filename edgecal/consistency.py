@@ -73,6 +73,7 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     both = (na > 0) & (nb > 0)
     out[both] = np.clip(dot[both] / na[both] / nb[both], -1.0, 1.0)
     out[(na > 0) != (nb > 0)] = 0.0
+    out[np.all(a64 == b64, axis=1)] = 1.0  # bit-equal rows: exactly 1, not 1 - 1 ulp
     return out
 
 

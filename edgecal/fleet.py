@@ -117,6 +117,7 @@ class Fleet:
                        for i, n in enumerate(names)]
         self.accounts = {label: BoardAccount(label) for label in self.labels}
         self.lost: set[str] = set()
+        self._hints: dict[str, str | None] = {}  # lost board -> the fix of its last error
 
     @property
     def alive(self) -> list[Device]:
@@ -194,6 +195,7 @@ class Fleet:
                 except _BoardLost as e:
                     acct.seconds += time.perf_counter() - t0
                     acct.lost = e.why
+                    self._hints[label] = e.hint
                     with q.cond:
                         self.lost.add(label)
                         left = len(self.alive)
@@ -248,8 +250,8 @@ class Fleet:
             q.cond.notify_all()
         producer.join()
         if isinstance(q.fatal, _NoBoardLeft):
-            why = "; ".join(f"{a.board}: {a.lost}" for a in self.accounts.values() if a.lost)
-            raise FleetExhausted(f"every board was lost before the work was done ({why})")
+            raise FleetExhausted(f"every board was lost before the work was done "
+                                 f"({self._why_lost()})", hint=self._lost_hint())
         if q.fatal is not None:
             raise q.fatal
 
@@ -266,10 +268,21 @@ class Fleet:
                                       lambda a, b: None, f"{self.tag}-call")[0]
             except _BoardLost as e:
                 self.accounts[label].lost = e.why
+                self._hints[label] = e.hint
                 self.lost.add(label)
                 self.say(f"{label}: given up ({e.why})")
-        why = "; ".join(f"{a.board}: {a.lost}" for a in self.accounts.values() if a.lost)
-        raise FleetExhausted(f"no board answered {what} ({why})")
+        raise FleetExhausted(f"no board answered {what} ({self._why_lost()})",
+                             hint=self._lost_hint())
+
+    def _why_lost(self) -> str:
+        """Each lost board and why (the reason names the board once)."""
+        return "; ".join(a.lost if a.lost.startswith(f"{a.board}: ") else f"{a.board}: {a.lost}"
+                         for a in self.accounts.values() if a.lost)
+
+    def _lost_hint(self) -> str | None:
+        """The fixes of the lost boards' last errors, each once."""
+        hints = [h for h in dict.fromkeys(self._hints.values()) if h]
+        return "; ".join(hints) or None
 
     def _attempts(self, device: Device, unit: U, job: Job[U], acct: BoardAccount,
                   progress: Callable[[int, int], None], base: str) -> tuple[Any, str]:
@@ -300,13 +313,14 @@ class Fleet:
                              f"{self.retry.delay(attempt + 1):g} s "
                              f"({attempt + 2}/{self.retry.attempts})")
         assert last is not None
-        raise _BoardLost(last.message)
+        raise _BoardLost(last.message, last.hint)
 
 
 class _BoardLost(Exception):
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, hint: str | None = None) -> None:
         super().__init__(why)
         self.why = why
+        self.hint = hint
 
 
 class _NoBoardLeft(Exception):

@@ -229,7 +229,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
                       config, say=say)
         if not sens_doc:  # within target from the start: rank the layers for the report
             sensitivity(table, result.initial)
-        text, data, _ = quantize_model(model.param, model.weights, result.table)
+        # from the table as written (%f values), so that ncnn2int8 or `edgecal quantize` with
+        # DIR/calibration.table makes exactly DIR/int8.bin
+        written = render_table(result.table)
+        text, data, _ = quantize_model(model.param, model.weights, parse_table(written))
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
@@ -255,7 +258,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.labels:
         inputs["labels"] = {"path": args.labels, "sha256": file_sha256(Path(args.labels))}
     rd = RunDir.create(out_dir, "tune", command_line(args), inputs)
-    rd.write_bytes(TABLE, render_table(result.table).encode())
+    rd.write_bytes(TABLE, written.encode())
     rd.write_bytes(INT8_PARAM, text.encode())
     rd.write_bytes(INT8_BIN, data)
     rd.write_bytes(HISTOGRAMS, histograms_to_bytes(run.histograms))

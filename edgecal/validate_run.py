@@ -281,16 +281,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         rd.write_json(VALIDATION, run.doc)
         if run.sensitivity is not None:
             rd.write_json(SENSITIVITY, run.sensitivity)
+    diverging = (run.doc.get("consistency") or {}).get("diverging") or []
     if args.json:
         print_json(doc)
-        return 0
+        return 1 if diverging else 0
     print("\n".join(render_validation(run.doc)))
     if run.sensitivity is not None:
         print("\n".join(render_sensitivity(run.sensitivity)))
     for path in (args.save_baseline, args.run_dir):
         if path:
             print(f"wrote {path}")
-    diverging = (run.doc.get("consistency") or {}).get("diverging") or []
     if diverging:
         sys.stderr.write(f"edgecal: error: board(s) {', '.join(diverging)} give int8 outputs "
                          "unlike the other boards' (fix: re-flash or rebuild them, and check "

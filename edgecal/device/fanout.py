@@ -73,6 +73,7 @@ def run_all(devices: Sequence[SshDevice], argv_for: Callable[[str], Sequence[str
     for workdir, devs in _by_workdir(devices).items():
         cmd = shlex.join(argv_for(workdir))
         got = _group_do(devs, what, lambda g, cmd=cmd: g.run(cmd, hide=True, warn=True,
+                                                              in_stream=False,
                                                               timeout=timeout_s))
         for name, o in got.items():
             if o.ok and getattr(o.value, "exited", 0) != 0:

@@ -23,8 +23,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import posixpath
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -97,6 +99,9 @@ else:
 sys.stdout.write(json.dumps(out) + "\n")
 """
 
+
+#: Uploads are staged under a name of this process's own (host pid and a random tag).
+_STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
 
 def safe_name(name: str, where: str) -> str:
     """One path component that is data: not empty, ``.``/``..``, no ``/`` or NUL."""
@@ -281,7 +286,8 @@ class SshDevice(Device):
     def staging_rel(rel: str) -> str:
         """Where an upload of ``rel`` lands before :meth:`commit_upload` checks and renames it."""
         parent, _, name = rel.rpartition("/")
-        return f"{parent}/.{name}.upload" if parent else f".{name}.upload"
+        staged = f".{name}.upload-{_STAGE_TAG}"  # per host process: two runs never share one
+        return f"{parent}/{staged}" if parent else staged
 
     def _upload(self, local: Path, rel: str, digest: str) -> None:
         parent = rel.rpartition("/")[0]

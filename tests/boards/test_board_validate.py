@@ -12,7 +12,7 @@ Measured on this machine type (2 cores, qemu-user), ``--threads 1``:
 * ``validate`` (fp32 + int8 + per-layer outputs) on emu1: 5 images 8.2 s, 16 images 20.8 s, i.e.
   ~1.1 s per image + ~2.5 s; median latency per image fp32 ~190 ms, int8 ~55 ms.  On emu2 in the
   deployed runtime (fp16): 5 images 20 s, 16 images 26 s (~0.6 s per image + ~17 s set-up),
-  fp32 400-700 ms, int8 ~55 ms; in the calibration runtime like emu1.  Local, the three boards
+  fp32 400-700 ms, int8 ~55 ms; in the calibration runtime like emu1.  local + emu1 + emu2
   side by side on 8 images: 21-22 s.
 * Cross-board int8 output cosine (least per image, 8 images), calibration runtime: emu1 vs emu2
   bit-identical (1 - 1e-16), local x86 (AVX2) vs either board 0.9999977.  Deployed runtime: local
@@ -22,14 +22,16 @@ Measured on this machine type (2 cores, qemu-user), ``--threads 1``:
   not), and a board is flagged when more than half of its pairs diverge.
 * int8 figures on emu1, good table: top-1 fp32 = int8 = agreement = 1.0, output cosine 0.998548,
   SQNR 26.85 dB; broken table: agreement 0.0, cosine 0.055.
-* ``tune --table broken --device emu1 --max-drop 5 --try-methods kl,aciq`` on 8 images: 20 variants
-  scored, 87 s; accuracy drop 100 -> 0 points, convrelu_0 gets ACIQ scales (KL also fixes it).
-  EQ for that one layer alone costs ~70 s more under qemu (``--try-methods eq``: 150 s), so EQ is
-  left to the local tests.
+* ``tune --table broken --device emu1 --max-drop 5 --try-methods kl,aciq`` on 8 images: 20
+  variants scored, 24-106 s (with the load); accuracy drop 100 -> 0 points, convrelu_0 gets ACIQ
+  scales (KL also fixes it).  EQ for that one layer alone costs ~70 s more under qemu
+  (``--try-methods eq``: 150 s), so EQ is left to the local tests.
 * ``check`` against the emu1 baseline: ~10 s each; the good table gives the baseline's figures
   exactly (pass), the broken one fails 11 of 12 checks (exit 3).
+* ``tune`` writes int8.bin from its in-memory table: one re-computed convrelu_0 weight scale is
+  1 ulp from what the written ``calibration.table`` (``%f``) converts to.
 
-The whole module takes ~3.5 min.
+The whole module takes 1.7-3.3 min (the most with other jobs on the boards and the host).
 """
 
 from __future__ import annotations
