@@ -142,3 +142,29 @@ def test_validate_sensitivity_ranks_the_broken_layer_first(
     assert json.loads((run / "sensitivity.json").read_text())["layers"][0]["layer"] == \
         "convrelu_0"
     assert (run / "validation.json").exists() and (run / "run.json").exists()
+
+
+def test_check_gate_passes_the_good_table_and_fails_the_broken_one(
+        tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import xml.etree.ElementTree as ET
+
+    common = [*MODEL, "--images", str(tables["images"]), *PRE, "--threads", "1"]
+    base = tmp_path / "baseline.json"
+    assert main(["-q", "validate", *common, "--table", str(tables["good"]),
+                 "--save-baseline", str(base)]) == 0
+    capsys.readouterr()
+    junit, js = tmp_path / "check.xml", tmp_path / "check.json"
+    assert main(["-q", "check", "--baseline", str(base), *common, "--table",
+                 str(tables["good"]), "--junit", str(junit), "--json-out", str(js)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    suites = ET.parse(junit).getroot()
+    assert int(suites.get("failures", "0")) == 0 and int(suites.get("tests", "0")) >= 4
+    assert json.loads(js.read_text())["passed"] is True
+    assert main(["-q", "check", "--baseline", str(base), *common, "--table",
+                 str(tables["broken"]), "--junit", str(junit), "--json-out", str(js)]) == 3
+    cap = capsys.readouterr()
+    assert "FAIL" in cap.out and "agreement" in cap.out and "check failed" in cap.err
+    suites = ET.parse(junit).getroot()
+    assert int(suites.get("failures", "0")) >= 2
+    assert suites.find(".//failure") is not None
+    assert json.loads(js.read_text())["passed"] is False

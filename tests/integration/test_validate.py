@@ -144,3 +144,41 @@ def test_bad_input_is_one_line_and_writes_nothing(
     _fails([*D_MODEL, str(DIGITS / "int8_kl.param"), str(DIGITS / "int8_kl.bin"), "--table",
             str(DIGITS / "kl.table"), *imgs], capsys, "either INT8.param INT8.bin or --table",
            out)
+
+
+def test_outputs_of_different_shapes_are_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An "int8 model" of the same graph whose classifier has 5 outputs instead of 10."""
+    import copy
+
+    from edgecal.calib.table import parse_table
+    from edgecal.int8.convert import quantize_model
+    from edgecal.ncnnfmt.modelbin import WeightRecord
+    from edgecal.ncnnfmt.param import int_value
+
+    fp32 = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    pf = copy.deepcopy(fp32.param)
+    fc = next(layer for layer in pf.layers if layer.name == "linear_7")
+    fc.set_param(0, int_value(5))
+    fc.set_param(2, int_value(2560))
+    weights = dict(fp32.weights)
+    w, b = weights["linear_7"]["weight"], weights["linear_7"]["bias"]
+    weights["linear_7"] = {"weight": WeightRecord("weight", w.storage, w.values[:2560]),
+                           "bias": WeightRecord("bias", b.storage, b.values[:5])}
+    table = parse_table((DIGITS / "kl.table").read_text()).without(["linear_7"])
+    text, data, _ = quantize_model(pf, weights, table, keep_fp32=["linear_7"])
+    (tmp_path / "i.param").write_text(text)
+    (tmp_path / "i.bin").write_bytes(data)
+    _fails([*D_MODEL, str(tmp_path / "i.param"), str(tmp_path / "i.bin"), "--images",
+            str(DIGITS / "images"), *D_PRE], capsys, "in fp32 and (5,) in int8",
+           tmp_path / "b.json")
+
+
+def test_labels_beyond_the_class_count_are_refused(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    names = sorted(p.name for p in (DIGITS / "images").iterdir())
+    labels = tmp_path / "l.csv"
+    labels.write_text("file,label\n" + "".join(f"{n},{12 if i == 3 else 1}\n"
+                                               for i, n in enumerate(names)))
+    _fails([*D_MODEL, "--table", str(DIGITS / "kl.table"), "--images", str(DIGITS / "images"),
+            *D_PRE, "--labels", str(labels)], capsys, "has only 10 classes", tmp_path / "b.json")
