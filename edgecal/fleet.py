@@ -80,6 +80,8 @@ class Job(Generic[U]):
     collect: Callable[[Device, U, str], Any]
     size: Callable[[U], int]
     name: Callable[[U], str]
+    #: the agent op of a unit, the last part of its job ids (``...-absmax``)
+    op: Callable[[U], str] | None = None
 
 
 @dataclass
@@ -289,7 +291,7 @@ class Fleet:
         last: DeviceError | None = None
         previous: str | None = None
         for attempt in range(self.retry.attempts):
-            job_id = f"{base}-{attempt}"
+            job_id = f"{base}-{attempt}" + (f"-{job.op(unit)}" if job.op is not None else "")
             try:
                 if attempt:
                     time.sleep(self.retry.delay(attempt))
@@ -309,11 +311,16 @@ class Fleet:
                 last = e
                 acct.retried += 1
                 if attempt + 1 < self.retry.attempts:
-                    self.say(f"{device.name}: {job.name(unit)}: {e.message}; retrying in "
+                    self.say(f"{device.name}: {job.name(unit)}: {_first_line(e)}; retrying in "
                              f"{self.retry.delay(attempt + 1):g} s "
                              f"({attempt + 2}/{self.retry.attempts})")
         assert last is not None
-        raise _BoardLost(last.message, last.hint)
+        raise _BoardLost(_first_line(last), last.hint)
+
+
+def _first_line(e: DeviceError) -> str:
+    """What went wrong, without the detail below it (an agent's last stderr lines)."""
+    return e.message.partition("\n")[0]
 
 
 class _BoardLost(Exception):

@@ -245,7 +245,7 @@ def measure(
 
 def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
     return Job(start=start, collect=collect, size=lambda u: u.count,
-               name=lambda u: f"shard {u.index} ({u.pass_name})")
+               name=lambda u: f"shard {u.index} ({u.pass_name})", op=lambda u: u.pass_name)
 
 
 def table_from_histograms(model: Model, hs: HistogramSet, method: str) -> TableBuild:
