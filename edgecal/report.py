@@ -30,6 +30,7 @@ import numpy as np
 
 from edgecal import __version__
 from edgecal.atomicfile import write_text_atomic
+from edgecal.consistency import BoardVerdict, PairFigures
 from edgecal.errors import InputFileError, UsageError
 from edgecal.histfile import load_histograms
 from edgecal.rundir import (
@@ -43,6 +44,7 @@ from edgecal.rundir import (
     VALIDATION,
     RunDir,
 )
+from edgecal.scoring import Score
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,16 +63,6 @@ REPORT_FILES = {
 }
 
 # ============================================================================ records
-
-
-@dataclass(frozen=True)
-class Score:
-    agreement: float
-    accuracy: float | None
-    cosine_mean: float
-    cosine_min: float
-    drop_points: float
-    latency_ms: float
 
 
 @dataclass(frozen=True)
@@ -105,28 +97,11 @@ class BoardResult:
 
 
 @dataclass(frozen=True)
-class PairCheck:
-    a: str
-    b: str
-    cosine_mean: float
-    cosine_min: float
-    top1_disagree: float
-
-
-@dataclass(frozen=True)
-class BoardCheck:
-    board: str
-    cosine_to_others_min: float
-    diverges: bool
-    why: str | None
-
-
-@dataclass(frozen=True)
 class Consistency:
     tolerance_cosine: float
     tolerance_disagree: float
-    pairs: tuple[PairCheck, ...]
-    boards: tuple[BoardCheck, ...]
+    pairs: tuple[PairFigures, ...]
+    boards: tuple[BoardVerdict, ...]
     diverging: tuple[str, ...]
 
 
@@ -385,11 +360,11 @@ def parse_validation(doc: Any) -> Validation:
         consistency = Consistency(
             tolerance_cosine=c.num("tolerance_cosine"),
             tolerance_disagree=c.num("tolerance_disagree"),
-            pairs=tuple(PairCheck(a=p.text("a"), b=p.text("b"), cosine_mean=p.num("cosine_mean"),
+            pairs=tuple(PairFigures(a=p.text("a"), b=p.text("b"), cosine_mean=p.num("cosine_mean"),
                                   cosine_min=p.num("cosine_min"),
                                   top1_disagree=p.num("top1_disagree"))
                         for p in c.objs("pairs")),
-            boards=tuple(BoardCheck(board=b.text("board"),
+            boards=tuple(BoardVerdict(board=b.text("board"),
                                     cosine_to_others_min=b.num("cosine_to_others_min"),
                                     diverges=b.flag("diverges"), why=b.opt_text("why"))
                          for b in c.objs("boards")),

@@ -31,6 +31,7 @@ from typing import Any
 from device_agent.protocol import PROTOCOL_VERSION
 from edgecal import __version__
 from edgecal.atomicfile import write_bytes_atomic
+from edgecal.device.digests import file_sha256
 from edgecal.errors import InputFileError
 
 RUN_SCHEMA = 1
@@ -69,14 +70,6 @@ def json_float(value: Any) -> float | None:
 
 def dumps(obj: Any) -> bytes:
     return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def images_digest(paths: Iterable[Path]) -> str:
