@@ -129,8 +129,9 @@ def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ImageError(f"npy file {path} does not exist") from None
-    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:
-        # SyntaxError, TokenError: numpy parsing a garbled header dict
+    except (ValueError, OSError, EOFError, OverflowError, SyntaxError, tokenize.TokenError) as exc:
+        # SyntaxError, TokenError: numpy parsing a garbled header dict; OverflowError: a
+        # dimension beyond int64 in an otherwise empty array
         raise ImageError(f"{path} is not a readable .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):
         raise ImageError(f"{path} is an .npz archive, not a single .npy array")

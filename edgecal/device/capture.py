@@ -6,6 +6,7 @@ one job per call (``run_outputs``: one per shard) and returns numpy values.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.protocol import InputDesc, load_npz, npz_bytes, write_shard
+from device_agent.protocol import (
+    InputDesc,
+    ProtocolViolation,
+    load_npz,
+    npz_bytes,
+    write_shard,
+)
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
 from edgecal.inputspec import InputSpec
@@ -144,10 +151,18 @@ def _model_params(device: Device, param: Path, bin: Path, specs: Sequence[InputS
     }
 
 
-def _artifact(device: Device, job: JobResult, key: str) -> Any:
+@contextlib.contextmanager
+def _artifact(device: Device, job: JobResult, key: str) -> Iterator[Any]:
+    """The job's ``.npz`` artifact, open; a damaged one is a ``ProtocolError``."""
     if key not in job.artifacts:
         raise ProtocolError(f"{device.name}: the agent's reply lacks the artifact {key}")
-    return load_npz(job.artifacts[key])
+    try:
+        with load_npz(job.artifacts[key]) as npz:
+            yield npz
+    except ProtocolViolation as e:
+        raise ProtocolError(f"{device.name}: artifact {key} of job "
+                            f"{job.response.get('job_id')} is damaged: {e}",
+                            hint="re-run; if it persists, check the board's disk") from None
 
 
 def _blob_names(device: Device, npz: Any, blobs: Sequence[str]) -> list[str]:

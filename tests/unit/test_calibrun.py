@@ -40,6 +40,16 @@ def test_plan_covers_every_sample_once(n: int, first: int, largest: int) -> None
     assert all(1 <= c <= max(first, largest) for _, c in plan)
 
 
+@given(st.integers(0, 5000), st.integers(1, 64), st.integers(1, 512), st.integers(2, 8))
+def test_fleet_plan_shrinks_towards_the_end(n: int, first: int, largest: int,
+                                            workers: int) -> None:
+    plan = plan_shards(n, first, largest, workers)
+    assert sum(c for _, c in plan) == n
+    assert [s for s, _ in plan] == [sum(c for _, c in plan[:k]) for k in range(len(plan))]
+    for start, count in plan:  # never more than a 2 x workers share of what is left
+        assert 1 <= count <= max(first, -(-(n - start) // (2 * workers)))
+
+
 def test_first_shard_size_feeds_every_worker() -> None:
     assert first_shard_size(1000, 1) == 32
     assert first_shard_size(40, 2) == 5  # 8 shards to start with for two boards
@@ -77,7 +87,7 @@ def test_bad_manifests_are_named(manifest: Manifest, breaks: str) -> None:
         d["samples"][0]["sha256"].pop()
     else:
         d["shards"] = "all"
-    with pytest.raises(InputFileError, match="m.json"):
+    with pytest.raises(InputFileError, match=r"m\.json"):
         Manifest.from_dict(d, "m.json")
 
 
