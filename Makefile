@@ -6,7 +6,7 @@ SAMPLE := samples/tinted_digits
 OUT := out/demo
 STAMP := $(VENV)/.edgecal-installed
 
-.PHONY: venv demo test test-deps bench lint clean
+.PHONY: venv demo test test-deps soak bench lint clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,16 @@ test-deps:
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The board fault scenarios of tests/boards/test_board_faults.py (cut links, a board powered off,
+# a killed agent, a full work directory) at many more random moments: SOAK_ROUNDS each (the
+# seed is printed; EDGECAL_FAULT_SEED=N replays it).  Needs root and the boards in netns mode
+# (BOARDS_NET=netns make boards-up BOARDS="emu1 emu2 emu3:bare emu4"; EDGECAL_BOARDS set).
+# Not part of `make test`; ~3.5 min per round on a 2-core machine.
+SOAK_ROUNDS ?= 8
+soak: $(STAMP)
+	EDGECAL_SOAK=1 EDGECAL_SOAK_ROUNDS=$(SOAK_ROUNDS) $(PY) -m pytest -q -p no:cacheprovider \
+	    tests/boards/test_board_faults.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -12,6 +12,14 @@ Prints one line per figure.  Timings are wall-clock on this machine; run on an i
   and fetched by a first and a repeated run (the repeat pushes 0 bytes of model/images), and
   the time breakdown: connect, push, agent start, capture, fetch.  The reference digits model
   with 10 images (qemu boards are ~300x slower than native).
+* a fleet (``--fleet B1,B2``, default ``emu1,emu4`` when the boards file names both; boards of
+  one profile): the capture time (abs-max + histogram passes) of the sample model on
+  ``--fleet-images`` images (default 200, ~70 s alone: the fixed costs, ~3.5 s of connect and
+  agent start, stay small) on the first board alone and on all of them (target speedup >= 1.8x
+  for two; the cores kept busy are printed: each qemu board needs a core of its own),
+  the bytes pushed and fetched per board, and the time to finish with ``--resume`` after every
+  board's link was cut at 50 % of the work against a full run (target <= 0.55x; root and
+  netns boards).  Every timed run pushes its shards (earlier ones are deleted first).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +176,151 @@ def bench_board(name: str, n: int) -> None:
               f"{capture_s:.2f} s, fetch {t['fetch']:.2f} s")
 
 
+def _fleet_run(boards: list[Any], model: Any, source: Any, *, run: Any = None,
+               retry: Any = None, connect_timeout_s: float | None = None
+               ) -> tuple[Any, float, dict[str, tuple[int, int]]]:
+    """One calibration over ``boards`` (opened here, in parallel like the CLI): the result,
+    the wall time from connecting to the table, and per board (pushed, fetched) bytes."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgecal.device.select import open_board
+
+    if connect_timeout_s is not None:
+        boards = [dataclasses.replace(b, connect_timeout_s=connect_timeout_s) for b in boards]
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        with ThreadPoolExecutor(max_workers=len(boards)) as pool:
+            devs = [stack.enter_context(d) for d in pool.map(open_board, boards)]
+        result = calibrate(model, source, devs, method="kl", run=run, retry=retry)
+        wall = time.perf_counter() - t0
+        moved = {d.name: (d.bytes_pushed + d.bytes_job_files, d.bytes_fetched) for d in devs}
+    return result, wall, moved
+
+
+def _forget_shards(boards: list[Any]) -> None:
+    """Delete the sample shards earlier runs left on the boards (content-addressed, they would
+    not be pushed again): every timed run pushes its shards."""
+    from edgecal.device.select import open_board
+
+    for board in boards:
+        with open_board(board) as dev:
+            dev.link.run(["find", dev.remote("files"), "-name", "shard_*.npz", "-delete"],
+                         timeout_s=120)
+
+
+def _cpu_busy() -> tuple[int, int]:
+    """(all, idle) jiffies of this machine so far (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
+def _busy_since(t0: tuple[int, int]) -> float:
+    """Cores kept busy since ``t0`` (all processes: boards, host, others)."""
+    t1 = _cpu_busy()
+    import os
+
+    return (1 - (t1[1] - t0[1]) / max(1, t1[0] - t0[0])) * (os.cpu_count() or 1)
+
+
+def _capture_s(result: Any) -> float:
+    return sum(v for k, v in result.timings_s.items() if k in ("absmax", "histogram"))
+
+
+def bench_fleet(names: list[str], n: int) -> None:
+    """Two (or more) emulated boards against one on the same images: capture speedup, bytes
+    per board, and the time to finish with ``--resume`` after every board's link is cut at
+    50 % of the work against a full re-run."""
+    import os
+    import subprocess
+    import threading
+
+    from edgecal.boards import boards_file, resolve_board
+    from edgecal.calibrun import CalibRun, build_manifest
+    from edgecal.fleet import FleetExhausted, RetryPolicy
+
+    load = os.getloadavg()[0]
+    boards = [resolve_board(name, boards_file(None)) for name in names]
+    model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
+    source = make_sample_source([SPEC], [sample_images(n)])
+    _fleet_run(boards, model, make_sample_source([SPEC], [sample_images(4)]))  # agent + model
+    _forget_shards(boards)
+    t0 = _cpu_busy()
+    one, wall1, moved1 = _fleet_run(boards[:1], model, source)
+    busy1 = _busy_since(t0)
+    _forget_shards(boards)
+    t0 = _cpu_busy()
+    many, wall2, moved2 = _fleet_run(boards, model, source)
+    busy2 = _busy_since(t0)
+    c1, c2 = _capture_s(one), _capture_s(many)
+    print(f"fleet, {SAMPLE.name} with {n} images: capture (abs-max + histogram passes) on "
+          f"{names[0]} alone {c1:.1f} s (wall {wall1:.1f} s), on {'+'.join(names)} {c2:.1f} s "
+          f"(wall {wall2:.1f} s): speedup {c1 / c2:.2f}x (target >= 1.8x); wall speedup "
+          f"{wall1 / wall2:.2f}x; cores busy {busy1:.2f} alone, {busy2:.2f} with "
+          f"{len(names)} boards, of {os.cpu_count()} (load average {load:.1f} before)")
+    print("fleet accounts: " + "; ".join(
+        f"{a['board']} {a['shards']} shards/{a['samples']} samples in {a['seconds']:.1f} s"
+        for a in many.fleet))
+    for name, (pushed, fetched) in moved2.items():
+        alone = (f"; alone: pushed {moved1[name][0]} B, fetched {moved1[name][1]} B"
+                 if name in moved1 else "")
+        print(f"fleet, bytes of {name} in the {len(names)}-board run: pushed {pushed} B (shards "
+              f"and job requests; model and agent were there already), fetched {fetched} B"
+              + alone)
+
+    state = Path(str(boards[0].identity_file)).parent.parent
+    if os.geteuid() != 0 or not all(b.host.startswith("10.200.") for b in boards):
+        print("fleet, resume after a cut at 50 %: skipped (needs root and boards in netns mode)")
+        return
+
+    def emuboard(*args: str) -> None:
+        subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args], check=True,
+                       capture_output=True, timeout=120,
+                       env=dict(os.environ, EMUBOARD_STATE=str(state)))
+
+    _forget_shards(boards)
+    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
+        manifest = build_manifest(model, source, method="kl", runtime="calibration", threads=1,
+                                  histograms=True, options={}, workers=len(boards))
+        run = CalibRun.create(Path(tmp) / "run", manifest, ["bench"])
+        counts = {s.index: s.count for s in manifest.shards}
+        stop, cut_at = threading.Event(), []
+
+        def cut_at_half() -> None:
+            while not stop.wait(0.05):
+                done = sum(counts[i] for p in ("absmax", "histogram") for i in run.done(p))
+                if done >= n:  # half of the 2 x n sample passes
+                    for b in names:
+                        emuboard("cut", b, "drop")
+                    cut_at.append(done)
+                    return
+
+        watcher = threading.Thread(target=cut_at_half, daemon=True)
+        watcher.start()
+        try:
+            _fleet_run(boards, model, source, run=run, retry=RetryPolicy(attempts=1),
+                       connect_timeout_s=3)
+            stopped = "the run finished before the cut"
+        except FleetExhausted:
+            stopped = "every board lost"
+        finally:
+            stop.set()
+            watcher.join()
+            for b in names:
+                emuboard("restore", b)
+        kept = sum(counts[i] for p in ("absmax", "histogram") for i in run.done(p))
+        resumed, wall_r, _ = _fleet_run(boards, model, source,
+                                        run=CalibRun.open(Path(tmp) / "run", ["bench"]))
+    same = resumed.table.records.keys() == many.table.records.keys() and all(
+        np.array_equal(resumed.table.records[k], many.table.records[k])
+        for k in many.table.records)
+    print(f"fleet, finish after a cut at 50 % ({cut_at[0] if cut_at else '-'} of {2 * n} "
+          f"sample passes answered at the cut, {kept} kept; {stopped}): resume {wall_r:.1f} s "
+          f"vs a full run {wall2:.1f} s: {wall_r / wall2:.2f}x (target <= 0.55x); table "
+          f"{'identical' if same else 'DIFFERENT'}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=1000)
@@ -175,12 +329,25 @@ def main() -> int:
     ap.add_argument("--board", default=None,
                     help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set)")
     ap.add_argument("--board-only", action="store_true", help="only the board figures")
+    ap.add_argument("--fleet", default=None, metavar="B1,B2",
+                    help="also measure a fleet of these boards (same profile) against the first "
+                         "alone (default: emu1,emu4 if EDGECAL_BOARDS names both; 'none': skip)")
+    ap.add_argument("--fleet-images", type=int, default=200,
+                    help="images of the sample model for the fleet figures")
     args = ap.parse_args()
     import os
 
     board = args.board or ("emu1" if os.environ.get("EDGECAL_BOARDS") else None)
     if board:
         bench_board(board, 10)
+    fleet = args.fleet
+    if fleet is None and os.environ.get("EDGECAL_BOARDS"):
+        from edgecal.boards import boards_file, load_boards
+
+        known = load_boards(boards_file(None))
+        fleet = "emu1,emu4" if {"emu1", "emu4"} <= set(known) else None
+    if fleet and fleet != "none":
+        bench_fleet(fleet.split(","), args.fleet_images)
     if args.board_only:
         return 0
     hist = bench_overhead(args.images, 1)

@@ -31,7 +31,13 @@ from edgecal.cliargs import (
     write_outputs,
 )
 from edgecal.cliargs import err as _err
-from edgecal.errors import DeviceError, EdgecalError, HostKeyError, UsageError
+from edgecal.errors import (
+    BoardSetupError,
+    DeviceError,
+    EdgecalError,
+    HostKeyError,
+    UsageError,
+)
 from edgecal.fleet import RetryPolicy
 from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.model import Model, load_model
@@ -127,24 +133,26 @@ def prepare_boards(devices: list[Any], files: Sequence[Path], say: Any) -> list[
         agent.write_bytes(data)
         uploads = [*files, agent]
         need_kib = sum(f.stat().st_size for f in uploads) // 1024 + 1024
-        out: dict[str, str] = {}
+        out: dict[str, DeviceError] = {}
         for name, o in free_kib(boards).items():
             if not o.ok and o.error is not None:
-                out[name] = o.error.message
+                out[name] = o.error
             elif o.value < need_kib:
-                out[name] = (f"{name}: only {o.value} KiB free in its work directory, the run "
-                             f"needs at least {need_kib} KiB (free space on the board, or set "
-                             "another workdir in the boards file)")
+                out[name] = BoardSetupError(
+                    f"{name}: the board's disk is full: only {o.value} KiB free in its work "
+                    f"directory, the run needs at least {need_kib} KiB",
+                    hint=f"free disk space on the board (`edgecal board check {name}` shows "
+                         "the free space) or set another workdir in the boards file")
         ready = [d for d in boards if d.name not in out]
         for name, o in push_all(ready, uploads).items():
             if not o.ok and o.error is not None:
-                out[name] = o.error.message
-    for why in out.values():
-        if say is not None:
-            say(f"left out: {why}")
+                out[name] = o.error
     keep = [d for d in devices if d.name not in out]
     if not keep:
-        raise DeviceError(next(iter(out.values())))
+        raise next(iter(out.values()))  # with its fix
+    for e in out.values():
+        if say is not None:
+            say(f"left out: {e.message.partition(chr(10))[0]}")
     return keep
 
 
@@ -165,7 +173,9 @@ def open_fleet(args: argparse.Namespace, threads: int, runtime: str,
             return
 
         def one(spec: str | None) -> Any:
-            return open_device(args, effective_threads(args, runtime, spec), spec)
+            # ncnn2table's drop-in has no --threads (its thread= is ``threads``)
+            t = effective_threads(args, runtime, spec) if hasattr(args, "threads") else threads
+            return open_device(args, t, spec)
 
         with ThreadPoolExecutor(max_workers=len(specs)) as pool:
             futures = [pool.submit(one, s) for s in specs]

@@ -41,13 +41,19 @@ PARTS = "parts"
 PASSES = ("absmax", "histogram")
 
 
-def plan_shards(n: int, first: int = 32, largest: int = 256) -> list[tuple[int, int]]:
+def plan_shards(n: int, first: int = 32, largest: int = 256, workers: int = 1
+                ) -> list[tuple[int, int]]:
     """``(start, count)`` of each shard: ``first``, twice that, ... up to ``largest`` samples
-    (the first shard is ready early; later shards keep the number of jobs small)."""
+    (the first shard is ready early; later shards keep the number of jobs small).  With several
+    ``workers`` a shard is also at most the samples left / (2 x workers) (not below ``first``):
+    the shards shrink again towards the end, so the workers finish a pass together instead of
+    all but one waiting for the last big shard."""
     out: list[tuple[int, int]] = []
     start, k = 0, 0
     while start < n:
         count = min(largest, first << min(k, 16), n - start)
+        if workers > 1:
+            count = min(count, max(first, -(-(n - start) // (2 * workers))))
         out.append((start, count))
         start += count
         k += 1
@@ -159,7 +165,8 @@ def build_manifest(model: Model, source: SampleSource, *, method: str, runtime: 
                    workers: int = 1) -> Manifest:
     """Hash every sample file and plan the shards (for ``workers`` devices)."""
     hashes = [[file_sha256(Path(p)) for p in paths] for paths in source.paths]
-    plan = plan_shards(source.n_samples, first_shard_size(source.n_samples, workers))
+    plan = plan_shards(source.n_samples, first_shard_size(source.n_samples, workers),
+                       workers=workers)
     shards = [Shard(k, start, count, shard_digest(hashes, start, count))
               for k, (start, count) in enumerate(plan)]
     return Manifest(

@@ -82,6 +82,9 @@ class Job(Generic[U]):
     name: Callable[[U], str]
     #: the agent op of a unit, the last part of its job ids (``...-absmax``)
     op: Callable[[U], str] | None = None
+    #: what a unit needs on the board (its shard): a unit goes to the board that answered one
+    #: of the same key before, whose copy is there, unless another board would sit idle
+    home: Callable[[U], Any] | None = None
 
 
 @dataclass
@@ -120,6 +123,13 @@ class Fleet:
         self.accounts = {label: BoardAccount(label) for label in self.labels}
         self.lost: set[str] = set()
         self._hints: dict[str, str | None] = {}  # lost board -> the fix of its last error
+        self._homes: dict[Any, str] = {}  # Job.home key -> the board that answered it
+
+    def remember_home(self, key: Any, label: str) -> None:
+        """Units of this :attr:`Job.home` key have their files on board ``label`` (e.g. the
+        shards a resumed run pushed before it was interrupted)."""
+        if label in self.labels:
+            self._homes[key] = label
 
     @property
     def alive(self) -> list[Device]:
@@ -156,15 +166,29 @@ class Fleet:
                     q.producing = False
                     q.cond.notify_all()
 
-        def take() -> tuple[U, bool] | None:
+        def pick(label: str) -> int | None:
+            """The next unit for ``label``: its own (key answered there) or nobody's first;
+            another board's (the last: the smallest) only once every unit is queued."""
+            if job.home is None:
+                return 0 if q.pending else None
+            for i, (unit, _) in enumerate(q.pending):
+                owner = self._homes.get(job.home(unit))
+                if owner is None or owner == label or owner in self.lost:
+                    return i
+            return len(q.pending) - 1 if q.pending and not q.producing else None
+
+        def take(label: str) -> tuple[U, bool] | None:
             with q.cond:
                 while True:
                     if q.fatal is not None:
                         return None
-                    if q.pending:
+                    i = pick(label)
+                    if i is not None:
                         q.outstanding += 1
-                        return q.pending.popleft()
-                    if not q.producing and q.outstanding == 0:
+                        item = q.pending[i]
+                        del q.pending[i]
+                        return item
+                    if not q.pending and not q.producing and q.outstanding == 0:
                         return None
                     q.cond.wait()
 
@@ -184,7 +208,7 @@ class Fleet:
             acct = self.accounts[label]
             serial = 0
             while True:
-                item = take()
+                item = take(label)
                 if item is None:
                     return
                 unit, moved = item
@@ -235,6 +259,9 @@ class Fleet:
                 acct.samples += job.size(unit)
                 if moved:
                     acct.reassigned += 1
+                if job.home is not None:
+                    with q.cond:
+                        self._homes[job.home(unit)] = label
                 answered()
 
         producer = threading.Thread(target=produce, name="edgecal-fleet-producer", daemon=True)

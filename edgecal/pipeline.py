@@ -135,6 +135,9 @@ def measure(
         fleet = fleet or Fleet(devices)
         plan = run.manifest.shards
         done1, done2 = run.done("absmax"), run.done("histogram")
+        if done1 and histograms and len(done2) < len(plan):  # resumed: the shards are there
+            for part in run.parts("absmax"):
+                fleet.remember_home(part.index, part.board)
         need = [sh for sh in plan if decode_all or sh.index not in done1
                 or (histograms and sh.index not in done2)]
         paths: dict[int, Path] = {}
@@ -245,7 +248,8 @@ def measure(
 
 def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
     return Job(start=start, collect=collect, size=lambda u: u.count,
-               name=lambda u: f"shard {u.index} ({u.pass_name})", op=lambda u: u.pass_name)
+               name=lambda u: f"shard {u.index} ({u.pass_name})", op=lambda u: u.pass_name,
+               home=lambda u: u.index)  # pass 2 goes where pass 1 pushed the shard
 
 
 def table_from_histograms(model: Model, hs: HistogramSet, method: str) -> TableBuild:

@@ -117,6 +117,54 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
                      self.board, fingerprint(key), hostname, self.record_to)
 
 
+class _ChannelText:
+    """One stream of an exec channel: text lines read from stdout/stderr, or text written to
+    stdin (unbuffered).  Used instead of paramiko's ``BufferedFile``, whose ``__del__`` flushes
+    and, once the channel is gone (a cut link), prints "Exception ignored ... I/O operation on
+    closed file" tracebacks at exit."""
+
+    def __init__(self, chan: paramiko.Channel, which: str) -> None:
+        self._chan = chan
+        self._which = which
+        self._recv = chan.recv_stderr if which == "stderr" else chan.recv
+        self._buf = b""
+        self._eof = False
+        self._lock = threading.Lock()
+
+    def readline(self) -> str:
+        """The next line with its newline; ``""`` once the stream has ended."""
+        with self._lock:
+            while b"\n" not in self._buf and not self._eof:
+                data = self._recv(32768)
+                if data:
+                    self._buf += data
+                else:
+                    self._eof = True
+            line, nl, self._buf = self._buf.partition(b"\n")
+            return (line + nl).decode("utf-8", "replace")
+
+    def __iter__(self) -> _ChannelText:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def write(self, text: str) -> int:
+        self._chan.sendall(text.encode("utf-8"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._which == "stdin":
+            with contextlib.suppress(Exception):
+                self._chan.shutdown_write()
+
+
 class ChannelProcess:
     """:class:`edgecal.device.session.AgentProcess` over one SSH exec channel.
 
@@ -136,9 +184,9 @@ class ChannelProcess:
         try:
             self._chan = transport.open_session(timeout=link.target.connect_timeout_s)
             self._chan.exec_command(shlex.join(wrapped))
-            self.stdin: IO[str] = self._chan.makefile_stdin("w")  # type: ignore[assignment]
-            self.stdout: IO[str] = self._chan.makefile("r")  # type: ignore[assignment]
-            self.stderr: IO[str] = self._chan.makefile_stderr("r")  # type: ignore[assignment]
+            self.stdin: IO[str] = _ChannelText(self._chan, "stdin")  # type: ignore[assignment]
+            self.stdout: IO[str] = _ChannelText(self._chan, "stdout")  # type: ignore[assignment]
+            self.stderr: IO[str] = _ChannelText(self._chan, "stderr")  # type: ignore[assignment]
         except (paramiko.SSHException, OSError, EOFError) as e:
             link.fail(e, "starting the agent")
         self._pid = 0

@@ -3,17 +3,21 @@
 The boards (``BOARDS_NET=netns make boards-up BOARDS="emu1 emu2 emu3:bare emu4"``, root): the
 fleet is ``emu1`` + ``emu4`` (the same profile, so the same activations), the reference table is
 an uncut run on ``emu1`` alone.  Model: the reference digits model with 40 images, so a
-two-board run has 4 shards per pass (5, 10, 20, 5 samples) and a one-board run 3 (10, 20, 10).
-Faults, each at a random moment of the capture (a shard count reached plus a delay, then, for
-the faults that need one, a capture job of this process in flight on the board):
+two-board run has 7 shards per pass (5, 9, 7, 5, 5, 5, 4 samples) and a one-board run 3 (10,
+20, 10).  Each fault comes at a random moment of the capture: once a random number of shard
+results is in (0-4 of the 14 of a two-board run, 0-2 of 6 alone) and a capture job of this
+process runs on the board (with two boards: a first-pass job, so the board always has work
+left to notice the fault with), after a random delay (0-0.8 s):
 
-* a. ``emu1``'s link cut (packets dropped) in the two-board run, restored 12-16 s later (longer
-  than the keepalive watchdog needs to notice it) -> the run finishes, the table is identical,
-  ``emu1`` retried, every sample counted once per pass;
+* a. ``emu1``'s link cut in the two-board run (``drop``: packets vanish, or ``unreach``: the
+  host route goes; at random), restored 12-16 s later (longer than the keepalive watchdog needs
+  to notice it; ``--retries 6``: the tries span ~20 s even when connects fail at once) -> the
+  run finishes, the table is identical, ``emu1`` retried, every sample counted once per pass;
 * b. ``emu1``'s link cut for good -> ``emu1`` is given up, ``emu4`` takes its shard over;
 * c. ``emu4`` powered off (``emuboard.sh stop``) -> the same; ``emu4`` is started again after;
 * d. ``emu1``'s agent killed (SIGKILL) mid-job -> retried;
-* e. ``emu4``'s work directory (a 4 MiB tmpfs mounted inside its root) filled up: with ``emu1``
+* e. ``emu4``'s work directory (a 4 MiB tmpfs mounted inside its root, in its sshd's mount
+  namespace: nothing is written to the host's disk) filled up: with ``emu1``
   the run finishes without ``emu4``; alone it stops with one error line naming the board and
   ``--resume RUN``; freed and resumed, the table is identical and no finished shard is redone;
 * f. the single board's link cut for good -> stops resumable; restored and resumed, identical.
@@ -66,6 +70,8 @@ SEED = int(os.environ.get("EDGECAL_FAULT_SEED") or random.SystemRandom().randran
 CONNECT_TIMEOUT_S = 3
 FULL_DIR = "ecfull"  # the tmpfs, in the board's home
 PASSES = ("absmax", "histogram")
+CUTS = ("drop", "unreach")  # packets vanish / the host route goes (EHOSTUNREACH)
+FIRST = ("absmax",)  # two boards: the fault comes in the first pass (see the module doc)
 
 
 def partner(board: str) -> str:
@@ -86,9 +92,9 @@ class Rig:
     def board_root(self, name: str) -> Path:
         return self.state / "boards" / name / "root"
 
-    def workdir(self, name: str, boards: Path | None = None) -> Path:
+    def workdir(self, name: str) -> Path:
         """The board's work directory, seen from the host."""
-        wd = load_boards(boards or self.boards)[name].workdir
+        wd = load_boards(self.boards)[name].workdir
         return self.board_root(name) / "home" / "pi" / wd.removeprefix("~/")
 
     def emuboard(self, *args: str, **env: str) -> None:
@@ -150,28 +156,39 @@ def parts_done(run_dir: Path) -> int:
     return sum(len(list((run_dir / "parts" / p).glob("*.npz"))) for p in PASSES)
 
 
-def job_in_flight(jobs: Path) -> bool:
-    """A capture job of this process on the board: request written, no response yet."""
-    for req in jobs.glob(f"*-{os.getpid()}-*/request.json"):
-        if (req.parent / "response.json").exists():
+def job_dirs(jobs: Path) -> set[str]:
+    return {p.name for p in jobs.glob("*")} if jobs.is_dir() else set()
+
+
+def job_in_flight(jobs: Path, pid: int | None = None,
+                  old: set[str] | frozenset[str] = frozenset(),
+                  ops: tuple[str, ...] = PASSES) -> bool:
+    """A capture job (one of ``ops``) of process ``pid`` (default: this one; 0: any) on the
+    board, not among ``old`` (jobs that earlier runs left behind): request written, no
+    response yet."""
+    pid = os.getpid() if pid is None else pid
+    for req in jobs.glob(f"*-{pid}-*/request.json" if pid else "*/request.json"):
+        if req.parent.name in old or (req.parent / "response.json").exists():
             continue
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(req.read_text()).get("op") in PASSES:
+            if json.loads(req.read_text()).get("op") in ops:
                 return True
     return False
 
 
 class Moment(threading.Thread):
-    """Once ``parts`` shard results are in ``run_dir`` and a capture job runs on the board
-    (``jobs``: its jobs folder seen from the host), wait ``delay`` s more and call ``action``
-    (``again``: wait for a job in flight once more after the delay).  Never fires after
-    :meth:`cancel`; an exception of ``action`` is kept for :meth:`check`."""
+    """Once ``parts`` shard results are in ``run_dir`` and a capture job (of ``ops``) runs on
+    the board (``jobs``: its jobs folder seen from the host), wait ``delay`` s more and call
+    ``action`` (``again``: wait for a job in flight once more after the delay).  Never fires
+    after :meth:`cancel`; an exception of ``action`` is kept for :meth:`check`."""
 
     def __init__(self, run_dir: Path, jobs: Path, parts: int, delay: float,
-                 action: Callable[[], None], again: bool = False) -> None:
+                 action: Callable[[], None], again: bool = False, pid: int | None = None,
+                 ops: tuple[str, ...] = PASSES) -> None:
         super().__init__(daemon=True, name="fault-moment")
         self.run_dir, self.jobs, self.parts, self.delay = run_dir, jobs, parts, delay
-        self.action, self.again = action, again
+        self.action, self.again, self.pid, self.ops = action, again, pid, ops
+        self.old: set[str] = set()
         self.cancelled = threading.Event()
         self.fired_at: float | None = None
         self.error: BaseException | None = None
@@ -183,14 +200,19 @@ class Moment(threading.Thread):
             time.sleep(0.03)
         return False
 
+    def start(self) -> None:
+        self.old = job_dirs(self.jobs)  # before the run: not its jobs
+        super().start()
+
     def run(self) -> None:
         try:
             if not self._wait(lambda: parts_done(self.run_dir) >= self.parts
-                              and job_in_flight(self.jobs)):
+                              and job_in_flight(self.jobs, self.pid, self.old, self.ops)):
                 return
             if self.cancelled.wait(self.delay):
                 return
-            if self.again and not self._wait(lambda: job_in_flight(self.jobs)):
+            if self.again and not self._wait(lambda: job_in_flight(self.jobs, self.pid,
+                                                                   self.old)):
                 return
             self.fired_at = time.monotonic()
             self.action()
@@ -322,10 +344,15 @@ def fill_up(folder: Path) -> int:
 @contextlib.contextmanager
 def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
     """``board``'s work directory on a 4 MiB tmpfs inside its root: a boards file copy that
-    points there and the tmpfs (seen from the host).  Unmounted afterwards."""
+    points there, and the tmpfs as the host sees it.  Unmounted afterwards.
+
+    The board's sshd runs in its own mount namespace (``ip netns exec`` makes one), so the
+    tmpfs is mounted there (``nsenter``) and reached through ``/proc/<sshd>/root``."""
+    sshd = int((rig.state / "run" / f"{board}.pid").read_text())
     mnt = rig.board_root(board) / "home" / "pi" / FULL_DIR
     mnt.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755,uid=4242,gid=4242",
+    ns = ["nsenter", f"--mount=/proc/{sshd}/ns/mnt", "--"]
+    subprocess.run([*ns, "mount", "-t", "tmpfs", "-o", "size=4m,mode=0755,uid=4242,gid=4242",
                     "edgecal-test-full", str(mnt)], check=True, timeout=30)
     boards = rig.tmp / f"boards-{board}-small.toml"
     boards.write_text(re.sub(
@@ -333,19 +360,19 @@ def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
         rf'\1workdir = "{FULL_DIR}/wd"', rig.boards.read_text()))
     assert load_boards(boards)[board].workdir == f"{FULL_DIR}/wd"
     try:
-        yield boards, mnt
+        yield boards, Path(f"/proc/{sshd}/root{mnt}")
     finally:
         for pid in agent_pids(rig.board_root(board)):
             with contextlib.suppress(OSError):
                 if FULL_DIR.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, 9)
         for _ in range(20):
-            if subprocess.run(["umount", str(mnt)], capture_output=True,
+            if subprocess.run([*ns, "umount", str(mnt)], capture_output=True,
                               check=False).returncode == 0:
                 break
             time.sleep(0.3)
         else:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
+            subprocess.run([*ns, "umount", "-l", str(mnt)], check=False)
         with contextlib.suppress(OSError):
             mnt.rmdir()
 
@@ -359,24 +386,24 @@ ROUND = pytest.mark.parametrize("round_", range(ROUNDS))
 def test_link_cut_and_restored_two_boards(rig: Rig, tmp_path: Path, round_: int,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """a. A cut link that comes back: retried on the same board, nothing lost."""
-    rng, k, d, when = moment_params("cut-restore", round_, (0, 3), 1.0)
-    down = rng.uniform(12.0, 16.0)
+    rng, k, d, when = moment_params("cut-restore", round_, (0, 4), 0.8)
+    down, how = rng.uniform(12.0, 16.0), rng.choice(CUTS)
 
     def cut_for_a_while() -> None:
-        rig.emuboard("cut", LINK, "drop")
+        rig.emuboard("cut", LINK, how)
         time.sleep(down)
         rig.emuboard("restore", LINK)
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
         with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              cut_for_a_while)) as m:
+                              cut_for_a_while, ops=FIRST)) as m:
             code, summary, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(*FLEET, boards=rig.boards)))
+                rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "6"))
         m.check()
     finally:
         rig.emuboard("restore", LINK)
-    report(capsys, f"[faults a] {LINK} link cut {when} for {down:.1f} s: exit {code} in "
+    report(capsys, f"[faults a] {LINK} link cut ({how}) {when} for {down:.1f} s: exit {code} in "
                    f"{took:.1f} s; {brief(summary)}")
     acc = assert_finished(rig, code, summary, err, out, when)
     assert acc[LINK]["retried"] >= 1 and acc[LINK]["lost"] is None, (when, acc)
@@ -386,18 +413,19 @@ def test_link_cut_and_restored_two_boards(rig: Rig, tmp_path: Path, round_: int,
 def test_link_cut_for_good_two_boards(rig: Rig, tmp_path: Path, round_: int,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """b. A link that stays cut: the board is given up, its shard goes to the other."""
-    _, k, d, when = moment_params("cut", round_, (0, 3), 1.0)
+    rng, k, d, when = moment_params("cut", round_, (0, 4), 0.8)
+    how = rng.choice(CUTS)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
         with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              lambda: rig.emuboard("cut", LINK, "drop"))) as m:
+                              lambda: rig.emuboard("cut", LINK, how), ops=FIRST)) as m:
             code, summary, err, took = run_cli(capsys, calibrate_args(
                 rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "3"))
         m.check()
     finally:
         rig.emuboard("restore", LINK)
-    report(capsys, f"[faults b] {LINK} link cut for good {when}: exit {code} in {took:.1f} s; "
-                   f"{brief(summary)}")
+    report(capsys, f"[faults b] {LINK} link cut ({how}) for good {when}: exit {code} in "
+                   f"{took:.1f} s; {brief(summary)}")
     acc = assert_finished(rig, code, summary, err, out, when)
     assert acc[LINK]["lost"] and acc[partner(LINK)]["reassigned"] >= 1, (when, acc)
     assert f"{LINK}: given up" in err
@@ -407,11 +435,11 @@ def test_link_cut_for_good_two_boards(rig: Rig, tmp_path: Path, round_: int,
 def test_power_off_two_boards(rig: Rig, tmp_path: Path, round_: int,
                               capsys: pytest.CaptureFixture[str]) -> None:
     """c. A board powered off mid-run (sshd, sessions, agent and netns gone)."""
-    _, k, d, when = moment_params("power", round_, (0, 3), 1.0)
+    _, k, d, when = moment_params("power", round_, (0, 4), 0.8)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
         with at_moment(Moment(run_dir, rig.workdir(POWER) / "jobs", k, d,
-                              lambda: rig.emuboard("stop", POWER))) as m:
+                              lambda: rig.emuboard("stop", POWER), ops=FIRST)) as m:
             code, summary, err, took = run_cli(capsys, calibrate_args(
                 rig, out, run_dir, *devices(*FLEET, boards=rig.boards)))
         m.check()
@@ -435,7 +463,7 @@ def test_power_off_two_boards(rig: Rig, tmp_path: Path, round_: int,
 def test_agent_killed_mid_job(rig: Rig, tmp_path: Path, round_: int,
                               capsys: pytest.CaptureFixture[str]) -> None:
     """d. The agent killed (SIGKILL) while it runs a capture job: the job runs again."""
-    _, k, d, when = moment_params("kill", round_, (0, 3), 0.5)
+    _, k, d, when = moment_params("kill", round_, (0, 4), 0.8)
     killed: list[int] = []
 
     def kill() -> None:
@@ -444,7 +472,8 @@ def test_agent_killed_mid_job(rig: Rig, tmp_path: Path, round_: int,
             killed.append(pid)
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
-    with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, kill, again=True)) as m:
+    with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, kill, again=True,
+                          ops=FIRST)) as m:
         code, summary, err, took = run_cli(capsys, calibrate_args(
             rig, out, run_dir, *devices(*FLEET, boards=rig.boards)))
     m.check()
@@ -460,12 +489,13 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
     """e. The board's work directory fills up: with another board the run finishes without
     it; alone the run stops resumable, and once space is freed ``--resume`` finishes it
     without redoing a finished shard."""
-    _, k, d, when = moment_params("full-fleet", round_, (0, 3), 1.0)
+    _, k, d, when = moment_params("full-fleet", round_, (0, 4), 0.8)
     with small_workdir(rig, POWER) as (boards, mnt):
-        jobs = rig.workdir(POWER, boards) / "jobs"
+        jobs = mnt / "wd" / "jobs"
         out, run_dir = tmp_path / "fleet.table", tmp_path / "fleet-run"
         filled: list[int] = []
-        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)))) as m:
+        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)),
+                              ops=FIRST)) as m:
             code, summary, err, took = run_cli(capsys, calibrate_args(
                 rig, out, run_dir, *devices(*FLEET, boards=boards)))
         m.check()
@@ -477,7 +507,7 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
 
         # alone (3 shards per pass): at least one shard answered before the disk fills
         (mnt / "filler").unlink()
-        _, k, d, when = moment_params("full-alone", round_, (1, 4), 1.0)
+        _, k, d, when = moment_params("full-alone", round_, (1, 2), 0.8)
         out, run_dir = tmp_path / "alone.table", tmp_path / "alone-run"
         with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)))) as m:
             code, _, err, took = run_cli(capsys, calibrate_args(
@@ -507,18 +537,19 @@ def test_single_board_cut_then_resume(rig: Rig, tmp_path: Path, round_: int,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """f. The only board's link cut for good: the run stops with a resumable run directory;
     once the link is back, ``--resume`` writes the uncut run's table."""
-    _, k, d, when = moment_params("cut-alone", round_, (0, 4), 1.0)
+    rng, k, d, when = moment_params("cut-alone", round_, (0, 2), 0.8)
+    how = rng.choice(CUTS)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
         with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              lambda: rig.emuboard("cut", LINK, "drop"))) as m:
+                              lambda: rig.emuboard("cut", LINK, how))) as m:
             code, _, err, took = run_cli(capsys, calibrate_args(
                 rig, out, run_dir, *devices(LINK, boards=rig.boards), "--retries", "2"))
         m.check()
     finally:
         rig.emuboard("restore", LINK)
     line = one_error_line(err, LINK, run_dir)
-    report(capsys, f"[faults f] {LINK} alone, link cut for good {when}: exit {code} in "
+    report(capsys, f"[faults f] {LINK} alone, link cut ({how}) for good {when}: exit {code} in "
                    f"{took:.1f} s: {line}")
     assert code != 0 and not out.exists()
     before, done = part_jobs(run_dir), done_samples(run_dir)
