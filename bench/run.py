@@ -277,9 +277,11 @@ def bench_fleet(names: list[str], n: int) -> None:
         return
 
     def emuboard(*args: str) -> None:
-        subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args], check=True,
-                       capture_output=True, timeout=120,
-                       env=dict(os.environ, EMUBOARD_STATE=str(state)))
+        r = subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env=dict(os.environ, EMUBOARD_STATE=str(state)))
+        if r.returncode != 0:
+            print(f"fleet: emuboard.sh {' '.join(args)} failed: {r.stderr.strip()}")
 
     _forget_shards(boards)
     with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
