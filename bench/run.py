@@ -258,7 +258,9 @@ def bench_fleet(names: list[str], n: int) -> None:
           f"{names[0]} alone {c1:.1f} s (wall {wall1:.1f} s), on {'+'.join(names)} {c2:.1f} s "
           f"(wall {wall2:.1f} s): speedup {c1 / c2:.2f}x (target >= 1.8x); wall speedup "
           f"{wall1 / wall2:.2f}x; cores busy {busy1:.2f} alone, {busy2:.2f} with "
-          f"{len(names)} boards, of {os.cpu_count()} (load average {load:.1f} before)")
+          f"{len(names)} boards, of {os.cpu_count()} (load average {load:.1f} before)"
+          + ("; OTHER LOAD on this machine: the speedup is not meaningful" if busy1 > 1.3
+             or busy2 > len(names) + 0.3 else ""))
     print("fleet accounts: " + "; ".join(
         f"{a['board']} {a['shards']} shards/{a['samples']} samples in {a['seconds']:.1f} s"
         for a in many.fleet))
@@ -275,9 +277,11 @@ def bench_fleet(names: list[str], n: int) -> None:
         return
 
     def emuboard(*args: str) -> None:
-        subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args], check=True,
-                       capture_output=True, timeout=120,
-                       env=dict(os.environ, EMUBOARD_STATE=str(state)))
+        r = subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env=dict(os.environ, EMUBOARD_STATE=str(state)))
+        if r.returncode != 0:
+            print(f"fleet: emuboard.sh {' '.join(args)} failed: {r.stderr.strip()}")
 
     _forget_shards(boards)
     with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
@@ -327,7 +331,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="agent workers for the 2nd run")
     ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
     ap.add_argument("--board", default=None,
-                    help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set)")
+                    help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set; "
+                         "'none': skip)")
     ap.add_argument("--board-only", action="store_true", help="only the board figures")
     ap.add_argument("--fleet", default=None, metavar="B1,B2",
                     help="also measure a fleet of these boards (same profile) against the first "
@@ -338,7 +343,7 @@ def main() -> int:
     import os
 
     board = args.board or ("emu1" if os.environ.get("EDGECAL_BOARDS") else None)
-    if board:
+    if board and board != "none":
         bench_board(board, 10)
     fleet = args.fleet
     if fleet is None and os.environ.get("EDGECAL_BOARDS"):

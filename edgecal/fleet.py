@@ -303,6 +303,46 @@ class Fleet:
         raise FleetExhausted(f"no board answered {what} ({self._why_lost()})",
                              hint=self._lost_hint())
 
+    def call_all(self, what: str, fn: Callable[[Device], Any]) -> Any:
+        """``fn`` on every board at once (with the retry policy), e.g. ``hello``: every agent
+        starts now, not at its board's first shard.  A board that does not answer is given
+        up; the answer of the first board (in order) that did is returned."""
+        job: Job[None] = Job(start=lambda d, u, j, p: fn(d), collect=lambda d, u, j: None,
+                             size=lambda u: 0, name=lambda u: what)
+        answers: dict[str, Any] = {}
+        errors: dict[str, BaseException] = {}
+        lock = threading.Lock()
+
+        def one(device: Device, label: str) -> None:
+            try:
+                answers[label] = self._attempts(device, None, job, self.accounts[label],
+                                                lambda a, b: None, f"{self.tag}-call")[0]
+            except _BoardLost as e:
+                with lock:
+                    self.accounts[label].lost = e.why
+                    self._hints[label] = e.hint
+                    self.lost.add(label)
+                self.say(f"{label}: given up ({e.why})")
+            except BaseException as e:  # not the board's fault: raised below
+                errors[label] = e
+
+        threads = [threading.Thread(target=one, args=(d, label), daemon=True,
+                                    name=f"edgecal-fleet-{what}-{label}")
+                   for d, label in zip(self.devices, self.labels, strict=True)
+                   if label not in self.lost]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for label in self.labels:
+            if label in errors:
+                raise errors[label]
+        for label in self.labels:
+            if label in answers:
+                return answers[label]
+        raise FleetExhausted(f"no board answered {what} ({self._why_lost()})",
+                             hint=self._lost_hint())
+
     def _why_lost(self) -> str:
         """Each lost board and why (the reason names the board once)."""
         return "; ".join(a.lost if a.lost.startswith(f"{a.board}: ") else f"{a.board}: {a.lost}"

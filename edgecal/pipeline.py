@@ -396,7 +396,7 @@ def calibrate(
     timings: dict[str, float] = {}
     fleet = Fleet(devices, retry=retry, say=say)
     t0 = time.perf_counter()
-    info = fleet.call("hello", lambda d: d.hello())
+    info = fleet.call_all("hello", lambda d: d.hello())  # every agent starts now
     timings["connect"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(

@@ -1,4 +1,5 @@
-"""Fleet scheduling: a unit goes back to the board that already holds its shard (Job.home)."""
+"""Fleet scheduling: a unit goes back to the board that already holds its shard (Job.home);
+hello reaches every board at once."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ def test_a_lost_boards_units_belong_to_nobody() -> None:
     second: dict[int, str] = {}
     _run(fleet, list(range(6)), second)
     assert set(second.values()) == {"a"} and len(second) == 6
+
+
+def test_hello_reaches_every_board_at_once() -> None:
+    from edgecal.errors import TransportError
+    from edgecal.fleet import RetryPolicy
+
+    started = threading.Barrier(3, timeout=10)  # all three calls run at the same time
+
+    def hello(dev: Any) -> str:
+        started.wait()
+        if dev.name == "b":
+            raise TransportError("b: gone")
+        return dev.name
+
+    fleet = Fleet([_Board("a"), _Board("b"), _Board("c")],  # type: ignore[list-item]
+                  retry=RetryPolicy(attempts=1))
+    assert fleet.call_all("hello", hello) == "a"
+    assert fleet.lost == {"b"} and fleet.accounts["b"].lost == "b: gone"
