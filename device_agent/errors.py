@@ -15,6 +15,11 @@ class BadRequest(JobError):
     """The request is malformed, refers to missing files, or is of another protocol."""
 
 
+class InputCorrupt(JobError):
+    """A pushed input does not hash to the sha256 it was pushed under (a damaged upload or
+    disk); the agent removed it, so the host's next push uploads it again."""
+
+
 class NcnnUnavailable(JobError):
     """The ncnn Python package cannot be imported on this device."""
 

@@ -30,3 +30,38 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: sha256 of files hashed by this process, by identity and state.
+_HASHED: dict[str, str] = {}
+
+
+def _state(st: os.stat_result) -> str:
+    """A file's identity and state: any write, rename or utime changes its ctime."""
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
+def sha256_cached(path: str | os.PathLike[str]) -> str:
+    """``sha256_file``, hashed once per file state: remembered in this process and beside the
+    file (``.<name>.sha256``, for later agents: a model is hashed once, not at every start)."""
+    path = os.fspath(path)
+    state = _state(os.stat(path))
+    got = _HASHED.get(state)
+    if got is not None:
+        return got
+    head, name = os.path.split(path)
+    side = os.path.join(head, f".{name}.sha256")
+    with contextlib.suppress(OSError, ValueError):
+        with open(side, encoding="ascii") as fh:
+            recorded, _, digest = fh.read().strip().rpartition(" ")
+        if recorded == state and len(digest) == 64:
+            got = digest
+    if got is None:
+        got = sha256_file(path)
+        if _state(os.stat(path)) == state:  # unchanged while hashing
+            with contextlib.suppress(OSError):
+                write_atomic(side, f"{state} {got}\n".encode("ascii"))
+    if len(_HASHED) > 4096:
+        _HASHED.clear()
+    _HASHED[state] = got
+    return got

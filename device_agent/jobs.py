@@ -7,6 +7,7 @@ layer, as the algorithm needs them for every candidate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -20,8 +21,8 @@ import numpy as np
 import device_agent
 from device_agent import stats
 from device_agent.backend import NcnnModel, import_ncnn
-from device_agent.errors import BadRequest, InputError, JobError, ModelLoadError
-from device_agent.fileio import sha256_file
+from device_agent.errors import BadRequest, InputCorrupt, InputError, JobError, ModelLoadError
+from device_agent.fileio import sha256_cached, sha256_file
 from device_agent.protocol import (
     ARTIFACT_SCHEMA,
     Artifact,
@@ -33,6 +34,7 @@ from device_agent.protocol import (
     Request,
     ShardInfo,
     check_relpath,
+    content_digest,
     iter_shard,
     load_npz,
     names_array,
@@ -58,7 +60,18 @@ class JobContext:
     timing_s: dict[str, float] = field(default_factory=dict)
 
     def workdir_path(self, rel: str) -> str:
-        return os.path.join(self.workdir, check_relpath(rel, "path"))
+        """``rel`` under the workdir; a pushed input (``files/<sha256>/<name>``) is checked
+        against its sha256 first, and removed if it does not match."""
+        path = os.path.join(self.workdir, check_relpath(rel, "path"))
+        want = content_digest(rel)
+        if want is not None and os.path.isfile(path):
+            got = sha256_cached(path)
+            if got != want:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise InputCorrupt(f"{rel} on the device has sha256 {got}: a damaged upload or "
+                                   "disk; it was removed, push it again")
+        return path
 
     def job_path(self, rel: str) -> str:
         return os.path.join(self.job_dir, check_relpath(rel, "path"))
@@ -387,7 +400,7 @@ def op_eq_layer(ctx: JobContext) -> Result:
             candidates = np.asarray(npz["candidates"], dtype=np.float32)
             weight_scales = np.asarray(npz["weight_scales"], dtype=np.float32).reshape(-1)
             bottom_scale = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, IndexError) as e:  # IndexError: empty bottom_scale
         raise BadRequest(f"eq_layer job inputs are incomplete: {e}") from e
     n_w = weight_scales.size
     if candidates.ndim != 2 or candidates.shape[0] != n_w + 1:

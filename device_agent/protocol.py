@@ -47,12 +47,23 @@ PROGRESS_PREFIX = "EDGECAL-PROGRESS"
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
 JOBS_DIR = "jobs"
+#: Pushed inputs live at ``files/<sha256 of the content>/<name>``: the agent checks each one
+#: against its folder name before its first use (``InputCorrupt`` otherwise).
+FILES_DIR = "files"
+_CONTENT_RE = re.compile(r"^" + FILES_DIR + r"/([0-9a-f]{64})/[^/]+$")
 
 OPS = ("hello", "absmax", "histogram", "run", "eq_layer", "sleep")
 RUNTIMES = ("calibration", "deployed")
 INPUT_KINDS = ("image", "npy")
 PIXEL_TYPES = ("BGR", "RGB", "GRAY", "RGBA", "BGRA")
 EQ_MAX_SAMPLES = 50
+
+
+def content_digest(rel: str) -> str | None:
+    """The sha256 a workdir-relative path promises (``files/<sha256>/<name>``), else None."""
+    m = _CONTENT_RE.match(rel)
+    return m.group(1) if m else None
+
 
 # -- npz schemas ---------------------------------------------------------------------------------
 SHARD_SCHEMA = 1
@@ -578,6 +589,9 @@ _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZ
                NotImplementedError, RuntimeError, OverflowError, MemoryError, TypeError,
                IndexError, struct.error, zlib.error, SyntaxError, tokenize.TokenError)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+#: A compressed member that unpacks to more than this many bytes, at more than this ratio, is
+#: refused as a zip bomb (deflate tops out near 1032:1; real arrays this large are far below).
+_BOMB_BYTES, _BOMB_RATIO = 64 << 20, 200
 
 
 def _describe(path: Any) -> str:
@@ -616,6 +630,11 @@ class NpzArchive:
         where = f"{self.name}: member {key!r}"
         try:
             info = zf.getinfo(member)
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _BOMB_BYTES \
+                    and info.file_size > _BOMB_RATIO * max(1, info.compress_size):
+                raise ProtocolViolation(
+                    f"{where} unpacks {info.compress_size} bytes into {info.file_size}: refused "
+                    "as a zip bomb")
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)

@@ -10,6 +10,7 @@ import traceback
 from typing import IO, Any
 
 import device_agent
+from device_agent import jobdirs
 from device_agent.errors import BadRequest, JobError
 from device_agent.fileio import write_atomic
 from device_agent.jobs import HANDLERS, JobContext
@@ -65,12 +66,13 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
             request = Request.from_dict(raw)
         except ProtocolMismatch:
             raise  # reported with kind "ProtocolMismatch", naming both versions
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
             raise BadRequest(f"cannot read {REQUEST_FILE} of job {job_id}: {e}") from e
         if request.job_id != job_id:
             raise BadRequest(f"request.json names job {request.job_id!r}, run as {job_id!r}")
         ctx = JobContext(workdir, job_dir, request, _stderr_progress(job_id, err), timing)
-        result, artifacts = HANDLERS[request.op](ctx)
+        with jobdirs.running(job_dir):
+            result, artifacts = HANDLERS[request.op](ctx)
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
@@ -90,7 +92,12 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
 
 
 def serve(workdir: str, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
-    """Answer job ids read line by line; ``EDGECAL-DONE <id>`` once each response is written."""
+    """Answer job ids read line by line; ``EDGECAL-DONE <id>`` once each response is written.
+    Job folders earlier hosts left behind are removed first (``jobdirs.remove_stale``)."""
+    removed = jobdirs.remove_stale(workdir)
+    if removed:
+        err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier runs\n")
+        err.flush()
     out.write(f"{READY_PREFIX} {device_agent.PROTOCOL_VERSION} {device_agent.__version__}\n")
     out.flush()
     for line in stdin:

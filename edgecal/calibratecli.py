@@ -13,7 +13,6 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from edgecal.cliargs import (
     write_outputs,
 )
 from edgecal.cliargs import err as _err
+from edgecal.device.boardpool import board_pool
 from edgecal.errors import (
     BoardSetupError,
     DeviceError,
@@ -177,7 +177,7 @@ def open_fleet(args: argparse.Namespace, threads: int, runtime: str,
             t = effective_threads(args, runtime, spec) if hasattr(args, "threads") else threads
             return open_device(args, t, spec)
 
-        with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        with board_pool(len(specs)) as pool:
             futures = [pool.submit(one, s) for s in specs]
         devices, failures = [], []
         for spec, fut in zip(specs, futures, strict=True):
@@ -210,7 +210,7 @@ def _golden_filter(devices: list[Any], runtime: str, say: Any) -> list[Any]:
         except DeviceError as e:
             return e
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+    with board_pool(len(devices)) as pool:
         results = list(pool.map(check, devices))
     keep = []
     for device, res in zip(devices, results, strict=True):

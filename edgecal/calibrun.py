@@ -41,19 +41,21 @@ PARTS = "parts"
 PASSES = ("absmax", "histogram")
 
 
-def plan_shards(n: int, first: int = 32, largest: int = 256, workers: int = 1
-                ) -> list[tuple[int, int]]:
+def plan_shards(n: int, first: int = 32, largest: int = 256, workers: int = 1,
+                tail: int | None = None) -> list[tuple[int, int]]:
     """``(start, count)`` of each shard: ``first``, twice that, ... up to ``largest`` samples
     (the first shard is ready early; later shards keep the number of jobs small).  With several
-    ``workers`` a shard is also at most the samples left / (2 x workers) (not below ``first``):
-    the shards shrink again towards the end, so the workers finish a pass together instead of
-    all but one waiting for the last big shard."""
+    ``workers`` a shard is also at most the samples left / (2 x workers), not below ``tail``
+    (default ``first // 4``): the shards shrink again towards the end, so the workers finish a
+    pass together instead of all but one waiting for the last big shard (a job costs ~0.05 s
+    besides its samples on an emulated board, so small last shards are cheap)."""
+    tail = max(1, first // 4) if tail is None else max(1, tail)
     out: list[tuple[int, int]] = []
     start, k = 0, 0
     while start < n:
         count = min(largest, first << min(k, 16), n - start)
         if workers > 1:
-            count = min(count, max(first, -(-(n - start) // (2 * workers))))
+            count = min(count, max(tail, -(-(n - start) // (2 * workers))))
         out.append((start, count))
         start += count
         k += 1

@@ -285,25 +285,6 @@ class Fleet:
             raise q.fatal
 
     def call(self, what: str, fn: Callable[[Device], Any]) -> Any:
-        """``fn`` on the first board that answers (with the retry policy); a board that does
-        not is given up."""
-        job: Job[None] = Job(start=lambda d, u, j, p: fn(d), collect=lambda d, u, j: None,
-                             size=lambda u: 0, name=lambda u: what)
-        for device, label in zip(self.devices, self.labels, strict=True):
-            if label in self.lost:
-                continue
-            try:
-                return self._attempts(device, None, job, self.accounts[label],
-                                      lambda a, b: None, f"{self.tag}-call")[0]
-            except _BoardLost as e:
-                self.accounts[label].lost = e.why
-                self._hints[label] = e.hint
-                self.lost.add(label)
-                self.say(f"{label}: given up ({e.why})")
-        raise FleetExhausted(f"no board answered {what} ({self._why_lost()})",
-                             hint=self._lost_hint())
-
-    def call_all(self, what: str, fn: Callable[[Device], Any]) -> Any:
         """``fn`` on every board at once (with the retry policy), e.g. ``hello``: every agent
         starts now, not at its board's first shard.  A board that does not answer is given
         up; the answer of the first board (in order) that did is returned."""

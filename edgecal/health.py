@@ -8,19 +8,16 @@ the others.  With ``golden`` the host's reference outputs are computed once, alo
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import time
 from collections.abc import Iterator, Sequence
 
 from edgecal.boardcheck import CheckReport, check_board
 from edgecal.boards import Board
+from edgecal.device.boardpool import MAX_PARALLEL, board_pool
 from edgecal.device.probe import Problem
 from edgecal.errors import EdgecalError
 from edgecal.golden import host_reference
-
-#: Boards checked at the same time (each is mostly waiting on its SSH link).
-MAX_PARALLEL = 16
 
 
 def _check_one(board: Board, *, golden: bool, accept_new_host_key: bool) -> CheckReport:
@@ -48,9 +45,7 @@ def iter_check_boards(boards: Sequence[Board], *, golden: bool = False,
     (no board can be judged then)."""
     if not boards:
         return
-    workers = max(1, min(max_parallel, len(boards)))
-    with cf.ThreadPoolExecutor(max_workers=workers + golden,
-                               thread_name_prefix="edgecal-check") as pool:
+    with board_pool(len(boards), max_parallel, extra=int(golden)) as pool:
         # the host reference in parallel with the boards' connect and probe
         host = pool.submit(host_reference) if golden else None
         one = functools.partial(_check_one, golden=golden,

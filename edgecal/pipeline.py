@@ -85,18 +85,16 @@ class ShardUnit:
     count: int
 
 
-def _decode_shards(source: SampleSource, shards: Sequence[Any], shard_dir: Path
-                   ) -> Iterator[tuple[Any, Path]]:
-    """Decode and write each planned shard (``.start``/``.count``), in order."""
+def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
+    """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
     from device_agent.protocol import write_shard
 
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
     shard_dir.mkdir(parents=True, exist_ok=True)
-    for shard in shards:
-        path = shard_dir / f"shard_{shard.index:05d}.npz"
-        batch = [source.load(i) for i in range(shard.start, shard.start + shard.count)]
-        write_shard(path, batch, descs)
-        yield shard, path
+    path = shard_dir / f"shard_{shard.index:05d}.npz"
+    write_shard(path, [source.load(i) for i in range(shard.start, shard.start + shard.count)],
+                descs)
+    return path
 
 
 def measure(
@@ -138,15 +136,17 @@ def measure(
         if done1 and histograms and len(done2) < len(plan):  # resumed: the shards are there
             for part in run.parts("absmax"):
                 fleet.remember_home(part.index, part.board)
-        need = [sh for sh in plan if decode_all or sh.index not in done1
-                or (histograms and sh.index not in done2)]
         paths: dict[int, Path] = {}
 
+        def path_of(shard: Any) -> Path:  # decoded when a pass first needs it
+            if shard.index not in paths:
+                paths[shard.index] = _decode_shard(source, shard, shard_dir)
+            return paths[shard.index]
+
         def units1() -> Iterator[ShardUnit]:
-            for shard, path in _decode_shards(source, need, shard_dir):
-                paths[shard.index] = path
+            for shard in plan:
                 if shard.index not in done1:
-                    yield ShardUnit("absmax", shard.index, path, shard.count)
+                    yield ShardUnit("absmax", shard.index, path_of(shard), shard.count)
 
         def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
             params = capture.absmax_request(dev, model.param_path, model.bin_path,
@@ -191,10 +191,10 @@ def measure(
         if histograms and live:
             ranges = {b: float(absmax[b][0]) for b in live}
 
-            def units2() -> Iterator[ShardUnit]:
+            def units2() -> Iterator[ShardUnit]:  # a resumed run decodes as it goes
                 for sh in plan:
                     if sh.index not in done2:
-                        yield ShardUnit("histogram", sh.index, paths[sh.index], sh.count)
+                        yield ShardUnit("histogram", sh.index, path_of(sh), sh.count)
 
             def start2(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
                 params = capture.histogram_request(
@@ -219,7 +219,8 @@ def measure(
                 for b in live:
                     counts[b] = counts[b] + np.asarray(part.values[b], dtype=np.uint64)
             timings["histogram"] = time.perf_counter() - t0
-        shard_paths = [paths[k] for k in sorted(paths)]
+        shard_paths = [path_of(sh) for sh in plan] if decode_all \
+            else [paths[k] for k in sorted(paths)]
     stats = {
         layer.name: BlobHistogram(
             counts=np.asarray(counts[layer.bottoms[0]], dtype=np.uint64),
@@ -396,7 +397,7 @@ def calibrate(
     timings: dict[str, float] = {}
     fleet = Fleet(devices, retry=retry, say=say)
     t0 = time.perf_counter()
-    info = fleet.call_all("hello", lambda d: d.hello())  # every agent starts now
+    info = fleet.call("hello", lambda d: d.hello())  # every agent starts now
     timings["connect"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(

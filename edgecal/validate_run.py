@@ -13,7 +13,6 @@ import contextlib
 import sys
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from edgecal.cliargs import (
     write_outputs,
 )
 from edgecal.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE, compare_boards
+from edgecal.device.boardpool import board_pool
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.model import Model, load_model
@@ -224,7 +224,7 @@ def run_validation_full(args: argparse.Namespace, *, sensitivity: bool = False
                 res.device = device_facts(device, spec, args)
             return res
 
-        with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        with board_pool(len(specs)) as pool:
             results = list(pool.map(one, specs))
         sens = None
         if sensitivity:

@@ -3,15 +3,14 @@ upload to every board at once, a result per board, and the boards that succeeded
 others fail (fabric's ``GroupException`` carries both).
 
 Boards are grouped by work directory (a group runs one command line / puts to one remote path);
-uploads land in each board's staging path and are then checked (sha256 on the board) and moved
-in place per board, exactly as :meth:`SshDevice.push` does for one board.
+uploads land in each board's staging path and are then moved in place per board, exactly as
+:meth:`SshDevice.push` does for one board.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from fabric import ThreadingGroup
 from fabric.exceptions import GroupException
 
+from edgecal.device.boardpool import board_pool
 from edgecal.device.ssh import SshDevice
 from edgecal.errors import DeviceError, TransportError
 
@@ -112,7 +112,7 @@ def _commit(d: SshDevice, local: Path, rel: str, digest: str) -> DeviceError | N
 def _put_group(devs: Sequence[SshDevice], local: Path, workdir: str,
                plans: dict[str, tuple[str, str]], failed: dict[str, DeviceError]) -> None:
     """One ``ThreadingGroup.put`` of ``local`` to the boards sharing ``workdir``, then the
-    per-board check and rename."""
+    per-board move into place."""
     rel = plans[devs[0].name][0]
     remote = f"{workdir}/{SshDevice.staging_rel(rel)}"
     got = _group_do(devs, f"uploading {local.name}",
@@ -121,7 +121,7 @@ def _put_group(devs: Sequence[SshDevice], local: Path, workdir: str,
         if not o.ok and o.error is not None:
             failed[name] = o.error
     ok = [d for d in devs if d.name not in failed]
-    with ThreadPoolExecutor(max_workers=max(1, len(ok))) as pool:
+    with board_pool(len(ok)) as pool:
         errors = list(pool.map(lambda d: _commit(d, local, rel, plans[d.name][1]), ok))
     for d, e in zip(ok, errors, strict=True):
         if e is not None:
@@ -130,8 +130,9 @@ def _put_group(devs: Sequence[SshDevice], local: Path, workdir: str,
 
 def push_all(devices: Sequence[SshDevice], files: Sequence[Path]) -> dict[str, Outcome]:
     """Upload ``files`` to every board that lacks them (content-addressed, like ``push``):
-    one ``ThreadingGroup.put`` per file and work directory, then a sha256 check and rename on
-    each board.  A board that fails is reported, the others keep their uploads."""
+    one ``ThreadingGroup.put`` per file and work directory, then a move into place on each
+    board (the agent checks the content before it uses it).  A board that fails is reported,
+    the others keep their uploads."""
     failed: dict[str, DeviceError] = {}
     for local in files:
         plans: dict[str, tuple[str, str]] = {}

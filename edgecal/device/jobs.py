@@ -57,6 +57,9 @@ def raise_for_error(response: Response, device_name: str,
         "ModelLoadError": "check that the .param and .bin files belong together",
         "BlobNotFound": "the blob names must come from this model's .param",
         "InputError": "check the input shape, pixel type, mean and norm against the model",
+        "InputCorrupt": f"the damaged copy was removed and is pushed again on the next try; "
+                        f"if this repeats, check the device's disk (`edgecal board check "
+                        f"{device_name}`)",
         **(hints or {}),
     }
     raise AgentError(

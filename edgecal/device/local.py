@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.protocol import (
+    FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,
     RESPONSE_FILE,
@@ -28,7 +29,6 @@ from edgecal.errors import DeviceError, ProtocolError
 
 log = logging.getLogger(__name__)
 
-FILES_DIR = "files"
 AGENT_DIR = "agent"
 
 

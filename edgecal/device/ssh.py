@@ -38,6 +38,7 @@ from typing import Any
 import paramiko
 
 from device_agent.protocol import (
+    FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,
     RESPONSE_FILE,
@@ -56,25 +57,17 @@ from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, Transpor
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = ".cache/edgecal"
-FILES_DIR = "files"
 SITE_DIR = "site"
 MAX_RESPONSE_BYTES = 64 << 20
 
-# Runs on the board under -I -S (no site, fast).  argv: ROOT MODE ARGS...
-#   sha REL...             -> {"REL": sha256 | null}     (null: absent, not a regular file,
-#                                                          or reached through a symlink)
-#   commit TMP FINAL SHA   -> {"ok": bool, "sha": sha256}  (renames TMP to FINAL if SHA matches)
-_FILE_TOOL = r"""
+# Runs on the board under -I -S (no site, fast).  argv: ROOT REL... -> {"REL": sha256 | null}
+# (null: absent, not a regular file, or reached through a symlink)
+_HASH_TOOL = r"""
 import hashlib, json, os, stat, sys
-root, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-def inside(rel):
+root, rels = sys.argv[1], sys.argv[2:]
+def sha(rel):
     p = os.path.join(root, rel)
     if os.path.realpath(p) != os.path.normpath(p) or not os.path.normpath(p).startswith(root + "/"):
-        return None
-    return p
-def sha(rel):
-    p = inside(rel)
-    if p is None:
         return None
     try:
         st = os.lstat(p)
@@ -87,16 +80,7 @@ def sha(rel):
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
     return h.hexdigest()
-if mode == "sha":
-    out = {r: sha(r) for r in args}
-else:
-    tmp, final, want = args
-    got = sha(tmp)
-    ok = got == want and inside(final) is not None
-    if ok:
-        os.replace(inside(tmp), inside(final))
-    out = {"ok": ok, "sha": got}
-sys.stdout.write(json.dumps(out) + "\n")
+sys.stdout.write(json.dumps({r: sha(r) for r in rels}) + "\n")
 """
 
 
@@ -264,10 +248,14 @@ class SshDevice(Device):
             self._mkdirs(sftp, str(self.workdir),
                          PurePosixPath(check_relpath(rel, "dir")).parts, check)
 
-    # -- the file tool (hashes on the board) -----------------------------------------------------
-    def _file_tool(self, *args: str) -> dict[str, Any]:
-        res = self.link.run([self.python, "-I", "-S", "-c", _FILE_TOOL, str(self.workdir),
-                             *args], timeout_s=max(60.0, self.target.connect_timeout_s))
+    # -- hashes on the board -------------------------------------------------------------------
+    def remote_sha256(self, *rels: str) -> dict[str, str | None]:
+        """sha256 of workdir files on the board (None: absent or not a regular file); costs a
+        Python start there (~0.5 s under qemu), so it is only asked when a mark is missing."""
+        for r in rels:
+            check_relpath(r, "remote path")
+        res = self.link.run([self.python, "-I", "-S", "-c", _HASH_TOOL, str(self.workdir),
+                             *rels], timeout_s=max(60.0, self.target.connect_timeout_s))
         if not res.ok:
             self._raise_setup(f"hashing files on the board failed: "
                               f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -277,14 +265,9 @@ class SshDevice(Device):
             raise ProtocolError(f"{self.name}: unexpected answer of the hashing helper: "
                                 f"{res.stdout[:200]!r}") from None
 
-    def remote_sha256(self, *rels: str) -> dict[str, str | None]:
-        for r in rels:
-            check_relpath(r, "remote path")
-        return {k: v for k, v in self._file_tool("sha", *rels).items()}
-
     @staticmethod
     def staging_rel(rel: str) -> str:
-        """Where an upload of ``rel`` lands before :meth:`commit_upload` checks and renames it."""
+        """Where an upload of ``rel`` lands before :meth:`commit_upload` moves it in place."""
         parent, _, name = rel.rpartition("/")
         staged = f".{name}.upload-{_STAGE_TAG}"  # per host process: two runs never share one
         return f"{parent}/{staged}" if parent else staged
@@ -311,16 +294,24 @@ class SshDevice(Device):
         self.timings_s["push"] += time.perf_counter() - t0
 
     def commit_upload(self, local: Path, rel: str, digest: str) -> None:
-        """Check the staged upload of ``local`` on the board (sha256) and move it to ``rel``."""
-        tmp_rel = self.staging_rel(rel)
-        done = self._file_tool("commit", tmp_rel, rel, digest)
-        if not done.get("ok"):
-            with contextlib.suppress(OSError), self.link.sftp_op("cleaning up") as sftp:
-                sftp.remove(self.remote(tmp_rel))
-            raise TransportError(
-                f"{self.name}: the upload of {local} arrived corrupted (board sha256 "
-                f"{done.get('sha')}, expected {digest})",
-                hint="retry; if it persists, check the board's disk and memory")
+        """Move the staged upload of ``local`` (whole: SFTP confirmed its size, SSH its bytes)
+        to ``rel`` and mark it.  Its content is checked where it is used: the agent hashes a
+        ``files/<sha256>/`` input against its folder name before the first use, and removes it
+        when it does not match (``InputCorrupt``: the retry pushes it again).  No Python start
+        on the board per upload."""
+        tmp, final = self.remote(self.staging_rel(rel)), self.remote(rel)
+        with self.link.sftp_op(f"placing {local.name}") as sftp:
+            try:
+                try:
+                    sftp.posix_rename(tmp, final)
+                except OSError:  # no posix-rename@openssh.com: plain rename needs no target
+                    with contextlib.suppress(FileNotFoundError):
+                        sftp.remove(final)
+                    sftp.rename(tmp, final)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    sftp.remove(tmp)
+                raise self._explain_oserror(e, "cannot move the upload to", final) from None
         self._mark_verified(rel, digest)
         self._bytes_pushed += local.stat().st_size
 
@@ -339,10 +330,11 @@ class SshDevice(Device):
         return rel, digest
 
     # -- verified marks --------------------------------------------------------------------------
-    # Hashing on the board costs a Python start (~0.8 s under qemu).  A file whose sha256 was
-    # checked on the board gets an mtime derived from that sha256 (a date in 2000-2003); any
-    # later write sets the mtime to "now", so "regular file, right size, marked mtime" (one
-    # SFTP lstat, no Python) means "verified and untouched since".  Anything else is hashed.
+    # Hashing on the board costs a Python start (~0.5 s under qemu).  A file uploaded whole, or
+    # whose sha256 was checked on the board, gets an mtime derived from that sha256 (a date in
+    # 2000-2003); any later write sets the mtime to "now", so "regular file, right size, marked
+    # mtime" (one SFTP lstat, no Python) means "ours and untouched since".  Anything else is
+    # hashed.  The agent still checks the content before using it (see ``commit_upload``).
     @staticmethod
     def _mark(digest: str) -> int:
         return 946684800 + int(digest[:8], 16) % 100_000_000

@@ -18,6 +18,7 @@ from refcases import REFERENCE, Case, load_case, read_bgr
 from device_agent import PROTOCOL_VERSION
 from edgecal.device.base import Device
 from edgecal.device.capture import (
+    absmax_request,
     capture_absmax,
     capture_histograms,
     eq_search_layer,
@@ -25,6 +26,7 @@ from edgecal.device.capture import (
     write_shards,
 )
 from edgecal.errors import AgentError, DeviceError
+from edgecal.fleet import JOB_ERRORS
 from edgecal.inputspec import InputSpec
 
 CROSSCHECK = json.loads((REFERENCE / "crosscheck.json").read_text())
@@ -88,6 +90,33 @@ def test_push_reuploads_a_corrupted_copy(device: Device, tmp_path: Path) -> None
     assert device.push(src) == rel
     assert device.bytes_pushed == before + 100
     assert stored.read_bytes() == b"x" * 100
+
+
+def test_a_damaged_input_is_refused_removed_and_pushed_again(
+        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    """Uploads are checked where they are used: the agent hashes a pushed input against the
+    sha256 it was pushed under.  A copy damaged in place after the push (same size and mtime,
+    which the host's cheap checks on a board cannot see) fails the job as a board fault and is
+    removed; the next push uploads it again."""
+    case = cases["digits"]
+    shard = write_shards(case.samples[:3], case.specs, tmp_path)[0]
+    params = absmax_request(device, case.param, case.bin, case.specs, [shard], case.blobs)
+    rel = params["shards"][0]
+    stored = Path(str(device.workdir)) / rel  # type: ignore[attr-defined]
+    if not stored.exists():
+        pytest.skip("device kind has no local view of its workdir")
+    st = stored.stat()
+    data = bytearray(stored.read_bytes())
+    data[-40] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    os.utime(stored, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(AgentError) as info:
+        device.run_job("absmax", params)
+    assert info.value.kind == "InputCorrupt" and info.value.kind not in JOB_ERRORS
+    assert rel in str(info.value) and device.name in str(info.value)
+    assert not stored.exists()
+    got = capture_absmax(device, case.param, case.bin, case.specs, [shard], case.blobs)
+    assert stored.read_bytes() == shard.read_bytes() and set(got) == set(case.blobs)
 
 
 # -- capture against the reference ---------------------------------------------------------------

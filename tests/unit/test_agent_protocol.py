@@ -140,6 +140,33 @@ def test_agent_answers_other_protocol_with_a_mismatch_error(tmp_path: Path) -> N
     assert (job / "response.json").exists()
 
 
+def test_agent_answers_a_too_deeply_nested_request_with_bad_request(tmp_path: Path) -> None:
+    job = tmp_path / "jobs" / "j1"
+    job.mkdir(parents=True)
+    (job / "request.json").write_text('{"op": "hello", "job_id": "j1", "params": '
+                                      + "[" * 100_000 + "]" * 100_000 + "}")
+    response = server.run_job(str(tmp_path), "j1", io.StringIO())
+    assert response.error is not None and response.error.kind == "BadRequest"
+
+
+def test_eq_layer_with_an_empty_bottom_scale_is_a_bad_request(tmp_path: Path) -> None:
+    job = tmp_path / "jobs" / "j1"
+    job.mkdir(parents=True)
+    (job / "probe.param").write_text("7767517\n0 0\n")
+    (job / "probe.bin").write_bytes(b"")
+    np.savez(job / "cand.npz", candidates=np.ones((2, 3), np.float32),
+             weight_scales=np.ones(1, np.float32), bottom_scale=np.zeros(0, np.float32))
+    request = {"protocol": PROTOCOL_VERSION, "op": "eq_layer", "job_id": "j1", "params": {
+        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [], "shards": [],
+        "layer": "conv", "bottom": "a", "top": "b", "probe_param": "probe.param",
+        "probe_prefix": "probe.bin", "candidates": "cand.npz"}}
+    (job / "request.json").write_text(json.dumps(request))
+    response = server.run_job(str(tmp_path), "j1", io.StringIO())
+    assert response.error is not None, response
+    assert response.error.kind == "BadRequest", response.error.message
+    assert "bottom_scale" in response.error.message or "index" in response.error.message
+
+
 def test_host_refuses_response_of_other_protocol() -> None:
     raw = Response(op="hello", job_id="j1", ok=True).to_dict()
     raw["protocol"] = PROTOCOL_VERSION + 1
@@ -169,6 +196,18 @@ def test_load_npz_refuses_pickled_members(tmp_path: Path) -> None:
     np.savez(path, x=np.array([{"a": 1}], dtype=object))
     with load_npz(path) as npz, pytest.raises(ValueError, match="allow_pickle"):
         npz["x"]
+
+
+def test_load_npz_refuses_a_zip_bomb_member(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros(80 << 20, np.uint8))  # 80 MiB in ~80 KiB
+    assert bomb.stat().st_size < 1 << 20
+    with load_npz(bomb) as npz, pytest.raises(ProtocolViolation, match="zip bomb"):
+        npz["x"]
+    fine = tmp_path / "fine.npz"
+    np.savez_compressed(fine, x=np.zeros(1 << 20, np.uint8))  # small: any ratio is fine
+    with load_npz(fine) as npz:
+        assert npz["x"].size == 1 << 20
 
 
 def test_blob_names_are_data_not_member_names(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def test_fleet_plan_shrinks_towards_the_end(n: int, first: int, largest: int,
     assert sum(c for _, c in plan) == n
     assert [s for s, _ in plan] == [sum(c for _, c in plan[:k]) for k in range(len(plan))]
     for start, count in plan:  # never more than a 2 x workers share of what is left
-        assert 1 <= count <= max(first, -(-(n - start) // (2 * workers)))
+        assert 1 <= count <= max(max(1, first // 4), -(-(n - start) // (2 * workers)))
+    if n >= 8 * first * workers:  # a long pass ends in small shards
+        assert plan[-1][1] <= max(1, first // 4) or plan[-2][1] <= max(1, first // 4)
 
 
 def test_first_shard_size_feeds_every_worker() -> None:

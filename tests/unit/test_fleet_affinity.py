@@ -69,5 +69,5 @@ def test_hello_reaches_every_board_at_once() -> None:
 
     fleet = Fleet([_Board("a"), _Board("b"), _Board("c")],  # type: ignore[list-item]
                   retry=RetryPolicy(attempts=1))
-    assert fleet.call_all("hello", hello) == "a"
+    assert fleet.call("hello", hello) == "a"
     assert fleet.lost == {"b"} and fleet.accounts["b"].lost == "b: gone"
