@@ -17,8 +17,8 @@ O(t) per candidate, so the search runs it only on the few candidates a screening
    ``sum p log p - W_j log e_j`` (W_j their p-mass), each boundary's straddling bin one term
    ``p log(fr*e_{j-1} + (1-fr)*e_j)``, the folded tail one term.  The 255 logs per candidate are
    a 10-bit table plus ``x/c`` (error <= 2**-21 + float32 rounding, bounded in
-   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB) and a chunk workspace
-   (~1 MB) are cached.
+   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB, read only) and a chunk
+   workspace (~1 MB per thread) are cached.
 2. ``bound``: for every candidate ``|ncnn's float32 KL - value| <= bound``, where
 
    * screening error: log-table error times sum W, float64 prefix-sum errors (absolute,
@@ -43,6 +43,7 @@ The result equals a literal port of the loops (``tests/oracle/kl_loop.py``) bin 
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -249,9 +250,15 @@ class _Work:
         return sum(a.nbytes for a in vars(self).values())
 
 
-@lru_cache(maxsize=1)
+_local = threading.local()
+
+
 def _workspace() -> _Work:
-    return _Work()
+    """This thread's buffers: two calibrations in two threads never share them."""
+    work = getattr(_local, "work", None)
+    if work is None:
+        work = _local.work = _Work()
+    return work
 
 
 @lru_cache(maxsize=1)

@@ -135,3 +135,17 @@ def test_screening_bound_holds_on_random_histograms() -> None:
 def test_screening_layout_cache_is_small() -> None:
     K.kl_best_bin(counts_of("digits", "convrelu_1"))
     assert K._screen_layout().nbytes() + K._workspace().nbytes() <= 5 * 2**20
+
+
+def test_threads_computing_at_once_get_the_serial_answers() -> None:
+    """Two calibrations in one process (a fleet bench, a library user) may run KL in two
+    threads at the same time: each thread has its own buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    hists = [np.bincount(np.minimum(rng.exponential(scale, 20000) * 100, 2047).astype(int),
+                         minlength=2048).astype(np.uint64) for scale in (0.5, 1, 2, 4, 8, 16)]
+    serial = [K.kl_best_bin(h) for h in hists]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            assert list(pool.map(K.kl_best_bin, hists * 4)) == serial * 4
