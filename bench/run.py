@@ -270,11 +270,10 @@ def bench_fleet(names: list[str], n: int, repeats: int) -> None:
             ceilings.append(sum(c1 / c for c in pair))
             line += (f"; two separate one-board runs at once: {pair[0]:.1f} s and "
                      f"{pair[1]:.1f} s, {ceilings[-1]:.2f}x the work per second of one")
-        print(line, flush=True)
+        print(line + "; accounts: " + ", ".join(
+            f"{a['board']} {a['shards']} shards/{a['samples']} samples busy {a['seconds']:.1f} s"
+            for a in many.fleet), flush=True)
         if r == repeats - 1:
-            print("fleet accounts: " + "; ".join(
-                f"{a['board']} {a['shards']} shards/{a['samples']} samples in "
-                f"{a['seconds']:.1f} s" for a in many.fleet))
             for name, (pushed, fetched) in moved2.items():
                 alone = (f"; alone: pushed {moved1[name][0]} B, fetched {moved1[name][1]} B"
                          if name in moved1 else "")
@@ -282,14 +281,18 @@ def bench_fleet(names: list[str], n: int, repeats: int) -> None:
                       f"(shards and job requests; model and agent were there already), "
                       f"fetched {fetched} B" + alone)
         if netns:
-            resumes.append(_bench_resume(boards, model, source, many, wall2, n))
+            resumes.append((_bench_resume(boards, model, source, many, wall2, n), wall2))
     print(f"fleet, two-board capture speedup, median of {repeats}: "
           f"{statistics.median(speedups):.2f}x (target >= 1.8x; load average {load:.1f} before)"
           + (f"; this machine's ceiling for two busy boards, median: "
              f"{statistics.median(ceilings):.2f}x" if ceilings else ""))
     if resumes:
+        ratios, fulls = [r for r, _ in resumes], [w for _, w in resumes]
         print(f"fleet, resume after a cut at 50 % vs a full run, median of {repeats}: "
-              f"{statistics.median(resumes):.2f}x (target <= 0.55x)")
+              f"{statistics.median(ratios):.2f}x (target <= 0.55x); median resume "
+              f"{statistics.median(r * w for r, w in resumes):.1f} s / median full run "
+              f"{statistics.median(fulls):.1f} s = "
+              f"{statistics.median(r * w for r, w in resumes) / statistics.median(fulls):.2f}x")
     else:
         print("fleet, resume after a cut at 50 %: skipped (needs root and boards in netns mode)")
 
@@ -353,7 +356,9 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
         for k in full.table.records)
     print(f"fleet, finish after a cut at 50 % ({cut_at[0] if cut_at else '-'} of {2 * n} "
           f"sample passes answered at the cut, {kept} kept; {stopped}): resume {wall_r:.1f} s "
-          f"(agent start {resumed.timings_s['connect']:.1f} s) vs a full run {full_wall:.1f} s: "
+          f"(agent start {resumed.timings_s['connect']:.1f} s, histogram pass "
+          f"{resumed.timings_s.get('histogram', 0):.1f} s) vs a full run {full_wall:.1f} s "
+          f"(histogram pass {full.timings_s.get('histogram', 0):.1f} s): "
           f"{wall_r / full_wall:.2f}x; table {'identical' if same else 'DIFFERENT'}", flush=True)
     return wall_r / full_wall
 

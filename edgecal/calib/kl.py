@@ -17,8 +17,8 @@ O(t) per candidate, so the search runs it only on the few candidates a screening
    ``sum p log p - W_j log e_j`` (W_j their p-mass), each boundary's straddling bin one term
    ``p log(fr*e_{j-1} + (1-fr)*e_j)``, the folded tail one term.  The 255 logs per candidate are
    a 10-bit table plus ``x/c`` (error <= 2**-21 + float32 rounding, bounded in
-   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB, read only) and a chunk
-   workspace (~1 MB per thread) are cached.
+   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB, read only) is cached; each
+   call has its own chunk workspace (~1 MB), so calls in several threads share nothing mutable.
 2. ``bound``: for every candidate ``|ncnn's float32 KL - value| <= bound``, where
 
    * screening error: log-table error times sum W, float64 prefix-sum errors (absolute,
@@ -43,7 +43,6 @@ The result equals a literal port of the loops (``tests/oracle/kl_loop.py``) bin 
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 
 import numpy as np
@@ -250,17 +249,6 @@ class _Work:
         return sum(a.nbytes for a in vars(self).values())
 
 
-_local = threading.local()
-
-
-def _workspace() -> _Work:
-    """This thread's buffers: two calibrations in two threads never share them."""
-    work = getattr(_local, "work", None)
-    if work is None:
-        work = _local.work = _Work()
-    return work
-
-
 @lru_cache(maxsize=1)
 def _screen_layout() -> _Screen:
     return _Screen()
@@ -311,7 +299,7 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dot = np.empty(ts.size)
     max_qs = np.empty(ts.size)
     e127 = np.empty(ts.size)
-    w = _workspace()
+    w = _Work()  # per call (uninitialised, ~1 MB): calls in several threads share nothing
     emax = _EPS64 + hmax  # every e and slot E is <= eps + max h
     use_table = emax < 2.0 ** (_LOG_E_HI - 1)
     lmax = max(-np.log(_EPS64), float(np.log(emax)))

@@ -134,12 +134,12 @@ def test_screening_bound_holds_on_random_histograms() -> None:
 
 def test_screening_layout_cache_is_small() -> None:
     K.kl_best_bin(counts_of("digits", "convrelu_1"))
-    assert K._screen_layout().nbytes() + K._workspace().nbytes() <= 5 * 2**20
+    assert K._screen_layout().nbytes() + K._Work().nbytes() <= 5 * 2**20
 
 
 def test_threads_computing_at_once_get_the_serial_answers() -> None:
     """Two calibrations in one process (a fleet bench, a library user) may run KL in two
-    threads at the same time: each thread has its own buffers."""
+    threads at the same time: each call has its own buffers."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(7)
