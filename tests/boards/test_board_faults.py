@@ -491,7 +491,10 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
     """e. The board's work directory fills up: with another board the run finishes without
     it; alone the run stops resumable, and once space is freed ``--resume`` finishes it
     without redoing a finished shard."""
-    _, k, d, when = moment_params("full-fleet", round_, (0, 4), 0.8)
+    # early in pass 1, so the board still has shards to push: a board whose remaining jobs
+    # need no new space (its shards are there) rightly goes on, each job reusing the space of
+    # the one before (the host removes a job's folder once it has the answer)
+    _, k, d, when = moment_params("full-fleet", round_, (0, 1), 0.3)
     with small_workdir(rig, POWER) as (boards, mnt):
         jobs = mnt / "wd" / "jobs"
         out, run_dir = tmp_path / "fleet.table", tmp_path / "fleet-run"
@@ -509,9 +512,10 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
 
         # alone (3 shards per pass): at least one shard answered before the disk fills
         (mnt / "filler").unlink()
-        _, k, d, when = moment_params("full-alone", round_, (1, 2), 0.8)
+        _, k, d, when = moment_params("full-alone", round_, (1, 1), 0.8)
         out, run_dir = tmp_path / "alone.table", tmp_path / "alone-run"
-        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)))) as m:
+        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)),
+                              ops=FIRST)) as m:
             code, _, err, took = run_cli(capsys, calibrate_args(
                 rig, out, run_dir, *devices(POWER, boards=boards), "--retries", "2"))
         m.check()
