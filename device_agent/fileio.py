@@ -36,8 +36,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 _HASHED: dict[str, str] = {}
 
 
-def _state(st: os.stat_result) -> str:
+def file_state(path: str | os.PathLike[str]) -> str:
     """A file's identity and state: any write, rename or utime changes its ctime."""
+    st = os.stat(path)
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
@@ -45,7 +46,7 @@ def sha256_cached(path: str | os.PathLike[str]) -> str:
     """``sha256_file``, hashed once per file state: remembered in this process and beside the
     file (``.<name>.sha256``, for later agents: a model is hashed once, not at every start)."""
     path = os.fspath(path)
-    state = _state(os.stat(path))
+    state = file_state(path)
     got = _HASHED.get(state)
     if got is not None:
         return got
@@ -58,7 +59,7 @@ def sha256_cached(path: str | os.PathLike[str]) -> str:
             got = digest
     if got is None:
         got = sha256_file(path)
-        if _state(os.stat(path)) == state:  # unchanged while hashing
+        if file_state(path) == state:  # unchanged while hashing
             with contextlib.suppress(OSError):
                 write_atomic(side, f"{state} {got}\n".encode("ascii"))
     if len(_HASHED) > 4096:

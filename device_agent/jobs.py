@@ -22,7 +22,7 @@ import device_agent
 from device_agent import stats
 from device_agent.backend import NcnnModel, import_ncnn
 from device_agent.errors import BadRequest, InputCorrupt, InputError, JobError, ModelLoadError
-from device_agent.fileio import sha256_cached, sha256_file
+from device_agent.fileio import file_state, sha256_cached, sha256_file
 from device_agent.protocol import (
     ARTIFACT_SCHEMA,
     Artifact,
@@ -172,10 +172,8 @@ class SampleStream:
 _MODEL_CACHE: dict[tuple[Any, ...], NcnnModel] = {}
 
 
-def _file_key(path: str) -> tuple[Any, ...]:
-    st = os.stat(path)
-    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-            st.st_ctime_ns)
+def _file_key(path: str) -> tuple[str, str]:
+    return os.path.realpath(path), file_state(path)
 
 
 def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,

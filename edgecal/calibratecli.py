@@ -152,7 +152,7 @@ def prepare_boards(devices: list[Any], files: Sequence[Path], say: Any) -> list[
         raise next(iter(out.values()))  # with its fix
     for e in out.values():
         if say is not None:
-            say(f"left out: {e.message.partition(chr(10))[0]}")
+            say(f"left out: {e.headline}")
     return keep
 
 

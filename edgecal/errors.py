@@ -21,6 +21,11 @@ class EdgecalError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    @property
+    def headline(self) -> str:
+        """What went wrong, without the detail below it (e.g. an agent's last stderr lines)."""
+        return self.message.partition("\n")[0]
+
 
 class UsageError(EdgecalError):
     """Bad command-line arguments or option values."""

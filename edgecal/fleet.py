@@ -359,16 +359,11 @@ class Fleet:
                 last = e
                 acct.retried += 1
                 if attempt + 1 < self.retry.attempts:
-                    self.say(f"{device.name}: {job.name(unit)}: {_first_line(e)}; retrying in "
+                    self.say(f"{device.name}: {job.name(unit)}: {e.headline}; retrying in "
                              f"{self.retry.delay(attempt + 1):g} s "
                              f"({attempt + 2}/{self.retry.attempts})")
         assert last is not None
-        raise _BoardLost(_first_line(last), last.hint)
-
-
-def _first_line(e: DeviceError) -> str:
-    """What went wrong, without the detail below it (an agent's last stderr lines)."""
-    return e.message.partition("\n")[0]
+        raise _BoardLost(last.headline, last.hint)
 
 
 class _BoardLost(Exception):
