@@ -54,7 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgecal device_agent tests bench $(SAMPLE)/train.py $(SAMPLE)/eval_ncnn.py
+	$(VENV)/bin/ruff check edgecal edgecal_agent tests bench $(SAMPLE)/train.py $(SAMPLE)/eval_ncnn.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,6 +1,6 @@
 """Write files so that a reader sees the old content or the new one, never half of it.
 
-The agent and the host share one implementation (``device_agent.fileio``): the agent package
+The agent and the host share one implementation (``edgecal_agent.fileio``): the agent package
 depends on nothing of edgecal, so edgecal uses the agent's.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from device_agent.fileio import write_atomic
+from edgecal_agent.fileio import write_atomic
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

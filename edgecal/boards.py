@@ -9,7 +9,7 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     user = "pi"                   # optional (ssh_config / you)
     identity_file = "ssh/id_ed25519"     # optional; relative paths: to this file's folder
     known_hosts = "ssh/known_hosts"      # optional; loaded besides the system/user ones
-    profile = "emulated-pi4"      # toolchains/profiles/<profile>.toml
+    profile = "emulated-pi4"      # edgecal/profiles/<profile>.toml (or $EDGECAL_PROFILES)
     workdir = ".cache/edgecal"    # relative to the SFTP home
     python = "python3"            # optional
     connect_timeout_s = 10        # optional
@@ -45,7 +45,7 @@ except ModuleNotFoundError:  # python 3.10
 SCHEMA = 1
 BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "toolchains" / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
 DEFAULT_WORKDIR = ".cache/edgecal"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDR_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.protocol import NpzArchive, load_npz
+from edgecal_agent.protocol import NpzArchive, load_npz
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.errors import HistogramFileError

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.protocol import InputDesc
+from edgecal_agent.protocol import InputDesc
 from edgecal import __version__
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
@@ -87,7 +87,7 @@ class ShardUnit:
 
 def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
     """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
-    from device_agent.protocol import write_shard
+    from edgecal_agent.protocol import write_shard
 
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
     shard_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_agent.protocol import PROTOCOL_VERSION
+from edgecal_agent.protocol import PROTOCOL_VERSION
 from edgecal import __version__
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.device.digests import file_sha256

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.protocol import (
+from edgecal_agent.protocol import (
     InputDesc,
     ProtocolViolation,
     load_npz,

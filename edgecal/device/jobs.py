@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from device_agent.protocol import (
+from edgecal_agent.protocol import (
     PARAM_TYPES,
     ProtocolMismatch,
     ProtocolViolation,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from device_agent.protocol import (
+from edgecal_agent.protocol import (
     FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,
@@ -37,7 +37,7 @@ class LocalDevice(Device):
 
     ``workdir``: where models, shards, jobs and the agent live; a temporary directory, removed
     on :meth:`close`, when not given.  ``threads``: default thread count for ``deployed``
-    runtime jobs.  ``agent="module"`` runs ``python -m device_agent`` instead of the zipapp.
+    runtime jobs.  ``agent="module"`` runs ``python -m edgecal_agent`` instead of the zipapp.
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class LocalDevice(Device):
         else:
             root = str(agent_source_dir().parent)
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-            argv = [self._python, "-m", "device_agent"]
+            argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
         return [*argv, "serve", "--workdir", str(self.workdir)], env
 

@@ -1,4 +1,4 @@
-"""Build the agent zipapp ``edgecal-agent-<sha12>.pyz`` from the installed ``device_agent``.
+"""Build the agent zipapp ``edgecal-agent-<sha12>.pyz`` from the installed ``edgecal_agent``.
 
 The bytes are deterministic (sorted members, fixed timestamps and modes), and the name carries
 the first 12 hex digits of their sha256, so a board keeps one file per agent version and an
@@ -21,16 +21,16 @@ SHEBANG = b"#!/usr/bin/env python3\n"
 _ROOT_MAIN = (
     "# edgecal device agent (zipapp entry point)\n"
     "import sys\n"
-    "from device_agent.__main__ import main\n"
+    "from edgecal_agent.__main__ import main\n"
     "sys.exit(main())\n"
 )
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def agent_source_dir() -> Path:
-    spec = importlib.util.find_spec("device_agent")
+    spec = importlib.util.find_spec("edgecal_agent")
     if spec is None or spec.origin is None:
-        raise DeviceError("the device_agent package is not installed next to edgecal",
+        raise DeviceError("the edgecal_agent package is not installed next to edgecal",
                           hint="reinstall edgecal (pip install edgecal)")
     return Path(spec.origin).parent
 
@@ -49,19 +49,19 @@ def _unchecked_pyc(name: str, source: bytes) -> bytes:
 
 
 def agent_zipapp_bytes(bytecode: bool = False) -> bytes:
-    """The zipapp's bytes: a shebang, then a zip of ``__main__.py`` + ``device_agent/*.py``.
+    """The zipapp's bytes: a shebang, then a zip of ``__main__.py`` + ``edgecal_agent/*.py``.
 
-    ``bytecode``: also ship ``device_agent/*.pyc`` for the Python running this (LocalDevice
+    ``bytecode``: also ship ``edgecal_agent/*.pyc`` for the Python running this (LocalDevice
     starts the agent with it); other Pythons ignore them.
     """
     src = agent_source_dir()
     members = [("__main__.py", _ROOT_MAIN.encode("utf-8"))]
     for p in sorted(src.glob("*.py")):
         data = p.read_bytes()
-        members.append((f"device_agent/{p.name}", data))
+        members.append((f"edgecal_agent/{p.name}", data))
         if bytecode:
-            members.append((f"device_agent/{p.stem}.pyc",
-                            _unchecked_pyc(f"device_agent/{p.name}", data)))
+            members.append((f"edgecal_agent/{p.stem}.pyc",
+                            _unchecked_pyc(f"edgecal_agent/{p.name}", data)))
     buf = io.BytesIO()
     buf.write(SHEBANG)
     with zipfile.ZipFile(buf, "w") as zf:

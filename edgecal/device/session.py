@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import IO, Protocol
 
-from device_agent import PROTOCOL_VERSION
-from device_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
+from edgecal_agent import PROTOCOL_VERSION
+from edgecal_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 from edgecal.device.base import Progress
 from edgecal.errors import DeviceError, ProtocolError
 
@@ -107,7 +107,7 @@ class PopenProcess:
                 self._proc.kill()
 
 
-_LOCAL_DEAD_HINT = ("run `python -m device_agent hello` on the device to check that numpy and "
+_LOCAL_DEAD_HINT = ("run `python -m edgecal_agent hello` on the device to check that numpy and "
                     "ncnn import; out-of-memory kills show in `dmesg`")
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import paramiko
 
-from device_agent.protocol import (
+from edgecal_agent.protocol import (
     FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,

@@ -33,8 +33,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_agent.errors import JobError
-from device_agent.protocol import (
+from edgecal_agent.errors import JobError
+from edgecal_agent.protocol import (
     Artifact,
     CaptureParams,
     EqLayerParams,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agent import fileio
+from edgecal_agent import fileio
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from device_agent import jobdirs
-from device_agent.protocol import JOBS_DIR, REQUEST_FILE
-from device_agent.server import serve
+from edgecal_agent import jobdirs
+from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE
+from edgecal_agent.server import serve
 
 HOUR = 3600.0
 

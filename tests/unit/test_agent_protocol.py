@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device_agent import PROTOCOL_VERSION, fileio, server
-from device_agent.jobs import cpu_features
-from device_agent.protocol import (
+from edgecal_agent import PROTOCOL_VERSION, fileio, server
+from edgecal_agent.jobs import cpu_features
+from edgecal_agent.protocol import (
     Artifact,
     CaptureParams,
     ErrorInfo,
@@ -283,7 +283,7 @@ def test_zipapp_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
     path = build_agent_zipapp(tmp_path)
     assert path.name == agent_zipapp_name(data) and path.read_bytes() == data
     names = zipfile.ZipFile(path).namelist()
-    assert "__main__.py" in names and "device_agent/protocol.py" in names
+    assert "__main__.py" in names and "edgecal_agent/protocol.py" in names
     assert not any("__pycache__" in n or "edgecal/" in n for n in names)
 
 
@@ -295,9 +295,9 @@ def test_zipapp_runs_hello(tmp_path: Path) -> None:
     assert info["protocol"] == PROTOCOL_VERSION and info["ncnn_ok"] is True
 
 
-def test_device_agent_imports_only_stdlib_numpy_ncnn() -> None:
-    allowed = {"numpy", "ncnn", "device_agent"}
-    for path in (ROOT / "device_agent").glob("*.py"):
+def test_edgecal_agent_imports_only_stdlib_numpy_ncnn() -> None:
+    allowed = {"numpy", "ncnn", "edgecal_agent"}
+    for path in (ROOT / "edgecal_agent").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]

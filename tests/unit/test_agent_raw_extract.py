@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent import stats
-from device_agent.backend import NcnnModel, raw_visited
-from device_agent.protocol import InputDesc
+from edgecal_agent import stats
+from edgecal_agent.backend import NcnnModel, raw_visited
+from edgecal_agent.protocol import InputDesc
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 

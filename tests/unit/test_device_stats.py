@@ -1,4 +1,4 @@
-"""device_agent.stats: ncnn2table's visited elements, absmax and histogram binning."""
+"""edgecal_agent.stats: ncnn2table's visited elements, absmax and histogram binning."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from device_agent import stats
+from edgecal_agent import stats
 
 
 def literal_bin(x: np.float32, absmax: np.float32) -> int:

@@ -15,7 +15,7 @@ PURE = ("edgecal/calib", "edgecal/ncnnfmt", "edgecal/int8")
 PURE_FORBIDDEN = {"os", "pathlib", "shutil", "tempfile", "subprocess", "socket", "logging",
                   "glob", "io", "threading", "multiprocessing", "signal", "urllib", "http"}
 PURE_ALLOWED_EDGECAL = ("edgecal.calib", "edgecal.ncnnfmt", "edgecal.int8", "edgecal.errors")
-AGENT_ALLOWED = {"numpy", "ncnn", "device_agent"}
+AGENT_ALLOWED = {"numpy", "ncnn", "edgecal_agent"}
 FORBIDDEN_CALLS = {"open", "print", "input"}
 
 
@@ -50,7 +50,7 @@ def test_pure_core_imports_and_calls(path: Path) -> None:
             assert node.func.id not in FORBIDDEN_CALLS, f"{path}: calls {node.func.id}()"
 
 
-@pytest.mark.parametrize("path", py_files("device_agent"), ids=str)
+@pytest.mark.parametrize("path", py_files("edgecal_agent"), ids=str)
 def test_agent_imports_only_stdlib_numpy_ncnn(path: Path) -> None:
     for name in imports(path):
         top = name.split(".")[0]

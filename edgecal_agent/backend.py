@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.errors import (
+from edgecal_agent.errors import (
     BlobNotFound,
     ExtractError,
     InputError,
     ModelLoadError,
     NcnnUnavailable,
 )
-from device_agent.protocol import InputDesc
+from edgecal_agent.protocol import InputDesc
 
 _PIXEL_FROM_BGR = {
     "BGR": "PIXEL_BGR",

@@ -9,12 +9,12 @@ import time
 import traceback
 from typing import IO, Any
 
-import device_agent
-from device_agent import jobdirs
-from device_agent.errors import BadRequest, JobError
-from device_agent.fileio import write_atomic
-from device_agent.jobs import HANDLERS, JobContext
-from device_agent.protocol import (
+import edgecal_agent
+from edgecal_agent import jobdirs
+from edgecal_agent.errors import BadRequest, JobError
+from edgecal_agent.fileio import write_atomic
+from edgecal_agent.jobs import HANDLERS, JobContext
+from edgecal_agent.protocol import (
     DONE_PREFIX,
     JOBS_DIR,
     PROGRESS_PREFIX,
@@ -83,7 +83,7 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
                                             traceback=traceback.format_exc()))
     timing["total"] = time.perf_counter() - t_start
     response = Response(
-        op=response.op, job_id=job_id, ok=response.ok, agent_version=device_agent.__version__,
+        op=response.op, job_id=job_id, ok=response.ok, agent_version=edgecal_agent.__version__,
         result=response.result, artifacts=response.artifacts, error=response.error,
         timing_s=timing, ru_maxrss_kb=peak_rss_kb())
     if os.path.isdir(job_dir):
@@ -98,7 +98,7 @@ def serve(workdir: str, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
     if removed:
         err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier runs\n")
         err.flush()
-    out.write(f"{READY_PREFIX} {device_agent.PROTOCOL_VERSION} {device_agent.__version__}\n")
+    out.write(f"{READY_PREFIX} {edgecal_agent.PROTOCOL_VERSION} {edgecal_agent.__version__}\n")
     out.flush()
     for line in stdin:
         job_id = line.strip()

@@ -9,7 +9,7 @@ Job-dir protocol (``<workdir>`` is the device's work directory)::
     <workdir>/jobs/<job_id>/*.npz            artifacts written by the agent
     <workdir>/jobs/<job_id>/response.json    written by the agent atomically, LAST
 
-Serve mode (``python -m device_agent serve --workdir W``): the agent prints one
+Serve mode (``python -m edgecal_agent serve --workdir W``): the agent prints one
 ``EDGECAL-READY <protocol> <agent_version>`` line on stdout, then reads one job id per line on
 stdin and answers ``EDGECAL-DONE <job_id>`` on stdout once ``response.json`` is in place.
 Progress goes to stderr as ``EDGECAL-PROGRESS <job_id> <done> <total>``.  Stdout carries nothing
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from device_agent import PROTOCOL_VERSION
+from edgecal_agent import PROTOCOL_VERSION
 
 # -- stream lines --------------------------------------------------------------------------------
 READY_PREFIX = "EDGECAL-READY"

@@ -1,8 +1,8 @@
-"""``python -m device_agent`` and the zipapp entry point.
+"""``python -m edgecal_agent`` and the zipapp entry point.
 
-    python -m device_agent serve --workdir W       persistent: job ids on stdin
-    python -m device_agent run-job --workdir W ID  one job directory
-    python -m device_agent hello                   the hello facts as JSON on stdout
+    python -m edgecal_agent serve --workdir W       persistent: job ids on stdin
+    python -m edgecal_agent run-job --workdir W ID  one job directory
+    python -m edgecal_agent hello                   the hello facts as JSON on stdout
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def _protocol_stdout() -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from device_agent import __version__
-    from device_agent.server import run_job, serve
+    from edgecal_agent import __version__
+    from edgecal_agent.server import run_job, serve
 
     parser = argparse.ArgumentParser(prog="edgecal-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "hello":
-        from device_agent.jobs import hello_info
+        from edgecal_agent.jobs import hello_info
 
         json.dump(hello_info(), sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")

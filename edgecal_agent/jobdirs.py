@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-from device_agent.protocol import JOBS_DIR, REQUEST_FILE
+from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE
 
 try:
     import fcntl

@@ -18,12 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-import device_agent
-from device_agent import stats
-from device_agent.backend import NcnnModel, import_ncnn
-from device_agent.errors import BadRequest, InputCorrupt, InputError, JobError, ModelLoadError
-from device_agent.fileio import file_state, sha256_cached, sha256_file
-from device_agent.protocol import (
+import edgecal_agent
+from edgecal_agent import stats
+from edgecal_agent.backend import NcnnModel, import_ncnn
+from edgecal_agent.errors import BadRequest, InputCorrupt, InputError, JobError, ModelLoadError
+from edgecal_agent.fileio import file_state, sha256_cached, sha256_file
+from edgecal_agent.protocol import (
     ARTIFACT_SCHEMA,
     Artifact,
     CaptureParams,
@@ -98,8 +98,8 @@ def cpu_features(cpuinfo: str) -> list[str]:
 
 def hello_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "agent_version": device_agent.__version__,
-        "protocol": device_agent.PROTOCOL_VERSION,
+        "agent_version": edgecal_agent.__version__,
+        "protocol": edgecal_agent.PROTOCOL_VERSION,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
