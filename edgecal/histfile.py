@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edgecal_agent.protocol import NpzArchive, load_npz
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.errors import HistogramFileError
+from edgecal_agent.protocol import NpzArchive, load_npz
 
 HISTOGRAM_SCHEMA = 1
 _KEYS = ("schema", "layers", "blobs", "absmax", "elements_per_sample", "counts", "meta")

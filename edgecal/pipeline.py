@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from edgecal_agent.protocol import InputDesc
 from edgecal import __version__
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
@@ -33,6 +32,7 @@ from edgecal.inputs import SampleSource
 from edgecal.model import Model
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
+from edgecal_agent.protocol import InputDesc
 
 METHODS = ("kl", "aciq", "eq")
 EQ_MAX_SAMPLES = 50

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecal_agent.protocol import PROTOCOL_VERSION
 from edgecal import __version__
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.device.digests import file_sha256
 from edgecal.errors import InputFileError
+from edgecal_agent.protocol import PROTOCOL_VERSION
 
 RUN_SCHEMA = 1
 RUN_JSON = "run.json"

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
+from edgecal.errors import ProtocolError
+from edgecal.inputspec import InputSpec
 from edgecal_agent.protocol import (
     InputDesc,
     ProtocolViolation,
@@ -23,9 +26,6 @@ from edgecal_agent.protocol import (
     npz_bytes,
     write_shard,
 )
-from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
-from edgecal.errors import ProtocolError
-from edgecal.inputspec import InputSpec
 
 NUM_BINS = 2048
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from edgecal.errors import AgentError, ProtocolError
 from edgecal_agent.protocol import (
     PARAM_TYPES,
     ProtocolMismatch,
@@ -16,7 +17,6 @@ from edgecal_agent.protocol import (
     Request,
     Response,
 )
-from edgecal.errors import AgentError, ProtocolError
 
 _job_counter = itertools.count(1)
 

@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import IO, Protocol
 
-from edgecal_agent import PROTOCOL_VERSION
-from edgecal_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 from edgecal.device.base import Progress
 from edgecal.errors import DeviceError, ProtocolError
+from edgecal_agent import PROTOCOL_VERSION
+from edgecal_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 
 log = logging.getLogger(__name__)
 

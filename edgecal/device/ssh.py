@@ -37,14 +37,6 @@ from typing import Any
 
 import paramiko
 
-from edgecal_agent.protocol import (
-    FILES_DIR,
-    JOBS_DIR,
-    REQUEST_FILE,
-    RESPONSE_FILE,
-    check_relpath,
-    dumps,
-)
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.device.digests import DigestCache, file_sha256
 from edgecal.device.jobs import build_request, parse_response, raise_for_error
@@ -53,6 +45,14 @@ from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
 from edgecal.device.session import AgentSession
 from edgecal.device.sshlink import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
+from edgecal_agent.protocol import (
+    FILES_DIR,
+    JOBS_DIR,
+    REQUEST_FILE,
+    RESPONSE_FILE,
+    check_relpath,
+    dumps,
+)
 
 log = logging.getLogger(__name__)
 

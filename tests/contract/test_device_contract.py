@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from refcases import REFERENCE, Case, load_case, read_bgr
 
-from edgecal_agent import PROTOCOL_VERSION
 from edgecal.device.base import Device
 from edgecal.device.capture import (
     absmax_request,
@@ -28,6 +27,7 @@ from edgecal.device.capture import (
 from edgecal.errors import AgentError, DeviceError
 from edgecal.fleet import JOB_ERRORS
 from edgecal.inputspec import InputSpec
+from edgecal_agent import PROTOCOL_VERSION
 
 CROSSCHECK = json.loads((REFERENCE / "crosscheck.json").read_text())
 
@@ -359,9 +359,9 @@ def test_agent_peak_rss_does_not_grow_with_images(fresh_device, tmp_path: Path) 
 def test_collect_job_finds_an_answer_written_while_the_host_was_away(device: Device) -> None:
     """An agent that finished a job whose answer never reached the host (a cut link): the
     response it wrote atomically is collected later, under the same job id."""
+    from edgecal.device.jobs import build_request
     from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, dumps
     from edgecal_agent.server import run_job as agent_run_job
-    from edgecal.device.jobs import build_request
 
     job_id = f"collect-{device.name}-{os.getpid()}-{time.monotonic_ns()}"
     assert device.collect_job(job_id) is None

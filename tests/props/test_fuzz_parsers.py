@@ -33,6 +33,20 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgecal.boards import load_boards, load_group, load_profile
+from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.table import parse_table
+from edgecal.device.jobs import parse_response
+from edgecal.errors import EdgecalError
+from edgecal.histfile import HistogramSet, histograms_to_bytes, load_histograms
+from edgecal.inputs import load_npy, make_sample_source, read_list
+from edgecal.inputspec import InputSpec
+from edgecal.labels import parse_labels
+from edgecal.model import load_model
+from edgecal.ncnnargs import parse_ncnn2table
+from edgecal.ncnnfmt.modelbin import encode_record, read_modelbin
+from edgecal.ncnnfmt.param import parse_param
+from edgecal.rundir import RUN_JSON, RunDir
 from edgecal_agent.errors import JobError
 from edgecal_agent.protocol import (
     Artifact,
@@ -50,20 +64,6 @@ from edgecal_agent.protocol import (
     read_shard_info,
     write_shard,
 )
-from edgecal.boards import load_boards, load_group, load_profile
-from edgecal.calib.histogram import BlobHistogram
-from edgecal.calib.table import parse_table
-from edgecal.device.jobs import parse_response
-from edgecal.errors import EdgecalError
-from edgecal.histfile import HistogramSet, histograms_to_bytes, load_histograms
-from edgecal.inputs import load_npy, make_sample_source, read_list
-from edgecal.inputspec import InputSpec
-from edgecal.labels import parse_labels
-from edgecal.model import load_model
-from edgecal.ncnnargs import parse_ncnn2table
-from edgecal.ncnnfmt.modelbin import encode_record, read_modelbin
-from edgecal.ncnnfmt.param import parse_param
-from edgecal.rundir import RUN_JSON, RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "data" / "reference"

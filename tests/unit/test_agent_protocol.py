@@ -16,6 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgecal.device.jobs import parse_response
+from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name, build_agent_zipapp
+from edgecal.errors import ProtocolError
 from edgecal_agent import PROTOCOL_VERSION, fileio, server
 from edgecal_agent.jobs import cpu_features
 from edgecal_agent.protocol import (
@@ -37,9 +40,6 @@ from edgecal_agent.protocol import (
     read_shard_info,
     write_shard,
 )
-from edgecal.device.jobs import parse_response
-from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name, build_agent_zipapp
-from edgecal.errors import ProtocolError
 
 ROOT = Path(__file__).resolve().parents[2]
 
