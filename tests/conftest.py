@@ -15,7 +15,10 @@ settings.register_profile(
 settings.register_profile(
     "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# One profile for `make test`, CI and a bare `pytest`: derandomized (so a failure is the same on
+# every run and machine) and with no example database (derandomize implies database=None).
+# HYPOTHESIS_PROFILE=dev explores new random examples.
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "tests" / "data" / "reference"
