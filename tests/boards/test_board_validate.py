@@ -69,8 +69,12 @@ N_IMAGES = 8
 LAYERS = ["convrelu_0", "convrelu_1", "convdwrelu_0", "convrelu_2", "convrelu_3", "conv_12",
           "convrelu_4", "linear_14"]
 BROKEN_LAYER, BROKEN_FACTOR = "convrelu_0", 40.0
-#: between local/emu1 (0.9999977) and emu2's pairs (<= 0.9999913) in the deployed runtime
-SPLIT_COSINE = 0.999995
+#: The deployed runtime's divergence tolerance: just below local/emu1's least cosine (emu1 has
+#: no fp16, so the same as in the calibration runtime), by this factor on ``1 - cosine``.  That
+#: figure is x86-vs-NEON rounding and depends on the host's CPU (AMD EPYC, AVX2: 0.9999977;
+#: Intel Xeon, AVX-512: 0.9999922); emu2's pairs in fp16 were 0.9999913 and 0.9999868 there, and
+#: 0.9999878 and 0.9999868 here.
+SPLIT_FACTOR = 1.2
 
 
 def quiet(*argv: str) -> tuple[int, str, str]:
@@ -238,9 +242,10 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
     assert emu2_cal["cosine_mean"] == pytest.approx(emu1_cal["cosine_mean"], abs=1e-7)
 
     # deployed: emu2 computes in fp16; a tolerance between its pairs and local/emu1 flags it
+    split = 1 - (1 - pair(cal, "local", "emu1")["cosine_min"]) * SPLIT_FACTOR
     code, out, err, dep = cross_board(capsys, boards_file, images, tables[0],
                                       tmp_path / "deployed.json", "deployed",
-                                      "--divergence-cosine", str(SPLIT_COSINE))
+                                      "--divergence-cosine", f"{split:.9f}")
     figures = {f"{p['a']}-{p['b']}": round(p["cosine_min"], 9) for p in
                dep["consistency"]["pairs"]}
     report(capsys, f"cross-board least cosine, deployed runtime: {figures}")
@@ -250,7 +255,8 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
     assert len(diverges) == 1 and diverges[0].startswith("DIVERGES: emu2: int8 outputs differ "
                                                          "from local, emu1"), out
     cons = dep["consistency"]
-    assert cons["diverging"] == ["emu2"] and cons["tolerance_cosine"] == SPLIT_COSINE
+    assert cons["diverging"] == ["emu2"]
+    assert cons["tolerance_cosine"] == pytest.approx(split, abs=1e-9)
     assert {b["board"]: b["diverges"] for b in cons["boards"]} == {
         "local": False, "emu1": False, "emu2": True}
     # emu1 has no fp16: the same int8 outputs as in the calibration runtime (its fp32
@@ -261,7 +267,7 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
     # emu2's fp16 outputs: measurably different (0.999987-0.999991), yet close and same top-1
     for other in ("local", "emu1"):
         p = pair(dep, other, "emu2")
-        assert 0.9999 < p["cosine_min"] < SPLIT_COSINE and p["top1_disagree"] == 0, p
+        assert 0.9999 < p["cosine_min"] < split and p["top1_disagree"] == 0, p
     assert abs(dep["results"][2]["cosine_mean"] - emu2_cal["cosine_mean"]) > 1e-5
     # ... so with the default tolerance (0.999) none of these boards would be flagged
     assert all(p["cosine_min"] > 0.999 for p in cons["pairs"])
