@@ -12,9 +12,16 @@ every other tagged weight stored as fp16.  Deliberate differences, all safer:
   warning (upstream would quantize the int8 codes again as if they were float weights);
 * Embed/MHA/RNN/LSTM/GRU layers listed in ``keep_fp32`` do not need a table;
 * Gemm's constant-B scale is ``127/absmax`` over the whole of B.  Upstream's loop (as read in
-  the indexed ncnn2int8.cpp; not checked against the 20260722 binary) runs over ``B_data.w``,
+  ncnn2int8.cpp at a4d2ea1, the reference tools' commit) runs over ``B_data.w``,
   which for a model stored with ``transB=1`` (pnnx's Linear/matmul form, B loaded as a 2-D
   ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127.
+
+``ncnn_compat=True`` (``quantize --ncnn-compat``) turns off the numeric differences so the
+``.bin`` is ncnn2int8's (1.0.20260722) byte for byte: the ``transB=1`` Gemm B scale from the
+first row only, the fp16 scalar tail truncated (:mod:`edgecal.ncnnfmt.half`), ``-127`` for
+every weight whose ``w * s`` is out of int32 range, e.g. under an ``inf`` scale
+(:mod:`edgecal.int8.quantize`), and ``inf`` Gemm A/B scales for denormal rows.  The refusals
+listed above stay: they only ever stop or keep in float what upstream would silently break.
 """
 
 from __future__ import annotations
@@ -47,9 +54,12 @@ class ConversionReport:
 
 
 class _State:
-    def __init__(self, layers: list[Layer], weights: dict[str, LayerWeights]) -> None:
+    def __init__(
+        self, layers: list[Layer], weights: dict[str, LayerWeights], ncnn_compat: bool
+    ) -> None:
         self.layers = layers
         self.weights = weights
+        self.compat = ncnn_compat
         self.int8: set[str] = set()
         self.bottom_scales: dict[str, np.ndarray] = {}
         self.report = ConversionReport()
@@ -65,6 +75,12 @@ class _State:
 
     def put_i8(self, layer: Layer, name: str, codes: np.ndarray) -> None:
         self.put(layer, name, codes.reshape(-1).astype(np.int8), "i8")
+
+    def rows(self, weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return quantize_rows(weights, scales, ncnn_compat=self.compat)
+
+    def tensor(self, weights: np.ndarray, scale: float) -> np.ndarray:
+        return quantize_tensor(weights, scale, ncnn_compat=self.compat)
 
     def put_raw(self, layer: Layer, name: str, values: np.ndarray) -> None:
         self.put(layer, name, np.asarray(values, dtype=np.float32).reshape(-1), "raw")
@@ -133,7 +149,7 @@ def _quantize_calibrated(
     w = weight.values.astype(np.float32)
     if groups <= 0 or w.size % groups:
         raise ConversionError(f"layer {name!r}: {w.size} weights do not split into {groups} rows")
-    st.put_i8(layer, "weight", quantize_rows(w.reshape(groups, -1), scales))
+    st.put_i8(layer, "weight", st.rows(w.reshape(groups, -1), scales))
     st.put_raw(layer, "weight_scales", scales)
     st.put_raw(layer, "bottom_scale", blob)
     layer.set_param(8, int_value(1 if layer.type == "ConvolutionDepthWise" else 2))
@@ -160,7 +176,7 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
         s = _scales(table, layer, 0, 1)
         if s is None:
             return False
-        st.put_i8(layer, "weight", quantize_tensor(st.rec(layer, "weight").values, float(s[0])))
+        st.put_i8(layer, "weight", st.tensor(st.rec(layer, "weight").values, float(s[0])))
         st.put_raw(layer, "weight_scales", s)
         layer.set_param(18, int_value(2))
         return True
@@ -181,9 +197,9 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
         ):
             w = st.rec(layer, wname).values
             codes = (
-                quantize_tensor(w, float(s[0]))
+                st.tensor(w, float(s[0]))
                 if sname == "out_weight_scales"
-                else quantize_rows(
+                else st.rows(
                     w.reshape(e, -1),
                     s,  # type: ignore[arg-type]
                 )
@@ -196,13 +212,11 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
     sxc, shc = _scales(table, layer, 0, rows), _scales(table, layer, 1, rows)
     if sxc is None or shc is None:
         return False
-    st.put_i8(
-        layer, "weight_xc", quantize_rows(st.rec(layer, "weight_xc").values.reshape(rows, -1), sxc)
-    )
+    st.put_i8(layer, "weight_xc", st.rows(st.rec(layer, "weight_xc").values.reshape(rows, -1), sxc))
     st.put_i8(
         layer,
         "weight_hc",
-        quantize_rows(st.rec(layer, "weight_hc").values.reshape(rows, hc_len), shc),
+        st.rows(st.rec(layer, "weight_hc").values.reshape(rows, hc_len), shc),
     )
     st.put_raw(layer, "weight_xc_scales", sxc)
     st.put_raw(layer, "weight_hc_scales", shc)
@@ -229,17 +243,37 @@ def _quantize_gemm(st: _State, layer: Layer) -> None:
         a = st.rec(layer, "A").values.astype(np.float32)
         a = a.reshape(k, m).T.copy() if layer.param_int(2, 0) == 1 else a.reshape(m, k)
         layer.set_param(2, int_value(0))
-        scales = absmax_scales(a)
-        st.put_i8(layer, "A", quantize_rows(a, scales))
+        scales = absmax_scales(a, ncnn_compat=st.compat)
+        _warn_denormal_rows(st, layer, "A row", a, scales)
+        st.put_i8(layer, "A", st.rows(a, scales))
         st.put_raw(layer, "A_scales", scales)
     if layer.param_int(5, 0) == 1:
         b = st.rec(layer, "B").values.astype(np.float32)
-        b = b.reshape(k, n).T.copy() if layer.param_int(3, 0) == 0 else b.reshape(n, k)
+        stored_trans_b = layer.param_int(3, 0) == 1
+        b = b.reshape(n, k) if stored_trans_b else b.reshape(k, n).T.copy()
         layer.set_param(3, int_value(1))
-        scale = absmax_scales(b.reshape(1, -1))
-        st.put_i8(layer, "B", quantize_tensor(b, float(scale[0])))
+        # ncnn2int8 takes absmax over B_data.w: K (one row) for a B loaded as transB=1.
+        scanned = b[:1] if st.compat and stored_trans_b else b
+        scale = absmax_scales(scanned.reshape(1, -1), ncnn_compat=st.compat)
+        _warn_denormal_rows(st, layer, "B", scanned.reshape(1, -1), scale)
+        st.put_i8(layer, "B", st.tensor(b, float(scale[0])))
         st.put_raw(layer, "B_scale", scale)
     layer.set_param(18, int_value(2))
+
+
+def _warn_denormal_rows(
+    st: _State, layer: Layer, what: str, rows: np.ndarray, scales: np.ndarray
+) -> None:
+    a = np.fmax.reduce(np.abs(rows.astype(np.float32)), axis=1)
+    with np.errstate(divide="ignore", over="ignore"):
+        tiny = np.flatnonzero((a > 0) & ~np.isfinite(np.float32(127) / a))
+    for i in tiny.tolist():
+        label = what if rows.shape[0] == 1 else f"{what} {i}"
+        st.report.warnings.append(
+            f"layer {layer.name!r} (Gemm): {label} weights are all below 1e-30 (denormal, "
+            f"largest |w| = {float(a[i]):.3g}); scale {float(scales[i]):g}"
+            + (" as ncnn2int8 writes it" if st.compat else ", so they quantize to 0")
+        )
 
 
 def _flush_denormals(values: np.ndarray) -> np.ndarray:
@@ -249,7 +283,7 @@ def _flush_denormals(values: np.ndarray) -> np.ndarray:
     return v
 
 
-def _write_layer(layer: Layer, recs: LayerWeights) -> bytes:
+def _write_layer(layer: Layer, recs: LayerWeights, ncnn_compat: bool) -> bytes:
     chunks = []
     for spec in record_specs(layer):
         rec = recs.get(spec.name)
@@ -257,7 +291,9 @@ def _write_layer(layer: Layer, recs: LayerWeights) -> bytes:
             raise ConversionError(f"layer {layer.name!r}: no {spec.name!r} record to write")
         if spec.tagged:
             out = (
-                rec if rec.storage == "i8" else WeightRecord(rec.name, "f16", ncnn_half(rec.values))
+                rec
+                if rec.storage == "i8"
+                else WeightRecord(rec.name, "f16", ncnn_half(rec.values, ncnn_compat=ncnn_compat))
             )
         else:
             out = WeightRecord(rec.name, "raw", _flush_denormals(rec.values))
@@ -275,8 +311,15 @@ def quantize_model(
     weights: dict[str, LayerWeights],
     table: CalibrationTable | None,
     keep_fp32: Sequence[str] = (),
+    *,
+    ncnn_compat: bool = False,
 ) -> tuple[str, bytes, ConversionReport]:
-    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report."""
+    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report.
+
+    ``ncnn_compat``: reproduce ncnn2int8's numeric quirks too (module docstring).  This is the
+    one switch for them; checks that refuse a table upstream would accept belong next to
+    ``_check_table`` below and are skipped when it is set.
+    """
     names = [layer.name for layer in pf.layers]
     unknown = [k for k in keep_fp32 if k not in names]
     if unknown:
@@ -287,7 +330,7 @@ def quantize_model(
     if table is not None:
         _check_table(pf, table)
     layers = [copy.deepcopy(layer) for layer in pf.layers]
-    st = _State(layers, {k: dict(v) for k, v in weights.items()})
+    st = _State(layers, {k: dict(v) for k, v in weights.items()}, ncnn_compat)
 
     for ltype in CALIBRATED_TYPES:
         for layer in layers:
@@ -338,6 +381,6 @@ def quantize_model(
     blob_count = len({b for layer in out_layers for b in (*layer.bottoms, *layer.tops)})
     param_text = render_param(ParamFile(out_layers, blob_count))
     bin_bytes = b"".join(
-        _write_layer(layer, st.weights.get(layer.name, {})) for layer in out_layers
+        _write_layer(layer, st.weights.get(layer.name, {}), ncnn_compat) for layer in out_layers
     )
     return param_text, bin_bytes, st.report
