@@ -14,14 +14,20 @@ every other tagged weight stored as fp16.  Deliberate differences, all safer:
 * Gemm's constant-B scale is ``127/absmax`` over the whole of B.  Upstream's loop (as read in
   ncnn2int8.cpp at a4d2ea1, the reference tools' commit) runs over ``B_data.w``,
   which for a model stored with ``transB=1`` (pnnx's Linear/matmul form, B loaded as a 2-D
-  ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127.
+  ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127;
+* fp16 of a still-float weight rounds its last ``n % 4`` values too (the reference ncnn2int8's
+  scalar converter truncates them; pip ncnn 1.0.20261020 rounds);
+* a weight whose ``w * s`` is out of int32 range (an ``inf`` or absurd scale) saturates to
+  ``+-127`` by its sign (upstream: ``-127`` whatever the sign);
+* a Gemm A row or B whose absmax is denormal gets scale 1 and a warning (upstream: ``inf``).
 
 ``ncnn_compat=True`` (``quantize --ncnn-compat``) turns off the numeric differences so the
 ``.bin`` is ncnn2int8's (1.0.20260722) byte for byte: the ``transB=1`` Gemm B scale from the
 first row only, the fp16 scalar tail truncated (:mod:`edgecal.ncnnfmt.half`), ``-127`` for
 every weight whose ``w * s`` is out of int32 range, e.g. under an ``inf`` scale
-(:mod:`edgecal.int8.quantize`), and ``inf`` Gemm A/B scales for denormal rows.  The refusals
-listed above stay: they only ever stop or keep in float what upstream would silently break.
+(:mod:`edgecal.int8.quantize`), ``inf`` Gemm A/B scales for denormal rows, and a missing
+``<layer>_param_N`` line leaving every later layer of that type in float.  The other items
+above stay: they refuse or keep as is what upstream would silently break.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class _State:
         self.layers = layers
         self.weights = weights
         self.compat = ncnn_compat
+        # ncnn_compat: types whose upstream quantize_<type>() loop returned at a missing key
+        self.stopped: set[str] = set()
         self.int8: set[str] = set()
         self.bottom_scales: dict[str, np.ndarray] = {}
         self.report = ConversionReport()
@@ -119,7 +127,7 @@ def _quantize_calibrated(
 ) -> None:
     name = layer.name
     blob = table.get(name) if table is not None else None
-    if blob is None or name in keep:
+    if blob is None or name in keep or layer.type in st.stopped:
         st.report.kept_float.append(name)
         return
     if blob.size != 1:
@@ -139,11 +147,7 @@ def _quantize_calibrated(
         groups = layer.param_int(0, 0)
     scales = _scales(table, layer, 0, groups)  # type: ignore[arg-type]
     if scales is None:
-        st.report.warnings.append(
-            f"layer {name!r}: the table has its blob scale but no {weight_key(name)!r} line; "
-            "kept in float (ncnn2int8 would print 'this layer need to be quantized, but no "
-            "scale param!' and leave every later layer of this type unquantized)"
-        )
+        st.report.warnings.append(_missing_key_warning(st, layer, weight_key(name)))
         st.report.kept_float.append(name)
         return
     w = weight.values.astype(np.float32)
@@ -156,6 +160,18 @@ def _quantize_calibrated(
     st.int8.add(name)
     st.bottom_scales[name] = blob.astype(np.float32)
     st.report.quantized.append(name)
+
+
+def _missing_key_warning(st: _State, layer: Layer, key: str) -> str:
+    """Warn about a missing weight-scale line; in compat mode stop the type like upstream."""
+    upstream = (
+        "ncnn2int8 prints 'this layer need to be quantized, but no scale param!' and leaves "
+        f"every later {layer.type} unquantized"
+    )
+    if st.compat:
+        st.stopped.add(layer.type)
+        return f"layer {layer.name!r}: no {key!r} line in the table; as {upstream} (--ncnn-compat)"
+    return f"layer {layer.name!r}: no {key!r} line in the table; kept in float ({upstream})"
 
 
 def _rnn_rows(layer: Layer) -> tuple[int, int]:
@@ -351,7 +367,7 @@ def quantize_model(
         for layer in layers:
             if layer.type != ltype:
                 continue
-            if layer.name in keep:
+            if layer.name in keep or ltype in st.stopped:
                 st.report.kept_float.append(layer.name)
             elif ltype != "SDPA" and _already_int8(st, layer):
                 st.report.warnings.append(
@@ -367,10 +383,7 @@ def quantize_model(
             elif _quantize_static(st, layer, table):  # type: ignore[arg-type]
                 st.report.quantized.append(layer.name)
             else:
-                st.report.warnings.append(
-                    f"layer {layer.name!r} ({ltype}): the table has no weight scales "
-                    "for it; kept in float"
-                )
+                st.report.warnings.append(_missing_key_warning(st, layer, f"{layer.name}_param_*"))
                 st.report.kept_float.append(layer.name)
 
     for producer, consumer, top in fuse_requantize(layers, st.int8, st.bottom_scales):

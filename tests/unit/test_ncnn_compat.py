@@ -312,3 +312,27 @@ def test_cli_denormal_weights_no_runtimewarning(tmp_path: Path) -> None:
     g = _cli(["quantize", "g.param", "g.bin", "go.param", "go.bin", "--table", "t.table"],
              tmp_path)
     assert "RuntimeWarning" not in g.stderr
+
+
+# --- a missing <layer>_param_0 line: ncnn2int8 leaves every later layer of the type in float --
+
+TWO_FC = (
+    "7767517\n3 3\nInput in0 0 1 in0\n"
+    "InnerProduct fc0 1 1 in0 x 0=2 1=0 2=8\n"
+    "InnerProduct fc1 1 1 x out0 0=2 1=0 2=4\n"
+)
+TWO_FC_BIN = _tagged_f32(np.arange(8, dtype=np.float32) / 8 - 0.4) + _tagged_f32(
+    np.array([0.3, -0.2, 0.1, 0.6], np.float32)
+)
+# fc0 has its blob line but no fc0_param_0; fc1 has both
+TWO_FC_TABLE = "fc1_param_0 100.000000 90.000000 \nfc0 20.000000 \nfc1 30.000000 \n"
+
+
+def test_missing_weight_line_stops_the_type_only_in_compat() -> None:
+    text_d, _ = _convert(TWO_FC, TWO_FC_BIN, TWO_FC_TABLE, False)
+    text_c, out_c = _convert(TWO_FC, TWO_FC_BIN, TWO_FC_TABLE, True)
+    fc1_d = parse_param(text_d).layer("fc1").params
+    fc1_c = parse_param(text_c).layer("fc1").params
+    assert 8 in fc1_d and 8 not in fc1_c  # default: fc1 int8; ncnn2int8: fc1 left in float
+    no_fc1 = "fc0 20.000000 \n"
+    assert (text_c, out_c) == _convert(TWO_FC, TWO_FC_BIN, no_fc1, False)
