@@ -178,6 +178,12 @@ def test_fp16_tail_rounds_by_default_truncates_in_compat(n: int) -> None:
     assert (compat != default).sum() == n % 4
 
 
+def test_fp16_tail_at_the_overflow_boundary() -> None:
+    x = np.array([65520.0, -65535.0, 65519.0], np.float32)  # 3 values: all in the scalar tail
+    assert float32_to_float16_bits(x).tolist() == [0x7C00, 0xFC00, 0x7BFF]
+    assert float32_to_float16_bits(x, ncnn_compat=True).tolist() == [0x7BFF, 0xFBFF, 0x7BFF]
+
+
 def test_fp16_tail_in_a_converted_model() -> None:
     """A layer left in float is written as fp16; 7 weights -> the last 3 differ."""
     w = _not_fp16_exact(7)
