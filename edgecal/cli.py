@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hello)
 
     for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):
-        p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments)")
+        extra = "; --ncnn-compat: its exact bytes, quirks included" if name == "ncnn2int8" else ""
+        p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER)
