@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgecal.calib.table import parse_table
 from edgecal.calib.weights import conv_weight_scales, static_weight_scales
@@ -342,3 +344,46 @@ def test_missing_weight_line_stops_the_type_only_in_compat() -> None:
     assert 8 in fc1_d and 8 not in fc1_c  # default: fc1 int8; ncnn2int8: fc1 left in float
     no_fc1 = "fc0 20.000000 \n"
     assert (text_c, out_c) == _convert(TWO_FC, TWO_FC_BIN, no_fc1, False)
+
+
+# --- properties: the two modes differ only where documented -----------------------------------
+
+_F32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@given(w=st.lists(_F32, min_size=1, max_size=24), s=_F32)
+def test_quantize_modes_differ_only_out_of_int32_range(w: list[float], s: float) -> None:
+    wa = np.array([w], np.float32)
+    sa = np.array([s], np.float32)
+    d = quantize_rows(wa, sa)[0]
+    c = quantize_rows(wa, sa, ncnn_compat=True)[0]
+    with np.errstate(all="ignore"):
+        v = (wa[0] * sa[0]).astype(np.float32)
+        adj = (v + np.copysign(np.float32(0.5), v)).astype(np.float32)
+    out = ~np.isnan(adj) & (np.abs(adj.astype(np.float64)) >= 2.0**31)
+    assert np.array_equal(d[~out], c[~out])
+    assert (c[out] == -127).all()
+    assert np.array_equal(d[out], np.where(v[out] > 0, 127, -127))
+
+
+@given(x=st.lists(_F32, min_size=0, max_size=40))
+def test_fp16_modes_differ_only_in_the_scalar_tail(x: list[float]) -> None:
+    xa = np.array(x, np.float32)
+    head = xa.size - xa.size % 4
+    d = float32_to_float16_bits(xa)
+    c = float32_to_float16_bits(xa, ncnn_compat=True)
+    assert np.array_equal(d[:head], c[:head])
+    tail = xa[head:]
+    for got, v in zip(c[head:].tolist(), tail.tolist(), strict=True):
+        u = struct.unpack("<I", struct.pack("<f", v))[0]
+        sign, exp, sig = u >> 31, (u >> 23) & 0xFF, u & 0x7FFFFF
+        newexp = exp - 112
+        if exp == 0xFF:
+            want = 0x7C00 | (0x200 if sig else 0)
+        elif exp == 0 or newexp <= 0:
+            want = 0
+        elif newexp >= 31:
+            want = 0x7C00
+        else:
+            want = (newexp << 10) | (sig >> 13)
+        assert got == (sign << 15) | want
