@@ -130,7 +130,7 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
 
 def _quantize_and_write(
     in_param: Path, in_bin: Path, out_param: Path, out_bin: Path,
-    table_path: Path | None, keep_fp32: Sequence[str],
+    table_path: Path | None, keep_fp32: Sequence[str], ncnn_compat: bool = False,
 ) -> Any:
     from edgecal.int8.convert import quantize_model
 
@@ -140,7 +140,7 @@ def _quantize_and_write(
         table = parse_table(read_text(table_path, "table"), source=str(table_path))
     try:
         text, data, report = quantize_model(
-            model.param, model.weights, table, keep_fp32=keep_fp32
+            model.param, model.weights, table, keep_fp32=keep_fp32, ncnn_compat=ncnn_compat
         )
     except TableError as exc:
         raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
@@ -151,7 +151,7 @@ def _quantize_and_write(
 def cmd_quantize(args: argparse.Namespace) -> int:
     report = _quantize_and_write(
         Path(args.in_param), Path(args.in_bin), Path(args.out_param), Path(args.out_bin),
-        Path(args.table) if args.table else None, args.keep_fp32,
+        Path(args.table) if args.table else None, args.keep_fp32, args.ncnn_compat,
     )
     for w in report.warnings:
         _err(f"edgecal: warning: {w}")
@@ -167,7 +167,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_ncnn2int8(args: argparse.Namespace) -> int:
-    rest = _pop_options(args, DROPIN_OPTIONS)
+    rest = _pop_options(args, DROPIN_OPTIONS, (*DROPIN_FLAGS, "--ncnn-compat"))
     if len(rest) not in (4, 5):
         raise UsageError("usage: edgecal ncnn2int8 [inparam] [inbin] [outparam] [outbin] "
                          "[calibration table]")
@@ -176,7 +176,7 @@ def cmd_ncnn2int8(args: argparse.Namespace) -> int:
                          hint="pass the model's real .bin")
     report = _quantize_and_write(
         Path(rest[0]), Path(rest[1]), Path(rest[2]), Path(rest[3]),
-        Path(rest[4]) if len(rest) == 5 else None, (),
+        Path(rest[4]) if len(rest) == 5 else None, (), getattr(args, "ncnn_compat", False),
     )
     for w in report.warnings:
         _err(f"edgecal: warning: {w}")
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table")
     p.add_argument("--keep-fp32", nargs="+", default=[], metavar="LAYER")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ncnn-compat", action="store_true",
+                   help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
+                        "exact'); default off: edgecal's safer numbers")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -310,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hello)
 
     for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):
-        p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments)")
+        extra = "; --ncnn-compat: its exact bytes, quirks included" if name == "ncnn2int8" else ""
+        p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER)

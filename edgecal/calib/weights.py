@@ -10,7 +10,10 @@
 Absmax is ``std::max(absmax, fabs(w))`` over the weights as loaded (fp16-stored weights are
 already decoded to their fp16 values): NaN is ignored.  Where ncnn2table would write ``inf``
 (an all-zero channel) this writes :data:`ZERO_GUARD_SCALE` and a warning; the int8 result is
-the same because all-zero weights quantize to 0 at any finite scale (output = bias).
+the same because all-zero weights quantize to 0 at any finite scale (output = bias).  A channel
+whose weights are not zero but denormal (``127 / absmax`` overflows float32, e.g. all ~1e-40)
+gets the same guard, also for the static scales, and a warning that says what they are: ncnn
+runs with denormals flushed to zero, so they are zero to it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,21 @@ def _row_absmax(w: np.ndarray, rows: int, layer: Layer, what: str) -> np.ndarray
     return np.where(np.isnan(m), F32(0), m).astype(F32)
 
 
+def _bad_scale_warning(layer: Layer, label: str, absmax: float, inf_from: str) -> str:
+    """The warning for a non-finite scale replaced by :data:`ZERO_GUARD_SCALE`."""
+    guard = f"{float(ZERO_GUARD_SCALE):g}"
+    if absmax > 0:
+        return (
+            f"layer {layer.name!r}: {label} weights are all below 1e-30 (denormal, largest "
+            f"|w| = {absmax:.3g}; ncnn flushes them to zero); {inf_from} would write scale inf, "
+            f"using {guard} (they quantize to 0)"
+        )
+    return (
+        f"layer {layer.name!r}: {label} is all zero; {inf_from} would write scale inf, using "
+        f"{guard} (its int8 weights are 0 either way, output = bias)"
+    )
+
+
 def _is_6bit(layer: Layer) -> bool:
     kw = layer.param_int(1, 0)
     kh = layer.param_int(11, kw)
@@ -97,7 +115,7 @@ def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) ->
     k = w.size // rows
     bits6 = layer.type == "Convolution" and _is_6bit(layer)
     qmax = F32(31) if bits6 else F32(127)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         if method == "aciq":
             thr = np.array([aciq_clip(a, k, 6 if bits6 else 8) for a in absmax], dtype=F32)
         else:
@@ -106,9 +124,7 @@ def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) ->
     warnings: list[str] = []
     for n in np.flatnonzero(~np.isfinite(scales)).tolist():
         warnings.append(
-            f"layer {layer.name!r}: weight {unit} {n} is all zero; ncnn2table would write "
-            f"scale inf, using {float(ZERO_GUARD_SCALE):g} (its int8 weights are 0 either way, "
-            f"output = bias)"
+            _bad_scale_warning(layer, f"weight {unit} {n}", float(absmax[n]), "ncnn2table")
         )
         scales[n] = ZERO_GUARD_SCALE
     if method == "aciq" and k == 1:
@@ -120,25 +136,38 @@ def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) ->
 
 
 def _guarded(absmax: np.ndarray) -> np.ndarray:
-    """``absmax == 0.f ? 1.f : 127 / absmax`` per element."""
-    with np.errstate(divide="ignore"):
+    """``absmax == 0.f ? 1.f : 127 / absmax`` per element (denormal absmax: see module doc)."""
+    with np.errstate(divide="ignore", over="ignore"):
         s = F32(127) / absmax.astype(F32)
     return np.where(absmax == 0, F32(1), s).astype(F32)
+
+
+def _static(
+    layer: Layer, weights: Mapping[str, Any], name: str, rows: int, warnings: list[str]
+) -> np.ndarray:
+    """Guarded per-row scales of one static weight; a denormal row warns and gets the guard."""
+    absmax = _row_absmax(_values(layer, weights, name), rows, layer, name)
+    scales = _guarded(absmax)
+    for n in np.flatnonzero(~np.isfinite(scales)).tolist():
+        label = f"{name} row {n}" if rows > 1 else name
+        warnings.append(_bad_scale_warning(layer, label, float(absmax[n]), "ncnn2table"))
+        scales[n] = ZERO_GUARD_SCALE
+    return scales
 
 
 def static_weight_scales(layer: Layer, weights: Mapping[str, Any]) -> WeightScales:
     """Embed, MultiHeadAttention, RNN, LSTM, GRU scales (computed even without a dataset)."""
     t = layer.type
+    warnings: list[str] = []
     if t == "Embed":
-        w = _values(layer, weights, "weight")
-        params: tuple[np.ndarray, ...] = (_guarded(_row_absmax(w, 1, layer, "weight")),)
+        params: tuple[np.ndarray, ...] = (_static(layer, weights, "weight", 1, warnings),)
     elif t == "MultiHeadAttention":
         embed_dim = layer.param_int(0, 0)
         q, k, v = (
-            _guarded(_row_absmax(_values(layer, weights, n), embed_dim, layer, n))
+            _static(layer, weights, n, embed_dim, warnings)
             for n in ("q_weight", "k_weight", "v_weight")
         )
-        out = _guarded(_row_absmax(_values(layer, weights, "out_weight"), 1, layer, "out"))
+        out = _static(layer, weights, "out_weight", 1, warnings)
         params = (q, k, v, out)
     elif t in ("RNN", "LSTM", "GRU"):
         n = layer.param_int(0, 0)
@@ -150,12 +179,11 @@ def static_weight_scales(layer: Layer, weights: Mapping[str, Any]) -> WeightScal
         else:
             rows = n * 3 * dirs
         params = tuple(
-            _guarded(_row_absmax(_values(layer, weights, name), rows, layer, name))
-            for name in ("weight_xc", "weight_hc")
+            _static(layer, weights, name, rows, warnings) for name in ("weight_xc", "weight_hc")
         )
     else:
         raise CalibrationError(f"layer {layer.name!r}: {t} has no static weight scales")
-    return WeightScales(layer.name, t, params, [])
+    return WeightScales(layer.name, t, params, warnings)
 
 
 def weight_scales(

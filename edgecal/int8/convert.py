@@ -12,9 +12,22 @@ every other tagged weight stored as fp16.  Deliberate differences, all safer:
   warning (upstream would quantize the int8 codes again as if they were float weights);
 * Embed/MHA/RNN/LSTM/GRU layers listed in ``keep_fp32`` do not need a table;
 * Gemm's constant-B scale is ``127/absmax`` over the whole of B.  Upstream's loop (as read in
-  the indexed ncnn2int8.cpp; not checked against the 20260722 binary) runs over ``B_data.w``,
+  ncnn2int8.cpp at a4d2ea1, the reference tools' commit) runs over ``B_data.w``,
   which for a model stored with ``transB=1`` (pnnx's Linear/matmul form, B loaded as a 2-D
-  ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127.
+  ``K x N`` Mat) is only the first row of B, so larger rows saturate at +-127;
+* fp16 of a still-float weight rounds its last ``n % 4`` values too (the reference ncnn2int8's
+  scalar converter truncates them; pip ncnn 1.0.20261020 rounds);
+* a weight whose ``w * s`` is out of int32 range (an ``inf`` or absurd scale) saturates to
+  ``+-127`` by its sign (upstream: ``-127`` whatever the sign);
+* a Gemm A row or B whose absmax is denormal gets scale 1 and a warning (upstream: ``inf``).
+
+``ncnn_compat=True`` (``quantize --ncnn-compat``) turns off the numeric differences so the
+``.bin`` is ncnn2int8's (1.0.20260722) byte for byte: the ``transB=1`` Gemm B scale from the
+first row only, the fp16 scalar tail truncated (:mod:`edgecal.ncnnfmt.half`), ``-127`` for
+every weight whose ``w * s`` is out of int32 range, e.g. under an ``inf`` scale
+(:mod:`edgecal.int8.quantize`), ``inf`` Gemm A/B scales for denormal rows, and a missing
+``<layer>_param_N`` line leaving every later layer of that type in float.  The other items
+above stay: they refuse or keep as is what upstream would silently break.
 """
 
 from __future__ import annotations
@@ -47,9 +60,14 @@ class ConversionReport:
 
 
 class _State:
-    def __init__(self, layers: list[Layer], weights: dict[str, LayerWeights]) -> None:
+    def __init__(
+        self, layers: list[Layer], weights: dict[str, LayerWeights], ncnn_compat: bool
+    ) -> None:
         self.layers = layers
         self.weights = weights
+        self.compat = ncnn_compat
+        # ncnn_compat: types whose upstream quantize_<type>() loop returned at a missing key
+        self.stopped: set[str] = set()
         self.int8: set[str] = set()
         self.bottom_scales: dict[str, np.ndarray] = {}
         self.report = ConversionReport()
@@ -65,6 +83,12 @@ class _State:
 
     def put_i8(self, layer: Layer, name: str, codes: np.ndarray) -> None:
         self.put(layer, name, codes.reshape(-1).astype(np.int8), "i8")
+
+    def rows(self, weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return quantize_rows(weights, scales, ncnn_compat=self.compat)
+
+    def tensor(self, weights: np.ndarray, scale: float) -> np.ndarray:
+        return quantize_tensor(weights, scale, ncnn_compat=self.compat)
 
     def put_raw(self, layer: Layer, name: str, values: np.ndarray) -> None:
         self.put(layer, name, np.asarray(values, dtype=np.float32).reshape(-1), "raw")
@@ -103,7 +127,7 @@ def _quantize_calibrated(
 ) -> None:
     name = layer.name
     blob = table.get(name) if table is not None else None
-    if blob is None or name in keep:
+    if blob is None or name in keep or layer.type in st.stopped:
         st.report.kept_float.append(name)
         return
     if blob.size != 1:
@@ -123,23 +147,31 @@ def _quantize_calibrated(
         groups = layer.param_int(0, 0)
     scales = _scales(table, layer, 0, groups)  # type: ignore[arg-type]
     if scales is None:
-        st.report.warnings.append(
-            f"layer {name!r}: the table has its blob scale but no {weight_key(name)!r} line; "
-            "kept in float (ncnn2int8 would print 'this layer need to be quantized, but no "
-            "scale param!' and leave every later layer of this type unquantized)"
-        )
+        st.report.warnings.append(_missing_key_warning(st, layer, weight_key(name)))
         st.report.kept_float.append(name)
         return
     w = weight.values.astype(np.float32)
     if groups <= 0 or w.size % groups:
         raise ConversionError(f"layer {name!r}: {w.size} weights do not split into {groups} rows")
-    st.put_i8(layer, "weight", quantize_rows(w.reshape(groups, -1), scales))
+    st.put_i8(layer, "weight", st.rows(w.reshape(groups, -1), scales))
     st.put_raw(layer, "weight_scales", scales)
     st.put_raw(layer, "bottom_scale", blob)
     layer.set_param(8, int_value(1 if layer.type == "ConvolutionDepthWise" else 2))
     st.int8.add(name)
     st.bottom_scales[name] = blob.astype(np.float32)
     st.report.quantized.append(name)
+
+
+def _missing_key_warning(st: _State, layer: Layer, key: str) -> str:
+    """Warn about a missing weight-scale line; in compat mode stop the type like upstream."""
+    upstream = (
+        "ncnn2int8 prints 'this layer need to be quantized, but no scale param!' and leaves "
+        f"every later {layer.type} unquantized"
+    )
+    if st.compat:
+        st.stopped.add(layer.type)
+        return f"layer {layer.name!r}: no {key!r} line in the table; as {upstream} (--ncnn-compat)"
+    return f"layer {layer.name!r}: no {key!r} line in the table; kept in float ({upstream})"
 
 
 def _rnn_rows(layer: Layer) -> tuple[int, int]:
@@ -160,7 +192,7 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
         s = _scales(table, layer, 0, 1)
         if s is None:
             return False
-        st.put_i8(layer, "weight", quantize_tensor(st.rec(layer, "weight").values, float(s[0])))
+        st.put_i8(layer, "weight", st.tensor(st.rec(layer, "weight").values, float(s[0])))
         st.put_raw(layer, "weight_scales", s)
         layer.set_param(18, int_value(2))
         return True
@@ -181,9 +213,9 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
         ):
             w = st.rec(layer, wname).values
             codes = (
-                quantize_tensor(w, float(s[0]))
+                st.tensor(w, float(s[0]))
                 if sname == "out_weight_scales"
-                else quantize_rows(
+                else st.rows(
                     w.reshape(e, -1),
                     s,  # type: ignore[arg-type]
                 )
@@ -196,13 +228,11 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
     sxc, shc = _scales(table, layer, 0, rows), _scales(table, layer, 1, rows)
     if sxc is None or shc is None:
         return False
-    st.put_i8(
-        layer, "weight_xc", quantize_rows(st.rec(layer, "weight_xc").values.reshape(rows, -1), sxc)
-    )
+    st.put_i8(layer, "weight_xc", st.rows(st.rec(layer, "weight_xc").values.reshape(rows, -1), sxc))
     st.put_i8(
         layer,
         "weight_hc",
-        quantize_rows(st.rec(layer, "weight_hc").values.reshape(rows, hc_len), shc),
+        st.rows(st.rec(layer, "weight_hc").values.reshape(rows, hc_len), shc),
     )
     st.put_raw(layer, "weight_xc_scales", sxc)
     st.put_raw(layer, "weight_hc_scales", shc)
@@ -229,17 +259,37 @@ def _quantize_gemm(st: _State, layer: Layer) -> None:
         a = st.rec(layer, "A").values.astype(np.float32)
         a = a.reshape(k, m).T.copy() if layer.param_int(2, 0) == 1 else a.reshape(m, k)
         layer.set_param(2, int_value(0))
-        scales = absmax_scales(a)
-        st.put_i8(layer, "A", quantize_rows(a, scales))
+        scales = absmax_scales(a, ncnn_compat=st.compat)
+        _warn_denormal_rows(st, layer, "A row", a, scales)
+        st.put_i8(layer, "A", st.rows(a, scales))
         st.put_raw(layer, "A_scales", scales)
     if layer.param_int(5, 0) == 1:
         b = st.rec(layer, "B").values.astype(np.float32)
-        b = b.reshape(k, n).T.copy() if layer.param_int(3, 0) == 0 else b.reshape(n, k)
+        stored_trans_b = layer.param_int(3, 0) == 1
+        b = b.reshape(n, k) if stored_trans_b else b.reshape(k, n).T.copy()
         layer.set_param(3, int_value(1))
-        scale = absmax_scales(b.reshape(1, -1))
-        st.put_i8(layer, "B", quantize_tensor(b, float(scale[0])))
+        # ncnn2int8 takes absmax over B_data.w: K (one row) for a B loaded as transB=1.
+        scanned = b[:1] if st.compat and stored_trans_b else b
+        scale = absmax_scales(scanned.reshape(1, -1), ncnn_compat=st.compat)
+        _warn_denormal_rows(st, layer, "B", scanned.reshape(1, -1), scale)
+        st.put_i8(layer, "B", st.tensor(b, float(scale[0])))
         st.put_raw(layer, "B_scale", scale)
     layer.set_param(18, int_value(2))
+
+
+def _warn_denormal_rows(
+    st: _State, layer: Layer, what: str, rows: np.ndarray, scales: np.ndarray
+) -> None:
+    a = np.fmax.reduce(np.abs(rows.astype(np.float32)), axis=1)
+    with np.errstate(divide="ignore", over="ignore"):
+        tiny = np.flatnonzero((a > 0) & ~np.isfinite(np.float32(127) / a))
+    for i in tiny.tolist():
+        label = what if rows.shape[0] == 1 else f"{what} {i}"
+        st.report.warnings.append(
+            f"layer {layer.name!r} (Gemm): {label} weights are all below 1e-30 (denormal, "
+            f"largest |w| = {float(a[i]):.3g}); scale {float(scales[i]):g}"
+            + (" as ncnn2int8 writes it" if st.compat else ", so they quantize to 0")
+        )
 
 
 def _flush_denormals(values: np.ndarray) -> np.ndarray:
@@ -249,7 +299,7 @@ def _flush_denormals(values: np.ndarray) -> np.ndarray:
     return v
 
 
-def _write_layer(layer: Layer, recs: LayerWeights) -> bytes:
+def _write_layer(layer: Layer, recs: LayerWeights, ncnn_compat: bool) -> bytes:
     chunks = []
     for spec in record_specs(layer):
         rec = recs.get(spec.name)
@@ -257,7 +307,9 @@ def _write_layer(layer: Layer, recs: LayerWeights) -> bytes:
             raise ConversionError(f"layer {layer.name!r}: no {spec.name!r} record to write")
         if spec.tagged:
             out = (
-                rec if rec.storage == "i8" else WeightRecord(rec.name, "f16", ncnn_half(rec.values))
+                rec
+                if rec.storage == "i8"
+                else WeightRecord(rec.name, "f16", ncnn_half(rec.values, ncnn_compat=ncnn_compat))
             )
         else:
             out = WeightRecord(rec.name, "raw", _flush_denormals(rec.values))
@@ -275,8 +327,15 @@ def quantize_model(
     weights: dict[str, LayerWeights],
     table: CalibrationTable | None,
     keep_fp32: Sequence[str] = (),
+    *,
+    ncnn_compat: bool = False,
 ) -> tuple[str, bytes, ConversionReport]:
-    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report."""
+    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report.
+
+    ``ncnn_compat``: reproduce ncnn2int8's numeric quirks too (module docstring).  This is the
+    one switch for them; checks that refuse a table upstream would accept belong next to
+    ``_check_table`` below and are skipped when it is set.
+    """
     names = [layer.name for layer in pf.layers]
     unknown = [k for k in keep_fp32 if k not in names]
     if unknown:
@@ -287,7 +346,7 @@ def quantize_model(
     if table is not None:
         _check_table(pf, table)
     layers = [copy.deepcopy(layer) for layer in pf.layers]
-    st = _State(layers, {k: dict(v) for k, v in weights.items()})
+    st = _State(layers, {k: dict(v) for k, v in weights.items()}, ncnn_compat)
 
     for ltype in CALIBRATED_TYPES:
         for layer in layers:
@@ -308,7 +367,7 @@ def quantize_model(
         for layer in layers:
             if layer.type != ltype:
                 continue
-            if layer.name in keep:
+            if layer.name in keep or ltype in st.stopped:
                 st.report.kept_float.append(layer.name)
             elif ltype != "SDPA" and _already_int8(st, layer):
                 st.report.warnings.append(
@@ -324,10 +383,7 @@ def quantize_model(
             elif _quantize_static(st, layer, table):  # type: ignore[arg-type]
                 st.report.quantized.append(layer.name)
             else:
-                st.report.warnings.append(
-                    f"layer {layer.name!r} ({ltype}): the table has no weight scales "
-                    "for it; kept in float"
-                )
+                st.report.warnings.append(_missing_key_warning(st, layer, f"{layer.name}_param_*"))
                 st.report.kept_float.append(layer.name)
 
     for producer, consumer, top in fuse_requantize(layers, st.int8, st.bottom_scales):
@@ -338,6 +394,6 @@ def quantize_model(
     blob_count = len({b for layer in out_layers for b in (*layer.bottoms, *layer.tops)})
     param_text = render_param(ParamFile(out_layers, blob_count))
     bin_bytes = b"".join(
-        _write_layer(layer, st.weights.get(layer.name, {})) for layer in out_layers
+        _write_layer(layer, st.weights.get(layer.name, {}), ncnn_compat) for layer in out_layers
     )
     return param_text, bin_bytes, st.report

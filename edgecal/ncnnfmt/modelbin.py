@@ -120,9 +120,9 @@ def read_modelbin(pf: ParamFile, data: bytes, source: str = "<bin>") -> dict[str
     return out
 
 
-def ncnn_half(values: np.ndarray) -> np.ndarray:
+def ncnn_half(values: np.ndarray, *, ncnn_compat: bool = False) -> np.ndarray:
     """float32 values rounded to fp16 the way ncnn's x86 cast does (see :mod:`.half`)."""
-    return float16_bits_to_float32(float32_to_float16_bits(values))
+    return float16_bits_to_float32(float32_to_float16_bits(values, ncnn_compat=ncnn_compat))
 
 
 def encode_record(rec: WeightRecord) -> bytes:
