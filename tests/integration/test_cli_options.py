@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,19 @@ def test_threads_beyond_the_cores_are_capped_with_one_line(
     assert len(json.loads(cap.out)["fleet"]) == cores  # agents started: one per core
     warned = [x for x in cap.err.splitlines() if f"--threads {cores + 3}" in x]
     assert len(warned) == 1 and f"{cores} core(s)" in warned[0], cap.err
+
+
+def test_calibrate_into_a_pipe_prints_progress_lines(images: Path, tmp_path: Path) -> None:
+    """A CI log (stderr a pipe) shows how far each pass is, in plain lines."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_TERMINAL")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecal", "calibrate", *MODEL, "--images", str(images),
+         "--shape", "48,48", "--pixel", "RGB", "--mean", "127.5,127.5,127.5",
+         "--norm", "0.0078,0.0078,0.0078", "--out", str(tmp_path / "t.table")],
+        capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    for task in ("count the absmax", "build histogram"):
+        assert any(x.startswith(f"edgecal: {task} 4/4 (100 %, ") for x in lines), proc.stderr
+    assert not any("━" in x for x in lines)
