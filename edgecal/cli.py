@@ -41,6 +41,14 @@ SUCCESS_LINE = (
 # ----------------------------------------------------------------------------- commands
 
 
+DROPIN_HELP = {
+    "ncnn2table": "ncnn2table's own: PARAM BIN [LIST[,LIST...]] TABLE [mean=[...]] "
+                  "[norm=[...]] [shape=[w,h,c]] [pixel=BGR|RGB|GRAY|...] [thread=N] (default: "
+                  "every core) [method=kl|aciq|eq] (default: kl) [type=0|1] (default: 0, image "
+                  "lists); without a LIST, a weight-only table",
+    "ncnn2int8": "ncnn2int8's own: INPARAM INBIN OUTPARAM OUTBIN [TABLE] (default: no table, "
+                 "as ncnn2int8: weights stored as fp16, only Gemm and SDPA quantized)",
+}
 DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
 DROPIN_FLAGS = ("--accept-new-host-key",)
 
@@ -327,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments)")
         add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
         p.set_defaults(func=func)
 
     from edgecal.boardcli import add_board_commands
