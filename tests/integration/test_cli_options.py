@@ -130,6 +130,12 @@ def test_threads_beyond_the_cores_are_capped_with_one_line(
     assert len(json.loads(cap.out)["fleet"]) == cores  # agents started: one per core
     warned = [x for x in cap.err.splitlines() if f"--threads {cores + 3}" in x]
     assert len(warned) == 1 and f"{cores} core(s)" in warned[0], cap.err
+    # the ncnn2table drop-in's thread= likewise
+    assert main(["-q", "ncnn2table", *MODEL, str(images), str(tmp_path / "n.table"),
+                 "mean=[127.5,127.5,127.5]", "norm=[0.0078,0.0078,0.0078]", "shape=[48,48,3]",
+                 "pixel=RGB", f"thread={cores + 3}"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: thread={cores + 3} is more than the {cores} core(s)" in err, err
 
 
 def test_calibrate_into_a_pipe_prints_progress_lines(images: Path, tmp_path: Path) -> None:
