@@ -23,6 +23,7 @@ from edgecal.cliargs import (
     add_inputs,
     command_line,
     effective_threads,
+    local_workers,
     open_device,
     print_json,
     specs_from_options,
@@ -168,8 +169,10 @@ def open_fleet(args: argparse.Namespace, threads: int, runtime: str,
     check_same_profile(args, specs)
     with contextlib.ExitStack() as stack:
         if len(specs) == 1 and is_local(specs[0]) and runtime == "calibration":
+            # ncnn2table's drop-in has no --threads (its thread= is ``threads``)
+            what = f"--threads {threads}" if hasattr(args, "threads") else f"thread={threads}"
             yield [stack.enter_context(open_device(args, threads, specs[0]))
-                   for _ in range(max(1, threads))]
+                   for _ in range(local_workers(threads, what, say))]
             return
 
         def one(spec: str | None) -> Any:
@@ -286,7 +289,7 @@ def _workers(args: argparse.Namespace, threads: int) -> int:
 
     specs = _device_specs(args)
     if len(specs) == 1 and is_local(specs[0]) and args.runtime == "calibration":
-        return max(1, threads)
+        return local_workers(threads, "")  # capped as open_fleet caps it (said there)
     return len(specs)
 
 

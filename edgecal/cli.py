@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -19,9 +18,11 @@ from edgecal.cliargs import (
     build_specs,
     open_device,
     print_json,
+    usable_cores,
     write_outputs,
 )
 from edgecal.cliargs import err as _err
+from edgecal.clihelp import ArgumentParser
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import make_sample_source, read_list
 from edgecal.model import load_model
@@ -40,6 +41,14 @@ SUCCESS_LINE = (
 # ----------------------------------------------------------------------------- commands
 
 
+DROPIN_HELP = {
+    "ncnn2table": "ncnn2table's own: PARAM BIN [LIST[,LIST...]] TABLE [mean=[...]] "
+                  "[norm=[...]] [shape=[w,h,c]] [pixel=BGR|RGB|GRAY|...] [thread=N] (default: "
+                  "every core) [method=kl|aciq|eq] (default: kl) [type=0|1] (default: 0, image "
+                  "lists); without a LIST, a weight-only table",
+    "ncnn2int8": "ncnn2int8's own: INPARAM INBIN OUTPARAM OUTBIN [TABLE] (default: no table, "
+                 "as ncnn2int8: weights stored as fp16, only Gemm and SDPA quantized)",
+}
 DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
 DROPIN_FLAGS = ("--accept-new-host-key",)
 
@@ -103,7 +112,7 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
                                                          for v in g) + "]" for g in values))
     if a.pixel:
         _err("pixel = " + ",".join(a.pixel))
-    threads = a.thread if a.thread else (os.cpu_count() or 1)
+    threads = a.thread if a.thread else usable_cores()
     _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
     lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
     source = make_sample_source(specs, lists)
@@ -149,6 +158,14 @@ def _quantize_and_write(
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.table and args.no_table:
+        raise UsageError("give --table or --no-table, not both")
+    if not args.table and not args.no_table:
+        raise UsageError(
+            f"quantize {args.in_param} needs --table TABLE: without a table no layer is made "
+            "int8 (only the weights are stored as fp16)",
+            hint="give --table model.table (from `edgecal calibrate`), or --no-table for "
+                 "what ncnn2int8 does without a table")
     report = _quantize_and_write(
         Path(args.in_param), Path(args.in_bin), Path(args.out_param), Path(args.out_bin),
         Path(args.table) if args.table else None, args.keep_fp32, args.ncnn_compat,
@@ -252,7 +269,7 @@ def cmd_hello(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgecal", description=__doc__)
+    parser = ArgumentParser(prog="edgecal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecal {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -275,8 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("in_bin")
     p.add_argument("out_param")
     p.add_argument("out_bin")
-    p.add_argument("--table")
-    p.add_argument("--keep-fp32", nargs="+", default=[], metavar="LAYER")
+    p.add_argument("--table", help="the calibration table (of `edgecal calibrate` or "
+                   "ncnn2table); required unless --no-table")
+    p.add_argument("--no-table", action="store_true",
+                   help="no table, as ncnn2int8 without one: weights stored as fp16, only Gemm "
+                        "and SDPA quantized (an error for Embed, MHA, RNN, LSTM, GRU)")
+    p.add_argument("--keep-fp32", nargs="+", default=[], metavar="LAYER",
+                   help="layers to keep in float (default: none)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--ncnn-compat", action="store_true",
                    help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
@@ -317,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
         p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
         p.set_defaults(func=func)
 
     from edgecal.boardcli import add_board_commands

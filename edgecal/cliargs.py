@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +116,40 @@ def build_specs(
 
 
 def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec]:
-    """The InputSpecs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...)."""
-    return build_specs(
+    """The InputSpecs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...);
+    the defaults used for a missing --pixel/--mean/--norm are said on stderr."""
+    specs = build_specs(
         model, [kind for kind, _ in args.lists],
         mean=[_floats(v, "--mean") for v in args.mean],
         norm=[_floats(v, "--norm") for v in args.norm],
         shape=[_ints(v, "--shape") for v in args.shape],
         pixel=args.pixel,
     )
+    for line in defaults_used(specs, pixel=bool(args.pixel), mean=bool(args.mean),
+                              norm=bool(args.norm)):
+        err(line)
+    return specs
+
+
+def defaults_used(specs: Sequence[InputSpec], *, pixel: bool, mean: bool, norm: bool
+                  ) -> list[str]:
+    """One line per image input for the preprocessing options not given (``pixel``, ``mean``,
+    ``norm``: whether each was), naming the values used instead."""
+    def nums(values: Sequence[float]) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    out = []
+    for spec in specs:
+        if spec.kind != "image":
+            continue
+        used = [(name, value) for name, given, value in (
+            ("--pixel", pixel, spec.pixel), ("--mean", mean, nums(spec.mean)),
+            ("--norm", norm, nums(spec.norm))) if not given]
+        if used:
+            out.append(f"edgecal: no {'/'.join(n for n, _ in used)} for image input "
+                       f"{spec.blob}: using " + " ".join(f"{n} {v}" for n, v in used)
+                       + " (give them as the app preprocesses its input)")
+    return out
 
 
 def open_device(args: argparse.Namespace, threads: int | None, spec: str | None = None) -> Any:
@@ -167,6 +193,27 @@ def effective_threads(args: argparse.Namespace, runtime: str, spec: str | None =
     return os.cpu_count() or 1
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def local_workers(threads: int, what: str, say: Callable[[str], None] | None = None) -> int:
+    """How many agents the calibration runtime starts on this machine for ``threads`` workers
+    (``what``: the option as typed, for the message): one per core at most -- more only
+    compete for the cores and each holds the model -- said in one line when capped."""
+    cores = usable_cores()
+    if threads <= cores:
+        return max(1, threads)
+    if say is not None:
+        say(f"warning: {what} is more than the {cores} core(s) of this machine: calibrating "
+            f"with {cores} agent worker(s), one per core (the table does not depend on it)")
+    return cores
+
+
 def transfer_summary(devices: Sequence[Any]) -> dict[str, Any]:
     """Bytes moved to/from the devices and, for boards, the time spent connecting/moving."""
     out: dict[str, Any] = {
@@ -201,13 +248,18 @@ def add_inputs(p: argparse.ArgumentParser, *, multi_device: bool = False) -> Non
                    help="image list file (one path per line) or folder; once per input")
     p.add_argument("--npy", dest="lists", action=ListAction, metavar="LIST",
                    help="list of float32 .npy files, for a tensor input")
-    p.add_argument("--mean", action="append", default=[], help="per image input, e.g. 104,117,123")
-    p.add_argument("--norm", action="append", default=[], help="per image input, e.g. 0.017,...")
+    p.add_argument("--mean", action="append", default=[],
+                   help="per image input, e.g. 104,117,123 (default: 0 for every channel)")
+    p.add_argument("--norm", action="append", default=[],
+                   help="per image input, e.g. 0.017,... (default: 1 for every channel)")
     p.add_argument("--shape", action="append", default=[],
-                   help="per input: W,H[,C] for images, w,h,(d),c for npy")
-    p.add_argument("--pixel", action="append", default=[], help="BGR|RGB|GRAY|RGBA|BGRA")
+                   help="per input: W,H[,C] for images, w,h,(d),c for npy (default: images at "
+                        "their own size, npy files of any shape)")
+    p.add_argument("--pixel", action="append", default=[],
+                   help="BGR|RGB|GRAY|RGBA|BGRA, per image input (default: BGR)")
     p.add_argument("--threads", type=int, default=None,
-                   help="calibration runtime: agent workers over the images (default 1); "
+                   help="calibration runtime: agent workers over the images (default 1; on "
+                   "this machine at most one per core); "
                    "deployed runtime: ncnn threads (default: the board profile's, or all cores)")
     add_device(p, multi=multi_device)
 

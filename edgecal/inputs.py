@@ -21,6 +21,7 @@ import numpy as np
 
 from edgecal.errors import ImageError, InputFileError, UsageError
 from edgecal.inputspec import InputSpec
+from edgecal.listfile import list_lines, resolve_list
 from edgecal.userfile import read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
@@ -29,11 +30,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
     """The sample paths of a list file, or of a folder of images.
 
-    ``ncnn_compat=False`` (``edgecal calibrate``): one path per line, leading and trailing white
-    space stripped, so paths may contain spaces; relative paths are relative to the list file's
-    folder.  ``ncnn_compat=True`` (the ``ncnn2table`` drop-in): exactly ncnn2table's rule -- the
-    first white-space-delimited token of each line, relative to the current directory.
-    Blank lines are skipped either way; lines starting with ``#`` are comments in our own form.
+    Which file each line names is :mod:`edgecal.listfile`'s rule: a relative line is looked up
+    relative to the list file's folder and relative to the current directory (the one that
+    exists; both existing as different files is an error), so ncnn2table's lists work
+    unchanged.  ``ncnn_compat=False`` (``edgecal calibrate`` ...): one path per line, spaces
+    allowed, ``#`` starts a comment; a line naming no file is tried as its first word.
+    ``ncnn_compat=True`` (the ``ncnn2table`` drop-in): ncnn2table's reading -- the first word
+    of each line, relative to the current directory first.  Blank lines are skipped either way.
     """
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -42,22 +45,10 @@ def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
                 f"folder {path} holds no images", hint=f"supported: {' '.join(IMAGE_SUFFIXES)}"
             )
         return files
-    text = read_text(path, "list file")
-    out: list[Path] = []
-    for line in text.splitlines():
-        if ncnn_compat:
-            tokens = line.split()
-            if tokens:
-                out.append(Path(tokens[0]))
-            continue
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        p = Path(entry)
-        out.append(p if p.is_absolute() else path.parent / p)
-    if not out:
+    lines = list_lines(read_text(path, "list file"), ncnn_compat=ncnn_compat)
+    if not lines:
         raise InputFileError(f"list file {path} names no samples")
-    return out
+    return resolve_list(path, lines, cwd_first=ncnn_compat)
 
 
 def decode_image_bgr(path: Path) -> np.ndarray:

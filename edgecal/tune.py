@@ -6,7 +6,8 @@ each, try every other calibration method's scales for that layer alone; keep a m
 does at least as well as leaving the layer in fp32, else leave the layer in fp32 -- one layer at
 a time, re-scoring on the device after each change -- until the drop is within the target or the
 budget (layers in fp32, seconds) is spent.  If one pass is not enough, a second pass puts in fp32
-the layers whose best method still loses something, most harmful first.
+the layers whose best method still loses something, most harmful first, sweeping the ranking
+again until a sweep changes nothing.
 
 The loop only sees a :class:`edgecal.scoring.Scorer`-like object and an ``alternative``
 callback, so its decisions are testable without a device.
@@ -90,6 +91,12 @@ def with_records(table: CalibrationTable, layer: str, records: dict[str, np.ndar
     return out
 
 
+def points(drop: float) -> str:
+    """A drop in points for a message: two decimals, but a tiny non-zero drop as itself (not
+    ``0.00``, which would read as within a target of 0)."""
+    return f"{drop:.2f}" if drop == 0 or abs(drop) >= 0.005 else f"{drop:.2g}"
+
+
 def layer_records(table: CalibrationTable, layer: str) -> dict[str, np.ndarray]:
     return {k: table.records[k] for k in (layer, weight_key(layer)) if k in table.records}
 
@@ -115,14 +122,14 @@ def tune(
     initial = cur
     steps: list[TuneStep] = []
     cost: dict[str, float] = {}
-    say(f"int8 model: drop {cur.drop_points:.2f} points, cosine {cur.cosine_mean:.6f}")
+    say(f"int8 model: drop {points(cur.drop_points)} points, cosine {cur.cosine_mean:.6f}")
 
     def result(target_met: bool, reason: str) -> TuneResult:
         return TuneResult(table.without(fp32), list(fp32), methods, initial, cur, target_met,
                           reason, steps, cost)
 
     if cur.drop_points <= config.max_drop:
-        return result(True, f"the int8 model loses {cur.drop_points:.2f} points, within "
+        return result(True, f"the int8 model loses {points(cur.drop_points)} points, within "
                             f"{config.max_drop:g}: nothing to change")
     ranking: list[LayerSensitivity] = sensitivity(table, cur).layers
 
@@ -136,7 +143,7 @@ def tune(
         fp32.append(layer)
         methods[layer] = "fp32"
         steps.append(TuneStep("fp32", layer, None, score, True))
-        say(f"{layer}: kept in fp32 (drop now {score.drop_points:.2f} points)")
+        say(f"{layer}: kept in fp32 (drop now {points(score.drop_points)} points)")
         return score
 
     for entry in ranking:
@@ -156,7 +163,8 @@ def tune(
             trial = with_records(table, layer, records)
             s = scorer.score(trial, fp32, what=f"{layer} with {m}")
             steps.append(TuneStep("method", layer, m, s, False))
-            say(f"{layer} with {m}: drop {s.drop_points:.2f} points, cosine {s.cosine_mean:.6f}")
+            say(f"{layer} with {m}: drop {points(s.drop_points)} points, "
+                f"cosine {s.cosine_mean:.6f}")
             if best is None or s.better_than(best[2]):
                 best = (m, trial, s, len(steps) - 1)
             if out_of_budget() is not None:
@@ -177,24 +185,31 @@ def tune(
         elif as_fp32 is not None:
             steps.append(TuneStep("fp32", layer, None, as_fp32, False))
         if cur.drop_points <= config.max_drop:
-            return result(True, f"drop {cur.drop_points:.2f} points, within "
+            return result(True, f"drop {points(cur.drop_points)} points, within "
                                 f"{config.max_drop:g}")
-    # second pass: a layer whose best method still loses points goes to fp32 after all
-    for entry in ranking:
-        layer = entry.layer
-        if layer in fp32 or (config.max_fp32_layers is not None
-                             and len(fp32) >= config.max_fp32_layers):
-            continue
-        why = out_of_budget()
-        if why is not None:
-            return result(False, why)
-        as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32")
-        if as_fp32.better_than(cur):
-            cur = to_fp32(layer, as_fp32)
-            if cur.drop_points <= config.max_drop:
-                return result(True, f"drop {cur.drop_points:.2f} points, within "
-                                    f"{config.max_drop:g}")
-    still = f"the drop is still {cur.drop_points:.2f} points"
+    # second pass: a layer whose best method still loses points goes to fp32 after all.
+    # Repeated until a sweep changes nothing: a layer's loss can be hidden by the others' (a
+    # tiny loss vanishes in the rounding of a larger sum, e.g. 1e-300 + 5e-324 == 1e-300) and
+    # show only once a layer after it in the ranking went to fp32.
+    changed = True
+    while changed:
+        changed = False
+        for entry in ranking:
+            layer = entry.layer
+            if layer in fp32 or (config.max_fp32_layers is not None
+                                 and len(fp32) >= config.max_fp32_layers):
+                continue
+            why = out_of_budget()
+            if why is not None:
+                return result(False, why)
+            as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32")
+            if as_fp32.better_than(cur):
+                cur = to_fp32(layer, as_fp32)
+                changed = True
+                if cur.drop_points <= config.max_drop:
+                    return result(True, f"drop {points(cur.drop_points)} points, within "
+                                        f"{config.max_drop:g}")
+    still = f"the drop is still {points(cur.drop_points)} points"
     if config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers:
         return result(False, f"the budget of {config.max_fp32_layers} layer(s) in fp32 is "
                              f"spent and {still}")

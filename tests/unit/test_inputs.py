@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from edgecal.errors import ImageError, InputFileError, UsageError
@@ -11,17 +15,136 @@ from edgecal.inputs import decode_image_bgr, load_npy, make_sample_source, read_
 from edgecal.inputspec import InputSpec
 
 
-def test_list_relative_to_list_file_and_spaces_kept(tmp_path: Path) -> None:
-    (tmp_path / "sub dir").mkdir()
-    lst = tmp_path / "list.txt"
-    lst.write_text("# comment\nsub dir/a b.png\n\n  /abs/x.png  \n")
-    assert read_list(lst) == [tmp_path / "sub dir" / "a b.png", Path("/abs/x.png")]
+def touch(path: Path, data: bytes = b"") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
-def test_ncnn_compat_list_takes_first_token_relative_to_cwd(tmp_path: Path) -> None:
-    lst = tmp_path / "list.txt"
+def test_list_relative_to_list_file_and_spaces_kept(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    a = touch(tmp_path / "lists" / "sub dir" / "a b.png")
+    x = touch(tmp_path / "abs" / "x.png")
+    lst = tmp_path / "lists" / "list.txt"
+    lst.write_text(f"# comment\nsub dir/a b.png\n\n  {x}  \n")
+    assert read_list(lst) == [a, x]
+
+
+def test_ncnn_compat_list_takes_first_token_relative_to_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "images" / "a.png")
+    touch(tmp_path / "images" / "b.png")
+    lst = tmp_path / "lists" / "list.txt"
+    lst.parent.mkdir()
     lst.write_text("images/a.png 3\n\nimages/b.png\n")
     assert read_list(lst, ncnn_compat=True) == [Path("images/a.png"), Path("images/b.png")]
+
+
+def test_own_list_lines_relative_to_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list written for ncnn2table (lines relative to where it is run) works with
+    calibrate/validate/tune's reading too."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "data" / "calib" / "0000_0.png")
+    lst = tmp_path / "data" / "lists" / "calib.txt"
+    lst.parent.mkdir()
+    lst.write_text("data/calib/0000_0.png\n")
+    assert read_list(lst) == [Path("data/calib/0000_0.png")]
+
+
+def test_line_naming_two_different_files_is_an_error_naming_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "img" / "a.png", b"cwd")
+    touch(tmp_path / "lists" / "img" / "a.png", b"list folder")
+    lst = tmp_path / "lists" / "list.txt"
+    lst.write_text("img/a.png\n")
+    with pytest.raises(InputFileError) as info:
+        read_list(lst)
+    msg = info.value.message
+    assert "line 1 of list file" in msg and str(lst) in msg
+    assert str(tmp_path / "lists" / "img" / "a.png") in msg and " img/a.png " in msg
+    assert "relative to the list file's folder and relative to the current directory" in msg
+    # ncnn2table's drop-in keeps ncnn's rule: the current directory wins
+    assert read_list(lst, ncnn_compat=True) == [Path("img/a.png")]
+
+
+def test_line_naming_one_file_two_ways_is_fine(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "img" / "a.png")
+    lst = tmp_path / "list.txt"
+    lst.write_text("img/a.png\n")
+    (tmp_path / "link").symlink_to(tmp_path)
+    # the list's folder spelled another way than the current directory: the same file
+    for spelled in (lst, tmp_path / "link" / "list.txt", Path("list.txt")):
+        [got] = read_list(spelled)
+        assert got.resolve() == (tmp_path / "img" / "a.png").resolve()
+
+
+def test_line_naming_no_file_says_line_rule_and_both_paths(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "lists" / "a.png")
+    lst = tmp_path / "lists" / "list.txt"
+    lst.write_text("a.png\n\nimg/nope.png\n")
+    for compat in (False, True):
+        with pytest.raises(InputFileError) as info:
+            read_list(lst, ncnn_compat=compat)
+        msg = info.value.message
+        assert f"line 3 of list file {lst} names no file" in msg
+        tried = msg.split("tried ")[1].split("; ")[0].split(", ")
+        assert sorted(tried) == sorted([str(tmp_path / "lists" / "img" / "nope.png"),
+                                        "img/nope.png"])
+        assert "relative to the current directory" in msg and "list file's folder" in msg
+    touch(tmp_path / "lists" / "img" / "nope.png")
+    # the drop-in falls back to the list's folder when the current directory has no such file
+    assert read_list(lst, ncnn_compat=True)[1] == tmp_path / "lists" / "img" / "nope.png"
+
+
+def test_missing_absolute_path_named(tmp_path: Path) -> None:
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{tmp_path / 'gone.png'}\n")
+    with pytest.raises(InputFileError, match=r"line 1 of list file .* names no file: tried "
+                       + str(tmp_path / "gone.png")):
+        read_list(lst)
+
+
+# the ways a list written for ncnn2table (or on Windows) looks: line ends, white space around
+# and after the path (ncnn2table reads only the first word), blank lines, a byte-order mark
+line_end = st.sampled_from(["\n", "\r\n", "\r"])
+padding = st.sampled_from(["", " ", "  ", "\t"])
+after = st.sampled_from(["", " 3", "\t7", " label x"])
+
+
+@settings(max_examples=40)
+@given(st.lists(st.tuples(st.sampled_from(["abs", "cwd", "list"]), st.integers(0, 3),
+                          padding, padding, after, line_end, st.integers(0, 2)),
+                min_size=1, max_size=6),
+       st.booleans())
+def test_ncnn2table_lists_read_by_every_command(
+        lines: list[tuple[str, int, str, str, str, str, int]], bom: bool) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d).resolve()
+        with contextlib.chdir(root):
+            lst = root / "lists" / "calib.txt"
+            files = {"abs": root / "elsewhere", "cwd": root / "cwd_imgs",
+                     "list": root / "lists" / "imgs"}
+            for folder in files.values():
+                for i in range(4):
+                    touch(folder / f"{i}.png")
+            text, wanted = "\ufeff" if bom else "", []
+            for where, i, lead, trail, extra, end, blanks in lines:
+                name = {"abs": str(files["abs"] / f"{i}.png"), "cwd": f"cwd_imgs/{i}.png",
+                        "list": f"imgs/{i}.png"}[where]
+                text += end * blanks + lead + name + extra + trail + end
+                wanted.append({"abs": files["abs"], "cwd": Path("cwd_imgs"),
+                               "list": lst.parent / "imgs"}[where] / f"{i}.png")
+            lst.write_bytes(text.encode())
+            assert read_list(lst) == wanted
+            assert read_list(lst, ncnn_compat=True) == wanted
 
 
 def test_folder_lists_images_sorted(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgecal.calib.table import CalibrationTable, weight_key
@@ -149,6 +149,14 @@ def test_nothing_helps_says_why() -> None:
                        st.fixed_dictionaries({"kl": st.floats(0, 20), "aciq": st.floats(0, 20)}),
                        min_size=len(LAYERS), max_size=len(LAYERS)),
        st.floats(0, 10))
+# a subnormal loss (conv2 with aciq, 5e-324) vanishes in the sum beside conv1's 1e-300 and
+# shows only once conv1 went to fp32, after conv2 had been passed over in the second pass
+@example({"conv0": {"kl": 0.0, "aciq": 0.0}, "conv1": {"kl": 1.0, "aciq": 1e-300},
+          "conv2": {"kl": 2.0, "aciq": 5e-324}, "fc": {"kl": 1.0, "aciq": 0.0}}, 0.0)
+# the same with tiny normal losses (found by hypothesis)
+@example({"conv0": {"kl": 0.0, "aciq": 0.0}, "conv1": {"kl": 1.0, "aciq": 3.129458333139941e-112},
+          "conv2": {"kl": 2.0, "aciq": 1.5216219992879589e-136}, "fc": {"kl": 1.0, "aciq": 0.0}},
+         0.0)
 def test_never_worse_and_target_or_reason(harm: dict[str, dict[str, float]],
                                           max_drop: float) -> None:
     """Whatever the costs: the result is never worse than the start, ``target_met`` tells the
