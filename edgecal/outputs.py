@@ -46,6 +46,9 @@ class Output:
     role: str
     path: str
     text: bool = False
+    #: its folder is made by the command (a run directory): the nearest existing ancestor
+    #: must be a writable folder
+    new_folder: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ def _check_one(out: Output) -> None:
                              hint="choose another output path")
         return
     folder = os.path.dirname(os.path.realpath(path)) or "."
+    if out.new_folder:
+        check_folder(out.role, folder)
+        return
     fst = _stat(folder)
     if fst is None or not stat.S_ISDIR(fst.st_mode):
         raise UsageError(f"cannot write {out.role} {path}: its folder {folder} does not exist",
@@ -104,6 +110,34 @@ def _check_one(out: Output) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {out.role} {path}: its folder {folder} is not writable",
                          hint=f"choose a writable folder for {out.role}")
+
+
+def check_folder(role: str, path: PathLike) -> None:
+    """A folder the command writes into (and makes, with its parents, when missing): an
+    existing folder must be writable; a missing one needs a writable existing ancestor."""
+    folder = os.path.realpath(os.fspath(path))
+    st = _stat(folder)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{role} {path} is a file, not a folder",
+                         hint=f"give {role} a folder (new or existing)")
+    probe = folder
+    while _stat(probe) is None:
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    pst = _stat(probe)
+    if pst is None or not stat.S_ISDIR(pst.st_mode):
+        raise UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
+                         hint=f"choose another {role}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{role} {path}: {probe} is not writable",
+                         hint=f"choose a writable place for {role}")
+
+
+def folder_outputs(role: str, folder: PathLike, names: Iterable[str]) -> list[Output]:
+    """The files ``names`` a command writes into ``folder`` (made when missing)."""
+    return [Output(role, os.path.join(os.fspath(folder), n), new_folder=True) for n in names]
 
 
 def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> None:
@@ -290,7 +324,13 @@ def write_outputs(files: Sequence[tuple[PathLike, bytes]]) -> None:
 
 
 def input_paths(role: str, paths: Iterable[PathLike | None]) -> list[Input]:
-    return [Input(role, os.fspath(p)) for p in paths if p is not None]
+    """``Input`` entries for the paths given (``None`` and empty names left out)."""
+    return [Input(role, os.fspath(p)) for p in paths if p]
+
+
+def sample_inputs(paths: Iterable[Iterable[PathLike]]) -> list[Input]:
+    """The samples of a ``SampleSource`` (``source.paths``) as inputs."""
+    return [Input("sample", os.fspath(p)) for per_input in paths for p in per_input]
 
 
 def as_path(path: str) -> Path | str:
