@@ -101,7 +101,11 @@ def _write(path: str, text: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from edgecal.outputs import check_outputs
+    from edgecal.validate_run import report_stream, validation_inputs, validation_outputs
+
     start = time.monotonic()
+    check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
     th = thresholds_from_args(args)
     baseline = (load_validation_file(Path(args.baseline), "baseline")
                 if args.baseline else None)
@@ -117,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(report))
+        report_stream(args).write(render_text(report))
     if not report.passed:
         sys.stderr.write(f"edgecal: check failed: {failure_summary(report)}\n")
         return GATE_FAILED
