@@ -323,9 +323,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.run_dir:
         rd = RunDir.create(Path(args.run_dir), "validate", command_line(args),
                            provenance(args, run.inputs, run.int8))
-        rd.write_json(VALIDATION, run.doc)
-        if run.sensitivity is not None:
-            rd.write_json(SENSITIVITY, run.sensitivity)
+        rd.write_all([(VALIDATION, run.doc)]  # all or nothing
+                     + ([(SENSITIVITY, run.sensitivity)] if run.sensitivity is not None else []))
     diverging = (run.doc.get("consistency") or {}).get("diverging") or []
     if args.json:
         print_json(doc)

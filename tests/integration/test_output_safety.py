@@ -239,3 +239,33 @@ def test_dash_is_standard_output(model: tuple[Path, Path, Path],
     assert main(["-q", "calibrate", str(param), str(binf), "--images", str(model[2]), *PRE,
                  "--out", "-", "--json"]) == 2
     assert "standard output" in capsys.readouterr().err
+
+
+def test_validate_and_check_refuse_outputs_over_their_inputs(
+        model: tuple[Path, Path, Path], table_and_hist: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    param, binf, lst = model
+    table = tmp_path / "t.table"
+    shutil.copy(table_and_hist[0], table)
+    base = ["validate", str(param), str(binf), "--table", str(table), "--images", str(lst),
+            *PRE, "--runtime", "calibration", "--threads", "1"]
+    kept = [_state(p) for p in (param, binf, lst, table)]
+    assert main([*base, "--save-baseline", str(table)]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    baseline = tmp_path / "baseline.json"
+    assert main([*base, "--save-baseline", str(baseline)]) == 0
+    capsys.readouterr()
+    assert [_state(p) for p in (param, binf, lst, table)] == kept
+    saved = _state(baseline)
+    for extra in (["--json-out", str(baseline)], ["--junit", str(baseline)],
+                  ["--json-out", str(tmp_path / "r"), "--junit", str(tmp_path / "r")]):
+        assert main(["check", "--baseline", str(baseline), "--results", str(baseline),
+                     *extra]) == 2, extra
+        assert "edgecal: error:" in capsys.readouterr().err
+    assert _state(baseline) == saved
+    assert not (tmp_path / "r").exists()
+    # '-': the JSON report on standard output, the text report on standard error
+    assert main(["check", "--baseline", str(baseline), "--results", str(baseline),
+                 "--json-out", "-"]) == 0
+    got = capsys.readouterr()
+    assert got.out.lstrip().startswith("{") and got.err
