@@ -269,3 +269,28 @@ def test_validate_and_check_refuse_outputs_over_their_inputs(
                  "--json-out", "-"]) == 0
     got = capsys.readouterr()
     assert got.out.lstrip().startswith("{") and got.err
+
+
+def test_tune_and_report_refuse_outputs_over_their_inputs(
+        model: tuple[Path, Path, Path], table_and_hist: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    param, binf, lst = model
+    out_dir = tmp_path / "tuned"
+    out_dir.mkdir()
+    table = out_dir / "calibration.table"  # the table of an earlier tune, tuned again
+    shutil.copy(table_and_hist[0], table)
+    kept = _state(table)
+    assert main(["tune", str(param), str(binf), "--images", str(lst), *PRE, "--table",
+                 str(table), "--max-drop", "1", "--out-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite an input" in err and str(table) in err
+    assert _state(table) == kept
+    assert sorted(p.name for p in out_dir.iterdir()) == ["calibration.table"]
+    run = tmp_path / "run"
+    assert main(["validate", str(param), str(binf), "--table", str(table), "--images",
+                 str(lst), *PRE, "--runtime", "calibration", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    before = _state(run / "validation.json")
+    assert main(["report", str(run), "-o", str(run / "validation.json")]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert _state(run / "validation.json") == before
