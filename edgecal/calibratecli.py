@@ -321,7 +321,7 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
     check_outputs(_outputs(args), [*list_inputs, *sample_inputs(source.paths)])
     threads = effective_threads(args, args.runtime)
     options = {
-        "out": str(Path(args.out).resolve()),
+        "out": args.out if args.out == "-" else str(Path(args.out).resolve()),
         "histograms_out": str(Path(args.histograms_out).resolve()) if args.histograms_out
         else None,
         "allow_zero_blobs": bool(args.allow_zero_blobs),

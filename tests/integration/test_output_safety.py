@@ -234,6 +234,10 @@ def test_dash_is_standard_output(model: tuple[Path, Path, Path],
                  "shape=[48,48,3]", "pixel=RGB"]) == 0
     out = capsys.readouterr().out
     assert "convrelu_0_param_0 " in out and "param:" not in out
+    assert main(["-q", "calibrate", str(param), str(binf), "--images", str(model[2]), *PRE,
+                 "--out", "-"]) == 0
+    got = capsys.readouterr()
+    assert got.out == table.read_text() and "wrote - " in got.err
     assert not (tmp_path / "-").exists()
     # two things on standard output at once: refused
     assert main(["-q", "calibrate", str(param), str(binf), "--images", str(model[2]), *PRE,
