@@ -175,6 +175,7 @@ def test_outputs_honour_the_umask_and_keep_a_replaced_files_mode(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
 def test_a_character_device_is_written_into_not_replaced(model: tuple[Path, Path, Path],
+                                                         table_and_hist: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
     param, binf, _ = model
     null = tmp_path / "mynull"
@@ -182,7 +183,8 @@ def test_a_character_device_is_written_into_not_replaced(model: tuple[Path, Path
     assert main(["ncnn2table", str(param), str(binf), str(null)]) == 0
     st = os.stat(null)
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
-    assert main(["quantize", str(param), str(binf), str(null), str(null)]) == 0  # both away
+    assert main(["quantize", str(param), str(binf), str(null), str(null),  # both discarded
+                 "--table", str(table_and_hist[0])]) == 0
     assert stat.S_ISCHR(os.stat(null).st_mode)
 
 
