@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
 import sys
 import tempfile
@@ -247,6 +248,10 @@ def _backup(p: _Pending) -> None:
             os.link(p.target, cand)
         except FileExistsError:
             continue
+        except OSError:  # a file system without hard links (FAT): a copy serves as well
+            if os.path.lexists(cand):
+                continue
+            shutil.copyfile(p.target, cand)
         p.backup = cand
         return
     raise FileExistsError(f"no free backup name beside {p.target}")
