@@ -337,7 +337,13 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
     temporary = not args.run_dir
     path = Path(args.run_dir) if args.run_dir else Path(
         tempfile.mkdtemp(prefix="edgecal-run-")) / "run"
-    return model, source, CalibRun.create(path, manifest, command_line(args)), temporary
+    try:
+        run = CalibRun.create(path, manifest, command_line(args))
+    except BaseException:
+        if temporary:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    return model, source, run, temporary
 
 
 def _outputs(args: argparse.Namespace) -> list[Output]:
