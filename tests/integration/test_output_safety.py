@@ -300,3 +300,20 @@ def test_tune_and_report_refuse_outputs_over_their_inputs(
     assert main(["report", str(run), "-o", str(run / "validation.json")]) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
     assert _state(run / "validation.json") == before
+
+
+def test_a_table_and_its_histograms_are_all_or_nothing(model: tuple[Path, Path, Path],
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    param, binf, lst = model
+    table, fifo = tmp_path / "old.table", tmp_path / "h.npz"
+    table.write_text("the previous table\n")
+    os.mkfifo(fifo)  # nobody reads it: the histograms cannot be written
+    before = _state(table)
+    rc = main(["-q", "calibrate", str(param), str(binf), "--images", str(lst), *PRE,
+               "--out", str(table), "--histograms-out", str(fifo)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot write {fifo}" in err and "--resume" not in err
+    assert _state(table) == before
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
