@@ -213,3 +213,32 @@ def test_a_bad_image_does_not_suggest_resume(tmp_path: Path,
     assert str(bad) in err
     assert "--resume" not in err
     assert "start again with a new --run-dir" in err
+
+
+def test_simultaneous_starts_on_one_run_dir_one_runs_the_others_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lst = _small_list(tmp_path)
+    means = ["127.5,127.5,127.5", "100,100,100", "90,90,90", "80,80,80"]
+    run = tmp_path / "run"
+    env = _env(tmp_path / "tmp")
+    procs = [subprocess.Popen(
+        [*EDGECAL, "-q", "calibrate", *MODEL, "--images", str(lst), *PRE[:2], "--mean", m,
+         *PRE[4:], "--out", str(tmp_path / f"{k}.table"), "--run-dir", str(run)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for k, m in enumerate(means)]
+    results = [(p, *p.communicate()) for p in procs]
+    winners = [k for k, (p, _, _) in enumerate(results) if p.returncode == 0]
+    assert len(winners) == 1, [(p.returncode, e.decode()) for p, _, e in results]
+    for k, (p, _, err) in enumerate(results):
+        if k != winners[0]:
+            text = err.decode()
+            assert p.returncode == 1 and str(run) in text, text
+            assert ("in use by another edgecal calibrate (pid" in text
+                    or "already holds a calibration run" in text), text
+            assert not (tmp_path / f"{k}.table").exists()
+    # the winner's table is the one of its own options
+    ref = tmp_path / "ref.table"
+    k = winners[0]
+    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *PRE[:2], "--mean", means[k],
+                 *PRE[4:], "--out", str(ref)]) == 0
+    assert (tmp_path / f"{k}.table").read_bytes() == ref.read_bytes()
