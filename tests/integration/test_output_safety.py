@@ -5,6 +5,7 @@ inputs it must not touch are compared byte for byte (and by mtime) afterwards.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -262,6 +263,9 @@ def test_validate_and_check_refuse_outputs_over_their_inputs(
     assert main([*base, "--save-baseline", str(baseline)]) == 0
     capsys.readouterr()
     assert [_state(p) for p in (param, binf, lst, table)] == kept
+    assert main([*base, "--save-baseline", "-"]) == 0  # the figures on standard output
+    got = capsys.readouterr()
+    assert json.loads(got.out)["results"] and "int8 vs fp32 top-1 agreement" in got.err
     saved = _state(baseline)
     for extra in (["--json-out", str(baseline)], ["--junit", str(baseline)],
                   ["--json-out", str(tmp_path / "r"), "--junit", str(tmp_path / "r")]):
