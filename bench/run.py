@@ -349,6 +349,7 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
             for b in names:
                 emuboard("restore", b)
         kept = sum(counts[i] for p in ("absmax", "histogram") for i in run.done(p))
+        run.close()  # the resume below locks the run directory again
         resumed, wall_r, _ = _fleet_run(boards, model, source,
                                         run=CalibRun.open(Path(tmp) / "run", ["bench"]))
     same = resumed.table.records.keys() == full.table.records.keys() and all(

@@ -1,21 +1,23 @@
 """Write files so that a reader sees the old content or the new one, never half of it.
 
-The agent and the host share one implementation (``edgecal_agent.fileio``): the agent package
-depends on nothing of edgecal, so edgecal uses the agent's.
+One implementation for every file edgecal writes on this machine: :mod:`edgecal.outputs`
+(a temporary file beside the target, renamed over it; the umask honoured; a device or FIFO
+written into, never replaced).  The agent keeps its own (``edgecal_agent.fileio``): it
+depends on nothing of edgecal.
 """
 
 from __future__ import annotations
 
 import os
 
-from edgecal_agent.fileio import write_atomic
+from edgecal.outputs import write_files
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    write_atomic(path, data)
+    write_files([(path, data)])
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Atomic text write; newlines are written as given (no platform translation)."""
-    write_atomic(path, text.encode("utf-8"))
+    write_files([(path, text.encode("utf-8"))])

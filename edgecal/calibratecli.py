@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.table import render_table
-from edgecal.calibrun import CalibRun, build_manifest, check_unchanged, source_of
+from edgecal.calibrun import MANIFEST, CalibRun, build_manifest, check_unchanged, source_of
 from edgecal.cliargs import (
     add_inputs,
     command_line,
@@ -39,9 +42,19 @@ from edgecal.errors import (
     HostKeyError,
     UsageError,
 )
-from edgecal.fleet import RetryPolicy
+from edgecal.fleet import FleetExhausted, RetryPolicy
 from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.model import Model, load_model
+from edgecal.outputs import (
+    Input,
+    Output,
+    check_folder,
+    check_outputs,
+    folder_outputs,
+    input_paths,
+    sample_inputs,
+)
+from edgecal.rundir import RUN_JSON
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -301,12 +314,17 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
         raise UsageError("give --out TABLE (the table file to write)")
     if not args.lists:
         raise UsageError("give the calibration samples: --images LIST|DIR (or --npy LIST)")
+    list_inputs = [*input_paths("model .param", [args.param]),
+                   *input_paths("model .bin", [args.bin]),
+                   *input_paths("sample list", [p for _, p in args.lists])]
+    check_outputs(_outputs(args), list_inputs)  # before any work
     model = load_model(Path(args.param), Path(args.bin))
     specs = specs_from_options(model, args)
     source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
+    check_outputs(_outputs(args), [*list_inputs, *sample_inputs(source.paths)])
     threads = effective_threads(args, args.runtime)
     options = {
-        "out": str(Path(args.out).resolve()),
+        "out": args.out if args.out == "-" else str(Path(args.out).resolve()),
         "histograms_out": str(Path(args.histograms_out).resolve()) if args.histograms_out
         else None,
         "allow_zero_blobs": bool(args.allow_zero_blobs),
@@ -322,7 +340,27 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
     temporary = not args.run_dir
     path = Path(args.run_dir) if args.run_dir else Path(
         tempfile.mkdtemp(prefix="edgecal-run-")) / "run"
-    return model, source, CalibRun.create(path, manifest, command_line(args)), temporary
+    try:
+        run = CalibRun.create(path, manifest, command_line(args))
+    except BaseException:
+        if temporary:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    return model, source, run, temporary
+
+
+def _outputs(args: argparse.Namespace) -> list[Output]:
+    """What the run writes: the table (``-``: standard output), the histograms, the run
+    directory's own files; ``--json`` prints to standard output too."""
+    outs = [Output("--out", args.out, text=True)]
+    if args.histograms_out:
+        outs.append(Output("--histograms-out", args.histograms_out))
+    if getattr(args, "json", False):
+        outs.append(Output("--json", "-", text=True))
+    if getattr(args, "run_dir", None):
+        check_folder("--run-dir", args.run_dir)
+        outs += folder_outputs("--run-dir", args.run_dir, [RUN_JSON, MANIFEST])
+    return outs
 
 
 def _resume(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun]:
@@ -332,12 +370,19 @@ def _resume(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun]:
         raise UsageError(f"--resume takes the model, samples and outputs from the run; do not "
                          f"give {', '.join(given)}", hint="give only --resume RUN [--device …]")
     run = CalibRun.open(Path(args.resume), command_line(args))
-    m = run.manifest
-    model = load_model(Path(m.param), Path(m.bin))
-    check_unchanged(m, model, str(args.resume))
-    opts = m.options
+    try:
+        m = run.manifest
+        opts = m.options
+        args.out, args.histograms_out = opts.get("out"), opts.get("histograms_out")
+        check_outputs(_outputs(args), [
+            Input("model .param", m.param), Input("model .bin", m.bin),
+            *sample_inputs(m.samples)])
+        model = load_model(Path(m.param), Path(m.bin))
+        check_unchanged(m, model, str(args.resume))
+    except BaseException:
+        run.close()
+        raise
     args.method, args.runtime, args.threads = m.method, m.runtime, m.threads
-    args.out, args.histograms_out = opts.get("out"), opts.get("histograms_out")
     args.allow_zero_blobs = bool(opts.get("allow_zero_blobs"))
     if not getattr(args, "device", None) and not getattr(args, "group", None):
         args.device = list(opts.get("devices") or []) or None
@@ -366,14 +411,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             run=run, retries=args.retries,
         )
     except EdgecalError as e:
-        done = bool(run.done("absmax") or run.done("histogram"))
-        if done or not temporary:  # a --run-dir can be resumed even with nothing done yet
-            e.hint = (f"{e.hint}; then " if e.hint else "") + (
-                f"finish with `edgecal calibrate --resume {run.run.path}`"
-                + (" (the finished shards are kept there)" if done else ""))
-        elif temporary:
-            shutil.rmtree(run.run.path.parent, ignore_errors=True)
+        run.close()
+        _after_failure(e, run, temporary)
         raise
+    except BaseException as e:  # interrupted (SIGINT, SIGTERM): the temporary run goes
+        run.close()
+        if temporary:
+            shutil.rmtree(run.run.path.parent, ignore_errors=True)
+        else:
+            e.edgecal_note = f"finish with `edgecal calibrate --resume {_q(run.run.path)}`"  # type: ignore[attr-defined]
+        raise
+    run.close()
     if temporary:
         shutil.rmtree(run.run.path.parent, ignore_errors=True)
     for w in result.warnings:
@@ -407,8 +455,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for r in result.eq:
             _err(f"eq {r.layer}: single-layer cosine {r.cosine_kl:.6f} (kl) -> "
                  f"{r.cosine_eq:.6f}")
-        print(f"wrote {args.out} ({result.method}, {result.n_samples} samples)")
+        print(f"wrote {args.out} ({result.method}, {result.n_samples} samples)",
+              file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
+
+
+def _q(path: Path) -> str:
+    return shlex.quote(os.path.abspath(path))
+
+
+def _after_failure(e: EdgecalError, run: CalibRun, temporary: bool) -> None:
+    """Say how to go on.  A device fault (a board lost, a link cut) is resumed: the finished
+    shards are kept.  Anything else (a bad image, a zero blob, an output that cannot be
+    written) happens again on resume, which takes images and options from the manifest: the
+    temporary run is removed, and a --run-dir must be emptied before starting again."""
+    if "--resume" in (e.hint or ""):  # the run directory's own problem, with its fix
+        return
+    try:
+        done = bool(run.done("absmax") or run.done("histogram"))
+    except EdgecalError:
+        done = False
+    # a --run-dir can be resumed even with nothing done yet
+    if isinstance(e, (DeviceError, FleetExhausted)) and (done or not temporary):
+        e.hint = (f"{e.hint}; then " if e.hint else "") + (
+            f"finish with `edgecal calibrate --resume {_q(run.run.path)}`"
+            + (" (the finished shards are kept there)" if done else ""))
+        return
+    if temporary:
+        shutil.rmtree(run.run.path.parent, ignore_errors=True)
+    else:
+        e.hint = (f"{e.hint}; then " if e.hint else "") + (
+            f"start again with a new --run-dir (or remove {_q(run.run.path)} first: it holds "
+            "this run's images and options)")
 
 
 def fleet_lines(accounts: Sequence[dict[str, Any]]) -> list[str]:

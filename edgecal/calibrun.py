@@ -8,7 +8,10 @@ Files (next to ``run.json``, see :mod:`edgecal.rundir`):
   of the shard's images), and the options the result depends on (method, runtime, threads).
 * ``parts/absmax/NNNNN.npz`` and ``parts/histogram/NNNNN.npz`` (schema :data:`PART_SCHEMA`): one
   shard's pass-1 or pass-2 result, written atomically once the device's answer is in; named by
-  shard, so a shard can never be counted twice.
+  shard, so a shard can never be counted twice.  Each part carries the run id (the sha256 of
+  the manifest: model hashes, images, preprocessing, method and options), and a part of
+  another run, or any other ``.npz`` in ``parts/``, is an error naming the file.
+* ``run.lock``: held (``flock``) by the one process working in the run (:mod:`edgecal.runlock`).
 * ``parts/ranges.npz``: the abs-max ranges of pass 2, fixed once pass 1 is complete.
 
 Before the table is written, :func:`check_accounting` proves that the parts of each pass cover
@@ -20,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +38,12 @@ from edgecal.inputs import SampleSource
 from edgecal.inputspec import InputSpec
 from edgecal.model import Model
 from edgecal.rundir import RunDir, file_sha256
+from edgecal.runlock import LOCK, RunLock
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
-PART_SCHEMA = 1
+PART_SCHEMA = 2  # 2: the run id in every part
+PART_NAME = re.compile(r"[0-9]{5}\.npz")
 PARTS = "parts"
 PASSES = ("absmax", "histogram")
 
@@ -113,6 +120,12 @@ class Manifest:
             "histograms": self.histograms, "options": dict(self.options),
         }
 
+    @property
+    def run_id(self) -> str:
+        """What the run's results depend on, as one sha256 (every part carries it)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     @classmethod
     def from_dict(cls, d: Any, source: str) -> Manifest:
         def bad(why: str) -> InputFileError:
@@ -171,11 +184,11 @@ def build_manifest(model: Model, source: SampleSource, *, method: str, runtime: 
                        workers=workers)
     shards = [Shard(k, start, count, shard_digest(hashes, start, count))
               for k, (start, count) in enumerate(plan)]
-    return Manifest(
-        param=str(model.param_path), bin=str(model.bin_path),
+    return Manifest(  # absolute paths: `--resume` works from any folder
+        param=os.path.abspath(model.param_path), bin=os.path.abspath(model.bin_path),
         param_sha256=model.param_sha256, bin_sha256=model.bin_sha256,
         inputs=[s.to_dict() for s in source.specs],
-        samples=[[str(p) for p in paths] for paths in source.paths],
+        samples=[[os.path.abspath(p) for p in paths] for paths in source.paths],
         sample_sha256=hashes, shards=shards, method=method, runtime=runtime,
         threads=threads, histograms=histograms, options=dict(options),
     )
@@ -223,11 +236,11 @@ class Part:
     values: dict[str, Any]  # absmax: blob -> (float32, elements_per_sample); histogram: counts
 
 
-def part_bytes(part: Part) -> bytes:
+def part_bytes(part: Part, run_id: str = "") -> bytes:
     buf = io.BytesIO()
     arrays: dict[str, Any] = {
         "schema": np.int64(PART_SCHEMA),
-        "meta": np.array(json.dumps({"pass": part.pass_name, "index": part.index,
+        "meta": np.array(json.dumps({"run": run_id, "pass": part.pass_name, "index": part.index,
                                      "count": part.count, "digest": part.digest,
                                      "board": part.board, "job_id": part.job_id,
                                      "blobs": part.blobs})),
@@ -243,13 +256,20 @@ def part_bytes(part: Part) -> bytes:
     return buf.getvalue()
 
 
-def read_part(path: Path) -> Part:
+def read_part(path: Path, run_id: str | None = None) -> Part:
+    """One part file; with ``run_id``, only a part of that run (else an error naming it)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["schema"]) != PART_SCHEMA:
                 raise InputFileError(f"{path}: part schema {int(z['schema'])}, this edgecal "
-                                     f"reads {PART_SCHEMA}")
+                                     f"reads {PART_SCHEMA}",
+                                     hint="delete it; `--resume` then runs that shard again")
             meta = json.loads(str(z["meta"]))
+            if run_id is not None and meta.get("run") != run_id:
+                raise InputFileError(
+                    f"{path}: a shard result of another run (its model, images, "
+                    "preprocessing or options differ from this run's manifest)",
+                    hint="delete it; `--resume` then runs that shard again")
             blobs = [str(b) for b in meta["blobs"]]
             if meta["pass"] == "absmax":
                 a, e = z["absmax"].astype(np.float32), z["eps"].astype(np.int64)
@@ -270,33 +290,70 @@ def read_part(path: Path) -> Part:
 class CalibRun:
     """The run directory of one calibration: manifest plus parts."""
 
-    def __init__(self, run: RunDir, manifest: Manifest) -> None:
+    def __init__(self, run: RunDir, manifest: Manifest, lock: RunLock | None = None) -> None:
         self.run = run
         self.manifest = manifest
+        self.run_id = manifest.run_id
+        self._lock = lock
 
     @classmethod
     def create(cls, path: Path, manifest: Manifest, argv: Sequence[str]) -> CalibRun:
-        if (path / MANIFEST).exists():
-            raise CalibrationError(f"{path} already holds a calibration run",
-                                   hint=f"continue it with `edgecal calibrate --resume {path}`,"
-                                        " or choose another --run-dir")
-        run = RunDir.create(path, "calibrate", argv, {
-            "fp32_param": {"path": manifest.param, "sha256": manifest.param_sha256},
-            "fp32_bin": {"path": manifest.bin, "sha256": manifest.bin_sha256},
-            "images": {"count": manifest.n_samples},
-        })
-        run.write_json(MANIFEST, manifest.to_dict())
-        return cls(run, manifest)
+        """Make the run directory (new, or an existing empty folder) and lock it for this
+        process until :meth:`close` (or the process ends)."""
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            if not path.is_dir():
+                raise InputFileError(f"--run-dir {path} is a file, not a folder",
+                                     hint="give a new folder") from None
+        except OSError as exc:
+            raise InputFileError(f"{path}: cannot create the run directory ({exc.strerror})",
+                                 hint="choose a writable --run-dir") from None
+        lock = RunLock.acquire(path)
+        try:
+            if (path / MANIFEST).exists():
+                raise CalibrationError(
+                    f"{path} already holds a calibration run",
+                    hint=f"continue it with `edgecal calibrate --resume {_q(path)}`, or choose "
+                         "another --run-dir")
+            other = sorted(n for n in os.listdir(path) if n != LOCK)
+            if other:
+                raise InputFileError(
+                    f"--run-dir {path} is not empty (it holds {other[0]}"
+                    + (f" and {len(other) - 1} more" if len(other) > 1 else "") + ")",
+                    hint="give a new or empty folder")
+            run = RunDir.create(path, "calibrate", argv, {
+                "fp32_param": {"path": manifest.param, "sha256": manifest.param_sha256},
+                "fp32_bin": {"path": manifest.bin, "sha256": manifest.bin_sha256},
+                "images": {"count": manifest.n_samples},
+            })
+            run.write_json(MANIFEST, manifest.to_dict())
+        except BaseException:
+            lock.release()
+            raise
+        return cls(run, manifest, lock)
 
     @classmethod
     def open(cls, path: Path, argv: Sequence[str]) -> CalibRun:
+        """An existing run, locked for this process until :meth:`close`."""
         run = RunDir.open(path)
         if not run.has(MANIFEST):
             raise InputFileError(f"{path}: no {MANIFEST}: not a calibration run directory",
                                  hint="pass the --run-dir of an `edgecal calibrate` run")
-        manifest = Manifest.from_dict(run.read_json(MANIFEST), str(path / MANIFEST))
-        RunDir.create(path, "calibrate", argv)  # records the resume command
-        return cls(run, manifest)
+        lock = RunLock.acquire(path)
+        try:
+            manifest = Manifest.from_dict(run.read_json(MANIFEST), str(path / MANIFEST))
+            RunDir.create(path, "calibrate", argv)  # records the resume command
+        except BaseException:
+            lock.release()
+            raise
+        return cls(run, manifest, lock)
+
+    def close(self) -> None:
+        """Let another process work in the run directory."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _path(self, pass_name: str, index: int) -> Path:
         return self.run.path / PARTS / pass_name / f"{index:05d}.npz"
@@ -307,17 +364,40 @@ class CalibRun:
     def write(self, part: Part) -> None:
         path = self._path(part.pass_name, part.index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, part_bytes(part))
+        write_bytes_atomic(path, part_bytes(part, self.run_id))
 
-    def parts(self, pass_name: str) -> list[Part]:
+    def _files(self, pass_name: str) -> dict[int, Path]:
+        """The part files of a pass by shard; anything else ending in ``.npz`` there, or a
+        shard the plan does not have, is an error naming the file (never silently used)."""
         folder = self.run.path / PARTS / pass_name
         if not folder.is_dir():
-            return []
-        return [read_part(p) for p in sorted(folder.glob("*.npz"))]
+            return {}
+        out: dict[int, Path] = {}
+        n = len(self.manifest.shards)
+        for p in sorted(folder.glob("*.npz")):
+            if not PART_NAME.fullmatch(p.name) or int(p.stem) >= n:
+                raise CalibrationError(
+                    f"{p}: not a shard result of this run (its {pass_name} results are "
+                    f"00000.npz .. {max(n - 1, 0):05d}.npz)",
+                    hint=f"move the file out of {folder}, then resume with "
+                         f"`edgecal calibrate --resume {_q(self.run.path)}`")
+            out[int(p.stem)] = p
+        return out
+
+    def parts(self, pass_name: str) -> list[Part]:
+        out = []
+        for index, path in self._files(pass_name).items():
+            part = read_part(path, self.run_id)
+            if (part.pass_name, part.index) != (pass_name, index):
+                raise CalibrationError(
+                    f"{path}: holds the {part.pass_name} result of shard {part.index}, not "
+                    f"the {pass_name} result of shard {index}",
+                    hint="delete it; `--resume` then runs that shard again")
+            out.append(part)
+        return out
 
     def done(self, pass_name: str) -> set[int]:
-        folder = self.run.path / PARTS / pass_name
-        return {int(p.stem) for p in folder.glob("*.npz")} if folder.is_dir() else set()
+        return set(self._files(pass_name))
 
     def write_ranges(self, absmax: Mapping[str, tuple[np.float32, int]]) -> None:
         blobs = list(absmax)
@@ -340,6 +420,13 @@ class CalibRun:
                                  hint="delete it; `--resume` recomputes it from the parts"
                                  ) from None
         return {b: (a[i], int(e[i])) for i, b in enumerate(blobs)}
+
+
+def _q(path: Path) -> str:
+    """A path as typed in a shell command (absolute: it works from any folder)."""
+    import shlex
+
+    return shlex.quote(os.path.abspath(path))
 
 
 def check_accounting(manifest: Manifest, parts: Sequence[Part], pass_name: str,

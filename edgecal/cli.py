@@ -27,6 +27,7 @@ from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import make_sample_source, read_list
 from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
+from edgecal.outputs import Output, check_outputs, input_paths, sample_inputs
 from edgecal.userfile import read_text
 
 log = logging.getLogger("edgecal")
@@ -81,6 +82,10 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     a = parse_ncnn2table(_pop_options(args, DROPIN_OPTIONS))
     for w in a.warnings:
         _err(f"edgecal: warning: {w}")
+    outs = [Output("table", a.table, text=True)]
+    ins = [*input_paths("param", [a.param]), *input_paths("bin", [a.bin]),
+           *input_paths("list", a.lists or [])]
+    check_outputs(outs, ins)  # before any work
     model = load_model(Path(a.param), Path(a.bin))
     if a.lists is None:
         layers = [(layer, model.weights.get(layer.name, {})) for layer in model.param.layers]
@@ -115,6 +120,7 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     threads = a.thread if a.thread else usable_cores()
     _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
     lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
+    check_outputs(outs, [*ins, *sample_inputs(lists)])
     source = make_sample_source(specs, lists)
     from edgecal.calibratecli import calibrate_and_write, layer_lines
 
@@ -133,7 +139,7 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
         for t in ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
     ]
     for c in counts:
-        print(f"param:{c}")
+        print(f"param:{c}", file=sys.stderr if a.table == "-" else sys.stdout)
     return 0
 
 
@@ -143,6 +149,9 @@ def _quantize_and_write(
 ) -> Any:
     from edgecal.int8.convert import quantize_model
 
+    check_outputs([Output("output .param", str(out_param)), Output("output .bin", str(out_bin))],
+                  [*input_paths("input .param", [in_param]), *input_paths("input .bin", [in_bin]),
+                   *input_paths("table", [table_path])])
     model = load_model(in_param, in_bin)
     table: CalibrationTable | None = None
     if table_path is not None:
@@ -207,6 +216,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     hs = load_histograms(Path(args.histograms))
     param = Path(args.param or hs.meta.get("param", ""))
     binf = Path(args.bin or hs.meta.get("bin", ""))
+    check_outputs([Output("--out", args.out, text=True)],
+                  [*input_paths("histograms", [args.histograms]), *input_paths("param", [param]),
+                   *input_paths("bin", [binf])])
     model = load_model(param, binf)
     if (model.param_sha256, model.bin_sha256) != (hs.meta.get("param_sha256"),
                                                   hs.meta.get("bin_sha256")):
@@ -222,7 +234,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         _err(f"edgecal: warning: {w}")
     for info in build.per_layer:
         _err(format_scale_line(info))
-    print(f"wrote {args.out} ({args.method}, from {args.histograms})")
+    print(f"wrote {args.out} ({args.method}, from {args.histograms})",
+          file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 
 
@@ -358,8 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # what run directories record
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="edgecal: %(message)s", stream=sys.stderr)
+    from edgecal.interrupt import Terminated, sigterm_raises
+
     try:
-        return int(args.func(args))
+        with sigterm_raises():
+            return int(args.func(args))
     except EdgecalError as exc:
         if args.debug:
             traceback.print_exc()
@@ -370,9 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if more:
             _err(more)
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("edgecal: interrupted")
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (Terminated)
+        term = isinstance(exc, Terminated)
+        note = getattr(exc, "edgecal_note", None)
+        _err(f"edgecal: {'terminated' if term else 'interrupted'}"
+             + (f" ({note})" if note else ""))
+        return 143 if term else 130
 
 
 if __name__ == "__main__":

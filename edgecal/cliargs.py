@@ -8,14 +8,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from edgecal.atomicfile import write_bytes_atomic
 from edgecal.errors import UsageError
 from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model
 from edgecal.ncnnargs import bracket_groups
+from edgecal.outputs import write_outputs as write_outputs  # one place for output files
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -25,17 +24,6 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
-
-
-def write_outputs(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write several outputs so that none is left half-written (each is atomic)."""
-    for path, data in files:
-        try:
-            write_bytes_atomic(path, data)
-        except FileNotFoundError:
-            raise UsageError(f"cannot write {path}: its folder does not exist") from None
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:

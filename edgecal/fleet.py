@@ -124,6 +124,8 @@ class Fleet:
         self.lost: set[str] = set()
         self._hints: dict[str, str | None] = {}  # lost board -> the fix of its last error
         self._homes: dict[Any, str] = {}  # Job.home key -> the board that answered it
+        #: set when run()'s caller is interrupted (SIGINT/SIGTERM): no retries, no messages
+        self._stopped = threading.Event()
 
     def remember_home(self, key: Any, label: str) -> None:
         """Units of this :attr:`Job.home` key have their files on board ``label`` (e.g. the
@@ -272,8 +274,15 @@ class Fleet:
                    if label not in self.lost]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException as e:  # interrupted: the workers stop at their next step
+            self._stopped.set()
+            with q.cond:
+                q.fatal = q.fatal or e
+                q.cond.notify_all()
+            raise
         with q.cond:
             q.fatal = q.fatal or (None if not q.pending and not q.producing else _NoBoardLeft())
             q.cond.notify_all()
@@ -354,7 +363,7 @@ class Fleet:
                 previous = job_id
                 return job.start(device, unit, job_id, progress), job_id
             except DeviceError as e:
-                if not _board_fault(e):
+                if not _board_fault(e) or self._stopped.is_set():
                     raise
                 last = e
                 acct.retried += 1

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgecal.atomicfile import write_text_atomic
 from edgecal.errors import InputFileError, UsageError
 from edgecal.gate import (
     SAVE_HINT,
@@ -30,6 +29,7 @@ from edgecal.gate import (
     to_json,
     to_junit_xml,
 )
+from edgecal.outputs import write_outputs
 from edgecal.rundir import VALIDATION
 from edgecal.userfile import read_text
 
@@ -91,17 +91,12 @@ def _current_doc(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return parse_validation_doc(doc, source), source
 
 
-def _write(path: str, text: str) -> None:
-    try:
-        write_text_atomic(path, text)
-    except FileNotFoundError:
-        raise UsageError(f"cannot write {path}: its folder does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
 def cmd_check(args: argparse.Namespace) -> int:
+    from edgecal.outputs import check_outputs
+    from edgecal.validate_run import report_stream, validation_inputs, validation_outputs
+
     start = time.monotonic()
+    check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
     th = thresholds_from_args(args)
     baseline = (load_validation_file(Path(args.baseline), "baseline")
                 if args.baseline else None)
@@ -110,14 +105,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = evaluate_gate(current, baseline, th, current_source=source,
                            baseline_source=args.baseline or "baseline")
     elapsed = time.monotonic() - start
+    files: list[tuple[str, bytes]] = []  # both or neither
     if args.json_out:
-        _write(args.json_out, json.dumps(to_json(report), indent=2) + "\n")
+        files.append((args.json_out, (json.dumps(to_json(report), indent=2) + "\n").encode()))
     if args.junit:
-        _write(args.junit, to_junit_xml(report, elapsed_s=elapsed))
+        files.append((args.junit, to_junit_xml(report, elapsed_s=elapsed).encode()))
+    write_outputs(files)
     if args.json:
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(report))
+        report_stream(args).write(render_text(report))
     if not report.passed:
         sys.stderr.write(f"edgecal: check failed: {failure_summary(report)}\n")
         return GATE_FAILED

@@ -50,7 +50,7 @@ class Ncnn2TableArgs:
 
 
 def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
-    if len(argv) < 3 or any(a.startswith("-") for a in argv):
+    if len(argv) < 3 or any(a.startswith("-") and a != "-" for a in argv):
         raise UsageError(NCNN2TABLE_USAGE)
     if len(argv) >= 4 and "=" not in argv[3]:
         args = Ncnn2TableArgs(argv[0], argv[1], argv[2].split(","), argv[3])

@@ -130,6 +130,7 @@ def measure(
                                       threads=threads, histograms=histograms, options={},
                                       workers=len(devices))
             run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
+            stack.callback(run.close)
         fleet = fleet or Fleet(devices)
         plan = run.manifest.shards
         done1, done2 = run.done("absmax"), run.done("histogram")

@@ -9,15 +9,21 @@ from pathlib import Path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from edgecal.outputs import Output, check_outputs, input_paths
     from edgecal.report import REPORT_FILES, write_report
+    from edgecal.rundir import RUN_JSON
 
     run = Path(args.run)
+    if args.out:  # never over one of the run's files
+        check_outputs([Output("-o/--out", args.out, text=True),
+                       *([Output("--json", "-", text=True)] if args.json else [])],
+                      input_paths("run file", [run / n for n in (RUN_JSON, *REPORT_FILES)]))
     out = write_report(run, Path(args.out) if args.out else None)
     if args.json:
         doc = {"report": str(out), "run": str(run),
                "files": {name: (run / name).is_file() for name in REPORT_FILES}}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
+    elif str(out) != "-":
         sys.stdout.write(f"wrote {out}\n")
     return 0
 

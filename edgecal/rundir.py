@@ -146,9 +146,19 @@ class RunDir:
         return target
 
     def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_bytes(name, self._json_bytes(name, obj))
+
+    def _json_bytes(self, name: str, obj: Any) -> bytes:
         if isinstance(obj, dict) and name != RUN_JSON:
             obj = {"schema": RESULT_SCHEMA, **obj}
-        return self.write_bytes(name, dumps(obj))
+        return dumps(obj)
+
+    def write_all(self, files: Sequence[tuple[str, bytes | dict[str, Any]]]) -> None:
+        """Several files at once, all or nothing (a dict is written as a JSON result)."""
+        from edgecal.outputs import write_outputs
+
+        write_outputs([(self.path / name, data if isinstance(data, bytes)
+                        else self._json_bytes(name, data)) for name, data in files])
 
     def read_json(self, name: str) -> Any:
         target = self.path / name

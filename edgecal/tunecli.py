@@ -26,10 +26,13 @@ from edgecal.errors import TableError, UsageError
 from edgecal.histfile import HistogramSet, histograms_to_bytes
 from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.model import Model, load_model
+from edgecal.outputs import check_folder, check_outputs, folder_outputs, input_paths, sample_inputs
 from edgecal.rundir import (
     HISTOGRAMS,
     INT8_BIN,
     INT8_PARAM,
+    REPORT,
+    RUN_JSON,
     SENSITIVITY,
     TABLE,
     THRESHOLDS,
@@ -173,6 +176,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.max_fp32_layers is not None and args.max_fp32_layers < 0:
         raise UsageError("--max-fp32-layers must be 0 or more")
     try_methods = _methods(args.try_methods)
+    check_folder("--out-dir", args.out_dir)
+    outs = folder_outputs("--out-dir", args.out_dir, [
+        RUN_JSON, TABLE, INT8_PARAM, INT8_BIN, HISTOGRAMS, THRESHOLDS, SENSITIVITY, VALIDATION,
+        TUNE, REPORT])
+    ins = [*input_paths("MODEL.param", [args.param]), *input_paths("MODEL.bin", [args.bin]),
+           *input_paths("--table", [args.table]), *input_paths("--labels", [args.labels]),
+           *input_paths("sample list", [p for _, p in args.lists]),
+           *input_paths("--val-images", [args.val_images])]
+    check_outputs(outs, ins)  # before any work
     model = load_model(Path(args.param), Path(args.bin))
     if not args.lists:
         raise UsageError("give the calibration images: --images LIST|DIR (or --npy LIST)")
@@ -184,6 +196,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         val = make_sample_source(specs, [read_list(Path(args.val_images))])
     else:
         val = calib
+    check_outputs(outs, [*ins, *sample_inputs(calib.paths), *sample_inputs(val.paths)])
     labels = None
     if args.labels:
         mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
@@ -258,15 +271,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.labels:
         inputs["labels"] = {"path": args.labels, "sha256": file_sha256(Path(args.labels))}
     rd = RunDir.create(out_dir, "tune", command_line(args), inputs)
-    rd.write_bytes(TABLE, written.encode())
-    rd.write_bytes(INT8_PARAM, text.encode())
-    rd.write_bytes(INT8_BIN, data)
-    rd.write_bytes(HISTOGRAMS, histograms_to_bytes(run.histograms))
-    rd.write_json(THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods))
-    rd.write_json(SENSITIVITY, sens_doc)
-    rd.write_json(VALIDATION, {"results": [board_doc(res, ns, model, final)],
-                               "consistency": None})
-    rd.write_json(TUNE, tune_doc)
+    rd.write_all([  # all or nothing: a table never beside another run's int8 model
+        (TABLE, written.encode()), (INT8_PARAM, text.encode()), (INT8_BIN, data),
+        (HISTOGRAMS, histograms_to_bytes(run.histograms)),
+        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods)),
+        (SENSITIVITY, sens_doc),
+        (VALIDATION, {"results": [board_doc(res, ns, model, final)], "consistency": None}),
+        (TUNE, tune_doc)])
     report = None
     if not args.no_report:
         from edgecal.report import write_report

@@ -32,7 +32,16 @@ from edgecal.device.boardpool import board_pool
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import SampleSource, make_sample_source, read_list
 from edgecal.model import Model, load_model
-from edgecal.rundir import SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
+from edgecal.outputs import (
+    Input,
+    Output,
+    check_folder,
+    check_outputs,
+    folder_outputs,
+    input_paths,
+    sample_inputs,
+)
+from edgecal.rundir import RUN_JSON, SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
 from edgecal.userfile import read_text
 from edgecal.validate import ValidationResult, check_same_network, validate
 
@@ -89,6 +98,39 @@ def n_classes(model: Model) -> int | None:
     return None
 
 
+def validation_outputs(args: argparse.Namespace) -> list[Output]:
+    """The files ``validate``/``check`` write (``-``: standard output, where the printed
+    report then goes to standard error)."""
+    outs = [Output(role, getattr(args, attr), text=True)
+            for role, attr in (("--save-baseline", "save_baseline"), ("--json-out", "json_out"),
+                               ("--junit", "junit"))
+            if getattr(args, attr, None)]
+    if getattr(args, "json", False):
+        outs.append(Output("--json", "-", text=True))
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir:
+        check_folder("--run-dir", run_dir)
+        outs += folder_outputs("--run-dir", run_dir, [RUN_JSON, VALIDATION, SENSITIVITY])
+    return outs
+
+
+def validation_inputs(args: argparse.Namespace) -> list[Input]:
+    """The files ``validate``/``check`` read (the samples come with the lists)."""
+    out: list[Input] = []
+    for role, attr in (("MODEL.param", "param"), ("MODEL.bin", "bin"),
+                       ("INT8.param", "int8_param"), ("INT8.bin", "int8_bin"),
+                       ("--table", "table"), ("--labels", "labels"), ("--baseline", "baseline")):
+        out += input_paths(role, [getattr(args, attr, None)])
+    out += input_paths("--results", getattr(args, "results", None) or [])
+    out += input_paths("sample list", [p for _, p in getattr(args, "lists", None) or []])
+    return out
+
+
+def report_stream(args: argparse.Namespace) -> Any:
+    """Where the human-readable report goes: standard error when an output is ``-``."""
+    return sys.stderr if any(o.path == "-" for o in validation_outputs(args)) else sys.stdout
+
+
 def load_inputs(args: argparse.Namespace) -> ValidationInputs:
     from edgecal.labels import labels_for, parse_labels
 
@@ -97,8 +139,11 @@ def load_inputs(args: argparse.Namespace) -> ValidationInputs:
     model = load_model(Path(args.param), Path(args.bin))
     if not args.lists:
         raise UsageError("give the images to validate on: --images LIST|DIR (or --npy LIST)")
+    check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
     specs = specs_from_options(model, args)
     source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
+    check_outputs(validation_outputs(args),
+                  [*validation_inputs(args), *sample_inputs(source.paths)])
     labels = None
     if args.labels:
         mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
@@ -278,19 +323,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.run_dir:
         rd = RunDir.create(Path(args.run_dir), "validate", command_line(args),
                            provenance(args, run.inputs, run.int8))
-        rd.write_json(VALIDATION, run.doc)
-        if run.sensitivity is not None:
-            rd.write_json(SENSITIVITY, run.sensitivity)
+        rd.write_all([(VALIDATION, run.doc)]  # all or nothing
+                     + ([(SENSITIVITY, run.sensitivity)] if run.sensitivity is not None else []))
     diverging = (run.doc.get("consistency") or {}).get("diverging") or []
     if args.json:
         print_json(doc)
         return 1 if diverging else 0
-    print("\n".join(render_validation(run.doc)))
+    out = report_stream(args)
+    print("\n".join(render_validation(run.doc)), file=out)
     if run.sensitivity is not None:
-        print("\n".join(render_sensitivity(run.sensitivity)))
+        print("\n".join(render_sensitivity(run.sensitivity)), file=out)
     for path in (args.save_baseline, args.run_dir):
-        if path:
-            print(f"wrote {path}")
+        if path and path != "-":
+            print(f"wrote {path}", file=out)
     if diverging:
         sys.stderr.write(f"edgecal: error: board(s) {', '.join(diverging)} give int8 outputs "
                          "unlike the other boards' (fix: re-flash or rebuild them, and check "

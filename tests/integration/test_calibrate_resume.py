@@ -142,17 +142,19 @@ def test_no_worker_left_stops_resumably(reference: bytes, tmp_path: Path) -> Non
     model, source = _sample_source()
     manifest = build_manifest(model, source, method="kl", runtime="calibration", threads=1,
                               histograms=True, options={})
-    CalibRun.create(tmp_path / "run", manifest, ["edgecal"])
+    CalibRun.create(tmp_path / "run", manifest, ["edgecal"]).close()  # unlocked for the next
     stop = threading.Event()
     with LocalDevice() as a:
         a.hello()
         killer = threading.Thread(target=_kill_agent_when_busy, args=(a, stop))
         killer.start()
+        first = CalibRun.open(tmp_path / "run", ["edgecal"])
         try:
             with pytest.raises(FleetExhausted, match="every board was lost"):
                 calibrate(model, source, a, retry=RetryPolicy(attempts=2, backoff_s=(0.1,)),
-                          run=CalibRun.open(tmp_path / "run", ["edgecal"]))
+                          run=first)
         finally:
+            first.close()
             stop.set()
             killer.join()
     with LocalDevice() as b:

@@ -130,6 +130,9 @@ def test_parts_round_trip_and_accounting(manifest: Manifest, tmp_path: Path) -> 
     (tmp_path / "p.npz").write_bytes(part_bytes(absmax))
     got = read_part(tmp_path / "p.npz")
     assert got.values == {"a": (np.float32(1.5), 7), "b": (np.float32(0.25), 9)}
+    with pytest.raises(CalibrationError, match=r"in use by another edgecal calibrate \(pid"):
+        CalibRun.create(tmp_path / "run", manifest, ["edgecal"])  # the first one holds it
+    run.close()
     with pytest.raises(CalibrationError, match="already holds"):
         CalibRun.create(tmp_path / "run", manifest, ["edgecal"])
 
