@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,8 +23,9 @@ _job_counter = itertools.count(1)
 
 
 def new_job_id(op: str) -> str:
+    """A job id unique across hosts: two hosts with the same pid differ in the random part."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{os.getpid()}-{next(_job_counter):05d}-{op}"
+    return f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}-{next(_job_counter):05d}-{op}"
 
 
 def parse_response(raw: str, device_name: str, job_id: str) -> Response:
@@ -57,6 +59,8 @@ def raise_for_error(response: Response, device_name: str,
         "ModelLoadError": "check that the .param and .bin files belong together",
         "BlobNotFound": "the blob names must come from this model's .param",
         "InputError": "check the input shape, pixel type, mean and norm against the model",
+        "ArtifactMissing": "something on the device removed the job's files while it ran; "
+                           "check what else uses the work directory",
         "InputCorrupt": f"the damaged copy was removed and is pushed again on the next try; "
                         f"if this repeats, check the device's disk (`edgecal board check "
                         f"{device_name}`)",

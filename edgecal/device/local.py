@@ -81,7 +81,8 @@ class LocalDevice(Device):
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
             argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
-        return [*argv, "serve", "--workdir", str(self.workdir)], env
+        # the host chose (and resolved) this folder: it is the agent's root too
+        return [*argv, "serve", "--workdir", str(self.workdir), "--root", str(self.workdir)], env
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
@@ -168,11 +169,20 @@ class LocalDevice(Device):
         raise_for_error(response, self.name)
         artifacts: dict[str, Path] = {}
         for key, art in response.artifacts.items():
-            path = job_dir / art.file
-            if not path.is_file() or file_sha256(path) != art.sha256:
+            path = job_dir / check_relpath(art.file, "artifact")
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise FileNotFoundError(path)
+                digest = file_sha256(path)
+            except OSError:
                 raise ProtocolError(
-                    f"{self.name}: artifact {art.file} of job {job_id} is missing or does "
-                    "not match its sha256")
+                    f"{self.name}: artifact {art.file} of job {job_id} is missing (or not a "
+                    "regular file) in the job folder", hint="something removed the job's "
+                    "files while it ran; run the command again") from None
+            if digest != art.sha256:
+                raise ProtocolError(
+                    f"{self.name}: artifact {art.file} of job {job_id} does not match its "
+                    "sha256")
             artifacts[key] = path
         return JobResult(response.to_dict(), artifacts)
 
