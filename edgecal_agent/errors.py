@@ -47,3 +47,8 @@ class ArtifactMissing(JobError):
 class WorkdirRefused(JobError):
     """The work directory is not one the agent may work in (``/``, outside the user's home or
     the configured root)."""
+
+
+class DeviceFileError(JobError):
+    """A file operation in the work directory failed (disk full, permissions, something in the
+    way); the message names the file and the system's reason."""

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import edgecal_agent
 from edgecal_agent import jobdirs
-from edgecal_agent.errors import BadRequest, JobError
+from edgecal_agent.errors import BadRequest, DeviceFileError, JobError
 from edgecal_agent.jobs import HANDLERS, JobContext
 from edgecal_agent.protocol import (
     DONE_PREFIX,
@@ -105,7 +105,11 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
                 raise BadRequest(f"request.json names job {request.job_id!r}, run as {job_id!r}")
             ctx = JobContext(wd, job_fd, job_id, request, _stderr_progress(job_id, err), timing)
             with jobdirs.running(fh):
-                result, artifacts = HANDLERS[request.op](ctx)
+                try:
+                    result, artifacts = HANDLERS[request.op](ctx)
+                except OSError as e:
+                    raise DeviceFileError(f"job {job_id}: a file operation in the work "
+                                          f"directory failed: {e}") from e
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
@@ -170,6 +174,9 @@ def _serve(wd: Workdir, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
             run_job(wd, job_id, err)
         except ProtocolViolation as e:  # bad job id: nothing to write a response into
             err.write(f"edgecal-agent: {e}\n")
+            err.flush()
+        except OSError as e:  # no response.json (disk full, something in its way): the host
+            err.write(f"edgecal-agent: cannot answer job {job_id}: {e}\n")  # says so
             err.flush()
         out.write(f"{DONE_PREFIX} {job_id}\n")
         out.flush()

@@ -82,7 +82,8 @@ class LocalDevice(Device):
             argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
         # the host chose (and resolved) this folder: it is the agent's root too
-        return [*argv, "serve", "--workdir", str(self.workdir), "--root", str(self.workdir)], env
+        return [*argv, "serve", "--root", str(self.workdir), "--workdir",
+                str(self.workdir)], env
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:

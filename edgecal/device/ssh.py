@@ -443,7 +443,7 @@ class SshDevice(Device):
         pyz = self.remote(self._deploy_agent())
         root = [] if self.workdir_root is None else ["--root", self.workdir_root]
         return ["env", f"PYTHONPATH={self.site_dir}", "PYTHONUNBUFFERED=1", self.python, pyz,
-                "serve", "--workdir", str(self.workdir), *root]
+                "serve", *root, "--workdir", str(self.workdir)]  # the workdir last, as before
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
