@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -122,9 +123,16 @@ class LocalDevice(Device):
         if target.is_file() and self._sha256(target) == digest:
             return rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, target)
+        # a fresh, exclusively created temp name: a planted name is never written through
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._digests.remember(target, digest)  # our copy of bytes just hashed
         self._bytes_pushed += target.stat().st_size
         return rel
