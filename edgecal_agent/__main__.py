@@ -51,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     from edgecal_agent.errors import WorkdirRefused
-    from edgecal_agent.workdir import check_workdir
+    from edgecal_agent.workdir import Workdir, check_workdir
 
     try:
-        workdir = check_workdir(args.workdir, args.root)
+        workdir = Workdir(check_workdir(args.workdir, args.root), real=True)
     except WorkdirRefused as e:
         sys.stderr.write(f"edgecal-agent: {e.kind}: {e}\n")
         return 2

@@ -63,11 +63,23 @@ def _oserror(e: OSError, rel: str, what: str) -> BadRequest:
 class Workdir:
     """The agent's work directory, held open by a descriptor; see the module doc."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, real: bool = False) -> None:
+        """``real``: ``path`` is a real path (from :func:`check_workdir`); it is opened one
+        component at a time without following a link, so what was checked is what is used."""
         self.path = path
+        self.fd = -1
         try:
-            self.fd = os.open(path, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if real and os.path.isabs(path):
+                self.fd = os.open("/", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                for part in path.split("/"):
+                    if part:
+                        nfd = os.open(part, _DIR_FLAGS, dir_fd=self.fd)
+                        os.close(self.fd)
+                        self.fd = nfd
+            else:
+                self.fd = os.open(path, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         except OSError as e:
+            self.close()
             raise WorkdirRefused(f"cannot open the work directory {path}: "
                                  f"{e.strerror or e}") from None
 

@@ -314,3 +314,29 @@ def test_a_vanished_artifact_is_the_agents_own_error(tmp_path: Path) -> None:
                 assert name in str(info.value) and "j1" in str(info.value)
         finally:
             os.close(fd)
+
+
+def test_a_write_that_races_the_age_check_keeps_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host writes into an old job folder right after the cleanup looked at its age (here:
+    the write happens as the first age check returns): the folder is checked again after it was
+    renamed aside, and keeps its name and the new file."""
+    job = tmp_path / JOBS_DIR / "old"
+    job.mkdir(parents=True)
+    (job / REQUEST_FILE).write_text("{}")
+    _old(job, 2 * HOUR)
+    name = "_newest_mtime" if hasattr(jobdirs, "_newest_mtime") else "_last_change"
+    real = getattr(jobdirs, name)
+    calls: list[int] = []
+
+    def check_then_host_writes(*args: object) -> float:
+        age = real(*args)
+        if not calls:
+            (job / "response.json").write_text("{}")  # the concurrent writer
+        calls.append(1)
+        return float(age)
+
+    monkeypatch.setattr(jobdirs, name, check_then_host_writes)
+    assert jobdirs.remove_stale(str(tmp_path)) == []
+    assert (job / "response.json").is_file() and (job / REQUEST_FILE).is_file()
+    assert os.listdir(tmp_path / JOBS_DIR) == ["old"]
