@@ -113,20 +113,6 @@ class Workdir:
         return fd
 
     @contextlib.contextmanager
-    def folder(self, rel: str, what: str = "folder", create: bool = False) -> Iterator[int]:
-        """The descriptor of folder ``rel`` (``BadRequest`` if it is not a real folder)."""
-        parts = split_relpath(rel, what)
-        try:
-            fd = self.open_dir_parts(parts, create)
-        except (OSError, ValueError) as e:
-            raise _oserror(e, rel, what) if isinstance(e, OSError) else \
-                BadRequest(f"{what} {rel!r}: {e}") from None
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
     def parent(self, rel: str, what: str = "file", create: bool = False
                ) -> Iterator[tuple[int, str]]:
         """``(folder descriptor, name)`` of file ``rel``."""
@@ -140,22 +126,6 @@ class Workdir:
             yield fd, parts[-1]
         finally:
             os.close(fd)
-
-    # -- files -----------------------------------------------------------------------------------
-    def open_read(self, rel: str, what: str = "file") -> IO[bytes]:
-        """Regular file ``rel`` opened for reading, never through a symlink; ``BadRequest``
-        (``FileNotFoundError`` is one too: its message says the file does not exist)."""
-        with self.parent(rel, what) as (dfd, name):
-            return open_file_at(dfd, name, rel, what)
-
-    def exists(self, rel: str) -> bool:
-        """``rel`` is a regular file reached through real folders."""
-        try:
-            with self.parent(rel) as (dfd, name):
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        except (BadRequest, OSError):
-            return False
-        return stat.S_ISREG(st.st_mode)
 
 
 def open_file_at(dfd: int, name: str, rel: str = "", what: str = "file") -> IO[bytes]:

@@ -12,11 +12,13 @@ from typing import Any
 
 from edgecal.errors import AgentError, ProtocolError
 from edgecal_agent.protocol import (
+    MAX_REQUEST_BYTES,
     PARAM_TYPES,
     ProtocolMismatch,
     ProtocolViolation,
     Request,
     Response,
+    dumps,
 )
 
 _job_counter = itertools.count(1)
@@ -80,7 +82,12 @@ def build_request(device_name: str, op: str, params: Mapping[str, Any],
     if op not in PARAM_TYPES:
         raise ProtocolError(f"{device_name}: unknown agent op {op!r}")
     try:
-        return Request(op=op, job_id=job_id or new_job_id(op),
-                       params=PARAM_TYPES[op].from_dict(dict(params), "params"))
+        request = Request(op=op, job_id=job_id or new_job_id(op),
+                          params=PARAM_TYPES[op].from_dict(dict(params), "params"))
     except ProtocolViolation as e:
         raise ProtocolError(f"{device_name}: invalid {op} request: {e}") from e
+    size = len(dumps(request).encode("utf-8"))
+    if size > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"{device_name}: the {op} request is {size} bytes; the agent takes "
+                            f"at most {MAX_REQUEST_BYTES}", hint="use fewer shards per job")
+    return request

@@ -340,3 +340,12 @@ def test_a_write_that_races_the_age_check_keeps_the_folder(
     assert jobdirs.remove_stale(str(tmp_path)) == []
     assert (job / "response.json").is_file() and (job / REQUEST_FILE).is_file()
     assert os.listdir(tmp_path / JOBS_DIR) == ["old"]
+
+
+def test_the_host_refuses_to_send_a_request_the_agent_would_refuse() -> None:
+    from edgecal.errors import ProtocolError
+
+    shards = [f"files/{'0' * 64}/{'s' * 200}-{i}.npz" for i in range(MAX_REQUEST_BYTES // 200)]
+    params = _absmax_params("m.param", "m.bin", shards)
+    with pytest.raises(ProtocolError, match=str(MAX_REQUEST_BYTES)):
+        host_jobs.build_request("board", "absmax", params)
