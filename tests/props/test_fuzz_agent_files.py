@@ -1,7 +1,7 @@
 """Adversarial work directories for the agent's file handling (issue 10, part 4).
 
 Hypothesis builds a work directory with random symlinks (to folders and files outside it,
-dangling, loops, into the work directory itself), hard links to outside files, planted temp
+dangling, loops, into the work directory itself), hard links to outside files, FIFOs, planted temp
 names (``*.tmp<pid>``), side files and folders in the way, random names (dots, NUL-free
 unicode, long) and sizes, and old or new mtimes; then it runs the agent's jobs on requests
 that name good and bad paths, the stale-job cleanup, and the serve loop with random stdin
@@ -72,7 +72,7 @@ job_ids = st.one_of(st.sampled_from(["j1", "j2", "j.3", "J-4"]),
                     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True))
 #: What a slot in the work directory holds.
 KINDS = ["absent", "dir", "file", "good", "outside-dir", "outside-file", "outside-rel",
-         "dangling", "loop", "to-workdir", "hardlink-outside"]
+         "dangling", "loop", "to-workdir", "hardlink-outside", "fifo"]
 kinds = st.sampled_from(KINDS)
 
 
@@ -164,6 +164,8 @@ def _plant(wd: Path, outside: Path, slot: Slot, content: bytes | None) -> None:
         os.symlink(wd, path)
     elif kind == "hardlink-outside":
         os.link(outside / "keep.txt", path)
+    elif kind == "fifo":  # opening it to read would block a careless reader forever
+        os.mkfifo(path)
     if slot.old:
         when = time.time() - OLD_S
         os.utime(path, (when, when), follow_symlinks=False)
