@@ -349,3 +349,17 @@ def test_the_host_refuses_to_send_a_request_the_agent_would_refuse() -> None:
     params = _absmax_params("m.param", "m.bin", shards)
     with pytest.raises(ProtocolError, match=str(MAX_REQUEST_BYTES)):
         host_jobs.build_request("board", "absmax", params)
+
+
+def test_a_local_device_in_the_home_folder_itself_is_refused_with_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecal.device.local import LocalDevice
+    from edgecal.errors import DeviceError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(DeviceError) as info, LocalDevice(workdir=home, agent="module") as dev:
+        dev.hello()
+    assert "WorkdirRefused" in str(info.value) and "home folder itself" in str(info.value)
+    assert "workdir" in (info.value.hint or "")
