@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecal.boardworkdir import check_workdir_setting
 from edgecal.errors import ConfigError, UsageError
 
 try:
@@ -87,6 +88,7 @@ class Board:
     known_hosts: str | None = None
     profile: str | None = None
     workdir: str = DEFAULT_WORKDIR
+    workdir_root: str | None = None
     python: str = "python3"
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 3600.0
@@ -149,6 +151,7 @@ def _path(value: str | None, base: Path) -> str | None:
 
 
 _BOARD_KEYS = {"host", "port", "user", "identity_file", "known_hosts", "profile", "workdir",
+               "workdir_root",
                "python", "connect_timeout_s", "command_timeout_s"}
 
 
@@ -168,9 +171,8 @@ def _board(name: str, d: Any, path: Path) -> Board:
         if v is not None and not _as_float(v) > 0:  # NaN too
             raise ConfigError(f"{where}: key '{key}' must be > 0, not {v}")
     workdir = _get(d, "workdir", str, where, DEFAULT_WORKDIR)
-    if not workdir or ".." in Path(workdir).parts:
-        raise ConfigError(f"{where}: key 'workdir' {workdir!r} must not be empty or contain "
-                          "'..'")
+    workdir_root = _get(d, "workdir_root", str, where)
+    check_workdir_setting(workdir, workdir_root, where)
     profile = _get(d, "profile", str, where)
     if profile is not None and not _NAME_RE.match(profile):
         raise ConfigError(f"{where}: key 'profile' {profile!r} is not a profile name")
@@ -183,6 +185,7 @@ def _board(name: str, d: Any, path: Path) -> Board:
         known_hosts=_path(_get(d, "known_hosts", str, where), path.parent),
         profile=profile,
         workdir=workdir,
+        workdir_root=workdir_root,
         python=_get(d, "python", str, where, "python3"),
         connect_timeout_s=_as_float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
         command_timeout_s=_as_float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),

@@ -33,9 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run jobs whose ids arrive on stdin")
+    root_help = ("the folder the work directory must be in (default: the user's home; the "
+                 "work directory is refused when its real path is outside it, or is /)")
     p_serve.add_argument("--workdir", required=True)
+    p_serve.add_argument("--root", help=root_help)
     p_job = sub.add_parser("run-job", help="run one job directory")
     p_job.add_argument("--workdir", required=True)
+    p_job.add_argument("--root", help=root_help)
     p_job.add_argument("job_id")
     sub.add_parser("hello", help="print the device facts as JSON")
     args = parser.parse_args(argv)
@@ -46,7 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(hello_info(), sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")
         return 0
-    workdir = os.path.abspath(args.workdir)
+    from edgecal_agent.errors import WorkdirRefused
+    from edgecal_agent.workdir import Workdir, check_workdir
+
+    try:
+        workdir = Workdir(check_workdir(args.workdir, args.root), real=True)
+    except WorkdirRefused as e:
+        sys.stderr.write(f"edgecal-agent: {e.kind}: {e}\n")
+        return 2
     if args.command == "run-job":
         response = run_job(workdir, args.job_id)
         return 0 if response.ok else 1

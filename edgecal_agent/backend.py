@@ -132,20 +132,24 @@ class NcnnModel:
     """A loaded net plus the allocators its extractors use.  Keep it alive while extracting."""
 
     def __init__(self, param: str, bin_: str, *, runtime: str = "calibration",
-                 threads: int = 1) -> None:
+                 threads: int = 1, labels: tuple[str, str] | None = None) -> None:
+        """``labels``: the names of ``param`` and ``bin_`` in messages (default: the paths;
+        the agent passes the files by descriptor paths and names them as the request did)."""
         self.ncnn = ncnn = import_ncnn()
-        for path in (param, bin_):
+        label_param, label_bin = labels or (param, bin_)
+        for path, label in ((param, label_param), (bin_, label_bin)):
             if not os.path.isfile(path):
-                raise ModelLoadError(f"model file {path} does not exist on the device")
+                raise ModelLoadError(f"model file {label} does not exist on the device")
         self.net = ncnn.Net()
         set_runtime_options(self.net.opt, runtime, threads)
         self.blob_allocator = ncnn.UnlockedPoolAllocator()
         self.workspace_allocator = ncnn.PoolAllocator()
+        name_param, name_bin = os.path.basename(label_param), os.path.basename(label_bin)
         if self.net.load_param(param) != 0:
-            raise ModelLoadError(f"ncnn cannot parse {os.path.basename(param)} (load_param failed)")
+            raise ModelLoadError(f"ncnn cannot parse {name_param} (load_param failed)")
         if self.net.load_model(bin_) != 0:
             raise ModelLoadError(
-                f"ncnn cannot load {os.path.basename(bin_)} for {os.path.basename(param)} "
+                f"ncnn cannot load {name_bin} for {name_param} "
                 "(load_model failed: truncated .bin or .param/.bin mismatch)")
         self.blob_names = [b.name for b in self.net.blobs()]
         self.input_names = list(self.net.input_names())

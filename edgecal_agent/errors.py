@@ -38,3 +38,17 @@ class InputError(JobError):
 
 class ExtractError(JobError):
     """ncnn failed to compute a blob."""
+
+
+class ArtifactMissing(JobError):
+    """A file the job wrote vanished (or was replaced) before the agent could answer with it."""
+
+
+class WorkdirRefused(JobError):
+    """The work directory is not one the agent may work in (``/``, outside the user's home or
+    the configured root)."""
+
+
+class DeviceFileError(JobError):
+    """A file operation in the work directory failed (disk full, permissions, something in the
+    way); the message names the file and the system's reason."""

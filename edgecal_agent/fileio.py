@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
+from typing import IO
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -62,6 +64,50 @@ def sha256_cached(path: str | os.PathLike[str]) -> str:
         if file_state(path) == state:  # unchanged while hashing
             with contextlib.suppress(OSError):
                 write_atomic(side, f"{state} {got}\n".encode("ascii"))
+    if len(_HASHED) > 4096:
+        _HASHED.clear()
+    _HASHED[state] = got
+    return got
+
+
+def fd_state(fh: IO[bytes]) -> str:
+    """:func:`file_state` of an open file."""
+    st = os.fstat(fh.fileno())
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
+def sha256_fh(fh: IO[bytes]) -> str:
+    """sha256 of an open file from its start; leaves it at its start."""
+    h = hashlib.sha256()
+    fh.seek(0)
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    fh.seek(0)
+    return h.hexdigest()
+
+
+def sha256_cached_at(dfd: int, name: str, fh: IO[bytes]) -> str:
+    """:func:`sha256_cached` of ``fh``, the open file ``name`` in folder ``dfd``: the side file
+    ``.<name>.sha256`` is read and written in that folder, never through a symlink."""
+    from edgecal_agent.workdir import O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK, write_atomic_at
+
+    state = fd_state(fh)
+    got = _HASHED.get(state)
+    if got is not None:
+        return got
+    side = f".{name}.sha256"
+    with contextlib.suppress(OSError, ValueError):
+        sfd = os.open(side, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, dir_fd=dfd)
+        with os.fdopen(sfd, "rb") as sh:
+            if stat.S_ISREG(os.fstat(sh.fileno()).st_mode):
+                recorded, _, digest = sh.read(512).decode("ascii").strip().rpartition(" ")
+                if recorded == state and len(digest) == 64:
+                    got = digest
+    if got is None:
+        got = sha256_fh(fh)
+        if fd_state(fh) == state:  # unchanged while hashing
+            with contextlib.suppress(OSError):
+                write_atomic_at(dfd, side, f"{state} {got}\n".encode("ascii"))
     if len(_HASHED) > 4096:
         _HASHED.clear()
     _HASHED[state] = got

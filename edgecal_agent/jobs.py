@@ -8,21 +8,29 @@ layer, as the algorithm needs them for every candidate.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 
 import edgecal_agent
 from edgecal_agent import stats
 from edgecal_agent.backend import NcnnModel, import_ncnn
-from edgecal_agent.errors import BadRequest, InputCorrupt, InputError, JobError, ModelLoadError
-from edgecal_agent.fileio import file_state, sha256_cached, sha256_file
+from edgecal_agent.errors import (
+    ArtifactMissing,
+    BadRequest,
+    InputCorrupt,
+    InputError,
+    JobError,
+    ModelLoadError,
+)
+from edgecal_agent.fileio import fd_state, sha256_cached_at, sha256_fh
 from edgecal_agent.protocol import (
     ARTIFACT_SCHEMA,
     Artifact,
@@ -33,12 +41,20 @@ from edgecal_agent.protocol import (
     ProtocolViolation,
     Request,
     ShardInfo,
-    check_relpath,
     content_digest,
     iter_shard,
     load_npz,
     names_array,
     read_shard_info,
+)
+from edgecal_agent.workdir import (
+    O_CLOEXEC,
+    O_DIRECTORY,
+    O_NOFOLLOW,
+    Workdir,
+    fd_path,
+    open_file_at,
+    split_relpath,
 )
 
 Progress = Callable[[int, int], None]
@@ -53,32 +69,72 @@ CPU_FEATURES = (
 
 @dataclass
 class JobContext:
-    workdir: str
-    job_dir: str
+    """One job's view of the device: every file it names is reached through ``workdir``
+    (never through a symlink, never outside the work directory)."""
+
+    workdir: Workdir
+    job_fd: int
+    job_id: str
     request: Request
     progress: Progress
     timing_s: dict[str, float] = field(default_factory=dict)
 
-    def workdir_path(self, rel: str) -> str:
-        """``rel`` under the workdir; a pushed input (``files/<sha256>/<name>``) is checked
-        against its sha256 first, and removed if it does not match."""
-        path = os.path.join(self.workdir, check_relpath(rel, "path"))
+    def open_input(self, rel: str, what: str = "input") -> IO[bytes]:
+        """Workdir file ``rel``, open for reading; a pushed input (``files/<sha256>/<name>``)
+        is checked against its sha256 first, and removed if it does not match (the name in its
+        real folder is unlinked, only if it is still the file that was checked)."""
         want = content_digest(rel)
-        if want is not None and os.path.isfile(path):
-            got = sha256_cached(path)
-            if got != want:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                raise InputCorrupt(f"{rel} on the device has sha256 {got}: a damaged upload or "
-                                   "disk; it was removed, push it again")
-        return path
+        with self.workdir.parent(rel, what) as (dfd, name):
+            fh = open_file_at(dfd, name, rel, what)
+            if want is None:
+                return fh
+            try:
+                got = sha256_cached_at(dfd, name, fh)
+                if got != want:
+                    with contextlib.suppress(OSError):
+                        if os.path.samestat(os.stat(name, dir_fd=dfd, follow_symlinks=False),
+                                            os.fstat(fh.fileno())):
+                            os.unlink(name, dir_fd=dfd)
+                    raise InputCorrupt(f"{rel} on the device has sha256 {got}: a damaged upload "
+                                       "or disk; it was removed, push it again")
+            except BaseException:
+                fh.close()
+                raise
+            return fh
 
-    def job_path(self, rel: str) -> str:
-        return os.path.join(self.job_dir, check_relpath(rel, "path"))
+    def read_job_file(self, rel: str) -> bytes:
+        """The bytes of job-relative file ``rel`` (a job input the host wrote)."""
+        parts = split_relpath(rel, "job file")
+        fd = os.open(".", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC, dir_fd=self.job_fd)
+        try:
+            for part in parts[:-1]:
+                nfd = os.open(part, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                              dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            with open_file_at(fd, parts[-1], rel, "job file") as fh:
+                return fh.read()
+        except OSError as e:
+            raise BadRequest(f"job file {rel} cannot be read: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
+
+    def writer(self, name: str) -> NpzWriter:
+        """An npz artifact ``name`` of this job (a plain name in the job folder)."""
+        if split_relpath(name, "artifact") != (name,):
+            raise BadRequest(f"artifact {name!r} must be a plain file name")
+        return NpzWriter(name, dir_fd=self.job_fd)
 
     def artifact(self, name: str) -> tuple[str, Artifact]:
-        """Register a job-relative artifact file (call after it is written)."""
-        return name, Artifact(file=name, sha256=sha256_file(self.job_path(name)))
+        """Register a job-relative artifact file (call after it is written); a file that has
+        vanished or was replaced by something else is ``ArtifactMissing``."""
+        try:
+            with open_file_at(self.job_fd, name, name, "artifact") as fh:
+                digest = sha256_fh(fh)
+        except BadRequest as e:
+            raise ArtifactMissing(f"job {self.job_id}: artifact {name} it wrote is gone: "
+                                  f"{e}") from None
+        return name, Artifact(file=name, sha256=digest)
 
 
 Result = tuple[dict[str, Any], dict[str, Artifact]]
@@ -138,16 +194,16 @@ class SampleStream:
     """The samples of several shards, one at a time, checked against the request's inputs."""
 
     def __init__(self, ctx: JobContext, shards: Sequence[str], inputs: Sequence[InputDesc]):
+        self.ctx = ctx
         self.inputs = tuple(inputs)
-        self.paths = [ctx.workdir_path(s) for s in shards]
+        self.shards = tuple(shards)
         self.infos: list[ShardInfo] = []
-        for rel, path in zip(shards, self.paths):
-            if not os.path.isfile(path):
-                raise BadRequest(f"sample shard {rel} is not on the device (push it first)")
-            try:
-                info = read_shard_info(path)
-            except (ProtocolViolation, OSError, ValueError) as e:
-                raise BadRequest(f"sample shard {rel} is unreadable: {e}") from e
+        for rel in self.shards:
+            with self._open(rel) as fh:
+                try:
+                    info = read_shard_info(fh, rel)
+                except (ProtocolViolation, OSError, ValueError) as e:
+                    raise BadRequest(f"sample shard {rel} is unreadable: {e}") from e
             if info.inputs != self.inputs:
                 raise BadRequest(f"sample shard {rel} was written for inputs "
                                  f"{[d.to_dict() for d in info.inputs]}, the request names "
@@ -155,15 +211,25 @@ class SampleStream:
             self.infos.append(info)
         self.total = sum(i.n_samples for i in self.infos)
 
+    def _open(self, rel: str) -> IO[bytes]:
+        try:
+            return self.ctx.open_input(rel, "sample shard")
+        except InputCorrupt:
+            raise
+        except BadRequest as e:
+            raise BadRequest(f"sample shard {rel} is not on the device (push it first): "
+                             f"{e}") from None
+
     def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
         index = 0
-        for path, info in zip(self.paths, self.infos):
-            try:
-                for sample in iter_shard(path, info):
-                    yield index, sample
-                    index += 1
-            except (KeyError, ProtocolViolation) as e:
-                raise InputError(f"shard {os.path.basename(path)} is damaged: {e}") from None
+        for rel, info in zip(self.shards, self.infos):
+            with self._open(rel) as fh:
+                try:
+                    for sample in iter_shard(fh, info, rel):
+                        yield index, sample
+                        index += 1
+                except (KeyError, ProtocolViolation) as e:
+                    raise InputError(f"shard {rel} is damaged: {e}") from None
 
 
 #: The last loaded model, reused by the next job of a serving agent that names the same
@@ -172,27 +238,32 @@ class SampleStream:
 _MODEL_CACHE: dict[tuple[Any, ...], NcnnModel] = {}
 
 
-def _file_key(path: str) -> tuple[str, str]:
-    return os.path.realpath(path), file_state(path)
-
-
 def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,
                 threads: int) -> NcnnModel:
     t0 = time.perf_counter()
-    param, bin_ = ctx.workdir_path(p.model.param), ctx.workdir_path(p.model.bin)
-    try:
-        key: tuple[Any, ...] | None = (_file_key(param), _file_key(bin_), runtime, threads)
-    except OSError:
-        key = None  # NcnnModel reports the missing file
-    model = _MODEL_CACHE.get(key) if key is not None else None
-    if model is None:
-        _MODEL_CACHE.clear()  # drop the old net before loading another
-        model = NcnnModel(param, bin_, runtime=runtime, threads=threads)
-        if key is not None:
+    with _model_file(ctx, p.model.param) as fh_param, _model_file(ctx, p.model.bin) as fh_bin:
+        key: tuple[Any, ...] = (fd_state(fh_param), fd_state(fh_bin), runtime, threads)
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            _MODEL_CACHE.clear()  # drop the old net before loading another
+            # ncnn opens paths: it gets the files already opened (and checked), by descriptor
+            param = fd_path(fh_param.fileno()) or os.path.join(ctx.workdir.path, p.model.param)
+            bin_ = fd_path(fh_bin.fileno()) or os.path.join(ctx.workdir.path, p.model.bin)
+            model = NcnnModel(param, bin_, runtime=runtime, threads=threads,
+                              labels=(p.model.param, p.model.bin))
             _MODEL_CACHE[key] = model
     model.check_inputs(p.inputs)
     ctx.timing_s["load"] = time.perf_counter() - t0
     return model
+
+
+def _model_file(ctx: JobContext, rel: str) -> IO[bytes]:
+    try:
+        return ctx.open_input(rel, "model file")
+    except InputCorrupt:
+        raise
+    except BadRequest as e:
+        raise ModelLoadError(f"model file {rel} is not usable on the device: {e}") from None
 
 
 class _Throttle:
@@ -229,7 +300,7 @@ def op_absmax(ctx: JobContext) -> Result:
     _run_stats(ctx, model, samples, p, reduce)
     absmax = [acc.value for acc in accs]
     name = "absmax.npz"
-    with NpzWriter(ctx.job_path(name)) as w:
+    with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("names", names_array(p.blobs))
         w.add("absmax", np.array(absmax, dtype=np.float32).reshape(n_blobs))
@@ -260,7 +331,7 @@ def op_histogram(ctx: JobContext) -> Result:
     counts = np.stack([acc.counts() for acc in accs]) if accs else \
         np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
     name = "histograms.npz"
-    with NpzWriter(ctx.job_path(name)) as w:
+    with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("names", names_array(p.blobs))
         w.add("absmax", np.array(ranges, dtype=np.float32).reshape(len(p.blobs)))
@@ -302,7 +373,7 @@ def op_run(ctx: JobContext) -> Result:
     t0 = time.perf_counter()
     for k, samples in enumerate(streams):
         name = f"outputs_{k}.npz"
-        with NpzWriter(ctx.job_path(name)) as w:
+        with ctx.writer(name) as w:
             w.add("schema", np.int64(ARTIFACT_SCHEMA))
             w.add("names", names_array(p.blobs))
             w.add("n_samples", np.int64(samples.total))
@@ -390,11 +461,9 @@ class _EqProbe:
 def op_eq_layer(ctx: JobContext) -> Result:
     p: EqLayerParams = ctx.request.params
     try:
-        with open(ctx.job_path(p.probe_param), encoding="utf-8") as fh:
-            probe_param = fh.read()
-        with open(ctx.job_path(p.probe_prefix), "rb") as fh:
-            prefix = fh.read()
-        with load_npz(ctx.job_path(p.candidates)) as npz:
+        probe_param = ctx.read_job_file(p.probe_param).decode("utf-8")
+        prefix = ctx.read_job_file(p.probe_prefix)
+        with load_npz(io.BytesIO(ctx.read_job_file(p.candidates)), p.candidates) as npz:
             candidates = np.asarray(npz["candidates"], dtype=np.float32)
             weight_scales = np.asarray(npz["weight_scales"], dtype=np.float32).reshape(-1)
             bottom_scale = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
@@ -467,7 +536,7 @@ def op_eq_layer(ctx: JobContext) -> Result:
 
     chosen = probe.scales.astype(np.float32)
     name = "eq.npz"
-    with NpzWriter(ctx.job_path(name)) as w:
+    with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("sim", sim)
         w.add("weight_scales", chosen[:n_w].copy())

@@ -33,11 +33,12 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from edgecal_agent import PROTOCOL_VERSION
+from edgecal_agent.workdir import O_CLOEXEC, O_DIRECTORY, create_temp_at
 
 # -- stream lines --------------------------------------------------------------------------------
 READY_PREFIX = "EDGECAL-READY"
@@ -45,6 +46,9 @@ DONE_PREFIX = "EDGECAL-DONE"
 PROGRESS_PREFIX = "EDGECAL-PROGRESS"
 
 REQUEST_FILE = "request.json"
+#: The agent refuses a larger ``request.json`` (BadRequest) and a longer job-id line on stdin.
+MAX_REQUEST_BYTES = 16 << 20
+MAX_JOB_LINE = 1024
 RESPONSE_FILE = "response.json"
 JOBS_DIR = "jobs"
 #: Pushed inputs live at ``files/<sha256 of the content>/<name>``: the agent checks each one
@@ -523,12 +527,30 @@ class NpzWriter:
     Arrays of dtype object are refused: nothing on the wire needs pickle.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], dir_fd: int | None = None) -> None:
+        """``path``, or with ``dir_fd`` a name in that folder.  The temp file beside it gets a
+        fresh random name, created exclusively (a planted file or link is never written)."""
         self.path = os.fspath(path)
-        self._tmp = f"{self.path}.tmp{os.getpid()}"
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED,
-                                    allowZip64=True)
+        if dir_fd is None:
+            head, self._name = os.path.split(self.path)
+            self._dfd = os.open(head or ".", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            self._own_dfd = True
+        else:
+            self._dfd, self._name, self._own_dfd = dir_fd, self.path, False
+        try:
+            fd, self._tmp = create_temp_at(self._dfd, self._name)
+            self._fh = os.fdopen(fd, "w+b")
+            self._zip = zipfile.ZipFile(self._fh, "w", compression=zipfile.ZIP_STORED,
+                                        allowZip64=True)
+        except BaseException:
+            self._release()
+            raise
         self._names: set[str] = set()
+
+    def _release(self) -> None:
+        if self._own_dfd and self._dfd >= 0:
+            os.close(self._dfd)
+            self._dfd = -1
 
     def add(self, name: str, array: Any) -> None:
         arr = np.asanyarray(array)
@@ -543,15 +565,25 @@ class NpzWriter:
             np.lib.format.write_array(fh, _c_order(arr), allow_pickle=False)
 
     def close(self) -> None:
-        self._zip.close()
-        with open(self._tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self._tmp, self.path)
+        try:
+            self._zip.close()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self._tmp, self._name, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
+        except BaseException:
+            self.abort()
+            raise
+        self._release()
 
     def abort(self) -> None:
-        self._zip.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        with contextlib.suppress(Exception):
+            self._zip.close()
+        self._fh.close()
+        if self._dfd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp, dir_fd=self._dfd)
+        self._release()
 
     def __enter__(self) -> NpzWriter:
         return self
@@ -674,13 +706,15 @@ class NpzArchive:
         self.close()
 
 
-def load_npz(path: str | os.PathLike[str] | io.BytesIO) -> NpzArchive:
+def load_npz(path: str | os.PathLike[str] | IO[bytes], name: str | None = None
+             ) -> NpzArchive:
     """An ``.npz`` loaded with ``allow_pickle=False``, always (lazy, like numpy's ``NpzFile``).
 
     Raises ``ProtocolViolation`` for anything that is not a readable zip archive (a missing
-    file stays ``FileNotFoundError``).
+    file stays ``FileNotFoundError``).  ``path`` may be an open, seekable binary file
+    (``name`` then names it in messages).
     """
-    name = _describe(path)
+    name = name or _describe(path)
     try:
         if isinstance(path, (str, os.PathLike)):
             with open(path, "rb") as fh:
@@ -779,10 +813,12 @@ def _int_scalar(npz: NpzArchive, key: str, where: str) -> int:
     return int(arr)
 
 
-def read_shard_info(path: str | os.PathLike[str]) -> ShardInfo:
+def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None = None
+                    ) -> ShardInfo:
     """A shard's header (reads no sample data)."""
-    where = f"shard {os.fspath(path)}"
-    with load_npz(path) as npz:
+    name = name or _describe(path)
+    where = f"shard {name}"
+    with load_npz(path, name) as npz:
         try:
             schema = _int_scalar(npz, "schema", where)
             if schema != SHARD_SCHEMA:
@@ -813,11 +849,12 @@ def read_shard_info(path: str | os.PathLike[str]) -> ShardInfo:
     return info
 
 
-def iter_shard(path: str | os.PathLike[str], info: ShardInfo
-               ) -> Iterator[tuple[np.ndarray, ...]]:
+def iter_shard(path: str | os.PathLike[str] | IO[bytes], info: ShardInfo,
+               name: str | None = None) -> Iterator[tuple[np.ndarray, ...]]:
     """One sample at a time; one block (at most ``BLOCK_BYTES``-ish) is in memory."""
-    where = f"shard {os.fspath(path)}"
-    with load_npz(path) as npz:
+    name = name or _describe(path)
+    where = f"shard {name}"
+    with load_npz(path, name) as npz:
         for k, n in enumerate(info.block_sizes):
             try:
                 block = [npz[block_key(k, j)] for j in range(len(info.inputs))]

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import IO, Any
 
 import edgecal_agent
 from edgecal_agent import jobdirs
-from edgecal_agent.errors import BadRequest, JobError
-from edgecal_agent.fileio import write_atomic
+from edgecal_agent.errors import BadRequest, DeviceFileError, JobError
 from edgecal_agent.jobs import HANDLERS, JobContext
 from edgecal_agent.protocol import (
     DONE_PREFIX,
     JOBS_DIR,
+    MAX_JOB_LINE,
+    MAX_REQUEST_BYTES,
     PROGRESS_PREFIX,
     READY_PREFIX,
     REQUEST_FILE,
@@ -29,6 +32,7 @@ from edgecal_agent.protocol import (
     check_job_id,
     dumps,
 )
+from edgecal_agent.workdir import Workdir, open_file_at, read_limited, write_atomic_at
 
 
 def peak_rss_kb() -> int:
@@ -49,30 +53,63 @@ def _stderr_progress(job_id: str, err: IO[str]) -> Any:
     return progress
 
 
-def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
-    """Run ``<workdir>/jobs/<job_id>``; always leaves a ``response.json`` when the dir exists."""
+def run_job(workdir: str | Workdir, job_id: str, err: IO[str] | None = None) -> Response:
+    """Run ``<workdir>/jobs/<job_id>``; always leaves a ``response.json`` when the dir exists
+    (as a real folder: a job folder reached through a symlink is refused, nothing written)."""
     err = err if err is not None else sys.stderr
     check_job_id(job_id)
-    job_dir = os.path.join(workdir, JOBS_DIR, job_id)
+    if isinstance(workdir, Workdir):
+        return _run_job(workdir, job_id, err)
+    with Workdir(workdir) as wd:
+        return _run_job(wd, job_id, err)
+
+
+def _read_request(job_fd: int, job_id: str) -> tuple[IO[bytes], Any]:
+    """The open request file (held for its lock) and its JSON."""
+    fh = open_file_at(job_fd, REQUEST_FILE, f"{JOBS_DIR}/{job_id}/{REQUEST_FILE}", "request")
+    try:
+        raw = read_limited(fh, MAX_REQUEST_BYTES, f"{REQUEST_FILE} of job {job_id}", "request")
+        return fh, json.loads(raw.decode("utf-8"))
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
     t_start = time.perf_counter()
     op = "unknown"
     timing: dict[str, float] = {}
+    job_fd = -1
     try:
         try:
-            with open(os.path.join(job_dir, REQUEST_FILE), encoding="utf-8") as fh:
-                raw = json.load(fh)
-            if isinstance(raw, dict) and isinstance(raw.get("op"), str):
-                op = raw["op"]
-            request = Request.from_dict(raw)
+            job_fd = wd.open_dir_parts([JOBS_DIR, job_id])
+        except OSError as e:
+            raise BadRequest(f"job folder {JOBS_DIR}/{job_id} is not a real folder in the "
+                             f"work directory: {e.strerror or e}") from None
+        try:
+            fh, raw = _read_request(job_fd, job_id)
         except ProtocolMismatch:
-            raise  # reported with kind "ProtocolMismatch", naming both versions
+            raise
         except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
             raise BadRequest(f"cannot read {REQUEST_FILE} of job {job_id}: {e}") from e
-        if request.job_id != job_id:
-            raise BadRequest(f"request.json names job {request.job_id!r}, run as {job_id!r}")
-        ctx = JobContext(workdir, job_dir, request, _stderr_progress(job_id, err), timing)
-        with jobdirs.running(job_dir):
-            result, artifacts = HANDLERS[request.op](ctx)
+        with fh:
+            if isinstance(raw, dict) and isinstance(raw.get("op"), str):
+                op = raw["op"]
+            try:
+                request = Request.from_dict(raw)
+            except ProtocolMismatch:
+                raise  # reported with kind "ProtocolMismatch", naming both versions
+            except (ValueError, RecursionError) as e:
+                raise BadRequest(f"cannot read {REQUEST_FILE} of job {job_id}: {e}") from e
+            if request.job_id != job_id:
+                raise BadRequest(f"request.json names job {request.job_id!r}, run as {job_id!r}")
+            ctx = JobContext(wd, job_fd, job_id, request, _stderr_progress(job_id, err), timing)
+            with jobdirs.running(fh):
+                try:
+                    result, artifacts = HANDLERS[request.op](ctx)
+                except OSError as e:
+                    raise DeviceFileError(f"job {job_id}: a file operation in the work "
+                                          f"directory failed: {e}") from e
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
@@ -86,30 +123,60 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
         op=response.op, job_id=job_id, ok=response.ok, agent_version=edgecal_agent.__version__,
         result=response.result, artifacts=response.artifacts, error=response.error,
         timing_s=timing, ru_maxrss_kb=peak_rss_kb())
-    if os.path.isdir(job_dir):
-        write_atomic(os.path.join(job_dir, RESPONSE_FILE), dumps(response).encode("utf-8"))
+    if job_fd >= 0:
+        try:
+            write_atomic_at(job_fd, RESPONSE_FILE, dumps(response).encode("utf-8"))
+        finally:
+            os.close(job_fd)
     return response
 
 
-def serve(workdir: str, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
+def _job_lines(stdin: IO[str], err: IO[str]) -> Iterator[str]:
+    """The job-id lines of ``stdin``; a line longer than ``MAX_JOB_LINE`` is refused (read in
+    bounded pieces and skipped, reported on stderr)."""
+    while True:
+        line = stdin.readline(MAX_JOB_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_JOB_LINE:
+            while line and not line.endswith("\n"):
+                line = stdin.readline(MAX_JOB_LINE + 1)
+            err.write(f"edgecal-agent: BadRequest: a job id line longer than {MAX_JOB_LINE} "
+                      "characters was refused\n")
+            err.flush()
+            continue
+        yield line
+
+
+def serve(workdir: str | Workdir, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
     """Answer job ids read line by line; ``EDGECAL-DONE <id>`` once each response is written.
     Job folders earlier hosts left behind are removed first (``jobdirs.remove_stale``)."""
-    removed = jobdirs.remove_stale(workdir)
-    if removed:
-        err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier runs\n")
-        err.flush()
-    out.write(f"{READY_PREFIX} {edgecal_agent.PROTOCOL_VERSION} {edgecal_agent.__version__}\n")
-    out.flush()
-    for line in stdin:
+    with Workdir(workdir) if isinstance(workdir, str) else contextlib.nullcontext(workdir) as wd:
+        removed = jobdirs.remove_stale(wd)
+        if removed:
+            err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier "
+                      "runs\n")
+            err.flush()
+        out.write(f"{READY_PREFIX} {edgecal_agent.PROTOCOL_VERSION} "
+                  f"{edgecal_agent.__version__}\n")
+        out.flush()
+        return _serve(wd, stdin, out, err)
+
+
+def _serve(wd: Workdir, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
+    for line in _job_lines(stdin, err):
         job_id = line.strip()
         if not job_id:
             continue
         if job_id == "quit":
             break
         try:
-            run_job(workdir, job_id, err)
+            run_job(wd, job_id, err)
         except ProtocolViolation as e:  # bad job id: nothing to write a response into
             err.write(f"edgecal-agent: {e}\n")
+            err.flush()
+        except OSError as e:  # no response.json (disk full, something in its way): the host
+            err.write(f"edgecal-agent: cannot answer job {job_id}: {e}\n")  # says so
             err.flush()
         out.write(f"{DONE_PREFIX} {job_id}\n")
         out.flush()

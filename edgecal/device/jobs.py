@@ -5,25 +5,29 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from edgecal.errors import AgentError, ProtocolError
 from edgecal_agent.protocol import (
+    MAX_REQUEST_BYTES,
     PARAM_TYPES,
     ProtocolMismatch,
     ProtocolViolation,
     Request,
     Response,
+    dumps,
 )
 
 _job_counter = itertools.count(1)
 
 
 def new_job_id(op: str) -> str:
+    """A job id unique across hosts: two hosts with the same pid differ in the random part."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{os.getpid()}-{next(_job_counter):05d}-{op}"
+    return f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}-{next(_job_counter):05d}-{op}"
 
 
 def parse_response(raw: str, device_name: str, job_id: str) -> Response:
@@ -57,6 +61,8 @@ def raise_for_error(response: Response, device_name: str,
         "ModelLoadError": "check that the .param and .bin files belong together",
         "BlobNotFound": "the blob names must come from this model's .param",
         "InputError": "check the input shape, pixel type, mean and norm against the model",
+        "ArtifactMissing": "something on the device removed the job's files while it ran; "
+                           "check what else uses the work directory",
         "InputCorrupt": f"the damaged copy was removed and is pushed again on the next try; "
                         f"if this repeats, check the device's disk (`edgecal board check "
                         f"{device_name}`)",
@@ -76,7 +82,12 @@ def build_request(device_name: str, op: str, params: Mapping[str, Any],
     if op not in PARAM_TYPES:
         raise ProtocolError(f"{device_name}: unknown agent op {op!r}")
     try:
-        return Request(op=op, job_id=job_id or new_job_id(op),
-                       params=PARAM_TYPES[op].from_dict(dict(params), "params"))
+        request = Request(op=op, job_id=job_id or new_job_id(op),
+                          params=PARAM_TYPES[op].from_dict(dict(params), "params"))
     except ProtocolViolation as e:
         raise ProtocolError(f"{device_name}: invalid {op} request: {e}") from e
+    size = len(dumps(request).encode("utf-8"))
+    if size > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"{device_name}: the {op} request is {size} bytes; the agent takes "
+                            f"at most {MAX_REQUEST_BYTES}", hint="use fewer shards per job")
+    return request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -81,7 +82,9 @@ class LocalDevice(Device):
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
             argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
-        return [*argv, "serve", "--workdir", str(self.workdir)], env
+        # the host chose (and resolved) this folder: it is the agent's root too
+        return [*argv, "serve", "--root", str(self.workdir), "--workdir",
+                str(self.workdir)], env
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
@@ -120,9 +123,16 @@ class LocalDevice(Device):
         if target.is_file() and self._sha256(target) == digest:
             return rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, target)
+        # a fresh, exclusively created temp name: a planted name is never written through
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._digests.remember(target, digest)  # our copy of bytes just hashed
         self._bytes_pushed += target.stat().st_size
         return rel
@@ -168,11 +178,20 @@ class LocalDevice(Device):
         raise_for_error(response, self.name)
         artifacts: dict[str, Path] = {}
         for key, art in response.artifacts.items():
-            path = job_dir / art.file
-            if not path.is_file() or file_sha256(path) != art.sha256:
+            path = job_dir / check_relpath(art.file, "artifact")
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise FileNotFoundError(path)
+                digest = file_sha256(path)
+            except OSError:
                 raise ProtocolError(
-                    f"{self.name}: artifact {art.file} of job {job_id} is missing or does "
-                    "not match its sha256")
+                    f"{self.name}: artifact {art.file} of job {job_id} is missing (or not a "
+                    "regular file) in the job folder", hint="something removed the job's "
+                    "files while it ran; run the command again") from None
+            if digest != art.sha256:
+                raise ProtocolError(
+                    f"{self.name}: artifact {art.file} of job {job_id} does not match its "
+                    "sha256")
             artifacts[key] = path
         return JobResult(response.to_dict(), artifacts)
 

@@ -25,6 +25,7 @@ def open_board(board: Board, *, threads: int | None = None,
     profile = board.load_profile()
     return SshDevice(ssh_target(board, accept_new_host_key=accept_new_host_key),
                      workdir=board.workdir, python=board.python,
+                     workdir_root=board.workdir_root,
                      threads=threads or (profile.threads if profile else None))
 
 

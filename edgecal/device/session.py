@@ -230,10 +230,14 @@ class AgentSession:
         else:
             how = f"exited with status {code}"
         tail = "\n".join(list(self.stderr_tail)[-10:])
+        hint = self.dead_hint
+        if "WorkdirRefused" in tail:  # the agent's own start check: not an installation issue
+            hint = ("give the device a work directory of its own inside the user's home (boards "
+                    "file `workdir = \".cache/edgecal\"`), or set `workdir_root`")
         raise DeviceError(
             f"{self.device_name}: the agent process {how} during {what}"
             + (f"; its last stderr lines:\n{tail}" if tail else ""),
-            hint=self.dead_hint)
+            hint=hint)
 
     def run(self, job_id: str, *, timeout_s: float, progress: Progress | None = None) -> None:
         """Ask the agent to run ``jobs/<job_id>`` and wait until it says the job is done."""

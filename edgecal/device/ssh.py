@@ -109,8 +109,14 @@ class SshDevice(Device):
         python: str = "python3",
         threads: int | None = None,
         startup_timeout_s: float = 120.0,
+        workdir_root: str | None = None,
     ) -> None:
         self.name = target.name
+        # the agent refuses a work directory whose real path leaves its root (default: the
+        # board user's home); an absolute workdir configured without a root is its own root's
+        # child (its parent, never /)
+        self.workdir_root = workdir_root if workdir_root is not None else (
+            posixpath.dirname(posixpath.normpath(workdir)) if workdir.startswith("/") else None)
         self.target = target
         self.python = python
         self.threads = threads or 1
@@ -435,8 +441,9 @@ class SshDevice(Device):
 
     def agent_argv(self) -> list[str]:
         pyz = self.remote(self._deploy_agent())
+        root = [] if self.workdir_root is None else ["--root", self.workdir_root]
         return ["env", f"PYTHONPATH={self.site_dir}", "PYTHONUNBUFFERED=1", self.python, pyz,
-                "serve", "--workdir", str(self.workdir)]
+                "serve", *root, "--workdir", str(self.workdir)]  # the workdir last, as before
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
@@ -505,11 +512,17 @@ class SshDevice(Device):
         path = self.remote(rel)
         t0 = time.perf_counter()
         with self.link.sftp_op(f"fetching {rel}") as sftp:
-            st = sftp.lstat(path)
-            if not stat.S_ISREG(st.st_mode or 0):
-                raise ProtocolError(f"{self.name}: artifact {rel} is not a regular file")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            sftp.get(path, str(local))
+            try:
+                st = sftp.lstat(path)
+                if not stat.S_ISREG(st.st_mode or 0):
+                    raise ProtocolError(f"{self.name}: artifact {rel} is not a regular file")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                sftp.get(path, str(local))
+            except FileNotFoundError:
+                raise ProtocolError(
+                    f"{self.name}: artifact {rel} is missing on the board (it vanished after "
+                    "the agent wrote it)", hint="something on the board removed the job's "
+                    "files; run the command again") from None
         self._bytes_fetched += local.stat().st_size
         self.timings_s["fetch"] += time.perf_counter() - t0
 

@@ -393,3 +393,60 @@ def test_run_job_takes_the_callers_job_id(device: Device) -> None:
     job_id = f"mine-{os.getpid()}-{time.monotonic_ns()}"
     got = device.run_job("hello", {}, job_id=job_id)
     assert got.response["job_id"] == job_id
+
+
+@pytest.mark.parametrize("how", ["vanished", "symlink"])
+def test_a_vanished_artifact_is_a_device_error_naming_board_and_job(
+        device: Device, tmp_path: Path, how: str) -> None:
+    """A response that names an artifact which is not (or no longer, or not really) in the job
+    folder: a ``ProtocolError`` naming the board and the job, never ``FileNotFoundError``, and
+    never a file read through a symlink."""
+    from edgecal.errors import ProtocolError
+    from edgecal_agent.protocol import JOBS_DIR, RESPONSE_FILE, Artifact, Response, dumps
+
+    job_id = f"vanish-{how}-{os.getpid()}-{time.monotonic_ns()}"
+    workdir = Path(str(device.workdir))  # type: ignore[attr-defined]
+    job_dir = workdir / JOBS_DIR / job_id
+    job_dir.mkdir(parents=True)
+    secret = tmp_path / "secret.npz"
+    secret.write_bytes(b"not the device's")
+    if how == "symlink":
+        os.symlink(secret, job_dir / "absmax.npz")
+    import hashlib
+
+    response = Response(op="absmax", job_id=job_id, ok=True, result={"n_samples": 0},
+                        artifacts={"absmax.npz": Artifact(
+                            "absmax.npz", hashlib.sha256(secret.read_bytes()).hexdigest())})
+    (job_dir / RESPONSE_FILE).write_text(dumps(response), encoding="utf-8")
+    with pytest.raises(ProtocolError) as info:
+        device.collect_job(job_id)
+    assert device.name in str(info.value) and job_id in str(info.value)
+    assert "absmax.npz" in str(info.value)
+
+
+def test_a_planted_temp_name_is_never_written_through_by_a_push(
+        device: Device, tmp_path: Path) -> None:
+    """The host's push stages a file in the work directory; a symlink planted under the
+    temp name it uses points outside and is never written through."""
+    import hashlib
+
+    from edgecal_agent.protocol import FILES_DIR
+
+    src = tmp_path / f"model-{time.monotonic_ns()}.bin"
+    src.write_bytes(os.urandom(4096))
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    rel = f"{FILES_DIR}/{digest}/{src.name}"
+    folder = Path(str(device.workdir)) / FILES_DIR / digest  # type: ignore[attr-defined]
+    folder.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    staging = getattr(device, "staging_rel", None)
+    planted = [folder / f".{src.name}.tmp{os.getpid()}"]  # the local device's name on 9c5bc55
+    if staging is not None:
+        planted.append(Path(str(device.workdir)) / staging(rel))  # type: ignore[attr-defined]
+    for p in planted:
+        os.symlink(victim, p)
+    assert device.push(src) == rel
+    assert victim.read_bytes() == b"precious"
+    assert (folder / src.name).read_bytes() == src.read_bytes()
+    assert not (folder / src.name).is_symlink()

@@ -246,7 +246,7 @@ def test_response_is_written_atomically_and_last(tmp_path: Path,
     (job / "request.json").write_text(json.dumps(
         Request(op="sleep", job_id="j1", params=SleepParams(0.0)).to_dict()))
 
-    def failing_replace(src: str, dst: str) -> None:
+    def failing_replace(src: str, dst: str, **kwargs: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(fileio.os, "replace", failing_replace)
