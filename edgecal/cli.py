@@ -24,6 +24,7 @@ from edgecal.cliargs import (
 from edgecal.cliargs import err as _err
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import make_sample_source, read_list
+from edgecal.logsetup import configure_logging
 from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.userfile import read_text
@@ -330,8 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     args.argv = argv  # what run directories record
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="edgecal: %(message)s", stream=sys.stderr)
+    configure_logging(args.debug)  # libraries that log secrets stay at WARNING
     try:
         return int(args.func(args))
     except EdgecalError as exc:
