@@ -20,3 +20,7 @@ def configure_logging(debug: bool) -> None:
                         format="edgecal: %(message)s", stream=sys.stderr)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if not debug:
+        # paramiko's transport thread logs each failure it raises (a banner timeout, a reset)
+        # at ERROR with a traceback; edgecal reports the same failure as one line with its fix
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)

@@ -361,21 +361,20 @@ class SshLink:
                      f"`ssh-keygen -t ed25519 -f {path}` and install it on the board with "
                      f"`ssh-copy-id -i {path} -p {self.conn.port} "
                      f"{self.conn.user}@{self.conn.host}`")
-        try:
-            paramiko.PKey.from_path(path)
-        except paramiko.PasswordRequiredException:
+        state = _key_state(path)
+        if state == "encrypted":
             agent_key = _agent_copy(path)
             if agent_key is None:
                 raise TransportError(
                     f"{self.name}: the SSH key {path} ({where}) is encrypted (it needs its "
                     "passphrase) and ssh-agent holds no copy of it; edgecal does not ask for "
-                    "passphrases", hint=_encrypted_fix(path)) from None
+                    "passphrases", hint=_encrypted_fix(path))
             self.conn.connect_kwargs.update(pkey=agent_key, key_filename=[])
-        except (paramiko.SSHException, OSError, ValueError, TypeError) as e:
+        elif state != "ok":
             raise TransportError(
-                f"{self.name}: the SSH key {path} ({where}) cannot be read: {e}",
-                hint="identity_file must name a private key (OpenSSH or PEM format), not its "
-                     ".pub") from None
+                f"{self.name}: the SSH key {path} ({where}) cannot be read: {state}",
+                hint="identity_file must name a private key (OpenSSH or PEM format: RSA, "
+                     "ECDSA or Ed25519), not its .pub")
         self._identity_checked = True
 
     # -- connection ------------------------------------------------------------------------------
@@ -394,6 +393,8 @@ class SshLink:
         try:
             self.conn.open()
         except Exception as e:
+            with contextlib.suppress(Exception):
+                self.conn.client.close()  # see close()
             self.fail(e, "connecting")
         t = self.conn.client.get_transport()
         if t is not None:
@@ -476,10 +477,14 @@ class SshLink:
                 hint="check that the board is on and sshd runs there, and the host/port in "
                      "the boards file (`ssh -p PORT USER@HOST` should work)") from e
         text = str(e)
-        if isinstance(e, paramiko.SSHException) and "protocol banner" in text:
+        # paramiko: the banner wait ran out, or the handshake wait (as long) ran out first
+        # and the next step finds no session
+        if isinstance(e, paramiko.SSHException) and (
+                "protocol banner" in text
+                or (what == "connecting" and "No existing session" in text)):
             raise TransportError(
-                f"{name}: {addr} accepted the connection but sent no SSH banner within "
-                f"{self.target.connect_timeout_s:g} s",
+                f"{name}: {addr} accepted the connection but sent no SSH banner (or did not "
+                f"finish the SSH handshake) within {self.target.connect_timeout_s:g} s",
                 hint=f"check that port {port} is the board's sshd and not another service; a "
                      "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
                      "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
@@ -517,6 +522,11 @@ class SshLink:
             self._sftp = None
         with contextlib.suppress(Exception):
             self.conn.close()
+        # fabric closes only a connection it saw open: a connect that failed after the SSH
+        # handshake (a refused host key, failed auth) leaves paramiko's transport running, an
+        # unauthenticated connection the board's sshd counts against MaxStartups
+        with contextlib.suppress(Exception):
+            self.conn.client.close()
 
     # -- commands --------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, timeout_s: float | None = None,
@@ -579,6 +589,23 @@ class SshLink:
         except (paramiko.SSHException, EOFError, TimeoutError) as e:
             self._sftp = None
             self.fail(e, what)
+
+
+def _key_state(path: str) -> str:
+    """``ok``, ``encrypted`` or why the private key file cannot be used, found as paramiko's
+    ``SSHClient`` loads a ``key_filename`` (each key class in turn)."""
+    why = "not a private key"
+    for cls in (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key):
+        try:
+            cls.from_private_key_file(path)
+            return "ok"
+        except paramiko.PasswordRequiredException:
+            return "encrypted"
+        except paramiko.SSHException as e:
+            why = str(e) or why
+        except (OSError, ValueError) as e:
+            return str(e)
+    return why
 
 
 def _agent_copy(path: str) -> paramiko.PKey | None:
