@@ -44,6 +44,7 @@ from edgecal.device.knownhosts import (
     Verdict,
     check_host_key,
     fingerprint_blob,
+    hash_name,
     known_key_types,
     parse_known_hosts,
 )
@@ -112,10 +113,13 @@ class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
     known_hosts lines decide (:func:`check_host_key`).  ``record_to``: where a key of a host
     that no line matches is accepted and recorded (``--accept-new-host-key``), else None."""
 
-    def __init__(self, lines: list[KnownHostLine], record_to: Path | None, board: str) -> None:
+    def __init__(self, lines: list[KnownHostLine], record_to: Path | None, board: str,
+                 hash_names: bool = False) -> None:
         self.lines = lines
         self.record_to = record_to
         self.board = board
+        #: ``HashKnownHosts yes`` in ssh_config: record ``|1|salt|hash`` names
+        self.hash_names = hash_names
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
@@ -130,11 +134,12 @@ class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
     def _record(self, hostname: str, key: paramiko.PKey) -> None:
         assert self.record_to is not None
         self.record_to.parent.mkdir(parents=True, exist_ok=True)
+        name = hash_name(hostname, os.urandom(20)) if self.hash_names else hostname
+        text = f"{name} {key.get_name()} {key.get_base64()}\n"
         fd = os.open(self.record_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a", encoding="ascii") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        self.lines.extend(parse_known_hosts(f"{hostname} {key.get_name()} {key.get_base64()}",
-                                            str(self.record_to)))
+            fh.write(text)
+        self.lines.extend(parse_known_hosts(text, str(self.record_to)))
         log.warning("%s: accepted the new host key %s of %s and recorded it in %s",
                      self.board, fingerprint(key), hostname, self.record_to)
 
@@ -329,7 +334,9 @@ class SshLink:
         record = (Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
                   if self.target.accept_new_host_key else None)
         # paramiko's own host-key store stays empty: every offered key goes to the policy
-        self.conn.client.set_missing_host_key_policy(_CheckKnownHosts(lines, record, self.name))
+        hash_names = str(ssh_cfg.get("hashknownhosts", "")).lower() == "yes"
+        self.conn.client.set_missing_host_key_policy(
+            _CheckKnownHosts(lines, record, self.name, hash_names))
 
     def _new_transport(self, sock: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
         """paramiko's Transport, asking the server first for a key type known_hosts has for
@@ -346,6 +353,16 @@ class SshLink:
         if first:
             opts.key_types = first + [n for n in have if n not in first]
         return t
+
+    def _encrypted_key(self) -> str | None:
+        """The first encrypted key paramiko tried: an IdentityFile, else ~/.ssh/id_*."""
+        given = self.conn.connect_kwargs.get("key_filename") or []
+        defaults = [f"~/.ssh/id_{t}" for t in ("rsa", "ecdsa", "ed25519")]
+        for path in [*given, *defaults]:
+            full = os.path.expanduser(path)
+            if os.path.isfile(full) and _key_state(full) == "encrypted":
+                return full
+        return None
 
     def _check_identity(self) -> None:
         """The boards file's ``identity_file``: it exists; an encrypted one (edgecal never asks
@@ -444,10 +461,11 @@ class SshLink:
         if isinstance(e, _HostKeyRefused):
             raise _host_key_error(name, addr, kh, kh_file, e) from e
         if isinstance(e, paramiko.PasswordRequiredException):
-            key = self.target.identity_file or "the key of ~/.ssh/config or ~/.ssh/id_*"
+            key = self.target.identity_file or self._encrypted_key() or "KEY"
             raise TransportError(
-                f"{name}: the SSH key {key} is encrypted (it needs its passphrase); edgecal "
-                "does not ask for passphrases", hint=_encrypted_fix(key)) from e
+                f"{name}: the SSH key {key} is encrypted (it needs its passphrase) and ssh-agent "
+                "holds no copy of it; edgecal does not ask for passphrases",
+                hint=_encrypted_fix(key)) from e
         if isinstance(e, paramiko.AuthenticationException):
             key = self.target.identity_file or "your SSH keys / ssh-agent"
             raise TransportError(

@@ -155,8 +155,30 @@ def test_accept_new_records_past_a_negated_pattern(
     assert_one_line_error(code, err, "unknown")
     code, _, err = hello(capsys, boards, "--accept-new-host-key")
     assert code == 0, err
-    assert kh.read_text().splitlines()[1] == f"[127.0.0.1]:{loopback_sshd.port} " \
-                                             f"{loopback_sshd.host_pub}"
+    recorded = kh.read_text().splitlines()[1]  # hashed where ssh_config says HashKnownHosts
+    assert recorded.endswith(f" {loopback_sshd.host_pub}")
+    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{loopback_sshd.port}", "-f",
+                            str(kh)], capture_output=True, text=True)
+    assert loopback_sshd.host_pub in found.stdout  # OpenSSH finds it for this host
+    assert hello(capsys, boards)[0] == 0
+
+
+def test_accept_new_hashes_the_name_with_hash_known_hosts(
+        loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``HashKnownHosts yes`` in ~/.ssh/config: the recorded name is hashed, as ssh does."""
+    (home / ".ssh" / "config").write_text("Host *\n  HashKnownHosts yes\n")
+    kh = tmp_path / "kh"
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
+                          known_hosts=str(kh))
+    code, _, err = hello(capsys, boards, "--accept-new-host-key")
+    assert code == 0, err
+    (recorded,) = kh.read_text().splitlines()
+    assert recorded.startswith("|1|") and recorded.endswith(loopback_sshd.host_pub)
+    assert "127.0.0.1" not in recorded
+    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{loopback_sshd.port}", "-f",
+                            str(kh)], capture_output=True, text=True)
+    assert loopback_sshd.host_pub in found.stdout  # OpenSSH finds it
     assert hello(capsys, boards)[0] == 0
 
 
@@ -241,6 +263,23 @@ def test_encrypted_key_works_through_the_agents_copy(
                           identity_file=str(key))
     code, _, err = hello(capsys, boards)
     assert code == 0, err
+
+
+def test_encrypted_default_key_names_it(loopback_sshd: LoopbackSshd, tmp_path: Path,
+                                        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No identity_file: the authorized key is ~/.ssh/id_ed25519, with a passphrase, and no
+    agent runs: the fix names that key and ssh-add (it is installed: not ssh-copy-id)."""
+    key = encrypted_copy(loopback_sshd, tmp_path)
+    shutil.copy(key, home / ".ssh" / "id_ed25519")
+    os.chmod(home / ".ssh" / "id_ed25519", 0o600)
+    (home / ".ssh" / "config").write_text(
+        f"Host 127.0.0.1\n  UserKnownHostsFile {loopback_sshd.known_hosts}\n")
+    spec = f"{loopback_sshd.user}@127.0.0.1:{loopback_sshd.port}"
+    code, _, err = run_cli(capsys, "hello", "--device", spec)
+    assert code != 0 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("edgecal: error:")]
+    assert "encrypted" in line and f"ssh-add {home}/.ssh/id_ed25519" in line, line
+    assert "ssh-copy-id" not in line, line
 
 
 def test_missing_identity_file(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
