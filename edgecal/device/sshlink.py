@@ -366,8 +366,19 @@ class SshLink:
 
     def _check_identity(self) -> None:
         """The boards file's ``identity_file``: it exists; an encrypted one (edgecal never asks
-        for a passphrase) is used through ssh-agent's copy of that same key."""
-        if self._identity_checked or not self.target.identity_file:
+        for a passphrase) is used through ssh-agent's copy of that same key.  Without one, an
+        ``IdentityFile`` of ssh_config that does not exist is skipped, as ssh does (paramiko
+        would stop at it with ``FileNotFoundError``)."""
+        if self._identity_checked:
+            return
+        if not self.target.identity_file:
+            given = self.conn.connect_kwargs.get("key_filename") or []
+            present = [k for k in given if os.path.isfile(os.path.expanduser(k))]
+            for k in given:
+                if k not in present:
+                    log.info("%s: IdentityFile %s does not exist; skipped", self.name, k)
+            self.conn.connect_kwargs["key_filename"] = present
+            self._identity_checked = True
             return
         path = os.path.expanduser(self.target.identity_file)
         where = "identity_file"
@@ -483,11 +494,6 @@ class SshLink:
                 f"{self.target.connect_timeout_s:g} s",
                 hint="check that the board is powered and on the network, and the host/port "
                      "in the boards file; raise connect_timeout_s for a slow link") from e
-        if isinstance(e, FileNotFoundError) and e.filename:
-            raise TransportError(
-                f"{name}: the SSH key {e.filename} does not exist (an IdentityFile of "
-                "~/.ssh/config?)", hint="fix the IdentityFile line or create the key "
-                f"(`ssh-keygen -t ed25519 -f {e.filename}`)") from e
         if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
                           socket.gaierror, OSError)):
             raise TransportError(
@@ -507,11 +513,6 @@ class SshLink:
                      "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
                      "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
                      "connect_timeout_s in the boards file") from e
-        if isinstance(e, paramiko.SSHException) and "Indecipherable protocol version" in text:
-            raise TransportError(
-                f"{name}: {addr} is not an SSH server ({text})",
-                hint=f"port {port} answers with another protocol: fix the port in the boards "
-                     "file or ~/.ssh/config (`ssh -p PORT USER@HOST` should work)") from e
         if isinstance(e, paramiko.SSHException) and "No authentication methods" in text:
             raise TransportError(
                 f"{name}: no SSH key to log in to {addr} with: no identity_file for this board, "
@@ -621,6 +622,8 @@ def _key_state(path: str) -> str:
             return "encrypted"
         except paramiko.SSHException as e:
             why = str(e) or why
+        except TypeError as e:  # cryptography: "password-protected, but no password"
+            return "encrypted" if "password" in str(e).lower() else str(e)
         except (OSError, ValueError) as e:
             return str(e)
     return why

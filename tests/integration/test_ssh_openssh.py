@@ -290,6 +290,20 @@ def test_missing_identity_file(loopback_sshd: LoopbackSshd, tmp_path: Path, home
     assert_one_line_error(code, err, "does not exist", "identity_file", "ssh-keygen")
 
 
+def test_missing_identity_file_of_ssh_config_is_skipped(
+        loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As ssh: an IdentityFile that does not exist is skipped, the next one is used."""
+    (home / ".ssh" / "config").write_text(
+        f"Host 127.0.0.1\n  IdentityFile {tmp_path / 'gone'}\n"
+        f"  IdentityFile {loopback_sshd.client_key}\n"
+        f"  UserKnownHostsFile {loopback_sshd.known_hosts}\n")
+    spec = f"{loopback_sshd.user}@127.0.0.1:{loopback_sshd.port}"
+    _, out, err = run_cli(capsys, "board", "check", spec)
+    assert "Traceback" not in err and "cannot reach" not in out + err, out + err
+    assert "python " in out  # it connected and probed
+
+
 def test_no_key_at_all(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
                        capsys: pytest.CaptureFixture[str]) -> None:
     """No identity_file, no ~/.ssh/id_*, no agent: say so and how to make and install a key."""
