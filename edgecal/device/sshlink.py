@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+#: ssh's defaults besides those (ssh_config(5) GlobalKnownHostsFile / UserKnownHostsFile)
+OTHER_DEFAULT_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts2", "~/.ssh/known_hosts2")
 KEEPALIVE_S = 5.0
 
 
@@ -317,8 +319,9 @@ class SshLink:
         user = [USER_KNOWN_HOSTS, *str(ssh_cfg.get("userknownhostsfile", "")).split()]
         board_file = os.path.expanduser(self.target.known_hosts or "") or None
         lines: list[KnownHostLine] = []
-        files = dict.fromkeys(os.path.expanduser(p) for p in [*system, *user, board_file or ""]
-                              if p)
+        files = dict.fromkeys(os.path.expanduser(p) for p in [*system, *user,
+                                                              *OTHER_DEFAULT_KNOWN_HOSTS,
+                                                              board_file or ""] if p)
         for path in files:
             if not os.path.isfile(path):
                 continue

@@ -77,6 +77,18 @@ def test_marker_lines_do_not_crash(loopback_sshd: LoopbackSshd, tmp_path: Path, 
     assert "Traceback" not in err
 
 
+def test_known_hosts2_is_read(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """~/.ssh/known_hosts2 is one of ssh's default UserKnownHostsFile files."""
+    (home / ".ssh" / "known_hosts2").write_text(loopback_sshd.known_hosts.read_text())
+    empty = tmp_path / "kh"
+    empty.write_text("")
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
+                          known_hosts=str(empty))
+    code, _, err = hello(capsys, boards)
+    assert code == 0, err
+
+
 def test_revoked_key_is_refused(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     kh = tmp_path / "kh"
