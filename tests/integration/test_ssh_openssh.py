@@ -89,6 +89,29 @@ def test_known_hosts2_is_read(loopback_sshd: LoopbackSshd, tmp_path: Path, home:
     assert code == 0, err
 
 
+@pytest.fixture(scope="module")
+def two_key_sshd(tmp_path_factory: pytest.TempPathFactory,
+                 loopback_sshd: LoopbackSshd) -> Iterator[LoopbackSshd]:
+    """A second loopback sshd with an ed25519 and an RSA host key."""
+    server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd2"), rsa_host_key=True)
+    yield server
+    server.stop()
+
+
+def test_the_known_key_type_is_asked_for(two_key_sshd: LoopbackSshd, tmp_path: Path,
+                                         home: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """known_hosts has only the board's RSA key (through a wildcard): the server is asked
+    for RSA first, as ssh does, and the connection works; its ed25519 key is never offered
+    as a "changed" key."""
+    kh = tmp_path / "kh"
+    kh.write_text(f"[127.0.0.1]:* {two_key_sshd.rsa_host_pub}\n")
+    boards = write_boards(tmp_path / "b.toml", two_key_sshd, tmp_path / "wd",
+                          known_hosts=str(kh))
+    code, _, err = hello(capsys, boards)
+    assert code == 0, err
+
+
 def test_revoked_key_is_refused(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     kh = tmp_path / "kh"
