@@ -217,6 +217,39 @@ def test_accept_new_hashes_the_name_with_hash_known_hosts(
     assert hello(capsys, boards)[0] == 0
 
 
+def test_a_refused_connect_leaves_no_connection_open(loopback_sshd: LoopbackSshd,
+                                                     tmp_path: Path, home: Path) -> None:
+    """A refused host key or a refused login closes the SSH connection (fabric closes only
+    one it saw open): leaked ones are unauthenticated connections the board's sshd counts
+    against MaxStartups, and then drops new ones."""
+    import paramiko
+
+    from edgecal.device.ssh import SshDevice
+    from edgecal.device.sshlink import SshTarget
+    from edgecal.errors import TransportError
+
+    def transports() -> set[paramiko.Transport]:
+        return {t for t in threading.enumerate() if isinstance(t, paramiko.Transport)}
+
+    before = transports()
+    kh = tmp_path / "kh"
+    kh.write_text(f"* {other_pub(tmp_path)}\n")
+    stranger = tmp_path / "stranger"
+    keygen(stranger, "not-authorized")
+    base = dict(name=BOARD, host=loopback_sshd.host, port=loopback_sshd.port,
+                user=loopback_sshd.user, ssh_config=str(loopback_sshd.ssh_config),
+                connect_timeout_s=5)
+    for over in ({"known_hosts": str(kh), "identity_file": str(loopback_sshd.client_key)},
+                 {"known_hosts": str(loopback_sshd.known_hosts),
+                  "identity_file": str(stranger)}):
+        with pytest.raises(TransportError):
+            SshDevice(SshTarget(**base, **over), workdir=str(tmp_path / "wd"))  # type: ignore[arg-type]
+    left = transports() - before
+    for t in left:
+        t.join(10)
+    assert [t for t in left if t.is_alive()] == []
+
+
 # -- identity_file is the only key ---------------------------------------------------------------
 @pytest.fixture
 def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
