@@ -18,7 +18,8 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     [groups]
     fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
 
-``--device NAME`` picks a board of that file; ``--device user@host[:port]`` needs no file;
+``--device NAME`` picks a board of that file, else a ``Host NAME`` of ``~/.ssh/config``;
+``--device user@host[:port]`` needs no file;
 ``--device local`` (the default) is this machine.  Errors name the file and the key.
 """
 
@@ -302,8 +303,12 @@ def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
         host = m["host"].strip("[]")
         return Board(name=spec, host=host, user=m["user"],
                      port=int(m["port"]) if m["port"] else None)
-    where = f"boards file {boards}" if boards is not None else "no boards file"
+    from edgecal.device.sshconfig import USER_SSH_CONFIG, is_ssh_alias
+
+    if is_ssh_alias(spec):  # a Host of ~/.ssh/config: fabric reads its HostName, User, ...
+        return Board(name=spec, host=spec)
+    where = f"not a board of {boards}" if boards is not None else "no boards file"
     raise UsageError(
-        f"unknown device {spec!r} ({where})",
-        hint=f"name a board of the boards file (--boards FILE or {BOARDS_ENV}), give "
-             "user@host[:port], or use --device local")
+        f"unknown device {spec!r} ({where}, and no `Host {spec}` in {USER_SSH_CONFIG})",
+        hint=f"name a board of the boards file (--boards FILE or {BOARDS_ENV}), a Host of "
+             f"{USER_SSH_CONFIG}, give user@host[:port], or use --device local")

@@ -25,6 +25,7 @@ from edgecal.cliargs import err as _err
 from edgecal.clihelp import ArgumentParser
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.inputs import make_sample_source, read_list
+from edgecal.logsetup import configure_logging
 from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.outputs import Output, check_outputs, input_paths, sample_inputs
@@ -369,8 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     args.argv = argv  # what run directories record
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="edgecal: %(message)s", stream=sys.stderr)
+    configure_logging(args.debug)  # libraries that log secrets stay at WARNING
     from edgecal.interrupt import Terminated, sigterm_raises
 
     try:

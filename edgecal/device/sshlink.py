@@ -2,11 +2,17 @@
 
 Knows bytes and processes, nothing about calibration or the agent protocol:
 
-* host keys are checked strictly: the system, user and board ``known_hosts`` files (and any
-  ``UserKnownHostsFile`` of ``~/.ssh/config``) are loaded and paramiko's ``RejectPolicy``
-  refuses an unknown key (fabric's default ``AutoAddPolicy`` is replaced).  With
-  ``accept_new_host_key`` an *unknown* key is accepted and recorded; a *changed* key is always
-  refused (paramiko raises ``BadHostKeyException`` before any policy is asked);
+* host keys are checked strictly, as ``ssh`` does: the system, user and board ``known_hosts``
+  files (and any ``UserKnownHostsFile`` of ``~/.ssh/config``) are read by
+  :mod:`edgecal.device.knownhosts` (``@revoked``, ``@cert-authority``, wildcard and hashed
+  host patterns; paramiko's own reader crashes on markers and knows no wildcards) and every
+  offered key is judged there (fabric's default ``AutoAddPolicy`` is replaced).  With
+  ``accept_new_host_key`` a key of a host that *no* line matches is accepted and recorded; a
+  host with any known key (of any type, through any pattern) is never given a new one, and a
+  revoked key is always refused;
+* ``identity_file`` is the only key tried (as OpenSSH's ``IdentitiesOnly``): no ssh-agent key,
+  no ``~/.ssh/id_*``, no ``IdentityFile`` of ``~/.ssh/config`` or fabric's config; an encrypted
+  one is used through ssh-agent's copy of that same key (edgecal never asks for passphrases);
 * ``~/.ssh/config`` aliases, users, ports and keys are honoured (fabric's ``Config``);
 * connect, banner, auth and channel timeouts are always set, and every command has one;
 * every remote command is an argv list joined with :func:`shlex.join`: names are data;
@@ -33,12 +39,24 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
+from edgecal.device.knownhosts import (
+    KnownHostLine,
+    Verdict,
+    check_host_key,
+    fingerprint_blob,
+    hash_name,
+    known_key_types,
+    parse_known_hosts,
+)
+from edgecal.device.knownhosts import known_hosts_name as _kh_name
 from edgecal.errors import HostKeyError, TransportError
 
 log = logging.getLogger(__name__)
 
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+#: ssh's defaults besides those (ssh_config(5) GlobalKnownHostsFile / UserKnownHostsFile)
+OTHER_DEFAULT_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts2", "~/.ssh/known_hosts2")
 KEEPALIVE_S = 5.0
 
 
@@ -74,45 +92,56 @@ class RunResult:
 
 def fingerprint(key: paramiko.PKey) -> str:
     """``SSH-ED25519 SHA256:...``, as ``ssh-keygen -l`` prints it."""
-    import hashlib
-
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"{key.get_name()} SHA256:{digest}"
+    return fingerprint_blob(key.get_name(), key.asbytes())
 
 
 def known_hosts_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
+    return _kh_name(host, port)
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
-        super().__init__(f"{hostname} not found in known_hosts")
+class _HostKeyRefused(paramiko.SSHException):
+    """The offered key is not accepted: ``verdict`` says why (unknown, changed, revoked,
+    only a certificate authority)."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey, verdict: Verdict) -> None:
+        super().__init__(f"host key of {hostname}: {verdict.status}")
         self.hostname = hostname
         self.key = key
+        self.verdict = verdict
 
 
-class _Reject(paramiko.MissingHostKeyPolicy):
-    """paramiko's RejectPolicy, keeping the offered key for the error message."""
+class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
+    """Every offered key comes here (paramiko's own host-key store stays empty): the
+    known_hosts lines decide (:func:`check_host_key`).  ``record_to``: where a key of a host
+    that no line matches is accepted and recorded (``--accept-new-host-key``), else None."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(hostname, key)
-
-
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """Accept an unknown key and append it to ``record_to`` (never used for a changed key)."""
-
-    def __init__(self, record_to: Path, board: str) -> None:
+    def __init__(self, lines: list[KnownHostLine], record_to: Path | None, board: str,
+                 hash_names: bool = False) -> None:
+        self.lines = lines
         self.record_to = record_to
         self.board = board
+        #: ``HashKnownHosts yes`` in ssh_config: record ``|1|salt|hash`` names
+        self.hash_names = hash_names
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
+        verdict = check_host_key(self.lines, hostname, key.get_name(), key.asbytes())
+        if verdict.status == "ok":
+            return
+        if verdict.status in ("unknown", "ca-only") and self.record_to is not None:
+            self._record(hostname, key)
+            return
+        raise _HostKeyRefused(hostname, key, verdict)
+
+    def _record(self, hostname: str, key: paramiko.PKey) -> None:
+        assert self.record_to is not None
         self.record_to.parent.mkdir(parents=True, exist_ok=True)
+        name = hash_name(hostname, os.urandom(20)) if self.hash_names else hostname
+        text = f"{name} {key.get_name()} {key.get_base64()}\n"
         fd = os.open(self.record_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a", encoding="ascii") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            fh.write(text)
+        self.lines.extend(parse_known_hosts(text, str(self.record_to)))
         log.warning("%s: accepted the new host key %s of %s and recorded it in %s",
                      self.board, fingerprint(key), hostname, self.record_to)
 
@@ -258,15 +287,22 @@ class SshLink:
             "auth_timeout": target.connect_timeout_s,
             "channel_timeout": target.connect_timeout_s,
         }
-        if target.identity_file:
-            # hermetic: exactly the board's key, no agent, no ~/.ssh/id_* guessing
-            connect_kwargs.update(key_filename=[os.path.expanduser(target.identity_file)],
-                                  look_for_keys=False, allow_agent=False)
         self.conn = Connection(
             target.host, user=target.user, port=target.port, config=cfg,
             connect_timeout=max(1, round(target.connect_timeout_s)),
             connect_kwargs=connect_kwargs,
         )
+        if target.identity_file:
+            # IdentitiesOnly: exactly the board's key.  Set after fabric merged its config's
+            # and ~/.ssh/config's IdentityFile keys into key_filename.
+            self.conn.connect_kwargs.update(
+                key_filename=[os.path.expanduser(target.identity_file)],
+                look_for_keys=False, allow_agent=False)
+            self.conn.connect_kwargs.pop("pkey", None)
+        elif str(self.conn.ssh_config.get("identitiesonly", "")).lower() == "yes":
+            self.conn.connect_kwargs.update(look_for_keys=False, allow_agent=False)
+        self.conn.connect_kwargs["transport_factory"] = self._new_transport
+        self._identity_checked = False
         self._sftp: paramiko.SFTPClient | None = None
         #: set when the watchdog closed a silent connection
         self.lost = False
@@ -278,29 +314,99 @@ class SshLink:
         return f"{self.conn.user}@{self.conn.host}:{self.conn.port}"
 
     def _setup_host_keys(self) -> None:
-        client: paramiko.SSHClient = self.conn.client
         ssh_cfg = self.conn.ssh_config
         system = [SYSTEM_KNOWN_HOSTS, *str(ssh_cfg.get("globalknownhostsfile", "")).split()]
         user = [USER_KNOWN_HOSTS, *str(ssh_cfg.get("userknownhostsfile", "")).split()]
-        # system_host_keys are only read; host_keys is where an accepted key is recorded
-        for path in dict.fromkeys(os.path.expanduser(p) for p in [*system, *user] if p):
-            if os.path.isfile(path):
-                try:
-                    client.load_system_host_keys(path)
-                except (OSError, paramiko.SSHException) as e:
-                    log.warning("%s: cannot read %s: %s", self.name, path, e)
-        board_file = self.target.known_hosts
-        if board_file:
-            board_file = os.path.expanduser(board_file)
-            if os.path.isfile(board_file):
-                client.get_host_keys().load(board_file)
-        self.known_hosts_files = [p for p in [*system, *user, board_file or ""]
-                                  if p and os.path.isfile(os.path.expanduser(p))]
-        if self.target.accept_new_host_key:
-            record = Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
-            client.set_missing_host_key_policy(_AcceptNew(record, self.name))
-        else:
-            client.set_missing_host_key_policy(_Reject())
+        board_file = os.path.expanduser(self.target.known_hosts or "") or None
+        lines: list[KnownHostLine] = []
+        files = dict.fromkeys(os.path.expanduser(p) for p in [*system, *user,
+                                                              *OTHER_DEFAULT_KNOWN_HOSTS,
+                                                              board_file or ""] if p)
+        for path in files:
+            if not os.path.isfile(path):
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    text = fh.read().decode("utf-8", "replace")
+            except OSError as e:
+                log.warning("%s: cannot read %s: %s", self.name, path, e.strerror or e)
+                continue
+            lines.extend(parse_known_hosts(text, path))
+        self.known_hosts_files = [p for p in files if os.path.isfile(p)]
+        self.known_hosts_lines = lines
+        record = (Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
+                  if self.target.accept_new_host_key else None)
+        # paramiko's own host-key store stays empty: every offered key goes to the policy
+        hash_names = str(ssh_cfg.get("hashknownhosts", "")).lower() == "yes"
+        self.conn.client.set_missing_host_key_policy(
+            _CheckKnownHosts(lines, record, self.name, hash_names))
+
+    def _new_transport(self, sock: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
+        """paramiko's Transport, asking the server first for a key type known_hosts has for
+        it (as ssh does), so a board with several host keys offers the one we know."""
+        t = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
+        known = known_key_types(self.known_hosts_lines,
+                                known_hosts_name(self.conn.host, self.conn.port))
+        opts = t.get_security_options()
+        have = list(opts.key_types)
+        first: list[str] = []
+        for kt in known:
+            names = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa") if kt == "ssh-rsa" else (kt,)
+            first += [n for n in names if n in have and n not in first]
+        if first:
+            opts.key_types = first + [n for n in have if n not in first]
+        return t
+
+    def _encrypted_key(self) -> str | None:
+        """The first encrypted key paramiko tried: an IdentityFile, else ~/.ssh/id_*."""
+        given = self.conn.connect_kwargs.get("key_filename") or []
+        defaults = [f"~/.ssh/id_{t}" for t in ("rsa", "ecdsa", "ed25519")]
+        for path in [*given, *defaults]:
+            full = os.path.expanduser(path)
+            if os.path.isfile(full) and _key_state(full) == "encrypted":
+                return full
+        return None
+
+    def _check_identity(self) -> None:
+        """The boards file's ``identity_file``: it exists; an encrypted one (edgecal never asks
+        for a passphrase) is used through ssh-agent's copy of that same key.  Without one, an
+        ``IdentityFile`` of ssh_config that does not exist is skipped, as ssh does (paramiko
+        would stop at it with ``FileNotFoundError``)."""
+        if self._identity_checked:
+            return
+        if not self.target.identity_file:
+            given = self.conn.connect_kwargs.get("key_filename") or []
+            present = [k for k in given if os.path.isfile(os.path.expanduser(k))]
+            for k in given:
+                if k not in present:
+                    log.info("%s: IdentityFile %s does not exist; skipped", self.name, k)
+            self.conn.connect_kwargs["key_filename"] = present
+            self._identity_checked = True
+            return
+        path = os.path.expanduser(self.target.identity_file)
+        where = "identity_file"
+        if not os.path.isfile(path):
+            raise TransportError(
+                f"{self.name}: the SSH key {path} ({where}) does not exist",
+                hint="fix identity_file in the boards file, or create the key with "
+                     f"`ssh-keygen -t ed25519 -f {path}` and install it on the board with "
+                     f"`ssh-copy-id -i {path} -p {self.conn.port} "
+                     f"{self.conn.user}@{self.conn.host}`")
+        state = _key_state(path)
+        if state == "encrypted":
+            agent_key = _agent_copy(path)
+            if agent_key is None:
+                raise TransportError(
+                    f"{self.name}: the SSH key {path} ({where}) is encrypted (it needs its "
+                    "passphrase) and ssh-agent holds no copy of it; edgecal does not ask for "
+                    "passphrases", hint=_encrypted_fix(path))
+            self.conn.connect_kwargs.update(pkey=agent_key, key_filename=[])
+        elif state != "ok":
+            raise TransportError(
+                f"{self.name}: the SSH key {path} ({where}) cannot be read: {state}",
+                hint="identity_file must name a private key (OpenSSH or PEM format: RSA, "
+                     "ECDSA or Ed25519), not its .pub")
+        self._identity_checked = True
 
     # -- connection ------------------------------------------------------------------------------
     def is_active(self) -> bool:
@@ -314,9 +420,12 @@ class SshLink:
             with contextlib.suppress(Exception):
                 self.conn.close()
             self._sftp = None
+        self._check_identity()
         try:
             self.conn.open()
         except Exception as e:
+            with contextlib.suppress(Exception):
+                self.conn.client.close()  # see close()
             self.fail(e, "connecting")
         t = self.conn.client.get_transport()
         if t is not None:
@@ -363,12 +472,14 @@ class SshLink:
                 hint=f"if the board was reinstalled, verify its new key and remove the old one "
                      f"with `ssh-keygen -R '{kh}' -f {kh_file}`; --accept-new-host-key never "
                      "replaces a changed key") from e
-        if isinstance(e, _UnknownHostKey):
-            raise HostKeyError(
-                f"{name}: the SSH host key of {addr} ({fingerprint(e.key)}) is unknown; refused",
-                hint=f"check the fingerprint on the board (`ssh-keygen -lf "
-                     f"/etc/ssh/ssh_host_ed25519_key.pub`), then add it to {kh_file} or rerun "
-                     "once with --accept-new-host-key") from e
+        if isinstance(e, _HostKeyRefused):
+            raise _host_key_error(name, addr, kh, kh_file, e) from e
+        if isinstance(e, paramiko.PasswordRequiredException):
+            key = self.target.identity_file or self._encrypted_key() or "KEY"
+            raise TransportError(
+                f"{name}: the SSH key {key} is encrypted (it needs its passphrase) and ssh-agent "
+                "holds no copy of it; edgecal does not ask for passphrases",
+                hint=_encrypted_fix(key)) from e
         if isinstance(e, paramiko.AuthenticationException):
             key = self.target.identity_file or "your SSH keys / ssh-agent"
             raise TransportError(
@@ -392,6 +503,27 @@ class SshLink:
                 f"{name}: cannot reach {addr} while {what}: {e}",
                 hint="check that the board is on and sshd runs there, and the host/port in "
                      "the boards file (`ssh -p PORT USER@HOST` should work)") from e
+        text = str(e)
+        # paramiko: the banner wait ran out, or the handshake wait (as long) ran out first
+        # and the next step finds no session
+        if isinstance(e, paramiko.SSHException) and (
+                "protocol banner" in text
+                or (what == "connecting" and "No existing session" in text)):
+            raise TransportError(
+                f"{name}: {addr} accepted the connection but sent no SSH banner (or did not "
+                f"finish the SSH handshake) within {self.target.connect_timeout_s:g} s",
+                hint=f"check that port {port} is the board's sshd and not another service; a "
+                     "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
+                     "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
+                     "connect_timeout_s in the boards file") from e
+        if isinstance(e, paramiko.SSHException) and "No authentication methods" in text:
+            raise TransportError(
+                f"{name}: no SSH key to log in to {addr} with: no identity_file for this board, "
+                "no IdentityFile in ~/.ssh/config, no ~/.ssh/id_ed25519|id_ecdsa|id_rsa and no "
+                "key in ssh-agent",
+                hint=f"create a key (`ssh-keygen -t ed25519`) and install it on the board "
+                     f"(`ssh-copy-id -p {port} {self.conn.user}@{self.conn.host}`), or set "
+                     "`identity_file = ...` for the board in the boards file") from e
         if isinstance(e, (paramiko.SSHException, EOFError)):
             raise TransportError(
                 f"{name}: SSH failure with {addr} while {what}: {e or type(e).__name__}",
@@ -412,6 +544,11 @@ class SshLink:
             self._sftp = None
         with contextlib.suppress(Exception):
             self.conn.close()
+        # fabric closes only a connection it saw open: a connect that failed after the SSH
+        # handshake (a refused host key, failed auth) leaves paramiko's transport running, an
+        # unauthenticated connection the board's sshd counts against MaxStartups
+        with contextlib.suppress(Exception):
+            self.conn.client.close()
 
     # -- commands --------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, timeout_s: float | None = None,
@@ -474,6 +611,82 @@ class SshLink:
         except (paramiko.SSHException, EOFError, TimeoutError) as e:
             self._sftp = None
             self.fail(e, what)
+
+
+def _key_state(path: str) -> str:
+    """``ok``, ``encrypted`` or why the private key file cannot be used, found as paramiko's
+    ``SSHClient`` loads a ``key_filename`` (each key class in turn)."""
+    why = "not a private key"
+    for cls in (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key):
+        try:
+            cls.from_private_key_file(path)
+            return "ok"
+        except paramiko.PasswordRequiredException:
+            return "encrypted"
+        except paramiko.SSHException as e:
+            why = str(e) or why
+        except TypeError as e:  # cryptography: "password-protected, but no password"
+            return "encrypted" if "password" in str(e).lower() else str(e)
+        except (OSError, ValueError) as e:
+            return str(e)
+    return why
+
+
+def _agent_copy(path: str) -> paramiko.PKey | None:
+    """ssh-agent's copy of the key ``path`` (matched by its ``.pub`` file), if it has one."""
+    try:
+        with open(path + ".pub", encoding="ascii", errors="replace") as fh:
+            blob = base64.b64decode(fh.read().split()[1], validate=True)
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        for key in paramiko.Agent().get_keys():
+            if key.asbytes() == blob:
+                return key
+    except paramiko.SSHException:
+        return None
+    return None
+
+
+def _encrypted_fix(path: str) -> str:
+    return (f"load it into ssh-agent once per session (`eval $(ssh-agent)` if none runs, then "
+            f"`ssh-add {path}`): edgecal then uses the agent's copy of exactly this key; or "
+            f"remove its passphrase (`ssh-keygen -p -f {path}`)")
+
+
+def _host_key_error(name: str, addr: str, kh: str, kh_file: str,
+                    e: _HostKeyRefused) -> HostKeyError:
+    """The error for a key the known_hosts lines refuse (see :func:`check_host_key`)."""
+    offered = fingerprint(e.key)
+    line = e.verdict.line
+    status = e.verdict.status
+    check = ("check the fingerprint on the board (`ssh-keygen -lf "
+             "/etc/ssh/ssh_host_ed25519_key.pub`)")
+    if status == "revoked" and line is not None:
+        return HostKeyError(
+            f"{name}: the SSH host key of {addr} ({offered}) is REVOKED by {line.where} "
+            "(@revoked); refused", hint="the board must get a new host key (on the board: "
+                                        "remove /etc/ssh/ssh_host_* and run `ssh-keygen -A`); "
+                                        f"{check}, then add it to {kh_file}")
+    if status == "changed" and line is not None:
+        known = fingerprint_blob(line.keytype, line.blob)
+        return HostKeyError(
+            f"{name}: the SSH host key of {addr} has CHANGED: the board offers {offered}, "
+            f"{line.where} has {known} for it (host pattern {line.hosts!r}); refused "
+            "(someone may be intercepting the connection, or the board was reinstalled)",
+            hint=f"if the board was reinstalled, {check} and remove the old key: "
+                 f"`ssh-keygen -R '{kh}' -f {line.path}`, or edit {line.where} when it is a "
+                 "pattern for several hosts; --accept-new-host-key never replaces a known key")
+    if status == "ca-only" and line is not None:
+        return HostKeyError(
+            f"{name}: the SSH host key of {addr} ({offered}) is unknown: only the "
+            f"@cert-authority line {line.where} matches the host, and edgecal does not support "
+            "host certificates; refused",
+            hint=f"{check}, then add the plain key to {kh_file} or rerun once with "
+                 "--accept-new-host-key")
+    return HostKeyError(
+        f"{name}: the SSH host key of {addr} ({offered}) is unknown; refused",
+        hint=f"{check}, then add it to {kh_file} or rerun once with --accept-new-host-key")
 
 
 def _ask_server(t: paramiko.Transport, answered: threading.Event) -> None:

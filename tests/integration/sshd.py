@@ -42,8 +42,8 @@ def ensure_openssh() -> str | None:
     return None if os.path.exists(SSHD) else "apt-get could not install openssh-server"
 
 
-def keygen(path: Path, comment: str) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f",
+def keygen(path: Path, comment: str, kind: str = "ed25519") -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f",
                     str(path)], check=True)
     return Path(f"{path}.pub").read_text()
 
@@ -61,15 +61,21 @@ class LoopbackSshd:
 
     host = "127.0.0.1"
 
+    #: "ssh-rsa AAAA..." when started with ``rsa_host_key=True`` (a second host key)
+    rsa_host_pub: str = ""
+
     @classmethod
-    def start(cls, dir: Path) -> LoopbackSshd:
+    def start(cls, dir: Path, *, rsa_host_key: bool = False) -> LoopbackSshd:
         dir.mkdir(parents=True, exist_ok=True)
         os.chmod(dir, 0o755)
-        for f in ("host_ed25519", "host_ed25519.pub", "id_ed25519", "id_ed25519.pub"):
+        for f in ("host_ed25519", "host_ed25519.pub", "id_ed25519", "id_ed25519.pub",
+                  "host_rsa", "host_rsa.pub"):
             with contextlib.suppress(FileNotFoundError):
                 (dir / f).unlink()
         host_pub = " ".join(keygen(dir / "host_ed25519", "edgecal-test-host").split()[:2])
         client_pub = keygen(dir / "id_ed25519", "edgecal-test-client")
+        rsa_pub = (" ".join(keygen(dir / "host_rsa", "edgecal-test-host", "rsa").split()[:2])
+                   if rsa_host_key else "")
         (dir / "authorized_keys").write_text(client_pub)
         os.chmod(dir / "authorized_keys", 0o600)
         if os.geteuid() == 0:
@@ -80,6 +86,7 @@ class LoopbackSshd:
         conf.write_text(
             f"ListenAddress 127.0.0.1:{port}\n"
             f"HostKey {dir / 'host_ed25519'}\n"
+            + (f"HostKey {dir / 'host_rsa'}\n" if rsa_host_key else "") +
             f"PidFile {dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {dir / 'authorized_keys'}\n"
             "AuthenticationMethods publickey\n"
@@ -114,7 +121,9 @@ class LoopbackSshd:
         known.write_text(f"[127.0.0.1]:{port} {host_pub}\n")
         ssh_config = dir / "ssh_config"
         ssh_config.write_text("")
-        return cls(dir, port, user, host_pub, dir / "id_ed25519", known, ssh_config, proc)
+        server = cls(dir, port, user, host_pub, dir / "id_ed25519", known, ssh_config, proc)
+        server.rsa_host_pub = rsa_pub
+        return server
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -172,7 +172,10 @@ def test_accept_new_host_key_records_it(loopback_sshd: LoopbackSshd, tmp_path: P
                            "--accept-new-host-key")
     assert code == 0, err
     assert loopback_sshd.host_pub.split()[1] in kh.read_text()
-    assert f"[127.0.0.1]:{loopback_sshd.port}" in kh.read_text()
+    # under this host's name (hashed where ssh_config says HashKnownHosts yes): ssh finds it
+    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{loopback_sshd.port}", "-f",
+                            str(kh)], capture_output=True, text=True)
+    assert loopback_sshd.host_pub in found.stdout
     # recorded: the next run needs no flag
     assert run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards))[0] == 0
 
