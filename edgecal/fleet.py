@@ -31,7 +31,7 @@ _fleets = itertools.count(1)
 
 #: Agent error kinds that mean the job itself is wrong (every board would fail it the same).
 JOB_ERRORS = frozenset({"BadRequest", "ModelLoadError", "BlobNotFound", "InputError",
-                        "ProtocolMismatch", "ExtractError"})
+                        "ProtocolMismatch", "ExtractError", "NonFiniteActivation"})
 
 
 @dataclass(frozen=True)

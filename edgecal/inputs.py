@@ -147,7 +147,25 @@ def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
             hint=f"--shape is given in ncnn order w,h,(d),c: {','.join(map(str, spec.shape))}"
             f" means a numpy array of shape {want}",
         )
+    check_finite_sample(arr, path)
     return np.ascontiguousarray(arr)
+
+
+def check_finite_sample(arr: np.ndarray, path: Path) -> None:
+    """Refuse a float sample holding NaN or inf: ncnn would carry it into every activation
+    (a NaN sample is never dropped silently, an inf one never widens a blob's range)."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    n_nan = int(np.count_nonzero(np.isnan(arr)))
+    n_inf = int(arr.size - np.count_nonzero(finite)) - n_nan
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    what = ", ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+    raise ImageError(
+        f"npy sample {path} holds {what} value(s) (first at index {first}); calibration "
+        "needs finite inputs",
+        hint="fix the sample (e.g. numpy.nan_to_num) or remove it from the list",
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.device import capture
 from edgecal.device.base import Device
-from edgecal.errors import CalibrationError, ProtocolError
+from edgecal.errors import AgentError, CalibrationError, ProtocolError
 from edgecal.fleet import Fleet, Job, RetryPolicy
 from edgecal.histfile import HistogramSet
 from edgecal.inputs import SampleSource
@@ -152,8 +152,13 @@ def measure(
             params = capture.absmax_request(dev, model.param_path, model.bin_path,
                                             source.specs, [u.path], blobs, runtime=runtime,
                                             threads=threads)
-            return capture.parse_absmax(dev, dev.run_job("absmax", params, job_id=job_id,
-                                                         progress=tick), blobs)
+            try:
+                job = dev.run_job("absmax", params, job_id=job_id, progress=tick)
+            except AgentError as e:
+                if e.kind == "NonFiniteActivation":
+                    raise nonfinite_error(e, model, source, plan[u.index].start) from None
+                raise
+            return capture.parse_absmax(dev, job, blobs)
 
         def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
             job = dev.collect_job(job_id)
@@ -245,6 +250,38 @@ def measure(
         },
     )
     return hs, shard_paths, timings
+
+
+def nonfinite_error(e: AgentError, model: Model, source: SampleSource,
+                    start: int) -> CalibrationError:
+    """The agent's ``NonFiniteActivation`` (sample indices within one shard starting at sample
+    ``start``) as an error naming the blobs, their layers and the sample files."""
+    names = source.sample_names()
+    users: dict[str, list[str]] = {}
+    for layer in model.calibrated_layers:
+        users.setdefault(layer.bottoms[0], []).append(layer.name)
+    entries = e.details.get("samples")
+    lines: list[str] = []
+    if isinstance(entries, list):
+        for entry in entries[:10]:
+            try:
+                i, blob, n_nan, n_inf = int(entry[0]), str(entry[1]), int(entry[2]), int(entry[3])
+                sample = names[start + i]
+            except (TypeError, ValueError, IndexError):
+                continue
+            what = ", ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+            lines.append(f"  blob {blob} (input of {', '.join(users.get(blob, ['?']))}): "
+                         f"{what} on sample {sample}")
+        if len(entries) > 10:
+            lines.append(f"  ... {len(entries) - 10} more in this shard")
+    if not lines:
+        return CalibrationError(f"{model.param_path}: {e.message}",
+                                hint="check the model's weights and the samples")
+    return CalibrationError(
+        f"{model.param_path}: activations are NaN or inf, no scale can be computed:\n"
+        + "\n".join(lines),
+        hint="check those samples and the weights of the layers before these blobs "
+        "(a NaN/inf weight, or values overflowing float32); remove a bad sample from the list")
 
 
 def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:

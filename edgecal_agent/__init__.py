@@ -4,7 +4,7 @@ Depends only on the Python standard library, numpy and (lazily) ncnn, and runs o
 It never imports ``edgecal``; ``edgecal`` imports :mod:`edgecal_agent.protocol` for the schema.
 """
 
-__version__ = "0.2.3"
+__version__ = "0.2.4"
 
 #: Major protocol version.  Host and agent refuse to talk across different majors; additions
 #: within a major are optional fields (agent 0.2.0: the ``run`` op's ``timed``/``latency_s``).

@@ -80,7 +80,8 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
             kind = "ProtocolMismatch"
         response = Response(op=op, job_id=job_id, ok=False,
                             error=ErrorInfo(kind=kind, message=str(e),
-                                            traceback=traceback.format_exc()))
+                                            traceback=traceback.format_exc(),
+                                            details=getattr(e, "details", None) or {}))
     timing["total"] = time.perf_counter() - t_start
     response = Response(
         op=response.op, job_id=job_id, ok=response.ok, agent_version=edgecal_agent.__version__,

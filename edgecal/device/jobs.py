@@ -65,7 +65,7 @@ def raise_for_error(response: Response, device_name: str,
     raise AgentError(
         f"{device_name}: job {response.job_id} ({response.op}) failed in the agent: "
         f"{err.kind}: {err.message}",
-        kind=err.kind, remote_traceback=err.traceback,
+        kind=err.kind, remote_traceback=err.traceback, details=dict(err.details),
         hint=hints.get(err.kind, "run with --debug to see the agent's traceback"))
 
 

@@ -306,6 +306,28 @@ def test_wrong_input_shape_is_an_input_error(device: Device, cases: dict[str, Ca
     assert info.value.kind == "InputError"
 
 
+def test_nonfinite_activation_is_a_job_error_naming_blob_and_sample(
+        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    """A finite but huge input overflows the first conv to inf: the abs-max job fails with
+    per-sample, per-blob counts (today: inf abs-max, then a JSON ValueError on the host)."""
+    case = cases["npy"]
+    samples = [case.samples[0], (np.full((3, 6, 10), 3e38, np.float32),), case.samples[1]]
+    shards = write_shards(samples, case.specs, tmp_path)
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, case.param, case.bin, case.specs, shards, case.blobs)
+    e = info.value
+    assert e.kind == "NonFiniteActivation" and e.kind in JOB_ERRORS
+    entries = e.details["samples"]
+    assert entries and {entry[0] for entry in entries} == {1}  # only the second sample
+    assert {entry[1] for entry in entries} <= set(case.blobs)
+    assert all(entry[2] + entry[3] > 0 for entry in entries)
+    assert "inf" in str(e)
+    # the clean samples alone still work on the same agent
+    clean = write_shards([case.samples[0]], case.specs, tmp_path / "clean")
+    got = capture_absmax(device, case.param, case.bin, case.specs, clean, case.blobs)
+    assert all(np.isfinite(v[0]) for v in got.values())
+
+
 def test_job_timeout_raises_device_error(device: Device) -> None:
     t0 = time.monotonic()
     with pytest.raises(DeviceError) as info:
