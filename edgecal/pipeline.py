@@ -22,6 +22,7 @@ from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.calib.weightcheck import refuse_nonfinite_weights
 from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.device import capture
 from edgecal.device.base import Device
@@ -428,6 +429,8 @@ def calibrate(
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}", hint="use kl, aciq or eq")
     progress = progress or _no_progress
+    refuse_nonfinite_weights(((layer, model.weights.get(layer.name, {}))
+                              for layer in model.param.layers), str(model.param_path))
     devices = [device] if isinstance(device, Device) else list(device)
     if not devices:
         raise CalibrationError("no device to calibrate on")

@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecal.calib.table import CalibrationTable, is_weight_key, weight_key
+from edgecal.calib.table import (
+    CalibrationTable,
+    is_weight_key,
+    refuse_unusable_scales,
+    weight_key,
+)
 from edgecal.errors import ConversionError, TableError
 from edgecal.int8.fusion import fuse_requantize
 from edgecal.int8.quantize import absmax_scales, quantize_rows, quantize_tensor
@@ -83,6 +88,13 @@ def _check_table(pf: ParamFile, table: CalibrationTable) -> None:
             + ", ".join(missing),
             hint="the table was made for another model",
         )
+
+
+def used_table_keys(table: CalibrationTable, quantized: Sequence[str]) -> list[str]:
+    """The table records a conversion that quantized ``quantized`` read, in table order."""
+    owners = set(quantized)
+    return [k for k in table
+            if (k.rsplit("_param_", 1)[0] if is_weight_key(k) else k) in owners]
 
 
 def _scales(table: CalibrationTable, layer: Layer, index: int, expected: int) -> np.ndarray | None:
@@ -275,8 +287,13 @@ def quantize_model(
     weights: dict[str, LayerWeights],
     table: CalibrationTable | None,
     keep_fp32: Sequence[str] = (),
+    check_scales: bool = True,
 ) -> tuple[str, bytes, ConversionReport]:
-    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report."""
+    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report.
+
+    ``check_scales``: refuse a table whose records used by the conversion hold a scale that is
+    zero, negative, NaN or inf (:func:`refuse_unusable_scales`); ``False`` converts them as
+    ncnn2int8 does."""
     names = [layer.name for layer in pf.layers]
     unknown = [k for k in keep_fp32 if k not in names]
     if unknown:
@@ -330,6 +347,8 @@ def quantize_model(
                 )
                 st.report.kept_float.append(layer.name)
 
+    if table is not None and check_scales:
+        refuse_unusable_scales(table, used_table_keys(table, st.report.quantized))
     for producer, consumer, top in fuse_requantize(layers, st.int8, st.bottom_scales):
         st.put_raw(layers[names.index(producer)], "top_scale", top)
         st.report.fused.append((producer, consumer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,58 @@ def test_overflowing_activation_names_blob_layer_and_sample(
     assert "s05.npy" in err and "inf" in err and "convrelu_1" in err, err
     assert "s04.npy" not in err
     assert not (work / "out.table").exists()
+
+
+def _set_weight(binf: Path, offset: int, value: float) -> None:
+    data = bytearray(binf.read_bytes())
+    struct.pack_into("<f", data, offset, value)
+    binf.write_bytes(bytes(data))
+
+
+# npy/model.bin (fp32): linear_6's weight record (tag + 4x128 floats) starts at byte 36428
+LINEAR6_WEIGHT = 36432
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_calibrate_refuses_a_nonfinite_weight(work: Path, capsys: pytest.CaptureFixture[str],
+                                              value: float) -> None:
+    """Today a -inf weight in the last layer writes `linear_6_param_0 0.000000 ...` and exits 0."""
+    _set_weight(work / "npy" / "model.bin", LINEAR6_WEIGHT + 4 * 7, value)
+    code, err = run(calibrate_npy(), capsys)
+    assert code == 1, err
+    assert "linear_6" in err and "element 7" in err and "model.param" in err, err
+    assert not (work / "out.table").exists()
+
+
+def _table_with(work: Path, line: int, value: str) -> Path:
+    table = work / "digits" / "kl.table"
+    lines = table.read_text().splitlines(keepends=True)
+    key, _, rest = lines[line - 1].split(" ", 2)
+    lines[line - 1] = f"{key} {value} {rest}"
+    table.write_text("".join(lines))
+    return table
+
+
+@pytest.mark.parametrize("value", ["inf", "0.000000", "-3.5", "nan"])
+@pytest.mark.parametrize("command", ["quantize", "ncnn2int8"])
+def test_quantize_refuses_an_unusable_scale_naming_table_and_line(
+        work: Path, capsys: pytest.CaptureFixture[str], value: str, command: str) -> None:
+    _table_with(work, 2, value)  # convdwrelu_0_param_0's first weight scale
+    model = ["digits/model.param", "digits/model.bin", "o.param", "o.bin"]
+    argv = [command, *model, *(["--table", "digits/kl.table"] if command == "quantize"
+                               else ["digits/kl.table"])]
+    code, err = run(argv, capsys)
+    assert code == 1, err
+    assert "digits/kl.table: line 2: convdwrelu_0_param_0" in err, err
+    assert "--keep-fp32 convdwrelu_0" in err
+    assert not (work / "o.param").exists() and not (work / "o.bin").exists()
+
+
+def test_a_bad_scale_in_a_line_the_conversion_skips_is_accepted(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _table_with(work, 2, "inf")
+    argv = ["quantize", "digits/model.param", "digits/model.bin", "o.param", "o.bin",
+            "--table", "digits/kl.table", "--keep-fp32", "convdwrelu_0"]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    assert (work / "o.bin").exists()

@@ -7,9 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.errors import ImageError
+from edgecal.calib.build import build_table
+from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.table import CalibrationTable, bad_scales, parse_table, refuse_unusable_scales
+from edgecal.errors import ImageError, TableError
 from edgecal.inputs import load_npy
 from edgecal.inputspec import InputSpec
+from edgecal.ncnnfmt.modelbin import WeightRecord
+from edgecal.ncnnfmt.param import Layer, int_value
 from edgecal_agent import stats
 
 NPY = InputSpec("in0", "npy", shape=(4, 3, 2))
@@ -47,3 +52,34 @@ def test_absmax_accumulator_flags_nonfinite_values(stage: int) -> None:
     acc.add(np.array([3e38, -3.4028235e38], np.float32))
     assert acc.value == np.float32(3.4028235e38) and not acc.nonfinite
     assert stats.count_nonfinite(np.array([np.nan, np.inf, -np.inf, 1.0], np.float32)) == (1, 2)
+
+
+def test_build_table_warns_for_every_unusable_scale() -> None:
+    """ACIQ with one weight per group gives scale 0 (as ncnn2table): the table build says that
+    `quantize` refuses the line (today: only the ACIQ note, nothing about the zero scale)."""
+    dw = Layer("ConvolutionDepthWise", "d", ["in"], ["out"],
+               {k: int_value(v) for k, v in {0: 4, 1: 1, 6: 4, 7: 4}.items()})
+    counts = np.zeros(2048, np.uint64)
+    counts[:100] = 1
+    build = build_table([(dw, {"weight": WeightRecord("weight", "f32",
+                                                      np.arange(1, 5, dtype=np.float32))})],
+                        {"d": BlobHistogram(counts, np.float32(2.0), 16)}, "aciq")
+    assert any("d_param_0" in w and "refuses" in w for w in build.warnings), build.warnings
+
+
+def test_table_lines_are_kept_and_unusable_scales_refused_by_line() -> None:
+    table = parse_table("# comment\n\nconv_param_0 1.5 0.000000 \nconv 2.0 \nfc nan \n",
+                        source="t.table")
+    assert table.lines == {"conv_param_0": 3, "conv": 4, "fc": 5}
+    refuse_unusable_scales(table, ["conv"])  # fine
+    with pytest.raises(TableError, match=r"line 3: conv_param_0 has weight scale 0\.000000 "
+                                         r"\(value 2 of 2\)"):
+        refuse_unusable_scales(table, ["conv", "conv_param_0"])
+    with pytest.raises(TableError, match="line 5: fc has input blob scale nan"):
+        refuse_unusable_scales(table, ["fc"])
+    mem = CalibrationTable()
+    mem.set("x", [-1.0])
+    with pytest.raises(TableError, match=r"^x has input blob scale -1\.000000"):
+        refuse_unusable_scales(mem, ["x"])
+    assert [i for i, _ in bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45],
+                                              np.float32))] == [1, 2, 3, 4]
