@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import os
 import tokenize
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgecal.errors import ImageError, InputFileError, UsageError
+from edgecal.imagefit import ResizeNotes, fit_image
 from edgecal.inputspec import InputSpec
 from edgecal.userfile import read_text
 
@@ -65,11 +67,20 @@ def decode_image_bgr(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = ImageOps.exif_transpose(im) or im
+        # Pillow's own warnings (DecompressionBombWarning, bad EXIF, palette transparency)
+        # are not the user's business: what matters is raised below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.load()
+                img = ImageOps.exif_transpose(im) or im
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{path} is refused as a decompression bomb: {exc}",
+            hint="shrink the image, or remove it from the list",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(
             f"{path} is not a readable image ({exc.__class__.__name__})",
@@ -174,6 +185,8 @@ class SampleSource:
 
     specs: tuple[InputSpec, ...]
     paths: tuple[tuple[Path, ...], ...]  # paths[input][sample]
+    #: which image sizes were resized to the input size (said once per run)
+    notes: ResizeNotes = field(default_factory=ResizeNotes, compare=False, repr=False)
 
     @property
     def n_samples(self) -> int:
@@ -186,7 +199,8 @@ class SampleSource:
         out = []
         for spec, paths in zip(self.specs, self.paths, strict=True):
             p = paths[index]
-            out.append(decode_image_bgr(p) if spec.kind == "image" else load_npy(p, spec))
+            out.append(fit_image(decode_image_bgr(p), spec, self.notes) if spec.kind == "image"
+                       else load_npy(p, spec))
         return tuple(out)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
@@ -195,7 +209,8 @@ class SampleSource:
 
     def subset(self, indices: Sequence[int]) -> SampleSource:
         return SampleSource(
-            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths)
+            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths),
+            self.notes,
         )
 
 

@@ -448,6 +448,9 @@ def calibrate(
             decode_all=method == "eq",
         )
         timings.update(t)
+        if say is not None:
+            for line in source.notes.lines():
+                say(line)
         t0 = time.perf_counter()
         build = table_from_histograms(model, hs, "kl" if method == "eq" else method)
         table = build.table

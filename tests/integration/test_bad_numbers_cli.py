@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -111,3 +112,38 @@ def test_a_bad_scale_in_a_line_the_conversion_skips_is_accepted(
     code, err = run(argv, capsys)
     assert code == 0, err
     assert (work / "o.bin").exists()
+
+
+def test_huge_images_are_resized_on_the_host_and_said_once(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two 4.2 MP images for a 32x32 net: today ~25 MB of full-resolution pixels are shipped."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (2000, 2100), dtype=np.uint8)).save(
+            work / f"huge{i}.png")
+    (work / "huge.txt").write_text("huge0.png\nhuge1.png\n")
+    code = main(["calibrate", "digits/model.param", "digits/model.bin", "--images", "huge.txt",
+                 "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32",
+                 "--out", "out.table", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in err and "Warning" not in err
+    said = [line for line in err.splitlines() if "resized" in line]
+    assert said == ["edgecal: input in0: 2 image(s) resized from 2100x2000 to 32x32 as --shape "
+                    "asks; 2 larger than 4 MP resized on this host before shipping"], err
+    doc = json.loads(out)
+    assert doc["bytes_pushed"] < 1_000_000, doc["bytes_pushed"]
+
+
+def test_a_decompression_bomb_in_the_list_is_a_clean_error(
+        work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16 * 16)  # 32x32 = 4x the limit: a bomb
+    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
+                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm",
+                     "0.00392157", "--shape", "32,32", "--out", "out.table"], capsys)
+    assert code == 1 and "calib_00.png" in err and "decompression bomb" in err, err
+    assert not (work / "out.table").exists()
