@@ -86,6 +86,12 @@ class AgentError(DeviceError):
         self.details = dict(details or {})
 
 
+class AgentCrash(DeviceError):
+    """The agent died of a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) while running a
+    job: ncnn crashed on the job's model or input.  The job would crash on every try and every
+    board, so it is not retried as a board fault."""
+
+
 class ConfigError(InputFileError):
     """A boards file or board profile is malformed (the message names the file and key)."""
 

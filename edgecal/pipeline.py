@@ -26,7 +26,7 @@ from edgecal.calib.weightcheck import refuse_nonfinite_weights
 from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.device import capture
 from edgecal.device.base import Device
-from edgecal.errors import AgentError, CalibrationError, ProtocolError
+from edgecal.errors import AgentCrash, AgentError, CalibrationError, ProtocolError
 from edgecal.fleet import Fleet, Job, RetryPolicy
 from edgecal.histfile import HistogramSet
 from edgecal.inputs import SampleSource
@@ -159,6 +159,8 @@ def measure(
                 if e.kind == "NonFiniteActivation":
                     raise nonfinite_error(e, model, source, plan[u.index].start) from None
                 raise
+            except AgentCrash as e:
+                raise crash_error(e, model) from None
             return capture.parse_absmax(dev, job, blobs)
 
         def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
@@ -206,8 +208,11 @@ def measure(
                 params = capture.histogram_request(
                     dev, model.param_path, model.bin_path, source.specs, [u.path], live,
                     ranges, runtime=runtime, threads=threads)
-                return capture.parse_histograms(
-                    dev, dev.run_job("histogram", params, job_id=job_id, progress=tick), live)
+                try:
+                    job = dev.run_job("histogram", params, job_id=job_id, progress=tick)
+                except AgentCrash as e:
+                    raise crash_error(e, model) from None
+                return capture.parse_histograms(dev, job, live)
 
             def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
                 job = dev.collect_job(job_id)
@@ -251,6 +256,11 @@ def measure(
         },
     )
     return hs, shard_paths, timings
+
+
+def crash_error(e: AgentCrash, model: Model) -> CalibrationError:
+    """ncnn crashing in the agent, as an error naming the model (never retried)."""
+    return CalibrationError(f"{model.param_path}: {e.message}", hint=e.hint)
 
 
 def nonfinite_error(e: AgentError, model: Model, source: SampleSource,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(hello_info(), sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")
         return 0
+    # a crash inside ncnn (SIGSEGV on a malformed model) prints "Fatal Python error: ..." and
+    # the Python stack: the host tells a crash from a killed agent by it
+    faulthandler.enable(sys.stderr)
     workdir = os.path.abspath(args.workdir)
     if args.command == "run-job":
         response = run_job(workdir, args.job_id)

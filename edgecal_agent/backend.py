@@ -30,6 +30,9 @@ _PIXEL_FROM_BGR = {
     "BGRA": "PIXEL_BGR2BGRA",
 }
 _CHANNELS = {"BGR": 3, "RGB": 3, "GRAY": 1, "RGBA": 4, "BGRA": 4}
+#: Largest image input Mat (bytes) the agent asks ncnn to make: from_pixels_resize does not
+#: check its allocation and crashes the process on a huge --shape.
+MAX_INPUT_BYTES = 1 << 31
 
 
 def import_ncnn() -> Any:
@@ -67,6 +70,9 @@ def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
         if w <= 0 or h <= 0:
             raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}")
         n_ch = _CHANNELS[desc.pixel]
+        if w * h * 3 * 4 > MAX_INPUT_BYTES:  # ncnn does not check this allocation: it crashes
+            raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}, "
+                             f"more than {MAX_INPUT_BYTES >> 30} GiB of float32 pixels")
         for what, values in (("mean", desc.mean), ("norm", desc.norm)):
             if values and len(values) != n_ch:
                 raise InputError(f"input {desc.blob!r}: {len(values)} {what} values for "
@@ -137,6 +143,7 @@ class NcnnModel:
         for path in (param, bin_):
             if not os.path.isfile(path):
                 raise ModelLoadError(f"model file {path} does not exist on the device")
+        self.param = param
         self.net = ncnn.Net()
         set_runtime_options(self.net.opt, runtime, threads)
         self.blob_allocator = ncnn.UnlockedPoolAllocator()
@@ -152,6 +159,28 @@ class NcnnModel:
         # fp32 storage is certain only with ncnn2table's options: there the raw (packed) blob
         # is read in place; the deployed runtime may store fp16/bf16, so ncnn converts it.
         self.raw_extract = runtime == "calibration"
+
+    def producer(self, blob: str) -> str:
+        """``"layer 'x' (Type)"``, the layer whose output ``blob`` is, or ``""``."""
+        try:
+            index = self.blob_names.index(blob)
+            for layer in self.net.layers():
+                if index in list(layer.tops):
+                    return f"layer {layer.name!r} ({layer.type})"
+        except (ValueError, AttributeError, TypeError):
+            pass
+        return ""
+
+    def extract_error(self, where: str, blob: str, ret: int) -> ExtractError:
+        """ncnn's failure to compute ``blob``, naming the model and the layer that makes it."""
+        made_by = self.producer(blob)
+        why = (" (-100: ncnn could not allocate a blob: a layer's output is too large for "
+               "this device -- check that layer's shape parameters and --shape)"
+               if ret == -100 else "")
+        return ExtractError(
+            f"{where}: ncnn could not compute blob {blob!r} of {os.path.basename(self.param)}"
+            + (f", the output of {made_by} or a layer before it" if made_by else "")
+            + f": extract returned {ret}{why}")
 
     def check_blobs(self, blobs: Sequence[str]) -> None:
         known = set(self.blob_names)
@@ -176,8 +205,7 @@ class NcnnModel:
             for name in blobs:
                 ret, out = ex.extract(name)
                 if ret != 0:
-                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
-                                       f"(extract returned {ret})")
+                    raise self.extract_error(where, name, ret)
                 yield name, out
 
     @contextlib.contextmanager
@@ -209,8 +237,7 @@ class NcnnModel:
             ret, out = ex.extract(blob)
             elapsed = time.perf_counter() - t0
             if ret != 0:
-                raise ExtractError(f"{where}: ncnn could not compute blob {blob!r} "
-                                   f"(extract returned {ret})")
+                raise self.extract_error(where, blob, ret)
             values = np.array(out, dtype=np.float32) if keep else None
             del out
             return elapsed, values
@@ -242,8 +269,7 @@ class NcnnModel:
                     if ret == 0:
                         values = _visited_unpacked(out)
                 if ret != 0:
-                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
-                                       f"(extract returned {ret})")
+                    raise self.extract_error(where, name, ret)
                 fn(b, values)
                 del values, out
 

@@ -50,3 +50,8 @@ class NonFiniteActivation(JobError):
     def __init__(self, message: str, details: dict) -> None:
         super().__init__(message)
         self.details = details
+
+
+class OutOfMemory(JobError):
+    """The job needed more memory than the device could give (a ``MemoryError``): the model or
+    its inputs, not the board's state, so it is not retried."""

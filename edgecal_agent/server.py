@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import edgecal_agent
 from edgecal_agent import jobdirs
-from edgecal_agent.errors import BadRequest, JobError
+from edgecal_agent.errors import BadRequest, JobError, OutOfMemory
 from edgecal_agent.fileio import write_atomic
 from edgecal_agent.jobs import HANDLERS, JobContext
 from edgecal_agent.protocol import (
@@ -75,6 +75,10 @@ def run_job(workdir: str, job_id: str, err: IO[str] | None = None) -> Response:
             result, artifacts = HANDLERS[request.op](ctx)
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
+        if isinstance(e, MemoryError):
+            e = OutOfMemory(f"out of memory ({e or 'MemoryError'}) in job {job_id} "
+                            f"({op}): the model or its inputs need more memory than this device "
+                            "gives")
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
         if isinstance(e, ProtocolMismatch):
             kind = "ProtocolMismatch"

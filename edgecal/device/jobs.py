@@ -57,6 +57,10 @@ def raise_for_error(response: Response, device_name: str,
         "ModelLoadError": "check that the .param and .bin files belong together",
         "BlobNotFound": "the blob names must come from this model's .param",
         "InputError": "check the input shape, pixel type, mean and norm against the model",
+        "ExtractError": "check the layer named and its shape parameters against the input "
+                        "(--shape); every board fails this job the same way",
+        "OutOfMemory": "check the .param for a huge shape (a layer whose output is enormous) "
+                       "and --shape; a board with more memory may run it",
         "InputCorrupt": f"the damaged copy was removed and is pushed again on the next try; "
                         f"if this repeats, check the device's disk (`edgecal board check "
                         f"{device_name}`)",

@@ -415,3 +415,65 @@ def test_run_job_takes_the_callers_job_id(device: Device) -> None:
     job_id = f"mine-{os.getpid()}-{time.monotonic_ns()}"
     got = device.run_job("hello", {}, job_id=job_id)
     assert got.response["job_id"] == job_id
+
+
+#: ncnn does not check Crop's offsets: this one reads ~400 MB before the blob (a segfault).
+CRASHING_CROP = "Crop crop_x 1 1 1 1i 0=-100000000 1=-100000000 2=0 3=10 4=10 5=16"
+
+
+def _digits_with_layer_after_conv0(tmp_path: Path, line: str) -> tuple[Path, Path]:
+    """The digits model with ``line`` (bottom ``1``, top ``1i``) between convrelu_0 and
+    convdwrelu_0."""
+    lines = (REFERENCE / "digits" / "model.param").read_text().splitlines()
+    n_layers, n_blobs = map(int, lines[1].split())
+    out = [lines[0], f"{n_layers + 1} {n_blobs + 1}"]
+    for text in lines[2:]:
+        if text.split()[1] == "convdwrelu_0":
+            out.append(line)
+            text = text.replace(" 1 1 1 2 ", " 1 1 1i 2 ", 1)
+        out.append(text)
+    param = tmp_path / "model.param"
+    param.write_text("\n".join(out) + "\n")
+    return param, REFERENCE / "digits" / "model.bin"
+
+
+def test_ncnn_crashing_on_a_model_is_an_agent_crash_not_a_board_fault(
+        fresh_device, cases: dict[str, Case], case_shards: dict[str, list[Path]],  # type: ignore[no-untyped-def]
+        tmp_path: Path) -> None:
+    """A Crop whose offsets ncnn does not check makes ncnn read far outside the blob and
+    segfault: the model's fault (today a DeviceError, retried four times as a board fault)."""
+    from edgecal.errors import AgentCrash
+    from edgecal.fleet import _board_fault
+
+    param, binf = _digits_with_layer_after_conv0(
+        tmp_path, CRASHING_CROP)
+    case = cases["digits"]
+    device = fresh_device()
+    with pytest.raises(AgentCrash) as info:
+        capture_absmax(device, param, binf, case.specs, case_shards["digits"], ["1i"])
+    assert "SIGSEGV" in str(info.value) or "Segmentation fault" in str(info.value)
+    assert "numpy" not in str(info.value)
+    assert not _board_fault(info.value)
+
+
+def test_a_blob_ncnn_cannot_allocate_names_its_layer(
+        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
+        tmp_path: Path) -> None:
+    param, binf = _digits_with_layer_after_conv0(
+        tmp_path, "Interp interp_x 1 1 1 1i 0=2 3=100000 4=100000")
+    case = cases["digits"]
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, param, binf, case.specs, case_shards["digits"], ["1i"])
+    e = info.value
+    assert e.kind == "ExtractError" and e.kind in JOB_ERRORS
+    assert "interp_x" in str(e) and "model.param" in str(e) and "numpy" not in str(e)
+
+
+def test_a_huge_shape_is_an_input_error_not_a_crash(
+        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    case = cases["digits"]
+    spec = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (100000, 100000))
+    shards = write_shards(case.samples[:2], [spec], tmp_path)
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, case.param, case.bin, [spec], shards, case.blobs)
+    assert info.value.kind == "InputError" and "100000x100000" in str(info.value)

@@ -147,3 +147,25 @@ def test_a_decompression_bomb_in_the_list_is_a_clean_error(
                      "0.00392157", "--shape", "32,32", "--out", "out.table"], capsys)
     assert code == 1 and "calib_00.png" in err and "decompression bomb" in err, err
     assert not (work / "out.table").exists()
+
+
+def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Today: four tries, 'given up', and a hint to check that numpy and ncnn import."""
+    param = work / "digits" / "model.param"
+    lines = param.read_text().splitlines()
+    n_layers, n_blobs = map(int, lines[1].split())
+    out = [lines[0], f"{n_layers + 1} {n_blobs + 1}"]
+    for text in lines[2:]:
+        if text.split()[1] == "convdwrelu_0":
+            out.append("Crop crop_x 1 1 1 1i 0=-100000000 1=-100000000 2=0 3=10 4=10 5=16")
+            text = text.replace(" 1 1 1 2 ", " 1 1 1i 2 ", 1)
+        out.append(text)
+    param.write_text("\n".join(out) + "\n")
+    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
+                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm",
+                     "0.00392157", "--shape", "32,32", "--out", "out.table"], capsys)
+    assert code == 1, err
+    assert "retrying" not in err and "given up" not in err, err
+    assert "digits/model.param" in err and "ncnn crashed" in err, err
+    assert "numpy" not in err

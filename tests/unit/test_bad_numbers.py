@@ -83,3 +83,24 @@ def test_table_lines_are_kept_and_unusable_scales_refused_by_line() -> None:
         refuse_unusable_scales(mem, ["x"])
     assert [i for i, _ in bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45],
                                               np.float32))] == [1, 2, 3, 4]
+
+
+def test_fatal_signal_tells_a_crash_from_a_kill() -> None:
+    from edgecal.device.session import fatal_signal
+
+    assert fatal_signal(-11, False, []) == "SIGSEGV"
+    assert fatal_signal(134, True, []) == "SIGABRT"  # 128 + 6 from an SSH shell
+    assert fatal_signal(-9, False, []) == "" and fatal_signal(137, True, []) == ""
+    assert fatal_signal(-1, True, ["x", "Fatal Python error: Bus error"]) == "Bus error"
+    assert fatal_signal(1, False, ["Traceback ..."]) == ""
+
+
+def test_deterministic_agent_failures_are_job_errors() -> None:
+    from edgecal.errors import AgentCrash, AgentError
+    from edgecal.fleet import _board_fault
+
+    for kind in ("OutOfMemory", "NonFiniteActivation", "ExtractError"):
+        assert not _board_fault(AgentError("x", kind=kind))
+    assert not _board_fault(AgentCrash("x"))
+    assert _board_fault(AgentError("x", kind="OSError"))  # e.g. a full disk: retried
+
