@@ -13,6 +13,7 @@ from typing import Any
 
 from edgecal.atomicfile import write_bytes_atomic
 from edgecal.errors import UsageError
+from edgecal.fsnames import printable
 from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model
 from edgecal.ncnnargs import bracket_groups
@@ -24,7 +25,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")  # a non-UTF-8 file name shows as \xNN
 
 
 def write_outputs(files: Sequence[tuple[Path, bytes]]) -> None:

@@ -141,6 +141,11 @@ class NcnnModel:
                  threads: int = 1) -> None:
         self.ncnn = ncnn = import_ncnn()
         for path in (param, bin_):
+            try:
+                path.encode("utf-8")  # ncnn takes UTF-8 paths; a lone surrogate is a TypeError
+            except UnicodeEncodeError:
+                raise ModelLoadError(f"model file name {path!r} is not UTF-8 text; push it "
+                                     "under a UTF-8 name") from None
             if not os.path.isfile(path):
                 raise ModelLoadError(f"model file {path} does not exist on the device")
         self.param = param

@@ -477,3 +477,20 @@ def test_a_huge_shape_is_an_input_error_not_a_crash(
     with pytest.raises(AgentError) as info:
         capture_absmax(device, case.param, case.bin, [spec], shards, case.blobs)
     assert info.value.kind == "InputError" and "100000x100000" in str(info.value)
+
+
+def test_a_model_file_name_that_is_not_utf8_works(
+        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
+        tmp_path: Path) -> None:
+    """``m\\xff.param`` (bytes that are not UTF-8): today ncnn's load_param gets a lone
+    surrogate (TypeError, retried as a board fault) or SFTP fails to encode the path."""
+    case = cases["digits"]
+    param = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff\xfe.param"))
+    binf = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff.bin"))
+    param.write_bytes(case.param.read_bytes())
+    binf.write_bytes(case.bin.read_bytes())
+    got = capture_absmax(device, param, binf, case.specs, case_shards["digits"][:1],
+                         case.blobs)
+    want = capture_absmax(device, case.param, case.bin, case.specs, case_shards["digits"][:1],
+                          case.blobs)
+    assert got == want

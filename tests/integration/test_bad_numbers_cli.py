@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +172,29 @@ def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
     assert "retrying" not in err and "given up" not in err, err
     assert "digits/model.param" in err and "ncnn crashed" in err, err
     assert "numpy" not in err
+
+
+def test_non_utf8_file_names_give_a_clean_error(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.chdir(work)
+    (work / "list.txt").write_bytes(b"digits/images/calib_00.png\nmissing_\xff\xfe.png\n")
+    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
+                     "list.txt", "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157",
+                     "--shape", "32,32", "--out", "out.table"], capsys)
+    assert code == 1 and "missing_\\xff\\xfe.png" in err, err
+    assert "\\udc" not in err
+
+
+def test_non_utf8_output_and_model_names_over_a_strict_stdout(work: Path) -> None:
+    """Today: UnicodeEncodeError printing `wrote ...` (the outputs are written, exit 1)."""
+    (work / "digits" / "model.param").rename(Path(os.fsdecode(b"digits/m\xff.param")))
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecal", "quantize", os.fsdecode(b"digits/m\xff.param"),
+         "digits/model.bin", os.fsdecode(b"q\xff.param"), "q.bin",
+         "--table", "digits/kl.table"],
+        cwd=work, env=env, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"Traceback" not in proc.stderr
+    assert b"wrote q\xff.param and q.bin" in proc.stdout
+    assert os.path.exists(os.fsdecode(bytes(work) + b"/q\xff.param"))

@@ -104,3 +104,16 @@ def test_deterministic_agent_failures_are_job_errors() -> None:
     assert not _board_fault(AgentCrash("x"))
     assert _board_fault(AgentError("x", kind="OSError"))  # e.g. a full disk: retried
 
+
+
+def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
+    import os
+
+    from edgecal.fsnames import device_file_name, printable
+
+    name = os.fsdecode(b"caf\xe9 \xff.png")  # latin-1 bytes: not UTF-8
+    assert printable(f"sample {name} does not exist") == "sample caf\\xe9 \\xff.png does not exist"
+    assert printable("plain é") == "plain é"
+    assert device_file_name(name) == "caf_ _.png"
+    assert device_file_name("ok é.param") == "ok é.param"
+    assert device_file_name("a\nb") == "a_b"
