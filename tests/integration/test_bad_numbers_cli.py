@@ -198,3 +198,13 @@ def test_non_utf8_output_and_model_names_over_a_strict_stdout(work: Path) -> Non
     assert b"Traceback" not in proc.stderr
     assert b"wrote q\xff.param and q.bin" in proc.stdout
     assert os.path.exists(os.fsdecode(bytes(work) + b"/q\xff.param"))
+
+
+def test_validate_names_a_sample_whose_fp32_output_is_not_finite(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Today: exit 0 with `cosine mean nan` and no word about which sample."""
+    path = work / "npy" / "samples" / "s03.npy"
+    np.save(path, np.full(np.load(path).shape, 3e38, np.float32))
+    code, err = run(["validate", "npy/model.param", "npy/model.bin", "--table", "npy/kl.table",
+                     "--npy", "npy/samples.txt", *NPY_OPTS], capsys)
+    assert code == 1 and "s03.npy" in err and "NaN/inf" in err, err
