@@ -214,8 +214,21 @@ class SampleSource:
         )
 
 
+def check_finite_preprocessing(specs: Sequence[InputSpec]) -> None:
+    """Refuse a NaN or inf ``--mean``/``--norm`` value: every activation would be NaN."""
+    for spec in specs:
+        for what, values in (("mean", spec.mean), ("norm", spec.norm)):
+            bad = [v for v in values if not math.isfinite(v)]
+            if bad:
+                raise UsageError(
+                    f"{what} of input {spec.blob} holds {bad[0]!r}: every activation would be "
+                    "NaN/inf",
+                    hint=f"give finite {what} values (--{what} or {what}=[...], one per channel)")
+
+
 def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path]]) -> SampleSource:
     """Pair the lists (one per input, sample i = line i of every list) and check them."""
+    check_finite_preprocessing(specs)
     if len(lists) != len(specs):
         raise UsageError(
             f"the model has {len(specs)} input(s) ({', '.join(s.blob for s in specs)}) "

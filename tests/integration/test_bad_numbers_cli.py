@@ -208,3 +208,25 @@ def test_validate_names_a_sample_whose_fp32_output_is_not_finite(
     code, err = run(["validate", "npy/model.param", "npy/model.bin", "--table", "npy/kl.table",
                      "--npy", "npy/samples.txt", *NPY_OPTS], capsys)
     assert code == 1 and "s03.npy" in err and "NaN/inf" in err, err
+
+
+@pytest.mark.parametrize("norm", ["nan", "inf"])
+def test_a_nonfinite_norm_is_a_usage_error(work: Path, capsys: pytest.CaptureFixture[str],
+                                           norm: str) -> None:
+    """Today: `ValueError: Out of range float values are not JSON compliant` (a traceback)."""
+    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
+                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm", norm,
+                     "--shape", "32,32", "--out", "out.table"], capsys)
+    assert code == 2 and f"norm of input in0 holds {norm}" in err, err
+
+
+def test_a_norm_overflowing_float32_is_reported_as_nonfinite_activations(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1e39 is finite for Python but inf in float32: every sample's activations are NaN/inf;
+    today the NaN ones vanish from the abs-max and the run stops with 'zero on every sample'
+    or crashes on the JSON of an inf abs-max."""
+    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
+                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm", "1e39",
+                     "--shape", "32,32", "--out", "out.table"], capsys)
+    assert code == 1 and ("NaN" in err or "inf" in err) and "calib_00.png" in err, err
+    assert "zero on every" not in err
