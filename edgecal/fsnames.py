@@ -8,10 +8,6 @@ that goes anywhere.
 
 from __future__ import annotations
 
-import re
-
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-
 
 def printable(text: str) -> str:
     """``text`` with every undecodable byte shown as ``\\xNN`` (what the user's shell shows as
@@ -25,11 +21,11 @@ def printable(text: str) -> str:
 
 def device_file_name(name: str) -> str:
     """The name a pushed file gets on a device (under its sha256 folder, so it needs to be
-    unique only in meaning, not in content): ``name`` when it is plain UTF-8 text, else the
-    name with each undecodable byte or control character replaced by ``_``."""
+    unique only in meaning, not in content): ``name`` when it is UTF-8 text (any characters:
+    names are data), else the name with each undecodable byte replaced by ``_``."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raw = name.encode("utf-8", "surrogateescape")
         name = raw.decode("utf-8", "replace").replace("\ufffd", "_")
-    return _UNSAFE.sub("_", name)
+    return name

@@ -116,4 +116,4 @@ def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
     assert printable("plain é") == "plain é"
     assert device_file_name(name) == "caf_ _.png"
     assert device_file_name("ok é.param") == "ok é.param"
-    assert device_file_name("a\nb") == "a_b"
+    assert device_file_name("a\nb;$(id)") == "a\nb;$(id)"  # names are data
