@@ -160,7 +160,7 @@ def measure(
                     raise nonfinite_error(e, model, source, plan[u.index].start) from None
                 raise
             except AgentCrash as e:
-                raise crash_error(e, model) from None
+                raise crash_error(e, model, u.path) from None
             return capture.parse_absmax(dev, job, blobs)
 
         def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
@@ -211,7 +211,7 @@ def measure(
                 try:
                     job = dev.run_job("histogram", params, job_id=job_id, progress=tick)
                 except AgentCrash as e:
-                    raise crash_error(e, model) from None
+                    raise crash_error(e, model, u.path) from None
                 return capture.parse_histograms(dev, job, live)
 
             def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
@@ -258,9 +258,15 @@ def measure(
     return hs, shard_paths, timings
 
 
-def crash_error(e: AgentCrash, model: Model) -> CalibrationError:
-    """ncnn crashing in the agent, as an error naming the model (never retried)."""
-    return CalibrationError(f"{model.param_path}: {e.message}", hint=e.hint)
+def crash_error(e: AgentCrash, model: Model, shard: Path) -> CalibrationError:
+    """ncnn crashing in the agent, as an error naming the model and, when a re-run on this
+    host finds it, the layer (never retried)."""
+    from edgecal.crashsite import crash_layer
+
+    layer = crash_layer(model.param, model.param_path, model.bin_path, shard)
+    where = (f"; on this host ncnn crashes in layer {layer.name!r} ({layer.type})"
+             if layer is not None else "")
+    return CalibrationError(f"{model.param_path}: {e.message}{where}", hint=e.hint)
 
 
 def nonfinite_error(e: AgentError, model: Model, source: SampleSource,

@@ -171,6 +171,7 @@ def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
     assert code == 1, err
     assert "retrying" not in err and "given up" not in err, err
     assert "digits/model.param" in err and "ncnn crashed" in err, err
+    assert "layer 'crop_x' (Crop)" in err, err
     assert "numpy" not in err
 
 

@@ -117,3 +117,31 @@ def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
     assert device_file_name(name) == "caf_ _.png"
     assert device_file_name("ok é.param") == "ok é.param"
     assert device_file_name("a\nb;$(id)") == "a\nb;$(id)"  # names are data
+
+
+def test_crash_layer_finds_the_layer_that_crashes_ncnn(tmp_path: Path) -> None:
+    """A Crop reading far outside its input segfaults ncnn; the probe names it, and names
+    nothing for a model that does not crash."""
+    from edgecal.crashsite import crash_layer
+    from edgecal.device.capture import write_shards
+    from edgecal.ncnnfmt.param import parse_param
+
+    ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "digits"
+    lines = (ref / "model.param").read_text().splitlines()
+    n_layers, n_blobs = map(int, lines[1].split())
+    out = [lines[0], f"{n_layers + 1} {n_blobs + 1}"]
+    for text in lines[2:]:
+        if text.split()[1] == "convdwrelu_0":
+            out.append("Crop crop_x 1 1 1 1i 0=-100000000 1=-100000000 2=0 3=10 4=10 5=16")
+            text = text.replace(" 1 1 1 2 ", " 1 1 1i 2 ", 1)
+        out.append(text)
+    param = tmp_path / "crash.param"
+    param.write_text("\n".join(out) + "\n")
+    spec = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
+    (shard,) = write_shards([(np.zeros((32, 32, 3), np.uint8),)], [spec], tmp_path)
+    layer = crash_layer(parse_param(param.read_text(), str(param)), param, ref / "model.bin",
+                        shard)
+    assert layer is not None and layer.name == "crop_x"
+    fine = ref / "model.param"
+    assert crash_layer(parse_param(fine.read_text(), str(fine)), fine, ref / "model.bin",
+                       shard) is None
