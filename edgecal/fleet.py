@@ -32,7 +32,13 @@ _fleets = itertools.count(1)
 #: Agent error kinds that mean the job itself is wrong (every board would fail it the same).
 JOB_ERRORS = frozenset({"BadRequest", "ModelLoadError", "BlobNotFound", "InputError",
                         "ProtocolMismatch", "ExtractError", "NonFiniteActivation",
-                        "OutOfMemory"})
+                        "OutOfMemory",
+                        # Python errors of the job's own code or data: the same on every try
+                        # (an OSError -- a full disk, a vanished file -- stays a board fault)
+                        "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError",
+                        "UnicodeError", "UnicodeEncodeError", "UnicodeDecodeError",
+                        "ZeroDivisionError", "OverflowError", "RecursionError",
+                        "NotImplementedError", "AssertionError"})
 
 
 @dataclass(frozen=True)

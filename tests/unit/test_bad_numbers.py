@@ -99,7 +99,8 @@ def test_deterministic_agent_failures_are_job_errors() -> None:
     from edgecal.errors import AgentCrash, AgentError
     from edgecal.fleet import _board_fault
 
-    for kind in ("OutOfMemory", "NonFiniteActivation", "ExtractError"):
+    for kind in ("OutOfMemory", "NonFiniteActivation", "ExtractError", "TypeError",
+                 "UnicodeEncodeError"):
         assert not _board_fault(AgentError("x", kind=kind))
     assert not _board_fault(AgentCrash("x"))
     assert _board_fault(AgentError("x", kind="OSError"))  # e.g. a full disk: retried
