@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecal.calib import table as tables
 from edgecal.calib.build import build_table
 from edgecal.calib.histogram import BlobHistogram
-from edgecal.calib.table import CalibrationTable, bad_scales, parse_table, refuse_unusable_scales
+from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.errors import ImageError, TableError
 from edgecal.inputs import load_npy
 from edgecal.inputspec import InputSpec
@@ -71,17 +72,17 @@ def test_table_lines_are_kept_and_unusable_scales_refused_by_line() -> None:
     table = parse_table("# comment\n\nconv_param_0 1.5 0.000000 \nconv 2.0 \nfc nan \n",
                         source="t.table")
     assert table.lines == {"conv_param_0": 3, "conv": 4, "fc": 5}
-    refuse_unusable_scales(table, ["conv"])  # fine
+    tables.refuse_unusable_scales(table, ["conv"])  # fine
     with pytest.raises(TableError, match=r"line 3: conv_param_0 has weight scale 0\.000000 "
                                          r"\(value 2 of 2\)"):
-        refuse_unusable_scales(table, ["conv", "conv_param_0"])
+        tables.refuse_unusable_scales(table, ["conv", "conv_param_0"])
     with pytest.raises(TableError, match="line 5: fc has input blob scale nan"):
-        refuse_unusable_scales(table, ["fc"])
+        tables.refuse_unusable_scales(table, ["fc"])
     mem = CalibrationTable()
     mem.set("x", [-1.0])
     with pytest.raises(TableError, match=r"^x has input blob scale -1\.000000"):
-        refuse_unusable_scales(mem, ["x"])
-    assert [i for i, _ in bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45],
+        tables.refuse_unusable_scales(mem, ["x"])
+    assert [i for i, _ in tables.bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45],
                                               np.float32))] == [1, 2, 3, 4]
 
 
