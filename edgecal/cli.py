@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 import traceback
@@ -370,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     args.argv = argv  # what run directories record
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names print as given
     configure_logging(args.debug)  # libraries that log secrets stay at WARNING
     from edgecal.interrupt import Terminated, sigterm_raises
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgecal.errors import UsageError
+from edgecal.fsnames import printable
 from edgecal.inputspec import PIXEL_TYPES, InputSpec
 from edgecal.model import Model
 from edgecal.ncnnargs import bracket_groups
@@ -23,7 +24,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")  # a non-UTF-8 file name shows as \xNN
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:

@@ -77,11 +77,19 @@ class AgentError(DeviceError):
     """A job failed inside the device agent; carries the agent's error kind."""
 
     def __init__(
-        self, message: str, *, kind: str = "", remote_traceback: str = "", hint: str | None = None
+        self, message: str, *, kind: str = "", remote_traceback: str = "", hint: str | None = None,
+        details: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.kind = kind
         self.remote_traceback = remote_traceback
+        self.details = dict(details or {})
+
+
+class AgentCrash(DeviceError):
+    """The agent died of a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) while running a
+    job: ncnn crashed on the job's model or input.  The job would crash on every try and every
+    board, so it is not retried as a board fault."""
 
 
 class ConfigError(InputFileError):

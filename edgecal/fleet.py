@@ -24,14 +24,21 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from edgecal.device.base import Device
-from edgecal.errors import AgentError, CalibrationError, DeviceError, HostKeyError
+from edgecal.errors import AgentCrash, AgentError, CalibrationError, DeviceError, HostKeyError
 
 U = TypeVar("U")
 _fleets = itertools.count(1)
 
 #: Agent error kinds that mean the job itself is wrong (every board would fail it the same).
 JOB_ERRORS = frozenset({"BadRequest", "ModelLoadError", "BlobNotFound", "InputError",
-                        "ProtocolMismatch", "ExtractError"})
+                        "ProtocolMismatch", "ExtractError", "NonFiniteActivation",
+                        "OutOfMemory",
+                        # Python errors of the job's own code or data: the same on every try
+                        # (an OSError -- a full disk, a vanished file -- stays a board fault)
+                        "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError",
+                        "UnicodeError", "UnicodeEncodeError", "UnicodeDecodeError",
+                        "ZeroDivisionError", "OverflowError", "RecursionError",
+                        "NotImplementedError", "AssertionError"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def _board_fault(e: DeviceError) -> bool:
     """A fault of the board or its link (retry, then give the board up), not of the job."""
     if isinstance(e, AgentError):
         return e.kind not in JOB_ERRORS
-    return not isinstance(e, HostKeyError)
+    return not isinstance(e, (HostKeyError, AgentCrash))
 
 
 class Fleet:

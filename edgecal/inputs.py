@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import os
 import tokenize
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgecal.errors import ImageError, InputFileError, UsageError
+from edgecal.imagefit import ResizeNotes, fit_image
 from edgecal.inputspec import InputSpec
 from edgecal.listfile import list_lines, resolve_list
 from edgecal.userfile import read_text
@@ -56,11 +58,20 @@ def decode_image_bgr(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = ImageOps.exif_transpose(im) or im
+        # Pillow's own warnings (DecompressionBombWarning, bad EXIF, palette transparency)
+        # are not the user's business: what matters is raised below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.load()
+                img = ImageOps.exif_transpose(im) or im
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{path} is refused as a decompression bomb: {exc}",
+            hint="shrink the image, or remove it from the list",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(
             f"{path} is not a readable image ({exc.__class__.__name__})",
@@ -138,7 +149,25 @@ def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
             hint=f"--shape is given in ncnn order w,h,(d),c: {','.join(map(str, spec.shape))}"
             f" means a numpy array of shape {want}",
         )
+    check_finite_sample(arr, path)
     return np.ascontiguousarray(arr)
+
+
+def check_finite_sample(arr: np.ndarray, path: Path) -> None:
+    """Refuse a float sample holding NaN or inf: ncnn would carry it into every activation
+    (a NaN sample is never dropped silently, an inf one never widens a blob's range)."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    n_nan = int(np.count_nonzero(np.isnan(arr)))
+    n_inf = int(arr.size - np.count_nonzero(finite)) - n_nan
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    what = ", ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+    raise ImageError(
+        f"npy sample {path} holds {what} value(s) (first at index {first}); calibration "
+        "needs finite inputs",
+        hint="fix the sample (e.g. numpy.nan_to_num) or remove it from the list",
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +176,8 @@ class SampleSource:
 
     specs: tuple[InputSpec, ...]
     paths: tuple[tuple[Path, ...], ...]  # paths[input][sample]
+    #: which image sizes were resized to the input size (said once per run)
+    notes: ResizeNotes = field(default_factory=ResizeNotes, compare=False, repr=False)
 
     @property
     def n_samples(self) -> int:
@@ -159,7 +190,8 @@ class SampleSource:
         out = []
         for spec, paths in zip(self.specs, self.paths, strict=True):
             p = paths[index]
-            out.append(decode_image_bgr(p) if spec.kind == "image" else load_npy(p, spec))
+            out.append(fit_image(decode_image_bgr(p), spec, self.notes) if spec.kind == "image"
+                       else load_npy(p, spec))
         return tuple(out)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
@@ -168,12 +200,26 @@ class SampleSource:
 
     def subset(self, indices: Sequence[int]) -> SampleSource:
         return SampleSource(
-            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths)
+            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths),
+            self.notes,
         )
+
+
+def check_finite_preprocessing(specs: Sequence[InputSpec]) -> None:
+    """Refuse a NaN or inf ``--mean``/``--norm`` value: every activation would be NaN."""
+    for spec in specs:
+        for what, values in (("mean", spec.mean), ("norm", spec.norm)):
+            bad = [v for v in values if not math.isfinite(v)]
+            if bad:
+                raise UsageError(
+                    f"{what} of input {spec.blob} holds {bad[0]!r}: every activation would be "
+                    "NaN/inf",
+                    hint=f"give finite {what} values (--{what} or {what}=[...], one per channel)")
 
 
 def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path]]) -> SampleSource:
     """Pair the lists (one per input, sample i = line i of every list) and check them."""
+    check_finite_preprocessing(specs)
     if len(lists) != len(specs):
         raise UsageError(
             f"the model has {len(specs)} input(s) ({', '.join(s.blob for s in specs)}) "

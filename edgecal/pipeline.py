@@ -22,10 +22,11 @@ from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.calib.weightcheck import refuse_nonfinite_weights
 from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.device import capture
 from edgecal.device.base import Device
-from edgecal.errors import CalibrationError, ProtocolError
+from edgecal.errors import AgentCrash, AgentError, CalibrationError, ProtocolError
 from edgecal.fleet import Fleet, Job, RetryPolicy
 from edgecal.histfile import HistogramSet
 from edgecal.inputs import SampleSource
@@ -153,8 +154,15 @@ def measure(
             params = capture.absmax_request(dev, model.param_path, model.bin_path,
                                             source.specs, [u.path], blobs, runtime=runtime,
                                             threads=threads)
-            return capture.parse_absmax(dev, dev.run_job("absmax", params, job_id=job_id,
-                                                         progress=tick), blobs)
+            try:
+                job = dev.run_job("absmax", params, job_id=job_id, progress=tick)
+            except AgentError as e:
+                if e.kind == "NonFiniteActivation":
+                    raise nonfinite_error(e, model, source, plan[u.index].start) from None
+                raise
+            except AgentCrash as e:
+                raise crash_error(e, model, u.path) from None
+            return capture.parse_absmax(dev, job, blobs)
 
         def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
             job = dev.collect_job(job_id)
@@ -201,8 +209,11 @@ def measure(
                 params = capture.histogram_request(
                     dev, model.param_path, model.bin_path, source.specs, [u.path], live,
                     ranges, runtime=runtime, threads=threads)
-                return capture.parse_histograms(
-                    dev, dev.run_job("histogram", params, job_id=job_id, progress=tick), live)
+                try:
+                    job = dev.run_job("histogram", params, job_id=job_id, progress=tick)
+                except AgentCrash as e:
+                    raise crash_error(e, model, u.path) from None
+                return capture.parse_histograms(dev, job, live)
 
             def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
                 job = dev.collect_job(job_id)
@@ -246,6 +257,49 @@ def measure(
         },
     )
     return hs, shard_paths, timings
+
+
+def crash_error(e: AgentCrash, model: Model, shard: Path) -> CalibrationError:
+    """ncnn crashing in the agent, as an error naming the model and, when a re-run on this
+    host finds it, the layer (never retried)."""
+    from edgecal.crashsite import crash_layer
+
+    layer = crash_layer(model.param, model.param_path, model.bin_path, shard)
+    where = (f"; on this host ncnn crashes in layer {layer.name!r} ({layer.type})"
+             if layer is not None else "")
+    return CalibrationError(f"{model.param_path}: {e.message}{where}", hint=e.hint)
+
+
+def nonfinite_error(e: AgentError, model: Model, source: SampleSource,
+                    start: int) -> CalibrationError:
+    """The agent's ``NonFiniteActivation`` (sample indices within one shard starting at sample
+    ``start``) as an error naming the blobs, their layers and the sample files."""
+    names = source.sample_names()
+    users: dict[str, list[str]] = {}
+    for layer in model.calibrated_layers:
+        users.setdefault(layer.bottoms[0], []).append(layer.name)
+    entries = e.details.get("samples")
+    lines: list[str] = []
+    if isinstance(entries, list):
+        for entry in entries[:10]:
+            try:
+                i, blob, n_nan, n_inf = int(entry[0]), str(entry[1]), int(entry[2]), int(entry[3])
+                sample = names[start + i]
+            except (TypeError, ValueError, IndexError):
+                continue
+            what = ", ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+            lines.append(f"  blob {blob} (input of {', '.join(users.get(blob, ['?']))}): "
+                         f"{what} on sample {sample}")
+        if len(entries) > 10:
+            lines.append(f"  ... {len(entries) - 10} more in this shard")
+    if not lines:
+        return CalibrationError(f"{model.param_path}: {e.message}",
+                                hint="check the model's weights and the samples")
+    return CalibrationError(
+        f"{model.param_path}: activations are NaN or inf, no scale can be computed:\n"
+        + "\n".join(lines),
+        hint="check those samples and the weights of the layers before these blobs "
+        "(a NaN/inf weight, or values overflowing float32); remove a bad sample from the list")
 
 
 def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
@@ -392,6 +446,8 @@ def calibrate(
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}", hint="use kl, aciq or eq")
     progress = progress or _no_progress
+    refuse_nonfinite_weights(((layer, model.weights.get(layer.name, {}))
+                              for layer in model.param.layers), str(model.param_path))
     devices = [device] if isinstance(device, Device) else list(device)
     if not devices:
         raise CalibrationError("no device to calibrate on")
@@ -409,6 +465,9 @@ def calibrate(
             decode_all=method == "eq",
         )
         timings.update(t)
+        if say is not None:
+            for line in source.notes.lines():
+                say(line)
         t0 = time.perf_counter()
         build = table_from_histograms(model, hs, "kl" if method == "eq" else method)
         table = build.table

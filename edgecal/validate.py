@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecal.device import capture
 from edgecal.device.base import Device
-from edgecal.errors import ModelFormatError
+from edgecal.errors import CalibrationError, ModelFormatError
 from edgecal.inputs import SampleSource
 from edgecal.model import CALIBRATED_TYPES, Model
 from edgecal.ncnnfmt.param import ParamFile
@@ -279,6 +279,14 @@ def validate(
                         f"output {output} of sample {done} is {a[output].shape} in fp32 and "
                         f"{b[output].shape} in int8: the int8 model does not match the fp32 "
                         "model")
+                if not np.isfinite(a[output]).all():
+                    n_bad = int(a[output].size - np.count_nonzero(np.isfinite(a[output])))
+                    raise CalibrationError(
+                        f"{fp32.param_path}: the fp32 output {output} holds {n_bad} NaN/inf "
+                        f"value(s) on sample {source.sample_names()[done]}: no figure can be "
+                        "computed for it",
+                        hint="check that sample (an overflow, a NaN input) or remove it from "
+                        "the list")
                 out_stats.add(a[output], b[output])
                 int8_out.append(b[output].ravel())
                 preds[0].append(int(np.argmax(a[output])))

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkdirRefused as e:
         sys.stderr.write(f"edgecal-agent: {e.kind}: {e}\n")
         return 2
+    # a crash inside ncnn (SIGSEGV on a malformed model) prints "Fatal Python error: ..." and
+    # the Python stack: the host tells a crash from a killed agent by it
+    faulthandler.enable(sys.stderr)
     if args.command == "run-job":
         response = run_job(workdir, args.job_id)
         return 0 if response.ok else 1

@@ -30,6 +30,9 @@ _PIXEL_FROM_BGR = {
     "BGRA": "PIXEL_BGR2BGRA",
 }
 _CHANNELS = {"BGR": 3, "RGB": 3, "GRAY": 1, "RGBA": 4, "BGRA": 4}
+#: Largest image input Mat (bytes) the agent asks ncnn to make: from_pixels_resize does not
+#: check its allocation and crashes the process on a huge --shape.
+MAX_INPUT_BYTES = 1 << 31
 
 
 def import_ncnn() -> Any:
@@ -67,6 +70,9 @@ def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
         if w <= 0 or h <= 0:
             raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}")
         n_ch = _CHANNELS[desc.pixel]
+        if w * h * 3 * 4 > MAX_INPUT_BYTES:  # ncnn does not check this allocation: it crashes
+            raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}, "
+                             f"more than {MAX_INPUT_BYTES >> 30} GiB of float32 pixels")
         for what, values in (("mean", desc.mean), ("norm", desc.norm)):
             if values and len(values) != n_ch:
                 raise InputError(f"input {desc.blob!r}: {len(values)} {what} values for "
@@ -138,8 +144,14 @@ class NcnnModel:
         self.ncnn = ncnn = import_ncnn()
         label_param, label_bin = labels or (param, bin_)
         for path, label in ((param, label_param), (bin_, label_bin)):
+            try:
+                path.encode("utf-8")  # ncnn takes UTF-8 paths; a lone surrogate is a TypeError
+            except UnicodeEncodeError:
+                raise ModelLoadError(f"model file name {label!r} is not UTF-8 text; push it "
+                                     "under a UTF-8 name") from None
             if not os.path.isfile(path):
                 raise ModelLoadError(f"model file {label} does not exist on the device")
+        self.param = label_param
         self.net = ncnn.Net()
         set_runtime_options(self.net.opt, runtime, threads)
         self.blob_allocator = ncnn.UnlockedPoolAllocator()
@@ -156,6 +168,28 @@ class NcnnModel:
         # fp32 storage is certain only with ncnn2table's options: there the raw (packed) blob
         # is read in place; the deployed runtime may store fp16/bf16, so ncnn converts it.
         self.raw_extract = runtime == "calibration"
+
+    def producer(self, blob: str) -> str:
+        """``"layer 'x' (Type)"``, the layer whose output ``blob`` is, or ``""``."""
+        try:
+            index = self.blob_names.index(blob)
+            for layer in self.net.layers():
+                if index in list(layer.tops):
+                    return f"layer {layer.name!r} ({layer.type})"
+        except (ValueError, AttributeError, TypeError):
+            pass
+        return ""
+
+    def extract_error(self, where: str, blob: str, ret: int) -> ExtractError:
+        """ncnn's failure to compute ``blob``, naming the model and the layer that makes it."""
+        made_by = self.producer(blob)
+        why = (" (-100: ncnn could not allocate a blob: a layer's output is too large for "
+               "this device -- check that layer's shape parameters and --shape)"
+               if ret == -100 else "")
+        return ExtractError(
+            f"{where}: ncnn could not compute blob {blob!r} of {os.path.basename(self.param)}"
+            + (f", the output of {made_by} or a layer before it" if made_by else "")
+            + f": extract returned {ret}{why}")
 
     def check_blobs(self, blobs: Sequence[str]) -> None:
         known = set(self.blob_names)
@@ -180,8 +214,7 @@ class NcnnModel:
             for name in blobs:
                 ret, out = ex.extract(name)
                 if ret != 0:
-                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
-                                       f"(extract returned {ret})")
+                    raise self.extract_error(where, name, ret)
                 yield name, out
 
     @contextlib.contextmanager
@@ -213,8 +246,7 @@ class NcnnModel:
             ret, out = ex.extract(blob)
             elapsed = time.perf_counter() - t0
             if ret != 0:
-                raise ExtractError(f"{where}: ncnn could not compute blob {blob!r} "
-                                   f"(extract returned {ret})")
+                raise self.extract_error(where, blob, ret)
             values = np.array(out, dtype=np.float32) if keep else None
             del out
             return elapsed, values
@@ -246,8 +278,7 @@ class NcnnModel:
                     if ret == 0:
                         values = _visited_unpacked(out)
                 if ret != 0:
-                    raise ExtractError(f"{where}: ncnn could not compute blob {name!r} "
-                                       f"(extract returned {ret})")
+                    raise self.extract_error(where, name, ret)
                 fn(b, values)
                 del values, out
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class JobError(Exception):
-    """A job failed for a reason the agent understands; ``kind`` names it on the wire."""
+    """A job failed for a reason the agent understands; ``kind`` names it on the wire,
+    ``details`` (JSON data) travel with it for the host."""
+
+    details: dict = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     @property
     def kind(self) -> str:
@@ -52,3 +55,17 @@ class WorkdirRefused(JobError):
 class DeviceFileError(JobError):
     """A file operation in the work directory failed (disk full, permissions, something in the
     way); the message names the file and the system's reason."""
+
+
+class NonFiniteActivation(JobError):
+    """A calibrated blob holds NaN or inf on some samples (``details["samples"]``: per sample
+    index within the job and blob, the NaN and inf counts)."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class OutOfMemory(JobError):
+    """The job needed more memory than the device could give (a ``MemoryError``): the model or
+    its inputs, not the board's state, so it is not retried."""

@@ -29,6 +29,7 @@ from edgecal_agent.errors import (
     InputError,
     JobError,
     ModelLoadError,
+    NonFiniteActivation,
 )
 from edgecal_agent.fileio import fd_state, sha256_cached_at, sha256_fh
 from edgecal_agent.protocol import (
@@ -299,6 +300,9 @@ def op_absmax(ctx: JobContext) -> Result:
 
     _run_stats(ctx, model, samples, p, reduce)
     absmax = [acc.value for acc in accs]
+    bad = [b for b, acc in enumerate(accs) if acc.nonfinite]
+    if bad:
+        _raise_nonfinite(ctx, model, samples, p, bad)
     name = "absmax.npz"
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
@@ -307,6 +311,44 @@ def op_absmax(ctx: JobContext) -> Result:
         w.add("elements_per_sample", np.array(per_sample, dtype=np.int64))
         w.add("n_samples", np.int64(samples.total))
     return {"n_samples": samples.total}, dict([ctx.artifact(name)])
+
+
+#: At most this many (sample, blob) entries are named in a NonFiniteActivation error.
+NONFINITE_REPORT_MAX = 1000
+
+
+def _raise_nonfinite(ctx: JobContext, model: NcnnModel, samples: SampleStream,
+                     p: CaptureParams, bad: Sequence[int]) -> None:
+    """Blobs ``bad`` held NaN or inf: run the samples again for those blobs only, count per
+    sample and blob, and fail the job naming them (the fast pass only knows *that* it happened).
+
+    ncnn2table takes ``inf`` as the abs-max (scale 0) and a NaN sample's activations vanish
+    from the statistics; neither gives a usable scale, so the job fails instead.
+    """
+    names = [p.blobs[b] for b in bad]
+    found: list[list[Any]] = []
+    totals = {n: [0, 0] for n in names}
+    current = [0]
+
+    def count(b: int, values: np.ndarray) -> None:
+        n_nan, n_inf = stats.count_nonfinite(values)
+        if n_nan or n_inf:
+            totals[names[b]][0] += n_nan
+            totals[names[b]][1] += n_inf
+            if len(found) < NONFINITE_REPORT_MAX:
+                found.append([current[0], names[b], n_nan, n_inf])
+
+    for i, sample in samples:
+        current[0] = i
+        model.for_each_visited(sample, p.inputs, names, count, f"sample {i}")
+    per_blob = "; ".join(
+        f"blob {n!r}: {t[0]} NaN, {t[1]} inf on "
+        f"{len({s for s, m, _, _ in found if m == n})} sample(s)" for n, t in totals.items())
+    first = found[0] if found else None
+    raise NonFiniteActivation(
+        f"non-finite activations ({per_blob})"
+        + (f"; first: sample {first[0]} of the job, blob {first[1]!r}" if first else ""),
+        {"samples": found, "totals": {n: t for n, t in totals.items()}})
 
 
 def op_histogram(ctx: JobContext) -> Result:

@@ -434,14 +434,22 @@ class ErrorInfo:
     kind: str
     message: str
     traceback: str = ""
+    #: What the host needs to say more than the message (agent >= 0.2.4, e.g. which samples
+    #: gave a non-finite activation); JSON data only.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "traceback": self.traceback}
+        d: dict[str, Any] = {"kind": self.kind, "message": self.message,
+                             "traceback": self.traceback}
+        if self.details:
+            d["details"] = dict(self.details)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "error") -> ErrorInfo:
         return cls(kind=_req(d, "kind", str, where), message=_req(d, "message", str, where),
-                   traceback=_opt(d, "traceback", str, where, ""))
+                   traceback=_opt(d, "traceback", str, where, ""),
+                   details=_opt(d, "details", dict, where, {}))
 
 
 @dataclass(frozen=True)

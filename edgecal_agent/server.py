@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import edgecal_agent
 from edgecal_agent import jobdirs
-from edgecal_agent.errors import BadRequest, DeviceFileError, JobError
+from edgecal_agent.errors import BadRequest, DeviceFileError, JobError, OutOfMemory
 from edgecal_agent.jobs import HANDLERS, JobContext
 from edgecal_agent.protocol import (
     DONE_PREFIX,
@@ -112,12 +112,17 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
                                           f"directory failed: {e}") from e
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
+        if isinstance(e, MemoryError):
+            e = OutOfMemory(f"out of memory ({e or 'MemoryError'}) in job {job_id} "
+                            f"({op}): the model or its inputs need more memory than this device "
+                            "gives")
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
         if isinstance(e, ProtocolMismatch):
             kind = "ProtocolMismatch"
         response = Response(op=op, job_id=job_id, ok=False,
                             error=ErrorInfo(kind=kind, message=str(e),
-                                            traceback=traceback.format_exc()))
+                                            traceback=traceback.format_exc(),
+                                            details=getattr(e, "details", None) or {}))
     timing["total"] = time.perf_counter() - t_start
     response = Response(
         op=response.op, job_id=job_id, ok=response.ok, agent_version=edgecal_agent.__version__,

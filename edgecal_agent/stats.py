@@ -28,6 +28,15 @@ NUM_BINS = 2048
 
 _F32_BINS = np.float32(NUM_BINS)
 _F32_LAST = np.float32(NUM_BINS - 1)
+_F32_INF = np.float32(np.inf)
+
+
+def count_nonfinite(values: np.ndarray) -> tuple[int, int]:
+    """``(NaN count, inf count)`` of ``values`` (any shape)."""
+    arr = np.asarray(values, dtype=np.float32)
+    n_nan = int(np.count_nonzero(np.isnan(arr)))
+    n_inf = int(np.count_nonzero(np.isinf(arr)))
+    return n_nan, n_inf
 
 
 def visited(blob: np.ndarray) -> np.ndarray:
@@ -171,6 +180,8 @@ class AbsMaxAccumulator:
     def __init__(self, scratch: _Scratch | None = None, stage: int = STAGE_FLOATS) -> None:
         self._value = np.float32(0.0)
         self._stage = _Stage(scratch if scratch is not None else _Scratch(), stage)
+        #: a NaN or inf was added (read after :attr:`value`); the caller decides what it means
+        self.nonfinite = False
 
     def add(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float32)
@@ -179,8 +190,10 @@ class AbsMaxAccumulator:
 
     def _reduce(self, a: np.ndarray) -> None:
         m = a.max()
-        if m != m:  # NaN: ignore it as std::max(absmax, fabs(nan)) does
-            m = _abs_max_nan(a)
+        if not m < _F32_INF:  # NaN or inf (one comparison on the fast path)
+            self.nonfinite = True
+            if m != m:  # NaN: ignore it as std::max(absmax, fabs(nan)) does
+                m = _abs_max_nan(a)
         if m > self._value:
             self._value = np.float32(m)
 

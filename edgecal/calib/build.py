@@ -10,7 +10,7 @@ import numpy as np
 
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.scales import BLOB_METHODS, blob_scale
-from edgecal.calib.table import CalibrationTable, format_value, weight_key
+from edgecal.calib.table import CalibrationTable, bad_scales, format_value, weight_key
 from edgecal.calib.weights import CONV_TYPES, conv_weight_scales, static_weight_scales
 from edgecal.errors import CalibrationError
 from edgecal.ncnnfmt.param import Layer
@@ -91,4 +91,11 @@ def build_table(
             result.warnings.extend(ws.warnings)
             for i, values in enumerate(ws.params):
                 table.set(weight_key(lay.name, i), values)
+    for key, values in table.records.items():
+        bad = bad_scales(values)
+        if bad:
+            result.warnings.append(
+                f"table line {key} holds {len(bad)} scale(s) that are not finite and > 0 "
+                f"(first: value {bad[0][0] + 1}, {format_value(bad[0][1])}); `edgecal quantize` "
+                "refuses this line, keep the layer in float (--keep-fp32) or fix its cause")
     return result

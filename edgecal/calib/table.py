@@ -79,6 +79,15 @@ class CalibrationTable:
     """Ordered ``key -> float32 values``.  Order is the file order and is kept on render."""
 
     records: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Where the records were read from (:func:`parse_table`): the file, and per key its line.
+    source: str = ""
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """``"line N: "`` for a key read by :func:`parse_table` (callers name the file), else
+        ``""``."""
+        line = self.lines.get(key)
+        return f"line {line}: " if line is not None else ""
 
     def set(self, key: str, values: Iterable[float] | np.ndarray | float) -> None:
         arr = np.atleast_1d(np.asarray(values, dtype=np.float32)).copy()
@@ -116,7 +125,7 @@ class CalibrationTable:
     def without(self, layers: Iterable[str]) -> CalibrationTable:
         """A copy with every record of the named layers (blob and weight keys) removed."""
         drop = set(layers)
-        out = CalibrationTable()
+        out = CalibrationTable(source=self.source, lines=dict(self.lines))
         for key, values in self.records.items():
             owner = key.split(WEIGHT_KEY_MARK, 1)[0] if is_weight_key(key) else key
             if owner not in drop:
@@ -145,7 +154,7 @@ def parse_table(text: str, source: str = "<table>") -> CalibrationTable:
     Raises :class:`TableError` naming ``source`` and the line for anything ncnn2int8 would
     misread silently: a key without values, a value that is not a number, a repeated key.
     """
-    table = CalibrationTable()
+    table = CalibrationTable(source=source)
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -167,4 +176,39 @@ def parse_table(text: str, source: str = "<table>") -> CalibrationTable:
                 f"{where}: {key!r} has a value that is not a number: {' '.join(values)!r}"
             ) from None
         table.records[key] = np.array(parsed, dtype=np.float32)
+        table.lines[key] = lineno
     return table
+
+
+def bad_scales(values: np.ndarray) -> list[tuple[int, float]]:
+    """``(index, value)`` of every scale that is not finite and > 0 (``nan`` fails too)."""
+    arr = np.asarray(values, dtype=np.float32).reshape(-1)
+    return [(int(i), float(arr[i])) for i in np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))]
+
+
+def refuse_unusable_scales(table: CalibrationTable, keys: Iterable[str]) -> None:
+    """Raise :class:`TableError` at the first of ``keys`` (the records a conversion uses)
+    holding a scale that is zero, negative, NaN or inf, naming the table file and line.
+
+    Such a scale turns the layer's int8 weights or inputs into garbage (``w * inf`` is NaN for
+    a zero weight, ncnn2int8 then writes -127; a zero scale makes every code 0) without any
+    error at run time.  ``quantize --ncnn-compat`` style callers skip this check on purpose.
+    """
+    for key in keys:
+        values = table.records.get(key)
+        if values is None:
+            continue
+        bad = bad_scales(values)
+        if not bad:
+            continue
+        index, value = bad[0]
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        what = "weight scale" if is_weight_key(key) else "input blob scale"
+        raise TableError(
+            f"{table.where(key)}{key} has {what} {format_value(value)} (value {index + 1} of "
+            f"{values.size}{more}); a scale must be finite and > 0, the int8 model would "
+            "compute garbage there",
+            hint="re-calibrate with edgecal calibrate (it names the cause and writes a usable "
+            "scale for an all-zero weight channel, where ncnn2table writes inf), or keep the "
+            f"layer in float (--keep-fp32 {key.split(WEIGHT_KEY_MARK, 1)[0]})",
+        )

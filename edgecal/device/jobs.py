@@ -63,6 +63,10 @@ def raise_for_error(response: Response, device_name: str,
         "InputError": "check the input shape, pixel type, mean and norm against the model",
         "ArtifactMissing": "something on the device removed the job's files while it ran; "
                            "check what else uses the work directory",
+        "ExtractError": "check the layer named and its shape parameters against the input "
+                        "(--shape); every board fails this job the same way",
+        "OutOfMemory": "check the .param for a huge shape (a layer whose output is enormous) "
+                       "and --shape; a board with more memory may run it",
         "InputCorrupt": f"the damaged copy was removed and is pushed again on the next try; "
                         f"if this repeats, check the device's disk (`edgecal board check "
                         f"{device_name}`)",
@@ -71,7 +75,7 @@ def raise_for_error(response: Response, device_name: str,
     raise AgentError(
         f"{device_name}: job {response.job_id} ({response.op}) failed in the agent: "
         f"{err.kind}: {err.message}",
-        kind=err.kind, remote_traceback=err.traceback,
+        kind=err.kind, remote_traceback=err.traceback, details=dict(err.details),
         hint=hints.get(err.kind, "run with --debug to see the agent's traceback"))
 
 

@@ -19,6 +19,7 @@ from edgecal.device.jobs import build_request, parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import DeviceError, ProtocolError
+from edgecal.fsnames import device_file_name
 from edgecal_agent.protocol import (
     FILES_DIR,
     JOBS_DIR,
@@ -118,7 +119,7 @@ class LocalDevice(Device):
         if not local.is_file():
             raise DeviceError(f"{self.name}: cannot push {local}: not a file")
         digest = self._sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{local.name}"
+        rel = f"{FILES_DIR}/{digest}/{device_file_name(local.name)}"
         target = self.workdir / rel
         if target.is_file() and self._sha256(target) == digest:
             return rel

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Protocol
 
 from edgecal.device.base import Progress
-from edgecal.errors import DeviceError, ProtocolError
+from edgecal.errors import AgentCrash, DeviceError, ProtocolError
 from edgecal_agent import PROTOCOL_VERSION
 from edgecal_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 
@@ -109,6 +109,27 @@ class PopenProcess:
 
 _LOCAL_DEAD_HINT = ("run `python -m edgecal_agent hello` on the device to check that numpy and "
                     "ncnn import; out-of-memory kills show in `dmesg`")
+
+
+#: Signals of a crash inside the process (as opposed to a kill from outside: SIGKILL, SIGTERM).
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT")
+
+
+def fatal_signal(code: int, shell_status: bool, stderr_tail: Sequence[str]) -> str:
+    """The crash signal's name when the agent died of one, else ``""``.
+
+    ``code``: a local process's return code (``-N`` for signal N) or, ``shell_status``, an
+    SSH command's exit status (``128 + N``).  Python's faulthandler (the agent enables it)
+    names the crash on stderr, which also covers a transport without an exit status.
+    """
+    number = code - 128 if shell_status and code > 128 else -code if code < 0 else 0
+    with contextlib.suppress(ValueError):
+        if number and signal.Signals(number).name in CRASH_SIGNALS:
+            return signal.Signals(number).name
+    for line in stderr_tail:
+        if line.startswith("Fatal Python error: "):
+            return line[len("Fatal Python error: "):].strip() or "a fatal error"
+    return ""
 
 
 class AgentSession:
@@ -230,6 +251,14 @@ class AgentSession:
         else:
             how = f"exited with status {code}"
         tail = "\n".join(list(self.stderr_tail)[-10:])
+        crash = fatal_signal(code, describe is not None, list(self.stderr_tail))
+        if crash and what.startswith("job "):
+            raise AgentCrash(
+                f"{self.device_name}: ncnn crashed ({crash}) in the agent during {what}: the "
+                "job's model or input makes ncnn fail (--debug shows the agent's stderr)",
+                hint="check the model (a layer with parameters ncnn does not check, a huge "
+                "shape) and --shape; a crash of the same job repeats on every try, so it was "
+                "not retried")
         hint = self.dead_hint
         if "WorkdirRefused" in tail:  # the agent's own start check: not an installation issue
             hint = ("give the device a work directory of its own inside the user's home (boards "

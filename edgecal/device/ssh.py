@@ -45,6 +45,7 @@ from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
 from edgecal.device.session import AgentSession
 from edgecal.device.sshlink import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
+from edgecal.fsnames import device_file_name
 from edgecal_agent.protocol import (
     FILES_DIR,
     JOBS_DIR,
@@ -325,7 +326,7 @@ class SshDevice(Device):
         """``(rel, digest)`` when ``local`` is not on the board yet (its folder is made), else
         None: what a fan-out upload (``edgecal.device.fanout``) stages and commits."""
         digest = self._digests.sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{safe_name(local.name, str(local))}"
+        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
         state = self._remote_state(rel, digest, local.stat().st_size)
         if state == "verified":
             return None
@@ -390,7 +391,7 @@ class SshDevice(Device):
         if not local.is_file():
             raise DeviceError(f"{self.name}: cannot push {local}: not a file")
         digest = self._digests.sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{safe_name(local.name, str(local))}"
+        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
         self._ensure_pushed(local, rel, digest)
         return rel
 

@@ -38,7 +38,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecal.calib.table import CalibrationTable, is_weight_key, weight_key
+from edgecal.calib.table import (
+    CalibrationTable,
+    is_weight_key,
+    refuse_unusable_scales,
+    weight_key,
+)
 from edgecal.errors import ConversionError, TableError
 from edgecal.int8.fusion import fuse_requantize
 from edgecal.int8.quantize import absmax_scales, quantize_rows, quantize_tensor
@@ -107,6 +112,13 @@ def _check_table(pf: ParamFile, table: CalibrationTable) -> None:
             + ", ".join(missing),
             hint="the table was made for another model",
         )
+
+
+def used_table_keys(table: CalibrationTable, quantized: Sequence[str]) -> list[str]:
+    """The table records a conversion that quantized ``quantized`` read, in table order."""
+    owners = set(quantized)
+    return [k for k in table
+            if (k.rsplit("_param_", 1)[0] if is_weight_key(k) else k) in owners]
 
 
 def _scales(table: CalibrationTable, layer: Layer, index: int, expected: int) -> np.ndarray | None:
@@ -334,7 +346,9 @@ def quantize_model(
 
     ``ncnn_compat``: reproduce ncnn2int8's numeric quirks too (module docstring).  This is the
     one switch for them; checks that refuse a table upstream would accept belong next to
-    ``_check_table`` below and are skipped when it is set.
+    ``_check_table`` below and are skipped when it is set: a table whose records used by the
+    conversion hold a scale that is zero, negative, NaN or inf is refused
+    (:func:`refuse_unusable_scales`) unless it is set, and then converted as ncnn2int8 does.
     """
     names = [layer.name for layer in pf.layers]
     unknown = [k for k in keep_fp32 if k not in names]
@@ -386,6 +400,8 @@ def quantize_model(
                 st.report.warnings.append(_missing_key_warning(st, layer, f"{layer.name}_param_*"))
                 st.report.kept_float.append(layer.name)
 
+    if table is not None and not ncnn_compat:
+        refuse_unusable_scales(table, used_table_keys(table, st.report.quantized))
     for producer, consumer, top in fuse_requantize(layers, st.int8, st.bottom_scales):
         st.put_raw(layers[names.index(producer)], "top_scale", top)
         st.report.fused.append((producer, consumer))

@@ -306,6 +306,28 @@ def test_wrong_input_shape_is_an_input_error(device: Device, cases: dict[str, Ca
     assert info.value.kind == "InputError"
 
 
+def test_nonfinite_activation_is_a_job_error_naming_blob_and_sample(
+        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    """A finite but huge input overflows the first conv to inf: the abs-max job fails with
+    per-sample, per-blob counts (today: inf abs-max, then a JSON ValueError on the host)."""
+    case = cases["npy"]
+    samples = [case.samples[0], (np.full((3, 6, 10), 3e38, np.float32),), case.samples[1]]
+    shards = write_shards(samples, case.specs, tmp_path)
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, case.param, case.bin, case.specs, shards, case.blobs)
+    e = info.value
+    assert e.kind == "NonFiniteActivation" and e.kind in JOB_ERRORS
+    entries = e.details["samples"]
+    assert entries and {entry[0] for entry in entries} == {1}  # only the second sample
+    assert {entry[1] for entry in entries} <= set(case.blobs)
+    assert all(entry[2] + entry[3] > 0 for entry in entries)
+    assert "inf" in str(e)
+    # the clean samples alone still work on the same agent
+    clean = write_shards([case.samples[0]], case.specs, tmp_path / "clean")
+    got = capture_absmax(device, case.param, case.bin, case.specs, clean, case.blobs)
+    assert all(np.isfinite(v[0]) for v in got.values())
+
+
 def test_job_timeout_raises_device_error(device: Device) -> None:
     t0 = time.monotonic()
     with pytest.raises(DeviceError) as info:
@@ -450,3 +472,82 @@ def test_a_planted_temp_name_is_never_written_through_by_a_push(
     assert victim.read_bytes() == b"precious"
     assert (folder / src.name).read_bytes() == src.read_bytes()
     assert not (folder / src.name).is_symlink()
+
+
+#: ncnn does not check Crop's offsets: this one reads ~400 MB before the blob (a segfault).
+CRASHING_CROP = "Crop crop_x 1 1 1 1i 0=-100000000 1=-100000000 2=0 3=10 4=10 5=16"
+
+
+def _digits_with_layer_after_conv0(tmp_path: Path, line: str) -> tuple[Path, Path]:
+    """The digits model with ``line`` (bottom ``1``, top ``1i``) between convrelu_0 and
+    convdwrelu_0."""
+    lines = (REFERENCE / "digits" / "model.param").read_text().splitlines()
+    n_layers, n_blobs = map(int, lines[1].split())
+    out = [lines[0], f"{n_layers + 1} {n_blobs + 1}"]
+    for text in lines[2:]:
+        if text.split()[1] == "convdwrelu_0":
+            out.append(line)
+            text = text.replace(" 1 1 1 2 ", " 1 1 1i 2 ", 1)
+        out.append(text)
+    param = tmp_path / "model.param"
+    param.write_text("\n".join(out) + "\n")
+    return param, REFERENCE / "digits" / "model.bin"
+
+
+def test_ncnn_crashing_on_a_model_is_an_agent_crash_not_a_board_fault(
+        fresh_device, cases: dict[str, Case], case_shards: dict[str, list[Path]],  # type: ignore[no-untyped-def]
+        tmp_path: Path) -> None:
+    """A Crop whose offsets ncnn does not check makes ncnn read far outside the blob and
+    segfault: the model's fault (today a DeviceError, retried four times as a board fault)."""
+    from edgecal.errors import AgentCrash
+    from edgecal.fleet import _board_fault
+
+    param, binf = _digits_with_layer_after_conv0(
+        tmp_path, CRASHING_CROP)
+    case = cases["digits"]
+    device = fresh_device()
+    with pytest.raises(AgentCrash) as info:
+        capture_absmax(device, param, binf, case.specs, case_shards["digits"], ["1i"])
+    assert "SIGSEGV" in str(info.value) or "Segmentation fault" in str(info.value)
+    assert "numpy" not in str(info.value)
+    assert not _board_fault(info.value)
+
+
+def test_a_blob_ncnn_cannot_allocate_names_its_layer(
+        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
+        tmp_path: Path) -> None:
+    param, binf = _digits_with_layer_after_conv0(
+        tmp_path, "Interp interp_x 1 1 1 1i 0=2 3=100000 4=100000")
+    case = cases["digits"]
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, param, binf, case.specs, case_shards["digits"], ["1i"])
+    e = info.value
+    assert e.kind == "ExtractError" and e.kind in JOB_ERRORS
+    assert "interp_x" in str(e) and "model.param" in str(e) and "numpy" not in str(e)
+
+
+def test_a_huge_shape_is_an_input_error_not_a_crash(
+        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    case = cases["digits"]
+    spec = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (100000, 100000))
+    shards = write_shards(case.samples[:2], [spec], tmp_path)
+    with pytest.raises(AgentError) as info:
+        capture_absmax(device, case.param, case.bin, [spec], shards, case.blobs)
+    assert info.value.kind == "InputError" and "100000x100000" in str(info.value)
+
+
+def test_a_model_file_name_that_is_not_utf8_works(
+        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
+        tmp_path: Path) -> None:
+    """``m\\xff.param`` (bytes that are not UTF-8): today ncnn's load_param gets a lone
+    surrogate (TypeError, retried as a board fault) or SFTP fails to encode the path."""
+    case = cases["digits"]
+    param = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff\xfe.param"))
+    binf = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff.bin"))
+    param.write_bytes(case.param.read_bytes())
+    binf.write_bytes(case.bin.read_bytes())
+    got = capture_absmax(device, param, binf, case.specs, case_shards["digits"][:1],
+                         case.blobs)
+    want = capture_absmax(device, case.param, case.bin, case.specs, case_shards["digits"][:1],
+                          case.blobs)
+    assert got == want
