@@ -343,6 +343,34 @@ def fill_up(folder: Path) -> int:
     return total
 
 
+class KeepFull:
+    """Fill ``folder`` at the moment (``start``) and keep it full until ``release``: space the
+    host frees later (it removes a job's folder once it has the answer) is taken again within
+    20 ms, so the board's remaining jobs meet a full disk whatever the timing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.bytes = fill_up(self.folder)
+        self._thread = threading.Thread(target=self._refill, daemon=True)
+        self._thread.start()
+
+    def _refill(self) -> None:
+        while not self._stop.wait(0.02):
+            self.bytes += fill_up(self.folder)
+
+    def release(self) -> None:
+        """Stop refilling and free the space."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        (self.folder / "filler").unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
     """``board``'s work directory on a 4 MiB tmpfs inside its root: a boards file copy that
@@ -498,26 +526,30 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
     with small_workdir(rig, POWER) as (boards, mnt):
         jobs = mnt / "wd" / "jobs"
         out, run_dir = tmp_path / "fleet.table", tmp_path / "fleet-run"
-        filled: list[int] = []
-        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)),
-                              ops=FIRST)) as m:
-            code, summary, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(*FLEET, boards=boards)))
+        full = KeepFull(mnt)
+        try:
+            with at_moment(Moment(run_dir, jobs, k, d, full.start, ops=FIRST)) as m:
+                code, summary, err, took = run_cli(capsys, calibrate_args(
+                    rig, out, run_dir, *devices(*FLEET, boards=boards)))
+        finally:
+            full.release()
         m.check()
-        report(capsys, f"[faults e] {POWER} work directory filled ({filled[0]} B) {when}, "
+        report(capsys, f"[faults e] {POWER} work directory filled ({full.bytes} B) {when}, "
                        f"with {partner(POWER)}: exit {code} in {took:.1f} s; {brief(summary)}")
         acc = assert_finished(rig, code, summary, err, out, when)
         assert acc[POWER]["lost"] and "full" in acc[POWER]["lost"], (when, acc)
         assert acc[partner(POWER)]["reassigned"] >= 1, (when, acc)
 
         # alone (3 shards per pass): at least one shard answered before the disk fills
-        (mnt / "filler").unlink()
         _, k, d, when = moment_params("full-alone", round_, (1, 1), 0.8)
         out, run_dir = tmp_path / "alone.table", tmp_path / "alone-run"
-        with at_moment(Moment(run_dir, jobs, k, d, lambda: filled.append(fill_up(mnt)),
-                              ops=FIRST)) as m:
-            code, _, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(POWER, boards=boards), "--retries", "2"))
+        full = KeepFull(mnt)
+        try:
+            with at_moment(Moment(run_dir, jobs, k, d, full.start, ops=FIRST)) as m:
+                code, _, err, took = run_cli(capsys, calibrate_args(
+                    rig, out, run_dir, *devices(POWER, boards=boards), "--retries", "2"))
+        finally:
+            full.release()  # space freed for the resume below
         m.check()
         line = one_error_line(err, POWER, run_dir)
         report(capsys, f"[faults e] {POWER} alone, work directory filled {when}: exit {code} "
@@ -526,7 +558,6 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
         before, done = part_jobs(run_dir), done_samples(run_dir)
         assert before
 
-        (mnt / "filler").unlink()  # space freed
         code, summary, err, took = run_cli(capsys, ["-q", "calibrate", "--resume",
                                                     str(run_dir), "--json"])
     report(capsys, f"[faults e] resumed after freeing space: exit {code} in {took:.1f} s, "
