@@ -202,6 +202,10 @@ UNITS = [0, 1, 2]
 FAULT_FREE = {u: answer_of(u) for u in UNITS}
 
 
+def test_the_job_kinds_are_the_fleets() -> None:
+    assert set(JOB_KINDS) == JOB_ERRORS  # a new kind gets a test case here
+
+
 def test_fault_free_run() -> None:
     board = FakeBoard("pi")
     out = Outcome()
@@ -261,7 +265,13 @@ def test_without_an_answer_on_the_board_the_unit_runs_again_under_a_new_id() -> 
     assert account(fleet, "pi") == acct("pi", shards=1, samples=1, retried=2, collected=1)
 
 
-JOB_FAULTS: list[Any] = [Fails(k) for k in sorted(JOB_ERRORS)] + [
+#: What every board would fail the same way (the agent's kinds named here, not read from fleet)
+JOB_KINDS = ["BadRequest", "ModelLoadError", "BlobNotFound", "InputError", "ProtocolMismatch",
+             "ExtractError", "NonFiniteActivation", "OutOfMemory", "TypeError", "ValueError",
+             "KeyError", "IndexError", "AttributeError", "UnicodeError", "UnicodeEncodeError",
+             "UnicodeDecodeError", "ZeroDivisionError", "OverflowError", "RecursionError",
+             "NotImplementedError", "AssertionError"]
+JOB_FAULTS: list[Any] = [Fails(k) for k in JOB_KINDS] + [
     AgentCrash("pi: the agent died of SIGSEGV running job x"),
     HostKeyError("pi: the host key of 10.0.0.7 has changed")]
 
@@ -343,7 +353,8 @@ def test_every_board_lost_stops_with_fleet_exhausted_keeping_what_is_done() -> N
     assert out.sleeps == [0.5] and fleet.alive == []
     assert account(fleet, "a") == acct("a", shards=2, samples=3, retried=2,
                                        lost="a: ssh: no route to host")
-    assert out.said[-1] == "a: given up (a: ssh: no route to host); no board left"
+    assert out.said == ["a: shard 2: a: ssh: connection refused; retrying in 0.5 s (2/2)",
+                        "a: given up (a: ssh: no route to host); no board left"]
 
 
 def test_two_boards_lost_name_both() -> None:
