@@ -111,5 +111,5 @@ def test_the_hashing_program_answers_the_hosts_parser(python: str, tmp_path: Pat
 
 
 def test_a_garbled_hash_answer_names_the_board() -> None:
-    with pytest.raises(ProtocolError, match="^emu1: unexpected answer of the hashing helper"):
+    with pytest.raises(ProtocolError, match=r"^emu1: unexpected answer of the hashing helper"):
         parse_hashes("Traceback (most recent call last):\n", "emu1")
