@@ -112,15 +112,17 @@ def _board_fault(e: DeviceError) -> bool:
 
 class Fleet:
     """Run units over ``devices`` (see the module doc).  ``say`` gets one line per event
-    (retry, reconnect, lost board)."""
+    (retry, reconnect, lost board); ``sleep`` waits out a back-off (tests record it)."""
 
     def __init__(self, devices: Sequence[Device], *, retry: RetryPolicy | None = None,
-                 say: Callable[[str], None] | None = None, tag: str | None = None) -> None:
+                 say: Callable[[str], None] | None = None, tag: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if not devices:
             raise CalibrationError("no device to run on")
         self.devices = list(devices)
         self.retry = retry or RetryPolicy()
         self.say = say or (lambda text: None)
+        self.sleep = sleep
         #: job ids are ``<tag>-<board>-<serial>-<try>``: unique on a board across runs
         self.tag = tag or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_fleets)}"
         names = [d.name for d in self.devices]
@@ -358,7 +360,7 @@ class Fleet:
             job_id = f"{base}-{attempt}" + (f"-{job.op(unit)}" if job.op is not None else "")
             try:
                 if attempt:
-                    time.sleep(self.retry.delay(attempt))
+                    self.sleep(self.retry.delay(attempt))
                     device.recover()
                     if previous is not None:
                         got = job.collect(device, unit, previous)

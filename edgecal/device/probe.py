@@ -1,4 +1,5 @@
-"""What a board offers the agent: one Python snippet run there, and what its answer means.
+"""What a board offers the agent: one Python program run there (``board_snippets/probe.py``),
+and what its answer means.
 
 The snippet is plain enough for any Python (it must *report* an old one, not fail on it) and
 prints one JSON object.  :func:`problems` turns the facts into problems, each with its fix.
@@ -11,77 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecal.device.snippets import board_snippet
+
 #: The oldest Python the agent runs on.
 MIN_PYTHON = (3, 9)
-
-# Python 2.7/3.x-compatible on purpose: no f-strings, no walrus, no annotations.
-PROBE_CODE = r"""
-import json, os, platform, sys
-out = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable,
-       "machine": platform.machine(), "libc": list(platform.libc_ver())}
-wd = sys.argv[1]
-def trymod(name):
-    try:
-        m = __import__(name)
-        return getattr(m, "__version__", "unknown"), None
-    except Exception as e:
-        return None, "%s: %s" % (type(e).__name__, e)
-out["numpy"], out["numpy_error"] = trymod("numpy")
-out["ncnn"], out["ncnn_error"] = trymod("ncnn")
-try:
-    import importlib.util
-    out["pip"] = importlib.util.find_spec("pip") is not None
-except Exception:
-    out["pip"] = False
-try:
-    out["cores"] = os.cpu_count()
-except AttributeError:
-    out["cores"] = None
-feats, names = set(), {}
-try:
-    for line in open("/proc/cpuinfo"):
-        k, _, v = line.partition(":")
-        k = k.strip().lower()
-        if k in ("features", "flags"):
-            feats.update(v.split())
-        elif k in ("model", "model name", "hardware", "cpu part") and k not in names:
-            names[k] = v.strip()
-except Exception:
-    pass
-model = names.get("model") or names.get("model name") or names.get("hardware")
-if names.get("cpu part"):
-    model = (model + ", " if model else "") + "ARM part " + names["cpu part"]
-out["cpu_features"], out["cpu_model"] = sorted(feats), model
-mem = {}
-try:
-    for line in open("/proc/meminfo"):
-        k, _, v = line.partition(":")
-        if k in ("MemTotal", "MemAvailable"):
-            mem[k] = int(v.split()[0]) * 1024
-except Exception:
-    pass
-out["mem_total"], out["mem_available"] = mem.get("MemTotal"), mem.get("MemAvailable")
-p = wd
-while p and not os.path.exists(p):
-    p = os.path.dirname(p)
-out["workdir_exists"] = os.path.isdir(wd)
-try:
-    st = os.statvfs(p or "/")
-    out["disk_free"] = st.f_bavail * st.f_frsize
-except Exception:
-    out["disk_free"] = None
-ok, why = False, None
-if os.path.isdir(wd):
-    t = os.path.join(wd, ".edgecal-probe-%d" % os.getpid())
-    try:
-        f = open(t, "w"); f.write("x"); f.close(); os.remove(t); ok = True
-    except Exception as e:
-        why = "%s: %s" % (type(e).__name__, e)
-else:
-    why = "does not exist"
-out["workdir_writable"], out["workdir_error"] = ok, why
-sys.stdout.write("EDGECAL-PROBE " + json.dumps(out) + "\n")
-"""
 
 
 @dataclass(frozen=True)
@@ -109,9 +43,15 @@ class BoardFacts:
         return self.facts.get(key, default)
 
 
+def probe_code() -> str:
+    """The probe (``board_snippets/probe.py``; Python 2.7/3.x on purpose).  argv: WORKDIR;
+    prints one line ``EDGECAL-PROBE {json}``."""
+    return board_snippet("probe.py")
+
+
 def probe_argv(python: str, workdir: str, site: str) -> list[str]:
     """The remote argv: the probe under ``python`` with ``site`` on its path."""
-    return ["env", f"PYTHONPATH={site}", python, "-c", PROBE_CODE, workdir]
+    return ["env", f"PYTHONPATH={site}", python, "-c", probe_code(), workdir]
 
 
 def parse_probe(python: str, exit_code: int, stdout: str, stderr: str) -> BoardFacts:

@@ -43,6 +43,7 @@ from edgecal.device.jobs import build_request, parse_response, raise_for_error
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
 from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
 from edgecal.device.session import AgentSession
+from edgecal.device.snippets import board_snippet
 from edgecal.device.sshlink import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
 from edgecal.fsnames import device_file_name
@@ -61,28 +62,21 @@ DEFAULT_WORKDIR = ".cache/edgecal"
 SITE_DIR = "site"
 MAX_RESPONSE_BYTES = 64 << 20
 
-# Runs on the board under -I -S (no site, fast).  argv: ROOT REL... -> {"REL": sha256 | null}
-# (null: absent, not a regular file, or reached through a symlink)
-_HASH_TOOL = r"""
-import hashlib, json, os, stat, sys
-root, rels = sys.argv[1], sys.argv[2:]
-def sha(rel):
-    p = os.path.join(root, rel)
-    if os.path.realpath(p) != os.path.normpath(p) or not os.path.normpath(p).startswith(root + "/"):
-        return None
+
+def hash_argv(python: str, workdir: str, rels: Sequence[str]) -> list[str]:
+    """The remote argv of ``board_snippets/sha256_files.py`` under -I -S (no site, fast):
+    it prints ``{"REL": sha256 | null}`` (null: absent, not a regular file, or reached through
+    a symlink) on its last line."""
+    return [python, "-I", "-S", "-c", board_snippet("sha256_files.py"), workdir, *rels]
+
+
+def parse_hashes(stdout: str, board: str) -> dict[str, str | None]:
+    """The hashing program's answer, or a ``ProtocolError`` naming ``board``."""
     try:
-        st = os.lstat(p)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-sys.stdout.write(json.dumps({r: sha(r) for r in rels}) + "\n")
-"""
+        return dict(json.loads(stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise ProtocolError(f"{board}: unexpected answer of the hashing helper: "
+                            f"{stdout[:200]!r}") from None
 
 
 #: Uploads are staged under a name of this process's own (host pid and a random tag).
@@ -261,16 +255,12 @@ class SshDevice(Device):
         Python start there (~0.5 s under qemu), so it is only asked when a mark is missing."""
         for r in rels:
             check_relpath(r, "remote path")
-        res = self.link.run([self.python, "-I", "-S", "-c", _HASH_TOOL, str(self.workdir),
-                             *rels], timeout_s=max(60.0, self.target.connect_timeout_s))
+        res = self.link.run(hash_argv(self.python, str(self.workdir), rels),
+                            timeout_s=max(60.0, self.target.connect_timeout_s))
         if not res.ok:
             self._raise_setup(f"hashing files on the board failed: "
                               f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
-        try:
-            return dict(json.loads(res.stdout.strip().splitlines()[-1]))
-        except (ValueError, IndexError):
-            raise ProtocolError(f"{self.name}: unexpected answer of the hashing helper: "
-                                f"{res.stdout[:200]!r}") from None
+        return parse_hashes(res.stdout, self.name)
 
     @staticmethod
     def staging_rel(rel: str) -> str:

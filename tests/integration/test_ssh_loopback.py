@@ -472,3 +472,19 @@ def test_agent_timeout_kills_remote_agent(loopback_sshd: LoopbackSshd, tmp_path:
             os.kill(pid, 0)
         assert dev.hello()["protocol"] == 1
 
+
+
+def test_remote_sha256_runs_the_board_snippet(loopback_sshd: LoopbackSshd, tmp_path: Path
+                                              ) -> None:
+    """The hashing program (edgecal/device/board_snippets/sha256_files.py) over SSH."""
+    import hashlib
+
+    wd = tmp_path / "wd"
+    src = tmp_path / "m.param"
+    src.write_bytes(b"7767517\n" * 100)
+    with SshDevice(target(loopback_sshd), workdir=str(wd), python=sys.executable) as dev:
+        rel = dev.push(src)
+        (wd / "files" / "link.param").symlink_to(wd / rel)
+        assert dev.remote_sha256(rel, "files/link.param", "files/absent") == {
+            rel: hashlib.sha256(src.read_bytes()).hexdigest(), "files/link.param": None,
+            "files/absent": None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from edgecal.device.probe import PROBE_CODE, BoardFacts, parse_probe, problems
+from edgecal.device.probe import BoardFacts, parse_probe, probe_code, problems
 from edgecal.provision import pip_download_argv, wheel_platforms
 
 
@@ -19,7 +19,7 @@ def facts(**kw: object) -> BoardFacts:
 
 
 def test_probe_runs_here(tmp_path: object) -> None:
-    res = subprocess.run([sys.executable, "-c", PROBE_CODE, str(tmp_path)], capture_output=True,
+    res = subprocess.run([sys.executable, "-c", probe_code(), str(tmp_path)], capture_output=True,
                          text=True, check=True)
     f = parse_probe("python", res.returncode, res.stdout, res.stderr)
     assert f.python and f.get("numpy") and f.get("workdir_writable") is True
