@@ -30,6 +30,7 @@ import numpy as np
 
 from edgecal import __version__
 from edgecal.atomicfile import write_text_atomic
+from edgecal.calib.methods import METHODS, Method
 from edgecal.consistency import BoardVerdict, PairFigures
 from edgecal.errors import InputFileError, UsageError
 from edgecal.histfile import load_histograms
@@ -123,7 +124,7 @@ class LayerThresholds:
     chosen: float | None
 
     def by_method(self) -> dict[str, float | None]:
-        return {"kl": self.kl, "aciq": self.aciq, "eq": self.eq}
+        return {Method.KL: self.kl, Method.ACIQ: self.aciq, Method.EQ: self.eq}
 
 
 @dataclass(frozen=True)
@@ -383,8 +384,8 @@ def parse_thresholds(doc: Any) -> dict[str, LayerThresholds]:
             raise _Malformed(f"{o.at('chosen_method')} is {method!r}, not kl, aciq, eq, table "
                              "or fp32")
         out[name] = LayerThresholds(layer=name, blob=o.text("blob"), absmax=o.num("absmax"),
-                                    kl=o.opt_num("kl"), aciq=o.opt_num("aciq"),
-                                    eq=o.opt_num("eq"), chosen_method=method,
+                                    kl=o.opt_num(Method.KL), aciq=o.opt_num(Method.ACIQ),
+                                    eq=o.opt_num(Method.EQ), chosen_method=method,
                                     chosen=o.opt_num("chosen"))
     return out
 
@@ -479,9 +480,11 @@ def load_report_data(run: RunDir) -> ReportData:
 # ============================================================================ plots
 
 #: Threshold line styles (colour, dash) per method.
-_METHOD_STYLE = {"kl": ("#d62728", "--"), "aciq": ("#2ca02c", "-."), "eq": ("#9467bd", ":")}
+_METHOD_STYLE = {Method.KL: ("#d62728", "--"), Method.ACIQ: ("#2ca02c", "-."),
+                 Method.EQ: ("#9467bd", ":")}
 #: ``table``: the scale of a table tune was given (``--table``), kept as it was.
-_METHOD_LABEL = {"kl": "KL", "aciq": "ACIQ", "eq": "EQ", "table": "given table", "fp32": "fp32"}
+_METHOD_LABEL = {**{m.value: i.label for m, i in METHODS.items()},
+                 "table": "given table", "fp32": "fp32"}
 _BOARD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf")
 _DPI = 90
@@ -843,9 +846,8 @@ def layers_section(thresholds: dict[str, LayerThresholds] | None,
         parts.append(_missing(THRESHOLDS, REPORT_FILES[THRESHOLDS] + "; plots without lines"))
     else:
         parts.append(_table(
-            ("layer", "input blob", "abs-max", "KL", "ACIQ", "EQ", "chosen"),
-            [(t.layer, t.blob, _fmt(t.absmax), _threshold_cell(t, "kl"),
-              _threshold_cell(t, "aciq"), _threshold_cell(t, "eq"),
+            ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
+            [(t.layer, t.blob, _fmt(t.absmax), *(_threshold_cell(t, m) for m in Method),
               f"{_METHOD_LABEL[t.chosen_method]} {_fmt(t.chosen)}"
               if t.chosen_method != "fp32" else "kept in fp32")
              for t in thresholds.values()]))

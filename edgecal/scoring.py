@@ -157,7 +157,3 @@ class Scorer:
               what: str = "int8 variant") -> Score:
         return self.score_files(*self.write_variant(table, keep_fp32), what=what)
 
-    @property
-    def fp32_score(self) -> Score:
-        """fp32 against itself (the no-loss end of every ranking)."""
-        return Score(1.0, self.accuracy_fp32, 1.0, 1.0, 0.0, self.latency_fp32_ms)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.scoring import Score
 from edgecal.sensitivity import LayerSensitivity, Sensitivity
@@ -39,7 +40,7 @@ class VariantScorer(Protocol):
 @dataclass(frozen=True)
 class TuneConfig:
     max_drop: float  # points
-    methods: tuple[str, ...] = ("kl", "aciq", "eq")
+    methods: tuple[Method, ...] = tuple(Method)
     max_fp32_layers: int | None = None
     time_budget_s: float | None = None
 
@@ -95,10 +96,6 @@ def points(drop: float) -> str:
     """A drop in points for a message: two decimals, but a tiny non-zero drop as itself (not
     ``0.00``, which would read as within a target of 0)."""
     return f"{drop:.2f}" if drop == 0 or abs(drop) >= 0.005 else f"{drop:.2g}"
-
-
-def layer_records(table: CalibrationTable, layer: str) -> dict[str, np.ndarray]:
-    return {k: table.records[k] for k in (layer, weight_key(layer)) if k in table.records}
 
 
 def tune(
