@@ -21,6 +21,7 @@ from edgecal.device import capture
 from edgecal.device.base import Device
 from edgecal.errors import CalibrationError, ModelFormatError
 from edgecal.inputs import SampleSource
+from edgecal.jsondoc import Obj
 from edgecal.model import Model
 from edgecal.ncnnfmt.param import ParamFile
 from edgecal.pipeline import ProgressFactory, _no_progress
@@ -201,6 +202,16 @@ class LayerFigures:
     cosine_mean: float
     cosine_min: float
     sqnr_db: float
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> LayerFigures:
+        """One of ``results[i].layers`` of a validation document (:meth:`ValidationResult.
+        to_dict`); :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(name=o.text("name"), type=o.text("type"), top=o.text("top"),
+                   requantized=o.flag("requantized"), top_scale=o.opt_num("top_scale"),
+                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
+                   sqnr_db=o.num("sqnr_db"))
 
 
 @dataclass
