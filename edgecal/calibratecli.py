@@ -56,6 +56,7 @@ from edgecal.outputs import (
     sample_inputs,
 )
 from edgecal.rundir import RUN_JSON
+from edgecal_agent.protocol import RUNTIMES
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,7 +68,7 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--group", metavar="NAME",
                    help="the boards of this group of the boards file (a fleet)")
     p.add_argument("--method", choices=METHOD_NAMES, default=Method.KL.value)
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
+    p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
     p.add_argument("--out", "-o", help="table file to write")
     p.add_argument("--histograms-out", help="also save the merged histograms (.npz)")
     p.add_argument("--allow-zero-blobs", action="store_true")

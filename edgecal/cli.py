@@ -32,6 +32,7 @@ from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.outputs import Output, check_outputs, input_paths, sample_inputs
 from edgecal.userfile import read_text
+from edgecal_agent.protocol import RUNTIMES
 
 log = logging.getLogger("edgecal")
 
@@ -355,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         extra = "; --ncnn-compat: its exact bytes, quirks included" if name == "ncnn2int8" else ""
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
-        p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
+        p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
         p.set_defaults(func=func)
 

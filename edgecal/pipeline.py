@@ -34,9 +34,7 @@ from edgecal.inputs import SampleSource
 from edgecal.model import Model
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
-from edgecal_agent.protocol import InputDesc
-
-EQ_MAX_SAMPLES = 50
+from edgecal_agent.protocol import EQ_MAX_SAMPLES, InputDesc
 
 # progress(description, total) -> per-step callback(done, total)
 ProgressFactory = Callable[[str, int], Callable[[int, int], None]]

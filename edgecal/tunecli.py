@@ -52,6 +52,7 @@ from edgecal.validate_run import (
     render_board,
     render_sensitivity,
 )
+from edgecal_agent.protocol import RUNTIMES
 
 
 def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -78,7 +79,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="keep at most N layers in fp32 (default: no limit)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop trying layers after this long")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed",
+    p.add_argument("--runtime", choices=RUNTIMES, default="deployed",
                    help="ncnn options the int8 model is scored with (default: as deployed)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.set_defaults(func=cmd_tune, lists=[])
@@ -123,7 +124,8 @@ class Alternatives:
 
     def eq_records(self, layer: str) -> dict[str, np.ndarray] | None:
         from edgecal.device import capture
-        from edgecal.pipeline import EQ_MAX_SAMPLES, eq_layer
+        from edgecal.pipeline import eq_layer
+        from edgecal_agent.protocol import EQ_MAX_SAMPLES
 
         if layer in self.eq:
             return self.eq[layer]

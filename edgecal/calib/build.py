@@ -12,12 +12,14 @@ from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.methods import Method, parse_method
 from edgecal.calib.scales import blob_scale
 from edgecal.calib.table import CalibrationTable, bad_scales, format_value, weight_key
-from edgecal.calib.weights import CALIBRATED_TYPES, conv_weight_scales, static_weight_scales
+from edgecal.calib.weights import (
+    CALIBRATED_TYPES,
+    STATIC_TYPES,
+    conv_weight_scales,
+    static_weight_scales,
+)
 from edgecal.errors import CalibrationError
 from edgecal.ncnnfmt.param import Layer
-
-#: Order of the static sections after the conv records.
-STATIC_ORDER = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def build_table(
             result.per_layer.append(
                 LayerScaleInfo(lay.name, np.float32(hist.absmax), bs.threshold, bs.scale)
             )
-    for kind in STATIC_ORDER:
+    for kind in STATIC_TYPES:
         for lay, w in items:
             if lay.type != kind:
                 continue

@@ -32,6 +32,7 @@ from edgecal.ncnnfmt.param import Layer
 
 #: The layers ncnn2table calibrates: per-channel weight scales and an input-blob scale.
 CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+#: The layers with static weight scales, in the order ncnn2table writes their sections.
 STATIC_TYPES = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
 
 F32 = np.float32
