@@ -300,8 +300,8 @@ def load_report_data(run: RunDir) -> ReportData:
 # ============================================================================ plots
 
 #: Threshold line styles (colour, dash) per method.
-_METHOD_STYLE = {Method.KL: ("#d62728", "--"), Method.ACIQ: ("#2ca02c", "-."),
-                 Method.EQ: ("#9467bd", ":")}
+_METHOD_STYLE: dict[str, tuple[str, str]] = {
+    Method.KL: ("#d62728", "--"), Method.ACIQ: ("#2ca02c", "-."), Method.EQ: ("#9467bd", ":")}
 #: ``table``: the scale of a table tune was given (``--table``), kept as it was.
 _METHOD_LABEL = {**{m.value: i.label for m, i in METHODS.items()},
                  "table": "given table", "fp32": "fp32"}
@@ -735,7 +735,8 @@ def sensitivity_section(s: Sensitivity | None) -> _Html:
         ("rank", "layer", "type", "gain (points)", "harm cosine", "keep fp32: drop",
          "only int8: drop", "keep fp32: latency ms"),
         [(rank, x.layer, x.type, _fixed(x.gain_points, 2), _fmt(x.harm_cosine),
-          _fixed(x.keep_fp32.drop_points, 2), _fixed(x.only_int8.drop_points, 2),
+          _fixed(x.keep_fp32.drop_points, 2),
+          _fixed(x.only_int8.drop_points if x.only_int8 else None, 2),
           _ms(x.keep_fp32.latency_ms)) for rank, x in enumerate(s.layers, 1)],
         ["bad" if x.gain_points > 0 else None for x in s.layers]))
     return _join(parts)

@@ -181,9 +181,9 @@ def tune(
             best[2].drop_points <= config.max_drop or as_fp32 is None
             or not as_fp32.better_than(best[2]))
         if method_ok and best is not None:
-            m, table, cur, index = best
-            methods[layer] = m
-            steps[index] = TuneStep("method", layer, m, cur, True)
+            chosen, table, cur, index = best
+            methods[layer] = chosen
+            steps[index] = TuneStep("method", layer, chosen, cur, True)
             say(f"{layer}: {m} kept")
         elif as_fp32 is not None and as_fp32.better_than(cur):
             cur = to_fp32(layer, as_fp32)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.calib.build import TableBuild
 from edgecal.calib.methods import METHOD_NAMES, METHODS, Method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
 from edgecal.cliargs import (
@@ -105,7 +106,7 @@ class Alternatives:
         from edgecal.pipeline import table_from_histograms
 
         self.model = model
-        self.tables = {m: table_from_histograms(model, hs, m)
+        self.tables: dict[str, TableBuild] = {m: table_from_histograms(model, hs, m)
                        for m in Method if not METHODS[m].needs_device}
         self.eq_source = eq_source
         self.work = work
