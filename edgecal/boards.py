@@ -35,6 +35,7 @@ from typing import Any
 
 from edgecal.boardworkdir import check_workdir_setting
 from edgecal.errors import ConfigError, UsageError
+from edgecal_agent.workdir import DEFAULT_WORKDIR
 
 try:
     import tomllib
@@ -48,7 +49,6 @@ SCHEMA = 1
 BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
-DEFAULT_WORKDIR = ".cache/edgecal"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDR_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
                       r"(?::(?P<port>\d{1,5}))?$")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.calib.build import format_scale_line
+from edgecal.calib.methods import METHOD_NAMES, METHODS, Method
 from edgecal.calib.table import render_table
 from edgecal.calibrun import MANIFEST, CalibRun, build_manifest, check_unchanged, source_of
 from edgecal.cliargs import (
@@ -55,6 +56,7 @@ from edgecal.outputs import (
     sample_inputs,
 )
 from edgecal.rundir import RUN_JSON
+from edgecal_agent.protocol import RUNTIMES
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,8 +67,8 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
     add_inputs(p, multi_device=True)
     p.add_argument("--group", metavar="NAME",
                    help="the boards of this group of the boards file (a fleet)")
-    p.add_argument("--method", choices=("kl", "aciq", "eq"), default="kl")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
+    p.add_argument("--method", choices=METHOD_NAMES, default=Method.KL.value)
+    p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
     p.add_argument("--out", "-o", help="table file to write")
     p.add_argument("--histograms-out", help="also save the merged histograms (.npz)")
     p.add_argument("--allow-zero-blobs", action="store_true")
@@ -291,7 +293,7 @@ def layer_lines(run: Any) -> list[str]:
     lines = []
     for info in run.build.per_layer:
         scale = run.table.blob_scale(info.name)
-        if scale is not None and run.method == "eq":
+        if scale is not None and METHODS[Method(run.method)].needs_device:
             info = type(info)(info.name, info.absmax, 127.0 / float(scale), float(scale))
         lines.append(format_scale_line(info))
     return lines
@@ -335,7 +337,8 @@ def _start(args: argparse.Namespace) -> tuple[Model, SampleSource, CalibRun, boo
     }
     manifest = build_manifest(model, source, method=args.method, runtime=args.runtime,
                               threads=threads,
-                              histograms=args.method != "aciq" or bool(args.histograms_out),
+                              histograms=METHODS[Method(args.method)].needs_histograms
+                              or bool(args.histograms_out),
                               options=options, workers=_workers(args, threads))
     temporary = not args.run_dir
     path = Path(args.run_dir) if args.run_dir else Path(
@@ -442,7 +445,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                  "scale": float(i.scale)}
                 for i in result.build.per_layer
             ],
-            "eq": [vars(r) for r in result.eq],
+            Method.EQ.value: [vars(r) for r in result.eq],
             "warnings": result.warnings,
             "timings_s": result.timings_s,
             "device": result.device,

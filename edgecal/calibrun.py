@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgecal.atomicfile import write_bytes_atomic
+from edgecal.calib.histogram import NUM_BINS
 from edgecal.errors import CalibrationError, InputFileError
 from edgecal.inputs import SampleSource
 from edgecal.inputspec import InputSpec
@@ -251,7 +252,7 @@ def part_bytes(part: Part, run_id: str = "") -> bytes:
     else:
         arrays["counts"] = (np.stack([np.asarray(part.values[b], np.uint64)
                                       for b in part.blobs])
-                            if part.blobs else np.zeros((0, 2048), np.uint64))
+                            if part.blobs else np.zeros((0, NUM_BINS), np.uint64))
     np.savez(buf, **arrays)
     return buf.getvalue()
 
@@ -406,21 +407,6 @@ class CalibRun:
                  absmax=np.array([absmax[b][0] for b in blobs], np.float32),
                  eps=np.array([absmax[b][1] for b in blobs], np.int64))
         write_bytes_atomic(self.run.path / PARTS / "ranges.npz", buf.getvalue())
-
-    def read_ranges(self) -> dict[str, tuple[np.float32, int]] | None:
-        path = self.run.path / PARTS / "ranges.npz"
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                blobs = [str(b) for b in z["blobs"]]
-                a, e = z["absmax"].astype(np.float32), z["eps"].astype(np.int64)
-        except Exception as ex:
-            raise InputFileError(f"{path}: unreadable ({type(ex).__name__}: {ex})",
-                                 hint="delete it; `--resume` recomputes it from the parts"
-                                 ) from None
-        return {b: (a[i], int(e[i])) for i, b in enumerate(blobs)}
-
 
 def _q(path: Path) -> str:
     """A path as typed in a shell command (absolute: it works from any folder)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgecal import __version__
 from edgecal.calib.build import format_scale_line
+from edgecal.calib.methods import METHODS, OFFLINE_NAMES, Method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table
 from edgecal.cliargs import (
     add_device,
@@ -31,6 +32,7 @@ from edgecal.model import load_model
 from edgecal.ncnnargs import parse_ncnn2table
 from edgecal.outputs import Output, check_outputs, input_paths, sample_inputs
 from edgecal.userfile import read_text
+from edgecal_agent.protocol import RUNTIMES
 
 log = logging.getLogger("edgecal")
 
@@ -228,8 +230,9 @@ def cmd_table(args: argparse.Namespace) -> int:
             f"{args.histograms} was measured on another model than {param} / {binf}",
             hint="pass --param/--bin of the model the histograms were measured on",
         )
-    if args.method == "eq":
-        raise UsageError("method eq needs the device", hint="use 'edgecal calibrate --method eq'")
+    if METHODS[Method(args.method)].needs_device:
+        raise UsageError(f"method {args.method} needs the device",
+                         hint=f"use 'edgecal calibrate --method {args.method}'")
     build = table_from_histograms(model, hs, args.method)
     write_outputs([(Path(args.out), render_table(build.table).encode())])
     for w in build.warnings:
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="thresholds from saved histograms, no device")
     p.add_argument("--histograms", required=True)
-    p.add_argument("--method", choices=("kl", "aciq"), default="kl")
+    p.add_argument("--method", choices=OFFLINE_NAMES, default=Method.KL.value)
     p.add_argument("--param")
     p.add_argument("--bin")
     p.add_argument("--out", "-o", required=True)
@@ -353,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         extra = "; --ncnn-compat: its exact bytes, quirks included" if name == "ncnn2int8" else ""
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
-        p.add_argument("--runtime", choices=("calibration", "deployed"), default="calibration")
+        p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
         p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
         p.set_defaults(func=func)
 

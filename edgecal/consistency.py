@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+
+from edgecal.jsondoc import Obj
 
 #: Defaults: the least per-image output cosine between two boards, and the largest fraction of
 #: images whose top-1 class may differ, before a pair counts as diverging.
@@ -59,6 +62,25 @@ class Consistency:
             "boards": [asdict(b) for b in self.boards],
             "diverging": self.diverging,
         }
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Consistency:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value.
+        ``diverging`` is checked but not kept: it is derived from ``boards``."""
+        o = Obj.of(doc, where)
+        o.texts("diverging")
+        return cls(
+            tolerance_cosine=o.num("tolerance_cosine"),
+            tolerance_disagree=o.num("tolerance_disagree"),
+            pairs=[PairFigures(a=p.text("a"), b=p.text("b"), cosine_mean=p.num("cosine_mean"),
+                               cosine_min=p.num("cosine_min"),
+                               top1_disagree=p.num("top1_disagree"))
+                   for p in o.objs("pairs")],
+            boards=[BoardVerdict(board=b.text("board"),
+                                 cosine_to_others_min=b.num("cosine_to_others_min"),
+                                 diverges=b.flag("diverges"), why=b.opt_text("why"))
+                    for b in o.objs("boards")],
+        )
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

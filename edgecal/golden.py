@@ -55,6 +55,7 @@ from edgecal.errors import EdgecalError
 from edgecal.inputspec import InputSpec
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, int_value, render_param
+from edgecal_agent.protocol import RUNTIMES
 
 SEED = 20261127
 N_SAMPLES = 4
@@ -63,7 +64,6 @@ INPUT_BLOB = "data"
 INPUT_SHAPE = (16, 16, 3)
 #: The blobs compared, in network order.
 OUTPUT_BLOBS = ("conv1", "dw1", "pool1", "fc")
-RUNTIMES = ("calibration", "deployed")
 
 
 @dataclass(frozen=True)

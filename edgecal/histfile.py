@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgecal.atomicfile import write_bytes_atomic
-from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.histogram import NUM_BINS, BlobHistogram
 from edgecal.errors import HistogramFileError
 from edgecal_agent.protocol import NpzArchive, load_npz
 
@@ -48,7 +48,7 @@ def histograms_to_bytes(hs: HistogramSet) -> bytes:
         ),
         counts=np.stack([hs.stats[k].counts for k in layers]).astype(np.uint64)
         if layers
-        else np.zeros((0, 2048), np.uint64),
+        else np.zeros((0, NUM_BINS), np.uint64),
         meta=np.array(json.dumps(hs.meta, sort_keys=True)),
     )
     return buf.getvalue()
@@ -99,7 +99,7 @@ def load_histograms(path: Path) -> HistogramSet:
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: ProtocolViolation, JSON
         raise HistogramFileError(f"{path} is not a readable histogram file ({exc})") from None
     n = len(layers)
-    if not (len(blobs) == n == absmax.shape[0] == eps.shape[0] and counts.shape == (n, 2048)):
+    if not (len(blobs) == n == absmax.shape[0] == eps.shape[0] and counts.shape == (n, NUM_BINS)):
         raise HistogramFileError(f"{path}: array sizes do not agree ({n} layers)")
     if len(set(layers)) != n:
         raise HistogramFileError(f"{path}: a layer is listed twice")

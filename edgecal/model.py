@@ -6,14 +6,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecal.calib.weights import CALIBRATED_TYPES
 from edgecal.errors import ModelFormatError
-from edgecal.inputspec import InputSpec
 from edgecal.ncnnfmt.modelbin import LayerWeights, read_modelbin
 from edgecal.ncnnfmt.param import Layer, ParamFile, parse_param
 from edgecal.userfile import read_bytes
 
 # The layers ncnn2table calibrates (activation scale of bottoms[0] + per-channel weight scales).
-CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
 
 @dataclass
@@ -37,10 +36,6 @@ class Model:
     def output_blobs(self) -> list[str]:
         consumed = {b for layer in self.param.layers for b in layer.bottoms}
         return [t for layer in self.param.layers for t in layer.tops if t not in consumed]
-
-    def default_specs(self) -> list[InputSpec]:
-        return [InputSpec(blob=b) for b in self.input_blobs]
-
 
 def load_model(param_path: Path, bin_path: Path) -> Model:
     param_bytes = read_bytes(param_path, "param file")

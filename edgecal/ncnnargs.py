@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from edgecal.calib.methods import METHOD_NAMES, METHOD_NAMES_TEXT, Method
 from edgecal.errors import UsageError
 
 NCNN2TABLE_KEYS = ("mean", "norm", "shape", "pixel", "thread", "method", "type")
@@ -44,7 +45,7 @@ class Ncnn2TableArgs:
     shape: list[list[int]] = field(default_factory=list)
     pixel: list[str] = field(default_factory=list)
     thread: int | None = None
-    method: str = "kl"
+    method: str = Method.KL.value
     type: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -85,8 +86,9 @@ def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
             if args.thread < 0:
                 raise UsageError(f"thread={value}: must not be negative")
         elif name == "method":
-            if value not in ("kl", "aciq", "eq"):
-                raise UsageError(f"method={value} not implemented yet !", hint="use kl, aciq or eq")
+            if value not in METHOD_NAMES:
+                raise UsageError(f"method={value} not implemented yet !",
+                                 hint=f"use {METHOD_NAMES_TEXT}")
             args.method = value
         elif name == "type":
             if value not in ("0", "1"):

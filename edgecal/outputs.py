@@ -30,7 +30,6 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgecal.errors import UsageError
 
@@ -338,6 +337,3 @@ def sample_inputs(paths: Iterable[Iterable[PathLike]]) -> list[Input]:
     return [Input("sample", os.fspath(p)) for per_input in paths for p in per_input]
 
 
-def as_path(path: str) -> Path | str:
-    """``-`` stays the name of standard output."""
-    return path if path == STDOUT else Path(path)

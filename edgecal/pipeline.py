@@ -20,7 +20,8 @@ import numpy as np
 from edgecal import __version__
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.eq import eq_candidates, pick_best
-from edgecal.calib.histogram import BlobHistogram
+from edgecal.calib.histogram import NUM_BINS, BlobHistogram, merge_counts, reduce_absmax
+from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.calib.weightcheck import refuse_nonfinite_weights
 from edgecal.calibrun import CalibRun, Part, build_manifest, check_accounting
@@ -33,11 +34,7 @@ from edgecal.inputs import SampleSource
 from edgecal.model import Model
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
-from edgecal_agent.protocol import InputDesc
-
-METHODS = ("kl", "aciq", "eq")
-EQ_MAX_SAMPLES = 50
-EQ_STEPS = 100
+from edgecal_agent.protocol import EQ_MAX_SAMPLES, InputDesc
 
 # progress(description, total) -> per-step callback(done, total)
 ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
@@ -183,7 +180,7 @@ def measure(
         parts1 = run.parts("absmax")
         check_accounting(run.manifest, parts1, "absmax", blobs, str(run.run.path))
         last = max(parts1, key=lambda p: p.index) if parts1 else None
-        absmax = {b: (max((p.values[b][0] for p in parts1), key=float, default=np.float32(0)),
+        absmax = {b: (reduce_absmax(p.values[b][0] for p in parts1),
                       last.values[b][1] if last is not None else 0) for b in blobs}
         run.write_ranges(absmax)
         zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
@@ -195,7 +192,7 @@ def measure(
                 hint="check --mean/--norm/--pixel/--shape and the image list; "
                 "--allow-zero-blobs writes the table anyway with a neutral scale",
             )
-        counts: dict[str, np.ndarray] = {b: np.zeros(2048, np.uint64) for b in blobs}
+        counts: dict[str, np.ndarray] = {b: np.zeros(NUM_BINS, np.uint64) for b in blobs}
         live = [b for b in blobs if b not in zero]
         if histograms and live:
             ranges = {b: float(absmax[b][0]) for b in live}
@@ -227,9 +224,8 @@ def measure(
                       lambda k, total: tick2(already + k, n))
             parts2 = run.parts("histogram")
             check_accounting(run.manifest, parts2, "histogram", live, str(run.run.path))
-            for part in parts2:
-                for b in live:
-                    counts[b] = counts[b] + np.asarray(part.values[b], dtype=np.uint64)
+            for b in live:
+                counts[b] = merge_counts(part.values[b] for part in parts2)
             timings["histogram"] = time.perf_counter() - t0
         shard_paths = [path_of(sh) for sh in plan] if decode_all \
             else [paths[k] for k in sorted(paths)]
@@ -308,9 +304,10 @@ def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUni
                home=lambda u: u.index)  # pass 2 goes where pass 1 pushed the shard
 
 
-def table_from_histograms(model: Model, hs: HistogramSet, method: str) -> TableBuild:
+def table_from_histograms(model: Model, hs: HistogramSet, method: str | Method) -> TableBuild:
     """Thresholds from measured statistics (no device): the offline half of calibrate."""
-    if method == "kl" and hs.meta.get("histograms") is False:
+    method = parse_method(method)
+    if method is Method.KL and hs.meta.get("histograms") is False:
         raise CalibrationError(
             "these statistics hold abs-max values only, KL needs the histograms",
             hint="re-run calibrate with --method kl, or pass --histograms-out with any method",
@@ -430,7 +427,7 @@ def calibrate(
     source: SampleSource,
     device: Device | Sequence[Device],
     *,
-    method: str = "kl",
+    method: str | Method = Method.KL,
     threads: int = 1,
     runtime: str = "calibration",
     keep_histograms: bool = False,
@@ -443,8 +440,8 @@ def calibrate(
     """Calibrate over ``device`` (one, or a fleet: shards are shared, results identical).
     ``run``: the run directory that keeps each shard's answer (a temporary one by default);
     ``retry``: how often a board is retried before its shards go to the others."""
-    if method not in METHODS:
-        raise CalibrationError(f"unknown method {method!r}", hint="use kl, aciq or eq")
+    method = parse_method(method)
+    spec = METHODS[method]
     progress = progress or _no_progress
     refuse_nonfinite_weights(((layer, model.weights.get(layer.name, {}))
                               for layer in model.param.layers), str(model.param_path))
@@ -459,26 +456,26 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(
             model, source, devices,
-            histograms=method != "aciq" or keep_histograms,
+            histograms=spec.needs_histograms or keep_histograms,
             threads=threads, runtime=runtime, shard_dir=Path(tmp), progress=progress,
             allow_zero_blobs=allow_zero_blobs, run=run, fleet=fleet,
-            decode_all=method == "eq",
+            decode_all=spec.needs_device,
         )
         timings.update(t)
         if say is not None:
             for line in source.notes.lines():
                 say(line)
         t0 = time.perf_counter()
-        build = table_from_histograms(model, hs, "kl" if method == "eq" else method)
+        build = table_from_histograms(model, hs, spec.blob_rule)
         table = build.table
         timings["thresholds"] = time.perf_counter() - t0
         eq_reports: list[EqLayerReport] = []
-        if method == "eq":
+        if spec.needs_device:
             t0 = time.perf_counter()
             table, eq_reports = refine_eq(
                 model, table, source, shards, fleet.alive[0], progress=progress
             )
-            timings["eq"] = time.perf_counter() - t0
+            timings[method.value] = time.perf_counter() - t0
     hs.meta["method"] = method
     return CalibrationRun(
         table=table,

@@ -30,9 +30,12 @@ import numpy as np
 
 from edgecal import __version__
 from edgecal.atomicfile import write_text_atomic
-from edgecal.consistency import BoardVerdict, PairFigures
+from edgecal.calib.methods import METHODS, Method
+from edgecal.consistency import Consistency
 from edgecal.errors import InputFileError, UsageError
 from edgecal.histfile import load_histograms
+from edgecal.jsondoc import Malformed as _Malformed
+from edgecal.jsondoc import Obj as _Obj
 from edgecal.rundir import (
     HISTOGRAMS,
     REPORT,
@@ -45,6 +48,9 @@ from edgecal.rundir import (
     RunDir,
 )
 from edgecal.scoring import Score
+from edgecal.sensitivity import Sensitivity
+from edgecal.tune import TuneStep
+from edgecal.validate import LayerFigures
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -63,16 +69,6 @@ REPORT_FILES = {
 }
 
 # ============================================================================ records
-
-
-@dataclass(frozen=True)
-class LayerFigures:
-    name: str
-    type: str
-    requantized: bool
-    cosine_mean: float
-    cosine_min: float
-    sqnr_db: float
 
 
 @dataclass(frozen=True)
@@ -97,15 +93,6 @@ class BoardResult:
 
 
 @dataclass(frozen=True)
-class Consistency:
-    tolerance_cosine: float
-    tolerance_disagree: float
-    pairs: tuple[PairFigures, ...]
-    boards: tuple[BoardVerdict, ...]
-    diverging: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Validation:
     results: tuple[BoardResult, ...]
     consistency: Consistency | None
@@ -123,7 +110,7 @@ class LayerThresholds:
     chosen: float | None
 
     def by_method(self) -> dict[str, float | None]:
-        return {"kl": self.kl, "aciq": self.aciq, "eq": self.eq}
+        return {Method.KL: self.kl, Method.ACIQ: self.aciq, Method.EQ: self.eq}
 
 
 @dataclass(frozen=True)
@@ -132,35 +119,6 @@ class LayerHistogram:
     blob: str
     absmax: float
     counts: np.ndarray  # 2048 bins, bin i covers [i, i+1) * absmax / 2048
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    layer: str
-    type: str
-    rank: int
-    gain_points: float
-    harm_cosine: float
-    keep_fp32: Score
-    only_int8: Score
-
-
-@dataclass(frozen=True)
-class Sensitivity:
-    board: str
-    metric: str
-    n_samples: int
-    all_int8: Score
-    layers: tuple[LayerSensitivity, ...]
-
-
-@dataclass(frozen=True)
-class TuneStep:
-    action: str
-    layer: str
-    method: str | None
-    score: Score
-    kept: bool
 
 
 @dataclass(frozen=True)
@@ -213,119 +171,12 @@ class ReportData:
 # ============================================================================ load
 
 
-class _Malformed(Exception):
-    """A value of the wrong type or a missing key; the message names its JSON path."""
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             type(None): "null", int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _number(value: Any, where: str) -> float:
-    """A JSON number, or one of rundir.json_safe's "inf"/"-inf"/"nan" strings."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
-        return float(value)
-    raise _Malformed(f"{where} should be a number, got {_kind(value)} ({value!r:.40})")
-
-
-@dataclass(frozen=True)
-class _Obj:
-    """A JSON object with typed accessors that raise :class:`_Malformed` naming the path."""
-
-    d: dict[str, Any]
-    where: str
-
-    @classmethod
-    def of(cls, value: Any, where: str) -> _Obj:
-        """``where``: the JSON path of ``value`` ("" for the whole document)."""
-        if not isinstance(value, dict):
-            raise _Malformed(f"{where or 'the document'} should be an object, got "
-                             f"{_kind(value)}")
-        return cls(value, where)
-
-    def at(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def raw(self, key: str) -> Any:
-        if key not in self.d:
-            raise _Malformed(f"{self.where or 'the document'} has no {key!r}")
-        return self.d[key]
-
-    def num(self, key: str) -> float:
-        return _number(self.raw(key), self.at(key))
-
-    def opt_num(self, key: str) -> float | None:
-        value = self.d.get(key)
-        return None if value is None else _number(value, self.at(key))
-
-    def integer(self, key: str) -> int:
-        value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Malformed(f"{self.at(key)} should be a whole number, got {_kind(value)}")
-        return value
-
-    def text(self, key: str) -> str:
-        value = self.raw(key)
-        if not isinstance(value, str):
-            raise _Malformed(f"{self.at(key)} should be a string, got {_kind(value)}")
-        return value
-
-    def opt_text(self, key: str) -> str | None:
-        return None if self.d.get(key) is None else self.text(key)
-
-    def scalar(self, key: str) -> str:
-        """A string or number, shown as text (e.g. a version)."""
-        value = self.raw(key)
-        if isinstance(value, (dict, list)):
-            raise _Malformed(f"{self.at(key)} should be a string or number, got {_kind(value)}")
-        return str(value)
-
-    def flag(self, key: str) -> bool:
-        value = self.raw(key)
-        if not isinstance(value, bool):
-            raise _Malformed(f"{self.at(key)} should be true or false, got {_kind(value)}")
-        return value
-
-    def obj(self, key: str) -> _Obj:
-        return _Obj.of(self.raw(key), self.at(key))
-
-    def opt_obj(self, key: str) -> _Obj | None:
-        return None if self.d.get(key) is None else self.obj(key)
-
-    def items(self, key: str) -> list[Any]:
-        value = self.raw(key)
-        if not isinstance(value, list):
-            raise _Malformed(f"{self.at(key)} should be a list, got {_kind(value)}")
-        return value
-
-    def objs(self, key: str) -> list[_Obj]:
-        return [_Obj.of(v, f"{self.at(key)}[{i}]") for i, v in enumerate(self.items(key))]
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        out = []
-        for i, v in enumerate(self.items(key)):
-            if not isinstance(v, str):
-                raise _Malformed(f"{self.at(key)}[{i}] should be a string, got {_kind(v)}")
-            out.append(v)
-        return tuple(out)
-
-
 def _result_doc(doc: Any) -> _Obj:
     top = _Obj.of(doc, "")
     schema = top.d.get("schema")
     if schema != RESULT_SCHEMA:
         raise _Malformed(f"schema {schema!r}, this edgecal reads schema {RESULT_SCHEMA}")
     return top
-
-
-def _parse_score(o: _Obj) -> Score:
-    return Score(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
-                 cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
-                 drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
 
 
 def _parse_board(o: _Obj, index: int) -> BoardResult:
@@ -342,11 +193,7 @@ def _parse_board(o: _Obj, index: int) -> BoardResult:
         cosine_min=o.num("cosine_min"), sqnr_mean_db=o.num("sqnr_mean_db"),
         sqnr_min_db=o.num("sqnr_min_db"), latency_fp32_ms=o.num("latency_fp32_ms"),
         latency_int8_ms=o.num("latency_int8_ms"),
-        layers=tuple(
-            LayerFigures(name=lo.text("name"), type=lo.text("type"),
-                         requantized=lo.flag("requantized"), cosine_mean=lo.num("cosine_mean"),
-                         cosine_min=lo.num("cosine_min"), sqnr_db=lo.num("sqnr_db"))
-            for lo in o.objs("layers")),
+        layers=tuple(LayerFigures.from_dict(lo.d, lo.where) for lo in o.objs("layers")),
         device=dev, models=models,
     )
 
@@ -355,21 +202,7 @@ def parse_validation(doc: Any) -> Validation:
     top = _result_doc(doc)
     results = tuple(_parse_board(o, i) for i, o in enumerate(top.objs("results")))
     c = top.opt_obj("consistency")
-    consistency = None
-    if c is not None:
-        consistency = Consistency(
-            tolerance_cosine=c.num("tolerance_cosine"),
-            tolerance_disagree=c.num("tolerance_disagree"),
-            pairs=tuple(PairFigures(a=p.text("a"), b=p.text("b"), cosine_mean=p.num("cosine_mean"),
-                                  cosine_min=p.num("cosine_min"),
-                                  top1_disagree=p.num("top1_disagree"))
-                        for p in c.objs("pairs")),
-            boards=tuple(BoardVerdict(board=b.text("board"),
-                                    cosine_to_others_min=b.num("cosine_to_others_min"),
-                                    diverges=b.flag("diverges"), why=b.opt_text("why"))
-                         for b in c.objs("boards")),
-            diverging=c.texts("diverging"),
-        )
+    consistency = Consistency.from_dict(c.d, c.where) if c is not None else None
     return Validation(results=results, consistency=consistency)
 
 
@@ -383,24 +216,14 @@ def parse_thresholds(doc: Any) -> dict[str, LayerThresholds]:
             raise _Malformed(f"{o.at('chosen_method')} is {method!r}, not kl, aciq, eq, table "
                              "or fp32")
         out[name] = LayerThresholds(layer=name, blob=o.text("blob"), absmax=o.num("absmax"),
-                                    kl=o.opt_num("kl"), aciq=o.opt_num("aciq"),
-                                    eq=o.opt_num("eq"), chosen_method=method,
+                                    kl=o.opt_num(Method.KL), aciq=o.opt_num(Method.ACIQ),
+                                    eq=o.opt_num(Method.EQ), chosen_method=method,
                                     chosen=o.opt_num("chosen"))
     return out
 
 
 def parse_sensitivity(doc: Any) -> Sensitivity:
-    top = _result_doc(doc)
-    layers = tuple(
-        LayerSensitivity(layer=o.text("layer"), type=o.text("type"), rank=o.integer("rank"),
-                         gain_points=o.num("gain_points"), harm_cosine=o.num("harm_cosine"),
-                         keep_fp32=_parse_score(o.obj("keep_fp32")),
-                         only_int8=_parse_score(o.obj("only_int8")))
-        for o in top.objs("layers"))
-    return Sensitivity(board=top.text("board"), metric=top.text("metric"),
-                       n_samples=top.integer("n_samples"),
-                       all_int8=_parse_score(top.obj("all_int8")),
-                       layers=tuple(sorted(layers, key=lambda s: s.rank)))
+    return Sensitivity.from_dict(_result_doc(doc).d)
 
 
 def parse_tune(doc: Any) -> Tune:
@@ -409,11 +232,9 @@ def parse_tune(doc: Any) -> Tune:
     return Tune(
         method=top.text("method"), max_drop=top.num("max_drop"), metric=top.text("metric"),
         target_met=top.flag("target_met"), reason=top.text("reason"),
-        initial=_parse_score(top.obj("initial")), final=_parse_score(top.obj("final")),
-        steps=tuple(TuneStep(action=o.text("action"), layer=o.text("layer"),
-                             method=o.opt_text("method"), score=_parse_score(o.obj("score")),
-                             kept=o.flag("kept"))
-                    for o in top.objs("steps")),
+        initial=Score.from_dict(top.raw("initial"), top.at("initial")),
+        final=Score.from_dict(top.raw("final"), top.at("final")),
+        steps=tuple(TuneStep.from_dict(o.d, o.where) for o in top.objs("steps")),
         fp32_layers=tuple((o.text("layer"), o.num("latency_cost_ms"))
                           for o in top.objs("fp32_layers")),
         layer_methods={k: methods.text(k) for k in methods.d},
@@ -479,9 +300,11 @@ def load_report_data(run: RunDir) -> ReportData:
 # ============================================================================ plots
 
 #: Threshold line styles (colour, dash) per method.
-_METHOD_STYLE = {"kl": ("#d62728", "--"), "aciq": ("#2ca02c", "-."), "eq": ("#9467bd", ":")}
+_METHOD_STYLE: dict[str, tuple[str, str]] = {
+    Method.KL: ("#d62728", "--"), Method.ACIQ: ("#2ca02c", "-."), Method.EQ: ("#9467bd", ":")}
 #: ``table``: the scale of a table tune was given (``--table``), kept as it was.
-_METHOD_LABEL = {"kl": "KL", "aciq": "ACIQ", "eq": "EQ", "table": "given table", "fp32": "fp32"}
+_METHOD_LABEL = {**{m.value: i.label for m, i in METHODS.items()},
+                 "table": "given table", "fp32": "fp32"}
 _BOARD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf")
 _DPI = 90
@@ -654,7 +477,7 @@ def sensitivity_plot(sens: Sensitivity) -> bytes:
         ax.barh(y, vals, color=np.where(vals > 0, "#d62728", "#9e9e9e"), height=0.7)
         ax.axvline(0.0, color="black", linewidth=0.6)
         ax.set_xlabel(label, fontsize=7)
-    ax_gain.set_yticks(y, [_plain(f"{s.rank}. {s.layer}", 28) for s in layers])
+    ax_gain.set_yticks(y, [_plain(f"{rank}. {s.layer}", 28) for rank, s in enumerate(layers, 1)])
     ax_gain.invert_yaxis()
     ax_gain.set_title("keeping the layer fp32 gains (red = harmful in int8)", fontsize=8,
                       loc="left")
@@ -843,9 +666,8 @@ def layers_section(thresholds: dict[str, LayerThresholds] | None,
         parts.append(_missing(THRESHOLDS, REPORT_FILES[THRESHOLDS] + "; plots without lines"))
     else:
         parts.append(_table(
-            ("layer", "input blob", "abs-max", "KL", "ACIQ", "EQ", "chosen"),
-            [(t.layer, t.blob, _fmt(t.absmax), _threshold_cell(t, "kl"),
-              _threshold_cell(t, "aciq"), _threshold_cell(t, "eq"),
+            ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
+            [(t.layer, t.blob, _fmt(t.absmax), *(_threshold_cell(t, m) for m in Method),
               f"{_METHOD_LABEL[t.chosen_method]} {_fmt(t.chosen)}"
               if t.chosen_method != "fp32" else "kept in fp32")
              for t in thresholds.values()]))
@@ -912,9 +734,10 @@ def sensitivity_section(s: Sensitivity | None) -> _Html:
     parts.append(_table(
         ("rank", "layer", "type", "gain (points)", "harm cosine", "keep fp32: drop",
          "only int8: drop", "keep fp32: latency ms"),
-        [(x.rank, x.layer, x.type, _fixed(x.gain_points, 2), _fmt(x.harm_cosine),
-          _fixed(x.keep_fp32.drop_points, 2), _fixed(x.only_int8.drop_points, 2),
-          _ms(x.keep_fp32.latency_ms)) for x in s.layers],
+        [(rank, x.layer, x.type, _fixed(x.gain_points, 2), _fmt(x.harm_cosine),
+          _fixed(x.keep_fp32.drop_points, 2),
+          _fixed(x.only_int8.drop_points if x.only_int8 else None, 2),
+          _ms(x.keep_fp32.latency_ms)) for rank, x in enumerate(s.layers, 1)],
         ["bad" if x.gain_points > 0 else None for x in s.layers]))
     return _join(parts)
 

@@ -61,13 +61,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def json_float(value: Any) -> float | None:
-    """The inverse of :func:`json_safe` for one number (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    return float(value)
-
-
 def dumps(obj: Any) -> bytes:
     return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
 

@@ -25,6 +25,7 @@ from edgecal.device.base import Device
 from edgecal.errors import ModelFormatError
 from edgecal.inputs import SampleSource
 from edgecal.int8.convert import quantize_model
+from edgecal.jsondoc import Obj
 from edgecal.model import Model
 from edgecal.pipeline import ProgressFactory, _no_progress
 
@@ -45,6 +46,14 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Score:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
+                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
+                   drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
 
     def better_than(self, other: Score) -> bool:
         """Fewer points lost; on a tie, the closer output (higher mean cosine)."""
@@ -157,7 +166,3 @@ class Scorer:
               what: str = "int8 variant") -> Score:
         return self.score_files(*self.write_variant(table, keep_fp32), what=what)
 
-    @property
-    def fp32_score(self) -> Score:
-        """fp32 against itself (the no-loss end of every ranking)."""
-        return Score(1.0, self.accuracy_fp32, 1.0, 1.0, 0.0, self.latency_fp32_ms)

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgecal.calib.table import CalibrationTable
 from edgecal.int8.convert import quantize_model
+from edgecal.jsondoc import Obj
 from edgecal.model import Model
 from edgecal.scoring import Score, Scorer
 
@@ -35,6 +36,17 @@ class LayerSensitivity:
             "gain_points": self.gain_points, "harm_cosine": self.harm_cosine,
         }
 
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> tuple[int, LayerSensitivity]:
+        """``(rank, layer)`` of what :meth:`to_dict` wrote; :class:`Malformed` names the JSON
+        path of a bad value."""
+        o = Obj.of(doc, where)
+        return o.integer("rank"), cls(
+            layer=o.text("layer"), type=o.text("type"),
+            keep_fp32=Score.from_dict(o.raw("keep_fp32"), o.at("keep_fp32")),
+            only_int8=Score.from_dict(o.raw("only_int8"), o.at("only_int8")),
+            gain_points=o.num("gain_points"), harm_cosine=o.num("harm_cosine"))
+
 
 @dataclass(frozen=True)
 class Sensitivity:
@@ -50,6 +62,17 @@ class Sensitivity:
             "all_int8": self.all_int8.to_dict(),
             "layers": [x.to_dict(i + 1) for i, x in enumerate(self.layers)],
         }
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Sensitivity:
+        """What :meth:`to_dict` wrote, the layers in the order of their ranks;
+        :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        ranked = [LayerSensitivity.from_dict(x.d, x.where) for x in o.objs("layers")]
+        return cls(board=o.text("board"), metric=o.text("metric"),
+                   n_samples=o.integer("n_samples"),
+                   all_int8=Score.from_dict(o.raw("all_int8"), o.at("all_int8")),
+                   layers=[x for _, x in sorted(ranked, key=lambda r: r[0])])
 
 
 def quantized_layer_names(model: Model, table: CalibrationTable,

@@ -22,7 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.jsondoc import Obj
 from edgecal.scoring import Score
 from edgecal.sensitivity import LayerSensitivity, Sensitivity
 
@@ -39,7 +41,7 @@ class VariantScorer(Protocol):
 @dataclass(frozen=True)
 class TuneConfig:
     max_drop: float  # points
-    methods: tuple[str, ...] = ("kl", "aciq", "eq")
+    methods: tuple[Method, ...] = tuple(Method)
     max_fp32_layers: int | None = None
     time_budget_s: float | None = None
 
@@ -55,6 +57,13 @@ class TuneStep:
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "layer": self.layer, "method": self.method,
                 "score": self.score.to_dict(), "kept": self.kept}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> TuneStep:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(action=o.text("action"), layer=o.text("layer"), method=o.opt_text("method"),
+                   score=Score.from_dict(o.raw("score"), o.at("score")), kept=o.flag("kept"))
 
 
 @dataclass
@@ -95,10 +104,6 @@ def points(drop: float) -> str:
     """A drop in points for a message: two decimals, but a tiny non-zero drop as itself (not
     ``0.00``, which would read as within a target of 0)."""
     return f"{drop:.2f}" if drop == 0 or abs(drop) >= 0.005 else f"{drop:.2g}"
-
-
-def layer_records(table: CalibrationTable, layer: str) -> dict[str, np.ndarray]:
-    return {k: table.records[k] for k in (layer, weight_key(layer)) if k in table.records}
 
 
 def tune(
@@ -176,9 +181,9 @@ def tune(
             best[2].drop_points <= config.max_drop or as_fp32 is None
             or not as_fp32.better_than(best[2]))
         if method_ok and best is not None:
-            m, table, cur, index = best
-            methods[layer] = m
-            steps[index] = TuneStep("method", layer, m, cur, True)
+            chosen, table, cur, index = best
+            methods[layer] = chosen
+            steps[index] = TuneStep("method", layer, chosen, cur, True)
             say(f"{layer}: {m} kept")
         elif as_fp32 is not None and as_fp32.better_than(cur):
             cur = to_fp32(layer, as_fp32)

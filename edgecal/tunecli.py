@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.calib.build import TableBuild
+from edgecal.calib.methods import METHOD_NAMES, METHODS, Method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
 from edgecal.cliargs import (
     add_inputs,
@@ -51,8 +53,7 @@ from edgecal.validate_run import (
     render_board,
     render_sensitivity,
 )
-
-METHODS = ("kl", "aciq", "eq")
+from edgecal_agent.protocol import RUNTIMES
 
 
 def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,7 +62,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("param", metavar="MODEL.param")
     p.add_argument("bin", metavar="MODEL.bin")
     add_inputs(p)
-    p.add_argument("--method", choices=METHODS, default="kl",
+    p.add_argument("--method", choices=METHOD_NAMES, default=Method.KL.value,
                    help="calibration method of the starting table (default kl)")
     p.add_argument("--table", help="start from this table instead of calibrating")
     p.add_argument("--max-drop", type=float, required=True, metavar="POINTS",
@@ -72,28 +73,28 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--labels", help="CSV with a file,label header for the tuning images")
     p.add_argument("--val-images", metavar="LIST|DIR",
                    help="tune on these images (default: the calibration images)")
-    p.add_argument("--try-methods", default="kl,aciq,eq", metavar="M[,M...]",
+    p.add_argument("--try-methods", default=",".join(METHOD_NAMES), metavar="M[,M...]",
                    help="methods tried per layer before it goes to fp32 (default kl,aciq,eq; "
                         "'none' to go straight to fp32)")
     p.add_argument("--max-fp32-layers", type=int, default=None, metavar="N",
                    help="keep at most N layers in fp32 (default: no limit)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop trying layers after this long")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed",
+    p.add_argument("--runtime", choices=RUNTIMES, default="deployed",
                    help="ncnn options the int8 model is scored with (default: as deployed)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.set_defaults(func=cmd_tune, lists=[])
 
 
-def _methods(text: str) -> tuple[str, ...]:
+def _methods(text: str) -> tuple[Method, ...]:
     if text.strip().lower() == "none":
         return ()
     out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in out if m not in METHODS]
+    bad = [m for m in out if m not in METHOD_NAMES]
     if bad:
         raise UsageError(f"--try-methods {text!r}: unknown method {bad[0]!r}",
-                         hint="give some of kl,aciq,eq, or none")
-    return out
+                         hint=f"give some of {','.join(METHOD_NAMES)}, or none")
+    return tuple(Method(m) for m in out)
 
 
 class Alternatives:
@@ -105,7 +106,8 @@ class Alternatives:
         from edgecal.pipeline import table_from_histograms
 
         self.model = model
-        self.tables = {m: table_from_histograms(model, hs, m) for m in ("kl", "aciq")}
+        self.tables: dict[str, TableBuild] = {m: table_from_histograms(model, hs, m)
+                       for m in Method if not METHODS[m].needs_device}
         self.eq_source = eq_source
         self.work = work
         self.device = device
@@ -117,18 +119,19 @@ class Alternatives:
             table = self.tables[method].table
             keys = (layer, weight_key(layer))
             return {k: table.records[k] for k in keys if k in table.records} or None
-        if method == "eq":
+        if method == Method.EQ:
             return self.eq_records(layer)
         return None
 
     def eq_records(self, layer: str) -> dict[str, np.ndarray] | None:
         from edgecal.device import capture
-        from edgecal.pipeline import EQ_MAX_SAMPLES, eq_layer
+        from edgecal.pipeline import eq_layer
+        from edgecal_agent.protocol import EQ_MAX_SAMPLES
 
         if layer in self.eq:
             return self.eq[layer]
         obj = next((x for x in self.model.calibrated_layers if x.name == layer), None)
-        kl = self.tables["kl"].table
+        kl = self.tables[Method.KL].table
         if obj is None or layer not in kl.records or weight_key(layer) not in kl.records:
             return None
         n = min(self.eq_source.n_samples, EQ_MAX_SAMPLES)
@@ -145,16 +148,17 @@ class Alternatives:
         """thresholds.json: per layer abs-max, the KL/ACIQ/EQ thresholds, the one chosen."""
         out: dict[str, Any] = {}
         per = {m: {i.name: i for i in b.per_layer} for m, b in self.tables.items()}
-        for name, info in per["kl"].items():
+        for name, info in per[Method.KL].items():
             eq = self.eq.get(name)
             scale = final.blob_scale(name)
             out[name] = {
                 "blob": self.model.param.layers[
                     [x.name for x in self.model.param.layers].index(name)].bottoms[0],
                 "absmax": float(info.absmax),
-                "kl": float(info.threshold),
-                "aciq": float(per["aciq"][name].threshold) if name in per["aciq"] else None,
-                "eq": float(127.0 / float(eq[name][0])) if eq else None,
+                Method.KL.value: float(info.threshold),
+                Method.ACIQ.value: float(per[Method.ACIQ][name].threshold)
+                if name in per[Method.ACIQ] else None,
+                Method.EQ.value: float(127.0 / float(eq[name][0])) if eq else None,
                 "chosen_method": methods.get(name, "fp32" if scale is None else "table"),
                 "chosen": float(127.0 / float(scale)) if scale is not None else None,
             }
@@ -215,11 +219,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgecal-tune-") as tmp, \
             open_device(args, threads) as device, progress_bars(args) as bars:
         work = Path(tmp)
-        run = calibrate(model, calib, [device], method=args.method if given is None else "kl",
+        run = calibrate(model, calib, [device], method=args.method if given is None else Method.KL,
                         keep_histograms=True, progress=bars.task)
         table = given if given is not None else run.table
         alternatives = Alternatives(model, run.histograms, calib, work, device)
-        if args.method == "eq" and given is None:
+        if METHODS[Method(args.method)].needs_device and given is None:
             for r in run.eq:
                 layer = r.layer
                 alternatives.eq[layer] = {k: v for k, v in run.table.records.items()

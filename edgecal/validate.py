@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.calib.weights import CALIBRATED_TYPES
 from edgecal.device import capture
 from edgecal.device.base import Device
 from edgecal.errors import CalibrationError, ModelFormatError
 from edgecal.inputs import SampleSource
-from edgecal.model import CALIBRATED_TYPES, Model
+from edgecal.jsondoc import Obj
+from edgecal.model import Model
 from edgecal.ncnnfmt.param import ParamFile
 from edgecal.pipeline import ProgressFactory, _no_progress
 from edgecal.rundir import json_safe
@@ -75,11 +77,6 @@ def dequantize(codes: np.ndarray, top_scale: float) -> np.ndarray:
     if not top_scale > 0.0 or not math.isfinite(top_scale):
         raise ValueError(f"top scale must be positive and finite, got {top_scale}")
     return (np.asarray(codes, dtype=np.float32) / np.float32(top_scale)).astype(np.float32)
-
-
-def top1(outputs: Sequence[np.ndarray]) -> np.ndarray:
-    """The argmax class of each output."""
-    return np.array([int(np.argmax(np.asarray(o).ravel())) for o in outputs], dtype=np.int64)
 
 
 def agreement(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> float:
@@ -206,6 +203,16 @@ class LayerFigures:
     cosine_min: float
     sqnr_db: float
 
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> LayerFigures:
+        """One of ``results[i].layers`` of a validation document (:meth:`ValidationResult.
+        to_dict`); :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(name=o.text("name"), type=o.text("type"), top=o.text("top"),
+                   requantized=o.flag("requantized"), top_scale=o.opt_num("top_scale"),
+                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
+                   sqnr_db=o.num("sqnr_db"))
+
 
 @dataclass
 class ValidationResult:
@@ -227,9 +234,6 @@ class ValidationResult:
     #: The int8 model's output on every image, ``(n_samples, n_values)``: what cross-board
     #: consistency compares (not part of :meth:`to_dict`).
     int8_outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def worst_layers(self, n: int = 3) -> list[LayerFigures]:
-        return sorted(self.layers, key=lambda f: f.cosine_mean)[:n]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -44,6 +44,7 @@ from edgecal.outputs import (
 from edgecal.rundir import RUN_JSON, SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
 from edgecal.userfile import read_text
 from edgecal.validate import ValidationResult, check_same_network, validate
+from edgecal_agent.protocol import RUNTIMES
 
 
 def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = False) -> None:
@@ -56,7 +57,7 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
     p.add_argument("--table", help="make the int8 model from this table (in memory)")
     add_inputs(p, multi_device=True)
     p.add_argument("--labels", help="CSV with a file,label header ('file' is the image's name)")
-    p.add_argument("--runtime", choices=("calibration", "deployed"), default="deployed")
+    p.add_argument("--runtime", choices=RUNTIMES, default="deployed")
     p.add_argument("--divergence-cosine", type=float, default=TOLERANCE_COSINE,
                    metavar="C", help="cross-board: least per-image cosine between two boards' "
                    f"int8 outputs (default {TOLERANCE_COSINE})")

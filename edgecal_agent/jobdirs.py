@@ -27,8 +27,8 @@ from typing import IO
 from edgecal_agent.errors import JobError
 from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE
 from edgecal_agent.workdir import (
+    DIR_FLAGS,
     O_CLOEXEC,
-    O_DIRECTORY,
     O_NOFOLLOW,
     O_NONBLOCK,
     Workdir,
@@ -45,7 +45,6 @@ TRASH_PREFIX = ".trash-"
 #: Deeper folders are not walked: such a folder is never counted stale (an agent's job folders
 #: are one or two levels deep).
 MAX_WALK_DEPTH = 32
-_DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
 
 
 @contextlib.contextmanager
@@ -86,7 +85,7 @@ def _newest_mtime(fd: int, depth: int = 0) -> float:
         st = entry.stat(follow_symlinks=False)
         newest = max(newest, st.st_mtime)
         if stat.S_ISDIR(st.st_mode):
-            sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
             try:
                 if not os.path.samestat(st, os.fstat(sub)):
                     raise _Busy("swapped")
@@ -105,7 +104,7 @@ def _remove_tree(fd: int, depth: int = 0) -> None:
         entries = list(it)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
             try:
                 _remove_tree(sub, depth + 1)
             finally:
@@ -139,7 +138,7 @@ def _remove_if_stale(jobs_fd: int, name: str, older_than_s: float, now: float) -
     st = os.stat(name, dir_fd=jobs_fd, follow_symlinks=False)
     if not stat.S_ISDIR(st.st_mode):
         return False
-    fd = os.open(name, _DIR_FLAGS, dir_fd=jobs_fd)
+    fd = os.open(name, DIR_FLAGS, dir_fd=jobs_fd)
     try:
         if not os.path.samestat(st, os.fstat(fd)):
             return False

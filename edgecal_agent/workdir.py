@@ -32,7 +32,10 @@ O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+#: The agent's work directory on a board when the boards file names none (relative: under the
+#: login's home).
+DEFAULT_WORKDIR = ".cache/edgecal"
 #: A request may name at most this many path components (deeper is not an agent's layout).
 MAX_DEPTH = 16
 
@@ -73,7 +76,7 @@ class Workdir:
                 self.fd = os.open("/", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                 for part in path.split("/"):
                     if part:
-                        nfd = os.open(part, _DIR_FLAGS, dir_fd=self.fd)
+                        nfd = os.open(part, DIR_FLAGS, dir_fd=self.fd)
                         os.close(self.fd)
                         self.fd = nfd
             else:
@@ -104,7 +107,7 @@ class Workdir:
                 if create:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(name, 0o755, dir_fd=fd)
-                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = nfd
         except BaseException:

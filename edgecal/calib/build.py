@@ -9,14 +9,17 @@ from typing import Any
 import numpy as np
 
 from edgecal.calib.histogram import BlobHistogram
-from edgecal.calib.scales import BLOB_METHODS, blob_scale
+from edgecal.calib.methods import Method, parse_method
+from edgecal.calib.scales import blob_scale
 from edgecal.calib.table import CalibrationTable, bad_scales, format_value, weight_key
-from edgecal.calib.weights import CONV_TYPES, conv_weight_scales, static_weight_scales
+from edgecal.calib.weights import (
+    CALIBRATED_TYPES,
+    STATIC_TYPES,
+    conv_weight_scales,
+    static_weight_scales,
+)
 from edgecal.errors import CalibrationError
 from edgecal.ncnnfmt.param import Layer
-
-#: Order of the static sections after the conv records.
-STATIC_ORDER = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def format_scale_line(info: LayerScaleInfo) -> str:
 def build_table(
     layers_and_weights: Iterable[tuple[Layer, Mapping[str, Any]]],
     blob_stats: Mapping[str, BlobHistogram] | None,
-    method: str = "kl",
+    method: str | Method = Method.KL,
 ) -> TableBuild:
     """The table ncnn2table writes.
 
@@ -56,13 +59,12 @@ def build_table(
     layer *name*, the statistics of its input blob; ``None`` or empty gives the weight-only
     table of a run without a dataset (static scales only).  ``eq`` builds its KL starting point.
     """
-    if method not in BLOB_METHODS:
-        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
+    method = parse_method(method)
     items = list(layers_and_weights)
     with_data = bool(blob_stats)
     table = CalibrationTable()
     result = TableBuild(table)
-    convs = [(lay, w) for lay, w in items if lay.type in CONV_TYPES]
+    convs = [(lay, w) for lay, w in items if lay.type in CALIBRATED_TYPES]
     if with_data:
         assert blob_stats is not None
         missing = [lay.name for lay, _ in convs if lay.name not in blob_stats]
@@ -83,7 +85,7 @@ def build_table(
             result.per_layer.append(
                 LayerScaleInfo(lay.name, np.float32(hist.absmax), bs.threshold, bs.scale)
             )
-    for kind in STATIC_ORDER:
+    for kind in STATIC_TYPES:
         for lay, w in items:
             if lay.type != kind:
                 continue

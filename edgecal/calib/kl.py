@@ -47,9 +47,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from edgecal.calib.histogram import NUM_BINS
 from edgecal.calib.logf import logf as glibc_logf
 
-NUM_BINS = 2048
 TARGET_BINS = 128
 KL_EPS = np.float32(0.0001)
 
@@ -112,7 +112,6 @@ class _Block:
         num = (b128 - k * TARGET_BINS).reshape(-1)[self.st_pos]
         self.st_rs = (num / TARGET_BINS).astype(_F32)
         self.st_ls = ((TARGET_BINS - num) / TARGET_BINS).astype(_F32)
-        self.col_valid = k < t
 
 
 def _quantized(hz: np.ndarray, g: _Block) -> np.ndarray:
@@ -471,6 +470,3 @@ def threshold_from_bin(best_bin: int, absmax: float) -> np.float32:
     return _F32(_F32(_F32(best_bin) + _F32(0.5)) * _F32(absmax)) / _F32(NUM_BINS)
 
 
-def kl_threshold(counts: np.ndarray, absmax: float) -> np.float32:
-    """The KL clipping threshold of a blob, as ncnn2table computes ``stat.threshold``."""
-    return threshold_from_bin(kl_best_bin(counts), absmax)

@@ -9,9 +9,8 @@ import numpy as np
 from edgecal.calib.aciq import aciq_clip
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.kl import kl_best_bin, threshold_from_bin
+from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.errors import CalibrationError
-
-BLOB_METHODS = ("kl", "aciq", "eq")
 
 #: Scale used where ncnn would write ``inf`` (a blob that was zero on every sample, a weight
 #: channel that is all zero).  It is ncnn's own zero guard (Embed/MHA/RNN weights, Gemm in
@@ -34,20 +33,19 @@ def scale_from_threshold(threshold: float) -> np.float32:
         return np.float32(127) / np.float32(threshold)
 
 
-def blob_scale(method: str, hist: BlobHistogram, layer: str = "") -> BlobScale:
+def blob_scale(method: str | Method, hist: BlobHistogram, layer: str = "") -> BlobScale:
     """The input-blob scale of one conv layer.  ``eq`` starts from ``kl`` (spec 2.9).
 
     A blob that is zero on every sample (absmax 0) gets :data:`ZERO_GUARD_SCALE` and a
     warning naming ``layer``, where ncnn2table would write ``inf``.
     """
-    if method not in BLOB_METHODS:
-        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
+    rule = METHODS[parse_method(method)].blob_rule
     who = layer or "<unnamed layer>"
     absmax = np.float32(hist.absmax)
     total = hist.total
     if not np.isfinite(absmax) or absmax < 0:
         raise CalibrationError(f"layer {who}: input blob absmax is {absmax!r}")
-    if absmax == 0 or (method != "aciq" and total == 0):
+    if absmax == 0 or (rule is not Method.ACIQ and total == 0):
         if total != 0:
             raise CalibrationError(f"layer {who}: histogram has counts but absmax is 0")
         msg = (
@@ -57,7 +55,7 @@ def blob_scale(method: str, hist: BlobHistogram, layer: str = "") -> BlobScale:
         )
         threshold = np.float32(127) / ZERO_GUARD_SCALE
         return BlobScale(threshold, ZERO_GUARD_SCALE, [msg])
-    if method == "aciq":
+    if rule is Method.ACIQ:
         threshold = aciq_clip(absmax, hist.elements_per_sample, 8)
         scale = scale_from_threshold(threshold)
         warnings = []

@@ -115,10 +115,6 @@ class CalibrationTable:
         return None if values is None else np.float32(values[0])
 
     @property
-    def blob_layers(self) -> list[str]:
-        return [k for k in self.records if not is_weight_key(k)]
-
-    @property
     def weight_keys(self) -> list[str]:
         return [k for k in self.records if is_weight_key(k)]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecal.calib.weights import CONV_TYPES, STATIC_TYPES
+from edgecal.calib.weights import CALIBRATED_TYPES, STATIC_TYPES
 from edgecal.errors import CalibrationError
 from edgecal.ncnnfmt.param import Layer
 
@@ -54,7 +54,7 @@ def refuse_nonfinite_weights(layers: Iterable[tuple[Layer, Mapping[str, Any]]],
                              model: str) -> None:
     """Raise :class:`CalibrationError` naming ``model`` and every layer whose scaled weights
     hold NaN or inf."""
-    lines = [line for layer, w in layers if layer.type in (*CONV_TYPES, *STATIC_TYPES)
+    lines = [line for layer, w in layers if layer.type in (*CALIBRATED_TYPES, *STATIC_TYPES)
              for line in nonfinite_weights(layer, w)]
     if lines:
         raise CalibrationError(

@@ -25,13 +25,15 @@ from typing import Any
 import numpy as np
 
 from edgecal.calib.aciq import aciq_clip
+from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.scales import ZERO_GUARD_SCALE
 from edgecal.errors import CalibrationError
 from edgecal.ncnnfmt.param import Layer
 
-CONV_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+#: The layers ncnn2table calibrates: per-channel weight scales and an input-blob scale.
+CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+#: The layers with static weight scales, in the order ncnn2table writes their sections.
 STATIC_TYPES = ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
-WEIGHT_METHODS = ("kl", "aciq", "eq")
 
 F32 = np.float32
 
@@ -102,9 +104,8 @@ def _is_6bit(layer: Layer) -> bool:
 
 def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) -> WeightScales:
     """``<layer>_param_0`` of a Convolution, ConvolutionDepthWise or InnerProduct."""
-    if method not in WEIGHT_METHODS:
-        raise CalibrationError(f"unknown calibration method {method!r}", hint="kl, aciq or eq")
-    if layer.type not in CONV_TYPES:
+    rule = METHODS[parse_method(method)].blob_rule
+    if layer.type not in CALIBRATED_TYPES:
         raise CalibrationError(f"layer {layer.name!r}: {layer.type} has no per-channel scales")
     w = _values(layer, weights, "weight")
     if layer.type == "ConvolutionDepthWise":
@@ -116,7 +117,7 @@ def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) ->
     bits6 = layer.type == "Convolution" and _is_6bit(layer)
     qmax = F32(31) if bits6 else F32(127)
     with np.errstate(divide="ignore", over="ignore"):
-        if method == "aciq":
+        if rule is Method.ACIQ:
             thr = np.array([aciq_clip(a, k, 6 if bits6 else 8) for a in absmax], dtype=F32)
         else:
             thr = absmax
@@ -127,7 +128,7 @@ def conv_weight_scales(layer: Layer, weights: Mapping[str, Any], method: str) ->
             _bad_scale_warning(layer, f"weight {unit} {n}", float(absmax[n]), "ncnn2table")
         )
         scales[n] = ZERO_GUARD_SCALE
-    if method == "aciq" and k == 1:
+    if rule is Method.ACIQ and k == 1:
         warnings.append(
             f"layer {layer.name!r}: one weight per {unit}; ACIQ's clip is infinite (N=1) and "
             f"the scale 0, as in ncnn2table: at run time the output is the bias only"
@@ -187,10 +188,10 @@ def static_weight_scales(layer: Layer, weights: Mapping[str, Any]) -> WeightScal
 
 
 def weight_scales(
-    layer: Layer, weights: Mapping[str, Any], method: str = "kl"
+    layer: Layer, weights: Mapping[str, Any], method: str | Method = Method.KL
 ) -> WeightScales | None:
     """Dispatch on the layer type; ``None`` for layers ncnn2table does not scale."""
-    if layer.type in CONV_TYPES:
+    if layer.type in CALIBRATED_TYPES:
         return conv_weight_scales(layer, weights, method)
     if layer.type in STATIC_TYPES:
         return static_weight_scales(layer, weights)

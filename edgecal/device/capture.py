@@ -7,8 +7,6 @@ one job per call (``run_outputs``: one per shard) and returns numpy values.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
 from edgecal.inputspec import InputSpec
@@ -26,8 +25,6 @@ from edgecal_agent.protocol import (
     npz_bytes,
     write_shard,
 )
-
-NUM_BINS = 2048
 
 
 @dataclass(frozen=True)
@@ -83,63 +80,6 @@ def iter_shards(
         path = out_dir / f"shard_{k:05d}.npz"
         write_shard(path, batch, descs)
         yield path, len(batch)
-
-
-def growing_shard_size(first: int = 32, largest: int = 256) -> Callable[[int], int]:
-    """``first``, twice that, ... up to ``largest``: the first shard is ready (and the device
-    busy) early, later shards keep the number of jobs small."""
-    return lambda k: min(largest, first << min(k, 16))
-
-
-class BackgroundShards:
-    """:func:`iter_shards` in a worker thread: the caller gets ``(path, n_samples)`` as shards
-    become ready, while the next ones are decoded and written (e.g. while the device runs a
-    job on the previous one).  Errors of the worker are raised in the caller.  Use as a
-    context manager; leaving it early stops the worker after its current sample."""
-
-    _END = object()
-
-    def __init__(self, samples: Iterable[tuple[np.ndarray, ...]], specs: Sequence[InputSpec],
-                 out_dir: Path, shard_size: Callable[[int], int]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._stop = threading.Event()
-
-        def stoppable() -> Iterator[tuple[np.ndarray, ...]]:
-            for sample in samples:
-                if self._stop.is_set():
-                    return
-                yield sample
-
-        def work() -> None:
-            try:
-                for item in iter_shards(stoppable(), specs, out_dir, shard_size):
-                    self._queue.put(item)
-            except BaseException as e:  # handed to the caller
-                self._queue.put(e)
-            finally:
-                self._queue.put(self._END)
-
-        self._thread = threading.Thread(target=work, name="edgecal-shards", daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[tuple[Path, int]]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> BackgroundShards:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _model_params(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],

@@ -55,10 +55,10 @@ from edgecal_agent.protocol import (
     check_relpath,
     dumps,
 )
+from edgecal_agent.workdir import DEFAULT_WORKDIR
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKDIR = ".cache/edgecal"
 SITE_DIR = "site"
 MAX_RESPONSE_BYTES = 64 << 20
 

@@ -44,6 +44,7 @@ from edgecal.calib.table import (
     refuse_unusable_scales,
     weight_key,
 )
+from edgecal.calib.weights import CALIBRATED_TYPES, STATIC_TYPES
 from edgecal.errors import ConversionError, TableError
 from edgecal.int8.fusion import fuse_requantize
 from edgecal.int8.quantize import absmax_scales, quantize_rows, quantize_tensor
@@ -51,9 +52,6 @@ from edgecal.ncnnfmt.modelbin import LayerWeights, WeightRecord, encode_record, 
 from edgecal.ncnnfmt.modelwriter import modelwriter_params
 from edgecal.ncnnfmt.param import Layer, ParamFile, int_value, render_param
 from edgecal.ncnnfmt.weightspec import record_specs
-
-CALIBRATED_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
-STATIC_TYPES = ("RNN", "LSTM", "GRU", "Embed", "MultiHeadAttention")
 
 
 @dataclass

@@ -168,22 +168,6 @@ class Layer:
             return int(pv.value)  # type: ignore[arg-type]
         raise ModelFormatError(f"layer {self.name!r}: param {pid} is {pv.kind}, expected int")
 
-    def param_float(self, pid: int, default: float) -> float:
-        pv = self.params.get(pid)
-        if pv is None:
-            return default
-        if pv.kind in ("int", "float"):
-            return float(pv.value)  # type: ignore[arg-type]
-        raise ModelFormatError(f"layer {self.name!r}: param {pid} is {pv.kind}, expected float")
-
-    def param_array(self, pid: int, default: tuple = ()) -> tuple:
-        pv = self.params.get(pid)
-        if pv is None:
-            return default
-        if pv.is_array:
-            return pv.value  # type: ignore[return-value]
-        raise ModelFormatError(f"layer {self.name!r}: param {pid} is {pv.kind}, expected array")
-
     def set_param(self, pid: int, value: ParamValue) -> None:
         """Set a param; a new or re-typed key renders in ModelWriter form."""
         old = self.params.get(pid)

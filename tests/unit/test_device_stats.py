@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from edgecal.calib.histogram import NUM_BINS
 from edgecal_agent import stats
+
+
+def test_agent_and_host_count_the_same_bins() -> None:
+    """The agent cannot import edgecal: its bin count and the host's are two constants."""
+    assert stats.NUM_BINS == NUM_BINS == 2048
 
 
 def literal_bin(x: np.float32, absmax: np.float32) -> int:
