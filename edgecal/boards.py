@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,13 @@ from typing import Any
 from edgecal.boardworkdir import check_workdir_setting
 from edgecal.errors import ConfigError, UsageError
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # python 3.10
+else:  # python 3.10: the tomli backport, a dependency there
     try:
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
+        tomllib = None
 
 SCHEMA = 1
 BOARDS_ENV = "EDGECAL_BOARDS"

@@ -596,7 +596,9 @@ class SshLink:
         if self._sftp is None:
             try:
                 self._sftp = self.conn.client.open_sftp()
-                self._sftp.get_channel().settimeout(self.target.command_timeout_s)
+                # paramiko types the channel Optional; open_sftp's client always has it
+                self._sftp.get_channel().settimeout(  # type: ignore[union-attr]
+                    self.target.command_timeout_s)
             except Exception as e:
                 self.fail(e, "opening SFTP")
         return self._sftp
