@@ -43,7 +43,8 @@ else:  # python 3.10: the tomli backport, a dependency there
     try:
         import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None
+        # a module where tomli is installed (typed), Any where it is not (then unused)
+        tomllib = None  # type: ignore[assignment, unused-ignore]
 
 SCHEMA = 1
 BOARDS_ENV = "EDGECAL_BOARDS"
