@@ -57,10 +57,14 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+# ruff, then mypy ([tool.mypy] in pyproject.toml) over edgecal/ and edgecal_agent/, and the agent
+# once more for Python 3.9, the oldest Python on a board.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgecal edgecal_agent tests bench $(SAMPLE)/train.py $(SAMPLE)/eval_ncnn.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --python-version 3.9 --no-warn-unused-configs edgecal_agent
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
 
 include toolchains/boards.mk

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,14 @@ from edgecal.boardworkdir import check_workdir_setting
 from edgecal.errors import ConfigError, UsageError
 from edgecal_agent.workdir import DEFAULT_WORKDIR
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # python 3.10
+else:  # python 3.10: the tomli backport, a dependency there
     try:
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
+        # a module where tomli is installed (typed), Any where it is not (then unused)
+        tomllib = None  # type: ignore[assignment, unused-ignore]
 
 SCHEMA = 1
 BOARDS_ENV = "EDGECAL_BOARDS"

@@ -115,10 +115,10 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
         shape=[tuple(s) for s in a.shape], pixel=a.pixel if a.type == 0 else [],
         where=f" (lists: {','.join(a.lists)})",
     )
-    for name, values in (("mean", a.mean), ("norm", a.norm), ("shape", a.shape)):
-        if values:
+    for name, groups in (("mean", a.mean), ("norm", a.norm), ("shape", a.shape)):
+        if groups:
             _err(f"{name} = " + ",".join("[" + ",".join(f"{v:f}" if name != "shape" else str(v)
-                                                         for v in g) + "]" for g in values))
+                                                         for v in g) + "]" for g in groups))
     if a.pixel:
         _err("pixel = " + ",".join(a.pixel))
     threads = a.thread if a.thread else usable_cores()

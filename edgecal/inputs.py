@@ -64,7 +64,7 @@ def decode_image_bgr(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
-                img = ImageOps.exif_transpose(im) or im
+                img = ImageOps.exif_transpose(im)
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
     except Image.DecompressionBombError as exc:

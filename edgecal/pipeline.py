@@ -372,7 +372,7 @@ def eq_layer(
     bs0 = np.float32(table.records[layer.name][0])
     text, prefix = probe_model(layer, model.weights[layer.name])
     cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
-    common = dict(
+    common: dict[str, Any] = dict(
         bottom=layer.bottoms[0], top=layer.tops[0], probe_param=text, probe_prefix=prefix,
         max_samples=n_eq,
     )

@@ -442,7 +442,7 @@ def layer_cosine_plot(results: Sequence[BoardResult]) -> bytes:
     _style(ax)
     y = np.arange(len(names), dtype=np.float64)
     height = 0.8 / m
-    lows = []
+    lows: list[float] = []
     for j, r in enumerate(results):
         by_name = {lf.name: lf for lf in r.layers}
         mean = [by_name[k].cosine_mean if k in by_name else math.nan for k in names]

@@ -116,7 +116,7 @@ def tune(
     config: TuneConfig,
     *,
     clock: Callable[[], float] = time.monotonic,
-    say: Callable[[str], None] = lambda text: None,
+    say: Callable[[str], object] = lambda text: None,
 ) -> TuneResult:
     """See the module doc.  ``quantized``: the layers the int8 model of ``table`` quantizes;
     ``sensitivity(table, score)`` ranks them (most harmful first)."""
@@ -162,7 +162,8 @@ def tune(
                 continue
             records = alternative(layer, m)
             if records is None or all(
-                np.array_equal(records[k], table.records.get(k)) for k in records
+                k in table.records and np.array_equal(records[k], table.records[k])
+                for k in records
             ):
                 continue
             trial = with_records(table, layer, records)

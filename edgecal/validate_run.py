@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,8 +281,9 @@ def run_validation_full(args: argparse.Namespace, *, sensitivity: bool = False
         "consistency": None,
     }
     if len(results) > 1:
-        outputs = {r.device["name"]: r.int8_outputs for r in results}
-        if any(v is None for v in outputs.values()):
+        found = {r.device["name"]: r.int8_outputs for r in results}
+        outputs = {k: v for k, v in found.items() if v is not None}
+        if len(outputs) < len(found):
             raise UsageError("no images were validated")
         doc["consistency"] = compare_boards(
             outputs, tol_cosine=args.divergence_cosine, tol_disagree=args.divergence_top1,
@@ -358,7 +359,7 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     names = [r["device"]["name"] for r in results]
     w = max(12, *(len(n) for n in names))
-    rows = [
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("images", lambda r: str(r["n_samples"])),
         ("fp32 top-1", lambda r: _f(r["top1_fp32"], ".4f")),
         ("int8 top-1", lambda r: _f(r["top1_int8"], ".4f")),

@@ -279,6 +279,7 @@ class NcnnModel:
                         values = _visited_unpacked(out)
                 if ret != 0:
                     raise self.extract_error(where, name, ret)
+                assert values is not None  # one of the extracts above returned 0
                 fn(b, values)
                 del values, out
 

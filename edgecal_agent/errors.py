@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JobError(Exception):
     """A job failed for a reason the agent understands; ``kind`` names it on the wire,
     ``details`` (JSON data) travel with it for the host."""
 
-    details: dict = {}  # noqa: RUF012 - replaced per instance, never mutated
+    details: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     @property
     def kind(self) -> str:
@@ -61,7 +63,7 @@ class NonFiniteActivation(JobError):
     """A calibrated blob holds NaN or inf on some samples (``details["samples"]``: per sample
     index within the job and blob, the NaN and inf counts)."""
 
-    def __init__(self, message: str, details: dict) -> None:
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.details = details
 

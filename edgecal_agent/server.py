@@ -113,7 +113,7 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
         if isinstance(e, MemoryError):
-            e = OutOfMemory(f"out of memory ({e or 'MemoryError'}) in job {job_id} "
+            e = OutOfMemory(f"out of memory ({str(e) or 'MemoryError'}) in job {job_id} "
                             f"({op}): the model or its inputs need more memory than this device "
                             "gives")
         kind = e.kind if isinstance(e, JobError) else type(e).__name__

@@ -101,7 +101,7 @@ def _histogram_reference(values: np.ndarray, absmax: np.float32) -> np.ndarray:
         q = a / amax  # float32 / float32
         q *= _F32_BINS  # float32 * 2048
     np.minimum(q, _F32_LAST, out=q)  # min before the cast: (int)q >= 2047 <=> q >= 2047
-    q = np.nan_to_num(q, nan=_F32_LAST)  # inf/inf: ncnn has UB; put it in the last bin
+    q = np.nan_to_num(q, nan=float(_F32_LAST))  # inf/inf: ncnn has UB; put it in the last bin
     idx = q.astype(np.intp)  # truncation toward zero, q >= 0
     return np.bincount(idx, minlength=NUM_BINS).astype(np.uint64)
 
@@ -129,8 +129,8 @@ class _Scratch:
     indices and the interleaving offsets, grown on demand, so the hot loop allocates little."""
 
     def __init__(self) -> None:
-        self.i32 = np.empty(0, dtype=np.int32)
-        self.lanes = np.empty(0, dtype=np.int32)
+        self.i32: np.ndarray = np.empty(0, dtype=np.int32)
+        self.lanes: np.ndarray = np.empty(0, dtype=np.int32)
         self.f32 = np.empty(0, dtype=np.float32)
 
     def indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,13 +215,13 @@ class HistogramAccumulator:
     Whatever the fast path cannot prove exact goes to :func:`_histogram_reference`.
     """
 
-    def __init__(self, absmax: float, scratch: _Scratch | None = None,
+    def __init__(self, absmax: float | np.float32, scratch: _Scratch | None = None,
                  stage: int = STAGE_FLOATS) -> None:
         self.absmax = np.float32(absmax)
         self.fast = bool(np.isfinite(self.absmax)) and bool(self.absmax >= _FAST_MIN_ABSMAX)
         self.step = np.float32(self.absmax / _F32_BINS) if self.fast else np.float32(0.0)
         self.scratch = scratch if scratch is not None else _Scratch()
-        self.wide = np.zeros(_LANES * _WIDE, dtype=np.int64)
+        self.wide: np.ndarray = np.zeros(_LANES * _WIDE, dtype=np.int64)
         self.zeros = 0
         self.slow = np.zeros(NUM_BINS, dtype=np.uint64)
         self._stage = _Stage(self.scratch, stage) if self.fast else None

@@ -13,7 +13,7 @@ ALPHA_GAUSSIAN = np.array(
 GAUSSIAN_CONST = (0.5 * 0.35) * (1 + float(np.sqrt(3.14159265358979323846 * np.log(4.0))))
 
 
-def aciq_clip(absmax: float, n: int, bits: int = 8) -> np.float32:
+def aciq_clip(absmax: float | np.float32, n: int, bits: int = 8) -> np.float32:
     """``(float)(alpha[bits-1] * (absmax*2*gaussian_const) / sqrt(2*log(N)))`` with C semantics.
 
     ``absmax * 2`` is a float product, the rest double.  IEEE edge cases as in C: ``N = 1``

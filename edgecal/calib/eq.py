@@ -12,7 +12,7 @@ F32 = np.float32
 
 
 def eq_candidates(
-    scale: float, lower: float = 0.5, upper: float = 2.0, steps: int = 100
+    scale: float | np.float32, lower: float = 0.5, upper: float = 2.0, steps: int = 100
 ) -> np.ndarray:
     """``scale_lower + k * scale_step`` for ``k = 0..steps-1``, float32 as in the C++.
 

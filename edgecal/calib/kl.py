@@ -384,7 +384,7 @@ def _c_bound(
     tf: np.ndarray,
     value: np.ndarray,
     b_screen: np.ndarray,
-    a_e: np.ndarray,
+    a_e: np.ndarray | float,
     nnz_tail: np.ndarray,
     sw: np.ndarray,
     mass_t: np.ndarray,
@@ -395,7 +395,7 @@ def _c_bound(
     """Bound of |ncnn's float32 KL - real KL| (module docstring, "The bound")."""
     u = _u32
 
-    def coeffs(a_p: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    def coeffs(a_p: np.ndarray | float) -> tuple[np.ndarray | float, np.ndarray | float]:
         k = (1.0 + a_p) * (1.0 + u) * (1.0 + 2.0 * u)
         ell = -np.log1p(-a_p) - np.log1p(-u) - np.log1p(-a_e)
         return k - 1.0, k * ell
@@ -465,7 +465,7 @@ def kl_best_bin(counts: np.ndarray) -> int:
     return best
 
 
-def threshold_from_bin(best_bin: int, absmax: float) -> np.float32:
+def threshold_from_bin(best_bin: int, absmax: float | np.float32) -> np.float32:
     """``(best + 0.5f) * absmax / 2048`` in float32, in that order."""
     return _F32(_F32(_F32(best_bin) + _F32(0.5)) * _F32(absmax)) / _F32(NUM_BINS)
 

@@ -27,7 +27,7 @@ class BlobScale:
     kl_bin: int | None = None
 
 
-def scale_from_threshold(threshold: float) -> np.float32:
+def scale_from_threshold(threshold: float | np.float32) -> np.float32:
     """``127 / threshold`` in float32 (inf for 0, as in C)."""
     with np.errstate(divide="ignore"):
         return np.float32(127) / np.float32(threshold)

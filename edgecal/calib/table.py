@@ -35,7 +35,7 @@ def is_weight_key(key: str) -> bool:
     return WEIGHT_KEY_MARK in key
 
 
-def format_value(value: float) -> str:
+def format_value(value: float | np.float32) -> str:
     """C's ``printf("%f", (double)value)`` for a float32 value."""
     v = float(value)
     if math.isnan(v):
@@ -89,7 +89,7 @@ class CalibrationTable:
         line = self.lines.get(key)
         return f"line {line}: " if line is not None else ""
 
-    def set(self, key: str, values: Iterable[float] | np.ndarray | float) -> None:
+    def set(self, key: str, values: Iterable[float | np.float32] | np.ndarray | float) -> None:
         arr = np.atleast_1d(np.asarray(values, dtype=np.float32)).copy()
         if not key or any(ch.isspace() for ch in key):
             raise TableError(f"table key {key!r} is empty or contains white space")

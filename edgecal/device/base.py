@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 Progress = Callable[[int, int], None]
+_D = TypeVar("_D", bound="Device")
 
 #: Default deadline of one job, in seconds.
 DEFAULT_JOB_TIMEOUT_S = 3600.0
@@ -97,7 +98,7 @@ class Device(ABC):
     def close(self) -> None:
         """Stop the agent and release the work directory if the device owns it."""
 
-    def __enter__(self) -> Device:
+    def __enter__(self: _D) -> _D:
         return self
 
     def __exit__(

@@ -244,7 +244,7 @@ def eq_search_layer(
     probe_prefix: bytes,
     candidates: np.ndarray,
     weight_scales: Sequence[float] | np.ndarray,
-    bottom_scale: float,
+    bottom_scale: float | np.float32,
     max_samples: int = 50,
     *,
     progress: Progress | None = None,

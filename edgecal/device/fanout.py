@@ -72,9 +72,11 @@ def run_all(devices: Sequence[SshDevice], argv_for: Callable[[str], Sequence[str
     out: dict[str, Outcome] = {}
     for workdir, devs in _by_workdir(devices).items():
         cmd = shlex.join(argv_for(workdir))
-        got = _group_do(devs, what, lambda g, cmd=cmd: g.run(cmd, hide=True, warn=True,
-                                                              in_stream=False,
-                                                              timeout=timeout_s))
+
+        def run(g: ThreadingGroup, cmd: str = cmd) -> Any:
+            return g.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout_s)
+
+        got = _group_do(devs, what, run)
         for name, o in got.items():
             if o.ok and getattr(o.value, "exited", 0) != 0:
                 err = (o.value.stderr or o.value.stdout or "").strip().splitlines()

@@ -526,7 +526,7 @@ class SshLink:
                      "`identity_file = ...` for the board in the boards file") from e
         if isinstance(e, (paramiko.SSHException, EOFError)):
             raise TransportError(
-                f"{name}: SSH failure with {addr} while {what}: {e or type(e).__name__}",
+                f"{name}: SSH failure with {addr} while {what}: {str(e) or type(e).__name__}",
                 hint="the connection dropped or the server refused it; check the board and its "
                      "sshd log, then retry") from e
         raise TransportError(f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}") from e
@@ -596,7 +596,9 @@ class SshLink:
         if self._sftp is None:
             try:
                 self._sftp = self.conn.client.open_sftp()
-                self._sftp.get_channel().settimeout(self.target.command_timeout_s)
+                # paramiko types the channel Optional; open_sftp's client always has it
+                self._sftp.get_channel().settimeout(  # type: ignore[union-attr]
+                    self.target.command_timeout_s)
             except Exception as e:
                 self.fail(e, "opening SFTP")
         return self._sftp

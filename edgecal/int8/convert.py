@@ -208,8 +208,9 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
         return True
     if t == "MultiHeadAttention":
         e = layer.param_int(0, 0)
-        parts = [_scales(table, layer, i, n) for i, n in enumerate((e, e, e, 1))]
-        if any(p is None for p in parts):
+        found = [_scales(table, layer, i, n) for i, n in enumerate((e, e, e, 1))]
+        parts = [p for p in found if p is not None]
+        if len(parts) < len(found):
             return False
         for (wname, sname), s in zip(
             (
@@ -227,11 +228,11 @@ def _quantize_static(st: _State, layer: Layer, table: CalibrationTable) -> bool:
                 if sname == "out_weight_scales"
                 else st.rows(
                     w.reshape(e, -1),
-                    s,  # type: ignore[arg-type]
+                    s,
                 )
             )
             st.put_i8(layer, wname, codes)
-            st.put_raw(layer, sname, s)  # type: ignore[arg-type]
+            st.put_raw(layer, sname, s)
         layer.set_param(18, int_value(2))
         return True
     rows, hc_len = _rnn_rows(layer)

@@ -290,9 +290,9 @@ def modelwriter_params(layer: Layer) -> Layer:
     if hints is not None:
         out.set_param(30, _shape_hints(hints, len(layer.tops)))
     if entries is None:
-        for pid, pv in layer.params.items():
+        for pid, param in layer.params.items():
             if pid != 30:
-                out.params[pid] = pv
+                out.params[pid] = param
                 if pid in layer.param_keys:
                     out.param_keys[pid] = layer.param_keys[pid]
         return out

@@ -132,7 +132,7 @@ def _array(items: list[str], text: str) -> ParamValue:
     return ParamValue("int_array", tuple(_parse_int(t) for t in items), text)
 
 
-def _signature(layer: Layer) -> tuple:
+def _signature(layer: Layer) -> tuple[object, ...]:
     return (
         layer.type,
         layer.name,
@@ -152,7 +152,7 @@ class Layer:
     # Original key token per param id ("4", "-23310", ...); missing ids render in ModelWriter form.
     param_keys: dict[int, str] = field(default_factory=dict, repr=False)
     source_line: str | None = field(default=None, compare=False, repr=False)
-    origin: tuple | None = field(default=None, compare=False, repr=False)
+    origin: tuple[object, ...] | None = field(default=None, compare=False, repr=False)
 
     def param_int(self, pid: int, default: int) -> int:
         pv = self.params.get(pid)
