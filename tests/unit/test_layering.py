@@ -35,7 +35,7 @@ def py_files(folder: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("path", [*(p for f in PURE for p in py_files(f)),
-                                  ROOT / "edgecal/jsondoc.py"], ids=str)
+                                  ROOT / "edgecal/quality/jsondoc.py"], ids=str)
 def test_pure_core_imports_and_calls(path: Path) -> None:
     for name in imports(path):
         top = name.split(".")[0]
