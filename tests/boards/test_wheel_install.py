@@ -114,7 +114,7 @@ def test_user_profiles_from_edgecal_profiles(installed: Path, tmp_path: Path) ->
     """``EDGECAL_PROFILES`` points at a user's own profiles instead of the shipped ones."""
     mine = tmp_path / "profiles"
     mine.mkdir()
-    shipped = ROOT / "edgecal" / "profiles" / "raspberry-pi-4.toml"
+    shipped = ROOT / "edgecal" / "boards" / "profiles" / "raspberry-pi-4.toml"
     (mine / "my-board.toml").write_text(
         shipped.read_text().replace('name = "raspberry-pi-4"', 'name = "my-board"'))
     code = ("from edgecal.boards.config import load_profile; p = load_profile('my-board'); "
