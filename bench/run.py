@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from edgecal.calib.kl import kl_best_bin  # noqa: E402
 from edgecal.device import capture  # noqa: E402
 from edgecal.device.local import LocalDevice  # noqa: E402
-from edgecal.inputs import make_sample_source, read_list  # noqa: E402
-from edgecal.inputspec import InputSpec  # noqa: E402
-from edgecal.model import load_model  # noqa: E402
-from edgecal.pipeline import calibrate, calibration_blobs  # noqa: E402
+from edgecal.inputs.model import load_model  # noqa: E402
+from edgecal.inputs.samples import make_sample_source, read_list  # noqa: E402
+from edgecal.inputs.spec import InputSpec  # noqa: E402
+from edgecal.workflows.calibrate import calibrate, calibration_blobs  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "tinted_digits"
 SPEC = InputSpec(
@@ -83,7 +83,7 @@ def bare_forward_s(images: list[Path]) -> float:
     """ncnn alone: the model forward on every image with ncnn2table's options."""
     import ncnn
 
-    from edgecal.inputs import decode_image_bgr
+    from edgecal.inputs.samples import decode_image_bgr
 
     net = ncnn.Net()
     net.opt.num_threads = 1
@@ -145,8 +145,8 @@ def agent_rss_kb(n: int) -> int:
 
 
 def bench_board(name: str, n: int) -> None:
-    from edgecal.boards import boards_file, resolve_board
-    from edgecal.device.select import open_board
+    from edgecal.boards.config import boards_file, resolve_board
+    from edgecal.boards.open import open_board
 
     board = resolve_board(name, boards_file(None))
     assert board is not None
@@ -185,7 +185,7 @@ def _fleet_run(boards: list[Any], model: Any, source: Any, *, run: Any = None,
     import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
 
     if connect_timeout_s is not None:
         boards = [dataclasses.replace(b, connect_timeout_s=connect_timeout_s) for b in boards]
@@ -202,7 +202,7 @@ def _fleet_run(boards: list[Any], model: Any, source: Any, *, run: Any = None,
 def _forget_shards(boards: list[Any]) -> None:
     """Delete the sample shards earlier runs left on the boards (content-addressed, they would
     not be pushed again): every timed run pushes its shards."""
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
 
     for board in boards:
         with open_board(board) as dev:
@@ -238,7 +238,7 @@ def bench_fleet(names: list[str], n: int, repeats: int) -> None:
     import statistics
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgecal.boards import boards_file, resolve_board
+    from edgecal.boards.config import boards_file, resolve_board
 
     load = os.getloadavg()[0]
     boards = [resolve_board(name, boards_file(None)) for name in names]
@@ -305,8 +305,8 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
     import subprocess
     import threading
 
-    from edgecal.calibrun import CalibRun, build_manifest
-    from edgecal.fleet import FleetExhausted, RetryPolicy
+    from edgecal.fleet.scheduler import FleetExhausted, RetryPolicy
+    from edgecal.runs.calibrun import CalibRun, build_manifest
 
     names = [b.name for b in boards]
     state = Path(str(boards[0].identity_file)).parent.parent
@@ -388,7 +388,7 @@ def main() -> int:
         bench_board(board, 10)
     fleet = args.fleet
     if fleet is None and os.environ.get("EDGECAL_BOARDS"):
-        from edgecal.boards import boards_file, load_boards
+        from edgecal.boards.config import boards_file, load_boards
 
         known = load_boards(boards_file(None))
         fleet = "emu1,emu4" if {"emu1", "emu4"} <= set(known) else None

@@ -1,5 +1,5 @@
 import sys
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 sys.exit(main())

@@ -165,7 +165,7 @@ def check_job_id(job_id: str) -> str:
 # -- request parameters --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InputDesc:
-    """One model input: the agent-side mirror of ``edgecal.inputspec.InputSpec.to_dict()``."""
+    """One model input: the agent-side mirror of ``edgecal.inputs.spec.InputSpec.to_dict()``."""
 
     blob: str
     kind: str = "image"

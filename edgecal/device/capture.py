@@ -17,7 +17,7 @@ import numpy as np
 from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
-from edgecal.inputspec import InputSpec
+from edgecal.inputs.spec import InputSpec
 from edgecal_agent.protocol import (
     InputDesc,
     ProtocolViolation,

@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgecal.atomicfile import write_bytes_atomic, write_text_atomic
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
-from edgecal.device.digests import DigestCache, file_sha256
 from edgecal.device.jobs import build_request, parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import DeviceError, ProtocolError
-from edgecal.fsnames import device_file_name
+from edgecal.files.atomic import write_bytes_atomic, write_text_atomic
+from edgecal.files.digests import DigestCache, file_sha256
+from edgecal.files.fsnames import device_file_name
 from edgecal_agent.protocol import (
     FILES_DIR,
     JOBS_DIR,

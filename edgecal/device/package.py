@@ -14,8 +14,8 @@ import marshal
 import zipfile
 from pathlib import Path
 
-from edgecal.atomicfile import write_bytes_atomic
 from edgecal.errors import DeviceError
+from edgecal.files.atomic import write_bytes_atomic
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 _ROOT_MAIN = (

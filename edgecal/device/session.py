@@ -5,7 +5,7 @@ stdout; ``EDGECAL-PROGRESS`` lines on stderr feed the caller's progress callback
 caller's thread).  Other stderr lines are logged at DEBUG and kept (the last few) for error
 messages.  Anything that speaks this over three text streams works: a local subprocess
 (:class:`PopenProcess`, ``python agent.pyz serve``) or an SSH channel running the same command
-on a board (``edgecal.device.sshlink.ChannelProcess``); see :class:`AgentProcess`.
+on a board (``edgecal.device.ssh.link.ChannelProcess``); see :class:`AgentProcess`.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.boards import load_boards
+from edgecal.boards.config import load_boards
 from edgecal.calib.table import parse_table
-from edgecal.cli import main
-from edgecal.histfile import load_histograms
+from edgecal.cli.main import main
+from edgecal.runs.histfile import load_histograms
 
 pytestmark = pytest.mark.board
 
@@ -59,7 +59,7 @@ _REACHED: dict[str, str | None] = {}
 
 def need(boards_file: Path, *names: str) -> None:
     """Fail (CI) or skip unless each board is in the file and can be connected to."""
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
     from edgecal.errors import DeviceError
 
     known = load_boards(boards_file)
@@ -131,7 +131,7 @@ def test_calibrate_on_emu1_matches_x86(boards_file: Path, image_list: Path, loca
                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
     need(boards_file, "emu1")
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
 
     with open_board(load_boards(boards_file)["emu1"]) as dev:  # a first run: nothing there
         dev.link.run(["rm", "-rf", "--", dev.remote("files")], timeout_s=120)
@@ -229,7 +229,7 @@ def test_provision_a_bare_board(boards_file: Path, tmp_path: Path,
     check says provision; provision downloads the aarch64 wheels on the host, pushes and
     unpacks them under the work directory; check then passes and the agent runs."""
     need(boards_file, BARE)
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
 
     board = load_boards(boards_file)[BARE]
     with open_board(board) as dev:  # start from bare: forget an earlier provisioning
@@ -270,7 +270,7 @@ def test_link_cut_mid_job_and_at_connect(boards_file: Path, tmp_path: Path,
     fast = tmp_path / "boards.toml"
     fast.write_text(boards_file.read_text().replace(
         "[boards.emu1]\n", "[boards.emu1]\nconnect_timeout_s = 3\n"))
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
     from edgecal.errors import DeviceError
 
     try:

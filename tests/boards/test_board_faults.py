@@ -55,7 +55,7 @@ from typing import Any
 
 import pytest
 
-from edgecal.boards import load_boards
+from edgecal.boards.config import load_boards
 from tests.boards.test_board_calibrate import REF, boards_file, cli, need, report, unavailable
 
 pytestmark = pytest.mark.board
@@ -143,7 +143,7 @@ def rig(boards_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Rig:
     images.write_text("".join(f"{REF}/images/calib_{i % 40:02d}.png\n" for i in range(N_IMAGES)))
     state = Path(str(known[FLEET[0]].identity_file)).parent.parent
     rig = Rig(fast, state, images, b"", tmp)
-    from edgecal.cli import main
+    from edgecal.cli.main import main
 
     out = tmp / "reference.table"
     err = io.StringIO()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.boards import Board, load_boards
-from edgecal.golden import TOLERANCES
-from edgecal.health import healthy_boards
+from edgecal.boards.config import Board, load_boards
+from edgecal.boards.golden import TOLERANCES
+from edgecal.fleet.health import healthy_boards
 from tests.boards.test_board_calibrate import boards_file, cli, need, report
 
 pytestmark = pytest.mark.board
@@ -107,7 +107,7 @@ def with_workdir(text: str, name: str, workdir: str) -> str:
 def broken_emu1(boards_file: Path, tmp_path: Path) -> Iterator[tuple[Board, Path]]:
     """emu1 with its own work directory and a broken ncnn there; a boards file naming it."""
     need(boards_file, "emu1", "emu2")
-    from edgecal.device.select import open_board
+    from edgecal.boards.open import open_board
 
     path = tmp_path / "boards.toml"
     path.write_text(with_workdir(boards_file.read_text(), "emu1", BROKEN_WORKDIR))

@@ -49,7 +49,7 @@ import numpy as np
 import pytest
 
 from edgecal.calib.table import parse_table
-from edgecal.cli import main
+from edgecal.cli.main import main
 from tests.boards.test_board_calibrate import (  # noqa: F401  (boards_file: a fixture)
     ROOT,
     boards_file,

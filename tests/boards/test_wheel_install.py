@@ -68,13 +68,13 @@ def test_wheel_installs_only_our_names(wheel: Path) -> None:
         names = zf.namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"edgecal", "edgecal_agent"}
-    assert any(n.startswith("edgecal/profiles/") and n.endswith(".toml") for n in names)
+    assert any(n.startswith("edgecal/boards/profiles/") and n.endswith(".toml") for n in names)
     assert "edgecal/py.typed" in names
 
 
 def test_installed_package_is_not_the_checkout(installed: Path, tmp_path: Path) -> None:
     r = subprocess.run([str(installed / "bin" / "python"), "-c",
-                        "import edgecal, edgecal_agent, edgecal.boards as b; "
+                        "import edgecal, edgecal_agent, edgecal.boards.config as b; "
                         "print(edgecal.__file__); print(edgecal_agent.__file__); "
                         "print(sorted(p.stem for p in b.profiles_dir().glob('*.toml')))"],
                        cwd=tmp_path, capture_output=True, text=True,
@@ -114,10 +114,10 @@ def test_user_profiles_from_edgecal_profiles(installed: Path, tmp_path: Path) ->
     """``EDGECAL_PROFILES`` points at a user's own profiles instead of the shipped ones."""
     mine = tmp_path / "profiles"
     mine.mkdir()
-    shipped = ROOT / "edgecal" / "profiles" / "raspberry-pi-4.toml"
+    shipped = ROOT / "edgecal" / "boards" / "profiles" / "raspberry-pi-4.toml"
     (mine / "my-board.toml").write_text(
         shipped.read_text().replace('name = "raspberry-pi-4"', 'name = "my-board"'))
-    code = ("from edgecal.boards import load_profile; p = load_profile('my-board'); "
+    code = ("from edgecal.boards.config import load_profile; p = load_profile('my-board'); "
             "print(p.name, p.source)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EDGECAL_PROFILES"] = str(mine)

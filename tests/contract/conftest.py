@@ -17,8 +17,8 @@ from refcases import Case, load_case
 from edgecal.device.base import Device
 from edgecal.device.capture import write_shards
 from edgecal.device.local import LocalDevice
-from edgecal.device.ssh import SshDevice
-from edgecal.device.sshlink import SshTarget
+from edgecal.device.ssh.device import SshDevice
+from edgecal.device.ssh.link import SshTarget
 
 DEVICE_KINDS = ["local", pytest.param("ssh", marks=pytest.mark.ssh)]
 

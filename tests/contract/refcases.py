@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecal.inputspec import InputSpec
+from edgecal.inputs.spec import InputSpec
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 

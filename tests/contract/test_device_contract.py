@@ -25,8 +25,8 @@ from edgecal.device.capture import (
     write_shards,
 )
 from edgecal.errors import AgentError, DeviceError
-from edgecal.fleet import JOB_ERRORS
-from edgecal.inputspec import InputSpec
+from edgecal.fleet.scheduler import JOB_ERRORS
+from edgecal.inputs.spec import InputSpec
 from edgecal_agent import PROTOCOL_VERSION
 
 CROSSCHECK = json.loads((REFERENCE / "crosscheck.json").read_text())
@@ -500,7 +500,7 @@ def test_ncnn_crashing_on_a_model_is_an_agent_crash_not_a_board_fault(
     """A Crop whose offsets ncnn does not check makes ncnn read far outside the blob and
     segfault: the model's fault (today a DeviceError, retried four times as a board fault)."""
     from edgecal.errors import AgentCrash
-    from edgecal.fleet import _board_fault
+    from edgecal.fleet.scheduler import _board_fault
 
     param, binf = _digits_with_layer_after_conv0(
         tmp_path, CRASHING_CROP)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 NPY_OPTS = ["--shape", "10,6,3"]

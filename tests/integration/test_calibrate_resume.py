@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 from edgecal.device.local import LocalDevice
-from edgecal.fleet import FleetExhausted, RetryPolicy
-from edgecal.inputs import make_sample_source, read_list
-from edgecal.inputspec import InputSpec
-from edgecal.model import load_model
-from edgecal.pipeline import calibrate
+from edgecal.fleet.scheduler import FleetExhausted, RetryPolicy
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import make_sample_source, read_list
+from edgecal.inputs.spec import InputSpec
+from edgecal.workflows.calibrate import calibrate
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"
@@ -69,7 +69,7 @@ def test_resume_redoes_only_the_missing_shards(reference: bytes, tmp_path: Path,
 
 def test_resume_after_the_host_process_was_killed(reference: bytes, tmp_path: Path) -> None:
     run, out = tmp_path / "run", tmp_path / "t.table"
-    cmd = [sys.executable, "-m", "edgecal.cli", "-q", "calibrate", *MODEL, "--images", CALIB,
+    cmd = [sys.executable, "-m", "edgecal.cli.main", "-q", "calibrate", *MODEL, "--images", CALIB,
            *PRE, "--out", str(out), "--run-dir", str(run)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     parts = run / "parts" / "absmax"
@@ -137,7 +137,7 @@ def test_a_lost_worker_hands_its_shards_to_the_other(reference: bytes) -> None:
 
 def test_no_worker_left_stops_resumably(reference: bytes, tmp_path: Path) -> None:
     from edgecal.calib.table import render_table
-    from edgecal.calibrun import CalibRun, build_manifest
+    from edgecal.runs.calibrun import CalibRun, build_manifest
 
     model, source = _sample_source()
     manifest = build_manifest(model, source, method="kl", runtime="calibration", threads=1,

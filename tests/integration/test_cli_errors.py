@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 OLD = "old content\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import build_parser, main
+from edgecal.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"

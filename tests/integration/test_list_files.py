@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"

@@ -1,6 +1,6 @@
 """The user's files are never lost or damaged by what a command writes (issue 10, part 3).
 
-Every command here runs for real (``edgecal.cli.main``) on a copy of the sample model; the
+Every command here runs for real (``edgecal.cli.main.main``) on a copy of the sample model; the
 inputs it must not touch are compared byte for byte (and by mtime) afterwards."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgecal.calib.table import is_weight_key, parse_table
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 
@@ -122,7 +122,7 @@ def test_eq_completes_on_digits_and_beats_kl_per_layer(
 
 def test_worker_count_does_not_change_the_statistics(case_dir) -> None:
     """Histograms add exactly: 1, 2 or 3 agent workers over the images give the same file."""
-    from edgecal.histfile import load_histograms
+    from edgecal.runs.histfile import load_histograms
 
     d = case_dir("multi")
     results = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"
@@ -28,7 +28,7 @@ MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
 PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
        "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
 CALIB = str(SAMPLE / "calib.txt")  # 200 images: long enough to be interrupted
-EDGECAL = [sys.executable, "-m", "edgecal.cli"]
+EDGECAL = [sys.executable, "-m", "edgecal.cli.main"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 from edgecal.ncnnfmt.param import parse_param
 
 ROOT = Path(__file__).resolve().parents[2]

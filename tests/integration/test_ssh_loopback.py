@@ -1,7 +1,7 @@
 """SshDevice and the board commands against a real sshd on 127.0.0.1 (tests/integration/sshd.py).
 
 The "board" is this host: the agent runs on this venv's python (numpy + ncnn there) in a work
-directory the tests can also look at locally.  Every CLI test runs ``edgecal.cli.main`` in
+directory the tests can also look at locally.  Every CLI test runs ``edgecal.cli.main.main`` in
 process with ``HOME`` pointing at an empty folder (no ``~/.ssh/config`` or ``known_hosts`` of
 the machine running the tests), and checks: exit != 0, one ``edgecal: error:`` line naming the
 board and the fix, no traceback, no table written.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.cli import main
-from edgecal.device.ssh import SshDevice
-from edgecal.device.sshlink import SshTarget
+from edgecal.cli.main import main
+from edgecal.device.ssh.device import SshDevice
+from edgecal.device.ssh.link import SshTarget
 from edgecal.errors import DeviceError, HostKeyError
 from tests.integration.sshd import LoopbackSshd, keygen
 
@@ -401,7 +401,7 @@ def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path
         shutil.copy(REF / "model.param", param)
         shutil.copy(REF / "model.bin", binf)
         from edgecal.device.capture import capture_absmax, write_shards
-        from edgecal.inputspec import InputSpec
+        from edgecal.inputs.spec import InputSpec
         from tests.contract.refcases import load_case
 
         case = load_case("digits")

@@ -224,8 +224,8 @@ def test_a_refused_connect_leaves_no_connection_open(loopback_sshd: LoopbackSshd
     against MaxStartups, and then drops new ones."""
     import paramiko
 
-    from edgecal.device.ssh import SshDevice
-    from edgecal.device.sshlink import SshTarget
+    from edgecal.device.ssh.device import SshDevice
+    from edgecal.device.ssh.link import SshTarget
     from edgecal.errors import TransportError
 
     def transports() -> set[paramiko.Transport]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgecal.calib.table import parse_table, render_table, weight_key
-from edgecal.cli import main
+from edgecal.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"

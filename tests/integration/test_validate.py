@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-import edgecal.validate as validate_mod
-from edgecal.cli import main
+import edgecal.workflows.validate as validate_mod
+from edgecal.cli.main import main
 from edgecal.device.local import LocalDevice
-from edgecal.inputs import make_sample_source, read_list
-from edgecal.inputspec import InputSpec
-from edgecal.model import load_model
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import make_sample_source, read_list
+from edgecal.inputs.spec import InputSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"

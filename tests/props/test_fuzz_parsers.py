@@ -33,20 +33,20 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgecal.boards import load_boards, load_group, load_profile
+from edgecal.boards.config import load_boards, load_group, load_profile
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import parse_table
+from edgecal.cli.ncnnargs import parse_ncnn2table
 from edgecal.device.jobs import parse_response
 from edgecal.errors import EdgecalError
-from edgecal.histfile import HistogramSet, histograms_to_bytes, load_histograms
-from edgecal.inputs import load_npy, make_sample_source, read_list
-from edgecal.inputspec import InputSpec
-from edgecal.labels import parse_labels
-from edgecal.model import load_model
-from edgecal.ncnnargs import parse_ncnn2table
+from edgecal.inputs.labels import parse_labels
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import load_npy, make_sample_source, read_list
+from edgecal.inputs.spec import InputSpec
 from edgecal.ncnnfmt.modelbin import encode_record, read_modelbin
 from edgecal.ncnnfmt.param import parse_param
-from edgecal.rundir import RUN_JSON, RunDir
+from edgecal.runs.histfile import HistogramSet, histograms_to_bytes, load_histograms
+from edgecal.runs.rundir import RUN_JSON, RunDir
 from edgecal_agent.errors import JobError
 from edgecal_agent.protocol import (
     Artifact,

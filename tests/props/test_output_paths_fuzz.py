@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecal.cli import main
+from edgecal.cli.main import main
 from edgecal.errors import UsageError
-from edgecal.outputs import Input, Output, check_outputs, write_outputs
+from edgecal.files.outputs import Input, Output, check_outputs, write_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"

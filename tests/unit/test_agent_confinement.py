@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.boards import load_boards
+from edgecal.boards.config import load_boards
 from edgecal.device import jobs as host_jobs
 from edgecal.errors import ConfigError
 from edgecal_agent import PROTOCOL_VERSION, jobdirs, protocol, server

@@ -12,8 +12,8 @@ from edgecal.calib.build import build_table
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.errors import ImageError, TableError
-from edgecal.inputs import load_npy
-from edgecal.inputspec import InputSpec
+from edgecal.inputs.samples import load_npy
+from edgecal.inputs.spec import InputSpec
 from edgecal.ncnnfmt.modelbin import WeightRecord
 from edgecal.ncnnfmt.param import Layer, int_value
 from edgecal_agent import stats
@@ -98,7 +98,7 @@ def test_fatal_signal_tells_a_crash_from_a_kill() -> None:
 
 def test_deterministic_agent_failures_are_job_errors() -> None:
     from edgecal.errors import AgentCrash, AgentError
-    from edgecal.fleet import _board_fault
+    from edgecal.fleet.scheduler import _board_fault
 
     for kind in ("OutOfMemory", "NonFiniteActivation", "ExtractError", "TypeError",
                  "UnicodeEncodeError"):
@@ -111,7 +111,7 @@ def test_deterministic_agent_failures_are_job_errors() -> None:
 def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
     import os
 
-    from edgecal.fsnames import device_file_name, printable
+    from edgecal.files.fsnames import device_file_name, printable
 
     name = os.fsdecode(b"caf\xe9 \xff.png")  # latin-1 bytes: not UTF-8
     assert printable(f"sample {name} does not exist") == "sample caf\\xe9 \\xff.png does not exist"
@@ -124,9 +124,9 @@ def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
 def test_crash_layer_finds_the_layer_that_crashes_ncnn(tmp_path: Path) -> None:
     """A Crop reading far outside its input segfaults ncnn; the probe names it, and names
     nothing for a model that does not crash."""
-    from edgecal.crashsite import crash_layer
     from edgecal.device.capture import write_shards
     from edgecal.ncnnfmt.param import parse_param
+    from edgecal.workflows.crashsite import crash_layer
 
     ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "digits"
     lines = (ref / "model.param").read_text().splitlines()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from edgecal.boards.provision import pip_download_argv, wheel_platforms
 from edgecal.device.probe import BoardFacts, parse_probe, probe_code, problems
-from edgecal.provision import pip_download_argv, wheel_platforms
 
 
 def facts(**kw: object) -> BoardFacts:

@@ -17,7 +17,7 @@ import pytest
 
 from edgecal.device.probe import MIN_PYTHON, parse_probe, probe_argv, probe_code, problems
 from edgecal.device.snippets import board_snippet
-from edgecal.device.ssh import hash_argv, parse_hashes
+from edgecal.device.ssh.device import hash_argv, parse_hashes
 from edgecal.errors import ProtocolError
 
 FOLDER = Path(__file__).resolve().parents[2] / "edgecal" / "device" / "board_snippets"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.boards import PROFILES_DIR, load_boards, load_profile, resolve_board
+from edgecal.boards.config import PROFILES_DIR, load_boards, load_profile, resolve_board
 from edgecal.errors import ConfigError, UsageError
 
 PROFILES = ["generic-aarch64", "raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5",

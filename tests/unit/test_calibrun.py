@@ -10,7 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecal.calibrun import (
+from edgecal.errors import CalibrationError, InputFileError
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import make_sample_source, read_list
+from edgecal.inputs.spec import InputSpec
+from edgecal.runs.calibrun import (
     CalibRun,
     Manifest,
     Part,
@@ -23,10 +27,6 @@ from edgecal.calibrun import (
     read_part,
     source_of,
 )
-from edgecal.errors import CalibrationError, InputFileError
-from edgecal.inputs import make_sample_source, read_list
-from edgecal.inputspec import InputSpec
-from edgecal.model import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"

@@ -6,8 +6,8 @@ import numpy as np
 
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import parse_table
-from edgecal.compare import compare_histograms, compare_tables, render_table_diff
-from edgecal.histfile import HistogramSet
+from edgecal.runs.histfile import HistogramSet
+from edgecal.workflows.compare import compare_histograms, compare_tables, render_table_diff
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 
@@ -53,8 +53,8 @@ def test_histogram_mass_moved_and_kl_bins() -> None:
 def test_compare_cli_tables_and_histograms(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from edgecal.cli import main
-    from edgecal.histfile import save_histograms
+    from edgecal.cli.main import main
+    from edgecal.runs.histfile import save_histograms
 
     assert main(["compare", str(REF / "digits" / "kl.table"),
                  str(REF / "digits" / "aciq.table")]) == 0

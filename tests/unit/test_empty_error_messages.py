@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.device.sshlink import SshLink, SshTarget
+from edgecal.device.ssh.link import SshLink, SshTarget
 from edgecal.errors import TransportError
 from edgecal_agent import jobs
 from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, Request

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from edgecal.fleet import Fleet, Job
+from edgecal.fleet.scheduler import Fleet, Job
 
 
 class _Board:
@@ -57,7 +57,7 @@ def test_a_lost_boards_units_belong_to_nobody() -> None:
 
 def test_hello_reaches_every_board_at_once() -> None:
     from edgecal.errors import TransportError
-    from edgecal.fleet import RetryPolicy
+    from edgecal.fleet.scheduler import RetryPolicy
 
     started = threading.Barrier(3, timeout=10)  # all three calls run at the same time
 

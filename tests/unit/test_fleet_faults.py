@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from edgecal.cli.interrupt import Terminated, sigterm_raises
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.device.jobs import raise_for_error
 from edgecal.errors import (
@@ -29,8 +30,7 @@ from edgecal.errors import (
     ProtocolError,
     TransportError,
 )
-from edgecal.fleet import JOB_ERRORS, Fleet, FleetExhausted, Job, RetryPolicy
-from edgecal.interrupt import Terminated, sigterm_raises
+from edgecal.fleet.scheduler import JOB_ERRORS, Fleet, FleetExhausted, Job, RetryPolicy
 from edgecal_agent.protocol import ErrorInfo, Response
 
 
@@ -379,7 +379,7 @@ def _in_join(ident: int) -> bool:
 
 
 def test_an_interrupted_run_retries_nothing() -> None:
-    """SIGTERM (edgecal.interrupt) while a job runs: the run raises Terminated, and the job's
+    """SIGTERM (edgecal.cli.interrupt) while a job runs: the run raises Terminated, and the job's
     failure that follows (its agent stopped) is neither retried nor waited for."""
     stopped = threading.Event()
     out = Outcome()

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgecal.cli.gate import add_check_command
 from edgecal.errors import InputFileError, UsageError
-from edgecal.gate import (
+from edgecal.workflows.gate import (
     GateReport,
     Thresholds,
     evaluate_gate,
@@ -24,7 +25,6 @@ from edgecal.gate import (
     to_json,
     to_junit_xml,
 )
-from edgecal.gatecli import add_check_command
 
 # ----------------------------------------------------------------------------- fixtures
 

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from edgecal.device.local import LocalDevice
-from edgecal.golden import (
+from edgecal.boards.golden import (
     OUTPUT_BLOBS,
     TOLERANCES,
     GoldenModel,
@@ -20,6 +19,7 @@ from edgecal.golden import (
     host_reference,
     judge,
 )
+from edgecal.device.local import LocalDevice
 from edgecal.ncnnfmt.modelbin import read_modelbin
 from edgecal.ncnnfmt.param import parse_param
 

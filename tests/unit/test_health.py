@@ -10,12 +10,12 @@ from collections.abc import Collection, Mapping
 
 import pytest
 
-import edgecal.health as health
-from edgecal.boardcheck import CheckReport
-from edgecal.boards import Board
-from edgecal.cli import main
+import edgecal.fleet.health as health
+from edgecal.boards.check import CheckReport
+from edgecal.boards.config import Board
+from edgecal.boards.golden import HostReferenceError
+from edgecal.cli.main import main
 from edgecal.device.probe import Problem
-from edgecal.golden import HostReferenceError
 
 BOARDS = [Board(name=f"pi@192.0.2.{i}", host=f"192.0.2.{i}", user="pi") for i in (1, 2, 3)]
 

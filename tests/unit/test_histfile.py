@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.errors import HistogramFileError
-from edgecal.histfile import HistogramSet, histograms_to_bytes, load_histograms, save_histograms
+from edgecal.runs.histfile import (
+    HistogramSet,
+    histograms_to_bytes,
+    load_histograms,
+    save_histograms,
+)
 
 
 def make_set(n: int, seed: int) -> HistogramSet:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecal import imagefit
 from edgecal.errors import ImageError
-from edgecal.inputs import decode_image_bgr, make_sample_source
-from edgecal.inputspec import InputSpec
+from edgecal.inputs import imagefit
+from edgecal.inputs.samples import decode_image_bgr, make_sample_source
+from edgecal.inputs.spec import InputSpec
 from edgecal_agent.backend import to_mat
 
 GRAY32 = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgecal.errors import ImageError, InputFileError, UsageError
-from edgecal.inputs import decode_image_bgr, load_npy, make_sample_source, read_list
-from edgecal.inputspec import InputSpec
+from edgecal.inputs.samples import decode_image_bgr, load_npy, make_sample_source, read_list
+from edgecal.inputs.spec import InputSpec
 
 
 def touch(path: Path, data: bytes = b"") -> Path:

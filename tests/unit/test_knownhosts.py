@@ -1,4 +1,4 @@
-"""known_hosts parsing and host matching as OpenSSH does it (edgecal.device.knownhosts), checked
+"""known_hosts parsing and host matching as OpenSSH does it (edgecal.device.ssh.knownhosts), checked
 against the rules of sshd(8) and, for the pattern matching, against ``ssh-keygen -F`` itself."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecal.device.knownhosts import (
+from edgecal.device.ssh.config import alias_matches, host_patterns, is_ssh_alias
+from edgecal.device.ssh.knownhosts import (
     check_host_key,
     hash_name,
     host_matches,
@@ -21,7 +22,6 @@ from edgecal.device.knownhosts import (
     known_key_types,
     parse_known_hosts,
 )
-from edgecal.device.sshconfig import alias_matches, host_patterns, is_ssh_alias
 
 
 def blob(keytype: str, payload: bytes) -> bytes:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from edgecal.errors import InputFileError
-from edgecal.labels import labels_for, parse_labels
+from edgecal.inputs.labels import labels_for, parse_labels
 
 
 def test_parse_and_lookup_by_file_name() -> None:

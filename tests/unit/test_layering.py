@@ -1,4 +1,5 @@
-"""The dependency rules of the design, checked on the source: a pure core, a standalone agent."""
+"""The dependency rules of the design, checked on the source: layered packages with a pure core
+at the bottom and the command line on top, and a standalone agent."""
 
 from __future__ import annotations
 
@@ -9,12 +10,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ("edgecal/calib", "edgecal/ncnnfmt", "edgecal/int8")
+#: edgecal's packages from the bottom up: a module may import its own layer and the layers below,
+#: never one above.  ``edgecal`` itself (``__init__``: the version) and ``edgecal.errors`` are
+#: the ground every layer stands on; ``edgecal.__main__`` is ``python -m edgecal``, the top.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("edgecal", "edgecal.errors"),
+    ("edgecal.ncnnfmt", "edgecal.calib", "edgecal.int8", "edgecal.quality"),  # pure
+    ("edgecal.files",),
+    ("edgecal.inputs",),
+    ("edgecal.runs",),
+    ("edgecal.device",),
+    ("edgecal.boards",),
+    ("edgecal.fleet",),
+    ("edgecal.workflows",),
+    ("edgecal.report",),
+    ("edgecal.cli",),
+    ("edgecal.__main__",),
+)
+PURE = ("edgecal/calib", "edgecal/ncnnfmt", "edgecal/int8", "edgecal/quality")
 # The pure core may use the standard library except what touches files, processes, the network,
 # the environment or logging configuration.
 PURE_FORBIDDEN = {"os", "pathlib", "shutil", "tempfile", "subprocess", "socket", "logging",
                   "glob", "io", "threading", "multiprocessing", "signal", "urllib", "http"}
-PURE_ALLOWED_EDGECAL = ("edgecal.calib", "edgecal.ncnnfmt", "edgecal.int8", "edgecal.errors")
+PURE_ALLOWED_EDGECAL = ("edgecal.calib", "edgecal.ncnnfmt", "edgecal.int8", "edgecal.quality",
+                        "edgecal.errors")
 AGENT_ALLOWED = {"numpy", "ncnn", "edgecal_agent"}
 FORBIDDEN_CALLS = {"open", "print", "input"}
 
@@ -25,8 +44,10 @@ def imports(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.extend(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: a relative import"
+            if node.module:
+                out.append(node.module)
     return out
 
 
@@ -34,8 +55,68 @@ def py_files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", [*(p for f in PURE for p in py_files(f)),
-                                  ROOT / "edgecal/jsondoc.py"], ids=str)
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(name: str) -> int | None:
+    """The layer of module ``name``: the one of its longest listed prefix."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            inside = name == p or (p != "edgecal" and name.startswith(p + "."))
+            if inside and (best is None or len(p) > best[0]):
+                best = (len(p), i)
+    return None if best is None else best[1]
+
+
+EDGECAL_FILES = [p for p in py_files("edgecal") if "board_snippets" not in p.parts]
+
+
+def test_the_layers_are_known() -> None:
+    """The layer table names packages that exist, and the layer test sees the whole tree."""
+    for prefixes in LAYERS[1:-1]:
+        for p in prefixes:
+            assert (ROOT / p.replace(".", "/") / "__init__.py").is_file(), p
+    assert len(EDGECAL_FILES) > 80
+
+
+def upward(me: str, names: list[str]) -> list[str]:
+    """The edgecal modules among ``names`` that lie in a layer above module ``me``'s."""
+    mine = layer(me)
+    assert mine is not None, f"{me}: in no layer"
+    out = []
+    for name in names:
+        if name.split(".")[0] == "edgecal":
+            theirs = layer(name)
+            assert theirs is not None, f"{me} imports {name}, which is in no layer"
+            if theirs > mine:
+                out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("path", EDGECAL_FILES, ids=str)
+def test_every_module_is_placed_and_imports_no_layer_above(path: Path) -> None:
+    me = module_name(path)
+    mine = layer(me)
+    assert mine is not None, f"{path}: not in a layer's package (see LAYERS)"
+    assert upward(me, imports(path)) == [], f"{path} (layer {LAYERS[mine]}) imports from above"
+
+
+def test_the_layer_rule_on_known_cases() -> None:
+    """So that the test above cannot pass by looking at nothing."""
+    assert layer("edgecal.device.ssh.link") == layer("edgecal.device")
+    assert layer("edgecal.cli.main") == len(LAYERS) - 2
+    assert layer("edgecal.calib.kl") == layer("edgecal.quality.jsondoc") == 1
+    assert layer("edgecal.jsondoc") is None  # a flat module is in no layer
+    assert upward("edgecal.runs.rundir", ["os", "edgecal.cli.main", "edgecal.files.atomic",
+                                          "edgecal", "edgecal.errors", "edgecal.device.base"]) == [
+        "edgecal.cli.main", "edgecal.device.base"]
+    assert upward("edgecal.quality.consistency", ["edgecal.quality.jsondoc", "edgecal.calib"]) == []
+
+
+@pytest.mark.parametrize("path", [p for f in PURE for p in py_files(f)], ids=str)
 def test_pure_core_imports_and_calls(path: Path) -> None:
     for name in imports(path):
         top = name.split(".")[0]

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from edgecal.calib.table import parse_table
 from edgecal.calib.weights import conv_weight_scales, static_weight_scales
-from edgecal.cli import main
+from edgecal.cli.main import main
 from edgecal.int8.convert import quantize_model
 from edgecal.int8.quantize import quantize_rows
 from edgecal.ncnnfmt.half import float32_to_float16_bits

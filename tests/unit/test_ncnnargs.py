@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from edgecal.cli.ncnnargs import bracket_groups, parse_ncnn2table
 from edgecal.errors import UsageError
-from edgecal.ncnnargs import bracket_groups, parse_ncnn2table
 
 
 def test_bracket_groups_split_like_strtok() -> None:

@@ -1,4 +1,4 @@
-"""edgecal.outputs: the output-path checks and the all-or-nothing writer; the run lock."""
+"""edgecal.files.outputs: the output-path checks and the all-or-nothing writer; the run lock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgecal.errors import CalibrationError, UsageError
-from edgecal.outputs import (
+from edgecal.files.outputs import (
     Input,
     Output,
     check_folder,
@@ -17,7 +17,7 @@ from edgecal.outputs import (
     write_files,
     write_outputs,
 )
-from edgecal.runlock import RunLock
+from edgecal.runs.lock import RunLock
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the edgecal beside these tests
 FEED = """
-from edgecal.progress import ProgressBars
+from edgecal.cli.progress import ProgressBars
 with ProgressBars() as bars:
     update = bars.task("build histogram", 300)
     for i in range(301):
@@ -31,7 +31,7 @@ def test_progress_into_a_pipe_prints_a_line_per_tenth() -> None:
 
 
 def test_plain_progress_also_every_ten_seconds_while_it_moves() -> None:
-    from edgecal.progress import PlainProgress
+    from edgecal.cli.progress import PlainProgress
 
     now = [0.0]
     out = io.StringIO()

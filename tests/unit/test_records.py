@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from edgecal.calib.methods import METHOD_NAMES, METHODS, OFFLINE_NAMES, Method, parse_method
-from edgecal.consistency import BoardVerdict, Consistency, PairFigures
 from edgecal.errors import CalibrationError
-from edgecal.jsondoc import Malformed
-from edgecal.scoring import Score
-from edgecal.sensitivity import LayerSensitivity, Sensitivity
-from edgecal.tune import TuneStep
-from edgecal.validate import LayerFigures
+from edgecal.quality.consistency import BoardVerdict, Consistency, PairFigures
+from edgecal.quality.jsondoc import Malformed
+from edgecal.workflows.scoring import Score
+from edgecal.workflows.sensitivity import LayerSensitivity, Sensitivity
+from edgecal.workflows.tune import TuneStep
+from edgecal.workflows.validate import LayerFigures
 
 
 def _json(doc: Any) -> Any:

@@ -1,4 +1,5 @@
-"""``edgecal report``: the page made from a synthetic run directory (formats of edgecal.rundir)."""
+"""``edgecal report``: the page made from a synthetic run directory (formats of
+edgecal.runs.rundir)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import pytest
 from PIL import Image
 
 from edgecal.calib.histogram import BlobHistogram
+from edgecal.cli.report import add_report_command
 from edgecal.errors import InputFileError
-from edgecal.histfile import HistogramSet, save_histograms
-from edgecal.report import (
+from edgecal.report.html import (
     LayerHistogram,
     LayerThresholds,
     histogram_plot,
@@ -28,8 +29,8 @@ from edgecal.report import (
     render_report,
     write_report,
 )
-from edgecal.reportcli import add_report_command
-from edgecal.rundir import (
+from edgecal.runs.histfile import HistogramSet, save_histograms
+from edgecal.runs.rundir import (
     HISTOGRAMS,
     REPORT,
     RUN_JSON,

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from edgecal.errors import ModelFormatError
-from edgecal.model import load_model
-from edgecal.validate import (
+from edgecal.inputs.model import load_model
+from edgecal.workflows.validate import (
     PairStats,
     accuracy,
     agreement,

@@ -1,0 +1,316 @@
+"""Boards files and board profiles (TOML, ``schema = 1``): which board ``--device`` means.
+
+Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
+
+    schema = 1
+    [boards.emu1]
+    host = "127.0.0.1"            # or an ~/.ssh/config alias
+    port = 2222                   # optional (ssh_config / 22)
+    user = "pi"                   # optional (ssh_config / you)
+    identity_file = "ssh/id_ed25519"     # optional; relative paths: to this file's folder
+    known_hosts = "ssh/known_hosts"      # optional; loaded besides the system/user ones
+    profile = "emulated-pi4"      # edgecal/boards/profiles/<profile>.toml (or $EDGECAL_PROFILES)
+    workdir = ".cache/edgecal"    # relative to the SFTP home
+    python = "python3"            # optional
+    connect_timeout_s = 10        # optional
+    command_timeout_s = 3600      # optional
+
+    [groups]
+    fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
+
+``--device NAME`` picks a board of that file, else a ``Host NAME`` of ``~/.ssh/config``;
+``--device user@host[:port]`` needs no file;
+``--device local`` (the default) is this machine.  Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecal.boards.workdir import check_workdir_setting
+from edgecal.errors import ConfigError, UsageError
+from edgecal_agent.workdir import DEFAULT_WORKDIR
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # python 3.10: the tomli backport, a dependency there
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        # a module where tomli is installed (typed), Any where it is not (then unused)
+        tomllib = None  # type: ignore[assignment, unused-ignore]
+
+SCHEMA = 1
+BOARDS_ENV = "EDGECAL_BOARDS"
+PROFILES_ENV = "EDGECAL_PROFILES"
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ADDR_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
+                      r"(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """ncnn Option values a deployed app has on the board's CPU."""
+
+    fp16_storage: bool = False
+    fp16_arithmetic: bool = False
+    fp16_packed: bool = False
+    bf16_storage: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    arch: str
+    cpu: str
+    cores: int
+    cpu_features: tuple[str, ...]
+    cpu_features_absent: tuple[str, ...]
+    threads: int
+    python: str
+    runtime: RuntimeOptions
+    source: Path
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    profile: str | None = None
+    workdir: str = DEFAULT_WORKDIR
+    workdir_root: str | None = None
+    python: str = "python3"
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 3600.0
+    source: Path | None = None
+
+    def load_profile(self) -> Profile | None:
+        return None if self.profile is None else load_profile(self.profile)
+
+
+def _load_toml(path: Path, what: str) -> dict[str, Any]:
+    if tomllib is None:
+        raise ConfigError(f"{path}: reading {what} needs Python >= 3.11 or tomli",
+                          hint="pip install tomli")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except (ValueError, RecursionError) as e:  # an int of > 4300 digits, nesting too deep
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        raise ConfigError(f"{path}: key 'schema' is {schema!r}; this edgecal reads schema "
+                          f"{SCHEMA}", hint=f"add `schema = {SCHEMA}` at the top")
+    return data
+
+
+def _get(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str,
+         default: Any = None, required: bool = False) -> Any:
+    if key not in d:
+        if required:
+            raise ConfigError(f"{where}: key '{key}' is missing")
+        return default
+    v = d[key]
+    tt = types if isinstance(types, tuple) else (types,)
+    if (isinstance(v, bool) and bool not in tt) or not isinstance(v, tt):
+        names = " or ".join(t.__name__ for t in tt)
+        raise ConfigError(f"{where}: key '{key}' must be a {names}, not {v!r}")
+    return v
+
+
+def _as_float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond the float range
+        return math.inf if v > 0 else -math.inf
+
+
+def _path(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else base / p)
+
+
+_BOARD_KEYS = {"host", "port", "user", "identity_file", "known_hosts", "profile", "workdir",
+               "workdir_root",
+               "python", "connect_timeout_s", "command_timeout_s"}
+
+
+def _board(name: str, d: Any, path: Path) -> Board:
+    where = f"{path}: [boards.{name}]"
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(d) - _BOARD_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'",
+                          hint=f"known keys: {', '.join(sorted(_BOARD_KEYS))}")
+    port = _get(d, "port", int, where)
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{where}: key 'port' must be 1..65535, not {port}")
+    for key in ("connect_timeout_s", "command_timeout_s"):
+        v = _get(d, key, (int, float), where)
+        if v is not None and not _as_float(v) > 0:  # NaN too
+            raise ConfigError(f"{where}: key '{key}' must be > 0, not {v}")
+    workdir = _get(d, "workdir", str, where, DEFAULT_WORKDIR)
+    workdir_root = _get(d, "workdir_root", str, where)
+    check_workdir_setting(workdir, workdir_root, where)
+    profile = _get(d, "profile", str, where)
+    if profile is not None and not _NAME_RE.match(profile):
+        raise ConfigError(f"{where}: key 'profile' {profile!r} is not a profile name")
+    return Board(
+        name=name,
+        host=_get(d, "host", str, where, required=True),
+        port=port,
+        user=_get(d, "user", str, where),
+        identity_file=_path(_get(d, "identity_file", str, where), path.parent),
+        known_hosts=_path(_get(d, "known_hosts", str, where), path.parent),
+        profile=profile,
+        workdir=workdir,
+        workdir_root=workdir_root,
+        python=_get(d, "python", str, where, "python3"),
+        connect_timeout_s=_as_float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
+        command_timeout_s=_as_float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),
+        source=path,
+    )
+
+
+def load_boards(path: Path) -> dict[str, Board]:
+    """The boards of a boards file, by name."""
+    path = Path(path)
+    data = _load_toml(path, "boards file")
+    unknown = sorted(set(data) - {"schema", "boards", "groups"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'",
+                          hint="boards go in [boards.NAME] tables")
+    boards = data.get("boards", {})
+    if not isinstance(boards, dict):
+        raise ConfigError(f"{path}: key 'boards' must be a table of [boards.NAME] tables")
+    out = {}
+    for name, d in boards.items():
+        if not _NAME_RE.match(name) or name == "local":
+            raise ConfigError(f"{path}: board name {name!r} is not allowed",
+                              hint="letters, digits, '.', '_', '-'; not 'local'")
+        out[name] = _board(name, d, path)
+    return out
+
+
+def load_group(path: Path | None, group: str) -> list[str]:
+    """The board names of ``[groups] NAME = [...]`` in the boards file."""
+    if path is None:
+        raise UsageError(f"--group {group}: no boards file",
+                         hint=f"pass --boards FILE or set {BOARDS_ENV}")
+    data = _load_toml(Path(path), "boards file")
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or group not in groups:
+        known = ", ".join(sorted(groups)) if isinstance(groups, dict) else ""
+        raise ConfigError(f"{path}: no group {group!r}",
+                          hint=f"known groups: {known or 'none'}; add `{group} = [...]` under "
+                               "[groups]")
+    names = groups[group]
+    boards = load_boards(Path(path))
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: group {group!r} must be a non-empty list of board names")
+    unknown = [n for n in names if n not in boards]
+    if unknown:
+        raise ConfigError(f"{path}: group {group!r} names unknown board(s) {', '.join(unknown)}")
+    return list(names)
+
+
+def profiles_dir() -> Path:
+    return Path(os.environ.get(PROFILES_ENV) or PROFILES_DIR)
+
+
+def load_profile(name: str, folder: Path | None = None) -> Profile:
+    folder = folder or profiles_dir()
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"profile name {name!r} is not allowed")
+    path = folder / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.toml"))
+        raise ConfigError(f"board profile {name!r} not found in {folder}",
+                          hint=f"known profiles: {', '.join(known) or 'none'}")
+    d = _load_toml(path, "board profile")
+    where = str(path)
+    if _get(d, "name", str, where, required=True) != name:
+        raise ConfigError(f"{where}: key 'name' must be {name!r} (the file's name)")
+    rt = _get(d, "runtime", dict, where, {})
+    rt_where = f"{where}: [runtime]"
+    unknown = sorted(set(rt) - set(RuntimeOptions.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"{rt_where}: unknown key '{unknown[0]}'")
+    features = _get(d, "cpu_features", list, where, [])
+    absent = _get(d, "cpu_features_absent", list, where, [])
+    for key, values in (("cpu_features", features), ("cpu_features_absent", absent)):
+        if not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}: key '{key}' must be a list of strings")
+    threads = _get(d, "threads", int, where, required=True)
+    if threads < 1:
+        raise ConfigError(f"{where}: key 'threads' must be >= 1, not {threads}")
+    return Profile(
+        name=name,
+        description=_get(d, "description", str, where, ""),
+        arch=_get(d, "arch", str, where, required=True),
+        cpu=_get(d, "cpu", str, where, ""),
+        cores=_get(d, "cores", int, where, 1),
+        cpu_features=tuple(features),
+        cpu_features_absent=tuple(absent),
+        threads=threads,
+        python=_get(d, "python", str, where, required=True),
+        runtime=RuntimeOptions(**{k: _get(rt, k, bool, rt_where, False) for k in rt}),
+        source=path,
+    )
+
+
+def boards_file(option: str | None) -> Path | None:
+    """``--boards FILE``, else ``$EDGECAL_BOARDS``, else none."""
+    value = option or os.environ.get(BOARDS_ENV)
+    return Path(value) if value else None
+
+
+def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
+    """What ``--device SPEC`` names: None for the local machine, else a board."""
+    if spec in (None, "", "local"):
+        return None
+    assert spec is not None
+    if boards is not None and "@" not in spec:
+        known = load_boards(boards)
+        if spec in known:
+            return known[spec]
+    if "@" in spec:
+        m = _ADDR_RE.match(spec)
+        if m is None:
+            raise UsageError(f"--device {spec!r}: expected user@host[:port]")
+        host = m["host"].strip("[]")
+        return Board(name=spec, host=host, user=m["user"],
+                     port=int(m["port"]) if m["port"] else None)
+    from edgecal.device.ssh.config import USER_SSH_CONFIG, is_ssh_alias
+
+    if is_ssh_alias(spec):  # a Host of ~/.ssh/config: fabric reads its HostName, User, ...
+        return Board(name=spec, host=spec)
+    where = f"not a board of {boards}" if boards is not None else "no boards file"
+    raise UsageError(
+        f"unknown device {spec!r} ({where}, and no `Host {spec}` in {USER_SSH_CONFIG})",
+        hint=f"name a board of the boards file (--boards FILE or {BOARDS_ENV}), a Host of "
+             f"{USER_SSH_CONFIG}, give user@host[:port], or use --device local")

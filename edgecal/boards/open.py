@@ -1,0 +1,44 @@
+"""``--device`` → a :class:`Device`: the local machine, or a board over SSH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecal.boards.config import Board, resolve_board
+from edgecal.device.base import Device
+from edgecal.device.ssh.device import SshDevice
+from edgecal.device.ssh.link import SshTarget
+
+
+def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
+    return SshTarget(
+        name=board.name, host=board.host, port=board.port, user=board.user,
+        identity_file=board.identity_file, known_hosts=board.known_hosts,
+        connect_timeout_s=board.connect_timeout_s, command_timeout_s=board.command_timeout_s,
+        accept_new_host_key=accept_new_host_key,
+    )
+
+
+def open_board(board: Board, *, threads: int | None = None,
+               accept_new_host_key: bool = False) -> SshDevice:
+    """Connect to ``board`` (host key checked) and return its device."""
+    profile = board.load_profile()
+    return SshDevice(ssh_target(board, accept_new_host_key=accept_new_host_key),
+                     workdir=board.workdir, python=board.python,
+                     workdir_root=board.workdir_root,
+                     threads=threads or (profile.threads if profile else None))
+
+
+def open_device(spec: str | None, *, boards: Path | None = None, threads: int | None = None,
+                accept_new_host_key: bool = False) -> Device:
+    """``local`` (default), a boards-file name, or ``user@host[:port]``."""
+    board = resolve_board(spec, boards)
+    if board is None:
+        from edgecal.device.local import LocalDevice
+
+        return LocalDevice(threads=threads)
+    return open_board(board, threads=threads, accept_new_host_key=accept_new_host_key)
+
+
+def is_local(spec: str | None) -> bool:
+    return spec in (None, "", "local")

@@ -1,0 +1,93 @@
+"""The ``edgecal board check|provision HOST...`` commands (argument parsing and printing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgecal.boards.config import Board, boards_file, resolve_board
+from edgecal.errors import UsageError
+
+
+def _boards(args: argparse.Namespace) -> list[Board]:
+    path = boards_file(args.boards)
+    out = []
+    for spec in args.hosts:
+        board = resolve_board(spec, path)
+        if board is None:
+            raise UsageError("`board check/provision` is for boards, not the local machine",
+                             hint="name a board of the boards file or give user@host[:port]")
+        out.append(board)
+    return out
+
+
+def cmd_board_check(args: argparse.Namespace) -> int:
+    """Every board checked in parallel; reports printed in the order given, each as soon as
+    it and those before it are done."""
+    from edgecal.fleet.health import iter_check_boards
+
+    reports = []
+    for r in iter_check_boards(_boards(args), golden=args.golden,
+                               accept_new_host_key=args.accept_new_host_key):
+        reports.append(r)
+        if not args.json:
+            sys.stdout.write("\n".join(r.lines()) + "\n")
+            sys.stdout.flush()
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    bad = [r for r in reports if not r.ok]
+    for r in bad:
+        p = r.problems[0]
+        sys.stderr.write(f"edgecal: error: {r.board}: {p.what} (fix: {p.fix})\n")
+    return 1 if bad else 0
+
+
+def cmd_board_provision(args: argparse.Namespace) -> int:
+    from edgecal.boards.check import check_board
+    from edgecal.boards.provision import provision_board
+
+    def say(text: str) -> None:
+        sys.stderr.write(f"edgecal: {text}\n")
+
+    status = 0
+    for board in _boards(args):
+        provision_board(board, wheel_dir=Path(args.wheels) if args.wheels else None,
+                        force=args.force, accept_new_host_key=args.accept_new_host_key, say=say)
+        report = check_board(board)
+        sys.stdout.write("\n".join(report.lines()) + "\n")
+        if not report.ok:
+            p = report.problems[0]
+            sys.stderr.write(f"edgecal: error: {board.name}: still not ready after provisioning:"
+                             f" {p.what} (fix: {p.fix})\n")
+            status = 1
+    return status
+
+
+def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("board", help="check or provision boards (over SSH)")
+    bsub = p.add_subparsers(dest="board_command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("hosts", nargs="+", metavar="HOST",
+                       help="board name of the boards file, or user@host[:port]")
+        q.add_argument("--boards", default=None, metavar="FILE",
+                       help="boards file (default: $EDGECAL_BOARDS)")
+        q.add_argument("--accept-new-host-key", action="store_true",
+                       help="accept and record an unknown SSH host key (never a changed one)")
+
+    q = bsub.add_parser("check", help="Python, numpy, ncnn, CPU, memory, disk, agent; "
+                                      "each problem with its fix (boards in parallel)")
+    common(q)
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--golden", action="store_true",
+                   help="also run a small reference model on each board and compare its "
+                        "outputs with this machine's (a board computing wrong results fails)")
+    q.set_defaults(func=cmd_board_check)
+    q = bsub.add_parser("provision", help="install numpy + ncnn on a board without internet")
+    common(q)
+    q.add_argument("--wheels", metavar="DIR",
+                   help="folder of wheels to use/fill (default: ~/.cache/edgecal/wheels)")
+    q.add_argument("--force", action="store_true", help="reinstall even if they import")
+    q.set_defaults(func=cmd_board_provision)

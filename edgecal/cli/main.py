@@ -1,0 +1,404 @@
+"""The ``edgecal`` command line: the only place that prints results and maps errors to exits."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgecal import __version__
+from edgecal.calib.build import format_scale_line
+from edgecal.calib.methods import METHODS, OFFLINE_NAMES, Method
+from edgecal.calib.table import CalibrationTable, parse_table, render_table
+from edgecal.cli.help import ArgumentParser
+from edgecal.cli.logsetup import configure_logging
+from edgecal.cli.ncnnargs import parse_ncnn2table
+from edgecal.cli.options import (
+    add_device,
+    build_specs,
+    open_device,
+    print_json,
+    usable_cores,
+    write_outputs,
+)
+from edgecal.cli.options import err as _err
+from edgecal.errors import EdgecalError, TableError, UsageError
+from edgecal.files.outputs import Output, check_outputs, input_paths, sample_inputs
+from edgecal.files.userfile import read_text
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import make_sample_source, read_list
+from edgecal_agent.protocol import RUNTIMES
+
+log = logging.getLogger("edgecal")
+
+SUCCESS_LINE = (
+    "ncnn int8 calibration table create success, best wish for your int8 inference has a low "
+    "accuracy loss...\\(^0^)/...233..."
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- commands
+
+
+DROPIN_HELP = {
+    "ncnn2table": "ncnn2table's own: PARAM BIN [LIST[,LIST...]] TABLE [mean=[...]] "
+                  "[norm=[...]] [shape=[w,h,c]] [pixel=BGR|RGB|GRAY|...] [thread=N] (default: "
+                  "every core) [method=kl|aciq|eq] (default: kl) [type=0|1] (default: 0, image "
+                  "lists); without a LIST, a weight-only table",
+    "ncnn2int8": "ncnn2int8's own: INPARAM INBIN OUTPARAM OUTBIN [TABLE] (default: no table, "
+                 "as ncnn2int8: weights stored as fp16, only Gemm and SDPA quantized)",
+}
+DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
+DROPIN_FLAGS = ("--accept-new-host-key",)
+
+
+def _pop_options(args: argparse.Namespace, names: Sequence[str],
+                 flags: Sequence[str] = DROPIN_FLAGS) -> list[str]:
+    """Take ``--device X`` style options (and ``flags``) from anywhere in a drop-in's
+    ncnn-style argument list."""
+    rest: list[str] = []
+    items = list(args.rest)
+    while items:
+        item = items.pop(0)
+        key, eq, value = item.partition("=")
+        if item in flags:
+            setattr(args, item.lstrip("-").replace("-", "_"), True)
+        elif key in names:
+            if not eq:
+                if not items:
+                    raise UsageError(f"{key} needs a value")
+                value = items.pop(0)
+            setattr(args, key.lstrip("-").replace("-", "_"), value)
+        else:
+            rest.append(item)
+    return rest
+
+
+def cmd_ncnn2table(args: argparse.Namespace) -> int:
+    from edgecal.calib.build import build_table
+
+    a = parse_ncnn2table(_pop_options(args, DROPIN_OPTIONS))
+    for w in a.warnings:
+        _err(f"edgecal: warning: {w}")
+    outs = [Output("table", a.table, text=True)]
+    ins = [*input_paths("param", [a.param]), *input_paths("bin", [a.bin]),
+           *input_paths("list", a.lists or [])]
+    check_outputs(outs, ins)  # before any work
+    model = load_model(Path(a.param), Path(a.bin))
+    if a.lists is None:
+        layers = [(layer, model.weights.get(layer.name, {})) for layer in model.param.layers]
+        build = build_table(layers, None, a.method)
+        if model.calibrated_layers:
+            _err("warning: calibration dataset not provided, skip activation calibration and "
+                 "generate weight-only table")
+        write_outputs([(Path(a.table), render_table(build.table).encode())])
+        return 0
+    n_in = len(model.input_blobs)
+    kind = "npy" if a.type == 1 else "image"
+    if a.type == 0:
+        for name, values in (("means", a.mean), ("norms", a.norm), ("pixels", a.pixel)):
+            if len(values) != n_in:
+                raise UsageError(f"expect {n_in} {name}, but got {len(values)}",
+                                 hint="give one bracket group per input, e.g. mean=[0],[127.5]")
+    if len(a.shape) != n_in:
+        raise UsageError(f"expect {n_in} shapes, but got {len(a.shape)}")
+    specs = build_specs(
+        model, [kind] * len(a.lists),
+        mean=[tuple(m) for m in a.mean] if a.type == 0 else [],
+        norm=[tuple(m) for m in a.norm] if a.type == 0 else [],
+        shape=[tuple(s) for s in a.shape], pixel=a.pixel if a.type == 0 else [],
+        where=f" (lists: {','.join(a.lists)})",
+    )
+    for name, groups in (("mean", a.mean), ("norm", a.norm), ("shape", a.shape)):
+        if groups:
+            _err(f"{name} = " + ",".join("[" + ",".join(f"{v:f}" if name != "shape" else str(v)
+                                                         for v in g) + "]" for g in groups))
+    if a.pixel:
+        _err("pixel = " + ",".join(a.pixel))
+    threads = a.thread if a.thread else usable_cores()
+    _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
+    lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
+    check_outputs(outs, [*ins, *sample_inputs(lists)])
+    source = make_sample_source(specs, lists)
+    from edgecal.cli.calibrate import calibrate_and_write, layer_lines
+
+    run, _ = calibrate_and_write(
+        model, source, method=a.method, threads=threads, runtime=args.runtime,
+        out=Path(a.table), histograms_out=None, device_args=args,
+        allow_zero_blobs=False, quiet=args.quiet,
+    )
+    for w in run.warnings:
+        _err(f"edgecal: warning: {w}")
+    for line in layer_lines(run):
+        _err(line)
+    _err(SUCCESS_LINE)
+    counts = [len(model.calibrated_layers)] + [
+        sum(1 for layer in model.param.layers if layer.type == t)
+        for t in ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
+    ]
+    for c in counts:
+        print(f"param:{c}", file=sys.stderr if a.table == "-" else sys.stdout)
+    return 0
+
+
+def _quantize_and_write(
+    in_param: Path, in_bin: Path, out_param: Path, out_bin: Path,
+    table_path: Path | None, keep_fp32: Sequence[str], ncnn_compat: bool = False,
+) -> Any:
+    from edgecal.int8.convert import quantize_model
+
+    check_outputs([Output("output .param", str(out_param)), Output("output .bin", str(out_bin))],
+                  [*input_paths("input .param", [in_param]), *input_paths("input .bin", [in_bin]),
+                   *input_paths("table", [table_path])])
+    model = load_model(in_param, in_bin)
+    table: CalibrationTable | None = None
+    if table_path is not None:
+        table = parse_table(read_text(table_path, "table"), source=str(table_path))
+    try:
+        text, data, report = quantize_model(
+            model.param, model.weights, table, keep_fp32=keep_fp32, ncnn_compat=ncnn_compat
+        )
+    except TableError as exc:
+        raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
+    write_outputs([(out_param, text.encode()), (out_bin, data)])
+    return report
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.table and args.no_table:
+        raise UsageError("give --table or --no-table, not both")
+    if not args.table and not args.no_table:
+        raise UsageError(
+            f"quantize {args.in_param} needs --table TABLE: without a table no layer is made "
+            "int8 (only the weights are stored as fp16)",
+            hint="give --table model.table (from `edgecal calibrate`), or --no-table for "
+                 "what ncnn2int8 does without a table")
+    report = _quantize_and_write(
+        Path(args.in_param), Path(args.in_bin), Path(args.out_param), Path(args.out_bin),
+        Path(args.table) if args.table else None, args.keep_fp32, args.ncnn_compat,
+    )
+    for w in report.warnings:
+        _err(f"edgecal: warning: {w}")
+    if args.json:
+        print_json({"param": args.out_param, "bin": args.out_bin, "quantized": report.quantized,
+                    "kept_float": report.kept_float, "fused": report.fused,
+                    "warnings": report.warnings})
+    else:
+        print(f"wrote {args.out_param} and {args.out_bin}: {len(report.quantized)} layer(s) int8, "
+              f"{len(report.kept_float)} kept in float"
+              + (f" ({', '.join(report.kept_float)})" if report.kept_float else ""))
+    return 0
+
+
+def cmd_ncnn2int8(args: argparse.Namespace) -> int:
+    rest = _pop_options(args, DROPIN_OPTIONS, (*DROPIN_FLAGS, "--ncnn-compat"))
+    if len(rest) not in (4, 5):
+        raise UsageError("usage: edgecal ncnn2int8 [inparam] [inbin] [outparam] [outbin] "
+                         "[calibration table]")
+    if rest[1] == "null":
+        raise UsageError("inbin 'null' (random weights) is not supported",
+                         hint="pass the model's real .bin")
+    report = _quantize_and_write(
+        Path(rest[0]), Path(rest[1]), Path(rest[2]), Path(rest[3]),
+        Path(rest[4]) if len(rest) == 5 else None, (), getattr(args, "ncnn_compat", False),
+    )
+    for w in report.warnings:
+        _err(f"edgecal: warning: {w}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from edgecal.runs.histfile import load_histograms
+    from edgecal.workflows.calibrate import table_from_histograms
+
+    hs = load_histograms(Path(args.histograms))
+    param = Path(args.param or hs.meta.get("param", ""))
+    binf = Path(args.bin or hs.meta.get("bin", ""))
+    check_outputs([Output("--out", args.out, text=True)],
+                  [*input_paths("histograms", [args.histograms]), *input_paths("param", [param]),
+                   *input_paths("bin", [binf])])
+    model = load_model(param, binf)
+    if (model.param_sha256, model.bin_sha256) != (hs.meta.get("param_sha256"),
+                                                  hs.meta.get("bin_sha256")):
+        raise UsageError(
+            f"{args.histograms} was measured on another model than {param} / {binf}",
+            hint="pass --param/--bin of the model the histograms were measured on",
+        )
+    if METHODS[Method(args.method)].needs_device:
+        raise UsageError(f"method {args.method} needs the device",
+                         hint=f"use 'edgecal calibrate --method {args.method}'")
+    build = table_from_histograms(model, hs, args.method)
+    write_outputs([(Path(args.out), render_table(build.table).encode())])
+    for w in build.warnings:
+        _err(f"edgecal: warning: {w}")
+    for info in build.per_layer:
+        _err(format_scale_line(info))
+    print(f"wrote {args.out} ({args.method}, from {args.histograms})",
+          file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two tables (per-layer scale differences) or two histogram files (.npz)."""
+    from edgecal.runs.histfile import load_histograms
+    from edgecal.workflows.compare import (
+        compare_histograms,
+        compare_tables,
+        render_histogram_diff,
+        render_table_diff,
+    )
+
+    a, b = Path(args.a), Path(args.b)
+    rows: list[Any]
+    if a.suffix == ".npz" or b.suffix == ".npz":
+        rows = compare_histograms(load_histograms(a), load_histograms(b))
+        text = render_histogram_diff(rows)
+    else:
+        ta = parse_table(read_text(a, "table"), source=str(a))
+        tb = parse_table(read_text(b, "table"), source=str(b))
+        rows = compare_tables(ta, tb)
+        text = render_table_diff(rows)
+    if args.json:
+        print_json([r.to_dict() for r in rows])
+    else:
+        print(f"a = {a}\nb = {b}")
+        print(text)
+    return 0
+
+
+def cmd_hello(args: argparse.Namespace) -> int:
+    with open_device(args, 1) as device:
+        info = device.hello()
+    if args.json:
+        print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="edgecal", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgecal {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from edgecal.cli.calibrate import add_calibrate_command
+
+    add_calibrate_command(sub)
+
+    p = sub.add_parser("table", help="thresholds from saved histograms, no device")
+    p.add_argument("--histograms", required=True)
+    p.add_argument("--method", choices=OFFLINE_NAMES, default=Method.KL.value)
+    p.add_argument("--param")
+    p.add_argument("--bin")
+    p.add_argument("--out", "-o", required=True)
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("quantize", help="write the int8 model (what ncnn2int8 does)")
+    p.add_argument("in_param")
+    p.add_argument("in_bin")
+    p.add_argument("out_param")
+    p.add_argument("out_bin")
+    p.add_argument("--table", help="the calibration table (of `edgecal calibrate` or "
+                   "ncnn2table); required unless --no-table")
+    p.add_argument("--no-table", action="store_true",
+                   help="no table, as ncnn2int8 without one: weights stored as fp16, only Gemm "
+                        "and SDPA quantized (an error for Embed, MHA, RNN, LSTM, GRU)")
+    p.add_argument("--keep-fp32", nargs="+", default=[], metavar="LAYER",
+                   help="layers to keep in float (default: none)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--ncnn-compat", action="store_true",
+                   help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
+                        "exact'); default off: edgecal's safer numbers")
+    p.set_defaults(func=cmd_quantize)
+
+
+    from edgecal.cli.validate import add_validate_command
+
+    add_validate_command(sub)
+
+    from edgecal.cli.tune import add_tune_command
+
+    add_tune_command(sub)
+
+    from edgecal.cli.gate import add_check_command
+    from edgecal.cli.validate import add_validation_args
+
+    add_check_command(sub, lambda q: add_validation_args(q, optional_model=True))
+
+    from edgecal.cli.report import add_report_command
+
+    add_report_command(sub)
+
+    p = sub.add_parser("compare", help="per-layer differences of two tables or histogram files")
+    p.add_argument("a", metavar="A.table|A.npz")
+    p.add_argument("b", metavar="B.table|B.npz")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("hello", help="what the device's agent reports")
+    add_device(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_hello)
+
+    for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):
+        extra = "; --ncnn-compat: its exact bytes, quirks included" if name == "ncnn2int8" else ""
+        p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
+        add_device(p)
+        p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
+        p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
+        p.set_defaults(func=func)
+
+    from edgecal.cli.board import add_board_commands
+
+    add_board_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    args.argv = argv  # what run directories record
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names print as given
+    configure_logging(args.debug)  # libraries that log secrets stay at WARNING
+    from edgecal.cli.interrupt import Terminated, sigterm_raises
+
+    try:
+        with sigterm_raises():
+            return int(args.func(args))
+    except EdgecalError as exc:
+        if args.debug:
+            traceback.print_exc()
+        # one line: what went wrong (naming the file or board) and the fix; more detail (an
+        # agent's last stderr lines) below it
+        first, _, more = exc.message.partition("\n")
+        _err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+        if more:
+            _err(more)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (Terminated)
+        term = isinstance(exc, Terminated)
+        note = getattr(exc, "edgecal_note", None)
+        _err(f"edgecal: {'terminated' if term else 'interrupted'}"
+             + (f" ({note})" if note else ""))
+        return 143 if term else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""Orchestration: calibrate (abs-max pass, histogram pass, thresholds, EQ).
+
+Everything here drives a :class:`edgecal.device.base.Device` and the pure core; it does no
+printing (progress goes through a callback) and writes no user-visible file (the CLI does,
+atomically).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecal import __version__
+from edgecal.calib.build import TableBuild, build_table
+from edgecal.calib.eq import eq_candidates, pick_best
+from edgecal.calib.histogram import NUM_BINS, BlobHistogram, merge_counts, reduce_absmax
+from edgecal.calib.methods import METHODS, Method, parse_method
+from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.calib.weightcheck import refuse_nonfinite_weights
+from edgecal.device import capture
+from edgecal.device.base import Device
+from edgecal.errors import AgentCrash, AgentError, CalibrationError, ProtocolError
+from edgecal.fleet.scheduler import Fleet, Job, RetryPolicy
+from edgecal.inputs.model import Model
+from edgecal.inputs.samples import SampleSource
+from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
+from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
+from edgecal.runs.calibrun import CalibRun, Part, build_manifest, check_accounting
+from edgecal.runs.histfile import HistogramSet
+from edgecal_agent.protocol import EQ_MAX_SAMPLES, InputDesc
+
+# progress(description, total) -> per-step callback(done, total)
+ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
+
+
+def _no_progress(description: str, total: int) -> Callable[[int, int], None]:
+    return lambda done, total: None
+
+
+@dataclass
+class EqLayerReport:
+    layer: str
+    cosine_kl: float  # mean single-layer cosine over the EQ samples with the KL scales
+    cosine_eq: float  # the same with the scales EQ chose
+
+
+@dataclass
+class CalibrationRun:
+    table: CalibrationTable
+    build: TableBuild
+    histograms: HistogramSet
+    n_samples: int
+    method: str
+    warnings: list[str]
+    timings_s: dict[str, float]
+    device: dict[str, Any]
+    eq: list[EqLayerReport] = field(default_factory=list)
+    fleet: list[dict[str, Any]] = field(default_factory=list)  # per board: BoardAccount
+
+
+def calibration_blobs(model: Model) -> list[str]:
+    """The blobs ncnn2table extracts: bottoms[0] of every calibrated layer, first use first."""
+    seen: dict[str, None] = {}
+    for layer in model.calibrated_layers:
+        seen.setdefault(layer.bottoms[0], None)
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    """One shard of one pass, as the fleet runs it."""
+
+    pass_name: str
+    index: int
+    path: Path
+    count: int
+
+
+def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
+    """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
+    from edgecal_agent.protocol import write_shard
+
+    descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    path = shard_dir / f"shard_{shard.index:05d}.npz"
+    write_shard(path, [source.load(i) for i in range(shard.start, shard.start + shard.count)],
+                descs)
+    return path
+
+
+def measure(
+    model: Model,
+    source: SampleSource,
+    devices: Sequence[Device],
+    *,
+    histograms: bool,
+    threads: int,
+    runtime: str,
+    shard_dir: Path,
+    progress: ProgressFactory,
+    allow_zero_blobs: bool = False,
+    run: CalibRun | None = None,
+    fleet: Fleet | None = None,
+    decode_all: bool = False,
+) -> tuple[HistogramSet, list[Path], dict[str, float]]:
+    """Pass 1 (abs-max) and, when asked, pass 2 (histograms), shard by shard over the fleet.
+
+    Abs-max reduces by max and histograms (on the fixed pass-1 ranges) by summing counts, so
+    the result does not depend on how the shards were split between devices, nor on which
+    were answered before an interruption: each shard's answer is kept in the run directory
+    (``run``; a temporary one by default) and a resumed run computes only the missing ones.
+    ``decode_all``: write every shard into ``shard_dir`` (EQ needs the first samples).
+    """
+    blobs = calibration_blobs(model)
+    n = source.n_samples
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecal-run-")))
+            manifest = build_manifest(model, source, method="", runtime=runtime,
+                                      threads=threads, histograms=histograms, options={},
+                                      workers=len(devices))
+            run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
+            stack.callback(run.close)
+        fleet = fleet or Fleet(devices)
+        plan = run.manifest.shards
+        done1, done2 = run.done("absmax"), run.done("histogram")
+        if done1 and histograms and len(done2) < len(plan):  # resumed: the shards are there
+            for part in run.parts("absmax"):
+                fleet.remember_home(part.index, part.board)
+        paths: dict[int, Path] = {}
+
+        def path_of(shard: Any) -> Path:  # decoded when a pass first needs it
+            if shard.index not in paths:
+                paths[shard.index] = _decode_shard(source, shard, shard_dir)
+            return paths[shard.index]
+
+        def units1() -> Iterator[ShardUnit]:
+            for shard in plan:
+                if shard.index not in done1:
+                    yield ShardUnit("absmax", shard.index, path_of(shard), shard.count)
+
+        def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
+            params = capture.absmax_request(dev, model.param_path, model.bin_path,
+                                            source.specs, [u.path], blobs, runtime=runtime,
+                                            threads=threads)
+            try:
+                job = dev.run_job("absmax", params, job_id=job_id, progress=tick)
+            except AgentError as e:
+                if e.kind == "NonFiniteActivation":
+                    raise nonfinite_error(e, model, source, plan[u.index].start) from None
+                raise
+            except AgentCrash as e:
+                raise crash_error(e, model, u.path) from None
+            return capture.parse_absmax(dev, job, blobs)
+
+        def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
+            job = dev.collect_job(job_id)
+            return None if job is None else capture.parse_absmax(dev, job, blobs)
+
+        def record(u: ShardUnit, answer: Any, board: str, job_id: str) -> None:
+            sh = plan[u.index]
+            run.write(Part(u.pass_name, u.index, u.count, sh.digest, board, job_id,
+                           list(answer), answer))
+
+        t0 = time.perf_counter()
+        already = sum(plan[i].count for i in done1)
+        tick1 = progress("count the absmax", n)
+        tick1(already, n)
+        fleet.run(units1(), _job(start1, collect1), record, n,
+                  lambda k, total: tick1(already + k, n))
+        timings["absmax"] = time.perf_counter() - t0
+        parts1 = run.parts("absmax")
+        check_accounting(run.manifest, parts1, "absmax", blobs, str(run.run.path))
+        last = max(parts1, key=lambda p: p.index) if parts1 else None
+        absmax = {b: (reduce_absmax(p.values[b][0] for p in parts1),
+                      last.values[b][1] if last is not None else 0) for b in blobs}
+        run.write_ranges(absmax)
+        zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
+        if zero and not allow_zero_blobs:
+            users = [layer.name for layer in model.calibrated_layers if layer.bottoms[0] in zero]
+            raise CalibrationError(
+                f"blob(s) {', '.join(zero)} (input of layer(s) {', '.join(users)}) are zero on "
+                f"every one of the {n} calibration samples of {model.param_path}",
+                hint="check --mean/--norm/--pixel/--shape and the image list; "
+                "--allow-zero-blobs writes the table anyway with a neutral scale",
+            )
+        counts: dict[str, np.ndarray] = {b: np.zeros(NUM_BINS, np.uint64) for b in blobs}
+        live = [b for b in blobs if b not in zero]
+        if histograms and live:
+            ranges = {b: float(absmax[b][0]) for b in live}
+
+            def units2() -> Iterator[ShardUnit]:  # a resumed run decodes as it goes
+                for sh in plan:
+                    if sh.index not in done2:
+                        yield ShardUnit("histogram", sh.index, path_of(sh), sh.count)
+
+            def start2(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
+                params = capture.histogram_request(
+                    dev, model.param_path, model.bin_path, source.specs, [u.path], live,
+                    ranges, runtime=runtime, threads=threads)
+                try:
+                    job = dev.run_job("histogram", params, job_id=job_id, progress=tick)
+                except AgentCrash as e:
+                    raise crash_error(e, model, u.path) from None
+                return capture.parse_histograms(dev, job, live)
+
+            def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
+                job = dev.collect_job(job_id)
+                return None if job is None else capture.parse_histograms(dev, job, live)
+
+            t0 = time.perf_counter()
+            already = sum(plan[i].count for i in done2)
+            tick2 = progress("build histogram", n)
+            tick2(already, n)
+            fleet.run(units2(), _job(start2, collect2), record, n,
+                      lambda k, total: tick2(already + k, n))
+            parts2 = run.parts("histogram")
+            check_accounting(run.manifest, parts2, "histogram", live, str(run.run.path))
+            for b in live:
+                counts[b] = merge_counts(part.values[b] for part in parts2)
+            timings["histogram"] = time.perf_counter() - t0
+        shard_paths = [path_of(sh) for sh in plan] if decode_all \
+            else [paths[k] for k in sorted(paths)]
+    stats = {
+        layer.name: BlobHistogram(
+            counts=np.asarray(counts[layer.bottoms[0]], dtype=np.uint64),
+            absmax=np.float32(absmax[layer.bottoms[0]][0]),
+            elements_per_sample=int(absmax[layer.bottoms[0]][1]),
+        )
+        for layer in model.calibrated_layers
+    }
+    hs = HistogramSet(
+        blobs={layer.name: layer.bottoms[0] for layer in model.calibrated_layers},
+        stats=stats,
+        meta={
+            "edgecal": __version__,
+            "param": str(model.param_path.resolve()),
+            "bin": str(model.bin_path.resolve()),
+            "param_sha256": model.param_sha256,
+            "bin_sha256": model.bin_sha256,
+            "runtime": runtime,
+            "n_samples": n,
+            "histograms": histograms,
+            "inputs": [s.to_dict() for s in source.specs],
+        },
+    )
+    return hs, shard_paths, timings
+
+
+def crash_error(e: AgentCrash, model: Model, shard: Path) -> CalibrationError:
+    """ncnn crashing in the agent, as an error naming the model and, when a re-run on this
+    host finds it, the layer (never retried)."""
+    from edgecal.workflows.crashsite import crash_layer
+
+    layer = crash_layer(model.param, model.param_path, model.bin_path, shard)
+    where = (f"; on this host ncnn crashes in layer {layer.name!r} ({layer.type})"
+             if layer is not None else "")
+    return CalibrationError(f"{model.param_path}: {e.message}{where}", hint=e.hint)
+
+
+def nonfinite_error(e: AgentError, model: Model, source: SampleSource,
+                    start: int) -> CalibrationError:
+    """The agent's ``NonFiniteActivation`` (sample indices within one shard starting at sample
+    ``start``) as an error naming the blobs, their layers and the sample files."""
+    names = source.sample_names()
+    users: dict[str, list[str]] = {}
+    for layer in model.calibrated_layers:
+        users.setdefault(layer.bottoms[0], []).append(layer.name)
+    entries = e.details.get("samples")
+    lines: list[str] = []
+    if isinstance(entries, list):
+        for entry in entries[:10]:
+            try:
+                i, blob, n_nan, n_inf = int(entry[0]), str(entry[1]), int(entry[2]), int(entry[3])
+                sample = names[start + i]
+            except (TypeError, ValueError, IndexError):
+                continue
+            what = ", ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+            lines.append(f"  blob {blob} (input of {', '.join(users.get(blob, ['?']))}): "
+                         f"{what} on sample {sample}")
+        if len(entries) > 10:
+            lines.append(f"  ... {len(entries) - 10} more in this shard")
+    if not lines:
+        return CalibrationError(f"{model.param_path}: {e.message}",
+                                hint="check the model's weights and the samples")
+    return CalibrationError(
+        f"{model.param_path}: activations are NaN or inf, no scale can be computed:\n"
+        + "\n".join(lines),
+        hint="check those samples and the weights of the layers before these blobs "
+        "(a NaN/inf weight, or values overflowing float32); remove a bad sample from the list")
+
+
+def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
+    return Job(start=start, collect=collect, size=lambda u: u.count,
+               name=lambda u: f"shard {u.index} ({u.pass_name})", op=lambda u: u.pass_name,
+               home=lambda u: u.index)  # pass 2 goes where pass 1 pushed the shard
+
+
+def table_from_histograms(model: Model, hs: HistogramSet, method: str | Method) -> TableBuild:
+    """Thresholds from measured statistics (no device): the offline half of calibrate."""
+    method = parse_method(method)
+    if method is Method.KL and hs.meta.get("histograms") is False:
+        raise CalibrationError(
+            "these statistics hold abs-max values only, KL needs the histograms",
+            hint="re-run calibrate with --method kl, or pass --histograms-out with any method",
+        )
+    layers = [(layer, model.weights.get(layer.name, {})) for layer in model.param.layers]
+    return build_table(layers, hs.stats, method)
+
+
+def probe_model(layer: Layer, weights: dict[str, WeightRecord]) -> tuple[str, bytes]:
+    """A one-layer net (Input -> ``layer`` with ``8=1``) and its .bin without the scales.
+
+    The agent appends the candidate weight scales and the bottom scale; ncnn then quantizes
+    the fp32 weights at load time (spec 4.2), which is exactly the int8 layer EQ scores.
+    """
+    params = dict(layer.params)
+    params[8] = ParamValue(kind="int", value=1, text="1")
+    params.pop(30, None)  # shape hints describe the original graph
+    probe = Layer(type=layer.type, name=layer.name, bottoms=["in"], tops=["out"], params=params)
+    source = Layer(type="Input", name="in", bottoms=[], tops=["in"], params={})
+    text = render_param(ParamFile(layers=[source, probe], declared_blob_count=2))
+    records = [WeightRecord("weight", "f32", weights["weight"].values.astype(np.float32))]
+    if "bias" in weights:
+        records.append(WeightRecord("bias", "raw", weights["bias"].values.astype(np.float32)))
+    return text, write_records(records)
+
+
+def refine_eq(
+    model: Model,
+    table: CalibrationTable,
+    source: SampleSource,
+    shards: Sequence[Path],
+    device: Device,
+    *,
+    progress: ProgressFactory,
+) -> tuple[CalibrationTable, list[EqLayerReport]]:
+    """EQ as ncnn2table meant it (spec 2.9), starting from the KL table."""
+    out = CalibrationTable(records={k: v.copy() for k, v in table.records.items()})
+    reports: list[EqLayerReport] = []
+    layers = model.calibrated_layers
+    tick = progress("search eq scales", len(layers))
+    for i, layer in enumerate(layers):
+        ws, bs, report = eq_layer(model, out, layer, source, shards, device)
+        reports.append(report)
+        out.records[weight_key(layer.name)] = ws
+        out.records[layer.name] = np.array([bs], dtype=np.float32)
+        tick(i + 1, len(layers))
+    return out, reports
+
+
+def eq_layer(
+    model: Model,
+    table: CalibrationTable,
+    layer: Layer,
+    source: SampleSource,
+    shards: Sequence[Path],
+    device: Device,
+) -> tuple[np.ndarray, np.float32, EqLayerReport]:
+    """EQ's search for one layer, from that layer's scales in ``table``: the weight scales and
+    bottom scale it chooses, and the single-layer cosine before and after."""
+    n_eq = min(source.n_samples, EQ_MAX_SAMPLES)
+    ws0 = table.records[weight_key(layer.name)].astype(np.float32)
+    bs0 = np.float32(table.records[layer.name][0])
+    text, prefix = probe_model(layer, model.weights[layer.name])
+    cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
+    common: dict[str, Any] = dict(
+        bottom=layer.bottoms[0], top=layer.tops[0], probe_param=text, probe_prefix=prefix,
+        max_samples=n_eq,
+    )
+    res = capture.eq_search_layer(
+        device, model.param_path, model.bin_path, source.specs, shards,
+        candidates=cands, weight_scales=ws0, bottom_scale=bs0, **common,
+    )
+    chosen = [*ws0, bs0]
+    for j in range(len(chosen)):
+        k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
+        if k is not None:
+            chosen[j] = cands[j, k]
+    want_ws = np.array(chosen[:-1], dtype=np.float32)
+    if not (
+        np.array_equal(want_ws, np.asarray(res.weight_scales, np.float32))
+        and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
+    ):
+        raise ProtocolError(
+            f"EQ on layer {layer.name}: the agent's choice disagrees with its own "
+            "similarity sums",
+            hint="the agent on the device is out of date; re-run to re-push it",
+        )
+    cos_kl = _layer_cosine(device, model, source, shards, layer, ws0, bs0, common)
+    cos_eq = _layer_cosine(
+        device, model, source, shards, layer, want_ws, np.float32(chosen[-1]), common
+    )
+    report = EqLayerReport(layer.name, cos_kl / n_eq, cos_eq / n_eq)
+    return want_ws, np.float32(chosen[-1]), report
+
+
+def _layer_cosine(
+    device: Device,
+    model: Model,
+    source: SampleSource,
+    shards: Sequence[Path],
+    layer: Layer,
+    ws: np.ndarray,
+    bs: np.float32,
+    common: dict[str, Any],
+) -> float:
+    """Sum over the EQ samples of the single-layer cosine with exactly these scales."""
+    only = np.array([[s] for s in [*ws, bs]], dtype=np.float32)
+    res = capture.eq_search_layer(
+        device, model.param_path, model.bin_path, source.specs, shards,
+        candidates=only, weight_scales=ws, bottom_scale=bs, **common,
+    )
+    return float(res.sim[-1][0])
+
+
+def calibrate(
+    model: Model,
+    source: SampleSource,
+    device: Device | Sequence[Device],
+    *,
+    method: str | Method = Method.KL,
+    threads: int = 1,
+    runtime: str = "calibration",
+    keep_histograms: bool = False,
+    allow_zero_blobs: bool = False,
+    progress: ProgressFactory | None = None,
+    run: CalibRun | None = None,
+    retry: RetryPolicy | None = None,
+    say: Callable[[str], None] | None = None,
+) -> CalibrationRun:
+    """Calibrate over ``device`` (one, or a fleet: shards are shared, results identical).
+    ``run``: the run directory that keeps each shard's answer (a temporary one by default);
+    ``retry``: how often a board is retried before its shards go to the others."""
+    method = parse_method(method)
+    spec = METHODS[method]
+    progress = progress or _no_progress
+    refuse_nonfinite_weights(((layer, model.weights.get(layer.name, {}))
+                              for layer in model.param.layers), str(model.param_path))
+    devices = [device] if isinstance(device, Device) else list(device)
+    if not devices:
+        raise CalibrationError("no device to calibrate on")
+    timings: dict[str, float] = {}
+    fleet = Fleet(devices, retry=retry, say=say)
+    t0 = time.perf_counter()
+    info = fleet.call("hello", lambda d: d.hello())  # every agent starts now
+    timings["connect"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
+        hs, shards, t = measure(
+            model, source, devices,
+            histograms=spec.needs_histograms or keep_histograms,
+            threads=threads, runtime=runtime, shard_dir=Path(tmp), progress=progress,
+            allow_zero_blobs=allow_zero_blobs, run=run, fleet=fleet,
+            decode_all=spec.needs_device,
+        )
+        timings.update(t)
+        if say is not None:
+            for line in source.notes.lines():
+                say(line)
+        t0 = time.perf_counter()
+        build = table_from_histograms(model, hs, spec.blob_rule)
+        table = build.table
+        timings["thresholds"] = time.perf_counter() - t0
+        eq_reports: list[EqLayerReport] = []
+        if spec.needs_device:
+            t0 = time.perf_counter()
+            table, eq_reports = refine_eq(
+                model, table, source, shards, fleet.alive[0], progress=progress
+            )
+            timings[method.value] = time.perf_counter() - t0
+    hs.meta["method"] = method
+    return CalibrationRun(
+        table=table,
+        build=build,
+        histograms=hs,
+        n_samples=source.n_samples,
+        method=method,
+        warnings=list(build.warnings),
+        timings_s=timings,
+        device=info,
+        eq=eq_reports,
+        fleet=[a.to_dict() for a in fleet.accounts.values()],
+    )

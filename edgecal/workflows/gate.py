@@ -1,0 +1,587 @@
+"""``edgecal check``: the regression gate over validation figures (pure functions, no I/O).
+
+A *validation doc* is what ``edgecal validate`` writes (``validation.json``, ``--save-baseline``):
+``{"schema": 1, "results": [BOARD_DOC, ...], "consistency": ...}``.  :func:`evaluate_gate`
+compares the current doc against explicit floors (:class:`Thresholds`) and/or a baseline doc and
+returns one :class:`GateRow` per (board, check); :func:`render_text`, :func:`to_json` and
+:func:`to_junit_xml` present the :class:`GateReport`.
+
+Every "at least" check uses one effective limit: the stricter of the explicit floor and
+``baseline - tolerance``.  Values that are missing or NaN fail (a gate never passes on nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgecal.errors import InputFileError, UsageError
+from edgecal.runs.rundir import RESULT_SCHEMA, json_safe
+
+#: Schema of the ``--json-out`` report.
+GATE_SCHEMA = 1
+
+#: Slack on every comparison so that a value equal to its limit passes despite float rounding
+#: (e.g. ``0.99 - 0.005`` vs a measured ``0.985``).
+EPS = 1e-9
+
+SAVE_HINT = "write it with `edgecal validate --save-baseline FILE` (or pass a run directory)"
+
+THRESHOLD_OPTIONS = ("--baseline", "--min-accuracy", "--min-agreement", "--min-cosine",
+                     "--max-accuracy-drop", "--require-speedup")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Explicit floors (``None`` = not checked) and tolerances against a baseline.
+
+    Fractions (accuracy, agreement) are 0..1; "points" are percentage points (0.5 = 0.005).
+    """
+
+    min_accuracy: float | None = None  # int8 top-1 accuracy floor
+    min_agreement: float | None = None  # int8 vs fp32 top-1 agreement floor
+    min_cosine: float | None = None  # output cosine mean floor
+    max_accuracy_drop_points: float | None = None  # fp32 - int8 accuracy on this run, points
+    tol_accuracy_points: float = 0.5
+    tol_agreement_points: float = 0.5
+    tol_cosine: float = 0.001
+    tol_layer_cosine: float = 0.005
+    require_speedup: bool = False  # int8 latency < fp32 latency (and speedup >= min_speedup)
+    min_speedup: float = 1.0
+    check_layers: bool = True  # per-layer cosine rows against the baseline
+
+    def __post_init__(self) -> None:
+        for name in ("min_accuracy", "min_agreement"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} {v}: give a fraction 0..1 "
+                                 "(e.g. 0.95 for 95%)")
+        if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
+            raise UsageError(f"--min-cosine {self.min_cosine}: a cosine is in -1..1")
+        for name in ("max_accuracy_drop_points", "tol_accuracy_points", "tol_agreement_points",
+                     "tol_cosine", "tol_layer_cosine"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0.0 and math.isfinite(v)):
+                raise UsageError(f"{name.replace('_', ' ')} {v}: must be a finite number >= 0")
+        if not (self.min_speedup > 0.0 and math.isfinite(self.min_speedup)):
+            raise UsageError(f"--min-speedup {self.min_speedup}: must be > 0")
+
+    @property
+    def explicit(self) -> bool:
+        """Whether any check stands on its own (without a baseline)."""
+        return self.require_speedup or any(
+            v is not None for v in (self.min_accuracy, self.min_agreement, self.min_cosine,
+                                    self.max_accuracy_drop_points))
+
+
+def _board_name(res: dict[str, Any]) -> str:
+    return str(res["device"]["name"])
+
+
+def parse_validation_doc(obj: Any, source: str) -> dict[str, Any]:
+    """Check that ``obj`` (parsed JSON read from ``source``) is a validation doc; return it.
+
+    Only the structure is checked (schema, a non-empty ``results`` list of board docs, each
+    naming its device, no board twice); a missing figure becomes a failing row later.
+    """
+    if not isinstance(obj, dict):
+        raise InputFileError(f"{source}: not an edgecal validation file (a JSON "
+                             f"{type(obj).__name__}, not an object)", hint=SAVE_HINT)
+    if "results" not in obj and "agreement" in obj and "schema" not in obj:
+        raise InputFileError(f"{source}: a single-board figure set of an older edgecal, not a "
+                             "validation file (no \"results\" list)", hint=SAVE_HINT)
+    if "schema" not in obj:
+        raise InputFileError(f"{source}: not an edgecal validation file (no \"schema\")",
+                             hint=SAVE_HINT)
+    if obj["schema"] != RESULT_SCHEMA:
+        raise InputFileError(f"{source}: validation schema {obj['schema']!r}, this edgecal "
+                             f"reads schema {RESULT_SCHEMA}",
+                             hint="re-save it with this edgecal: `edgecal validate "
+                                  "--save-baseline FILE`")
+    results = obj.get("results")
+    if not isinstance(results, list) or not results:
+        raise InputFileError(f"{source}: not an edgecal validation file (no \"results\" list "
+                             "of boards)", hint=SAVE_HINT)
+    seen: set[str] = set()
+    for i, res in enumerate(results):
+        if not isinstance(res, dict):
+            raise InputFileError(f"{source}: results[{i}] is not an object", hint=SAVE_HINT)
+        dev = res.get("device")
+        if not isinstance(dev, dict) or not isinstance(dev.get("name"), str) or not dev["name"]:
+            raise InputFileError(f"{source}: results[{i}] does not name its device "
+                                 "(device.name)", hint=SAVE_HINT)
+        if dev["name"] in seen:
+            raise InputFileError(f"{source}: board {dev['name']} appears twice in results",
+                                 hint="keep one validation per board")
+        seen.add(dev["name"])
+    cons = obj.get("consistency")
+    if cons is not None and not isinstance(cons, dict):
+        raise InputFileError(f"{source}: \"consistency\" is not an object", hint=SAVE_HINT)
+    return obj
+
+
+def merge_docs(docs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One validation doc of several ``(source, doc)`` (e.g. one ``--results`` per board).
+
+    Results are concatenated in order; consistency lists are concatenated too.  A board in two
+    docs is an error naming both files.
+    """
+    if len(docs) == 1:
+        return docs[0][1]
+    where: dict[str, str] = {}
+    results: list[dict[str, Any]] = []
+    pairs: list[Any] = []
+    boards: list[Any] = []
+    diverging: list[Any] = []
+    cons_tol: dict[str, Any] = {}
+    any_cons = False
+    for source, doc in docs:
+        for res in doc["results"]:
+            name = _board_name(res)
+            if name in where:
+                raise InputFileError(f"board {name} is in both {where[name]} and {source}",
+                                     hint="pass one results file per board")
+            where[name] = source
+            results.append(res)
+        cons = doc.get("consistency")
+        if cons:
+            any_cons = True
+            pairs += list(cons.get("pairs") or [])
+            boards += list(cons.get("boards") or [])
+            diverging += list(cons.get("diverging") or [])
+            for k in ("tolerance_cosine", "tolerance_disagree"):
+                if k in cons:
+                    cons_tol.setdefault(k, cons[k])
+    consistency = ({**cons_tol, "pairs": pairs, "boards": boards, "diverging": diverging}
+                   if any_cons else None)
+    return {"schema": RESULT_SCHEMA, "results": results, "consistency": consistency}
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One check on one board.  ``limit`` is the effective limit (``op`` says how ``value``
+    must compare to it); ``baseline`` the baseline's figure when one was used."""
+
+    board: str
+    check: str
+    value: float | None
+    limit: float | None
+    passed: bool
+    message: str = ""
+    op: str = ">="
+    unit: str = ""  # "frac" | "cos" | "pts" | "x" | "" (how to print value/limit)
+    baseline: float | None = None
+
+
+@dataclass(frozen=True)
+class GateReport:
+    rows: tuple[GateRow, ...]
+    warnings: tuple[str, ...] = ()
+    current_source: str = "results"
+    baseline_source: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def failures(self) -> list[GateRow]:
+        return [r for r in self.rows if not r.passed]
+
+    @property
+    def boards(self) -> list[str]:
+        return list(dict.fromkeys(r.board for r in self.rows))
+
+    @property
+    def failed_boards(self) -> list[str]:
+        return list(dict.fromkeys(r.board for r in self.failures))
+
+    def summary(self) -> str:
+        n = len(self.rows)
+        if self.passed:
+            return f"PASS: all {n} checks on {_plural(self.boards, 'board')}"
+        return (f"FAIL: {len(self.failures)} of {n} checks failed on "
+                f"{_plural(self.failed_boards, 'board')}")
+
+
+def _plural(names: Sequence[str], what: str) -> str:
+    return f"{what}{'s' if len(names) != 1 else ''} {', '.join(names)}"
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _num(v: Any) -> float | None:
+    """A figure of a board doc as a float (``"inf"``/``"nan"`` strings too); else ``None``."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _ok(value: float | None, op: str, limit: float) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if op == ">=":
+        return value >= limit - EPS
+    if op == "<=":
+        return value <= limit + EPS
+    raise ValueError(op)
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if unit == "frac":
+        return f"{value:.4f}"
+    if unit == "cos":
+        return f"{value:.6f}"
+    if unit == "pts":
+        return f"{value:.2f} pts"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:g}"
+
+
+def _at_least(board: str, check: str, value: float | None, *, unit: str,
+              floor: float | None, floor_opt: str, base: float | None, tol: float,
+              tol_text: str, missing: str) -> GateRow:
+    """value >= max(floor, base - tol); ``missing`` says why a value may be absent."""
+    limits: list[tuple[float, str]] = []
+    if floor is not None:
+        limits.append((floor, f"{floor_opt} {fmt(floor, unit)}"))
+    if base is not None:
+        limits.append((base - tol, f"baseline {fmt(base, unit)} - {tol_text}"))
+    limit, why = max(limits, key=lambda t: t[0])
+    if value is None:
+        return GateRow(board, check, None, limit, False, missing, unit=unit, baseline=base)
+    passed = _ok(value, ">=", limit)
+    msg = why if passed else f"{fmt(value, unit)} < {fmt(limit, unit)} ({why})"
+    return GateRow(board, check, value, limit, passed, msg, unit=unit, baseline=base)
+
+
+def _same_model(cur: dict[str, Any], base: dict[str, Any]) -> tuple[bool | None, str]:
+    """Whether both docs are for the same fp32 model (``None``: cannot tell)."""
+    a, b = cur.get("fp32") or {}, base.get("fp32") or {}
+    keys = [k for k in ("param_sha256", "bin_sha256") if a.get(k) and b.get(k)]
+    if not keys:
+        return None, ""
+    diff = [k for k in keys if a[k] != b[k]]
+    if not diff:
+        return True, "same fp32 model as the baseline"
+    k = diff[0]
+    what = k.split("_")[0]
+    return False, (f"the baseline is for another fp32 model ({what} sha256 "
+                   f"{str(b[k])[:12]}... there, {str(a[k])[:12]}... here; "
+                   "fix: re-save the baseline with `edgecal validate --save-baseline`)")
+
+
+def _board_rows(board: str, cur: dict[str, Any], base: dict[str, Any] | None,
+                th: Thresholds) -> list[GateRow]:
+    rows: list[GateRow] = []
+    if base is not None:
+        same, msg = _same_model(cur, base)
+        if same is not None:
+            rows.append(GateRow(board, "fp32 model", None, None, same, msg, op="", unit=""))
+        if same is False:
+            base = None  # its figures are of another model: compare with floors only
+    acc = _num(cur.get("top1_int8"))
+    acc_fp32 = _num(cur.get("top1_fp32"))
+    no_acc = "no int8 accuracy in the results (fix: validate with --labels)"
+
+    base_acc = _num(base.get("top1_int8")) if base is not None else None
+    if th.min_accuracy is not None or base_acc is not None:
+        rows.append(_at_least(
+            board, "accuracy_int8", acc, unit="frac", floor=th.min_accuracy,
+            floor_opt="--min-accuracy", base=base_acc, tol=th.tol_accuracy_points / 100.0,
+            tol_text=f"{th.tol_accuracy_points:g} pts", missing=no_acc))
+    if th.max_accuracy_drop_points is not None:
+        limit = th.max_accuracy_drop_points
+        if acc is None or acc_fp32 is None:
+            rows.append(GateRow(board, "accuracy_drop", None, limit, False,
+                                "no fp32/int8 accuracy in the results (fix: validate with "
+                                "--labels)", op="<=", unit="pts"))
+        else:
+            drop = 100.0 * (acc_fp32 - acc)
+            passed = _ok(drop, "<=", limit)
+            msg = (f"fp32 {fmt(acc_fp32, 'frac')} - int8 {fmt(acc, 'frac')}" if passed else
+                   f"int8 loses {drop:.2f} points vs fp32 on this run, more than "
+                   f"--max-accuracy-drop {limit:g}")
+            rows.append(GateRow(board, "accuracy_drop", drop, limit, passed, msg, op="<=",
+                                unit="pts"))
+
+    base_agree = _num(base.get("agreement")) if base is not None else None
+    if th.min_agreement is not None or base_agree is not None:
+        rows.append(_at_least(
+            board, "agreement", _num(cur.get("agreement")), unit="frac",
+            floor=th.min_agreement, floor_opt="--min-agreement", base=base_agree,
+            tol=th.tol_agreement_points / 100.0, tol_text=f"{th.tol_agreement_points:g} pts",
+            missing="no agreement in the results"))
+
+    base_cos = _num(base.get("cosine_mean")) if base is not None else None
+    if th.min_cosine is not None or base_cos is not None:
+        rows.append(_at_least(
+            board, "cosine_mean", _num(cur.get("cosine_mean")), unit="cos",
+            floor=th.min_cosine, floor_opt="--min-cosine", base=base_cos, tol=th.tol_cosine,
+            tol_text=f"{th.tol_cosine:g}", missing="no output cosine in the results"))
+
+    if th.require_speedup:
+        rows.append(_speedup_row(board, cur, th))
+
+    if base is not None and th.check_layers:
+        base_layers = {str(x.get("name")): x for x in base.get("layers") or []
+                       if isinstance(x, dict)}
+        for layer in cur.get("layers") or []:
+            if not isinstance(layer, dict) or str(layer.get("name")) not in base_layers:
+                continue
+            name = str(layer["name"])
+            b = _num(base_layers[name].get("cosine_mean"))
+            if b is None:
+                continue
+            rows.append(_at_least(
+                board, f"layer {name} cosine", _num(layer.get("cosine_mean")), unit="cos",
+                floor=None, floor_opt="", base=b, tol=th.tol_layer_cosine,
+                tol_text=f"{th.tol_layer_cosine:g}", missing=f"no cosine for layer {name}"))
+    return rows
+
+
+def _speedup_row(board: str, cur: dict[str, Any], th: Thresholds) -> GateRow:
+    fp, i8 = _num(cur.get("latency_fp32_ms")), _num(cur.get("latency_int8_ms"))
+    if fp is None or i8 is None or not (fp > 0 and i8 > 0):
+        return GateRow(board, "speedup", None, th.min_speedup, False,
+                       f"no usable latencies in the results (fp32 {fp}, int8 {i8} ms)",
+                       unit="x")
+    speedup = fp / i8
+    passed = i8 < fp and _ok(speedup, ">=", th.min_speedup)
+    lat = f"fp32 {fp:.3f} ms, int8 {i8:.3f} ms"
+    need = "faster than" if th.min_speedup <= 1.0 else f"{th.min_speedup:g}x as fast as"
+    msg = lat if passed else f"int8 is not {need} fp32 ({lat})"
+    return GateRow(board, "speedup", speedup, th.min_speedup, passed, msg, unit="x")
+
+
+def _consistency_rows(cons: dict[str, Any] | None) -> dict[str, GateRow]:
+    if not cons:
+        return {}
+    tol = _num(cons.get("tolerance_cosine"))
+    out: dict[str, GateRow] = {}
+    for b in cons.get("boards") or []:
+        if not isinstance(b, dict) or "board" not in b:
+            continue
+        name = str(b["board"])
+        diverges = bool(b.get("diverges"))
+        msg = (f"diverges from the other boards: {b.get('why') or 'see consistency'}"
+               if diverges else "agrees with the other boards")
+        out[name] = GateRow(name, "consistency", _num(b.get("cosine_to_others_min")), tol,
+                            not diverges, msg, unit="cos")
+    for name in map(str, cons.get("diverging") or []):
+        row = out.get(name)
+        if row is None or row.passed:
+            out[name] = GateRow(name, "consistency", row.value if row else None, tol, False,
+                                "diverges from the other boards", unit="cos")
+    return out
+
+
+def require_reference(has_baseline: bool, th: Thresholds) -> None:
+    """A gate needs a baseline or an explicit threshold: else :class:`UsageError`."""
+    if not has_baseline and not th.explicit:
+        raise UsageError("nothing to check against",
+                         hint="give " + " or ".join(THRESHOLD_OPTIONS))
+
+
+def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: Thresholds,
+                  *, current_source: str = "results", baseline_source: str = "baseline"
+                  ) -> GateReport:
+    """Gate ``current`` (a validation doc) against ``th`` and the ``baseline`` doc.
+
+    Board matching: by device name; a baseline of exactly one board applies to every current
+    board.  With a multi-board baseline, a current board it lacks and a baseline board not
+    validated now are failures, as is any board in ``consistency.diverging``.
+    """
+    require_reference(baseline is not None, th)
+    results = current["results"]
+    names = [_board_name(r) for r in results]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{current_source}: a board appears twice in the results")
+    warnings: list[str] = []
+    base_by_name: dict[str, dict[str, Any]] = {}
+    single_base: dict[str, Any] | None = None
+    if baseline is not None:
+        base_results = baseline["results"]
+        if len(base_results) == 1:
+            single_base = base_results[0]
+            bname = _board_name(single_base)
+            others = [n for n in names if n != bname]
+            if others:
+                warnings.append(f"the baseline of board {bname} applies to "
+                                f"{', '.join(others)}")
+        else:
+            base_by_name = {_board_name(r): r for r in base_results}
+
+    cons_rows = _consistency_rows(current.get("consistency"))
+    rows: list[GateRow] = []
+    for name, cur in zip(names, results, strict=True):
+        base: dict[str, Any] | None = None
+        if single_base is not None:
+            base = single_base
+        elif baseline is not None:
+            base = base_by_name.get(name)
+            if base is None:
+                rows.append(GateRow(
+                    name, "baseline", None, None, False,
+                    f"no baseline for board {name} in {baseline_source} (fix: re-save the "
+                    "baseline with this board validated too)", op=""))
+        if base is not None:
+            warnings += _drift_warnings(name, cur, base)
+        mine = _board_rows(name, cur, base, th)
+        if not mine and not any(r.board == name for r in rows):
+            # a gate never passes on nothing (e.g. a baseline without any figure)
+            mine = [GateRow(name, "checks", None, None, False,
+                            f"nothing to check on board {name}: the baseline has none of its "
+                            "figures and no threshold applies", op="")]
+        rows += mine
+        if name in cons_rows:
+            rows.append(cons_rows.pop(name))
+    rows += cons_rows.values()  # diverging boards not among the results (should not happen)
+    for bname in base_by_name:
+        if bname not in names:
+            rows.append(GateRow(
+                bname, "validated", None, None, False,
+                f"board {bname} is in the baseline but not in {current_source} (fix: validate "
+                f"on it too, e.g. --device {bname}, or re-save the baseline without it)",
+                op=""))
+    return GateReport(tuple(rows), tuple(warnings), current_source,
+                      baseline_source if baseline is not None else None)
+
+
+def _drift_warnings(board: str, cur: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    out = []
+    for key, what in (("n_samples", "images"), ("runtime", "runtime"), ("output_blob",
+                                                                         "output blob")):
+        a, b = cur.get(key), base.get(key)
+        if a is not None and b is not None and a != b:
+            out.append(f"{board}: {what} {a} here, {b} in the baseline: figures may not be "
+                       "comparable")
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _limit_text(row: GateRow) -> str:
+    if row.limit is None or not row.op:
+        return "-"
+    return f"{row.op} {fmt(row.limit, row.unit)}"
+
+
+def render_text(report: GateReport) -> str:
+    """An aligned table (board, check, value, limit, result, note) and a summary line."""
+    head = ("board", "check", "value", "limit", "result", "note")
+    table = [head] + [
+        (r.board, r.check, fmt(r.value, r.unit), _limit_text(r), "PASS" if r.passed else "FAIL",
+         r.message)
+        for r in report.rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(head) - 1)]
+    align = ("<", "<", ">", "<", "<")
+    lines = []
+    src = f"edgecal check: {report.current_source}"
+    if report.baseline_source:
+        src += f" vs baseline {report.baseline_source}"
+    lines.append(src)
+    for line in table:
+        cells = [f"{c:{a}{w}}" for c, a, w in zip(line[:-1], align, widths, strict=True)]
+        lines.append("  ".join([*cells, line[-1]]).rstrip())
+    lines += [f"warning: {w}" for w in report.warnings]
+    lines.append(report.summary())
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: GateReport) -> dict[str, Any]:
+    return json_safe({
+        "schema": GATE_SCHEMA,
+        "passed": report.passed,
+        "n_checks": len(report.rows),
+        "n_failed": len(report.failures),
+        "boards": report.boards,
+        "failed_boards": report.failed_boards,
+        "results": report.current_source,
+        "baseline": report.baseline_source,
+        "warnings": list(report.warnings),
+        "summary": report.summary(),
+        "rows": [asdict(r) for r in report.rows],
+    })
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(text: str) -> str:
+    """Characters XML 1.0 cannot hold (control characters, lone surrogates) as '?'."""
+    return _XML_BAD.sub("?", text)
+
+
+def _classname(board: str) -> str:
+    """``edgecal.check.<board>``; dots in the board name (an IP) would split the class path in
+    CI viewers, so they become underscores."""
+    return "edgecal.check." + re.sub(r"[.\s]", "_", board)
+
+
+def _other_board(warning: str, board: str, boards: Sequence[str]) -> bool:
+    """Whether ``warning`` is about another board (it starts with that board's name)."""
+    return any(warning.startswith(f"{b}: ") for b in boards if b != board)
+
+
+def to_junit_xml(report: GateReport, *, elapsed_s: float = 0.0) -> str:
+    """JUnit XML: ``testsuites`` > one ``testsuite`` per board > one ``testcase`` per check,
+    with a ``failure`` element on each failed check."""
+    x = _xml_text
+    root = ET.Element("testsuites", {
+        "name": "edgecal check", "tests": str(len(report.rows)),
+        "failures": str(len(report.failures)), "errors": "0", "time": f"{elapsed_s:.3f}"})
+    for board in report.boards:
+        rows = [r for r in report.rows if r.board == board]
+        failed = [r for r in rows if not r.passed]
+        suite = ET.SubElement(root, "testsuite", {
+            "name": x(board), "tests": str(len(rows)), "failures": str(len(failed)),
+            "errors": "0", "skipped": "0", "time": "0.000"})
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", {"name": "board", "value": x(board)})
+        if report.baseline_source:
+            ET.SubElement(props, "property", {"name": "baseline",
+                                              "value": x(report.baseline_source)})
+        for r in rows:
+            case = ET.SubElement(suite, "testcase", {
+                "classname": x(_classname(board)), "name": x(r.check), "time": "0.000"})
+            detail = (f"board {r.board}, {r.check}: value {fmt(r.value, r.unit)}, limit "
+                      f"{_limit_text(r)}" + (f", baseline {fmt(r.baseline, r.unit)}"
+                                             if r.baseline is not None else ""))
+            if r.passed:
+                ET.SubElement(case, "system-out").text = x(f"{detail}. {r.message}".strip())
+            else:
+                fail = ET.SubElement(case, "failure", {
+                    "message": x(r.message or f"{r.check} failed"), "type": "edgecal.check"})
+                fail.text = x(f"{detail}\n{r.message}")
+        notes = [w for w in report.warnings if not _other_board(w, board, report.boards)]
+        if notes:
+            ET.SubElement(suite, "system-err").text = x("\n".join(notes))
+    ET.indent(root)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            + ET.tostring(root, encoding="unicode") + "\n")

@@ -1,0 +1,168 @@
+"""Score int8 variants of one model on a device against the fp32 model's outputs.
+
+Sensitivity and tune try many int8 variants of one fp32 model (a layer kept in fp32, another
+method's scale for a layer) on the same images.  :class:`Scorer` writes and pushes the image
+shards once, runs the fp32 model once (its outputs are the reference), and then runs each
+variant on the device: top-1 agreement with fp32, accuracy (with labels), output cosine, and the
+median latency per image with the runtime's threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecal.calib.table import CalibrationTable
+from edgecal.device import capture
+from edgecal.device.base import Device
+from edgecal.errors import ModelFormatError
+from edgecal.inputs.model import Model
+from edgecal.inputs.samples import SampleSource
+from edgecal.int8.convert import quantize_model
+from edgecal.quality.consistency import row_cosines
+from edgecal.quality.jsondoc import Obj
+from edgecal.workflows.calibrate import ProgressFactory, _no_progress
+
+#: Samples per run job when scoring.
+SHARD_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Score:
+    """One int8 variant against fp32 on the scoring images."""
+
+    agreement: float
+    accuracy: float | None
+    cosine_mean: float
+    cosine_min: float
+    drop_points: float
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Score:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
+                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
+                   drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
+
+    def better_than(self, other: Score) -> bool:
+        """Fewer points lost; on a tie, the closer output (higher mean cosine)."""
+        return (self.drop_points, -self.cosine_mean) < (other.drop_points, -other.cosine_mean)
+
+
+def drop_points(agreement: float, accuracy: float | None, accuracy_fp32: float | None) -> float:
+    """Points lost against fp32: of top-1 accuracy when labels are known, else of top-1
+    agreement (``100 * (1 - agreement)``)."""
+    if accuracy is not None and accuracy_fp32 is not None:
+        return 100.0 * (accuracy_fp32 - accuracy)
+    return 100.0 * (1.0 - agreement)
+
+
+def score_outputs(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
+                  accuracy_fp32: float | None, latency_ms: float) -> Score:
+    """Pure: the score of int8 outputs ``got`` against fp32 outputs ``ref`` (both
+    ``(n, values)``)."""
+    if ref.shape != got.shape:
+        raise ValueError(f"outputs of shape {got.shape} against fp32 {ref.shape}")
+    pred_ref, pred = np.argmax(ref, axis=1), np.argmax(got, axis=1)
+    agree = float(np.mean(pred == pred_ref))
+    acc = float(np.mean(pred == labels)) if labels is not None else None
+    cos = row_cosines(ref, got)
+    return Score(agree, acc, float(cos.mean()), float(cos.min()),
+                 drop_points(agree, acc, accuracy_fp32), latency_ms)
+
+
+class Scorer:
+    """fp32 reference on ``device`` over ``source``; then :meth:`score` per int8 variant."""
+
+    def __init__(
+        self,
+        device: Device,
+        fp32: Model,
+        source: SampleSource,
+        work_dir: Path,
+        *,
+        labels: Sequence[int] | None = None,
+        runtime: str = "deployed",
+        threads: int = 1,
+        progress: ProgressFactory | None = None,
+    ) -> None:
+        self.device = device
+        self.fp32 = fp32
+        self.specs = source.specs
+        self.runtime = runtime
+        self.threads = threads
+        self.work_dir = work_dir
+        self.progress = progress or _no_progress
+        self.output = fp32.output_blobs[0]
+        self.labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+        self.evaluations = 0
+        self.device_seconds = 0.0
+        shard_dir = work_dir / "shards"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        self.shards = capture.write_shards(iter(source), source.specs, shard_dir, SHARD_SIZE)
+        self.n_samples = source.n_samples
+        ref, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
+        self.ref = ref
+        self.latency_fp32_ms = 1000.0 * float(np.median(secs))
+        self.accuracy_fp32 = (float(np.mean(np.argmax(ref, 1) == self.labels))
+                              if self.labels is not None else None)
+
+    def _run(self, param: Path, bin: Path, what: str) -> tuple[np.ndarray, list[float]]:
+        t0 = time.perf_counter()
+        tick = self.progress(what, self.n_samples)
+        rows: list[np.ndarray] = []
+        secs: list[float] = []
+        for shard in self.shards:
+            outs, lat = capture.run_shard_timed(
+                self.device, param, bin, self.specs, shard, [self.output],
+                runtime=self.runtime, threads=self.threads)
+            rows.extend(o[self.output].ravel() for o in outs)
+            secs.extend(lat)
+            tick(len(rows), self.n_samples)
+        self.device_seconds += time.perf_counter() - t0
+        sizes = {r.size for r in rows}
+        if len(sizes) != 1:
+            raise ModelFormatError(f"{param}: output {self.output} changes size between images "
+                                   f"({sorted(sizes)})")
+        return np.stack(rows), secs
+
+    def write_variant(self, table: CalibrationTable | None, keep_fp32: Sequence[str]
+                      ) -> tuple[Path, Path]:
+        """The int8 model of ``table`` with ``keep_fp32`` left in float, as files (named by
+        content, so an identical variant is written and pushed once)."""
+        text, data, _ = quantize_model(self.fp32.param, self.fp32.weights, table,
+                                       keep_fp32=sorted(keep_fp32))
+        digest = hashlib.sha256(text.encode() + b"\0" + data).hexdigest()[:16]
+        d = self.work_dir / "variants"
+        d.mkdir(exist_ok=True)
+        param, binf = d / f"{digest}.param", d / f"{digest}.bin"
+        if not param.exists():
+            binf.write_bytes(data)
+            param.write_text(text, encoding="utf-8")
+        return param, binf
+
+    def score_files(self, param: Path, bin: Path, what: str = "int8 variant") -> Score:
+        got, secs = self._run(param, bin, what)
+        self.evaluations += 1
+        if got.shape != self.ref.shape:
+            raise ModelFormatError(
+                f"{param}: output {self.output} has {got.shape[1]} values, the fp32 model's "
+                f"{self.ref.shape[1]}: the int8 model does not match the fp32 model")
+        return score_outputs(self.ref, got, self.labels, self.accuracy_fp32,
+                             1000.0 * float(np.median(secs)))
+
+    def score(self, table: CalibrationTable | None, keep_fp32: Sequence[str] = (),
+              what: str = "int8 variant") -> Score:
+        return self.score_files(*self.write_variant(table, keep_fp32), what=what)
+
