@@ -102,6 +102,12 @@ class _Queue(Generic[U]):
     fatal: BaseException | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
 
+    def fail(self, e: BaseException) -> None:
+        """Stop the run with ``e`` (the first failure wins) and wake every waiter."""
+        with self.cond:
+            self.fatal = self.fatal or e
+            self.cond.notify_all()
+
 
 def _board_fault(e: DeviceError) -> bool:
     """A fault of the board or its link (retry, then give the board up), not of the job."""
@@ -170,8 +176,7 @@ class Fleet:
                         q.pending.append((unit, False))
                         q.cond.notify_all()
             except BaseException as e:  # handed to run()'s caller
-                with q.cond:
-                    q.fatal = q.fatal or e
+                q.fail(e)
             finally:
                 with q.cond:
                     q.producing = False
@@ -243,14 +248,10 @@ class Fleet:
                         partial.pop(key, None)
                     give_back(unit)
                     if not left:
-                        with q.cond:
-                            q.fatal = q.fatal or _NoBoardLeft()
-                            q.cond.notify_all()
+                        q.fail(_NoBoardLeft())
                     return
                 except BaseException as e:
-                    with q.cond:
-                        q.fatal = q.fatal or e
-                        q.cond.notify_all()
+                    q.fail(e)
                     answered()
                     return
                 acct.seconds += time.perf_counter() - t0
@@ -261,9 +262,7 @@ class Fleet:
                         finished[0] += job.size(unit)
                         progress(finished[0] + sum(partial.values()), total)
                 except BaseException as e:
-                    with q.cond:
-                        q.fatal = q.fatal or e
-                        q.cond.notify_all()
+                    q.fail(e)
                     answered()
                     return
                 acct.shards += 1
@@ -288,9 +287,7 @@ class Fleet:
                 t.join()
         except BaseException as e:  # interrupted: the workers stop at their next step
             self._stopped.set()
-            with q.cond:
-                q.fatal = q.fatal or e
-                q.cond.notify_all()
+            q.fail(e)
             raise
         with q.cond:
             q.fatal = q.fatal or (None if not q.pending and not q.producing else _NoBoardLeft())

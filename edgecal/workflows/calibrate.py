@@ -147,18 +147,24 @@ def measure(
                 if shard.index not in done1:
                     yield ShardUnit("absmax", shard.index, path_of(shard), shard.count)
 
-        def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
-            params = capture.absmax_request(dev, model.param_path, model.bin_path,
-                                            source.specs, [u.path], blobs, runtime=runtime,
-                                            threads=threads)
+        def run_capture(dev: Device, op: str, params: Any, u: ShardUnit, job_id: str,
+                        tick: Any) -> Any:
+            """One capture job; errors that every board would repeat name the model and
+            the sample or layer."""
             try:
-                job = dev.run_job("absmax", params, job_id=job_id, progress=tick)
+                return dev.run_job(op, params, job_id=job_id, progress=tick)
             except AgentError as e:
                 if e.kind == "NonFiniteActivation":
                     raise nonfinite_error(e, model, source, plan[u.index].start) from None
                 raise
             except AgentCrash as e:
                 raise crash_error(e, model, u.path) from None
+
+        def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
+            params = capture.absmax_request(dev, model.param_path, model.bin_path,
+                                            source.specs, [u.path], blobs, runtime=runtime,
+                                            threads=threads)
+            job = run_capture(dev, "absmax", params, u, job_id, tick)
             return capture.parse_absmax(dev, job, blobs)
 
         def collect1(dev: Device, u: ShardUnit, job_id: str) -> Any:
@@ -206,10 +212,7 @@ def measure(
                 params = capture.histogram_request(
                     dev, model.param_path, model.bin_path, source.specs, [u.path], live,
                     ranges, runtime=runtime, threads=threads)
-                try:
-                    job = dev.run_job("histogram", params, job_id=job_id, progress=tick)
-                except AgentCrash as e:
-                    raise crash_error(e, model, u.path) from None
+                job = run_capture(dev, "histogram", params, u, job_id, tick)
                 return capture.parse_histograms(dev, job, live)
 
             def collect2(dev: Device, u: ShardUnit, job_id: str) -> Any:
