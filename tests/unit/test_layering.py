@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edgecal.fleet",),
     ("edgecal.workflows",),
     ("edgecal.report",),
+    ("edgecal.api",),
     ("edgecal.cli",),
     ("edgecal.__main__",),
 )

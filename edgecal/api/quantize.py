@@ -1,0 +1,72 @@
+"""Quantize: a model and a calibration table in, the int8 model out (what ncnn2int8 does)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecal.calib.table import CalibrationTable, parse_table
+from edgecal.errors import TableError
+from edgecal.files.outputs import Output, check_outputs, input_paths, write_outputs
+from edgecal.files.userfile import read_text
+from edgecal.inputs.model import load_model
+
+
+@dataclass
+class Quantized:
+    """The int8 model written: which layers are int8, kept in float, fused.
+    :meth:`to_dict` is ``edgecal quantize --json``."""
+
+    param: str
+    bin: str
+    quantized: list[str]
+    kept_float: list[str]
+    fused: list[tuple[str, str]]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"param": self.param, "bin": self.bin, "quantized": self.quantized,
+                "kept_float": self.kept_float, "fused": self.fused, "warnings": self.warnings}
+
+
+def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
+    """A calibration table file (of edgecal or ncnn2table)."""
+    p = Path(os.fspath(path))
+    return parse_table(read_text(p, "table"), source=str(p))
+
+
+def quantize(
+    param: str | os.PathLike[str],
+    bin: str | os.PathLike[str],
+    out_param: str | os.PathLike[str],
+    out_bin: str | os.PathLike[str],
+    *,
+    table: str | os.PathLike[str] | None,
+    keep_fp32: Sequence[str] = (),
+    ncnn_compat: bool = False,
+) -> Quantized:
+    """Write the int8 model of ``param``/``bin`` with ``table``'s scales.  ``table=None`` is
+    ncnn2int8 without a table (weights stored as fp16, only Gemm and SDPA quantized);
+    ``keep_fp32``: layers kept in float; ``ncnn_compat``: ncnn2int8's exact bytes, its quirks
+    included (README: "What is exact")."""
+    from edgecal.int8.convert import quantize_model
+
+    in_param, in_bin = Path(os.fspath(param)), Path(os.fspath(bin))
+    o_param, o_bin = Path(os.fspath(out_param)), Path(os.fspath(out_bin))
+    table_path = None if table is None else Path(os.fspath(table))
+    check_outputs([Output("output .param", str(o_param)), Output("output .bin", str(o_bin))],
+                  [*input_paths("input .param", [in_param]), *input_paths("input .bin", [in_bin]),
+                   *input_paths("table", [table_path])])
+    model = load_model(in_param, in_bin)
+    scales = None if table_path is None else read_table(table_path)
+    try:
+        text, data, report = quantize_model(model.param, model.weights, scales,
+                                            keep_fp32=keep_fp32, ncnn_compat=ncnn_compat)
+    except TableError as exc:
+        raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
+    write_outputs([(o_param, text.encode()), (o_bin, data)])
+    return Quantized(os.fspath(out_param), os.fspath(out_bin), report.quantized,
+                     report.kept_float, report.fused, report.warnings)

@@ -1,0 +1,83 @@
+"""The values every use case starts from: the model's files and its samples.
+
+``inputs`` is one :class:`~edgecal.inputs.spec.ImageInput` or
+:class:`~edgecal.inputs.spec.TensorInput` per model input (in Input layer order), or a single
+one for a single-input model.  A list file's relative lines are found as ncnn's tools find
+them (README: "List files").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edgecal.files.outputs import Input, input_paths
+from edgecal.files.userfile import read_text
+from edgecal.inputs.labels import labels_for, parse_labels
+from edgecal.inputs.model import Model, load_model
+from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
+from edgecal.inputs.spec import ImageInput, TensorInput, defaults_used, input_specs
+
+#: One input description, or one per model input.
+Inputs = ImageInput | TensorInput | Sequence[ImageInput | TensorInput]
+
+
+def as_list(inputs: Inputs) -> list[ImageInput | TensorInput]:
+    return [inputs] if isinstance(inputs, (ImageInput, TensorInput)) else list(inputs)
+
+
+#: A model: loaded (:func:`edgecal.load_model`), or its ``(param, bin)`` paths.
+ModelArg = Model | tuple[str | os.PathLike[str], str | os.PathLike[str]]
+
+
+def model_inputs(model: ModelArg, role: str = "model") -> list[Input]:
+    """The model's files, as inputs no output may overwrite (``role``: how messages name it)."""
+    param, binf = ((model.param_path, model.bin_path) if isinstance(model, Model)
+                   else (os.fspath(model[0]), os.fspath(model[1])))
+    return [*input_paths(f"{role} .param", [param]), *input_paths(f"{role} .bin", [binf])]
+
+
+def resolve_model(model: ModelArg) -> Model:
+    """``model`` loaded (and checked): ncnn's .param and .bin."""
+    if isinstance(model, Model):
+        return model
+    param, binf = model
+    return load_model(Path(os.fspath(param)), Path(os.fspath(binf)))
+
+
+def list_inputs(inputs: Inputs) -> list[Input]:
+    """The sample lists, as inputs no output may overwrite."""
+    return input_paths("sample list", [os.fspath(i.samples) for i in as_list(inputs)])
+
+
+def open_samples(model: Model, inputs: Inputs, *, ncnn_compat: bool = False,
+                 say: Callable[[str], None] | None = None, where: str = "") -> SampleSource:
+    """The samples of ``inputs`` for ``model`` (lists read, paths checked); ``ncnn_compat``:
+    relative list lines as ncnn2table looks them up (the current directory first); ``say``
+    gets a note per image input whose preprocessing was left to the defaults."""
+    items = as_list(inputs)
+    specs = input_specs(str(model.param_path), model.input_blobs, items, where)
+    if say is not None:
+        for line in defaults_used(specs, items):
+            say(line)
+    return make_sample_source(
+        specs, [read_list(Path(os.fspath(i.samples)), ncnn_compat=ncnn_compat) for i in items])
+
+
+def n_classes(model: Model) -> int | None:
+    """The class count of a classifier (its last InnerProduct's outputs), else None."""
+    producer = model.param.producer(model.output_blobs[0])
+    if producer is not None and producer.type == "InnerProduct":
+        return producer.param_int(0, 0) or None
+    return None
+
+
+def load_labels(path: str | os.PathLike[str] | None, source: SampleSource, model: Model
+                ) -> list[int] | None:
+    """The label of every sample of ``source`` from a ``file,label`` CSV (None: no labels)."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    mapping = parse_labels(read_text(Path(text), "labels file"), text)
+    return labels_for(mapping, list(source.paths[0]), text, n_classes(model))
