@@ -26,7 +26,7 @@ from edgecal.api.samples import (
     open_samples,
     resolve_model,
 )
-from edgecal.calib.build import LayerScaleInfo, TableBuild
+from edgecal.calib.build import LayerScaleInfo, TableBuild, build_table
 from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, render_table
 from edgecal.errors import DeviceError, EdgecalError, UsageError
@@ -144,6 +144,7 @@ def calibrate(
     command: Sequence[str] = ("edgecal", "calibrate"),
     resumable: bool = True,
     ncnn_compat: bool = False,
+    also_writes: Sequence[Output] = (),
 ) -> Calibration:
     """Calibrate ``model`` (loaded, or its ``(param, bin)``) over ``inputs``
     (:class:`~edgecal.ImageInput` or :class:`~edgecal.TensorInput`, one per model input) on
@@ -154,13 +155,15 @@ def calibrate(
     deployed one (default: 1, or the board profile's).  ``run_dir``: keep every shard's answer
     there, for :func:`resume` (default: a temporary folder, kept only if the run fails; with
     ``resumable=False`` none at all).  ``command``: what the run directory records;
-    ``ncnn_compat``: list files read as ncnn2table reads them (the current directory first)."""
+    ``ncnn_compat``: list files read as ncnn2table reads them (the current directory first);
+    ``also_writes``: what the caller writes besides (e.g. JSON to standard output), checked
+    with the outputs."""
     method = parse_method(method)
     devs = Devices.of(devices)
     out_s, hist_s, run_s = _path(out), _path(histograms_out), _path(run_dir)
     if retries is not None and retries < 1:
         raise UsageError(f"--retries {retries}: must be at least 1")
-    outs = _outputs(out_s, hist_s, run_s)
+    outs = [*_outputs(out_s, hist_s, run_s), *also_writes]
     check_outputs(outs, [*model_inputs(model), *list_inputs(inputs)])  # before any work
     loaded = resolve_model(model)
     source = open_samples(loaded, inputs, ncnn_compat=ncnn_compat, say=say)
@@ -205,6 +208,7 @@ def resume(
     progress: ProgressFactory | None = None,
     say: Say | None = None,
     command: Sequence[str] = ("edgecal", "calibrate", "--resume"),
+    also_writes: Sequence[Output] = (),
 ) -> Calibration:
     """Finish the run of ``run_dir``: model, samples, method and outputs come from its
     manifest; ``devices`` may name other boards (default: the run's own)."""
@@ -215,7 +219,7 @@ def resume(
         m = run.manifest
         opts = m.options
         out, hist = opts.get("out"), opts.get("histograms_out")
-        check_outputs(_outputs(out, hist, None), [
+        check_outputs([*_outputs(out, hist, None), *also_writes], [
             Input("model .param", m.param), Input("model .bin", m.bin),
             *sample_inputs(m.samples)])
         model = load_model(Path(m.param), Path(m.bin))
@@ -363,3 +367,15 @@ def table_from_histograms(
     if out_s is not None:
         write_outputs([(Path(out_s), render_table(build.table).encode())])
     return HistogramTable(build.table, build, m.value, out_s)
+
+
+def weight_table(model: ModelArg, *, method: str | Method = Method.KL,
+                 out: str | os.PathLike[str] | None = None) -> TableBuild:
+    """The weight-only table (no samples: weight scales, no activation scales), as
+    ncnn2table writes without a list."""
+    loaded = resolve_model(model)
+    layers = [(layer, loaded.weights.get(layer.name, {})) for layer in loaded.param.layers]
+    build = build_table(layers, None, parse_method(method))
+    if out is not None:
+        write_outputs([(Path(os.fspath(out)), render_table(build.table).encode())])
+    return build

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecal.api.samples import ModelArg, model_inputs, resolve_model
 from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.errors import TableError
 from edgecal.files.outputs import Output, check_outputs, input_paths, write_outputs
 from edgecal.files.userfile import read_text
-from edgecal.inputs.model import load_model
 
 
 @dataclass
@@ -39,8 +39,7 @@ def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
 
 
 def quantize(
-    param: str | os.PathLike[str],
-    bin: str | os.PathLike[str],
+    model: ModelArg,
     out_param: str | os.PathLike[str],
     out_bin: str | os.PathLike[str],
     *,
@@ -48,22 +47,21 @@ def quantize(
     keep_fp32: Sequence[str] = (),
     ncnn_compat: bool = False,
 ) -> Quantized:
-    """Write the int8 model of ``param``/``bin`` with ``table``'s scales.  ``table=None`` is
-    ncnn2int8 without a table (weights stored as fp16, only Gemm and SDPA quantized);
+    """Write the int8 model of ``model`` (loaded, or its ``(param, bin)``) with ``table``'s
+    scales.  ``table=None`` is ncnn2int8 without a table (weights stored as fp16, only Gemm
+    and SDPA quantized);
     ``keep_fp32``: layers kept in float; ``ncnn_compat``: ncnn2int8's exact bytes, its quirks
     included (README: "What is exact")."""
     from edgecal.int8.convert import quantize_model
 
-    in_param, in_bin = Path(os.fspath(param)), Path(os.fspath(bin))
     o_param, o_bin = Path(os.fspath(out_param)), Path(os.fspath(out_bin))
     table_path = None if table is None else Path(os.fspath(table))
     check_outputs([Output("output .param", str(o_param)), Output("output .bin", str(o_bin))],
-                  [*input_paths("input .param", [in_param]), *input_paths("input .bin", [in_bin]),
-                   *input_paths("table", [table_path])])
-    model = load_model(in_param, in_bin)
+                  [*model_inputs(model, "input"), *input_paths("table", [table_path])])
+    loaded = resolve_model(model)
     scales = None if table_path is None else read_table(table_path)
     try:
-        text, data, report = quantize_model(model.param, model.weights, scales,
+        text, data, report = quantize_model(loaded.param, loaded.weights, scales,
                                             keep_fp32=keep_fp32, ncnn_compat=ncnn_compat)
     except TableError as exc:
         raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None

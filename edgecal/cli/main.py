@@ -9,29 +9,23 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from edgecal import __version__
+from edgecal.api.calibrate import calibrate, table_from_histograms, weight_table
+from edgecal.api.quantize import quantize
 from edgecal.calib.build import format_scale_line
-from edgecal.calib.methods import METHODS, OFFLINE_NAMES, Method
-from edgecal.calib.table import CalibrationTable, parse_table, render_table
+from edgecal.calib.methods import OFFLINE_NAMES, Method
+from edgecal.cli.calibrate import devices_from_options, layer_lines, say
 from edgecal.cli.help import ArgumentParser
 from edgecal.cli.logsetup import configure_logging
 from edgecal.cli.ncnnargs import parse_ncnn2table
-from edgecal.cli.options import (
-    add_device,
-    build_specs,
-    open_device,
-    print_json,
-    usable_cores,
-    write_outputs,
-)
-from edgecal.cli.options import err as _err
-from edgecal.errors import EdgecalError, TableError, UsageError
-from edgecal.files.outputs import Output, check_outputs, input_paths, sample_inputs
-from edgecal.files.userfile import read_text
+from edgecal.cli.options import add_device, err, make_inputs, print_json
+from edgecal.cli.progress import ProgressBars
+from edgecal.errors import EdgecalError, UsageError
+from edgecal.files.outputs import Output, check_outputs, input_paths
+from edgecal.fleet.prepare import Devices, usable_cores
 from edgecal.inputs.model import load_model
-from edgecal.inputs.samples import make_sample_source, read_list
+from edgecal.inputs.spec import input_specs
 from edgecal_agent.protocol import RUNTIMES
 
 log = logging.getLogger("edgecal")
@@ -81,23 +75,19 @@ def _pop_options(args: argparse.Namespace, names: Sequence[str],
 
 
 def cmd_ncnn2table(args: argparse.Namespace) -> int:
-    from edgecal.calib.build import build_table
-
     a = parse_ncnn2table(_pop_options(args, DROPIN_OPTIONS))
     for w in a.warnings:
-        _err(f"edgecal: warning: {w}")
+        err(f"edgecal: warning: {w}")
     outs = [Output("table", a.table, text=True)]
     ins = [*input_paths("param", [a.param]), *input_paths("bin", [a.bin]),
            *input_paths("list", a.lists or [])]
     check_outputs(outs, ins)  # before any work
     model = load_model(Path(a.param), Path(a.bin))
     if a.lists is None:
-        layers = [(layer, model.weights.get(layer.name, {})) for layer in model.param.layers]
-        build = build_table(layers, None, a.method)
+        weight_table(model, method=a.method, out=a.table)
         if model.calibrated_layers:
-            _err("warning: calibration dataset not provided, skip activation calibration and "
-                 "generate weight-only table")
-        write_outputs([(Path(a.table), render_table(build.table).encode())])
+            err("warning: calibration dataset not provided, skip activation calibration and "
+                "generate weight-only table")
         return 0
     n_in = len(model.input_blobs)
     kind = "npy" if a.type == 1 else "image"
@@ -108,36 +98,33 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
                                  hint="give one bracket group per input, e.g. mean=[0],[127.5]")
     if len(a.shape) != n_in:
         raise UsageError(f"expect {n_in} shapes, but got {len(a.shape)}")
-    specs = build_specs(
-        model, [kind] * len(a.lists),
+    where = f" (lists: {','.join(a.lists)})"
+    inputs = make_inputs(
+        [(kind, p) for p in a.lists],
         mean=[tuple(m) for m in a.mean] if a.type == 0 else [],
         norm=[tuple(m) for m in a.norm] if a.type == 0 else [],
-        shape=[tuple(s) for s in a.shape], pixel=a.pixel if a.type == 0 else [],
-        where=f" (lists: {','.join(a.lists)})",
-    )
+        shape=[tuple(s) for s in a.shape], pixel=a.pixel if a.type == 0 else [], where=where)
+    input_specs(str(model.param_path), model.input_blobs, inputs, where)  # checked now
     for name, groups in (("mean", a.mean), ("norm", a.norm), ("shape", a.shape)):
         if groups:
-            _err(f"{name} = " + ",".join("[" + ",".join(f"{v:f}" if name != "shape" else str(v)
-                                                         for v in g) + "]" for g in groups))
+            err(f"{name} = " + ",".join("[" + ",".join(f"{v:f}" if name != "shape" else str(v)
+                                                        for v in g) + "]" for g in groups))
     if a.pixel:
-        _err("pixel = " + ",".join(a.pixel))
+        err("pixel = " + ",".join(a.pixel))
     threads = a.thread if a.thread else usable_cores()
-    _err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
-    lists = [read_list(Path(p), ncnn_compat=True) for p in a.lists]
-    check_outputs(outs, [*ins, *sample_inputs(lists)])
-    source = make_sample_source(specs, lists)
-    from edgecal.cli.calibrate import calibrate_and_write, layer_lines
-
-    run, _ = calibrate_and_write(
-        model, source, method=a.method, threads=threads, runtime=args.runtime,
-        out=Path(a.table), histograms_out=None, device_args=args,
-        allow_zero_blobs=False, quiet=args.quiet,
-    )
+    err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
+    devices = Devices.of(args.device, boards=args.boards,
+                         accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+                         threads_label="thread={}")
+    with ProgressBars(enabled=not args.quiet) as bars:
+        run = calibrate(model, inputs, out=a.table, method=a.method, devices=devices,
+                        runtime=args.runtime, threads=threads, resumable=False,
+                        ncnn_compat=True, progress=bars.task, say=say)
     for w in run.warnings:
-        _err(f"edgecal: warning: {w}")
+        err(f"edgecal: warning: {w}")
     for line in layer_lines(run):
-        _err(line)
-    _err(SUCCESS_LINE)
+        err(line)
+    err(SUCCESS_LINE)
     counts = [len(model.calibrated_layers)] + [
         sum(1 for layer in model.param.layers if layer.type == t)
         for t in ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU")
@@ -145,29 +132,6 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     for c in counts:
         print(f"param:{c}", file=sys.stderr if a.table == "-" else sys.stdout)
     return 0
-
-
-def _quantize_and_write(
-    in_param: Path, in_bin: Path, out_param: Path, out_bin: Path,
-    table_path: Path | None, keep_fp32: Sequence[str], ncnn_compat: bool = False,
-) -> Any:
-    from edgecal.int8.convert import quantize_model
-
-    check_outputs([Output("output .param", str(out_param)), Output("output .bin", str(out_bin))],
-                  [*input_paths("input .param", [in_param]), *input_paths("input .bin", [in_bin]),
-                   *input_paths("table", [table_path])])
-    model = load_model(in_param, in_bin)
-    table: CalibrationTable | None = None
-    if table_path is not None:
-        table = parse_table(read_text(table_path, "table"), source=str(table_path))
-    try:
-        text, data, report = quantize_model(
-            model.param, model.weights, table, keep_fp32=keep_fp32, ncnn_compat=ncnn_compat
-        )
-    except TableError as exc:
-        raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
-    write_outputs([(out_param, text.encode()), (out_bin, data)])
-    return report
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -179,20 +143,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             "int8 (only the weights are stored as fp16)",
             hint="give --table model.table (from `edgecal calibrate`), or --no-table for "
                  "what ncnn2int8 does without a table")
-    report = _quantize_and_write(
-        Path(args.in_param), Path(args.in_bin), Path(args.out_param), Path(args.out_bin),
-        Path(args.table) if args.table else None, args.keep_fp32, args.ncnn_compat,
-    )
-    for w in report.warnings:
-        _err(f"edgecal: warning: {w}")
+    result = quantize((args.in_param, args.in_bin), args.out_param, args.out_bin,
+                      table=args.table or None, keep_fp32=args.keep_fp32,
+                      ncnn_compat=args.ncnn_compat)
+    for w in result.warnings:
+        err(f"edgecal: warning: {w}")
     if args.json:
-        print_json({"param": args.out_param, "bin": args.out_bin, "quantized": report.quantized,
-                    "kept_float": report.kept_float, "fused": report.fused,
-                    "warnings": report.warnings})
+        print_json(result.to_dict())
     else:
-        print(f"wrote {args.out_param} and {args.out_bin}: {len(report.quantized)} layer(s) int8, "
-              f"{len(report.kept_float)} kept in float"
-              + (f" ({', '.join(report.kept_float)})" if report.kept_float else ""))
+        print(f"wrote {args.out_param} and {args.out_bin}: {len(result.quantized)} layer(s) "
+              f"int8, {len(result.kept_float)} kept in float"
+              + (f" ({', '.join(result.kept_float)})" if result.kept_float else ""))
     return 0
 
 
@@ -204,41 +165,21 @@ def cmd_ncnn2int8(args: argparse.Namespace) -> int:
     if rest[1] == "null":
         raise UsageError("inbin 'null' (random weights) is not supported",
                          hint="pass the model's real .bin")
-    report = _quantize_and_write(
-        Path(rest[0]), Path(rest[1]), Path(rest[2]), Path(rest[3]),
-        Path(rest[4]) if len(rest) == 5 else None, (), getattr(args, "ncnn_compat", False),
-    )
-    for w in report.warnings:
-        _err(f"edgecal: warning: {w}")
+    result = quantize((rest[0], rest[1]), rest[2], rest[3],
+                      table=rest[4] if len(rest) == 5 else None,
+                      ncnn_compat=getattr(args, "ncnn_compat", False))
+    for w in result.warnings:
+        err(f"edgecal: warning: {w}")
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from edgecal.runs.histfile import load_histograms
-    from edgecal.workflows.calibrate import table_from_histograms
-
-    hs = load_histograms(Path(args.histograms))
-    param = Path(args.param or hs.meta.get("param", ""))
-    binf = Path(args.bin or hs.meta.get("bin", ""))
-    check_outputs([Output("--out", args.out, text=True)],
-                  [*input_paths("histograms", [args.histograms]), *input_paths("param", [param]),
-                   *input_paths("bin", [binf])])
-    model = load_model(param, binf)
-    if (model.param_sha256, model.bin_sha256) != (hs.meta.get("param_sha256"),
-                                                  hs.meta.get("bin_sha256")):
-        raise UsageError(
-            f"{args.histograms} was measured on another model than {param} / {binf}",
-            hint="pass --param/--bin of the model the histograms were measured on",
-        )
-    if METHODS[Method(args.method)].needs_device:
-        raise UsageError(f"method {args.method} needs the device",
-                         hint=f"use 'edgecal calibrate --method {args.method}'")
-    build = table_from_histograms(model, hs, args.method)
-    write_outputs([(Path(args.out), render_table(build.table).encode())])
-    for w in build.warnings:
-        _err(f"edgecal: warning: {w}")
-    for info in build.per_layer:
-        _err(format_scale_line(info))
+    result = table_from_histograms(args.histograms, method=args.method, param=args.param,
+                                   bin=args.bin, out=args.out)
+    for w in result.warnings:
+        err(f"edgecal: warning: {w}")
+    for info in result.build.per_layer:
+        err(format_scale_line(info))
     print(f"wrote {args.out} ({args.method}, from {args.histograms})",
           file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
@@ -246,34 +187,22 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two tables (per-layer scale differences) or two histogram files (.npz)."""
-    from edgecal.runs.histfile import load_histograms
-    from edgecal.workflows.compare import (
-        compare_histograms,
-        compare_tables,
-        render_histogram_diff,
-        render_table_diff,
-    )
+    from edgecal.api.compare import compare_files
+    from edgecal.workflows.compare import render_histogram_diff, render_table_diff
 
     a, b = Path(args.a), Path(args.b)
-    rows: list[Any]
-    if a.suffix == ".npz" or b.suffix == ".npz":
-        rows = compare_histograms(load_histograms(a), load_histograms(b))
-        text = render_histogram_diff(rows)
-    else:
-        ta = parse_table(read_text(a, "table"), source=str(a))
-        tb = parse_table(read_text(b, "table"), source=str(b))
-        rows = compare_tables(ta, tb)
-        text = render_table_diff(rows)
+    rows = compare_files(a, b)
     if args.json:
-        print_json([r.to_dict() for r in rows])
+        print_json([r.to_dict() for r in rows.rows])
     else:
         print(f"a = {a}\nb = {b}")
-        print(text)
+        print(render_histogram_diff(rows.histograms) if rows.histograms is not None
+              else render_table_diff(rows.tables or []))
     return 0
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
-    with open_device(args, 1) as device:
+    with devices_from_options(args).open_one(args.device, 1) as device:
         info = device.hello()
     if args.json:
         print_json(info)
@@ -388,14 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line: what went wrong (naming the file or board) and the fix; more detail (an
         # agent's last stderr lines) below it
         first, _, more = exc.message.partition("\n")
-        _err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+        err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
         if more:
-            _err(more)
+            err(more)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (Terminated)
         term = isinstance(exc, Terminated)
         note = getattr(exc, "edgecal_note", None)
-        _err(f"edgecal: {'terminated' if term else 'interrupted'}"
+        err(f"edgecal: {'terminated' if term else 'interrupted'}"
              + (f" ({note})" if note else ""))
         return 143 if term else 130
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from edgecal.cli.ncnnargs import bracket_groups
 from edgecal.errors import UsageError
 from edgecal.files.fsnames import printable
 from edgecal.files.outputs import write_outputs as write_outputs  # one place for output files
-from edgecal.inputs.model import Model
-from edgecal.inputs.spec import PIXEL_TYPES, InputSpec
+from edgecal.inputs.spec import ImageInput, TensorInput
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -41,25 +39,10 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def build_specs(
-    model: Model,
-    kinds: Sequence[str],
-    *,
-    mean: Sequence[tuple[float, ...]],
-    norm: Sequence[tuple[float, ...]],
-    shape: Sequence[tuple[int, ...]],
-    pixel: Sequence[str],
-    where: str = "",
-) -> list[InputSpec]:
-    """One InputSpec per model input, from per-input option lists, with count checks."""
-    blobs = model.input_blobs
-    n_in = len(blobs)
-    if len(kinds) != n_in:
-        raise UsageError(
-            f"{model.param_path} has {n_in} input(s) ({', '.join(blobs)}) but {len(kinds)} "
-            f"sample list(s) were given{where}",
-            hint="give one --images/--npy list per input, in the order of the Input layers",
-        )
+def check_option_counts(kinds: Sequence[str], *, mean: Sequence[Any], norm: Sequence[Any],
+                        pixel: Sequence[Any], shape: Sequence[Any], where: str = "") -> None:
+    """Per-input options given once per image input (``--mean``, ``--norm``, ``--pixel``) or
+    once per input (``--shape``)."""
     n_img = sum(1 for k in kinds if k == "image")
     for name, values in (("--mean", mean), ("--norm", norm), ("--pixel", pixel)):
         if values and len(values) != n_img:
@@ -67,94 +50,61 @@ def build_specs(
                 f"{len(values)} {name} value(s) given for {n_img} image input(s){where}",
                 hint=f"give one {name} per image input, in input order",
             )
-    if shape and len(shape) != n_in:
+    if shape and len(shape) != len(kinds):
         raise UsageError(
-            f"{len(shape)} --shape value(s) given for {n_in} input(s){where}",
+            f"{len(shape)} --shape value(s) given for {len(kinds)} input(s){where}",
             hint="give one --shape per input, in input order",
         )
-    specs: list[InputSpec] = []
+
+
+def make_inputs(lists: Sequence[tuple[str, str]], *, mean: Sequence[tuple[float, ...]],
+                norm: Sequence[tuple[float, ...]], shape: Sequence[tuple[int, ...]],
+                pixel: Sequence[str], where: str = "") -> list[ImageInput | TensorInput]:
+    """One input description per ``(kind, list)``, the per-input options in input order."""
+    kinds = [kind for kind, _ in lists]
+    check_option_counts(kinds, mean=mean, norm=norm, pixel=pixel, shape=shape, where=where)
+    out: list[ImageInput | TensorInput] = []
     img = 0
-    for i, (blob, kind) in enumerate(zip(blobs, kinds, strict=True)):
-        shp = tuple(shape[i]) if shape else ()
+    for i, (kind, path) in enumerate(lists):
+        shp = tuple(shape[i]) if shape else None
         if kind == "npy":
-            specs.append(InputSpec(blob=blob, kind="npy", shape=shp))
+            out.append(TensorInput(path, shape=shp))
             continue
-        px = pixel[img].upper() if pixel else "BGR"
-        if px not in PIXEL_TYPES:
-            raise UsageError(
-                f"pixel type {px!r} for input {blob} is not supported",
-                hint=f"use one of {', '.join(PIXEL_TYPES)}",
-            )
-        channels = {"GRAY": 1, "BGR": 3, "RGB": 3, "RGBA": 4, "BGRA": 4}[px]
-        m = tuple(mean[img]) if mean else (0.0,) * channels
-        s = tuple(norm[img]) if norm else (1.0,) * channels
-        for name, vals in (("mean", m), ("norm", s)):
-            if len(vals) < channels:
-                raise UsageError(
-                    f"{name} for input {blob} has {len(vals)} value(s) but pixel={px} has "
-                    f"{channels} channel(s)"
-                )
-        if len(shp) not in (0, 2, 3):
-            raise UsageError(f"--shape for image input {blob} must be W,H or W,H,C")
-        specs.append(
-            InputSpec(blob=blob, kind="image", pixel=px, mean=m[:channels], norm=s[:channels],
-                      shape=shp)
-        )
+        out.append(ImageInput(path, pixel=pixel[img] if pixel else None,
+                              mean=mean[img] if mean else None,
+                              norm=norm[img] if norm else None, shape=shp))
         img += 1
-    return specs
-
-
-def specs_from_options(model: Model, args: argparse.Namespace) -> list[InputSpec]:
-    """The InputSpecs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...);
-    the defaults used for a missing --pixel/--mean/--norm are said on stderr."""
-    specs = build_specs(
-        model, [kind for kind, _ in args.lists],
-        mean=[_floats(v, "--mean") for v in args.mean],
-        norm=[_floats(v, "--norm") for v in args.norm],
-        shape=[_ints(v, "--shape") for v in args.shape],
-        pixel=args.pixel,
-    )
-    for line in defaults_used(specs, pixel=bool(args.pixel), mean=bool(args.mean),
-                              norm=bool(args.norm)):
-        err(line)
-    return specs
-
-
-def defaults_used(specs: Sequence[InputSpec], *, pixel: bool, mean: bool, norm: bool
-                  ) -> list[str]:
-    """One line per image input for the preprocessing options not given (``pixel``, ``mean``,
-    ``norm``: whether each was), naming the values used instead."""
-    def nums(values: Sequence[float]) -> str:
-        return ",".join(f"{v:g}" for v in values)
-
-    out = []
-    for spec in specs:
-        if spec.kind != "image":
-            continue
-        used = [(name, value) for name, given, value in (
-            ("--pixel", pixel, spec.pixel), ("--mean", mean, nums(spec.mean)),
-            ("--norm", norm, nums(spec.norm))) if not given]
-        if used:
-            out.append(f"edgecal: no {'/'.join(n for n, _ in used)} for image input "
-                       f"{spec.blob}: using " + " ".join(f"{n} {v}" for n, v in used)
-                       + " (give them as the app preprocesses its input)")
     return out
 
 
-def open_device(args: argparse.Namespace, threads: int | None, spec: str | None = None) -> Any:
-    """The device named by ``spec`` or ``--device`` (the local machine by default; a
-    boards-file name or ``user@host[:port]`` for a board, see ``--boards`` and
-    ``--accept-new-host-key``)."""
-    from edgecal.boards.config import boards_file
-    from edgecal.boards.open import open_device as open_named
+def inputs_from_options(args: argparse.Namespace) -> list[ImageInput | TensorInput]:
+    """The inputs of ``calibrate``/``validate`` style options (--images/--npy, --mean, ...)."""
+    return make_inputs(args.lists, mean=[_floats(v, "--mean") for v in args.mean],
+                       norm=[_floats(v, "--norm") for v in args.norm],
+                       shape=[_ints(v, "--shape") for v in args.shape], pixel=args.pixel)
 
-    return open_named(spec if spec is not None else device_spec(args),
-                      boards=boards_file(getattr(args, "boards", None)), threads=threads,
-                      accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)))
+
+# ----------------------------------------------------------------- until validate/tune use the API
+
+
+def specs_from_options(model: Any, args: argparse.Namespace) -> list[Any]:
+    from edgecal.inputs.spec import defaults_used, input_specs
+
+    inputs = inputs_from_options(args)
+    specs = input_specs(str(model.param_path), model.input_blobs, inputs)
+    for line in defaults_used(specs, inputs):
+        err(f"edgecal: {line}")
+    return specs
+
+
+def open_device(args: argparse.Namespace, threads: int | None, spec: str | None = None) -> Any:
+    from edgecal.cli.calibrate import devices_from_options
+
+    name = spec if spec is not None else device_spec(args)
+    return devices_from_options(args).open_one(name, threads)
 
 
 def device_spec(args: argparse.Namespace) -> str | None:
-    """The one ``--device`` of a single-device command (the last one given)."""
     spec = getattr(args, "device", None)
     if isinstance(spec, list):
         return spec[-1] if spec else None
@@ -162,60 +112,10 @@ def device_spec(args: argparse.Namespace) -> str | None:
 
 
 def effective_threads(args: argparse.Namespace, runtime: str, spec: str | None = None) -> int:
-    """``--threads``, or its default: 1 worker for calibration; for the deployed runtime the
-    thread count the app would use (the board profile's, or every core of this machine)."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads {args.threads}: must be at least 1")
-        return int(args.threads)
-    if runtime == "calibration":
-        return 1
-    from edgecal.boards.config import boards_file, resolve_board
-    from edgecal.boards.open import is_local
+    from edgecal.cli.calibrate import devices_from_options
 
-    spec = spec if spec is not None else device_spec(args)
-    if not is_local(spec):
-        board = resolve_board(spec, boards_file(getattr(args, "boards", None)))
-        profile = board.load_profile() if board is not None else None
-        if profile is not None:
-            return int(profile.threads)
-    return os.cpu_count() or 1
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def local_workers(threads: int, what: str, say: Callable[[str], None] | None = None) -> int:
-    """How many agents the calibration runtime starts on this machine for ``threads`` workers
-    (``what``: the option as typed, for the message): one per core at most -- more only
-    compete for the cores and each holds the model -- said in one line when capped."""
-    cores = usable_cores()
-    if threads <= cores:
-        return max(1, threads)
-    if say is not None:
-        say(f"warning: {what} is more than the {cores} core(s) of this machine: calibrating "
-            f"with {cores} agent worker(s), one per core (the table does not depend on it)")
-    return cores
-
-
-def transfer_summary(devices: Sequence[Any]) -> dict[str, Any]:
-    """Bytes moved to/from the devices and, for boards, the time spent connecting/moving."""
-    out: dict[str, Any] = {
-        "bytes_pushed": sum(d.bytes_pushed for d in devices),
-        "bytes_fetched": sum(d.bytes_fetched for d in devices),
-    }
-    timings: dict[str, float] = {}
-    for d in devices:
-        for k, v in getattr(d, "timings_s", {}).items():
-            timings[k] = timings.get(k, 0.0) + v
-    if timings:
-        out["transfer_timings_s"] = timings
-    return out
+    return devices_from_options(args).threads_for(
+        runtime, spec if spec is not None else device_spec(args), args.threads)
 
 
 def print_json(obj: Any) -> None:
