@@ -32,7 +32,7 @@ from edgecal.files.outputs import Output, check_outputs, input_paths, sample_inp
 from edgecal.files.userfile import read_text
 from edgecal.inputs.model import load_model
 from edgecal.inputs.samples import make_sample_source, read_list
-from edgecal_agent.protocol import RUNTIMES
+from edgecal_agent.messages import RUNTIMES
 
 log = logging.getLogger("edgecal")
 

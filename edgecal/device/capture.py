@@ -18,13 +18,9 @@ from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
 from edgecal.inputs.spec import InputSpec
-from edgecal_agent.protocol import (
-    InputDesc,
-    ProtocolViolation,
-    load_npz,
-    npz_bytes,
-    write_shard,
-)
+from edgecal_agent.messages import InputDesc, ProtocolViolation
+from edgecal_agent.npzio import load_npz, npz_bytes
+from edgecal_agent.shards import write_shard
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from edgecal.errors import DeviceError, ProtocolError
 from edgecal.files.atomic import write_bytes_atomic, write_text_atomic
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,

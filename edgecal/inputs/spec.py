@@ -1,7 +1,7 @@
 """How one model input is fed: the host-side name for the agent protocol's input description.
 
-The protocol (``edgecal_agent.protocol``) is the single source of truth for message shapes, so
-the host uses its ``InputDesc`` directly:
+The agent's messages (``edgecal_agent.messages``) are the single source of truth for message
+shapes, so the host uses its ``InputDesc`` directly:
 
 ``kind="image"``: samples are uint8 ``(rows, cols, 3)`` BGR arrays (what ``cv::imread`` gives);
 the agent applies ``Mat.from_pixels_resize(bgr, PIXEL_BGR[2X], cols, rows, w, h)`` with
@@ -13,7 +13,7 @@ the agent applies ``Mat.from_pixels_resize(bgr, PIXEL_BGR[2X], cols, rows, w, h)
 
 from __future__ import annotations
 
-from edgecal_agent.protocol import PIXEL_TYPES
-from edgecal_agent.protocol import InputDesc as InputSpec
+from edgecal_agent.messages import PIXEL_TYPES
+from edgecal_agent.messages import InputDesc as InputSpec
 
 __all__ = ["PIXEL_TYPES", "InputSpec"]

@@ -34,7 +34,7 @@ from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
 from edgecal.runs.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.runs.histfile import HistogramSet
-from edgecal_agent.protocol import EQ_MAX_SAMPLES, InputDesc
+from edgecal_agent.messages import EQ_MAX_SAMPLES, InputDesc
 
 # progress(description, total) -> per-step callback(done, total)
 ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
@@ -85,7 +85,7 @@ class ShardUnit:
 
 def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
     """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
-    from edgecal_agent.protocol import write_shard
+    from edgecal_agent.shards import write_shard
 
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
     shard_dir.mkdir(parents=True, exist_ok=True)

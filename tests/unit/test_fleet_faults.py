@@ -31,7 +31,7 @@ from edgecal.errors import (
     TransportError,
 )
 from edgecal.fleet.scheduler import JOB_ERRORS, Fleet, FleetExhausted, Job, RetryPolicy
-from edgecal_agent.protocol import ErrorInfo, Response
+from edgecal_agent.messages import ErrorInfo, Response
 
 
 @dataclass(frozen=True)

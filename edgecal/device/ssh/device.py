@@ -47,7 +47,7 @@ from edgecal.device.ssh.link import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     FILES_DIR,
     JOBS_DIR,
     REQUEST_FILE,
