@@ -14,6 +14,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from edgecal.device.jobs import build_request
+from edgecal.errors import ProtocolError
+from edgecal_agent.messages import RESPONSE_FILE, Request
+
 Progress = Callable[[int, int], None]
 _D = TypeVar("_D", bound="Device")
 
@@ -52,7 +56,6 @@ class Device(ABC):
         """Store ``local`` in the work directory by its sha256; skip the upload when an
         identical copy is there.  Returns the workdir-relative path to name in requests."""
 
-    @abstractmethod
     def run_job(
         self,
         op: str,
@@ -69,6 +72,24 @@ class Device(ABC):
         on the agent, ``DeviceError`` on timeout or a dead agent (``TransportError``: the link
         to the board), ``ProtocolError`` on a malformed reply.  A job that ended in a
         ``DeviceError`` leaves its directory for :meth:`collect_job`."""
+        request = build_request(self.name, op, params, job_id)
+        self._submit(request, files or {}, timeout_s, progress)
+        result = self.collect_job(request.job_id)
+        if result is None:
+            raise ProtocolError(
+                f"{self.name}: the agent reported job {request.job_id} done but wrote no "
+                f"{RESPONSE_FILE}", hint=self._no_response_hint())
+        return result
+
+    @abstractmethod
+    def _submit(self, request: Request, files: Mapping[str, bytes], timeout_s: float,
+                progress: Progress | None) -> None:
+        """Write ``files`` and the request into the job's directory and have the agent run
+        it (for :meth:`run_job`); raises like :meth:`run_job`."""
+
+    def _no_response_hint(self) -> str:
+        """The hint of the error for a job the agent called done without a response."""
+        return "the agent's stderr may tell why"
 
     @abstractmethod
     def collect_job(self, job_id: str) -> JobResult | None:
