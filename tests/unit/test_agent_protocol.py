@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -255,14 +254,6 @@ def test_response_is_written_atomically_and_last(tmp_path: Path,
     assert response.ok
     assert Response.from_dict(json.loads((job / "response.json").read_text())) == response
     assert response.ru_maxrss_kb > 0
-
-
-def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
-    target = tmp_path / "f"
-    target.write_bytes(b"old")
-    fileio.write_atomic(target, b"new content")
-    assert target.read_bytes() == b"new content"
-    assert os.listdir(tmp_path) == ["f"]
 
 
 # -- hello facts, packaging, layering --------------------------------------------------------------
