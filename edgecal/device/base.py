@@ -8,14 +8,14 @@ Everything the host writes lives under the device's work directory.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from edgecal.device.jobs import build_request
 from edgecal.errors import ProtocolError
-from edgecal_agent.messages import RESPONSE_FILE, Request
+from edgecal_agent.messages import REQUEST_FILE, RESPONSE_FILE, dumps
 
 Progress = Callable[[int, int], None]
 _D = TypeVar("_D", bound="Device")
@@ -72,7 +72,8 @@ class Device(ABC):
         to the board), ``ProtocolError`` on a malformed reply.  A job that ended in a
         ``DeviceError`` leaves its directory for :meth:`collect_job`."""
         request = build_request(self.name, op, params, job_id)
-        self._submit(request, files or {}, timeout_s, progress)
+        job_files = [*(files or {}).items(), (REQUEST_FILE, dumps(request).encode("utf-8"))]
+        self._submit(request.job_id, job_files, timeout_s, progress)
         result = self.collect_job(request.job_id)
         if result is None:
             raise ProtocolError(
@@ -81,10 +82,10 @@ class Device(ABC):
         return result
 
     @abstractmethod
-    def _submit(self, request: Request, files: Mapping[str, bytes], timeout_s: float,
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
                 progress: Progress | None) -> None:
-        """Write ``files`` and the request into the job's directory and have the agent run
-        it (for :meth:`run_job`); raises like :meth:`run_job`."""
+        """Write ``files`` (job-relative names; the request last) into the job's directory in
+        order and have the agent run the job (for :meth:`run_job`); raises like it."""
 
     def _no_response_hint(self) -> str:
         """The hint of the error for a job the agent called done without a response."""

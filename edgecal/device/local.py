@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,10 @@ from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import DeviceError, ProtocolError
-from edgecal.files.atomic import write_bytes_atomic, write_text_atomic
+from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.messages import (
-    FILES_DIR,
-    JOBS_DIR,
-    REQUEST_FILE,
-    RESPONSE_FILE,
-    Request,
-    check_relpath,
-    dumps,
-)
+from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +135,13 @@ class LocalDevice(Device):
     def bytes_pushed(self) -> int:
         return self._bytes_pushed
 
-    def _submit(self, request: Request, files: Mapping[str, bytes], timeout_s: float,
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
                 progress: Progress | None) -> None:
-        job_dir = self.workdir / JOBS_DIR / request.job_id
+        job_dir = self.workdir / JOBS_DIR / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
+        for name, data in files:
             write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
-        write_text_atomic(job_dir / REQUEST_FILE, dumps(request))
-        self._ensure_session().run(request.job_id, timeout_s=timeout_s, progress=progress)
+        self._ensure_session().run(job_id, timeout_s=timeout_s, progress=progress)
 
     def collect_job(self, job_id: str) -> JobResult | None:
         job_dir = self.workdir / JOBS_DIR / check_relpath(job_id, "job id")

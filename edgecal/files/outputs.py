@@ -125,12 +125,11 @@ def check_folder(role: str, path: PathLike) -> None:
         if parent == probe:
             break
         probe = parent
-    _writable_folder(
-        probe,
-        UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
-                   hint=f"choose another {role}"),
-        UsageError(f"{role} {path}: {probe} is not writable",
-                   hint=f"choose a writable place for {role}"))
+    _writable_folder(probe,
+                     UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
+                                hint=f"choose another {role}"),
+                     UsageError(f"{role} {path}: {probe} is not writable",
+                                hint=f"choose a writable place for {role}"))
 
 
 def _writable_folder(folder: str, not_a_folder: UsageError, not_writable: UsageError) -> None:

@@ -31,7 +31,7 @@ from edgecal.errors import (
     TransportError,
 )
 from edgecal.fleet.scheduler import JOB_ERRORS, Fleet, FleetExhausted, Job, RetryPolicy
-from edgecal_agent.messages import ErrorInfo, Request, Response
+from edgecal_agent.messages import ErrorInfo, Response
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class FakeBoard(Device):
                                  f"of job {job_id}")
         return result
 
-    def _submit(self, request: Request, files: Mapping[str, bytes], timeout_s: float,
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
                 progress: Progress | None) -> None:
         raise AssertionError("not used: run_job above is the fake")
 

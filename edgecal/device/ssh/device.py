@@ -31,7 +31,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -47,15 +47,7 @@ from edgecal.device.ssh.link import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.messages import (
-    FILES_DIR,
-    JOBS_DIR,
-    REQUEST_FILE,
-    RESPONSE_FILE,
-    Request,
-    check_relpath,
-    dumps,
-)
+from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
 from edgecal_agent.workdir import DEFAULT_WORKDIR
 
 log = logging.getLogger(__name__)
@@ -532,18 +524,16 @@ class SshDevice(Device):
                 self.link.sftp_op("removing a job") as sftp:
             rmtree(self.remote(job_rel), sftp)
 
-    def _submit(self, request: Request, files: Mapping[str, bytes], timeout_s: float,
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
                 progress: Progress | None) -> None:
-        job_id = request.job_id
         session = self._ensure_session()
         job_rel = f"{JOBS_DIR}/{job_id}"
         self._ensure_dir(job_rel)
-        for name, data in files.items():
+        for name, data in files:
             rel = f"{job_rel}/{check_relpath(name, 'job file')}"
             if "/" in name:
                 self._ensure_dir(rel.rpartition("/")[0])
             self._write(rel, data)
-        self._write(f"{job_rel}/{REQUEST_FILE}", dumps(request).encode("utf-8"))
         try:
             session.run(job_id, timeout_s=timeout_s, progress=progress)
         except DeviceError as e:
