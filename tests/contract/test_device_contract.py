@@ -13,13 +13,18 @@ from pathlib import Path
 import ncnn
 import numpy as np
 import pytest
-from refcases import REFERENCE, Case, load_case, read_bgr
+from refcases import (
+    REFERENCE,
+    Case,
+    capture_absmax,
+    capture_histograms,
+    load_case,
+    read_bgr,
+)
 
 from edgecal.device.base import Device
 from edgecal.device.capture import (
     absmax_request,
-    capture_absmax,
-    capture_histograms,
     eq_search_layer,
     run_outputs,
     write_shards,
