@@ -137,10 +137,11 @@ def agent_rss_kb(n: int) -> int:
     blobs = calibration_blobs(model)
     with tempfile.TemporaryDirectory() as tmp, LocalDevice() as device:
         shards = capture.write_shards(iter(source), [SPEC], Path(tmp))
-        absmax = capture.capture_absmax(device, model.param_path, model.bin_path, [SPEC], shards,
-                                        blobs)
-        capture.capture_histograms(device, model.param_path, model.bin_path, [SPEC], shards,
-                                   blobs, {b: float(v[0]) for b, v in absmax.items()})
+        inputs = (device, model.param_path, model.bin_path, [SPEC], shards, blobs)
+        job = device.run_job("absmax", capture.absmax_request(*inputs))
+        ranges = {b: float(v[0]) for b, v in capture.parse_absmax(device, job, blobs).items()}
+        job = device.run_job("histogram", capture.histogram_request(*inputs, ranges))
+        capture.parse_histograms(device, job, blobs)
         return device.run_job("hello", {}).ru_maxrss_kb
 
 

@@ -1,7 +1,9 @@
 """edgecal device agent: runs ncnn on the board and returns statistics, never raw activations.
 
 Depends only on the Python standard library, numpy and (lazily) ncnn, and runs on Python 3.9.
-It never imports ``edgecal``; ``edgecal`` imports :mod:`edgecal_agent.protocol` for the schema.
+It never imports ``edgecal``; ``edgecal`` imports its wire format from it: the messages
+(:mod:`edgecal_agent.messages`), ``.npz`` I/O (:mod:`edgecal_agent.npzio`) and the sample shards
+(:mod:`edgecal_agent.shards`).
 """
 
 __version__ = "0.2.4"

@@ -20,7 +20,7 @@ from edgecal_agent.errors import (
     ModelLoadError,
     NcnnUnavailable,
 )
-from edgecal_agent.protocol import InputDesc
+from edgecal_agent.messages import InputDesc
 
 _PIXEL_FROM_BGR = {
     "BGR": "PIXEL_BGR",

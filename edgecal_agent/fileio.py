@@ -1,4 +1,4 @@
-"""Atomic writes and hashing for the agent (stdlib only)."""
+"""Hashing for the agent, once per file state (stdlib only)."""
 
 from __future__ import annotations
 
@@ -6,72 +6,14 @@ import contextlib
 import hashlib
 import os
 import stat
-import tempfile
 from typing import IO
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a temp file beside ``path``, fsync, then ``os.replace``: all or nothing."""
-    target = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target) or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 #: sha256 of files hashed by this process, by identity and state.
 _HASHED: dict[str, str] = {}
 
 
-def file_state(path: str | os.PathLike[str]) -> str:
-    """A file's identity and state: any write, rename or utime changes its ctime."""
-    st = os.stat(path)
-    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
-
-
-def sha256_cached(path: str | os.PathLike[str]) -> str:
-    """``sha256_file``, hashed once per file state: remembered in this process and beside the
-    file (``.<name>.sha256``, for later agents: a model is hashed once, not at every start)."""
-    path = os.fspath(path)
-    state = file_state(path)
-    got = _HASHED.get(state)
-    if got is not None:
-        return got
-    head, name = os.path.split(path)
-    side = os.path.join(head, f".{name}.sha256")
-    with contextlib.suppress(OSError, ValueError):
-        with open(side, encoding="ascii") as fh:
-            recorded, _, digest = fh.read().strip().rpartition(" ")
-        if recorded == state and len(digest) == 64:
-            got = digest
-    if got is None:
-        got = sha256_file(path)
-        if file_state(path) == state:  # unchanged while hashing
-            with contextlib.suppress(OSError):
-                write_atomic(side, f"{state} {got}\n".encode("ascii"))
-    if len(_HASHED) > 4096:
-        _HASHED.clear()
-    _HASHED[state] = got
-    return got
-
-
 def fd_state(fh: IO[bytes]) -> str:
-    """:func:`file_state` of an open file."""
+    """An open file's identity and state: any write, rename or utime changes its ctime."""
     st = os.fstat(fh.fileno())
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
@@ -87,8 +29,10 @@ def sha256_fh(fh: IO[bytes]) -> str:
 
 
 def sha256_cached_at(dfd: int, name: str, fh: IO[bytes]) -> str:
-    """:func:`sha256_cached` of ``fh``, the open file ``name`` in folder ``dfd``: the side file
-    ``.<name>.sha256`` is read and written in that folder, never through a symlink."""
+    """sha256 of ``fh``, the open file ``name`` in folder ``dfd``, hashed once per file state:
+    remembered in this process and beside the file (``.<name>.sha256``, for later agents: a
+    model is hashed once, not at every start), read and written in that folder, never through
+    a symlink."""
     from edgecal_agent.workdir import O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK, write_atomic_at
 
     state = fd_state(fh)

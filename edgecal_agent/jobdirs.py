@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from edgecal_agent.errors import JobError
-from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE
+from edgecal_agent.messages import JOBS_DIR, REQUEST_FILE
 from edgecal_agent.workdir import (
     DIR_FLAGS,
     O_CLOEXEC,

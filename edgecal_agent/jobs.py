@@ -32,22 +32,17 @@ from edgecal_agent.errors import (
     NonFiniteActivation,
 )
 from edgecal_agent.fileio import fd_state, sha256_cached_at, sha256_fh
-from edgecal_agent.protocol import (
-    ARTIFACT_SCHEMA,
+from edgecal_agent.messages import (
     Artifact,
     CaptureParams,
     EqLayerParams,
     InputDesc,
-    NpzWriter,
     ProtocolViolation,
     Request,
-    ShardInfo,
     content_digest,
-    iter_shard,
-    load_npz,
-    names_array,
-    read_shard_info,
 )
+from edgecal_agent.npzio import ARTIFACT_SCHEMA, NpzWriter, load_npz, names_array
+from edgecal_agent.shards import ShardInfo, iter_shard, read_shard_info
 from edgecal_agent.workdir import (
     O_CLOEXEC,
     O_DIRECTORY,

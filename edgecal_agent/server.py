@@ -15,7 +15,7 @@ import edgecal_agent
 from edgecal_agent import jobdirs
 from edgecal_agent.errors import BadRequest, DeviceFileError, JobError, OutOfMemory
 from edgecal_agent.jobs import HANDLERS, JobContext
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     DONE_PREFIX,
     JOBS_DIR,
     MAX_JOB_LINE,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.boards.workdir import check_workdir_setting
+from edgecal.device.ssh.config import SshAddress
 from edgecal.errors import ConfigError, UsageError
 from edgecal_agent.workdir import DEFAULT_WORKDIR
 
@@ -82,19 +83,13 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class Board:
-    name: str
-    host: str
-    port: int | None = None
-    user: str | None = None
-    identity_file: str | None = None
-    known_hosts: str | None = None
+class Board(SshAddress):
+    """A board of a boards file (``source``), or one named by ``--device`` alone."""
+
     profile: str | None = None
     workdir: str = DEFAULT_WORKDIR
     workdir_root: str | None = None
     python: str = "python3"
-    connect_timeout_s: float = 10.0
-    command_timeout_s: float = 3600.0
     source: Path | None = None
 
     def load_profile(self) -> Profile | None:

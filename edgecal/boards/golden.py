@@ -55,7 +55,7 @@ from edgecal.errors import EdgecalError
 from edgecal.inputs.spec import InputSpec
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, int_value, render_param
-from edgecal_agent.protocol import RUNTIMES
+from edgecal_agent.messages import RUNTIMES
 
 SEED = 20261127
 N_SAMPLES = 4

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from edgecal.boards.config import Board, resolve_board
 from edgecal.device.base import Device
+from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.device import SshDevice
 from edgecal.device.ssh.link import SshTarget
 
 
 def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
-    return SshTarget(
-        name=board.name, host=board.host, port=board.port, user=board.user,
-        identity_file=board.identity_file, known_hosts=board.known_hosts,
-        connect_timeout_s=board.connect_timeout_s, command_timeout_s=board.command_timeout_s,
-        accept_new_host_key=accept_new_host_key,
-    )
+    """The board's address (what ``Board`` and ``SshTarget`` share) and the host-key policy."""
+    address = {f.name: getattr(board, f.name) for f in fields(SshAddress)}
+    return SshTarget(**address, accept_new_host_key=accept_new_host_key)
 
 
 def open_board(board: Board, *, threads: int | None = None,

@@ -22,7 +22,7 @@ from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
 from edgecal.fleet.prepare import Devices
 from edgecal.fleet.scheduler import RetryPolicy
-from edgecal_agent.protocol import RUNTIMES
+from edgecal_agent.messages import RUNTIMES
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

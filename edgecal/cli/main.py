@@ -26,7 +26,7 @@ from edgecal.files.outputs import Output, check_outputs, input_paths
 from edgecal.fleet.prepare import Devices, usable_cores
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import input_specs
-from edgecal_agent.protocol import RUNTIMES
+from edgecal_agent.messages import RUNTIMES
 
 log = logging.getLogger("edgecal")
 

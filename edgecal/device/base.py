@@ -8,11 +8,14 @@ Everything the host writes lives under the device's work directory.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
+
+from edgecal.device.jobs import build_request
+from edgecal.errors import ProtocolError
+from edgecal_agent.messages import REQUEST_FILE, RESPONSE_FILE, dumps
 
 Progress = Callable[[int, int], None]
 _D = TypeVar("_D", bound="Device")
@@ -52,7 +55,6 @@ class Device(ABC):
         """Store ``local`` in the work directory by its sha256; skip the upload when an
         identical copy is there.  Returns the workdir-relative path to name in requests."""
 
-    @abstractmethod
     def run_job(
         self,
         op: str,
@@ -69,6 +71,25 @@ class Device(ABC):
         on the agent, ``DeviceError`` on timeout or a dead agent (``TransportError``: the link
         to the board), ``ProtocolError`` on a malformed reply.  A job that ended in a
         ``DeviceError`` leaves its directory for :meth:`collect_job`."""
+        request = build_request(self.name, op, params, job_id)
+        job_files = [*(files or {}).items(), (REQUEST_FILE, dumps(request).encode("utf-8"))]
+        self._submit(request.job_id, job_files, timeout_s, progress)
+        result = self.collect_job(request.job_id)
+        if result is None:
+            raise ProtocolError(
+                f"{self.name}: the agent reported job {request.job_id} done but wrote no "
+                f"{RESPONSE_FILE}", hint=self._no_response_hint())
+        return result
+
+    @abstractmethod
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
+                progress: Progress | None) -> None:
+        """Write ``files`` (job-relative names; the request last) into the job's directory in
+        order and have the agent run the job (for :meth:`run_job`); raises like it."""
+
+    def _no_response_hint(self) -> str:
+        """The hint of the error for a job the agent called done without a response."""
+        return "the agent's stderr may tell why"
 
     @abstractmethod
     def collect_job(self, job_id: str) -> JobResult | None:
@@ -101,10 +122,5 @@ class Device(ABC):
     def __enter__(self: _D) -> _D:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

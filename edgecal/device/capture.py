@@ -18,13 +18,9 @@ from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
 from edgecal.inputs.spec import InputSpec
-from edgecal_agent.protocol import (
-    InputDesc,
-    ProtocolViolation,
-    load_npz,
-    npz_bytes,
-    write_shard,
-)
+from edgecal_agent.messages import InputDesc, ProtocolViolation
+from edgecal_agent.npzio import load_npz, npz_bytes
+from edgecal_agent.shards import write_shard
 
 
 @dataclass(frozen=True)
@@ -131,26 +127,6 @@ def parse_absmax(device: Device, job: JobResult, blobs: Sequence[str]
     return {n: (absmax[i], int(per_sample[i])) for i, n in enumerate(names)}
 
 
-def capture_absmax(
-    device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
-    blobs: Sequence[str],
-    *,
-    runtime: str = "calibration",
-    threads: int = 1,
-    progress: Progress | None = None,
-    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
-) -> dict[str, tuple[np.float32, int]]:
-    """Pass 1: per blob ``(absmax, elements_per_sample)`` over every sample of the shards."""
-    params = absmax_request(device, param, bin, specs, shards, blobs, runtime=runtime,
-                            threads=threads)
-    job = device.run_job("absmax", params, timeout_s=timeout_s, progress=progress)
-    return parse_absmax(device, job, blobs)
-
-
 def histogram_request(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
                       shards: Sequence[Path], blobs: Sequence[str], absmax: Mapping[str, float],
                       *, runtime: str = "calibration", threads: int = 1) -> dict[str, Any]:
@@ -170,27 +146,6 @@ def parse_histograms(device: Device, job: JobResult, blobs: Sequence[str]
         raise ProtocolError(f"{device.name}: histogram counts are {counts.dtype} "
                             f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})")
     return {n: counts[i].copy() for i, n in enumerate(names)}
-
-
-def capture_histograms(
-    device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
-    blobs: Sequence[str],
-    absmax: Mapping[str, float],
-    *,
-    runtime: str = "calibration",
-    threads: int = 1,
-    progress: Progress | None = None,
-    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
-) -> dict[str, np.ndarray]:
-    """Pass 2: per blob the uint64 ``[2048]`` histogram of ``|x|`` over ``[0, absmax]``."""
-    params = histogram_request(device, param, bin, specs, shards, blobs, absmax,
-                               runtime=runtime, threads=threads)
-    job = device.run_job("histogram", params, timeout_s=timeout_s, progress=progress)
-    return parse_histograms(device, job, blobs)
 
 
 def run_outputs(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgecal.errors import AgentError, ProtocolError
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     MAX_REQUEST_BYTES,
     PARAM_TYPES,
     ProtocolMismatch,

@@ -8,26 +8,19 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
-from edgecal.device.jobs import build_request, parse_response, raise_for_error
+from edgecal.device.base import Device, JobResult, Progress
+from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import DeviceError, ProtocolError
-from edgecal.files.atomic import write_bytes_atomic, write_text_atomic
+from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.protocol import (
-    FILES_DIR,
-    JOBS_DIR,
-    REQUEST_FILE,
-    RESPONSE_FILE,
-    check_relpath,
-    dumps,
-)
+from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
 
 log = logging.getLogger(__name__)
 
@@ -142,32 +135,13 @@ class LocalDevice(Device):
     def bytes_pushed(self) -> int:
         return self._bytes_pushed
 
-    def run_job(
-        self,
-        op: str,
-        params: Mapping[str, Any],
-        *,
-        timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
-        progress: Progress | None = None,
-        files: Mapping[str, bytes] | None = None,
-        job_id: str | None = None,
-    ) -> JobResult:
-        request = build_request(self.name, op, params, job_id)
-        job_id = request.job_id
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
+                progress: Progress | None) -> None:
         job_dir = self.workdir / JOBS_DIR / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in (files or {}).items():
+        for name, data in files:
             write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
-        write_text_atomic(job_dir / REQUEST_FILE, dumps(request))
-
-        session = self._ensure_session()
-        session.run(job_id, timeout_s=timeout_s, progress=progress)
-        result = self.collect_job(job_id)
-        if result is None:
-            raise ProtocolError(
-                f"{self.name}: the agent reported job {job_id} done but wrote no "
-                f"{RESPONSE_FILE}", hint="the agent's stderr may tell why")
-        return result
+        self._ensure_session().run(job_id, timeout_s=timeout_s, progress=progress)
 
     def collect_job(self, job_id: str) -> JobResult | None:
         job_dir = self.workdir / JOBS_DIR / check_relpath(job_id, "job id")

@@ -25,7 +25,7 @@ from typing import IO, Protocol
 from edgecal.device.base import Progress
 from edgecal.errors import AgentCrash, DeviceError, ProtocolError
 from edgecal_agent import PROTOCOL_VERSION
-from edgecal_agent.protocol import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
+from edgecal_agent.messages import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -103,13 +103,12 @@ def _check_one(out: Output) -> None:
     if out.new_folder:
         check_folder(out.role, folder)
         return
-    fst = _stat(folder)
-    if fst is None or not stat.S_ISDIR(fst.st_mode):
-        raise UsageError(f"cannot write {out.role} {path}: its folder {folder} does not exist",
-                         hint=f"create {folder} first, or choose another {out.role}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {out.role} {path}: its folder {folder} is not writable",
-                         hint=f"choose a writable folder for {out.role}")
+    _writable_folder(
+        folder,
+        UsageError(f"cannot write {out.role} {path}: its folder {folder} does not exist",
+                   hint=f"create {folder} first, or choose another {out.role}"),
+        UsageError(f"cannot write {out.role} {path}: its folder {folder} is not writable",
+                   hint=f"choose a writable folder for {out.role}"))
 
 
 def check_folder(role: str, path: PathLike) -> None:
@@ -126,13 +125,21 @@ def check_folder(role: str, path: PathLike) -> None:
         if parent == probe:
             break
         probe = parent
-    pst = _stat(probe)
-    if pst is None or not stat.S_ISDIR(pst.st_mode):
-        raise UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
-                         hint=f"choose another {role}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{role} {path}: {probe} is not writable",
-                         hint=f"choose a writable place for {role}")
+    _writable_folder(probe,
+                     UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
+                                hint=f"choose another {role}"),
+                     UsageError(f"{role} {path}: {probe} is not writable",
+                                hint=f"choose a writable place for {role}"))
+
+
+def _writable_folder(folder: str, not_a_folder: UsageError, not_writable: UsageError) -> None:
+    """Raise ``not_a_folder`` unless ``folder`` is an existing folder, ``not_writable`` unless
+    this user may make files in it."""
+    st = _stat(folder)
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise not_a_folder
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise not_writable
 
 
 def folder_outputs(role: str, folder: PathLike, names: Iterable[str]) -> list[Output]:

@@ -1,8 +1,8 @@
 """How one model input is fed: the host-side name for the agent protocol's input description,
 and the typed descriptions a caller gives (:class:`ImageInput`, :class:`TensorInput`).
 
-The protocol (``edgecal_agent.protocol``) is the single source of truth for message shapes, so
-the host uses its ``InputDesc`` directly:
+The agent's messages (``edgecal_agent.messages``) are the single source of truth for message
+shapes, so the host uses its ``InputDesc`` directly:
 
 ``kind="image"``: samples are uint8 ``(rows, cols, 3)`` BGR arrays (what ``cv::imread`` gives);
 the agent applies ``Mat.from_pixels_resize(bgr, PIXEL_BGR[2X], cols, rows, w, h)`` with
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgecal.errors import UsageError
-from edgecal_agent.protocol import PIXEL_TYPES
-from edgecal_agent.protocol import InputDesc as InputSpec
+from edgecal_agent.messages import PIXEL_TYPES
+from edgecal_agent.messages import InputDesc as InputSpec
 
 __all__ = ["PIXEL_TYPES", "ImageInput", "InputSpec", "TensorInput", "input_specs"]
 

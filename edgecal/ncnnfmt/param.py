@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -232,19 +233,27 @@ def _fail(source: str, lineno: int, msg: str) -> ModelFormatError:
     return ModelFormatError(f"{source}:{lineno}: {msg}")
 
 
+def _two_counts(texts: Sequence[str], source: str, lineno: int, bad: str, negative: str
+                ) -> tuple[int, int]:
+    """Two non-negative integers (a layer's bottom/top counts, the file's layer/blob counts);
+    ``bad`` and ``negative`` are the errors' messages."""
+    try:
+        first, second = (int(t) for t in texts)
+    except ValueError:
+        raise _fail(source, lineno, bad) from None
+    if first < 0 or second < 0:
+        raise _fail(source, lineno, negative)
+    return first, second
+
+
 def _parse_layer(line: str, source: str, lineno: int) -> Layer:
     tokens = line.split()
     if len(tokens) < 4:
         raise _fail(source, lineno, f"truncated layer line (need type, name and counts): {line!r}")
     ltype, name = tokens[0], tokens[1]
-    try:
-        nb, nt = int(tokens[2]), int(tokens[3])
-    except ValueError:
-        raise _fail(
-            source, lineno, f"layer {name!r}: bad bottom/top counts {tokens[2:4]}"
-        ) from None
-    if nb < 0 or nt < 0:
-        raise _fail(source, lineno, f"layer {name!r}: negative bottom/top count")
+    nb, nt = _two_counts(tokens[2:4], source, lineno,
+                         f"layer {name!r}: bad bottom/top counts {tokens[2:4]}",
+                         f"layer {name!r}: negative bottom/top count")
     rest = tokens[4:]
     if len(rest) < nb + nt:
         raise _fail(
@@ -305,15 +314,10 @@ def parse_param(text: str, source: str = "<param>") -> ParamFile:
     lineno, counts = next_content()
     if lineno < 0:
         raise _fail(source, 1, "truncated: no layer/blob count line")
-    parts = counts.split()
-    try:
-        layer_count, blob_count = (int(p) for p in parts)
-    except ValueError:
-        raise _fail(
-            source, lineno, f"bad counts line {counts.strip()!r}, expected '<layers> <blobs>'"
-        ) from None
-    if layer_count < 0 or blob_count < 0:
-        raise _fail(source, lineno, f"negative counts {counts.strip()!r}")
+    layer_count, blob_count = _two_counts(
+        counts.split(), source, lineno,
+        f"bad counts line {counts.strip()!r}, expected '<layers> <blobs>'",
+        f"negative counts {counts.strip()!r}")
     header_text = "".join(lines[:idx])
 
     layers: list[Layer] = []

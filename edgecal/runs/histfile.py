@@ -19,7 +19,7 @@ import numpy as np
 from edgecal.calib.histogram import NUM_BINS, BlobHistogram
 from edgecal.errors import HistogramFileError
 from edgecal.files.atomic import write_bytes_atomic
-from edgecal_agent.protocol import NpzArchive, load_npz
+from edgecal_agent.npzio import NpzArchive, load_npz
 
 HISTOGRAM_SCHEMA = 1
 _KEYS = ("schema", "layers", "blobs", "absmax", "elements_per_sample", "counts", "meta")

@@ -32,7 +32,7 @@ from edgecal import __version__
 from edgecal.errors import InputFileError
 from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import file_sha256
-from edgecal_agent.protocol import PROTOCOL_VERSION
+from edgecal_agent import PROTOCOL_VERSION
 
 RUN_SCHEMA = 1
 RUN_JSON = "run.json"

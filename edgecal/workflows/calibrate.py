@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
 from edgecal.runs.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.runs.histfile import HistogramSet
-from edgecal_agent.protocol import EQ_MAX_SAMPLES, InputDesc
+from edgecal_agent.messages import EQ_MAX_SAMPLES, InputDesc
 
 # progress(description, total) -> per-step callback(done, total)
 ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
@@ -85,7 +85,7 @@ class ShardUnit:
 
 def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
     """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
-    from edgecal_agent.protocol import write_shard
+    from edgecal_agent.shards import write_shard
 
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -176,12 +176,17 @@ def measure(
             run.write(Part(u.pass_name, u.index, u.count, sh.digest, board, job_id,
                            list(answer), answer))
 
+        def run_pass(label: str, units: Iterator[ShardUnit], start: Callable[..., Any],
+                     collect: Callable[..., Any], done: Collection[int]) -> None:
+            """One pass over the shards not ``done`` (a resumed run) on the fleet."""
+            already = sum(plan[i].count for i in done)
+            tick = progress(label, n)
+            tick(already, n)
+            fleet.run(units, _job(start, collect), record, n,
+                      lambda k, total: tick(already + k, n))
+
         t0 = time.perf_counter()
-        already = sum(plan[i].count for i in done1)
-        tick1 = progress("count the absmax", n)
-        tick1(already, n)
-        fleet.run(units1(), _job(start1, collect1), record, n,
-                  lambda k, total: tick1(already + k, n))
+        run_pass("count the absmax", units1(), start1, collect1, done1)
         timings["absmax"] = time.perf_counter() - t0
         parts1 = run.parts("absmax")
         check_accounting(run.manifest, parts1, "absmax", blobs, str(run.run.path))
@@ -220,11 +225,7 @@ def measure(
                 return None if job is None else capture.parse_histograms(dev, job, live)
 
             t0 = time.perf_counter()
-            already = sum(plan[i].count for i in done2)
-            tick2 = progress("build histogram", n)
-            tick2(already, n)
-            fleet.run(units2(), _job(start2, collect2), record, n,
-                      lambda k, total: tick2(already + k, n))
+            run_pass("build histogram", units2(), start2, collect2, done2)
             parts2 = run.parts("histogram")
             check_accounting(run.manifest, parts2, "histogram", live, str(run.run.path))
             for b in live:

@@ -24,7 +24,7 @@ MAX_PROBES = 24
 _CHILD = """
 import sys
 from edgecal_agent.backend import NcnnModel
-from edgecal_agent.protocol import iter_shard, read_shard_info
+from edgecal_agent.shards import iter_shard, read_shard_info
 param, bin_, shard, blob = sys.argv[1:5]
 info = read_shard_info(shard)
 sample = next(iter_shard(shard, info))

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from edgecal.device.base import Device, Progress
+from edgecal.device.capture import (
+    absmax_request,
+    histogram_request,
+    parse_absmax,
+    parse_histograms,
+)
 from edgecal.inputs.spec import InputSpec
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -61,3 +69,20 @@ def load_case(name: str) -> Case:
         raise ValueError(name)
     return Case(name, folder / "model.param", folder / "model.bin", specs, samples, layers,
                 blobs)
+
+
+# -- the two capture passes, one job each, composed as the calibration pipeline composes them --
+def capture_absmax(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
+                   shards: Sequence[Path], blobs: Sequence[str], *,
+                   progress: Progress | None = None) -> dict[str, tuple[np.float32, int]]:
+    """Pass 1: per blob ``(absmax, elements_per_sample)`` over every sample of the shards."""
+    params = absmax_request(device, param, bin, specs, shards, blobs)
+    return parse_absmax(device, device.run_job("absmax", params, progress=progress), blobs)
+
+
+def capture_histograms(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
+                       shards: Sequence[Path], blobs: Sequence[str],
+                       absmax: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Pass 2: per blob the uint64 ``[2048]`` histogram of ``|x|`` over ``[0, absmax]``."""
+    params = histogram_request(device, param, bin, specs, shards, blobs, absmax)
+    return parse_histograms(device, device.run_job("histogram", params), blobs)

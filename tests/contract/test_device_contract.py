@@ -13,13 +13,18 @@ from pathlib import Path
 import ncnn
 import numpy as np
 import pytest
-from refcases import REFERENCE, Case, load_case, read_bgr
+from refcases import (
+    REFERENCE,
+    Case,
+    capture_absmax,
+    capture_histograms,
+    load_case,
+    read_bgr,
+)
 
 from edgecal.device.base import Device
 from edgecal.device.capture import (
     absmax_request,
-    capture_absmax,
-    capture_histograms,
     eq_search_layer,
     run_outputs,
     write_shards,
@@ -382,7 +387,7 @@ def test_collect_job_finds_an_answer_written_while_the_host_was_away(device: Dev
     """An agent that finished a job whose answer never reached the host (a cut link): the
     response it wrote atomically is collected later, under the same job id."""
     from edgecal.device.jobs import build_request
-    from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, dumps
+    from edgecal_agent.messages import JOBS_DIR, REQUEST_FILE, dumps
     from edgecal_agent.server import run_job as agent_run_job
 
     job_id = f"collect-{device.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -424,7 +429,7 @@ def test_a_vanished_artifact_is_a_device_error_naming_board_and_job(
     folder: a ``ProtocolError`` naming the board and the job, never ``FileNotFoundError``, and
     never a file read through a symlink."""
     from edgecal.errors import ProtocolError
-    from edgecal_agent.protocol import JOBS_DIR, RESPONSE_FILE, Artifact, Response, dumps
+    from edgecal_agent.messages import JOBS_DIR, RESPONSE_FILE, Artifact, Response, dumps
 
     job_id = f"vanish-{how}-{os.getpid()}-{time.monotonic_ns()}"
     workdir = Path(str(device.workdir))  # type: ignore[attr-defined]
@@ -452,7 +457,7 @@ def test_a_planted_temp_name_is_never_written_through_by_a_push(
     temp name it uses points outside and is never written through."""
     import hashlib
 
-    from edgecal_agent.protocol import FILES_DIR
+    from edgecal_agent.messages import FILES_DIR
 
     src = tmp_path / f"model-{time.monotonic_ns()}.bin"
     src.write_bytes(os.urandom(4096))

@@ -400,9 +400,9 @@ def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path
         param, binf = src / "m;$(id) 'x'\n.param", src / "m b\"..\".bin"
         shutil.copy(REF / "model.param", param)
         shutil.copy(REF / "model.bin", binf)
-        from edgecal.device.capture import capture_absmax, write_shards
+        from edgecal.device.capture import write_shards
         from edgecal.inputs.spec import InputSpec
-        from tests.contract.refcases import load_case
+        from tests.contract.refcases import capture_absmax, load_case
 
         case = load_case("digits")
         spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,),

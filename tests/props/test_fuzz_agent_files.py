@@ -27,8 +27,15 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edgecal_agent import PROTOCOL_VERSION, jobdirs, protocol, server
-from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, InputDesc, write_shard
+from edgecal_agent import PROTOCOL_VERSION, jobdirs, server
+from edgecal_agent.messages import (
+    JOBS_DIR,
+    MAX_JOB_LINE,
+    MAX_REQUEST_BYTES,
+    REQUEST_FILE,
+    InputDesc,
+)
+from edgecal_agent.shards import write_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
@@ -36,8 +43,6 @@ PARAM = (DIGITS / "int8_kl.param").read_bytes()
 BIN = (DIGITS / "int8_kl.bin").read_bytes()
 INPUT = InputDesc("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
 OLD_S = 2 * 3600.0
-MAX_REQUEST_BYTES: int = getattr(protocol, "MAX_REQUEST_BYTES", 16 << 20)
-MAX_JOB_LINE: int = getattr(protocol, "MAX_JOB_LINE", 1024)
 #: The kinds the agent answers with (its JobError classes and the protocol mismatch).
 AGENT_KINDS = {"BadRequest", "InputCorrupt", "ModelLoadError", "BlobNotFound", "InputError",
                "ExtractError", "NcnnUnavailable", "ArtifactMissing", "DeviceFileError",

@@ -48,7 +48,7 @@ from edgecal.ncnnfmt.param import parse_param
 from edgecal.runs.histfile import HistogramSet, histograms_to_bytes, load_histograms
 from edgecal.runs.rundir import RUN_JSON, RunDir
 from edgecal_agent.errors import JobError
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     Artifact,
     CaptureParams,
     EqLayerParams,
@@ -59,11 +59,9 @@ from edgecal_agent.protocol import (
     Request,
     Response,
     SleepParams,
-    iter_shard,
-    load_npz,
-    read_shard_info,
-    write_shard,
 )
+from edgecal_agent.npzio import load_npz
+from edgecal_agent.shards import iter_shard, read_shard_info, write_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "data" / "reference"

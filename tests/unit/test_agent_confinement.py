@@ -26,12 +26,17 @@ import pytest
 from edgecal.boards.config import load_boards
 from edgecal.device import jobs as host_jobs
 from edgecal.errors import ConfigError
-from edgecal_agent import PROTOCOL_VERSION, jobdirs, protocol, server
-from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, InputDesc, NpzWriter, write_shard
+from edgecal_agent import PROTOCOL_VERSION, jobdirs, server
+from edgecal_agent.messages import (
+    JOBS_DIR,
+    MAX_JOB_LINE,
+    MAX_REQUEST_BYTES,
+    REQUEST_FILE,
+    InputDesc,
+)
+from edgecal_agent.npzio import NpzWriter
+from edgecal_agent.shards import write_shard
 
-# (looked up so that this file also runs against 9c5bc55, where each test below fails)
-MAX_REQUEST_BYTES: int = getattr(protocol, "MAX_REQUEST_BYTES", 16 << 20)
-MAX_JOB_LINE: int = getattr(protocol, "MAX_JOB_LINE", 1024)
 TRASH_PREFIX: str = getattr(jobdirs, "TRASH_PREFIX", ".trash-")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,7 +300,7 @@ def test_the_boards_file_takes_a_workdir_root(tmp_path: Path) -> None:
 # -- artifacts -----------------------------------------------------------------------------------
 def test_a_vanished_artifact_is_the_agents_own_error(tmp_path: Path) -> None:
     from edgecal_agent.jobs import JobContext
-    from edgecal_agent.protocol import Request, SleepParams
+    from edgecal_agent.messages import Request, SleepParams
     from edgecal_agent.workdir import Workdir
 
     job = tmp_path / JOBS_DIR / "j1"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from edgecal_agent import jobdirs
-from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE
+from edgecal_agent.messages import JOBS_DIR, REQUEST_FILE
 from edgecal_agent.server import serve
 
 HOUR = 3600.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,30 +15,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import edgecal_agent
 from edgecal.device.jobs import parse_response
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name, build_agent_zipapp
 from edgecal.errors import ProtocolError
 from edgecal_agent import PROTOCOL_VERSION, fileio, server
 from edgecal_agent.jobs import cpu_features
-from edgecal_agent.protocol import (
+from edgecal_agent.messages import (
     Artifact,
     CaptureParams,
     ErrorInfo,
     InputDesc,
     ModelFiles,
-    NpzWriter,
     ProtocolMismatch,
     ProtocolViolation,
     Request,
     Response,
     SleepParams,
     check_relpath,
-    iter_shard,
-    load_npz,
-    names_array,
-    read_shard_info,
-    write_shard,
 )
+from edgecal_agent.npzio import NpzWriter, load_npz, names_array
+from edgecal_agent.shards import iter_shard, read_shard_info, write_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -260,14 +256,6 @@ def test_response_is_written_atomically_and_last(tmp_path: Path,
     assert response.ru_maxrss_kb > 0
 
 
-def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
-    target = tmp_path / "f"
-    target.write_bytes(b"old")
-    fileio.write_atomic(target, b"new content")
-    assert target.read_bytes() == b"new content"
-    assert os.listdir(tmp_path) == ["f"]
-
-
 # -- hello facts, packaging, layering --------------------------------------------------------------
 def test_cpu_features_from_arm_and_x86_cpuinfo() -> None:
     arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp i8mm fphp\n"
@@ -283,7 +271,9 @@ def test_zipapp_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
     path = build_agent_zipapp(tmp_path)
     assert path.name == agent_zipapp_name(data) and path.read_bytes() == data
     names = zipfile.ZipFile(path).namelist()
-    assert "__main__.py" in names and "edgecal_agent/protocol.py" in names
+    modules = {f"edgecal_agent/{p.name}" for p in Path(edgecal_agent.__file__).parent.glob("*.py")}
+    assert "__main__.py" in names and {"edgecal_agent/messages.py", "edgecal_agent/npzio.py",
+                                       "edgecal_agent/shards.py"} <= modules <= set(names)
     assert not any("__pycache__" in n or "edgecal/" in n for n in names)
 
 

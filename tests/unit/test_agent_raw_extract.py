@@ -11,7 +11,7 @@ import pytest
 
 from edgecal_agent import stats
 from edgecal_agent.backend import NcnnModel, raw_visited
-from edgecal_agent.protocol import InputDesc
+from edgecal_agent.messages import InputDesc
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 

@@ -12,7 +12,7 @@ import pytest
 from edgecal.device.ssh.link import SshLink, SshTarget
 from edgecal.errors import TransportError
 from edgecal_agent import jobs
-from edgecal_agent.protocol import JOBS_DIR, REQUEST_FILE, Request
+from edgecal_agent.messages import JOBS_DIR, REQUEST_FILE, Request
 from edgecal_agent.server import run_job
 
 

@@ -31,7 +31,7 @@ from edgecal.errors import (
     TransportError,
 )
 from edgecal.fleet.scheduler import JOB_ERRORS, Fleet, FleetExhausted, Job, RetryPolicy
-from edgecal_agent.protocol import ErrorInfo, Response
+from edgecal_agent.messages import ErrorInfo, Response
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,10 @@ class FakeBoard(Device):
             raise TransportError(f"{self.name}: connection reset by peer reading the answer "
                                  f"of job {job_id}")
         return result
+
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
+                progress: Progress | None) -> None:
+        raise AssertionError("not used: run_job above is the fake")
 
     def collect_job(self, job_id: str) -> JobResult | None:
         self.log.append(("collect", job_id))

@@ -120,7 +120,7 @@ def test_check_same_network() -> None:
 
 
 def test_run_params_timed_is_optional_on_the_wire() -> None:
-    from edgecal_agent.protocol import CaptureParams
+    from edgecal_agent.messages import CaptureParams
 
     d = {"model": {"param": "a.param", "bin": "a.bin"}, "inputs": [{"blob": "in0"}],
          "shards": ["s.npz"], "blobs": ["out0"]}

@@ -13,11 +13,29 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgecal.device.ssh.pattern import match_pattern, match_pattern_list
 
 USER_SSH_CONFIG = "~/.ssh/config"
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
+
+
+@dataclass(frozen=True)
+class SshAddress:
+    """Where a board is and how long to wait for it, as a boards file or ``--device`` says.
+    ``host`` may be an ``~/.ssh/config`` alias."""
+
+    name: str
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 3600.0
+
+
 _HOST_LINE = re.compile(r"^\s*host(?:\s*=\s*|\s+)(?P<patterns>.+?)\s*$", re.IGNORECASE)
 
 

@@ -31,14 +31,14 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import paramiko
 
-from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
-from edgecal.device.jobs import build_request, parse_response, raise_for_error
+from edgecal.device.base import Device, JobResult, Progress
+from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
 from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
 from edgecal.device.session import AgentSession
@@ -47,14 +47,7 @@ from edgecal.device.ssh.link import SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
-from edgecal_agent.protocol import (
-    FILES_DIR,
-    JOBS_DIR,
-    REQUEST_FILE,
-    RESPONSE_FILE,
-    check_relpath,
-    dumps,
-)
+from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
 from edgecal_agent.workdir import DEFAULT_WORKDIR
 
 log = logging.getLogger(__name__)
@@ -531,39 +524,25 @@ class SshDevice(Device):
                 self.link.sftp_op("removing a job") as sftp:
             rmtree(self.remote(job_rel), sftp)
 
-    def run_job(
-        self,
-        op: str,
-        params: Mapping[str, Any],
-        *,
-        timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
-        progress: Progress | None = None,
-        files: Mapping[str, bytes] | None = None,
-        job_id: str | None = None,
-    ) -> JobResult:
-        request = build_request(self.name, op, params, job_id)
-        job_id = request.job_id
+    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
+                progress: Progress | None) -> None:
         session = self._ensure_session()
         job_rel = f"{JOBS_DIR}/{job_id}"
         self._ensure_dir(job_rel)
-        for name, data in (files or {}).items():
+        for name, data in files:
             rel = f"{job_rel}/{check_relpath(name, 'job file')}"
             if "/" in name:
                 self._ensure_dir(rel.rpartition("/")[0])
             self._write(rel, data)
-        self._write(f"{job_rel}/{REQUEST_FILE}", dumps(request).encode("utf-8"))
         try:
             session.run(job_id, timeout_s=timeout_s, progress=progress)
         except DeviceError as e:
             if not self.link.is_active():
                 self._lost(e, f"job {job_id}")
             raise
-        result = self.collect_job(job_id)
-        if result is None:
-            raise ProtocolError(
-                f"{self.name}: the agent reported job {job_id} done but wrote no "
-                f"{RESPONSE_FILE}", hint=f"run `edgecal board check {self.name}`")
-        return result
+
+    def _no_response_hint(self) -> str:
+        return f"run `edgecal board check {self.name}`"
 
     def collect_job(self, job_id: str) -> JobResult | None:
         job_rel = f"{JOBS_DIR}/{check_relpath(job_id, 'job id')}"

@@ -39,6 +39,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
+from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.knownhosts import (
     KnownHostLine,
     Verdict,
@@ -61,17 +62,9 @@ KEEPALIVE_S = 5.0
 
 
 @dataclass(frozen=True)
-class SshTarget:
-    """Where and how to connect.  ``host`` may be an ``~/.ssh/config`` alias."""
+class SshTarget(SshAddress):
+    """Where and how to connect."""
 
-    name: str
-    host: str
-    port: int | None = None
-    user: str | None = None
-    identity_file: str | None = None
-    known_hosts: str | None = None
-    connect_timeout_s: float = 10.0
-    command_timeout_s: float = 3600.0
     accept_new_host_key: bool = False
     #: an ssh_config file to read instead of ``/etc/ssh/ssh_config`` + ``~/.ssh/config``
     ssh_config: str | None = None
