@@ -70,6 +70,9 @@ def test_wheel_installs_only_our_names(wheel: Path) -> None:
     assert top == {"edgecal", "edgecal_agent"}
     assert any(n.startswith("edgecal/boards/profiles/") and n.endswith(".toml") for n in names)
     assert "edgecal/py.typed" in names
+    templates = Path(ROOT, "edgecal", "report", "templates")  # the report page's
+    shipped = {p.relative_to(ROOT).as_posix() for p in templates.rglob("*") if p.is_file()}
+    assert len(shipped) >= 3 and shipped <= set(names)
 
 
 def test_installed_package_is_not_the_checkout(installed: Path, tmp_path: Path) -> None:
