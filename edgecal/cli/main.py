@@ -246,13 +246,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two tables (per-layer scale differences) or two histogram files (.npz)."""
+    from edgecal.cli.render import render_histogram_diff, render_table_diff
     from edgecal.runs.histfile import load_histograms
-    from edgecal.workflows.compare import (
-        compare_histograms,
-        compare_tables,
-        render_histogram_diff,
-        render_table_diff,
-    )
+    from edgecal.workflows.compare import compare_histograms, compare_tables
 
     a, b = Path(args.a), Path(args.b)
     rows: list[Any]
