@@ -113,6 +113,18 @@ def test_installed_wheel_calibrates_on_a_board(installed: Path, boards_file: Pat
     assert report["ok"], report
 
 
+def test_installed_wheel_writes_a_report(installed: Path, tmp_path: Path) -> None:
+    """The report page's templates come from the package (package data), not the checkout."""
+    from tests.unit.test_report import make_run
+
+    run = make_run(tmp_path / "run")
+    r = run_installed(installed, tmp_path, "report", str(run.path))
+    assert r.returncode == 0, r.stderr
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert page.count("<section id=") == 7 and page.count("data:image/png;base64,") == 6
+    assert "&lt;script&gt;" in page and "<script" not in page
+
+
 def test_user_profiles_from_edgecal_profiles(installed: Path, tmp_path: Path) -> None:
     """``EDGECAL_PROFILES`` points at a user's own profiles instead of the shipped ones."""
     mine = tmp_path / "profiles"
