@@ -43,16 +43,8 @@ from edgecal.report.html import (
     load_report_data,
     sensitivity_plot,
 )
-from edgecal.runs.rundir import (
-    HISTOGRAMS,
-    REPORT,
-    RUN_JSON,
-    SENSITIVITY,
-    THRESHOLDS,
-    TUNE,
-    VALIDATION,
-    RunDir,
-)
+from edgecal.runs import rundir
+from edgecal.runs.rundir import RunDir
 from edgecal.workflows.scoring import Score
 from edgecal.workflows.sensitivity import Sensitivity
 
@@ -137,8 +129,9 @@ def kv_table(items: Sequence[tuple[str, Any]]) -> Table:
     return Table((), [(Cell(k), value_text(v)) for k, v in items])
 
 
-def _missing(name: str, what: str) -> dict[str, str]:
-    return {"missing": name, "what": what}
+def _missing(name: str, what: str = "") -> dict[str, str]:
+    """A run file the section needs and the run does not have (``what``: what it holds)."""
+    return {"missing": name, "what": what or REPORT_FILES[name]}
 
 
 # ============================================================================ sections
@@ -155,7 +148,7 @@ _SCORE_HEAD = ("", "agreement", "accuracy", "drop (points)", "cosine mean", "cos
 
 def summary_view(v: Validation | None) -> dict[str, Any]:
     if v is None:
-        return _missing(VALIDATION, REPORT_FILES[VALIDATION])
+        return _missing(rundir.VALIDATION)
     if not v.results:
         return {"empty": "validation.json has no board results."}
     c = v.consistency
@@ -208,8 +201,8 @@ def layers_view(thresholds: dict[str, LayerThresholds] | None,
                 hists: Sequence[LayerHistogram] | None) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if thresholds is None:
-        view["no_thresholds"] = _missing(THRESHOLDS,
-                                         REPORT_FILES[THRESHOLDS] + "; plots without lines")
+        view["no_thresholds"] = _missing(
+            rundir.THRESHOLDS, REPORT_FILES[rundir.THRESHOLDS] + "; plots without lines")
     else:
         view["thresholds"] = Table(
             ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
@@ -218,7 +211,7 @@ def layers_view(thresholds: dict[str, LayerThresholds] | None,
               if t.chosen_method != "fp32" else "kept in fp32")
              for t in thresholds.values()])
     if hists is None:
-        view["no_histograms"] = _missing(HISTOGRAMS, REPORT_FILES[HISTOGRAMS])
+        view["no_histograms"] = _missing(rundir.HISTOGRAMS)
         return view
     figs = []
     for h in hists:
@@ -235,7 +228,7 @@ def layers_view(thresholds: dict[str, LayerThresholds] | None,
 
 def cosine_view(v: Validation | None) -> dict[str, Any]:
     if v is None:
-        return _missing(VALIDATION, REPORT_FILES[VALIDATION])
+        return _missing(rundir.VALIDATION)
     results = [r for r in v.results if r.layers]
     if not results:
         return {"empty": "validation.json has no per-layer figures."}
@@ -265,7 +258,7 @@ def cosine_view(v: Validation | None) -> dict[str, Any]:
 
 def sensitivity_view(s: Sensitivity | None) -> dict[str, Any]:
     if s is None:
-        return _missing(SENSITIVITY, REPORT_FILES[SENSITIVITY])
+        return _missing(rundir.SENSITIVITY)
     view: dict[str, Any] = {
         "intro": f"Board {s.board}, metric {s.metric}, {s.n_samples} images. All int8: drop "
                  f"{fixed(s.all_int8.drop_points, 2)} points, agreement "
@@ -288,7 +281,7 @@ def sensitivity_view(s: Sensitivity | None) -> dict[str, Any]:
 
 def tune_view(t: Tune | None) -> dict[str, Any]:
     if t is None:
-        return _missing(TUNE, REPORT_FILES[TUNE])
+        return _missing(rundir.TUNE)
     view: dict[str, Any] = {
         "status": (f"Target met: {t.metric} drop {fixed(t.final.drop_points, 2)} ≤ "
                    f"{fixed(t.max_drop, 2)} points. {t.reason[:1].upper()}{t.reason[1:]}"
@@ -322,7 +315,7 @@ def tune_view(t: Tune | None) -> dict[str, Any]:
 
 def boards_view(v: Validation | None) -> dict[str, Any]:
     if v is None:
-        return _missing(VALIDATION, "the device facts come from it")
+        return _missing(rundir.VALIDATION, "the device facts come from it")
     return {"boards": [(r.board, kv_table([*(dict(r.device) or {"name": r.board}).items(),
                                            ("runtime", r.runtime), ("threads", r.threads)]))
                        for r in v.results]}
@@ -398,8 +391,8 @@ def open_run(path: Path) -> RunDir:
     try:
         return RunDir.open(path)
     except AttributeError:
-        raise InputFileError(f"{path / RUN_JSON}: malformed: the document should be an object",
-                             hint="re-run the command that wrote it") from None
+        raise InputFileError(f"{path / rundir.RUN_JSON}: malformed: the document should be an "
+                             "object", hint="re-run the command that wrote it") from None
 
 
 def write_report(run_path: Path, out: Path | None = None) -> Path:
@@ -407,7 +400,7 @@ def write_report(run_path: Path, out: Path | None = None) -> Path:
     atomically; return the path written."""
     run = open_run(Path(run_path))
     page = render_report(run)
-    target = Path(out) if out is not None else run.file(REPORT)
+    target = Path(out) if out is not None else run.file(rundir.REPORT)
     try:
         write_text_atomic(target, page)
     except FileNotFoundError:
