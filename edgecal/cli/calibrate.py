@@ -124,10 +124,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def fleet_lines(accounts: Sequence[dict[str, Any]]) -> list[str]:
-    lines = [f"{'board':<16} {'shards':>6} {'samples':>8} {'retried':>7} {'taken over':>10} "
-             f"{'collected':>9} {'busy s':>8}  state"]
-    for a in accounts:
-        lines.append(f"{a['board']:<16} {a['shards']:>6} {a['samples']:>8} {a['retried']:>7} "
-                     f"{a['reassigned']:>10} {a['collected']:>9} {a['seconds']:>8.1f}  "
-                     + (f"LOST: {a['lost']}" if a["lost"] else "ok"))
-    return lines
+    from edgecal.cli.render import table_lines
+
+    return table_lines(
+        ("board", "shards", "samples", "retried", "taken over", "collected", "busy s", "state"),
+        [(a["board"], a["shards"], a["samples"], a["retried"], a["reassigned"], a["collected"],
+          f"{a['seconds']:.1f}", f"LOST: {a['lost']}" if a["lost"] else "ok")
+         for a in accounts],
+        right=range(1, 7))

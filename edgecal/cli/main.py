@@ -188,7 +188,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two tables (per-layer scale differences) or two histogram files (.npz)."""
     from edgecal.api.compare import compare_files
-    from edgecal.workflows.compare import render_histogram_diff, render_table_diff
+    from edgecal.cli.render import render_histogram_diff, render_table_diff
 
     a, b = Path(args.a), Path(args.b)
     rows = compare_files(a, b)

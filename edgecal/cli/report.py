@@ -10,7 +10,8 @@ from pathlib import Path
 
 def cmd_report(args: argparse.Namespace) -> int:
     from edgecal.files.outputs import Output, check_outputs, input_paths
-    from edgecal.report.html import REPORT_FILES, write_report
+    from edgecal.report.html import REPORT_FILES
+    from edgecal.report.page import write_report
     from edgecal.runs.rundir import RUN_JSON
 
     run = Path(args.run)

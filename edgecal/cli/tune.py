@@ -290,7 +290,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         (TUNE, tune_doc)])
     report = None
     if not args.no_report:
-        from edgecal.report.html import write_report
+        from edgecal.report.page import write_report
 
         report = write_report(out_dir, None)
     print_summary(result, tune_doc, res, sens_doc, out_dir, report)

@@ -356,9 +356,8 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
     results = doc["results"]
     if len(results) == 1:
         return render_board(results[0])
-    lines: list[str] = []
-    names = [r["device"]["name"] for r in results]
-    w = max(12, *(len(n) for n in names))
+    from edgecal.cli.render import table_lines
+
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("images", lambda r: str(r["n_samples"])),
         ("fp32 top-1", lambda r: _f(r["top1_fp32"], ".4f")),
@@ -371,16 +370,15 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
         ("int8 ms", lambda r: _f(r["latency_int8_ms"], ".3f")),
         ("threads", lambda r: str(r["threads"])),
     ]
-    lines.append(f"{'':<14}" + "".join(f"{n:>{w + 2}}" for n in names))
-    for label, get in rows:
-        lines.append(f"{label:<14}" + "".join(f"{get(r):>{w + 2}}" for r in results))
-    layer_names = [x["name"] for x in results[0]["layers"]]
-    for name in layer_names:
+    table = [[label, *(get(r) for r in results)] for label, get in rows]
+    for name in [x["name"] for x in results[0]["layers"]]:
         vals = []
         for r in results:
             match = [x for x in r["layers"] if x["name"] == name]
             vals.append(_f(match[0]["cosine_mean"], ".6f") if match else "-")
-        lines.append(f"{name[:14]:<14}" + "".join(f"{v:>{w + 2}}" for v in vals))
+        table.append([name, *vals])
+    lines = table_lines(["", *(r["device"]["name"] for r in results)], table,
+                        right=range(1, len(results) + 1))
     cons = doc.get("consistency")
     if cons:
         lines.append("cross-board (int8 outputs, per-image cosine / top-1 differences):")
@@ -399,6 +397,8 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
 
 
 def render_board(r: dict[str, Any]) -> list[str]:
+    from edgecal.cli.render import table_lines
+
     lines = [f"{r['n_samples']} images on {r['device'].get('name')} "
              f"(runtime {r['runtime']}, {r['threads']} thread(s))"]
     if r["top1_fp32"] is not None and r["top1_int8"] is not None:
@@ -411,25 +411,25 @@ def render_board(r: dict[str, Any]) -> list[str]:
                  f"min {float(r['sqnr_min_db']):.2f} dB")
     lines.append(f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
                  f"int8 {float(r['latency_int8_ms']):.3f} ms")
-    lines.append(f"{'layer':<24} {'type':<22} {'cosine':>10} {'min':>10} {'SQNR dB':>8}")
-    for f in r["layers"]:
-        lines.append(f"{f['name']:<24} {f['type']:<22} {float(f['cosine_mean']):>10.6f} "
-                     f"{float(f['cosine_min']):>10.6f} {float(f['sqnr_db']):>8.2f}"
-                     + ("  (int8 out)" if f["requantized"] else ""))
-    return lines
+    return lines + table_lines(
+        ("layer", "type", "cosine", "min", "SQNR dB", ""),
+        [(f["name"], f["type"], f"{float(f['cosine_mean']):.6f}", f"{float(f['cosine_min']):.6f}",
+          f"{float(f['sqnr_db']):.2f}", "(int8 out)" if f["requantized"] else "")
+         for f in r["layers"]],
+        right={2, 3, 4})
 
 
 def render_sensitivity(sens: dict[str, Any]) -> list[str]:
+    from edgecal.cli.render import table_lines
+
     base = sens["all_int8"]
     lines = [f"sensitivity on {sens['board']} ({sens['n_samples']} images, {sens['metric']}): "
              f"int8 model drop {float(base['drop_points']):.2f} points, cosine "
-             f"{float(base['cosine_mean']):.6f}",
-             f"{'rank':>4} {'layer':<24} {'fp32 alone: gain pts':>20} {'cosine':>10} "
-             f"{'int8 alone: drop pts':>20} {'cosine':>10}"]
-    for e in sens["layers"]:
-        only = e["only_int8"] or {}
-        lines.append(
-            f"{e['rank']:>4} {e['layer']:<24} {float(e['gain_points']):>20.2f} "
-            f"{float(e['keep_fp32']['cosine_mean']):>10.6f} "
-            f"{_f(only.get('drop_points'), '.2f'):>20} {_f(only.get('cosine_mean'), '.6f'):>10}")
-    return lines
+             f"{float(base['cosine_mean']):.6f}"]
+    return lines + table_lines(
+        ("rank", "layer", "fp32 alone: gain pts", "cosine", "int8 alone: drop pts", "cosine"),
+        [(e["rank"], e["layer"], f"{float(e['gain_points']):.2f}",
+          f"{float(e['keep_fp32']['cosine_mean']):.6f}",
+          _f((e["only_int8"] or {}).get("drop_points"), ".2f"),
+          _f((e["only_int8"] or {}).get("cosine_mean"), ".6f")) for e in sens["layers"]],
+        right={0, 2, 3, 4, 5})

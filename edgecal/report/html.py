@@ -1,4 +1,4 @@
-"""``edgecal report RUN``: one self-contained HTML page made from a run directory.
+"""``edgecal report RUN``: the run directory's records and plots for one self-contained page.
 
 Three layers, each a function of the one before:
 
@@ -8,37 +8,30 @@ Three layers, each a function of the one before:
    a missing file is ``None`` (the page says so).
 2. *plot* (``*_plot`` functions): records in, PNG bytes out, with matplotlib's ``Figure`` and
    the Agg canvas directly (no pyplot, so no global figure state to leak or close).
-3. *render* (:func:`render_html`): records in, the HTML document out.  Every string that came
-   from a file is escaped; plots are ``data:`` URLs; no external resources at all, so the page
-   works offline and from any folder.
+3. *render* (:mod:`edgecal.report.page`): records in, the HTML document out, by Jinja2
+   templates with autoescaping; plots are ``data:`` URLs; no external resources at all, so the
+   page works offline and from any folder.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
-import shlex
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from edgecal import __version__
 from edgecal.calib.methods import METHODS, Method
-from edgecal.errors import InputFileError, UsageError
-from edgecal.files.atomic import write_text_atomic
+from edgecal.errors import InputFileError
 from edgecal.quality.consistency import Consistency
 from edgecal.quality.jsondoc import Malformed as _Malformed
 from edgecal.quality.jsondoc import Obj as _Obj
 from edgecal.runs.histfile import load_histograms
 from edgecal.runs.rundir import (
     HISTOGRAMS,
-    REPORT,
     RESULT_SCHEMA,
     RUN_JSON,
     SENSITIVITY,
@@ -314,7 +307,7 @@ def _plain(text: str, limit: int = 0) -> str:
     """Text for a plot label: shortened, with ``$`` escaped (no mathtext from file data)."""
     if limit and len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.replace("$", r"\$")
+    return encodable(text).replace("$", r"\$")
 
 
 def _finite(values: Iterable[float]) -> np.ndarray:
@@ -420,7 +413,7 @@ def latency_plot(results: Sequence[BoardResult]) -> bytes:
             (-0.2, "fp32", [r.latency_fp32_ms for r in results], "#7f7f7f"),
             (0.2, "int8", [r.latency_int8_ms for r in results], "#1f77b4")):
         bars = ax.bar(x + offset, _finite(values), width=0.38, label=label, color=color)
-        ax.bar_label(bars, labels=[_fmt(v, 3) for v in values], fontsize=6.5, padding=1)
+        ax.bar_label(bars, labels=[fmt(v, 3) for v in values], fontsize=6.5, padding=1)
     ax.set_xticks(x, [_plain(r.board, 16) for r in results])
     ax.set_ylabel("ms / image (median)", fontsize=7)
     ax.set_title("latency", fontsize=8, loc="left")
@@ -435,7 +428,7 @@ def _barh_height(rows: int, groups: int = 1) -> float:
 
 def layer_cosine_plot(results: Sequence[BoardResult]) -> bytes:
     """Per-layer output cosine (mean as bars, min as a tick), grouped by board."""
-    names = _layer_names(results)
+    names = layer_names(results)
     m = len(results)
     fig = _figure(6.0, _barh_height(len(names), m))
     ax = fig.add_subplot()
@@ -484,27 +477,16 @@ def sensitivity_plot(sens: Sensitivity) -> bytes:
     return _png(fig)
 
 
-# ============================================================================ HTML
+# ============================================================================ shared with the page
 
 
-class _Html(str):
-    """Markup built here (trusted); every other string is escaped when it reaches the page."""
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates: a JSON ``"\\udcff"``, a
+    non-UTF-8 file name) as a visible ``\\udcff``; fonts and the page's file take the rest."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _esc(value: Any) -> str:
-    return value if isinstance(value, _Html) else html.escape(str(value), quote=True)
-
-
-def _tag(name: str, body: Any, cls: str | None = None) -> _Html:
-    attr = f' class="{_esc(cls)}"' if cls else ""
-    return _Html(f"<{name}{attr}>{_esc(body)}</{name}>")
-
-
-def _join(parts: Iterable[Any]) -> _Html:
-    return _Html("".join(_esc(p) for p in parts))
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None, digits: int = 4) -> str:
     if value is None:
         return "—"
     if math.isnan(value):
@@ -514,407 +496,9 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
-def _fixed(value: float | None, decimals: int) -> str:
-    if value is None or not math.isfinite(value):
-        return _fmt(value)
-    return f"{value:.{decimals}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{_fixed(100.0 * value, 2)} %"
-
-
-def _cos(value: float) -> str:
-    return _fixed(value, 6)
-
-
-def _db(value: float) -> str:
-    return _fmt(value) if not math.isfinite(value) else f"{value:.1f} dB"
-
-
-def _ms(value: float) -> str:
-    return _fixed(value, 3)
-
-
-def _table(headers: Sequence[str] | None, rows: Iterable[Sequence[Any]],
-           row_classes: Iterable[str | None] | None = None) -> _Html:
-    """A table; ``headers`` ``None``: no header row."""
-    head = f"<thead><tr>{_join(_tag('th', h) for h in headers)}</tr></thead>" if headers else ""
-    classes = list(row_classes) if row_classes is not None else None
-    body = []
-    for i, row in enumerate(rows):
-        cls = classes[i] if classes is not None else None
-        attr = f' class="{_esc(cls)}"' if cls else ""
-        body.append(f"<tr{attr}>{_join(_tag('td', c) for c in row)}</tr>")
-    return _Html(f"<table>{head}<tbody>{''.join(body)}</tbody></table>")
-
-
-def _kv_table(items: Iterable[tuple[str, Any]]) -> _Html:
-    return _table(None, [(_tag("b", k), _value_text(v)) for k, v in items])
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None:
-        return "—"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_value_text(v) for v in value) if value else "(none)"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_value_text(v)}" for k, v in value.items())
-    return str(value)
-
-
-def _img(png: bytes, alt: str) -> _Html:
-    data = base64.b64encode(png).decode("ascii")
-    return _Html(f'<img class="plot" alt="{_esc(alt)}" src="data:image/png;base64,{data}">')
-
-
-def _figure_html(png: bytes, alt: str, caption: str) -> _Html:
-    return _Html(f"<figure>{_img(png, alt)}{_tag('figcaption', caption)}</figure>")
-
-
-def _missing(name: str, what: str) -> _Html:
-    return _Html(f'<p class="missing">Not in this run: <code>{_esc(name)}</code> ({_esc(what)}'
-                 ").</p>")
-
-
-def _layer_names(results: Sequence[BoardResult]) -> list[str]:
+def layer_names(results: Sequence[BoardResult]) -> list[str]:
     names: dict[str, None] = {}
     for r in results:
         for lf in r.layers:
             names.setdefault(lf.name, None)
     return list(names)
-
-
-def _score_row(label: str, s: Score) -> list[Any]:
-    return [label, _pct(s.agreement), _pct(s.accuracy), _fixed(s.drop_points, 2),
-            _cos(s.cosine_mean), _cos(s.cosine_min), _ms(s.latency_ms)]
-
-
-_SCORE_HEAD = ("", "agreement", "accuracy", "drop (points)", "cosine mean", "cosine min",
-               "latency ms")
-
-
-def summary_section(v: Validation | None) -> _Html:
-    if v is None:
-        return _missing(VALIDATION, REPORT_FILES[VALIDATION])
-    if not v.results:
-        return _Html("<p class=\"missing\">validation.json has no board results.</p>")
-    c = v.consistency
-    diverging = set(c.diverging) | {b.board for b in c.boards if b.diverges} if c else set()
-    rows, classes = [], []
-    for r in v.results:
-        speedup = (r.latency_fp32_ms / r.latency_int8_ms
-                   if r.latency_int8_ms > 0 and math.isfinite(r.latency_int8_ms) else math.nan)
-        flag = r.board in diverging
-        rows.append([_Html(f"<b>{_esc(r.board)}</b>" + (" ⚠ diverges" if flag else "")),
-                     f"{r.runtime}, {r.threads} thr", r.n_samples, _pct(r.top1_fp32),
-                     _pct(r.top1_int8), _pct(r.agreement), _cos(r.cosine_mean),
-                     _cos(r.cosine_min), _db(r.sqnr_mean_db), _db(r.sqnr_min_db),
-                     _ms(r.latency_fp32_ms), _ms(r.latency_int8_ms), f"{_fixed(speedup, 2)}×"])
-        classes.append("bad" if flag else None)
-    parts: list[Any] = [
-        _table(("board", "runtime", "images", "top-1 fp32", "top-1 int8", "agreement",
-                "cosine mean", "cosine min", "SQNR mean", "SQNR min", "fp32 ms", "int8 ms",
-                "speed-up"), rows, classes),
-        _Html("<p class=\"note\">Output blob: "
-              + ", ".join(f"<code>{_esc(r.output_blob)}</code> ({_esc(r.board)})"
-                          for r in v.results) + ". Top-1 needs labels (— without).</p>"),
-        _figure_html(latency_plot(v.results), "latency per image, fp32 vs int8, per board",
-                     "median latency per image, fp32 vs int8"),
-    ]
-    parts.append(_consistency_html(v.consistency, len(v.results)))
-    return _join(parts)
-
-
-def _consistency_html(c: Consistency | None, n_boards: int) -> _Html:
-    if c is None:
-        return _Html("<h3>Cross-board consistency</h3><p class=\"missing\">No cross-board check"
-                     f" in this run ({n_boards} board{'s' if n_boards != 1 else ''}; it needs "
-                     "two or more).</p>")
-    parts: list[Any] = [_Html("<h3>Cross-board consistency</h3>")]
-    diverging = list(dict.fromkeys([*c.diverging, *(b.board for b in c.boards if b.diverges)]))
-    if diverging:
-        parts.append(_tag("p", "Diverging boards: " + ", ".join(diverging), "alert"))
-    else:
-        parts.append(_tag("p", "All boards agree within tolerance.", "ok"))
-    parts.append(_tag("p", f"Tolerance: cosine ≥ {_fmt(c.tolerance_cosine, 6)}, top-1 "
-                           f"disagreement ≤ {_pct(c.tolerance_disagree)}.", "note"))
-    parts.append(_table(
-        ("board", "min cosine to the others", "diverges", "why"),
-        [(b.board, _cos(b.cosine_to_others_min),
-          _Html("<b>yes</b>") if b.diverges else "no", b.why or "") for b in c.boards],
-        ["bad" if b.diverges else None for b in c.boards]))
-    parts.append(_table(
-        ("board A", "board B", "cosine mean", "cosine min", "top-1 disagreement"),
-        [(p.a, p.b, _cos(p.cosine_mean), _cos(p.cosine_min), _pct(p.top1_disagree))
-         for p in c.pairs]))
-    return _join(parts)
-
-
-def _threshold_cell(t: LayerThresholds, method: str) -> Any:
-    value = t.by_method()[method]
-    text = _fmt(value)
-    return _tag("b", text + " ✓", "chosen") if method == t.chosen_method else text
-
-
-def layers_section(thresholds: dict[str, LayerThresholds] | None,
-                   hists: Sequence[LayerHistogram] | None) -> _Html:
-    parts: list[Any] = []
-    if thresholds is None:
-        parts.append(_missing(THRESHOLDS, REPORT_FILES[THRESHOLDS] + "; plots without lines"))
-    else:
-        parts.append(_table(
-            ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
-            [(t.layer, t.blob, _fmt(t.absmax), *(_threshold_cell(t, m) for m in Method),
-              f"{_METHOD_LABEL[t.chosen_method]} {_fmt(t.chosen)}"
-              if t.chosen_method != "fp32" else "kept in fp32")
-             for t in thresholds.values()]))
-        parts.append(_tag("p", "Thresholds in activation units (scale = 127 / threshold).",
-                          "note"))
-    if hists is None:
-        parts.append(_missing(HISTOGRAMS, REPORT_FILES[HISTOGRAMS]))
-        return _join(parts)
-    figs = []
-    for h in hists:
-        t = thresholds.get(h.layer) if thresholds else None
-        marks = ", ".join(f"{_METHOD_LABEL[m]} {_fmt(v)}" for m, v in t.by_method().items()
-                          if v is not None) if t else "no thresholds"
-        figs.append(_figure_html(
-            histogram_plot(h, t),
-            f"histogram of |x| at the input of layer {h.layer} ({marks})",
-            f"{h.layer}: abs-max {_fmt(h.absmax)}, bin width {_fmt(h.absmax / h.counts.size)}"))
-    parts.append(_Html(f'<div class="grid">{_join(figs)}</div>'))
-    return _join(parts)
-
-
-def cosine_section(v: Validation | None) -> _Html:
-    if v is None:
-        return _missing(VALIDATION, REPORT_FILES[VALIDATION])
-    results = [r for r in v.results if r.layers]
-    if not results:
-        return _Html("<p class=\"missing\">validation.json has no per-layer figures.</p>")
-    names = _layer_names(results)
-    first = {lf.name: lf for lf in results[0].layers}
-    head = ["layer", "type", "requantized"]
-    for r in results:
-        head += [f"{r.board} cosine mean", f"{r.board} cosine min", f"{r.board} SQNR"]
-    rows = []
-    for name in names:
-        lf0 = first.get(name)
-        row: list[Any] = [name, lf0.type if lf0 else "", _value_text(lf0.requantized)
-                          if lf0 else ""]
-        for r in results:
-            lf = next((x for x in r.layers if x.name == name), None)
-            row += ([_cos(lf.cosine_mean), _cos(lf.cosine_min), _db(lf.sqnr_db)] if lf
-                    else ["—", "—", "—"])
-        rows.append(row)
-    boards = ", ".join(r.board for r in results)
-    return _join([
-        _figure_html(layer_cosine_plot(results),
-                     f"per-layer output cosine, int8 vs fp32, boards {boards}",
-                     "per-layer output cosine int8 vs fp32 (bar: mean over images, tick: min)"),
-        _table(head, rows)])
-
-
-def sensitivity_section(s: Sensitivity | None) -> _Html:
-    if s is None:
-        return _missing(SENSITIVITY, REPORT_FILES[SENSITIVITY])
-    parts: list[Any] = [
-        _tag("p", f"Board {s.board}, metric {s.metric}, {s.n_samples} images. All int8: "
-                  f"drop {_fixed(s.all_int8.drop_points, 2)} points, agreement "
-                  f"{_pct(s.all_int8.agreement)}, cosine {_cos(s.all_int8.cosine_mean)}.")]
-    if not s.layers:
-        parts.append(_tag("p", "No layers ranked.", "missing"))
-        return _join(parts)
-    parts.append(_figure_html(sensitivity_plot(s), "sensitivity per layer: gain_points and "
-                                                    "harm_cosine, most harmful first",
-                              "gain from keeping each layer fp32 (most harmful first)"))
-    parts.append(_table(
-        ("rank", "layer", "type", "gain (points)", "harm cosine", "keep fp32: drop",
-         "only int8: drop", "keep fp32: latency ms"),
-        [(rank, x.layer, x.type, _fixed(x.gain_points, 2), _fmt(x.harm_cosine),
-          _fixed(x.keep_fp32.drop_points, 2),
-          _fixed(x.only_int8.drop_points if x.only_int8 else None, 2),
-          _ms(x.keep_fp32.latency_ms)) for rank, x in enumerate(s.layers, 1)],
-        ["bad" if x.gain_points > 0 else None for x in s.layers]))
-    return _join(parts)
-
-
-def tune_section(t: Tune | None) -> _Html:
-    if t is None:
-        return _missing(TUNE, REPORT_FILES[TUNE])
-    status = (_tag("p", f"Target met: {t.metric} drop {_fixed(t.final.drop_points, 2)} ≤ "
-                        f"{_fixed(t.max_drop, 2)} points. {t.reason[:1].upper()}{t.reason[1:]}",
-                   "ok")
-              if t.target_met else
-              _tag("p", f"Target not met (max drop {_fixed(t.max_drop, 2)} points): "
-                        f"{t.reason}", "alert"))
-    parts: list[Any] = [
-        status,
-        _tag("p", f"Method {t.method}, metric {t.metric}"
-                  + (f", {t.evaluations} variants scored" if t.evaluations is not None else "")
-                  + (f"; the fp32 model takes {_ms(t.fp32_latency_ms)} ms per image"
-                     if t.fp32_latency_ms is not None else "") + ".", "note"),
-        _table(_SCORE_HEAD, [_score_row("initial", t.initial), _score_row("final", t.final)]),
-        _Html("<h3>Steps</h3>"),
-        _table(("#", "action", "layer", "method", "drop (points)", "agreement", "cosine mean",
-                "latency ms", "kept"),
-               [(i + 1, s.action, s.layer, s.method or "—", _fixed(s.score.drop_points, 2),
-                 _pct(s.score.agreement), _cos(s.score.cosine_mean), _ms(s.score.latency_ms),
-                 "yes" if s.kept else "no") for i, s in enumerate(t.steps)],
-               ["ok" if s.kept else None for s in t.steps])
-        if t.steps else _tag("p", "No steps.", "note"),
-        _Html("<h3>Layers kept in fp32</h3>"),
-    ]
-    if t.fp32_layers:
-        total = sum(c for _, c in t.fp32_layers)
-        parts.append(_table(("layer", "latency cost ms"),
-                            [*[(k, _ms(c)) for k, c in t.fp32_layers],
-                             (_Html("<b>total</b>"), _ms(total))]))
-    else:
-        parts.append(_tag("p", "None: every calibrated layer is int8.", "note"))
-    if t.layer_methods:
-        parts.append(_Html("<h3>Per-layer methods</h3>"))
-        parts.append(_table(("layer", "method"), sorted(t.layer_methods.items())))
-    return _join(parts)
-
-
-def boards_section(v: Validation | None) -> _Html:
-    if v is None:
-        return _missing(VALIDATION, "the device facts come from it")
-    parts: list[Any] = []
-    for r in v.results:
-        parts.append(_tag("h3", r.board))
-        facts = dict(r.device) or {"name": r.board}
-        parts.append(_kv_table([*facts.items(), ("runtime", r.runtime),
-                                ("threads", r.threads)]))
-    return _join(parts)
-
-
-def provenance_section(data: ReportData) -> _Html:
-    run = data.run
-    parts: list[Any] = [
-        _kv_table([("run directory", data.run_path), ("kind", run.kind),
-                   ("edgecal (run)", run.edgecal), ("agent protocol", run.protocol),
-                   ("edgecal (report)", __version__)]),
-        _Html("<h3>Commands</h3>"),
-        _table(("#", "at", "kind", "command"),
-               [(i + 1, c.at, c.kind, _tag("code", shlex.join(c.argv)))
-                for i, c in enumerate(run.commands)])
-        if run.commands else _tag("p", "No commands recorded.", "missing"),
-        _Html("<h3>Inputs</h3>"),
-    ]
-    if run.inputs:
-        parts.append(_table(("input", "path", "images", "sha256"),
-                            [(k, v.get("path", "—"), v.get("count", "—"),
-                              _tag("code", v.get("sha256", "—")))
-                             for k, v in run.inputs.items()]))
-    else:
-        parts.append(_tag("p", "No inputs recorded.", "missing"))
-    if data.validation is not None:
-        rows = [(r.board, kind, f.get("param", "—"), _tag("code", f.get("param_sha256", "—")),
-                 f.get("bin", "—"), _tag("code", f.get("bin_sha256", "—")))
-                for r in data.validation.results for kind, f in r.models.items()]
-        if rows:
-            parts.append(_Html("<h3>Models validated</h3>"))
-            parts.append(_table(("board", "model", "param", "param sha256", "bin",
-                                 "bin sha256"), rows))
-    if data.histogram_meta:
-        parts.append(_Html("<h3>Histograms</h3>"))
-        parts.append(_kv_table(sorted(data.histogram_meta.items())))
-    return _join(parts)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;
- padding:0 1.2em 3em;color:#222;line-height:1.4}
-h1{font-size:1.5em;margin:.8em 0 .2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;
- margin-top:1.8em}h3{margin:1.2em 0 .4em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}
-th{background:#f3f5f8}tbody tr:nth-child(even){background:#fafbfc}
-tr.bad td{background:#fde8e7}tr.ok td{background:#eaf6ea}
-code{font-size:.9em;word-break:break-all}
-.missing{color:#8a5a00;background:#fff6e0;border-left:4px solid #e0a800;padding:.4em .7em}
-.alert{color:#a31515;background:#fde8e7;border-left:4px solid #d62728;padding:.4em .7em;
- font-weight:600}
-.ok{color:#1d6b1d}p.ok{background:#eaf6ea;border-left:4px solid #2ca02c;padding:.4em .7em}
-.note{color:#555;font-size:.85em}
-b.chosen{color:#a31515}
-img.plot{max-width:100%;height:auto;border:1px solid #eee}
-figure{margin:.5em 0;display:inline-block;vertical-align:top}
-figcaption{font-size:.8em;color:#555;max-width:480px}
-.grid{display:flex;flex-wrap:wrap;gap:.6em}
-nav a{margin-right:1em}
-ul.files{columns:2;font-size:.85em;padding-left:1.2em}
-"""
-
-_SECTIONS = (("summary", "Summary"), ("layers", "Per-layer histograms and thresholds"),
-             ("cosine", "Per-layer cosine and SQNR"), ("sensitivity", "Sensitivity ranking"),
-             ("tune", "Tune"), ("boards", "Board facts"), ("provenance", "Provenance"))
-
-
-def render_html(data: ReportData) -> str:
-    """The complete page for ``data`` (pure: no file access)."""
-    bodies = {
-        "summary": summary_section(data.validation),
-        "layers": layers_section(data.thresholds, data.histograms),
-        "cosine": cosine_section(data.validation),
-        "sensitivity": sensitivity_section(data.sensitivity),
-        "tune": tune_section(data.tune),
-        "boards": boards_section(data.validation),
-        "provenance": provenance_section(data),
-    }
-    nav = _join(_Html(f'<a href="#{key}">{_esc(title)}</a>') for key, title in _SECTIONS)
-    files = _join(_tag("li", _Html(
-        ("✓ " if name in data.present else "✗ ") + f"<code>{_esc(name)}</code>: "
-        + _esc(what if name in data.present else f"missing ({what})")))
-        for name, what in REPORT_FILES.items())
-    sections = _join(_Html(f'<section id="{key}"><h2>{_esc(title)}</h2>{bodies[key]}</section>')
-                     for key, title in _SECTIONS)
-    name = Path(data.run_path).name or data.run_path
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>edgecal report: {_esc(name)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>edgecal report: {_esc(name)}</h1>"
-        f"<p class=\"note\">Run directory <code>{_esc(data.run_path)}</code> ({_esc(data.run.kind)}"
-        f" run, edgecal {_esc(data.run.edgecal)}).</p>"
-        f"<nav>{nav}</nav><ul class=\"files\">{files}</ul>{sections}"
-        f"<p class=\"note\">Made by edgecal {_esc(__version__)} <code>edgecal report</code>.</p>"
-        "</body></html>\n"
-    )
-
-
-# ============================================================================ entry points
-
-
-def render_report(run: RunDir) -> str:
-    """The HTML page of ``run`` (reads its files; raises InputFileError on a malformed one)."""
-    return render_html(load_report_data(run))
-
-
-def open_run(path: Path) -> RunDir:
-    """:meth:`RunDir.open`, also for a run.json that is JSON but not an object."""
-    try:
-        return RunDir.open(path)
-    except AttributeError:
-        raise InputFileError(f"{path / RUN_JSON}: malformed: the document should be an object",
-                             hint="re-run the command that wrote it") from None
-
-
-def write_report(run_path: Path, out: Path | None = None) -> Path:
-    """Write the page of the run at ``run_path`` to ``out`` (default ``RUN/report.html``),
-    atomically; return the path written."""
-    run = open_run(Path(run_path))
-    page = render_report(run)
-    target = Path(out) if out is not None else run.file(REPORT)
-    try:
-        write_text_atomic(target, page)
-    except FileNotFoundError:
-        raise UsageError(f"cannot write {target}: its folder does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from None
-    return target

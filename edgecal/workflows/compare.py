@@ -96,23 +96,3 @@ def compare_histograms(a: HistogramSet, b: HistogramSet) -> list[HistogramDiff]:
             "" if (sa and sb) else "no histogram (abs-max only)",
         ))
     return rows
-
-
-def render_table_diff(rows: list[ScaleDiff]) -> str:
-    lines = [f"{'key':<40} {'a':>14} {'b':>14} {'rel diff':>10}  note"]
-    for r in rows:
-        a = f"{r.a:.6f}" if r.a is not None else "-"
-        b = f"{r.b:.6f}" if r.b is not None else "-"
-        lines.append(f"{r.key:<40} {a:>14} {b:>14} {r.max_rel:>10.3g}  {r.note}")
-    return "\n".join(lines)
-
-
-def render_histogram_diff(rows: list[HistogramDiff]) -> str:
-    lines = [f"{'layer':<32} {'absmax a':>12} {'absmax b':>12} {'rel':>9} {'kl bin a':>8} "
-             f"{'kl bin b':>8} {'mass moved':>10}  note"]
-    for r in rows:
-        ka = "-" if r.kl_bin_a is None else str(r.kl_bin_a)
-        kb = "-" if r.kl_bin_b is None else str(r.kl_bin_b)
-        lines.append(f"{r.layer:<32} {r.absmax_a:>12.6f} {r.absmax_b:>12.6f} {r.absmax_rel:>9.3g} "
-                     f"{ka:>8} {kb:>8} {r.mass_moved:>10.4f}  {r.note}")
-    return "\n".join(lines)

@@ -70,6 +70,9 @@ def test_wheel_installs_only_our_names(wheel: Path) -> None:
     assert top == {"edgecal", "edgecal_agent"}
     assert any(n.startswith("edgecal/boards/profiles/") and n.endswith(".toml") for n in names)
     assert "edgecal/py.typed" in names
+    templates = Path(ROOT, "edgecal", "report", "templates")  # the report page's
+    shipped = {p.relative_to(ROOT).as_posix() for p in templates.rglob("*") if p.is_file()}
+    assert len(shipped) >= 3 and shipped <= set(names)
 
 
 def test_installed_package_is_not_the_checkout(installed: Path, tmp_path: Path) -> None:
@@ -108,6 +111,18 @@ def test_installed_wheel_calibrates_on_a_board(installed: Path, boards_file: Pat
     assert r.returncode == 0, r.stderr
     (report,) = json.loads(r.stdout)
     assert report["ok"], report
+
+
+def test_installed_wheel_writes_a_report(installed: Path, tmp_path: Path) -> None:
+    """The report page's templates come from the package (package data), not the checkout."""
+    from tests.unit.test_report import make_run
+
+    run = make_run(tmp_path / "run")
+    r = run_installed(installed, tmp_path, "report", str(run.path))
+    assert r.returncode == 0, r.stderr
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert page.count("<section id=") == 7 and page.count("data:image/png;base64,") == 6
+    assert "&lt;script&gt;" in page and "<script" not in page
 
 
 def test_user_profiles_from_edgecal_profiles(installed: Path, tmp_path: Path) -> None:

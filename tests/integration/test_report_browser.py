@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from edgecal.calib.scales import blob_scale
-from edgecal.report.html import write_report
+from edgecal.report.page import write_report
 from edgecal.runs.histfile import HistogramSet, load_histograms
 from edgecal.runs.rundir import HISTOGRAMS, SENSITIVITY, THRESHOLDS, TUNE, VALIDATION
 from tests.unit.test_report import (

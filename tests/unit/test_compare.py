@@ -6,8 +6,9 @@ import numpy as np
 
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.table import parse_table
+from edgecal.cli.render import render_table_diff
 from edgecal.runs.histfile import HistogramSet
-from edgecal.workflows.compare import compare_histograms, compare_tables, render_table_diff
+from edgecal.workflows.compare import compare_histograms, compare_tables
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 

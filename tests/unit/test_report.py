@@ -11,6 +11,7 @@ import json
 import re
 import struct
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,8 @@ from edgecal.report.html import (
     LayerThresholds,
     histogram_plot,
     load_report_data,
-    render_report,
-    write_report,
 )
+from edgecal.report.page import render_report, write_report
 from edgecal.runs.histfile import HistogramSet, save_histograms
 from edgecal.runs.rundir import (
     HISTOGRAMS,
@@ -201,8 +201,57 @@ def test_file_data_is_escaped_everywhere(full_run: RunDir) -> None:
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     # layer tables, histogram captions, sensitivity, tune steps, fp32 layers, argv, meta
     assert page.count(escaped) >= 8
-    assert "--label &#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;" in page  # shlex.join
-    assert "&#x27;my images/&#x27;" in page
+    # markupsafe's entity for a quote: &#39; (shlex.join quotes the argv word)
+    assert "--label &#39;&lt;script&gt;alert(1)&lt;/script&gt;&#39;" in page
+    assert "&#39;my images/&#39;" in page
+
+
+#: Run-file strings that would break a page built by pasting text: markup, quotes for an
+#: attribute, a table's closing tags, an entity, template syntax, a lone surrogate (a JSON
+#: "\\udcff", a non-UTF-8 file name: not encodable as UTF-8).
+HOSTILE = ("<script>alert(2)</script>", "q\"uote's", "</td></tr></table><b>x", "a&amp;b",
+           "{{ 7*7 }}{% raw %}", "lone\udcffsurrogate")
+
+
+class _PageParts(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.text: list[str] = []
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attrs += [v for k, v in attrs if v is not None and k == "alt"]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_hostile_run_strings_come_out_as_text(tmp_path: Path) -> None:
+    boards, layers = HOSTILE[:2], HOSTILE[2:]
+    run = make_run(tmp_path / "run", files=(HISTOGRAMS, THRESHOLDS, TUNE),
+                   histograms=histogram_set(layers), thresholds=thresholds_doc(layers))
+    run.write_json(VALIDATION, {"results": [board_doc(b, layers) for b in boards],
+                                "consistency": None})
+    run.write_json(SENSITIVITY, sensitivity_doc(layers))
+    page = write_report(run.path).read_text(encoding="utf-8")  # written: encodable
+    parts = _PageParts()
+    parts.feed(page)
+    # only the page's own elements: none came from a name
+    assert parts.tags == {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3",
+                          "p", "code", "nav", "a", "ul", "li", "section", "table", "thead",
+                          "tbody", "tr", "th", "td", "b", "figure", "img", "figcaption", "div"}
+    text = "".join(parts.text)
+    shown = [h.replace("\udcff", "\\udcff") for h in HOSTILE]
+    for name in shown:
+        assert name in text, name  # as the file had it, character for character
+    assert "49" not in text  # template syntax in data is not evaluated
+    alts = " ".join(parts.attrs)
+    for layer in shown[2:]:
+        assert f"input of layer {layer} (" in alts, layer
+    assert f"boards {shown[0]}, {shown[1]}" in alts
+    assert len(pngs(page)) == 1 + len(layers) + 1 + 1
 
 
 def test_page_is_self_contained(full_run: RunDir) -> None:
