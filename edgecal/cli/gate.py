@@ -19,8 +19,7 @@ from typing import Any
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.outputs import write_outputs
 from edgecal.files.userfile import read_text
-from edgecal.runs.rundir import VALIDATION
-from edgecal.workflows.gate import (
+from edgecal.quality.gate import (
     SAVE_HINT,
     GateReport,
     Thresholds,
@@ -32,6 +31,7 @@ from edgecal.workflows.gate import (
     to_json,
     to_junit_xml,
 )
+from edgecal.runs.rundir import VALIDATION
 
 #: Exit status of a failed gate: distinct from errors (1) and bad usage (2), so CI can tell a
 #: regression from a broken invocation.

@@ -174,10 +174,11 @@ class Alternatives:
 def cmd_tune(args: argparse.Namespace) -> int:
     from edgecal.inputs.labels import labels_for, parse_labels
     from edgecal.int8.convert import quantize_model
+    from edgecal.quality.sensitivity import quantized_layer_names
+    from edgecal.quality.tuning import TuneConfig, tune
     from edgecal.workflows.calibrate import calibrate
     from edgecal.workflows.scoring import Scorer
-    from edgecal.workflows.sensitivity import measure_sensitivity, quantized_layer_names
-    from edgecal.workflows.tune import TuneConfig, tune
+    from edgecal.workflows.sensitivity import measure_sensitivity
     from edgecal.workflows.validate import validate
 
     t_start = time.monotonic()

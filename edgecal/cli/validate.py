@@ -42,8 +42,9 @@ from edgecal.fleet.pool import board_pool
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
 from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE, compare_boards
+from edgecal.quality.validation import ValidationResult, check_same_network
 from edgecal.runs.rundir import RUN_JSON, SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
-from edgecal.workflows.validate import ValidationResult, check_same_network, validate
+from edgecal.workflows.validate import validate
 from edgecal_agent.protocol import RUNTIMES
 
 

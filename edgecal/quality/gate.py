@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgecal.errors import InputFileError, UsageError
-from edgecal.runs.rundir import RESULT_SCHEMA, json_safe
+from edgecal.quality.rundoc import RESULT_SCHEMA, json_safe
 
 #: Schema of the ``--json-out`` report.
 GATE_SCHEMA = 1

@@ -1,4 +1,5 @@
-"""Per-layer sensitivity: what each quantized layer costs, measured on the device.
+"""Per-layer sensitivity records: what each quantized layer costs (measured on the device by
+``edgecal.workflows.sensitivity``), and the ranking (pure).
 
 For every quantized layer two variants of the int8 model are scored against fp32: *keep fp32*
 (every other layer as in the int8 model, this one in float) and *only int8* (this layer
@@ -8,15 +9,25 @@ return to float wins back the most points, then the most output cosine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edgecal.calib.table import CalibrationTable
-from edgecal.inputs.model import Model
 from edgecal.int8.convert import quantize_model
+from edgecal.ncnnfmt.param import ParamFile
 from edgecal.quality.jsondoc import Obj
-from edgecal.workflows.scoring import Score, Scorer
+from edgecal.quality.metrics import Score
+
+
+class QuantizableModel(Protocol):
+    """What :func:`quantized_layer_names` needs of a model (``edgecal.inputs.model.Model``)."""
+
+    @property
+    def param(self) -> ParamFile: ...
+
+    @property
+    def weights(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class Sensitivity:
                    layers=[x for _, x in sorted(ranked, key=lambda r: r[0])])
 
 
-def quantized_layer_names(model: Model, table: CalibrationTable,
+def quantized_layer_names(model: QuantizableModel, table: CalibrationTable,
                           keep_fp32: Sequence[str] = ()) -> list[str]:
     """The layers the int8 model of ``table`` quantizes (``keep_fp32`` aside), in model order."""
     _, _, report = quantize_model(model.param, model.weights, table, keep_fp32=list(keep_fp32))
@@ -86,37 +97,3 @@ def quantized_layer_names(model: Model, table: CalibrationTable,
 def rank(entries: Sequence[LayerSensitivity]) -> list[LayerSensitivity]:
     """Most harmful first: most points won back in float, then most cosine won back."""
     return sorted(entries, key=lambda e: (-e.gain_points, -e.harm_cosine, e.layer))
-
-
-def measure_sensitivity(
-    scorer: Scorer,
-    table: CalibrationTable,
-    *,
-    keep_fp32: Sequence[str] = (),
-    only_int8: bool = True,
-    layers: Sequence[str] | None = None,
-    all_int8: Score | None = None,
-    tick: Callable[[int, int], None] | None = None,
-) -> Sensitivity:
-    """Score the keep-fp32 (and, with ``only_int8``, the only-int8) variant of each quantized
-    layer (or of ``layers``) of the int8 model of ``table`` with ``keep_fp32`` in float."""
-    model = scorer.fp32
-    quantized = quantized_layer_names(model, table, keep_fp32)
-    todo = [x for x in quantized if layers is None or x in layers]
-    base = all_int8 or scorer.score(table, keep_fp32, what="int8 model")
-    types = {layer.name: layer.type for layer in model.param.layers}
-    entries: list[LayerSensitivity] = []
-    for i, name in enumerate(todo):
-        keep = scorer.score(table, [*keep_fp32, name], what=f"{name} in fp32")
-        only = None
-        if only_int8:
-            others = [x for x in quantized if x != name]
-            only = scorer.score(table, [*keep_fp32, *others], what=f"only {name} in int8")
-        entries.append(LayerSensitivity(
-            name, types[name], keep, only,
-            gain_points=base.drop_points - keep.drop_points,
-            harm_cosine=keep.cosine_mean - base.cosine_mean))
-        if tick is not None:
-            tick(i + 1, len(todo))
-    metric = "accuracy" if scorer.labels is not None else "agreement"
-    return Sensitivity(scorer.device.name, metric, scorer.n_samples, base, rank(entries))

@@ -9,8 +9,8 @@ budget (layers in fp32, seconds) is spent.  If one pass is not enough, a second 
 the layers whose best method still loses something, most harmful first, sweeping the ranking
 again until a sweep changes nothing.
 
-The loop only sees a :class:`edgecal.workflows.scoring.Scorer`-like object and an ``alternative``
-callback, so its decisions are testable without a device.
+The loop only sees a :class:`VariantScorer` (``edgecal.workflows.scoring.Scorer`` on a device)
+and an ``alternative`` callback, so its decisions are testable without a device (pure).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.quality.jsondoc import Obj
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import LayerSensitivity, Sensitivity
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
 
 #: ``alternative(layer, method)`` -> the table records (blob scale and weight scales) that
 #: ``method`` gives ``layer``, or None when that method has nothing for it.

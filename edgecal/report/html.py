@@ -35,6 +35,10 @@ from edgecal.files.atomic import write_text_atomic
 from edgecal.quality.consistency import Consistency
 from edgecal.quality.jsondoc import Malformed as _Malformed
 from edgecal.quality.jsondoc import Obj as _Obj
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import Sensitivity
+from edgecal.quality.tuning import TuneStep
+from edgecal.quality.validation import LayerFigures
 from edgecal.runs.histfile import load_histograms
 from edgecal.runs.rundir import (
     HISTOGRAMS,
@@ -47,10 +51,6 @@ from edgecal.runs.rundir import (
     VALIDATION,
     RunDir,
 )
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import Sensitivity
-from edgecal.workflows.tune import TuneStep
-from edgecal.workflows.validate import LayerFigures
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from edgecal import __version__
 from edgecal.errors import InputFileError
 from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import file_sha256
+from edgecal.quality.rundoc import RESULT_SCHEMA, dumps
 from edgecal_agent.protocol import PROTOCOL_VERSION
 
 RUN_SCHEMA = 1
@@ -45,25 +45,6 @@ TABLE = "calibration.table"
 INT8_PARAM = "int8.param"
 INT8_BIN = "int8.bin"
 REPORT = "report.html"
-
-#: Schema of every JSON result file in a run directory (``{"schema": N, ...}``).
-RESULT_SCHEMA = 1
-
-
-def json_safe(obj: Any) -> Any:
-    """inf/nan as strings ("inf", "-inf", "nan"): strict JSON has no such numbers."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any) -> bytes:
-    return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
-
 
 def images_digest(paths: Iterable[Path]) -> str:
     """One sha256 over the images' names and contents, in order: the image set's identity."""

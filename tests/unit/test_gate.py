@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edgecal.cli.gate import add_check_command
 from edgecal.errors import InputFileError, UsageError
-from edgecal.workflows.gate import (
+from edgecal.quality.gate import (
     GateReport,
     Thresholds,
     evaluate_gate,

@@ -13,10 +13,10 @@ from edgecal.calib.methods import METHOD_NAMES, METHODS, OFFLINE_NAMES, Method, 
 from edgecal.errors import CalibrationError
 from edgecal.quality.consistency import BoardVerdict, Consistency, PairFigures
 from edgecal.quality.jsondoc import Malformed
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import LayerSensitivity, Sensitivity
-from edgecal.workflows.tune import TuneStep
-from edgecal.workflows.validate import LayerFigures
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
+from edgecal.quality.tuning import TuneStep
+from edgecal.quality.validation import LayerFigures
 
 
 def _json(doc: Any) -> Any:

@@ -1,0 +1,56 @@
+"""Per-layer sensitivity, measured on the device.
+
+For every quantized layer two variants of the int8 model are scored against fp32: *keep fp32*
+(every other layer as in the int8 model, this one in float) and *only int8* (this layer
+quantized, every other quantized layer in float).  The ranking puts first the layer whose
+return to float wins back the most points, then the most output cosine (the records and the
+ranking: ``edgecal.quality.sensitivity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from edgecal.calib.table import CalibrationTable
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import (
+    LayerSensitivity,
+    Sensitivity,
+    quantized_layer_names,
+    rank,
+)
+from edgecal.workflows.scoring import Scorer
+
+
+def measure_sensitivity(
+    scorer: Scorer,
+    table: CalibrationTable,
+    *,
+    keep_fp32: Sequence[str] = (),
+    only_int8: bool = True,
+    layers: Sequence[str] | None = None,
+    all_int8: Score | None = None,
+    tick: Callable[[int, int], None] | None = None,
+) -> Sensitivity:
+    """Score the keep-fp32 (and, with ``only_int8``, the only-int8) variant of each quantized
+    layer (or of ``layers``) of the int8 model of ``table`` with ``keep_fp32`` in float."""
+    model = scorer.fp32
+    quantized = quantized_layer_names(model, table, keep_fp32)
+    todo = [x for x in quantized if layers is None or x in layers]
+    base = all_int8 or scorer.score(table, keep_fp32, what="int8 model")
+    types = {layer.name: layer.type for layer in model.param.layers}
+    entries: list[LayerSensitivity] = []
+    for i, name in enumerate(todo):
+        keep = scorer.score(table, [*keep_fp32, name], what=f"{name} in fp32")
+        only = None
+        if only_int8:
+            others = [x for x in quantized if x != name]
+            only = scorer.score(table, [*keep_fp32, *others], what=f"only {name} in int8")
+        entries.append(LayerSensitivity(
+            name, types[name], keep, only,
+            gain_points=base.drop_points - keep.drop_points,
+            harm_cosine=keep.cosine_mean - base.cosine_mean))
+        if tick is not None:
+            tick(i + 1, len(todo))
+    metric = "accuracy" if scorer.labels is not None else "agreement"
+    return Sensitivity(scorer.device.name, metric, scorer.n_samples, base, rank(entries))
