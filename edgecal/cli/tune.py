@@ -25,7 +25,7 @@ from edgecal.cli.options import (
     specs_from_options,
 )
 from edgecal.cli.validate import (
-    board_doc,
+    board_result,
     device_facts,
     n_classes,
     progress_bars,
@@ -43,6 +43,7 @@ from edgecal.files.outputs import (
 from edgecal.files.userfile import read_text
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
+from edgecal.quality.validation import ValidationDoc
 from edgecal.runs.histfile import HistogramSet, histograms_to_bytes
 from edgecal.runs.rundir import (
     HISTOGRAMS,
@@ -287,7 +288,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         (HISTOGRAMS, histograms_to_bytes(run.histograms)),
         (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods)),
         (SENSITIVITY, sens_doc),
-        (VALIDATION, {"results": [board_doc(res, ns, model, final)], "consistency": None}),
+        (VALIDATION, ValidationDoc([board_result(res, ns, model, final)]).to_dict()),
         (TUNE, tune_doc)])
     report = None
     if not args.no_report:
