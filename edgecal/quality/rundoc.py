@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+from edgecal.quality.jsondoc import Malformed, Obj
+
 #: Schema of every JSON result file in a run directory (``{"schema": N, ...}``).
 RESULT_SCHEMA = 1
 
@@ -28,3 +30,13 @@ def json_safe(obj: Any) -> Any:
 
 def dumps(obj: Any) -> bytes:
     return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
+
+
+def result_doc(doc: Any) -> Obj:
+    """``doc`` (a run directory's JSON result file) as an :class:`Obj` once its schema is
+    :data:`RESULT_SCHEMA`; else :class:`Malformed`."""
+    top = Obj.of(doc, "")
+    schema = top.d.get("schema")
+    if schema != RESULT_SCHEMA:
+        raise Malformed(f"schema {schema!r}, this edgecal reads schema {RESULT_SCHEMA}")
+    return top

@@ -31,6 +31,7 @@ from edgecal import __version__
 from edgecal.errors import InputFileError
 from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import file_sha256
+from edgecal.quality.jsondoc import Malformed, Obj
 from edgecal.quality.rundoc import RESULT_SCHEMA, dumps
 from edgecal_agent.protocol import PROTOCOL_VERSION
 
@@ -45,6 +46,56 @@ TABLE = "calibration.table"
 INT8_PARAM = "int8.param"
 INT8_BIN = "int8.bin"
 REPORT = "report.html"
+
+@dataclass(frozen=True)
+class Command:
+    """One command line recorded in ``run.json``: its arguments, kind of run and UTC time."""
+
+    argv: tuple[str, ...]
+    kind: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "kind": self.kind, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Command:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(argv=o.texts("argv"), kind=o.text("kind"), at=o.text("at"))
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """``run.json``: what ran -- the kind of run, the edgecal and agent-protocol versions, the
+    command lines (oldest first) and the inputs' paths and hashes (provenance)."""
+
+    kind: str
+    edgecal: str
+    protocol: str | int
+    commands: tuple[Command, ...]
+    inputs: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": RUN_SCHEMA, "kind": self.kind, "edgecal": self.edgecal,
+                "protocol": self.protocol, "commands": [c.to_dict() for c in self.commands],
+                "inputs": dict(self.inputs)}
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> RunInfo:
+        """What :meth:`to_dict` wrote (the schema is :meth:`RunDir.open`'s to check);
+        :class:`Malformed` names the JSON path of a bad value."""
+        top = Obj.of(doc, "")
+        inputs = top.opt_obj("inputs")
+        protocol = top.raw("protocol")
+        return cls(
+            kind=top.text("kind"), edgecal=top.scalar("edgecal"),
+            protocol=protocol if isinstance(protocol, (str, int)) and not isinstance(
+                protocol, bool) else top.scalar("protocol"),
+            commands=tuple(Command.from_dict(o.d, o.where) for o in top.objs("commands")),
+            inputs={k: dict(inputs.obj(k).d) for k in inputs.d} if inputs else {},
+        )
+
 
 def images_digest(paths: Iterable[Path]) -> str:
     """One sha256 over the images' names and contents, in order: the image set's identity."""
@@ -75,20 +126,18 @@ class RunDir:
             raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record (its 'commands' "
                                  "and 'inputs' cannot be extended)",
                                  hint="choose another --out-dir/--run-dir, or remove the file")
-        commands = [*old.get("commands", []), {
-            "argv": list(argv),
-            "kind": kind,
-            "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }]
-        doc = {
-            "schema": RUN_SCHEMA,
-            "kind": kind,
-            "edgecal": __version__,
-            "protocol": PROTOCOL_VERSION,
-            "commands": commands,
-            "inputs": {**old.get("inputs", {}), **(inputs or {})},
-        }
-        run.write_json(RUN_JSON, doc)
+        try:
+            before = [Command.from_dict(c, f"commands[{i}]")
+                      for i, c in enumerate(old.get("commands", []))]
+        except Malformed as exc:
+            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record ({exc})",
+                                 hint="choose another --out-dir/--run-dir, or remove the "
+                                      "file") from None
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        info = RunInfo(kind=kind, edgecal=__version__, protocol=PROTOCOL_VERSION,
+                       commands=(*before, Command(tuple(argv), kind, now)),
+                       inputs={**old.get("inputs", {}), **(inputs or {})})
+        run.write_json(RUN_JSON, info.to_dict())
         return run
 
     @classmethod

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -57,7 +56,7 @@ def test_consistency_and_layer_figures_round_trip() -> None:
     assert back == c and back.diverging == ["b"]
     f = LayerFigures(name="conv1", type="Convolution", top="conv1_out", requantized=True,
                      top_scale=10.0, cosine_mean=0.999, cosine_min=0.99, sqnr_db=30.0)
-    assert LayerFigures.from_dict(_json(asdict(f))) == f
+    assert LayerFigures.from_dict(_json(f.to_dict())) == f
 
 
 def test_from_dict_names_the_json_path() -> None:
