@@ -124,7 +124,7 @@ verdicts = st.builds(BoardVerdict, names, finite, st.booleans(), st.none() | nam
 consistency = st.builds(Consistency, finite, finite,
                         st.lists(st.builds(PairFigures, names, names, finite, finite, finite),
                                  max_size=2),
-                        st.lists(verdicts, max_size=3))
+                        st.lists(verdicts, max_size=3, unique_by=lambda v: v.board))
 
 
 @given(st.lists(board_result, min_size=1, max_size=3, unique_by=lambda r: r.board),
