@@ -78,10 +78,13 @@ def check_same_network(fp32: ParamFile, int8: ParamFile, fp32_src: str, int8_src
 #: its check later instead of refusing the file.
 _NUMBERS = ("agreement", "cosine_mean", "cosine_min", "sqnr_mean_db", "sqnr_min_db",
             "latency_fp32_ms", "latency_int8_ms")
+_LAYER_NUMBERS = ("cosine_mean", "cosine_min", "sqnr_db")
 
 
 def _lenient_number(value: Any) -> float | None:
     """A figure of a gate's document as a float ("inf"/"nan" strings too), else ``None``."""
+    if type(value) is float:
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -119,25 +122,37 @@ class LayerFigures:
         """One of ``results[i].layers`` of a validation document (:meth:`to_dict`);
         :class:`Malformed` names the JSON path of a bad value.  ``lenient``: see
         :meth:`ValidationDoc.from_dict`."""
+        if lenient and isinstance(doc, dict):
+            return cls._lenient(doc)
         o = Obj.of(doc, where)
-        if lenient:
-            d = o.d
-            figures, missing = _lenient_figures(d, ("cosine_mean", "cosine_min", "sqnr_db"))
-            texts = {k: d.get(k) for k in ("type", "top")}
-            missing |= {k for k, v in texts.items() if not isinstance(v, str)}
-            if not isinstance(d.get("requantized"), bool):
-                missing.add("requantized")
-            if "top_scale" not in d:
-                missing.add("top_scale")
-            return cls(name=str(d.get("name")), type=str(texts["type"] or ""),
-                       top=str(texts["top"] or ""), requantized=d.get("requantized") is True,
-                       top_scale=_lenient_number(d.get("top_scale")),
-                       cosine_mean=figures["cosine_mean"], cosine_min=figures["cosine_min"],
-                       sqnr_db=figures["sqnr_db"], missing=frozenset(missing))
         return cls(name=o.text("name"), type=o.text("type"), top=o.text("top"),
                    requantized=o.flag("requantized"), top_scale=o.opt_num("top_scale"),
                    cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
                    sqnr_db=o.num("sqnr_db"))
+
+    @classmethod
+    def _lenient(cls, d: dict[str, Any]) -> LayerFigures:
+        missing: list[str] = []
+        values: list[float] = []
+        for key in _LAYER_NUMBERS:
+            value = _lenient_number(d.get(key))
+            if value is None:
+                missing.append(key)
+                value = math.nan
+            values.append(value)
+        kind, top, requantized = d.get("type"), d.get("top"), d.get("requantized")
+        if not isinstance(kind, str):
+            missing.append("type")
+        if not isinstance(top, str):
+            missing.append("top")
+        if not isinstance(requantized, bool):
+            missing.append("requantized")
+        if "top_scale" not in d:
+            missing.append("top_scale")
+        return cls(str(d.get("name")), kind if isinstance(kind, str) else "",
+                   top if isinstance(top, str) else "", requantized is True,
+                   _lenient_number(d.get("top_scale")), values[0], values[1], values[2],
+                   frozenset(missing))
 
     def figure(self, name: str) -> float | None:
         """Figure ``name``, ``None`` when the document lacked it."""
@@ -147,9 +162,15 @@ class LayerFigures:
 def _lenient_figures(d: dict[str, Any], names: tuple[str, ...]
                      ) -> tuple[dict[str, float], set[str]]:
     """``names`` read leniently (NaN where unreadable), and the unreadable ones."""
-    values = {name: _lenient_number(d.get(name)) for name in names}
-    return ({k: math.nan if v is None else v for k, v in values.items()},
-            {k for k, v in values.items() if v is None})
+    values: dict[str, float] = {}
+    missing: set[str] = set()
+    for name in names:
+        value = _lenient_number(d.get(name))
+        if value is None:
+            missing.add(name)
+            value = math.nan
+        values[name] = value
+    return values, missing
 
 
 @dataclass(frozen=True)
@@ -166,15 +187,10 @@ class ModelFiles:
                 "bin_sha256": self.bin_sha256}
 
     @classmethod
-    def read(cls, o: Obj) -> dict[str, str | None]:
-        def opt(key: str) -> str | None:
-            v = o.d.get(key)
-            return v if isinstance(v, str) else None if v is None else o.text(key)
-        return {k: opt(k) for k in ("param", "bin", "param_sha256", "bin_sha256")}
-
-    @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> ModelFiles:
-        return cls(**cls.read(Obj.of(doc, where)))
+        o = Obj.of(doc, where)
+        return cls(o.opt_text("param"), o.opt_text("bin"), o.opt_text("param_sha256"),
+                   o.opt_text("bin_sha256"))
 
 
 @dataclass(frozen=True)
@@ -190,7 +206,8 @@ class Int8Files(ModelFiles):
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> Int8Files:
         o = Obj.of(doc, where)
-        return cls(**cls.read(o), table=o.opt_text("table"))
+        return cls(o.opt_text("param"), o.opt_text("bin"), o.opt_text("param_sha256"),
+                   o.opt_text("bin_sha256"), o.opt_text("table"))
 
 
 @dataclass
@@ -270,10 +287,15 @@ class ValidationResult:
             figures, missing = _lenient_figures(d, _NUMBERS)
             n, threads = d.get("n_samples"), d.get("threads")
             texts = {k: d.get(k) for k in ("output_blob", "runtime")}
-            missing |= {k for k, v in (("n_samples", n), ("threads", threads))
-                        if isinstance(v, bool) or not isinstance(v, int)}
-            missing |= {k for k, v in texts.items() if not isinstance(v, str)}
-            missing |= {k for k in ("top1_fp32", "top1_int8", "layers") if k not in d}
+            for key, value in (("n_samples", n), ("threads", threads)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    missing.add(key)
+            for key, value in texts.items():
+                if not isinstance(value, str):
+                    missing.add(key)
+            for key in ("top1_fp32", "top1_int8", "layers"):
+                if key not in d:
+                    missing.add(key)
             f = figures
             return cls(
                 n_samples=n if isinstance(n, int) and "n_samples" not in missing else 0,
@@ -282,9 +304,8 @@ class ValidationResult:
                 threads=threads if isinstance(threads, int) and "threads" not in missing else 0,
                 top1_fp32=_lenient_number(d.get("top1_fp32")),
                 top1_int8=_lenient_number(d.get("top1_int8")),
-                layers=[LayerFigures.from_dict(x, f"{o.at('layers')}[{i}]", lenient=True)
-                        for i, x in enumerate(layers if isinstance(layers, list) else [])
-                        if isinstance(x, dict)],
+                layers=[LayerFigures._lenient(x) for x in
+                        (layers if isinstance(layers, list) else []) if isinstance(x, dict)],
                 device=dict(device.d) if device else {}, fp32=fp32, int8=int8,
                 agreement=f["agreement"], cosine_mean=f["cosine_mean"],
                 cosine_min=f["cosine_min"], sqnr_mean_db=f["sqnr_mean_db"],
