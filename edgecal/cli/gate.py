@@ -19,8 +19,7 @@ from typing import Any
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.outputs import write_outputs
 from edgecal.files.userfile import read_text
-from edgecal.runs.rundir import VALIDATION
-from edgecal.workflows.gate import (
+from edgecal.quality.gate import (
     SAVE_HINT,
     GateReport,
     Thresholds,
@@ -32,13 +31,15 @@ from edgecal.workflows.gate import (
     to_json,
     to_junit_xml,
 )
+from edgecal.quality.validation import ValidationDoc
+from edgecal.runs.rundir import VALIDATION
 
 #: Exit status of a failed gate: distinct from errors (1) and bad usage (2), so CI can tell a
 #: regression from a broken invocation.
 GATE_FAILED = 3
 
 
-def load_validation_file(path: Path, what: str) -> dict[str, Any]:
+def load_validation_file(path: Path, what: str) -> ValidationDoc:
     """A validation doc from a file, or from a run directory's ``validation.json``."""
     if path.is_dir():
         path = path / VALIDATION
@@ -72,7 +73,7 @@ def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
     )
 
 
-def _current_doc(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+def _current_doc(args: argparse.Namespace) -> tuple[ValidationDoc, str]:
     if args.results:
         if getattr(args, "param", None) or getattr(args, "device", None):
             raise UsageError("give either --results FILE or a model and devices to validate "

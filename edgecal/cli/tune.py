@@ -25,7 +25,7 @@ from edgecal.cli.options import (
     specs_from_options,
 )
 from edgecal.cli.validate import (
-    board_doc,
+    board_result,
     device_facts,
     n_classes,
     progress_bars,
@@ -43,6 +43,8 @@ from edgecal.files.outputs import (
 from edgecal.files.userfile import read_text
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
+from edgecal.quality.thresholds import LayerThresholds, ThresholdsDoc
+from edgecal.quality.validation import ValidationDoc
 from edgecal.runs.histfile import HistogramSet, histograms_to_bytes
 from edgecal.runs.rundir import (
     HISTOGRAMS,
@@ -150,34 +152,36 @@ class Alternatives:
         self.eq[layer] = {layer: np.array([bs], np.float32), weight_key(layer): ws}
         return self.eq[layer]
 
-    def thresholds(self, final: CalibrationTable, methods: dict[str, str]) -> dict[str, Any]:
+    def thresholds(self, final: CalibrationTable, methods: dict[str, str]) -> ThresholdsDoc:
         """thresholds.json: per layer abs-max, the KL/ACIQ/EQ thresholds, the one chosen."""
-        out: dict[str, Any] = {}
+        out: dict[str, LayerThresholds] = {}
         per = {m: {i.name: i for i in b.per_layer} for m, b in self.tables.items()}
         for name, info in per[Method.KL].items():
             eq = self.eq.get(name)
             scale = final.blob_scale(name)
-            out[name] = {
-                "blob": self.model.param.layers[
+            out[name] = LayerThresholds(
+                layer=name,
+                blob=self.model.param.layers[
                     [x.name for x in self.model.param.layers].index(name)].bottoms[0],
-                "absmax": float(info.absmax),
-                Method.KL.value: float(info.threshold),
-                Method.ACIQ.value: float(per[Method.ACIQ][name].threshold)
+                absmax=float(info.absmax),
+                kl=float(info.threshold),
+                aciq=float(per[Method.ACIQ][name].threshold)
                 if name in per[Method.ACIQ] else None,
-                Method.EQ.value: float(127.0 / float(eq[name][0])) if eq else None,
-                "chosen_method": methods.get(name, "fp32" if scale is None else "table"),
-                "chosen": float(127.0 / float(scale)) if scale is not None else None,
-            }
-        return {"layers": out}
+                eq=float(127.0 / float(eq[name][0])) if eq else None,
+                chosen_method=methods.get(name, "fp32" if scale is None else "table"),
+                chosen=float(127.0 / float(scale)) if scale is not None else None,
+            )
+        return ThresholdsDoc(out)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from edgecal.inputs.labels import labels_for, parse_labels
     from edgecal.int8.convert import quantize_model
+    from edgecal.quality.sensitivity import quantized_layer_names
+    from edgecal.quality.tuning import TuneConfig, TuneDoc, tune
     from edgecal.workflows.calibrate import calibrate
     from edgecal.workflows.scoring import Scorer
-    from edgecal.workflows.sensitivity import measure_sensitivity, quantized_layer_names
-    from edgecal.workflows.tune import TuneConfig, tune
+    from edgecal.workflows.sensitivity import measure_sensitivity
     from edgecal.workflows.validate import validate
 
     t_start = time.monotonic()
@@ -263,9 +267,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
                        threads=threads, progress=bars.task)
         res.device = device_facts(device, getattr(args, "device", None), args)
     metric = "accuracy" if labels is not None else "agreement"
-    tune_doc = result.to_dict(start_method, args.max_drop, metric)
-    tune_doc.update(evaluations=scorer.evaluations, seconds=time.monotonic() - t_start,
-                    fp32_latency_ms=scorer.latency_fp32_ms, try_methods=list(try_methods))
+    tune_doc = TuneDoc.of(result, start_method, args.max_drop, metric,
+                          evaluations=scorer.evaluations, seconds=time.monotonic() - t_start,
+                          fp32_latency_ms=scorer.latency_fp32_ms,
+                          try_methods=tuple(try_methods)).to_dict()
     ns = argparse.Namespace(param=args.param, bin=args.bin, int8_param=INT8_PARAM,
                             int8_bin=INT8_BIN, table=TABLE)
     inputs: dict[str, Any] = {
@@ -284,9 +289,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rd.write_all([  # all or nothing: a table never beside another run's int8 model
         (TABLE, written.encode()), (INT8_PARAM, text.encode()), (INT8_BIN, data),
         (HISTOGRAMS, histograms_to_bytes(run.histograms)),
-        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods)),
+        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
         (SENSITIVITY, sens_doc),
-        (VALIDATION, {"results": [board_doc(res, ns, model, final)], "consistency": None}),
+        (VALIDATION, ValidationDoc([board_result(res, ns, model, final)]).to_dict()),
         (TUNE, tune_doc)])
     report = None
     if not args.no_report:

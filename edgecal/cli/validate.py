@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -42,8 +43,15 @@ from edgecal.fleet.pool import board_pool
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
 from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE, compare_boards
+from edgecal.quality.validation import (
+    Int8Files,
+    ModelFiles,
+    ValidationDoc,
+    ValidationResult,
+    check_same_network,
+)
 from edgecal.runs.rundir import RUN_JSON, SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
-from edgecal.workflows.validate import ValidationResult, check_same_network, validate
+from edgecal.workflows.validate import validate
 from edgecal_agent.protocol import RUNTIMES
 
 
@@ -230,19 +238,19 @@ def provenance(args: argparse.Namespace, inputs: ValidationInputs, int8: Model
     return out
 
 
-def board_doc(res: ValidationResult, args: argparse.Namespace, model: Model, int8: Model
-              ) -> dict[str, Any]:
-    doc = res.to_dict()
-    doc.update(fp32={"param": args.param, "bin": args.bin, "param_sha256": model.param_sha256,
-                     "bin_sha256": model.bin_sha256},
-               int8={"param": args.int8_param, "bin": args.int8_bin, "table": args.table,
-                     "param_sha256": int8.param_sha256, "bin_sha256": int8.bin_sha256})
-    return doc
+def board_result(res: ValidationResult, args: argparse.Namespace, model: Model, int8: Model
+                 ) -> ValidationResult:
+    """``res`` with the models' files the arguments name."""
+    return dataclasses.replace(
+        res, fp32=ModelFiles(args.param, args.bin, model.param_sha256, model.bin_sha256),
+        int8=Int8Files(args.int8_param, args.int8_bin, int8.param_sha256, int8.bin_sha256,
+                       table=args.table))
 
 
 @dataclass
 class ValidationRun:
-    doc: dict[str, Any]
+    record: ValidationDoc
+    doc: dict[str, Any]  # record.to_dict()
     results: list[ValidationResult]
     inputs: ValidationInputs
     int8: Model
@@ -275,20 +283,15 @@ def run_validation_full(args: argparse.Namespace, *, sensitivity: bool = False
         sens = None
         if sensitivity:
             sens = run_sensitivity(args, inputs, int8, specs[0], Path(tmp), bars)
-    doc: dict[str, Any] = {
-        "schema": 1,
-        "results": [board_doc(r, args, inputs.model, int8) for r in results],
-        "consistency": None,
-    }
+    record = ValidationDoc([board_result(r, args, inputs.model, int8) for r in results])
     if len(results) > 1:
         found = {r.device["name"]: r.int8_outputs for r in results}
         outputs = {k: v for k, v in found.items() if v is not None}
         if len(outputs) < len(found):
             raise UsageError("no images were validated")
-        doc["consistency"] = compare_boards(
-            outputs, tol_cosine=args.divergence_cosine, tol_disagree=args.divergence_top1,
-        ).to_dict()
-    return ValidationRun(doc, results, inputs, int8, sens)
+        record.consistency = compare_boards(
+            outputs, tol_cosine=args.divergence_cosine, tol_disagree=args.divergence_top1)
+    return ValidationRun(record, record.to_dict(), results, inputs, int8, sens)
 
 
 def run_sensitivity(args: argparse.Namespace, inputs: ValidationInputs, int8: Model,

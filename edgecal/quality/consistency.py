@@ -9,13 +9,14 @@ more boards the odd one out is named, and with two both are (there is no telling
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Malformed, Obj, number
 
 #: Defaults: the least per-image output cosine between two boards, and the largest fraction of
 #: images whose top-1 class may differ, before a pair counts as diverging.
@@ -64,10 +65,15 @@ class Consistency:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> Consistency:
+    def from_dict(cls, doc: Any, where: str = "", *, lenient: bool = False) -> Consistency:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value.
-        ``diverging`` is checked but not kept: it is derived from ``boards``."""
+        ``diverging`` is checked but not kept: it is derived from ``boards``.
+
+        ``lenient`` (the gate's reading): any entry may be missing (a tolerance: NaN); a board
+        entry without ``board`` is skipped; a board named in ``diverging`` diverges."""
         o = Obj.of(doc, where)
+        if lenient:
+            return cls._lenient(o.d)
         o.texts("diverging")
         return cls(
             tolerance_cosine=o.num("tolerance_cosine"),
@@ -81,6 +87,35 @@ class Consistency:
                                  diverges=b.flag("diverges"), why=b.opt_text("why"))
                     for b in o.objs("boards")],
         )
+
+    @classmethod
+    def _lenient(cls, d: dict[str, Any]) -> Consistency:
+        def num(x: dict[str, Any], key: str) -> float:
+            try:
+                return number(x.get(key), key)
+            except Malformed:
+                return math.nan
+
+        def listed(key: str) -> list[Any]:
+            value = d.get(key)
+            return value if isinstance(value, list) else []
+
+        boards = [BoardVerdict(board=str(b["board"]),
+                               cosine_to_others_min=num(b, "cosine_to_others_min"),
+                               diverges=bool(b.get("diverges")),
+                               why=str(b["why"]) if b.get("why") else None)
+                  for b in listed("boards") if isinstance(b, dict) and "board" in b]
+        for name in map(str, listed("diverging")):
+            known = [i for i, b in enumerate(boards) if b.board == name]
+            if not known:
+                boards.append(BoardVerdict(name, math.nan, True, None))
+            for i in known:
+                boards[i] = replace(boards[i], diverges=True)
+        pairs = [PairFigures(a=str(p.get("a")), b=str(p.get("b")),
+                             cosine_mean=num(p, "cosine_mean"), cosine_min=num(p, "cosine_min"),
+                             top1_disagree=num(p, "top1_disagree"))
+                 for p in listed("pairs") if isinstance(p, dict)]
+        return cls(num(d, "tolerance_cosine"), num(d, "tolerance_disagree"), pairs, boards)
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,7 +8,12 @@ from typing import Any
 
 
 class Malformed(Exception):
-    """A value of the wrong type or a missing key; the message names its JSON path."""
+    """A value of the wrong type or a missing key; the message names its JSON path.  ``hint``:
+    how to fix it, when the document's reader has one."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def kind_of(value: Any) -> str:

@@ -26,24 +26,23 @@ import numpy as np
 
 from edgecal.calib.methods import METHODS, Method
 from edgecal.errors import InputFileError
-from edgecal.quality.consistency import Consistency
 from edgecal.quality.jsondoc import Malformed as _Malformed
-from edgecal.quality.jsondoc import Obj as _Obj
+from edgecal.quality.rundoc import result_doc
+from edgecal.quality.sensitivity import Sensitivity
+from edgecal.quality.thresholds import LayerThresholds, ThresholdsDoc
+from edgecal.quality.tuning import TuneDoc
+from edgecal.quality.validation import ValidationDoc, ValidationResult
 from edgecal.runs.histfile import load_histograms
 from edgecal.runs.rundir import (
     HISTOGRAMS,
-    RESULT_SCHEMA,
     RUN_JSON,
     SENSITIVITY,
     THRESHOLDS,
     TUNE,
     VALIDATION,
     RunDir,
+    RunInfo,
 )
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import Sensitivity
-from edgecal.workflows.tune import TuneStep
-from edgecal.workflows.validate import LayerFigures
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,48 +61,8 @@ REPORT_FILES = {
 }
 
 # ============================================================================ records
-
-
-@dataclass(frozen=True)
-class BoardResult:
-    board: str
-    n_samples: int
-    output_blob: str
-    runtime: str
-    threads: int
-    top1_fp32: float | None
-    top1_int8: float | None
-    agreement: float
-    cosine_mean: float
-    cosine_min: float
-    sqnr_mean_db: float
-    sqnr_min_db: float
-    latency_fp32_ms: float
-    latency_int8_ms: float
-    layers: tuple[LayerFigures, ...]
-    device: dict[str, Any]
-    models: dict[str, dict[str, Any]]  # "fp32"/"int8" -> file names and hashes
-
-
-@dataclass(frozen=True)
-class Validation:
-    results: tuple[BoardResult, ...]
-    consistency: Consistency | None
-
-
-@dataclass(frozen=True)
-class LayerThresholds:
-    layer: str
-    blob: str
-    absmax: float
-    kl: float | None
-    aciq: float | None
-    eq: float | None
-    chosen_method: str
-    chosen: float | None
-
-    def by_method(self) -> dict[str, float | None]:
-        return {Method.KL: self.kl, Method.ACIQ: self.aciq, Method.EQ: self.eq}
+# The run documents' records are their owners' (edgecal.quality, edgecal.runs.rundir); the
+# report adds the histograms, read from histograms.npz.
 
 
 @dataclass(frozen=True)
@@ -115,137 +74,25 @@ class LayerHistogram:
 
 
 @dataclass(frozen=True)
-class Tune:
-    method: str
-    max_drop: float
-    metric: str
-    target_met: bool
-    reason: str
-    initial: Score
-    final: Score
-    steps: tuple[TuneStep, ...]
-    fp32_layers: tuple[tuple[str, float], ...]  # (layer, latency cost ms)
-    layer_methods: dict[str, str]
-    evaluations: int | None = None  # optional: variants scored
-    fp32_latency_ms: float | None = None  # optional: the all-fp32 model's latency
-
-
-@dataclass(frozen=True)
-class Command:
-    argv: tuple[str, ...]
-    kind: str
-    at: str
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    kind: str
-    edgecal: str
-    protocol: str
-    commands: tuple[Command, ...]
-    inputs: dict[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
 class ReportData:
     """Everything the page shows; ``None`` for a file the run does not have."""
 
     run_path: str
     run: RunInfo
-    validation: Validation | None = None
+    validation: ValidationDoc | None = None
     thresholds: dict[str, LayerThresholds] | None = None
     histograms: tuple[LayerHistogram, ...] | None = None
     histogram_meta: dict[str, Any] | None = None
     sensitivity: Sensitivity | None = None
-    tune: Tune | None = None
+    tune: TuneDoc | None = None
     present: tuple[str, ...] = ()  # names of the REPORT_FILES the run has
 
 
 # ============================================================================ load
 
 
-def _result_doc(doc: Any) -> _Obj:
-    top = _Obj.of(doc, "")
-    schema = top.d.get("schema")
-    if schema != RESULT_SCHEMA:
-        raise _Malformed(f"schema {schema!r}, this edgecal reads schema {RESULT_SCHEMA}")
-    return top
-
-
-def _parse_board(o: _Obj, index: int) -> BoardResult:
-    device = o.opt_obj("device")
-    dev = dict(device.d) if device else {}
-    name = dev.get("name")
-    models = {k: dict(o.obj(k).d) for k in ("fp32", "int8") if o.d.get(k) is not None}
-    return BoardResult(
-        board=name if isinstance(name, str) and name else f"board {index + 1}",
-        n_samples=o.integer("n_samples"), output_blob=o.text("output_blob"),
-        runtime=o.text("runtime"), threads=o.integer("threads"),
-        top1_fp32=o.opt_num("top1_fp32"), top1_int8=o.opt_num("top1_int8"),
-        agreement=o.num("agreement"), cosine_mean=o.num("cosine_mean"),
-        cosine_min=o.num("cosine_min"), sqnr_mean_db=o.num("sqnr_mean_db"),
-        sqnr_min_db=o.num("sqnr_min_db"), latency_fp32_ms=o.num("latency_fp32_ms"),
-        latency_int8_ms=o.num("latency_int8_ms"),
-        layers=tuple(LayerFigures.from_dict(lo.d, lo.where) for lo in o.objs("layers")),
-        device=dev, models=models,
-    )
-
-
-def parse_validation(doc: Any) -> Validation:
-    top = _result_doc(doc)
-    results = tuple(_parse_board(o, i) for i, o in enumerate(top.objs("results")))
-    c = top.opt_obj("consistency")
-    consistency = Consistency.from_dict(c.d, c.where) if c is not None else None
-    return Validation(results=results, consistency=consistency)
-
-
-def parse_thresholds(doc: Any) -> dict[str, LayerThresholds]:
-    layers = _result_doc(doc).obj("layers")
-    out = {}
-    for name in layers.d:
-        o = layers.obj(name)
-        method = o.text("chosen_method")
-        if method not in _METHOD_LABEL:
-            raise _Malformed(f"{o.at('chosen_method')} is {method!r}, not kl, aciq, eq, table "
-                             "or fp32")
-        out[name] = LayerThresholds(layer=name, blob=o.text("blob"), absmax=o.num("absmax"),
-                                    kl=o.opt_num(Method.KL), aciq=o.opt_num(Method.ACIQ),
-                                    eq=o.opt_num(Method.EQ), chosen_method=method,
-                                    chosen=o.opt_num("chosen"))
-    return out
-
-
 def parse_sensitivity(doc: Any) -> Sensitivity:
-    return Sensitivity.from_dict(_result_doc(doc).d)
-
-
-def parse_tune(doc: Any) -> Tune:
-    top = _result_doc(doc)
-    methods = top.obj("layer_methods")
-    return Tune(
-        method=top.text("method"), max_drop=top.num("max_drop"), metric=top.text("metric"),
-        target_met=top.flag("target_met"), reason=top.text("reason"),
-        initial=Score.from_dict(top.raw("initial"), top.at("initial")),
-        final=Score.from_dict(top.raw("final"), top.at("final")),
-        steps=tuple(TuneStep.from_dict(o.d, o.where) for o in top.objs("steps")),
-        fp32_layers=tuple((o.text("layer"), o.num("latency_cost_ms"))
-                          for o in top.objs("fp32_layers")),
-        layer_methods={k: methods.text(k) for k in methods.d},
-        evaluations=top.integer("evaluations") if top.d.get("evaluations") is not None
-        else None,
-        fp32_latency_ms=top.opt_num("fp32_latency_ms"),
-    )
-
-
-def parse_run(doc: Any) -> RunInfo:
-    top = _Obj.of(doc, "")
-    inputs = top.opt_obj("inputs")
-    return RunInfo(
-        kind=top.text("kind"), edgecal=top.scalar("edgecal"), protocol=top.scalar("protocol"),
-        commands=tuple(Command(argv=o.texts("argv"), kind=o.text("kind"), at=o.text("at"))
-                       for o in top.objs("commands")),
-        inputs={k: dict(inputs.obj(k).d) for k in inputs.d} if inputs else {},
-    )
+    return Sensitivity.from_dict(result_doc(doc).d)
 
 
 def _load(run: RunDir, name: str, parse: Callable[[Any], T]) -> T | None:
@@ -276,16 +123,17 @@ def _load_histograms(run: RunDir) -> tuple[tuple[LayerHistogram, ...], dict[str,
 
 def load_report_data(run: RunDir) -> ReportData:
     loaded = _load_histograms(run)
-    run_info = _load(run, RUN_JSON, parse_run)
+    run_info = _load(run, RUN_JSON, RunInfo.from_dict)
     assert run_info is not None  # RunDir.open checked it exists
+    thresholds = _load(run, THRESHOLDS, ThresholdsDoc.from_dict)
     return ReportData(
         run_path=str(run.path), run=run_info,
-        validation=_load(run, VALIDATION, parse_validation),
-        thresholds=_load(run, THRESHOLDS, parse_thresholds),
+        validation=_load(run, VALIDATION, ValidationDoc.from_dict),
+        thresholds=thresholds.layers if thresholds is not None else None,
         histograms=loaded[0] if loaded else None,
         histogram_meta=loaded[1] if loaded else None,
         sensitivity=_load(run, SENSITIVITY, parse_sensitivity),
-        tune=_load(run, TUNE, parse_tune),
+        tune=_load(run, TUNE, TuneDoc.from_dict),
         present=tuple(name for name in REPORT_FILES if run.has(name)),
     )
 
@@ -400,7 +248,7 @@ def histogram_plot(hist: LayerHistogram, thr: LayerThresholds | None) -> bytes:
     return _png(fig)
 
 
-def latency_plot(results: Sequence[BoardResult]) -> bytes:
+def latency_plot(results: Sequence[ValidationResult]) -> bytes:
     """Median latency per image, fp32 vs int8, per board."""
     n = len(results)
     fig = _figure(1.6 + 1.2 * n, 2.6)
@@ -426,7 +274,7 @@ def _barh_height(rows: int, groups: int = 1) -> float:
     return min(40.0, 1.0 + 0.16 * rows * max(1.0, 0.6 * groups))
 
 
-def layer_cosine_plot(results: Sequence[BoardResult]) -> bytes:
+def layer_cosine_plot(results: Sequence[ValidationResult]) -> bytes:
     """Per-layer output cosine (mean as bars, min as a tick), grouped by board."""
     names = layer_names(results)
     m = len(results)
@@ -496,7 +344,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
-def layer_names(results: Sequence[BoardResult]) -> list[str]:
+def layer_names(results: Sequence[ValidationResult]) -> list[str]:
     names: dict[str, None] = {}
     for r in results:
         for lf in r.layers:

@@ -26,14 +26,14 @@ from edgecal.calib.methods import METHODS, Method
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.atomic import write_text_atomic
 from edgecal.quality.consistency import Consistency
+from edgecal.quality.thresholds import LayerThresholds
+from edgecal.quality.tuning import TuneDoc
+from edgecal.quality.validation import ValidationDoc
 from edgecal.report.html import (
     _METHOD_LABEL,
     REPORT_FILES,
     LayerHistogram,
-    LayerThresholds,
     ReportData,
-    Tune,
-    Validation,
     encodable,
     fmt,
     histogram_plot,
@@ -146,7 +146,7 @@ _SCORE_HEAD = ("", "agreement", "accuracy", "drop (points)", "cosine mean", "cos
                "latency ms")
 
 
-def summary_view(v: Validation | None) -> dict[str, Any]:
+def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
     if v is None:
         return _missing(rundir.VALIDATION)
     if not v.results:
@@ -226,7 +226,7 @@ def layers_view(thresholds: dict[str, LayerThresholds] | None,
     return view
 
 
-def cosine_view(v: Validation | None) -> dict[str, Any]:
+def cosine_view(v: ValidationDoc | None) -> dict[str, Any]:
     if v is None:
         return _missing(rundir.VALIDATION)
     results = [r for r in v.results if r.layers]
@@ -279,7 +279,7 @@ def sensitivity_view(s: Sensitivity | None) -> dict[str, Any]:
     return view
 
 
-def tune_view(t: Tune | None) -> dict[str, Any]:
+def tune_view(t: TuneDoc | None) -> dict[str, Any]:
     if t is None:
         return _missing(rundir.TUNE)
     view: dict[str, Any] = {
@@ -313,7 +313,7 @@ def tune_view(t: Tune | None) -> dict[str, Any]:
     return view
 
 
-def boards_view(v: Validation | None) -> dict[str, Any]:
+def boards_view(v: ValidationDoc | None) -> dict[str, Any]:
     if v is None:
         return _missing(rundir.VALIDATION, "the device facts come from it")
     return {"boards": [(r.board, kv_table([*(dict(r.device) or {"name": r.board}).items(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ from edgecal import __version__
 from edgecal.errors import InputFileError
 from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import file_sha256
+from edgecal.quality.jsondoc import Malformed, Obj
+from edgecal.quality.rundoc import RESULT_SCHEMA, dumps
 from edgecal_agent import PROTOCOL_VERSION
 
 RUN_SCHEMA = 1
@@ -46,23 +47,54 @@ INT8_PARAM = "int8.param"
 INT8_BIN = "int8.bin"
 REPORT = "report.html"
 
-#: Schema of every JSON result file in a run directory (``{"schema": N, ...}``).
-RESULT_SCHEMA = 1
+@dataclass(frozen=True)
+class Command:
+    """One command line recorded in ``run.json``: its arguments, kind of run and UTC time."""
+
+    argv: tuple[str, ...]
+    kind: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "kind": self.kind, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Command:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(argv=o.texts("argv"), kind=o.text("kind"), at=o.text("at"))
 
 
-def json_safe(obj: Any) -> Any:
-    """inf/nan as strings ("inf", "-inf", "nan"): strict JSON has no such numbers."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
+@dataclass(frozen=True)
+class RunInfo:
+    """``run.json``: what ran -- the kind of run, the edgecal and agent-protocol versions, the
+    command lines (oldest first) and the inputs' paths and hashes (provenance)."""
 
+    kind: str
+    edgecal: str
+    protocol: str | int
+    commands: tuple[Command, ...]
+    inputs: dict[str, dict[str, Any]]
 
-def dumps(obj: Any) -> bytes:
-    return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": RUN_SCHEMA, "kind": self.kind, "edgecal": self.edgecal,
+                "protocol": self.protocol, "commands": [c.to_dict() for c in self.commands],
+                "inputs": dict(self.inputs)}
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> RunInfo:
+        """What :meth:`to_dict` wrote (the schema is :meth:`RunDir.open`'s to check);
+        :class:`Malformed` names the JSON path of a bad value."""
+        top = Obj.of(doc, "")
+        inputs = top.opt_obj("inputs")
+        protocol = top.raw("protocol")
+        return cls(
+            kind=top.text("kind"), edgecal=top.scalar("edgecal"),
+            protocol=protocol if isinstance(protocol, (str, int)) and not isinstance(
+                protocol, bool) else top.scalar("protocol"),
+            commands=tuple(Command.from_dict(o.d, o.where) for o in top.objs("commands")),
+            inputs={k: dict(inputs.obj(k).d) for k in inputs.d} if inputs else {},
+        )
 
 
 def images_digest(paths: Iterable[Path]) -> str:
@@ -94,20 +126,18 @@ class RunDir:
             raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record (its 'commands' "
                                  "and 'inputs' cannot be extended)",
                                  hint="choose another --out-dir/--run-dir, or remove the file")
-        commands = [*old.get("commands", []), {
-            "argv": list(argv),
-            "kind": kind,
-            "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }]
-        doc = {
-            "schema": RUN_SCHEMA,
-            "kind": kind,
-            "edgecal": __version__,
-            "protocol": PROTOCOL_VERSION,
-            "commands": commands,
-            "inputs": {**old.get("inputs", {}), **(inputs or {})},
-        }
-        run.write_json(RUN_JSON, doc)
+        try:
+            before = [Command.from_dict(c, f"commands[{i}]")
+                      for i, c in enumerate(old.get("commands", []))]
+        except Malformed as exc:
+            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record ({exc})",
+                                 hint="choose another --out-dir/--run-dir, or remove the "
+                                      "file") from None
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        info = RunInfo(kind=kind, edgecal=__version__, protocol=PROTOCOL_VERSION,
+                       commands=(*before, Command(tuple(argv), kind, now)),
+                       inputs={**old.get("inputs", {}), **(inputs or {})})
+        run.write_json(RUN_JSON, info.to_dict())
         return run
 
     @classmethod

@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,61 +23,11 @@ from edgecal.errors import ModelFormatError
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
-from edgecal.quality.consistency import row_cosines
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.metrics import Score, score_outputs
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 
 #: Samples per run job when scoring.
 SHARD_SIZE = 64
-
-
-@dataclass(frozen=True)
-class Score:
-    """One int8 variant against fp32 on the scoring images."""
-
-    agreement: float
-    accuracy: float | None
-    cosine_mean: float
-    cosine_min: float
-    drop_points: float
-    latency_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> Score:
-        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        o = Obj.of(doc, where)
-        return cls(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
-                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
-                   drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
-
-    def better_than(self, other: Score) -> bool:
-        """Fewer points lost; on a tie, the closer output (higher mean cosine)."""
-        return (self.drop_points, -self.cosine_mean) < (other.drop_points, -other.cosine_mean)
-
-
-def drop_points(agreement: float, accuracy: float | None, accuracy_fp32: float | None) -> float:
-    """Points lost against fp32: of top-1 accuracy when labels are known, else of top-1
-    agreement (``100 * (1 - agreement)``)."""
-    if accuracy is not None and accuracy_fp32 is not None:
-        return 100.0 * (accuracy_fp32 - accuracy)
-    return 100.0 * (1.0 - agreement)
-
-
-def score_outputs(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
-                  accuracy_fp32: float | None, latency_ms: float) -> Score:
-    """Pure: the score of int8 outputs ``got`` against fp32 outputs ``ref`` (both
-    ``(n, values)``)."""
-    if ref.shape != got.shape:
-        raise ValueError(f"outputs of shape {got.shape} against fp32 {ref.shape}")
-    pred_ref, pred = np.argmax(ref, axis=1), np.argmax(got, axis=1)
-    agree = float(np.mean(pred == pred_ref))
-    acc = float(np.mean(pred == labels)) if labels is not None else None
-    cos = row_cosines(ref, got)
-    return Score(agree, acc, float(cos.mean()), float(cos.min()),
-                 drop_points(agree, acc, accuracy_fp32), latency_ms)
 
 
 class Scorer:

@@ -16,6 +16,7 @@ from edgecal.device.local import LocalDevice
 from edgecal.inputs.model import load_model
 from edgecal.inputs.samples import make_sample_source, read_list
 from edgecal.inputs.spec import InputSpec
+from edgecal.quality.validation import QuantLayer
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
@@ -81,7 +82,7 @@ def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyP
     source = make_sample_source([spec], [read_list(DIGITS / "images")])
     real = validate_mod.quantized_layers
 
-    def wrong(*a: Any, **k: Any) -> list[validate_mod.QuantLayer]:
+    def wrong(*a: Any, **k: Any) -> list[QuantLayer]:
         return [dataclasses.replace(q, top_scale=q.top_scale * 1.5) if q.top_scale else q
                 for q in real(*a, **k)]
 

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from edgecal.quality.consistency import compare_boards, row_cosines
-from edgecal.workflows.scoring import drop_points, score_outputs
-from edgecal.workflows.validate import cosine
+from edgecal.quality.metrics import cosine, drop_points, score_outputs
 
 RNG = np.random.default_rng(7)
 OUT = RNG.normal(size=(50, 10)).astype(np.float32)

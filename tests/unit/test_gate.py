@@ -15,16 +15,17 @@ from hypothesis import strategies as st
 
 from edgecal.cli.gate import add_check_command
 from edgecal.errors import InputFileError, UsageError
-from edgecal.workflows.gate import (
+from edgecal.quality import gate
+from edgecal.quality.gate import (
     GateReport,
     Thresholds,
-    evaluate_gate,
     merge_docs,
     parse_validation_doc,
     render_text,
     to_json,
     to_junit_xml,
 )
+from edgecal.quality.validation import ValidationDoc
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -52,6 +53,14 @@ def board(name: str = "local", *, acc: float | None = 0.95, acc_fp32: float | No
 
 def doc(*boards: dict[str, Any], consistency: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"schema": 1, "results": list(boards), "consistency": consistency}
+
+
+def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: Thresholds,
+                  **kw: str) -> GateReport:
+    """The gate of two documents as ``edgecal check`` reads them (leniently)."""
+    return gate.evaluate_gate(
+        ValidationDoc.from_dict(current, lenient=True),
+        None if baseline is None else ValidationDoc.from_dict(baseline, lenient=True), th, **kw)
 
 
 def rows_by(report: GateReport) -> dict[tuple[str, str], Any]:
@@ -287,12 +296,15 @@ def test_merge_docs() -> None:
     b = doc(board("emu2"), board("emu3"),
             consistency={"tolerance_cosine": 0.999, "pairs": [], "boards": [],
                          "diverging": ["emu3"]})
-    m = merge_docs([("a.json", a), ("b.json", b)])
-    assert [r["device"]["name"] for r in m["results"]] == ["emu1", "emu2", "emu3"]
-    assert m["consistency"]["diverging"] == ["emu3"]
-    parse_validation_doc(m, "merged")
+    m = merge_docs([("a.json", parse_validation_doc(a, "a.json")),
+                    ("b.json", parse_validation_doc(b, "b.json"))])
+    assert [r.board for r in m.results] == ["emu1", "emu2", "emu3"]
+    assert m.consistency is not None and m.consistency.diverging == ["emu3"]
+    assert m.consistency.tolerance_cosine == 0.999
+    parse_validation_doc(m.to_dict(), "merged")
     with pytest.raises(InputFileError, match=r"emu1 is in both a\.json and c\.json"):
-        merge_docs([("a.json", a), ("c.json", doc(board("emu1")))])
+        merge_docs([("a.json", parse_validation_doc(a, "a.json")),
+                    ("c.json", parse_validation_doc(doc(board("emu1")), "c.json"))])
 
 
 # ----------------------------------------------------------------------------- renderings

@@ -1,5 +1,5 @@
 """tune's decisions, against a scorer whose answers are known: the loop under test is real
-(``edgecal.workflows.tune.tune``); the "device" is a table of what each layer costs with each
+(``edgecal.quality.tuning.tune``); the "device" is a table of what each layer costs with each
 method."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgecal.calib.table import CalibrationTable, weight_key
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import LayerSensitivity, Sensitivity, rank
-from edgecal.workflows.tune import TuneConfig, tune, with_records
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity, rank
+from edgecal.quality.tuning import TuneConfig, tune, with_records
 
 LAYERS = ["conv0", "conv1", "conv2", "fc"]
 # the scale each method gives a layer's input: the tag identifies the method in the table

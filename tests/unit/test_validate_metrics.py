@@ -13,17 +13,16 @@ from hypothesis.extra.numpy import arrays
 
 from edgecal.errors import ModelFormatError
 from edgecal.inputs.model import load_model
-from edgecal.workflows.validate import (
+from edgecal.quality.metrics import (
     PairStats,
     accuracy,
     agreement,
-    check_same_network,
     cosine,
     dequantize,
-    quantized_layers,
     sqnr_db,
     sqnr_from_energies,
 )
+from edgecal.quality.validation import check_same_network, quantized_layers
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "digits"
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)

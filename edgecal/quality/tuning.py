@@ -9,8 +9,8 @@ budget (layers in fp32, seconds) is spent.  If one pass is not enough, a second 
 the layers whose best method still loses something, most harmful first, sweeping the ranking
 again until a sweep changes nothing.
 
-The loop only sees a :class:`edgecal.workflows.scoring.Scorer`-like object and an ``alternative``
-callback, so its decisions are testable without a device.
+The loop only sees a :class:`VariantScorer` (``edgecal.workflows.scoring.Scorer`` on a device)
+and an ``alternative`` callback, so its decisions are testable without a device (pure).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import numpy as np
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.quality.jsondoc import Obj
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import LayerSensitivity, Sensitivity
+from edgecal.quality.metrics import Score
+from edgecal.quality.rundoc import RESULT_SCHEMA, result_doc
+from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
 
 #: ``alternative(layer, method)`` -> the table records (blob scale and weight scales) that
 #: ``method`` gives ``layer``, or None when that method has nothing for it.
@@ -78,16 +79,78 @@ class TuneResult:
     steps: list[TuneStep] = field(default_factory=list)
     latency_cost_ms: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self, method: str, max_drop: float, metric: str) -> dict[str, Any]:
-        return {
-            "method": method, "max_drop": max_drop, "metric": metric,
+
+
+@dataclass(frozen=True)
+class TuneDoc:
+    """``tune.json``: tune's start (``method``, ``max_drop``, ``metric``), its outcome, its steps,
+    the layers kept in fp32 with their latency cost, each layer's method; and, as ``edgecal
+    tune`` writes them (optional when read), the variants scored, the run's seconds, the fp32
+    model's latency and the methods tried."""
+
+    method: str
+    max_drop: float
+    metric: str
+    target_met: bool
+    reason: str
+    initial: Score
+    final: Score
+    steps: tuple[TuneStep, ...]
+    fp32_layers: tuple[tuple[str, float], ...]  # (layer, latency cost ms)
+    layer_methods: dict[str, str]
+    evaluations: int | None = None  # variants scored
+    seconds: float | None = None
+    fp32_latency_ms: float | None = None  # the all-fp32 model's latency
+    try_methods: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, result: TuneResult, method: str, max_drop: float, metric: str, **extra: Any
+           ) -> TuneDoc:
+        """The document of ``result``, a run started with ``method`` to reach ``max_drop``
+        points of ``metric``; ``extra``: the optional fields."""
+        return cls(method=method, max_drop=max_drop, metric=metric,
+                   target_met=result.target_met, reason=result.reason, initial=result.initial,
+                   final=result.final, steps=tuple(result.steps),
+                   fp32_layers=tuple((x, result.latency_cost_ms[x])
+                                     for x in result.fp32_layers),
+                   layer_methods=dict(result.layer_methods), **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": RESULT_SCHEMA,
+            "method": self.method, "max_drop": self.max_drop, "metric": self.metric,
             "target_met": self.target_met, "reason": self.reason,
             "initial": self.initial.to_dict(), "final": self.final.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
-            "fp32_layers": [{"layer": x, "latency_cost_ms": self.latency_cost_ms.get(x)}
-                            for x in self.fp32_layers],
+            "fp32_layers": [{"layer": x, "latency_cost_ms": c} for x, c in self.fp32_layers],
             "layer_methods": dict(self.layer_methods),
         }
+        optional = {"evaluations": self.evaluations, "seconds": self.seconds,
+                    "fp32_latency_ms": self.fp32_latency_ms,
+                    "try_methods": None if self.try_methods is None else list(self.try_methods)}
+        return {**d, **{k: v for k, v in optional.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> TuneDoc:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        top = result_doc(doc)
+        methods = top.obj("layer_methods")
+        return cls(
+            method=top.text("method"), max_drop=top.num("max_drop"), metric=top.text("metric"),
+            target_met=top.flag("target_met"), reason=top.text("reason"),
+            initial=Score.from_dict(top.raw("initial"), top.at("initial")),
+            final=Score.from_dict(top.raw("final"), top.at("final")),
+            steps=tuple(TuneStep.from_dict(o.d, o.where) for o in top.objs("steps")),
+            fp32_layers=tuple((o.text("layer"), o.num("latency_cost_ms"))
+                              for o in top.objs("fp32_layers")),
+            layer_methods={k: methods.text(k) for k in methods.d},
+            evaluations=top.integer("evaluations") if top.d.get("evaluations") is not None
+            else None,
+            seconds=top.opt_num("seconds"),
+            fp32_latency_ms=top.opt_num("fp32_latency_ms"),
+            try_methods=top.texts("try_methods") if top.d.get("try_methods") is not None
+            else None,
+        )
 
 
 def with_records(table: CalibrationTable, layer: str, records: dict[str, np.ndarray]

@@ -1,7 +1,7 @@
 """``edgecal check``: the regression gate over validation figures (pure functions, no I/O).
 
-A *validation doc* is what ``edgecal validate`` writes (``validation.json``, ``--save-baseline``):
-``{"schema": 1, "results": [BOARD_DOC, ...], "consistency": ...}``.  :func:`evaluate_gate`
+A *validation doc* is what ``edgecal validate`` writes (``validation.json``, ``--save-baseline``),
+read as a :class:`~edgecal.quality.validation.ValidationDoc`.  :func:`evaluate_gate`
 compares the current doc against explicit floors (:class:`Thresholds`) and/or a baseline doc and
 returns one :class:`GateRow` per (board, check); :func:`render_text`, :func:`to_json` and
 :func:`to_junit_xml` present the :class:`GateReport`.
@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgecal.errors import InputFileError, UsageError
-from edgecal.runs.rundir import RESULT_SCHEMA, json_safe
+from edgecal.quality.consistency import Consistency
+from edgecal.quality.jsondoc import Malformed
+from edgecal.quality.rundoc import json_safe
+from edgecal.quality.validation import SAVE_HINT, ValidationDoc, ValidationResult
 
 #: Schema of the ``--json-out`` report.
 GATE_SCHEMA = 1
@@ -28,8 +31,6 @@ GATE_SCHEMA = 1
 #: Slack on every comparison so that a value equal to its limit passes despite float rounding
 #: (e.g. ``0.99 - 0.005`` vs a measured ``0.985``).
 EPS = 1e-9
-
-SAVE_HINT = "write it with `edgecal validate --save-baseline FILE` (or pass a run directory)"
 
 THRESHOLD_OPTIONS = ("--baseline", "--min-accuracy", "--min-agreement", "--min-cosine",
                      "--max-accuracy-drop", "--require-speedup")
@@ -81,87 +82,39 @@ class Thresholds:
                                     self.max_accuracy_drop_points))
 
 
-def _board_name(res: dict[str, Any]) -> str:
-    return str(res["device"]["name"])
+def parse_validation_doc(obj: Any, source: str) -> ValidationDoc:
+    """``obj`` (parsed JSON read from ``source``) as a validation doc, read leniently
+    (:meth:`ValidationDoc.from_dict`): only the structure is checked; a missing figure becomes a
+    failing row later.  :class:`InputFileError` names ``source``."""
+    try:
+        return ValidationDoc.from_dict(obj, lenient=True)
+    except Malformed as exc:
+        raise InputFileError(f"{source}: {exc}", hint=exc.hint or SAVE_HINT) from None
 
 
-def parse_validation_doc(obj: Any, source: str) -> dict[str, Any]:
-    """Check that ``obj`` (parsed JSON read from ``source``) is a validation doc; return it.
-
-    Only the structure is checked (schema, a non-empty ``results`` list of board docs, each
-    naming its device, no board twice); a missing figure becomes a failing row later.
-    """
-    if not isinstance(obj, dict):
-        raise InputFileError(f"{source}: not an edgecal validation file (a JSON "
-                             f"{type(obj).__name__}, not an object)", hint=SAVE_HINT)
-    if "results" not in obj and "agreement" in obj and "schema" not in obj:
-        raise InputFileError(f"{source}: a single-board figure set of an older edgecal, not a "
-                             "validation file (no \"results\" list)", hint=SAVE_HINT)
-    if "schema" not in obj:
-        raise InputFileError(f"{source}: not an edgecal validation file (no \"schema\")",
-                             hint=SAVE_HINT)
-    if obj["schema"] != RESULT_SCHEMA:
-        raise InputFileError(f"{source}: validation schema {obj['schema']!r}, this edgecal "
-                             f"reads schema {RESULT_SCHEMA}",
-                             hint="re-save it with this edgecal: `edgecal validate "
-                                  "--save-baseline FILE`")
-    results = obj.get("results")
-    if not isinstance(results, list) or not results:
-        raise InputFileError(f"{source}: not an edgecal validation file (no \"results\" list "
-                             "of boards)", hint=SAVE_HINT)
-    seen: set[str] = set()
-    for i, res in enumerate(results):
-        if not isinstance(res, dict):
-            raise InputFileError(f"{source}: results[{i}] is not an object", hint=SAVE_HINT)
-        dev = res.get("device")
-        if not isinstance(dev, dict) or not isinstance(dev.get("name"), str) or not dev["name"]:
-            raise InputFileError(f"{source}: results[{i}] does not name its device "
-                                 "(device.name)", hint=SAVE_HINT)
-        if dev["name"] in seen:
-            raise InputFileError(f"{source}: board {dev['name']} appears twice in results",
-                                 hint="keep one validation per board")
-        seen.add(dev["name"])
-    cons = obj.get("consistency")
-    if cons is not None and not isinstance(cons, dict):
-        raise InputFileError(f"{source}: \"consistency\" is not an object", hint=SAVE_HINT)
-    return obj
-
-
-def merge_docs(docs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def merge_docs(docs: Sequence[tuple[str, ValidationDoc]]) -> ValidationDoc:
     """One validation doc of several ``(source, doc)`` (e.g. one ``--results`` per board).
 
-    Results are concatenated in order; consistency lists are concatenated too.  A board in two
-    docs is an error naming both files.
+    Results are concatenated in order; consistency lists are concatenated too (the tolerances:
+    the first doc's).  A board in two docs is an error naming both files.
     """
     if len(docs) == 1:
         return docs[0][1]
     where: dict[str, str] = {}
-    results: list[dict[str, Any]] = []
-    pairs: list[Any] = []
-    boards: list[Any] = []
-    diverging: list[Any] = []
-    cons_tol: dict[str, Any] = {}
-    any_cons = False
+    results: list[ValidationResult] = []
+    found = [doc.consistency for _, doc in docs if doc.consistency is not None]
     for source, doc in docs:
-        for res in doc["results"]:
-            name = _board_name(res)
-            if name in where:
-                raise InputFileError(f"board {name} is in both {where[name]} and {source}",
-                                     hint="pass one results file per board")
-            where[name] = source
+        for res in doc.results:
+            if res.board in where:
+                raise InputFileError(f"board {res.board} is in both {where[res.board]} and "
+                                     f"{source}", hint="pass one results file per board")
+            where[res.board] = source
             results.append(res)
-        cons = doc.get("consistency")
-        if cons:
-            any_cons = True
-            pairs += list(cons.get("pairs") or [])
-            boards += list(cons.get("boards") or [])
-            diverging += list(cons.get("diverging") or [])
-            for k in ("tolerance_cosine", "tolerance_disagree"):
-                if k in cons:
-                    cons_tol.setdefault(k, cons[k])
-    consistency = ({**cons_tol, "pairs": pairs, "boards": boards, "diverging": diverging}
-                   if any_cons else None)
-    return {"schema": RESULT_SCHEMA, "results": results, "consistency": consistency}
+    consistency = (Consistency(found[0].tolerance_cosine, found[0].tolerance_disagree,
+                               [p for c in found for p in c.pairs],
+                               [b for c in found for b in c.boards])
+                   if found else None)
+    return ValidationDoc(results, consistency)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -221,20 +174,6 @@ def _plural(names: Sequence[str], what: str) -> str:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _num(v: Any) -> float | None:
-    """A figure of a board doc as a float (``"inf"``/``"nan"`` strings too); else ``None``."""
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
 def _ok(value: float | None, op: str, limit: float) -> bool:
     if value is None or math.isnan(value):
         return False
@@ -278,9 +217,9 @@ def _at_least(board: str, check: str, value: float | None, *, unit: str,
     return GateRow(board, check, value, limit, passed, msg, unit=unit, baseline=base)
 
 
-def _same_model(cur: dict[str, Any], base: dict[str, Any]) -> tuple[bool | None, str]:
+def _same_model(cur: ValidationResult, base: ValidationResult) -> tuple[bool | None, str]:
     """Whether both docs are for the same fp32 model (``None``: cannot tell)."""
-    a, b = cur.get("fp32") or {}, base.get("fp32") or {}
+    a, b = cur.models.get("fp32") or {}, base.models.get("fp32") or {}
     keys = [k for k in ("param_sha256", "bin_sha256") if a.get(k) and b.get(k)]
     if not keys:
         return None, ""
@@ -294,7 +233,7 @@ def _same_model(cur: dict[str, Any], base: dict[str, Any]) -> tuple[bool | None,
                    "fix: re-save the baseline with `edgecal validate --save-baseline`)")
 
 
-def _board_rows(board: str, cur: dict[str, Any], base: dict[str, Any] | None,
+def _board_rows(board: str, cur: ValidationResult, base: ValidationResult | None,
                 th: Thresholds) -> list[GateRow]:
     rows: list[GateRow] = []
     if base is not None:
@@ -303,11 +242,11 @@ def _board_rows(board: str, cur: dict[str, Any], base: dict[str, Any] | None,
             rows.append(GateRow(board, "fp32 model", None, None, same, msg, op="", unit=""))
         if same is False:
             base = None  # its figures are of another model: compare with floors only
-    acc = _num(cur.get("top1_int8"))
-    acc_fp32 = _num(cur.get("top1_fp32"))
+    acc = cur.figure("top1_int8")
+    acc_fp32 = cur.figure("top1_fp32")
     no_acc = "no int8 accuracy in the results (fix: validate with --labels)"
 
-    base_acc = _num(base.get("top1_int8")) if base is not None else None
+    base_acc = base.figure("top1_int8") if base is not None else None
     if th.min_accuracy is not None or base_acc is not None:
         rows.append(_at_least(
             board, "accuracy_int8", acc, unit="frac", floor=th.min_accuracy,
@@ -328,18 +267,18 @@ def _board_rows(board: str, cur: dict[str, Any], base: dict[str, Any] | None,
             rows.append(GateRow(board, "accuracy_drop", drop, limit, passed, msg, op="<=",
                                 unit="pts"))
 
-    base_agree = _num(base.get("agreement")) if base is not None else None
+    base_agree = base.figure("agreement") if base is not None else None
     if th.min_agreement is not None or base_agree is not None:
         rows.append(_at_least(
-            board, "agreement", _num(cur.get("agreement")), unit="frac",
+            board, "agreement", cur.figure("agreement"), unit="frac",
             floor=th.min_agreement, floor_opt="--min-agreement", base=base_agree,
             tol=th.tol_agreement_points / 100.0, tol_text=f"{th.tol_agreement_points:g} pts",
             missing="no agreement in the results"))
 
-    base_cos = _num(base.get("cosine_mean")) if base is not None else None
+    base_cos = base.figure("cosine_mean") if base is not None else None
     if th.min_cosine is not None or base_cos is not None:
         rows.append(_at_least(
-            board, "cosine_mean", _num(cur.get("cosine_mean")), unit="cos",
+            board, "cosine_mean", cur.figure("cosine_mean"), unit="cos",
             floor=th.min_cosine, floor_opt="--min-cosine", base=base_cos, tol=th.tol_cosine,
             tol_text=f"{th.tol_cosine:g}", missing="no output cosine in the results"))
 
@@ -347,24 +286,23 @@ def _board_rows(board: str, cur: dict[str, Any], base: dict[str, Any] | None,
         rows.append(_speedup_row(board, cur, th))
 
     if base is not None and th.check_layers:
-        base_layers = {str(x.get("name")): x for x in base.get("layers") or []
-                       if isinstance(x, dict)}
-        for layer in cur.get("layers") or []:
-            if not isinstance(layer, dict) or str(layer.get("name")) not in base_layers:
+        base_layers = {x.name: x for x in base.layers}
+        for layer in cur.layers:
+            if layer.name not in base_layers:
                 continue
-            name = str(layer["name"])
-            b = _num(base_layers[name].get("cosine_mean"))
+            name = layer.name
+            b = base_layers[name].figure("cosine_mean")
             if b is None:
                 continue
             rows.append(_at_least(
-                board, f"layer {name} cosine", _num(layer.get("cosine_mean")), unit="cos",
+                board, f"layer {name} cosine", layer.figure("cosine_mean"), unit="cos",
                 floor=None, floor_opt="", base=b, tol=th.tol_layer_cosine,
                 tol_text=f"{th.tol_layer_cosine:g}", missing=f"no cosine for layer {name}"))
     return rows
 
 
-def _speedup_row(board: str, cur: dict[str, Any], th: Thresholds) -> GateRow:
-    fp, i8 = _num(cur.get("latency_fp32_ms")), _num(cur.get("latency_int8_ms"))
+def _speedup_row(board: str, cur: ValidationResult, th: Thresholds) -> GateRow:
+    fp, i8 = cur.figure("latency_fp32_ms"), cur.figure("latency_int8_ms")
     if fp is None or i8 is None or not (fp > 0 and i8 > 0):
         return GateRow(board, "speedup", None, th.min_speedup, False,
                        f"no usable latencies in the results (fp32 {fp}, int8 {i8} ms)",
@@ -377,25 +315,16 @@ def _speedup_row(board: str, cur: dict[str, Any], th: Thresholds) -> GateRow:
     return GateRow(board, "speedup", speedup, th.min_speedup, passed, msg, unit="x")
 
 
-def _consistency_rows(cons: dict[str, Any] | None) -> dict[str, GateRow]:
-    if not cons:
+def _consistency_rows(cons: Consistency | None) -> dict[str, GateRow]:
+    if cons is None:
         return {}
-    tol = _num(cons.get("tolerance_cosine"))
+    tol = cons.tolerance_cosine
     out: dict[str, GateRow] = {}
-    for b in cons.get("boards") or []:
-        if not isinstance(b, dict) or "board" not in b:
-            continue
-        name = str(b["board"])
-        diverges = bool(b.get("diverges"))
-        msg = (f"diverges from the other boards: {b.get('why') or 'see consistency'}"
-               if diverges else "agrees with the other boards")
-        out[name] = GateRow(name, "consistency", _num(b.get("cosine_to_others_min")), tol,
-                            not diverges, msg, unit="cos")
-    for name in map(str, cons.get("diverging") or []):
-        row = out.get(name)
-        if row is None or row.passed:
-            out[name] = GateRow(name, "consistency", row.value if row else None, tol, False,
-                                "diverges from the other boards", unit="cos")
+    for b in cons.boards:
+        msg = (f"diverges from the other boards: {b.why or 'see consistency'}"
+               if b.diverges else "agrees with the other boards")
+        out[b.board] = GateRow(b.board, "consistency", b.cosine_to_others_min, tol,
+                               not b.diverges, msg, unit="cos")
     return out
 
 
@@ -406,7 +335,7 @@ def require_reference(has_baseline: bool, th: Thresholds) -> None:
                          hint="give " + " or ".join(THRESHOLD_OPTIONS))
 
 
-def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: Thresholds,
+def evaluate_gate(current: ValidationDoc, baseline: ValidationDoc | None, th: Thresholds,
                   *, current_source: str = "results", baseline_source: str = "baseline"
                   ) -> GateReport:
     """Gate ``current`` (a validation doc) against ``th`` and the ``baseline`` doc.
@@ -416,29 +345,29 @@ def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: 
     validated now are failures, as is any board in ``consistency.diverging``.
     """
     require_reference(baseline is not None, th)
-    results = current["results"]
-    names = [_board_name(r) for r in results]
+    results = current.results
+    names = [r.board for r in results]
     if len(set(names)) != len(names):
         raise UsageError(f"{current_source}: a board appears twice in the results")
     warnings: list[str] = []
-    base_by_name: dict[str, dict[str, Any]] = {}
-    single_base: dict[str, Any] | None = None
+    base_by_name: dict[str, ValidationResult] = {}
+    single_base: ValidationResult | None = None
     if baseline is not None:
-        base_results = baseline["results"]
+        base_results = baseline.results
         if len(base_results) == 1:
             single_base = base_results[0]
-            bname = _board_name(single_base)
+            bname = single_base.board
             others = [n for n in names if n != bname]
             if others:
                 warnings.append(f"the baseline of board {bname} applies to "
                                 f"{', '.join(others)}")
         else:
-            base_by_name = {_board_name(r): r for r in base_results}
+            base_by_name = {r.board: r for r in base_results}
 
-    cons_rows = _consistency_rows(current.get("consistency"))
+    cons_rows = _consistency_rows(current.consistency)
     rows: list[GateRow] = []
     for name, cur in zip(names, results, strict=True):
-        base: dict[str, Any] | None = None
+        base: ValidationResult | None = None
         if single_base is not None:
             base = single_base
         elif baseline is not None:
@@ -471,11 +400,11 @@ def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: 
                       baseline_source if baseline is not None else None)
 
 
-def _drift_warnings(board: str, cur: dict[str, Any], base: dict[str, Any]) -> list[str]:
+def _drift_warnings(board: str, cur: ValidationResult, base: ValidationResult) -> list[str]:
     out = []
     for key, what in (("n_samples", "images"), ("runtime", "runtime"), ("output_blob",
                                                                          "output blob")):
-        a, b = cur.get(key), base.get(key)
+        a, b = (None if key in r.missing else getattr(r, key) for r in (cur, base))
         if a is not None and b is not None and a != b:
             out.append(f"{board}: {what} {a} here, {b} in the baseline: figures may not be "
                        "comparable")

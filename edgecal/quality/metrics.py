@@ -1,0 +1,160 @@
+"""The figures of quality (pure: numpy in, floats out): cosine, SQNR, top-1 agreement and
+accuracy, the per-image statistics of a pair of models, and the :class:`Score` of an int8 variant
+against fp32."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecal.quality.consistency import row_cosines
+from edgecal.quality.jsondoc import Obj
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two same-size arrays (float64); 1.0 when both are all zero, 0.0
+    when only one is."""
+    a64 = np.asarray(a, dtype=np.float64).ravel()
+    b64 = np.asarray(b, dtype=np.float64).ravel()
+    if a64.shape != b64.shape:
+        raise ValueError(f"cosine of arrays of {a64.size} and {b64.size} values")
+    na, nb = float(np.sqrt(a64 @ a64)), float(np.sqrt(b64 @ b64))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.clip((a64 @ b64) / na / nb, -1.0, 1.0))
+
+
+def sqnr_from_energies(signal: float, noise: float) -> float:
+    """``10*log10(signal / noise)`` in dB; +inf for no noise, -inf for noise on no signal."""
+    if noise <= 0.0:
+        return math.inf
+    if signal <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """``(sum ref^2, sum (ref - test)^2)`` in float64."""
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    t = np.asarray(test, dtype=np.float64).ravel()
+    if r.shape != t.shape:
+        raise ValueError(f"SQNR of arrays of {r.size} and {t.size} values")
+    d = r - t
+    return float(r @ r), float(d @ d)
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``test`` against ``ref``:
+    ``10*log10(sum ref^2 / sum (ref - test)^2)`` dB."""
+    return sqnr_from_energies(*energies(ref, test))
+
+
+def dequantize(codes: np.ndarray, top_scale: float) -> np.ndarray:
+    """Real values of raw int8 codes extracted from ncnn (spec 4.5): ``codes / top_scale``."""
+    if not top_scale > 0.0 or not math.isfinite(top_scale):
+        raise ValueError(f"top scale must be positive and finite, got {top_scale}")
+    return (np.asarray(codes, dtype=np.float32) / np.float32(top_scale)).astype(np.float32)
+
+
+def agreement(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> float:
+    """Fraction of samples whose top-1 classes agree."""
+    pa, pb = np.asarray(a), np.asarray(b)
+    if pa.shape != pb.shape or pa.size == 0:
+        raise ValueError(f"agreement of {pa.size} and {pb.size} predictions")
+    return float(np.mean(pa == pb))
+
+
+def accuracy(pred: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    return agreement(pred, labels)
+
+
+@dataclass
+class PairStats:
+    """Cosine and SQNR of ``test`` vs ``ref`` over images: per-image cosines and SQNRs, and
+    the summed energies (the aggregate SQNR)."""
+
+    cosines: list[float] = field(default_factory=list)
+    sqnrs: list[float] = field(default_factory=list)
+    signal: float = 0.0
+    noise: float = 0.0
+
+    def add(self, ref: np.ndarray, test: np.ndarray) -> None:
+        s, n = energies(ref, test)
+        self.signal += s
+        self.noise += n
+        self.cosines.append(cosine(ref, test))
+        self.sqnrs.append(sqnr_from_energies(s, n))
+
+    @property
+    def cosine_mean(self) -> float:
+        return float(np.mean(self.cosines)) if self.cosines else math.nan
+
+    @property
+    def cosine_min(self) -> float:
+        return float(np.min(self.cosines)) if self.cosines else math.nan
+
+    @property
+    def sqnr_db(self) -> float:
+        """SQNR of the summed energies over all images."""
+        return sqnr_from_energies(self.signal, self.noise)
+
+    @property
+    def sqnr_mean_db(self) -> float:
+        return float(np.mean(self.sqnrs)) if self.sqnrs else math.nan
+
+    @property
+    def sqnr_min_db(self) -> float:
+        return float(np.min(self.sqnrs)) if self.sqnrs else math.nan
+
+
+@dataclass(frozen=True)
+class Score:
+    """One int8 variant against fp32 on the scoring images."""
+
+    agreement: float
+    accuracy: float | None
+    cosine_mean: float
+    cosine_min: float
+    drop_points: float
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> Score:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        o = Obj.of(doc, where)
+        return cls(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
+                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
+                   drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
+
+    def better_than(self, other: Score) -> bool:
+        """Fewer points lost; on a tie, the closer output (higher mean cosine)."""
+        return (self.drop_points, -self.cosine_mean) < (other.drop_points, -other.cosine_mean)
+
+
+def drop_points(agreement: float, accuracy: float | None, accuracy_fp32: float | None) -> float:
+    """Points lost against fp32: of top-1 accuracy when labels are known, else of top-1
+    agreement (``100 * (1 - agreement)``)."""
+    if accuracy is not None and accuracy_fp32 is not None:
+        return 100.0 * (accuracy_fp32 - accuracy)
+    return 100.0 * (1.0 - agreement)
+
+
+def score_outputs(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
+                  accuracy_fp32: float | None, latency_ms: float) -> Score:
+    """Pure: the score of int8 outputs ``got`` against fp32 outputs ``ref`` (both
+    ``(n, values)``)."""
+    if ref.shape != got.shape:
+        raise ValueError(f"outputs of shape {got.shape} against fp32 {ref.shape}")
+    pred_ref, pred = np.argmax(ref, axis=1), np.argmax(got, axis=1)
+    agree = float(np.mean(pred == pred_ref))
+    acc = float(np.mean(pred == labels)) if labels is not None else None
+    cos = row_cosines(ref, got)
+    return Score(agree, acc, float(cos.mean()), float(cos.min()),
+                 drop_points(agree, acc, accuracy_fp32), latency_ms)
