@@ -41,6 +41,7 @@ from edgecal.runs.rundir import (
     INT8_BIN,
     INT8_PARAM,
     REPORT,
+    RESULT_SCHEMA,
     RUN_JSON,
     SENSITIVITY,
     TABLE,
@@ -100,8 +101,14 @@ class Tuned:
         return {"results": self.validation.board_docs(), "consistency": None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": self.out_dir, "report": self.report, "tune": self.tune,
-                "validation": self.validation_doc(), "sensitivity": self.sensitivity}
+        """The run directory's documents as written (tune.json, validation.json,
+        sensitivity.json), and where it is."""
+        def doc(obj: dict[str, Any]) -> dict[str, Any]:
+            return {"schema": RESULT_SCHEMA, **obj}
+
+        return {"out_dir": self.out_dir, "report": self.report, "tune": doc(self.tune),
+                "validation": doc(self.validation_doc()),
+                "sensitivity": doc(self.sensitivity)}
 
 
 def _path(p: PathArg | None) -> str | None:
