@@ -20,6 +20,7 @@ from edgecal.api.validate import (
     Validation,
     device_facts,
     model_entry,
+    provenance,
     read_table,
 )
 from edgecal.calib.methods import METHOD_NAMES, METHODS, Method, parse_method
@@ -49,8 +50,6 @@ from edgecal.runs.rundir import (
     TUNE,
     VALIDATION,
     RunDir,
-    file_sha256,
-    images_digest,
 )
 from edgecal.workflows.calibrate import ProgressFactory
 from edgecal.workflows.tune import TuneResult
@@ -253,20 +252,10 @@ def tune(
     validation = Validation(
         results=[res], fp32=model_entry(param, binf, loaded),
         int8=model_entry(INT8_PARAM, INT8_BIN, final, table=TABLE))
-    provenance: dict[str, Any] = {
-        "fp32_param": {"path": param, "sha256": loaded.param_sha256},
-        "fp32_bin": {"path": binf, "sha256": loaded.bin_sha256},
-        "images": {"count": calib.n_samples,
-                   "sha256": images_digest(p for ps in calib.paths for p in ps)},
-        "val_images": {"count": val.n_samples,
-                       "sha256": images_digest(p for ps in val.paths for p in ps)},
-    }
-    if table_s:
-        provenance["table"] = {"path": table_s, "sha256": file_sha256(Path(table_s))}
-    if labels_s:
-        provenance["labels"] = {"path": labels_s, "sha256": file_sha256(Path(labels_s))}
+    recorded = provenance((param, binf), loaded, {"images": calib, "val_images": val},
+                          table=table_s, labels=labels_s)
     out = Path(out_s)
-    rd = RunDir.create(out, "tune", list(command), provenance)
+    rd = RunDir.create(out, "tune", list(command), recorded)
     rd.write_all([  # all or nothing: a table never beside another run's int8 model
         (TABLE, written.encode()), (INT8_PARAM, text.encode()), (INT8_BIN, data),
         (HISTOGRAMS, histograms_to_bytes(run.histograms)),

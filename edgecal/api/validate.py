@@ -280,8 +280,8 @@ def validate(
         fp32=model_entry(fp32_paths[0], fp32_paths[1], loaded),
         int8=model_entry(int8_paths[0], int8_paths[1], int8_model, table=table_s),
         consistency=consistency, sensitivity=sens,
-        provenance=_provenance(fp32_paths, int8_paths, loaded, int8_model, source, table_s,
-                               labels_s),
+        provenance=provenance(fp32_paths, loaded, {"images": source},
+                              int8=(int8_paths, int8_model), table=table_s, labels=labels_s),
         save_baseline=baseline_s, run_dir=run_s)
     _write(out, command)
     return out
@@ -340,17 +340,22 @@ def _sensitivity(model: Model, source: SampleSource, labels: list[int] | None,
     return sens.to_dict()
 
 
-def _provenance(fp32: tuple[str, str], int8: tuple[str | None, str | None], model: Model,
-                int8_model: Model, source: SampleSource, table: str | None, labels: str | None
-                ) -> dict[str, Any]:
+def provenance(fp32: tuple[str, str], model: Model, samples: dict[str, SampleSource], *,
+               int8: tuple[tuple[str | None, str | None], Model] | None = None,
+               table: str | None = None, labels: str | None = None) -> dict[str, Any]:
+    """What a run directory records of its inputs: paths as given and digests (``samples``:
+    per key, the images' count and digest)."""
     out: dict[str, Any] = {
         "fp32_param": {"path": fp32[0], "sha256": model.param_sha256},
         "fp32_bin": {"path": fp32[1], "sha256": model.bin_sha256},
-        "int8_param": {"path": int8[0], "sha256": int8_model.param_sha256},
-        "int8_bin": {"path": int8[1], "sha256": int8_model.bin_sha256},
-        "images": {"count": source.n_samples,
-                   "sha256": images_digest(p for paths in source.paths for p in paths)},
     }
+    if int8 is not None:
+        (param, binf), m = int8
+        out["int8_param"] = {"path": param, "sha256": m.param_sha256}
+        out["int8_bin"] = {"path": binf, "sha256": m.bin_sha256}
+    for key, source in samples.items():
+        out[key] = {"count": source.n_samples,
+                    "sha256": images_digest(p for paths in source.paths for p in paths)}
     if table:
         out["table"] = {"path": table, "sha256": file_sha256(Path(table))}
     if labels:
