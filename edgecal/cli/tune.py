@@ -53,7 +53,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     with progress_bars(args) as bars:
         tuned = tune(
-            (args.param, args.bin), inputs_from_args(args) if args.lists else [],
+            (args.param, args.bin),
+            inputs_from_args(args, (args.param, args.bin)) if args.lists else [],
             max_drop=args.max_drop, out_dir=args.out_dir, method=args.method,
             table=args.table, labels=args.labels, val_inputs=args.val_images,
             try_methods=args.try_methods, max_fp32_layers=args.max_fp32_layers,

@@ -122,10 +122,11 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
             raise int8_usage_error()
         int8 = (args.int8_param, args.int8_bin)
     other = validation_inputs(args)
+    model = (args.param, args.bin)
     with progress_bars(args) as bars:
         return validate(
-            (args.param, args.bin), int8, table=args.table,
-            inputs=inputs_from_args(args) if args.lists else [], labels=args.labels,
+            model, int8, table=args.table,
+            inputs=inputs_from_args(args, model) if args.lists else [], labels=args.labels,
             devices=args.device, boards=args.boards,
             accept_new_host_key=args.accept_new_host_key, runtime=args.runtime,
             threads=args.threads, divergence_cosine=args.divergence_cosine,
