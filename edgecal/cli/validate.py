@@ -112,27 +112,25 @@ def progress_bars(args: argparse.Namespace) -> Iterator[Any]:
 def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
     """``edgecal.api.validate.validate`` with the models, images, labels and devices the
     arguments name (``options``: its other keywords)."""
-    from edgecal.api.validate import int8_usage_error, validate
+    from edgecal.api.validate import validate
 
     if args.param is None or args.bin is None:
         raise UsageError("give the fp32 model: MODEL.param MODEL.bin")
-    int8 = None
-    if args.int8_param is not None:
-        if args.int8_bin is None:
-            raise int8_usage_error()
-        int8 = (args.int8_param, args.int8_bin)
-    other = validation_inputs(args)
+    pair = args.int8_param is not None and args.int8_bin is not None
+    int8 = (args.int8_param, args.int8_bin) if pair else None
+    # half a pair is refused as neither is, in its turn (and so is half a pair beside --table)
+    table = args.table if pair or args.int8_param is None else None
     model = (args.param, args.bin)
     with progress_bars(args) as bars:
         return validate(
-            model, int8, table=args.table,
+            model, int8, table=table,
             inputs=inputs_from_args(args, model) if args.lists else [], labels=args.labels,
             devices=args.device, boards=args.boards,
             accept_new_host_key=args.accept_new_host_key, runtime=args.runtime,
             threads=args.threads, divergence_cosine=args.divergence_cosine,
             divergence_top1=args.divergence_top1, progress=bars.task, say=say_on_stderr(),
-            outputs=cli_outputs(args), other_inputs=[i for i in other if i.role in (
-                "--baseline", "--results")], command=command_line(args), **options)
+            outputs=cli_outputs(args), other_inputs=validation_inputs(args),
+            command=command_line(args), **options)
 
 
 # ----------------------------------------------------------------------------- the command
