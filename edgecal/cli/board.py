@@ -5,32 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from edgecal.boards.config import Board, boards_file, resolve_board
-from edgecal.errors import UsageError
-
-
-def _boards(args: argparse.Namespace) -> list[Board]:
-    path = boards_file(args.boards)
-    out = []
-    for spec in args.hosts:
-        board = resolve_board(spec, path)
-        if board is None:
-            raise UsageError("`board check/provision` is for boards, not the local machine",
-                             hint="name a board of the boards file or give user@host[:port]")
-        out.append(board)
-    return out
+from edgecal.api.boards import check_boards, provision_boards
 
 
 def cmd_board_check(args: argparse.Namespace) -> int:
     """Every board checked in parallel; reports printed in the order given, each as soon as
     it and those before it are done."""
-    from edgecal.fleet.health import iter_check_boards
-
     reports = []
-    for r in iter_check_boards(_boards(args), golden=args.golden,
-                               accept_new_host_key=args.accept_new_host_key):
+    for r in check_boards(args.hosts, boards_path=args.boards, golden=args.golden,
+                          accept_new_host_key=args.accept_new_host_key):
         reports.append(r)
         if not args.json:
             sys.stdout.write("\n".join(r.lines()) + "\n")
@@ -45,22 +29,18 @@ def cmd_board_check(args: argparse.Namespace) -> int:
 
 
 def cmd_board_provision(args: argparse.Namespace) -> int:
-    from edgecal.boards.check import check_board
-    from edgecal.boards.provision import provision_board
-
     def say(text: str) -> None:
         sys.stderr.write(f"edgecal: {text}\n")
 
     status = 0
-    for board in _boards(args):
-        provision_board(board, wheel_dir=Path(args.wheels) if args.wheels else None,
-                        force=args.force, accept_new_host_key=args.accept_new_host_key, say=say)
-        report = check_board(board)
+    for report in provision_boards(args.hosts, boards_path=args.boards, wheels=args.wheels,
+                                   force=args.force,
+                                   accept_new_host_key=args.accept_new_host_key, say=say):
         sys.stdout.write("\n".join(report.lines()) + "\n")
         if not report.ok:
             p = report.problems[0]
-            sys.stderr.write(f"edgecal: error: {board.name}: still not ready after provisioning:"
-                             f" {p.what} (fix: {p.fix})\n")
+            sys.stderr.write(f"edgecal: error: {report.board}: still not ready after "
+                             f"provisioning: {p.what} (fix: {p.fix})\n")
             status = 1
     return status
 

@@ -16,7 +16,8 @@ from typing import Any
 from edgecal.api.calibrate import Calibration, calibrate, resume
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import METHOD_NAMES, Method
-from edgecal.cli.options import add_inputs, command_line, err, inputs_from_options, print_json
+from edgecal.cli.inputs import inputs_from_args, say_on_stderr
+from edgecal.cli.options import add_inputs, command_line, err, print_json
 from edgecal.cli.progress import ProgressBars
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
@@ -69,10 +70,6 @@ def devices_from_options(args: argparse.Namespace) -> Devices:
                       golden=bool(getattr(args, "golden", False)))
 
 
-def say(text: str) -> None:
-    err(f"edgecal: {text}")
-
-
 def layer_lines(result: Calibration) -> list[str]:
     return [format_scale_line(info) for info in result.layers]
 
@@ -88,7 +85,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                  f"do not give {', '.join(given)}",
                                  hint="give only --resume RUN [--device …]")
             result = resume(args.resume, devices=devices_from_options(args),
-                            retries=args.retries, progress=bars.task, say=say,
+                            retries=args.retries, progress=bars.task, say=say_on_stderr(),
                             command=command_line(args), also_writes=json_out)
         else:
             if args.param is None or args.bin is None:
@@ -99,11 +96,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 raise UsageError("give the calibration samples: --images LIST|DIR (or --npy "
                                  "LIST)")
             result = calibrate(
-                (args.param, args.bin), inputs_from_options(args), out=args.out,
+                (args.param, args.bin), inputs_from_args(args, (args.param, args.bin)),
+                out=args.out,
                 method=args.method, devices=devices_from_options(args), runtime=args.runtime,
                 threads=args.threads, histograms_out=args.histograms_out,
                 run_dir=args.run_dir, allow_zero_blobs=args.allow_zero_blobs,
-                retries=args.retries, progress=bars.task, say=say,
+                retries=args.retries, progress=bars.task, say=say_on_stderr(),
                 command=command_line(args), also_writes=json_out)
     for w in result.warnings:
         err(f"edgecal: warning: {w}")

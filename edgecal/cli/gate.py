@@ -11,49 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from edgecal.errors import InputFileError, UsageError
-from edgecal.files.outputs import write_outputs
-from edgecal.files.userfile import read_text
-from edgecal.quality.gate import (
-    SAVE_HINT,
-    GateReport,
-    Thresholds,
-    evaluate_gate,
-    merge_docs,
-    parse_validation_doc,
-    render_text,
-    require_reference,
-    to_json,
-    to_junit_xml,
-)
-from edgecal.quality.validation import ValidationDoc
-from edgecal.runs.rundir import VALIDATION
+from edgecal.api.check import check, nothing_to_gate
+from edgecal.api.validate import Validation
+from edgecal.quality.gate import GateReport, Thresholds, render_text, to_json
 
 #: Exit status of a failed gate: distinct from errors (1) and bad usage (2), so CI can tell a
 #: regression from a broken invocation.
 GATE_FAILED = 3
-
-
-def load_validation_file(path: Path, what: str) -> ValidationDoc:
-    """A validation doc from a file, or from a run directory's ``validation.json``."""
-    if path.is_dir():
-        path = path / VALIDATION
-        if not path.is_file():
-            raise InputFileError(f"{what} {path.parent}: a folder without {VALIDATION}",
-                                 hint="pass a run directory of `edgecal validate --run-dir` or "
-                                      "a file of `edgecal validate --save-baseline`")
-    text = read_text(path, what)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(f"{what} {path}: not JSON ({exc.msg}, line {exc.lineno})",
-                             hint=SAVE_HINT) from None
-    return parse_validation_doc(obj, str(path))
 
 
 def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
@@ -73,45 +40,26 @@ def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
     )
 
 
-def _current_doc(args: argparse.Namespace) -> tuple[ValidationDoc, str]:
-    if args.results:
-        if getattr(args, "param", None) or getattr(args, "device", None):
-            raise UsageError("give either --results FILE or a model and devices to validate "
-                             "now, not both",
-                             hint="--results gates figures already measured")
-        docs = [(str(p), load_validation_file(Path(p), "results file")) for p in args.results]
-        return merge_docs(docs), ", ".join(src for src, _ in docs)
-    if not getattr(args, "param", None):
-        raise UsageError("nothing to gate: give --results FILE (of `edgecal validate "
-                         "--save-baseline`) or a model to validate (PARAM BIN ...)")
-    from edgecal.cli.validate import run_validation
-
-    doc = run_validation(args)
-    names = [str(r.get("device", {}).get("name")) for r in doc.get("results", [])]
-    source = "validation on " + ", ".join(names)
-    return parse_validation_doc(doc, source), source
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from edgecal.cli.validate import report_stream, validation_inputs, validation_outputs
+    from edgecal.cli.validate import (
+        report_stream,
+        run_validation,
+        validation_inputs,
+        validation_outputs,
+    )
     from edgecal.files.outputs import check_outputs
 
-    start = time.monotonic()
     check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
     th = thresholds_from_args(args)
-    baseline = (load_validation_file(Path(args.baseline), "baseline")
-                if args.baseline else None)
-    require_reference(baseline is not None, th)  # before a (long) validation run
-    current, source = _current_doc(args)
-    report = evaluate_gate(current, baseline, th, current_source=source,
-                           baseline_source=args.baseline or "baseline")
-    elapsed = time.monotonic() - start
-    files: list[tuple[str, bytes]] = []  # both or neither
-    if args.json_out:
-        files.append((args.json_out, (json.dumps(to_json(report), indent=2) + "\n").encode()))
-    if args.junit:
-        files.append((args.junit, to_junit_xml(report, elapsed_s=elapsed).encode()))
-    write_outputs(files)
+
+    def validate_now() -> Validation:
+        if not getattr(args, "param", None):
+            raise nothing_to_gate()
+        return run_validation(args)
+
+    fresh = validate_now if getattr(args, "param", None) or getattr(args, "device", None) else None
+    report = check(args.results, baseline=args.baseline, thresholds=th, validation=fresh,
+                   json_out=args.json_out, junit=args.junit)
     if args.json:
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
     else:

@@ -15,11 +15,12 @@ from edgecal.api.calibrate import calibrate, table_from_histograms, weight_table
 from edgecal.api.quantize import quantize
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import OFFLINE_NAMES, Method
-from edgecal.cli.calibrate import devices_from_options, layer_lines, say
+from edgecal.cli.calibrate import devices_from_options, layer_lines
 from edgecal.cli.help import ArgumentParser
+from edgecal.cli.inputs import make_inputs, say_on_stderr
 from edgecal.cli.logsetup import configure_logging
 from edgecal.cli.ncnnargs import parse_ncnn2table
-from edgecal.cli.options import add_device, err, make_inputs, print_json
+from edgecal.cli.options import add_device, err, print_json
 from edgecal.cli.progress import ProgressBars
 from edgecal.errors import EdgecalError, UsageError
 from edgecal.files.outputs import Output, check_outputs, input_paths
@@ -119,7 +120,7 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     with ProgressBars(enabled=not args.quiet) as bars:
         run = calibrate(model, inputs, out=a.table, method=a.method, devices=devices,
                         runtime=args.runtime, threads=threads, resumable=False,
-                        ncnn_compat=True, progress=bars.task, say=say)
+                        ncnn_compat=True, progress=bars.task, say=say_on_stderr())
     for w in run.warnings:
         err(f"edgecal: warning: {w}")
     for line in layer_lines(run):

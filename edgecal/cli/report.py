@@ -5,27 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgecal.files.outputs import Output, check_outputs, input_paths
-    from edgecal.report.html import REPORT_FILES
-    from edgecal.report.page import write_report
-    from edgecal.runs.rundir import RUN_JSON
+    from edgecal.api.report import write_report
+    from edgecal.files.outputs import Output
 
-    run = Path(args.run)
-    if args.out:  # never over one of the run's files
-        check_outputs([Output("-o/--out", args.out, text=True),
-                       *([Output("--json", "-", text=True)] if args.json else [])],
-                      input_paths("run file", [run / n for n in (RUN_JSON, *REPORT_FILES)]))
-    out = write_report(run, Path(args.out) if args.out else None)
+    rep = write_report(args.run, args.out,
+                       outputs=[Output("--json", "-", text=True)] if args.json else [])
     if args.json:
-        doc = {"report": str(out), "run": str(run),
-               "files": {name: (run / name).is_file() for name in REPORT_FILES}}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    elif str(out) != "-":
-        sys.stdout.write(f"wrote {out}\n")
+        sys.stdout.write(json.dumps(rep.to_dict(), indent=2) + "\n")
+    elif rep.page != "-":
+        sys.stdout.write(f"wrote {rep.page}\n")
     return 0
 
 

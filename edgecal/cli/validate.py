@@ -1,58 +1,25 @@
-"""``edgecal validate``: its arguments, the run over one or several devices, and its output.
+"""``edgecal validate``: its arguments, the typed values they name, and its output.
 
-:func:`run_validation` is shared with ``edgecal check``: it loads the models and images the
-arguments name, validates on every ``--device`` at once (one thread per board), compares the
-boards' int8 outputs (cross-board consistency) and returns the validation document (see
-``edgecal.runs.rundir``), which ``--save-baseline`` and ``--run-dir`` write.
+:func:`run_validation` (shared with ``edgecal check``) calls :func:`edgecal.api.validate.validate`
+with the models, images, labels and devices of the arguments; the run itself (every device at
+once, cross-board consistency, sensitivity, ``--save-baseline``, ``--run-dir``) happens there.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edgecal.calib.table import parse_table
-from edgecal.cli.options import (
-    add_inputs,
-    command_line,
-    effective_threads,
-    open_device,
-    print_json,
-    specs_from_options,
-    write_outputs,
-)
-from edgecal.errors import EdgecalError, TableError, UsageError
-from edgecal.files.outputs import (
-    Input,
-    Output,
-    check_folder,
-    check_outputs,
-    folder_outputs,
-    input_paths,
-    sample_inputs,
-)
-from edgecal.files.userfile import read_text
-from edgecal.fleet.pool import board_pool
-from edgecal.inputs.model import Model, load_model
-from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
-from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE, compare_boards
-from edgecal.quality.validation import (
-    Int8Files,
-    ModelFiles,
-    ValidationDoc,
-    ValidationResult,
-    check_same_network,
-)
-from edgecal.runs.rundir import RUN_JSON, SENSITIVITY, VALIDATION, RunDir, dumps, images_digest
-from edgecal.workflows.validate import validate
-from edgecal_agent.protocol import RUNTIMES
+from edgecal.api.validate import Validation
+from edgecal.cli.inputs import inputs_from_args, say_on_stderr
+from edgecal.cli.options import add_inputs, command_line, print_json
+from edgecal.errors import UsageError
+from edgecal.files.outputs import Input, Output
+from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE
+from edgecal_agent.messages import RUNTIMES
 
 
 def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = False) -> None:
@@ -90,122 +57,48 @@ def add_validate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.set_defaults(func=cmd_validate)
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- the values
 
 
-@dataclass
-class ValidationInputs:
-    model: Model
-    source: SampleSource
-    labels: list[int] | None
-
-
-def n_classes(model: Model) -> int | None:
-    producer = model.param.producer(model.output_blobs[0])
-    if producer is not None and producer.type == "InnerProduct":
-        return producer.param_int(0, 0) or None
-    return None
+def cli_outputs(args: argparse.Namespace) -> list[Output]:
+    """The command's own outputs beside the validation's: ``--json-out``, ``--junit`` and
+    ``--json`` (standard output)."""
+    outs = [Output(role, getattr(args, attr), text=True)
+            for role, attr in (("--json-out", "json_out"), ("--junit", "junit"))
+            if getattr(args, attr, None)]
+    if getattr(args, "json", False):
+        outs.append(Output("--json", "-", text=True))
+    return outs
 
 
 def validation_outputs(args: argparse.Namespace) -> list[Output]:
     """The files ``validate``/``check`` write (``-``: standard output, where the printed
     report then goes to standard error)."""
-    outs = [Output(role, getattr(args, attr), text=True)
-            for role, attr in (("--save-baseline", "save_baseline"), ("--json-out", "json_out"),
-                               ("--junit", "junit"))
-            if getattr(args, attr, None)]
-    if getattr(args, "json", False):
-        outs.append(Output("--json", "-", text=True))
+    from edgecal.api.validate import validation_outputs as files
+
+    outs = files(getattr(args, "save_baseline", None), None)
+    outs += cli_outputs(args)
     run_dir = getattr(args, "run_dir", None)
     if run_dir:
-        check_folder("--run-dir", run_dir)
-        outs += folder_outputs("--run-dir", run_dir, [RUN_JSON, VALIDATION, SENSITIVITY])
+        outs += files(None, run_dir)
     return outs
 
 
 def validation_inputs(args: argparse.Namespace) -> list[Input]:
     """The files ``validate``/``check`` read (the samples come with the lists)."""
-    out: list[Input] = []
-    for role, attr in (("MODEL.param", "param"), ("MODEL.bin", "bin"),
-                       ("INT8.param", "int8_param"), ("INT8.bin", "int8_bin"),
-                       ("--table", "table"), ("--labels", "labels"), ("--baseline", "baseline")):
-        out += input_paths(role, [getattr(args, attr, None)])
-    out += input_paths("--results", getattr(args, "results", None) or [])
-    out += input_paths("sample list", [p for _, p in getattr(args, "lists", None) or []])
-    return out
+    from edgecal.api.validate import validation_inputs as files
+
+    return files((getattr(args, "param", None), getattr(args, "bin", None)),
+                 (getattr(args, "int8_param", None), getattr(args, "int8_bin", None)),
+                 table=getattr(args, "table", None), labels=getattr(args, "labels", None),
+                 baseline=getattr(args, "baseline", None),
+                 results=getattr(args, "results", None) or [],
+                 lists=[p for _, p in getattr(args, "lists", None) or []])
 
 
 def report_stream(args: argparse.Namespace) -> Any:
     """Where the human-readable report goes: standard error when an output is ``-``."""
     return sys.stderr if any(o.path == "-" for o in validation_outputs(args)) else sys.stdout
-
-
-def load_inputs(args: argparse.Namespace) -> ValidationInputs:
-    from edgecal.inputs.labels import labels_for, parse_labels
-
-    if args.param is None or args.bin is None:
-        raise UsageError("give the fp32 model: MODEL.param MODEL.bin")
-    model = load_model(Path(args.param), Path(args.bin))
-    if not args.lists:
-        raise UsageError("give the images to validate on: --images LIST|DIR (or --npy LIST)")
-    check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
-    specs = specs_from_options(model, args)
-    source = make_sample_source(specs, [read_list(Path(p)) for _, p in args.lists])
-    check_outputs(validation_outputs(args),
-                  [*validation_inputs(args), *sample_inputs(source.paths)])
-    labels = None
-    if args.labels:
-        mapping = parse_labels(read_text(Path(args.labels), "labels file"), args.labels)
-        labels = labels_for(mapping, list(source.paths[0]), args.labels, n_classes(model))
-    return ValidationInputs(model, source, labels)
-
-
-def int8_model(args: argparse.Namespace, model: Model, tmp: Path) -> Model:
-    """The int8 model to validate: the given pair, or ``--table`` converted into ``tmp``."""
-    from edgecal.int8.convert import quantize_model
-
-    given = args.int8_param is not None
-    if given == bool(args.table) or (given and args.int8_bin is None):
-        raise UsageError("give either INT8.param INT8.bin or --table TABLE",
-                         hint="with --table the int8 model is made in memory from the table")
-    if given:
-        int8 = load_model(Path(args.int8_param), Path(args.int8_bin))
-    else:
-        table = parse_table(read_text(Path(args.table), "table"), source=str(args.table))
-        try:
-            text, data, _ = quantize_model(model.param, model.weights, table)
-        except TableError as exc:
-            raise TableError(f"{args.table}: {exc.message}", hint=exc.hint) from None
-        param, binf = tmp / "int8.param", tmp / "int8.bin"
-        write_outputs([(param, text.encode()), (binf, data)])
-        int8 = load_model(param, binf)
-    check_same_network(model.param, int8.param, args.param,
-                       args.int8_param or f"the int8 model of {args.table}")
-    return int8
-
-
-def device_facts(device: Any, spec: str | None, args: argparse.Namespace) -> dict[str, Any]:
-    """What the report and the gate show of a board: agent, ncnn, CPU, and its profile."""
-    from edgecal.boards.config import boards_file, resolve_board
-
-    facts: dict[str, Any] = {"name": device.name}
-    with contextlib.suppress(EdgecalError):
-        info = device.hello()
-        keep = ("agent_version", "protocol", "python", "numpy", "ncnn", "machine", "cores",
-                "cpu_features")
-        facts.update({k: info[k] for k in keep if k in info})
-    board = resolve_board(spec, boards_file(getattr(args, "boards", None)))
-    facts["profile"] = board.profile if board is not None else None
-    return facts
-
-
-def device_specs(args: argparse.Namespace) -> list[str | None]:
-    specs = getattr(args, "device", None) or [None]
-    names = [s or "local" for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise UsageError(f"--device {dup[0]} is given twice", hint="name each board once")
-    return list(specs)
 
 
 @contextlib.contextmanager
@@ -216,135 +109,51 @@ def progress_bars(args: argparse.Namespace) -> Iterator[Any]:
         yield bars
 
 
-# ----------------------------------------------------------------------------- the run
+def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
+    """``edgecal.api.validate.validate`` with the models, images, labels and devices the
+    arguments name (``options``: its other keywords)."""
+    from edgecal.api.validate import validate
 
-
-def provenance(args: argparse.Namespace, inputs: ValidationInputs, int8: Model
-               ) -> dict[str, Any]:
-    from edgecal.runs.rundir import file_sha256
-
-    out: dict[str, Any] = {
-        "fp32_param": {"path": args.param, "sha256": inputs.model.param_sha256},
-        "fp32_bin": {"path": args.bin, "sha256": inputs.model.bin_sha256},
-        "int8_param": {"path": args.int8_param, "sha256": int8.param_sha256},
-        "int8_bin": {"path": args.int8_bin, "sha256": int8.bin_sha256},
-        "images": {"count": inputs.source.n_samples,
-                   "sha256": images_digest(p for paths in inputs.source.paths for p in paths)},
-    }
-    if args.table:
-        out["table"] = {"path": args.table, "sha256": file_sha256(Path(args.table))}
-    if args.labels:
-        out["labels"] = {"path": args.labels, "sha256": file_sha256(Path(args.labels))}
-    return out
-
-
-def board_result(res: ValidationResult, args: argparse.Namespace, model: Model, int8: Model
-                 ) -> ValidationResult:
-    """``res`` with the models' files the arguments name."""
-    return dataclasses.replace(
-        res, fp32=ModelFiles(args.param, args.bin, model.param_sha256, model.bin_sha256),
-        int8=Int8Files(args.int8_param, args.int8_bin, int8.param_sha256, int8.bin_sha256,
-                       table=args.table))
-
-
-@dataclass
-class ValidationRun:
-    record: ValidationDoc
-    doc: dict[str, Any]  # record.to_dict()
-    results: list[ValidationResult]
-    inputs: ValidationInputs
-    int8: Model
-    sensitivity: dict[str, Any] | None = None
-
-
-def run_validation(args: argparse.Namespace) -> dict[str, Any]:
-    """The validation document of the arguments (``edgecal check`` gates it)."""
-    return run_validation_full(args).doc
-
-
-def run_validation_full(args: argparse.Namespace, *, sensitivity: bool = False
-                        ) -> ValidationRun:
-    inputs = load_inputs(args)
-    specs = device_specs(args)
-    with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp, \
-            progress_bars(args) as bars:
-        int8 = int8_model(args, inputs.model, Path(tmp))
-
-        def one(spec: str | None) -> ValidationResult:
-            threads = effective_threads(args, args.runtime, spec)
-            with open_device(args, threads, spec) as device:
-                res = validate(device, inputs.model, int8, inputs.source, labels=inputs.labels,
-                               runtime=args.runtime, threads=threads, progress=bars.task)
-                res.device = device_facts(device, spec, args)
-            return res
-
-        with board_pool(len(specs)) as pool:
-            results = list(pool.map(one, specs))
-        sens = None
-        if sensitivity:
-            sens = run_sensitivity(args, inputs, int8, specs[0], Path(tmp), bars)
-    record = ValidationDoc([board_result(r, args, inputs.model, int8) for r in results])
-    if len(results) > 1:
-        found = {r.device["name"]: r.int8_outputs for r in results}
-        outputs = {k: v for k, v in found.items() if v is not None}
-        if len(outputs) < len(found):
-            raise UsageError("no images were validated")
-        record.consistency = compare_boards(
-            outputs, tol_cosine=args.divergence_cosine, tol_disagree=args.divergence_top1)
-    return ValidationRun(record, record.to_dict(), results, inputs, int8, sens)
-
-
-def run_sensitivity(args: argparse.Namespace, inputs: ValidationInputs, int8: Model,
-                    spec: str | None, tmp: Path, bars: Any) -> dict[str, Any]:
-    """Per-layer sensitivity of the table's int8 model on the first device."""
-    from edgecal.workflows.scoring import Scorer
-    from edgecal.workflows.sensitivity import measure_sensitivity
-
-    if not args.table:
-        raise UsageError("--sensitivity needs --table (the variants are made from the table)",
-                         hint="pass the table the int8 model was made from")
-    table = parse_table(read_text(Path(args.table), "table"), source=str(args.table))
-    threads = effective_threads(args, args.runtime, spec)
-    with open_device(args, threads, spec) as device:
-        scorer = Scorer(device, inputs.model, inputs.source, tmp / "scoring",
-                        labels=inputs.labels, runtime=args.runtime, threads=threads,
-                        progress=bars.task)
-        sens = measure_sensitivity(scorer, table)
-    return sens.to_dict()
+    if args.param is None or args.bin is None:
+        raise UsageError("give the fp32 model: MODEL.param MODEL.bin")
+    pair = args.int8_param is not None and args.int8_bin is not None
+    int8 = (args.int8_param, args.int8_bin) if pair else None
+    # half a pair is refused as neither is, in its turn (and so is half a pair beside --table)
+    table = args.table if pair or args.int8_param is None else None
+    model = (args.param, args.bin)
+    with progress_bars(args) as bars:
+        return validate(
+            model, int8, table=table,
+            inputs=inputs_from_args(args, model) if args.lists else [], labels=args.labels,
+            devices=args.device, boards=args.boards,
+            accept_new_host_key=args.accept_new_host_key, runtime=args.runtime,
+            threads=args.threads, divergence_cosine=args.divergence_cosine,
+            divergence_top1=args.divergence_top1, progress=bars.task, say=say_on_stderr(),
+            outputs=cli_outputs(args), other_inputs=validation_inputs(args),
+            command=command_line(args), **options)
 
 
 # ----------------------------------------------------------------------------- the command
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    run = run_validation_full(args, sensitivity=args.sensitivity)
-    doc = dict(run.doc)
-    if run.sensitivity is not None:
-        doc["sensitivity"] = run.sensitivity
-    outputs: list[tuple[Path, bytes]] = []
-    if args.save_baseline:
-        outputs.append((Path(args.save_baseline), dumps(run.doc)))
-    write_outputs(outputs)
-    if args.run_dir:
-        rd = RunDir.create(Path(args.run_dir), "validate", command_line(args),
-                           provenance(args, run.inputs, run.int8))
-        rd.write_all([(VALIDATION, run.doc)]  # all or nothing
-                     + ([(SENSITIVITY, run.sensitivity)] if run.sensitivity is not None else []))
-    diverging = (run.doc.get("consistency") or {}).get("diverging") or []
+    run = run_validation(args, sensitivity=args.sensitivity, save_baseline=args.save_baseline,
+                         run_dir=args.run_dir)
     if args.json:
-        print_json(doc)
-        return 1 if diverging else 0
+        print_json(run.to_dict())
+        return 1 if run.diverging else 0
+    doc = run.document()
     out = report_stream(args)
-    print("\n".join(render_validation(run.doc)), file=out)
+    print("\n".join(render_validation(doc)), file=out)
     if run.sensitivity is not None:
         print("\n".join(render_sensitivity(run.sensitivity)), file=out)
     for path in (args.save_baseline, args.run_dir):
         if path and path != "-":
             print(f"wrote {path}", file=out)
-    if diverging:
-        sys.stderr.write(f"edgecal: error: board(s) {', '.join(diverging)} give int8 outputs "
-                         "unlike the other boards' (fix: re-flash or rebuild them, and check "
-                         "their ncnn versions above)\n")
+    if run.diverging:
+        sys.stderr.write(f"edgecal: error: board(s) {', '.join(run.diverging)} give int8 "
+                         "outputs unlike the other boards' (fix: re-flash or rebuild them, "
+                         "and check their ncnn versions above)\n")
         return 1
     return 0
 

@@ -67,7 +67,7 @@ class Devices:
                                                    repr=False)
 
     @classmethod
-    def of(cls, device: str | Sequence[str] | Devices | None = None, *,
+    def of(cls, device: str | Sequence[str | None] | Devices | None = None, *,
            boards: str | os.PathLike[str] | None = None, **options: Any) -> Devices:
         """From ``--device`` (one name or several), ``--group``, ``--boards``; the names are
         resolved (and each board must be named once) here."""

@@ -26,6 +26,8 @@ from edgecal.calib.methods import METHODS, Method
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.atomic import write_text_atomic
 from edgecal.quality.consistency import Consistency
+from edgecal.quality.metrics import Score
+from edgecal.quality.sensitivity import Sensitivity
 from edgecal.quality.thresholds import LayerThresholds
 from edgecal.quality.tuning import TuneDoc
 from edgecal.quality.validation import ValidationDoc
@@ -45,8 +47,6 @@ from edgecal.report.html import (
 )
 from edgecal.runs import rundir
 from edgecal.runs.rundir import RunDir
-from edgecal.workflows.scoring import Score
-from edgecal.workflows.sensitivity import Sensitivity
 
 #: The page's sections, in order: (anchor, heading).
 SECTIONS = (("summary", "Summary"), ("layers", "Per-layer histograms and thresholds"),

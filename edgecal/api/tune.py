@@ -1,0 +1,271 @@
+"""Tune: calibrate (or take a table), validate on the device, then fix the most harmful layers --
+another calibration method for that layer, else fp32 -- until the drop is within ``max_drop``
+(:func:`tune`).  The table, the int8 model, the figures and the report go to ``out_dir`` (a run
+directory, all or nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecal.api.samples import Inputs, ModelArg, as_list, load_labels, open_samples
+from edgecal.api.validate import (
+    PathArg,
+    Validation,
+    device_facts,
+    provenance,
+    read_table,
+    with_files,
+)
+from edgecal.calib.methods import METHOD_NAMES, METHODS, Method, parse_method
+from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
+from edgecal.errors import TableError, UsageError
+from edgecal.files.outputs import (
+    check_folder,
+    check_outputs,
+    folder_outputs,
+    input_paths,
+    sample_inputs,
+)
+from edgecal.fleet.prepare import Devices, Say
+from edgecal.inputs.model import Model, load_model
+from edgecal.inputs.spec import TensorInput
+from edgecal.quality.tuning import TuneDoc, TuneResult
+from edgecal.quality.validation import ValidationDoc, ValidationResult
+from edgecal.runs.histfile import histograms_to_bytes
+from edgecal.runs.rundir import (
+    HISTOGRAMS,
+    INT8_BIN,
+    INT8_PARAM,
+    REPORT,
+    RESULT_SCHEMA,
+    RUN_JSON,
+    SENSITIVITY,
+    TABLE,
+    THRESHOLDS,
+    TUNE,
+    VALIDATION,
+    RunDir,
+)
+from edgecal.workflows.calibrate import ProgressFactory
+from edgecal.workflows.validate import validate as validate_on
+
+
+def parse_try_methods(text: str) -> tuple[Method, ...]:
+    """``--try-methods``: comma-separated method names, or ``none``."""
+    if text.strip().lower() == "none":
+        return ()
+    out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in out if m not in METHOD_NAMES]
+    if bad:
+        raise UsageError(f"--try-methods {text!r}: unknown method {bad[0]!r}",
+                         hint=f"give some of {','.join(METHOD_NAMES)}, or none")
+    return tuple(Method(m) for m in out)
+
+
+@dataclass
+class Tuned:
+    """What a tuning gave: the search (:attr:`result`, with the final table), its document
+    (``tune.json``), the final int8 model's validation on the device, the sensitivity ranking.
+    :meth:`to_dict` holds the documents the run directory has."""
+
+    result: TuneResult
+    tune: dict[str, Any]  # tune.json
+    validation: Validation  # the final int8 model (out_dir's files) on the device
+    sensitivity: dict[str, Any]  # sensitivity.json
+    out_dir: str
+    report: str | None = None  # report.html (None: not written)
+
+    @property
+    def target_met(self) -> bool:
+        return bool(self.result.target_met)
+
+    @property
+    def table(self) -> CalibrationTable:
+        return self.result.table
+
+    @property
+    def board(self) -> ValidationResult:
+        """The final int8 model's figures on the device."""
+        return self.validation.results[0]
+
+    def validation_doc(self) -> dict[str, Any]:
+        """validation.json of the run directory."""
+        return self.validation.document()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run directory's documents as written (tune.json, validation.json,
+        sensitivity.json), and where it is."""
+        def doc(obj: dict[str, Any]) -> dict[str, Any]:
+            return {"schema": RESULT_SCHEMA, **obj}
+
+        return {"out_dir": self.out_dir, "report": self.report, "tune": doc(self.tune),
+                "validation": doc(self.validation_doc()),
+                "sensitivity": doc(self.sensitivity)}
+
+
+def _path(p: PathArg | None) -> str | None:
+    return None if p is None else os.fspath(p)
+
+
+def tune(
+    model: ModelArg,
+    inputs: Inputs,
+    *,
+    max_drop: float,
+    out_dir: PathArg,
+    method: str | Method = Method.KL,
+    table: PathArg | None = None,
+    labels: PathArg | None = None,
+    val_inputs: PathArg | None = None,
+    try_methods: str | Sequence[str | Method] = METHOD_NAMES,
+    max_fp32_layers: int | None = None,
+    time_budget: float | None = None,
+    devices: Devices | str | None = None,
+    boards: PathArg | None = None,
+    accept_new_host_key: bool = False,
+    runtime: str = "deployed",
+    threads: int | None = None,
+    report: bool = True,
+    progress: ProgressFactory | None = None,
+    say: Say | None = None,
+    steps: Say | None = None,
+    command: Sequence[str] = ("edgecal", "tune"),
+) -> Tuned:
+    """Tune the int8 model of ``model`` (loaded, or its ``(param, bin)``) calibrated over
+    ``inputs`` until its drop -- in top-1 accuracy points with ``labels``, else in top-1
+    agreement with fp32 -- is at most ``max_drop``, on one device (``devices``: a name of the
+    boards file ``boards``, ``user@host[:port]``, or None for this machine).
+
+    ``method``: the starting table's method, or ``table``: start from this table;
+    ``val_inputs``: score on this list instead of the calibration images (single-input
+    models); ``try_methods``: tried per harmful layer before fp32 (``"none"``: straight to
+    fp32); ``max_fp32_layers``/``time_budget``: limits of the search; ``report``: also write
+    report.html; ``say``: notes (preprocessing defaults); ``steps``: one line per step of the
+    search."""
+    from edgecal.int8.convert import quantize_model
+    from edgecal.quality.sensitivity import quantized_layer_names
+    from edgecal.quality.tuning import TuneConfig
+    from edgecal.quality.tuning import tune as search
+    from edgecal.workflows.alternatives import Alternatives
+    from edgecal.workflows.calibrate import calibrate
+    from edgecal.workflows.scoring import Scorer
+    from edgecal.workflows.sensitivity import measure_sensitivity
+
+    t_start = time.monotonic()
+    if max_drop < 0:
+        raise UsageError(f"--max-drop {max_drop}: must be 0 or more points")
+    if max_fp32_layers is not None and max_fp32_layers < 0:
+        raise UsageError("--max-fp32-layers must be 0 or more")
+    methods = (parse_try_methods(try_methods) if isinstance(try_methods, str)
+               else tuple(parse_method(m) for m in try_methods))
+    start = parse_method(method).value
+    out_s = os.fspath(out_dir)
+    table_s, labels_s, val_s = _path(table), _path(labels), _path(val_inputs)
+    param, binf = ((str(model.param_path), str(model.bin_path)) if isinstance(model, Model)
+                   else (os.fspath(model[0]), os.fspath(model[1])))
+    items = as_list(inputs)
+    check_folder("--out-dir", out_s)
+    outs = folder_outputs("--out-dir", out_s, [
+        RUN_JSON, TABLE, INT8_PARAM, INT8_BIN, HISTOGRAMS, THRESHOLDS, SENSITIVITY, VALIDATION,
+        TUNE, REPORT])
+    ins = [*input_paths("MODEL.param", [param]), *input_paths("MODEL.bin", [binf]),
+           *input_paths("--table", [table_s]), *input_paths("--labels", [labels_s]),
+           *input_paths("sample list", [os.fspath(i.samples) for i in items]),
+           *input_paths("--val-images", [val_s])]
+    check_outputs(outs, ins)  # before any work
+    loaded = model if isinstance(model, Model) else load_model(Path(param), Path(binf))
+    if not items:
+        raise UsageError("give the calibration images: --images LIST|DIR (or --npy LIST)")
+    calib = open_samples(loaded, items, say=say)
+    if val_s:
+        if len(items) != 1:
+            raise UsageError("--val-images is for single-input models")
+        one = items[0]
+        other = (dataclasses.replace(one, npy=val_s) if isinstance(one, TensorInput)
+                 else dataclasses.replace(one, images=val_s))
+        val = open_samples(loaded, [other])
+    else:
+        val = calib
+    check_outputs(outs, [*ins, *sample_inputs(calib.paths), *sample_inputs(val.paths)])
+    label_list = load_labels(labels_s, val, loaded)
+    given = None
+    if table_s:
+        given = read_table(table_s)
+        try:
+            quantize_model(loaded.param, loaded.weights, given)
+        except TableError as exc:
+            raise TableError(f"{table_s}: {exc.message}", hint=exc.hint) from None
+    devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
+    name = devs.last_given
+    n_threads = devs.threads_for(runtime, name, threads)
+    with tempfile.TemporaryDirectory(prefix="edgecal-tune-") as tmp, \
+            devs.open_one(name, n_threads) as device:
+        work = Path(tmp)
+        run = calibrate(loaded, calib, [device], method=start if given is None else Method.KL,
+                        keep_histograms=True, progress=progress)
+        tab = given if given is not None else run.table
+        alternatives = Alternatives(loaded, run.histograms, calib, work, device)
+        if METHODS[Method(start)].needs_device and given is None:
+            for r in run.eq:
+                layer = r.layer
+                alternatives.eq[layer] = {k: v for k, v in run.table.records.items()
+                                          if k in (layer, weight_key(layer))}
+        scorer = Scorer(device, loaded, val, work / "scoring", labels=label_list,
+                        runtime=runtime, threads=n_threads, progress=progress)
+        sens_doc: dict[str, Any] = {}
+
+        def sensitivity(t: CalibrationTable, score: Any) -> Any:
+            sens = measure_sensitivity(scorer, t, all_int8=score)
+            sens_doc.update(sens.to_dict())
+            return sens
+
+        quantized = quantized_layer_names(loaded, tab)
+        config = TuneConfig(max_drop=max_drop, methods=methods,
+                            max_fp32_layers=max_fp32_layers, time_budget_s=time_budget)
+        start_method = start if given is None else "table"
+        result = search(scorer, tab, start_method, quantized, sensitivity, alternatives,
+                        config, say=steps or (lambda text: None))
+        if not sens_doc:  # within target from the start: rank the layers for the report
+            sensitivity(tab, result.initial)
+        # from the table as written (%f values), so that ncnn2int8 or `edgecal quantize` with
+        # DIR/calibration.table makes exactly DIR/int8.bin
+        written = render_table(result.table)
+        text, data, _ = quantize_model(loaded.param, loaded.weights, parse_table(written))
+        (work / "final.param").write_text(text, encoding="utf-8")
+        (work / "final.bin").write_bytes(data)
+        final = load_model(work / "final.param", work / "final.bin")
+        res = validate_on(device, loaded, final, val, labels=label_list, runtime=runtime,
+                          threads=n_threads, progress=progress)
+        res.device = device_facts(device, devs.board(name))
+    metric = "accuracy" if label_list is not None else "agreement"
+    tune_doc = TuneDoc.of(result, start_method, max_drop, metric,
+                          evaluations=scorer.evaluations, seconds=time.monotonic() - t_start,
+                          fp32_latency_ms=scorer.latency_fp32_ms,
+                          try_methods=tuple(methods)).to_dict()
+    validation = Validation(ValidationDoc(
+        [with_files(res, (param, binf), loaded, (INT8_PARAM, INT8_BIN), final, TABLE)]))
+    recorded = provenance((param, binf), loaded, {"images": calib, "val_images": val},
+                          table=table_s, labels=labels_s)
+    out = Path(out_s)
+    rd = RunDir.create(out, "tune", list(command), recorded)
+    rd.write_all([  # all or nothing: a table never beside another run's int8 model
+        (TABLE, written.encode()), (INT8_PARAM, text.encode()), (INT8_BIN, data),
+        (HISTOGRAMS, histograms_to_bytes(run.histograms)),
+        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
+        (SENSITIVITY, sens_doc),
+        (VALIDATION, validation.document()),
+        (TUNE, tune_doc)])
+    page = None
+    if report:
+        from edgecal.report.page import write_report
+
+        page = str(write_report(out, None))
+    return Tuned(result, tune_doc, validation, sens_doc, out_s, page)
+
