@@ -57,10 +57,12 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# ruff, then mypy ([tool.mypy] in pyproject.toml) over edgecal/ and edgecal_agent/, and the agent
+# ruff (lint, then the format check), then mypy ([tool.mypy] in pyproject.toml) over edgecal/ and edgecal_agent/, and the agent
 # once more for Python 3.9, the oldest Python on a board.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgecal edgecal_agent tests bench $(SAMPLE)/train.py $(SAMPLE)/eval_ncnn.py
+	$(VENV)/bin/ruff format --check edgecal edgecal_agent tests bench $(SAMPLE)/train.py \
+	    $(SAMPLE)/eval_ncnn.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --python-version 3.9 --no-warn-unused-configs edgecal_agent
 

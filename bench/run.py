@@ -49,7 +49,11 @@ from edgecal.workflows.calibrate import calibrate, calibration_blobs  # noqa: E4
 
 SAMPLE = ROOT / "samples" / "tinted_digits"
 SPEC = InputSpec(
-    blob="in0", kind="image", pixel="RGB", mean=(127.5,) * 3, norm=(0.00784314,) * 3,
+    blob="in0",
+    kind="image",
+    pixel="RGB",
+    mean=(127.5,) * 3,
+    norm=(0.00784314,) * 3,
     shape=(48, 48),
 )
 
@@ -124,8 +128,10 @@ def bench_overhead(n: int, workers: int) -> dict[str, np.ndarray]:
     assert run is not None
     ratio = best / (2 * bare)
     print(f"bare ncnn forward: {bare / n * 1e3:.3f} ms per image ({n} images, 1 thread)")
-    print(f"calibrate (kl, {workers} agent worker(s)) wall time: {best:.2f} s for {n} images; "
-          f"parts: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings_s.items()))
+    print(
+        f"calibrate (kl, {workers} agent worker(s)) wall time: {best:.2f} s for {n} images; "
+        f"parts: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings_s.items())
+    )
     print(f"calibrate / (2 x bare forward), {workers} worker(s): {ratio:.3f} (target <= 1.15)")
     return {layer: h.counts for layer, h in run.histograms.stats.items()}
 
@@ -152,15 +158,26 @@ def bench_board(name: str, n: int) -> None:
     board = resolve_board(name, boards_file(None))
     assert board is not None
     ref = ROOT / "tests" / "data" / "reference" / "digits"
-    spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,),
-                     shape=(32, 32))
+    spec = InputSpec(
+        blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
+    )
     model = load_model(ref / "model.param", ref / "model.bin")
-    source = make_sample_source([spec], [[ref / "images" / f"calib_{i:02d}.png"
-                                          for i in range(n)]])
+    source = make_sample_source([spec], [[ref / "images" / f"calib_{i:02d}.png" for i in range(n)]])
     with open_board(board) as dev:  # a first run: forget what an earlier run pushed
-        dev.link.run(["rm", "-rf", "--", dev.remote("files"),
-                      *[dev.remote(p) for p in dev.link.sftp().listdir(str(dev.workdir))
-                        if p.startswith("edgecal-agent-")]], timeout_s=120)
+        dev.link.run(
+            [
+                "rm",
+                "-rf",
+                "--",
+                dev.remote("files"),
+                *[
+                    dev.remote(p)
+                    for p in dev.link.sftp().listdir(str(dev.workdir))
+                    if p.startswith("edgecal-agent-")
+                ],
+            ],
+            timeout_s=120,
+        )
     for label in ("first", "repeat"):
         t0 = time.perf_counter()
         with open_board(board) as dev:
@@ -168,19 +185,28 @@ def bench_board(name: str, n: int) -> None:
         wall = time.perf_counter() - t0
         t = dev.timings_s
         # the pipeline's device stages (hello/connect, abs-max, histogram) minus the transfers
-        capture_s = sum(v for k, v in run.timings_s.items()
-                        if k in ("connect", "absmax", "histogram"))
+        capture_s = sum(
+            v for k, v in run.timings_s.items() if k in ("connect", "absmax", "histogram")
+        )
         capture_s -= t["push"] + t["fetch"] + t["agent_start"]
-        print(f"board {name} ({board.profile}), {label} run, {n} images: wall {wall:.1f} s; "
-              f"pushed {dev.bytes_pushed} B (+ {dev.bytes_job_files} B job requests), "
-              f"fetched {dev.bytes_fetched} B; connect {t['connect']:.2f} s, push "
-              f"{t['push']:.2f} s, agent start {t['agent_start']:.2f} s, capture "
-              f"{capture_s:.2f} s, fetch {t['fetch']:.2f} s")
+        print(
+            f"board {name} ({board.profile}), {label} run, {n} images: wall {wall:.1f} s; "
+            f"pushed {dev.bytes_pushed} B (+ {dev.bytes_job_files} B job requests), "
+            f"fetched {dev.bytes_fetched} B; connect {t['connect']:.2f} s, push "
+            f"{t['push']:.2f} s, agent start {t['agent_start']:.2f} s, capture "
+            f"{capture_s:.2f} s, fetch {t['fetch']:.2f} s"
+        )
 
 
-def _fleet_run(boards: list[Any], model: Any, source: Any, *, run: Any = None,
-               retry: Any = None, connect_timeout_s: float | None = None
-               ) -> tuple[Any, float, dict[str, tuple[int, int]]]:
+def _fleet_run(
+    boards: list[Any],
+    model: Any,
+    source: Any,
+    *,
+    run: Any = None,
+    retry: Any = None,
+    connect_timeout_s: float | None = None,
+) -> tuple[Any, float, dict[str, tuple[int, int]]]:
     """One calibration over ``boards`` (opened here, in parallel like the CLI): the result,
     the wall time from connecting to the table, and per board (pushed, fetched) bytes."""
     import dataclasses
@@ -207,8 +233,9 @@ def _forget_shards(boards: list[Any]) -> None:
 
     for board in boards:
         with open_board(board) as dev:
-            dev.link.run(["find", dev.remote("files"), "-name", "shard_*.npz", "-delete"],
-                         timeout_s=120)
+            dev.link.run(
+                ["find", dev.remote("files"), "-name", "shard_*.npz", "-delete"], timeout_s=120
+            )
 
 
 def _cpu_busy() -> tuple[int, int]:
@@ -259,47 +286,73 @@ def bench_fleet(names: list[str], n: int, repeats: int) -> None:
         busy2 = _busy_since(t0)
         c1, c2 = _capture_s(one), _capture_s(many)
         speedups.append(c1 / c2)
-        line = (f"fleet [{r + 1}/{repeats}], {SAMPLE.name} with {n} images: capture (abs-max + "
-                f"histogram passes) on {names[0]} alone {c1:.1f} s, on {'+'.join(names)} "
-                f"{c2:.1f} s: speedup {c1 / c2:.2f}x; cores busy {busy1:.2f} alone, "
-                f"{busy2:.2f} with {len(names)} boards, of {os.cpu_count()}")
+        line = (
+            f"fleet [{r + 1}/{repeats}], {SAMPLE.name} with {n} images: capture (abs-max + "
+            f"histogram passes) on {names[0]} alone {c1:.1f} s, on {'+'.join(names)} "
+            f"{c2:.1f} s: speedup {c1 / c2:.2f}x; cores busy {busy1:.2f} alone, "
+            f"{busy2:.2f} with {len(names)} boards, of {os.cpu_count()}"
+        )
         if len(names) == 2:  # what this machine gives two busy boards: two separate runs
             _forget_shards(boards)
             with ThreadPoolExecutor(max_workers=2) as pool:
-                pair = list(pool.map(lambda b: _capture_s(_fleet_run([b], model, source)[0]),
-                                     boards))
+                pair = list(
+                    pool.map(lambda b: _capture_s(_fleet_run([b], model, source)[0]), boards)
+                )
             ceilings.append(sum(c1 / c for c in pair))
-            line += (f"; two separate one-board runs at once: {pair[0]:.1f} s and "
-                     f"{pair[1]:.1f} s, {ceilings[-1]:.2f}x the work per second of one")
-        print(line + "; accounts: " + ", ".join(
-            f"{a['board']} {a['shards']} shards/{a['samples']} samples busy {a['seconds']:.1f} s"
-            for a in many.fleet), flush=True)
+            line += (
+                f"; two separate one-board runs at once: {pair[0]:.1f} s and "
+                f"{pair[1]:.1f} s, {ceilings[-1]:.2f}x the work per second of one"
+            )
+        print(
+            line
+            + "; accounts: "
+            + ", ".join(
+                f"{a['board']} {a['shards']} shards/{a['samples']} samples "
+                f"busy {a['seconds']:.1f} s"
+                for a in many.fleet
+            ),
+            flush=True,
+        )
         if r == repeats - 1:
             for name, (pushed, fetched) in moved2.items():
-                alone = (f"; alone: pushed {moved1[name][0]} B, fetched {moved1[name][1]} B"
-                         if name in moved1 else "")
-                print(f"fleet, bytes of {name} in the {len(names)}-board run: pushed {pushed} B "
-                      f"(shards and job requests; model and agent were there already), "
-                      f"fetched {fetched} B" + alone)
+                alone = (
+                    f"; alone: pushed {moved1[name][0]} B, fetched {moved1[name][1]} B"
+                    if name in moved1
+                    else ""
+                )
+                print(
+                    f"fleet, bytes of {name} in the {len(names)}-board run: pushed {pushed} B "
+                    f"(shards and job requests; model and agent were there already), "
+                    f"fetched {fetched} B" + alone
+                )
         if netns:
             resumes.append((_bench_resume(boards, model, source, many, wall2, n), wall2))
-    print(f"fleet, two-board capture speedup, median of {repeats}: "
-          f"{statistics.median(speedups):.2f}x (target >= 1.8x; load average {load:.1f} before)"
-          + (f"; this machine's ceiling for two busy boards, median: "
-             f"{statistics.median(ceilings):.2f}x" if ceilings else ""))
+    print(
+        f"fleet, two-board capture speedup, median of {repeats}: "
+        f"{statistics.median(speedups):.2f}x (target >= 1.8x; load average {load:.1f} before)"
+        + (
+            f"; this machine's ceiling for two busy boards, median: "
+            f"{statistics.median(ceilings):.2f}x"
+            if ceilings
+            else ""
+        )
+    )
     if resumes:
         ratios, fulls = [r for r, _ in resumes], [w for _, w in resumes]
-        print(f"fleet, resume after a cut at 50 % vs a full run, median of {repeats}: "
-              f"{statistics.median(ratios):.2f}x (target <= 0.55x); median resume "
-              f"{statistics.median(r * w for r, w in resumes):.1f} s / median full run "
-              f"{statistics.median(fulls):.1f} s = "
-              f"{statistics.median(r * w for r, w in resumes) / statistics.median(fulls):.2f}x")
+        print(
+            f"fleet, resume after a cut at 50 % vs a full run, median of {repeats}: "
+            f"{statistics.median(ratios):.2f}x (target <= 0.55x); median resume "
+            f"{statistics.median(r * w for r, w in resumes):.1f} s / median full run "
+            f"{statistics.median(fulls):.1f} s = "
+            f"{statistics.median(r * w for r, w in resumes) / statistics.median(fulls):.2f}x"
+        )
     else:
         print("fleet, resume after a cut at 50 %: skipped (needs root and boards in netns mode)")
 
 
-def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wall: float,
-                  n: int) -> float:
+def _bench_resume(
+    boards: list[Any], model: Any, source: Any, full: Any, full_wall: float, n: int
+) -> float:
     """Cut every board's link once half of the sample passes are answered (a run with one try
     per unit, so it stops), restore the links, resume; the resume's wall time / ``full_wall``."""
     import os
@@ -313,16 +366,29 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
     state = Path(str(boards[0].identity_file)).parent.parent
 
     def emuboard(*args: str) -> None:
-        r = subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args],
-                           capture_output=True, text=True, timeout=120, check=False,
-                           env=dict(os.environ, EMUBOARD_STATE=str(state)))
+        r = subprocess.run(
+            ["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=dict(os.environ, EMUBOARD_STATE=str(state)),
+        )
         if r.returncode != 0:
             print(f"fleet: emuboard.sh {' '.join(args)} failed: {r.stderr.strip()}")
 
     _forget_shards(boards)
     with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
-        manifest = build_manifest(model, source, method="kl", runtime="calibration", threads=1,
-                                  histograms=True, options={}, workers=len(boards))
+        manifest = build_manifest(
+            model,
+            source,
+            method="kl",
+            runtime="calibration",
+            threads=1,
+            histograms=True,
+            options={},
+            workers=len(boards),
+        )
         run = CalibRun.create(Path(tmp) / "run", manifest, ["bench"])
         counts = {s.index: s.count for s in manifest.shards}
         stop, cut_at = threading.Event(), []
@@ -339,8 +405,9 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
         watcher = threading.Thread(target=cut_at_half, daemon=True)
         watcher.start()
         try:
-            _fleet_run(boards, model, source, run=run, retry=RetryPolicy(attempts=1),
-                       connect_timeout_s=3)
+            _fleet_run(
+                boards, model, source, run=run, retry=RetryPolicy(attempts=1), connect_timeout_s=3
+            )
             stopped = "the run finished before the cut"
         except FleetExhausted:
             stopped = "every board lost"
@@ -351,17 +418,21 @@ def _bench_resume(boards: list[Any], model: Any, source: Any, full: Any, full_wa
                 emuboard("restore", b)
         kept = sum(counts[i] for p in ("absmax", "histogram") for i in run.done(p))
         run.close()  # the resume below locks the run directory again
-        resumed, wall_r, _ = _fleet_run(boards, model, source,
-                                        run=CalibRun.open(Path(tmp) / "run", ["bench"]))
+        resumed, wall_r, _ = _fleet_run(
+            boards, model, source, run=CalibRun.open(Path(tmp) / "run", ["bench"])
+        )
     same = resumed.table.records.keys() == full.table.records.keys() and all(
-        np.array_equal(resumed.table.records[k], full.table.records[k])
-        for k in full.table.records)
-    print(f"fleet, finish after a cut at 50 % ({cut_at[0] if cut_at else '-'} of {2 * n} "
-          f"sample passes answered at the cut, {kept} kept; {stopped}): resume {wall_r:.1f} s "
-          f"(agent start {resumed.timings_s['connect']:.1f} s, histogram pass "
-          f"{resumed.timings_s.get('histogram', 0):.1f} s) vs a full run {full_wall:.1f} s "
-          f"(histogram pass {full.timings_s.get('histogram', 0):.1f} s): "
-          f"{wall_r / full_wall:.2f}x; table {'identical' if same else 'DIFFERENT'}", flush=True)
+        np.array_equal(resumed.table.records[k], full.table.records[k]) for k in full.table.records
+    )
+    print(
+        f"fleet, finish after a cut at 50 % ({cut_at[0] if cut_at else '-'} of {2 * n} "
+        f"sample passes answered at the cut, {kept} kept; {stopped}): resume {wall_r:.1f} s "
+        f"(agent start {resumed.timings_s['connect']:.1f} s, histogram pass "
+        f"{resumed.timings_s.get('histogram', 0):.1f} s) vs a full run {full_wall:.1f} s "
+        f"(histogram pass {full.timings_s.get('histogram', 0):.1f} s): "
+        f"{wall_r / full_wall:.2f}x; table {'identical' if same else 'DIFFERENT'}",
+        flush=True,
+    )
     return wall_r / full_wall
 
 
@@ -370,17 +441,31 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2, help="agent workers for the 2nd run")
     ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
-    ap.add_argument("--board", default=None,
-                    help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set; "
-                         "'none': skip)")
+    ap.add_argument(
+        "--board",
+        default=None,
+        help="also measure on this board (default: emu1 if EDGECAL_BOARDS is set; 'none': skip)",
+    )
     ap.add_argument("--board-only", action="store_true", help="only the board figures")
-    ap.add_argument("--fleet", default=None, metavar="B1,B2",
-                    help="also measure a fleet of these boards (same profile) against the first "
-                         "alone (default: emu1,emu4 if EDGECAL_BOARDS names both; 'none': skip)")
-    ap.add_argument("--fleet-images", type=int, default=300,
-                    help="images of the sample model for the fleet figures")
-    ap.add_argument("--fleet-repeats", type=int, default=3,
-                    help="interleaved repeats of the fleet figures (medians are printed)")
+    ap.add_argument(
+        "--fleet",
+        default=None,
+        metavar="B1,B2",
+        help="also measure a fleet of these boards (same profile) against the first "
+        "alone (default: emu1,emu4 if EDGECAL_BOARDS names both; 'none': skip)",
+    )
+    ap.add_argument(
+        "--fleet-images",
+        type=int,
+        default=300,
+        help="images of the sample model for the fleet figures",
+    )
+    ap.add_argument(
+        "--fleet-repeats",
+        type=int,
+        default=3,
+        help="interleaved repeats of the fleet figures (medians are printed)",
+    )
     args = ap.parse_args()
     import os
 
@@ -402,8 +487,10 @@ def main() -> int:
     bench_kl(hist, literal=not args.no_literal)
     small, large = agent_rss_kb(100), agent_rss_kb(1000)
     growth = (large - small) / small * 100
-    print(f"agent peak RSS: {small / 1024:.1f} MiB at 100 images, {large / 1024:.1f} MiB at "
-          f"1000 images: growth {growth:+.1f} % (target <= 5 %)")
+    print(
+        f"agent peak RSS: {small / 1024:.1f} MiB at 100 images, {large / 1024:.1f} MiB at "
+        f"1000 images: growth {growth:+.1f} % (target <= 5 %)"
+    )
     return 0
 
 

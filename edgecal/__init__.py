@@ -33,8 +33,18 @@ _EXPORTS = {
 }
 
 __all__ = [  # _EXPORTS' names, spelled out for linters and type checkers
-    "Calibration", "Devices", "EdgecalError", "ImageInput", "Quantized", "TensorInput",
-    "__version__", "calibrate", "load_model", "quantize", "resume", "table_from_histograms",
+    "Calibration",
+    "Devices",
+    "EdgecalError",
+    "ImageInput",
+    "Quantized",
+    "TensorInput",
+    "__version__",
+    "calibrate",
+    "load_model",
+    "quantize",
+    "resume",
+    "table_from_histograms",
 ]
 
 

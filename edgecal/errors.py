@@ -77,7 +77,12 @@ class AgentError(DeviceError):
     """A job failed inside the device agent; carries the agent's error kind."""
 
     def __init__(
-        self, message: str, *, kind: str = "", remote_traceback: str = "", hint: str | None = None,
+        self,
+        message: str,
+        *,
+        kind: str = "",
+        remote_traceback: str = "",
+        hint: str | None = None,
         details: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message, hint=hint)

@@ -1,8 +1,8 @@
 """``python -m edgecal_agent`` and the zipapp entry point.
 
-    python -m edgecal_agent serve --workdir W       persistent: job ids on stdin
-    python -m edgecal_agent run-job --workdir W ID  one job directory
-    python -m edgecal_agent hello                   the hello facts as JSON on stdout
+python -m edgecal_agent serve --workdir W       persistent: job ids on stdin
+python -m edgecal_agent run-job --workdir W ID  one job directory
+python -m edgecal_agent hello                   the hello facts as JSON on stdout
 """
 
 from __future__ import annotations
@@ -29,13 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgecal_agent import __version__
     from edgecal_agent.server import run_job, serve
 
-    parser = argparse.ArgumentParser(prog="edgecal-agent", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="edgecal-agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run jobs whose ids arrive on stdin")
-    root_help = ("the folder the work directory must be in (default: the user's home; the "
-                 "work directory is refused when its real path is outside it, or is /)")
+    root_help = (
+        "the folder the work directory must be in (default: the user's home; the "
+        "work directory is refused when its real path is outside it, or is /)"
+    )
     p_serve.add_argument("--workdir", required=True)
     p_serve.add_argument("--root", help=root_help)
     p_job = sub.add_parser("run-job", help="run one job directory")

@@ -41,7 +41,8 @@ def import_ncnn() -> Any:
     except ImportError as e:  # pragma: no cover - depends on the board
         raise NcnnUnavailable(
             f"the ncnn Python package cannot be imported ({e}); install it on the device "
-            "(pip install ncnn)") from e
+            "(pip install ncnn)"
+        ) from e
     return ncnn
 
 
@@ -63,20 +64,26 @@ def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
     """One input array -> the ncnn Mat ncnn2table would feed (an owning Mat)."""
     if desc.kind == "image":
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-            raise InputError(f"{where}: image input {desc.blob!r} must be uint8 (rows, cols, 3) "
-                             f"BGR, got {arr.dtype} {arr.shape}")
+            raise InputError(
+                f"{where}: image input {desc.blob!r} must be uint8 (rows, cols, 3) "
+                f"BGR, got {arr.dtype} {arr.shape}"
+            )
         rows, cols = int(arr.shape[0]), int(arr.shape[1])
         w, h = desc.target_size(cols, rows)
         if w <= 0 or h <= 0:
             raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}")
         n_ch = _CHANNELS[desc.pixel]
         if w * h * 3 * 4 > MAX_INPUT_BYTES:  # ncnn does not check this allocation: it crashes
-            raise InputError(f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}, "
-                             f"more than {MAX_INPUT_BYTES >> 30} GiB of float32 pixels")
+            raise InputError(
+                f"{where}: input {desc.blob!r} resizes {cols}x{rows} to {w}x{h}, "
+                f"more than {MAX_INPUT_BYTES >> 30} GiB of float32 pixels"
+            )
         for what, values in (("mean", desc.mean), ("norm", desc.norm)):
             if values and len(values) != n_ch:
-                raise InputError(f"input {desc.blob!r}: {len(values)} {what} values for "
-                                 f"{n_ch} channels of pixel={desc.pixel}")
+                raise InputError(
+                    f"input {desc.blob!r}: {len(values)} {what} values for "
+                    f"{n_ch} channels of pixel={desc.pixel}"
+                )
         pixel = getattr(ncnn.Mat.PixelType, _PIXEL_FROM_BGR[desc.pixel])
         mat = ncnn.Mat.from_pixels_resize(np.ascontiguousarray(arr), pixel, cols, rows, w, h)
         mat.substract_mean_normalize(list(desc.mean), list(desc.norm))
@@ -86,7 +93,8 @@ def to_mat(ncnn: Any, arr: np.ndarray, desc: InputDesc, where: str) -> Any:
     if desc.shape and tuple(arr.shape) != tuple(reversed(desc.shape)):
         raise InputError(
             f"{where}: npy input {desc.blob!r} has numpy shape {tuple(arr.shape)}, expected "
-            f"{tuple(reversed(desc.shape))} (shape={list(desc.shape)} is ncnn's w,h,(d),c order)")
+            f"{tuple(reversed(desc.shape))} (shape={list(desc.shape)} is ncnn's w,h,(d),c order)"
+        )
     if not 1 <= arr.ndim <= 4:
         raise InputError(f"{where}: npy input {desc.blob!r} has {arr.ndim} dimensions (1..4)")
     keep = np.ascontiguousarray(arr)
@@ -137,8 +145,15 @@ _EMPTY.flags.writeable = False
 class NcnnModel:
     """A loaded net plus the allocators its extractors use.  Keep it alive while extracting."""
 
-    def __init__(self, param: str, bin_: str, *, runtime: str = "calibration",
-                 threads: int = 1, labels: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        param: str,
+        bin_: str,
+        *,
+        runtime: str = "calibration",
+        threads: int = 1,
+        labels: tuple[str, str] | None = None,
+    ) -> None:
         """``labels``: the names of ``param`` and ``bin_`` in messages (default: the paths;
         the agent passes the files by descriptor paths and names them as the request did)."""
         self.ncnn = ncnn = import_ncnn()
@@ -147,8 +162,9 @@ class NcnnModel:
             try:
                 path.encode("utf-8")  # ncnn takes UTF-8 paths; a lone surrogate is a TypeError
             except UnicodeEncodeError:
-                raise ModelLoadError(f"model file name {label!r} is not UTF-8 text; push it "
-                                     "under a UTF-8 name") from None
+                raise ModelLoadError(
+                    f"model file name {label!r} is not UTF-8 text; push it under a UTF-8 name"
+                ) from None
             if not os.path.isfile(path):
                 raise ModelLoadError(f"model file {label} does not exist on the device")
         self.param = label_param
@@ -162,7 +178,8 @@ class NcnnModel:
         if self.net.load_model(bin_) != 0:
             raise ModelLoadError(
                 f"ncnn cannot load {name_bin} for {name_param} "
-                "(load_model failed: truncated .bin or .param/.bin mismatch)")
+                "(load_model failed: truncated .bin or .param/.bin mismatch)"
+            )
         self.blob_names = [b.name for b in self.net.blobs()]
         self.input_names = list(self.net.input_names())
         # fp32 storage is certain only with ncnn2table's options: there the raw (packed) blob
@@ -183,27 +200,39 @@ class NcnnModel:
     def extract_error(self, where: str, blob: str, ret: int) -> ExtractError:
         """ncnn's failure to compute ``blob``, naming the model and the layer that makes it."""
         made_by = self.producer(blob)
-        why = (" (-100: ncnn could not allocate a blob: a layer's output is too large for "
-               "this device -- check that layer's shape parameters and --shape)"
-               if ret == -100 else "")
+        why = (
+            " (-100: ncnn could not allocate a blob: a layer's output is too large for "
+            "this device -- check that layer's shape parameters and --shape)"
+            if ret == -100
+            else ""
+        )
         return ExtractError(
             f"{where}: ncnn could not compute blob {blob!r} of {os.path.basename(self.param)}"
             + (f", the output of {made_by} or a layer before it" if made_by else "")
-            + f": extract returned {ret}{why}")
+            + f": extract returned {ret}{why}"
+        )
 
     def check_blobs(self, blobs: Sequence[str]) -> None:
         known = set(self.blob_names)
         missing = [b for b in blobs if b not in known]
         if missing:
-            raise BlobNotFound(f"blob(s) {', '.join(map(repr, missing))} not in the model; "
-                               f"it has {', '.join(self.blob_names)}")
+            raise BlobNotFound(
+                f"blob(s) {', '.join(map(repr, missing))} not in the model; "
+                f"it has {', '.join(self.blob_names)}"
+            )
 
     def check_inputs(self, inputs: Sequence[InputDesc]) -> None:
         self.check_blobs([d.blob for d in inputs])
 
-    def extract(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
-                blobs: Sequence[str], where: str = "sample", *,
-                light_mode: bool = True) -> Iterator[tuple[str, Any]]:
+    def extract(
+        self,
+        sample: Sequence[np.ndarray],
+        inputs: Sequence[InputDesc],
+        blobs: Sequence[str],
+        where: str = "sample",
+        *,
+        light_mode: bool = True,
+    ) -> Iterator[tuple[str, Any]]:
         """Feed one sample, then yield ``(blob, Mat)`` for each blob in order (fp32, elempack 1).
 
         ``light_mode`` (ncnn2table's choice) frees intermediate blobs as soon as they are
@@ -218,8 +247,13 @@ class NcnnModel:
                 yield name, out
 
     @contextlib.contextmanager
-    def _fed(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc], where: str,
-             light_mode: bool = True) -> Iterator[Any]:
+    def _fed(
+        self,
+        sample: Sequence[np.ndarray],
+        inputs: Sequence[InputDesc],
+        where: str,
+        light_mode: bool = True,
+    ) -> Iterator[Any]:
         """An extractor (this net's allocators) with one sample fed to every input; the input
         Mats live as long as the extractor does."""
         mats = [to_mat(self.ncnn, arr, d, where) for arr, d in zip(sample, inputs)]
@@ -235,9 +269,15 @@ class NcnnModel:
             del ex
             del mats
 
-    def time_extract(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
-                     blob: str, where: str = "sample", *, keep: bool = False
-                     ) -> tuple[float, np.ndarray | None]:
+    def time_extract(
+        self,
+        sample: Sequence[np.ndarray],
+        inputs: Sequence[InputDesc],
+        blob: str,
+        where: str = "sample",
+        *,
+        keep: bool = False,
+    ) -> tuple[float, np.ndarray | None]:
         """Seconds a fresh (light-mode) extractor takes to compute ``blob`` from one sample:
         the ``extract`` call only, with the net's threads (input conversion excluded); with
         ``keep``, also the blob's values (fp32, elempack 1, as :meth:`extract` gives them)."""
@@ -251,9 +291,14 @@ class NcnnModel:
             del out
             return elapsed, values
 
-    def for_each_visited(self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc],
-                         blobs: Sequence[str], fn: Callable[[int, np.ndarray], None],
-                         where: str = "sample") -> None:
+    def for_each_visited(
+        self,
+        sample: Sequence[np.ndarray],
+        inputs: Sequence[InputDesc],
+        blobs: Sequence[str],
+        fn: Callable[[int, np.ndarray], None],
+        where: str = "sample",
+    ) -> None:
         """Feed one sample (light mode, blobs in network order) and call ``fn(b, values)`` for
         each blob ``b``: ``values`` are the elements ncnn2table visits (``stats.visited``
         semantics, any order), a read-only view valid only during the call.

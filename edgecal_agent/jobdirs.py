@@ -55,8 +55,9 @@ def running(job: str | IO[bytes]) -> Iterator[None]:
     owned = False
     with contextlib.suppress(OSError):
         if isinstance(job, str):
-            fd = os.open(os.path.join(job, REQUEST_FILE),
-                         os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+            fd = os.open(
+                os.path.join(job, REQUEST_FILE), os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK
+            )
             fh, owned = os.fdopen(fd, "rb"), True
         else:
             fh = job
@@ -118,8 +119,7 @@ def _remove_tree(fd: int, depth: int = 0) -> None:
 def _locked_exclusively(fd: int) -> Iterator[None]:
     """Hold the folder's request exclusively (``_Busy`` if a running job holds it)."""
     try:
-        rfd = os.open(REQUEST_FILE, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK,
-                      dir_fd=fd)
+        rfd = os.open(REQUEST_FILE, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, dir_fd=fd)
     except OSError:  # none, or not a file our jobs could have opened: nothing runs there
         yield
         return
@@ -151,8 +151,10 @@ def _remove_if_stale(jobs_fd: int, name: str, older_than_s: float, now: float) -
                     trash = f"{TRASH_PREFIX}{secrets.token_hex(8)}"
                     os.rename(name, trash, src_dir_fd=jobs_fd, dst_dir_fd=jobs_fd)
                 moved = os.stat(trash, dir_fd=jobs_fd, follow_symlinks=False)
-                if not os.path.samestat(moved, os.fstat(fd)) \
-                        or now - _newest_mtime(fd) < older_than_s:
+                if (
+                    not os.path.samestat(moved, os.fstat(fd))
+                    or now - _newest_mtime(fd) < older_than_s
+                ):
                     if trash != name:  # changed meanwhile: it keeps its name
                         with contextlib.suppress(OSError):
                             os.stat(name, dir_fd=jobs_fd, follow_symlinks=False)
@@ -168,8 +170,9 @@ def _remove_if_stale(jobs_fd: int, name: str, older_than_s: float, now: float) -
     return True
 
 
-def remove_stale(workdir: str | Workdir, older_than_s: float = STALE_AFTER_S,
-                 now: float | None = None) -> list[str]:
+def remove_stale(
+    workdir: str | Workdir, older_than_s: float = STALE_AFTER_S, now: float | None = None
+) -> list[str]:
     """Remove the job folders under ``workdir/jobs`` unchanged for ``older_than_s`` and not
     locked by a running job; their names.  Errors leave a folder in place."""
     if fcntl is None:

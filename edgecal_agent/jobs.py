@@ -57,9 +57,28 @@ Progress = Callable[[int, int], None]
 
 #: CPU features worth knowing for ncnn kernels, as /proc/cpuinfo spells them.
 CPU_FEATURES = (
-    "neon", "asimd", "asimdhp", "asimddp", "asimdrdm", "fphp", "i8mm", "bf16", "sve", "sve2",
-    "sse2", "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
-    "avx_vnni", "avx512_bf16", "avx512_fp16",
+    "neon",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "asimdrdm",
+    "fphp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+    "sse2",
+    "sse4_1",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
 )
 
 
@@ -88,11 +107,14 @@ class JobContext:
                 got = sha256_cached_at(dfd, name, fh)
                 if got != want:
                     with contextlib.suppress(OSError):
-                        if os.path.samestat(os.stat(name, dir_fd=dfd, follow_symlinks=False),
-                                            os.fstat(fh.fileno())):
+                        if os.path.samestat(
+                            os.stat(name, dir_fd=dfd, follow_symlinks=False), os.fstat(fh.fileno())
+                        ):
                             os.unlink(name, dir_fd=dfd)
-                    raise InputCorrupt(f"{rel} on the device has sha256 {got}: a damaged upload "
-                                       "or disk; it was removed, push it again")
+                    raise InputCorrupt(
+                        f"{rel} on the device has sha256 {got}: a damaged upload "
+                        "or disk; it was removed, push it again"
+                    )
             except BaseException:
                 fh.close()
                 raise
@@ -104,8 +126,7 @@ class JobContext:
         fd = os.open(".", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC, dir_fd=self.job_fd)
         try:
             for part in parts[:-1]:
-                nfd = os.open(part, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-                              dir_fd=fd)
+                nfd = os.open(part, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=fd)
                 os.close(fd)
                 fd = nfd
             with open_file_at(fd, parts[-1], rel, "job file") as fh:
@@ -128,8 +149,9 @@ class JobContext:
             with open_file_at(self.job_fd, name, name, "artifact") as fh:
                 digest = sha256_fh(fh)
         except BadRequest as e:
-            raise ArtifactMissing(f"job {self.job_id}: artifact {name} it wrote is gone: "
-                                  f"{e}") from None
+            raise ArtifactMissing(
+                f"job {self.job_id}: artifact {name} it wrote is gone: {e}"
+            ) from None
         return name, Artifact(file=name, sha256=digest)
 
 
@@ -169,10 +191,15 @@ def hello_info() -> dict[str, Any]:
         info.update(ncnn=None, ncnn_ok=False, ncnn_error=str(e))
     else:
         info.update(ncnn=getattr(ncnn, "__version__", "unknown"), ncnn_ok=True)
-        probes = {"arm_asimdhp": "cpu_support_arm_asimdhp", "arm_neon": "cpu_support_arm_neon",
-                  "x86_avx": "cpu_support_x86_avx", "x86_avx2": "cpu_support_x86_avx2"}
-        info["ncnn_cpu"] = {k: bool(getattr(ncnn, f)()) for k, f in probes.items()
-                            if hasattr(ncnn, f)}
+        probes = {
+            "arm_asimdhp": "cpu_support_arm_asimdhp",
+            "arm_neon": "cpu_support_arm_neon",
+            "x86_avx": "cpu_support_x86_avx",
+            "x86_avx2": "cpu_support_x86_avx2",
+        }
+        info["ncnn_cpu"] = {
+            k: bool(getattr(ncnn, f)()) for k, f in probes.items() if hasattr(ncnn, f)
+        }
     return info
 
 
@@ -201,9 +228,11 @@ class SampleStream:
                 except (ProtocolViolation, OSError, ValueError) as e:
                     raise BadRequest(f"sample shard {rel} is unreadable: {e}") from e
             if info.inputs != self.inputs:
-                raise BadRequest(f"sample shard {rel} was written for inputs "
-                                 f"{[d.to_dict() for d in info.inputs]}, the request names "
-                                 f"{[d.to_dict() for d in self.inputs]}")
+                raise BadRequest(
+                    f"sample shard {rel} was written for inputs "
+                    f"{[d.to_dict() for d in info.inputs]}, the request names "
+                    f"{[d.to_dict() for d in self.inputs]}"
+                )
             self.infos.append(info)
         self.total = sum(i.n_samples for i in self.infos)
 
@@ -213,8 +242,9 @@ class SampleStream:
         except InputCorrupt:
             raise
         except BadRequest as e:
-            raise BadRequest(f"sample shard {rel} is not on the device (push it first): "
-                             f"{e}") from None
+            raise BadRequest(
+                f"sample shard {rel} is not on the device (push it first): {e}"
+            ) from None
 
     def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
         index = 0
@@ -234,8 +264,9 @@ class SampleStream:
 _MODEL_CACHE: dict[tuple[Any, ...], NcnnModel] = {}
 
 
-def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,
-                threads: int) -> NcnnModel:
+def _load_model(
+    ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str, threads: int
+) -> NcnnModel:
     t0 = time.perf_counter()
     with _model_file(ctx, p.model.param) as fh_param, _model_file(ctx, p.model.bin) as fh_bin:
         key: tuple[Any, ...] = (fd_state(fh_param), fd_state(fh_bin), runtime, threads)
@@ -245,8 +276,9 @@ def _load_model(ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str,
             # ncnn opens paths: it gets the files already opened (and checked), by descriptor
             param = fd_path(fh_param.fileno()) or os.path.join(ctx.workdir.path, p.model.param)
             bin_ = fd_path(fh_bin.fileno()) or os.path.join(ctx.workdir.path, p.model.bin)
-            model = NcnnModel(param, bin_, runtime=runtime, threads=threads,
-                              labels=(p.model.param, p.model.bin))
+            model = NcnnModel(
+                param, bin_, runtime=runtime, threads=threads, labels=(p.model.param, p.model.bin)
+            )
             _MODEL_CACHE[key] = model
     model.check_inputs(p.inputs)
     ctx.timing_s["load"] = time.perf_counter() - t0
@@ -312,8 +344,9 @@ def op_absmax(ctx: JobContext) -> Result:
 NONFINITE_REPORT_MAX = 1000
 
 
-def _raise_nonfinite(ctx: JobContext, model: NcnnModel, samples: SampleStream,
-                     p: CaptureParams, bad: Sequence[int]) -> None:
+def _raise_nonfinite(
+    ctx: JobContext, model: NcnnModel, samples: SampleStream, p: CaptureParams, bad: Sequence[int]
+) -> None:
     """Blobs ``bad`` held NaN or inf: run the samples again for those blobs only, count per
     sample and blob, and fail the job naming them (the fast pass only knows *that* it happened).
 
@@ -338,12 +371,15 @@ def _raise_nonfinite(ctx: JobContext, model: NcnnModel, samples: SampleStream,
         model.for_each_visited(sample, p.inputs, names, count, f"sample {i}")
     per_blob = "; ".join(
         f"blob {n!r}: {t[0]} NaN, {t[1]} inf on "
-        f"{len({s for s, m, _, _ in found if m == n})} sample(s)" for n, t in totals.items())
+        f"{len({s for s, m, _, _ in found if m == n})} sample(s)"
+        for n, t in totals.items()
+    )
     first = found[0] if found else None
     raise NonFiniteActivation(
         f"non-finite activations ({per_blob})"
         + (f"; first: sample {first[0]} of the job, blob {first[1]!r}" if first else ""),
-        {"samples": found, "totals": {n: t for n, t in totals.items()}})
+        {"samples": found, "totals": {n: t for n, t in totals.items()}},
+    )
 
 
 def op_histogram(ctx: JobContext) -> Result:
@@ -365,8 +401,11 @@ def op_histogram(ctx: JobContext) -> Result:
         adders[b](values)
 
     _run_stats(ctx, model, samples, p, reduce)
-    counts = np.stack([acc.counts() for acc in accs]) if accs else \
-        np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
+    counts = (
+        np.stack([acc.counts() for acc in accs])
+        if accs
+        else np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
+    )
     name = "histograms.npz"
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
@@ -377,8 +416,13 @@ def op_histogram(ctx: JobContext) -> Result:
     return {"n_samples": samples.total}, dict([ctx.artifact(name)])
 
 
-def _run_stats(ctx: JobContext, model: NcnnModel, samples: SampleStream, p: CaptureParams,
-               reduce: Callable[[int, np.ndarray], None]) -> None:
+def _run_stats(
+    ctx: JobContext,
+    model: NcnnModel,
+    samples: SampleStream,
+    p: CaptureParams,
+    reduce: Callable[[int, np.ndarray], None],
+) -> None:
     """Every sample through the net; ``reduce(b, values)`` gets each blob's visited elements
     at once (memory: one sample's activations, whatever the number of samples)."""
     tick = _Throttle(ctx.progress, samples.total)
@@ -418,14 +462,16 @@ def op_run(ctx: JobContext) -> Result:
                 only = None
                 if p.timed and p.blobs:
                     # one blob: the timed forward's own output is the answer (one forward)
-                    secs, only = model.time_extract(sample, p.inputs, p.blobs[0],
-                                                    f"sample {done}", keep=len(p.blobs) == 1)
+                    secs, only = model.time_extract(
+                        sample, p.inputs, p.blobs[0], f"sample {done}", keep=len(p.blobs) == 1
+                    )
                     latency.append(secs)
                 if only is not None:
                     w.add(output_key(i, 0), only)
                 else:
-                    for b, (_, mat) in enumerate(model.extract(
-                            sample, p.inputs, p.blobs, f"sample {done}", light_mode=False)):
+                    for b, (_, mat) in enumerate(
+                        model.extract(sample, p.inputs, p.blobs, f"sample {done}", light_mode=False)
+                    ):
                         w.add(output_key(i, b), np.array(mat, dtype=np.float32))
                 done += 1
                 tick(done)
@@ -478,7 +524,8 @@ class _EqProbe:
         ins, outs = list(net.input_names()), list(net.output_names())
         if len(ins) != 1 or len(outs) != 1:
             raise ModelLoadError(
-                f"the EQ probe must have one input and one output, it has {ins} and {outs}")
+                f"the EQ probe must have one input and one output, it has {ins} and {outs}"
+            )
         self.net, self.model_bytes = net, model_bytes  # old net dropped only now
         self.input_name, self.output_name = ins[0], outs[0]
 
@@ -508,8 +555,9 @@ def op_eq_layer(ctx: JobContext) -> Result:
         raise BadRequest(f"eq_layer job inputs are incomplete: {e}") from e
     n_w = weight_scales.size
     if candidates.ndim != 2 or candidates.shape[0] != n_w + 1:
-        raise BadRequest(f"candidates must be ({n_w} weight scales + 1, steps), "
-                         f"got {candidates.shape}")
+        raise BadRequest(
+            f"candidates must be ({n_w} weight scales + 1, steps), got {candidates.shape}"
+        )
 
     model = _load_model(ctx, p, "calibration", 1)
     model.check_blobs([p.bottom, p.top])
@@ -521,8 +569,9 @@ def op_eq_layer(ctx: JobContext) -> Result:
     for i, sample in samples:
         if i >= n_samples:
             break
-        got = dict(model.extract(sample, p.inputs, [p.bottom, p.top], f"sample {i}",
-                                 light_mode=False))
+        got = dict(
+            model.extract(sample, p.inputs, [p.bottom, p.top], f"sample {i}", light_mode=False)
+        )
         ins.append(got[p.bottom])
         refs.append(_cos_terms(np.array(got[p.top])))
     ctx.timing_s["fp32"] = time.perf_counter() - t0
@@ -539,8 +588,11 @@ def op_eq_layer(ctx: JobContext) -> Result:
     def similarity() -> float:
         probe.build()
         outs = [_cos_terms(probe.forward(m)) for m in ins]
-        if ref_stack is not None and len({o.shape for o in outs}) == 1 \
-                and outs[0].shape == ref_stack.shape[1:]:
+        if (
+            ref_stack is not None
+            and len({o.shape for o in outs}) == 1
+            and outs[0].shape == ref_stack.shape[1:]
+        ):
             q = np.stack(outs)
             dots = _seq_sum(ref_stack * q)
             qnorm = _seq_sum(q * q)
@@ -590,4 +642,3 @@ HANDLERS: dict[str, Callable[[JobContext], Result]] = {
     "run": op_run,
     "eq_layer": op_eq_layer,
 }
-

@@ -92,8 +92,9 @@ def _req(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: 
     return _typed(d[key], types, f"{where}.{key}")
 
 
-def _opt(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str,
-         default: Any) -> Any:
+def _opt(
+    d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str, default: Any
+) -> Any:
     if not isinstance(d, Mapping):
         raise ProtocolViolation(f"{where}: expected an object, got {type(d).__name__}")
     if key not in d or d[key] is None:
@@ -164,7 +165,8 @@ class InputDesc:
             raise ProtocolViolation(f"input {self.blob!r}: kind {self.kind!r} not in {INPUT_KINDS}")
         if self.pixel not in PIXEL_TYPES:
             raise ProtocolViolation(
-                f"input {self.blob!r}: pixel {self.pixel!r} not in {PIXEL_TYPES}")
+                f"input {self.blob!r}: pixel {self.pixel!r} not in {PIXEL_TYPES}"
+            )
 
     def target_size(self, cols: int, rows: int) -> tuple[int, int]:
         """ncnn2table's resize rule (spec 2.3)."""
@@ -181,8 +183,14 @@ class InputDesc:
         return int(cols / s), h
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blob": self.blob, "kind": self.kind, "pixel": self.pixel,
-                "mean": list(self.mean), "norm": list(self.norm), "shape": list(self.shape)}
+        return {
+            "blob": self.blob,
+            "kind": self.kind,
+            "pixel": self.pixel,
+            "mean": list(self.mean),
+            "norm": list(self.norm),
+            "shape": list(self.shape),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "input") -> InputDesc:
@@ -209,8 +217,10 @@ class ModelFiles:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "model") -> ModelFiles:
-        return cls(param=check_relpath(_req(d, "param", str, where), f"{where}.param"),
-                   bin=check_relpath(_req(d, "bin", str, where), f"{where}.bin"))
+        return cls(
+            param=check_relpath(_req(d, "param", str, where), f"{where}.param"),
+            bin=check_relpath(_req(d, "bin", str, where), f"{where}.bin"),
+        )
 
 
 def _runtime(d: Mapping[str, Any], where: str) -> str:
@@ -296,15 +306,19 @@ class CaptureParams:
             raise ProtocolViolation(f"{where}.inputs: at least one input is needed")
         absmax = _opt(d, "absmax", dict, where, None)
         if absmax is not None:
-            absmax = {_typed(k, str, f"{where}.absmax key"):
-                      _float(v, f"{where}.absmax[{k!r}]")
-                      for k, v in absmax.items()}
+            absmax = {
+                _typed(k, str, f"{where}.absmax key"): _float(v, f"{where}.absmax[{k!r}]")
+                for k, v in absmax.items()
+            }
         return cls(
             model=ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
-            inputs=tuple(InputDesc.from_dict(x, f"{where}.inputs[{i}]")
-                         for i, x in enumerate(inputs)),
-            shards=tuple(check_relpath(s, f"{where}.shards")
-                         for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")),
+            inputs=tuple(
+                InputDesc.from_dict(x, f"{where}.inputs[{i}]") for i, x in enumerate(inputs)
+            ),
+            shards=tuple(
+                check_relpath(s, f"{where}.shards")
+                for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")
+            ),
             blobs=_str_list(_req(d, "blobs", list, where), f"{where}.blobs"),
             runtime=_runtime(d, where),
             threads=_threads(d, where),
@@ -352,17 +366,25 @@ class EqLayerParams:
         max_samples = _opt(d, "max_samples", int, where, EQ_MAX_SAMPLES)
         if not 1 <= max_samples <= EQ_MAX_SAMPLES:
             raise ProtocolViolation(
-                f"{where}.max_samples: must be in [1, {EQ_MAX_SAMPLES}], got {max_samples}")
-        files = {k: check_relpath(_opt(d, k, str, where, default), f"{where}.{k}")
-                 for k, default in (("probe_param", "probe.param"),
-                                    ("probe_prefix", "probe_prefix.bin"),
-                                    ("candidates", "candidates.npz"))}
+                f"{where}.max_samples: must be in [1, {EQ_MAX_SAMPLES}], got {max_samples}"
+            )
+        files = {
+            k: check_relpath(_opt(d, k, str, where, default), f"{where}.{k}")
+            for k, default in (
+                ("probe_param", "probe.param"),
+                ("probe_prefix", "probe_prefix.bin"),
+                ("candidates", "candidates.npz"),
+            )
+        }
         return cls(
             model=ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
-            inputs=tuple(InputDesc.from_dict(x, f"{where}.inputs[{i}]")
-                         for i, x in enumerate(inputs)),
-            shards=tuple(check_relpath(s, f"{where}.shards")
-                         for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")),
+            inputs=tuple(
+                InputDesc.from_dict(x, f"{where}.inputs[{i}]") for i, x in enumerate(inputs)
+            ),
+            shards=tuple(
+                check_relpath(s, f"{where}.shards")
+                for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")
+            ),
             bottom=_req(d, "bottom", str, where),
             top=_req(d, "top", str, where),
             max_samples=max_samples,
@@ -395,13 +417,18 @@ class Request:
         if not isinstance(self.params, PARAM_TYPES[self.op]):
             raise ProtocolViolation(
                 f"op {self.op!r} takes {PARAM_TYPES[self.op].__name__}, "
-                f"got {type(self.params).__name__}")
+                f"got {type(self.params).__name__}"
+            )
         if self.op == "histogram" and self.params.absmax is None:
             raise ProtocolViolation("op 'histogram' needs params.absmax (blob -> absmax)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "op": self.op, "job_id": self.job_id,
-                "params": self.params.to_dict()}
+        return {
+            "protocol": self.protocol,
+            "op": self.op,
+            "job_id": self.job_id,
+            "params": self.params.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Request:
@@ -424,17 +451,23 @@ class ErrorInfo:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "message": self.message,
-                             "traceback": self.traceback}
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
         if self.details:
             d["details"] = dict(self.details)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "error") -> ErrorInfo:
-        return cls(kind=_req(d, "kind", str, where), message=_req(d, "message", str, where),
-                   traceback=_opt(d, "traceback", str, where, ""),
-                   details=_opt(d, "details", dict, where, {}))
+        return cls(
+            kind=_req(d, "kind", str, where),
+            message=_req(d, "message", str, where),
+            traceback=_opt(d, "traceback", str, where, ""),
+            details=_opt(d, "details", dict, where, {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -498,16 +531,17 @@ class Response:
             ok=_req(d, "ok", bool, "response"),
             agent_version=_opt(d, "agent_version", str, "response", ""),
             result=_opt(d, "result", dict, "response", {}),
-            artifacts={_typed(k, str, "response.artifacts key"):
-                       Artifact.from_dict(v, f"response.artifacts[{k!r}]")
-                       for k, v in arts.items()},
+            artifacts={
+                _typed(k, str, "response.artifacts key"): Artifact.from_dict(
+                    v, f"response.artifacts[{k!r}]"
+                )
+                for k, v in arts.items()
+            },
             error=None if err is None else ErrorInfo.from_dict(err, "response.error"),
-            timing_s={k: _float(v, f"response.timing_s[{k!r}]")
-                      for k, v in timing.items()},
+            timing_s={k: _float(v, f"response.timing_s[{k!r}]") for k, v in timing.items()},
             ru_maxrss_kb=_opt(d, "ru_maxrss_kb", int, "response", 0),
         )
 
 
 def dumps(message: Request | Response) -> str:
     return json.dumps(message.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
-

@@ -49,8 +49,9 @@ class NpzWriter:
         try:
             fd, self._tmp = create_temp_at(self._dfd, self._name)
             self._fh = os.fdopen(fd, "w+b")
-            self._zip = zipfile.ZipFile(self._fh, "w", compression=zipfile.ZIP_STORED,
-                                        allowZip64=True)
+            self._zip = zipfile.ZipFile(
+                self._fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True
+            )
         except BaseException:
             self._release()
             raise
@@ -126,9 +127,23 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
 #: What numpy and zipfile raise on a damaged archive or member (zlib.error: bad deflate data,
 #: NotImplementedError: unknown compression, RuntimeError: encrypted member, OSError: bad seek,
 #: SyntaxError / TokenError: a garbled .npy header dict).
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
-               NotImplementedError, RuntimeError, OverflowError, MemoryError, TypeError,
-               IndexError, struct.error, zlib.error, SyntaxError, tokenize.TokenError)
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+    TypeError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    SyntaxError,
+    tokenize.TokenError,
+)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 #: A compressed member that unpacks to more than this many bytes, at more than this ratio, is
 #: refused as a zip bomb (deflate tops out near 1032:1; real arrays this large are far below).
@@ -172,11 +187,15 @@ class NpzArchive:
         where = f"{self.name}: member {key!r}"
         try:
             info = zf.getinfo(member)
-            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _BOMB_BYTES \
-                    and info.file_size > _BOMB_RATIO * max(1, info.compress_size):
+            if (
+                info.compress_type != zipfile.ZIP_STORED
+                and info.file_size > _BOMB_BYTES
+                and info.file_size > _BOMB_RATIO * max(1, info.compress_size)
+            ):
                 raise ProtocolViolation(
                     f"{where} unpacks {info.compress_size} bytes into {info.file_size}: refused "
-                    "as a zip bomb")
+                    "as a zip bomb"
+                )
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
@@ -196,7 +215,8 @@ class NpzArchive:
             if not dtype.hasobject and need > have:  # object arrays: numpy refuses them below
                 raise ProtocolViolation(
                     f"{where}: its header claims {dtype.str} {tuple(shape)} ({need} bytes) but "
-                    f"it holds {have} bytes")
+                    f"it holds {have} bytes"
+                )
             arr = self._npz[key]
         except ProtocolViolation:
             raise
@@ -216,8 +236,7 @@ class NpzArchive:
         self.close()
 
 
-def load_npz(path: str | os.PathLike[str] | IO[bytes], name: str | None = None
-             ) -> NpzArchive:
+def load_npz(path: str | os.PathLike[str] | IO[bytes], name: str | None = None) -> NpzArchive:
     """An ``.npz`` loaded with ``allow_pickle=False``, always (lazy, like numpy's ``NpzFile``).
 
     Raises ``ProtocolViolation`` for anything that is not a readable zip archive (a missing
@@ -239,11 +258,11 @@ def load_npz(path: str | os.PathLike[str] | IO[bytes], name: str | None = None
         raise
     except _NPZ_ERRORS as e:
         raise ProtocolViolation(
-            f"{name} is not a readable .npz archive ({type(e).__name__}: {e})") from None
+            f"{name} is not a readable .npz archive ({type(e).__name__}: {e})"
+        ) from None
     return NpzArchive(npz, name)
 
 
 def names_array(names: Sequence[str]) -> np.ndarray:
     """Blob names as data: a ``<U`` array (loads without pickle)."""
     return np.array(list(names), dtype=str) if names else np.zeros((0,), dtype="<U1")
-

@@ -84,8 +84,10 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
         try:
             job_fd = wd.open_dir_parts([JOBS_DIR, job_id])
         except OSError as e:
-            raise BadRequest(f"job folder {JOBS_DIR}/{job_id} is not a real folder in the "
-                             f"work directory: {e.strerror or e}") from None
+            raise BadRequest(
+                f"job folder {JOBS_DIR}/{job_id} is not a real folder in the "
+                f"work directory: {e.strerror or e}"
+            ) from None
         try:
             fh, raw = _read_request(job_fd, job_id)
         except ProtocolMismatch:
@@ -108,26 +110,43 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
                 try:
                     result, artifacts = HANDLERS[request.op](ctx)
                 except OSError as e:
-                    raise DeviceFileError(f"job {job_id}: a file operation in the work "
-                                          f"directory failed: {e}") from e
+                    raise DeviceFileError(
+                        f"job {job_id}: a file operation in the work directory failed: {e}"
+                    ) from e
         response = Response(op=op, job_id=job_id, ok=True, result=result, artifacts=artifacts)
     except Exception as e:  # every failure becomes an error response
         if isinstance(e, MemoryError):
-            e = OutOfMemory(f"out of memory ({str(e) or 'MemoryError'}) in job {job_id} "
-                            f"({op}): the model or its inputs need more memory than this device "
-                            "gives")
+            e = OutOfMemory(
+                f"out of memory ({str(e) or 'MemoryError'}) in job {job_id} "
+                f"({op}): the model or its inputs need more memory than this device "
+                "gives"
+            )
         kind = e.kind if isinstance(e, JobError) else type(e).__name__
         if isinstance(e, ProtocolMismatch):
             kind = "ProtocolMismatch"
-        response = Response(op=op, job_id=job_id, ok=False,
-                            error=ErrorInfo(kind=kind, message=str(e),
-                                            traceback=traceback.format_exc(),
-                                            details=getattr(e, "details", None) or {}))
+        response = Response(
+            op=op,
+            job_id=job_id,
+            ok=False,
+            error=ErrorInfo(
+                kind=kind,
+                message=str(e),
+                traceback=traceback.format_exc(),
+                details=getattr(e, "details", None) or {},
+            ),
+        )
     timing["total"] = time.perf_counter() - t_start
     response = Response(
-        op=response.op, job_id=job_id, ok=response.ok, agent_version=edgecal_agent.__version__,
-        result=response.result, artifacts=response.artifacts, error=response.error,
-        timing_s=timing, ru_maxrss_kb=peak_rss_kb())
+        op=response.op,
+        job_id=job_id,
+        ok=response.ok,
+        agent_version=edgecal_agent.__version__,
+        result=response.result,
+        artifacts=response.artifacts,
+        error=response.error,
+        timing_s=timing,
+        ru_maxrss_kb=peak_rss_kb(),
+    )
     if job_fd >= 0:
         try:
             write_atomic_at(job_fd, RESPONSE_FILE, dumps(response).encode("utf-8"))
@@ -146,8 +165,10 @@ def _job_lines(stdin: IO[str], err: IO[str]) -> Iterator[str]:
         if len(line) > MAX_JOB_LINE:
             while line and not line.endswith("\n"):
                 line = stdin.readline(MAX_JOB_LINE + 1)
-            err.write(f"edgecal-agent: BadRequest: a job id line longer than {MAX_JOB_LINE} "
-                      "characters was refused\n")
+            err.write(
+                f"edgecal-agent: BadRequest: a job id line longer than {MAX_JOB_LINE} "
+                "characters was refused\n"
+            )
             err.flush()
             continue
         yield line
@@ -159,11 +180,9 @@ def serve(workdir: str | Workdir, stdin: IO[str], out: IO[str], err: IO[str]) ->
     with Workdir(workdir) if isinstance(workdir, str) else contextlib.nullcontext(workdir) as wd:
         removed = jobdirs.remove_stale(wd)
         if removed:
-            err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier "
-                      "runs\n")
+            err.write(f"edgecal-agent: removed {len(removed)} job folder(s) left by earlier runs\n")
             err.flush()
-        out.write(f"{READY_PREFIX} {edgecal_agent.PROTOCOL_VERSION} "
-                  f"{edgecal_agent.__version__}\n")
+        out.write(f"{READY_PREFIX} {edgecal_agent.PROTOCOL_VERSION} {edgecal_agent.__version__}\n")
         out.flush()
         return _serve(wd, stdin, out, err)
 

@@ -29,8 +29,12 @@ def block_key(k: int, j: int) -> str:
     return f"b{k:05d}_{j}"
 
 
-def write_shard(path: str | os.PathLike[str], samples: Sequence[Sequence[Any]],
-                inputs: Sequence[InputDesc], block_bytes: int = BLOCK_BYTES) -> None:
+def write_shard(
+    path: str | os.PathLike[str],
+    samples: Sequence[Sequence[Any]],
+    inputs: Sequence[InputDesc],
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
     """Write one shard: per sample and per input one array, plus the input descriptions.
 
     Image inputs: uint8 ``(rows, cols, 3)`` BGR.  npy inputs: float32, C order.
@@ -41,16 +45,19 @@ def write_shard(path: str | os.PathLike[str], samples: Sequence[Sequence[Any]],
     arrays = []
     for i, sample in enumerate(samples):
         if len(sample) != len(inputs):
-            raise ProtocolViolation(
-                f"sample {i} has {len(sample)} arrays for {len(inputs)} inputs")
-        arrays.append(tuple(check_sample_array(a, d, f"sample {i}")
-                            for a, d in zip(sample, inputs)))
+            raise ProtocolViolation(f"sample {i} has {len(sample)} arrays for {len(inputs)} inputs")
+        arrays.append(
+            tuple(check_sample_array(a, d, f"sample {i}") for a, d in zip(sample, inputs))
+        )
     blocks: list[list[tuple[np.ndarray, ...]]] = []
     size = 0
     for sample in arrays:
         nbytes = sum(a.nbytes for a in sample)
-        if (not blocks or size + nbytes > block_bytes
-                or any(a.shape != b.shape for a, b in zip(sample, blocks[-1][0]))):
+        if (
+            not blocks
+            or size + nbytes > block_bytes
+            or any(a.shape != b.shape for a, b in zip(sample, blocks[-1][0]))
+        ):
             blocks.append([])
             size = 0
         blocks[-1].append(sample)
@@ -71,10 +78,12 @@ def check_sample_array(arr: Any, desc: InputDesc, where: str) -> np.ndarray:
         if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
             raise ProtocolViolation(
                 f"{where}, input {desc.blob!r}: image inputs are uint8 (rows, cols, 3) BGR, "
-                f"got {a.dtype} {a.shape}")
+                f"got {a.dtype} {a.shape}"
+            )
     elif a.dtype != np.float32:
         raise ProtocolViolation(
-            f"{where}, input {desc.blob!r}: npy inputs are float32, got {a.dtype} {a.shape}")
+            f"{where}, input {desc.blob!r}: npy inputs are float32, got {a.dtype} {a.shape}"
+        )
     return a
 
 
@@ -89,12 +98,12 @@ def _int_scalar(npz: NpzArchive, key: str, where: str) -> int:
     arr = npz[key]
     if arr.shape != () or arr.dtype.kind not in "iu":
         raise ProtocolViolation(
-            f"{where}: member {key!r} must be an integer scalar, got {arr.dtype} {arr.shape}")
+            f"{where}: member {key!r} must be an integer scalar, got {arr.dtype} {arr.shape}"
+        )
     return int(arr)
 
 
-def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None = None
-                    ) -> ShardInfo:
+def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None = None) -> ShardInfo:
     """A shard's header (reads no sample data)."""
     name = name or describe(path)
     where = f"shard {name}"
@@ -103,7 +112,8 @@ def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None =
             schema = _int_scalar(npz, "schema", where)
             if schema != SHARD_SCHEMA:
                 raise ProtocolViolation(
-                    f"{where}: schema {schema}, this agent reads {SHARD_SCHEMA}")
+                    f"{where}: schema {schema}, this agent reads {SHARD_SCHEMA}"
+                )
             text = npz["inputs"]
             if text.shape != () or text.dtype.kind != "U":
                 raise ProtocolViolation(f"{where}: member 'inputs' must be JSON text")
@@ -113,8 +123,9 @@ def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None =
                 raise ProtocolViolation(f"{where}: member 'inputs' is not JSON ({e})") from None
             if not isinstance(descs, list):
                 raise ProtocolViolation(f"{where}: member 'inputs' must be a JSON list")
-            inputs = tuple(InputDesc.from_dict(d, f"{where}: input {i}")
-                           for i, d in enumerate(descs))
+            inputs = tuple(
+                InputDesc.from_dict(d, f"{where}: input {i}") for i, d in enumerate(descs)
+            )
             n_samples = _int_scalar(npz, "n_samples", where)
             sizes = npz["block_sizes"]
             if sizes.ndim != 1 or (sizes.size and sizes.dtype.kind not in "iu"):
@@ -129,8 +140,9 @@ def read_shard_info(path: str | os.PathLike[str] | IO[bytes], name: str | None =
     return info
 
 
-def iter_shard(path: str | os.PathLike[str] | IO[bytes], info: ShardInfo,
-               name: str | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+def iter_shard(
+    path: str | os.PathLike[str] | IO[bytes], info: ShardInfo, name: str | None = None
+) -> Iterator[tuple[np.ndarray, ...]]:
     """One sample at a time; one block (at most ``BLOCK_BYTES``-ish) is in memory."""
     name = name or describe(path)
     where = f"shard {name}"
@@ -145,4 +157,3 @@ def iter_shard(path: str | os.PathLike[str] | IO[bytes], info: ShardInfo,
             for i in range(n):
                 yield tuple(b[i] for b in block)
             del block
-

@@ -163,13 +163,13 @@ class _Stage:
                 np.abs(v, out=a.reshape(v.shape))
                 flush(a)
                 return
-        a = self.buf[self.pos:self.pos + n]
+        a = self.buf[self.pos : self.pos + n]
         np.abs(v, out=a.reshape(v.shape))  # a contiguous slice: reshape is a view
         self.pos += n
 
     def drain(self, flush: Any) -> None:
         if self.pos:
-            flush(self.buf[:self.pos])
+            flush(self.buf[: self.pos])
             self.pos = 0
 
 
@@ -215,8 +215,9 @@ class HistogramAccumulator:
     Whatever the fast path cannot prove exact goes to :func:`_histogram_reference`.
     """
 
-    def __init__(self, absmax: float | np.float32, scratch: _Scratch | None = None,
-                 stage: int = STAGE_FLOATS) -> None:
+    def __init__(
+        self, absmax: float | np.float32, scratch: _Scratch | None = None, stage: int = STAGE_FLOATS
+    ) -> None:
         self.absmax = np.float32(absmax)
         self.fast = bool(np.isfinite(self.absmax)) and bool(self.absmax >= _FAST_MIN_ABSMAX)
         self.step = np.float32(self.absmax / _F32_BINS) if self.fast else np.float32(0.0)

@@ -45,12 +45,18 @@ def split_relpath(rel: object, what: str = "path") -> tuple[str, ...]:
     empty, absolute, with ``..``, ``\\``, NUL, a surrogate, or too deep."""
     if not isinstance(rel, str) or not rel:
         raise BadRequest(f"{what} {rel!r} must be a non-empty relative path")
-    bad = ("\x00" in rel or "\\" in rel or rel.startswith("/")
-           or any("\ud800" <= c <= "\udfff" for c in rel))
+    bad = (
+        "\x00" in rel
+        or "\\" in rel
+        or rel.startswith("/")
+        or any("\ud800" <= c <= "\udfff" for c in rel)
+    )
     parts = PurePosixPath(rel).parts if not bad else ()
     if bad or not parts or ".." in parts or len(parts) > MAX_DEPTH:
-        raise BadRequest(f"{what} {rel!r} must be a relative path inside the work directory "
-                         "(no '..', no absolute path, no NUL)")
+        raise BadRequest(
+            f"{what} {rel!r} must be a relative path inside the work directory "
+            "(no '..', no absolute path, no NUL)"
+        )
     return parts
 
 
@@ -83,8 +89,9 @@ class Workdir:
                 self.fd = os.open(path, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         except OSError as e:
             self.close()
-            raise WorkdirRefused(f"cannot open the work directory {path}: "
-                                 f"{e.strerror or e}") from None
+            raise WorkdirRefused(
+                f"cannot open the work directory {path}: {e.strerror or e}"
+            ) from None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -116,15 +123,19 @@ class Workdir:
         return fd
 
     @contextlib.contextmanager
-    def parent(self, rel: str, what: str = "file", create: bool = False
-               ) -> Iterator[tuple[int, str]]:
+    def parent(
+        self, rel: str, what: str = "file", create: bool = False
+    ) -> Iterator[tuple[int, str]]:
         """``(folder descriptor, name)`` of file ``rel``."""
         parts = split_relpath(rel, what)
         try:
             fd = self.open_dir_parts(parts[:-1], create)
         except (OSError, ValueError) as e:
-            raise _oserror(e, rel, what) if isinstance(e, OSError) else \
-                BadRequest(f"{what} {rel!r}: {e}") from None
+            raise (
+                _oserror(e, rel, what)
+                if isinstance(e, OSError)
+                else BadRequest(f"{what} {rel!r}: {e}")
+            ) from None
         try:
             yield fd, parts[-1]
         finally:
@@ -163,8 +174,12 @@ def create_temp_at(dfd: int, name: str) -> tuple[int, str]:
     for _ in range(100):
         tmp = f".{name[:80]}.tmp{os.getpid()}-{secrets.token_hex(6)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                         0o644, dir_fd=dfd)
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0o644,
+                dir_fd=dfd,
+            )
         except FileExistsError:
             continue
         return fd, tmp
@@ -223,8 +238,10 @@ def check_workdir(workdir: str, root: str | None = None) -> str:
     if not workdir or "\x00" in workdir:
         raise WorkdirRefused(f"work directory {workdir!r} is empty or not a path")
     real = os.path.realpath(os.path.abspath(workdir))
-    hint = ("set `workdir` in the boards file to a folder of its own inside the user's home "
-            "(e.g. .cache/edgecal), or configure its root")
+    hint = (
+        "set `workdir` in the boards file to a folder of its own inside the user's home "
+        "(e.g. .cache/edgecal), or configure its root"
+    )
     if real == "/" or real == os.path.realpath("/"):
         raise WorkdirRefused(f"work directory {workdir} is the file system root; {hint}")
     home = home_dir()
@@ -236,13 +253,17 @@ def check_workdir(workdir: str, root: str | None = None) -> str:
         if real_root == "/":
             raise WorkdirRefused(f"work directory root {root} is the file system root; {hint}")
         if not _inside(real, real_root, strictly=False):
-            raise WorkdirRefused(f"work directory {workdir} resolves to {real}, outside its "
-                                 f"root {real_root}; {hint}")
+            raise WorkdirRefused(
+                f"work directory {workdir} resolves to {real}, outside its root {real_root}; {hint}"
+            )
         return real
     if not real_home or real_home == "/":
-        raise WorkdirRefused(f"work directory {workdir}: the user has no home folder to keep it "
-                             f"in; {hint}")
+        raise WorkdirRefused(
+            f"work directory {workdir}: the user has no home folder to keep it in; {hint}"
+        )
     if not _inside(real, real_home, strictly=True):
-        raise WorkdirRefused(f"work directory {workdir} resolves to {real}, which is not inside "
-                             f"the home folder {real_home}; {hint}")
+        raise WorkdirRefused(
+            f"work directory {workdir} resolves to {real}, which is not inside "
+            f"the home folder {real_home}; {hint}"
+        )
     return real

@@ -19,20 +19,30 @@ from edgecal.errors import UsageError
 PathArg = str | os.PathLike[str]
 
 
-def open_device(name: str | None = None, *, boards: PathArg | None = None,
-                threads: int | None = None, accept_new_host_key: bool = False) -> Device:
+def open_device(
+    name: str | None = None,
+    *,
+    boards: PathArg | None = None,
+    threads: int | None = None,
+    accept_new_host_key: bool = False,
+) -> Device:
     """The device ``name`` names: ``local``/None (this machine), a board of the boards file, or
     ``user@host[:port]``; use it as a context manager (``with open_device("pi4") as d:``).
     ``threads``: ncnn threads (default: the board profile's); ``accept_new_host_key``: accept
     and record a board's unknown SSH host key (never a changed one)."""
     from edgecal.boards.open import open_device as open_named
 
-    return open_named(name, boards=boards_file(None if boards is None else os.fspath(boards)),
-                      threads=threads, accept_new_host_key=accept_new_host_key)
+    return open_named(
+        name,
+        boards=boards_file(None if boards is None else os.fspath(boards)),
+        threads=threads,
+        accept_new_host_key=accept_new_host_key,
+    )
 
 
-def resolve_boards(boards: Sequence[Board | str], boards_path: PathArg | None = None
-                   ) -> list[Board]:
+def resolve_boards(
+    boards: Sequence[Board | str], boards_path: PathArg | None = None
+) -> list[Board]:
     """Every board of ``boards`` (names resolved in the boards file ``boards_path``); this
     machine is not a board."""
     path = boards_file(None if boards_path is None else os.fspath(boards_path))
@@ -40,47 +50,71 @@ def resolve_boards(boards: Sequence[Board | str], boards_path: PathArg | None = 
     for spec in boards:
         board = spec if isinstance(spec, Board) else resolve_board(spec, path)
         if board is None:
-            raise UsageError("`board check/provision` is for boards, not the local machine",
-                             hint="name a board of the boards file or give user@host[:port]")
+            raise UsageError(
+                "`board check/provision` is for boards, not the local machine",
+                hint="name a board of the boards file or give user@host[:port]",
+            )
         out.append(board)
     return out
 
 
-def check_boards(boards: Sequence[Board | str], *, boards_path: PathArg | None = None,
-                 golden: bool = False, accept_new_host_key: bool = False
-                 ) -> Iterator[CheckReport]:
+def check_boards(
+    boards: Sequence[Board | str],
+    *,
+    boards_path: PathArg | None = None,
+    golden: bool = False,
+    accept_new_host_key: bool = False,
+) -> Iterator[CheckReport]:
     """Every board checked (Python, numpy, ncnn, CPU, memory, disk, agent; with ``golden`` a
     reference model's outputs too), all at once; the reports in the order given, each as soon
     as it and those before it are done.  The boards are resolved before any check."""
     from edgecal.fleet.health import iter_check_boards
 
-    return iter_check_boards(resolve_boards(boards, boards_path), golden=golden,
-                             accept_new_host_key=accept_new_host_key)
+    return iter_check_boards(
+        resolve_boards(boards, boards_path), golden=golden, accept_new_host_key=accept_new_host_key
+    )
 
 
-def provision_boards(boards: Sequence[Board | str], *, boards_path: PathArg | None = None,
-                     wheels: PathArg | None = None, force: bool = False,
-                     accept_new_host_key: bool = False,
-                     say: Callable[[str], None] | None = None) -> Iterator[CheckReport]:
+def provision_boards(
+    boards: Sequence[Board | str],
+    *,
+    boards_path: PathArg | None = None,
+    wheels: PathArg | None = None,
+    force: bool = False,
+    accept_new_host_key: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Iterator[CheckReport]:
     """Install numpy and ncnn on every board, one after the other, without internet on the
     board (``wheels``: the folder of wheels to use and fill; ``force``: reinstall even if they
     import); after each, the board's check report.  The boards are resolved before any
     work."""
     resolved = resolve_boards(boards, boards_path)
-    return _provision(resolved, Path(os.fspath(wheels)) if wheels else None, force,
-                      accept_new_host_key, say)
+    return _provision(
+        resolved, Path(os.fspath(wheels)) if wheels else None, force, accept_new_host_key, say
+    )
 
 
-def _provision(boards: list[Board], wheels: Path | None, force: bool, accept_new_host_key: bool,
-               say: Callable[[str], None] | None) -> Iterator[CheckReport]:
+def _provision(
+    boards: list[Board],
+    wheels: Path | None,
+    force: bool,
+    accept_new_host_key: bool,
+    say: Callable[[str], None] | None,
+) -> Iterator[CheckReport]:
     from edgecal.boards.check import check_board
     from edgecal.boards.provision import provision_board
 
     for board in boards:
         if say is None:
-            provision_board(board, wheel_dir=wheels, force=force,
-                            accept_new_host_key=accept_new_host_key)
+            provision_board(
+                board, wheel_dir=wheels, force=force, accept_new_host_key=accept_new_host_key
+            )
         else:
-            provision_board(board, wheel_dir=wheels, force=force,
-                            accept_new_host_key=accept_new_host_key, say=say)
+            provision_board(
+                board,
+                wheel_dir=wheels,
+                force=force,
+                accept_new_host_key=accept_new_host_key,
+                say=say,
+            )
         yield check_board(board)

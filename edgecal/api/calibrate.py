@@ -98,9 +98,15 @@ class Calibration:
             "n_samples": self.n_samples,
             "runtime": self.runtime,
             "run_dir": self.run_dir,
-            "layers": [{"name": i.name, "absmax": float(i.absmax),
-                        "threshold": float(i.threshold), "scale": float(i.scale)}
-                       for i in self.build.per_layer],
+            "layers": [
+                {
+                    "name": i.name,
+                    "absmax": float(i.absmax),
+                    "threshold": float(i.threshold),
+                    "scale": float(i.scale),
+                }
+                for i in self.build.per_layer
+            ],
             Method.EQ.value: [vars(r) for r in self.eq],
             "warnings": self.warnings,
             "timings_s": self.timings_s,
@@ -167,8 +173,7 @@ def calibrate(
     check_outputs(outs, [*model_inputs(model), *list_inputs(inputs)])  # before any work
     loaded = resolve_model(model)
     source = open_samples(loaded, inputs, ncnn_compat=ncnn_compat, say=say)
-    check_outputs(outs, [*model_inputs(model), *list_inputs(inputs),
-                         *sample_inputs(source.paths)])
+    check_outputs(outs, [*model_inputs(model), *list_inputs(inputs), *sample_inputs(source.paths)])
     n_threads = devs.threads_for(runtime, devs.last_given, threads)
     run: CalibRun | None = None
     temporary = run_s is None
@@ -183,21 +188,43 @@ def calibrate(
             "mixed_boards": devs.mixed_boards,
         }
         manifest = build_manifest(
-            loaded, source, method=method, runtime=runtime, threads=n_threads,
-            histograms=METHODS[method].needs_histograms or bool(hist_s), options=options,
-            workers=devs.workers(runtime, n_threads))
-        path = (Path(run_s) if run_s is not None
-                else Path(tempfile.mkdtemp(prefix="edgecal-run-")) / "run")
+            loaded,
+            source,
+            method=method,
+            runtime=runtime,
+            threads=n_threads,
+            histograms=METHODS[method].needs_histograms or bool(hist_s),
+            options=options,
+            workers=devs.workers(runtime, n_threads),
+        )
+        path = (
+            Path(run_s)
+            if run_s is not None
+            else Path(tempfile.mkdtemp(prefix="edgecal-run-")) / "run"
+        )
         try:
             run = CalibRun.create(path, manifest, list(command))
         except BaseException:
             if temporary:
                 shutil.rmtree(path.parent, ignore_errors=True)
             raise
-    return _run(loaded, source, devs, method=method, runtime=runtime, threads=n_threads,
-                thread_option=threads, out=out_s, histograms_out=hist_s,
-                allow_zero_blobs=allow_zero_blobs, retries=retries, run=run,
-                temporary=temporary, progress=progress, say=say)
+    return _run(
+        loaded,
+        source,
+        devs,
+        method=method,
+        runtime=runtime,
+        threads=n_threads,
+        thread_option=threads,
+        out=out_s,
+        histograms_out=hist_s,
+        allow_zero_blobs=allow_zero_blobs,
+        retries=retries,
+        run=run,
+        temporary=temporary,
+        progress=progress,
+        say=say,
+    )
 
 
 def resume(
@@ -219,42 +246,82 @@ def resume(
         m = run.manifest
         opts = m.options
         out, hist = opts.get("out"), opts.get("histograms_out")
-        check_outputs([*_outputs(out, hist, None), *also_writes], [
-            Input("model .param", m.param), Input("model .bin", m.bin),
-            *sample_inputs(m.samples)])
+        check_outputs(
+            [*_outputs(out, hist, None), *also_writes],
+            [Input("model .param", m.param), Input("model .bin", m.bin), *sample_inputs(m.samples)],
+        )
         model = load_model(Path(m.param), Path(m.bin))
         check_unchanged(m, model, os.fspath(run_dir))
         given = Devices.of(devices)
         devs = Devices.of(
-            [n for n in given.names if n is not None] if (given.names or given.group)
+            [n for n in given.names if n is not None]
+            if (given.names or given.group)
             else list(opts.get("devices") or []),
             boards=given.boards if given.boards is not None else opts.get("boards"),
             group=given.group if (given.names or given.group) else opts.get("group"),
             accept_new_host_key=given.accept_new_host_key,
             mixed_boards=bool(given.mixed_boards or opts.get("mixed_boards")),
-            golden=given.golden, threads_label=given.threads_label)
+            golden=given.golden,
+            threads_label=given.threads_label,
+        )
     except BaseException:
         run.close()
         raise
-    return _run(model, source_of(m), devs, method=parse_method(m.method), runtime=m.runtime,
-                threads=int(m.threads or 1), thread_option=m.threads, out=out,
-                histograms_out=hist, allow_zero_blobs=bool(opts.get("allow_zero_blobs")),
-                retries=retries, run=run, temporary=False, progress=progress, say=say)
+    return _run(
+        model,
+        source_of(m),
+        devs,
+        method=parse_method(m.method),
+        runtime=m.runtime,
+        threads=int(m.threads or 1),
+        thread_option=m.threads,
+        out=out,
+        histograms_out=hist,
+        allow_zero_blobs=bool(opts.get("allow_zero_blobs")),
+        retries=retries,
+        run=run,
+        temporary=False,
+        progress=progress,
+        say=say,
+    )
 
 
-def _run(model: Model, source: SampleSource, devs: Devices, *, method: Method, runtime: str,
-         threads: int, thread_option: int | None, out: str | None, histograms_out: str | None,
-         allow_zero_blobs: bool, retries: int | None, run: CalibRun | None, temporary: bool,
-         progress: ProgressFactory | None, say: Say | None) -> Calibration:
+def _run(
+    model: Model,
+    source: SampleSource,
+    devs: Devices,
+    *,
+    method: Method,
+    runtime: str,
+    threads: int,
+    thread_option: int | None,
+    out: str | None,
+    histograms_out: str | None,
+    allow_zero_blobs: bool,
+    retries: int | None,
+    run: CalibRun | None,
+    temporary: bool,
+    progress: ProgressFactory | None,
+    say: Say | None,
+) -> Calibration:
     """The run itself, and what is left behind when it fails or is interrupted."""
     retry = RetryPolicy(attempts=retries) if retries else None
     try:
-        with devs.open(runtime, thread_option, say,
-                       [model.param_path, model.bin_path]) as devices:
+        with devs.open(runtime, thread_option, say, [model.param_path, model.bin_path]) as devices:
             result = calibrate_on(
-                model, source, devices, method=method, threads=threads, runtime=runtime,
-                keep_histograms=histograms_out is not None, allow_zero_blobs=allow_zero_blobs,
-                progress=progress, run=run, retry=retry, say=say)
+                model,
+                source,
+                devices,
+                method=method,
+                threads=threads,
+                runtime=runtime,
+                keep_histograms=histograms_out is not None,
+                allow_zero_blobs=allow_zero_blobs,
+                progress=progress,
+                run=run,
+                retry=retry,
+                say=say,
+            )
             transfer = transfer_summary(devices)
         files = []
         if out is not None:
@@ -274,7 +341,8 @@ def _run(model: Model, source: SampleSource, devs: Devices, *, method: Method, r
                 shutil.rmtree(run.run.path.parent, ignore_errors=True)
             else:
                 e.edgecal_note = (  # type: ignore[attr-defined]
-                    f"finish with `edgecal calibrate --resume {_q(run.run.path)}`")
+                    f"finish with `edgecal calibrate --resume {_q(run.run.path)}`"
+                )
         raise
     kept = None
     if run is not None:
@@ -284,11 +352,22 @@ def _run(model: Model, source: SampleSource, devs: Devices, *, method: Method, r
         else:
             kept = str(run.run.path)
     return Calibration(
-        table=result.table, method=result.method, n_samples=result.n_samples, runtime=runtime,
-        build=result.build, eq=result.eq, warnings=result.warnings,
-        timings_s=result.timings_s, device=result.device, fleet=result.fleet,
-        transfer=transfer, table_path=out, histograms_path=histograms_out, run_dir=kept,
-        histograms=result.histograms)
+        table=result.table,
+        method=result.method,
+        n_samples=result.n_samples,
+        runtime=runtime,
+        build=result.build,
+        eq=result.eq,
+        warnings=result.warnings,
+        timings_s=result.timings_s,
+        device=result.device,
+        fleet=result.fleet,
+        transfer=transfer,
+        table_path=out,
+        histograms_path=histograms_out,
+        run_dir=kept,
+        histograms=result.histograms,
+    )
 
 
 def _q(path: Path) -> str:
@@ -310,14 +389,16 @@ def _after_failure(e: EdgecalError, run: CalibRun, temporary: bool) -> None:
     if isinstance(e, (DeviceError, FleetExhausted)) and (done or not temporary):
         e.hint = (f"{e.hint}; then " if e.hint else "") + (
             f"finish with `edgecal calibrate --resume {_q(run.run.path)}`"
-            + (" (the finished shards are kept there)" if done else ""))
+            + (" (the finished shards are kept there)" if done else "")
+        )
         return
     if temporary:
         shutil.rmtree(run.run.path.parent, ignore_errors=True)
     else:
         e.hint = (f"{e.hint}; then " if e.hint else "") + (
             f"start again with a new --run-dir (or remove {_q(run.run.path)} first: it holds "
-            "this run's images and options)")
+            "this run's images and options)"
+        )
 
 
 @dataclass
@@ -350,27 +431,37 @@ def table_from_histograms(
     bin_p = Path(os.fspath(bin) if bin else hs.meta.get("bin", ""))
     out_s = _path(out)
     if out_s is not None:
-        check_outputs([Output("--out", out_s, text=True)],
-                      [*input_paths("histograms", [hist_path]),
-                       *input_paths("param", [param_p]), *input_paths("bin", [bin_p])])
+        check_outputs(
+            [Output("--out", out_s, text=True)],
+            [
+                *input_paths("histograms", [hist_path]),
+                *input_paths("param", [param_p]),
+                *input_paths("bin", [bin_p]),
+            ],
+        )
     model = load_model(param_p, bin_p)
-    if (model.param_sha256, model.bin_sha256) != (hs.meta.get("param_sha256"),
-                                                  hs.meta.get("bin_sha256")):
+    if (model.param_sha256, model.bin_sha256) != (
+        hs.meta.get("param_sha256"),
+        hs.meta.get("bin_sha256"),
+    ):
         raise UsageError(
             f"{hist_path} was measured on another model than {param_p} / {bin_p}",
-            hint="pass --param/--bin of the model the histograms were measured on")
+            hint="pass --param/--bin of the model the histograms were measured on",
+        )
     m = parse_method(method)
     if METHODS[m].needs_device:
-        raise UsageError(f"method {m.value} needs the device",
-                         hint=f"use 'edgecal calibrate --method {m.value}'")
+        raise UsageError(
+            f"method {m.value} needs the device", hint=f"use 'edgecal calibrate --method {m.value}'"
+        )
     build = thresholds_of(model, hs, m)
     if out_s is not None:
         write_outputs([(Path(out_s), render_table(build.table).encode())])
     return HistogramTable(build.table, build, m.value, out_s)
 
 
-def weight_table(model: ModelArg, *, method: str | Method = Method.KL,
-                 out: str | os.PathLike[str] | None = None) -> TableBuild:
+def weight_table(
+    model: ModelArg, *, method: str | Method = Method.KL, out: str | os.PathLike[str] | None = None
+) -> TableBuild:
     """The weight-only table (no samples: weight scales, no activation scales), as
     ncnn2table writes without a list."""
     loaded = resolve_model(model)

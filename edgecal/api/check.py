@@ -42,27 +42,35 @@ def load_validation_file(path: Path, what: str) -> ValidationDoc:
     if path.is_dir():
         path = path / VALIDATION
         if not path.is_file():
-            raise InputFileError(f"{what} {path.parent}: a folder without {VALIDATION}",
-                                 hint="pass a run directory of `edgecal validate --run-dir` or "
-                                      "a file of `edgecal validate --save-baseline`")
+            raise InputFileError(
+                f"{what} {path.parent}: a folder without {VALIDATION}",
+                hint="pass a run directory of `edgecal validate --run-dir` or "
+                "a file of `edgecal validate --save-baseline`",
+            )
     text = read_text(path, what)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputFileError(f"{what} {path}: not JSON ({exc.msg}, line {exc.lineno})",
-                             hint=SAVE_HINT) from None
+        raise InputFileError(
+            f"{what} {path}: not JSON ({exc.msg}, line {exc.lineno})", hint=SAVE_HINT
+        ) from None
     return parse_validation_doc(obj, str(path))
 
 
 def nothing_to_gate() -> UsageError:
-    return UsageError("nothing to gate: give --results FILE (of `edgecal validate "
-                      "--save-baseline`) or a model to validate (PARAM BIN ...)")
+    return UsageError(
+        "nothing to gate: give --results FILE (of `edgecal validate "
+        "--save-baseline`) or a model to validate (PARAM BIN ...)"
+    )
 
 
 def check_outputs_of(json_out: str | None, junit: str | None) -> list[Output]:
     """The report files a gate writes."""
-    return [Output(role, path, text=True)
-            for role, path in (("--json-out", json_out), ("--junit", junit)) if path]
+    return [
+        Output(role, path, text=True)
+        for role, path in (("--json-out", json_out), ("--junit", junit))
+        if path
+    ]
 
 
 def check(
@@ -85,17 +93,19 @@ def check(
     res = [os.fspath(p) for p in results]
     base, json_s = (None if p is None else os.fspath(p) for p in (baseline, json_out))
     junit_s = None if junit is None else os.fspath(junit)
-    check_outputs([*check_outputs_of(json_s, junit_s), *outputs],
-                  [*input_paths("--baseline", [base]), *input_paths("--results", res),
-                   *other_inputs])  # before any work
+    check_outputs(
+        [*check_outputs_of(json_s, junit_s), *outputs],
+        [*input_paths("--baseline", [base]), *input_paths("--results", res), *other_inputs],
+    )  # before any work
     th = thresholds if thresholds is not None else Thresholds()
     base_doc = load_validation_file(Path(base), "baseline") if base else None
     require_reference(base_doc is not None, th)  # before a (long) validation run
     if res:
         if validation is not None:
-            raise UsageError("give either --results FILE or a model and devices to validate "
-                             "now, not both",
-                             hint="--results gates figures already measured")
+            raise UsageError(
+                "give either --results FILE or a model and devices to validate now, not both",
+                hint="--results gates figures already measured",
+            )
         docs = [(p, load_validation_file(Path(p), "results file")) for p in res]
         current, source = merge_docs(docs), ", ".join(src for src, _ in docs)
     else:
@@ -104,8 +114,9 @@ def check(
         fresh = validation()
         source = "validation on " + ", ".join(str(r.device.get("name")) for r in fresh.results)
         current = parse_validation_doc(fresh.document(), source)  # as a saved one is read
-    report = evaluate_gate(current, base_doc, th, current_source=source,
-                           baseline_source=base or "baseline")
+    report = evaluate_gate(
+        current, base_doc, th, current_source=source, baseline_source=base or "baseline"
+    )
     elapsed = time.monotonic() - start
     files: list[tuple[str, bytes]] = []  # both or neither
     if json_s:

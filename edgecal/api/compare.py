@@ -32,6 +32,5 @@ def compare_files(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Compa
     """``a`` vs ``b``: histogram files when either is ``.npz``, else tables."""
     pa, pb = Path(os.fspath(a)), Path(os.fspath(b))
     if pa.suffix == ".npz" or pb.suffix == ".npz":
-        return Comparison(histograms=compare_histograms(load_histograms(pa),
-                                                        load_histograms(pb)))
+        return Comparison(histograms=compare_histograms(load_histograms(pa), load_histograms(pb)))
     return Comparison(tables=compare_tables(read_table(pa), read_table(pb)))

@@ -28,8 +28,14 @@ class Quantized:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"param": self.param, "bin": self.bin, "quantized": self.quantized,
-                "kept_float": self.kept_float, "fused": self.fused, "warnings": self.warnings}
+        return {
+            "param": self.param,
+            "bin": self.bin,
+            "quantized": self.quantized,
+            "kept_float": self.kept_float,
+            "fused": self.fused,
+            "warnings": self.warnings,
+        }
 
 
 def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
@@ -56,15 +62,24 @@ def quantize(
 
     o_param, o_bin = Path(os.fspath(out_param)), Path(os.fspath(out_bin))
     table_path = None if table is None else Path(os.fspath(table))
-    check_outputs([Output("output .param", str(o_param)), Output("output .bin", str(o_bin))],
-                  [*model_inputs(model, "input"), *input_paths("table", [table_path])])
+    check_outputs(
+        [Output("output .param", str(o_param)), Output("output .bin", str(o_bin))],
+        [*model_inputs(model, "input"), *input_paths("table", [table_path])],
+    )
     loaded = resolve_model(model)
     scales = None if table_path is None else read_table(table_path)
     try:
-        text, data, report = quantize_model(loaded.param, loaded.weights, scales,
-                                            keep_fp32=keep_fp32, ncnn_compat=ncnn_compat)
+        text, data, report = quantize_model(
+            loaded.param, loaded.weights, scales, keep_fp32=keep_fp32, ncnn_compat=ncnn_compat
+        )
     except TableError as exc:
         raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
     write_outputs([(o_param, text.encode()), (o_bin, data)])
-    return Quantized(os.fspath(out_param), os.fspath(out_bin), report.quantized,
-                     report.kept_float, report.fused, report.warnings)
+    return Quantized(
+        os.fspath(out_param),
+        os.fspath(out_bin),
+        report.quantized,
+        report.kept_float,
+        report.fused,
+        report.warnings,
+    )

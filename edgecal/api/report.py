@@ -26,8 +26,9 @@ class Report:
         return {"report": self.page, "run": self.run, "files": dict(self.files)}
 
 
-def write_report(run: PathArg, out: PathArg | None = None, *,
-                 outputs: Sequence[Output] = ()) -> Report:
+def write_report(
+    run: PathArg, out: PathArg | None = None, *, outputs: Sequence[Output] = ()
+) -> Report:
     """Write the report page of the run directory ``run`` (of ``validate(run_dir=...)`` or
     ``tune``) to ``out`` (default: RUN/report.html; ``-``: standard output), never over one of
     the run's files; ``outputs``: the caller's own outputs, checked with ``out``."""
@@ -38,8 +39,9 @@ def write_report(run: PathArg, out: PathArg | None = None, *,
     path = Path(os.fspath(run))
     out_s = None if out is None else os.fspath(out)
     if out_s:  # never over one of the run's files
-        check_outputs([Output("-o/--out", out_s, text=True), *outputs],
-                      input_paths("run file", [path / n for n in (RUN_JSON, *REPORT_FILES)]))
+        check_outputs(
+            [Output("-o/--out", out_s, text=True), *outputs],
+            input_paths("run file", [path / n for n in (RUN_JSON, *REPORT_FILES)]),
+        )
     page = write_page(path, Path(out_s) if out_s else None)
-    return Report(str(page), str(path),
-                  {name: (path / name).is_file() for name in REPORT_FILES})
+    return Report(str(page), str(path), {name: (path / name).is_file() for name in REPORT_FILES})

@@ -33,8 +33,11 @@ ModelArg = Model | tuple[str | os.PathLike[str], str | os.PathLike[str]]
 
 def model_inputs(model: ModelArg, role: str = "model") -> list[Input]:
     """The model's files, as inputs no output may overwrite (``role``: how messages name it)."""
-    param, binf = ((model.param_path, model.bin_path) if isinstance(model, Model)
-                   else (os.fspath(model[0]), os.fspath(model[1])))
+    param, binf = (
+        (model.param_path, model.bin_path)
+        if isinstance(model, Model)
+        else (os.fspath(model[0]), os.fspath(model[1]))
+    )
     return [*input_paths(f"{role} .param", [param]), *input_paths(f"{role} .bin", [binf])]
 
 
@@ -51,8 +54,14 @@ def list_inputs(inputs: Inputs) -> list[Input]:
     return input_paths("sample list", [os.fspath(i.samples) for i in as_list(inputs)])
 
 
-def open_samples(model: Model, inputs: Inputs, *, ncnn_compat: bool = False,
-                 say: Callable[[str], None] | None = None, where: str = "") -> SampleSource:
+def open_samples(
+    model: Model,
+    inputs: Inputs,
+    *,
+    ncnn_compat: bool = False,
+    say: Callable[[str], None] | None = None,
+    where: str = "",
+) -> SampleSource:
     """The samples of ``inputs`` for ``model`` (lists read, paths checked); ``ncnn_compat``:
     relative list lines as ncnn2table looks them up (the current directory first); ``say``
     gets a note per image input whose preprocessing was left to the defaults."""
@@ -62,7 +71,8 @@ def open_samples(model: Model, inputs: Inputs, *, ncnn_compat: bool = False,
         for line in defaults_used(specs, items):
             say(line)
     return make_sample_source(
-        specs, [read_list(Path(os.fspath(i.samples)), ncnn_compat=ncnn_compat) for i in items])
+        specs, [read_list(Path(os.fspath(i.samples)), ncnn_compat=ncnn_compat) for i in items]
+    )
 
 
 def n_classes(model: Model) -> int | None:
@@ -73,8 +83,9 @@ def n_classes(model: Model) -> int | None:
     return None
 
 
-def load_labels(path: str | os.PathLike[str] | None, source: SampleSource, model: Model
-                ) -> list[int] | None:
+def load_labels(
+    path: str | os.PathLike[str] | None, source: SampleSource, model: Model
+) -> list[int] | None:
     """The label of every sample of ``source`` from a ``file,label`` CSV (None: no labels)."""
     if path is None:
         return None

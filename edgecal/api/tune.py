@@ -64,8 +64,10 @@ def parse_try_methods(text: str) -> tuple[Method, ...]:
     out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
     bad = [m for m in out if m not in METHOD_NAMES]
     if bad:
-        raise UsageError(f"--try-methods {text!r}: unknown method {bad[0]!r}",
-                         hint=f"give some of {','.join(METHOD_NAMES)}, or none")
+        raise UsageError(
+            f"--try-methods {text!r}: unknown method {bad[0]!r}",
+            hint=f"give some of {','.join(METHOD_NAMES)}, or none",
+        )
     return tuple(Method(m) for m in out)
 
 
@@ -102,12 +104,17 @@ class Tuned:
     def to_dict(self) -> dict[str, Any]:
         """The run directory's documents as written (tune.json, validation.json,
         sensitivity.json), and where it is."""
+
         def doc(obj: dict[str, Any]) -> dict[str, Any]:
             return {"schema": RESULT_SCHEMA, **obj}
 
-        return {"out_dir": self.out_dir, "report": self.report, "tune": doc(self.tune),
-                "validation": doc(self.validation_doc()),
-                "sensitivity": doc(self.sensitivity)}
+        return {
+            "out_dir": self.out_dir,
+            "report": self.report,
+            "tune": doc(self.tune),
+            "validation": doc(self.validation_doc()),
+            "sensitivity": doc(self.sensitivity),
+        }
 
 
 def _path(p: PathArg | None) -> str | None:
@@ -163,22 +170,45 @@ def tune(
         raise UsageError(f"--max-drop {max_drop}: must be 0 or more points")
     if max_fp32_layers is not None and max_fp32_layers < 0:
         raise UsageError("--max-fp32-layers must be 0 or more")
-    methods = (parse_try_methods(try_methods) if isinstance(try_methods, str)
-               else tuple(parse_method(m) for m in try_methods))
+    methods = (
+        parse_try_methods(try_methods)
+        if isinstance(try_methods, str)
+        else tuple(parse_method(m) for m in try_methods)
+    )
     start = parse_method(method).value
     out_s = os.fspath(out_dir)
     table_s, labels_s, val_s = _path(table), _path(labels), _path(val_inputs)
-    param, binf = ((str(model.param_path), str(model.bin_path)) if isinstance(model, Model)
-                   else (os.fspath(model[0]), os.fspath(model[1])))
+    param, binf = (
+        (str(model.param_path), str(model.bin_path))
+        if isinstance(model, Model)
+        else (os.fspath(model[0]), os.fspath(model[1]))
+    )
     items = as_list(inputs)
     check_folder("--out-dir", out_s)
-    outs = folder_outputs("--out-dir", out_s, [
-        RUN_JSON, TABLE, INT8_PARAM, INT8_BIN, HISTOGRAMS, THRESHOLDS, SENSITIVITY, VALIDATION,
-        TUNE, REPORT])
-    ins = [*input_paths("MODEL.param", [param]), *input_paths("MODEL.bin", [binf]),
-           *input_paths("--table", [table_s]), *input_paths("--labels", [labels_s]),
-           *input_paths("sample list", [os.fspath(i.samples) for i in items]),
-           *input_paths("--val-images", [val_s])]
+    outs = folder_outputs(
+        "--out-dir",
+        out_s,
+        [
+            RUN_JSON,
+            TABLE,
+            INT8_PARAM,
+            INT8_BIN,
+            HISTOGRAMS,
+            THRESHOLDS,
+            SENSITIVITY,
+            VALIDATION,
+            TUNE,
+            REPORT,
+        ],
+    )
+    ins = [
+        *input_paths("MODEL.param", [param]),
+        *input_paths("MODEL.bin", [binf]),
+        *input_paths("--table", [table_s]),
+        *input_paths("--labels", [labels_s]),
+        *input_paths("sample list", [os.fspath(i.samples) for i in items]),
+        *input_paths("--val-images", [val_s]),
+    ]
     check_outputs(outs, ins)  # before any work
     loaded = model if isinstance(model, Model) else load_model(Path(param), Path(binf))
     if not items:
@@ -188,8 +218,11 @@ def tune(
         if len(items) != 1:
             raise UsageError("--val-images is for single-input models")
         one = items[0]
-        other = (dataclasses.replace(one, npy=val_s) if isinstance(one, TensorInput)
-                 else dataclasses.replace(one, images=val_s))
+        other = (
+            dataclasses.replace(one, npy=val_s)
+            if isinstance(one, TensorInput)
+            else dataclasses.replace(one, images=val_s)
+        )
         val = open_samples(loaded, [other])
     else:
         val = calib
@@ -205,20 +238,37 @@ def tune(
     devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
     name = devs.last_given
     n_threads = devs.threads_for(runtime, name, threads)
-    with tempfile.TemporaryDirectory(prefix="edgecal-tune-") as tmp, \
-            devs.open_one(name, n_threads) as device:
+    with (
+        tempfile.TemporaryDirectory(prefix="edgecal-tune-") as tmp,
+        devs.open_one(name, n_threads) as device,
+    ):
         work = Path(tmp)
-        run = calibrate(loaded, calib, [device], method=start if given is None else Method.KL,
-                        keep_histograms=True, progress=progress)
+        run = calibrate(
+            loaded,
+            calib,
+            [device],
+            method=start if given is None else Method.KL,
+            keep_histograms=True,
+            progress=progress,
+        )
         tab = given if given is not None else run.table
         alternatives = Alternatives(loaded, run.histograms, calib, work, device)
         if METHODS[Method(start)].needs_device and given is None:
             for r in run.eq:
                 layer = r.layer
-                alternatives.eq[layer] = {k: v for k, v in run.table.records.items()
-                                          if k in (layer, weight_key(layer))}
-        scorer = Scorer(device, loaded, val, work / "scoring", labels=label_list,
-                        runtime=runtime, threads=n_threads, progress=progress)
+                alternatives.eq[layer] = {
+                    k: v for k, v in run.table.records.items() if k in (layer, weight_key(layer))
+                }
+        scorer = Scorer(
+            device,
+            loaded,
+            val,
+            work / "scoring",
+            labels=label_list,
+            runtime=runtime,
+            threads=n_threads,
+            progress=progress,
+        )
         sens_doc: dict[str, Any] = {}
 
         def sensitivity(t: CalibrationTable, score: Any) -> Any:
@@ -227,11 +277,23 @@ def tune(
             return sens
 
         quantized = quantized_layer_names(loaded, tab)
-        config = TuneConfig(max_drop=max_drop, methods=methods,
-                            max_fp32_layers=max_fp32_layers, time_budget_s=time_budget)
+        config = TuneConfig(
+            max_drop=max_drop,
+            methods=methods,
+            max_fp32_layers=max_fp32_layers,
+            time_budget_s=time_budget,
+        )
         start_method = start if given is None else "table"
-        result = search(scorer, tab, start_method, quantized, sensitivity, alternatives,
-                        config, say=steps or (lambda text: None))
+        result = search(
+            scorer,
+            tab,
+            start_method,
+            quantized,
+            sensitivity,
+            alternatives,
+            config,
+            say=steps or (lambda text: None),
+        )
         if not sens_doc:  # within target from the start: rank the layers for the report
             sensitivity(tab, result.initial)
         # from the table as written (%f values), so that ncnn2int8 or `edgecal quantize` with
@@ -241,31 +303,53 @@ def tune(
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
-        res = validate_on(device, loaded, final, val, labels=label_list, runtime=runtime,
-                          threads=n_threads, progress=progress)
+        res = validate_on(
+            device,
+            loaded,
+            final,
+            val,
+            labels=label_list,
+            runtime=runtime,
+            threads=n_threads,
+            progress=progress,
+        )
         res.device = device_facts(device, devs.board(name))
     metric = "accuracy" if label_list is not None else "agreement"
-    tune_doc = TuneDoc.of(result, start_method, max_drop, metric,
-                          evaluations=scorer.evaluations, seconds=time.monotonic() - t_start,
-                          fp32_latency_ms=scorer.latency_fp32_ms,
-                          try_methods=tuple(methods)).to_dict()
-    validation = Validation(ValidationDoc(
-        [with_files(res, (param, binf), loaded, (INT8_PARAM, INT8_BIN), final, TABLE)]))
-    recorded = provenance((param, binf), loaded, {"images": calib, "val_images": val},
-                          table=table_s, labels=labels_s)
+    tune_doc = TuneDoc.of(
+        result,
+        start_method,
+        max_drop,
+        metric,
+        evaluations=scorer.evaluations,
+        seconds=time.monotonic() - t_start,
+        fp32_latency_ms=scorer.latency_fp32_ms,
+        try_methods=tuple(methods),
+    ).to_dict()
+    validation = Validation(
+        ValidationDoc(
+            [with_files(res, (param, binf), loaded, (INT8_PARAM, INT8_BIN), final, TABLE)]
+        )
+    )
+    recorded = provenance(
+        (param, binf), loaded, {"images": calib, "val_images": val}, table=table_s, labels=labels_s
+    )
     out = Path(out_s)
     rd = RunDir.create(out, "tune", list(command), recorded)
-    rd.write_all([  # all or nothing: a table never beside another run's int8 model
-        (TABLE, written.encode()), (INT8_PARAM, text.encode()), (INT8_BIN, data),
-        (HISTOGRAMS, histograms_to_bytes(run.histograms)),
-        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
-        (SENSITIVITY, sens_doc),
-        (VALIDATION, validation.document()),
-        (TUNE, tune_doc)])
+    rd.write_all(
+        [  # all or nothing: a table never beside another run's int8 model
+            (TABLE, written.encode()),
+            (INT8_PARAM, text.encode()),
+            (INT8_BIN, data),
+            (HISTOGRAMS, histograms_to_bytes(run.histograms)),
+            (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
+            (SENSITIVITY, sens_doc),
+            (VALIDATION, validation.document()),
+            (TUNE, tune_doc),
+        ]
+    )
     page = None
     if report:
         from edgecal.report.page import write_report
 
         page = str(write_report(out, None))
     return Tuned(result, tune_doc, validation, sens_doc, out_s, page)
-

@@ -85,8 +85,10 @@ def _load(model: ModelArg) -> Model:
 
 def int8_usage_error() -> UsageError:
     """Neither or both of an int8 model and a table."""
-    return UsageError("give either INT8.param INT8.bin or --table TABLE",
-                      hint="with --table the int8 model is made in memory from the table")
+    return UsageError(
+        "give either INT8.param INT8.bin or --table TABLE",
+        hint="with --table the int8 model is made in memory from the table",
+    )
 
 
 def read_table(path: str) -> CalibrationTable:
@@ -103,16 +105,28 @@ def validation_outputs(save_baseline: str | None, run_dir: str | None) -> list[O
     return outs
 
 
-def validation_inputs(model: tuple[str | None, str | None], int8: tuple[str | None, str | None],
-                      *, table: str | None = None, labels: str | None = None,
-                      baseline: str | None = None, results: Sequence[str] = (),
-                      lists: Sequence[str] = ()) -> list[Input]:
+def validation_inputs(
+    model: tuple[str | None, str | None],
+    int8: tuple[str | None, str | None],
+    *,
+    table: str | None = None,
+    labels: str | None = None,
+    baseline: str | None = None,
+    results: Sequence[str] = (),
+    lists: Sequence[str] = (),
+) -> list[Input]:
     """The files a validation (or a gate) reads, as inputs no output may overwrite (the
     samples come with the lists)."""
     out: list[Input] = []
-    for role, path in (("MODEL.param", model[0]), ("MODEL.bin", model[1]),
-                       ("INT8.param", int8[0]), ("INT8.bin", int8[1]), ("--table", table),
-                       ("--labels", labels), ("--baseline", baseline)):
+    for role, path in (
+        ("MODEL.param", model[0]),
+        ("MODEL.bin", model[1]),
+        ("INT8.param", int8[0]),
+        ("INT8.bin", int8[1]),
+        ("--table", table),
+        ("--labels", labels),
+        ("--baseline", baseline),
+    ):
         out += input_paths(role, [path])
     out += input_paths("--results", list(results))
     out += input_paths("sample list", list(lists))
@@ -179,21 +193,37 @@ def device_facts(device: Device, board: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {"name": device.name}
     with contextlib.suppress(EdgecalError):
         info = device.hello()
-        keep = ("agent_version", "protocol", "python", "numpy", "ncnn", "machine", "cores",
-                "cpu_features")
+        keep = (
+            "agent_version",
+            "protocol",
+            "python",
+            "numpy",
+            "ncnn",
+            "machine",
+            "cores",
+            "cpu_features",
+        )
         facts.update({k: info[k] for k in keep if k in info})
     facts["profile"] = board.profile if board is not None else None
     return facts
 
 
-def with_files(res: ValidationResult, fp32: tuple[str | None, str | None], model: Model,
-               int8: tuple[str | None, str | None], int8_model: Model,
-               table: str | None) -> ValidationResult:
+def with_files(
+    res: ValidationResult,
+    fp32: tuple[str | None, str | None],
+    model: Model,
+    int8: tuple[str | None, str | None],
+    int8_model: Model,
+    table: str | None,
+) -> ValidationResult:
     """``res`` with the models' files (as given) and their digests."""
     return dataclasses.replace(
-        res, fp32=ModelFiles(fp32[0], fp32[1], model.param_sha256, model.bin_sha256),
-        int8=Int8Files(int8[0], int8[1], int8_model.param_sha256, int8_model.bin_sha256,
-                       table=table))
+        res,
+        fp32=ModelFiles(fp32[0], fp32[1], model.param_sha256, model.bin_sha256),
+        int8=Int8Files(
+            int8[0], int8[1], int8_model.param_sha256, int8_model.bin_sha256, table=table
+        ),
+    )
 
 
 def validate(
@@ -238,8 +268,16 @@ def validate(
     if not items:
         raise UsageError("give the images to validate on: --images LIST|DIR (or --npy LIST)")
     outs = [*validation_outputs(baseline_s, run_s), *outputs]
-    ins = [*validation_inputs(fp32_paths, int8_paths, table=table_s, labels=labels_s,
-                              lists=[os.fspath(i.samples) for i in items]), *other_inputs]
+    ins = [
+        *validation_inputs(
+            fp32_paths,
+            int8_paths,
+            table=table_s,
+            labels=labels_s,
+            lists=[os.fspath(i.samples) for i in items],
+        ),
+        *other_inputs,
+    ]
     check_outputs(outs, ins)  # before any work
     source = open_samples(loaded, items, say=say)
     check_outputs(outs, [*ins, *sample_inputs(source.paths)])
@@ -252,8 +290,16 @@ def validate(
         def one(name: str | None) -> ValidationResult:
             n = devs.threads_for(runtime, name, threads)
             with devs.open_one(name, n) as device:
-                res = validate_on(device, loaded, int8_model, source, labels=label_list,
-                                  runtime=runtime, threads=n, progress=progress)
+                res = validate_on(
+                    device,
+                    loaded,
+                    int8_model,
+                    source,
+                    labels=label_list,
+                    runtime=runtime,
+                    threads=n,
+                    progress=progress,
+                )
                 res.device = device_facts(device, devs.board(name))
             return res
 
@@ -261,22 +307,43 @@ def validate(
             results = list(pool.map(one, names))
         sens = None
         if sensitivity:
-            sens = _sensitivity(loaded, source, label_list, table_s, devs, names[0], runtime,
-                                threads, Path(tmp), progress)
-    doc = ValidationDoc([with_files(r, fp32_paths, loaded, int8_paths, int8_model, table_s)
-                         for r in results])
+            sens = _sensitivity(
+                loaded,
+                source,
+                label_list,
+                table_s,
+                devs,
+                names[0],
+                runtime,
+                threads,
+                Path(tmp),
+                progress,
+            )
+    doc = ValidationDoc(
+        [with_files(r, fp32_paths, loaded, int8_paths, int8_model, table_s) for r in results]
+    )
     if len(results) > 1:
         found = {r.device["name"]: r.int8_outputs for r in results}
         got = {k: v for k, v in found.items() if v is not None}
         if len(got) < len(found):
             raise UsageError("no images were validated")
         doc.consistency = compare_boards(
-            got, tol_cosine=divergence_cosine, tol_disagree=divergence_top1)
+            got, tol_cosine=divergence_cosine, tol_disagree=divergence_top1
+        )
     out = Validation(
-        doc=doc, sensitivity=sens,
-        provenance=provenance(fp32_paths, loaded, {"images": source},
-                              int8=(int8_paths, int8_model), table=table_s, labels=labels_s),
-        save_baseline=baseline_s, run_dir=run_s)
+        doc=doc,
+        sensitivity=sens,
+        provenance=provenance(
+            fp32_paths,
+            loaded,
+            {"images": source},
+            int8=(int8_paths, int8_model),
+            table=table_s,
+            labels=labels_s,
+        ),
+        save_baseline=baseline_s,
+        run_dir=run_s,
+    )
     _write(out, command)
     return out
 
@@ -286,12 +353,20 @@ def _write(v: Validation, command: Sequence[str]) -> None:
     write_outputs([(Path(v.save_baseline), dumps(doc))] if v.save_baseline else [])
     if v.run_dir:
         rd = RunDir.create(Path(v.run_dir), "validate", list(command), v.provenance or {})
-        rd.write_all([(VALIDATION, doc)]  # all or nothing
-                     + ([(SENSITIVITY, v.sensitivity)] if v.sensitivity is not None else []))
+        rd.write_all(
+            [(VALIDATION, doc)]  # all or nothing
+            + ([(SENSITIVITY, v.sensitivity)] if v.sensitivity is not None else [])
+        )
 
 
-def _int8_model(model: Model, int8: ModelArg | None, table: str | None, fp32_param: str,
-                int8_param: str | None, tmp: Path) -> Model:
+def _int8_model(
+    model: Model,
+    int8: ModelArg | None,
+    table: str | None,
+    fp32_param: str,
+    int8_param: str | None,
+    tmp: Path,
+) -> Model:
     """The int8 model to validate: the given one, or ``table`` converted into ``tmp``."""
     from edgecal.int8.convert import quantize_model
 
@@ -309,34 +384,59 @@ def _int8_model(model: Model, int8: ModelArg | None, table: str | None, fp32_par
         param, binf = tmp / "int8.param", tmp / "int8.bin"
         write_outputs([(param, text.encode()), (binf, data)])
         out = load_model(param, binf)
-    check_same_network(model.param, out.param, fp32_param,
-                       int8_param or f"the int8 model of {table}")
+    check_same_network(
+        model.param, out.param, fp32_param, int8_param or f"the int8 model of {table}"
+    )
     return out
 
 
-def _sensitivity(model: Model, source: SampleSource, labels: list[int] | None,
-                 table: str | None, devs: Devices, name: str | None, runtime: str,
-                 threads: int | None, tmp: Path, progress: ProgressFactory | None
-                 ) -> dict[str, Any]:
+def _sensitivity(
+    model: Model,
+    source: SampleSource,
+    labels: list[int] | None,
+    table: str | None,
+    devs: Devices,
+    name: str | None,
+    runtime: str,
+    threads: int | None,
+    tmp: Path,
+    progress: ProgressFactory | None,
+) -> dict[str, Any]:
     """Per-layer sensitivity of the table's int8 model on the first device."""
     from edgecal.workflows.scoring import Scorer
     from edgecal.workflows.sensitivity import measure_sensitivity
 
     if not table:
-        raise UsageError("--sensitivity needs --table (the variants are made from the table)",
-                         hint="pass the table the int8 model was made from")
+        raise UsageError(
+            "--sensitivity needs --table (the variants are made from the table)",
+            hint="pass the table the int8 model was made from",
+        )
     scales = read_table(table)
     n = devs.threads_for(runtime, name, threads)
     with devs.open_one(name, n) as device:
-        scorer = Scorer(device, model, source, tmp / "scoring", labels=labels,
-                        runtime=runtime, threads=n, progress=progress)
+        scorer = Scorer(
+            device,
+            model,
+            source,
+            tmp / "scoring",
+            labels=labels,
+            runtime=runtime,
+            threads=n,
+            progress=progress,
+        )
         sens = measure_sensitivity(scorer, scales)
     return sens.to_dict()
 
 
-def provenance(fp32: tuple[str, str], model: Model, samples: dict[str, SampleSource], *,
-               int8: tuple[tuple[str | None, str | None], Model] | None = None,
-               table: str | None = None, labels: str | None = None) -> dict[str, Any]:
+def provenance(
+    fp32: tuple[str, str],
+    model: Model,
+    samples: dict[str, SampleSource],
+    *,
+    int8: tuple[tuple[str | None, str | None], Model] | None = None,
+    table: str | None = None,
+    labels: str | None = None,
+) -> dict[str, Any]:
     """What a run directory records of its inputs: paths as given and digests (``samples``:
     per key, the images' count and digest)."""
     out: dict[str, Any] = {
@@ -348,8 +448,10 @@ def provenance(fp32: tuple[str, str], model: Model, samples: dict[str, SampleSou
         out["int8_param"] = {"path": param, "sha256": m.param_sha256}
         out["int8_bin"] = {"path": binf, "sha256": m.bin_sha256}
     for key, source in samples.items():
-        out[key] = {"count": source.n_samples,
-                    "sha256": images_digest(p for paths in source.paths for p in paths)}
+        out[key] = {
+            "count": source.n_samples,
+            "sha256": images_digest(p for paths in source.paths for p in paths),
+        }
     if table:
         out["table"] = {"path": table, "sha256": file_sha256(Path(table))}
     if labels:

@@ -36,15 +36,20 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "board": self.board, "address": self.address, "ok": self.ok,
-            "profile": self.profile.name if self.profile else None, "workdir": self.workdir,
+            "board": self.board,
+            "address": self.address,
+            "ok": self.ok,
+            "profile": self.profile.name if self.profile else None,
+            "workdir": self.workdir,
             "facts": self.facts.facts if self.facts else None,
             "python_error": self.facts.python_error if self.facts else None,
             "agent": self.agent,
             "problems": [{"what": p.what, "fix": p.fix} for p in self.problems],
-            "notes": self.notes, "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
             "golden": self.golden.to_dict() if self.golden else None,
-            "started": round(self.started, 3), "finished": round(self.finished, 3),
+            "started": round(self.started, 3),
+            "finished": round(self.finished, 3),
         }
 
     def lines(self) -> list[str]:
@@ -54,8 +59,11 @@ class CheckReport:
         if f is not None and f.python is not None:
             gib = 1 << 30
             feats = set(f.get("cpu_features") or [])
-            shown = ", ".join(x if x in feats else f"no {x}" for x in INTERESTING_FEATURES
-                              if x in feats or x in ("asimdhp", "asimddp", "i8mm"))
+            shown = ", ".join(
+                x if x in feats else f"no {x}"
+                for x in INTERESTING_FEATURES
+                if x in feats or x in ("asimdhp", "asimddp", "i8mm")
+            )
             libc = " ".join(f.get("libc") or []) or "?"
             mem_t, mem_a = f.get("mem_total"), f.get("mem_available")
             free = f.get("disk_free")
@@ -66,29 +74,35 @@ class CheckReport:
                 f"  cpu      {f.get('cpu_model') or '?'}, {f.get('machine')}, "
                 f"{f.get('cores')} cores; {shown}",
                 f"  memory   {mem_t / gib:.1f} GiB total, {mem_a / gib:.1f} GiB available"
-                if mem_t and mem_a else "  memory   ?",
-                f"  disk     {free / gib:.1f} GiB free in {self.workdir}" if free is not None
+                if mem_t and mem_a
+                else "  memory   ?",
+                f"  disk     {free / gib:.1f} GiB free in {self.workdir}"
+                if free is not None
                 else "  disk     ?",
                 f"  libc     {libc}; pip {'yes' if f.get('pip') else 'no'}",
             ]
         if self.agent is not None:
-            out.append(f"  agent    runs (edgecal-agent {self.agent.get('agent_version')}, "
-                       f"protocol {self.agent.get('protocol')}, ncnn "
-                       f"{'ok' if self.agent.get('ncnn_ok') else 'MISSING'})")
+            out.append(
+                f"  agent    runs (edgecal-agent {self.agent.get('agent_version')}, "
+                f"protocol {self.agent.get('protocol')}, ncnn "
+                f"{'ok' if self.agent.get('ncnn_ok') else 'MISSING'})"
+            )
         elif f is not None:
             out.append("  agent    not started")
         if self.golden is not None:
             g = self.golden
-            out.append(f"  golden   {'ok' if g.ok else 'WRONG'} ({g.summary()}, "
-                       f"{g.runtime} runtime)")
+            out.append(
+                f"  golden   {'ok' if g.ok else 'WRONG'} ({g.summary()}, {g.runtime} runtime)"
+            )
         out += [f"  note     {n}" for n in self.notes]
         out += [f"  PROBLEM  {p.what} (fix: {p.fix})" for p in self.problems]
         out.append(f"  {'OK' if self.ok else 'NOT READY'} ({self.seconds:.1f} s)")
         return out
 
 
-def check_device(dev: SshDevice, board: Board, report: CheckReport, *,
-                 golden: bool = False) -> None:
+def check_device(
+    dev: SshDevice, board: Board, report: CheckReport, *, golden: bool = False
+) -> None:
     """Fill ``report`` from an open device: probe, problems, then the agent itself, then
     with ``golden`` the golden check (:mod:`edgecal.boards.golden`) when the agent has ncnn."""
     report.address = dev.link.address
@@ -96,42 +110,60 @@ def check_device(dev: SshDevice, board: Board, report: CheckReport, *,
     facts = dev.probe()
     report.facts = facts
     expected = report.profile.cpu_features if report.profile else ()
-    report.problems += problems(facts, board=board.name, python=board.python,
-                                expected_features=expected)
+    report.problems += problems(
+        facts, board=board.name, python=board.python, expected_features=expected
+    )
     if report.profile is not None and facts.python is not None:
         have = set(facts.get("cpu_features") or [])
         extra = [x for x in report.profile.cpu_features_absent if x in have]
         if extra:
-            report.notes.append(f"the board has {', '.join(extra)}, which profile "
-                                f"{report.profile.name} says it lacks")
+            report.notes.append(
+                f"the board has {', '.join(extra)}, which profile "
+                f"{report.profile.name} says it lacks"
+            )
         if facts.get("machine") and facts.get("machine") != report.profile.arch:
-            report.problems.append(Problem(
-                f"the board is {facts.get('machine')}, profile {report.profile.name} says "
-                f"{report.profile.arch}", "fix `profile = ...` in the boards file"))
-    blocking = [p for p in report.problems if "provision" in p.fix or "Python" in p.fix
-                or "work directory" in p.what]
+            report.problems.append(
+                Problem(
+                    f"the board is {facts.get('machine')}, profile {report.profile.name} says "
+                    f"{report.profile.arch}",
+                    "fix `profile = ...` in the boards file",
+                )
+            )
+    blocking = [
+        p
+        for p in report.problems
+        if "provision" in p.fix or "Python" in p.fix or "work directory" in p.what
+    ]
     if blocking:
         return
     try:
         agent = report.agent = dev.hello()
     except DeviceError as e:
-        report.problems.append(Problem(f"the agent does not run: {e.message}",
-                                       e.hint or f"run `edgecal board check {board.name}`"))
+        report.problems.append(
+            Problem(
+                f"the agent does not run: {e.message}",
+                e.hint or f"run `edgecal board check {board.name}`",
+            )
+        )
         return
     if golden and agent.get("ncnn_ok"):
         try:
             report.golden = golden_check(dev)
         except DeviceError as e:
-            report.problems.append(Problem(
-                f"the golden model does not run: {e.message.removeprefix(f'{board.name}: ')}",
-                e.hint or f"reinstall ncnn (`edgecal board provision {board.name} --force`)"))
+            report.problems.append(
+                Problem(
+                    f"the golden model does not run: {e.message.removeprefix(f'{board.name}: ')}",
+                    e.hint or f"reinstall ncnn (`edgecal board provision {board.name} --force`)",
+                )
+            )
             return
         if not report.golden.ok:
             report.problems.append(Problem(report.golden.what, report.golden.fix))
 
 
-def check_board(board: Board, *, accept_new_host_key: bool = False,
-                golden: bool = False) -> CheckReport:
+def check_board(
+    board: Board, *, accept_new_host_key: bool = False, golden: bool = False
+) -> CheckReport:
     """Connect, probe and start the agent (and with ``golden`` run the golden check); never
     raises for a board problem (it is reported).  ``HostReferenceError`` when ``golden`` and
     this machine cannot compute the reference."""
@@ -147,12 +179,14 @@ def check_board(board: Board, *, accept_new_host_key: bool = False,
         with open_board(board, accept_new_host_key=accept_new_host_key) as dev:
             check_device(dev, board, report, golden=golden)
     except BoardSetupError as e:
-        report.problems.append(Problem(e.message.removeprefix(f"{board.name}: "),
-                                       e.hint or ""))
+        report.problems.append(Problem(e.message.removeprefix(f"{board.name}: "), e.hint or ""))
     except DeviceError as e:
-        report.problems.append(Problem(e.message.removeprefix(f"{board.name}: "),
-                                       e.hint or f"check the board and the boards file "
-                                                 f"({board.source})"))
+        report.problems.append(
+            Problem(
+                e.message.removeprefix(f"{board.name}: "),
+                e.hint or f"check the board and the boards file ({board.source})",
+            )
+        )
     report.seconds = time.perf_counter() - t0
     report.finished = time.time()
     return report

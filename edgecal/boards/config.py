@@ -53,8 +53,10 @@ BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ADDR_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
-                      r"(?::(?P<port>\d{1,5}))?$")
+_ADDR_RE = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
+    r"(?::(?P<port>\d{1,5}))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ class Board(SshAddress):
 
 def _load_toml(path: Path, what: str) -> dict[str, Any]:
     if tomllib is None:
-        raise ConfigError(f"{path}: reading {what} needs Python >= 3.11 or tomli",
-                          hint="pip install tomli")
+        raise ConfigError(
+            f"{path}: reading {what} needs Python >= 3.11 or tomli", hint="pip install tomli"
+        )
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -115,13 +118,21 @@ def _load_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     schema = data.get("schema")
     if schema != SCHEMA:
-        raise ConfigError(f"{path}: key 'schema' is {schema!r}; this edgecal reads schema "
-                          f"{SCHEMA}", hint=f"add `schema = {SCHEMA}` at the top")
+        raise ConfigError(
+            f"{path}: key 'schema' is {schema!r}; this edgecal reads schema {SCHEMA}",
+            hint=f"add `schema = {SCHEMA}` at the top",
+        )
     return data
 
 
-def _get(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str,
-         default: Any = None, required: bool = False) -> Any:
+def _get(
+    d: Mapping[str, Any],
+    key: str,
+    types: type | tuple[type, ...],
+    where: str,
+    default: Any = None,
+    required: bool = False,
+) -> Any:
     if key not in d:
         if required:
             raise ConfigError(f"{where}: key '{key}' is missing")
@@ -148,9 +159,19 @@ def _path(value: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else base / p)
 
 
-_BOARD_KEYS = {"host", "port", "user", "identity_file", "known_hosts", "profile", "workdir",
-               "workdir_root",
-               "python", "connect_timeout_s", "command_timeout_s"}
+_BOARD_KEYS = {
+    "host",
+    "port",
+    "user",
+    "identity_file",
+    "known_hosts",
+    "profile",
+    "workdir",
+    "workdir_root",
+    "python",
+    "connect_timeout_s",
+    "command_timeout_s",
+}
 
 
 def _board(name: str, d: Any, path: Path) -> Board:
@@ -159,8 +180,10 @@ def _board(name: str, d: Any, path: Path) -> Board:
         raise ConfigError(f"{where} must be a table")
     unknown = sorted(set(d) - _BOARD_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}'",
-                          hint=f"known keys: {', '.join(sorted(_BOARD_KEYS))}")
+        raise ConfigError(
+            f"{where}: unknown key '{unknown[0]}'",
+            hint=f"known keys: {', '.join(sorted(_BOARD_KEYS))}",
+        )
     port = _get(d, "port", int, where)
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"{where}: key 'port' must be 1..65535, not {port}")
@@ -197,16 +220,20 @@ def load_boards(path: Path) -> dict[str, Board]:
     data = _load_toml(path, "boards file")
     unknown = sorted(set(data) - {"schema", "boards", "groups"})
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'",
-                          hint="boards go in [boards.NAME] tables")
+        raise ConfigError(
+            f"{path}: unknown top-level key '{unknown[0]}'",
+            hint="boards go in [boards.NAME] tables",
+        )
     boards = data.get("boards", {})
     if not isinstance(boards, dict):
         raise ConfigError(f"{path}: key 'boards' must be a table of [boards.NAME] tables")
     out = {}
     for name, d in boards.items():
         if not _NAME_RE.match(name) or name == "local":
-            raise ConfigError(f"{path}: board name {name!r} is not allowed",
-                              hint="letters, digits, '.', '_', '-'; not 'local'")
+            raise ConfigError(
+                f"{path}: board name {name!r} is not allowed",
+                hint="letters, digits, '.', '_', '-'; not 'local'",
+            )
         out[name] = _board(name, d, path)
     return out
 
@@ -214,15 +241,17 @@ def load_boards(path: Path) -> dict[str, Board]:
 def load_group(path: Path | None, group: str) -> list[str]:
     """The board names of ``[groups] NAME = [...]`` in the boards file."""
     if path is None:
-        raise UsageError(f"--group {group}: no boards file",
-                         hint=f"pass --boards FILE or set {BOARDS_ENV}")
+        raise UsageError(
+            f"--group {group}: no boards file", hint=f"pass --boards FILE or set {BOARDS_ENV}"
+        )
     data = _load_toml(Path(path), "boards file")
     groups = data.get("groups", {})
     if not isinstance(groups, dict) or group not in groups:
         known = ", ".join(sorted(groups)) if isinstance(groups, dict) else ""
-        raise ConfigError(f"{path}: no group {group!r}",
-                          hint=f"known groups: {known or 'none'}; add `{group} = [...]` under "
-                               "[groups]")
+        raise ConfigError(
+            f"{path}: no group {group!r}",
+            hint=f"known groups: {known or 'none'}; add `{group} = [...]` under [groups]",
+        )
     names = groups[group]
     boards = load_boards(Path(path))
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -244,8 +273,10 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
     path = folder / f"{name}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.toml"))
-        raise ConfigError(f"board profile {name!r} not found in {folder}",
-                          hint=f"known profiles: {', '.join(known) or 'none'}")
+        raise ConfigError(
+            f"board profile {name!r} not found in {folder}",
+            hint=f"known profiles: {', '.join(known) or 'none'}",
+        )
     d = _load_toml(path, "board profile")
     where = str(path)
     if _get(d, "name", str, where, required=True) != name:
@@ -298,8 +329,9 @@ def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
         if m is None:
             raise UsageError(f"--device {spec!r}: expected user@host[:port]")
         host = m["host"].strip("[]")
-        return Board(name=spec, host=host, user=m["user"],
-                     port=int(m["port"]) if m["port"] else None)
+        return Board(
+            name=spec, host=host, user=m["user"], port=int(m["port"]) if m["port"] else None
+        )
     from edgecal.device.ssh.config import USER_SSH_CONFIG, is_ssh_alias
 
     if is_ssh_alias(spec):  # a Host of ~/.ssh/config: fabric reads its HostName, User, ...
@@ -308,4 +340,5 @@ def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
     raise UsageError(
         f"unknown device {spec!r} ({where}, and no `Host {spec}` in {USER_SSH_CONFIG})",
         hint=f"name a board of the boards file (--boards FILE or {BOARDS_ENV}), a Host of "
-             f"{USER_SSH_CONFIG}, give user@host[:port], or use --device local")
+        f"{USER_SSH_CONFIG}, give user@host[:port], or use --device local",
+    )

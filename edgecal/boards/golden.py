@@ -94,8 +94,9 @@ class GoldenModel:
         return InputSpec(blob=INPUT_BLOB, kind="npy", shape=INPUT_SHAPE)
 
 
-def _layer(type_: str, name: str, bottoms: Sequence[str], tops: Sequence[str],
-           params: Mapping[int, int]) -> Layer:
+def _layer(
+    type_: str, name: str, bottoms: Sequence[str], tops: Sequence[str], params: Mapping[int, int]
+) -> Layer:
     layer = Layer(type_, name, list(bottoms), list(tops))
     for pid, value in params.items():
         layer.set_param(pid, int_value(value))
@@ -120,19 +121,34 @@ def build_golden_model(seed: int = SEED) -> GoldenModel:
     fc_b = _normal(rng, (fc_out,), 0.1)
     layers = [
         _layer("Input", INPUT_BLOB, [], [INPUT_BLOB], {0: w, 1: h, 2: c}),
-        _layer("Convolution", "conv1", [INPUT_BLOB], ["conv1"],
-               {0: c1, 1: 3, 4: 1, 5: 1, 6: conv_w.size, 9: 1}),
-        _layer("ConvolutionDepthWise", "dw1", ["conv1"], ["dw1"],
-               {0: c1, 1: 3, 3: 2, 4: 1, 5: 1, 6: dw_w.size, 7: c1, 9: 1}),
+        _layer(
+            "Convolution",
+            "conv1",
+            [INPUT_BLOB],
+            ["conv1"],
+            {0: c1, 1: 3, 4: 1, 5: 1, 6: conv_w.size, 9: 1},
+        ),
+        _layer(
+            "ConvolutionDepthWise",
+            "dw1",
+            ["conv1"],
+            ["dw1"],
+            {0: c1, 1: 3, 3: 2, 4: 1, 5: 1, 6: dw_w.size, 7: c1, 9: 1},
+        ),
         _layer("Pooling", "pool1", ["dw1"], ["pool1"], {0: 0, 1: 2, 2: 2}),
         _layer("InnerProduct", "fc", ["pool1"], ["fc"], {0: fc_out, 1: 1, 2: fc_w.size}),
     ]
     param = render_param(ParamFile(layers, declared_blob_count=len(layers)))
-    bin_ = write_records([
-        WeightRecord("weight", "f32", conv_w.reshape(-1)), WeightRecord("bias", "raw", conv_b),
-        WeightRecord("weight", "f32", dw_w.reshape(-1)), WeightRecord("bias", "raw", dw_b),
-        WeightRecord("weight", "f32", fc_w.reshape(-1)), WeightRecord("bias", "raw", fc_b),
-    ])
+    bin_ = write_records(
+        [
+            WeightRecord("weight", "f32", conv_w.reshape(-1)),
+            WeightRecord("bias", "raw", conv_b),
+            WeightRecord("weight", "f32", dw_w.reshape(-1)),
+            WeightRecord("bias", "raw", dw_b),
+            WeightRecord("weight", "f32", fc_w.reshape(-1)),
+            WeightRecord("bias", "raw", fc_b),
+        ]
+    )
     shape = tuple(reversed(INPUT_SHAPE))
     samples = tuple(rng.standard_normal(shape).astype(np.float32) for _ in range(N_SAMPLES))
     return GoldenModel(param=param, bin=bin_, samples=samples)
@@ -141,8 +157,13 @@ def build_golden_model(seed: int = SEED) -> GoldenModel:
 Outputs = list[dict[str, np.ndarray]]
 
 
-def run_golden(device: Device, *, runtime: str = "calibration",
-               model: GoldenModel | None = None, timeout_s: float = 600.0) -> Outputs:
+def run_golden(
+    device: Device,
+    *,
+    runtime: str = "calibration",
+    model: GoldenModel | None = None,
+    timeout_s: float = 600.0,
+) -> Outputs:
     """Per sample, ``blob -> float32 array`` of :data:`OUTPUT_BLOBS` computed on ``device``."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
@@ -152,10 +173,25 @@ def run_golden(device: Device, *, runtime: str = "calibration",
         param, bin_ = folder / "golden.param", folder / "golden.bin"
         param.write_text(model.param, encoding="utf-8")
         bin_.write_bytes(model.bin)
-        shards = write_shards(((s,) for s in model.samples), [model.spec], folder / "shards",
-                              shard_size=len(model.samples))
-        return list(run_outputs(device, param, bin_, [model.spec], shards, OUTPUT_BLOBS,
-                                runtime=runtime, threads=1, timeout_s=timeout_s))
+        shards = write_shards(
+            ((s,) for s in model.samples),
+            [model.spec],
+            folder / "shards",
+            shard_size=len(model.samples),
+        )
+        return list(
+            run_outputs(
+                device,
+                param,
+                bin_,
+                [model.spec],
+                shards,
+                OUTPUT_BLOBS,
+                runtime=runtime,
+                threads=1,
+                timeout_s=timeout_s,
+            )
+        )
 
 
 class HostReferenceError(EdgecalError):
@@ -179,7 +215,8 @@ def host_reference() -> Outputs:
             except EdgecalError as e:
                 _HOST_CACHE["calibration"] = HostReferenceError(
                     f"this machine cannot compute the golden model's reference outputs: {e}",
-                    hint="check the host's ncnn (`edgecal hello`)")
+                    hint="check the host's ncnn (`edgecal hello`)",
+                )
         got = _HOST_CACHE["calibration"]
     if isinstance(got, EdgecalError):
         raise got
@@ -264,18 +301,31 @@ class GoldenResult:
         return max((f.max_rel_err for f in self.figures), default=0.0)
 
     def summary(self) -> str:
-        return (f"{len(self.figures)} outputs vs the host's, least cosine "
-                f"{self.worst_cosine:.9f}, max relative error {self.worst_rel_err:.2g}")
+        return (
+            f"{len(self.figures)} outputs vs the host's, least cosine "
+            f"{self.worst_cosine:.9f}, max relative error {self.worst_rel_err:.2g}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (a non-finite figure is ``null``)."""
         return {
-            "ok": self.ok, "runtime": self.runtime, "message": self.message,
-            "what": self.what, "fix": self.fix or None,
-            "tolerance": {"max_rel_err": self.tolerance.max_rel_err,
-                          "min_cosine": self.tolerance.min_cosine},
-            "figures": [{"blob": f.blob, "cosine": _json_float(f.cosine),
-                         "max_rel_err": _json_float(f.max_rel_err)} for f in self.figures],
+            "ok": self.ok,
+            "runtime": self.runtime,
+            "message": self.message,
+            "what": self.what,
+            "fix": self.fix or None,
+            "tolerance": {
+                "max_rel_err": self.tolerance.max_rel_err,
+                "min_cosine": self.tolerance.min_cosine,
+            },
+            "figures": [
+                {
+                    "blob": f.blob,
+                    "cosine": _json_float(f.cosine),
+                    "max_rel_err": _json_float(f.max_rel_err),
+                }
+                for f in self.figures
+            ],
             "seconds": round(self.seconds, 3),
         }
 
@@ -284,13 +334,17 @@ def fix_for(board: str) -> str:
     return f"reinstall ncnn (`edgecal board provision {board} --force`) or leave the board out"
 
 
-def judge(board: str, figures: list[BlobFigures], *, runtime: str = "calibration",
-          tolerance: GoldenTolerance | None = None) -> GoldenResult:
+def judge(
+    board: str,
+    figures: list[BlobFigures],
+    *,
+    runtime: str = "calibration",
+    tolerance: GoldenTolerance | None = None,
+) -> GoldenResult:
     """The verdict on ``figures``: ok, or what is off (the worst blob) and the fix."""
     tol = tolerance or TOLERANCES[runtime]
     bad = [f for f in figures if not _passes(f, tol)]
-    result = GoldenResult(board=board, ok=not bad, runtime=runtime, tolerance=tol,
-                          figures=figures)
+    result = GoldenResult(board=board, ok=not bad, runtime=runtime, tolerance=tol, figures=figures)
     if bad:
         worst = max(bad, key=lambda f: float("inf") if np.isnan(f.cosine) else f.max_rel_err)
         result.fix = fix_for(board)
@@ -298,15 +352,21 @@ def judge(board: str, figures: list[BlobFigures], *, runtime: str = "calibration
             f"the board's ncnn computes wrong results: the golden model's {worst.blob!r} "
             f"differs from the host's (cosine {worst.cosine:.9f}, max relative error "
             f"{worst.max_rel_err:.2g}; allowed >= {tol.min_cosine:.9f}, <= "
-            f"{tol.max_rel_err:.0e}; {len(bad)} of {len(figures)} outputs off)")
+            f"{tol.max_rel_err:.0e}; {len(bad)} of {len(figures)} outputs off)"
+        )
     else:
         result.what = f"golden check passed ({result.summary()})"
     return result
 
 
-def golden_check(device: Device, *, reference_device: Device | None = None,
-                 tolerance: GoldenTolerance | None = None, runtime: str = "calibration",
-                 timeout_s: float = 600.0) -> GoldenResult:
+def golden_check(
+    device: Device,
+    *,
+    reference_device: Device | None = None,
+    tolerance: GoldenTolerance | None = None,
+    runtime: str = "calibration",
+    timeout_s: float = 600.0,
+) -> GoldenResult:
     """Run the golden model on ``device`` (in ``runtime``) and compare its outputs with the
     host's: ``reference_device``'s, else this machine's computed once per process (both in the
     calibration runtime).  Raises ``DeviceError`` when ``device`` cannot run the model at all,
@@ -314,9 +374,11 @@ def golden_check(device: Device, *, reference_device: Device | None = None,
     t0 = time.perf_counter()
     model = build_golden_model()
     board = run_golden(device, runtime=runtime, model=model, timeout_s=timeout_s)
-    host = (run_golden(reference_device, model=model, timeout_s=timeout_s)
-            if reference_device is not None else host_reference())
-    result = judge(device.name, compare_outputs(board, host), runtime=runtime,
-                   tolerance=tolerance)
+    host = (
+        run_golden(reference_device, model=model, timeout_s=timeout_s)
+        if reference_device is not None
+        else host_reference()
+    )
+    result = judge(device.name, compare_outputs(board, host), runtime=runtime, tolerance=tolerance)
     result.seconds = time.perf_counter() - t0
     return result

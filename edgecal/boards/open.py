@@ -18,18 +18,27 @@ def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
     return SshTarget(**address, accept_new_host_key=accept_new_host_key)
 
 
-def open_board(board: Board, *, threads: int | None = None,
-               accept_new_host_key: bool = False) -> SshDevice:
+def open_board(
+    board: Board, *, threads: int | None = None, accept_new_host_key: bool = False
+) -> SshDevice:
     """Connect to ``board`` (host key checked) and return its device."""
     profile = board.load_profile()
-    return SshDevice(ssh_target(board, accept_new_host_key=accept_new_host_key),
-                     workdir=board.workdir, python=board.python,
-                     workdir_root=board.workdir_root,
-                     threads=threads or (profile.threads if profile else None))
+    return SshDevice(
+        ssh_target(board, accept_new_host_key=accept_new_host_key),
+        workdir=board.workdir,
+        python=board.python,
+        workdir_root=board.workdir_root,
+        threads=threads or (profile.threads if profile else None),
+    )
 
 
-def open_device(spec: str | None, *, boards: Path | None = None, threads: int | None = None,
-                accept_new_host_key: bool = False) -> Device:
+def open_device(
+    spec: str | None,
+    *,
+    boards: Path | None = None,
+    threads: int | None = None,
+    accept_new_host_key: bool = False,
+) -> Device:
     """``local`` (default), a boards-file name, or ``user@host[:port]``."""
     board = resolve_board(spec, boards)
     if board is None:

@@ -58,17 +58,21 @@ def host_pins() -> dict[str, str]:
         try:
             pins[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
-            raise BoardSetupError(f"{pkg} is not installed on this host, so there is no version "
-                                  "to pin", hint=f"pip install {pkg}") from None
+            raise BoardSetupError(
+                f"{pkg} is not installed on this host, so there is no version to pin",
+                hint=f"pip install {pkg}",
+            ) from None
     return pins
 
 
 def wheel_platforms(machine: str, libc: list[str]) -> list[str]:
     """``manylinux_2_17`` .. ``manylinux_2_<board glibc>`` tags for the board's arch."""
     if not libc or libc[0] != "glibc":
-        raise BoardSetupError(f"the board's C library is {libc or 'unknown'}, not glibc: "
-                              "there are no manylinux wheels for it",
-                              hint="install numpy and ncnn on the board by hand")
+        raise BoardSetupError(
+            f"the board's C library is {libc or 'unknown'}, not glibc: "
+            "there are no manylinux wheels for it",
+            hint="install numpy and ncnn on the board by hand",
+        )
     try:
         minor = int(libc[1].split(".")[1])
     except (IndexError, ValueError):
@@ -81,8 +85,17 @@ def wheel_platforms(machine: str, libc: list[str]) -> list[str]:
 def pip_download_argv(facts: BoardFacts, pins: dict[str, str], dest: Path) -> list[str]:
     major, minor = facts.python_version[:2]
     pyv = f"{major}{minor}"
-    argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-            "--disable-pip-version-check", "--dest", str(dest)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+    ]
     for plat in wheel_platforms(str(facts.get("machine")), list(facts.get("libc") or [])):
         argv += ["--platform", plat]
     argv += ["--python-version", pyv, "--implementation", "cp", "--abi", f"cp{pyv}"]
@@ -95,15 +108,19 @@ def find_wheels(folder: Path, facts: BoardFacts, pins: dict[str, str]) -> list[P
     arch = str(facts.get("machine"))
     out = []
     for pkg, ver in pins.items():
-        found = sorted(p for p in folder.glob(f"{pkg}-{ver}-*.whl")
-                       if f"cp{major}{minor}" in p.name and arch in p.name)
+        found = sorted(
+            p
+            for p in folder.glob(f"{pkg}-{ver}-*.whl")
+            if f"cp{major}{minor}" in p.name and arch in p.name
+        )
         if found:
             out.append(found[-1])
     return out
 
 
-def download_wheels(facts: BoardFacts, pins: dict[str, str], dest: Path,
-                    say: Callable[[str], None]) -> list[Path]:
+def download_wheels(
+    facts: BoardFacts, pins: dict[str, str], dest: Path, say: Callable[[str], None]
+) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     have = find_wheels(dest, facts, pins)
     if len(have) == len(pins):
@@ -120,47 +137,73 @@ def download_wheels(facts: BoardFacts, pins: dict[str, str], dest: Path,
             f"{facts.get('machine')} / Python {facts.python} / {' '.join(facts.get('libc'))} "
             f"failed: {tail}",
             hint="check that this host reaches PyPI, or put the wheels in a folder and pass "
-                 "--wheels DIR")
+            "--wheels DIR",
+        )
     return have
 
 
-def install_wheels(dev: SshDevice, wheels: list[Path], use_pip: bool,
-                   say: Callable[[str], None]) -> None:
+def install_wheels(
+    dev: SshDevice, wheels: list[Path], use_pip: bool, say: Callable[[str], None]
+) -> None:
     rels = [dev.push(w) for w in wheels]
     remote = [dev.remote(r) for r in rels]
     site = dev.remote(SITE_DIR)
     if use_pip:
         say(f"installing with the board's pip into {site}")
-        argv = [dev.python, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
-                "--disable-pip-version-check", "--upgrade", "--target", site, *remote]
+        argv = [
+            dev.python,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+            site,
+            *remote,
+        ]
     else:
         say(f"the board has no pip: unpacking the wheels into {site}")
         argv = [dev.python, "-I", "-c", _UNPACK, site, *remote]
     res = dev.link.run(argv, timeout_s=max(1800.0, dev.target.command_timeout_s))
     if not res.ok:
         tail = (res.stderr.strip().splitlines() or [f"status {res.exit_code}"])[-1]
-        raise BoardSetupError(f"{dev.name}: installing the wheels failed: {tail}",
-                              hint=f"run `edgecal board check {dev.name}` (disk space?)")
+        raise BoardSetupError(
+            f"{dev.name}: installing the wheels failed: {tail}",
+            hint=f"run `edgecal board check {dev.name}` (disk space?)",
+        )
 
 
-def provision(dev: SshDevice, board: Board, *, wheel_dir: Path | None = None,
-              force: bool = False, say: Callable[[str], None] = log.info) -> bool:
+def provision(
+    dev: SshDevice,
+    board: Board,
+    *,
+    wheel_dir: Path | None = None,
+    force: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> bool:
     """Install numpy + ncnn under the board's work directory.  False: nothing to do."""
     facts = dev.probe()
     if facts.python is None:
-        raise BoardSetupError(f"{board.name}: no usable Python: {facts.python_error}",
-                              hint="install python3 (>= 3.9) on the board; provision installs "
-                                   "only numpy and ncnn")
+        raise BoardSetupError(
+            f"{board.name}: no usable Python: {facts.python_error}",
+            hint="install python3 (>= 3.9) on the board; provision installs only numpy and ncnn",
+        )
     if facts.python_version < MIN_PYTHON:
-        raise BoardSetupError(f"{board.name}: Python {facts.python} is too old for the agent",
-                              hint="install python3 >= 3.9 on the board and set `python = ...`"
-                                   " in the boards file")
+        raise BoardSetupError(
+            f"{board.name}: Python {facts.python} is too old for the agent",
+            hint="install python3 >= 3.9 on the board and set `python = ...` in the boards file",
+        )
     pins = host_pins()
     if not force and all(facts.get(p) == v for p, v in pins.items()):
         say(f"{board.name}: numpy {pins['numpy']} and ncnn {pins['ncnn']} already import")
         return False
-    say(f"{board.name}: {facts.get('machine')}, Python {facts.python}, "
-        f"{' '.join(facts.get('libc') or [])}, pip {'yes' if facts.get('pip') else 'no'}")
+    say(
+        f"{board.name}: {facts.get('machine')}, Python {facts.python}, "
+        f"{' '.join(facts.get('libc') or [])}, pip {'yes' if facts.get('pip') else 'no'}"
+    )
     folder = (wheel_dir or DEFAULT_WHEEL_CACHE).expanduser()
     wheels = download_wheels(facts, pins, folder, say)
     pushed0 = dev.bytes_pushed
@@ -169,9 +212,14 @@ def provision(dev: SshDevice, board: Board, *, wheel_dir: Path | None = None,
     return True
 
 
-def provision_board(board: Board, *, wheel_dir: Path | None = None, force: bool = False,
-                    accept_new_host_key: bool = False,
-                    say: Callable[[str], None] = log.info) -> None:
+def provision_board(
+    board: Board,
+    *,
+    wheel_dir: Path | None = None,
+    force: bool = False,
+    accept_new_host_key: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> None:
     from edgecal.boards.open import open_board
 
     with open_board(board, accept_new_host_key=accept_new_host_key) as dev:

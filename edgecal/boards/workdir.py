@@ -13,30 +13,42 @@ import posixpath
 
 from edgecal.errors import ConfigError
 
-_HINT = ("use a folder of its own, e.g. workdir = \".cache/edgecal\" (relative to the board "
-         "user's home), or an absolute folder below `workdir_root = \"/some/root\"`")
+_HINT = (
+    'use a folder of its own, e.g. workdir = ".cache/edgecal" (relative to the board '
+    'user\'s home), or an absolute folder below `workdir_root = "/some/root"`'
+)
 
 
 def check_workdir_setting(workdir: str, root: str | None, where: str) -> None:
     """``ConfigError`` unless ``workdir`` names a folder of its own: not empty, ``/``, ``.``,
     ``~`` or anything that normalises to them, no ``..`` or NUL; an absolute one inside
     ``root`` when a root is given.  ``root``: absolute, not ``/``."""
-    if root is not None and ("\x00" in root or not root.startswith("/")
-                             or posixpath.normpath(root) in ("/", "//")):
-        raise ConfigError(f"{where}: key 'workdir_root' {root!r} must be an absolute folder "
-                              "other than /", hint=_HINT)
+    if root is not None and (
+        "\x00" in root or not root.startswith("/") or posixpath.normpath(root) in ("/", "//")
+    ):
+        raise ConfigError(
+            f"{where}: key 'workdir_root' {root!r} must be an absolute folder other than /",
+            hint=_HINT,
+        )
     text = workdir[2:] if workdir.startswith("~/") else workdir
     parts = text.split("/")
     if not text or "\x00" in text or ".." in parts or text == "~" or text.startswith("~"):
-        raise ConfigError(f"{where}: key 'workdir' {workdir!r} must be a folder of its own "
-                          "(not empty, '~', or with '..')", hint=_HINT)
+        raise ConfigError(
+            f"{where}: key 'workdir' {workdir!r} must be a folder of its own "
+            "(not empty, '~', or with '..')",
+            hint=_HINT,
+        )
     norm = posixpath.normpath(text)
     if norm in (".", "/", "//"):
-        raise ConfigError(f"{where}: key 'workdir' {workdir!r} is the home folder or the file "
-                          "system root; the agent deletes old job folders in its work "
-                          "directory", hint=_HINT)
+        raise ConfigError(
+            f"{where}: key 'workdir' {workdir!r} is the home folder or the file "
+            "system root; the agent deletes old job folders in its work "
+            "directory",
+            hint=_HINT,
+        )
     if root is not None and norm.startswith("/"):
         real_root = posixpath.normpath(root)
         if not (norm == real_root or norm.startswith(real_root.rstrip("/") + "/")):
-            raise ConfigError(f"{where}: key 'workdir' {workdir!r} is outside 'workdir_root' "
-                              f"{root!r}", hint=_HINT)
+            raise ConfigError(
+                f"{where}: key 'workdir' {workdir!r} is outside 'workdir_root' {root!r}", hint=_HINT
+            )

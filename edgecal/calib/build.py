@@ -99,5 +99,6 @@ def build_table(
             result.warnings.append(
                 f"table line {key} holds {len(bad)} scale(s) that are not finite and > 0 "
                 f"(first: value {bad[0][0] + 1}, {format_value(bad[0][1])}); `edgecal quantize` "
-                "refuses this line, keep the layer in float (--keep-fp32) or fix its cause")
+                "refuses this line, keep the layer in float (--keep-fp32) or fix its cause"
+            )
     return result

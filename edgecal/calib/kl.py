@@ -136,9 +136,7 @@ def _tails(h: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.add.accumulate(block, axis=1)[:, -1]
 
 
-def _distributions(
-    h: np.ndarray, g: _Block
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _distributions(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bit-exact float32 ``eps + h`` (1 x width), E (rows x width) and P[t-1] (rows).
 
     Columns k >= t of a row hold finite junk: callers read sums at column t-1 only.
@@ -217,8 +215,16 @@ class _Screen:
     def nbytes(self) -> int:
         return sum(
             a.nbytes
-            for a in (self.ts, self.floor, self.frac, self.nfull_eps, self.nfull_err,
-                      self.inv_npb, self.npb_floor, self.log_table)
+            for a in (
+                self.ts,
+                self.floor,
+                self.frac,
+                self.nfull_eps,
+                self.nfull_err,
+                self.inv_npb,
+                self.npb_floor,
+                self.log_table,
+            )
         )
 
 
@@ -366,8 +372,7 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nz = np.concatenate([[0], np.cumsum(h != 0)])
     nnz_tail = nz[NUM_BINS] - nz[ts]  # nonzero h_k, k >= t: roundings of the tail sum
     a_e = _gamma(s.npb_floor + 6.0)  # E: Q's <= floor(npb)+2 terms, product, sums, division
-    b_c = _c_bound(tf, value, b_screen, a_e, nnz_tail, sw, cum[ts], max_qs + d_cdf,
-                   p_tail, t_tail)
+    b_c = _c_bound(tf, value, b_screen, a_e, nnz_tail, sw, cum[ts], max_qs + d_cdf, p_tail, t_tail)
     bound = (b_screen + b_c) * (1.0 + 1e-3) + 1e-30
 
     # t = 128: npb = 1, so E[k] = P[k] for k < 127 and logf(1) = 0: one term, no rounded sum
@@ -407,6 +412,7 @@ def _c_bound(
     d_t = c_t * s_abs + c_p * sw + c_tt * (np.abs(t_tail) + b_screen) + c_pt * p_tail
     partial = kl_abs + max_qs + d_t + _gamma(tf) * (s_abs + d_t)  # >= every |partial sum|
     return d_t + u * (tf - 1.0) * partial
+
 
 def _blocks() -> list[_Block]:
     """The exact layout of all candidates (about 40 MB): built per call, never cached."""
@@ -468,5 +474,3 @@ def kl_best_bin(counts: np.ndarray) -> int:
 def threshold_from_bin(best_bin: int, absmax: float | np.float32) -> np.float32:
     """``(best + 0.5f) * absmax / 2048`` in float32, in that order."""
     return _F32(_F32(_F32(best_bin) + _F32(0.5)) * _F32(absmax)) / _F32(NUM_BINS)
-
-

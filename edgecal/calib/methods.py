@@ -54,5 +54,6 @@ def parse_method(value: str) -> Method:
     try:
         return Method(value)
     except ValueError:
-        raise CalibrationError(f"unknown calibration method {value!r}",
-                               hint=METHOD_NAMES_TEXT) from None
+        raise CalibrationError(
+            f"unknown calibration method {value!r}", hint=METHOD_NAMES_TEXT
+        ) from None

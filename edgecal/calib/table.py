@@ -65,8 +65,11 @@ def parse_float32(token: str) -> np.float32:
     guess = np.float32(float(text))
     if not np.isfinite(guess):
         return guess
-    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
-                  np.nextafter(guess, np.float32(np.inf))]
+    candidates = [
+        np.nextafter(guess, np.float32(-np.inf)),
+        guess,
+        np.nextafter(guess, np.float32(np.inf)),
+    ]
     best = min(
         candidates,
         key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1),

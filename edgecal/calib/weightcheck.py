@@ -19,10 +19,13 @@ from edgecal.ncnnfmt.param import Layer
 
 #: The weight records whose values set int8 scales, per layer type.
 SCALED_RECORDS = {
-    "Convolution": ("weight",), "ConvolutionDepthWise": ("weight",), "InnerProduct": ("weight",),
+    "Convolution": ("weight",),
+    "ConvolutionDepthWise": ("weight",),
+    "InnerProduct": ("weight",),
     "Embed": ("weight",),
     "MultiHeadAttention": ("q_weight", "k_weight", "v_weight", "out_weight"),
-    "RNN": ("weight_xc", "weight_hc"), "LSTM": ("weight_xc", "weight_hc"),
+    "RNN": ("weight_xc", "weight_hc"),
+    "LSTM": ("weight_xc", "weight_hc"),
     "GRU": ("weight_xc", "weight_hc"),
 }
 
@@ -45,20 +48,26 @@ def nonfinite_weights(layer: Layer, weights: Mapping[str, Any]) -> list[str]:
         n_inf = int(np.count_nonzero(bad)) - n_nan
         first = int(np.flatnonzero(bad)[0])
         what = ", ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "inf")) if n)
-        found.append(f"layer {layer.name!r} ({layer.type}): {name!r} holds {what} "
-                     f"(first at element {first}, value {flat[first]})")
+        found.append(
+            f"layer {layer.name!r} ({layer.type}): {name!r} holds {what} "
+            f"(first at element {first}, value {flat[first]})"
+        )
     return found
 
 
-def refuse_nonfinite_weights(layers: Iterable[tuple[Layer, Mapping[str, Any]]],
-                             model: str) -> None:
+def refuse_nonfinite_weights(layers: Iterable[tuple[Layer, Mapping[str, Any]]], model: str) -> None:
     """Raise :class:`CalibrationError` naming ``model`` and every layer whose scaled weights
     hold NaN or inf."""
-    lines = [line for layer, w in layers if layer.type in (*CALIBRATED_TYPES, *STATIC_TYPES)
-             for line in nonfinite_weights(layer, w)]
+    lines = [
+        line
+        for layer, w in layers
+        if layer.type in (*CALIBRATED_TYPES, *STATIC_TYPES)
+        for line in nonfinite_weights(layer, w)
+    ]
     if lines:
         raise CalibrationError(
             f"{model}: weights are NaN or inf, no int8 scale can represent them "
             f"(ncnn2table would write scale 0 or ignore them):\n  " + "\n  ".join(lines),
             hint="fix the model's weights (re-export it, or check the training run); the fp32 "
-            "model already computes NaN/inf at those layers")
+            "model already computes NaN/inf at those layers",
+        )

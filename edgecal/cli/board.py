@@ -13,8 +13,12 @@ def cmd_board_check(args: argparse.Namespace) -> int:
     """Every board checked in parallel; reports printed in the order given, each as soon as
     it and those before it are done."""
     reports = []
-    for r in check_boards(args.hosts, boards_path=args.boards, golden=args.golden,
-                          accept_new_host_key=args.accept_new_host_key):
+    for r in check_boards(
+        args.hosts,
+        boards_path=args.boards,
+        golden=args.golden,
+        accept_new_host_key=args.accept_new_host_key,
+    ):
         reports.append(r)
         if not args.json:
             sys.stdout.write("\n".join(r.lines()) + "\n")
@@ -33,14 +37,21 @@ def cmd_board_provision(args: argparse.Namespace) -> int:
         sys.stderr.write(f"edgecal: {text}\n")
 
     status = 0
-    for report in provision_boards(args.hosts, boards_path=args.boards, wheels=args.wheels,
-                                   force=args.force,
-                                   accept_new_host_key=args.accept_new_host_key, say=say):
+    for report in provision_boards(
+        args.hosts,
+        boards_path=args.boards,
+        wheels=args.wheels,
+        force=args.force,
+        accept_new_host_key=args.accept_new_host_key,
+        say=say,
+    ):
         sys.stdout.write("\n".join(report.lines()) + "\n")
         if not report.ok:
             p = report.problems[0]
-            sys.stderr.write(f"edgecal: error: {report.board}: still not ready after "
-                             f"provisioning: {p.what} (fix: {p.fix})\n")
+            sys.stderr.write(
+                f"edgecal: error: {report.board}: still not ready after "
+                f"provisioning: {p.what} (fix: {p.fix})\n"
+            )
             status = 1
     return status
 
@@ -50,24 +61,41 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     bsub = p.add_subparsers(dest="board_command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("hosts", nargs="+", metavar="HOST",
-                       help="board name of the boards file, or user@host[:port]")
-        q.add_argument("--boards", default=None, metavar="FILE",
-                       help="boards file (default: $EDGECAL_BOARDS)")
-        q.add_argument("--accept-new-host-key", action="store_true",
-                       help="accept and record an unknown SSH host key (never a changed one)")
+        q.add_argument(
+            "hosts",
+            nargs="+",
+            metavar="HOST",
+            help="board name of the boards file, or user@host[:port]",
+        )
+        q.add_argument(
+            "--boards", default=None, metavar="FILE", help="boards file (default: $EDGECAL_BOARDS)"
+        )
+        q.add_argument(
+            "--accept-new-host-key",
+            action="store_true",
+            help="accept and record an unknown SSH host key (never a changed one)",
+        )
 
-    q = bsub.add_parser("check", help="Python, numpy, ncnn, CPU, memory, disk, agent; "
-                                      "each problem with its fix (boards in parallel)")
+    q = bsub.add_parser(
+        "check",
+        help="Python, numpy, ncnn, CPU, memory, disk, agent; "
+        "each problem with its fix (boards in parallel)",
+    )
     common(q)
     q.add_argument("--json", action="store_true")
-    q.add_argument("--golden", action="store_true",
-                   help="also run a small reference model on each board and compare its "
-                        "outputs with this machine's (a board computing wrong results fails)")
+    q.add_argument(
+        "--golden",
+        action="store_true",
+        help="also run a small reference model on each board and compare its "
+        "outputs with this machine's (a board computing wrong results fails)",
+    )
     q.set_defaults(func=cmd_board_check)
     q = bsub.add_parser("provision", help="install numpy + ncnn on a board without internet")
     common(q)
-    q.add_argument("--wheels", metavar="DIR",
-                   help="folder of wheels to use/fill (default: ~/.cache/edgecal/wheels)")
+    q.add_argument(
+        "--wheels",
+        metavar="DIR",
+        help="folder of wheels to use/fill (default: ~/.cache/edgecal/wheels)",
+    )
     q.add_argument("--force", action="store_true", help="reinstall even if they import")
     q.set_defaults(func=cmd_board_provision)

@@ -27,33 +27,52 @@ from edgecal_agent.messages import RUNTIMES
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("calibrate", help="write an ncnn calibration table (one device or a "
-                       "fleet; resumable)")
+    p = sub.add_parser(
+        "calibrate", help="write an ncnn calibration table (one device or a fleet; resumable)"
+    )
     p.add_argument("param", nargs="?", default=None, metavar="MODEL.param")
     p.add_argument("bin", nargs="?", default=None, metavar="MODEL.bin")
     add_inputs(p, multi_device=True)
-    p.add_argument("--group", metavar="NAME",
-                   help="the boards of this group of the boards file (a fleet)")
+    p.add_argument(
+        "--group", metavar="NAME", help="the boards of this group of the boards file (a fleet)"
+    )
     p.add_argument("--method", choices=METHOD_NAMES, default=Method.KL.value)
     p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
     p.add_argument("--out", "-o", help="table file to write")
     p.add_argument("--histograms-out", help="also save the merged histograms (.npz)")
     p.add_argument("--allow-zero-blobs", action="store_true")
-    p.add_argument("--run-dir", metavar="DIR",
-                   help="keep the manifest and every shard's answer here (default: a "
-                        "temporary folder, kept only if the run fails)")
-    p.add_argument("--resume", metavar="DIR",
-                   help="finish the run of this run directory (model, images and options come "
-                        "from its manifest; --device may name other boards)")
-    p.add_argument("--mixed-boards", action="store_true",
-                   help="allow boards of different profiles in one run (their activations "
-                        "differ, so the table is a blend)")
-    p.add_argument("--golden", action="store_true",
-                   help="first run a small reference model on every board and leave out a "
-                        "board whose results differ from this machine's")
-    p.add_argument("--retries", type=int, default=RetryPolicy().attempts, metavar="N",
-                   help=f"tries per shard on a board before the board is given up and its "
-                        f"shards go to the others (default {RetryPolicy().attempts})")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="keep the manifest and every shard's answer here (default: a "
+        "temporary folder, kept only if the run fails)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish the run of this run directory (model, images and options come "
+        "from its manifest; --device may name other boards)",
+    )
+    p.add_argument(
+        "--mixed-boards",
+        action="store_true",
+        help="allow boards of different profiles in one run (their activations "
+        "differ, so the table is a blend)",
+    )
+    p.add_argument(
+        "--golden",
+        action="store_true",
+        help="first run a small reference model on every board and leave out a "
+        "board whose results differ from this machine's",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=RetryPolicy().attempts,
+        metavar="N",
+        help=f"tries per shard on a board before the board is given up and its "
+        f"shards go to the others (default {RetryPolicy().attempts})",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate, lists=[])
 
@@ -63,11 +82,14 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 def devices_from_options(args: argparse.Namespace) -> Devices:
     """``--device``/``--group``/``--boards`` and their flags as :class:`Devices`."""
-    return Devices.of(getattr(args, "device", None), group=getattr(args, "group", None),
-                      boards=getattr(args, "boards", None),
-                      accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                      mixed_boards=bool(getattr(args, "mixed_boards", False)),
-                      golden=bool(getattr(args, "golden", False)))
+    return Devices.of(
+        getattr(args, "device", None),
+        group=getattr(args, "group", None),
+        boards=getattr(args, "boards", None),
+        accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+        mixed_boards=bool(getattr(args, "mixed_boards", False)),
+        golden=bool(getattr(args, "golden", False)),
+    )
 
 
 def layer_lines(result: Calibration) -> list[str]:
@@ -78,31 +100,55 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     json_out = [Output("--json", "-", text=True)] if args.json else []
     with ProgressBars(enabled=not args.quiet) as bars:
         if args.resume:
-            given = [name for name, v in (("MODEL", args.param), ("--images/--npy", args.lists),
-                                          ("--out", args.out), ("--run-dir", args.run_dir)) if v]
+            given = [
+                name
+                for name, v in (
+                    ("MODEL", args.param),
+                    ("--images/--npy", args.lists),
+                    ("--out", args.out),
+                    ("--run-dir", args.run_dir),
+                )
+                if v
+            ]
             if given:
-                raise UsageError(f"--resume takes the model, samples and outputs from the run; "
-                                 f"do not give {', '.join(given)}",
-                                 hint="give only --resume RUN [--device …]")
-            result = resume(args.resume, devices=devices_from_options(args),
-                            retries=args.retries, progress=bars.task, say=say_on_stderr(),
-                            command=command_line(args), also_writes=json_out)
+                raise UsageError(
+                    f"--resume takes the model, samples and outputs from the run; "
+                    f"do not give {', '.join(given)}",
+                    hint="give only --resume RUN [--device …]",
+                )
+            result = resume(
+                args.resume,
+                devices=devices_from_options(args),
+                retries=args.retries,
+                progress=bars.task,
+                say=say_on_stderr(),
+                command=command_line(args),
+                also_writes=json_out,
+            )
         else:
             if args.param is None or args.bin is None:
                 raise UsageError("give the model (MODEL.param MODEL.bin), or --resume RUN")
             if not args.out:
                 raise UsageError("give --out TABLE (the table file to write)")
             if not args.lists:
-                raise UsageError("give the calibration samples: --images LIST|DIR (or --npy "
-                                 "LIST)")
+                raise UsageError("give the calibration samples: --images LIST|DIR (or --npy LIST)")
             result = calibrate(
-                (args.param, args.bin), inputs_from_args(args, (args.param, args.bin)),
+                (args.param, args.bin),
+                inputs_from_args(args, (args.param, args.bin)),
                 out=args.out,
-                method=args.method, devices=devices_from_options(args), runtime=args.runtime,
-                threads=args.threads, histograms_out=args.histograms_out,
-                run_dir=args.run_dir, allow_zero_blobs=args.allow_zero_blobs,
-                retries=args.retries, progress=bars.task, say=say_on_stderr(),
-                command=command_line(args), also_writes=json_out)
+                method=args.method,
+                devices=devices_from_options(args),
+                runtime=args.runtime,
+                threads=args.threads,
+                histograms_out=args.histograms_out,
+                run_dir=args.run_dir,
+                allow_zero_blobs=args.allow_zero_blobs,
+                retries=args.retries,
+                progress=bars.task,
+                say=say_on_stderr(),
+                command=command_line(args),
+                also_writes=json_out,
+            )
     for w in result.warnings:
         err(f"edgecal: warning: {w}")
     if len(result.fleet) > 1 or any(a["retried"] or a["lost"] for a in result.fleet):
@@ -114,10 +160,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for line in layer_lines(result):
             err(line)
         for r in result.eq:
-            err(f"eq {r.layer}: single-layer cosine {r.cosine_kl:.6f} (kl) -> "
-                f"{r.cosine_eq:.6f}")
-        print(f"wrote {result.table_path} ({result.method}, {result.n_samples} samples)",
-              file=sys.stderr if result.table_path == "-" else sys.stdout)
+            err(f"eq {r.layer}: single-layer cosine {r.cosine_kl:.6f} (kl) -> {r.cosine_eq:.6f}")
+        print(
+            f"wrote {result.table_path} ({result.method}, {result.n_samples} samples)",
+            file=sys.stderr if result.table_path == "-" else sys.stdout,
+        )
     return 0
 
 
@@ -126,7 +173,18 @@ def fleet_lines(accounts: Sequence[dict[str, Any]]) -> list[str]:
 
     return table_lines(
         ("board", "shards", "samples", "retried", "taken over", "collected", "busy s", "state"),
-        [(a["board"], a["shards"], a["samples"], a["retried"], a["reassigned"], a["collected"],
-          f"{a['seconds']:.1f}", f"LOST: {a['lost']}" if a["lost"] else "ok")
-         for a in accounts],
-        right=range(1, 7))
+        [
+            (
+                a["board"],
+                a["shards"],
+                a["samples"],
+                a["retried"],
+                a["reassigned"],
+                a["collected"],
+                f"{a['seconds']:.1f}",
+                f"LOST: {a['lost']}" if a["lost"] else "ok",
+            )
+            for a in accounts
+        ],
+        right=range(1, 7),
+    )

@@ -58,8 +58,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         return run_validation(args)
 
     fresh = validate_now if getattr(args, "param", None) or getattr(args, "device", None) else None
-    report = check(args.results, baseline=args.baseline, thresholds=th, validation=fresh,
-                   json_out=args.json_out, junit=args.junit)
+    report = check(
+        args.results,
+        baseline=args.baseline,
+        thresholds=th,
+        validation=fresh,
+        json_out=args.json_out,
+        junit=args.junit,
+    )
     if args.json:
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
     else:
@@ -71,21 +77,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def failure_summary(report: GateReport) -> str:
-    return (f"{len(report.failures)} of {len(report.rows)} checks on "
-            f"{'board' if len(report.failed_boards) == 1 else 'boards'} "
-            f"{', '.join(report.failed_boards)}")
+    return (
+        f"{len(report.failures)} of {len(report.rows)} checks on "
+        f"{'board' if len(report.failed_boards) == 1 else 'boards'} "
+        f"{', '.join(report.failed_boards)}"
+    )
 
 
 def _option_taken(p: argparse.ArgumentParser, opt: str) -> bool:
     return any(opt in a.option_strings for a in p._actions)
 
 
-def add_check_command(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
-                      add_validation_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_check_command(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_validation_args: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser(
-        "check", help="regression gate: validation figures vs floors and/or a baseline "
-                      f"(exit {GATE_FAILED} on a regression, 1/2 on an error; JUnit/JSON "
-                      "reports)")
+        "check",
+        help="regression gate: validation figures vs floors and/or a baseline "
+        f"(exit {GATE_FAILED} on a regression, 1/2 on an error; JUnit/JSON "
+        "reports)",
+    )
     add_validation_args(p)
 
     def opt(*names: str, **kw: Any) -> None:
@@ -93,29 +105,69 @@ def add_check_command(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
         if not any(_option_taken(p, n) for n in names):
             p.add_argument(*names, **kw)
 
-    opt("--baseline", metavar="FILE|RUN_DIR",
-        help="figures to compare with (`edgecal validate --save-baseline FILE`)")
-    opt("--results", nargs="+", action="extend", default=[], metavar="FILE|RUN_DIR",
-        help="gate these saved figures instead of validating now (several: merged by board)")
+    opt(
+        "--baseline",
+        metavar="FILE|RUN_DIR",
+        help="figures to compare with (`edgecal validate --save-baseline FILE`)",
+    )
+    opt(
+        "--results",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE|RUN_DIR",
+        help="gate these saved figures instead of validating now (several: merged by board)",
+    )
     opt("--min-accuracy", type=float, metavar="FRACTION", help="int8 top-1 floor, e.g. 0.95")
-    opt("--min-agreement", type=float, metavar="FRACTION",
-        help="int8 vs fp32 top-1 agreement floor, e.g. 0.98")
+    opt(
+        "--min-agreement",
+        type=float,
+        metavar="FRACTION",
+        help="int8 vs fp32 top-1 agreement floor, e.g. 0.98",
+    )
     opt("--min-cosine", type=float, metavar="COS", help="output cosine (mean) floor")
-    opt("--max-accuracy-drop", type=float, metavar="POINTS",
-        help="most int8 may lose vs fp32 accuracy on this run, in points")
-    opt("--tol-accuracy", type=float, default=0.5, metavar="POINTS",
-        help="allowed accuracy loss vs the baseline (default 0.5 points)")
-    opt("--tol-agreement", type=float, default=0.5, metavar="POINTS",
-        help="allowed agreement loss vs the baseline (default 0.5 points)")
-    opt("--tol-cosine", type=float, default=0.001,
-        help="allowed output cosine loss vs the baseline (default 0.001)")
-    opt("--tol-layer-cosine", type=float, default=0.005,
-        help="allowed per-layer cosine loss vs the baseline (default 0.005)")
+    opt(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="most int8 may lose vs fp32 accuracy on this run, in points",
+    )
+    opt(
+        "--tol-accuracy",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="allowed accuracy loss vs the baseline (default 0.5 points)",
+    )
+    opt(
+        "--tol-agreement",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="allowed agreement loss vs the baseline (default 0.5 points)",
+    )
+    opt(
+        "--tol-cosine",
+        type=float,
+        default=0.001,
+        help="allowed output cosine loss vs the baseline (default 0.001)",
+    )
+    opt(
+        "--tol-layer-cosine",
+        type=float,
+        default=0.005,
+        help="allowed per-layer cosine loss vs the baseline (default 0.005)",
+    )
     opt("--no-layer-checks", action="store_true", help="no per-layer cosine checks")
-    opt("--require-speedup", action="store_true",
-        help="int8 must be faster than fp32 on each board")
-    opt("--min-speedup", type=float, metavar="X",
-        help="fp32/int8 latency at least this (implies --require-speedup)")
+    opt(
+        "--require-speedup", action="store_true", help="int8 must be faster than fp32 on each board"
+    )
+    opt(
+        "--min-speedup",
+        type=float,
+        metavar="X",
+        help="fp32/int8 latency at least this (implies --require-speedup)",
+    )
     opt("--json-out", metavar="FILE", help="also write the report as JSON")
     opt("--junit", metavar="FILE", help="also write the report as JUnit XML (for CI)")
     opt("--json", action="store_true", help="print the report as JSON")

@@ -13,8 +13,9 @@ def default_note(action: argparse.Action) -> str | None:
     d = action.default
     if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d):
         return None
-    if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
-                           argparse._SubParsersAction)):
+    if isinstance(
+        action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+    ):
         return None
     if "default" in (action.help or "").lower():
         return None

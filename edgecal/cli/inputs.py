@@ -15,20 +15,29 @@ from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import ImageInput, TensorInput, input_specs
 
 
-def _model_first(model: tuple[str, str] | None, args: argparse.Namespace, where: str, *,
-                 lists: bool) -> None:
+def _model_first(
+    model: tuple[str, str] | None, args: argparse.Namespace, where: str, *, lists: bool
+) -> None:
     """Before an option's error, the model's own (it does not load) and, with ``lists``, that
     of the number of lists (not one per model input): as the command checks them first."""
     if model is None:
         return
     m = load_model(Path(model[0]), Path(model[1]))
     if lists:
-        input_specs(str(m.param_path), m.input_blobs, [TensorInput(p) for _, p in args.lists],
-                    where)
+        input_specs(
+            str(m.param_path), m.input_blobs, [TensorInput(p) for _, p in args.lists], where
+        )
 
 
-def check_option_counts(kinds: Sequence[str], *, mean: Sequence[Any], norm: Sequence[Any],
-                        pixel: Sequence[Any], shape: Sequence[Any], where: str = "") -> None:
+def check_option_counts(
+    kinds: Sequence[str],
+    *,
+    mean: Sequence[Any],
+    norm: Sequence[Any],
+    pixel: Sequence[Any],
+    shape: Sequence[Any],
+    where: str = "",
+) -> None:
     """Per-input options given once per image input (``--mean``, ``--norm``, ``--pixel``) or
     once per input (``--shape``)."""
     n_img = sum(1 for k in kinds if k == "image")
@@ -45,9 +54,15 @@ def check_option_counts(kinds: Sequence[str], *, mean: Sequence[Any], norm: Sequ
         )
 
 
-def make_inputs(lists: Sequence[tuple[str, str]], *, mean: Sequence[tuple[float, ...]],
-                norm: Sequence[tuple[float, ...]], shape: Sequence[tuple[int, ...]],
-                pixel: Sequence[str], where: str = "") -> list[ImageInput | TensorInput]:
+def make_inputs(
+    lists: Sequence[tuple[str, str]],
+    *,
+    mean: Sequence[tuple[float, ...]],
+    norm: Sequence[tuple[float, ...]],
+    shape: Sequence[tuple[int, ...]],
+    pixel: Sequence[str],
+    where: str = "",
+) -> list[ImageInput | TensorInput]:
     """One input description per ``(kind, list)``, the per-input options in input order."""
     kinds = [kind for kind, _ in lists]
     check_option_counts(kinds, mean=mean, norm=norm, pixel=pixel, shape=shape, where=where)
@@ -58,15 +73,22 @@ def make_inputs(lists: Sequence[tuple[str, str]], *, mean: Sequence[tuple[float,
         if kind == "npy":
             out.append(TensorInput(path, shape=shp))
             continue
-        out.append(ImageInput(path, pixel=pixel[img] if pixel else None,
-                              mean=mean[img] if mean else None,
-                              norm=norm[img] if norm else None, shape=shp))
+        out.append(
+            ImageInput(
+                path,
+                pixel=pixel[img] if pixel else None,
+                mean=mean[img] if mean else None,
+                norm=norm[img] if norm else None,
+                shape=shp,
+            )
+        )
         img += 1
     return out
 
 
-def inputs_from_args(args: argparse.Namespace, model: tuple[str, str] | None = None,
-                     where: str = "") -> list[ImageInput | TensorInput]:
+def inputs_from_args(
+    args: argparse.Namespace, model: tuple[str, str] | None = None, where: str = ""
+) -> list[ImageInput | TensorInput]:
     """One input per ``--images``/``--npy``, in the order given, with its share of the
     per-image-input options (each given once per image input, or not at all) and of
     ``--shape`` (once per input, or not at all).  With the ``model``'s files, an option count
@@ -79,8 +101,9 @@ def inputs_from_args(args: argparse.Namespace, model: tuple[str, str] | None = N
         _model_first(model, args, where, lists=False)
         raise
     try:
-        return make_inputs(args.lists, mean=mean, norm=norm, shape=shape,
-                           pixel=list(args.pixel), where=where)
+        return make_inputs(
+            args.lists, mean=mean, norm=norm, shape=shape, pixel=list(args.pixel), where=where
+        )
     except UsageError:
         _model_first(model, args, where, lists=True)
         raise

@@ -16,8 +16,11 @@ QUIET_LOGGERS = ("invoke", "fabric", "paramiko")
 
 
 def configure_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="edgecal: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="edgecal: %(message)s",
+        stream=sys.stderr,
+    )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if not debug:

@@ -43,18 +43,19 @@ SUCCESS_LINE = (
 
 DROPIN_HELP = {
     "ncnn2table": "ncnn2table's own: PARAM BIN [LIST[,LIST...]] TABLE [mean=[...]] "
-                  "[norm=[...]] [shape=[w,h,c]] [pixel=BGR|RGB|GRAY|...] [thread=N] (default: "
-                  "every core) [method=kl|aciq|eq] (default: kl) [type=0|1] (default: 0, image "
-                  "lists); without a LIST, a weight-only table",
+    "[norm=[...]] [shape=[w,h,c]] [pixel=BGR|RGB|GRAY|...] [thread=N] (default: "
+    "every core) [method=kl|aciq|eq] (default: kl) [type=0|1] (default: 0, image "
+    "lists); without a LIST, a weight-only table",
     "ncnn2int8": "ncnn2int8's own: INPARAM INBIN OUTPARAM OUTBIN [TABLE] (default: no table, "
-                 "as ncnn2int8: weights stored as fp16, only Gemm and SDPA quantized)",
+    "as ncnn2int8: weights stored as fp16, only Gemm and SDPA quantized)",
 }
 DROPIN_OPTIONS = ("--device", "--runtime", "--boards")
 DROPIN_FLAGS = ("--accept-new-host-key",)
 
 
-def _pop_options(args: argparse.Namespace, names: Sequence[str],
-                 flags: Sequence[str] = DROPIN_FLAGS) -> list[str]:
+def _pop_options(
+    args: argparse.Namespace, names: Sequence[str], flags: Sequence[str] = DROPIN_FLAGS
+) -> list[str]:
     """Take ``--device X`` style options (and ``flags``) from anywhere in a drop-in's
     ncnn-style argument list."""
     rest: list[str] = []
@@ -80,23 +81,30 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
     for w in a.warnings:
         err(f"edgecal: warning: {w}")
     outs = [Output("table", a.table, text=True)]
-    ins = [*input_paths("param", [a.param]), *input_paths("bin", [a.bin]),
-           *input_paths("list", a.lists or [])]
+    ins = [
+        *input_paths("param", [a.param]),
+        *input_paths("bin", [a.bin]),
+        *input_paths("list", a.lists or []),
+    ]
     check_outputs(outs, ins)  # before any work
     model = load_model(Path(a.param), Path(a.bin))
     if a.lists is None:
         weight_table(model, method=a.method, out=a.table)
         if model.calibrated_layers:
-            err("warning: calibration dataset not provided, skip activation calibration and "
-                "generate weight-only table")
+            err(
+                "warning: calibration dataset not provided, skip activation calibration and "
+                "generate weight-only table"
+            )
         return 0
     n_in = len(model.input_blobs)
     kind = "npy" if a.type == 1 else "image"
     if a.type == 0:
         for name, values in (("means", a.mean), ("norms", a.norm), ("pixels", a.pixel)):
             if len(values) != n_in:
-                raise UsageError(f"expect {n_in} {name}, but got {len(values)}",
-                                 hint="give one bracket group per input, e.g. mean=[0],[127.5]")
+                raise UsageError(
+                    f"expect {n_in} {name}, but got {len(values)}",
+                    hint="give one bracket group per input, e.g. mean=[0],[127.5]",
+                )
     if len(a.shape) != n_in:
         raise UsageError(f"expect {n_in} shapes, but got {len(a.shape)}")
     where = f" (lists: {','.join(a.lists)})"
@@ -104,23 +112,44 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
         [(kind, p) for p in a.lists],
         mean=[tuple(m) for m in a.mean] if a.type == 0 else [],
         norm=[tuple(m) for m in a.norm] if a.type == 0 else [],
-        shape=[tuple(s) for s in a.shape], pixel=a.pixel if a.type == 0 else [], where=where)
+        shape=[tuple(s) for s in a.shape],
+        pixel=a.pixel if a.type == 0 else [],
+        where=where,
+    )
     input_specs(str(model.param_path), model.input_blobs, inputs, where)  # checked now
     for name, groups in (("mean", a.mean), ("norm", a.norm), ("shape", a.shape)):
         if groups:
-            err(f"{name} = " + ",".join("[" + ",".join(f"{v:f}" if name != "shape" else str(v)
-                                                        for v in g) + "]" for g in groups))
+            err(
+                f"{name} = "
+                + ",".join(
+                    "[" + ",".join(f"{v:f}" if name != "shape" else str(v) for v in g) + "]"
+                    for g in groups
+                )
+            )
     if a.pixel:
         err("pixel = " + ",".join(a.pixel))
     threads = a.thread if a.thread else usable_cores()
     err(f"thread = {threads}\nmethod = {a.method}\n---------------------------------------")
-    devices = Devices.of(args.device, boards=args.boards,
-                         accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                         threads_label="thread={}")
+    devices = Devices.of(
+        args.device,
+        boards=args.boards,
+        accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+        threads_label="thread={}",
+    )
     with ProgressBars(enabled=not args.quiet) as bars:
-        run = calibrate(model, inputs, out=a.table, method=a.method, devices=devices,
-                        runtime=args.runtime, threads=threads, resumable=False,
-                        ncnn_compat=True, progress=bars.task, say=say_on_stderr())
+        run = calibrate(
+            model,
+            inputs,
+            out=a.table,
+            method=a.method,
+            devices=devices,
+            runtime=args.runtime,
+            threads=threads,
+            resumable=False,
+            ncnn_compat=True,
+            progress=bars.task,
+            say=say_on_stderr(),
+        )
     for w in run.warnings:
         err(f"edgecal: warning: {w}")
     for line in layer_lines(run):
@@ -143,46 +172,63 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"quantize {args.in_param} needs --table TABLE: without a table no layer is made "
             "int8 (only the weights are stored as fp16)",
             hint="give --table model.table (from `edgecal calibrate`), or --no-table for "
-                 "what ncnn2int8 does without a table")
-    result = quantize((args.in_param, args.in_bin), args.out_param, args.out_bin,
-                      table=args.table or None, keep_fp32=args.keep_fp32,
-                      ncnn_compat=args.ncnn_compat)
+            "what ncnn2int8 does without a table",
+        )
+    result = quantize(
+        (args.in_param, args.in_bin),
+        args.out_param,
+        args.out_bin,
+        table=args.table or None,
+        keep_fp32=args.keep_fp32,
+        ncnn_compat=args.ncnn_compat,
+    )
     for w in result.warnings:
         err(f"edgecal: warning: {w}")
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"wrote {args.out_param} and {args.out_bin}: {len(result.quantized)} layer(s) "
-              f"int8, {len(result.kept_float)} kept in float"
-              + (f" ({', '.join(result.kept_float)})" if result.kept_float else ""))
+        print(
+            f"wrote {args.out_param} and {args.out_bin}: {len(result.quantized)} layer(s) "
+            f"int8, {len(result.kept_float)} kept in float"
+            + (f" ({', '.join(result.kept_float)})" if result.kept_float else "")
+        )
     return 0
 
 
 def cmd_ncnn2int8(args: argparse.Namespace) -> int:
     rest = _pop_options(args, DROPIN_OPTIONS, (*DROPIN_FLAGS, "--ncnn-compat"))
     if len(rest) not in (4, 5):
-        raise UsageError("usage: edgecal ncnn2int8 [inparam] [inbin] [outparam] [outbin] "
-                         "[calibration table]")
+        raise UsageError(
+            "usage: edgecal ncnn2int8 [inparam] [inbin] [outparam] [outbin] [calibration table]"
+        )
     if rest[1] == "null":
-        raise UsageError("inbin 'null' (random weights) is not supported",
-                         hint="pass the model's real .bin")
-    result = quantize((rest[0], rest[1]), rest[2], rest[3],
-                      table=rest[4] if len(rest) == 5 else None,
-                      ncnn_compat=getattr(args, "ncnn_compat", False))
+        raise UsageError(
+            "inbin 'null' (random weights) is not supported", hint="pass the model's real .bin"
+        )
+    result = quantize(
+        (rest[0], rest[1]),
+        rest[2],
+        rest[3],
+        table=rest[4] if len(rest) == 5 else None,
+        ncnn_compat=getattr(args, "ncnn_compat", False),
+    )
     for w in result.warnings:
         err(f"edgecal: warning: {w}")
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    result = table_from_histograms(args.histograms, method=args.method, param=args.param,
-                                   bin=args.bin, out=args.out)
+    result = table_from_histograms(
+        args.histograms, method=args.method, param=args.param, bin=args.bin, out=args.out
+    )
     for w in result.warnings:
         err(f"edgecal: warning: {w}")
     for info in result.build.per_layer:
         err(format_scale_line(info))
-    print(f"wrote {args.out} ({args.method}, from {args.histograms})",
-          file=sys.stderr if args.out == "-" else sys.stdout)
+    print(
+        f"wrote {args.out} ({args.method}, from {args.histograms})",
+        file=sys.stderr if args.out == "-" else sys.stdout,
+    )
     return 0
 
 
@@ -197,8 +243,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_json([r.to_dict() for r in rows.rows])
     else:
         print(f"a = {a}\nb = {b}")
-        print(render_histogram_diff(rows.histograms) if rows.histograms is not None
-              else render_table_diff(rows.tables or []))
+        print(
+            render_histogram_diff(rows.histograms)
+            if rows.histograms is not None
+            else render_table_diff(rows.tables or [])
+        )
     return 0
 
 
@@ -240,19 +289,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("in_bin")
     p.add_argument("out_param")
     p.add_argument("out_bin")
-    p.add_argument("--table", help="the calibration table (of `edgecal calibrate` or "
-                   "ncnn2table); required unless --no-table")
-    p.add_argument("--no-table", action="store_true",
-                   help="no table, as ncnn2int8 without one: weights stored as fp16, only Gemm "
-                        "and SDPA quantized (an error for Embed, MHA, RNN, LSTM, GRU)")
-    p.add_argument("--keep-fp32", nargs="+", default=[], metavar="LAYER",
-                   help="layers to keep in float (default: none)")
+    p.add_argument(
+        "--table",
+        help="the calibration table (of `edgecal calibrate` or "
+        "ncnn2table); required unless --no-table",
+    )
+    p.add_argument(
+        "--no-table",
+        action="store_true",
+        help="no table, as ncnn2int8 without one: weights stored as fp16, only Gemm "
+        "and SDPA quantized (an error for Embed, MHA, RNN, LSTM, GRU)",
+    )
+    p.add_argument(
+        "--keep-fp32",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="layers to keep in float (default: none)",
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--ncnn-compat", action="store_true",
-                   help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
-                        "exact'); default off: edgecal's safer numbers")
+    p.add_argument(
+        "--ncnn-compat",
+        action="store_true",
+        help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
+        "exact'); default off: edgecal's safer numbers",
+    )
     p.set_defaults(func=cmd_quantize)
-
 
     from edgecal.cli.validate import add_validate_command
 
@@ -325,8 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (Terminated)
         term = isinstance(exc, Terminated)
         note = getattr(exc, "edgecal_note", None)
-        err(f"edgecal: {'terminated' if term else 'interrupted'}"
-             + (f" ({note})" if note else ""))
+        err(f"edgecal: {'terminated' if term else 'interrupted'}" + (f" ({note})" if note else ""))
         return 143 if term else 130
 
 

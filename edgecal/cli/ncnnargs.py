@@ -87,8 +87,9 @@ def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
                 raise UsageError(f"thread={value}: must not be negative")
         elif name == "method":
             if value not in METHOD_NAMES:
-                raise UsageError(f"method={value} not implemented yet !",
-                                 hint=f"use {METHOD_NAMES_TEXT}")
+                raise UsageError(
+                    f"method={value} not implemented yet !", hint=f"use {METHOD_NAMES_TEXT}"
+                )
             args.method = value
         elif name == "type":
             if value not in ("0", "1"):

@@ -41,7 +41,6 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-
 class ListAction(argparse.Action):
     """--images and --npy append (kind, path) to one ordered list: inputs in given order."""
 
@@ -52,35 +51,70 @@ class ListAction(argparse.Action):
 
 
 def add_inputs(p: argparse.ArgumentParser, *, multi_device: bool = False) -> None:
-    p.add_argument("--images", dest="lists", action=ListAction, metavar="LIST|DIR",
-                   help="image list file (one path per line) or folder; once per input")
-    p.add_argument("--npy", dest="lists", action=ListAction, metavar="LIST",
-                   help="list of float32 .npy files, for a tensor input")
-    p.add_argument("--mean", action="append", default=[],
-                   help="per image input, e.g. 104,117,123 (default: 0 for every channel)")
-    p.add_argument("--norm", action="append", default=[],
-                   help="per image input, e.g. 0.017,... (default: 1 for every channel)")
-    p.add_argument("--shape", action="append", default=[],
-                   help="per input: W,H[,C] for images, w,h,(d),c for npy (default: images at "
-                        "their own size, npy files of any shape)")
-    p.add_argument("--pixel", action="append", default=[],
-                   help="BGR|RGB|GRAY|RGBA|BGRA, per image input (default: BGR)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="calibration runtime: agent workers over the images (default 1; on "
-                   "this machine at most one per core); "
-                   "deployed runtime: ncnn threads (default: the board profile's, or all cores)")
+    p.add_argument(
+        "--images",
+        dest="lists",
+        action=ListAction,
+        metavar="LIST|DIR",
+        help="image list file (one path per line) or folder; once per input",
+    )
+    p.add_argument(
+        "--npy",
+        dest="lists",
+        action=ListAction,
+        metavar="LIST",
+        help="list of float32 .npy files, for a tensor input",
+    )
+    p.add_argument(
+        "--mean",
+        action="append",
+        default=[],
+        help="per image input, e.g. 104,117,123 (default: 0 for every channel)",
+    )
+    p.add_argument(
+        "--norm",
+        action="append",
+        default=[],
+        help="per image input, e.g. 0.017,... (default: 1 for every channel)",
+    )
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        help="per input: W,H[,C] for images, w,h,(d),c for npy (default: images at "
+        "their own size, npy files of any shape)",
+    )
+    p.add_argument(
+        "--pixel",
+        action="append",
+        default=[],
+        help="BGR|RGB|GRAY|RGBA|BGRA, per image input (default: BGR)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="calibration runtime: agent workers over the images (default 1; on "
+        "this machine at most one per core); "
+        "deployed runtime: ncnn threads (default: the board profile's, or all cores)",
+    )
     add_device(p, multi=multi_device)
 
 
 def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
-    p.add_argument("--device", default=None, metavar="NAME|USER@HOST[:PORT]|local",
-                   action="append" if multi else "store",
-                   help="where to run: a board of the boards file, user@host[:port] over SSH, "
-                        "or local (default)" + ("; repeat it for several boards" if multi
-                                                else ""))
-    p.add_argument("--boards", default=None, metavar="FILE",
-                   help="boards file (default: $EDGECAL_BOARDS)")
-    p.add_argument("--accept-new-host-key", action="store_true",
-                   help="accept and record a board's unknown SSH host key (never a changed one)")
-
-
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME|USER@HOST[:PORT]|local",
+        action="append" if multi else "store",
+        help="where to run: a board of the boards file, user@host[:port] over SSH, "
+        "or local (default)" + ("; repeat it for several boards" if multi else ""),
+    )
+    p.add_argument(
+        "--boards", default=None, metavar="FILE", help="boards file (default: $EDGECAL_BOARDS)"
+    )
+    p.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="accept and record a board's unknown SSH host key (never a changed one)",
+    )

@@ -40,13 +40,21 @@ class PlainProgress:
                 if done == state["done"]:
                     return
                 finished = done >= total_now and state["step"] < PLAIN_STEPS + 1
-                if not (finished or step > state["step"]
-                        or (now - state["at"] >= PLAIN_EVERY_S and done > state["done"])):
+                if not (
+                    finished
+                    or step > state["step"]
+                    or (now - state["at"] >= PLAIN_EVERY_S and done > state["done"])
+                ):
                     return
-                state.update(step=PLAIN_STEPS + 1 if finished else max(step, state["step"]),
-                             at=now, done=done)
-                self.stream.write(f"edgecal: {description} {done}/{total_now} "
-                                  f"({100 * done // total_now} %, {now - start:.0f} s)\n")
+                state.update(
+                    step=PLAIN_STEPS + 1 if finished else max(step, state["step"]),
+                    at=now,
+                    done=done,
+                )
+                self.stream.write(
+                    f"edgecal: {description} {done}/{total_now} "
+                    f"({100 * done // total_now} %, {now - start:.0f} s)\n"
+                )
                 self.stream.flush()
 
         return update
@@ -62,14 +70,16 @@ def _isatty(stream: TextIO) -> bool:
 class ProgressBars:
     """A context manager whose ``task(description, total)`` returns an update callback."""
 
-    def __init__(self, enabled: bool = True, *, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(
+        self, enabled: bool = True, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.console = Console(stderr=True)
         self.enabled = enabled
         # stderr itself, not rich's guess (FORCE_COLOR or TTY_COMPATIBLE, set in many CI
         # setups, would make rich draw bars into a log)
-        self._plain = PlainProgress(sys.stderr, clock) if enabled and not _isatty(sys.stderr) \
-            else None
+        self._plain = (
+            PlainProgress(sys.stderr, clock) if enabled and not _isatty(sys.stderr) else None
+        )
         self._progress = Progress(
             TextColumn("[bold]{task.description:<20}"),
             BarColumn(),

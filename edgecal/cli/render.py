@@ -18,13 +18,20 @@ from rich.text import Text
 from edgecal.workflows.compare import HistogramDiff, ScaleDiff
 
 
-def table_lines(head: Sequence[str], rows: Iterable[Sequence[str]], *,
-                right: Collection[int] = (), gap: int = 2) -> list[str]:
+def table_lines(
+    head: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = (), gap: int = 2
+) -> list[str]:
     """``head`` and ``rows`` as aligned lines (header first, no trailing blanks); columns
     whose index is in ``right`` are right-aligned, ``gap`` spaces between columns."""
     body = [[str(c) for c in row] for row in rows]
-    table = Table(box=None, pad_edge=False, padding=(0, gap, 0, 0), show_edge=False,
-                  header_style="", highlight=False)
+    table = Table(
+        box=None,
+        pad_edge=False,
+        padding=(0, gap, 0, 0),
+        show_edge=False,
+        header_style="",
+        highlight=False,
+    )
     for i, h in enumerate(head):
         table.add_column(Text(h), justify="right" if i in right else "left", no_wrap=True)
     for row in body:
@@ -32,9 +39,18 @@ def table_lines(head: Sequence[str], rows: Iterable[Sequence[str]], *,
     # wide enough for every cell in full: rich never needs to shrink a column
     width = sum(max(cell_len(c) for c in col) + gap for col in zip(head, *body, strict=True))
     out = io.StringIO()
-    console = Console(file=out, width=width + 1, color_system=None, force_terminal=False,
-                      force_jupyter=False, highlight=False, markup=False, emoji=False,
-                      soft_wrap=False, legacy_windows=False)
+    console = Console(
+        file=out,
+        width=width + 1,
+        color_system=None,
+        force_terminal=False,
+        force_jupyter=False,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+        legacy_windows=False,
+    )
     console.print(table)
     return [line.rstrip() for line in out.getvalue().splitlines()]
 
@@ -44,19 +60,42 @@ def table_lines(head: Sequence[str], rows: Iterable[Sequence[str]], *,
 
 def render_table_diff(rows: list[ScaleDiff]) -> str:
     """``edgecal compare A.table B.table``: per key, the two scales and their difference."""
-    return "\n".join(table_lines(
-        ("key", "a", "b", "rel diff", "note"),
-        [(r.key, f"{r.a:.6f}" if r.a is not None else "-",
-          f"{r.b:.6f}" if r.b is not None else "-", f"{r.max_rel:.3g}", r.note) for r in rows],
-        right={1, 2, 3}))
+    return "\n".join(
+        table_lines(
+            ("key", "a", "b", "rel diff", "note"),
+            [
+                (
+                    r.key,
+                    f"{r.a:.6f}" if r.a is not None else "-",
+                    f"{r.b:.6f}" if r.b is not None else "-",
+                    f"{r.max_rel:.3g}",
+                    r.note,
+                )
+                for r in rows
+            ],
+            right={1, 2, 3},
+        )
+    )
 
 
 def render_histogram_diff(rows: list[HistogramDiff]) -> str:
     """``edgecal compare A.npz B.npz``: per layer, the abs-max, KL bin and shape changes."""
-    return "\n".join(table_lines(
-        ("layer", "absmax a", "absmax b", "rel", "kl bin a", "kl bin b", "mass moved", "note"),
-        [(r.layer, f"{r.absmax_a:.6f}", f"{r.absmax_b:.6f}", f"{r.absmax_rel:.3g}",
-          "-" if r.kl_bin_a is None else str(r.kl_bin_a),
-          "-" if r.kl_bin_b is None else str(r.kl_bin_b), f"{r.mass_moved:.4f}", r.note)
-         for r in rows],
-        right={1, 2, 3, 4, 5, 6}))
+    return "\n".join(
+        table_lines(
+            ("layer", "absmax a", "absmax b", "rel", "kl bin a", "kl bin b", "mass moved", "note"),
+            [
+                (
+                    r.layer,
+                    f"{r.absmax_a:.6f}",
+                    f"{r.absmax_b:.6f}",
+                    f"{r.absmax_rel:.3g}",
+                    "-" if r.kl_bin_a is None else str(r.kl_bin_a),
+                    "-" if r.kl_bin_b is None else str(r.kl_bin_b),
+                    f"{r.mass_moved:.4f}",
+                    r.note,
+                )
+                for r in rows
+            ],
+            right={1, 2, 3, 4, 5, 6},
+        )
+    )

@@ -11,8 +11,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from edgecal.api.report import write_report
     from edgecal.files.outputs import Output
 
-    rep = write_report(args.run, args.out,
-                       outputs=[Output("--json", "-", text=True)] if args.json else [])
+    rep = write_report(
+        args.run, args.out, outputs=[Output("--json", "-", text=True)] if args.json else []
+    )
     if args.json:
         sys.stdout.write(json.dumps(rep.to_dict(), indent=2) + "\n")
     elif rep.page != "-":
@@ -23,8 +24,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_report_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("report", help="one self-contained HTML page from a run directory")
     p.add_argument("run", metavar="RUN", help="run directory (of `edgecal validate`/`tune`)")
-    p.add_argument("-o", "--out", metavar="OUT.html", default=None,
-                   help="page to write (default: RUN/report.html)")
-    p.add_argument("--json", action="store_true",
-                   help="print the page's path and which run files it used, as JSON")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="OUT.html",
+        default=None,
+        help="page to write (default: RUN/report.html)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the page's path and which run files it used, as JSON",
+    )
     p.set_defaults(func=cmd_report)

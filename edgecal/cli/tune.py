@@ -19,31 +19,68 @@ from edgecal_agent.messages import RUNTIMES
 
 
 def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("tune", help="calibrate, validate on the device and keep harmful layers "
-                       "in fp32 (or recalibrate them) until the accuracy drop is within target")
+    p = sub.add_parser(
+        "tune",
+        help="calibrate, validate on the device and keep harmful layers "
+        "in fp32 (or recalibrate them) until the accuracy drop is within target",
+    )
     p.add_argument("param", metavar="MODEL.param")
     p.add_argument("bin", metavar="MODEL.bin")
     add_inputs(p)
-    p.add_argument("--method", choices=METHOD_NAMES, default=Method.KL.value,
-                   help="calibration method of the starting table (default kl)")
+    p.add_argument(
+        "--method",
+        choices=METHOD_NAMES,
+        default=Method.KL.value,
+        help="calibration method of the starting table (default kl)",
+    )
     p.add_argument("--table", help="start from this table instead of calibrating")
-    p.add_argument("--max-drop", type=float, required=True, metavar="POINTS",
-                   help="largest accepted drop, in points, of top-1 accuracy (with --labels) "
-                        "or of top-1 agreement with fp32")
-    p.add_argument("--out-dir", required=True, metavar="DIR",
-                   help="where the table, int8.param/int8.bin, figures and report go")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        required=True,
+        metavar="POINTS",
+        help="largest accepted drop, in points, of top-1 accuracy (with --labels) "
+        "or of top-1 agreement with fp32",
+    )
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        metavar="DIR",
+        help="where the table, int8.param/int8.bin, figures and report go",
+    )
     p.add_argument("--labels", help="CSV with a file,label header for the tuning images")
-    p.add_argument("--val-images", metavar="LIST|DIR",
-                   help="tune on these images (default: the calibration images)")
-    p.add_argument("--try-methods", default=",".join(METHOD_NAMES), metavar="M[,M...]",
-                   help="methods tried per layer before it goes to fp32 (default kl,aciq,eq; "
-                        "'none' to go straight to fp32)")
-    p.add_argument("--max-fp32-layers", type=int, default=None, metavar="N",
-                   help="keep at most N layers in fp32 (default: no limit)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop trying layers after this long")
-    p.add_argument("--runtime", choices=RUNTIMES, default="deployed",
-                   help="ncnn options the int8 model is scored with (default: as deployed)")
+    p.add_argument(
+        "--val-images",
+        metavar="LIST|DIR",
+        help="tune on these images (default: the calibration images)",
+    )
+    p.add_argument(
+        "--try-methods",
+        default=",".join(METHOD_NAMES),
+        metavar="M[,M...]",
+        help="methods tried per layer before it goes to fp32 (default kl,aciq,eq; "
+        "'none' to go straight to fp32)",
+    )
+    p.add_argument(
+        "--max-fp32-layers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep at most N layers in fp32 (default: no limit)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop trying layers after this long",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="deployed",
+        help="ncnn options the int8 model is scored with (default: as deployed)",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.set_defaults(func=cmd_tune, lists=[])
 
@@ -55,42 +92,75 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tuned = tune(
             (args.param, args.bin),
             inputs_from_args(args, (args.param, args.bin)) if args.lists else [],
-            max_drop=args.max_drop, out_dir=args.out_dir, method=args.method,
-            table=args.table, labels=args.labels, val_inputs=args.val_images,
-            try_methods=args.try_methods, max_fp32_layers=args.max_fp32_layers,
-            time_budget=args.time_budget, devices=args.device, boards=args.boards,
-            accept_new_host_key=args.accept_new_host_key, runtime=args.runtime,
-            threads=args.threads, report=not args.no_report, progress=bars.task,
-            say=say_on_stderr(), steps=None if args.quiet else say_on_stderr(),
-            command=command_line(args))
-    print_summary(tuned.result, tuned.tune, tuned.board, tuned.sensitivity,
-                  Path(tuned.out_dir), None if tuned.report is None else Path(tuned.report))
+            max_drop=args.max_drop,
+            out_dir=args.out_dir,
+            method=args.method,
+            table=args.table,
+            labels=args.labels,
+            val_inputs=args.val_images,
+            try_methods=args.try_methods,
+            max_fp32_layers=args.max_fp32_layers,
+            time_budget=args.time_budget,
+            devices=args.device,
+            boards=args.boards,
+            accept_new_host_key=args.accept_new_host_key,
+            runtime=args.runtime,
+            threads=args.threads,
+            report=not args.no_report,
+            progress=bars.task,
+            say=say_on_stderr(),
+            steps=None if args.quiet else say_on_stderr(),
+            command=command_line(args),
+        )
+    print_summary(
+        tuned.result,
+        tuned.tune,
+        tuned.board,
+        tuned.sensitivity,
+        Path(tuned.out_dir),
+        None if tuned.report is None else Path(tuned.report),
+    )
     return 0 if tuned.target_met else 1
 
 
-def print_summary(result: Any, tune_doc: dict[str, Any], res: Any, sens: dict[str, Any],
-                  out_dir: Path, report: Path | None) -> None:
+def print_summary(
+    result: Any,
+    tune_doc: dict[str, Any],
+    res: Any,
+    sens: dict[str, Any],
+    out_dir: Path,
+    report: Path | None,
+) -> None:
     init, fin = result.initial, result.final
     unit = "accuracy" if tune_doc["metric"] == "accuracy" else "top-1 agreement"
     print("\n".join(render_board(res.to_dict())))
     if sens:
         print("\n".join(render_sensitivity(sens)))
-    print(f"tune: drop in {unit}: {init.drop_points:.2f} -> {fin.drop_points:.2f} points "
-          f"(target {tune_doc['max_drop']:g}); output cosine {init.cosine_mean:.6f} -> "
-          f"{fin.cosine_mean:.6f}; {tune_doc['evaluations']} variants scored in "
-          f"{tune_doc['seconds']:.1f} s")
-    changed = {k: v for k, v in result.layer_methods.items()
-               if v not in ("fp32", tune_doc["method"])}
+    print(
+        f"tune: drop in {unit}: {init.drop_points:.2f} -> {fin.drop_points:.2f} points "
+        f"(target {tune_doc['max_drop']:g}); output cosine {init.cosine_mean:.6f} -> "
+        f"{fin.cosine_mean:.6f}; {tune_doc['evaluations']} variants scored in "
+        f"{tune_doc['seconds']:.1f} s"
+    )
+    changed = {
+        k: v for k, v in result.layer_methods.items() if v not in ("fp32", tune_doc["method"])
+    }
     for layer, m in changed.items():
         print(f"  {layer}: {m} scales")
     for entry in tune_doc["fp32_layers"]:
         cost = entry["latency_cost_ms"]
-        print(f"  {entry['layer']}: kept in fp32, latency cost "
-              + ("?" if cost is None else f"{cost:+.3f} ms per image"))
+        print(
+            f"  {entry['layer']}: kept in fp32, latency cost "
+            + ("?" if cost is None else f"{cost:+.3f} ms per image")
+        )
     if not result.fp32_layers and not changed:
         print("  no layer changed")
-    print(f"int8 latency {fin.latency_ms:.3f} ms per image (all-int8 {init.latency_ms:.3f} ms, "
-          f"fp32 {tune_doc['fp32_latency_ms']:.3f} ms)")
+    print(
+        f"int8 latency {fin.latency_ms:.3f} ms per image (all-int8 {init.latency_ms:.3f} ms, "
+        f"fp32 {tune_doc['fp32_latency_ms']:.3f} ms)"
+    )
     print(("target met: " if result.target_met else "target NOT met: ") + result.reason)
-    print(f"wrote {out_dir / TABLE}, {out_dir / INT8_PARAM}, {out_dir / INT8_BIN}"
-          + (f", {report}" if report is not None else ""))
+    print(
+        f"wrote {out_dir / TABLE}, {out_dir / INT8_PARAM}, {out_dir / INT8_BIN}"
+        + (f", {report}" if report is not None else "")
+    )

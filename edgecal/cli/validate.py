@@ -33,27 +33,49 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
     add_inputs(p, multi_device=True)
     p.add_argument("--labels", help="CSV with a file,label header ('file' is the image's name)")
     p.add_argument("--runtime", choices=RUNTIMES, default="deployed")
-    p.add_argument("--divergence-cosine", type=float, default=TOLERANCE_COSINE,
-                   metavar="C", help="cross-board: least per-image cosine between two boards' "
-                   f"int8 outputs (default {TOLERANCE_COSINE})")
-    p.add_argument("--divergence-top1", type=float, default=TOLERANCE_DISAGREE, metavar="F",
-                   help="cross-board: largest fraction of images whose top-1 may differ "
-                   f"between two boards (default {TOLERANCE_DISAGREE})")
+    p.add_argument(
+        "--divergence-cosine",
+        type=float,
+        default=TOLERANCE_COSINE,
+        metavar="C",
+        help="cross-board: least per-image cosine between two boards' "
+        f"int8 outputs (default {TOLERANCE_COSINE})",
+    )
+    p.add_argument(
+        "--divergence-top1",
+        type=float,
+        default=TOLERANCE_DISAGREE,
+        metavar="F",
+        help="cross-board: largest fraction of images whose top-1 may differ "
+        f"between two boards (default {TOLERANCE_DISAGREE})",
+    )
     p.set_defaults(lists=[])
 
 
 def add_validate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("validate", help="fp32 vs int8 on one or several devices: accuracy, "
-                       "agreement, per-layer cosine/SQNR, latency, sensitivity")
+    p = sub.add_parser(
+        "validate",
+        help="fp32 vs int8 on one or several devices: accuracy, "
+        "agreement, per-layer cosine/SQNR, latency, sensitivity",
+    )
     add_validation_args(p)
-    p.add_argument("--sensitivity", action="store_true",
-                   help="also measure, on the first device, each layer kept in fp32 alone and "
-                        "quantized alone, ranked")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also measure, on the first device, each layer kept in fp32 alone and "
+        "quantized alone, ranked",
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--save-baseline", metavar="FILE",
-                   help="also write the figures here (for `edgecal check --baseline`)")
-    p.add_argument("--run-dir", metavar="DIR",
-                   help="record this run (figures, provenance) for `edgecal report DIR`")
+    p.add_argument(
+        "--save-baseline",
+        metavar="FILE",
+        help="also write the figures here (for `edgecal check --baseline`)",
+    )
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="record this run (figures, provenance) for `edgecal report DIR`",
+    )
     p.set_defaults(func=cmd_validate)
 
 
@@ -63,9 +85,11 @@ def add_validate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
 def cli_outputs(args: argparse.Namespace) -> list[Output]:
     """The command's own outputs beside the validation's: ``--json-out``, ``--junit`` and
     ``--json`` (standard output)."""
-    outs = [Output(role, getattr(args, attr), text=True)
-            for role, attr in (("--json-out", "json_out"), ("--junit", "junit"))
-            if getattr(args, attr, None)]
+    outs = [
+        Output(role, getattr(args, attr), text=True)
+        for role, attr in (("--json-out", "json_out"), ("--junit", "junit"))
+        if getattr(args, attr, None)
+    ]
     if getattr(args, "json", False):
         outs.append(Output("--json", "-", text=True))
     return outs
@@ -88,12 +112,15 @@ def validation_inputs(args: argparse.Namespace) -> list[Input]:
     """The files ``validate``/``check`` read (the samples come with the lists)."""
     from edgecal.api.validate import validation_inputs as files
 
-    return files((getattr(args, "param", None), getattr(args, "bin", None)),
-                 (getattr(args, "int8_param", None), getattr(args, "int8_bin", None)),
-                 table=getattr(args, "table", None), labels=getattr(args, "labels", None),
-                 baseline=getattr(args, "baseline", None),
-                 results=getattr(args, "results", None) or [],
-                 lists=[p for _, p in getattr(args, "lists", None) or []])
+    return files(
+        (getattr(args, "param", None), getattr(args, "bin", None)),
+        (getattr(args, "int8_param", None), getattr(args, "int8_bin", None)),
+        table=getattr(args, "table", None),
+        labels=getattr(args, "labels", None),
+        baseline=getattr(args, "baseline", None),
+        results=getattr(args, "results", None) or [],
+        lists=[p for _, p in getattr(args, "lists", None) or []],
+    )
 
 
 def report_stream(args: argparse.Namespace) -> Any:
@@ -123,22 +150,34 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
     model = (args.param, args.bin)
     with progress_bars(args) as bars:
         return validate(
-            model, int8, table=table,
-            inputs=inputs_from_args(args, model) if args.lists else [], labels=args.labels,
-            devices=args.device, boards=args.boards,
-            accept_new_host_key=args.accept_new_host_key, runtime=args.runtime,
-            threads=args.threads, divergence_cosine=args.divergence_cosine,
-            divergence_top1=args.divergence_top1, progress=bars.task, say=say_on_stderr(),
-            outputs=cli_outputs(args), other_inputs=validation_inputs(args),
-            command=command_line(args), **options)
+            model,
+            int8,
+            table=table,
+            inputs=inputs_from_args(args, model) if args.lists else [],
+            labels=args.labels,
+            devices=args.device,
+            boards=args.boards,
+            accept_new_host_key=args.accept_new_host_key,
+            runtime=args.runtime,
+            threads=args.threads,
+            divergence_cosine=args.divergence_cosine,
+            divergence_top1=args.divergence_top1,
+            progress=bars.task,
+            say=say_on_stderr(),
+            outputs=cli_outputs(args),
+            other_inputs=validation_inputs(args),
+            command=command_line(args),
+            **options,
+        )
 
 
 # ----------------------------------------------------------------------------- the command
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    run = run_validation(args, sensitivity=args.sensitivity, save_baseline=args.save_baseline,
-                         run_dir=args.run_dir)
+    run = run_validation(
+        args, sensitivity=args.sensitivity, save_baseline=args.save_baseline, run_dir=args.run_dir
+    )
     if args.json:
         print_json(run.to_dict())
         return 1 if run.diverging else 0
@@ -151,9 +190,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if path and path != "-":
             print(f"wrote {path}", file=out)
     if run.diverging:
-        sys.stderr.write(f"edgecal: error: board(s) {', '.join(run.diverging)} give int8 "
-                         "outputs unlike the other boards' (fix: re-flash or rebuild them, "
-                         "and check their ncnn versions above)\n")
+        sys.stderr.write(
+            f"edgecal: error: board(s) {', '.join(run.diverging)} give int8 "
+            "outputs unlike the other boards' (fix: re-flash or rebuild them, "
+            "and check their ncnn versions above)\n"
+        )
         return 1
     return 0
 
@@ -189,59 +230,89 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
             match = [x for x in r["layers"] if x["name"] == name]
             vals.append(_f(match[0]["cosine_mean"], ".6f") if match else "-")
         table.append([name, *vals])
-    lines = table_lines(["", *(r["device"]["name"] for r in results)], table,
-                        right=range(1, len(results) + 1))
+    lines = table_lines(
+        ["", *(r["device"]["name"] for r in results)], table, right=range(1, len(results) + 1)
+    )
     cons = doc.get("consistency")
     if cons:
         lines.append("cross-board (int8 outputs, per-image cosine / top-1 differences):")
         for p in cons["pairs"]:
-            lines.append(f"  {p['a']} vs {p['b']}: cosine mean {float(p['cosine_mean']):.6f} "
-                         f"min {float(p['cosine_min']):.6f}, top-1 differs on "
-                         f"{100 * float(p['top1_disagree']):.2f} %")
+            lines.append(
+                f"  {p['a']} vs {p['b']}: cosine mean {float(p['cosine_mean']):.6f} "
+                f"min {float(p['cosine_min']):.6f}, top-1 differs on "
+                f"{100 * float(p['top1_disagree']):.2f} %"
+            )
         for b in cons["boards"]:
             if b["diverges"]:
                 lines.append(f"  DIVERGES: {b['board']}: {b['why']}")
         if not cons["diverging"]:
-            lines.append(f"  consistent: no board diverges (cosine >= "
-                         f"{cons['tolerance_cosine']}, top-1 differences <= "
-                         f"{100 * float(cons['tolerance_disagree']):.2f} %)")
+            lines.append(
+                f"  consistent: no board diverges (cosine >= "
+                f"{cons['tolerance_cosine']}, top-1 differences <= "
+                f"{100 * float(cons['tolerance_disagree']):.2f} %)"
+            )
     return lines
 
 
 def render_board(r: dict[str, Any]) -> list[str]:
     from edgecal.cli.render import table_lines
 
-    lines = [f"{r['n_samples']} images on {r['device'].get('name')} "
-             f"(runtime {r['runtime']}, {r['threads']} thread(s))"]
+    lines = [
+        f"{r['n_samples']} images on {r['device'].get('name')} "
+        f"(runtime {r['runtime']}, {r['threads']} thread(s))"
+    ]
     if r["top1_fp32"] is not None and r["top1_int8"] is not None:
         fp, i8 = float(r["top1_fp32"]), float(r["top1_int8"])
         lines.append(f"fp32 top-1 accuracy: {fp:.4f}")
         lines.append(f"int8 top-1 accuracy: {i8:.4f}  (drop {100 * (fp - i8):+.2f} points)")
     lines.append(f"int8 vs fp32 top-1 agreement: {float(r['agreement']):.4f}")
-    lines.append(f"output {r['output_blob']}: cosine mean {float(r['cosine_mean']):.6f} min "
-                 f"{float(r['cosine_min']):.6f}, SQNR mean {float(r['sqnr_mean_db']):.2f} dB "
-                 f"min {float(r['sqnr_min_db']):.2f} dB")
-    lines.append(f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
-                 f"int8 {float(r['latency_int8_ms']):.3f} ms")
+    lines.append(
+        f"output {r['output_blob']}: cosine mean {float(r['cosine_mean']):.6f} min "
+        f"{float(r['cosine_min']):.6f}, SQNR mean {float(r['sqnr_mean_db']):.2f} dB "
+        f"min {float(r['sqnr_min_db']):.2f} dB"
+    )
+    lines.append(
+        f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
+        f"int8 {float(r['latency_int8_ms']):.3f} ms"
+    )
     return lines + table_lines(
         ("layer", "type", "cosine", "min", "SQNR dB", ""),
-        [(f["name"], f["type"], f"{float(f['cosine_mean']):.6f}", f"{float(f['cosine_min']):.6f}",
-          f"{float(f['sqnr_db']):.2f}", "(int8 out)" if f["requantized"] else "")
-         for f in r["layers"]],
-        right={2, 3, 4})
+        [
+            (
+                f["name"],
+                f["type"],
+                f"{float(f['cosine_mean']):.6f}",
+                f"{float(f['cosine_min']):.6f}",
+                f"{float(f['sqnr_db']):.2f}",
+                "(int8 out)" if f["requantized"] else "",
+            )
+            for f in r["layers"]
+        ],
+        right={2, 3, 4},
+    )
 
 
 def render_sensitivity(sens: dict[str, Any]) -> list[str]:
     from edgecal.cli.render import table_lines
 
     base = sens["all_int8"]
-    lines = [f"sensitivity on {sens['board']} ({sens['n_samples']} images, {sens['metric']}): "
-             f"int8 model drop {float(base['drop_points']):.2f} points, cosine "
-             f"{float(base['cosine_mean']):.6f}"]
+    lines = [
+        f"sensitivity on {sens['board']} ({sens['n_samples']} images, {sens['metric']}): "
+        f"int8 model drop {float(base['drop_points']):.2f} points, cosine "
+        f"{float(base['cosine_mean']):.6f}"
+    ]
     return lines + table_lines(
         ("rank", "layer", "fp32 alone: gain pts", "cosine", "int8 alone: drop pts", "cosine"),
-        [(e["rank"], e["layer"], f"{float(e['gain_points']):.2f}",
-          f"{float(e['keep_fp32']['cosine_mean']):.6f}",
-          _f((e["only_int8"] or {}).get("drop_points"), ".2f"),
-          _f((e["only_int8"] or {}).get("cosine_mean"), ".6f")) for e in sens["layers"]],
-        right={0, 2, 3, 4, 5})
+        [
+            (
+                e["rank"],
+                e["layer"],
+                f"{float(e['gain_points']):.2f}",
+                f"{float(e['keep_fp32']['cosine_mean']):.6f}",
+                _f((e["only_int8"] or {}).get("drop_points"), ".2f"),
+                _f((e["only_int8"] or {}).get("cosine_mean"), ".6f"),
+            )
+            for e in sens["layers"]
+        ],
+        right={0, 2, 3, 4, 5},
+    )

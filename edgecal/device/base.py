@@ -78,12 +78,19 @@ class Device(ABC):
         if result is None:
             raise ProtocolError(
                 f"{self.name}: the agent reported job {request.job_id} done but wrote no "
-                f"{RESPONSE_FILE}", hint=self._no_response_hint())
+                f"{RESPONSE_FILE}",
+                hint=self._no_response_hint(),
+            )
         return result
 
     @abstractmethod
-    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
-                progress: Progress | None) -> None:
+    def _submit(
+        self,
+        job_id: str,
+        files: Sequence[tuple[str, bytes]],
+        timeout_s: float,
+        progress: Progress | None,
+    ) -> None:
         """Write ``files`` (job-relative names; the request last) into the job's directory in
         order and have the agent run the job (for :meth:`run_job`); raises like it."""
 

@@ -78,8 +78,9 @@ def iter_shards(
         yield path, len(batch)
 
 
-def _model_params(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
-                  shards: Sequence[Path]) -> dict[str, Any]:
+def _model_params(
+    device: Device, param: Path, bin: Path, specs: Sequence[InputSpec], shards: Sequence[Path]
+) -> dict[str, Any]:
     return {
         "model": {"param": device.push(Path(param)), "bin": device.push(Path(bin))},
         "inputs": [s.to_dict() for s in specs],
@@ -96,30 +97,41 @@ def _artifact(device: Device, job: JobResult, key: str) -> Iterator[Any]:
         with load_npz(job.artifacts[key]) as npz:
             yield npz
     except ProtocolViolation as e:
-        raise ProtocolError(f"{device.name}: artifact {key} of job "
-                            f"{job.response.get('job_id')} is damaged: {e}",
-                            hint="re-run; if it persists, check the board's disk") from None
+        raise ProtocolError(
+            f"{device.name}: artifact {key} of job {job.response.get('job_id')} is damaged: {e}",
+            hint="re-run; if it persists, check the board's disk",
+        ) from None
 
 
 def _blob_names(device: Device, npz: Any, blobs: Sequence[str]) -> list[str]:
     names = [str(n) for n in npz["names"]]
     if names != list(blobs):
-        raise ProtocolError(f"{device.name}: the agent answered for blobs {names}, "
-                            f"asked for {list(blobs)}")
+        raise ProtocolError(
+            f"{device.name}: the agent answered for blobs {names}, asked for {list(blobs)}"
+        )
     return names
 
 
-def absmax_request(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
-                   shards: Sequence[Path], blobs: Sequence[str], *,
-                   runtime: str = "calibration", threads: int = 1) -> dict[str, Any]:
+def absmax_request(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    blobs: Sequence[str],
+    *,
+    runtime: str = "calibration",
+    threads: int = 1,
+) -> dict[str, Any]:
     """Push what pass 1 needs; the ``absmax`` job's parameters."""
     params = _model_params(device, param, bin, specs, shards)
     params.update(blobs=list(blobs), runtime=runtime, threads=threads)
     return params
 
 
-def parse_absmax(device: Device, job: JobResult, blobs: Sequence[str]
-                 ) -> dict[str, tuple[np.float32, int]]:
+def parse_absmax(
+    device: Device, job: JobResult, blobs: Sequence[str]
+) -> dict[str, tuple[np.float32, int]]:
     with _artifact(device, job, "absmax.npz") as npz:
         names = _blob_names(device, npz, blobs)
         absmax = np.asarray(npz["absmax"], dtype=np.float32)
@@ -127,24 +139,38 @@ def parse_absmax(device: Device, job: JobResult, blobs: Sequence[str]
     return {n: (absmax[i], int(per_sample[i])) for i, n in enumerate(names)}
 
 
-def histogram_request(device: Device, param: Path, bin: Path, specs: Sequence[InputSpec],
-                      shards: Sequence[Path], blobs: Sequence[str], absmax: Mapping[str, float],
-                      *, runtime: str = "calibration", threads: int = 1) -> dict[str, Any]:
+def histogram_request(
+    device: Device,
+    param: Path,
+    bin: Path,
+    specs: Sequence[InputSpec],
+    shards: Sequence[Path],
+    blobs: Sequence[str],
+    absmax: Mapping[str, float],
+    *,
+    runtime: str = "calibration",
+    threads: int = 1,
+) -> dict[str, Any]:
     """Push what pass 2 needs; the ``histogram`` job's parameters."""
     params = _model_params(device, param, bin, specs, shards)
-    params.update(blobs=list(blobs), runtime=runtime, threads=threads,
-                  absmax={b: float(np.float32(absmax[b])) for b in blobs})
+    params.update(
+        blobs=list(blobs),
+        runtime=runtime,
+        threads=threads,
+        absmax={b: float(np.float32(absmax[b])) for b in blobs},
+    )
     return params
 
 
-def parse_histograms(device: Device, job: JobResult, blobs: Sequence[str]
-                     ) -> dict[str, np.ndarray]:
+def parse_histograms(device: Device, job: JobResult, blobs: Sequence[str]) -> dict[str, np.ndarray]:
     with _artifact(device, job, "histograms.npz") as npz:
         names = _blob_names(device, npz, blobs)
         counts = np.asarray(npz["counts"])
     if counts.dtype != np.uint64 or counts.shape != (len(names), NUM_BINS):
-        raise ProtocolError(f"{device.name}: histogram counts are {counts.dtype} "
-                            f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})")
+        raise ProtocolError(
+            f"{device.name}: histogram counts are {counts.dtype} "
+            f"{counts.shape}, expected uint64 ({len(names)}, {NUM_BINS})"
+        )
     return {n: counts[i].copy() for i, n in enumerate(names)}
 
 
@@ -169,21 +195,32 @@ def run_outputs(
             total += int(npz["n_samples"])
     done_before = 0
     for shard in shards:
-        params = dict(base, shards=[device.push(Path(shard))], blobs=list(blobs),
-                      runtime=runtime, threads=threads)
+        params = dict(
+            base,
+            shards=[device.push(Path(shard))],
+            blobs=list(blobs),
+            runtime=runtime,
+            threads=threads,
+        )
 
         def shard_progress(done: int, total: int, offset: int = done_before) -> None:
             if progress is not None:
                 progress(offset + done, total)
 
-        job = device.run_job("run", params, timeout_s=timeout_s,
-                             progress=shard_progress if progress is not None else None)
+        job = device.run_job(
+            "run",
+            params,
+            timeout_s=timeout_s,
+            progress=shard_progress if progress is not None else None,
+        )
         with _artifact(device, job, "outputs_0.npz") as npz:
             _blob_names(device, npz, blobs)
             n = int(npz["n_samples"])
             for i in range(n):
-                yield {b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
-                       for k, b in enumerate(blobs)}
+                yield {
+                    b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
+                    for k, b in enumerate(blobs)
+                }
         done_before += n
 
 
@@ -221,18 +258,24 @@ def eq_search_layer(
     files = {
         "probe.param": probe_param.encode("utf-8"),
         "probe_prefix.bin": bytes(probe_prefix),
-        "candidates.npz": npz_bytes({"candidates": cand, "weight_scales": ws,
-                                     "bottom_scale": np.array([bottom_scale], np.float32)}),
+        "candidates.npz": npz_bytes(
+            {
+                "candidates": cand,
+                "weight_scales": ws,
+                "bottom_scale": np.array([bottom_scale], np.float32),
+            }
+        ),
     }
-    job = device.run_job("eq_layer", params, timeout_s=timeout_s, progress=progress,
-                         files=files)
+    job = device.run_job("eq_layer", params, timeout_s=timeout_s, progress=progress, files=files)
     with _artifact(device, job, "eq.npz") as npz:
         sim = np.asarray(npz["sim"], dtype=np.float64)
         new_ws = np.asarray(npz["weight_scales"], dtype=np.float32)
         new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
     if sim.shape != cand.shape or new_ws.shape != ws.shape:
-        raise ProtocolError(f"{device.name}: eq_layer answered sim {sim.shape} and "
-                            f"{new_ws.shape} weight scales for {cand.shape} candidates")
+        raise ProtocolError(
+            f"{device.name}: eq_layer answered sim {sim.shape} and "
+            f"{new_ws.shape} weight scales for {cand.shape} candidates"
+        )
     return EqLayerResult(sim=sim, weight_scales=new_ws, bottom_scale=new_bottom)
 
 
@@ -258,10 +301,14 @@ def run_shard_timed(
     with _artifact(device, job, "outputs_0.npz") as npz:
         _blob_names(device, npz, blobs)
         n = int(npz["n_samples"])
-        outs = [{b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
-                 for k, b in enumerate(blobs)} for i in range(n)]
+        outs = [
+            {b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32) for k, b in enumerate(blobs)}
+            for i in range(n)
+        ]
     if not isinstance(latency, list) or len(latency) != n:
-        raise ProtocolError(f"{device.name}: the agent did not time the run (no latency_s for "
-                            f"{n} samples); it predates agent 0.2.0",
-                            hint="let edgecal re-deploy the agent to the device")
+        raise ProtocolError(
+            f"{device.name}: the agent did not time the run (no latency_s for "
+            f"{n} samples); it predates agent 0.2.0",
+            hint="let edgecal re-deploy the agent to the device",
+        )
     return outs, [float(x) for x in latency]

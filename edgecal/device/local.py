@@ -50,8 +50,11 @@ class LocalDevice(Device):
         self.name = name
         self.threads = threads or os.cpu_count() or 1
         self._owns_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgecal-local-")) if workdir is None \
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="edgecal-local-"))
+            if workdir is None
             else Path(workdir).resolve()
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._python = python
         self._agent_kind = agent
@@ -68,8 +71,9 @@ class LocalDevice(Device):
         env = dict(os.environ)
         if self._agent_kind == "zipapp":
             # with this Python's bytecode: the agent runs on sys.executable by default
-            pyz = build_agent_zipapp(self.workdir / AGENT_DIR,
-                                     bytecode=self._python == sys.executable)
+            pyz = build_agent_zipapp(
+                self.workdir / AGENT_DIR, bytecode=self._python == sys.executable
+            )
             argv = [self._python, str(pyz)]
         else:
             root = str(agent_source_dir().parent)
@@ -77,22 +81,26 @@ class LocalDevice(Device):
             argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
         # the host chose (and resolved) this folder: it is the agent's root too
-        return [*argv, "serve", "--root", str(self.workdir), "--workdir",
-                str(self.workdir)], env
+        return [*argv, "serve", "--root", str(self.workdir), "--workdir", str(self.workdir)], env
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
             raise DeviceError(f"{self.name}: the device is closed")
         if self._session is not None and not self._session.alive():
-            log.info("%s: the agent (pid %d) is gone; starting a new one",
-                     self.name, self._session.pid)
+            log.info(
+                "%s: the agent (pid %d) is gone; starting a new one", self.name, self._session.pid
+            )
             self._session.close()
             self._session = None
         if self._session is None:
             argv, env = self._agent_argv()
-            self._session = AgentSession(argv, device_name=self.name, env=env,
-                                         cwd=str(self.workdir),
-                                         startup_timeout_s=self._startup_timeout_s)
+            self._session = AgentSession(
+                argv,
+                device_name=self.name,
+                env=env,
+                cwd=str(self.workdir),
+                startup_timeout_s=self._startup_timeout_s,
+            )
         return self._session
 
     @property
@@ -135,8 +143,13 @@ class LocalDevice(Device):
     def bytes_pushed(self) -> int:
         return self._bytes_pushed
 
-    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
-                progress: Progress | None) -> None:
+    def _submit(
+        self,
+        job_id: str,
+        files: Sequence[tuple[str, bytes]],
+        timeout_s: float,
+        progress: Progress | None,
+    ) -> None:
         job_dir = self.workdir / JOBS_DIR / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         for name, data in files:
@@ -161,12 +174,13 @@ class LocalDevice(Device):
             except OSError:
                 raise ProtocolError(
                     f"{self.name}: artifact {art.file} of job {job_id} is missing (or not a "
-                    "regular file) in the job folder", hint="something removed the job's "
-                    "files while it ran; run the command again") from None
+                    "regular file) in the job folder",
+                    hint="something removed the job's files while it ran; run the command again",
+                ) from None
             if digest != art.sha256:
                 raise ProtocolError(
-                    f"{self.name}: artifact {art.file} of job {job_id} does not match its "
-                    "sha256")
+                    f"{self.name}: artifact {art.file} of job {job_id} does not match its sha256"
+                )
             artifacts[key] = path
         return JobResult(response.to_dict(), artifacts)
 

@@ -30,8 +30,10 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def agent_source_dir() -> Path:
     spec = importlib.util.find_spec("edgecal_agent")
     if spec is None or spec.origin is None:
-        raise DeviceError("the edgecal_agent package is not installed next to edgecal",
-                          hint="reinstall edgecal (pip install edgecal)")
+        raise DeviceError(
+            "the edgecal_agent package is not installed next to edgecal",
+            hint="reinstall edgecal (pip install edgecal)",
+        )
     return Path(spec.origin).parent
 
 
@@ -44,8 +46,12 @@ def _unchecked_pyc(name: str, source: bytes) -> bytes:
     """
     code = compile(source, name, "exec", dont_inherit=True)
     flags = 0b01  # hash-based, not checked against the source
-    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
-            + importlib.util.source_hash(source) + marshal.dumps(code))
+    return (
+        importlib.util.MAGIC_NUMBER
+        + flags.to_bytes(4, "little")
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
 
 
 def agent_zipapp_bytes(bytecode: bool = False) -> bytes:
@@ -60,8 +66,9 @@ def agent_zipapp_bytes(bytecode: bool = False) -> bytes:
         data = p.read_bytes()
         members.append((f"edgecal_agent/{p.name}", data))
         if bytecode:
-            members.append((f"edgecal_agent/{p.stem}.pyc",
-                            _unchecked_pyc(f"edgecal_agent/{p.name}", data)))
+            members.append(
+                (f"edgecal_agent/{p.stem}.pyc", _unchecked_pyc(f"edgecal_agent/{p.name}", data))
+            )
     buf = io.BytesIO()
     buf.write(SHEBANG)
     with zipfile.ZipFile(buf, "w") as zf:

@@ -66,8 +66,9 @@ class AgentProcess(Protocol):
 class PopenProcess:
     """:class:`AgentProcess` over a local subprocess in its own session."""
 
-    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self._proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
@@ -107,8 +108,10 @@ class PopenProcess:
                 self._proc.kill()
 
 
-_LOCAL_DEAD_HINT = ("run `python -m edgecal_agent hello` on the device to check that numpy and "
-                    "ncnn import; out-of-memory kills show in `dmesg`")
+_LOCAL_DEAD_HINT = (
+    "run `python -m edgecal_agent hello` on the device to check that numpy and "
+    "ncnn import; out-of-memory kills show in `dmesg`"
+)
 
 
 #: Signals of a crash inside the process (as opposed to a kill from outside: SIGKILL, SIGTERM).
@@ -128,7 +131,7 @@ def fatal_signal(code: int, shell_status: bool, stderr_tail: Sequence[str]) -> s
             return signal.Signals(number).name
     for line in stderr_tail:
         if line.startswith("Fatal Python error: "):
-            return line[len("Fatal Python error: "):].strip() or "a fatal error"
+            return line[len("Fatal Python error: ") :].strip() or "a fatal error"
     return ""
 
 
@@ -162,8 +165,12 @@ class AgentSession:
             process = PopenProcess(self.argv, env=env, cwd=cwd)
         self._proc: AgentProcess = process
         for stream, tag in ((self._proc.stdout, _OUT), (self._proc.stderr, _ERR)):
-            threading.Thread(target=_reader, args=(stream, tag, self._events),
-                             name=f"edgecal-agent-{tag}", daemon=True).start()
+            threading.Thread(
+                target=_reader,
+                args=(stream, tag, self._events),
+                name=f"edgecal-agent-{tag}",
+                daemon=True,
+            ).start()
         self._wait_ready(startup_timeout_s)
 
     @property
@@ -181,17 +188,20 @@ class AgentSession:
             raise ProtocolError(
                 f"{self.device_name}: the agent's first line is {line!r}, not "
                 f"'{READY_PREFIX} <protocol> <version>'",
-                hint="the command does not start an edgecal agent in serve mode")
+                hint="the command does not start an edgecal agent in serve mode",
+            )
         if parts[1] != str(PROTOCOL_VERSION):
             self.kill()
             raise ProtocolError(
                 f"{self.device_name}: the agent speaks protocol {parts[1]}, this edgecal speaks "
                 f"protocol {PROTOCOL_VERSION}",
-                hint="deploy the agent built from this edgecal (LocalDevice/SshDevice do so)")
+                hint="deploy the agent built from this edgecal (LocalDevice/SshDevice do so)",
+            )
         self.agent_version = parts[2]
 
-    def _next_stdout_line(self, timeout_s: float, what: str, job_id: str | None,
-                          progress: Progress | None) -> str:
+    def _next_stdout_line(
+        self, timeout_s: float, what: str, job_id: str | None, progress: Progress | None
+    ) -> str:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -202,7 +212,8 @@ class AgentSession:
                 raise DeviceError(
                     f"{self.device_name}: {what} did not finish within {timeout_s:g} s; "
                     "the agent was stopped",
-                    hint="raise timeout_s, or send fewer samples per job") from None
+                    hint="raise timeout_s, or send fewer samples per job",
+                ) from None
             if tag == _OUT:
                 return line
             if tag == _ERR:
@@ -258,15 +269,19 @@ class AgentSession:
                 "job's model or input makes ncnn fail (--debug shows the agent's stderr)",
                 hint="check the model (a layer with parameters ncnn does not check, a huge "
                 "shape) and --shape; a crash of the same job repeats on every try, so it was "
-                "not retried")
+                "not retried",
+            )
         hint = self.dead_hint
         if "WorkdirRefused" in tail:  # the agent's own start check: not an installation issue
-            hint = ("give the device a work directory of its own inside the user's home (boards "
-                    "file `workdir = \".cache/edgecal\"`), or set `workdir_root`")
+            hint = (
+                "give the device a work directory of its own inside the user's home (boards "
+                'file `workdir = ".cache/edgecal"`), or set `workdir_root`'
+            )
         raise DeviceError(
             f"{self.device_name}: the agent process {how} during {what}"
             + (f"; its last stderr lines:\n{tail}" if tail else ""),
-            hint=hint)
+            hint=hint,
+        )
 
     def run(self, job_id: str, *, timeout_s: float, progress: Progress | None = None) -> None:
         """Ask the agent to run ``jobs/<job_id>`` and wait until it says the job is done."""

@@ -15,5 +15,9 @@ from importlib.resources import files
 @cache
 def board_snippet(name: str) -> str:
     """The text of ``board_snippets/<name>``."""
-    return (files("edgecal.device").joinpath("board_snippets").joinpath(name)
-            .read_text(encoding="utf-8"))
+    return (
+        files("edgecal.device")
+        .joinpath("board_snippets")
+        .joinpath(name)
+        .read_text(encoding="utf-8")
+    )

@@ -20,8 +20,13 @@ def stat_key(path: Path) -> tuple[str, tuple[int, ...]] | None:
         st = os.stat(path)
     except OSError:
         return None
-    return os.path.realpath(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                                    st.st_ctime_ns)
+    return os.path.realpath(path), (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
 
 
 class DigestCache:

@@ -81,8 +81,10 @@ def _check_one(out: Output) -> None:
     path = out.path
     if path == STDOUT:
         if not out.text:
-            raise UsageError(f"{out.role} -: standard output is only for text or JSON outputs",
-                             hint=f"give {out.role} a file name")
+            raise UsageError(
+                f"{out.role} -: standard output is only for text or JSON outputs",
+                hint=f"give {out.role} a file name",
+            )
         return
     if not path:
         raise UsageError(f"{out.role}: an empty file name", hint=f"give {out.role} a file name")
@@ -90,14 +92,17 @@ def _check_one(out: Output) -> None:
         raise UsageError(f"{out.role} {path!r}: a file name cannot hold a NUL byte")
     st = _stat(path)
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{out.role} {path} is a folder, not a file",
-                         hint=f"give {out.role} a file name inside it")
+        raise UsageError(
+            f"{out.role} {path} is a folder, not a file",
+            hint=f"give {out.role} a file name inside it",
+        )
     if st is not None and stat.S_ISSOCK(st.st_mode):
         raise UsageError(f"{out.role} {path} is a socket", hint="write to a file")
     if _special(st):
         if not os.access(path, os.W_OK):
-            raise UsageError(f"{out.role} {path} is not writable",
-                             hint="choose another output path")
+            raise UsageError(
+                f"{out.role} {path} is not writable", hint="choose another output path"
+            )
         return
     folder = os.path.dirname(os.path.realpath(path)) or "."
     if out.new_folder:
@@ -105,10 +110,15 @@ def _check_one(out: Output) -> None:
         return
     _writable_folder(
         folder,
-        UsageError(f"cannot write {out.role} {path}: its folder {folder} does not exist",
-                   hint=f"create {folder} first, or choose another {out.role}"),
-        UsageError(f"cannot write {out.role} {path}: its folder {folder} is not writable",
-                   hint=f"choose a writable folder for {out.role}"))
+        UsageError(
+            f"cannot write {out.role} {path}: its folder {folder} does not exist",
+            hint=f"create {folder} first, or choose another {out.role}",
+        ),
+        UsageError(
+            f"cannot write {out.role} {path}: its folder {folder} is not writable",
+            hint=f"choose a writable folder for {out.role}",
+        ),
+    )
 
 
 def check_folder(role: str, path: PathLike) -> None:
@@ -117,19 +127,24 @@ def check_folder(role: str, path: PathLike) -> None:
     folder = os.path.realpath(os.fspath(path))
     st = _stat(folder)
     if st is not None and not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{role} {path} is a file, not a folder",
-                         hint=f"give {role} a folder (new or existing)")
+        raise UsageError(
+            f"{role} {path} is a file, not a folder", hint=f"give {role} a folder (new or existing)"
+        )
     probe = folder
     while _stat(probe) is None:
         parent = os.path.dirname(probe)
         if parent == probe:
             break
         probe = parent
-    _writable_folder(probe,
-                     UsageError(f"{role} {path} cannot be made: {probe} is not a folder",
-                                hint=f"choose another {role}"),
-                     UsageError(f"{role} {path}: {probe} is not writable",
-                                hint=f"choose a writable place for {role}"))
+    _writable_folder(
+        probe,
+        UsageError(
+            f"{role} {path} cannot be made: {probe} is not a folder", hint=f"choose another {role}"
+        ),
+        UsageError(
+            f"{role} {path}: {probe} is not writable", hint=f"choose a writable place for {role}"
+        ),
+    )
 
 
 def _writable_folder(folder: str, not_a_folder: UsageError, not_writable: UsageError) -> None:
@@ -157,15 +172,19 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> No
     ids = [_identity(o.path) for o in files]
     stdout = [o for o in outs if o.path == STDOUT]
     if len(stdout) > 1:
-        raise UsageError(f"{stdout[0].role} and {stdout[1].role} both name standard output (-)",
-                         hint="write one of them to a file")
+        raise UsageError(
+            f"{stdout[0].role} and {stdout[1].role} both name standard output (-)",
+            hint="write one of them to a file",
+        )
     for i, (a, (ra, ia)) in enumerate(zip(files, ids, strict=True)):
-        for b, (rb, ib) in zip(files[i + 1:], ids[i + 1:], strict=True):
+        for b, (rb, ib) in zip(files[i + 1 :], ids[i + 1 :], strict=True):
             if ra == rb or (ia is not None and ia == ib):
                 if _special(_stat(a.path)):
                     continue  # e.g. both to /dev/null: both discarded
-                raise UsageError(f"{a.role} {a.path} and {b.role} {b.path} are the same file",
-                                 hint=f"give {a.role} and {b.role} different files")
+                raise UsageError(
+                    f"{a.role} {a.path} and {b.role} {b.path} are the same file",
+                    hint=f"give {a.role} and {b.role} different files",
+                )
     by_real = {r: o for o, (r, _) in zip(files, ids, strict=True)}
     by_inode = {i: o for o, (_, i) in zip(files, ids, strict=True) if i is not None}
     for inp in inputs:
@@ -176,7 +195,9 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> No
         if hit is not None and not _special(_stat(hit.path)):
             raise UsageError(
                 f"{hit.role} {hit.path} is the {inp.role} {inp.path}: refusing to overwrite "
-                "an input", hint=f"give {hit.role} another file name")
+                "an input",
+                hint=f"give {hit.role} another file name",
+            )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -184,8 +205,10 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> No
 
 def current_umask() -> int:
     """The process umask (read without changing it where /proc allows)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii",
-                                                        errors="replace") as fh:
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii", errors="replace") as fh,
+    ):
         for line in fh:
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
@@ -327,11 +350,14 @@ def write_outputs(files: Sequence[tuple[PathLike, bytes]]) -> None:
     except OSError as exc:
         name = exc.filename or (os.fspath(files[0][0]) if files else "")
         if isinstance(exc, FileNotFoundError):
-            raise UsageError(f"cannot write {name}: its folder does not exist",
-                             hint="create the folder, or choose another output path") from None
-        raise UsageError(f"cannot write {name}: {exc.strerror or exc}",
-                         hint="nothing was changed; free disk space or choose another "
-                              "output path") from None
+            raise UsageError(
+                f"cannot write {name}: its folder does not exist",
+                hint="create the folder, or choose another output path",
+            ) from None
+        raise UsageError(
+            f"cannot write {name}: {exc.strerror or exc}",
+            hint="nothing was changed; free disk space or choose another output path",
+        ) from None
 
 
 def input_paths(role: str, paths: Iterable[PathLike | None]) -> list[Input]:
@@ -342,5 +368,3 @@ def input_paths(role: str, paths: Iterable[PathLike | None]) -> list[Input]:
 def sample_inputs(paths: Iterable[Iterable[PathLike]]) -> list[Input]:
     """The samples of a ``SampleSource`` (``source.paths``) as inputs."""
     return [Input("sample", os.fspath(p)) for per_input in paths for p in per_input]
-
-

@@ -43,8 +43,9 @@ def _by_workdir(devices: Sequence[SshDevice]) -> dict[str, list[SshDevice]]:
     return out
 
 
-def _group_do(devices: Sequence[SshDevice], step: str,
-              call: Callable[[ThreadingGroup], Any]) -> dict[str, Outcome]:
+def _group_do(
+    devices: Sequence[SshDevice], step: str, call: Callable[[ThreadingGroup], Any]
+) -> dict[str, Outcome]:
     """``call(group)`` over the devices' connections; per board its result or its error."""
     for d in devices:
         d.link.connect()
@@ -58,16 +59,24 @@ def _group_do(devices: Sequence[SshDevice], step: str,
     for d, conn in zip(devices, conns, strict=True):
         res = results.get(conn)
         if isinstance(res, BaseException):
-            out[d.name] = Outcome(d.name, error=TransportError(
-                f"{d.name}: {step} failed on {d.link.address}: {type(res).__name__}: {res}",
-                hint=f"run `edgecal board check {d.name}`"))
+            out[d.name] = Outcome(
+                d.name,
+                error=TransportError(
+                    f"{d.name}: {step} failed on {d.link.address}: {type(res).__name__}: {res}",
+                    hint=f"run `edgecal board check {d.name}`",
+                ),
+            )
         else:
             out[d.name] = Outcome(d.name, value=res)
     return out
 
 
-def run_all(devices: Sequence[SshDevice], argv_for: Callable[[str], Sequence[str]],
-            what: str, timeout_s: float = 120.0) -> dict[str, Outcome]:
+def run_all(
+    devices: Sequence[SshDevice],
+    argv_for: Callable[[str], Sequence[str]],
+    what: str,
+    timeout_s: float = 120.0,
+) -> dict[str, Outcome]:
     """Run ``argv_for(workdir)`` on every board; a non-zero exit is that board's error."""
     out: dict[str, Outcome] = {}
     for workdir, devs in _by_workdir(devices).items():
@@ -80,9 +89,13 @@ def run_all(devices: Sequence[SshDevice], argv_for: Callable[[str], Sequence[str
         for name, o in got.items():
             if o.ok and getattr(o.value, "exited", 0) != 0:
                 err = (o.value.stderr or o.value.stdout or "").strip().splitlines()
-                o = Outcome(name, error=DeviceError(
-                    f"{name}: {what} exited with status {o.value.exited}"
-                    + (f": {err[-1]}" if err else "")))
+                o = Outcome(
+                    name,
+                    error=DeviceError(
+                        f"{name}: {what} exited with status {o.value.exited}"
+                        + (f": {err[-1]}" if err else "")
+                    ),
+                )
             out[name] = o
     return out
 
@@ -97,8 +110,9 @@ def free_kib(devices: Sequence[SshDevice]) -> dict[str, Outcome]:
                 fields = o.value.stdout.strip().splitlines()[-1].split()
                 o = Outcome(name, value=int(fields[3]))
             except (IndexError, ValueError):
-                o = Outcome(name, error=DeviceError(f"{name}: cannot read df's answer "
-                                                    f"{o.value.stdout!r}"))
+                o = Outcome(
+                    name, error=DeviceError(f"{name}: cannot read df's answer {o.value.stdout!r}")
+                )
         out[name] = o
     return out
 
@@ -111,14 +125,18 @@ def _commit(d: SshDevice, local: Path, rel: str, digest: str) -> DeviceError | N
     return None
 
 
-def _put_group(devs: Sequence[SshDevice], local: Path, workdir: str,
-               plans: dict[str, tuple[str, str]], failed: dict[str, DeviceError]) -> None:
+def _put_group(
+    devs: Sequence[SshDevice],
+    local: Path,
+    workdir: str,
+    plans: dict[str, tuple[str, str]],
+    failed: dict[str, DeviceError],
+) -> None:
     """One ``ThreadingGroup.put`` of ``local`` to the boards sharing ``workdir``, then the
     per-board move into place."""
     rel = plans[devs[0].name][0]
     remote = f"{workdir}/{SshDevice.staging_rel(rel)}"
-    got = _group_do(devs, f"uploading {local.name}",
-                    lambda g: g.put(str(local), remote=remote))
+    got = _group_do(devs, f"uploading {local.name}", lambda g: g.put(str(local), remote=remote))
     for name, o in got.items():
         if not o.ok and o.error is not None:
             failed[name] = o.error

@@ -28,17 +28,24 @@ def _check_one(board: Board, *, golden: bool, accept_new_host_key: bool) -> Chec
         raise  # the host's own failure (e.g. no golden reference): not this board's
     except Exception as e:  # a surprise on one board must not lose the others' reports
         report = CheckReport(board=board.name, started=started)
-        report.problems.append(Problem(
-            f"the check failed unexpectedly: {type(e).__name__}: {e}",
-            f"rerun `edgecal board check {board.name}`; if it persists, report it"))
+        report.problems.append(
+            Problem(
+                f"the check failed unexpectedly: {type(e).__name__}: {e}",
+                f"rerun `edgecal board check {board.name}`; if it persists, report it",
+            )
+        )
         report.seconds = time.perf_counter() - t0
         report.finished = time.time()
         return report
 
 
-def iter_check_boards(boards: Sequence[Board], *, golden: bool = False,
-                      accept_new_host_key: bool = False,
-                      max_parallel: int = MAX_PARALLEL) -> Iterator[CheckReport]:
+def iter_check_boards(
+    boards: Sequence[Board],
+    *,
+    golden: bool = False,
+    accept_new_host_key: bool = False,
+    max_parallel: int = MAX_PARALLEL,
+) -> Iterator[CheckReport]:
     """The boards' reports in the given order, each as soon as it and those before it are
     done; all boards run concurrently (up to ``max_parallel``).  Raises
     ``HostReferenceError`` when ``golden`` and this machine cannot compute the reference
@@ -48,8 +55,7 @@ def iter_check_boards(boards: Sequence[Board], *, golden: bool = False,
     with board_pool(len(boards), max_parallel, extra=int(golden)) as pool:
         # the host reference in parallel with the boards' connect and probe
         host = pool.submit(host_reference) if golden else None
-        one = functools.partial(_check_one, golden=golden,
-                                accept_new_host_key=accept_new_host_key)
+        one = functools.partial(_check_one, golden=golden, accept_new_host_key=accept_new_host_key)
         futures = [pool.submit(one, b) for b in boards]
         try:
             for fut in futures:
@@ -61,19 +67,34 @@ def iter_check_boards(boards: Sequence[Board], *, golden: bool = False,
             host.result()
 
 
-def check_boards(boards: Sequence[Board], *, golden: bool = False,
-                 accept_new_host_key: bool = False,
-                 max_parallel: int = MAX_PARALLEL) -> list[CheckReport]:
+def check_boards(
+    boards: Sequence[Board],
+    *,
+    golden: bool = False,
+    accept_new_host_key: bool = False,
+    max_parallel: int = MAX_PARALLEL,
+) -> list[CheckReport]:
     """:func:`iter_check_boards` as a list (in the order of ``boards``)."""
-    return list(iter_check_boards(boards, golden=golden, accept_new_host_key=accept_new_host_key,
-                                  max_parallel=max_parallel))
+    return list(
+        iter_check_boards(
+            boards,
+            golden=golden,
+            accept_new_host_key=accept_new_host_key,
+            max_parallel=max_parallel,
+        )
+    )
 
 
-def healthy_boards(boards: Sequence[Board], *, golden: bool,
-                   accept_new_host_key: bool = False,
-                   max_parallel: int = MAX_PARALLEL) -> tuple[list[Board], list[CheckReport]]:
+def healthy_boards(
+    boards: Sequence[Board],
+    *,
+    golden: bool,
+    accept_new_host_key: bool = False,
+    max_parallel: int = MAX_PARALLEL,
+) -> tuple[list[Board], list[CheckReport]]:
     """The boards fit to work on (every check passed; with ``golden`` also the golden check),
     in the given order, and every board's report (the left-out ones say why and the fix)."""
-    reports = check_boards(boards, golden=golden, accept_new_host_key=accept_new_host_key,
-                           max_parallel=max_parallel)
+    reports = check_boards(
+        boards, golden=golden, accept_new_host_key=accept_new_host_key, max_parallel=max_parallel
+    )
     return [b for b, r in zip(boards, reports, strict=True) if r.ok], reports

@@ -12,5 +12,6 @@ MAX_PARALLEL = 16
 def board_pool(n: int, max_parallel: int = MAX_PARALLEL, extra: int = 0) -> ThreadPoolExecutor:
     """A pool for work on ``n`` boards, at most ``max_parallel`` at a time (plus ``extra``
     threads for host-side work running alongside)."""
-    return ThreadPoolExecutor(max_workers=max(1, min(max_parallel, n)) + extra,
-                              thread_name_prefix="edgecal-board")
+    return ThreadPoolExecutor(
+        max_workers=max(1, min(max_parallel, n)) + extra, thread_name_prefix="edgecal-board"
+    )

@@ -45,8 +45,10 @@ def local_workers(threads: int, what: str, say: Say | None = None) -> int:
     if threads <= cores:
         return max(1, threads)
     if say is not None:
-        say(f"warning: {what} is more than the {cores} core(s) of this machine: calibrating "
-            f"with {cores} agent worker(s), one per core (the table does not depend on it)")
+        say(
+            f"warning: {what} is more than the {cores} core(s) of this machine: calibrating "
+            f"with {cores} agent worker(s), one per core (the table does not depend on it)"
+        )
     return cores
 
 
@@ -63,12 +65,16 @@ class Devices:
     golden: bool = False  # leave out a board whose golden check fails
     #: how the thread option is named in a note (``--threads N`` or ncnn2table's ``thread=N``)
     threads_label: str = "--threads {}"
-    _boards: dict[str | None, Board | None] = field(default_factory=dict, compare=False,
-                                                   repr=False)
+    _boards: dict[str | None, Board | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, device: str | Sequence[str | None] | Devices | None = None, *,
-           boards: str | os.PathLike[str] | None = None, **options: Any) -> Devices:
+    def of(
+        cls,
+        device: str | Sequence[str | None] | Devices | None = None,
+        *,
+        boards: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> Devices:
         """From ``--device`` (one name or several), ``--group``, ``--boards``; the names are
         resolved (and each board must be named once) here."""
         if isinstance(device, Devices):
@@ -138,8 +144,9 @@ class Devices:
         out = {}
         for name in self.all_names:
             board = self.board(name)
-            out[name or "local"] = "this machine" if board is None else (
-                board.profile or "no profile")
+            out[name or "local"] = (
+                "this machine" if board is None else (board.profile or "no profile")
+            )
         return out
 
     def check_same_profile(self) -> None:
@@ -149,15 +156,21 @@ class Devices:
             raise UsageError(
                 f"the boards are of different profiles ({shown}): their activations differ, "
                 "so one table would mix them",
-                hint="calibrate each kind of board on its own, or pass --mixed-boards")
+                hint="calibrate each kind of board on its own, or pass --mixed-boards",
+            )
 
     def open_one(self, name: str | None, threads: int | None) -> Device:
-        return open_device(name, boards=self.boards_path, threads=threads,
-                           accept_new_host_key=self.accept_new_host_key)
+        return open_device(
+            name,
+            boards=self.boards_path,
+            threads=threads,
+            accept_new_host_key=self.accept_new_host_key,
+        )
 
     @contextlib.contextmanager
-    def open(self, runtime: str, threads: int | None, say: Say | None = None,
-             files: Sequence[Path] = ()) -> Iterator[list[Device]]:
+    def open(
+        self, runtime: str, threads: int | None, say: Say | None = None, files: Sequence[Path] = ()
+    ) -> Iterator[list[Device]]:
         """Every device of the run, ready (see the module doc).  ``threads``: the thread
         option (None: each device's default, :meth:`threads_for`)."""
         self.check_same_profile()
@@ -165,8 +178,10 @@ class Devices:
             if self.is_local_calibration and runtime == "calibration":
                 first = self.all_names[0]
                 n = self.threads_for(runtime, first, threads)
-                yield [stack.enter_context(self.open_one(first, n))
-                       for _ in range(local_workers(n, self.threads_label.format(n), say))]
+                yield [
+                    stack.enter_context(self.open_one(first, n))
+                    for _ in range(local_workers(n, self.threads_label.format(n), say))
+                ]
                 return
 
             def one(name: str | None) -> Device:
@@ -194,8 +209,7 @@ class Devices:
             yield devices
 
 
-def prepare_boards(devices: list[Device], files: Sequence[Path], say: Say | None
-                   ) -> list[Device]:
+def prepare_boards(devices: list[Device], files: Sequence[Path], say: Say | None) -> list[Device]:
     """Fan out over the boards (fabric ``ThreadingGroup``): free space in the work directory,
     then the model and the agent uploaded to all at once.  A board that fails either is left
     out; the others go on."""
@@ -221,7 +235,8 @@ def prepare_boards(devices: list[Device], files: Sequence[Path], say: Say | None
                     f"{name}: the board's disk is full: only {o.value} KiB free in its work "
                     f"directory, the run needs at least {need_kib} KiB",
                     hint=f"free disk space on the board (`edgecal board check {name}` shows "
-                         "the free space) or set another workdir in the boards file")
+                    "the free space) or set another workdir in the boards file",
+                )
         ready = [d for d in boards if d.name not in out]
         for name, o in push_all(ready, uploads).items():
             if not o.ok and o.error is not None:
@@ -259,8 +274,10 @@ def golden_filter(devices: list[Device], say: Say | None) -> list[Device]:
         if say is not None:
             say(f"left out: {why}")
     if not keep:
-        raise CalibrationError("no board passed the golden check",
-                               hint="run `edgecal board check --golden` on the boards")
+        raise CalibrationError(
+            "no board passed the golden check",
+            hint="run `edgecal board check --golden` on the boards",
+        )
     return keep
 
 

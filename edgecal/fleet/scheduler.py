@@ -30,15 +30,33 @@ U = TypeVar("U")
 _fleets = itertools.count(1)
 
 #: Agent error kinds that mean the job itself is wrong (every board would fail it the same).
-JOB_ERRORS = frozenset({"BadRequest", "ModelLoadError", "BlobNotFound", "InputError",
-                        "ProtocolMismatch", "ExtractError", "NonFiniteActivation",
-                        "OutOfMemory",
-                        # Python errors of the job's own code or data: the same on every try
-                        # (an OSError -- a full disk, a vanished file -- stays a board fault)
-                        "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError",
-                        "UnicodeError", "UnicodeEncodeError", "UnicodeDecodeError",
-                        "ZeroDivisionError", "OverflowError", "RecursionError",
-                        "NotImplementedError", "AssertionError"})
+JOB_ERRORS = frozenset(
+    {
+        "BadRequest",
+        "ModelLoadError",
+        "BlobNotFound",
+        "InputError",
+        "ProtocolMismatch",
+        "ExtractError",
+        "NonFiniteActivation",
+        "OutOfMemory",
+        # Python errors of the job's own code or data: the same on every try
+        # (an OSError -- a full disk, a vanished file -- stays a board fault)
+        "TypeError",
+        "ValueError",
+        "KeyError",
+        "IndexError",
+        "AttributeError",
+        "UnicodeError",
+        "UnicodeEncodeError",
+        "UnicodeDecodeError",
+        "ZeroDivisionError",
+        "OverflowError",
+        "RecursionError",
+        "NotImplementedError",
+        "AssertionError",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -67,10 +85,16 @@ class BoardAccount:
     lost: str | None = None  # why the board was given up
 
     def to_dict(self) -> dict[str, Any]:
-        return {"board": self.board, "shards": self.shards, "samples": self.samples,
-                "retried": self.retried, "reassigned": self.reassigned,
-                "collected": self.collected, "seconds": round(self.seconds, 3),
-                "lost": self.lost}
+        return {
+            "board": self.board,
+            "shards": self.shards,
+            "samples": self.samples,
+            "retried": self.retried,
+            "reassigned": self.reassigned,
+            "collected": self.collected,
+            "seconds": round(self.seconds, 3),
+            "lost": self.lost,
+        }
 
 
 class FleetExhausted(CalibrationError):
@@ -120,9 +144,15 @@ class Fleet:
     """Run units over ``devices`` (see the module doc).  ``say`` gets one line per event
     (retry, reconnect, lost board); ``sleep`` waits out a back-off (tests record it)."""
 
-    def __init__(self, devices: Sequence[Device], *, retry: RetryPolicy | None = None,
-                 say: Callable[[str], None] | None = None, tag: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        *,
+        retry: RetryPolicy | None = None,
+        say: Callable[[str], None] | None = None,
+        tag: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not devices:
             raise CalibrationError("no device to run on")
         self.devices = list(devices)
@@ -133,8 +163,10 @@ class Fleet:
         self.tag = tag or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_fleets)}"
         names = [d.name for d in self.devices]
         #: one label per device: its name, numbered when several share one (local workers)
-        self.labels = [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}"
-                       for i, n in enumerate(names)]
+        self.labels = [
+            n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}"
+            for i, n in enumerate(names)
+        ]
         self.accounts = {label: BoardAccount(label) for label in self.labels}
         self.lost: set[str] = set()
         self._hints: dict[str, str | None] = {}  # lost board -> the fix of its last error
@@ -150,11 +182,18 @@ class Fleet:
 
     @property
     def alive(self) -> list[Device]:
-        return [d for d, label in zip(self.devices, self.labels, strict=True)
-                if label not in self.lost]
+        return [
+            d for d, label in zip(self.devices, self.labels, strict=True) if label not in self.lost
+        ]
 
-    def run(self, units: Iterable[U], job: Job[U], done: Callable[[U, Any, str, str], None],
-            total: int, progress: Callable[[int, int], None]) -> None:
+    def run(
+        self,
+        units: Iterable[U],
+        job: Job[U],
+        done: Callable[[U, Any, str, str], None],
+        total: int,
+        progress: Callable[[int, int], None],
+    ) -> None:
         """Run every unit of ``units`` (consumed as produced: a generator may still be
         decoding) and call ``done(unit, answer, board, job_id)`` (serialised) for each."""
         q: _Queue[U] = _Queue()
@@ -167,6 +206,7 @@ class Fleet:
                 with lock:
                     partial[key] = n
                     progress(finished[0] + sum(partial.values()), total)
+
             return update
 
         def produce() -> None:
@@ -232,8 +272,9 @@ class Fleet:
                 key = index * 1_000_000 + serial
                 t0 = time.perf_counter()
                 try:
-                    answer, job_id = self._attempts(device, unit, job, acct, tick(key),
-                                                    f"{self.tag}-{index}-{serial}")
+                    answer, job_id = self._attempts(
+                        device, unit, job, acct, tick(key), f"{self.tag}-{index}-{serial}"
+                    )
                 except _BoardLost as e:
                     acct.seconds += time.perf_counter() - t0
                     acct.lost = e.why
@@ -241,9 +282,14 @@ class Fleet:
                     with q.cond:
                         self.lost.add(label)
                         left = len(self.alive)
-                    self.say(f"{label}: given up ({e.why}); "
-                             + (f"its shard goes to the other {left} board(s)" if left
-                                else "no board left"))
+                    self.say(
+                        f"{label}: given up ({e.why}); "
+                        + (
+                            f"its shard goes to the other {left} board(s)"
+                            if left
+                            else "no board left"
+                        )
+                    )
                     with lock:
                         partial.pop(key, None)
                     give_back(unit)
@@ -276,10 +322,11 @@ class Fleet:
 
         producer = threading.Thread(target=produce, name="edgecal-fleet-producer", daemon=True)
         producer.start()
-        threads = [threading.Thread(target=worker, args=(i, d), daemon=True,
-                                    name=f"edgecal-fleet-{label}")
-                   for i, (d, label) in enumerate(zip(self.devices, self.labels, strict=True))
-                   if label not in self.lost]
+        threads = [
+            threading.Thread(target=worker, args=(i, d), daemon=True, name=f"edgecal-fleet-{label}")
+            for i, (d, label) in enumerate(zip(self.devices, self.labels, strict=True))
+            if label not in self.lost
+        ]
         for t in threads:
             t.start()
         try:
@@ -294,8 +341,10 @@ class Fleet:
             q.cond.notify_all()
         producer.join()
         if isinstance(q.fatal, _NoBoardLeft):
-            raise FleetExhausted(f"every board was lost before the work was done "
-                                 f"({self._why_lost()})", hint=self._lost_hint())
+            raise FleetExhausted(
+                f"every board was lost before the work was done ({self._why_lost()})",
+                hint=self._lost_hint(),
+            )
         if q.fatal is not None:
             raise q.fatal
 
@@ -303,16 +352,21 @@ class Fleet:
         """``fn`` on every board at once (with the retry policy), e.g. ``hello``: every agent
         starts now, not at its board's first shard.  A board that does not answer is given
         up; the answer of the first board (in order) that did is returned."""
-        job: Job[None] = Job(start=lambda d, u, j, p: fn(d), collect=lambda d, u, j: None,
-                             size=lambda u: 0, name=lambda u: what)
+        job: Job[None] = Job(
+            start=lambda d, u, j, p: fn(d),
+            collect=lambda d, u, j: None,
+            size=lambda u: 0,
+            name=lambda u: what,
+        )
         answers: dict[str, Any] = {}
         errors: dict[str, BaseException] = {}
         lock = threading.Lock()
 
         def one(device: Device, label: str) -> None:
             try:
-                answers[label] = self._attempts(device, None, job, self.accounts[label],
-                                                lambda a, b: None, f"{self.tag}-call")[0]
+                answers[label] = self._attempts(
+                    device, None, job, self.accounts[label], lambda a, b: None, f"{self.tag}-call"
+                )[0]
             except _BoardLost as e:
                 with lock:
                     self.accounts[label].lost = e.why
@@ -322,10 +376,13 @@ class Fleet:
             except BaseException as e:  # not the board's fault: raised below
                 errors[label] = e
 
-        threads = [threading.Thread(target=one, args=(d, label), daemon=True,
-                                    name=f"edgecal-fleet-{what}-{label}")
-                   for d, label in zip(self.devices, self.labels, strict=True)
-                   if label not in self.lost]
+        threads = [
+            threading.Thread(
+                target=one, args=(d, label), daemon=True, name=f"edgecal-fleet-{what}-{label}"
+            )
+            for d, label in zip(self.devices, self.labels, strict=True)
+            if label not in self.lost
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -336,21 +393,32 @@ class Fleet:
         for label in self.labels:
             if label in answers:
                 return answers[label]
-        raise FleetExhausted(f"no board answered {what} ({self._why_lost()})",
-                             hint=self._lost_hint())
+        raise FleetExhausted(
+            f"no board answered {what} ({self._why_lost()})", hint=self._lost_hint()
+        )
 
     def _why_lost(self) -> str:
         """Each lost board and why (the reason names the board once)."""
-        return "; ".join(a.lost if a.lost.startswith(f"{a.board}: ") else f"{a.board}: {a.lost}"
-                         for a in self.accounts.values() if a.lost)
+        return "; ".join(
+            a.lost if a.lost.startswith(f"{a.board}: ") else f"{a.board}: {a.lost}"
+            for a in self.accounts.values()
+            if a.lost
+        )
 
     def _lost_hint(self) -> str | None:
         """The fixes of the lost boards' last errors, each once."""
         hints = [h for h in dict.fromkeys(self._hints.values()) if h]
         return "; ".join(hints) or None
 
-    def _attempts(self, device: Device, unit: U, job: Job[U], acct: BoardAccount,
-                  progress: Callable[[int, int], None], base: str) -> tuple[Any, str]:
+    def _attempts(
+        self,
+        device: Device,
+        unit: U,
+        job: Job[U],
+        acct: BoardAccount,
+        progress: Callable[[int, int], None],
+        base: str,
+    ) -> tuple[Any, str]:
         last: DeviceError | None = None
         previous: str | None = None
         for attempt in range(self.retry.attempts):
@@ -363,8 +431,10 @@ class Fleet:
                         got = job.collect(device, unit, previous)
                         if got is not None:
                             acct.collected += 1
-                            self.say(f"{device.name}: collected the answer of {job.name(unit)} "
-                                     "written before the interruption")
+                            self.say(
+                                f"{device.name}: collected the answer of {job.name(unit)} "
+                                "written before the interruption"
+                            )
                             return got, previous
                 previous = job_id
                 return job.start(device, unit, job_id, progress), job_id
@@ -374,9 +444,11 @@ class Fleet:
                 last = e
                 acct.retried += 1
                 if attempt + 1 < self.retry.attempts:
-                    self.say(f"{device.name}: {job.name(unit)}: {e.headline}; retrying in "
-                             f"{self.retry.delay(attempt + 1):g} s "
-                             f"({attempt + 2}/{self.retry.attempts})")
+                    self.say(
+                        f"{device.name}: {job.name(unit)}: {e.headline}; retrying in "
+                        f"{self.retry.delay(attempt + 1):g} s "
+                        f"({attempt + 2}/{self.retry.attempts})"
+                    )
         assert last is not None
         raise _BoardLost(last.headline, last.hint)
 

@@ -33,8 +33,9 @@ def host_resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
     rows, cols = int(bgr.shape[0]), int(bgr.shape[1])
     w, h = spec.target_size(cols, rows)
-    mat = ncnn.Mat.from_pixels_resize(np.ascontiguousarray(bgr), ncnn.Mat.PixelType.PIXEL_BGR,
-                                      cols, rows, w, h)
+    mat = ncnn.Mat.from_pixels_resize(
+        np.ascontiguousarray(bgr), ncnn.Mat.PixelType.PIXEL_BGR, cols, rows, w, h
+    )
     chw = np.array(mat, dtype=np.float32)  # (3, h, w), whole numbers 0..255
     return np.ascontiguousarray(chw.transpose(1, 2, 0).astype(np.uint8))
 
@@ -73,8 +74,13 @@ class ResizeNotes:
                     f"input {blob}: {n} image(s) resized from {cols}x{rows}"
                     + (f" (and {others} other size(s))" if others else "")
                     + f" to {w}x{h} as --shape asks"
-                    + (f"; {host} larger than {HOST_RESIZE_PIXELS // 1_000_000} MP resized on "
-                       "this host before shipping" if host else ""))
+                    + (
+                        f"; {host} larger than {HOST_RESIZE_PIXELS // 1_000_000} MP resized on "
+                        "this host before shipping"
+                        if host
+                        else ""
+                    )
+                )
         return out
 
 

@@ -26,10 +26,14 @@ from pathlib import Path
 
 from edgecal.errors import InputFileError
 
-RULE = ("a relative line is looked up relative to the list file's folder and relative to the "
-        "current directory")
-RULE_NCNN = ("a relative line is looked up relative to the current directory, as ncnn2table "
-             "does, then relative to the list file's folder")
+RULE = (
+    "a relative line is looked up relative to the list file's folder and relative to the "
+    "current directory"
+)
+RULE_NCNN = (
+    "a relative line is looked up relative to the current directory, as ncnn2table "
+    "does, then relative to the list file's folder"
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,7 @@ def _places(list_path: Path, name: str, cwd_first: bool) -> list[Path]:
     p = Path(name)
     if p.is_absolute():
         return [p]
-    places = [Path(name), list_path.parent / p] if cwd_first else [list_path.parent / p,
-                                                                     Path(name)]
+    places = [Path(name), list_path.parent / p] if cwd_first else [list_path.parent / p, Path(name)]
     return places if places[0] != places[1] else places[:1]
 
 
@@ -101,18 +104,22 @@ def resolve_line(list_path: Path, line: ListLine, *, cwd_first: bool = False) ->
                 f"files: {found[0]} (relative to the list's folder) and {found[1]} (relative "
                 f"to the current directory); {RULE}, and must name one file",
                 hint="write absolute paths in the list, or run from a directory where the line "
-                     "names one file",
+                "names one file",
             )
         return found[0]
     raise InputFileError(
         f"line {line.number} of list file {list_path} names no file: tried "
         + ", ".join(str(p) for p in tried)
-        + ("" if all(Path(c).is_absolute() for c in line.candidates)
-           else f"; {RULE_NCNN if cwd_first else RULE}"),
+        + (
+            ""
+            if all(Path(c).is_absolute() for c in line.candidates)
+            else f"; {RULE_NCNN if cwd_first else RULE}"
+        ),
         hint="fix the line, or run from the directory the list's paths are relative to",
     )
 
 
-def resolve_list(list_path: Path, lines: Sequence[ListLine], *, cwd_first: bool = False
-                 ) -> list[Path]:
+def resolve_list(
+    list_path: Path, lines: Sequence[ListLine], *, cwd_first: bool = False
+) -> list[Path]:
     return [resolve_line(list_path, line, cwd_first=cwd_first) for line in lines]

@@ -37,6 +37,7 @@ class Model:
         consumed = {b for layer in self.param.layers for b in layer.bottoms}
         return [t for layer in self.param.layers for t in layer.tops if t not in consumed]
 
+
 def load_model(param_path: Path, bin_path: Path) -> Model:
     param_bytes = read_bytes(param_path, "param file")
     bin_bytes = read_bytes(bin_path, "bin file")

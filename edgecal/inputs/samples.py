@@ -81,8 +81,10 @@ def decode_image_bgr(path: Path) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         # OpenCV scales 16-bit images to 8 bits by dropping the low byte.
         arr16 = np.asarray(img, dtype=np.uint32)
-        grey = (arr16 >> 8).astype(np.uint8) if mode != "I" else np.clip(arr16, 0, 255).astype(
-            np.uint8
+        grey = (
+            (arr16 >> 8).astype(np.uint8)
+            if mode != "I"
+            else np.clip(arr16, 0, 255).astype(np.uint8)
         )
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
     if mode in ("1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "F"):
@@ -105,8 +107,10 @@ def _check_npy_header(path: Path) -> None:
         if magic.startswith(b"PK"):
             raise ImageError(f"{path} is an .npz archive, not a single .npy array")
         if magic != fmt.MAGIC_PREFIX:
-            raise ImageError(f"{path} is not a .npy file (no NUMPY magic at its start)",
-                             hint="save samples with numpy.save")
+            raise ImageError(
+                f"{path} is not a .npy file (no NUMPY magic at its start)",
+                hint="save samples with numpy.save",
+            )
         fh.seek(0)
         version = fmt.read_magic(fh)
         if version == (1, 0):
@@ -190,8 +194,11 @@ class SampleSource:
         out = []
         for spec, paths in zip(self.specs, self.paths, strict=True):
             p = paths[index]
-            out.append(fit_image(decode_image_bgr(p), spec, self.notes) if spec.kind == "image"
-                       else load_npy(p, spec))
+            out.append(
+                fit_image(decode_image_bgr(p), spec, self.notes)
+                if spec.kind == "image"
+                else load_npy(p, spec)
+            )
         return tuple(out)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
@@ -200,7 +207,8 @@ class SampleSource:
 
     def subset(self, indices: Sequence[int]) -> SampleSource:
         return SampleSource(
-            self.specs, tuple(tuple(paths[i] for i in indices) for paths in self.paths),
+            self.specs,
+            tuple(tuple(paths[i] for i in indices) for paths in self.paths),
             self.notes,
         )
 
@@ -214,7 +222,8 @@ def check_finite_preprocessing(specs: Sequence[InputSpec]) -> None:
                 raise UsageError(
                     f"{what} of input {spec.blob} holds {bad[0]!r}: every activation would be "
                     "NaN/inf",
-                    hint=f"give finite {what} values (--{what} or {what}=[...], one per channel)")
+                    hint=f"give finite {what} values (--{what} or {what}=[...], one per channel)",
+                )
 
 
 def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path]]) -> SampleSource:

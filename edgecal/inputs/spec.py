@@ -58,14 +58,16 @@ class TensorInput:
         return self.npy
 
 
-def input_specs(model: str, blobs: Sequence[str], inputs: Sequence[ImageInput | TensorInput],
-                where: str = "") -> list[InputSpec]:
+def input_specs(
+    model: str, blobs: Sequence[str], inputs: Sequence[ImageInput | TensorInput], where: str = ""
+) -> list[InputSpec]:
     """One :class:`InputSpec` per input ``blobs`` of ``model`` (in Input layer order)."""
     if len(inputs) != len(blobs):
         raise UsageError(
             f"{model} has {len(blobs)} input(s) ({', '.join(blobs)}) but {len(inputs)} "
             f"sample list(s) were given{where}",
-            hint="give one --images/--npy list per input, in the order of the Input layers")
+            hint="give one --images/--npy list per input, in the order of the Input layers",
+        )
     specs: list[InputSpec] = []
     for blob, inp in zip(blobs, inputs, strict=True):
         shp = tuple(int(v) for v in inp.shape) if inp.shape else ()
@@ -74,26 +76,35 @@ def input_specs(model: str, blobs: Sequence[str], inputs: Sequence[ImageInput | 
             continue
         px = (inp.pixel or "BGR").upper()
         if px not in PIXEL_TYPES:
-            raise UsageError(f"pixel type {px!r} for input {blob} is not supported",
-                             hint=f"use one of {', '.join(PIXEL_TYPES)}")
+            raise UsageError(
+                f"pixel type {px!r} for input {blob} is not supported",
+                hint=f"use one of {', '.join(PIXEL_TYPES)}",
+            )
         channels = CHANNELS[px]
         m = tuple(float(v) for v in inp.mean) if inp.mean else (0.0,) * channels
         s = tuple(float(v) for v in inp.norm) if inp.norm else (1.0,) * channels
         for name, vals in (("mean", m), ("norm", s)):
             if len(vals) < channels:
-                raise UsageError(f"{name} for input {blob} has {len(vals)} value(s) but "
-                                 f"pixel={px} has {channels} channel(s)")
+                raise UsageError(
+                    f"{name} for input {blob} has {len(vals)} value(s) but "
+                    f"pixel={px} has {channels} channel(s)"
+                )
         if len(shp) not in (0, 2, 3):
             raise UsageError(f"--shape for image input {blob} must be W,H or W,H,C")
-        specs.append(InputSpec(blob=blob, kind="image", pixel=px, mean=m[:channels],
-                               norm=s[:channels], shape=shp))
+        specs.append(
+            InputSpec(
+                blob=blob, kind="image", pixel=px, mean=m[:channels], norm=s[:channels], shape=shp
+            )
+        )
     return specs
 
 
-def defaults_used(specs: Sequence[InputSpec], inputs: Sequence[ImageInput | TensorInput]
-                  ) -> list[str]:
+def defaults_used(
+    specs: Sequence[InputSpec], inputs: Sequence[ImageInput | TensorInput]
+) -> list[str]:
     """One line per image input for the preprocessing not given, naming the values used
     instead."""
+
     def nums(values: Sequence[float]) -> str:
         return ",".join(f"{v:g}" for v in values)
 
@@ -101,11 +112,19 @@ def defaults_used(specs: Sequence[InputSpec], inputs: Sequence[ImageInput | Tens
     for spec, inp in zip(specs, inputs, strict=True):
         if not isinstance(inp, ImageInput):
             continue
-        used = [(name, value) for name, given, value in (
-            ("--pixel", inp.pixel, spec.pixel), ("--mean", inp.mean, nums(spec.mean)),
-            ("--norm", inp.norm, nums(spec.norm))) if not given]
+        used = [
+            (name, value)
+            for name, given, value in (
+                ("--pixel", inp.pixel, spec.pixel),
+                ("--mean", inp.mean, nums(spec.mean)),
+                ("--norm", inp.norm, nums(spec.norm)),
+            )
+            if not given
+        ]
         if used:
-            out.append(f"no {'/'.join(n for n, _ in used)} for image input {spec.blob}: using "
-                       + " ".join(f"{n} {v}" for n, v in used)
-                       + " (give them as the app preprocesses its input)")
+            out.append(
+                f"no {'/'.join(n for n, _ in used)} for image input {spec.blob}: using "
+                + " ".join(f"{n} {v}" for n, v in used)
+                + " (give them as the app preprocesses its input)"
+            )
     return out

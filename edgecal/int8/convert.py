@@ -115,8 +115,7 @@ def _check_table(pf: ParamFile, table: CalibrationTable) -> None:
 def used_table_keys(table: CalibrationTable, quantized: Sequence[str]) -> list[str]:
     """The table records a conversion that quantized ``quantized`` read, in table order."""
     owners = set(quantized)
-    return [k for k in table
-            if (k.rsplit("_param_", 1)[0] if is_weight_key(k) else k) in owners]
+    return [k for k in table if (k.rsplit("_param_", 1)[0] if is_weight_key(k) else k) in owners]
 
 
 def _scales(table: CalibrationTable, layer: Layer, index: int, expected: int) -> np.ndarray | None:

@@ -233,8 +233,9 @@ def _fail(source: str, lineno: int, msg: str) -> ModelFormatError:
     return ModelFormatError(f"{source}:{lineno}: {msg}")
 
 
-def _two_counts(texts: Sequence[str], source: str, lineno: int, bad: str, negative: str
-                ) -> tuple[int, int]:
+def _two_counts(
+    texts: Sequence[str], source: str, lineno: int, bad: str, negative: str
+) -> tuple[int, int]:
     """Two non-negative integers (a layer's bottom/top counts, the file's layer/blob counts);
     ``bad`` and ``negative`` are the errors' messages."""
     try:
@@ -251,9 +252,13 @@ def _parse_layer(line: str, source: str, lineno: int) -> Layer:
     if len(tokens) < 4:
         raise _fail(source, lineno, f"truncated layer line (need type, name and counts): {line!r}")
     ltype, name = tokens[0], tokens[1]
-    nb, nt = _two_counts(tokens[2:4], source, lineno,
-                         f"layer {name!r}: bad bottom/top counts {tokens[2:4]}",
-                         f"layer {name!r}: negative bottom/top count")
+    nb, nt = _two_counts(
+        tokens[2:4],
+        source,
+        lineno,
+        f"layer {name!r}: bad bottom/top counts {tokens[2:4]}",
+        f"layer {name!r}: negative bottom/top count",
+    )
     rest = tokens[4:]
     if len(rest) < nb + nt:
         raise _fail(
@@ -315,9 +320,12 @@ def parse_param(text: str, source: str = "<param>") -> ParamFile:
     if lineno < 0:
         raise _fail(source, 1, "truncated: no layer/blob count line")
     layer_count, blob_count = _two_counts(
-        counts.split(), source, lineno,
+        counts.split(),
+        source,
+        lineno,
         f"bad counts line {counts.strip()!r}, expected '<layers> <blobs>'",
-        f"negative counts {counts.strip()!r}")
+        f"negative counts {counts.strip()!r}",
+    )
     header_text = "".join(lines[:idx])
 
     layers: list[Layer] = []

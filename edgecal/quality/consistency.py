@@ -78,14 +78,25 @@ class Consistency:
         return cls(
             tolerance_cosine=o.num("tolerance_cosine"),
             tolerance_disagree=o.num("tolerance_disagree"),
-            pairs=[PairFigures(a=p.text("a"), b=p.text("b"), cosine_mean=p.num("cosine_mean"),
-                               cosine_min=p.num("cosine_min"),
-                               top1_disagree=p.num("top1_disagree"))
-                   for p in o.objs("pairs")],
-            boards=[BoardVerdict(board=b.text("board"),
-                                 cosine_to_others_min=b.num("cosine_to_others_min"),
-                                 diverges=b.flag("diverges"), why=b.opt_text("why"))
-                    for b in o.objs("boards")],
+            pairs=[
+                PairFigures(
+                    a=p.text("a"),
+                    b=p.text("b"),
+                    cosine_mean=p.num("cosine_mean"),
+                    cosine_min=p.num("cosine_min"),
+                    top1_disagree=p.num("top1_disagree"),
+                )
+                for p in o.objs("pairs")
+            ],
+            boards=[
+                BoardVerdict(
+                    board=b.text("board"),
+                    cosine_to_others_min=b.num("cosine_to_others_min"),
+                    diverges=b.flag("diverges"),
+                    why=b.opt_text("why"),
+                )
+                for b in o.objs("boards")
+            ],
         )
 
     @classmethod
@@ -100,21 +111,33 @@ class Consistency:
             value = d.get(key)
             return value if isinstance(value, list) else []
 
-        boards = [BoardVerdict(board=str(b["board"]),
-                               cosine_to_others_min=num(b, "cosine_to_others_min"),
-                               diverges=bool(b.get("diverges")),
-                               why=str(b["why"]) if b.get("why") else None)
-                  for b in listed("boards") if isinstance(b, dict) and "board" in b]
+        boards = [
+            BoardVerdict(
+                board=str(b["board"]),
+                cosine_to_others_min=num(b, "cosine_to_others_min"),
+                diverges=bool(b.get("diverges")),
+                why=str(b["why"]) if b.get("why") else None,
+            )
+            for b in listed("boards")
+            if isinstance(b, dict) and "board" in b
+        ]
         for name in map(str, listed("diverging")):
             known = [i for i, b in enumerate(boards) if b.board == name]
             if not known:
                 boards.append(BoardVerdict(name, math.nan, True, None))
             for i in known:
                 boards[i] = replace(boards[i], diverges=True)
-        pairs = [PairFigures(a=str(p.get("a")), b=str(p.get("b")),
-                             cosine_mean=num(p, "cosine_mean"), cosine_min=num(p, "cosine_min"),
-                             top1_disagree=num(p, "top1_disagree"))
-                 for p in listed("pairs") if isinstance(p, dict)]
+        pairs = [
+            PairFigures(
+                a=str(p.get("a")),
+                b=str(p.get("b")),
+                cosine_mean=num(p, "cosine_mean"),
+                cosine_min=num(p, "cosine_min"),
+                top1_disagree=num(p, "top1_disagree"),
+            )
+            for p in listed("pairs")
+            if isinstance(p, dict)
+        ]
         return cls(num(d, "tolerance_cosine"), num(d, "tolerance_disagree"), pairs, boards)
 
 
@@ -151,7 +174,7 @@ def compare_boards(
         raise ValueError(f"boards answered outputs of different shapes: {shapes}")
     pairs: list[PairFigures] = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             cos = row_cosines(arrays[a], arrays[b])
             dis = float(np.mean(np.argmax(arrays[a], 1) != np.argmax(arrays[b], 1)))
             pairs.append(PairFigures(a, b, float(cos.mean()), float(cos.min()), dis))
@@ -165,8 +188,10 @@ def compare_boards(
         if diverges:
             others = ", ".join(p.b if p.a == name else p.a for p in bad)
             w = min(bad, key=lambda p: p.cosine_min)
-            why = (f"int8 outputs differ from {others} (least per-image cosine "
-                   f"{w.cosine_min:.6f} < {tol_cosine}, or top-1 differs on "
-                   f"{100 * w.top1_disagree:.2f} % of images > {100 * tol_disagree:.2f} %)")
+            why = (
+                f"int8 outputs differ from {others} (least per-image cosine "
+                f"{w.cosine_min:.6f} < {tol_cosine}, or top-1 differs on "
+                f"{100 * w.top1_disagree:.2f} % of images > {100 * tol_disagree:.2f} %)"
+            )
         verdicts.append(BoardVerdict(name, worst, diverges, why))
     return Consistency(tol_cosine, tol_disagree, pairs, verdicts)

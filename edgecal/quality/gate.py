@@ -32,8 +32,14 @@ GATE_SCHEMA = 1
 #: (e.g. ``0.99 - 0.005`` vs a measured ``0.985``).
 EPS = 1e-9
 
-THRESHOLD_OPTIONS = ("--baseline", "--min-accuracy", "--min-agreement", "--min-cosine",
-                     "--max-accuracy-drop", "--require-speedup")
+THRESHOLD_OPTIONS = (
+    "--baseline",
+    "--min-accuracy",
+    "--min-agreement",
+    "--min-cosine",
+    "--max-accuracy-drop",
+    "--require-speedup",
+)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -62,12 +68,18 @@ class Thresholds:
         for name in ("min_accuracy", "min_agreement"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
-                raise UsageError(f"--{name.replace('_', '-')} {v}: give a fraction 0..1 "
-                                 "(e.g. 0.95 for 95%)")
+                raise UsageError(
+                    f"--{name.replace('_', '-')} {v}: give a fraction 0..1 (e.g. 0.95 for 95%)"
+                )
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
             raise UsageError(f"--min-cosine {self.min_cosine}: a cosine is in -1..1")
-        for name in ("max_accuracy_drop_points", "tol_accuracy_points", "tol_agreement_points",
-                     "tol_cosine", "tol_layer_cosine"):
+        for name in (
+            "max_accuracy_drop_points",
+            "tol_accuracy_points",
+            "tol_agreement_points",
+            "tol_cosine",
+            "tol_layer_cosine",
+        ):
             v = getattr(self, name)
             if v is not None and not (v >= 0.0 and math.isfinite(v)):
                 raise UsageError(f"{name.replace('_', ' ')} {v}: must be a finite number >= 0")
@@ -78,8 +90,14 @@ class Thresholds:
     def explicit(self) -> bool:
         """Whether any check stands on its own (without a baseline)."""
         return self.require_speedup or any(
-            v is not None for v in (self.min_accuracy, self.min_agreement, self.min_cosine,
-                                    self.max_accuracy_drop_points))
+            v is not None
+            for v in (
+                self.min_accuracy,
+                self.min_agreement,
+                self.min_cosine,
+                self.max_accuracy_drop_points,
+            )
+        )
 
 
 def parse_validation_doc(obj: Any, source: str) -> ValidationDoc:
@@ -106,14 +124,22 @@ def merge_docs(docs: Sequence[tuple[str, ValidationDoc]]) -> ValidationDoc:
     for source, doc in docs:
         for res in doc.results:
             if res.board in where:
-                raise InputFileError(f"board {res.board} is in both {where[res.board]} and "
-                                     f"{source}", hint="pass one results file per board")
+                raise InputFileError(
+                    f"board {res.board} is in both {where[res.board]} and {source}",
+                    hint="pass one results file per board",
+                )
             where[res.board] = source
             results.append(res)
-    consistency = (Consistency(found[0].tolerance_cosine, found[0].tolerance_disagree,
-                               [p for c in found for p in c.pairs],
-                               [b for c in found for b in c.boards])
-                   if found else None)
+    consistency = (
+        Consistency(
+            found[0].tolerance_cosine,
+            found[0].tolerance_disagree,
+            [p for c in found for p in c.pairs],
+            [b for c in found for b in c.boards],
+        )
+        if found
+        else None
+    )
     return ValidationDoc(results, consistency)
 
 
@@ -163,8 +189,10 @@ class GateReport:
         n = len(self.rows)
         if self.passed:
             return f"PASS: all {n} checks on {_plural(self.boards, 'board')}"
-        return (f"FAIL: {len(self.failures)} of {n} checks failed on "
-                f"{_plural(self.failed_boards, 'board')}")
+        return (
+            f"FAIL: {len(self.failures)} of {n} checks failed on "
+            f"{_plural(self.failed_boards, 'board')}"
+        )
 
 
 def _plural(names: Sequence[str], what: str) -> str:
@@ -200,9 +228,19 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:g}"
 
 
-def _at_least(board: str, check: str, value: float | None, *, unit: str,
-              floor: float | None, floor_opt: str, base: float | None, tol: float,
-              tol_text: str, missing: str) -> GateRow:
+def _at_least(
+    board: str,
+    check: str,
+    value: float | None,
+    *,
+    unit: str,
+    floor: float | None,
+    floor_opt: str,
+    base: float | None,
+    tol: float,
+    tol_text: str,
+    missing: str,
+) -> GateRow:
     """value >= max(floor, base - tol); ``missing`` says why a value may be absent."""
     limits: list[tuple[float, str]] = []
     if floor is not None:
@@ -228,13 +266,16 @@ def _same_model(cur: ValidationResult, base: ValidationResult) -> tuple[bool | N
         return True, "same fp32 model as the baseline"
     k = diff[0]
     what = k.split("_")[0]
-    return False, (f"the baseline is for another fp32 model ({what} sha256 "
-                   f"{str(b[k])[:12]}... there, {str(a[k])[:12]}... here; "
-                   "fix: re-save the baseline with `edgecal validate --save-baseline`)")
+    return False, (
+        f"the baseline is for another fp32 model ({what} sha256 "
+        f"{str(b[k])[:12]}... there, {str(a[k])[:12]}... here; "
+        "fix: re-save the baseline with `edgecal validate --save-baseline`)"
+    )
 
 
-def _board_rows(board: str, cur: ValidationResult, base: ValidationResult | None,
-                th: Thresholds) -> list[GateRow]:
+def _board_rows(
+    board: str, cur: ValidationResult, base: ValidationResult | None, th: Thresholds
+) -> list[GateRow]:
     rows: list[GateRow] = []
     if base is not None:
         same, msg = _same_model(cur, base)
@@ -248,39 +289,81 @@ def _board_rows(board: str, cur: ValidationResult, base: ValidationResult | None
 
     base_acc = base.figure("top1_int8") if base is not None else None
     if th.min_accuracy is not None or base_acc is not None:
-        rows.append(_at_least(
-            board, "accuracy_int8", acc, unit="frac", floor=th.min_accuracy,
-            floor_opt="--min-accuracy", base=base_acc, tol=th.tol_accuracy_points / 100.0,
-            tol_text=f"{th.tol_accuracy_points:g} pts", missing=no_acc))
+        rows.append(
+            _at_least(
+                board,
+                "accuracy_int8",
+                acc,
+                unit="frac",
+                floor=th.min_accuracy,
+                floor_opt="--min-accuracy",
+                base=base_acc,
+                tol=th.tol_accuracy_points / 100.0,
+                tol_text=f"{th.tol_accuracy_points:g} pts",
+                missing=no_acc,
+            )
+        )
     if th.max_accuracy_drop_points is not None:
         limit = th.max_accuracy_drop_points
         if acc is None or acc_fp32 is None:
-            rows.append(GateRow(board, "accuracy_drop", None, limit, False,
-                                "no fp32/int8 accuracy in the results (fix: validate with "
-                                "--labels)", op="<=", unit="pts"))
+            rows.append(
+                GateRow(
+                    board,
+                    "accuracy_drop",
+                    None,
+                    limit,
+                    False,
+                    "no fp32/int8 accuracy in the results (fix: validate with --labels)",
+                    op="<=",
+                    unit="pts",
+                )
+            )
         else:
             drop = 100.0 * (acc_fp32 - acc)
             passed = _ok(drop, "<=", limit)
-            msg = (f"fp32 {fmt(acc_fp32, 'frac')} - int8 {fmt(acc, 'frac')}" if passed else
-                   f"int8 loses {drop:.2f} points vs fp32 on this run, more than "
-                   f"--max-accuracy-drop {limit:g}")
-            rows.append(GateRow(board, "accuracy_drop", drop, limit, passed, msg, op="<=",
-                                unit="pts"))
+            msg = (
+                f"fp32 {fmt(acc_fp32, 'frac')} - int8 {fmt(acc, 'frac')}"
+                if passed
+                else f"int8 loses {drop:.2f} points vs fp32 on this run, more than "
+                f"--max-accuracy-drop {limit:g}"
+            )
+            rows.append(
+                GateRow(board, "accuracy_drop", drop, limit, passed, msg, op="<=", unit="pts")
+            )
 
     base_agree = base.figure("agreement") if base is not None else None
     if th.min_agreement is not None or base_agree is not None:
-        rows.append(_at_least(
-            board, "agreement", cur.figure("agreement"), unit="frac",
-            floor=th.min_agreement, floor_opt="--min-agreement", base=base_agree,
-            tol=th.tol_agreement_points / 100.0, tol_text=f"{th.tol_agreement_points:g} pts",
-            missing="no agreement in the results"))
+        rows.append(
+            _at_least(
+                board,
+                "agreement",
+                cur.figure("agreement"),
+                unit="frac",
+                floor=th.min_agreement,
+                floor_opt="--min-agreement",
+                base=base_agree,
+                tol=th.tol_agreement_points / 100.0,
+                tol_text=f"{th.tol_agreement_points:g} pts",
+                missing="no agreement in the results",
+            )
+        )
 
     base_cos = base.figure("cosine_mean") if base is not None else None
     if th.min_cosine is not None or base_cos is not None:
-        rows.append(_at_least(
-            board, "cosine_mean", cur.figure("cosine_mean"), unit="cos",
-            floor=th.min_cosine, floor_opt="--min-cosine", base=base_cos, tol=th.tol_cosine,
-            tol_text=f"{th.tol_cosine:g}", missing="no output cosine in the results"))
+        rows.append(
+            _at_least(
+                board,
+                "cosine_mean",
+                cur.figure("cosine_mean"),
+                unit="cos",
+                floor=th.min_cosine,
+                floor_opt="--min-cosine",
+                base=base_cos,
+                tol=th.tol_cosine,
+                tol_text=f"{th.tol_cosine:g}",
+                missing="no output cosine in the results",
+            )
+        )
 
     if th.require_speedup:
         rows.append(_speedup_row(board, cur, th))
@@ -294,19 +377,35 @@ def _board_rows(board: str, cur: ValidationResult, base: ValidationResult | None
             b = base_layers[name].figure("cosine_mean")
             if b is None:
                 continue
-            rows.append(_at_least(
-                board, f"layer {name} cosine", layer.figure("cosine_mean"), unit="cos",
-                floor=None, floor_opt="", base=b, tol=th.tol_layer_cosine,
-                tol_text=f"{th.tol_layer_cosine:g}", missing=f"no cosine for layer {name}"))
+            rows.append(
+                _at_least(
+                    board,
+                    f"layer {name} cosine",
+                    layer.figure("cosine_mean"),
+                    unit="cos",
+                    floor=None,
+                    floor_opt="",
+                    base=b,
+                    tol=th.tol_layer_cosine,
+                    tol_text=f"{th.tol_layer_cosine:g}",
+                    missing=f"no cosine for layer {name}",
+                )
+            )
     return rows
 
 
 def _speedup_row(board: str, cur: ValidationResult, th: Thresholds) -> GateRow:
     fp, i8 = cur.figure("latency_fp32_ms"), cur.figure("latency_int8_ms")
     if fp is None or i8 is None or not (fp > 0 and i8 > 0):
-        return GateRow(board, "speedup", None, th.min_speedup, False,
-                       f"no usable latencies in the results (fp32 {fp}, int8 {i8} ms)",
-                       unit="x")
+        return GateRow(
+            board,
+            "speedup",
+            None,
+            th.min_speedup,
+            False,
+            f"no usable latencies in the results (fp32 {fp}, int8 {i8} ms)",
+            unit="x",
+        )
     speedup = fp / i8
     passed = i8 < fp and _ok(speedup, ">=", th.min_speedup)
     lat = f"fp32 {fp:.3f} ms, int8 {i8:.3f} ms"
@@ -321,23 +420,31 @@ def _consistency_rows(cons: Consistency | None) -> dict[str, GateRow]:
     tol = cons.tolerance_cosine
     out: dict[str, GateRow] = {}
     for b in cons.boards:
-        msg = (f"diverges from the other boards: {b.why or 'see consistency'}"
-               if b.diverges else "agrees with the other boards")
-        out[b.board] = GateRow(b.board, "consistency", b.cosine_to_others_min, tol,
-                               not b.diverges, msg, unit="cos")
+        msg = (
+            f"diverges from the other boards: {b.why or 'see consistency'}"
+            if b.diverges
+            else "agrees with the other boards"
+        )
+        out[b.board] = GateRow(
+            b.board, "consistency", b.cosine_to_others_min, tol, not b.diverges, msg, unit="cos"
+        )
     return out
 
 
 def require_reference(has_baseline: bool, th: Thresholds) -> None:
     """A gate needs a baseline or an explicit threshold: else :class:`UsageError`."""
     if not has_baseline and not th.explicit:
-        raise UsageError("nothing to check against",
-                         hint="give " + " or ".join(THRESHOLD_OPTIONS))
+        raise UsageError("nothing to check against", hint="give " + " or ".join(THRESHOLD_OPTIONS))
 
 
-def evaluate_gate(current: ValidationDoc, baseline: ValidationDoc | None, th: Thresholds,
-                  *, current_source: str = "results", baseline_source: str = "baseline"
-                  ) -> GateReport:
+def evaluate_gate(
+    current: ValidationDoc,
+    baseline: ValidationDoc | None,
+    th: Thresholds,
+    *,
+    current_source: str = "results",
+    baseline_source: str = "baseline",
+) -> GateReport:
     """Gate ``current`` (a validation doc) against ``th`` and the ``baseline`` doc.
 
     Board matching: by device name; a baseline of exactly one board applies to every current
@@ -359,8 +466,7 @@ def evaluate_gate(current: ValidationDoc, baseline: ValidationDoc | None, th: Th
             bname = single_base.board
             others = [n for n in names if n != bname]
             if others:
-                warnings.append(f"the baseline of board {bname} applies to "
-                                f"{', '.join(others)}")
+                warnings.append(f"the baseline of board {bname} applies to {', '.join(others)}")
         else:
             base_by_name = {r.board: r for r in base_results}
 
@@ -373,41 +479,73 @@ def evaluate_gate(current: ValidationDoc, baseline: ValidationDoc | None, th: Th
         elif baseline is not None:
             base = base_by_name.get(name)
             if base is None:
-                rows.append(GateRow(
-                    name, "baseline", None, None, False,
-                    f"no baseline for board {name} in {baseline_source} (fix: re-save the "
-                    "baseline with this board validated too)", op=""))
+                rows.append(
+                    GateRow(
+                        name,
+                        "baseline",
+                        None,
+                        None,
+                        False,
+                        f"no baseline for board {name} in {baseline_source} (fix: re-save the "
+                        "baseline with this board validated too)",
+                        op="",
+                    )
+                )
         if base is not None:
             warnings += _drift_warnings(name, cur, base)
         mine = _board_rows(name, cur, base, th)
         if not mine and not any(r.board == name for r in rows):
             # a gate never passes on nothing (e.g. a baseline without any figure)
-            mine = [GateRow(name, "checks", None, None, False,
-                            f"nothing to check on board {name}: the baseline has none of its "
-                            "figures and no threshold applies", op="")]
+            mine = [
+                GateRow(
+                    name,
+                    "checks",
+                    None,
+                    None,
+                    False,
+                    f"nothing to check on board {name}: the baseline has none of its "
+                    "figures and no threshold applies",
+                    op="",
+                )
+            ]
         rows += mine
         if name in cons_rows:
             rows.append(cons_rows.pop(name))
     rows += cons_rows.values()  # diverging boards not among the results (should not happen)
     for bname in base_by_name:
         if bname not in names:
-            rows.append(GateRow(
-                bname, "validated", None, None, False,
-                f"board {bname} is in the baseline but not in {current_source} (fix: validate "
-                f"on it too, e.g. --device {bname}, or re-save the baseline without it)",
-                op=""))
-    return GateReport(tuple(rows), tuple(warnings), current_source,
-                      baseline_source if baseline is not None else None)
+            rows.append(
+                GateRow(
+                    bname,
+                    "validated",
+                    None,
+                    None,
+                    False,
+                    f"board {bname} is in the baseline but not in {current_source} (fix: validate "
+                    f"on it too, e.g. --device {bname}, or re-save the baseline without it)",
+                    op="",
+                )
+            )
+    return GateReport(
+        tuple(rows),
+        tuple(warnings),
+        current_source,
+        baseline_source if baseline is not None else None,
+    )
 
 
 def _drift_warnings(board: str, cur: ValidationResult, base: ValidationResult) -> list[str]:
     out = []
-    for key, what in (("n_samples", "images"), ("runtime", "runtime"), ("output_blob",
-                                                                         "output blob")):
+    for key, what in (
+        ("n_samples", "images"),
+        ("runtime", "runtime"),
+        ("output_blob", "output blob"),
+    ):
         a, b = (None if key in r.missing else getattr(r, key) for r in (cur, base))
         if a is not None and b is not None and a != b:
-            out.append(f"{board}: {what} {a} here, {b} in the baseline: figures may not be "
-                       "comparable")
+            out.append(
+                f"{board}: {what} {a} here, {b} in the baseline: figures may not be comparable"
+            )
     return out
 
 
@@ -424,8 +562,14 @@ def render_text(report: GateReport) -> str:
     """An aligned table (board, check, value, limit, result, note) and a summary line."""
     head = ("board", "check", "value", "limit", "result", "note")
     table = [head] + [
-        (r.board, r.check, fmt(r.value, r.unit), _limit_text(r), "PASS" if r.passed else "FAIL",
-         r.message)
+        (
+            r.board,
+            r.check,
+            fmt(r.value, r.unit),
+            _limit_text(r),
+            "PASS" if r.passed else "FAIL",
+            r.message,
+        )
         for r in report.rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(head) - 1)]
@@ -444,19 +588,21 @@ def render_text(report: GateReport) -> str:
 
 
 def to_json(report: GateReport) -> dict[str, Any]:
-    return json_safe({
-        "schema": GATE_SCHEMA,
-        "passed": report.passed,
-        "n_checks": len(report.rows),
-        "n_failed": len(report.failures),
-        "boards": report.boards,
-        "failed_boards": report.failed_boards,
-        "results": report.current_source,
-        "baseline": report.baseline_source,
-        "warnings": list(report.warnings),
-        "summary": report.summary(),
-        "rows": [asdict(r) for r in report.rows],
-    })
+    return json_safe(
+        {
+            "schema": GATE_SCHEMA,
+            "passed": report.passed,
+            "n_checks": len(report.rows),
+            "n_failed": len(report.failures),
+            "boards": report.boards,
+            "failed_boards": report.failed_boards,
+            "results": report.current_source,
+            "baseline": report.baseline_source,
+            "warnings": list(report.warnings),
+            "summary": report.summary(),
+            "rows": [asdict(r) for r in report.rows],
+        }
+    )
 
 
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -482,35 +628,59 @@ def to_junit_xml(report: GateReport, *, elapsed_s: float = 0.0) -> str:
     """JUnit XML: ``testsuites`` > one ``testsuite`` per board > one ``testcase`` per check,
     with a ``failure`` element on each failed check."""
     x = _xml_text
-    root = ET.Element("testsuites", {
-        "name": "edgecal check", "tests": str(len(report.rows)),
-        "failures": str(len(report.failures)), "errors": "0", "time": f"{elapsed_s:.3f}"})
+    root = ET.Element(
+        "testsuites",
+        {
+            "name": "edgecal check",
+            "tests": str(len(report.rows)),
+            "failures": str(len(report.failures)),
+            "errors": "0",
+            "time": f"{elapsed_s:.3f}",
+        },
+    )
     for board in report.boards:
         rows = [r for r in report.rows if r.board == board]
         failed = [r for r in rows if not r.passed]
-        suite = ET.SubElement(root, "testsuite", {
-            "name": x(board), "tests": str(len(rows)), "failures": str(len(failed)),
-            "errors": "0", "skipped": "0", "time": "0.000"})
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            {
+                "name": x(board),
+                "tests": str(len(rows)),
+                "failures": str(len(failed)),
+                "errors": "0",
+                "skipped": "0",
+                "time": "0.000",
+            },
+        )
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", {"name": "board", "value": x(board)})
         if report.baseline_source:
-            ET.SubElement(props, "property", {"name": "baseline",
-                                              "value": x(report.baseline_source)})
+            ET.SubElement(
+                props, "property", {"name": "baseline", "value": x(report.baseline_source)}
+            )
         for r in rows:
-            case = ET.SubElement(suite, "testcase", {
-                "classname": x(_classname(board)), "name": x(r.check), "time": "0.000"})
-            detail = (f"board {r.board}, {r.check}: value {fmt(r.value, r.unit)}, limit "
-                      f"{_limit_text(r)}" + (f", baseline {fmt(r.baseline, r.unit)}"
-                                             if r.baseline is not None else ""))
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                {"classname": x(_classname(board)), "name": x(r.check), "time": "0.000"},
+            )
+            detail = (
+                f"board {r.board}, {r.check}: value {fmt(r.value, r.unit)}, limit "
+                f"{_limit_text(r)}"
+                + (f", baseline {fmt(r.baseline, r.unit)}" if r.baseline is not None else "")
+            )
             if r.passed:
                 ET.SubElement(case, "system-out").text = x(f"{detail}. {r.message}".strip())
             else:
-                fail = ET.SubElement(case, "failure", {
-                    "message": x(r.message or f"{r.check} failed"), "type": "edgecal.check"})
+                fail = ET.SubElement(
+                    case,
+                    "failure",
+                    {"message": x(r.message or f"{r.check} failed"), "type": "edgecal.check"},
+                )
                 fail.text = x(f"{detail}\n{r.message}")
         notes = [w for w in report.warnings if not _other_board(w, board, report.boards)]
         if notes:
             ET.SubElement(suite, "system-err").text = x("\n".join(notes))
     ET.indent(root)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            + ET.tostring(root, encoding="unicode") + "\n")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

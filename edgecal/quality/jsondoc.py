@@ -17,8 +17,15 @@ class Malformed(Exception):
 
 
 def kind_of(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             type(None): "null", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -42,8 +49,7 @@ class Obj:
     def of(cls, value: Any, where: str) -> Obj:
         """``where``: the JSON path of ``value`` ("" for the whole document)."""
         if not isinstance(value, dict):
-            raise Malformed(f"{where or 'the document'} should be an object, got "
-                             f"{kind_of(value)}")
+            raise Malformed(f"{where or 'the document'} should be an object, got {kind_of(value)}")
         return cls(value, where)
 
     def at(self, key: str) -> str:

@@ -129,9 +129,14 @@ class Score:
     def from_dict(cls, doc: Any, where: str = "") -> Score:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
         o = Obj.of(doc, where)
-        return cls(agreement=o.num("agreement"), accuracy=o.opt_num("accuracy"),
-                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
-                   drop_points=o.num("drop_points"), latency_ms=o.num("latency_ms"))
+        return cls(
+            agreement=o.num("agreement"),
+            accuracy=o.opt_num("accuracy"),
+            cosine_mean=o.num("cosine_mean"),
+            cosine_min=o.num("cosine_min"),
+            drop_points=o.num("drop_points"),
+            latency_ms=o.num("latency_ms"),
+        )
 
     def better_than(self, other: Score) -> bool:
         """Fewer points lost; on a tie, the closer output (higher mean cosine)."""
@@ -146,8 +151,13 @@ def drop_points(agreement: float, accuracy: float | None, accuracy_fp32: float |
     return 100.0 * (1.0 - agreement)
 
 
-def score_outputs(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
-                  accuracy_fp32: float | None, latency_ms: float) -> Score:
+def score_outputs(
+    ref: np.ndarray,
+    got: np.ndarray,
+    labels: np.ndarray | None,
+    accuracy_fp32: float | None,
+    latency_ms: float,
+) -> Score:
     """Pure: the score of int8 outputs ``got`` against fp32 outputs ``ref`` (both
     ``(n, values)``)."""
     if ref.shape != got.shape:
@@ -156,5 +166,11 @@ def score_outputs(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
     agree = float(np.mean(pred == pred_ref))
     acc = float(np.mean(pred == labels)) if labels is not None else None
     cos = row_cosines(ref, got)
-    return Score(agree, acc, float(cos.mean()), float(cos.min()),
-                 drop_points(agree, acc, accuracy_fp32), latency_ms)
+    return Score(
+        agree,
+        acc,
+        float(cos.mean()),
+        float(cos.min()),
+        drop_points(agree, acc, accuracy_fp32),
+        latency_ms,
+    )

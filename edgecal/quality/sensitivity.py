@@ -41,10 +41,13 @@ class LayerSensitivity:
 
     def to_dict(self, rank: int) -> dict[str, Any]:
         return {
-            "layer": self.layer, "type": self.type, "rank": rank,
+            "layer": self.layer,
+            "type": self.type,
+            "rank": rank,
             "keep_fp32": self.keep_fp32.to_dict(),
             "only_int8": self.only_int8.to_dict() if self.only_int8 is not None else None,
-            "gain_points": self.gain_points, "harm_cosine": self.harm_cosine,
+            "gain_points": self.gain_points,
+            "harm_cosine": self.harm_cosine,
         }
 
     @classmethod
@@ -53,10 +56,13 @@ class LayerSensitivity:
         path of a bad value."""
         o = Obj.of(doc, where)
         return o.integer("rank"), cls(
-            layer=o.text("layer"), type=o.text("type"),
+            layer=o.text("layer"),
+            type=o.text("type"),
             keep_fp32=Score.from_dict(o.raw("keep_fp32"), o.at("keep_fp32")),
             only_int8=Score.from_dict(o.raw("only_int8"), o.at("only_int8")),
-            gain_points=o.num("gain_points"), harm_cosine=o.num("harm_cosine"))
+            gain_points=o.num("gain_points"),
+            harm_cosine=o.num("harm_cosine"),
+        )
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,9 @@ class Sensitivity:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "board": self.board, "metric": self.metric, "n_samples": self.n_samples,
+            "board": self.board,
+            "metric": self.metric,
+            "n_samples": self.n_samples,
             "all_int8": self.all_int8.to_dict(),
             "layers": [x.to_dict(i + 1) for i, x in enumerate(self.layers)],
         }
@@ -80,14 +88,18 @@ class Sensitivity:
         :class:`Malformed` names the JSON path of a bad value."""
         o = Obj.of(doc, where)
         ranked = [LayerSensitivity.from_dict(x.d, x.where) for x in o.objs("layers")]
-        return cls(board=o.text("board"), metric=o.text("metric"),
-                   n_samples=o.integer("n_samples"),
-                   all_int8=Score.from_dict(o.raw("all_int8"), o.at("all_int8")),
-                   layers=[x for _, x in sorted(ranked, key=lambda r: r[0])])
+        return cls(
+            board=o.text("board"),
+            metric=o.text("metric"),
+            n_samples=o.integer("n_samples"),
+            all_int8=Score.from_dict(o.raw("all_int8"), o.at("all_int8")),
+            layers=[x for _, x in sorted(ranked, key=lambda r: r[0])],
+        )
 
 
-def quantized_layer_names(model: QuantizableModel, table: CalibrationTable,
-                          keep_fp32: Sequence[str] = ()) -> list[str]:
+def quantized_layer_names(
+    model: QuantizableModel, table: CalibrationTable, keep_fp32: Sequence[str] = ()
+) -> list[str]:
     """The layers the int8 model of ``table`` quantizes (``keep_fp32`` aside), in model order."""
     _, _, report = quantize_model(model.param, model.weights, table, keep_fp32=list(keep_fp32))
     done = set(report.quantized)

@@ -31,9 +31,15 @@ class LayerThresholds:
 
     def to_dict(self) -> dict[str, Any]:
         """The layer's entry (its name is the key in ``layers``)."""
-        return {"blob": self.blob, "absmax": self.absmax, Method.KL.value: self.kl,
-                Method.ACIQ.value: self.aciq, Method.EQ.value: self.eq,
-                "chosen_method": self.chosen_method, "chosen": self.chosen}
+        return {
+            "blob": self.blob,
+            "absmax": self.absmax,
+            Method.KL.value: self.kl,
+            Method.ACIQ.value: self.aciq,
+            Method.EQ.value: self.eq,
+            "chosen_method": self.chosen_method,
+            "chosen": self.chosen,
+        }
 
     @classmethod
     def from_dict(cls, layer: str, doc: Any, where: str = "") -> LayerThresholds:
@@ -42,11 +48,20 @@ class LayerThresholds:
         o = Obj.of(doc, where)
         method = o.text("chosen_method")
         if method not in CHOSEN_METHODS:
-            raise Malformed(f"{o.at('chosen_method')} is {method!r}, not "
-                            f"{', '.join(CHOSEN_METHODS[:-1])} or {CHOSEN_METHODS[-1]}")
-        return cls(layer=layer, blob=o.text("blob"), absmax=o.num("absmax"),
-                   kl=o.opt_num(Method.KL), aciq=o.opt_num(Method.ACIQ),
-                   eq=o.opt_num(Method.EQ), chosen_method=method, chosen=o.opt_num("chosen"))
+            raise Malformed(
+                f"{o.at('chosen_method')} is {method!r}, not "
+                f"{', '.join(CHOSEN_METHODS[:-1])} or {CHOSEN_METHODS[-1]}"
+            )
+        return cls(
+            layer=layer,
+            blob=o.text("blob"),
+            absmax=o.num("absmax"),
+            kl=o.opt_num(Method.KL),
+            aciq=o.opt_num(Method.ACIQ),
+            eq=o.opt_num(Method.EQ),
+            chosen_method=method,
+            chosen=o.opt_num("chosen"),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,12 +71,18 @@ class ThresholdsDoc:
     layers: dict[str, LayerThresholds]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": RESULT_SCHEMA,
-                "layers": {name: t.to_dict() for name, t in self.layers.items()}}
+        return {
+            "schema": RESULT_SCHEMA,
+            "layers": {name: t.to_dict() for name, t in self.layers.items()},
+        }
 
     @classmethod
     def from_dict(cls, doc: Any) -> ThresholdsDoc:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
         layers = result_doc(doc).obj("layers")
-        return cls({name: LayerThresholds.from_dict(name, layers.raw(name), layers.at(name))
-                    for name in layers.d})
+        return cls(
+            {
+                name: LayerThresholds.from_dict(name, layers.raw(name), layers.at(name))
+                for name in layers.d
+            }
+        )

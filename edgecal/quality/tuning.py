@@ -35,8 +35,12 @@ Alternative = Callable[[str, str], dict[str, np.ndarray] | None]
 
 
 class VariantScorer(Protocol):
-    def score(self, table: CalibrationTable | None, keep_fp32: Sequence[str] = (),
-              what: str = "int8 variant") -> Score: ...
+    def score(
+        self,
+        table: CalibrationTable | None,
+        keep_fp32: Sequence[str] = (),
+        what: str = "int8 variant",
+    ) -> Score: ...
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,25 @@ class TuneStep:
     kept: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "layer": self.layer, "method": self.method,
-                "score": self.score.to_dict(), "kept": self.kept}
+        return {
+            "action": self.action,
+            "layer": self.layer,
+            "method": self.method,
+            "score": self.score.to_dict(),
+            "kept": self.kept,
+        }
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> TuneStep:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
         o = Obj.of(doc, where)
-        return cls(action=o.text("action"), layer=o.text("layer"), method=o.opt_text("method"),
-                   score=Score.from_dict(o.raw("score"), o.at("score")), kept=o.flag("kept"))
+        return cls(
+            action=o.text("action"),
+            layer=o.text("layer"),
+            method=o.opt_text("method"),
+            score=Score.from_dict(o.raw("score"), o.at("score")),
+            kept=o.flag("kept"),
+        )
 
 
 @dataclass
@@ -78,7 +92,6 @@ class TuneResult:
     reason: str
     steps: list[TuneStep] = field(default_factory=list)
     latency_cost_ms: dict[str, float] = field(default_factory=dict)
-
 
 
 @dataclass(frozen=True)
@@ -104,30 +117,45 @@ class TuneDoc:
     try_methods: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, result: TuneResult, method: str, max_drop: float, metric: str, **extra: Any
-           ) -> TuneDoc:
+    def of(
+        cls, result: TuneResult, method: str, max_drop: float, metric: str, **extra: Any
+    ) -> TuneDoc:
         """The document of ``result``, a run started with ``method`` to reach ``max_drop``
         points of ``metric``; ``extra``: the optional fields."""
-        return cls(method=method, max_drop=max_drop, metric=metric,
-                   target_met=result.target_met, reason=result.reason, initial=result.initial,
-                   final=result.final, steps=tuple(result.steps),
-                   fp32_layers=tuple((x, result.latency_cost_ms[x])
-                                     for x in result.fp32_layers),
-                   layer_methods=dict(result.layer_methods), **extra)
+        return cls(
+            method=method,
+            max_drop=max_drop,
+            metric=metric,
+            target_met=result.target_met,
+            reason=result.reason,
+            initial=result.initial,
+            final=result.final,
+            steps=tuple(result.steps),
+            fp32_layers=tuple((x, result.latency_cost_ms[x]) for x in result.fp32_layers),
+            layer_methods=dict(result.layer_methods),
+            **extra,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "schema": RESULT_SCHEMA,
-            "method": self.method, "max_drop": self.max_drop, "metric": self.metric,
-            "target_met": self.target_met, "reason": self.reason,
-            "initial": self.initial.to_dict(), "final": self.final.to_dict(),
+            "method": self.method,
+            "max_drop": self.max_drop,
+            "metric": self.metric,
+            "target_met": self.target_met,
+            "reason": self.reason,
+            "initial": self.initial.to_dict(),
+            "final": self.final.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             "fp32_layers": [{"layer": x, "latency_cost_ms": c} for x, c in self.fp32_layers],
             "layer_methods": dict(self.layer_methods),
         }
-        optional = {"evaluations": self.evaluations, "seconds": self.seconds,
-                    "fp32_latency_ms": self.fp32_latency_ms,
-                    "try_methods": None if self.try_methods is None else list(self.try_methods)}
+        optional = {
+            "evaluations": self.evaluations,
+            "seconds": self.seconds,
+            "fp32_latency_ms": self.fp32_latency_ms,
+            "try_methods": None if self.try_methods is None else list(self.try_methods),
+        }
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
@@ -136,25 +164,30 @@ class TuneDoc:
         top = result_doc(doc)
         methods = top.obj("layer_methods")
         return cls(
-            method=top.text("method"), max_drop=top.num("max_drop"), metric=top.text("metric"),
-            target_met=top.flag("target_met"), reason=top.text("reason"),
+            method=top.text("method"),
+            max_drop=top.num("max_drop"),
+            metric=top.text("metric"),
+            target_met=top.flag("target_met"),
+            reason=top.text("reason"),
             initial=Score.from_dict(top.raw("initial"), top.at("initial")),
             final=Score.from_dict(top.raw("final"), top.at("final")),
             steps=tuple(TuneStep.from_dict(o.d, o.where) for o in top.objs("steps")),
-            fp32_layers=tuple((o.text("layer"), o.num("latency_cost_ms"))
-                              for o in top.objs("fp32_layers")),
+            fp32_layers=tuple(
+                (o.text("layer"), o.num("latency_cost_ms")) for o in top.objs("fp32_layers")
+            ),
             layer_methods={k: methods.text(k) for k in methods.d},
-            evaluations=top.integer("evaluations") if top.d.get("evaluations") is not None
+            evaluations=top.integer("evaluations")
+            if top.d.get("evaluations") is not None
             else None,
             seconds=top.opt_num("seconds"),
             fp32_latency_ms=top.opt_num("fp32_latency_ms"),
-            try_methods=top.texts("try_methods") if top.d.get("try_methods") is not None
-            else None,
+            try_methods=top.texts("try_methods") if top.d.get("try_methods") is not None else None,
         )
 
 
-def with_records(table: CalibrationTable, layer: str, records: dict[str, np.ndarray]
-                 ) -> CalibrationTable:
+def with_records(
+    table: CalibrationTable, layer: str, records: dict[str, np.ndarray]
+) -> CalibrationTable:
     """A copy of ``table`` where ``layer``'s blob and weight lines are ``records``'."""
     out = CalibrationTable(records={k: v.copy() for k, v in table.records.items()})
     for key in (layer, weight_key(layer)):
@@ -193,12 +226,16 @@ def tune(
     say(f"int8 model: drop {points(cur.drop_points)} points, cosine {cur.cosine_mean:.6f}")
 
     def result(target_met: bool, reason: str) -> TuneResult:
-        return TuneResult(table.without(fp32), list(fp32), methods, initial, cur, target_met,
-                          reason, steps, cost)
+        return TuneResult(
+            table.without(fp32), list(fp32), methods, initial, cur, target_met, reason, steps, cost
+        )
 
     if cur.drop_points <= config.max_drop:
-        return result(True, f"the int8 model loses {points(cur.drop_points)} points, within "
-                            f"{config.max_drop:g}: nothing to change")
+        return result(
+            True,
+            f"the int8 model loses {points(cur.drop_points)} points, within "
+            f"{config.max_drop:g}: nothing to change",
+        )
     ranking: list[LayerSensitivity] = sensitivity(table, cur).layers
 
     def out_of_budget() -> str | None:
@@ -225,25 +262,30 @@ def tune(
                 continue
             records = alternative(layer, m)
             if records is None or all(
-                k in table.records and np.array_equal(records[k], table.records[k])
-                for k in records
+                k in table.records and np.array_equal(records[k], table.records[k]) for k in records
             ):
                 continue
             trial = with_records(table, layer, records)
             s = scorer.score(trial, fp32, what=f"{layer} with {m}")
             steps.append(TuneStep("method", layer, m, s, False))
-            say(f"{layer} with {m}: drop {points(s.drop_points)} points, "
-                f"cosine {s.cosine_mean:.6f}")
+            say(
+                f"{layer} with {m}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}"
+            )
             if best is None or s.better_than(best[2]):
                 best = (m, trial, s, len(steps) - 1)
             if out_of_budget() is not None:
                 break
         can_fp32 = config.max_fp32_layers is None or len(fp32) < config.max_fp32_layers
-        as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32") if can_fp32 \
-            else None
-        method_ok = best is not None and best[2].better_than(cur) and (
-            best[2].drop_points <= config.max_drop or as_fp32 is None
-            or not as_fp32.better_than(best[2]))
+        as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32") if can_fp32 else None
+        method_ok = (
+            best is not None
+            and best[2].better_than(cur)
+            and (
+                best[2].drop_points <= config.max_drop
+                or as_fp32 is None
+                or not as_fp32.better_than(best[2])
+            )
+        )
         if method_ok and best is not None:
             chosen, table, cur, index = best
             methods[layer] = chosen
@@ -254,8 +296,9 @@ def tune(
         elif as_fp32 is not None:
             steps.append(TuneStep("fp32", layer, None, as_fp32, False))
         if cur.drop_points <= config.max_drop:
-            return result(True, f"drop {points(cur.drop_points)} points, within "
-                                f"{config.max_drop:g}")
+            return result(
+                True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}"
+            )
     # second pass: a layer whose best method still loses points goes to fp32 after all.
     # Repeated until a sweep changes nothing: a layer's loss can be hidden by the others' (a
     # tiny loss vanishes in the rounding of a larger sum, e.g. 1e-300 + 5e-324 == 1e-300) and
@@ -265,8 +308,9 @@ def tune(
         changed = False
         for entry in ranking:
             layer = entry.layer
-            if layer in fp32 or (config.max_fp32_layers is not None
-                                 and len(fp32) >= config.max_fp32_layers):
+            if layer in fp32 or (
+                config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers
+            ):
                 continue
             why = out_of_budget()
             if why is not None:
@@ -276,10 +320,12 @@ def tune(
                 cur = to_fp32(layer, as_fp32)
                 changed = True
                 if cur.drop_points <= config.max_drop:
-                    return result(True, f"drop {points(cur.drop_points)} points, within "
-                                        f"{config.max_drop:g}")
+                    return result(
+                        True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}"
+                    )
     still = f"the drop is still {points(cur.drop_points)} points"
     if config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers:
-        return result(False, f"the budget of {config.max_fp32_layers} layer(s) in fp32 is "
-                             f"spent and {still}")
+        return result(
+            False, f"the budget of {config.max_fp32_layers} layer(s) in fp32 is spent and {still}"
+        )
     return result(False, f"every quantized layer was tried; {still}")

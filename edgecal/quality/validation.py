@@ -34,8 +34,9 @@ class QuantLayer:
         return self.scale_term > 100
 
 
-def quantized_layers(pf: ParamFile, weights: dict[str, Any], source: str = "int8 model"
-                     ) -> list[QuantLayer]:
+def quantized_layers(
+    pf: ParamFile, weights: dict[str, Any], source: str = "int8 model"
+) -> list[QuantLayer]:
     """Convolution/ConvolutionDepthWise/InnerProduct layers with ``8=`` (int8_scale_term)."""
     out: list[QuantLayer] = []
     for layer in pf.layers:
@@ -48,8 +49,9 @@ def quantized_layers(pf: ParamFile, weights: dict[str, Any], source: str = "int8
         if term > 100:
             rec = weights.get(layer.name, {}).get("top_scale")
             if rec is None or np.asarray(rec.values).size < 1:
-                raise ModelFormatError(f"{source}: layer {layer.name} has 8={term} but no top "
-                                       "scale in its .bin")
+                raise ModelFormatError(
+                    f"{source}: layer {layer.name} has 8={term} but no top scale in its .bin"
+                )
             scale = float(np.asarray(rec.values, dtype=np.float32).ravel()[0])
             if not (scale > 0.0 and math.isfinite(scale)):
                 raise ModelFormatError(f"{source}: layer {layer.name} has top scale {scale}")
@@ -76,8 +78,15 @@ def check_same_network(fp32: ParamFile, int8: ParamFile, fp32_src: str, int8_src
 
 #: The figures of a board a gate baseline may lack (``lenient`` reading): a missing one fails
 #: its check later instead of refusing the file.
-_NUMBERS = ("agreement", "cosine_mean", "cosine_min", "sqnr_mean_db", "sqnr_min_db",
-            "latency_fp32_ms", "latency_int8_ms")
+_NUMBERS = (
+    "agreement",
+    "cosine_mean",
+    "cosine_min",
+    "sqnr_mean_db",
+    "sqnr_min_db",
+    "latency_fp32_ms",
+    "latency_int8_ms",
+)
 _LAYER_NUMBERS = ("cosine_mean", "cosine_min", "sqnr_db")
 
 
@@ -111,10 +120,16 @@ class LayerFigures:
     missing: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"name": self.name, "type": self.type, "top": self.top,
-             "requantized": self.requantized, "top_scale": self.top_scale,
-             "cosine_mean": self.cosine_mean, "cosine_min": self.cosine_min,
-             "sqnr_db": self.sqnr_db}
+        d = {
+            "name": self.name,
+            "type": self.type,
+            "top": self.top,
+            "requantized": self.requantized,
+            "top_scale": self.top_scale,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "sqnr_db": self.sqnr_db,
+        }
         return {k: v for k, v in d.items() if k not in self.missing}
 
     @classmethod
@@ -125,10 +140,16 @@ class LayerFigures:
         if lenient and isinstance(doc, dict):
             return cls._lenient(doc)
         o = Obj.of(doc, where)
-        return cls(name=o.text("name"), type=o.text("type"), top=o.text("top"),
-                   requantized=o.flag("requantized"), top_scale=o.opt_num("top_scale"),
-                   cosine_mean=o.num("cosine_mean"), cosine_min=o.num("cosine_min"),
-                   sqnr_db=o.num("sqnr_db"))
+        return cls(
+            name=o.text("name"),
+            type=o.text("type"),
+            top=o.text("top"),
+            requantized=o.flag("requantized"),
+            top_scale=o.opt_num("top_scale"),
+            cosine_mean=o.num("cosine_mean"),
+            cosine_min=o.num("cosine_min"),
+            sqnr_db=o.num("sqnr_db"),
+        )
 
     @classmethod
     def _lenient(cls, d: dict[str, Any]) -> LayerFigures:
@@ -149,18 +170,26 @@ class LayerFigures:
             missing.append("requantized")
         if "top_scale" not in d:
             missing.append("top_scale")
-        return cls(str(d.get("name")), kind if isinstance(kind, str) else "",
-                   top if isinstance(top, str) else "", requantized is True,
-                   _lenient_number(d.get("top_scale")), values[0], values[1], values[2],
-                   frozenset(missing))
+        return cls(
+            str(d.get("name")),
+            kind if isinstance(kind, str) else "",
+            top if isinstance(top, str) else "",
+            requantized is True,
+            _lenient_number(d.get("top_scale")),
+            values[0],
+            values[1],
+            values[2],
+            frozenset(missing),
+        )
 
     def figure(self, name: str) -> float | None:
         """Figure ``name``, ``None`` when the document lacked it."""
         return None if name in self.missing else float(getattr(self, name))
 
 
-def _lenient_figures(d: dict[str, Any], names: tuple[str, ...]
-                     ) -> tuple[dict[str, float], set[str]]:
+def _lenient_figures(
+    d: dict[str, Any], names: tuple[str, ...]
+) -> tuple[dict[str, float], set[str]]:
     """``names`` read leniently (NaN where unreadable), and the unreadable ones."""
     values: dict[str, float] = {}
     missing: set[str] = set()
@@ -183,14 +212,22 @@ class ModelFiles:
     bin_sha256: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"param": self.param, "bin": self.bin, "param_sha256": self.param_sha256,
-                "bin_sha256": self.bin_sha256}
+        return {
+            "param": self.param,
+            "bin": self.bin,
+            "param_sha256": self.param_sha256,
+            "bin_sha256": self.bin_sha256,
+        }
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> ModelFiles:
         o = Obj.of(doc, where)
-        return cls(o.opt_text("param"), o.opt_text("bin"), o.opt_text("param_sha256"),
-                   o.opt_text("bin_sha256"))
+        return cls(
+            o.opt_text("param"),
+            o.opt_text("bin"),
+            o.opt_text("param_sha256"),
+            o.opt_text("bin_sha256"),
+        )
 
 
 @dataclass(frozen=True)
@@ -206,8 +243,13 @@ class Int8Files(ModelFiles):
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> Int8Files:
         o = Obj.of(doc, where)
-        return cls(o.opt_text("param"), o.opt_text("bin"), o.opt_text("param_sha256"),
-                   o.opt_text("bin_sha256"), o.opt_text("table"))
+        return cls(
+            o.opt_text("param"),
+            o.opt_text("bin"),
+            o.opt_text("param_sha256"),
+            o.opt_text("bin_sha256"),
+            o.opt_text("table"),
+        )
 
 
 @dataclass
@@ -247,8 +289,9 @@ class ValidationResult:
     @property
     def models(self) -> dict[str, dict[str, Any]]:
         """``"fp32"``/``"int8"`` -> their files and hashes, for those known."""
-        return {k: m.to_dict() for k, m in (("fp32", self.fp32), ("int8", self.int8))
-                if m is not None}
+        return {
+            k: m.to_dict() for k, m in (("fp32", self.fp32), ("int8", self.int8)) if m is not None
+        }
 
     def figure(self, name: str) -> float | None:
         """Figure ``name`` as a float, ``None`` when absent (no labels, or the document lacked
@@ -258,29 +301,42 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "n_samples": self.n_samples, "output_blob": self.output_blob,
-            "runtime": self.runtime, "threads": self.threads, "top1_fp32": self.top1_fp32,
-            "top1_int8": self.top1_int8, "agreement": self.agreement,
-            "cosine_mean": self.cosine_mean, "cosine_min": self.cosine_min,
-            "sqnr_mean_db": self.sqnr_mean_db, "sqnr_min_db": self.sqnr_min_db,
-            "latency_fp32_ms": self.latency_fp32_ms, "latency_int8_ms": self.latency_int8_ms,
-            "layers": [x.to_dict() for x in self.layers], "device": dict(self.device),
+            "n_samples": self.n_samples,
+            "output_blob": self.output_blob,
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "top1_fp32": self.top1_fp32,
+            "top1_int8": self.top1_int8,
+            "agreement": self.agreement,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "sqnr_mean_db": self.sqnr_mean_db,
+            "sqnr_min_db": self.sqnr_min_db,
+            "latency_fp32_ms": self.latency_fp32_ms,
+            "latency_int8_ms": self.latency_int8_ms,
+            "layers": [x.to_dict() for x in self.layers],
+            "device": dict(self.device),
             **self.models,
         }
         return json_safe({k: v for k, v in d.items() if k not in self.missing})
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "", *, lenient: bool = False
-                  ) -> ValidationResult:
+    def from_dict(cls, doc: Any, where: str = "", *, lenient: bool = False) -> ValidationResult:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value.
         ``lenient``: see :meth:`ValidationDoc.from_dict`."""
         o = Obj.of(doc, where)
         device = o.opt_obj("device")
         files = {k: o.opt_obj(k) for k in ("fp32", "int8")}
-        fp32 = ModelFiles.from_dict(files["fp32"].d, files["fp32"].where) \
-            if files["fp32"] is not None else None
-        int8 = Int8Files.from_dict(files["int8"].d, files["int8"].where) \
-            if files["int8"] is not None else None
+        fp32 = (
+            ModelFiles.from_dict(files["fp32"].d, files["fp32"].where)
+            if files["fp32"] is not None
+            else None
+        )
+        int8 = (
+            Int8Files.from_dict(files["int8"].d, files["int8"].where)
+            if files["int8"] is not None
+            else None
+        )
         if lenient:
             d = o.d
             layers = d.get("layers")
@@ -304,23 +360,42 @@ class ValidationResult:
                 threads=threads if isinstance(threads, int) and "threads" not in missing else 0,
                 top1_fp32=_lenient_number(d.get("top1_fp32")),
                 top1_int8=_lenient_number(d.get("top1_int8")),
-                layers=[LayerFigures._lenient(x) for x in
-                        (layers if isinstance(layers, list) else []) if isinstance(x, dict)],
-                device=dict(device.d) if device else {}, fp32=fp32, int8=int8,
-                agreement=f["agreement"], cosine_mean=f["cosine_mean"],
-                cosine_min=f["cosine_min"], sqnr_mean_db=f["sqnr_mean_db"],
-                sqnr_min_db=f["sqnr_min_db"], latency_fp32_ms=f["latency_fp32_ms"],
-                latency_int8_ms=f["latency_int8_ms"], missing=frozenset(missing))
+                layers=[
+                    LayerFigures._lenient(x)
+                    for x in (layers if isinstance(layers, list) else [])
+                    if isinstance(x, dict)
+                ],
+                device=dict(device.d) if device else {},
+                fp32=fp32,
+                int8=int8,
+                agreement=f["agreement"],
+                cosine_mean=f["cosine_mean"],
+                cosine_min=f["cosine_min"],
+                sqnr_mean_db=f["sqnr_mean_db"],
+                sqnr_min_db=f["sqnr_min_db"],
+                latency_fp32_ms=f["latency_fp32_ms"],
+                latency_int8_ms=f["latency_int8_ms"],
+                missing=frozenset(missing),
+            )
         return cls(
-            n_samples=o.integer("n_samples"), output_blob=o.text("output_blob"),
-            runtime=o.text("runtime"), threads=o.integer("threads"),
-            top1_fp32=o.opt_num("top1_fp32"), top1_int8=o.opt_num("top1_int8"),
-            agreement=o.num("agreement"), cosine_mean=o.num("cosine_mean"),
-            cosine_min=o.num("cosine_min"), sqnr_mean_db=o.num("sqnr_mean_db"),
-            sqnr_min_db=o.num("sqnr_min_db"), latency_fp32_ms=o.num("latency_fp32_ms"),
+            n_samples=o.integer("n_samples"),
+            output_blob=o.text("output_blob"),
+            runtime=o.text("runtime"),
+            threads=o.integer("threads"),
+            top1_fp32=o.opt_num("top1_fp32"),
+            top1_int8=o.opt_num("top1_int8"),
+            agreement=o.num("agreement"),
+            cosine_mean=o.num("cosine_mean"),
+            cosine_min=o.num("cosine_min"),
+            sqnr_mean_db=o.num("sqnr_mean_db"),
+            sqnr_min_db=o.num("sqnr_min_db"),
+            latency_fp32_ms=o.num("latency_fp32_ms"),
             latency_int8_ms=o.num("latency_int8_ms"),
             layers=[LayerFigures.from_dict(x.d, x.where) for x in o.objs("layers")],
-            device=dict(device.d) if device else {}, fp32=fp32, int8=int8)
+            device=dict(device.d) if device else {},
+            fp32=fp32,
+            int8=int8,
+        )
 
 
 SAVE_HINT = "write it with `edgecal validate --save-baseline FILE` (or pass a run directory)"
@@ -335,8 +410,11 @@ class ValidationDoc:
     consistency: Consistency | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": RESULT_SCHEMA, "results": [r.to_dict() for r in self.results],
-                "consistency": self.consistency.to_dict() if self.consistency else None}
+        return {
+            "schema": RESULT_SCHEMA,
+            "results": [r.to_dict() for r in self.results],
+            "consistency": self.consistency.to_dict() if self.consistency else None,
+        }
 
     @classmethod
     def from_dict(cls, doc: Any, *, lenient: bool = False) -> ValidationDoc:
@@ -347,40 +425,53 @@ class ValidationDoc:
         checked and there must be a board; a figure missing or unreadable is left out
         (``missing``; the gate fails its check) and the consistency entries may be partial."""
         if not isinstance(doc, dict):
-            raise Malformed(f"not an edgecal validation file (a JSON {type(doc).__name__}, "
-                            "not an object)", hint=SAVE_HINT)
+            raise Malformed(
+                f"not an edgecal validation file (a JSON {type(doc).__name__}, not an object)",
+                hint=SAVE_HINT,
+            )
         if "results" not in doc and "agreement" in doc and "schema" not in doc:
-            raise Malformed("a single-board figure set of an older edgecal, not a validation "
-                            "file (no \"results\" list)", hint=SAVE_HINT)
+            raise Malformed(
+                "a single-board figure set of an older edgecal, not a validation "
+                'file (no "results" list)',
+                hint=SAVE_HINT,
+            )
         if "schema" not in doc:
-            raise Malformed("not an edgecal validation file (no \"schema\")", hint=SAVE_HINT)
+            raise Malformed('not an edgecal validation file (no "schema")', hint=SAVE_HINT)
         if doc["schema"] != RESULT_SCHEMA:
-            raise Malformed(f"validation schema {doc['schema']!r}, this edgecal reads schema "
-                            f"{RESULT_SCHEMA}", hint="re-save it with this edgecal: `edgecal "
-                            "validate --save-baseline FILE`")
+            raise Malformed(
+                f"validation schema {doc['schema']!r}, this edgecal reads schema {RESULT_SCHEMA}",
+                hint="re-save it with this edgecal: `edgecal validate --save-baseline FILE`",
+            )
         top = Obj.of(doc, "")
         results = doc.get("results")
         if "results" not in doc or (lenient and (not isinstance(results, list) or not results)):
-            raise Malformed("not an edgecal validation file (no \"results\" list of boards)",
-                            hint=SAVE_HINT)
+            raise Malformed(
+                'not an edgecal validation file (no "results" list of boards)', hint=SAVE_HINT
+            )
         seen: set[str] = set()
         for i, res in enumerate(top.items("results")):
             if not isinstance(res, dict):
                 raise Malformed(f"results[{i}] is not an object", hint=SAVE_HINT)
             dev = res.get("device")
-            if not isinstance(dev, dict) or not isinstance(dev.get("name"), str) \
-                    or not dev["name"]:
-                raise Malformed(f"results[{i}] does not name its device (device.name)",
-                                hint=SAVE_HINT)
+            if not isinstance(dev, dict) or not isinstance(dev.get("name"), str) or not dev["name"]:
+                raise Malformed(
+                    f"results[{i}] does not name its device (device.name)", hint=SAVE_HINT
+                )
             if dev["name"] in seen:
-                raise Malformed(f"board {dev['name']} appears twice in results",
-                                hint="keep one validation per board")
+                raise Malformed(
+                    f"board {dev['name']} appears twice in results",
+                    hint="keep one validation per board",
+                )
             seen.add(dev["name"])
         cons = doc.get("consistency")
         if cons is not None and not isinstance(cons, dict):
-            raise Malformed("\"consistency\" is not an object", hint=SAVE_HINT)
+            raise Malformed('"consistency" is not an object', hint=SAVE_HINT)
         return cls(
-            results=[ValidationResult.from_dict(o.d, o.where, lenient=lenient)
-                     for o in top.objs("results")],
-            consistency=None if cons is None else Consistency.from_dict(cons, "consistency",
-                                                                         lenient=lenient))
+            results=[
+                ValidationResult.from_dict(o.d, o.where, lenient=lenient)
+                for o in top.objs("results")
+            ],
+            consistency=None
+            if cons is None
+            else Consistency.from_dict(cons, "consistency", lenient=lenient),
+        )

@@ -102,9 +102,10 @@ def _load(run: RunDir, name: str, parse: Callable[[Any], T]) -> T | None:
     try:
         return parse(doc)
     except _Malformed as exc:
-        raise InputFileError(f"{run.file(name)}: malformed: {exc}",
-                             hint="re-run the command that wrote it, with this edgecal "
-                                  "version") from None
+        raise InputFileError(
+            f"{run.file(name)}: malformed: {exc}",
+            hint="re-run the command that wrote it, with this edgecal version",
+        ) from None
 
 
 def _load_histograms(run: RunDir) -> tuple[tuple[LayerHistogram, ...], dict[str, Any]] | None:
@@ -113,11 +114,14 @@ def _load_histograms(run: RunDir) -> tuple[tuple[LayerHistogram, ...], dict[str,
     try:
         hs = load_histograms(run.file(HISTOGRAMS))
     except (zipfile.BadZipFile, EOFError) as exc:  # not caught by load_histograms
-        raise InputFileError(f"{run.file(HISTOGRAMS)}: not a readable histogram file ({exc})",
-                             hint="re-run the command that wrote it") from None
-    hists = tuple(LayerHistogram(layer=k, blob=hs.blobs[k], absmax=float(h.absmax),
-                                 counts=h.counts)
-                  for k, h in hs.stats.items())
+        raise InputFileError(
+            f"{run.file(HISTOGRAMS)}: not a readable histogram file ({exc})",
+            hint="re-run the command that wrote it",
+        ) from None
+    hists = tuple(
+        LayerHistogram(layer=k, blob=hs.blobs[k], absmax=float(h.absmax), counts=h.counts)
+        for k, h in hs.stats.items()
+    )
     return hists, dict(hs.meta) if isinstance(hs.meta, dict) else {}
 
 
@@ -127,7 +131,8 @@ def load_report_data(run: RunDir) -> ReportData:
     assert run_info is not None  # RunDir.open checked it exists
     thresholds = _load(run, THRESHOLDS, ThresholdsDoc.from_dict)
     return ReportData(
-        run_path=str(run.path), run=run_info,
+        run_path=str(run.path),
+        run=run_info,
         validation=_load(run, VALIDATION, ValidationDoc.from_dict),
         thresholds=thresholds.layers if thresholds is not None else None,
         histograms=loaded[0] if loaded else None,
@@ -142,12 +147,28 @@ def load_report_data(run: RunDir) -> ReportData:
 
 #: Threshold line styles (colour, dash) per method.
 _METHOD_STYLE: dict[str, tuple[str, str]] = {
-    Method.KL: ("#d62728", "--"), Method.ACIQ: ("#2ca02c", "-."), Method.EQ: ("#9467bd", ":")}
+    Method.KL: ("#d62728", "--"),
+    Method.ACIQ: ("#2ca02c", "-."),
+    Method.EQ: ("#9467bd", ":"),
+}
 #: ``table``: the scale of a table tune was given (``--table``), kept as it was.
-_METHOD_LABEL = {**{m.value: i.label for m, i in METHODS.items()},
-                 "table": "given table", "fp32": "fp32"}
-_BOARD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                 "#7f7f7f", "#bcbd22", "#17becf")
+_METHOD_LABEL = {
+    **{m.value: i.label for m, i in METHODS.items()},
+    "table": "given table",
+    "fp32": "fp32",
+}
+_BOARD_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 _DPI = 90
 
 
@@ -207,16 +228,32 @@ def histogram_plot(hist: LayerHistogram, thr: LayerThresholds | None) -> bytes:
     ax.set_xlabel("|x| (activation units)", fontsize=7)
     ax.set_ylabel("count (log)", fontsize=7)
     if not (math.isfinite(hist.absmax) and hist.absmax > 0 and counts.sum() > 0):
-        ax.text(0.5, 0.5, "empty histogram (the blob was zero on every sample)",
-                ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "empty histogram (the blob was zero on every sample)",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=ax.transAxes,
+        )
         ax.set_yticks([])
         return _png(fig)
     edges = np.arange(counts.size + 1, dtype=np.float64) * (hist.absmax / counts.size)
     floor = 0.8  # below one count: empty bins draw nothing on the log axis
     # added without autoscaling (the limits are set below): scaling to a 4k-vertex patch
     # costs more than drawing it
-    ax.add_artist(StepPatch(np.where(counts > 0, counts, floor), edges, baseline=floor,
-                            fill=True, facecolor="#9bb7d4", edgecolor="#4a6f96", linewidth=0.4))
+    ax.add_artist(
+        StepPatch(
+            np.where(counts > 0, counts, floor),
+            edges,
+            baseline=floor,
+            fill=True,
+            facecolor="#9bb7d4",
+            edgecolor="#4a6f96",
+            linewidth=0.4,
+        )
+    )
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks: many artists, no information
     ax.set_ylim(bottom=floor, top=float(counts.max()) * 2.0)
@@ -226,21 +263,31 @@ def histogram_plot(hist: LayerHistogram, thr: LayerThresholds | None) -> bytes:
         for method, value in lines:
             color, dash = _METHOD_STYLE[method]
             chosen = method == thr.chosen_method
-            ax.axvline(value, color=color, linestyle="-" if chosen else dash,
-                       linewidth=2.6 if chosen else 1.2, zorder=4 if chosen else 3,
-                       label=f"{_METHOD_LABEL[method]} {value:.4g}"
-                             + (" (chosen)" if chosen else ""))
+            ax.axvline(
+                value,
+                color=color,
+                linestyle="-" if chosen else dash,
+                linewidth=2.6 if chosen else 1.2,
+                zorder=4 if chosen else 3,
+                label=f"{_METHOD_LABEL[method]} {value:.4g}" + (" (chosen)" if chosen else ""),
+            )
         drawn = {m for m, _ in lines}
-        if thr.chosen is not None and math.isfinite(thr.chosen) \
-                and thr.chosen_method not in drawn and thr.chosen_method != "fp32":
-            ax.axvline(thr.chosen, color="black", linewidth=2.6, zorder=4,
-                       label=f"chosen {thr.chosen:.4g}")
+        if (
+            thr.chosen is not None
+            and math.isfinite(thr.chosen)
+            and thr.chosen_method not in drawn
+            and thr.chosen_method != "fp32"
+        ):
+            ax.axvline(
+                thr.chosen, color="black", linewidth=2.6, zorder=4, label=f"chosen {thr.chosen:.4g}"
+            )
         shown = [v for _, v in lines]
         if thr.chosen is not None and math.isfinite(thr.chosen):
             shown.append(thr.chosen)
             if thr.chosen_method != "fp32" and thr.chosen < hist.absmax:
-                ax.axvspan(thr.chosen, hist.absmax, color="#f4c7c3", alpha=0.35, zorder=1,
-                           label="clipped")
+                ax.axvspan(
+                    thr.chosen, hist.absmax, color="#f4c7c3", alpha=0.35, zorder=1, label="clipped"
+                )
         right = max([right, *shown])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, loc="upper right", framealpha=0.85)
@@ -258,8 +305,9 @@ def latency_plot(results: Sequence[ValidationResult]) -> bytes:
     ax.grid(axis="y", alpha=0.3, linewidth=0.6)
     x = np.arange(n, dtype=np.float64)
     for offset, label, values, color in (
-            (-0.2, "fp32", [r.latency_fp32_ms for r in results], "#7f7f7f"),
-            (0.2, "int8", [r.latency_int8_ms for r in results], "#1f77b4")):
+        (-0.2, "fp32", [r.latency_fp32_ms for r in results], "#7f7f7f"),
+        (0.2, "int8", [r.latency_int8_ms for r in results], "#1f77b4"),
+    ):
         bars = ax.bar(x + offset, _finite(values), width=0.38, label=label, color=color)
         ax.bar_label(bars, labels=[fmt(v, 3) for v in values], fontsize=6.5, padding=1)
     ax.set_xticks(x, [_plain(r.board, 16) for r in results])
@@ -289,10 +337,22 @@ def layer_cosine_plot(results: Sequence[ValidationResult]) -> bytes:
         mean = [by_name[k].cosine_mean if k in by_name else math.nan for k in names]
         low = [by_name[k].cosine_min if k in by_name else math.nan for k in names]
         yy = y - 0.4 + height * (j + 0.5)
-        ax.barh(yy, _finite(mean), height=height * 0.9, color=_BOARD_COLORS[j % 10],
-                label=_plain(r.board, 20))
-        ax.plot(low, yy, linestyle="none", marker="|", markersize=6, color="black",
-                label="min" if j == m - 1 else None)
+        ax.barh(
+            yy,
+            _finite(mean),
+            height=height * 0.9,
+            color=_BOARD_COLORS[j % 10],
+            label=_plain(r.board, 20),
+        )
+        ax.plot(
+            low,
+            yy,
+            linestyle="none",
+            marker="|",
+            markersize=6,
+            color="black",
+            label="min" if j == m - 1 else None,
+        )
         lows.extend(v for v in [*mean, *low] if math.isfinite(v))
     lo = min(lows, default=0.0)
     left = max(-1.0, lo - max(1.0 - lo, 1e-4) * 0.15)
@@ -311,8 +371,9 @@ def sensitivity_plot(sens: Sensitivity) -> bytes:
     ax_gain, ax_cos = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(layers), dtype=np.float64)
     for ax, values, label in (
-            (ax_gain, [s.gain_points for s in layers], f"gain_points ({sens.metric} points)"),
-            (ax_cos, [s.harm_cosine for s in layers], "harm_cosine")):
+        (ax_gain, [s.gain_points for s in layers], f"gain_points ({sens.metric} points)"),
+        (ax_cos, [s.harm_cosine for s in layers], "harm_cosine"),
+    ):
         _style(ax)
         vals = _finite(values)
         ax.barh(y, vals, color=np.where(vals > 0, "#d62728", "#9e9e9e"), height=0.7)
@@ -320,8 +381,9 @@ def sensitivity_plot(sens: Sensitivity) -> bytes:
         ax.set_xlabel(label, fontsize=7)
     ax_gain.set_yticks(y, [_plain(f"{rank}. {s.layer}", 28) for rank, s in enumerate(layers, 1)])
     ax_gain.invert_yaxis()
-    ax_gain.set_title("keeping the layer fp32 gains (red = harmful in int8)", fontsize=8,
-                      loc="left")
+    ax_gain.set_title(
+        "keeping the layer fp32 gains (red = harmful in int8)", fontsize=8, loc="left"
+    )
     return _png(fig)
 
 

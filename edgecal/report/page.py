@@ -49,9 +49,15 @@ from edgecal.runs import rundir
 from edgecal.runs.rundir import RunDir
 
 #: The page's sections, in order: (anchor, heading).
-SECTIONS = (("summary", "Summary"), ("layers", "Per-layer histograms and thresholds"),
-            ("cosine", "Per-layer cosine and SQNR"), ("sensitivity", "Sensitivity ranking"),
-            ("tune", "Tune"), ("boards", "Board facts"), ("provenance", "Provenance"))
+SECTIONS = (
+    ("summary", "Summary"),
+    ("layers", "Per-layer histograms and thresholds"),
+    ("cosine", "Per-layer cosine and SQNR"),
+    ("sensitivity", "Sensitivity ranking"),
+    ("tune", "Tune"),
+    ("boards", "Board facts"),
+    ("provenance", "Provenance"),
+)
 
 # ============================================================================ cell values
 
@@ -138,12 +144,26 @@ def _missing(name: str, what: str = "") -> dict[str, str]:
 
 
 def _score_row(label: str, s: Score) -> list[str]:
-    return [label, pct(s.agreement), pct(s.accuracy), fixed(s.drop_points, 2),
-            cos(s.cosine_mean), cos(s.cosine_min), ms(s.latency_ms)]
+    return [
+        label,
+        pct(s.agreement),
+        pct(s.accuracy),
+        fixed(s.drop_points, 2),
+        cos(s.cosine_mean),
+        cos(s.cosine_min),
+        ms(s.latency_ms),
+    ]
 
 
-_SCORE_HEAD = ("", "agreement", "accuracy", "drop (points)", "cosine mean", "cosine min",
-               "latency ms")
+_SCORE_HEAD = (
+    "",
+    "agreement",
+    "accuracy",
+    "drop (points)",
+    "cosine mean",
+    "cosine min",
+    "latency ms",
+)
 
 
 def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
@@ -155,21 +175,54 @@ def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
     diverging = set(c.diverging) | {b.board for b in c.boards if b.diverges} if c else set()
     rows = []
     for r in v.results:
-        speedup = (r.latency_fp32_ms / r.latency_int8_ms
-                   if r.latency_int8_ms > 0 and math.isfinite(r.latency_int8_ms) else math.nan)
-        rows.append([Cell(r.board, after=" ⚠ diverges" if r.board in diverging else ""),
-                     f"{r.runtime}, {r.threads} thr", r.n_samples, pct(r.top1_fp32),
-                     pct(r.top1_int8), pct(r.agreement), cos(r.cosine_mean),
-                     cos(r.cosine_min), db(r.sqnr_mean_db), db(r.sqnr_min_db),
-                     ms(r.latency_fp32_ms), ms(r.latency_int8_ms), f"{fixed(speedup, 2)}×"])
+        speedup = (
+            r.latency_fp32_ms / r.latency_int8_ms
+            if r.latency_int8_ms > 0 and math.isfinite(r.latency_int8_ms)
+            else math.nan
+        )
+        rows.append(
+            [
+                Cell(r.board, after=" ⚠ diverges" if r.board in diverging else ""),
+                f"{r.runtime}, {r.threads} thr",
+                r.n_samples,
+                pct(r.top1_fp32),
+                pct(r.top1_int8),
+                pct(r.agreement),
+                cos(r.cosine_mean),
+                cos(r.cosine_min),
+                db(r.sqnr_mean_db),
+                db(r.sqnr_min_db),
+                ms(r.latency_fp32_ms),
+                ms(r.latency_int8_ms),
+                f"{fixed(speedup, 2)}×",
+            ]
+        )
     return {
-        "table": Table(("board", "runtime", "images", "top-1 fp32", "top-1 int8", "agreement",
-                        "cosine mean", "cosine min", "SQNR mean", "SQNR min", "fp32 ms",
-                        "int8 ms", "speed-up"), rows,
-                       ["bad" if r.board in diverging else "" for r in v.results]),
+        "table": Table(
+            (
+                "board",
+                "runtime",
+                "images",
+                "top-1 fp32",
+                "top-1 int8",
+                "agreement",
+                "cosine mean",
+                "cosine min",
+                "SQNR mean",
+                "SQNR min",
+                "fp32 ms",
+                "int8 ms",
+                "speed-up",
+            ),
+            rows,
+            ["bad" if r.board in diverging else "" for r in v.results],
+        ),
         "blobs": [(r.output_blob, r.board) for r in v.results],
-        "latency": figure(latency_plot(v.results), "latency per image, fp32 vs int8, per board",
-                          "median latency per image, fp32 vs int8"),
+        "latency": figure(
+            latency_plot(v.results),
+            "latency per image, fp32 vs int8, per board",
+            "median latency per image, fp32 vs int8",
+        ),
         "consistency": consistency_view(v.consistency, len(v.results)),
     }
 
@@ -178,17 +231,31 @@ def consistency_view(c: Consistency | None, n_boards: int) -> dict[str, Any]:
     if c is None:
         return {"n_boards": n_boards}
     return {
-        "diverging": list(dict.fromkeys([*c.diverging, *(b.board for b in c.boards
-                                                         if b.diverges)])),
+        "diverging": list(
+            dict.fromkeys([*c.diverging, *(b.board for b in c.boards if b.diverges)])
+        ),
         "tolerance": f"Tolerance: cosine ≥ {fmt(c.tolerance_cosine, 6)}, top-1 disagreement ≤ "
-                     f"{pct(c.tolerance_disagree)}.",
-        "boards": Table(("board", "min cosine to the others", "diverges", "why"),
-                        [(b.board, cos(b.cosine_to_others_min),
-                          Cell("yes") if b.diverges else "no", b.why or "") for b in c.boards],
-                        ["bad" if b.diverges else "" for b in c.boards]),
-        "pairs": Table(("board A", "board B", "cosine mean", "cosine min", "top-1 disagreement"),
-                       [(p.a, p.b, cos(p.cosine_mean), cos(p.cosine_min), pct(p.top1_disagree))
-                        for p in c.pairs]),
+        f"{pct(c.tolerance_disagree)}.",
+        "boards": Table(
+            ("board", "min cosine to the others", "diverges", "why"),
+            [
+                (
+                    b.board,
+                    cos(b.cosine_to_others_min),
+                    Cell("yes") if b.diverges else "no",
+                    b.why or "",
+                )
+                for b in c.boards
+            ],
+            ["bad" if b.diverges else "" for b in c.boards],
+        ),
+        "pairs": Table(
+            ("board A", "board B", "cosine mean", "cosine min", "top-1 disagreement"),
+            [
+                (p.a, p.b, cos(p.cosine_mean), cos(p.cosine_min), pct(p.top1_disagree))
+                for p in c.pairs
+            ],
+        ),
     }
 
 
@@ -197,31 +264,50 @@ def _threshold_cell(t: LayerThresholds, method: str) -> Any:
     return Cell(text + " ✓", cls="chosen") if method == t.chosen_method else text
 
 
-def layers_view(thresholds: dict[str, LayerThresholds] | None,
-                hists: Sequence[LayerHistogram] | None) -> dict[str, Any]:
+def layers_view(
+    thresholds: dict[str, LayerThresholds] | None, hists: Sequence[LayerHistogram] | None
+) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if thresholds is None:
         view["no_thresholds"] = _missing(
-            rundir.THRESHOLDS, REPORT_FILES[rundir.THRESHOLDS] + "; plots without lines")
+            rundir.THRESHOLDS, REPORT_FILES[rundir.THRESHOLDS] + "; plots without lines"
+        )
     else:
         view["thresholds"] = Table(
             ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
-            [(t.layer, t.blob, fmt(t.absmax), *(_threshold_cell(t, m) for m in Method),
-              f"{_METHOD_LABEL[t.chosen_method]} {fmt(t.chosen)}"
-              if t.chosen_method != "fp32" else "kept in fp32")
-             for t in thresholds.values()])
+            [
+                (
+                    t.layer,
+                    t.blob,
+                    fmt(t.absmax),
+                    *(_threshold_cell(t, m) for m in Method),
+                    f"{_METHOD_LABEL[t.chosen_method]} {fmt(t.chosen)}"
+                    if t.chosen_method != "fp32"
+                    else "kept in fp32",
+                )
+                for t in thresholds.values()
+            ],
+        )
     if hists is None:
         view["no_histograms"] = _missing(rundir.HISTOGRAMS)
         return view
     figs = []
     for h in hists:
         t = thresholds.get(h.layer) if thresholds else None
-        marks = ", ".join(f"{_METHOD_LABEL[m]} {fmt(v)}" for m, v in t.by_method().items()
-                          if v is not None) if t else "no thresholds"
-        figs.append(figure(
-            histogram_plot(h, t),
-            f"histogram of |x| at the input of layer {h.layer} ({marks})",
-            f"{h.layer}: abs-max {fmt(h.absmax)}, bin width {fmt(h.absmax / h.counts.size)}"))
+        marks = (
+            ", ".join(
+                f"{_METHOD_LABEL[m]} {fmt(v)}" for m, v in t.by_method().items() if v is not None
+            )
+            if t
+            else "no thresholds"
+        )
+        figs.append(
+            figure(
+                histogram_plot(h, t),
+                f"histogram of |x| at the input of layer {h.layer} ({marks})",
+                f"{h.layer}: abs-max {fmt(h.absmax)}, bin width {fmt(h.absmax / h.counts.size)}",
+            )
+        )
     view["histograms"] = figs
     return view
 
@@ -239,19 +325,20 @@ def cosine_view(v: ValidationDoc | None) -> dict[str, Any]:
     rows = []
     for name in layer_names(results):
         lf0 = first.get(name)
-        row: list[Any] = [name, lf0.type if lf0 else "",
-                          value_text(lf0.requantized) if lf0 else ""]
+        row: list[Any] = [name, lf0.type if lf0 else "", value_text(lf0.requantized) if lf0 else ""]
         for r in results:
             lf = next((x for x in r.layers if x.name == name), None)
-            row += ([cos(lf.cosine_mean), cos(lf.cosine_min), db(lf.sqnr_db)] if lf
-                    else ["—", "—", "—"])
+            row += (
+                [cos(lf.cosine_mean), cos(lf.cosine_min), db(lf.sqnr_db)] if lf else ["—", "—", "—"]
+            )
         rows.append(row)
     boards = ", ".join(r.board for r in results)
     return {
-        "plot": figure(layer_cosine_plot(results),
-                       f"per-layer output cosine, int8 vs fp32, boards {boards}",
-                       "per-layer output cosine int8 vs fp32 (bar: mean over images, tick: "
-                       "min)"),
+        "plot": figure(
+            layer_cosine_plot(results),
+            f"per-layer output cosine, int8 vs fp32, boards {boards}",
+            "per-layer output cosine int8 vs fp32 (bar: mean over images, tick: min)",
+        ),
         "table": Table(head, rows),
     }
 
@@ -261,21 +348,42 @@ def sensitivity_view(s: Sensitivity | None) -> dict[str, Any]:
         return _missing(rundir.SENSITIVITY)
     view: dict[str, Any] = {
         "intro": f"Board {s.board}, metric {s.metric}, {s.n_samples} images. All int8: drop "
-                 f"{fixed(s.all_int8.drop_points, 2)} points, agreement "
-                 f"{pct(s.all_int8.agreement)}, cosine {cos(s.all_int8.cosine_mean)}."}
+        f"{fixed(s.all_int8.drop_points, 2)} points, agreement "
+        f"{pct(s.all_int8.agreement)}, cosine {cos(s.all_int8.cosine_mean)}."
+    }
     if not s.layers:
         return view
-    view["plot"] = figure(sensitivity_plot(s), "sensitivity per layer: gain_points and "
-                                               "harm_cosine, most harmful first",
-                          "gain from keeping each layer fp32 (most harmful first)")
+    view["plot"] = figure(
+        sensitivity_plot(s),
+        "sensitivity per layer: gain_points and harm_cosine, most harmful first",
+        "gain from keeping each layer fp32 (most harmful first)",
+    )
     view["table"] = Table(
-        ("rank", "layer", "type", "gain (points)", "harm cosine", "keep fp32: drop",
-         "only int8: drop", "keep fp32: latency ms"),
-        [(rank, x.layer, x.type, fixed(x.gain_points, 2), fmt(x.harm_cosine),
-          fixed(x.keep_fp32.drop_points, 2),
-          fixed(x.only_int8.drop_points if x.only_int8 else None, 2),
-          ms(x.keep_fp32.latency_ms)) for rank, x in enumerate(s.layers, 1)],
-        ["bad" if x.gain_points > 0 else "" for x in s.layers])
+        (
+            "rank",
+            "layer",
+            "type",
+            "gain (points)",
+            "harm cosine",
+            "keep fp32: drop",
+            "only int8: drop",
+            "keep fp32: latency ms",
+        ),
+        [
+            (
+                rank,
+                x.layer,
+                x.type,
+                fixed(x.gain_points, 2),
+                fmt(x.harm_cosine),
+                fixed(x.keep_fp32.drop_points, 2),
+                fixed(x.only_int8.drop_points if x.only_int8 else None, 2),
+                ms(x.keep_fp32.latency_ms),
+            )
+            for rank, x in enumerate(s.layers, 1)
+        ],
+        ["bad" if x.gain_points > 0 else "" for x in s.layers],
+    )
     return view
 
 
@@ -283,31 +391,60 @@ def tune_view(t: TuneDoc | None) -> dict[str, Any]:
     if t is None:
         return _missing(rundir.TUNE)
     view: dict[str, Any] = {
-        "status": (f"Target met: {t.metric} drop {fixed(t.final.drop_points, 2)} ≤ "
-                   f"{fixed(t.max_drop, 2)} points. {t.reason[:1].upper()}{t.reason[1:]}"
-                   if t.target_met else
-                   f"Target not met (max drop {fixed(t.max_drop, 2)} points): {t.reason}"),
+        "status": (
+            f"Target met: {t.metric} drop {fixed(t.final.drop_points, 2)} ≤ "
+            f"{fixed(t.max_drop, 2)} points. {t.reason[:1].upper()}{t.reason[1:]}"
+            if t.target_met
+            else f"Target not met (max drop {fixed(t.max_drop, 2)} points): {t.reason}"
+        ),
         "target_met": t.target_met,
         "note": f"Method {t.method}, metric {t.metric}"
-                + (f", {t.evaluations} variants scored" if t.evaluations is not None else "")
-                + (f"; the fp32 model takes {ms(t.fp32_latency_ms)} ms per image"
-                   if t.fp32_latency_ms is not None else "") + ".",
-        "scores": Table(_SCORE_HEAD, [_score_row("initial", t.initial),
-                                      _score_row("final", t.final)]),
+        + (f", {t.evaluations} variants scored" if t.evaluations is not None else "")
+        + (
+            f"; the fp32 model takes {ms(t.fp32_latency_ms)} ms per image"
+            if t.fp32_latency_ms is not None
+            else ""
+        )
+        + ".",
+        "scores": Table(
+            _SCORE_HEAD, [_score_row("initial", t.initial), _score_row("final", t.final)]
+        ),
     }
     if t.steps:
         view["steps"] = Table(
-            ("#", "action", "layer", "method", "drop (points)", "agreement", "cosine mean",
-             "latency ms", "kept"),
-            [(i + 1, s.action, s.layer, s.method or "—", fixed(s.score.drop_points, 2),
-              pct(s.score.agreement), cos(s.score.cosine_mean), ms(s.score.latency_ms),
-              "yes" if s.kept else "no") for i, s in enumerate(t.steps)],
-            ["ok" if s.kept else "" for s in t.steps])
+            (
+                "#",
+                "action",
+                "layer",
+                "method",
+                "drop (points)",
+                "agreement",
+                "cosine mean",
+                "latency ms",
+                "kept",
+            ),
+            [
+                (
+                    i + 1,
+                    s.action,
+                    s.layer,
+                    s.method or "—",
+                    fixed(s.score.drop_points, 2),
+                    pct(s.score.agreement),
+                    cos(s.score.cosine_mean),
+                    ms(s.score.latency_ms),
+                    "yes" if s.kept else "no",
+                )
+                for i, s in enumerate(t.steps)
+            ],
+            ["ok" if s.kept else "" for s in t.steps],
+        )
     if t.fp32_layers:
         total = sum(c for _, c in t.fp32_layers)
-        view["fp32_layers"] = Table(("layer", "latency cost ms"),
-                                    [*[(k, ms(c)) for k, c in t.fp32_layers],
-                                     (Cell("total"), ms(total))])
+        view["fp32_layers"] = Table(
+            ("layer", "latency cost ms"),
+            [*[(k, ms(c)) for k, c in t.fp32_layers], (Cell("total"), ms(total))],
+        )
     if t.layer_methods:
         view["layer_methods"] = Table(("layer", "method"), sorted(t.layer_methods.items()))
     return view
@@ -316,34 +453,69 @@ def tune_view(t: TuneDoc | None) -> dict[str, Any]:
 def boards_view(v: ValidationDoc | None) -> dict[str, Any]:
     if v is None:
         return _missing(rundir.VALIDATION, "the device facts come from it")
-    return {"boards": [(r.board, kv_table([*(dict(r.device) or {"name": r.board}).items(),
-                                           ("runtime", r.runtime), ("threads", r.threads)]))
-                       for r in v.results]}
+    return {
+        "boards": [
+            (
+                r.board,
+                kv_table(
+                    [
+                        *(dict(r.device) or {"name": r.board}).items(),
+                        ("runtime", r.runtime),
+                        ("threads", r.threads),
+                    ]
+                ),
+            )
+            for r in v.results
+        ]
+    }
 
 
 def provenance_view(data: ReportData) -> dict[str, Any]:
     run = data.run
     view: dict[str, Any] = {
-        "facts": kv_table([("run directory", data.run_path), ("kind", run.kind),
-                           ("edgecal (run)", run.edgecal), ("agent protocol", run.protocol),
-                           ("edgecal (report)", __version__)]),
+        "facts": kv_table(
+            [
+                ("run directory", data.run_path),
+                ("kind", run.kind),
+                ("edgecal (run)", run.edgecal),
+                ("agent protocol", run.protocol),
+                ("edgecal (report)", __version__),
+            ]
+        ),
     }
     if run.commands:
-        view["commands"] = Table(("#", "at", "kind", "command"),
-                                 [(i + 1, c.at, c.kind, Cell(shlex.join(c.argv), "code"))
-                                  for i, c in enumerate(run.commands)])
+        view["commands"] = Table(
+            ("#", "at", "kind", "command"),
+            [
+                (i + 1, c.at, c.kind, Cell(shlex.join(c.argv), "code"))
+                for i, c in enumerate(run.commands)
+            ],
+        )
     if run.inputs:
-        view["inputs"] = Table(("input", "path", "images", "sha256"),
-                               [(k, v.get("path", "—"), v.get("count", "—"),
-                                 Cell(v.get("sha256", "—"), "code"))
-                                for k, v in run.inputs.items()])
+        view["inputs"] = Table(
+            ("input", "path", "images", "sha256"),
+            [
+                (k, v.get("path", "—"), v.get("count", "—"), Cell(v.get("sha256", "—"), "code"))
+                for k, v in run.inputs.items()
+            ],
+        )
     if data.validation is not None:
-        rows = [(r.board, kind, f.get("param", "—"), Cell(f.get("param_sha256", "—"), "code"),
-                 f.get("bin", "—"), Cell(f.get("bin_sha256", "—"), "code"))
-                for r in data.validation.results for kind, f in r.models.items()]
+        rows = [
+            (
+                r.board,
+                kind,
+                f.get("param", "—"),
+                Cell(f.get("param_sha256", "—"), "code"),
+                f.get("bin", "—"),
+                Cell(f.get("bin_sha256", "—"), "code"),
+            )
+            for r in data.validation.results
+            for kind, f in r.models.items()
+        ]
         if rows:
-            view["models"] = Table(("board", "model", "param", "param sha256", "bin",
-                                    "bin sha256"), rows)
+            view["models"] = Table(
+                ("board", "model", "param", "param sha256", "bin", "bin sha256"), rows
+            )
     if data.histogram_meta:
         view["histogram_meta"] = kv_table(sorted(data.histogram_meta.items()))
     return view
@@ -353,10 +525,15 @@ def provenance_view(data: ReportData) -> dict[str, Any]:
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("edgecal.report", "templates"),
-    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
     keep_trailing_newline=True,
-    finalize=lambda value: value if not isinstance(value, str) or isinstance(value, Markup)
-    else encodable(value))  # Markup: a macro's output, made of finalized values
+    finalize=lambda value: (
+        value if not isinstance(value, str) or isinstance(value, Markup) else encodable(value)
+    ),
+)  # Markup: a macro's output, made of finalized values
 _ENV.tests["cell"] = lambda value: isinstance(value, Cell)
 
 
@@ -391,8 +568,10 @@ def open_run(path: Path) -> RunDir:
     try:
         return RunDir.open(path)
     except AttributeError:
-        raise InputFileError(f"{path / rundir.RUN_JSON}: malformed: the document should be an "
-                             "object", hint="re-run the command that wrote it") from None
+        raise InputFileError(
+            f"{path / rundir.RUN_JSON}: malformed: the document should be an object",
+            hint="re-run the command that wrote it",
+        ) from None
 
 
 def write_report(run_path: Path, out: Path | None = None) -> Path:

@@ -63,7 +63,8 @@ def _member(z: NpzArchive, key: str, kinds: str, ndim: int, path: Path) -> np.nd
     arr = z[key]
     if arr.ndim != ndim or (arr.size and arr.dtype.kind not in kinds):
         raise HistogramFileError(
-            f"{path}: member {key!r} is {arr.dtype.str} {arr.shape}, not what this schema holds")
+            f"{path}: member {key!r} is {arr.dtype.str} {arr.shape}, not what this schema holds"
+        )
     return arr
 
 

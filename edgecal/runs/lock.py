@@ -32,9 +32,10 @@ class RunLock:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
-            raise CalibrationError(f"{folder}: cannot lock the run directory ({path}: "
-                                   f"{exc.strerror})",
-                                   hint="choose a run directory you can write to") from None
+            raise CalibrationError(
+                f"{folder}: cannot lock the run directory ({path}: {exc.strerror})",
+                hint="choose a run directory you can write to",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -43,7 +44,7 @@ class RunLock:
             raise CalibrationError(
                 f"{folder}: the run directory is in use by another edgecal calibrate"
                 + (f" (pid {holder})" if holder else ""),
-                hint="wait for that run to finish (or stop it), or give another --run-dir"
+                hint="wait for that run to finish (or stop it), or give another --run-dir",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)

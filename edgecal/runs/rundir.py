@@ -47,6 +47,7 @@ INT8_PARAM = "int8.param"
 INT8_BIN = "int8.bin"
 REPORT = "report.html"
 
+
 @dataclass(frozen=True)
 class Command:
     """One command line recorded in ``run.json``: its arguments, kind of run and UTC time."""
@@ -77,9 +78,14 @@ class RunInfo:
     inputs: dict[str, dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": RUN_SCHEMA, "kind": self.kind, "edgecal": self.edgecal,
-                "protocol": self.protocol, "commands": [c.to_dict() for c in self.commands],
-                "inputs": dict(self.inputs)}
+        return {
+            "schema": RUN_SCHEMA,
+            "kind": self.kind,
+            "edgecal": self.edgecal,
+            "protocol": self.protocol,
+            "commands": [c.to_dict() for c in self.commands],
+            "inputs": dict(self.inputs),
+        }
 
     @classmethod
     def from_dict(cls, doc: Any) -> RunInfo:
@@ -89,9 +95,11 @@ class RunInfo:
         inputs = top.opt_obj("inputs")
         protocol = top.raw("protocol")
         return cls(
-            kind=top.text("kind"), edgecal=top.scalar("edgecal"),
-            protocol=protocol if isinstance(protocol, (str, int)) and not isinstance(
-                protocol, bool) else top.scalar("protocol"),
+            kind=top.text("kind"),
+            edgecal=top.scalar("edgecal"),
+            protocol=protocol
+            if isinstance(protocol, (str, int)) and not isinstance(protocol, bool)
+            else top.scalar("protocol"),
             commands=tuple(Command.from_dict(o.d, o.where) for o in top.objs("commands")),
             inputs={k: dict(inputs.obj(k).d) for k in inputs.d} if inputs else {},
         )
@@ -110,33 +118,48 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, path: Path, kind: str, argv: Sequence[str],
-               inputs: dict[str, Any] | None = None) -> RunDir:
+    def create(
+        cls, path: Path, kind: str, argv: Sequence[str], inputs: dict[str, Any] | None = None
+    ) -> RunDir:
         """Make (or reuse) ``path`` and record this run in its ``run.json``; the command line
         is appended to the ones already recorded there."""
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputFileError(f"{path}: cannot create the run directory ({exc.strerror})",
-                                 hint="choose a writable --out-dir/--run-dir") from None
+            raise InputFileError(
+                f"{path}: cannot create the run directory ({exc.strerror})",
+                hint="choose a writable --out-dir/--run-dir",
+            ) from None
         run = cls(path)
         old = run.read_json(RUN_JSON) if (path / RUN_JSON).exists() else {}
-        if not (isinstance(old, dict) and isinstance(old.get("commands", []), list)
-                and isinstance(old.get("inputs", {}), dict)):
-            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record (its 'commands' "
-                                 "and 'inputs' cannot be extended)",
-                                 hint="choose another --out-dir/--run-dir, or remove the file")
+        if not (
+            isinstance(old, dict)
+            and isinstance(old.get("commands", []), list)
+            and isinstance(old.get("inputs", {}), dict)
+        ):
+            raise InputFileError(
+                f"{path / RUN_JSON}: not an edgecal run record (its 'commands' "
+                "and 'inputs' cannot be extended)",
+                hint="choose another --out-dir/--run-dir, or remove the file",
+            )
         try:
-            before = [Command.from_dict(c, f"commands[{i}]")
-                      for i, c in enumerate(old.get("commands", []))]
+            before = [
+                Command.from_dict(c, f"commands[{i}]")
+                for i, c in enumerate(old.get("commands", []))
+            ]
         except Malformed as exc:
-            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record ({exc})",
-                                 hint="choose another --out-dir/--run-dir, or remove the "
-                                      "file") from None
+            raise InputFileError(
+                f"{path / RUN_JSON}: not an edgecal run record ({exc})",
+                hint="choose another --out-dir/--run-dir, or remove the file",
+            ) from None
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        info = RunInfo(kind=kind, edgecal=__version__, protocol=PROTOCOL_VERSION,
-                       commands=(*before, Command(tuple(argv), kind, now)),
-                       inputs={**old.get("inputs", {}), **(inputs or {})})
+        info = RunInfo(
+            kind=kind,
+            edgecal=__version__,
+            protocol=PROTOCOL_VERSION,
+            commands=(*before, Command(tuple(argv), kind, now)),
+            inputs={**old.get("inputs", {}), **(inputs or {})},
+        )
         run.write_json(RUN_JSON, info.to_dict())
         return run
 
@@ -144,17 +167,22 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         run = cls(path)
         if not (path / RUN_JSON).is_file():
-            raise InputFileError(f"{path}: not an edgecal run directory (no {RUN_JSON})",
-                                 hint="pass the --out-dir of `edgecal tune` or the --run-dir "
-                                      "of `edgecal validate`")
+            raise InputFileError(
+                f"{path}: not an edgecal run directory (no {RUN_JSON})",
+                hint="pass the --out-dir of `edgecal tune` or the --run-dir of `edgecal validate`",
+            )
         doc = run.read_json(RUN_JSON)
         if not isinstance(doc, dict):
-            raise InputFileError(f"{path / RUN_JSON}: not an edgecal run record",
-                                 hint="pass a run directory written by edgecal")
+            raise InputFileError(
+                f"{path / RUN_JSON}: not an edgecal run record",
+                hint="pass a run directory written by edgecal",
+            )
         if doc.get("schema") != RUN_SCHEMA:
-            raise InputFileError(f"{path / RUN_JSON}: run schema {doc.get('schema')!r}, this "
-                                 f"edgecal reads schema {RUN_SCHEMA}",
-                                 hint="use the edgecal version that wrote the run")
+            raise InputFileError(
+                f"{path / RUN_JSON}: run schema {doc.get('schema')!r}, this "
+                f"edgecal reads schema {RUN_SCHEMA}",
+                hint="use the edgecal version that wrote the run",
+            )
         return run
 
     def file(self, name: str) -> Path:
@@ -180,8 +208,15 @@ class RunDir:
         """Several files at once, all or nothing (a dict is written as a JSON result)."""
         from edgecal.files.outputs import write_outputs
 
-        write_outputs([(self.path / name, data if isinstance(data, bytes)
-                        else self._json_bytes(name, data)) for name, data in files])
+        write_outputs(
+            [
+                (
+                    self.path / name,
+                    data if isinstance(data, bytes) else self._json_bytes(name, data),
+                )
+                for name, data in files
+            ]
+        )
 
     def read_json(self, name: str) -> Any:
         target = self.path / name
@@ -190,8 +225,9 @@ class RunDir:
         except FileNotFoundError:
             raise InputFileError(f"{target}: missing from the run directory") from None
         except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON
-            raise InputFileError(f"{target}: not readable JSON ({exc})",
-                                 hint="re-run the command that wrote it") from None
+            raise InputFileError(
+                f"{target}: not readable JSON ({exc})", hint="re-run the command that wrote it"
+            ) from None
 
     def read_optional(self, name: str) -> Any | None:
         return self.read_json(name) if self.has(name) else None

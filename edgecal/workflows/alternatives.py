@@ -23,13 +23,15 @@ class Alternatives:
     """Per layer and method, the table lines that method gives it: KL and ACIQ from the
     histograms, EQ by a search on the device (lazily, one layer at a time)."""
 
-    def __init__(self, model: Model, hs: HistogramSet, eq_source: SampleSource,
-                 work: Path, device: Any) -> None:
+    def __init__(
+        self, model: Model, hs: HistogramSet, eq_source: SampleSource, work: Path, device: Any
+    ) -> None:
         from edgecal.workflows.calibrate import table_from_histograms
 
         self.model = model
-        self.tables: dict[str, TableBuild] = {m: table_from_histograms(model, hs, m)
-                       for m in Method if not METHODS[m].needs_device}
+        self.tables: dict[str, TableBuild] = {
+            m: table_from_histograms(model, hs, m) for m in Method if not METHODS[m].needs_device
+        }
         self.eq_source = eq_source
         self.work = work
         self.device = device
@@ -76,11 +78,11 @@ class Alternatives:
             out[name] = LayerThresholds(
                 layer=name,
                 blob=self.model.param.layers[
-                    [x.name for x in self.model.param.layers].index(name)].bottoms[0],
+                    [x.name for x in self.model.param.layers].index(name)
+                ].bottoms[0],
                 absmax=float(info.absmax),
                 kl=float(info.threshold),
-                aciq=float(per[Method.ACIQ][name].threshold)
-                if name in per[Method.ACIQ] else None,
+                aciq=float(per[Method.ACIQ][name].threshold) if name in per[Method.ACIQ] else None,
                 eq=float(127.0 / float(eq[name][0])) if eq else None,
                 chosen_method=methods.get(name, "fp32" if scale is None else "table"),
                 chosen=float(127.0 / float(scale)) if scale is not None else None,

@@ -90,8 +90,9 @@ def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
     shard_dir.mkdir(parents=True, exist_ok=True)
     path = shard_dir / f"shard_{shard.index:05d}.npz"
-    write_shard(path, [source.load(i) for i in range(shard.start, shard.start + shard.count)],
-                descs)
+    write_shard(
+        path, [source.load(i) for i in range(shard.start, shard.start + shard.count)], descs
+    )
     return path
 
 
@@ -124,9 +125,16 @@ def measure(
     with contextlib.ExitStack() as stack:
         if run is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecal-run-")))
-            manifest = build_manifest(model, source, method="", runtime=runtime,
-                                      threads=threads, histograms=histograms, options={},
-                                      workers=len(devices))
+            manifest = build_manifest(
+                model,
+                source,
+                method="",
+                runtime=runtime,
+                threads=threads,
+                histograms=histograms,
+                options={},
+                workers=len(devices),
+            )
             run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
             stack.callback(run.close)
         fleet = fleet or Fleet(devices)
@@ -147,8 +155,9 @@ def measure(
                 if shard.index not in done1:
                     yield ShardUnit("absmax", shard.index, path_of(shard), shard.count)
 
-        def run_capture(dev: Device, op: str, params: Any, u: ShardUnit, job_id: str,
-                        tick: Any) -> Any:
+        def run_capture(
+            dev: Device, op: str, params: Any, u: ShardUnit, job_id: str, tick: Any
+        ) -> Any:
             """One capture job; errors that every board would repeat name the model and
             the sample or layer."""
             try:
@@ -161,9 +170,16 @@ def measure(
                 raise crash_error(e, model, u.path) from None
 
         def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
-            params = capture.absmax_request(dev, model.param_path, model.bin_path,
-                                            source.specs, [u.path], blobs, runtime=runtime,
-                                            threads=threads)
+            params = capture.absmax_request(
+                dev,
+                model.param_path,
+                model.bin_path,
+                source.specs,
+                [u.path],
+                blobs,
+                runtime=runtime,
+                threads=threads,
+            )
             job = run_capture(dev, "absmax", params, u, job_id, tick)
             return capture.parse_absmax(dev, job, blobs)
 
@@ -173,17 +189,22 @@ def measure(
 
         def record(u: ShardUnit, answer: Any, board: str, job_id: str) -> None:
             sh = plan[u.index]
-            run.write(Part(u.pass_name, u.index, u.count, sh.digest, board, job_id,
-                           list(answer), answer))
+            run.write(
+                Part(u.pass_name, u.index, u.count, sh.digest, board, job_id, list(answer), answer)
+            )
 
-        def run_pass(label: str, units: Iterator[ShardUnit], start: Callable[..., Any],
-                     collect: Callable[..., Any], done: Collection[int]) -> None:
+        def run_pass(
+            label: str,
+            units: Iterator[ShardUnit],
+            start: Callable[..., Any],
+            collect: Callable[..., Any],
+            done: Collection[int],
+        ) -> None:
             """One pass over the shards not ``done`` (a resumed run) on the fleet."""
             already = sum(plan[i].count for i in done)
             tick = progress(label, n)
             tick(already, n)
-            fleet.run(units, _job(start, collect), record, n,
-                      lambda k, total: tick(already + k, n))
+            fleet.run(units, _job(start, collect), record, n, lambda k, total: tick(already + k, n))
 
         t0 = time.perf_counter()
         run_pass("count the absmax", units1(), start1, collect1, done1)
@@ -191,8 +212,13 @@ def measure(
         parts1 = run.parts("absmax")
         check_accounting(run.manifest, parts1, "absmax", blobs, str(run.run.path))
         last = max(parts1, key=lambda p: p.index) if parts1 else None
-        absmax = {b: (reduce_absmax(p.values[b][0] for p in parts1),
-                      last.values[b][1] if last is not None else 0) for b in blobs}
+        absmax = {
+            b: (
+                reduce_absmax(p.values[b][0] for p in parts1),
+                last.values[b][1] if last is not None else 0,
+            )
+            for b in blobs
+        }
         run.write_ranges(absmax)
         zero = [b for b in blobs if not float(absmax[b][0]) > 0.0]
         if zero and not allow_zero_blobs:
@@ -215,8 +241,16 @@ def measure(
 
             def start2(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
                 params = capture.histogram_request(
-                    dev, model.param_path, model.bin_path, source.specs, [u.path], live,
-                    ranges, runtime=runtime, threads=threads)
+                    dev,
+                    model.param_path,
+                    model.bin_path,
+                    source.specs,
+                    [u.path],
+                    live,
+                    ranges,
+                    runtime=runtime,
+                    threads=threads,
+                )
                 job = run_capture(dev, "histogram", params, u, job_id, tick)
                 return capture.parse_histograms(dev, job, live)
 
@@ -231,8 +265,9 @@ def measure(
             for b in live:
                 counts[b] = merge_counts(part.values[b] for part in parts2)
             timings["histogram"] = time.perf_counter() - t0
-        shard_paths = [path_of(sh) for sh in plan] if decode_all \
-            else [paths[k] for k in sorted(paths)]
+        shard_paths = (
+            [path_of(sh) for sh in plan] if decode_all else [paths[k] for k in sorted(paths)]
+        )
     stats = {
         layer.name: BlobHistogram(
             counts=np.asarray(counts[layer.bottoms[0]], dtype=np.uint64),
@@ -265,13 +300,17 @@ def crash_error(e: AgentCrash, model: Model, shard: Path) -> CalibrationError:
     from edgecal.workflows.crashsite import crash_layer
 
     layer = crash_layer(model.param, model.param_path, model.bin_path, shard)
-    where = (f"; on this host ncnn crashes in layer {layer.name!r} ({layer.type})"
-             if layer is not None else "")
+    where = (
+        f"; on this host ncnn crashes in layer {layer.name!r} ({layer.type})"
+        if layer is not None
+        else ""
+    )
     return CalibrationError(f"{model.param_path}: {e.message}{where}", hint=e.hint)
 
 
-def nonfinite_error(e: AgentError, model: Model, source: SampleSource,
-                    start: int) -> CalibrationError:
+def nonfinite_error(
+    e: AgentError, model: Model, source: SampleSource, start: int
+) -> CalibrationError:
     """The agent's ``NonFiniteActivation`` (sample indices within one shard starting at sample
     ``start``) as an error naming the blobs, their layers and the sample files."""
     names = source.sample_names()
@@ -288,24 +327,33 @@ def nonfinite_error(e: AgentError, model: Model, source: SampleSource,
             except (TypeError, ValueError, IndexError):
                 continue
             what = ", ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "inf")) if n)
-            lines.append(f"  blob {blob} (input of {', '.join(users.get(blob, ['?']))}): "
-                         f"{what} on sample {sample}")
+            lines.append(
+                f"  blob {blob} (input of {', '.join(users.get(blob, ['?']))}): "
+                f"{what} on sample {sample}"
+            )
         if len(entries) > 10:
             lines.append(f"  ... {len(entries) - 10} more in this shard")
     if not lines:
-        return CalibrationError(f"{model.param_path}: {e.message}",
-                                hint="check the model's weights and the samples")
+        return CalibrationError(
+            f"{model.param_path}: {e.message}", hint="check the model's weights and the samples"
+        )
     return CalibrationError(
         f"{model.param_path}: activations are NaN or inf, no scale can be computed:\n"
         + "\n".join(lines),
         hint="check those samples and the weights of the layers before these blobs "
-        "(a NaN/inf weight, or values overflowing float32); remove a bad sample from the list")
+        "(a NaN/inf weight, or values overflowing float32); remove a bad sample from the list",
+    )
 
 
 def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUnit]:
-    return Job(start=start, collect=collect, size=lambda u: u.count,
-               name=lambda u: f"shard {u.index} ({u.pass_name})", op=lambda u: u.pass_name,
-               home=lambda u: u.index)  # pass 2 goes where pass 1 pushed the shard
+    return Job(
+        start=start,
+        collect=collect,
+        size=lambda u: u.count,
+        name=lambda u: f"shard {u.index} ({u.pass_name})",
+        op=lambda u: u.pass_name,
+        home=lambda u: u.index,
+    )  # pass 2 goes where pass 1 pushed the shard
 
 
 def table_from_histograms(model: Model, hs: HistogramSet, method: str | Method) -> TableBuild:
@@ -377,12 +425,22 @@ def eq_layer(
     text, prefix = probe_model(layer, model.weights[layer.name])
     cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
     common: dict[str, Any] = dict(
-        bottom=layer.bottoms[0], top=layer.tops[0], probe_param=text, probe_prefix=prefix,
+        bottom=layer.bottoms[0],
+        top=layer.tops[0],
+        probe_param=text,
+        probe_prefix=prefix,
         max_samples=n_eq,
     )
     res = capture.eq_search_layer(
-        device, model.param_path, model.bin_path, source.specs, shards,
-        candidates=cands, weight_scales=ws0, bottom_scale=bs0, **common,
+        device,
+        model.param_path,
+        model.bin_path,
+        source.specs,
+        shards,
+        candidates=cands,
+        weight_scales=ws0,
+        bottom_scale=bs0,
+        **common,
     )
     chosen = [*ws0, bs0]
     for j in range(len(chosen)):
@@ -395,8 +453,7 @@ def eq_layer(
         and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
     ):
         raise ProtocolError(
-            f"EQ on layer {layer.name}: the agent's choice disagrees with its own "
-            "similarity sums",
+            f"EQ on layer {layer.name}: the agent's choice disagrees with its own similarity sums",
             hint="the agent on the device is out of date; re-run to re-push it",
         )
     cos_kl = _layer_cosine(device, model, source, shards, layer, ws0, bs0, common)
@@ -420,8 +477,15 @@ def _layer_cosine(
     """Sum over the EQ samples of the single-layer cosine with exactly these scales."""
     only = np.array([[s] for s in [*ws, bs]], dtype=np.float32)
     res = capture.eq_search_layer(
-        device, model.param_path, model.bin_path, source.specs, shards,
-        candidates=only, weight_scales=ws, bottom_scale=bs, **common,
+        device,
+        model.param_path,
+        model.bin_path,
+        source.specs,
+        shards,
+        candidates=only,
+        weight_scales=ws,
+        bottom_scale=bs,
+        **common,
     )
     return float(res.sim[-1][0])
 
@@ -447,8 +511,10 @@ def calibrate(
     method = parse_method(method)
     spec = METHODS[method]
     progress = progress or _no_progress
-    refuse_nonfinite_weights(((layer, model.weights.get(layer.name, {}))
-                              for layer in model.param.layers), str(model.param_path))
+    refuse_nonfinite_weights(
+        ((layer, model.weights.get(layer.name, {})) for layer in model.param.layers),
+        str(model.param_path),
+    )
     devices = [device] if isinstance(device, Device) else list(device)
     if not devices:
         raise CalibrationError("no device to calibrate on")
@@ -459,10 +525,17 @@ def calibrate(
     timings["connect"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
         hs, shards, t = measure(
-            model, source, devices,
+            model,
+            source,
+            devices,
             histograms=spec.needs_histograms or keep_histograms,
-            threads=threads, runtime=runtime, shard_dir=Path(tmp), progress=progress,
-            allow_zero_blobs=allow_zero_blobs, run=run, fleet=fleet,
+            threads=threads,
+            runtime=runtime,
+            shard_dir=Path(tmp),
+            progress=progress,
+            allow_zero_blobs=allow_zero_blobs,
+            run=run,
+            fleet=fleet,
             decode_all=spec.needs_device,
         )
         timings.update(t)

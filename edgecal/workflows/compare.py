@@ -41,16 +41,18 @@ def compare_tables(a: CalibrationTable, b: CalibrationTable) -> list[ScaleDiff]:
             rows.append(ScaleDiff(key, kind, None, None, float("inf"), f"only in {present}"))
             continue
         if va.shape != vb.shape:
-            rows.append(ScaleDiff(key, kind, None, None, float("inf"),
-                                  f"{va.size} vs {vb.size} values"))
+            rows.append(
+                ScaleDiff(key, kind, None, None, float("inf"), f"{va.size} vs {vb.size} values")
+            )
             continue
         rel = max((_rel(float(x), float(y)) for x, y in zip(va, vb, strict=True)), default=0.0)
         if kind == "blob":
             rows.append(ScaleDiff(key, kind, float(va[0]), float(vb[0]), rel))
         else:
             changed = int(np.count_nonzero(va != vb))
-            rows.append(ScaleDiff(key, kind, None, None, rel,
-                                  f"{changed} of {va.size} channels differ"))
+            rows.append(
+                ScaleDiff(key, kind, None, None, rel, f"{changed} of {va.size} channels differ")
+            )
     return rows
 
 
@@ -81,8 +83,9 @@ def compare_histograms(a: HistogramSet, b: HistogramSet) -> list[HistogramDiff]:
         if ha is None or hb is None:
             only, h = ("a", ha) if ha is not None else ("b", hb)
             m = float(h.absmax) if h is not None else float("nan")
-            rows.append(HistogramDiff(layer, m, m, float("inf"), None, None, 1.0,
-                                      f"only in {only}"))
+            rows.append(
+                HistogramDiff(layer, m, m, float("inf"), None, None, 1.0, f"only in {only}")
+            )
             continue
         sa, sb = int(ha.counts.sum()), int(hb.counts.sum())
         moved = 0.0
@@ -90,9 +93,16 @@ def compare_histograms(a: HistogramSet, b: HistogramSet) -> list[HistogramDiff]:
             pa = ha.counts.astype(np.float64) / sa
             pb = hb.counts.astype(np.float64) / sb
             moved = float(np.abs(pa - pb).sum() / 2)
-        rows.append(HistogramDiff(
-            layer, float(ha.absmax), float(hb.absmax), _rel(float(ha.absmax), float(hb.absmax)),
-            kl_best_bin(ha.counts) if sa else None, kl_best_bin(hb.counts) if sb else None, moved,
-            "" if (sa and sb) else "no histogram (abs-max only)",
-        ))
+        rows.append(
+            HistogramDiff(
+                layer,
+                float(ha.absmax),
+                float(hb.absmax),
+                _rel(float(ha.absmax), float(hb.absmax)),
+                kl_best_bin(ha.counts) if sa else None,
+                kl_best_bin(hb.counts) if sb else None,
+                moved,
+                "" if (sa and sb) else "no histogram (abs-max only)",
+            )
+        )
     return rows

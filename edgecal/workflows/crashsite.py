@@ -39,7 +39,10 @@ def crashes(param: Path, bin_: Path, shard: Path, blob: str) -> bool | None:
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, str(param), str(bin_), str(shard), blob],
-            capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.returncode < 0
@@ -47,8 +50,9 @@ def crashes(param: Path, bin_: Path, shard: Path, blob: str) -> bool | None:
 
 def crash_layer(pf: ParamFile, param: Path, bin_: Path, shard: Path) -> Layer | None:
     """The layer whose run crashes ncnn on the shard's first sample, or None when unknown."""
-    made: list[tuple[str, Layer]] = [(t, layer) for layer in pf.layers if layer.type != "Input"
-                                     for t in layer.tops]
+    made: list[tuple[str, Layer]] = [
+        (t, layer) for layer in pf.layers if layer.type != "Input" for t in layer.tops
+    ]
     if not made:
         return None
     probes = 0

@@ -63,8 +63,9 @@ class Scorer:
         ref, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
         self.ref = ref
         self.latency_fp32_ms = 1000.0 * float(np.median(secs))
-        self.accuracy_fp32 = (float(np.mean(np.argmax(ref, 1) == self.labels))
-                              if self.labels is not None else None)
+        self.accuracy_fp32 = (
+            float(np.mean(np.argmax(ref, 1) == self.labels)) if self.labels is not None else None
+        )
 
     def _run(self, param: Path, bin: Path, what: str) -> tuple[np.ndarray, list[float]]:
         t0 = time.perf_counter()
@@ -73,24 +74,34 @@ class Scorer:
         secs: list[float] = []
         for shard in self.shards:
             outs, lat = capture.run_shard_timed(
-                self.device, param, bin, self.specs, shard, [self.output],
-                runtime=self.runtime, threads=self.threads)
+                self.device,
+                param,
+                bin,
+                self.specs,
+                shard,
+                [self.output],
+                runtime=self.runtime,
+                threads=self.threads,
+            )
             rows.extend(o[self.output].ravel() for o in outs)
             secs.extend(lat)
             tick(len(rows), self.n_samples)
         self.device_seconds += time.perf_counter() - t0
         sizes = {r.size for r in rows}
         if len(sizes) != 1:
-            raise ModelFormatError(f"{param}: output {self.output} changes size between images "
-                                   f"({sorted(sizes)})")
+            raise ModelFormatError(
+                f"{param}: output {self.output} changes size between images ({sorted(sizes)})"
+            )
         return np.stack(rows), secs
 
-    def write_variant(self, table: CalibrationTable | None, keep_fp32: Sequence[str]
-                      ) -> tuple[Path, Path]:
+    def write_variant(
+        self, table: CalibrationTable | None, keep_fp32: Sequence[str]
+    ) -> tuple[Path, Path]:
         """The int8 model of ``table`` with ``keep_fp32`` left in float, as files (named by
         content, so an identical variant is written and pushed once)."""
-        text, data, _ = quantize_model(self.fp32.param, self.fp32.weights, table,
-                                       keep_fp32=sorted(keep_fp32))
+        text, data, _ = quantize_model(
+            self.fp32.param, self.fp32.weights, table, keep_fp32=sorted(keep_fp32)
+        )
         digest = hashlib.sha256(text.encode() + b"\0" + data).hexdigest()[:16]
         d = self.work_dir / "variants"
         d.mkdir(exist_ok=True)
@@ -106,11 +117,16 @@ class Scorer:
         if got.shape != self.ref.shape:
             raise ModelFormatError(
                 f"{param}: output {self.output} has {got.shape[1]} values, the fp32 model's "
-                f"{self.ref.shape[1]}: the int8 model does not match the fp32 model")
-        return score_outputs(self.ref, got, self.labels, self.accuracy_fp32,
-                             1000.0 * float(np.median(secs)))
+                f"{self.ref.shape[1]}: the int8 model does not match the fp32 model"
+            )
+        return score_outputs(
+            self.ref, got, self.labels, self.accuracy_fp32, 1000.0 * float(np.median(secs))
+        )
 
-    def score(self, table: CalibrationTable | None, keep_fp32: Sequence[str] = (),
-              what: str = "int8 variant") -> Score:
+    def score(
+        self,
+        table: CalibrationTable | None,
+        keep_fp32: Sequence[str] = (),
+        what: str = "int8 variant",
+    ) -> Score:
         return self.score_files(*self.write_variant(table, keep_fp32), what=what)
-

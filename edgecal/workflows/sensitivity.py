@@ -46,10 +46,16 @@ def measure_sensitivity(
         if only_int8:
             others = [x for x in quantized if x != name]
             only = scorer.score(table, [*keep_fp32, *others], what=f"only {name} in int8")
-        entries.append(LayerSensitivity(
-            name, types[name], keep, only,
-            gain_points=base.drop_points - keep.drop_points,
-            harm_cosine=keep.cosine_mean - base.cosine_mean))
+        entries.append(
+            LayerSensitivity(
+                name,
+                types[name],
+                keep,
+                only,
+                gain_points=base.drop_points - keep.drop_points,
+                harm_cosine=keep.cosine_mean - base.cosine_mean,
+            )
+        )
         if tick is not None:
             tick(i + 1, len(todo))
     metric = "accuracy" if scorer.labels is not None else "agreement"

@@ -64,8 +64,15 @@ def validate(
             runs = []
             for k, m in enumerate((fp32, int8)):
                 outs, secs = capture.run_shard_timed(
-                    device, m.param_path, m.bin_path, source.specs, shard, blobs,
-                    runtime=runtime, threads=threads)
+                    device,
+                    m.param_path,
+                    m.bin_path,
+                    source.specs,
+                    shard,
+                    blobs,
+                    runtime=runtime,
+                    threads=threads,
+                )
                 runs.append(outs)
                 lat[k].extend(secs)
             for a, b in zip(runs[0], runs[1], strict=True):
@@ -73,7 +80,8 @@ def validate(
                     raise ModelFormatError(
                         f"output {output} of sample {done} is {a[output].shape} in fp32 and "
                         f"{b[output].shape} in int8: the int8 model does not match the fp32 "
-                        "model")
+                        "model"
+                    )
                 if not np.isfinite(a[output]).all():
                     n_bad = int(a[output].size - np.count_nonzero(np.isfinite(a[output])))
                     raise CalibrationError(
@@ -81,7 +89,8 @@ def validate(
                         f"value(s) on sample {source.sample_names()[done]}: no figure can be "
                         "computed for it",
                         hint="check that sample (an overflow, a NaN input) or remove it from "
-                        "the list")
+                        "the list",
+                    )
                 out_stats.add(a[output], b[output])
                 int8_out.append(b[output].ravel())
                 preds[0].append(int(np.argmax(a[output])))
@@ -91,7 +100,8 @@ def validate(
                     if ref.shape != got.shape:
                         raise ModelFormatError(
                             f"blob {q.top} of layer {q.name} is {got.shape} in int8 and "
-                            f"{ref.shape} in fp32: the int8 model does not match")
+                            f"{ref.shape} in fp32: the int8 model does not match"
+                        )
                     if q.requantized and q.top_scale is not None:
                         got = dequantize(got, q.top_scale)
                     layer_stats[q.name].add(ref, got)
@@ -101,18 +111,33 @@ def validate(
     if labels is not None:
         top1_a, top1_b = accuracy(preds[0], labels), accuracy(preds[1], labels)
     layers = [
-        LayerFigures(q.name, q.type, q.top, q.requantized, q.top_scale,
-                     layer_stats[q.name].cosine_mean, layer_stats[q.name].cosine_min,
-                     layer_stats[q.name].sqnr_db)
+        LayerFigures(
+            q.name,
+            q.type,
+            q.top,
+            q.requantized,
+            q.top_scale,
+            layer_stats[q.name].cosine_mean,
+            layer_stats[q.name].cosine_min,
+            layer_stats[q.name].sqnr_db,
+        )
         for q in qlayers
     ]
     return ValidationResult(
-        n_samples=done, output_blob=output, runtime=runtime, threads=threads,
-        top1_fp32=top1_a, top1_int8=top1_b, agreement=agreement(preds[0], preds[1]),
-        cosine_mean=out_stats.cosine_mean, cosine_min=out_stats.cosine_min,
-        sqnr_mean_db=out_stats.sqnr_mean_db, sqnr_min_db=out_stats.sqnr_min_db,
+        n_samples=done,
+        output_blob=output,
+        runtime=runtime,
+        threads=threads,
+        top1_fp32=top1_a,
+        top1_int8=top1_b,
+        agreement=agreement(preds[0], preds[1]),
+        cosine_mean=out_stats.cosine_mean,
+        cosine_min=out_stats.cosine_min,
+        sqnr_mean_db=out_stats.sqnr_mean_db,
+        sqnr_min_db=out_stats.sqnr_min_db,
         latency_fp32_ms=1000.0 * float(np.median(lat[0])),
         latency_int8_ms=1000.0 * float(np.median(lat[1])),
-        layers=layers, device={"name": device.name},
+        layers=layers,
+        device={"name": device.name},
         int8_outputs=np.stack(int8_out) if int8_out else None,
     )

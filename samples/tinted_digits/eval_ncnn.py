@@ -80,9 +80,11 @@ def run(param: Path, model: Path, calib_opts: bool, mats: list, labels: np.ndarr
             forward(net, m)
         best = min(best, (time.perf_counter() - t0) / len(mats))
     name = "calib options (fp16 off)" if calib_opts else "default options"
-    print(f"{name}: inputs {net.input_names()} outputs {net.output_names()}  "
-          f"fp32 top-1 {top1:.4f} ({round(top1 * len(mats))}/{len(mats)})  "
-          f"forward {best * 1e3:.3f} ms/image")
+    print(
+        f"{name}: inputs {net.input_names()} outputs {net.output_names()}  "
+        f"fp32 top-1 {top1:.4f} ({round(top1 * len(mats))}/{len(mats)})  "
+        f"forward {best * 1e3:.3f} ms/image"
+    )
     net.clear()
 
 

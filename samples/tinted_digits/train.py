@@ -132,7 +132,7 @@ def render(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shifts = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2))
     for i in range(n):
         y0, x0 = base + shifts[i, 0], base + shifts[i, 1]
-        alpha[i, y0:y0 + DIGIT, x0:x0 + DIGIT] = up[i]
+        alpha[i, y0 : y0 + DIGIT, x0 : x0 + DIGIT] = up[i]
     fg, bg = random_colours(n, rng)
     img = bg[:, None, None, :] + (fg - bg)[:, None, None, :] * alpha[..., None]
     img += rng.normal(0.0, NOISE_SIGMA, img.shape)
@@ -228,8 +228,9 @@ def pnnx_export(model: nn.Module, out: Path = OUT) -> str:
         traced = torch.jit.trace(model, (torch.rand(1, 3, SIZE, SIZE),))
         traced.save(str(tdp / "model.pt"))
         cmd = [exe, "model.pt", f"inputshape=[1,3,{SIZE},{SIZE}]", "fp16=1"]
-        subprocess.run(cmd, cwd=tdp, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            cmd, cwd=tdp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         shutil.copyfile(tdp / "model.ncnn.param", out / "model.param")
         shutil.copyfile(tdp / "model.ncnn.bin", out / "model.bin")
     return " ".join(["pnnx", *cmd[1:]])
@@ -255,7 +256,8 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = (len(ytr) + BATCH - 1) // BATCH
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=LR, epochs=EPOCHS, steps_per_epoch=steps_per_epoch, pct_start=0.2)
+        opt, max_lr=LR, epochs=EPOCHS, steps_per_epoch=steps_per_epoch, pct_start=0.2
+    )
     lossf = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(TORCH_SEED)
     render_rng = np.random.default_rng(TRAIN_RENDER_SEED)
@@ -266,7 +268,7 @@ def main() -> None:
         perm = torch.randperm(len(ytr), generator=g)
         total = 0.0
         for b in range(0, len(perm), BATCH):
-            idx = perm[b:b + BATCH]
+            idx = perm[b : b + BATCH]
             opt.zero_grad()
             loss = lossf(model(xtr[idx]), ytr[idx])
             loss.backward()
@@ -276,8 +278,11 @@ def main() -> None:
         model.eval()
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
-        print(f"epoch {ep + 1:2d}  loss {total / len(ytr):.4f}  test top-1 {acc:.4f}  "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"epoch {ep + 1:2d}  loss {total / len(ytr):.4f}  test top-1 {acc:.4f}  "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
     model.eval()
     with torch.no_grad():

@@ -46,14 +46,6 @@ def unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="module")
-def boards_file() -> Path:
-    value = os.environ.get("EDGECAL_BOARDS")
-    if not value:
-        unavailable("EDGECAL_BOARDS is not set (run `make boards-up` as root and export it)")
-    return Path(str(value))
-
-
 _REACHED: dict[str, str | None] = {}
 
 
@@ -97,10 +89,28 @@ def image_list(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def calibrate_args(image_list: Path, out: Path, *extra: str) -> list[str]:
-    return ["-q", "calibrate", str(REF / "model.param"), str(REF / "model.bin"),
-            "--images", str(image_list), "--pixel", "GRAY", "--mean", "0", "--norm",
-            "0.00392157", "--shape", "32,32", "--out", str(out), "--histograms-out",
-            str(out.with_suffix(".npz")), "--json", *extra]
+    return [
+        "-q",
+        "calibrate",
+        str(REF / "model.param"),
+        str(REF / "model.bin"),
+        "--images",
+        str(image_list),
+        "--pixel",
+        "GRAY",
+        "--mean",
+        "0",
+        "--norm",
+        "0.00392157",
+        "--shape",
+        "32,32",
+        "--out",
+        str(out),
+        "--histograms-out",
+        str(out.with_suffix(".npz")),
+        "--json",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +123,9 @@ def local_run(image_list: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_board_check_emu1_emu2(boards_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     need(boards_file, "emu1", "emu2")
-    code, out, err = cli(capsys, "board", "check", "emu1", "emu2", "--boards", str(boards_file),
-                         "--json")
+    code, out, err = cli(
+        capsys, "board", "check", "emu1", "emu2", "--boards", str(boards_file), "--json"
+    )
     assert code == 0, err
     reports = {r["board"]: r for r in json.loads(out)}
     for name in ("emu1", "emu2"):
@@ -127,9 +138,13 @@ def test_board_check_emu1_emu2(boards_file: Path, capsys: pytest.CaptureFixture[
     assert {"asimdhp", "asimddp"} <= set(reports["emu2"]["facts"]["cpu_features"])
 
 
-def test_calibrate_on_emu1_matches_x86(boards_file: Path, image_list: Path, local_run: Path,
-                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+def test_calibrate_on_emu1_matches_x86(
+    boards_file: Path,
+    image_list: Path,
+    local_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     need(boards_file, "emu1")
     from edgecal.boards.open import open_board
 
@@ -139,17 +154,26 @@ def test_calibrate_on_emu1_matches_x86(boards_file: Path, image_list: Path, loca
     for k in range(2):
         out = tmp_path / f"emu1_{k}.table"
         t0 = time.perf_counter()
-        code, stdout, err = cli(capsys, *calibrate_args(image_list, out), "--device", "emu1",
-                                "--boards", str(boards_file))
+        code, stdout, err = cli(
+            capsys,
+            *calibrate_args(image_list, out),
+            "--device",
+            "emu1",
+            "--boards",
+            str(boards_file),
+        )
         assert code == 0, err
         summary = json.loads(stdout)
         summary["wall_s"] = time.perf_counter() - t0
         runs.append(summary)
         transfer = {k: round(v, 2) for k, v in summary["transfer_timings_s"].items()}
         capture = {k: round(v, 2) for k, v in summary["timings_s"].items()}
-        report(capsys, f"emu1 run {k + 1}: {summary['wall_s']:.1f} s, pushed "
-                       f"{summary['bytes_pushed']} B, fetched {summary['bytes_fetched']} B, "
-                       f"transfer {transfer}, capture {capture}")
+        report(
+            capsys,
+            f"emu1 run {k + 1}: {summary['wall_s']:.1f} s, pushed "
+            f"{summary['bytes_pushed']} B, fetched {summary['bytes_fetched']} B, "
+            f"transfer {transfer}, capture {capture}",
+        )
     assert runs[0]["bytes_pushed"] > 0
     assert runs[1]["bytes_pushed"] == 0  # agent, model and image shards are on the board
     assert runs[0]["device"]["machine"] == "aarch64"
@@ -166,65 +190,118 @@ def test_calibrate_on_emu1_matches_x86(boards_file: Path, image_list: Path, loca
         assert float(sb.absmax) == pytest.approx(float(sl.absmax), rel=REL_TOL), blob
         moved = np.abs(np.asarray(sl.counts, np.int64) - np.asarray(sb.counts, np.int64)).sum()
         assert moved // 2 <= max(8, 1e-3 * float(np.sum(sl.counts))), blob
-        assert float(board.blob_scale(blob)) == pytest.approx(float(local.blob_scale(blob)),
-                                                              rel=REL_TOL), blob
+        assert float(board.blob_scale(blob)) == pytest.approx(
+            float(local.blob_scale(blob)), rel=REL_TOL
+        ), blob
 
 
-def test_emu2_deployed_histograms_differ(boards_file: Path, image_list: Path, local_run: Path,
-                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                         ) -> None:
+def test_emu2_deployed_histograms_differ(
+    boards_file: Path,
+    image_list: Path,
+    local_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """cortex-a76 with the deployed runtime computes in fp16: other activations."""
     need(boards_file, "emu2")
     out = tmp_path / "emu2.table"
-    code, stdout, err = cli(capsys, *calibrate_args(image_list, out), "--device", "emu2",
-                            "--boards", str(boards_file), "--runtime", "deployed")
+    code, stdout, err = cli(
+        capsys,
+        *calibrate_args(image_list, out),
+        "--device",
+        "emu2",
+        "--boards",
+        str(boards_file),
+        "--runtime",
+        "deployed",
+    )
     assert code == 0, err
     assert "asimdhp" in json.loads(stdout)["device"]["cpu_features"]
     hl = load_histograms(local_run.with_suffix(".npz"))
     h2 = load_histograms(out.with_suffix(".npz"))
-    moved = {b: int(np.abs(np.asarray(s.counts, np.int64)
-                           - np.asarray(h2.stats[b].counts, np.int64)).sum() // 2)
-             for b, s in hl.stats.items()}
+    moved = {
+        b: int(
+            np.abs(np.asarray(s.counts, np.int64) - np.asarray(h2.stats[b].counts, np.int64)).sum()
+            // 2
+        )
+        for b, s in hl.stats.items()
+    }
     totals = {b: int(np.sum(s.counts)) for b, s in hl.stats.items()}
     report(capsys, f"emu2 deployed vs x86 calibration, counts moved: {moved} of {totals}")
     assert max(moved[b] / totals[b] for b in moved) > 0.01
     local = parse_table(local_run.read_text(), source="local")
     fp16 = parse_table(out.read_text(), source="emu2")
-    diffs = {b: abs(float(fp16.blob_scale(b)) / float(local.blob_scale(b)) - 1)
-             for b in hl.stats}
+    diffs = {b: abs(float(fp16.blob_scale(b)) / float(local.blob_scale(b)) - 1) for b in hl.stats}
     report(capsys, f"emu2 deployed vs x86: blob scale relative differences {diffs}")
     assert max(diffs.values()) > 1e-3
     # the user-facing view of the same: edgecal compare on the tables and on the histograms
     code, stdout, err = cli(capsys, "compare", str(local_run), str(out))
     assert code == 0, err
     assert all(layer in stdout for layer in hl.stats)
-    code, stdout, err = cli(capsys, "compare", str(local_run.with_suffix(".npz")),
-                            str(out.with_suffix(".npz")), "--json")
+    code, stdout, err = cli(
+        capsys,
+        "compare",
+        str(local_run.with_suffix(".npz")),
+        str(out.with_suffix(".npz")),
+        "--json",
+    )
     assert code == 0, err
     rows = {r["layer"]: r for r in json.loads(stdout)}
     assert max(r["mass_moved"] for r in rows.values()) > 0.01
 
 
-def test_quantized_model_runs_on_emu1(boards_file: Path, image_list: Path, local_run: Path,
-                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                      ) -> None:
+def test_quantized_model_runs_on_emu1(
+    boards_file: Path,
+    image_list: Path,
+    local_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     need(boards_file, "emu1")
     qp, qb = tmp_path / "int8.param", tmp_path / "int8.bin"
-    code, _, err = cli(capsys, "quantize", str(REF / "model.param"), str(REF / "model.bin"),
-                       str(qp), str(qb), "--table", str(local_run))
+    code, _, err = cli(
+        capsys,
+        "quantize",
+        str(REF / "model.param"),
+        str(REF / "model.bin"),
+        str(qp),
+        str(qb),
+        "--table",
+        str(local_run),
+    )
     assert code == 0, err
-    code, out, err = cli(capsys, "-q", "validate", str(REF / "model.param"),
-                         str(REF / "model.bin"), str(qp), str(qb), "--images", str(image_list),
-                         "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape",
-                         "32,32", "--device", "emu1", "--boards", str(boards_file))
+    code, out, err = cli(
+        capsys,
+        "-q",
+        "validate",
+        str(REF / "model.param"),
+        str(REF / "model.bin"),
+        str(qp),
+        str(qb),
+        "--images",
+        str(image_list),
+        "--pixel",
+        "GRAY",
+        "--mean",
+        "0",
+        "--norm",
+        "0.00392157",
+        "--shape",
+        "32,32",
+        "--device",
+        "emu1",
+        "--boards",
+        str(boards_file),
+    )
     assert code == 0, err
     line = next(ln for ln in out.splitlines() if ln.startswith("int8 vs fp32 top-1 agreement"))
     report(capsys, line)
     assert float(line.split(":")[1]) >= 0.8
 
 
-def test_provision_a_bare_board(boards_file: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_provision_a_bare_board(
+    boards_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A board without numpy/ncnn (and without pip, and without internet in netns mode):
     check says provision; provision downloads the aarch64 wheels on the host, pushes and
     unpacks them under the work directory; check then passes and the agent runs."""
@@ -233,16 +310,16 @@ def test_provision_a_bare_board(boards_file: Path, tmp_path: Path,
 
     board = load_boards(boards_file)[BARE]
     with open_board(board) as dev:  # start from bare: forget an earlier provisioning
-        dev.link.run(["rm", "-rf", "--", dev.remote("site"), dev.remote("files")],
-                     timeout_s=120)
+        dev.link.run(["rm", "-rf", "--", dev.remote("site"), dev.remote("files")], timeout_s=120)
     code, out, err = cli(capsys, "board", "check", BARE, "--boards", str(boards_file))
     if code == 0:
         unavailable(f"board {BARE} has numpy/ncnn: start it bare (`{BARE}:bare`)")
     assert f"edgecal board provision {BARE}" in err
     wheels = Path(os.environ.get("EDGECAL_TEST_WHEELS", ROOT / "out" / "wheels"))
     t0 = time.perf_counter()
-    code, out, err = cli(capsys, "board", "provision", BARE, "--boards", str(boards_file),
-                         "--wheels", str(wheels))
+    code, out, err = cli(
+        capsys, "board", "provision", BARE, "--boards", str(boards_file), "--wheels", str(wheels)
+    )
     report(capsys, f"provision {BARE}: {time.perf_counter() - t0:.1f} s\n{err}")
     assert code == 0, err
     assert "OK" in out and "agent    runs" in out
@@ -254,13 +331,20 @@ def _emuboard(board_identity: str, *args: str) -> None:
     import subprocess
 
     env = dict(os.environ, EMUBOARD_STATE=str(Path(board_identity).parent.parent))
-    r = subprocess.run(["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args], env=env,
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        ["bash", str(ROOT / "toolchains" / "emuboard.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
 
 
-def test_link_cut_mid_job_and_at_connect(boards_file: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_link_cut_mid_job_and_at_connect(
+    boards_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """netns mode: the link of emu1 silently drops packets while a job runs, then at connect:
     each a one-line error naming the board and the fix, within seconds, not TCP's minutes."""
     need(boards_file, "emu1")
@@ -268,8 +352,9 @@ def test_link_cut_mid_job_and_at_connect(boards_file: Path, tmp_path: Path,
     if not board.host.startswith("10.200.") or os.geteuid() != 0:
         pytest.skip("link cuts need boards in netns mode (BOARDS_NET=netns) and root")
     fast = tmp_path / "boards.toml"
-    fast.write_text(boards_file.read_text().replace(
-        "[boards.emu1]\n", "[boards.emu1]\nconnect_timeout_s = 3\n"))
+    fast.write_text(
+        boards_file.read_text().replace("[boards.emu1]\n", "[boards.emu1]\nconnect_timeout_s = 3\n")
+    )
     from edgecal.boards.open import open_board
     from edgecal.errors import DeviceError
 
@@ -278,8 +363,9 @@ def test_link_cut_mid_job_and_at_connect(boards_file: Path, tmp_path: Path,
             dev.hello()
             import threading
 
-            threading.Timer(1.0, _emuboard, (str(board.identity_file), "cut", "emu1",
-                                             "drop")).start()
+            threading.Timer(
+                1.0, _emuboard, (str(board.identity_file), "cut", "emu1", "drop")
+            ).start()
             t0 = time.monotonic()
             with pytest.raises(DeviceError) as info:
                 dev.run_job("sleep", {"seconds": 60}, timeout_s=120)

@@ -56,11 +56,9 @@ from typing import Any
 import pytest
 
 from edgecal.boards.config import load_boards
-from tests.boards.test_board_calibrate import REF, boards_file, cli, need, report, unavailable
+from tests.boards.test_board_calibrate import REF, cli, need, report, unavailable
 
 pytestmark = pytest.mark.board
-__all__ = ["boards_file"]  # the fixture, shared with test_board_calibrate
-
 ROOT = Path(__file__).resolve().parents[2]
 EMUBOARD = ROOT / "toolchains" / "emuboard.sh"
 #: samples per pass: the reference digits' 40 images three times over, so that a run lasts long
@@ -104,23 +102,50 @@ class Rig:
         return self.board_root(name) / "home" / "pi" / wd.removeprefix("~/")
 
     def emuboard(self, *args: str, **env: str) -> None:
-        r = subprocess.run(["bash", str(EMUBOARD), *args], capture_output=True, text=True,
-                           timeout=120, check=False,
-                           env=dict(os.environ, EMUBOARD_STATE=str(self.state), **env))
+        r = subprocess.run(
+            ["bash", str(EMUBOARD), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=dict(os.environ, EMUBOARD_STATE=str(self.state), **env),
+        )
         assert r.returncode == 0, f"emuboard.sh {' '.join(args)}: {r.stderr}"
 
 
 def fast_boards(text: str) -> str:
     """Every board with ``connect_timeout_s = 3``."""
-    return re.sub(r"^(\[boards\.[^\]]+\]\n)", rf"\1connect_timeout_s = {CONNECT_TIMEOUT_S}\n",
-                  text, flags=re.M)
+    return re.sub(
+        r"^(\[boards\.[^\]]+\]\n)",
+        rf"\1connect_timeout_s = {CONNECT_TIMEOUT_S}\n",
+        text,
+        flags=re.M,
+    )
 
 
 def calibrate_args(rig: Rig, out: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["-q", "calibrate", str(REF / "model.param"), str(REF / "model.bin"),
-            "--images", str(rig.images), "--pixel", "GRAY", "--mean", "0", "--norm",
-            "0.00392157", "--shape", "32,32", "--out", str(out), "--run-dir", str(run_dir),
-            "--json", *extra]
+    return [
+        "-q",
+        "calibrate",
+        str(REF / "model.param"),
+        str(REF / "model.bin"),
+        "--images",
+        str(rig.images),
+        "--pixel",
+        "GRAY",
+        "--mean",
+        "0",
+        "--norm",
+        "0.00392157",
+        "--shape",
+        "32,32",
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+        "--json",
+        *extra,
+    ]
 
 
 def devices(*names: str, boards: Path) -> list[str]:
@@ -148,8 +173,9 @@ def rig(boards_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Rig:
     out = tmp / "reference.table"
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main(calibrate_args(rig, out, tmp / "reference-run",
-                                   *devices(FLEET[0], boards=fast)))
+        code = main(
+            calibrate_args(rig, out, tmp / "reference-run", *devices(FLEET[0], boards=fast))
+        )
     assert code == 0, err.getvalue()
     rig.reference = out.read_bytes()
     return rig
@@ -166,9 +192,12 @@ def job_dirs(jobs: Path) -> set[str]:
     return {p.name for p in jobs.glob("*")} if jobs.is_dir() else set()
 
 
-def job_in_flight(jobs: Path, pid: int | None = None,
-                  old: set[str] | frozenset[str] = frozenset(),
-                  ops: tuple[str, ...] = PASSES) -> bool:
+def job_in_flight(
+    jobs: Path,
+    pid: int | None = None,
+    old: set[str] | frozenset[str] = frozenset(),
+    ops: tuple[str, ...] = PASSES,
+) -> bool:
     """A capture job (one of ``ops``) of process ``pid`` (default: this one; 0: any) on the
     board, not among ``old`` (jobs that earlier runs left behind): request written, no
     response yet."""
@@ -189,9 +218,17 @@ class Moment(threading.Thread):
     delay, so a cut or a kill meets a running job even when the delay outlasted the one seen).
     Never fires after :meth:`cancel`; an exception of ``action`` is kept for :meth:`check`."""
 
-    def __init__(self, run_dir: Path, jobs: Path, parts: int, delay: float,
-                 action: Callable[[], None], again: bool = False, pid: int | None = None,
-                 ops: tuple[str, ...] = PASSES) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        jobs: Path,
+        parts: int,
+        delay: float,
+        action: Callable[[], None],
+        again: bool = False,
+        pid: int | None = None,
+        ops: tuple[str, ...] = PASSES,
+    ) -> None:
         super().__init__(daemon=True, name="fault-moment")
         self.run_dir, self.jobs, self.parts, self.delay = run_dir, jobs, parts, delay
         self.action, self.again, self.pid, self.ops = action, again, pid, ops
@@ -213,13 +250,16 @@ class Moment(threading.Thread):
 
     def run(self) -> None:
         try:
-            if not self._wait(lambda: parts_done(self.run_dir) >= self.parts
-                              and job_in_flight(self.jobs, self.pid, self.old, self.ops)):
+            if not self._wait(
+                lambda: (
+                    parts_done(self.run_dir) >= self.parts
+                    and job_in_flight(self.jobs, self.pid, self.old, self.ops)
+                )
+            ):
                 return
             if self.cancelled.wait(self.delay):
                 return
-            if self.again and not self._wait(lambda: job_in_flight(self.jobs, self.pid,
-                                                                   self.old)):
+            if self.again and not self._wait(lambda: job_in_flight(self.jobs, self.pid, self.old)):
                 return
             self.fired_at = time.monotonic()
             self.action()
@@ -245,8 +285,9 @@ def at_moment(moment: Moment) -> Iterator[Moment]:
         moment.cancel()
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]
-            ) -> tuple[int, dict[str, Any] | None, str, float]:
+def run_cli(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> tuple[int, dict[str, Any] | None, str, float]:
     t0 = time.monotonic()
     code, out, err = cli(capsys, *argv)
     return code, (json.loads(out) if code == 0 else None), err, time.monotonic() - t0
@@ -259,10 +300,12 @@ def accounts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def brief(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "-"
-    return "; ".join(f"{a['board']}: {a['shards']} shards/{a['samples']} samples, retried "
-                     f"{a['retried']}, taken over {a['reassigned']}, collected {a['collected']}"
-                     + (f", LOST ({a['lost']})" if a["lost"] else "")
-                     for a in summary["fleet"])
+    return "; ".join(
+        f"{a['board']}: {a['shards']} shards/{a['samples']} samples, retried "
+        f"{a['retried']}, taken over {a['reassigned']}, collected {a['collected']}"
+        + (f", LOST ({a['lost']})" if a["lost"] else "")
+        for a in summary["fleet"]
+    )
 
 
 def part_jobs(run_dir: Path) -> dict[tuple[str, str], str]:
@@ -280,20 +323,28 @@ def part_jobs(run_dir: Path) -> dict[tuple[str, str], str]:
 def done_samples(run_dir: Path) -> int:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     counts = {s["index"]: s["count"] for s in manifest["shards"]}
-    return sum(counts[int(f.stem)] for p in PASSES
-               for f in (run_dir / "parts" / p).glob("*.npz"))
+    return sum(counts[int(f.stem)] for p in PASSES for f in (run_dir / "parts" / p).glob("*.npz"))
 
 
-def moment_params(case: str, round_: int, parts: tuple[int, int], delay: float
-                  ) -> tuple[random.Random, int, float, str]:
+def moment_params(
+    case: str, round_: int, parts: tuple[int, int], delay: float
+) -> tuple[random.Random, int, float, str]:
     rng = random.Random(f"{SEED}:{case}:{round_}")
     k, d = rng.randint(*parts), rng.uniform(0.0, delay)
-    return rng, k, d, (f"seed {SEED} round {round_} (replay: EDGECAL_FAULT_SEED={SEED}): "
-                       f"after {k} shard results + {d:.2f} s")
+    return (
+        rng,
+        k,
+        d,
+        (
+            f"seed {SEED} round {round_} (replay: EDGECAL_FAULT_SEED={SEED}): "
+            f"after {k} shard results + {d:.2f} s"
+        ),
+    )
 
 
-def assert_finished(rig: Rig, code: int, summary: dict[str, Any] | None, err: str,
-                    out: Path, what: str) -> dict[str, dict[str, Any]]:
+def assert_finished(
+    rig: Rig, code: int, summary: dict[str, Any] | None, err: str, out: Path, what: str
+) -> dict[str, dict[str, Any]]:
     assert code == 0, f"{what}: {err}"
     assert summary is not None
     assert out.read_bytes() == rig.reference, f"{what}: the table differs from the uncut run's"
@@ -322,9 +373,12 @@ def agent_pids(root: Path) -> list[int]:
             if os.readlink(p / "root") != str(root):
                 continue
             argv = (p / "cmdline").read_bytes().split(b"\0")
-            if (any(a.endswith(b".pyz") for a in argv) and b"serve" in argv
-                    and b"edgecal-wrap" not in argv and any(a.endswith(b"python3")
-                                                            for a in argv)):
+            if (
+                any(a.endswith(b".pyz") for a in argv)
+                and b"serve" in argv
+                and b"edgecal-wrap" not in argv
+                and any(a.endswith(b"python3") for a in argv)
+            ):
                 pids.append(int(p.name))
     return pids
 
@@ -387,12 +441,28 @@ def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
     mnt = rig.board_root(board) / "home" / "pi" / FULL_DIR
     mnt.mkdir(exist_ok=True)
     ns = ["nsenter", f"--mount=/proc/{sshd}/ns/mnt", "--"]
-    subprocess.run([*ns, "mount", "-t", "tmpfs", "-o", "size=4m,mode=0755,uid=4242,gid=4242",
-                    "edgecal-test-full", str(mnt)], check=True, timeout=30)
+    subprocess.run(
+        [
+            *ns,
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m,mode=0755,uid=4242,gid=4242",
+            "edgecal-test-full",
+            str(mnt),
+        ],
+        check=True,
+        timeout=30,
+    )
     boards = rig.tmp / f"boards-{board}-small.toml"
-    boards.write_text(re.sub(
-        rf'(\[boards\.{board}\]\n(?:[^\[]*?\n)?)workdir = "[^"]*"',
-        rf'\1workdir = "{FULL_DIR}/wd"', rig.boards.read_text()))
+    boards.write_text(
+        re.sub(
+            rf'(\[boards\.{board}\]\n(?:[^\[]*?\n)?)workdir = "[^"]*"',
+            rf'\1workdir = "{FULL_DIR}/wd"',
+            rig.boards.read_text(),
+        )
+    )
     assert load_boards(boards)[board].workdir == f"{FULL_DIR}/wd"
     try:
         yield boards, Path(f"/proc/{sshd}/root{mnt}")
@@ -402,8 +472,12 @@ def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
                 if FULL_DIR.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, 9)
         for _ in range(20):
-            if subprocess.run([*ns, "umount", str(mnt)], capture_output=True,
-                              check=False).returncode == 0:
+            if (
+                subprocess.run(
+                    [*ns, "umount", str(mnt)], capture_output=True, check=False
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.3)
         else:
@@ -418,8 +492,9 @@ ROUND = pytest.mark.parametrize("round_", range(ROUNDS))
 
 
 @ROUND
-def test_link_cut_and_restored_two_boards(rig: Rig, tmp_path: Path, round_: int,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_link_cut_and_restored_two_boards(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """a. A cut link that comes back: retried on the same board, nothing lost."""
     rng, k, d, when = moment_params("cut-restore", round_, (0, 4), 0.8)
     down, how = rng.uniform(12.0, 16.0), rng.choice(CUTS)
@@ -431,72 +506,115 @@ def test_link_cut_and_restored_two_boards(rig: Rig, tmp_path: Path, round_: int,
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
-        with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              cut_for_a_while, ops=FIRST)) as m:
-            code, summary, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "6"))
+        with at_moment(
+            Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, cut_for_a_while, ops=FIRST)
+        ) as m:
+            code, summary, err, took = run_cli(
+                capsys,
+                calibrate_args(
+                    rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "6"
+                ),
+            )
         m.check()
     finally:
         rig.emuboard("restore", LINK)
-    report(capsys, f"[faults a] {LINK} link cut ({how}) {when} for {down:.1f} s: exit {code} in "
-                   f"{took:.1f} s; {brief(summary)}")
+    report(
+        capsys,
+        f"[faults a] {LINK} link cut ({how}) {when} for {down:.1f} s: exit {code} in "
+        f"{took:.1f} s; {brief(summary)}",
+    )
     acc = assert_finished(rig, code, summary, err, out, when)
     assert acc[LINK]["retried"] >= 1 and acc[LINK]["lost"] is None, (when, acc)
 
 
 @ROUND
-def test_link_cut_for_good_two_boards(rig: Rig, tmp_path: Path, round_: int,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_link_cut_for_good_two_boards(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """b. A link that stays cut: the board is given up, its shard goes to the other."""
     rng, k, d, when = moment_params("cut", round_, (0, 4), 0.8)
     how = rng.choice(CUTS)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
-        with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              lambda: rig.emuboard("cut", LINK, how), ops=FIRST)) as m:
-            code, summary, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "3"))
+        with at_moment(
+            Moment(
+                run_dir,
+                rig.workdir(LINK) / "jobs",
+                k,
+                d,
+                lambda: rig.emuboard("cut", LINK, how),
+                ops=FIRST,
+            )
+        ) as m:
+            code, summary, err, took = run_cli(
+                capsys,
+                calibrate_args(
+                    rig, out, run_dir, *devices(*FLEET, boards=rig.boards), "--retries", "3"
+                ),
+            )
         m.check()
     finally:
         rig.emuboard("restore", LINK)
-    report(capsys, f"[faults b] {LINK} link cut ({how}) for good {when}: exit {code} in "
-                   f"{took:.1f} s; {brief(summary)}")
+    report(
+        capsys,
+        f"[faults b] {LINK} link cut ({how}) for good {when}: exit {code} in "
+        f"{took:.1f} s; {brief(summary)}",
+    )
     acc = assert_finished(rig, code, summary, err, out, when)
     assert acc[LINK]["lost"] and acc[partner(LINK)]["reassigned"] >= 1, (when, acc)
     assert f"{LINK}: given up" in err
 
 
 @ROUND
-def test_power_off_two_boards(rig: Rig, tmp_path: Path, round_: int,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_power_off_two_boards(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """c. A board powered off mid-run (sshd, sessions, agent and netns gone)."""
     _, k, d, when = moment_params("power", round_, (0, 4), 0.8)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
-        with at_moment(Moment(run_dir, rig.workdir(POWER) / "jobs", k, d,
-                              lambda: rig.emuboard("stop", POWER), ops=FIRST)) as m:
-            code, summary, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(*FLEET, boards=rig.boards)))
+        with at_moment(
+            Moment(
+                run_dir,
+                rig.workdir(POWER) / "jobs",
+                k,
+                d,
+                lambda: rig.emuboard("stop", POWER),
+                ops=FIRST,
+            )
+        ) as m:
+            code, summary, err, took = run_cli(
+                capsys, calibrate_args(rig, out, run_dir, *devices(*FLEET, boards=rig.boards))
+            )
         m.check()
     finally:
         t0 = time.monotonic()
-        rig.emuboard("start", POWER, EMUBOARD_NET="netns",
-                     EDGECAL_BOARDS_FILE=str(tmp_path / "written-boards.toml"))
+        rig.emuboard(
+            "start",
+            POWER,
+            EMUBOARD_NET="netns",
+            EDGECAL_BOARDS_FILE=str(tmp_path / "written-boards.toml"),
+        )
         back = time.monotonic() - t0
-    report(capsys, f"[faults c] {POWER} powered off {when}: exit {code} in {took:.1f} s; "
-                   f"{brief(summary)}; started again in {back:.1f} s")
+    report(
+        capsys,
+        f"[faults c] {POWER} powered off {when}: exit {code} in {took:.1f} s; "
+        f"{brief(summary)}; started again in {back:.1f} s",
+    )
     acc = assert_finished(rig, code, summary, err, out, when)
     assert acc[POWER]["lost"] and acc[partner(POWER)]["reassigned"] >= 1, (when, acc)
     # the board is back, at the same address with the same host key
-    code, hello, err = cli(capsys, "hello", "--device", POWER, "--boards", str(rig.boards),
-                           "--json")
+    code, hello, err = cli(
+        capsys, "hello", "--device", POWER, "--boards", str(rig.boards), "--json"
+    )
     assert code == 0, err
     assert json.loads(hello)["machine"] == "aarch64"
 
 
 @ROUND
-def test_agent_killed_mid_job(rig: Rig, tmp_path: Path, round_: int,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_agent_killed_mid_job(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """d. The agent killed (SIGKILL) while it runs a capture job: the job runs again."""
     _, k, d, when = moment_params("kill", round_, (0, 4), 0.8)
     killed: list[int] = []
@@ -508,18 +626,23 @@ def test_agent_killed_mid_job(rig: Rig, tmp_path: Path, round_: int,
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, kill, again=True)) as m:
-        code, summary, err, took = run_cli(capsys, calibrate_args(
-            rig, out, run_dir, *devices(*FLEET, boards=rig.boards)))
+        code, summary, err, took = run_cli(
+            capsys, calibrate_args(rig, out, run_dir, *devices(*FLEET, boards=rig.boards))
+        )
     m.check()
-    report(capsys, f"[faults d] {LINK} agent (pids {killed}) killed {when}: exit {code} in "
-                   f"{took:.1f} s; {brief(summary)}")
+    report(
+        capsys,
+        f"[faults d] {LINK} agent (pids {killed}) killed {when}: exit {code} in "
+        f"{took:.1f} s; {brief(summary)}",
+    )
     acc = assert_finished(rig, code, summary, err, out, when)
     assert killed and acc[LINK]["retried"] >= 1 and not acc[LINK]["lost"], (when, acc)
 
 
 @ROUND
-def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_workdir(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """e. The board's work directory fills up: with another board the run finishes without
     it; alone the run stops resumable, and once space is freed ``--resume`` finishes it
     without redoing a finished shard."""
@@ -533,13 +656,17 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
         full = KeepFull(mnt)
         try:
             with at_moment(Moment(run_dir, jobs, k, d, full.start, ops=FIRST)) as m:
-                code, summary, err, took = run_cli(capsys, calibrate_args(
-                    rig, out, run_dir, *devices(*FLEET, boards=boards)))
+                code, summary, err, took = run_cli(
+                    capsys, calibrate_args(rig, out, run_dir, *devices(*FLEET, boards=boards))
+                )
         finally:
             full.release()
         m.check()
-        report(capsys, f"[faults e] {POWER} work directory filled ({full.bytes} B) {when}, "
-                       f"with {partner(POWER)}: exit {code} in {took:.1f} s; {brief(summary)}")
+        report(
+            capsys,
+            f"[faults e] {POWER} work directory filled ({full.bytes} B) {when}, "
+            f"with {partner(POWER)}: exit {code} in {took:.1f} s; {brief(summary)}",
+        )
         acc = assert_finished(rig, code, summary, err, out, when)
         assert acc[POWER]["lost"] and "full" in acc[POWER]["lost"], (when, acc)
         assert acc[partner(POWER)]["reassigned"] >= 1, (when, acc)
@@ -550,22 +677,33 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
         full = KeepFull(mnt)
         try:
             with at_moment(Moment(run_dir, jobs, k, d, full.start, ops=FIRST)) as m:
-                code, _, err, took = run_cli(capsys, calibrate_args(
-                    rig, out, run_dir, *devices(POWER, boards=boards), "--retries", "2"))
+                code, _, err, took = run_cli(
+                    capsys,
+                    calibrate_args(
+                        rig, out, run_dir, *devices(POWER, boards=boards), "--retries", "2"
+                    ),
+                )
         finally:
             full.release()  # space freed for the resume below
         m.check()
         line = one_error_line(err, POWER, run_dir)
-        report(capsys, f"[faults e] {POWER} alone, work directory filled {when}: exit {code} "
-                       f"in {took:.1f} s: {line}")
+        report(
+            capsys,
+            f"[faults e] {POWER} alone, work directory filled {when}: exit {code} "
+            f"in {took:.1f} s: {line}",
+        )
         assert code != 0 and not out.exists() and "full" in line
         before, done = part_jobs(run_dir), done_samples(run_dir)
         assert before
 
-        code, summary, err, took = run_cli(capsys, ["-q", "calibrate", "--resume",
-                                                    str(run_dir), "--json"])
-    report(capsys, f"[faults e] resumed after freeing space: exit {code} in {took:.1f} s, "
-                   f"{len(before)} shard results kept; {brief(summary)}")
+        code, summary, err, took = run_cli(
+            capsys, ["-q", "calibrate", "--resume", str(run_dir), "--json"]
+        )
+    report(
+        capsys,
+        f"[faults e] resumed after freeing space: exit {code} in {took:.1f} s, "
+        f"{len(before)} shard results kept; {brief(summary)}",
+    )
     assert code == 0, err
     assert summary is not None and out.read_bytes() == rig.reference
     after = part_jobs(run_dir)
@@ -574,30 +712,45 @@ def test_full_workdir(rig: Rig, tmp_path: Path, round_: int,
 
 
 @ROUND
-def test_single_board_cut_then_resume(rig: Rig, tmp_path: Path, round_: int,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_single_board_cut_then_resume(
+    rig: Rig, tmp_path: Path, round_: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """f. The only board's link cut for good: the run stops with a resumable run directory;
     once the link is back, ``--resume`` writes the uncut run's table."""
     rng, k, d, when = moment_params("cut-alone", round_, (0, 2), 0.8)
     how = rng.choice(CUTS)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
-        with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d,
-                              lambda: rig.emuboard("cut", LINK, how))) as m:
-            code, _, err, took = run_cli(capsys, calibrate_args(
-                rig, out, run_dir, *devices(LINK, boards=rig.boards), "--retries", "2"))
+        with at_moment(
+            Moment(
+                run_dir, rig.workdir(LINK) / "jobs", k, d, lambda: rig.emuboard("cut", LINK, how)
+            )
+        ) as m:
+            code, _, err, took = run_cli(
+                capsys,
+                calibrate_args(
+                    rig, out, run_dir, *devices(LINK, boards=rig.boards), "--retries", "2"
+                ),
+            )
         m.check()
     finally:
         rig.emuboard("restore", LINK)
     line = one_error_line(err, LINK, run_dir)
-    report(capsys, f"[faults f] {LINK} alone, link cut ({how}) for good {when}: exit {code} in "
-                   f"{took:.1f} s: {line}")
+    report(
+        capsys,
+        f"[faults f] {LINK} alone, link cut ({how}) for good {when}: exit {code} in "
+        f"{took:.1f} s: {line}",
+    )
     assert code != 0 and not out.exists()
     before, done = part_jobs(run_dir), done_samples(run_dir)
-    code, summary, err, took = run_cli(capsys, ["-q", "calibrate", "--resume", str(run_dir),
-                                                "--json"])
-    report(capsys, f"[faults f] resumed: exit {code} in {took:.1f} s, {len(before)} shard "
-                   f"results kept; {brief(summary)}")
+    code, summary, err, took = run_cli(
+        capsys, ["-q", "calibrate", "--resume", str(run_dir), "--json"]
+    )
+    report(
+        capsys,
+        f"[faults f] resumed: exit {code} in {took:.1f} s, {len(before)} shard "
+        f"results kept; {brief(summary)}",
+    )
     assert code == 0, err
     assert summary is not None and out.read_bytes() == rig.reference
     after = part_jobs(run_dir)

@@ -21,11 +21,9 @@ import pytest
 from edgecal.boards.config import Board, load_boards
 from edgecal.boards.golden import TOLERANCES
 from edgecal.fleet.health import healthy_boards
-from tests.boards.test_board_calibrate import boards_file, cli, need, report
+from tests.boards.test_board_calibrate import cli, need, report
 
 pytestmark = pytest.mark.board
-__all__ = ["boards_file"]  # the fixture, shared with test_board_calibrate
-
 BROKEN_WORKDIR = ".cache/edgecal-test-broken-ncnn"
 
 #: Installed as <workdir>/site/sitecustomize.py on the board: a broken ncnn.
@@ -68,11 +66,13 @@ def overlap(reports: list[dict]) -> bool:
     return max(r["started"] for r in reports) < min(r["finished"] for r in reports)
 
 
-def test_parallel_golden_check_emu1_emu2(boards_file: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_parallel_golden_check_emu1_emu2(
+    boards_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     need(boards_file, "emu1", "emu2")
-    code, out, err = cli(capsys, "board", "check", "emu1", "emu2", "--golden", "--boards",
-                         str(boards_file), "--json")
+    code, out, err = cli(
+        capsys, "board", "check", "emu1", "emu2", "--golden", "--boards", str(boards_file), "--json"
+    )
     assert code == 0, err
     reports = json.loads(out)
     assert [r["board"] for r in reports] == ["emu1", "emu2"]  # the order given
@@ -83,24 +83,35 @@ def test_parallel_golden_check_emu1_emu2(boards_file: Path,
         assert g["runtime"] == "calibration" and len(g["figures"]) == 4
         for f in g["figures"]:
             assert f["max_rel_err"] <= tol.max_rel_err and f["cosine"] >= tol.min_cosine
-        report(capsys, f"{r['board']} golden: {r['seconds']:.1f} s check ({g['seconds']:.1f} s "
-                       f"golden), " + ", ".join(f"{f['blob']} 1-cos {1 - f['cosine']:.1e} "
-                                                f"rel {f['max_rel_err']:.1e}"
-                                                for f in g["figures"]))
+        report(
+            capsys,
+            f"{r['board']} golden: {r['seconds']:.1f} s check ({g['seconds']:.1f} s "
+            f"golden), "
+            + ", ".join(
+                f"{f['blob']} 1-cos {1 - f['cosine']:.1e} rel {f['max_rel_err']:.1e}"
+                for f in g["figures"]
+            ),
+        )
     assert overlap(reports), [(r["started"], r["finished"]) for r in reports]
     total = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
-    report(capsys, f"parallel check of emu1+emu2: {total:.1f} s wall, sum of checks "
-                   f"{sum(r['seconds'] for r in reports):.1f} s")
+    report(
+        capsys,
+        f"parallel check of emu1+emu2: {total:.1f} s wall, sum of checks "
+        f"{sum(r['seconds'] for r in reports):.1f} s",
+    )
 
 
 def with_workdir(text: str, name: str, workdir: str) -> str:
     """A boards file's text with board ``name``'s ``workdir`` set to ``workdir``."""
     head, rest = text.split(f"[boards.{name}]\n", 1)
     section, sep, tail = rest.partition("\n[")
-    lines = [ln for ln in section.splitlines()
-             if not ln.replace(" ", "").startswith("workdir=")]
-    return (f"{head}[boards.{name}]\n" + "\n".join([*lines, f'workdir = "{workdir}"'])
-            + "\n" + (f"\n[{tail}" if sep else ""))
+    lines = [ln for ln in section.splitlines() if not ln.replace(" ", "").startswith("workdir=")]
+    return (
+        f"{head}[boards.{name}]\n"
+        + "\n".join([*lines, f'workdir = "{workdir}"'])
+        + "\n"
+        + (f"\n[{tail}" if sep else "")
+    )
 
 
 @pytest.fixture
@@ -113,8 +124,9 @@ def broken_emu1(boards_file: Path, tmp_path: Path) -> Iterator[tuple[Board, Path
     path.write_text(with_workdir(boards_file.read_text(), "emu1", BROKEN_WORKDIR))
     board = load_boards(path)["emu1"]
     assert board.workdir == BROKEN_WORKDIR
-    assert dataclasses.replace(load_boards(path)["emu2"], source=None) == \
-        dataclasses.replace(load_boards(boards_file)["emu2"], source=None)
+    assert dataclasses.replace(load_boards(path)["emu2"], source=None) == dataclasses.replace(
+        load_boards(boards_file)["emu2"], source=None
+    )
     with open_board(board) as dev:
         workdir = str(dev.workdir)
         assert workdir.endswith(BROKEN_WORKDIR)
@@ -128,8 +140,9 @@ def broken_emu1(boards_file: Path, tmp_path: Path) -> Iterator[tuple[Board, Path
             dev.link.run(["rm", "-rf", "--", workdir], timeout_s=120)
 
 
-def test_misbehaving_board_is_left_out(boards_file: Path, broken_emu1: tuple[Board, Path],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_misbehaving_board_is_left_out(
+    boards_file: Path, broken_emu1: tuple[Board, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     board, broken_file = broken_emu1
     emu2 = load_boards(boards_file)["emu2"]
     ok, reports = healthy_boards([board, emu2], golden=True)
@@ -141,14 +154,16 @@ def test_misbehaving_board_is_left_out(boards_file: Path, broken_emu1: tuple[Boa
     assert bad.golden is not None and not bad.golden.ok
     assert bad.golden.message.startswith("emu1: the board's ncnn computes wrong results")
     assert bad.golden.message.endswith(
-        ": reinstall ncnn (`edgecal board provision emu1 --force`) or leave the board out")
+        ": reinstall ncnn (`edgecal board provision emu1 --force`) or leave the board out"
+    )
     assert [p.fix for p in bad.problems] == [bad.golden.fix]
     assert reports[1].golden is not None and reports[1].golden.ok
     report(capsys, f"broken emu1: {bad.golden.summary()}")
     assert bad.golden.worst_rel_err > 10 * TOLERANCES["calibration"].max_rel_err
     # the command: exit 1, both reports (emu2 OK), one error line naming emu1 and the fix
-    code, out, err = cli(capsys, "board", "check", "emu1", "emu2", "--golden", "--boards",
-                         str(broken_file))
+    code, out, err = cli(
+        capsys, "board", "check", "emu1", "emu2", "--golden", "--boards", str(broken_file)
+    )
     assert code == 1
     assert "  golden   WRONG (4 outputs vs the host's" in out
     assert "  golden   ok (4 outputs vs the host's" in out  # emu2
@@ -157,6 +172,7 @@ def test_misbehaving_board_is_left_out(boards_file: Path, broken_emu1: tuple[Boa
     errors = [ln for ln in err.splitlines() if ln.startswith("edgecal: error:")]
     assert len(errors) == 1, err
     assert errors[0].startswith("edgecal: error: emu1: the board's ncnn computes wrong results")
-    assert "(fix: reinstall ncnn (`edgecal board provision emu1 --force`) or leave the board " \
-           "out)" in errors[0]
-
+    assert (
+        "(fix: reinstall ncnn (`edgecal board provision emu1 --force`) or leave the board "
+        "out)" in errors[0]
+    )

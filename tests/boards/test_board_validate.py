@@ -50,9 +50,8 @@ import pytest
 
 from edgecal.calib.table import parse_table
 from edgecal.cli.main import main
-from tests.boards.test_board_calibrate import (  # noqa: F401  (boards_file: a fixture)
+from tests.boards.test_board_calibrate import (
     ROOT,
-    boards_file,
     cli,
     need,
     report,
@@ -62,12 +61,28 @@ pytestmark = pytest.mark.board
 
 SAMPLE = ROOT / "samples" / "tinted_digits"
 MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
-PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
-       "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+PRE = [
+    "--pixel",
+    "RGB",
+    "--mean",
+    "127.5,127.5,127.5",
+    "--norm",
+    "0.00784314,0.00784314,0.00784314",
+    "--shape",
+    "48,48",
+]
 LABELS = ["--labels", str(SAMPLE / "labels.csv")]
 N_IMAGES = 8
-LAYERS = ["convrelu_0", "convrelu_1", "convdwrelu_0", "convrelu_2", "convrelu_3", "conv_12",
-          "convrelu_4", "linear_14"]
+LAYERS = [
+    "convrelu_0",
+    "convrelu_1",
+    "convdwrelu_0",
+    "convrelu_2",
+    "convrelu_3",
+    "conv_12",
+    "convrelu_4",
+    "linear_14",
+]
 BROKEN_LAYER, BROKEN_FACTOR = "convrelu_0", 40.0
 #: The deployed runtime's divergence tolerance: just below local/emu1's least cosine (emu1 has
 #: no fp16, so the same as in the calibration runtime), by this factor on ``1 - cosine``.  That
@@ -87,8 +102,7 @@ def quiet(*argv: str) -> tuple[int, str, str]:
 
 
 def board_args(boards: Path, *names: str) -> list[str]:
-    return [*(a for n in names for a in ("--device", n)), "--boards", str(boards),
-            "--threads", "1"]
+    return [*(a for n in names for a in ("--device", n)), "--boards", str(boards), "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +118,9 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(good, broken): KL on the local device, and the same with convrelu_0's scale x40."""
     d = tmp_path_factory.mktemp("tables")
     good, broken = d / "good.table", d / "broken.table"
-    code, _, err = quiet("-q", "calibrate", *MODEL, "--images", str(SAMPLE / "calib.txt"), *PRE,
-                         "--out", str(good))
+    code, _, err = quiet(
+        "-q", "calibrate", *MODEL, "--images", str(SAMPLE / "calib.txt"), *PRE, "--out", str(good)
+    )
     assert code == 0, err
     lines = []
     for line in good.read_text().splitlines(keepends=True):
@@ -121,45 +136,79 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def blob_scales(path: Path) -> dict[str, float]:
     table = parse_table(path.read_text(), source=str(path))
-    return {name: float(table.blob_scale(name)) for name in LAYERS
-            if name in table.records}
+    return {name: float(table.blob_scale(name)) for name in LAYERS if name in table.records}
 
 
 @pytest.fixture(scope="module")
-def emu1_run(boards_file: Path, images: Path, tables: tuple[Path, Path],  # noqa: F811
-             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def emu1_run(
+    boards_file: Path,
+    images: Path,
+    tables: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     """The good table validated on emu1 with a run directory and a saved baseline."""
     need(boards_file, "emu1")
     d = tmp_path_factory.mktemp("emu1_run")
     run_dir, baseline = d / "run", d / "baseline.json"
-    code, out, err = quiet("-q", "validate", *MODEL, "--table", str(tables[0]), "--images",
-                           str(images), *PRE, *LABELS, *board_args(boards_file, "emu1"),
-                           "--run-dir", str(run_dir), "--save-baseline", str(baseline))
+    code, out, err = quiet(
+        "-q",
+        "validate",
+        *MODEL,
+        "--table",
+        str(tables[0]),
+        "--images",
+        str(images),
+        *PRE,
+        *LABELS,
+        *board_args(boards_file, "emu1"),
+        "--run-dir",
+        str(run_dir),
+        "--save-baseline",
+        str(baseline),
+    )
     return {"code": code, "out": out, "err": err, "run_dir": run_dir, "baseline": baseline}
 
 
 @pytest.fixture(scope="module")
-def tune_run(boards_file: Path, images: Path, tables: tuple[Path, Path],  # noqa: F811
-             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def tune_run(
+    boards_file: Path,
+    images: Path,
+    tables: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     need(boards_file, "emu1")
     out_dir = tmp_path_factory.mktemp("tune") / "out"
-    code, out, err = quiet("tune", *MODEL, "--images", str(images), *PRE, *LABELS,
-                           "--table", str(tables[1]), "--max-drop", "5", "--out-dir",
-                           str(out_dir), "--try-methods", "kl,aciq",
-                           *board_args(boards_file, "emu1"))
+    code, out, err = quiet(
+        "tune",
+        *MODEL,
+        "--images",
+        str(images),
+        *PRE,
+        *LABELS,
+        "--table",
+        str(tables[1]),
+        "--max-drop",
+        "5",
+        "--out-dir",
+        str(out_dir),
+        "--try-methods",
+        "kl,aciq",
+        *board_args(boards_file, "emu1"),
+    )
     return {"code": code, "out": out, "err": err, "out_dir": out_dir}
 
 
 def figure(out: str, prefix: str) -> float:
     line = next(ln for ln in out.splitlines() if ln.startswith(prefix))
-    return float(line[len(prefix):].split()[0])
+    return float(line[len(prefix) :].split()[0])
 
 
 # ----------------------------------------------------------------------------- validate
 
 
-def test_validate_on_emu1_prints_the_figures(emu1_run: dict[str, Any],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_on_emu1_prints_the_figures(
+    emu1_run: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert emu1_run["code"] == 0, emu1_run["err"]
     out = emu1_run["out"]
     report(capsys, "\n".join(out.splitlines()[:6]))
@@ -167,8 +216,12 @@ def test_validate_on_emu1_prints_the_figures(emu1_run: dict[str, Any],
     assert figure(out, "fp32 top-1 accuracy:") >= 0.875  # measured 1.0
     assert figure(out, "int8 top-1 accuracy:") >= 0.875
     assert figure(out, "int8 vs fp32 top-1 agreement:") >= 0.875
-    m = re.search(r"^output out0: cosine mean ([\d.]+) min ([\d.]+), SQNR mean ([\d.-]+) dB "
-                  r"min ([\d.-]+) dB$", out, re.M)
+    m = re.search(
+        r"^output out0: cosine mean ([\d.]+) min ([\d.]+), SQNR mean ([\d.-]+) dB "
+        r"min ([\d.-]+) dB$",
+        out,
+        re.M,
+    )
     assert m, out
     assert float(m[1]) > 0.99 and float(m[2]) > 0.98 and float(m[3]) > 20  # 0.9985, 26.9 dB
     m = re.search(r"^median latency per image: fp32 ([\d.]+) ms, int8 ([\d.]+) ms$", out, re.M)
@@ -198,12 +251,33 @@ def test_validate_on_emu1_prints_the_figures(emu1_run: dict[str, Any],
 # ----------------------------------------------------------------------------- cross-board
 
 
-def cross_board(capsys: pytest.CaptureFixture[str], boards: Path, images: Path, table: Path,
-                saved: Path, runtime: str, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
-    code, out, err = cli(capsys, "-q", "validate", *MODEL, "--table", str(table), "--images",
-                         str(images), *PRE, *LABELS,
-                         *board_args(boards, "local", "emu1", "emu2"), "--runtime", runtime,
-                         "--save-baseline", str(saved), *extra)
+def cross_board(
+    capsys: pytest.CaptureFixture[str],
+    boards: Path,
+    images: Path,
+    table: Path,
+    saved: Path,
+    runtime: str,
+    *extra: str,
+) -> tuple[int, str, str, dict[str, Any]]:
+    code, out, err = cli(
+        capsys,
+        "-q",
+        "validate",
+        *MODEL,
+        "--table",
+        str(table),
+        "--images",
+        str(images),
+        *PRE,
+        *LABELS,
+        *board_args(boards, "local", "emu1", "emu2"),
+        "--runtime",
+        runtime,
+        "--save-baseline",
+        str(saved),
+        *extra,
+    )
     doc = json.loads(saved.read_text()) if saved.exists() else {}
     return code, out, err, doc
 
@@ -212,27 +286,39 @@ def pair(doc: dict[str, Any], a: str, b: str) -> dict[str, Any]:
     return next(p for p in doc["consistency"]["pairs"] if {p["a"], p["b"]} == {a, b})
 
 
-def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F811
-                                                 images: Path, tables: tuple[Path, Path],
-                                                 tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cross_board_side_by_side_and_divergence(
+    boards_file: Path,
+    images: Path,
+    tables: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     need(boards_file, "emu1", "emu2")
     # calibration runtime (fp16 off everywhere): the two boards agree bit for bit
-    code, out, err, cal = cross_board(capsys, boards_file, images, tables[0],
-                                      tmp_path / "calibration.json", "calibration")
+    code, out, err, cal = cross_board(
+        capsys, boards_file, images, tables[0], tmp_path / "calibration.json", "calibration"
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["local", "emu1", "emu2"], out
-    for label in ("images", "fp32 top-1", "int8 top-1", "agreement", "cosine mean",
-                  "SQNR mean dB", "fp32 ms", "int8 ms", *LAYERS):
+    for label in (
+        "images",
+        "fp32 top-1",
+        "int8 top-1",
+        "agreement",
+        "cosine mean",
+        "SQNR mean dB",
+        "fp32 ms",
+        "int8 ms",
+        *LAYERS,
+    ):
         row = next((ln for ln in lines if ln.startswith(label + " ")), None)
         assert row is not None and len(row[14:].split()) == 3, (label, out)
     assert "cross-board (int8 outputs" in out
     assert "consistent: no board diverges" in out and "DIVERGES" not in out
     assert [r["device"]["name"] for r in cal["results"]] == ["local", "emu1", "emu2"]
     assert cal["consistency"]["diverging"] == []
-    figures = {f"{p['a']}-{p['b']}": round(p["cosine_min"], 9) for p in
-               cal["consistency"]["pairs"]}
+    figures = {f"{p['a']}-{p['b']}": round(p["cosine_min"], 9) for p in cal["consistency"]["pairs"]}
     report(capsys, f"cross-board least cosine, calibration runtime: {figures}")
     assert pair(cal, "emu1", "emu2")["cosine_min"] > 1 - 1e-9  # measured 1 - 1e-16
     for board in ("emu1", "emu2"):  # x86 vs NEON rounding: close, not identical
@@ -243,26 +329,37 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
 
     # deployed: emu2 computes in fp16; a tolerance between its pairs and local/emu1 flags it
     split = 1 - (1 - pair(cal, "local", "emu1")["cosine_min"]) * SPLIT_FACTOR
-    code, out, err, dep = cross_board(capsys, boards_file, images, tables[0],
-                                      tmp_path / "deployed.json", "deployed",
-                                      "--divergence-cosine", f"{split:.9f}")
-    figures = {f"{p['a']}-{p['b']}": round(p["cosine_min"], 9) for p in
-               dep["consistency"]["pairs"]}
+    code, out, err, dep = cross_board(
+        capsys,
+        boards_file,
+        images,
+        tables[0],
+        tmp_path / "deployed.json",
+        "deployed",
+        "--divergence-cosine",
+        f"{split:.9f}",
+    )
+    figures = {f"{p['a']}-{p['b']}": round(p["cosine_min"], 9) for p in dep["consistency"]["pairs"]}
     report(capsys, f"cross-board least cosine, deployed runtime: {figures}")
     assert code == 1, (out, err)
     assert "edgecal: error: board(s) emu2 give int8 outputs unlike" in err
     diverges = [ln.strip() for ln in out.splitlines() if "DIVERGES" in ln]
-    assert len(diverges) == 1 and diverges[0].startswith("DIVERGES: emu2: int8 outputs differ "
-                                                         "from local, emu1"), out
+    assert len(diverges) == 1 and diverges[0].startswith(
+        "DIVERGES: emu2: int8 outputs differ from local, emu1"
+    ), out
     cons = dep["consistency"]
     assert cons["diverging"] == ["emu2"]
     assert cons["tolerance_cosine"] == pytest.approx(split, abs=1e-9)
     assert {b["board"]: b["diverges"] for b in cons["boards"]} == {
-        "local": False, "emu1": False, "emu2": True}
+        "local": False,
+        "emu1": False,
+        "emu2": True,
+    }
     # emu1 has no fp16: the same int8 outputs as in the calibration runtime (its fp32
     # reference may differ in the last bits: 4.5e-10 on this figure)
     assert pair(dep, "local", "emu1")["cosine_min"] == pytest.approx(
-        pair(cal, "local", "emu1")["cosine_min"], abs=1e-12)
+        pair(cal, "local", "emu1")["cosine_min"], abs=1e-12
+    )
     assert dep["results"][1]["cosine_mean"] == pytest.approx(emu1_cal["cosine_mean"], abs=1e-7)
     # emu2's fp16 outputs: measurably different (0.999987-0.999991), yet close and same top-1
     for other in ("local", "emu1"):
@@ -276,13 +373,17 @@ def test_cross_board_side_by_side_and_divergence(boards_file: Path,  # noqa: F81
 # ----------------------------------------------------------------------------- tune
 
 
-def test_tune_on_emu1_repairs_a_broken_table(tune_run: dict[str, Any], tables: tuple[Path, Path],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_on_emu1_repairs_a_broken_table(
+    tune_run: dict[str, Any], tables: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err, out_dir = (tune_run[k] for k in ("code", "out", "err", "out_dir"))
     doc = json.loads((out_dir / "tune.json").read_text())
-    report(capsys, f"tune on emu1: {doc['evaluations']} variants, {doc['seconds']:.0f} s, drop "
-                   f"{doc['initial']['drop_points']:.2f} -> {doc['final']['drop_points']:.2f}, "
-                   f"methods {doc['layer_methods']}, fp32 {doc['fp32_layers']}")
+    report(
+        capsys,
+        f"tune on emu1: {doc['evaluations']} variants, {doc['seconds']:.0f} s, drop "
+        f"{doc['initial']['drop_points']:.2f} -> {doc['final']['drop_points']:.2f}, "
+        f"methods {doc['layer_methods']}, fp32 {doc['fp32_layers']}",
+    )
     assert code == 0, (out, err)
     assert "target met: " in out and "target NOT met" not in out
     for name in ("calibration.table", "int8.param", "int8.bin", "report.html"):
@@ -308,8 +409,16 @@ def test_tune_on_emu1_repairs_a_broken_table(tune_run: dict[str, Any], tables: t
     # apart), so only float words within 1 ulp may differ
     qp, qb = out_dir.parent / "check.param", out_dir.parent / "check.bin"
     keep = [a for layer in fp32 for a in ("--keep-fp32", layer)]
-    code, _, err = quiet("-q", "quantize", *MODEL, str(qp), str(qb), "--table",
-                         str(out_dir / "calibration.table"), *keep)
+    code, _, err = quiet(
+        "-q",
+        "quantize",
+        *MODEL,
+        str(qp),
+        str(qb),
+        "--table",
+        str(out_dir / "calibration.table"),
+        *keep,
+    )
     assert code == 0, err
     assert qp.read_bytes() == (out_dir / "int8.param").read_bytes()
     ours, theirs = qb.read_bytes(), (out_dir / "int8.bin").read_bytes()
@@ -335,18 +444,37 @@ def junit(path: Path) -> tuple[ET.Element, dict[str, ET.Element]]:
     return root, cases
 
 
-def test_check_on_emu1_against_a_baseline(boards_file: Path, images: Path,  # noqa: F811
-                                          tables: tuple[Path, Path], emu1_run: dict[str, Any],
-                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                          ) -> None:
+def test_check_on_emu1_against_a_baseline(
+    boards_file: Path,
+    images: Path,
+    tables: tuple[Path, Path],
+    emu1_run: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert emu1_run["code"] == 0, emu1_run["err"]
     baseline = emu1_run["baseline"]
 
     def check(table: Path, name: str) -> tuple[int, str, str]:
-        return cli(capsys, "-q", "check", "--baseline", str(baseline), *MODEL, "--table",
-                   str(table), "--images", str(images), *PRE, *LABELS,
-                   *board_args(boards_file, "emu1"), "--junit", str(tmp_path / f"{name}.xml"),
-                   "--json-out", str(tmp_path / f"{name}.json"))
+        return cli(
+            capsys,
+            "-q",
+            "check",
+            "--baseline",
+            str(baseline),
+            *MODEL,
+            "--table",
+            str(table),
+            "--images",
+            str(images),
+            *PRE,
+            *LABELS,
+            *board_args(boards_file, "emu1"),
+            "--junit",
+            str(tmp_path / f"{name}.xml"),
+            "--json-out",
+            str(tmp_path / f"{name}.json"),
+        )
 
     code, out, err = check(tables[0], "good")
     assert code == 0, (out, err)
@@ -381,13 +509,15 @@ def test_check_on_emu1_against_a_baseline(boards_file: Path, images: Path,  # no
 
 
 def pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in
-            re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
+    return [
+        base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    ]
 
 
 @pytest.mark.parametrize("which", ["validate", "tune"])
-def test_report_of_a_board_run(which: str, request: pytest.FixtureRequest, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_of_a_board_run(
+    which: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     run = request.getfixturevalue("emu1_run" if which == "validate" else "tune_run")
@@ -400,7 +530,9 @@ def test_report_of_a_board_run(which: str, request: pytest.FixtureRequest, tmp_p
     assert Path(info["report"]) == page
     expected = {"validation.json", "run.json"} | (
         {"thresholds.json", "histograms.npz", "sensitivity.json", "tune.json"}
-        if which == "tune" else set())
+        if which == "tune"
+        else set()
+    )
     assert {k for k, v in info["files"].items() if v} == expected, info
     html = page.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")

@@ -34,12 +34,20 @@ SCRIPT = ROOT / "toolchains" / "emuboard.sh"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TIMEOUT = 10.0
 CMD_TIMEOUT = 60.0
-PROBE = ('python3 -c "import ncnn, numpy, platform; '
-         'print(platform.machine(), ncnn.__version__, ncnn.cpu_support_arm_asimdhp())"')
-CPU_OF_PROFILE = {"emulated-pi3": "cortex-a53", "emulated-pi4": "cortex-a72",
-                  "emulated-pi5": "cortex-a76"}
-MODEL_OF_PROFILE = {"emulated-pi3": "Raspberry Pi 3", "emulated-pi4": "Raspberry Pi 4",
-                    "emulated-pi5": "Raspberry Pi 5"}
+PROBE = (
+    'python3 -c "import ncnn, numpy, platform; '
+    'print(platform.machine(), ncnn.__version__, ncnn.cpu_support_arm_asimdhp())"'
+)
+CPU_OF_PROFILE = {
+    "emulated-pi3": "cortex-a53",
+    "emulated-pi4": "cortex-a72",
+    "emulated-pi5": "cortex-a76",
+}
+MODEL_OF_PROFILE = {
+    "emulated-pi3": "Raspberry Pi 3",
+    "emulated-pi4": "Raspberry Pi 4",
+    "emulated-pi5": "Raspberry Pi 5",
+}
 # what a network-level failure to reach a board looks like (not a wrong key or host key)
 UNREACHABLE = (OSError, paramiko.ssh_exception.NoValidConnectionsError, EOFError)
 
@@ -90,16 +98,27 @@ BOARDS, WHY_NOT = load_boards()
 NAMES = sorted(BOARDS) or ["<no-board>"]
 
 
-def connect(board: Board, timeout: float = TIMEOUT,
-            policy: paramiko.MissingHostKeyPolicy | None = None,
-            known_hosts: str | None = None) -> paramiko.SSHClient:
+def connect(
+    board: Board,
+    timeout: float = TIMEOUT,
+    policy: paramiko.MissingHostKeyPolicy | None = None,
+    known_hosts: str | None = None,
+) -> paramiko.SSHClient:
     c = paramiko.SSHClient()
     c.load_host_keys(known_hosts if known_hosts is not None else board.known_hosts)
     c.set_missing_host_key_policy(policy or paramiko.RejectPolicy())
     try:
-        c.connect(board.host, port=board.port, username=board.user,
-                  key_filename=board.identity_file, look_for_keys=False, allow_agent=False,
-                  timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+        c.connect(
+            board.host,
+            port=board.port,
+            username=board.user,
+            key_filename=board.identity_file,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
     except BaseException:
         c.close()
         raise
@@ -114,10 +133,19 @@ def run(c: paramiko.SSHClient, cmd: str, timeout: float = CMD_TIMEOUT) -> tuple[
 
 def admin(*args: str, board: Board) -> subprocess.CompletedProcess[str]:
     """Run toolchains/emuboard.sh on the boards' state dir (root only)."""
-    env = dict(os.environ, EMUBOARD_STATE=str(board.state_dir),
-               EDGECAL_BOARDS_FILE=os.environ["EDGECAL_BOARDS"])
-    r = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    env = dict(
+        os.environ,
+        EMUBOARD_STATE=str(board.state_dir),
+        EDGECAL_BOARDS_FILE=os.environ["EDGECAL_BOARDS"],
+    )
+    r = subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, f"emuboard.sh {' '.join(args)} failed:\n{r.stderr}"
     return r
 

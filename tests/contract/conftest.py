@@ -31,9 +31,16 @@ def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
         # work directory the tests can also see locally
         sshd = request.getfixturevalue("loopback_sshd")
         workdir = tempfile.mkdtemp(prefix="edgecal-sshwd-")
-        target = SshTarget(name="loopback", host=sshd.host, port=sshd.port, user=sshd.user,
-                           identity_file=str(sshd.client_key), known_hosts=str(sshd.known_hosts),
-                           ssh_config=str(sshd.ssh_config), connect_timeout_s=10)
+        target = SshTarget(
+            name="loopback",
+            host=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            identity_file=str(sshd.client_key),
+            known_hosts=str(sshd.known_hosts),
+            ssh_config=str(sshd.ssh_config),
+            connect_timeout_s=10,
+        )
         return SshDevice(target, workdir=workdir, python=sys.executable)
     raise ValueError(f"unknown device kind {kind!r}")
 
@@ -51,8 +58,9 @@ def device(device_kind: str, request: pytest.FixtureRequest) -> Iterator[Device]
 
 
 @pytest.fixture
-def fresh_device(device_kind: str, request: pytest.FixtureRequest
-                 ) -> Iterator[Callable[[], Device]]:
+def fresh_device(
+    device_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], Device]]:
     """A factory of new devices (new agent process), all closed at teardown."""
     made: list[Device] = []
 
@@ -71,11 +79,13 @@ def cases() -> dict[str, Case]:
 
 
 @pytest.fixture(scope="session")
-def case_shards(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory
-                ) -> dict[str, list[Path]]:
+def case_shards(
+    cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[Path]]:
     """Each case's samples as shards of 16 (so several shards per case)."""
     out = {}
     for name, case in cases.items():
-        out[name] = write_shards(case.samples, case.specs,
-                                 tmp_path_factory.mktemp(f"shards-{name}"), shard_size=16)
+        out[name] = write_shards(
+            case.samples, case.specs, tmp_path_factory.mktemp(f"shards-{name}"), shard_size=16
+        )
     return out

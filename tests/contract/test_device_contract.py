@@ -98,7 +98,8 @@ def test_push_reuploads_a_corrupted_copy(device: Device, tmp_path: Path) -> None
 
 
 def test_a_damaged_input_is_refused_removed_and_pushed_again(
-        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    device: Device, cases: dict[str, Case], tmp_path: Path
+) -> None:
     """Uploads are checked where they are used: the agent hashes a pushed input against the
     sha256 it was pushed under.  A copy damaged in place after the push (same size and mtime,
     which the host's cheap checks on a board cannot see) fails the job as a board fault and is
@@ -126,12 +127,11 @@ def test_a_damaged_input_is_refused_removed_and_pushed_again(
 
 # -- capture against the reference ---------------------------------------------------------------
 @pytest.mark.parametrize("name", ["digits", "npy", "multi"])
-def test_capture_absmax_reproduces_reference(device: Device, cases: dict[str, Case],
-                                             case_shards: dict[str, list[Path]],
-                                             name: str) -> None:
+def test_capture_absmax_reproduces_reference(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], name: str
+) -> None:
     case = cases[name]
-    got = capture_absmax(device, case.param, case.bin, case.specs, case_shards[name],
-                         case.blobs)
+    got = capture_absmax(device, case.param, case.bin, case.specs, case_shards[name], case.blobs)
     assert list(got) == list(case.blobs)
     printed = logged_max(name)
     for layer, blob in zip(case.layers, case.blobs, strict=True):
@@ -148,13 +148,17 @@ def test_capture_absmax_reproduces_reference(device: Device, cases: dict[str, Ca
 
 
 @pytest.mark.parametrize("name", ["digits", "npy", "multi"])
-def test_histograms_reproduce_reference(device: Device, cases: dict[str, Case],
-                                        case_shards: dict[str, list[Path]], name: str) -> None:
+def test_histograms_reproduce_reference(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], name: str
+) -> None:
     case = cases[name]
-    ranges = {blob: CROSSCHECK[name][layer]["absmax"]
-              for layer, blob in zip(case.layers, case.blobs, strict=True)}
-    got = capture_histograms(device, case.param, case.bin, case.specs, case_shards[name],
-                             case.blobs, ranges)
+    ranges = {
+        blob: CROSSCHECK[name][layer]["absmax"]
+        for layer, blob in zip(case.layers, case.blobs, strict=True)
+    }
+    got = capture_histograms(
+        device, case.param, case.bin, case.specs, case_shards[name], case.blobs, ranges
+    )
     for layer, blob in zip(case.layers, case.blobs, strict=True):
         ref = CROSSCHECK[name][layer]
         expected = np.zeros(2048, np.uint64)
@@ -171,33 +175,49 @@ def test_histograms_reproduce_reference(device: Device, cases: dict[str, Case],
             assert moved <= max(4, 2e-4 * expected.sum()), layer
 
 
-def test_histograms_add_up_over_shards(device: Device, cases: dict[str, Case],
-                                       case_shards: dict[str, list[Path]]) -> None:
+def test_histograms_add_up_over_shards(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
     case, shards = cases["digits"], case_shards["digits"]
-    absmax = {b: v for b, (v, _) in capture_absmax(device, case.param, case.bin, case.specs,
-                                                   shards, case.blobs).items()}
-    whole = capture_histograms(device, case.param, case.bin, case.specs, shards, case.blobs,
-                               absmax)
-    parts = [capture_histograms(device, case.param, case.bin, case.specs, [s], case.blobs,
-                                absmax) for s in shards]
+    absmax = {
+        b: v
+        for b, (v, _) in capture_absmax(
+            device, case.param, case.bin, case.specs, shards, case.blobs
+        ).items()
+    }
+    whole = capture_histograms(device, case.param, case.bin, case.specs, shards, case.blobs, absmax)
+    parts = [
+        capture_histograms(device, case.param, case.bin, case.specs, [s], case.blobs, absmax)
+        for s in shards
+    ]
     for blob in case.blobs:
         np.testing.assert_array_equal(whole[blob], sum(p[blob] for p in parts))
 
 
-def test_progress_is_reported(device: Device, cases: dict[str, Case],
-                              case_shards: dict[str, list[Path]]) -> None:
+def test_progress_is_reported(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
     case = cases["digits"]
     seen: list[tuple[int, int]] = []
-    capture_absmax(device, case.param, case.bin, case.specs, case_shards["digits"],
-                   case.blobs, progress=lambda d, t: seen.append((d, t)))
+    capture_absmax(
+        device,
+        case.param,
+        case.bin,
+        case.specs,
+        case_shards["digits"],
+        case.blobs,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert seen[0] == (0, 40) and seen[-1] == (40, 40)
 
 
-def test_run_outputs_match_direct_ncnn(device: Device, cases: dict[str, Case],
-                                       case_shards: dict[str, list[Path]]) -> None:
+def test_run_outputs_match_direct_ncnn(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
     case = cases["digits"]
-    outs = list(run_outputs(device, case.param, case.bin, case.specs, case_shards["digits"],
-                            ["out0", "3"]))
+    outs = list(
+        run_outputs(device, case.param, case.bin, case.specs, case_shards["digits"], ["out0", "3"])
+    )
     assert len(outs) == 40
     net = ncnn.Net()
     net.opt.num_threads = 1
@@ -205,8 +225,9 @@ def test_run_outputs_match_direct_ncnn(device: Device, cases: dict[str, Case],
     net.load_param(str(case.param))
     net.load_model(str(case.bin))
     for i in (0, 17, 39):
-        mat = ncnn.Mat.from_pixels_resize(case.samples[i][0], ncnn.Mat.PixelType.PIXEL_BGR2GRAY,
-                                          32, 32, 32, 32)
+        mat = ncnn.Mat.from_pixels_resize(
+            case.samples[i][0], ncnn.Mat.PixelType.PIXEL_BGR2GRAY, 32, 32, 32, 32
+        )
         mat.substract_mean_normalize([0.0], [0.00392157])
         ex = net.create_extractor()
         ex.input("in0", mat)
@@ -228,14 +249,22 @@ def _npy_probe() -> tuple[str, bytes, np.ndarray, np.float32]:
     )
     prefix = (folder / "model.bin").read_bytes()[: 4 + 216 * 4 + 8 * 4]  # tag, weights, bias
     assert prefix[:4] == b"\0\0\0\0"
-    table = {line.split()[0]: [float(v) for v in line.split()[1:]]
-             for line in (folder / "kl.table").read_text().splitlines() if line.strip()}
-    return (param, prefix, np.array(table["convrelu_0_param_0"], np.float32),
-            np.float32(table["convrelu_0"][0]))
+    table = {
+        line.split()[0]: [float(v) for v in line.split()[1:]]
+        for line in (folder / "kl.table").read_text().splitlines()
+        if line.strip()
+    }
+    return (
+        param,
+        prefix,
+        np.array(table["convrelu_0_param_0"], np.float32),
+        np.float32(table["convrelu_0"][0]),
+    )
 
 
-def _probe_cosine_sum(param: str, prefix: bytes, ws: np.ndarray, bottom: np.float32,
-                      ins: list, refs: list[np.ndarray]) -> float:
+def _probe_cosine_sum(
+    param: str, prefix: bytes, ws: np.ndarray, bottom: np.float32, ins: list, refs: list[np.ndarray]
+) -> float:
     """An independent EQ similarity: the probe loaded from files, cosine in float64."""
     net = ncnn.Net()
     net.opt.use_packing_layout = False
@@ -253,16 +282,29 @@ def _probe_cosine_sum(param: str, prefix: bytes, ws: np.ndarray, bottom: np.floa
     return total
 
 
-def test_eq_layer_search(device: Device, cases: dict[str, Case],
-                         case_shards: dict[str, list[Path]]) -> None:
+def test_eq_layer_search(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
     case = cases["npy"]
     param, prefix, ws, bottom = _npy_probe()
     steps = 6
     factors = np.float32(0.5) + np.arange(steps, dtype=np.float32) * np.float32(0.25)
-    candidates = np.vstack([np.append(ws, bottom)[:, None] * factors[None, :]]).astype(
-        np.float32)
-    result = eq_search_layer(device, case.param, case.bin, case.specs, case_shards["npy"],
-                             "in0", "1", param, prefix, candidates, ws, bottom, max_samples=12)
+    candidates = np.vstack([np.append(ws, bottom)[:, None] * factors[None, :]]).astype(np.float32)
+    result = eq_search_layer(
+        device,
+        case.param,
+        case.bin,
+        case.specs,
+        case_shards["npy"],
+        "in0",
+        "1",
+        param,
+        prefix,
+        candidates,
+        ws,
+        bottom,
+        max_samples=12,
+    )
     assert result.sim.shape == candidates.shape and result.sim.dtype == np.float64
     assert np.all(np.isfinite(result.sim)) and np.all(result.sim <= 12 + 1e-6)
     # the greedy choice: per row the first strict maximum above 0
@@ -284,26 +326,30 @@ def test_eq_layer_search(device: Device, cases: dict[str, Case],
         refs.append(np.array(ex.extract("1")[1]))
         del ex
     for k in (0, steps - 1):
-        expected = _probe_cosine_sum(param, prefix, result.weight_scales,
-                                     candidates[-1, k], ins, refs)
+        expected = _probe_cosine_sum(
+            param, prefix, result.weight_scales, candidates[-1, k], ins, refs
+        )
         assert result.sim[-1, k] == pytest.approx(expected, rel=1e-6)
 
 
 # -- failures ------------------------------------------------------------------------------------
 def test_failing_job_raises_agent_error_with_remote_kind(
-        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]) -> None:
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
     case = cases["digits"]
     with pytest.raises(AgentError) as info:
-        capture_absmax(device, case.param, case.bin, case.specs, case_shards["digits"],
-                       ["no_such_blob"])
+        capture_absmax(
+            device, case.param, case.bin, case.specs, case_shards["digits"], ["no_such_blob"]
+        )
     assert info.value.kind == "BlobNotFound"
     assert "no_such_blob" in str(info.value) and device.name in str(info.value)
     assert "Traceback" in info.value.remote_traceback
     assert device.hello()["protocol"] == PROTOCOL_VERSION  # the agent survives
 
 
-def test_wrong_input_shape_is_an_input_error(device: Device, cases: dict[str, Case],
-                                             tmp_path: Path) -> None:
+def test_wrong_input_shape_is_an_input_error(
+    device: Device, cases: dict[str, Case], tmp_path: Path
+) -> None:
     case = cases["npy"]
     bad = write_shards([(np.zeros((3, 10, 6), np.float32),)], case.specs, tmp_path)
     with pytest.raises(AgentError) as info:
@@ -312,7 +358,8 @@ def test_wrong_input_shape_is_an_input_error(device: Device, cases: dict[str, Ca
 
 
 def test_nonfinite_activation_is_a_job_error_naming_blob_and_sample(
-        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    device: Device, cases: dict[str, Case], tmp_path: Path
+) -> None:
     """A finite but huge input overflows the first conv to inf: the abs-max job fails with
     per-sample, per-blob counts (today: inf abs-max, then a JSON ValueError on the host)."""
     case = cases["npy"]
@@ -366,15 +413,18 @@ def test_agent_peak_rss_does_not_grow_with_images(fresh_device, tmp_path: Path) 
     blobs = ["in0", "1", "2", "3"]  # the convolutions: ~7 MB of activations per image
     peaks = []
     for n in (4, 100):
-        shards = write_shards(((big,) for _ in range(n)), [spec], tmp_path / str(n),
-                              shard_size=50)
+        shards = write_shards(((big,) for _ in range(n)), [spec], tmp_path / str(n), shard_size=50)
         dev = fresh_device()
-        job = dev.run_job("absmax", {
-            "model": {"param": dev.push(case.param), "bin": dev.push(case.bin)},
-            "inputs": [spec.to_dict()],
-            "shards": [dev.push(s) for s in shards],
-            "blobs": blobs,
-        }, timeout_s=120)
+        job = dev.run_job(
+            "absmax",
+            {
+                "model": {"param": dev.push(case.param), "bin": dev.push(case.bin)},
+                "inputs": [spec.to_dict()],
+                "shards": [dev.push(s) for s in shards],
+                "blobs": blobs,
+            },
+            timeout_s=120,
+        )
         assert job.result["n_samples"] == n
         peaks.append(job.ru_maxrss_kb)
     assert peaks[0] > 0
@@ -424,7 +474,8 @@ def test_run_job_takes_the_callers_job_id(device: Device) -> None:
 
 @pytest.mark.parametrize("how", ["vanished", "symlink"])
 def test_a_vanished_artifact_is_a_device_error_naming_board_and_job(
-        device: Device, tmp_path: Path, how: str) -> None:
+    device: Device, tmp_path: Path, how: str
+) -> None:
     """A response that names an artifact which is not (or no longer, or not really) in the job
     folder: a ``ProtocolError`` naming the board and the job, never ``FileNotFoundError``, and
     never a file read through a symlink."""
@@ -441,9 +492,15 @@ def test_a_vanished_artifact_is_a_device_error_naming_board_and_job(
         os.symlink(secret, job_dir / "absmax.npz")
     import hashlib
 
-    response = Response(op="absmax", job_id=job_id, ok=True, result={"n_samples": 0},
-                        artifacts={"absmax.npz": Artifact(
-                            "absmax.npz", hashlib.sha256(secret.read_bytes()).hexdigest())})
+    response = Response(
+        op="absmax",
+        job_id=job_id,
+        ok=True,
+        result={"n_samples": 0},
+        artifacts={
+            "absmax.npz": Artifact("absmax.npz", hashlib.sha256(secret.read_bytes()).hexdigest())
+        },
+    )
     (job_dir / RESPONSE_FILE).write_text(dumps(response), encoding="utf-8")
     with pytest.raises(ProtocolError) as info:
         device.collect_job(job_id)
@@ -452,7 +509,8 @@ def test_a_vanished_artifact_is_a_device_error_naming_board_and_job(
 
 
 def test_a_planted_temp_name_is_never_written_through_by_a_push(
-        device: Device, tmp_path: Path) -> None:
+    device: Device, tmp_path: Path
+) -> None:
     """The host's push stages a file in the work directory; a symlink planted under the
     temp name it uses points outside and is never written through."""
     import hashlib
@@ -500,15 +558,17 @@ def _digits_with_layer_after_conv0(tmp_path: Path, line: str) -> tuple[Path, Pat
 
 
 def test_ncnn_crashing_on_a_model_is_an_agent_crash_not_a_board_fault(
-        fresh_device, cases: dict[str, Case], case_shards: dict[str, list[Path]],  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
+    fresh_device,
+    cases: dict[str, Case],
+    case_shards: dict[str, list[Path]],  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     """A Crop whose offsets ncnn does not check makes ncnn read far outside the blob and
     segfault: the model's fault (today a DeviceError, retried four times as a board fault)."""
     from edgecal.errors import AgentCrash
     from edgecal.fleet.scheduler import _board_fault
 
-    param, binf = _digits_with_layer_after_conv0(
-        tmp_path, CRASHING_CROP)
+    param, binf = _digits_with_layer_after_conv0(tmp_path, CRASHING_CROP)
     case = cases["digits"]
     device = fresh_device()
     with pytest.raises(AgentCrash) as info:
@@ -519,10 +579,11 @@ def test_ncnn_crashing_on_a_model_is_an_agent_crash_not_a_board_fault(
 
 
 def test_a_blob_ncnn_cannot_allocate_names_its_layer(
-        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
-        tmp_path: Path) -> None:
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], tmp_path: Path
+) -> None:
     param, binf = _digits_with_layer_after_conv0(
-        tmp_path, "Interp interp_x 1 1 1 1i 0=2 3=100000 4=100000")
+        tmp_path, "Interp interp_x 1 1 1 1i 0=2 3=100000 4=100000"
+    )
     case = cases["digits"]
     with pytest.raises(AgentError) as info:
         capture_absmax(device, param, binf, case.specs, case_shards["digits"], ["1i"])
@@ -532,7 +593,8 @@ def test_a_blob_ncnn_cannot_allocate_names_its_layer(
 
 
 def test_a_huge_shape_is_an_input_error_not_a_crash(
-        device: Device, cases: dict[str, Case], tmp_path: Path) -> None:
+    device: Device, cases: dict[str, Case], tmp_path: Path
+) -> None:
     case = cases["digits"]
     spec = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (100000, 100000))
     shards = write_shards(case.samples[:2], [spec], tmp_path)
@@ -542,8 +604,8 @@ def test_a_huge_shape_is_an_input_error_not_a_crash(
 
 
 def test_a_model_file_name_that_is_not_utf8_works(
-        device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]],
-        tmp_path: Path) -> None:
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], tmp_path: Path
+) -> None:
     """``m\\xff.param`` (bytes that are not UTF-8): today ncnn's load_param gets a lone
     surrogate (TypeError, retried as a board fault) or SFTP fails to encode the path."""
     case = cases["digits"]
@@ -551,8 +613,8 @@ def test_a_model_file_name_that_is_not_utf8_works(
     binf = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff.bin"))
     param.write_bytes(case.param.read_bytes())
     binf.write_bytes(case.bin.read_bytes())
-    got = capture_absmax(device, param, binf, case.specs, case_shards["digits"][:1],
-                         case.blobs)
-    want = capture_absmax(device, case.param, case.bin, case.specs, case_shards["digits"][:1],
-                          case.blobs)
+    got = capture_absmax(device, param, binf, case.specs, case_shards["digits"][:1], case.blobs)
+    want = capture_absmax(
+        device, case.param, case.bin, case.specs, case_shards["digits"][:1], case.blobs
+    )
     assert got == want

@@ -37,14 +37,19 @@ def ensure_openssh() -> str | None:
         return "sshd is not installed (apt-get install openssh-server openssh-client)"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"],
-                   check=False, env=env, timeout=900)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"],
+        check=False,
+        env=env,
+        timeout=900,
+    )
     return None if os.path.exists(SSHD) else "apt-get could not install openssh-server"
 
 
 def keygen(path: Path, comment: str, kind: str = "ed25519") -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f",
-                    str(path)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)], check=True
+    )
     return Path(f"{path}.pub").read_text()
 
 
@@ -53,10 +58,10 @@ class LoopbackSshd:
     dir: Path
     port: int
     user: str
-    host_pub: str          # "ssh-ed25519 AAAA..."
+    host_pub: str  # "ssh-ed25519 AAAA..."
     client_key: Path
-    known_hosts: Path      # holds this server's key
-    ssh_config: Path       # an empty ssh_config: tests do not depend on ~/.ssh/config
+    known_hosts: Path  # holds this server's key
+    ssh_config: Path  # an empty ssh_config: tests do not depend on ~/.ssh/config
     proc: subprocess.Popen[bytes]
 
     host = "127.0.0.1"
@@ -68,14 +73,23 @@ class LoopbackSshd:
     def start(cls, dir: Path, *, rsa_host_key: bool = False) -> LoopbackSshd:
         dir.mkdir(parents=True, exist_ok=True)
         os.chmod(dir, 0o755)
-        for f in ("host_ed25519", "host_ed25519.pub", "id_ed25519", "id_ed25519.pub",
-                  "host_rsa", "host_rsa.pub"):
+        for f in (
+            "host_ed25519",
+            "host_ed25519.pub",
+            "id_ed25519",
+            "id_ed25519.pub",
+            "host_rsa",
+            "host_rsa.pub",
+        ):
             with contextlib.suppress(FileNotFoundError):
                 (dir / f).unlink()
         host_pub = " ".join(keygen(dir / "host_ed25519", "edgecal-test-host").split()[:2])
         client_pub = keygen(dir / "id_ed25519", "edgecal-test-client")
-        rsa_pub = (" ".join(keygen(dir / "host_rsa", "edgecal-test-host", "rsa").split()[:2])
-                   if rsa_host_key else "")
+        rsa_pub = (
+            " ".join(keygen(dir / "host_rsa", "edgecal-test-host", "rsa").split()[:2])
+            if rsa_host_key
+            else ""
+        )
         (dir / "authorized_keys").write_text(client_pub)
         os.chmod(dir / "authorized_keys", 0o600)
         if os.geteuid() == 0:
@@ -86,8 +100,8 @@ class LoopbackSshd:
         conf.write_text(
             f"ListenAddress 127.0.0.1:{port}\n"
             f"HostKey {dir / 'host_ed25519'}\n"
-            + (f"HostKey {dir / 'host_rsa'}\n" if rsa_host_key else "") +
-            f"PidFile {dir / 'sshd.pid'}\n"
+            + (f"HostKey {dir / 'host_rsa'}\n" if rsa_host_key else "")
+            + f"PidFile {dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {dir / 'authorized_keys'}\n"
             "AuthenticationMethods publickey\n"
             "PasswordAuthentication no\n"

@@ -35,13 +35,23 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 def calibrate_npy(extra: list[str] | None = None) -> list[str]:
-    return ["calibrate", "npy/model.param", "npy/model.bin", "--npy", "npy/samples.txt",
-            *NPY_OPTS, "--out", "out.table", *(extra or [])]
+    return [
+        "calibrate",
+        "npy/model.param",
+        "npy/model.bin",
+        "--npy",
+        "npy/samples.txt",
+        *NPY_OPTS,
+        "--out",
+        "out.table",
+        *(extra or []),
+    ]
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_nonfinite_input_sample_is_named(work: Path, capsys: pytest.CaptureFixture[str],
-                                         value: float) -> None:
+def test_nonfinite_input_sample_is_named(
+    work: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
     path = work / "npy" / "samples" / "s03.npy"
     arr = np.load(path)
     arr[0, 0, 0] = value
@@ -52,7 +62,8 @@ def test_nonfinite_input_sample_is_named(work: Path, capsys: pytest.CaptureFixtu
 
 
 def test_overflowing_activation_names_blob_layer_and_sample(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = work / "npy" / "samples" / "s05.npy"
     np.save(path, np.full(np.load(path).shape, 3e38, np.float32))
     code, err = run(calibrate_npy(), capsys)
@@ -73,8 +84,9 @@ LINEAR6_WEIGHT = 36432
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_calibrate_refuses_a_nonfinite_weight(work: Path, capsys: pytest.CaptureFixture[str],
-                                              value: float) -> None:
+def test_calibrate_refuses_a_nonfinite_weight(
+    work: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
     """Today a -inf weight in the last layer writes `linear_6_param_0 0.000000 ...` and exits 0."""
     _set_weight(work / "npy" / "model.bin", LINEAR6_WEIGHT + 4 * 7, value)
     code, err = run(calibrate_npy(), capsys)
@@ -95,11 +107,15 @@ def _table_with(work: Path, line: int, value: str) -> Path:
 @pytest.mark.parametrize("value", ["inf", "0.000000", "-3.5", "nan"])
 @pytest.mark.parametrize("command", ["quantize", "ncnn2int8"])
 def test_quantize_refuses_an_unusable_scale_naming_table_and_line(
-        work: Path, capsys: pytest.CaptureFixture[str], value: str, command: str) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str], value: str, command: str
+) -> None:
     _table_with(work, 2, value)  # convdwrelu_0_param_0's first weight scale
     model = ["digits/model.param", "digits/model.bin", "o.param", "o.bin"]
-    argv = [command, *model, *(["--table", "digits/kl.table"] if command == "quantize"
-                               else ["digits/kl.table"])]
+    argv = [
+        command,
+        *model,
+        *(["--table", "digits/kl.table"] if command == "quantize" else ["digits/kl.table"]),
+    ]
     code, err = run(argv, capsys)
     assert code == 1, err
     assert "digits/kl.table: line 2: convdwrelu_0_param_0" in err, err
@@ -108,52 +124,102 @@ def test_quantize_refuses_an_unusable_scale_naming_table_and_line(
 
 
 def test_a_bad_scale_in_a_line_the_conversion_skips_is_accepted(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _table_with(work, 2, "inf")
-    argv = ["quantize", "digits/model.param", "digits/model.bin", "o.param", "o.bin",
-            "--table", "digits/kl.table", "--keep-fp32", "convdwrelu_0"]
+    argv = [
+        "quantize",
+        "digits/model.param",
+        "digits/model.bin",
+        "o.param",
+        "o.bin",
+        "--table",
+        "digits/kl.table",
+        "--keep-fp32",
+        "convdwrelu_0",
+    ]
     code, err = run(argv, capsys)
     assert code == 0, err
     assert (work / "o.bin").exists()
 
 
 def test_huge_images_are_resized_on_the_host_and_said_once(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two 4.2 MP images for a 32x32 net: today ~25 MB of full-resolution pixels are shipped."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (2000, 2100), dtype=np.uint8)).save(
-            work / f"huge{i}.png")
+            work / f"huge{i}.png"
+        )
     (work / "huge.txt").write_text("huge0.png\nhuge1.png\n")
-    code = main(["calibrate", "digits/model.param", "digits/model.bin", "--images", "huge.txt",
-                 "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32",
-                 "--out", "out.table", "--json"])
+    code = main(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "huge.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            "0.00392157",
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Traceback" not in err and "Warning" not in err
     said = [line for line in err.splitlines() if "resized" in line]
-    assert said == ["edgecal: input in0: 2 image(s) resized from 2100x2000 to 32x32 as --shape "
-                    "asks; 2 larger than 4 MP resized on this host before shipping"], err
+    assert said == [
+        "edgecal: input in0: 2 image(s) resized from 2100x2000 to 32x32 as --shape "
+        "asks; 2 larger than 4 MP resized on this host before shipping"
+    ], err
     doc = json.loads(out)
     assert doc["bytes_pushed"] < 1_000_000, doc["bytes_pushed"]
 
 
 def test_a_decompression_bomb_in_the_list_is_a_clean_error(
-        work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16 * 16)  # 32x32 = 4x the limit: a bomb
-    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
-                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm",
-                     "0.00392157", "--shape", "32,32", "--out", "out.table"], capsys)
+    code, err = run(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "digits/images.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            "0.00392157",
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+    )
     assert code == 1 and "calib_00.png" in err and "decompression bomb" in err, err
     assert not (work / "out.table").exists()
 
 
 def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Today: four tries, 'given up', and a hint to check that numpy and ncnn import."""
     param = work / "digits" / "model.param"
     lines = param.read_text().splitlines()
@@ -165,9 +231,26 @@ def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
             text = text.replace(" 1 1 1 2 ", " 1 1 1i 2 ", 1)
         out.append(text)
     param.write_text("\n".join(out) + "\n")
-    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
-                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm",
-                     "0.00392157", "--shape", "32,32", "--out", "out.table"], capsys)
+    code, err = run(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "digits/images.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            "0.00392157",
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+    )
     assert code == 1, err
     assert "retrying" not in err and "given up" not in err, err
     assert "digits/model.param" in err and "ncnn crashed" in err, err
@@ -176,12 +259,30 @@ def test_ncnn_crashing_on_the_model_is_not_retried_as_a_board_fault(
 
 
 def test_non_utf8_file_names_give_a_clean_error(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     os.chdir(work)
     (work / "list.txt").write_bytes(b"digits/images/calib_00.png\nmissing_\xff\xfe.png\n")
-    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
-                     "list.txt", "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157",
-                     "--shape", "32,32", "--out", "out.table"], capsys)
+    code, err = run(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "list.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            "0.00392157",
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+    )
     assert code == 1 and "missing_\\xff\\xfe.png" in err, err
     assert "\\udc" not in err
 
@@ -191,10 +292,23 @@ def test_non_utf8_output_and_model_names_over_a_strict_stdout(work: Path) -> Non
     (work / "digits" / "model.param").rename(Path(os.fsdecode(b"digits/m\xff.param")))
     env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
     proc = subprocess.run(
-        [sys.executable, "-m", "edgecal", "quantize", os.fsdecode(b"digits/m\xff.param"),
-         "digits/model.bin", os.fsdecode(b"q\xff.param"), "q.bin",
-         "--table", "digits/kl.table"],
-        cwd=work, env=env, capture_output=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "edgecal",
+            "quantize",
+            os.fsdecode(b"digits/m\xff.param"),
+            "digits/model.bin",
+            os.fsdecode(b"q\xff.param"),
+            "q.bin",
+            "--table",
+            "digits/kl.table",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"Traceback" not in proc.stderr
     assert b"wrote q\xff.param and q.bin" in proc.stdout
@@ -202,32 +316,80 @@ def test_non_utf8_output_and_model_names_over_a_strict_stdout(work: Path) -> Non
 
 
 def test_validate_names_a_sample_whose_fp32_output_is_not_finite(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Today: exit 0 with `cosine mean nan` and no word about which sample."""
     path = work / "npy" / "samples" / "s03.npy"
     np.save(path, np.full(np.load(path).shape, 3e38, np.float32))
-    code, err = run(["validate", "npy/model.param", "npy/model.bin", "--table", "npy/kl.table",
-                     "--npy", "npy/samples.txt", *NPY_OPTS], capsys)
+    code, err = run(
+        [
+            "validate",
+            "npy/model.param",
+            "npy/model.bin",
+            "--table",
+            "npy/kl.table",
+            "--npy",
+            "npy/samples.txt",
+            *NPY_OPTS,
+        ],
+        capsys,
+    )
     assert code == 1 and "s03.npy" in err and "NaN/inf" in err, err
 
 
 @pytest.mark.parametrize("norm", ["nan", "inf"])
-def test_a_nonfinite_norm_is_a_usage_error(work: Path, capsys: pytest.CaptureFixture[str],
-                                           norm: str) -> None:
+def test_a_nonfinite_norm_is_a_usage_error(
+    work: Path, capsys: pytest.CaptureFixture[str], norm: str
+) -> None:
     """Today: `ValueError: Out of range float values are not JSON compliant` (a traceback)."""
-    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
-                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm", norm,
-                     "--shape", "32,32", "--out", "out.table"], capsys)
+    code, err = run(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "digits/images.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            norm,
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+    )
     assert code == 2 and f"norm of input in0 holds {norm}" in err, err
 
 
 def test_a_norm_overflowing_float32_is_reported_as_nonfinite_activations(
-        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """1e39 is finite for Python but inf in float32: every sample's activations are NaN/inf;
     today the NaN ones vanish from the abs-max and the run stops with 'zero on every sample'
     or crashes on the JSON of an inf abs-max."""
-    code, err = run(["calibrate", "digits/model.param", "digits/model.bin", "--images",
-                     "digits/images.txt", "--pixel", "GRAY", "--mean", "0", "--norm", "1e39",
-                     "--shape", "32,32", "--out", "out.table"], capsys)
+    code, err = run(
+        [
+            "calibrate",
+            "digits/model.param",
+            "digits/model.bin",
+            "--images",
+            "digits/images.txt",
+            "--pixel",
+            "GRAY",
+            "--mean",
+            "0",
+            "--norm",
+            "1e39",
+            "--shape",
+            "32,32",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+    )
     assert code == 1 and ("NaN" in err or "inf" in err) and "calib_00.png" in err, err
     assert "zero on every" not in err

@@ -28,8 +28,16 @@ from edgecal.workflows.calibrate import calibrate
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"
 MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
-PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
-       "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+PRE = [
+    "--pixel",
+    "RGB",
+    "--mean",
+    "127.5,127.5,127.5",
+    "--norm",
+    "0.00784314,0.00784314,0.00784314",
+    "--shape",
+    "48,48",
+]
 CALIB = str(SAMPLE / "calib.txt")
 
 
@@ -45,15 +53,36 @@ def _json(capsys: pytest.CaptureFixture[str]) -> dict:  # type: ignore[type-arg]
     return json.loads(capsys.readouterr().out)
 
 
-def test_resume_redoes_only_the_missing_shards(reference: bytes, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_redoes_only_the_missing_shards(
+    reference: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, out = tmp_path / "run", tmp_path / "t.table"
-    assert main(["-q", "calibrate", *MODEL, "--images", CALIB, *PRE, "--out", str(out),
-                 "--run-dir", str(run), "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                CALIB,
+                *PRE,
+                "--out",
+                str(out),
+                "--run-dir",
+                str(run),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() == reference  # two workers: the same table
     capsys.readouterr()
-    gone = [run / "parts" / "absmax" / "00002.npz", run / "parts" / "histogram" / "00001.npz",
-            run / "parts" / "histogram" / "00003.npz"]
+    gone = [
+        run / "parts" / "absmax" / "00002.npz",
+        run / "parts" / "histogram" / "00001.npz",
+        run / "parts" / "histogram" / "00003.npz",
+    ]
     for p in gone:
         p.unlink()
     out.unlink()
@@ -69,8 +98,21 @@ def test_resume_redoes_only_the_missing_shards(reference: bytes, tmp_path: Path,
 
 def test_resume_after_the_host_process_was_killed(reference: bytes, tmp_path: Path) -> None:
     run, out = tmp_path / "run", tmp_path / "t.table"
-    cmd = [sys.executable, "-m", "edgecal.cli.main", "-q", "calibrate", *MODEL, "--images", CALIB,
-           *PRE, "--out", str(out), "--run-dir", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecal.cli.main",
+        "-q",
+        "calibrate",
+        *MODEL,
+        "--images",
+        CALIB,
+        *PRE,
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     parts = run / "parts" / "absmax"
     deadline = time.monotonic() + 120
@@ -89,8 +131,14 @@ def test_resume_after_the_host_process_was_killed(reference: bytes, tmp_path: Pa
 
 def _sample_source():  # type: ignore[no-untyped-def]
     model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
-    spec = InputSpec(blob=model.input_blobs[0], kind="image", pixel="RGB",
-                     mean=(127.5,) * 3, norm=(0.00784314,) * 3, shape=(48, 48))
+    spec = InputSpec(
+        blob=model.input_blobs[0],
+        kind="image",
+        pixel="RGB",
+        mean=(127.5,) * 3,
+        norm=(0.00784314,) * 3,
+        shape=(48, 48),
+    )
     return model, make_sample_source([spec], [read_list(SAMPLE / "calib.txt")])
 
 
@@ -102,8 +150,11 @@ def _kill_agent_when_busy(dev: LocalDevice, stop: threading.Event) -> None:
     while not stop.is_set():
         pid = dev.agent_pid
         busy = jobs.is_dir() and any(
-            not p.name.endswith("hello") and (p / "request.json").exists()
-            and not (p / "response.json").exists() for p in jobs.iterdir())
+            not p.name.endswith("hello")
+            and (p / "request.json").exists()
+            and not (p / "response.json").exists()
+            for p in jobs.iterdir()
+        )
         if pid is not None and busy:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -119,8 +170,7 @@ def test_a_lost_worker_hands_its_shards_to_the_other(reference: bytes) -> None:
         killer = threading.Thread(target=_kill_agent_when_busy, args=(a, stop))
         killer.start()
         try:
-            run = calibrate(model, source, [a, b], retry=RetryPolicy(attempts=1),
-                            say=said.append)
+            run = calibrate(model, source, [a, b], retry=RetryPolicy(attempts=1), say=said.append)
         finally:
             stop.set()
             killer.join()
@@ -140,8 +190,9 @@ def test_no_worker_left_stops_resumably(reference: bytes, tmp_path: Path) -> Non
     from edgecal.runs.calibrun import CalibRun, build_manifest
 
     model, source = _sample_source()
-    manifest = build_manifest(model, source, method="kl", runtime="calibration", threads=1,
-                              histograms=True, options={})
+    manifest = build_manifest(
+        model, source, method="kl", runtime="calibration", threads=1, histograms=True, options={}
+    )
     CalibRun.create(tmp_path / "run", manifest, ["edgecal"]).close()  # unlocked for the next
     stop = threading.Event()
     with LocalDevice() as a:
@@ -151,8 +202,9 @@ def test_no_worker_left_stops_resumably(reference: bytes, tmp_path: Path) -> Non
         first = CalibRun.open(tmp_path / "run", ["edgecal"])
         try:
             with pytest.raises(FleetExhausted, match="every board was lost"):
-                calibrate(model, source, a, retry=RetryPolicy(attempts=2, backoff_s=(0.1,)),
-                          run=first)
+                calibrate(
+                    model, source, a, retry=RetryPolicy(attempts=2, backoff_s=(0.1,)), run=first
+                )
         finally:
             first.close()
             stop.set()
@@ -173,14 +225,27 @@ def test_resume_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not an edgecal run directory" in capsys.readouterr().err
 
 
-def test_boards_of_different_profiles_are_refused(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_boards_of_different_profiles_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     boards = tmp_path / "boards.toml"
-    boards.write_text('schema = 1\n[boards.pi4]\nhost = "192.0.2.1"\nprofile = "raspberry-pi-4"\n'
-                      '[boards.pi5]\nhost = "192.0.2.2"\nprofile = "raspberry-pi-5"\n'
-                      '[groups]\nshelf = ["pi4", "pi5"]\n')
-    args = ["-q", "calibrate", *MODEL, "--images", CALIB, *PRE, "--out",
-            str(tmp_path / "t.table"), "--boards", str(boards)]
+    boards.write_text(
+        'schema = 1\n[boards.pi4]\nhost = "192.0.2.1"\nprofile = "raspberry-pi-4"\n'
+        '[boards.pi5]\nhost = "192.0.2.2"\nprofile = "raspberry-pi-5"\n'
+        '[groups]\nshelf = ["pi4", "pi5"]\n'
+    )
+    args = [
+        "-q",
+        "calibrate",
+        *MODEL,
+        "--images",
+        CALIB,
+        *PRE,
+        "--out",
+        str(tmp_path / "t.table"),
+        "--boards",
+        str(boards),
+    ]
     for fleet in (["--device", "pi4", "--device", "pi5"], ["--group", "shelf"]):
         assert main([*args, *fleet]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -43,11 +43,23 @@ def assert_untouched(work: Path) -> None:
     assert not leftovers
 
 
-def calibrate_digits(extra: list[str], param: str = "digits/model.param",
-                     binf: str = "digits/model.bin", images: str = "digits/images.txt",
-                     ) -> list[str]:
-    return ["calibrate", param, binf, "--images", images, *DIGITS_OPTS, "--out", "out.table",
-            *extra]
+def calibrate_digits(
+    extra: list[str],
+    param: str = "digits/model.param",
+    binf: str = "digits/model.bin",
+    images: str = "digits/images.txt",
+) -> list[str]:
+    return [
+        "calibrate",
+        param,
+        binf,
+        "--images",
+        images,
+        *DIGITS_OPTS,
+        "--out",
+        "out.table",
+        *extra,
+    ]
 
 
 def test_missing_param_file(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,8 +85,11 @@ def test_truncated_layer_line(work: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_unknown_layer_type_with_weights(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = work / "digits" / "model.param"
-    p.write_text(p.read_text().replace("Convolution              convrelu_1",
-                                       "FancyConv                convrelu_1"))
+    p.write_text(
+        p.read_text().replace(
+            "Convolution              convrelu_1", "FancyConv                convrelu_1"
+        )
+    )
     run_fails(calibrate_digits([]), capsys, "FancyConv", "convrelu_1")
     assert_untouched(work)
 
@@ -123,11 +138,19 @@ def test_multi_input_lists_of_different_length(
     lb = work / "multi" / "list_b.txt"
     lb.write_text("\n".join(lb.read_text().splitlines()[:-3]) + "\n")
     run_fails(
-        ["ncnn2table", "multi/model.param", "multi/model.bin",
-         "multi/list_a.txt,multi/list_b.txt", "out.table", "mean=[0],[127.5,127.5,127.5]",
-         "norm=[0.00392157],[0.00784314,0.00784314,0.00784314]", "shape=[32,32],[16,16]",
-         "pixel=GRAY,RGB"],
-        capsys, "different lengths",
+        [
+            "ncnn2table",
+            "multi/model.param",
+            "multi/model.bin",
+            "multi/list_a.txt,multi/list_b.txt",
+            "out.table",
+            "mean=[0],[127.5,127.5,127.5]",
+            "norm=[0.00392157],[0.00784314,0.00784314,0.00784314]",
+            "shape=[32,32],[16,16]",
+            "pixel=GRAY,RGB",
+        ],
+        capsys,
+        "different lengths",
     )
     assert_untouched(work)
 
@@ -135,20 +158,59 @@ def test_multi_input_lists_of_different_length(
 def test_ncnn2table_counts_checked_like_ncnn(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_fails(["ncnn2table", "digits/model.param", "digits/model.bin", "digits/images.txt",
-               "out.table", "norm=[0.00392157]", "shape=[32,32]", "pixel=GRAY"],
-              capsys, "expect 1 means, but got 0")
+    run_fails(
+        [
+            "ncnn2table",
+            "digits/model.param",
+            "digits/model.bin",
+            "digits/images.txt",
+            "out.table",
+            "norm=[0.00392157]",
+            "shape=[32,32]",
+            "pixel=GRAY",
+        ],
+        capsys,
+        "expect 1 means, but got 0",
+    )
     assert_untouched(work)
 
 
 def test_npy_wrong_dtype_and_shape(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     npy = work / "npy"
     np.save(npy / "samples" / "s03.npy", np.zeros((3, 6, 10), np.float64))
-    run_fails(["calibrate", "npy/model.param", "npy/model.bin", "--npy", "npy/samples.txt",
-               "--shape", "10,6,3", "--out", "out.table"], capsys, "s03.npy", "float32")
+    run_fails(
+        [
+            "calibrate",
+            "npy/model.param",
+            "npy/model.bin",
+            "--npy",
+            "npy/samples.txt",
+            "--shape",
+            "10,6,3",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+        "s03.npy",
+        "float32",
+    )
     np.save(npy / "samples" / "s03.npy", np.zeros((10, 6, 3), np.float32))
-    run_fails(["calibrate", "npy/model.param", "npy/model.bin", "--npy", "npy/samples.txt",
-               "--shape", "10,6,3", "--out", "out.table"], capsys, "s03.npy", "(3, 6, 10)")
+    run_fails(
+        [
+            "calibrate",
+            "npy/model.param",
+            "npy/model.bin",
+            "--npy",
+            "npy/samples.txt",
+            "--shape",
+            "10,6,3",
+            "--out",
+            "out.table",
+        ],
+        capsys,
+        "s03.npy",
+        "(3, 6, 10)",
+    )
     assert_untouched(work)
 
 
@@ -156,14 +218,34 @@ def test_table_naming_missing_layers(work: Path, capsys: pytest.CaptureFixture[s
     t = work / "digits" / "kl.table"
     t.write_text(t.read_text() + "ghost_layer 12.5 \n")
     (work / "o.param").write_text(OLD)
-    run_fails(["quantize", "digits/model.param", "digits/model.bin", "o.param", "o.bin",
-               "--table", "digits/kl.table"], capsys, "ghost_layer")
+    run_fails(
+        [
+            "quantize",
+            "digits/model.param",
+            "digits/model.bin",
+            "o.param",
+            "o.bin",
+            "--table",
+            "digits/kl.table",
+        ],
+        capsys,
+        "ghost_layer",
+    )
     assert (work / "o.param").read_text() == OLD and not (work / "o.bin").exists()
 
 
 def test_table_for_another_model(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_fails(["ncnn2int8", "digits/model.param", "digits/model.bin", "o.param", "o.bin",
-               "multi/kl.table"], capsys)
+    run_fails(
+        [
+            "ncnn2int8",
+            "digits/model.param",
+            "digits/model.bin",
+            "o.param",
+            "o.bin",
+            "multi/kl.table",
+        ],
+        capsys,
+    )
     assert not (work / "o.param").exists() and not (work / "o.bin").exists()
 
 
@@ -181,5 +263,16 @@ def test_blob_zero_on_every_image(work: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_unwritable_output(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_fails(["quantize", "digits/model.param", "digits/model.bin", "nodir/o.param", "o.bin",
-               "--table", "digits/kl.table"], capsys, "nodir")
+    run_fails(
+        [
+            "quantize",
+            "digits/model.param",
+            "digits/model.bin",
+            "nodir/o.param",
+            "o.bin",
+            "--table",
+            "digits/kl.table",
+        ],
+        capsys,
+        "nodir",
+    )

@@ -26,8 +26,9 @@ DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
 IMPLICIT = ("--mean", "--norm", "--pixel", "--shape", "--threads", "--device", "--boards")
 
 
-def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-             ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
@@ -53,8 +54,7 @@ def help_blocks(text: str) -> dict[str, str]:
     return {k: " ".join(v.split()) for k, v in blocks.items()}
 
 
-def test_help_of_every_command_states_every_default(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_of_every_command_states_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     missing = []
     for path, sub in commands(build_parser()):
         capsys.readouterr()
@@ -103,50 +103,152 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_missing_preprocessing_options_say_the_defaults_used(
-        images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "t.table")
-    assert main(["-q", "calibrate", *MODEL, "--images", str(images), "--shape", "48,48",
-                 "--mean", "127.5,127.5,127.5", "--out", out]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(images),
+                "--shape",
+                "48,48",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("edgecal: no ")]
-    assert lines == ["edgecal: no --pixel/--norm for image input in0: using --pixel BGR "
-                     "--norm 1,1,1 (give them as the app preprocesses its input)"]
-    assert main(["-q", "calibrate", *MODEL, "--images", str(images), "--shape", "48,48",
-                 "--out", out]) == 0
-    assert "no --pixel/--mean/--norm for image input in0: using --pixel BGR --mean 0,0,0 " \
-           "--norm 1,1,1" in capsys.readouterr().err
-    assert main(["-q", "calibrate", *MODEL, "--images", str(images), "--shape", "48,48",
-                 "--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm", "0.0078,0.0078,0.0078",
-                 "--out", out]) == 0
+    assert lines == [
+        "edgecal: no --pixel/--norm for image input in0: using --pixel BGR "
+        "--norm 1,1,1 (give them as the app preprocesses its input)"
+    ]
+    assert (
+        main(["-q", "calibrate", *MODEL, "--images", str(images), "--shape", "48,48", "--out", out])
+        == 0
+    )
+    assert (
+        "no --pixel/--mean/--norm for image input in0: using --pixel BGR --mean 0,0,0 "
+        "--norm 1,1,1" in capsys.readouterr().err
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(images),
+                "--shape",
+                "48,48",
+                "--pixel",
+                "RGB",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--norm",
+                "0.0078,0.0078,0.0078",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     assert "edgecal: no " not in capsys.readouterr().err
 
 
 def test_threads_beyond_the_cores_are_capped_with_one_line(
-        images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cores = len(os.sched_getaffinity(0))  # the cores this process may run on
-    assert main(["-q", "calibrate", *MODEL, "--images", str(images), "--shape", "48,48",
-                 "--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm", "0.0078,0.0078,0.0078",
-                 "--threads", str(cores + 3), "--out", str(tmp_path / "t.table"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(images),
+                "--shape",
+                "48,48",
+                "--pixel",
+                "RGB",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--norm",
+                "0.0078,0.0078,0.0078",
+                "--threads",
+                str(cores + 3),
+                "--out",
+                str(tmp_path / "t.table"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert len(json.loads(cap.out)["fleet"]) == cores  # agents started: one per core
     warned = [x for x in cap.err.splitlines() if f"--threads {cores + 3}" in x]
     assert len(warned) == 1 and f"{cores} core(s)" in warned[0], cap.err
     # the ncnn2table drop-in's thread= likewise
-    assert main(["-q", "ncnn2table", *MODEL, str(images), str(tmp_path / "n.table"),
-                 "mean=[127.5,127.5,127.5]", "norm=[0.0078,0.0078,0.0078]", "shape=[48,48,3]",
-                 "pixel=RGB", f"thread={cores + 3}"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "ncnn2table",
+                *MODEL,
+                str(images),
+                str(tmp_path / "n.table"),
+                "mean=[127.5,127.5,127.5]",
+                "norm=[0.0078,0.0078,0.0078]",
+                "shape=[48,48,3]",
+                "pixel=RGB",
+                f"thread={cores + 3}",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"warning: thread={cores + 3} is more than the {cores} core(s)" in err, err
 
 
 def test_calibrate_into_a_pipe_prints_progress_lines(images: Path, tmp_path: Path) -> None:
     """A CI log (stderr a pipe) shows how far each pass is, in plain lines."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_TERMINAL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_TERMINAL")
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "edgecal", "calibrate", *MODEL, "--images", str(images),
-         "--shape", "48,48", "--pixel", "RGB", "--mean", "127.5,127.5,127.5",
-         "--norm", "0.0078,0.0078,0.0078", "--out", str(tmp_path / "t.table")],
-        capture_output=True, text=True, cwd=ROOT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "edgecal",
+            "calibrate",
+            *MODEL,
+            "--images",
+            str(images),
+            "--shape",
+            "48,48",
+            "--pixel",
+            "RGB",
+            "--mean",
+            "127.5,127.5,127.5",
+            "--norm",
+            "0.0078,0.0078,0.0078",
+            "--out",
+            str(tmp_path / "t.table"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     for task in ("count the absmax", "build histogram"):

@@ -87,11 +87,32 @@ def test_calibrate_histograms_then_offline_aciq_matches_reference(
     case_dir, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = case_dir("digits")
-    assert main([
-        "-q", "calibrate", "model.param", "model.bin", "--images", "images.txt", "--pixel", "GRAY",
-        "--mean", "0", "--norm", "0.00392157", "--shape", "32,32", "--out", "kl.out",
-        "--histograms-out", "h.npz", "--json",
-    ]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                "model.param",
+                "model.bin",
+                "--images",
+                "images.txt",
+                "--pixel",
+                "GRAY",
+                "--mean",
+                "0",
+                "--norm",
+                "0.00392157",
+                "--shape",
+                "32,32",
+                "--out",
+                "kl.out",
+                "--histograms-out",
+                "h.npz",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_samples"] == 40 and len(summary["layers"]) == 5
     ref = REFERENCE / "digits"
@@ -104,20 +125,48 @@ def test_eq_completes_on_digits_and_beats_kl_per_layer(
     case_dir, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = case_dir("digits")
-    assert main([
-        "-q", "calibrate", "model.param", "model.bin", "--images", "images.txt", "--pixel", "GRAY",
-        "--mean", "0", "--norm", "0.00392157", "--shape", "32,32", "--method", "eq",
-        "--out", "eq.table", "--json",
-    ]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                "model.param",
+                "model.bin",
+                "--images",
+                "images.txt",
+                "--pixel",
+                "GRAY",
+                "--mean",
+                "0",
+                "--norm",
+                "0.00392157",
+                "--shape",
+                "32,32",
+                "--method",
+                "eq",
+                "--out",
+                "eq.table",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert [r["layer"] for r in summary["eq"]] == [
-        "convrelu_0", "convdwrelu_0", "convrelu_1", "convrelu_2", "linear_7"]
+        "convrelu_0",
+        "convdwrelu_0",
+        "convrelu_1",
+        "convrelu_2",
+        "linear_7",
+    ]
     for r in summary["eq"]:
         assert r["cosine_eq"] >= r["cosine_kl"], r
     text = (d / "eq.table").read_text()
     assert "inf" not in text and text != (REFERENCE / "digits" / "kl.table").read_text()
-    assert main(["quantize", "model.param", "model.bin", "e.param", "e.bin", "--table",
-                 "eq.table"]) == 0
+    assert (
+        main(["quantize", "model.param", "model.bin", "e.param", "e.bin", "--table", "eq.table"])
+        == 0
+    )
 
 
 def test_worker_count_does_not_change_the_statistics(case_dir) -> None:
@@ -131,14 +180,50 @@ def test_worker_count_does_not_change_the_statistics(case_dir) -> None:
         argv = CMDS["multi"].format(out=f"{out}.table", method="kl").split()
         argv = [a for a in argv if not a.startswith("thread=")] + [f"thread={threads}"]
         assert main(["-q", "ncnn2table", *argv]) == 0
-        assert main(["-q", "calibrate", "model.param", "model.bin", "--images", "list_a.txt",
-                     "--images", "list_b.txt", "--pixel", "GRAY", "--pixel", "RGB",
-                     "--mean", "0", "--mean", "127.5,127.5,127.5", "--norm", "0.00392157",
-                     "--norm", "0.00784314,0.00784314,0.00784314", "--shape", "32,32",
-                     "--shape", "16,16", "--threads", str(threads), "--out", f"{out}.c",
-                     "--histograms-out", f"{out}.npz"]) == 0
-        results.append(((d / f"{out}.table").read_text(), (d / f"{out}.c").read_text(),
-                        load_histograms(d / f"{out}.npz")))
+        assert (
+            main(
+                [
+                    "-q",
+                    "calibrate",
+                    "model.param",
+                    "model.bin",
+                    "--images",
+                    "list_a.txt",
+                    "--images",
+                    "list_b.txt",
+                    "--pixel",
+                    "GRAY",
+                    "--pixel",
+                    "RGB",
+                    "--mean",
+                    "0",
+                    "--mean",
+                    "127.5,127.5,127.5",
+                    "--norm",
+                    "0.00392157",
+                    "--norm",
+                    "0.00784314,0.00784314,0.00784314",
+                    "--shape",
+                    "32,32",
+                    "--shape",
+                    "16,16",
+                    "--threads",
+                    str(threads),
+                    "--out",
+                    f"{out}.c",
+                    "--histograms-out",
+                    f"{out}.npz",
+                ]
+            )
+            == 0
+        )
+        results.append(
+            (
+                (d / f"{out}.table").read_text(),
+                (d / f"{out}.c").read_text(),
+                load_histograms(d / f"{out}.npz"),
+            )
+        )
     for table, ctable, hs in results[1:]:
         assert table == results[0][0] and ctable == results[0][1]
         for layer, h in hs.stats.items():

@@ -47,9 +47,16 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("EDGECAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT = 60.0
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
     "--remote-debugging-pipe",
     # nothing but 127.0.0.1 resolves: a page reaching out anywhere gets an error
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -64,17 +71,30 @@ class Chromium:
         from_r, from_w = os.pipe()
         # chromium wants the pipe on fds 3 (commands) and 4 (replies): a tiny exec wrapper
         # puts them there (no preexec_fn: this process has threads)
-        wrapper = ("import fcntl, os, sys\n"
-                   f"fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in ({to_r}, {from_w})]\n"
-                   f"os.close({to_r}); os.close({from_w})\n"
-                   "os.dup2(fds[0], 3); os.dup2(fds[1], 4); os.close(fds[0]); os.close(fds[1])\n"
-                   "os.execv(sys.argv[1], sys.argv[1:])")
+        wrapper = (
+            "import fcntl, os, sys\n"
+            f"fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in ({to_r}, {from_w})]\n"
+            f"os.close({to_r}); os.close({from_w})\n"
+            "os.dup2(fds[0], 3); os.dup2(fds[1], 4); os.close(fds[0]); os.close(fds[1])\n"
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
         self.log = log
         with open(log, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", wrapper, binary, *FLAGS, f"--user-data-dir={profile}",
-                 "about:blank"],
-                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+                [
+                    sys.executable,
+                    "-c",
+                    wrapper,
+                    binary,
+                    *FLAGS,
+                    f"--user-data-dir={profile}",
+                    "about:blank",
+                ],
+                pass_fds=(to_r, from_w),
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+            )
         os.close(to_r)
         os.close(from_w)
         self._out = os.fdopen(to_w, "wb", buffering=0)
@@ -104,14 +124,14 @@ class Chromium:
         try:
             msg = self._messages.get(timeout=max(left, 0.01))
         except queue.Empty:
-            raise TimeoutError(f"chromium did not answer in time; log: {self.log_tail()}") \
-                from None
+            raise TimeoutError(f"chromium did not answer in time; log: {self.log_tail()}") from None
         if msg is None:
             raise RuntimeError(f"chromium closed the pipe; log: {self.log_tail()}")
         return msg
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             session: str | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -190,8 +210,11 @@ def load(b: Chromium, url: str) -> dict[str, Any]:
                                       w: i.naturalWidth, h: i.naturalHeight,
                                       shown: i.getBoundingClientRect().width}))});
         })()"""
-        res = b.call("Runtime.evaluate", {"expression": js, "awaitPromise": True,
-                                          "returnByValue": True}, session=session)
+        res = b.call(
+            "Runtime.evaluate",
+            {"expression": js, "awaitPromise": True, "returnByValue": True},
+            session=session,
+        )
         assert "exceptionDetails" not in res, res
         page = json.loads(res["result"]["value"])
         b.call("Runtime.evaluate", {"expression": "1"}, session=session)  # flush events
@@ -227,10 +250,29 @@ def problems(events: list[dict[str, Any]]) -> list[str]:
 def real_histograms(tmp: Path) -> HistogramSet:
     """The sample model's merged histograms, from the real calibration (a few seconds)."""
     out = tmp / "sample.npz"
-    cmd = [sys.executable, "-m", "edgecal", "-q", "calibrate", str(SAMPLE / "model.param"),
-           str(SAMPLE / "model.bin"), "--images", str(SAMPLE / "calib.txt"), "--pixel", "RGB",
-           "--mean", "127.5,127.5,127.5", "--norm", "0.00784314,0.00784314,0.00784314",
-           "--shape", "48,48", "--out", str(tmp / "sample.table"), "--histograms-out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecal",
+        "-q",
+        "calibrate",
+        str(SAMPLE / "model.param"),
+        str(SAMPLE / "model.bin"),
+        "--images",
+        str(SAMPLE / "calib.txt"),
+        "--pixel",
+        "RGB",
+        "--mean",
+        "127.5,127.5,127.5",
+        "--norm",
+        "0.00784314,0.00784314,0.00784314",
+        "--shape",
+        "48,48",
+        "--out",
+        str(tmp / "sample.table"),
+        "--histograms-out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return load_histograms(out)
@@ -249,9 +291,15 @@ def sample_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         aciq = float(blob_scale("aciq", h, name).threshold)
         method = ("kl", "aciq", "eq")[i % 3]
         eq = kl * 0.9 if method == "eq" else None
-        thresholds[name] = {"blob": hs.blobs[name], "absmax": float(h.absmax), "kl": kl,
-                            "aciq": aciq, "eq": eq, "chosen_method": method,
-                            "chosen": {"kl": kl, "aciq": aciq, "eq": eq}[method]}
+        thresholds[name] = {
+            "blob": hs.blobs[name],
+            "absmax": float(h.absmax),
+            "kl": kl,
+            "aciq": aciq,
+            "eq": eq,
+            "chosen_method": method,
+            "chosen": {"kl": kl, "aciq": aciq, "eq": eq}[method],
+        }
     run = make_run(tmp / "run", files=(HISTOGRAMS, TUNE), histograms=hs)
     run.write_json(THRESHOLDS, {"layers": thresholds})
     validation = validation_doc()
@@ -267,8 +315,15 @@ def test_report_renders_in_chromium(browser: Chromium, sample_report: Path) -> N
     page = load(browser, sample_report.as_uri())
     assert page["problems"] == []
     assert page["title"] == f"edgecal report: {sample_report.parent.name}"
-    assert page["sections"] == ["summary", "layers", "cosine", "sensitivity", "tune", "boards",
-                                "provenance"]
+    assert page["sections"] == [
+        "summary",
+        "layers",
+        "cosine",
+        "sensitivity",
+        "tune",
+        "boards",
+        "provenance",
+    ]
     assert page["scripts"] == 0  # the <script> layer name stayed text
     plots = [i for i in page["imgs"] if i["cls"] == "plot"]
     assert len(plots) == len(page["imgs"]) == 1 + n_layers + 1 + 1
@@ -280,10 +335,12 @@ def test_report_renders_in_chromium(browser: Chromium, sample_report: Path) -> N
 def test_harness_sees_broken_pages(browser: Chromium, tmp_path: Path) -> None:
     """The checks above can fail: a broken image, a console error and an outside fetch."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><head><title>bad</title>'
-                   '<link rel="stylesheet" href="https://cdn.example.com/x.css"></head><body>'
-                   '<img class="plot" alt="broken" src="data:image/png;base64,iVBORw0KGgo=">'
-                   f'<script>console.error("boom")</script><p>{EVIL[:0]}</p></body></html>')
+    bad.write_text(
+        "<!DOCTYPE html><html><head><title>bad</title>"
+        '<link rel="stylesheet" href="https://cdn.example.com/x.css"></head><body>'
+        '<img class="plot" alt="broken" src="data:image/png;base64,iVBORw0KGgo=">'
+        f'<script>console.error("boom")</script><p>{EVIL[:0]}</p></body></html>'
+    )
     page = load(browser, bad.as_uri())
     assert any("console.error" in p and "boom" in p for p in page["problems"]), page
     assert any("cdn.example.com" in p for p in page["problems"]), page

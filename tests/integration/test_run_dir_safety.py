@@ -25,8 +25,16 @@ from edgecal.cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"
 MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
-PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
-       "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+PRE = [
+    "--pixel",
+    "RGB",
+    "--mean",
+    "127.5,127.5,127.5",
+    "--norm",
+    "0.00784314,0.00784314,0.00784314",
+    "--shape",
+    "48,48",
+]
 CALIB = str(SAMPLE / "calib.txt")  # 200 images: long enough to be interrupted
 EDGECAL = [sys.executable, "-m", "edgecal.cli.main"]
 
@@ -55,8 +63,7 @@ def _wait_for_parts(proc: subprocess.Popen[bytes], pattern: str, base: Path) -> 
 
 @contextlib.contextmanager
 def _running(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         yield proc
     finally:
@@ -74,7 +81,8 @@ def _lines(err: bytes) -> list[str]:
 
 
 def test_sigterm_mid_calibration_exits_143_and_removes_its_temporary_folders(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     tmpdir = tmp_path / "tmp"
     out = tmp_path / "t.table"
     cmd = [*EDGECAL, "-q", "calibrate", *MODEL, "--images", CALIB, *PRE, "--out", str(out)]
@@ -89,10 +97,22 @@ def test_sigterm_mid_calibration_exits_143_and_removes_its_temporary_folders(
 
 
 def test_sigterm_with_a_run_dir_says_how_to_resume_and_the_hint_works(
-        tmp_path: Path, reference: bytes) -> None:
+    tmp_path: Path, reference: bytes
+) -> None:
     tmpdir, run, out = tmp_path / "tmp", tmp_path / "run", tmp_path / "t.table"
-    cmd = [*EDGECAL, "-q", "calibrate", *MODEL, "--images", CALIB, *PRE, "--out", str(out),
-           "--run-dir", str(run)]
+    cmd = [
+        *EDGECAL,
+        "-q",
+        "calibrate",
+        *MODEL,
+        "--images",
+        CALIB,
+        *PRE,
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run),
+    ]
     with _running(cmd, _env(tmpdir)) as proc:
         _wait_for_parts(proc, "parts/absmax/*.npz", run)
         proc.send_signal(signal.SIGTERM)
@@ -104,8 +124,13 @@ def test_sigterm_with_a_run_dir_says_how_to_resume_and_the_hint_works(
     hint = re.search(r"`(edgecal calibrate --resume [^`]+)`", line)
     assert hint is not None
     argv = shlex.split(hint.group(1))
-    done = subprocess.run([*EDGECAL, "-q", *argv[1:]], cwd=tmp_path, env=_env(tmpdir),
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        [*EDGECAL, "-q", *argv[1:]],
+        cwd=tmp_path,
+        env=_env(tmpdir),
+        capture_output=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert out.read_bytes() == reference
 
@@ -114,11 +139,23 @@ def test_sigterm_with_a_run_dir_says_how_to_resume_and_the_hint_works(
 
 
 def test_a_second_calibration_on_a_busy_run_dir_is_refused_naming_the_holder(
-        tmp_path: Path, reference: bytes) -> None:
+    tmp_path: Path, reference: bytes
+) -> None:
     tmpdir, run, out = tmp_path / "tmp", tmp_path / "run", tmp_path / "t.table"
     env = _env(tmpdir)
-    first = [*EDGECAL, "-q", "calibrate", *MODEL, "--images", CALIB, *PRE, "--out", str(out),
-             "--run-dir", str(run)]
+    first = [
+        *EDGECAL,
+        "-q",
+        "calibrate",
+        *MODEL,
+        "--images",
+        CALIB,
+        *PRE,
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run),
+    ]
     with _running(first, env) as proc:
         _wait_for_parts(proc, "parts/absmax/*.npz", run)
         proc.send_signal(signal.SIGSTOP)  # held in the middle of its run
@@ -126,15 +163,27 @@ def test_a_second_calibration_on_a_busy_run_dir_is_refused_naming_the_holder(
             other_mean = [*PRE[:2], "--mean", "100,100,100", *PRE[4:]]
             for second in (
                 [*EDGECAL, "-q", "calibrate", "--resume", str(run)],
-                [*EDGECAL, "-q", "calibrate", *MODEL, "--images", CALIB, *other_mean,
-                 "--out", str(tmp_path / "other.table"), "--run-dir", str(run)],
+                [
+                    *EDGECAL,
+                    "-q",
+                    "calibrate",
+                    *MODEL,
+                    "--images",
+                    CALIB,
+                    *other_mean,
+                    "--out",
+                    str(tmp_path / "other.table"),
+                    "--run-dir",
+                    str(run),
+                ],
             ):
-                r = subprocess.run(second, cwd=ROOT, env=env, capture_output=True,
-                                   check=False)
+                r = subprocess.run(second, cwd=ROOT, env=env, capture_output=True, check=False)
                 err = r.stderr.decode()
                 assert r.returncode == 1, err
-                assert f"{run}: the run directory is in use by another edgecal calibrate " \
-                       f"(pid {proc.pid})" in err
+                assert (
+                    f"{run}: the run directory is in use by another edgecal calibrate "
+                    f"(pid {proc.pid})" in err
+                )
                 assert "Traceback" not in err
         finally:
             proc.send_signal(signal.SIGCONT)
@@ -154,16 +203,47 @@ def _small_list(tmp_path: Path) -> Path:
     return lst
 
 
-def test_parts_of_another_run_are_refused(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_parts_of_another_run_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lst = _small_list(tmp_path)
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     out_a, out_b = tmp_path / "a.table", tmp_path / "b.table"
-    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *PRE, "--out", str(out_a),
-                 "--run-dir", str(run_a)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *PRE,
+                "--out",
+                str(out_a),
+                "--run-dir",
+                str(run_a),
+            ]
+        )
+        == 0
+    )
     other = [*PRE[:2], "--mean", "100,100,100", *PRE[4:]]
-    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *other, "--out", str(out_b),
-                 "--run-dir", str(run_b)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *other,
+                "--out",
+                str(out_b),
+                "--run-dir",
+                str(run_b),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out_b.unlink()
     for p in (run_b / "parts" / "histogram").iterdir():  # b's results replaced by a's
@@ -176,12 +256,28 @@ def test_parts_of_another_run_are_refused(tmp_path: Path,
 
 
 @pytest.mark.parametrize("stray", ["notes.npz", "00099.npz", "1.npz"])
-def test_stray_files_in_parts_are_a_clear_error(tmp_path: Path, stray: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_stray_files_in_parts_are_a_clear_error(
+    tmp_path: Path, stray: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     lst = _small_list(tmp_path)
     run, out = tmp_path / "run", tmp_path / "t.table"
-    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *PRE, "--out", str(out),
-                 "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *PRE,
+                "--out",
+                str(out),
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     good = out.read_bytes()
     out.unlink()
     (run / "parts" / "absmax" / stray).write_bytes(b"not a part")
@@ -199,16 +295,32 @@ def test_stray_files_in_parts_are_a_clear_error(tmp_path: Path, stray: str,
     assert out.read_bytes() == good
 
 
-def test_a_bad_image_does_not_suggest_resume(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_image_does_not_suggest_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lines = (SAMPLE / "calib.txt").read_text().split()[:8]
     bad = tmp_path / "bad.png"
     bad.write_bytes((SAMPLE / lines[0]).read_bytes()[:300])  # cut short
     lst = tmp_path / "list.txt"
     lst.write_text("".join(f"{SAMPLE / x}\n" for x in lines[1:]) + f"{bad}\n")
     run = tmp_path / "run"
-    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *PRE,
-                 "--out", str(tmp_path / "t.table"), "--run-dir", str(run)]) == 1
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *PRE,
+                "--out",
+                str(tmp_path / "t.table"),
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert str(bad) in err
     assert "--resume" not in err
@@ -216,16 +328,37 @@ def test_a_bad_image_does_not_suggest_resume(tmp_path: Path,
 
 
 def test_simultaneous_starts_on_one_run_dir_one_runs_the_others_are_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lst = _small_list(tmp_path)
     means = ["127.5,127.5,127.5", "100,100,100", "90,90,90", "80,80,80"]
     run = tmp_path / "run"
     env = _env(tmp_path / "tmp")
-    procs = [subprocess.Popen(
-        [*EDGECAL, "-q", "calibrate", *MODEL, "--images", str(lst), *PRE[:2], "--mean", m,
-         *PRE[4:], "--out", str(tmp_path / f"{k}.table"), "--run-dir", str(run)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for k, m in enumerate(means)]
+    procs = [
+        subprocess.Popen(
+            [
+                *EDGECAL,
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *PRE[:2],
+                "--mean",
+                m,
+                *PRE[4:],
+                "--out",
+                str(tmp_path / f"{k}.table"),
+                "--run-dir",
+                str(run),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k, m in enumerate(means)
+    ]
     results = [(p, *p.communicate()) for p in procs]
     winners = [k for k, (p, _, _) in enumerate(results) if p.returncode == 0]
     assert len(winners) == 1, [(p.returncode, e.decode()) for p, _, e in results]
@@ -233,12 +366,30 @@ def test_simultaneous_starts_on_one_run_dir_one_runs_the_others_are_refused(
         if k != winners[0]:
             text = err.decode()
             assert p.returncode == 1 and str(run) in text, text
-            assert ("in use by another edgecal calibrate (pid" in text
-                    or "already holds a calibration run" in text), text
+            assert (
+                "in use by another edgecal calibrate (pid" in text
+                or "already holds a calibration run" in text
+            ), text
             assert not (tmp_path / f"{k}.table").exists()
     # the winner's table is the one of its own options
     ref = tmp_path / "ref.table"
     k = winners[0]
-    assert main(["-q", "calibrate", *MODEL, "--images", str(lst), *PRE[:2], "--mean", means[k],
-                 *PRE[4:], "--out", str(ref)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *MODEL,
+                "--images",
+                str(lst),
+                *PRE[:2],
+                "--mean",
+                means[k],
+                *PRE[4:],
+                "--out",
+                str(ref),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / f"{k}.table").read_bytes() == ref.read_bytes()

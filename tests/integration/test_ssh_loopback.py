@@ -43,9 +43,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def write_boards(path: Path, sshd: LoopbackSshd, workdir: Path, **over: object) -> Path:
     board: dict[str, object] = {
-        "host": sshd.host, "port": sshd.port, "user": sshd.user,
-        "identity_file": str(sshd.client_key), "known_hosts": str(sshd.known_hosts),
-        "workdir": str(workdir), "python": sys.executable, "connect_timeout_s": 5,
+        "host": sshd.host,
+        "port": sshd.port,
+        "user": sshd.user,
+        "identity_file": str(sshd.client_key),
+        "known_hosts": str(sshd.known_hosts),
+        "workdir": str(workdir),
+        "python": sys.executable,
+        "connect_timeout_s": 5,
     }
     board.update(over)
     lines = ["schema = 1", f"[boards.{BOARD}]"]
@@ -81,38 +86,61 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> str:
 def calib_args(table: Path, n: int = 10, *extra: str) -> list[str]:
     lst = table.parent / "images.txt"
     lst.write_text("".join(f"{REF}/images/calib_{i:02d}.png\n" for i in range(n)))
-    return ["-q", "calibrate", str(REF / "model.param"), str(REF / "model.bin"),
-            "--images", str(lst), "--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157",
-            "--shape", "32,32", "--out", str(table), *extra]
+    return [
+        "-q",
+        "calibrate",
+        str(REF / "model.param"),
+        str(REF / "model.bin"),
+        "--images",
+        str(lst),
+        "--pixel",
+        "GRAY",
+        "--mean",
+        "0",
+        "--norm",
+        "0.00392157",
+        "--shape",
+        "32,32",
+        "--out",
+        str(table),
+        *extra,
+    ]
 
 
 def target(sshd: LoopbackSshd, **over: object) -> SshTarget:
-    kw: dict[str, object] = dict(name=BOARD, host=sshd.host, port=sshd.port, user=sshd.user,
-                                 identity_file=str(sshd.client_key),
-                                 known_hosts=str(sshd.known_hosts),
-                                 ssh_config=str(sshd.ssh_config), connect_timeout_s=5)
+    kw: dict[str, object] = dict(
+        name=BOARD,
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        identity_file=str(sshd.client_key),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(sshd.ssh_config),
+        connect_timeout_s=5,
+    )
     kw.update(over)
     return SshTarget(**kw)  # type: ignore[arg-type]
 
 
 # -- happy paths ---------------------------------------------------------------------------------
 def test_hello_through_the_cli(boards: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards),
-                             "--json")
+    code, out, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards), "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["ncnn_ok"] is True and info["protocol"] == 1
 
 
 def test_calibrate_matches_local_and_second_run_pushes_nothing(
-        boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     local_table = tmp_path / "local.table"
     assert run_cli(capsys, *calib_args(local_table))[0] == 0
     runs = []
     for k in range(2):
         table = tmp_path / f"ssh{k}.table"
-        code, out, err = run_cli(capsys, *calib_args(table), "--device", BOARD, "--boards",
-                                 str(boards), "--json")
+        code, out, err = run_cli(
+            capsys, *calib_args(table), "--device", BOARD, "--boards", str(boards), "--json"
+        )
         assert code == 0, err
         runs.append(json.loads(out))
         assert table.read_text() == local_table.read_text()  # same host CPU, same kernels
@@ -124,26 +152,43 @@ def test_calibrate_matches_local_and_second_run_pushes_nothing(
 
 
 def test_ncnn2table_dropin_takes_device_anywhere(
-        boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lst = tmp_path / "list.txt"
     lst.write_text("".join(f"{REF}/images/calib_{i:02d}.png\n" for i in range(8)))
     out = tmp_path / "out.table"
-    code, _, err = run_cli(capsys, "-q", "ncnn2table", str(REF / "model.param"),
-                           "--device", BOARD, str(REF / "model.bin"), str(lst), str(out),
-                           "mean=[0]", "norm=[0.00392157]", "shape=[32,32]", "pixel=GRAY",
-                           "thread=1", "method=kl", f"--boards={boards}")
+    code, _, err = run_cli(
+        capsys,
+        "-q",
+        "ncnn2table",
+        str(REF / "model.param"),
+        "--device",
+        BOARD,
+        str(REF / "model.bin"),
+        str(lst),
+        str(out),
+        "mean=[0]",
+        "norm=[0.00392157]",
+        "shape=[32,32]",
+        "pixel=GRAY",
+        "thread=1",
+        "method=kl",
+        f"--boards={boards}",
+    )
     assert code == 0, err
     assert out.read_text().startswith("convrelu_0_param_0")
 
 
-def test_device_user_at_host_uses_ssh_config(loopback_sshd: LoopbackSshd, home: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_user_at_host_uses_ssh_config(
+    loopback_sshd: LoopbackSshd, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """No boards file: ``--device user@host:port``; the key and known_hosts come from
     ~/.ssh/config (the board's python3 lacks numpy here, so `board check` says provision)."""
     (home / ".ssh").mkdir()
     (home / ".ssh" / "config").write_text(
         f"Host 127.0.0.1\n  IdentityFile {loopback_sshd.client_key}\n"
-        f"  UserKnownHostsFile {loopback_sshd.known_hosts}\n")
+        f"  UserKnownHostsFile {loopback_sshd.known_hosts}\n"
+    )
     spec = f"{loopback_sshd.user}@127.0.0.1:{loopback_sshd.port}"
     _, out, err = run_cli(capsys, "board", "check", spec)
     assert "Traceback" not in err
@@ -152,46 +197,48 @@ def test_device_user_at_host_uses_ssh_config(loopback_sshd: LoopbackSshd, home: 
 
 
 # -- host keys -----------------------------------------------------------------------------------
-def test_unknown_host_key_is_refused(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_host_key_is_refused(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kh = tmp_path / "empty_known_hosts"
     kh.write_text("")
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          known_hosts=str(kh))
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", known_hosts=str(kh))
     code, _, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards))
     assert_one_line_error(code, err, "unknown", "SHA256:", "--accept-new-host-key")
 
 
-def test_accept_new_host_key_records_it(loopback_sshd: LoopbackSshd, tmp_path: Path,
-                                        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_accept_new_host_key_records_it(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kh = tmp_path / "kh"
     kh.write_text("")
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          known_hosts=str(kh))
-    code, _, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards),
-                           "--accept-new-host-key")
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", known_hosts=str(kh))
+    code, _, err = run_cli(
+        capsys, "hello", "--device", BOARD, "--boards", str(boards), "--accept-new-host-key"
+    )
     assert code == 0, err
     assert loopback_sshd.host_pub.split()[1] in kh.read_text()
     # under this host's name (hashed where ssh_config says HashKnownHosts yes): ssh finds it
-    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{loopback_sshd.port}", "-f",
-                            str(kh)], capture_output=True, text=True)
+    found = subprocess.run(
+        ["ssh-keygen", "-F", f"[127.0.0.1]:{loopback_sshd.port}", "-f", str(kh)],
+        capture_output=True,
+        text=True,
+    )
     assert loopback_sshd.host_pub in found.stdout
     # recorded: the next run needs no flag
     assert run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards))[0] == 0
 
 
 def test_changed_host_key_is_refused_even_with_accept_new(
-        loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "other"
     pub = " ".join(keygen(other, "impostor").split()[:2])
     kh = tmp_path / "kh"
     kh.write_text(f"[127.0.0.1]:{loopback_sshd.port} {pub}\n")
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          known_hosts=str(kh))
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", known_hosts=str(kh))
     for extra in ([], ["--accept-new-host-key"]):
-        code, _, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards),
-                               *extra)
+        code, _, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards), *extra)
         assert_one_line_error(code, err, "CHANGED", "ssh-keygen -R")
     assert kh.read_text() == f"[127.0.0.1]:{loopback_sshd.port} {pub}\n"  # untouched
 
@@ -205,18 +252,21 @@ def test_fabric_autoadd_is_not_used(loopback_sshd: LoopbackSshd, tmp_path: Path)
 
 
 # -- connection faults ---------------------------------------------------------------------------
-def test_auth_refused(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_auth_refused(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stranger = tmp_path / "stranger"
     keygen(stranger, "not-authorized")
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          identity_file=str(stranger))
+    boards = write_boards(
+        tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", identity_file=str(stranger)
+    )
     code, _, err = run_cli(capsys, "hello", "--device", BOARD, "--boards", str(boards))
     assert_one_line_error(code, err, "authentication refused", "ssh-copy-id")
 
 
-def test_unreachable_port(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_port(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     with socket.socket() as s:
@@ -230,28 +280,35 @@ def test_unreachable_port(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Pat
 
 
 # -- board set-up faults -------------------------------------------------------------------------
-def test_python_missing(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          python="/nonexistent/python3")
+def test_python_missing(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boards = write_boards(
+        tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python="/nonexistent/python3"
+    )
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
     assert_one_line_error(code, err, "not found", "python")
     assert not table.exists()
 
 
-def test_python_too_old(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_python_too_old(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = tmp_path / "python3.6"
-    fake.write_text('#!/bin/sh\nif [ "$1" = "-V" ]; then echo "Python 3.6.9"; exit 0; fi\n'
-                    'echo "  File \\"<string>\\", line 1" >&2\n'
-                    'echo "SyntaxError: invalid syntax" >&2\nexit 1\n')
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = "-V" ]; then echo "Python 3.6.9"; exit 0; fi\n'
+        'echo "  File \\"<string>\\", line 1" >&2\n'
+        'echo "SyntaxError: invalid syntax" >&2\nexit 1\n'
+    )
     fake.chmod(0o755)
     boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=str(fake))
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
     assert_one_line_error(code, err, "3.6.9", "too old", ">= 3.9")
     assert not table.exists()
 
@@ -264,14 +321,18 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(venv / "bin" / "python")
 
 
-def test_numpy_missing_says_provision(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                                      bare_python: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          python=bare_python)
+def test_numpy_missing_says_provision(
+    loopback_sshd: LoopbackSshd,
+    tmp_path: Path,
+    home: Path,
+    bare_python: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python)
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
     assert_one_line_error(code, err, "numpy is missing", f"edgecal board provision {BOARD}")
     assert not table.exists()
     code, out, err = run_cli(capsys, "board", "check", BOARD, "--boards", str(boards))
@@ -280,45 +341,57 @@ def test_numpy_missing_says_provision(loopback_sshd: LoopbackSshd, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_provision_installs_numpy_and_ncnn(loopback_sshd: LoopbackSshd, tmp_path: Path,
-                                           home: Path, bare_python: str,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_provision_installs_numpy_and_ncnn(
+    loopback_sshd: LoopbackSshd,
+    tmp_path: Path,
+    home: Path,
+    bare_python: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """The board (this host, a python without numpy/ncnn and without pip) gets the host's
     numpy + ncnn wheels (downloaded from PyPI by the host once, cached), unpacked under the
     work directory; then calibrate works."""
     wheels = Path(os.environ.get("EDGECAL_TEST_WHEELS", "/tmp/edgecal-test-wheels"))
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd",
-                          python=bare_python)
-    code, out, err = run_cli(capsys, "board", "provision", BOARD, "--boards", str(boards),
-                             "--wheels", str(wheels))
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python)
+    code, out, err = run_cli(
+        capsys, "board", "provision", BOARD, "--boards", str(boards), "--wheels", str(wheels)
+    )
     assert code == 0, err
     assert "OK" in out and "unpacking" in err
     assert (tmp_path / "wd" / "site" / "numpy").is_dir()
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
     assert code == 0, err
 
 
-def test_workdir_not_writable(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_workdir_not_writable(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "afile"
     blocker.write_text("not a directory")
     boards = write_boards(tmp_path / "b.toml", loopback_sshd, blocker / "wd")
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
     assert_one_line_error(code, err, "not writable", "workdir")
     assert not table.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs")
-def test_workdir_read_only(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_workdir_read_only(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "edgecal-ro", str(ro)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "edgecal-ro", str(ro)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         boards = write_boards(tmp_path / "b.toml", loopback_sshd, ro / "wd")
@@ -329,26 +402,34 @@ def test_workdir_read_only(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
-def test_workdir_full(loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_workdir_full(
+    loopback_sshd: LoopbackSshd, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "edgecal-full", str(small)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "edgecal-full", str(small)],
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         boards = write_boards(tmp_path / "b.toml", loopback_sshd, small / "wd")
         table = tmp_path / "t.table"
-        code, _, err = run_cli(capsys, *calib_args(table, 4), "--device", BOARD, "--boards",
-                               str(boards))
+        code, _, err = run_cli(
+            capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+        )
         assert_one_line_error(code, err, "disk")
         assert not table.exists()
     finally:
         subprocess.run(["umount", str(small)], check=False)
 
 
-def test_agent_crash_mid_job(boards: Path, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_agent_crash_mid_job(
+    boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The agent dies (SIGKILL) when the first histogram job arrives: a clear error, no table."""
     site = tmp_path / "wd" / "site"
     site.mkdir(parents=True)
@@ -360,18 +441,20 @@ def test_agent_crash_mid_job(boards: Path, tmp_path: Path,
         "            os.kill(os.getpid(), signal.SIGKILL)\n"
         "        time.sleep(0.01)\n"
         "if 'serve' in sys.argv:\n"
-        "    threading.Thread(target=_watch, daemon=True).start()\n")
+        "    threading.Thread(target=_watch, daemon=True).start()\n"
+    )
     table = tmp_path / "t.table"
-    code, _, err = run_cli(capsys, *calib_args(table, 6), "--device", BOARD, "--boards",
-                           str(boards))
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 6), "--device", BOARD, "--boards", str(boards)
+    )
     assert_one_line_error(code, err, "SIGKILL", "edgecal board check")
     assert not table.exists()
 
 
-def test_dead_connection_names_board_and_fix(loopback_sshd: LoopbackSshd, tmp_path: Path
-                                             ) -> None:
-    with SshDevice(target(loopback_sshd), workdir=str(tmp_path / "wd"),
-                   python=sys.executable) as dev:
+def test_dead_connection_names_board_and_fix(loopback_sshd: LoopbackSshd, tmp_path: Path) -> None:
+    with SshDevice(
+        target(loopback_sshd), workdir=str(tmp_path / "wd"), python=sys.executable
+    ) as dev:
         dev.hello()
         threading.Timer(0.5, dev.link.conn.client.get_transport().close).start()
         with pytest.raises(DeviceError) as info:
@@ -380,8 +463,15 @@ def test_dead_connection_names_board_and_fix(loopback_sshd: LoopbackSshd, tmp_pa
 
 
 # -- names are data ------------------------------------------------------------------------------
-HOSTILE = ["sp ace.param", "q'uo\"te.param", "semi;$(touch PWNED)`id`.param",
-           "new\nline.param", "..dots..param", "-dash.param", "$HOME.param"]
+HOSTILE = [
+    "sp ace.param",
+    "q'uo\"te.param",
+    "semi;$(touch PWNED)`id`.param",
+    "new\nline.param",
+    "..dots..param",
+    "-dash.param",
+    "$HOME.param",
+]
 
 
 def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path) -> None:
@@ -397,7 +487,7 @@ def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path
             assert (wd / rel).read_bytes() == name.encode() * 3
             assert dev.push(p) == rel  # content-addressed: found again
         # a model with hostile names runs
-        param, binf = src / "m;$(id) 'x'\n.param", src / "m b\"..\".bin"
+        param, binf = src / "m;$(id) 'x'\n.param", src / 'm b"..".bin'
         shutil.copy(REF / "model.param", param)
         shutil.copy(REF / "model.bin", binf)
         from edgecal.device.capture import write_shards
@@ -405,8 +495,9 @@ def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path
         from tests.contract.refcases import capture_absmax, load_case
 
         case = load_case("digits")
-        spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,),
-                         norm=(0.00392157,), shape=(32, 32))
+        spec = InputSpec(
+            blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
+        )
         shards = write_shards(case.samples[:4], [spec], tmp_path / "shards")
         got = capture_absmax(dev, param, binf, [spec], shards, case.blobs[:1])
         assert list(got) == list(case.blobs[:1])
@@ -414,11 +505,13 @@ def test_hostile_file_names_are_data(loopback_sshd: LoopbackSshd, tmp_path: Path
         assert not (where / "PWNED").exists()
     # nothing outside files/, jobs/ and the agent
     assert {p.name for p in wd.iterdir()} <= {"files", "jobs"} | {
-        p.name for p in wd.glob("edgecal-agent-*.pyz")}
+        p.name for p in wd.glob("edgecal-agent-*.pyz")
+    }
 
 
-def test_paths_escaping_the_workdir_are_refused(loopback_sshd: LoopbackSshd,
-                                                tmp_path: Path) -> None:
+def test_paths_escaping_the_workdir_are_refused(
+    loopback_sshd: LoopbackSshd, tmp_path: Path
+) -> None:
     wd = tmp_path / "wd"
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -446,8 +539,7 @@ def test_paths_escaping_the_workdir_are_refused(loopback_sshd: LoopbackSshd,
         SshDevice(target(loopback_sshd), workdir="../escape", python=sys.executable)
 
 
-def test_workdir_symlink_in_home_is_refused(loopback_sshd: LoopbackSshd, tmp_path: Path
-                                            ) -> None:
+def test_workdir_symlink_in_home_is_refused(loopback_sshd: LoopbackSshd, tmp_path: Path) -> None:
     # relative workdirs are under the SFTP home; a symlink there would lead out of it
     home = Path(os.path.expanduser("~" + loopback_sshd.user))
     link = home / f".edgecal-test-link-{os.getpid()}"
@@ -460,8 +552,9 @@ def test_workdir_symlink_in_home_is_refused(loopback_sshd: LoopbackSshd, tmp_pat
 
 
 def test_agent_timeout_kills_remote_agent(loopback_sshd: LoopbackSshd, tmp_path: Path) -> None:
-    with SshDevice(target(loopback_sshd), workdir=str(tmp_path / "wd"),
-                   python=sys.executable) as dev:
+    with SshDevice(
+        target(loopback_sshd), workdir=str(tmp_path / "wd"), python=sys.executable
+    ) as dev:
         dev.hello()
         pid = dev.agent_pid
         assert pid
@@ -473,9 +566,7 @@ def test_agent_timeout_kills_remote_agent(loopback_sshd: LoopbackSshd, tmp_path:
         assert dev.hello()["protocol"] == 1
 
 
-
-def test_remote_sha256_runs_the_board_snippet(loopback_sshd: LoopbackSshd, tmp_path: Path
-                                              ) -> None:
+def test_remote_sha256_runs_the_board_snippet(loopback_sshd: LoopbackSshd, tmp_path: Path) -> None:
     """The hashing program (edgecal/device/board_snippets/sha256_files.py) over SSH."""
     import hashlib
 
@@ -486,5 +577,7 @@ def test_remote_sha256_runs_the_board_snippet(loopback_sshd: LoopbackSshd, tmp_p
         rel = dev.push(src)
         (wd / "files" / "link.param").symlink_to(wd / rel)
         assert dev.remote_sha256(rel, "files/link.param", "files/absent") == {
-            rel: hashlib.sha256(src.read_bytes()).hexdigest(), "files/link.param": None,
-            "files/absent": None}
+            rel: hashlib.sha256(src.read_bytes()).hexdigest(),
+            "files/link.param": None,
+            "files/absent": None,
+        }

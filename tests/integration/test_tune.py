@@ -17,8 +17,16 @@ from edgecal.cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tinted_digits"
 MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
-PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
-       "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+PRE = [
+    "--pixel",
+    "RGB",
+    "--mean",
+    "127.5,127.5,127.5",
+    "--norm",
+    "0.00784314,0.00784314,0.00784314",
+    "--shape",
+    "48,48",
+]
 N_IMAGES = 60
 
 
@@ -27,11 +35,9 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("tables")
     images = d / "calib.txt"
     lines = (SAMPLE / "calib.txt").read_text().splitlines()[:N_IMAGES]
-    images.write_text("".join(f"{SAMPLE / p if not Path(p).is_absolute() else p}\n"
-                              for p in lines))
+    images.write_text("".join(f"{SAMPLE / p if not Path(p).is_absolute() else p}\n" for p in lines))
     good = d / "good.table"
-    assert main(["-q", "calibrate", *MODEL, "--images", str(images), *PRE, "--out",
-                 str(good)]) == 0
+    assert main(["-q", "calibrate", *MODEL, "--images", str(images), *PRE, "--out", str(good)]) == 0
     table = parse_table(good.read_text())
     table.set("convrelu_0", float(table.records["convrelu_0"][0]) * 40)
     broken = d / "broken.table"
@@ -40,8 +46,22 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def tune(tables: dict[str, Path], out: Path, *extra: str) -> int:
-    return main(["-q", "tune", *MODEL, "--images", str(tables["images"]), *PRE, "--threads",
-                 "1", "--out-dir", str(out), "--no-report", *extra])
+    return main(
+        [
+            "-q",
+            "tune",
+            *MODEL,
+            "--images",
+            str(tables["images"]),
+            *PRE,
+            "--threads",
+            "1",
+            "--out-dir",
+            str(out),
+            "--no-report",
+            *extra,
+        ]
+    )
 
 
 def quantized_bytes(tmp: Path, table: Path, *keep: str) -> tuple[bytes, bytes]:
@@ -51,11 +71,13 @@ def quantized_bytes(tmp: Path, table: Path, *keep: str) -> tuple[bytes, bytes]:
     return p.read_bytes(), b.read_bytes()
 
 
-def test_tune_recalibrates_the_clipped_layer(tables: dict[str, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_recalibrates_the_clipped_layer(
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    code = tune(tables, out, "--table", str(tables["broken"]), "--max-drop", "1",
-                "--try-methods", "kl,aciq")
+    code = tune(
+        tables, out, "--table", str(tables["broken"]), "--max-drop", "1", "--try-methods", "kl,aciq"
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     doc = json.loads((out / "tune.json").read_text())
@@ -83,10 +105,22 @@ def test_tune_recalibrates_the_clipped_layer(tables: dict[str, Path], tmp_path: 
 
 
 def test_tune_keeps_the_layer_in_fp32_when_told_not_to_recalibrate(
-        tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    assert tune(tables, out, "--table", str(tables["broken"]), "--max-drop", "1",
-                "--try-methods", "none") == 0
+    assert (
+        tune(
+            tables,
+            out,
+            "--table",
+            str(tables["broken"]),
+            "--max-drop",
+            "1",
+            "--try-methods",
+            "none",
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     doc = json.loads((out / "tune.json").read_text())
     assert [x["layer"] for x in doc["fp32_layers"]] == ["convrelu_0"]
@@ -100,18 +134,33 @@ def test_tune_keeps_the_layer_in_fp32_when_told_not_to_recalibrate(
 
 
 def test_tune_says_why_the_target_is_out_of_reach(
-        tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    assert tune(tables, out, "--table", str(tables["broken"]), "--max-drop", "0",
-                "--try-methods", "none", "--max-fp32-layers", "0") == 1
+    assert (
+        tune(
+            tables,
+            out,
+            "--table",
+            str(tables["broken"]),
+            "--max-drop",
+            "0",
+            "--try-methods",
+            "none",
+            "--max-fp32-layers",
+            "0",
+        )
+        == 1
+    )
     text = capsys.readouterr().out
     assert "target NOT met: the budget of 0 layer(s) in fp32 is spent" in text
     assert not json.loads((out / "tune.json").read_text())["target_met"]
     assert (out / "int8.param").exists()  # the best model found is still written
 
 
-def test_tune_bad_input(tables: dict[str, Path], tmp_path: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_bad_input(
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "never"
     digits = ROOT / "tests" / "data" / "reference" / "digits" / "kl.table"
     for extra, code, match in (
@@ -126,11 +175,30 @@ def test_tune_bad_input(tables: dict[str, Path], tmp_path: Path,
 
 
 def test_validate_sensitivity_ranks_the_broken_layer_first(
-        tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "v"
-    assert main(["-q", "validate", *MODEL, "--table", str(tables["broken"]), "--images",
-                 str(tables["images"]), *PRE, "--threads", "1", "--sensitivity",
-                 "--run-dir", str(run), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "validate",
+                *MODEL,
+                "--table",
+                str(tables["broken"]),
+                "--images",
+                str(tables["images"]),
+                *PRE,
+                "--threads",
+                "1",
+                "--sensitivity",
+                "--run-dir",
+                str(run),
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     sens = doc["sensitivity"]
     first = sens["layers"][0]
@@ -139,29 +207,73 @@ def test_validate_sensitivity_ranks_the_broken_layer_first(
     # quantizing only convrelu_0 (broken) loses as much as the whole model
     assert first["only_int8"]["drop_points"] > 50
     assert all(e["only_int8"]["drop_points"] < 5 for e in sens["layers"][1:])
-    assert json.loads((run / "sensitivity.json").read_text())["layers"][0]["layer"] == \
-        "convrelu_0"
+    assert json.loads((run / "sensitivity.json").read_text())["layers"][0]["layer"] == "convrelu_0"
     assert (run / "validation.json").exists() and (run / "run.json").exists()
 
 
 def test_check_gate_passes_the_good_table_and_fails_the_broken_one(
-        tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import xml.etree.ElementTree as ET
 
     common = [*MODEL, "--images", str(tables["images"]), *PRE, "--threads", "1"]
     base = tmp_path / "baseline.json"
-    assert main(["-q", "validate", *common, "--table", str(tables["good"]),
-                 "--save-baseline", str(base)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "validate",
+                *common,
+                "--table",
+                str(tables["good"]),
+                "--save-baseline",
+                str(base),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     junit, js = tmp_path / "check.xml", tmp_path / "check.json"
-    assert main(["-q", "check", "--baseline", str(base), *common, "--table",
-                 str(tables["good"]), "--junit", str(junit), "--json-out", str(js)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "check",
+                "--baseline",
+                str(base),
+                *common,
+                "--table",
+                str(tables["good"]),
+                "--junit",
+                str(junit),
+                "--json-out",
+                str(js),
+            ]
+        )
+        == 0
+    )
     assert "PASS" in capsys.readouterr().out
     suites = ET.parse(junit).getroot()
     assert int(suites.get("failures", "0")) == 0 and int(suites.get("tests", "0")) >= 4
     assert json.loads(js.read_text())["passed"] is True
-    assert main(["-q", "check", "--baseline", str(base), *common, "--table",
-                 str(tables["broken"]), "--junit", str(junit), "--json-out", str(js)]) == 3
+    assert (
+        main(
+            [
+                "-q",
+                "check",
+                "--baseline",
+                str(base),
+                *common,
+                "--table",
+                str(tables["broken"]),
+                "--junit",
+                str(junit),
+                "--json-out",
+                str(js),
+            ]
+        )
+        == 3
+    )
     cap = capsys.readouterr()
     assert "FAIL" in cap.out and "agreement" in cap.out and "check failed" in cap.err
     suites = ET.parse(junit).getroot()

@@ -22,8 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
 SAMPLE = ROOT / "samples" / "tinted_digits"
 D_PRE = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157"]
-S_PRE = ["--pixel", "RGB", "--mean", "127.5,127.5,127.5", "--norm",
-         "0.00784314,0.00784314,0.00784314", "--shape", "48,48"]
+S_PRE = [
+    "--pixel",
+    "RGB",
+    "--mean",
+    "127.5,127.5,127.5",
+    "--norm",
+    "0.00784314,0.00784314,0.00784314",
+    "--shape",
+    "48,48",
+]
 D_MODEL = [str(DIGITS / "model.param"), str(DIGITS / "model.bin")]
 S_MODEL = [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")]
 
@@ -34,8 +42,9 @@ def digits_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = sorted(p.name for p in (DIGITS / "images").iterdir())
     assert len(names) == len(y) == 40
     path = tmp_path_factory.mktemp("labels") / "labels.csv"
-    path.write_text("file,label\n" + "".join(f"{n},{int(v)}\n" for n, v in zip(names, y,
-                                                                                strict=True)))
+    path.write_text(
+        "file,label\n" + "".join(f"{n},{int(v)}\n" for n, v in zip(names, y, strict=True))
+    )
     return path
 
 
@@ -53,23 +62,55 @@ def test_digits_table_json_and_baseline(
     tmp_path: Path, digits_labels: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = tmp_path / "baseline.json"
-    assert main(["-q", "validate", *D_MODEL, "--table", str(DIGITS / "kl.table"),
-                 "--images", str(DIGITS / "images"), *D_PRE, "--labels", str(digits_labels),
-                 "--json", "--save-baseline", str(base)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "validate",
+                *D_MODEL,
+                "--table",
+                str(DIGITS / "kl.table"),
+                "--images",
+                str(DIGITS / "images"),
+                *D_PRE,
+                "--labels",
+                str(digits_labels),
+                "--json",
+                "--save-baseline",
+                str(base),
+            ]
+        )
+        == 0
+    )
     full = json.loads(capsys.readouterr().out)
     assert json.loads(base.read_text()) == full
     assert full["schema"] == 1 and full["consistency"] is None and len(full["results"]) == 1
     doc = full["results"][0]
     assert doc["n_samples"] == 40 and doc["output_blob"] == "out0"
     assert doc["runtime"] == "deployed" and doc["threads"] >= 1
-    for key in ("top1_fp32", "top1_int8", "agreement", "cosine_mean", "cosine_min",
-                "sqnr_mean_db", "sqnr_min_db", "latency_fp32_ms", "latency_int8_ms",
-                "device", "fp32", "int8"):
+    for key in (
+        "top1_fp32",
+        "top1_int8",
+        "agreement",
+        "cosine_mean",
+        "cosine_min",
+        "sqnr_mean_db",
+        "sqnr_min_db",
+        "latency_fp32_ms",
+        "latency_int8_ms",
+        "device",
+        "fp32",
+        "int8",
+    ):
         assert key in doc
     assert doc["top1_fp32"] >= 0.9 and doc["top1_int8"] >= doc["top1_fp32"] - 0.05
     assert [(x["name"], x["requantized"]) for x in doc["layers"]] == [
-        ("convrelu_0", True), ("convdwrelu_0", True), ("convrelu_1", True),
-        ("convrelu_2", False), ("linear_7", False)]
+        ("convrelu_0", True),
+        ("convdwrelu_0", True),
+        ("convrelu_1", True),
+        ("convrelu_2", False),
+        ("linear_7", False),
+    ]
     _sane(doc)
     assert doc["int8"]["table"] == str(DIGITS / "kl.table")
 
@@ -83,8 +124,10 @@ def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyP
     real = validate_mod.quantized_layers
 
     def wrong(*a: Any, **k: Any) -> list[QuantLayer]:
-        return [dataclasses.replace(q, top_scale=q.top_scale * 1.5) if q.top_scale else q
-                for q in real(*a, **k)]
+        return [
+            dataclasses.replace(q, top_scale=q.top_scale * 1.5) if q.top_scale else q
+            for q in real(*a, **k)
+        ]
 
     with LocalDevice() as device:
         good = validate_mod.validate(device, fp32, int8, source, threads=1).to_dict()
@@ -96,32 +139,63 @@ def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyP
     by_name = {x["name"]: x for x in bad["layers"]}
     assert by_name["convrelu_0"]["sqnr_db"] < 12.0  # (1 - 1/1.5)^2 of the energy: ~9.5 dB
     assert by_name["convrelu_2"]["sqnr_db"] == pytest.approx(
-        next(x for x in good["layers"] if x["name"] == "convrelu_2")["sqnr_db"])
+        next(x for x in good["layers"] if x["name"] == "convrelu_2")["sqnr_db"]
+    )
 
 
 def test_sample_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = tmp_path / "s.table"
-    assert main(["-q", "calibrate", *S_MODEL, "--images", str(SAMPLE / "calib.txt"), *S_PRE,
-                 "--out", str(table)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                *S_MODEL,
+                "--images",
+                str(SAMPLE / "calib.txt"),
+                *S_PRE,
+                "--out",
+                str(table),
+            ]
+        )
+        == 0
+    )
     images = tmp_path / "test.txt"
     images.write_text("".join(f"{p}\n" for p in sorted((SAMPLE / "test").iterdir())[:120]))
     capsys.readouterr()
-    assert main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images),
-                 *S_PRE, "--labels", str(SAMPLE / "labels.csv"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "validate",
+                *S_MODEL,
+                "--table",
+                str(table),
+                "--images",
+                str(images),
+                *S_PRE,
+                "--labels",
+                str(SAMPLE / "labels.csv"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     [doc] = json.loads(capsys.readouterr().out)["results"]
     assert doc["n_samples"] == 120
     assert doc["top1_fp32"] >= 0.95 and doc["top1_int8"] >= doc["top1_fp32"] - 0.03
     assert len(doc["layers"]) == 8
     _sane(doc)
     # the human report names every layer
-    assert main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images),
-                 *S_PRE]) == 0
+    assert (
+        main(["-q", "validate", *S_MODEL, "--table", str(table), "--images", str(images), *S_PRE])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "agreement" in out and "median latency" in out and "convdwrelu_0" in out
 
 
-def _fails(args: list[str], capsys: pytest.CaptureFixture[str], match: str,
-           out_file: Path) -> None:
+def _fails(args: list[str], capsys: pytest.CaptureFixture[str], match: str, out_file: Path) -> None:
     code = main(["-q", "validate", *args, "--save-baseline", str(out_file)])
     cap = capsys.readouterr()
     assert code != 0
@@ -137,18 +211,37 @@ def test_bad_input_is_one_line_and_writes_nothing(
     imgs = ["--images", str(DIGITS / "images"), *D_PRE]
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("file,label\n" + "".join(f"img_{i}.png,1\n" for i in range(40)))
-    _fails([*D_MODEL, "--table", str(DIGITS / "kl.table"), *imgs, "--labels", str(wrong)],
-           capsys, "no label for 40 image(s)", out)
+    _fails(
+        [*D_MODEL, "--table", str(DIGITS / "kl.table"), *imgs, "--labels", str(wrong)],
+        capsys,
+        "no label for 40 image(s)",
+        out,
+    )
     _fails([*D_MODEL, *S_MODEL, *imgs], capsys, "is not an int8 model of", out)
-    _fails([*S_MODEL, "--table", str(DIGITS / "kl.table"), "--images", str(SAMPLE / "test"),
-            *S_PRE], capsys, "the model does not have: linear_7", out)
-    _fails([*D_MODEL, str(DIGITS / "int8_kl.param"), str(DIGITS / "int8_kl.bin"), "--table",
-            str(DIGITS / "kl.table"), *imgs], capsys, "either INT8.param INT8.bin or --table",
-           out)
+    _fails(
+        [*S_MODEL, "--table", str(DIGITS / "kl.table"), "--images", str(SAMPLE / "test"), *S_PRE],
+        capsys,
+        "the model does not have: linear_7",
+        out,
+    )
+    _fails(
+        [
+            *D_MODEL,
+            str(DIGITS / "int8_kl.param"),
+            str(DIGITS / "int8_kl.bin"),
+            "--table",
+            str(DIGITS / "kl.table"),
+            *imgs,
+        ],
+        capsys,
+        "either INT8.param INT8.bin or --table",
+        out,
+    )
 
 
-def test_outputs_of_different_shapes_are_refused(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_outputs_of_different_shapes_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An "int8 model" of the same graph whose classifier has 5 outputs instead of 10."""
     import copy
 
@@ -164,22 +257,49 @@ def test_outputs_of_different_shapes_are_refused(tmp_path: Path,
     fc.set_param(2, int_value(2560))
     weights = dict(fp32.weights)
     w, b = weights["linear_7"]["weight"], weights["linear_7"]["bias"]
-    weights["linear_7"] = {"weight": WeightRecord("weight", w.storage, w.values[:2560]),
-                           "bias": WeightRecord("bias", b.storage, b.values[:5])}
+    weights["linear_7"] = {
+        "weight": WeightRecord("weight", w.storage, w.values[:2560]),
+        "bias": WeightRecord("bias", b.storage, b.values[:5]),
+    }
     table = parse_table((DIGITS / "kl.table").read_text()).without(["linear_7"])
     text, data, _ = quantize_model(pf, weights, table, keep_fp32=["linear_7"])
     (tmp_path / "i.param").write_text(text)
     (tmp_path / "i.bin").write_bytes(data)
-    _fails([*D_MODEL, str(tmp_path / "i.param"), str(tmp_path / "i.bin"), "--images",
-            str(DIGITS / "images"), *D_PRE], capsys, "in fp32 and (5,) in int8",
-           tmp_path / "b.json")
+    _fails(
+        [
+            *D_MODEL,
+            str(tmp_path / "i.param"),
+            str(tmp_path / "i.bin"),
+            "--images",
+            str(DIGITS / "images"),
+            *D_PRE,
+        ],
+        capsys,
+        "in fp32 and (5,) in int8",
+        tmp_path / "b.json",
+    )
 
 
-def test_labels_beyond_the_class_count_are_refused(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_labels_beyond_the_class_count_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     names = sorted(p.name for p in (DIGITS / "images").iterdir())
     labels = tmp_path / "l.csv"
-    labels.write_text("file,label\n" + "".join(f"{n},{12 if i == 3 else 1}\n"
-                                               for i, n in enumerate(names)))
-    _fails([*D_MODEL, "--table", str(DIGITS / "kl.table"), "--images", str(DIGITS / "images"),
-            *D_PRE, "--labels", str(labels)], capsys, "has only 10 classes", tmp_path / "b.json")
+    labels.write_text(
+        "file,label\n" + "".join(f"{n},{12 if i == 3 else 1}\n" for i, n in enumerate(names))
+    )
+    _fails(
+        [
+            *D_MODEL,
+            "--table",
+            str(DIGITS / "kl.table"),
+            "--images",
+            str(DIGITS / "images"),
+            *D_PRE,
+            "--labels",
+            str(labels),
+        ],
+        capsys,
+        "has only 10 classes",
+        tmp_path / "b.json",
+    )

@@ -44,40 +44,87 @@ BIN = (DIGITS / "int8_kl.bin").read_bytes()
 INPUT = InputDesc("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
 OLD_S = 2 * 3600.0
 #: The kinds the agent answers with (its JobError classes and the protocol mismatch).
-AGENT_KINDS = {"BadRequest", "InputCorrupt", "ModelLoadError", "BlobNotFound", "InputError",
-               "ExtractError", "NcnnUnavailable", "ArtifactMissing", "DeviceFileError",
-               "ProtocolMismatch", "JobError"}
+AGENT_KINDS = {
+    "BadRequest",
+    "InputCorrupt",
+    "ModelLoadError",
+    "BlobNotFound",
+    "InputError",
+    "ExtractError",
+    "NcnnUnavailable",
+    "ArtifactMissing",
+    "DeviceFileError",
+    "ProtocolMismatch",
+    "JobError",
+}
 
 
 def _shard_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.npz"
         rng = np.random.default_rng(0)
-        write_shard(path, [(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),)
-                           for _ in range(2)], [INPUT])
+        write_shard(
+            path, [(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),) for _ in range(2)], [INPUT]
+        )
         return path.read_bytes()
 
 
 SHARD = _shard_bytes()
-SHA = {k: hashlib.sha256(v).hexdigest() for k, v in
-       {"param": PARAM, "bin": BIN, "shard": SHARD}.items()}
-GOOD = {"param": f"files/{SHA['param']}/m.param", "bin": f"files/{SHA['bin']}/m.bin",
-        "shard": f"files/{SHA['shard']}/s.npz"}
+SHA = {
+    k: hashlib.sha256(v).hexdigest()
+    for k, v in {"param": PARAM, "bin": BIN, "shard": SHARD}.items()
+}
+GOOD = {
+    "param": f"files/{SHA['param']}/m.param",
+    "bin": f"files/{SHA['bin']}/m.bin",
+    "shard": f"files/{SHA['shard']}/s.npz",
+}
 CONTENT = {"param": PARAM, "bin": BIN, "shard": SHARD}
 
 # -- names ---------------------------------------------------------------------------------------
 _chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")
 names = st.one_of(
     st.text(_chars, min_size=1, max_size=12),
-    st.sampled_from([".", "..", "...", ".hidden", "-", "~", " ", "request.json", "jobs",
-                     f"absmax.npz.tmp{os.getpid()}", ".trash-0", "j1", "a" * 255, "é" * 127,
-                     "é" * 128, "x" * 300]),
+    st.sampled_from(
+        [
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "-",
+            "~",
+            " ",
+            "request.json",
+            "jobs",
+            f"absmax.npz.tmp{os.getpid()}",
+            ".trash-0",
+            "j1",
+            "a" * 255,
+            "é" * 127,
+            "é" * 128,
+            "x" * 300,
+        ]
+    ),
 )
-job_ids = st.one_of(st.sampled_from(["j1", "j2", "j.3", "J-4"]),
-                    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True))
+job_ids = st.one_of(
+    st.sampled_from(["j1", "j2", "j.3", "J-4"]),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
+)
 #: What a slot in the work directory holds.
-KINDS = ["absent", "dir", "file", "good", "outside-dir", "outside-file", "outside-rel",
-         "dangling", "loop", "to-workdir", "hardlink-outside", "fifo"]
+KINDS = [
+    "absent",
+    "dir",
+    "file",
+    "good",
+    "outside-dir",
+    "outside-file",
+    "outside-rel",
+    "dangling",
+    "loop",
+    "to-workdir",
+    "hardlink-outside",
+    "fifo",
+]
 kinds = st.sampled_from(KINDS)
 
 
@@ -188,12 +235,21 @@ def _fixed_slots(ids: list[str]) -> list[tuple[str, st.SearchStrategy[str]]]:
     for what in ("param", "bin", "shard"):
         rel = GOOD[what]
         folder = rel.rsplit("/", 1)[0]
-        rels += [(folder, folder_kinds), (rel, input_kinds),
-                 (f"{folder}/.{rel.rsplit('/', 1)[1]}.sha256", planted_kinds)]
+        rels += [
+            (folder, folder_kinds),
+            (rel, input_kinds),
+            (f"{folder}/.{rel.rsplit('/', 1)[1]}.sha256", planted_kinds),
+        ]
     for job in ids:
         rels.append((f"{JOBS_DIR}/{job}", folder_kinds))
-        for name in ("absmax.npz", f"absmax.npz.tmp{os.getpid()}", "response.json",
-                     "outputs_0.npz", "histograms.npz", "sub"):
+        for name in (
+            "absmax.npz",
+            f"absmax.npz.tmp{os.getpid()}",
+            "response.json",
+            "outputs_0.npz",
+            "histograms.npz",
+            "sub",
+        ):
             rels.append((f"{JOBS_DIR}/{job}/{name}", planted_kinds))
     return rels
 
@@ -201,8 +257,10 @@ def _fixed_slots(ids: list[str]) -> list[tuple[str, st.SearchStrategy[str]]]:
 @st.composite
 def workdirs(draw: st.DrawFn) -> tuple[list[str], list[Slot]]:
     ids = draw(st.lists(job_ids, min_size=1, max_size=3, unique=True))
-    slots = [Slot(rel, draw(how), draw(st.integers(0, 4096)), draw(st.booleans()))
-             for rel, how in _fixed_slots(ids)]
+    slots = [
+        Slot(rel, draw(how), draw(st.integers(0, 4096)), draw(st.booleans()))
+        for rel, how in _fixed_slots(ids)
+    ]
     extra_parents = st.sampled_from(["", "files/", "jobs/", f"jobs/{ids[0]}/"])
     for _ in range(draw(st.integers(0, 6))):
         rel = draw(extra_parents) + draw(names)
@@ -212,9 +270,24 @@ def workdirs(draw: st.DrawFn) -> tuple[list[str], list[Slot]]:
 
 # -- requests ------------------------------------------------------------------------------------
 bad_paths = st.one_of(
-    st.sampled_from(["../outside/keep.txt", "/etc/passwd", "a/../../x", "files/../../outside",
-                     "", ".", "./", "a\x00b", "a\\..\\b", "jobs", "files", "\ud800x",
-                     "x" * 300 + "/m.param", "/".join(["d"] * 40)]),
+    st.sampled_from(
+        [
+            "../outside/keep.txt",
+            "/etc/passwd",
+            "a/../../x",
+            "files/../../outside",
+            "",
+            ".",
+            "./",
+            "a\x00b",
+            "a\\..\\b",
+            "jobs",
+            "files",
+            "\ud800x",
+            "x" * 300 + "/m.param",
+            "/".join(["d"] * 40),
+        ]
+    ),
     st.lists(names, min_size=1, max_size=4).map("/".join),
 )
 
@@ -232,18 +305,25 @@ def requests(draw: st.DrawFn, job_id: str) -> dict[str, object]:
     elif op == "sleep":
         params = {"seconds": 0.0}
     else:
-        params = {"model": {"param": draw(paths("param")), "bin": draw(paths("bin"))},
-                  "inputs": [INPUT.to_dict()],
-                  "shards": draw(st.lists(paths("shard"), max_size=2)),
-                  "blobs": draw(st.sampled_from([[], ["in0"], ["nope"]])),
-                  "runtime": "calibration", "threads": 1}
+        params = {
+            "model": {"param": draw(paths("param")), "bin": draw(paths("bin"))},
+            "inputs": [INPUT.to_dict()],
+            "shards": draw(st.lists(paths("shard"), max_size=2)),
+            "blobs": draw(st.sampled_from([[], ["in0"], ["nope"]])),
+            "runtime": "calibration",
+            "threads": 1,
+        }
         if op == "histogram":
             params["absmax"] = {"in0": 1.0, "nope": 1.0}
         if op == "eq_layer":
-            params.update(layer="convrelu_0", bottom="in0", top="in0",
-                          probe_param=draw(st.sampled_from(["p.param", "../p", "sub/p"])),
-                          probe_prefix=draw(st.sampled_from(["p.bin", "absmax.npz"])),
-                          candidates=draw(st.sampled_from(["c.npz", "response.json"])))
+            params.update(
+                layer="convrelu_0",
+                bottom="in0",
+                top="in0",
+                probe_param=draw(st.sampled_from(["p.param", "../p", "sub/p"])),
+                probe_prefix=draw(st.sampled_from(["p.bin", "absmax.npz"])),
+                candidates=draw(st.sampled_from(["c.npz", "response.json"])),
+            )
             del params["blobs"]
     named = draw(st.sampled_from([job_id, job_id, "other"]))
     return {"protocol": PROTOCOL_VERSION, "op": op, "job_id": named, "params": params}
@@ -269,17 +349,32 @@ def _write_request(wd: Path, job_id: str, request: dict[str, object], pad: int) 
 
 
 # -- the property --------------------------------------------------------------------------------
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(layout=workdirs(), data=st.data(),
-       pad=st.sampled_from([0, 0, 0, 100, MAX_REQUEST_BYTES + 1]),
-       older_than=st.sampled_from([0.0, 3600.0]),
-       lines=st.lists(st.one_of(st.text(_chars, max_size=30), job_ids,
-                                st.integers(MAX_JOB_LINE - 2, 3 * MAX_JOB_LINE).map(
-                                    lambda n: "y" * n)), max_size=4))
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    layout=workdirs(),
+    data=st.data(),
+    pad=st.sampled_from([0, 0, 0, 100, MAX_REQUEST_BYTES + 1]),
+    older_than=st.sampled_from([0.0, 3600.0]),
+    lines=st.lists(
+        st.one_of(
+            st.text(_chars, max_size=30),
+            job_ids,
+            st.integers(MAX_JOB_LINE - 2, 3 * MAX_JOB_LINE).map(lambda n: "y" * n),
+        ),
+        max_size=4,
+    ),
+)
 def test_nothing_outside_the_work_directory_changes(
-        layout: tuple[list[str], list[Slot]], data: st.DataObject, pad: int,
-        older_than: float, lines: list[str]) -> None:
+    layout: tuple[list[str], list[Slot]],
+    data: st.DataObject,
+    pad: int,
+    older_than: float,
+    lines: list[str],
+) -> None:
     ids, slots = layout
     base = Path(tempfile.mkdtemp(prefix="edgecal-fuzz-"))
     try:
@@ -290,8 +385,7 @@ def test_nothing_outside_the_work_directory_changes(
             what = next((k for k, rel in GOOD.items() if slot.rel == rel), None)
             _plant(wd, outside, slot, CONTENT[what] if what else None)
         for job_id in ids:
-            _write_request(wd, job_id, data.draw(requests(job_id)), pad if job_id == ids[0]
-                           else 0)
+            _write_request(wd, job_id, data.draw(requests(job_id)), pad if job_id == ids[0] else 0)
         sentinel = _snapshot(outside)
 
         sink = io.StringIO()

@@ -82,9 +82,15 @@ def _examples(share: float = 1.0) -> int:
 
 
 def fuzz(share: float = 1.0) -> Callable[[T], T]:
-    return settings(max_examples=_examples(share), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example])
+    return settings(
+        max_examples=_examples(share),
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
 
 
 # -- the seeds: real, valid files ----------------------------------------------------------------
@@ -92,22 +98,31 @@ def _model_pairs() -> list[tuple[str, bytes, bytes]]:
     pairs = []
     for case in CASES:
         for stem in ("model", "int8_kl"):
-            pairs.append((f"{case}/{stem}", (REFERENCE / case / f"{stem}.param").read_bytes(),
-                          (REFERENCE / case / f"{stem}.bin").read_bytes()))
+            pairs.append(
+                (
+                    f"{case}/{stem}",
+                    (REFERENCE / case / f"{stem}.param").read_bytes(),
+                    (REFERENCE / case / f"{stem}.bin").read_bytes(),
+                )
+            )
     for param in sorted(LAYERS.glob("*.param")):
-        pairs.append((f"layers/{param.stem}", param.read_bytes(),
-                      param.with_suffix(".bin").read_bytes()))
-    pairs.append(("sample/model", (SAMPLE / "model.param").read_bytes(),
-                  (SAMPLE / "model.bin").read_bytes()))
+        pairs.append(
+            (f"layers/{param.stem}", param.read_bytes(), param.with_suffix(".bin").read_bytes())
+        )
+    pairs.append(
+        ("sample/model", (SAMPLE / "model.param").read_bytes(), (SAMPLE / "model.bin").read_bytes())
+    )
     return pairs
 
 
 MODELS = _model_pairs()
 TABLES = [(REFERENCE / c / f"{m}.table").read_bytes() for c in CASES for m in ("kl", "aciq")]
-LISTS = [(REFERENCE / "digits" / "images.txt", REFERENCE / "digits"),
-         (REFERENCE / "npy" / "samples.txt", REFERENCE / "npy"),
-         (REFERENCE / "multi" / "list_a.txt", REFERENCE / "multi"),
-         (SAMPLE / "calib.txt", SAMPLE)]
+LISTS = [
+    (REFERENCE / "digits" / "images.txt", REFERENCE / "digits"),
+    (REFERENCE / "npy" / "samples.txt", REFERENCE / "npy"),
+    (REFERENCE / "multi" / "list_a.txt", REFERENCE / "multi"),
+    (SAMPLE / "calib.txt", SAMPLE),
+]
 LABELS = [(SAMPLE / "labels.csv").read_bytes(), (SAMPLE / "calib_labels.csv").read_bytes()]
 NPY_SEED = (REFERENCE / "npy" / "samples" / "s00.npy").read_bytes()
 NPY_SPEC = InputSpec(blob="in0", kind="npy", shape=(10, 6, 3))
@@ -160,22 +175,39 @@ OFFSETS = {name: _record_offsets(p, b) for name, p, b in MODELS}
 
 def _histogram_bytes(n: int) -> bytes:
     rng = np.random.default_rng(n)
-    stats = {f"conv{i}": BlobHistogram(counts=rng.integers(0, 1000, 2048, dtype=np.uint64),
-                                       absmax=np.float32(i + 0.5), elements_per_sample=10 * i + 1)
-             for i in range(n)}
-    return histograms_to_bytes(HistogramSet(blobs={k: f"{k}_in" for k in stats}, stats=stats,
-                                            meta={"param": "model.param", "n_samples": 3}))
+    stats = {
+        f"conv{i}": BlobHistogram(
+            counts=rng.integers(0, 1000, 2048, dtype=np.uint64),
+            absmax=np.float32(i + 0.5),
+            elements_per_sample=10 * i + 1,
+        )
+        for i in range(n)
+    }
+    return histograms_to_bytes(
+        HistogramSet(
+            blobs={k: f"{k}_in" for k in stats},
+            stats=stats,
+            meta={"param": "model.param", "n_samples": 3},
+        )
+    )
 
 
 HISTOGRAMS = [_histogram_bytes(0), _histogram_bytes(2)]
-SHARD_INPUTS = (InputDesc("in0", "image", "GRAY", (0.0,), (1 / 255,), (8, 8)),
-                InputDesc("in1", "npy", shape=(4, 3, 2)))
+SHARD_INPUTS = (
+    InputDesc("in0", "image", "GRAY", (0.0,), (1 / 255,), (8, 8)),
+    InputDesc("in1", "npy", shape=(4, 3, 2)),
+)
 
 
 def _shard_bytes() -> bytes:
     rng = np.random.default_rng(0)
-    samples = [(rng.integers(0, 256, (5 if i < 2 else 7, 6, 3), dtype=np.uint8),
-                rng.standard_normal((2, 3, 4)).astype(np.float32)) for i in range(4)]
+    samples = [
+        (
+            rng.integers(0, 256, (5 if i < 2 else 7, 6, 3), dtype=np.uint8),
+            rng.standard_normal((2, 3, 4)).astype(np.float32),
+        )
+        for i in range(4)
+    ]
     with tempfile.TemporaryDirectory() as d:
         write_shard(Path(d, "s.npz"), samples, SHARD_INPUTS, block_bytes=400)
         return Path(d, "s.npz").read_bytes()
@@ -186,43 +218,169 @@ SHARD = _shard_bytes()
 VALID_REQUESTS = [
     Request(op="hello", job_id="j1").to_dict(),
     Request(op="sleep", job_id="j-2", params=SleepParams(0.5)).to_dict(),
-    Request(op="histogram", job_id="20260101T000000-1-00001-histogram", params=CaptureParams(
-        model=ModelFiles("models/m.param", "models/m.bin"), inputs=SHARD_INPUTS,
-        shards=("shards/s0.npz", "shards/s1.npz"), blobs=("conv0", "relu0"), threads=2,
-        absmax={"conv0": 1.5, "relu0": 3.0})).to_dict(),
-    Request(op="eq_layer", job_id="eq.1", params=EqLayerParams(
-        model=ModelFiles("m.param", "m.bin"), inputs=SHARD_INPUTS[:1], shards=("s.npz",),
-        bottom="in0", top="conv0", max_samples=7)).to_dict(),
+    Request(
+        op="histogram",
+        job_id="20260101T000000-1-00001-histogram",
+        params=CaptureParams(
+            model=ModelFiles("models/m.param", "models/m.bin"),
+            inputs=SHARD_INPUTS,
+            shards=("shards/s0.npz", "shards/s1.npz"),
+            blobs=("conv0", "relu0"),
+            threads=2,
+            absmax={"conv0": 1.5, "relu0": 3.0},
+        ),
+    ).to_dict(),
+    Request(
+        op="eq_layer",
+        job_id="eq.1",
+        params=EqLayerParams(
+            model=ModelFiles("m.param", "m.bin"),
+            inputs=SHARD_INPUTS[:1],
+            shards=("s.npz",),
+            bottom="in0",
+            top="conv0",
+            max_samples=7,
+        ),
+    ).to_dict(),
 ]
 VALID_RESPONSES = [
-    Response(op="absmax", job_id="j1", ok=True, agent_version="0.2.1",
-             result={"n_samples": 4, "blobs": ["a"]},
-             artifacts={"absmax.npz": Artifact("absmax.npz", "0" * 64)},
-             timing_s={"total": 0.25, "load": 0.01}, ru_maxrss_kb=12345).to_dict(),
-    Response(op="run", job_id="j1", ok=False, agent_version="0.2.1",
-             error=ErrorInfo("BlobNotFound", "no blob 'x'", "Traceback ...")).to_dict(),
+    Response(
+        op="absmax",
+        job_id="j1",
+        ok=True,
+        agent_version="0.2.1",
+        result={"n_samples": 4, "blobs": ["a"]},
+        artifacts={"absmax.npz": Artifact("absmax.npz", "0" * 64)},
+        timing_s={"total": 0.25, "load": 0.01},
+        ru_maxrss_kb=12345,
+    ).to_dict(),
+    Response(
+        op="run",
+        job_id="j1",
+        ok=False,
+        agent_version="0.2.1",
+        error=ErrorInfo("BlobNotFound", "no blob 'x'", "Traceback ..."),
+    ).to_dict(),
 ]
 
 # -- mutations -----------------------------------------------------------------------------------
-NUMBERS = ["0", "1", "-1", "-2", "2147483647", "-2147483648", "4294967296", "-23300",
-           "99999999999999999999999999999999", "9" * 400, "9" * 4400, "1e999999999",
-           "-1e999999999", "1e-999999999", "1e39", "-1e39", "1e308", "1e-45", "3.4e38",
-           "nan", "-nan", "NaN", "inf", "-inf", "Infinity", "1.5", "-0.0", "0x10", "1_0",
-           "\u0663", "1e", ".", "-", "+", "e5"]
-JUNK = ["", " ", "\t", "\n", "\r", "\r\n", "\x00", "\x85", "\u2028", "\ufeff", "é", "名前",
-        "\udcff", "=", ",", "[", "]", "[]", '"', "'", "#", "\\", ":", "..", "/", "-23301=3,1,2",
-        "-23330=-5,1", "7767517", "PK\x03\x04", "\x93NUMPY", "{", "}", "_param_", "file,label"]
-LAYER_TYPES = ["Convolution", "ConvolutionDepthWise", "InnerProduct", "LSTM", "GRU", "RNN",
-               "MultiHeadAttention", "Gemm", "MemoryData", "Embed", "Scale", "BatchNorm",
-               "Deconvolution", "Convolution3D", "Requantize", "Padding", "Input", "Split",
-               "NoSuchLayer", ""]
+NUMBERS = [
+    "0",
+    "1",
+    "-1",
+    "-2",
+    "2147483647",
+    "-2147483648",
+    "4294967296",
+    "-23300",
+    "99999999999999999999999999999999",
+    "9" * 400,
+    "9" * 4400,
+    "1e999999999",
+    "-1e999999999",
+    "1e-999999999",
+    "1e39",
+    "-1e39",
+    "1e308",
+    "1e-45",
+    "3.4e38",
+    "nan",
+    "-nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1.5",
+    "-0.0",
+    "0x10",
+    "1_0",
+    "\u0663",
+    "1e",
+    ".",
+    "-",
+    "+",
+    "e5",
+]
+JUNK = [
+    "",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "\x00",
+    "\x85",
+    "\u2028",
+    "\ufeff",
+    "é",
+    "名前",
+    "\udcff",
+    "=",
+    ",",
+    "[",
+    "]",
+    "[]",
+    '"',
+    "'",
+    "#",
+    "\\",
+    ":",
+    "..",
+    "/",
+    "-23301=3,1,2",
+    "-23330=-5,1",
+    "7767517",
+    "PK\x03\x04",
+    "\x93NUMPY",
+    "{",
+    "}",
+    "_param_",
+    "file,label",
+]
+LAYER_TYPES = [
+    "Convolution",
+    "ConvolutionDepthWise",
+    "InnerProduct",
+    "LSTM",
+    "GRU",
+    "RNN",
+    "MultiHeadAttention",
+    "Gemm",
+    "MemoryData",
+    "Embed",
+    "Scale",
+    "BatchNorm",
+    "Deconvolution",
+    "Convolution3D",
+    "Requantize",
+    "Padding",
+    "Input",
+    "Split",
+    "NoSuchLayer",
+    "",
+]
 TOKENS = NUMBERS + JUNK + LAYER_TYPES
-U32 = [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0x01306B47, 0x000D4B38, 0x0002C056, 0x7FC00000,
-       0x7F800000, 0xFF800000, 0x04034B50, 0x02014B50, 0x06054B50]
+U32 = [
+    0,
+    1,
+    0xFFFFFFFF,
+    0x7FFFFFFF,
+    0x80000000,
+    0x01306B47,
+    0x000D4B38,
+    0x0002C056,
+    0x7FC00000,
+    0x7F800000,
+    0xFF800000,
+    0x04034B50,
+    0x02014B50,
+    0x06054B50,
+]
 _SPLIT = re.compile(r"(\s+|[=,\[\]:\"'{}()])")
 
 any_text = st.lists(st.characters(codec="utf-8") | st.sampled_from(TOKENS), max_size=80).map(
-    "".join)
+    "".join
+)
 byte_tokens = st.sampled_from([t.encode("utf-8", "surrogateescape") for t in TOKENS])
 
 
@@ -238,17 +396,28 @@ def mutated_text(draw: st.DrawFn, seed: str) -> str:
     """``seed`` with 1..5 token, line or character edits."""
     text = seed
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["token"] * 8 + ["dup_line", "del_line", "swap_lines",
-                                                   "insert", "insert", "delete", "truncate",
-                                                   "empty"]))
+        op = draw(
+            st.sampled_from(
+                ["token"] * 8
+                + [
+                    "dup_line",
+                    "del_line",
+                    "swap_lines",
+                    "insert",
+                    "insert",
+                    "delete",
+                    "truncate",
+                    "empty",
+                ]
+            )
+        )
         if op == "token":
             parts = _SPLIT.split(text)
             words = [i for i, p in enumerate(parts) if p and not _SPLIT.fullmatch(p)]
             if not words:
                 continue
             i = draw(st.sampled_from(words))
-            parts[i] = draw(st.sampled_from(TOKENS) | st.text(max_size=6)
-                            | st.integers().map(str))
+            parts[i] = draw(st.sampled_from(TOKENS) | st.text(max_size=6) | st.integers().map(str))
             text = "".join(parts)
         elif op in ("dup_line", "del_line", "swap_lines"):
             lines = text.splitlines(keepends=True)
@@ -268,7 +437,7 @@ def mutated_text(draw: st.DrawFn, seed: str) -> str:
             text = text[:i] + draw(st.sampled_from(TOKENS) | any_text) + text[i:]
         elif op == "delete":
             i = _index(draw, len(text))
-            text = text[:i] + text[i + draw(st.integers(1, 40)):]
+            text = text[:i] + text[i + draw(st.integers(1, 40)) :]
         elif op == "truncate":
             text = text[: _index(draw, len(text))]
         else:
@@ -282,25 +451,30 @@ def mutated_bytes(draw: st.DrawFn, seed: bytes, hot: tuple[int, ...] = ()) -> by
     data = bytearray(seed)
     for _ in range(draw(st.integers(1, 5))):
         n = len(data)
-        pos = (draw(st.sampled_from(hot)) if hot and draw(st.booleans())
-               else _index(draw, max(n - 1, 0)))
-        op = draw(st.sampled_from(["flip", "set", "u32", "insert", "delete", "truncate",
-                                   "dup", "append"]))
+        pos = (
+            draw(st.sampled_from(hot))
+            if hot and draw(st.booleans())
+            else _index(draw, max(n - 1, 0))
+        )
+        op = draw(
+            st.sampled_from(["flip", "set", "u32", "insert", "delete", "truncate", "dup", "append"])
+        )
         if op == "flip" and n:
             data[min(pos, n - 1)] ^= 1 << draw(st.integers(0, 7))
         elif op == "set" and n:
             data[min(pos, n - 1)] = draw(st.integers(0, 255))
         elif op == "u32":
-            data[pos:pos + 4] = struct.pack("<I", draw(st.sampled_from(U32) | st.integers(
-                0, 2**32 - 1)))
+            data[pos : pos + 4] = struct.pack(
+                "<I", draw(st.sampled_from(U32) | st.integers(0, 2**32 - 1))
+            )
         elif op == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=16) | byte_tokens)
         elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 64))]
+            del data[pos : pos + draw(st.integers(1, 64))]
         elif op == "truncate":
             del data[pos:]
         elif op == "dup":
-            data[pos:pos] = data[pos:pos + draw(st.integers(1, 64))]
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 64))]
         else:
             data += draw(st.binary(max_size=16))
     return bytes(data)
@@ -321,8 +495,9 @@ def text_inputs(seeds: list[bytes]) -> st.SearchStrategy[str]:
 
 
 # -- the checks ----------------------------------------------------------------------------------
-def edgecal_only(fn: Callable[..., Any], *args: Any, names: tuple[str, ...] = (),
-                 **kwargs: Any) -> Any:
+def edgecal_only(
+    fn: Callable[..., Any], *args: Any, names: tuple[str, ...] = (), **kwargs: Any
+) -> Any:
     """Call ``fn``; an EdgecalError is fine (and must name one of ``names``), nothing else is."""
     try:
         return fn(*args, **kwargs)
@@ -364,8 +539,10 @@ def mutated_param(draw: st.DrawFn, seed: str) -> str:
 
 
 @fuzz()
-@given(text_inputs(param_seeds) | st.sampled_from([text_of(s) for s in param_seeds]).flatmap(
-    mutated_param))
+@given(
+    text_inputs(param_seeds)
+    | st.sampled_from([text_of(s) for s in param_seeds]).flatmap(mutated_param)
+)
 def test_parse_param(text: str) -> None:
     pf = edgecal_only(parse_param, text, "fuzz.param", names=("fuzz.param",))
     if not isinstance(pf, EdgecalError):
@@ -378,8 +555,9 @@ def _load_pair(param: bytes, data: bytes) -> None:
     with scratch() as d:
         (d / "m.param").write_bytes(param)
         (d / "m.bin").write_bytes(data)
-        edgecal_only(load_model, d / "m.param", d / "m.bin",
-                     names=(str(d / "m.param"), str(d / "m.bin")))
+        edgecal_only(
+            load_model, d / "m.param", d / "m.bin", names=(str(d / "m.param"), str(d / "m.bin"))
+        )
 
 
 @st.composite
@@ -428,18 +606,50 @@ def _npy_file(descr: str, fortran: str, shape: str, data: bytes, version: int) -
 dims = st.one_of(st.integers(-3, 40), st.sampled_from([2**31, 2**40, 2**63, 2**64 + 1, 10**30]))
 forged_npy = st.builds(
     _npy_file,
-    descr=st.sampled_from(["'<f4'", "'>f4'", "'<f8'", "'|u1'", "'<U3'", "'O'", "'V8'", "'<f2'",
-                           "[('a', '<f4')]", "'<f0'", "'<U999999999999'", "5", "None", "'xyz'"]),
+    descr=st.sampled_from(
+        [
+            "'<f4'",
+            "'>f4'",
+            "'<f8'",
+            "'|u1'",
+            "'<U3'",
+            "'O'",
+            "'V8'",
+            "'<f2'",
+            "[('a', '<f4')]",
+            "'<f0'",
+            "'<U999999999999'",
+            "5",
+            "None",
+            "'xyz'",
+        ]
+    ),
     fortran=st.sampled_from(["False", "True", "0", "'no'"]),
     shape=st.one_of(
         st.lists(dims, max_size=4).map(lambda s: "(" + "".join(f"{d}, " for d in s) + ")"),
-        st.sampled_from(["()", "(3, 6, 10)", "[3, 6, 10]", "(1.5,)", "None", "'x'", "((1,),)",
-                         "(" * 50 + ")" * 50, "1e999"])),
+        st.sampled_from(
+            [
+                "()",
+                "(3, 6, 10)",
+                "[3, 6, 10]",
+                "(1.5,)",
+                "None",
+                "'x'",
+                "((1,),)",
+                "(" * 50 + ")" * 50,
+                "1e999",
+            ]
+        ),
+    ),
     data=st.binary(max_size=800),
     version=st.sampled_from([1, 2, 3]),
 )
-npy_inputs = st.one_of(st.binary(max_size=300), forged_npy, mutated_bytes(NPY_SEED, (0, 8, 10)),
-                       st.sampled_from([b"", b"\x93NUMPY", HISTOGRAMS[1][:100], SHARD]))
+npy_inputs = st.one_of(
+    st.binary(max_size=300),
+    forged_npy,
+    mutated_bytes(NPY_SEED, (0, 8, 10)),
+    st.sampled_from([b"", b"\x93NUMPY", HISTOGRAMS[1][:100], SHARD]),
+)
 
 
 @fuzz()
@@ -455,12 +665,21 @@ def test_load_npy(data: bytes, spec: InputSpec) -> None:
 
 # -- list files ----------------------------------------------------------------------------------
 @fuzz(0.5)
-@given(st.sampled_from(LISTS).flatmap(lambda lst: st.tuples(
-    st.just(lst[1]),
-    st.one_of(st.binary(max_size=200), mutated_bytes(lst[0].read_bytes()),
-              mutated_text(lst[0].read_text()).map(
-                  lambda t: t.encode("utf-8", "surrogateescape"))))),
-       st.booleans())
+@given(
+    st.sampled_from(LISTS).flatmap(
+        lambda lst: st.tuples(
+            st.just(lst[1]),
+            st.one_of(
+                st.binary(max_size=200),
+                mutated_bytes(lst[0].read_bytes()),
+                mutated_text(lst[0].read_text()).map(
+                    lambda t: t.encode("utf-8", "surrogateescape")
+                ),
+            ),
+        )
+    ),
+    st.booleans(),
+)
 def test_read_list(case: tuple[Path, bytes], ncnn_compat: bool) -> None:
     folder, data = case
     with scratch() as d:
@@ -483,11 +702,22 @@ def test_parse_labels(text: str) -> None:
 # -- histogram files -----------------------------------------------------------------------------
 npy_members = st.one_of(
     forged_npy,
-    st.sampled_from([np.int64(1), np.array([1, 2]), np.array("x"), np.array(["a", "b"]),
-                     np.zeros((2, 2048), np.uint64), np.zeros((0, 2048)), np.array(1.5),
-                     np.array(-1), np.array('{"a": 1}'), np.array("[" * 5000),
-                     np.zeros(3, np.float32), np.array([b"xy"])]).map(
-        lambda a: _npy_bytes(a)),
+    st.sampled_from(
+        [
+            np.int64(1),
+            np.array([1, 2]),
+            np.array("x"),
+            np.array(["a", "b"]),
+            np.zeros((2, 2048), np.uint64),
+            np.zeros((0, 2048)),
+            np.array(1.5),
+            np.array(-1),
+            np.array('{"a": 1}'),
+            np.array("[" * 5000),
+            np.zeros(3, np.float32),
+            np.array([b"xy"]),
+        ]
+    ).map(lambda a: _npy_bytes(a)),
 )
 
 
@@ -509,7 +739,8 @@ def mutated_npz(draw: st.DrawFn, seed: bytes) -> bytes:
         op = draw(st.sampled_from(["replace", "mutate", "delete", "add"]))
         if op == "add" or not names:
             members[draw(st.sampled_from([*names, "x.npy", "schema.npy", "extra"]))] = draw(
-                npy_members | st.binary(max_size=40))
+                npy_members | st.binary(max_size=40)
+            )
             continue
         name = draw(st.sampled_from(names))
         if op == "replace":
@@ -527,8 +758,13 @@ def mutated_npz(draw: st.DrawFn, seed: bytes) -> bytes:
 
 
 @fuzz()
-@given(st.one_of(st.binary(max_size=200), st.sampled_from([NPY_SEED, b""]),
-                 st.sampled_from(HISTOGRAMS).flatmap(mutated_npz)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.sampled_from([NPY_SEED, b""]),
+        st.sampled_from(HISTOGRAMS).flatmap(mutated_npz),
+    )
+)
 def test_load_histograms(data: bytes) -> None:
     with scratch() as d:
         path = d / "h.npz"
@@ -538,8 +774,11 @@ def test_load_histograms(data: bytes) -> None:
 
 # -- boards files and profiles -------------------------------------------------------------------
 @fuzz(0.5)
-@given(text_inputs([BOARDS_TEXT]) | st.binary(max_size=100).map(text_of)
-       | st.just("schema = 1\na = " + "[" * 3000 + "]" * 3000))
+@given(
+    text_inputs([BOARDS_TEXT])
+    | st.binary(max_size=100).map(text_of)
+    | st.just("schema = 1\na = " + "[" * 3000 + "]" * 3000)
+)
 def test_load_boards(text: str) -> None:
     with scratch() as d:
         path = d / "boards.toml"
@@ -549,8 +788,11 @@ def test_load_boards(text: str) -> None:
 
 
 @fuzz(0.5)
-@given(st.sampled_from(sorted(PROFILE_TEXTS)).flatmap(lambda name: st.tuples(
-    st.just(name), text_inputs([PROFILE_TEXTS[name]]))))
+@given(
+    st.sampled_from(sorted(PROFILE_TEXTS)).flatmap(
+        lambda name: st.tuples(st.just(name), text_inputs([PROFILE_TEXTS[name]]))
+    )
+)
 def test_load_profile(case: tuple[str, str]) -> None:
     name, text = case
     with scratch() as d:
@@ -569,15 +811,22 @@ def _run_json() -> bytes:
 RUN_JSON_SEED = _run_json()
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @fuzz(0.5)
-@given(st.one_of(text_inputs([RUN_JSON_SEED]).map(lambda t: t.encode("utf-8", "surrogateescape")),
-                 json_values.map(lambda v: json.dumps(v).encode()),
-                 st.just(b"[" * 100000 + b"]" * 100000), st.just(b"9" * 5000)))
+@given(
+    st.one_of(
+        text_inputs([RUN_JSON_SEED]).map(lambda t: t.encode("utf-8", "surrogateescape")),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.just(b"[" * 100000 + b"]" * 100000),
+        st.just(b"9" * 5000),
+    )
+)
 def test_run_dir(data: bytes) -> None:
     with scratch() as d:
         (d / RUN_JSON).write_bytes(data)
@@ -589,13 +838,20 @@ def test_run_dir(data: bytes) -> None:
 
 # -- ncnn2table key=value arguments --------------------------------------------------------------
 @fuzz(0.5)
-@given(st.one_of(
-    st.lists(st.text(max_size=20), max_size=8),
-    st.sampled_from(NCNN2TABLE_ARGV).flatmap(mutated_text).map(str.split),
-    st.sampled_from(NCNN2TABLE_ARGV).map(str.split).flatmap(lambda argv: st.tuples(
-        st.just(argv), st.integers(0, len(argv) - 1), st.sampled_from(TOKENS))).map(
-        lambda c: [*c[0][:c[1]], c[0][c[1]].split("=")[0] + "=" + c[2], *c[0][c[1] + 1:]]),
-))
+@given(
+    st.one_of(
+        st.lists(st.text(max_size=20), max_size=8),
+        st.sampled_from(NCNN2TABLE_ARGV).flatmap(mutated_text).map(str.split),
+        st.sampled_from(NCNN2TABLE_ARGV)
+        .map(str.split)
+        .flatmap(
+            lambda argv: st.tuples(
+                st.just(argv), st.integers(0, len(argv) - 1), st.sampled_from(TOKENS)
+            )
+        )
+        .map(lambda c: [*c[0][: c[1]], c[0][c[1]].split("=")[0] + "=" + c[2], *c[0][c[1] + 1 :]]),
+    )
+)
 def test_parse_ncnn2table(argv: list[str]) -> None:
     edgecal_only(parse_ncnn2table, argv)
 
@@ -608,8 +864,9 @@ def mutated_message(draw: st.DrawFn, seed: Any) -> Any:
     for _ in range(draw(st.integers(1, 4))):
         node, path = msg, []
         while isinstance(node, (dict, list)) and node and (not path or draw(st.integers(0, 2))):
-            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict)
-                                       else range(len(node))))
+            key = draw(
+                st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node)))
+            )
             path.append((node, key))
             node = node[key]
         if not path:
@@ -622,9 +879,28 @@ def mutated_message(draw: st.DrawFn, seed: Any) -> Any:
         elif op == "add" and isinstance(parent, dict):
             parent[draw(st.text(max_size=8))] = draw(json_values)
         else:
-            parent[key] = draw(json_values | st.sampled_from(
-                [10**400, -(10**400), float("nan"), float("inf"), "", "../x", "/abs", "a\x00b",
-                 2**63, -1, 0, True, [], {}, "\udcff"]))
+            parent[key] = draw(
+                json_values
+                | st.sampled_from(
+                    [
+                        10**400,
+                        -(10**400),
+                        float("nan"),
+                        float("inf"),
+                        "",
+                        "../x",
+                        "/abs",
+                        "a\x00b",
+                        2**63,
+                        -1,
+                        0,
+                        True,
+                        [],
+                        {},
+                        "\udcff",
+                    ]
+                )
+            )
     return msg
 
 
@@ -641,8 +917,11 @@ def test_agent_protocol_parses_responses(raw: Any) -> None:
 
 
 @fuzz(0.5)
-@given(st.one_of(json_values, st.sampled_from([d.to_dict() for d in SHARD_INPUTS]).flatmap(
-    mutated_message)))
+@given(
+    st.one_of(
+        json_values, st.sampled_from([d.to_dict() for d in SHARD_INPUTS]).flatmap(mutated_message)
+    )
+)
 def test_agent_parses_input_descriptions(raw: Any) -> None:
     agent_only(InputDesc.from_dict, raw)
 
@@ -651,8 +930,9 @@ def _response_texts() -> st.SearchStrategy[str]:
     valid = [json.dumps(r) for r in VALID_RESPONSES]
     return st.one_of(
         any_text,
-        st.sampled_from(VALID_RESPONSES).flatmap(mutated_message).map(
-            lambda m: json.dumps(m, allow_nan=True)),
+        st.sampled_from(VALID_RESPONSES)
+        .flatmap(mutated_message)
+        .map(lambda m: json.dumps(m, allow_nan=True)),
         st.sampled_from(valid).flatmap(mutated_text),
         st.sampled_from(["[" * 100000 + "]" * 100000, "9" * 5000, '{"protocol": 1e999}']),
     )
@@ -665,8 +945,11 @@ def test_host_parses_responses(raw: str) -> None:
 
 
 @fuzz()
-@given(st.one_of(st.binary(max_size=200), st.sampled_from([NPY_SEED, HISTOGRAMS[1]]),
-                 mutated_npz(SHARD)))
+@given(
+    st.one_of(
+        st.binary(max_size=200), st.sampled_from([NPY_SEED, HISTOGRAMS[1]]), mutated_npz(SHARD)
+    )
+)
 def test_agent_reads_shards(data: bytes) -> None:
     with scratch() as d:
         path = d / "s.npz"
@@ -678,8 +961,9 @@ def test_agent_reads_shards(data: bytes) -> None:
 
 
 @fuzz(0.5)
-@given(st.one_of(st.binary(max_size=200), st.sampled_from([*HISTOGRAMS, SHARD]).flatmap(
-    mutated_npz)))
+@given(
+    st.one_of(st.binary(max_size=200), st.sampled_from([*HISTOGRAMS, SHARD]).flatmap(mutated_npz))
+)
 def test_agent_loads_npz(data: bytes) -> None:
     """Every member of any npz reads as an array or fails with ProtocolViolation/KeyError."""
     with scratch() as d:

@@ -32,10 +32,26 @@ SAMPLE = ROOT / "samples" / "tinted_digits"
 INPUTS = ["in/a.param", "in/b.bin", "in/list.txt", "in/img.png"]
 # every way to name a file here: inputs by other spellings and links, new files, bad places
 POOL = [
-    *INPUTS, "./in/a.param", "in/../in/b.bin", "out/../in/list.txt", "link_a", "hard_b",
-    "in_link/list.txt", "in_link/img.png", "out/x.table", "out/./x.table", "out/y.npz",
-    "out_link/y.npz", "new.txt", "missing/x.table", "out/sub/z.bin", "out", "in_link",
-    "dangling", "file/under", "-",
+    *INPUTS,
+    "./in/a.param",
+    "in/../in/b.bin",
+    "out/../in/list.txt",
+    "link_a",
+    "hard_b",
+    "in_link/list.txt",
+    "in_link/img.png",
+    "out/x.table",
+    "out/./x.table",
+    "out/y.npz",
+    "out_link/y.npz",
+    "new.txt",
+    "missing/x.table",
+    "out/sub/z.bin",
+    "out",
+    "in_link",
+    "dangling",
+    "file/under",
+    "-",
 ]
 
 
@@ -88,8 +104,7 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def _leftovers(root: Path) -> list[str]:
-    return [str(p) for p in root.rglob("*")
-            if p.name.endswith((".edgecal-tmp", ".edgecal-old"))]
+    return [str(p) for p in root.rglob("*") if p.name.endswith((".edgecal-tmp", ".edgecal-old"))]
 
 
 @contextlib.contextmanager
@@ -100,21 +115,29 @@ def _folder() -> Iterator[Path]:
         yield root
 
 
-@given(inputs=st.lists(st.sampled_from(INPUTS), min_size=1, max_size=4, unique=True),
-       outputs=st.lists(st.tuples(st.sampled_from(POOL), st.booleans(), st.binary(max_size=64)),
-                        min_size=1, max_size=3))
+@given(
+    inputs=st.lists(st.sampled_from(INPUTS), min_size=1, max_size=4, unique=True),
+    outputs=st.lists(
+        st.tuples(st.sampled_from(POOL), st.booleans(), st.binary(max_size=64)),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_the_check_refuses_exactly_the_unsafe_sets_and_writes_the_rest(
-        inputs: list[str], outputs: list[tuple[str, bool, bytes]]) -> None:
+    inputs: list[str], outputs: list[tuple[str, bool, bytes]]
+) -> None:
     with _folder() as root:
         ins = [Input(f"input {i}", _path(root, r)) for i, r in enumerate(inputs)]
-        outs = [Output(f"output {i}", _path(root, r), text=text)
-                for i, (r, text, _) in enumerate(outputs)]
+        outs = [
+            Output(f"output {i}", _path(root, r), text=text)
+            for i, (r, text, _) in enumerate(outputs)
+        ]
         files = [o.path for o in outs if o.path != "-"]
         unsafe = (
             any(not _writable_place(o.path, o.text) for o in outs)
             or sum(o.path == "-" for o in outs) > 1
             or any(_same(o, i.path) for o in files for i in ins)
-            or any(_same(a, b) for k, a in enumerate(files) for b in files[k + 1:])
+            or any(_same(a, b) for k, a in enumerate(files) for b in files[k + 1 :])
         )
         before = _snapshot(root)
         try:
@@ -143,8 +166,20 @@ def test_the_check_refuses_exactly_the_unsafe_sets_and_writes_the_rest(
 
 # ----------------------------------------------------------------------------- the CLI
 
-CLI_POOL = ["model.param", "model.bin", "t.table", "h.npz", "link.param", "hard.bin",
-            "./model.bin", "new.param", "new.bin", "sub", "missing/x.bin", "new.param"]
+CLI_POOL = [
+    "model.param",
+    "model.bin",
+    "t.table",
+    "h.npz",
+    "link.param",
+    "hard.bin",
+    "./model.bin",
+    "new.param",
+    "new.bin",
+    "sub",
+    "missing/x.bin",
+    "new.param",
+]
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +187,31 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("made")
     lines = (SAMPLE / "calib.txt").read_text().split()[:4]
     (d / "l.txt").write_text("".join(f"{SAMPLE / x}\n" for x in lines))
-    assert main(["-q", "calibrate", str(SAMPLE / "model.param"), str(SAMPLE / "model.bin"),
-                 "--images", str(d / "l.txt"), "--pixel", "RGB", "--mean", "127.5,127.5,127.5",
-                 "--norm", "0.00784314,0.00784314,0.00784314", "--shape", "48,48",
-                 "--out", str(d / "t.table"), "--histograms-out", str(d / "h.npz")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                str(SAMPLE / "model.param"),
+                str(SAMPLE / "model.bin"),
+                "--images",
+                str(d / "l.txt"),
+                "--pixel",
+                "RGB",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--norm",
+                "0.00784314,0.00784314,0.00784314",
+                "--shape",
+                "48,48",
+                "--out",
+                str(d / "t.table"),
+                "--histograms-out",
+                str(d / "h.npz"),
+            ]
+        )
+        == 0
+    )
     return d
 
 
@@ -169,23 +225,40 @@ def _cli_folder(made: Path, root: Path) -> None:
     (root / "sub").mkdir()
 
 
-@given(cmd=st.sampled_from(["quantize", "table"]), a=st.sampled_from(CLI_POOL),
-       b=st.sampled_from(CLI_POOL))
-def test_the_command_line_never_changes_an_input(made: Path, cmd: str, a: str, b: str
-                                                 ) -> None:
+@given(
+    cmd=st.sampled_from(["quantize", "table"]),
+    a=st.sampled_from(CLI_POOL),
+    b=st.sampled_from(CLI_POOL),
+)
+def test_the_command_line_never_changes_an_input(made: Path, cmd: str, a: str, b: str) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as tmp:
         root = Path(tmp)
         _cli_folder(made, root)
         inputs = ["model.param", "model.bin", "t.table" if cmd == "quantize" else "h.npz"]
         before = {n: ((root / n).read_bytes(), (root / n).stat().st_mtime_ns) for n in inputs}
         if cmd == "quantize":
-            argv = ["quantize", str(root / "model.param"), str(root / "model.bin"),
-                    str(root / a), str(root / b), "--table", str(root / "t.table")]
+            argv = [
+                "quantize",
+                str(root / "model.param"),
+                str(root / "model.bin"),
+                str(root / a),
+                str(root / b),
+                "--table",
+                str(root / "t.table"),
+            ]
             outs = [root / a, root / b]
         else:
-            argv = ["table", "--histograms", str(root / "h.npz"), "--param",
-                    str(root / "model.param"), "--bin", str(root / "model.bin"),
-                    "--out", str(root / a)]
+            argv = [
+                "table",
+                "--histograms",
+                str(root / "h.npz"),
+                "--param",
+                str(root / "model.param"),
+                "--bin",
+                str(root / "model.bin"),
+                "--out",
+                str(root / a),
+            ]
             outs = [root / a]
         stderr, stdout = io.StringIO(), io.StringIO()
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
@@ -198,7 +271,7 @@ def test_the_command_line_never_changes_an_input(made: Path, cmd: str, a: str, b
             for o in outs:
                 assert stat.S_ISREG(o.stat().st_mode) and o.stat().st_size > 0
             if cmd == "quantize":
-                assert (outs[0].read_text().startswith("7767517"))
+                assert outs[0].read_text().startswith("7767517")
         else:
             assert rc == 2 and "edgecal: error:" in err, err
         assert _leftovers(root) == []

@@ -42,9 +42,18 @@ TRASH_PREFIX: str = getattr(jobdirs, "TRASH_PREFIX", ".trash-")
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
 HOUR = 3600.0
-AGENT_KINDS = {"BadRequest", "InputCorrupt", "ModelLoadError", "BlobNotFound", "InputError",
-               "ExtractError", "NcnnUnavailable", "ArtifactMissing", "DeviceFileError",
-               "ProtocolMismatch"}
+AGENT_KINDS = {
+    "BadRequest",
+    "InputCorrupt",
+    "ModelLoadError",
+    "BlobNotFound",
+    "InputError",
+    "ExtractError",
+    "NcnnUnavailable",
+    "ArtifactMissing",
+    "DeviceFileError",
+    "ProtocolMismatch",
+}
 
 
 def _sha(data: bytes) -> str:
@@ -53,14 +62,21 @@ def _sha(data: bytes) -> str:
 
 def _request(job: Path, op: str, params: dict[str, object]) -> None:
     job.mkdir(parents=True, exist_ok=True)
-    (job / REQUEST_FILE).write_text(json.dumps(
-        {"protocol": PROTOCOL_VERSION, "op": op, "job_id": job.name, "params": params}))
+    (job / REQUEST_FILE).write_text(
+        json.dumps({"protocol": PROTOCOL_VERSION, "op": op, "job_id": job.name, "params": params})
+    )
 
 
 def _absmax_params(param: str, bin_: str, shards: list[str]) -> dict[str, object]:
     inp = InputDesc("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
-    return {"model": {"param": param, "bin": bin_}, "inputs": [inp.to_dict()],
-            "shards": shards, "blobs": [], "runtime": "calibration", "threads": 1}
+    return {
+        "model": {"param": param, "bin": bin_},
+        "inputs": [inp.to_dict()],
+        "shards": shards,
+        "blobs": [],
+        "runtime": "calibration",
+        "threads": 1,
+    }
 
 
 def _outside(tmp_path: Path) -> Path:
@@ -78,8 +94,9 @@ def _tree(root: Path) -> dict[str, tuple[bytes | str, int]]:
         for n in dirnames + filenames:
             p = Path(dirpath) / n
             st = p.lstat()
-            body: bytes | str = os.readlink(p) if p.is_symlink() else \
-                (p.read_bytes() if p.is_file() else "dir")
+            body: bytes | str = (
+                os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else "dir")
+            )
             got[str(p.relative_to(root))] = (body, st.st_mtime_ns)
     return got
 
@@ -94,8 +111,11 @@ def test_a_files_symlink_to_another_folder_never_gets_its_file_unlinked(tmp_path
     digest = _sha(b"the pushed model")  # the folder promises other bytes than are there
     os.symlink(outside, wd / "files" / digest)
     before = _tree(outside)
-    _request(wd / JOBS_DIR / "j1", "absmax",
-             _absmax_params(f"files/{digest}/m.param", f"files/{digest}/m.param", []))
+    _request(
+        wd / JOBS_DIR / "j1",
+        "absmax",
+        _absmax_params(f"files/{digest}/m.param", f"files/{digest}/m.param", []),
+    )
     response = server.run_job(str(wd), "j1", io.StringIO())
     assert _tree(outside) == before  # base: m.param was unlinked as "InputCorrupt"
     assert response.error is not None and response.error.kind in AGENT_KINDS
@@ -107,8 +127,11 @@ def test_a_damaged_pushed_input_in_a_real_folder_is_still_removed(tmp_path: Path
     digest = _sha(b"the pushed model")
     (wd / "files" / digest).mkdir(parents=True)
     (wd / "files" / digest / "m.param").write_text("damaged")
-    _request(wd / JOBS_DIR / "j1", "absmax",
-             _absmax_params(f"files/{digest}/m.param", f"files/{digest}/m.param", []))
+    _request(
+        wd / JOBS_DIR / "j1",
+        "absmax",
+        _absmax_params(f"files/{digest}/m.param", f"files/{digest}/m.param", []),
+    )
     response = server.run_job(str(wd), "j1", io.StringIO())
     assert response.error is not None and response.error.kind == "InputCorrupt"
     assert not (wd / "files" / digest / "m.param").exists()
@@ -211,8 +234,9 @@ def test_a_trash_folder_left_by_an_interrupted_cleanup_goes_too(tmp_path: Path) 
 def test_an_oversized_request_is_a_bad_request(tmp_path: Path) -> None:
     job = tmp_path / JOBS_DIR / "j1"
     job.mkdir(parents=True)
-    head = json.dumps({"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "j1",
-                       "params": {"seconds": 0.0}})
+    head = json.dumps(
+        {"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "j1", "params": {"seconds": 0.0}}
+    )
     (job / REQUEST_FILE).write_text(head[:-1] + " " * MAX_REQUEST_BYTES + "}")
     response = server.run_job(str(tmp_path), "j1", io.StringIO())
     assert response.error is not None and response.error.kind == "BadRequest"
@@ -242,8 +266,14 @@ def test_job_ids_of_two_hosts_with_the_same_pid_differ(monkeypatch: pytest.Monke
 # -- the work directory itself -------------------------------------------------------------------
 def _agent(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edgecal_agent", *args], input="quit\n",
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecal_agent", *args],
+        input="quit\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("where", ["/", "home", "outside", "link-out"])
@@ -252,8 +282,12 @@ def test_the_agent_refuses_a_workdir_outside_the_home_or_root(tmp_path: Path, wh
     (home / "wd").mkdir(parents=True)
     outside = _outside(tmp_path)
     os.symlink(outside, home / "link-out")
-    workdir = {"/": "/", "home": str(home), "outside": str(outside),
-               "link-out": str(home / "link-out")}[where]
+    workdir = {
+        "/": "/",
+        "home": str(home),
+        "outside": str(outside),
+        "link-out": str(home / "link-out"),
+    }[where]
     res = _agent("serve", "--workdir", workdir, home=home)
     assert res.returncode == 2 and "WorkdirRefused" in res.stderr, res
     assert "EDGECAL-READY" not in res.stdout
@@ -266,17 +300,18 @@ def test_the_agent_serves_inside_the_home_or_its_root(tmp_path: Path) -> None:
     assert res.returncode == 0 and "EDGECAL-READY" in res.stdout, res
     elsewhere = tmp_path / "data" / "wd"
     elsewhere.mkdir(parents=True)
-    res = _agent("serve", "--root", str(tmp_path / "data"), "--workdir", str(elsewhere),
-                 home=home)
+    res = _agent("serve", "--root", str(tmp_path / "data"), "--workdir", str(elsewhere), home=home)
     assert res.returncode == 0 and "EDGECAL-READY" in res.stdout, res
     res = _agent("serve", "--root", "/", "--workdir", str(elsewhere), home=home)
     assert res.returncode == 2 and "WorkdirRefused" in res.stderr
 
 
-@pytest.mark.parametrize("workdir", ["/", ".", "./", "~", "~/", "~/.", "/.", "a/../..", "//",
-                                     "~other/x"])
+@pytest.mark.parametrize(
+    "workdir", ["/", ".", "./", "~", "~/", "~/.", "/.", "a/../..", "//", "~other/x"]
+)
 def test_the_boards_file_refuses_a_workdir_that_is_not_a_folder_of_its_own(
-        tmp_path: Path, workdir: str) -> None:
+    tmp_path: Path, workdir: str
+) -> None:
     boards = tmp_path / "boards.toml"
     boards.write_text(f'schema = 1\n[boards.b]\nhost = "h"\nworkdir = "{workdir}"\n')
     with pytest.raises(ConfigError) as info:
@@ -286,13 +321,17 @@ def test_the_boards_file_refuses_a_workdir_that_is_not_a_folder_of_its_own(
 
 def test_the_boards_file_takes_a_workdir_root(tmp_path: Path) -> None:
     boards = tmp_path / "boards.toml"
-    boards.write_text('schema = 1\n[boards.b]\nhost = "h"\nworkdir = "/data/local/tmp/ec"\n'
-                      'workdir_root = "/data/local/tmp"\n'
-                      '[boards.c]\nhost = "h"\nworkdir = ".cache/edgecal"\n')
+    boards.write_text(
+        'schema = 1\n[boards.b]\nhost = "h"\nworkdir = "/data/local/tmp/ec"\n'
+        'workdir_root = "/data/local/tmp"\n'
+        '[boards.c]\nhost = "h"\nworkdir = ".cache/edgecal"\n'
+    )
     got = load_boards(boards)
     assert got["b"].workdir_root == "/data/local/tmp" and got["c"].workdir_root is None
-    boards.write_text('schema = 1\n[boards.b]\nhost = "h"\nworkdir = "/etc/ec"\n'
-                      'workdir_root = "/data/local/tmp"\n')
+    boards.write_text(
+        'schema = 1\n[boards.b]\nhost = "h"\nworkdir = "/etc/ec"\n'
+        'workdir_root = "/data/local/tmp"\n'
+    )
     with pytest.raises(ConfigError, match="outside 'workdir_root'"):
         load_boards(boards)
 
@@ -322,7 +361,8 @@ def test_a_vanished_artifact_is_the_agents_own_error(tmp_path: Path) -> None:
 
 
 def test_a_write_that_races_the_age_check_keeps_the_folder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A host writes into an old job folder right after the cleanup looked at its age (here:
     the write happens as the first age check returns): the folder is checked again after it was
     renamed aside, and keeps its name and the new file."""
@@ -357,7 +397,8 @@ def test_the_host_refuses_to_send_a_request_the_agent_would_refuse() -> None:
 
 
 def test_a_local_device_in_the_home_folder_itself_is_refused_with_the_fix(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgecal.device.local import LocalDevice
     from edgecal.errors import DeviceError
 

@@ -27,8 +27,9 @@ def _fresh_process_cache() -> None:
     fileio._HASHED.clear()
 
 
-def test_hashed_once_then_read_from_the_side_file(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hashed_once_then_read_from_the_side_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = tmp_path / "model.bin"
     f.write_bytes(os.urandom(1000))
     want = hashlib.sha256(f.read_bytes()).hexdigest()

@@ -15,8 +15,7 @@ from edgecal_agent.server import serve
 HOUR = 3600.0
 
 
-def _job(workdir: Path, name: str, age_s: float, files: tuple[str, ...] = (REQUEST_FILE,)
-         ) -> Path:
+def _job(workdir: Path, name: str, age_s: float, files: tuple[str, ...] = (REQUEST_FILE,)) -> Path:
     d = workdir / JOBS_DIR / name
     d.mkdir(parents=True)
     when = time.time() - age_s

@@ -41,8 +41,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # -- strategies ----------------------------------------------------------------------------------
 names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
-relpaths = st.lists(st.from_regex(r"[a-z0-9_.-]{1,8}", fullmatch=True).filter(
-    lambda s: s not in (".", "..")), min_size=1, max_size=3).map("/".join)
+relpaths = st.lists(
+    st.from_regex(r"[a-z0-9_.-]{1,8}", fullmatch=True).filter(lambda s: s not in (".", "..")),
+    min_size=1,
+    max_size=3,
+).map("/".join)
 floats32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 inputs = st.builds(
     InputDesc,
@@ -76,34 +79,72 @@ def test_request_round_trips_through_json(params: CaptureParams, job_id: str, op
 @given(
     ok=st.booleans(),
     result=st.dictionaries(names, st.integers() | names | floats32, max_size=4),
-    artifacts=st.dictionaries(names, st.builds(
-        Artifact, file=relpaths, sha256=st.from_regex(r"[0-9a-f]{64}", fullmatch=True)),
-        max_size=3),
+    artifacts=st.dictionaries(
+        names,
+        st.builds(Artifact, file=relpaths, sha256=st.from_regex(r"[0-9a-f]{64}", fullmatch=True)),
+        max_size=3,
+    ),
     rss=st.integers(0, 2**40),
 )
-def test_response_round_trips_through_json(ok: bool, result: dict, artifacts: dict,
-                                           rss: int) -> None:
-    response = Response(op="absmax", job_id="j1", ok=ok, agent_version="0.1.0", result=result,
-                        artifacts=artifacts if ok else {},
-                        error=None if ok else ErrorInfo("BlobNotFound", "no blob", "tb"),
-                        timing_s={"total": 0.5}, ru_maxrss_kb=rss)
+def test_response_round_trips_through_json(
+    ok: bool, result: dict, artifacts: dict, rss: int
+) -> None:
+    response = Response(
+        op="absmax",
+        job_id="j1",
+        ok=ok,
+        agent_version="0.1.0",
+        result=result,
+        artifacts=artifacts if ok else {},
+        error=None if ok else ErrorInfo("BlobNotFound", "no blob", "tb"),
+        timing_s={"total": 0.5},
+        ru_maxrss_kb=rss,
+    )
     assert Response.from_dict(json.loads(json.dumps(response.to_dict()))) == response
 
 
-@pytest.mark.parametrize("bad", [
-    {"protocol": PROTOCOL_VERSION, "op": "nope", "job_id": "a"},
-    {"protocol": PROTOCOL_VERSION, "op": "hello", "job_id": "../x"},
-    {"protocol": PROTOCOL_VERSION, "op": "histogram", "job_id": "a", "params": {
-        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
-        "shards": [], "blobs": ["in0"]}},  # histogram without absmax
-    {"protocol": PROTOCOL_VERSION, "op": "absmax", "job_id": "a", "params": {
-        "model": {"param": "/etc/passwd", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
-        "shards": [], "blobs": []}},
-    {"protocol": PROTOCOL_VERSION, "op": "absmax", "job_id": "a", "params": {
-        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [{"blob": "in0"}],
-        "shards": [], "blobs": [], "threads": True}},
-    {"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "a", "params": {"seconds": -1}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"protocol": PROTOCOL_VERSION, "op": "nope", "job_id": "a"},
+        {"protocol": PROTOCOL_VERSION, "op": "hello", "job_id": "../x"},
+        {
+            "protocol": PROTOCOL_VERSION,
+            "op": "histogram",
+            "job_id": "a",
+            "params": {
+                "model": {"param": "m.param", "bin": "m.bin"},
+                "inputs": [{"blob": "in0"}],
+                "shards": [],
+                "blobs": ["in0"],
+            },
+        },  # histogram without absmax
+        {
+            "protocol": PROTOCOL_VERSION,
+            "op": "absmax",
+            "job_id": "a",
+            "params": {
+                "model": {"param": "/etc/passwd", "bin": "m.bin"},
+                "inputs": [{"blob": "in0"}],
+                "shards": [],
+                "blobs": [],
+            },
+        },
+        {
+            "protocol": PROTOCOL_VERSION,
+            "op": "absmax",
+            "job_id": "a",
+            "params": {
+                "model": {"param": "m.param", "bin": "m.bin"},
+                "inputs": [{"blob": "in0"}],
+                "shards": [],
+                "blobs": [],
+                "threads": True,
+            },
+        },
+        {"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "a", "params": {"seconds": -1}},
+    ],
+)
 def test_request_validation_refuses(bad: dict) -> None:
     with pytest.raises(ProtocolViolation):
         Request.from_dict(bad)
@@ -127,8 +168,9 @@ def test_other_major_protocol_is_refused_naming_both_versions() -> None:
 def test_agent_answers_other_protocol_with_a_mismatch_error(tmp_path: Path) -> None:
     job = tmp_path / "jobs" / "j1"
     job.mkdir(parents=True)
-    (job / "request.json").write_text(json.dumps(
-        {"protocol": PROTOCOL_VERSION + 1, "op": "hello", "job_id": "j1"}))
+    (job / "request.json").write_text(
+        json.dumps({"protocol": PROTOCOL_VERSION + 1, "op": "hello", "job_id": "j1"})
+    )
     response = server.run_job(str(tmp_path), "j1", io.StringIO())
     assert not response.ok and response.error is not None
     assert response.error.kind == "ProtocolMismatch"
@@ -139,8 +181,9 @@ def test_agent_answers_other_protocol_with_a_mismatch_error(tmp_path: Path) -> N
 def test_agent_answers_a_too_deeply_nested_request_with_bad_request(tmp_path: Path) -> None:
     job = tmp_path / "jobs" / "j1"
     job.mkdir(parents=True)
-    (job / "request.json").write_text('{"op": "hello", "job_id": "j1", "params": '
-                                      + "[" * 100_000 + "]" * 100_000 + "}")
+    (job / "request.json").write_text(
+        '{"op": "hello", "job_id": "j1", "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
     response = server.run_job(str(tmp_path), "j1", io.StringIO())
     assert response.error is not None and response.error.kind == "BadRequest"
 
@@ -150,12 +193,28 @@ def test_eq_layer_with_an_empty_bottom_scale_is_a_bad_request(tmp_path: Path) ->
     job.mkdir(parents=True)
     (job / "probe.param").write_text("7767517\n0 0\n")
     (job / "probe.bin").write_bytes(b"")
-    np.savez(job / "cand.npz", candidates=np.ones((2, 3), np.float32),
-             weight_scales=np.ones(1, np.float32), bottom_scale=np.zeros(0, np.float32))
-    request = {"protocol": PROTOCOL_VERSION, "op": "eq_layer", "job_id": "j1", "params": {
-        "model": {"param": "m.param", "bin": "m.bin"}, "inputs": [], "shards": [],
-        "layer": "conv", "bottom": "a", "top": "b", "probe_param": "probe.param",
-        "probe_prefix": "probe.bin", "candidates": "cand.npz"}}
+    np.savez(
+        job / "cand.npz",
+        candidates=np.ones((2, 3), np.float32),
+        weight_scales=np.ones(1, np.float32),
+        bottom_scale=np.zeros(0, np.float32),
+    )
+    request = {
+        "protocol": PROTOCOL_VERSION,
+        "op": "eq_layer",
+        "job_id": "j1",
+        "params": {
+            "model": {"param": "m.param", "bin": "m.bin"},
+            "inputs": [],
+            "shards": [],
+            "layer": "conv",
+            "bottom": "a",
+            "top": "b",
+            "probe_param": "probe.param",
+            "probe_prefix": "probe.bin",
+            "candidates": "cand.npz",
+        },
+    }
     (job / "request.json").write_text(json.dumps(request))
     response = server.run_job(str(tmp_path), "j1", io.StringIO())
     assert response.error is not None, response
@@ -172,8 +231,16 @@ def test_host_refuses_response_of_other_protocol() -> None:
     assert str(PROTOCOL_VERSION + 1) in str(info.value) and str(PROTOCOL_VERSION) in str(info.value)
 
 
-@pytest.mark.parametrize("raw", ["", "{", "[]", '{"protocol": 1}',
-                                 '{"protocol": 1, "op": "hello", "job_id": "j1", "ok": "yes"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "{",
+        "[]",
+        '{"protocol": 1}',
+        '{"protocol": 1, "op": "hello", "job_id": "j1", "ok": "yes"}',
+    ],
+)
 def test_host_reports_malformed_response(raw: str) -> None:
     with pytest.raises(ProtocolError):
         parse_response(raw, "board-a", "j1")
@@ -217,13 +284,19 @@ def test_blob_names_are_data_not_member_names(tmp_path: Path) -> None:
 
 def test_shard_round_trip_keeps_samples_and_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    descs = [InputDesc("in0", "image", "GRAY", (0.0,), (1.0,), (8, 8)),
-             InputDesc("in1", "npy", shape=(4, 3, 2))]
+    descs = [
+        InputDesc("in0", "image", "GRAY", (0.0,), (1.0,), (8, 8)),
+        InputDesc("in1", "npy", shape=(4, 3, 2)),
+    ]
     samples = []
     for i in range(7):
         rows = 5 if i < 3 else 9  # a shape change starts a new block
-        samples.append((rng.integers(0, 256, (rows, 6, 3), dtype=np.uint8),
-                        rng.standard_normal((2, 3, 4)).astype(np.float32)))
+        samples.append(
+            (
+                rng.integers(0, 256, (rows, 6, 3), dtype=np.uint8),
+                rng.standard_normal((2, 3, 4)).astype(np.float32),
+            )
+        )
     write_shard(tmp_path / "s.npz", samples, descs, block_bytes=600)
     info = read_shard_info(tmp_path / "s.npz")
     assert info.inputs == tuple(descs) and info.n_samples == 7 and len(info.block_sizes) > 2
@@ -235,12 +308,14 @@ def test_shard_round_trip_keeps_samples_and_order(tmp_path: Path) -> None:
 
 
 # -- atomic response -----------------------------------------------------------------------------
-def test_response_is_written_atomically_and_last(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_response_is_written_atomically_and_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = tmp_path / "jobs" / "j1"
     job.mkdir(parents=True)
-    (job / "request.json").write_text(json.dumps(
-        Request(op="sleep", job_id="j1", params=SleepParams(0.0)).to_dict()))
+    (job / "request.json").write_text(
+        json.dumps(Request(op="sleep", job_id="j1", params=SleepParams(0.0)).to_dict())
+    )
 
     def failing_replace(src: str, dst: str, **kwargs: object) -> None:
         raise OSError("disk full")
@@ -272,15 +347,24 @@ def test_zipapp_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
     assert path.name == agent_zipapp_name(data) and path.read_bytes() == data
     names = zipfile.ZipFile(path).namelist()
     modules = {f"edgecal_agent/{p.name}" for p in Path(edgecal_agent.__file__).parent.glob("*.py")}
-    assert "__main__.py" in names and {"edgecal_agent/messages.py", "edgecal_agent/npzio.py",
-                                       "edgecal_agent/shards.py"} <= modules <= set(names)
+    assert "__main__.py" in names and {
+        "edgecal_agent/messages.py",
+        "edgecal_agent/npzio.py",
+        "edgecal_agent/shards.py",
+    } <= modules <= set(names)
     assert not any("__pycache__" in n or "edgecal/" in n for n in names)
 
 
 def test_zipapp_runs_hello(tmp_path: Path) -> None:
     path = build_agent_zipapp(tmp_path)
-    out = subprocess.run([sys.executable, str(path), "hello"], capture_output=True, text=True,
-                         timeout=60, cwd=tmp_path, check=True)
+    out = subprocess.run(
+        [sys.executable, str(path), "hello"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=True,
+    )
     info = json.loads(out.stdout)
     assert info["protocol"] == PROTOCOL_VERSION and info["ncnn_ok"] is True
 

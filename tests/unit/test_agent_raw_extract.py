@@ -48,14 +48,18 @@ def packed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "m.param", d / "m.bin"
 
 
-def _unpacked(model: NcnnModel, sample: tuple[np.ndarray, ...], inputs: list[InputDesc],
-              blobs: list[str]) -> list[np.ndarray]:
-    return [stats.visited(np.array(mat)) for _, mat in
-            model.extract(sample, inputs, blobs, light_mode=False)]
+def _unpacked(
+    model: NcnnModel, sample: tuple[np.ndarray, ...], inputs: list[InputDesc], blobs: list[str]
+) -> list[np.ndarray]:
+    return [
+        stats.visited(np.array(mat))
+        for _, mat in model.extract(sample, inputs, blobs, light_mode=False)
+    ]
 
 
-def _raw(model: NcnnModel, sample: tuple[np.ndarray, ...], inputs: list[InputDesc],
-         blobs: list[str]) -> list[np.ndarray]:
+def _raw(
+    model: NcnnModel, sample: tuple[np.ndarray, ...], inputs: list[InputDesc], blobs: list[str]
+) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     model.for_each_visited(sample, inputs, blobs, lambda b, v: out.append(np.array(v)))
     return out
@@ -66,16 +70,21 @@ def _same_multiset(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("runtime", ["calibration", "deployed"])
-def test_raw_view_visits_what_ncnn2table_visits(packed_model: tuple[Path, Path],
-                                                runtime: str) -> None:
+def test_raw_view_visits_what_ncnn2table_visits(
+    packed_model: tuple[Path, Path], runtime: str
+) -> None:
     param, bin_ = packed_model
     model = NcnnModel(str(param), str(bin_), runtime=runtime, threads=2)
     inputs = [InputDesc(blob="in0", kind="npy", shape=(6, 5, 3, 2))]
     rng = np.random.default_rng(1)
     seen_packs = set()
     ex = model.net.create_extractor()
-    ex.input("in0", model.ncnn.Mat(np.ascontiguousarray(
-        rng.normal(size=(2, 3, 5, 6)).astype(np.float32))).clone())
+    ex.input(
+        "in0",
+        model.ncnn.Mat(
+            np.ascontiguousarray(rng.normal(size=(2, 3, 5, 6)).astype(np.float32))
+        ).clone(),
+    )
     for name in BLOBS:
         feat = model.ncnn.Mat()
         assert ex.extract(name, feat, 1) == 0

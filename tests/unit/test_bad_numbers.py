@@ -22,8 +22,9 @@ NPY = InputSpec("in0", "npy", shape=(4, 3, 2))
 
 
 @pytest.mark.parametrize(("value", "word"), [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
-def test_a_nonfinite_npy_sample_is_an_error_naming_it(tmp_path: Path, value: float,
-                                                     word: str) -> None:
+def test_a_nonfinite_npy_sample_is_an_error_naming_it(
+    tmp_path: Path, value: float, word: str
+) -> None:
     arr = np.ones((2, 3, 4), np.float32)
     arr[1, 2, 3] = value
     path = tmp_path / "bad sample.npy"
@@ -58,23 +59,34 @@ def test_absmax_accumulator_flags_nonfinite_values(stage: int) -> None:
 def test_build_table_warns_for_every_unusable_scale() -> None:
     """ACIQ with one weight per group gives scale 0 (as ncnn2table): the table build says that
     `quantize` refuses the line (today: only the ACIQ note, nothing about the zero scale)."""
-    dw = Layer("ConvolutionDepthWise", "d", ["in"], ["out"],
-               {k: int_value(v) for k, v in {0: 4, 1: 1, 6: 4, 7: 4}.items()})
+    dw = Layer(
+        "ConvolutionDepthWise",
+        "d",
+        ["in"],
+        ["out"],
+        {k: int_value(v) for k, v in {0: 4, 1: 1, 6: 4, 7: 4}.items()},
+    )
     counts = np.zeros(2048, np.uint64)
     counts[:100] = 1
-    build = build_table([(dw, {"weight": WeightRecord("weight", "f32",
-                                                      np.arange(1, 5, dtype=np.float32))})],
-                        {"d": BlobHistogram(counts, np.float32(2.0), 16)}, "aciq")
+    build = build_table(
+        [(dw, {"weight": WeightRecord("weight", "f32", np.arange(1, 5, dtype=np.float32))})],
+        {"d": BlobHistogram(counts, np.float32(2.0), 16)},
+        "aciq",
+    )
     assert any("d_param_0" in w and "refuses" in w for w in build.warnings), build.warnings
 
 
 def test_table_lines_are_kept_and_unusable_scales_refused_by_line() -> None:
-    table = parse_table("# comment\n\nconv_param_0 1.5 0.000000 \nconv 2.0 \nfc nan \n",
-                        source="t.table")
+    table = parse_table(
+        "# comment\n\nconv_param_0 1.5 0.000000 \nconv 2.0 \nfc nan \n", source="t.table"
+    )
     assert table.lines == {"conv_param_0": 3, "conv": 4, "fc": 5}
     tables.refuse_unusable_scales(table, ["conv"])  # fine
-    with pytest.raises(TableError, match=r"line 3: conv_param_0 has weight scale 0\.000000 "
-                                         r"\(value 2 of 2\)"):
+    with pytest.raises(
+        TableError,
+        match=r"line 3: conv_param_0 has weight scale 0\.000000 "
+        r"\(value 2 of 2\)",
+    ):
         tables.refuse_unusable_scales(table, ["conv", "conv_param_0"])
     with pytest.raises(TableError, match="line 5: fc has input blob scale nan"):
         tables.refuse_unusable_scales(table, ["fc"])
@@ -82,8 +94,9 @@ def test_table_lines_are_kept_and_unusable_scales_refused_by_line() -> None:
     mem.set("x", [-1.0])
     with pytest.raises(TableError, match=r"^x has input blob scale -1\.000000"):
         tables.refuse_unusable_scales(mem, ["x"])
-    assert [i for i, _ in tables.bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45],
-                                              np.float32))] == [1, 2, 3, 4]
+    assert [
+        i for i, _ in tables.bad_scales(np.array([1, 0, -1, np.inf, np.nan, 1e-45], np.float32))
+    ] == [1, 2, 3, 4]
 
 
 def test_fatal_signal_tells_a_crash_from_a_kill() -> None:
@@ -100,12 +113,16 @@ def test_deterministic_agent_failures_are_job_errors() -> None:
     from edgecal.errors import AgentCrash, AgentError
     from edgecal.fleet.scheduler import _board_fault
 
-    for kind in ("OutOfMemory", "NonFiniteActivation", "ExtractError", "TypeError",
-                 "UnicodeEncodeError"):
+    for kind in (
+        "OutOfMemory",
+        "NonFiniteActivation",
+        "ExtractError",
+        "TypeError",
+        "UnicodeEncodeError",
+    ):
         assert not _board_fault(AgentError("x", kind=kind))
     assert not _board_fault(AgentCrash("x"))
     assert _board_fault(AgentError("x", kind="OSError"))  # e.g. a full disk: retried
-
 
 
 def test_non_utf8_names_print_as_bytes_and_push_under_a_utf8_name() -> None:
@@ -141,9 +158,10 @@ def test_crash_layer_finds_the_layer_that_crashes_ncnn(tmp_path: Path) -> None:
     param.write_text("\n".join(out) + "\n")
     spec = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
     (shard,) = write_shards([(np.zeros((32, 32, 3), np.uint8),)], [spec], tmp_path)
-    layer = crash_layer(parse_param(param.read_text(), str(param)), param, ref / "model.bin",
-                        shard)
+    layer = crash_layer(parse_param(param.read_text(), str(param)), param, ref / "model.bin", shard)
     assert layer is not None and layer.name == "crop_x"
     fine = ref / "model.param"
-    assert crash_layer(parse_param(fine.read_text(), str(fine)), fine, ref / "model.bin",
-                       shard) is None
+    assert (
+        crash_layer(parse_param(fine.read_text(), str(fine)), fine, ref / "model.bin", shard)
+        is None
+    )

@@ -40,14 +40,20 @@ def pythons(*versions: str) -> list[object]:
     out: list[object] = [pytest.param("python3", id="python3")]
     for v in versions:
         exe = interpreter(v)
-        out.append(pytest.param(exe, id=f"python{v}", marks=pytest.mark.skipif(
-            exe is None, reason=f"no Python {v} on this machine")))
+        out.append(
+            pytest.param(
+                exe,
+                id=f"python{v}",
+                marks=pytest.mark.skipif(exe is None, reason=f"no Python {v} on this machine"),
+            )
+        )
     return out
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                          env={"PATH": os.environ["PATH"]})
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]}
+    )
 
 
 def test_the_snippets_are_read_from_the_package() -> None:
@@ -62,8 +68,13 @@ def test_the_snippets_are_read_from_the_package() -> None:
 def test_a_snippet_imports_only_the_standard_library(name: str) -> None:
     tree = ast.parse((FOLDER / name).read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         for n in names:
             assert n.split(".")[0] in sys.stdlib_module_names, f"{name} imports {n}"
 
@@ -107,7 +118,11 @@ def test_the_hashing_program_answers_the_hosts_parser(python: str, tmp_path: Pat
     assert res.returncode == 0, res.stderr
     assert parse_hashes(res.stdout, "b") == {
         "sub/a.bin": hashlib.sha256(b"\x00edgecal\n" * 1000).hexdigest(),
-        "link.bin": None, "sub": None, "absent.bin": None, "../outside.bin": None}
+        "link.bin": None,
+        "sub": None,
+        "absent.bin": None,
+        "../outside.bin": None,
+    }
 
 
 def test_a_garbled_hash_answer_names_the_board() -> None:

@@ -9,8 +9,17 @@ import pytest
 from edgecal.boards.config import PROFILES_DIR, load_boards, load_profile, resolve_board
 from edgecal.errors import ConfigError, UsageError
 
-PROFILES = ["generic-aarch64", "raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5",
-            "jetson-nano", "jetson-orin", "rk3588", "emulated-pi4", "emulated-pi5"]
+PROFILES = [
+    "generic-aarch64",
+    "raspberry-pi-3",
+    "raspberry-pi-4",
+    "raspberry-pi-5",
+    "jetson-nano",
+    "jetson-orin",
+    "rk3588",
+    "emulated-pi4",
+    "emulated-pi5",
+]
 
 EXAMPLE = """schema = 1
 [boards.emu1]
@@ -35,25 +44,33 @@ def test_example_boards_file(tmp_path: Path) -> None:
     boards = load_boards(write(tmp_path, EXAMPLE))
     b = boards["emu1"]
     assert (b.host, b.port, b.user, b.profile, b.workdir) == (
-        "127.0.0.1", 2222, "pi", "emulated-pi4", ".cache/edgecal")
+        "127.0.0.1",
+        2222,
+        "pi",
+        "emulated-pi4",
+        ".cache/edgecal",
+    )
     assert b.identity_file == "/srv/edgecal-boards/ssh/id_ed25519"
     assert b.known_hosts == str(tmp_path / "ssh" / "known_hosts")  # relative to the file
     assert b.connect_timeout_s == 3.0 and b.command_timeout_s == 3600.0
     assert b.python == "python3"
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("schema = 2\n", "'schema' is 2"),
-    ("[boards.x]\nhost='h'\n", "'schema' is None"),
-    ("schema = 1\n[boards.x]\nport = 22\n", "[boards.x]: key 'host' is missing"),
-    ("schema = 1\n[boards.x]\nhost = 'h'\nport = '22'\n", "key 'port' must be a int"),
-    ("schema = 1\n[boards.x]\nhost = 'h'\nport = 70000\n", "key 'port' must be 1..65535"),
-    ("schema = 1\n[boards.x]\nhost = 'h'\nhots = 'h'\n", "unknown key 'hots'"),
-    ("schema = 1\n[boards.x]\nhost = 'h'\nworkdir = '../up'\n", "key 'workdir'"),
-    ("schema = 1\n[boards.local]\nhost = 'h'\n", "'local' is not allowed"),
-    ("schema = 1\nboard = 1\n", "unknown top-level key 'board'"),
-    ("schema = 1\n[boards.x\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("schema = 2\n", "'schema' is 2"),
+        ("[boards.x]\nhost='h'\n", "'schema' is None"),
+        ("schema = 1\n[boards.x]\nport = 22\n", "[boards.x]: key 'host' is missing"),
+        ("schema = 1\n[boards.x]\nhost = 'h'\nport = '22'\n", "key 'port' must be a int"),
+        ("schema = 1\n[boards.x]\nhost = 'h'\nport = 70000\n", "key 'port' must be 1..65535"),
+        ("schema = 1\n[boards.x]\nhost = 'h'\nhots = 'h'\n", "unknown key 'hots'"),
+        ("schema = 1\n[boards.x]\nhost = 'h'\nworkdir = '../up'\n", "key 'workdir'"),
+        ("schema = 1\n[boards.local]\nhost = 'h'\n", "'local' is not allowed"),
+        ("schema = 1\nboard = 1\n", "unknown top-level key 'board'"),
+        ("schema = 1\n[boards.x\n", "not valid TOML"),
+    ],
+)
 def test_boards_file_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -80,8 +97,10 @@ def test_profile_errors(tmp_path: Path) -> None:
     (tmp_path / "x.toml").write_text('schema = 1\nname = "x"\narch = "aarch64"\n')
     with pytest.raises(ConfigError, match=r"x\.toml: key 'threads' is missing"):
         load_profile("x", tmp_path)
-    (tmp_path / "y.toml").write_text('schema = 1\nname = "y"\narch = "aarch64"\nthreads = 1\n'
-                                     'python = "3.11"\n[runtime]\nfp16 = true\n')
+    (tmp_path / "y.toml").write_text(
+        'schema = 1\nname = "y"\narch = "aarch64"\nthreads = 1\n'
+        'python = "3.11"\n[runtime]\nfp16 = true\n'
+    )
     with pytest.raises(ConfigError, match=r"y\.toml: \[runtime\]: unknown key 'fp16'"):
         load_profile("y", tmp_path)
     with pytest.raises(ConfigError, match="known profiles: x, y"):

@@ -143,8 +143,12 @@ def test_threads_computing_at_once_get_the_serial_answers() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(7)
-    hists = [np.bincount(np.minimum(rng.exponential(scale, 20000) * 100, 2047).astype(int),
-                         minlength=2048).astype(np.uint64) for scale in (0.5, 1, 2, 4, 8, 16)]
+    hists = [
+        np.bincount(
+            np.minimum(rng.exponential(scale, 20000) * 100, 2047).astype(int), minlength=2048
+        ).astype(np.uint64)
+        for scale in (0.5, 1, 2, 4, 8, 16)
+    ]
     serial = [K.kl_best_bin(h) for h in hists]
     with ThreadPoolExecutor(max_workers=4) as pool:
         for _ in range(5):

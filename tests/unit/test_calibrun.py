@@ -41,8 +41,7 @@ def test_plan_covers_every_sample_once(n: int, first: int, largest: int) -> None
 
 
 @given(st.integers(0, 5000), st.integers(1, 64), st.integers(1, 512), st.integers(2, 8))
-def test_fleet_plan_shrinks_towards_the_end(n: int, first: int, largest: int,
-                                            workers: int) -> None:
+def test_fleet_plan_shrinks_towards_the_end(n: int, first: int, largest: int, workers: int) -> None:
     plan = plan_shards(n, first, largest, workers)
     assert sum(c for _, c in plan) == n
     assert [s for s, _ in plan] == [sum(c for _, c in plan[:k]) for k in range(len(plan))]
@@ -66,8 +65,16 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
     model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
     spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,))
     source = make_sample_source([spec], [read_list(d)])
-    return build_manifest(model, source, method="kl", runtime="calibration", threads=1,
-                          histograms=True, options={"out": "x.table"}, workers=2)
+    return build_manifest(
+        model,
+        source,
+        method="kl",
+        runtime="calibration",
+        threads=1,
+        histograms=True,
+        options={"out": "x.table"},
+        workers=2,
+    )
 
 
 def test_manifest_round_trip_and_source(manifest: Manifest) -> None:
@@ -104,16 +111,27 @@ def test_changed_image_or_model_is_refused(manifest: Manifest, tmp_path: Path) -
             check_unchanged(manifest, model, "run")
     finally:
         victim.write_bytes(old)
-    other = load_model(ROOT / "tests/data/reference/npy/model.param",
-                       ROOT / "tests/data/reference/npy/model.bin")
+    other = load_model(
+        ROOT / "tests/data/reference/npy/model.param", ROOT / "tests/data/reference/npy/model.bin"
+    )
     with pytest.raises(CalibrationError, match="the model changed"):
         check_unchanged(manifest, other, "run")
 
 
 def _parts(manifest: Manifest, blobs: list[str]) -> list[Part]:
-    return [Part("histogram", s.index, s.count, s.digest, "b", f"j{s.index}", blobs,
-                 {b: np.full(2048, s.index, np.uint64) for b in blobs})
-            for s in manifest.shards]
+    return [
+        Part(
+            "histogram",
+            s.index,
+            s.count,
+            s.digest,
+            "b",
+            f"j{s.index}",
+            blobs,
+            {b: np.full(2048, s.index, np.uint64) for b in blobs},
+        )
+        for s in manifest.shards
+    ]
 
 
 def test_parts_round_trip_and_accounting(manifest: Manifest, tmp_path: Path) -> None:
@@ -125,8 +143,16 @@ def test_parts_round_trip_and_accounting(manifest: Manifest, tmp_path: Path) -> 
     check_accounting(manifest, back, "histogram", blobs, "run")
     assert [p.index for p in back] == [s.index for s in manifest.shards]
     assert int(back[-1].values["b"][0]) == back[-1].index
-    absmax = Part("absmax", 0, manifest.shards[0].count, manifest.shards[0].digest, "b", "j",
-                  blobs, {"a": (np.float32(1.5), 7), "b": (np.float32(0.25), 9)})
+    absmax = Part(
+        "absmax",
+        0,
+        manifest.shards[0].count,
+        manifest.shards[0].digest,
+        "b",
+        "j",
+        blobs,
+        {"a": (np.float32(1.5), 7), "b": (np.float32(0.25), 9)},
+    )
     (tmp_path / "p.npz").write_bytes(part_bytes(absmax))
     got = read_part(tmp_path / "p.npz")
     assert got.values == {"a": (np.float32(1.5), 7), "b": (np.float32(0.25), 9)}
@@ -144,8 +170,19 @@ def test_accounting_catches_missing_foreign_and_miscounted_shards(manifest: Mani
         check_accounting(manifest, parts[:-1], "histogram", blobs, "run")
     with pytest.raises(CalibrationError, match="answered twice"):
         check_accounting(manifest, [*parts, parts[0]], "histogram", blobs, "run")
-    forged = [*parts[:-1], Part("histogram", parts[-1].index, parts[-1].count,
-                                "0" * 64, "b", "j", blobs, parts[-1].values)]
+    forged = [
+        *parts[:-1],
+        Part(
+            "histogram",
+            parts[-1].index,
+            parts[-1].count,
+            "0" * 64,
+            "b",
+            "j",
+            blobs,
+            parts[-1].values,
+        ),
+    ]
     with pytest.raises(CalibrationError, match="for other images"):
         check_accounting(manifest, forged, "histogram", blobs, "run")
     with pytest.raises(CalibrationError, match="covers blobs"):

@@ -16,15 +16,27 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "tinted_digits"
 MODEL = (str(SAMPLE / "model.param"), str(SAMPLE / "model.bin"))  # one input
 
 
-def ns(*lists: tuple[str, str], mean: tuple[str, ...] = (), norm: tuple[str, ...] = (),
-       shape: tuple[str, ...] = (), pixel: tuple[str, ...] = ()) -> argparse.Namespace:
-    return argparse.Namespace(lists=list(lists), mean=list(mean), norm=list(norm),
-                              shape=list(shape), pixel=list(pixel))
+def ns(
+    *lists: tuple[str, str],
+    mean: tuple[str, ...] = (),
+    norm: tuple[str, ...] = (),
+    shape: tuple[str, ...] = (),
+    pixel: tuple[str, ...] = (),
+) -> argparse.Namespace:
+    return argparse.Namespace(
+        lists=list(lists), mean=list(mean), norm=list(norm), shape=list(shape), pixel=list(pixel)
+    )
 
 
 def test_each_input_gets_its_share_of_the_options() -> None:
-    args = ns(("image", "a.txt"), ("npy", "b.txt"), ("image", "c.txt"), mean=("1,2,3", "4"),
-              pixel=("RGB", "GRAY"), shape=("8,8", "2,3,4", "4,4"))
+    args = ns(
+        ("image", "a.txt"),
+        ("npy", "b.txt"),
+        ("image", "c.txt"),
+        mean=("1,2,3", "4"),
+        pixel=("RGB", "GRAY"),
+        shape=("8,8", "2,3,4", "4,4"),
+    )
     assert inputs_from_args(args) == [
         ImageInput("a.txt", pixel="RGB", mean=(1.0, 2.0, 3.0), shape=(8, 8)),
         TensorInput("b.txt", shape=(2, 3, 4)),
@@ -32,12 +44,20 @@ def test_each_input_gets_its_share_of_the_options() -> None:
     ]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (ns(("image", "a"), ("image", "b"), norm=("1",)),
-     "1 --norm value(s) given for 2 image input(s)"),
-    (ns(("image", "a"), ("npy", "b"), shape=("4,4",)), "1 --shape value(s) given for 2 input(s)"),
-    (ns(("image", "a"), pixel=("RGB", "BGR")), "2 --pixel value(s) given for 1 image input(s)"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ns(("image", "a"), ("image", "b"), norm=("1",)),
+            "1 --norm value(s) given for 2 image input(s)",
+        ),
+        (
+            ns(("image", "a"), ("npy", "b"), shape=("4,4",)),
+            "1 --shape value(s) given for 2 input(s)",
+        ),
+        (ns(("image", "a"), pixel=("RGB", "BGR")), "2 --pixel value(s) given for 1 image input(s)"),
+    ],
+)
 def test_option_counts(args: argparse.Namespace, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         inputs_from_args(args)

@@ -44,7 +44,8 @@ def test_histogram_mass_moved_and_kl_bins() -> None:
     d = c.copy()
     d[1500] = 5000
     mk = lambda counts, m: HistogramSet(  # noqa: E731
-        {"l": "b"}, {"l": BlobHistogram(counts, np.float32(m), 10)})
+        {"l": "b"}, {"l": BlobHistogram(counts, np.float32(m), 10)}
+    )
     same = compare_histograms(mk(c, 2.0), mk(c, 2.0))[0]
     assert same.mass_moved == 0 and same.absmax_rel == 0 and same.kl_bin_a == same.kl_bin_b
     diff = compare_histograms(mk(c, 2.0), mk(d, 2.5))[0]
@@ -57,15 +58,17 @@ def test_compare_cli_tables_and_histograms(tmp_path: Path, capsys) -> None:  # t
     from edgecal.cli.main import main
     from edgecal.runs.histfile import save_histograms
 
-    assert main(["compare", str(REF / "digits" / "kl.table"),
-                 str(REF / "digits" / "aciq.table")]) == 0
+    assert (
+        main(["compare", str(REF / "digits" / "kl.table"), str(REF / "digits" / "aciq.table")]) == 0
+    )
     out = capsys.readouterr().out
     assert "convrelu_0" in out and "linear_7" in out
     c = np.zeros(2048, np.uint64)
     c[:10] = 3
     for name, m in (("a.npz", 1.0), ("b.npz", 1.5)):
-        save_histograms(tmp_path / name, HistogramSet({"l": "b"}, {
-            "l": BlobHistogram(c, np.float32(m), 4)}))
+        save_histograms(
+            tmp_path / name, HistogramSet({"l": "b"}, {"l": BlobHistogram(c, np.float32(m), 4)})
+        )
     assert main(["compare", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["layer"] == "l" and abs(rows[0]["absmax_rel"] - 1 / 3) < 1e-6

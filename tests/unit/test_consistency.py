@@ -16,8 +16,7 @@ OUT = RNG.normal(size=(50, 10)).astype(np.float32)
 
 
 def noisy(scale: float, seed: int) -> np.ndarray:
-    return OUT + np.random.default_rng(seed).normal(scale=scale, size=OUT.shape).astype(
-        np.float32)
+    return OUT + np.random.default_rng(seed).normal(scale=scale, size=OUT.shape).astype(np.float32)
 
 
 def test_identical_boards_are_consistent() -> None:
@@ -49,8 +48,7 @@ def test_top1_disagreement_alone_flags() -> None:
     c = compare_boards({"a": OUT, "b": b}, tol_cosine=0.0, tol_disagree=0.05)
     assert c.pairs[0].top1_disagree == pytest.approx(0.1)
     assert c.diverging == ["a", "b"]
-    assert compare_boards({"a": OUT, "b": b}, tol_cosine=0.0,
-                          tol_disagree=0.2).diverging == []
+    assert compare_boards({"a": OUT, "b": b}, tol_cosine=0.0, tol_disagree=0.2).diverging == []
 
 
 def test_shape_mismatch_and_single_board_refused() -> None:
@@ -61,8 +59,10 @@ def test_shape_mismatch_and_single_board_refused() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(arrays(np.float32, (6, 4), elements=st.floats(-100, 100, width=32)),
-       arrays(np.float32, (6, 4), elements=st.floats(-100, 100, width=32)))
+@given(
+    arrays(np.float32, (6, 4), elements=st.floats(-100, 100, width=32)),
+    arrays(np.float32, (6, 4), elements=st.floats(-100, 100, width=32)),
+)
 def test_row_cosines_match_the_scalar_cosine(a: np.ndarray, b: np.ndarray) -> None:
     got = row_cosines(a, b)
     want = [cosine(x, y) for x, y in zip(a, b, strict=True)]

@@ -111,23 +111,43 @@ def accumulate(parts: list[np.ndarray], absmax: np.float32, stage: int) -> np.nd
     return acc.counts()
 
 
-_F32_EXOTIC = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1.1754942e-38,
-                        3.4028235e38, -3.4028235e38, 1.0, -1.0], dtype=np.float32)
+_F32_EXOTIC = np.array(
+    [
+        0.0,
+        -0.0,
+        np.nan,
+        np.inf,
+        -np.inf,
+        1e-45,
+        -1e-45,
+        1.1754942e-38,
+        3.4028235e38,
+        -3.4028235e38,
+        1.0,
+        -1.0,
+    ],
+    dtype=np.float32,
+)
 
 
 @settings(deadline=None, max_examples=150)
 @given(
-    hnp.arrays(np.float32, st.integers(0, 400),
-               elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    hnp.arrays(
+        np.float32,
+        st.integers(0, 400),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    ),
     st.integers(0, 400),
     st.sampled_from([8, 64, 1 << 16]),
-    st.one_of(st.none(),
-              st.floats(min_value=float(np.float32(1e-40)), max_value=float(np.float32(3e38)),
-                        width=32),
-              st.sampled_from([2.0**-100, 2.0**-101, np.inf, 4096.0, 1e-30])),
+    st.one_of(
+        st.none(),
+        st.floats(min_value=float(np.float32(1e-40)), max_value=float(np.float32(3e38)), width=32),
+        st.sampled_from([2.0**-100, 2.0**-101, np.inf, 4096.0, 1e-30]),
+    ),
 )
-def test_accumulator_matches_reference(x: np.ndarray, cut: int, stage: int,
-                                       absmax: float | None) -> None:
+def test_accumulator_matches_reference(
+    x: np.ndarray, cut: int, stage: int, absmax: float | None
+) -> None:
     amax = stats.abs_max(x) if absmax is None else np.float32(absmax)
     if not amax > 0:
         amax = np.float32(1.0)
@@ -145,13 +165,15 @@ def test_accumulator_exotic_values_and_views() -> None:
     amax = stats.abs_max(view)
     for stage in (16, 1 << 16):
         got = accumulate([view, view[::-1], base[:, 0]], amax, stage)
-        want = reference_counts(np.concatenate([view.reshape(-1), view[::-1].reshape(-1),
-                                                base[:, 0].reshape(-1)]), amax)
+        want = reference_counts(
+            np.concatenate([view.reshape(-1), view[::-1].reshape(-1), base[:, 0].reshape(-1)]), amax
+        )
         assert np.array_equal(got, want)
     for a in (np.float32(1.0), np.float32(2.0**-110), np.float32(np.inf), np.float32(5e3)):
-        assert np.array_equal(accumulate([_F32_EXOTIC, base], a, 8),
-                              reference_counts(np.concatenate([_F32_EXOTIC, base.reshape(-1)]),
-                                               a))
+        assert np.array_equal(
+            accumulate([_F32_EXOTIC, base], a, 8),
+            reference_counts(np.concatenate([_F32_EXOTIC, base.reshape(-1)]), a),
+        )
 
 
 def test_fast_division_equals_divide_then_multiply() -> None:
@@ -167,9 +189,14 @@ def test_fast_division_equals_divide_then_multiply() -> None:
 
 @settings(deadline=None, max_examples=100)
 @given(
-    st.lists(hnp.arrays(np.float32, st.integers(0, 50),
-                        elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
-             max_size=6),
+    st.lists(
+        hnp.arrays(
+            np.float32,
+            st.integers(0, 50),
+            elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+        ),
+        max_size=6,
+    ),
     st.sampled_from([4, 32, 1 << 16]),
 )
 def test_absmax_accumulator_is_max_of_abs_max(parts: list[np.ndarray], stage: int) -> None:

@@ -19,15 +19,20 @@ from edgecal_agent.server import run_job
 def test_an_ssh_failure_without_a_message_names_its_type(tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("")
-    link = SshLink(SshTarget(name="b1", host="127.0.0.1", port=2222, user="u",
-                             ssh_config=str(config)))
-    with pytest.raises(TransportError, match=r"^b1: SSH failure with .* while connecting: "
-                                             r"EOFError \("):
+    link = SshLink(
+        SshTarget(name="b1", host="127.0.0.1", port=2222, user="u", ssh_config=str(config))
+    )
+    with pytest.raises(
+        TransportError,
+        match=r"^b1: SSH failure with .* while connecting: "
+        r"EOFError \(",
+    ):
         link.fail(EOFError(), "connecting")
 
 
 def test_a_memory_error_without_a_message_names_its_type(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = tmp_path / JOBS_DIR / "j1"
     job.mkdir(parents=True)
     (job / REQUEST_FILE).write_text(json.dumps(Request(op="hello", job_id="j1").to_dict()))

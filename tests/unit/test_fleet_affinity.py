@@ -29,8 +29,9 @@ def _run(fleet: Fleet, units: list[int], who: dict[int, str]) -> None:
         with lock:
             who[unit] = board
 
-    job: Job[int] = Job(start=start, collect=lambda d, u, j: None, size=lambda u: 1,
-                        name=str, home=lambda u: u)
+    job: Job[int] = Job(
+        start=start, collect=lambda d, u, j: None, size=lambda u: 1, name=str, home=lambda u: u
+    )
     fleet.run(iter(units), job, done, len(units), lambda k, n: None)
 
 
@@ -67,7 +68,9 @@ def test_hello_reaches_every_board_at_once() -> None:
             raise TransportError("b: gone")
         return dev.name
 
-    fleet = Fleet([_Board("a"), _Board("b"), _Board("c")],  # type: ignore[list-item]
-                  retry=RetryPolicy(attempts=1))
+    fleet = Fleet(
+        [_Board("a"), _Board("b"), _Board("c")],  # type: ignore[list-item]
+        retry=RetryPolicy(attempts=1),
+    )
     assert fleet.call("hello", hello) == "a"
     assert fleet.lost == {"b"} and fleet.accounts["b"].lost == "b: gone"

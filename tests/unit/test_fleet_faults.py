@@ -82,18 +82,26 @@ class FakeBoard(Device):
     def push(self, local: Path) -> str:
         raise AssertionError("not used by Fleet")
 
-    def run_job(self, op: str, params: Mapping[str, Any], *,
-                timeout_s: float = DEFAULT_JOB_TIMEOUT_S, progress: Progress | None = None,
-                files: Mapping[str, bytes] | None = None,
-                job_id: str | None = None) -> JobResult:
+    def run_job(
+        self,
+        op: str,
+        params: Mapping[str, Any],
+        *,
+        timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+        progress: Progress | None = None,
+        files: Mapping[str, bytes] | None = None,
+        job_id: str | None = None,
+    ) -> JobResult:
         assert job_id is not None
         self._runs += 1
         self.log.append(("run", job_id))
         if self.on_run is not None:
             self.on_run(self._runs)
         if self._dead():
-            raise TransportError(f"{self.name}: ssh: connection refused",
-                                 hint=f"run `edgecal board check {self.name}`")
+            raise TransportError(
+                f"{self.name}: ssh: connection refused",
+                hint=f"run `edgecal board check {self.name}`",
+            )
         fault = self.faults.get(self._runs)
         if isinstance(fault, DeviceError):
             raise fault
@@ -101,22 +109,38 @@ class FakeBoard(Device):
             raise TransportError(f"{self.name}: connection reset by peer during job {job_id}")
         if isinstance(fault, Fails):
             try:
-                raise_for_error(Response(op=op, job_id=job_id, ok=False,
-                                         error=ErrorInfo(fault.kind, "scripted")), self.name)
+                raise_for_error(
+                    Response(
+                        op=op, job_id=job_id, ok=False, error=ErrorInfo(fault.kind, "scripted")
+                    ),
+                    self.name,
+                )
             except AgentError as e:
                 raise e from None
         if progress is not None:
             progress(int(params["count"]), int(params["count"]))
-        result = JobResult({"op": op, "job_id": job_id, "ok": True,
-                            "result": {"absmax": answer_of(int(params["unit"]))}})
+        result = JobResult(
+            {
+                "op": op,
+                "job_id": job_id,
+                "ok": True,
+                "result": {"absmax": answer_of(int(params["unit"]))},
+            }
+        )
         if isinstance(fault, Lost):
             self._board[job_id] = result
-            raise TransportError(f"{self.name}: connection reset by peer reading the answer "
-                                 f"of job {job_id}")
+            raise TransportError(
+                f"{self.name}: connection reset by peer reading the answer of job {job_id}"
+            )
         return result
 
-    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
-                progress: Progress | None) -> None:
+    def _submit(
+        self,
+        job_id: str,
+        files: Sequence[tuple[str, bytes]],
+        timeout_s: float,
+        progress: Progress | None,
+    ) -> None:
         raise AssertionError("not used: run_job above is the fake")
 
     def collect_job(self, job_id: str) -> JobResult | None:
@@ -126,8 +150,9 @@ class FakeBoard(Device):
     def recover(self) -> None:
         self.log.append(("recover", ""))
         if self._dead():
-            raise TransportError(f"{self.name}: ssh: no route to host",
-                                 hint=f"run `edgecal board check {self.name}`")
+            raise TransportError(
+                f"{self.name}: ssh: no route to host", hint=f"run `edgecal board check {self.name}`"
+            )
 
     @property
     def bytes_pushed(self) -> int:
@@ -141,8 +166,7 @@ class FakeBoard(Device):
 
 
 def _start(dev: Device, unit: int, job_id: str, tick: Progress) -> float:
-    got = dev.run_job("absmax", {"unit": unit, "count": unit + 1}, job_id=job_id,
-                      progress=tick)
+    got = dev.run_job("absmax", {"unit": unit, "count": unit + 1}, job_id=job_id, progress=tick)
     return float(got.result["absmax"])
 
 
@@ -151,8 +175,13 @@ def _collect(dev: Device, unit: int, job_id: str) -> float | None:
     return None if got is None else float(got.result["absmax"])
 
 
-JOB: Job[int] = Job(start=_start, collect=_collect, size=lambda u: u + 1,
-                    name=lambda u: f"shard {u}", op=lambda u: "absmax")
+JOB: Job[int] = Job(
+    start=_start,
+    collect=_collect,
+    size=lambda u: u + 1,
+    name=lambda u: f"shard {u}",
+    op=lambda u: "absmax",
+)
 
 
 @dataclass
@@ -164,16 +193,26 @@ class Outcome:
     said: list[str] = field(default_factory=list)
 
 
-def make_fleet(boards: Sequence[FakeBoard], out: Outcome, *, attempts: int = 4,
-               backoff: tuple[float, ...] = (0.5, 1.5),
-               heard: Callable[[str], None] | None = None) -> Fleet:
+def make_fleet(
+    boards: Sequence[FakeBoard],
+    out: Outcome,
+    *,
+    attempts: int = 4,
+    backoff: tuple[float, ...] = (0.5, 1.5),
+    heard: Callable[[str], None] | None = None,
+) -> Fleet:
     def say(text: str) -> None:
         out.said.append(text)
         if heard is not None:
             heard(text)
 
-    return Fleet(boards, retry=RetryPolicy(attempts=attempts, backoff_s=backoff), say=say,
-                 tag="t", sleep=out.sleeps.append)
+    return Fleet(
+        boards,
+        retry=RetryPolicy(attempts=attempts, backoff_s=backoff),
+        say=say,
+        tag="t",
+        sleep=out.sleeps.append,
+    )
 
 
 def run(fleet: Fleet, units: Sequence[int], out: Outcome) -> Outcome:
@@ -193,10 +232,25 @@ def account(fleet: Fleet, label: str) -> dict[str, Any]:
     return d
 
 
-def acct(board: str, *, shards: int = 0, samples: int = 0, retried: int = 0,
-         reassigned: int = 0, collected: int = 0, lost: str | None = None) -> dict[str, Any]:
-    return {"board": board, "shards": shards, "samples": samples, "retried": retried,
-            "reassigned": reassigned, "collected": collected, "lost": lost}
+def acct(
+    board: str,
+    *,
+    shards: int = 0,
+    samples: int = 0,
+    retried: int = 0,
+    reassigned: int = 0,
+    collected: int = 0,
+    lost: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "board": board,
+        "shards": shards,
+        "samples": samples,
+        "retried": retried,
+        "reassigned": reassigned,
+        "collected": collected,
+        "lost": lost,
+    }
 
 
 UNITS = [0, 1, 2]
@@ -224,18 +278,30 @@ def test_a_cut_link_is_retried_after_the_backoff_and_a_reconnect() -> None:
     run(fleet, UNITS, out)
     assert out.sleeps == [0.5, 1.5, 1.5]  # the policy's waits, the last one repeated
     j = [f"t-0-2-{a}-absmax" for a in range(4)]
-    assert board.log == [("run", "t-0-1-0-absmax"),
-                         ("run", j[0]), ("recover", ""), ("collect", j[0]),
-                         ("run", j[1]), ("recover", ""), ("collect", j[1]),
-                         ("run", j[2]), ("recover", ""), ("collect", j[2]),
-                         ("run", j[3]),
-                         ("run", "t-0-3-0-absmax")]
+    assert board.log == [
+        ("run", "t-0-1-0-absmax"),
+        ("run", j[0]),
+        ("recover", ""),
+        ("collect", j[0]),
+        ("run", j[1]),
+        ("recover", ""),
+        ("collect", j[1]),
+        ("run", j[2]),
+        ("recover", ""),
+        ("collect", j[2]),
+        ("run", j[3]),
+        ("run", "t-0-3-0-absmax"),
+    ]
     assert out.answers == FAULT_FREE and out.job_ids[1] == j[3]
     assert account(fleet, "pi") == acct("pi", shards=3, samples=6, retried=3)
-    assert out.said[0] == ("pi: shard 1: pi: connection reset by peer during job "
-                           f"{j[0]}; retrying in 0.5 s (2/4)")
+    assert out.said[0] == (
+        f"pi: shard 1: pi: connection reset by peer during job {j[0]}; retrying in 0.5 s (2/4)"
+    )
     assert [s.rsplit(" ", 3)[1:] for s in out.said] == [
-        ["0.5", "s", "(2/4)"], ["1.5", "s", "(3/4)"], ["1.5", "s", "(4/4)"]]
+        ["0.5", "s", "(2/4)"],
+        ["1.5", "s", "(3/4)"],
+        ["1.5", "s", "(4/4)"],
+    ]
 
 
 def test_an_answer_written_before_the_cut_is_collected_not_run_again() -> None:
@@ -258,23 +324,47 @@ def test_without_an_answer_on_the_board_the_unit_runs_again_under_a_new_id() -> 
     fleet = make_fleet([board], out, attempts=5, backoff=(1.0, 2.0, 4.0))
     run(fleet, [0], out)
     # try 0 is cut (nothing to collect), try 1 is lost after it answered: try 2 collects it
-    assert board.log == [("run", "t-0-1-0-absmax"), ("recover", ""),
-                         ("collect", "t-0-1-0-absmax"), ("run", "t-0-1-1-absmax"),
-                         ("recover", ""), ("collect", "t-0-1-1-absmax")]
+    assert board.log == [
+        ("run", "t-0-1-0-absmax"),
+        ("recover", ""),
+        ("collect", "t-0-1-0-absmax"),
+        ("run", "t-0-1-1-absmax"),
+        ("recover", ""),
+        ("collect", "t-0-1-1-absmax"),
+    ]
     assert out.job_ids[0] == "t-0-1-1-absmax" and out.answers == {0: answer_of(0)}
     assert out.sleeps == [1.0, 2.0]
     assert account(fleet, "pi") == acct("pi", shards=1, samples=1, retried=2, collected=1)
 
 
 #: What every board would fail the same way (the agent's kinds named here, not read from fleet)
-JOB_KINDS = ["BadRequest", "ModelLoadError", "BlobNotFound", "InputError", "ProtocolMismatch",
-             "ExtractError", "NonFiniteActivation", "OutOfMemory", "TypeError", "ValueError",
-             "KeyError", "IndexError", "AttributeError", "UnicodeError", "UnicodeEncodeError",
-             "UnicodeDecodeError", "ZeroDivisionError", "OverflowError", "RecursionError",
-             "NotImplementedError", "AssertionError"]
+JOB_KINDS = [
+    "BadRequest",
+    "ModelLoadError",
+    "BlobNotFound",
+    "InputError",
+    "ProtocolMismatch",
+    "ExtractError",
+    "NonFiniteActivation",
+    "OutOfMemory",
+    "TypeError",
+    "ValueError",
+    "KeyError",
+    "IndexError",
+    "AttributeError",
+    "UnicodeError",
+    "UnicodeEncodeError",
+    "UnicodeDecodeError",
+    "ZeroDivisionError",
+    "OverflowError",
+    "RecursionError",
+    "NotImplementedError",
+    "AssertionError",
+]
 JOB_FAULTS: list[Any] = [Fails(k) for k in JOB_KINDS] + [
     AgentCrash("pi: the agent died of SIGSEGV running job x"),
-    HostKeyError("pi: the host key of 10.0.0.7 has changed")]
+    HostKeyError("pi: the host key of 10.0.0.7 has changed"),
+]
 
 
 @pytest.mark.parametrize("fault", JOB_FAULTS, ids=lambda f: getattr(f, "kind", type(f).__name__))
@@ -295,15 +385,20 @@ def test_a_job_error_is_not_retried_and_names_the_board(fault: Any) -> None:
     assert account(fleet, "pi") == acct("pi", shards=1, samples=1)
 
 
-BOARD_FAULTS: list[Any] = [Cut(), Lost(), Fails("InputCorrupt"), Fails("ArtifactMissing"),
-                           Fails("OSError"), Fails("NcnnUnavailable"),
-                           DeviceError("pi: job x did not answer within 3600 s"),
-                           ProtocolError("pi: malformed response to job x"),
-                           TransportError("pi: ssh: connection refused")]
+BOARD_FAULTS: list[Any] = [
+    Cut(),
+    Lost(),
+    Fails("InputCorrupt"),
+    Fails("ArtifactMissing"),
+    Fails("OSError"),
+    Fails("NcnnUnavailable"),
+    DeviceError("pi: job x did not answer within 3600 s"),
+    ProtocolError("pi: malformed response to job x"),
+    TransportError("pi: ssh: connection refused"),
+]
 
 
-@pytest.mark.parametrize("fault", BOARD_FAULTS,
-                         ids=lambda f: getattr(f, "kind", type(f).__name__))
+@pytest.mark.parametrize("fault", BOARD_FAULTS, ids=lambda f: getattr(f, "kind", type(f).__name__))
 def test_a_board_fault_is_retried_on_the_same_board(fault: Any) -> None:
     board = FakeBoard("pi", faults={1: fault})
     out = Outcome()
@@ -326,8 +421,13 @@ def test_a_board_is_given_up_after_its_attempts_and_another_does_its_units() -> 
     a = FakeBoard("a", dead_from=1)
     b = FakeBoard("b", on_run=b_waits)
     out = Outcome()
-    fleet = make_fleet([a, b], out, attempts=3, backoff=(0.5, 1.5),
-                       heard=lambda text: a_gone.set() if "given up" in text else None)
+    fleet = make_fleet(
+        [a, b],
+        out,
+        attempts=3,
+        backoff=(0.5, 1.5),
+        heard=lambda text: a_gone.set() if "given up" in text else None,
+    )
     run(fleet, UNITS, out)
     assert out.answers == FAULT_FREE and set(out.boards.values()) == {"b"}
     assert fleet.lost == {"a"} and [d.name for d in fleet.alive] == ["b"]
@@ -347,15 +447,19 @@ def test_every_board_lost_stops_with_fleet_exhausted_keeping_what_is_done() -> N
     with pytest.raises(FleetExhausted) as e:
         run(fleet, [0, 1, 2, 3], out)
     assert isinstance(e.value, CalibrationError)
-    assert e.value.message == ("every board was lost before the work was done "
-                               "(a: ssh: no route to host)")
+    assert e.value.message == (
+        "every board was lost before the work was done (a: ssh: no route to host)"
+    )
     assert e.value.hint == "run `edgecal board check a`"
     assert out.answers == {0: answer_of(0), 1: answer_of(1)}  # what a resumed run keeps
     assert out.sleeps == [0.5] and fleet.alive == []
-    assert account(fleet, "a") == acct("a", shards=2, samples=3, retried=2,
-                                       lost="a: ssh: no route to host")
-    assert out.said == ["a: shard 2: a: ssh: connection refused; retrying in 0.5 s (2/2)",
-                        "a: given up (a: ssh: no route to host); no board left"]
+    assert account(fleet, "a") == acct(
+        "a", shards=2, samples=3, retried=2, lost="a: ssh: no route to host"
+    )
+    assert out.said == [
+        "a: shard 2: a: ssh: connection refused; retrying in 0.5 s (2/2)",
+        "a: given up (a: ssh: no route to host); no board left",
+    ]
 
 
 def test_two_boards_lost_name_both() -> None:
@@ -366,8 +470,10 @@ def test_two_boards_lost_name_both() -> None:
     with pytest.raises(FleetExhausted) as e:
         run(fleet, UNITS, out)
     assert "(a: ssh: connection refused; b: ssh: connection refused)" in e.value.message
-    assert sorted((e.value.hint or "").split("; ")) == ["run `edgecal board check a`",
-                                                         "run `edgecal board check b`"]
+    assert sorted((e.value.hint or "").split("; ")) == [
+        "run `edgecal board check a`",
+        "run `edgecal board check b`",
+    ]
     assert out.answers == {} and out.sleeps == [] and fleet.lost == {"a", "b"}
     assert a.calls("recover") == b.calls("recover") == []  # one try: no reconnect
 

@@ -30,24 +30,62 @@ from edgecal.quality.validation import ValidationDoc
 # ----------------------------------------------------------------------------- fixtures
 
 
-def board(name: str = "local", *, acc: float | None = 0.95, acc_fp32: float | None = 0.96,
-          agree: float = 0.99, cos: float = 0.9995, lat_fp32: float = 2.0,
-          lat_int8: float = 1.0, layers: dict[str, float] | None = None,
-          fp32_sha: str = "f" * 64, int8_sha: str = "1" * 64, n: int = 100) -> dict[str, Any]:
+def board(
+    name: str = "local",
+    *,
+    acc: float | None = 0.95,
+    acc_fp32: float | None = 0.96,
+    agree: float = 0.99,
+    cos: float = 0.9995,
+    lat_fp32: float = 2.0,
+    lat_int8: float = 1.0,
+    layers: dict[str, float] | None = None,
+    fp32_sha: str = "f" * 64,
+    int8_sha: str = "1" * 64,
+    n: int = 100,
+) -> dict[str, Any]:
     layers = {"conv1": 0.999, "conv2": 0.998} if layers is None else layers
     return {
-        "n_samples": n, "output_blob": "prob", "runtime": "deployed", "threads": 1,
-        "top1_fp32": acc_fp32, "top1_int8": acc, "agreement": agree,
-        "cosine_mean": cos, "cosine_min": cos - 0.01, "sqnr_mean_db": 30.0, "sqnr_min_db": 20.0,
-        "latency_fp32_ms": lat_fp32, "latency_int8_ms": lat_int8,
-        "layers": [{"name": k, "type": "Convolution", "top": k + "_out", "requantized": False,
-                    "top_scale": None, "cosine_mean": v, "cosine_min": v - 0.01,
-                    "sqnr_db": 25.0} for k, v in layers.items()],
+        "n_samples": n,
+        "output_blob": "prob",
+        "runtime": "deployed",
+        "threads": 1,
+        "top1_fp32": acc_fp32,
+        "top1_int8": acc,
+        "agreement": agree,
+        "cosine_mean": cos,
+        "cosine_min": cos - 0.01,
+        "sqnr_mean_db": 30.0,
+        "sqnr_min_db": 20.0,
+        "latency_fp32_ms": lat_fp32,
+        "latency_int8_ms": lat_int8,
+        "layers": [
+            {
+                "name": k,
+                "type": "Convolution",
+                "top": k + "_out",
+                "requantized": False,
+                "top_scale": None,
+                "cosine_mean": v,
+                "cosine_min": v - 0.01,
+                "sqnr_db": 25.0,
+            }
+            for k, v in layers.items()
+        ],
         "device": {"name": name, "agent_version": "1", "protocol": 1},
-        "fp32": {"param": "m.param", "bin": "m.bin", "param_sha256": fp32_sha,
-                 "bin_sha256": "b" * 64},
-        "int8": {"param": "i.param", "bin": "i.bin", "table": None, "param_sha256": int8_sha,
-                 "bin_sha256": "c" * 64},
+        "fp32": {
+            "param": "m.param",
+            "bin": "m.bin",
+            "param_sha256": fp32_sha,
+            "bin_sha256": "b" * 64,
+        },
+        "int8": {
+            "param": "i.param",
+            "bin": "i.bin",
+            "table": None,
+            "param_sha256": int8_sha,
+            "bin_sha256": "c" * 64,
+        },
     }
 
 
@@ -55,12 +93,16 @@ def doc(*boards: dict[str, Any], consistency: dict[str, Any] | None = None) -> d
     return {"schema": 1, "results": list(boards), "consistency": consistency}
 
 
-def evaluate_gate(current: dict[str, Any], baseline: dict[str, Any] | None, th: Thresholds,
-                  **kw: str) -> GateReport:
+def evaluate_gate(
+    current: dict[str, Any], baseline: dict[str, Any] | None, th: Thresholds, **kw: str
+) -> GateReport:
     """The gate of two documents as ``edgecal check`` reads them (leniently)."""
     return gate.evaluate_gate(
         ValidationDoc.from_dict(current, lenient=True),
-        None if baseline is None else ValidationDoc.from_dict(baseline, lenient=True), th, **kw)
+        None if baseline is None else ValidationDoc.from_dict(baseline, lenient=True),
+        th,
+        **kw,
+    )
 
 
 def rows_by(report: GateReport) -> dict[tuple[str, str], Any]:
@@ -81,13 +123,20 @@ def test_identical_run_passes_every_check() -> None:
     rep = evaluate_gate(doc(board()), doc(board()), BASE_ONLY)
     assert rep.passed and not rep.failures
     checks = [r.check for r in rep.rows]
-    assert checks == ["fp32 model", "accuracy_int8", "agreement", "cosine_mean",
-                      "layer conv1 cosine", "layer conv2 cosine"]
+    assert checks == [
+        "fp32 model",
+        "accuracy_int8",
+        "agreement",
+        "cosine_mean",
+        "layer conv1 cosine",
+        "layer conv2 cosine",
+    ]
     assert rep.summary().startswith("PASS: all 6 checks on board local")
 
 
-@pytest.mark.parametrize(("acc", "ok"), [(0.944, False), (0.9449, False), (0.945, True),
-                                         (0.946, True), (0.99, True)])
+@pytest.mark.parametrize(
+    ("acc", "ok"), [(0.944, False), (0.9449, False), (0.945, True), (0.946, True), (0.99, True)]
+)
 def test_accuracy_tolerance_vs_baseline(acc: float, ok: bool) -> None:
     rep = evaluate_gate(doc(board(acc=acc)), doc(board(acc=0.95)), BASE_ONLY)
     row = rows_by(rep)[("local", "accuracy_int8")]
@@ -107,8 +156,9 @@ def test_cosine_vs_baseline_and_floor() -> None:
     rep = evaluate_gate(doc(board(cos=0.998)), doc(board(cos=0.9995)), BASE_ONLY)
     assert failed(rep) == {("local", "cosine_mean")}
     # an explicit floor stricter than baseline - tolerance wins
-    rep = evaluate_gate(doc(board(cos=0.9990)), doc(board(cos=0.9995)),
-                        Thresholds(min_cosine=0.9992))
+    rep = evaluate_gate(
+        doc(board(cos=0.9990)), doc(board(cos=0.9995)), Thresholds(min_cosine=0.9992)
+    )
     row = rows_by(rep)[("local", "cosine_mean")]
     assert not row.passed and row.limit == 0.9992 and "--min-cosine" in row.message
     # floors alone, without a baseline
@@ -149,9 +199,16 @@ def test_nan_figure_fails() -> None:
     assert ("local", "cosine_mean") in failed(evaluate_gate(cur, doc(board()), BASE_ONLY))
 
 
-@pytest.mark.parametrize(("fp", "i8", "min_speedup", "ok"), [
-    (2.0, 1.0, 1.0, True), (1.0, 1.0, 1.0, False), (1.0, 1.5, 1.0, False),
-    (2.0, 1.0, 1.5, True), (2.0, 1.5, 1.5, False)])
+@pytest.mark.parametrize(
+    ("fp", "i8", "min_speedup", "ok"),
+    [
+        (2.0, 1.0, 1.0, True),
+        (1.0, 1.0, 1.0, False),
+        (1.0, 1.5, 1.0, False),
+        (2.0, 1.0, 1.5, True),
+        (2.0, 1.5, 1.5, False),
+    ],
+)
 def test_speedup_gate(fp: float, i8: float, min_speedup: float, ok: bool) -> None:
     th = Thresholds(require_speedup=True, min_speedup=min_speedup)
     rep = evaluate_gate(doc(board(lat_fp32=fp, lat_int8=i8)), None, th)
@@ -198,12 +255,21 @@ def test_board_missing_from_either_side_fails() -> None:
 
 
 def test_diverging_board_fails() -> None:
-    cons = {"tolerance_cosine": 0.999, "tolerance_disagree": 0.01, "pairs": [],
-            "boards": [{"board": "emu1", "cosine_to_others_min": 0.9999, "diverges": False,
-                        "why": None},
-                       {"board": "emu2", "cosine_to_others_min": 0.95, "diverges": True,
-                        "why": "cosine 0.95 to emu1"}],
-            "diverging": ["emu2"]}
+    cons = {
+        "tolerance_cosine": 0.999,
+        "tolerance_disagree": 0.01,
+        "pairs": [],
+        "boards": [
+            {"board": "emu1", "cosine_to_others_min": 0.9999, "diverges": False, "why": None},
+            {
+                "board": "emu2",
+                "cosine_to_others_min": 0.95,
+                "diverges": True,
+                "why": "cosine 0.95 to emu1",
+            },
+        ],
+        "diverging": ["emu2"],
+    }
     cur = doc(board("emu1"), board("emu2"), consistency=cons)
     rep = evaluate_gate(cur, doc(board("emu1"), board("emu2")), BASE_ONLY)
     rows = rows_by(rep)
@@ -213,8 +279,9 @@ def test_diverging_board_fails() -> None:
     assert failed(rep) == {("emu2", "consistency")}
     # "diverging" alone (no per-board entries) is enough to fail
     cons2 = {"diverging": ["emu1"]}
-    rep = evaluate_gate(doc(board("emu1"), board("emu2"), consistency=cons2), None,
-                        Thresholds(min_agreement=0.5))
+    rep = evaluate_gate(
+        doc(board("emu1"), board("emu2"), consistency=cons2), None, Thresholds(min_agreement=0.5)
+    )
     assert failed(rep) == {("emu1", "consistency")}
 
 
@@ -229,8 +296,9 @@ def test_other_fp32_model_fails_other_int8_model_does_not() -> None:
     assert "another fp32 model" in row.message and "--save-baseline" in row.message
     assert [r.check for r in rep.rows] == ["fp32 model"]  # no meaningless comparisons
     # explicit floors still apply
-    rep = evaluate_gate(doc(board(fp32_sha="e" * 64, agree=0.5)), base,
-                        Thresholds(min_agreement=0.9))
+    rep = evaluate_gate(
+        doc(board(fp32_sha="e" * 64, agree=0.5)), base, Thresholds(min_agreement=0.9)
+    )
     assert failed(rep) == {("local", "fp32 model"), ("local", "agreement")}
 
 
@@ -252,9 +320,17 @@ def test_no_baseline_and_no_threshold_is_a_usage_error() -> None:
     assert evaluate_gate(doc(board()), None, Thresholds(require_speedup=True)).passed
 
 
-@pytest.mark.parametrize("kw", [{"min_accuracy": 95.0}, {"min_agreement": -0.1},
-                                {"min_cosine": 2.0}, {"tol_cosine": -1.0},
-                                {"min_speedup": 0.0}, {"tol_accuracy_points": math.nan}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"min_accuracy": 95.0},
+        {"min_agreement": -0.1},
+        {"min_cosine": 2.0},
+        {"tol_cosine": -1.0},
+        {"min_speedup": 0.0},
+        {"tol_accuracy_points": math.nan},
+    ],
+)
 def test_bad_thresholds_are_usage_errors(kw: dict[str, float]) -> None:
     with pytest.raises(UsageError):
         Thresholds(**kw)  # type: ignore[arg-type]
@@ -274,16 +350,19 @@ def test_drift_is_a_warning_not_a_failure() -> None:
 # ----------------------------------------------------------------------------- input docs
 
 
-@pytest.mark.parametrize(("obj", "why"), [
-    ([1, 2], "not an object"),
-    ({"schema": 1}, "no \"results\""),
-    ({"schema": 1, "results": []}, "no \"results\""),
-    ({"results": [board()]}, "no \"schema\""),
-    ({"schema": 2, "results": [board()]}, "schema 2"),
-    (board(), "older edgecal"),
-    ({"schema": 1, "results": [{"agreement": 1.0}]}, "device.name"),
-    ({"schema": 1, "results": [board("a"), board("a")]}, "appears twice"),
-])
+@pytest.mark.parametrize(
+    ("obj", "why"),
+    [
+        ([1, 2], "not an object"),
+        ({"schema": 1}, 'no "results"'),
+        ({"schema": 1, "results": []}, 'no "results"'),
+        ({"results": [board()]}, 'no "schema"'),
+        ({"schema": 2, "results": [board()]}, "schema 2"),
+        (board(), "older edgecal"),
+        ({"schema": 1, "results": [{"agreement": 1.0}]}, "device.name"),
+        ({"schema": 1, "results": [board("a"), board("a")]}, "appears twice"),
+    ],
+)
 def test_not_a_validation_doc(obj: Any, why: str) -> None:
     with pytest.raises(InputFileError, match=r"^base\.json: ") as exc:
         parse_validation_doc(obj, "base.json")
@@ -293,18 +372,28 @@ def test_not_a_validation_doc(obj: Any, why: str) -> None:
 
 def test_merge_docs() -> None:
     a = doc(board("emu1"), consistency=None)
-    b = doc(board("emu2"), board("emu3"),
-            consistency={"tolerance_cosine": 0.999, "pairs": [], "boards": [],
-                         "diverging": ["emu3"]})
-    m = merge_docs([("a.json", parse_validation_doc(a, "a.json")),
-                    ("b.json", parse_validation_doc(b, "b.json"))])
+    b = doc(
+        board("emu2"),
+        board("emu3"),
+        consistency={"tolerance_cosine": 0.999, "pairs": [], "boards": [], "diverging": ["emu3"]},
+    )
+    m = merge_docs(
+        [
+            ("a.json", parse_validation_doc(a, "a.json")),
+            ("b.json", parse_validation_doc(b, "b.json")),
+        ]
+    )
     assert [r.board for r in m.results] == ["emu1", "emu2", "emu3"]
     assert m.consistency is not None and m.consistency.diverging == ["emu3"]
     assert m.consistency.tolerance_cosine == 0.999
     parse_validation_doc(m.to_dict(), "merged")
     with pytest.raises(InputFileError, match=r"emu1 is in both a\.json and c\.json"):
-        merge_docs([("a.json", parse_validation_doc(a, "a.json")),
-                    ("c.json", parse_validation_doc(doc(board("emu1")), "c.json"))])
+        merge_docs(
+            [
+                ("a.json", parse_validation_doc(a, "a.json")),
+                ("c.json", parse_validation_doc(doc(board("emu1")), "c.json")),
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------- renderings
@@ -313,8 +402,13 @@ def test_merge_docs() -> None:
 def _mixed_report() -> GateReport:
     base = doc(board("emu1"), board("pi@10.0.0.5"))
     cur = doc(board("emu1", agree=0.5), board("pi@10.0.0.5", cos=0.9))
-    return evaluate_gate(cur, base, Thresholds(require_speedup=True),
-                         current_source="r.json", baseline_source="b.json")
+    return evaluate_gate(
+        cur,
+        base,
+        Thresholds(require_speedup=True),
+        current_source="r.json",
+        baseline_source="b.json",
+    )
 
 
 def test_junit_xml_is_well_formed_with_counts_and_failures() -> None:
@@ -364,9 +458,9 @@ def test_text_table() -> None:
     assert lines[-1] == "FAIL: 2 of 14 checks failed on boards emu1, pi@10.0.0.5"
     head = lines[1]
     assert head.split() == ["board", "check", "value", "limit", "result", "note"]
-    body = lines[2:2 + len(rep.rows)]
+    body = lines[2 : 2 + len(rep.rows)]
     col = head.index("result")
-    assert all(line[col:col + 4] in ("PASS", "FAIL") for line in body)
+    assert all(line[col : col + 4] in ("PASS", "FAIL") for line in body)
     agree = next(line for line in body if line.startswith("emu1") and "agreement" in line)
     assert "0.5000" in agree and ">= 0.9850" in agree and "FAIL" in agree
     speed = next(line for line in body if "speedup" in line)
@@ -390,27 +484,57 @@ def test_json_report_is_strict_json() -> None:
 fraction = st.floats(0.0, 1.0)
 
 
-@given(acc=fraction, agree=fraction, cos=fraction, l1=fraction, lat=st.floats(0.1, 10.0),
-       gains=st.lists(st.floats(0.0, 0.5), min_size=4, max_size=4),
-       faster=st.floats(1.0, 4.0),
-       base=st.tuples(fraction, fraction, fraction, fraction),
-       floors=st.tuples(st.none() | fraction, st.none() | fraction, st.none() | fraction,
-                        st.none() | st.floats(0.0, 10.0)),
-       speed=st.booleans())
-def test_gate_is_monotone(acc: float, agree: float, cos: float, l1: float, lat: float,
-                          gains: list[float], faster: float, base: tuple[float, ...],
-                          floors: tuple[float | None, ...], speed: bool) -> None:
+@given(
+    acc=fraction,
+    agree=fraction,
+    cos=fraction,
+    l1=fraction,
+    lat=st.floats(0.1, 10.0),
+    gains=st.lists(st.floats(0.0, 0.5), min_size=4, max_size=4),
+    faster=st.floats(1.0, 4.0),
+    base=st.tuples(fraction, fraction, fraction, fraction),
+    floors=st.tuples(
+        st.none() | fraction,
+        st.none() | fraction,
+        st.none() | fraction,
+        st.none() | st.floats(0.0, 10.0),
+    ),
+    speed=st.booleans(),
+)
+def test_gate_is_monotone(
+    acc: float,
+    agree: float,
+    cos: float,
+    l1: float,
+    lat: float,
+    gains: list[float],
+    faster: float,
+    base: tuple[float, ...],
+    floors: tuple[float | None, ...],
+    speed: bool,
+) -> None:
     """A current run at least as good in every figure never fails a check the worse one
     passes."""
-    th = Thresholds(min_accuracy=floors[0], min_agreement=floors[1], min_cosine=floors[2],
-                    max_accuracy_drop_points=floors[3], require_speedup=speed)
+    th = Thresholds(
+        min_accuracy=floors[0],
+        min_agreement=floors[1],
+        min_cosine=floors[2],
+        max_accuracy_drop_points=floors[3],
+        require_speedup=speed,
+    )
     baseline = doc(board(acc=base[0], agree=base[1], cos=base[2], layers={"c": base[3]}))
-    worse = board(acc=acc, acc_fp32=0.9, agree=agree, cos=cos, layers={"c": l1},
-                  lat_fp32=2.0, lat_int8=lat)
-    better = board(acc=min(1.0, acc + gains[0]), acc_fp32=0.9,
-                   agree=min(1.0, agree + gains[1]), cos=min(1.0, cos + gains[2]),
-                   layers={"c": min(1.0, l1 + gains[3])}, lat_fp32=2.0,
-                   lat_int8=lat / faster)
+    worse = board(
+        acc=acc, acc_fp32=0.9, agree=agree, cos=cos, layers={"c": l1}, lat_fp32=2.0, lat_int8=lat
+    )
+    better = board(
+        acc=min(1.0, acc + gains[0]),
+        acc_fp32=0.9,
+        agree=min(1.0, agree + gains[1]),
+        cos=min(1.0, cos + gains[2]),
+        layers={"c": min(1.0, l1 + gains[3])},
+        lat_fp32=2.0,
+        lat_int8=lat / faster,
+    )
     a = evaluate_gate(doc(worse), baseline, th)
     b = evaluate_gate(doc(better), baseline, th)
     assert [r.check for r in a.rows] == [r.check for r in b.rows]
@@ -442,8 +566,20 @@ def test_cli_pass_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
     r1 = _write(tmp_path / "r1.json", doc(board("emu1")))
     r2 = _write(tmp_path / "r2.json", doc(board("emu2")))
     jo, ju = tmp_path / "gate.json", tmp_path / "junit.xml"
-    code = _run(["--baseline", b, "--results", r1, r2, "--require-speedup",
-                 "--json-out", str(jo), "--junit", str(ju)])
+    code = _run(
+        [
+            "--baseline",
+            b,
+            "--results",
+            r1,
+            r2,
+            "--require-speedup",
+            "--json-out",
+            str(jo),
+            "--junit",
+            str(ju),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0 and err == ""
     assert "PASS: all" in out and "emu2" in out
@@ -452,8 +588,9 @@ def test_cli_pass_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert root.get("failures") == "0" and len(root.findall("testsuite")) == 2
 
 
-def test_cli_fail_exit_1_reports_still_written(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fail_exit_1_reports_still_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     b = _write(tmp_path / "base.json", doc(board("emu1"), board("emu2")))
     r = _write(tmp_path / "r.json", doc(board("emu1", agree=0.9), board("emu2", cos=0.5)))
     jo, ju = tmp_path / "gate.json", tmp_path / "junit.xml"
@@ -467,8 +604,9 @@ def test_cli_fail_exit_1_reports_still_written(tmp_path: Path,
     assert ET.fromstring(ju.read_text()).get("failures") == "2"
 
 
-def test_cli_floors_json_and_run_directory(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_floors_json_and_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     _write(run / "validation.json", doc(board(agree=0.97)))
@@ -495,8 +633,9 @@ def test_cli_errors(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"missing\.json"):
         _run(["--baseline", str(tmp_path / "missing.json"), "--results", r])
     with pytest.raises(UsageError, match="cannot write"):
-        _run(["--results", r, "--min-agreement", "0.5", "--junit",
-              str(tmp_path / "nodir" / "j.xml")])
+        _run(
+            ["--results", r, "--min-agreement", "0.5", "--junit", str(tmp_path / "nodir" / "j.xml")]
+        )
 
 
 def test_cli_keeps_options_the_validation_arguments_define() -> None:
@@ -513,7 +652,8 @@ def test_cli_keeps_options_the_validation_arguments_define() -> None:
     args = parser.parse_args(["check", "m.param", "--results", "r.json", "--min-cosine", "0.9"])
     with pytest.raises(UsageError, match="not both"):
         args.func(args)
-    args = parser.parse_args(["check", "--device", "emu1", "--results", "r.json",
-                              "--min-cosine", "0.9"])
+    args = parser.parse_args(
+        ["check", "--device", "emu1", "--results", "r.json", "--min-cosine", "0.9"]
+    )
     with pytest.raises(UsageError, match="not both"):
         args.func(args)

@@ -53,7 +53,12 @@ def test_model_is_deterministic(model: GoldenModel) -> None:
 def test_model_files_are_well_formed(model: GoldenModel) -> None:
     pf = parse_param(model.param, source="golden.param")
     assert [layer.type for layer in pf.layers] == [
-        "Input", "Convolution", "ConvolutionDepthWise", "Pooling", "InnerProduct"]
+        "Input",
+        "Convolution",
+        "ConvolutionDepthWise",
+        "Pooling",
+        "InnerProduct",
+    ]
     assert pf.blob_names() == ["data", *OUTPUT_BLOBS]
     weights = read_modelbin(pf, model.bin, source="golden.bin")  # consumes it exactly
     assert weights["conv1"]["weight"].values.size == 8 * 3 * 3 * 3
@@ -70,13 +75,19 @@ def _numpy_forward(model: GoldenModel, x: np.ndarray) -> dict[str, np.ndarray]:
 
     xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
     k = rec("conv1", "weight").reshape(8, 3, 3, 3)
-    conv = sum(np.einsum("oc,chw->ohw", k[:, :, i, j], xp[:, i:i + 16, j:j + 16])
-               for i in range(3) for j in range(3))
+    conv = sum(
+        np.einsum("oc,chw->ohw", k[:, :, i, j], xp[:, i : i + 16, j : j + 16])
+        for i in range(3)
+        for j in range(3)
+    )
     conv = np.maximum(conv + rec("conv1", "bias")[:, None, None], 0)
     cp = np.pad(conv, ((0, 0), (1, 1), (1, 1)))
     kd = rec("dw1", "weight").reshape(8, 3, 3)
-    dw = sum(kd[:, i, j, None, None] * cp[:, i:i + 16:2, j:j + 16:2]
-             for i in range(3) for j in range(3))
+    dw = sum(
+        kd[:, i, j, None, None] * cp[:, i : i + 16 : 2, j : j + 16 : 2]
+        for i in range(3)
+        for j in range(3)
+    )
     dw = np.maximum(dw + rec("dw1", "bias")[:, None, None], 0)
     pool = dw.reshape(8, 4, 2, 4, 2).max(axis=(2, 4))
     fc = rec("fc", "weight").reshape(16, 128) @ pool.reshape(-1) + rec("fc", "bias")
@@ -131,10 +142,13 @@ def test_rounding_passes_but_wrong_results_fail(host: Outputs) -> None:
     result = judge("b1", compare_outputs(_perturbed(host, "fc", one_percent), host))
     assert not result.ok
     assert [f.blob for f in result.figures if f.max_rel_err > 1e-3] == ["fc"]
-    assert result.message.startswith("b1: the board's ncnn computes wrong results: the golden "
-                                     "model's 'fc' differs from the host's")
+    assert result.message.startswith(
+        "b1: the board's ncnn computes wrong results: the golden "
+        "model's 'fc' differs from the host's"
+    )
     assert result.message.endswith(
-        ": reinstall ncnn (`edgecal board provision b1 --force`) or leave the board out")
+        ": reinstall ncnn (`edgecal board provision b1 --force`) or leave the board out"
+    )
     assert "1 of 4 outputs off" in result.what
 
     def scaled(a: np.ndarray) -> np.ndarray:  # cosine-blind: the relative error sees it
@@ -161,7 +175,6 @@ def test_rounding_passes_but_wrong_results_fail(host: Outputs) -> None:
 
 def test_deployed_tolerance_is_looser(host: Outputs) -> None:
     """2 % off: wrong for fp32, within what fp16 arithmetic on a deployed board may give."""
-    figures = compare_outputs([{b: v * np.float32(1.02) for b, v in s.items()} for s in host],
-                              host)
+    figures = compare_outputs([{b: v * np.float32(1.02) for b, v in s.items()} for s in host], host)
     assert not judge("b2", figures).ok
     assert judge("b2", figures, runtime="deployed").ok

@@ -25,14 +25,21 @@ class FakeCheck:
     its check at the same time (else the barrier breaks); ``fail``/``crash``: boards with a
     problem / whose check raises; ``delay``: seconds a board's check takes."""
 
-    def __init__(self, barrier: threading.Barrier | None, *, fail: Collection[str] = (),
-                 crash: Collection[str] = (), delay: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        barrier: threading.Barrier | None,
+        *,
+        fail: Collection[str] = (),
+        crash: Collection[str] = (),
+        delay: Mapping[str, float] | None = None,
+    ) -> None:
         self.barrier, self.fail, self.crash = barrier, set(fail), set(crash)
         self.delay = dict(delay or {})
         self.calls: list[tuple[str, bool]] = []
 
-    def __call__(self, board: Board, *, accept_new_host_key: bool = False,
-                 golden: bool = False) -> CheckReport:
+    def __call__(
+        self, board: Board, *, accept_new_host_key: bool = False, golden: bool = False
+    ) -> CheckReport:
         self.calls.append((board.name, golden))
         report = CheckReport(board=board.name, started=time.time())
         if self.barrier is not None:
@@ -41,15 +48,20 @@ class FakeCheck:
         if board.name in self.crash:
             raise RuntimeError("paramiko went sideways")
         if board.name in self.fail:
-            report.problems.append(Problem("the board's ncnn computes wrong results",
-                                           f"reinstall ncnn (`edgecal board provision "
-                                           f"{board.name} --force`) or leave the board out"))
+            report.problems.append(
+                Problem(
+                    "the board's ncnn computes wrong results",
+                    f"reinstall ncnn (`edgecal board provision "
+                    f"{board.name} --force`) or leave the board out",
+                )
+            )
         report.finished = time.time()
         return report
 
 
 def test_boards_are_checked_concurrently_and_reported_in_order(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # the first board finishes last: the order stays the given one
     check = FakeCheck(threading.Barrier(3), delay={BOARDS[0].name: 0.3})
     monkeypatch.setattr(health, "check_board", check)
@@ -67,8 +79,10 @@ def test_a_failing_board_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatc
     ok, reports = health.healthy_boards(BOARDS, golden=True)
     assert [b.name for b in ok] == [b3]
     assert "wrong results" in reports[0].problems[0].what
-    assert reports[1].problems[0].what == \
-        "the check failed unexpectedly: RuntimeError: paramiko went sideways"
+    assert (
+        reports[1].problems[0].what
+        == "the check failed unexpectedly: RuntimeError: paramiko went sideways"
+    )
     assert reports[2].ok
 
 
@@ -87,11 +101,11 @@ def test_no_host_reference_is_an_error_of_the_host(monkeypatch: pytest.MonkeyPat
     assert health.check_boards([], golden=True) == []
 
 
-def test_board_check_command(monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_board_check_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("EDGECAL_BOARDS", raising=False)
-    check = FakeCheck(threading.Barrier(3), fail={BOARDS[1].name},
-                       delay={BOARDS[0].name: 0.2})
+    check = FakeCheck(threading.Barrier(3), fail={BOARDS[1].name}, delay={BOARDS[0].name: 0.2})
     monkeypatch.setattr(health, "check_board", check)
     monkeypatch.setattr(health, "host_reference", lambda: [])
     names = [b.name for b in BOARDS]
@@ -101,7 +115,8 @@ def test_board_check_command(monkeypatch: pytest.MonkeyPatch,
     assert out.count("  OK (") == 2 and out.count("  NOT READY (") == 1
     assert err.splitlines() == [
         f"edgecal: error: {names[1]}: the board's ncnn computes wrong results (fix: reinstall "
-        f"ncnn (`edgecal board provision {names[1]} --force`) or leave the board out)"]
+        f"ncnn (`edgecal board provision {names[1]} --force`) or leave the board out)"
+    ]
     assert all(golden for _, golden in check.calls)
 
     monkeypatch.setattr(health, "check_board", FakeCheck(threading.Barrier(2)))

@@ -29,8 +29,11 @@ def make_set(n: int, seed: int) -> HistogramSet:
         )
         for i in range(n)
     }
-    return HistogramSet(blobs={k: f"blob/{k}" for k in stats}, stats=stats,
-                        meta={"param": "m.param", "n_samples": 3})
+    return HistogramSet(
+        blobs={k: f"blob/{k}" for k in stats},
+        stats=stats,
+        meta={"param": "m.param", "n_samples": 3},
+    )
 
 
 @given(st.integers(0, 5), st.integers(0, 2**31))

@@ -27,7 +27,8 @@ def _png(path: Path, rows: int, cols: int, seed: int = 0) -> Path:
 
 
 def test_a_decompression_bomb_is_an_image_error_naming_the_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow errors above twice this
     path = _png(tmp_path / "bomb.png", 50, 50)
     with pytest.raises(ImageError) as info:

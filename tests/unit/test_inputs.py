@@ -21,8 +21,9 @@ def touch(path: Path, data: bytes = b"") -> Path:
     return path
 
 
-def test_list_relative_to_list_file_and_spaces_kept(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_relative_to_list_file_and_spaces_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     a = touch(tmp_path / "lists" / "sub dir" / "a b.png")
     x = touch(tmp_path / "abs" / "x.png")
@@ -32,7 +33,8 @@ def test_list_relative_to_list_file_and_spaces_kept(tmp_path: Path,
 
 
 def test_ncnn_compat_list_takes_first_token_relative_to_cwd(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "images" / "a.png")
     touch(tmp_path / "images" / "b.png")
@@ -43,7 +45,8 @@ def test_ncnn_compat_list_takes_first_token_relative_to_cwd(
 
 
 def test_own_list_lines_relative_to_the_current_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A list written for ncnn2table (lines relative to where it is run) works with
     calibrate/validate/tune's reading too."""
     monkeypatch.chdir(tmp_path)
@@ -55,7 +58,8 @@ def test_own_list_lines_relative_to_the_current_directory(
 
 
 def test_line_naming_two_different_files_is_an_error_naming_both(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "img" / "a.png", b"cwd")
     touch(tmp_path / "lists" / "img" / "a.png", b"list folder")
@@ -71,8 +75,9 @@ def test_line_naming_two_different_files_is_an_error_naming_both(
     assert read_list(lst, ncnn_compat=True) == [Path("img/a.png")]
 
 
-def test_line_naming_one_file_two_ways_is_fine(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_line_naming_one_file_two_ways_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "img" / "a.png")
     lst = tmp_path / "list.txt"
@@ -85,7 +90,8 @@ def test_line_naming_one_file_two_ways_is_fine(tmp_path: Path,
 
 
 def test_line_naming_no_file_says_line_rule_and_both_paths(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "lists" / "a.png")
     lst = tmp_path / "lists" / "list.txt"
@@ -96,8 +102,9 @@ def test_line_naming_no_file_says_line_rule_and_both_paths(
         msg = info.value.message
         assert f"line 3 of list file {lst} names no file" in msg
         tried = msg.split("tried ")[1].split("; ")[0].split(", ")
-        assert sorted(tried) == sorted([str(tmp_path / "lists" / "img" / "nope.png"),
-                                        "img/nope.png"])
+        assert sorted(tried) == sorted(
+            [str(tmp_path / "lists" / "img" / "nope.png"), "img/nope.png"]
+        )
         assert "relative to the current directory" in msg and "list file's folder" in msg
     touch(tmp_path / "lists" / "img" / "nope.png")
     # the drop-in falls back to the list's folder when the current directory has no such file
@@ -107,8 +114,10 @@ def test_line_naming_no_file_says_line_rule_and_both_paths(
 def test_missing_absolute_path_named(tmp_path: Path) -> None:
     lst = tmp_path / "list.txt"
     lst.write_text(f"{tmp_path / 'gone.png'}\n")
-    with pytest.raises(InputFileError, match=r"line 1 of list file .* names no file: tried "
-                       + str(tmp_path / "gone.png")):
+    with pytest.raises(
+        InputFileError,
+        match=r"line 1 of list file .* names no file: tried " + str(tmp_path / "gone.png"),
+    ):
         read_list(lst)
 
 
@@ -120,28 +129,51 @@ after = st.sampled_from(["", " 3", "\t7", " label x"])
 
 
 @settings(max_examples=40)
-@given(st.lists(st.tuples(st.sampled_from(["abs", "cwd", "list"]), st.integers(0, 3),
-                          padding, padding, after, line_end, st.integers(0, 2)),
-                min_size=1, max_size=6),
-       st.booleans())
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["abs", "cwd", "list"]),
+            st.integers(0, 3),
+            padding,
+            padding,
+            after,
+            line_end,
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
 def test_ncnn2table_lists_read_by_every_command(
-        lines: list[tuple[str, int, str, str, str, str, int]], bom: bool) -> None:
+    lines: list[tuple[str, int, str, str, str, str, int]], bom: bool
+) -> None:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d).resolve()
         with contextlib.chdir(root):
             lst = root / "lists" / "calib.txt"
-            files = {"abs": root / "elsewhere", "cwd": root / "cwd_imgs",
-                     "list": root / "lists" / "imgs"}
+            files = {
+                "abs": root / "elsewhere",
+                "cwd": root / "cwd_imgs",
+                "list": root / "lists" / "imgs",
+            }
             for folder in files.values():
                 for i in range(4):
                     touch(folder / f"{i}.png")
             text, wanted = "\ufeff" if bom else "", []
             for where, i, lead, trail, extra, end, blanks in lines:
-                name = {"abs": str(files["abs"] / f"{i}.png"), "cwd": f"cwd_imgs/{i}.png",
-                        "list": f"imgs/{i}.png"}[where]
+                name = {
+                    "abs": str(files["abs"] / f"{i}.png"),
+                    "cwd": f"cwd_imgs/{i}.png",
+                    "list": f"imgs/{i}.png",
+                }[where]
                 text += end * blanks + lead + name + extra + trail + end
-                wanted.append({"abs": files["abs"], "cwd": Path("cwd_imgs"),
-                               "list": lst.parent / "imgs"}[where] / f"{i}.png")
+                wanted.append(
+                    {"abs": files["abs"], "cwd": Path("cwd_imgs"), "list": lst.parent / "imgs"}[
+                        where
+                    ]
+                    / f"{i}.png"
+                )
             lst.write_bytes(text.encode())
             assert read_list(lst) == wanted
             assert read_list(lst, ncnn_compat=True) == wanted

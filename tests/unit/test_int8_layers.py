@@ -95,8 +95,9 @@ def load(name: str) -> tuple[ParamFile, dict[str, LayerWeights]]:
     return pf, read_modelbin(pf, (LAYERS / f"{name}.bin").read_bytes(), name)
 
 
-def run(param: str, data: bytes, inputs: dict[str, np.ndarray], tmp: Path,
-        out: str = "out0") -> np.ndarray:
+def run(
+    param: str, data: bytes, inputs: dict[str, np.ndarray], tmp: Path, out: str = "out0"
+) -> np.ndarray:
     """Forward with pyncnn's default options (int8 inference, fp16 storage on)."""
     (tmp / "m.param").write_text(param)
     (tmp / "m.bin").write_bytes(data)
@@ -116,8 +117,9 @@ def run(param: str, data: bytes, inputs: dict[str, np.ndarray], tmp: Path,
 
 
 def run_file(name: str, inputs: dict[str, np.ndarray], tmp: Path) -> np.ndarray:
-    return run((LAYERS / f"{name}.param").read_text(), (LAYERS / f"{name}.bin").read_bytes(),
-               inputs, tmp)
+    return run(
+        (LAYERS / f"{name}.param").read_text(), (LAYERS / f"{name}.bin").read_bytes(), inputs, tmp
+    )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -126,6 +128,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------- independent reference pieces
+
 
 def absmax_scale(rows: np.ndarray) -> np.ndarray:
     """Spec 2.10: 127/absmax per row, 1.0 for an all-zero row, in float32."""
@@ -142,8 +145,9 @@ def q8(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
     )
 
 
-def static_rows(layer_type: str, params: dict[int, int],
-                recs: LayerWeights) -> dict[int, list[tuple[str, np.ndarray]]]:
+def static_rows(
+    layer_type: str, params: dict[int, int], recs: LayerWeights
+) -> dict[int, list[tuple[str, np.ndarray]]]:
     """table index -> [(record, weight rows)] for the static-scale layers, per spec 2.10."""
     if layer_type == "Embed":
         return {0: [("weight", recs["weight"].values.reshape(1, -1))]}
@@ -179,6 +183,7 @@ def make_table(pf: ParamFile, w: dict[str, LayerWeights]) -> tuple[CalibrationTa
 
 
 # ---------------------------------------------------------------------------- the tests
+
 
 @pytest.mark.parametrize("name", sorted(STATIC))
 def test_static_weight_quantization(name: str, tmp_path: Path) -> None:
@@ -219,8 +224,9 @@ def test_static_weight_quantization(name: str, tmp_path: Path) -> None:
     for rec_name, rec in out_w.items():
         if rec.storage not in ("i8", "raw"):
             assert rec.storage == "f16", rec_name
-            np.testing.assert_allclose(rec.values, w[layer.name][rec_name].values,
-                                       rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(
+                rec.values, w[layer.name][rec_name].values, rtol=1e-3, atol=1e-4
+            )
         elif rec.storage == "raw" and rec_name in w[layer.name]:
             assert np.array_equal(rec.values, w[layer.name][rec_name].values), rec_name
     if layer.type == "LSTM" and "weight_hr" in out_w:
@@ -303,8 +309,9 @@ def test_float_layers_become_fp16(name: str, tmp_path: Path) -> None:
         for lname, recs in w.items():
             for rname, rec in recs.items():
                 if rec.tagged:
-                    np.testing.assert_allclose(out_w[lname][rname].values, rec.values,
-                                               rtol=1e-3, atol=1e-4)
+                    np.testing.assert_allclose(
+                        out_w[lname][rname].values, rec.values, rtol=1e-3, atol=1e-4
+                    )
                 else:
                     assert np.array_equal(out_w[lname][rname].values, rec.values)
         ref = run_file(name, FLOAT_ONLY[name], tmp_path)
@@ -381,8 +388,9 @@ def test_conversion_is_deterministic_and_idempotent_on_params() -> None:
     assert w["lstm_0"]["weight_xc"].storage == "f32"
 
 
-@pytest.mark.parametrize("name", ["lstm_proj_bi", "mha_kv", "embed", "gru_bi", "gemm",
-                                  "hand_gemm_a", "sdpa"])
+@pytest.mark.parametrize(
+    "name", ["lstm_proj_bi", "mha_kv", "embed", "gru_bi", "gemm", "hand_gemm_a", "sdpa"]
+)
 def test_converting_a_converted_model_changes_nothing(name: str) -> None:
     pf, w = load(name)
     table, _ = make_table(pf, w)
@@ -409,8 +417,13 @@ def test_memorydata_records(tmp_path: Path) -> None:
         assert out[name]["data"].storage == "raw"
         assert np.array_equal(out[name]["data"].values, recs["data"].values)
     for blob in ("md1", "md4", "md5"):
-        ref = run((LAYERS / "hand_memorydata.param").read_text(),
-                  (LAYERS / "hand_memorydata.bin").read_bytes(), {}, tmp_path, out=blob)
+        ref = run(
+            (LAYERS / "hand_memorydata.param").read_text(),
+            (LAYERS / "hand_memorydata.bin").read_bytes(),
+            {},
+            tmp_path,
+            out=blob,
+        )
         got = run(text, data, {}, tmp_path, out=blob)
         assert np.array_equal(got, ref)
 

@@ -44,44 +44,54 @@ def line(hosts: str, key: bytes = KEY_A, marker: str = "", keytype: str = "ssh-e
 
 # -- parsing -------------------------------------------------------------------------------------
 def test_markers_are_parsed_not_crashed_on() -> None:
-    text = "\n".join([
-        "# comment", "", "   ",
-        line("*", KEY_B, "@revoked"),
-        line("*.example.org", KEY_B, "@cert-authority"),
-        line("board", KEY_A),
-        line("odd", KEY_A, "@unknown-marker"),       # ssh skips it
-        "bad ssh-ed25519 !!!notbase64!!!",             # ssh skips it
-        f"mismatch ssh-rsa {b64(KEY_A)}",              # blob type is not the line's type
-        "short ssh-ed25519",
-    ])
+    text = "\n".join(
+        [
+            "# comment",
+            "",
+            "   ",
+            line("*", KEY_B, "@revoked"),
+            line("*.example.org", KEY_B, "@cert-authority"),
+            line("board", KEY_A),
+            line("odd", KEY_A, "@unknown-marker"),  # ssh skips it
+            "bad ssh-ed25519 !!!notbase64!!!",  # ssh skips it
+            f"mismatch ssh-rsa {b64(KEY_A)}",  # blob type is not the line's type
+            "short ssh-ed25519",
+        ]
+    )
     lines = parse_known_hosts(text, "/kh")
     assert [(ln.lineno, ln.marker, ln.hosts) for ln in lines] == [
-        (4, "revoked", "*"), (5, "cert-authority", "*.example.org"), (6, None, "board")]
+        (4, "revoked", "*"),
+        (5, "cert-authority", "*.example.org"),
+        (6, None, "board"),
+    ]
     assert lines[0].where == "/kh line 4"
 
 
 # -- matching ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("hosts", "name", "want"), [
-    ("board", "board", True),
-    ("BOARD", "board", True),                      # case-insensitive
-    ("board", "Board", True),
-    ("other,board", "board", True),
-    ("boar", "board", False),
-    ("*", "anything", True),
-    ("*.lan", "pi.lan", True),
-    ("*.lan", "pi.lan.evil", False),
-    ("pi?.lan", "pi4.lan", True),
-    ("pi?.lan", "pi.lan", False),
-    ("*.lan,!evil.lan", "evil.lan", False),        # a negated match wins
-    ("!evil.lan,*.lan", "evil.lan", False),
-    ("!evil.lan", "good.lan", False),              # only negations: never a match
-    ("[127.0.0.1]:2222", "[127.0.0.1]:2222", True),
-    ("127.0.0.1", "[127.0.0.1]:2222", False),      # a port other than 22 is part of the name
-    ("[127.0.0.1]:2222", "127.0.0.1", False),
-    ("[127.0.0.1]:*", "[127.0.0.1]:2222", True),
-    ("[127.0.0.?]:22*", "[127.0.0.5]:2299", True),
-    ("*", "[127.0.0.1]:2222", True),
-])
+@pytest.mark.parametrize(
+    ("hosts", "name", "want"),
+    [
+        ("board", "board", True),
+        ("BOARD", "board", True),  # case-insensitive
+        ("board", "Board", True),
+        ("other,board", "board", True),
+        ("boar", "board", False),
+        ("*", "anything", True),
+        ("*.lan", "pi.lan", True),
+        ("*.lan", "pi.lan.evil", False),
+        ("pi?.lan", "pi4.lan", True),
+        ("pi?.lan", "pi.lan", False),
+        ("*.lan,!evil.lan", "evil.lan", False),  # a negated match wins
+        ("!evil.lan,*.lan", "evil.lan", False),
+        ("!evil.lan", "good.lan", False),  # only negations: never a match
+        ("[127.0.0.1]:2222", "[127.0.0.1]:2222", True),
+        ("127.0.0.1", "[127.0.0.1]:2222", False),  # a port other than 22 is part of the name
+        ("[127.0.0.1]:2222", "127.0.0.1", False),
+        ("[127.0.0.1]:*", "[127.0.0.1]:2222", True),
+        ("[127.0.0.?]:22*", "[127.0.0.5]:2299", True),
+        ("*", "[127.0.0.1]:2222", True),
+    ],
+)
 def test_host_patterns(hosts: str, name: str, want: bool) -> None:
     assert host_matches(hosts, name) is want
 
@@ -96,14 +106,21 @@ NAMES = st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True)
 PORTS = st.one_of(st.none(), st.integers(1, 65535))
 
 
-@given(host=NAMES, port=PORTS, other=NAMES, other_port=PORTS, salt=st.binary(min_size=20,
-                                                                           max_size=20))
+@given(
+    host=NAMES, port=PORTS, other=NAMES, other_port=PORTS, salt=st.binary(min_size=20, max_size=20)
+)
 def test_hashed_entry_matches_exactly_when_the_plain_entry_does(
-        host: str, port: int | None, other: str, other_port: int | None, salt: bytes) -> None:
+    host: str, port: int | None, other: str, other_port: int | None, salt: bytes
+) -> None:
     plain = known_hosts_name(host, port)
     hashed = hash_name(plain, salt)
-    for query in (plain, plain.upper(), known_hosts_name(other, other_port),
-                  known_hosts_name(host, other_port), known_hosts_name(other, port)):
+    for query in (
+        plain,
+        plain.upper(),
+        known_hosts_name(other, other_port),
+        known_hosts_name(host, other_port),
+        known_hosts_name(other, port),
+    ):
         assert host_matches(hashed, query) == host_matches(plain, query)
     assert host_matches(hashed, plain)
 
@@ -113,8 +130,7 @@ def test_hash_name_is_what_ssh_keygen_writes(tmp_path: Path) -> None:
         pytest.skip("ssh-keygen not installed")
     kh = tmp_path / "kh"
     kh.write_text(line("[board.lan]:2222") + "\n")
-    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(kh)], check=True,
-                   capture_output=True)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(kh)], check=True, capture_output=True)
     (hashed,) = parse_known_hosts(kh.read_text(), str(kh))
     assert hashed.hosts.startswith("|1|")
     assert host_matches(hashed.hosts, "[board.lan]:2222")
@@ -127,18 +143,20 @@ def test_hash_name_is_what_ssh_keygen_writes(tmp_path: Path) -> None:
 PATTERN = st.from_regex(r"!?[ab*?.]{1,5}", fullmatch=True)
 
 
-@given(patterns=st.lists(PATTERN, min_size=1, max_size=3),
-       name=st.from_regex(r"[ab][ab.]{0,5}", fullmatch=True))
-def test_patterns_match_as_ssh_keygen_finds_them(tmp_path_factory: pytest.TempPathFactory,
-                                                 patterns: list[str], name: str) -> None:
+@given(
+    patterns=st.lists(PATTERN, min_size=1, max_size=3),
+    name=st.from_regex(r"[ab][ab.]{0,5}", fullmatch=True),
+)
+def test_patterns_match_as_ssh_keygen_finds_them(
+    tmp_path_factory: pytest.TempPathFactory, patterns: list[str], name: str
+) -> None:
     """The real OpenSSH: ``ssh-keygen -F NAME`` prints the lines that match NAME."""
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen not installed")
     kh = tmp_path_factory.mktemp("kh") / "known_hosts"
     hosts = ",".join(patterns)
     kh.write_text(line(hosts) + "\n")
-    res = subprocess.run(["ssh-keygen", "-F", name, "-f", str(kh)], capture_output=True,
-                         text=True)
+    res = subprocess.run(["ssh-keygen", "-F", name, "-f", str(kh)], capture_output=True, text=True)
     found = b64(KEY_A) in res.stdout
     assert host_matches(hosts, name) == found, (hosts, name, res.stdout, res.stderr)
 
@@ -176,19 +194,27 @@ def test_verdicts() -> None:
 
 
 def test_known_key_types_skip_revoked_and_ca() -> None:
-    lines = lines_of(line("h", KEY_R, keytype="ssh-rsa"), line("*", KEY_R, "@revoked",
-                                                               keytype="ssh-rsa"),
-                     line("h", KEY_A), line("*", KEY_B, "@cert-authority"))
+    lines = lines_of(
+        line("h", KEY_R, keytype="ssh-rsa"),
+        line("*", KEY_R, "@revoked", keytype="ssh-rsa"),
+        line("h", KEY_A),
+        line("*", KEY_B, "@cert-authority"),
+    )
     assert known_key_types(lines, "h") == ["ssh-ed25519"]
 
 
 # -- ssh_config aliases --------------------------------------------------------------------------
 def test_ssh_config_alias(tmp_path: Path) -> None:
     cfg = tmp_path / "config"
-    cfg.write_text("# Host commented\nHost *\n  User me\nHost myboard pi-*.lan !pi-x.lan\n"
-                   "  HostName 10.0.0.7\nhost=\"quoted\"\n")
-    assert host_patterns(cfg.read_text()) == [["*"], ["myboard", "pi-*.lan", "!pi-x.lan"],
-                                              ["quoted"]]
+    cfg.write_text(
+        "# Host commented\nHost *\n  User me\nHost myboard pi-*.lan !pi-x.lan\n"
+        '  HostName 10.0.0.7\nhost="quoted"\n'
+    )
+    assert host_patterns(cfg.read_text()) == [
+        ["*"],
+        ["myboard", "pi-*.lan", "!pi-x.lan"],
+        ["quoted"],
+    ]
     files = [str(cfg), str(tmp_path / "missing")]
     assert is_ssh_alias("myboard", files)
     assert is_ssh_alias("MyBoard", files)
@@ -196,5 +222,5 @@ def test_ssh_config_alias(tmp_path: Path) -> None:
     assert is_ssh_alias("quoted", files)
     assert not is_ssh_alias("pi-x.lan", files)
     assert not is_ssh_alias("commented", files)
-    assert not is_ssh_alias("typo", files)   # `Host *` alone matches every typo
+    assert not is_ssh_alias("typo", files)  # `Host *` alone matches every typo
     assert not alias_matches("x", ["*"])

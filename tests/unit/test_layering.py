@@ -31,10 +31,29 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 PURE = ("edgecal/calib", "edgecal/ncnnfmt", "edgecal/int8", "edgecal/quality")
 # The pure core may use the standard library except what touches files, processes, the network,
 # the environment or logging configuration.
-PURE_FORBIDDEN = {"os", "pathlib", "shutil", "tempfile", "subprocess", "socket", "logging",
-                  "glob", "io", "threading", "multiprocessing", "signal", "urllib", "http"}
-PURE_ALLOWED_EDGECAL = ("edgecal.calib", "edgecal.ncnnfmt", "edgecal.int8", "edgecal.quality",
-                        "edgecal.errors")
+PURE_FORBIDDEN = {
+    "os",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "subprocess",
+    "socket",
+    "logging",
+    "glob",
+    "io",
+    "threading",
+    "multiprocessing",
+    "signal",
+    "urllib",
+    "http",
+}
+PURE_ALLOWED_EDGECAL = (
+    "edgecal.calib",
+    "edgecal.ncnnfmt",
+    "edgecal.int8",
+    "edgecal.quality",
+    "edgecal.errors",
+)
 AGENT_ALLOWED = {"numpy", "ncnn", "edgecal_agent"}
 FORBIDDEN_CALLS = {"open", "print", "input"}
 
@@ -102,8 +121,7 @@ def type_checking_imports(path: Path) -> list[str]:
     out: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            out += [n.module for n in ast.walk(node)
-                    if isinstance(n, ast.ImportFrom) and n.module]
+            out += [n.module for n in ast.walk(node) if isinstance(n, ast.ImportFrom) and n.module]
     return out
 
 
@@ -129,9 +147,12 @@ def test_the_front_door_exports_what_it_names() -> None:
     for name, module in exports.items():
         assert getattr(edgecal, name) is getattr(importlib.import_module(module), name), name
     init = ROOT / "edgecal" / "__init__.py"
-    typed = {a.name: n.module for n in ast.walk(ast.parse(init.read_text()))
-             if isinstance(n, ast.ImportFrom) and n.module in type_checking_imports(init)
-             for a in n.names}
+    typed = {
+        a.name: n.module
+        for n in ast.walk(ast.parse(init.read_text()))
+        if isinstance(n, ast.ImportFrom) and n.module in type_checking_imports(init)
+        for a in n.names
+    }
     assert typed == exports
     assert set(edgecal.__all__) == {"__version__", *exports}
     with pytest.raises(AttributeError):
@@ -144,9 +165,17 @@ def test_the_layer_rule_on_known_cases() -> None:
     assert layer("edgecal.cli.main") == len(LAYERS) - 2
     assert layer("edgecal.calib.kl") == layer("edgecal.quality.jsondoc") == 1
     assert layer("edgecal.jsondoc") is None  # a flat module is in no layer
-    assert upward("edgecal.runs.rundir", ["os", "edgecal.cli.main", "edgecal.files.atomic",
-                                          "edgecal", "edgecal.errors", "edgecal.device.base"]) == [
-        "edgecal.cli.main", "edgecal.device.base"]
+    assert upward(
+        "edgecal.runs.rundir",
+        [
+            "os",
+            "edgecal.cli.main",
+            "edgecal.files.atomic",
+            "edgecal",
+            "edgecal.errors",
+            "edgecal.device.base",
+        ],
+    ) == ["edgecal.cli.main", "edgecal.device.base"]
     assert upward("edgecal.quality.consistency", ["edgecal.quality.jsondoc", "edgecal.calib"]) == []
 
 

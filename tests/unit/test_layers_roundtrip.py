@@ -26,10 +26,22 @@ MODELS = sorted(p.stem for p in LAYERS.glob("*.param"))
 # Record sizes (element counts) per model, from the torch shapes, not from edgecal.
 # b=bidirectional: RNN/GRU/LSTM records carry a leading direction axis.
 _LSTM = {"weight_xc": 4 * 4 * 5, "bias_c": 4 * 4, "weight_hc": 4 * 4 * 4}
-_LSTM_PROJ = {"weight_xc": 2 * 24 * 5, "bias_c": 2 * 4 * 6, "weight_hc": 2 * 24 * 3,
-              "weight_hr": 2 * 3 * 6}
-_MHA = {"q_weight": 64, "q_bias": 8, "k_weight": 64, "k_bias": 8, "v_weight": 64, "v_bias": 8,
-        "out_weight": 64, "out_bias": 8}
+_LSTM_PROJ = {
+    "weight_xc": 2 * 24 * 5,
+    "bias_c": 2 * 4 * 6,
+    "weight_hc": 2 * 24 * 3,
+    "weight_hr": 2 * 3 * 6,
+}
+_MHA = {
+    "q_weight": 64,
+    "q_bias": 8,
+    "k_weight": 64,
+    "k_bias": 8,
+    "v_weight": 64,
+    "v_bias": 8,
+    "out_weight": 64,
+    "out_bias": 8,
+}
 _DECONV = {"weight": 3 * 4 * 3 * 2, "bias": 4}
 _DECONVDW = {"weight": 4 * 9, "bias": 4}
 _CONV1D = {"weight": 4 * 3 * 3, "bias": 4}
@@ -51,14 +63,18 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     "gn": {"gn_0": {"gamma": 4, "beta": 4}},
     "gru": {"gru_0": {"weight_xc": 12 * 5, "bias_c": 16, "weight_hc": 12 * 4}},
     "gru_bi": {"gru_0": {"weight_xc": 2 * 12 * 5, "bias_c": 2 * 16, "weight_hc": 2 * 12 * 4}},
-    "gru_bi_fp16": {"gru_0": {"weight_xc": 2 * 12 * 5, "bias_c": 2 * 16,
-                              "weight_hc": 2 * 12 * 4}},
+    "gru_bi_fp16": {"gru_0": {"weight_xc": 2 * 12 * 5, "bias_c": 2 * 16, "weight_hc": 2 * 12 * 4}},
     "hand_embed_bias": {"embed": {"weight": 60, "bias": 6}},
     "hand_gemm_a": {"gemm": {"A": 15, "C": 12}},
     "hand_gemm_ab": {"gemm": {"A": 15, "B": 20, "C": 1}},
     "hand_gemm_b": {"gemm": {"B": 20, "C": 4}},
-    "hand_memorydata": {"md1": {"data": 5}, "md2": {"data": 12}, "md3": {"data": 24},
-                        "md4": {"data": 24}, "md5": {"data": 6}},
+    "hand_memorydata": {
+        "md1": {"data": 5},
+        "md2": {"data": 12},
+        "md3": {"data": 24},
+        "md4": {"data": 24},
+        "md5": {"data": 6},
+    },
     "hand_norms": {"rms": {"gamma": 6}},
     "hand_scale_bias": {"scale": {"scale": 3, "bias": 3}, "bias": {"bias": 3}},
     "in": {"in_0": {"gamma": 3, "beta": 3}},
@@ -77,8 +93,20 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     "rnn_fp16": {"rnn_0": {"weight_xc": 20, "bias_c": 4, "weight_hc": 16}},
     "sdpa": {},
 }
-TAGGED = {"weight", "weight_xc", "bias_c", "weight_hc", "weight_hr", "q_weight", "k_weight",
-          "v_weight", "out_weight", "A", "B", "C"}
+TAGGED = {
+    "weight",
+    "weight_xc",
+    "bias_c",
+    "weight_hc",
+    "weight_hr",
+    "q_weight",
+    "k_weight",
+    "v_weight",
+    "out_weight",
+    "A",
+    "B",
+    "C",
+}
 
 
 def load(name: str) -> tuple[str, bytes, ParamFile, dict[str, LayerWeights]]:
@@ -174,8 +202,9 @@ def _vals(w: dict[str, LayerWeights], layer: str, rec: str) -> np.ndarray:
     return w[layer][rec].values.astype(np.float64)
 
 
-def _rnn_dir(x: np.ndarray, step: Callable[[np.ndarray, np.ndarray], np.ndarray],
-             size: int, reverse: bool) -> np.ndarray:
+def _rnn_dir(
+    x: np.ndarray, step: Callable[[np.ndarray, np.ndarray], np.ndarray], size: int, reverse: bool
+) -> np.ndarray:
     h = np.zeros(size)
     out = np.zeros((x.shape[0], size))
     order = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
@@ -197,13 +226,13 @@ def ref_rnn(w: dict[str, LayerWeights], x: np.ndarray, dirs: int) -> np.ndarray:
     return np.concatenate(outs, axis=1)
 
 
-def ref_lstm(w: dict[str, LayerWeights], x: np.ndarray, dirs: int, hidden: int,
-             out: int) -> np.ndarray:
+def ref_lstm(
+    w: dict[str, LayerWeights], x: np.ndarray, dirs: int, hidden: int, out: int
+) -> np.ndarray:
     wx = _vals(w, "lstm_0", "weight_xc").reshape(dirs, 4, hidden, -1)  # gates I F O G
     b = _vals(w, "lstm_0", "bias_c").reshape(dirs, 4, hidden)
     wh = _vals(w, "lstm_0", "weight_hc").reshape(dirs, 4, hidden, out)
-    wr = (_vals(w, "lstm_0", "weight_hr").reshape(dirs, out, hidden)
-          if hidden != out else None)
+    wr = _vals(w, "lstm_0", "weight_hr").reshape(dirs, out, hidden) if hidden != out else None
     res = []
     for d in range(dirs):
         c = np.zeros(hidden)
@@ -226,6 +255,7 @@ def ref_gru(w: dict[str, LayerWeights], x: np.ndarray, dirs: int) -> np.ndarray:
     wh = _vals(w, "gru_0", "weight_hc").reshape(dirs, 3, n, n)
     res = []
     for d in range(dirs):
+
         def step(xt: np.ndarray, h: np.ndarray, d: int = d) -> np.ndarray:
             r = _sig(wx[d, 0] @ xt + wh[d, 0] @ h + b[d, 0])
             u = _sig(wx[d, 1] @ xt + wh[d, 1] @ h + b[d, 1])
@@ -236,8 +266,9 @@ def ref_gru(w: dict[str, LayerWeights], x: np.ndarray, dirs: int) -> np.ndarray:
     return np.concatenate(res, axis=1)
 
 
-def ref_mha(w: dict[str, LayerWeights], q: np.ndarray, k: np.ndarray, v: np.ndarray,
-            heads: int = 2) -> np.ndarray:
+def ref_mha(
+    w: dict[str, LayerWeights], q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int = 2
+) -> np.ndarray:
     def lin(name: str, x: np.ndarray) -> np.ndarray:
         wt = _vals(w, "attention_0", f"{name}_weight")
         bias = _vals(w, "attention_0", f"{name}_bias")
@@ -269,8 +300,9 @@ def ref_conv(
     return out + bias.reshape(-1, *([1] * len(k)))
 
 
-def ref_deconv(x: np.ndarray, wt: np.ndarray, bias: np.ndarray, stride: int,
-               groups: int) -> np.ndarray:
+def ref_deconv(
+    x: np.ndarray, wt: np.ndarray, bias: np.ndarray, stride: int, groups: int
+) -> np.ndarray:
     """Transposed conv; wt (outch, inch/groups, kh, kw) as ncnn stores it."""
     inch, ih, iw = x.shape
     outch, _, kh, kw = wt.shape
@@ -281,7 +313,7 @@ def ref_deconv(x: np.ndarray, wt: np.ndarray, bias: np.ndarray, stride: int,
             for i in range(ig):
                 for y in range(ih):
                     for xx in range(iw):
-                        out[o, y * stride:y * stride + kh, xx * stride:xx * stride + kw] += (
+                        out[o, y * stride : y * stride + kh, xx * stride : xx * stride + kw] += (
                             x[g * ig + i, y, xx] * wt[o, i]
                         )
     return out + bias.reshape(-1, 1, 1)
@@ -310,39 +342,70 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], list[str], Callable[..., li
 
         return {"in0": ids}, ["out0"], f
     if base in ("rnn", "rnn_bi"):
-        return ({"in0": _x(6, 5)}, ["out0"],
-                lambda w, in0: [ref_rnn(w, in0, 2 if base == "rnn_bi" else 1)])
+        return (
+            {"in0": _x(6, 5)},
+            ["out0"],
+            lambda w, in0: [ref_rnn(w, in0, 2 if base == "rnn_bi" else 1)],
+        )
     if base == "lstm":
         return {"in0": _x(6, 5)}, ["out0"], lambda w, in0: [ref_lstm(w, in0, 1, 4, 4)]
     if base == "lstm_proj_bi":
         return {"in0": _x(6, 5)}, ["out0"], lambda w, in0: [ref_lstm(w, in0, 2, 6, 3)]
     if base in ("gru", "gru_bi"):
-        return ({"in0": _x(6, 5)}, ["out0"],
-                lambda w, in0: [ref_gru(w, in0, 2 if base == "gru_bi" else 1)])
+        return (
+            {"in0": _x(6, 5)},
+            ["out0"],
+            lambda w, in0: [ref_gru(w, in0, 2 if base == "gru_bi" else 1)],
+        )
     if base == "mha":
         return {"in0": _x(5, 8)}, ["out0"], lambda w, in0: [ref_mha(w, in0, in0, in0)]
     if base == "mha_kv":
-        return ({"in0": _x(5, 8), "in1": _x(7, 6), "in2": _x(7, 5)}, ["out0"],
-                lambda w, in0, in1, in2: [ref_mha(w, in0, in1, in2)])
+        return (
+            {"in0": _x(5, 8), "in1": _x(7, 6), "in2": _x(7, 5)},
+            ["out0"],
+            lambda w, in0, in1, in2: [ref_mha(w, in0, in1, in2)],
+        )
     if base == "gemm":
-        return ({"in0": _x(3, 6)}, ["out0"],
-                lambda w, in0: [in0 @ _vals(w, "gemm_0", "B").reshape(5, 6).T])
+        return (
+            {"in0": _x(3, 6)},
+            ["out0"],
+            lambda w, in0: [in0 @ _vals(w, "gemm_0", "B").reshape(5, 6).T],
+        )
     if base == "hand_gemm_a":
-        return ({"in0": _x(5, 4)}, ["out0"],
-                lambda w, in0: [_vals(w, "gemm", "A").reshape(5, 3).T @ in0
-                                + _vals(w, "gemm", "C").reshape(3, 4)])
+        return (
+            {"in0": _x(5, 4)},
+            ["out0"],
+            lambda w, in0: [
+                _vals(w, "gemm", "A").reshape(5, 3).T @ in0 + _vals(w, "gemm", "C").reshape(3, 4)
+            ],
+        )
     if base == "hand_gemm_b":
-        return ({"in0": _x(3, 5)}, ["out0"],
-                # ncnn's Gemm is alpha * (A*B + beta*C), not ONNX's alpha*A*B + beta*C
-                lambda w, in0: [0.5 * (in0 @ _vals(w, "gemm", "B").reshape(5, 4)
-                                       + 2.0 * _vals(w, "gemm", "C").reshape(1, 4))])
+        return (
+            {"in0": _x(3, 5)},
+            ["out0"],
+            # ncnn's Gemm is alpha * (A*B + beta*C), not ONNX's alpha*A*B + beta*C
+            lambda w, in0: [
+                0.5
+                * (
+                    in0 @ _vals(w, "gemm", "B").reshape(5, 4)
+                    + 2.0 * _vals(w, "gemm", "C").reshape(1, 4)
+                )
+            ],
+        )
     if base == "hand_gemm_ab":
-        return ({}, ["out0"],
-                lambda w: [_vals(w, "gemm", "A").reshape(3, 5)
-                           @ _vals(w, "gemm", "B").reshape(4, 5).T + _vals(w, "gemm", "C")[0]])
+        return (
+            {},
+            ["out0"],
+            lambda w: [
+                _vals(w, "gemm", "A").reshape(3, 5) @ _vals(w, "gemm", "B").reshape(4, 5).T
+                + _vals(w, "gemm", "C")[0]
+            ],
+        )
     if base == "sdpa":
-        def f_sdpa(w: dict[str, LayerWeights], in0: np.ndarray, in1: np.ndarray,
-                   in2: np.ndarray) -> list[np.ndarray]:
+
+        def f_sdpa(
+            w: dict[str, LayerWeights], in0: np.ndarray, in1: np.ndarray, in2: np.ndarray
+        ) -> list[np.ndarray]:
             s = np.einsum("hqd,hkd->hqk", in0, in1) / np.sqrt(4)
             p = np.exp(s - s.max(axis=2, keepdims=True))
             return [np.einsum("hqk,hkd->hqd", p / p.sum(axis=2, keepdims=True), in2)]
@@ -350,22 +413,51 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], list[str], Callable[..., li
         return {"in0": _x(2, 5, 4), "in1": _x(2, 6, 4), "in2": _x(2, 6, 4)}, ["out0"], f_sdpa
     if base in ("deconv", "deconvdw"):
         shape, groups, stride, wshape, layer = (
-            ((3, 5, 5), 1, 2, (4, 3, 3, 2), "deconv_0") if base == "deconv"
+            ((3, 5, 5), 1, 2, (4, 3, 3, 2), "deconv_0")
+            if base == "deconv"
             else ((4, 5, 5), 4, 1, (4, 1, 3, 3), "deconvdw_0")
         )
-        return ({"in0": _x(*shape)}, ["out0"],
-                lambda w, in0: [ref_deconv(in0, _vals(w, layer, "weight").reshape(wshape),
-                                           _vals(w, layer, "bias"), stride, groups)])
+        return (
+            {"in0": _x(*shape)},
+            ["out0"],
+            lambda w, in0: [
+                ref_deconv(
+                    in0,
+                    _vals(w, layer, "weight").reshape(wshape),
+                    _vals(w, layer, "bias"),
+                    stride,
+                    groups,
+                )
+            ],
+        )
     if base == "conv1d":
-        return ({"in0": _x(3, 9)}, ["out0"],
-                lambda w, in0: [ref_conv(in0, _vals(w, "conv1d_0", "weight").reshape(4, 3, 3),
-                                         _vals(w, "conv1d_0", "bias"), (1,))])
+        return (
+            {"in0": _x(3, 9)},
+            ["out0"],
+            lambda w, in0: [
+                ref_conv(
+                    in0,
+                    _vals(w, "conv1d_0", "weight").reshape(4, 3, 3),
+                    _vals(w, "conv1d_0", "bias"),
+                    (1,),
+                )
+            ],
+        )
     if base == "conv3d":
-        return ({"in0": _x(2, 4, 5, 5)}, ["out0"],
-                lambda w, in0: [ref_conv(in0,
-                                         _vals(w, "conv3d_0", "weight").reshape(3, 2, 2, 3, 3),
-                                         _vals(w, "conv3d_0", "bias"), (1, 1, 1))])
+        return (
+            {"in0": _x(2, 4, 5, 5)},
+            ["out0"],
+            lambda w, in0: [
+                ref_conv(
+                    in0,
+                    _vals(w, "conv3d_0", "weight").reshape(3, 2, 2, 3, 3),
+                    _vals(w, "conv3d_0", "bias"),
+                    (1, 1, 1),
+                )
+            ],
+        )
     if base == "bn":
+
         def f_bn(w: dict[str, LayerWeights], in0: np.ndarray) -> list[np.ndarray]:
             v = {k: _vals(w, "bn_0", k).reshape(3, 1, 1) for k in ("slope", "mean", "var", "bias")}
             x = np.maximum(in0, 0)
@@ -373,34 +465,58 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], list[str], Callable[..., li
 
         return {"in0": _x(3, 4, 4)}, ["out0"], f_bn
     if base == "ln":
-        return ({"in0": _x(4, 6)}, ["out0"],
-                lambda w, in0: [_norm(in0, (1,), 1e-5) * _vals(w, "ln_0", "gamma")
-                                + _vals(w, "ln_0", "beta")])
+        return (
+            {"in0": _x(4, 6)},
+            ["out0"],
+            lambda w, in0: [
+                _norm(in0, (1,), 1e-5) * _vals(w, "ln_0", "gamma") + _vals(w, "ln_0", "beta")
+            ],
+        )
     if base == "gn":
+
         def f_gn(w: dict[str, LayerWeights], in0: np.ndarray) -> list[np.ndarray]:
             y = _norm(in0.reshape(2, 2, 3, 3), (1, 2, 3), 1e-5).reshape(4, 3, 3)
-            return [y * _vals(w, "gn_0", "gamma").reshape(4, 1, 1)
-                    + _vals(w, "gn_0", "beta").reshape(4, 1, 1)]
+            return [
+                y * _vals(w, "gn_0", "gamma").reshape(4, 1, 1)
+                + _vals(w, "gn_0", "beta").reshape(4, 1, 1)
+            ]
 
         return {"in0": _x(4, 3, 3)}, ["out0"], f_gn
     if base == "in":
-        return ({"in0": _x(3, 4, 4)}, ["out0"],
-                lambda w, in0: [_norm(in0, (1, 2), 1e-5)
-                                * _vals(w, "in_0", "gamma").reshape(3, 1, 1)
-                                + _vals(w, "in_0", "beta").reshape(3, 1, 1)])
+        return (
+            {"in0": _x(3, 4, 4)},
+            ["out0"],
+            lambda w, in0: [
+                _norm(in0, (1, 2), 1e-5) * _vals(w, "in_0", "gamma").reshape(3, 1, 1)
+                + _vals(w, "in_0", "beta").reshape(3, 1, 1)
+            ],
+        )
     if base == "prelu":
-        return ({"in0": _x(3, 4, 4)}, ["out0"],
-                lambda w, in0: [np.where(in0 > 0, in0,
-                                         in0 * _vals(w, "prelu_0", "slope").reshape(3, 1, 1))])
+        return (
+            {"in0": _x(3, 4, 4)},
+            ["out0"],
+            lambda w, in0: [
+                np.where(in0 > 0, in0, in0 * _vals(w, "prelu_0", "slope").reshape(3, 1, 1))
+            ],
+        )
     if base == "rmsnorm":
-        return ({"in0": _x(4, 6)}, ["out0"],
-                lambda w, in0: [_rms(in0, 1e-5) * _vals(w, "rmsn_0", "gamma")])
+        return (
+            {"in0": _x(4, 6)},
+            ["out0"],
+            lambda w, in0: [_rms(in0, 1e-5) * _vals(w, "rmsn_0", "gamma")],
+        )
     if base == "hand_scale_bias":
-        return ({"in0": _x(3, 4, 4)}, ["out0"],
-                lambda w, in0: [in0 * _vals(w, "scale", "scale").reshape(3, 1, 1)
-                                + _vals(w, "scale", "bias").reshape(3, 1, 1)
-                                + _vals(w, "bias", "bias").reshape(3, 1, 1)])
+        return (
+            {"in0": _x(3, 4, 4)},
+            ["out0"],
+            lambda w, in0: [
+                in0 * _vals(w, "scale", "scale").reshape(3, 1, 1)
+                + _vals(w, "scale", "bias").reshape(3, 1, 1)
+                + _vals(w, "bias", "bias").reshape(3, 1, 1)
+            ],
+        )
     if base == "hand_norms":
+
         def f_norms(w: dict[str, LayerWeights], in0: np.ndarray) -> list[np.ndarray]:
             y = _norm(in0, (1, 2), 1e-5)
             y = _norm(y.reshape(2, 2, 4, 6), (1, 2, 3), 1e-5).reshape(4, 4, 6)
@@ -410,8 +526,11 @@ def _case(name: str) -> tuple[dict[str, np.ndarray], list[str], Callable[..., li
         return {"in0": _x(4, 4, 6)}, ["out0"], f_norms
     if base == "hand_memorydata":
         shapes = {"md1": (5,), "md2": (3, 4), "md3": (2, 3, 4), "md4": (2, 2, 3, 2), "md5": (2, 3)}
-        return ({}, list(shapes),
-                lambda w: [_vals(w, k, "data").reshape(s) for k, s in shapes.items()])
+        return (
+            {},
+            list(shapes),
+            lambda w: [_vals(w, k, "data").reshape(s) for k, s in shapes.items()],
+        )
     raise AssertionError(f"no reference for {name}")
 
 

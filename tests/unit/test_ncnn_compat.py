@@ -91,9 +91,7 @@ def test_cli_compat_flag_is_byte_identical_on_reference(
 # --- (a) transB=1 Gemm: ncnn2int8 scales B by its first row only ------------------------------
 
 N, K = 3, 4
-B = np.array(
-    [[0.5, -0.25, 0.125, 0.3], [2.0, -1.5, 0.7, -0.1], [0.05, 0.9, -1.2, 0.6]], np.float32
-)
+B = np.array([[0.5, -0.25, 0.125, 0.3], [2.0, -1.5, 0.7, -0.1], [0.05, 0.9, -1.2, 0.6]], np.float32)
 
 
 def _gemm_model(trans_b: int) -> tuple[str, bytes]:
@@ -134,9 +132,10 @@ def test_gemm_transb1_scale_whole_matrix_vs_first_row() -> None:
     assert np.array_equal(codes_d, _codes(B, whole))
     assert np.array_equal(codes_c, _codes(B, first_row))
     # compat saturates every row larger than the first one; default never saturates
-    assert np.abs(codes_c[1]).max() == 127 and codes_c[1].tolist().count(127) + codes_c[
-        1
-    ].tolist().count(-127) >= 2
+    assert (
+        np.abs(codes_c[1]).max() == 127
+        and codes_c[1].tolist().count(127) + codes_c[1].tolist().count(-127) >= 2
+    )
     err_d = np.abs(codes_d / s_d - B).max()
     err_c = np.abs(codes_c / s_c - B).max()
     assert err_d < 0.01 < err_c
@@ -203,10 +202,7 @@ def test_fp16_tail_in_a_converted_model() -> None:
 
 # --- (c) a weight scale out of int32 range (inf): ncnn2int8 writes -127 for every weight ------
 
-CONV = (
-    "7767517\n2 2\nInput in0 0 1 in0\n"
-    "Convolution conv 1 1 in0 out0 0=2 1=1 5=1 6=4\n"
-)
+CONV = "7767517\n2 2\nInput in0 0 1 in0\nConvolution conv 1 1 in0 out0 0=2 1=1 5=1 6=4\n"
 CONV_W = np.array([0.5, -0.25, 0.0, 0.75, 0.1, -0.2, 0.3, -0.4], np.float32)[:4]
 CONV_BIN = _tagged_f32(np.concatenate([CONV_W[:2], CONV_W[:2]])) + _raw([0.1, -0.1])
 
@@ -292,8 +288,12 @@ def test_denormal_gemm_rows() -> None:
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgecal", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=600, check=False,
+        [sys.executable, "-m", "edgecal", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -305,8 +305,20 @@ def test_cli_denormal_weights_no_runtimewarning(tmp_path: Path) -> None:
     for i in range(2):
         np.save(tmp_path / f"s{i}.npy", rng.uniform(-1, 1, (2, 3, 3)).astype(np.float32))
     (tmp_path / "list.txt").write_text("s0.npy\ns1.npy\n")
-    cal = _cli(["-q", "ncnn2table", "m.param", "m.bin", "list.txt", "t.table",
-                "shape=[3,3,2]", "type=1", "thread=1"], tmp_path)
+    cal = _cli(
+        [
+            "-q",
+            "ncnn2table",
+            "m.param",
+            "m.bin",
+            "list.txt",
+            "t.table",
+            "shape=[3,3,2]",
+            "type=1",
+            "thread=1",
+        ],
+        tmp_path,
+    )
     assert cal.returncode == 0, cal.stderr
     assert "RuntimeWarning" not in cal.stderr
     assert "below 1e-30 (denormal" in cal.stderr and "all zero" not in cal.stderr
@@ -317,8 +329,7 @@ def test_cli_denormal_weights_no_runtimewarning(tmp_path: Path) -> None:
     gemm = "7767517\n2 2\nInput in0 0 1 in0\nGemm g 1 1 in0 out0 3=1 4=0 5=1 6=0 8=1 9=4\n"
     (tmp_path / "g.param").write_text(gemm)
     (tmp_path / "g.bin").write_bytes(_tagged_f32(np.array([1e-40, 0, 0, -1e-40], np.float32)))
-    g = _cli(["quantize", "g.param", "g.bin", "go.param", "go.bin", "--table", "t.table"],
-             tmp_path)
+    g = _cli(["quantize", "g.param", "g.bin", "go.param", "go.bin", "--table", "t.table"], tmp_path)
     assert "RuntimeWarning" not in g.stderr
 
 

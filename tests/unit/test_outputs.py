@@ -21,8 +21,9 @@ from edgecal.runs.lock import RunLock
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
-                  if p.name.endswith((".edgecal-tmp", ".edgecal-old")))
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.endswith((".edgecal-tmp", ".edgecal-old"))
+    )
 
 
 def test_a_failed_rename_puts_back_the_outputs_already_renamed(tmp_path: Path) -> None:
@@ -71,8 +72,12 @@ def test_check_outputs_refusals(tmp_path: Path) -> None:
     (tmp_path / "soft.param").symlink_to(param)
     (tmp_path / "d").mkdir()
     inputs = [Input("param", str(param))]
-    for out in (str(param), str(tmp_path / "hard.param"), str(tmp_path / "soft.param"),
-                str(tmp_path / "d" / ".." / "m.param")):
+    for out in (
+        str(param),
+        str(tmp_path / "hard.param"),
+        str(tmp_path / "soft.param"),
+        str(tmp_path / "d" / ".." / "m.param"),
+    ):
         with pytest.raises(UsageError, match="refusing to overwrite an input"):
             check_outputs([Output("--out", out)], inputs)
     with pytest.raises(UsageError, match="is a folder"):
@@ -80,14 +85,17 @@ def test_check_outputs_refusals(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         check_outputs([Output("--out", str(tmp_path / "nope" / "t.table"))])
     with pytest.raises(UsageError, match="are the same file"):
-        check_outputs([Output("--out", str(tmp_path / "t")),
-                       Output("--histograms-out", str(tmp_path / "d" / ".." / "t"))])
+        check_outputs(
+            [
+                Output("--out", str(tmp_path / "t")),
+                Output("--histograms-out", str(tmp_path / "d" / ".." / "t")),
+            ]
+        )
     with pytest.raises(UsageError, match="only for text or JSON"):
         check_outputs([Output("--histograms-out", "-")])
     with pytest.raises(UsageError, match="both name standard output"):
         check_outputs([Output("--out", "-", text=True), Output("--json", "-", text=True)])
-    check_outputs([Output("--out", "-", text=True), Output("--h", str(tmp_path / "new"))],
-                  inputs)
+    check_outputs([Output("--out", "-", text=True), Output("--h", str(tmp_path / "new"))], inputs)
     check_outputs([Output("--out", "/dev/null"), Output("--h", "/dev/null")], inputs)
 
 

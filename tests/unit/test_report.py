@@ -52,27 +52,67 @@ EQ_RGB = (0x94, 0x67, 0xBD)
 
 
 def score(drop: float, latency: float = 2.0) -> dict[str, Any]:
-    return {"agreement": 1 - drop / 100, "accuracy": None, "cosine_mean": 0.998,
-            "cosine_min": 0.99, "drop_points": drop, "latency_ms": latency}
+    return {
+        "agreement": 1 - drop / 100,
+        "accuracy": None,
+        "cosine_mean": 0.998,
+        "cosine_min": 0.99,
+        "drop_points": drop,
+        "latency_ms": latency,
+    }
 
 
 def board_doc(name: str, layers: tuple[str, ...] = LAYERS, cos: float = 0.9991) -> dict[str, Any]:
     return {
-        "n_samples": 20, "output_blob": "out0", "runtime": "deployed", "threads": 4,
-        "top1_fp32": 0.95, "top1_int8": 0.9, "agreement": 0.93,
-        "cosine_mean": cos, "cosine_min": 0.97, "sqnr_mean_db": 24.5, "sqnr_min_db": "inf",
-        "latency_fp32_ms": 3.2, "latency_int8_ms": 1.7,
-        "layers": [{"name": k, "type": "Convolution", "top": f"{k}_out", "requantized": i == 0,
-                    "top_scale": 10.0 if i == 0 else None, "cosine_mean": cos - 0.001 * i,
-                    "cosine_min": cos - 0.002 * i - 0.001, "sqnr_db": 30.0 - i}
-                   for i, k in enumerate(layers)],
-        "device": {"name": name, "agent_version": "0.1.0", "protocol": 1, "ncnn": "1.0.2024",
-                   "machine": "aarch64", "cores": 4, "cpu_features": ["neon", "asimdhp"],
-                   "profile": "emulated-pi5"},
-        "fp32": {"param": "model.param", "bin": "model.bin", "param_sha256": "a" * 64,
-                 "bin_sha256": "b" * 64},
-        "int8": {"param": "int8.param", "bin": "int8.bin", "table": "calibration.table",
-                 "param_sha256": "c" * 64, "bin_sha256": "d" * 64},
+        "n_samples": 20,
+        "output_blob": "out0",
+        "runtime": "deployed",
+        "threads": 4,
+        "top1_fp32": 0.95,
+        "top1_int8": 0.9,
+        "agreement": 0.93,
+        "cosine_mean": cos,
+        "cosine_min": 0.97,
+        "sqnr_mean_db": 24.5,
+        "sqnr_min_db": "inf",
+        "latency_fp32_ms": 3.2,
+        "latency_int8_ms": 1.7,
+        "layers": [
+            {
+                "name": k,
+                "type": "Convolution",
+                "top": f"{k}_out",
+                "requantized": i == 0,
+                "top_scale": 10.0 if i == 0 else None,
+                "cosine_mean": cos - 0.001 * i,
+                "cosine_min": cos - 0.002 * i - 0.001,
+                "sqnr_db": 30.0 - i,
+            }
+            for i, k in enumerate(layers)
+        ],
+        "device": {
+            "name": name,
+            "agent_version": "0.1.0",
+            "protocol": 1,
+            "ncnn": "1.0.2024",
+            "machine": "aarch64",
+            "cores": 4,
+            "cpu_features": ["neon", "asimdhp"],
+            "profile": "emulated-pi5",
+        },
+        "fp32": {
+            "param": "model.param",
+            "bin": "model.bin",
+            "param_sha256": "a" * 64,
+            "bin_sha256": "b" * 64,
+        },
+        "int8": {
+            "param": "int8.param",
+            "bin": "int8.bin",
+            "table": "calibration.table",
+            "param_sha256": "c" * 64,
+            "bin_sha256": "d" * 64,
+        },
     }
 
 
@@ -80,46 +120,93 @@ def validation_doc(boards: tuple[str, ...] = ("emu1", "emu2")) -> dict[str, Any]
     consistency = None
     if len(boards) >= 2:
         consistency = {
-            "tolerance_cosine": 0.999, "tolerance_disagree": 0.01,
-            "pairs": [{"a": boards[0], "b": boards[1], "cosine_mean": 0.9995,
-                       "cosine_min": 0.998, "top1_disagree": 0.05}],
-            "boards": [{"board": boards[0], "cosine_to_others_min": 0.998, "diverges": False,
-                        "why": None},
-                       {"board": boards[1], "cosine_to_others_min": 0.95, "diverges": True,
-                        "why": "cosine 0.95 < 0.999"}],
-            "diverging": [boards[1]]}
-    return {"results": [board_doc(b, cos=0.9991 - 0.01 * i) for i, b in enumerate(boards)],
-            "consistency": consistency}
+            "tolerance_cosine": 0.999,
+            "tolerance_disagree": 0.01,
+            "pairs": [
+                {
+                    "a": boards[0],
+                    "b": boards[1],
+                    "cosine_mean": 0.9995,
+                    "cosine_min": 0.998,
+                    "top1_disagree": 0.05,
+                }
+            ],
+            "boards": [
+                {"board": boards[0], "cosine_to_others_min": 0.998, "diverges": False, "why": None},
+                {
+                    "board": boards[1],
+                    "cosine_to_others_min": 0.95,
+                    "diverges": True,
+                    "why": "cosine 0.95 < 0.999",
+                },
+            ],
+            "diverging": [boards[1]],
+        }
+    return {
+        "results": [board_doc(b, cos=0.9991 - 0.01 * i) for i, b in enumerate(boards)],
+        "consistency": consistency,
+    }
 
 
 def thresholds_doc(layers: tuple[str, ...] = LAYERS) -> dict[str, Any]:
     out = {}
     for i, k in enumerate(layers):
         absmax = 8.0 + i
-        out[k] = {"blob": f"{k}_in", "absmax": absmax, "kl": absmax * 0.4,
-                  "aciq": absmax * 0.6, "eq": None if i == 0 else absmax * 0.5,
-                  "chosen_method": "kl", "chosen": absmax * 0.4}
+        out[k] = {
+            "blob": f"{k}_in",
+            "absmax": absmax,
+            "kl": absmax * 0.4,
+            "aciq": absmax * 0.6,
+            "eq": None if i == 0 else absmax * 0.5,
+            "chosen_method": "kl",
+            "chosen": absmax * 0.4,
+        }
     return {"layers": out}
 
 
 def sensitivity_doc(layers: tuple[str, ...] = LAYERS) -> dict[str, Any]:
-    return {"board": "emu1", "metric": "agreement", "n_samples": 20, "all_int8": score(7.0),
-            "layers": [{"layer": k, "type": "Convolution", "keep_fp32": score(7.0 - 3 + i),
-                        "only_int8": score(1.0 * i), "gain_points": 3.0 - 2 * i,
-                        "harm_cosine": 0.001 * (2 - i), "rank": i + 1}
-                       for i, k in enumerate(layers)]}
+    return {
+        "board": "emu1",
+        "metric": "agreement",
+        "n_samples": 20,
+        "all_int8": score(7.0),
+        "layers": [
+            {
+                "layer": k,
+                "type": "Convolution",
+                "keep_fp32": score(7.0 - 3 + i),
+                "only_int8": score(1.0 * i),
+                "gain_points": 3.0 - 2 * i,
+                "harm_cosine": 0.001 * (2 - i),
+                "rank": i + 1,
+            }
+            for i, k in enumerate(layers)
+        ],
+    }
 
 
 def tune_doc() -> dict[str, Any]:
-    return {"method": "kl", "max_drop": 1.0, "metric": "agreement", "target_met": False,
-            "reason": "2 layers in fp32 and still 2.5 points lost", "initial": score(7.0),
-            "final": score(2.5, 2.4),
-            "steps": [{"action": "method", "layer": "conv1", "method": "aciq",
-                       "score": score(6.0), "kept": False},
-                      {"action": "fp32", "layer": EVIL, "method": None, "score": score(2.5),
-                       "kept": True}],
-            "fp32_layers": [{"layer": EVIL, "latency_cost_ms": 0.25}],
-            "layer_methods": {"conv1": "kl"}}
+    return {
+        "method": "kl",
+        "max_drop": 1.0,
+        "metric": "agreement",
+        "target_met": False,
+        "reason": "2 layers in fp32 and still 2.5 points lost",
+        "initial": score(7.0),
+        "final": score(2.5, 2.4),
+        "steps": [
+            {
+                "action": "method",
+                "layer": "conv1",
+                "method": "aciq",
+                "score": score(6.0),
+                "kept": False,
+            },
+            {"action": "fp32", "layer": EVIL, "method": None, "score": score(2.5), "kept": True},
+        ],
+        "fp32_layers": [{"layer": EVIL, "latency_cost_ms": 0.25}],
+        "layer_methods": {"conv1": "kl"},
+    }
 
 
 def histogram_set(layers: tuple[str, ...] = LAYERS, seed: int = 0) -> HistogramSet:
@@ -129,22 +216,39 @@ def histogram_set(layers: tuple[str, ...] = LAYERS, seed: int = 0) -> HistogramS
         x = np.abs(rng.laplace(0.0, 1.0, 20000)) * (1 + i)
         absmax = np.float32(8.0 + i)
         counts = np.bincount(np.minimum((x / absmax * 2048).astype(int), 2047), minlength=2048)
-        stats[k] = BlobHistogram(counts=counts.astype(np.uint64), absmax=absmax,
-                                 elements_per_sample=4096)
-    return HistogramSet(blobs={k: f"{k}_in" for k in layers}, stats=stats,
-                        meta={"param": "model.param", "n_samples": 20, "device": EVIL})
+        stats[k] = BlobHistogram(
+            counts=counts.astype(np.uint64), absmax=absmax, elements_per_sample=4096
+        )
+    return HistogramSet(
+        blobs={k: f"{k}_in" for k in layers},
+        stats=stats,
+        meta={"param": "model.param", "n_samples": 20, "device": EVIL},
+    )
 
 
-def make_run(path: Path, *, files: tuple[str, ...] = (VALIDATION, THRESHOLDS, HISTOGRAMS,
-                                                       SENSITIVITY, TUNE),
-             histograms: HistogramSet | None = None,
-             thresholds: dict[str, Any] | None = None) -> RunDir:
+def make_run(
+    path: Path,
+    *,
+    files: tuple[str, ...] = (VALIDATION, THRESHOLDS, HISTOGRAMS, SENSITIVITY, TUNE),
+    histograms: HistogramSet | None = None,
+    thresholds: dict[str, Any] | None = None,
+) -> RunDir:
     argv = ["edgecal", "tune", "model.param", "--images", "my images/", "--label", EVIL]
-    run = RunDir.create(path, "tune", argv, {
-        "fp32_param": {"path": "model.param", "sha256": "a" * 64},
-        "images": {"count": 20, "sha256": "e" * 64}})
-    docs = {VALIDATION: validation_doc, THRESHOLDS: lambda: thresholds or thresholds_doc(),
-            SENSITIVITY: sensitivity_doc, TUNE: tune_doc}
+    run = RunDir.create(
+        path,
+        "tune",
+        argv,
+        {
+            "fp32_param": {"path": "model.param", "sha256": "a" * 64},
+            "images": {"count": 20, "sha256": "e" * 64},
+        },
+    )
+    docs = {
+        VALIDATION: validation_doc,
+        THRESHOLDS: lambda: thresholds or thresholds_doc(),
+        SENSITIVITY: sensitivity_doc,
+        TUNE: tune_doc,
+    }
     for name in files:
         if name == HISTOGRAMS:
             save_histograms(run.file(HISTOGRAMS), histograms or histogram_set())
@@ -209,8 +313,14 @@ def test_file_data_is_escaped_everywhere(full_run: RunDir) -> None:
 #: Run-file strings that would break a page built by pasting text: markup, quotes for an
 #: attribute, a table's closing tags, an entity, template syntax, a lone surrogate (a JSON
 #: "\\udcff", a non-UTF-8 file name: not encodable as UTF-8).
-HOSTILE = ("<script>alert(2)</script>", "q\"uote's", "</td></tr></table><b>x", "a&amp;b",
-           "{{ 7*7 }}{% raw %}", "lone\udcffsurrogate")
+HOSTILE = (
+    "<script>alert(2)</script>",
+    "q\"uote's",
+    "</td></tr></table><b>x",
+    "a&amp;b",
+    "{{ 7*7 }}{% raw %}",
+    "lone\udcffsurrogate",
+)
 
 
 class _PageParts(HTMLParser):
@@ -230,18 +340,49 @@ class _PageParts(HTMLParser):
 
 def test_hostile_run_strings_come_out_as_text(tmp_path: Path) -> None:
     boards, layers = HOSTILE[:2], HOSTILE[2:]
-    run = make_run(tmp_path / "run", files=(HISTOGRAMS, THRESHOLDS, TUNE),
-                   histograms=histogram_set(layers), thresholds=thresholds_doc(layers))
-    run.write_json(VALIDATION, {"results": [board_doc(b, layers) for b in boards],
-                                "consistency": None})
+    run = make_run(
+        tmp_path / "run",
+        files=(HISTOGRAMS, THRESHOLDS, TUNE),
+        histograms=histogram_set(layers),
+        thresholds=thresholds_doc(layers),
+    )
+    run.write_json(
+        VALIDATION, {"results": [board_doc(b, layers) for b in boards], "consistency": None}
+    )
     run.write_json(SENSITIVITY, sensitivity_doc(layers))
     page = write_report(run.path).read_text(encoding="utf-8")  # written: encodable
     parts = _PageParts()
     parts.feed(page)
     # only the page's own elements: none came from a name
-    assert parts.tags == {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3",
-                          "p", "code", "nav", "a", "ul", "li", "section", "table", "thead",
-                          "tbody", "tr", "th", "td", "b", "figure", "img", "figcaption", "div"}
+    assert parts.tags == {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "code",
+        "nav",
+        "a",
+        "ul",
+        "li",
+        "section",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "b",
+        "figure",
+        "img",
+        "figcaption",
+        "div",
+    }
     text = "".join(parts.text)
     shown = [h.replace("\udcff", "\\udcff") for h in HOSTILE]
     for name in shown:
@@ -297,8 +438,16 @@ def test_histogram_plot_draws_exactly_the_non_null_thresholds() -> None:
     hist = LayerHistogram("a", "a_in", float(h.absmax), h.counts)
 
     def thr(**kw: Any) -> LayerThresholds:
-        base: dict[str, Any] = {"layer": "a", "blob": "a_in", "absmax": 8.0, "kl": 3.0,
-                                "aciq": 5.0, "eq": None, "chosen_method": "kl", "chosen": 3.0}
+        base: dict[str, Any] = {
+            "layer": "a",
+            "blob": "a_in",
+            "absmax": 8.0,
+            "kl": 3.0,
+            "aciq": 5.0,
+            "eq": None,
+            "chosen_method": "kl",
+            "chosen": 3.0,
+        }
         return LayerThresholds(**{**base, **kw})
 
     bare = histogram_plot(hist, None)
@@ -330,8 +479,9 @@ def test_histogram_x_axis_is_in_activation_units() -> None:
     block = columns(histogram_plot(hist, None), (0x9B, 0xB7, 0xD4))  # bar fill
     assert block.size > 5
     for value, inside in ((4.125, True), (6.0, False)):
-        thr = LayerThresholds("a", "b", 8.0, kl=value, aciq=None, eq=None,
-                              chosen_method="kl", chosen=value)
+        thr = LayerThresholds(
+            "a", "b", 8.0, kl=value, aciq=None, eq=None, chosen_method="kl", chosen=value
+        )
         line = columns(histogram_plot(hist, thr), KL_RGB)
         assert line.size > 0
         assert (block.min() < line.mean() < block.max()) == inside, (value, block, line)
@@ -367,8 +517,12 @@ def test_render_is_deterministic(full_run: RunDir) -> None:
 
 def test_ten_layers_render_quickly(tmp_path: Path) -> None:
     layers = tuple(f"conv{i}" for i in range(10))
-    run = make_run(tmp_path / "run", files=(HISTOGRAMS, THRESHOLDS),
-                   histograms=histogram_set(layers), thresholds=thresholds_doc(layers))
+    run = make_run(
+        tmp_path / "run",
+        files=(HISTOGRAMS, THRESHOLDS),
+        histograms=histogram_set(layers),
+        thresholds=thresholds_doc(layers),
+    )
     render_report(run)  # warm-up: imports, font cache
     t0 = time.process_time()  # CPU time: other load on the machine does not count
     page = render_report(run)
@@ -405,10 +559,12 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "value", "says"), MALFORMED,
-                         ids=[f"{m[0]}:{m[3]}" for m in MALFORMED])
-def test_malformed_content_names_the_file(tmp_path: Path, name: str, path: tuple[Any, ...],
-                                          value: Any, says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "path", "value", "says"), MALFORMED, ids=[f"{m[0]}:{m[3]}" for m in MALFORMED]
+)
+def test_malformed_content_names_the_file(
+    tmp_path: Path, name: str, path: tuple[Any, ...], value: Any, says: str
+) -> None:
     run = make_run(tmp_path / "run")
     doc = json.loads(run.file(name).read_text())
     run.file(name).write_text(json.dumps(_mutate(doc, path, value)))
@@ -458,8 +614,9 @@ def _cli(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_cli_writes_and_prints(full_run: RunDir, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_and_prints(
+    full_run: RunDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = _cli(["report", str(full_run.path)])
     assert args.func(args) == 0
     assert capsys.readouterr().out == f"wrote {full_run.file(REPORT)}\n"

@@ -42,8 +42,9 @@ class World:
         v = float(table.records[layer][0])
         return next(m for m, tag in TAG.items() if tag == v)
 
-    def score(self, table: CalibrationTable | None, keep_fp32: Sequence[str] = (),
-              what: str = "") -> Score:
+    def score(
+        self, table: CalibrationTable | None, keep_fp32: Sequence[str] = (), what: str = ""
+    ) -> Score:
         assert table is not None
         self.calls += 1
         drop = sum(self.harm[x][self.method_of(table, x)] for x in LAYERS if x not in keep_fp32)
@@ -54,9 +55,16 @@ class World:
         entries = []
         for x in LAYERS:
             s = self.score(table, [x])
-            entries.append(LayerSensitivity(x, "Convolution", s, None,
-                                            base.drop_points - s.drop_points,
-                                            s.cosine_mean - base.cosine_mean))
+            entries.append(
+                LayerSensitivity(
+                    x,
+                    "Convolution",
+                    s,
+                    None,
+                    base.drop_points - s.drop_points,
+                    s.cosine_mean - base.cosine_mean,
+                )
+            )
         return Sensitivity("fake", "agreement", 10, base, rank(entries))
 
     def alternative(self, layer: str, method: str) -> dict[str, np.ndarray] | None:
@@ -66,8 +74,15 @@ class World:
 
 
 def run(world: World, max_drop: float, **kw: object):  # type: ignore[no-untyped-def]
-    return tune(world, table_of({}), "kl", LAYERS, world.sensitivity, world.alternative,
-                TuneConfig(max_drop=max_drop, **kw))  # type: ignore[arg-type]
+    return tune(
+        world,
+        table_of({}),
+        "kl",
+        LAYERS,
+        world.sensitivity,
+        world.alternative,
+        TuneConfig(max_drop=max_drop, **kw),
+    )  # type: ignore[arg-type]
 
 
 def test_within_target_changes_nothing() -> None:
@@ -125,8 +140,16 @@ def test_time_budget() -> None:
     harm = {x: {"kl": 2.0} for x in LAYERS}
     w = World(harm)
     ticks = iter(range(0, 1000, 10))
-    r = tune(w, table_of({}), "kl", LAYERS, w.sensitivity, w.alternative,
-             TuneConfig(max_drop=0.0, methods=(), time_budget_s=15), clock=lambda: next(ticks))
+    r = tune(
+        w,
+        table_of({}),
+        "kl",
+        LAYERS,
+        w.sensitivity,
+        w.alternative,
+        TuneConfig(max_drop=0.0, methods=(), time_budget_s=15),
+        clock=lambda: next(ticks),
+    )
     assert not r.target_met and "time budget of 15 s" in r.reason
 
 
@@ -135,8 +158,9 @@ def test_nothing_helps_says_why() -> None:
     harm = {x: {"kl": 0.0, "aciq": 0.0} for x in LAYERS}
     w = World(harm)
 
-    def score(table: CalibrationTable | None, keep_fp32: Sequence[str] = (),
-              what: str = "") -> Score:
+    def score(
+        table: CalibrationTable | None, keep_fp32: Sequence[str] = (), what: str = ""
+    ) -> Score:
         s = World.score(w, table, keep_fp32, what)
         return Score(0.95, None, 0.99, 0.9, 5.0, s.latency_ms)
 
@@ -146,20 +170,39 @@ def test_nothing_helps_says_why() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.sampled_from(LAYERS),
-                       st.fixed_dictionaries({"kl": st.floats(0, 20), "aciq": st.floats(0, 20)}),
-                       min_size=len(LAYERS), max_size=len(LAYERS)),
-       st.floats(0, 10))
+@given(
+    st.dictionaries(
+        st.sampled_from(LAYERS),
+        st.fixed_dictionaries({"kl": st.floats(0, 20), "aciq": st.floats(0, 20)}),
+        min_size=len(LAYERS),
+        max_size=len(LAYERS),
+    ),
+    st.floats(0, 10),
+)
 # a subnormal loss (conv2 with aciq, 5e-324) vanishes in the sum beside conv1's 1e-300 and
 # shows only once conv1 went to fp32, after conv2 had been passed over in the second pass
-@example({"conv0": {"kl": 0.0, "aciq": 0.0}, "conv1": {"kl": 1.0, "aciq": 1e-300},
-          "conv2": {"kl": 2.0, "aciq": 5e-324}, "fc": {"kl": 1.0, "aciq": 0.0}}, 0.0)
+@example(
+    {
+        "conv0": {"kl": 0.0, "aciq": 0.0},
+        "conv1": {"kl": 1.0, "aciq": 1e-300},
+        "conv2": {"kl": 2.0, "aciq": 5e-324},
+        "fc": {"kl": 1.0, "aciq": 0.0},
+    },
+    0.0,
+)
 # the same with tiny normal losses (found by hypothesis)
-@example({"conv0": {"kl": 0.0, "aciq": 0.0}, "conv1": {"kl": 1.0, "aciq": 3.129458333139941e-112},
-          "conv2": {"kl": 2.0, "aciq": 1.5216219992879589e-136}, "fc": {"kl": 1.0, "aciq": 0.0}},
-         0.0)
-def test_never_worse_and_target_or_reason(harm: dict[str, dict[str, float]],
-                                          max_drop: float) -> None:
+@example(
+    {
+        "conv0": {"kl": 0.0, "aciq": 0.0},
+        "conv1": {"kl": 1.0, "aciq": 3.129458333139941e-112},
+        "conv2": {"kl": 2.0, "aciq": 1.5216219992879589e-136},
+        "fc": {"kl": 1.0, "aciq": 0.0},
+    },
+    0.0,
+)
+def test_never_worse_and_target_or_reason(
+    harm: dict[str, dict[str, float]], max_drop: float
+) -> None:
     """Whatever the costs: the result is never worse than the start, ``target_met`` tells the
     truth, and with no limits the target is always met (fp32 everywhere loses 0 points)."""
     r = run(World(harm), max_drop)
@@ -170,9 +213,16 @@ def test_never_worse_and_target_or_reason(harm: dict[str, dict[str, float]],
 
 def test_with_records_replaces_only_that_layer() -> None:
     t = table_of({})
-    t2 = with_records(t, "conv1", {"conv1": np.array([7.0], np.float32),
-                                   weight_key("conv1"): np.array([1.0, 2.0], np.float32)})
+    t2 = with_records(
+        t,
+        "conv1",
+        {
+            "conv1": np.array([7.0], np.float32),
+            weight_key("conv1"): np.array([1.0, 2.0], np.float32),
+        },
+    )
     assert float(t2.records["conv1"][0]) == 7.0 and float(t.records["conv1"][0]) == 1.0
     assert list(t2.records[weight_key("conv1")]) == [1.0, 2.0]
-    assert all(np.array_equal(t2.records[k], t.records[k]) for k in t.records
-               if not k.startswith("conv1"))
+    assert all(
+        np.array_equal(t2.records[k], t.records[k]) for k in t.records if not k.startswith("conv1")
+    )

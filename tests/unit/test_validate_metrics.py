@@ -62,8 +62,10 @@ def test_sqnr_of_proportional_error(x: np.ndarray, eps: float) -> None:
     assert sqnr_db(ref, ref * (1.0 + eps)) == pytest.approx(-20 * math.log10(eps), abs=1e-6)
 
 
-@given(arrays(np.float32, st.integers(1, 64), elements=st.floats(-50, 50, width=32)),
-       st.floats(0.05, 500.0))
+@given(
+    arrays(np.float32, st.integers(1, 64), elements=st.floats(-50, 50, width=32)),
+    st.floats(0.05, 500.0),
+)
 def test_dequantize_inverts_ncnn_requantize(x: np.ndarray, scale: float) -> None:
     codes = np.clip(np.round(x * np.float32(scale)), -127, 127).astype(np.float32)
     back = dequantize(codes, scale)
@@ -97,12 +99,20 @@ def test_pair_stats_aggregates_energies_not_per_image_ratios() -> None:
 def test_quantized_layers_of_the_reference_int8_model() -> None:
     m = load_model(REF / "int8_kl.param", REF / "int8_kl.bin")
     layers = quantized_layers(m.param, m.weights)
-    assert [q.name for q in layers] == ["convrelu_0", "convdwrelu_0", "convrelu_1",
-                                        "convrelu_2", "linear_7"]
+    assert [q.name for q in layers] == [
+        "convrelu_0",
+        "convdwrelu_0",
+        "convrelu_1",
+        "convrelu_2",
+        "linear_7",
+    ]
     assert [q.requantized for q in layers] == [True, True, True, False, False]
     # fused top scale = the consumer's bottom scale in the table
-    table = {ln.split()[0]: float(ln.split()[1])
-             for ln in (REF / "kl.table").read_text().splitlines() if ln.strip()}
+    table = {
+        ln.split()[0]: float(ln.split()[1])
+        for ln in (REF / "kl.table").read_text().splitlines()
+        if ln.strip()
+    }
     assert layers[0].top_scale == pytest.approx(table["convdwrelu_0"], rel=1e-6)
     assert layers[2].top_scale == pytest.approx(table["convrelu_2"], rel=1e-6)
     assert layers[3].top_scale is None
@@ -112,8 +122,9 @@ def test_check_same_network() -> None:
     fp32 = load_model(REF / "model.param", REF / "model.bin").param
     int8 = load_model(REF / "int8_kl.param", REF / "int8_kl.bin").param
     check_same_network(fp32, int8, "a.param", "b.param")
-    sample = load_model(*(REF.parents[3] / "samples" / "tinted_digits" / n
-                          for n in ("model.param", "model.bin"))).param
+    sample = load_model(
+        *(REF.parents[3] / "samples" / "tinted_digits" / n for n in ("model.param", "model.bin"))
+    ).param
     with pytest.raises(ModelFormatError, match=r"is not an int8 model of a\.param"):
         check_same_network(fp32, sample, "a.param", "b.param")
 
@@ -121,8 +132,12 @@ def test_check_same_network() -> None:
 def test_run_params_timed_is_optional_on_the_wire() -> None:
     from edgecal_agent.messages import CaptureParams
 
-    d = {"model": {"param": "a.param", "bin": "a.bin"}, "inputs": [{"blob": "in0"}],
-         "shards": ["s.npz"], "blobs": ["out0"]}
+    d = {
+        "model": {"param": "a.param", "bin": "a.bin"},
+        "inputs": [{"blob": "in0"}],
+        "shards": ["s.npz"],
+        "blobs": ["out0"],
+    }
     p = CaptureParams.from_dict(d)
     assert p.timed is False and "timed" not in p.to_dict()  # old requests unchanged
     q = CaptureParams.from_dict(dict(d, timed=True))

@@ -68,12 +68,14 @@ def parse_hashes(stdout: str, board: str) -> dict[str, str | None]:
     try:
         return dict(json.loads(stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):
-        raise ProtocolError(f"{board}: unexpected answer of the hashing helper: "
-                            f"{stdout[:200]!r}") from None
+        raise ProtocolError(
+            f"{board}: unexpected answer of the hashing helper: {stdout[:200]!r}"
+        ) from None
 
 
 #: Uploads are staged under a name of this process's own (host pid and a random tag).
 _STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
+
 
 def safe_name(name: str, where: str) -> str:
     """One path component that is data: not empty, ``.``/``..``, no ``/`` or NUL."""
@@ -103,8 +105,13 @@ class SshDevice(Device):
         # the agent refuses a work directory whose real path leaves its root (default: the
         # board user's home); an absolute workdir configured without a root is its own root's
         # child (its parent, never /)
-        self.workdir_root = workdir_root if workdir_root is not None else (
-            posixpath.dirname(posixpath.normpath(workdir)) if workdir.startswith("/") else None)
+        self.workdir_root = (
+            workdir_root
+            if workdir_root is not None
+            else (
+                posixpath.dirname(posixpath.normpath(workdir)) if workdir.startswith("/") else None
+            )
+        )
         self.target = target
         self.python = python
         self.threads = threads or 1
@@ -118,8 +125,12 @@ class SshDevice(Device):
         self._closed = False
         self._digests = DigestCache()
         self._jobs_dir_ok = False
-        self.timings_s: dict[str, float] = {"connect": 0.0, "push": 0.0, "fetch": 0.0,
-                                            "agent_start": 0.0}
+        self.timings_s: dict[str, float] = {
+            "connect": 0.0,
+            "push": 0.0,
+            "fetch": 0.0,
+            "agent_start": 0.0,
+        }
         self._local = Path(tempfile.mkdtemp(prefix="edgecal-ssh-"))
         self.link = SshLink(target)
         try:
@@ -138,41 +149,48 @@ class SshDevice(Device):
         code, text = e.errno, str(e)
         if code is None or text.strip() in ("Failure", "[Errno None] Failure"):
             code, text = self._errno_on_board(path, size, fallback=(code, text))
-        writable_fix = ("fix its owner/permissions on the board (`chown -R USER DIR`) or set "
-                        "`workdir = ...` in the boards file to a writable directory")
-        if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) \
-                or "ermission" in text:
+        writable_fix = (
+            "fix its owner/permissions on the board (`chown -R USER DIR`) or set "
+            "`workdir = ...` in the boards file to a writable directory"
+        )
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) or "ermission" in text:
             return BoardSetupError(
                 f"{self.name}: the work directory is not writable: {what} {path}: {text}",
-                hint=writable_fix)
+                hint=writable_fix,
+            )
         if code in (errno.ENOSPC, errno.EDQUOT):
             return BoardSetupError(
                 f"{self.name}: the board's disk is full: {what} {path}: {text}",
                 hint=f"free disk space on the board (`edgecal board check {self.name}` shows "
-                     "the free space) or move the work directory")
+                "the free space) or move the work directory",
+            )
         return BoardSetupError(
             f"{self.name}: {what} {path} failed: {text} (work directory not writable or disk "
-            "full?)", hint=f"run `edgecal board check {self.name}`; {writable_fix}")
+            "full?)",
+            hint=f"run `edgecal board check {self.name}`; {writable_fix}",
+        )
 
-    def _errno_on_board(self, path: str, size: int, fallback: tuple[Any, str]
-                        ) -> tuple[Any, str]:
+    def _errno_on_board(self, path: str, size: int, fallback: tuple[Any, str]) -> tuple[Any, str]:
         """Redo the failed operation on the board with Python to learn its errno."""
-        code = ("import errno, os, sys\n"
-                "p, n = sys.argv[1], int(sys.argv[2])\n"
-                "d = p if n < 0 else os.path.dirname(p)\n"
-                "try:\n"
-                "    os.makedirs(d, exist_ok=True)\n"
-                "    if n >= 0:\n"
-                "        t = p + '.edgecal-errno'\n"
-                "        with open(t, 'wb') as f:\n"
-                "            f.write(bytes(max(n, 1))); f.flush(); os.fsync(f.fileno())\n"
-                "        os.remove(t)\n"
-                "    print('ok 0 ok')\n"
-                "except OSError as e:\n"
-                "    print('err', e.errno, e.strerror)\n")
+        code = (
+            "import errno, os, sys\n"
+            "p, n = sys.argv[1], int(sys.argv[2])\n"
+            "d = p if n < 0 else os.path.dirname(p)\n"
+            "try:\n"
+            "    os.makedirs(d, exist_ok=True)\n"
+            "    if n >= 0:\n"
+            "        t = p + '.edgecal-errno'\n"
+            "        with open(t, 'wb') as f:\n"
+            "            f.write(bytes(max(n, 1))); f.flush(); os.fsync(f.fileno())\n"
+            "        os.remove(t)\n"
+            "    print('ok 0 ok')\n"
+            "except OSError as e:\n"
+            "    print('err', e.errno, e.strerror)\n"
+        )
         try:
-            res = self.link.run([self.python, "-I", "-S", "-c", code, path, str(size)],
-                                timeout_s=60.0)
+            res = self.link.run(
+                [self.python, "-I", "-S", "-c", code, path, str(size)], timeout_s=60.0
+            )
             kind, num, text = res.stdout.strip().split(" ", 2)
         except (DeviceError, ValueError):
             return fallback
@@ -182,8 +200,10 @@ class SshDevice(Device):
         wd = workdir[2:] if workdir.startswith("~/") else workdir
         parts = PurePosixPath(wd).parts
         if not wd or ".." in parts or "\x00" in wd:
-            raise BoardSetupError(f"{self.name}: work directory {workdir!r} is not a clean path",
-                                  hint="use a path like .cache/edgecal (relative to the home)")
+            raise BoardSetupError(
+                f"{self.name}: work directory {workdir!r} is not a clean path",
+                hint="use a path like .cache/edgecal (relative to the home)",
+            )
         with self.link.sftp_op("resolving the work directory") as sftp:
             home = sftp.normalize(".")
             base = "/" if wd.startswith("/") else home
@@ -192,19 +212,23 @@ class SshDevice(Device):
                 if stat.S_ISLNK(st.st_mode or 0) and path.startswith(home + "/"):
                     raise BoardSetupError(
                         f"{self.name}: {path} is a symlink; the work directory must be a real "
-                        "directory", hint="remove the link or choose another workdir")
+                        "directory",
+                        hint="remove the link or choose another workdir",
+                    )
                 if not stat.S_ISDIR(st.st_mode or 0) and not stat.S_ISLNK(st.st_mode or 0):
                     raise BoardSetupError(
                         f"{self.name}: the work directory is not writable: {path} is not a "
-                        "directory", hint="remove that file or set `workdir = ...` in the "
-                                          "boards file")
+                        "directory",
+                        hint="remove that file or set `workdir = ...` in the boards file",
+                    )
 
             path = self._mkdirs(sftp, base.rstrip("/"), [p for p in parts if p != "/"], check)
             real = sftp.normalize(path)
         return PurePosixPath(real)
 
-    def _mkdirs(self, sftp: Any, start: str, comps: Sequence[str],
-                check: Callable[[str, Any], None]) -> str:
+    def _mkdirs(
+        self, sftp: Any, start: str, comps: Sequence[str], check: Callable[[str, Any], None]
+    ) -> str:
         """``mkdir -p start/comps...`` over SFTP; ``check(path, lstat)`` vets what exists."""
         path = start
         for comp in comps:
@@ -236,11 +260,14 @@ class SshDevice(Device):
             if not stat.S_ISDIR(st.st_mode or 0):
                 raise DeviceError(
                     f"{self.name}: {path} is not a directory (symlinks are refused inside "
-                    "the work directory)", hint="remove it from the board's work directory")
+                    "the work directory)",
+                    hint="remove it from the board's work directory",
+                )
 
         with self.link.sftp_op("creating directories") as sftp:
-            self._mkdirs(sftp, str(self.workdir),
-                         PurePosixPath(check_relpath(rel, "dir")).parts, check)
+            self._mkdirs(
+                sftp, str(self.workdir), PurePosixPath(check_relpath(rel, "dir")).parts, check
+            )
 
     # -- hashes on the board -------------------------------------------------------------------
     def remote_sha256(self, *rels: str) -> dict[str, str | None]:
@@ -248,11 +275,15 @@ class SshDevice(Device):
         Python start there (~0.5 s under qemu), so it is only asked when a mark is missing."""
         for r in rels:
             check_relpath(r, "remote path")
-        res = self.link.run(hash_argv(self.python, str(self.workdir), rels),
-                            timeout_s=max(60.0, self.target.connect_timeout_s))
+        res = self.link.run(
+            hash_argv(self.python, str(self.workdir), rels),
+            timeout_s=max(60.0, self.target.connect_timeout_s),
+        )
         if not res.ok:
-            self._raise_setup(f"hashing files on the board failed: "
-                              f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
+            self._raise_setup(
+                f"hashing files on the board failed: "
+                f"{(res.stderr.strip().splitlines() or ['?'])[-1]}"
+            )
         return parse_hashes(res.stdout, self.name)
 
     @staticmethod
@@ -393,24 +424,28 @@ class SshDevice(Device):
 
     def probe(self) -> BoardFacts:
         """What the board offers: Python, numpy, ncnn, CPU, memory, disk (see probe.py)."""
-        res = self.link.run(probe_argv(self.python, str(self.workdir), self.site_dir),
-                            timeout_s=max(120.0, self.target.connect_timeout_s))
+        res = self.link.run(
+            probe_argv(self.python, str(self.workdir), self.site_dir),
+            timeout_s=max(120.0, self.target.connect_timeout_s),
+        )
         facts = parse_probe(self.python, res.exit_code, res.stdout, res.stderr)
         if facts.python is None and res.exit_code != 127:
             # an interpreter too old to run the probe still says its version
             ver = self.link.run([self.python, "-V"], timeout_s=60.0)
             m = re.search(r"Python (\d+)\.(\d+)(?:\.(\d+))?", ver.stdout + ver.stderr)
             if m:
-                return BoardFacts(python=".".join(g or "0" for g in m.groups()),
-                                  python_error=facts.python_error)
+                return BoardFacts(
+                    python=".".join(g or "0" for g in m.groups()), python_error=facts.python_error
+                )
         return facts
 
     def _raise_setup(self, fallback: str) -> None:
         """Diagnose why the agent cannot run; raise the first problem with its fix."""
         for p in problems(self.probe(), board=self.name, python=self.python):
             raise BoardSetupError(f"{self.name}: {p.what}", hint=p.fix)
-        raise BoardSetupError(f"{self.name}: {fallback}",
-                              hint=f"run `edgecal board check {self.name}`")
+        raise BoardSetupError(
+            f"{self.name}: {fallback}", hint=f"run `edgecal board check {self.name}`"
+        )
 
     def _deploy_agent(self) -> str:
         if self._agent_rel is not None:
@@ -426,8 +461,17 @@ class SshDevice(Device):
     def agent_argv(self) -> list[str]:
         pyz = self.remote(self._deploy_agent())
         root = [] if self.workdir_root is None else ["--root", self.workdir_root]
-        return ["env", f"PYTHONPATH={self.site_dir}", "PYTHONUNBUFFERED=1", self.python, pyz,
-                "serve", *root, "--workdir", str(self.workdir)]  # the workdir last, as before
+        return [
+            "env",
+            f"PYTHONPATH={self.site_dir}",
+            "PYTHONUNBUFFERED=1",
+            self.python,
+            pyz,
+            "serve",
+            *root,
+            "--workdir",
+            str(self.workdir),
+        ]  # the workdir last, as before
 
     def _ensure_session(self) -> AgentSession:
         if self._closed:
@@ -442,10 +486,13 @@ class SshDevice(Device):
             proc = self.link.start(argv, startup_timeout_s=self._startup_timeout_s)
             try:
                 self._session = AgentSession(
-                    argv, process=proc, device_name=self.name,
+                    argv,
+                    process=proc,
+                    device_name=self.name,
                     startup_timeout_s=self._startup_timeout_s,
                     dead_hint=f"run `edgecal board check {self.name}`; out-of-memory kills "
-                              "show in `dmesg` on the board")
+                    "show in `dmesg` on the board",
+                )
             except DeviceError as e:
                 proc.kill()
                 if not self.link.is_active():
@@ -459,7 +506,8 @@ class SshDevice(Device):
         raise TransportError(
             f"{self.name}: lost the SSH connection to {self.link.address} during {what}",
             hint=f"check the board's power and network, then rerun (`edgecal board check "
-                 f"{self.name}`)") from e
+            f"{self.name}`)",
+        ) from e
 
     @property
     def agent_pid(self) -> int | None:
@@ -485,8 +533,7 @@ class SshDevice(Device):
         with self.link.sftp_op(f"reading {rel}") as sftp:
             st = sftp.lstat(path)
             if not stat.S_ISREG(st.st_mode or 0) or (st.st_size or 0) > limit:
-                raise ProtocolError(f"{self.name}: {rel} is not a regular file under "
-                                    f"{limit} bytes")
+                raise ProtocolError(f"{self.name}: {rel} is not a regular file under {limit} bytes")
             with sftp.open(path, "rb") as fh:
                 data = fh.read()
         self._bytes_fetched += len(data)
@@ -505,8 +552,9 @@ class SshDevice(Device):
             except FileNotFoundError:
                 raise ProtocolError(
                     f"{self.name}: artifact {rel} is missing on the board (it vanished after "
-                    "the agent wrote it)", hint="something on the board removed the job's "
-                    "files; run the command again") from None
+                    "the agent wrote it)",
+                    hint="something on the board removed the job's files; run the command again",
+                ) from None
         self._bytes_fetched += local.stat().st_size
         self.timings_s["fetch"] += time.perf_counter() - t0
 
@@ -520,12 +568,19 @@ class SshDevice(Device):
                     sftp.remove(child)
             sftp.rmdir(path)
 
-        with contextlib.suppress(OSError, TransportError), \
-                self.link.sftp_op("removing a job") as sftp:
+        with (
+            contextlib.suppress(OSError, TransportError),
+            self.link.sftp_op("removing a job") as sftp,
+        ):
             rmtree(self.remote(job_rel), sftp)
 
-    def _submit(self, job_id: str, files: Sequence[tuple[str, bytes]], timeout_s: float,
-                progress: Progress | None) -> None:
+    def _submit(
+        self,
+        job_id: str,
+        files: Sequence[tuple[str, bytes]],
+        timeout_s: float,
+        progress: Progress | None,
+    ) -> None:
         session = self._ensure_session()
         job_rel = f"{JOBS_DIR}/{job_id}"
         self._ensure_dir(job_rel)
@@ -563,7 +618,8 @@ class SshDevice(Device):
                 if file_sha256(local) != art.sha256:
                     raise ProtocolError(
                         f"{self.name}: artifact {art.file} of job {job_id} does not match its "
-                        "sha256")
+                        "sha256"
+                    )
                 artifacts[key] = local
             done = JobResult(response.to_dict(), artifacts)
         except TransportError:

@@ -43,9 +43,9 @@ class KnownHostLine:
     path: str
     lineno: int
     marker: Marker | None
-    hosts: str           # the host field as written (patterns, or one hashed name)
+    hosts: str  # the host field as written (patterns, or one hashed name)
     keytype: str
-    blob: bytes          # the decoded key
+    blob: bytes  # the decoded key
 
     @property
     def where(self) -> str:
@@ -75,7 +75,7 @@ def hash_name(name: str, salt: bytes) -> str:
 
 
 def _hashed_matches(field: str, name: str) -> bool:
-    salt_b64, sep, hash_b64 = field[len(HASH_MAGIC):].partition("|")
+    salt_b64, sep, hash_b64 = field[len(HASH_MAGIC) :].partition("|")
     if not sep:
         return False
     try:
@@ -102,7 +102,7 @@ def _blob_type(blob: bytes) -> str | None:
     if n > len(blob) - 4:
         return None
     try:
-        return blob[4:4 + n].decode("ascii")
+        return blob[4 : 4 + n].decode("ascii")
     except UnicodeDecodeError:
         return None
 
@@ -141,8 +141,7 @@ def lines_for(lines: Iterable[KnownHostLine], name: str) -> list[KnownHostLine]:
     return [ln for ln in lines if host_matches(ln.hosts, name)]
 
 
-def check_host_key(lines: Sequence[KnownHostLine], name: str, keytype: str,
-                   blob: bytes) -> Verdict:
+def check_host_key(lines: Sequence[KnownHostLine], name: str, keytype: str, blob: bytes) -> Verdict:
     """What the known_hosts ``lines`` say about ``name`` offering the key ``blob``."""
     mine = lines_for(lines, name)
     for ln in mine:

@@ -108,16 +108,22 @@ class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
     known_hosts lines decide (:func:`check_host_key`).  ``record_to``: where a key of a host
     that no line matches is accepted and recorded (``--accept-new-host-key``), else None."""
 
-    def __init__(self, lines: list[KnownHostLine], record_to: Path | None, board: str,
-                 hash_names: bool = False) -> None:
+    def __init__(
+        self,
+        lines: list[KnownHostLine],
+        record_to: Path | None,
+        board: str,
+        hash_names: bool = False,
+    ) -> None:
         self.lines = lines
         self.record_to = record_to
         self.board = board
         #: ``HashKnownHosts yes`` in ssh_config: record ``|1|salt|hash`` names
         self.hash_names = hash_names
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         verdict = check_host_key(self.lines, hostname, key.get_name(), key.asbytes())
         if verdict.status == "ok":
             return
@@ -135,8 +141,13 @@ class _CheckKnownHosts(paramiko.MissingHostKeyPolicy):
         with os.fdopen(fd, "a", encoding="ascii") as fh:
             fh.write(text)
         self.lines.extend(parse_known_hosts(text, str(self.record_to)))
-        log.warning("%s: accepted the new host key %s of %s and recorded it in %s",
-                     self.board, fingerprint(key), hostname, self.record_to)
+        log.warning(
+            "%s: accepted the new host key %s of %s and recorded it in %s",
+            self.board,
+            fingerprint(key),
+            hostname,
+            self.record_to,
+        )
 
 
 class _ChannelText:
@@ -281,7 +292,10 @@ class SshLink:
             "channel_timeout": target.connect_timeout_s,
         }
         self.conn = Connection(
-            target.host, user=target.user, port=target.port, config=cfg,
+            target.host,
+            user=target.user,
+            port=target.port,
+            config=cfg,
             connect_timeout=max(1, round(target.connect_timeout_s)),
             connect_kwargs=connect_kwargs,
         )
@@ -290,7 +304,9 @@ class SshLink:
             # and ~/.ssh/config's IdentityFile keys into key_filename.
             self.conn.connect_kwargs.update(
                 key_filename=[os.path.expanduser(target.identity_file)],
-                look_for_keys=False, allow_agent=False)
+                look_for_keys=False,
+                allow_agent=False,
+            )
             self.conn.connect_kwargs.pop("pkey", None)
         elif str(self.conn.ssh_config.get("identitiesonly", "")).lower() == "yes":
             self.conn.connect_kwargs.update(look_for_keys=False, allow_agent=False)
@@ -312,9 +328,11 @@ class SshLink:
         user = [USER_KNOWN_HOSTS, *str(ssh_cfg.get("userknownhostsfile", "")).split()]
         board_file = os.path.expanduser(self.target.known_hosts or "") or None
         lines: list[KnownHostLine] = []
-        files = dict.fromkeys(os.path.expanduser(p) for p in [*system, *user,
-                                                              *OTHER_DEFAULT_KNOWN_HOSTS,
-                                                              board_file or ""] if p)
+        files = dict.fromkeys(
+            os.path.expanduser(p)
+            for p in [*system, *user, *OTHER_DEFAULT_KNOWN_HOSTS, board_file or ""]
+            if p
+        )
         for path in files:
             if not os.path.isfile(path):
                 continue
@@ -327,19 +345,24 @@ class SshLink:
             lines.extend(parse_known_hosts(text, path))
         self.known_hosts_files = [p for p in files if os.path.isfile(p)]
         self.known_hosts_lines = lines
-        record = (Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
-                  if self.target.accept_new_host_key else None)
+        record = (
+            Path(board_file or os.path.expanduser(USER_KNOWN_HOSTS))
+            if self.target.accept_new_host_key
+            else None
+        )
         # paramiko's own host-key store stays empty: every offered key goes to the policy
         hash_names = str(ssh_cfg.get("hashknownhosts", "")).lower() == "yes"
         self.conn.client.set_missing_host_key_policy(
-            _CheckKnownHosts(lines, record, self.name, hash_names))
+            _CheckKnownHosts(lines, record, self.name, hash_names)
+        )
 
     def _new_transport(self, sock: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
         """paramiko's Transport, asking the server first for a key type known_hosts has for
         it (as ssh does), so a board with several host keys offers the one we know."""
         t = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
-        known = known_key_types(self.known_hosts_lines,
-                                known_hosts_name(self.conn.host, self.conn.port))
+        known = known_key_types(
+            self.known_hosts_lines, known_hosts_name(self.conn.host, self.conn.port)
+        )
         opts = t.get_security_options()
         have = list(opts.key_types)
         first: list[str] = []
@@ -382,9 +405,10 @@ class SshLink:
             raise TransportError(
                 f"{self.name}: the SSH key {path} ({where}) does not exist",
                 hint="fix identity_file in the boards file, or create the key with "
-                     f"`ssh-keygen -t ed25519 -f {path}` and install it on the board with "
-                     f"`ssh-copy-id -i {path} -p {self.conn.port} "
-                     f"{self.conn.user}@{self.conn.host}`")
+                f"`ssh-keygen -t ed25519 -f {path}` and install it on the board with "
+                f"`ssh-copy-id -i {path} -p {self.conn.port} "
+                f"{self.conn.user}@{self.conn.host}`",
+            )
         state = _key_state(path)
         if state == "encrypted":
             agent_key = _agent_copy(path)
@@ -392,13 +416,16 @@ class SshLink:
                 raise TransportError(
                     f"{self.name}: the SSH key {path} ({where}) is encrypted (it needs its "
                     "passphrase) and ssh-agent holds no copy of it; edgecal does not ask for "
-                    "passphrases", hint=_encrypted_fix(path))
+                    "passphrases",
+                    hint=_encrypted_fix(path),
+                )
             self.conn.connect_kwargs.update(pkey=agent_key, key_filename=[])
         elif state != "ok":
             raise TransportError(
                 f"{self.name}: the SSH key {path} ({where}) cannot be read: {state}",
                 hint="identity_file must name a private key (OpenSSH or PEM format: RSA, "
-                     "ECDSA or Ed25519), not its .pub")
+                "ECDSA or Ed25519), not its .pub",
+            )
         self._identity_checked = True
 
     # -- connection ------------------------------------------------------------------------------
@@ -422,8 +449,12 @@ class SshLink:
             self.fail(e, "connecting")
         t = self.conn.client.get_transport()
         if t is not None:
-            threading.Thread(target=self._watchdog, args=(t,), daemon=True,
-                             name=f"edgecal-ssh-watchdog-{self.name}").start()
+            threading.Thread(
+                target=self._watchdog,
+                args=(t,),
+                daemon=True,
+                name=f"edgecal-ssh-watchdog-{self.name}",
+            ).start()
 
     def _watchdog(self, t: paramiko.Transport) -> None:
         """Every KEEPALIVE_S, a global request the server must answer; no answer within the
@@ -437,8 +468,12 @@ class SshLink:
             answered = threading.Event()
             threading.Thread(target=_ask_server, args=(t, answered), daemon=True).start()
             if not answered.wait(limit) and t.is_active():
-                log.warning("%s: no answer from %s for %.0f s; closing the connection",
-                            self.name, self.address, limit)
+                log.warning(
+                    "%s: no answer from %s for %.0f s; closing the connection",
+                    self.name,
+                    self.address,
+                    limit,
+                )
                 self.lost = True
                 with contextlib.suppress(Exception):
                     t.close()
@@ -463,8 +498,9 @@ class SshLink:
                 f"{fingerprint(e.key)}, known_hosts has {fingerprint(e.expected_key)}; refused "
                 "(someone may be intercepting the connection, or the board was reinstalled)",
                 hint=f"if the board was reinstalled, verify its new key and remove the old one "
-                     f"with `ssh-keygen -R '{kh}' -f {kh_file}`; --accept-new-host-key never "
-                     "replaces a changed key") from e
+                f"with `ssh-keygen -R '{kh}' -f {kh_file}`; --accept-new-host-key never "
+                "replaces a changed key",
+            ) from e
         if isinstance(e, _HostKeyRefused):
             raise _host_key_error(name, addr, kh, kh_file, e) from e
         if isinstance(e, paramiko.PasswordRequiredException):
@@ -472,56 +508,69 @@ class SshLink:
             raise TransportError(
                 f"{name}: the SSH key {key} is encrypted (it needs its passphrase) and ssh-agent "
                 "holds no copy of it; edgecal does not ask for passphrases",
-                hint=_encrypted_fix(key)) from e
+                hint=_encrypted_fix(key),
+            ) from e
         if isinstance(e, paramiko.AuthenticationException):
             key = self.target.identity_file or "your SSH keys / ssh-agent"
             raise TransportError(
                 f"{name}: authentication refused by {addr} ({e})",
                 hint=f"check the user and key ({key}); `ssh-copy-id -p {port} "
-                     f"{self.conn.user}@{self.conn.host}` installs your key") from e
+                f"{self.conn.user}@{self.conn.host}` installs your key",
+            ) from e
         if isinstance(e, CommandTimedOut):
             raise TransportError(
                 f"{name}: {what} on {addr} did not finish within {e.timeout:g} s",
-                hint="raise command_timeout_s in the boards file, or check the board's load")\
-                from e
+                hint="raise command_timeout_s in the boards file, or check the board's load",
+            ) from e
         if isinstance(e, (socket.timeout, TimeoutError)):
             raise TransportError(
-                f"{name}: {what}: {addr} did not answer within "
-                f"{self.target.connect_timeout_s:g} s",
+                f"{name}: {what}: {addr} did not answer within {self.target.connect_timeout_s:g} s",
                 hint="check that the board is powered and on the network, and the host/port "
-                     "in the boards file; raise connect_timeout_s for a slow link") from e
-        if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
-                          socket.gaierror, OSError)):
+                "in the boards file; raise connect_timeout_s for a slow link",
+            ) from e
+        if isinstance(
+            e,
+            (
+                paramiko.ssh_exception.NoValidConnectionsError,
+                ConnectionError,
+                socket.gaierror,
+                OSError,
+            ),
+        ):
             raise TransportError(
                 f"{name}: cannot reach {addr} while {what}: {e}",
                 hint="check that the board is on and sshd runs there, and the host/port in "
-                     "the boards file (`ssh -p PORT USER@HOST` should work)") from e
+                "the boards file (`ssh -p PORT USER@HOST` should work)",
+            ) from e
         text = str(e)
         # paramiko: the banner wait ran out, or the handshake wait (as long) ran out first
         # and the next step finds no session
         if isinstance(e, paramiko.SSHException) and (
-                "protocol banner" in text
-                or (what == "connecting" and "No existing session" in text)):
+            "protocol banner" in text or (what == "connecting" and "No existing session" in text)
+        ):
             raise TransportError(
                 f"{name}: {addr} accepted the connection but sent no SSH banner (or did not "
                 f"finish the SSH handshake) within {self.target.connect_timeout_s:g} s",
                 hint=f"check that port {port} is the board's sshd and not another service; a "
-                     "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
-                     "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
-                     "connect_timeout_s in the boards file") from e
+                "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
+                "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
+                "connect_timeout_s in the boards file",
+            ) from e
         if isinstance(e, paramiko.SSHException) and "No authentication methods" in text:
             raise TransportError(
                 f"{name}: no SSH key to log in to {addr} with: no identity_file for this board, "
                 "no IdentityFile in ~/.ssh/config, no ~/.ssh/id_ed25519|id_ecdsa|id_rsa and no "
                 "key in ssh-agent",
                 hint=f"create a key (`ssh-keygen -t ed25519`) and install it on the board "
-                     f"(`ssh-copy-id -p {port} {self.conn.user}@{self.conn.host}`), or set "
-                     "`identity_file = ...` for the board in the boards file") from e
+                f"(`ssh-copy-id -p {port} {self.conn.user}@{self.conn.host}`), or set "
+                "`identity_file = ...` for the board in the boards file",
+            ) from e
         if isinstance(e, (paramiko.SSHException, EOFError)):
             raise TransportError(
                 f"{name}: SSH failure with {addr} while {what}: {str(e) or type(e).__name__}",
                 hint="the connection dropped or the server refused it; check the board and its "
-                     "sshd log, then retry") from e
+                "sshd log, then retry",
+            ) from e
         raise TransportError(f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}") from e
 
     def reconnect(self) -> None:
@@ -544,8 +593,9 @@ class SshLink:
             self.conn.client.close()
 
     # -- commands --------------------------------------------------------------------------------
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = None,
-            stdin: bytes | None = None) -> RunResult:
+    def run(
+        self, argv: Sequence[str], *, timeout_s: float | None = None, stdin: bytes | None = None
+    ) -> RunResult:
         """Run ``argv`` (joined with :func:`shlex.join`) and return its result; a non-zero
         exit is a result, not an error.  Timeouts and SSH failures raise TransportError."""
         self.connect()
@@ -555,15 +605,18 @@ class SshLink:
         try:
             if stdin is not None:
                 return self._run_with_stdin(argv, cmd, timeout, stdin, t0)
-            res = self.conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout,
-                                pty=False)
+            res = self.conn.run(
+                cmd, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
+            )
         except Exception as e:
             self.fail(e, f"running `{_short(argv)}`")
-        return RunResult(tuple(argv), int(res.exited), res.stdout, res.stderr,
-                         time.perf_counter() - t0)
+        return RunResult(
+            tuple(argv), int(res.exited), res.stdout, res.stderr, time.perf_counter() - t0
+        )
 
-    def _run_with_stdin(self, argv: Sequence[str], cmd: str, timeout: float, data: bytes,
-                        t0: float) -> RunResult:
+    def _run_with_stdin(
+        self, argv: Sequence[str], cmd: str, timeout: float, data: bytes, t0: float
+    ) -> RunResult:
         chan = self.transport().open_session(timeout=self.target.connect_timeout_s)
         chan.settimeout(timeout)
         try:
@@ -575,8 +628,13 @@ class SshLink:
             code = chan.recv_exit_status()
         finally:
             chan.close()
-        return RunResult(tuple(argv), code, out.decode("utf-8", "replace"),
-                         err.decode("utf-8", "replace"), time.perf_counter() - t0)
+        return RunResult(
+            tuple(argv),
+            code,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+            time.perf_counter() - t0,
+        )
 
     def start(self, argv: Sequence[str], *, startup_timeout_s: float) -> ChannelProcess:
         """Start ``argv`` on one channel, its stdin/stdout/stderr as text streams."""
@@ -591,7 +649,8 @@ class SshLink:
                 self._sftp = self.conn.client.open_sftp()
                 # paramiko types the channel Optional; open_sftp's client always has it
                 self._sftp.get_channel().settimeout(  # type: ignore[union-attr]
-                    self.target.command_timeout_s)
+                    self.target.command_timeout_s
+                )
             except Exception as e:
                 self.fail(e, "opening SFTP")
         return self._sftp
@@ -644,25 +703,31 @@ def _agent_copy(path: str) -> paramiko.PKey | None:
 
 
 def _encrypted_fix(path: str) -> str:
-    return (f"load it into ssh-agent once per session (`eval $(ssh-agent)` if none runs, then "
-            f"`ssh-add {path}`): edgecal then uses the agent's copy of exactly this key; or "
-            f"remove its passphrase (`ssh-keygen -p -f {path}`)")
+    return (
+        f"load it into ssh-agent once per session (`eval $(ssh-agent)` if none runs, then "
+        f"`ssh-add {path}`): edgecal then uses the agent's copy of exactly this key; or "
+        f"remove its passphrase (`ssh-keygen -p -f {path}`)"
+    )
 
 
-def _host_key_error(name: str, addr: str, kh: str, kh_file: str,
-                    e: _HostKeyRefused) -> HostKeyError:
+def _host_key_error(
+    name: str, addr: str, kh: str, kh_file: str, e: _HostKeyRefused
+) -> HostKeyError:
     """The error for a key the known_hosts lines refuse (see :func:`check_host_key`)."""
     offered = fingerprint(e.key)
     line = e.verdict.line
     status = e.verdict.status
-    check = ("check the fingerprint on the board (`ssh-keygen -lf "
-             "/etc/ssh/ssh_host_ed25519_key.pub`)")
+    check = (
+        "check the fingerprint on the board (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)"
+    )
     if status == "revoked" and line is not None:
         return HostKeyError(
             f"{name}: the SSH host key of {addr} ({offered}) is REVOKED by {line.where} "
-            "(@revoked); refused", hint="the board must get a new host key (on the board: "
-                                        "remove /etc/ssh/ssh_host_* and run `ssh-keygen -A`); "
-                                        f"{check}, then add it to {kh_file}")
+            "(@revoked); refused",
+            hint="the board must get a new host key (on the board: "
+            "remove /etc/ssh/ssh_host_* and run `ssh-keygen -A`); "
+            f"{check}, then add it to {kh_file}",
+        )
     if status == "changed" and line is not None:
         known = fingerprint_blob(line.keytype, line.blob)
         return HostKeyError(
@@ -670,18 +735,21 @@ def _host_key_error(name: str, addr: str, kh: str, kh_file: str,
             f"{line.where} has {known} for it (host pattern {line.hosts!r}); refused "
             "(someone may be intercepting the connection, or the board was reinstalled)",
             hint=f"if the board was reinstalled, {check} and remove the old key: "
-                 f"`ssh-keygen -R '{kh}' -f {line.path}`, or edit {line.where} when it is a "
-                 "pattern for several hosts; --accept-new-host-key never replaces a known key")
+            f"`ssh-keygen -R '{kh}' -f {line.path}`, or edit {line.where} when it is a "
+            "pattern for several hosts; --accept-new-host-key never replaces a known key",
+        )
     if status == "ca-only" and line is not None:
         return HostKeyError(
             f"{name}: the SSH host key of {addr} ({offered}) is unknown: only the "
             f"@cert-authority line {line.where} matches the host, and edgecal does not support "
             "host certificates; refused",
             hint=f"{check}, then add the plain key to {kh_file} or rerun once with "
-                 "--accept-new-host-key")
+            "--accept-new-host-key",
+        )
     return HostKeyError(
         f"{name}: the SSH host key of {addr} ({offered}) is unknown; refused",
-        hint=f"{check}, then add it to {kh_file} or rerun once with --accept-new-host-key")
+        hint=f"{check}, then add it to {kh_file} or rerun once with --accept-new-host-key",
+    )
 
 
 def _ask_server(t: paramiko.Transport, answered: threading.Event) -> None:
