@@ -21,10 +21,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "calibrate": "edgecal.api.calibrate",
     "resume": "edgecal.api.calibrate",
-    "table_from_histograms": "edgecal.api.calibrate",
+    "table_from_histograms": "edgecal.api.table",
     "Calibration": "edgecal.api.calibrate",
     "quantize": "edgecal.api.quantize",
     "Quantized": "edgecal.api.quantize",
+    "validate": "edgecal.api.validate",
+    "Validation": "edgecal.api.validate",
+    "tune": "edgecal.api.tune",
+    "Tuned": "edgecal.api.tune",
+    "check": "edgecal.api.check",
+    "Thresholds": "edgecal.quality.gate",
+    "write_report": "edgecal.api.report",
+    "open_device": "edgecal.api.boards",
     "load_model": "edgecal.inputs.model",
     "ImageInput": "edgecal.inputs.spec",
     "TensorInput": "edgecal.inputs.spec",
@@ -39,12 +47,20 @@ __all__ = [  # _EXPORTS' names, spelled out for linters and type checkers
     "ImageInput",
     "Quantized",
     "TensorInput",
+    "Thresholds",
+    "Tuned",
+    "Validation",
     "__version__",
     "calibrate",
+    "check",
     "load_model",
+    "open_device",
     "quantize",
     "resume",
     "table_from_histograms",
+    "tune",
+    "validate",
+    "write_report",
 ]
 
 
@@ -62,9 +78,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers (the layering test allows these)
-    from edgecal.api.calibrate import Calibration, calibrate, resume, table_from_histograms
+    from edgecal.api.boards import open_device
+    from edgecal.api.calibrate import Calibration, calibrate, resume
+    from edgecal.api.check import check
     from edgecal.api.quantize import Quantized, quantize
+    from edgecal.api.report import write_report
+    from edgecal.api.table import table_from_histograms
+    from edgecal.api.tune import Tuned, tune
+    from edgecal.api.validate import Validation, validate
     from edgecal.errors import EdgecalError
     from edgecal.fleet.prepare import Devices
     from edgecal.inputs.model import load_model
     from edgecal.inputs.spec import ImageInput, TensorInput
+    from edgecal.quality.gate import Thresholds

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -206,14 +206,19 @@ class InputDesc:
 
 
 @dataclass(frozen=True)
-class ModelFiles:
+class _Fields:
+    """A message part whose JSON form is its fields, as they are."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ModelFiles(_Fields):
     """Workdir-relative paths of the ``.param`` and ``.bin`` files."""
 
     param: str
     bin: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"param": self.param, "bin": self.bin}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "model") -> ModelFiles:
@@ -471,14 +476,11 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True)
-class Artifact:
+class Artifact(_Fields):
     """A job-relative file the agent wrote, with its sha256 (hex)."""
 
     file: str
     sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "sha256": self.sha256}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "artifact") -> Artifact:

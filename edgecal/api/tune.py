@@ -27,7 +27,6 @@ from edgecal.calib.methods import METHOD_NAMES, METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
 from edgecal.errors import TableError, UsageError
 from edgecal.files.outputs import (
-    check_folder,
     check_outputs,
     folder_outputs,
     input_paths,
@@ -184,7 +183,6 @@ def tune(
         else (os.fspath(model[0]), os.fspath(model[1]))
     )
     items = as_list(inputs)
-    check_folder("--out-dir", out_s)
     outs = folder_outputs(
         "--out-dir",
         out_s,

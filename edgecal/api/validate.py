@@ -25,7 +25,6 @@ from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.files.outputs import (
     Input,
     Output,
-    check_folder,
     check_outputs,
     folder_outputs,
     input_paths,
@@ -100,7 +99,6 @@ def validation_outputs(save_baseline: str | None, run_dir: str | None) -> list[O
     """The files a validation writes (``-``: standard output)."""
     outs = [Output("--save-baseline", save_baseline, text=True)] if save_baseline else []
     if run_dir:
-        check_folder("--run-dir", run_dir)
         outs += folder_outputs("--run-dir", run_dir, [RUN_JSON, VALIDATION, SENSITIVITY])
     return outs
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from edgecal.api.check import check, nothing_to_gate
 from edgecal.api.validate import Validation
-from edgecal.quality.gate import GateReport, Thresholds, render_text, to_json
+from edgecal.cli.render import render_gate
+from edgecal.quality.gate import GateReport, Thresholds, to_json
 
 #: Exit status of a failed gate: distinct from errors (1) and bad usage (2), so CI can tell a
 #: regression from a broken invocation.
@@ -69,7 +70,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
     else:
-        report_stream(args).write(render_text(report))
+        report_stream(args).write(render_gate(report))
     if not report.passed:
         sys.stderr.write(f"edgecal: check failed: {failure_summary(report)}\n")
         return GATE_FAILED

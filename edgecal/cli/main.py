@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgecal import __version__
-from edgecal.api.calibrate import calibrate, table_from_histograms, weight_table
+from edgecal.api.calibrate import calibrate
 from edgecal.api.quantize import quantize
+from edgecal.api.table import table_from_histograms, weight_table
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import OFFLINE_NAMES, Method
 from edgecal.cli.calibrate import devices_from_options, layer_lines

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from edgecal.quality.gate import GateReport, fmt, limit_text
 from edgecal.workflows.compare import HistogramDiff, ScaleDiff
 
 
@@ -99,3 +100,25 @@ def render_histogram_diff(rows: list[HistogramDiff]) -> str:
             right={1, 2, 3, 4, 5, 6},
         )
     )
+
+
+def render_gate(report: GateReport) -> str:
+    """The gate's rows as a table (board, check, value, limit, result, note) between the
+    sources it compared and its summary line."""
+    src = f"edgecal check: {report.current_source}"
+    if report.baseline_source:
+        src += f" vs baseline {report.baseline_source}"
+    rows = [
+        (
+            r.board,
+            r.check,
+            fmt(r.value, r.unit),
+            limit_text(r),
+            "PASS" if r.passed else "FAIL",
+            r.message,
+        )
+        for r in report.rows
+    ]
+    table = table_lines(("board", "check", "value", "limit", "result", "note"), rows, right={2})
+    lines = [src, *table, *(f"warning: {w}" for w in report.warnings), report.summary()]
+    return "\n".join(lines) + "\n"

@@ -158,7 +158,9 @@ def _writable_folder(folder: str, not_a_folder: UsageError, not_writable: UsageE
 
 
 def folder_outputs(role: str, folder: PathLike, names: Iterable[str]) -> list[Output]:
-    """The files ``names`` a command writes into ``folder`` (made when missing)."""
+    """The files ``names`` a command writes into ``folder`` (made when missing; checked by
+    :func:`check_folder` first)."""
+    check_folder(role, folder)
     return [Output(role, os.path.join(os.fspath(folder), n), new_folder=True) for n in names]
 
 

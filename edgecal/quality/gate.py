@@ -3,7 +3,7 @@
 A *validation doc* is what ``edgecal validate`` writes (``validation.json``, ``--save-baseline``),
 read as a :class:`~edgecal.quality.validation.ValidationDoc`.  :func:`evaluate_gate`
 compares the current doc against explicit floors (:class:`Thresholds`) and/or a baseline doc and
-returns one :class:`GateRow` per (board, check); :func:`render_text`, :func:`to_json` and
+returns one :class:`GateRow` per (board, check); :func:`to_json` and
 :func:`to_junit_xml` present the :class:`GateReport`.
 
 Every "at least" check uses one effective limit: the stricter of the explicit floor and
@@ -552,39 +552,10 @@ def _drift_warnings(board: str, cur: ValidationResult, base: ValidationResult) -
 # ----------------------------------------------------------------------------- rendering
 
 
-def _limit_text(row: GateRow) -> str:
+def limit_text(row: GateRow) -> str:
     if row.limit is None or not row.op:
         return "-"
     return f"{row.op} {fmt(row.limit, row.unit)}"
-
-
-def render_text(report: GateReport) -> str:
-    """An aligned table (board, check, value, limit, result, note) and a summary line."""
-    head = ("board", "check", "value", "limit", "result", "note")
-    table = [head] + [
-        (
-            r.board,
-            r.check,
-            fmt(r.value, r.unit),
-            _limit_text(r),
-            "PASS" if r.passed else "FAIL",
-            r.message,
-        )
-        for r in report.rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(head) - 1)]
-    align = ("<", "<", ">", "<", "<")
-    lines = []
-    src = f"edgecal check: {report.current_source}"
-    if report.baseline_source:
-        src += f" vs baseline {report.baseline_source}"
-    lines.append(src)
-    for line in table:
-        cells = [f"{c:{a}{w}}" for c, a, w in zip(line[:-1], align, widths, strict=True)]
-        lines.append("  ".join([*cells, line[-1]]).rstrip())
-    lines += [f"warning: {w}" for w in report.warnings]
-    lines.append(report.summary())
-    return "\n".join(lines) + "\n"
 
 
 def to_json(report: GateReport) -> dict[str, Any]:
@@ -667,7 +638,7 @@ def to_junit_xml(report: GateReport, *, elapsed_s: float = 0.0) -> str:
             )
             detail = (
                 f"board {r.board}, {r.check}: value {fmt(r.value, r.unit)}, limit "
-                f"{_limit_text(r)}"
+                f"{limit_text(r)}"
                 + (f", baseline {fmt(r.baseline, r.unit)}" if r.baseline is not None else "")
             )
             if r.passed:

@@ -5,8 +5,8 @@ per-board figures (:class:`ValidationResult`) and the validation document (:clas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -202,6 +202,9 @@ def _lenient_figures(
     return values, missing
 
 
+_F = TypeVar("_F", bound="ModelFiles")
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """A model's files as given and their hashes (``fp32`` of a board's figures)."""
@@ -212,22 +215,13 @@ class ModelFiles:
     bin_sha256: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "param": self.param,
-            "bin": self.bin,
-            "param_sha256": self.param_sha256,
-            "bin_sha256": self.bin_sha256,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> ModelFiles:
+    def from_dict(cls: type[_F], doc: Any, where: str = "") -> _F:
+        """What :meth:`to_dict` wrote (every field text or null)."""
         o = Obj.of(doc, where)
-        return cls(
-            o.opt_text("param"),
-            o.opt_text("bin"),
-            o.opt_text("param_sha256"),
-            o.opt_text("bin_sha256"),
-        )
+        return cls(*(o.opt_text(f.name) for f in fields(cls)))
 
 
 @dataclass(frozen=True)
@@ -236,20 +230,6 @@ class Int8Files(ModelFiles):
     (``--table``), ``None`` when the int8 model was given."""
 
     table: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "table": self.table}
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> Int8Files:
-        o = Obj.of(doc, where)
-        return cls(
-            o.opt_text("param"),
-            o.opt_text("bin"),
-            o.opt_text("param_sha256"),
-            o.opt_text("bin_sha256"),
-            o.opt_text("table"),
-        )
 
 
 @dataclass

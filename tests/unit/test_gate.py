@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgecal.cli.gate import add_check_command
+from edgecal.cli.render import render_gate
 from edgecal.errors import InputFileError, UsageError
 from edgecal.quality import gate
 from edgecal.quality.gate import (
@@ -21,7 +22,6 @@ from edgecal.quality.gate import (
     Thresholds,
     merge_docs,
     parse_validation_doc,
-    render_text,
     to_json,
     to_junit_xml,
 )
@@ -452,7 +452,7 @@ def test_junit_xml_escapes_markup_and_control_characters() -> None:
 
 def test_text_table() -> None:
     rep = _mixed_report()
-    text = render_text(rep)
+    text = render_gate(rep)
     lines = text.splitlines()
     assert lines[0] == "edgecal check: r.json vs baseline b.json"
     assert lines[-1] == "FAIL: 2 of 14 checks failed on boards emu1, pi@10.0.0.5"
