@@ -7,6 +7,7 @@ import json
 import sys
 
 from edgecal.api.boards import check_boards, provision_boards
+from edgecal.cli.options import add_boards_file, add_json
 
 
 def cmd_board_check(args: argparse.Namespace) -> int:
@@ -67,14 +68,7 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
             metavar="HOST",
             help="board name of the boards file, or user@host[:port]",
         )
-        q.add_argument(
-            "--boards", default=None, metavar="FILE", help="boards file (default: $EDGECAL_BOARDS)"
-        )
-        q.add_argument(
-            "--accept-new-host-key",
-            action="store_true",
-            help="accept and record an unknown SSH host key (never a changed one)",
-        )
+        add_boards_file(q, whose_key="an")
 
     q = bsub.add_parser(
         "check",
@@ -82,7 +76,7 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         "each problem with its fix (boards in parallel)",
     )
     common(q)
-    q.add_argument("--json", action="store_true")
+    add_json(q)
     q.add_argument(
         "--golden",
         action="store_true",

@@ -16,9 +16,9 @@ from typing import Any
 from edgecal.api.calibrate import Calibration, calibrate, resume
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import METHOD_NAMES, Method
-from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import add_inputs, command_line, err, print_json
-from edgecal.cli.progress import ProgressBars
+from edgecal.cli.inputs import inputs_from_args
+from edgecal.cli.options import add_inputs, add_json, err, print_json
+from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
 from edgecal.fleet.prepare import Devices
@@ -73,7 +73,7 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
         help=f"tries per shard on a board before the board is given up and its "
         f"shards go to the others (default {RetryPolicy().attempts})",
     )
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.set_defaults(func=cmd_calibrate, lists=[])
 
 
@@ -98,7 +98,7 @@ def layer_lines(result: Calibration) -> list[str]:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     json_out = [Output("--json", "-", text=True)] if args.json else []
-    with ProgressBars(enabled=not args.quiet) as bars:
+    with run_hooks(args) as hooks:
         if args.resume:
             given = [
                 name
@@ -120,10 +120,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 args.resume,
                 devices=devices_from_options(args),
                 retries=args.retries,
-                progress=bars.task,
-                say=say_on_stderr(),
-                command=command_line(args),
                 also_writes=json_out,
+                **hooks,
             )
         else:
             if args.param is None or args.bin is None:
@@ -144,10 +142,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 run_dir=args.run_dir,
                 allow_zero_blobs=args.allow_zero_blobs,
                 retries=args.retries,
-                progress=bars.task,
-                say=say_on_stderr(),
-                command=command_line(args),
                 also_writes=json_out,
+                **hooks,
             )
     for w in result.warnings:
         err(f"edgecal: warning: {w}")

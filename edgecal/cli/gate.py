@@ -85,6 +85,35 @@ def failure_summary(report: GateReport) -> str:
     )
 
 
+#: The gate's numeric thresholds: option, default, metavar, help (``--min-speedup`` comes with
+#: the speed-up flag below them).
+THRESHOLD_OPTIONS: tuple[tuple[str, float | None, str | None, str], ...] = (
+    ("--min-accuracy", None, "FRACTION", "int8 top-1 floor, e.g. 0.95"),
+    ("--min-agreement", None, "FRACTION", "int8 vs fp32 top-1 agreement floor, e.g. 0.98"),
+    ("--min-cosine", None, "COS", "output cosine (mean) floor"),
+    (
+        "--max-accuracy-drop",
+        None,
+        "POINTS",
+        "most int8 may lose vs fp32 accuracy on this run, in points",
+    ),
+    ("--tol-accuracy", 0.5, "POINTS", "allowed accuracy loss vs the baseline (default 0.5 points)"),
+    (
+        "--tol-agreement",
+        0.5,
+        "POINTS",
+        "allowed agreement loss vs the baseline (default 0.5 points)",
+    ),
+    ("--tol-cosine", 0.001, None, "allowed output cosine loss vs the baseline (default 0.001)"),
+    (
+        "--tol-layer-cosine",
+        0.005,
+        None,
+        "allowed per-layer cosine loss vs the baseline (default 0.005)",
+    ),
+)
+
+
 def _option_taken(p: argparse.ArgumentParser, opt: str) -> bool:
     return any(opt in a.option_strings for a in p._actions)
 
@@ -119,46 +148,8 @@ def add_check_command(
         metavar="FILE|RUN_DIR",
         help="gate these saved figures instead of validating now (several: merged by board)",
     )
-    opt("--min-accuracy", type=float, metavar="FRACTION", help="int8 top-1 floor, e.g. 0.95")
-    opt(
-        "--min-agreement",
-        type=float,
-        metavar="FRACTION",
-        help="int8 vs fp32 top-1 agreement floor, e.g. 0.98",
-    )
-    opt("--min-cosine", type=float, metavar="COS", help="output cosine (mean) floor")
-    opt(
-        "--max-accuracy-drop",
-        type=float,
-        metavar="POINTS",
-        help="most int8 may lose vs fp32 accuracy on this run, in points",
-    )
-    opt(
-        "--tol-accuracy",
-        type=float,
-        default=0.5,
-        metavar="POINTS",
-        help="allowed accuracy loss vs the baseline (default 0.5 points)",
-    )
-    opt(
-        "--tol-agreement",
-        type=float,
-        default=0.5,
-        metavar="POINTS",
-        help="allowed agreement loss vs the baseline (default 0.5 points)",
-    )
-    opt(
-        "--tol-cosine",
-        type=float,
-        default=0.001,
-        help="allowed output cosine loss vs the baseline (default 0.001)",
-    )
-    opt(
-        "--tol-layer-cosine",
-        type=float,
-        default=0.005,
-        help="allowed per-layer cosine loss vs the baseline (default 0.005)",
-    )
+    for name, default, metavar, text in THRESHOLD_OPTIONS:
+        opt(name, type=float, default=default, metavar=metavar, help=text)
     opt("--no-layer-checks", action="store_true", help="no per-layer cosine checks")
     opt(
         "--require-speedup", action="store_true", help="int8 must be faster than fp32 on each board"

@@ -21,7 +21,7 @@ from edgecal.cli.help import ArgumentParser
 from edgecal.cli.inputs import make_inputs, say_on_stderr
 from edgecal.cli.logsetup import configure_logging
 from edgecal.cli.ncnnargs import parse_ncnn2table
-from edgecal.cli.options import add_device, err, print_json
+from edgecal.cli.options import add_device, add_json, err, print_json
 from edgecal.cli.progress import ProgressBars
 from edgecal.errors import EdgecalError, UsageError
 from edgecal.files.outputs import Output, check_outputs, input_paths
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYER",
         help="layers to keep in float (default: none)",
     )
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.add_argument(
         "--ncnn-compat",
         action="store_true",
@@ -337,12 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="per-layer differences of two tables or histogram files")
     p.add_argument("a", metavar="A.table|A.npz")
     p.add_argument("b", metavar="B.table|B.npz")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("hello", help="what the device's agent reports")
     add_device(p)
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.set_defaults(func=cmd_hello)
 
     for name, func in (("ncnn2table", cmd_ncnn2table), ("ncnn2int8", cmd_ncnn2int8)):

@@ -110,11 +110,21 @@ def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         help="where to run: a board of the boards file, user@host[:port] over SSH, "
         "or local (default)" + ("; repeat it for several boards" if multi else ""),
     )
+    add_boards_file(p, whose_key="a board's")
+
+
+def add_boards_file(p: argparse.ArgumentParser, *, whose_key: str) -> None:
+    """``--boards FILE`` and ``--accept-new-host-key``: how the boards are reached."""
     p.add_argument(
         "--boards", default=None, metavar="FILE", help="boards file (default: $EDGECAL_BOARDS)"
     )
     p.add_argument(
         "--accept-new-host-key",
         action="store_true",
-        help="accept and record a board's unknown SSH host key (never a changed one)",
+        help=f"accept and record {whose_key} unknown SSH host key (never a changed one)",
     )
+
+
+def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--json``: print the command's result as a JSON document."""
+    p.add_argument("--json", action="store_true", help=help)

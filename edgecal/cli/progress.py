@@ -4,15 +4,22 @@ shows that it moves."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgecal.cli.inputs import say_on_stderr
+from edgecal.cli.options import command_line
+from edgecal.fleet.prepare import Say
+from edgecal.workflows.calibrate import ProgressFactory
 
 #: plain lines: one each time a task passes another tenth of its total, and at least every
 #: PLAIN_EVERY_S seconds while it moves
@@ -111,3 +118,20 @@ class ProgressBars:
             self._progress.update(task_id, completed=done, total=max(total_now, 1))
 
         return update
+
+
+class RunHooks(TypedDict):
+    """What a long run reports through: its progress bars, its notes (on standard error) and
+    the command line its run directory records."""
+
+    progress: ProgressFactory
+    say: Say
+    command: list[str]
+
+
+@contextlib.contextmanager
+def run_hooks(args: argparse.Namespace) -> Iterator[RunHooks]:
+    """The hooks of a run of the command ``args``, with progress bars (none with ``--quiet``)
+    while it lasts."""
+    with ProgressBars(enabled=not getattr(args, "quiet", False)) as bars:
+        yield RunHooks(progress=bars.task, say=say_on_stderr(), command=command_line(args))

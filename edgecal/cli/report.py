@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from edgecal.cli.options import add_json
+
 
 def cmd_report(args: argparse.Namespace) -> int:
     from edgecal.api.report import write_report
@@ -31,9 +33,5 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:  # type: ignore
         default=None,
         help="page to write (default: RUN/report.html)",
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print the page's path and which run files it used, as JSON",
-    )
+    add_json(p, help="print the page's path and which run files it used, as JSON")
     p.set_defaults(func=cmd_report)

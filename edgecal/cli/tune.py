@@ -12,8 +12,9 @@ from typing import Any
 
 from edgecal.calib.methods import METHOD_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import add_inputs, command_line
-from edgecal.cli.validate import progress_bars, render_board, render_sensitivity
+from edgecal.cli.options import add_inputs
+from edgecal.cli.progress import run_hooks
+from edgecal.cli.validate import render_board, render_sensitivity
 from edgecal.runs.rundir import INT8_BIN, INT8_PARAM, TABLE
 from edgecal_agent.messages import RUNTIMES
 
@@ -88,7 +89,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 def cmd_tune(args: argparse.Namespace) -> int:
     from edgecal.api.tune import tune
 
-    with progress_bars(args) as bars:
+    with run_hooks(args) as hooks:
         tuned = tune(
             (args.param, args.bin),
             inputs_from_args(args, (args.param, args.bin)) if args.lists else [],
@@ -107,10 +108,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             runtime=args.runtime,
             threads=args.threads,
             report=not args.no_report,
-            progress=bars.task,
-            say=say_on_stderr(),
             steps=None if args.quiet else say_on_stderr(),
-            command=command_line(args),
+            **hooks,
         )
     print_summary(
         tuned.result,

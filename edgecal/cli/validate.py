@@ -8,14 +8,14 @@ once, cross-board consistency, sensitivity, ``--save-baseline``, ``--run-dir``) 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from edgecal.api.validate import Validation
-from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import add_inputs, command_line, print_json
+from edgecal.cli.inputs import inputs_from_args
+from edgecal.cli.options import add_inputs, add_json, print_json
+from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, Output
 from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE
@@ -65,7 +65,7 @@ def add_validate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
         help="also measure, on the first device, each layer kept in fp32 alone and "
         "quantized alone, ranked",
     )
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.add_argument(
         "--save-baseline",
         metavar="FILE",
@@ -128,14 +128,6 @@ def report_stream(args: argparse.Namespace) -> Any:
     return sys.stderr if any(o.path == "-" for o in validation_outputs(args)) else sys.stdout
 
 
-@contextlib.contextmanager
-def progress_bars(args: argparse.Namespace) -> Iterator[Any]:
-    from edgecal.cli.progress import ProgressBars
-
-    with ProgressBars(enabled=not getattr(args, "quiet", False)) as bars:
-        yield bars
-
-
 def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
     """``edgecal.api.validate.validate`` with the models, images, labels and devices the
     arguments name (``options``: its other keywords)."""
@@ -148,7 +140,7 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
     # half a pair is refused as neither is, in its turn (and so is half a pair beside --table)
     table = args.table if pair or args.int8_param is None else None
     model = (args.param, args.bin)
-    with progress_bars(args) as bars:
+    with run_hooks(args) as hooks:
         return validate(
             model,
             int8,
@@ -162,11 +154,9 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
             threads=args.threads,
             divergence_cosine=args.divergence_cosine,
             divergence_top1=args.divergence_top1,
-            progress=bars.task,
-            say=say_on_stderr(),
             outputs=cli_outputs(args),
             other_inputs=validation_inputs(args),
-            command=command_line(args),
+            **hooks,
             **options,
         )
 
@@ -254,9 +244,42 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_board(r: dict[str, Any]) -> list[str]:
+#: A column of a table of documents: its header, its cell of a document, right-aligned or not.
+Column = tuple[str, Callable[[dict[str, Any]], Any], bool]
+
+#: Per-layer figures of one board.
+LAYER_COLUMNS: tuple[Column, ...] = (
+    ("layer", lambda f: f["name"], False),
+    ("type", lambda f: f["type"], False),
+    ("cosine", lambda f: f"{float(f['cosine_mean']):.6f}", True),
+    ("min", lambda f: f"{float(f['cosine_min']):.6f}", True),
+    ("SQNR dB", lambda f: f"{float(f['sqnr_db']):.2f}", True),
+    ("", lambda f: "(int8 out)" if f["requantized"] else "", False),
+)
+
+#: The layers ranked by sensitivity.
+SENSITIVITY_COLUMNS: tuple[Column, ...] = (
+    ("rank", lambda e: e["rank"], True),
+    ("layer", lambda e: e["layer"], False),
+    ("fp32 alone: gain pts", lambda e: f"{float(e['gain_points']):.2f}", True),
+    ("cosine", lambda e: f"{float(e['keep_fp32']['cosine_mean']):.6f}", True),
+    ("int8 alone: drop pts", lambda e: _f((e["only_int8"] or {}).get("drop_points"), ".2f"), True),
+    ("cosine", lambda e: _f((e["only_int8"] or {}).get("cosine_mean"), ".6f"), True),
+)
+
+
+def column_lines(columns: Sequence[Column], docs: Iterable[dict[str, Any]]) -> list[str]:
+    """``docs`` as a table, one row each, in ``columns``."""
     from edgecal.cli.render import table_lines
 
+    return table_lines(
+        [head for head, _, _ in columns],
+        [[cell(d) for _, cell, _ in columns] for d in docs],
+        right={i for i, (_, _, right) in enumerate(columns) if right},
+    )
+
+
+def render_board(r: dict[str, Any]) -> list[str]:
     lines = [
         f"{r['n_samples']} images on {r['device'].get('name')} "
         f"(runtime {r['runtime']}, {r['threads']} thread(s))"
@@ -275,44 +298,14 @@ def render_board(r: dict[str, Any]) -> list[str]:
         f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
         f"int8 {float(r['latency_int8_ms']):.3f} ms"
     )
-    return lines + table_lines(
-        ("layer", "type", "cosine", "min", "SQNR dB", ""),
-        [
-            (
-                f["name"],
-                f["type"],
-                f"{float(f['cosine_mean']):.6f}",
-                f"{float(f['cosine_min']):.6f}",
-                f"{float(f['sqnr_db']):.2f}",
-                "(int8 out)" if f["requantized"] else "",
-            )
-            for f in r["layers"]
-        ],
-        right={2, 3, 4},
-    )
+    return lines + column_lines(LAYER_COLUMNS, r["layers"])
 
 
 def render_sensitivity(sens: dict[str, Any]) -> list[str]:
-    from edgecal.cli.render import table_lines
-
     base = sens["all_int8"]
     lines = [
         f"sensitivity on {sens['board']} ({sens['n_samples']} images, {sens['metric']}): "
         f"int8 model drop {float(base['drop_points']):.2f} points, cosine "
         f"{float(base['cosine_mean']):.6f}"
     ]
-    return lines + table_lines(
-        ("rank", "layer", "fp32 alone: gain pts", "cosine", "int8 alone: drop pts", "cosine"),
-        [
-            (
-                e["rank"],
-                e["layer"],
-                f"{float(e['gain_points']):.2f}",
-                f"{float(e['keep_fp32']['cosine_mean']):.6f}",
-                _f((e["only_int8"] or {}).get("drop_points"), ".2f"),
-                _f((e["only_int8"] or {}).get("cosine_mean"), ".6f"),
-            )
-            for e in sens["layers"]
-        ],
-        right={0, 2, 3, 4, 5},
-    )
+    return lines + column_lines(SENSITIVITY_COLUMNS, sens["layers"])
