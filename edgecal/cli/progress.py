@@ -1,6 +1,7 @@
 """Progress on stderr, fed by the pipeline's ``(done, total)`` callbacks: rich progress bars on a
 terminal; plain lines when stderr is not one (a CI log, a pipe, a file), so a long run still
-shows that it moves."""
+shows that it moves. :func:`run_hooks`: the progress, notes and command line a long run of
+calibrate, validate or tune reports through."""
 
 from __future__ import annotations
 
