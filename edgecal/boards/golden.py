@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from edgecal.device.base import Device
-from edgecal.device.capture import run_outputs, write_shards
+from edgecal.device.capture import Workload, run_outputs, write_shards
 from edgecal.errors import EdgecalError
 from edgecal.inputs.spec import InputSpec
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
@@ -179,19 +179,8 @@ def run_golden(
             folder / "shards",
             shard_size=len(model.samples),
         )
-        return list(
-            run_outputs(
-                device,
-                param,
-                bin_,
-                [model.spec],
-                shards,
-                OUTPUT_BLOBS,
-                runtime=runtime,
-                threads=1,
-                timeout_s=timeout_s,
-            )
-        )
+        work = Workload(param, bin_, [model.spec], shards, OUTPUT_BLOBS, runtime, threads=1)
+        return list(run_outputs(device, work, timeout_s=timeout_s))
 
 
 class HostReferenceError(EdgecalError):

@@ -73,16 +73,10 @@ class Scorer:
         rows: list[np.ndarray] = []
         secs: list[float] = []
         for shard in self.shards:
-            outs, lat = capture.run_shard_timed(
-                self.device,
-                param,
-                bin,
-                self.specs,
-                shard,
-                [self.output],
-                runtime=self.runtime,
-                threads=self.threads,
+            work = capture.Workload(
+                param, bin, self.specs, [shard], [self.output], self.runtime, self.threads
             )
+            outs, lat = capture.run_shard_timed(self.device, work)
             rows.extend(o[self.output].ravel() for o in outs)
             secs.extend(lat)
             tick(len(rows), self.n_samples)

@@ -60,19 +60,21 @@ def validate(
     done = 0
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
         shards = capture.write_shards(iter(source), source.specs, Path(tmp), SHARD_SIZE)
+        works = [
+            capture.Workload(
+                m.param_path,
+                m.bin_path,
+                source.specs,
+                blobs=blobs,
+                runtime=runtime,
+                threads=threads,
+            )
+            for m in (fp32, int8)
+        ]
         for shard in shards:
             runs = []
-            for k, m in enumerate((fp32, int8)):
-                outs, secs = capture.run_shard_timed(
-                    device,
-                    m.param_path,
-                    m.bin_path,
-                    source.specs,
-                    shard,
-                    blobs,
-                    runtime=runtime,
-                    threads=threads,
-                )
+            for k, work in enumerate(works):
+                outs, secs = capture.run_shard_timed(device, work.on(shard))
                 runs.append(outs)
                 lat[k].extend(secs)
             for a, b in zip(runs[0], runs[1], strict=True):
