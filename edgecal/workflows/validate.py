@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,26 @@ from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 SHARD_SIZE = 32
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The fp32 side of a comparison with int8: ``fp32`` run on ``device`` over ``source``
+    (``labels``: its classes, for accuracy) with the runtime and its threads."""
+
+    device: Device
+    fp32: Model
+    source: SampleSource
+    labels: Sequence[int] | None = None
+    runtime: str = "deployed"
+    threads: int = 1
+
+
 def validate(
-    device: Device,
-    fp32: Model,
-    int8: Model,
-    source: SampleSource,
-    *,
-    labels: Sequence[int] | None = None,
-    runtime: str = "deployed",
-    threads: int = 1,
-    progress: ProgressFactory | None = None,
+    reference: Reference, int8: Model, *, progress: ProgressFactory | None = None
 ) -> ValidationResult:
-    """Run both models on ``device`` over ``source``; see the module doc."""
+    """Run ``reference``'s fp32 model and ``int8`` on its device over its samples; see the
+    module doc."""
+    device, fp32, source = reference.device, reference.fp32, reference.source
+    labels, runtime, threads = reference.labels, reference.runtime, reference.threads
     progress = progress or _no_progress
     check_same_network(fp32.param, int8.param, str(fp32.param_path), str(int8.param_path))
     output = fp32.output_blobs[0]
