@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,12 @@ class BlobFigures:
     max_rel_err: float  # the largest over the samples
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blob": self.blob, "cosine": self.cosine, "max_rel_err": self.max_rel_err}
+        """JSON-ready (a non-finite figure is ``null``)."""
+        return {
+            "blob": self.blob,
+            "cosine": _json_float(self.cosine),
+            "max_rel_err": _json_float(self.max_rel_err),
+        }
 
 
 def _figures(board: np.ndarray, host: np.ndarray) -> tuple[float, float]:
@@ -303,18 +308,8 @@ class GoldenResult:
             "message": self.message,
             "what": self.what,
             "fix": self.fix or None,
-            "tolerance": {
-                "max_rel_err": self.tolerance.max_rel_err,
-                "min_cosine": self.tolerance.min_cosine,
-            },
-            "figures": [
-                {
-                    "blob": f.blob,
-                    "cosine": _json_float(f.cosine),
-                    "max_rel_err": _json_float(f.max_rel_err),
-                }
-                for f in self.figures
-            ],
+            "tolerance": asdict(self.tolerance),
+            "figures": [f.to_dict() for f in self.figures],
             "seconds": round(self.seconds, 3),
         }
 
