@@ -17,6 +17,7 @@ import numpy as np
 from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
+from edgecal.inputs.model import Model
 from edgecal.inputs.spec import InputSpec
 from edgecal_agent.messages import InputDesc, ProtocolViolation
 from edgecal_agent.npzio import load_npz, npz_bytes
@@ -44,6 +45,18 @@ class Workload:
     blobs: Sequence[str] = ()
     runtime: str = "calibration"
     threads: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        model: Model,
+        specs: Sequence[InputSpec],
+        blobs: Sequence[str],
+        runtime: str,
+        threads: int,
+    ) -> Workload:
+        """Capturing ``blobs`` of ``model`` (no shards yet: see :meth:`on`)."""
+        return cls(model.param_path, model.bin_path, specs, (), blobs, runtime, threads)
 
     def on(self, *shards: Path) -> Workload:
         """The same work over ``shards`` instead."""

@@ -120,14 +120,7 @@ def measure(
     ``decode_all``: write every shard into ``shard_dir`` (EQ needs the first samples).
     """
     blobs = calibration_blobs(model)
-    work = capture.Workload(
-        model.param_path,
-        model.bin_path,
-        source.specs,
-        blobs=blobs,
-        runtime=runtime,
-        threads=threads,
-    )
+    work = capture.Workload.of(model, source.specs, blobs, runtime, threads)
     n = source.n_samples
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:

@@ -70,15 +70,7 @@ def validate(
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
         shards = capture.write_shards(iter(source), source.specs, Path(tmp), SHARD_SIZE)
         works = [
-            capture.Workload(
-                m.param_path,
-                m.bin_path,
-                source.specs,
-                blobs=blobs,
-                runtime=runtime,
-                threads=threads,
-            )
-            for m in (fp32, int8)
+            capture.Workload.of(m, source.specs, blobs, runtime, threads) for m in (fp32, int8)
         ]
         for shard in shards:
             runs = []
