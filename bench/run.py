@@ -143,10 +143,10 @@ def agent_rss_kb(n: int) -> int:
     blobs = calibration_blobs(model)
     with tempfile.TemporaryDirectory() as tmp, LocalDevice() as device:
         shards = capture.write_shards(iter(source), [SPEC], Path(tmp))
-        inputs = (device, model.param_path, model.bin_path, [SPEC], shards, blobs)
-        job = device.run_job("absmax", capture.absmax_request(*inputs))
+        work = capture.Workload(model.param_path, model.bin_path, [SPEC], shards, blobs)
+        job = device.run_job("absmax", capture.absmax_request(device, work))
         ranges = {b: float(v[0]) for b, v in capture.parse_absmax(device, job, blobs).items()}
-        job = device.run_job("histogram", capture.histogram_request(*inputs, ranges))
+        job = device.run_job("histogram", capture.histogram_request(device, work, ranges))
         capture.parse_histograms(device, job, blobs)
         return device.run_job("hello", {}).ru_maxrss_kb
 

@@ -53,6 +53,7 @@ from edgecal.runs.rundir import (
     RunDir,
 )
 from edgecal.workflows.calibrate import ProgressFactory
+from edgecal.workflows.validate import Reference
 from edgecal.workflows.validate import validate as validate_on
 
 
@@ -257,16 +258,8 @@ def tune(
                 alternatives.eq[layer] = {
                     k: v for k, v in run.table.records.items() if k in (layer, weight_key(layer))
                 }
-        scorer = Scorer(
-            device,
-            loaded,
-            val,
-            work / "scoring",
-            labels=label_list,
-            runtime=runtime,
-            threads=n_threads,
-            progress=progress,
-        )
+        ref = Reference(device, loaded, val, label_list, runtime, n_threads)
+        scorer = Scorer(ref, work / "scoring", progress=progress)
         sens_doc: dict[str, Any] = {}
 
         def sensitivity(t: CalibrationTable, score: Any) -> Any:
@@ -301,16 +294,7 @@ def tune(
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
-        res = validate_on(
-            device,
-            loaded,
-            final,
-            val,
-            labels=label_list,
-            runtime=runtime,
-            threads=n_threads,
-            progress=progress,
-        )
+        res = validate_on(ref, final, progress=progress)
         res.device = device_facts(device, devs.board(name))
     metric = "accuracy" if label_list is not None else "agreement"
     tune_doc = TuneDoc.of(

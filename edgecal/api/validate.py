@@ -59,6 +59,7 @@ from edgecal.runs.rundir import (
     images_digest,
 )
 from edgecal.workflows.calibrate import ProgressFactory
+from edgecal.workflows.validate import Reference
 from edgecal.workflows.validate import validate as validate_on
 
 PathArg = str | os.PathLike[str]
@@ -288,16 +289,8 @@ def validate(
         def one(name: str | None) -> ValidationResult:
             n = devs.threads_for(runtime, name, threads)
             with devs.open_one(name, n) as device:
-                res = validate_on(
-                    device,
-                    loaded,
-                    int8_model,
-                    source,
-                    labels=label_list,
-                    runtime=runtime,
-                    threads=n,
-                    progress=progress,
-                )
+                ref = Reference(device, loaded, source, label_list, runtime, n)
+                res = validate_on(ref, int8_model, progress=progress)
                 res.device = device_facts(device, devs.board(name))
             return res
 
@@ -412,16 +405,8 @@ def _sensitivity(
     scales = read_table(table)
     n = devs.threads_for(runtime, name, threads)
     with devs.open_one(name, n) as device:
-        scorer = Scorer(
-            device,
-            model,
-            source,
-            tmp / "scoring",
-            labels=labels,
-            runtime=runtime,
-            threads=n,
-            progress=progress,
-        )
+        ref = Reference(device, model, source, labels, runtime, n)
+        scorer = Scorer(ref, tmp / "scoring", progress=progress)
         sens = measure_sensitivity(scorer, scales)
     return sens.to_dict()
 

@@ -43,14 +43,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecal.device.base import Device
-from edgecal.device.capture import run_outputs, write_shards
+from edgecal.device.capture import Workload, run_outputs, write_shards
 from edgecal.errors import EdgecalError
 from edgecal.inputs.spec import InputSpec
 from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
@@ -179,19 +179,8 @@ def run_golden(
             folder / "shards",
             shard_size=len(model.samples),
         )
-        return list(
-            run_outputs(
-                device,
-                param,
-                bin_,
-                [model.spec],
-                shards,
-                OUTPUT_BLOBS,
-                runtime=runtime,
-                threads=1,
-                timeout_s=timeout_s,
-            )
-        )
+        work = Workload(param, bin_, [model.spec], shards, OUTPUT_BLOBS, runtime, threads=1)
+        return list(run_outputs(device, work, timeout_s=timeout_s))
 
 
 class HostReferenceError(EdgecalError):
@@ -230,7 +219,12 @@ class BlobFigures:
     max_rel_err: float  # the largest over the samples
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blob": self.blob, "cosine": self.cosine, "max_rel_err": self.max_rel_err}
+        """JSON-ready (a non-finite figure is ``null``)."""
+        return {
+            "blob": self.blob,
+            "cosine": _json_float(self.cosine),
+            "max_rel_err": _json_float(self.max_rel_err),
+        }
 
 
 def _figures(board: np.ndarray, host: np.ndarray) -> tuple[float, float]:
@@ -314,18 +308,8 @@ class GoldenResult:
             "message": self.message,
             "what": self.what,
             "fix": self.fix or None,
-            "tolerance": {
-                "max_rel_err": self.tolerance.max_rel_err,
-                "min_cosine": self.tolerance.min_cosine,
-            },
-            "figures": [
-                {
-                    "blob": f.blob,
-                    "cosine": _json_float(f.cosine),
-                    "max_rel_err": _json_float(f.max_rel_err),
-                }
-                for f in self.figures
-            ],
+            "tolerance": asdict(self.tolerance),
+            "figures": [f.to_dict() for f in self.figures],
             "seconds": round(self.seconds, 3),
         }
 

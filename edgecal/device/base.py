@@ -41,6 +41,17 @@ class JobResult:
         return int(self.response.get("ru_maxrss_kb", 0))
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One job as :meth:`Device.run_job` hands it to a device: its id, the files to write into
+    its directory in order (job-relative names; the request last), its deadline and progress."""
+
+    job_id: str
+    files: Sequence[tuple[str, bytes]]
+    timeout_s: float
+    progress: Progress | None
+
+
 class Device(ABC):
     """One machine that runs ncnn for edgecal."""
 
@@ -73,7 +84,7 @@ class Device(ABC):
         ``DeviceError`` leaves its directory for :meth:`collect_job`."""
         request = build_request(self.name, op, params, job_id)
         job_files = [*(files or {}).items(), (REQUEST_FILE, dumps(request).encode("utf-8"))]
-        self._submit(request.job_id, job_files, timeout_s, progress)
+        self._submit(Submission(request.job_id, job_files, timeout_s, progress))
         result = self.collect_job(request.job_id)
         if result is None:
             raise ProtocolError(
@@ -84,15 +95,9 @@ class Device(ABC):
         return result
 
     @abstractmethod
-    def _submit(
-        self,
-        job_id: str,
-        files: Sequence[tuple[str, bytes]],
-        timeout_s: float,
-        progress: Progress | None,
-    ) -> None:
-        """Write ``files`` (job-relative names; the request last) into the job's directory in
-        order and have the agent run the job (for :meth:`run_job`); raises like it."""
+    def _submit(self, job: Submission) -> None:
+        """Write the job's files into its directory in order and have the agent run it (for
+        :meth:`run_job`); raises like it."""
 
     def _no_response_hint(self) -> str:
         """The hint of the error for a job the agent called done without a response."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from edgecal.calib.histogram import NUM_BINS
 from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
 from edgecal.errors import ProtocolError
+from edgecal.inputs.model import Model
 from edgecal.inputs.spec import InputSpec
 from edgecal_agent.messages import InputDesc, ProtocolViolation
 from edgecal_agent.npzio import load_npz, npz_bytes
@@ -30,6 +31,36 @@ class EqLayerResult:
     sim: np.ndarray
     weight_scales: np.ndarray
     bottom_scale: np.float32
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a capture job runs: the model's files, its inputs, the shards to run it over, the
+    blobs to capture, and the runtime with its threads."""
+
+    param: Path
+    bin: Path
+    specs: Sequence[InputSpec]
+    shards: Sequence[Path] = ()
+    blobs: Sequence[str] = ()
+    runtime: str = "calibration"
+    threads: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        model: Model,
+        specs: Sequence[InputSpec],
+        blobs: Sequence[str],
+        runtime: str,
+        threads: int,
+    ) -> Workload:
+        """Capturing ``blobs`` of ``model`` (no shards yet: see :meth:`on`)."""
+        return cls(model.param_path, model.bin_path, specs, (), blobs, runtime, threads)
+
+    def on(self, *shards: Path) -> Workload:
+        """The same work over ``shards`` instead."""
+        return replace(self, shards=list(shards))
 
 
 def _descs(specs: Sequence[InputSpec]) -> list[InputDesc]:
@@ -78,14 +109,19 @@ def iter_shards(
         yield path, len(batch)
 
 
-def _model_params(
-    device: Device, param: Path, bin: Path, specs: Sequence[InputSpec], shards: Sequence[Path]
-) -> dict[str, Any]:
+def _model_params(device: Device, work: Workload) -> dict[str, Any]:
     return {
-        "model": {"param": device.push(Path(param)), "bin": device.push(Path(bin))},
-        "inputs": [s.to_dict() for s in specs],
-        "shards": [device.push(Path(s)) for s in shards],
+        "model": {"param": device.push(Path(work.param)), "bin": device.push(Path(work.bin))},
+        "inputs": [s.to_dict() for s in work.specs],
+        "shards": [device.push(Path(s)) for s in work.shards],
     }
+
+
+def _run_params(device: Device, work: Workload) -> dict[str, Any]:
+    """What every capture job of ``work`` is given: the model, inputs, shards, blobs, runtime."""
+    params = _model_params(device, work)
+    params.update(blobs=list(work.blobs), runtime=work.runtime, threads=work.threads)
+    return params
 
 
 @contextlib.contextmanager
@@ -112,21 +148,9 @@ def _blob_names(device: Device, npz: Any, blobs: Sequence[str]) -> list[str]:
     return names
 
 
-def absmax_request(
-    device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
-    blobs: Sequence[str],
-    *,
-    runtime: str = "calibration",
-    threads: int = 1,
-) -> dict[str, Any]:
+def absmax_request(device: Device, work: Workload) -> dict[str, Any]:
     """Push what pass 1 needs; the ``absmax`` job's parameters."""
-    params = _model_params(device, param, bin, specs, shards)
-    params.update(blobs=list(blobs), runtime=runtime, threads=threads)
-    return params
+    return _run_params(device, work)
 
 
 def parse_absmax(
@@ -140,25 +164,11 @@ def parse_absmax(
 
 
 def histogram_request(
-    device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
-    blobs: Sequence[str],
-    absmax: Mapping[str, float],
-    *,
-    runtime: str = "calibration",
-    threads: int = 1,
+    device: Device, work: Workload, absmax: Mapping[str, float]
 ) -> dict[str, Any]:
     """Push what pass 2 needs; the ``histogram`` job's parameters."""
-    params = _model_params(device, param, bin, specs, shards)
-    params.update(
-        blobs=list(blobs),
-        runtime=runtime,
-        threads=threads,
-        absmax={b: float(np.float32(absmax[b])) for b in blobs},
-    )
+    params = _run_params(device, work)
+    params["absmax"] = {b: float(np.float32(absmax[b])) for b in work.blobs}
     return params
 
 
@@ -174,33 +184,37 @@ def parse_histograms(device: Device, job: JobResult, blobs: Sequence[str]) -> di
     return {n: counts[i].copy() for i, n in enumerate(names)}
 
 
+def _outputs(device: Device, job: JobResult, blobs: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """A ``run`` job's answer: per sample ``blob -> float32 array``."""
+    with _artifact(device, job, "outputs_0.npz") as npz:
+        _blob_names(device, npz, blobs)
+        return [
+            {b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32) for k, b in enumerate(blobs)}
+            for i in range(int(npz["n_samples"]))
+        ]
+
+
 def run_outputs(
     device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
-    blobs: Sequence[str],
+    work: Workload,
     *,
-    runtime: str = "calibration",
-    threads: int = 1,
     progress: Progress | None = None,
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Per sample, ``blob -> float32 array`` (ncnn's ``(c, h, w)`` layout), one job per shard."""
-    base = _model_params(device, param, bin, specs, [])
+    base = _model_params(device, work.on())
     total = 0
-    for shard in shards:
+    for shard in work.shards:
         with load_npz(shard) as npz:
             total += int(npz["n_samples"])
     done_before = 0
-    for shard in shards:
+    for shard in work.shards:
         params = dict(
             base,
             shards=[device.push(Path(shard))],
-            blobs=list(blobs),
-            runtime=runtime,
-            threads=threads,
+            blobs=list(work.blobs),
+            runtime=work.runtime,
+            threads=work.threads,
         )
 
         def shard_progress(done: int, total: int, offset: int = done_before) -> None:
@@ -213,23 +227,14 @@ def run_outputs(
             timeout_s=timeout_s,
             progress=shard_progress if progress is not None else None,
         )
-        with _artifact(device, job, "outputs_0.npz") as npz:
-            _blob_names(device, npz, blobs)
-            n = int(npz["n_samples"])
-            for i in range(n):
-                yield {
-                    b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32)
-                    for k, b in enumerate(blobs)
-                }
-        done_before += n
+        outs = _outputs(device, job, work.blobs)
+        yield from outs
+        done_before += len(outs)
 
 
 def eq_search_layer(
     device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shards: Sequence[Path],
+    work: Workload,
     bottom: str,
     top: str,
     probe_param: str,
@@ -247,13 +252,14 @@ def eq_search_layer(
     ``probe_param``/``probe_prefix``: a one-layer net (``Input`` + the layer with ``8=1``/``2``)
     and its ``.bin`` up to the weight scales; the agent appends the candidate weight scales and
     the bottom scale as ``<f4`` for every trial.  ``candidates``: float32
-    ``(len(weight_scales) + 1, steps)``, the last row for the bottom scale.
+    ``(len(weight_scales) + 1, steps)``, the last row for the bottom scale.  ``work``: the
+    model and the shards (its blobs, runtime and threads do not apply).
     """
     ws = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
     cand = np.asarray(candidates, dtype=np.float32)
     if cand.ndim != 2 or cand.shape[0] != ws.size + 1:
         raise ValueError(f"candidates must have shape ({ws.size + 1}, steps), got {cand.shape}")
-    params = _model_params(device, param, bin, specs, shards)
+    params = _model_params(device, work)
     params.update(bottom=bottom, top=top, max_samples=max_samples)
     files = {
         "probe.param": probe_param.encode("utf-8"),
@@ -280,31 +286,17 @@ def eq_search_layer(
 
 
 def run_shard_timed(
-    device: Device,
-    param: Path,
-    bin: Path,
-    specs: Sequence[InputSpec],
-    shard: Path,
-    blobs: Sequence[str],
-    *,
-    runtime: str = "deployed",
-    threads: int = 1,
-    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+    device: Device, work: Workload, *, timeout_s: float = DEFAULT_JOB_TIMEOUT_S
 ) -> tuple[list[dict[str, np.ndarray]], list[float]]:
-    """One ``run`` job on one shard: per sample ``blob -> float32 array``, and per sample the
-    seconds the agent's ``extract`` of ``blobs[0]`` alone took (fresh extractor, the runtime's
-    threads).  Needs agent >= 0.2.0 (the ``timed`` run parameter)."""
-    params = _model_params(device, param, bin, specs, [shard])
-    params.update(blobs=list(blobs), runtime=runtime, threads=threads, timed=True)
+    """One ``run`` job of ``work`` (one shard): per sample ``blob -> float32 array``, and per
+    sample the seconds the agent's ``extract`` of the first blob alone took (fresh extractor,
+    the runtime's threads).  Needs agent >= 0.2.0 (the ``timed`` run parameter)."""
+    params = _run_params(device, work)
+    params["timed"] = True
     job = device.run_job("run", params, timeout_s=timeout_s)
     latency = job.result.get("latency_s")
-    with _artifact(device, job, "outputs_0.npz") as npz:
-        _blob_names(device, npz, blobs)
-        n = int(npz["n_samples"])
-        outs = [
-            {b: np.asarray(npz[f"s{i:06d}_b{k}"], dtype=np.float32) for k, b in enumerate(blobs)}
-            for i in range(n)
-        ]
+    outs = _outputs(device, job, work.blobs)
+    n = len(outs)
     if not isinstance(latency, list) or len(latency) != n:
         raise ProtocolError(
             f"{device.name}: the agent did not time the run (no latency_s for "

@@ -8,11 +8,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgecal.device.base import Device, JobResult, Progress
+from edgecal.device.base import Device, JobResult, Submission
 from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
@@ -143,18 +142,12 @@ class LocalDevice(Device):
     def bytes_pushed(self) -> int:
         return self._bytes_pushed
 
-    def _submit(
-        self,
-        job_id: str,
-        files: Sequence[tuple[str, bytes]],
-        timeout_s: float,
-        progress: Progress | None,
-    ) -> None:
-        job_dir = self.workdir / JOBS_DIR / job_id
+    def _submit(self, job: Submission) -> None:
+        job_dir = self.workdir / JOBS_DIR / job.job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in files:
+        for name, data in job.files:
             write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
-        self._ensure_session().run(job_id, timeout_s=timeout_s, progress=progress)
+        self._ensure_session().run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
 
     def collect_job(self, job_id: str) -> JobResult | None:
         job_dir = self.workdir / JOBS_DIR / check_relpath(job_id, "job id")

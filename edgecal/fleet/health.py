@@ -67,34 +67,12 @@ def iter_check_boards(
             host.result()
 
 
-def check_boards(
-    boards: Sequence[Board],
-    *,
-    golden: bool = False,
-    accept_new_host_key: bool = False,
-    max_parallel: int = MAX_PARALLEL,
-) -> list[CheckReport]:
-    """:func:`iter_check_boards` as a list (in the order of ``boards``)."""
-    return list(
-        iter_check_boards(
-            boards,
-            golden=golden,
-            accept_new_host_key=accept_new_host_key,
-            max_parallel=max_parallel,
-        )
-    )
-
-
 def healthy_boards(
-    boards: Sequence[Board],
-    *,
-    golden: bool,
-    accept_new_host_key: bool = False,
-    max_parallel: int = MAX_PARALLEL,
+    boards: Sequence[Board], *, golden: bool, accept_new_host_key: bool = False
 ) -> tuple[list[Board], list[CheckReport]]:
     """The boards fit to work on (every check passed; with ``golden`` also the golden check),
     in the given order, and every board's report (the left-out ones say why and the fix)."""
-    reports = check_boards(
-        boards, golden=golden, accept_new_host_key=accept_new_host_key, max_parallel=max_parallel
+    reports = list(
+        iter_check_boards(boards, golden=golden, accept_new_host_key=accept_new_host_key)
     )
     return [b for b, r in zip(boards, reports, strict=True) if r.ok], reports

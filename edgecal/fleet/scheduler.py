@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
 
 from edgecal.device.base import Device
@@ -85,16 +85,7 @@ class BoardAccount:
     lost: str | None = None  # why the board was given up
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "board": self.board,
-            "shards": self.shards,
-            "samples": self.samples,
-            "retried": self.retried,
-            "reassigned": self.reassigned,
-            "collected": self.collected,
-            "seconds": round(self.seconds, 3),
-            "lost": self.lost,
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 class FleetExhausted(CalibrationError):

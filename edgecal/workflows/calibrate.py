@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ def measure(
     ``decode_all``: write every shard into ``shard_dir`` (EQ needs the first samples).
     """
     blobs = calibration_blobs(model)
+    work = capture.Workload.of(model, source.specs, blobs, runtime, threads)
     n = source.n_samples
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
@@ -170,16 +171,7 @@ def measure(
                 raise crash_error(e, model, u.path) from None
 
         def start1(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
-            params = capture.absmax_request(
-                dev,
-                model.param_path,
-                model.bin_path,
-                source.specs,
-                [u.path],
-                blobs,
-                runtime=runtime,
-                threads=threads,
-            )
+            params = capture.absmax_request(dev, work.on(u.path))
             job = run_capture(dev, "absmax", params, u, job_id, tick)
             return capture.parse_absmax(dev, job, blobs)
 
@@ -233,6 +225,7 @@ def measure(
         live = [b for b in blobs if b not in zero]
         if histograms and live:
             ranges = {b: float(absmax[b][0]) for b in live}
+            work2 = replace(work, blobs=live)
 
             def units2() -> Iterator[ShardUnit]:  # a resumed run decodes as it goes
                 for sh in plan:
@@ -240,17 +233,7 @@ def measure(
                         yield ShardUnit("histogram", sh.index, path_of(sh), sh.count)
 
             def start2(dev: Device, u: ShardUnit, job_id: str, tick: Any) -> Any:
-                params = capture.histogram_request(
-                    dev,
-                    model.param_path,
-                    model.bin_path,
-                    source.specs,
-                    [u.path],
-                    live,
-                    ranges,
-                    runtime=runtime,
-                    threads=threads,
-                )
+                params = capture.histogram_request(dev, work2.on(u.path), ranges)
                 job = run_capture(dev, "histogram", params, u, job_id, tick)
                 return capture.parse_histograms(dev, job, live)
 
@@ -424,24 +407,23 @@ def eq_layer(
     bs0 = np.float32(table.records[layer.name][0])
     text, prefix = probe_model(layer, model.weights[layer.name])
     cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
-    common: dict[str, Any] = dict(
-        bottom=layer.bottoms[0],
-        top=layer.tops[0],
-        probe_param=text,
-        probe_prefix=prefix,
-        max_samples=n_eq,
-    )
-    res = capture.eq_search_layer(
-        device,
-        model.param_path,
-        model.bin_path,
-        source.specs,
-        shards,
-        candidates=cands,
-        weight_scales=ws0,
-        bottom_scale=bs0,
-        **common,
-    )
+    work = capture.Workload(model.param_path, model.bin_path, source.specs, shards)
+
+    def search(candidates: np.ndarray, ws: np.ndarray, bs: np.float32) -> capture.EqLayerResult:
+        return capture.eq_search_layer(
+            device,
+            work,
+            layer.bottoms[0],
+            layer.tops[0],
+            text,
+            prefix,
+            candidates,
+            ws,
+            bs,
+            max_samples=n_eq,
+        )
+
+    res = search(cands, ws0, bs0)
     chosen = [*ws0, bs0]
     for j in range(len(chosen)):
         k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
@@ -456,38 +438,20 @@ def eq_layer(
             f"EQ on layer {layer.name}: the agent's choice disagrees with its own similarity sums",
             hint="the agent on the device is out of date; re-run to re-push it",
         )
-    cos_kl = _layer_cosine(device, model, source, shards, layer, ws0, bs0, common)
-    cos_eq = _layer_cosine(
-        device, model, source, shards, layer, want_ws, np.float32(chosen[-1]), common
-    )
+    cos_kl = _layer_cosine(search, ws0, bs0)
+    cos_eq = _layer_cosine(search, want_ws, np.float32(chosen[-1]))
     report = EqLayerReport(layer.name, cos_kl / n_eq, cos_eq / n_eq)
     return want_ws, np.float32(chosen[-1]), report
 
 
 def _layer_cosine(
-    device: Device,
-    model: Model,
-    source: SampleSource,
-    shards: Sequence[Path],
-    layer: Layer,
+    search: Callable[[np.ndarray, np.ndarray, np.float32], capture.EqLayerResult],
     ws: np.ndarray,
     bs: np.float32,
-    common: dict[str, Any],
 ) -> float:
     """Sum over the EQ samples of the single-layer cosine with exactly these scales."""
     only = np.array([[s] for s in [*ws, bs]], dtype=np.float32)
-    res = capture.eq_search_layer(
-        device,
-        model.param_path,
-        model.bin_path,
-        source.specs,
-        shards,
-        candidates=only,
-        weight_scales=ws,
-        bottom_scale=bs,
-        **common,
-    )
-    return float(res.sim[-1][0])
+    return float(search(only, ws, bs).sim[-1][0])
 
 
 def calibrate(

@@ -18,38 +18,29 @@ import numpy as np
 
 from edgecal.calib.table import CalibrationTable
 from edgecal.device import capture
-from edgecal.device.base import Device
 from edgecal.errors import ModelFormatError
-from edgecal.inputs.model import Model
-from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
 from edgecal.quality.metrics import Score, score_outputs
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
+from edgecal.workflows.validate import Reference
 
 #: Samples per run job when scoring.
 SHARD_SIZE = 64
 
 
 class Scorer:
-    """fp32 reference on ``device`` over ``source``; then :meth:`score` per int8 variant."""
+    """``reference``'s fp32 outputs on its device over its samples; then :meth:`score` per int8
+    variant."""
 
     def __init__(
-        self,
-        device: Device,
-        fp32: Model,
-        source: SampleSource,
-        work_dir: Path,
-        *,
-        labels: Sequence[int] | None = None,
-        runtime: str = "deployed",
-        threads: int = 1,
-        progress: ProgressFactory | None = None,
+        self, reference: Reference, work_dir: Path, *, progress: ProgressFactory | None = None
     ) -> None:
-        self.device = device
-        self.fp32 = fp32
+        source, labels = reference.source, reference.labels
+        self.device = reference.device
+        self.fp32 = fp32 = reference.fp32
         self.specs = source.specs
-        self.runtime = runtime
-        self.threads = threads
+        self.runtime = reference.runtime
+        self.threads = reference.threads
         self.work_dir = work_dir
         self.progress = progress or _no_progress
         self.output = fp32.output_blobs[0]
@@ -73,16 +64,10 @@ class Scorer:
         rows: list[np.ndarray] = []
         secs: list[float] = []
         for shard in self.shards:
-            outs, lat = capture.run_shard_timed(
-                self.device,
-                param,
-                bin,
-                self.specs,
-                shard,
-                [self.output],
-                runtime=self.runtime,
-                threads=self.threads,
+            work = capture.Workload(
+                param, bin, self.specs, [shard], [self.output], self.runtime, self.threads
             )
+            outs, lat = capture.run_shard_timed(self.device, work)
             rows.extend(o[self.output].ravel() for o in outs)
             secs.extend(lat)
             tick(len(rows), self.n_samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,26 @@ from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 SHARD_SIZE = 32
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The fp32 side of a comparison with int8: ``fp32`` run on ``device`` over ``source``
+    (``labels``: its classes, for accuracy) with the runtime and its threads."""
+
+    device: Device
+    fp32: Model
+    source: SampleSource
+    labels: Sequence[int] | None = None
+    runtime: str = "deployed"
+    threads: int = 1
+
+
 def validate(
-    device: Device,
-    fp32: Model,
-    int8: Model,
-    source: SampleSource,
-    *,
-    labels: Sequence[int] | None = None,
-    runtime: str = "deployed",
-    threads: int = 1,
-    progress: ProgressFactory | None = None,
+    reference: Reference, int8: Model, *, progress: ProgressFactory | None = None
 ) -> ValidationResult:
-    """Run both models on ``device`` over ``source``; see the module doc."""
+    """Run ``reference``'s fp32 model and ``int8`` on its device over its samples; see the
+    module doc."""
+    device, fp32, source = reference.device, reference.fp32, reference.source
+    labels, runtime, threads = reference.labels, reference.runtime, reference.threads
     progress = progress or _no_progress
     check_same_network(fp32.param, int8.param, str(fp32.param_path), str(int8.param_path))
     output = fp32.output_blobs[0]
@@ -60,19 +69,13 @@ def validate(
     done = 0
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
         shards = capture.write_shards(iter(source), source.specs, Path(tmp), SHARD_SIZE)
+        works = [
+            capture.Workload.of(m, source.specs, blobs, runtime, threads) for m in (fp32, int8)
+        ]
         for shard in shards:
             runs = []
-            for k, m in enumerate((fp32, int8)):
-                outs, secs = capture.run_shard_timed(
-                    device,
-                    m.param_path,
-                    m.bin_path,
-                    source.specs,
-                    shard,
-                    blobs,
-                    runtime=runtime,
-                    threads=threads,
-                )
+            for k, work in enumerate(works):
+                outs, secs = capture.run_shard_timed(device, work.on(shard))
                 runs.append(outs)
                 lat[k].extend(secs)
             for a, b in zip(runs[0], runs[1], strict=True):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from edgecal.device.base import Device, Progress
 from edgecal.device.capture import (
+    Workload,
     absmax_request,
     histogram_request,
     parse_absmax,
@@ -89,7 +90,7 @@ def capture_absmax(
     progress: Progress | None = None,
 ) -> dict[str, tuple[np.float32, int]]:
     """Pass 1: per blob ``(absmax, elements_per_sample)`` over every sample of the shards."""
-    params = absmax_request(device, param, bin, specs, shards, blobs)
+    params = absmax_request(device, Workload(param, bin, specs, shards, blobs))
     return parse_absmax(device, device.run_job("absmax", params, progress=progress), blobs)
 
 
@@ -103,5 +104,5 @@ def capture_histograms(
     absmax: Mapping[str, float],
 ) -> dict[str, np.ndarray]:
     """Pass 2: per blob the uint64 ``[2048]`` histogram of ``|x|`` over ``[0, absmax]``."""
-    params = histogram_request(device, param, bin, specs, shards, blobs, absmax)
+    params = histogram_request(device, Workload(param, bin, specs, shards, blobs), absmax)
     return parse_histograms(device, device.run_job("histogram", params), blobs)

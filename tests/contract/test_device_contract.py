@@ -24,6 +24,7 @@ from refcases import (
 
 from edgecal.device.base import Device
 from edgecal.device.capture import (
+    Workload,
     absmax_request,
     eq_search_layer,
     run_outputs,
@@ -106,7 +107,7 @@ def test_a_damaged_input_is_refused_removed_and_pushed_again(
     removed; the next push uploads it again."""
     case = cases["digits"]
     shard = write_shards(case.samples[:3], case.specs, tmp_path)[0]
-    params = absmax_request(device, case.param, case.bin, case.specs, [shard], case.blobs)
+    params = absmax_request(device, Workload(case.param, case.bin, case.specs, [shard], case.blobs))
     rel = params["shards"][0]
     stored = Path(str(device.workdir)) / rel  # type: ignore[attr-defined]
     if not stored.exists():
@@ -216,7 +217,9 @@ def test_run_outputs_match_direct_ncnn(
 ) -> None:
     case = cases["digits"]
     outs = list(
-        run_outputs(device, case.param, case.bin, case.specs, case_shards["digits"], ["out0", "3"])
+        run_outputs(
+            device, Workload(case.param, case.bin, case.specs, case_shards["digits"], ["out0", "3"])
+        )
     )
     assert len(outs) == 40
     net = ncnn.Net()
@@ -292,10 +295,7 @@ def test_eq_layer_search(
     candidates = np.vstack([np.append(ws, bottom)[:, None] * factors[None, :]]).astype(np.float32)
     result = eq_search_layer(
         device,
-        case.param,
-        case.bin,
-        case.specs,
-        case_shards["npy"],
+        Workload(case.param, case.bin, case.specs, case_shards["npy"]),
         "in0",
         "1",
         param,

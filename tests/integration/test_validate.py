@@ -130,10 +130,11 @@ def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyP
         ]
 
     with LocalDevice() as device:
-        good = validate_mod.validate(device, fp32, int8, source, threads=1).to_dict()
+        ref = validate_mod.Reference(device, fp32, source, threads=1)
+        good = validate_mod.validate(ref, int8).to_dict()
         _sane(good)
         monkeypatch.setattr(validate_mod, "quantized_layers", wrong)
-        bad = validate_mod.validate(device, fp32, int8, source, threads=1).to_dict()
+        bad = validate_mod.validate(ref, int8).to_dict()
     with pytest.raises(AssertionError):
         _sane(bad)
     by_name = {x["name"]: x for x in bad["layers"]}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from edgecal.cli.interrupt import Terminated, sigterm_raises
-from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress
+from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progress, Submission
 from edgecal.device.jobs import raise_for_error
 from edgecal.errors import (
     AgentCrash,
@@ -134,13 +134,7 @@ class FakeBoard(Device):
             )
         return result
 
-    def _submit(
-        self,
-        job_id: str,
-        files: Sequence[tuple[str, bytes]],
-        timeout_s: float,
-        progress: Progress | None,
-    ) -> None:
+    def _submit(self, job: Submission) -> None:
         raise AssertionError("not used: run_job above is the fake")
 
     def collect_job(self, job_id: str) -> JobResult | None:

@@ -37,7 +37,7 @@ from typing import Any
 
 import paramiko
 
-from edgecal.device.base import Device, JobResult, Progress
+from edgecal.device.base import Device, JobResult, Submission
 from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
 from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
@@ -574,26 +574,20 @@ class SshDevice(Device):
         ):
             rmtree(self.remote(job_rel), sftp)
 
-    def _submit(
-        self,
-        job_id: str,
-        files: Sequence[tuple[str, bytes]],
-        timeout_s: float,
-        progress: Progress | None,
-    ) -> None:
+    def _submit(self, job: Submission) -> None:
         session = self._ensure_session()
-        job_rel = f"{JOBS_DIR}/{job_id}"
+        job_rel = f"{JOBS_DIR}/{job.job_id}"
         self._ensure_dir(job_rel)
-        for name, data in files:
+        for name, data in job.files:
             rel = f"{job_rel}/{check_relpath(name, 'job file')}"
             if "/" in name:
                 self._ensure_dir(rel.rpartition("/")[0])
             self._write(rel, data)
         try:
-            session.run(job_id, timeout_s=timeout_s, progress=progress)
+            session.run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
         except DeviceError as e:
             if not self.link.is_active():
-                self._lost(e, f"job {job_id}")
+                self._lost(e, f"job {job.job_id}")
             raise
 
     def _no_response_hint(self) -> str:
