@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgecal.quality.consistency import row_cosines
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Obj, read_fields
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,15 +128,7 @@ class Score:
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> Score:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        o = Obj.of(doc, where)
-        return cls(
-            agreement=o.num("agreement"),
-            accuracy=o.opt_num("accuracy"),
-            cosine_mean=o.num("cosine_mean"),
-            cosine_min=o.num("cosine_min"),
-            drop_points=o.num("drop_points"),
-            latency_ms=o.num("latency_ms"),
-        )
+        return read_fields(cls, Obj.of(doc, where))
 
     def better_than(self, other: Score) -> bool:
         """Fewer points lost; on a tie, the closer output (higher mean cosine)."""

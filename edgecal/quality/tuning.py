@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Obj, read_fields
 from edgecal.quality.metrics import Score
 from edgecal.quality.rundoc import RESULT_SCHEMA, result_doc
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
@@ -60,25 +60,12 @@ class TuneStep:
     kept: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "layer": self.layer,
-            "method": self.method,
-            "score": self.score.to_dict(),
-            "kept": self.kept,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> TuneStep:
         """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        o = Obj.of(doc, where)
-        return cls(
-            action=o.text("action"),
-            layer=o.text("layer"),
-            method=o.opt_text("method"),
-            score=Score.from_dict(o.raw("score"), o.at("score")),
-            kept=o.flag("kept"),
-        )
+        return read_fields(cls, Obj.of(doc, where))
 
 
 @dataclass
