@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, TypeVar, cast, get_type_hints
 
 
 class Malformed(Exception):
@@ -130,7 +130,7 @@ def _record(kind: Any) -> Callable[[Obj, str], Any] | None:
     """How to read a record with a ``from_dict``, or a list or tuple of them."""
     if hasattr(kind, "from_dict"):
         return lambda o, key: kind.from_dict(o.raw(key), o.at(key))
-    item = getattr(kind, "__args__", (None,))[0]
+    item: Any = getattr(kind, "__args__", (None,))[0]
     if getattr(kind, "__origin__", None) in (list, tuple) and hasattr(item, "from_dict"):
         seq = kind.__origin__
         return lambda o, key: seq(item.from_dict(x.d, x.where) for x in o.objs(key))
@@ -172,7 +172,24 @@ def read_fields(cls: type[R], o: Obj, **given: Any) -> R:
     the fields ``given`` as they are.  A field with a default that the document lacks keeps its
     default."""
     values = dict(given)
-    for name, (read, has_default) in _field_readers(cls).items():
+    for name, (read, has_default) in _field_readers(cast(type, cls)).items():
         if name not in given and not (has_default and name not in o.d):
             values[name] = read(o, name)
     return cls(**values)
+
+
+_Rec = TypeVar("_Rec", bound="Record")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A base of the records whose JSON form is their fields, as they are: :meth:`to_dict` and
+    :meth:`from_dict` (by :func:`read_fields`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_Rec], doc: Any, where: str = "") -> _Rec:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        return read_fields(cls, Obj.of(doc, where))

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
-from edgecal.quality.jsondoc import Obj, read_fields
+from edgecal.quality.jsondoc import Record
 from edgecal.quality.metrics import Score
 from edgecal.quality.rundoc import RESULT_SCHEMA, result_doc
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
@@ -52,20 +52,12 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class TuneStep:
+class TuneStep(Record):
     action: str  # "method" | "fp32"
     layer: str
     method: str | None
     score: Score
     kept: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> TuneStep:
-        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        return read_fields(cls, Obj.of(doc, where))
 
 
 @dataclass
