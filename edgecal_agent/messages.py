@@ -279,11 +279,15 @@ class SleepParams:
 
 @dataclass(frozen=True)
 class _OnShards:
-    """The start of the parameters of an op that runs the model over sample shards."""
+    """The start of the parameters of an op that runs the model over sample shards.
+    :meth:`to_dict`: the fields in their order, as they are but these three."""
 
     model: ModelFiles
     inputs: tuple[InputDesc, ...]
     shards: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, **self._shards_dict()}
 
     def _shards_dict(self) -> dict[str, Any]:
         return {
@@ -373,17 +377,6 @@ class EqLayerParams(_OnShards):
     probe_prefix: str = "probe_prefix.bin"
     candidates: str = "candidates.npz"
     max_samples: int = EQ_MAX_SAMPLES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self._shards_dict(),
-            "bottom": self.bottom,
-            "top": self.top,
-            "probe_param": self.probe_param,
-            "probe_prefix": self.probe_prefix,
-            "candidates": self.candidates,
-            "max_samples": self.max_samples,
-        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "params") -> EqLayerParams:
