@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from edgecal_agent import PROTOCOL_VERSION
 
@@ -205,27 +205,34 @@ class InputDesc:
         )
 
 
+_T = TypeVar("_T", bound="_Texts")
+
+
 @dataclass(frozen=True)
-class _Fields:
-    """A message part whose JSON form is its fields, as they are."""
+class _Texts:
+    """A message part whose JSON form is its fields, as they are: strings, each one a relative
+    path (:func:`check_relpath`) unless :meth:`_check` says otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def from_dict(cls: type[_T], d: Mapping[str, Any], where: str) -> _T:
+        return cls(
+            **{f.name: cls._check(f.name, _req(d, f.name, str, where), where) for f in fields(cls)}
+        )
+
+    @classmethod
+    def _check(cls, name: str, value: str, where: str) -> str:
+        return check_relpath(value, f"{where}.{name}")
+
 
 @dataclass(frozen=True)
-class ModelFiles(_Fields):
+class ModelFiles(_Texts):
     """Workdir-relative paths of the ``.param`` and ``.bin`` files."""
 
     param: str
     bin: str
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "model") -> ModelFiles:
-        return cls(
-            param=check_relpath(_req(d, "param", str, where), f"{where}.param"),
-            bin=check_relpath(_req(d, "bin", str, where), f"{where}.bin"),
-        )
 
 
 def _runtime(d: Mapping[str, Any], where: str) -> str:
@@ -271,7 +278,41 @@ class SleepParams:
 
 
 @dataclass(frozen=True)
-class CaptureParams:
+class _OnShards:
+    """The start of the parameters of an op that runs the model over sample shards.
+    :meth:`to_dict`: the fields in their order, as they are but these three."""
+
+    model: ModelFiles
+    inputs: tuple[InputDesc, ...]
+    shards: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, **self._shards_dict()}
+
+    def _shards_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "inputs": [i.to_dict() for i in self.inputs],
+            "shards": list(self.shards),
+        }
+
+    @staticmethod
+    def _read_shards(d: Mapping[str, Any], where: str, inputs: list[Any]) -> dict[str, Any]:
+        """``model``, ``inputs`` (their list already read) and ``shards`` of ``d``."""
+        return {
+            "model": ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
+            "inputs": tuple(
+                InputDesc.from_dict(x, f"{where}.inputs[{i}]") for i, x in enumerate(inputs)
+            ),
+            "shards": tuple(
+                check_relpath(s, f"{where}.shards")
+                for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class CaptureParams(_OnShards):
     """``absmax`` / ``histogram`` / ``run``: run the model over the shards, capture ``blobs``.
 
     ``absmax`` (histogram only) gives the fixed range of every blob, from the absmax pass.
@@ -280,9 +321,6 @@ class CaptureParams:
     ``latency_s``, which the host reports.
     """
 
-    model: ModelFiles
-    inputs: tuple[InputDesc, ...]
-    shards: tuple[str, ...]
     blobs: tuple[str, ...]
     runtime: str = "calibration"
     threads: int = 1
@@ -291,9 +329,7 @@ class CaptureParams:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "model": self.model.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "shards": list(self.shards),
+            **self._shards_dict(),
             "blobs": list(self.blobs),
             "runtime": self.runtime,
             "threads": self.threads,
@@ -316,14 +352,7 @@ class CaptureParams:
                 for k, v in absmax.items()
             }
         return cls(
-            model=ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
-            inputs=tuple(
-                InputDesc.from_dict(x, f"{where}.inputs[{i}]") for i, x in enumerate(inputs)
-            ),
-            shards=tuple(
-                check_relpath(s, f"{where}.shards")
-                for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")
-            ),
+            **cls._read_shards(d, where, inputs),
             blobs=_str_list(_req(d, "blobs", list, where), f"{where}.blobs"),
             runtime=_runtime(d, where),
             threads=_threads(d, where),
@@ -333,7 +362,7 @@ class CaptureParams:
 
 
 @dataclass(frozen=True)
-class EqLayerParams:
+class EqLayerParams(_OnShards):
     """``eq_layer``: the EQ scale search of one layer (spec 2.9, intended algorithm).
 
     ``probe_param``, ``probe_prefix`` and ``candidates`` name files inside the job directory:
@@ -342,28 +371,12 @@ class EqLayerParams:
     float32 ``(n_weight_scales,)`` and ``bottom_scale`` float32 ``(1,)``.
     """
 
-    model: ModelFiles
-    inputs: tuple[InputDesc, ...]
-    shards: tuple[str, ...]
     bottom: str
     top: str
     probe_param: str = "probe.param"
     probe_prefix: str = "probe_prefix.bin"
     candidates: str = "candidates.npz"
     max_samples: int = EQ_MAX_SAMPLES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "shards": list(self.shards),
-            "bottom": self.bottom,
-            "top": self.top,
-            "probe_param": self.probe_param,
-            "probe_prefix": self.probe_prefix,
-            "candidates": self.candidates,
-            "max_samples": self.max_samples,
-        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "params") -> EqLayerParams:
@@ -373,7 +386,7 @@ class EqLayerParams:
             raise ProtocolViolation(
                 f"{where}.max_samples: must be in [1, {EQ_MAX_SAMPLES}], got {max_samples}"
             )
-        files = {
+        files: dict[str, Any] = {
             k: check_relpath(_opt(d, k, str, where, default), f"{where}.{k}")
             for k, default in (
                 ("probe_param", "probe.param"),
@@ -382,14 +395,7 @@ class EqLayerParams:
             )
         }
         return cls(
-            model=ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"),
-            inputs=tuple(
-                InputDesc.from_dict(x, f"{where}.inputs[{i}]") for i, x in enumerate(inputs)
-            ),
-            shards=tuple(
-                check_relpath(s, f"{where}.shards")
-                for s in _str_list(_req(d, "shards", list, where), f"{where}.shards")
-            ),
+            **cls._read_shards(d, where, inputs),
             bottom=_req(d, "bottom", str, where),
             top=_req(d, "top", str, where),
             max_samples=max_samples,
@@ -476,18 +482,19 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True)
-class Artifact(_Fields):
+class Artifact(_Texts):
     """A job-relative file the agent wrote, with its sha256 (hex)."""
 
     file: str
     sha256: str
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "artifact") -> Artifact:
-        sha = _req(d, "sha256", str, where)
-        if not re.fullmatch(r"[0-9a-f]{64}", sha):
-            raise ProtocolViolation(f"{where}.sha256: not a sha256 hex digest: {sha!r}")
-        return cls(file=check_relpath(_req(d, "file", str, where), f"{where}.file"), sha256=sha)
+    def _check(cls, name: str, value: str, where: str) -> str:
+        if name == "file":
+            return super()._check(name, value, where)
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ProtocolViolation(f"{where}.sha256: not a sha256 hex digest: {value!r}")
+        return value
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import IO, Any
 
 import edgecal_agent
@@ -136,14 +137,9 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
             ),
         )
     timing["total"] = time.perf_counter() - t_start
-    response = Response(
-        op=response.op,
-        job_id=job_id,
-        ok=response.ok,
+    response = replace(
+        response,
         agent_version=edgecal_agent.__version__,
-        result=response.result,
-        artifacts=response.artifacts,
-        error=response.error,
         timing_s=timing,
         ru_maxrss_kb=peak_rss_kb(),
     )

@@ -14,7 +14,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -348,21 +348,12 @@ def _run(
         else:
             kept = str(run.run.path)
     return Calibration(
-        table=result.table,
-        method=result.method,
-        n_samples=result.n_samples,
+        **{f.name: getattr(result, f.name) for f in fields(result)},
         runtime=runtime,
-        build=result.build,
-        eq=result.eq,
-        warnings=result.warnings,
-        timings_s=result.timings_s,
-        device=result.device,
-        fleet=result.fleet,
         transfer=transfer,
         table_path=out,
         histograms_path=histograms_out,
         run_dir=kept,
-        histograms=result.histograms,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,7 @@ class Quantized:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "param": self.param,
-            "bin": self.bin,
-            "quantized": self.quantized,
-            "kept_float": self.kept_float,
-            "fused": self.fused,
-            "warnings": self.warnings,
-        }
+        return asdict(self)
 
 
 def read_table(path: str | os.PathLike[str]) -> CalibrationTable:

@@ -10,7 +10,7 @@ from edgecal.boards.config import Board, Profile
 from edgecal.boards.golden import GoldenResult, golden_check
 from edgecal.device.probe import BoardFacts, Problem, problems
 from edgecal.device.ssh.device import SshDevice
-from edgecal.errors import BoardSetupError, ConfigError, DeviceError
+from edgecal.errors import BoardSetupError, ConfigError, DeviceError, EdgecalError
 
 INTERESTING_FEATURES = ("asimd", "asimdhp", "asimddp", "i8mm", "sve", "avx2", "avx512f")
 
@@ -139,26 +139,29 @@ def check_device(
     try:
         agent = report.agent = dev.hello()
     except DeviceError as e:
-        report.problems.append(
-            Problem(
-                f"the agent does not run: {e.message}",
-                e.hint or f"run `edgecal board check {board.name}`",
-            )
-        )
+        fix = f"run `edgecal board check {board.name}`"
+        report.problems.append(_problem(e, fix, f"the agent does not run: {e.message}"))
         return
     if golden and agent.get("ncnn_ok"):
         try:
             report.golden = golden_check(dev)
         except DeviceError as e:
-            report.problems.append(
-                Problem(
-                    f"the golden model does not run: {e.message.removeprefix(f'{board.name}: ')}",
-                    e.hint or f"reinstall ncnn (`edgecal board provision {board.name} --force`)",
-                )
-            )
+            fix = f"reinstall ncnn (`edgecal board provision {board.name} --force`)"
+            what = f"the golden model does not run: {_without_board(e, board)}"
+            report.problems.append(_problem(e, fix, what))
             return
         if not report.golden.ok:
             report.problems.append(Problem(report.golden.what, report.golden.fix))
+
+
+def _problem(e: EdgecalError, fix: str, what: str | None = None) -> Problem:
+    """``e`` as a problem: ``what`` (by default its message), its hint or else ``fix``."""
+    return Problem(e.message if what is None else what, e.hint or fix)
+
+
+def _without_board(e: EdgecalError, board: Board) -> str:
+    """``e``'s message without the board's name in front."""
+    return e.message.removeprefix(f"{board.name}: ")
 
 
 def check_board(
@@ -174,19 +177,15 @@ def check_board(
     try:
         report.profile = board.load_profile()
     except ConfigError as e:
-        report.problems.append(Problem(e.message, e.hint or "fix the boards file"))
+        report.problems.append(_problem(e, "fix the boards file"))
     try:
         with open_board(board, accept_new_host_key=accept_new_host_key) as dev:
             check_device(dev, board, report, golden=golden)
     except BoardSetupError as e:
-        report.problems.append(Problem(e.message.removeprefix(f"{board.name}: "), e.hint or ""))
+        report.problems.append(_problem(e, "", _without_board(e, board)))
     except DeviceError as e:
-        report.problems.append(
-            Problem(
-                e.message.removeprefix(f"{board.name}: "),
-                e.hint or f"check the board and the boards file ({board.source})",
-            )
-        )
+        fix = f"check the board and the boards file ({board.source})"
+        report.problems.append(_problem(e, fix, _without_board(e, board)))
     report.seconds = time.perf_counter() - t0
     report.finished = time.time()
     return report

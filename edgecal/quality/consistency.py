@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecal.quality.jsondoc import Malformed, Obj, number
+from edgecal.quality.jsondoc import Malformed, Obj, number, read_fields
 
 #: Defaults: the least per-image output cosine between two boards, and the largest fraction of
 #: images whose top-1 class may differ, before a pair counts as diverging.
@@ -78,25 +78,8 @@ class Consistency:
         return cls(
             tolerance_cosine=o.num("tolerance_cosine"),
             tolerance_disagree=o.num("tolerance_disagree"),
-            pairs=[
-                PairFigures(
-                    a=p.text("a"),
-                    b=p.text("b"),
-                    cosine_mean=p.num("cosine_mean"),
-                    cosine_min=p.num("cosine_min"),
-                    top1_disagree=p.num("top1_disagree"),
-                )
-                for p in o.objs("pairs")
-            ],
-            boards=[
-                BoardVerdict(
-                    board=b.text("board"),
-                    cosine_to_others_min=b.num("cosine_to_others_min"),
-                    diverges=b.flag("diverges"),
-                    why=b.opt_text("why"),
-                )
-                for b in o.objs("boards")
-            ],
+            pairs=[read_fields(PairFigures, p) for p in o.objs("pairs")],
+            boards=[read_fields(BoardVerdict, b) for b in o.objs("boards")],
         )
 
     @classmethod

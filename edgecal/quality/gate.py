@@ -232,27 +232,36 @@ def _at_least(
     board: str,
     check: str,
     value: float | None,
-    *,
-    unit: str,
-    floor: float | None,
-    floor_opt: str,
     base: float | None,
-    tol: float,
-    tol_text: str,
+    th: Thresholds,
+    what: str,
     missing: str,
-) -> GateRow:
-    """value >= max(floor, base - tol); ``missing`` says why a value may be absent."""
+) -> list[GateRow]:
+    """The row of ``check``: ``value >= max(floor, base - tol)``, the floor ``th.min_<what>``
+    (``--min-<what>``), ``base`` the baseline's figure, ``tol`` ``th.tol_<what>`` (or
+    ``th.tol_<what>_points``: percentage points of a fraction); no row when there is neither
+    floor nor baseline.  ``missing`` says why a value may be absent."""
+    floor: float | None = getattr(th, f"min_{what}", None)
+    points: float | None = getattr(th, f"tol_{what}_points", None)
+    if points is not None:
+        tol, tol_text = points / 100.0, f"{points:g} pts"
+    else:
+        tol = getattr(th, f"tol_{what}")
+        tol_text = f"{tol:g}"
+    unit = "cos" if what.endswith("cosine") else "frac"
     limits: list[tuple[float, str]] = []
     if floor is not None:
-        limits.append((floor, f"{floor_opt} {fmt(floor, unit)}"))
+        limits.append((floor, f"--min-{what} {fmt(floor, unit)}"))
     if base is not None:
         limits.append((base - tol, f"baseline {fmt(base, unit)} - {tol_text}"))
+    if not limits:
+        return []
     limit, why = max(limits, key=lambda t: t[0])
     if value is None:
-        return GateRow(board, check, None, limit, False, missing, unit=unit, baseline=base)
+        return [GateRow(board, check, None, limit, False, missing, unit=unit, baseline=base)]
     passed = _ok(value, ">=", limit)
     msg = why if passed else f"{fmt(value, unit)} < {fmt(limit, unit)} ({why})"
-    return GateRow(board, check, value, limit, passed, msg, unit=unit, baseline=base)
+    return [GateRow(board, check, value, limit, passed, msg, unit=unit, baseline=base)]
 
 
 def _same_model(cur: ValidationResult, base: ValidationResult) -> tuple[bool | None, str]:
@@ -287,22 +296,10 @@ def _board_rows(
     acc_fp32 = cur.figure("top1_fp32")
     no_acc = "no int8 accuracy in the results (fix: validate with --labels)"
 
-    base_acc = base.figure("top1_int8") if base is not None else None
-    if th.min_accuracy is not None or base_acc is not None:
-        rows.append(
-            _at_least(
-                board,
-                "accuracy_int8",
-                acc,
-                unit="frac",
-                floor=th.min_accuracy,
-                floor_opt="--min-accuracy",
-                base=base_acc,
-                tol=th.tol_accuracy_points / 100.0,
-                tol_text=f"{th.tol_accuracy_points:g} pts",
-                missing=no_acc,
-            )
-        )
+    def figure(name: str) -> float | None:
+        return base.figure(name) if base is not None else None
+
+    rows += _at_least(board, "accuracy_int8", acc, figure("top1_int8"), th, "accuracy", no_acc)
     if th.max_accuracy_drop_points is not None:
         limit = th.max_accuracy_drop_points
         if acc is None or acc_fp32 is None:
@@ -331,39 +328,11 @@ def _board_rows(
                 GateRow(board, "accuracy_drop", drop, limit, passed, msg, op="<=", unit="pts")
             )
 
-    base_agree = base.figure("agreement") if base is not None else None
-    if th.min_agreement is not None or base_agree is not None:
-        rows.append(
-            _at_least(
-                board,
-                "agreement",
-                cur.figure("agreement"),
-                unit="frac",
-                floor=th.min_agreement,
-                floor_opt="--min-agreement",
-                base=base_agree,
-                tol=th.tol_agreement_points / 100.0,
-                tol_text=f"{th.tol_agreement_points:g} pts",
-                missing="no agreement in the results",
-            )
-        )
-
-    base_cos = base.figure("cosine_mean") if base is not None else None
-    if th.min_cosine is not None or base_cos is not None:
-        rows.append(
-            _at_least(
-                board,
-                "cosine_mean",
-                cur.figure("cosine_mean"),
-                unit="cos",
-                floor=th.min_cosine,
-                floor_opt="--min-cosine",
-                base=base_cos,
-                tol=th.tol_cosine,
-                tol_text=f"{th.tol_cosine:g}",
-                missing="no output cosine in the results",
-            )
-        )
+    for check, what, missing in (
+        ("agreement", "agreement", "no agreement in the results"),
+        ("cosine_mean", "cosine", "no output cosine in the results"),
+    ):
+        rows += _at_least(board, check, cur.figure(check), figure(check), th, what, missing)
 
     if th.require_speedup:
         rows.append(_speedup_row(board, cur, th))
@@ -377,19 +346,14 @@ def _board_rows(
             b = base_layers[name].figure("cosine_mean")
             if b is None:
                 continue
-            rows.append(
-                _at_least(
-                    board,
-                    f"layer {name} cosine",
-                    layer.figure("cosine_mean"),
-                    unit="cos",
-                    floor=None,
-                    floor_opt="",
-                    base=b,
-                    tol=th.tol_layer_cosine,
-                    tol_text=f"{th.tol_layer_cosine:g}",
-                    missing=f"no cosine for layer {name}",
-                )
+            rows += _at_least(
+                board,
+                f"layer {name} cosine",
+                layer.figure("cosine_mean"),
+                b,
+                th,
+                "layer_cosine",
+                f"no cosine for layer {name}",
             )
     return rows
 

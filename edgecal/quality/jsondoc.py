@@ -3,8 +3,11 @@ of a missing key or a value of the wrong type (the records' ``from_dict`` use th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import functools
+import types
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, TypeVar, cast, get_type_hints
 
 
 class Malformed(Exception):
@@ -117,3 +120,76 @@ class Obj:
                 raise Malformed(f"{self.at(key)}[{i}] should be a string, got {kind_of(v)}")
             out.append(v)
         return tuple(out)
+
+
+def _opt(read: Callable[[Obj, str], Any]) -> Callable[[Obj, str], Any]:
+    return lambda o, key: None if o.d.get(key) is None else read(o, key)
+
+
+def _record(kind: Any) -> Callable[[Obj, str], Any] | None:
+    """How to read a record with a ``from_dict``, or a list or tuple of them."""
+    if hasattr(kind, "from_dict"):
+        return lambda o, key: kind.from_dict(o.raw(key), o.at(key))
+    item: Any = getattr(kind, "__args__", (None,))[0]
+    if getattr(kind, "__origin__", None) in (list, tuple) and hasattr(item, "from_dict"):
+        seq = kind.__origin__
+        return lambda o, key: seq(item.from_dict(x.d, x.where) for x in o.objs(key))
+    return None
+
+
+_READERS: dict[Any, Callable[[Obj, str], Any]] = {
+    float: Obj.num,
+    int: Obj.integer,
+    str: Obj.text,
+    bool: Obj.flag,
+}
+
+
+@functools.cache
+def _field_readers(cls: type) -> dict[str, tuple[Callable[[Obj, str], Any], bool]]:
+    """``cls``'s fields -> how each is read and whether it has a default."""
+    hints = get_type_hints(cls)
+    out: dict[str, tuple[Callable[[Obj, str], Any], bool]] = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        args = hint.__args__ if isinstance(hint, types.UnionType) else ()
+        kind = next((a for a in args if a is not type(None)), hint)
+        read = _READERS.get(kind) or _record(kind)
+        if read is not None and type(None) in args:
+            read = _opt(read)
+        if read is not None:
+            out[f.name] = (read, f.default is not MISSING or f.default_factory is not MISSING)
+    return out
+
+
+R = TypeVar("R")
+
+
+def read_fields(cls: type[R], o: Obj, **given: Any) -> R:
+    """The record ``cls`` (a dataclass whose JSON form is its fields) read from ``o``, field by
+    field in their order: a number, whole number, string, flag, record with a ``from_dict`` or
+    list or tuple of records (each or null where the field's type says ``| None``) by its type;
+    the fields ``given`` as they are.  A field with a default that the document lacks keeps its
+    default."""
+    values = dict(given)
+    for name, (read, has_default) in _field_readers(cast(type, cls)).items():
+        if name not in given and not (has_default and name not in o.d):
+            values[name] = read(o, name)
+    return cls(**values)
+
+
+_Rec = TypeVar("_Rec", bound="Record")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A base of the records whose JSON form is their fields, as they are: :meth:`to_dict` and
+    :meth:`from_dict` (by :func:`read_fields`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_Rec], doc: Any, where: str = "") -> _Rec:
+        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
+        return read_fields(cls, Obj.of(doc, where))

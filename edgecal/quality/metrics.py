@@ -5,14 +5,14 @@ against fp32."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgecal.quality.consistency import row_cosines
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Record
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,6 +72,17 @@ def accuracy(pred: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarra
     return agreement(pred, labels)
 
 
+class _Summary:
+    """A read-only attribute: ``reduce`` of a list of figures, NaN when the list is empty."""
+
+    def __init__(self, values: str, reduce: Callable[[list[float]], Any]) -> None:
+        self.values, self.reduce = values, reduce
+
+    def __get__(self, obj: object, owner: type | None = None) -> float:
+        values = getattr(obj, self.values)
+        return float(self.reduce(values)) if values else math.nan
+
+
 @dataclass
 class PairStats:
     """Cosine and SQNR of ``test`` vs ``ref`` over images: per-image cosines and SQNRs, and
@@ -89,30 +100,19 @@ class PairStats:
         self.cosines.append(cosine(ref, test))
         self.sqnrs.append(sqnr_from_energies(s, n))
 
-    @property
-    def cosine_mean(self) -> float:
-        return float(np.mean(self.cosines)) if self.cosines else math.nan
-
-    @property
-    def cosine_min(self) -> float:
-        return float(np.min(self.cosines)) if self.cosines else math.nan
+    cosine_mean = _Summary("cosines", np.mean)
+    cosine_min = _Summary("cosines", np.min)
+    sqnr_mean_db = _Summary("sqnrs", np.mean)
+    sqnr_min_db = _Summary("sqnrs", np.min)
 
     @property
     def sqnr_db(self) -> float:
         """SQNR of the summed energies over all images."""
         return sqnr_from_energies(self.signal, self.noise)
 
-    @property
-    def sqnr_mean_db(self) -> float:
-        return float(np.mean(self.sqnrs)) if self.sqnrs else math.nan
-
-    @property
-    def sqnr_min_db(self) -> float:
-        return float(np.min(self.sqnrs)) if self.sqnrs else math.nan
-
 
 @dataclass(frozen=True)
-class Score:
+class Score(Record):
     """One int8 variant against fp32 on the scoring images."""
 
     agreement: float
@@ -121,22 +121,6 @@ class Score:
     cosine_min: float
     drop_points: float
     latency_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> Score:
-        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        o = Obj.of(doc, where)
-        return cls(
-            agreement=o.num("agreement"),
-            accuracy=o.opt_num("accuracy"),
-            cosine_mean=o.num("cosine_mean"),
-            cosine_min=o.num("cosine_min"),
-            drop_points=o.num("drop_points"),
-            latency_ms=o.num("latency_ms"),
-        )
 
     def better_than(self, other: Score) -> bool:
         """Fewer points lost; on a tie, the closer output (higher mean cosine)."""

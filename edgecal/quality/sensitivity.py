@@ -10,13 +10,13 @@ return to float wins back the most points, then the most output cosine.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from edgecal.calib.table import CalibrationTable
 from edgecal.int8.convert import quantize_model
 from edgecal.ncnnfmt.param import ParamFile
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Obj, read_fields
 from edgecal.quality.metrics import Score
 
 
@@ -55,14 +55,7 @@ class LayerSensitivity:
         """``(rank, layer)`` of what :meth:`to_dict` wrote; :class:`Malformed` names the JSON
         path of a bad value."""
         o = Obj.of(doc, where)
-        return o.integer("rank"), cls(
-            layer=o.text("layer"),
-            type=o.text("type"),
-            keep_fp32=Score.from_dict(o.raw("keep_fp32"), o.at("keep_fp32")),
-            only_int8=Score.from_dict(o.raw("only_int8"), o.at("only_int8")),
-            gain_points=o.num("gain_points"),
-            harm_cosine=o.num("harm_cosine"),
-        )
+        return o.integer("rank"), read_fields(cls, o)
 
 
 @dataclass(frozen=True)
@@ -74,13 +67,7 @@ class Sensitivity:
     layers: list[LayerSensitivity]  # ranked, most harmful first
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "board": self.board,
-            "metric": self.metric,
-            "n_samples": self.n_samples,
-            "all_int8": self.all_int8.to_dict(),
-            "layers": [x.to_dict(i + 1) for i, x in enumerate(self.layers)],
-        }
+        return {**asdict(self), "layers": [x.to_dict(i + 1) for i, x in enumerate(self.layers)]}
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "") -> Sensitivity:
@@ -88,13 +75,7 @@ class Sensitivity:
         :class:`Malformed` names the JSON path of a bad value."""
         o = Obj.of(doc, where)
         ranked = [LayerSensitivity.from_dict(x.d, x.where) for x in o.objs("layers")]
-        return cls(
-            board=o.text("board"),
-            metric=o.text("metric"),
-            n_samples=o.integer("n_samples"),
-            all_int8=Score.from_dict(o.raw("all_int8"), o.at("all_int8")),
-            layers=[x for _, x in sorted(ranked, key=lambda r: r[0])],
-        )
+        return read_fields(cls, o, layers=[x for _, x in sorted(ranked, key=lambda r: r[0])])
 
 
 def quantized_layer_names(

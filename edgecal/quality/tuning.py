@@ -24,7 +24,7 @@ import numpy as np
 
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
-from edgecal.quality.jsondoc import Obj
+from edgecal.quality.jsondoc import Record
 from edgecal.quality.metrics import Score
 from edgecal.quality.rundoc import RESULT_SCHEMA, result_doc
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
@@ -52,33 +52,12 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class TuneStep:
+class TuneStep(Record):
     action: str  # "method" | "fp32"
     layer: str
     method: str | None
     score: Score
     kept: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "layer": self.layer,
-            "method": self.method,
-            "score": self.score.to_dict(),
-            "kept": self.kept,
-        }
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "") -> TuneStep:
-        """What :meth:`to_dict` wrote; :class:`Malformed` names the JSON path of a bad value."""
-        o = Obj.of(doc, where)
-        return cls(
-            action=o.text("action"),
-            layer=o.text("layer"),
-            method=o.opt_text("method"),
-            score=Score.from_dict(o.raw("score"), o.at("score")),
-            kept=o.flag("kept"),
-        )
 
 
 @dataclass

@@ -14,7 +14,7 @@ from edgecal.calib.weights import CALIBRATED_TYPES
 from edgecal.errors import ModelFormatError
 from edgecal.ncnnfmt.param import ParamFile
 from edgecal.quality.consistency import Consistency
-from edgecal.quality.jsondoc import Malformed, Obj
+from edgecal.quality.jsondoc import Malformed, Obj, read_fields
 from edgecal.quality.rundoc import RESULT_SCHEMA, json_safe
 
 
@@ -139,17 +139,7 @@ class LayerFigures:
         :meth:`ValidationDoc.from_dict`."""
         if lenient and isinstance(doc, dict):
             return cls._lenient(doc)
-        o = Obj.of(doc, where)
-        return cls(
-            name=o.text("name"),
-            type=o.text("type"),
-            top=o.text("top"),
-            requantized=o.flag("requantized"),
-            top_scale=o.opt_num("top_scale"),
-            cosine_mean=o.num("cosine_mean"),
-            cosine_min=o.num("cosine_min"),
-            sqnr_db=o.num("sqnr_db"),
-        )
+        return read_fields(cls, Obj.of(doc, where))
 
     @classmethod
     def _lenient(cls, d: dict[str, Any]) -> LayerFigures:
@@ -357,21 +347,9 @@ class ValidationResult:
                 latency_int8_ms=f["latency_int8_ms"],
                 missing=frozenset(missing),
             )
-        return cls(
-            n_samples=o.integer("n_samples"),
-            output_blob=o.text("output_blob"),
-            runtime=o.text("runtime"),
-            threads=o.integer("threads"),
-            top1_fp32=o.opt_num("top1_fp32"),
-            top1_int8=o.opt_num("top1_int8"),
-            agreement=o.num("agreement"),
-            cosine_mean=o.num("cosine_mean"),
-            cosine_min=o.num("cosine_min"),
-            sqnr_mean_db=o.num("sqnr_mean_db"),
-            sqnr_min_db=o.num("sqnr_min_db"),
-            latency_fp32_ms=o.num("latency_fp32_ms"),
-            latency_int8_ms=o.num("latency_int8_ms"),
-            layers=[LayerFigures.from_dict(x.d, x.where) for x in o.objs("layers")],
+        return read_fields(
+            cls,
+            o,
             device=dict(device.d) if device else {},
             fp32=fp32,
             int8=int8,
