@@ -414,6 +414,11 @@ PARAM_TYPES: dict[str, Any] = {
 }
 
 
+def _envelope(message: Request | Response) -> dict[str, Any]:
+    """What every request and response starts with: the protocol, the op and the job."""
+    return {"protocol": message.protocol, "op": message.op, "job_id": message.job_id}
+
+
 @dataclass(frozen=True)
 class Request:
     op: str
@@ -434,12 +439,7 @@ class Request:
             raise ProtocolViolation("op 'histogram' needs params.absmax (blob -> absmax)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "op": self.op,
-            "job_id": self.job_id,
-            "params": self.params.to_dict(),
-        }
+        return {**_envelope(self), "params": self.params.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Request:
@@ -516,9 +516,7 @@ class Response:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "protocol": self.protocol,
-            "op": self.op,
-            "job_id": self.job_id,
+            **_envelope(self),
             "ok": self.ok,
             "agent_version": self.agent_version,
             "result": dict(self.result),

@@ -87,28 +87,34 @@ class Calibration:
             out.append(info)
         return out
 
+    #: fields that are in the JSON document as they are
+    _AS_IS = (
+        "method",
+        "n_samples",
+        "runtime",
+        "run_dir",
+        "warnings",
+        "timings_s",
+        "device",
+        "fleet",
+    )
+
     def to_dict(self) -> dict[str, Any]:
+        layers = [
+            {
+                "name": i.name,
+                "absmax": float(i.absmax),
+                "threshold": float(i.threshold),
+                "scale": float(i.scale),
+            }
+            for i in self.build.per_layer
+        ]
         return {
+            **{name: getattr(self, name) for name in self._AS_IS},
             "table": self.table_path,
             "histograms": self.histograms_path,
-            "method": self.method,
-            "n_samples": self.n_samples,
-            "runtime": self.runtime,
-            "run_dir": self.run_dir,
-            "layers": [
-                {
-                    "name": i.name,
-                    "absmax": float(i.absmax),
-                    "threshold": float(i.threshold),
-                    "scale": float(i.scale),
-                }
-                for i in self.build.per_layer
-            ],
+            "layers": layers,
             Method.EQ.value: [vars(r) for r in self.eq],
-            "warnings": self.warnings,
-            "timings_s": self.timings_s,
-            "device": self.device,
-            "fleet": self.fleet,
             **self.transfer,
         }
 

@@ -71,6 +71,9 @@ class RuntimeOptions:
 
 @dataclass(frozen=True)
 class Profile:
+    """A board profile (``boards/profiles/NAME.toml``): the board's CPU, and the threads and
+    ncnn options an app deployed on it uses."""
+
     name: str
     description: str
     arch: str

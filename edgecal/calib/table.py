@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -78,8 +78,9 @@ def parse_float32(token: str) -> np.float32:
 
 
 @dataclass
-class CalibrationTable:
-    """Ordered ``key -> float32 values``.  Order is the file order and is kept on render."""
+class CalibrationTable(Mapping[str, np.ndarray]):
+    """Ordered ``key -> float32 values`` (a read-only mapping over :attr:`records`).  Order is
+    the file order and is kept on render."""
 
     records: dict[str, np.ndarray] = field(default_factory=dict)
     #: Where the records were read from (:func:`parse_table`): the file, and per key its line.
@@ -98,17 +99,14 @@ class CalibrationTable:
             raise TableError(f"table key {key!r} is empty or contains white space")
         self.records[key] = arr
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.records
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.records[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def get(self, key: str) -> np.ndarray | None:
-        return self.records.get(key)
 
     def weight_scales(self, layer: str, index: int = 0) -> np.ndarray | None:
         return self.records.get(weight_key(layer, index))

@@ -70,6 +70,17 @@ class SshTarget(SshAddress):
     ssh_config: str | None = None
 
 
+#: What a connection that never reached the board's sshd raises.
+_UNREACHABLE = (
+    paramiko.ssh_exception.NoValidConnectionsError,
+    ConnectionError,
+    socket.gaierror,
+    OSError,
+)
+#: What a board that stopped answering raises.
+_NO_ANSWER = (socket.timeout, TimeoutError)
+
+
 @dataclass(frozen=True)
 class RunResult:
     argv: tuple[str, ...]
@@ -503,75 +514,73 @@ class SshLink:
             ) from e
         if isinstance(e, _HostKeyRefused):
             raise _host_key_error(name, addr, kh, kh_file, e) from e
+        message, hint = self._meaning(e, what)
+        raise TransportError(message, hint=hint) from e
+
+    def _meaning(self, e: BaseException, what: str) -> tuple[str, str | None]:
+        """What ``e`` (not a host-key problem) means for this board, and the fix."""
+        name, addr, port = self.name, self.address, self.conn.port
         if isinstance(e, paramiko.PasswordRequiredException):
             key = self.target.identity_file or self._encrypted_key() or "KEY"
-            raise TransportError(
+            return (
                 f"{name}: the SSH key {key} is encrypted (it needs its passphrase) and ssh-agent "
                 "holds no copy of it; edgecal does not ask for passphrases",
-                hint=_encrypted_fix(key),
-            ) from e
+                _encrypted_fix(key),
+            )
         if isinstance(e, paramiko.AuthenticationException):
             key = self.target.identity_file or "your SSH keys / ssh-agent"
-            raise TransportError(
+            return (
                 f"{name}: authentication refused by {addr} ({e})",
-                hint=f"check the user and key ({key}); `ssh-copy-id -p {port} "
+                f"check the user and key ({key}); `ssh-copy-id -p {port} "
                 f"{self.conn.user}@{self.conn.host}` installs your key",
-            ) from e
+            )
         if isinstance(e, CommandTimedOut):
-            raise TransportError(
+            return (
                 f"{name}: {what} on {addr} did not finish within {e.timeout:g} s",
-                hint="raise command_timeout_s in the boards file, or check the board's load",
-            ) from e
-        if isinstance(e, (socket.timeout, TimeoutError)):
-            raise TransportError(
+                "raise command_timeout_s in the boards file, or check the board's load",
+            )
+        if isinstance(e, _NO_ANSWER):
+            return (
                 f"{name}: {what}: {addr} did not answer within {self.target.connect_timeout_s:g} s",
-                hint="check that the board is powered and on the network, and the host/port "
+                "check that the board is powered and on the network, and the host/port "
                 "in the boards file; raise connect_timeout_s for a slow link",
-            ) from e
-        if isinstance(
-            e,
-            (
-                paramiko.ssh_exception.NoValidConnectionsError,
-                ConnectionError,
-                socket.gaierror,
-                OSError,
-            ),
-        ):
-            raise TransportError(
+            )
+        if isinstance(e, _UNREACHABLE):
+            return (
                 f"{name}: cannot reach {addr} while {what}: {e}",
-                hint="check that the board is on and sshd runs there, and the host/port in "
+                "check that the board is on and sshd runs there, and the host/port in "
                 "the boards file (`ssh -p PORT USER@HOST` should work)",
-            ) from e
+            )
         text = str(e)
         # paramiko: the banner wait ran out, or the handshake wait (as long) ran out first
         # and the next step finds no session
         if isinstance(e, paramiko.SSHException) and (
             "protocol banner" in text or (what == "connecting" and "No existing session" in text)
         ):
-            raise TransportError(
+            return (
                 f"{name}: {addr} accepted the connection but sent no SSH banner (or did not "
                 f"finish the SSH handshake) within {self.target.connect_timeout_s:g} s",
-                hint=f"check that port {port} is the board's sshd and not another service; a "
+                f"check that port {port} is the board's sshd and not another service; a "
                 "busy sshd (MaxStartups) or a slow reverse-DNS lookup on the board (set "
                 "`UseDNS no` in its /etc/ssh/sshd_config) delays the banner: raise "
                 "connect_timeout_s in the boards file",
-            ) from e
+            )
         if isinstance(e, paramiko.SSHException) and "No authentication methods" in text:
-            raise TransportError(
+            return (
                 f"{name}: no SSH key to log in to {addr} with: no identity_file for this board, "
                 "no IdentityFile in ~/.ssh/config, no ~/.ssh/id_ed25519|id_ecdsa|id_rsa and no "
                 "key in ssh-agent",
-                hint=f"create a key (`ssh-keygen -t ed25519`) and install it on the board "
+                f"create a key (`ssh-keygen -t ed25519`) and install it on the board "
                 f"(`ssh-copy-id -p {port} {self.conn.user}@{self.conn.host}`), or set "
                 "`identity_file = ...` for the board in the boards file",
-            ) from e
+            )
         if isinstance(e, (paramiko.SSHException, EOFError)):
-            raise TransportError(
+            return (
                 f"{name}: SSH failure with {addr} while {what}: {str(e) or type(e).__name__}",
-                hint="the connection dropped or the server refused it; check the board and its "
+                "the connection dropped or the server refused it; check the board and its "
                 "sshd log, then retry",
-            ) from e
-        raise TransportError(f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}") from e
+            )
+        return f"{name}: {what} on {addr} failed: {type(e).__name__}: {e}", None
 
     def reconnect(self) -> None:
         """A new connection, whatever state the old one is in (a cut link can look alive)."""
