@@ -11,12 +11,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from edgecal.api.samples import PathArg
 from edgecal.boards.check import CheckReport
 from edgecal.boards.config import Board, boards_file, resolve_board
 from edgecal.device.base import Device
 from edgecal.errors import UsageError
-
-PathArg = str | os.PathLike[str]
 
 
 def open_device(

@@ -24,6 +24,7 @@ from edgecal.api.samples import (
     list_inputs,
     model_inputs,
     open_samples,
+    optional_path,
     resolve_model,
 )
 from edgecal.calib.build import LayerScaleInfo, TableBuild
@@ -130,10 +131,6 @@ def _outputs(out: str | None, histograms_out: str | None, run_dir: str | None) -
     return outs
 
 
-def _path(p: str | os.PathLike[str] | None) -> str | None:
-    return None if p is None else os.fspath(p)
-
-
 def calibrate(
     model: ModelArg,
     inputs: Inputs,
@@ -168,7 +165,7 @@ def calibrate(
     with the outputs."""
     method = parse_method(method)
     devs = Devices.of(devices)
-    out_s, hist_s, run_s = _path(out), _path(histograms_out), _path(run_dir)
+    out_s, hist_s, run_s = optional_path(out), optional_path(histograms_out), optional_path(run_dir)
     if retries is not None and retries < 1:
         raise UsageError(f"--retries {retries}: must be at least 1")
     outs = [*_outputs(out_s, hist_s, run_s), *also_writes]

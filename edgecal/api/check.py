@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edgecal.api.samples import PathArg
 from edgecal.api.validate import Validation
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.outputs import Input, Output, check_outputs, input_paths, write_outputs
@@ -31,8 +32,6 @@ from edgecal.quality.gate import (
 )
 from edgecal.quality.validation import ValidationDoc
 from edgecal.runs.rundir import VALIDATION
-
-PathArg = str | os.PathLike[str]
 
 __all__ = ["GateReport", "Thresholds", "check", "load_validation_file", "nothing_to_gate"]
 

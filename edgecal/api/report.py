@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecal.api.samples import PathArg
 from edgecal.files.outputs import Output, check_outputs, input_paths
-
-PathArg = str | os.PathLike[str]
 
 
 @dataclass

@@ -19,6 +19,15 @@ from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
 from edgecal.inputs.spec import ImageInput, TensorInput, defaults_used, input_specs
 
+#: A file or folder as a caller names it.
+PathArg = str | os.PathLike[str]
+
+
+def optional_path(p: PathArg | None) -> str | None:
+    """``p`` as text (None stays None)."""
+    return None if p is None else os.fspath(p)
+
+
 #: One input description, or one per model input.
 Inputs = ImageInput | TensorInput | Sequence[ImageInput | TensorInput]
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecal.api.samples import ModelArg, resolve_model
+from edgecal.api.samples import ModelArg, optional_path, resolve_model
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, render_table
@@ -17,10 +17,6 @@ from edgecal.files.outputs import Output, check_outputs, input_paths, write_outp
 from edgecal.inputs.model import load_model
 from edgecal.runs.histfile import load_histograms
 from edgecal.workflows.calibrate import table_from_histograms as thresholds_of
-
-
-def _path(p: str | os.PathLike[str] | None) -> str | None:
-    return None if p is None else os.fspath(p)
 
 
 @dataclass
@@ -51,7 +47,7 @@ def table_from_histograms(
     hs = load_histograms(Path(hist_path))
     param_p = Path(os.fspath(param) if param else hs.meta.get("param", ""))
     bin_p = Path(os.fspath(bin) if bin else hs.meta.get("bin", ""))
-    out_s = _path(out)
+    out_s = optional_path(out)
     if out_s is not None:
         check_outputs(
             [Output("--out", out_s, text=True)],

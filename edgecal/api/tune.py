@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecal.api.samples import Inputs, ModelArg, as_list, load_labels, open_samples
-from edgecal.api.validate import (
+from edgecal.api.samples import (
+    Inputs,
+    ModelArg,
     PathArg,
+    as_list,
+    load_labels,
+    open_samples,
+    optional_path,
+)
+from edgecal.api.validate import (
     Validation,
     device_facts,
     provenance,
@@ -117,10 +124,6 @@ class Tuned:
         }
 
 
-def _path(p: PathArg | None) -> str | None:
-    return None if p is None else os.fspath(p)
-
-
 def tune(
     model: ModelArg,
     inputs: Inputs,
@@ -177,7 +180,11 @@ def tune(
     )
     start = parse_method(method).value
     out_s = os.fspath(out_dir)
-    table_s, labels_s, val_s = _path(table), _path(labels), _path(val_inputs)
+    table_s, labels_s, val_s = (
+        optional_path(table),
+        optional_path(labels),
+        optional_path(val_inputs),
+    )
     param, binf = (
         (str(model.param_path), str(model.bin_path))
         if isinstance(model, Model)

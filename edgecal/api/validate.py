@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecal.api.samples import Inputs, ModelArg, as_list, load_labels, open_samples
+from edgecal.api.samples import (
+    Inputs,
+    ModelArg,
+    PathArg,
+    as_list,
+    load_labels,
+    open_samples,
+    optional_path,
+)
 from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.device.base import Device
 from edgecal.errors import EdgecalError, TableError, UsageError
@@ -61,12 +69,6 @@ from edgecal.runs.rundir import (
 from edgecal.workflows.calibrate import ProgressFactory
 from edgecal.workflows.validate import Reference
 from edgecal.workflows.validate import validate as validate_on
-
-PathArg = str | os.PathLike[str]
-
-
-def _path(p: PathArg | None) -> str | None:
-    return None if p is None else os.fspath(p)
 
 
 def _paths(model: ModelArg) -> tuple[str, str]:
@@ -260,8 +262,8 @@ def validate(
     own files, checked with these before any work; ``say``: notes (preprocessing defaults)."""
     fp32_paths = _paths(model)
     int8_paths: tuple[str | None, str | None] = (None, None) if int8 is None else _paths(int8)
-    table_s, labels_s = _path(table), _path(labels)
-    baseline_s, run_s = _path(save_baseline), _path(run_dir)
+    table_s, labels_s = optional_path(table), optional_path(labels)
+    baseline_s, run_s = optional_path(save_baseline), optional_path(run_dir)
     loaded = _load(model)
     items = as_list(inputs)
     if not items:
