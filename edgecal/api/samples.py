@@ -40,13 +40,16 @@ def as_list(inputs: Inputs) -> list[ImageInput | TensorInput]:
 ModelArg = Model | tuple[str | os.PathLike[str], str | os.PathLike[str]]
 
 
+def model_paths(model: ModelArg) -> tuple[str, str]:
+    """A model's ``.param`` and ``.bin`` as given (the run documents record them so)."""
+    if isinstance(model, Model):
+        return str(model.param_path), str(model.bin_path)
+    return os.fspath(model[0]), os.fspath(model[1])
+
+
 def model_inputs(model: ModelArg, role: str = "model") -> list[Input]:
     """The model's files, as inputs no output may overwrite (``role``: how messages name it)."""
-    param, binf = (
-        (model.param_path, model.bin_path)
-        if isinstance(model, Model)
-        else (os.fspath(model[0]), os.fspath(model[1]))
-    )
+    param, binf = model_paths(model)
     return [*input_paths(f"{role} .param", [param]), *input_paths(f"{role} .bin", [binf])]
 
 
@@ -54,8 +57,8 @@ def resolve_model(model: ModelArg) -> Model:
     """``model`` loaded (and checked): ncnn's .param and .bin."""
     if isinstance(model, Model):
         return model
-    param, binf = model
-    return load_model(Path(os.fspath(param)), Path(os.fspath(binf)))
+    param, binf = model_paths(model)
+    return load_model(Path(param), Path(binf))
 
 
 def list_inputs(inputs: Inputs) -> list[Input]:

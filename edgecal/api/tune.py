@@ -14,20 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecal.api.quantize import read_table
 from edgecal.api.samples import (
     Inputs,
     ModelArg,
     PathArg,
     as_list,
     load_labels,
+    model_paths,
     open_samples,
     optional_path,
+    resolve_model,
 )
 from edgecal.api.validate import (
     Validation,
     device_facts,
     provenance,
-    read_table,
     with_files,
 )
 from edgecal.calib.methods import METHOD_NAMES, METHODS, Method, parse_method
@@ -40,7 +42,7 @@ from edgecal.files.outputs import (
     sample_inputs,
 )
 from edgecal.fleet.prepare import Devices, Say
-from edgecal.inputs.model import Model, load_model
+from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
 from edgecal.quality.tuning import TuneDoc, TuneResult
 from edgecal.quality.validation import ValidationDoc, ValidationResult
@@ -185,11 +187,7 @@ def tune(
         optional_path(labels),
         optional_path(val_inputs),
     )
-    param, binf = (
-        (str(model.param_path), str(model.bin_path))
-        if isinstance(model, Model)
-        else (os.fspath(model[0]), os.fspath(model[1]))
-    )
+    param, binf = model_paths(model)
     items = as_list(inputs)
     outs = folder_outputs(
         "--out-dir",
@@ -216,7 +214,7 @@ def tune(
         *input_paths("--val-images", [val_s]),
     ]
     check_outputs(outs, ins)  # before any work
-    loaded = model if isinstance(model, Model) else load_model(Path(param), Path(binf))
+    loaded = resolve_model(model)
     if not items:
         raise UsageError("give the calibration images: --images LIST|DIR (or --npy LIST)")
     calib = open_samples(loaded, items, say=say)

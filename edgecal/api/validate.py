@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecal.api.quantize import read_table
 from edgecal.api.samples import (
     Inputs,
     ModelArg,
     PathArg,
     as_list,
     load_labels,
+    model_paths,
     open_samples,
     optional_path,
+    resolve_model,
 )
-from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.device.base import Device
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.files.outputs import (
@@ -39,7 +41,6 @@ from edgecal.files.outputs import (
     sample_inputs,
     write_outputs,
 )
-from edgecal.files.userfile import read_text
 from edgecal.fleet.pool import board_pool
 from edgecal.fleet.prepare import Devices, Say
 from edgecal.inputs.model import Model, load_model
@@ -69,33 +70,6 @@ from edgecal.runs.rundir import (
 from edgecal.workflows.calibrate import ProgressFactory
 from edgecal.workflows.validate import Reference
 from edgecal.workflows.validate import validate as validate_on
-
-
-def _paths(model: ModelArg) -> tuple[str, str]:
-    """A model's files as given (the documents record them so)."""
-    if isinstance(model, Model):
-        return str(model.param_path), str(model.bin_path)
-    return os.fspath(model[0]), os.fspath(model[1])
-
-
-def _load(model: ModelArg) -> Model:
-    if isinstance(model, Model):
-        return model
-    param, binf = _paths(model)
-    return load_model(Path(param), Path(binf))
-
-
-def int8_usage_error() -> UsageError:
-    """Neither or both of an int8 model and a table."""
-    return UsageError(
-        "give either INT8.param INT8.bin or --table TABLE",
-        hint="with --table the int8 model is made in memory from the table",
-    )
-
-
-def read_table(path: str) -> CalibrationTable:
-    """A table file, named in messages as given."""
-    return parse_table(read_text(Path(path), "table"), source=str(path))
 
 
 def validation_outputs(save_baseline: str | None, run_dir: str | None) -> list[Output]:
@@ -260,11 +234,11 @@ def validate(
     ``save_baseline``/``run_dir``: write the validation document there (a run directory also
     records ``command`` and the inputs' digests); ``outputs``/``other_inputs``: the caller's
     own files, checked with these before any work; ``say``: notes (preprocessing defaults)."""
-    fp32_paths = _paths(model)
-    int8_paths: tuple[str | None, str | None] = (None, None) if int8 is None else _paths(int8)
+    fp32_paths = model_paths(model)
+    int8_paths: tuple[str | None, str | None] = (None, None) if int8 is None else model_paths(int8)
     table_s, labels_s = optional_path(table), optional_path(labels)
     baseline_s, run_s = optional_path(save_baseline), optional_path(run_dir)
-    loaded = _load(model)
+    loaded = resolve_model(model)
     items = as_list(inputs)
     if not items:
         raise UsageError("give the images to validate on: --images LIST|DIR (or --npy LIST)")
@@ -364,9 +338,12 @@ def _int8_model(
     from edgecal.int8.convert import quantize_model
 
     if (int8 is None) == (table is None):
-        raise int8_usage_error()
+        raise UsageError(
+            "give either INT8.param INT8.bin or --table TABLE",
+            hint="with --table the int8 model is made in memory from the table",
+        )
     if int8 is not None:
-        out = _load(int8)
+        out = resolve_model(int8)
     else:
         assert table is not None
         scales = read_table(table)

@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 
-from edgecal.api.boards import check_boards, provision_boards
 from edgecal.cli.options import add_boards_file, add_json
 
 
 def cmd_board_check(args: argparse.Namespace) -> int:
     """Every board checked in parallel; reports printed in the order given, each as soon as
     it and those before it are done."""
+    from edgecal.api.boards import check_boards
+
     reports = []
     for r in check_boards(
         args.hosts,
@@ -34,6 +35,8 @@ def cmd_board_check(args: argparse.Namespace) -> int:
 
 
 def cmd_board_provision(args: argparse.Namespace) -> int:
+    from edgecal.api.boards import provision_boards
+
     def say(text: str) -> None:
         sys.stderr.write(f"edgecal: {text}\n")
 

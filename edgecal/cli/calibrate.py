@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecal.api.calibrate import Calibration, calibrate, resume
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import METHOD_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args
@@ -21,9 +20,12 @@ from edgecal.cli.options import add_inputs, add_json, err, print_json
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
-from edgecal.fleet.prepare import Devices
 from edgecal.fleet.scheduler import RetryPolicy
 from edgecal_agent.messages import RUNTIMES
+
+if TYPE_CHECKING:
+    from edgecal.api.calibrate import Calibration
+    from edgecal.fleet.prepare import Devices
 
 
 def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,6 +84,8 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 def devices_from_options(args: argparse.Namespace) -> Devices:
     """``--device``/``--group``/``--boards`` and their flags as :class:`Devices`."""
+    from edgecal.fleet.prepare import Devices
+
     return Devices.of(
         getattr(args, "device", None),
         group=getattr(args, "group", None),
@@ -97,6 +101,8 @@ def layer_lines(result: Calibration) -> list[str]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edgecal.api.calibrate import calibrate, resume
+
     json_out = [Output("--json", "-", text=True)] if args.json else []
     with run_hooks(args) as hooks:
         if args.resume:

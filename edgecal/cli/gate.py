@@ -12,12 +12,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecal.api.check import check, nothing_to_gate
-from edgecal.api.validate import Validation
 from edgecal.cli.render import render_gate
 from edgecal.quality.gate import GateReport, Thresholds, to_json
+
+if TYPE_CHECKING:
+    from edgecal.api.validate import Validation
 
 #: Exit status of a failed gate: distinct from errors (1) and bad usage (2), so CI can tell a
 #: regression from a broken invocation.
@@ -42,6 +43,7 @@ def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from edgecal.api.check import check, nothing_to_gate
     from edgecal.cli.validate import (
         report_stream,
         run_validation,
@@ -122,6 +124,7 @@ def add_check_command(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     add_validation_args: Callable[[argparse.ArgumentParser], None],
 ) -> None:
+
     p = sub.add_parser(
         "check",
         help="regression gate: validation figures vs floors and/or a baseline "

@@ -11,7 +11,6 @@ from typing import Any
 
 from edgecal.cli.options import _floats, _ints, err
 from edgecal.errors import UsageError
-from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import ImageInput, TensorInput, input_specs
 
 
@@ -22,6 +21,8 @@ def _model_first(
     of the number of lists (not one per model input): as the command checks them first."""
     if model is None:
         return
+    from edgecal.inputs.model import load_model
+
     m = load_model(Path(model[0]), Path(model[1]))
     if lists:
         input_specs(

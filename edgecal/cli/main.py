@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgecal import __version__
-from edgecal.api.calibrate import calibrate
-from edgecal.api.quantize import quantize
-from edgecal.api.table import table_from_histograms, weight_table
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import OFFLINE_NAMES, Method
 from edgecal.cli.calibrate import devices_from_options, layer_lines
@@ -25,9 +22,6 @@ from edgecal.cli.options import add_device, add_json, err, print_json
 from edgecal.cli.progress import ProgressBars
 from edgecal.errors import EdgecalError, UsageError
 from edgecal.files.outputs import Output, check_outputs, input_paths
-from edgecal.fleet.prepare import Devices, usable_cores
-from edgecal.inputs.model import load_model
-from edgecal.inputs.spec import input_specs
 from edgecal_agent.messages import RUNTIMES
 
 log = logging.getLogger("edgecal")
@@ -78,6 +72,12 @@ def _pop_options(
 
 
 def cmd_ncnn2table(args: argparse.Namespace) -> int:
+    from edgecal.api.calibrate import calibrate
+    from edgecal.api.table import weight_table
+    from edgecal.fleet.prepare import Devices, usable_cores
+    from edgecal.inputs.model import load_model
+    from edgecal.inputs.spec import input_specs
+
     a = parse_ncnn2table(_pop_options(args, DROPIN_OPTIONS))
     for w in a.warnings:
         err(f"edgecal: warning: {w}")
@@ -166,6 +166,8 @@ def cmd_ncnn2table(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgecal.api.quantize import quantize
+
     if args.table and args.no_table:
         raise UsageError("give --table or --no-table, not both")
     if not args.table and not args.no_table:
@@ -197,6 +199,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_ncnn2int8(args: argparse.Namespace) -> int:
+    from edgecal.api.quantize import quantize
+
     rest = _pop_options(args, DROPIN_OPTIONS, (*DROPIN_FLAGS, "--ncnn-compat"))
     if len(rest) not in (4, 5):
         raise UsageError(
@@ -219,6 +223,8 @@ def cmd_ncnn2int8(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from edgecal.api.table import table_from_histograms
+
     result = table_from_histograms(
         args.histograms, method=args.method, param=args.param, bin=args.bin, out=args.out
     )

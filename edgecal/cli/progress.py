@@ -12,15 +12,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TextIO, TypedDict
+from typing import TYPE_CHECKING, TextIO, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgecal.cli.inputs import say_on_stderr
 from edgecal.cli.options import command_line
-from edgecal.fleet.prepare import Say
-from edgecal.workflows.calibrate import ProgressFactory
+
+if TYPE_CHECKING:
+    from edgecal.fleet.prepare import Say
+    from edgecal.workflows.calibrate import ProgressFactory
+
 
 #: plain lines: one each time a task passes another tenth of its total, and at least every
 #: PLAIN_EVERY_S seconds while it moves

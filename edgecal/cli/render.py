@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -16,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from edgecal.quality.gate import GateReport, fmt, limit_text
-from edgecal.workflows.compare import HistogramDiff, ScaleDiff
+
+if TYPE_CHECKING:
+    from edgecal.workflows.compare import HistogramDiff, ScaleDiff
 
 
 def table_lines(

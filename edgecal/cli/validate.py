@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecal.api.validate import Validation
 from edgecal.cli.inputs import inputs_from_args
 from edgecal.cli.options import add_inputs, add_json, print_json
 from edgecal.cli.progress import run_hooks
@@ -20,6 +19,9 @@ from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, Output
 from edgecal.quality.consistency import TOLERANCE_COSINE, TOLERANCE_DISAGREE
 from edgecal_agent.messages import RUNTIMES
+
+if TYPE_CHECKING:
+    from edgecal.api.validate import Validation
 
 
 def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = False) -> None:
