@@ -430,18 +430,30 @@ def test_workdir_full(
 def test_agent_crash_mid_job(
     boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The agent dies (SIGKILL) when the first histogram job arrives: a clear error, no table."""
+    """The agent dies (SIGKILL) when the first histogram job runs: a clear error, no table.
+
+    The agent's histogram handler is replaced as its job module is imported (an import hook,
+    not a watcher polling the job folder, which a fast histogram job could outrun)."""
     site = tmp_path / "wd" / "site"
     site.mkdir(parents=True)
     (site / "sitecustomize.py").write_text(
-        "import glob, os, signal, sys, threading, time\n"
-        "def _watch():\n"
-        "    while True:\n"
-        "        if glob.glob(os.path.join(sys.argv[-1], 'jobs', '*-histogram')):\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "        time.sleep(0.01)\n"
+        "import importlib.util, os, signal, sys\n"
+        "class _KillOnHistogram:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name != 'edgecal_agent.jobs':\n"
+        "            return None\n"
+        "        sys.meta_path.remove(self)\n"
+        "        spec = importlib.util.find_spec(name)\n"
+        "        run = spec.loader.exec_module\n"
+        "        def exec_module(module):\n"
+        "            run(module)\n"
+        "            if module.__name__ == name:\n"
+        "                module.HANDLERS['histogram'] = (\n"
+        "                    lambda ctx: os.kill(os.getpid(), signal.SIGKILL))\n"
+        "        spec.loader.exec_module = exec_module\n"
+        "        return spec\n"
         "if 'serve' in sys.argv:\n"
-        "    threading.Thread(target=_watch, daemon=True).start()\n"
+        "    sys.meta_path.insert(0, _KillOnHistogram())\n"
     )
     table = tmp_path / "t.table"
     code, _, err = run_cli(
