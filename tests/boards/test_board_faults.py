@@ -7,7 +7,10 @@ two-board run has 7 shards per pass (5, 9, 7, 5, 5, 5, 4 samples) and a one-boar
 20, 10).  Each fault comes at a random moment of the capture: once a random number of shard
 results is in (0-4 of the 14 of a two-board run, 0-2 of 6 alone) and a capture job of this
 process runs on the board (with two boards: a first-pass job, so the board always has work
-left to notice the fault with), after a random delay (0-0.8 s):
+left to notice the fault with), after a random delay (0-0.8 s), and then as soon as a capture job
+of either pass runs there again (so the fault meets work even when the delay outlasted the job
+seen; a job counts as running when two polls 30 ms apart see its request without a response:
+a finished job's folder, removed file by file, shows that for an instant):
 
 * a. ``emu1``'s link cut in the two-board run (``drop``: packets vanish, or ``unreach``: the
   host route goes; at random), restored 12-16 s later (longer than the keepalive watchdog needs
@@ -238,9 +241,14 @@ class Moment(threading.Thread):
         self.error: BaseException | None = None
 
     def _wait(self, ready: Callable[[], bool]) -> bool:
+        """Until ``ready()`` holds on two polls in a row (30 ms apart): a finished job's folder
+        is removed file by file, so for a moment it shows a request without a response."""
+        seen = False
         while not self.cancelled.is_set():
-            if ready():
+            now = ready()
+            if now and seen:
                 return True
+            seen = now
             time.sleep(0.03)
         return False
 
@@ -349,8 +357,14 @@ def assert_finished(
     assert summary is not None
     assert out.read_bytes() == rig.reference, f"{what}: the table differs from the uncut run's"
     acc = accounts(summary)
-    assert sum(a["samples"] for a in acc.values()) == 2 * N_IMAGES, (what, acc)
+    assert sum(a["samples"] for a in acc.values()) == 2 * N_IMAGES, why(what, acc, err)
     return acc
+
+
+def why(what: str, acc: dict[str, dict[str, Any]], err: str) -> str:
+    """A failed check's whole story (a string: pytest shortens an object's repr): the moment,
+    every board's account and what the run said on stderr."""
+    return f"{what}\naccounts: {json.dumps(acc, indent=1)}\nstderr:\n{err}"
 
 
 def one_error_line(err: str, board: str, run_dir: Path) -> str:
@@ -507,7 +521,9 @@ def test_link_cut_and_restored_two_boards(
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     try:
         with at_moment(
-            Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, cut_for_a_while, ops=FIRST)
+            Moment(
+                run_dir, rig.workdir(LINK) / "jobs", k, d, cut_for_a_while, again=True, ops=FIRST
+            )
         ) as m:
             code, summary, err, took = run_cli(
                 capsys,
@@ -524,7 +540,7 @@ def test_link_cut_and_restored_two_boards(
         f"{took:.1f} s; {brief(summary)}",
     )
     acc = assert_finished(rig, code, summary, err, out, when)
-    assert acc[LINK]["retried"] >= 1 and acc[LINK]["lost"] is None, (when, acc)
+    assert acc[LINK]["retried"] >= 1 and acc[LINK]["lost"] is None, why(when, acc, err)
 
 
 @ROUND
@@ -543,6 +559,7 @@ def test_link_cut_for_good_two_boards(
                 k,
                 d,
                 lambda: rig.emuboard("cut", LINK, how),
+                again=True,
                 ops=FIRST,
             )
         ) as m:
@@ -561,7 +578,7 @@ def test_link_cut_for_good_two_boards(
         f"{took:.1f} s; {brief(summary)}",
     )
     acc = assert_finished(rig, code, summary, err, out, when)
-    assert acc[LINK]["lost"] and acc[partner(LINK)]["reassigned"] >= 1, (when, acc)
+    assert acc[LINK]["lost"] and acc[partner(LINK)]["reassigned"] >= 1, why(when, acc, err)
     assert f"{LINK}: given up" in err
 
 
@@ -580,6 +597,7 @@ def test_power_off_two_boards(
                 k,
                 d,
                 lambda: rig.emuboard("stop", POWER),
+                again=True,
                 ops=FIRST,
             )
         ) as m:
@@ -602,7 +620,7 @@ def test_power_off_two_boards(
         f"{brief(summary)}; started again in {back:.1f} s",
     )
     acc = assert_finished(rig, code, summary, err, out, when)
-    assert acc[POWER]["lost"] and acc[partner(POWER)]["reassigned"] >= 1, (when, acc)
+    assert acc[POWER]["lost"] and acc[partner(POWER)]["reassigned"] >= 1, why(when, acc, err)
     # the board is back, at the same address with the same host key
     code, hello, err = cli(
         capsys, "hello", "--device", POWER, "--boards", str(rig.boards), "--json"
@@ -636,7 +654,7 @@ def test_agent_killed_mid_job(
         f"{took:.1f} s; {brief(summary)}",
     )
     acc = assert_finished(rig, code, summary, err, out, when)
-    assert killed and acc[LINK]["retried"] >= 1 and not acc[LINK]["lost"], (when, acc)
+    assert killed and acc[LINK]["retried"] >= 1 and not acc[LINK]["lost"], why(when, acc, err)
 
 
 @ROUND
@@ -668,8 +686,8 @@ def test_full_workdir(
             f"with {partner(POWER)}: exit {code} in {took:.1f} s; {brief(summary)}",
         )
         acc = assert_finished(rig, code, summary, err, out, when)
-        assert acc[POWER]["lost"] and "full" in acc[POWER]["lost"], (when, acc)
-        assert acc[partner(POWER)]["reassigned"] >= 1, (when, acc)
+        assert acc[POWER]["lost"] and "full" in acc[POWER]["lost"], why(when, acc, err)
+        assert acc[partner(POWER)]["reassigned"] >= 1, why(when, acc, err)
 
         # alone (3 shards per pass): at least one shard answered before the disk fills
         _, k, d, when = moment_params("full-alone", round_, (1, 1), 0.8)
