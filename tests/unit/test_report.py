@@ -318,7 +318,7 @@ HOSTILE = (
     "q\"uote's",
     "</td></tr></table><b>x",
     "a&amp;b",
-    "{{ 7*7 }}{% raw %}",
+    "{{ 7919*7907 }}{% raw %}",
     "lone\udcffsurrogate",
 )
 
@@ -387,7 +387,7 @@ def test_hostile_run_strings_come_out_as_text(tmp_path: Path) -> None:
     shown = [h.replace("\udcff", "\\udcff") for h in HOSTILE]
     for name in shown:
         assert name in text, name  # as the file had it, character for character
-    assert "49" not in text  # template syntax in data is not evaluated
+    assert str(7919 * 7907) not in text  # template syntax in data is not evaluated
     alts = " ".join(parts.attrs)
     for layer in shown[2:]:
         assert f"input of layer {layer} (" in alts, layer
