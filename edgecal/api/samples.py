@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgecal.files.outputs import Input, input_paths
 from edgecal.files.userfile import read_text
-from edgecal.inputs.labels import labels_for, parse_labels
+from edgecal.inputs.labels import labels_for, parse_labels, parse_text_labels
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
 from edgecal.inputs.spec import ImageInput, TensorInput, defaults_used, input_specs
@@ -104,3 +104,13 @@ def load_labels(
     text = os.fspath(path)
     mapping = parse_labels(read_text(Path(text), "labels file"), text)
     return labels_for(mapping, list(source.paths[0]), text, n_classes(model))
+
+
+def load_text_labels(path: str | os.PathLike[str] | None, source: SampleSource) -> list[str] | None:
+    """The label text of every sample of ``source`` from a ``file,label`` CSV (None: no
+    labels): what a task metric (``ctc``, the user's) is given."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    mapping = parse_text_labels(read_text(Path(text), "labels file"), text)
+    return labels_for(mapping, list(source.paths[0]), text)

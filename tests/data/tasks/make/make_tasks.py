@@ -59,6 +59,7 @@ def save_samples(out: Path, xs: np.ndarray) -> list[str]:
 
 CHARSET = "0123456789"
 T_STEPS = 32
+CTC_STEPS = 300
 
 
 def glyphs(rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +102,7 @@ def make_ctc() -> None:
     model = Recogniser()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     ctc = nn.CTCLoss(blank=0)
-    for _ in range(400):
+    for _ in range(CTC_STEPS):
         batch = [text_line(rng, glyph) for _ in range(32)]
         x = torch.from_numpy(np.stack([b[0] for b in batch]))[:, None]
         targets = [torch.tensor([CHARSET.index(c) + 1 for c in b[1]]) for b in batch]
