@@ -88,7 +88,16 @@ def import_function(spec: str) -> Callable[..., Any]:
             f"--metric {spec}: {mod_name} has no function {fn_name}",
             hint="name a function fn(fp32_outputs, int8_outputs, labels) of that module",
         )
-    return fn  # type: ignore[no-any-return]
+    return fn
+
+
+def metric_name(spec: MetricSpec) -> str:
+    """The name the figures of ``spec``'s metric carry (``metric.name`` of the document)."""
+    if isinstance(spec, str):
+        return spec
+    if hasattr(spec, "labels") and hasattr(spec, "name"):
+        return str(spec.name)
+    return str(getattr(spec, "__qualname__", None) or repr(spec))
 
 
 def resolve_metric(
@@ -113,7 +122,7 @@ def resolve_metric(
             return builtin_metric(spec, charset=chars, iou_threshold=th)
         return UserMetric(import_function(spec), spec)
     if hasattr(spec, "labels") and hasattr(spec, "name"):
-        return spec  # type: ignore[return-value]
+        return spec
     if callable(spec):
-        return UserMetric(spec, getattr(spec, "__qualname__", None) or repr(spec))
+        return UserMetric(spec, metric_name(spec))
     raise UsageError(f"metric {spec!r}: not a metric name, module:function or callable")

@@ -104,8 +104,11 @@ class Metric(Protocol):
     """A task metric: ``name``, the ``labels`` it wants (:data:`LABELS_CLASS`,
     :data:`LABELS_TEXT` or :data:`LABELS_NONE`) and the call."""
 
-    name: str
-    labels: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def labels(self) -> str: ...
 
     def __call__(
         self, fp32: Sequence[Outputs], int8: Sequence[Outputs], labels: Sequence[Any] | None
