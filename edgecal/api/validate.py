@@ -24,8 +24,7 @@ from edgecal.api.samples import (
     ModelArg,
     PathArg,
     as_list,
-    load_labels,
-    load_text_labels,
+    load_metric_labels,
     model_paths,
     open_samples,
     optional_path,
@@ -53,7 +52,6 @@ from edgecal.quality.consistency import (
     Consistency,
     compare_boards,
 )
-from edgecal.quality.taskmetrics import LABELS_CLASS, LABELS_TEXT
 from edgecal.quality.validation import (
     Int8Files,
     ModelFiles,
@@ -271,12 +269,7 @@ def validate(
     check_outputs(outs, ins)  # before any work
     source = open_samples(loaded, items, say=say)
     check_outputs(outs, [*ins, *sample_inputs(source.paths)])
-    task_labels: Sequence[Any] | None = None
-    if task is not None and task.labels == LABELS_TEXT:
-        label_list, task_labels = None, load_text_labels(labels_s, source)
-    else:
-        label_list = load_labels(labels_s, source, loaded)
-        task_labels = label_list if task is not None and task.labels == LABELS_CLASS else None
+    label_list, task_labels = load_metric_labels(labels_s, source, loaded, task)
     devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
     names = list(devs.all_names)
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:

@@ -155,6 +155,19 @@ def validate(
         latency_int8_ms=1000.0 * float(np.median(lat[1])),
         layers=layers,
         device={"name": device.name},
-        int8_outputs=np.stack(int8_out) if int8_out else None,
+        int8_outputs=_rows(int8_out) if int8_out else None,
         metric=metric(task[0], task[1], reference.metric_labels) if metric and done else None,
     )
+
+
+def _rows(outputs: list[np.ndarray]) -> np.ndarray:
+    """Per-sample flat outputs as ``(n, values)`` rows; a dynamic model's outputs, whose size
+    changes between samples, padded with zeros (the same padding on every board: cosines
+    between boards are unchanged)."""
+    width = max(o.size for o in outputs)
+    if all(o.size == width for o in outputs):
+        return np.stack(outputs)
+    rows = np.zeros((len(outputs), width), dtype=np.float32)
+    for i, o in enumerate(outputs):
+        rows[i, : o.size] = o
+    return rows

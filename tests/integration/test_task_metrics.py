@@ -158,3 +158,24 @@ def test_the_readme_own_metric_example(
     api = run("ctc", metric=my_metrics.same_path)["metric"]
     assert api["primary"] == m["primary"] and api["name"].endswith("same_path")
     assert run("ctc", metric="my_metrics:same_path")["metric"]["primary"] == m["primary"]
+
+
+def test_a_dynamic_model_whose_outputs_change_size(tmp_path: Path) -> None:
+    """A fully convolutional model fed samples of two sizes: the metric gets each sample's own
+    shapes (validate used to fail stacking them)."""
+    src = TASKS / "seg" / "samples"
+    np.save(tmp_path / "a.npy", np.load(src / "s00.npy"))
+    np.save(tmp_path / "b.npy", np.load(src / "s01.npy")[:, :24, :20])
+    (tmp_path / "list.txt").write_text("a.npy\nb.npy\n")
+    d = TASKS / "seg"
+    v = edgecal.validate(
+        (d / "model.param", d / "model.bin"),
+        table=d / "kl.table",
+        inputs=[edgecal.TensorInput(tmp_path / "list.txt")],
+        metric="fidelity",
+    )
+    r = v.results[0]
+    assert r.n_samples == 2 and r.int8_outputs is not None
+    assert r.int8_outputs.shape == (2, 32 * 32)  # the smaller one padded with zeros
+    assert r.metric is not None
+    assert r.metric.figures["out0.cosine_mean"] == pytest.approx(r.cosine_mean, abs=1e-9)

@@ -83,3 +83,19 @@ def test_api_check_takes_the_metric(tmp_path: Any) -> None:
     assert not check([results], metric="ctc", max_metric_drop=5.0).passed
     assert check([results], metric="ctc", max_metric_drop=10.0).passed
     assert not check([results], metric="iou", max_metric_drop=10.0).passed
+
+
+def test_the_report_shows_the_metric(tmp_path: Any) -> None:
+    from edgecal.report.page import render_report
+    from edgecal.runs.rundir import VALIDATION
+    from tests.unit.test_report import make_run, validation_doc
+
+    run = make_run(tmp_path / "run", files=())
+    plain = validation_doc(("local",))
+    run.write_json(VALIDATION, plain)
+    assert "ctc drop pts" not in render_report(run)
+    plain["results"][0]["metric"] = MetricFigures("ctc", 0.8, 0.9).to_dict()
+    run.write_json(VALIDATION, plain)
+    page = render_report(run)
+    assert "ctc int8" in page and "ctc drop pts" in page
+    assert "80.00 %" in page and "10.00" in page
