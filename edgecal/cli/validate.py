@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgecal.cli.inputs import inputs_from_args
-from edgecal.cli.options import add_inputs, add_json, print_json
+from edgecal.cli.options import add_inputs, add_json, add_metric, print_json
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, Output
@@ -38,27 +38,7 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
         help="CSV with a file,label header ('file' is the image's name; label: a class index, "
         "or for --metric ctc and your own metric the text it should give)",
     )
-    p.add_argument(
-        "--metric",
-        metavar="NAME|MODULE:FUNCTION",
-        help="also measure a task metric on all of the model's outputs: top1, fidelity "
-        "(cosine/SQNR of every output), ctc (greedy CTC text, exact-string rate), iou "
-        "(dense-map IoU), or your own fn(fp32_outputs, int8_outputs, labels) as module:function "
-        "or path/to/file.py:function (default: none; the top-1 figures as always)",
-    )
-    p.add_argument(
-        "--charset",
-        metavar="FILE",
-        help="--metric ctc: the character list, one per line (line i is class i+1; class 0 is "
-        "the blank); default: classes shown as numbers",
-    )
-    p.add_argument(
-        "--iou-threshold",
-        type=float,
-        default=None,
-        metavar="P",
-        help="--metric iou: a one-channel map's binarization threshold (default 0.3)",
-    )
+    add_metric(p)
     p.add_argument("--runtime", choices=RUNTIMES, default="deployed")
     p.add_argument(
         "--divergence-cosine",
