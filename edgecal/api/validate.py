@@ -153,6 +153,12 @@ class Validation:
         return 100.0 * (float(r.top1_fp32) - float(r.top1_int8))
 
     @property
+    def metric_drop(self) -> float | None:
+        """The first device's points lost of the task metric (None: no ``metric``)."""
+        m = self.results[0].metric
+        return None if m is None else m.drop_points
+
+    @property
     def agreement(self) -> float:
         """The first device's int8 vs fp32 top-1 agreement."""
         return float(self.results[0].agreement)
