@@ -99,3 +99,16 @@ def test_the_report_shows_the_metric(tmp_path: Any) -> None:
     page = render_report(run)
     assert "ctc int8" in page and "ctc drop pts" in page
     assert "80.00 %" in page and "10.00" in page
+
+
+def test_validate_prints_the_metric_one_board_and_side_by_side() -> None:
+    from edgecal.cli.validate import render_validation
+
+    one = doc(with_metric(board(), 0.8, 0.9))
+    text = "\n".join(render_validation(one))
+    assert "metric ctc: int8 0.8000 (fp32 0.9000), drop 10.00 points" in text
+    assert "exact_agreement 0.9" in text
+    assert "metric" not in "\n".join(render_validation(doc(board())))
+    two = doc(with_metric(board("a"), 0.8, 0.9), board("b"))
+    rows = [line for line in render_validation(two) if line.lstrip().startswith("metric ctc")]
+    assert len(rows) == 1 and "0.8000" in rows[0] and rows[0].rstrip().endswith("-")
