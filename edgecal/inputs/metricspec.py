@@ -69,13 +69,14 @@ def import_function(spec: str) -> Callable[..., Any]:
             sys.modules[unique] = module
             loader.loader.exec_module(module)
         else:
-            module = importlib.import_module(mod_name)
+            module = _import_module(mod_name)
     except UsageError:
         raise
     except ModuleNotFoundError as exc:
         raise UsageError(
             f"--metric {spec}: cannot import module {mod_name} ({exc})",
-            hint="put its folder on PYTHONPATH, or give its file: path/to/file.py:" + fn_name,
+            hint="run from its folder or put that on PYTHONPATH, or give its file: "
+            "path/to/file.py:" + fn_name,
         ) from None
     except Exception as exc:  # the user's module failed while importing
         raise UsageError(
@@ -98,6 +99,22 @@ def metric_name(spec: MetricSpec) -> str:
     if hasattr(spec, "labels") and hasattr(spec, "name"):
         return str(spec.name)
     return str(getattr(spec, "__qualname__", None) or repr(spec))
+
+
+def _import_module(name: str) -> Any:
+    """``name`` imported from ``sys.path``, else from the current folder (the ``edgecal``
+    command's ``sys.path`` lacks it, ``python -m`` has it)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != name.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(cwd)
 
 
 def resolve_metric(

@@ -43,6 +43,19 @@ def test_module_function_from_sys_path(tmp_path: Path, monkeypatch: pytest.Monke
     assert got.primary == 0.5 and got.figures == {"n": 1.0}
 
 
+def test_module_function_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``edgecal`` command's sys.path lacks the current folder: it is tried last."""
+    import sys
+
+    (tmp_path / "mymetrics_cwd.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    m = resolve_metric("mymetrics_cwd:rate")
+    assert isinstance(m, UserMetric) and str(tmp_path) not in sys.path
+
+
 def test_function_from_a_file_path(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "my metric.py"
     path.parent.mkdir()
