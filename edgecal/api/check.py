@@ -8,6 +8,7 @@ only once the gate's own inputs are known good).  The report is written as JSON
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,6 +20,7 @@ from edgecal.api.validate import Validation
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.outputs import Input, Output, check_outputs, input_paths, write_outputs
 from edgecal.files.userfile import read_text
+from edgecal.inputs.metricspec import MetricSpec, metric_name
 from edgecal.quality.gate import (
     SAVE_HINT,
     GateReport,
@@ -78,6 +80,8 @@ def check(
     baseline: PathArg | None = None,
     thresholds: Thresholds | None = None,
     validation: Callable[[], Validation] | None = None,
+    metric: MetricSpec | None = None,
+    max_metric_drop: float | None = None,
     json_out: PathArg | None = None,
     junit: PathArg | None = None,
     outputs: Sequence[Output] = (),
@@ -86,6 +90,10 @@ def check(
     """Gate the figures of ``results`` (or, without them, of ``validation()``: e.g.
     ``lambda: edgecal.validate(...)``) against ``thresholds`` (default: the per-run checks
     need a floor or ``baseline``) and ``baseline`` (a saved validation or run directory).
+    ``metric``: the task metric the figures must carry (a name, ``module:function`` or the
+    callable given to ``validate``), ``max_metric_drop``: the most points of it int8 may lose
+    against fp32 (both also settable in ``thresholds``); a baseline's metric is gated too
+    (``thresholds.tol_metric_points``).
     ``json_out``/``junit``: write the report there; ``outputs``/``other_inputs``: the caller's
     own files, checked with these before any work."""
     start = time.monotonic()
@@ -97,6 +105,10 @@ def check(
         [*input_paths("--baseline", [base]), *input_paths("--results", res), *other_inputs],
     )  # before any work
     th = thresholds if thresholds is not None else Thresholds()
+    if metric is not None:
+        th = dataclasses.replace(th, metric=metric_name(metric))
+    if max_metric_drop is not None:
+        th = dataclasses.replace(th, max_metric_drop_points=max_metric_drop)
     base_doc = load_validation_file(Path(base), "baseline") if base else None
     require_reference(base_doc is not None, th)  # before a (long) validation run
     if res:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgecal.files.outputs import Input, input_paths
 from edgecal.files.userfile import read_text
-from edgecal.inputs.labels import labels_for, parse_labels
+from edgecal.inputs.labels import labels_for, parse_labels, parse_text_labels
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
 from edgecal.inputs.spec import ImageInput, TensorInput, defaults_used, input_specs
+from edgecal.quality.taskmetrics import LABELS_CLASS, LABELS_TEXT, Metric
 
 #: A file or folder as a caller names it.
 PathArg = str | os.PathLike[str]
@@ -104,3 +106,29 @@ def load_labels(
     text = os.fspath(path)
     mapping = parse_labels(read_text(Path(text), "labels file"), text)
     return labels_for(mapping, list(source.paths[0]), text, n_classes(model))
+
+
+def load_text_labels(path: str | os.PathLike[str] | None, source: SampleSource) -> list[str] | None:
+    """The label text of every sample of ``source`` from a ``file,label`` CSV (None: no
+    labels): what a task metric (``ctc``, the user's) is given."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    mapping = parse_text_labels(read_text(Path(text), "labels file"), text)
+    return labels_for(mapping, list(source.paths[0]), text)
+
+
+def load_metric_labels(
+    path: str | os.PathLike[str] | None,
+    source: SampleSource,
+    model: Model,
+    metric: Metric | None,
+) -> tuple[list[int] | None, Sequence[Any] | None]:
+    """The labels of ``source``'s samples from a ``file,label`` CSV: ``(class indices for the
+    top-1 figures, what ``metric`` is given)``.  A metric of text labels (``ctc``, the user's)
+    reads the labels as text (no class top-1 then); ``top1`` gets the class indices; one that
+    takes none (``fidelity``, ``iou``) gets ``None``."""
+    if metric is not None and metric.labels == LABELS_TEXT:
+        return None, load_text_labels(path, source)
+    classes = load_labels(path, source, model)
+    return classes, classes if metric is not None and metric.labels == LABELS_CLASS else None

@@ -24,7 +24,7 @@ from edgecal.api.samples import (
     ModelArg,
     PathArg,
     as_list,
-    load_labels,
+    load_metric_labels,
     model_paths,
     open_samples,
     optional_path,
@@ -43,6 +43,7 @@ from edgecal.files.outputs import (
 )
 from edgecal.fleet.pool import board_pool
 from edgecal.fleet.prepare import Devices, Say
+from edgecal.inputs.metricspec import MetricSpec, resolve_metric
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource
 from edgecal.quality.consistency import (
@@ -152,6 +153,12 @@ class Validation:
         return 100.0 * (float(r.top1_fp32) - float(r.top1_int8))
 
     @property
+    def metric_drop(self) -> float | None:
+        """The first device's points lost of the task metric (None: no ``metric``)."""
+        m = self.results[0].metric
+        return None if m is None else m.drop_points
+
+    @property
     def agreement(self) -> float:
         """The first device's int8 vs fp32 top-1 agreement."""
         return float(self.results[0].agreement)
@@ -208,6 +215,9 @@ def validate(
     table: PathArg | None = None,
     inputs: Inputs,
     labels: PathArg | None = None,
+    metric: MetricSpec | None = None,
+    charset: PathArg | None = None,
+    iou_threshold: float | None = None,
     devices: Devices | str | Sequence[str | None] | None = None,
     boards: PathArg | None = None,
     accept_new_host_key: bool = False,
@@ -228,16 +238,24 @@ def validate(
     made in memory from ``table`` -- over ``inputs`` on every device of ``devices`` (default:
     this machine; names of the boards file ``boards``, ``user@host[:port]`` or ``local``).
 
-    ``labels``: a ``file,label`` CSV for top-1 accuracy; ``threads``: ncnn threads (default:
-    the board profile's, or every core); ``sensitivity``: also rank the layers by harm on the
-    first device (needs ``table``); ``divergence_*``: the cross-board tolerances;
-    ``save_baseline``/``run_dir``: write the validation document there (a run directory also
-    records ``command`` and the inputs' digests); ``outputs``/``other_inputs``: the caller's
-    own files, checked with these before any work; ``say``: notes (preprocessing defaults)."""
+    ``labels``: a ``file,label`` CSV for top-1 accuracy (or, for ``metric``, the text each
+    sample should give); ``metric``: also measure this task metric on all of the model's outputs
+    -- a built-in name (``top1``, ``fidelity``, ``ctc``, ``iou``), ``module:function``,
+    ``path/to/file.py:function`` or a callable ``fn(fp32_outputs, int8_outputs, labels)`` (see
+    :mod:`edgecal.quality.taskmetrics`); ``charset``: ``ctc``'s character list file;
+    ``iou_threshold``: ``iou``'s binarization threshold (default 0.3); ``threads``: ncnn
+    threads (default: the board profile's, or every core); ``sensitivity``: also rank the
+    layers by harm on the first device (needs ``table``); ``divergence_*``: the cross-board
+    tolerances; ``save_baseline``/``run_dir``: write the validation document there (a run
+    directory also records ``command`` and the inputs' digests); ``outputs``/``other_inputs``:
+    the caller's own files, checked with these before any work; ``say``: notes (preprocessing
+    defaults)."""
     fp32_paths = model_paths(model)
     int8_paths: tuple[str | None, str | None] = (None, None) if int8 is None else model_paths(int8)
     table_s, labels_s = optional_path(table), optional_path(labels)
     baseline_s, run_s = optional_path(save_baseline), optional_path(run_dir)
+    charset_s = optional_path(charset)
+    task = resolve_metric(metric, charset=charset_s, iou_threshold=iou_threshold)
     loaded = resolve_model(model)
     items = as_list(inputs)
     if not items:
@@ -251,12 +269,13 @@ def validate(
             labels=labels_s,
             lists=[os.fspath(i.samples) for i in items],
         ),
+        *input_paths("--charset", [charset_s]),
         *other_inputs,
     ]
     check_outputs(outs, ins)  # before any work
     source = open_samples(loaded, items, say=say)
     check_outputs(outs, [*ins, *sample_inputs(source.paths)])
-    label_list = load_labels(labels_s, source, loaded)
+    label_list, task_labels = load_metric_labels(labels_s, source, loaded, task)
     devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
     names = list(devs.all_names)
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
@@ -265,7 +284,7 @@ def validate(
         def one(name: str | None) -> ValidationResult:
             n = devs.threads_for(runtime, name, threads)
             with devs.open_one(name, n) as device:
-                ref = Reference(device, loaded, source, label_list, runtime, n)
+                ref = Reference(device, loaded, source, label_list, runtime, n, task, task_labels)
                 res = validate_on(ref, int8_model, progress=progress)
                 res.device = device_facts(device, devs.board(name))
             return res

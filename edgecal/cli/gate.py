@@ -39,6 +39,9 @@ def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
         require_speedup=bool(args.require_speedup or min_speedup is not None),
         min_speedup=1.0 if min_speedup is None else min_speedup,
         check_layers=not args.no_layer_checks,
+        metric=getattr(args, "metric", None),
+        max_metric_drop_points=args.max_metric_drop,
+        tol_metric_points=args.tol_metric,
     )
 
 
@@ -105,6 +108,18 @@ THRESHOLD_OPTIONS: tuple[tuple[str, float | None, str | None, str], ...] = (
         0.5,
         "POINTS",
         "allowed agreement loss vs the baseline (default 0.5 points)",
+    ),
+    (
+        "--max-metric-drop",
+        None,
+        "POINTS",
+        "most int8 may lose vs fp32 of the --metric's figure on this run, in points",
+    ),
+    (
+        "--tol-metric",
+        0.5,
+        "POINTS",
+        "allowed loss of the --metric's figure vs the baseline (default 0.5 points)",
     ),
     ("--tol-cosine", 0.001, None, "allowed output cosine loss vs the baseline (default 0.001)"),
     (

@@ -128,3 +128,29 @@ def add_boards_file(p: argparse.ArgumentParser, *, whose_key: str) -> None:
 def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--json``: print the command's result as a JSON document."""
     p.add_argument("--json", action="store_true", help=help)
+
+
+def add_metric(p: argparse.ArgumentParser) -> None:
+    """``--metric``, ``--charset``, ``--iou-threshold``: the task metric (the ``metric``,
+    ``charset`` and ``iou_threshold`` of the API's use cases)."""
+    p.add_argument(
+        "--metric",
+        metavar="NAME|MODULE:FUNCTION",
+        help="also measure a task metric on all of the model's outputs: top1, fidelity "
+        "(cosine/SQNR of every output), ctc (greedy CTC text, exact-string rate), iou "
+        "(dense-map IoU), or your own fn(fp32_outputs, int8_outputs, labels) as module:function "
+        "or path/to/file.py:function (default: none; the top-1 figures as always)",
+    )
+    p.add_argument(
+        "--charset",
+        metavar="FILE",
+        help="--metric ctc: the character list, one per line (line i is class i+1; class 0 is "
+        "the blank); default: classes shown as numbers",
+    )
+    p.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="--metric iou: a one-channel map's binarization threshold (default 0.3)",
+    )

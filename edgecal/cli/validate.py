@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgecal.cli.inputs import inputs_from_args
-from edgecal.cli.options import add_inputs, add_json, print_json
+from edgecal.cli.options import add_inputs, add_json, add_metric, print_json
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, Output
@@ -33,7 +33,12 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
     p.add_argument("int8_bin", nargs="?", default=None, metavar="INT8.bin")
     p.add_argument("--table", help="make the int8 model from this table (in memory)")
     add_inputs(p, multi_device=True)
-    p.add_argument("--labels", help="CSV with a file,label header ('file' is the image's name)")
+    p.add_argument(
+        "--labels",
+        help="CSV with a file,label header ('file' is the image's name; label: a class index, "
+        "or for --metric ctc and your own metric the text it should give)",
+    )
+    add_metric(p)
     p.add_argument("--runtime", choices=RUNTIMES, default="deployed")
     p.add_argument(
         "--divergence-cosine",
@@ -149,6 +154,9 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
             table=table,
             inputs=inputs_from_args(args, model) if args.lists else [],
             labels=args.labels,
+            metric=args.metric,
+            charset=args.charset,
+            iou_threshold=args.iou_threshold,
             devices=args.device,
             boards=args.boards,
             accept_new_host_key=args.accept_new_host_key,
@@ -215,6 +223,13 @@ def render_validation(doc: dict[str, Any]) -> list[str]:
         ("int8 ms", lambda r: _f(r["latency_int8_ms"], ".3f")),
         ("threads", lambda r: str(r["threads"])),
     ]
+    if any(r.get("metric") for r in results):
+        rows.append(
+            (
+                "metric " + next(r["metric"]["name"] for r in results if r.get("metric")),
+                lambda r: _f((r.get("metric") or {}).get("primary"), ".4f"),
+            )
+        )
     table = [[label, *(get(r) for r in results)] for label, get in rows]
     for name in [x["name"] for x in results[0]["layers"]]:
         vals = []
@@ -296,11 +311,25 @@ def render_board(r: dict[str, Any]) -> list[str]:
         f"{float(r['cosine_min']):.6f}, SQNR mean {float(r['sqnr_mean_db']):.2f} dB "
         f"min {float(r['sqnr_min_db']):.2f} dB"
     )
+    lines += render_metric(r.get("metric"))
     lines.append(
         f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
         f"int8 {float(r['latency_int8_ms']):.3f} ms"
     )
     return lines + column_lines(LAYER_COLUMNS, r["layers"])
+
+
+def render_metric(m: dict[str, Any] | None) -> list[str]:
+    """The task metric's lines (none without ``--metric``)."""
+    if not m:
+        return []
+    fp32 = "" if m["primary_fp32"] is None else f" (fp32 {float(m['primary_fp32']):.4f})"
+    figures = ", ".join(f"{k} {float(v):.6g}" for k, v in m["figures"].items())
+    return [
+        f"metric {m['name']}: int8 {float(m['primary']):.4f}{fp32}, drop "
+        f"{float(m['drop_points']):.2f} points",
+        *([f"  {figures}"] if figures else []),
+    ]
 
 
 def render_sensitivity(sens: dict[str, Any]) -> list[str]:

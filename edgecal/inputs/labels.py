@@ -4,13 +4,47 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from edgecal.errors import InputFileError
 
+T = TypeVar("T")
+
 
 def parse_labels(text: str, source: str = "<labels>") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for lineno, name, label in _label_rows(text, source):
+        try:
+            value = int(label)
+        except ValueError:
+            raise InputFileError(
+                f"{source}:{lineno}: label {label!r} of {name!r} is not a class index"
+            ) from None
+        if value < 0:
+            raise InputFileError(f"{source}:{lineno}: label {value} of {name!r} is negative")
+        _once(out, name, source, lineno)
+        out[name] = value
+    return out
+
+
+def parse_text_labels(text: str, source: str = "<labels>") -> dict[str, str]:
+    """A ``file,label`` CSV whose labels are text (e.g. what a text recogniser should read)."""
+    out: dict[str, str] = {}
+    for lineno, name, label in _label_rows(text, source):
+        _once(out, name, source, lineno)
+        out[name] = label
+    return out
+
+
+def _once(seen: Mapping[str, object], name: str, source: str, lineno: int) -> None:
+    if name in seen:
+        raise InputFileError(f"{source}:{lineno}: {name!r} is labelled twice")
+
+
+def _label_rows(text: str, source: str) -> Iterator[tuple[int, str, str]]:
+    """``(line number, file, label)`` of every row after the header, one by one."""
     reader = csv.reader(io.StringIO(text))
     rows: list[tuple[int, list[str]]] = []  # (line number, row), blank rows left out
     try:
@@ -24,28 +58,15 @@ def parse_labels(text: str, source: str = "<labels>") -> dict[str, int]:
             f"{source}: the first line must be the header 'file,label'",
             hint="one row per image: <image file name>,<class index>",
         )
-    out: dict[str, int] = {}
     for lineno, row in rows[1:]:
         if len(row) < 2:
             raise InputFileError(f"{source}:{lineno}: expected 'file,label', got {row!r}")
-        name, label = row[0].strip(), row[1].strip()
-        try:
-            value = int(label)
-        except ValueError:
-            raise InputFileError(
-                f"{source}:{lineno}: label {label!r} of {name!r} is not a class index"
-            ) from None
-        if value < 0:
-            raise InputFileError(f"{source}:{lineno}: label {value} of {name!r} is negative")
-        if name in out:
-            raise InputFileError(f"{source}:{lineno}: {name!r} is labelled twice")
-        out[name] = value
-    return out
+        yield lineno, row[0].strip(), row[1].strip()
 
 
 def labels_for(
-    mapping: dict[str, int], images: Sequence[Path], source: str, n_classes: int | None = None
-) -> list[int]:
+    mapping: Mapping[str, T], images: Sequence[Path], source: str, n_classes: int | None = None
+) -> list[T]:
     """The label of every image, by file name; every image must have one."""
     missing = [p.name for p in images if p.name not in mapping]
     if missing:
@@ -56,7 +77,7 @@ def labels_for(
         )
     labels = [mapping[p.name] for p in images]
     if n_classes is not None:
-        bad = sorted({v for v in labels if v >= n_classes})
+        bad = sorted({v for v in labels if isinstance(v, int) and v >= n_classes})
         if bad:
             raise InputFileError(
                 f"{source} has labels {bad} but the model has only {n_classes} classes",

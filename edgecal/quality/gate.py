@@ -63,6 +63,11 @@ class Thresholds:
     require_speedup: bool = False  # int8 latency < fp32 latency (and speedup >= min_speedup)
     min_speedup: float = 1.0
     check_layers: bool = True  # per-layer cosine rows against the baseline
+    # the task metric (``validate --metric``): the one the figures must carry (its name), the
+    # most points it may lose vs fp32 on this run, its allowed loss vs the baseline
+    metric: str | None = None
+    max_metric_drop_points: float | None = None
+    tol_metric_points: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy", "min_agreement"):
@@ -79,6 +84,8 @@ class Thresholds:
             "tol_agreement_points",
             "tol_cosine",
             "tol_layer_cosine",
+            "max_metric_drop_points",
+            "tol_metric_points",
         ):
             v = getattr(self, name)
             if v is not None and not (v >= 0.0 and math.isfinite(v)):
@@ -96,6 +103,7 @@ class Thresholds:
                 self.min_agreement,
                 self.min_cosine,
                 self.max_accuracy_drop_points,
+                self.max_metric_drop_points,
             )
         )
 
@@ -334,6 +342,8 @@ def _board_rows(
     ):
         rows += _at_least(board, check, cur.figure(check), figure(check), th, what, missing)
 
+    rows += _metric_rows(board, cur, base, th)
+
     if th.require_speedup:
         rows.append(_speedup_row(board, cur, th))
 
@@ -354,6 +364,60 @@ def _board_rows(
                 th,
                 "layer_cosine",
                 f"no cosine for layer {name}",
+            )
+    return rows
+
+
+def _metric_rows(
+    board: str, cur: ValidationResult, base: ValidationResult | None, th: Thresholds
+) -> list[GateRow]:
+    """The task metric's rows: the metric asked for (``th.metric``), its drop on this run
+    (``th.max_metric_drop_points``) and its primary figure against the baseline's (when the
+    baseline has one); none when none of them applies."""
+    m = cur.metric
+    fix = "validate with --metric " + (th.metric or "NAME")
+    rows: list[GateRow] = []
+    if th.metric is not None and (m is None or m.name != th.metric):
+        got = "no metric" if m is None else f"metric {m.name}"
+        rows.append(
+            GateRow(board, "metric", None, None, False, f"{got} in the results (fix: {fix})", "")
+        )
+    if th.max_metric_drop_points is not None:
+        limit = th.max_metric_drop_points
+        if m is None:
+            msg = f"no metric in the results (fix: {fix})"
+            rows.append(GateRow(board, "metric_drop", None, limit, False, msg, "<=", "pts"))
+        else:
+            drop = m.drop_points
+            passed = _ok(drop, "<=", limit)
+            how = (
+                f"fp32 {fmt(m.primary_fp32, 'frac')} - int8 {fmt(m.primary, 'frac')}"
+                if m.primary_fp32 is not None
+                else f"1 - {fmt(m.primary, 'frac')}"
+            )
+            msg = (
+                f"{m.name}: {how}"
+                if passed
+                else f"int8 loses {drop:.2f} points of {m.name} on this run, more than "
+                f"--max-metric-drop {limit:g} ({how})"
+            )
+            rows.append(GateRow(board, "metric_drop", drop, limit, passed, msg, "<=", "pts"))
+    if base is not None and base.metric is not None:
+        name = base.metric.name
+        if m is not None and m.name != name:
+            msg = (
+                f"metric {m.name} here, {name} in the baseline (fix: validate with --metric {name})"
+            )
+            rows.append(GateRow(board, f"metric {name}", None, None, False, msg, ""))
+        else:
+            rows += _at_least(
+                board,
+                f"metric {name}",
+                None if m is None else m.primary,
+                base.metric.primary,
+                th,
+                "metric",
+                f"no metric {name} in the results (fix: validate with --metric {name})",
             )
     return rows
 

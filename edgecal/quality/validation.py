@@ -16,6 +16,7 @@ from edgecal.ncnnfmt.param import ParamFile
 from edgecal.quality.consistency import Consistency
 from edgecal.quality.jsondoc import Malformed, Obj, read_fields
 from edgecal.quality.rundoc import RESULT_SCHEMA, json_safe
+from edgecal.quality.taskmetrics import MetricFigures
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ class ValidationResult:
     int8_outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: keys the document lacked or held unreadable (``lenient`` reading only)
     missing: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: the task metric's figures (``validate --metric``; absent from the document without it)
+    metric: MetricFigures | None = None
 
     @property
     def board(self) -> str:
@@ -288,6 +291,8 @@ class ValidationResult:
             "device": dict(self.device),
             **self.models,
         }
+        if self.metric is not None:
+            d["metric"] = self.metric.to_dict()
         return json_safe({k: v for k, v in d.items() if k not in self.missing})
 
     @classmethod
@@ -323,7 +328,14 @@ class ValidationResult:
                 if key not in d:
                     missing.add(key)
             f = figures
+            metric = None
+            if d.get("metric") is not None:
+                try:
+                    metric = MetricFigures.from_dict(d["metric"], o.at("metric"))
+                except Malformed:
+                    missing.add("metric")
             return cls(
+                metric=metric,
                 n_samples=n if isinstance(n, int) and "n_samples" not in missing else 0,
                 output_blob=str(texts["output_blob"]) if "output_blob" not in missing else "",
                 runtime=str(texts["runtime"]) if "runtime" not in missing else "",

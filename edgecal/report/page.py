@@ -173,6 +173,7 @@ def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
         return {"empty": "validation.json has no board results."}
     c = v.consistency
     diverging = set(c.diverging) | {b.board for b in c.boards if b.diverges} if c else set()
+    metric = next((r.metric.name for r in v.results if r.metric is not None), None)
     rows = []
     for r in v.results:
         speedup = (
@@ -197,6 +198,9 @@ def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
                 f"{fixed(speedup, 2)}×",
             ]
         )
+        if metric:  # the task metric (validate --metric): its figure and drop
+            m = r.metric
+            rows[-1] += [pct(m.primary), fixed(m.drop_points, 2)] if m else ["—", "—"]
     return {
         "table": Table(
             (
@@ -213,6 +217,7 @@ def summary_view(v: ValidationDoc | None) -> dict[str, Any]:
                 "fp32 ms",
                 "int8 ms",
                 "speed-up",
+                *((f"{metric} int8", f"{metric} drop pts") if metric else ()),
             ),
             rows,
             ["bad" if r.board in diverging else "" for r in v.results],

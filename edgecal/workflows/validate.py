@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from edgecal.errors import CalibrationError, ModelFormatError
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
 from edgecal.quality.metrics import PairStats, accuracy, agreement, dequantize
+from edgecal.quality.taskmetrics import Metric, Outputs
 from edgecal.quality.validation import (
     LayerFigures,
     ValidationResult,
@@ -36,7 +38,8 @@ SHARD_SIZE = 32
 @dataclass(frozen=True)
 class Reference:
     """The fp32 side of a comparison with int8: ``fp32`` run on ``device`` over ``source``
-    (``labels``: its classes, for accuracy) with the runtime and its threads."""
+    (``labels``: its classes, for accuracy) with the runtime and its threads; ``metric``:
+    the task metric to measure too (on all of the model's outputs), given ``metric_labels``."""
 
     device: Device
     fp32: Model
@@ -44,6 +47,8 @@ class Reference:
     labels: Sequence[int] | None = None
     runtime: str = "deployed"
     threads: int = 1
+    metric: Metric | None = None
+    metric_labels: Sequence[Any] | None = None
 
 
 def validate(
@@ -59,6 +64,11 @@ def validate(
     qlayers = quantized_layers(int8.param, int8.weights, str(int8.bin_path))
     tops = [q.top for q in qlayers if q.top != output]
     blobs = [output, *tops]
+    metric = reference.metric
+    outputs = fp32.output_blobs if metric is not None else [output]
+    if metric is not None:  # every output, the first still first (the one timed)
+        blobs = [*outputs, *(t for t in tops if t not in outputs)]
+    task: tuple[list[Outputs], list[Outputs]] = ([], [])
     out_stats = PairStats()
     layer_stats = {q.name: PairStats() for q in qlayers}
     preds: tuple[list[int], list[int]] = ([], [])
@@ -95,6 +105,9 @@ def validate(
                         "the list",
                     )
                 out_stats.add(a[output], b[output])
+                if metric is not None:
+                    task[0].append({o: a[o] for o in outputs})
+                    task[1].append({o: b[o] for o in outputs})
                 int8_out.append(b[output].ravel())
                 preds[0].append(int(np.argmax(a[output])))
                 preds[1].append(int(np.argmax(b[output])))
@@ -142,5 +155,19 @@ def validate(
         latency_int8_ms=1000.0 * float(np.median(lat[1])),
         layers=layers,
         device={"name": device.name},
-        int8_outputs=np.stack(int8_out) if int8_out else None,
+        int8_outputs=_rows(int8_out) if int8_out else None,
+        metric=metric(task[0], task[1], reference.metric_labels) if metric and done else None,
     )
+
+
+def _rows(outputs: list[np.ndarray]) -> np.ndarray:
+    """Per-sample flat outputs as ``(n, values)`` rows; a dynamic model's outputs, whose size
+    changes between samples, padded with zeros (the same padding on every board: cosines
+    between boards are unchanged)."""
+    width = max(o.size for o in outputs)
+    if all(o.size == width for o in outputs):
+        return np.stack(outputs)
+    rows = np.zeros((len(outputs), width), dtype=np.float32)
+    for i, o in enumerate(outputs):
+        rows[i, : o.size] = o
+    return rows
