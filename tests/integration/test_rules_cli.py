@@ -74,8 +74,16 @@ def test_mse_and_percentile_tables_from_calibrate_and_from_histograms(
         assert (digits / "o.t").read_text() == (digits / out).read_text()
     assert (
         main(
-            ["-q", "quantize", "model.param", "model.bin", "q.param", "q.bin"]
-            + ["--table", "mse.table"]
+            [
+                "-q",
+                "quantize",
+                "model.param",
+                "model.bin",
+                "q.param",
+                "q.bin",
+                "--table",
+                "mse.table",
+            ]
         )
         == 0
     )

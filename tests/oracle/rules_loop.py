@@ -1,8 +1,8 @@
 """Oracle: literal, loop-by-loop ports of the histogram rules of edgecal.calib.rules.
 
-Plain Python integers (and a Fraction for the percentile), one candidate edge at a time, every bin visited in a loop:
-the definitions of the module docstring of ``edgecal/calib/rules.py`` written as directly as
-possible.  Slow (seconds for a dense MSE histogram): use it on few examples only.
+Plain Python integers (and a Fraction for the percentile), one candidate edge at a time, every
+bin visited in a loop: the definitions of the module docstring of ``edgecal/calib/rules.py``
+written as directly as possible.  Slow (seconds for a dense MSE histogram): few examples only.
 """
 
 from __future__ import annotations
