@@ -28,6 +28,9 @@ from edgecal.calib.scales import blob_scale
 from edgecal.cli.ncnnargs import parse_ncnn2table
 from edgecal.errors import UsageError
 from edgecal.quality.thresholds import CHOSEN_METHODS, LayerThresholds, ThresholdsDoc
+from edgecal.report.html import LayerHistogram, histogram_plot
+from edgecal.report.page import render_report
+from tests.unit.test_report import colour_pixels, make_run, thresholds_doc
 
 RULE_KEYS = ["kl", "aciq", "mse", "p99.9", "p99.99", "p99.999"]
 
@@ -47,7 +50,7 @@ def test_ncnn_names_and_the_extra_rules_are_distinct_lists() -> None:
     assert RULE_NAMES == ("mse", "p99.9", "p99.99", "p99.999")
     assert CALIBRATE_NAMES == METHOD_NAMES + RULE_NAMES
     assert parse_method("p99.99") is Method.P99_99
-    assert CHOSEN_METHODS == (*METHOD_NAMES, *RULE_NAMES, "table", "fp32")
+    assert (*METHOD_NAMES, *RULE_NAMES, "table", "fp32") == CHOSEN_METHODS
     with pytest.raises(UsageError, match="method=mse not implemented yet !"):
         parse_ncnn2table("m.param m.bin l.txt t.table method=mse".split())
 
@@ -165,10 +168,8 @@ def layer(**rules: float) -> LayerThresholds:
 def test_thresholds_doc_carries_the_rules_beside_kl() -> None:
     t = layer(**{"mse": 3.5, "p99.99": 4.0})
     entry = t.to_dict()
-    assert list(entry) == ["blob", "absmax", "kl", "aciq", "eq", "mse", "p99.99"] + [
-        "chosen_method",
-        "chosen",
-    ]
+    ncnn = ["blob", "absmax", "kl", "aciq", "eq"]
+    assert list(entry) == [*ncnn, "mse", "p99.99", "chosen_method", "chosen"]
     doc = ThresholdsDoc({"conv1": t})
     back = ThresholdsDoc.from_dict(json.loads(json.dumps(doc.to_dict())))
     assert back == doc
@@ -180,21 +181,13 @@ def test_thresholds_doc_carries_the_rules_beside_kl() -> None:
         "p99.99": 4.0,
     }
     # a layer without rules writes exactly what it wrote before them
-    assert list(layer().to_dict()) == ["blob", "absmax", "kl", "aciq", "eq"] + [
-        "chosen_method",
-        "chosen",
-    ]
+    assert list(layer().to_dict()) == [*ncnn, "chosen_method", "chosen"]
 
 
 # ----------------------------------------------------------------------------- the report
 
 
 def test_report_shows_the_rules_columns_and_lines(tmp_path: Path) -> None:
-    from tests.unit.test_report import colour_pixels, make_run, thresholds_doc
-
-    from edgecal.report.html import LayerHistogram, histogram_plot
-    from edgecal.report.page import render_report
-
     plain = render_report(make_run(tmp_path / "plain"))
     head = re.search(r"<tr><th>layer</th>(.*?)</tr>", plain)
     assert head is not None and "MSE" not in head.group(1) and "p99" not in head.group(1)
