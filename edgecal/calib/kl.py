@@ -35,8 +35,13 @@ O(t) per candidate, so the search runs it only on the few candidates a screening
      Qmass_j]`` (the E- and P-CDFs differ by at most one Q-bin's mass), so
      ``sum_i |S^_i| <= (t-1) (|KL| + max_j Qmass_j + D + gamma_t (sum|T| + D))``.
 
-   Only candidates whose interval meets the lowest upper end are evaluated exactly; if just one
-   remains, it is strictly below every other candidate and is the answer without evaluation.
+   Only candidates whose interval meets the lowest upper end go on; if just one remains, it is
+   strictly below every other candidate and is the answer without evaluation.
+3. ``_refine`` (the second stage, on those few): ncnn's float32 P and E exactly (cheap: E is a
+   repeat of ``eps + Q`` plus the straddling bins), the real KL in float64, and a running error
+   bound (``u * sum |partial sums|`` instead of the a-priori one, see ``_refine``): some 50x
+   tighter, so usually one candidate is left and glibc's ``logf`` is never emulated.
+4. ``_exact_rows``: the bit-exact float32 KL of whatever is still left; the first minimum wins.
 
 The result equals a literal port of the loops (``tests/oracle/kl_loop.py``) bin for bin.
 """
@@ -55,7 +60,7 @@ KL_EPS = np.float32(0.0001)
 
 _F32 = np.float32
 _ROW_BLOCK = 128  # candidates per block: keeps the working set small
-_last_candidates = [0]  # size of the last exact re-evaluation set (for tests and benchmarks)
+_last_candidates = [0, 0]  # sizes of the last second-stage and exact sets (tests, benchmarks)
 
 
 def normalize(counts: np.ndarray) -> np.ndarray:
@@ -100,16 +105,22 @@ class _Block:
         self.q_denom = (cnt.astype(_F32) + self.q_ls) + self.q_rs  # (rl-lu) + ls + rs, in order
         # --- E: source bin k gets eps + Q[jk] (jk = the Q bin holding point k), or, when a Q
         # boundary b falls strictly inside (k, k+1): (eps + (b-k)*Q[jk]) + (k+1-b)*Q[jk+1]. --
+        # Q-bin j holds the source bins ceil(j*t/128) .. ceil((j+1)*t/128) - 1 (bin 127 also
+        # the junk columns t..width-1): E is a repeat of eps + Q, then the straddling bins.
         self.width = int(ts.max())
-        k = np.arange(self.width, dtype=np.int64)[None, :]
-        jk = np.minimum((k * TARGET_BINS) // t, TARGET_BINS - 1)
-        b128 = (jk + 1) * t
-        straddle = (b128 < (k + 1) * TARGET_BINS) & (jk < TARGET_BINS - 1) & (k < t)
-        flat_j = jk + self.rows[:, None] * TARGET_BINS
-        self.e_idx = flat_j.astype(np.intp)
-        self.st_pos = np.flatnonzero(straddle)
-        self.st_j = flat_j.reshape(-1)[self.st_pos].astype(np.intp)
-        num = (b128 - k * TARGET_BINS).reshape(-1)[self.st_pos]
+        bj = np.arange(1, TARGET_BINS, dtype=np.int64)[None, :]  # boundaries j = 1..127
+        b128 = bj * t  # 128 * b_j
+        first = -((-b128) // TARGET_BINS)  # ceil(b_j): the first source bin of Q-bin j
+        edges = np.empty((rows, TARGET_BINS + 1), dtype=np.int64)
+        edges[:, 0] = 0
+        edges[:, 1:TARGET_BINS] = first
+        edges[:, TARGET_BINS] = self.width
+        self.e_counts = np.diff(edges, axis=1).reshape(-1)
+        straddle = b128 % TARGET_BINS != 0  # b_j inside source bin k = floor(b_j) (jk = j-1)
+        k = b128 // TARGET_BINS
+        self.st_pos = (self.rows[:, None] * self.width + k)[straddle].astype(np.intp)
+        self.st_j = (self.rows[:, None] * TARGET_BINS + bj - 1)[straddle].astype(np.intp)
+        num = (b128 - k * TARGET_BINS)[straddle]
         self.st_rs = (num / TARGET_BINS).astype(_F32)
         self.st_ls = ((TARGET_BINS - num) / TARGET_BINS).astype(_F32)
 
@@ -143,7 +154,7 @@ def _distributions(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray, np
     """
     hz = np.concatenate([h, np.zeros(1, dtype=_F32)])
     q = _quantized(hz, g).reshape(-1)
-    e = KL_EPS + q[g.e_idx]
+    e = np.repeat(KL_EPS + q, g.e_counts).reshape(g.ts.size, g.width)
     qs = q[g.st_j]
     e.reshape(-1)[g.st_pos] = (KL_EPS + g.st_rs * qs) + g.st_ls * q[g.st_j + 1]
     p = (KL_EPS + h[: g.width])[None, :]
@@ -153,10 +164,66 @@ def _distributions(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray, np
 def _kl_exact(h: np.ndarray, g: _Block) -> np.ndarray:
     """ncnn2table's float32 KL of each candidate of the block, bit for bit."""
     p, e, tail = _distributions(h, g)
-    terms = p * glibc_logf(p / e)
-    e_last = e[g.last]
-    terms[g.last] = tail * glibc_logf(tail / e_last)
-    return np.add.accumulate(terms, axis=1)[g.last]
+    return _exact_rows(p, e, tail, g.ts)
+
+
+def _exact_rows(p: np.ndarray, e: np.ndarray, tail: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The float32 KL of rows ``ts`` from their exact distributions (:func:`_distributions`)."""
+    last = (np.arange(ts.size), ts - 1)
+    width = int(ts.max())
+    pw, ew = p[:, :width], e[:, :width]
+    terms = pw * glibc_logf(pw / ew)
+    terms[last] = tail * glibc_logf(tail / ew[last])
+    return np.add.accumulate(terms, axis=1)[last]
+
+
+def _refine(
+    p: np.ndarray, e: np.ndarray, tail: np.ndarray, ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(value, bound) per row with ``|ncnn's float32 KL - value| <= bound``: the second stage.
+
+    P and E here are ncnn's float32 values exactly, so only its last four roundings remain.
+    Per term (u = 2**-24, L = log(p/e) real): ``fl(p/e)`` moves the log by <= 1.01u, glibc
+    ``logf`` is within 0.82 ulp <= 2u|log| of the log of its argument, the product rounds once:
+    ``|T^ - pL| <= tau = p*(lam*(1+u) + u|L|)`` with ``lam = 1.01u + 2u(|L| + 1.01u)``.  The
+    sequential float32 sum adds ``u|S^_i|`` per partial sum, ``|S^_i| <= |S_i| + D``, so
+    ``D <= (sum tau + u sum_i |S_i|) / (1 - t u)`` with S_i the real partial sums (running
+    error analysis; far tighter than the screen's a-priori bound).  L, S_i and the sums are
+    float64 (relative error ~t * 2**-53, covered by the margin).
+    """
+    rows = np.arange(ts.size)
+    width = int(ts.max())
+    u = _u32
+    c0 = (1.01 * u + 2.02 * u * u) * (1.0 + u)  # tau = p * (c0 + c1 |L|)
+    c1 = 2.0 * u * (1.0 + u) + u
+    # every column with p_k = eps + h_k (the bin t-1 corrected for the tail below)
+    prev = (rows, ts - 2)
+    p64 = p[0, :width].astype(np.float64)
+    lg = e[:, :width].astype(np.float64)
+    np.divide(p64, lg, out=lg)
+    np.log(lg, out=lg)  # L_k
+    part = p64 * lg
+    np.cumsum(part, axis=1, out=part)  # real partial sums S_i
+    s_prev = part[prev]
+    np.abs(lg, out=lg)
+    lg *= c1
+    lg += c0
+    lg *= p64  # tau_k
+    np.abs(part, out=part)
+    part *= u
+    lg += part
+    num_all = np.cumsum(lg, axis=1, out=lg)  # sum tau_k + u |S_k|, read at k = t-2
+    # column t-1 holds the folded tail: p = P[t-1] = tail there
+    lt = np.log(tail.astype(np.float64) / e[rows, ts - 1].astype(np.float64))
+    t_tail = tail * lt
+    value = s_prev + t_tail
+    tau_tail = tail * (c0 + c1 * np.abs(lt))
+    num = num_all[prev] + tau_tail + u * np.abs(value)
+    tf = ts.astype(np.float64)
+    # float64's own error (L, the partial sums): <= 8 (t+8) 2**-53 (sum |T| + sum |S| + sum p),
+    # each of those <= num / u (tau_k >= u p_k (1 + |L_k|))
+    d = num * (1.0 / (1.0 - tf * u) + 3.0 * 8.0 * (tf + 8.0) * _u64 / u)
+    return value, d * (1.0 + 1e-6) + 1e-30
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,6 +506,16 @@ def screen_bounds(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _screen(normalize(counts))
 
 
+def refine_bounds(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(second-stage value, bound) per candidate: ``|exact float32 KL - value| <= bound``."""
+    h = normalize(counts)
+    parts = []
+    for g in _blocks():
+        p, e, tail = _distributions(h, g)
+        parts.append(_refine(p, e, tail, g.ts))
+    return np.concatenate([v for v, _ in parts]), np.concatenate([b for _, b in parts])
+
+
 def kl_best_bin(counts: np.ndarray) -> int:
     """The ``target_threshold`` ncnn2table picks for a 2048-bin histogram.
 
@@ -456,15 +533,31 @@ def kl_best_bin(counts: np.ndarray) -> int:
     else:
         upper = float(np.min(value + bound))
         cand = ts[value - bound <= upper]  # every other t is provably strictly worse
-    _last_candidates[0] = int(cand.size)
+    _last_candidates[:] = [int(cand.size), int(cand.size)]
     if cand.size == 1:  # the only t that can be minimal: strictly below all others
         return int(cand[0])
-    exact = np.concatenate(
-        [_kl_exact(h, _Block(cand[lo : lo + _ROW_BLOCK])) for lo in range(0, cand.size, _ROW_BLOCK)]
-    )
+    blocks = []  # the second stage: exact P and E, a running error bound
+    for lo in range(0, cand.size, _ROW_BLOCK):
+        g = _Block(cand[lo : lo + _ROW_BLOCK])
+        p, e, tail = _distributions(h, g)
+        blocks.append((g.ts, p, e, tail, *_refine(p, e, tail, g.ts)))
+    upper2 = min(float(np.min(b[4] + b[5])) for b in blocks)
+    keep = [(b, b[4] - b[5] <= upper2) for b in blocks]
+    left = int(sum(int(k.sum()) for _, k in keep))
+    _last_candidates[1] = left
+    if left == 1:
+        return int(next(b[0][k][0] for b, k in keep if k.any()))
+    ts_left = []
+    exact = []
+    for (ts, p, e, tail, _, _), k in keep:
+        if k.any():
+            ts_left.append(ts[k])
+            exact.append(_exact_rows(p, e[k], tail[k], ts[k]))
     best = TARGET_BINS
     best_kl = float(np.finfo(_F32).max)
-    for t_val, v in zip(cand.tolist(), exact.tolist(), strict=True):
+    for t_val, v in zip(
+        np.concatenate(ts_left).tolist(), np.concatenate(exact).tolist(), strict=True
+    ):
         if v < best_kl:  # strict: the first minimum wins (NaN never wins)
             best_kl = v
             best = t_val
