@@ -141,3 +141,19 @@ def test_second_stage_changes_no_choice(c: np.ndarray) -> None:
     assert K.kl_best_bin(c) == want
     screened, exact_set = K._last_candidates
     assert 1 <= exact_set <= screened or not finite.any()
+
+
+@FAST
+@given(st.one_of(histograms(), near_ties()))
+def test_table_log_screen_bound_never_violated(c: np.ndarray) -> None:
+    """The screen with its 10-bit log table (``_TABLE_LOG``) keeps its bound too."""
+    exact = K.kl_divergences(c, exact=True).astype(np.float64)
+    if not np.isfinite(exact).all():
+        return
+    saved = K._TABLE_LOG
+    K._TABLE_LOG = True
+    try:
+        value, bound = K.screen_bounds(c)
+    finally:
+        K._TABLE_LOG = saved
+    assert np.all(np.abs(exact - value) <= bound)
