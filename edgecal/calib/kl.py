@@ -311,8 +311,6 @@ class _Work:
         self.hf = np.empty((r, b + 1))
         self.cdf = np.empty((r, b + 1))
         self.qs = np.empty((r, b))
-        self.e64 = np.empty((r, b))
-        self.est = np.empty((r, b - 1))
         self.ebuf = np.empty((r, 2 * b - 1), dtype=_F32)
         self.bits = np.empty((r, 2 * b - 1), dtype=np.uint32)
         self.idx = np.empty((r, 2 * b - 1), dtype=np.intp)
@@ -389,15 +387,13 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cdf += ha  # mass in [0, b_j)
         qs = np.subtract(cdf[:, 1:], cdf[:, :-1], out=w.qs[:n])  # mass of Q-bin j
         qs.max(axis=1, out=max_qs[r0:r1])
-        e64 = np.multiply(qs, s.inv_npb[r0:r1, None], out=w.e64[:n])
+        lt64 = w.lt64[:n]  # E of the Q-bins, then of the slots; their logs in place below
+        e64 = np.multiply(qs, s.inv_npb[r0:r1, None], out=lt64[:, :TARGET_BINS])
         e64 += _EPS64
         e127[r0:r1] = e64[:, -1]
-        ebuf = w.ebuf[:n]
-        ebuf[:, :TARGET_BINS] = e64
-        est = np.subtract(e64[:, :-1], e64[:, 1:], out=w.est[:n])
+        est = np.subtract(e64[:, :-1], e64[:, 1:], out=lt64[:, TARGET_BINS:])
         est *= fr[:, 1:TARGET_BINS]
         est += e64[:, 1:]
-        ebuf[:, TARGET_BINS:] = est
         # weights: full bins of Q-bin j (H[F_{j+1}] - H[F_j + 1] + count*eps), then slots
         wt = w.wt[:n]
         wf = np.subtract(ha[:, 1:], ha[:, :-1], out=wt[:, :TARGET_BINS])
@@ -406,11 +402,12 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wf[:, 0] += h0
         wf[:, -1] -= h_last[r0:r1]
         np.add(hf[:, 1:TARGET_BINS], _EPS64, out=wt[:, TARGET_BINS:])
-        lt64 = w.lt64[:n]
         if use_table:
+            ebuf = w.ebuf[:n]
+            ebuf[...] = lt64
             lt64[...] = _table_log(ebuf, s, w, n)
-        else:  # wrapped-sum histograms with h > 1: float64 log of the float32 E
-            np.log(ebuf, out=lt64, dtype=np.float64)
+        else:  # float64 log of E (the bound allows for E rounded to float32 as well)
+            np.log(lt64, out=lt64)
         np.einsum("ij,ij->i", wt, lt64, out=dot[r0:r1])
     lam = _table_log_error(s) if use_table else 16.0 * _u64 * (lmax + 1.0)
 
