@@ -35,12 +35,15 @@ def scale_from_threshold(threshold: float | np.float32) -> np.float32:
         return np.float32(127) / np.float32(threshold)
 
 
-def blob_scale(method: str | Method, hist: BlobHistogram, layer: str = "") -> BlobScale:
+def blob_scale(
+    method: str | Method, hist: BlobHistogram, layer: str = "", *, kl_bin: int | None = None
+) -> BlobScale:
     """The input-blob scale of one conv layer.  ``eq`` starts from ``kl`` (spec 2.9); the extra
     rules (``mse``, ``p99.9``...) take the bin edge :func:`edgecal.calib.rules.rule_edge` picks.
 
     A blob that is zero on every sample (absmax 0) gets :data:`ZERO_GUARD_SCALE` and a
-    warning naming ``layer``, where ncnn2table would write ``inf``.
+    warning naming ``layer``, where ncnn2table would write ``inf``.  ``kl_bin``: KL's bin for
+    these counts when already known (:func:`kl_best_bin` of ``hist.counts``).
     """
     rule = METHODS[parse_method(method)].blob_rule
     who = layer or "<unnamed layer>"
@@ -73,6 +76,6 @@ def blob_scale(method: str | Method, hist: BlobHistogram, layer: str = "") -> Bl
     if rule in RULES:
         threshold = edge_threshold(rule_edge(rule, hist.counts), absmax)
         return BlobScale(threshold, scale_from_threshold(threshold))
-    best = kl_best_bin(hist.counts)
+    best = kl_best_bin(hist.counts) if kl_bin is None else kl_bin
     threshold = threshold_from_bin(best, absmax)
     return BlobScale(threshold, scale_from_threshold(threshold), [], best)

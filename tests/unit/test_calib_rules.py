@@ -215,3 +215,28 @@ def test_report_shows_the_rules_columns_and_lines(tmp_path: Path) -> None:
     without = LayerThresholds.from_dict("conv1", {k: v for k, v in first.items() if k != "mse"})
     assert colour_pixels(histogram_plot(hist, with_rules), mse_rgb) > 0
     assert colour_pixels(histogram_plot(hist, without), mse_rgb) == 0
+
+
+def test_kl_is_searched_once_per_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rule's table from one set of histograms (tune builds them all) costs one KL search
+    per blob, not one per rule."""
+    import edgecal.calib.candidates as C
+
+    calls: list[int] = []
+
+    def counting(counts: np.ndarray) -> int:
+        calls.append(1)
+        return kl_best_bin(counts)
+
+    monkeypatch.setattr(C, "kl_best_bin", counting)
+    C._kl_bin.cache_clear()
+    rng = np.random.default_rng(4)
+    hists = [
+        BlobHistogram(np.bincount(rng.integers(0, n, 3000), minlength=2048), np.float32(3), 9)
+        for n in (300, 900, 2048)
+    ]
+    first = [candidate_scales(h, "x") for h in hists]
+    for _ in range(5):
+        assert [candidate_scales(h, "x") for h in hists] == first
+    assert len(calls) == 3
+    assert [s["kl"].kl_bin for s in first] == [kl_best_bin(h.counts) for h in hists]
