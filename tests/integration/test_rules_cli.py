@@ -99,3 +99,31 @@ def test_ncnn2table_refuses_the_extra_rules_as_ncnn_does(
     print(code, err)
     assert code != 0 and "method=mse not implemented yet !" in err
     assert not (digits / "t.table").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "says", "hint"),
+    [
+        ("kl", "abs-max values only, KL needs the histograms", "--method kl"),
+        ("mse", "abs-max values only, MSE needs the histograms", "--method mse"),
+        ("p99.9", "abs-max values only, p99.9 needs the histograms", "--method p99.9"),
+    ],
+)
+def test_absmax_only_statistics_are_refused_by_every_histogram_rule(
+    method: str, says: str, hint: str
+) -> None:
+    from edgecal.calib.histogram import BlobHistogram
+    from edgecal.errors import CalibrationError
+    from edgecal.inputs.model import load_model
+    from edgecal.runs.histfile import HistogramSet
+    from edgecal.workflows.calibrate import table_from_histograms
+
+    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    names = [x.name for x in model.calibrated_layers]
+    empty = BlobHistogram(np.zeros(2048, np.uint64), np.float32(1.0), 10)
+    hs = HistogramSet({n: n for n in names}, {n: empty for n in names}, {"histograms": False})
+    with pytest.raises(CalibrationError) as info:
+        table_from_histograms(model, hs, method)
+    assert str(info.value).startswith(f"these statistics hold {says}")
+    assert hint in (info.value.hint or "")
+    assert table_from_histograms(model, hs, "aciq").table.records  # ACIQ needs abs-max only
