@@ -157,3 +157,18 @@ def test_table_log_screen_bound_never_violated(c: np.ndarray) -> None:
     finally:
         K._TABLE_LOG = saved
     assert np.all(np.abs(exact - value) <= bound)
+
+
+@FAST
+@given(st.one_of(histograms(), near_ties()), st.sampled_from([1, 2, 8]))
+def test_probe_pruning_changes_no_choice(c: np.ndarray, probe: int) -> None:
+    """Pruning by the second stage of the lowest few screened candidates (``_PROBE``) picks
+    the bin the plain second stage over every screened candidate picks."""
+    saved = K._PROBE
+    try:
+        K._PROBE = 10**6  # no probe: every screened candidate goes through the second stage
+        plain = K.kl_best_bin(c)
+        K._PROBE = probe
+        assert K.kl_best_bin(c) == plain
+    finally:
+        K._PROBE = saved
