@@ -578,7 +578,7 @@ _PROBE = 8  # candidates the second stage sees first (kl_best_bin)
 
 def _second_stage(h: np.ndarray, ts: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """Per block of ``ts`` (increasing): (ts, P, E, tail, value, bound) of :func:`_refine`."""
-    out = []
+    out: list[tuple[np.ndarray, ...]] = []
     for lo in range(0, ts.size, _ROW_BLOCK):
         g = _Block(ts[lo : lo + _ROW_BLOCK])
         p, e, tail = _distributions(h, g)
