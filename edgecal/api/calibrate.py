@@ -107,6 +107,12 @@ class Calibration:
                 "absmax": float(i.absmax),
                 "threshold": float(i.threshold),
                 "scale": float(i.scale),
+                # every histogram rule's threshold (absent without histograms)
+                **(
+                    {"candidates": {k: float(v) for k, v in i.candidates.items()}}
+                    if i.candidates
+                    else {}
+                ),
             }
             for i in self.build.per_layer
         ]

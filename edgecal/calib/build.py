@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecal.calib.candidates import CANDIDATE_RULES, candidate_scales
 from edgecal.calib.histogram import BlobHistogram
-from edgecal.calib.methods import Method, parse_method
+from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.scales import blob_scale
 from edgecal.calib.table import CalibrationTable, bad_scales, format_value, weight_key
 from edgecal.calib.weights import (
@@ -24,12 +25,18 @@ from edgecal.ncnnfmt.param import Layer
 
 @dataclass(frozen=True)
 class LayerScaleInfo:
-    """What ncnn2table prints per conv layer: input blob absmax, threshold and scale."""
+    """What ncnn2table prints per conv layer: input blob absmax, threshold and scale.
+
+    ``candidates``: every histogram rule's threshold for the blob (``"kl"``, ``"aciq"``,
+    ``"mse"``, ``"p99.9"``...: :func:`edgecal.calib.candidates.candidate_thresholds`); empty
+    when the statistics hold no histogram (abs-max only) or the blob was zero throughout.
+    """
 
     name: str
     absmax: np.float32
     threshold: np.float32
     scale: np.float32
+    candidates: Mapping[str, np.float32] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +65,9 @@ def build_table(
     weight records (an empty mapping for layers without weights).  ``blob_stats``: per conv
     layer *name*, the statistics of its input blob; ``None`` or empty gives the weight-only
     table of a run without a dataset (static scales only).  ``eq`` builds its KL starting point.
+    ``method`` may be one of ncnn's or an extra rule (``mse``, ``p99.99``...: blob scales from
+    the rule, weight scales as for ``kl``); every layer's ``candidates`` are filled when its
+    statistics hold a histogram.
     """
     method = parse_method(method)
     items = list(layers_and_weights)
@@ -77,13 +87,22 @@ def build_table(
             ws = conv_weight_scales(lay, w, method)
             result.warnings.extend(ws.warnings)
             table.set(weight_key(lay.name, 0), ws.params[0])
+        rule = METHODS[method].blob_rule
         for lay, _ in convs:
             hist = blob_stats[lay.name]
-            bs = blob_scale(method, hist, lay.name)
+            candidates: dict[str, np.float32] = {}
+            if hist.total > 0 and rule in CANDIDATE_RULES:  # a histogram: every rule at once
+                every = candidate_scales(hist, lay.name)
+                bs = every[rule.value]
+                candidates = {name: s.threshold for name, s in every.items()}
+            else:
+                bs = blob_scale(method, hist, lay.name)
             result.warnings.extend(bs.warnings)
             table.set(lay.name, [bs.scale])
             result.per_layer.append(
-                LayerScaleInfo(lay.name, np.float32(hist.absmax), bs.threshold, bs.scale)
+                LayerScaleInfo(
+                    lay.name, np.float32(hist.absmax), bs.threshold, bs.scale, candidates
+                )
             )
     for kind in STATIC_TYPES:
         for lay, w in items:

@@ -16,8 +16,9 @@ O(t) per candidate, so the search runs it only on the few candidates a screening
    With prefix sums H of h and of (eps+h)log(eps+h), the bins fully inside Q-bin j contribute
    ``sum p log p - W_j log e_j`` (W_j their p-mass), each boundary's straddling bin one term
    ``p log(fr*e_{j-1} + (1-fr)*e_j)``, the folded tail one term.  The 255 logs per candidate are
-   a 10-bit table plus ``x/c`` (error <= 2**-21 + float32 rounding, bounded in
-   ``_table_log_error``), weighted sums in float64.  The layout (~4 MB, read only) is cached; each
+   numpy's float64 log of the float32-rounded E (``_TABLE_LOG``: or a 10-bit table plus ``x/c``,
+   error <= 2**-21 + float32 rounding, bounded in ``_table_log_error``), weighted sums in
+   float64.  The layout (~4 MB, read only) is cached; each
    call has its own chunk workspace (~1 MB), so calls in several threads share nothing mutable.
 2. ``bound``: for every candidate ``|ncnn's float32 KL - value| <= bound``, where
 
@@ -35,8 +36,15 @@ O(t) per candidate, so the search runs it only on the few candidates a screening
      Qmass_j]`` (the E- and P-CDFs differ by at most one Q-bin's mass), so
      ``sum_i |S^_i| <= (t-1) (|KL| + max_j Qmass_j + D + gamma_t (sum|T| + D))``.
 
-   Only candidates whose interval meets the lowest upper end are evaluated exactly; if just one
-   remains, it is strictly below every other candidate and is the answer without evaluation.
+   Only candidates whose interval meets the lowest upper end go on; if just one remains, it is
+   strictly below every other candidate and is the answer without evaluation.
+3. ``_refine`` (the second stage, on those few): ncnn's float32 P and E exactly (cheap: E is a
+   repeat of ``eps + Q`` plus the straddling bins), the real KL in float64, and a running error
+   bound (``u * sum |partial sums|`` instead of the a-priori one, see ``_refine``): some 50x
+   tighter, so usually one candidate is left and glibc's ``logf`` is never emulated.  It sees
+   the ``_PROBE`` lowest screened values first; their lowest upper end then drops every other
+   candidate whose screened lower end lies above it (so some 10-60 rows instead of 50-300).
+4. ``_exact_rows``: the bit-exact float32 KL of whatever is still left; the first minimum wins.
 
 The result equals a literal port of the loops (``tests/oracle/kl_loop.py``) bin for bin.
 """
@@ -55,7 +63,7 @@ KL_EPS = np.float32(0.0001)
 
 _F32 = np.float32
 _ROW_BLOCK = 128  # candidates per block: keeps the working set small
-_last_candidates = [0]  # size of the last exact re-evaluation set (for tests and benchmarks)
+_last_candidates = [0, 0]  # sizes of the last second-stage and exact sets (tests, benchmarks)
 
 
 def normalize(counts: np.ndarray) -> np.ndarray:
@@ -100,16 +108,22 @@ class _Block:
         self.q_denom = (cnt.astype(_F32) + self.q_ls) + self.q_rs  # (rl-lu) + ls + rs, in order
         # --- E: source bin k gets eps + Q[jk] (jk = the Q bin holding point k), or, when a Q
         # boundary b falls strictly inside (k, k+1): (eps + (b-k)*Q[jk]) + (k+1-b)*Q[jk+1]. --
+        # Q-bin j holds the source bins ceil(j*t/128) .. ceil((j+1)*t/128) - 1 (bin 127 also
+        # the junk columns t..width-1): E is a repeat of eps + Q, then the straddling bins.
         self.width = int(ts.max())
-        k = np.arange(self.width, dtype=np.int64)[None, :]
-        jk = np.minimum((k * TARGET_BINS) // t, TARGET_BINS - 1)
-        b128 = (jk + 1) * t
-        straddle = (b128 < (k + 1) * TARGET_BINS) & (jk < TARGET_BINS - 1) & (k < t)
-        flat_j = jk + self.rows[:, None] * TARGET_BINS
-        self.e_idx = flat_j.astype(np.intp)
-        self.st_pos = np.flatnonzero(straddle)
-        self.st_j = flat_j.reshape(-1)[self.st_pos].astype(np.intp)
-        num = (b128 - k * TARGET_BINS).reshape(-1)[self.st_pos]
+        bj = np.arange(1, TARGET_BINS, dtype=np.int64)[None, :]  # boundaries j = 1..127
+        b128 = bj * t  # 128 * b_j
+        first = -((-b128) // TARGET_BINS)  # ceil(b_j): the first source bin of Q-bin j
+        edges = np.empty((rows, TARGET_BINS + 1), dtype=np.int64)
+        edges[:, 0] = 0
+        edges[:, 1:TARGET_BINS] = first
+        edges[:, TARGET_BINS] = self.width
+        self.e_counts = np.diff(edges, axis=1).reshape(-1)
+        straddle = b128 % TARGET_BINS != 0  # b_j inside source bin k = floor(b_j) (jk = j-1)
+        k = b128 // TARGET_BINS
+        self.st_pos = (self.rows[:, None] * self.width + k)[straddle].astype(np.intp)
+        self.st_j = (self.rows[:, None] * TARGET_BINS + bj - 1)[straddle].astype(np.intp)
+        num = (b128 - k * TARGET_BINS)[straddle]
         self.st_rs = (num / TARGET_BINS).astype(_F32)
         self.st_ls = ((TARGET_BINS - num) / TARGET_BINS).astype(_F32)
 
@@ -143,7 +157,7 @@ def _distributions(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray, np
     """
     hz = np.concatenate([h, np.zeros(1, dtype=_F32)])
     q = _quantized(hz, g).reshape(-1)
-    e = KL_EPS + q[g.e_idx]
+    e = np.repeat(KL_EPS + q, g.e_counts).reshape(g.ts.size, g.width)
     qs = q[g.st_j]
     e.reshape(-1)[g.st_pos] = (KL_EPS + g.st_rs * qs) + g.st_ls * q[g.st_j + 1]
     p = (KL_EPS + h[: g.width])[None, :]
@@ -153,10 +167,66 @@ def _distributions(h: np.ndarray, g: _Block) -> tuple[np.ndarray, np.ndarray, np
 def _kl_exact(h: np.ndarray, g: _Block) -> np.ndarray:
     """ncnn2table's float32 KL of each candidate of the block, bit for bit."""
     p, e, tail = _distributions(h, g)
-    terms = p * glibc_logf(p / e)
-    e_last = e[g.last]
-    terms[g.last] = tail * glibc_logf(tail / e_last)
-    return np.add.accumulate(terms, axis=1)[g.last]
+    return _exact_rows(p, e, tail, g.ts)
+
+
+def _exact_rows(p: np.ndarray, e: np.ndarray, tail: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The float32 KL of rows ``ts`` from their exact distributions (:func:`_distributions`)."""
+    last = (np.arange(ts.size), ts - 1)
+    width = int(ts.max())
+    pw, ew = p[:, :width], e[:, :width]
+    terms = pw * glibc_logf(pw / ew)
+    terms[last] = tail * glibc_logf(tail / ew[last])
+    return np.add.accumulate(terms, axis=1)[last]
+
+
+def _refine(
+    p: np.ndarray, e: np.ndarray, tail: np.ndarray, ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(value, bound) per row with ``|ncnn's float32 KL - value| <= bound``: the second stage.
+
+    P and E here are ncnn's float32 values exactly, so only its last four roundings remain.
+    Per term (u = 2**-24, L = log(p/e) real): ``fl(p/e)`` moves the log by <= 1.01u, glibc
+    ``logf`` is within 0.82 ulp <= 2u|log| of the log of its argument, the product rounds once:
+    ``|T^ - pL| <= tau = p*(lam*(1+u) + u|L|)`` with ``lam = 1.01u + 2u(|L| + 1.01u)``.  The
+    sequential float32 sum adds ``u|S^_i|`` per partial sum, ``|S^_i| <= |S_i| + D``, so
+    ``D <= (sum tau + u sum_i |S_i|) / (1 - t u)`` with S_i the real partial sums (running
+    error analysis; far tighter than the screen's a-priori bound).  L, S_i and the sums are
+    float64 (relative error ~t * 2**-53, covered by the margin).
+    """
+    rows = np.arange(ts.size)
+    width = int(ts.max())
+    u = _u32
+    c0 = (1.01 * u + 2.02 * u * u) * (1.0 + u)  # tau = p * (c0 + c1 |L|)
+    c1 = 2.0 * u * (1.0 + u) + u
+    # every column with p_k = eps + h_k (the bin t-1 corrected for the tail below)
+    prev = (rows, ts - 2)
+    p64 = p[0, :width].astype(np.float64)
+    lg = e[:, :width].astype(np.float64)
+    np.divide(p64, lg, out=lg)
+    np.log(lg, out=lg)  # L_k
+    part = p64 * lg
+    np.cumsum(part, axis=1, out=part)  # real partial sums S_i
+    s_prev = part[prev]
+    np.abs(lg, out=lg)
+    lg *= c1
+    lg += c0
+    lg *= p64  # tau_k
+    np.abs(part, out=part)
+    part *= u
+    lg += part
+    num_all = np.cumsum(lg, axis=1, out=lg)  # sum tau_k + u |S_k|, read at k = t-2
+    # column t-1 holds the folded tail: p = P[t-1] = tail there
+    lt = np.log(tail.astype(np.float64) / e[rows, ts - 1].astype(np.float64))
+    t_tail = tail * lt
+    value = s_prev + t_tail
+    tau_tail = tail * (c0 + c1 * np.abs(lt))
+    num = num_all[prev] + tau_tail + u * np.abs(value)
+    tf = ts.astype(np.float64)
+    # float64's own error (L, the partial sums): <= 8 (t+8) 2**-53 (sum |T| + sum |S| + sum p),
+    # each of those <= num / u (tau_k >= u p_k (1 + |L_k|))
+    d = num * (1.0 / (1.0 - tf * u) + 3.0 * 8.0 * (tf + 8.0) * _u64 / u)
+    return value, d * (1.0 + 1e-6) + 1e-30
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +298,9 @@ class _Screen:
         )
 
 
+#: The screen's logs from the 10-bit table (True) or numpy's float64 log (False: measured 17 %
+#: faster on numpy 2 with AVX-512, and its error bound is tighter, so fewer candidates go on).
+_TABLE_LOG = False
 _CHUNK = 64  # candidate rows per pass: keeps every temporary small and reused
 
 
@@ -240,8 +313,6 @@ class _Work:
         self.hf = np.empty((r, b + 1))
         self.cdf = np.empty((r, b + 1))
         self.qs = np.empty((r, b))
-        self.e64 = np.empty((r, b))
-        self.est = np.empty((r, b - 1))
         self.ebuf = np.empty((r, 2 * b - 1), dtype=_F32)
         self.bits = np.empty((r, 2 * b - 1), dtype=np.uint32)
         self.idx = np.empty((r, 2 * b - 1), dtype=np.intp)
@@ -306,7 +377,7 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e127 = np.empty(ts.size)
     w = _Work()  # per call (uninitialised, ~1 MB): calls in several threads share nothing
     emax = _EPS64 + hmax  # every e and slot E is <= eps + max h
-    use_table = emax < 2.0 ** (_LOG_E_HI - 1)
+    use_table = _TABLE_LOG and emax < 2.0 ** (_LOG_E_HI - 1)
     lmax = max(-np.log(_EPS64), float(np.log(emax)))
     for r0 in range(0, ts.size, _CHUNK):
         r1 = min(r0 + _CHUNK, ts.size)
@@ -318,15 +389,13 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cdf += ha  # mass in [0, b_j)
         qs = np.subtract(cdf[:, 1:], cdf[:, :-1], out=w.qs[:n])  # mass of Q-bin j
         qs.max(axis=1, out=max_qs[r0:r1])
-        e64 = np.multiply(qs, s.inv_npb[r0:r1, None], out=w.e64[:n])
+        lt64 = w.lt64[:n]  # E of the Q-bins, then of the slots; their logs in place below
+        e64 = np.multiply(qs, s.inv_npb[r0:r1, None], out=lt64[:, :TARGET_BINS])
         e64 += _EPS64
         e127[r0:r1] = e64[:, -1]
-        ebuf = w.ebuf[:n]
-        ebuf[:, :TARGET_BINS] = e64
-        est = np.subtract(e64[:, :-1], e64[:, 1:], out=w.est[:n])
+        est = np.subtract(e64[:, :-1], e64[:, 1:], out=lt64[:, TARGET_BINS:])
         est *= fr[:, 1:TARGET_BINS]
         est += e64[:, 1:]
-        ebuf[:, TARGET_BINS:] = est
         # weights: full bins of Q-bin j (H[F_{j+1}] - H[F_j + 1] + count*eps), then slots
         wt = w.wt[:n]
         wf = np.subtract(ha[:, 1:], ha[:, :-1], out=wt[:, :TARGET_BINS])
@@ -335,11 +404,12 @@ def _screen(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wf[:, 0] += h0
         wf[:, -1] -= h_last[r0:r1]
         np.add(hf[:, 1:TARGET_BINS], _EPS64, out=wt[:, TARGET_BINS:])
-        lt64 = w.lt64[:n]
         if use_table:
+            ebuf = w.ebuf[:n]
+            ebuf[...] = lt64
             lt64[...] = _table_log(ebuf, s, w, n)
-        else:  # wrapped-sum histograms with h > 1: float64 log of the float32 E
-            np.log(ebuf, out=lt64, dtype=np.float64)
+        else:  # float64 log of E (the bound allows for E rounded to float32 as well)
+            np.log(lt64, out=lt64)
         np.einsum("ij,ij->i", wt, lt64, out=dot[r0:r1])
     lam = _table_log_error(s) if use_table else 16.0 * _u64 * (lmax + 1.0)
 
@@ -439,6 +509,16 @@ def screen_bounds(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _screen(normalize(counts))
 
 
+def refine_bounds(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(second-stage value, bound) per candidate: ``|exact float32 KL - value| <= bound``."""
+    h = normalize(counts)
+    parts = []
+    for g in _blocks():
+        p, e, tail = _distributions(h, g)
+        parts.append(_refine(p, e, tail, g.ts))
+    return np.concatenate([v for v, _ in parts]), np.concatenate([b for _, b in parts])
+
+
 def kl_best_bin(counts: np.ndarray) -> int:
     """The ``target_threshold`` ncnn2table picks for a 2048-bin histogram.
 
@@ -456,19 +536,54 @@ def kl_best_bin(counts: np.ndarray) -> int:
     else:
         upper = float(np.min(value + bound))
         cand = ts[value - bound <= upper]  # every other t is provably strictly worse
-    _last_candidates[0] = int(cand.size)
+    _last_candidates[:] = [int(cand.size), int(cand.size)]
     if cand.size == 1:  # the only t that can be minimal: strictly below all others
         return int(cand[0])
-    exact = np.concatenate(
-        [_kl_exact(h, _Block(cand[lo : lo + _ROW_BLOCK])) for lo in range(0, cand.size, _ROW_BLOCK)]
-    )
+    if cand.size > _PROBE:
+        # the second stage on the few lowest screened values first: its lowest upper end prunes
+        # the others by their screened lower ends (lower > upper2: strictly worse than a probe)
+        at = cand - TARGET_BINS
+        probe = np.sort(cand[np.argsort(value[at], kind="stable")[:_PROBE]])
+        blocks = _second_stage(h, probe)
+        upper2 = min(float(np.min(b[4] + b[5])) for b in blocks)
+        rest = cand[(value[at] - bound[at] <= upper2) & ~np.isin(cand, probe)]
+        blocks += _second_stage(h, rest)
+    else:
+        blocks = _second_stage(h, cand)
+    upper2 = min(float(np.min(b[4] + b[5])) for b in blocks)
+    keep = [(b, b[4] - b[5] <= upper2) for b in blocks]
+    left = int(sum(int(k.sum()) for _, k in keep))
+    _last_candidates[1] = left
+    if left == 1:
+        return int(next(b[0][k][0] for b, k in keep if k.any()))
+    ts_left = []
+    exact = []
+    for (ts_b, p, e, tail, _, _), k in keep:
+        if k.any():
+            ts_left.append(ts_b[k])
+            exact.append(_exact_rows(p, e[k], tail[k], ts_b[k]))
+    t_all = np.concatenate(ts_left)
+    order = np.argsort(t_all, kind="stable")  # in t order: the first minimum wins
     best = TARGET_BINS
     best_kl = float(np.finfo(_F32).max)
-    for t_val, v in zip(cand.tolist(), exact.tolist(), strict=True):
+    for t_val, v in zip(t_all[order].tolist(), np.concatenate(exact)[order].tolist(), strict=True):
         if v < best_kl:  # strict: the first minimum wins (NaN never wins)
             best_kl = v
             best = t_val
     return best
+
+
+_PROBE = 8  # candidates the second stage sees first (kl_best_bin)
+
+
+def _second_stage(h: np.ndarray, ts: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """Per block of ``ts`` (increasing): (ts, P, E, tail, value, bound) of :func:`_refine`."""
+    out: list[tuple[np.ndarray, ...]] = []
+    for lo in range(0, ts.size, _ROW_BLOCK):
+        g = _Block(ts[lo : lo + _ROW_BLOCK])
+        p, e, tail = _distributions(h, g)
+        out.append((g.ts, p, e, tail, *_refine(p, e, tail, g.ts)))
+    return out
 
 
 def threshold_from_bin(best_bin: int, absmax: float | np.float32) -> np.float32:

@@ -1,4 +1,5 @@
-"""Blob (activation) scales from statistics: ``kl`` and ``aciq`` as ncnn2table computes them."""
+"""Blob (activation) scales from statistics: ``kl`` and ``aciq`` as ncnn2table computes them,
+and the extra histogram rules of :mod:`edgecal.calib.rules` (``mse``, ``p99.9``...)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 from edgecal.calib.aciq import aciq_clip
 from edgecal.calib.histogram import BlobHistogram
 from edgecal.calib.kl import kl_best_bin, threshold_from_bin
-from edgecal.calib.methods import METHODS, Method, parse_method
+from edgecal.calib.methods import METHODS, RULES, Method, parse_method
+from edgecal.calib.rules import edge_threshold, rule_edge
 from edgecal.errors import CalibrationError
 
 #: Scale used where ncnn would write ``inf`` (a blob that was zero on every sample, a weight
@@ -33,11 +35,15 @@ def scale_from_threshold(threshold: float | np.float32) -> np.float32:
         return np.float32(127) / np.float32(threshold)
 
 
-def blob_scale(method: str | Method, hist: BlobHistogram, layer: str = "") -> BlobScale:
-    """The input-blob scale of one conv layer.  ``eq`` starts from ``kl`` (spec 2.9).
+def blob_scale(
+    method: str | Method, hist: BlobHistogram, layer: str = "", *, kl_bin: int | None = None
+) -> BlobScale:
+    """The input-blob scale of one conv layer.  ``eq`` starts from ``kl`` (spec 2.9); the extra
+    rules (``mse``, ``p99.9``...) take the bin edge :func:`edgecal.calib.rules.rule_edge` picks.
 
     A blob that is zero on every sample (absmax 0) gets :data:`ZERO_GUARD_SCALE` and a
-    warning naming ``layer``, where ncnn2table would write ``inf``.
+    warning naming ``layer``, where ncnn2table would write ``inf``.  ``kl_bin``: KL's bin for
+    these counts when already known (:func:`kl_best_bin` of ``hist.counts``).
     """
     rule = METHODS[parse_method(method)].blob_rule
     who = layer or "<unnamed layer>"
@@ -67,6 +73,9 @@ def blob_scale(method: str | Method, hist: BlobHistogram, layer: str = "") -> Bl
             if not np.isfinite(scale) or not np.isfinite(threshold):
                 return BlobScale(threshold, ZERO_GUARD_SCALE, warnings)
         return BlobScale(threshold, scale, warnings)
-    best = kl_best_bin(hist.counts)
+    if rule in RULES:
+        threshold = edge_threshold(rule_edge(rule, hist.counts), absmax)
+        return BlobScale(threshold, scale_from_threshold(threshold))
+    best = kl_best_bin(hist.counts) if kl_bin is None else kl_bin
     threshold = threshold_from_bin(best, absmax)
     return BlobScale(threshold, scale_from_threshold(threshold), [], best)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecal import __version__
 from edgecal.calib.build import format_scale_line
-from edgecal.calib.methods import OFFLINE_NAMES, Method
+from edgecal.calib.methods import OFFLINE_NAMES, RULE_NAMES, Method
 from edgecal.cli.calibrate import devices_from_options, layer_lines
 from edgecal.cli.help import ArgumentParser
 from edgecal.cli.inputs import make_inputs, say_on_stderr
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="thresholds from saved histograms, no device")
     p.add_argument("--histograms", required=True)
-    p.add_argument("--method", choices=OFFLINE_NAMES, default=Method.KL.value)
+    p.add_argument("--method", choices=OFFLINE_NAMES + RULE_NAMES, default=Method.KL.value)
     p.add_argument("--param")
     p.add_argument("--bin")
     p.add_argument("--out", "-o", required=True)

@@ -146,10 +146,14 @@ def load_report_data(run: RunDir) -> ReportData:
 # ============================================================================ plots
 
 #: Threshold line styles (colour, dash) per method.
-_METHOD_STYLE: dict[str, tuple[str, str]] = {
+_METHOD_STYLE: dict[str, tuple[str, Any]] = {
     Method.KL: ("#d62728", "--"),
     Method.ACIQ: ("#2ca02c", "-."),
     Method.EQ: ("#9467bd", ":"),
+    Method.MSE: ("#1f77b4", (0, (5, 1, 1, 1))),
+    Method.P99_9: ("#8c564b", (0, (1, 1))),
+    Method.P99_99: ("#e377c2", (0, (3, 1))),
+    Method.P99_999: ("#7f7f7f", (0, (6, 2))),
 }
 #: ``table``: the scale of a table tune was given (``--table``), kept as it was.
 _METHOD_LABEL = {

@@ -22,7 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from edgecal import __version__
-from edgecal.calib.methods import METHODS, Method
+from edgecal.calib.methods import METHODS, NCNN_METHODS, RULES
 from edgecal.errors import InputFileError, UsageError
 from edgecal.files.atomic import write_text_atomic
 from edgecal.quality.consistency import Consistency
@@ -265,7 +265,7 @@ def consistency_view(c: Consistency | None, n_boards: int) -> dict[str, Any]:
 
 
 def _threshold_cell(t: LayerThresholds, method: str) -> Any:
-    text = fmt(t.by_method()[method])
+    text = fmt(t.by_method().get(method))
     return Cell(text + " ✓", cls="chosen") if method == t.chosen_method else text
 
 
@@ -278,14 +278,19 @@ def layers_view(
             rundir.THRESHOLDS, REPORT_FILES[rundir.THRESHOLDS] + "; plots without lines"
         )
     else:
+        # ncnn's methods always; an extra rule's column when some layer has its threshold
+        shown = [
+            *NCNN_METHODS,
+            *(m for m in RULES if any(m in t.rules for t in thresholds.values())),
+        ]
         view["thresholds"] = Table(
-            ("layer", "input blob", "abs-max", *(i.label for i in METHODS.values()), "chosen"),
+            ("layer", "input blob", "abs-max", *(METHODS[m].label for m in shown), "chosen"),
             [
                 (
                     t.layer,
                     t.blob,
                     fmt(t.absmax),
-                    *(_threshold_cell(t, m) for m in Method),
+                    *(_threshold_cell(t, m) for m in shown),
                     f"{_METHOD_LABEL[t.chosen_method]} {fmt(t.chosen)}"
                     if t.chosen_method != "fp32"
                     else "kept in fp32",

@@ -342,10 +342,12 @@ def _job(start: Callable[..., Any], collect: Callable[..., Any]) -> Job[ShardUni
 def table_from_histograms(model: Model, hs: HistogramSet, method: str | Method) -> TableBuild:
     """Thresholds from measured statistics (no device): the offline half of calibrate."""
     method = parse_method(method)
-    if method is Method.KL and hs.meta.get("histograms") is False:
+    if METHODS[method].needs_histograms and hs.meta.get("histograms") is False:
         raise CalibrationError(
-            "these statistics hold abs-max values only, KL needs the histograms",
-            hint="re-run calibrate with --method kl, or pass --histograms-out with any method",
+            f"these statistics hold abs-max values only, {METHODS[method].label} needs the "
+            "histograms",
+            hint=f"re-run calibrate with --method {method}, or pass --histograms-out with any "
+            "method",
         )
     layers = [(layer, model.weights.get(layer.name, {})) for layer in model.param.layers]
     return build_table(layers, hs.stats, method)

@@ -121,6 +121,16 @@ def test_screening_bound_holds_on_reference_blobs(case: str, name: str) -> None:
     assert np.all(np.abs(exact - value) <= bound)
 
 
+@pytest.mark.parametrize(("case", "name"), BLOBS)
+def test_second_stage_bound_holds_on_reference_blobs(case: str, name: str) -> None:
+    c = counts_of(case, name)
+    exact = K.kl_divergences(c, exact=True).astype(np.float64)
+    value, bound = K.refine_bounds(c)
+    assert np.all(np.abs(exact - value) <= bound)
+    K.kl_best_bin(c)
+    assert K._last_candidates[1] <= K._last_candidates[0]
+
+
 def test_screening_bound_holds_on_random_histograms() -> None:
     rng = np.random.default_rng(11)
     for _ in range(6):
