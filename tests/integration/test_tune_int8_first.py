@@ -36,11 +36,29 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def run_tune(held_out: tuple[Path, Path], out: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     images, labels = held_out
     code = main(
-        ["-q", "tune", str(DIGITS / "model.param"), str(DIGITS / "model.bin")]
-        + ["--images", str(DIGITS / "images.txt"), *PRE, "--threads", "1"]
-        + ["--val-images", str(images), "--labels", str(labels)]
-        + ["--table", str(DIGITS / "kl.table"), "--max-drop", "0"]
-        + ["--out-dir", str(out), "--no-report", *extra]
+        [
+            "-q",
+            "tune",
+            str(DIGITS / "model.param"),
+            str(DIGITS / "model.bin"),
+            "--images",
+            str(DIGITS / "images.txt"),
+            *PRE,
+            "--threads",
+            "1",
+            "--val-images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--table",
+            str(DIGITS / "kl.table"),
+            "--max-drop",
+            "0",
+            "--out-dir",
+            str(out),
+            "--no-report",
+            *extra,
+        ]
     )
     doc = json.loads((out / "tune.json").read_text())
     assert code == (0 if doc["target_met"] else 1)
