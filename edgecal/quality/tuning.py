@@ -277,8 +277,9 @@ def tune(
     cur: Score | None = None
     initial: Score | None = None
     for name, candidate in starts.items():
-        s = scorer.score(candidate, (), what=f"{name} table" if len(starts) > 1 else "int8 model")
-        say(f"{name} table: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}")
+        label = f"{name} table" if len(starts) > 1 else "int8 model"
+        s = scorer.score(candidate, (), what=label)
+        say(f"{label}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}")
         initial = initial or s
         if len(starts) > 1:
             steps.append(TuneStep("table", "", name, s, False))
