@@ -33,8 +33,9 @@ from edgecal.quality.tuning import ranking_subset
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 from edgecal.workflows.validate import Reference
 
-#: Samples per run job when scoring.
-SHARD_SIZE = 64
+#: Samples per run job when scoring: one job per variant up to 256 images (a job costs a
+#: round trip to the agent and an artifact of its own; the images are decoded in it anyway).
+SHARD_SIZE = 256
 
 
 class Scorer:
