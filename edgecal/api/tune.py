@@ -344,9 +344,19 @@ def tune(
     latency = {"int8": latency_summary(int8_secs), "fp32": latency_summary(fp32_secs)}
     slower = slower_warning(latency["int8"], latency["fp32"])
     ranked_on = (
-        {"images": len(ranking.indices), "of": scorer.n_samples, "how": RANKING_HOW}
+        {
+            "images": len(ranking.indices),
+            "of": scorer.n_samples,
+            "how": RANKING_HOW,
+            "variants": ranking.sub.evaluations,
+        }
         if ranking is not None and ranking.sub is not None
-        else {"images": scorer.n_samples, "of": scorer.n_samples, "how": "every image"}
+        else {
+            "images": scorer.n_samples,
+            "of": scorer.n_samples,
+            "how": "every image",
+            "variants": 0,
+        }
     )
     metric = "accuracy" if label_list is not None else "agreement"
     doc = TuneDoc.of(
