@@ -80,18 +80,27 @@ RANKING_HOW = (
 )
 
 
-def parse_try_methods(text: str) -> tuple[Method, ...]:
-    """``--try-methods``: comma-separated method names, or ``none``."""
+def candidate_names() -> list[str]:
+    """What ``--try-methods`` takes: the methods, then the other threshold rules by name
+    (``edgecal.workflows.alternatives.RULES``)."""
+    from edgecal.workflows.alternatives import RULES
+
+    return [*METHOD_NAMES, *(r for r in RULES if r not in METHOD_NAMES)]
+
+
+def parse_try_methods(text: str) -> tuple[str, ...]:
+    """``--try-methods``: comma-separated method (or rule) names, or ``none``."""
     if text.strip().lower() == "none":
         return ()
     out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in out if m not in METHOD_NAMES]
+    known = candidate_names()
+    bad = [m for m in out if m not in known]
     if bad:
         raise UsageError(
             f"--try-methods {text!r}: unknown method {bad[0]!r}",
-            hint=f"give some of {','.join(METHOD_NAMES)}, or none",
+            hint=f"give some of {','.join(known)}, or none",
         )
-    return tuple(Method(m) for m in out)
+    return tuple(Method(m) if m in METHOD_NAMES else m for m in out)
 
 
 @dataclass
@@ -192,7 +201,12 @@ def tune(
     methods = (
         parse_try_methods(try_methods)
         if isinstance(try_methods, str)
-        else tuple(parse_method(m) for m in try_methods)
+        else tuple(
+            m
+            if not isinstance(m, Method) and m in candidate_names() and m not in METHOD_NAMES
+            else parse_method(m)
+            for m in try_methods
+        )
     )
     start = parse_method(method).value
     out_s = os.fspath(out_dir)

@@ -274,3 +274,15 @@ def test_ranking_subset_takes_the_disagreements_then_every_class() -> None:
     assert {int(classes[i]) for i in got if i not in (3, 60, 99)} == {0, 1, 2}
     assert got == ranking_subset(classes, disagree, size=12)  # fixed seed
     assert ranking_subset(classes, disagree, size=100) == list(range(100))
+
+
+def test_a_rule_added_to_rules_is_a_try_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wiring a threshold rule in is one entry of ``RULES``: --try-methods then takes it."""
+    from edgecal.api.tune import parse_try_methods
+    from edgecal.errors import UsageError
+    from edgecal.workflows import alternatives
+
+    with pytest.raises(UsageError, match="unknown method 'p99.9'"):
+        parse_try_methods("kl,p99.9")
+    monkeypatch.setitem(alternatives.RULES, "p99.9", alternatives.RULES["kl"])
+    assert parse_try_methods("kl,p99.9") == ("kl", "p99.9")
