@@ -315,9 +315,7 @@ def tune(
             max_drop=max_drop,
             methods=methods,
             max_fp32_layers=max_fp32_layers,
-            time_budget_s=None
-            if time_budget is None
-            else time_budget - (time.monotonic() - t_start),
+            time_budget_s=time_budget,
         )
         start_method = start if given is None else "table"
         starts = {start_method: tab}
@@ -337,9 +335,10 @@ def tune(
             alternatives,
             config,
             rank_scorer=ranking,
+            spent_s=time.monotonic() - t_start,
             say=steps or (lambda text: None),
         )
-        if not sens_doc:  # within target from the start: rank the layers for the report
+        if not sens_doc and not stop():  # within target from the start: rank for the report
             sensitivity(tab, result.initial)
         # from the table as written (%f values), so that ncnn2int8 or `edgecal quantize` with
         # DIR/calibration.table makes exactly DIR/int8.bin
@@ -402,7 +401,7 @@ def tune(
         (INT8_BIN, data),
         (HISTOGRAMS, histograms_to_bytes(run.histograms)),
         (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
-        (SENSITIVITY, sens_doc),
+        *([(SENSITIVITY, sens_doc)] if sens_doc else []),  # none: the time budget was spent
         (VALIDATION, validation.document()),
     ]
     # the run directory's bytes: the files above, tune.json itself and run.json (estimated

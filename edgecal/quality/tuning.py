@@ -256,13 +256,15 @@ def tune(
     config: TuneConfig,
     *,
     rank_scorer: VariantScorer | None = None,
+    spent_s: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
     say: Callable[[str], object] = lambda text: None,
 ) -> TuneResult:
     """See the module doc.  ``starts``: the whole-model tables by name, the requested one first
     (its score is the result's ``initial``); ``quantized``: the layers their int8 models
     quantize; ``sensitivity(table, score)`` ranks them (most harmful first); ``rank_scorer``:
-    compares candidates before ``scorer`` confirms the winner."""
+    compares candidates before ``scorer`` confirms the winner; ``spent_s``: seconds of the
+    time budget spent before the loop (calibration, the fp32 run)."""
     if not starts:
         raise ValueError("tune needs at least one whole-model table to start from")
     t0 = clock()
@@ -315,7 +317,7 @@ def tune(
         return result(True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}")
 
     def out_of_budget() -> str | None:
-        if config.time_budget_s is not None and clock() - t0 >= config.time_budget_s:
+        if config.time_budget_s is not None and clock() - t0 + spent_s >= config.time_budget_s:
             return f"the time budget of {config.time_budget_s:g} s is spent"
         return None
 

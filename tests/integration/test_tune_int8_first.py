@@ -94,3 +94,14 @@ def test_int8_first_keeps_more_layers_int8_than_the_plain_fallback(
     assert first["disk_bytes"]["run_dir"] > 0 and first["ranking"]["of"] == 200
     for doc in (plain, first):
         assert set(doc["latency"]) == {"int8", "fp32"} and doc["latency"]["int8"]["runs"] == 200
+
+
+def test_time_budget_bounds_the_ranking(held_out: tuple[Path, Path], tmp_path: Path) -> None:
+    """--time-budget 0: the start tables are scored, then nothing more (no ranking); the
+    best model found is still validated and written, and tune says why it stopped."""
+    doc = run_tune(held_out, tmp_path / "b", "--try-methods", "none", "--time-budget", "0")
+    assert not doc["target_met"] and "time budget of 0 s is spent" in doc["reason"]
+    assert doc["evaluations"] == 1 and doc["steps"] == []
+    assert doc["ranking"]["variants"] == 0
+    assert not (tmp_path / "b" / "sensitivity.json").exists()  # nothing was ranked
+    assert main(["-q", "report", str(tmp_path / "b")]) == 0  # the report says it is missing

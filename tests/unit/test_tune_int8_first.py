@@ -282,7 +282,7 @@ def test_a_rule_added_to_rules_is_a_try_method(monkeypatch: pytest.MonkeyPatch) 
     from edgecal.errors import UsageError
     from edgecal.workflows import alternatives
 
-    with pytest.raises(UsageError, match="unknown method 'p99.9'"):
+    with pytest.raises(UsageError, match=r"unknown method 'p99\.9'"):
         parse_try_methods("kl,p99.9")
     monkeypatch.setitem(alternatives.RULES, "p99.9", alternatives.RULES["kl"])
     assert parse_try_methods("kl,p99.9") == ("kl", "p99.9")
