@@ -286,3 +286,28 @@ def test_a_rule_added_to_rules_is_a_try_method(monkeypatch: pytest.MonkeyPatch) 
         parse_try_methods("kl,p99.9")
     monkeypatch.setitem(alternatives.RULES, "p99.9", alternatives.RULES["kl"])
     assert parse_try_methods("kl,p99.9") == ("kl", "p99.9")
+
+
+def test_the_report_states_the_objective_layers_latency_and_warnings() -> None:
+    from edgecal.report.page import tune_view
+
+    w = world_of(fc={"kl": 5.0, "aciq": 4.0, "mse": 3.0, "p99.99": 3.5})
+    r = run(w, 1.0)
+    int8, fp32 = latency_summary([0.002] * 3), latency_summary([0.001] * 3)
+    slower = slower_warning(int8, fp32)
+    assert slower is not None
+    doc = TuneDoc.of(
+        r,
+        "kl",
+        1.0,
+        "agreement",
+        latency={"int8": int8, "fp32": fp32},
+        warnings=(slower,),
+        disk_bytes={"run_dir": 10, "host_work": 0, "device_work": 5},
+    )
+    note = tune_view(doc)["note"]
+    assert "Objective: meet max_drop with the most int8 layers" in note
+    assert "Layers int8: 4 of 5, from the kl table." in note
+    assert "int8 2.000 (2.000–2.000) ms, fp32 1.000" in note
+    assert "Warning: the int8 model is slower than fp32" in note
+    assert "10 bytes in the run directory, 5 pushed to the device" in note
