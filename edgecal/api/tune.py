@@ -6,6 +6,7 @@ directory, all or nothing)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -44,7 +45,13 @@ from edgecal.files.outputs import (
 from edgecal.fleet.prepare import Devices, Say
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
-from edgecal.quality.tuning import TuneDoc, TuneResult
+from edgecal.quality.tuning import (
+    RANKING_MIN,
+    TuneDoc,
+    TuneResult,
+    latency_summary,
+    slower_warning,
+)
 from edgecal.quality.validation import ValidationDoc, ValidationResult
 from edgecal.runs.histfile import histograms_to_bytes
 from edgecal.runs.rundir import (
@@ -65,19 +72,35 @@ from edgecal.workflows.calibrate import ProgressFactory
 from edgecal.workflows.validate import Reference
 from edgecal.workflows.validate import validate as validate_on
 
+#: How the ranking images are chosen (tune.json's ``ranking.how``).
+RANKING_HOW = (
+    "the images where an int8 model scored before ranking disagreed with fp32 on top-1, then "
+    "a class-stratified sample (fixed seed), a quarter of the images (at least 64); the "
+    "winners and every reported figure are scored on every image"
+)
 
-def parse_try_methods(text: str) -> tuple[Method, ...]:
-    """``--try-methods``: comma-separated method names, or ``none``."""
+
+def candidate_names() -> list[str]:
+    """What ``--try-methods`` takes: the methods, then the other threshold rules by name
+    (``edgecal.workflows.alternatives.RULES``)."""
+    from edgecal.workflows.alternatives import RULES
+
+    return [*METHOD_NAMES, *(r for r in RULES if r not in METHOD_NAMES)]
+
+
+def parse_try_methods(text: str) -> tuple[str, ...]:
+    """``--try-methods``: comma-separated method (or rule) names, or ``none``."""
     if text.strip().lower() == "none":
         return ()
     out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in out if m not in METHOD_NAMES]
+    known = candidate_names()
+    bad = [m for m in out if m not in known]
     if bad:
         raise UsageError(
             f"--try-methods {text!r}: unknown method {bad[0]!r}",
-            hint=f"give some of {','.join(METHOD_NAMES)}, or none",
+            hint=f"give some of {','.join(known)}, or none",
         )
-    return tuple(Method(m) for m in out)
+    return tuple(Method(m) if m in METHOD_NAMES else m for m in out)
 
 
 @dataclass
@@ -167,7 +190,7 @@ def tune(
     from edgecal.quality.tuning import tune as search
     from edgecal.workflows.alternatives import Alternatives
     from edgecal.workflows.calibrate import calibrate
-    from edgecal.workflows.scoring import Scorer
+    from edgecal.workflows.scoring import RankingScorer, Scorer
     from edgecal.workflows.sensitivity import measure_sensitivity
 
     t_start = time.monotonic()
@@ -178,7 +201,12 @@ def tune(
     methods = (
         parse_try_methods(try_methods)
         if isinstance(try_methods, str)
-        else tuple(parse_method(m) for m in try_methods)
+        else tuple(
+            m
+            if not isinstance(m, Method) and m in candidate_names() and m not in METHOD_NAMES
+            else parse_method(m)
+            for m in try_methods
+        )
     )
     start = parse_method(method).value
     out_s = os.fspath(out_dir)
@@ -265,10 +293,20 @@ def tune(
                 }
         ref = Reference(device, loaded, val, label_list, runtime, n_threads)
         scorer = Scorer(ref, work / "scoring", progress=progress)
+        ranking: RankingScorer | None = None
+        if scorer.n_samples >= 2 * RANKING_MIN:
+            size = max(RANKING_MIN, scorer.n_samples // 4)
+            ranking = RankingScorer(scorer, work / "ranking", size)
         sens_doc: dict[str, Any] = {}
 
+        def stop() -> bool:
+            return time_budget is not None and time.monotonic() - t_start >= time_budget
+
         def sensitivity(t: CalibrationTable, score: Any) -> Any:
-            sens = measure_sensitivity(scorer, t, all_int8=score)
+            if ranking is not None:  # on the ranking images: the base too
+                sens = measure_sensitivity(ranking.scorer(), t, only_int8=False, stop=stop)
+            else:
+                sens = measure_sensitivity(scorer, t, all_int8=score, only_int8=False, stop=stop)
             sens_doc.update(sens.to_dict())
             return sens
 
@@ -280,17 +318,27 @@ def tune(
             time_budget_s=time_budget,
         )
         start_method = start if given is None else "table"
+        starts = {start_method: tab}
+        for m in methods:  # the other candidates' whole-model tables
+            whole = alternatives.whole(m)
+            if (
+                m not in starts
+                and whole is not None
+                and quantized_layer_names(loaded, whole) == quantized
+            ):
+                starts[m] = whole
         result = search(
             scorer,
-            tab,
-            start_method,
+            starts,
             quantized,
             sensitivity,
             alternatives,
             config,
+            rank_scorer=ranking,
+            spent_s=time.monotonic() - t_start,
             say=steps or (lambda text: None),
         )
-        if not sens_doc:  # within target from the start: rank the layers for the report
+        if not sens_doc and not stop():  # within target from the start: rank for the report
             sensitivity(tab, result.initial)
         # from the table as written (%f values), so that ncnn2int8 or `edgecal quantize` with
         # DIR/calibration.table makes exactly DIR/int8.bin
@@ -301,8 +349,30 @@ def tune(
         final = load_model(work / "final.param", work / "final.bin")
         res = validate_on(ref, final, progress=progress)
         res.device = device_facts(device, devs.board(name))
+        fp32_secs, int8_secs = scorer.latencies(work / "final.param", work / "final.bin")
+        device_bytes = scorer.device_bytes
+        host_bytes = scorer.bytes_written + (
+            ranking.sub.bytes_written if ranking and ranking.sub else 0
+        )
+    latency = {"int8": latency_summary(int8_secs), "fp32": latency_summary(fp32_secs)}
+    slower = slower_warning(latency["int8"], latency["fp32"])
+    ranked_on = (
+        {
+            "images": len(ranking.indices),
+            "of": scorer.n_samples,
+            "how": RANKING_HOW,
+            "variants": ranking.sub.evaluations,
+        }
+        if ranking is not None and ranking.sub is not None
+        else {
+            "images": scorer.n_samples,
+            "of": scorer.n_samples,
+            "how": "every image",
+            "variants": 0,
+        }
+    )
     metric = "accuracy" if label_list is not None else "agreement"
-    tune_doc = TuneDoc.of(
+    doc = TuneDoc.of(
         result,
         start_method,
         max_drop,
@@ -311,7 +381,10 @@ def tune(
         seconds=time.monotonic() - t_start,
         fp32_latency_ms=scorer.latency_fp32_ms,
         try_methods=tuple(methods),
-    ).to_dict()
+        latency=latency,
+        warnings=() if slower is None else (slower,),
+        ranking=ranked_on,
+    )
     validation = Validation(
         ValidationDoc(
             [with_files(res, (param, binf), loaded, (INT8_PARAM, INT8_BIN), final, TABLE)]
@@ -322,18 +395,21 @@ def tune(
     )
     out = Path(out_s)
     rd = RunDir.create(out, "tune", list(command), recorded)
-    rd.write_all(
-        [  # all or nothing: a table never beside another run's int8 model
-            (TABLE, written.encode()),
-            (INT8_PARAM, text.encode()),
-            (INT8_BIN, data),
-            (HISTOGRAMS, histograms_to_bytes(run.histograms)),
-            (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
-            (SENSITIVITY, sens_doc),
-            (VALIDATION, validation.document()),
-            (TUNE, tune_doc),
-        ]
-    )
+    files: list[tuple[str, Any]] = [  # all or nothing: a table never beside another's model
+        (TABLE, written.encode()),
+        (INT8_PARAM, text.encode()),
+        (INT8_BIN, data),
+        (HISTOGRAMS, histograms_to_bytes(run.histograms)),
+        (THRESHOLDS, alternatives.thresholds(result.table, result.layer_methods).to_dict()),
+        *([(SENSITIVITY, sens_doc)] if sens_doc else []),  # none: the time budget was spent
+        (VALIDATION, validation.document()),
+    ]
+    # the run directory's bytes: the files above, tune.json itself and run.json (estimated
+    # from the documents as JSON; the report comes after)
+    run_bytes = sum(len(v) if isinstance(v, bytes) else len(json.dumps(v)) for _, v in files)
+    disk = {"run_dir": run_bytes, "host_work": host_bytes, "device_work": device_bytes}
+    tune_doc = dataclasses.replace(doc, disk_bytes=disk).to_dict()
+    rd.write_all([*files, (TUNE, tune_doc)])
     page = None
     if report:
         from edgecal.report.page import write_report

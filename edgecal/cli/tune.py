@@ -22,8 +22,8 @@ from edgecal_agent.messages import RUNTIMES
 def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "tune",
-        help="calibrate, validate on the device and keep harmful layers "
-        "in fp32 (or recalibrate them) until the accuracy drop is within target",
+        help="calibrate and validate on the device, then reach the accuracy target with the "
+        "most int8 layers (other scales per layer first, fp32 last)",
     )
     p.add_argument("param", metavar="MODEL.param")
     p.add_argument("bin", metavar="MODEL.bin")
@@ -74,7 +74,8 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop trying layers after this long",
+        help="bound the whole run, ranking included: no new variant is scored after this "
+        "long (the final model is still validated and written)",
     )
     p.add_argument(
         "--runtime",
@@ -141,9 +142,10 @@ def print_summary(
         f"{fin.cosine_mean:.6f}; {tune_doc['evaluations']} variants scored in "
         f"{tune_doc['seconds']:.1f} s"
     )
-    changed = {
-        k: v for k, v in result.layer_methods.items() if v not in ("fp32", tune_doc["method"])
-    }
+    base = tune_doc.get("start_method") or tune_doc["method"]
+    if base != tune_doc["method"]:
+        print(f"  started from the {base} table (the best whole-model table)")
+    changed = {k: v for k, v in result.layer_methods.items() if v not in ("fp32", base)}
     for layer, m in changed.items():
         print(f"  {layer}: {m} scales")
     for entry in tune_doc["fp32_layers"]:
@@ -154,10 +156,29 @@ def print_summary(
         )
     if not result.fp32_layers and not changed:
         print("  no layer changed")
-    print(
-        f"int8 latency {fin.latency_ms:.3f} ms per image (all-int8 {init.latency_ms:.3f} ms, "
-        f"fp32 {tune_doc['fp32_latency_ms']:.3f} ms)"
-    )
+    if tune_doc.get("int8_layers") is not None:
+        print(f"layers int8: {tune_doc['int8_layers']} of {tune_doc['quantizable_layers']}")
+    lat = tune_doc.get("latency")
+    if lat and "median_ms" in lat["int8"] and "median_ms" in lat["fp32"]:
+        a, b = lat["int8"], lat["fp32"]
+        print(
+            f"latency per image on the device, median (p10-p90): int8 {a['median_ms']:.3f} ms "
+            f"({a['p10_ms']:.3f}-{a['p90_ms']:.3f}), fp32 {b['median_ms']:.3f} ms "
+            f"({b['p10_ms']:.3f}-{b['p90_ms']:.3f})"
+        )
+    else:
+        print(
+            f"int8 latency {fin.latency_ms:.3f} ms per image (all-int8 {init.latency_ms:.3f} ms, "
+            f"fp32 {tune_doc['fp32_latency_ms']:.3f} ms)"
+        )
+    for w in tune_doc.get("warnings") or ():
+        print(f"warning: {w}")
+    disk = tune_doc.get("disk_bytes")
+    if disk:
+        print(
+            f"disk: {disk['run_dir']} bytes to the run directory, {disk['host_work']} to "
+            f"temporary files here, {disk['device_work']} pushed to the device's work directory"
+        )
     print(("target met: " if result.target_met else "target NOT met: ") + result.reason)
     print(
         f"wrote {out_dir / TABLE}, {out_dir / INT8_PARAM}, {out_dir / INT8_BIN}"

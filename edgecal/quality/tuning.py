@@ -1,22 +1,36 @@
-"""``edgecal tune``'s loop: from a table to an int8 model within an accuracy budget.
+"""``edgecal tune``'s loop: from whole-model tables to the most int8 model within an accuracy
+budget.
 
-Start from the table (calibrated or given) and score its int8 model on the device.  While the
-drop is beyond ``max_drop``, take the layers most harmful first (sensitivity ranking) and, for
-each, try every other calibration method's scales for that layer alone; keep a method when it
-does at least as well as leaving the layer in fp32, else leave the layer in fp32 -- one layer at
-a time, re-scoring on the device after each change -- until the drop is within the target or the
-budget (layers in fp32, seconds) is spent.  If one pass is not enough, a second pass puts in fp32
-the layers whose best method still loses something, most harmful first, sweeping the ranking
-again until a sweep changes nothing.
+The objective, explicit: **meet ``max_drop`` with the most int8 layers, then the lowest
+latency.**  A layer goes back to fp32 only when no candidate scale keeps the target.
 
-The loop only sees a :class:`VariantScorer` (``edgecal.workflows.scoring.Scorer`` on a device)
-and an ``alternative`` callback, so its decisions are testable without a device (pure).
+1. *Start*: score every whole-model table offered (one per method: KL, ACIQ, EQ when asked, and
+   any other rule that gives a table) and start from the best (fewest points lost, then the
+   closest output); ties keep the first offered (the requested method).
+2. *Per layer, int8 first*: most harmful layer first (sensitivity ranking), try every
+   candidate's scales for that layer alone (``alternative(layer, name)``: any method or
+   threshold rule) and keep the best when it beats the current model -- whatever leaving the
+   layer in fp32 would give.  Stop as soon as the target is met.
+3. *Fallback*: re-rank, then put layers in fp32, most harmful first; when several single
+   layers would each meet the target, the one whose fp32 costs the least latency (as the
+   ranking measured it).  A sweep repeats until it changes nothing.
+4. *Give back*: once the target is met, every fp32 layer is tried in int8 again (its best
+   scales), least harmful first, and stays int8 if the target still holds.
+
+With ``rank_scorer`` (e.g. a subset of the images), candidates are compared on it and only the
+winner is scored by ``scorer`` (every image); every figure the loop decides on or reports --
+the start, each accepted change, the final -- is ``scorer``'s.
+
+The loop only sees :class:`VariantScorer` s and an ``alternative`` callback, so its decisions
+are testable without a device (pure).  It reads a :class:`Score` only through
+``drop_points``, ``better_than`` and ``latency_ms`` (and ``cosine_mean`` for messages).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,17 +57,21 @@ class VariantScorer(Protocol):
     ) -> Score: ...
 
 
+#: The objective, as tune.json and the report state it.
+OBJECTIVE = "meet max_drop with the most int8 layers, then the lowest latency"
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     max_drop: float  # points
-    methods: tuple[Method, ...] = tuple(Method)
+    methods: tuple[str, ...] = tuple(Method)  # candidates tried per layer (methods, rules)
     max_fp32_layers: int | None = None
     time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
 class TuneStep(Record):
-    action: str  # "method" | "fp32"
+    action: str  # "table" (a whole-model start) | "method" | "fp32" | "int8" (given back)
     layer: str
     method: str | None
     score: Score
@@ -71,6 +89,12 @@ class TuneResult:
     reason: str
     steps: list[TuneStep] = field(default_factory=list)
     latency_cost_ms: dict[str, float] = field(default_factory=dict)
+    quantized: list[str] = field(default_factory=list)  # the quantizable layers
+    start_method: str = ""  # the whole-model table started from
+
+    @property
+    def int8_layers(self) -> int:
+        return len([x for x in self.quantized if x not in self.fp32_layers])
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,18 @@ class TuneDoc:
     seconds: float | None = None
     fp32_latency_ms: float | None = None  # the all-fp32 model's latency
     try_methods: tuple[str, ...] | None = None
+    objective: str | None = None
+    start_method: str | None = None  # the best whole-model table, started from
+    int8_layers: int | None = None
+    quantizable_layers: int | None = None
+    #: ``{"int8": {...}, "fp32": {...}}`` each ``median_ms``, ``p10_ms``, ``p90_ms``, ``runs``:
+    #: per-image latency on the device, measured one way for both models
+    latency: dict[str, Any] | None = None
+    warnings: tuple[str, ...] | None = None
+    #: bytes written: ``run_dir`` and ``device_work`` (the scoring's files on the device)
+    disk_bytes: dict[str, int] | None = None
+    #: how candidates were ranked before being confirmed on every image
+    ranking: dict[str, Any] | None = None
 
     @classmethod
     def of(
@@ -112,6 +148,10 @@ class TuneDoc:
             steps=tuple(result.steps),
             fp32_layers=tuple((x, result.latency_cost_ms[x]) for x in result.fp32_layers),
             layer_methods=dict(result.layer_methods),
+            objective=OBJECTIVE,
+            start_method=result.start_method or None,
+            int8_layers=result.int8_layers if result.quantized else None,
+            quantizable_layers=len(result.quantized) if result.quantized else None,
             **extra,
         )
 
@@ -134,6 +174,14 @@ class TuneDoc:
             "seconds": self.seconds,
             "fp32_latency_ms": self.fp32_latency_ms,
             "try_methods": None if self.try_methods is None else list(self.try_methods),
+            "objective": self.objective,
+            "start_method": self.start_method,
+            "int8_layers": self.int8_layers,
+            "quantizable_layers": self.quantizable_layers,
+            "latency": self.latency,
+            "warnings": None if self.warnings is None else list(self.warnings),
+            "disk_bytes": self.disk_bytes,
+            "ranking": self.ranking,
         }
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -161,6 +209,20 @@ class TuneDoc:
             seconds=top.opt_num("seconds"),
             fp32_latency_ms=top.opt_num("fp32_latency_ms"),
             try_methods=top.texts("try_methods") if top.d.get("try_methods") is not None else None,
+            objective=top.opt_text("objective"),
+            start_method=top.opt_text("start_method"),
+            int8_layers=top.integer("int8_layers")
+            if top.d.get("int8_layers") is not None
+            else None,
+            quantizable_layers=top.integer("quantizable_layers")
+            if top.d.get("quantizable_layers") is not None
+            else None,
+            latency=top.obj("latency").d if top.d.get("latency") is not None else None,
+            warnings=top.texts("warnings") if top.d.get("warnings") is not None else None,
+            disk_bytes={k: int(v) for k, v in top.obj("disk_bytes").d.items()}
+            if top.d.get("disk_bytes") is not None
+            else None,
+            ranking=top.obj("ranking").d if top.d.get("ranking") is not None else None,
         )
 
 
@@ -181,130 +243,280 @@ def points(drop: float) -> str:
     return f"{drop:.2f}" if drop == 0 or abs(drop) >= 0.005 else f"{drop:.2g}"
 
 
+def _same(table: CalibrationTable, records: dict[str, np.ndarray]) -> bool:
+    return all(k in table.records and np.array_equal(records[k], table.records[k]) for k in records)
+
+
 def tune(
     scorer: VariantScorer,
-    table: CalibrationTable,
-    method: str,
+    starts: Mapping[str, CalibrationTable],
     quantized: Sequence[str],
     sensitivity: Callable[[CalibrationTable, Score], Sensitivity],
     alternative: Alternative,
     config: TuneConfig,
     *,
+    rank_scorer: VariantScorer | None = None,
+    spent_s: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
     say: Callable[[str], object] = lambda text: None,
 ) -> TuneResult:
-    """See the module doc.  ``quantized``: the layers the int8 model of ``table`` quantizes;
-    ``sensitivity(table, score)`` ranks them (most harmful first)."""
-    start = clock()
-    fp32: list[str] = []
-    methods = {name: method for name in quantized}
-    cur = scorer.score(table, fp32, what="int8 model")
-    initial = cur
+    """See the module doc.  ``starts``: the whole-model tables by name, the requested one first
+    (its score is the result's ``initial``); ``quantized``: the layers their int8 models
+    quantize; ``sensitivity(table, score)`` ranks them (most harmful first); ``rank_scorer``:
+    compares candidates before ``scorer`` confirms the winner; ``spent_s``: seconds of the
+    time budget spent before the loop (calibration, the fp32 run)."""
+    if not starts:
+        raise ValueError("tune needs at least one whole-model table to start from")
+    t0 = clock()
+    rank_by = rank_scorer or scorer
     steps: list[TuneStep] = []
     cost: dict[str, float] = {}
-    say(f"int8 model: drop {points(cur.drop_points)} points, cosine {cur.cosine_mean:.6f}")
+    fp32: list[str] = []
+
+    # 1. the best whole-model table
+    table: CalibrationTable | None = None
+    start_name = ""
+    cur: Score | None = None
+    initial: Score | None = None
+    for name, candidate in starts.items():
+        label = f"{name} table" if len(starts) > 1 else "int8 model"
+        s = scorer.score(candidate, (), what=label)
+        say(f"{label}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}")
+        initial = initial or s
+        if len(starts) > 1:
+            steps.append(TuneStep("table", "", name, s, False))
+        if cur is None or s.better_than(cur):
+            table, start_name, cur = candidate, name, s
+    assert table is not None and cur is not None and initial is not None
+    if len(starts) > 1:
+        steps = [dataclasses.replace(x, kept=True) if x.method == start_name else x for x in steps]
+    methods = {name: start_name for name in quantized}
 
     def result(target_met: bool, reason: str) -> TuneResult:
+        assert table is not None and cur is not None and initial is not None
         return TuneResult(
-            table.without(fp32), list(fp32), methods, initial, cur, target_met, reason, steps, cost
+            table.without(fp32),
+            list(fp32),
+            methods,
+            initial,
+            cur,
+            target_met,
+            reason,
+            steps,
+            cost,
+            list(quantized),
+            start_name,
         )
 
-    if cur.drop_points <= config.max_drop:
+    def met() -> bool:
+        assert cur is not None
+        return cur.drop_points <= config.max_drop
+
+    def within() -> TuneResult:
+        assert cur is not None
+        return result(True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}")
+
+    def out_of_budget() -> str | None:
+        if config.time_budget_s is not None and clock() - t0 + spent_s >= config.time_budget_s:
+            return f"the time budget of {config.time_budget_s:g} s is spent"
+        return None
+
+    def fp32_full() -> bool:
+        return config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers
+
+    if met():
         return result(
             True,
             f"the int8 model loses {points(cur.drop_points)} points, within "
             f"{config.max_drop:g}: nothing to change",
         )
+    why = out_of_budget()
+    if why is not None:
+        return result(False, why)
     ranking: list[LayerSensitivity] = sensitivity(table, cur).layers
 
-    def out_of_budget() -> str | None:
-        if config.time_budget_s is not None and clock() - start >= config.time_budget_s:
-            return f"the time budget of {config.time_budget_s:g} s is spent"
-        return None
-
-    def to_fp32(layer: str, score: Score) -> Score:
-        cost[layer] = score.latency_ms - cur.latency_ms
-        fp32.append(layer)
-        methods[layer] = "fp32"
-        steps.append(TuneStep("fp32", layer, None, score, True))
-        say(f"{layer}: kept in fp32 (drop now {points(score.drop_points)} points)")
-        return score
-
+    # 2. int8 first: per layer, the best candidate scales
+    changed = False
     for entry in ranking:
         layer = entry.layer
         why = out_of_budget()
         if why is not None:
             return result(False, why)
-        best: tuple[str, CalibrationTable, Score, int] | None = None
+        trials: list[tuple[str, CalibrationTable, Score]] = []
+        seen: list[dict[str, np.ndarray]] = []
         for m in config.methods:
             if m == methods[layer]:
                 continue
             records = alternative(layer, m)
-            if records is None or all(
-                k in table.records and np.array_equal(records[k], table.records[k]) for k in records
-            ):
+            if records is None or _same(table, records):
                 continue
+            if any(records.keys() == r.keys() and _same_records(records, r) for r in seen):
+                continue  # another name for the same scales
+            seen.append(records)
             trial = with_records(table, layer, records)
-            s = scorer.score(trial, fp32, what=f"{layer} with {m}")
-            steps.append(TuneStep("method", layer, m, s, False))
+            s = rank_by.score(trial, fp32, what=f"{layer} with {m}")
             say(
                 f"{layer} with {m}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}"
+                + (" (ranking images)" if rank_scorer is not None else "")
             )
-            if best is None or s.better_than(best[2]):
-                best = (m, trial, s, len(steps) - 1)
+            if rank_scorer is None:
+                steps.append(TuneStep("method", layer, m, s, False))
+            trials.append((m, trial, s))
             if out_of_budget() is not None:
                 break
-        can_fp32 = config.max_fp32_layers is None or len(fp32) < config.max_fp32_layers
-        as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32") if can_fp32 else None
-        method_ok = (
-            best is not None
-            and best[2].better_than(cur)
-            and (
-                best[2].drop_points <= config.max_drop
-                or as_fp32 is None
-                or not as_fp32.better_than(best[2])
-            )
-        )
-        if method_ok and best is not None:
-            chosen, table, cur, index = best
-            methods[layer] = chosen
-            steps[index] = TuneStep("method", layer, chosen, cur, True)
+        if not trials:
+            continue
+        m, trial, s = trials[0]
+        for t in trials[1:]:
+            if t[2].better_than(s):
+                m, trial, s = t
+        if rank_scorer is not None:
+            s = scorer.score(trial, fp32, what=f"{layer} with {m}, every image")
+            steps.append(TuneStep("method", layer, m, s, False))
+        if s.better_than(cur):
+            table, cur, methods[layer] = trial, s, m
+            index = max(i for i, x in enumerate(steps) if x.layer == layer and x.method == m)
+            steps[index] = TuneStep("method", layer, m, s, True)
+            changed = True
             say(f"{layer}: {m} kept")
-        elif as_fp32 is not None and as_fp32.better_than(cur):
-            cur = to_fp32(layer, as_fp32)
-        elif as_fp32 is not None:
-            steps.append(TuneStep("fp32", layer, None, as_fp32, False))
-        if cur.drop_points <= config.max_drop:
-            return result(
-                True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}"
-            )
-    # second pass: a layer whose best method still loses points goes to fp32 after all.
-    # Repeated until a sweep changes nothing: a layer's loss can be hidden by the others' (a
-    # tiny loss vanishes in the rounding of a larger sum, e.g. 1e-300 + 5e-324 == 1e-300) and
-    # show only once a layer after it in the ranking went to fp32.
-    changed = True
-    while changed:
-        changed = False
+            if met():
+                return within()
+
+    # 3. fallback: fp32, most harmful first; of the layers that would each meet the target
+    # alone, the cheapest in latency
+    why = out_of_budget()
+    if why is not None:
+        return result(False, why)
+    if changed:
+        ranking = sensitivity(table, cur).layers
+
+    def to_fp32(layer: str, score: Score) -> None:
+        nonlocal cur
+        assert cur is not None
+        cost[layer] = score.latency_ms - cur.latency_ms
+        fp32.append(layer)
+        methods[layer] = "fp32"
+        steps.append(TuneStep("fp32", layer, None, score, True))
+        say(f"{layer}: kept in fp32 (drop now {points(score.drop_points)} points)")
+        cur = score
+
+    pending = list(ranking)
+    while pending and not fp32_full():
+        why = out_of_budget()
+        if why is not None:
+            return result(False, why)
+        need = cur.drop_points - config.max_drop
+        enough = [e for e in pending if e.gain_points >= need] if rank_scorer is None else []
+        entry = (
+            min(enough, key=lambda e: (e.keep_fp32.latency_ms, -e.gain_points, e.layer))
+            if enough
+            else pending[0]
+        )
+        pending.remove(entry)
+        s = scorer.score(table, [*fp32, entry.layer], what=f"{entry.layer} in fp32")
+        if s.better_than(cur):
+            to_fp32(entry.layer, s)
+            if met():
+                break
+        else:
+            steps.append(TuneStep("fp32", entry.layer, None, s, False))
+    # a layer's loss can be hidden by the others' (a tiny loss vanishes in the rounding of a
+    # larger sum, e.g. 1e-300 + 5e-324 == 1e-300) and show only once another went to fp32:
+    # sweep again until a sweep changes nothing
+    sweep = not met()
+    while sweep:
+        sweep = False
         for entry in ranking:
-            layer = entry.layer
-            if layer in fp32 or (
-                config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers
-            ):
+            if entry.layer in fp32 or fp32_full():
                 continue
             why = out_of_budget()
             if why is not None:
                 return result(False, why)
-            as_fp32 = scorer.score(table, [*fp32, layer], what=f"{layer} in fp32")
-            if as_fp32.better_than(cur):
-                cur = to_fp32(layer, as_fp32)
-                changed = True
-                if cur.drop_points <= config.max_drop:
-                    return result(
-                        True, f"drop {points(cur.drop_points)} points, within {config.max_drop:g}"
-                    )
+            s = scorer.score(table, [*fp32, entry.layer], what=f"{entry.layer} in fp32")
+            if s.better_than(cur):
+                to_fp32(entry.layer, s)
+                sweep = True
+                if met():
+                    break
+
+    # 4. give back: an fp32 layer that the target no longer needs goes back to int8
+    if met():
+        for layer in reversed(list(fp32)):
+            if out_of_budget() is not None:
+                break
+            rest = [x for x in fp32 if x != layer]
+            s = scorer.score(table, rest, what=f"{layer} back in int8")
+            if s.drop_points <= config.max_drop:
+                fp32.remove(layer)
+                cost.pop(layer, None)
+                methods[layer] = next(
+                    (x.method for x in reversed(steps) if x.layer == layer and x.kept and x.method),
+                    start_name,
+                )
+                steps.append(TuneStep("int8", layer, methods[layer], s, True))
+                say(f"{layer}: back in int8 (drop {points(s.drop_points)} points)")
+                cur = s
+        return within()
     still = f"the drop is still {points(cur.drop_points)} points"
-    if config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers:
+    if fp32_full():
         return result(
             False, f"the budget of {config.max_fp32_layers} layer(s) in fp32 is spent and {still}"
         )
     return result(False, f"every quantized layer was tried; {still}")
+
+
+def _same_records(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
+    """Per-image latencies (seconds) as tune.json reports them: median, p10 and p90 in ms."""
+    ms = 1000.0 * np.asarray(seconds, dtype=np.float64)
+    if ms.size == 0:
+        return {"runs": 0}
+    p10, med, p90 = (float(x) for x in np.percentile(ms, [10, 50, 90]))
+    return {"median_ms": med, "p10_ms": p10, "p90_ms": p90, "runs": int(ms.size)}
+
+
+def slower_warning(int8: dict[str, Any], fp32: dict[str, Any]) -> str | None:
+    """The warning when the int8 model's median latency is above fp32's."""
+    a, b = int8.get("median_ms"), fp32.get("median_ms")
+    if a is None or b is None or a <= b:
+        return None
+    return (
+        f"the int8 model is slower than fp32 on the device: {a:.3f} ms against {b:.3f} ms per "
+        f"image (median; p10-p90 {int8['p10_ms']:.3f}-{int8['p90_ms']:.3f} against "
+        f"{fp32['p10_ms']:.3f}-{fp32['p90_ms']:.3f} ms)"
+    )
+
+
+#: Ranking images: at least this many, and the whole set below twice this many.
+RANKING_MIN = 64
+RANKING_SEED = 12
+
+
+def ranking_subset(
+    classes: np.ndarray, disagree: np.ndarray, *, size: int, seed: int = RANKING_SEED
+) -> list[int]:
+    """The images candidates are ranked on (sorted indices): every image where an int8 model
+    scored so far and fp32 disagree on top-1 (``disagree``, up to ``size``), then a sample
+    stratified by fp32's class (``classes``; ``seed``: the same images every run), round robin
+    over the classes, up to ``size`` in all."""
+    n = len(classes)
+    if size >= n:
+        return list(range(n))
+    chosen = {int(i) for i in np.flatnonzero(np.asarray(disagree))[:size]}
+    rng = np.random.default_rng(seed)
+    rest = [i for i in range(n) if i not in chosen]
+    by_class: dict[int, list[int]] = {}
+    for j in rng.permutation(len(rest)):
+        i = rest[int(j)]
+        by_class.setdefault(int(classes[i]), []).append(i)
+    want = size - len(chosen)
+    queues = [by_class[c] for c in sorted(by_class)]
+    while want > 0 and any(queues):
+        for q in queues:
+            if q and want > 0:
+                chosen.add(q.pop(0))
+                want -= 1
+    return sorted(chosen)

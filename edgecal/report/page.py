@@ -397,6 +397,33 @@ def sensitivity_view(s: Sensitivity | None) -> dict[str, Any]:
     return view
 
 
+def _tune_objective_note(t: TuneDoc) -> str:
+    """The objective, the layers int8, the latency of both models with its spread, the
+    warnings and the disk use (tune.json from issue 12 on; empty for older runs)."""
+    parts = []
+    if t.objective:
+        parts.append(f"Objective: {t.objective}.")
+    if t.int8_layers is not None:
+        start = f", from the {t.start_method} table" if t.start_method else ""
+        parts.append(f"Layers int8: {t.int8_layers} of {t.quantizable_layers}{start}.")
+    lat = t.latency or {}
+    if "median_ms" in lat.get("int8", {}) and "median_ms" in lat.get("fp32", {}):
+        a, b = lat["int8"], lat["fp32"]
+        parts.append(
+            f"Latency per image, median (p10–p90): int8 {ms(a['median_ms'])} "
+            f"({ms(a['p10_ms'])}–{ms(a['p90_ms'])}) ms, fp32 {ms(b['median_ms'])} "
+            f"({ms(b['p10_ms'])}–{ms(b['p90_ms'])}) ms."
+        )
+    parts.extend(f"Warning: {w}." for w in t.warnings or ())
+    if t.disk_bytes:
+        d = t.disk_bytes
+        parts.append(
+            f"Disk: {d.get('run_dir', 0)} bytes in the run directory, "
+            f"{d.get('device_work', 0)} pushed to the device."
+        )
+    return "".join(" " + p for p in parts)
+
+
 def tune_view(t: TuneDoc | None) -> dict[str, Any]:
     if t is None:
         return _missing(rundir.TUNE)
@@ -415,7 +442,8 @@ def tune_view(t: TuneDoc | None) -> dict[str, Any]:
             if t.fp32_latency_ms is not None
             else ""
         )
-        + ".",
+        + "."
+        + _tune_objective_note(t),
         "scores": Table(
             _SCORE_HEAD, [_score_row("initial", t.initial), _score_row("final", t.final)]
         ),

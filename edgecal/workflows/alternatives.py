@@ -1,10 +1,12 @@
-"""Per layer and calibration method, the table lines that method gives the layer: what ``tune``
-tries on a harmful layer before keeping it in fp32 (:class:`Alternatives`).  KL and ACIQ come
-from the calibration's histograms; EQ is a search on the device, one layer at a time, when
-asked."""
+"""Per layer and candidate, the table lines that candidate gives the layer: what ``tune``
+tries on a harmful layer before keeping it in fp32 (:class:`Alternatives`), and the candidates'
+whole-model tables tune starts from.  KL and ACIQ come from the calibration's histograms; EQ is
+a search on the device, one layer at a time, when asked; any other threshold rule over the same
+histograms (a table is just scales) is a :data:`TableRule` in :data:`RULES`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +20,54 @@ from edgecal.inputs.samples import SampleSource
 from edgecal.quality.thresholds import LayerThresholds, ThresholdsDoc
 from edgecal.runs.histfile import HistogramSet
 
+#: A candidate that needs no device: its whole-model table from the model and the histograms.
+TableRule = Callable[[Model, HistogramSet], TableBuild]
 
-class Alternatives:
-    """Per layer and method, the table lines that method gives it: KL and ACIQ from the
-    histograms, EQ by a search on the device (lazily, one layer at a time)."""
 
-    def __init__(
-        self, model: Model, hs: HistogramSet, eq_source: SampleSource, work: Path, device: Any
-    ) -> None:
+def _method_rule(method: Method) -> TableRule:
+    def build(model: Model, hs: HistogramSet) -> TableBuild:
         from edgecal.workflows.calibrate import table_from_histograms
 
+        return table_from_histograms(model, hs, method)
+
+    return build
+
+
+#: Every candidate that needs no device, by name: the calibration methods computed from the
+#: histograms (KL, ACIQ); threshold rules (MSE, percentiles) are added here by name.
+RULES: dict[str, TableRule] = {
+    m.value: _method_rule(m) for m in Method if not METHODS[m].needs_device
+}
+
+
+class Alternatives:
+    """Per layer and candidate, the table lines it gives the layer: KL, ACIQ and the other
+    ``rules`` from the histograms, EQ by a search on the device (lazily, one layer at a
+    time)."""
+
+    def __init__(
+        self,
+        model: Model,
+        hs: HistogramSet,
+        eq_source: SampleSource,
+        work: Path,
+        device: Any,
+        rules: Mapping[str, TableRule] | None = None,
+    ) -> None:
         self.model = model
         self.tables: dict[str, TableBuild] = {
-            m: table_from_histograms(model, hs, m) for m in Method if not METHODS[m].needs_device
+            name: rule(model, hs) for name, rule in (RULES if rules is None else rules).items()
         }
         self.eq_source = eq_source
         self.work = work
         self.device = device
         self.eq_shards: list[Path] | None = None
         self.eq: dict[str, dict[str, np.ndarray]] = {}
+
+    def whole(self, name: str) -> CalibrationTable | None:
+        """``name``'s whole-model table, when it needs no device."""
+        build = self.tables.get(name)
+        return None if build is None else build.table
 
     def __call__(self, layer: str, method: str) -> dict[str, np.ndarray] | None:
         if method in self.tables:

@@ -5,10 +5,17 @@ method's scale for a layer) on the same images.  :class:`Scorer` writes and push
 shards once, runs the fp32 model once (its outputs are the reference), and then runs each
 variant on the device: top-1 agreement with fp32, accuracy (with labels), output cosine, and the
 median latency per image with the runtime's threads.
+
+Disk stays bounded: a variant's files on the host are removed once it is scored (the device
+keeps one copy per distinct variant, by content); :attr:`bytes_written` counts what was
+written here and :attr:`device_bytes` what was pushed to the device.  :meth:`subset` makes a
+scorer over some of the images (the fp32 outputs sliced, not re-run): tune ranks candidates
+on it and confirms the winners on every image.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Sequence
@@ -19,13 +26,16 @@ import numpy as np
 from edgecal.calib.table import CalibrationTable
 from edgecal.device import capture
 from edgecal.errors import ModelFormatError
+from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
 from edgecal.quality.metrics import Score, score_outputs
+from edgecal.quality.tuning import ranking_subset
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 from edgecal.workflows.validate import Reference
 
-#: Samples per run job when scoring.
-SHARD_SIZE = 64
+#: Samples per run job when scoring: one job per variant up to 256 images (a job costs a
+#: round trip to the agent and an artifact of its own; the images are decoded in it anyway).
+SHARD_SIZE = 256
 
 
 class Scorer:
@@ -47,16 +57,69 @@ class Scorer:
         self.labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
         self.evaluations = 0
         self.device_seconds = 0.0
-        shard_dir = work_dir / "shards"
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        self.shards = capture.write_shards(iter(source), source.specs, shard_dir, SHARD_SIZE)
+        self.bytes_written = 0
+        self.pushed_before = self.device.bytes_pushed
+        self.source = source
+        self.shards = self._write_shards(source, work_dir / "shards")
         self.n_samples = source.n_samples
         ref, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
         self.ref = ref
+        self.fp32_secs = secs
         self.latency_fp32_ms = 1000.0 * float(np.median(secs))
         self.accuracy_fp32 = (
             float(np.mean(np.argmax(ref, 1) == self.labels)) if self.labels is not None else None
         )
+        self.last_outputs: np.ndarray | None = None  # of the last variant scored
+        self.last_secs: list[float] = []
+        self.disagreed = np.zeros(self.n_samples, dtype=bool)  # by any variant scored
+
+    def _write_shards(self, source: SampleSource, d: Path) -> list[Path]:
+        d.mkdir(parents=True, exist_ok=True)
+        shards = capture.write_shards(iter(source), source.specs, d, SHARD_SIZE)
+        self.bytes_written += sum(p.stat().st_size for p in shards)
+        return shards
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes pushed to the device's work directory since this scorer started."""
+        return self.device.bytes_pushed - self.pushed_before
+
+    def subset(self, indices: Sequence[int], work_dir: Path) -> Scorer:
+        """A scorer over ``indices`` of these images: the fp32 outputs are sliced (not run
+        again), the shards written anew."""
+        sub = copy.copy(self)
+        idx = list(indices)
+        sub.source = self.source.subset(idx)
+        sub.work_dir = work_dir
+        sub.bytes_written = 0
+        sub.shards = sub._write_shards(sub.source, work_dir / "shards")
+        sub.n_samples = len(idx)
+        sub.ref = self.ref[idx]
+        sub.fp32_secs = [self.fp32_secs[i] for i in idx]
+        sub.labels = None if self.labels is None else self.labels[idx]
+        sub.accuracy_fp32 = (
+            float(np.mean(np.argmax(sub.ref, 1) == sub.labels)) if sub.labels is not None else None
+        )
+        sub.evaluations = 0
+        sub.device_seconds = 0.0
+        sub.disagreed = self.disagreed[idx].copy()
+        return sub
+
+    def latencies(self, param: Path, bin: Path) -> tuple[list[float], list[float]]:
+        """Per-image seconds of the fp32 model and of ``param``/``bin`` over every image,
+        measured the same way, alternated shard by shard."""
+        fp32: list[float] = []
+        int8: list[float] = []
+        for shard in self.shards:
+            for (p, b), into in (
+                ((self.fp32.param_path, self.fp32.bin_path), fp32),
+                ((param, bin), int8),
+            ):
+                work = capture.Workload(
+                    p, b, self.specs, [shard], [self.output], self.runtime, self.threads
+                )
+                into.extend(capture.run_shard_timed(self.device, work)[1])
+        return fp32, int8
 
     def _run(self, param: Path, bin: Path, what: str) -> tuple[np.ndarray, list[float]]:
         t0 = time.perf_counter()
@@ -94,11 +157,15 @@ class Scorer:
         if not param.exists():
             binf.write_bytes(data)
             param.write_text(text, encoding="utf-8")
+            self.bytes_written += len(data) + len(text.encode())
         return param, binf
 
     def score_files(self, param: Path, bin: Path, what: str = "int8 variant") -> Score:
         got, secs = self._run(param, bin, what)
         self.evaluations += 1
+        self.last_outputs, self.last_secs = got, secs
+        if got.shape == self.ref.shape:
+            self.disagreed |= np.argmax(got, 1) != np.argmax(self.ref, 1)
         if got.shape != self.ref.shape:
             raise ModelFormatError(
                 f"{param}: output {self.output} has {got.shape[1]} values, the fp32 model's "
@@ -114,4 +181,35 @@ class Scorer:
         keep_fp32: Sequence[str] = (),
         what: str = "int8 variant",
     ) -> Score:
-        return self.score_files(*self.write_variant(table, keep_fp32), what=what)
+        param, binf = self.write_variant(table, keep_fp32)
+        try:
+            return self.score_files(param, binf, what=what)
+        finally:  # on the device by content now: the host copy is not needed again
+            param.unlink(missing_ok=True)
+            binf.unlink(missing_ok=True)
+
+
+class RankingScorer:
+    """Scores on a subset of a :class:`Scorer`'s images (``ranking_subset``: where a variant
+    scored so far disagreed with fp32, plus a class-stratified sample), chosen at the first
+    use; the whole set when it is small."""
+
+    def __init__(self, full: Scorer, work_dir: Path, size: int) -> None:
+        self.full, self.work_dir, self.size = full, work_dir, size
+        self.sub: Scorer | None = None
+        self.indices: list[int] = []
+
+    def scorer(self) -> Scorer:
+        if self.sub is None:
+            full = self.full
+            self.indices = ranking_subset(np.argmax(full.ref, 1), full.disagreed, size=self.size)
+            self.sub = full.subset(self.indices, self.work_dir)
+        return self.sub
+
+    def score(
+        self,
+        table: CalibrationTable | None,
+        keep_fp32: Sequence[str] = (),
+        what: str = "int8 variant",
+    ) -> Score:
+        return self.scorer().score(table, keep_fp32, what=what + " (ranking images)")

@@ -31,9 +31,11 @@ def measure_sensitivity(
     layers: Sequence[str] | None = None,
     all_int8: Score | None = None,
     tick: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
     """Score the keep-fp32 (and, with ``only_int8``, the only-int8) variant of each quantized
-    layer (or of ``layers``) of the int8 model of ``table`` with ``keep_fp32`` in float."""
+    layer (or of ``layers``) of the int8 model of ``table`` with ``keep_fp32`` in float;
+    when ``stop()`` says so (a time budget), the layers not measured yet are left out."""
     model = scorer.fp32
     quantized = quantized_layer_names(model, table, keep_fp32)
     todo = [x for x in quantized if layers is None or x in layers]
@@ -41,6 +43,8 @@ def measure_sensitivity(
     types = {layer.name: layer.type for layer in model.param.layers}
     entries: list[LayerSensitivity] = []
     for i, name in enumerate(todo):
+        if stop is not None and stop():
+            break
         keep = scorer.score(table, [*keep_fp32, name], what=f"{name} in fp32")
         only = None
         if only_int8:

@@ -76,8 +76,7 @@ class World:
 def run(world: World, max_drop: float, **kw: object):  # type: ignore[no-untyped-def]
     return tune(
         world,
-        table_of({}),
-        "kl",
+        {"kl": table_of({})},
         LAYERS,
         world.sensitivity,
         world.alternative,
@@ -142,8 +141,7 @@ def test_time_budget() -> None:
     ticks = iter(range(0, 1000, 10))
     r = tune(
         w,
-        table_of({}),
-        "kl",
+        {"kl": table_of({})},
         LAYERS,
         w.sensitivity,
         w.alternative,

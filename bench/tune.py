@@ -1,0 +1,194 @@
+"""tune's speed against the work it replaces (issue 12, "tune in minutes").
+
+For each model -- the reference set's ``digits`` and ``multi`` and the sample model
+``samples/tinted_digits`` -- alternated: ``edgecal calibrate`` (calibration images) + ``edgecal
+validate --table`` (the held-out images with their labels: digits' ``test.npz`` as PNGs, the
+sample's ``test/``; multi, two inputs: its calibration images), and ``edgecal tune --max-drop
+0`` (the hardest target: every loss must be won back) on the same images, both on this machine
+with one thread.  Each is repeated
+``repeats`` times, alternated, and the medians are compared.  Prints
+``tune / (calibrate + validate), <model>: <ratio> (target <= 5.0)``, plus the layers int8 and
+the variants scored.  Usage: ``python bench/tune.py [--repeats N] [--images N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgecal.cli.main import main  # noqa: E402
+
+REF = ROOT / "tests" / "data" / "reference"
+SAMPLE = ROOT / "samples" / "tinted_digits"
+
+
+def _digits_test(tmp: Path) -> list[str]:
+    """digits' 200 test images as PNGs with a labels CSV: validate's/tune's arguments."""
+    import numpy as np
+    from PIL import Image
+
+    d = tmp / "digits-test"
+    d.mkdir()
+    data = np.load(REF / "digits" / "test.npz")
+    rows = ["file,label"]
+    for i, (x, y) in enumerate(zip(data["x"], data["y"], strict=True)):
+        Image.fromarray(x).save(d / f"t{i:03d}.png")
+        rows.append(f"t{i:03d}.png,{int(y)}")
+    (tmp / "digits-labels.csv").write_text("\n".join(rows) + "\n")
+    return ["--val-images", str(d), "--labels", str(tmp / "digits-labels.csv")]
+
+
+def _models(n_sample: int, tmp: Path) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """name -> (model files, input arguments, held-out images arguments)."""
+    d, m = REF / "digits", REF / "multi"
+    sample_list = tmp / "sample.txt"
+    lines = (SAMPLE / "calib.txt").read_text().splitlines()[:n_sample]
+    sample_list.write_text("".join(f"{SAMPLE / p}\n" for p in lines))
+    return {
+        "digits": (
+            [str(d / "model.param"), str(d / "model.bin")],
+            [
+                "--images",
+                str(d / "images.txt"),
+                "--pixel",
+                "GRAY",
+                "--mean",
+                "0",
+                "--norm",
+                "0.00392157",
+                "--shape",
+                "32,32",
+            ],
+            _digits_test(tmp),
+        ),
+        "multi": (
+            [str(m / "model.param"), str(m / "model.bin")],
+            [
+                "--images",
+                str(m / "list_a.txt"),
+                "--pixel",
+                "GRAY",
+                "--mean",
+                "0",
+                "--norm",
+                "0.00392157",
+                "--shape",
+                "32,32",
+                "--images",
+                str(m / "list_b.txt"),
+                "--pixel",
+                "RGB",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--norm",
+                "0.00784314,0.00784314,0.00784314",
+                "--shape",
+                "16,16",
+            ],
+            [],
+        ),
+        "tinted_digits": (
+            [str(SAMPLE / "model.param"), str(SAMPLE / "model.bin")],
+            [
+                "--images",
+                str(sample_list),
+                "--pixel",
+                "RGB",
+                "--mean",
+                "127.5,127.5,127.5",
+                "--norm",
+                "0.00784314,0.00784314,0.00784314",
+                "--shape",
+                "48,48",
+            ],
+            ["--val-images", str(SAMPLE / "test"), "--labels", str(SAMPLE / "labels.csv")],
+        ),
+    }
+
+
+def _quiet(argv: list[str]) -> int:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return main(argv)
+
+
+def _validate_inputs(inputs: list[str], held: list[str]) -> list[str]:
+    """validate's arguments: the calibration images' preprocessing on the held-out images."""
+    if not held:
+        return inputs
+    out = list(inputs)
+    out[out.index("--images") + 1] = held[1]
+    return [*out, "--labels", held[3]]
+
+
+def _calibrate_validate(model: list[str], inputs: list[str], held: list[str], tmp: Path) -> float:
+    table = tmp / "cv.table"
+    t0 = time.perf_counter()
+    _quiet(["-q", "calibrate", *model, *inputs, "--threads", "1", "--out", str(table)])
+    v = _validate_inputs(inputs, held)
+    _quiet(["-q", "validate", *model, "--table", str(table), *v, "--threads", "1"])
+    return time.perf_counter() - t0
+
+
+def _tune(model: list[str], inputs: list[str], held: list[str], out: Path) -> tuple[float, dict]:  # type: ignore[type-arg]
+    t0 = time.perf_counter()
+    _quiet(
+        [
+            "-q",
+            "tune",
+            *model,
+            *inputs,
+            *held,
+            "--threads",
+            "1",
+            "--max-drop",
+            "0",
+            "--out-dir",
+            str(out),
+            "--no-report",
+        ]
+    )
+    secs = time.perf_counter() - t0
+    return secs, json.loads((out / "tune.json").read_text())
+
+
+def bench_tune(repeats: int = 1, n_sample: int = 60) -> None:
+    """Print tune / (calibrate + validate) per model, medians of ``repeats`` alternated runs."""
+    with tempfile.TemporaryDirectory(prefix="edgecal-bench-tune-") as t:
+        tmp = Path(t)
+        for name, (model, inputs, held) in _models(n_sample, tmp).items():
+            cv: list[float] = []
+            tu: list[float] = []
+            doc: dict = {}  # type: ignore[type-arg]
+            for i in range(repeats):
+                cv.append(_calibrate_validate(model, inputs, held, tmp))
+                secs, doc = _tune(model, inputs, held, tmp / f"tune-{name}-{i}")
+                tu.append(secs)
+            ratio = statistics.median(tu) / statistics.median(cv)
+            n_int8 = doc.get("int8_layers")
+            n_all = doc.get("quantizable_layers")
+            layers = f"{n_int8}/{n_all}" if n_int8 is not None else "?"
+            print(
+                f"tune {name}: {statistics.median(tu):.1f} s, calibrate + validate "
+                f"{statistics.median(cv):.1f} s; {doc.get('evaluations')} variants scored; "
+                f"layers int8 {layers}; drop {doc['initial']['drop_points']:.2f} -> "
+                f"{doc['final']['drop_points']:.2f} points"
+            )
+            print(f"tune / (calibrate + validate), {name}: {ratio:.2f} (target <= 5.0)")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--images", type=int, default=60, help="sample model images")
+    a = ap.parse_args()
+    bench_tune(a.repeats, a.images)

@@ -1,0 +1,66 @@
+"""tune's scoring on this machine: the ranking subset (``RankingScorer``) is a true subset of
+the scorer's images -- its fp32 outputs are the full run's rows, its scores those of a scorer
+run on those images alone -- and a variant's files do not stay on the host once scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecal.calib.table import parse_table
+from edgecal.device.local import LocalDevice
+from edgecal.inputs.model import load_model
+from edgecal.inputs.samples import make_sample_source
+from edgecal.inputs.spec import InputSpec
+from edgecal.workflows.scoring import RankingScorer, Scorer
+from edgecal.workflows.validate import Reference
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
+SPEC = InputSpec(
+    blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
+)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[int]]:
+    d = tmp_path_factory.mktemp("digits-test")
+    data = np.load(DIGITS / "test.npz")
+    paths = []
+    for i, x in enumerate(data["x"][:160]):
+        paths.append(d / f"t{i:03d}.png")
+        Image.fromarray(x).save(paths[-1])
+    return paths, [int(y) for y in data["y"][:160]]
+
+
+def test_ranking_subset_is_a_subset_of_the_full_scoring(
+    images: tuple[list[Path], list[int]], tmp_path: Path
+) -> None:
+    paths, labels = images
+    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    source = make_sample_source([SPEC], [paths])
+    table = parse_table((DIGITS / "kl.table").read_text())
+    with LocalDevice() as device:
+        ref = Reference(device, model, source, labels, "calibration", 1)
+        full = Scorer(ref, tmp_path / "full")
+        full.score(table)
+        assert not list((tmp_path / "full" / "variants").iterdir())  # removed once scored
+        disagreed = set(np.flatnonzero(full.disagreed).tolist())
+        ranking = RankingScorer(full, tmp_path / "ranking", 64)
+        s_sub = ranking.score(table)
+        idx = ranking.indices
+        assert len(idx) == 64 and disagreed <= set(idx) and idx == sorted(idx)
+        sub = ranking.scorer()
+        assert np.array_equal(sub.ref, full.ref[idx]) and sub.n_samples == 64
+        # the same as a scorer run on those images alone
+        alone = Scorer(
+            Reference(device, model, source.subset(idx), [labels[i] for i in idx], "calibration"),
+            tmp_path / "alone",
+        )
+        s_alone = alone.score(table)
+        assert np.array_equal(alone.ref, sub.ref)
+        assert (s_sub.drop_points, s_sub.cosine_mean) == (s_alone.drop_points, s_alone.cosine_mean)
+        assert full.bytes_written > 0 and full.device_bytes > 0
