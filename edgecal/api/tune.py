@@ -33,7 +33,7 @@ from edgecal.api.validate import (
     provenance,
     with_files,
 )
-from edgecal.calib.methods import METHOD_NAMES, METHODS, Method, parse_method
+from edgecal.calib.methods import CALIBRATE_NAMES, METHOD_NAMES, METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
 from edgecal.errors import TableError, UsageError
 from edgecal.files.outputs import (
@@ -159,7 +159,7 @@ def tune(
     table: PathArg | None = None,
     labels: PathArg | None = None,
     val_inputs: PathArg | None = None,
-    try_methods: str | Sequence[str | Method] = METHOD_NAMES,
+    try_methods: str | Sequence[str | Method] = CALIBRATE_NAMES,
     max_fp32_layers: int | None = None,
     time_budget: float | None = None,
     devices: Devices | str | None = None,

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgecal.calib.methods import METHOD_NAMES, Method
+from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
 from edgecal.cli.options import add_inputs
 from edgecal.cli.progress import run_hooks
@@ -30,7 +30,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     add_inputs(p)
     p.add_argument(
         "--method",
-        choices=METHOD_NAMES,
+        choices=CALIBRATE_NAMES,
         default=Method.KL.value,
         help="calibration method of the starting table (default kl)",
     )
@@ -57,10 +57,10 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument(
         "--try-methods",
-        default=",".join(METHOD_NAMES),
+        default=",".join(CALIBRATE_NAMES),
         metavar="M[,M...]",
-        help="methods tried per layer before it goes to fp32 (default kl,aciq,eq; "
-        "'none' to go straight to fp32)",
+        help="methods and threshold rules tried, whole-model and per layer, before a layer "
+        f"goes to fp32 (default {','.join(CALIBRATE_NAMES)}; 'none' to go straight to fp32)",
     )
     p.add_argument(
         "--max-fp32-layers",

@@ -282,10 +282,11 @@ def test_a_rule_added_to_rules_is_a_try_method(monkeypatch: pytest.MonkeyPatch) 
     from edgecal.errors import UsageError
     from edgecal.workflows import alternatives
 
-    with pytest.raises(UsageError, match=r"unknown method 'p99\.9'"):
-        parse_try_methods("kl,p99.9")
-    monkeypatch.setitem(alternatives.RULES, "p99.9", alternatives.RULES["kl"])
-    assert parse_try_methods("kl,p99.9") == ("kl", "p99.9")
+    assert parse_try_methods("kl,mse,p99.9,p99.999") == ("kl", "mse", "p99.9", "p99.999")
+    with pytest.raises(UsageError, match=r"unknown method 'clip3'"):
+        parse_try_methods("kl,clip3")
+    monkeypatch.setitem(alternatives.RULES, "clip3", alternatives.RULES["kl"])
+    assert parse_try_methods("kl,clip3") == ("kl", "clip3")
 
 
 def test_the_report_states_the_objective_layers_latency_and_warnings() -> None:
