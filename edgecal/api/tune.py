@@ -45,12 +45,11 @@ from edgecal.files.outputs import (
 from edgecal.fleet.prepare import Devices, Say
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
+from edgecal.quality.latency import latency_doc, latency_of, slower_warning
 from edgecal.quality.tuning import (
     RANKING_MIN,
     TuneDoc,
     TuneResult,
-    latency_summary,
-    slower_warning,
 )
 from edgecal.quality.validation import ValidationDoc, ValidationResult
 from edgecal.runs.histfile import histograms_to_bytes
@@ -354,8 +353,8 @@ def tune(
         host_bytes = scorer.bytes_written + (
             ranking.sub.bytes_written if ranking and ranking.sub else 0
         )
-    latency = {"int8": latency_summary(int8_secs), "fp32": latency_summary(fp32_secs)}
-    slower = slower_warning(latency["int8"], latency["fp32"])
+    latency = {"int8": latency_doc(int8_secs), "fp32": latency_doc(fp32_secs)}
+    slower = slower_warning(latency_of(int8_secs), latency_of(fp32_secs))
     ranked_on = (
         {
             "images": len(ranking.indices),

@@ -313,10 +313,18 @@ def render_board(r: dict[str, Any]) -> list[str]:
     )
     lines += render_metric(r.get("metric"))
     lines.append(
-        f"median latency per image: fp32 {float(r['latency_fp32_ms']):.3f} ms, "
-        f"int8 {float(r['latency_int8_ms']):.3f} ms"
+        f"median latency per image: fp32 {_latency(r, 'fp32')}, int8 {_latency(r, 'int8')}"
     )
     return lines + column_lines(LAYER_COLUMNS, r["layers"])
+
+
+def _latency(r: dict[str, Any], model: str) -> str:
+    """``"1.234 ms"``, with its p10-p90 spread when the document has it."""
+    spread = r.get(f"latency_{model}")
+    text = f"{float(r[f'latency_{model}_ms']):.3f} ms"
+    if isinstance(spread, dict) and "p10_ms" in spread and "p90_ms" in spread:
+        text += f" (p10-p90 {float(spread['p10_ms']):.3f}-{float(spread['p90_ms']):.3f})"
+    return text
 
 
 def render_metric(m: dict[str, Any] | None) -> list[str]:

@@ -6,7 +6,8 @@ validate, check and tune all report a model's latency as :class:`Latency` built 
 :func:`latency_of` from the same kind of measurement, so their figures compare.  The spread is
 the 10th-90th percentile range (linear interpolation, numpy's default): one slow outlier
 (a page fault, another process) moves neither end much, a bimodal device (big/little cores)
-shows as a wide range.
+shows as a wide range.  int8 is called slower than fp32 when its median is higher
+(:func:`slower_warning`).
 """
 
 from __future__ import annotations
@@ -52,9 +53,18 @@ def latency_of(seconds: Sequence[float] | np.ndarray) -> Latency | None:
     return Latency(float(p50), float(p10), float(p90), int(s.size))
 
 
-def slower(int8: Latency, fp32: Latency) -> bool:
-    """True when the int8 model is measurably slower than fp32 on the device: its median is
-    higher and the medians differ by more than the larger of the two spreads' halves (a
-    difference inside the noise is not called slower)."""
-    noise = max(int8.spread_ms, fp32.spread_ms) / 2.0
-    return int8.median_ms - fp32.median_ms > noise
+def latency_doc(seconds: Sequence[float] | np.ndarray) -> dict[str, float | int]:
+    """The JSON form the run documents carry: :class:`Latency`'s fields, or ``{"runs": 0}``."""
+    lat = latency_of(seconds)
+    return {"runs": 0} if lat is None else lat.to_dict()
+
+
+def slower_warning(int8: Latency | None, fp32: Latency | None) -> str | None:
+    """The warning when the int8 model's median latency on the device is above fp32's."""
+    if int8 is None or fp32 is None or int8.median_ms <= fp32.median_ms:
+        return None
+    return (
+        f"the int8 model is slower than fp32 on the device: {int8.median_ms:.3f} ms against "
+        f"{fp32.median_ms:.3f} ms per image (median; p10-p90 {int8.p10_ms:.3f}-"
+        f"{int8.p90_ms:.3f} against {fp32.p10_ms:.3f}-{fp32.p90_ms:.3f} ms)"
+    )

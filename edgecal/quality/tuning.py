@@ -469,27 +469,6 @@ def _same_records(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
-    """Per-image latencies (seconds) as tune.json reports them: median, p10 and p90 in ms."""
-    ms = 1000.0 * np.asarray(seconds, dtype=np.float64)
-    if ms.size == 0:
-        return {"runs": 0}
-    p10, med, p90 = (float(x) for x in np.percentile(ms, [10, 50, 90]))
-    return {"median_ms": med, "p10_ms": p10, "p90_ms": p90, "runs": int(ms.size)}
-
-
-def slower_warning(int8: dict[str, Any], fp32: dict[str, Any]) -> str | None:
-    """The warning when the int8 model's median latency is above fp32's."""
-    a, b = int8.get("median_ms"), fp32.get("median_ms")
-    if a is None or b is None or a <= b:
-        return None
-    return (
-        f"the int8 model is slower than fp32 on the device: {a:.3f} ms against {b:.3f} ms per "
-        f"image (median; p10-p90 {int8['p10_ms']:.3f}-{int8['p90_ms']:.3f} against "
-        f"{fp32['p10_ms']:.3f}-{fp32['p90_ms']:.3f} ms)"
-    )
-
-
 #: Ranking images: at least this many, and the whole set below twice this many.
 RANKING_MIN = 64
 RANKING_SEED = 12

@@ -15,6 +15,7 @@ from edgecal.errors import ModelFormatError
 from edgecal.ncnnfmt.param import ParamFile
 from edgecal.quality.consistency import Consistency
 from edgecal.quality.jsondoc import Malformed, Obj, read_fields
+from edgecal.quality.latency import Latency
 from edgecal.quality.rundoc import RESULT_SCHEMA, json_safe
 from edgecal.quality.taskmetrics import MetricFigures
 
@@ -253,6 +254,9 @@ class ValidationResult:
     missing: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     #: the task metric's figures (``validate --metric``; absent from the document without it)
     metric: MetricFigures | None = None
+    #: the latencies with their spread (median = ``latency_*_ms``; absent from older documents)
+    latency_fp32: Latency | None = None
+    latency_int8: Latency | None = None
 
     @property
     def board(self) -> str:
@@ -293,6 +297,10 @@ class ValidationResult:
         }
         if self.metric is not None:
             d["metric"] = self.metric.to_dict()
+        for key in ("latency_fp32", "latency_int8"):
+            lat = getattr(self, key)
+            if lat is not None:
+                d[key] = lat.to_dict()
         return json_safe({k: v for k, v in d.items() if k not in self.missing})
 
     @classmethod
@@ -334,8 +342,16 @@ class ValidationResult:
                     metric = MetricFigures.from_dict(d["metric"], o.at("metric"))
                 except Malformed:
                     missing.add("metric")
+            spreads = {}
+            for key in ("latency_fp32", "latency_int8"):
+                if d.get(key) is not None:
+                    try:
+                        spreads[key] = Latency.from_dict(d[key], o.at(key))
+                    except Malformed:
+                        missing.add(key)
             return cls(
                 metric=metric,
+                **spreads,
                 n_samples=n if isinstance(n, int) and "n_samples" not in missing else 0,
                 output_blob=str(texts["output_blob"]) if "output_blob" not in missing else "",
                 runtime=str(texts["runtime"]) if "runtime" not in missing else "",

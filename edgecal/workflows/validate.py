@@ -8,6 +8,7 @@ blobs.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from edgecal.device.base import Device
 from edgecal.errors import CalibrationError, ModelFormatError
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
+from edgecal.quality.latency import latency_of
 from edgecal.quality.metrics import PairStats, accuracy, agreement, dequantize
 from edgecal.quality.taskmetrics import Metric, Outputs
 from edgecal.quality.validation import (
@@ -139,6 +141,7 @@ def validate(
         )
         for q in qlayers
     ]
+    lat_fp32, lat_int8 = latency_of(lat[0]), latency_of(lat[1])
     return ValidationResult(
         n_samples=done,
         output_blob=output,
@@ -151,8 +154,10 @@ def validate(
         cosine_min=out_stats.cosine_min,
         sqnr_mean_db=out_stats.sqnr_mean_db,
         sqnr_min_db=out_stats.sqnr_min_db,
-        latency_fp32_ms=1000.0 * float(np.median(lat[0])),
-        latency_int8_ms=1000.0 * float(np.median(lat[1])),
+        latency_fp32_ms=lat_fp32.median_ms if lat_fp32 else math.nan,
+        latency_int8_ms=lat_int8.median_ms if lat_int8 else math.nan,
+        latency_fp32=lat_fp32,
+        latency_int8=lat_int8,
         layers=layers,
         device={"name": device.name},
         int8_outputs=_rows(int8_out) if int8_out else None,

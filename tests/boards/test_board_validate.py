@@ -224,8 +224,14 @@ def test_validate_on_emu1_prints_the_figures(
     )
     assert m, out
     assert float(m[1]) > 0.99 and float(m[2]) > 0.98 and float(m[3]) > 20  # 0.9985, 26.9 dB
-    m = re.search(r"^median latency per image: fp32 ([\d.]+) ms, int8 ([\d.]+) ms$", out, re.M)
-    assert m and float(m[1]) > 0 and float(m[2]) > 0, out
+    m = re.search(
+        r"^median latency per image: fp32 ([\d.]+) ms \(p10-p90 ([\d.]+)-([\d.]+)\), "
+        r"int8 ([\d.]+) ms \(p10-p90 ([\d.]+)-([\d.]+)\)$",
+        out,
+        re.M,
+    )
+    assert m and float(m[1]) > 0 and float(m[4]) > 0, out
+    assert float(m[2]) <= float(m[1]) <= float(m[3]) and float(m[5]) <= float(m[4]) <= float(m[6])
     for name in LAYERS:
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert float(line.split()[2]) > 0.99, line  # per-layer cosine

@@ -113,6 +113,10 @@ def test_digits_table_json_and_baseline(
     ]
     _sane(doc)
     assert doc["int8"]["table"] == str(DIGITS / "kl.table")
+    for model in ("fp32", "int8"):  # one way of measuring: the median with its spread
+        lat = doc[f"latency_{model}"]
+        assert lat["runs"] == 40 and lat["median_ms"] == doc[f"latency_{model}_ms"]
+        assert 0 < lat["p10_ms"] <= lat["median_ms"] <= lat["p90_ms"]
 
 
 def test_digits_wrong_dequantization_scale_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecal.quality.latency import Latency, latency_of, slower
+from edgecal.quality.latency import Latency, latency_of
 
 
 def test_median_and_spread_of_known_times() -> None:
@@ -31,10 +31,3 @@ def test_figures_are_ordered_and_within_the_times(secs: list[float]) -> None:
     assert lat is not None and lat.runs == len(secs)
     ms = 1000.0 * np.asarray(secs)
     assert ms.min() - 1e-9 <= lat.p10_ms <= lat.median_ms <= lat.p90_ms <= ms.max() + 1e-9
-
-
-def test_slower_only_beyond_the_noise() -> None:
-    fp32 = Latency(1.0, 0.9, 1.1, 50)
-    assert slower(Latency(1.5, 1.4, 1.6, 50), fp32)
-    assert not slower(Latency(1.05, 0.95, 1.15, 50), fp32)  # within half the spread
-    assert not slower(Latency(0.5, 0.4, 0.6, 50), fp32)

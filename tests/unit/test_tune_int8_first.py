@@ -13,14 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.quality.latency import latency_doc, latency_of, slower_warning
 from edgecal.quality.metrics import Score
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity, rank
 from edgecal.quality.tuning import (
     TuneConfig,
     TuneDoc,
-    latency_summary,
     ranking_subset,
-    slower_warning,
     tune,
 )
 
@@ -237,7 +236,7 @@ def test_time_budget_caps_the_ranking() -> None:
 def test_tune_doc_round_trip_with_the_new_fields() -> None:
     w = world_of(fc={"kl": 5.0, "aciq": 4.0, "mse": 3.0, "p99.99": 3.5})
     r = run(w, 1.0)
-    lat = {"int8": latency_summary([0.002, 0.001, 0.003]), "fp32": latency_summary([0.001])}
+    lat = {"int8": latency_doc([0.002, 0.001, 0.003]), "fp32": latency_doc([0.001])}
     doc = TuneDoc.of(
         r,
         "kl",
@@ -256,12 +255,13 @@ def test_tune_doc_round_trip_with_the_new_fields() -> None:
 
 
 def test_latency_summary_and_the_slower_warning() -> None:
-    s = latency_summary([0.001 * i for i in range(1, 11)])
+    s = latency_doc([0.001 * i for i in range(1, 11)])
     assert s["runs"] == 10 and s["median_ms"] == pytest.approx(5.5)
     assert s["p10_ms"] == pytest.approx(1.9) and s["p90_ms"] == pytest.approx(9.1)
-    fast = latency_summary([0.001])
-    assert slower_warning(fast, s) is None
-    w = slower_warning(s, fast)
+    assert latency_doc([]) == {"runs": 0}
+    slow, fast = latency_of([0.001 * i for i in range(1, 11)]), latency_of([0.001])
+    assert slower_warning(fast, slow) is None and slower_warning(None, slow) is None
+    w = slower_warning(slow, fast)
     assert w is not None and "slower than fp32" in w and "5.500 ms against 1.000 ms" in w
 
 
@@ -294,8 +294,8 @@ def test_the_report_states_the_objective_layers_latency_and_warnings() -> None:
 
     w = world_of(fc={"kl": 5.0, "aciq": 4.0, "mse": 3.0, "p99.99": 3.5})
     r = run(w, 1.0)
-    int8, fp32 = latency_summary([0.002] * 3), latency_summary([0.001] * 3)
-    slower = slower_warning(int8, fp32)
+    int8, fp32 = latency_doc([0.002] * 3), latency_doc([0.001] * 3)
+    slower = slower_warning(latency_of([0.002] * 3), latency_of([0.001] * 3))
     assert slower is not None
     doc = TuneDoc.of(
         r,
