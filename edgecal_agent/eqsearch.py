@@ -44,6 +44,8 @@ from edgecal_agent.messages import EQ_SIMILARITY
 
 #: The similarity definition above, named in every ``eq_layer`` result.
 SIMILARITY = EQ_SIMILARITY
+#: Output values reduced at once (float64 products of this many values stay in a CPU cache).
+CHUNK_VALUES = 65536
 
 
 # -- the similarity (pure) -----------------------------------------------------------------------
@@ -190,20 +192,22 @@ class Probe:
             raise ModelLoadError(
                 f"the EQ probe must have one input and one output, it has {ins} and {outs}"
             )
+        # the extractors' allocators (set after loading: the weights are not taken from them);
+        # light mode is ncnn's default
+        net.opt.blob_allocator = self.allocator
+        net.opt.workspace_allocator = self.workspace
         self.net, self.model_bytes = net, model_bytes  # old net dropped only now
         self.input_name, self.output_name = ins[0], outs[0]
 
-    def forward(self, mat: Any) -> np.ndarray:
+    def forward(self, mat: Any) -> Any:
+        """The probe's output Mat for input ``mat`` (read it before the next forward)."""
         ex = self.net.create_extractor()
-        ex.set_light_mode(True)
-        ex.set_blob_allocator(self.allocator)
-        ex.set_workspace_allocator(self.workspace)
         ex.input(self.input_name, mat)
         ret, out = ex.extract(self.output_name)
         del ex
         if ret != 0:
             raise JobError(f"the EQ probe forward failed (extract returned {ret})")
-        return np.array(out, dtype=np.float32)
+        return out
 
 
 @dataclass
@@ -235,6 +239,16 @@ class EqSearch:
         self.refs = [unit_rows(r).astype(np.float64) for r in refs]  # C-contiguous
         self.shapes = [np.shape(r) for r in refs]
         self.scratch: dict[tuple[int, ...], np.ndarray] = {}
+        # same output shape for every sample (the usual case): outputs are gathered into one
+        # float32 stack and reduced a chunk of samples at a time
+        self.ref_stack: np.ndarray | None = None
+        self.qstack: np.ndarray | None = None
+        if len({r.shape for r in self.refs}) == 1:
+            self.ref_stack = np.stack(self.refs)
+            self.qstack = np.empty(self.ref_stack.shape, dtype=np.float32)
+            per_sample = max(self.refs[0].size, 1)
+            self.chunk = max(1, min(len(self.refs), CHUNK_VALUES // per_sample))
+            self.chunk_scratch = np.empty((2, self.chunk, *self.refs[0].shape), np.float64)
         self.ref_norm = np.array([seq_sum(np.add.reduce(r * r, axis=-1)) for r in self.refs])
         self.tick = tick
 
@@ -246,14 +260,25 @@ class EqSearch:
         units = self.refs[0].shape[0]
         dots = np.empty((n, units), dtype=np.float64)
         qqs = np.empty((n, units), dtype=np.float64)
+        stack = self.qstack
         for s, (mat, ref, shape) in enumerate(zip(self.ins, self.refs, self.shapes)):
-            out = self.probe.forward(mat)
+            out = np.asarray(self.probe.forward(mat))
             if out.shape != shape or ref.shape[0] != units:
                 raise JobError("the EQ probe output shape differs from the fp32 top blob")
+            if stack is not None:
+                stack[s] = unit_rows(out)  # copied now, before the next forward
+                continue
             scratch = self.scratch.get(ref.shape)
             if scratch is None:
                 scratch = self.scratch[ref.shape] = np.empty((2, *ref.shape), dtype=np.float64)
             dots[s], qqs[s] = unit_terms(ref, unit_rows(out), scratch)
+        if stack is not None and self.ref_stack is not None:
+            # a few samples at a time: the float64 products stay in cache
+            for a in range(0, n, self.chunk):
+                b = min(a + self.chunk, n)
+                dots[a:b], qqs[a:b] = unit_terms(
+                    self.ref_stack[a:b], stack[a:b], self.chunk_scratch[:, : b - a]
+                )
         self.tick()
         return dots, qqs
 
