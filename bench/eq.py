@@ -5,7 +5,7 @@ model: the two calibrations alternate on one local agent each (a fresh one per r
 is part of both), and the ratio is of the medians.  It also prints the EQ search's seconds per
 calibrated layer (the ``eq`` part of the eq run's timings) and how the agent searched.
 
-Run alone: ``python bench/eq.py [--repeats N] [--model digits|sample|PARAM,BIN,SPEC...]``.
+Run alone: ``python bench/eq.py [--repeats N] [--model sample|resnet10|digits ...]``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ MODELS = {
         InputSpec("in0", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (48, 48)),
         "calib.txt",
     ),
+    # a 10-layer ResNet-like net (bench/make_resnet10.py), on the sample's images at 32x32
+    "resnet10": (
+        ROOT / "bench" / "data" / "resnet10",
+        InputSpec("in0", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (32, 32)),
+        SAMPLE / "calib.txt",
+    ),
     "digits": (
         DIGITS,
         InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32)),
@@ -48,10 +54,10 @@ def _timed(model_name: str, method: str) -> tuple[float, dict[str, float], int]:
     t0 = time.perf_counter()
     with LocalDevice() as device:
         run = calibrate(model, source, device, method=method)
-    return time.perf_counter() - t0, dict(run.timings_s), len(model.calibrated_layers)
+    return time.perf_counter() - t0, dict(run.timings_s), len(run.eq)
 
 
-def bench_eq(models: tuple[str, ...] = ("sample",), repeats: int = 3) -> None:
+def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3) -> None:
     """Print the eq / kl calibrate time ratio per model (medians of alternated runs)."""
     for name in models:
         times: dict[str, list[float]] = {"kl": [], "eq": []}
@@ -76,7 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", action="append", choices=sorted(MODELS))
     args = ap.parse_args()
-    bench_eq(tuple(args.model or ["sample"]), args.repeats)
+    bench_eq(tuple(args.model or ["sample", "resnet10"]), args.repeats)
 
 
 if __name__ == "__main__":

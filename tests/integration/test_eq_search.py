@@ -117,6 +117,9 @@ def _synthetic(kind: str) -> tuple[str, bytes, int, tuple[int, ...], int]:
         line = f"ConvolutionDepthWise probe 1 1 in out 0=8 1=3 4=1 5=1 6={w.size} 7=4 8=1 9=1"
         prefix = b"\0\0\0\0" + w.astype("<f4").tobytes() + bias.astype("<f4").tobytes()
         return line, prefix, 4, (8, 9, 11), 1
+    if kind == "sizes":  # as grouped, on inputs of different sizes (one sample at a time)
+        line, prefix, n_w, _, _ = _synthetic("grouped")
+        return line, prefix, n_w, (8, 9, 11), 5
     if kind == "nobias":  # 3 -> 6 channels, 3x3 stride 2, no bias, no activation
         w = rng.normal(0, 0.3, 6 * 3 * 9)
         line = f"Convolution probe 1 1 in out 0=6 1=3 3=2 4=1 5=0 6={w.size} 8=1"
@@ -143,7 +146,7 @@ def _fp32_net(line: str, prefix: bytes) -> Any:
     return net
 
 
-@pytest.mark.parametrize("kind", ["grouped", "nobias", "leaky", "fc"])
+@pytest.mark.parametrize("kind", ["grouped", "sizes", "nobias", "leaky", "fc"])
 @pytest.mark.parametrize("fallback", [False, True])
 def test_fast_search_equals_the_literal_search_on_synthetic_layers(
     kind: str, fallback: bool, monkeypatch: pytest.MonkeyPatch
@@ -153,8 +156,9 @@ def test_fast_search_equals_the_literal_search_on_synthetic_layers(
     rng = np.random.default_rng(seed)
     fp32 = _fp32_net(line, prefix)
     ins, refs = [], []
-    for _ in range(4):
-        arr = rng.normal(0, 1, shape).astype(np.float32)
+    for i in range(4):
+        size = (shape[0], shape[1] + i, shape[2] - i) if kind == "sizes" else shape
+        arr = rng.normal(0, 1, size).astype(np.float32)
         mat = ncnn.Mat(arr).clone()  # ncnn.Mat(arr) borrows arr's memory: keep arr alive
         ex = fp32.create_extractor()
         ex.input("in", mat)
