@@ -72,8 +72,9 @@ def seq_sum(x: np.ndarray) -> np.ndarray:
 def unit_terms(
     ref: np.ndarray, q: np.ndarray, scratch: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit ``sum(ref * q)`` and ``sum(q * q)`` in float64: ``ref`` float64 and ``q``
-    float32, C-contiguous, of shape ``(..., units, values)``; results ``(..., units)``.
+    """Per unit ``sum(ref * q)`` and ``sum(q * q)`` in float64: ``ref`` (float32 or float64)
+    and ``q`` (float32), C-contiguous, of shape ``(..., units, values)``; results
+    ``(..., units)``.
     ``scratch``: an optional float64 buffer of shape ``(2, *q.shape)``.
 
     The products are exact (float32 x float32 in float64); each unit's values are summed by
@@ -236,20 +237,23 @@ class EqSearch:
     ) -> None:
         self.probe = probe
         self.ins = list(ins)
-        self.refs = [unit_rows(r).astype(np.float64) for r in refs]  # C-contiguous
         self.shapes = [np.shape(r) for r in refs]
+        rows = [unit_rows(r) for r in refs]  # float32, C-contiguous
+        self.chunk = 0
+        if len({r.shape for r in rows}) == 1:
+            # the same output shape for every sample (the usual case): the fp32 outputs in one
+            # stack, the probe's outputs gathered and reduced a few samples at a time
+            self.ref_stack: np.ndarray | None = np.stack(rows)
+            rows = list(self.ref_stack)
+            per_sample = max(rows[0].size, 1)
+            self.chunk = max(1, min(len(rows), CHUNK_VALUES // per_sample))
+            self.qchunk = np.empty((self.chunk, *rows[0].shape), dtype=np.float32)
+            self.chunk_scratch = np.empty((2, self.chunk, *rows[0].shape), dtype=np.float64)
+        else:
+            self.ref_stack = None
+        self.refs = rows
         self.scratch: dict[tuple[int, ...], np.ndarray] = {}
-        # same output shape for every sample (the usual case): outputs are gathered into one
-        # float32 stack and reduced a chunk of samples at a time
-        self.ref_stack: np.ndarray | None = None
-        self.qstack: np.ndarray | None = None
-        if len({r.shape for r in self.refs}) == 1:
-            self.ref_stack = np.stack(self.refs)
-            self.qstack = np.empty(self.ref_stack.shape, dtype=np.float32)
-            per_sample = max(self.refs[0].size, 1)
-            self.chunk = max(1, min(len(self.refs), CHUNK_VALUES // per_sample))
-            self.chunk_scratch = np.empty((2, self.chunk, *self.refs[0].shape), np.float64)
-        self.ref_norm = np.array([seq_sum(np.add.reduce(r * r, axis=-1)) for r in self.refs])
+        self.ref_norm = np.array([seq_sum(unit_terms(r, r)[1]) for r in rows])
         self.tick = tick
 
     def terms(self) -> tuple[np.ndarray, np.ndarray]:
@@ -260,25 +264,27 @@ class EqSearch:
         units = self.refs[0].shape[0]
         dots = np.empty((n, units), dtype=np.float64)
         qqs = np.empty((n, units), dtype=np.float64)
-        stack = self.qstack
+        done = filled = 0
         for s, (mat, ref, shape) in enumerate(zip(self.ins, self.refs, self.shapes)):
             out = np.asarray(self.probe.forward(mat))
             if out.shape != shape or ref.shape[0] != units:
                 raise JobError("the EQ probe output shape differs from the fp32 top blob")
-            if stack is not None:
-                stack[s] = unit_rows(out)  # copied now, before the next forward
+            if self.ref_stack is not None:
+                self.qchunk[filled] = unit_rows(out)  # copied before the next forward
+                filled += 1
+                if filled == self.chunk or s == n - 1:  # the float64 products stay in cache
+                    end = done + filled
+                    dots[done:end], qqs[done:end] = unit_terms(
+                        self.ref_stack[done:end],
+                        self.qchunk[:filled],
+                        self.chunk_scratch[:, :filled],
+                    )
+                    done, filled = end, 0
                 continue
             scratch = self.scratch.get(ref.shape)
             if scratch is None:
                 scratch = self.scratch[ref.shape] = np.empty((2, *ref.shape), dtype=np.float64)
             dots[s], qqs[s] = unit_terms(ref, unit_rows(out), scratch)
-        if stack is not None and self.ref_stack is not None:
-            # a few samples at a time: the float64 products stay in cache
-            for a in range(0, n, self.chunk):
-                b = min(a + self.chunk, n)
-                dots[a:b], qqs[a:b] = unit_terms(
-                    self.ref_stack[a:b], stack[a:b], self.chunk_scratch[:, : b - a]
-                )
         self.tick()
         return dots, qqs
 
@@ -327,7 +333,7 @@ class EqSearch:
             [candidates[j, p] if p < steps else weight_scales[j] for j, p in enumerate(pattern)],
             dtype=np.float32,
         )
-        unit_pick = np.repeat(np.array(pattern), per)
+        unit_pick: np.ndarray = np.repeat(np.array(pattern), per)
         self._check(mix, bottom_scale, dots, qqs, unit_pick)
 
         sim = np.empty(candidates.shape, dtype=np.float64)

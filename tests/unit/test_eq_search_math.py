@@ -81,6 +81,8 @@ def test_unit_terms_depend_on_the_unit_alone(
     ref = rng.normal(0, 1, (samples, units, values)).astype(np.float32).astype(np.float64)
     q = rng.normal(0, 1, (samples, units, values)).astype(np.float32)
     dot, qq = eqsearch.unit_terms(ref, q)
+    d32, q32 = eqsearch.unit_terms(ref.astype(np.float32), q)  # float32 fp32 refs: the same
+    assert np.array_equal(d32, dot) and np.array_equal(q32, qq)
     for s in range(samples):
         d1, q1 = eqsearch.unit_terms(ref[s], q[s], np.empty((2, units, values)))
         assert np.array_equal(d1, dot[s]) and np.array_equal(q1, qq[s])
