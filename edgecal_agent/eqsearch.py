@@ -238,12 +238,16 @@ class EqSearch:
         self.probe = probe
         self.ins = list(ins)
         self.shapes = [np.shape(r) for r in refs]
+        # the fp32 outputs, once, in float64 (8 bytes a value, as the float32 list and stack
+        # of the per-candidate search were)
         rows = [unit_rows(r) for r in refs]  # float32, C-contiguous
         self.chunk = 0
         if len({r.shape for r in rows}) == 1:
             # the same output shape for every sample (the usual case): the fp32 outputs in one
             # stack, the probe's outputs gathered and reduced a few samples at a time
-            self.ref_stack: np.ndarray | None = np.stack(rows)
+            self.ref_stack: np.ndarray | None = np.empty((len(rows), *rows[0].shape))
+            for i, r in enumerate(rows):
+                self.ref_stack[i] = r
             rows = list(self.ref_stack)
             per_sample = max(rows[0].size, 1)
             self.chunk = max(1, min(len(rows), CHUNK_VALUES // per_sample))
@@ -251,6 +255,7 @@ class EqSearch:
             self.chunk_scratch = np.empty((2, self.chunk, *rows[0].shape), dtype=np.float64)
         else:
             self.ref_stack = None
+            rows = [r.astype(np.float64) for r in rows]
         self.refs = rows
         self.scratch: dict[tuple[int, ...], np.ndarray] = {}
         self.ref_norm = np.array([seq_sum(unit_terms(r, r)[1]) for r in rows])
