@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgecal.calib.eq import pick_best
+from edgecal.device.capture import Workload, eq_search_layer
+from edgecal.errors import ProtocolError
 from edgecal_agent import eqsearch
 
 F32 = st.floats(-1e3, 1e3, width=32, allow_subnormal=False)
@@ -129,3 +134,33 @@ def test_similarity_is_nan_for_a_zero_norm() -> None:
     assert float(eqsearch.similarity(dots[:1], qqs[:1], np.array([4.0]))) == 3.0 / 2.0 / math.sqrt(
         2.0
     )
+
+
+def test_the_host_refuses_eq_sums_of_another_definition(tmp_path: Path) -> None:
+    """An agent that does not name this similarity (an older one, float32 whole-blob sums) is a
+    protocol error, not a silent change of EQ's choices."""
+
+    class OldAgent:
+        name = "old"
+
+        def push(self, path: Path) -> str:
+            return f"files/{path.name}"
+
+        def run_job(self, op: str, params: object, **kw: object) -> SimpleNamespace:
+            return SimpleNamespace(result={"n_samples": 1}, artifacts={}, response={})
+
+    f = tmp_path / "m.param"
+    f.write_text("x")
+    cands = np.ones((2, 3), np.float32)
+    with pytest.raises(ProtocolError, match="similarity sums of kind None"):
+        eq_search_layer(
+            OldAgent(),  # type: ignore[arg-type]
+            Workload(f, f, (), []),
+            "a",
+            "b",
+            "param",
+            b"",
+            cands,
+            np.ones(1, np.float32),
+            np.float32(1),
+        )
