@@ -9,11 +9,12 @@ earlier rows already set to their choice; keep the first strict maximum above 0.
 2025, spec 2.9): the output is split into *units* -- the channels of a 3-D blob (the first
 ``w*h`` values of each, as ncnn reads them), the columns of a 2-D InnerProduct output, the
 elements of a 1-D one.  Per unit, ``sum(ref * q)`` and ``sum(q * q)`` in float64 (the products
-of two float32 are exact in float64), summed sequentially in memory order; per sample the unit
-terms summed sequentially in unit order, ``cosine = dot / sqrt(ref_norm) / sqrt(q_norm)`` (NaN
-when either norm is 0); the cosines summed sequentially over the samples in float64.  ncnn2table
-accumulates the whole blob in float32.  Every sum is a sequential ``np.cumsum``, so it does not
-depend on how many units or candidates are computed at once.
+of two float32 are exact in float64), summed by ``np.add.reduce`` over the unit's contiguous row
+(numpy's pairwise summation: the result depends on that row alone); per sample the unit terms
+summed sequentially in unit order, ``cosine = dot / sqrt(ref_norm) / sqrt(q_norm)`` (NaN when
+either norm is 0); the cosines summed sequentially over the samples in float64.  ncnn2table
+accumulates the whole blob in float32.  No sum depends on how many units, samples or candidates
+are computed at once (``tests/unit/test_eq_search_math.py``).
 
 **Why the search needs only ``2 * steps + 3`` forwards per sample** (not
 ``(n_weight_scales + 1) * steps``): in an int8 Convolution, ConvolutionDepthWise or
