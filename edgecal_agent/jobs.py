@@ -2,14 +2,13 @@
 
 Memory is bounded by one sample: samples are streamed from the shards, activations are reduced
 to statistics at once and dropped.  Only ``eq_layer`` keeps (at most 50) in/out pairs of one
-layer, as the algorithm needs them for every candidate.
+layer and their per-unit similarity terms for every candidate (:mod:`edgecal_agent.eqsearch`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import platform
 import time
@@ -20,7 +19,7 @@ from typing import IO, Any, Callable
 import numpy as np
 
 import edgecal_agent
-from edgecal_agent import stats
+from edgecal_agent import eqsearch, stats
 from edgecal_agent.backend import NcnnModel, import_ncnn
 from edgecal_agent.errors import (
     ArtifactMissing,
@@ -485,64 +484,9 @@ def op_run(ctx: JobContext) -> Result:
 
 
 # -- eq_layer ------------------------------------------------------------------------------------
-def _cos_terms(ref: np.ndarray) -> np.ndarray:
-    """The first w*h floats of each channel of an elempack-1 fp32 blob, flattened."""
-    return np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
-
-
-def _seq_sum(x: np.ndarray) -> np.ndarray:
-    """Sequential float32 sums along the last axis (``float acc; acc += x[i]`` order)."""
-    return np.cumsum(x, axis=-1, dtype=np.float32)[..., -1]
-
-
-class _EqProbe:
-    """The one-layer int8 probe net, rebuilt from memory for each candidate scale vector."""
-
-    def __init__(self, ncnn: Any, param_text: str, prefix: bytes, n_weight_scales: int) -> None:
-        self.ncnn = ncnn
-        self.param_text = param_text
-        self.buf = bytearray(prefix) + bytearray(4 * (n_weight_scales + 1))
-        self.scales = np.frombuffer(self.buf, dtype="<f4", offset=len(prefix))
-        self.net: Any = None
-        self.model_bytes = b""
-        self.allocator = ncnn.UnlockedPoolAllocator()
-        self.workspace = ncnn.PoolAllocator()
-        self.input_name = ""
-        self.output_name = ""
-
-    def build(self) -> None:
-        net = self.ncnn.Net()
-        net.opt.use_packing_layout = False
-        # one thread: int8 accumulation is exact integer arithmetic, so the thread split
-        # cannot change results, and per-forward OpenMP start-up would dominate a tiny layer
-        net.opt.num_threads = 1
-        if net.load_param_mem(self.param_text) != 0:
-            raise ModelLoadError("ncnn cannot parse the EQ probe .param")
-        # load_model_mem may reference this memory: keep the bytes alive as long as the net
-        model_bytes = bytes(self.buf)
-        net.load_model_mem(model_bytes)
-        ins, outs = list(net.input_names()), list(net.output_names())
-        if len(ins) != 1 or len(outs) != 1:
-            raise ModelLoadError(
-                f"the EQ probe must have one input and one output, it has {ins} and {outs}"
-            )
-        self.net, self.model_bytes = net, model_bytes  # old net dropped only now
-        self.input_name, self.output_name = ins[0], outs[0]
-
-    def forward(self, mat: Any) -> np.ndarray:
-        ex = self.net.create_extractor()
-        ex.set_light_mode(True)
-        ex.set_blob_allocator(self.allocator)
-        ex.set_workspace_allocator(self.workspace)
-        ex.input(self.input_name, mat)
-        ret, out = ex.extract(self.output_name)
-        del ex
-        if ret != 0:
-            raise JobError(f"the EQ probe forward failed (extract returned {ret})")
-        return np.array(out, dtype=np.float32)
-
-
 def op_eq_layer(ctx: JobContext) -> Result:
+    """EQ's search for one layer (:mod:`edgecal_agent.eqsearch`): the similarity sums of
+    every candidate, the chosen scales, and the sums with the starting and chosen scales."""
     p: EqLayerParams = ctx.request.params
     try:
         probe_param = ctx.read_job_file(p.probe_param).decode("utf-8")
@@ -573,65 +517,42 @@ def op_eq_layer(ctx: JobContext) -> Result:
             model.extract(sample, p.inputs, [p.bottom, p.top], f"sample {i}", light_mode=False)
         )
         ins.append(got[p.bottom])
-        refs.append(_cos_terms(np.array(got[p.top])))
+        refs.append(np.array(got[p.top], dtype=np.float32))
     ctx.timing_s["fp32"] = time.perf_counter() - t0
     if not ins:
         raise BadRequest("eq_layer needs at least one sample")
-    same_shape = len({r.shape for r in refs}) == 1
-    ref_stack = np.stack(refs) if same_shape else None
-    ref_norm = [math.sqrt(float(_seq_sum(r * r))) for r in refs]
 
-    probe = _EqProbe(model.ncnn, probe_param, prefix, n_w)
-    probe.scales[:n_w] = weight_scales
-    probe.scales[n_w] = bottom_scale
+    probe = eqsearch.Probe(model.ncnn, probe_param, prefix, n_w)
+    passes = [0]
 
-    def similarity() -> float:
-        probe.build()
-        outs = [_cos_terms(probe.forward(m)) for m in ins]
-        if (
-            ref_stack is not None
-            and len({o.shape for o in outs}) == 1
-            and outs[0].shape == ref_stack.shape[1:]
-        ):
-            q = np.stack(outs)
-            dots = _seq_sum(ref_stack * q)
-            qnorm = _seq_sum(q * q)
-        else:
-            if any(o.shape != r.shape for o, r in zip(outs, refs)):
-                raise JobError("the EQ probe output shape differs from the fp32 top blob")
-            dots = np.array([_seq_sum(r * o) for r, o in zip(refs, outs)], dtype=np.float32)
-            qnorm = np.array([_seq_sum(o * o) for o in outs], dtype=np.float32)
-        total = 0.0
-        for d, rn, qn in zip(dots.tolist(), ref_norm, qnorm.tolist()):
-            total += d / rn / math.sqrt(qn) if rn > 0.0 and qn > 0.0 else math.nan
-        return total
+    def one_pass() -> None:
+        passes[0] += 1
+        tick(min(passes[0], total - 1))  # a fallback to the literal search runs past the total
 
-    steps = candidates.shape[1]
-    sim = np.zeros(candidates.shape, dtype=np.float64)
-    tick = _Throttle(ctx.progress, candidates.size)
+    search = eqsearch.EqSearch(probe, ins, refs, one_pass)
+    total = search.passes(n_w + 1, candidates.shape[1], search.fast_possible(n_w))
+    tick = _Throttle(ctx.progress, total)
     t0 = time.perf_counter()
-    for j in range(n_w + 1):
-        best_sum, best_k = 0.0, -1
-        for k in range(steps):
-            probe.scales[j] = candidates[j, k]
-            s = similarity()
-            sim[j, k] = s
-            if s > best_sum:  # strict, from 0.0: first wins, NaN never wins
-                best_sum, best_k = s, k
-            tick(j * steps + k + 1)
-        old = weight_scales[j] if j < n_w else bottom_scale
-        probe.scales[j] = candidates[j, best_k] if best_k >= 0 else old
+    found = search.run(candidates, weight_scales, bottom_scale)
+    tick(total)
     ctx.timing_s["search"] = time.perf_counter() - t0
 
-    chosen = probe.scales.astype(np.float32)
     name = "eq.npz"
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
-        w.add("sim", sim)
-        w.add("weight_scales", chosen[:n_w].copy())
-        w.add("bottom_scale", chosen[n_w:].copy())
+        w.add("sim", found.sim)
+        w.add("weight_scales", found.weight_scales.astype(np.float32))
+        w.add("bottom_scale", np.array([found.bottom_scale], dtype=np.float32))
+        w.add("sim_start", np.float64(found.sim_start))
+        w.add("sim_end", np.float64(found.sim_end))
         w.add("n_samples", np.int64(len(ins)))
-    return {"n_samples": len(ins)}, dict([ctx.artifact(name)])
+    result = {
+        "n_samples": len(ins),
+        "similarity": eqsearch.SIMILARITY,
+        "search": found.path,
+        "probe_passes": passes[0],
+    }
+    return result, dict([ctx.artifact(name)])
 
 
 HANDLERS: dict[str, Callable[[JobContext], Result]] = {

@@ -50,6 +50,9 @@ RUNTIMES = ("calibration", "deployed")
 INPUT_KINDS = ("image", "npy")
 PIXEL_TYPES = ("BGR", "RGB", "GRAY", "RGBA", "BGRA")
 EQ_MAX_SAMPLES = 50
+#: The similarity an ``eq_layer`` result's sums use (``result["similarity"]``; the definition is
+#: in :mod:`edgecal_agent.eqsearch`).  The host refuses a result that names another one.
+EQ_SIMILARITY = "unit-f64"
 
 
 def content_digest(rel: str) -> str | None:

@@ -2,6 +2,15 @@
 
 Running the probe layers is the pipeline's job; this module holds the float arithmetic that
 decides: the candidate scales, ncnn's cosine similarity and the pick of the best candidate.
+
+Divergence from ncnn2table (whose EQ crashes since 2025-03, spec 2.9): the similarity sums the
+agent returns (``edgecal_agent.eqsearch``) are not ncnn's float32 :func:`cosine_similarity`
+but per output unit (channel; element of an InnerProduct output) float64 terms summed over the
+units in order, then the cosine, summed over the samples in float64.  ncnn's float32 sums over
+a whole blob err by more than the best candidates differ (digits' ``convrelu_1``, channel 0,
+40 samples: 8e-5 against 3.4e-6 between the five best), so its picks were partly rounding;
+the per-unit form is also what lets the agent score every channel's
+candidate ``k`` with one forward.  :func:`pick_best` is unchanged: strict ``>`` from 0.0.
 """
 
 from __future__ import annotations

@@ -19,18 +19,24 @@ from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progre
 from edgecal.errors import ProtocolError
 from edgecal.inputs.model import Model
 from edgecal.inputs.spec import InputSpec
-from edgecal_agent.messages import InputDesc, ProtocolViolation
+from edgecal_agent.messages import EQ_SIMILARITY, InputDesc, ProtocolViolation
 from edgecal_agent.npzio import load_npz, npz_bytes
 from edgecal_agent.shards import write_shard
 
 
 @dataclass(frozen=True)
 class EqLayerResult:
-    """``sim[j, k]``: summed cosine of candidate ``k`` for scale row ``j`` (last row: bottom)."""
+    """``sim[j, k]``: summed cosine of candidate ``k`` for scale row ``j`` (last row: bottom);
+    ``sim_start``/``sim_end``: the summed cosine with the starting and with the chosen scales;
+    ``search``: how the agent searched ("fast": per-candidate terms, "literal": one probe per
+    candidate and row; both give the same sums)."""
 
     sim: np.ndarray
     weight_scales: np.ndarray
     bottom_scale: np.float32
+    sim_start: float = float("nan")
+    sim_end: float = float("nan")
+    search: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,16 +279,31 @@ def eq_search_layer(
         ),
     }
     job = device.run_job("eq_layer", params, timeout_s=timeout_s, progress=progress, files=files)
+    if job.result.get("similarity") != EQ_SIMILARITY:
+        raise ProtocolError(
+            f"{device.name}: eq_layer answered similarity sums of kind "
+            f"{job.result.get('similarity')!r}, this edgecal expects {EQ_SIMILARITY!r}",
+            hint="let edgecal re-deploy the agent to the device",
+        )
     with _artifact(device, job, "eq.npz") as npz:
         sim = np.asarray(npz["sim"], dtype=np.float64)
         new_ws = np.asarray(npz["weight_scales"], dtype=np.float32)
         new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
+        sim_start = float(np.asarray(npz["sim_start"], dtype=np.float64))
+        sim_end = float(np.asarray(npz["sim_end"], dtype=np.float64))
     if sim.shape != cand.shape or new_ws.shape != ws.shape:
         raise ProtocolError(
             f"{device.name}: eq_layer answered sim {sim.shape} and "
             f"{new_ws.shape} weight scales for {cand.shape} candidates"
         )
-    return EqLayerResult(sim=sim, weight_scales=new_ws, bottom_scale=new_bottom)
+    return EqLayerResult(
+        sim=sim,
+        weight_scales=new_ws,
+        bottom_scale=new_bottom,
+        sim_start=sim_start,
+        sim_end=sim_end,
+        search=str(job.result.get("search", "")),
+    )
 
 
 def run_shard_timed(

@@ -411,21 +411,18 @@ def eq_layer(
     cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
     work = capture.Workload(model.param_path, model.bin_path, source.specs, shards)
 
-    def search(candidates: np.ndarray, ws: np.ndarray, bs: np.float32) -> capture.EqLayerResult:
-        return capture.eq_search_layer(
-            device,
-            work,
-            layer.bottoms[0],
-            layer.tops[0],
-            text,
-            prefix,
-            candidates,
-            ws,
-            bs,
-            max_samples=n_eq,
-        )
-
-    res = search(cands, ws0, bs0)
+    res = capture.eq_search_layer(
+        device,
+        work,
+        layer.bottoms[0],
+        layer.tops[0],
+        text,
+        prefix,
+        cands,
+        ws0,
+        bs0,
+        max_samples=n_eq,
+    )
     chosen = [*ws0, bs0]
     for j in range(len(chosen)):
         k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
@@ -440,20 +437,9 @@ def eq_layer(
             f"EQ on layer {layer.name}: the agent's choice disagrees with its own similarity sums",
             hint="the agent on the device is out of date; re-run to re-push it",
         )
-    cos_kl = _layer_cosine(search, ws0, bs0)
-    cos_eq = _layer_cosine(search, want_ws, np.float32(chosen[-1]))
-    report = EqLayerReport(layer.name, cos_kl / n_eq, cos_eq / n_eq)
+    # the agent's sums with the starting (KL) and the chosen scales: the same similarity
+    report = EqLayerReport(layer.name, res.sim_start / n_eq, res.sim_end / n_eq)
     return want_ws, np.float32(chosen[-1]), report
-
-
-def _layer_cosine(
-    search: Callable[[np.ndarray, np.ndarray, np.float32], capture.EqLayerResult],
-    ws: np.ndarray,
-    bs: np.float32,
-) -> float:
-    """Sum over the EQ samples of the single-layer cosine with exactly these scales."""
-    only = np.array([[s] for s in [*ws, bs]], dtype=np.float32)
-    return float(search(only, ws, bs).sim[-1][0])
 
 
 def calibrate(

@@ -1,0 +1,89 @@
+"""EQ benchmark: ``calibrate --method eq`` against ``--method kl`` on the same model and images.
+
+One function, :func:`bench_eq`, prints ``eq / kl time, <model>: <ratio> (target <= 3.0)`` per
+model: the two calibrations alternate on one local agent each (a fresh one per run: agent start
+is part of both), and the ratio is of the medians.  It also prints the EQ search's seconds per
+calibrated layer (the ``eq`` part of the eq run's timings) and how the agent searched.
+
+Run alone: ``python bench/eq.py [--repeats N] [--model sample|resnet10|digits ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgecal.device.local import LocalDevice  # noqa: E402
+from edgecal.inputs.model import load_model  # noqa: E402
+from edgecal.inputs.samples import make_sample_source, read_list  # noqa: E402
+from edgecal.inputs.spec import InputSpec  # noqa: E402
+from edgecal.workflows.calibrate import calibrate  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "tinted_digits"
+DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
+MODELS = {
+    "sample": (
+        SAMPLE,
+        InputSpec("in0", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (48, 48)),
+        "calib.txt",
+    ),
+    # a 10-layer ResNet-like net (bench/make_resnet10.py), on the sample's images at 32x32
+    "resnet10": (
+        ROOT / "bench" / "data" / "resnet10",
+        InputSpec("in0", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (32, 32)),
+        SAMPLE / "calib.txt",
+    ),
+    "digits": (
+        DIGITS,
+        InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32)),
+        "images.txt",
+    ),
+}
+
+
+def _timed(model_name: str, method: str) -> tuple[float, dict[str, float], int]:
+    folder, spec, images = MODELS[model_name]
+    model = load_model(folder / "model.param", folder / "model.bin")
+    source = make_sample_source([spec], [read_list(folder / images)])
+    t0 = time.perf_counter()
+    with LocalDevice() as device:
+        run = calibrate(model, source, device, method=method)
+    return time.perf_counter() - t0, dict(run.timings_s), len(run.eq)
+
+
+def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3) -> None:
+    """Print the eq / kl calibrate time ratio per model (medians of alternated runs)."""
+    for name in models:
+        times: dict[str, list[float]] = {"kl": [], "eq": []}
+        per_layer: list[float] = []
+        n_layers = 0
+        for _ in range(repeats):
+            for method in ("kl", "eq"):
+                secs, parts, n_layers = _timed(name, method)
+                times[method].append(secs)
+                if method == "eq":
+                    per_layer.append(parts.get("eq", float("nan")) / max(n_layers, 1))
+        kl, eq = statistics.median(times["kl"]), statistics.median(times["eq"])
+        print(
+            f"eq search per layer, {name}: {statistics.median(per_layer):.2f} s "
+            f"({n_layers} layers; kl {kl:.2f} s, eq {eq:.2f} s, medians of {repeats})"
+        )
+        print(f"eq / kl time, {name}: {eq / kl:.2f} (target <= 3.0)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", action="append", choices=sorted(MODELS))
+    args = ap.parse_args()
+    bench_eq(tuple(args.model or ["sample", "resnet10"]), args.repeats)
+
+
+if __name__ == "__main__":
+    main()
