@@ -342,8 +342,9 @@ class ValidationResult:
                     metric = MetricFigures.from_dict(d["metric"], o.at("metric"))
                 except Malformed:
                     missing.add("metric")
-            spreads = {}
+            spreads: dict[str, Latency | None] = {}
             for key in ("latency_fp32", "latency_int8"):
+                spreads[key] = None
                 if d.get(key) is not None:
                     try:
                         spreads[key] = Latency.from_dict(d[key], o.at(key))
@@ -351,7 +352,8 @@ class ValidationResult:
                         missing.add(key)
             return cls(
                 metric=metric,
-                **spreads,
+                latency_fp32=spreads["latency_fp32"],
+                latency_int8=spreads["latency_int8"],
                 n_samples=n if isinstance(n, int) and "n_samples" not in missing else 0,
                 output_blob=str(texts["output_blob"]) if "output_blob" not in missing else "",
                 runtime=str(texts["runtime"]) if "runtime" not in missing else "",
