@@ -210,3 +210,66 @@ def test_absmax_accumulator_is_max_of_abs_max(parts: list[np.ndarray], stage: in
         ref = stats._abs_max_nan(p) if p.size else np.float32(0.0)
         assert m.tobytes() == np.float32(ref).tobytes()
     assert acc.value.tobytes() == want.tobytes()
+
+
+# -- the offload worker (binning during the next forward) ---------------------------------------
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(
+        hnp.arrays(
+            np.float32,
+            st.integers(0, 300),
+            elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([4, 64, 1 << 16]),
+    st.integers(1, 3),
+)
+def test_offloaded_accumulators_equal_the_inline_ones(
+    parts: list[np.ndarray], stage: int, depth: int
+) -> None:
+    """Several accumulators share one worker (tiny stages and queue: many hand-overs, blobs
+    larger than the stage); counts and abs-max are bit-identical to the inline path."""
+    amax = max((stats.abs_max(p) for p in parts), default=np.float32(1.0))
+    if not amax > 0 or not np.isfinite(amax):
+        amax = np.float32(1.0)
+    ranges = [amax, np.float32(amax / 2), np.float32(2.0**-110)]
+    inline = stats._Scratch()
+    want_h = [stats.HistogramAccumulator(r, inline, stage=stage) for r in ranges]
+    want_a = [stats.AbsMaxAccumulator(inline, stage=stage) for _ in ranges]
+    with stats.Offload(depth=depth) as off:
+        scratch = stats._Scratch(off)
+        got_h = [stats.HistogramAccumulator(r, scratch, stage=stage) for r in ranges]
+        got_a = [stats.AbsMaxAccumulator(scratch, stage=stage) for _ in ranges]
+        for p in parts:
+            for k in range(len(ranges)):
+                for acc in (want_h[k], want_a[k], got_h[k], got_a[k]):
+                    acc.add(p[k:])
+        for w, g in zip(want_h, got_h):
+            assert np.array_equal(g.counts(), w.counts())
+        for wa, ga in zip(want_a, got_a):
+            assert ga.value.tobytes() == wa.value.tobytes()
+            assert ga.nonfinite == wa.nonfinite
+        # after counts(), more data still adds up
+        got_h[0].add(np.ones(5, np.float32))
+        want_h[0].add(np.ones(5, np.float32))
+        assert np.array_equal(got_h[0].counts(), want_h[0].counts())
+
+
+def test_offload_raises_a_reduction_error_in_the_callers_thread() -> None:
+    def boom(a: np.ndarray) -> None:
+        raise ValueError(f"bad stage of {a.size}")
+
+    seen: list[int] = []
+    with stats.Offload(depth=1) as off:
+        off.submit(boom, np.zeros(4, np.float32), 3)
+        try:
+            off.join()
+        except ValueError as e:
+            assert str(e) == "bad stage of 3"
+        else:
+            raise AssertionError("the worker's error was not raised")
+        off.submit(lambda a: seen.append(a.size), off.buffer(8), 8)  # usable again
+        off.join()
+    assert seen == [8]
