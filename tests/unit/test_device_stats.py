@@ -246,9 +246,9 @@ def test_offloaded_accumulators_equal_the_inline_ones(
             for k in range(len(ranges)):
                 for acc in (want_h[k], want_a[k], got_h[k], got_a[k]):
                     acc.add(p[k:])
-        for w, g in zip(want_h, got_h):
+        for w, g in zip(want_h, got_h, strict=True):
             assert np.array_equal(g.counts(), w.counts())
-        for wa, ga in zip(want_a, got_a):
+        for wa, ga in zip(want_a, got_a, strict=True):
             assert ga.value.tobytes() == wa.value.tobytes()
             assert ga.nonfinite == wa.nonfinite
         # after counts(), more data still adds up
