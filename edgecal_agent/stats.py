@@ -130,9 +130,9 @@ class Offload:
     """One worker thread that runs the accumulators' reductions on full stages while the job's
     thread computes the next activations (the binning overlaps the next forward).
 
-    ncnn's ``extract`` keeps the GIL, numpy's loops release it: the worker's reductions run on
-    another core during the job thread's forward, and the job thread only pays for the copy
-    into the stage.  Work items run in submission order; a reduction's error is raised by the
+    pyncnn's ``extract`` keeps the GIL; numpy releases it inside its array loops: the worker's
+    reductions run on another core during the job thread's forward (only the Python steps
+    between them wait for the GIL), and the job thread pays for the copy into the stage.  Work items run in submission order; a reduction's error is raised by the
     next :meth:`submit` or by :meth:`join`.  ``depth`` full stages may wait (memory bound).
     Results are the same as without it: each accumulator's reductions only add up.
     """
