@@ -128,9 +128,11 @@ def _median_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(a) / statistics.median(b)
 
 
-def bare_forward_s(param: Path, bin_: Path, spec: InputSpec, images: list[Path]) -> float:
+def bare_forward_s(
+    param: Path, bin_: Path, spec: InputSpec, images: list[Path]
+) -> tuple[float, float]:
     """ncnn alone: the model forward on every image with ncnn2table's options (1 thread), on
-    inputs decoded and preprocessed beforehand (not timed)."""
+    inputs decoded and preprocessed beforehand (not timed); (wall, CPU) seconds."""
     import ncnn
 
     from edgecal.inputs.samples import decode_image_bgr
@@ -150,25 +152,37 @@ def bare_forward_s(param: Path, bin_: Path, spec: InputSpec, images: list[Path])
         m.substract_mean_normalize(list(spec.mean), list(spec.norm))
         mats.append(m)
     out = net.output_names()[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for m in mats:
         ex = net.create_extractor()
         ex.input(spec.blob, m)
         ex.extract(out)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the local agents)."""
+    import resource
+
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def calibrate_s(
     param: Path, bin_: Path, spec: InputSpec, images: list[Path], workers: int
-) -> tuple[float, Any]:
-    """One whole ``calibrate`` (agent start included) on ``workers`` local agents."""
+) -> tuple[float, float, Any]:
+    """One whole ``calibrate`` (agent start included) on ``workers`` local agents: wall
+    seconds, CPU seconds (host and agents), the result."""
     model = load_model(param, bin_)
     source = make_sample_source([spec], [images])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     with contextlib.ExitStack() as stack:
         devices = [stack.enter_context(LocalDevice()) for _ in range(workers)]
         run = calibrate(model, source, devices, method="kl")
-    return time.perf_counter() - t0, run
+    return time.perf_counter() - t0, _cpu_s() - c0, run
 
 
 def bench_overhead(n: int, repeats: int) -> None:
@@ -177,13 +191,19 @@ def bench_overhead(n: int, repeats: int) -> None:
     images = read_list(lst)
     bare: list[float] = []
     cal: list[float] = []
+    bare_cpu: list[float] = []
+    cal_cpu: list[float] = []
     parts: list[dict[str, float]] = []
     for _ in range(repeats):
-        bare.append(bare_forward_s(param, bin_, PPOCR_SPEC, images))
-        wall, run = calibrate_s(param, bin_, PPOCR_SPEC, images, 1)
+        wall, cpu = bare_forward_s(param, bin_, PPOCR_SPEC, images)
+        bare.append(wall)
+        bare_cpu.append(cpu)
+        wall, cpu, run = calibrate_s(param, bin_, PPOCR_SPEC, images, 1)
         cal.append(wall)
+        cal_cpu.append(cpu)
         parts.append(run.timings_s)
     ratio = statistics.median(cal) / (2 * statistics.median(bare))
+    cpu_ratio = statistics.median(cal_cpu) / (2 * statistics.median(bare_cpu))
     keys = list(parts[0])
     print(
         f"bare ncnn forward, PP-OCR-like model: {statistics.median(bare) / n * 1e3:.3f} ms per "
@@ -193,6 +213,10 @@ def bench_overhead(n: int, repeats: int) -> None:
     print(
         f"calibrate / (2 x bare forward), 1 thread: {ratio:.3f} (target <= 1.15; medians of "
         f"{repeats} alternated runs, {n} images)"
+    )
+    print(
+        f"calibrate CPU / (2 x bare forward CPU), 1 thread: {cpu_ratio:.3f} (no target: the "
+        "CPU time of host and agent, which a busy machine moves less than the wall time)"
     )
 
 

@@ -12,7 +12,6 @@ import io
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -394,20 +393,19 @@ def op_histogram(ctx: JobContext) -> Result:
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
     samples = SampleStream(ctx, p.shards, p.inputs)
-    with stats.Offload() as offload:  # binning on a worker thread, during the next forwards
-        scratch = stats._Scratch(offload)
-        accs = [stats.HistogramAccumulator(r, scratch) for r in ranges]
-        adders = [acc.add for acc in accs]
+    scratch = stats._Scratch()
+    accs = [stats.HistogramAccumulator(r, scratch) for r in ranges]
+    adders = [acc.add for acc in accs]
 
-        def reduce(b: int, values: np.ndarray) -> None:
-            adders[b](values)
+    def reduce(b: int, values: np.ndarray) -> None:
+        adders[b](values)
 
-        _run_stats(ctx, model, samples, p, reduce)
-        counts = (
-            np.stack([acc.counts() for acc in accs])
-            if accs
-            else np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
-        )
+    _run_stats(ctx, model, samples, p, reduce)
+    counts = (
+        np.stack([acc.counts() for acc in accs])
+        if accs
+        else np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
+    )
     name = "histograms.npz"
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
@@ -416,10 +414,6 @@ def op_histogram(ctx: JobContext) -> Result:
         w.add("counts", counts.astype(np.uint64))
         w.add("n_samples", np.int64(samples.total))
     return {"n_samples": samples.total}, dict([ctx.artifact(name)])
-
-
-#: The GIL switch interval while a capture runs (Python's default is 5 ms).
-SWITCH_INTERVAL_S = 2e-4
 
 
 def _run_stats(
@@ -435,16 +429,9 @@ def _run_stats(
     inputs, blobs = p.inputs, p.blobs
     visit = model.for_each_visited
     t0 = time.perf_counter()
-    # ncnn's extract holds the GIL: a short switch interval lets an offload worker waiting for
-    # the GIL in (between two numpy calls) have it between two extracts, not 5 ms later
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
-    try:
-        for i, sample in samples:
-            visit(sample, inputs, blobs, reduce, f"sample {i}")
-            tick(i + 1)
-    finally:
-        sys.setswitchinterval(switch)
+    for i, sample in samples:
+        visit(sample, inputs, blobs, reduce, f"sample {i}")
+        tick(i + 1)
     ctx.timing_s["infer"] = time.perf_counter() - t0
 
 

@@ -19,9 +19,7 @@ here NaN elements are simply skipped.  ``+-inf`` lands in the last bin.
 
 from __future__ import annotations
 
-import queue
-import threading
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -126,86 +124,14 @@ _LANES = 4
 _WIDE = NUM_BINS + 1  # |x| == absmax gives index 2048, folded into 2047 at the end
 
 
-class Offload:
-    """One worker thread that runs the accumulators' reductions on full stages while the job's
-    thread computes the next activations (the binning overlaps the next forward).
-
-    pyncnn's ``extract`` keeps the GIL; numpy releases it inside its array loops: the worker's
-    reductions run on another core during the job thread's forward (only the Python steps
-    between them wait for the GIL), and the job thread pays for the copy into the stage.  Work items run in submission order; a reduction's error is raised by the
-    next :meth:`submit` or by :meth:`join`.  ``depth`` full stages may wait (memory bound).
-    Results are the same as without it: each accumulator's reductions only add up.
-    """
-
-    def __init__(self, depth: int = 8) -> None:
-        self._queue: queue.Queue[tuple[Callable[[np.ndarray], None], np.ndarray, int] | None] = (
-            queue.Queue(maxsize=depth)
-        )
-        self._error: BaseException | None = None
-        self._free: dict[int, list[np.ndarray]] = {}  # buffers the worker is done with, by size
-        self._thread = threading.Thread(target=self._work, name="edgecal-stats", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                fn, buf, n = item
-                if self._error is None:
-                    fn(buf[:n])
-                self._free.setdefault(buf.size, []).append(buf)
-            except BaseException as e:  # raised in the job's thread by submit/join
-                self._error = e
-            finally:
-                self._queue.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-    def submit(self, fn: Callable[[np.ndarray], None], buf: np.ndarray, n: int) -> None:
-        """Run ``fn(buf[:n])`` on the worker; ``buf`` (1-D, from :meth:`buffer`) belongs to
-        the worker from now on."""
-        self._raise()
-        self._queue.put((fn, buf, n))
-
-    def buffer(self, size: int) -> np.ndarray:
-        """A float32 buffer of ``size`` (a returned one when one fits)."""
-        free = self._free.get(size)
-        return free.pop() if free else np.empty(size, dtype=np.float32)
-
-    def join(self) -> None:
-        """Wait until every submitted reduction ran; raise the first error of one."""
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        """Stop the worker (after the work already submitted)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def __enter__(self) -> Offload:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class _Scratch:
-    """Work buffers shared by the accumulators of one job: the int32 bin indices and the
-    interleaving offsets, grown on demand, so the hot loop allocates little.  With an
-    ``offload``, full stages are reduced on its worker thread (the only user of the index
-    buffers then)."""
+    """Work buffers shared by the accumulators of one job (single-threaded): the int32 bin
+    indices and the interleaving offsets, grown on demand, so the hot loop allocates little."""
 
-    def __init__(self, offload: Offload | None = None) -> None:
+    def __init__(self) -> None:
         self.i32: np.ndarray = np.empty(0, dtype=np.int32)
         self.lanes: np.ndarray = np.empty(0, dtype=np.int32)
         self.f32 = np.empty(0, dtype=np.float32)
-        self.offload = offload
 
     def indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if self.i32.size < n:
@@ -221,12 +147,10 @@ class _Scratch:
 
 
 class _Stage:
-    """``|x|`` of successive arrays, packed into one float32 buffer until it is full.  With
-    the scratch's offload, a full buffer is handed to the worker and a fresh one staged."""
+    """``|x|`` of successive arrays, packed into one float32 buffer until it is full."""
 
     def __init__(self, scratch: _Scratch, size: int) -> None:
         self.scratch = scratch
-        self.offload = scratch.offload
         self.buf = np.empty(size, dtype=np.float32)
         self.pos = 0
 
@@ -235,11 +159,6 @@ class _Stage:
         if self.pos + n > self.buf.size:
             self.drain(flush)
             if n > self.buf.size:  # a blob larger than the stage: on its own
-                if self.offload is not None:
-                    a = self.offload.buffer(n)
-                    np.abs(v, out=a.reshape(v.shape))
-                    self.offload.submit(flush, a, n)
-                    return
                 a = self.scratch.floats(n)
                 np.abs(v, out=a.reshape(v.shape))
                 flush(a)
@@ -250,20 +169,8 @@ class _Stage:
 
     def drain(self, flush: Any) -> None:
         if self.pos:
-            if self.offload is not None:
-                full, n = self.buf, self.pos
-                self.buf = self.offload.buffer(full.size)
-                self.pos = 0
-                self.offload.submit(flush, full, n)
-                return
             flush(self.buf[: self.pos])
             self.pos = 0
-
-    def settle(self, flush: Any) -> None:
-        """Drain, and wait for the offloaded reductions: the accumulator is then complete."""
-        self.drain(flush)
-        if self.offload is not None:
-            self.offload.join()
 
 
 class AbsMaxAccumulator:
@@ -292,7 +199,7 @@ class AbsMaxAccumulator:
 
     @property
     def value(self) -> np.float32:
-        self._stage.settle(self._reduce)
+        self._stage.drain(self._reduce)
         return self._value
 
 
@@ -346,7 +253,7 @@ class HistogramAccumulator:
     def counts(self) -> np.ndarray:
         """The uint64 ``[2048]`` counts so far."""
         if self._stage is not None:
-            self._stage.settle(self._bin)
+            self._stage.drain(self._bin)
         wide = self.wide.reshape(_LANES, _WIDE).sum(axis=0)
         c = wide[:NUM_BINS].copy()
         c[NUM_BINS - 1] += wide[NUM_BINS]
