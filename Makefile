@@ -54,6 +54,9 @@ soak: $(STAMP)
 	EDGECAL_SOAK=1 EDGECAL_SOAK_ROUNDS=$(SOAK_ROUNDS) $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/boards/test_board_faults.py
 
+# The benchmark figures, each with its target (bench/run.py says what each measures).  With
+# NCNN2TABLE=/path/to/ncnn2table (the real tool, built outside the repository: see
+# NCNN2TABLE_HOWTO in bench/run.py) it also times edgecal ncnn2table against it.
 bench: $(STAMP)
 	$(PY) bench/run.py
 

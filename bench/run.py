@@ -1,12 +1,24 @@
-"""edgecal benchmarks (``make bench``): KL search speed, calibration overhead, agent memory.
+"""edgecal benchmarks (``make bench``): speed against ncnn2table, calibration overhead, KL search
+speed, agent memory, and the figures of bench/eq.py, bench/rules.py, bench/tune.py.
 
-Prints one line per figure.  Timings are wall-clock on this machine; run on an idle machine.
+Prints one line per figure, ``<what>: <value> (target <op> <value>)``.  Timings are wall-clock on
+this machine; every speed is a ratio against its peer measured in the same run (alternated runs,
+medians), so a busy machine moves both sides; still, run on an idle machine.
+
+* edgecal ncnn2table / the real ncnn2table (``NCNN2TABLE=/path/to/ncnn2table``; skipped with a
+  line saying so when unset), same arguments, ``thread=2 method=kl``, on a PP-OCR
+  direction-classifier-like model (bench/ppocr_like.py: 54 calibrated layers, 3x48x192 input)
+  with ``--ncnn2table-images`` synthetic images (default 2000), made once into
+  ``EDGECAL_BENCH_CACHE`` (default ``~/.cache/edgecal-bench``).  Target <= 1.0.  Also says
+  whether the two tables are identical.  How to build the real tool: see ``NCNN2TABLE_HOWTO``.
 
 * KL search ms per blob, vectorised (``edgecal.calib.kl``) and the literal port of ncnn2table's
   loops (``tests/oracle/kl_loop.py``), on the sample model's real histograms.
-* calibrate wall time / (2 x bare ncnn forward time of the same images): the pipeline's whole
-  ``calibrate`` call (agent start, decode, both passes, thresholds) against ncnn alone running the
-  model forward on the same preprocessed inputs with the calibration options.  Target <= 1.15.
+* calibrate wall time / (2 x bare ncnn forward time of the same images), 1 thread: the
+  pipeline's whole ``calibrate`` call (agent start, decode, both passes, thresholds; one local
+  agent, calibration runtime) against ncnn alone running the model forward on the same
+  preprocessed inputs with the calibration options, on the PP-OCR-like model with ``--images``
+  images (default 1000); alternated, medians of ``--repeats``.  Target <= 1.15.
 * agent peak RSS for 100 vs 1000 images (abs-max + histogram passes).  Target growth <= 5 %.
 * on a board (``--board NAME``, default ``emu1`` when ``EDGECAL_BOARDS`` is set): bytes pushed
   and fetched by a first and a repeated run (the repeat pushes 0 bytes of model/images), and
@@ -27,6 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +63,9 @@ from edgecal.inputs.model import load_model  # noqa: E402
 from edgecal.inputs.samples import make_sample_source, read_list  # noqa: E402
 from edgecal.inputs.spec import InputSpec  # noqa: E402
 from edgecal.workflows.calibrate import calibrate, calibration_blobs  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import ppocr_like  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "tinted_digits"
 SPEC = InputSpec(
@@ -83,8 +103,36 @@ def bench_kl(model_hist: dict[str, np.ndarray], literal: bool) -> None:
         print(f"kl search, literal port: {ms:.0f} ms per blob (1 blob timed; {same})")
 
 
-def bare_forward_s(images: list[Path]) -> float:
-    """ncnn alone: the model forward on every image with ncnn2table's options."""
+PPOCR_SPEC = InputSpec(
+    blob="in0",
+    kind="image",
+    pixel="RGB",
+    mean=(127.5,) * 3,
+    norm=(0.00784314,) * 3,
+    shape=(ppocr_like.IN_W, ppocr_like.IN_H),
+)
+
+NCNN2TABLE_HOWTO = """the real ncnn2table, built outside the repository (Tencent/ncnn, the tag
+nearest the ncnn wheel; OpenCV's imgcodecs from the distribution: apt-get install libopencv-dev):
+    cmake -S ncnn -B build -DCMAKE_BUILD_TYPE=Release -DNCNN_BUILD_TOOLS=ON -DNCNN_VULKAN=OFF \\
+        -DNCNN_OPENMP=ON -DNCNN_BUILD_EXAMPLES=OFF -DNCNN_BUILD_BENCHMARK=OFF -DNCNN_PYTHON=OFF
+    make -C build -j2 ncnn2table
+    export NCNN2TABLE=$PWD/build/tools/quantize/ncnn2table"""
+
+
+def bench_cache() -> Path:
+    return Path(os.environ.get("EDGECAL_BENCH_CACHE") or Path.home() / ".cache" / "edgecal-bench")
+
+
+def _median_ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(a) / statistics.median(b)
+
+
+def bare_forward_s(
+    param: Path, bin_: Path, spec: InputSpec, images: list[Path]
+) -> tuple[float, float]:
+    """ncnn alone: the model forward on every image with ncnn2table's options (1 thread), on
+    inputs decoded and preprocessed beforehand (not timed); (wall, CPU) seconds."""
     import ncnn
 
     from edgecal.inputs.samples import decode_image_bgr
@@ -93,47 +141,185 @@ def bare_forward_s(images: list[Path]) -> float:
     net.opt.num_threads = 1
     net.opt.lightmode = False
     net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
-    net.load_param(str(SAMPLE / "model.param"))
-    net.load_model(str(SAMPLE / "model.bin"))
+    net.load_param(str(param))
+    net.load_model(str(bin_))
+    w, h = spec.shape
+    pixel = getattr(ncnn.Mat.PixelType, {"RGB": "PIXEL_BGR2RGB", "BGR": "PIXEL_BGR"}[spec.pixel])
     mats = []
     for p in images:
         bgr = decode_image_bgr(p)
-        m = ncnn.Mat.from_pixels_resize(bgr, ncnn.Mat.PixelType.PIXEL_BGR2RGB, 48, 48, 48, 48)
-        m.substract_mean_normalize(list(SPEC.mean), list(SPEC.norm))
+        m = ncnn.Mat.from_pixels_resize(bgr, pixel, bgr.shape[1], bgr.shape[0], w, h)
+        m.substract_mean_normalize(list(spec.mean), list(spec.norm))
         mats.append(m)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for m in mats:
-            ex = net.create_extractor()
-            ex.input("in0", m)
-            ex.extract("out0")
-        best = min(best, time.perf_counter() - t0)
-    return best
+    out = net.output_names()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for m in mats:
+        ex = net.create_extractor()
+        ex.input(spec.blob, m)
+        ex.extract(out)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def bench_overhead(n: int, workers: int) -> dict[str, np.ndarray]:
-    images = sample_images(n)
-    model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
-    source = make_sample_source([SPEC], [images])
-    bare = bare_forward_s(images)
-    best = float("inf")
-    run = None
-    for _ in range(2):
-        t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            devices = [stack.enter_context(LocalDevice()) for _ in range(workers)]
-            run = calibrate(model, source, devices, method="kl")
-        best = min(best, time.perf_counter() - t0)
-    assert run is not None
-    ratio = best / (2 * bare)
-    print(f"bare ncnn forward: {bare / n * 1e3:.3f} ms per image ({n} images, 1 thread)")
-    print(
-        f"calibrate (kl, {workers} agent worker(s)) wall time: {best:.2f} s for {n} images; "
-        f"parts: " + ", ".join(f"{k} {v:.2f}s" for k, v in run.timings_s.items())
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the local agents)."""
+    import resource
+
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
     )
-    print(f"calibrate / (2 x bare forward), {workers} worker(s): {ratio:.3f} (target <= 1.15)")
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def calibrate_s(
+    param: Path, bin_: Path, spec: InputSpec, images: list[Path], workers: int
+) -> tuple[float, float, Any]:
+    """One whole ``calibrate`` (agent start included) on ``workers`` local agents: wall
+    seconds, CPU seconds (host and agents), the result."""
+    model = load_model(param, bin_)
+    source = make_sample_source([spec], [images])
+    t0, c0 = time.perf_counter(), _cpu_s()
+    with contextlib.ExitStack() as stack:
+        devices = [stack.enter_context(LocalDevice()) for _ in range(workers)]
+        run = calibrate(model, source, devices, method="kl")
+    return time.perf_counter() - t0, _cpu_s() - c0, run
+
+
+def bench_overhead(n: int, repeats: int) -> None:
+    """calibrate (1 agent) / (2 x bare forward), alternated, medians, on the PP-OCR-like model."""
+    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
+    images = read_list(lst)
+    bare: list[float] = []
+    cal: list[float] = []
+    bare_cpu: list[float] = []
+    cal_cpu: list[float] = []
+    parts: list[dict[str, float]] = []
+    for _ in range(repeats):
+        wall, cpu = bare_forward_s(param, bin_, PPOCR_SPEC, images)
+        bare.append(wall)
+        bare_cpu.append(cpu)
+        wall, cpu, run = calibrate_s(param, bin_, PPOCR_SPEC, images, 1)
+        cal.append(wall)
+        cal_cpu.append(cpu)
+        parts.append(run.timings_s)
+    ratio = statistics.median(cal) / (2 * statistics.median(bare))
+    cpu_ratio = statistics.median(cal_cpu) / (2 * statistics.median(bare_cpu))
+    keys = list(parts[0])
+    print(
+        f"bare ncnn forward, PP-OCR-like model: {statistics.median(bare) / n * 1e3:.3f} ms per "
+        f"image ({n} images, 1 thread); calibrate (kl, 1 agent) {statistics.median(cal):.2f} s: "
+        + ", ".join(f"{k} {statistics.median(p[k] for p in parts):.2f}s" for k in keys)
+    )
+    print(
+        f"calibrate / (2 x bare forward), 1 thread: {ratio:.3f} (target <= 1.15; medians of "
+        f"{repeats} alternated runs, {n} images)"
+    )
+    print(
+        f"calibrate CPU / (2 x bare forward CPU), 1 thread: {cpu_ratio:.3f} (no target: the "
+        "CPU time of host and agent, which a busy machine moves less than the wall time)"
+    )
+
+
+def sample_histograms(n: int) -> dict[str, np.ndarray]:
+    """The sample model's histograms (for the KL figures)."""
+    model = load_model(SAMPLE / "model.param", SAMPLE / "model.bin")
+    source = make_sample_source([SPEC], [sample_images(n)])
+    with LocalDevice() as device:
+        run = calibrate(model, source, [device], method="kl")
     return {layer: h.counts for layer, h in run.histograms.stats.items()}
+
+
+def _ncnn2table_args(param: Path, bin_: Path, lst: Path, table: Path, threads: int) -> list[str]:
+    s = PPOCR_SPEC
+    return [
+        str(param),
+        str(bin_),
+        str(lst),
+        str(table),
+        "mean=[" + ",".join(f"{v:g}" for v in s.mean) + "]",
+        "norm=[" + ",".join(f"{v:g}" for v in s.norm) + "]",
+        f"shape=[{s.shape[0]},{s.shape[1]},3]",
+        f"pixel={s.pixel}",
+        f"thread={threads}",
+        "method=kl",
+    ]
+
+
+def _timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return wall
+
+
+def _table_lines(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return {ln.split()[0]: ln for ln in lines if ln.strip()}
+
+
+def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
+    """``edgecal ncnn2table`` against the real tool, same arguments, alternated, medians."""
+    real = os.environ.get("NCNN2TABLE")
+    if not real or not (Path(real).is_file() and os.access(real, os.X_OK)):
+        print(
+            "edgecal ncnn2table / real ncnn2table: skipped (set NCNN2TABLE to the real "
+            "ncnn2table; NCNN2TABLE_HOWTO in bench/run.py says how to build it)"
+        )
+        return
+    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
+    edgecal = shutil.which("edgecal", path=str(Path(sys.executable).parent)) or "edgecal"
+    ours: list[float] = []
+    theirs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
+        t_ours, t_real = Path(tmp) / "edgecal.table", Path(tmp) / "real.table"
+        for _ in range(repeats):
+            theirs.append(_timed([real, *_ncnn2table_args(param, bin_, lst, t_real, threads)]))
+            ours.append(
+                _timed(
+                    [
+                        edgecal,
+                        "--quiet",
+                        "ncnn2table",
+                        *_ncnn2table_args(param, bin_, lst, t_ours, threads),
+                    ]
+                )
+            )
+        a, b = _table_lines(t_ours), _table_lines(t_real)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    same = "tables identical" if not differ else f"{len(differ)} table lines differ"
+    print(
+        f"ncnn2table, PP-OCR-like model, {n} images, thread={threads} method=kl: edgecal "
+        f"{statistics.median(ours):.2f} s, real {statistics.median(theirs):.2f} s (medians of "
+        f"{repeats} alternated runs; {same})"
+    )
+    print(
+        f"edgecal ncnn2table / real ncnn2table (thread={threads}, method=kl, {n} images): "
+        f"{_median_ratio(ours, theirs):.3f} (target <= 1.0)"
+    )
+
+
+#: The figures of the other parts of issue 12: (module in bench/, function printing its lines).
+EXTRA_FIGURES = (("eq", "bench_eq"), ("rules", "bench_rules"), ("tune", "bench_tune"))
+
+
+def extra_figures() -> None:
+    """Each bench/<module>.py of EXTRA_FIGURES, when present, prints its own lines."""
+    for module, func in EXTRA_FIGURES:
+        path = ROOT / "bench" / f"{module}.py"
+        if not path.is_file():
+            print(f"bench/{module}.py: skipped (not there)")
+            continue
+        spec = importlib.util.spec_from_file_location(f"edgecal_bench_{module}", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        fn = getattr(mod, func, None)
+        if fn is None:
+            print(f"bench/{module}.py: skipped (no function {func})")
+            continue
+        fn()
 
 
 def agent_rss_kb(n: int) -> int:
@@ -438,8 +624,17 @@ def _bench_resume(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=2, help="agent workers for the 2nd run")
+    ap.add_argument(
+        "--images", type=int, default=1000, help="images of the calibrate-overhead figure"
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="alternated runs of each ratio")
+    ap.add_argument(
+        "--ncnn2table-images",
+        type=int,
+        default=2000,
+        help="images of the figure against the real ncnn2table (NCNN2TABLE=path)",
+    )
+    ap.add_argument("--ncnn2table-threads", type=int, default=2)
     ap.add_argument("--no-literal", action="store_true", help="skip the slow literal KL port")
     ap.add_argument(
         "--board",
@@ -467,7 +662,6 @@ def main() -> int:
         help="interleaved repeats of the fleet figures (medians are printed)",
     )
     args = ap.parse_args()
-    import os
 
     board = args.board or ("emu1" if os.environ.get("EDGECAL_BOARDS") else None)
     if board and board != "none":
@@ -482,15 +676,17 @@ def main() -> int:
         bench_fleet(fleet.split(","), args.fleet_images, args.fleet_repeats)
     if args.board_only:
         return 0
-    hist = bench_overhead(args.images, 1)
-    bench_overhead(args.images, args.workers)
-    bench_kl(hist, literal=not args.no_literal)
+    bench_ncnn2table(args.ncnn2table_images, args.ncnn2table_threads, args.repeats)
+    bench_overhead(args.images, args.repeats)
+    bench_kl(sample_histograms(300), literal=not args.no_literal)
     small, large = agent_rss_kb(100), agent_rss_kb(1000)
     growth = (large - small) / small * 100
     print(
         f"agent peak RSS: {small / 1024:.1f} MiB at 100 images, {large / 1024:.1f} MiB at "
         f"1000 images: growth {growth:+.1f} % (target <= 5 %)"
     )
+    # the other parts of issue 12 (EQ, rules, tune): each module prints its own lines
+    extra_figures()
     return 0
 
 

@@ -7,6 +7,7 @@ Written by the host (:func:`write_shard`), read by the agent (:func:`read_shard_
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,14 +20,20 @@ from edgecal_agent.npzio import NpzArchive, NpzWriter, describe, load_npz
 
 SHARD_SCHEMA = 1
 
-#: A shard stores runs of consecutive same-shape samples stacked into one array per input
-#: ("blocks"), so the agent reads a few members per shard instead of one per sample.
+#: A shard stores runs of consecutive samples as one array per input ("blocks"), so the agent
+#: reads a few members per shard instead of one per sample: same-shape samples stacked, samples
+#: of different shapes (images of varied sizes) concatenated flat with their shapes beside.
 BLOCK_BYTES = 8 << 20
 
 
 def block_key(k: int, j: int) -> str:
     """Member name of block ``k``, input ``j`` (indices only, never blob names)."""
     return f"b{k:05d}_{j}"
+
+
+def shapes_key(k: int, j: int) -> str:
+    """Member holding the per-sample shapes of a ragged block ``k``, input ``j``."""
+    return f"b{k:05d}_{j}_shapes"
 
 
 def write_shard(
@@ -40,7 +47,8 @@ def write_shard(
     Image inputs: uint8 ``(rows, cols, 3)`` BGR.  npy inputs: float32, C order.
     Layout (schema 1): ``schema``, ``inputs`` (JSON text), ``n_samples``, ``block_sizes``
     (int64, samples per block) and ``b<k>_<j>``: block ``k`` of input ``j``, the block's
-    samples stacked on a new first axis.
+    samples stacked on a new first axis -- or, when their shapes differ (a ragged block),
+    concatenated flat (1-D) with ``b<k>_<j>_shapes`` (int64, one row of dimensions per sample).
     """
     arrays = []
     for i, sample in enumerate(samples):
@@ -56,7 +64,7 @@ def write_shard(
         if (
             not blocks
             or size + nbytes > block_bytes
-            or any(a.shape != b.shape for a, b in zip(sample, blocks[-1][0]))
+            or any(a.ndim != b.ndim for a, b in zip(sample, blocks[-1][0]))
         ):
             blocks.append([])
             size = 0
@@ -69,7 +77,12 @@ def write_shard(
         w.add("block_sizes", np.array([len(b) for b in blocks], dtype=np.int64))
         for k, block in enumerate(blocks):
             for j in range(len(inputs)):
-                w.add(block_key(k, j), np.stack([sample[j] for sample in block]))
+                parts = [sample[j] for sample in block]
+                if all(a.shape == parts[0].shape for a in parts):
+                    w.add(block_key(k, j), np.stack(parts))
+                else:
+                    w.add(block_key(k, j), np.concatenate([a.reshape(-1) for a in parts]))
+                    w.add(shapes_key(k, j), np.array([a.shape for a in parts], dtype=np.int64))
 
 
 def check_sample_array(arr: Any, desc: InputDesc, where: str) -> np.ndarray:
@@ -147,13 +160,50 @@ def iter_shard(
     name = name or describe(path)
     where = f"shard {name}"
     with load_npz(path, name) as npz:
+        members = set(npz.files)
         for k, n in enumerate(info.block_sizes):
             try:
-                block = [npz[block_key(k, j)] for j in range(len(info.inputs))]
+                block = [
+                    _ragged(npz, k, j, n, where)
+                    if shapes_key(k, j) in members
+                    else npz[block_key(k, j)]
+                    for j in range(len(info.inputs))
+                ]
             except KeyError as e:
                 raise ProtocolViolation(f"{where}: missing member {e}") from None
-            if any(b.ndim == 0 or b.shape[0] != n for b in block):
+            if any(
+                (b.ndim == 0 or b.shape[0] != n) if isinstance(b, np.ndarray) else len(b) != n
+                for b in block
+            ):
                 raise ProtocolViolation(f"{where}: block {k} is not {n} long")
             for i in range(n):
                 yield tuple(b[i] for b in block)
             del block
+
+
+def _ragged(npz: NpzArchive, k: int, j: int, n: int, where: str) -> list[np.ndarray]:
+    """The ``n`` samples of ragged block ``k``, input ``j``: views of its flat member."""
+    flat, shapes = npz[block_key(k, j)], npz[shapes_key(k, j)]
+    if (
+        flat.ndim != 1
+        or shapes.ndim != 2
+        or shapes.shape[0] != n
+        or shapes.dtype.kind not in "iu"
+        or (shapes.size and int(shapes.min()) < 0)
+    ):
+        raise ProtocolViolation(f"{where}: ragged block {k} of input {j} is malformed")
+    dims = [tuple(int(d) for d in row) for row in shapes.tolist()]
+    out: list[np.ndarray] = []
+    start = 0
+    for shape in dims:  # Python integers: no overflow
+        end = start + math.prod(shape)
+        if end > flat.size:
+            break
+        try:
+            out.append(flat[start:end].reshape(shape))
+        except ValueError:  # dimensions numpy refuses (their product overflows)
+            break
+        start = end
+    if len(out) != n or start != flat.size:
+        raise ProtocolViolation(f"{where}: ragged block {k} of input {j} does not add up")
+    return out

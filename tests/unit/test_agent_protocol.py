@@ -307,6 +307,49 @@ def test_shard_round_trip_keeps_samples_and_order(tmp_path: Path) -> None:
         np.testing.assert_array_equal(b, gb)
 
 
+def test_shard_of_varied_image_sizes_is_one_ragged_block(tmp_path: Path) -> None:
+    """Images of different sizes share a block (flat + shapes): one member per input, not
+    one per sample; the samples come back equal, in order."""
+    rng = np.random.default_rng(1)
+    descs = [InputDesc("in0", "image", "BGR", (0.0,) * 3, (1.0,) * 3, (8, 8))]
+    samples = [(rng.integers(0, 256, (3 + i % 4, 5 + i, 3), dtype=np.uint8),) for i in range(9)]
+    write_shard(tmp_path / "s.npz", samples, descs)
+    info = read_shard_info(tmp_path / "s.npz")
+    assert info.block_sizes == (9,)
+    members = zipfile.ZipFile(tmp_path / "s.npz").namelist()
+    assert "b00000_0_shapes.npy" in members and "b00000_0.npy" in members
+    got = list(iter_shard(tmp_path / "s.npz", info))
+    assert len(got) == 9
+    for (a,), (g,) in zip(samples, got, strict=True):
+        np.testing.assert_array_equal(a, g)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [[2, 2, 3], [1, 1, 3]],  # too few elements for the shapes
+        [[1, 1, 3]],  # fewer shapes than samples
+        [[-1, 2, 3], [1, 1, 3]],
+        [[1, 1, 3], [1, 1, 3], [1, 1, 3]],  # more shapes than samples
+        [[1 << 40, 1 << 40, 0], [1, 1, 3]],  # dimensions whose product overflows
+    ],
+)
+def test_a_malformed_ragged_block_is_a_protocol_violation(
+    tmp_path: Path, shapes: list[list[int]]
+) -> None:
+    descs = [InputDesc("in0", "image", "BGR", (0.0,) * 3, (1.0,) * 3, (8, 8))]
+    with NpzWriter(tmp_path / "s.npz") as w:
+        w.add("schema", np.int64(1))
+        w.add("inputs", np.array(json.dumps([d.to_dict() for d in descs], sort_keys=True)))
+        w.add("n_samples", np.int64(2))
+        w.add("block_sizes", np.array([2], dtype=np.int64))
+        w.add("b00000_0", np.zeros(9, np.uint8))
+        w.add("b00000_0_shapes", np.array(shapes, dtype=np.int64))
+    info = read_shard_info(tmp_path / "s.npz")
+    with pytest.raises(ProtocolViolation):
+        list(iter_shard(tmp_path / "s.npz", info))
+
+
 # -- atomic response -----------------------------------------------------------------------------
 def test_response_is_written_atomically_and_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
