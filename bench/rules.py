@@ -79,18 +79,11 @@ def bench_kl_search(model_hist: dict[str, np.ndarray], reps: int = 7) -> None:
 
 
 def sample_histograms(n: int) -> dict[str, np.ndarray]:
-    """The sample model's histograms over ``n`` images (a KL calibration on this machine)."""
+    """The sample model's histograms over ``n`` images (bench/run.py's)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import run
 
-    from edgecal.device.local import LocalDevice
-
-    images = run.sample_images(n)
-    model = run.load_model(run.SAMPLE / "model.param", run.SAMPLE / "model.bin")
-    source = run.make_sample_source([run.SPEC], [images])
-    with LocalDevice() as device:
-        result = run.calibrate(model, source, [device], method="kl")
-    return {layer: h.counts for layer, h in result.histograms.stats.items()}
+    return run.sample_histograms(n)
 
 
 def main() -> int:

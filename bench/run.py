@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -85,21 +86,19 @@ def sample_images(n: int) -> list[Path]:
 
 
 def bench_kl(model_hist: dict[str, np.ndarray], literal: bool) -> None:
+    """The KL search's time per blob against its target and the code of f2f4f44
+    (bench/rules.py), and once against the literal port."""
     from oracle.kl_loop import kl_best_bin_literal
 
-    blobs = list(model_hist)
-    kl_best_bin(model_hist[blobs[0]])  # warm-up: builds the cached bin layout
-    t0 = time.perf_counter()
-    reps = 5
-    for _ in range(reps):
-        bins = [kl_best_bin(model_hist[b]) for b in blobs]
-    per_blob = (time.perf_counter() - t0) / (reps * len(blobs)) * 1e3
-    print(f"kl search, vectorised: {per_blob:.2f} ms per blob ({len(blobs)} blobs of the sample)")
+    rules = _bench_module("rules")
+    rules.bench_kl_search(model_hist)
     if literal:
+        first = next(iter(model_hist.values()))
         t0 = time.perf_counter()
-        lit = kl_best_bin_literal(model_hist[blobs[0]])
+        lit = kl_best_bin_literal(first)
         ms = (time.perf_counter() - t0) * 1e3
-        same = "same bin" if lit == bins[0] else f"DIFFERENT bin ({lit} vs {bins[0]})"
+        got = kl_best_bin(first)
+        same = "same bin" if lit == got else f"DIFFERENT bin ({lit} vs {got})"
         print(f"kl search, literal port: {ms:.0f} ms per blob (1 blob timed; {same})")
 
 
@@ -301,7 +300,18 @@ def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
 
 
 #: The figures of the other parts of issue 12: (module in bench/, function printing its lines).
-EXTRA_FIGURES = (("eq", "bench_eq"), ("rules", "bench_rules"), ("tune", "bench_tune"))
+EXTRA_FIGURES = (("eq", "bench_eq"), ("tune", "bench_tune"))
+
+
+def _bench_module(name: str) -> ModuleType:
+    """bench/<name>.py, loaded by its path."""
+    spec = importlib.util.spec_from_file_location(
+        f"edgecal_bench_{name}", ROOT / "bench" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def extra_figures() -> None:
@@ -311,11 +321,7 @@ def extra_figures() -> None:
         if not path.is_file():
             print(f"bench/{module}.py: skipped (not there)")
             continue
-        spec = importlib.util.spec_from_file_location(f"edgecal_bench_{module}", path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        fn = getattr(mod, func, None)
+        fn = getattr(_bench_module(module), func, None)
         if fn is None:
             print(f"bench/{module}.py: skipped (no function {func})")
             continue
