@@ -15,8 +15,9 @@ on it and confirms the winners on every image.
 With a task metric (``reference.metric``, ``edgecal tune --metric``) every output of the model
 is fetched and kept per sample (output blob -> array), the score is the metric's
 (:func:`~edgecal.quality.taskmetrics.score_metric`: its drop, the first output's cosine) and
-:attr:`Scorer.harm` holds, per image, the most points a variant scored on every image lost on
-it alone: the ranking images of a metric other than top-1 start from those.
+until a :class:`RankingScorer` has chosen its images, :attr:`Scorer.harm` holds, per image, the
+most points a variant scored on every image lost on it alone (the metric called on that image):
+the ranking images of a metric other than top-1 start from those.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Scorer:
         self.last_secs: list[float] = []
         self.disagreed = np.zeros(self.n_samples, dtype=bool)  # by any variant scored
         self.harm = np.zeros(self.n_samples)  # with a metric: most points lost per image
+        self.track_harm = False  # measure harm (a RankingScorer will choose from it)
         self.figures: dict[int, tuple[Score, MetricFigures]] = {}  # id(score) -> figures
 
     @property
@@ -149,6 +151,7 @@ class Scorer:
         sub.device_seconds = 0.0
         sub.disagreed = self.disagreed[idx].copy()
         sub.harm = self.harm[idx].copy()
+        sub.track_harm = False
         sub.figures = {}
         return sub
 
@@ -253,7 +256,7 @@ class Scorer:
             self.metric_labels,
             1000.0 * float(np.median(secs)),
         )
-        if not isinstance(self.metric, Top1):
+        if self.track_harm and not isinstance(self.metric, Top1):
             self.harm = np.maximum(
                 self.harm,
                 per_sample_harm(self.metric, self.ref_outputs, outs, self.metric_labels),
@@ -284,6 +287,7 @@ class RankingScorer:
 
     def __init__(self, full: Scorer, work_dir: Path, size: int) -> None:
         self.full, self.work_dir, self.size = full, work_dir, size
+        full.track_harm = True  # until the subset is chosen
         self.sub: Scorer | None = None
         self.indices: list[int] = []
 
@@ -294,6 +298,7 @@ class RankingScorer:
                 self.indices = ranking_subset(full.classes, full.disagreed, size=self.size)
             else:
                 self.indices = metric_ranking_subset(full.harm, size=self.size)
+            full.track_harm = False
             self.sub = full.subset(self.indices, self.work_dir)
         return self.sub
 
