@@ -14,6 +14,7 @@ import pytest
 
 import edgecal
 from edgecal.cli.main import main
+from edgecal.quality.tuning import metric_ranking_subset
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "tests" / "data" / "tasks"
@@ -170,3 +171,49 @@ def test_tune_for_the_users_own_callable(tmp_path: Path) -> None:
     assert tune["initial"]["drop_points"] == pytest.approx(builtin["metric"]["drop_points"])
     assert tuned.target_met and tune["final"]["drop_points"] <= 0.0
     assert tuned.board.metric is not None and tuned.board.metric.drop_points <= 0.0
+
+
+def test_ranking_images_of_a_ctc_tune_start_from_the_lines_int8_misread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """132 images (the 12 samples, 11 times): candidates are ranked on 64 of them, chosen by the
+    metric (the lines a variant misread first), and every reported figure is on all 132."""
+    from edgecal.workflows import scoring
+
+    chosen: list[tuple[np.ndarray, list[int]]] = []
+
+    def spy(harm: np.ndarray, **kw: Any) -> list[int]:
+        got = metric_ranking_subset(harm, **kw)
+        chosen.append((harm.copy(), got))
+        return got
+
+    monkeypatch.setattr(scoring, "metric_ranking_subset", spy)
+    d = TASKS / "ctc"
+    lines = [str(d / x) for x in (d / "samples.txt").read_text().split()] * 11
+    (tmp_path / "many.txt").write_text("\n".join(lines) + "\n")
+    tuned = edgecal.tune(
+        (d / "model.param", d / "model.bin"),
+        [edgecal.TensorInput(tmp_path / "many.txt", shape=SHAPES["ctc"])],
+        table=d / "kl.table",
+        metric="ctc",
+        charset=d / "charset.txt",
+        try_methods="none",
+        max_drop=0.0,
+        threads=1,
+        out_dir=tmp_path / "out",
+        report=False,
+    )
+    tune = tuned.tune
+    print("ctc, 132 images:", json.dumps(tune["ranking"]), json.dumps(tune["final"]))
+    assert tune["ranking"]["images"] == 64 and tune["ranking"]["of"] == 132
+    assert "lost the most of the metric" in tune["ranking"]["how"]
+    assert tune["ranking"]["variants"] > 0
+    # the KL table misreads one sample: 11 of the 132 images
+    assert tune["initial"]["drop_points"] == pytest.approx(100 * 11 / 132)
+    assert tuned.target_met and tuned.board.n_samples == 132
+    assert tune["metric_figures"]["final"]["figures"]["exact_agreement"] == 1.0
+    # the ranking images: the 11 copies of the misread line, then a sample of the others
+    ((harm, idx),) = chosen
+    misread = np.flatnonzero(harm > 0).tolist()
+    assert len(misread) == 11 and len({i % 12 for i in misread}) == 1
+    assert set(misread) <= set(idx) and len(idx) == 64
