@@ -47,6 +47,7 @@ from edgecal.inputs.metricspec import MetricSpec, resolve_metric
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
 from edgecal.quality.latency import latency_doc, latency_of, slower_warning
+from edgecal.quality.taskmetrics import Top1
 from edgecal.quality.tuning import (
     RANKING_MIN,
     TuneDoc,
@@ -388,7 +389,7 @@ def tune(
         {
             "images": len(ranking.indices),
             "of": scorer.n_samples,
-            "how": RANKING_HOW if task is None or task.name == "top1" else RANKING_HOW_METRIC,
+            "how": RANKING_HOW if task is None or isinstance(task, Top1) else RANKING_HOW_METRIC,
             "variants": ranking.sub.evaluations,
         }
         if ranking is not None and ranking.sub is not None
