@@ -21,7 +21,7 @@ from edgecal.api.samples import (
     ModelArg,
     PathArg,
     as_list,
-    load_labels,
+    load_metric_labels,
     model_paths,
     open_samples,
     optional_path,
@@ -43,9 +43,11 @@ from edgecal.files.outputs import (
     sample_inputs,
 )
 from edgecal.fleet.prepare import Devices, Say
+from edgecal.inputs.metricspec import MetricSpec, resolve_metric
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
 from edgecal.quality.latency import latency_doc, latency_of, slower_warning
+from edgecal.quality.taskmetrics import Top1
 from edgecal.quality.tuning import (
     RANKING_MIN,
     TuneDoc,
@@ -66,6 +68,7 @@ from edgecal.runs.rundir import (
     TUNE,
     VALIDATION,
     RunDir,
+    file_sha256,
 )
 from edgecal.workflows.calibrate import ProgressFactory
 from edgecal.workflows.validate import Reference
@@ -76,6 +79,13 @@ RANKING_HOW = (
     "the images where an int8 model scored before ranking disagreed with fp32 on top-1, then "
     "a class-stratified sample (fixed seed), a quarter of the images (at least 64); the "
     "winners and every reported figure are scored on every image"
+)
+#: The same, with a task metric other than top-1.
+RANKING_HOW_METRIC = (
+    "the images on which an int8 model scored before ranking lost the most of the metric "
+    "(scored on each image alone; up to half of the subset, worst first), then a random "
+    "sample of the others (fixed seed), a quarter of the images (at least 64); the winners "
+    "and every reported figure are scored on every image"
 )
 
 
@@ -157,6 +167,9 @@ def tune(
     method: str | Method = Method.KL,
     table: PathArg | None = None,
     labels: PathArg | None = None,
+    metric: MetricSpec | None = None,
+    charset: PathArg | None = None,
+    iou_threshold: float | None = None,
     val_inputs: PathArg | None = None,
     try_methods: str | Sequence[str | Method] = CALIBRATE_NAMES,
     max_fp32_layers: int | None = None,
@@ -174,10 +187,16 @@ def tune(
 ) -> Tuned:
     """Tune the int8 model of ``model`` (loaded, or its ``(param, bin)``) calibrated over
     ``inputs`` until its drop -- in top-1 accuracy points with ``labels``, else in top-1
-    agreement with fp32 -- is at most ``max_drop``, on one device (``devices``: a name of the
-    boards file ``boards``, ``user@host[:port]``, or None for this machine).
+    agreement with fp32; with ``metric``, in that metric's points -- is at most ``max_drop``,
+    on one device (``devices``: a name of the boards file ``boards``, ``user@host[:port]``, or
+    None for this machine).
 
-    ``method``: the starting table's method, or ``table``: start from this table;
+    ``metric``: the task metric the drop is measured in, on all of the model's outputs -- a
+    built-in name (``top1``, ``fidelity``, ``ctc``, ``iou``), ``module:function``,
+    ``path/to/file.py:function`` or a callable ``fn(fp32_outputs, int8_outputs, labels)`` (see
+    :mod:`edgecal.quality.taskmetrics`; ``labels`` then gives it each sample's text);
+    ``charset``: ``ctc``'s character list file; ``iou_threshold``: ``iou``'s binarization
+    threshold; ``method``: the starting table's method, or ``table``: start from this table;
     ``val_inputs``: score on this list instead of the calibration images (single-input
     models); ``try_methods``: tried per harmful layer before fp32 (``"none"``: straight to
     fp32); ``max_fp32_layers``/``time_budget``: limits of the search; ``report``: also write
@@ -214,6 +233,8 @@ def tune(
         optional_path(labels),
         optional_path(val_inputs),
     )
+    charset_s = optional_path(charset)
+    task = resolve_metric(metric, charset=charset_s, iou_threshold=iou_threshold)
     param, binf = model_paths(model)
     items = as_list(inputs)
     outs = folder_outputs(
@@ -239,6 +260,7 @@ def tune(
         *input_paths("--labels", [labels_s]),
         *input_paths("sample list", [os.fspath(i.samples) for i in items]),
         *input_paths("--val-images", [val_s]),
+        *input_paths("--charset", [charset_s]),
     ]
     check_outputs(outs, ins)  # before any work
     loaded = resolve_model(model)
@@ -258,7 +280,7 @@ def tune(
     else:
         val = calib
     check_outputs(outs, [*ins, *sample_inputs(calib.paths), *sample_inputs(val.paths)])
-    label_list = load_labels(labels_s, val, loaded)
+    label_list, task_labels = load_metric_labels(labels_s, val, loaded, task)
     given = None
     if table_s:
         given = read_table(table_s)
@@ -290,7 +312,7 @@ def tune(
                 alternatives.eq[layer] = {
                     k: v for k, v in run.table.records.items() if k in (layer, weight_key(layer))
                 }
-        ref = Reference(device, loaded, val, label_list, runtime, n_threads)
+        ref = Reference(device, loaded, val, label_list, runtime, n_threads, task, task_labels)
         scorer = Scorer(ref, work / "scoring", progress=progress)
         ranking: RankingScorer | None = None
         if scorer.n_samples >= 2 * RANKING_MIN:
@@ -350,6 +372,14 @@ def tune(
         res.device = device_facts(device, devs.board(name))
         fp32_secs, int8_secs = scorer.latencies(work / "final.param", work / "final.bin")
         device_bytes = scorer.device_bytes
+        figures = {
+            k: f
+            for k, f in (
+                ("initial", scorer.figures_of(result.initial)),
+                ("final", scorer.figures_of(result.final)),
+            )
+            if f is not None
+        }
         host_bytes = scorer.bytes_written + (
             ranking.sub.bytes_written if ranking and ranking.sub else 0
         )
@@ -359,7 +389,7 @@ def tune(
         {
             "images": len(ranking.indices),
             "of": scorer.n_samples,
-            "how": RANKING_HOW,
+            "how": RANKING_HOW if task is None or isinstance(task, Top1) else RANKING_HOW_METRIC,
             "variants": ranking.sub.evaluations,
         }
         if ranking is not None and ranking.sub is not None
@@ -370,12 +400,11 @@ def tune(
             "variants": 0,
         }
     )
-    metric = "accuracy" if label_list is not None else "agreement"
     doc = TuneDoc.of(
         result,
         start_method,
         max_drop,
-        metric,
+        scorer.drop_of,
         evaluations=scorer.evaluations,
         seconds=time.monotonic() - t_start,
         fp32_latency_ms=scorer.latency_fp32_ms,
@@ -383,6 +412,7 @@ def tune(
         latency=latency,
         warnings=() if slower is None else (slower,),
         ranking=ranked_on,
+        metric_figures=figures if task is not None else None,
     )
     validation = Validation(
         ValidationDoc(
@@ -392,6 +422,8 @@ def tune(
     recorded = provenance(
         (param, binf), loaded, {"images": calib, "val_images": val}, table=table_s, labels=labels_s
     )
+    if charset_s is not None:
+        recorded["charset"] = {"path": charset_s, "sha256": file_sha256(Path(charset_s))}
     out = Path(out_s)
     rd = RunDir.create(out, "tune", list(command), recorded)
     files: list[tuple[str, Any]] = [  # all or nothing: a table never beside another's model

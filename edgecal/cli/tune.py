@@ -12,7 +12,7 @@ from typing import Any
 
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import add_inputs
+from edgecal.cli.options import add_inputs, add_metric
 from edgecal.cli.progress import run_hooks
 from edgecal.cli.validate import render_board, render_sensitivity
 from edgecal.runs.rundir import INT8_BIN, INT8_PARAM, TABLE
@@ -41,7 +41,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         required=True,
         metavar="POINTS",
         help="largest accepted drop, in points, of top-1 accuracy (with --labels) "
-        "or of top-1 agreement with fp32",
+        "or of top-1 agreement with fp32; with --metric, of that metric",
     )
     p.add_argument(
         "--out-dir",
@@ -49,7 +49,12 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         metavar="DIR",
         help="where the table, int8.param/int8.bin, figures and report go",
     )
-    p.add_argument("--labels", help="CSV with a file,label header for the tuning images")
+    p.add_argument(
+        "--labels",
+        help="CSV with a file,label header for the tuning images (their class, or for "
+        "--metric ctc and your own metric the text each should give)",
+    )
+    add_metric(p)
     p.add_argument(
         "--val-images",
         metavar="LIST|DIR",
@@ -99,6 +104,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             method=args.method,
             table=args.table,
             labels=args.labels,
+            metric=args.metric,
+            charset=args.charset,
+            iou_threshold=args.iou_threshold,
             val_inputs=args.val_images,
             try_methods=args.try_methods,
             max_fp32_layers=args.max_fp32_layers,
@@ -132,7 +140,10 @@ def print_summary(
     report: Path | None,
 ) -> None:
     init, fin = result.initial, result.final
-    unit = "accuracy" if tune_doc["metric"] == "accuracy" else "top-1 agreement"
+    if tune_doc.get("metric_figures") is not None:
+        unit = f"metric {tune_doc['metric']}"
+    else:
+        unit = "accuracy" if tune_doc["metric"] == "accuracy" else "top-1 agreement"
     print("\n".join(render_board(res.to_dict())))
     if sens:
         print("\n".join(render_sensitivity(sens)))

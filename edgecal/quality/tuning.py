@@ -21,6 +21,12 @@ With ``rank_scorer`` (e.g. a subset of the images), candidates are compared on i
 winner is scored by ``scorer`` (every image); every figure the loop decides on or reports --
 the start, each accepted change, the final -- is ``scorer``'s.
 
+The drop is whatever the scorers measure: top-1 (accuracy with labels, else agreement with
+fp32), or a task metric's points (``edgecal tune --metric``: CTC text, IoU, fidelity, the
+user's), the loop is the same.  The ranking images (:func:`ranking_subset` for top-1,
+:func:`metric_ranking_subset` for the other metrics) are chosen from what the variants scored on
+every image did to each image.
+
 The loop only sees :class:`VariantScorer` s and an ``alternative`` callback, so its decisions
 are testable without a device (pure).  It reads a :class:`Score` only through
 ``drop_points``, ``better_than`` and ``latency_ms`` (and ``cosine_mean`` for messages).
@@ -38,10 +44,11 @@ import numpy as np
 
 from edgecal.calib.methods import Method
 from edgecal.calib.table import CalibrationTable, weight_key
-from edgecal.quality.jsondoc import Record
+from edgecal.quality.jsondoc import Obj, Record
 from edgecal.quality.metrics import Score
 from edgecal.quality.rundoc import RESULT_SCHEMA, result_doc
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity
+from edgecal.quality.taskmetrics import Metric, MetricError, MetricFigures, Outputs
 
 #: ``alternative(layer, method)`` -> the table records (blob scale and weight scales) that
 #: ``method`` gives ``layer``, or None when that method has nothing for it.
@@ -130,6 +137,9 @@ class TuneDoc:
     disk_bytes: dict[str, int] | None = None
     #: how candidates were ranked before being confirmed on every image
     ranking: dict[str, Any] | None = None
+    #: with a task metric (``--metric``; ``metric`` is then its name): its figures for the
+    #: ``initial`` and ``final`` scores
+    metric_figures: dict[str, MetricFigures] | None = None
 
     @classmethod
     def of(
@@ -182,6 +192,9 @@ class TuneDoc:
             "warnings": None if self.warnings is None else list(self.warnings),
             "disk_bytes": self.disk_bytes,
             "ranking": self.ranking,
+            "metric_figures": None
+            if self.metric_figures is None
+            else {k: v.to_dict() for k, v in self.metric_figures.items()},
         }
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -223,7 +236,12 @@ class TuneDoc:
             if top.d.get("disk_bytes") is not None
             else None,
             ranking=top.obj("ranking").d if top.d.get("ranking") is not None else None,
+            metric_figures=_figures(top.opt_obj("metric_figures")),
         )
+
+
+def _figures(o: Obj | None) -> dict[str, MetricFigures] | None:
+    return None if o is None else {k: MetricFigures.from_dict(v, o.at(k)) for k, v in o.d.items()}
 
 
 def with_records(
@@ -499,3 +517,63 @@ def ranking_subset(
                 chosen.add(q.pop(0))
                 want -= 1
     return sorted(chosen)
+
+
+def metric_ranking_subset(
+    harm: np.ndarray, *, size: int, seed: int = RANKING_SEED, share: float = 0.5
+) -> list[int]:
+    """The ranking images for a metric that is not top-1 (sorted indices): the images where an
+    int8 model scored so far lost the most of the metric (``harm``: per image, the most points
+    a variant lost on it alone; only those above 0, worst first, ties by index), up to
+    ``share`` of ``size``, then a seeded random sample (``seed``: the same images every run)
+    of the others, up to ``size`` in all.  The random half keeps images no variant harmed yet:
+    a candidate may break those."""
+    h = np.asarray(harm, dtype=np.float64)
+    n = len(h)
+    if size >= n:
+        return list(range(n))
+    hurt = [int(i) for i in np.argsort(-h, kind="stable") if h[i] > 0]
+    chosen = set(hurt[: int(size * share)])
+    rest = [i for i in range(n) if i not in chosen]
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(rest))[: size - len(chosen)]
+    chosen.update(rest[int(j)] for j in pick)
+    return sorted(chosen)
+
+
+def per_sample_harm(
+    metric: Metric,
+    fp32: Sequence[Outputs],
+    int8: Sequence[Outputs],
+    labels: Sequence[Any] | None,
+) -> np.ndarray:
+    """Points ``metric`` loses on each sample alone (``metric`` called on one sample pair at a
+    time, with its label).  A metric that cannot score a single sample (a user metric that
+    fails on one) gives way to the samples' output fidelity: ``100 * (1 - cosine)``, the least
+    cosine over the outputs."""
+    try:
+        return np.array(
+            [
+                metric([a], [b], None if labels is None else [labels[i]]).drop_points
+                for i, (a, b) in enumerate(zip(fp32, int8, strict=True))
+            ],
+            dtype=np.float64,
+        )
+    except MetricError:
+        return np.array(
+            [100.0 * (1.0 - _least_cosine(a, b)) for a, b in zip(fp32, int8, strict=True)],
+            dtype=np.float64,
+        )
+
+
+def _least_cosine(a: Outputs, b: Outputs) -> float:
+    out = 1.0
+    for blob, x in a.items():
+        u = np.asarray(x, dtype=np.float64).ravel()
+        v = np.asarray(b[blob], dtype=np.float64).ravel()
+        if u.shape != v.shape:
+            return 0.0
+        nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+        c = 1.0 if nu == 0 and nv == 0 else float(u @ v) / (nu * nv) if nu and nv else 0.0
+        out = min(out, c)
+    return out

@@ -403,6 +403,16 @@ def _tune_objective_note(t: TuneDoc) -> str:
     parts = []
     if t.objective:
         parts.append(f"Objective: {t.objective}.")
+    figs = t.metric_figures or {}
+    if "final" in figs:
+        f = figs["final"]
+        start = f", {fmt(figs['initial'].primary)} at the start" if "initial" in figs else ""
+        base = "" if f.primary_fp32 is None else f" (fp32 {fmt(f.primary_fp32)})"
+        parts.append(
+            f"Metric {f.name}, the drop's: int8 {fmt(f.primary)}{base} at the end{start}; "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in f.figures.items())
+            + "."
+        )
     if t.int8_layers is not None:
         start = f", from the {t.start_method} table" if t.start_method else ""
         parts.append(f"Layers int8: {t.int8_layers} of {t.quantizable_layers}{start}.")

@@ -11,6 +11,13 @@ keeps one copy per distinct variant, by content); :attr:`bytes_written` counts w
 written here and :attr:`device_bytes` what was pushed to the device.  :meth:`subset` makes a
 scorer over some of the images (the fp32 outputs sliced, not re-run): tune ranks candidates
 on it and confirms the winners on every image.
+
+With a task metric (``reference.metric``, ``edgecal tune --metric``) every output of the model
+is fetched and kept per sample (output blob -> array), the score is the metric's
+(:func:`~edgecal.quality.taskmetrics.score_metric`: its drop, the first output's cosine) and
+until a :class:`RankingScorer` has chosen its images, :attr:`Scorer.harm` holds, per image, the
+most points a variant scored on every image lost on it alone (the metric called on that image):
+the ranking images of a metric other than top-1 start from those.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from edgecal.errors import ModelFormatError
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
 from edgecal.quality.metrics import Score, score_outputs
-from edgecal.quality.tuning import ranking_subset
+from edgecal.quality.taskmetrics import MetricFigures, Outputs, Top1, score_metric
+from edgecal.quality.tuning import metric_ranking_subset, per_sample_harm, ranking_subset
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 from edgecal.workflows.validate import Reference
 
@@ -55,6 +63,12 @@ class Scorer:
         self.progress = progress or _no_progress
         self.output = fp32.output_blobs[0]
         self.labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+        self.metric = reference.metric
+        self.metric_labels = (
+            list(reference.metric_labels) if reference.metric_labels is not None else None
+        )
+        # a metric sees every output, the first still first (the one timed)
+        self.blobs = list(fp32.output_blobs) if self.metric is not None else [self.output]
         self.evaluations = 0
         self.device_seconds = 0.0
         self.bytes_written = 0
@@ -62,16 +76,43 @@ class Scorer:
         self.source = source
         self.shards = self._write_shards(source, work_dir / "shards")
         self.n_samples = source.n_samples
-        ref, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
-        self.ref = ref
+        ref, ref_outputs, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
+        self.ref = ref  # the first output's rows (None with a metric: ref_outputs)
+        self.ref_outputs = ref_outputs  # with a metric: every output, per sample
         self.fp32_secs = secs
         self.latency_fp32_ms = 1000.0 * float(np.median(secs))
         self.accuracy_fp32 = (
-            float(np.mean(np.argmax(ref, 1) == self.labels)) if self.labels is not None else None
+            float(np.mean(np.argmax(ref, 1) == self.labels))
+            if self.labels is not None and ref is not None
+            else None
         )
-        self.last_outputs: np.ndarray | None = None  # of the last variant scored
+        self.last_outputs: np.ndarray | None = None  # of the last variant scored (no metric)
         self.last_secs: list[float] = []
         self.disagreed = np.zeros(self.n_samples, dtype=bool)  # by any variant scored
+        self.harm = np.zeros(self.n_samples)  # with a metric: most points lost per image
+        self.track_harm = False  # measure harm (a RankingScorer will choose from it)
+        self.figures: dict[int, tuple[Score, MetricFigures]] = {}  # id(score) -> figures
+
+    @property
+    def classes(self) -> np.ndarray:
+        """fp32's top-1 class of each image (of the first output, flattened)."""
+        if self.ref is not None:
+            return np.asarray(np.argmax(self.ref, 1))
+        return np.array([int(np.argmax(o[self.output])) for o in self.ref_outputs])
+
+    @property
+    def drop_of(self) -> str:
+        """What a score's drop is of: the metric's name, else ``accuracy`` (labels) or
+        ``agreement``."""
+        if self.metric is not None:
+            return str(self.metric.name)
+        return "accuracy" if self.labels is not None else "agreement"
+
+    def figures_of(self, score: Score) -> MetricFigures | None:
+        """The metric's figures behind ``score`` (one this scorer returned; None without a
+        metric)."""
+        got = self.figures.get(id(score))
+        return got[1] if got is not None and got[0] is score else None
 
     def _write_shards(self, source: SampleSource, d: Path) -> list[Path]:
         d.mkdir(parents=True, exist_ok=True)
@@ -94,15 +135,24 @@ class Scorer:
         sub.bytes_written = 0
         sub.shards = sub._write_shards(sub.source, work_dir / "shards")
         sub.n_samples = len(idx)
-        sub.ref = self.ref[idx]
+        sub.ref = None if self.ref is None else self.ref[idx]
+        sub.ref_outputs = [self.ref_outputs[i] for i in idx] if self.ref_outputs else []
         sub.fp32_secs = [self.fp32_secs[i] for i in idx]
         sub.labels = None if self.labels is None else self.labels[idx]
+        sub.metric_labels = (
+            None if self.metric_labels is None else [self.metric_labels[i] for i in idx]
+        )
         sub.accuracy_fp32 = (
-            float(np.mean(np.argmax(sub.ref, 1) == sub.labels)) if sub.labels is not None else None
+            float(np.mean(np.argmax(sub.ref, 1) == sub.labels))
+            if sub.labels is not None and sub.ref is not None
+            else None
         )
         sub.evaluations = 0
         sub.device_seconds = 0.0
         sub.disagreed = self.disagreed[idx].copy()
+        sub.harm = self.harm[idx].copy()
+        sub.track_harm = False
+        sub.figures = {}
         return sub
 
     def latencies(self, param: Path, bin: Path) -> tuple[list[float], list[float]]:
@@ -121,26 +171,36 @@ class Scorer:
                 into.extend(capture.run_shard_timed(self.device, work)[1])
         return fp32, int8
 
-    def _run(self, param: Path, bin: Path, what: str) -> tuple[np.ndarray, list[float]]:
+    def _run(
+        self, param: Path, bin: Path, what: str
+    ) -> tuple[np.ndarray | None, list[Outputs], list[float]]:
+        """The first output's rows (without a metric), every output per sample (with one), and
+        each sample's seconds."""
         t0 = time.perf_counter()
         tick = self.progress(what, self.n_samples)
         rows: list[np.ndarray] = []
+        per_sample: list[Outputs] = []
         secs: list[float] = []
         for shard in self.shards:
             work = capture.Workload(
-                param, bin, self.specs, [shard], [self.output], self.runtime, self.threads
+                param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
             )
             outs, lat = capture.run_shard_timed(self.device, work)
-            rows.extend(o[self.output].ravel() for o in outs)
+            if self.metric is None:
+                rows.extend(o[self.output].ravel() for o in outs)
+            else:
+                per_sample.extend({b: o[b] for b in self.blobs} for o in outs)
             secs.extend(lat)
-            tick(len(rows), self.n_samples)
+            tick(len(secs), self.n_samples)
         self.device_seconds += time.perf_counter() - t0
+        if self.metric is not None:
+            return None, per_sample, secs
         sizes = {r.size for r in rows}
         if len(sizes) != 1:
             raise ModelFormatError(
                 f"{param}: output {self.output} changes size between images ({sorted(sizes)})"
             )
-        return np.stack(rows), secs
+        return np.stack(rows), [], secs
 
     def write_variant(
         self, table: CalibrationTable | None, keep_fp32: Sequence[str]
@@ -161,9 +221,13 @@ class Scorer:
         return param, binf
 
     def score_files(self, param: Path, bin: Path, what: str = "int8 variant") -> Score:
-        got, secs = self._run(param, bin, what)
+        got, outs, secs = self._run(param, bin, what)
         self.evaluations += 1
-        self.last_outputs, self.last_secs = got, secs
+        self.last_secs = secs
+        if self.metric is not None:
+            return self._score_metric(param, outs, secs)
+        assert got is not None and self.ref is not None
+        self.last_outputs = got
         if got.shape == self.ref.shape:
             self.disagreed |= np.argmax(got, 1) != np.argmax(self.ref, 1)
         if got.shape != self.ref.shape:
@@ -174,6 +238,31 @@ class Scorer:
         return score_outputs(
             self.ref, got, self.labels, self.accuracy_fp32, 1000.0 * float(np.median(secs))
         )
+
+    def _score_metric(self, param: Path, outs: list[Outputs], secs: list[float]) -> Score:
+        assert self.metric is not None
+        for i, (a, b) in enumerate(zip(self.ref_outputs, outs, strict=True)):
+            x, y = a[self.output], b[self.output]
+            if x.shape != y.shape:
+                raise ModelFormatError(
+                    f"{param}: output {self.output} of sample {i} is {y.shape}, the fp32 "
+                    f"model's {x.shape}: the int8 model does not match the fp32 model"
+                )
+            self.disagreed[i] |= int(np.argmax(x)) != int(np.argmax(y))
+        score, figs = score_metric(
+            self.metric,
+            self.ref_outputs,
+            outs,
+            self.metric_labels,
+            1000.0 * float(np.median(secs)),
+        )
+        if self.track_harm and not isinstance(self.metric, Top1):
+            self.harm = np.maximum(
+                self.harm,
+                per_sample_harm(self.metric, self.ref_outputs, outs, self.metric_labels),
+            )
+        self.figures[id(score)] = (score, figs)
+        return score
 
     def score(
         self,
@@ -190,19 +279,26 @@ class Scorer:
 
 
 class RankingScorer:
-    """Scores on a subset of a :class:`Scorer`'s images (``ranking_subset``: where a variant
-    scored so far disagreed with fp32, plus a class-stratified sample), chosen at the first
-    use; the whole set when it is small."""
+    """Scores on a subset of a :class:`Scorer`'s images, chosen at the first use; the whole
+    set when it is small.  Top-1 (no metric, or ``top1``): ``ranking_subset``, where a variant
+    scored so far disagreed with fp32 on top-1, plus a class-stratified sample; another metric:
+    ``metric_ranking_subset``, the images it lost most on (``Scorer.harm``), then a seeded
+    random sample."""
 
     def __init__(self, full: Scorer, work_dir: Path, size: int) -> None:
         self.full, self.work_dir, self.size = full, work_dir, size
+        full.track_harm = True  # until the subset is chosen
         self.sub: Scorer | None = None
         self.indices: list[int] = []
 
     def scorer(self) -> Scorer:
         if self.sub is None:
             full = self.full
-            self.indices = ranking_subset(np.argmax(full.ref, 1), full.disagreed, size=self.size)
+            if full.metric is None or isinstance(full.metric, Top1):
+                self.indices = ranking_subset(full.classes, full.disagreed, size=self.size)
+            else:
+                self.indices = metric_ranking_subset(full.harm, size=self.size)
+            full.track_harm = False
             self.sub = full.subset(self.indices, self.work_dir)
         return self.sub
 

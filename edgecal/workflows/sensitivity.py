@@ -62,5 +62,4 @@ def measure_sensitivity(
         )
         if tick is not None:
             tick(i + 1, len(todo))
-    metric = "accuracy" if scorer.labels is not None else "agreement"
-    return Sensitivity(scorer.device.name, metric, scorer.n_samples, base, rank(entries))
+    return Sensitivity(scorer.device.name, scorer.drop_of, scorer.n_samples, base, rank(entries))
