@@ -12,6 +12,7 @@ shows as a wide range.  int8 is called slower than fp32 when its median is highe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,12 @@ def latency_of(seconds: Sequence[float] | np.ndarray) -> Latency | None:
     ms = 1000.0 * s
     p10, p50, p90 = np.percentile(ms, [10.0, 50.0, 90.0])
     return Latency(float(p50), float(p10), float(p90), int(s.size))
+
+
+def median_ms(seconds: Sequence[float] | np.ndarray) -> float:
+    """:func:`latency_of`'s median in ms, NaN when nothing was measured."""
+    lat = latency_of(seconds)
+    return math.nan if lat is None else lat.median_ms
 
 
 def latency_doc(seconds: Sequence[float] | np.ndarray) -> dict[str, float | int]:

@@ -35,6 +35,7 @@ from edgecal.device import capture
 from edgecal.errors import ModelFormatError
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
+from edgecal.quality.latency import median_ms
 from edgecal.quality.metrics import Score, score_outputs
 from edgecal.quality.taskmetrics import MetricFigures, Outputs, Top1, score_metric
 from edgecal.quality.tuning import metric_ranking_subset, per_sample_harm, ranking_subset
@@ -80,7 +81,7 @@ class Scorer:
         self.ref = ref  # the first output's rows (None with a metric: ref_outputs)
         self.ref_outputs = ref_outputs  # with a metric: every output, per sample
         self.fp32_secs = secs
-        self.latency_fp32_ms = 1000.0 * float(np.median(secs))
+        self.latency_fp32_ms = median_ms(secs)
         self.accuracy_fp32 = (
             float(np.mean(np.argmax(ref, 1) == self.labels))
             if self.labels is not None and ref is not None
@@ -235,9 +236,7 @@ class Scorer:
                 f"{param}: output {self.output} has {got.shape[1]} values, the fp32 model's "
                 f"{self.ref.shape[1]}: the int8 model does not match the fp32 model"
             )
-        return score_outputs(
-            self.ref, got, self.labels, self.accuracy_fp32, 1000.0 * float(np.median(secs))
-        )
+        return score_outputs(self.ref, got, self.labels, self.accuracy_fp32, median_ms(secs))
 
     def _score_metric(self, param: Path, outs: list[Outputs], secs: list[float]) -> Score:
         assert self.metric is not None
@@ -254,7 +253,7 @@ class Scorer:
             self.ref_outputs,
             outs,
             self.metric_labels,
-            1000.0 * float(np.median(secs)),
+            median_ms(secs),
         )
         if self.track_harm and not isinstance(self.metric, Top1):
             self.harm = np.maximum(
