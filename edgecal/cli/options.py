@@ -130,13 +130,14 @@ def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument("--json", action="store_true", help=help)
 
 
-def add_metric(p: argparse.ArgumentParser) -> None:
+def add_metric(p: argparse.ArgumentParser, what: str = "also measure") -> None:
     """``--metric``, ``--charset``, ``--iou-threshold``: the task metric (the ``metric``,
-    ``charset`` and ``iou_threshold`` of the API's use cases)."""
+    ``charset`` and ``iou_threshold`` of the API's use cases); ``what`` the command does with
+    it (tune: "tune for")."""
     p.add_argument(
         "--metric",
         metavar="NAME|MODULE:FUNCTION",
-        help="also measure a task metric on all of the model's outputs: top1, fidelity "
+        help=f"{what} a task metric on all of the model's outputs: top1, fidelity "
         "(cosine/SQNR of every output), ctc (greedy CTC text, exact-string rate), iou "
         "(dense-map IoU), or your own fn(fp32_outputs, int8_outputs, labels) as module:function "
         "or path/to/file.py:function (default: none; the top-1 figures as always)",

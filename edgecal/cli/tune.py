@@ -54,7 +54,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="CSV with a file,label header for the tuning images (their class, or for "
         "--metric ctc and your own metric the text each should give)",
     )
-    add_metric(p)
+    add_metric(p, "tune for")
     p.add_argument(
         "--val-images",
         metavar="LIST|DIR",
