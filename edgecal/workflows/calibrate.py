@@ -421,9 +421,7 @@ def refine_eq(
             op=lambda u: "eq_layer",
         )
         fleet = Fleet(devices, retry=retry, say=say)
-        fleet.run(
-            (EqUnit(i, lay) for i, lay in enumerate(layers)), job, record, len(layers), tick
-        )
+        fleet.run((EqUnit(i, lay) for i, lay in enumerate(layers)), job, record, len(layers), tick)
     out = CalibrationTable(records={k: v.copy() for k, v in table.records.items()})
     reports: list[EqLayerReport] = []
     for i, layer in enumerate(layers):  # in layer order, as the sequential search wrote them

@@ -56,6 +56,4 @@ def test_eq_on_two_local_workers_writes_the_one_worker_table(case: str) -> None:
         )
     # EQ moved some scale away from KL's (the comparison is not of two KL tables)
     kl = alone.build.table
-    assert any(
-        kl.records[k].tobytes() != alone.table.records[k].tobytes() for k in kl.records
-    )
+    assert any(kl.records[k].tobytes() != alone.table.records[k].tobytes() for k in kl.records)

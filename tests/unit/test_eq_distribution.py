@@ -84,7 +84,9 @@ class FakeAgent(Device):
     ) -> JobResult:
         assert op == "eq_layer" and files is not None and job_id is not None
         self._runs += 1
-        if self._runs in self.cut_at or (self.dead_from is not None and self._runs >= self.dead_from):
+        if self._runs in self.cut_at or (
+            self.dead_from is not None and self._runs >= self.dead_from
+        ):
             raise TransportError(f"{self.name}: connection reset by peer during job {job_id}")
         time.sleep(self.hold)
         with load_npz(io.BytesIO(files["candidates.npz"]), "candidates.npz") as npz:
@@ -178,6 +180,7 @@ def test_every_layer_once_and_the_same_table_on_one_or_three_devices(
     assert sum(1 for d in three if d.layers) >= 2  # the slow first device did not do it all
     assert same_tables(t1, t3)
     assert [r.layer for r in r3] == [layer.name for layer in model.calibrated_layers]
+    assert [vars(r) for r in r3] == [vars(r) for r in r1]
     # the search changed scales (the fake peaks are not at the starting scales)
     assert not same_tables(t1, digits[2])
 
