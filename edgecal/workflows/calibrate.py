@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -498,6 +499,24 @@ def eq_layer(
     return plan.choose(capture.eq_search_layer(device, *plan.args))
 
 
+@contextlib.contextmanager
+def _agents_started(devices: Sequence[Device]) -> Iterator[threading.Thread]:
+    """Say hello to ``devices`` in the background (their agents start), joined on leaving; a
+    device that fails fails again, and is handled, at its first job."""
+
+    def hello() -> None:
+        for d in devices:
+            with contextlib.suppress(Exception):
+                d.hello()
+
+    thread = threading.Thread(target=hello, name="edgecal-eq-agents", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()
+
+
 def calibrate(
     model: Model,
     source: SampleSource,
@@ -534,7 +553,11 @@ def calibrate(
     t0 = time.perf_counter()
     info = fleet.call("hello", lambda d: d.hello())  # every agent starts now
     timings["connect"] = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
+    with (
+        # EQ's extra agents start while the passes run (else at their first layer)
+        _agents_started(eq_devices if spec.needs_device else ()) as warm,
+        tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp,
+    ):
         hs, shards, t = measure(
             model,
             source,
@@ -560,6 +583,7 @@ def calibrate(
         eq_reports: list[EqLayerReport] = []
         if spec.needs_device:
             t0 = time.perf_counter()
+            warm.join()
             table, eq_reports = refine_eq(
                 model,
                 table,
