@@ -212,3 +212,21 @@ def test_a_job_error_stops_the_search(digits: Any, tmp_path: Path) -> None:
 
     with pytest.raises(AgentError, match="probe failed"):
         run(digits, [Broken("b", tmp_path), FakeAgent("ok", tmp_path)])
+
+
+def test_calibrate_gives_eq_one_agent_per_core_only_by_default_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgecal.api import calibrate as api
+    from edgecal.calib.methods import Method
+    from edgecal.fleet.prepare import Devices
+
+    monkeypatch.setattr(api, "usable_cores", lambda: 4)
+    here, board = Devices.of(None), Devices.of(["local", "user@example.org"])
+    one = [object()]
+    assert api._eq_extra_workers(here, Method.EQ, "calibration", None, one) == 3
+    assert api._eq_extra_workers(here, Method.EQ, "calibration", None, one * 4) == 0
+    assert api._eq_extra_workers(here, Method.EQ, "calibration", 2, one * 2) == 0  # --threads
+    assert api._eq_extra_workers(here, Method.KL, "calibration", None, one) == 0
+    assert api._eq_extra_workers(here, Method.EQ, "deployed", None, one) == 0
+    assert api._eq_extra_workers(board, Method.EQ, "calibration", None, one * 2) == 0
