@@ -57,3 +57,24 @@ def test_eq_on_two_local_workers_writes_the_one_worker_table(case: str) -> None:
     # EQ moved some scale away from KL's (the comparison is not of two KL tables)
     kl = alone.build.table
     assert any(kl.records[k].tobytes() != alone.table.records[k].tobytes() for k in kl.records)
+
+
+def test_one_layer_alone_chooses_what_the_whole_search_chose(tmp_path: Path) -> None:
+    """``eq_layer`` (tune searches one layer at a time) against ``refine_eq``'s choice."""
+    from edgecal.calib.table import weight_key
+    from edgecal.device import capture
+    from edgecal.workflows.calibrate import eq_layer
+    from edgecal_agent.messages import EQ_MAX_SAMPLES
+
+    folder, spec, images = CASES["digits"]
+    model = load_model(folder / "model.param", folder / "model.bin")
+    source = make_sample_source([spec], [read_list(folder / images)])
+    n = min(source.n_samples, EQ_MAX_SAMPLES)
+    shards = capture.write_shards((source.load(i) for i in range(n)), [spec], tmp_path, 64)
+    layer = model.calibrated_layers[1]
+    with LocalDevice() as dev:
+        whole = calibrate(model, source, dev, method="eq")
+        ws, bs, report = eq_layer(model, whole.build.table, layer, source, shards, dev)
+    assert ws.tobytes() == whole.table.records[weight_key(layer.name)].tobytes()
+    assert bs == whole.table.records[layer.name][0]
+    assert vars(report) == vars(whole.eq[1])
