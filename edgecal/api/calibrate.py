@@ -167,7 +167,8 @@ def calibrate(
     deployed one (default: 1, or the board profile's; without it, EQ's per-layer search runs on
     one agent per usable core of this machine -- the table is the same).
     ``run_dir``: keep every shard's answer there, for :func:`resume` (default: a temporary
-    folder, kept only if the run fails; with ``resumable=False`` none at all).  ``command``: what the run directory records;
+    folder, kept only if the run fails; with ``resumable=False`` none at all).
+    ``command``: what the run directory records;
     ``ncnn_compat``: list files read as ncnn2table reads them (the current directory first);
     ``also_writes``: what the caller writes besides (e.g. JSON to standard output), checked
     with the outputs."""
