@@ -1,9 +1,11 @@
 """EQ benchmark: ``calibrate --method eq`` against ``--method kl`` on the same model and images.
 
 One function, :func:`bench_eq`, prints ``eq / kl time, <model>: <ratio> (target <= 3.0)`` per
-model: the two calibrations alternate on one local agent each (a fresh one per run: agent start
-is part of both), and the ratio is of the medians.  It also prints the EQ search's seconds per
-calibrated layer (the ``eq`` part of the eq run's timings) and how the agent searched.
+model: the two calibrations alternate, each as ``edgecal.calibrate`` runs it by default on this
+machine (fresh agents per run: agent start is part of both; KL's passes on one agent worker,
+EQ's per-layer search on one agent per usable core, as calibrate does without ``--threads``),
+and the ratio is of the medians.  It also prints the EQ search's seconds per calibrated layer
+(the ``eq`` part of the eq run's timings) and the agents that searched.
 
 Run alone: ``python bench/eq.py [--repeats N] [--model sample|resnet10|digits ...]``.
 """
@@ -19,11 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgecal.device.local import LocalDevice  # noqa: E402
-from edgecal.inputs.model import load_model  # noqa: E402
-from edgecal.inputs.samples import make_sample_source, read_list  # noqa: E402
-from edgecal.inputs.spec import InputSpec  # noqa: E402
-from edgecal.workflows.calibrate import calibrate  # noqa: E402
+from edgecal.api.calibrate import calibrate  # noqa: E402
+from edgecal.fleet.prepare import usable_cores  # noqa: E402
+from edgecal.inputs.spec import ImageInput, InputSpec  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "tinted_digits"
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
@@ -47,14 +47,19 @@ MODELS = {
 }
 
 
-def _timed(model_name: str, method: str) -> tuple[float, dict[str, float], int]:
+def _timed(model_name: str, method: str) -> tuple[float, dict[str, float], int, int]:
+    """Seconds of one default calibrate, its timings, its EQ layers and its agents."""
     folder, spec, images = MODELS[model_name]
-    model = load_model(folder / "model.param", folder / "model.bin")
-    source = make_sample_source([spec], [read_list(folder / images)])
+    inputs = ImageInput(folder / images, spec.pixel, spec.mean, spec.norm, spec.shape)
     t0 = time.perf_counter()
-    with LocalDevice() as device:
-        run = calibrate(model, source, device, method=method)
-    return time.perf_counter() - t0, dict(run.timings_s), len(run.eq)
+    run = calibrate((folder / "model.param", folder / "model.bin"), [inputs], method=method)
+    agents = len(run.fleet) if method == "kl" else _eq_agents(run.fleet)
+    return time.perf_counter() - t0, dict(run.timings_s), len(run.eq), agents
+
+
+def _eq_agents(fleet: list[dict[str, object]]) -> int:
+    """The agents of EQ's search (the passes' own and one more per free core)."""
+    return max(len(fleet), usable_cores())
 
 
 def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3) -> None:
@@ -63,16 +68,19 @@ def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3)
         times: dict[str, list[float]] = {"kl": [], "eq": []}
         per_layer: list[float] = []
         n_layers = 0
+        agents = {"kl": 0, "eq": 0}
         for _ in range(repeats):
             for method in ("kl", "eq"):
-                secs, parts, n_layers = _timed(name, method)
+                secs, parts, n, agents[method] = _timed(name, method)
+                n_layers = n or n_layers
                 times[method].append(secs)
                 if method == "eq":
                     per_layer.append(parts.get("eq", float("nan")) / max(n_layers, 1))
         kl, eq = statistics.median(times["kl"]), statistics.median(times["eq"])
         print(
             f"eq search per layer, {name}: {statistics.median(per_layer):.2f} s "
-            f"({n_layers} layers; kl {kl:.2f} s, eq {eq:.2f} s, medians of {repeats})"
+            f"({n_layers} layers on {agents['eq']} agent(s), kl on {agents['kl']}; "
+            f"kl {kl:.2f} s, eq {eq:.2f} s, medians of {repeats})"
         )
         print(f"eq / kl time, {name}: {eq / kl:.2f} (target <= 3.0)")
 

@@ -9,6 +9,7 @@ shards and writes the table an uninterrupted run would have written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -39,7 +40,7 @@ from edgecal.files.outputs import (
     sample_inputs,
     write_outputs,
 )
-from edgecal.fleet.prepare import Devices, Say, transfer_summary
+from edgecal.fleet.prepare import Devices, Say, transfer_summary, usable_cores
 from edgecal.fleet.scheduler import FleetExhausted, RetryPolicy
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource
@@ -163,9 +164,11 @@ def calibrate(
     None: only returned).
 
     ``threads``: agent workers on this machine in the calibration runtime, ncnn threads in the
-    deployed one (default: 1, or the board profile's).  ``run_dir``: keep every shard's answer
-    there, for :func:`resume` (default: a temporary folder, kept only if the run fails; with
-    ``resumable=False`` none at all).  ``command``: what the run directory records;
+    deployed one (default: 1, or the board profile's; without it, EQ's per-layer search runs on
+    one agent per usable core of this machine -- the table is the same).
+    ``run_dir``: keep every shard's answer there, for :func:`resume` (default: a temporary
+    folder, kept only if the run fails; with ``resumable=False`` none at all).
+    ``command``: what the run directory records;
     ``ncnn_compat``: list files read as ncnn2table reads them (the current directory first);
     ``also_writes``: what the caller writes besides (e.g. JSON to standard output), checked
     with the outputs."""
@@ -312,7 +315,14 @@ def _run(
     """The run itself, and what is left behind when it fails or is interrupted."""
     retry = RetryPolicy(attempts=retries) if retries else None
     try:
-        with devs.open(runtime, thread_option, say, [model.param_path, model.bin_path]) as devices:
+        with (
+            devs.open(runtime, thread_option, say, [model.param_path, model.bin_path]) as devices,
+            contextlib.ExitStack() as stack,
+        ):
+            eq_devices = [
+                stack.enter_context(devs.open_one(devs.all_names[0], threads))
+                for _ in range(_eq_extra_workers(devs, method, runtime, thread_option, devices))
+            ]
             result = calibrate_on(
                 model,
                 source,
@@ -326,8 +336,9 @@ def _run(
                 run=run,
                 retry=retry,
                 say=say,
+                eq_devices=eq_devices,
             )
-            transfer = transfer_summary(devices)
+            transfer = transfer_summary([*devices, *eq_devices])
         files = []
         if out is not None:
             files.append((Path(out), render_table(result.table).encode()))
@@ -364,6 +375,19 @@ def _run(
         histograms_path=histograms_out,
         run_dir=kept,
     )
+
+
+def _eq_extra_workers(
+    devs: Devices, method: Method, runtime: str, thread_option: int | None, devices: list[Any]
+) -> int:
+    """Local agents EQ's per-layer search gets besides the calibration's own: on this
+    machine in the calibration runtime with no thread option, one agent per usable core (the
+    layers are independent; the table does not depend on how many search them)."""
+    if not (METHODS[method].needs_device and devs.is_local_calibration):
+        return 0
+    if runtime != "calibration" or thread_option is not None:
+        return 0
+    return max(0, usable_cores() - len(devices))
 
 
 def _q(path: Path) -> str:

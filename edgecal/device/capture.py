@@ -252,6 +252,7 @@ def eq_search_layer(
     *,
     progress: Progress | None = None,
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+    job_id: str | None = None,
 ) -> EqLayerResult:
     """EQ's greedy scale search for one layer, run on the device in one round trip.
 
@@ -259,7 +260,8 @@ def eq_search_layer(
     and its ``.bin`` up to the weight scales; the agent appends the candidate weight scales and
     the bottom scale as ``<f4`` for every trial.  ``candidates``: float32
     ``(len(weight_scales) + 1, steps)``, the last row for the bottom scale.  ``work``: the
-    model and the shards (its blobs, runtime and threads do not apply).
+    model and the shards (its blobs, runtime and threads do not apply).  ``job_id``: the
+    caller's id for the job (see :meth:`Device.collect_job` and :func:`collect_eq_layer`).
     """
     ws = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
     cand = np.asarray(candidates, dtype=np.float32)
@@ -278,7 +280,30 @@ def eq_search_layer(
             }
         ),
     }
-    job = device.run_job("eq_layer", params, timeout_s=timeout_s, progress=progress, files=files)
+    job = device.run_job(
+        "eq_layer", params, timeout_s=timeout_s, progress=progress, files=files, job_id=job_id
+    )
+    return parse_eq_layer(device, job, cand.shape, ws.shape)
+
+
+def collect_eq_layer(
+    device: Device, job_id: str, candidates_shape: tuple[int, ...]
+) -> EqLayerResult | None:
+    """The answer of an interrupted :func:`eq_search_layer` job ``job_id`` if the agent wrote
+    it (``None`` when not)."""
+    job = device.collect_job(job_id)
+    if job is None:
+        return None
+    return parse_eq_layer(device, job, candidates_shape, (candidates_shape[0] - 1,))
+
+
+def parse_eq_layer(
+    device: Device,
+    job: JobResult,
+    candidates_shape: tuple[int, ...],
+    weight_scales_shape: tuple[int, ...],
+) -> EqLayerResult:
+    """An ``eq_layer`` job's answer, checked against the shapes asked for."""
     if job.result.get("similarity") != EQ_SIMILARITY:
         raise ProtocolError(
             f"{device.name}: eq_layer answered similarity sums of kind "
@@ -291,10 +316,10 @@ def eq_search_layer(
         new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
         sim_start = float(np.asarray(npz["sim_start"], dtype=np.float64))
         sim_end = float(np.asarray(npz["sim_end"], dtype=np.float64))
-    if sim.shape != cand.shape or new_ws.shape != ws.shape:
+    if sim.shape != tuple(candidates_shape) or new_ws.shape != tuple(weight_scales_shape):
         raise ProtocolError(
             f"{device.name}: eq_layer answered sim {sim.shape} and "
-            f"{new_ws.shape} weight scales for {cand.shape} candidates"
+            f"{new_ws.shape} weight scales for {tuple(candidates_shape)} candidates"
         )
     return EqLayerResult(
         sim=sim,

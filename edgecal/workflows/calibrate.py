@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -371,27 +372,117 @@ def probe_model(layer: Layer, weights: dict[str, WeightRecord]) -> tuple[str, by
     return text, write_records(records)
 
 
+@dataclass(frozen=True)
+class EqUnit:
+    """One layer of EQ's search, as the fleet runs it (``index``: its place in the model's
+    calibrated layers)."""
+
+    index: int
+    layer: Layer
+
+
 def refine_eq(
     model: Model,
     table: CalibrationTable,
     source: SampleSource,
     shards: Sequence[Path],
-    device: Device,
+    device: Device | Sequence[Device],
     *,
     progress: ProgressFactory,
+    retry: RetryPolicy | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[CalibrationTable, list[EqLayerReport]]:
-    """EQ as ncnn2table meant it (spec 2.9), starting from the KL table."""
+    """EQ as ncnn2table meant it (spec 2.9), starting from the KL table.
+
+    Each layer's search depends only on that layer's own scales in ``table`` and on fp32
+    activations (upstream error is not propagated), so the layers are searched independently,
+    one agent job per layer, spread over ``device`` (several: a fleet; a board lost mid-search
+    gives its layer to another); the table is the same whatever the number of devices."""
+    devices = [device] if isinstance(device, Device) else list(device)
+    layers = model.calibrated_layers
+    found: dict[int, tuple[np.ndarray, np.float32, EqLayerReport]] = {}
+    tick = progress("search eq scales", len(layers))
+    if layers:
+        plans = {u: _eq_plan(model, table, lay, source, shards) for u, lay in enumerate(layers)}
+
+        def start(dev: Device, u: EqUnit, job_id: str, tick_: Any) -> Any:
+            return capture.eq_search_layer(dev, *plans[u.index].args, job_id=job_id)
+
+        def collect(dev: Device, u: EqUnit, job_id: str) -> Any:
+            return capture.collect_eq_layer(dev, job_id, plans[u.index].candidates.shape)
+
+        def record(u: EqUnit, res: Any, board: str, job_id: str) -> None:
+            found[u.index] = plans[u.index].choose(res)
+
+        job: Job[EqUnit] = Job(
+            start=start,
+            collect=collect,
+            size=lambda u: 1,
+            name=lambda u: f"EQ search of layer {u.layer.name}",
+            op=lambda u: "eq_layer",
+        )
+        fleet = Fleet(devices, retry=retry, say=say)
+        fleet.run((EqUnit(i, lay) for i, lay in enumerate(layers)), job, record, len(layers), tick)
     out = CalibrationTable(records={k: v.copy() for k, v in table.records.items()})
     reports: list[EqLayerReport] = []
-    layers = model.calibrated_layers
-    tick = progress("search eq scales", len(layers))
-    for i, layer in enumerate(layers):
-        ws, bs, report = eq_layer(model, out, layer, source, shards, device)
+    for i, layer in enumerate(layers):  # in layer order, as the sequential search wrote them
+        ws, bs, report = found[i]
         reports.append(report)
         out.records[weight_key(layer.name)] = ws
         out.records[layer.name] = np.array([bs], dtype=np.float32)
-        tick(i + 1, len(layers))
     return out, reports
+
+
+@dataclass(frozen=True)
+class _EqPlan:
+    """What one layer's ``eq_layer`` job is given (:func:`capture.eq_search_layer`'s
+    arguments after the device) and how its answer becomes the layer's scales."""
+
+    layer: Layer
+    args: tuple[Any, ...]
+    candidates: np.ndarray
+    ws0: np.ndarray
+    bs0: np.float32
+    n_eq: int
+
+    def choose(self, res: capture.EqLayerResult) -> tuple[np.ndarray, np.float32, EqLayerReport]:
+        cands, ws0, bs0 = self.candidates, self.ws0, self.bs0
+        chosen = [*ws0, bs0]
+        for j in range(len(chosen)):
+            k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
+            if k is not None:
+                chosen[j] = cands[j, k]
+        want_ws = np.array(chosen[:-1], dtype=np.float32)
+        if not (
+            np.array_equal(want_ws, np.asarray(res.weight_scales, np.float32))
+            and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
+        ):
+            raise ProtocolError(
+                f"EQ on layer {self.layer.name}: the agent's choice disagrees with its own "
+                "similarity sums",
+                hint="the agent on the device is out of date; re-run to re-push it",
+            )
+        # the agent's sums with the starting (KL) and the chosen scales: the same similarity
+        n_eq = self.n_eq
+        report = EqLayerReport(self.layer.name, res.sim_start / n_eq, res.sim_end / n_eq)
+        return want_ws, np.float32(chosen[-1]), report
+
+
+def _eq_plan(
+    model: Model,
+    table: CalibrationTable,
+    layer: Layer,
+    source: SampleSource,
+    shards: Sequence[Path],
+) -> _EqPlan:
+    n_eq = min(source.n_samples, EQ_MAX_SAMPLES)
+    ws0 = table.records[weight_key(layer.name)].astype(np.float32)
+    bs0 = np.float32(table.records[layer.name][0])
+    text, prefix = probe_model(layer, model.weights[layer.name])
+    cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
+    work = capture.Workload(model.param_path, model.bin_path, source.specs, shards)
+    args = (work, layer.bottoms[0], layer.tops[0], text, prefix, cands, ws0, bs0, n_eq)
+    return _EqPlan(layer, args, cands, ws0, bs0, n_eq)
 
 
 def eq_layer(
@@ -404,42 +495,26 @@ def eq_layer(
 ) -> tuple[np.ndarray, np.float32, EqLayerReport]:
     """EQ's search for one layer, from that layer's scales in ``table``: the weight scales and
     bottom scale it chooses, and the single-layer cosine before and after."""
-    n_eq = min(source.n_samples, EQ_MAX_SAMPLES)
-    ws0 = table.records[weight_key(layer.name)].astype(np.float32)
-    bs0 = np.float32(table.records[layer.name][0])
-    text, prefix = probe_model(layer, model.weights[layer.name])
-    cands = np.stack([eq_candidates(np.float32(s)) for s in [*ws0, bs0]])
-    work = capture.Workload(model.param_path, model.bin_path, source.specs, shards)
+    plan = _eq_plan(model, table, layer, source, shards)
+    return plan.choose(capture.eq_search_layer(device, *plan.args))
 
-    res = capture.eq_search_layer(
-        device,
-        work,
-        layer.bottoms[0],
-        layer.tops[0],
-        text,
-        prefix,
-        cands,
-        ws0,
-        bs0,
-        max_samples=n_eq,
-    )
-    chosen = [*ws0, bs0]
-    for j in range(len(chosen)):
-        k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
-        if k is not None:
-            chosen[j] = cands[j, k]
-    want_ws = np.array(chosen[:-1], dtype=np.float32)
-    if not (
-        np.array_equal(want_ws, np.asarray(res.weight_scales, np.float32))
-        and np.float32(chosen[-1]) == np.float32(res.bottom_scale)
-    ):
-        raise ProtocolError(
-            f"EQ on layer {layer.name}: the agent's choice disagrees with its own similarity sums",
-            hint="the agent on the device is out of date; re-run to re-push it",
-        )
-    # the agent's sums with the starting (KL) and the chosen scales: the same similarity
-    report = EqLayerReport(layer.name, res.sim_start / n_eq, res.sim_end / n_eq)
-    return want_ws, np.float32(chosen[-1]), report
+
+@contextlib.contextmanager
+def _agents_started(devices: Sequence[Device]) -> Iterator[threading.Thread]:
+    """Say hello to ``devices`` in the background (their agents start), joined on leaving; a
+    device that fails fails again, and is handled, at its first job."""
+
+    def hello() -> None:
+        for d in devices:
+            with contextlib.suppress(Exception):
+                d.hello()
+
+    thread = threading.Thread(target=hello, name="edgecal-eq-agents", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()
 
 
 def calibrate(
@@ -456,10 +531,13 @@ def calibrate(
     run: CalibRun | None = None,
     retry: RetryPolicy | None = None,
     say: Callable[[str], None] | None = None,
+    eq_devices: Sequence[Device] = (),
 ) -> CalibrationRun:
     """Calibrate over ``device`` (one, or a fleet: shards are shared, results identical).
     ``run``: the run directory that keeps each shard's answer (a temporary one by default);
-    ``retry``: how often a board is retried before its shards go to the others."""
+    ``retry``: how often a board is retried before its shards go to the others;
+    ``eq_devices``: more devices for EQ's per-layer search (e.g. more local agents), besides
+    the ones still alive after the passes."""
     method = parse_method(method)
     spec = METHODS[method]
     progress = progress or _no_progress
@@ -475,7 +553,11 @@ def calibrate(
     t0 = time.perf_counter()
     info = fleet.call("hello", lambda d: d.hello())  # every agent starts now
     timings["connect"] = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp:
+    with (
+        # EQ's extra agents start while the passes run (else at their first layer)
+        _agents_started(eq_devices if spec.needs_device else ()) as warm,
+        tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp,
+    ):
         hs, shards, t = measure(
             model,
             source,
@@ -501,8 +583,16 @@ def calibrate(
         eq_reports: list[EqLayerReport] = []
         if spec.needs_device:
             t0 = time.perf_counter()
+            warm.join()
             table, eq_reports = refine_eq(
-                model, table, source, shards, fleet.alive[0], progress=progress
+                model,
+                table,
+                source,
+                shards,
+                [*fleet.alive, *eq_devices],
+                progress=progress,
+                retry=retry,
+                say=say,
             )
             timings[method.value] = time.perf_counter() - t0
     hs.meta["method"] = method
