@@ -337,6 +337,7 @@ def _run(
                 retry=retry,
                 say=say,
                 eq_devices=eq_devices,
+                eq_first_board_only=len(set(devs.profiles().values())) > 1,
             )
             transfer = transfer_summary([*devices, *eq_devices])
         files = []

@@ -532,12 +532,15 @@ def calibrate(
     retry: RetryPolicy | None = None,
     say: Callable[[str], None] | None = None,
     eq_devices: Sequence[Device] = (),
+    eq_first_board_only: bool = False,
 ) -> CalibrationRun:
     """Calibrate over ``device`` (one, or a fleet: shards are shared, results identical).
     ``run``: the run directory that keeps each shard's answer (a temporary one by default);
     ``retry``: how often a board is retried before its shards go to the others;
     ``eq_devices``: more devices for EQ's per-layer search (e.g. more local agents), besides
-    the ones still alive after the passes."""
+    the ones still alive after the passes; ``eq_first_board_only``: EQ searches on the first
+    board alive only (boards of different profiles choose differently: a mixed fleet's EQ
+    table must not depend on which board took which layer)."""
     method = parse_method(method)
     spec = METHODS[method]
     progress = progress or _no_progress
@@ -589,7 +592,7 @@ def calibrate(
                 table,
                 source,
                 shards,
-                [*fleet.alive, *eq_devices],
+                [*(fleet.alive[:1] if eq_first_board_only else fleet.alive), *eq_devices],
                 progress=progress,
                 retry=retry,
                 say=say,

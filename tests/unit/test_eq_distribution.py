@@ -230,3 +230,28 @@ def test_calibrate_gives_eq_one_agent_per_core_only_by_default_on_this_machine(
     assert api._eq_extra_workers(here, Method.KL, "calibration", None, one) == 0
     assert api._eq_extra_workers(here, Method.EQ, "deployed", None, one) == 0
     assert api._eq_extra_workers(board, Method.EQ, "calibration", None, one * 2) == 0
+
+
+@pytest.mark.parametrize("first_only", [False, True])
+def test_a_mixed_fleet_searches_eq_on_its_first_board_only(
+    first_only: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boards of different profiles choose differently: with ``eq_first_board_only`` (the API
+    sets it for a fleet of several profiles) EQ's layers go to the first board alone, so the
+    table does not depend on which board took which layer."""
+    from edgecal.device.local import LocalDevice
+    from edgecal.workflows import calibrate as wf
+
+    seen: list[list[Device]] = []
+
+    def record(model: Any, table: Any, source: Any, shards: Any, devices: Any, **kw: Any) -> Any:
+        seen.append(list(devices))
+        return table, []
+
+    monkeypatch.setattr(wf, "refine_eq", record)
+    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    images = read_list(DIGITS / "images.txt")[:4]
+    source = make_sample_source([GRAY32], [images])
+    with LocalDevice() as a, LocalDevice() as b:
+        wf.calibrate(model, source, [a, b], method="eq", eq_first_board_only=first_only)
+        assert seen == [[a] if first_only else [a, b]]
