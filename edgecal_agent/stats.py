@@ -202,6 +202,13 @@ class AbsMaxAccumulator:
         self._stage.drain(self._reduce)
         return self._value
 
+    def merge(self, value: np.float32, nonfinite: bool) -> None:
+        """Fold in another accumulator's :attr:`value` and :attr:`nonfinite` (``max`` and
+        ``or``: the result is the one a single accumulator given both inputs would have)."""
+        if value > self._value:
+            self._value = np.float32(value)
+        self.nonfinite = self.nonfinite or nonfinite
+
 
 class HistogramAccumulator:
     """ncnn2table's pass-2 histogram of one blob, summed over any number of :meth:`add` calls.
@@ -226,6 +233,10 @@ class HistogramAccumulator:
         self.zeros = 0
         self.slow = np.zeros(NUM_BINS, dtype=np.uint64)
         self._stage = _Stage(self.scratch, stage) if self.fast else None
+
+    def merge(self, counts: np.ndarray) -> None:
+        """Add another accumulator's :meth:`counts` (of the same ``absmax``): counts sum."""
+        self.slow += np.asarray(counts, dtype=np.uint64)
 
     def add(self, values: np.ndarray) -> None:
         """Add the (already :func:`visited`, any shape, any strides) float32 ``values``."""
@@ -271,3 +282,46 @@ def histogram_counts(values: np.ndarray, absmax: float) -> np.ndarray:
     acc = HistogramAccumulator(absmax)
     acc.add(values)
     return acc.counts()
+
+
+class AbsMaxSet:
+    """Pass 1 of every blob of a job: one :class:`AbsMaxAccumulator` per blob, one scratch.
+
+    ``state()`` is what another process sends back and :meth:`merge` folds in, so a job
+    split between processes gives exactly the single-process values.
+    """
+
+    def __init__(self, n_blobs: int) -> None:
+        scratch = _Scratch()
+        self.accs = [AbsMaxAccumulator(scratch) for _ in range(n_blobs)]
+        self._adders = [acc.add for acc in self.accs]
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        self._adders[b](values)
+
+    def state(self) -> tuple[list[float], list[bool]]:
+        return [float(acc.value) for acc in self.accs], [acc.nonfinite for acc in self.accs]
+
+    def merge(self, state: tuple[list[float], list[bool]]) -> None:
+        for acc, value, bad in zip(self.accs, *state):
+            acc.merge(np.float32(value), bad)
+
+
+class HistogramSet:
+    """Pass 2 of every blob of a job: one :class:`HistogramAccumulator` per blob (its pass-1
+    ``absmax``), one scratch; ``state()`` / :meth:`merge` as :class:`AbsMaxSet`."""
+
+    def __init__(self, ranges: list[np.float32]) -> None:
+        scratch = _Scratch()
+        self.accs = [HistogramAccumulator(r, scratch) for r in ranges]
+        self._adders = [acc.add for acc in self.accs]
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        self._adders[b](values)
+
+    def state(self) -> list[np.ndarray]:
+        return [acc.counts() for acc in self.accs]
+
+    def merge(self, state: list[np.ndarray]) -> None:
+        for acc, counts in zip(self.accs, state):
+            acc.merge(counts)

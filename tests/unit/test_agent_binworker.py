@@ -1,0 +1,177 @@
+"""The forked statistics worker gives exactly the statistics of the agent alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import types
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from edgecal_agent import binworker, jobs, stats
+from edgecal_agent.errors import JobError
+
+N_BLOBS = 5
+
+
+def _blob(rng: np.random.Generator, i: int, b: int) -> np.ndarray:
+    """Sample ``i``'s blob ``b``: ReLU-like zeros, -0.0, a 4-D strided view, a sample (40)
+    larger than the first (so it does not fit a slot), NaN and inf in blob 4 now and then."""
+    n = 300 + 50 * b + (4000 if i == 40 else 0)
+    x = rng.standard_normal(n).astype(np.float32) * np.float32(1 + b)
+    x[x < -0.5] = 0.0
+    x[::17] = -0.0
+    if b == 4 and i % 13 == 5:
+        x[3] = np.nan
+        x[7] = np.inf if i % 2 else -np.inf
+    if b == 3:
+        return x[: (n // 4) * 4].reshape(2, 2, -1)[:, ::2]  # a non-contiguous view
+    return x
+
+
+class _FakeModel:
+    """``for_each_visited`` of a fake net: the blobs of :func:`_blob`, read-only."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def for_each_visited(
+        self,
+        sample: Any,
+        inputs: Any,
+        blobs: Any,
+        fn: Callable[[int, np.ndarray], None],
+        where: str,
+    ) -> None:
+        i = int(sample[0])
+        rng = np.random.default_rng([self.seed, i])
+        for b in range(len(blobs)):
+            v = _blob(rng, i, b)
+            v.flags.writeable = False
+            fn(b, v)
+
+
+class _Samples:
+    def __init__(self, n: int) -> None:
+        self.total = n
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+        for i in range(self.total):
+            yield i, (np.array(i),)
+
+
+def _ctx() -> Any:
+    return types.SimpleNamespace(progress=lambda done, total: None, timing_s={})
+
+
+def _params() -> Any:
+    return types.SimpleNamespace(inputs=(), blobs=[f"b{b}" for b in range(N_BLOBS)])
+
+
+class _Counting(binworker.BinWorker):
+    handed_total: ClassVar[list[int]] = []
+
+    def close(self) -> None:
+        _Counting.handed_total.append(self.handed)
+        super().close()
+
+
+def _run(
+    monkeypatch: pytest.MonkeyPatch, worker: str, make: Callable[[], Any], n: int = 90
+) -> tuple[Any, list[int]]:
+    monkeypatch.setenv("EDGECAL_AGENT_BIN_WORKER", worker)
+    monkeypatch.setattr(binworker, "BinWorker", _Counting)
+    _Counting.handed_total = []
+    seen = [0] * N_BLOBS
+
+    def note(b: int, count: int) -> None:
+        seen[b] = count
+
+    reducer = make()
+    jobs._run_stats(_ctx(), _FakeModel(7), _Samples(n), _params(), reducer, make, note)
+    return reducer, seen
+
+
+def test_worker_absmax_equals_the_agent_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    alone, seen_alone = _run(monkeypatch, "0", lambda: stats.AbsMaxSet(N_BLOBS))
+    assert _Counting.handed_total == []
+    split, seen_split = _run(monkeypatch, "1", lambda: stats.AbsMaxSet(N_BLOBS))
+    assert _Counting.handed_total and _Counting.handed_total[0] > 0
+    assert seen_split == seen_alone
+    values_a, bad_a = alone.state()
+    values_s, bad_s = split.state()
+    assert bad_a == bad_s == [False, False, False, False, True]
+    assert np.array_equal(np.float32(values_a), np.float32(values_s))
+    # and both are the literal abs max of every element (NaN ignored, inf kept)
+    literal = np.zeros(N_BLOBS, dtype=np.float32)
+    for i in range(90):
+        rng = np.random.default_rng([7, i])
+        for b in range(N_BLOBS):
+            a = np.abs(_blob(rng, i, b))
+            literal[b] = max(literal[b], np.fmax.reduce(a.reshape(-1)))
+    assert np.array_equal(literal, np.float32(values_s))
+
+
+@pytest.mark.parametrize("slot_max", [binworker.SLOT_MAX_FLOATS, 1000])
+def test_worker_histograms_equal_the_agent_alone(
+    monkeypatch: pytest.MonkeyPatch, slot_max: int
+) -> None:
+    """Also with slots too small for a whole sample: the blobs that do not fit are reduced
+    by the agent."""
+    monkeypatch.setattr(binworker, "SLOT_MAX_FLOATS", slot_max)
+    ranges = [np.float32(v) for v in (2.5, 3.0, 1.25, 4.0, 0.5)]  # values above absmax too
+    alone, _ = _run(monkeypatch, "0", lambda: stats.HistogramSet(ranges))
+    split, _ = _run(monkeypatch, "1", lambda: stats.HistogramSet(ranges))
+    assert _Counting.handed_total and _Counting.handed_total[0] > 0
+    for a, s in zip(alone.state(), split.state(), strict=True):
+        assert a.dtype == s.dtype == np.uint64
+        assert np.array_equal(a, s)
+    literal = [np.zeros(stats.NUM_BINS, dtype=np.uint64) for _ in ranges]
+    for i in range(90):
+        rng = np.random.default_rng([7, i])
+        for b, r in enumerate(ranges):
+            literal[b] += stats._histogram_reference(_blob(rng, i, b), r)
+    for want, got in zip(literal, split.state(), strict=True):
+        assert np.array_equal(want, got)
+
+
+def test_few_samples_run_in_the_agent_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(monkeypatch, "1", lambda: stats.AbsMaxSet(N_BLOBS), n=binworker.MIN_SAMPLES)
+    assert _Counting.handed_total == []
+
+
+class _FailsInWorker(stats.AbsMaxSet):
+    def __init__(self, parent: int) -> None:
+        super().__init__(N_BLOBS)
+        self.parent = parent
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        if os.getpid() != self.parent:
+            raise ValueError("broken reducer")
+        super().add(b, values)
+
+
+def test_a_failing_worker_fails_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    me = os.getpid()
+    with pytest.raises(JobError, match="statistics worker process failed: ValueError: broken"):
+        _run(monkeypatch, "1", lambda: _FailsInWorker(me))
+
+
+class _DiesInWorker(stats.AbsMaxSet):
+    def __init__(self, parent: int) -> None:
+        super().__init__(N_BLOBS)
+        self.parent = parent
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        if os.getpid() != self.parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().add(b, values)
+
+
+def test_a_killed_worker_fails_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    me = os.getpid()
+    with pytest.raises(JobError, match=r"worker process \(pid \d+\) ended unexpectedly"):
+        _run(monkeypatch, "1", lambda: _DiesInWorker(me))
