@@ -91,7 +91,9 @@ def _run(
         seen[b] = count
 
     reducer = make()
-    jobs._run_stats(_ctx(), _FakeModel(7), _Samples(n), _params(), reducer, make, note)
+    model: Any = _FakeModel(7)  # duck-typed stand-ins for the net and the shards
+    samples: Any = _Samples(n)
+    jobs._run_stats(_ctx(), model, samples, _params(), reducer, make, note)
     return reducer, seen
 
 
