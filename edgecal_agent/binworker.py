@@ -18,6 +18,7 @@ import contextlib
 import mmap
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -35,6 +36,14 @@ SLOT_MARGIN = 1.25
 SLOT_MAX_FLOATS = 1 << 20
 #: Fewer samples than this are not worth a process.
 MIN_SAMPLES = 32
+#: The agent reduces this many samples alone first (their size sizes the slots) ...
+WARMUP_SAMPLES = 4
+#: ... and checks every this many samples that it still has a core to itself.
+CHECK_SAMPLES = 32
+#: The agent "has a core to itself" while it gets at least this share of the wall time as
+#: CPU time: on a busy device (other agents, other programs) the worker would only take
+#: turns with it on the same cores and add the copies.
+ALONE_SHARE = 0.8
 
 
 class Reducer(Protocol):
@@ -49,7 +58,8 @@ class Reducer(Protocol):
 
 def spare_core() -> bool:
     """True when this process may run on two cores or more and can fork; the environment
-    variable ``EDGECAL_AGENT_BIN_WORKER=0`` turns the worker off (``1`` forces it on)."""
+    variable ``EDGECAL_AGENT_BIN_WORKER=0`` turns the worker off, ``1`` forces it on (even on
+    one core, even when the agent does not have a core to itself: :class:`CpuShare`)."""
     forced = os.environ.get("EDGECAL_AGENT_BIN_WORKER", "")
     if forced == "0":
         return False
@@ -62,6 +72,22 @@ def spare_core() -> bool:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return cores >= 2
+
+
+class CpuShare:
+    """This process's CPU time against the wall time since it was made."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def alone(self) -> bool:
+        """True while this process ran at least :data:`ALONE_SHARE` of the time (always with
+        ``EDGECAL_AGENT_BIN_WORKER=1``)."""
+        if os.environ.get("EDGECAL_AGENT_BIN_WORKER", "") == "1":
+            return True
+        wall = time.perf_counter() - self.wall
+        return wall <= 0 or (time.process_time() - self.cpu) >= ALONE_SHARE * wall
 
 
 class BinWorker:

@@ -435,11 +435,18 @@ def _run_stats(
     it = iter(samples)
     worker: binworker.BinWorker | None = None
     with contextlib.ExitStack() as stack:
-        for i, sample in it:
+        clock = binworker.CpuShare()
+        for i, sample in it:  # the first samples here: their size, and whether a core is free
             visit(sample, inputs, blobs, inline, f"sample {i}")
             tick(i + 1)
-            if samples.total - i - 1 >= binworker.MIN_SAMPLES and binworker.spare_core():
-                floats = int(sizes[0] * binworker.SLOT_MARGIN) + 1024
+            if i + 1 < binworker.WARMUP_SAMPLES:
+                continue
+            if (
+                samples.total - i - 1 >= binworker.MIN_SAMPLES
+                and clock.alone()
+                and binworker.spare_core()
+            ):
+                floats = int(sizes[0] / (i + 1) * binworker.SLOT_MARGIN) + 1024
                 worker = stack.enter_context(binworker.BinWorker(make, floats))
             break
         if worker is not None:
@@ -463,7 +470,8 @@ def _run_overlapped(
     tick: _Throttle,
 ) -> None:
     """The samples of ``it``: each into a free slot of ``worker`` (reduced there), or reduced
-    here by ``inline`` when the worker holds every slot."""
+    here by ``inline`` when the worker holds every slot -- or for good once this process no
+    longer has a core to itself (the worker then only competes with it)."""
     layout: list[tuple[int, int, int]] = []
     row = worker.slots[0]
     pos = [0]
@@ -473,7 +481,7 @@ def _run_overlapped(
     def put(b: int, values: np.ndarray) -> None:
         n = values.size
         at = pos[0]
-        if at + n > end:  # larger than the first sample's blobs: reduce it here
+        if at + n > end:  # larger than the first samples' blobs: reduce it here
             inline(b, values)
             return
         copyto(row[at : at + n].reshape(values.shape), values)
@@ -482,8 +490,10 @@ def _run_overlapped(
         if seen is not None:
             seen(b, n)
 
-    for i, sample in it:
-        slot = worker.take_slot()
+    clock = binworker.CpuShare()
+    sharing = True
+    for k, (i, sample) in enumerate(it, 1):
+        slot = worker.take_slot() if sharing else None
         if slot is None:
             visit(sample, inputs, blobs, inline, f"sample {i}")
         else:
@@ -493,6 +503,9 @@ def _run_overlapped(
             visit(sample, inputs, blobs, put, f"sample {i}")
             worker.give(slot, layout)
         tick(i + 1)
+        if sharing and k % binworker.CHECK_SAMPLES == 0:
+            sharing = clock.alone()
+            clock = binworker.CpuShare()
 
 
 def output_key(i: int, b: int) -> str:

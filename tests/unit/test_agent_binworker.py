@@ -177,3 +177,20 @@ def test_a_killed_worker_fails_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
     me = os.getpid()
     with pytest.raises(JobError, match=r"worker process \(pid \d+\) ended unexpectedly"):
         _run(monkeypatch, "1", lambda: _DiesInWorker(me))
+
+
+def test_no_worker_without_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(binworker.CpuShare, "alone", lambda self: False)
+    _run(monkeypatch, "", lambda: stats.AbsMaxSet(N_BLOBS))
+    assert _Counting.handed_total == []
+
+
+def test_the_agent_stops_sharing_once_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that starts, then a busy device: the agent reduces the rest alone."""
+    alone, _ = _run(monkeypatch, "0", lambda: stats.AbsMaxSet(N_BLOBS))
+    answers = iter([True])
+    monkeypatch.setattr(binworker.CpuShare, "alone", lambda self: next(answers, False))
+    monkeypatch.setattr(binworker, "spare_core", lambda: True)
+    split, _ = _run(monkeypatch, "", lambda: stats.AbsMaxSet(N_BLOBS))
+    assert 0 < _Counting.handed_total[0] <= binworker.CHECK_SAMPLES
+    assert alone.state() == split.state()
