@@ -321,8 +321,9 @@ def op_absmax(ctx: JobContext) -> Result:
     def seen(b: int, n: int) -> None:
         per_sample[b] = n  # c * w * h of the last sample, as ncnn2table
 
-    # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table
-    _run_stats(ctx, model, samples, p, accs, lambda: stats.AbsMaxSet(n_blobs), seen)
+    # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table.  No worker process: the
+    # in-place max/min costs less than copying the blobs out to one.
+    _run_stats(ctx, model, samples, p, accs, None, seen)
     absmax = [acc.value for acc in accs.accs]
     bad = [b for b, acc in enumerate(accs.accs) if acc.nonfinite]
     if bad:
@@ -409,13 +410,13 @@ def _run_stats(
     samples: SampleStream,
     p: CaptureParams,
     reducer: binworker.Reducer,
-    make: Callable[[], binworker.Reducer],
+    make: Callable[[], binworker.Reducer] | None,
     seen: Callable[[int, int], None] | None = None,
 ) -> None:
     """Every sample through the net; ``reducer`` gets each blob's visited elements (memory:
     one sample's activations, whatever the number of samples) and ``seen(b, n)`` their count.
 
-    With a spare core and enough samples, a forked :class:`binworker.BinWorker` (its own
+    With ``make``, a spare core and enough samples, a forked :class:`binworker.BinWorker` (its own
     reducer from ``make``) reduces whichever samples it has room for while this process runs
     the next forward; its state is merged into ``reducer`` at the end (exactly the same
     statistics: max and sums)."""
@@ -442,7 +443,8 @@ def _run_stats(
             if i + 1 < binworker.WARMUP_SAMPLES:
                 continue
             if (
-                samples.total - i - 1 >= binworker.MIN_SAMPLES
+                make is not None
+                and samples.total - i - 1 >= binworker.MIN_SAMPLES
                 and clock.alone()
                 and binworker.spare_core()
             ):

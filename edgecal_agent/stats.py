@@ -173,6 +173,11 @@ class _Stage:
             self.pos = 0
 
 
+#: Blobs of at least this many floats are reduced in place by :class:`AbsMaxAccumulator`
+#: (``max`` and ``min``, two reads) rather than staged (``|x|`` written, then read).
+DIRECT_FLOATS = 2048
+
+
 class AbsMaxAccumulator:
     """Pass 1 of one blob: ``max |x|`` over everything added (NaN ignored, 0 when empty),
     equal to ``max(abs_max(v) for v in added)``; one numpy call per :meth:`add`."""
@@ -185,7 +190,20 @@ class AbsMaxAccumulator:
 
     def add(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float32)
-        if v.size:
+        if v.size == 0:
+            return
+        if v.size >= DIRECT_FLOATS:  # max and min of the values themselves: no |x| written
+            hi = v.max()
+            if hi != hi:  # a NaN propagated
+                self.nonfinite = True
+                m = _abs_max_nan(v)
+            else:
+                m = max(hi, -v.min())
+                if not m < _F32_INF:
+                    self.nonfinite = True
+            if m > self._value:  # -0.0 never wins over the initial 0.0
+                self._value = np.float32(m)
+        else:
             self._stage.put(v, self._reduce)
 
     def _reduce(self, a: np.ndarray) -> None:

@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from edgecal_agent import binworker, jobs, stats
 from edgecal_agent.errors import JobError
@@ -194,3 +197,37 @@ def test_the_agent_stops_sharing_once_busy(monkeypatch: pytest.MonkeyPatch) -> N
     split, _ = _run(monkeypatch, "", lambda: stats.AbsMaxSet(N_BLOBS))
     assert 0 < _Counting.handed_total[0] <= binworker.CHECK_SAMPLES
     assert alone.state() == split.state()
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    st.lists(
+        hnp.arrays(
+            np.float32,
+            st.integers(0, 50),
+            elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from([0, 1, 20, 1 << 30]),
+)
+def test_absmax_in_place_and_staged_agree(parts: list[np.ndarray], direct: int) -> None:
+    """Blobs from ``direct`` floats up are reduced in place, smaller ones staged: the value
+    (bit for bit, -0.0 included) and the non-finite flag are the literal ones either way."""
+    old = stats.DIRECT_FLOATS
+    stats.DIRECT_FLOATS = direct
+    try:
+        acc = stats.AbsMaxAccumulator(stats._Scratch(), stage=32)
+        for p in parts:
+            acc.add(p[::-1])  # a strided view
+        value = acc.value
+    finally:
+        stats.DIRECT_FLOATS = old
+    want = np.float32(0.0)
+    for p in parts:
+        if p.size:
+            m = np.fmax.reduce(np.abs(p))
+            if m > want:
+                want = np.float32(m)
+    assert value.tobytes() == want.tobytes()
+    assert acc.nonfinite == any(not np.isfinite(p).all() for p in parts)
