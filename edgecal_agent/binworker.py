@@ -39,7 +39,7 @@ MIN_SAMPLES = 32
 #: The agent reduces this many samples alone first (their size sizes the slots) ...
 WARMUP_SAMPLES = 4
 #: ... and checks every this many samples that it still has a core to itself.
-CHECK_SAMPLES = 32
+CHECK_SAMPLES = 16
 #: The agent "has a core to itself" while it gets at least this share of the wall time as
 #: CPU time: on a busy device (other agents, other programs) the worker would only take
 #: turns with it on the same cores and add the copies.
@@ -56,8 +56,9 @@ class Reducer(Protocol):
     def merge(self, state: Any) -> None: ...
 
 
-def spare_core() -> bool:
-    """True when this process may run on two cores or more and can fork; the environment
+def spare_core(threads: int = 1) -> bool:
+    """True when this process may run on more cores than the ``threads`` ncnn uses and can
+    fork; the environment
     variable ``EDGECAL_AGENT_BIN_WORKER=0`` turns the worker off, ``1`` forces it on (even on
     one core, even when the agent does not have a core to itself: :class:`CpuShare`)."""
     forced = os.environ.get("EDGECAL_AGENT_BIN_WORKER", "")
@@ -71,7 +72,7 @@ def spare_core() -> bool:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return cores >= 2
+    return cores > max(1, threads)
 
 
 class CpuShare:

@@ -446,7 +446,7 @@ def _run_stats(
                 make is not None
                 and samples.total - i - 1 >= binworker.MIN_SAMPLES
                 and clock.alone()
-                and binworker.spare_core()
+                and binworker.spare_core(1 if p.runtime == "calibration" else p.threads)
             ):
                 floats = int(sizes[0] / (i + 1) * binworker.SLOT_MARGIN) + 1024
                 worker = stack.enter_context(binworker.BinWorker(make, floats))

@@ -71,7 +71,9 @@ def _ctx() -> Any:
 
 
 def _params() -> Any:
-    return types.SimpleNamespace(inputs=(), blobs=[f"b{b}" for b in range(N_BLOBS)])
+    return types.SimpleNamespace(
+        inputs=(), blobs=[f"b{b}" for b in range(N_BLOBS)], runtime="calibration", threads=4
+    )
 
 
 class _Counting(binworker.BinWorker):
@@ -193,7 +195,7 @@ def test_the_agent_stops_sharing_once_busy(monkeypatch: pytest.MonkeyPatch) -> N
     alone, _ = _run(monkeypatch, "0", lambda: stats.AbsMaxSet(N_BLOBS))
     answers = iter([True])
     monkeypatch.setattr(binworker.CpuShare, "alone", lambda self: next(answers, False))
-    monkeypatch.setattr(binworker, "spare_core", lambda: True)
+    monkeypatch.setattr(binworker, "spare_core", lambda threads: True)
     split, _ = _run(monkeypatch, "", lambda: stats.AbsMaxSet(N_BLOBS))
     assert 0 < _Counting.handed_total[0] <= binworker.CHECK_SAMPLES
     assert alone.state() == split.state()
@@ -231,3 +233,17 @@ def test_absmax_in_place_and_staged_agree(parts: list[np.ndarray], direct: int) 
                 want = np.float32(m)
     assert value.tobytes() == want.tobytes()
     assert acc.nonfinite == any(not np.isfinite(p).all() for p in parts)
+
+
+def test_a_spare_core_is_one_ncnn_does_not_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("EDGECAL_AGENT_BIN_WORKER", raising=False)
+    assert binworker.spare_core(1)
+    assert not binworker.spare_core(2)  # deployed runtime, ncnn on both cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert not binworker.spare_core(1)
+    monkeypatch.setenv("EDGECAL_AGENT_BIN_WORKER", "1")
+    assert binworker.spare_core(1)
+    monkeypatch.setenv("EDGECAL_AGENT_BIN_WORKER", "0")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert not binworker.spare_core(1)
