@@ -46,6 +46,15 @@ CHECK_SAMPLES = 16
 #: CPU time: on a busy device (other agents, other programs) the worker would only take
 #: turns with it on the same cores and add the copies.
 ALONE_SHARE = 0.8
+#: Once the agent found it has no core to itself, no worker for this long (the other agents of
+#: a multi-agent calibration, a busy board: each job would fork, compete, then stop).
+BUSY_HOLD_S = 60.0
+_busy_until = [0.0]
+
+
+def note_busy() -> None:
+    """The agent does not have a core to itself: no worker for :data:`BUSY_HOLD_S`."""
+    _busy_until[0] = time.monotonic() + BUSY_HOLD_S
 
 
 class Reducer(Protocol):
@@ -62,7 +71,8 @@ def spare_core(threads: int = 1) -> bool:
     """True when this process may run on more cores than the ``threads`` ncnn uses and can
     fork; the environment
     variable ``EDGECAL_AGENT_BIN_WORKER=0`` turns the worker off, ``1`` forces it on (even on
-    one core, even when the agent does not have a core to itself: :class:`CpuShare`)."""
+    one core, even when the agent does not have a core to itself: :class:`CpuShare`, whose
+    verdict "busy" holds for :data:`BUSY_HOLD_S`)."""
     forced = os.environ.get("EDGECAL_AGENT_BIN_WORKER", "")
     if forced == "0":
         return False
@@ -70,6 +80,8 @@ def spare_core(threads: int = 1) -> bool:
         return False
     if forced == "1":
         return True
+    if time.monotonic() < _busy_until[0]:
+        return False
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -90,7 +102,10 @@ class CpuShare:
         if os.environ.get("EDGECAL_AGENT_BIN_WORKER", "") == "1":
             return True
         wall = time.perf_counter() - self.wall
-        return wall <= 0 or (time.process_time() - self.cpu) >= ALONE_SHARE * wall
+        if wall <= 0 or (time.process_time() - self.cpu) >= ALONE_SHARE * wall:
+            return True
+        note_busy()
+        return False
 
 
 class BinWorker:

@@ -237,6 +237,7 @@ def test_absmax_in_place_and_staged_agree(parts: list[np.ndarray], direct: int) 
 
 def test_a_spare_core_is_one_ncnn_does_not_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(binworker, "_busy_until", [0.0])
     monkeypatch.delenv("EDGECAL_AGENT_BIN_WORKER", raising=False)
     assert binworker.spare_core(1)
     assert not binworker.spare_core(2)  # deployed runtime, ncnn on both cores
@@ -247,3 +248,15 @@ def test_a_spare_core_is_one_ncnn_does_not_use(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("EDGECAL_AGENT_BIN_WORKER", "0")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert not binworker.spare_core(1)
+
+
+def test_a_busy_verdict_holds_for_later_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(binworker, "_busy_until", [0.0])
+    monkeypatch.delenv("EDGECAL_AGENT_BIN_WORKER", raising=False)
+    clock = binworker.CpuShare()
+    clock.wall -= 10.0  # 10 s of wall time with (almost) no CPU time: another process ran
+    assert not clock.alone()
+    assert not binworker.spare_core(1)
+    monkeypatch.setattr(binworker.time, "monotonic", lambda: binworker._busy_until[0] + 1)
+    assert binworker.spare_core(1)  # BUSY_HOLD_S later
