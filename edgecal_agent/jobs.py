@@ -19,7 +19,7 @@ from typing import IO, Any, Callable
 import numpy as np
 
 import edgecal_agent
-from edgecal_agent import eqsearch, stats
+from edgecal_agent import binworker, eqsearch, stats
 from edgecal_agent.backend import NcnnModel, import_ncnn
 from edgecal_agent.errors import (
     ArtifactMissing,
@@ -315,18 +315,17 @@ def op_absmax(ctx: JobContext) -> Result:
     model.check_blobs(p.blobs)
     samples = SampleStream(ctx, p.shards, p.inputs)
     n_blobs = len(p.blobs)
-    scratch = stats._Scratch()
-    accs = [stats.AbsMaxAccumulator(scratch) for _ in p.blobs]
-    adders = [acc.add for acc in accs]
+    accs = stats.AbsMaxSet(n_blobs)
     per_sample = [0] * n_blobs
 
-    def reduce(b: int, values: np.ndarray) -> None:
-        adders[b](values)  # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table
-        per_sample[b] = values.size  # c * w * h of the last sample, as ncnn2table
+    def seen(b: int, n: int) -> None:
+        per_sample[b] = n  # c * w * h of the last sample, as ncnn2table
 
-    _run_stats(ctx, model, samples, p, reduce)
-    absmax = [acc.value for acc in accs]
-    bad = [b for b, acc in enumerate(accs) if acc.nonfinite]
+    # NaN never wins, as std::max(absmax, fabs(x)) in ncnn2table.  No worker process: the
+    # in-place max/min costs less than copying the blobs out to one.
+    _run_stats(ctx, model, samples, p, accs, None, seen)
+    absmax = [acc.value for acc in accs.accs]
+    bad = [b for b, acc in enumerate(accs.accs) if acc.nonfinite]
     if bad:
         _raise_nonfinite(ctx, model, samples, p, bad)
     name = "absmax.npz"
@@ -392,19 +391,9 @@ def op_histogram(ctx: JobContext) -> Result:
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
     samples = SampleStream(ctx, p.shards, p.inputs)
-    scratch = stats._Scratch()
-    accs = [stats.HistogramAccumulator(r, scratch) for r in ranges]
-    adders = [acc.add for acc in accs]
-
-    def reduce(b: int, values: np.ndarray) -> None:
-        adders[b](values)
-
-    _run_stats(ctx, model, samples, p, reduce)
-    counts = (
-        np.stack([acc.counts() for acc in accs])
-        if accs
-        else np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
-    )
+    accs = stats.HistogramSet(ranges)
+    _run_stats(ctx, model, samples, p, accs, lambda: stats.HistogramSet(ranges))
+    counts = np.stack(accs.state()) if p.blobs else np.zeros((0, stats.NUM_BINS), dtype=np.uint64)
     name = "histograms.npz"
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
@@ -420,18 +409,105 @@ def _run_stats(
     model: NcnnModel,
     samples: SampleStream,
     p: CaptureParams,
-    reduce: Callable[[int, np.ndarray], None],
+    reducer: binworker.Reducer,
+    make: Callable[[], binworker.Reducer] | None,
+    seen: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Every sample through the net; ``reduce(b, values)`` gets each blob's visited elements
-    at once (memory: one sample's activations, whatever the number of samples)."""
+    """Every sample through the net; ``reducer`` gets each blob's visited elements (memory:
+    one sample's activations, whatever the number of samples) and ``seen(b, n)`` their count.
+
+    With ``make``, a spare core and enough samples, a forked :class:`binworker.BinWorker` (its own
+    reducer from ``make``) reduces whichever samples it has room for while this process runs
+    the next forward; its state is merged into ``reducer`` at the end (exactly the same
+    statistics: max and sums)."""
     tick = _Throttle(ctx.progress, samples.total)
     inputs, blobs = p.inputs, p.blobs
     visit = model.for_each_visited
+    add = reducer.add
+    sizes = [0]
+
+    def inline(b: int, values: np.ndarray) -> None:
+        add(b, values)
+        if seen is not None:
+            seen(b, values.size)
+        sizes[0] += values.size
+
     t0 = time.perf_counter()
-    for i, sample in samples:
-        visit(sample, inputs, blobs, reduce, f"sample {i}")
-        tick(i + 1)
+    it = iter(samples)
+    worker: binworker.BinWorker | None = None
+    with contextlib.ExitStack() as stack:
+        clock = binworker.CpuShare()
+        for i, sample in it:  # the first samples here: their size, and whether a core is free
+            visit(sample, inputs, blobs, inline, f"sample {i}")
+            tick(i + 1)
+            if i + 1 < binworker.WARMUP_SAMPLES:
+                continue
+            if (
+                make is not None
+                and samples.total - i - 1 >= binworker.MIN_SAMPLES
+                and clock.alone()
+                and binworker.spare_core(1 if p.runtime == "calibration" else p.threads)
+            ):
+                floats = int(sizes[0] / (i + 1) * binworker.SLOT_MARGIN) + 1024
+                worker = stack.enter_context(binworker.BinWorker(make, floats))
+            break
+        if worker is not None:
+            _run_overlapped(worker, it, visit, inputs, blobs, inline, seen, tick)
+            reducer.merge(worker.finish())
+        else:
+            for i, sample in it:
+                visit(sample, inputs, blobs, inline, f"sample {i}")
+                tick(i + 1)
     ctx.timing_s["infer"] = time.perf_counter() - t0
+
+
+def _run_overlapped(
+    worker: binworker.BinWorker,
+    it: Iterator[tuple[int, tuple[np.ndarray, ...]]],
+    visit: Callable[..., None],
+    inputs: Sequence[InputDesc],
+    blobs: Sequence[str],
+    inline: Callable[[int, np.ndarray], None],
+    seen: Callable[[int, int], None] | None,
+    tick: _Throttle,
+) -> None:
+    """The samples of ``it``: each into a free slot of ``worker`` (reduced there), or reduced
+    here by ``inline`` when the worker holds every slot -- or for good once this process no
+    longer has a core to itself (the worker then only competes with it)."""
+    layout: list[tuple[int, int, int]] = []
+    row = worker.slots[0]
+    pos = [0]
+    end = worker.floats
+    copyto = np.copyto
+
+    def put(b: int, values: np.ndarray) -> None:
+        n = values.size
+        at = pos[0]
+        if at + n > end:  # larger than the first samples' blobs: reduce it here
+            inline(b, values)
+            return
+        copyto(row[at : at + n].reshape(values.shape), values)
+        layout.append((b, at, n))
+        pos[0] = at + n
+        if seen is not None:
+            seen(b, n)
+
+    clock = binworker.CpuShare()
+    sharing = True
+    for k, (i, sample) in enumerate(it, 1):
+        slot = worker.take_slot() if sharing else None
+        if slot is None:
+            visit(sample, inputs, blobs, inline, f"sample {i}")
+        else:
+            row = worker.slots[slot]
+            layout = []
+            pos[0] = 0
+            visit(sample, inputs, blobs, put, f"sample {i}")
+            worker.give(slot, layout)
+        tick(i + 1)
+        if sharing and k % binworker.CHECK_SAMPLES == 0:
+            sharing = clock.alone()
+            clock = binworker.CpuShare()
 
 
 def output_key(i: int, b: int) -> str:

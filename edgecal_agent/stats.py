@@ -173,6 +173,11 @@ class _Stage:
             self.pos = 0
 
 
+#: Blobs of at least this many floats are reduced in place by :class:`AbsMaxAccumulator`
+#: (``max`` and ``min``, two reads) rather than staged (``|x|`` written, then read).
+DIRECT_FLOATS = 2048
+
+
 class AbsMaxAccumulator:
     """Pass 1 of one blob: ``max |x|`` over everything added (NaN ignored, 0 when empty),
     equal to ``max(abs_max(v) for v in added)``; one numpy call per :meth:`add`."""
@@ -185,7 +190,20 @@ class AbsMaxAccumulator:
 
     def add(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float32)
-        if v.size:
+        if v.size == 0:
+            return
+        if v.size >= DIRECT_FLOATS:  # max and min of the values themselves: no |x| written
+            hi = v.max()
+            if hi != hi:  # a NaN propagated
+                self.nonfinite = True
+                m = _abs_max_nan(v)
+            else:
+                m = max(hi, -v.min())
+                if not m < _F32_INF:
+                    self.nonfinite = True
+            if m > self._value:  # -0.0 never wins over the initial 0.0
+                self._value = np.float32(m)
+        else:
             self._stage.put(v, self._reduce)
 
     def _reduce(self, a: np.ndarray) -> None:
@@ -201,6 +219,13 @@ class AbsMaxAccumulator:
     def value(self) -> np.float32:
         self._stage.drain(self._reduce)
         return self._value
+
+    def merge(self, value: np.float32, nonfinite: bool) -> None:
+        """Fold in another accumulator's :attr:`value` and :attr:`nonfinite` (``max`` and
+        ``or``: the result is the one a single accumulator given both inputs would have)."""
+        if value > self._value:
+            self._value = np.float32(value)
+        self.nonfinite = self.nonfinite or nonfinite
 
 
 class HistogramAccumulator:
@@ -226,6 +251,10 @@ class HistogramAccumulator:
         self.zeros = 0
         self.slow = np.zeros(NUM_BINS, dtype=np.uint64)
         self._stage = _Stage(self.scratch, stage) if self.fast else None
+
+    def merge(self, counts: np.ndarray) -> None:
+        """Add another accumulator's :meth:`counts` (of the same ``absmax``): counts sum."""
+        self.slow += np.asarray(counts, dtype=np.uint64)
 
     def add(self, values: np.ndarray) -> None:
         """Add the (already :func:`visited`, any shape, any strides) float32 ``values``."""
@@ -271,3 +300,46 @@ def histogram_counts(values: np.ndarray, absmax: float) -> np.ndarray:
     acc = HistogramAccumulator(absmax)
     acc.add(values)
     return acc.counts()
+
+
+class AbsMaxSet:
+    """Pass 1 of every blob of a job: one :class:`AbsMaxAccumulator` per blob, one scratch.
+
+    ``state()`` is what another process sends back and :meth:`merge` folds in, so a job
+    split between processes gives exactly the single-process values.
+    """
+
+    def __init__(self, n_blobs: int) -> None:
+        scratch = _Scratch()
+        self.accs = [AbsMaxAccumulator(scratch) for _ in range(n_blobs)]
+        self._adders = [acc.add for acc in self.accs]
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        self._adders[b](values)
+
+    def state(self) -> tuple[list[float], list[bool]]:
+        return [float(acc.value) for acc in self.accs], [acc.nonfinite for acc in self.accs]
+
+    def merge(self, state: tuple[list[float], list[bool]]) -> None:
+        for acc, value, bad in zip(self.accs, *state):
+            acc.merge(np.float32(value), bad)
+
+
+class HistogramSet:
+    """Pass 2 of every blob of a job: one :class:`HistogramAccumulator` per blob (its pass-1
+    ``absmax``), one scratch; ``state()`` / :meth:`merge` as :class:`AbsMaxSet`."""
+
+    def __init__(self, ranges: list[np.float32]) -> None:
+        scratch = _Scratch()
+        self.accs = [HistogramAccumulator(r, scratch) for r in ranges]
+        self._adders = [acc.add for acc in self.accs]
+
+    def add(self, b: int, values: np.ndarray) -> None:
+        self._adders[b](values)
+
+    def state(self) -> list[np.ndarray]:
+        return [acc.counts() for acc in self.accs]
+
+    def merge(self, state: list[np.ndarray]) -> None:
+        for acc, counts in zip(self.accs, state):
+            acc.merge(counts)

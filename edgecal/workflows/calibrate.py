@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,21 @@ def measure(
             return paths[shard.index]
 
         def units1() -> Iterator[ShardUnit]:
-            for shard in plan:
-                if shard.index not in done1:
+            """The shards of pass 1, each decoded while the devices work on the one before
+            (one thread: Pillow decodes without the GIL, the host only waits for the jobs)."""
+            todo = [shard for shard in plan if shard.index not in done1]
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                ahead: dict[int, Future[Path]] = {}
+
+                def prefetch(k: int) -> None:
+                    if k < len(todo) and todo[k].index not in paths and k not in ahead:
+                        ahead[k] = pool.submit(_decode_shard, source, todo[k], shard_dir)
+
+                for k, shard in enumerate(todo):
+                    prefetch(k)
+                    if k in ahead:
+                        paths[shard.index] = ahead.pop(k).result()
+                    prefetch(k + 1)
                     yield ShardUnit("absmax", shard.index, path_of(shard), shard.count)
 
         def run_capture(
