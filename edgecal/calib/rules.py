@@ -115,7 +115,9 @@ def percentile_edge(counts: np.ndarray, fraction: Fraction) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f"a percentile fraction is in (0, 1], got {fraction}")
     c = _check(counts)
-    total = sum(int(v) for v in c.tolist())
+    # exact: uint64 sums while the total cannot wrap (its float64 estimate is far below 2**64)
+    small = float(c.sum(dtype=np.float64)) < 2.0**63
+    total = int(c.sum(dtype=np.uint64)) if small else sum(int(v) for v in c.tolist())
     if total == 0:
         return NUM_BINS
     # the least integer N with N * den >= total * num
