@@ -4,9 +4,12 @@ budget.
 The objective, explicit: **meet ``max_drop`` with the most int8 layers, then the lowest
 latency.**  A layer goes back to fp32 only when no candidate scale keeps the target.
 
-1. *Start*: score every whole-model table offered (one per method: KL, ACIQ, EQ when asked, and
-   any other rule that gives a table) and start from the best (fewest points lost, then the
-   closest output); ties keep the first offered (the requested method).
+1. *Start*: the requested method's table (offered first) when its all-int8 model meets the
+   target -- no other whole-model table can do better on the objective, and a closer output on
+   the tuning images is no reason to trade the method asked for (it measured worse on held-out
+   images in the sample model's demo).  Else score every whole-model table offered (one per
+   method: KL, ACIQ, EQ when asked, and any other rule that gives a table) and start from the
+   best (fewest points lost, then the closest output); ties keep the first offered.
 2. *Per layer, int8 first*: most harmful layer first (sensitivity ranking), try every
    candidate's scales for that layer alone (``alternative(layer, name)``: any method or
    threshold rule) and keep the best when it beats the current model -- whatever leaving the
@@ -305,6 +308,8 @@ def tune(
             steps.append(TuneStep("table", "", name, s, False))
         if cur is None or s.better_than(cur):
             table, start_name, cur = candidate, name, s
+        if s is initial and s.drop_points <= config.max_drop:
+            break  # the requested table meets the target all int8: no other start does better
     assert table is not None and cur is not None and initial is not None
     if len(starts) > 1:
         steps = [dataclasses.replace(x, kept=True) if x.method == start_name else x for x in steps]

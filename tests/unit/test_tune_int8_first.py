@@ -312,3 +312,17 @@ def test_the_report_states_the_objective_layers_latency_and_warnings() -> None:
     assert "int8 2.000 (2.000–2.000) ms, fp32 1.000" in note
     assert "Warning: the int8 model is slower than fp32" in note
     assert "10 bytes in the run directory, 5 pushed to the device" in note
+
+
+def test_the_requested_table_stays_when_it_meets_the_target_all_int8() -> None:
+    """A closer output on the tuning images is no reason to leave the requested method when its
+    all-int8 model already meets the target: the other tables are not even scored; when it
+    misses the target, the best whole-model table is the start."""
+    world = world_of(conv0={"kl": 1.0, "aciq": 0.0, "mse": 0.0, "p99.99": 0.0})
+    starts = {"kl": table_of({}), "aciq": table_of({}, "aciq")}
+    r = run(world, 1.0, starts)
+    assert r.start_method == "kl" and r.target_met and world.calls == 1
+    assert not any(s.action == "table" and s.method == "aciq" for s in r.steps)
+    world = world_of(conv0={"kl": 1.0, "aciq": 0.0, "mse": 0.0, "p99.99": 0.0})
+    r = run(world, 0.5, starts)
+    assert r.start_method == "aciq" and r.final.drop_points == 0.0
