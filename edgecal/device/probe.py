@@ -7,6 +7,7 @@ prints one JSON object.  :func:`problems` turns the facts into problems, each wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,13 @@ def problems(
     for mod in ("numpy", "ncnn"):
         if not facts.get(mod):
             out.append(Problem(f"{mod} is missing ({facts.get(mod + '_error')})", provision))
+    out.extend(_common_problems(facts, expected_features))
+    return out
+
+
+def _common_problems(facts: BoardFacts, expected_features: Sequence[str]) -> list[Problem]:
+    """The work directory, the free space and the CPU features the profile expects."""
+    out: list[Problem] = []
     if not facts.get("workdir_writable"):
         out.append(
             Problem(
@@ -122,4 +130,142 @@ def problems(
                 "check the board's `profile = ...` in the boards file",
             )
         )
+    return out
+
+
+# -- boards without Python: the shell probe and the native agent ----------------------------------
+SHELL_PROBE_MAGIC = "EDGECAL-SHPROBE 1"
+
+#: ``uname -m`` -> the native agent's target.  ``armv8l``: a 64-bit CPU running a 32-bit
+#: userland (Raspberry Pi OS 32-bit on a Pi 3/4): it runs armv7 binaries.
+MACHINE_TARGETS = {
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armv7l": "armv7",
+    "armv7": "armv7",
+    "armv8l": "armv7",
+    "armhf": "armv7",
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+}
+
+AGENT_SETTINGS = ("auto", "python", "native")
+
+
+def shell_probe_argv(workdir: str) -> list[str]:
+    """The remote argv of ``board_snippets/probe.sh`` (POSIX sh; no Python needed)."""
+    return ["sh", "-c", board_snippet("probe.sh"), "edgecal-probe", workdir]
+
+
+def _sections(stdout: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith("== "):
+            current = out.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return out
+
+
+def parse_shell_probe(exit_code: int, stdout: str, stderr: str) -> BoardFacts:
+    """The shell probe's answer as :class:`BoardFacts` (``python`` None; the same fact names as
+    the Python probe where the shell can tell them), or why there is none."""
+    if SHELL_PROBE_MAGIC not in stdout.splitlines():
+        err = (stderr.strip().splitlines() or [f"exit status {exit_code}"])[-1]
+        return BoardFacts(python_error=f"the shell probe did not run ({err})")
+    s = _sections(stdout)
+    first = {k: (v[0].strip() if v else "") for k, v in s.items()}
+    facts: dict[str, Any] = {"machine": first.get("machine", ""), "shell_probe": True}
+    try:
+        facts["cores"] = int(first.get("cores", ""))
+    except ValueError:
+        facts["cores"] = None
+    feats: set[str] = set()
+    names: dict[str, str] = {}
+    for line in s.get("cpuinfo", []):
+        k, _, v = line.partition(":")
+        k = k.strip().lower()
+        if k in ("features", "flags"):
+            feats.update(v.split())
+        elif k in ("model", "model name", "hardware", "cpu part") and k not in names:
+            names[k] = v.strip()
+    model = names.get("model") or names.get("model name") or names.get("hardware")
+    if names.get("cpu part"):
+        model = (model + ", " if model else "") + "ARM part " + names["cpu part"]
+    facts["cpu_features"], facts["cpu_model"] = sorted(feats), model
+    mem: dict[str, int] = {}
+    for line in s.get("meminfo", []):
+        k, _, v = line.partition(":")
+        with contextlib.suppress(ValueError, IndexError):
+            mem[k.strip()] = int(v.split()[0]) * 1024
+    facts["mem_total"], facts["mem_available"] = mem.get("MemTotal"), mem.get("MemAvailable")
+    df = first.get("df", "").split()
+    facts["disk_free"] = int(df[3]) * 1024 if len(df) >= 4 and df[3].isdigit() else None
+    state = first.get("workdir", "")
+    facts["workdir_exists"] = state in ("writable", "not writable")
+    facts["workdir_writable"] = state == "writable"
+    facts["workdir_error"] = None if state == "writable" else (state or "unknown")
+    facts["python_path"] = first.get("python") or None
+    return BoardFacts(facts=facts)
+
+
+def native_target(machine: str) -> str | None:
+    """The native agent's target for a ``uname -m`` (None: no native agent for it)."""
+    return MACHINE_TARGETS.get(machine.strip().lower())
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    """Which agent a board gets (``python`` or ``native``) and why, in words."""
+
+    kind: str
+    reason: str
+
+
+def choose_agent(setting: str, python_facts: BoardFacts | None) -> AgentChoice:
+    """``setting`` (boards file / profile: auto, python, native) and what the Python probe
+    found (None: not asked) -> the agent.  ``auto`` takes the Python agent when the board has
+    Python >= 3.9 with numpy and ncnn, the native agent otherwise."""
+    if setting == "python":
+        return AgentChoice("python", 'agent = "python" in the boards file or profile')
+    if setting == "native":
+        return AgentChoice("native", 'agent = "native" in the boards file or profile')
+    f = python_facts
+    if f is None or f.python is None:
+        why = f.python_error if f is not None and f.python_error else "no Python"
+        return AgentChoice("native", f"auto: the board has no usable Python ({why})")
+    if f.python_version < MIN_PYTHON:
+        return AgentChoice("native", f"auto: the board's Python {f.python} is older than 3.9")
+    missing = [m for m in ("numpy", "ncnn") if not f.get(m)]
+    if missing:
+        return AgentChoice("native", f"auto: the board's Python lacks {' and '.join(missing)}")
+    return AgentChoice(
+        "python",
+        f"auto: the board has Python {f.python} with numpy {f.get('numpy')} and ncnn "
+        f"{f.get('ncnn')}",
+    )
+
+
+def native_problems(
+    facts: BoardFacts, *, board: str, expected_features: Sequence[str] = ()
+) -> list[Problem]:
+    """Everything that keeps the native agent from running well on the board, with fixes."""
+    if not facts.facts:
+        return [
+            Problem(
+                f"the board cannot be probed: {facts.python_error}",
+                "the native agent needs a POSIX shell (sh) on the board",
+            )
+        ]
+    out: list[Problem] = []
+    machine = str(facts.get("machine") or "")
+    if native_target(machine) is None:
+        out.append(
+            Problem(
+                f"no native agent for machine {machine or '?'} (uname -m)",
+                f"native agents exist for {', '.join(sorted(set(MACHINE_TARGETS.values())))}",
+            )
+        )
+    out.extend(_common_problems(facts, expected_features))
     return out
