@@ -8,7 +8,14 @@ from typing import Any
 
 from edgecal.boards.config import Board, Profile
 from edgecal.boards.golden import GoldenResult, golden_check
-from edgecal.device.probe import BoardFacts, Problem, problems
+from edgecal.device.probe import (
+    AgentChoice,
+    BoardFacts,
+    Problem,
+    native_problems,
+    native_target,
+    problems,
+)
 from edgecal.device.ssh.device import SshDevice
 from edgecal.errors import BoardSetupError, ConfigError, DeviceError, EdgecalError
 
@@ -23,6 +30,7 @@ class CheckReport:
     workdir: str = ""
     facts: BoardFacts | None = None
     agent: dict[str, Any] | None = None
+    agent_choice: AgentChoice | None = None
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -44,6 +52,8 @@ class CheckReport:
             "facts": self.facts.facts if self.facts else None,
             "python_error": self.facts.python_error if self.facts else None,
             "agent": self.agent,
+            "agent_kind": self.agent_choice.kind if self.agent_choice else None,
+            "agent_reason": self.agent_choice.reason if self.agent_choice else None,
             "problems": [{"what": p.what, "fix": p.fix} for p in self.problems],
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
@@ -56,7 +66,7 @@ class CheckReport:
         prof = f", profile {self.profile.name}" if self.profile else ""
         out = [f"{self.board} ({self.address or '?'}{prof})"]
         f = self.facts
-        if f is not None and f.python is not None:
+        if f is not None and f.facts:
             gib = 1 << 30
             feats = set(f.get("cpu_features") or [])
             shown = ", ".join(
@@ -64,13 +74,15 @@ class CheckReport:
                 for x in INTERESTING_FEATURES
                 if x in feats or x in ("asimdhp", "asimddp", "i8mm")
             )
-            libc = " ".join(f.get("libc") or []) or "?"
             mem_t, mem_a = f.get("mem_total"), f.get("mem_available")
             free = f.get("disk_free")
+            if f.python is not None:
+                out += [
+                    f"  python   {f.python} ({f.get('executable')})",
+                    f"  numpy    {f.get('numpy') or 'MISSING'}",
+                    f"  ncnn     {f.get('ncnn') or 'MISSING'}",
+                ]
             out += [
-                f"  python   {f.python} ({f.get('executable')})",
-                f"  numpy    {f.get('numpy') or 'MISSING'}",
-                f"  ncnn     {f.get('ncnn') or 'MISSING'}",
                 f"  cpu      {f.get('cpu_model') or '?'}, {f.get('machine')}, "
                 f"{f.get('cores')} cores; {shown}",
                 f"  memory   {mem_t / gib:.1f} GiB total, {mem_a / gib:.1f} GiB available"
@@ -79,13 +91,18 @@ class CheckReport:
                 f"  disk     {free / gib:.1f} GiB free in {self.workdir}"
                 if free is not None
                 else "  disk     ?",
-                f"  libc     {libc}; pip {'yes' if f.get('pip') else 'no'}",
             ]
+            if f.python is not None:
+                libc = " ".join(f.get("libc") or []) or "?"
+                out.append(f"  libc     {libc}; pip {'yes' if f.get('pip') else 'no'}")
+        if self.agent_choice is not None:
+            out.append(f"  agent    {self.agent_choice.kind} ({self.agent_choice.reason})")
         if self.agent is not None:
+            kind = self.agent.get("agent_kind", "python")
+            ncnn = self.agent.get("ncnn") if self.agent.get("ncnn_ok") else "MISSING"
             out.append(
-                f"  agent    runs (edgecal-agent {self.agent.get('agent_version')}, "
-                f"protocol {self.agent.get('protocol')}, ncnn "
-                f"{'ok' if self.agent.get('ncnn_ok') else 'MISSING'})"
+                f"  agent    runs (edgecal-agent {self.agent.get('agent_version')} {kind}, "
+                f"protocol {self.agent.get('protocol')}, ncnn {ncnn})"
             )
         elif f is not None:
             out.append("  agent    not started")
@@ -107,13 +124,21 @@ def check_device(
     with ``golden`` the golden check (:mod:`edgecal.boards.golden`) when the agent has ncnn."""
     report.address = dev.link.address
     report.workdir = str(dev.workdir)
+    try:
+        report.agent_choice = dev.agent_choice
+    except DeviceError as e:
+        report.problems.append(_problem(e, f"check the board ({board.source})"))
+        return
+    native = report.agent_choice.kind == "native"
     facts = dev.probe()
     report.facts = facts
     expected = report.profile.cpu_features if report.profile else ()
-    report.problems += problems(
-        facts, board=board.name, python=board.python, expected_features=expected
+    report.problems += (
+        native_problems(facts, board=board.name, expected_features=expected)
+        if native
+        else problems(facts, board=board.name, python=board.python, expected_features=expected)
     )
-    if report.profile is not None and facts.python is not None:
+    if report.profile is not None and facts.facts:
         have = set(facts.get("cpu_features") or [])
         extra = [x for x in report.profile.cpu_features_absent if x in have]
         if extra:
@@ -121,10 +146,15 @@ def check_device(
                 f"the board has {', '.join(extra)}, which profile "
                 f"{report.profile.name} says it lacks"
             )
-        if facts.get("machine") and facts.get("machine") != report.profile.arch:
+        machine = str(facts.get("machine") or "")
+        if (
+            machine
+            and machine != report.profile.arch
+            and (native_target(machine) != native_target(report.profile.arch))
+        ):
             report.problems.append(
                 Problem(
-                    f"the board is {facts.get('machine')}, profile {report.profile.name} says "
+                    f"the board is {machine}, profile {report.profile.name} says "
                     f"{report.profile.arch}",
                     "fix `profile = ...` in the boards file",
                 )
@@ -132,7 +162,11 @@ def check_device(
     blocking = [
         p
         for p in report.problems
-        if "provision" in p.fix or "Python" in p.fix or "work directory" in p.what
+        if "provision" in p.fix
+        or "Python" in p.fix
+        or "work directory" in p.what
+        or "no native agent" in p.what
+        or "cannot be probed" in p.what
     ]
     if blocking:
         return

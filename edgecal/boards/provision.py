@@ -184,7 +184,15 @@ def provision(
     force: bool = False,
     say: Callable[[str], None] = log.info,
 ) -> bool:
-    """Install numpy + ncnn under the board's work directory.  False: nothing to do."""
+    """Install numpy + ncnn under the board's work directory -- or, on a board that gets the
+    native agent, push that agent and nothing else.  False: nothing to do."""
+    if dev.agent_choice.kind == "native":
+        pushed0 = dev.bytes_pushed
+        rel = dev.deploy_agent()
+        pushed = dev.bytes_pushed - pushed0
+        say(f"{board.name}: native agent ({dev.agent_choice.reason}): {rel}")
+        say(f"{board.name}: pushed {pushed} bytes of the native agent")
+        return pushed > 0
     facts = dev.probe()
     if facts.python is None:
         raise BoardSetupError(

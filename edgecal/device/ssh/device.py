@@ -12,7 +12,12 @@ Every remote path is built from the resolved work directory and a checked relati
 ``..``, no absolute path, no NUL) and every directory on the way is ``lstat``-ed: a symlink is
 refused.  Uploads go to a temporary name, are hashed on the board, then renamed into place.
 The agent runs as ``python3 <workdir>/edgecal-agent-<sha>.pyz serve --workdir <workdir>`` on one
-SSH channel (:class:`AgentSession` over :class:`ChannelProcess`).
+SSH channel (:class:`AgentSession` over :class:`ChannelProcess`) -- or, on a board without
+Python (``agent="native"``, or ``"auto"`` and no Python with numpy and ncnn there), as
+``<workdir>/edgecal-agent-native-<target>-<sha12> serve --workdir <workdir>``: the C++ agent,
+statically linked with ncnn, same protocol.  Nothing of the native path needs Python on the
+board: its facts come from a POSIX sh probe, and a pushed file whose mark is missing is pushed
+again instead of being hashed there.
 """
 
 from __future__ import annotations
@@ -40,7 +45,19 @@ import paramiko
 from edgecal.device.base import Device, JobResult, Submission
 from edgecal.device.jobs import parse_response, raise_for_error
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
-from edgecal.device.probe import BoardFacts, parse_probe, probe_argv, problems
+from edgecal.device.probe import (
+    AGENT_SETTINGS,
+    AgentChoice,
+    BoardFacts,
+    choose_agent,
+    native_problems,
+    native_target,
+    parse_probe,
+    parse_shell_probe,
+    probe_argv,
+    problems,
+    shell_probe_argv,
+)
 from edgecal.device.session import AgentSession
 from edgecal.device.snippets import board_snippet
 from edgecal.device.ssh.link import SshLink, SshTarget
@@ -84,11 +101,24 @@ def safe_name(name: str, where: str) -> str:
     return name
 
 
+#: ``target -> path`` of a native agent binary built for that target (``edgecal.native``).
+NativeAgentSource = Callable[[str], Path]
+
+
+def _default_native_agent(target: str) -> Path:
+    from edgecal.native import build_agent
+
+    return build_agent(target).path
+
+
 class SshDevice(Device):
     """A board over SSH.  Connects (and checks the host key) at construction.
 
     ``workdir``: relative to the SFTP home (``~/`` is accepted) or absolute.  ``python``: the
     board's interpreter.  ``threads``: default ncnn thread count for ``deployed`` jobs.
+    ``agent``: ``python``, ``native`` or ``auto`` (asked of the board at the first agent
+    start: :func:`edgecal.device.probe.choose_agent`).  ``native_agent``: where the native
+    binary for a target comes from (default: built or found in the cache by ``edgecal.native``).
     """
 
     def __init__(
@@ -100,8 +130,15 @@ class SshDevice(Device):
         threads: int | None = None,
         startup_timeout_s: float = 120.0,
         workdir_root: str | None = None,
+        agent: str = "python",
+        native_agent: NativeAgentSource | None = None,
     ) -> None:
+        if agent not in AGENT_SETTINGS:
+            raise ValueError(f"agent must be one of {AGENT_SETTINGS}, not {agent!r}")
         self.name = target.name
+        self.agent_setting = agent
+        self._agent_choice: AgentChoice | None = None
+        self._native_agent = native_agent or _default_native_agent
         # the agent refuses a work directory whose real path leaves its root (default: the
         # board user's home); an absolute workdir configured without a root is its own root's
         # child (its parent, never /)
@@ -275,6 +312,8 @@ class SshDevice(Device):
         Python start there (~0.5 s under qemu), so it is only asked when a mark is missing."""
         for r in rels:
             check_relpath(r, "remote path")
+        if self.agent_choice.kind == "native":  # no Python there: such a file is pushed again
+            return dict.fromkeys(rels)
         res = self.link.run(
             hash_argv(self.python, str(self.workdir), rels),
             timeout_s=max(60.0, self.target.connect_timeout_s),
@@ -422,8 +461,31 @@ class SshDevice(Device):
     def site_dir(self) -> str:
         return posixpath.join(str(self.workdir), SITE_DIR)
 
+    @property
+    def agent_choice(self) -> AgentChoice:
+        """Which agent this board gets, and why (asks the board once when ``auto``)."""
+        if self._agent_choice is None:
+            facts = self.probe_python() if self.agent_setting == "auto" else None
+            self._agent_choice = choose_agent(self.agent_setting, facts)
+        return self._agent_choice
+
     def probe(self) -> BoardFacts:
-        """What the board offers: Python, numpy, ncnn, CPU, memory, disk (see probe.py)."""
+        """What the board offers the agent it gets: Python, numpy, ncnn (Python agent), CPU,
+        memory, disk (see probe.py)."""
+        if self.agent_choice.kind == "native":
+            return self.probe_shell()
+        return self.probe_python()
+
+    def probe_shell(self) -> BoardFacts:
+        """The board's facts through ``sh`` alone (boards without Python)."""
+        res = self.link.run(
+            shell_probe_argv(str(self.workdir)),
+            timeout_s=max(120.0, self.target.connect_timeout_s),
+        )
+        return parse_shell_probe(res.exit_code, res.stdout, res.stderr)
+
+    def probe_python(self) -> BoardFacts:
+        """The board's facts through its Python (``self.python``)."""
         res = self.link.run(
             probe_argv(self.python, str(self.workdir), self.site_dir),
             timeout_s=max(120.0, self.target.connect_timeout_s),
@@ -441,14 +503,52 @@ class SshDevice(Device):
 
     def _raise_setup(self, fallback: str) -> None:
         """Diagnose why the agent cannot run; raise the first problem with its fix."""
-        for p in problems(self.probe(), board=self.name, python=self.python):
+        facts = self.probe()
+        found = (
+            native_problems(facts, board=self.name)
+            if self.agent_choice.kind == "native"
+            else problems(facts, board=self.name, python=self.python)
+        )
+        for p in found:
             raise BoardSetupError(f"{self.name}: {p.what}", hint=p.fix)
         raise BoardSetupError(
             f"{self.name}: {fallback}", hint=f"run `edgecal board check {self.name}`"
         )
 
-    def _deploy_agent(self) -> str:
+    def native_target(self) -> str:
+        """The native agent's target for this board (``uname -m``)."""
+        res = self.link.run(["uname", "-m"], timeout_s=max(60.0, self.target.connect_timeout_s))
+        machine = res.stdout.strip()
+        target = native_target(machine) if res.ok else None
+        if target is None:
+            raise BoardSetupError(
+                f"{self.name}: no native agent for machine {machine or '?'} (uname -m: "
+                f"{(res.stdout + res.stderr).strip()[:120]!r})",
+                hint="native agents exist for aarch64, armv7 and x86_64; on another board use "
+                'the Python agent (`agent = "python"` in the boards file)',
+            )
+        return target
+
+    def _deploy_native(self) -> str:
+        target = self.native_target()
+        local = Path(self._native_agent(target))
+        digest = self._digests.sha256(local)
+        name = f"edgecal-agent-native-{target}-{digest[:12]}"
+        self._ensure_pushed(local, name, digest)
+        path = self.remote(name)
+        with self.link.sftp_op("making the agent executable") as sftp:
+            if (sftp.lstat(path).st_mode or 0) & 0o777 != 0o755:
+                sftp.chmod(path, 0o755)
+                self._mark_verified(name, digest)  # chmod keeps the mtime; be explicit
+        return name
+
+    def deploy_agent(self) -> str:
+        """Push the board's agent (content-addressed: 0 bytes when it is there); its path
+        relative to the work directory."""
         if self._agent_rel is not None:
+            return self._agent_rel
+        if self.agent_choice.kind == "native":
+            self._agent_rel = self._deploy_native()
             return self._agent_rel
         data = agent_zipapp_bytes(bytecode=False)
         name = agent_zipapp_name(data)
@@ -459,14 +559,16 @@ class SshDevice(Device):
         return name
 
     def agent_argv(self) -> list[str]:
-        pyz = self.remote(self._deploy_agent())
+        agent = self.remote(self.deploy_agent())
         root = [] if self.workdir_root is None else ["--root", self.workdir_root]
+        if self.agent_choice.kind == "native":
+            return [agent, "serve", *root, "--workdir", str(self.workdir)]
         return [
             "env",
             f"PYTHONPATH={self.site_dir}",
             "PYTHONUNBUFFERED=1",
             self.python,
-            pyz,
+            agent,
             "serve",
             *root,
             "--workdir",
