@@ -1,4 +1,5 @@
-"""Smoke checks of the emulated aarch64 boards (toolchains/emuboard.sh) over real SSH.
+"""Smoke checks of the emulated boards (toolchains/emuboard.sh) over real SSH: the aarch64
+ones (emu1..) and the 32-bit armv7 one without python3 (emuv7, profile emulated-armv7).
 
 The boards come from the TOML file named by ``EDGECAL_BOARDS`` (``make boards-up`` prints
 it). Without it, or with a board that cannot be reached, these tests skip on a developer's
@@ -12,7 +13,9 @@ Everything runs under qemu (~300x slower than native): keep each command tiny.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ pytestmark = pytest.mark.board
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "toolchains" / "emuboard.sh"
+ARMV7_PROBE = ROOT / "tests" / "data" / "emuboard" / "armv7_probe.cpp"
+ARMV7_CXX = "arm-linux-gnueabihf-g++"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TIMEOUT = 10.0
 CMD_TIMEOUT = 60.0
@@ -42,12 +47,17 @@ CPU_OF_PROFILE = {
     "emulated-pi3": "cortex-a53",
     "emulated-pi4": "cortex-a72",
     "emulated-pi5": "cortex-a76",
+    "emulated-armv7": "cortex-a7",
 }
 MODEL_OF_PROFILE = {
     "emulated-pi3": "Raspberry Pi 3",
     "emulated-pi4": "Raspberry Pi 4",
     "emulated-pi5": "Raspberry Pi 5",
+    "emulated-armv7": "Raspberry Pi 2",
 }
+ARMV7_PROFILES = {"emulated-armv7"}  # boards of toolchains/emuboard.sh's armhf rootfs
+# /proc/cpuinfo "Features" of a Raspberry Pi 2 (Cortex-A7) on a 32-bit OS
+ARMV7_FEATURES = "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm"
 # what a network-level failure to reach a board looks like (not a wrong key or host key)
 UNREACHABLE = (OSError, paramiko.ssh_exception.NoValidConnectionsError, EOFError)
 
@@ -70,6 +80,14 @@ class Board:
     workdir: str
 
     @property
+    def armv7(self) -> bool:
+        return self.profile in ARMV7_PROFILES
+
+    @property
+    def machine(self) -> str:
+        return "armv7l" if self.armv7 else "aarch64"
+
+    @property
     def netns(self) -> bool:
         return self.host.startswith("10.200.")
 
@@ -88,7 +106,11 @@ def load_boards() -> tuple[dict[str, Board], str | None]:
         return {}, f"cannot read the boards file {path}: {e}"
     if data.get("schema") != 1:
         return {}, f"{path}: schema {data.get('schema')!r}, expected 1"
-    boards = {name: Board(name=name, **fields) for name, fields in data.get("boards", {}).items()}
+    keys = {f.name for f in dataclasses.fields(Board)}  # other keys (agent, ...) are not ours
+    boards = {
+        name: Board(name=name, **{k: v for k, v in fields.items() if k in keys})
+        for name, fields in data.get("boards", {}).items()
+    }
     if not boards:
         return {}, f"{path} lists no board"
     return boards, None
@@ -178,7 +200,7 @@ def test_identity(board: Board, client: paramiko.SSHClient) -> None:
     rc, out, err = run(client, 'hostname; uname -m; echo "$QEMU_CPU"; id -un; pwd')
     assert rc == 0, err
     hostname, machine, cpu, user, home = out.split()
-    assert (hostname, machine, user) == (board.name, "aarch64", board.user)
+    assert (hostname, machine, user) == (board.name, board.machine, board.user)
     assert home == f"/home/{board.user}"
     if board.profile in CPU_OF_PROFILE:
         assert cpu == CPU_OF_PROFILE[board.profile]
@@ -191,6 +213,13 @@ def test_cpuinfo_looks_like_a_pi(board: Board, client: paramiko.SSHClient) -> No
     assert rc == 0
     assert MODEL_OF_PROFILE[board.profile] in out
     assert ("asimdhp" in out) == (board.profile == "emulated-pi5")
+    if board.armv7:
+        assert out.count("model name\t: ARMv7 Processor rev 5 (v7l)") == 4
+        features = {
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Features" in line
+        }
+        assert features == {ARMV7_FEATURES}
+        assert "CPU architecture: 7" in out
 
 
 def test_exit_status_and_pty(client: paramiko.SSHClient) -> None:
@@ -215,6 +244,8 @@ def test_sftp_roundtrip(board: Board, client: paramiko.SSHClient, tmp_path: Path
 
 
 def test_python_numpy_ncnn(board: Board, client: paramiko.SSHClient, is_bare: bool) -> None:
+    if board.armv7:
+        pytest.skip("armv7 board: no python3 (test_armv7_board_has_no_python)")
     rc, out, err = run(client, PROBE)
     if is_bare:
         assert rc != 0 and "No module named" in err, (out, err)
@@ -254,7 +285,7 @@ def test_bare_board_has_python_only() -> None:
         except UNREACHABLE as e:
             unavailable(f"board {b.name} unreachable: {e!r}")
         with c:
-            if run(c, "echo ${EMUBOARD_BARE:-0}")[1].strip() != "1":
+            if b.armv7 or run(c, "echo ${EMUBOARD_BARE:-0}")[1].strip() != "1":
                 continue
             rc, _, err = run(c, "python3 -c 'import numpy'")
             assert rc != 0 and "No module named 'numpy'" in err
@@ -262,6 +293,49 @@ def test_bare_board_has_python_only() -> None:
             assert rc != 0 and "No module named 'ncnn'" in err
             return
     pytest.skip("no bare board in the boards file (make boards-up BOARDS='emu1 emu2 emu3:bare')")
+
+
+# ---- the armv7 board: nothing but a shell, and a static armhf binary runs
+
+
+def armv7_board(board: Board) -> None:
+    if not board.armv7:
+        pytest.skip(f"{board.name} is not an armv7 board (profile {board.profile})")
+
+
+def test_armv7_board_has_no_python(board: Board, client: paramiko.SSHClient) -> None:
+    armv7_board(board)
+    rc, out, err = run(client, "python3 -c 'print(1)'")
+    assert rc == 127 and "python3" in err and "not found" in err, (rc, out, err)
+    rc, out, _ = run(client, "ls /usr/bin /usr/local/bin /bin | grep -c '^python' || true")
+    assert out.strip() == "0"
+    rc, out, err = run(client, "getconf LONG_BIT; dpkg --print-architecture")
+    assert rc == 0 and out.split() == ["32", "armhf"], err
+
+
+def test_armv7_static_binary_runs(board: Board, client: paramiko.SSHClient, tmp_path: Path) -> None:
+    armv7_board(board)
+    cxx = shutil.which(ARMV7_CXX)
+    if cxx is None:
+        unavailable(f"{ARMV7_CXX} is not installed (apt-get install g++-arm-linux-gnueabihf)")
+    exe = tmp_path / "armv7_probe"
+    flags = ["-static", "-O2", "-std=c++17", "-march=armv7-a", "-mfpu=neon-vfpv4"]
+    flags += ["-mfloat-abi=hard", "-mfp16-format=ieee", "-pthread"]
+    subprocess.run([cxx, *flags, "-o", str(exe), str(ARMV7_PROBE)], check=True, timeout=300)
+    assert exe.read_bytes()[:5] == b"\x7fELF\x01"  # a 32-bit ELF
+    assert run(client, f"mkdir -p {board.workdir}")[0] == 0
+    remote = f"{board.workdir}/armv7_probe-{os.getpid()}"
+    with client.open_sftp() as sftp:
+        sftp.put(str(exe), remote)
+        sftp.chmod(remote, 0o755)
+        try:
+            rc, out, err = run(client, f"./{remote} a b")
+        finally:
+            sftp.remove(remote)
+    assert rc == 0, err
+    assert out == (
+        "armv7-probe ptr=4 arch=7 neon=1 sum=500500 lanes=22.0 div=10309278 half=0.333252 args=2\n"
+    )
 
 
 # ---- disruptive checks: they drive emuboard.sh (root) and put every board back as it was
