@@ -432,7 +432,7 @@ arch=$arch"
   mkdir -p "$b/upper" "$b/work" "$r"
   chmod 755 "$BOARDS" "$b" "$r"    # ChrootDirectory: every component root-owned, not group/other-writable
   if [ "$(spec_get "$name" lower)" != "$lower" ] && [ -n "$(ls -A "$b/upper")" ]; then
-    log "$name: lower layers changed (bare/full or new pins): discarding the board's old files"
+    log "$name: lower layers changed (bare/full, new pins or arch): discarding the board's old files"
     rm -rf "$b/upper" "$b/work"; mkdir -p "$b/upper" "$b/work"
   fi
   echo "$want" > "$b/spec"
@@ -546,7 +546,7 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
 }
 
 cmd_start() {
-  local specs=("$@") s name opts o net cpu bare v arch t0=$SECONDS
+  local specs=("$@") s name opts o net cpu bare v arch last t0=$SECONDS
   [ ${#specs[@]} -gt 0 ] || specs=(emu1 emu2)
   for s in "${specs[@]}"; do
     arch=$(spec_arch "$s")
@@ -557,20 +557,19 @@ cmd_start() {
     name=${s%%:*}; opts=; [ "$s" = "$name" ] || opts=${s#*:}
     arch=$(spec_arch "$s")
     board_num "$name" "$arch" >/dev/null
-    # a board that was started with the other arch keeps nothing of it (other rootfs, number)
-    if [ -n "$(spec_get "$name" num)" ] && [ "$(spec_get "$name" arch)" != "$([ "$arch" = armv7 ] && echo armv7)" ]; then
-      log "$name: arch changed to $arch: discarding the board's old files"
-      stop_board "$name"; rm -rf "${BOARDS:?}/$name"
-    fi
+    # a board last started with the other arch takes neither its cpu nor bare (start_board
+    # discards its files: the lower layer changes)
+    last=$name
+    [ "$(spec_get "$name" arch)" = "$([ "$arch" = armv7 ] && echo armv7 || true)" ] || last=-none-
     # explicit (option/env) > the board's last spec > default
     net=${ENV_NET:-$(spec_get "$name" net)}; net=${net:-loopback}
     v=EMUBOARD_CPU_$name; v=${v//-/_}
-    cpu=${!v:-$(spec_get "$name" cpu)}
+    cpu=${!v:-$(spec_get "$last" cpu)}
     if [ -z "$cpu" ]; then
       if [ "$arch" = armv7 ]; then cpu=$ARMV7_CPU
       elif [ "$name" = emu2 ]; then cpu=cortex-a76; else cpu=${EMUBOARD_CPU:-cortex-a72}; fi
     fi
-    bare=${EMUBOARD_BARE:-$(spec_get "$name" bare)}; bare=${bare:-0}
+    bare=${EMUBOARD_BARE:-$(spec_get "$last" bare)}; bare=${bare:-0}
     [ "$bare" = 1 ] || bare=0
     for o in ${opts//,/ }; do
       case "$o" in
