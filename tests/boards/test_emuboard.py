@@ -25,6 +25,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from edgecal.boards.config import load_profile
+
 try:
     import tomllib
 except ModuleNotFoundError:  # python 3.10
@@ -244,9 +246,10 @@ def test_sftp_roundtrip(board: Board, client: paramiko.SSHClient, tmp_path: Path
 
 
 def test_python_numpy_ncnn(board: Board, client: paramiko.SSHClient, is_bare: bool) -> None:
-    if board.armv7:
-        pytest.skip("armv7 board: no python3 (test_armv7_board_has_no_python)")
     rc, out, err = run(client, PROBE)
+    if board.armv7:  # no python3 at all (test_armv7_board_has_no_python)
+        assert rc == 127 and "python3" in err and "not found" in err, (rc, out, err)
+        return
     if is_bare:
         assert rc != 0 and "No module named" in err, (out, err)
         rc, out, err = run(client, 'python3 -c "import platform; print(platform.python_version())"')
@@ -298,13 +301,31 @@ def test_bare_board_has_python_only() -> None:
 # ---- the armv7 board: nothing but a shell, and a static armhf binary runs
 
 
-def armv7_board(board: Board) -> None:
-    if not board.armv7:
-        pytest.skip(f"{board.name} is not an armv7 board (profile {board.profile})")
+ARMV7_NAMES = sorted(n for n, b in BOARDS.items() if b.armv7) or ["<no-armv7-board>"]
 
 
-def test_armv7_board_has_no_python(board: Board, client: paramiko.SSHClient) -> None:
-    armv7_board(board)
+@pytest.fixture(scope="module", params=ARMV7_NAMES)
+def armv7(request: pytest.FixtureRequest) -> Board:
+    """Each armv7 board of the boards file; none: skip, and under CI fail (CI starts emuv7)."""
+    if WHY_NOT:
+        unavailable(WHY_NOT)
+    if request.param not in BOARDS:
+        unavailable("no armv7 board in the boards file (make boards-up BOARDS='emu1 emuv7')")
+    return BOARDS[request.param]
+
+
+@pytest.fixture(scope="module")
+def armv7_client(armv7: Board):
+    try:
+        c = connect(armv7)
+    except UNREACHABLE as e:
+        unavailable(f"board {armv7.name} ({armv7.host}:{armv7.port}) unreachable: {e!r}")
+    yield c
+    c.close()
+
+
+def test_armv7_board_has_no_python(armv7_client: paramiko.SSHClient) -> None:
+    client = armv7_client
     rc, out, err = run(client, "python3 -c 'print(1)'")
     assert rc == 127 and "python3" in err and "not found" in err, (rc, out, err)
     rc, out, _ = run(client, "ls /usr/bin /usr/local/bin /bin | grep -c '^python' || true")
@@ -313,8 +334,23 @@ def test_armv7_board_has_no_python(board: Board, client: paramiko.SSHClient) -> 
     assert rc == 0 and out.split() == ["32", "armhf"], err
 
 
-def test_armv7_static_binary_runs(board: Board, client: paramiko.SSHClient, tmp_path: Path) -> None:
-    armv7_board(board)
+def test_armv7_hwcaps_match_the_profile(armv7: Board, armv7_client: paramiko.SSHClient) -> None:
+    """What a program sees (AT_HWCAP, ncnn's source of CPU features on Linux) is the profile's
+    CPU: qemu-arm's cortex-a7 (it reports thumbee, qemu-arm's max does not), no fp16 arithmetic."""
+    rc, out, err = run(armv7_client, "LD_SHOW_AUXV=1 /bin/true")
+    assert rc == 0, err
+    aux = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    hwcap = set(aux["AT_HWCAP"].split())
+    profile = load_profile(armv7.profile)
+    assert set(profile.cpu_features) <= hwcap
+    assert not set(profile.cpu_features_absent) & hwcap
+    assert "thumbee" in hwcap and aux["AT_PLATFORM"].strip() == "v7l"
+
+
+def test_armv7_static_binary_runs(
+    armv7: Board, armv7_client: paramiko.SSHClient, tmp_path: Path
+) -> None:
+    board, client = armv7, armv7_client
     cxx = shutil.which(ARMV7_CXX)
     if cxx is None:
         unavailable(f"{ARMV7_CXX} is not installed (apt-get install g++-arm-linux-gnueabihf)")
