@@ -33,7 +33,7 @@
 # env:  EMUBOARD_STATE=/srv/edgecal-boards   everything lives here (root-owned)
 #       EMUBOARD_NET / BOARDS_NET = loopback | netns   (start; default: the board's last mode, else loopback)
 #       EMUBOARD_BARE=1            start: boards without numpy/ncnn (python3 only)
-#       EMUBOARD_CPU=cortex-a72    default QEMU_CPU; EMUBOARD_CPU_<NAME> per board
+#       EMUBOARD_CPU=cortex-a72    default QEMU_CPU of aarch64 boards; EMUBOARD_CPU_<NAME> per board (any arch)
 #       EMUBOARD_HOST_PYTHON=PATH  read the ncnn/numpy pins from this interpreter (and use its pip)
 #       EMUBOARD_NCNN / EMUBOARD_NUMPY   explicit pins (default: the host python's, else
 #                                  ncnn 1.0.20261020 / numpy 2.4.6)
