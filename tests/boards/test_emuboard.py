@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -206,6 +207,17 @@ def test_identity(board: Board, client: paramiko.SSHClient) -> None:
     assert home == f"/home/{board.user}"
     if board.profile in CPU_OF_PROFILE:
         assert cpu == CPU_OF_PROFILE[board.profile]
+
+
+def test_address_follows_the_numbering_rule(board: Board) -> None:
+    """NAME ends in N; the board's number is N (aarch64) or 100+N (armv7: emuv7 is 107)."""
+    m = re.search(r"(\d+)$", board.name)
+    assert m is not None, f"board name {board.name} does not end in a number"
+    number = int(m[1]) + (100 if board.armv7 else 0)
+    if board.netns:
+        assert (board.host, board.port) == (f"10.200.{number}.2", 22)
+    else:
+        assert (board.host, board.port) == ("127.0.0.1", 2221 + number)
 
 
 def test_cpuinfo_looks_like_a_pi(board: Board, client: paramiko.SSHClient) -> None:
