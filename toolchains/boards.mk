@@ -1,10 +1,11 @@
-# Emulated aarch64 boards for tests (qemu-user + real SSH): see toolchains/EMUBOARD.md.
+# Emulated aarch64 + armv7 boards for tests (qemu-user + real SSH): see toolchains/EMUBOARD.md.
 # Included by the main Makefile. Everything here needs root (sudo make boards-up).
 #
-#   make boards-setup                      install host packages, rootfs, wheels, keys (idempotent)
+#   make boards-setup                      host packages, rootfs(es), wheels, keys for $(BOARDS) (idempotent)
 #   make boards-up                         emu1 (Pi 4-like) + emu2 (Pi 5-like) on 127.0.0.1:2222/2223
 #   BOARDS_NET=netns make boards-up        the same, each in its own network namespace (10.200.N.2:22)
 #   make boards-up BOARDS="emu1 emu2 emu3:bare"   also a board without numpy/ncnn
+#   make boards-up BOARDS="emu1 emuv7"     also the 32-bit armv7 board (qemu-arm, no python3)
 #   make board-cut B=emu1 [CUT=unreach]    netns mode: unplug a board; make board-restore B=emu1
 #   make boards-down                       power off all boards (their files stay)
 #
@@ -23,7 +24,7 @@ EMUBOARD_ENV = $(if $(EMUBOARD_HOST_PYTHON),EMUBOARD_HOST_PYTHON=$(EMUBOARD_HOST
 .PHONY: boards-setup boards-up boards-down boards-status board-cut board-restore
 
 boards-setup:
-	$(EMUBOARD_ENV) $(EMUBOARD) setup
+	$(EMUBOARD_ENV) $(EMUBOARD) setup $(BOARDS)
 
 boards-up: boards-setup
 	EMUBOARD_NET=$(BOARDS_NET) $(EMUBOARD) start $(BOARDS)

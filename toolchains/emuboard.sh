@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# emuboard.sh - emulated aarch64 "Raspberry Pi" boards for edgecal's tests and CI.
+# emuboard.sh - emulated aarch64 and 32-bit armv7 "Raspberry Pi" boards for edgecal's tests and CI.
 #
 # A Debian bookworm arm64 rootfs (the base of Raspberry Pi OS 64-bit: Python 3.11, glibc 2.36)
 # runs under qemu user-mode emulation (binfmt_misc, F flag). numpy + ncnn come from PyPI's
@@ -7,10 +7,13 @@
 # board is the same rootfs without that layer). Each board is reachable over real SSH/SFTP: the
 # host's OpenSSH sshd authenticates user "pi" and chroots (ChrootDirectory) into the board's
 # overlay; SFTP is sshd's internal-sftp, commands run in the rootfs's aarch64 bash/python3.
+# armv7 boards (emuv7; a test fixture for the native agent) are the same on a Debian bookworm
+# armhf minbase rootfs WITHOUT python3 under qemu-arm (binfmt, F flag), Pi 2-like (cortex-a7).
 #
-# usage: emuboard.sh setup                 host packages, binfmt, rootfs, wheels, user, keys (idempotent)
+# usage: emuboard.sh setup [SPEC...]      host packages, binfmt, rootfs(es), wheels, user, keys (idempotent)
+#                                          for these boards (default: the aarch64 ones; emuv7: armhf)
 #        emuboard.sh start [SPEC...]       start boards (default: emu1 emu2) and write the boards file;
-#                                          SPEC = NAME[:OPT,...], OPT = bare | full | cpu=MODEL
+#                                          SPEC = NAME[:OPT,...], OPT = bare | full | cpu=MODEL | arch=aarch64|armv7
 #        emuboard.sh stop [NAME]           power off one board, or all (its files are kept)
 #        emuboard.sh cut NAME [drop|unreach]   netns mode: unplug a board (drop: silent, clients time
 #                                          out; unreach: the host route goes, EHOSTUNREACH at once)
@@ -19,15 +22,18 @@
 #        emuboard.sh reset                 stop all, forget every file written on the boards
 #        emuboard.sh purge                 reset + remove rootfs, state, host user, safety route
 #
-# NAME ends in a number N (1..250) that picks its address: loopback 127.0.0.1:(2221+N),
-# netns 10.200.N.2:22 in network namespace "ecb-NAME" (host side 10.200.N.1 on veth "ecbhN").
+# Arch: arch= option > the board's last start > the name: emuv* is armv7, others aarch64.
+# NAME ends in a number N (1..99); the board's number B is N (aarch64) or 100+N (armv7: emuv7 is
+# 107, so it never clashes with emu1..emu99). B picks its address: loopback 127.0.0.1:(2221+B),
+# netns 10.200.B.2:22 in network namespace "ecb-NAME" (host side 10.200.B.1 on veth "ecbhB").
 # emu1 is Pi 4-like (cortex-a72, no asimdhp: ncnn stays fp32), emu2 Pi 5-like (cortex-a76,
-# asimdhp: fp16); any other name defaults to cortex-a72.
+# asimdhp: fp16); any other aarch64 name defaults to cortex-a72; armv7 boards to cortex-a7
+# (Pi 2 cpuinfo; qemu-arm also has cortex-a15, max), profile emulated-armv7.
 #
 # env:  EMUBOARD_STATE=/srv/edgecal-boards   everything lives here (root-owned)
 #       EMUBOARD_NET / BOARDS_NET = loopback | netns   (start; default: the board's last mode, else loopback)
 #       EMUBOARD_BARE=1            start: boards without numpy/ncnn (python3 only)
-#       EMUBOARD_CPU=cortex-a72    default QEMU_CPU; EMUBOARD_CPU_<NAME> per board
+#       EMUBOARD_CPU=cortex-a72    default QEMU_CPU of aarch64 boards; EMUBOARD_CPU_<NAME> per board (any arch)
 #       EMUBOARD_HOST_PYTHON=PATH  read the ncnn/numpy pins from this interpreter (and use its pip)
 #       EMUBOARD_NCNN / EMUBOARD_NUMPY   explicit pins (default: the host python's, else
 #                                  ncnn 1.0.20261020 / numpy 2.4.6)
@@ -40,6 +46,7 @@ umask 022
 
 STATE=${EMUBOARD_STATE:-/srv/edgecal-boards}
 BASE=$STATE/arm64                              # pristine debootstrap rootfs: the bare lower layer
+ARMHF=$STATE/armhf                             # armv7 boards' rootfs (armhf, no python3): their only layer
 LAYERS=$STATE/layers                           # numpy+ncnn lower layers, one per pin pair
 BOARDS=$STATE/boards                           # per board: spec, upper/, work/, root/ (the chroot)
 SSHD_DIR=$STATE/ssh
@@ -55,6 +62,8 @@ BUID=${EMUBOARD_UID:-4242}
 SUBNET=10.200
 DEFAULT_NCNN=1.0.20261020
 DEFAULT_NUMPY=2.4.6
+ARMV7_CPU=cortex-a7                            # qemu-arm's CPU for armv7 boards (profile emulated-armv7)
+ARMV7_BASE=100                                 # armv7 board N gets number 100+N (emuv7: 107)
 PLATS=(--platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64)
 ENV_NET=${EMUBOARD_NET:-${BOARDS_NET:-}}
 
@@ -101,18 +110,19 @@ current_layer() {   # the layer full boards use: the newest complete one
 
 # ---------------------------------------------------------------- setup
 
-ensure_binfmt() {
-  local f=/proc/sys/fs/binfmt_misc/qemu-aarch64
+ensure_binfmt() {   # [QEMU_NAME]: qemu-aarch64 (default) or qemu-arm (armv7 boards)
+  local q=${1:-qemu-aarch64} f
+  f=/proc/sys/fs/binfmt_misc/$q
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
     die "cannot mount binfmt_misc (no privileges in this container?)"
-  if [ ! -e $f ]; then
-    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  if [ ! -e "$f" ]; then
+    update-binfmts --enable "$q" >/dev/null 2>&1 || true
     # update-binfmts needs binfmt-support's own database; fall back to qemu's systemd file
-    [ -e $f ] || grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+    [ -e "$f" ] || grep -v '^#' "/usr/lib/binfmt.d/$q.conf" > /proc/sys/fs/binfmt_misc/register
   fi
-  grep -qx enabled $f || echo 1 > $f
+  grep -qx enabled "$f" || echo 1 > "$f"
   # F (fix-binary): the kernel opens the interpreter now, so chroots need no qemu binary inside
-  grep -q '^flags:.*F' $f || die "binfmt entry qemu-aarch64 lacks the F flag ($(grep flags $f)); unregister it (echo -1 > $f) and rerun setup"
+  grep -q '^flags:.*F' "$f" || die "binfmt entry $q lacks the F flag ($(grep flags "$f")); unregister it (echo -1 > $f) and rerun setup"
 }
 
 setup_host() {
@@ -132,7 +142,6 @@ setup_host() {
     apt-get install -y -qq --no-install-recommends $need >/dev/null || { [ $had = 1 ] || rm -f $prc; die "apt-get install failed"; }
     [ $had = 1 ] || rm -f $prc
   fi
-  ensure_binfmt
 }
 
 setup_rootfs() {
@@ -149,6 +158,27 @@ setup_rootfs() {
   chroot "$BASE" useradd -m -u "$BUID" -g "$BUID" -s /bin/bash "$BUSER"
   echo "emuboard" > "$BASE/etc/hostname"
   touch "$STATE/arm64.ok"
+}
+
+# armv7 boards: Debian bookworm armhf minbase, deliberately WITHOUT python3 (boards that only a
+# native agent can serve); one layer, no wheels. Built beside running aarch64 boards.
+setup_rootfs_armhf() {
+  [ -e "$STATE/armhf.ok" ] && return 0
+  local o
+  for o in $(known_boards); do
+    [ "$(spec_get "$o" arch)" = armv7 ] && [ -n "$(mounts_under "$BOARDS/$o/root")" ] &&
+      die "armv7 board $o is running or left mounted; run '$0 stop $o' first"
+  done
+  [ -z "$(mounts_under "$ARMHF")" ] || die "something is mounted under $ARMHF"
+  rm -rf "$ARMHF"   # a half-built rootfs from an interrupted run
+  log "debootstrap armhf $SUITE (minbase, no python3) -> $ARMHF (3-5 min; log: $LOGS/debootstrap-armhf.log)"
+  debootstrap --arch=armhf --variant=minbase "$SUITE" "$ARMHF" "$MIRROR" > "$LOGS/debootstrap-armhf.log" 2>&1 ||
+    { tail -20 "$LOGS/debootstrap-armhf.log" >&2; die "debootstrap armhf failed (log: $LOGS/debootstrap-armhf.log)"; }
+  chroot "$ARMHF" apt-get clean
+  chroot "$ARMHF" groupadd -g "$BUID" "$BUSER"
+  chroot "$ARMHF" useradd -m -u "$BUID" -g "$BUID" -s /bin/bash "$BUSER"
+  echo "emuboard" > "$ARMHF/etc/hostname"
+  touch "$STATE/armhf.ok"
 }
 
 setup_user() {
@@ -222,41 +252,82 @@ check_rootfs() {   # full: python3 + numpy + ncnn under emulation; bare: python3
     die "the bare rootfs has numpy/ncnn"
 }
 
-cmd_setup() {
-  local t0=$SECONDS
+check_rootfs_armhf() {   # armv7l under qemu-arm, and no python at all
+  local m
+  m=$(chroot "$ARMHF" /usr/bin/env QEMU_CPU=$ARMV7_CPU uname -m) || die "cannot run the armhf rootfs under qemu-arm"
+  [ "$m" = armv7l ] || die "the armhf rootfs runs as '$m', expected armv7l"
+  if compgen -G "$ARMHF/usr/bin/python3*" >/dev/null; then die "the armhf rootfs has python3 (it must not)"; fi
+  log "armhf rootfs: $m, no python3"
+}
+
+cmd_setup() {   # [SPEC...]: what these boards need (default: the aarch64 boards' rootfs + layer)
+  local t0=$SECONDS s arches=()
+  for s in "$@"; do arches+=("$(spec_arch "$s")"); done
+  [ ${#arches[@]} -gt 0 ] || arches=(aarch64)
   mkdir -p "$STATE" "$LOGS" "$RUN"
   chmod 755 "$STATE"
   setup_host
+  [[ " ${arches[*]} " != *" aarch64 "* ]] || ensure_binfmt qemu-aarch64
+  [[ " ${arches[*]} " != *" armv7 "* ]] || ensure_binfmt qemu-arm
   log "host packages + binfmt ready ($((SECONDS - t0)) s)"
-  setup_rootfs
+  if [[ " ${arches[*]} " == *" aarch64 "* ]]; then
+    setup_rootfs
+  fi
+  if [[ " ${arches[*]} " == *" armv7 "* ]]; then
+    local t1=$SECONDS
+    setup_rootfs_armhf
+    log "armhf rootfs ready ($((SECONDS - t1)) s, $(du -sh "$ARMHF" | cut -f1))"
+  fi
   setup_user
-  setup_layer
+  [[ " ${arches[*]} " != *" aarch64 "* ]] || setup_layer
   setup_keys
-  check_rootfs
-  log "setup done in $((SECONDS - t0)) s; rootfs $(du -sh "$BASE" | cut -f1), layer $(du -sh "$(current_layer)" | cut -f1)"
+  [[ " ${arches[*]} " != *" aarch64 "* ]] || check_rootfs
+  [[ " ${arches[*]} " != *" armv7 "* ]] || check_rootfs_armhf
+  log "setup (${arches[*]}) done in $((SECONDS - t0)) s"
 }
 
-is_set_up() { [ -e "$STATE/arm64.ok" ] && [ -f "$SSHD_DIR/id_ed25519" ] && [ -e "$(cat "$STATE/layer.current" 2>/dev/null).ok" ] && getent passwd "$BUSER" >/dev/null; }
+is_set_up() {   # ARCH
+  [ -f "$SSHD_DIR/id_ed25519" ] && getent passwd "$BUSER" >/dev/null || return 1
+  case "${1:-aarch64}" in
+    aarch64) [ -e "$STATE/arm64.ok" ] && [ -e "$(cat "$STATE/layer.current" 2>/dev/null).ok" ] ;;
+    armv7) [ -e "$STATE/armhf.ok" ] ;;
+  esac
+}
 
 # ---------------------------------------------------------------- boards
 
-board_num() {   # NAME -> N
+board_num() {   # NAME [ARCH] -> the board's number: N for aarch64 (1..99), 100+N for armv7 (101..199)
   local n
-  [[ $1 =~ ^[a-z][a-z0-9-]*[a-z-]([0-9]+)$ ]] || die "board name '$1' must be lowercase and end in a number (emu1, emu2, bare3...)"
+  [[ $1 =~ ^[a-z][a-z0-9-]*[a-z-]([0-9]+)$ ]] || die "board name '$1' must be lowercase and end in a number (emu1, emu2, bare3, emuv7...)"
   n=$((10#${BASH_REMATCH[1]}))
-  [ "$n" -ge 1 ] && [ "$n" -le 250 ] || die "board number $n out of 1..250"
+  [ "$n" -ge 1 ] && [ "$n" -le 99 ] || die "board number $n of '$1' out of 1..99"
   [ ${#1} -le 11 ] || die "board name '$1' too long (11 chars max: the netns/veth names)"
+  [ "${2:-aarch64}" = armv7 ] && n=$((ARMV7_BASE + n))
   echo "$n"
 }
 
-profile_of() {
+spec_get() { [ -f "$BOARDS/$1/spec" ] && sed -n "s/^$2=//p" "$BOARDS/$1/spec" || true; }
+
+spec_arch() {   # SPEC (NAME[:OPT,...]) -> aarch64 | armv7
+  # an explicit arch= option > the board's last start > the name (emuv*: armv7) > aarch64
+  local name=${1%%:*} opts o a=
+  opts=; [ "$1" = "$name" ] || opts=${1#*:}
+  for o in ${opts//,/ }; do case "$o" in arch=*) a=${o#arch=} ;; esac; done
+  [ -n "$a" ] || a=$(spec_get "$name" arch)
+  if [ -z "$a" ]; then case "$name" in emuv*) a=armv7 ;; *) a=aarch64 ;; esac; fi
+  case "$a" in aarch64|armv7) echo "$a" ;; *) die "$name: unknown arch '$a' (aarch64, armv7)" ;; esac
+}
+
+profile_of() {   # CPU [ARCH]
+  if [ "${2:-aarch64}" = armv7 ]; then
+    case "$1" in cortex-a7) echo emulated-armv7 ;; *) echo "emulated-armv7-$1" ;; esac
+    return
+  fi
   case "$1" in
     cortex-a53) echo emulated-pi3 ;; cortex-a72) echo emulated-pi4 ;; cortex-a76) echo emulated-pi5 ;;
     *) echo "emulated-$1" ;;
   esac
 }
-
-spec_get() { [ -f "$BOARDS/$1/spec" ] && sed -n "s/^$2=//p" "$BOARDS/$1/spec" || true; }
 
 sshd_pid() {   # pid of the board's listening sshd, if it runs
   local p
@@ -275,6 +346,13 @@ pi_cpuinfo() {
                 feat="fp asimd evtstrm crc32 cpuid" ;;
     cortex-a76) part=0xd0b var=0x4 rev=1 bogo=108.00 model="Raspberry Pi 5 Model B Rev 1.0" prev=c04170
                 feat="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+    cortex-a7)   # Raspberry Pi 2 (BCM2836) on a 32-bit OS
+      for k in 0 1 2 3; do
+        printf 'processor\t: %s\nmodel name\t: ARMv7 Processor rev 5 (v7l)\nBogoMIPS\t: 38.40\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 7\nCPU variant\t: 0x0\nCPU part\t: 0xc07\nCPU revision\t: 5\n\n' \
+          "$k" "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm"
+      done
+      printf 'Hardware\t: BCM2835\nRevision\t: a01041\nSerial\t\t: 00000000%08x\nModel\t\t: %s\n' "$RANDOM" "Raspberry Pi 2 Model B Rev 1.1"
+      return 0 ;;
     *) return 0 ;;
   esac
   for k in 0 1 2 3; do
@@ -317,11 +395,13 @@ stop_board() {
   rm -f "$RUN/$name.sshd_config"
 }
 
-start_board() {   # NAME NET CPU BARE
-  local name=$1 net=$2 cpu=$3 bare=$4 n b r ns host port lower l nsexec=() k
-  n=$(board_num "$name")
+start_board() {   # NAME NET CPU BARE ARCH
+  local name=$1 net=$2 cpu=$3 bare=$4 arch=${5:-aarch64} n b r ns host port lower l nsexec=() k
+  n=$(board_num "$name" "$arch")
   b=$BOARDS/$name r=$BOARDS/$name/root ns=ecb-$name
-  if [ "$bare" = 1 ]; then lower=$BASE; else l=$(current_layer); lower=$l:$BASE; fi
+  if [ "$arch" = armv7 ]; then lower=$ARMHF
+  elif [ "$bare" = 1 ]; then lower=$BASE
+  else l=$(current_layer); lower=$l:$BASE; fi
   if [ "$net" = netns ]; then host=$SUBNET.$n.2 port=22; else host=127.0.0.1 port=$((2221 + n)); fi
   local want="num=$n
 net=$net
@@ -330,6 +410,9 @@ bare=$bare
 lower=$lower
 host=$host
 port=$port"
+  # aarch64 specs keep their old form (no arch line): running boards of an older script match
+  [ "$arch" = aarch64 ] || want="$want
+arch=$arch"
 
   if sshd_pid "$name" >/dev/null && [ "$(cat "$b/spec" 2>/dev/null)" = "$want" ]; then
     log "$name already up: $host:$port ($cpu$([ "$bare" = 1 ] && echo ', bare'))"
@@ -349,7 +432,7 @@ port=$port"
   mkdir -p "$b/upper" "$b/work" "$r"
   chmod 755 "$BOARDS" "$b" "$r"    # ChrootDirectory: every component root-owned, not group/other-writable
   if [ "$(spec_get "$name" lower)" != "$lower" ] && [ -n "$(ls -A "$b/upper")" ]; then
-    log "$name: lower layers changed (bare/full or new pins): discarding the board's old files"
+    log "$name: lower layers changed (bare/full, new pins or arch): discarding the board's old files"
     rm -rf "$b/upper" "$b/work"; mkdir -p "$b/upper" "$b/work"
   fi
   echo "$want" > "$b/spec"
@@ -419,7 +502,9 @@ EOF
     [ "$k" = 50 ] && { tail -5 "$LOGS/$name.sshd.log" >&2; die "$name: no sshd answering on $host:$port (port taken by another program?)"; }
     sleep 0.1
   done
-  log "$name up: ssh -i $SSHD_DIR/id_ed25519 -o UserKnownHostsFile=$SSHD_DIR/known_hosts -p $port $BUSER@$host  ($cpu, $(profile_of "$cpu")$([ "$bare" = 1 ] && echo ', bare: no numpy/ncnn'), sshd pid $(cat "$RUN/$name.pid"))"
+  local what=", bare: no numpy/ncnn"
+  [ "$arch" = armv7 ] && what=", armv7: no python3"
+  log "$name up: ssh -i $SSHD_DIR/id_ed25519 -o UserKnownHostsFile=$SSHD_DIR/known_hosts -p $port $BUSER@$host  ($cpu, $(profile_of "$cpu" "$arch")$([ "$bare" = 1 ] && echo "$what"), sshd pid $(cat "$RUN/$name.pid"))"
 }
 
 write_boards_file() {   # every board that is up, plus known_hosts for them
@@ -440,14 +525,15 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
       [ -n "$name" ] || continue
       host=$(spec_get "$name" host) port=$(spec_get "$name" port)
       echo
-      [ "$(spec_get "$name" bare)" = 1 ] && echo "# bare board: python3 without numpy/ncnn"
+      if [ "$(spec_get "$name" arch)" = armv7 ]; then echo "# armv7 board (32-bit, qemu-arm): no python3 at all"
+      elif [ "$(spec_get "$name" bare)" = 1 ]; then echo "# bare board: python3 without numpy/ncnn"; fi
       echo "[boards.$name]"
       echo "host = \"$host\""
       echo "port = $port"
       echo "user = \"$BUSER\""
       echo "identity_file = \"$SSHD_DIR/id_ed25519\""
       echo "known_hosts = \"$kh\""
-      echo "profile = \"$(profile_of "$(spec_get "$name" cpu)")\""
+      echo "profile = \"$(profile_of "$(spec_get "$name" cpu)" "$(spec_get "$name" arch)")\""
       echo "workdir = \".cache/edgecal\""
       if [ "$port" = 22 ]; then printf '%s ' "$host"; else printf '[%s]:%s ' "$host" "$port"; fi >> "$kh.tmp"
       cut -d' ' -f1,2 "$SSHD_DIR/hostkeys/$name.pub" >> "$kh.tmp"
@@ -460,29 +546,46 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
 }
 
 cmd_start() {
-  local specs=("$@") s name opts o net cpu bare v t0=$SECONDS
+  local specs=("$@") s name opts o net cpu bare v arch last t0=$SECONDS
   [ ${#specs[@]} -gt 0 ] || specs=(emu1 emu2)
-  is_set_up || die "not set up; run '$0 setup' first"
-  ensure_binfmt
+  for s in "${specs[@]}"; do
+    arch=$(spec_arch "$s")
+    is_set_up "$arch" || die "not set up for $arch boards; run '$0 setup ${s%%:*}' first"
+    if [ "$arch" = armv7 ]; then ensure_binfmt qemu-arm; else ensure_binfmt qemu-aarch64; fi
+  done
   for s in "${specs[@]}"; do
     name=${s%%:*}; opts=; [ "$s" = "$name" ] || opts=${s#*:}
-    board_num "$name" >/dev/null
+    arch=$(spec_arch "$s")
+    board_num "$name" "$arch" >/dev/null
+    # a board last started with the other arch takes neither its cpu nor bare (start_board
+    # discards its files: the lower layer changes)
+    last=$name
+    [ "$(spec_get "$name" arch)" = "$([ "$arch" = armv7 ] && echo armv7 || true)" ] || last=-none-
     # explicit (option/env) > the board's last spec > default
     net=${ENV_NET:-$(spec_get "$name" net)}; net=${net:-loopback}
     v=EMUBOARD_CPU_$name; v=${v//-/_}
-    cpu=${!v:-$(spec_get "$name" cpu)}
-    if [ -z "$cpu" ]; then if [ "$name" = emu2 ]; then cpu=cortex-a76; else cpu=${EMUBOARD_CPU:-cortex-a72}; fi; fi
-    bare=${EMUBOARD_BARE:-$(spec_get "$name" bare)}; bare=${bare:-0}
+    cpu=${!v:-$(spec_get "$last" cpu)}
+    if [ -z "$cpu" ]; then
+      if [ "$arch" = armv7 ]; then cpu=$ARMV7_CPU
+      elif [ "$name" = emu2 ]; then cpu=cortex-a76; else cpu=${EMUBOARD_CPU:-cortex-a72}; fi
+    fi
+    bare=${EMUBOARD_BARE:-$(spec_get "$last" bare)}; bare=${bare:-0}
     [ "$bare" = 1 ] || bare=0
     for o in ${opts//,/ }; do
       case "$o" in
-        bare) bare=1 ;; full) bare=0 ;; cpu=?*) cpu=${o#cpu=} ;;
-        *) die "unknown board option '$o' (bare, full, cpu=MODEL)" ;;
+        bare) bare=1 ;; full) bare=0 ;; cpu=?*) cpu=${o#cpu=} ;; arch=?*) ;;
+        *) die "unknown board option '$o' (bare, full, cpu=MODEL, arch=aarch64|armv7)" ;;
       esac
     done
-    case "$cpu" in a64fx|cortex-a35|cortex-a53|cortex-a57|cortex-a72|cortex-a76|max|neoverse-n1) ;;
-      *) die "$name: unknown qemu cpu '$cpu'" ;; esac
-    start_board "$name" "$net" "$cpu" "$bare"
+    if [ "$arch" = armv7 ]; then
+      [[ ",$opts," != *,full,* ]] || die "$name: armv7 boards have no python/numpy/ncnn layer ('full' is for aarch64 boards)"
+      bare=1    # always: the armhf rootfs has no python3
+      case "$cpu" in cortex-a7|cortex-a15|max) ;; *) die "$name: unknown qemu-arm cpu '$cpu' (cortex-a7, cortex-a15, max)" ;; esac
+    else
+      case "$cpu" in a64fx|cortex-a35|cortex-a53|cortex-a57|cortex-a72|cortex-a76|max|neoverse-n1) ;;
+        *) die "$name: unknown qemu cpu '$cpu'" ;; esac
+    fi
+    start_board "$name" "$net" "$cpu" "$bare" "$arch"
   done
   write_boards_file
   log "start done in $((SECONDS - t0)) s"
@@ -537,6 +640,7 @@ cmd_restore() {
 cmd_status() {
   local name p link
   is_set_up && echo "setup: done (layer $(basename "$(cat "$STATE/layer.current")"))" || echo "setup: not done"
+  is_set_up armv7 && echo "setup armv7: done (armhf rootfs, no python3)" || echo "setup armv7: not done"
   for name in $(known_boards); do
     if p=$(sshd_pid "$name"); then
       link=
@@ -547,7 +651,7 @@ cmd_status() {
         ip -o link show "ecbh$(spec_get "$name" num)" 2>/dev/null | grep -q '[<,]UP[,>]' || link="$link link=CUT(unreach)"
         link=${link:- link=up}
       fi
-      echo "$name: up   $(spec_get "$name" host):$(spec_get "$name" port) $(spec_get "$name" net) $(spec_get "$name" cpu) bare=$(spec_get "$name" bare)$link sshd=$p"
+      echo "$name: up   $(spec_get "$name" host):$(spec_get "$name" port) $(spec_get "$name" net) $(spec_get "$name" cpu) bare=$(spec_get "$name" bare)$([ "$(spec_get "$name" arch)" = armv7 ] && echo " arch=armv7")$link sshd=$p"
     else
       echo "$name: down"
     fi
@@ -574,7 +678,7 @@ cmd_purge() {
 
 cmd=${1:-}; [ $# -gt 0 ] && shift
 case "$cmd" in
-  setup) cmd_setup ;;
+  setup) cmd_setup "$@" ;;
   start) cmd_start "$@" ;;
   stop) cmd_stop "${1:-}" ;;
   cut) cmd_cut "${1:-}" "${2:-drop}" ;;

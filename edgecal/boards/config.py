@@ -12,6 +12,7 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     profile = "emulated-pi4"      # edgecal/boards/profiles/<profile>.toml (or $EDGECAL_PROFILES)
     workdir = ".cache/edgecal"    # relative to the SFTP home
     python = "python3"            # optional
+    agent = "auto"                # optional: python | native | auto (default: the profile's)
     connect_timeout_s = 10        # optional
     command_timeout_s = 3600      # optional
 
@@ -53,6 +54,8 @@ BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+AGENT_KINDS = ("python", "native", "auto")  # which agent a board runs; auto: native without Python
+NO_PYTHON = "none"  # a profile's `python = "none"`: the board type ships no python3
 _ADDR_RE = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
     r"(?::(?P<port>\d{1,5}))?$"
@@ -82,9 +85,10 @@ class Profile:
     cpu_features: tuple[str, ...]
     cpu_features_absent: tuple[str, ...]
     threads: int
-    python: str
+    python: str | None  # the stock python3 version; None: the board type has none
     runtime: RuntimeOptions
     source: Path
+    agent: str = "auto"  # one of AGENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Board(SshAddress):
     workdir_root: str | None = None
     python: str = "python3"
     source: Path | None = None
+    agent: str | None = None  # one of AGENT_KINDS; None: the profile's (else "auto")
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -174,7 +179,18 @@ _BOARD_KEYS = {
     "python",
     "connect_timeout_s",
     "command_timeout_s",
+    "agent",
 }
+
+
+def _agent(d: Mapping[str, Any], where: str) -> str | None:
+    agent = _get(d, "agent", str, where)
+    if agent is not None and agent not in AGENT_KINDS:
+        raise ConfigError(
+            f"{where}: key 'agent' must be one of {', '.join(AGENT_KINDS)}, not {agent!r}",
+            hint="auto picks the native agent when the board lacks python3/numpy/ncnn",
+        )
+    return agent
 
 
 def _board(name: str, d: Any, path: Path) -> Board:
@@ -214,6 +230,7 @@ def _board(name: str, d: Any, path: Path) -> Board:
         connect_timeout_s=_as_float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
         command_timeout_s=_as_float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),
         source=path,
+        agent=_agent(d, where),
     )
 
 
@@ -297,6 +314,7 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
     threads = _get(d, "threads", int, where, required=True)
     if threads < 1:
         raise ConfigError(f"{where}: key 'threads' must be >= 1, not {threads}")
+    python = _get(d, "python", str, where, required=True)
     return Profile(
         name=name,
         description=_get(d, "description", str, where, ""),
@@ -306,9 +324,10 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
         cpu_features=tuple(features),
         cpu_features_absent=tuple(absent),
         threads=threads,
-        python=_get(d, "python", str, where, required=True),
+        python=None if python == NO_PYTHON else python,
         runtime=RuntimeOptions(**{k: _get(rt, k, bool, rt_where, False) for k in rt}),
         source=path,
+        agent=_agent(d, where) or "auto",
     )
 
 

@@ -1,4 +1,5 @@
-"""Smoke checks of the emulated aarch64 boards (toolchains/emuboard.sh) over real SSH.
+"""Smoke checks of the emulated boards (toolchains/emuboard.sh) over real SSH: the aarch64
+ones (emu1..) and the 32-bit armv7 one without python3 (emuv7, profile emulated-armv7).
 
 The boards come from the TOML file named by ``EDGECAL_BOARDS`` (``make boards-up`` prints
 it). Without it, or with a board that cannot be reached, these tests skip on a developer's
@@ -12,7 +13,10 @@ Everything runs under qemu (~300x slower than native): keep each command tiny.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
+from edgecal.boards.config import load_profile
 
 try:
     import tomllib
@@ -31,6 +37,8 @@ pytestmark = pytest.mark.board
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "toolchains" / "emuboard.sh"
+ARMV7_PROBE = ROOT / "tests" / "data" / "emuboard" / "armv7_probe.cpp"
+ARMV7_CXX = "arm-linux-gnueabihf-g++"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TIMEOUT = 10.0
 CMD_TIMEOUT = 60.0
@@ -42,12 +50,17 @@ CPU_OF_PROFILE = {
     "emulated-pi3": "cortex-a53",
     "emulated-pi4": "cortex-a72",
     "emulated-pi5": "cortex-a76",
+    "emulated-armv7": "cortex-a7",
 }
 MODEL_OF_PROFILE = {
     "emulated-pi3": "Raspberry Pi 3",
     "emulated-pi4": "Raspberry Pi 4",
     "emulated-pi5": "Raspberry Pi 5",
+    "emulated-armv7": "Raspberry Pi 2",
 }
+ARMV7_PROFILES = {"emulated-armv7"}  # boards of toolchains/emuboard.sh's armhf rootfs
+# /proc/cpuinfo "Features" of a Raspberry Pi 2 (Cortex-A7) on a 32-bit OS
+ARMV7_FEATURES = "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm"
 # what a network-level failure to reach a board looks like (not a wrong key or host key)
 UNREACHABLE = (OSError, paramiko.ssh_exception.NoValidConnectionsError, EOFError)
 
@@ -70,6 +83,14 @@ class Board:
     workdir: str
 
     @property
+    def armv7(self) -> bool:
+        return self.profile in ARMV7_PROFILES
+
+    @property
+    def machine(self) -> str:
+        return "armv7l" if self.armv7 else "aarch64"
+
+    @property
     def netns(self) -> bool:
         return self.host.startswith("10.200.")
 
@@ -88,7 +109,11 @@ def load_boards() -> tuple[dict[str, Board], str | None]:
         return {}, f"cannot read the boards file {path}: {e}"
     if data.get("schema") != 1:
         return {}, f"{path}: schema {data.get('schema')!r}, expected 1"
-    boards = {name: Board(name=name, **fields) for name, fields in data.get("boards", {}).items()}
+    keys = {f.name for f in dataclasses.fields(Board)}  # other keys (agent, ...) are not ours
+    boards = {
+        name: Board(name=name, **{k: v for k, v in fields.items() if k in keys})
+        for name, fields in data.get("boards", {}).items()
+    }
     if not boards:
         return {}, f"{path} lists no board"
     return boards, None
@@ -178,10 +203,21 @@ def test_identity(board: Board, client: paramiko.SSHClient) -> None:
     rc, out, err = run(client, 'hostname; uname -m; echo "$QEMU_CPU"; id -un; pwd')
     assert rc == 0, err
     hostname, machine, cpu, user, home = out.split()
-    assert (hostname, machine, user) == (board.name, "aarch64", board.user)
+    assert (hostname, machine, user) == (board.name, board.machine, board.user)
     assert home == f"/home/{board.user}"
     if board.profile in CPU_OF_PROFILE:
         assert cpu == CPU_OF_PROFILE[board.profile]
+
+
+def test_address_follows_the_numbering_rule(board: Board) -> None:
+    """NAME ends in N; the board's number is N (aarch64) or 100+N (armv7: emuv7 is 107)."""
+    m = re.search(r"(\d+)$", board.name)
+    assert m is not None, f"board name {board.name} does not end in a number"
+    number = int(m[1]) + (100 if board.armv7 else 0)
+    if board.netns:
+        assert (board.host, board.port) == (f"10.200.{number}.2", 22)
+    else:
+        assert (board.host, board.port) == ("127.0.0.1", 2221 + number)
 
 
 def test_cpuinfo_looks_like_a_pi(board: Board, client: paramiko.SSHClient) -> None:
@@ -191,6 +227,13 @@ def test_cpuinfo_looks_like_a_pi(board: Board, client: paramiko.SSHClient) -> No
     assert rc == 0
     assert MODEL_OF_PROFILE[board.profile] in out
     assert ("asimdhp" in out) == (board.profile == "emulated-pi5")
+    if board.armv7:
+        assert out.count("model name\t: ARMv7 Processor rev 5 (v7l)") == 4
+        features = {
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Features" in line
+        }
+        assert features == {ARMV7_FEATURES}
+        assert "CPU architecture: 7" in out
 
 
 def test_exit_status_and_pty(client: paramiko.SSHClient) -> None:
@@ -216,6 +259,9 @@ def test_sftp_roundtrip(board: Board, client: paramiko.SSHClient, tmp_path: Path
 
 def test_python_numpy_ncnn(board: Board, client: paramiko.SSHClient, is_bare: bool) -> None:
     rc, out, err = run(client, PROBE)
+    if board.armv7:  # no python3 at all (test_armv7_board_has_no_python)
+        assert rc == 127 and "python3" in err and "not found" in err, (rc, out, err)
+        return
     if is_bare:
         assert rc != 0 and "No module named" in err, (out, err)
         rc, out, err = run(client, 'python3 -c "import platform; print(platform.python_version())"')
@@ -254,7 +300,7 @@ def test_bare_board_has_python_only() -> None:
         except UNREACHABLE as e:
             unavailable(f"board {b.name} unreachable: {e!r}")
         with c:
-            if run(c, "echo ${EMUBOARD_BARE:-0}")[1].strip() != "1":
+            if b.armv7 or run(c, "echo ${EMUBOARD_BARE:-0}")[1].strip() != "1":
                 continue
             rc, _, err = run(c, "python3 -c 'import numpy'")
             assert rc != 0 and "No module named 'numpy'" in err
@@ -262,6 +308,82 @@ def test_bare_board_has_python_only() -> None:
             assert rc != 0 and "No module named 'ncnn'" in err
             return
     pytest.skip("no bare board in the boards file (make boards-up BOARDS='emu1 emu2 emu3:bare')")
+
+
+# ---- the armv7 board: nothing but a shell, and a static armhf binary runs
+
+
+ARMV7_NAMES = sorted(n for n, b in BOARDS.items() if b.armv7) or ["<no-armv7-board>"]
+
+
+@pytest.fixture(scope="module", params=ARMV7_NAMES)
+def armv7(request: pytest.FixtureRequest) -> Board:
+    """Each armv7 board of the boards file; none: skip, and under CI fail (CI starts emuv7)."""
+    if WHY_NOT:
+        unavailable(WHY_NOT)
+    if request.param not in BOARDS:
+        unavailable("no armv7 board in the boards file (make boards-up BOARDS='emu1 emuv7')")
+    return BOARDS[request.param]
+
+
+@pytest.fixture(scope="module")
+def armv7_client(armv7: Board):
+    try:
+        c = connect(armv7)
+    except UNREACHABLE as e:
+        unavailable(f"board {armv7.name} ({armv7.host}:{armv7.port}) unreachable: {e!r}")
+    yield c
+    c.close()
+
+
+def test_armv7_board_has_no_python(armv7_client: paramiko.SSHClient) -> None:
+    client = armv7_client
+    rc, out, err = run(client, "python3 -c 'print(1)'")
+    assert rc == 127 and "python3" in err and "not found" in err, (rc, out, err)
+    rc, out, _ = run(client, "ls /usr/bin /usr/local/bin /bin | grep -c '^python' || true")
+    assert out.strip() == "0"
+    rc, out, err = run(client, "getconf LONG_BIT; dpkg --print-architecture")
+    assert rc == 0 and out.split() == ["32", "armhf"], err
+
+
+def test_armv7_hwcaps_match_the_profile(armv7: Board, armv7_client: paramiko.SSHClient) -> None:
+    """What a program sees (AT_HWCAP, ncnn's source of CPU features on Linux) is the profile's
+    CPU: qemu-arm's cortex-a7 (it reports thumbee, qemu-arm's max does not), no fp16 arithmetic."""
+    rc, out, err = run(armv7_client, "LD_SHOW_AUXV=1 /bin/true")
+    assert rc == 0, err
+    aux = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    hwcap = set(aux["AT_HWCAP"].split())
+    profile = load_profile(armv7.profile)
+    assert set(profile.cpu_features) <= hwcap
+    assert not set(profile.cpu_features_absent) & hwcap
+    assert "thumbee" in hwcap and aux["AT_PLATFORM"].strip() == "v7l"
+
+
+def test_armv7_static_binary_runs(
+    armv7: Board, armv7_client: paramiko.SSHClient, tmp_path: Path
+) -> None:
+    board, client = armv7, armv7_client
+    cxx = shutil.which(ARMV7_CXX)
+    if cxx is None:
+        unavailable(f"{ARMV7_CXX} is not installed (apt-get install g++-arm-linux-gnueabihf)")
+    exe = tmp_path / "armv7_probe"
+    flags = ["-static", "-O2", "-std=c++17", "-march=armv7-a", "-mfpu=neon-vfpv4"]
+    flags += ["-mfloat-abi=hard", "-mfp16-format=ieee", "-pthread"]
+    subprocess.run([cxx, *flags, "-o", str(exe), str(ARMV7_PROBE)], check=True, timeout=300)
+    assert exe.read_bytes()[:5] == b"\x7fELF\x01"  # a 32-bit ELF
+    assert run(client, f"mkdir -p {board.workdir}")[0] == 0
+    remote = f"{board.workdir}/armv7_probe-{os.getpid()}"
+    with client.open_sftp() as sftp:
+        sftp.put(str(exe), remote)
+        sftp.chmod(remote, 0o755)
+        try:
+            rc, out, err = run(client, f"./{remote} a b")
+        finally:
+            sftp.remove(remote)
+    assert rc == 0, err
+    assert out == (
+        "armv7-probe ptr=4 arch=7 neon=1 sum=500500 lanes=22.0 div=10309278 half=0.333252 args=2\n"
+    )
 
 
 # ---- disruptive checks: they drive emuboard.sh (root) and put every board back as it was

@@ -20,6 +20,12 @@ PROFILES = [
     "emulated-pi4",
     "emulated-pi5",
 ]
+ARMV7_PROFILES = [
+    "emulated-armv7",
+    "raspberry-pi-2",
+    "raspberry-pi-3-armv7",
+    "raspberry-pi-4-armv7",
+]
 
 EXAMPLE = """schema = 1
 [boards.emu1]
@@ -91,6 +97,45 @@ def test_every_profile_loads(name: str) -> None:
     fp16 = "asimdhp" in p.cpu_features
     assert p.runtime.fp16_arithmetic == fp16 and p.runtime.fp16_storage == fp16
     assert "i8mm" not in p.cpu_features
+
+
+@pytest.mark.parametrize("name", ARMV7_PROFILES)
+def test_armv7_profiles(name: str) -> None:
+    p = load_profile(name)
+    assert p.name == name and p.arch == "armv7" and p.threads >= 1
+    assert {"neon", "vfpv4"} <= set(p.cpu_features)
+    assert "asimdhp" in p.cpu_features_absent
+    # ncnn on armv7: fp16 storage through vfpv4's conversions, never fp16 arithmetic
+    assert p.runtime.fp16_storage and not p.runtime.fp16_arithmetic
+    assert not p.runtime.bf16_storage
+    # no armv7 ncnn wheel: these boards get the native agent (auto picks it without python3)
+    assert (p.agent, p.python) in {("native", "3.11"), ("auto", None)}
+
+
+def test_agent_kind_defaults_and_overrides(tmp_path: Path) -> None:
+    assert load_profile("emulated-pi4").agent == "auto"  # no `agent` key: auto
+    assert load_profile("emulated-pi4").python == "3.11"
+    assert load_profile("emulated-armv7").python is None  # python = "none"
+    boards = load_boards(write(tmp_path, EXAMPLE + 'agent = "native"\n'))
+    assert boards["emu1"].agent == "native"
+    assert load_boards(write(tmp_path, EXAMPLE))["emu1"].agent is None  # the profile's
+
+
+@pytest.mark.parametrize("where", ["boards", "profile"])
+def test_agent_kind_is_validated(tmp_path: Path, where: str) -> None:
+    if where == "boards":
+        path = write(tmp_path, EXAMPLE + 'agent = "java"\n')
+        with pytest.raises(ConfigError) as info:
+            load_boards(path)
+    else:
+        path = tmp_path / "x.toml"
+        path.write_text(
+            'schema = 1\nname = "x"\narch = "armv7"\nthreads = 1\npython = "none"\nagent = 1\n'
+        )
+        with pytest.raises(ConfigError) as info:
+            load_profile("x", tmp_path)
+    assert str(path) in str(info.value) and "key 'agent'" in str(info.value)
+    assert where == "profile" or "python, native, auto" in str(info.value)
 
 
 def test_profile_errors(tmp_path: Path) -> None:
