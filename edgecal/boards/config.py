@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.boards.workdir import check_workdir_setting
+from edgecal.device.probe import AGENT_SETTINGS
 from edgecal.device.ssh.config import SshAddress
 from edgecal.errors import ConfigError, UsageError
 from edgecal_agent.workdir import DEFAULT_WORKDIR
@@ -54,7 +55,6 @@ BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-AGENT_KINDS = ("python", "native", "auto")  # which agent a board runs; auto: native without Python
 NO_PYTHON = "none"  # a profile's `python = "none"`: the board type ships no python3
 _ADDR_RE = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
@@ -88,7 +88,7 @@ class Profile:
     python: str | None  # the stock python3 version; None: the board type has none
     runtime: RuntimeOptions
     source: Path
-    agent: str = "auto"  # one of AGENT_KINDS
+    agent: str = "auto"  # one of AGENT_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Board(SshAddress):
     workdir_root: str | None = None
     python: str = "python3"
     source: Path | None = None
-    agent: str | None = None  # one of AGENT_KINDS; None: the profile's (else "auto")
+    agent: str | None = None  # one of AGENT_SETTINGS; None: the profile's (else "auto")
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -185,9 +185,9 @@ _BOARD_KEYS = {
 
 def _agent(d: Mapping[str, Any], where: str) -> str | None:
     agent = _get(d, "agent", str, where)
-    if agent is not None and agent not in AGENT_KINDS:
+    if agent is not None and agent not in AGENT_SETTINGS:
         raise ConfigError(
-            f"{where}: key 'agent' must be one of {', '.join(AGENT_KINDS)}, not {agent!r}",
+            f"{where}: key 'agent' must be one of {', '.join(AGENT_SETTINGS)}, not {agent!r}",
             hint="auto picks the native agent when the board lacks python3/numpy/ncnn",
         )
     return agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from edgecal.boards.config import Board, resolve_board
+from edgecal.boards.config import Board, Profile, resolve_board
 from edgecal.device.base import Device
 from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.device import SshDevice
@@ -16,6 +16,11 @@ def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
     """The board's address (what ``Board`` and ``SshTarget`` share) and the host-key policy."""
     address = {f.name: getattr(board, f.name) for f in fields(SshAddress)}
     return SshTarget(**address, accept_new_host_key=accept_new_host_key)
+
+
+def agent_setting(board: Board, profile: Profile | None) -> str:
+    """The board's ``agent``, else its profile's, else ``auto``."""
+    return board.agent or (profile.agent if profile is not None else "auto")
 
 
 def open_board(
@@ -29,6 +34,7 @@ def open_board(
         python=board.python,
         workdir_root=board.workdir_root,
         threads=threads or (profile.threads if profile else None),
+        agent=agent_setting(board, profile),
     )
 
 

@@ -149,7 +149,7 @@ MACHINE_TARGETS = {
     "amd64": "x86_64",
 }
 
-AGENT_SETTINGS = ("auto", "python", "native")
+AGENT_SETTINGS = ("python", "native", "auto")
 
 
 def shell_probe_argv(workdir: str) -> list[str]:

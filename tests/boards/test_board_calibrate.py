@@ -302,12 +302,19 @@ def test_quantized_model_runs_on_emu1(
 def test_provision_a_bare_board(
     boards_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A board without numpy/ncnn (and without pip, and without internet in netns mode):
+    """A board without numpy/ncnn (and without pip, and without internet in netns mode) that
+    is to run the Python agent (``agent = "python"``; ``auto`` would give it the native one):
     check says provision; provision downloads the aarch64 wheels on the host, pushes and
     unpacks them under the work directory; check then passes and the agent runs."""
     need(boards_file, BARE)
     from edgecal.boards.open import open_board
 
+    text = boards_file.read_text()
+    assert f"[boards.{BARE}]\n" in text
+    boards_file = tmp_path / "boards.toml"
+    boards_file.write_text(
+        text.replace(f"[boards.{BARE}]\n", f'[boards.{BARE}]\nagent = "python"\n')
+    )
     board = load_boards(boards_file)[BARE]
     with open_board(board) as dev:  # start from bare: forget an earlier provisioning
         dev.link.run(["rm", "-rf", "--", dev.remote("site"), dev.remote("files")], timeout_s=120)
