@@ -105,9 +105,14 @@ class _Block:
         self.q_right = np.where(self.q_rs > 0, rl, NUM_BINS).astype(np.intp)
         cnt = rl - lu
         steps = int(cnt.max(initial=0))
-        p = np.arange(steps, dtype=np.int64)[None, None, :]
-        full = np.where(p < cnt[:, :, None], lu[:, :, None] + p, NUM_BINS)
-        self.q_full = [full[:, :, i].astype(np.intp) for i in range(steps)]
+        every = int(cnt.min(initial=0))  # steps every Q-bin has
+        lu_p = lu.astype(np.intp)
+        self.q_full = []
+        for i in range(steps):
+            idx = lu_p + i
+            if i >= every:
+                idx[cnt <= i] = NUM_BINS
+            self.q_full.append(idx)
         self.q_denom = (cnt.astype(_F32) + self.q_ls) + self.q_rs  # (rl-lu) + ls + rs, in order
         # --- E: source bin k gets eps + Q[jk] (jk = the Q bin holding point k), or, when a Q
         # boundary b falls strictly inside (k, k+1): (eps + (b-k)*Q[jk]) + (k+1-b)*Q[jk+1]. --
