@@ -64,6 +64,20 @@ def unit_rows(out: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(-1, 1))
 
 
+def unit_rows_into(out: np.ndarray, dst: np.ndarray) -> None:
+    """:func:`unit_rows` of ``out`` written into ``dst`` ``(units, values)`` (any float dtype,
+    C-contiguous) in one pass: the same values, without the float32 copies."""
+    a = np.asarray(out)
+    if a.ndim == 4:
+        a = a[:, 0]
+    if a.ndim == 3:
+        np.copyto(dst.reshape(a.shape), a)
+    elif a.ndim == 2:
+        np.copyto(dst, a.T)
+    else:
+        np.copyto(dst, a.reshape(-1, 1))
+
+
 def seq_sum(x: np.ndarray) -> np.ndarray:
     """Sequential float64 sums along the last axis (``double acc = x[0]; acc += x[i]`` order,
     whatever the leading axes)."""
@@ -84,6 +98,14 @@ def unit_terms(
     tmp = np.empty((2, *q.shape), dtype=np.float64) if scratch is None else scratch
     q64, prod = tmp[0], tmp[1]
     np.copyto(q64, q)
+    return unit_terms64(ref, q64, prod)
+
+
+def unit_terms64(
+    ref: np.ndarray, q64: np.ndarray, prod: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_terms` of ``q64``, the float32 output already widened to float64;
+    ``prod``: a float64 buffer of its shape."""
     np.multiply(ref, q64, out=prod)
     dot = np.add.reduce(prod, axis=-1)
     np.multiply(q64, q64, out=prod)
@@ -252,7 +274,7 @@ class EqSearch:
             rows = list(self.ref_stack)
             per_sample = max(rows[0].size, 1)
             self.chunk = max(1, min(len(rows), CHUNK_VALUES // per_sample))
-            self.qchunk = np.empty((self.chunk, *rows[0].shape), dtype=np.float32)
+            # the probe's outputs widened straight into float64, and the products
             self.chunk_scratch = np.empty((2, self.chunk, *rows[0].shape), dtype=np.float64)
         else:
             self.ref_stack = None
@@ -276,14 +298,14 @@ class EqSearch:
             if out.shape != shape or ref.shape[0] != units:
                 raise JobError("the EQ probe output shape differs from the fp32 top blob")
             if self.ref_stack is not None:
-                self.qchunk[filled] = unit_rows(out)  # copied before the next forward
+                unit_rows_into(out, self.chunk_scratch[0, filled])  # before the next forward
                 filled += 1
                 if filled == self.chunk or s == n - 1:  # the float64 products stay in cache
                     end = done + filled
-                    dots[done:end], qqs[done:end] = unit_terms(
+                    dots[done:end], qqs[done:end] = unit_terms64(
                         self.ref_stack[done:end],
-                        self.qchunk[:filled],
-                        self.chunk_scratch[:, :filled],
+                        self.chunk_scratch[0, :filled],
+                        self.chunk_scratch[1, :filled],
                     )
                     done, filled = end, 0
                 continue

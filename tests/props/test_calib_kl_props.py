@@ -172,3 +172,33 @@ def test_probe_pruning_changes_no_choice(c: np.ndarray, probe: int) -> None:
         assert K.kl_best_bin(c) == plain
     finally:
         K._PROBE = saved
+
+
+@st.composite
+def slot_spikes(draw: st.DrawFn) -> np.ndarray:
+    """Mass on the bins the screen treats apart for some t: bin 0, the boundary slots
+    floor(j*t/128), the folded bin t-1 and t itself (the screen's weights fix these up)."""
+    t = draw(st.integers(129, 2047))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    c = np.zeros(2048, dtype=np.uint64)
+    js = rng.choice(np.arange(1, 128), size=draw(st.integers(1, 20)), replace=False)
+    c[(js * t) // 128] = rng.integers(1, 10**6, js.size).astype(np.uint64)
+    for k in (0, t - 1, min(t, 2047)):
+        c[k] += np.uint64(draw(st.integers(0, 10**6)))
+    if draw(st.booleans()):  # a dense floor under the spikes
+        c += rng.integers(0, 50, 2048).astype(np.uint64)
+    if not c.any():
+        c[t - 1] = 1
+    return c
+
+
+@FAST
+@given(slot_spikes())
+def test_screen_bound_and_choice_on_slot_bins(c: np.ndarray) -> None:
+    """The screen (p = eps + h prefix sums, transposed chunks) keeps its bound on mass in the
+    slot and edge bins, and the search still picks the exact curve's first minimum."""
+    exact = K.kl_divergences(c, exact=True)
+    value, bound = K.screen_bounds(c)
+    assert np.all(np.abs(exact.astype(np.float64) - value) <= bound)
+    want = int(np.flatnonzero(exact == exact.min())[0]) + 128
+    assert K.kl_best_bin(c) == want

@@ -127,6 +127,33 @@ def test_unit_rows_layouts() -> None:
     assert np.array_equal(eqsearch.unit_rows(a4), a4[:, 0].reshape(2, 12))
 
 
+def test_unit_rows_into_writes_unit_rows_widened() -> None:
+    """The search widens the probe's output straight into its float64 chunk: the same values
+    as ``unit_rows``, for every layout, padded ncnn Mats (channel stride > h*w) included."""
+    import ncnn
+
+    rng = np.random.default_rng(3)
+    mat = ncnn.Mat(5, 3, 7)  # w=5 h=3 c=7: 15 values a channel, stored 16 apart
+    np.asarray(mat)[...] = rng.normal(size=(7, 3, 5)).astype(np.float32)
+    outs = [
+        np.asarray(mat),
+        rng.normal(size=(2, 3)).astype(np.float32),
+        rng.normal(size=5).astype(np.float32),
+        rng.normal(size=(2, 2, 3, 4)).astype(np.float32),
+    ]
+    assert not outs[0].flags.c_contiguous
+    for out in outs:
+        want = eqsearch.unit_rows(out).astype(np.float64)
+        dst = np.full(want.shape, np.nan)
+        eqsearch.unit_rows_into(out, dst)
+        assert np.array_equal(dst, want)
+    ref = rng.normal(size=(4, 6))
+    q = rng.normal(size=(4, 6)).astype(np.float32)
+    got = eqsearch.unit_terms64(ref, q.astype(np.float64), np.empty((4, 6)))
+    want_terms = eqsearch.unit_terms(ref, q)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want_terms, strict=True))
+
+
 def test_similarity_is_nan_for_a_zero_norm() -> None:
     dots = np.array([[1.0, 2.0], [0.5, 0.5]])
     qqs = np.array([[1.0, 1.0], [0.0, 0.0]])
