@@ -3,6 +3,7 @@ x86_64 ncnn install, cached by the hash of its sources (rebuilt when they change
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -85,10 +86,8 @@ def build_native_agent(cache: Path | None = None) -> Path:
         shutil.copy2(work / "build" / BINARY, staged)
         shutil.rmtree(work / "build", ignore_errors=True)
         shutil.rmtree(include, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):  # another session built it meanwhile
             os.rename(work, out)
-        except OSError:  # another session built it meanwhile
-            pass
         if not binary.is_file():
             raise RuntimeError(f"the native agent build left no {binary}")
         return binary

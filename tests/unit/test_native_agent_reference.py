@@ -21,7 +21,7 @@ from edgecal.device.local import LocalDevice
 from edgecal_agent import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
-from refcases import REFERENCE, capture_absmax, capture_histograms, load_case  # noqa: E402
+from refcases import REFERENCE, capture_absmax, capture_histograms, load_case
 
 CROSSCHECK = json.loads((REFERENCE / "crosscheck.json").read_text())
 
