@@ -154,7 +154,7 @@ def test_a_zero_absmax_with_non_zero_values_fails_alike(
     assert kinds == [("ValueError", True)] * 2
 
 
-@pytest.mark.parametrize("kind", ["edges", "random"])
+@pytest.mark.parametrize("kind", ["edges", "random", "subnormal"])
 def test_absmax_is_identical_in_both_agents(
     agents: tuple[LocalDevice, LocalDevice], kind: str, tmp_path: Path
 ) -> None:
@@ -162,6 +162,9 @@ def test_absmax_is_identical_in_both_agents(
     if kind == "edges":
         values = _edges(F32(2.5))
         values = values[np.isfinite(values)]
+    elif kind == "subnormal":  # an abs-max that is itself subnormal
+        values = (rng.integers(-(2**20), 2**20, 900) * F32(2.0**-149)).astype(F32)
+        assert 0 < np.abs(values).max() < np.finfo(F32).tiny
     else:
         values = (rng.normal(0, 3, 9000) * (rng.random(9000) < 0.5)).astype(F32)
     shards = write_shards(_samples(values), [SPEC], tmp_path, shard_size=4)

@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace edgecal {
@@ -21,24 +22,41 @@ std::pair<int64_t, int64_t> count_nonfinite(const float* p, size_t n) {
 }
 
 void AbsMaxAccumulator::add(const float* p, size_t n) {
-    const float inf = std::numeric_limits<float>::infinity();
-    float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int bad = 0;
+    // m keeps max |x| (a NaN never wins the > test, as in std::max(absmax, fabs(x))); z stays 0
+    // unless some |x| is NaN or inf (inf - inf and NaN - NaN are NaN).
+    float m = 0.0f, z = 0.0f;
     size_t i = 0;
+#if !(defined(__arm__) && !defined(__aarch64__))
+    // Two 4-float lanes of GCC/clang vector extensions (SSE on x86, AdvSIMD on aarch64).  Not
+    // on 32-bit ARM: NEON flushes subnormals to zero there, a subnormal abs-max would be lost.
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int32_t v4i __attribute__((vector_size(16)));
+    const v4i abs_mask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+    v4f m0 = {0, 0, 0, 0}, m1 = m0, z0 = m0, z1 = m0;
     for (; i + 8 <= n; i += 8) {
-        for (int k = 0; k < 8; ++k) {
-            const float a = std::fabs(p[i + k]);
-            bad |= !(a < inf);
-            m[k] = a > m[k] ? a : m[k];  // a NaN never wins
-        }
+        v4f x0, x1;
+        std::memcpy(&x0, p + i, 16);
+        std::memcpy(&x1, p + i + 4, 16);
+        const v4f a0 = (v4f)((v4i)x0 & abs_mask), a1 = (v4f)((v4i)x1 & abs_mask);
+        const v4i g0 = a0 > m0, g1 = a1 > m1;
+        m0 = (v4f)((g0 & (v4i)a0) | (~g0 & (v4i)m0));
+        m1 = (v4f)((g1 & (v4i)a1) | (~g1 & (v4i)m1));
+        z0 += a0 - a0;
+        z1 += a1 - a1;
     }
+    for (int k = 0; k < 4; ++k) {
+        m = m0[k] > m ? m0[k] : m;
+        m = m1[k] > m ? m1[k] : m;
+        z += z0[k] + z1[k];
+    }
+#endif
     for (; i < n; ++i) {
         const float a = std::fabs(p[i]);
-        bad |= !(a < inf);
-        m[0] = a > m[0] ? a : m[0];
+        m = a > m ? a : m;
+        z += a - a;
     }
-    for (float v : m) value = v > value ? v : value;
-    nonfinite = nonfinite || bad;
+    value = m > value ? m : value;
+    nonfinite = nonfinite || z != 0.0f;
 }
 
 HistogramAccumulator::HistogramAccumulator(float absmax)
