@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.device.capture import Workload, run_outputs, write_shards
+from edgecal.device.capture import Workload, run_outputs, run_shard_timed, write_shards
 from edgecal.device.local import LocalDevice
 from edgecal_agent import stats
 
@@ -73,3 +73,28 @@ def test_both_agents_give_the_same_absmax_and_histograms(
             assert moved.sum() <= 4, blob
         else:
             np.testing.assert_array_equal(hists[0][blob], hists[1][blob], err_msg=blob)
+
+
+@pytest.mark.parametrize("runtime", ["calibration", "deployed"])
+@pytest.mark.parametrize("blobs", [["1"], ["3", "1"]])
+def test_timed_runs_give_the_untimed_outputs_and_a_latency_per_sample(
+    agents: tuple[LocalDevice, LocalDevice], runtime: str, blobs: list[str], tmp_path: Path
+) -> None:
+    case = load_case("npy")
+    shards = write_shards(case.samples[:5], case.specs, tmp_path)
+    work = Workload(case.param, case.bin, case.specs, shards, blobs, runtime, 2)
+    got = []
+    for dev in agents:
+        outs, latency = run_shard_timed(dev, work)
+        plain = list(run_outputs(dev, work))
+        assert len(outs) == len(plain) == len(latency) == 5
+        assert all(0 < s < 10 for s in latency)
+        for a, b in zip(outs, plain, strict=True):
+            assert list(a) == blobs
+            for blob in blobs:
+                np.testing.assert_array_equal(a[blob], b[blob])
+        got.append(outs)
+    for a, b in zip(*got, strict=True):
+        for blob in blobs:
+            assert a[blob].dtype == b[blob].dtype == np.float32
+            np.testing.assert_array_equal(a[blob], b[blob])  # npy: the same ncnn results
