@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecal_agent import PROTOCOL_VERSION, __version__
@@ -209,3 +210,46 @@ def test_pushed_inputs_are_checked_and_a_symlinked_folder_is_never_unlinked_in(
     marker = (wd / "files" / good / ".m.param.sha256").read_text().split()
     assert marker[-1] == good
     assert _response(wd / JOBS_DIR / "good")["error"]["kind"] == "ModelLoadError"  # bin = param
+
+
+def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
+    native_agent_binary: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    deep = wd / JOBS_DIR / "deep"
+    deep.mkdir(parents=True)
+    (deep / REQUEST_FILE).write_text(
+        '{"op": "hello", "job_id": "deep", "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    eq = wd / JOBS_DIR / "eq"
+    eq.mkdir()
+    (eq / "probe.param").write_text("7767517\n0 0\n")
+    (eq / "probe.bin").write_bytes(b"")
+    np.savez(
+        eq / "cand.npz",
+        candidates=np.ones((2, 3), np.float32),
+        weight_scales=np.ones(1, np.float32),
+        bottom_scale=np.zeros(0, np.float32),
+    )
+    params = {
+        "model": {"param": "m.param", "bin": "m.bin"},
+        "inputs": [],
+        "shards": [],
+        "bottom": "a",
+        "top": "b",
+        "probe_param": "probe.param",
+        "probe_prefix": "probe.bin",
+        "candidates": "cand.npz",
+    }
+    _request(eq, "eq_layer", params)
+    _request(wd / JOBS_DIR / "eq-missing", "eq_layer", {**params, "probe_param": "gone.param"})
+    res = _run(native_agent_binary, "serve", "--root", str(tmp_path), "--workdir", str(wd),
+               home=tmp_path, stdin="deep\neq\neq-missing\nquit\n")  # fmt: skip
+    assert res.returncode == 0, res
+    assert _response(deep)["error"]["kind"] == "BadRequest"
+    error = _response(eq)["error"]
+    assert error["kind"] == "BadRequest" and "index" in error["message"], error
+    error = _response(wd / JOBS_DIR / "eq-missing")["error"]
+    assert (
+        error["kind"] == "BadRequest" and "job file gone.param cannot be used" in error["message"]
+    )

@@ -399,10 +399,11 @@ OpResult op_eq_layer(JobContext& ctx) {
     std::vector<float> candidates, weight_scales;
     float bottom_scale = 0.0f;
     int64_t n_w = 0, steps = 0;
+    // a job file that cannot be read is a BadRequest of its own (read_job_file's message)
+    probe_param = ctx.read_job_file(p.probe_param);
+    prefix = ctx.read_job_file(p.probe_prefix);
+    const std::string raw = ctx.read_job_file(p.candidates);
     try {
-        probe_param = ctx.read_job_file(p.probe_param);
-        prefix = ctx.read_job_file(p.probe_prefix);
-        const std::string raw = ctx.read_job_file(p.candidates);
         auto npz = load_npz_bytes(raw, p.candidates);
         for (const char* key : {"candidates", "weight_scales", "bottom_scale"}) {
             auto it = npz.find(key);
