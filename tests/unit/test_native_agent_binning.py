@@ -197,3 +197,25 @@ def test_nonfinite_values_fail_alike_with_the_same_details(
     assert kind == "NonFiniteActivation"
     assert details["samples"] == [[1, "in0", 2, 0], [3, "in0", 0, 1], [4, "in0", 2, 0]]
     assert details["totals"] == {"in0": [4, 1]}
+
+
+def test_refusals_have_the_same_kind_and_message_in_both_agents(
+    agents: tuple[LocalDevice, LocalDevice], tmp_path: Path
+) -> None:
+    good = write_shards(_samples(np.ones(PER_SAMPLE, F32)), [SPEC], tmp_path / "good")
+    other = InputSpec("in0", "npy", mean=(0.5,), shape=(10, 6, 3))
+    foreign = write_shards(_samples(np.ones(PER_SAMPLE, F32)), [other], tmp_path / "foreign")
+    wrong = write_shards([(np.zeros((3, 10, 6), F32),)], [SPEC], tmp_path / "wrong")
+    cases = {
+        "foreign shard": (foreign, {}),
+        "wrong shape": (wrong, {}),
+        "no such blob": (good, {"blobs": ["in0", "nope"]}),
+    }
+    for what, (shards, extra) in cases.items():
+        messages = []
+        for dev in agents:
+            with pytest.raises(AgentError) as info:
+                _job(dev, "absmax", shards, **extra)
+            e = info.value
+            messages.append((e.kind, str(e).split(f"{e.kind}: ", 1)[1]))
+        assert messages[0] == messages[1], what

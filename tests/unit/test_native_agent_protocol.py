@@ -253,3 +253,54 @@ def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
     assert (
         error["kind"] == "BadRequest" and "job file gone.param cannot be used" in error["message"]
     )
+
+
+BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
+    "runtime": ("absmax", {"runtime": "turbo"}),
+    "threads": ("absmax", {"threads": 0}),
+    "bool-threads": ("absmax", {"threads": True}),
+    "absmax": ("histogram", {"absmax": {"in0": "big"}}),
+    "no-absmax": ("histogram", {}),
+    "no-inputs": ("absmax", {"inputs": []}),
+    "pixel": ("absmax", {"inputs": [{"blob": "in0", "pixel": "YUV"}]}),
+    "kind": ("absmax", {"inputs": [{"blob": "in0", "kind": "video"}]}),
+    "shape": ("absmax", {"inputs": [{"blob": "in0", "shape": [1.5]}]}),
+    "mean": ("absmax", {"inputs": [{"blob": "in0", "mean": ["x"]}]}),
+    "shards": ("absmax", {"shards": ["/etc/passwd"]}),
+    "blobs": ("absmax", {"blobs": "in0"}),
+    "model": ("absmax", {"model": {"param": "a\\\\b", "bin": "b"}}),
+    "sleep": ("sleep", {"seconds": 4000}),
+    "eq-max": ("eq_layer", {"bottom": "a", "top": "b", "max_samples": 51}),
+    "eq-top": ("eq_layer", {"bottom": "a"}),
+    "missing-model": ("absmax", {"model": {"param": "nope.param", "bin": "nope.bin"}}),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_PARAMS))
+def test_a_bad_request_gets_the_python_agents_answer(
+    native_agent_binary: Path, tmp_path: Path, what: str
+) -> None:
+    import io
+
+    from edgecal_agent import server
+
+    op, extra = BAD_PARAMS[what]
+    base: dict[str, object] = {
+        "model": {"param": "m.param", "bin": "m.bin"},
+        "inputs": [{"blob": "in0"}],
+        "shards": [],
+        "blobs": ["in0"],
+    }
+    answers = []
+    for agent in ("python", "native"):
+        wd = tmp_path / agent
+        _request(wd / JOBS_DIR / "j1", op, {**base, **extra})
+        if agent == "python":
+            server.run_job(str(wd), "j1", io.StringIO())
+        else:
+            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
+                       str(wd), "j1", home=tmp_path)  # fmt: skip
+            assert res.returncode == 1, res
+        doc = _response(wd / JOBS_DIR / "j1")
+        answers.append((doc["op"], doc["ok"], doc["error"]["kind"], doc["error"]["message"]))
+    assert answers[0] == answers[1]

@@ -67,11 +67,12 @@ public:
                 throw BadRequest("sample shard " + rel + " is unreadable: " + e.what());
             }
             if (!(info.inputs == inputs_)) {
-                json got = json::array(), want = json::array();
-                for (const auto& d : info.inputs) got.push_back(d.to_json());
-                for (const auto& d : inputs_) want.push_back(d.to_json());
-                throw BadRequest("sample shard " + rel + " was written for inputs " + got.dump() +
-                                 ", the request names " + want.dump());
+                std::vector<std::string> got, want;
+                for (const auto& d : info.inputs) got.push_back(d.repr());
+                for (const auto& d : inputs_) want.push_back(d.repr());
+                throw BadRequest("sample shard " + rel + " was written for inputs [" +
+                                 join(got, ", ") + "], the request names [" + join(want, ", ") +
+                                 "]");
             }
             total += info.n_samples;
             infos_.push_back(std::move(info));

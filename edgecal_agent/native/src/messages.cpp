@@ -280,6 +280,16 @@ json InputDesc::to_json() const {
                 {"mean", mean}, {"norm", norm}, {"shape", shape}};
 }
 
+std::string InputDesc::repr() const {
+    std::vector<std::string> m, n, sh;
+    for (double v : mean) m.push_back(py_float(v));
+    for (double v : norm) n.push_back(py_float(v));
+    for (int64_t v : shape) sh.push_back(std::to_string(v));
+    return "{'blob': " + py_repr(blob) + ", 'kind': " + py_repr(kind) + ", 'pixel': " +
+           py_repr(pixel) + ", 'mean': [" + join(m, ", ") + "], 'norm': [" + join(n, ", ") +
+           "], 'shape': [" + join(sh, ", ") + "]}";
+}
+
 std::pair<int64_t, int64_t> InputDesc::target_size(int64_t cols, int64_t rows) const {
     int64_t w = shape.size() > 0 ? shape[0] : 0;
     int64_t h = shape.size() > 1 ? shape[1] : 0;

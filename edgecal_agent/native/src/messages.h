@@ -43,6 +43,8 @@ struct InputDesc {
 
     static InputDesc from_json(const json& d, const std::string& where);
     json to_json() const;
+    // Python's repr of to_dict(): "{'blob': 'in0', 'kind': 'image', ...}"
+    std::string repr() const;
     // ncnn2table's resize rule (spec 2.3)
     std::pair<int64_t, int64_t> target_size(int64_t cols, int64_t rows) const;
     bool operator==(const InputDesc& o) const;

@@ -47,14 +47,42 @@ std::string py_repr(const std::string& s) {
 std::string py_float(double v) {
     if (std::isnan(v)) return "nan";
     if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+    // the shortest digits that read back as v, then Python's repr layout: positional for
+    // decimal exponents -4 <= e < 16, else d.ddde+XX
     char buf[64];
-    for (int prec = 1; prec <= 17; ++prec) {
-        std::snprintf(buf, sizeof buf, "%.*g", prec, v);
+    int prec = 0;
+    for (; prec < 17; ++prec) {
+        std::snprintf(buf, sizeof buf, "%.*e", prec, v);
         if (std::strtod(buf, nullptr) == v) break;
     }
-    std::string s(buf);
-    if (s.find_first_of(".en") == std::string::npos) s += ".0";
-    return s;
+    std::string sci(buf);
+    const size_t epos = sci.find('e');
+    const int exp10 = std::atoi(sci.c_str() + epos + 1);
+    std::string mant = sci.substr(0, epos);
+    const bool neg = mant[0] == '-';
+    if (neg) mant = mant.substr(1);
+    std::string digits;
+    for (char c : mant) {
+        if (c != '.') digits += c;
+    }
+    while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+    std::string out;
+    if (exp10 >= -4 && exp10 < 16) {
+        if (exp10 < 0) {
+            out = "0." + std::string(size_t(-exp10 - 1), '0') + digits;
+        } else if (size_t(exp10) + 1 >= digits.size()) {
+            out = digits + std::string(size_t(exp10) + 1 - digits.size(), '0') + ".0";
+        } else {
+            out = digits.substr(0, size_t(exp10) + 1) + "." + digits.substr(size_t(exp10) + 1);
+        }
+    } else {
+        out = digits.substr(0, 1);
+        if (digits.size() > 1) out += "." + digits.substr(1);
+        char e[16];
+        std::snprintf(e, sizeof e, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+        out += e;
+    }
+    return neg ? "-" + out : out;
 }
 
 std::string join(const std::vector<std::string>& items, const std::string& sep) {
