@@ -178,6 +178,7 @@ def hello_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "system": platform.system(),
         "cores": os.cpu_count() or 1,
+        "agent_kind": "python",
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:

@@ -49,3 +49,17 @@ def loopback_sshd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def native_agent_binary() -> Path:
+    """The native agent built from edgecal_agent/native (tests/integration/native_agent.py);
+    skips without cmake or ncnn, except in CI."""
+    from tests.integration.native_agent import build_native_agent, why_not_buildable
+
+    why = why_not_buildable()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true and the native agent cannot be built: {why}", pytrace=False)
+        pytest.skip(f"the native agent cannot be built: {why}")
+    return build_native_agent()

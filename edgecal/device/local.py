@@ -31,7 +31,8 @@ class LocalDevice(Device):
 
     ``workdir``: where models, shards, jobs and the agent live; a temporary directory, removed
     on :meth:`close`, when not given.  ``threads``: default thread count for ``deployed``
-    runtime jobs.  ``agent="module"`` runs ``python -m edgecal_agent`` instead of the zipapp.
+    runtime jobs.  ``agent="module"`` runs ``python -m edgecal_agent`` instead of the zipapp;
+    ``agent="native"`` runs the native agent executable ``native_binary`` (same protocol).
     """
 
     def __init__(
@@ -41,11 +42,14 @@ class LocalDevice(Device):
         *,
         python: str = sys.executable,
         agent: str = "zipapp",
+        native_binary: Path | None = None,
         startup_timeout_s: float = 60.0,
         name: str = "local",
     ) -> None:
-        if agent not in ("zipapp", "module"):
-            raise ValueError(f"agent must be 'zipapp' or 'module', not {agent!r}")
+        if agent not in ("zipapp", "module", "native"):
+            raise ValueError(f"agent must be 'zipapp', 'module' or 'native', not {agent!r}")
+        if (agent == "native") != (native_binary is not None):
+            raise ValueError("native_binary is given exactly when agent is 'native'")
         self.name = name
         self.threads = threads or os.cpu_count() or 1
         self._owns_workdir = workdir is None
@@ -57,6 +61,7 @@ class LocalDevice(Device):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._python = python
         self._agent_kind = agent
+        self._native_binary = native_binary
         self._startup_timeout_s = startup_timeout_s
         self._session: AgentSession | None = None
         self._bytes_pushed = 0
@@ -68,7 +73,9 @@ class LocalDevice(Device):
     # -- agent process ---------------------------------------------------------------------------
     def _agent_argv(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
-        if self._agent_kind == "zipapp":
+        if self._native_binary is not None:
+            argv = [str(self._native_binary)]
+        elif self._agent_kind == "zipapp":
             # with this Python's bytecode: the agent runs on sys.executable by default
             pyz = build_agent_zipapp(
                 self.workdir / AGENT_DIR, bytecode=self._python == sys.executable

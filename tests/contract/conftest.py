@@ -20,12 +20,16 @@ from edgecal.device.local import LocalDevice
 from edgecal.device.ssh.device import SshDevice
 from edgecal.device.ssh.link import SshTarget
 
-DEVICE_KINDS = ["local", pytest.param("ssh", marks=pytest.mark.ssh)]
+DEVICE_KINDS = ["local", "local-native", pytest.param("ssh", marks=pytest.mark.ssh)]
 
 
 def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
     if kind == "local":
         return LocalDevice()
+    if kind == "local-native":
+        # the native agent (edgecal_agent/native) built for this host, same protocol
+        binary = request.getfixturevalue("native_agent_binary")
+        return LocalDevice(agent="native", native_binary=binary, name="local-native")
     if kind == "ssh":
         # the loopback sshd's "board" is this host: the agent runs on this venv's python, in a
         # work directory the tests can also see locally

@@ -45,11 +45,15 @@ def exact_expected(device: Device, case: str) -> bool:
     differently by a few ulp on another ISA (README section 5).  Measured on an AVX2-only
     x86 host: npy and multi still match exactly, digits' convolutions differ by <= 6 ulp.
     Where exactness is not expected, closeness is asserted instead.
+    The native agent links its own build of the same ncnn version (another compiler, other
+    contractions): measured here, digits' convolutions differ from the wheel's by a few ulp.
     """
     info = device.hello()
     features = set(info["cpu_features"])
     if info["machine"] not in ("x86_64", "AMD64"):
         return False
+    if info.get("agent_kind") == "native":
+        return case in ("npy", "multi")
     return "avx512f" in features or case in ("npy", "multi")
 
 
@@ -64,9 +68,19 @@ def test_hello_reports_protocol_and_versions(device: Device) -> None:
     info = device.hello()
     assert info["protocol"] == PROTOCOL_VERSION
     assert info["ncnn_ok"] is True
-    assert info["ncnn"] == ncnn.__version__
-    assert info["numpy"] == np.__version__
-    for key in ("agent_version", "python", "machine", "cores", "cpu_features"):
+    if info["agent_kind"] == "native":
+        # the ncnn it links (its version as that build stamped it); no Python, no numpy
+        from tests.integration.native_agent import built_ncnn_version
+
+        assert info["ncnn"] == built_ncnn_version()
+        assert info["python"] is None and info["numpy"] is None
+        assert info["target"] == "x86_64"
+    else:
+        assert info["agent_kind"] == "python"
+        assert info["ncnn"] == ncnn.__version__
+        assert info["numpy"] == np.__version__
+        assert info["python"]
+    for key in ("agent_version", "machine", "cores", "cpu_features"):
         assert info[key], key
 
 
@@ -236,7 +250,10 @@ def test_run_outputs_match_direct_ncnn(
         ex.input("in0", mat)
         expected = np.array(ex.extract("out0")[1])
         del ex
-        np.testing.assert_array_equal(outs[i]["out0"], expected)
+        if exact_expected(device, "digits"):
+            np.testing.assert_array_equal(outs[i]["out0"], expected)
+        else:  # another ncnn build (the native agent's) or ISA: a few ulp
+            np.testing.assert_allclose(outs[i]["out0"], expected, rtol=1e-5, atol=1e-5)
         assert outs[i]["3"].shape == (32, 16, 16)
 
 

@@ -1,0 +1,550 @@
+#include "jobs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include "errors.h"
+#include "eqsearch.h"
+#include "fileio.h"
+#include "hello.h"
+#include "model.h"
+#include "npz.h"
+#include "pyfmt.h"
+#include "shards.h"
+#include "stats.h"
+
+namespace edgecal {
+
+namespace {
+
+const int64_t ARTIFACT_SCHEMA = 1;
+// At most this many (sample, blob) entries are named in a NonFiniteActivation error.
+const size_t NONFINITE_REPORT_MAX = 1000;
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Report progress at most every interval (and always at the end).
+class Throttle {
+public:
+    Throttle(const Progress& progress, int64_t total) : progress_(progress), total_(total) {
+        last_ = now_s();
+        progress_(0, total_);
+    }
+    void operator()(int64_t done) {
+        double t = now_s();
+        if (done >= total_ || t - last_ >= 0.25) {
+            last_ = t;
+            progress_(done, total_);
+        }
+    }
+
+private:
+    const Progress& progress_;
+    int64_t total_;
+    double last_;
+};
+
+// The samples of several shards, one at a time, checked against the request's inputs.
+class SampleStream {
+public:
+    SampleStream(const JobContext& ctx, const std::vector<std::string>& shards,
+                 const std::vector<InputDesc>& inputs)
+        : ctx_(ctx), shards_(shards), inputs_(inputs) {
+        for (const auto& rel : shards_) {
+            Fd fd = open(rel);
+            ShardInfo info;
+            try {
+                info = read_shard_info(fd.get(), rel);
+            } catch (const ProtocolViolation& e) {
+                throw BadRequest("sample shard " + rel + " is unreadable: " + e.what());
+            }
+            if (!(info.inputs == inputs_)) {
+                std::vector<std::string> got, want;
+                for (const auto& d : info.inputs) got.push_back(d.repr());
+                for (const auto& d : inputs_) want.push_back(d.repr());
+                throw BadRequest("sample shard " + rel + " was written for inputs [" +
+                                 join(got, ", ") + "], the request names [" + join(want, ", ") +
+                                 "]");
+            }
+            total += info.n_samples;
+            infos_.push_back(std::move(info));
+        }
+    }
+
+    // fn(index within the job, index within its shard, shard number, sample)
+    void for_each(const std::function<void(int64_t, int64_t, size_t, const Sample&)>& fn) const {
+        int64_t index = 0;
+        for (size_t k = 0; k < shards_.size(); ++k) {
+            const std::string& rel = shards_[k];
+            Fd fd = open(rel);
+            int64_t in_shard = 0;
+            try {
+                iter_shard(fd.get(), infos_[k], rel, [&](const Sample& s) {
+                    fn(index, in_shard, k, s);
+                    ++index;
+                    ++in_shard;
+                });
+            } catch (const ProtocolViolation& e) {
+                throw InputError("shard " + rel + " is damaged: " + e.what());
+            }
+        }
+    }
+
+    int64_t total = 0;
+
+private:
+    Fd open(const std::string& rel) const {
+        try {
+            return ctx_.open_input(rel, "sample shard");
+        } catch (const JobError& e) {
+            if (e.kind != "BadRequest") throw;
+            throw BadRequest("sample shard " + rel + " is not on the device (push it first): " +
+                             e.what());
+        }
+    }
+    const JobContext& ctx_;
+    std::vector<std::string> shards_;
+    std::vector<InputDesc> inputs_;
+    std::vector<ShardInfo> infos_;
+};
+
+// The last loaded model, reused by the next job that names the same files (same identity
+// and state) with the same options.  One model at most.
+struct CachedModel {
+    std::string key;
+    std::unique_ptr<NcnnModel> model;
+};
+CachedModel cache;
+
+Fd model_file(const JobContext& ctx, const std::string& rel) {
+    try {
+        return ctx.open_input(rel, "model file");
+    } catch (const JobError& e) {
+        if (e.kind != "BadRequest") throw;
+        throw ModelLoadError("model file " + rel + " is not usable on the device: " + e.what());
+    }
+}
+
+// A path naming the open file fd (ncnn takes paths), or "" where the system has none.
+std::string fd_path(int fd) {
+    struct stat a, b;
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    if (::stat(path.c_str(), &a) == 0 && ::fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino) {
+        return path;
+    }
+    return "";
+}
+
+NcnnModel& load_model(JobContext& ctx, const ShardParams& p, const std::string& runtime,
+                      int threads) {
+    const double t0 = now_s();
+    Fd fparam = model_file(ctx, p.model.param);
+    Fd fbin = model_file(ctx, p.model.bin);
+    const std::string key = fd_state(fparam.get()) + "|" + fd_state(fbin.get()) + "|" + runtime +
+                            "|" + std::to_string(threads);
+    if (!cache.model || cache.key != key) {
+        cache.model.reset();  // drop the old net before loading another
+        cache.key.clear();
+        std::string param = fd_path(fparam.get());
+        std::string bin = fd_path(fbin.get());
+        if (param.empty()) param = ctx.workdir.path() + "/" + p.model.param;
+        if (bin.empty()) bin = ctx.workdir.path() + "/" + p.model.bin;
+        cache.model = std::make_unique<NcnnModel>(param, bin, runtime, threads, p.model.param,
+                                                  p.model.bin);
+        cache.key = key;
+    }
+    cache.model->check_inputs(p.inputs);
+    ctx.timing_s["load"] = now_s() - t0;
+    return *cache.model;
+}
+
+std::string sample_where(int64_t i) { return "sample " + std::to_string(i); }
+
+void write_f32(NpzWriter& w, const std::string& key, const std::vector<float>& v,
+               std::vector<int64_t> shape) {
+    w.add(key, "<f4", shape, v.data(), v.size() * 4);
+}
+
+// -- hello / sleep ---------------------------------------------------------------------------
+OpResult op_hello(JobContext&) { return {hello_info(), json::object()}; }
+
+OpResult op_sleep(JobContext& ctx) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(ctx.request.sleep_seconds));
+    return {json{{"slept_s", ctx.request.sleep_seconds}}, json::object()};
+}
+
+// -- absmax / histogram / run ----------------------------------------------------------------
+[[noreturn]] void raise_nonfinite(NcnnModel& model, const SampleStream& samples,
+                                  const CaptureParams& p, const std::vector<size_t>& bad) {
+    std::vector<std::string> names;
+    for (size_t b : bad) names.push_back(p.blobs[b]);
+    json found = json::array();
+    std::map<std::string, std::pair<int64_t, int64_t>> totals;
+    std::vector<std::string> order;
+    for (const auto& n : names) {
+        if (!totals.count(n)) order.push_back(n);
+        totals[n] = {0, 0};
+    }
+    std::map<std::string, std::set<int64_t>> samples_of;
+    samples.for_each([&](int64_t i, int64_t, size_t, const Sample& sample) {
+        std::vector<std::pair<int64_t, int64_t>> counts(names.size(), {0, 0});
+        model.for_each_visited(
+            sample, p.inputs, names,
+            [&](size_t b, const float* v, size_t n) {
+                auto c = count_nonfinite(v, n);
+                counts[b].first += c.first;
+                counts[b].second += c.second;
+            },
+            sample_where(i));
+        for (size_t b = 0; b < names.size(); ++b) {
+            auto [n_nan, n_inf] = counts[b];
+            if (n_nan || n_inf) {
+                totals[names[b]].first += n_nan;
+                totals[names[b]].second += n_inf;
+                if (found.size() < NONFINITE_REPORT_MAX) {
+                    found.push_back(json::array({i, names[b], n_nan, n_inf}));
+                    samples_of[names[b]].insert(i);
+                }
+            }
+        }
+    });
+    std::vector<std::string> per_blob;
+    json totals_json = json::object();
+    for (const auto& n : order) {
+        per_blob.push_back("blob " + py_repr(n) + ": " + std::to_string(totals[n].first) +
+                           " NaN, " + std::to_string(totals[n].second) + " inf on " +
+                           std::to_string(samples_of[n].size()) + " sample(s)");
+        totals_json[n] = json::array({totals[n].first, totals[n].second});
+    }
+    std::string message = "non-finite activations (" + join(per_blob, "; ") + ")";
+    if (!found.empty()) {
+        message += "; first: sample " + std::to_string(found[0][0].get<int64_t>()) +
+                   " of the job, blob " + py_repr(found[0][1].get<std::string>());
+    }
+    throw JobError("NonFiniteActivation", message, json{{"samples", found}, {"totals", totals_json}});
+}
+
+OpResult op_absmax(JobContext& ctx) {
+    const CaptureParams& p = ctx.request.capture;
+    NcnnModel& model = load_model(ctx, p, p.runtime, int(p.threads));
+    model.check_blobs(p.blobs);
+    SampleStream samples(ctx, p.shards, p.inputs);
+    const size_t n_blobs = p.blobs.size();
+    std::vector<AbsMaxAccumulator> accs(n_blobs);
+    std::vector<int64_t> per_sample(n_blobs, 0);
+    Throttle tick(ctx.progress, samples.total);
+    const double t0 = now_s();
+    samples.for_each([&](int64_t i, int64_t, size_t, const Sample& sample) {
+        std::fill(per_sample.begin(), per_sample.end(), 0);  // c * w * h of the last sample
+        model.for_each_visited(
+            sample, p.inputs, p.blobs,
+            [&](size_t b, const float* v, size_t n) {
+                accs[b].add(v, n);
+                per_sample[b] += int64_t(n);
+            },
+            sample_where(i));
+        tick(i + 1);
+    });
+    ctx.timing_s["infer"] = now_s() - t0;
+    std::vector<size_t> bad;
+    std::vector<float> absmax;
+    for (size_t b = 0; b < n_blobs; ++b) {
+        absmax.push_back(accs[b].value);
+        if (accs[b].nonfinite) bad.push_back(b);
+    }
+    if (!bad.empty()) raise_nonfinite(model, samples, p, bad);
+    const std::string name = "absmax.npz";
+    {
+        NpzWriter w(ctx.job_fd, name);
+        w.add_i64("schema", ARTIFACT_SCHEMA);
+        w.add_names("names", p.blobs);
+        write_f32(w, "absmax", absmax, {int64_t(n_blobs)});
+        w.add("elements_per_sample", "<i8", {int64_t(n_blobs)}, per_sample.data(), n_blobs * 8);
+        w.add_i64("n_samples", samples.total);
+        w.close();
+    }
+    OpResult r;
+    r.result = {{"n_samples", samples.total}};
+    auto art = ctx.artifact(name);
+    r.artifacts[art.first] = art.second;
+    return r;
+}
+
+OpResult op_histogram(JobContext& ctx) {
+    const CaptureParams& p = ctx.request.capture;
+    if (!p.absmax) throw BadRequest("histogram request lacks params.absmax");
+    std::vector<std::string> missing;
+    for (const auto& b : p.blobs) {
+        if (!p.absmax->count(b)) missing.push_back(b);
+    }
+    if (!missing.empty()) {
+        throw BadRequest("histogram request lacks absmax for blob(s) " + py_str_list(missing));
+    }
+    std::vector<float> ranges;
+    for (const auto& b : p.blobs) ranges.push_back(static_cast<float>(p.absmax->at(b)));
+    NcnnModel& model = load_model(ctx, p, p.runtime, int(p.threads));
+    model.check_blobs(p.blobs);
+    SampleStream samples(ctx, p.shards, p.inputs);
+    std::vector<HistogramAccumulator> accs;
+    for (float r : ranges) accs.emplace_back(r);
+    Throttle tick(ctx.progress, samples.total);
+    const double t0 = now_s();
+    samples.for_each([&](int64_t i, int64_t, size_t, const Sample& sample) {
+        model.for_each_visited(
+            sample, p.inputs, p.blobs,
+            [&](size_t b, const float* v, size_t n) { accs[b].add(v, n); }, sample_where(i));
+        tick(i + 1);
+    });
+    ctx.timing_s["infer"] = now_s() - t0;
+    std::vector<uint64_t> counts;
+    for (const auto& acc : accs) {
+        auto c = acc.counts();
+        counts.insert(counts.end(), c.begin(), c.end());
+    }
+    const std::string name = "histograms.npz";
+    {
+        NpzWriter w(ctx.job_fd, name);
+        w.add_i64("schema", ARTIFACT_SCHEMA);
+        w.add_names("names", p.blobs);
+        write_f32(w, "absmax", ranges, {int64_t(ranges.size())});
+        w.add("counts", "<u8", {int64_t(p.blobs.size()), NUM_BINS}, counts.data(),
+              counts.size() * 8);
+        w.add_i64("n_samples", samples.total);
+        w.close();
+    }
+    OpResult r;
+    r.result = {{"n_samples", samples.total}};
+    auto art = ctx.artifact(name);
+    r.artifacts[art.first] = art.second;
+    return r;
+}
+
+std::string output_key(int64_t i, size_t b) {
+    std::string s = std::to_string(i);
+    if (s.size() < 6) s = std::string(6 - s.size(), '0') + s;
+    return "s" + s + "_b" + std::to_string(b);
+}
+
+void add_mat(NpzWriter& w, const std::string& key, const ncnn::Mat& m) {
+    auto [shape, values] = mat_to_array(m);
+    write_f32(w, key, values, shape);
+}
+
+OpResult op_run(JobContext& ctx) {
+    const CaptureParams& p = ctx.request.capture;
+    NcnnModel& model = load_model(ctx, p, p.runtime, int(p.threads));
+    model.check_blobs(p.blobs);
+    std::vector<std::unique_ptr<SampleStream>> streams;
+    int64_t grand = 0;
+    for (const auto& s : p.shards) {
+        streams.push_back(std::make_unique<SampleStream>(ctx, std::vector<std::string>{s}, p.inputs));
+        grand += streams.back()->total;
+    }
+    Throttle tick(ctx.progress, grand);
+    OpResult r;
+    json latency = json::array();
+    int64_t total = 0, done = 0;
+    const double t0 = now_s();
+    for (size_t k = 0; k < streams.size(); ++k) {
+        const std::string name = "outputs_" + std::to_string(k) + ".npz";
+        {
+            NpzWriter w(ctx.job_fd, name);
+            w.add_i64("schema", ARTIFACT_SCHEMA);
+            w.add_names("names", p.blobs);
+            w.add_i64("n_samples", streams[k]->total);
+            streams[k]->for_each([&](int64_t, int64_t i, size_t, const Sample& sample) {
+                bool have_only = false;
+                if (p.timed && !p.blobs.empty()) {
+                    // one blob: the timed forward's own output is the answer (one forward)
+                    ncnn::Mat only;
+                    const bool keep = p.blobs.size() == 1;
+                    latency.push_back(model.time_extract(sample, p.inputs, p.blobs[0],
+                                                         sample_where(done), keep, &only));
+                    if (keep) {
+                        add_mat(w, output_key(i, 0), only);
+                        have_only = true;
+                    }
+                }
+                if (!have_only) {
+                    auto mats = model.extract(sample, p.inputs, p.blobs, sample_where(done), false);
+                    for (size_t b = 0; b < mats.size(); ++b) add_mat(w, output_key(i, b), mats[b]);
+                }
+                ++done;
+                tick(done);
+            });
+            w.close();
+        }
+        total += streams[k]->total;
+        auto art = ctx.artifact(name);
+        r.artifacts[art.first] = art.second;
+    }
+    ctx.timing_s["infer"] = now_s() - t0;
+    r.result = {{"n_samples", total}, {"n_shards", streams.size()}};
+    if (p.timed) r.result["latency_s"] = latency;
+    return r;
+}
+
+// -- eq_layer --------------------------------------------------------------------------------
+OpResult op_eq_layer(JobContext& ctx) {
+    const EqLayerParams& p = ctx.request.eq;
+    std::string probe_param, prefix;
+    std::vector<float> candidates, weight_scales;
+    float bottom_scale = 0.0f;
+    int64_t n_w = 0, steps = 0;
+    // a job file that cannot be read is a BadRequest of its own (read_job_file's message)
+    probe_param = ctx.read_job_file(p.probe_param);
+    prefix = ctx.read_job_file(p.probe_prefix);
+    const std::string raw = ctx.read_job_file(p.candidates);
+    try {
+        auto npz = load_npz_bytes(raw, p.candidates);
+        for (const char* key : {"candidates", "weight_scales", "bottom_scale"}) {
+            auto it = npz.find(key);
+            if (it == npz.end()) throw BadRequest(std::string("'") + key + "'");
+            if (it->second.kind != 'f' || it->second.itemsize != 4) {
+                throw BadRequest(std::string("member '") + key + "' must be float32");
+            }
+        }
+        const NpyArray& c = npz["candidates"];
+        const NpyArray& ws = npz["weight_scales"];
+        const NpyArray& bs = npz["bottom_scale"];
+        candidates.assign(c.f32(), c.f32() + c.count());
+        weight_scales.assign(ws.f32(), ws.f32() + ws.count());
+        if (bs.count() == 0) throw BadRequest("index 0 is out of bounds for axis 0 with size 0");
+        bottom_scale = bs.f32()[0];
+        n_w = int64_t(weight_scales.size());
+        if (c.shape.size() != 2 || c.shape[0] != n_w + 1) {
+            std::vector<std::string> sh;
+            for (int64_t d : c.shape) sh.push_back(std::to_string(d));
+            throw JobError("BadRequest", "candidates must be (" + std::to_string(n_w) +
+                                             " weight scales + 1, steps), got (" + join(sh, ", ") +
+                                             (sh.size() == 1 ? ",)" : ")"));
+        }
+        steps = c.shape[1];
+    } catch (const JobError& e) {
+        if (e.what() && std::string(e.what()).rfind("candidates must be", 0) == 0) throw;
+        throw BadRequest(std::string("eq_layer job inputs are incomplete: ") + e.what());
+    } catch (const ProtocolViolation& e) {
+        throw BadRequest(std::string("eq_layer job inputs are incomplete: ") + e.what());
+    }
+
+    NcnnModel& model = load_model(ctx, p, "calibration", 1);
+    model.check_blobs({p.bottom, p.top});
+    SampleStream samples(ctx, p.shards, p.inputs);
+    const int64_t n_samples = std::min<int64_t>(samples.total, p.max_samples);
+    std::vector<ncnn::Mat> ins;
+    std::vector<ncnn::Mat> refs;
+    double t0 = now_s();
+    samples.for_each([&](int64_t i, int64_t, size_t, const Sample& sample) {
+        if (i >= n_samples) return;
+        auto got = model.extract(sample, p.inputs, {p.bottom, p.top}, sample_where(i), false);
+        ins.push_back(got[0]);
+        refs.push_back(got[1]);
+    });
+    ctx.timing_s["fp32"] = now_s() - t0;
+    if (ins.empty()) throw BadRequest("eq_layer needs at least one sample");
+
+    int64_t passes = 0, total = 0;
+    std::unique_ptr<Throttle> tick;
+    EqSearch search(probe_param, prefix, n_w, ins, refs, [&]() {
+        ++passes;
+        if (tick) (*tick)(std::min(passes, total - 1));
+    });
+    total = search.passes(n_w + 1, steps, search.fast_possible(n_w));
+    tick = std::make_unique<Throttle>(ctx.progress, total);
+    t0 = now_s();
+    EqFound found = search.run(candidates, n_w + 1, steps, weight_scales, bottom_scale);
+    (*tick)(total);
+    ctx.timing_s["search"] = now_s() - t0;
+
+    const std::string name = "eq.npz";
+    {
+        NpzWriter w(ctx.job_fd, name);
+        w.add_i64("schema", ARTIFACT_SCHEMA);
+        w.add("sim", "<f8", {n_w + 1, steps}, found.sim.data(), found.sim.size() * 8);
+        write_f32(w, "weight_scales", found.weight_scales, {n_w});
+        write_f32(w, "bottom_scale", {found.bottom_scale}, {1});
+        w.add_f64("sim_start", found.sim_start);
+        w.add_f64("sim_end", found.sim_end);
+        w.add_i64("n_samples", int64_t(ins.size()));
+        w.close();
+    }
+    OpResult r;
+    r.result = {{"n_samples", ins.size()},
+                {"similarity", EQ_SIMILARITY},
+                {"search", found.path},
+                {"probe_passes", passes}};
+    auto art = ctx.artifact(name);
+    r.artifacts[art.first] = art.second;
+    return r;
+}
+
+}  // namespace
+
+Fd JobContext::open_input(const std::string& rel, const std::string& what) const {
+    const std::string want = content_digest(rel);
+    auto [dfd, name] = workdir.parent(rel, what);
+    Fd fh = open_file_at(dfd.get(), name, rel, what);
+    if (want.empty()) return fh;
+    const std::string got = sha256_cached_at(dfd.get(), name, fh.get());
+    if (got != want) {
+        struct stat a, b;
+        if (::fstatat(dfd.get(), name.c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+            ::fstat(fh.get(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            ::unlinkat(dfd.get(), name.c_str(), 0);
+        }
+        throw InputCorrupt(rel + " on the device has sha256 " + got +
+                           ": a damaged upload or disk; it was removed, push it again");
+    }
+    return fh;
+}
+
+std::string JobContext::read_job_file(const std::string& rel) const {
+    std::vector<std::string> parts = split_relpath(rel, "job file");
+    Fd fd(::openat(job_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    try {
+        if (!fd) throw SysError(errno, ".");
+        for (size_t i = 0; i + 1 < parts.size(); ++i) {
+            Fd nfd(::openat(fd.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!nfd) throw SysError(errno, parts[i]);
+            fd = std::move(nfd);
+        }
+        Fd fh = open_file_at(fd.get(), parts.back(), rel, "job file");
+        return read_all(fh.get());
+    } catch (const SysError& e) {
+        throw BadRequest("job file " + rel + " cannot be read: " + std::strerror(e.err));
+    }
+}
+
+std::pair<std::string, json> JobContext::artifact(const std::string& name) const {
+    std::string digest;
+    try {
+        Fd fh = open_file_at(job_fd, name, name, "artifact");
+        digest = sha256_fd(fh.get());
+    } catch (const JobError& e) {
+        throw ArtifactMissing("job " + job_id + ": artifact " + name + " it wrote is gone: " +
+                              e.what());
+    }
+    return {name, json{{"file", name}, {"sha256", digest}}};
+}
+
+OpResult run_op(JobContext& ctx) {
+    const std::string& op = ctx.request.op;
+    if (op == "hello") return op_hello(ctx);
+    if (op == "sleep") return op_sleep(ctx);
+    if (op == "absmax") return op_absmax(ctx);
+    if (op == "histogram") return op_histogram(ctx);
+    if (op == "run") return op_run(ctx);
+    if (op == "eq_layer") return op_eq_layer(ctx);
+    throw BadRequest("unknown op " + py_repr(op));
+}
+
+}  // namespace edgecal

@@ -1,0 +1,306 @@
+"""The native agent's command line, work-directory confinement, stale-job cleanup and request
+checks: what tests/unit/test_agent_confinement.py and test_agent_jobdirs.py ask of the Python
+agent, asked of the native binary (run as a process, as a host runs it)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecal_agent import PROTOCOL_VERSION, __version__
+from edgecal_agent.messages import JOBS_DIR, MAX_JOB_LINE, MAX_REQUEST_BYTES, REQUEST_FILE
+
+HOUR = 3600.0
+DIGITS = Path(__file__).resolve().parents[1] / "data" / "reference" / "digits"
+
+
+def _run(
+    binary: Path, *args: str, home: Path, stdin: str = "quit\n"
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home)}
+    return subprocess.run(
+        [str(binary), *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def _request(job: Path, op: str, params: dict[str, object], **over: object) -> None:
+    job.mkdir(parents=True, exist_ok=True)
+    doc = {"protocol": PROTOCOL_VERSION, "op": op, "job_id": job.name, "params": params, **over}
+    (job / REQUEST_FILE).write_text(json.dumps(doc))
+
+
+def _response(job: Path) -> dict:
+    return json.loads((job / "response.json").read_text())
+
+
+def _old(path: Path, age_s: float) -> None:
+    when = time.time() - age_s
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for n in dirnames + filenames:
+            os.utime(Path(dirpath) / n, (when, when), follow_symlinks=False)
+    os.utime(path, (when, when), follow_symlinks=False)
+
+
+def _outside(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    (out / "sub").mkdir(parents=True)
+    (out / "keep.txt").write_text("precious")
+    (out / "sub" / "deep.txt").write_text("also precious")
+    return out
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): (
+            os.readlink(p) if p.is_symlink() else p.read_text() if p.is_file() else "dir"
+        )
+        for p in root.rglob("*")
+    }
+
+
+def test_version_and_hello(native_agent_binary: Path, tmp_path: Path) -> None:
+    res = _run(native_agent_binary, "--version", home=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == __version__
+    res = _run(native_agent_binary, "hello", home=tmp_path)
+    info = json.loads(res.stdout)
+    assert info["agent_kind"] == "native" and info["protocol"] == PROTOCOL_VERSION
+    assert info["python"] is None and info["numpy"] is None and info["ncnn_ok"] is True
+    assert info["cores"] >= 1 and isinstance(info["cpu_features"], list)
+
+
+@pytest.mark.parametrize("where", ["/", "home", "outside", "link-out"])
+def test_a_workdir_outside_the_home_or_root_is_refused(
+    native_agent_binary: Path, tmp_path: Path, where: str
+) -> None:
+    home = tmp_path / "home"
+    (home / "wd").mkdir(parents=True)
+    outside = _outside(tmp_path)
+    os.symlink(outside, home / "link-out")
+    workdir = {"/": "/", "home": str(home), "outside": str(outside)}.get(
+        where, str(home / "link-out")
+    )
+    res = _run(native_agent_binary, "serve", "--workdir", workdir, home=home)
+    assert res.returncode == 2 and "WorkdirRefused" in res.stderr, res
+    assert "EDGECAL-READY" not in res.stdout
+
+
+def test_it_serves_inside_the_home_or_its_root(native_agent_binary: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".cache" / "edgecal").mkdir(parents=True)
+    res = _run(native_agent_binary, "serve", "--workdir", str(home / ".cache/edgecal"), home=home)
+    assert res.returncode == 0
+    assert res.stdout == f"EDGECAL-READY {PROTOCOL_VERSION} {__version__}\n"
+    elsewhere = tmp_path / "data" / "wd"
+    elsewhere.mkdir(parents=True)
+    args = ("serve", "--root", str(tmp_path / "data"), "--workdir", str(elsewhere))
+    assert _run(native_agent_binary, *args, home=home).returncode == 0
+    res = _run(native_agent_binary, "serve", "--root", "/", "--workdir", str(elsewhere), home=home)
+    assert res.returncode == 2 and "WorkdirRefused" in res.stderr
+
+
+def test_stale_job_folders_go_at_start_and_nothing_outside_is_touched(
+    native_agent_binary: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    jobs = wd / JOBS_DIR
+    outside = _outside(tmp_path)
+    for name in ("old", "recent", "running", "answered", "linked"):
+        _request(jobs / name, "hello", {})
+    os.symlink(outside, jobs / "linked" / "dirlink")
+    os.symlink(outside / "keep.txt", jobs / "linked" / "filelink")
+    (jobs / "old" / "a" / "b").mkdir(parents=True)
+    (jobs / ".trash-0123" / "x").mkdir(parents=True)
+    os.symlink(outside, jobs / "jobs-link")
+    for name in ("old", "running", "answered", "linked", ".trash-0123"):
+        _old(jobs / name, 2 * HOUR)
+    _old(outside, 2 * HOUR)
+    (jobs / "answered" / "response.json").write_text("{}")  # written now
+    _old(jobs / "recent", 60)
+    before = _tree(outside)
+    with open(jobs / "running" / REQUEST_FILE, "rb") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # a running job's lock
+        res = _run(native_agent_binary, "serve", "--root", str(tmp_path), "--workdir", str(wd),
+                   home=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res
+    assert "removed 2 job folder(s) left by earlier runs" in res.stderr
+    assert sorted(os.listdir(jobs)) == ["answered", "jobs-link", "recent", "running"]
+    assert _tree(outside) == before
+
+
+def test_bad_requests_and_job_lines(native_agent_binary: Path, tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    jobs = wd / JOBS_DIR
+    _request(jobs / "mismatch", "hello", {}, protocol=PROTOCOL_VERSION + 1)
+    _request(jobs / "unknown-op", "fly", {})
+    _request(jobs / "other-id", "hello", {}, job_id="someone-else")
+    _request(jobs / "bad-path", "absmax", {"model": {"param": "../x", "bin": "b"}, "inputs": [
+        {"blob": "in0"}], "shards": [], "blobs": []})  # fmt: skip
+    _request(jobs / "ok", "sleep", {"seconds": 0})
+    (jobs / "huge").mkdir()
+    head = json.dumps({"protocol": PROTOCOL_VERSION, "op": "sleep", "job_id": "huge"})
+    (jobs / "huge" / REQUEST_FILE).write_text(head[:-1] + " " * MAX_REQUEST_BYTES + "}")
+    outside = _outside(tmp_path)
+    os.symlink(outside, jobs / "via-link")
+    lines = ["mismatch", "unknown-op", "other-id", "bad-path", "huge", "via-link", "../escape"]
+    stdin = "\n".join([*lines, "x" * (50 * MAX_JOB_LINE), "ok", "quit", "never"]) + "\n"
+    res = _run(native_agent_binary, "serve", "--root", str(tmp_path), "--workdir", str(wd),
+               home=tmp_path, stdin=stdin)  # fmt: skip
+    assert res.returncode == 0, res
+    out = res.stdout.splitlines()
+    assert out[1:] == [f"EDGECAL-DONE {n}" for n in [*lines, "ok"]]
+    assert "a job id line longer than 1024 characters was refused" in res.stderr
+    assert "job id '../escape' must match" in res.stderr
+    kinds = {n: _response(jobs / n)["error"] for n in lines[:5]}
+    assert kinds["mismatch"]["kind"] == "ProtocolMismatch"
+    assert f"protocol {PROTOCOL_VERSION + 1}" in kinds["mismatch"]["message"]
+    assert kinds["unknown-op"]["kind"] == "BadRequest" and "'fly'" in kinds["unknown-op"]["message"]
+    assert "someone-else" in kinds["other-id"]["message"]
+    assert "params.model.param: '../x' must be" in kinds["bad-path"]["message"]
+    assert str(MAX_REQUEST_BYTES) in kinds["huge"]["message"]
+    assert not (outside / "response.json").exists()
+    ok = _response(jobs / "ok")
+    assert ok["ok"] is True and ok["result"] == {"slept_s": 0.0}
+    assert ok["agent_version"] == __version__ and ok["timing_s"]["total"] >= 0
+    assert ok["ru_maxrss_kb"] > 0 and ok["error"] is None
+    assert not [p for p in (jobs / "ok").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_pushed_inputs_are_checked_and_a_symlinked_folder_is_never_unlinked_in(
+    native_agent_binary: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    outside = _outside(tmp_path)
+    digest = hashlib.sha256(b"the pushed model").hexdigest()
+    (outside / "m.param").write_text("not the pushed model")
+    (wd / "files").mkdir(parents=True)
+    os.symlink(outside, wd / "files" / digest)
+    real = hashlib.sha256(b"other").hexdigest()
+    (wd / "files" / real).mkdir()
+    (wd / "files" / real / "m.param").write_text("damaged")
+    good = hashlib.sha256(DIGITS.joinpath("model.param").read_bytes()).hexdigest()
+    (wd / "files" / good).mkdir()
+    (wd / "files" / good / "m.param").write_bytes(DIGITS.joinpath("model.param").read_bytes())
+
+    def params(rel: str) -> dict[str, object]:
+        return {"model": {"param": rel, "bin": rel}, "inputs": [{"blob": "in0"}], "shards": [],
+                "blobs": []}  # fmt: skip
+
+    _request(wd / JOBS_DIR / "link", "absmax", params(f"files/{digest}/m.param"))
+    _request(wd / JOBS_DIR / "damaged", "absmax", params(f"files/{real}/m.param"))
+    _request(wd / JOBS_DIR / "good", "absmax", params(f"files/{good}/m.param"))
+    before = _tree(outside)
+    res = _run(native_agent_binary, "serve", "--root", str(tmp_path), "--workdir", str(wd),
+               home=tmp_path, stdin="link\ndamaged\ngood\nquit\n")  # fmt: skip
+    assert res.returncode == 0, res
+    assert _tree(outside) == before
+    link = _response(wd / JOBS_DIR / "link")["error"]
+    assert link["kind"] == "ModelLoadError" and "symlink" in link["message"]
+    damaged = _response(wd / JOBS_DIR / "damaged")["error"]
+    assert damaged["kind"] == "InputCorrupt" and f"files/{real}/m.param" in damaged["message"]
+    assert not (wd / "files" / real / "m.param").exists()
+    # the good copy was hashed and its state remembered beside it, as the Python agent does
+    marker = (wd / "files" / good / ".m.param.sha256").read_text().split()
+    assert marker[-1] == good
+    assert _response(wd / JOBS_DIR / "good")["error"]["kind"] == "ModelLoadError"  # bin = param
+
+
+def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
+    native_agent_binary: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    deep = wd / JOBS_DIR / "deep"
+    deep.mkdir(parents=True)
+    (deep / REQUEST_FILE).write_text(
+        '{"op": "hello", "job_id": "deep", "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    eq = wd / JOBS_DIR / "eq"
+    eq.mkdir()
+    (eq / "probe.param").write_text("7767517\n0 0\n")
+    (eq / "probe.bin").write_bytes(b"")
+    np.savez(
+        eq / "cand.npz",
+        candidates=np.ones((2, 3), np.float32),
+        weight_scales=np.ones(1, np.float32),
+        bottom_scale=np.zeros(0, np.float32),
+    )
+    params = {
+        "model": {"param": "m.param", "bin": "m.bin"},
+        "inputs": [],
+        "shards": [],
+        "bottom": "a",
+        "top": "b",
+        "probe_param": "probe.param",
+        "probe_prefix": "probe.bin",
+        "candidates": "cand.npz",
+    }
+    _request(eq, "eq_layer", params)
+    _request(wd / JOBS_DIR / "eq-missing", "eq_layer", {**params, "probe_param": "gone.param"})
+    res = _run(native_agent_binary, "serve", "--root", str(tmp_path), "--workdir", str(wd),
+               home=tmp_path, stdin="deep\neq\neq-missing\nquit\n")  # fmt: skip
+    assert res.returncode == 0, res
+    assert _response(deep)["error"]["kind"] == "BadRequest"
+    error = _response(eq)["error"]
+    assert error["kind"] == "BadRequest" and "index" in error["message"], error
+    error = _response(wd / JOBS_DIR / "eq-missing")["error"]
+    assert (
+        error["kind"] == "BadRequest" and "job file gone.param cannot be used" in error["message"]
+    )
+
+
+BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
+    "runtime": ("absmax", {"runtime": "turbo"}),
+    "threads": ("absmax", {"threads": 0}),
+    "bool-threads": ("absmax", {"threads": True}),
+    "absmax": ("histogram", {"absmax": {"in0": "big"}}),
+    "no-absmax": ("histogram", {}),
+    "no-inputs": ("absmax", {"inputs": []}),
+    "pixel": ("absmax", {"inputs": [{"blob": "in0", "pixel": "YUV"}]}),
+    "kind": ("absmax", {"inputs": [{"blob": "in0", "kind": "video"}]}),
+    "shape": ("absmax", {"inputs": [{"blob": "in0", "shape": [1.5]}]}),
+    "mean": ("absmax", {"inputs": [{"blob": "in0", "mean": ["x"]}]}),
+    "shards": ("absmax", {"shards": ["/etc/passwd"]}),
+    "blobs": ("absmax", {"blobs": "in0"}),
+    "model": ("absmax", {"model": {"param": "a\\\\b", "bin": "b"}}),
+    "sleep": ("sleep", {"seconds": 4000}),
+    "eq-max": ("eq_layer", {"bottom": "a", "top": "b", "max_samples": 51}),
+    "eq-top": ("eq_layer", {"bottom": "a"}),
+    "missing-model": ("absmax", {"model": {"param": "nope.param", "bin": "nope.bin"}}),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_PARAMS))
+def test_a_bad_request_gets_the_python_agents_answer(
+    native_agent_binary: Path, tmp_path: Path, what: str
+) -> None:
+    import io
+
+    from edgecal_agent import server
+
+    op, extra = BAD_PARAMS[what]
+    base: dict[str, object] = {
+        "model": {"param": "m.param", "bin": "m.bin"},
+        "inputs": [{"blob": "in0"}],
+        "shards": [],
+        "blobs": ["in0"],
+    }
+    answers = []
+    for agent in ("python", "native"):
+        wd = tmp_path / agent
+        _request(wd / JOBS_DIR / "j1", op, {**base, **extra})
+        if agent == "python":
+            server.run_job(str(wd), "j1", io.StringIO())
+        else:
+            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
+                       str(wd), "j1", home=tmp_path)  # fmt: skip
+            assert res.returncode == 1, res
+        doc = _response(wd / JOBS_DIR / "j1")
+        answers.append((doc["op"], doc["ok"], doc["error"]["kind"], doc["error"]["message"]))
+    assert answers[0] == answers[1]
