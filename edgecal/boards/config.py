@@ -339,7 +339,7 @@ def boards_file(option: str | None) -> Path | None:
 
 def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
     """What ``--device SPEC`` names: None for the local machine, else a board."""
-    if spec in (None, "", "local"):
+    if spec in (None, "", "local", "local:native"):
         return None
     assert spec is not None
     if boards is not None and "@" not in spec:

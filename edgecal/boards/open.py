@@ -11,6 +11,10 @@ from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.device import SshDevice
 from edgecal.device.ssh.link import SshTarget
 
+#: ``--device local:native``: this machine, with the native agent (the C++ runtime an app links)
+#: instead of the Python one.
+LOCAL_NATIVE = "local:native"
+
 
 def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
     """The board's address (what ``Board`` and ``SshTarget`` share) and the host-key policy."""
@@ -50,9 +54,30 @@ def open_device(
     if board is None:
         from edgecal.device.local import LocalDevice
 
+        if spec == LOCAL_NATIVE:
+            return LocalDevice(
+                threads=threads, agent="native", native_binary=host_native_agent(), name=spec
+            )
         return LocalDevice(threads=threads)
     return open_board(board, threads=threads, accept_new_host_key=accept_new_host_key)
 
 
 def is_local(spec: str | None) -> bool:
-    return spec in (None, "", "local")
+    return spec in (None, "", "local", LOCAL_NATIVE)
+
+
+def host_native_agent() -> Path:
+    """The native agent for this machine (built into the cache on first use)."""
+    import platform
+
+    from edgecal.device.probe import native_target
+    from edgecal.errors import UsageError
+    from edgecal.native import build_agent
+
+    target = native_target(platform.machine())
+    if target is None:
+        raise UsageError(
+            f"--device {LOCAL_NATIVE}: no native agent for this machine ({platform.machine()})",
+            hint="use --device local (the Python agent)",
+        )
+    return build_agent(target).path
