@@ -33,7 +33,7 @@ class Target:
         return f"{self.triple}-gcc"
 
 
-TARGETS: dict[str, Target] = {
+TARGETS: dict[str, Target] = {  # keys: edgecal.native.TARGET_NAMES
     "x86_64": Target("x86_64", "x86_64", "x86_64-linux-gnu", "g++"),
     "aarch64": Target(
         "aarch64",
