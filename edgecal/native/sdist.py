@@ -140,6 +140,8 @@ def index_urls() -> list[str]:
     then the extra ones."""
     env_index = os.environ.get("PIP_INDEX_URL")
     env_extra = os.environ.get("PIP_EXTRA_INDEX_URL")
+    if env_index is not None and env_extra is not None:  # pip's config files do not count
+        return [env_index, *[u for u in env_extra.split() if u != env_index]]
     conf_index: str | None = None
     conf_extra: list[str] = []
     try:
@@ -248,13 +250,11 @@ def unpack(archive: Path, dest: Path) -> Path:
     try:
         with tarfile.open(archive, "r:gz") as tf:
             members = tf.getmembers()
-            tops = {PurePosixPath(m.name).parts[0] for m in members if m.name.strip("/")}
-            if len(tops) != 1:
+            if not members or not PurePosixPath(members[0].name).parts:
                 raise NativeBuildError(
-                    f"ncnn sdist {archive}: not one top folder ({len(tops)})",
-                    hint="give an ncnn-<version>.tar.gz sdist",
+                    f"ncnn sdist {archive}: empty", hint="give an ncnn-<version>.tar.gz sdist"
                 )
-            top = PurePosixPath(tops.pop())
+            top = PurePosixPath(PurePosixPath(members[0].name).parts[0])
             for m in members:
                 why = unsafe_member(m, top)
                 if why:
