@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecal.errors import UsageError
+from edgecal.errors import InputFileError, UsageError
 from edgecal.native import TARGET_NAMES, build_agent
 
 
@@ -55,6 +55,11 @@ def agent_build(
         raise UsageError(f"--target {target!r}: unknown", hint=f"one of {', '.join(TARGET_NAMES)}")
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more")
+    if sdist is not None and not Path(os.fspath(sdist)).is_file():
+        raise InputFileError(
+            f"--ncnn-sdist {os.fspath(sdist)}: no such file",
+            hint="give an ncnn-<version>.tar.gz sdist (e.g. from the package index)",
+        )
     b = build_agent(target, ncnn_version, sdist=sdist, jobs=jobs, progress=progress)
     return AgentBuild(
         b.path,

@@ -394,3 +394,16 @@ def test_a_local_sdist_gives_its_version(tmp_path: Path, monkeypatch: pytest.Mon
         local_source(sdist, "1.0.9")
     with pytest.raises(NativeBuildError, match="no such file"):
         local_source(tmp_path / "missing.tar.gz", None)
+
+
+def test_cli_agent_build_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from edgecal.cli.main import main
+
+    assert main(["agent", "build", "--target", "x86_64", "--jobs", "0"]) == 2
+    assert "edgecal: error: --jobs 0: give 1 or more" in capsys.readouterr().err
+    missing = tmp_path / "ncnn-1.0.1.tar.gz"
+    assert main(["agent", "build", "--target", "armv7", "--ncnn-sdist", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"edgecal: error: --ncnn-sdist {missing}: no such file (fix: give an" in err
+    assert main(["agent", "build", "--target", "mips"]) == 2
+    assert "invalid choice: 'mips'" in capsys.readouterr().err
