@@ -252,11 +252,11 @@ def build_ncnn(
 ) -> NcnnBuild:
     """libncnn for ``target_name`` (x86_64|aarch64|armv7), from the cache or built (cold:
     minutes)."""
+    t0 = time.monotonic()
     tc = find_toolchain(target(target_name))
     src = resolve_source(ncnn_version, sdist)
     key, options = ncnn_key(src, tc)
     final = ncnn_folder(src, tc, key)
-    t0 = time.monotonic()
 
     def make(tmp: Path) -> None:
         source = fetch_source(src, progress)
@@ -360,10 +360,10 @@ def build_program(
     """Executable ``program`` of cmake project ``project`` for ``ncnn``'s target, linked with
     that libncnn; cached by (libncnn's key, the project's files, ``key_defines`` -- the
     defines that matter, default all of ``defines``)."""
+    t0 = time.monotonic()
     defs = dict(defines or {})
     key = program_key(ncnn, project, program, defs if key_defines is None else key_defines)
     final = program_folder(ncnn, program, key)
-    t0 = time.monotonic()
 
     def make(tmp: Path) -> None:
         _say(progress, f"building {program} for {ncnn.target}")
@@ -371,11 +371,15 @@ def build_program(
         log.write_text("")
         build = tmp / "_build"
         started = time.monotonic()
+        where = {"CMAKE_BUILD_TYPE": "Release", "ncnn_DIR": str(ncnn.ncnn_dir)}
+        gomp = ncnn.toolchain.static_libgomp()
+        if gomp is not None:
+            where["OpenMP_gomp_LIBRARY"] = gomp
         cmake_build(
             project,
             build,
             toolchain_file=toolchain_file(ncnn.toolchain),
-            defines={"CMAKE_BUILD_TYPE": "Release", "ncnn_DIR": str(ncnn.ncnn_dir), **defs},
+            defines={**where, **defs},
             jobs=jobs or default_jobs(),
             log=log,
             what=f"{program} for {ncnn.target}",
@@ -387,6 +391,10 @@ def build_program(
                 hint=f"its CMakeLists.txt must define add_executable({program} ...)",
             )
         shutil.copy2(binary, tmp / program)
+        unstripped = (tmp / program).stat().st_size
+        strip = shutil.which(f"{ncnn.toolchain.target.triple}-strip")
+        if strip is not None:  # symbols are of no use on a board: a smaller push
+            _run([strip, str(tmp / program)], log, f"{program} for {ncnn.target}: strip")
         shutil.rmtree(build)
         facts = {
             "program": program,
@@ -396,6 +404,7 @@ def build_program(
             "defines": defs,
             "seconds": round(time.monotonic() - started, 1),
             "bytes": (tmp / program).stat().st_size,
+            "bytes_unstripped": unstripped,
             "key": key,
         }
         (tmp / "facts.json").write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")

@@ -135,6 +135,21 @@ class Toolchain:
     def file_text(self, *, static: bool = True) -> str:
         return toolchain_text(self.target, self.cc, self.cxx, static=static)
 
+    def static_libgomp(self) -> str | None:
+        """The compiler's ``libgomp.a`` (None without one).  cmake's FindOpenMP picks
+        ``libgomp.so``, which a ``-static`` link refuses; a program's build is given this."""
+        try:
+            out = subprocess.run(
+                [self.cxx, "-print-file-name=libgomp.a"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out if out.startswith("/") else None  # else gcc echoes the bare name
+
 
 def find_toolchain(t: Target) -> Toolchain:
     """The target's gcc/g++ on PATH and its version line; an error naming the Debian package

@@ -1,4 +1,4 @@
-// edgecal's native build test probe: one `key=value` line per fact.
+// edgecal's native build test probe: one `key=value` line per fact (features: 1 or 0).
 #include <cstdio>
 
 #include <c_api.h>
@@ -12,19 +12,18 @@ int main()
 {
     std::printf("ncnn=%s\n", ncnn_version());
     std::printf("cpu_count=%d\n", ncnn::get_cpu_count());
-    std::printf("omp_threads=%d\n", ncnn::get_omp_num_threads());
 #if defined(__aarch64__) || defined(__arm__)
-    std::printf("neon=%d\n", ncnn::cpu_support_arm_neon());
-    std::printf("vfpv4=%d\n", ncnn::cpu_support_arm_vfpv4());
-    std::printf("asimdhp=%d\n", ncnn::cpu_support_arm_asimdhp());
-    std::printf("asimddp=%d\n", ncnn::cpu_support_arm_asimddp());
-    std::printf("bf16=%d\n", ncnn::cpu_support_arm_bf16());
-    std::printf("i8mm=%d\n", ncnn::cpu_support_arm_i8mm());
+    std::printf("neon=%d\n", (ncnn::cpu_support_arm_neon() ? 1 : 0));
+    std::printf("vfpv4=%d\n", (ncnn::cpu_support_arm_vfpv4() ? 1 : 0));
+    std::printf("asimdhp=%d\n", (ncnn::cpu_support_arm_asimdhp() ? 1 : 0));
+    std::printf("asimddp=%d\n", (ncnn::cpu_support_arm_asimddp() ? 1 : 0));
+    std::printf("bf16=%d\n", (ncnn::cpu_support_arm_bf16() ? 1 : 0));
+    std::printf("i8mm=%d\n", (ncnn::cpu_support_arm_i8mm() ? 1 : 0));
 #endif
 #if defined(__x86_64__)
-    std::printf("avx=%d\n", ncnn::cpu_support_x86_avx());
-    std::printf("avx2=%d\n", ncnn::cpu_support_x86_avx2());
-    std::printf("avx512=%d\n", ncnn::cpu_support_x86_avx512());
+    std::printf("avx=%d\n", (ncnn::cpu_support_x86_avx() ? 1 : 0));
+    std::printf("avx2=%d\n", (ncnn::cpu_support_x86_avx2() ? 1 : 0));
+    std::printf("avx512=%d\n", (ncnn::cpu_support_x86_avx512() ? 1 : 0));
 #endif
     // a ReLU over 8x16x16 values -1.5, 0.5, -1.5, ... (half of them 0.5): sum 512
     ncnn::Option opt;
