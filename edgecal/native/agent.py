@@ -3,8 +3,10 @@ its libncnn first, then the agent linked statically against it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import edgecal_agent
@@ -90,12 +92,14 @@ def build_agent(
 ) -> NativeAgentBuild:
     """The native agent for ``target_name`` linked with ncnn ``ncnn_version`` (default: the
     host's ncnn Python package's version), from the cache or built."""
+    t0 = time.monotonic()
     project = _project()
     ncnn = build_ncnn(target_name, ncnn_version, sdist=sdist, jobs=jobs, progress=progress)
     defs, key_defs = _defines()
-    return build_program(
+    agent = build_program(
         project, PROGRAM, ncnn, defines=defs, key_defines=key_defs, jobs=jobs, progress=progress
     )
+    return dataclasses.replace(agent, seconds=time.monotonic() - t0)
 
 
 def find_agent(
