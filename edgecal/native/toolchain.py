@@ -47,7 +47,7 @@ TARGETS: dict[str, Target] = {  # keys: edgecal.native.TARGET_NAMES
         "armv7",
         "arm-linux-gnueabihf",
         "g++-arm-linux-gnueabihf",
-        flags=("-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"),
+        flags=("-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard", "-mfp16-format=ieee"),
         qemu="qemu-arm-static",
     ),
 }
