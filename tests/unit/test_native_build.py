@@ -200,7 +200,8 @@ def test_toolchain_file_text() -> None:
     )
     assert "set(CMAKE_SYSTEM_PROCESSOR armv7)" in v7
     assert 'set(CMAKE_CXX_COMPILER "/usr/bin/arm-linux-gnueabihf-g++")' in v7
-    assert 'set(CMAKE_CXX_FLAGS_INIT "-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard -mfp16-format=ieee")' in v7
+    flags = "-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard -mfp16-format=ieee"
+    assert f'set(CMAKE_CXX_FLAGS_INIT "{flags}")' in v7
     assert 'set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")' in v7
     assert 'set(CMAKE_FIND_ROOT_PATH "/usr/arm-linux-gnueabihf")' in v7
     x86 = toolchain_text(
