@@ -11,6 +11,7 @@ target's compiler, cmake or qemu the test of that target skips, and fails under 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -21,7 +22,10 @@ from pathlib import Path
 import pytest
 
 import edgecal_agent
+from edgecal.cli.main import main
+from edgecal.errors import NativeBuildError
 from edgecal.native import TARGET_NAMES, build_agent, build_ncnn, build_program, find_agent
+from edgecal.native.build import program_folder, program_key
 from edgecal.native.toolchain import TARGETS
 from tests.conftest import IN_CI, ROOT
 
@@ -82,12 +86,12 @@ def run(binary: Path, target: str, *args: str) -> str:
 @pytest.mark.parametrize("target", TARGET_NAMES)
 def test_libncnn_builds_and_a_static_program_runs(target: str) -> None:
     needs(target)
-    ncnn = build_ncnn(target, jobs=2)
+    ncnn = build_ncnn(target)
     facts = ncnn.facts
     assert facts["options"]["NCNN_RUNTIME_CPU"] == "ON" == facts["effective"]["NCNN_RUNTIME_CPU"]
     assert facts["effective"]["NCNN_OPENMP"] == "ON"
     assert facts["toolchain"]["cxx"].endswith(TARGETS[target].cxx)
-    probe = build_program(PROBE, "native_probe", ncnn, jobs=2)
+    probe = build_program(PROBE, "native_probe", ncnn)
     machine, dynamic = elf_facts(probe.path)
     assert (machine, dynamic) == (ELF_MACHINE[target], False)
     out = dict(line.split("=", 1) for line in run(probe.path, target).splitlines())
@@ -105,9 +109,9 @@ def test_libncnn_builds_and_a_static_program_runs(target: str) -> None:
         assert out["asimdhp"] == "1"
         for opt in ("NCNN_ARM82", "NCNN_ARM82DOT", "NCNN_ARM84BF16", "NCNN_ARM84I8MM"):
             assert facts["effective"][opt] == "ON", opt
-    again = build_ncnn(target, jobs=2)
+    again = build_ncnn(target)
     assert again.cached and again.prefix == ncnn.prefix
-    assert build_program(PROBE, "native_probe", again, jobs=2).cached
+    assert build_program(PROBE, "native_probe", again).cached
     print(
         f"\n{target}: libncnn {ncnn.version} {'cached' if ncnn.cached else 'built'} "
         f"({facts['seconds']} s cold, libncnn.a {facts['libncnn_bytes']} B); probe "
@@ -118,11 +122,36 @@ def test_libncnn_builds_and_a_static_program_runs(target: str) -> None:
 
 @pytest.mark.skipif(not AGENT_SOURCE.is_file(), reason="no edgecal_agent/native/ yet")
 @pytest.mark.parametrize("target", TARGET_NAMES)
-def test_the_native_agent_builds_runs_and_is_found_in_the_cache(target: str) -> None:
+def test_the_native_agent_builds_runs_and_is_found_in_the_cache(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     needs(target)
-    agent = build_agent(target, jobs=2)
+    agent = build_agent(target)
     assert (elf_facts(agent.path)[0], elf_facts(agent.path)[1]) == (ELF_MACHINE[target], False)
     assert edgecal_agent.__version__ in run(agent.path, target, "--version")
     found = find_agent(target)
     assert found is not None and found.path == agent.path and found.key == agent.key
-    assert build_agent(target, jobs=2).cached
+    assert build_agent(target).cached
+    assert main(["agent", "build", "--target", target, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["path"] == str(agent.path) and doc["cached"] and doc["ncnn_cached"]
+    assert (doc["target"], doc["bytes"]) == (target, agent.path.stat().st_size)
+
+
+def test_a_failed_program_build_leaves_nothing_half_made(tmp_path: Path) -> None:
+    needs("x86_64")
+    ncnn = build_ncnn("x86_64")
+    project = tmp_path / "broken"
+    project.mkdir()
+    (project / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(broken CXX)\n"
+        'message(FATAL_ERROR "broken on purpose")\n'
+    )
+    with pytest.raises(NativeBuildError) as exc:
+        build_program(project, "broken", ncnn)
+    assert "broken for x86_64: cmake configure: cmake failed" in exc.value.message
+    assert "broken on purpose" in exc.value.message  # the log's last lines
+    folder = program_folder(ncnn, "broken", program_key(ncnn, project, "broken", {}))
+    left = sorted(p.name for p in folder.parent.iterdir())
+    assert left == [f".{folder.name}.lock", f"{folder.name}.log"]  # only the log, to read
+    shutil.rmtree(folder.parent)
