@@ -90,6 +90,9 @@ def local_source(sdist: Path, version: str | None) -> Source:
             f"ncnn sdist {sdist} is ncnn {found}, not {version}",
             hint="drop --ncnn or give the sdist of that version",
         )
+    fetched = cache_root() / "src" / f"ncnn-{found}.sha256"
+    if fetched.is_file() and fetched.read_text().split()[:1] == [src.origin[len("sdist:") :]]:
+        return Source(found, "index")  # the very file the index gave: its builds are these
     return Source(found, src.origin, sdist)
 
 

@@ -374,6 +374,9 @@ def test_fetch_from_the_index_checks_the_hash_and_caches_by_version(
     assert fetch_source(Source("1.0.5", "index")) == folder
     assert len(index.requests) == 2  # the page and the file, once
 
+    # the same file given as a local sdist (offline) is the index's: same source, same builds
+    assert local_source(tmp_path / "ncnn-1.0.5.tar.gz", None) == Source("1.0.5", "index")
+
     with pytest.raises(NativeBuildError, match=r"sha256 .* but the index says 0000"):
         fetch_source(Source("1.0.6", "index"))
     assert not (tmp_path / "cache" / "native" / "src" / "ncnn-1.0.6").exists()
