@@ -128,15 +128,47 @@ def default_jobs() -> int:
     return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
 
-def _run(cmd: list[str], log: Path, what: str) -> None:
+_STEP = re.compile(r"^\[\s*(?:(\d+)/(\d+)|(\d+)%)\]")
+
+
+def build_percent(line: str) -> int | None:
+    """How far a build is by one line of its output: ninja's ``[n/N]``, make's ``[ p%]``."""
+    m = _STEP.match(line)
+    if m is None:
+        return None
+    if m.group(3) is not None:
+        return int(m.group(3))
+    done, total = int(m.group(1)), int(m.group(2))
+    return 100 * done // total if total else None
+
+
+def _run(cmd: list[str], log: Path, what: str, progress: Progress | None = None) -> None:
+    """Run ``cmd``, its output appended to ``log``; ``progress`` hears every 10 % of a
+    build.  A failure is an error with the log's last lines."""
+    shown = 0
     with log.open("a") as fh:
         fh.write("$ " + shlex.join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
+        with subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                pct = build_percent(line)
+                if progress is not None and pct is not None and pct >= shown + 10:
+                    shown = pct - pct % 10
+                    progress(f"{what} {shown}%")
+        returncode = proc.returncode
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-30:]
         raise NativeBuildError(
-            f"{what}: {Path(cmd[0]).name} failed (exit {proc.returncode}); full log {log}; "
+            f"{what}: {Path(cmd[0]).name} failed (exit {returncode}); full log {log}; "
             "its last lines:\n" + "\n".join(tail),
             hint="see the log; a missing package is named in it",
         )
@@ -165,6 +197,7 @@ def cmake_build(
     log: Path,
     what: str,
     install_prefix: Path | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Configure, build (and install when ``install_prefix``) cmake project ``source``."""
     cmake = _cmake()
@@ -174,7 +207,7 @@ def cmake_build(
         cmd.append(f"-DCMAKE_INSTALL_PREFIX={install_prefix}")
     cmd += [f"-D{k}={v}" for k, v in defines.items()]
     _run(cmd, log, f"{what}: cmake configure")
-    _run([cmake, "--build", str(build), "-j", str(jobs)], log, f"{what}: build")
+    _run([cmake, "--build", str(build), "-j", str(jobs)], log, f"{what}: build", progress)
     if install_prefix is not None:
         _run([cmake, "--install", str(build)], log, f"{what}: install")
 
@@ -278,6 +311,7 @@ def build_ncnn(
             log=log,
             what=f"libncnn {src.version} for {tc.target.name}",
             install_prefix=tmp,
+            progress=progress,
         )
         seconds = time.monotonic() - started
         effective = cmake_cache_values(build)
@@ -386,6 +420,7 @@ def build_program(
             jobs=jobs or default_jobs(),
             log=log,
             what=f"{program} for {ncnn.target}",
+            progress=progress,
         )
         binary = build / program
         if not binary.is_file():

@@ -19,7 +19,7 @@ import pytest
 
 from edgecal.errors import NativeBuildError
 from edgecal.native import TARGET_NAMES
-from edgecal.native.build import Source, fetch_source, local_source, ncnn_key
+from edgecal.native.build import Source, build_percent, fetch_source, local_source, ncnn_key
 from edgecal.native.cache import build_once, key_of, tree_hash
 from edgecal.native.sdist import (
     choose,
@@ -411,3 +411,17 @@ def test_cli_agent_build_errors(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert f"edgecal: error: --ncnn-sdist {missing}: no such file (fix: give an" in err
     assert main(["agent", "build", "--target", "mips"]) == 2
     assert "invalid choice: 'mips'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "pct"),
+    [
+        ("[99/248] Building CXX object src/CMakeFiles/ncnn.dir/layer/arm/gru_arm.cpp.o", 39),
+        ("[248/248] Linking CXX static library src/libncnn.a", 100),
+        ("[ 45%] Building CXX object src/CMakeFiles/ncnn.dir/layer/relu.cpp.o", 45),
+        ('-- Found OpenMP: TRUE (found version "4.5")', None),
+        ("[0/0] nothing", None),
+    ],
+)
+def test_build_progress_from_ninja_and_make_lines(line: str, pct: int | None) -> None:
+    assert build_percent(line) == pct
