@@ -6,7 +6,7 @@ SAMPLE := samples/tinted_digits
 OUT := out/demo
 STAMP := $(VENV)/.edgecal-installed
 
-.PHONY: venv demo test test-deps soak bench lint clean
+.PHONY: venv demo test test-deps native-agents soak bench lint clean
 
 venv: $(STAMP)
 
@@ -29,7 +29,8 @@ demo: $(STAMP)
 	    --labels $(SAMPLE)/labels.csv --save-baseline $(OUT)/baseline.json
 	@echo "report: $(OUT)/report.html"
 
-# What the tests need beyond the venv: Debian's chromium for the report's browser test.
+# What the tests need beyond the venv: Debian's chromium for the report's browser test, and the
+# native agent's build: cross compilers, nlohmann/json, cmake, qemu to run the built binaries.
 # Installed when missing and run as root (apt-get); otherwise that one test is skipped (it fails
 # under CI=true).  The emulated boards are started separately (`make boards-up`, root).
 test-deps:
@@ -39,6 +40,24 @@ test-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
 	    >/dev/null && chromium --version; \
 	else echo "test-deps: no chromium and not root: the report's browser test will be skipped"; fi
+	@missing=$$(for p in $(NATIVE_DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	    done); \
+	if [ -z "$$missing" ]; then echo "test-deps: the native build's packages are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	    >/dev/null && echo "test-deps: installed $$missing"; \
+	else echo "test-deps: missing $$missing and not root: the native build tests will be skipped"; fi
+
+NATIVE_DEBS := g++ g++-aarch64-linux-gnu g++-arm-linux-gnueabihf nlohmann-json3-dev cmake \
+	ninja-build qemu-user-static
+
+# The native agent of every target built into the cache (${EDGECAL_CACHE:-~/.cache/edgecal}/native/;
+# toolchains/README.md, "Native agent"): cold, minutes per target; cached, ~0 s.
+NATIVE_TARGETS ?= x86_64 aarch64 armv7
+native-agents: $(STAMP)
+	@for t in $(NATIVE_TARGETS); do $(VENV)/bin/edgecal agent build --target $$t || exit 1; done
 
 # The same hypothesis profile as CI (tests/conftest.py: derandomized, no saved examples).
 test: $(STAMP) test-deps

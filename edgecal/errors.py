@@ -111,3 +111,7 @@ class HostKeyError(TransportError):
 
 class BoardSetupError(DeviceError):
     """The board lacks what the agent needs (python3, numpy, ncnn, a writable work directory)."""
+
+
+class NativeBuildError(EdgecalError):
+    """The native agent (or the libncnn it links) cannot be fetched or built."""

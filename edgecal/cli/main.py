@@ -362,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgecal.cli.board import add_board_commands
 
     add_board_commands(sub)
+
+    from edgecal.cli.agent import add_agent_commands
+
+    add_agent_commands(sub)
     return parser
 
 

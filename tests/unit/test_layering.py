@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edgecal.files",),
     ("edgecal.inputs",),
     ("edgecal.runs",),
+    ("edgecal.native",),  # drives compilers: not pure
     ("edgecal.device",),
     ("edgecal.boards",),
     ("edgecal.fleet",),
