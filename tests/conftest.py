@@ -53,13 +53,16 @@ def loopback_sshd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
 
 @pytest.fixture(scope="session")
 def native_agent_binary() -> Path:
-    """The native agent built from edgecal_agent/native (tests/integration/native_agent.py);
-    skips without cmake or ncnn, except in CI."""
-    from tests.integration.native_agent import build_native_agent, why_not_buildable
+    """The native agent for this machine, built by ``edgecal.native`` into its cache (cold: a
+    libncnn build of several minutes; ``make native-agents`` does it beforehand); skips when
+    the compilers are missing, except in CI."""
+    from edgecal.errors import EdgecalError
+    from edgecal.native import build_agent
 
-    why = why_not_buildable()
-    if why is not None:
+    try:
+        return build_agent("x86_64").path
+    except EdgecalError as e:
+        why = f"{e.message} ({e.hint})" if e.hint else e.message
         if IN_CI:
             pytest.fail(f"CI=true and the native agent cannot be built: {why}", pytrace=False)
         pytest.skip(f"the native agent cannot be built: {why}")
-    return build_native_agent()

@@ -70,9 +70,9 @@ def test_hello_reports_protocol_and_versions(device: Device) -> None:
     assert info["ncnn_ok"] is True
     if info["agent_kind"] == "native":
         # the ncnn it links (its version as that build stamped it); no Python, no numpy
-        from tests.integration.native_agent import built_ncnn_version
+        from edgecal.native.build import host_ncnn_version
 
-        assert info["ncnn"] == built_ncnn_version()
+        assert info["ncnn"] == host_ncnn_version()
         assert info["python"] is None and info["numpy"] is None
         assert info["target"] == "x86_64"
     else:

@@ -32,7 +32,6 @@ from tests.conftest import IN_CI, ROOT
 pytestmark = pytest.mark.slow
 
 PROBE = ROOT / "tests" / "data" / "native_probe"
-AGENT_SOURCE = ROOT / "edgecal_agent" / "native" / "CMakeLists.txt"
 ELF_MACHINE = {"x86_64": 62, "aarch64": 183, "armv7": 40}
 
 
@@ -120,7 +119,6 @@ def test_libncnn_builds_and_a_static_program_runs(target: str) -> None:
     )
 
 
-@pytest.mark.skipif(not AGENT_SOURCE.is_file(), reason="no edgecal_agent/native/ yet")
 @pytest.mark.parametrize("target", TARGET_NAMES)
 def test_the_native_agent_builds_runs_and_is_found_in_the_cache(
     target: str, capsys: pytest.CaptureFixture[str]
