@@ -109,7 +109,7 @@ def native_bare_forward_s(binary: Path, model: Any, spec: InputSpec, images: lis
         LocalDevice(agent="native", native_binary=binary, name=LOCAL_NATIVE) as dev,
     ):
         shards = capture.write_shards(iter(source), [spec], Path(tmp))
-        work = capture.Workload.of(model, [spec], [model.output_names[0]], "calibration", 1)
+        work = capture.Workload.of(model, [spec], [model.output_blobs[0]], "calibration", 1)
         return sum(sum(capture.run_shard_timed(dev, work.on(s))[1]) for s in shards)
 
 
@@ -144,3 +144,15 @@ def bench_native(board: str | None, n_board: int, n_local: int, repeats: int) ->
     bench_native_local(n_local, repeats)
     if board and board != "none":
         bench_native_board(board, n_board, repeats)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--native-board", default=None)
+    ap.add_argument("--native-images", type=int, default=20)
+    a = ap.parse_args()
+    bench_native(a.native_board, a.native_images, a.images, a.repeats)
