@@ -299,8 +299,9 @@ def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
     )
 
 
-#: The figures of the other parts of issue 12: (module in bench/, function printing its lines).
-EXTRA_FIGURES = (("eq", "bench_eq"), ("tune", "bench_tune"))
+#: The figures of the other parts of issues 12 and 13: (module in bench/, function printing its
+#: lines).
+EXTRA_FIGURES = (("eq", "bench_eq"), ("tune", "bench_tune"), ("native", "bench_native_figures"))
 
 
 def _bench_module(name: str) -> ModuleType:
