@@ -194,7 +194,12 @@ def _agent(d: Mapping[str, Any], where: str) -> str | None:
 
 
 def _board(name: str, d: Any, path: Path) -> Board:
-    where = f"{path}: [boards.{name}]"
+    return board_from_table(name, d, f"{path}: [boards.{name}]", path)
+
+
+def board_from_table(name: str, d: Any, where: str, path: Path | None) -> Board:
+    """A board from its keys (a ``[boards.NAME]`` table; ``where`` names it in errors);
+    relative paths are to ``path``'s folder (none: the current directory)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a table")
     unknown = sorted(set(d) - _BOARD_KEYS)
@@ -216,13 +221,14 @@ def _board(name: str, d: Any, path: Path) -> Board:
     profile = _get(d, "profile", str, where)
     if profile is not None and not _NAME_RE.match(profile):
         raise ConfigError(f"{where}: key 'profile' {profile!r} is not a profile name")
+    base = path.parent if path is not None else Path.cwd()
     return Board(
         name=name,
         host=_get(d, "host", str, where, required=True),
         port=port,
         user=_get(d, "user", str, where),
-        identity_file=_path(_get(d, "identity_file", str, where), path.parent),
-        known_hosts=_path(_get(d, "known_hosts", str, where), path.parent),
+        identity_file=_path(_get(d, "identity_file", str, where), base),
+        known_hosts=_path(_get(d, "known_hosts", str, where), base),
         profile=profile,
         workdir=workdir,
         workdir_root=workdir_root,
@@ -238,7 +244,7 @@ def load_boards(path: Path) -> dict[str, Board]:
     """The boards of a boards file, by name."""
     path = Path(path)
     data = _load_toml(path, "boards file")
-    unknown = sorted(set(data) - {"schema", "boards", "groups"})
+    unknown = sorted(set(data) - {"schema", "boards", "groups", "labgrid"})
     if unknown:
         raise ConfigError(
             f"{path}: unknown top-level key '{unknown[0]}'",
@@ -256,6 +262,14 @@ def load_boards(path: Path) -> dict[str, Board]:
             )
         out[name] = _board(name, d, path)
     return out
+
+
+def load_labgrid_table(path: Path) -> dict[str, Any]:
+    """The boards file's ``[labgrid]`` table (:mod:`edgecal.boards.labgrid`; empty: none)."""
+    table = _load_toml(Path(path), "boards file").get("labgrid", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: key 'labgrid' must be a table ([labgrid])")
+    return dict(table)
 
 
 def load_group(path: Path | None, group: str) -> list[str]:

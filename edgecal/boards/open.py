@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from edgecal.boards.config import Board, Profile, resolve_board
 from edgecal.device.base import Device
@@ -27,9 +28,33 @@ def open_board(
     board: Board, *, threads: int | None = None, accept_new_host_key: bool = False
 ) -> SshDevice:
     """Connect to ``board`` (host key checked) and return its device."""
+    target, kwargs = board_device_args(board, threads, accept_new_host_key)
+    return SshDevice(target, **kwargs)
+
+
+def open_place(
+    spec: str,
+    *,
+    boards: Path | None = None,
+    threads: int | None = None,
+    accept_new_host_key: bool = False,
+    labgrid_wait_s: float | None = None,
+) -> SshDevice:
+    """Acquire the labgrid place ``labgrid:NAME`` and connect to its board: the device gives
+    the place back when closed (:mod:`edgecal.boards.labgrid`)."""
+    from edgecal.boards.labgrid import PlaceDevice, acquire, farm_settings
+
+    lease, board = acquire(spec, farm_settings(boards, labgrid_wait_s))
+    target, kwargs = board_device_args(board, threads, accept_new_host_key)
+    return PlaceDevice(lease, target, **kwargs)
+
+
+def board_device_args(
+    board: Board, threads: int | None, accept_new_host_key: bool
+) -> tuple[SshTarget, dict[str, Any]]:
+    """What :class:`SshDevice` is given for ``board``."""
     profile = board.load_profile()
-    return SshDevice(
-        ssh_target(board, accept_new_host_key=accept_new_host_key),
+    return ssh_target(board, accept_new_host_key=accept_new_host_key), dict(
         workdir=board.workdir,
         python=board.python,
         workdir_root=board.workdir_root,
@@ -44,8 +69,17 @@ def open_device(
     boards: Path | None = None,
     threads: int | None = None,
     accept_new_host_key: bool = False,
+    labgrid_wait_s: float | None = None,
 ) -> Device:
-    """``local`` (default), a boards-file name, or ``user@host[:port]``."""
+    """``local`` (default), a boards-file name, ``user@host[:port]`` or ``labgrid:PLACE``."""
+    if spec is not None and spec.startswith("labgrid:"):
+        return open_place(
+            spec,
+            boards=boards,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            labgrid_wait_s=labgrid_wait_s,
+        )
     board = resolve_board(spec, boards)
     if board is None:
         from edgecal.device.local import LocalDevice
