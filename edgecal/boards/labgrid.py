@@ -339,7 +339,8 @@ def _unknown_place(spec: str, settings: FarmSettings, places: Mapping[str, Any])
 
 
 class PlaceLease:
-    """An acquired place (:func:`acquire`); :meth:`release` gives it back (once)."""
+    """An acquired place (:func:`acquire`), shared by the devices of this process that use it
+    (a fixture's device and a validation's, say); the last :meth:`release` gives it back."""
 
     def __init__(self, spec: str, session: FarmSession, stack: contextlib.ExitStack) -> None:
         self.spec = spec
@@ -347,6 +348,8 @@ class PlaceLease:
         self.session = session
         self._stack = stack
         self._released = False
+        self.refs = 1
+        self.owned = True  # False: held by this user already (adopt()), never released here
         self.resource_paths: list[str] = []
 
     def gone(self) -> str | None:
@@ -370,11 +373,14 @@ class PlaceLease:
         return None
 
     def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
+        with _LEASES_LOCK:
+            self.refs -= 1
+            if self.refs > 0 or self._released:
+                return
+            self._released = True
+            _LEASES.pop((self.session.address, self.name), None)
         try:
-            if self.session.alive():
+            if self.owned and self.session.alive():
                 self.session.rpc("ReleasePlace", placename=self.name)
         except Exception as e:
             log.warning("%s: releasing the labgrid place failed: %s", self.spec, e)
@@ -382,12 +388,28 @@ class PlaceLease:
             self._stack.close()
 
 
+_LEASES: dict[tuple[str, str], PlaceLease] = {}
+_LEASES_LOCK = threading.Lock()
+
+
 def acquire(
     spec: str, settings: FarmSettings, *, sleep: Callable[[float], None] = time.sleep
 ) -> tuple[PlaceLease, Board]:
     """Acquire place ``labgrid:NAME`` (waiting up to ``settings.wait_s`` while another client
-    holds it) and read its board.  Released on any failure here."""
+    holds it; shared when this process holds it already) and read its board.  Released on any
+    failure here."""
     name = spec[len(PREFIX) :]
+    with _LEASES_LOCK:
+        held = _LEASES.get((settings.coordinator, name))
+        if held is not None:
+            held.refs += 1
+    if held is not None:
+        try:
+            _, params = _network_service(spec, held.session.resources(name), held.session.address)
+            return held, place_board(spec, held.session.places()[name], params, settings)
+        except BaseException:
+            held.release()
+            raise
     stack = contextlib.ExitStack()
     try:
         s = stack.enter_context(farm_session(settings.coordinator))
@@ -423,6 +445,8 @@ def acquire(
                 )
             sleep(POLL_S)
         lease = PlaceLease(spec, s, stack)
+        with _LEASES_LOCK:
+            _LEASES[(settings.coordinator, name)] = lease
         try:
             resources = s.resources(name)
             path, params = _network_service(spec, resources, settings.coordinator)
@@ -437,16 +461,46 @@ def acquire(
         raise
 
 
+def adopt(spec: str, settings: FarmSettings) -> PlaceLease:
+    """Use place ``labgrid:NAME`` that this user holds already (``labgrid-client acquire``
+    before a test run with labgrid's pytest plugin): the devices of this process share it and
+    it stays acquired when they are done.  Refused when nobody or someone else holds it."""
+    name = spec[len(PREFIX) :]
+    stack = contextlib.ExitStack()
+    try:
+        s = stack.enter_context(farm_session(settings.coordinator))
+        places = s.places()
+        if name not in places:
+            raise _unknown_place(spec, settings, places)
+        if places[name]["acquired"] != s.holder_name:
+            raise PlaceBusyError(
+                f"{spec}: the place is held by {places[name]['acquired'] or 'nobody'}, "
+                f"not by this user ({s.holder_name})",
+                hint=f"labgrid-client -p {name} acquire, before the tests",
+            )
+        path, _ = _network_service(spec, s.resources(name), settings.coordinator)
+    except BaseException:
+        stack.close()
+        raise
+    lease = PlaceLease(spec, s, stack)
+    lease.owned = False
+    lease.resource_paths = [path]
+    with _LEASES_LOCK:
+        _LEASES[(settings.coordinator, name)] = lease
+    return lease
+
+
 class PlaceDevice(SshDevice):
     """The board of an acquired labgrid place: an :class:`SshDevice` that gives the place
     back when closed and fails its jobs as a lost link once the place is no longer ours."""
 
     def __init__(self, lease: PlaceLease, *args: Any, **kwargs: Any) -> None:
         self.lease = lease
+        self._lease_given_back = False
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
-            lease.release()
+            self._give_back()
             raise
 
     def _check_place(self, what: str) -> None:
@@ -470,4 +524,9 @@ class PlaceDevice(SshDevice):
         try:
             super().close()
         finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if not self._lease_given_back:
+            self._lease_given_back = True
             self.lease.release()
