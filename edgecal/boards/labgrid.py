@@ -15,9 +15,10 @@ on errors and interrupts: the device is a context manager).
 * What the place does not say comes from the boards file's ``[labgrid]`` table (defaults for
   every place) and its ``[labgrid.places.NAME]`` tables (one place's), with the keys of a
   board (``identity_file``, ``known_hosts``, ``profile``, ``workdir``, ``python``, ``agent``,
-  the timeouts); a place's tag ``edgecal_profile`` names its profile unless the boards file
-  does.  The coordinator: ``[labgrid] coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own
-  tools), else labgrid's default ``127.0.0.1:20408``::
+  the timeouts); a place's tag ``edgecal_profile`` names its profile (over ``[labgrid]``'s
+  default, under its ``[labgrid.places.NAME]`` table).  The coordinator: ``[labgrid]
+  coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools), else labgrid's default
+  ``127.0.0.1:20408``::
 
       [labgrid]
       coordinator = "farm.example.com:20408"
@@ -61,6 +62,15 @@ DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's own default
 PROFILE_TAG = "edgecal_profile"
 RPC_TIMEOUT_S = 30.0
 POLL_S = 0.25
+#: gRPC channel options: keepalive pings (a dead coordinator is noticed in ~20 s) and a
+#: connection not shared with other channels of this process
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.http2.ping_timeout_ms", 10000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.use_local_subchannel_pool", 1),
+]
 _T = TypeVar("_T")
 
 
@@ -143,7 +153,16 @@ class FarmSession:
         self._thread.start()
 
         async def start() -> Any:
+            import grpc
+            from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb2_grpc
+
             session = client.ClientSession(address, self._loop)
+            # a connection of its own: grpc shares one among a process's channels to an address,
+            # and the coordinator takes a connection for one client (labgrid's pytest plugin may
+            # have its own session open in this process)
+            await session.channel.close()
+            session.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            session.stub = pb2_grpc.CoordinatorStub(session.channel)
             await session.start()
             return session
 

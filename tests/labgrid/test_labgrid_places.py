@@ -37,10 +37,23 @@ def test_place_acquired_while_open_and_released_after(farm: Farm, farm_boards: P
     assert holder(farm, "lab-emu1") == "None"
 
 
-def test_place_released_on_error(farm: Farm, farm_boards: Path) -> None:
-    with pytest.raises(RuntimeError), open_device("labgrid:lab-emu1", boards=farm_boards):
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_place_released_on_error(farm: Farm, farm_boards: Path, error: type[BaseException]) -> None:
+    with pytest.raises(error), open_device("labgrid:lab-emu1", boards=farm_boards):
         assert holder(farm, "lab-emu1") != "None"
-        raise RuntimeError("boom")
+        raise error("boom")
+    assert holder(farm, "lab-emu1") == "None"
+
+
+def test_one_place_shared_within_a_process(farm: Farm, farm_boards: Path) -> None:
+    """Two devices of one process on one place (a fixture's and a validation's): one lease,
+    given back with the last."""
+    with open_device("labgrid:lab-emu1", boards=farm_boards) as a:
+        with open_device("labgrid:lab-emu1", boards=farm_boards) as b:
+            assert isinstance(a, PlaceDevice) and isinstance(b, PlaceDevice)
+            assert a.lease is b.lease
+        assert holder(farm, "lab-emu1") != "None"
+        assert a.hello()["machine"] == "aarch64"
     assert holder(farm, "lab-emu1") == "None"
 
 

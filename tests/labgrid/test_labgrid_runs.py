@@ -9,6 +9,7 @@ tables are the same bytes (same profile, same agent).  The sample model validate
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from edgecal.cli.main import main
 from edgecal.fleet.prepare import Devices
 from tests.boards.test_board_calibrate import REF, calibrate_args, cli, report
 from tests.labgrid.farm import Farm
-from tests.labgrid.test_labgrid_places import holder
+from tests.labgrid.test_labgrid_places import OTHER, holder
 
 pytestmark = [pytest.mark.board, pytest.mark.labgrid]
 N_IMAGES = 40
@@ -131,3 +132,25 @@ def test_exporter_gone_mid_run_gives_the_board_up(
     assert lost and "its labgrid exporter exp-emu1 is gone" in lost[0], said
     assert out.read_bytes() == boards_table
     assert holder(farm, "lab-emu1") == holder(farm, "lab-emu4") == "None"
+
+
+def test_fleet_leaves_out_a_place_held_by_another_client(
+    farm: Farm, farm_boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lab-emu4 held by another pipeline: the fleet runs on lab-emu1, naming the holder."""
+    images = tmp_path / "images.txt"
+    images.write_text("".join(f"{REF}/images/calib_{i:02d}.png\n" for i in range(10)))
+    farm.client("-p", "lab-emu4", "acquire", user=OTHER)
+    try:
+        out = tmp_path / "one.table"
+        argv = calibrate_args(images, out, "--labgrid-match", "lab-*", "--boards", str(farm_boards))
+        code, _, err = cli(capsys, *argv)
+        assert code == 0, err
+        assert (
+            f"labgrid:lab-emu4: left out: labgrid:lab-emu4: the place is held by "
+            f"{socket.gethostname()}/{OTHER}" in err
+        ), err
+        assert holder(farm, "lab-emu4").endswith(f"/{OTHER}")  # still theirs
+        assert holder(farm, "lab-emu1") == "None"
+    finally:
+        farm.client("-p", "lab-emu4", "release", user=OTHER)

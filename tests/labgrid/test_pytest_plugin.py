@@ -137,3 +137,34 @@ def test_edgecal_check_fails_with_the_gate_table(
     assert any("agreement" in ln and "FAIL" in ln for ln in rows), out
     assert any("cosine" in ln and "FAIL" in ln for ln in rows), out
     assert re.search(rf"^{BROKEN_LAYER}\s", out, re.M), out  # and the per-layer figures
+
+
+def test_readme_example_on_labgrids_own_target(
+    farm: Farm, farm_boards: Path, tables: dict[str, Path], tmp_path: Path
+) -> None:
+    """With labgrid's pytest plugin (``--lg-env``: a target whose RemotePlace this user holds,
+    as labgrid's workflow has it) and no ``--edgecal-device``: the device is that place, used
+    as it is and left acquired."""
+    test_file = project(tmp_path / "target", tables["good"])
+    env = tmp_path / "env.yaml"
+    env.write_text(
+        "targets:\n  main:\n    resources:\n      RemotePlace:\n        name: lab-emu4\n"
+    )
+    farm.client("-p", "lab-emu4", "acquire")  # this user, as the test run's
+    try:
+        r = run_pytest(
+            test_file,
+            "--lg-env",
+            str(env),
+            "--lg-coordinator",
+            farm.address,
+            "--edgecal-boards",
+            str(farm_boards),
+            "-v",
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "1 passed" in r.stdout
+        assert holder(farm, "lab-emu4") != "None"  # the user's, still
+    finally:
+        farm.client("-p", "lab-emu4", "release")
+    assert holder(farm, "lab-emu4") == "None"
