@@ -16,6 +16,10 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     connect_timeout_s = 10        # optional
     command_timeout_s = 3600      # optional
 
+    [boards.shelf-a]
+    place = "shelf-a-1"           # a labgrid place (alone: the place gives the address, the
+                                  # [labgrid] table the rest; see edgecal/boards/labgrid.py)
+
     [groups]
     fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
 
@@ -101,6 +105,9 @@ class Board(SshAddress):
     python: str = "python3"
     source: Path | None = None
     agent: str | None = None  # one of AGENT_SETTINGS; None: the profile's (else "auto")
+    #: a labgrid place this board is (``place = "NAME"``): its address comes from the place
+    #: when it is acquired, its other keys from the ``[labgrid]`` table (boards/labgrid.py)
+    place: str | None = None
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -194,7 +201,20 @@ def _agent(d: Mapping[str, Any], where: str) -> str | None:
 
 
 def _board(name: str, d: Any, path: Path) -> Board:
-    return board_from_table(name, d, f"{path}: [boards.{name}]", path)
+    where = f"{path}: [boards.{name}]"
+    if isinstance(d, dict) and "place" in d:
+        place = _get(d, "place", str, where)
+        others = sorted(set(d) - {"place"})
+        if others:
+            raise ConfigError(
+                f"{where}: key '{others[0]}' beside 'place': a board that is a labgrid place "
+                "takes its address from the place and its other keys from [labgrid]",
+                hint=f"move it to [labgrid.places.{place}] (or [labgrid] for every place)",
+            )
+        if not _NAME_RE.match(place):
+            raise ConfigError(f"{where}: key 'place' {place!r} is not a place name")
+        return Board(name=name, host="", place=place, source=path)
+    return board_from_table(name, d, where, path)
 
 
 def board_from_table(name: str, d: Any, where: str, path: Path | None) -> Board:

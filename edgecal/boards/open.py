@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,16 @@ def agent_setting(board: Board, profile: Profile | None) -> str:
 def open_board(
     board: Board, *, threads: int | None = None, accept_new_host_key: bool = False
 ) -> SshDevice:
-    """Connect to ``board`` (host key checked) and return its device."""
+    """Connect to ``board`` (host key checked) and return its device (a labgrid place's
+    board: the place acquired until the device is closed)."""
+    if board.place is not None:
+        return open_place(
+            f"labgrid:{board.place}",
+            boards=board.source,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            name=board.name,
+        )
     target, kwargs = board_device_args(board, threads, accept_new_host_key)
     return SshDevice(target, **kwargs)
 
@@ -39,12 +48,16 @@ def open_place(
     threads: int | None = None,
     accept_new_host_key: bool = False,
     labgrid_wait_s: float | None = None,
+    name: str | None = None,
 ) -> SshDevice:
     """Acquire the labgrid place ``labgrid:NAME`` and connect to its board: the device gives
-    the place back when closed (:mod:`edgecal.boards.labgrid`)."""
+    the place back when closed (:mod:`edgecal.boards.labgrid`).  ``name``: the device's name
+    (default ``spec``; a boards-file board that is the place)."""
     from edgecal.boards.labgrid import PlaceDevice, acquire, farm_settings
 
     lease, board = acquire(spec, farm_settings(boards, labgrid_wait_s))
+    if name is not None:
+        board = replace(board, name=name)
     target, kwargs = board_device_args(board, threads, accept_new_host_key)
     return PlaceDevice(lease, target, **kwargs)
 
@@ -85,6 +98,15 @@ def open_device(
         from edgecal.device.local import LocalDevice
 
         return LocalDevice(threads=threads)
+    if board.place is not None:
+        return open_place(
+            f"labgrid:{board.place}",
+            boards=boards,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            labgrid_wait_s=labgrid_wait_s,
+            name=board.name,
+        )
     return open_board(board, threads=threads, accept_new_host_key=accept_new_host_key)
 
 

@@ -11,6 +11,7 @@ one that cannot be reached or fails a step is left out and the others carry on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import tempfile
@@ -130,11 +131,17 @@ class Devices:
     def board(self, name: str | None) -> Board | None:
         """The board ``name`` is (None: this machine)."""
         if name not in self._boards:
-            self._boards[name] = (
+            board = (
                 describe_place(name, farm_settings(self.boards_path, self.labgrid_wait_s))
                 if is_place_spec(name)
                 else resolve_board(name, self.boards_path)
             )
+            if board is not None and board.place is not None:  # a boards-file name of a place
+                place = describe_place(
+                    f"{PREFIX}{board.place}", farm_settings(self.boards_path, self.labgrid_wait_s)
+                )
+                board = dataclasses.replace(place, name=board.name)
+            self._boards[name] = board
         return self._boards[name]
 
     def threads_for(self, runtime: str, name: str | None, threads: int | None) -> int:

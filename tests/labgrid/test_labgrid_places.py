@@ -111,3 +111,21 @@ def test_patterns_and_tags_name_places(farm: Farm, farm_boards: Path) -> None:
     board = devs.board("labgrid:lab-emu4")  # read without acquiring
     assert board is not None and board.profile == "emulated-pi4" and board.host == "10.200.4.2"
     assert holder(farm, "lab-emu4") == "None"
+
+
+def test_a_boards_file_entry_names_a_place(farm: Farm, farm_boards: Path, tmp_path: Path) -> None:
+    """``[boards.shelf-b] place = "lab-emu4"``: ``--device shelf-b`` and groups are the place."""
+    path = tmp_path / "boards.toml"
+    path.write_text(
+        farm_boards.read_text()
+        + '\n[boards.shelf-b]\nplace = "lab-emu4"\n[groups]\nfarm = ["shelf-b"]\n'
+    )
+    devs = Devices.of(None, group="farm", boards=path)
+    assert devs.all_names == ("shelf-b",)
+    board = devs.board("shelf-b")
+    assert board is not None and (board.host, board.profile) == ("10.200.4.2", "emulated-pi4")
+    with open_device("shelf-b", boards=path) as device:
+        assert device.name == "shelf-b" and isinstance(device, PlaceDevice)
+        assert holder(farm, "lab-emu4").startswith(f"{socket.gethostname()}/")
+        assert device.hello()["machine"] == "aarch64"
+    assert holder(farm, "lab-emu4") == "None"

@@ -103,3 +103,20 @@ def test_bad_keys_of_a_place_name_the_place(tmp_path: Path) -> None:
         place_board("labgrid:p1", {"tags": {}}, {"address": "h", "username": "u"}, s)
     with pytest.raises(UsageError, match="--labgrid-wait -1"):
         farm_settings(None, wait_s=-1)
+
+
+def test_a_board_that_is_a_place(tmp_path: Path) -> None:
+    path = boards(
+        tmp_path,
+        '[boards.shelf-a]\nplace = "shelf-a-1"\n[boards.pi]\nhost = "h"\n'
+        '[groups]\nfarm = ["shelf-a", "pi"]\n',
+    )
+    b = load_boards(path)["shelf-a"]
+    assert (b.name, b.place, b.source) == ("shelf-a", "shelf-a-1", path)
+    assert load_boards(path)["pi"].place is None
+    bad = boards(tmp_path, '[boards.shelf-a]\nplace = "shelf-a-1"\nhost = "h"\n')
+    with pytest.raises(ConfigError, match=r"\[boards.shelf-a\]: key 'host' beside 'place'") as e:
+        load_boards(bad)
+    assert "[labgrid.places.shelf-a-1]" in (e.value.hint or "")
+    with pytest.raises(ConfigError, match="is not a place name"):
+        load_boards(boards(tmp_path, '[boards.x]\nplace = "a b"\n'))
