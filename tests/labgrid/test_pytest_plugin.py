@@ -168,3 +168,25 @@ def test_readme_example_on_labgrids_own_target(
     finally:
         farm.client("-p", "lab-emu4", "release")
     assert holder(farm, "lab-emu4") == "None"
+
+
+def test_device_fixture_and_validate_share_the_place(
+    farm: Farm, farm_boards: Path, tables: dict[str, Path], tmp_path: Path
+) -> None:
+    """``edgecal_device`` holds the place for the session; a validation in that session uses
+    the same lease (one process, one place); the place is released at the end."""
+    test_file = project(tmp_path / "device", tables["good"])
+    test_file.write_text(
+        test_file.read_text()
+        + "\n\ndef test_the_device(edgecal_device, edgecal_device_name, edgecal_validate):\n"
+        "    assert edgecal_device_name == 'labgrid:lab-emu4'\n"
+        "    assert edgecal_device.hello()['machine'] == 'aarch64'\n"
+        "    val = edgecal_validate(MODEL, INT8, inputs=IMAGES, labels='labels.csv')\n"
+        "    assert val.results[0].device['name'] == 'labgrid:lab-emu4'\n"
+    )
+    r = run_pytest(
+        test_file, "--edgecal-device", "labgrid:lab-emu4", "--edgecal-boards", str(farm_boards)
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout
+    assert holder(farm, "lab-emu4") == "None"
