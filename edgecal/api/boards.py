@@ -24,11 +24,14 @@ def open_device(
     boards: PathArg | None = None,
     threads: int | None = None,
     accept_new_host_key: bool = False,
+    labgrid_wait: float | None = None,
 ) -> Device:
-    """The device ``name`` names: ``local``/None (this machine), a board of the boards file, or
-    ``user@host[:port]``; use it as a context manager (``with open_device("pi4") as d:``).
+    """The device ``name`` names: ``local``/None (this machine), a board of the boards file,
+    ``user@host[:port]`` or ``labgrid:PLACE`` (acquired until the device is closed); use it as
+    a context manager (``with open_device("pi4") as d:``).
     ``threads``: ncnn threads (default: the board profile's); ``accept_new_host_key``: accept
-    and record a board's unknown SSH host key (never a changed one)."""
+    and record a board's unknown SSH host key (never a changed one); ``labgrid_wait``: seconds
+    to wait for a place another client holds."""
     from edgecal.boards.open import open_device as open_named
 
     return open_named(
@@ -36,6 +39,7 @@ def open_device(
         boards=boards_file(None if boards is None else os.fspath(boards)),
         threads=threads,
         accept_new_host_key=accept_new_host_key,
+        labgrid_wait_s=labgrid_wait,
     )
 
 

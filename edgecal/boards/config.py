@@ -16,6 +16,10 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     connect_timeout_s = 10        # optional
     command_timeout_s = 3600      # optional
 
+    [boards.shelf-a]
+    place = "shelf-a-1"           # a labgrid place (alone: the place gives the address, the
+                                  # [labgrid] table the rest; see edgecal/boards/labgrid.py)
+
     [groups]
     fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
 
@@ -101,6 +105,9 @@ class Board(SshAddress):
     python: str = "python3"
     source: Path | None = None
     agent: str | None = None  # one of AGENT_SETTINGS; None: the profile's (else "auto")
+    #: a labgrid place this board is (``place = "NAME"``): its address comes from the place
+    #: when it is acquired, its other keys from the ``[labgrid]`` table (boards/labgrid.py)
+    place: str | None = None
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -195,6 +202,24 @@ def _agent(d: Mapping[str, Any], where: str) -> str | None:
 
 def _board(name: str, d: Any, path: Path) -> Board:
     where = f"{path}: [boards.{name}]"
+    if isinstance(d, dict) and "place" in d:
+        place = _get(d, "place", str, where)
+        others = sorted(set(d) - {"place"})
+        if others:
+            raise ConfigError(
+                f"{where}: key '{others[0]}' beside 'place': a board that is a labgrid place "
+                "takes its address from the place and its other keys from [labgrid]",
+                hint=f"move it to [labgrid.places.{place}] (or [labgrid] for every place)",
+            )
+        if not _NAME_RE.match(place):
+            raise ConfigError(f"{where}: key 'place' {place!r} is not a place name")
+        return Board(name=name, host="", place=place, source=path)
+    return board_from_table(name, d, where, path)
+
+
+def board_from_table(name: str, d: Any, where: str, path: Path | None) -> Board:
+    """A board from its keys (a ``[boards.NAME]`` table; ``where`` names it in errors);
+    relative paths are to ``path``'s folder (none: the current directory)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a table")
     unknown = sorted(set(d) - _BOARD_KEYS)
@@ -216,13 +241,14 @@ def _board(name: str, d: Any, path: Path) -> Board:
     profile = _get(d, "profile", str, where)
     if profile is not None and not _NAME_RE.match(profile):
         raise ConfigError(f"{where}: key 'profile' {profile!r} is not a profile name")
+    base = path.parent if path is not None else Path.cwd()
     return Board(
         name=name,
         host=_get(d, "host", str, where, required=True),
         port=port,
         user=_get(d, "user", str, where),
-        identity_file=_path(_get(d, "identity_file", str, where), path.parent),
-        known_hosts=_path(_get(d, "known_hosts", str, where), path.parent),
+        identity_file=_path(_get(d, "identity_file", str, where), base),
+        known_hosts=_path(_get(d, "known_hosts", str, where), base),
         profile=profile,
         workdir=workdir,
         workdir_root=workdir_root,
@@ -238,7 +264,7 @@ def load_boards(path: Path) -> dict[str, Board]:
     """The boards of a boards file, by name."""
     path = Path(path)
     data = _load_toml(path, "boards file")
-    unknown = sorted(set(data) - {"schema", "boards", "groups"})
+    unknown = sorted(set(data) - {"schema", "boards", "groups", "labgrid"})
     if unknown:
         raise ConfigError(
             f"{path}: unknown top-level key '{unknown[0]}'",
@@ -256,6 +282,14 @@ def load_boards(path: Path) -> dict[str, Board]:
             )
         out[name] = _board(name, d, path)
     return out
+
+
+def load_labgrid_table(path: Path) -> dict[str, Any]:
+    """The boards file's ``[labgrid]`` table (:mod:`edgecal.boards.labgrid`; empty: none)."""
+    table = _load_toml(Path(path), "boards file").get("labgrid", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: key 'labgrid' must be a table ([labgrid])")
+    return dict(table)
 
 
 def load_group(path: Path | None, group: str) -> list[str]:

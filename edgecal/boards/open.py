@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 from edgecal.boards.config import Board, Profile, resolve_board
 from edgecal.device.base import Device
@@ -30,10 +31,47 @@ def agent_setting(board: Board, profile: Profile | None) -> str:
 def open_board(
     board: Board, *, threads: int | None = None, accept_new_host_key: bool = False
 ) -> SshDevice:
-    """Connect to ``board`` (host key checked) and return its device."""
+    """Connect to ``board`` (host key checked) and return its device (a labgrid place's
+    board: the place acquired until the device is closed)."""
+    if board.place is not None:
+        return open_place(
+            f"labgrid:{board.place}",
+            boards=board.source,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            name=board.name,
+        )
+    target, kwargs = board_device_args(board, threads, accept_new_host_key)
+    return SshDevice(target, **kwargs)
+
+
+def open_place(
+    spec: str,
+    *,
+    boards: Path | None = None,
+    threads: int | None = None,
+    accept_new_host_key: bool = False,
+    labgrid_wait_s: float | None = None,
+    name: str | None = None,
+) -> SshDevice:
+    """Acquire the labgrid place ``labgrid:NAME`` and connect to its board: the device gives
+    the place back when closed (:mod:`edgecal.boards.labgrid`).  ``name``: the device's name
+    (default ``spec``; a boards-file board that is the place)."""
+    from edgecal.boards.labgrid import PlaceDevice, acquire, farm_settings
+
+    lease, board = acquire(spec, farm_settings(boards, labgrid_wait_s))
+    if name is not None:
+        board = replace(board, name=name)
+    target, kwargs = board_device_args(board, threads, accept_new_host_key)
+    return PlaceDevice(lease, target, **kwargs)
+
+
+def board_device_args(
+    board: Board, threads: int | None, accept_new_host_key: bool
+) -> tuple[SshTarget, dict[str, Any]]:
+    """What :class:`SshDevice` is given for ``board``."""
     profile = board.load_profile()
-    return SshDevice(
-        ssh_target(board, accept_new_host_key=accept_new_host_key),
+    return ssh_target(board, accept_new_host_key=accept_new_host_key), dict(
         workdir=board.workdir,
         python=board.python,
         workdir_root=board.workdir_root,
@@ -48,8 +86,17 @@ def open_device(
     boards: Path | None = None,
     threads: int | None = None,
     accept_new_host_key: bool = False,
+    labgrid_wait_s: float | None = None,
 ) -> Device:
-    """``local`` (default), a boards-file name, or ``user@host[:port]``."""
+    """``local`` (default), a boards-file name, ``user@host[:port]`` or ``labgrid:PLACE``."""
+    if spec is not None and spec.startswith("labgrid:"):
+        return open_place(
+            spec,
+            boards=boards,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            labgrid_wait_s=labgrid_wait_s,
+        )
     board = resolve_board(spec, boards)
     if board is None:
         from edgecal.device.local import LocalDevice
@@ -59,6 +106,15 @@ def open_device(
                 threads=threads, agent="native", native_binary=host_native_agent(), name=spec
             )
         return LocalDevice(threads=threads)
+    if board.place is not None:
+        return open_place(
+            f"labgrid:{board.place}",
+            boards=boards,
+            threads=threads,
+            accept_new_host_key=accept_new_host_key,
+            labgrid_wait_s=labgrid_wait_s,
+            name=board.name,
+        )
     return open_board(board, threads=threads, accept_new_host_key=accept_new_host_key)
 
 

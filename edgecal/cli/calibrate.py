@@ -86,8 +86,13 @@ def devices_from_options(args: argparse.Namespace) -> Devices:
     """``--device``/``--group``/``--boards`` and their flags as :class:`Devices`."""
     from edgecal.fleet.prepare import Devices
 
+    device = getattr(args, "device", None)
+    matches = [f"labgrid:{m}" for m in getattr(args, "labgrid_match", None) or []]
+    if matches:
+        device = [*([device] if isinstance(device, str) else device or []), *matches]
     return Devices.of(
-        getattr(args, "device", None),
+        device,
+        labgrid_wait_s=getattr(args, "labgrid_wait", None),
         group=getattr(args, "group", None),
         boards=getattr(args, "boards", None),
         accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),

@@ -108,7 +108,25 @@ def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         metavar="NAME|USER@HOST[:PORT]|local",
         action="append" if multi else "store",
         help="where to run: a board of the boards file, user@host[:port] over SSH, "
+        "labgrid:PLACE (a place of a labgrid farm), "
         "or local (default)" + ("; repeat it for several boards" if multi else ""),
+    )
+    if multi:
+        p.add_argument(
+            "--labgrid-match",
+            action="append",
+            default=[],
+            metavar="PATTERN",
+            help="every labgrid place PATTERN matches (a glob over the names, or "
+            "key=value,... of their tags), as --device labgrid:PATTERN",
+        )
+    p.add_argument(
+        "--labgrid-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a labgrid place another client holds (default: the "
+        "boards file's [labgrid] wait_s, else 0: refused at once)",
     )
     add_boards_file(p, whose_key="a board's")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
+from edgecal.cli.calibrate import devices_from_options
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
 from edgecal.cli.options import add_inputs, add_metric
 from edgecal.cli.progress import run_hooks
@@ -111,7 +112,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             try_methods=args.try_methods,
             max_fp32_layers=args.max_fp32_layers,
             time_budget=args.time_budget,
-            devices=args.device,
+            devices=devices_from_options(args),
             boards=args.boards,
             accept_new_host_key=args.accept_new_host_key,
             runtime=args.runtime,

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgecal.cli.calibrate import devices_from_options
 from edgecal.cli.inputs import inputs_from_args
 from edgecal.cli.options import add_inputs, add_json, add_metric, print_json
 from edgecal.cli.progress import run_hooks
@@ -157,7 +158,7 @@ def run_validation(args: argparse.Namespace, **options: Any) -> Validation:
             metric=args.metric,
             charset=args.charset,
             iou_threshold=args.iou_threshold,
-            devices=args.device,
+            devices=devices_from_options(args),
             boards=args.boards,
             accept_new_host_key=args.accept_new_host_key,
             runtime=args.runtime,

@@ -11,6 +11,7 @@ one that cannot be reached or fails a step is left out and the others carry on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import tempfile
@@ -20,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.boards.config import Board, boards_file, load_group, resolve_board
+from edgecal.boards.labgrid import (
+    PREFIX,
+    describe_place,
+    expand,
+    farm_settings,
+    is_pattern,
+    is_place_spec,
+)
 from edgecal.boards.open import is_local, open_device
 from edgecal.device.base import Device
 from edgecal.errors import BoardSetupError, CalibrationError, DeviceError, HostKeyError, UsageError
@@ -65,6 +74,8 @@ class Devices:
     golden: bool = False  # leave out a board whose golden check fails
     #: how the thread option is named in a note (``--threads N`` or ncnn2table's ``thread=N``)
     threads_label: str = "--threads {}"
+    #: how long to wait for a labgrid place another client holds (None: the boards file's)
+    labgrid_wait_s: float | None = None
     _boards: dict[str | None, Board | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -88,7 +99,12 @@ class Devices:
     def all_names(self) -> tuple[str | None, ...]:
         """Every device of the run (the group's boards after the names given); ``(None,)``:
         this machine."""
-        names: list[str | None] = list(self.names)
+        names: list[str | None] = []
+        for name in self.names:  # a labgrid place pattern: every place it matches
+            if is_place_spec(name) and is_pattern(name[len(PREFIX) :]):
+                names += expand(name, farm_settings(self.boards_path, self.labgrid_wait_s))
+            else:
+                names.append(name)
         if self.group:
             names += load_group(self.boards_path, self.group)
         if not names:
@@ -115,7 +131,17 @@ class Devices:
     def board(self, name: str | None) -> Board | None:
         """The board ``name`` is (None: this machine)."""
         if name not in self._boards:
-            self._boards[name] = resolve_board(name, self.boards_path)
+            board = (
+                describe_place(name, farm_settings(self.boards_path, self.labgrid_wait_s))
+                if is_place_spec(name)
+                else resolve_board(name, self.boards_path)
+            )
+            if board is not None and board.place is not None:  # a boards-file name of a place
+                place = describe_place(
+                    f"{PREFIX}{board.place}", farm_settings(self.boards_path, self.labgrid_wait_s)
+                )
+                board = dataclasses.replace(place, name=board.name)
+            self._boards[name] = board
         return self._boards[name]
 
     def threads_for(self, runtime: str, name: str | None, threads: int | None) -> int:
@@ -165,6 +191,7 @@ class Devices:
             boards=self.boards_path,
             threads=threads,
             accept_new_host_key=self.accept_new_host_key,
+            labgrid_wait_s=self.labgrid_wait_s,
         )
 
     @contextlib.contextmanager

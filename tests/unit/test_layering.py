@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edgecal.workflows",),
     ("edgecal.report",),
     ("edgecal.api",),
-    ("edgecal.cli",),
+    ("edgecal.cli", "edgecal.testing"),  # the command line; the pytest plugin
     ("edgecal.__main__",),
 )
 PURE = ("edgecal/calib", "edgecal/ncnnfmt", "edgecal/int8", "edgecal/quality")
