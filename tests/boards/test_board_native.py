@@ -171,6 +171,24 @@ def test_board_check_says_which_agent_and_why(
     assert got["emu1"]["agent_kind"] == "python" and got["emu1"]["agent"]["python"]
 
 
+def test_provision_pushes_the_native_agent_alone(
+    boards: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``board provision`` on a native board: the agent (content-addressed: 0 bytes the second
+    time), no wheels."""
+    need(boards, *NATIVE_BOARDS)
+    for _ in range(2):
+        code, out, err = cli(capsys, "board", "provision", *NATIVE_BOARDS, "--boards", str(boards))
+        assert code == 0, (out, err)
+    report(capsys, err.rstrip())
+    for name, target in (("emuv7", "armv7"), ("emu3", "aarch64")):
+        assert re.search(
+            rf"^edgecal: {name}: native agent \(.*\): edgecal-agent-native-{target}-", err, re.M
+        ), err
+        assert f"edgecal: {name}: pushed 0 bytes of the native agent" in err, err
+    assert "wheel" not in err and "pip" not in err
+
+
 def test_golden_check_on_native_boards(boards: Path, capsys: pytest.CaptureFixture[str]) -> None:
     need(boards, *NATIVE_BOARDS)
     code, out, err = cli(
