@@ -177,6 +177,8 @@ def device_facts(device: Device, board: Any) -> dict[str, Any]:
         info = device.hello()
         keep = (
             "agent_version",
+            "agent_kind",
+            "target",
             "protocol",
             "python",
             "numpy",

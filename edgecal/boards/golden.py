@@ -26,6 +26,15 @@ same on every run)::
     emu2 (cortex-a76), calibration                9.1e-6               2.1e-12
     emu1, deployed (fp16 weight storage in fc)    2.4e-4               2.5e-8
     emu2, deployed (fp16 arithmetic)              1.5e-3               8.0e-7
+    host, native agent (x86_64), calibration      8.3e-8               6e-16
+    emuv7 (armv7, native agent), calibration      8.3e-6               2.5e-12
+    emu3 (aarch64, native agent), calibration     9.1e-6               2.1e-12
+    emuv7 / emu3 (native agent), deployed         2.4e-4               2.5e-8
+
+A native board is compared with the same host reference (the Python wheel's outputs): its
+figures against the host's own native agent (same ncnn version, edgecal's static build) are the
+same to two digits, as the two host agents differ by 8.3e-8 at most, four orders under the
+tolerance; so the reference needs no native build on the host.
 
 In fp32 the differences are float rounding only: the boards compute ``conv1`` (3x3, stride 1)
 with ncnn's ARM Winograd kernel (with ``use_winograd_convolution`` off emu1's ``conv1`` equals

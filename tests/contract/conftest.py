@@ -6,6 +6,8 @@ Add a kind by extending ``DEVICE_KINDS`` and ``make_device``: every test in
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,7 +22,37 @@ from edgecal.device.local import LocalDevice
 from edgecal.device.ssh.device import SshDevice
 from edgecal.device.ssh.link import SshTarget
 
-DEVICE_KINDS = ["local", "local-native", pytest.param("ssh", marks=pytest.mark.ssh)]
+#: the emulated boards (``make boards-up``, ``EDGECAL_BOARDS``) running the native agent: the bare
+#: aarch64 board told to use it, and the armv7 board (no Python: ``auto`` gives native)
+BOARD_KINDS = {"ssh-native-aarch64": "emu3", "ssh-native-armv7": "emuv7"}
+DEVICE_KINDS = [
+    "local",
+    "local-native",
+    pytest.param("ssh", marks=pytest.mark.ssh),
+    *(pytest.param(kind, marks=pytest.mark.board) for kind in BOARD_KINDS),
+]
+
+
+def is_board(device: Device) -> bool:
+    """Whether the device is an emulated board (its work directory is not on this machine)."""
+    return device.name in BOARD_KINDS.values()
+
+
+def board_device(kind: str) -> Device:
+    """The kind's board from ``$EDGECAL_BOARDS``, with the native agent (skips without the
+    boards file or when the board cannot be reached, fails so under ``CI=true``)."""
+    from edgecal.boards.config import load_boards
+    from edgecal.boards.open import open_board
+    from tests.boards.test_board_calibrate import need, unavailable
+
+    value = os.environ.get("EDGECAL_BOARDS")
+    if not value:
+        unavailable("EDGECAL_BOARDS is not set (run `make boards-up` as root and export it)")
+    boards_file = Path(str(value))
+    name = BOARD_KINDS[kind]
+    need(boards_file, name)
+    board = dataclasses.replace(load_boards(boards_file)[name], agent="native")
+    return open_board(board)
 
 
 def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
@@ -46,6 +78,8 @@ def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
             connect_timeout_s=10,
         )
         return SshDevice(target, workdir=workdir, python=sys.executable)
+    if kind in BOARD_KINDS:
+        return board_device(kind)
     raise ValueError(f"unknown device kind {kind!r}")
 
 

@@ -4,6 +4,7 @@ wrote them (tests/data/reference, see its README)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def assert_tables_match(ours: str, ref: str, *, exact: bool, rel: float = 2e-4) 
             assert np.array_equal(a.records[key], b.records[key]), key
         else:
             np.testing.assert_allclose(a.records[key], b.records[key], rtol=rel, err_msg=key)
+
+
+def kl_bins(log: str) -> dict[str, int]:
+    """blob -> the KL threshold's bin, from ncnn2table's ``max = ... threshold = ...`` lines
+    (threshold = (bin + 0.5) * max / 2048; printed with 6 decimals, ample for the bin)."""
+    found = re.findall(r"^(\S+)\s+: max = (\S+)\s+threshold = (\S+)", log, re.M)
+    return {name: round(float(t) / float(m) * 2048 - 0.5) for name, m, t in found}
 
 
 @pytest.fixture
@@ -229,3 +237,27 @@ def test_worker_count_does_not_change_the_statistics(case_dir) -> None:
         for layer, h in hs.stats.items():
             assert np.array_equal(h.counts, results[0][2].stats[layer].counts)
             assert h.absmax == results[0][2].stats[layer].absmax
+
+
+@pytest.mark.parametrize("case", ["digits", "npy", "multi"])
+def test_native_agent_table_matches_the_python_agents(
+    case_dir, case: str, native_agent_binary: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--device local:native`` (the C++ agent, its own libncnn build of the same version)
+    against the Python agent: the same KL bin on every blob, weight lines identical."""
+    d = case_dir(case)
+    logs = {}
+    for name, extra in (("python", []), ("native", ["--device", "local:native"])):
+        argv = CMDS[case].format(out=f"{name}.table", method="kl").split()
+        assert main(["-q", "ncnn2table", *argv, *extra]) == 0
+        out, err = capsys.readouterr()
+        logs[name] = kl_bins(out + err)
+    assert logs["native"] == logs["python"] and len(logs["python"]) >= 3, logs
+    a = parse_table((d / "python.table").read_text(), source="python")
+    b = parse_table((d / "native.table").read_text(), source="native")
+    assert list(a.records) == list(b.records)
+    for key in a.records:
+        if is_weight_key(key):
+            assert np.array_equal(a.records[key], b.records[key]), key
+        else:  # the same bin: a bin apart is >= 1/2048 relative
+            np.testing.assert_allclose(a.records[key], b.records[key], rtol=1e-5, err_msg=key)

@@ -164,10 +164,15 @@ ncnn::Mat to_mat(const ArrayView& arr, const InputDesc& desc, const std::string&
     return mat;
 }
 
-std::pair<std::vector<int64_t>, std::vector<float>> mat_to_array(const ncnn::Mat& m) {
+std::pair<std::vector<int64_t>, std::vector<float>> mat_to_array(const ncnn::Mat& blob) {
     std::vector<int64_t> shape;
     std::vector<float> values;
-    if (m.dims == 0) return {{0}, values};
+    if (blob.dims == 0) return {{0}, values};
+    // extract(type 0) casts an int8 blob (a requantizing layer's top) to fp32 only when no
+    // fp16/bf16 storage branch is taken first: on ARM with fp16 storage (the deployed runtime)
+    // the int8 codes come back as they are; the Python wheel's buffer gives them as int8 too
+    ncnn::Mat m = blob;
+    if (blob.elembits() == 8) ncnn::cast_int8_to_float32(blob, m);
     if (m.dims == 1) shape = {m.w};
     if (m.dims == 2) shape = {m.h, m.w};
     if (m.dims == 3) shape = {m.c, m.h, m.w};

@@ -22,7 +22,8 @@ namespace edgecal {
 void set_runtime_options(ncnn::Option& opt, const std::string& runtime, int threads);
 // One input array -> the owning Mat ncnn2table would feed; InputError.
 ncnn::Mat to_mat(const ArrayView& arr, const InputDesc& desc, const std::string& where);
-// A fp32 elempack-1 Mat as a C-order array: (shape as numpy gives it, floats).
+// A fp32 (or int8: cast to fp32) elempack-1 Mat as a C-order array: (shape as numpy gives it,
+// floats).
 std::pair<std::vector<int64_t>, std::vector<float>> mat_to_array(const ncnn::Mat& m);
 
 // Called with blob index b and the visited floats of that blob, as chunks: fn(b, p, n, last).
