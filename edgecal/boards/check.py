@@ -170,6 +170,8 @@ def check_device(
     ]
     if blocking:
         return
+    if native and not _native_agent_ready(dev, report):
+        return
     try:
         agent = report.agent = dev.hello()
     except DeviceError as e:
@@ -186,6 +188,32 @@ def check_device(
             return
         if not report.golden.ok:
             report.problems.append(Problem(report.golden.what, report.golden.fix))
+
+
+def _native_agent_ready(dev: SshDevice, report: CheckReport) -> bool:
+    """Whether the board's native agent is built on this machine; a check never builds it
+    (minutes cold): it says how to."""
+    from edgecal.native import find_agent
+
+    try:
+        target = dev.native_target()
+    except EdgecalError as e:
+        report.problems.append(_problem(e, "use the Python agent on this board"))
+        return False
+    try:
+        if find_agent(target) is not None:
+            return True
+    except EdgecalError as e:
+        report.problems.append(_problem(e, f"run `edgecal agent build --target {target}`"))
+        return False
+    report.problems.append(
+        Problem(
+            f"the native agent for {target} is not built on this machine yet",
+            f"run `edgecal agent build --target {target}` (once: minutes cold, then cached) "
+            f"or `edgecal board provision {report.board}` (builds and pushes it)",
+        )
+    )
+    return False
 
 
 def _problem(e: EdgecalError, fix: str, what: str | None = None) -> Problem:

@@ -138,6 +138,7 @@ class SshDevice(Device):
         self.name = target.name
         self.agent_setting = agent
         self._agent_choice: AgentChoice | None = None
+        self._python_facts: BoardFacts | None = None  # what the Python probe said, when asked
         self._native_agent = native_agent or _default_native_agent
         # the agent refuses a work directory whose real path leaves its root (default: the
         # board user's home); an absolute workdir configured without a root is its own root's
@@ -466,6 +467,7 @@ class SshDevice(Device):
         """Which agent this board gets, and why (asks the board once when ``auto``)."""
         if self._agent_choice is None:
             facts = self.probe_python() if self.agent_setting == "auto" else None
+            self._python_facts = facts
             self._agent_choice = choose_agent(self.agent_setting, facts)
         return self._agent_choice
 
@@ -473,7 +475,9 @@ class SshDevice(Device):
         """What the board offers the agent it gets: Python, numpy, ncnn (Python agent), CPU,
         memory, disk (see probe.py)."""
         if self.agent_choice.kind == "native":
-            return self.probe_shell()
+            # a board whose Python lacks numpy/ncnn: its Python already said everything
+            known = self._python_facts
+            return known if known is not None and known.facts else self.probe_shell()
         return self.probe_python()
 
     def probe_shell(self) -> BoardFacts:
