@@ -21,6 +21,8 @@ struct AbsMaxAccumulator {
     float value = 0.0f;
     bool nonfinite = false;
     void add(const float* p, size_t n);
+    // fold in another accumulator of the same blob (max is order-free)
+    void merge(const AbsMaxAccumulator& other);
 };
 
 // Pass 2 of one blob: zeros (+-0.0) and NaN skipped; otherwise
@@ -31,6 +33,8 @@ class HistogramAccumulator {
 public:
     explicit HistogramAccumulator(float absmax);
     void add(const float* p, size_t n);
+    // add another accumulator's counts (same absmax): counts sum
+    void merge(const HistogramAccumulator& other);
     // the uint64 counts so far
     std::vector<uint64_t> counts() const;
 
