@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -190,15 +191,54 @@ OpResult op_sleep(JobContext& ctx) {
 
 // -- absmax / histogram / run ----------------------------------------------------------------
 // Whether a second thread reduces (abs-max, histogram) while ncnn computes the next sample:
-// the Python agent's switch EDGECAL_AGENT_BIN_WORKER=0 turns it off, =1 forces it on; else
-// only when this process may run on more cores than ncnn's threads and there are at least two
-// samples (otherwise the thread would only take turns with ncnn on the same core).
+// the Python agent's switch EDGECAL_AGENT_BIN_WORKER=0 turns it off, =1 forces it on (even
+// on a busy machine); else only when this process may run on more cores than ncnn's threads,
+// there are at least two samples and no busy hold is on.
+// The job thread "has a core to itself" while it gets at least this share of the wall time as
+// CPU time (checked every CHECK_SAMPLES samples); when it has not, the thread would only take
+// turns with ncnn on a busy machine: the job reduces the rest inline, and no job starts a
+// binning thread for BUSY_HOLD_S (the Python agent's binworker rules).
+const double ALONE_SHARE = 0.8;
+const int64_t CHECK_SAMPLES = 16;
+const double BUSY_HOLD_S = 60.0;
+double busy_until = 0.0;
+
+bool bin_worker_forced() {
+    const char* forced = std::getenv("EDGECAL_AGENT_BIN_WORKER");
+    return forced && std::string(forced) == "1";
+}
+
+double thread_cpu_s() {
+    struct timespec t;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0.0;
+    return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Measures the job thread's CPU share between checks.
+class CpuShare {
+public:
+    CpuShare() : wall_(now_s()), cpu_(thread_cpu_s()) {}
+    // false (and the busy hold starts) when the thread ran less than ALONE_SHARE of the time
+    bool alone() {
+        if (bin_worker_forced()) return true;
+        const double wall = now_s(), cpu = thread_cpu_s();
+        const bool ok = wall - wall_ <= 0 || cpu - cpu_ >= ALONE_SHARE * (wall - wall_);
+        wall_ = wall;
+        cpu_ = cpu;
+        if (!ok) busy_until = now_s() + BUSY_HOLD_S;
+        return ok;
+    }
+
+private:
+    double wall_, cpu_;
+};
+
 bool overlap_wanted(int ncnn_threads, int64_t n_samples) {
     const char* forced = std::getenv("EDGECAL_AGENT_BIN_WORKER");
     const std::string f = forced ? forced : "";
     if (f == "0") return false;
     if (f == "1") return true;
-    if (n_samples < 2) return false;
+    if (n_samples < 2 || now_s() < busy_until) return false;
     int cores = 0;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
@@ -324,9 +364,12 @@ void reduce_samples(NcnnModel& model, const SampleStream& samples, const Capture
         return;
     }
     BinThread bins(*there);
+    CpuShare clock;
+    bool sharing = true;
     try {
         samples.for_each([&](int64_t i, int64_t, size_t, const Sample& sample) {
             if (begin) begin(i);
+            if (sharing && i > 0 && i % CHECK_SAMPLES == 0) sharing = clock.alone();
             std::vector<ncnn::Mat> mats;
             try {
                 mats = model.extract_visitable(sample, p.inputs, p.blobs, sample_where(i));
@@ -339,7 +382,7 @@ void reduce_samples(NcnnModel& model, const SampleStream& samples, const Capture
             if (sizes) {
                 for (size_t b = 0; b < mats.size(); ++b) NcnnModel::visit_blob(mats[b], b, sizes);
             }
-            if (!bins.offer(mats)) {
+            if (!sharing || !bins.offer(mats)) {
                 for (size_t b = 0; b < mats.size(); ++b) NcnnModel::visit_blob(mats[b], b, here);
             }
             tick(i + 1);
