@@ -193,7 +193,9 @@ OpResult op_sleep(JobContext& ctx) {
 // Whether a second thread reduces (abs-max, histogram) while ncnn computes the next sample:
 // the Python agent's switch EDGECAL_AGENT_BIN_WORKER=0 turns it off, =1 forces it on (even
 // on a busy machine); else only when this process may run on more cores than ncnn's threads,
-// there are at least two samples and no busy hold is on.
+// there are at least two samples, no busy hold is on and the reduction is not cheap: abs-max
+// costs less than holding each sample's blobs does (ncnn then allocates fresh memory and copies
+// a held blob before an in-place layer), so by default only the histogram pass overlaps.
 // The job thread "has a core to itself" while it gets at least this share of the wall time as
 // CPU time (checked every CHECK_SAMPLES samples); when it has not, the thread would only take
 // turns with ncnn on a busy machine: the job reduces the rest inline, and no job starts a
@@ -233,12 +235,12 @@ private:
     double wall_, cpu_;
 };
 
-bool overlap_wanted(int ncnn_threads, int64_t n_samples) {
+bool overlap_wanted(int ncnn_threads, int64_t n_samples, bool cheap) {
     const char* forced = std::getenv("EDGECAL_AGENT_BIN_WORKER");
     const std::string f = forced ? forced : "";
     if (f == "0") return false;
     if (f == "1") return true;
-    if (n_samples < 2 || now_s() < busy_until) return false;
+    if (cheap || n_samples < 2 || now_s() < busy_until) return false;
     int cores = 0;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
@@ -458,7 +460,7 @@ OpResult op_absmax(JobContext& ctx) {
     const VisitFn there = [&](size_t b, const float* v, size_t n) { theirs[b].add(v, n); };
     reduce_samples(
         model, samples, p, tick, here,
-        overlap_wanted(model.net.opt.num_threads, samples.total) ? &there : nullptr,
+        overlap_wanted(model.net.opt.num_threads, samples.total, true) ? &there : nullptr,
         [&](int64_t) { std::fill(per_sample.begin(), per_sample.end(), 0); },  // the last sample's
         [&](size_t b, const float*, size_t n) { per_sample[b] += int64_t(n); });
     for (size_t b = 0; b < n_blobs; ++b) accs[b].merge(theirs[b]);
@@ -510,7 +512,7 @@ OpResult op_histogram(JobContext& ctx) {
     const VisitFn here = [&](size_t b, const float* v, size_t n) { accs[b].add(v, n); };
     const VisitFn there = [&](size_t b, const float* v, size_t n) { theirs[b].add(v, n); };
     reduce_samples(model, samples, p, tick, here,
-                   overlap_wanted(model.net.opt.num_threads, samples.total) ? &there : nullptr,
+                   overlap_wanted(model.net.opt.num_threads, samples.total, false) ? &there : nullptr,
                    nullptr, nullptr);
     for (size_t b = 0; b < accs.size(); ++b) accs[b].merge(theirs[b]);
     ctx.timing_s["infer"] = now_s() - t0;

@@ -1,5 +1,6 @@
 #include "stats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -65,7 +66,13 @@ void AbsMaxAccumulator::merge(const AbsMaxAccumulator& other) {
 }
 
 HistogramAccumulator::HistogramAccumulator(float absmax)
-    : absmax_(absmax), lanes_(size_t(LANES) * WIDE, 0) {}
+    : absmax_(absmax), lanes_(size_t(LANES) * WIDE, 0), flushed_(size_t(LANES) * WIDE, 0) {}
+
+void HistogramAccumulator::flush() {
+    for (size_t i = 0; i < lanes_.size(); ++i) flushed_[i] += lanes_[i];
+    std::fill(lanes_.begin(), lanes_.end(), 0u);
+    pending_ = 0;
+}
 
 void HistogramAccumulator::add(const float* p, size_t n) {
     const float amax = absmax_;
@@ -78,9 +85,11 @@ void HistogramAccumulator::add(const float* p, size_t n) {
         return;
     }
     int32_t idx[CHUNK];
-    uint64_t* lanes = lanes_.data();
+    uint32_t* lanes = lanes_.data();
     while (n) {
         const size_t m = n < CHUNK ? n : CHUNK;
+        if (pending_ + m > UINT32_MAX) flush();  // no 32-bit counter can wrap
+        pending_ += m;
         size_t i0 = 0;
 #if !(defined(__arm__) && !defined(__aarch64__))
         // The same float32 operations four at a time (SSE on x86, AdvSIMD on aarch64): IEEE
@@ -131,13 +140,16 @@ void HistogramAccumulator::add(const float* p, size_t n) {
 }
 
 void HistogramAccumulator::merge(const HistogramAccumulator& other) {
-    for (size_t i = 0; i < lanes_.size(); ++i) lanes_[i] += other.lanes_[i];
+    for (size_t i = 0; i < lanes_.size(); ++i) flushed_[i] += other.flushed_[i] + other.lanes_[i];
 }
 
 std::vector<uint64_t> HistogramAccumulator::counts() const {
     std::vector<uint64_t> c(NUM_BINS, 0);
     for (int l = 0; l < LANES; ++l) {
-        for (int b = 0; b < NUM_BINS; ++b) c[size_t(b)] += lanes_[size_t(l) * WIDE + size_t(b)];
+        for (int b = 0; b < NUM_BINS; ++b) {
+            const size_t i = size_t(l) * WIDE + size_t(b);
+            c[size_t(b)] += flushed_[i] + lanes_[i];
+        }
     }
     return c;
 }

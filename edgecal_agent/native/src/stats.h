@@ -40,8 +40,12 @@ public:
 
 private:
     float absmax_;
-    // 4 interleaved sub-histograms of NUM_BINS + 1 (the last: skipped elements)
-    std::vector<uint64_t> lanes_;
+    void flush();
+    // 4 interleaved sub-histograms of NUM_BINS + 1 (the last: skipped elements), 32-bit so
+    // that one blob's fit in the L1 cache, added into flushed_ before any could wrap
+    std::vector<uint32_t> lanes_;
+    std::vector<uint64_t> flushed_;
+    uint64_t pending_ = 0;  // elements counted in lanes_ since the last flush
 };
 
 }  // namespace edgecal
