@@ -93,7 +93,7 @@ def test_the_binning_thread_gives_the_inline_statistics(
     _same(inline, threaded)
     assert "error" not in inline and int(inline["n_samples"]) == 60
     assert (inline["absmax"] > 0).all()  # every blob had something to count
-    absmax = {b: float(v) for b, v in zip(BLOBS, inline["absmax"])}
+    absmax = {b: float(v) for b, v in zip(BLOBS, inline["absmax"], strict=True)}
     # a smaller range for in0: values above abs-max and the last bin
     absmax["in0"] = float(F32(absmax["in0"] / 3))
     inline, threaded = _both(native_agent_binary, "histogram", shards, tmp_path, absmax=absmax)
