@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -140,8 +142,44 @@ def bench_native_local(n: int, repeats: int) -> None:
     )
 
 
+def bench_native_ncnn2table(n: int, threads: int, repeats: int) -> None:
+    """``edgecal ncnn2table --device local:native`` against the real ncnn2table, the same
+    arguments (``run.bench_ncnn2table``'s), alternated, medians."""
+    import ppocr_like
+    from run import _median_ratio, _ncnn2table_args, _table_lines, _timed, bench_cache
+
+    real = os.environ.get("NCNN2TABLE")
+    what = (
+        f"edgecal ncnn2table --device local:native / real ncnn2table (thread={threads}, "
+        f"method=kl, {n} images)"
+    )
+    if not real or not (Path(real).is_file() and os.access(real, os.X_OK)):
+        print(f"{what}: skipped (set NCNN2TABLE to the real ncnn2table; see bench/run.py)")
+        return
+    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
+    host_native_agent()  # built (and cached) before the first timed run
+    edgecal = shutil.which("edgecal", path=str(Path(sys.executable).parent)) or "edgecal"
+    ours: list[float] = []
+    theirs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
+        t_ours, t_real = Path(tmp) / "edgecal.table", Path(tmp) / "real.table"
+        for _ in range(repeats):
+            theirs.append(_timed([real, *_ncnn2table_args(param, bin_, lst, t_real, threads)]))
+            args = _ncnn2table_args(param, bin_, lst, t_ours, threads)
+            ours.append(_timed([edgecal, "--quiet", "ncnn2table", "--device", LOCAL_NATIVE, *args]))
+        a, b = _table_lines(t_ours), _table_lines(t_real)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    same = "tables identical" if not differ else f"{len(differ)} table lines differ"
+    print(
+        f"{what}: {_median_ratio(ours, theirs):.3f} (target <= 1.0; edgecal "
+        f"{statistics.median(ours):.2f} s, real {statistics.median(theirs):.2f} s, medians of "
+        f"{repeats} alternated runs; {same})"
+    )
+
+
 def bench_native(board: str | None, n_board: int, n_local: int, repeats: int) -> None:
     bench_native_local(n_local, repeats)
+    bench_native_ncnn2table(2000, 2, repeats)
     if board and board != "none":
         bench_native_board(board, n_board, repeats)
 
@@ -161,5 +199,11 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--native-board", default=None)
     ap.add_argument("--native-images", type=int, default=20)
+    ap.add_argument("--only", choices=("calibrate", "ncnn2table"), default=None)
     a = ap.parse_args()
-    bench_native(a.native_board, a.native_images, a.images, a.repeats)
+    if a.only == "calibrate":
+        bench_native_local(a.images, a.repeats)
+    elif a.only == "ncnn2table":
+        bench_native_ncnn2table(2000, 2, a.repeats)
+    else:
+        bench_native(a.native_board, a.native_images, a.images, a.repeats)

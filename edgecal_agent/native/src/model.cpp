@@ -306,6 +306,25 @@ double NcnnModel::time_extract(const Sample& sample, const std::vector<InputDesc
     return elapsed;
 }
 
+ncnn::Mat NcnnModel::extract_one(ncnn::Extractor& ex, const std::string& blob,
+                                 const std::string& where) {
+    const char* name = blob.c_str();
+    int ret = 0;
+    if (raw_extract_) {
+        ncnn::Mat out;
+        ret = ex.extract(name, out, 1);
+        if (ret == 0 && (out.dims == 0 || out.elemsize == size_t(4) * size_t(out.elempack))) {
+            return out;
+        }
+    }
+    ncnn::Mat out;
+    ret = ex.extract(name, out, 0);
+    if (ret != 0) throw extract_error(where, blob, ret);
+    return out;  // dims 0 or no element: visit_blob hands out (nullptr, 0)
+}
+
+void NcnnModel::visit_blob(const ncnn::Mat& m, size_t b, const VisitFn& fn) { visit_mat(m, b, fn); }
+
 void NcnnModel::for_each_visited(const Sample& sample, const std::vector<InputDesc>& inputs,
                                  const std::vector<std::string>& blobs, const VisitFn& fn,
                                  const std::string& where) {
@@ -313,31 +332,21 @@ void NcnnModel::for_each_visited(const Sample& sample, const std::vector<InputDe
     ncnn::Extractor ex = net.create_extractor();
     feed(ex, mats, sample, inputs, where, true);
     for (size_t b = 0; b < blobs.size(); ++b) {
-        const char* name = blobs[b].c_str();
-        bool done = false;
-        int ret = 0;
-        if (raw_extract_) {
-            ncnn::Mat out;
-            ret = ex.extract(name, out, 1);
-            if (ret == 0 && (out.dims == 0 || out.elemsize == size_t(4) * size_t(out.elempack))) {
-                visit_mat(out, b, fn);
-                done = true;
-            }
-        }
-        if (!done) {
-            ncnn::Mat out;
-            ret = ex.extract(name, out, 0);
-            if (ret == 0) {
-                if (out.dims == 0 || size_t(out.w) * out.h * out.d * out.c == 0) {
-                    fn(b, nullptr, 0);
-                } else {
-                    visit_mat(out, b, fn);
-                }
-                done = true;
-            }
-        }
-        if (!done) throw extract_error(where, blobs[b], ret);
+        ncnn::Mat out = extract_one(ex, blobs[b], where);
+        visit_mat(out, b, fn);
     }
+}
+
+std::vector<ncnn::Mat> NcnnModel::extract_visitable(const Sample& sample,
+                                                    const std::vector<InputDesc>& inputs,
+                                                    const std::vector<std::string>& blobs,
+                                                    const std::string& where) {
+    std::vector<ncnn::Mat> mats;
+    std::vector<ncnn::Mat> outs;
+    ncnn::Extractor ex = net.create_extractor();
+    feed(ex, mats, sample, inputs, where, true);
+    for (const auto& name : blobs) outs.push_back(extract_one(ex, name, where));
+    return outs;
 }
 
 }  // namespace edgecal

@@ -57,12 +57,25 @@ public:
                           const std::vector<std::string>& blobs, const VisitFn& fn,
                           const std::string& where);
 
+    // The same blobs as for_each_visited, all extracted first and held (raw packed under the
+    // calibration runtime): visit_blob hands out each one's visited elements.  ncnn copies a
+    // held blob before an in-place layer writes it, so the Mats stay intact; release them on
+    // this thread (the blob allocator is not locked).  ExtractError.
+    std::vector<ncnn::Mat> extract_visitable(const Sample& sample,
+                                             const std::vector<InputDesc>& inputs,
+                                             const std::vector<std::string>& blobs,
+                                             const std::string& where);
+    // fn(b, values, count) over the visited elements of m (one of extract_visitable's Mats).
+    static void visit_blob(const ncnn::Mat& m, size_t b, const VisitFn& fn);
+
     ncnn::Net net;
     std::vector<std::string> blob_names;
     std::string param_label;
 
 private:
     JobError extract_error(const std::string& where, const std::string& blob, int ret) const;
+    // blob name of ex as the Mat visit_blob reads (raw when the runtime allows); ExtractError.
+    ncnn::Mat extract_one(ncnn::Extractor& ex, const std::string& name, const std::string& where);
     std::string producer(const std::string& blob) const;
     void feed(ncnn::Extractor& ex, std::vector<ncnn::Mat>& mats, const Sample& sample,
               const std::vector<InputDesc>& inputs, const std::string& where, bool light_mode);

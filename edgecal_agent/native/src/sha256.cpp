@@ -2,6 +2,12 @@
 
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define EDGECAL_SHA_NI 1
+#endif
+
 namespace edgecal {
 
 namespace {
@@ -31,7 +37,71 @@ struct CrcTable {
     }
 };
 
+#ifdef EDGECAL_SHA_NI
+// The x86 SHA extensions (sha256rnds2: two rounds; sha256msg1/2: the message schedule), with
+// SSSE3 and SSE4.1 for the byte order and the state layout: about ten times the portable
+// loop.  The state is kept as the instructions want it, (A, B, E, F) and (C, D, G, H).
+bool have_sha_ni() {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool ssse3 = c & (1u << 9), sse41 = c & (1u << 19);
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ssse3 && sse41 && (b & (1u << 29));
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) void blocks_sha_ni(uint32_t* h, const uint8_t* p,
+                                                               size_t n) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+    __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4));
+    const __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    const __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    for (; n; --n, p += 64) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i w[4];
+        for (int i = 0; i < 16; ++i) {
+            __m128i& m = w[i & 3];
+            if (i < 4) {
+                m = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)),
+                                     bswap);
+            } else {
+                // W[t..t+3] = sigma1 part (msg2) of W[t-16..] + sigma0(W[t-15..]) + W[t-7..]
+                const __m128i t7 = _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4);
+                m = _mm_sha256msg2_epu32(
+                    _mm_add_epi32(_mm_sha256msg1_epu32(m, w[(i + 1) & 3]), t7), w[(i + 3) & 3]);
+            }
+            __m128i k = _mm_add_epi32(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(K + 4 * i)));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
+            k = _mm_shuffle_epi32(k, 0x0E);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, k);
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    dcba = _mm_blend_epi16(feba, dchg, 0xF0);
+    hgfe = _mm_alignr_epi8(dchg, feba, 8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h), dcba);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), hgfe);
+}
+
+const bool use_sha_ni = have_sha_ni();
+#endif
+
 }  // namespace
+
+void Sha256::blocks(const uint8_t* p, size_t n) {
+#ifdef EDGECAL_SHA_NI
+    if (use_sha_ni) {
+        blocks_sha_ni(h_, p, n);
+        return;
+    }
+#endif
+    for (; n; --n, p += 64) block(p);
+}
 
 Sha256::Sha256()
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
@@ -86,10 +156,12 @@ void Sha256::update(const void* data, size_t n) {
         p += take;
         n -= take;
         if (fill_ < 64) return;
-        block(buf_);
+        blocks(buf_, 1);
         fill_ = 0;
     }
-    for (; n >= 64; n -= 64, p += 64) block(p);
+    blocks(p, n / 64);
+    p += n - n % 64;
+    n %= 64;
     std::memcpy(buf_, p, n);
     fill_ = n;
 }

@@ -16,6 +16,8 @@ public:
 
 private:
     void block(const uint8_t* p);
+    // n whole blocks: the CPU's SHA instructions where it has them (x86), else block()
+    void blocks(const uint8_t* p, size_t n);
     uint32_t h_[8];
     uint8_t buf_[64];
     size_t fill_ = 0;

@@ -21,6 +21,8 @@ struct AbsMaxAccumulator {
     float value = 0.0f;
     bool nonfinite = false;
     void add(const float* p, size_t n);
+    // fold in another accumulator of the same blob (max is order-free)
+    void merge(const AbsMaxAccumulator& other);
 };
 
 // Pass 2 of one blob: zeros (+-0.0) and NaN skipped; otherwise
@@ -31,13 +33,19 @@ class HistogramAccumulator {
 public:
     explicit HistogramAccumulator(float absmax);
     void add(const float* p, size_t n);
+    // add another accumulator's counts (same absmax): counts sum
+    void merge(const HistogramAccumulator& other);
     // the uint64 counts so far
     std::vector<uint64_t> counts() const;
 
 private:
     float absmax_;
-    // 4 interleaved sub-histograms of NUM_BINS + 1 (the last: skipped elements)
-    std::vector<uint64_t> lanes_;
+    void flush();
+    // 4 interleaved sub-histograms of NUM_BINS + 1 (the last: skipped elements), 32-bit so
+    // that one blob's fit in the L1 cache, added into flushed_ before any could wrap
+    std::vector<uint32_t> lanes_;
+    std::vector<uint64_t> flushed_;
+    uint64_t pending_ = 0;  // elements counted in lanes_ since the last flush
 };
 
 }  // namespace edgecal
