@@ -26,6 +26,8 @@ from edgecal.device.adb.facts import (
     parse_phone_probe,
     parse_power,
     parse_thermal,
+    pinned_cpus,
+    taskset_mask,
 )
 from edgecal.device.adb.link import AdbTarget, find_adb
 from edgecal.device.adb.shell import (
@@ -317,3 +319,12 @@ def test_a_workdir_outside_a_folder_of_its_own_is_refused() -> None:
         AdbDevice(AdbTarget("p", "127.0.0.1:1"), workdir="/data/local/tmp")
     with pytest.raises(BoardSetupError):
         AdbDevice(AdbTarget("p", "127.0.0.1:1"), workdir="/data/local/tmp/../../system")
+
+
+def test_the_profile_affinity_pins_the_agent_to_a_cluster() -> None:
+    f = parse_phone_probe(probe_output())
+    assert pinned_cpus(f, "big") == (7,) and taskset_mask((7,)) == "80"
+    assert pinned_cpus(f, "little") == (0, 1, 2, 3) and taskset_mask((0, 1, 2, 3)) == "f"
+    assert pinned_cpus(f, "all") == ()
+    alike = parse_phone_probe(probe_output().replace(PERCPU, "cpu0 cap=1024\ncpu1 cap=1024\n"))
+    assert pinned_cpus(alike, "big") == () and taskset_mask((4, 5, 6, 7)) == "f0"

@@ -42,7 +42,13 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgecal.device.adb.facts import PhoneFacts, parse_phone_probe, phone_probe_script
+from edgecal.device.adb.facts import (
+    PhoneFacts,
+    parse_phone_probe,
+    phone_probe_script,
+    pinned_cpus,
+    taskset_mask,
+)
 from edgecal.device.adb.link import AdbLink, AdbTarget
 from edgecal.device.adb.shell import touch_stamp
 from edgecal.device.base import Device, JobResult, Submission
@@ -394,7 +400,7 @@ class AdbDevice(Device):
         argv = [agent, "serve", "--root", self.workdir_root, "--workdir", str(self.workdir)]
         cpus = self.cpus
         if cpus:
-            argv = ["taskset", f"{sum(1 << c for c in cpus):x}", *argv]
+            argv = ["taskset", taskset_mask(cpus), *argv]
         return argv
 
     @property
@@ -403,12 +409,11 @@ class AdbDevice(Device):
         if self.affinity == "all":
             return ()
         facts = self.phone_facts()
-        if len(facts.clusters) < 2:
-            return ()
-        if not facts.taskset:
+        cpus = pinned_cpus(facts, self.affinity)
+        if cpus and not facts.taskset:
             log.warning("%s: no taskset on the phone; the agent runs on every core", self.name)
             return ()
-        return facts.clusters[0 if self.affinity == "big" else -1].cpus
+        return cpus
 
     @property
     def agent_choice(self) -> AgentChoice:

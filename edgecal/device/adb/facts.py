@@ -323,3 +323,16 @@ def parse_phone_probe(stdout: str, exit_code: int = 0, stderr: str = "") -> Phon
         shell=shell,
         taskset=any(line.strip() for line in s.get("taskset", [])),
     )
+
+
+def pinned_cpus(facts: PhoneFacts, affinity: str) -> tuple[int, ...]:
+    """The cores an agent with ``affinity`` (all, big, little) runs on: the fastest or the
+    slowest cluster; empty (every core) for ``all`` or when the cores are alike."""
+    if affinity == "all" or len(facts.clusters) < 2:
+        return ()
+    return facts.clusters[0 if affinity == "big" else -1].cpus
+
+
+def taskset_mask(cpus: tuple[int, ...]) -> str:
+    """``taskset``'s hexadecimal CPU mask of ``cpus``."""
+    return f"{sum(1 << c for c in set(cpus)):x}"
