@@ -284,6 +284,32 @@ def test_run_outputs_match_direct_ncnn(
         assert outs[i]["3"].shape == (32, 16, 16)
 
 
+def test_an_int8_model_s_blobs_come_back_as_their_values_in_the_deployed_runtime(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
+    """The int8 digits model in the deployed runtime: on ARM, ncnn chains int8 layers and a
+    blob between them holds int8 values (elemsize 1).  It comes back as those values widened
+    to float32 (as ``numpy.array(mat, dtype=float32)``), close in direction to the fp32
+    model's blob -- never its bytes read as floats (the native agent did: cosine 0.02)."""
+    case = cases["digits"]
+    shards = case_shards["digits"][:1]
+    blobs = ["1", "2", "3", "out0"]
+    int8 = Workload(
+        REFERENCE / "digits" / "int8_kl.param",
+        REFERENCE / "digits" / "int8_kl.bin",
+        case.specs,
+        shards,
+        blobs,
+        runtime="deployed",
+    )
+    fp32 = Workload(case.param, case.bin, case.specs, shards, blobs)
+    for got, want in zip(run_outputs(device, int8), run_outputs(device, fp32), strict=True):
+        for blob in blobs:
+            a, b = got[blob].ravel().astype(np.float64), want[blob].ravel().astype(np.float64)
+            cosine = a @ b / np.sqrt((a @ a) * (b @ b))
+            assert np.all(np.isfinite(a)) and cosine > 0.99, (blob, cosine)
+
+
 # -- eq_layer ------------------------------------------------------------------------------------
 def _npy_probe() -> tuple[str, bytes, np.ndarray, np.float32]:
     """A probe of npy's convrelu_0 (fp32 weights): param text, .bin prefix, table scales."""
