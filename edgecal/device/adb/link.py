@@ -208,7 +208,8 @@ class AdbLink:
         )
         text, status = split_exit_status(out.decode("utf-8", "replace"))
         if status is None:
-            self._gone(err.decode("utf-8", "replace") or text, f"running `{_short(script)}`")
+            why = err.decode("utf-8", "replace").strip() or "cut off (no exit status came back)"
+            self._gone(why, f"running `{_short(script)}`")
         return AdbResult(code, text, err.decode("utf-8", "replace"), status)
 
     def push(self, local: Path, remote: str) -> None:

@@ -1,0 +1,221 @@
+"""Calibrating on the emulated phone through the CLI, and the phone's faults on the way.
+
+The phone is the boards file's (``EDGECAL_BOARDS``, ``make boards-up BOARDS=phone1``; or
+``EDGECAL_TEST_PHONE``); its controls are ``toolchains/emuphone.sh`` (root).  Each fault hits a
+calibration of the small digits model while its first capture job runs: the calibration still
+ends with exit 0 and writes the same table as an undisturbed run on the same phone.
+
+* the connection cut (held closed for 3 s, then let through again): the job's answer, written
+  by the agent while the host was away, is collected;
+* the phone "rebooted": every process of the phone killed, its files kept;
+* the adb server killed (``adb kill-server``): the next adb call starts a new one, which
+  knows no TCP phone until ``adb connect`` -- the transport connects again.
+
+No timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgecal.errors import DeviceError
+
+pytestmark = pytest.mark.phone
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "toolchains" / "emuphone.sh"
+DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
+
+
+def control(*args: str) -> None:
+    subprocess.run(["bash", str(SCRIPT), *args], check=True, capture_output=True, timeout=60)
+
+
+def jobs_dir(phone: str) -> Path:
+    """The phone's job folders as this host sees them (the emulated phone's root folder)."""
+    state = Path(os.environ.get("EMUPHONE_STATE", "/srv/edgecal-phones"))
+    return state / "phones" / phone / "root" / "data" / "local" / "tmp" / "edgecal" / "jobs"
+
+
+def calibrate(
+    phone: str, out: Path, images: Path, fault: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """``edgecal calibrate --device PHONE`` (JSON summary); ``fault`` runs once the first
+    capture job reports progress."""
+    argv = [
+        sys.executable,
+        "-m",
+        "edgecal",
+        "calibrate",
+        str(DIGITS / "model.param"),
+        str(DIGITS / "model.bin"),
+        "--images",
+        str(images),
+        "--mean",
+        "0",
+        "--norm",
+        "0.00392157",
+        "--shape",
+        "32,32",
+        "--pixel",
+        "GRAY",
+        "--device",
+        phone,
+        "--out",
+        str(out),
+        "--json",
+    ]
+    jobs = jobs_dir(phone)
+    old = {p.name for p in jobs.iterdir()} if jobs.is_dir() else set()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(out.parent)
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    err: list[str] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line)
+
+    def fire_mid_job() -> None:
+        """Once a capture job runs on the phone (its request there, no response yet)."""
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            for job in jobs.glob("*/request.json") if jobs.is_dir() else []:
+                if job.parent.name in old:  # another run's leftover
+                    continue
+                text = job.read_text(errors="replace")
+                if '"absmax"' in text and not (job.parent / "response.json").exists():
+                    assert fault is not None
+                    fault()
+                    return
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    if fault is not None:
+        threading.Thread(target=fire_mid_job, daemon=True).start()
+    stdout = proc.stdout.read()
+    code = proc.wait(timeout=600)
+    reader.join(30)
+    assert code == 0, "".join(err[-20:])
+    return {**json.loads(stdout), "stderr": "".join(err)}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("phone") / "images.txt"
+    path.write_text("".join(f"{DIGITS / 'images' / f'calib_{i:02d}.png'}\n" for i in range(8)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def undisturbed(phone_board, images: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The table of an undisturbed run, and the bytes a repeated run pushes."""
+    out = tmp_path_factory.mktemp("clean") / "phone.table"
+    calibrate(phone_board.name, out, images)
+    again = calibrate(phone_board.name, out.with_name("again.table"), images)
+    assert again["bytes_pushed"] == 0  # everything is on the phone: 0 bytes re-pushed
+    assert out.with_name("again.table").read_bytes() == out.read_bytes()
+    return out.read_bytes()
+
+
+def test_a_cut_connection_mid_capture_is_collected_and_the_table_is_the_same(
+    phone_board, images: Path, undisturbed: bytes, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    def cut() -> None:
+        control("cut", phone_board.name, "hold")
+        time.sleep(3)
+        control("restore", phone_board.name)
+
+    got = calibrate(phone_board.name, tmp_path / "t.table", images, cut)
+    assert (tmp_path / "t.table").read_bytes() == undisturbed
+    fleet = got["fleet"][0]
+    assert fleet["retried"] + fleet["collected"] >= 1, (fleet, got["stderr"])
+
+
+def test_a_rebooted_phone_mid_capture_gives_the_same_table(
+    phone_board, images: Path, undisturbed: bytes, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    got = calibrate(
+        phone_board.name, tmp_path / "t.table", images, lambda: control("reboot", phone_board.name)
+    )
+    assert (tmp_path / "t.table").read_bytes() == undisturbed
+    # (a short job may end before the reboot lands: then the next job starts a new agent;
+    # test_a_job_cut_by... below hits a running job for sure)
+    assert got["bytes_pushed"] == 0  # the files survived the reboot
+
+
+def test_a_killed_adb_server_mid_capture_gives_the_same_table(
+    phone_board, images: Path, undisturbed: bytes, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    def kill_server() -> None:
+        subprocess.run(["adb", "kill-server"], check=True, capture_output=True, timeout=60)
+
+    calibrate(phone_board.name, tmp_path / "t.table", images, kill_server)
+    assert (tmp_path / "t.table").read_bytes() == undisturbed
+
+
+@pytest.mark.parametrize("fault", ["kill-server", "reboot"])
+def test_a_running_job_cut_by_a_fault_is_a_device_error_then_the_phone_recovers(
+    phone_board, native_agent_aarch64: Path, fault: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Device level, a job that surely runs (``sleep``): the adb server dies, or the phone
+    reboots (its processes killed, its files kept).  The job fails as a DeviceError naming the
+    phone (never hangs), ``recover`` connects again, and the next job runs on a new agent
+    without pushing anything again."""
+    from edgecal.boards.open import adb_target
+    from edgecal.device.adb.device import AdbDevice
+
+    def hit() -> None:
+        if fault == "reboot":
+            control("reboot", phone_board.name)
+        else:
+            subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60, check=True)
+
+    with AdbDevice(
+        adb_target(phone_board),
+        workdir=phone_board.workdir,
+        native_agent=lambda t: native_agent_aarch64,
+    ) as dev:
+        dev.hello()
+        pushed = dev.bytes_pushed
+        timer = threading.Timer(1.0, hit)
+        timer.start()
+        with pytest.raises(DeviceError) as info:
+            dev.run_job("sleep", {"seconds": 20}, timeout_s=60)
+        timer.join()
+        assert phone_board.name in str(info.value)
+        dev.recover()
+        assert dev.hello()["target"] == "aarch64"
+        assert dev.bytes_pushed == pushed
+
+
+def test_board_check_reports_the_phone_and_warns_of_a_dark_hot_phone(phone_board) -> None:  # type: ignore[no-untyped-def]
+    from edgecal.boards.check import check_board
+
+    control("set", phone_board.name, "screen", "off")
+    control("set", phone_board.name, "temp", "90000")
+    try:
+        report = check_board(phone_board)
+    finally:
+        control("set", phone_board.name, "screen", "on")
+        control("set", phone_board.name, "temp", "40000")
+    assert report.ok, report.lines()
+    facts = report.facts.facts if report.facts else {}
+    assert facts["phone"] and facts["abi"] == "arm64-v8a" and facts["android"]
+    assert [c["kind"] for c in facts["clusters"]] == ["big", "little"]
+    text = "\n".join(report.lines())
+    assert "screen is off" in text and "thermally throttled" in text
+    assert report.agent is not None and report.agent["agent_kind"] == "native"
