@@ -219,3 +219,28 @@ def test_board_check_reports_the_phone_and_warns_of_a_dark_hot_phone(phone_board
     text = "\n".join(report.lines())
     assert "screen is off" in text and "thermally throttled" in text
     assert report.agent is not None and report.agent["agent_kind"] == "native"
+
+
+def test_shell_protocol_v1_carries_the_agent_and_the_exit_status(
+    phone_board, native_agent_aarch64: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``adb shell -x`` (v1: one stream, no exit status, as an older phone's adbd): the job
+    ids still reach the agent through adb's stdin, its lines are split again by prefix, and a
+    command's status comes back through the exit mark."""
+    from edgecal.boards.open import adb_target
+    from edgecal.device.adb.device import AdbDevice
+
+    with AdbDevice(
+        adb_target(phone_board),
+        workdir=phone_board.workdir,
+        native_agent=lambda t: native_agent_aarch64,
+        shell_v1=True,
+    ) as dev:
+        assert dev.link.run("echo out; echo err >&2; exit 3").status == 3
+        assert dev.link.run("printf 'no newline'").stdout == "no newline"
+        src = tmp_path / "a b;$(x)'q'.bin"
+        src.write_bytes(os.urandom(1000))
+        rel = dev.push(src)
+        got = dev.run_job("sleep", {"seconds": 0.2})
+        assert got.response["ok"] and dev.hello()["target"] == "aarch64"
+        assert dev.push(src) == rel and rel.endswith(src.name)

@@ -122,6 +122,7 @@ class AdbDevice(Device):
         startup_timeout_s: float = 120.0,
         native_agent: NativeAgentSource | None = None,
         adb: str | None = None,
+        shell_v1: bool = False,
     ) -> None:
         self.name = target.name
         self.target = target
@@ -158,7 +159,7 @@ class AdbDevice(Device):
         }
         self._local = Path(tempfile.mkdtemp(prefix="edgecal-adb-"))
         try:
-            self.link = AdbLink(target, adb)
+            self.link = AdbLink(target, adb, shell_v1=shell_v1)
             t0 = time.perf_counter()
             self.link.connect()
             self.timings_s["connect"] = time.perf_counter() - t0

@@ -114,11 +114,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 class AdbLink:
     """The ``adb`` client for one phone."""
 
-    def __init__(self, target: AdbTarget, adb: str | None = None) -> None:
+    def __init__(
+        self, target: AdbTarget, adb: str | None = None, *, shell_v1: bool = False
+    ) -> None:
         self.target = target
         self.name = target.name
         self.adb = adb or find_adb()
         self._connected = False
+        #: ``adb shell -x``: shell protocol v1 even where the phone offers v2 (as an old phone)
+        self.shell = ["shell", "-x"] if shell_v1 else ["shell"]
 
     @property
     def address(self) -> str:
@@ -204,7 +208,7 @@ class AdbLink:
         a result; a cut-off command or adb's failure raise ``TransportError``."""
         timeout = self.target.command_timeout_s if timeout_s is None else timeout_s
         code, out, err = self._retrying(
-            ["shell", with_exit_status(script)], timeout, f"running `{_short(script)}`"
+            [*self.shell, with_exit_status(script)], timeout, f"running `{_short(script)}`"
         )
         text, status = split_exit_status(out.decode("utf-8", "replace"))
         if status is None:
@@ -292,7 +296,7 @@ class AdbProcess:
         self._link = link
         self.argv = list(argv)
         self._proc = subprocess.Popen(
-            [link.adb, "-s", link.target.serial, "shell", agent_command(argv, cwd)],
+            [link.adb, "-s", link.target.serial, *link.shell, agent_command(argv, cwd)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
