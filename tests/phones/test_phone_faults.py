@@ -244,3 +244,48 @@ def test_shell_protocol_v1_carries_the_agent_and_the_exit_status(
         got = dev.run_job("sleep", {"seconds": 0.2})
         assert got.response["ok"] and dev.hello()["target"] == "aarch64"
         assert dev.push(src) == rel and rel.endswith(src.name)
+
+
+NASTY = [
+    "with space",
+    'it\'s "quoted"',
+    "a;b $(touch INJECTED) `touch INJECTED2`",
+    "new\nline",
+    "..",
+    "../../x",
+    "-n",
+    "*",
+]
+
+
+@pytest.mark.parametrize("shell_v1", [False, True])
+def test_names_survive_adb_shell_and_pushes(
+    phone_board, native_agent_aarch64: Path, tmp_path: Path, shell_v1: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """Through the real adb and the phone's sh: every word arrives as it was, nothing runs,
+    and files with such names are pushed (content-addressed) and found again."""
+    from edgecal.boards.open import adb_target
+    from edgecal.device.adb.device import AdbDevice
+    from edgecal.device.adb.shell import sh_join
+
+    with AdbDevice(
+        adb_target(phone_board),
+        workdir=phone_board.workdir,
+        native_agent=lambda t: native_agent_aarch64,
+        shell_v1=shell_v1,
+    ) as dev:
+        res = dev.link.run(
+            f"cd {sh_join([str(dev.workdir)])} && " + sh_join(["printf", "<%s>", *NASTY])
+        )
+        assert res.status == 0 and res.stdout == "".join(f"<{n}>" for n in NASTY)
+        for name in ("with space.bin", 'it\'s "q";$(touch INJECTED).bin', "new\nline.bin"):
+            src = tmp_path / name
+            src.write_bytes(os.urandom(300))
+            before = dev.bytes_pushed
+            rel = dev.push(src)
+            assert dev.bytes_pushed == before + 300 and dev.push(src) == rel
+            assert dev.bytes_pushed == before + 300  # found again: not pushed twice
+            q = sh_join([dev.remote(rel)])
+            assert dev.link.run(f"cat {q} | wc -c").stdout.strip() == "300"
+        found = dev.link.run(f"find {sh_join([str(dev.workdir)])} -name 'INJECTED*'")
+        assert found.stdout.strip() == ""
