@@ -34,7 +34,8 @@ umask 022
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${EMUPHONE_STATE:-/srv/edgecal-phones}
-IMAGE=$STATE/image                 # the shared /system (read-only in every phone)
+IMAGES=$STATE/images               # images/VERSION/system: the shared /system (read-only in every phone);
+                                   # a new version never touches the one running phones have mounted
 PHONES=$STATE/phones               # per phone: spec, root/ (data/ lives here), sys/, cpuinfo, build.prop
 RUN=$STATE/run
 LOGS=$STATE/log
@@ -142,7 +143,53 @@ case "${1:-}" in
   *) echo "Can't find service: ${1:-}" >&2; exit 1 ;;
 esac
 EOF
-  chmod 755 "$s/bin/getprop" "$s/bin/dumpsys"
+  # toybox applets the Debian busybox-static build lacks: small sh stand-ins
+  cat > "$s/bin/nohup" <<'EOF'
+#!/system/bin/sh
+# nohup CMD...: run CMD immune to hangups (output to nohup.out when stdout is a terminal)
+trap '' HUP
+[ -t 1 ] && exec >> nohup.out
+[ -t 2 ] && exec 2>&1
+exec "$@"
+EOF
+  cat > "$s/bin/nice" <<'EOF'
+#!/system/bin/sh
+# nice [-n N] CMD...: the emulated phone does not change priorities; runs CMD
+[ "${1:-}" = -n ] && shift 2
+exec "$@"
+EOF
+  cat > "$s/bin/getconf" <<'EOF'
+#!/system/bin/sh
+# getconf NAME: the few names scripts ask a phone for
+case "${1:-}" in
+  _NPROCESSORS_ONLN|_NPROCESSORS_CONF|NPROCESSORS_ONLN) grep -c '^processor' /proc/cpuinfo ;;
+  LONG_BIT) echo 64 ;;
+  PAGESIZE|PAGE_SIZE) echo 4096 ;;
+  *) echo "getconf: unknown name '${1:-}'" >&2; exit 1 ;;
+esac
+EOF
+  cat > "$s/bin/pgrep" <<'EOF'
+#!/system/bin/sh
+# pgrep [-f] PATTERN: pids whose name (or with -f, command line) matches
+f=0; [ "${1:-}" = -f ] && { f=1; shift; }
+[ $# -eq 1 ] || { echo "usage: pgrep [-f] PATTERN" >&2; exit 2; }
+found=1
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}; [ "$p" = "$$" ] && continue
+  if [ $f = 1 ]; then c=$(tr '\0' ' ' < $d/cmdline 2>/dev/null); else c=$(cat $d/comm 2>/dev/null); fi
+  case "$c" in *pgrep*) continue ;; esac
+  if printf '%s\n' "$c" | grep -q -- "$1"; then echo "$p"; found=0; fi
+done
+exit $found
+EOF
+  cat > "$s/bin/pkill" <<'EOF'
+#!/system/bin/sh
+# pkill [-SIGNAL] [-f] PATTERN
+sig=TERM; case "${1:-}" in -[A-Z0-9]*) sig=${1#-}; shift ;; esac
+pids=$(pgrep "$@") || exit 1
+kill -s "$sig" $pids
+EOF
+  chmod 755 "$s/bin/getprop" "$s/bin/dumpsys" "$s/bin/nohup" "$s/bin/nice" "$s/bin/getconf" "$s/bin/pgrep" "$s/bin/pkill"
   cat > "$s/etc/passwd" <<EOF
 root:x:0:0:root:/:/system/bin/sh
 system:x:1000:1000:system:/:/system/bin/sh
@@ -171,8 +218,9 @@ EOF
 }
 
 setup_image() {
-  [ -e "$STATE/image.ok" ] && [ "$(cat "$STATE/image.ok")" = "$(image_version)" ] && return 0
-  local deb tmp=$STATE/image.tmp a n=0
+  IMAGE=$IMAGES/$(image_version)
+  [ -e "$IMAGE.ok" ] && return 0
+  local deb tmp=$IMAGE.tmp a n=0
   deb=$(compgen -G "$STATE/debs/busybox-static_*_arm64.deb" | head -1)
   rm -rf "$tmp"; mkdir -p "$tmp/x" "$tmp/system/bin" "$tmp/system/etc" "$tmp/system/xbin" "$tmp/system/lib64"
   dpkg-deb -x "$deb" "$tmp/x"
@@ -181,14 +229,13 @@ setup_image() {
   file -b "$tmp/system/bin/busybox" 2>/dev/null | grep -q 'ARM aarch64' || true
   # the applets (toybox-like): every busybox applet but the ones Android has its own of
   for a in $(QEMU_CPU=cortex-a76 "$tmp/system/bin/busybox" --list); do
-    case "$a" in busybox|getprop|dumpsys|setprop|python*) continue ;; esac
+    case "$a" in busybox|getprop|dumpsys|setprop|nohup|nice|getconf|pgrep|pkill|python*) continue ;; esac
     ln -s busybox "$tmp/system/bin/$a"; n=$((n + 1))
   done
   [ -L "$tmp/system/bin/sh" ] || die "busybox has no sh applet"
   write_image_scripts "$tmp"
   chmod -R u+rwX,go+rX,go-w "$tmp"
-  rm -rf "$IMAGE"; mv "$tmp" "$IMAGE"
-  image_version > "$STATE/image.ok"
+  rm -rf "$IMAGE"; mv "$tmp" "$IMAGE"; touch "$IMAGE.ok"
   log "image: $IMAGE/system (busybox $(basename "$deb" | cut -d_ -f2), $n applets)"
 }
 
@@ -216,7 +263,7 @@ cmd_setup() {
   log "setup done in $((SECONDS - t0)) s"
 }
 
-is_set_up() { [ -e "$STATE/image.ok" ] && [ "$(cat "$STATE/image.ok")" = "$(image_version)" ]; }
+is_set_up() { IMAGE=$IMAGES/$(image_version); [ -e "$IMAGE.ok" ]; }
 
 # ---------------------------------------------------------------- phones
 
@@ -330,7 +377,9 @@ phone_root() {   # ROOT: the phone's own folders (data/ is its writable storage;
 stop_phone() {
   local name=$1 p k
   if p=$(server_pid "$name"); then
-    kill -TERM "$p" 2>/dev/null || true     # unshare --kill-child: its PID 1 gets SIGKILL, the namespaces go
+    # the phone's PID 1 (unshare's child): killing it takes down the whole pid namespace; unshare
+    # (which ignores SIGTERM while it waits) then exits
+    kill -KILL $(pgrep -P "$p" 2>/dev/null || true) 2>/dev/null || true
     for k in $(seq 30); do [ -d "/proc/$p" ] || break; sleep 0.1; done
     [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
   fi
@@ -349,7 +398,7 @@ start_phone() {   # NAME CPU
   want="num=$n
 port=$port
 cpu=$cpu
-image=$(cat "$STATE/image.ok")"
+image=$IMAGE"
   if server_pid "$name" >/dev/null && [ "$(cat "$d/spec" 2>/dev/null)" = "$want" ] && ctl "$name" ping >/dev/null 2>&1; then
     log "$name already up: adb connect 127.0.0.1:$port"
     return 0
@@ -365,6 +414,7 @@ image=$(cat "$STATE/image.ok")"
   # inside the new namespaces (bash is PID 1 until it execs the server): mounts, hostname
   local inner='set -e
 r=$1 d=$2 img=$3
+mount --bind "$r/data" "$r/data"   # its own mount, listed first: df /data/local/tmp says /data
 mount --bind "$img/system" "$r/system"; mount -o remount,bind,ro "$r/system"
 mount --bind -o ro "$d/build.prop" "$r/system/build.prop"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
@@ -472,7 +522,7 @@ cmd_set() {
 
 cmd_status() {
   local name p
-  is_set_up && echo "setup: done (image $(cat "$STATE/image.ok"))" || echo "setup: not done"
+  is_set_up && echo "setup: done (image $IMAGE)" || echo "setup: not done (or the image is out of date)"
   for name in $(known_phones); do
     if p=$(server_pid "$name"); then
       echo "$name: up   127.0.0.1:$(spec_get "$name" port) $(spec_get "$name" cpu) pid=$p $(ctl "$name" ping 2>&1 | tr '\n' ' ')"
