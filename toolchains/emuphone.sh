@@ -287,10 +287,20 @@ server_pid() {   # the phone's outer pid (unshare, parent of its PID 1) if it ru
 
 ctl() { "$PY" "$SERVER" ctl "$RUN/$1.ctl" "$2"; }
 
-phone_cpuinfo() {   # big.LITTLE: 4x cortex-a55 + 4x cortex-a76 (what /proc/cpuinfo says on such a phone)
+# The phone's cores: as many as the host lets us use, at most 8 (NCPU), the first half little
+# (cortex-a55), the rest big (cortex-a76): qemu-user hands sched_setaffinity to the host kernel,
+# so a CPU the host lacks would make ncnn's big-core affinity fail with EINVAL. 8 host CPUs give
+# a 4+4 phone; this 2-CPU machine a 1+1 one.
+cpu_split() {   # -> NCPU LITTLE
+  NCPU=$(nproc); [ "$NCPU" -le 8 ] || NCPU=8
+  LITTLE=$((NCPU / 2))
+}
+
+phone_cpuinfo() {   # big.LITTLE: LITTLE x cortex-a55 + the rest cortex-a76 (what /proc/cpuinfo says on such a phone)
   local k v p r feat="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
-  for k in 0 1 2 3 4 5 6 7; do
-    if [ $k -lt 4 ]; then v=0x2 p=0xd05 r=0; else v=0x4 p=0xd0b r=1; fi
+  cpu_split
+  for k in $(seq 0 $((NCPU - 1))); do
+    if [ $k -lt $LITTLE ]; then v=0x2 p=0xd05 r=0; else v=0x4 p=0xd0b r=1; fi
     printf 'processor\t: %s\nBogoMIPS\t: 38.40\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
       "$k" "$feat" "$v" "$p" "$r"
   done
@@ -338,10 +348,13 @@ phone_sys() {   # DIR: the phone's /sys (read-only inside; the host may change t
   local d=$1 k c cap maxf minf mid cl rel
   rm -rf "$d"; mkdir -p "$d/devices/system/cpu" "$d/class/thermal" "$d/class/power_supply/battery" "$d/emuphone"
   c=$d/devices/system/cpu
-  echo 0-7 > "$c/possible"; echo 0-7 > "$c/present"; echo 0-7 > "$c/online"; echo 7 > "$c/kernel_max"
-  for k in 0 1 2 3 4 5 6 7; do
-    if [ $k -lt 4 ]; then cap=381 maxf=1800000 minf=300000 mid=0x00000000412fd050 cl=0 rel="0-3"
-    else cap=1024 maxf=2600000 minf=710400 mid=0x00000000414fd0b1 cl=1 rel="4-7"; fi
+  cpu_split
+  local all="0-$((NCPU - 1))" lit="0-$((LITTLE - 1))" big="$LITTLE-$((NCPU - 1))"
+  [ $LITTLE -gt 1 ] || lit=0; [ $((NCPU - LITTLE)) -gt 1 ] || big=$LITTLE; [ $NCPU -gt 1 ] || all=0
+  echo "$all" > "$c/possible"; echo "$all" > "$c/present"; echo "$all" > "$c/online"; echo $((NCPU - 1)) > "$c/kernel_max"
+  for k in $(seq 0 $((NCPU - 1))); do
+    if [ $k -lt $LITTLE ]; then cap=381 maxf=1800000 minf=300000 mid=0x00000000412fd050 cl=0 rel=$lit
+    else cap=1024 maxf=2600000 minf=710400 mid=0x00000000414fd0b1 cl=1 rel=$big; fi
     mkdir -p "$c/cpu$k/cpufreq" "$c/cpu$k/topology" "$c/cpu$k/regs/identification"
     echo 1 > "$c/cpu$k/online"
     echo $cap > "$c/cpu$k/cpu_capacity"
@@ -350,7 +363,7 @@ phone_sys() {   # DIR: the phone's /sys (read-only inside; the host may change t
     echo $maxf > "$c/cpu$k/cpufreq/scaling_cur_freq"; echo schedutil > "$c/cpu$k/cpufreq/scaling_governor"
     echo "$rel" > "$c/cpu$k/cpufreq/related_cpus"; echo "$rel" > "$c/cpu$k/cpufreq/affected_cpus"
     echo $cl > "$c/cpu$k/topology/cluster_id"; echo $cl > "$c/cpu$k/topology/physical_package_id"
-    echo $((k % 4)) > "$c/cpu$k/topology/core_id"; echo "$rel" > "$c/cpu$k/topology/core_siblings_list"
+    echo $((k < LITTLE ? k : k - LITTLE)) > "$c/cpu$k/topology/core_id"; echo "$rel" > "$c/cpu$k/topology/core_siblings_list"
     echo $mid > "$c/cpu$k/regs/identification/midr_el1"
   done
   local z=0 t
@@ -398,6 +411,7 @@ start_phone() {   # NAME CPU
   want="num=$n
 port=$port
 cpu=$cpu
+ncpu=$(nproc)
 image=$IMAGE"
   if server_pid "$name" >/dev/null && [ "$(cat "$d/spec" 2>/dev/null)" = "$want" ] && ctl "$name" ping >/dev/null 2>&1; then
     log "$name already up: adb connect 127.0.0.1:$port"

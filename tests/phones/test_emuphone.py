@@ -35,6 +35,7 @@ pytestmark = pytest.mark.board
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "toolchains" / "emuphone.sh"
+PROBE = ROOT / "tests" / "data" / "emuphone" / "big_cores_probe.c"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TIMEOUT = 60.0
 BASE = "/data/local/tmp/emuphone-test"
@@ -206,22 +207,60 @@ def test_getprop(phone: Phone) -> None:
 
 
 def test_cpus_thermal_screen(phone: Phone) -> None:
+    # big.LITTLE: as many cores as the host gives (at most 8), the first half cortex-a55, the
+    # rest cortex-a76 (toolchains/emuphone.sh cpu_split: a CPU the host lacks could not be pinned)
+    n = min(len(os.sched_getaffinity(0)), 8)
+    little = n // 2
     cpuinfo = phone.out("cat /proc/cpuinfo")
     parts = re.findall(r"^CPU part\s*: (0x[0-9a-f]+)$", cpuinfo, re.M)
-    assert parts == ["0xd05"] * 4 + ["0xd0b"] * 4  # 4x cortex-a55 + 4x cortex-a76
+    assert parts == ["0xd05"] * little + ["0xd0b"] * (n - little)
     features = re.findall(r"^Features\s*: (.*)$", cpuinfo, re.M)
+    assert len(features) == n
     assert all({"asimdhp", "asimddp", "fphp"} <= set(f.split()) for f in features)
-    cap = phone.out("cat /sys/devices/system/cpu/cpu[0-7]/cpu_capacity").split()
-    assert cap == ["381"] * 4 + ["1024"] * 4
-    freq = phone.out("cat /sys/devices/system/cpu/cpu[07]/cpufreq/cpuinfo_max_freq")
-    assert [int(x) for x in freq.split()] == [1800000, 2600000]
-    assert phone.out("cat /sys/devices/system/cpu/possible").strip() == "0-7"
+    cpus = "/sys/devices/system/cpu"
+    assert phone.out(f"cat {cpus}/possible").strip() == (f"0-{n - 1}" if n > 1 else "0")
+    cap = phone.out(f"cat {cpus}/cpu*/cpu_capacity").split()
+    assert cap == ["381"] * little + ["1024"] * (n - little)
+    freq = phone.out(
+        f"cat {cpus}/cpu0/cpufreq/cpuinfo_max_freq {cpus}/cpu{n - 1}/cpufreq/cpuinfo_max_freq"
+    )
+    assert [int(x) for x in freq.split()] == [1800000 if little else 2600000, 2600000]
     temps = phone.out("cat /sys/class/thermal/thermal_zone*/temp").split()
     assert len(temps) >= 2 and all(10000 < int(t) < 90000 for t in temps)
     assert "mWakefulness=Awake" in phone.out("dumpsys power")
     assert "Thermal Status: 0" in phone.out("dumpsys thermalservice")
     df = phone.out("df /data/local/tmp").splitlines()[-1].split()
     assert df[-1] == "/data" and int(df[3]) > 0  # free 1K-blocks
+
+
+def test_native_code_on_big_cores(phone: Phone, work: str, tmp_path: Path) -> None:
+    """A static aarch64 program (as the native agent is) pins itself to the big cores, runs
+    threads there and uses ARMv8.2 fp16 arithmetic + dotprod: QEMU_CPU=cortex-a76 is in effect."""
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        unavailable("no aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu)")
+    exe = tmp_path / "big_cores_probe"
+    subprocess.run(
+        [
+            str(cc),
+            "-static",
+            "-O2",
+            "-pthread",
+            "-march=armv8.2-a+fp16+dotprod",
+            "-o",
+            str(exe),
+            str(PROBE),
+        ],
+        check=True,
+        timeout=TIMEOUT,
+    )
+    assert phone.run("push", str(exe), f"{work}/probe").returncode == 0
+    n = min(len(os.sched_getaffinity(0)), 8)
+    r = phone.sh(f"{work}/probe")
+    assert r.returncode == 0, r
+    assert r.stdout.decode() == f"cpus {n} big {n - n // 2} threads_on_big 1 fp16 3.0 dot 24\n"
+    # the same binary on a CPU without them: SIGILL (128 + 4)
+    assert phone.sh(f"QEMU_CPU=cortex-a72 {work}/probe").returncode == 132
 
 
 # ------------------------------------------------------------------ adb shell
