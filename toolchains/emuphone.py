@@ -464,13 +464,18 @@ def hangup(proc: subprocess.Popen) -> None:
         pass
 
 
+def sh_argv(cmd: str) -> list[str]:
+    """`sh -c CMD`; no command: a shell reading its commands from stdin (adb shell -T)."""
+    return ["/system/bin/sh", "-c", cmd] if cmd else ["/system/bin/sh"]
+
+
 def svc_exec(phone: Phone, s: Stream, name: str) -> None:
     run_raw(phone, s, name[len("exec:") :])
 
 
 def run_raw(phone: Phone, s: Stream, cmd: str) -> None:
     """v1 shell / exec: one raw byte stream, stderr into it too; the exit status is lost."""
-    proc = phone.spawn(["/system/bin/sh", "-c", cmd], merge=True)
+    proc = phone.spawn(sh_argv(cmd), merge=True)
     threading.Thread(target=feed_stdin, args=(s, proc), daemon=True).start()
     _pump_safe(proc.stdout.fileno(), s.write, proc)
     phone.wait(proc)
@@ -561,7 +566,7 @@ class ShellV2:
 
 
 def run_v2_raw(phone: Phone, s: Stream, cmd: str) -> None:
-    proc = phone.spawn(["/system/bin/sh", "-c", cmd])
+    proc = phone.spawn(sh_argv(cmd))
     sh = ShellV2(s)
 
     def host_in() -> None:

@@ -414,3 +414,47 @@ def test_reboot_kills_processes_keeps_files(phone: Phone, work: str) -> None:
     assert phone.sh("pgrep -f 'sleep 300'").returncode == 1  # every process of the phone is gone
     assert phone.out(f"cat {work}/file") == "kept\n"
     assert phone.out("uname -m").strip() == "aarch64"
+
+
+def test_adb_server_killed(phone: Phone) -> None:
+    """`adb kill-server` mid-command: the command's stream dies; a new server connects again.
+    A private server port (ANDROID_ADB_SERVER_PORT), so other adb users keep theirs; the phone
+    serves both servers at once."""
+    env = dict(os.environ, ANDROID_ADB_SERVER_PORT="5039")
+
+    def adb(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [phone.adb, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    adb("start-server")
+    try:
+        assert "connected to" in adb("connect", phone.serial).stdout
+        for _ in range(50):
+            if adb("-s", phone.serial, "get-state").stdout.strip() == "device":
+                break
+            time.sleep(0.1)
+        proc = subprocess.Popen(
+            [phone.adb, "-s", phone.serial, "shell", "echo started; sleep 20; echo finished"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+            adb("kill-server")
+            out, _ = proc.communicate(timeout=TIMEOUT)
+        finally:
+            proc.kill()
+        assert b"finished" not in out
+        adb("start-server")
+        assert "connected to" in adb("connect", phone.serial).stdout
+        for _ in range(50):
+            r = adb("-s", phone.serial, "shell", "echo again")
+            if r.stdout == "again\n":
+                break
+            time.sleep(0.1)
+        assert r.stdout == "again\n", r
+        assert phone.out("echo default-server").strip() == "default-server"  # untouched
+    finally:
+        adb("kill-server")
