@@ -164,6 +164,7 @@ class Phone:
     def wait(self, proc: subprocess.Popen) -> int:
         code = self.reaper.wait(proc.pid)
         proc.emuphone_done = True  # type: ignore[attr-defined]
+        proc.returncode = code  # Popen never waits for it itself (the reaper did)
         return code
 
     # -------------------------------------------------------------- control
@@ -226,14 +227,21 @@ class Stream:
             self.cond.notify_all()
 
     def read(self, timeout: float | None = None) -> bytes | None:
-        """The next chunk from the host; None when the stream is closed."""
+        """The next chunk from the host; None when the stream is closed. Taking a chunk sends
+        its OKAY: adb's flow control, the host sends its next WRTE only then."""
         with self.cond:
             while not self.inbox and not self.closed:
                 if not self.cond.wait(timeout):
                     return b""
-            if self.inbox:
-                return self.inbox.pop(0)
-            return None
+            if not self.inbox:
+                return None
+            data = self.inbox.pop(0)
+        if not self.closed:
+            try:
+                self.conn.send(A_OKAY, self.local, self.remote)
+            except (OSError, Closed):
+                pass
+        return data
 
     def on_okay(self) -> None:
         with self.cond:
@@ -392,8 +400,7 @@ class Connection:
             if s is None:
                 self.send(A_CLSE, 0, a0)  # unknown stream: tell the host it is gone
                 return
-            s.deliver(data)
-            self.send(A_OKAY, s.local, s.remote)
+            s.deliver(data)  # acknowledged when the service takes it (Stream.read)
         elif cmd == A_OKAY:
             if s is not None:
                 s.on_okay()
