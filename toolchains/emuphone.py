@@ -444,7 +444,18 @@ def service_for(name: str):
         return svc_sync
     if name.startswith("reboot:"):
         return svc_reboot
+    if name in ("root:", "unroot:", "remount:"):
+        return svc_user_build
     return None
+
+
+def svc_user_build(phone: Phone, s: Stream, name: str) -> None:
+    """What adbd on a user build answers (a phone as shipped: no root)."""
+    msg = {
+        "root:": "adbd cannot run as root in production builds\n",
+        "unroot:": "adbd not running as root\n",
+    }.get(name, "remount is not available on a user build\n")
+    s.write(msg.encode())
 
 
 def pump_out(fd: int, write, chunk: int = 65536) -> None:

@@ -372,9 +372,17 @@ def test_big_push(phone: Phone, work: str, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ faults
 
 
-def test_cut_mid_command(phone: Phone) -> None:
+def test_cut_mid_command(phone: Phone, work: str) -> None:
+    # a job detached with setsid outlives the cut (the stream's session gets SIGHUP, as adbd does)
+    detached = f"setsid sh -c 'sleep 2; echo done > {work}/detached' > /dev/null 2>&1 < /dev/null &"
     proc = subprocess.Popen(
-        [phone.adb, "-s", phone.serial, "shell", "echo started; sleep 20; echo finished"],
+        [
+            phone.adb,
+            "-s",
+            phone.serial,
+            "shell",
+            f"{detached} echo started; sleep 20; echo finished",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -388,6 +396,16 @@ def test_cut_mid_command(phone: Phone) -> None:
     assert b"finished" not in out  # the stream died with the connection
     reconnect(phone)
     assert phone.out("echo back").strip() == "back"
+    assert (
+        phone.out(
+            f"for i in $(seq 50); do [ -e {work}/detached ] && break; sleep 0.2; done; "
+            f"cat {work}/detached"
+        )
+        == "done\n"
+    )
+    assert (
+        phone.sh("pgrep -f 'sleep 20'").returncode == 1
+    )  # the cut command's own processes are gone
     # hold: the phone refuses connections until restore
     control(phone, "cut", phone.name, "hold")
     try:
