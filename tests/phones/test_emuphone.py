@@ -369,6 +369,35 @@ def test_big_push(phone: Phone, work: str, tmp_path: Path) -> None:
     assert phone.out(f"md5sum {work}/big.bin").split()[0] == digest
 
 
+def test_push_pull_a_folder(phone: Phone, work: str, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "top.txt").write_text("top")
+    (tree / "a" / "b" / "deep.bin").write_bytes(bytes(range(256)) * 40)
+    assert phone.run("push", str(tree), f"{work}/").returncode == 0
+    assert phone.out(f"cd {work}/tree && find . -type f | sort") == "./a/b/deep.bin\n./top.txt\n"
+    back = tmp_path / "back"
+    back.mkdir()
+    assert phone.run("pull", f"{work}/tree", str(back)).returncode == 0
+    assert (back / "tree" / "a" / "b" / "deep.bin").read_bytes() == bytes(range(256)) * 40
+    assert (back / "tree" / "top.txt").read_text() == "top"
+
+
+def test_screen_and_temperature_controls(phone: Phone) -> None:
+    try:
+        control(phone, "set", phone.name, "screen", "off")
+        control(phone, "set", phone.name, "temp", "96000")
+        power = phone.out("dumpsys power")
+        assert "mWakefulness=Asleep" in power and "Display Power: state=OFF" in power
+        assert "Thermal Status: 4" in phone.out("dumpsys thermalservice")
+        assert phone.out("cat /sys/class/thermal/thermal_zone0/temp").strip() == "96000"
+    finally:
+        control(phone, "set", phone.name, "screen", "on")
+        control(phone, "set", phone.name, "temp", "41500")
+    assert "mWakefulness=Awake" in phone.out("dumpsys power")
+    assert "Thermal Status: 0" in phone.out("dumpsys thermalservice")
+
+
 # ------------------------------------------------------------------ faults
 
 
