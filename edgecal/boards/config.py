@@ -56,9 +56,6 @@ PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NO_PYTHON = "none"  # a profile's `python = "none"`: the board type ships no python3
-# a profile's `cpu_affinity`: the cores a deployed app's ncnn threads run on, as ncnn's
-# set_cpu_powersave(0 | 1 | 2) puts them (phones: "big", as apps do on big.LITTLE)
-CPU_AFFINITY = ("all", "little", "big")
 _ADDR_RE = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)"
     r"(?::(?P<port>\d{1,5}))?$"
@@ -92,7 +89,6 @@ class Profile:
     runtime: RuntimeOptions
     source: Path
     agent: str = "auto"  # one of AGENT_SETTINGS
-    cpu_affinity: str = "all"  # one of CPU_AFFINITY
 
 
 @dataclass(frozen=True)
@@ -319,13 +315,6 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
     if threads < 1:
         raise ConfigError(f"{where}: key 'threads' must be >= 1, not {threads}")
     python = _get(d, "python", str, where, required=True)
-    affinity = _get(d, "cpu_affinity", str, where, "all")
-    if affinity not in CPU_AFFINITY:
-        raise ConfigError(
-            f"{where}: key 'cpu_affinity' must be one of {', '.join(CPU_AFFINITY)}, "
-            f"not {affinity!r}",
-            hint="big: the ncnn threads run on the big cores only (set_cpu_powersave(2))",
-        )
     return Profile(
         name=name,
         description=_get(d, "description", str, where, ""),
@@ -339,7 +328,6 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
         runtime=RuntimeOptions(**{k: _get(rt, k, bool, rt_where, False) for k in rt}),
         source=path,
         agent=_agent(d, where) or "auto",
-        cpu_affinity=affinity,
     )
 
 

@@ -26,9 +26,6 @@ ARMV7_PROFILES = [
     "raspberry-pi-3-armv7",
     "raspberry-pi-4-armv7",
 ]
-# Android phones (reached over adb; no python3: the native agent); emulated-phone-a76 is
-# toolchains/emuphone.sh's phone1
-PHONE_PROFILES = ["emulated-phone-a76", "phone-cortex-a55", "phone-a76", "phone-a78", "phone-x1"]
 
 EXAMPLE = """schema = 1
 [boards.emu1]
@@ -113,33 +110,6 @@ def test_armv7_profiles(name: str) -> None:
     assert not p.runtime.bf16_storage
     # no armv7 ncnn wheel: these boards get the native agent (auto picks it without python3)
     assert (p.agent, p.python) in {("native", "3.11"), ("auto", None)}
-
-
-@pytest.mark.parametrize("name", PHONE_PROFILES)
-def test_phone_profiles(name: str) -> None:
-    p = load_profile(name)
-    assert p.name == name and p.arch == "aarch64" and p.cores == 8
-    # ARMv8.2 phone cores: fp16 arithmetic and dotprod, no i8mm
-    assert {"asimdhp", "asimddp", "fphp"} <= set(p.cpu_features)
-    assert "i8mm" in p.cpu_features_absent
-    assert p.runtime.fp16_arithmetic and p.runtime.fp16_storage and not p.runtime.bf16_storage
-    assert (p.python, p.agent) == (None, "auto")  # no python3 on a phone: the native agent
-    # big.LITTLE phones run ncnn on their big cores; a little-cores-only phone on all of them
-    assert p.cpu_affinity == ("all" if name == "phone-cortex-a55" else "big")
-    assert p.threads == {"emulated-phone-a76": 1, "phone-cortex-a55": 8}.get(name, 4)
-
-
-def test_cpu_affinity_default_and_validation(tmp_path: Path) -> None:
-    assert load_profile("emulated-pi4").cpu_affinity == "all"  # no key: every core
-    path = tmp_path / "x.toml"
-    head = 'schema = 1\nname = "x"\narch = "aarch64"\nthreads = 1\npython = "none"\n'
-    path.write_text(head + 'cpu_affinity = "little"\n')
-    assert load_profile("x", tmp_path).cpu_affinity == "little"
-    for bad in ('"fast"', "2", "true"):
-        path.write_text(head + f"cpu_affinity = {bad}\n")
-        with pytest.raises(ConfigError) as info:
-            load_profile("x", tmp_path)
-        assert str(path) in str(info.value) and "key 'cpu_affinity'" in str(info.value)
 
 
 def test_agent_kind_defaults_and_overrides(tmp_path: Path) -> None:
