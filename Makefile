@@ -29,21 +29,16 @@ demo: $(STAMP)
 	    --labels $(SAMPLE)/labels.csv --save-baseline $(OUT)/baseline.json
 	@echo "report: $(OUT)/report.html"
 
-# What the tests need beyond the venv: Debian's chromium for the report's browser test, Debian's
-# adb (the real adb client) for the phone tests. Installed when missing and run as root
-# (apt-get); otherwise those tests are skipped (they fail under CI=true).  The emulated boards
-# and phones are started separately (`make boards-up BOARDS="... phone1"`, root).
+# What the tests need beyond the venv: Debian's chromium for the report's browser test.
+# Installed when missing and run as root (apt-get); otherwise that one test is skipped (it fails
+# under CI=true).  The emulated boards are started separately (`make boards-up`, root).
 test-deps:
-	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
-	command -v adb >/dev/null 2>&1 || need="$$need adb"; \
-	if [ -z "$$need" ]; then :; \
+	@if command -v chromium >/dev/null 2>&1; then chromium --version; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need \
-	    >/dev/null; \
-	else echo "test-deps: no$$need and not root: the browser test / phone tests will be skipped"; fi; \
-	if command -v chromium >/dev/null 2>&1; then chromium --version; fi; \
-	if command -v adb >/dev/null 2>&1; then adb version | head -1; fi
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	    >/dev/null && chromium --version; \
+	else echo "test-deps: no chromium and not root: the report's browser test will be skipped"; fi
 
 # The same hypothesis profile as CI (tests/conftest.py: derandomized, no saved examples).
 test: $(STAMP) test-deps
