@@ -398,8 +398,8 @@ stop_phone() {
   fi
   # belt and braces: anything left chrooted in the phone
   local r=$PHONES/$name/root q
-  for q in /proc/[0-9]*; do
-    [ "$(readlink "$q/root" 2>/dev/null)" = "$r" ] && kill -KILL "${q#/proc/}" 2>/dev/null || true
+  for q in $(find /proc -mindepth 2 -maxdepth 2 -name root -lname "$r" 2>/dev/null); do
+    q=${q%/root}; kill -KILL "${q#/proc/}" 2>/dev/null || true
   done
   rm -f "$RUN/$name.pid" "$RUN/$name.ctl"
 }
