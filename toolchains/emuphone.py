@@ -24,6 +24,7 @@ Android-like environment. Standard library only (runs on the host's python3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import os
@@ -38,6 +39,7 @@ import termios
 import threading
 import time
 import traceback
+import uuid
 
 # --------------------------------------------------------------------------- protocol constants
 
@@ -804,65 +806,73 @@ def sync_send(s: Stream, r: SyncReader, spec: str) -> bool:
             os.makedirs(d, exist_ok=True)  # fixed_push_mkdir
             if os.path.isdir(path):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory")
-            tmp = os.path.join(d, f".adb_push.{os.getpid()}.{threading.get_ident()}")
+            tmp = os.path.join(d, f".adb_push.{uuid.uuid4().hex[:12]}")
             f = open(tmp, "wb")
         except OSError as e:
             err = f"couldn't create file: {e.strerror}"
-    while True:
-        rid, n = r.request()
-        if rid == b"DATA":
-            if n > SYNC_DATA_MAX:
-                err = err or f"DATA chunk of {n} bytes (max {SYNC_DATA_MAX})"
-                _fail(s, err)
-                return False
-            data = r.take(n)
-            if err:
-                continue
-            try:
-                if target is not None:
-                    target += data
-                else:
-                    f.write(data)
-            except OSError as e:
-                err = f"write failed: {e.strerror}"
-        elif rid == b"DONE":
-            mtime = n
-            if err is None:
+    try:
+        while True:
+            rid, n = r.request()
+            if rid == b"DATA":
+                if n > SYNC_DATA_MAX:
+                    err = err or f"DATA chunk of {n} bytes (max {SYNC_DATA_MAX})"
+                    _fail(s, err)
+                    return False
+                data = r.take(n)
+                if err:
+                    continue
                 try:
                     if target is not None:
-                        if os.path.lexists(path):
-                            os.unlink(path)
-                        os.symlink(bytes(target).decode("utf-8", "surrogateescape"), path)
+                        target += data
                     else:
-                        f.close()
-                        os.chmod(tmp, stat.S_IMODE(mode) or 0o644)
-                        os.utime(tmp, (mtime, mtime))
-                        os.replace(tmp, path)
-                        tmp = None
+                        f.write(data)
                 except OSError as e:
-                    err = f"{e.strerror}"
-            if f is not None and not f.closed:
-                f.close()
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            if err:
-                _fail(s, err)
+                    err = f"write failed: {e.strerror}"
+            elif rid == b"DONE":
+                mtime = n
+                if err is None:
+                    try:
+                        if target is not None:
+                            if os.path.lexists(path):
+                                os.unlink(path)
+                            os.symlink(bytes(target).decode("utf-8", "surrogateescape"), path)
+                        else:
+                            f.close()
+                            os.chmod(tmp, stat.S_IMODE(mode) or 0o644)
+                            os.utime(tmp, (mtime, mtime))
+                            os.replace(tmp, path)
+                            tmp = None
+                    except OSError as e:
+                        err = f"{e.strerror}"
+                if f is not None and not f.closed:
+                    f.close()
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                if err:
+                    _fail(s, err)
+                else:
+                    s.write(b"OKAY" + bytes(4))
+                return True
             else:
-                s.write(b"OKAY" + bytes(4))
-            return True
-        else:
-            if f is not None:
-                f.close()
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            _fail(s, f"invalid data message {rid!r}")
-            return False
+                if f is not None:
+                    f.close()
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                _fail(s, f"invalid data message {rid!r}")
+                return False
+    except BaseException:  # the stream or the connection died mid-transfer: no partial file
+        if f is not None and not f.closed:
+            f.close()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- control socket
