@@ -289,6 +289,15 @@ def test_exit_status_and_streams_shell_v2(phone: Phone) -> None:
     assert r.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
 
 
+def test_binary_output_exec_out_and_shell(phone: Phone, work: str, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000 + b"\r\n\n\r\x00"  # no pty: nothing translated
+    (tmp_path / "bin").write_bytes(data)
+    assert phone.run("push", str(tmp_path / "bin"), f"{work}/bin").returncode == 0
+    assert phone.run("exec-out", f"cat {work}/bin").stdout == data  # exec:
+    assert phone.sh(f"cat {work}/bin").stdout == data  # shell,v2,raw:
+    assert phone.sh(f"cat {work}/bin", v1=True).stdout == data  # shell: (v1)
+
+
 def test_exit_status_shell_v1(phone: Phone) -> None:
     # `adb shell -x`: the v1 service (`shell:CMD`): one stream, no exit status from adb ...
     r = phone.sh("echo out; echo err >&2; exit 3", v1=True)
