@@ -66,7 +66,7 @@ phone-restore:
 
 phone-reboot:
 	@test -n "$(P)" || { echo "usage: make phone-reboot P=phone1" >&2; exit 2; }
-	$(EMUPHONE) reboot $(P)
+	$(EMUPHONE) reboot $(P) $(or $(DOWN),0)
 
 # the phone tests need the real adb client: Debian's `adb`, installed by `make test-deps` as root
 # (an extra prerequisite of the Makefile's test-deps)

@@ -16,8 +16,8 @@
 #        emuphone.sh cut NAME [drop|hold]  drop: reset every adb connection now (adb may reconnect);
 #                                          hold: also refuse new ones until `restore NAME`
 #        emuphone.sh restore NAME          accept connections again
-#        emuphone.sh reboot NAME           connections reset + every process of the phone killed
-#                                          (the adb endpoint comes back at once; files stay)
+#        emuphone.sh reboot NAME [DOWN]    connections reset + every process of the phone killed
+#                                          (files stay); adb refused for DOWN seconds (default 0)
 #        emuphone.sh set NAME screen on|off | temp MILLIDEGREES   the phone's screen / CPU temperature
 #        emuphone.sh entries               the boards-file sections of the phones that are up
 #        emuphone.sh reset                 stop all, forget every phone's files
@@ -519,6 +519,16 @@ cmd_cut() {
   esac
 }
 
+cmd_reboot() {   # NAME [DOWN_SECONDS]: every process killed; with DOWN, adb is refused that long (booting)
+  need_up "$1" reboot
+  case "$2" in *[!0-9.]*|'') die "usage: $0 reboot NAME [DOWN_SECONDS]" ;; esac
+  if [ "$2" = 0 ]; then ctl "$1" reboot; return; fi
+  ctl "$1" hold >/dev/null
+  ctl "$1" reboot
+  sleep "$2"
+  ctl "$1" restore
+}
+
 cmd_set() {
   local name=${1:-} what=${2:-} v=${3:-} s
   [ -n "$name" ] && [ -d "$PHONES/$name/sys" ] || die "usage: $0 set NAME screen on|off | temp MILLIDEGREES"
@@ -566,7 +576,7 @@ case "$cmd" in
   status) cmd_status ;;
   cut) cmd_cut "${1:-}" "${2:-drop}" ;;
   restore) need_up "${1:-}" restore; ctl "$1" restore ;;
-  reboot) need_up "${1:-}" reboot; ctl "$1" reboot ;;
+  reboot) cmd_reboot "${1:-}" "${2:-0}" ;;
   set) cmd_set "$@" ;;
   entries) cmd_entries ;;
   reset) cmd_reset ;;

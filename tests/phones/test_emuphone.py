@@ -479,7 +479,8 @@ def test_cut_mid_command(phone: Phone, work: str) -> None:
 def test_reboot_kills_processes_keeps_files(phone: Phone, work: str) -> None:
     phone.out(f"echo kept > {work}/file; nohup sleep 300 > /dev/null 2>&1 < /dev/null &")
     assert phone.out("pgrep -f 'sleep 300'").strip() != ""
-    assert "rebooted" in control(phone, "reboot", phone.name)
+    # down for 1 s (adb refused, as while booting), then back
+    assert "rebooted" in control(phone, "reboot", phone.name, "1")
     reconnect(phone)
     assert phone.sh("pgrep -f 'sleep 300'").returncode == 1  # every process of the phone is gone
     assert phone.out(f"cat {work}/file") == "kept\n"
