@@ -66,4 +66,16 @@ phone-restore:
 
 phone-reboot:
 	@test -n "$(P)" || { echo "usage: make phone-reboot P=phone1" >&2; exit 2; }
-	$(EMUPHONE) reboot $(P)
+	$(EMUPHONE) reboot $(P) $(or $(DOWN),0)
+
+# the phone tests need the real adb client: Debian's `adb`, installed by `make test-deps` as root
+# (an extra prerequisite of the Makefile's test-deps)
+test-deps: test-deps-adb
+.PHONY: test-deps-adb
+test-deps-adb:
+	@if command -v adb >/dev/null 2>&1; then adb version | head -1; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends adb \
+	    >/dev/null && adb version | head -1; \
+	else echo "test-deps: no adb and not root: the phone tests will be skipped"; fi

@@ -541,7 +541,7 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
       cut -d' ' -f1,2 "$SSHD_DIR/hostkeys/$name.pub" >> "$kh.tmp"
     done
     # the emulated phones that are up (toolchains/emuphone.sh; adb, not SSH)
-    bash "$(dirname "${BASH_SOURCE[0]}")/emuphone.sh" entries
+    bash "$(dirname "${BASH_SOURCE[0]}")/emuphone.sh" entries || log "WARNING: emuphone.sh entries failed: no phones in the boards file"
   } > "$tmp"
   chmod 644 "$tmp" "$kh.tmp"
   mv "$kh.tmp" "$kh"

@@ -24,6 +24,7 @@ Android-like environment. Standard library only (runs on the host's python3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import os
@@ -38,6 +39,7 @@ import termios
 import threading
 import time
 import traceback
+import uuid
 
 # --------------------------------------------------------------------------- protocol constants
 
@@ -164,6 +166,7 @@ class Phone:
     def wait(self, proc: subprocess.Popen) -> int:
         code = self.reaper.wait(proc.pid)
         proc.emuphone_done = True  # type: ignore[attr-defined]
+        proc.returncode = code  # Popen never waits for it itself (the reaper did)
         return code
 
     # -------------------------------------------------------------- control
@@ -226,14 +229,21 @@ class Stream:
             self.cond.notify_all()
 
     def read(self, timeout: float | None = None) -> bytes | None:
-        """The next chunk from the host; None when the stream is closed."""
+        """The next chunk from the host; None when the stream is closed. Taking a chunk sends
+        its OKAY: adb's flow control, the host sends its next WRTE only then."""
         with self.cond:
             while not self.inbox and not self.closed:
                 if not self.cond.wait(timeout):
                     return b""
-            if self.inbox:
-                return self.inbox.pop(0)
-            return None
+            if not self.inbox:
+                return None
+            data = self.inbox.pop(0)
+        if not self.closed:
+            try:
+                self.conn.send(A_OKAY, self.local, self.remote)
+            except (OSError, Closed):
+                pass
+        return data
 
     def on_okay(self) -> None:
         with self.cond:
@@ -270,7 +280,7 @@ class Stream:
                 self.cond.wait(0.1)
         try:
             self.conn.send(A_CLSE, self.local, self.remote)
-        except OSError:
+        except (OSError, Closed):
             pass
         self.conn.forget(self)
         self.on_close()
@@ -284,7 +294,7 @@ class Connection:
         self.slock = threading.Lock()
         self.next_id = 1
         self.max_payload = 4096
-        self.checksums = True
+        self.checksums = False  # until a CNXN says the peer is older than 0x01000001
         self.online = False
         self.dead = False
 
@@ -327,7 +337,15 @@ class Connection:
                 if magic != cmd ^ 0xFFFFFFFF:
                     raise ValueError(f"bad magic in {cmd:#x}")
                 data = self.recv_exact(n) if n else b""
-                if self.checksums and n and check != (sum(data) & 0xFFFFFFFF):
+                # checked only with an old peer (version < 0x01000001), never on CNXN itself: a
+                # host that reconnects remembers the version and sends its CNXN unchecked
+                if (
+                    self.checksums
+                    and self.online
+                    and n
+                    and cmd != A_CNXN
+                    and check != (sum(data) & 0xFFFFFFFF)
+                ):
                     raise ValueError("bad data checksum")
                 self.dispatch(cmd, a0, a1, data)
         except (Closed, OSError) as e:
@@ -384,8 +402,7 @@ class Connection:
             if s is None:
                 self.send(A_CLSE, 0, a0)  # unknown stream: tell the host it is gone
                 return
-            s.deliver(data)
-            self.send(A_OKAY, s.local, s.remote)
+            s.deliver(data)  # acknowledged when the service takes it (Stream.read)
         elif cmd == A_OKAY:
             if s is not None:
                 s.on_okay()
@@ -429,7 +446,18 @@ def service_for(name: str):
         return svc_sync
     if name.startswith("reboot:"):
         return svc_reboot
+    if name in ("root:", "unroot:", "remount:"):
+        return svc_user_build
     return None
+
+
+def svc_user_build(phone: Phone, s: Stream, name: str) -> None:
+    """What adbd on a user build answers (a phone as shipped: no root)."""
+    msg = {
+        "root:": "adbd cannot run as root in production builds\n",
+        "unroot:": "adbd not running as root\n",
+    }.get(name, "remount is not available on a user build\n")
+    s.write(msg.encode())
 
 
 def pump_out(fd: int, write, chunk: int = 65536) -> None:
@@ -456,13 +484,18 @@ def hangup(proc: subprocess.Popen) -> None:
         pass
 
 
+def sh_argv(cmd: str) -> list[str]:
+    """`sh -c CMD`; no command: a shell reading its commands from stdin (adb shell -T)."""
+    return ["/system/bin/sh", "-c", cmd] if cmd else ["/system/bin/sh"]
+
+
 def svc_exec(phone: Phone, s: Stream, name: str) -> None:
     run_raw(phone, s, name[len("exec:") :])
 
 
 def run_raw(phone: Phone, s: Stream, cmd: str) -> None:
     """v1 shell / exec: one raw byte stream, stderr into it too; the exit status is lost."""
-    proc = phone.spawn(["/system/bin/sh", "-c", cmd], merge=True)
+    proc = phone.spawn(sh_argv(cmd), merge=True)
     threading.Thread(target=feed_stdin, args=(s, proc), daemon=True).start()
     _pump_safe(proc.stdout.fileno(), s.write, proc)
     phone.wait(proc)
@@ -553,7 +586,7 @@ class ShellV2:
 
 
 def run_v2_raw(phone: Phone, s: Stream, cmd: str) -> None:
-    proc = phone.spawn(["/system/bin/sh", "-c", cmd])
+    proc = phone.spawn(sh_argv(cmd))
     sh = ShellV2(s)
 
     def host_in() -> None:
@@ -773,65 +806,73 @@ def sync_send(s: Stream, r: SyncReader, spec: str) -> bool:
             os.makedirs(d, exist_ok=True)  # fixed_push_mkdir
             if os.path.isdir(path):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory")
-            tmp = os.path.join(d, f".adb_push.{os.getpid()}.{threading.get_ident()}")
+            tmp = os.path.join(d, f".adb_push.{uuid.uuid4().hex[:12]}")
             f = open(tmp, "wb")
         except OSError as e:
             err = f"couldn't create file: {e.strerror}"
-    while True:
-        rid, n = r.request()
-        if rid == b"DATA":
-            if n > SYNC_DATA_MAX:
-                err = err or f"DATA chunk of {n} bytes (max {SYNC_DATA_MAX})"
-                _fail(s, err)
-                return False
-            data = r.take(n)
-            if err:
-                continue
-            try:
-                if target is not None:
-                    target += data
-                else:
-                    f.write(data)
-            except OSError as e:
-                err = f"write failed: {e.strerror}"
-        elif rid == b"DONE":
-            mtime = n
-            if err is None:
+    try:
+        while True:
+            rid, n = r.request()
+            if rid == b"DATA":
+                if n > SYNC_DATA_MAX:
+                    err = err or f"DATA chunk of {n} bytes (max {SYNC_DATA_MAX})"
+                    _fail(s, err)
+                    return False
+                data = r.take(n)
+                if err:
+                    continue
                 try:
                     if target is not None:
-                        if os.path.lexists(path):
-                            os.unlink(path)
-                        os.symlink(bytes(target).decode("utf-8", "surrogateescape"), path)
+                        target += data
                     else:
-                        f.close()
-                        os.chmod(tmp, stat.S_IMODE(mode) or 0o644)
-                        os.utime(tmp, (mtime, mtime))
-                        os.replace(tmp, path)
-                        tmp = None
+                        f.write(data)
                 except OSError as e:
-                    err = f"{e.strerror}"
-            if f is not None and not f.closed:
-                f.close()
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            if err:
-                _fail(s, err)
+                    err = f"write failed: {e.strerror}"
+            elif rid == b"DONE":
+                mtime = n
+                if err is None:
+                    try:
+                        if target is not None:
+                            if os.path.lexists(path):
+                                os.unlink(path)
+                            os.symlink(bytes(target).decode("utf-8", "surrogateescape"), path)
+                        else:
+                            f.close()
+                            os.chmod(tmp, stat.S_IMODE(mode) or 0o644)
+                            os.utime(tmp, (mtime, mtime))
+                            os.replace(tmp, path)
+                            tmp = None
+                    except OSError as e:
+                        err = f"{e.strerror}"
+                if f is not None and not f.closed:
+                    f.close()
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                if err:
+                    _fail(s, err)
+                else:
+                    s.write(b"OKAY" + bytes(4))
+                return True
             else:
-                s.write(b"OKAY" + bytes(4))
-            return True
-        else:
-            if f is not None:
-                f.close()
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            _fail(s, f"invalid data message {rid!r}")
-            return False
+                if f is not None:
+                    f.close()
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                _fail(s, f"invalid data message {rid!r}")
+                return False
+    except BaseException:  # the stream or the connection died mid-transfer: no partial file
+        if f is not None and not f.closed:
+            f.close()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- control socket

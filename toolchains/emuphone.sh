@@ -16,8 +16,8 @@
 #        emuphone.sh cut NAME [drop|hold]  drop: reset every adb connection now (adb may reconnect);
 #                                          hold: also refuse new ones until `restore NAME`
 #        emuphone.sh restore NAME          accept connections again
-#        emuphone.sh reboot NAME           connections reset + every process of the phone killed
-#                                          (the adb endpoint comes back at once; files stay)
+#        emuphone.sh reboot NAME [DOWN]    connections reset + every process of the phone killed
+#                                          (files stay); adb refused for DOWN seconds (default 0)
 #        emuphone.sh set NAME screen on|off | temp MILLIDEGREES   the phone's screen / CPU temperature
 #        emuphone.sh entries               the boards-file sections of the phones that are up
 #        emuphone.sh reset                 stop all, forget every phone's files
@@ -34,7 +34,8 @@ umask 022
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${EMUPHONE_STATE:-/srv/edgecal-phones}
-IMAGE=$STATE/image                 # the shared /system (read-only in every phone)
+IMAGES=$STATE/images               # images/VERSION/system: the shared /system (read-only in every phone);
+                                   # a new version never touches the one running phones have mounted
 PHONES=$STATE/phones               # per phone: spec, root/ (data/ lives here), sys/, cpuinfo, build.prop
 RUN=$STATE/run
 LOGS=$STATE/log
@@ -142,7 +143,53 @@ case "${1:-}" in
   *) echo "Can't find service: ${1:-}" >&2; exit 1 ;;
 esac
 EOF
-  chmod 755 "$s/bin/getprop" "$s/bin/dumpsys"
+  # toybox applets the Debian busybox-static build lacks: small sh stand-ins
+  cat > "$s/bin/nohup" <<'EOF'
+#!/system/bin/sh
+# nohup CMD...: run CMD immune to hangups (output to nohup.out when stdout is a terminal)
+trap '' HUP
+[ -t 1 ] && exec >> nohup.out
+[ -t 2 ] && exec 2>&1
+exec "$@"
+EOF
+  cat > "$s/bin/nice" <<'EOF'
+#!/system/bin/sh
+# nice [-n N] CMD...: the emulated phone does not change priorities; runs CMD
+[ "${1:-}" = -n ] && shift 2
+exec "$@"
+EOF
+  cat > "$s/bin/getconf" <<'EOF'
+#!/system/bin/sh
+# getconf NAME: the few names scripts ask a phone for
+case "${1:-}" in
+  _NPROCESSORS_ONLN|_NPROCESSORS_CONF|NPROCESSORS_ONLN) grep -c '^processor' /proc/cpuinfo ;;
+  LONG_BIT) echo 64 ;;
+  PAGESIZE|PAGE_SIZE) echo 4096 ;;
+  *) echo "getconf: unknown name '${1:-}'" >&2; exit 1 ;;
+esac
+EOF
+  cat > "$s/bin/pgrep" <<'EOF'
+#!/system/bin/sh
+# pgrep [-f] PATTERN: pids whose name (or with -f, command line) matches
+f=0; [ "${1:-}" = -f ] && { f=1; shift; }
+[ $# -eq 1 ] || { echo "usage: pgrep [-f] PATTERN" >&2; exit 2; }
+found=1
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}; [ "$p" = "$$" ] && continue
+  if [ $f = 1 ]; then c=$(tr '\0' ' ' < $d/cmdline 2>/dev/null); else c=$(cat $d/comm 2>/dev/null); fi
+  case "$c" in *pgrep*) continue ;; esac
+  if printf '%s\n' "$c" | grep -q -- "$1"; then echo "$p"; found=0; fi
+done
+exit $found
+EOF
+  cat > "$s/bin/pkill" <<'EOF'
+#!/system/bin/sh
+# pkill [-SIGNAL] [-f] PATTERN
+sig=TERM; case "${1:-}" in -[A-Z0-9]*) sig=${1#-}; shift ;; esac
+pids=$(pgrep "$@") || exit 1
+kill -s "$sig" $pids
+EOF
+  chmod 755 "$s/bin/getprop" "$s/bin/dumpsys" "$s/bin/nohup" "$s/bin/nice" "$s/bin/getconf" "$s/bin/pgrep" "$s/bin/pkill"
   cat > "$s/etc/passwd" <<EOF
 root:x:0:0:root:/:/system/bin/sh
 system:x:1000:1000:system:/:/system/bin/sh
@@ -171,8 +218,9 @@ EOF
 }
 
 setup_image() {
-  [ -e "$STATE/image.ok" ] && [ "$(cat "$STATE/image.ok")" = "$(image_version)" ] && return 0
-  local deb tmp=$STATE/image.tmp a n=0
+  IMAGE=$IMAGES/$(image_version)
+  [ -e "$IMAGE.ok" ] && return 0
+  local deb tmp=$IMAGE.tmp a n=0
   deb=$(compgen -G "$STATE/debs/busybox-static_*_arm64.deb" | head -1)
   rm -rf "$tmp"; mkdir -p "$tmp/x" "$tmp/system/bin" "$tmp/system/etc" "$tmp/system/xbin" "$tmp/system/lib64"
   dpkg-deb -x "$deb" "$tmp/x"
@@ -181,14 +229,13 @@ setup_image() {
   file -b "$tmp/system/bin/busybox" 2>/dev/null | grep -q 'ARM aarch64' || true
   # the applets (toybox-like): every busybox applet but the ones Android has its own of
   for a in $(QEMU_CPU=cortex-a76 "$tmp/system/bin/busybox" --list); do
-    case "$a" in busybox|getprop|dumpsys|setprop|python*) continue ;; esac
+    case "$a" in busybox|getprop|dumpsys|setprop|nohup|nice|getconf|pgrep|pkill|python*) continue ;; esac
     ln -s busybox "$tmp/system/bin/$a"; n=$((n + 1))
   done
   [ -L "$tmp/system/bin/sh" ] || die "busybox has no sh applet"
   write_image_scripts "$tmp"
   chmod -R u+rwX,go+rX,go-w "$tmp"
-  rm -rf "$IMAGE"; mv "$tmp" "$IMAGE"
-  image_version > "$STATE/image.ok"
+  rm -rf "$IMAGE"; mv "$tmp" "$IMAGE"; touch "$IMAGE.ok"
   log "image: $IMAGE/system (busybox $(basename "$deb" | cut -d_ -f2), $n applets)"
 }
 
@@ -216,7 +263,7 @@ cmd_setup() {
   log "setup done in $((SECONDS - t0)) s"
 }
 
-is_set_up() { [ -e "$STATE/image.ok" ] && [ "$(cat "$STATE/image.ok")" = "$(image_version)" ]; }
+is_set_up() { IMAGE=$IMAGES/$(image_version); [ -e "$IMAGE.ok" ]; }
 
 # ---------------------------------------------------------------- phones
 
@@ -240,10 +287,20 @@ server_pid() {   # the phone's outer pid (unshare, parent of its PID 1) if it ru
 
 ctl() { "$PY" "$SERVER" ctl "$RUN/$1.ctl" "$2"; }
 
-phone_cpuinfo() {   # big.LITTLE: 4x cortex-a55 + 4x cortex-a76 (what /proc/cpuinfo says on such a phone)
+# The phone's cores: as many as the host lets us use, at most 8 (NCPU), the first half little
+# (cortex-a55), the rest big (cortex-a76): qemu-user hands sched_setaffinity to the host kernel,
+# so a CPU the host lacks would make ncnn's big-core affinity fail with EINVAL. 8 host CPUs give
+# a 4+4 phone; this 2-CPU machine a 1+1 one.
+cpu_split() {   # -> NCPU LITTLE
+  NCPU=$(nproc); [ "$NCPU" -le 8 ] || NCPU=8
+  LITTLE=$((NCPU / 2))
+}
+
+phone_cpuinfo() {   # big.LITTLE: LITTLE x cortex-a55 + the rest cortex-a76 (what /proc/cpuinfo says on such a phone)
   local k v p r feat="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
-  for k in 0 1 2 3 4 5 6 7; do
-    if [ $k -lt 4 ]; then v=0x2 p=0xd05 r=0; else v=0x4 p=0xd0b r=1; fi
+  cpu_split
+  for k in $(seq 0 $((NCPU - 1))); do
+    if [ $k -lt $LITTLE ]; then v=0x2 p=0xd05 r=0; else v=0x4 p=0xd0b r=1; fi
     printf 'processor\t: %s\nBogoMIPS\t: 38.40\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
       "$k" "$feat" "$v" "$p" "$r"
   done
@@ -291,10 +348,13 @@ phone_sys() {   # DIR: the phone's /sys (read-only inside; the host may change t
   local d=$1 k c cap maxf minf mid cl rel
   rm -rf "$d"; mkdir -p "$d/devices/system/cpu" "$d/class/thermal" "$d/class/power_supply/battery" "$d/emuphone"
   c=$d/devices/system/cpu
-  echo 0-7 > "$c/possible"; echo 0-7 > "$c/present"; echo 0-7 > "$c/online"; echo 7 > "$c/kernel_max"
-  for k in 0 1 2 3 4 5 6 7; do
-    if [ $k -lt 4 ]; then cap=381 maxf=1800000 minf=300000 mid=0x00000000412fd050 cl=0 rel="0-3"
-    else cap=1024 maxf=2600000 minf=710400 mid=0x00000000414fd0b1 cl=1 rel="4-7"; fi
+  cpu_split
+  local all="0-$((NCPU - 1))" lit="0-$((LITTLE - 1))" big="$LITTLE-$((NCPU - 1))"
+  [ $LITTLE -gt 1 ] || lit=0; [ $((NCPU - LITTLE)) -gt 1 ] || big=$LITTLE; [ $NCPU -gt 1 ] || all=0
+  echo "$all" > "$c/possible"; echo "$all" > "$c/present"; echo "$all" > "$c/online"; echo $((NCPU - 1)) > "$c/kernel_max"
+  for k in $(seq 0 $((NCPU - 1))); do
+    if [ $k -lt $LITTLE ]; then cap=381 maxf=1800000 minf=300000 mid=0x00000000412fd050 cl=0 rel=$lit
+    else cap=1024 maxf=2600000 minf=710400 mid=0x00000000414fd0b1 cl=1 rel=$big; fi
     mkdir -p "$c/cpu$k/cpufreq" "$c/cpu$k/topology" "$c/cpu$k/regs/identification"
     echo 1 > "$c/cpu$k/online"
     echo $cap > "$c/cpu$k/cpu_capacity"
@@ -303,7 +363,7 @@ phone_sys() {   # DIR: the phone's /sys (read-only inside; the host may change t
     echo $maxf > "$c/cpu$k/cpufreq/scaling_cur_freq"; echo schedutil > "$c/cpu$k/cpufreq/scaling_governor"
     echo "$rel" > "$c/cpu$k/cpufreq/related_cpus"; echo "$rel" > "$c/cpu$k/cpufreq/affected_cpus"
     echo $cl > "$c/cpu$k/topology/cluster_id"; echo $cl > "$c/cpu$k/topology/physical_package_id"
-    echo $((k % 4)) > "$c/cpu$k/topology/core_id"; echo "$rel" > "$c/cpu$k/topology/core_siblings_list"
+    echo $((k < LITTLE ? k : k - LITTLE)) > "$c/cpu$k/topology/core_id"; echo "$rel" > "$c/cpu$k/topology/core_siblings_list"
     echo $mid > "$c/cpu$k/regs/identification/midr_el1"
   done
   local z=0 t
@@ -330,14 +390,16 @@ phone_root() {   # ROOT: the phone's own folders (data/ is its writable storage;
 stop_phone() {
   local name=$1 p k
   if p=$(server_pid "$name"); then
-    kill -TERM "$p" 2>/dev/null || true     # unshare --kill-child: its PID 1 gets SIGKILL, the namespaces go
+    # the phone's PID 1 (unshare's child): killing it takes down the whole pid namespace; unshare
+    # (which ignores SIGTERM while it waits) then exits
+    kill -KILL $(pgrep -P "$p" 2>/dev/null || true) 2>/dev/null || true
     for k in $(seq 30); do [ -d "/proc/$p" ] || break; sleep 0.1; done
     [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
   fi
   # belt and braces: anything left chrooted in the phone
   local r=$PHONES/$name/root q
-  for q in /proc/[0-9]*; do
-    [ "$(readlink "$q/root" 2>/dev/null)" = "$r" ] && kill -KILL "${q#/proc/}" 2>/dev/null || true
+  for q in $(find /proc -mindepth 2 -maxdepth 2 -name root -lname "$r" 2>/dev/null); do
+    q=${q%/root}; kill -KILL "${q#/proc/}" 2>/dev/null || true
   done
   rm -f "$RUN/$name.pid" "$RUN/$name.ctl"
 }
@@ -349,7 +411,8 @@ start_phone() {   # NAME CPU
   want="num=$n
 port=$port
 cpu=$cpu
-image=$(cat "$STATE/image.ok")"
+ncpu=$(nproc)
+image=$IMAGE"
   if server_pid "$name" >/dev/null && [ "$(cat "$d/spec" 2>/dev/null)" = "$want" ] && ctl "$name" ping >/dev/null 2>&1; then
     log "$name already up: adb connect 127.0.0.1:$port"
     return 0
@@ -365,6 +428,7 @@ image=$(cat "$STATE/image.ok")"
   # inside the new namespaces (bash is PID 1 until it execs the server): mounts, hostname
   local inner='set -e
 r=$1 d=$2 img=$3
+mount --bind "$r/data" "$r/data"   # its own mount, listed first: df /data/local/tmp says /data
 mount --bind "$img/system" "$r/system"; mount -o remount,bind,ro "$r/system"
 mount --bind -o ro "$d/build.prop" "$r/system/build.prop"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
@@ -455,6 +519,16 @@ cmd_cut() {
   esac
 }
 
+cmd_reboot() {   # NAME [DOWN_SECONDS]: every process killed; with DOWN, adb is refused that long (booting)
+  need_up "$1" reboot
+  case "$2" in *[!0-9.]*|'') die "usage: $0 reboot NAME [DOWN_SECONDS]" ;; esac
+  if [ "$2" = 0 ]; then ctl "$1" reboot; return; fi
+  ctl "$1" hold >/dev/null
+  ctl "$1" reboot
+  sleep "$2"
+  ctl "$1" restore
+}
+
 cmd_set() {
   local name=${1:-} what=${2:-} v=${3:-} s
   [ -n "$name" ] && [ -d "$PHONES/$name/sys" ] || die "usage: $0 set NAME screen on|off | temp MILLIDEGREES"
@@ -472,7 +546,7 @@ cmd_set() {
 
 cmd_status() {
   local name p
-  is_set_up && echo "setup: done (image $(cat "$STATE/image.ok"))" || echo "setup: not done"
+  is_set_up && echo "setup: done (image $IMAGE)" || echo "setup: not done (or the image is out of date)"
   for name in $(known_phones); do
     if p=$(server_pid "$name"); then
       echo "$name: up   127.0.0.1:$(spec_get "$name" port) $(spec_get "$name" cpu) pid=$p $(ctl "$name" ping 2>&1 | tr '\n' ' ')"
@@ -502,7 +576,7 @@ case "$cmd" in
   status) cmd_status ;;
   cut) cmd_cut "${1:-}" "${2:-drop}" ;;
   restore) need_up "${1:-}" restore; ctl "$1" restore ;;
-  reboot) need_up "${1:-}" reboot; ctl "$1" reboot ;;
+  reboot) cmd_reboot "${1:-}" "${2:-0}" ;;
   set) cmd_set "$@" ;;
   entries) cmd_entries ;;
   reset) cmd_reset ;;
