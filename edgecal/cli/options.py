@@ -105,10 +105,11 @@ def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
     p.add_argument(
         "--device",
         default=None,
-        metavar="NAME|USER@HOST[:PORT]|local",
+        metavar="NAME|USER@HOST[:PORT]|adb:SERIAL|local",
         action="append" if multi else "store",
-        help="where to run: a board of the boards file, user@host[:port] over SSH, "
-        "or local (default)" + ("; repeat it for several boards" if multi else ""),
+        help="where to run: a board or phone of the boards file, user@host[:port] over SSH, "
+        "adb:SERIAL (an Android phone over adb), or local (default)"
+        + ("; repeat it for several boards" if multi else ""),
     )
     add_boards_file(p, whose_key="a board's")
 
