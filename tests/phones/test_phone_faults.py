@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -289,3 +290,23 @@ def test_names_survive_adb_shell_and_pushes(
             assert dev.link.run(f"cat {q} | wc -c").stdout.strip() == "300"
         found = dev.link.run(f"find {sh_join([str(dev.workdir)])} -name 'INJECTED*'")
         assert found.stdout.strip() == ""
+
+
+def test_validate_on_the_phone_reports_its_facts(phone_board, images: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``edgecal validate --device PHONE --json``: the int8 model agrees with fp32 on the
+    phone, per-layer cosines are those of values (int8 blobs widened, not reinterpreted), and
+    the device facts name the phone, its Android and its clusters."""
+    table = DIGITS / "kl.table"
+    argv = [sys.executable, "-m", "edgecal", "validate", str(DIGITS / "model.param")]
+    argv += [str(DIGITS / "model.bin"), "--table", str(table), "--images", str(images)]
+    argv += ["--mean", "0", "--norm", "0.00392157", "--shape", "32,32", "--pixel", "GRAY"]
+    argv += ["--device", phone_board.name, "--json"]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout)
+    text = json.dumps(doc)
+    assert '"android": "13 (API 33)"' in text and '"abi": "arm64-v8a"' in text
+    facts = doc["results"][0]["device"]
+    assert facts["cpu_clusters"].startswith("big ") and "little " in facts["cpu_clusters"]
+    cosines = re.findall(r'"cosine_mean": ([0-9.e-]+)', text)
+    assert cosines and min(float(c) for c in cosines) > 0.99, cosines
