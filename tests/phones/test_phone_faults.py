@@ -310,3 +310,20 @@ def test_validate_on_the_phone_reports_its_facts(phone_board, images: Path, tmp_
     assert facts["cpu_clusters"].startswith("big ") and "little " in facts["cpu_clusters"]
     cosines = re.findall(r'"cosine_mean": ([0-9.e-]+)', text)
     assert cosines and min(float(c) for c in cosines) > 0.99, cosines
+
+
+def test_the_agent_runs_on_the_big_cluster_as_the_profile_says(phone_board) -> None:  # type: ignore[no-untyped-def]
+    """Profile affinity ``big`` (emulated-phone-a76): the agent is started under ``taskset``
+    with the fastest cluster's mask, and the kernel holds it there."""
+    from edgecal.boards.open import open_phone
+
+    with open_phone(phone_board) as dev:
+        assert dev.affinity == "big"
+        big = dev.phone_facts().big_cpus
+        assert big and len(dev.phone_facts().clusters) >= 2
+        dev.hello()
+        pid = dev.agent_pid
+        assert pid
+        status = dev.link.run(f"grep Cpus_allowed_list /proc/{pid}/status").stdout
+        allowed = status.split(":", 1)[1].strip()
+        assert allowed == ",".join(map(str, big)) or allowed == f"{big[0]}-{big[-1]}", allowed
