@@ -9,7 +9,8 @@ ends with exit 0 and writes the same table as an undisturbed run on the same pho
   by the agent while the host was away, is collected;
 * the phone "rebooted": every process of the phone killed, its files kept;
 * the adb server killed (``adb kill-server``): the next adb call starts a new one, which
-  knows no TCP phone until ``adb connect`` -- the transport connects again.
+  knows no TCP phone until ``adb connect`` -- the transport connects again.  (The module runs
+  an adb server of its own, ``ANDROID_ADB_SERVER_PORT``, so other adb users are not hit.)
 
 No timing assertions.
 """
@@ -32,6 +33,18 @@ import pytest
 from edgecal.errors import DeviceError
 
 pytestmark = pytest.mark.phone
+
+#: an adb server of this module's own: its ``adb kill-server`` hits no other adb user
+ADB_PORT = os.environ.get("EDGECAL_TEST_ADB_PORT", "5043")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_adb_server():  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANDROID_ADB_SERVER_PORT", ADB_PORT)
+        yield
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60, check=False)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "toolchains" / "emuphone.sh"
