@@ -52,6 +52,39 @@ def loopback_sshd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
 
 
 @pytest.fixture(scope="session")
+def phone_board():  # type: ignore[no-untyped-def]
+    """The first ``transport = "adb"`` board of $EDGECAL_BOARDS (or the one named by
+    $EDGECAL_TEST_PHONE): the emulated phone (`make boards-up BOARDS=phone1`); skips without
+    one, except in CI."""
+    from edgecal.boards.config import BOARDS_ENV, load_boards
+
+    path = os.environ.get(BOARDS_ENV)
+    boards = load_boards(Path(path)) if path else {}
+    want = os.environ.get("EDGECAL_TEST_PHONE")
+    phones = [b for b in boards.values() if b.transport == "adb" and want in (None, b.name)]
+    if not phones:
+        why = f"no adb phone in {BOARDS_ENV}={path or '(unset)'}"
+        if IN_CI:
+            pytest.fail(f"CI=true and {why}", pytrace=False)
+        pytest.skip(why)
+    return phones[0]
+
+
+@pytest.fixture(scope="session")
+def native_agent_aarch64() -> Path:
+    """The aarch64 native agent for phones: $EDGECAL_TEST_NATIVE_AARCH64, else built (or
+    found in the cache) by edgecal.native."""
+    given = os.environ.get("EDGECAL_TEST_NATIVE_AARCH64")
+    if given:
+        return Path(given)
+    try:
+        from edgecal.native import build_agent
+    except ImportError as e:
+        pytest.skip(f"no aarch64 native agent: {e}")
+    return Path(build_agent("aarch64").path)
+
+
+@pytest.fixture(scope="session")
 def native_agent_binary() -> Path:
     """The native agent for this machine, built by ``edgecal.native`` into its cache (cold: a
     libncnn build of several minutes; ``make native-agents`` does it beforehand); skips when

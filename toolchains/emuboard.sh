@@ -19,6 +19,7 @@
 #                                          out; unreach: the host route goes, EHOSTUNREACH at once)
 #        emuboard.sh restore NAME          netns mode: plug it back in
 #        emuboard.sh status                one line per known board
+#        emuboard.sh boards-file           rewrite the boards file (boards + emulated phones up)
 #        emuboard.sh reset                 stop all, forget every file written on the boards
 #        emuboard.sh purge                 reset + remove rootfs, state, host user, safety route
 #
@@ -515,6 +516,7 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
     sshd_pid "$name" >/dev/null && names+=("$(spec_get "$name" num) $name")
   done
   kh=$SSHD_DIR/known_hosts
+  mkdir -p "$SSHD_DIR"
   : > "$kh.tmp"
   mkdir -p "$(dirname "$BOARDS_FILE")"
   tmp=$BOARDS_FILE.tmp.$$
@@ -538,6 +540,8 @@ write_boards_file() {   # every board that is up, plus known_hosts for them
       if [ "$port" = 22 ]; then printf '%s ' "$host"; else printf '[%s]:%s ' "$host" "$port"; fi >> "$kh.tmp"
       cut -d' ' -f1,2 "$SSHD_DIR/hostkeys/$name.pub" >> "$kh.tmp"
     done
+    # the emulated phones that are up (toolchains/emuphone.sh; adb, not SSH)
+    bash "$(dirname "${BASH_SOURCE[0]}")/emuphone.sh" entries || log "WARNING: emuphone.sh entries failed: no phones in the boards file"
   } > "$tmp"
   chmod 644 "$tmp" "$kh.tmp"
   mv "$kh.tmp" "$kh"
@@ -684,6 +688,7 @@ case "$cmd" in
   cut) cmd_cut "${1:-}" "${2:-drop}" ;;
   restore) cmd_restore "${1:-}" ;;
   status) cmd_status ;;
+  boards-file) write_boards_file ;;
   reset) cmd_reset ;;
   purge) cmd_purge ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;

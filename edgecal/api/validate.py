@@ -30,6 +30,8 @@ from edgecal.api.samples import (
     optional_path,
     resolve_model,
 )
+from edgecal.device.adb.device import AdbDevice
+from edgecal.device.adb.facts import PhoneFacts
 from edgecal.device.base import Device
 from edgecal.errors import EdgecalError, TableError, UsageError
 from edgecal.files.outputs import (
@@ -189,7 +191,25 @@ def device_facts(device: Device, board: Any) -> dict[str, Any]:
         )
         facts.update({k: info[k] for k in keep if k in info})
     facts["profile"] = board.profile if board is not None else None
+    if isinstance(device, AdbDevice):  # a phone: what it is, where its cores are
+        with contextlib.suppress(EdgecalError):
+            facts.update(phone_summary(device.phone_facts()))
     return facts
+
+
+def phone_summary(f: PhoneFacts) -> dict[str, Any]:
+    """A phone's facts for the report and the gate (flat text)."""
+    return {
+        "phone": f.model or None,
+        "android": f.android or None,
+        "abi": f.abi or None,
+        "cpu_clusters": "; ".join(
+            f"{c.kind} {','.join(map(str, c.cpus))} {c.part or '?'}" for c in f.clusters
+        )
+        or None,
+        "screen": f.screen,
+        "throttled": "; ".join(f.throttled) or None,
+    }
 
 
 def with_files(

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgecal.boards.config import Board, Profile
 from edgecal.boards.golden import GoldenResult, golden_check
+from edgecal.device.adb.device import AdbDevice
 from edgecal.device.probe import (
     AgentChoice,
     BoardFacts,
@@ -95,6 +96,8 @@ class CheckReport:
             if f.python is not None:
                 libc = " ".join(f.get("libc") or []) or "?"
                 out.append(f"  libc     {libc}; pip {'yes' if f.get('pip') else 'no'}")
+            if f.get("phone"):
+                out += phone_lines(f)
         if self.agent_choice is not None:
             out.append(f"  agent    {self.agent_choice.kind} ({self.agent_choice.reason})")
         if self.agent is not None:
@@ -117,8 +120,42 @@ class CheckReport:
         return out
 
 
+def phone_lines(f: BoardFacts) -> list[str]:
+    """The phone section of ``board check``: model, Android, ABI, clusters, screen."""
+    clusters = f.get("clusters") or []
+    shown = "; ".join(
+        f"{c['kind']} {','.join(map(str, c['cpus']))} {c.get('part') or '?'}"
+        + (f" {c['max_khz'] // 1000} MHz" if c.get("max_khz") else "")
+        for c in clusters
+    )
+    return [
+        f"  phone    {f.get('model') or '?'}, Android {f.get('android') or '?'}, "
+        f"ABI {f.get('abi') or '?'}" + (f", SoC {f.get('soc')}" if f.get("soc") else ""),
+        f"  cores    {shown or '?'}",
+        f"  screen   {f.get('screen') or '?'}; thermal "
+        + ("; ".join(f.get("throttled") or []) or "no throttling seen"),
+    ]
+
+
+def phone_notes(f: BoardFacts) -> list[str]:
+    """Warnings about a phone's state that slow or skew its measurements."""
+    out = []
+    if f.get("screen") in ("off", "dozing"):
+        out.append(
+            f"the screen is {f.get('screen')}: Android may throttle or suspend the CPU; keep "
+            "it on while calibrating (Developer options: stay awake)"
+        )
+    if f.get("throttled"):
+        out.append(
+            "the phone looks thermally throttled ("
+            + "; ".join(f.get("throttled") or [])
+            + "): let it cool before measuring speed"
+        )
+    return out
+
+
 def check_device(
-    dev: SshDevice, board: Board, report: CheckReport, *, golden: bool = False
+    dev: SshDevice | AdbDevice, board: Board, report: CheckReport, *, golden: bool = False
 ) -> None:
     """Fill ``report`` from an open device: probe, problems, then the agent itself, then
     with ``golden`` the golden check (:mod:`edgecal.boards.golden`) when the agent has ncnn."""
@@ -132,6 +169,8 @@ def check_device(
     native = report.agent_choice.kind == "native"
     facts = dev.probe()
     report.facts = facts
+    if facts.get("phone"):
+        report.notes += phone_notes(facts)
     expected = report.profile.cpu_features if report.profile else ()
     report.problems += (
         native_problems(facts, board=board.name, expected_features=expected)

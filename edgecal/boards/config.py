@@ -19,12 +19,17 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     [boards.shelf-a]
     place = "shelf-a-1"           # a labgrid place (alone: the place gives the address, the
                                   # [labgrid] table the rest; see edgecal/boards/labgrid.py)
+    [boards.phone1]               # an Android phone over adb (the native agent; no Python)
+    transport = "adb"
+    serial = "127.0.0.1:5555"     # `adb devices`' serial (USB), or host:port (`adb connect`)
+    profile = "phone-a76"         # optional
+    workdir = "/data/local/tmp/edgecal"  # optional (the default); relative: to /data/local/tmp
 
     [groups]
     fleet = ["emu1", "emu2"]      # optional: named sets of boards (`--group fleet`)
 
 ``--device NAME`` picks a board of that file, else a ``Host NAME`` of ``~/.ssh/config``;
-``--device user@host[:port]`` needs no file;
+``--device user@host[:port]`` and ``--device adb:SERIAL`` need no file;
 ``--device local`` (the default) is this machine.  Errors name the file and the key.
 """
 
@@ -55,6 +60,7 @@ else:  # python 3.10: the tomli backport, a dependency there
         tomllib = None  # type: ignore[assignment, unused-ignore]
 
 SCHEMA = 1
+ADB_PREFIX = "adb:"  # --device adb:SERIAL: a phone by its adb serial
 BOARDS_ENV = "EDGECAL_BOARDS"
 PROFILES_ENV = "EDGECAL_PROFILES"
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data
@@ -93,6 +99,9 @@ class Profile:
     runtime: RuntimeOptions
     source: Path
     agent: str = "auto"  # one of AGENT_SETTINGS
+    #: the cores a deployed app's ncnn threads run on: all, big (the fastest cluster, as
+    #: ncnn's ``set_cpu_powersave(2)``) or little (``set_cpu_powersave(1)``); phones only
+    affinity: str = "all"
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class Board(SshAddress):
     #: a labgrid place this board is (``place = "NAME"``): its address comes from the place
     #: when it is acquired, its other keys from the ``[labgrid]`` table (boards/labgrid.py)
     place: str | None = None
+    transport: str = "ssh"  # one of TRANSPORTS
+    serial: str | None = None  # adb: the phone's serial (USB) or host:port
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -174,7 +185,23 @@ def _path(value: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else base / p)
 
 
+TRANSPORTS = ("ssh", "adb")
+AFFINITIES = ("all", "big", "little")
+#: the keys of an adb phone's table (the SSH-only ones are refused there)
+_ADB_KEYS = {
+    "transport",
+    "serial",
+    "profile",
+    "workdir",
+    "workdir_root",
+    "connect_timeout_s",
+    "command_timeout_s",
+    "agent",
+}
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,128}$")
+
 _BOARD_KEYS = {
+    "transport",
     "host",
     "port",
     "user",
@@ -200,6 +227,51 @@ def _agent(d: Mapping[str, Any], where: str) -> str | None:
     return agent
 
 
+def _adb_board(name: str, d: dict[str, Any], path: Path | None, where: str) -> Board:
+    """A ``transport = "adb"`` table: a phone by its serial."""
+    unknown = sorted(set(d) - _ADB_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: key '{unknown[0]}' is not used by transport \"adb\"",
+            hint=f"an adb phone's keys: {', '.join(sorted(_ADB_KEYS))}",
+        )
+    serial = _get(d, "serial", str, where, required=True)
+    if not _SERIAL_RE.match(serial):
+        raise ConfigError(
+            f"{where}: key 'serial' {serial!r} is not an adb serial",
+            hint="the serial `adb devices` lists, or host:port of a phone on the network",
+        )
+    for key in ("connect_timeout_s", "command_timeout_s"):
+        v = _get(d, key, (int, float), where)
+        if v is not None and not _as_float(v) > 0:  # NaN too
+            raise ConfigError(f"{where}: key '{key}' must be > 0, not {v}")
+    workdir = _get(d, "workdir", str, where, "/data/local/tmp/edgecal")
+    workdir_root = _get(d, "workdir_root", str, where)
+    check_workdir_setting(workdir, workdir_root, where)
+    agent = _agent(d, where)
+    if agent == "python":
+        raise ConfigError(
+            f"{where}: key 'agent' is \"python\", but a phone has no Python",
+            hint='remove it (phones run the native agent) or set agent = "native"',
+        )
+    profile = _get(d, "profile", str, where)
+    if profile is not None and not _NAME_RE.match(profile):
+        raise ConfigError(f"{where}: key 'profile' {profile!r} is not a profile name")
+    return Board(
+        name=name,
+        host="",
+        profile=profile,
+        workdir=workdir,
+        workdir_root=workdir_root,
+        connect_timeout_s=_as_float(_get(d, "connect_timeout_s", (int, float), where, 10.0)),
+        command_timeout_s=_as_float(_get(d, "command_timeout_s", (int, float), where, 3600.0)),
+        source=path,
+        agent=agent or "native",
+        transport="adb",
+        serial=serial,
+    )
+
+
 def _board(name: str, d: Any, path: Path) -> Board:
     where = f"{path}: [boards.{name}]"
     if isinstance(d, dict) and "place" in d:
@@ -222,6 +294,14 @@ def board_from_table(name: str, d: Any, where: str, path: Path | None) -> Board:
     relative paths are to ``path``'s folder (none: the current directory)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a table")
+    transport = _get(d, "transport", str, where, "ssh")
+    if transport not in TRANSPORTS:
+        raise ConfigError(
+            f"{where}: key 'transport' must be one of {', '.join(TRANSPORTS)}, not {transport!r}",
+            hint='ssh (the default) for boards, adb for Android phones (with serial = "...")',
+        )
+    if transport == "adb":
+        return _adb_board(name, d, path, where)
     unknown = sorted(set(d) - _BOARD_KEYS)
     if unknown:
         raise ConfigError(
@@ -349,6 +429,11 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
     if threads < 1:
         raise ConfigError(f"{where}: key 'threads' must be >= 1, not {threads}")
     python = _get(d, "python", str, where, required=True)
+    affinity = _get(d, "affinity", str, where, "all")
+    if affinity not in AFFINITIES:
+        raise ConfigError(
+            f"{where}: key 'affinity' must be one of {', '.join(AFFINITIES)}, not {affinity!r}"
+        )
     return Profile(
         name=name,
         description=_get(d, "description", str, where, ""),
@@ -362,6 +447,7 @@ def load_profile(name: str, folder: Path | None = None) -> Profile:
         runtime=RuntimeOptions(**{k: _get(rt, k, bool, rt_where, False) for k in rt}),
         source=path,
         agent=_agent(d, where) or "auto",
+        affinity=affinity,
     )
 
 
@@ -376,6 +462,20 @@ def resolve_board(spec: str | None, boards: Path | None) -> Board | None:
     if spec in (None, "", "local", "local:native"):
         return None
     assert spec is not None
+    if spec.startswith(ADB_PREFIX):
+        serial = spec[len(ADB_PREFIX) :]
+        if not _SERIAL_RE.match(serial):
+            raise UsageError(
+                f"--device {spec!r}: expected adb:SERIAL (a serial of `adb devices`, or host:port)"
+            )
+        return Board(
+            name=spec,
+            host="",
+            transport="adb",
+            serial=serial,
+            agent="native",
+            workdir="/data/local/tmp/edgecal",
+        )
     if boards is not None and "@" not in spec:
         known = load_boards(boards)
         if spec in known:

@@ -1,4 +1,4 @@
-"""``--device`` → a :class:`Device`: the local machine, or a board over SSH."""
+"""``--device`` → a :class:`Device`: the local machine, a board over SSH, or a phone over adb."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecal.boards.config import Board, Profile, resolve_board
+from edgecal.device.adb.device import AdbDevice
+from edgecal.device.adb.link import AdbTarget
 from edgecal.device.base import Device
 from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.device import SshDevice
@@ -28,11 +30,36 @@ def agent_setting(board: Board, profile: Profile | None) -> str:
     return board.agent or (profile.agent if profile is not None else "auto")
 
 
+def adb_target(board: Board) -> AdbTarget:
+    assert board.serial is not None
+    return AdbTarget(
+        name=board.name,
+        serial=board.serial,
+        connect_timeout_s=board.connect_timeout_s,
+        command_timeout_s=board.command_timeout_s,
+    )
+
+
+def open_phone(board: Board, *, threads: int | None = None) -> AdbDevice:
+    """Connect to the phone ``board`` (``transport = "adb"``) and return its device."""
+    profile = board.load_profile()
+    return AdbDevice(
+        adb_target(board),
+        workdir=board.workdir,
+        workdir_root=board.workdir_root,
+        threads=threads or (profile.threads if profile else None),
+        affinity=profile.affinity if profile else "all",
+    )
+
+
 def open_board(
     board: Board, *, threads: int | None = None, accept_new_host_key: bool = False
-) -> SshDevice:
-    """Connect to ``board`` (host key checked) and return its device (a labgrid place's
-    board: the place acquired until the device is closed)."""
+) -> SshDevice | AdbDevice:
+    """Connect to ``board`` (SSH: host key checked; adb: ``adb connect`` for host:port; a
+    labgrid place's board: the place acquired until the device is closed) and return its
+    device."""
+    if board.transport == "adb":
+        return open_phone(board, threads=threads)
     if board.place is not None:
         return open_place(
             f"labgrid:{board.place}",

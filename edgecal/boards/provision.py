@@ -230,5 +230,9 @@ def provision_board(
 ) -> None:
     from edgecal.boards.open import open_board
 
+    if board.transport == "adb":
+        say(f"{board.name}: a phone runs the native agent; nothing to install")
+        return
     with open_board(board, accept_new_host_key=accept_new_host_key) as dev:
+        assert isinstance(dev, SshDevice)
         provision(dev, board, wheel_dir=wheel_dir, force=force, say=say)

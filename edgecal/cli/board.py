@@ -61,7 +61,7 @@ def cmd_board_provision(args: argparse.Namespace) -> int:
 
 
 def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("board", help="check or provision boards (over SSH)")
+    p = sub.add_parser("board", help="check or provision boards (over SSH) and phones (over adb)")
     bsub = p.add_subparsers(dest="board_command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:

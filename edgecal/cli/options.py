@@ -105,11 +105,12 @@ def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
     p.add_argument(
         "--device",
         default=None,
-        metavar="NAME|USER@HOST[:PORT]|local",
+        metavar="NAME|USER@HOST[:PORT]|adb:SERIAL|labgrid:PLACE|local",
         action="append" if multi else "store",
-        help="where to run: a board of the boards file, user@host[:port] over SSH, "
-        "labgrid:PLACE (a place of a labgrid farm), "
-        "or local (default)" + ("; repeat it for several boards" if multi else ""),
+        help="where to run: a board or phone of the boards file, user@host[:port] over SSH, "
+        "adb:SERIAL (an Android phone over adb), labgrid:PLACE (a place of a labgrid farm), "
+        "local (default) or local:native (this machine, the native agent)"
+        + ("; repeat it for several boards" if multi else ""),
     )
     if multi:
         p.add_argument(

@@ -113,6 +113,7 @@ def load_boards() -> tuple[dict[str, Board], str | None]:
     boards = {
         name: Board(name=name, **{k: v for k, v in fields.items() if k in keys})
         for name, fields in data.get("boards", {}).items()
+        if fields.get("transport", "ssh") == "ssh"  # the emulated phones: tests/phones
     }
     if not boards:
         return {}, f"{path} lists no board"

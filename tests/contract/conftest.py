@@ -30,6 +30,7 @@ DEVICE_KINDS = [
     "local-native",
     pytest.param("ssh", marks=pytest.mark.ssh),
     *(pytest.param(kind, marks=pytest.mark.board) for kind in BOARD_KINDS),
+    pytest.param("adb", marks=pytest.mark.phone),
 ]
 
 
@@ -80,7 +81,26 @@ def make_device(kind: str, request: pytest.FixtureRequest) -> Device:
         return SshDevice(target, workdir=workdir, python=sys.executable)
     if kind in BOARD_KINDS:
         return board_device(kind)
+    if kind == "adb":
+        return make_phone(request)
     raise ValueError(f"unknown device kind {kind!r}")
+
+
+def make_phone(request: pytest.FixtureRequest) -> Device:
+    """The emulated phone of the boards file (toolchains/emuphone.sh), over the real adb, with
+    the aarch64 native agent; its work directory is also seen from this host (the phone's
+    root folder) as ``host_view``, for the tests that damage or plant files there."""
+    from edgecal.boards.open import adb_target
+    from edgecal.device.adb.device import AdbDevice
+
+    board = request.getfixturevalue("phone_board")
+    agent = request.getfixturevalue("native_agent_aarch64")
+    dev = AdbDevice(adb_target(board), workdir=board.workdir, native_agent=lambda target: agent)
+    state = Path(os.environ.get("EMUPHONE_STATE", "/srv/edgecal-phones"))
+    view = state / "phones" / board.name / "root" / str(dev.workdir).lstrip("/")
+    if view.is_dir():
+        dev.host_view = view  # type: ignore[attr-defined]
+    return dev
 
 
 @pytest.fixture(scope="module", params=DEVICE_KINDS)

@@ -19,7 +19,11 @@ PROFILES = [
     "rk3588",
     "emulated-pi4",
     "emulated-pi5",
+    "emulated-phone-a76",
+    "phone-big-a76",
+    "phone-little-a55",
 ]
+PHONE_PROFILES = ["emulated-phone-a76", "phone-big-a76", "phone-little-a55"]
 ARMV7_PROFILES = [
     "emulated-armv7",
     "raspberry-pi-2",
@@ -97,6 +101,23 @@ def test_every_profile_loads(name: str) -> None:
     fp16 = "asimdhp" in p.cpu_features
     assert p.runtime.fp16_arithmetic == fp16 and p.runtime.fp16_storage == fp16
     assert "i8mm" not in p.cpu_features
+
+
+@pytest.mark.parametrize("name", PHONE_PROFILES)
+def test_phone_profiles(name: str) -> None:
+    """Phones: no Python (the native agent), ARMv8.2 cores with fp16 arithmetic and dot
+    product; pinned to the big cluster (the little one for phone-little-a55)."""
+    p = load_profile(name)
+    assert p.python is None and p.agent == "native"
+    assert {"asimdhp", "asimddp"} <= set(p.cpu_features)
+    assert p.affinity == ("little" if name == "phone-little-a55" else "big")
+
+
+def test_a_profile_with_an_unknown_affinity_is_refused(tmp_path: Path) -> None:
+    text = (PROFILES_DIR / "phone-big-a76.toml").read_text().replace('"big"', '"fast"')
+    (tmp_path / "phone-big-a76.toml").write_text(text)
+    with pytest.raises(ConfigError, match="'affinity' must be one of all, big, little"):
+        load_profile("phone-big-a76", tmp_path)
 
 
 @pytest.mark.parametrize("name", ARMV7_PROFILES)

@@ -163,6 +163,7 @@ def test_the_front_door_exports_what_it_names() -> None:
 def test_the_layer_rule_on_known_cases() -> None:
     """So that the test above cannot pass by looking at nothing."""
     assert layer("edgecal.device.ssh.link") == layer("edgecal.device")
+    assert layer("edgecal.device.adb.link") == layer("edgecal.device")
     assert layer("edgecal.cli.main") == len(LAYERS) - 2
     assert layer("edgecal.calib.kl") == layer("edgecal.quality.jsondoc") == 1
     assert layer("edgecal.jsondoc") is None  # a flat module is in no layer

@@ -178,15 +178,15 @@ std::pair<std::vector<int64_t>, std::vector<float>> mat_to_array(const ncnn::Mat
     if (m.dims == 3) shape = {m.c, m.h, m.w};
     if (m.dims == 4) shape = {m.c, m.d, m.h, m.w};
     const size_t per = size_t(m.w) * size_t(m.h) * size_t(m.d);
+    auto append = [&](const void* data, size_t n) {
+        const float* f = static_cast<const float*>(data);
+        values.insert(values.end(), f, f + n);
+    };
     if (m.dims <= 2) {
-        const float* p = static_cast<const float*>(m.data);
-        values.assign(p, p + size_t(m.w) * size_t(m.h));
+        append(m.data, size_t(m.w) * size_t(m.h));
     } else {
         values.reserve(per * size_t(m.c));
-        for (int q = 0; q < m.c; ++q) {
-            const float* p = m.channel(q);
-            values.insert(values.end(), p, p + per);
-        }
+        for (int q = 0; q < m.c; ++q) append(m.channel(q).data, per);
     }
     return {shape, values};
 }

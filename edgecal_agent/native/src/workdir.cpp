@@ -19,6 +19,11 @@ namespace edgecal {
 namespace {
 
 const int DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+#ifdef O_PATH
+const int WALK_FLAGS = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+#else
+const int WALK_FLAGS = DIR_FLAGS;
+#endif
 
 JobError oserror(int err, const std::string& rel, const std::string& what) {
     std::string reason = std::strerror(err);
@@ -118,7 +123,7 @@ Workdir::Workdir(const std::string& path, bool real) : path_(path) {
     int fd = -1;
     int err = 0;
     if (real && !path.empty() && path[0] == '/') {
-        fd = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fd = ::open("/", WALK_FLAGS);
         size_t i = 1;
         while (fd >= 0 && i <= path.size()) {
             size_t j = path.find('/', i);
@@ -126,7 +131,12 @@ Workdir::Workdir(const std::string& path, bool real) : path_(path) {
             std::string part = path.substr(i, j - i);
             i = j + 1;
             if (part.empty()) continue;
-            int nfd = ::openat(fd, part.c_str(), DIR_FLAGS);
+            // the folders above the work directory only need search (x) permission, as on a
+            // phone (/data is rwxrwx--x): those are opened O_PATH, the work directory itself
+            // for reading
+            bool last = path.find_first_not_of('/', i > path.size() ? path.size() : i) ==
+                        std::string::npos;
+            int nfd = ::openat(fd, part.c_str(), last ? DIR_FLAGS : WALK_FLAGS);
             if (nfd < 0) err = errno;
             ::close(fd);
             fd = nfd;

@@ -1,0 +1,594 @@
+"""``AdbDevice``: the native agent and the job protocol on an Android phone over ``adb``.
+
+Layout on the phone, all under one work directory (default ``/data/local/tmp/edgecal``, the
+one place an app-less shell user may write and execute)::
+
+    <workdir>/edgecal-agent-native-aarch64-<sha12>   the native agent (static, chmod 755)
+    <workdir>/files/<sha256>/<name>                  pushed models and shards, content-addressed
+    <workdir>/jobs/<job_id>/...                      one job: request, inputs, artifacts, response
+
+A phone has no Python: the agent is the C++ one (``edgecal_agent/native``), the facts come
+from ``sh``, ``getprop`` and ``/sys`` (:mod:`edgecal.device.adb.facts`).  The guarantees are
+SSH's (:mod:`edgecal.device.ssh.device`):
+
+* uploads are content-addressed: a pushed file gets an mtime derived from its sha256
+  (``touch -t``, as ``SshDevice._mark``); "regular file, right size, that mtime, no symlink on
+  the way" (one ``stat`` in one ``adb shell``) means it is there and 0 bytes are pushed; a
+  file without the mark is hashed on the phone (``sha256sum``, toybox has it) or pushed again;
+  a push goes to a per-process staging name (a planted symlink there is removed first) and is
+  renamed into place; the agent checks a ``files/<sha256>/`` input's content before its first
+  use;
+* the agent writes each response atomically (temp + rename), and a job whose answer did not
+  reach the host is collected later by its id (:meth:`collect_job`);
+* every remote path is built from the resolved work directory and a checked relative name
+  (no ``..``, no absolute path, no NUL); the agent runs with ``--root`` the work directory's
+  parent and refuses anything outside;
+* every adb call has a deadline (:mod:`edgecal.device.adb.link`);
+* every command is one string of ``shlex.quote``-d words (:mod:`edgecal.device.adb.shell`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgecal.device.adb.facts import (
+    PhoneFacts,
+    parse_phone_probe,
+    phone_probe_script,
+    pinned_cpus,
+    taskset_mask,
+)
+from edgecal.device.adb.link import AdbLink, AdbTarget
+from edgecal.device.adb.shell import touch_stamp
+from edgecal.device.base import Device, JobResult, Submission
+from edgecal.device.jobs import parse_response, raise_for_error
+from edgecal.device.probe import AgentChoice, BoardFacts, native_target
+from edgecal.device.session import AgentSession
+from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
+from edgecal.files.digests import DigestCache, file_sha256
+from edgecal.files.fsnames import device_file_name
+from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
+
+log = logging.getLogger(__name__)
+
+#: Where edgecal works on a phone unless the boards file says otherwise.
+PHONE_WORKDIR = "/data/local/tmp/edgecal"
+#: A relative ``workdir`` of a phone is relative to this folder.
+PHONE_TMP = "/data/local/tmp"
+MAX_RESPONSE_BYTES = 64 << 20
+
+#: Uploads are staged under a name of this process's own (host pid and a random tag).
+_STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+#: ``target -> path`` of a native agent binary built for that target (``edgecal.native``).
+NativeAgentSource = Callable[[str], Path]
+
+
+def _default_native_agent(target: str) -> Path:
+    from edgecal.native import build_agent
+
+    return build_agent(target).path
+
+
+def phone_workdir(workdir: str | None) -> str:
+    """The absolute work directory on the phone: ``workdir`` as given when absolute, else
+    below ``/data/local/tmp``."""
+    wd = workdir or PHONE_WORKDIR
+    return posixpath.normpath(wd if wd.startswith("/") else posixpath.join(PHONE_TMP, wd))
+
+
+def mark_mtime(digest: str) -> int:
+    """The mtime a verified copy of ``digest`` carries (a moment in 2000-2003), as SSH's."""
+    return 946684800 + int(digest[:8], 16) % 100_000_000
+
+
+def safe_name(name: str, where: str) -> str:
+    """One path component that is data: not empty, ``.``/``..``, no ``/`` or NUL."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise DeviceError(f"{where}: {name!r} is not a usable file name on the phone")
+    return name
+
+
+class AdbDevice(Device):
+    """An Android phone over adb.  Connects (``adb connect`` for ``host:port``) and creates
+    the work directory at construction.
+
+    ``threads``: default ncnn thread count for ``deployed`` jobs.  ``affinity``: the cores
+    the agent runs on (``taskset``): ``all``, ``big`` (the fastest cluster, as apps do with
+    ncnn's ``set_cpu_powersave(2)``) or ``little`` (``set_cpu_powersave(1)``).
+    ``native_agent``: where the aarch64/armv7 binary comes from (default: built or found in
+    the cache by ``edgecal.native``).
+    """
+
+    def __init__(
+        self,
+        target: AdbTarget,
+        *,
+        workdir: str | None = None,
+        workdir_root: str | None = None,
+        threads: int | None = None,
+        affinity: str = "all",
+        startup_timeout_s: float = 120.0,
+        native_agent: NativeAgentSource | None = None,
+        adb: str | None = None,
+        shell_v1: bool = False,
+    ) -> None:
+        self.name = target.name
+        self.target = target
+        wd = phone_workdir(workdir)
+        given = PurePosixPath(workdir or PHONE_WORKDIR)
+        if ".." in given.parts or "\x00" in wd or wd in ("/", PHONE_TMP):
+            raise BoardSetupError(
+                f"{self.name}: work directory {workdir!r} is not a folder of its own",
+                hint=f"use a path like {PHONE_WORKDIR}",
+            )
+        self.workdir = PurePosixPath(wd)
+        self.workdir_root = workdir_root or posixpath.dirname(wd)
+        self.threads = threads or 1
+        if affinity not in ("all", "big", "little"):
+            raise ValueError(f"affinity must be all, big or little, not {affinity!r}")
+        self.affinity = affinity
+        self._startup_timeout_s = startup_timeout_s
+        self._native_agent = native_agent or _default_native_agent
+        self._session: AgentSession | None = None
+        self._agent_rel: str | None = None
+        self._bytes_pushed = 0
+        self._bytes_fetched = 0
+        #: bytes of job requests and job input files written (not counted in bytes_pushed)
+        self.bytes_job_files = 0
+        self._closed = False
+        self._digests = DigestCache()
+        self._dirs_ok: set[str] = set()
+        self._facts: PhoneFacts | None = None
+        self.timings_s: dict[str, float] = {
+            "connect": 0.0,
+            "push": 0.0,
+            "fetch": 0.0,
+            "agent_start": 0.0,
+        }
+        self._local = Path(tempfile.mkdtemp(prefix="edgecal-adb-"))
+        try:
+            self.link = AdbLink(target, adb, shell_v1=shell_v1)
+            t0 = time.perf_counter()
+            self.link.connect()
+            self.timings_s["connect"] = time.perf_counter() - t0
+            self._make_workdir()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- paths -----------------------------------------------------------------------------------
+    def remote(self, rel: str) -> str:
+        """The absolute phone path of a workdir-relative name (checked)."""
+        check_relpath(rel, "remote path")
+        return posixpath.join(str(self.workdir), rel)
+
+    def _run(self, script: str, what: str, timeout_s: float | None = None) -> str:
+        """Run ``script``; its output, or a ``DeviceError`` naming ``what`` when it fails."""
+        res = self.link.run(script, timeout_s=timeout_s or self._short_timeout)
+        if res.status != 0:
+            text = res.stdout.strip()
+            raise self._explain(text, what)
+        return res.stdout
+
+    @property
+    def _short_timeout(self) -> float:
+        return max(60.0, self.target.connect_timeout_s)
+
+    def _explain(self, text: str, what: str) -> DeviceError:
+        last = (text.splitlines() or ["?"])[-1]
+        if "No space" in text:
+            return BoardSetupError(
+                f"{self.name}: the phone's storage is full: {what}: {last}",
+                hint=f"free space on the phone (`edgecal board check {self.name}` shows it) or "
+                "move the work directory",
+            )
+        if "ermission" in text or "Read-only" in text:
+            return BoardSetupError(
+                f"{self.name}: the work directory is not writable: {what}: {last}",
+                hint=f"use a folder below {PHONE_TMP} (`workdir = ...` in the boards file)",
+            )
+        return DeviceError(f"{self.name}: {what} failed: {last}", hint=self._check_hint)
+
+    @property
+    def _check_hint(self) -> str:
+        return f"run `edgecal board check {self.name}`"
+
+    def _mkdirs_script(self, rel: str | None) -> str:
+        """``mkdir`` of the work directory (from its root) and then ``rel`` inside it, one
+        component at a time; a symlink on the way is refused (status 3)."""
+        comps: list[str] = []
+        root = PurePosixPath(self.workdir_root)
+        wd = self.workdir
+        chain = [str(p) for p in reversed(wd.parents) if p != root and root in p.parents]
+        chain.append(str(wd))
+        if rel:
+            chain += [
+                posixpath.join(str(wd), *PurePosixPath(rel).parts[: i + 1])
+                for i in range(len(PurePosixPath(rel).parts))
+            ]
+        for p in chain:
+            q = shlex.quote(p)
+            comps.append(
+                f"if [ -L {q} ]; then echo 'EDGECAL-SYMLINK '{q}; exit 3; fi; "
+                f"[ -d {q} ] || mkdir {q} || exit 4"
+            )
+        return "\n".join(comps)
+
+    def _make_workdir(self) -> None:
+        out = self._run(
+            self._mkdirs_script(None) + f"\ncd {shlex.quote(str(self.workdir))} && pwd -P",
+            "creating the work directory",
+        )
+        real = out.strip().splitlines()[-1] if out.strip() else ""
+        if real != str(self.workdir):
+            raise BoardSetupError(
+                f"{self.name}: the work directory {self.workdir} resolves to {real!r}: a "
+                "symlink on the way",
+                hint="choose a workdir whose folders are real directories",
+            )
+
+    def _ensure_dir(self, rel: str) -> None:
+        if rel in self._dirs_ok:
+            return
+        check_relpath(rel, "dir")
+        try:
+            self._run(self._mkdirs_script(rel), f"creating {rel}")
+        except DeviceError as e:
+            if "EDGECAL-SYMLINK" in e.message:
+                raise DeviceError(
+                    f"{self.name}: {rel} is a symlink (refused inside the work directory)",
+                    hint="remove it from the phone's work directory",
+                ) from None
+            raise
+        self._dirs_ok.add(rel)
+
+    # -- pushes ----------------------------------------------------------------------------------
+    @staticmethod
+    def staging_rel(rel: str) -> str:
+        """Where an upload of ``rel`` lands before it is renamed into place."""
+        parent, _, name = rel.rpartition("/")
+        staged = f".{name}.upload-{_STAGE_TAG}"
+        return f"{parent}/{staged}" if parent else staged
+
+    def _state_script(self, rel: str) -> str:
+        wd = shlex.quote(str(self.workdir))
+        parts = PurePosixPath(rel).parts
+        tests = " ".join(shlex.quote("/".join(parts[: i + 1])) for i in range(len(parts)))
+        f = shlex.quote(rel)
+        return (
+            f"cd {wd} || exit 5\n"
+            f'for c in {tests}; do if [ -L "$c" ]; then echo EDGECAL-STATE link; exit 0; '
+            "fi; done\n"
+            f"if [ ! -e {f} ]; then echo EDGECAL-STATE absent\n"
+            f"elif [ -f {f} ]; then echo EDGECAL-STATE file $(stat -c '%s %Y' {f})\n"
+            "else echo EDGECAL-STATE other; fi"
+        )
+
+    def _remote_state(self, rel: str, digest: str, size: int) -> str:
+        """``verified``, ``absent``, ``unknown`` (a file without the mark) or ``bad`` (a
+        symlink or not a regular file)."""
+        out = self._run(self._state_script(rel), f"looking at {rel}")
+        for line in out.splitlines():
+            if line.startswith("EDGECAL-STATE "):
+                words = line.split()[1:]
+                if words[0] == "absent":
+                    return "absent"
+                if words[0] != "file":
+                    return "bad"
+                if words[1:] == [str(size), str(mark_mtime(digest))]:
+                    return "verified"
+                return "unknown"
+        return "unknown"
+
+    def remote_sha256(self, rel: str) -> str | None:
+        """sha256 of a workdir file by the phone's ``sha256sum`` (None: not available)."""
+        res = self.link.run(
+            f"cd {shlex.quote(str(self.workdir))} && sha256sum {shlex.quote(rel)}",
+            timeout_s=self._short_timeout,
+        )
+        words = res.stdout.split()
+        if res.status == 0 and words and len(words[0]) == 64:
+            return words[0].lower()
+        return None
+
+    def _mark_script(self, rel: str, digest: str) -> str:
+        stamp = touch_stamp(mark_mtime(digest))
+        return f"TZ=UTC0 touch -c -t {stamp} {shlex.quote(self.remote(rel))}"
+
+    def _upload(self, local: Path, rel: str, digest: str, mode: str | None = None) -> None:
+        t0 = time.perf_counter()
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self._ensure_dir(parent)
+        tmp = self.remote(self.staging_rel(rel))
+        final = self.remote(rel)
+        self._run(f"rm -f {shlex.quote(tmp)}", f"preparing the upload of {rel}")
+        self.link.push(local, tmp)
+        q_tmp, q_final = shlex.quote(tmp), shlex.quote(final)
+        chmod = f"chmod {mode} {q_tmp} && " if mode else ""
+        try:
+            self._run(
+                f"{chmod}if [ -L {q_final} ] || [ -d {q_final} ]; then rm -rf {q_final}; fi; "
+                f"mv -f {q_tmp} {q_final} && {self._mark_script(rel, digest)}",
+                f"placing {rel}",
+            )
+        except DeviceError:
+            with contextlib.suppress(DeviceError):
+                self._run(f"rm -f {q_tmp}", "removing a staged upload")
+            raise
+        self._bytes_pushed += local.stat().st_size
+        self.timings_s["push"] += time.perf_counter() - t0
+
+    def _ensure_pushed(self, local: Path, rel: str, digest: str, mode: str | None = None) -> None:
+        t0 = time.perf_counter()
+        state = self._remote_state(rel, digest, local.stat().st_size)
+        self.timings_s["push"] += time.perf_counter() - t0
+        if state == "verified":
+            return
+        if state == "unknown" and self.remote_sha256(rel) == digest:
+            self._run(self._mark_script(rel, digest), f"marking {rel}")
+            return
+        self._upload(local, rel, digest, mode)
+
+    def push(self, local: Path) -> str:
+        local = Path(local)
+        if not local.is_file():
+            raise DeviceError(f"{self.name}: cannot push {local}: not a file")
+        digest = self._digests.sha256(local)
+        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
+        self._ensure_pushed(local, rel, digest)
+        return rel
+
+    @property
+    def bytes_pushed(self) -> int:
+        return self._bytes_pushed
+
+    @property
+    def bytes_fetched(self) -> int:
+        return self._bytes_fetched
+
+    # -- facts -----------------------------------------------------------------------------------
+    def phone_facts(self) -> PhoneFacts:
+        """Model, Android version, ABI, cores and clusters, features, memory, free space,
+        screen and thermal state (one ``adb shell``)."""
+        if self._facts is None:
+            res = self.link.run(phone_probe_script(str(self.workdir)), timeout_s=120.0)
+            self._facts = parse_phone_probe(res.stdout)
+        return self._facts
+
+    def probe(self) -> BoardFacts:
+        """The phone's facts in :class:`BoardFacts` form (the native agent's needs)."""
+        return self.phone_facts().board_facts()
+
+    def native_target(self) -> str:
+        facts = self.phone_facts()
+        target = native_target(facts.machine)
+        if target is None:
+            raise BoardSetupError(
+                f"{self.name}: no native agent for this phone's CPU ({facts.machine or '?'}, "
+                f"ABI {facts.abi or '?'})",
+                hint="native agents exist for aarch64 (arm64-v8a), armv7 (armeabi-v7a) and x86_64",
+            )
+        return target
+
+    # -- agent -----------------------------------------------------------------------------------
+    def deploy_agent(self) -> str:
+        """Push the native agent (content-addressed: 0 bytes when it is there) with mode
+        755; its path relative to the work directory."""
+        if self._agent_rel is None:
+            target = self.native_target()
+            local = Path(self._native_agent(target))
+            digest = self._digests.sha256(local)
+            name = f"edgecal-agent-native-{target}-{digest[:12]}"
+            self._ensure_pushed(local, name, digest, mode="755")
+            self._agent_rel = name
+        return self._agent_rel
+
+    def agent_argv(self) -> list[str]:
+        agent = self.remote(self.deploy_agent())
+        argv = [agent, "serve", "--root", self.workdir_root, "--workdir", str(self.workdir)]
+        cpus = self.cpus
+        if cpus:
+            argv = ["taskset", taskset_mask(cpus), *argv]
+        return argv
+
+    @property
+    def cpus(self) -> tuple[int, ...]:
+        """The cores the agent is pinned to (empty: all; see ``affinity``)."""
+        if self.affinity == "all":
+            return ()
+        facts = self.phone_facts()
+        cpus = pinned_cpus(facts, self.affinity)
+        if cpus and not facts.taskset:
+            log.warning("%s: no taskset on the phone; the agent runs on every core", self.name)
+            return ()
+        return cpus
+
+    @property
+    def agent_choice(self) -> AgentChoice:
+        """A phone gets the native agent: it has no Python."""
+        return AgentChoice("native", "a phone over adb: no Python there")
+
+    def _ensure_session(self) -> AgentSession:
+        if self._closed:
+            raise DeviceError(f"{self.name}: the device is closed")
+        if self._session is not None and not self._session.alive():
+            log.info("%s: the agent is gone; starting a new one", self.name)
+            self._session.close()
+            self._session = None
+        if self._session is None:
+            argv = self.agent_argv()
+            t0 = time.perf_counter()
+            proc = self.link.start(argv, str(self.workdir))
+            try:
+                self._session = AgentSession(
+                    argv,
+                    process=proc,
+                    device_name=self.name,
+                    startup_timeout_s=self._startup_timeout_s,
+                    dead_hint=f"{self._check_hint}; the phone may have killed it (low memory)",
+                )
+            except DeviceError as e:
+                proc.kill()
+                if not self.link.is_online():
+                    self._lost(e, "starting the agent")
+                raise BoardSetupError(
+                    f"{self.name}: the agent does not start: {e.message}", hint=self._check_hint
+                ) from e
+            self.timings_s["agent_start"] += time.perf_counter() - t0
+        return self._session
+
+    def _lost(self, e: Exception, what: str) -> None:
+        raise TransportError(
+            f"{self.name}: lost the adb connection to {self.link.address} during {what}",
+            hint="check the phone's cable or network (`adb devices`), then rerun "
+            f"(`edgecal board check {self.name}`)",
+        ) from e
+
+    @property
+    def agent_pid(self) -> int | None:
+        s = self._session
+        return None if s is None or not s.alive() else s.pid
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def hello(self) -> dict[str, Any]:
+        return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
+
+    def _submit(self, job: Submission) -> None:
+        session = self._ensure_session()
+        self._ensure_dir(JOBS_DIR)
+        local = self._local / "out" / job.job_id
+        shutil.rmtree(local.parent, ignore_errors=True)
+        local.mkdir(parents=True)
+        for name, data in job.files:
+            path = local / check_relpath(name, "job file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self.bytes_job_files += len(data)
+        # one push of the job's folder into jobs/ (the agent reads it when it gets the id)
+        self.link.push(local, self.remote(JOBS_DIR))
+        shutil.rmtree(local.parent, ignore_errors=True)
+        try:
+            session.run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
+        except DeviceError as e:
+            if not self.link.is_online():
+                self._lost(e, f"job {job.job_id}")
+            raise
+
+    def _no_response_hint(self) -> str:
+        return self._check_hint
+
+    def _read_response(self, job_rel: str) -> str | None:
+        q = shlex.quote(self.remote(job_rel))
+        out = self._run(
+            f"cd {q} 2>/dev/null || {{ echo EDGECAL-NOJOB; exit 0; }}\n"
+            f"if [ -L {RESPONSE_FILE} ] || [ ! -f {RESPONSE_FILE} ]; then "
+            "echo EDGECAL-NORESPONSE; exit 0; fi\n"
+            f"echo EDGECAL-RESPONSE; cat {RESPONSE_FILE}",
+            f"reading the response of {job_rel}",
+        )
+        _, sep, body = out.partition("EDGECAL-RESPONSE\n")
+        if not sep:
+            return None
+        self._bytes_fetched += len(body.encode("utf-8"))
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ProtocolError(f"{self.name}: the response of {job_rel} is too large")
+        return body
+
+    def _fetch_artifacts(self, job_rel: str, names: list[str], job_id: str) -> None:
+        """Check that every artifact is a regular file (no symlink) in the job folder."""
+        q = shlex.quote(self.remote(job_rel))
+        checks = "\n".join(
+            f"if [ -L {shlex.quote(n)} ] || [ ! -f {shlex.quote(n)} ]; then "
+            f"echo EDGECAL-MISSING {shlex.quote(n)}; else echo EDGECAL-SIZE $(wc -c < "
+            f"{shlex.quote(n)}); fi"
+            for n in names
+        )
+        out = self._run(f"cd {q} || exit 5\n{checks}", f"looking at the artifacts of {job_rel}")
+        for line in out.splitlines():
+            if line.startswith("EDGECAL-MISSING "):
+                name = line[len("EDGECAL-MISSING ") :]
+                raise ProtocolError(
+                    f"{self.name}: artifact {name} of job {job_id} is missing (or not a "
+                    "regular file) on the phone",
+                    hint="something on the phone removed the job's files; run the command again",
+                )
+
+    def collect_job(self, job_id: str) -> JobResult | None:
+        job_rel = f"{JOBS_DIR}/{check_relpath(job_id, 'job id')}"
+        raw = self._read_response(job_rel)
+        if raw is None:
+            return None
+        try:
+            response = parse_response(raw, self.name, job_id)
+            raise_for_error(response, self.name)
+            artifacts: dict[str, Path] = {}
+            local_dir = self._local / "jobs" / job_id
+            files = {k: check_relpath(a.file, "artifact") for k, a in response.artifacts.items()}
+            if files:
+                self._fetch_artifacts(job_rel, list(files.values()), job_id)
+            for key, art in response.artifacts.items():
+                local = local_dir / files[key]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                self.link.pull(self.remote(f"{job_rel}/{files[key]}"), local, 64 << 20)
+                self.timings_s["fetch"] += time.perf_counter() - t0
+                self._bytes_fetched += local.stat().st_size
+                if file_sha256(local) != art.sha256:
+                    raise ProtocolError(
+                        f"{self.name}: artifact {art.file} of job {job_id} does not match its "
+                        "sha256"
+                    )
+                artifacts[key] = local
+            done = JobResult(response.to_dict(), artifacts)
+        except TransportError:
+            raise  # the answer stays on the phone for the next try
+        except BaseException:
+            self._remove_job(job_rel)
+            raise
+        self._remove_job(job_rel)
+        return done
+
+    def _remove_job(self, job_rel: str) -> None:
+        with contextlib.suppress(DeviceError):
+            self._run(f"rm -rf {shlex.quote(self.remote(job_rel))}", "removing a job")
+
+    def recover(self) -> None:
+        """Reconnect (``adb connect`` again for ``host:port``) and kill the agent of the failed
+        session if it still runs on the phone."""
+        old = self._session
+        self._session = None
+        pid = None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                pid = old.pid
+            with contextlib.suppress(Exception):
+                old.kill()
+        self.link.reconnect()
+        if pid:
+            self.link.kill_remote(pid)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                self._session.close()
+            self._session = None
+        shutil.rmtree(self._local, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"AdbDevice(name={self.name!r}, serial={self.target.serial!r})"
