@@ -229,7 +229,7 @@ def check_device(
             report.problems.append(Problem(report.golden.what, report.golden.fix))
 
 
-def _native_agent_ready(dev: SshDevice, report: CheckReport) -> bool:
+def _native_agent_ready(dev: SshDevice | AdbDevice, report: CheckReport) -> bool:
     """Whether the board's native agent is built on this machine; a check never builds it
     (minutes cold): it says how to."""
     from edgecal.native import find_agent
