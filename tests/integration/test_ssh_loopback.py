@@ -304,7 +304,9 @@ def test_python_too_old(
         'echo "SyntaxError: invalid syntax" >&2\nexit 1\n'
     )
     fake.chmod(0o755)
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=str(fake))
+    boards = write_boards(
+        tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=str(fake), agent="python"
+    )
     table = tmp_path / "t.table"
     code, _, err = run_cli(
         capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
@@ -328,7 +330,9 @@ def test_numpy_missing_says_provision(
     bare_python: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python)
+    boards = write_boards(
+        tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python, agent="python"
+    )
     table = tmp_path / "t.table"
     code, _, err = run_cli(
         capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
@@ -338,6 +342,32 @@ def test_numpy_missing_says_provision(
     code, out, err = run_cli(capsys, "board", "check", BOARD, "--boards", str(boards))
     assert code == 1 and "numpy    MISSING" in out and "ncnn     MISSING" in out
     assert f"edgecal board provision {BOARD}" in err
+
+
+def test_auto_without_numpy_wants_a_built_native_agent(
+    loopback_sshd: LoopbackSshd,
+    tmp_path: Path,
+    home: Path,
+    bare_python: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``agent = "auto"`` (the default) on a board whose Python lacks numpy and ncnn takes the
+    native agent -- from the cache only (HOME here is empty): the run stops at once with one
+    line saying why and how to build it, instead of a cold build of minutes."""
+    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python)
+    table = tmp_path / "t.table"
+    code, _, err = run_cli(
+        capsys, *calib_args(table, 4), "--device", BOARD, "--boards", str(boards)
+    )
+    line = assert_one_line_error(
+        code, err, "native agent for x86_64 is not built", "lacks numpy and ncnn"
+    )
+    assert "edgecal agent build --target x86_64" in line
+    assert not table.exists()
+    code, out, err = run_cli(capsys, "board", "check", BOARD, "--boards", str(boards))
+    assert code == 1 and "agent    native (auto: the board's Python lacks numpy and ncnn)" in out
+    assert "numpy    MISSING" in out  # its Python's facts are shown
+    assert "edgecal agent build --target x86_64" in err
 
 
 @pytest.mark.slow
@@ -352,7 +382,9 @@ def test_provision_installs_numpy_and_ncnn(
     numpy + ncnn wheels (downloaded from PyPI by the host once, cached), unpacked under the
     work directory; then calibrate works."""
     wheels = Path(os.environ.get("EDGECAL_TEST_WHEELS", "/tmp/edgecal-test-wheels"))
-    boards = write_boards(tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python)
+    boards = write_boards(
+        tmp_path / "b.toml", loopback_sshd, tmp_path / "wd", python=bare_python, agent="python"
+    )
     code, out, err = run_cli(
         capsys, "board", "provision", BOARD, "--boards", str(boards), "--wheels", str(wheels)
     )

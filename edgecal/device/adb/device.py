@@ -38,7 +38,6 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -53,6 +52,7 @@ from edgecal.device.adb.link import AdbLink, AdbTarget
 from edgecal.device.adb.shell import touch_stamp
 from edgecal.device.base import Device, JobResult, Submission
 from edgecal.device.jobs import parse_response, raise_for_error
+from edgecal.device.nativeagent import NativeAgentSource, built_native_agent
 from edgecal.device.probe import AgentChoice, BoardFacts, native_target
 from edgecal.device.session import AgentSession
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
@@ -70,15 +70,6 @@ MAX_RESPONSE_BYTES = 64 << 20
 
 #: Uploads are staged under a name of this process's own (host pid and a random tag).
 _STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
-
-#: ``target -> path`` of a native agent binary built for that target (``edgecal.native``).
-NativeAgentSource = Callable[[str], Path]
-
-
-def _default_native_agent(target: str) -> Path:
-    from edgecal.native import build_agent
-
-    return build_agent(target).path
 
 
 def phone_workdir(workdir: str | None) -> str:
@@ -140,7 +131,7 @@ class AdbDevice(Device):
             raise ValueError(f"affinity must be all, big or little, not {affinity!r}")
         self.affinity = affinity
         self._startup_timeout_s = startup_timeout_s
-        self._native_agent = native_agent or _default_native_agent
+        self._native_agent = native_agent or built_native_agent
         self._session: AgentSession | None = None
         self._agent_rel: str | None = None
         self._bytes_pushed = 0

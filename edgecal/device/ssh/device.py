@@ -44,6 +44,11 @@ import paramiko
 
 from edgecal.device.base import Device, JobResult, Submission
 from edgecal.device.jobs import parse_response, raise_for_error
+from edgecal.device.nativeagent import (
+    NativeAgentSource,
+    built_native_agent,
+    cached_native_agent,
+)
 from edgecal.device.package import agent_zipapp_bytes, agent_zipapp_name
 from edgecal.device.probe import (
     AGENT_SETTINGS,
@@ -101,16 +106,6 @@ def safe_name(name: str, where: str) -> str:
     return name
 
 
-#: ``target -> path`` of a native agent binary built for that target (``edgecal.native``).
-NativeAgentSource = Callable[[str], Path]
-
-
-def _default_native_agent(target: str) -> Path:
-    from edgecal.native import build_agent
-
-    return build_agent(target).path
-
-
 class SshDevice(Device):
     """A board over SSH.  Connects (and checks the host key) at construction.
 
@@ -118,7 +113,8 @@ class SshDevice(Device):
     board's interpreter.  ``threads``: default ncnn thread count for ``deployed`` jobs.
     ``agent``: ``python``, ``native`` or ``auto`` (asked of the board at the first agent
     start: :func:`edgecal.device.probe.choose_agent`).  ``native_agent``: where the native
-    binary for a target comes from (default: built or found in the cache by ``edgecal.native``).
+    binary for a target comes from (default: ``edgecal.native``'s cache, built there first
+    when ``agent="native"``; with ``auto`` only a cached one is taken).
     """
 
     def __init__(
@@ -139,7 +135,7 @@ class SshDevice(Device):
         self.agent_setting = agent
         self._agent_choice: AgentChoice | None = None
         self._python_facts: BoardFacts | None = None  # what the Python probe said, when asked
-        self._native_agent = native_agent or _default_native_agent
+        self._native_agent = native_agent
         # the agent refuses a work directory whose real path leaves its root (default: the
         # board user's home); an absolute workdir configured without a root is its own root's
         # child (its parent, never /)
@@ -535,7 +531,12 @@ class SshDevice(Device):
 
     def _deploy_native(self) -> str:
         target = self.native_target()
-        local = Path(self._native_agent(target))
+        if self._native_agent is not None:
+            local = Path(self._native_agent(target))
+        elif self.agent_setting == "native":  # asked for: built when it is not cached yet
+            local = built_native_agent(target)
+        else:
+            local = cached_native_agent(self.name, target, self.agent_choice.reason)
         digest = self._digests.sha256(local)
         name = f"edgecal-agent-native-{target}-{digest[:12]}"
         self._ensure_pushed(local, name, digest)
