@@ -1,6 +1,8 @@
 """edgecal through the native agent on the emulated boards: ``emuv7`` (armv7, qemu-arm, no
 Python: ``auto`` gives the native agent) and ``emu3`` told ``agent = "native"`` (aarch64; a
-copy of ``$EDGECAL_BOARDS`` with that one line added), beside ``emu1`` (aarch64, Python agent).
+copy of ``$EDGECAL_BOARDS`` with that one line added), beside ``emu1`` (aarch64, Python agent);
+and the emulated phones ``phone1``/``phone2`` (adb, the aarch64 native agent) for validate,
+sensitivity, check, report, tune and fleets of phones, and of a phone with a board.
 
 Fixtures and the CI rule (skip on a developer's machine, FAIL under ``CI=true``) are
 ``test_board_calibrate``'s.  Model: the reference digits model (tests/data/reference/digits),
@@ -40,6 +42,14 @@ pytestmark = pytest.mark.board
 
 N_IMAGES = 10
 NATIVE_BOARDS = ("emuv7", "emu3")
+#: validate, sensitivity, check and report also run on the emulated phone (adb, native agent)
+VALIDATED = (*NATIVE_BOARDS, "phone1")
+#: each device's machine and profile, as its report names them
+MACHINE_PROFILE = {
+    "emuv7": ("armv7l", "emulated-armv7"),
+    "emu3": ("aarch64", "emulated-pi4"),
+    "phone1": ("aarch64", "emulated-phone-a76"),
+}
 PRE = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32"]
 MODEL = [str(REF / "model.param"), str(REF / "model.bin")]
 
@@ -316,6 +326,70 @@ def test_fleet_of_a_native_and_a_python_board(
     assert_close_to_host(alone, fleet, "fleet")
 
 
+def test_fleet_of_two_phones(
+    boards: Path,
+    images: Path,
+    host_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two emulated phones (adb, one profile) share one calibration."""
+    need(boards, "phone1", "phone2")
+    fleet = tmp_path / "phones.table"
+    code, stdout, err = cli(
+        capsys,
+        *calibrate_args(images, fleet),
+        *("--device", "phone1", "--device", "phone2", "--boards", str(boards)),
+    )
+    assert code == 0, err
+    shares = {a["board"]: a["samples"] for a in json.loads(stdout)["fleet"]}
+    report(capsys, f"fleet phone1 + phone2: samples per phone {shares}")
+    assert set(shares) == {"phone1", "phone2"} and all(n > 0 for n in shares.values())
+    assert_close_to_host(host_run, fleet, "fleet")
+
+
+def with_profile(text: str, board: str, profile: str) -> str:
+    """A boards file's text with ``board``'s profile replaced."""
+    out, current = [], None
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = line.strip()
+        if current == f"[boards.{board}]" and line.startswith("profile ="):
+            line = f"profile = {json.dumps(profile)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_fleet_of_a_phone_and_a_board_of_its_profile(
+    boards: Path,
+    images: Path,
+    host_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The phone (adb) and emu3 (SSH, native agent) told it is the same kind of device
+    (profile emulated-phone-a76): one fleet over two transports, the histograms merged."""
+    need(boards, "emu3", "phone1")
+    mixed = tmp_path / "boards.toml"
+    mixed.write_text(with_profile(boards.read_text(), "emu3", "emulated-phone-a76"))
+    fleet = tmp_path / "fleet.table"
+    code, stdout, err = cli(
+        capsys,
+        *calibrate_args(images, fleet),
+        "--device",
+        "phone1",
+        "--device",
+        "emu3",
+        "--boards",
+        str(mixed),
+    )
+    assert code == 0, err
+    shares = {a["board"]: a["samples"] for a in json.loads(stdout)["fleet"]}
+    report(capsys, f"fleet phone1 (adb) + emu3 (ssh), one profile: samples per device {shares}")
+    assert set(shares) == {"phone1", "emu3"} and all(n > 0 for n in shares.values())
+    assert_close_to_host(host_run, fleet, "fleet")
+
+
 def test_resume_on_emuv7(
     boards: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -353,7 +427,7 @@ def board_args(boards: Path, *names: str) -> list[str]:
     return [*(a for n in names for a in ("--device", n)), "--boards", str(boards), "--threads", "1"]
 
 
-@pytest.fixture(scope="module", params=NATIVE_BOARDS)
+@pytest.fixture(scope="module", params=VALIDATED)
 def validated(
     request: pytest.FixtureRequest,
     boards: Path,
@@ -452,20 +526,23 @@ def test_report_names_the_native_board(
     code, _, err = cli(capsys, "report", str(validated["run"]), "-o", str(page))
     assert code == 0, err
     html = page.read_text(encoding="utf-8")
-    machine, profile = (
-        ("armv7l", "emulated-armv7")
-        if validated["board"] == "emuv7"
-        else ("aarch64", "emulated-pi4")
-    )
+    machine, profile = MACHINE_PROFILE[validated["board"]]
     for text in (validated["board"], machine, profile, "agent_kind", "native", "1.0.20261020"):
         assert text in html, text
 
 
-def test_tune_on_emuv7(
-    boards: Path, images: Path, labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("board", ["emuv7", "phone1"])
+def test_tune_on_a_native_device(
+    board: str,
+    boards: Path,
+    images: Path,
+    labels: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Small: the digits model, N_IMAGES images, a few seconds' budget."""
-    need(boards, "emuv7")
+    """Small: the digits model, N_IMAGES images, a few seconds' budget; on the armv7 board
+    and on the phone."""
+    need(boards, board)
     out_dir = tmp_path / "tune"
     code, out, err = cli(
         capsys,
@@ -485,17 +562,17 @@ def test_tune_on_emuv7(
         "60",
         "--out-dir",
         str(out_dir),
-        *board_args(boards, "emuv7"),
+        *board_args(boards, board),
     )
     assert code == 0, (out, err)
     doc = json.loads((out_dir / "tune.json").read_text())
     report(
         capsys,
-        f"tune on emuv7: {doc['evaluations']} variants, {doc['seconds']:.0f} s, drop "
+        f"tune on {board}: {doc['evaluations']} variants, {doc['seconds']:.0f} s, drop "
         f"{doc['initial']['drop_points']:.2f} -> {doc['final']['drop_points']:.2f}",
     )
     assert doc["target_met"] is True and doc["final"]["drop_points"] <= 5
     for name in ("calibration.table", "int8.param", "int8.bin", "report.html"):
         assert (out_dir / name).stat().st_size > 0, name
     (r,) = json.loads((out_dir / "validation.json").read_text())["results"]
-    assert r["device"]["name"] == "emuv7" and r["device"]["agent_kind"] == "native"
+    assert r["device"]["name"] == board and r["device"]["agent_kind"] == "native"
