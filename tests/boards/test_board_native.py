@@ -529,6 +529,9 @@ def test_report_names_the_native_board(
     machine, profile = MACHINE_PROFILE[validated["board"]]
     for text in (validated["board"], machine, profile, "agent_kind", "native", "1.0.20261020"):
         assert text in html, text
+    if validated["board"].startswith("phone"):  # the phone's own facts
+        for text in ("android", "13 (API 33)", "arm64-v8a", "cpu_clusters"):
+            assert text in html, text
 
 
 @pytest.mark.parametrize("board", ["emuv7", "phone1"])
