@@ -1,5 +1,5 @@
 import sys
 
-from edgecal.cli.main import main
+from edgecal.cli.launch import main
 
 sys.exit(main())
