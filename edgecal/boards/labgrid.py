@@ -3,9 +3,24 @@
 A labgrid coordinator holds the farm's inventory (places, each matching resources that exporters
 publish) and its locks.  edgecal is one more labgrid client (the ``labgrid`` package, the
 ``edgecal[labgrid]`` extra): it acquires the place -- so no other pipeline uses the board while
-edgecal does -- reads the place's ``NetworkService`` (address, username, port), opens the board
-over SSH as any board of a boards file, and releases the place when the device is closed (also
-on errors and interrupts: the device is a context manager).
+edgecal does -- reads the place's board connection, opens the board as any board of a boards
+file, and releases the place when the device is closed (also on errors and interrupts: the
+device is a context manager).  A place has exactly one board connection (else a one-line error
+naming the place, what it has and the fix):
+
+* a ``NetworkService`` (address, username, port): a board over SSH (:class:`PlaceDevice`);
+* an ADB resource: a phone over adb (:class:`PlacePhone`), by the names upstream labgrid used
+  (labgrid 26.0.1 has no ADB classes: its exporter exports them as generic entries with their
+  params, read here from the coordinator):
+
+  - ``USBADBDevice`` / ``ADBDevice`` ``{serialno}``: on USB at this host's adb server
+    (``adb -s SERIALNO``);
+  - ``RemoteUSBADBDevice`` ``{host, port, serialno}`` (and the older ``NetworkADBDevice`` with
+    a ``serialno``): on USB at the exporter host's adb server (``adb -H HOST -P PORT -s
+    SERIALNO``; port 5037 by default);
+  - ``NetworkADBDevice`` ``{host, port}`` without ``serialno`` (and the older
+    ``RemoteADBDevice``): adb over TCP (serial ``host:port``, ``adb connect``-ed; port 5555 by
+    default).
 
 * ``labgrid:NAME`` is one place; ``labgrid:shelf-*`` (``*?[``: a glob over the place names) or
   ``labgrid:key=value,...`` (places whose tags have each pair) is every place that matches, one
@@ -15,8 +30,9 @@ on errors and interrupts: the device is a context manager).
 * What the place does not say comes from the boards file's ``[labgrid]`` table (defaults for
   every place) and its ``[labgrid.places.NAME]`` tables (one place's), with the keys of a
   board (``identity_file``, ``known_hosts``, ``profile``, ``workdir``, ``python``, ``agent``,
-  the timeouts); a place's tag ``edgecal_profile`` names its profile (over ``[labgrid]``'s
-  default, under its ``[labgrid.places.NAME]`` table).  The coordinator: ``[labgrid]
+  the timeouts) or of a phone (a phone place takes only ``profile`` and the timeouts of
+  ``[labgrid]``: the rest there is a Linux board's); a place's tag ``edgecal_profile`` names
+  its profile (over ``[labgrid]``'s default, under its ``[labgrid.places.NAME]`` table).  The coordinator: ``[labgrid]
   coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools), else labgrid's default
   ``127.0.0.1:20408``::
 
@@ -28,9 +44,10 @@ on errors and interrupts: the device is a context manager).
       [labgrid.places.shelf-v7]
       profile = "emulated-armv7"
 
-* The place's exporter going away (its resources vanish from the coordinator) takes the board
-  away from this run: the device's next job fails as a lost link does, so the fleet scheduler
-  gives the board up and its shards go to the others.
+* The place's exporter going away (its resources vanish from the coordinator) or the place
+  taken by another client takes the board away from this run: the device's next job fails as a
+  lost link does, so the fleet scheduler gives the board up and its shards go to the others
+  (:class:`PlaceBound`, the same for a board and a phone).
 
 The labgrid client runs on an asyncio loop of its own (one thread per coordinator, shared by
 the places of a run and closed with the last of them); the calls here wait on it.
