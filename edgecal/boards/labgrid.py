@@ -32,9 +32,9 @@ naming the place, what it has and the fix):
   board (``identity_file``, ``known_hosts``, ``profile``, ``workdir``, ``python``, ``agent``,
   the timeouts) or of a phone (a phone place takes only ``profile`` and the timeouts of
   ``[labgrid]``: the rest there is a Linux board's); a place's tag ``edgecal_profile`` names
-  its profile (over ``[labgrid]``'s default, under its ``[labgrid.places.NAME]`` table).  The coordinator: ``[labgrid]
-  coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools), else labgrid's default
-  ``127.0.0.1:20408``::
+  its profile (over ``[labgrid]``'s default, under its ``[labgrid.places.NAME]`` table).  The
+  coordinator: ``[labgrid] coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools),
+  else labgrid's default ``127.0.0.1:20408``::
 
       [labgrid]
       coordinator = "farm.example.com:20408"
@@ -323,20 +323,15 @@ def expand(spec: str, settings: FarmSettings) -> list[str]:
     return [PREFIX + n for n in names]
 
 
-#: a place's board connection: labgrid's SSH resource, or one of its ADB resources (upstream
-#: labgrid after 26.0.1, by the names it used; an exporter of 26.0.1 exports them as generic
-#: entries with their params)
+#: a place's board connection (the module doc): SSH, or a phone on USB at this host's adb
+#: server, on USB at the exporter host's, or over TCP (``NetworkADBDevice`` with a ``serialno``:
+#: the older name of a remote USB phone)
 SSH_CLASSES = ("NetworkService",)
-#: a phone on USB at this host's adb server: ``serialno``
 ADB_USB_CLASSES = ("USBADBDevice", "ADBDevice")
-#: a phone on USB at the exporter host's adb server: ``host``, ``port`` (5037), ``serialno``
 ADB_REMOTE_USB_CLASSES = ("RemoteUSBADBDevice",)
-#: adb over TCP: ``host``, ``port`` (5555); ``NetworkADBDevice`` WITH ``serialno`` is the older
-#: name of a remote USB phone
 ADB_TCP_CLASSES = ("NetworkADBDevice", "RemoteADBDevice")
 ADB_CLASSES = ADB_USB_CLASSES + ADB_REMOTE_USB_CLASSES + ADB_TCP_CLASSES
-#: the keys of ``[labgrid]`` (every place's defaults) a phone place takes: the others (workdir,
-#: python, agent, the SSH keys) are a Linux board's
+#: the keys of ``[labgrid]`` (every place's defaults) a phone place takes
 PHONE_DEFAULT_KEYS = ("profile", "connect_timeout_s", "command_timeout_s")
 
 

@@ -98,16 +98,15 @@ def open_place(
     if name is not None:
         board = replace(board, name=name)
     try:  # the device owns the lease once made (and gives it back if it cannot be made)
-        if board.transport == "adb":
-            phone = phone_device_args(board, threads)
-        else:
-            ssh = board_device_args(board, threads, accept_new_host_key)
+        make, (target, kwargs) = (
+            (PlacePhone, phone_device_args(board, threads))
+            if board.transport == "adb"
+            else (PlaceDevice, board_device_args(board, threads, accept_new_host_key))
+        )
     except BaseException:
         lease.release()
         raise
-    if board.transport == "adb":
-        return PlacePhone(lease, phone[0], **phone[1])
-    return PlaceDevice(lease, ssh[0], **ssh[1])
+    return make(lease, target, **kwargs)
 
 
 def board_device_args(
