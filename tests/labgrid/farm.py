@@ -199,6 +199,7 @@ class AdbServer:
 
     adb: str
     port: int = field(default_factory=free_port)
+    serial: str = ""  # the phone's serial there (plug())
 
     def run(self, *argv: str) -> str:
         r = subprocess.run(
@@ -209,12 +210,12 @@ class AdbServer:
     def plug(self, phone_port: int) -> str:
         """Start the server and give it the emulated phone at 127.0.0.1:``phone_port``: its
         serial there."""
-        serial = f"localhost:{phone_port}"
+        self.serial = f"localhost:{phone_port}"
         self.run("start-server")
-        said = self.run("connect", serial)
+        said = self.run("connect", self.serial)
         if "connected to" not in said:
-            raise AssertionError(f"adb -P {self.port} connect {serial}: {said}")
-        return serial
+            raise AssertionError(f"adb -P {self.port} connect {self.serial}: {said}")
+        return self.serial
 
     def close(self) -> None:
         self.run("kill-server")

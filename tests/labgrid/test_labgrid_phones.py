@@ -4,7 +4,7 @@ at the exporter host's adb server (``RemoteUSBADBDevice``: ``adb -H -P`` on ever
 calibrate and validate through them, a fleet of a phone place and a board place, a place held
 by another client, places without exactly one board connection, and a phone place whose
 exporter leaves.  Model: the reference digits, 10 images; the reference table is phone1's from
-the boards file (``--device phone1``)."""
+the boards file (``--device phone1``); validate: the sample model, as tests/labgrid's boards."""
 
 from __future__ import annotations
 
@@ -15,87 +15,70 @@ from typing import Any
 
 import pytest
 
-import edgecal
 from edgecal.boards.labgrid import PlaceBusyError, PlacePhone
 from edgecal.boards.open import open_device
 from edgecal.cli.main import main
 from edgecal.errors import DeviceError, TransportError
 from edgecal.fleet.prepare import Devices
-from tests.boards.test_board_calibrate import REF, calibrate_args, cli, report
+from tests.boards.test_board_calibrate import calibrate_args, cli, report
+from tests.boards.test_board_calibrate import image_list as image_list  # the fixture: 10 images
 from tests.labgrid.conftest import export_phone1
 from tests.labgrid.farm import AdbServer, Farm
 from tests.labgrid.test_labgrid_places import OTHER, holder
-from tests.labgrid.test_labgrid_runs import SAMPLE
+from tests.labgrid.test_labgrid_runs import validate_sample
 
 pytestmark = [pytest.mark.board, pytest.mark.labgrid]
-N_IMAGES = 10
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("lists") / "images.txt"
-    path.write_text("".join(f"{REF}/images/calib_{i:02d}.png\n" for i in range(N_IMAGES)))
-    return path
+def calibrate_on(
+    capsys: pytest.CaptureFixture[str], image_list: Path, out: Path, boards: Path, *devices: str
+) -> str:
+    """``edgecal calibrate`` of the reference model on ``devices``: its stdout."""
+    device_args = [a for d in devices for a in ("--device", d)]
+    code, stdout, err = cli(
+        capsys, *calibrate_args(image_list, out, *device_args), "--boards", str(boards)
+    )
+    assert code == 0, err
+    return stdout
 
 
 @pytest.fixture(scope="module")
 def phone1_table(
     phone_places: AdbServer,
-    images: Path,
+    image_list: Path,
     emulated_boards: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """``--device phone1`` of the boards file, without labgrid."""
     out = tmp_path_factory.mktemp("phone1") / "phone1.table"
     source = emulated_boards["phone1"].source
-    assert main([*calibrate_args(images, out, "--device", "phone1"), "--boards", str(source)]) == 0
+    assert (
+        main([*calibrate_args(image_list, out, "--device", "phone1"), "--boards", str(source)]) == 0
+    )
     return out
 
 
 def test_calibrate_and_validate_through_a_phone_place(
     farm: Farm,
     farm_boards: Path,
-    images: Path,
+    image_list: Path,
     phone1_table: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "place.table"
-    argv = calibrate_args(
-        images, out, "--device", "labgrid:ph-phone1", "--boards", str(farm_boards)
-    )
-    code, _, err = cli(capsys, *argv)
-    assert code == 0, err
+    calibrate_on(capsys, image_list, out, farm_boards, "labgrid:ph-phone1")
     assert out.read_bytes() == phone1_table.read_bytes()
     assert holder(farm, "ph-phone1") == "None"  # released
 
-    prep: dict[str, Any] = dict(
-        pixel="RGB", mean=(127.5,) * 3, norm=(0.00784314,) * 3, shape=(48, 48)
-    )
-    model = (SAMPLE / "model.param", SAMPLE / "model.bin")
-    table = tmp_path / "model.table"
-    edgecal.calibrate(model, edgecal.ImageInput(SAMPLE / "calib.txt", **prep), out=table)
-    listed = tmp_path / "images.txt"
-    listed.write_text("".join(f"{p}\n" for p in sorted((SAMPLE / "test").glob("*.png"))[:4]))
-    val = edgecal.validate(
-        model,
-        table=table,
-        inputs=edgecal.ImageInput(listed, **prep),
-        labels=SAMPLE / "labels.csv",
-        devices=Devices.of("labgrid:ph-phone1", boards=farm_boards),
-    )
-    (r,) = val.results
-    assert (r.device["name"], r.device["machine"]) == ("labgrid:ph-phone1", "aarch64")
-    assert r.device["profile"] == "emulated-phone-a76"  # the place's edgecal_profile tag
-    assert r.n_samples == 4 and val.top1_drop is not None and val.top1_drop <= 25.0
-    assert holder(farm, "ph-phone1") == "None"
+    validate_sample(farm, farm_boards, "ph-phone1", "emulated-phone-a76", tmp_path)
 
 
 def test_a_phone_at_the_exporter_hosts_adb_server(
     farm: Farm,
     farm_boards: Path,
     phone_places: AdbServer,
-    images: Path,
+    image_list: Path,
     phone1_table: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -106,24 +89,20 @@ def test_a_phone_at_the_exporter_hosts_adb_server(
     with open_device("labgrid:ph-phone2", boards=farm_boards) as device:
         assert isinstance(device, PlacePhone)
         assert holder(farm, "ph-phone2").startswith(f"{socket.gethostname()}/")
-        assert device.link.address == f"adb:localhost:7102@127.0.0.1:{server.port}"
+        assert device.link.address == f"adb:{server.serial}@127.0.0.1:{server.port}"
         assert device.target.server_args == ["-H", "127.0.0.1", "-P", str(server.port)]
         facts = device.hello()
         assert (facts["agent_kind"], facts["machine"]) == ("native", "aarch64")
     assert holder(farm, "ph-phone2") == "None"
     out = tmp_path / "usb.table"
-    argv = calibrate_args(
-        images, out, "--device", "labgrid:ph-phone2", "--boards", str(farm_boards)
-    )
-    code, _, err = cli(capsys, *argv)
-    assert code == 0, err
+    calibrate_on(capsys, image_list, out, farm_boards, "labgrid:ph-phone2")
     assert out.read_bytes() == phone1_table.read_bytes()
 
 
 def test_a_fleet_of_a_phone_place_and_a_board_place(
     farm: Farm,
     farm_boards: Path,
-    images: Path,
+    image_list: Path,
     phone1_table: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -136,9 +115,7 @@ def test_a_fleet_of_a_phone_place_and_a_board_place(
         + '[labgrid.places.lab-emu4]\nprofile = "emulated-phone-a76"\nagent = "native"\n'
     )
     out = tmp_path / "fleet.table"
-    argv = calibrate_args(images, out, "--device", "labgrid:ph-phone1", "--boards", str(boards))
-    code, stdout, err = cli(capsys, *argv, "--device", "labgrid:lab-emu4")
-    assert code == 0, err
+    stdout = calibrate_on(capsys, image_list, out, boards, "labgrid:ph-phone1", "labgrid:lab-emu4")
     shares = {a["board"]: a["samples"] for a in json.loads(stdout)["fleet"]}
     report(capsys, f"fleet ph-phone1 + lab-emu4: samples per place {shares}")
     assert set(shares) == {"labgrid:ph-phone1", "labgrid:lab-emu4"}
