@@ -22,6 +22,7 @@ Boards file (``--boards FILE`` or ``EDGECAL_BOARDS``)::
     [boards.phone1]               # an Android phone over adb (the native agent; no Python)
     transport = "adb"
     serial = "127.0.0.1:5555"     # `adb devices`' serial (USB), or host:port (`adb connect`)
+    adb_server = "lab7:5037"      # optional: the adb server that has the phone (`adb -H -P`)
     profile = "phone-a76"         # optional
     workdir = "/data/local/tmp/edgecal"  # optional (the default); relative: to /data/local/tmp
 
@@ -119,6 +120,7 @@ class Board(SshAddress):
     place: str | None = None
     transport: str = "ssh"  # one of TRANSPORTS
     serial: str | None = None  # adb: the phone's serial (USB) or host:port
+    adb_server: str | None = None  # adb: HOST:PORT of the adb server that has it (None: ours)
 
     def load_profile(self) -> Profile | None:
         return None if self.profile is None else load_profile(self.profile)
@@ -191,6 +193,7 @@ AFFINITIES = ("all", "big", "little")
 _ADB_KEYS = {
     "transport",
     "serial",
+    "adb_server",
     "profile",
     "workdir",
     "workdir_root",
@@ -199,6 +202,7 @@ _ADB_KEYS = {
     "agent",
 }
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,128}$")
+_SERVER_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}:(\d{1,5})$")
 
 _BOARD_KEYS = {
     "transport",
@@ -241,6 +245,13 @@ def _adb_board(name: str, d: dict[str, Any], path: Path | None, where: str) -> B
             f"{where}: key 'serial' {serial!r} is not an adb serial",
             hint="the serial `adb devices` lists, or host:port of a phone on the network",
         )
+    server = _get(d, "adb_server", str, where)
+    m = _SERVER_RE.match(server or "")
+    if server is not None and not (m and 0 < int(m.group(1)) < 65536):
+        raise ConfigError(
+            f"{where}: key 'adb_server' {server!r} is not HOST:PORT",
+            hint="the host and port of the adb server that has the phone, e.g. lab7:5037",
+        )
     for key in ("connect_timeout_s", "command_timeout_s"):
         v = _get(d, key, (int, float), where)
         if v is not None and not _as_float(v) > 0:  # NaN too
@@ -269,6 +280,7 @@ def _adb_board(name: str, d: dict[str, Any], path: Path | None, where: str) -> B
         agent=agent or "native",
         transport="adb",
         serial=serial,
+        adb_server=server,
     )
 
 

@@ -3,9 +3,24 @@
 A labgrid coordinator holds the farm's inventory (places, each matching resources that exporters
 publish) and its locks.  edgecal is one more labgrid client (the ``labgrid`` package, the
 ``edgecal[labgrid]`` extra): it acquires the place -- so no other pipeline uses the board while
-edgecal does -- reads the place's ``NetworkService`` (address, username, port), opens the board
-over SSH as any board of a boards file, and releases the place when the device is closed (also
-on errors and interrupts: the device is a context manager).
+edgecal does -- reads the place's board connection, opens the board as any board of a boards
+file, and releases the place when the device is closed (also on errors and interrupts: the
+device is a context manager).  A place has exactly one board connection (else a one-line error
+naming the place, what it has and the fix):
+
+* a ``NetworkService`` (address, username, port): a board over SSH (:class:`PlaceDevice`);
+* an ADB resource: a phone over adb (:class:`PlacePhone`), by the names upstream labgrid used
+  (labgrid 26.0.1 has no ADB classes: its exporter exports them as generic entries with their
+  params, read here from the coordinator):
+
+  - ``USBADBDevice`` / ``ADBDevice`` ``{serialno}``: on USB at this host's adb server
+    (``adb -s SERIALNO``);
+  - ``RemoteUSBADBDevice`` ``{host, port, serialno}`` (and the older ``NetworkADBDevice`` with
+    a ``serialno``): on USB at the exporter host's adb server (``adb -H HOST -P PORT -s
+    SERIALNO``; port 5037 by default);
+  - ``NetworkADBDevice`` ``{host, port}`` without ``serialno`` (and the older
+    ``RemoteADBDevice``): adb over TCP (serial ``host:port``, ``adb connect``-ed; port 5555 by
+    default).
 
 * ``labgrid:NAME`` is one place; ``labgrid:shelf-*`` (``*?[``: a glob over the place names) or
   ``labgrid:key=value,...`` (places whose tags have each pair) is every place that matches, one
@@ -15,10 +30,11 @@ on errors and interrupts: the device is a context manager).
 * What the place does not say comes from the boards file's ``[labgrid]`` table (defaults for
   every place) and its ``[labgrid.places.NAME]`` tables (one place's), with the keys of a
   board (``identity_file``, ``known_hosts``, ``profile``, ``workdir``, ``python``, ``agent``,
-  the timeouts); a place's tag ``edgecal_profile`` names its profile (over ``[labgrid]``'s
-  default, under its ``[labgrid.places.NAME]`` table).  The coordinator: ``[labgrid]
-  coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools), else labgrid's default
-  ``127.0.0.1:20408``::
+  the timeouts) or of a phone (a phone place takes only ``profile`` and the timeouts of
+  ``[labgrid]``: the rest there is a Linux board's); a place's tag ``edgecal_profile`` names
+  its profile (over ``[labgrid]``'s default, under its ``[labgrid.places.NAME]`` table).  The
+  coordinator: ``[labgrid] coordinator``, else ``$LG_COORDINATOR`` (as labgrid's own tools),
+  else labgrid's default ``127.0.0.1:20408``::
 
       [labgrid]
       coordinator = "farm.example.com:20408"
@@ -28,9 +44,10 @@ on errors and interrupts: the device is a context manager).
       [labgrid.places.shelf-v7]
       profile = "emulated-armv7"
 
-* The place's exporter going away (its resources vanish from the coordinator) takes the board
-  away from this run: the device's next job fails as a lost link does, so the fleet scheduler
-  gives the board up and its shards go to the others.
+* The place's exporter going away (its resources vanish from the coordinator) or the place
+  taken by another client takes the board away from this run: the device's next job fails as a
+  lost link does, so the fleet scheduler gives the board up and its shards go to the others
+  (:class:`PlaceBound`, the same for a board and a phone).
 
 The labgrid client runs on an asyncio loop of its own (one thread per coordinator, shared by
 the places of a run and closed with the last of them); the calls here wait on it.
@@ -51,7 +68,8 @@ from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
 from edgecal.boards.config import Board, board_from_table, load_labgrid_table
-from edgecal.device.base import Submission
+from edgecal.device.adb.device import AdbDevice
+from edgecal.device.base import Device, Submission
 from edgecal.device.ssh.device import SshDevice
 from edgecal.errors import ConfigError, DeviceError, TransportError, UsageError
 
@@ -305,35 +323,93 @@ def expand(spec: str, settings: FarmSettings) -> list[str]:
     return [PREFIX + n for n in names]
 
 
-def _network_service(
+#: a place's board connection (the module doc): SSH, or a phone on USB at this host's adb
+#: server, on USB at the exporter host's, or over TCP (``NetworkADBDevice`` with a ``serialno``:
+#: the older name of a remote USB phone)
+SSH_CLASSES = ("NetworkService",)
+ADB_USB_CLASSES = ("USBADBDevice", "ADBDevice")
+ADB_REMOTE_USB_CLASSES = ("RemoteUSBADBDevice",)
+ADB_TCP_CLASSES = ("NetworkADBDevice", "RemoteADBDevice")
+ADB_CLASSES = ADB_USB_CLASSES + ADB_REMOTE_USB_CLASSES + ADB_TCP_CLASSES
+#: the keys of ``[labgrid]`` (every place's defaults) a phone place takes
+PHONE_DEFAULT_KEYS = ("profile", "connect_timeout_s", "command_timeout_s")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A place's board connection: its resource's path (``exporter/group/cls/name``), class
+    and params."""
+
+    path: str
+    cls: str
+    params: Mapping[str, Any]
+
+
+def board_connection(
     spec: str, resources: Mapping[str, Mapping[str, Any]], coordinator: str
-) -> tuple[str, dict[str, Any]]:
-    found = [(p, r) for p, r in resources.items() if r.get("cls") == "NetworkService"]
+) -> Connection:
+    """The one NetworkService or ADB resource of place ``spec`` (a DeviceError otherwise)."""
+    found = sorted(
+        (r["cls"], p, dict(r.get("params", {})))
+        for p, r in resources.items()
+        if r.get("cls") in SSH_CLASSES + ADB_CLASSES
+    )
     if len(found) != 1:
-        what = "no" if not found else f"{len(found)}"
+        name = spec[len(PREFIX) :]
+        what = f"{len(found)} board connections ({', '.join(c for c, _, _ in found)})"
         raise DeviceError(
-            f"{spec}: the place has {what} NetworkService resource(s) at the labgrid "
-            f"coordinator {coordinator}; edgecal needs exactly one (the board's SSH address)",
-            hint="labgrid-client -p PLACE add-match EXPORTER/GROUP/NetworkService; "
-            "is the place's exporter running?",
+            f"{spec}: the place has {what if found else 'no board connection'} at the labgrid "
+            f"coordinator {coordinator}; edgecal needs exactly one: a NetworkService (a board "
+            f"over SSH) or an ADB resource (a phone: {', '.join(ADB_CLASSES)})",
+            hint=f"labgrid-client -p {name} delete-match the others (`show` lists them)"
+            if found
+            else f"labgrid-client -p {name} add-match EXPORTER/GROUP/NetworkService (or "
+            "EXPORTER/GROUP/NetworkADBDevice...); is the place's exporter running?",
         )
-    path, data = found[0]
-    return path, dict(data.get("params", {}))
+    cls, path, params = found[0]
+    return Connection(path, cls, params)
+
+
+def _connection_keys(spec: str, conn: Connection) -> dict[str, Any]:
+    """The board keys of a place's connection: address, user and port, or the phone's adb
+    serial (and the adb server that has it)."""
+    p = conn.params
+    if conn.cls in SSH_CLASSES:
+        return {"host": p.get("address"), "user": p.get("username"), "port": p.get("port", 22)}
+    usb = conn.cls in ADB_USB_CLASSES
+    remote = conn.cls in ADB_REMOTE_USB_CLASSES or (
+        conn.cls == "NetworkADBDevice" and "serialno" in p
+    )
+    need = ["serialno"] if usb else ["host", "serialno"] if remote else ["host"]
+    missing = [k for k in need if not p.get(k)]
+    if missing:
+        raise DeviceError(
+            f"{spec}: the place's {conn.cls} ({conn.path}) has no {missing[0]!r}",
+            hint="set it in the exporter's configuration of that resource",
+        )
+    if usb:  # at this host's adb server
+        return {"transport": "adb", "serial": str(p["serialno"])}
+    if remote:  # at the exporter host's adb server
+        server = f"{p['host']}:{p.get('port') or 5037}"
+        return {"transport": "adb", "serial": str(p["serialno"]), "adb_server": server}
+    return {"transport": "adb", "serial": f"{p['host']}:{p.get('port') or 5555}"}  # adb connect
 
 
 def place_board(
-    spec: str, place: Mapping[str, Any], params: Mapping[str, Any], settings: FarmSettings
+    spec: str, place: Mapping[str, Any], conn: Connection, settings: FarmSettings
 ) -> Board:
-    """The board a place is: its NetworkService's address, user and port, the rest from the
-    boards file's ``[labgrid]`` tables and the place's ``edgecal_profile`` tag."""
+    """The board a place is: its connection's address, user and port, or its phone's adb
+    serial (and server); the rest from the boards file's ``[labgrid]`` tables (a phone takes
+    only :data:`PHONE_DEFAULT_KEYS` of ``[labgrid]``) and the place's ``edgecal_profile`` tag."""
     name = spec[len(PREFIX) :]
-    keys: dict[str, Any] = dict(settings.defaults)
+    keys = dict(settings.defaults)
+    if conn.cls in ADB_CLASSES:
+        keys = {k: v for k, v in keys.items() if k in PHONE_DEFAULT_KEYS}
     tag = place.get("tags", {}).get(PROFILE_TAG)
     if tag and "profile" not in settings.places.get(name, {}):
         keys["profile"] = tag
     keys.update(settings.places.get(name, {}))
-    keys.update(host=params.get("address"), user=params.get("username"))
-    keys["port"] = params.get("port", 22)
+    keys.update(_connection_keys(spec, conn))
     where = f"{settings.source or 'no boards file'}: [labgrid] for place {name}"
     return board_from_table(spec, keys, where, settings.source)
 
@@ -345,8 +421,8 @@ def describe_place(spec: str, settings: FarmSettings) -> Board:
         places = s.places()
         if name not in places:
             raise _unknown_place(spec, settings, places)
-        _, params = _network_service(spec, s.resources(name), settings.coordinator)
-    return place_board(spec, places[name], params, settings)
+        conn = board_connection(spec, s.resources(name), settings.coordinator)
+    return place_board(spec, places[name], conn, settings)
 
 
 def _unknown_place(spec: str, settings: FarmSettings, places: Mapping[str, Any]) -> UsageError:
@@ -424,8 +500,8 @@ def acquire(
             held.refs += 1
     if held is not None:
         try:
-            _, params = _network_service(spec, held.session.resources(name), held.session.address)
-            return held, place_board(spec, held.session.places()[name], params, settings)
+            conn = board_connection(spec, held.session.resources(name), held.session.address)
+            return held, place_board(spec, held.session.places()[name], conn, settings)
         except BaseException:
             held.release()
             raise
@@ -468,9 +544,9 @@ def acquire(
             _LEASES[(settings.coordinator, name)] = lease
         try:
             resources = s.resources(name)
-            path, params = _network_service(spec, resources, settings.coordinator)
-            lease.resource_paths = [path]
-            board = place_board(spec, s.places()[name], params, settings)
+            conn = board_connection(spec, resources, settings.coordinator)
+            lease.resource_paths = [conn.path]
+            board = place_board(spec, s.places()[name], conn, settings)
         except BaseException:
             lease.release()
             raise
@@ -497,21 +573,29 @@ def adopt(spec: str, settings: FarmSettings) -> PlaceLease:
                 f"not by this user ({s.holder_name})",
                 hint=f"labgrid-client -p {name} acquire, before the tests",
             )
-        path, _ = _network_service(spec, s.resources(name), settings.coordinator)
+        conn = board_connection(spec, s.resources(name), settings.coordinator)
     except BaseException:
         stack.close()
         raise
     lease = PlaceLease(spec, s, stack)
     lease.owned = False
-    lease.resource_paths = [path]
+    lease.resource_paths = [conn.path]
     with _LEASES_LOCK:
         _LEASES[(settings.coordinator, name)] = lease
     return lease
 
 
-class PlaceDevice(SshDevice):
-    """The board of an acquired labgrid place: an :class:`SshDevice` that gives the place
-    back when closed and fails its jobs as a lost link once the place is no longer ours."""
+class PlaceBound(Device):
+    """What the device of an acquired labgrid place adds to its transport's device (mixed in
+    before it: :class:`PlaceDevice`, :class:`PlacePhone`): it gives the place back when
+    closed (or when it cannot be made), and fails its jobs as a lost link once the place is
+    no longer ours (its exporter left, another client took it), so the fleet scheduler gives
+    the board up and reassigns its shards."""
+
+    # super() is the transport's device (the class after this one), not the abstract Device
+    # mypy sees: hence the type: ignore[safe-super] below
+
+    lease: PlaceLease
 
     def __init__(self, lease: PlaceLease, *args: Any, **kwargs: Any) -> None:
         self.lease = lease
@@ -525,7 +609,9 @@ class PlaceDevice(SshDevice):
     def _check_place(self, what: str) -> None:
         why = self.lease.gone()
         if why is not None:
-            self.link.close()  # the board is not ours any more: nothing more goes to it
+            # the board is not ours any more: nothing more goes to it (SshDevice's and
+            # AdbDevice's link)
+            self.link.close()  # type: ignore[attr-defined]
             raise TransportError(
                 f"{self.name}: lost the board during {what}: {why}",
                 hint=f"check the farm (labgrid-client -p {self.lease.name} show), then rerun",
@@ -533,15 +619,15 @@ class PlaceDevice(SshDevice):
 
     def _submit(self, job: Submission) -> None:
         self._check_place(f"job {job.job_id}")
-        super()._submit(job)
+        super()._submit(job)  # type: ignore[safe-super]
 
     def recover(self) -> None:
         self._check_place("a retry")
-        super().recover()
+        super().recover()  # type: ignore[safe-super]
 
     def close(self) -> None:
         try:
-            super().close()
+            super().close()  # type: ignore[safe-super]
         finally:
             self._give_back()
 
@@ -549,3 +635,13 @@ class PlaceDevice(SshDevice):
         if not self._lease_given_back:
             self._lease_given_back = True
             self.lease.release()
+
+
+class PlaceDevice(PlaceBound, SshDevice):
+    """The board of an acquired labgrid place (its NetworkService): an :class:`SshDevice`
+    bound to the place (:class:`PlaceBound`)."""
+
+
+class PlacePhone(PlaceBound, AdbDevice):
+    """The phone of an acquired labgrid place (its ADB resource): an :class:`AdbDevice` bound
+    to the place (:class:`PlaceBound`)."""

@@ -32,24 +32,32 @@ def agent_setting(board: Board, profile: Profile | None) -> str:
 
 def adb_target(board: Board) -> AdbTarget:
     assert board.serial is not None
+    host, _, port = (board.adb_server or "").rpartition(":")
     return AdbTarget(
         name=board.name,
         serial=board.serial,
         connect_timeout_s=board.connect_timeout_s,
         command_timeout_s=board.command_timeout_s,
+        server_host=host or None,
+        server_port=int(port) if port else None,
     )
 
 
-def open_phone(board: Board, *, threads: int | None = None) -> AdbDevice:
-    """Connect to the phone ``board`` (``transport = "adb"``) and return its device."""
+def phone_device_args(board: Board, threads: int | None) -> tuple[AdbTarget, dict[str, Any]]:
+    """What :class:`AdbDevice` is given for the phone ``board``."""
     profile = board.load_profile()
-    return AdbDevice(
-        adb_target(board),
+    return adb_target(board), dict(
         workdir=board.workdir,
         workdir_root=board.workdir_root,
         threads=threads or (profile.threads if profile else None),
         affinity=profile.affinity if profile else "all",
     )
+
+
+def open_phone(board: Board, *, threads: int | None = None) -> AdbDevice:
+    """Connect to the phone ``board`` (``transport = "adb"``) and return its device."""
+    target, kwargs = phone_device_args(board, threads)
+    return AdbDevice(target, **kwargs)
 
 
 def open_board(
@@ -80,17 +88,25 @@ def open_place(
     accept_new_host_key: bool = False,
     labgrid_wait_s: float | None = None,
     name: str | None = None,
-) -> SshDevice:
-    """Acquire the labgrid place ``labgrid:NAME`` and connect to its board: the device gives
-    the place back when closed (:mod:`edgecal.boards.labgrid`).  ``name``: the device's name
-    (default ``spec``; a boards-file board that is the place)."""
-    from edgecal.boards.labgrid import PlaceDevice, acquire, farm_settings
+) -> SshDevice | AdbDevice:
+    """Acquire the labgrid place ``labgrid:NAME`` and connect to its board (SSH) or phone
+    (adb): the device gives the place back when closed (:mod:`edgecal.boards.labgrid`).
+    ``name``: the device's name (default ``spec``; a boards-file board that is the place)."""
+    from edgecal.boards.labgrid import PlaceDevice, PlacePhone, acquire, farm_settings
 
     lease, board = acquire(spec, farm_settings(boards, labgrid_wait_s))
     if name is not None:
         board = replace(board, name=name)
-    target, kwargs = board_device_args(board, threads, accept_new_host_key)
-    return PlaceDevice(lease, target, **kwargs)
+    try:  # the device owns the lease once made (and gives it back if it cannot be made)
+        make, (target, kwargs) = (
+            (PlacePhone, phone_device_args(board, threads))
+            if board.transport == "adb"
+            else (PlaceDevice, board_device_args(board, threads, accept_new_host_key))
+        )
+    except BaseException:
+        lease.release()
+        raise
+    return make(lease, target, **kwargs)
 
 
 def board_device_args(

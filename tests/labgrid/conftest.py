@@ -1,5 +1,6 @@
 """Fixtures of the labgrid tests: a real farm (coordinator + one exporter per board, on
-127.0.0.1) over the running emulated boards ($EDGECAL_BOARDS), and places ``lab-BOARD``.
+127.0.0.1) over the running emulated boards ($EDGECAL_BOARDS), and places ``lab-BOARD``; the
+emulated phones' places ``ph-phone1`` and ``ph-phone2`` and two places edgecal refuses.
 
 Without labgrid, the boards file or a board these tests skip on a developer's machine and FAIL
 under ``CI=true``."""
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from edgecal.boards.config import Board, load_boards
+from edgecal.device.adb.link import find_adb
 from tests.boards.test_board_calibrate import need, unavailable
-from tests.labgrid.farm import Farm, boards_text, labgrid_installed
+from tests.labgrid.farm import AdbServer, Farm, boards_text, labgrid_installed
 
 #: the boards the farm exports (aarch64, one profile: a fleet of them makes one table)
 FARM_BOARDS = ("emu1", "emu4")
+PHONES = ("phone1", "phone2")
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +63,43 @@ def farm_boards(
     path = tmp_path_factory.mktemp("farmboards") / "boards.toml"
     path.write_text(boards_text(farm, emulated_boards[FARM_BOARDS[0]]))
     return path
+
+
+def export_phone1(farm: Farm, phone: Board) -> None:
+    """``exp-phone1``: phone1 as adb over TCP (NetworkADBDevice without serialno)."""
+    assert phone.serial is not None
+    host, port = phone.serial.rsplit(":", 1)
+    farm.export("exp-phone1", "phone1", "NetworkADBDevice", {"host": host, "port": int(port)})
+
+
+@pytest.fixture(scope="session")
+def phone_places(farm: Farm, emulated_boards: dict[str, Board]) -> Iterator[AdbServer]:
+    """The phones' places, with the ``edgecal_profile`` tag of each phone's profile:
+
+    * ``ph-phone1``: ``NetworkADBDevice {host, port}`` -- phone1 over TCP, ``adb connect``-ed;
+    * ``ph-phone2``: ``RemoteUSBADBDevice {host: 127.0.0.1, port, serialno}`` -- phone2 "on
+      USB" at the exporter host's adb server (:class:`AdbServer`, the fixture's value);
+    * ``bad-both`` (emu1's NetworkService and phone1's ADB resource) and ``bad-none``."""
+    source = next(iter(emulated_boards.values())).source
+    assert source is not None
+    need(source, *PHONES)
+    phone1, phone2 = emulated_boards["phone1"], emulated_boards["phone2"]
+    export_phone1(farm, phone1)
+    assert phone2.serial is not None
+    server = AdbServer(find_adb())
+    try:
+        serial = server.plug(int(phone2.serial.rsplit(":", 1)[1]))
+        params = {"host": "127.0.0.1", "port": server.port, "serialno": serial}
+        farm.export("exp-phone2", "phone2", "RemoteUSBADBDevice", params)
+        for place, phone, cls in [
+            ("ph-phone1", phone1, "NetworkADBDevice"),
+            ("ph-phone2", phone2, "RemoteUSBADBDevice"),
+        ]:
+            match = f"exp-{phone.name}/{phone.name}/{cls}"
+            farm.add_place_matching(place, [match], edgecal_profile=str(phone.profile))
+        both = ["exp-emu1/emu1/NetworkService", "exp-phone1/phone1/NetworkADBDevice"]
+        farm.add_place_matching("bad-both", both)
+        farm.add_place_matching("bad-none", [])
+        yield server
+    finally:
+        server.close()

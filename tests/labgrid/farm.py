@@ -11,6 +11,7 @@ known hosts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgecal.boards.config import Board
 
@@ -49,6 +51,7 @@ class Farm:
     folder: Path
     address: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    exported: dict[str, str] = field(default_factory=dict)  # exporter -> its resource
 
     def env(self, user: str | None = None) -> dict[str, str]:
         env = dict(os.environ, LG_COORDINATOR=self.address)
@@ -96,15 +99,20 @@ class Farm:
     def start_exporter(self, board: Board) -> None:
         """An exporter ``exp-BOARD`` publishing the board's NetworkService; back when the
         coordinator lists it."""
-        name = f"exp-{board.name}"
+        params = {"address": board.host, "username": board.user, "port": board.port or 22}
+        self.export(f"exp-{board.name}", board.name, "NetworkService", params)
+
+    def export(self, name: str, group: str, cls: str, params: dict[str, Any]) -> None:
+        """An exporter ``name`` publishing one resource ``group/cls`` (a class labgrid 26.0.1
+        does not know -- the ADB ones -- goes out as a generic entry with its params); back
+        when the coordinator lists it."""
         config = self.folder / f"{name}.yaml"
-        config.write_text(
-            f"{board.name}:\n"
-            "  NetworkService:\n"
-            f"    address: '{board.host}'\n"
-            f"    username: '{board.user}'\n"
-            f"    port: {board.port or 22}\n"
-        )
+        lines = [
+            f"{group}:",
+            f"  {cls}:",
+            *(f"    {k}: {json.dumps(v)}" for k, v in params.items()),
+        ]
+        config.write_text("\n".join(lines) + "\n")
         self._start(
             name,
             [
@@ -118,7 +126,8 @@ class Farm:
                 str(config),
             ],
         )
-        self.wait_for(f"{name}/{board.name}/NetworkService", present=True)
+        self.exported[name] = f"{name}/{group}/{cls}"
+        self.wait_for(self.exported[name], present=True)
 
     def wait_for(self, resource: str, *, present: bool) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -139,13 +148,25 @@ class Farm:
             proc.wait(10)
 
     def stop_exporter(self, board: str) -> None:
+        """Stop exporter ``exp-BOARD``; back when its resource is gone from the coordinator."""
         self.stop(f"exp-{board}")
-        self.wait_for(f"exp-{board}/{board}/NetworkService", present=False)
+        self.wait_for(self.exported[f"exp-{board}"], present=False)
 
     def add_place(self, place: str, board: Board, shelf: str) -> None:
+        self.add_place_matching(
+            place,
+            [f"exp-{board.name}/{board.name}/NetworkService"],
+            shelf=shelf,
+            edgecal_profile=str(board.profile),
+        )
+
+    def add_place_matching(self, place: str, matches: list[str], **tags: str) -> None:
+        """Place ``place`` matching each of ``matches`` (``exporter/group/cls``), with ``tags``."""
         self.client("-p", place, "create")
-        self.client("-p", place, "add-match", f"exp-{board.name}/{board.name}/NetworkService")
-        self.client("-p", place, "set-tags", f"shelf={shelf}", f"edgecal_profile={board.profile}")
+        for match in matches:
+            self.client("-p", place, "add-match", match)
+        if tags:
+            self.client("-p", place, "set-tags", *(f"{k}={v}" for k, v in tags.items()))
 
     def log(self, key: str) -> str:
         path = self.folder / f"{key}.log"
@@ -168,3 +189,33 @@ def boards_text(farm: Farm, board: Board) -> str:
         f'workdir = "{board.workdir}"\n'
         "connect_timeout_s = 10\n"
     )
+
+
+@dataclass
+class AdbServer:
+    """An adb server of its own on 127.0.0.1 (the exporter host's): a phone "on USB" there is
+    an emulated phone it ``adb connect``-ed as ``localhost:PORT``, a serial this host's adb
+    server does not know -- a call without ``-H``/``-P`` does not find it."""
+
+    adb: str
+    port: int = field(default_factory=free_port)
+    serial: str = ""  # the phone's serial there (plug())
+
+    def run(self, *argv: str) -> str:
+        r = subprocess.run(
+            [self.adb, "-P", str(self.port), *argv], capture_output=True, text=True, timeout=60
+        )
+        return r.stdout + r.stderr
+
+    def plug(self, phone_port: int) -> str:
+        """Start the server and give it the emulated phone at 127.0.0.1:``phone_port``: its
+        serial there."""
+        self.serial = f"localhost:{phone_port}"
+        self.run("start-server")
+        said = self.run("connect", self.serial)
+        if "connected to" not in said:
+            raise AssertionError(f"adb -P {self.port} connect {self.serial}: {said}")
+        return self.serial
+
+    def close(self) -> None:
+        self.run("kill-server")

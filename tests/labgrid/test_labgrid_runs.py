@@ -64,9 +64,9 @@ def test_fleet_calibration_over_places(
     assert holder(farm, "lab-emu1") == holder(farm, "lab-emu4") == "None"  # released
 
 
-def test_validate_through_a_place(
-    farm: Farm, farm_boards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def validate_sample(farm: Farm, boards: Path, place: str, profile: str, tmp_path: Path) -> None:
+    """The sample model (calibrated here) validated through ``labgrid:PLACE`` with 4 images:
+    the place's device and its ``edgecal_profile`` tag in the result, the place released."""
     prep: dict[str, Any] = dict(
         pixel="RGB", mean=(127.5,) * 3, norm=(0.00784314,) * 3, shape=(48, 48)
     )
@@ -80,13 +80,17 @@ def test_validate_through_a_place(
         table=table,
         inputs=edgecal.ImageInput(images, **prep),
         labels=SAMPLE / "labels.csv",
-        devices=Devices.of("labgrid:lab-emu1", boards=farm_boards),
+        devices=Devices.of(f"labgrid:{place}", boards=boards),
     )
     (r,) = val.results
-    assert r.device["name"] == "labgrid:lab-emu1" and r.device["machine"] == "aarch64"
-    assert r.device["profile"] == "emulated-pi4"  # the place's edgecal_profile tag
+    assert (r.device["name"], r.device["machine"]) == (f"labgrid:{place}", "aarch64")
+    assert r.device["profile"] == profile
     assert r.n_samples == 4 and val.top1_drop is not None and val.top1_drop <= 25.0
-    assert holder(farm, "lab-emu1") == "None"
+    assert holder(farm, place) == "None"
+
+
+def test_validate_through_a_place(farm: Farm, farm_boards: Path, tmp_path: Path) -> None:
+    validate_sample(farm, farm_boards, "lab-emu1", "emulated-pi4", tmp_path)
 
 
 def test_exporter_gone_mid_run_gives_the_board_up(

@@ -261,9 +261,10 @@ def test_a_phone_entry_and_its_defaults(tmp_path: Path) -> None:
         tmp_path,
         '[boards.phone1]\ntransport = "adb"\nserial = "127.0.0.1:7101"\n'
         '[boards.usb]\ntransport = "adb"\nserial = "R5CT1234ABC"\nworkdir = "ec"\n'
-        "connect_timeout_s = 3\n",
+        'connect_timeout_s = 3\nadb_server = "lab7:5038"\n',
     )
     got = load_boards(p)
+    assert (got["phone1"].adb_server, got["usb"].adb_server) == (None, "lab7:5038")
     assert got["phone1"].transport == "adb" and got["phone1"].serial == "127.0.0.1:7101"
     assert got["phone1"].workdir == "/data/local/tmp/edgecal" and got["phone1"].agent == "native"
     assert phone_workdir(got["usb"].workdir) == "/data/local/tmp/ec"
@@ -280,6 +281,8 @@ def test_a_phone_entry_and_its_defaults(tmp_path: Path) -> None:
         ('transport = "adb"\nserial = "x"\nagent = "python"\n', "'agent'"),
         ('transport = "adb"\nserial = "x"\nworkdir = "../x"\n', "'workdir'"),
         ('transport = "usb"\nserial = "x"\n', "'transport' must be one of ssh, adb"),
+        ('transport = "adb"\nserial = "x"\nadb_server = "lab7"\n', "'adb_server' 'lab7' is not"),
+        ('transport = "adb"\nserial = "x"\nadb_server = "h:0"\n', "'adb_server' 'h:0' is not"),
     ],
 )
 def test_a_bad_phone_entry_names_file_board_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -294,6 +297,10 @@ def test_device_adb_serial_needs_no_boards_file() -> None:
     b = resolve_board("adb:127.0.0.1:7101", None)
     assert b is not None and b.transport == "adb" and b.serial == "127.0.0.1:7101"
     assert AdbTarget(b.name, "127.0.0.1:7101").is_tcp and not AdbTarget("x", "R5CT12").is_tcp
+    # at another host's adb server: never `adb connect`-ed here, -H/-P on every call
+    remote = AdbTarget("x", "127.0.0.1:7102", server_host="lab7", server_port=5038)
+    assert not remote.is_tcp and remote.server_args == ["-H", "lab7", "-P", "5038"]
+    assert AdbTarget("x", "R5CT12").server_args == []
     with pytest.raises(UsageError):
         resolve_board("adb:", None)
     with pytest.raises(UsageError):

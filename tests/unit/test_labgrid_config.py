@@ -11,18 +11,25 @@ import pytest
 from edgecal.boards.config import load_boards
 from edgecal.boards.labgrid import (
     DEFAULT_COORDINATOR,
+    Connection,
+    board_connection,
     farm_settings,
     is_pattern,
     match_places,
     place_board,
 )
-from edgecal.errors import ConfigError, UsageError
+from edgecal.errors import ConfigError, DeviceError, UsageError
 
 PLACES = {
     "shelf-a-1": {"tags": {"shelf": "a", "edgecal_profile": "emulated-pi4"}},
     "shelf-a-2": {"tags": {"shelf": "a", "edgecal_profile": "emulated-pi5"}},
     "shelf-b-1": {"tags": {"shelf": "b"}},
 }
+
+
+def ssh(**params: object) -> Connection:
+    """A place's NetworkService."""
+    return Connection("exp/g/NetworkService/NetworkService", "NetworkService", params)
 
 
 def boards(tmp_path: Path, text: str) -> Path:
@@ -58,7 +65,7 @@ def test_settings_from_the_boards_file(tmp_path: Path, monkeypatch: pytest.Monke
     s = farm_settings(path)
     assert (s.coordinator, s.wait_s) == ("farm:20408", 30.0)
     assert farm_settings(path, wait_s=5).wait_s == 5.0  # --labgrid-wait over the file
-    params = {"address": "10.200.1.2", "username": "pi", "port": 2222}
+    params = ssh(address="10.200.1.2", username="pi", port=2222)
     b = place_board("labgrid:shelf-a-1", PLACES["shelf-a-1"], params, s)
     assert (b.name, b.host, b.user, b.port) == ("labgrid:shelf-a-1", "10.200.1.2", "pi", 2222)
     assert b.identity_file == str(tmp_path / "ssh/key") and b.known_hosts == str(
@@ -79,7 +86,7 @@ def test_profile_tag_and_coordinator_defaults(
     monkeypatch.setenv("LG_COORDINATOR", "lab:1234")
     s = farm_settings(boards(tmp_path, '[labgrid]\nidentity_file = "k"\n'))
     assert s.coordinator == "lab:1234" and s.wait_s == 0.0
-    b = place_board("labgrid:shelf-a-2", PLACES["shelf-a-2"], {"address": "h", "username": "u"}, s)
+    b = place_board("labgrid:shelf-a-2", PLACES["shelf-a-2"], ssh(address="h", username="u"), s)
     assert (b.profile, b.port) == ("emulated-pi5", 22)  # the place's edgecal_profile tag
 
 
@@ -100,7 +107,7 @@ def test_bad_labgrid_tables(tmp_path: Path, text: str, error: str) -> None:
 def test_bad_keys_of_a_place_name_the_place(tmp_path: Path) -> None:
     s = farm_settings(boards(tmp_path, '[labgrid]\nidentity = "k"\n'))
     with pytest.raises(ConfigError, match=r"\[labgrid\] for place p1: unknown key 'identity'"):
-        place_board("labgrid:p1", {"tags": {}}, {"address": "h", "username": "u"}, s)
+        place_board("labgrid:p1", {"tags": {}}, ssh(address="h", username="u"), s)
     with pytest.raises(UsageError, match="--labgrid-wait -1"):
         farm_settings(None, wait_s=-1)
 
@@ -120,3 +127,73 @@ def test_a_board_that_is_a_place(tmp_path: Path) -> None:
     assert "[labgrid.places.shelf-a-1]" in (e.value.hint or "")
     with pytest.raises(ConfigError, match="is not a place name"):
         load_boards(boards(tmp_path, '[boards.x]\nplace = "a b"\n'))
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "serial", "server"),
+    [
+        ("USBADBDevice", {"serialno": "R5CT12"}, "R5CT12", None),
+        ("ADBDevice", {"serialno": "R5CT12"}, "R5CT12", None),
+        ("RemoteUSBADBDevice", {"host": "lab7", "serialno": "R5CT12"}, "R5CT12", "lab7:5037"),
+        ("RemoteUSBADBDevice", {"host": "lab7", "port": 5038, "serialno": "X"}, "X", "lab7:5038"),
+        ("NetworkADBDevice", {"host": "lab7", "port": 5037, "serialno": "X"}, "X", "lab7:5037"),
+        ("NetworkADBDevice", {"host": "10.0.0.7", "port": 7101}, "10.0.0.7:7101", None),
+        ("NetworkADBDevice", {"host": "10.0.0.7"}, "10.0.0.7:5555", None),
+        ("RemoteADBDevice", {"host": "10.0.0.7", "port": 5556}, "10.0.0.7:5556", None),
+    ],
+)
+def test_a_phone_place_is_an_adb_board(
+    tmp_path: Path, cls: str, params: dict[str, object], serial: str, server: str | None
+) -> None:
+    """Each of labgrid's ADB resources (both names upstream used) gives the phone's serial and
+    the adb server that has it; of ``[labgrid]`` a phone takes only what fits a phone."""
+    s = farm_settings(
+        boards(
+            tmp_path,
+            '[labgrid]\nidentity_file = "k"\nworkdir = ".cache/ec"\nagent = "python"\n'
+            'profile = "emulated-pi4"\ncommand_timeout_s = 60\n'
+            '[labgrid.places.ph]\nworkdir = "/data/local/tmp/ec2"\n',
+        )
+    )
+    conn = Connection(f"exp/g/{cls}/{cls}", cls, params)
+    b = place_board("labgrid:ph", {"tags": {"edgecal_profile": "emulated-phone-a76"}}, conn, s)
+    assert (b.transport, b.serial, b.adb_server) == ("adb", serial, server)
+    assert (b.profile, b.agent, b.command_timeout_s) == ("emulated-phone-a76", "native", 60.0)
+    assert b.workdir == "/data/local/tmp/ec2" and b.identity_file is None
+    b2 = place_board("labgrid:other", {"tags": {}}, conn, s)
+    assert (b2.profile, b2.workdir) == ("emulated-pi4", "/data/local/tmp/edgecal")
+
+
+def test_an_adb_resource_without_its_params_names_them(tmp_path: Path) -> None:
+    s = farm_settings(None)
+    for cls, params, missing in [
+        ("RemoteUSBADBDevice", {"host": "lab7"}, "serialno"),
+        ("NetworkADBDevice", {"port": 5555}, "host"),
+        ("USBADBDevice", {}, "serialno"),
+    ]:
+        with pytest.raises(DeviceError) as e:
+            place_board("labgrid:ph", {"tags": {}}, Connection(f"e/g/{cls}/r", cls, params), s)
+        assert e.value.message == f"labgrid:ph: the place's {cls} (e/g/{cls}/r) has no '{missing}'"
+
+
+def test_a_place_has_exactly_one_board_connection() -> None:
+    ns = {"cls": "NetworkService", "params": {"address": "h"}}
+    adb = {"cls": "NetworkADBDevice", "params": {"host": "h", "port": 5555}}
+    other = {"cls": "USBSerialPort", "params": {}}
+    conn = board_connection("labgrid:p", {"e/g/NetworkADBDevice/a": adb, "e/g/USB/s": other}, "c:1")
+    assert (conn.path, conn.cls, conn.params) == (
+        "e/g/NetworkADBDevice/a",
+        "NetworkADBDevice",
+        adb["params"],
+    )
+    with pytest.raises(DeviceError) as e:
+        board_connection("labgrid:p", {"e/g/a": adb, "e/g/n": ns}, "c:1")
+    assert e.value.message.startswith(
+        "labgrid:p: the place has 2 board connections (NetworkADBDevice, NetworkService) at the "
+        "labgrid coordinator c:1; edgecal needs exactly one: a NetworkService (a board over SSH) "
+        "or an ADB resource (a phone: USBADBDevice, "
+    )
+    assert "delete-match" in (e.value.hint or "")
+    with pytest.raises(DeviceError, match="the place has no board connection at") as e:
+        board_connection("labgrid:p", {"e/g/USB/s": other}, "c:1")
+    assert "add-match" in (e.value.hint or "")

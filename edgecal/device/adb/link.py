@@ -14,6 +14,8 @@ Knows bytes and processes, nothing about calibration:
 * every call has a deadline (a subprocess timeout; the whole process group is killed);
 * a ``host:port`` serial is ``adb connect``-ed first, and again after the adb server
   restarted (``adb kill-server``, a reboot of the host): the new server knows no TCP phones;
+* a phone at another host's adb server (``server_host``/``server_port``: a USB phone of a
+  labgrid exporter) is reached with ``adb -H HOST -P PORT`` on every call, never connected;
 * commands are one pre-quoted ``sh`` string (:mod:`edgecal.device.adb.shell`) whose exit status
   comes back in the output (shell protocol v1 carries none);
 * adb's failures become :class:`~edgecal.errors.TransportError` naming the phone and the fix.
@@ -29,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +59,27 @@ _MIN_RATE = 256 << 10
 @dataclass(frozen=True)
 class AdbTarget:
     """A phone: its name (boards file or ``adb:SERIAL``), its serial (USB serial or
-    ``host:port``) and how long to wait for it."""
+    ``host:port``), how long to wait for it and the adb server that has it (None: adb's
+    default, this host's)."""
 
     name: str
     serial: str
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 3600.0
+    server_host: str | None = None
+    server_port: int | None = None
 
     @property
     def is_tcp(self) -> bool:
-        return bool(_TCP_SERIAL.match(self.serial))
+        """A phone this host's adb server ``adb connect``-s (another host's server owns its
+        phones: they are there already)."""
+        return self.server_host is None and bool(_TCP_SERIAL.match(self.serial))
+
+    @property
+    def server_args(self) -> list[str]:
+        """``-H HOST -P PORT``: what every adb call starts with."""
+        host = ["-H", self.server_host] if self.server_host else []
+        return host + (["-P", str(self.server_port)] if self.server_port else [])
 
 
 @dataclass(frozen=True)
@@ -121,18 +135,26 @@ class AdbLink:
         self.name = target.name
         self.adb = adb or find_adb()
         self._connected = False
+        self._started: weakref.WeakSet[AdbProcess] = weakref.WeakSet()
         #: ``adb shell -x``: shell protocol v1 even where the phone offers v2 (as an old phone)
         self.shell = ["shell", "-x"] if shell_v1 else ["shell"]
 
     @property
     def address(self) -> str:
-        return f"adb:{self.target.serial}"
+        t = self.target
+        server = f"@{t.server_host or 'localhost'}:{t.server_port or 5037}" if t.server_args else ""
+        return f"adb:{t.serial}{server}"
 
     # -- raw calls -------------------------------------------------------------------------------
     def _call(
         self, args: Sequence[str], timeout_s: float, what: str, *, serial: bool = True
     ) -> tuple[int, bytes, bytes]:
-        argv = [self.adb, *(("-s", self.target.serial) if serial else ()), *args]
+        argv = [
+            self.adb,
+            *self.target.server_args,
+            *(("-s", self.target.serial) if serial else ()),
+            *args,
+        ]
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -241,7 +263,16 @@ class AdbLink:
         """Start ``argv`` on the phone in ``cwd`` with its streams wired to this host."""
         if not self._connected:
             self.connect()
-        return AdbProcess(self, argv, cwd)
+        proc = AdbProcess(self, argv, cwd)
+        self._started.add(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop the ``adb`` processes of :meth:`start` here (nothing is sent to the phone: it
+        may not be ours any more); the next call connects again."""
+        for proc in list(self._started):
+            _kill_group(proc._proc)
+        self._connected = False
 
     def kill_remote(self, pid: int) -> None:
         with contextlib.suppress(TransportError):
@@ -296,7 +327,11 @@ class AdbProcess:
         self._link = link
         self.argv = list(argv)
         self._proc = subprocess.Popen(
-            [link.adb, "-s", link.target.serial, *link.shell, agent_command(argv, cwd)],
+            [
+                link.adb,
+                *link.target.server_args,
+                *("-s", link.target.serial, *link.shell, agent_command(argv, cwd)),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
