@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
@@ -94,10 +94,9 @@ class RemoteDevice(Device):
     link: Any
     workdir: PurePosixPath
 
-    def __init__(
-        self, name: str, *, threads: int | None, startup_timeout_s: float, tmp_prefix: str
-    ) -> None:
-        self.name = name
+    def __init__(self, target: Any, *, threads: int | None, startup_timeout_s: float) -> None:
+        self.name: str = target.name
+        self.target = target
         self.threads = threads or 1
         self._startup_timeout_s = startup_timeout_s
         self._session: AgentSession | None = None
@@ -114,7 +113,19 @@ class RemoteDevice(Device):
             "fetch": 0.0,
             "agent_start": 0.0,
         }
-        self._local = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        self._local = Path(tempfile.mkdtemp(prefix=f"edgecal-{self.link_kind.lower()}-"))
+
+    def _open(self, make_link: Callable[[], Any], make_workdir: Callable[[], None]) -> None:
+        """Connect a new link (timed) and set up the work directory; closed when that fails."""
+        try:
+            self.link = make_link()
+            t0 = time.perf_counter()
+            self.link.connect()
+            self.timings_s["connect"] = time.perf_counter() - t0
+            make_workdir()
+        except BaseException:
+            self.close()
+            raise
 
     # -- transport (each subclass's own) ---------------------------------------------------------
     @abstractmethod

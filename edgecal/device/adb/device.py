@@ -35,7 +35,6 @@ import logging
 import posixpath
 import shlex
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
@@ -92,6 +91,8 @@ class AdbDevice(RemoteDevice):
 
     machine = "phone"
     link_kind = "adb"
+    target: AdbTarget
+    link: AdbLink
 
     def __init__(
         self,
@@ -115,28 +116,14 @@ class AdbDevice(RemoteDevice):
             )
         if affinity not in ("all", "big", "little"):
             raise ValueError(f"affinity must be all, big or little, not {affinity!r}")
-        super().__init__(
-            target.name,
-            threads=threads,
-            startup_timeout_s=startup_timeout_s,
-            tmp_prefix="edgecal-adb-",
-        )
-        self.target = target
+        super().__init__(target, threads=threads, startup_timeout_s=startup_timeout_s)
         self.workdir = PurePosixPath(wd)
         self.workdir_root = workdir_root or posixpath.dirname(wd)
         self.affinity = affinity
         self._native_agent = native_agent or built_native_agent
         self._dirs_ok: set[str] = set()
         self._facts: PhoneFacts | None = None
-        try:
-            self.link = AdbLink(target, adb, shell_v1=shell_v1)
-            t0 = time.perf_counter()
-            self.link.connect()
-            self.timings_s["connect"] = time.perf_counter() - t0
-            self._make_workdir()
-        except BaseException:
-            self.close()
-            raise
+        self._open(lambda: AdbLink(target, adb, shell_v1=shell_v1), self._make_workdir)
 
     # -- paths -----------------------------------------------------------------------------------
     def _run(self, script: str, what: str, timeout_s: float | None = None) -> str:

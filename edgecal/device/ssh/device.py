@@ -33,7 +33,6 @@ import os
 import posixpath
 import re
 import stat
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
@@ -161,6 +160,8 @@ class SshDevice(RemoteDevice):
 
     machine = "board"
     link_kind = "SSH"
+    target: SshTarget
+    link: SshLink
 
     def __init__(
         self,
@@ -176,12 +177,7 @@ class SshDevice(RemoteDevice):
     ) -> None:
         if agent not in AGENT_SETTINGS:
             raise ValueError(f"agent must be one of {AGENT_SETTINGS}, not {agent!r}")
-        super().__init__(
-            target.name,
-            threads=threads,
-            startup_timeout_s=startup_timeout_s,
-            tmp_prefix="edgecal-ssh-",
-        )
+        super().__init__(target, threads=threads, startup_timeout_s=startup_timeout_s)
         self.agent_setting = agent
         self._agent_choice: AgentChoice | None = None
         self._python_facts: BoardFacts | None = None  # what the Python probe said, when asked
@@ -196,17 +192,12 @@ class SshDevice(RemoteDevice):
                 posixpath.dirname(posixpath.normpath(workdir)) if workdir.startswith("/") else None
             )
         )
-        self.target = target
         self.python = python
-        self.link = SshLink(target)
-        try:
-            t0 = time.perf_counter()
-            self.link.connect()
-            self.timings_s["connect"] = time.perf_counter() - t0
+
+        def resolve() -> None:
             self.workdir = self._resolve_workdir(workdir)
-        except BaseException:
-            self.close()
-            raise
+
+        self._open(lambda: SshLink(target), resolve)
 
     # -- paths -----------------------------------------------------------------------------------
     def _explain_oserror(self, e: OSError, what: str, path: str, size: int = 0) -> DeviceError:
