@@ -32,10 +32,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgecal.boards.config import load_boards
 from edgecal.calib.table import parse_table
 from edgecal.cli.main import main
 from edgecal.runs.histfile import load_histograms
-from tests.boards.test_board_calibrate import REF, REL_TOL, calibrate_args, cli, need, report
+from tests.boards.test_board_calibrate import (
+    REF,
+    REL_TOL,
+    calibrate_args,
+    cli,
+    need,
+    report,
+    unavailable,
+)
+from tests.boards.test_board_faults import Rig, fill_up, small_workdir
 from tests.integration.test_reference_cli import CMDS, REFERENCE, kl_bins
 
 pytestmark = pytest.mark.board
@@ -212,6 +222,34 @@ def test_golden_check_on_native_boards(boards: Path, capsys: pytest.CaptureFixtu
         assert g["runtime"] == "calibration" and len(g["figures"]) == 4
         # measured 8.3e-6 (emuv7), 9.1e-6 (emu3): rounding, far under the 1e-3 tolerance
         assert max(f["max_rel_err"] for f in g["figures"]) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("options", "said", "why"),
+    [
+        ("ro,size=1m", "the work directory is not writable", "Read-only file system"),
+        ("size=1m", "the board's disk is full", "No space left on device"),
+    ],
+    ids=["read-only", "full"],
+)
+def test_a_read_only_or_full_workdir_is_named_on_a_board_without_python(
+    options: str, said: str, why: str, boards: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SFTP says a bare "Failure" for EROFS and ENOSPC; emuv7 has no Python to ask, so its
+    ``sh`` redoes the write and the message names the reason."""
+    need(boards, "emuv7")
+    board = load_boards(boards)["emuv7"]
+    if os.geteuid() != 0 or not board.host.startswith("10.200."):
+        unavailable("mounting a tmpfs on the board needs root and BOARDS_NET=netns")
+    state = Path(str(board.identity_file)).parent.parent
+    tmp = boards.parent
+    with small_workdir(Rig(boards, state, tmp, b"", tmp), "emuv7", options) as (small, mnt):
+        if not options.startswith("ro,"):
+            fill_up(mnt)
+        code, _, err = cli(capsys, "hello", "--device", "emuv7", "--boards", str(small))
+    report(capsys, f"emuv7, {options} work directory: {err.strip().splitlines()[0]}")
+    assert code != 0 and said in err and why in err, err
+    assert "disk full?" not in err
 
 
 # ----------------------------------------------------------------------------- calibrate
