@@ -90,6 +90,10 @@ class RemoteDevice(Device):
     machine = "board"
     #: the link's name in messages (``SSH``, ``adb``)
     link_kind = "SSH"
+    #: the fix of a lost link (``{name}``: the device's)
+    lost_hint = "check the link, then rerun (`edgecal board check {name}`)"
+    #: what else to look at when the agent died
+    dead_hint = "out-of-memory kills show in `dmesg` there"
 
     link: Any
     workdir: PurePosixPath
@@ -151,9 +155,9 @@ class RemoteDevice(Device):
         symlink there)."""
 
     @abstractmethod
-    def _place(self, tmp: str, rel: str, mark: int, mode: str | None) -> None:
-        """Move the staged ``tmp`` to ``rel`` (``chmod mode`` first when given) and set its
-        mark; remove ``tmp`` when that fails."""
+    def _place(self, local: Path, rel: str, mark: int, mode: str | None) -> None:
+        """Move the staged upload of ``local`` to ``rel`` (``chmod mode`` first when given)
+        and set its mark; remove the staged file when that fails."""
 
     @abstractmethod
     def _write_job(self, job: Submission) -> None:
@@ -193,16 +197,6 @@ class RemoteDevice(Device):
 
     def _close_link(self) -> None:
         """Release the link (nothing to release by default)."""
-
-    @property
-    @abstractmethod
-    def _lost_hint(self) -> str:
-        """The fix of a lost link."""
-
-    @property
-    @abstractmethod
-    def _dead_hint(self) -> str:
-        """The fix of an agent that died."""
 
     # -- paths -----------------------------------------------------------------------------------
     def remote(self, rel: str) -> str:
@@ -275,7 +269,7 @@ class RemoteDevice(Device):
         ``rel`` and mark it.  Its content is checked where it is used: the agent hashes a
         ``files/<sha256>/`` input against its folder name before the first use, and removes it
         when it does not match (``InputCorrupt``: the retry pushes it again)."""
-        self._place(self.remote(self.staging_rel(rel)), rel, mark_mtime(digest), mode)
+        self._place(local, rel, mark_mtime(digest), mode)
         self._bytes_pushed += local.stat().st_size
 
     def upload_needed(self, local: Path) -> tuple[str, str] | None:
@@ -322,7 +316,7 @@ class RemoteDevice(Device):
                     process=proc,
                     device_name=self.name,
                     startup_timeout_s=self._startup_timeout_s,
-                    dead_hint=self._dead_hint,
+                    dead_hint=f"{self._check_hint}; {self.dead_hint}",
                 )
             except DeviceError as e:
                 proc.kill()
@@ -337,7 +331,7 @@ class RemoteDevice(Device):
         raise TransportError(
             f"{self.name}: lost the {self.link_kind} connection to {self.link.address} during "
             f"{what}",
-            hint=self._lost_hint,
+            hint=self.lost_hint.format(name=self.name),
         ) from e
 
     @property

@@ -135,6 +135,11 @@ class AdbDevice(RemoteDevice):
 
     machine = "phone"
     link_kind = "adb"
+    lost_hint = (
+        "check the phone's cable or network (`adb devices`), then rerun "
+        "(`edgecal board check {name}`)"
+    )
+    dead_hint = "the phone may have killed it (low memory)"
     target: AdbTarget
     link: AdbLink
 
@@ -280,8 +285,9 @@ class AdbDevice(RemoteDevice):
         self._run(f"rm -f {shlex.quote(tmp)}", f"preparing the upload of {rel}")
         self.link.push(local, tmp)
 
-    def _place(self, tmp: str, rel: str, mark: int, mode: str | None) -> None:
-        q_tmp, q_final = shlex.quote(tmp), shlex.quote(self.remote(rel))
+    def _place(self, local: Path, rel: str, mark: int, mode: str | None) -> None:
+        q_tmp = shlex.quote(self.remote(self.staging_rel(rel)))
+        q_final = shlex.quote(self.remote(rel))
         chmod = f"chmod {mode} {q_tmp} && " if mode else ""
         try:
             self._run(
@@ -366,17 +372,6 @@ class AdbDevice(RemoteDevice):
         raise BoardSetupError(
             f"{self.name}: the agent does not start: {e.message}", hint=self._check_hint
         ) from e
-
-    @property
-    def _dead_hint(self) -> str:
-        return f"{self._check_hint}; the phone may have killed it (low memory)"
-
-    @property
-    def _lost_hint(self) -> str:
-        return (
-            "check the phone's cable or network (`adb devices`), then rerun "
-            f"(`edgecal board check {self.name}`)"
-        )
 
     def _kill_remote(self, pid: int) -> None:
         self.link.kill_remote(pid)

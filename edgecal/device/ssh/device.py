@@ -160,6 +160,8 @@ class SshDevice(RemoteDevice):
 
     machine = "board"
     link_kind = "SSH"
+    lost_hint = "check the board's power and network, then rerun (`edgecal board check {name}`)"
+    dead_hint = "out-of-memory kills show in `dmesg` on the board"
     target: SshTarget
     link: SshLink
 
@@ -380,9 +382,9 @@ class SshDevice(RemoteDevice):
                     e, "cannot upload to", tmp, local.stat().st_size
                 ) from None
 
-    def _place(self, tmp: str, rel: str, mark: int, mode: str | None) -> None:
-        final = self.remote(rel)
-        with self.link.sftp_op(f"placing {posixpath.basename(rel)}") as sftp:
+    def _place(self, local: Path, rel: str, mark: int, mode: str | None) -> None:
+        tmp, final = self.remote(self.staging_rel(rel)), self.remote(rel)
+        with self.link.sftp_op(f"placing {local.name}") as sftp:
             try:
                 if mode is not None:
                     sftp.chmod(tmp, int(mode, 8))
@@ -534,16 +536,6 @@ class SshDevice(RemoteDevice):
 
     def _agent_start_failed(self, e: DeviceError) -> NoReturn:
         self._raise_setup(f"the agent does not start: {e.message}")
-
-    @property
-    def _dead_hint(self) -> str:
-        return f"{self._check_hint}; out-of-memory kills show in `dmesg` on the board"
-
-    @property
-    def _lost_hint(self) -> str:
-        return (
-            f"check the board's power and network, then rerun (`edgecal board check {self.name}`)"
-        )
 
     def _kill_remote(self, pid: int) -> None:
         with contextlib.suppress(DeviceError):
