@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -145,8 +144,7 @@ def bench_native_local(n: int, repeats: int) -> None:
 def bench_native_ncnn2table(n: int, threads: int, repeats: int) -> None:
     """``edgecal ncnn2table --device local:native`` against the real ncnn2table, the same
     arguments (``run.bench_ncnn2table``'s), alternated, medians."""
-    import ppocr_like
-    from run import _median_ratio, _ncnn2table_args, _table_lines, _timed, bench_cache
+    from run import _median_ratio, race_ncnn2table
 
     real = os.environ.get("NCNN2TABLE")
     what = (
@@ -156,20 +154,8 @@ def bench_native_ncnn2table(n: int, threads: int, repeats: int) -> None:
     if not real or not (Path(real).is_file() and os.access(real, os.X_OK)):
         print(f"{what}: skipped (set NCNN2TABLE to the real ncnn2table; see bench/run.py)")
         return
-    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
     host_native_agent()  # built (and cached) before the first timed run
-    edgecal = shutil.which("edgecal", path=str(Path(sys.executable).parent)) or "edgecal"
-    ours: list[float] = []
-    theirs: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
-        t_ours, t_real = Path(tmp) / "edgecal.table", Path(tmp) / "real.table"
-        for _ in range(repeats):
-            theirs.append(_timed([real, *_ncnn2table_args(param, bin_, lst, t_real, threads)]))
-            args = _ncnn2table_args(param, bin_, lst, t_ours, threads)
-            ours.append(_timed([edgecal, "--quiet", "ncnn2table", "--device", LOCAL_NATIVE, *args]))
-        a, b = _table_lines(t_ours), _table_lines(t_real)
-        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    same = "tables identical" if not differ else f"{len(differ)} table lines differ"
+    ours, theirs, same = race_ncnn2table(real, n, threads, repeats, ("--device", LOCAL_NATIVE))
     print(
         f"{what}: {_median_ratio(ours, theirs):.3f} (target <= 1.0; edgecal "
         f"{statistics.median(ours):.2f} s, real {statistics.median(theirs):.2f} s, medians of "

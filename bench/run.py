@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -258,6 +259,27 @@ def _table_lines(path: Path) -> dict[str, str]:
     return {ln.split()[0]: ln for ln in lines if ln.strip()}
 
 
+def race_ncnn2table(
+    real: str, n: int, threads: int, repeats: int, options: Sequence[str] = ()
+) -> tuple[list[float], list[float], str]:
+    """The real ncnn2table and ``edgecal ncnn2table OPTIONS`` on the PP-OCR-like model, the
+    same arguments, alternated ``repeats`` times: edgecal's seconds, the real tool's, and
+    whether their tables agree (``tables identical`` or how many lines differ)."""
+    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
+    edgecal = shutil.which("edgecal", path=str(Path(sys.executable).parent)) or "edgecal"
+    ours: list[float] = []
+    theirs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
+        t_ours, t_real = Path(tmp) / "edgecal.table", Path(tmp) / "real.table"
+        for _ in range(repeats):
+            theirs.append(_timed([real, *_ncnn2table_args(param, bin_, lst, t_real, threads)]))
+            args = _ncnn2table_args(param, bin_, lst, t_ours, threads)
+            ours.append(_timed([edgecal, "--quiet", "ncnn2table", *options, *args]))
+        a, b = _table_lines(t_ours), _table_lines(t_real)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return ours, theirs, "tables identical" if not differ else f"{len(differ)} table lines differ"
+
+
 def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
     """``edgecal ncnn2table`` against the real tool, same arguments, alternated, medians."""
     real = os.environ.get("NCNN2TABLE")
@@ -267,27 +289,7 @@ def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
             "ncnn2table; NCNN2TABLE_HOWTO in bench/run.py says how to build it)"
         )
         return
-    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
-    edgecal = shutil.which("edgecal", path=str(Path(sys.executable).parent)) or "edgecal"
-    ours: list[float] = []
-    theirs: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="edgecal-bench-") as tmp:
-        t_ours, t_real = Path(tmp) / "edgecal.table", Path(tmp) / "real.table"
-        for _ in range(repeats):
-            theirs.append(_timed([real, *_ncnn2table_args(param, bin_, lst, t_real, threads)]))
-            ours.append(
-                _timed(
-                    [
-                        edgecal,
-                        "--quiet",
-                        "ncnn2table",
-                        *_ncnn2table_args(param, bin_, lst, t_ours, threads),
-                    ]
-                )
-            )
-        a, b = _table_lines(t_ours), _table_lines(t_real)
-        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    same = "tables identical" if not differ else f"{len(differ)} table lines differ"
+    ours, theirs, same = race_ncnn2table(real, n, threads, repeats)
     print(
         f"ncnn2table, PP-OCR-like model, {n} images, thread={threads} method=kl: edgecal "
         f"{statistics.median(ours):.2f} s, real {statistics.median(theirs):.2f} s (medians of "

@@ -66,6 +66,10 @@ class Device(ABC):
         """Store ``local`` in the work directory by its sha256; skip the upload when an
         identical copy is there.  Returns the workdir-relative path to name in requests."""
 
+    def push_many(self, locals_: Sequence[Path]) -> list[str]:
+        """:meth:`push` of each file, in order (a remote device looks at them together)."""
+        return [self.push(p) for p in locals_]
+
     def run_job(
         self,
         op: str,

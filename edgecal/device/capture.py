@@ -116,10 +116,13 @@ def iter_shards(
 
 
 def _model_params(device: Device, work: Workload) -> dict[str, Any]:
+    param, bin_, *shards = device.push_many(
+        [Path(work.param), Path(work.bin), *(Path(s) for s in work.shards)]
+    )
     return {
-        "model": {"param": device.push(Path(work.param)), "bin": device.push(Path(work.bin))},
+        "model": {"param": param, "bin": bin_},
         "inputs": [s.to_dict() for s in work.specs],
-        "shards": [device.push(Path(s)) for s in work.shards],
+        "shards": shards,
     }
 
 

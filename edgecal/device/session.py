@@ -135,6 +135,22 @@ def fatal_signal(code: int, shell_status: bool, stderr_tail: Sequence[str]) -> s
     return ""
 
 
+def describe_shell_exit(code: int, link: str) -> str:
+    """How an agent started through a remote shell ended, from its wrapper's exit status
+    (``128 + N``: killed by signal N; -1: no status came back over ``link``, e.g. ``the SSH
+    channel``)."""
+    if code == -1:
+        return f"was killed (no exit status: a signal, or {link} closed)"
+    if code == 127:
+        return "could not be started (status 127: command not found)"
+    if code > 128:
+        try:
+            return f"was killed by {signal.Signals(code - 128).name} (status {code})"
+        except ValueError:
+            return f"exited with status {code}"
+    return f"exited with status {code}"
+
+
 class AgentSession:
     """One agent process in serve mode.  Not thread-safe: one job at a time.
 

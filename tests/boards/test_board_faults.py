@@ -445,9 +445,10 @@ class KeepFull:
 
 
 @contextlib.contextmanager
-def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
-    """``board``'s work directory on a 4 MiB tmpfs inside its root: a boards file copy that
-    points there, and the tmpfs as the host sees it.  Unmounted afterwards.
+def small_workdir(rig: Rig, board: str, options: str = "size=4m") -> Iterator[tuple[Path, Path]]:
+    """``board``'s work directory on a 4 MiB tmpfs (mount ``options``: ``ro,size=1m`` for a
+    read-only one) inside its root: a boards file copy that points there, and the tmpfs as
+    the host sees it.  Unmounted afterwards.
 
     The board's sshd runs in its own mount namespace (``ip netns exec`` makes one), so the
     tmpfs is mounted there (``nsenter``) and reached through ``/proc/<sshd>/root``."""
@@ -462,7 +463,7 @@ def small_workdir(rig: Rig, board: str) -> Iterator[tuple[Path, Path]]:
             "-t",
             "tmpfs",
             "-o",
-            "size=4m,mode=0755,uid=4242,gid=4242",
+            f"{options},mode=0755,uid=4242,gid=4242",
             "edgecal-test-full",
             str(mnt),
         ],

@@ -32,10 +32,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgecal.boards.config import load_boards
 from edgecal.calib.table import parse_table
 from edgecal.cli.main import main
 from edgecal.runs.histfile import load_histograms
-from tests.boards.test_board_calibrate import REF, REL_TOL, calibrate_args, cli, need, report
+from tests.boards.test_board_calibrate import (
+    REF,
+    REL_TOL,
+    calibrate_args,
+    cli,
+    need,
+    report,
+    unavailable,
+)
+from tests.boards.test_board_faults import Rig, fill_up, small_workdir
 from tests.integration.test_reference_cli import CMDS, REFERENCE, kl_bins
 
 pytestmark = pytest.mark.board
@@ -214,6 +224,34 @@ def test_golden_check_on_native_boards(boards: Path, capsys: pytest.CaptureFixtu
         assert max(f["max_rel_err"] for f in g["figures"]) < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("options", "said", "why"),
+    [
+        ("ro,size=1m", "the work directory is not writable", "Read-only file system"),
+        ("size=1m", "the board's disk is full", "No space left on device"),
+    ],
+    ids=["read-only", "full"],
+)
+def test_a_read_only_or_full_workdir_is_named_on_a_board_without_python(
+    options: str, said: str, why: str, boards: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SFTP says a bare "Failure" for EROFS and ENOSPC; emuv7 has no Python to ask, so its
+    ``sh`` redoes the write and the message names the reason."""
+    need(boards, "emuv7")
+    board = load_boards(boards)["emuv7"]
+    if os.geteuid() != 0 or not board.host.startswith("10.200."):
+        unavailable("mounting a tmpfs on the board needs root and BOARDS_NET=netns")
+    state = Path(str(board.identity_file)).parent.parent
+    tmp = boards.parent
+    with small_workdir(Rig(boards, state, tmp, b"", tmp), "emuv7", options) as (small, mnt):
+        if not options.startswith("ro,"):
+            fill_up(mnt)
+        code, _, err = cli(capsys, "hello", "--device", "emuv7", "--boards", str(small))
+    report(capsys, f"emuv7, {options} work directory: {err.strip().splitlines()[0]}")
+    assert code != 0 and said in err and why in err, err
+    assert "disk full?" not in err
+
+
 # ----------------------------------------------------------------------------- calibrate
 
 
@@ -258,6 +296,30 @@ def assert_close_to_host(host: Path, out: Path, name: str) -> None:
         ), blob
 
 
+def calibrate_on(
+    capsys: pytest.CaptureFixture[str],
+    boards: Path,
+    images: Path,
+    out: Path,
+    *devices: str,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """``edgecal calibrate`` of ``images`` into ``out`` on ``devices`` (one fleet when several)
+    of ``boards``; it must succeed.  Its JSON summary, with ``shares``: samples per device."""
+    code, stdout, err = cli(
+        capsys,
+        *calibrate_args(images, out),
+        *(a for d in devices for a in ("--device", d)),
+        "--boards",
+        str(boards),
+        *extra,
+    )
+    assert code == 0, err
+    summary: dict[str, Any] = json.loads(stdout)
+    summary["shares"] = {a["board"]: a["samples"] for a in summary.get("fleet") or ()}
+    return summary
+
+
 def test_calibrate_on_emuv7(
     boards: Path,
     images: Path,
@@ -266,14 +328,10 @@ def test_calibrate_on_emuv7(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     need(boards, "emuv7")
-    runs = []
-    for k in range(2):
-        out = tmp_path / f"emuv7_{k}.table"
-        code, stdout, err = cli(
-            capsys, *calibrate_args(images, out), "--device", "emuv7", "--boards", str(boards)
-        )
-        assert code == 0, err
-        runs.append(json.loads(stdout))
+    runs = [
+        calibrate_on(capsys, boards, images, tmp_path / f"emuv7_{k}.table", "emuv7")
+        for k in range(2)
+    ]
     dev, first = runs[0]["device"], tmp_path / "emuv7_0.npz"
     report(
         capsys,
@@ -297,23 +355,8 @@ def test_fleet_of_a_native_and_a_python_board(
     histograms are its own ncnn's, merged."""
     need(boards, "emu3", "emu1")
     alone, fleet = tmp_path / "emu3.table", tmp_path / "fleet.table"
-    code, _, err = cli(
-        capsys, *calibrate_args(images, alone), "--device", "emu3", "--boards", str(boards)
-    )
-    assert code == 0, err
-    code, stdout, err = cli(
-        capsys,
-        *calibrate_args(images, fleet),
-        "--device",
-        "emu3",
-        "--device",
-        "emu1",
-        "--boards",
-        str(boards),
-    )
-    assert code == 0, err
-    summary = json.loads(stdout)
-    shares = {a["board"]: a["samples"] for a in summary["fleet"]}
+    calibrate_on(capsys, boards, images, alone, "emu3")
+    shares = calibrate_on(capsys, boards, images, fleet, "emu3", "emu1")["shares"]
     vs_alone = moved_counts(alone.with_suffix(".npz"), fleet.with_suffix(".npz"))
     same = "identical" if alone.read_bytes() == fleet.read_bytes() else "differ"
     report(
@@ -336,13 +379,7 @@ def test_fleet_of_two_phones(
     """Two emulated phones (adb, one profile) share one calibration."""
     need(boards, "phone1", "phone2")
     fleet = tmp_path / "phones.table"
-    code, stdout, err = cli(
-        capsys,
-        *calibrate_args(images, fleet),
-        *("--device", "phone1", "--device", "phone2", "--boards", str(boards)),
-    )
-    assert code == 0, err
-    shares = {a["board"]: a["samples"] for a in json.loads(stdout)["fleet"]}
+    shares = calibrate_on(capsys, boards, images, fleet, "phone1", "phone2")["shares"]
     report(capsys, f"fleet phone1 + phone2: samples per phone {shares}")
     assert set(shares) == {"phone1", "phone2"} and all(n > 0 for n in shares.values())
     assert_close_to_host(host_run, fleet, "fleet")
@@ -373,18 +410,7 @@ def test_fleet_of_a_phone_and_a_board_of_its_profile(
     mixed = tmp_path / "boards.toml"
     mixed.write_text(with_profile(boards.read_text(), "emu3", "emulated-phone-a76"))
     fleet = tmp_path / "fleet.table"
-    code, stdout, err = cli(
-        capsys,
-        *calibrate_args(images, fleet),
-        "--device",
-        "phone1",
-        "--device",
-        "emu3",
-        "--boards",
-        str(mixed),
-    )
-    assert code == 0, err
-    shares = {a["board"]: a["samples"] for a in json.loads(stdout)["fleet"]}
+    shares = calibrate_on(capsys, mixed, images, fleet, "phone1", "emu3")["shares"]
     report(capsys, f"fleet phone1 (adb) + emu3 (ssh), one profile: samples per device {shares}")
     assert set(shares) == {"phone1", "emu3"} and all(n > 0 for n in shares.values())
     assert_close_to_host(host_run, fleet, "fleet")
@@ -395,17 +421,7 @@ def test_resume_on_emuv7(
 ) -> None:
     need(boards, "emuv7")
     run, out = tmp_path / "run", tmp_path / "t.table"
-    code, _, err = cli(
-        capsys,
-        *calibrate_args(images, out),
-        "--device",
-        "emuv7",
-        "--boards",
-        str(boards),
-        "--run-dir",
-        str(run),
-    )
-    assert code == 0, err
+    calibrate_on(capsys, boards, images, out, "emuv7", extra=("--run-dir", str(run)))
     whole = out.read_bytes()
     gone = sorted((run / "parts").glob("*/*.npz"))
     assert gone, list(run.iterdir())
@@ -427,6 +443,21 @@ def board_args(boards: Path, *names: str) -> list[str]:
     return [*(a for n in names for a in ("--device", n)), "--boards", str(boards), "--threads", "1"]
 
 
+def labelled_args(images: Path, labels: Path, boards: Path, board: str, *table: Path) -> list[str]:
+    """The model (with ``table`` when given), the labelled images and ``board``: what validate,
+    check and tune are given here."""
+    return [
+        *MODEL,
+        *(a for t in table for a in ("--table", str(t))),
+        "--images",
+        str(images),
+        *PRE,
+        "--labels",
+        str(labels),
+        *board_args(boards, board),
+    ]
+
+
 @pytest.fixture(scope="module", params=VALIDATED)
 def validated(
     request: pytest.FixtureRequest,
@@ -443,15 +474,7 @@ def validated(
     code, out, err = quiet(
         "-q",
         "validate",
-        *MODEL,
-        "--table",
-        str(REF / "kl.table"),
-        "--images",
-        str(images),
-        *PRE,
-        "--labels",
-        str(labels),
-        *board_args(boards, board),
+        *labelled_args(images, labels, boards, board, REF / "kl.table"),
         "--sensitivity",
         "--run-dir",
         str(run_dir),
@@ -498,15 +521,7 @@ def test_check_with_junit(
         "check",
         "--baseline",
         str(validated["base"]),
-        *MODEL,
-        "--table",
-        str(REF / "kl.table"),
-        "--images",
-        str(images),
-        *PRE,
-        "--labels",
-        str(labels),
-        *board_args(boards, board),
+        *labelled_args(images, labels, boards, board, REF / "kl.table"),
         "--junit",
         str(tmp_path / "check.xml"),
     )
@@ -551,12 +566,7 @@ def test_tune_on_a_native_device(
         capsys,
         "-q",
         "tune",
-        *MODEL,
-        "--images",
-        str(images),
-        *PRE,
-        "--labels",
-        str(labels),
+        *labelled_args(images, labels, boards, board),
         "--max-drop",
         "5",
         "--try-methods",
@@ -565,7 +575,6 @@ def test_tune_on_a_native_device(
         "60",
         "--out-dir",
         str(out_dir),
-        *board_args(boards, board),
     )
     assert code == 0, (out, err)
     doc = json.loads((out_dir / "tune.json").read_text())

@@ -18,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecal.boards.config import load_boards, resolve_board
-from edgecal.device.adb.device import AdbDevice, mark_mtime, phone_workdir
+from edgecal.device.adb.device import (
+    AdbDevice,
+    file_states_script,
+    mark_mtime,
+    parse_file_states,
+    phone_workdir,
+)
 from edgecal.device.adb.facts import (
     clusters,
     cpu_parts,
@@ -37,6 +43,7 @@ from edgecal.device.adb.shell import (
     touch_stamp,
     with_exit_status,
 )
+from edgecal.device.remote import PushCheck
 from edgecal.errors import BoardSetupError, ConfigError, UsageError
 
 NASTY = [
@@ -137,6 +144,51 @@ def test_the_mark_is_set_by_touch_in_utc(tmp_path: Path) -> None:
     f.write_bytes(b"1")
     sh(f"TZ=UTC0 touch -c -t {touch_stamp(mark_mtime(digest))} {sh_join([str(f)])}")
     assert int(f.stat().st_mtime) == mark_mtime(digest)
+
+
+def test_one_script_says_the_state_of_every_file_of_a_push(tmp_path: Path) -> None:
+    """Marked, unmarked, absent, a symlink on the way, a folder in the file's place and a
+    name of NASTY characters: one ``sh`` (one ``stat``) answers for all, in order."""
+    wd = tmp_path / "wd"
+    (wd / "files" / "a").mkdir(parents=True)
+    (wd / "files" / "dir").mkdir()
+    (wd / "elsewhere").mkdir()
+    (wd / "files" / "link").symlink_to(wd / "elsewhere")
+    (wd / "elsewhere" / "x").write_bytes(b"12345")
+    nasty = "it's $(id); new\nline"
+    names = {"marked": b"123", "unmarked": b"1234", nasty: b"12"}
+    for name, data in names.items():
+        (wd / "files" / "a" / name).write_bytes(data)
+    mark = mark_mtime("ab" * 32)
+    for name in ("marked", nasty):
+        os.utime(wd / "files" / "a" / name, (mark, mark))
+    checks = [
+        PushCheck("files/a/marked", 3, mark),
+        PushCheck("files/a/unmarked", 4, mark),
+        PushCheck("files/a/absent", 1, mark),
+        PushCheck("files/link/x", 5, mark),
+        PushCheck("files/dir", 0, mark),
+        PushCheck(f"files/a/{nasty}", 2, mark),
+        PushCheck("files/a/marked", 4, mark),  # the right mark, another size
+    ]
+    got = sh(with_exit_status(file_states_script(str(wd), checks)))
+    out, status = split_exit_status(got.stdout.decode())
+    assert status == 0, got
+    assert out.count("EDGECAL-STAT ") == 4  # one stat, the regular files only
+    assert parse_file_states(out, checks) == [
+        "verified",
+        "unknown",
+        "absent",
+        "bad",
+        "bad",
+        "verified",
+        "unknown",
+    ]
+    # a file gone between the look and its stat (one line short): the figures of the next
+    # file are never taken for its own
+    two = [PushCheck("files/a/gone", 3, mark), PushCheck("files/a/marked", 3, mark)]
+    short = f"EDGECAL-STATE 0 file\nEDGECAL-STATE 1 file\nEDGECAL-STAT 3 {mark}\n"
+    assert parse_file_states(short, two) == ["unknown", "unknown"]
 
 
 # -- phone facts ---------------------------------------------------------------------------------

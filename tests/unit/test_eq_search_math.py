@@ -170,8 +170,8 @@ def test_the_host_refuses_eq_sums_of_another_definition(tmp_path: Path) -> None:
     class OldAgent:
         name = "old"
 
-        def push(self, path: Path) -> str:
-            return f"files/{path.name}"
+        def push_many(self, paths: list[Path]) -> list[str]:
+            return [f"files/{path.name}" for path in paths]
 
         def run_job(self, op: str, params: object, **kw: object) -> SimpleNamespace:
             return SimpleNamespace(result={"n_samples": 1}, artifacts={}, response={})

@@ -9,12 +9,13 @@ one place an app-less shell user may write and execute)::
 
 A phone has no Python: the agent is the C++ one (``edgecal_agent/native``), the facts come
 from ``sh``, ``getprop`` and ``/sys`` (:mod:`edgecal.device.adb.facts`).  The guarantees are
-SSH's (:mod:`edgecal.device.ssh.device`):
+SSH's, from the same :class:`~edgecal.device.remote.RemoteDevice`:
 
 * uploads are content-addressed: a pushed file gets an mtime derived from its sha256
-  (``touch -t``, as ``SshDevice._mark``); "regular file, right size, that mtime, no symlink on
-  the way" (one ``stat`` in one ``adb shell``) means it is there and 0 bytes are pushed; a
-  file without the mark is hashed on the phone (``sha256sum``, toybox has it) or pushed again;
+  (``touch -t``, :func:`~edgecal.device.remote.mark_mtime`); "regular file, right size, that
+  mtime, no symlink on the way" (``stat``, for all files of a push in one ``adb shell``) means
+  it is there and 0 bytes are pushed; a file without the mark is hashed on the phone
+  (``sha256sum``, toybox has it) or pushed again;
   a push goes to a per-process staging name (a planted symlink there is removed first) and is
   renamed into place; the agent checks a ``files/<sha256>/`` input's content before its first
   use;
@@ -31,15 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import posixpath
-import secrets
 import shlex
 import shutil
-import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import NoReturn
 
 from edgecal.device.adb.facts import (
     PhoneFacts,
@@ -50,15 +48,20 @@ from edgecal.device.adb.facts import (
 )
 from edgecal.device.adb.link import AdbLink, AdbTarget
 from edgecal.device.adb.shell import touch_stamp
-from edgecal.device.base import Device, JobResult, Submission
-from edgecal.device.jobs import parse_response, raise_for_error
+from edgecal.device.base import Submission
 from edgecal.device.nativeagent import NativeAgentSource, built_native_agent
 from edgecal.device.probe import AgentChoice, BoardFacts, native_target
-from edgecal.device.session import AgentSession
-from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
-from edgecal.files.digests import DigestCache, file_sha256
-from edgecal.files.fsnames import device_file_name
-from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
+from edgecal.device.remote import (
+    MAX_RESPONSE_BYTES,
+    PushCheck,
+    RemoteDevice,
+    mark_mtime,
+)
+from edgecal.device.session import AgentProcess
+from edgecal.errors import BoardSetupError, DeviceError, ProtocolError
+from edgecal_agent.messages import JOBS_DIR, RESPONSE_FILE, check_relpath
+
+__all__ = ["PHONE_TMP", "PHONE_WORKDIR", "AdbDevice", "mark_mtime", "phone_workdir"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +69,6 @@ log = logging.getLogger(__name__)
 PHONE_WORKDIR = "/data/local/tmp/edgecal"
 #: A relative ``workdir`` of a phone is relative to this folder.
 PHONE_TMP = "/data/local/tmp"
-MAX_RESPONSE_BYTES = 64 << 20
-
-#: Uploads are staged under a name of this process's own (host pid and a random tag).
-_STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def phone_workdir(workdir: str | None) -> str:
@@ -79,19 +78,51 @@ def phone_workdir(workdir: str | None) -> str:
     return posixpath.normpath(wd if wd.startswith("/") else posixpath.join(PHONE_TMP, wd))
 
 
-def mark_mtime(digest: str) -> int:
-    """The mtime a verified copy of ``digest`` carries (a moment in 2000-2003), as SSH's."""
-    return 946684800 + int(digest[:8], 16) % 100_000_000
+def file_states_script(workdir: str, checks: Sequence[PushCheck]) -> str:
+    """``sh`` that says what each file is: builtins find symlinks on the way, absent files
+    and other kinds; the regular files' sizes and mtimes come from one ``stat``, in order
+    (read by :func:`parse_file_states`)."""
+    lines = [f"cd {shlex.quote(workdir)} || exit 5", "set --"]
+    for i, c in enumerate(checks):
+        parts = PurePosixPath(c.rel).parts
+        comps = " ".join(shlex.quote("/".join(parts[: k + 1])) for k in range(len(parts)))
+        f = shlex.quote(c.rel)
+        lines.append(
+            f'k=file; for c in {comps}; do if [ -L "$c" ]; then k=link; break; fi; done; '
+            f"if [ $k = file ]; then if [ ! -e {f} ]; then k=absent; "
+            f'elif [ ! -f {f} ]; then k=other; else set -- "$@" {f}; fi; fi; '
+            f"echo EDGECAL-STATE {i} $k"
+        )
+    lines.append("[ $# -eq 0 ] || stat -c 'EDGECAL-STAT %s %Y' -- \"$@\"")
+    return "\n".join(lines)
 
 
-def safe_name(name: str, where: str) -> str:
-    """One path component that is data: not empty, ``.``/``..``, no ``/`` or NUL."""
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
-        raise DeviceError(f"{where}: {name!r} is not a usable file name on the phone")
-    return name
+def parse_file_states(out: str, checks: Sequence[PushCheck]) -> list[str]:
+    """The states (see ``RemoteDevice._file_states``) in the answer of ``_file_states``'s
+    script: ``EDGECAL-STATE I file|absent|link|other`` per file, then one ``EDGECAL-STAT SIZE
+    MTIME`` per regular file in order.  A file whose figures are missing (``stat`` failed: it
+    went away meanwhile) is ``unknown``."""
+    states = ["unknown"] * len(checks)
+    regular: list[int] = []
+    stats: list[list[str]] = []
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "EDGECAL-STATE" and words[1].isdigit():
+            i = int(words[1])
+            if i < len(checks) and words[2] == "file":
+                regular.append(i)
+            elif i < len(checks):
+                states[i] = "absent" if words[2] == "absent" else "bad"
+        elif words[:1] == ["EDGECAL-STAT"]:
+            stats.append(words[1:])
+    if len(stats) == len(regular):
+        for i, got in zip(regular, stats, strict=True):
+            if got == [str(checks[i].size), str(checks[i].mark)]:
+                states[i] = "verified"
+    return states
 
 
-class AdbDevice(Device):
+class AdbDevice(RemoteDevice):
     """An Android phone over adb.  Connects (``adb connect`` for ``host:port``) and creates
     the work directory at construction.
 
@@ -101,6 +132,16 @@ class AdbDevice(Device):
     ``native_agent``: where the aarch64/armv7 binary comes from (default: built or found in
     the cache by ``edgecal.native``).
     """
+
+    machine = "phone"
+    link_kind = "adb"
+    lost_hint = (
+        "check the phone's cable or network (`adb devices`), then rerun "
+        "(`edgecal board check {name}`)"
+    )
+    dead_hint = "the phone may have killed it (low memory)"
+    target: AdbTarget
+    link: AdbLink
 
     def __init__(
         self,
@@ -115,56 +156,25 @@ class AdbDevice(Device):
         adb: str | None = None,
         shell_v1: bool = False,
     ) -> None:
-        self.name = target.name
-        self.target = target
         wd = phone_workdir(workdir)
         given = PurePosixPath(workdir or PHONE_WORKDIR)
         if ".." in given.parts or "\x00" in wd or wd in ("/", PHONE_TMP):
             raise BoardSetupError(
-                f"{self.name}: work directory {workdir!r} is not a folder of its own",
+                f"{target.name}: work directory {workdir!r} is not a folder of its own",
                 hint=f"use a path like {PHONE_WORKDIR}",
             )
-        self.workdir = PurePosixPath(wd)
-        self.workdir_root = workdir_root or posixpath.dirname(wd)
-        self.threads = threads or 1
         if affinity not in ("all", "big", "little"):
             raise ValueError(f"affinity must be all, big or little, not {affinity!r}")
+        super().__init__(target, threads=threads, startup_timeout_s=startup_timeout_s)
+        self.workdir = PurePosixPath(wd)
+        self.workdir_root = workdir_root or posixpath.dirname(wd)
         self.affinity = affinity
-        self._startup_timeout_s = startup_timeout_s
         self._native_agent = native_agent or built_native_agent
-        self._session: AgentSession | None = None
-        self._agent_rel: str | None = None
-        self._bytes_pushed = 0
-        self._bytes_fetched = 0
-        #: bytes of job requests and job input files written (not counted in bytes_pushed)
-        self.bytes_job_files = 0
-        self._closed = False
-        self._digests = DigestCache()
         self._dirs_ok: set[str] = set()
         self._facts: PhoneFacts | None = None
-        self.timings_s: dict[str, float] = {
-            "connect": 0.0,
-            "push": 0.0,
-            "fetch": 0.0,
-            "agent_start": 0.0,
-        }
-        self._local = Path(tempfile.mkdtemp(prefix="edgecal-adb-"))
-        try:
-            self.link = AdbLink(target, adb, shell_v1=shell_v1)
-            t0 = time.perf_counter()
-            self.link.connect()
-            self.timings_s["connect"] = time.perf_counter() - t0
-            self._make_workdir()
-        except BaseException:
-            self.close()
-            raise
+        self._open(lambda: AdbLink(target, adb, shell_v1=shell_v1), self._make_workdir)
 
     # -- paths -----------------------------------------------------------------------------------
-    def remote(self, rel: str) -> str:
-        """The absolute phone path of a workdir-relative name (checked)."""
-        check_relpath(rel, "remote path")
-        return posixpath.join(str(self.workdir), rel)
-
     def _run(self, script: str, what: str, timeout_s: float | None = None) -> str:
         """Run ``script``; its output, or a ``DeviceError`` naming ``what`` when it fails."""
         res = self.link.run(script, timeout_s=timeout_s or self._short_timeout)
@@ -191,10 +201,6 @@ class AdbDevice(Device):
                 hint=f"use a folder below {PHONE_TMP} (`workdir = ...` in the boards file)",
             )
         return DeviceError(f"{self.name}: {what} failed: {last}", hint=self._check_hint)
-
-    @property
-    def _check_hint(self) -> str:
-        return f"run `edgecal board check {self.name}`"
 
     def _mkdirs_script(self, rel: str | None) -> str:
         """``mkdir`` of the work directory (from its root) and then ``rel`` inside it, one
@@ -245,43 +251,16 @@ class AdbDevice(Device):
             raise
         self._dirs_ok.add(rel)
 
-    # -- pushes ----------------------------------------------------------------------------------
-    @staticmethod
-    def staging_rel(rel: str) -> str:
-        """Where an upload of ``rel`` lands before it is renamed into place."""
-        parent, _, name = rel.rpartition("/")
-        staged = f".{name}.upload-{_STAGE_TAG}"
-        return f"{parent}/{staged}" if parent else staged
+    # -- transport: adb shell and adb push/pull --------------------------------------------------
+    def _file_states(self, checks: Sequence[PushCheck]) -> list[str]:
+        """The state of every file in ONE ``adb shell`` with ONE ``stat`` (each is a process
+        start on the phone, ~40 ms under emulation): :func:`file_states_script`."""
+        what = checks[0].rel if len(checks) == 1 else f"{len(checks)} pushed files"
+        out = self._run(file_states_script(str(self.workdir), checks), f"looking at {what}")
+        return parse_file_states(out, checks)
 
-    def _state_script(self, rel: str) -> str:
-        wd = shlex.quote(str(self.workdir))
-        parts = PurePosixPath(rel).parts
-        tests = " ".join(shlex.quote("/".join(parts[: i + 1])) for i in range(len(parts)))
-        f = shlex.quote(rel)
-        return (
-            f"cd {wd} || exit 5\n"
-            f'for c in {tests}; do if [ -L "$c" ]; then echo EDGECAL-STATE link; exit 0; '
-            "fi; done\n"
-            f"if [ ! -e {f} ]; then echo EDGECAL-STATE absent\n"
-            f"elif [ -f {f} ]; then echo EDGECAL-STATE file $(stat -c '%s %Y' {f})\n"
-            "else echo EDGECAL-STATE other; fi"
-        )
-
-    def _remote_state(self, rel: str, digest: str, size: int) -> str:
-        """``verified``, ``absent``, ``unknown`` (a file without the mark) or ``bad`` (a
-        symlink or not a regular file)."""
-        out = self._run(self._state_script(rel), f"looking at {rel}")
-        for line in out.splitlines():
-            if line.startswith("EDGECAL-STATE "):
-                words = line.split()[1:]
-                if words[0] == "absent":
-                    return "absent"
-                if words[0] != "file":
-                    return "bad"
-                if words[1:] == [str(size), str(mark_mtime(digest))]:
-                    return "verified"
-                return "unknown"
-        return "unknown"
+    def _hash(self, rel: str) -> str | None:
+        return self.remote_sha256(rel)
 
     def remote_sha256(self, rel: str) -> str | None:
         """sha256 of a workdir file by the phone's ``sha256sum`` (None: not available)."""
@@ -294,61 +273,32 @@ class AdbDevice(Device):
             return words[0].lower()
         return None
 
-    def _mark_script(self, rel: str, digest: str) -> str:
-        stamp = touch_stamp(mark_mtime(digest))
+    def _mark_script(self, rel: str, mark: int) -> str:
+        stamp = touch_stamp(mark)
         return f"TZ=UTC0 touch -c -t {stamp} {shlex.quote(self.remote(rel))}"
 
-    def _upload(self, local: Path, rel: str, digest: str, mode: str | None = None) -> None:
-        t0 = time.perf_counter()
-        parent = rel.rpartition("/")[0]
-        if parent:
-            self._ensure_dir(parent)
+    def _set_mark(self, rel: str, mark: int) -> None:
+        self._run(self._mark_script(rel, mark), f"marking {rel}")
+
+    def _stage(self, local: Path, rel: str) -> None:
         tmp = self.remote(self.staging_rel(rel))
-        final = self.remote(rel)
         self._run(f"rm -f {shlex.quote(tmp)}", f"preparing the upload of {rel}")
         self.link.push(local, tmp)
-        q_tmp, q_final = shlex.quote(tmp), shlex.quote(final)
+
+    def _place(self, local: Path, rel: str, mark: int, mode: str | None) -> None:
+        q_tmp = shlex.quote(self.remote(self.staging_rel(rel)))
+        q_final = shlex.quote(self.remote(rel))
         chmod = f"chmod {mode} {q_tmp} && " if mode else ""
         try:
             self._run(
                 f"{chmod}if [ -L {q_final} ] || [ -d {q_final} ]; then rm -rf {q_final}; fi; "
-                f"mv -f {q_tmp} {q_final} && {self._mark_script(rel, digest)}",
+                f"mv -f {q_tmp} {q_final} && {self._mark_script(rel, mark)}",
                 f"placing {rel}",
             )
         except DeviceError:
             with contextlib.suppress(DeviceError):
                 self._run(f"rm -f {q_tmp}", "removing a staged upload")
             raise
-        self._bytes_pushed += local.stat().st_size
-        self.timings_s["push"] += time.perf_counter() - t0
-
-    def _ensure_pushed(self, local: Path, rel: str, digest: str, mode: str | None = None) -> None:
-        t0 = time.perf_counter()
-        state = self._remote_state(rel, digest, local.stat().st_size)
-        self.timings_s["push"] += time.perf_counter() - t0
-        if state == "verified":
-            return
-        if state == "unknown" and self.remote_sha256(rel) == digest:
-            self._run(self._mark_script(rel, digest), f"marking {rel}")
-            return
-        self._upload(local, rel, digest, mode)
-
-    def push(self, local: Path) -> str:
-        local = Path(local)
-        if not local.is_file():
-            raise DeviceError(f"{self.name}: cannot push {local}: not a file")
-        digest = self._digests.sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
-        self._ensure_pushed(local, rel, digest)
-        return rel
-
-    @property
-    def bytes_pushed(self) -> int:
-        return self._bytes_pushed
-
-    @property
-    def bytes_fetched(self) -> int:
-        return self._bytes_fetched
 
     # -- facts -----------------------------------------------------------------------------------
     def phone_facts(self) -> PhoneFacts:
@@ -383,7 +333,7 @@ class AdbDevice(Device):
             local = Path(self._native_agent(target))
             digest = self._digests.sha256(local)
             name = f"edgecal-agent-native-{target}-{digest[:12]}"
-            self._ensure_pushed(local, name, digest, mode="755")
+            self._ensure_pushed([(local, name, digest)], mode="755")
             self._agent_rel = name
         return self._agent_rel
 
@@ -412,53 +362,23 @@ class AdbDevice(Device):
         """A phone gets the native agent: it has no Python."""
         return AgentChoice("native", "a phone over adb: no Python there")
 
-    def _ensure_session(self) -> AgentSession:
-        if self._closed:
-            raise DeviceError(f"{self.name}: the device is closed")
-        if self._session is not None and not self._session.alive():
-            log.info("%s: the agent is gone; starting a new one", self.name)
-            self._session.close()
-            self._session = None
-        if self._session is None:
-            argv = self.agent_argv()
-            t0 = time.perf_counter()
-            proc = self.link.start(argv, str(self.workdir))
-            try:
-                self._session = AgentSession(
-                    argv,
-                    process=proc,
-                    device_name=self.name,
-                    startup_timeout_s=self._startup_timeout_s,
-                    dead_hint=f"{self._check_hint}; the phone may have killed it (low memory)",
-                )
-            except DeviceError as e:
-                proc.kill()
-                if not self.link.is_online():
-                    self._lost(e, "starting the agent")
-                raise BoardSetupError(
-                    f"{self.name}: the agent does not start: {e.message}", hint=self._check_hint
-                ) from e
-            self.timings_s["agent_start"] += time.perf_counter() - t0
-        return self._session
+    def _start_agent(self, argv: Sequence[str]) -> AgentProcess:
+        return self.link.start(argv, str(self.workdir))
 
-    def _lost(self, e: Exception, what: str) -> None:
-        raise TransportError(
-            f"{self.name}: lost the adb connection to {self.link.address} during {what}",
-            hint="check the phone's cable or network (`adb devices`), then rerun "
-            f"(`edgecal board check {self.name}`)",
+    def _link_up(self) -> bool:
+        return self.link.is_online()
+
+    def _agent_start_failed(self, e: DeviceError) -> NoReturn:
+        raise BoardSetupError(
+            f"{self.name}: the agent does not start: {e.message}", hint=self._check_hint
         ) from e
 
-    @property
-    def agent_pid(self) -> int | None:
-        s = self._session
-        return None if s is None or not s.alive() else s.pid
+    def _kill_remote(self, pid: int) -> None:
+        self.link.kill_remote(pid)
 
-    # -- jobs ------------------------------------------------------------------------------------
-    def hello(self) -> dict[str, Any]:
-        return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
-
-    def _submit(self, job: Submission) -> None:
-        session = self._ensure_session()
+    # -- transport: job files --------------------------------------------------------------------
+    def _write_job(self, job: Submission) -> None:
+        """One push of the job's folder into jobs/ (the agent reads it when it gets the id)."""
         self._ensure_dir(JOBS_DIR)
         local = self._local / "out" / job.job_id
         shutil.rmtree(local.parent, ignore_errors=True)
@@ -468,18 +388,8 @@ class AdbDevice(Device):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             self.bytes_job_files += len(data)
-        # one push of the job's folder into jobs/ (the agent reads it when it gets the id)
         self.link.push(local, self.remote(JOBS_DIR))
         shutil.rmtree(local.parent, ignore_errors=True)
-        try:
-            session.run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
-        except DeviceError as e:
-            if not self.link.is_online():
-                self._lost(e, f"job {job.job_id}")
-            raise
-
-    def _no_response_hint(self) -> str:
-        return self._check_hint
 
     def _read_response(self, job_rel: str) -> str | None:
         q = shlex.quote(self.remote(job_rel))
@@ -498,7 +408,7 @@ class AdbDevice(Device):
             raise ProtocolError(f"{self.name}: the response of {job_rel} is too large")
         return body
 
-    def _fetch_artifacts(self, job_rel: str, names: list[str], job_id: str) -> None:
+    def _check_artifacts(self, job_rel: str, names: Sequence[str], job_id: str) -> None:
         """Check that every artifact is a regular file (no symlink) in the job folder."""
         q = shlex.quote(self.remote(job_rel))
         checks = "\n".join(
@@ -517,69 +427,12 @@ class AdbDevice(Device):
                     hint="something on the phone removed the job's files; run the command again",
                 )
 
-    def collect_job(self, job_id: str) -> JobResult | None:
-        job_rel = f"{JOBS_DIR}/{check_relpath(job_id, 'job id')}"
-        raw = self._read_response(job_rel)
-        if raw is None:
-            return None
-        try:
-            response = parse_response(raw, self.name, job_id)
-            raise_for_error(response, self.name)
-            artifacts: dict[str, Path] = {}
-            local_dir = self._local / "jobs" / job_id
-            files = {k: check_relpath(a.file, "artifact") for k, a in response.artifacts.items()}
-            if files:
-                self._fetch_artifacts(job_rel, list(files.values()), job_id)
-            for key, art in response.artifacts.items():
-                local = local_dir / files[key]
-                local.parent.mkdir(parents=True, exist_ok=True)
-                t0 = time.perf_counter()
-                self.link.pull(self.remote(f"{job_rel}/{files[key]}"), local, 64 << 20)
-                self.timings_s["fetch"] += time.perf_counter() - t0
-                self._bytes_fetched += local.stat().st_size
-                if file_sha256(local) != art.sha256:
-                    raise ProtocolError(
-                        f"{self.name}: artifact {art.file} of job {job_id} does not match its "
-                        "sha256"
-                    )
-                artifacts[key] = local
-            done = JobResult(response.to_dict(), artifacts)
-        except TransportError:
-            raise  # the answer stays on the phone for the next try
-        except BaseException:
-            self._remove_job(job_rel)
-            raise
-        self._remove_job(job_rel)
-        return done
+    def _fetch_file(self, rel: str, local: Path) -> None:
+        self.link.pull(self.remote(rel), local, MAX_RESPONSE_BYTES)
 
     def _remove_job(self, job_rel: str) -> None:
         with contextlib.suppress(DeviceError):
             self._run(f"rm -rf {shlex.quote(self.remote(job_rel))}", "removing a job")
-
-    def recover(self) -> None:
-        """Reconnect (``adb connect`` again for ``host:port``) and kill the agent of the failed
-        session if it still runs on the phone."""
-        old = self._session
-        self._session = None
-        pid = None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                pid = old.pid
-            with contextlib.suppress(Exception):
-                old.kill()
-        self.link.reconnect()
-        if pid:
-            self.link.kill_remote(pid)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                self._session.close()
-            self._session = None
-        shutil.rmtree(self._local, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"AdbDevice(name={self.name!r}, serial={self.target.serial!r})"

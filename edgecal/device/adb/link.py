@@ -44,6 +44,7 @@ from edgecal.device.adb.shell import (
     split_exit_status,
     with_exit_status,
 )
+from edgecal.device.session import describe_shell_exit
 from edgecal.errors import BoardSetupError, TransportError
 from edgecal_agent.messages import DONE_PREFIX, READY_PREFIX
 
@@ -414,16 +415,7 @@ class AdbProcess:
 
     @staticmethod
     def describe_exit(code: int) -> str:
-        if code == -1:
-            return "was killed (no exit status: a signal, or the adb connection closed)"
-        if code == 127:
-            return "could not be started (status 127: command not found)"
-        if code > 128:
-            try:
-                return f"was killed by {signal.Signals(code - 128).name} (status {code})"
-            except ValueError:
-                return f"exited with status {code}"
-        return f"exited with status {code}"
+        return describe_shell_exit(code, "the adb connection")
 
 
 class _TextIn:

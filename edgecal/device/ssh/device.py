@@ -10,7 +10,8 @@ the SFTP home)::
 
 Every remote path is built from the resolved work directory and a checked relative name (no
 ``..``, no absolute path, no NUL) and every directory on the way is ``lstat``-ed: a symlink is
-refused.  Uploads go to a temporary name, are hashed on the board, then renamed into place.
+refused.  Pushes, marks, staging and the collection of job outputs are
+:class:`~edgecal.device.remote.RemoteDevice`'s; this module gives them SFTP and SSH commands.
 The agent runs as ``python3 <workdir>/edgecal-agent-<sha>.pyz serve --workdir <workdir>`` on one
 SSH channel (:class:`AgentSession` over :class:`ChannelProcess`) -- or, on a board without
 Python (``agent="native"``, or ``"auto"`` and no Python with numpy and ncnn there), as
@@ -31,19 +32,14 @@ import logging
 import os
 import posixpath
 import re
-import secrets
-import shutil
 import stat
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 import paramiko
 
-from edgecal.device.base import Device, JobResult, Submission
-from edgecal.device.jobs import parse_response, raise_for_error
+from edgecal.device.base import Submission
 from edgecal.device.nativeagent import (
     NativeAgentSource,
     built_native_agent,
@@ -63,19 +59,22 @@ from edgecal.device.probe import (
     problems,
     shell_probe_argv,
 )
-from edgecal.device.session import AgentSession
+from edgecal.device.remote import (
+    MAX_RESPONSE_BYTES,
+    PushCheck,
+    RemoteDevice,
+    mark_mtime,
+)
+from edgecal.device.session import AgentProcess
 from edgecal.device.snippets import board_snippet
-from edgecal.device.ssh.link import SshLink, SshTarget
+from edgecal.device.ssh.link import ChannelProcess, SshLink, SshTarget
 from edgecal.errors import BoardSetupError, DeviceError, ProtocolError, TransportError
-from edgecal.files.digests import DigestCache, file_sha256
-from edgecal.files.fsnames import device_file_name
-from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
+from edgecal_agent.messages import JOBS_DIR, RESPONSE_FILE, check_relpath
 from edgecal_agent.workdir import DEFAULT_WORKDIR
 
 log = logging.getLogger(__name__)
 
 SITE_DIR = "site"
-MAX_RESPONSE_BYTES = 64 << 20
 
 
 def hash_argv(python: str, workdir: str, rels: Sequence[str]) -> list[str]:
@@ -95,18 +94,60 @@ def parse_hashes(stdout: str, board: str) -> dict[str, str | None]:
         ) from None
 
 
-#: Uploads are staged under a name of this process's own (host pid and a random tag).
-_STAGE_TAG = f"{os.getpid()}-{secrets.token_hex(3)}"
+#: The board's Python redoing a failed SFTP operation: prints ``err ERRNO TEXT`` or ``ok 0 ok``.
+_ERRNO_PY = (
+    "import errno, os, sys\n"
+    "p, n = sys.argv[1], int(sys.argv[2])\n"
+    "d = p if n < 0 else os.path.dirname(p)\n"
+    "try:\n"
+    "    os.makedirs(d, exist_ok=True)\n"
+    "    if n >= 0:\n"
+    "        t = p + '.edgecal-errno'\n"
+    "        with open(t, 'wb') as f:\n"
+    "            f.write(bytes(max(n, 1))); f.flush(); os.fsync(f.fileno())\n"
+    "        os.remove(t)\n"
+    "    print('ok 0 ok')\n"
+    "except OSError as e:\n"
+    "    print('err', e.errno, e.strerror)\n"
+)
+
+#: The same with POSIX ``sh`` alone (boards without Python): ``err <the tools' message>`` or
+#: ``ok``.  ``$1``: the path, ``$2``: the bytes to write there (-1: ``mkdir -p`` it).
+_ERRNO_SH = """p=$1; n=$2
+if [ "$n" -lt 0 ]; then d=$p; else d=$(dirname -- "$p"); fi
+e=$(mkdir -p -- "$d" 2>&1) || { echo "err $e"; exit 0; }
+if [ "$n" -ge 0 ]; then
+  t=$p.edgecal-errno
+  [ "$n" -gt 0 ] || n=1
+  e=$( { head -c "$n" /dev/zero > "$t"; } 2>&1 ) || {
+    rm -f -- "$t"; echo "err $e"; exit 0; }
+  rm -f -- "$t"
+fi
+[ -w "$d" ] || { echo "err $d: Permission denied"; exit 0; }
+echo ok"""
+
+#: The errnos a failed write is told by, and a piece of their message (glibc's, musl's and
+#: busybox's wordings).
+_ERRNO_TEXTS = (
+    (errno.EROFS, "Read-only file system"),
+    (errno.ENOSPC, "No space left on device"),
+    (errno.EDQUOT, "uota exceeded"),
+    (errno.EACCES, "Permission denied"),
+    (errno.EPERM, "Operation not permitted"),
+    (errno.ENOTDIR, "Not a directory"),
+)
 
 
-def safe_name(name: str, where: str) -> str:
-    """One path component that is data: not empty, ``.``/``..``, no ``/`` or NUL."""
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
-        raise DeviceError(f"{where}: {name!r} is not a usable file name on the board")
-    return name
+def errno_of_message(text: str) -> tuple[int, str] | None:
+    """``(errno, strerror)`` of the first error named in a tool's message (``sh: can't create
+    x: Read-only file system``), or None."""
+    for code, words in _ERRNO_TEXTS:
+        if words in text:
+            return code, os.strerror(code)
+    return None
 
 
-class SshDevice(Device):
+class SshDevice(RemoteDevice):
     """A board over SSH.  Connects (and checks the host key) at construction.
 
     ``workdir``: relative to the SFTP home (``~/`` is accepted) or absolute.  ``python``: the
@@ -116,6 +157,13 @@ class SshDevice(Device):
     binary for a target comes from (default: ``edgecal.native``'s cache, built there first
     when ``agent="native"``; with ``auto`` only a cached one is taken).
     """
+
+    machine = "board"
+    link_kind = "SSH"
+    lost_hint = "check the board's power and network, then rerun (`edgecal board check {name}`)"
+    dead_hint = "out-of-memory kills show in `dmesg` on the board"
+    target: SshTarget
+    link: SshLink
 
     def __init__(
         self,
@@ -131,7 +179,7 @@ class SshDevice(Device):
     ) -> None:
         if agent not in AGENT_SETTINGS:
             raise ValueError(f"agent must be one of {AGENT_SETTINGS}, not {agent!r}")
-        self.name = target.name
+        super().__init__(target, threads=threads, startup_timeout_s=startup_timeout_s)
         self.agent_setting = agent
         self._agent_choice: AgentChoice | None = None
         self._python_facts: BoardFacts | None = None  # what the Python probe said, when asked
@@ -146,35 +194,12 @@ class SshDevice(Device):
                 posixpath.dirname(posixpath.normpath(workdir)) if workdir.startswith("/") else None
             )
         )
-        self.target = target
         self.python = python
-        self.threads = threads or 1
-        self._startup_timeout_s = startup_timeout_s
-        self._session: AgentSession | None = None
-        self._agent_rel: str | None = None
-        self._bytes_pushed = 0
-        self._bytes_fetched = 0
-        #: bytes of job requests and job input files written (not counted in bytes_pushed)
-        self.bytes_job_files = 0
-        self._closed = False
-        self._digests = DigestCache()
-        self._jobs_dir_ok = False
-        self.timings_s: dict[str, float] = {
-            "connect": 0.0,
-            "push": 0.0,
-            "fetch": 0.0,
-            "agent_start": 0.0,
-        }
-        self._local = Path(tempfile.mkdtemp(prefix="edgecal-ssh-"))
-        self.link = SshLink(target)
-        try:
-            t0 = time.perf_counter()
-            self.link.connect()
-            self.timings_s["connect"] = time.perf_counter() - t0
+
+        def resolve() -> None:
             self.workdir = self._resolve_workdir(workdir)
-        except BaseException:
-            self.close()
-            raise
+
+        self._open(lambda: SshLink(target), resolve)
 
     # -- paths -----------------------------------------------------------------------------------
     def _explain_oserror(self, e: OSError, what: str, path: str, size: int = 0) -> DeviceError:
@@ -205,30 +230,26 @@ class SshDevice(Device):
         )
 
     def _errno_on_board(self, path: str, size: int, fallback: tuple[Any, str]) -> tuple[Any, str]:
-        """Redo the failed operation on the board with Python to learn its errno."""
-        code = (
-            "import errno, os, sys\n"
-            "p, n = sys.argv[1], int(sys.argv[2])\n"
-            "d = p if n < 0 else os.path.dirname(p)\n"
-            "try:\n"
-            "    os.makedirs(d, exist_ok=True)\n"
-            "    if n >= 0:\n"
-            "        t = p + '.edgecal-errno'\n"
-            "        with open(t, 'wb') as f:\n"
-            "            f.write(bytes(max(n, 1))); f.flush(); os.fsync(f.fileno())\n"
-            "        os.remove(t)\n"
-            "    print('ok 0 ok')\n"
-            "except OSError as e:\n"
-            "    print('err', e.errno, e.strerror)\n"
-        )
+        """Redo the failed operation on the board to learn its errno: with the board's
+        Python, or with ``sh`` where no Python answers (a native-agent board)."""
         try:
             res = self.link.run(
-                [self.python, "-I", "-S", "-c", code, path, str(size)], timeout_s=60.0
+                [self.python, "-I", "-S", "-c", _ERRNO_PY, path, str(size)], timeout_s=60.0
             )
             kind, num, text = res.stdout.strip().split(" ", 2)
         except (DeviceError, ValueError):
-            return fallback
+            return self._errno_by_sh(path, size, fallback)
         return (int(num), text) if kind == "err" else fallback
+
+    def _errno_by_sh(self, path: str, size: int, fallback: tuple[Any, str]) -> tuple[Any, str]:
+        try:
+            res = self.link.run(
+                ["sh", "-c", _ERRNO_SH, "edgecal-errno", path, str(size)], timeout_s=60.0
+            )
+        except DeviceError:
+            return fallback
+        found = errno_of_message(res.stdout) if res.stdout.startswith("err ") else None
+        return found or fallback
 
     def _resolve_workdir(self, workdir: str) -> PurePosixPath:
         wd = workdir[2:] if workdir.startswith("~/") else workdir
@@ -280,13 +301,6 @@ class SshDevice(Device):
             check(path, st)
         return path
 
-    def remote(self, rel: str) -> str:
-        """The absolute board path of a workdir-relative name (checked)."""
-        check_relpath(rel, "remote path")
-        if "\n" in rel and rel.startswith("jobs/"):
-            raise DeviceError(f"{self.name}: bad job path {rel!r}")
-        return posixpath.join(str(self.workdir), rel)
-
     def _ensure_dir(self, rel: str) -> None:
         """``mkdir -p`` of a workdir-relative dir via SFTP, refusing symlinks on the way."""
 
@@ -322,21 +336,39 @@ class SshDevice(Device):
             )
         return parse_hashes(res.stdout, self.name)
 
-    @staticmethod
-    def staging_rel(rel: str) -> str:
-        """Where an upload of ``rel`` lands before :meth:`commit_upload` moves it in place."""
-        parent, _, name = rel.rpartition("/")
-        staged = f".{name}.upload-{_STAGE_TAG}"  # per host process: two runs never share one
-        return f"{parent}/{staged}" if parent else staged
+    # -- transport: SFTP -------------------------------------------------------------------------
+    def _hash(self, rel: str) -> str | None:
+        return self.remote_sha256(rel).get(rel)
 
-    def _upload(self, local: Path, rel: str, digest: str) -> None:
-        parent = rel.rpartition("/")[0]
-        if parent:
-            self._ensure_dir(parent)
-        tmp_rel = self.staging_rel(rel)
-        tmp = self.remote(tmp_rel)
-        size = local.stat().st_size
-        t0 = time.perf_counter()
+    def _file_states(self, checks: Sequence[PushCheck]) -> list[str]:
+        """One SFTP lstat per path component (cheap: no process starts on the board), no
+        symlink accepted on the way."""
+        with self.link.sftp_op("looking at a pushed file") as sftp:
+            return [self._file_state(sftp, c) for c in checks]
+
+    def _file_state(self, sftp: paramiko.SFTPClient, check: PushCheck) -> str:
+        path = str(self.workdir)
+        parts = PurePosixPath(check.rel).parts
+        try:
+            for i, comp in enumerate(parts):
+                path = f"{path}/{comp}"
+                st = sftp.lstat(path)
+                want = stat.S_ISREG if i == len(parts) - 1 else stat.S_ISDIR
+                if not want(st.st_mode or 0):
+                    return "bad"
+        except FileNotFoundError:
+            return "absent"
+        except OSError:
+            return "unknown"
+        ok = st.st_size == check.size and st.st_mtime == check.mark
+        return "verified" if ok else "unknown"
+
+    def _set_mark(self, rel: str, mark: int) -> None:
+        with contextlib.suppress(OSError), self.link.sftp_op("marking a file") as sftp:
+            sftp.utime(self.remote(rel), (mark, mark))
+
+    def _stage(self, local: Path, rel: str) -> None:
+        tmp = self.remote(self.staging_rel(rel))
         with self.link.sftp_op(f"uploading {local.name}") as sftp:
             try:
                 with contextlib.suppress(FileNotFoundError):
@@ -346,19 +378,16 @@ class SshDevice(Device):
             except OSError as e:
                 with contextlib.suppress(OSError):
                     sftp.remove(tmp)
-                raise self._explain_oserror(e, "cannot upload to", tmp, size) from None
-        self.commit_upload(local, rel, digest)
-        self.timings_s["push"] += time.perf_counter() - t0
+                raise self._explain_oserror(
+                    e, "cannot upload to", tmp, local.stat().st_size
+                ) from None
 
-    def commit_upload(self, local: Path, rel: str, digest: str) -> None:
-        """Move the staged upload of ``local`` (whole: SFTP confirmed its size, SSH its bytes)
-        to ``rel`` and mark it.  Its content is checked where it is used: the agent hashes a
-        ``files/<sha256>/`` input against its folder name before the first use, and removes it
-        when it does not match (``InputCorrupt``: the retry pushes it again).  No Python start
-        on the board per upload."""
+    def _place(self, local: Path, rel: str, mark: int, mode: str | None) -> None:
         tmp, final = self.remote(self.staging_rel(rel)), self.remote(rel)
         with self.link.sftp_op(f"placing {local.name}") as sftp:
             try:
+                if mode is not None:
+                    sftp.chmod(tmp, int(mode, 8))
                 try:
                     sftp.posix_rename(tmp, final)
                 except OSError:  # no posix-rename@openssh.com: plain rename needs no target
@@ -369,89 +398,7 @@ class SshDevice(Device):
                 with contextlib.suppress(OSError):
                     sftp.remove(tmp)
                 raise self._explain_oserror(e, "cannot move the upload to", final) from None
-        self._mark_verified(rel, digest)
-        self._bytes_pushed += local.stat().st_size
-
-    def upload_needed(self, local: Path) -> tuple[str, str] | None:
-        """``(rel, digest)`` when ``local`` is not on the board yet (its folder is made), else
-        None: what a fan-out upload (``edgecal.fleet.fanout``) stages and commits."""
-        digest = self._digests.sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
-        state = self._remote_state(rel, digest, local.stat().st_size)
-        if state == "verified":
-            return None
-        if state == "unknown" and self.remote_sha256(rel).get(rel) == digest:
-            self._mark_verified(rel, digest)
-            return None
-        self._ensure_dir(rel.rpartition("/")[0])
-        return rel, digest
-
-    # -- verified marks --------------------------------------------------------------------------
-    # Hashing on the board costs a Python start (~0.5 s under qemu).  A file uploaded whole, or
-    # whose sha256 was checked on the board, gets an mtime derived from that sha256 (a date in
-    # 2000-2003); any later write sets the mtime to "now", so "regular file, right size, marked
-    # mtime" (one SFTP lstat, no Python) means "ours and untouched since".  Anything else is
-    # hashed.  The agent still checks the content before using it (see ``commit_upload``).
-    @staticmethod
-    def _mark(digest: str) -> int:
-        return 946684800 + int(digest[:8], 16) % 100_000_000
-
-    def _mark_verified(self, rel: str, digest: str) -> None:
-        mark = self._mark(digest)
-        with contextlib.suppress(OSError), self.link.sftp_op("marking a file") as sftp:
-            sftp.utime(self.remote(rel), (mark, mark))
-
-    def _remote_state(self, rel: str, digest: str, size: int) -> str:
-        """``verified`` (regular file, right size, the mark), ``absent`` or ``unknown``: one
-        SFTP lstat per path component, no symlink accepted on the way."""
-        path = str(self.workdir)
-        parts = PurePosixPath(rel).parts
-        with self.link.sftp_op("looking at a pushed file") as sftp:
-            try:
-                for i, comp in enumerate(parts):
-                    path = f"{path}/{comp}"
-                    st = sftp.lstat(path)
-                    want = stat.S_ISREG if i == len(parts) - 1 else stat.S_ISDIR
-                    if not want(st.st_mode or 0):
-                        return "unknown"
-            except FileNotFoundError:
-                return "absent"
-            except OSError:
-                return "unknown"
-        ok = st.st_size == size and st.st_mtime == self._mark(digest)
-        return "verified" if ok else "unknown"
-
-    def _ensure_pushed(self, local: Path, rel: str, digest: str) -> None:
-        t0 = time.perf_counter()
-        size = local.stat().st_size
-        state = self._remote_state(rel, digest, size)
-        if state == "verified":
-            self.timings_s["push"] += time.perf_counter() - t0
-            return
-        have = None if state == "absent" else self.remote_sha256(rel).get(rel)
-        self.timings_s["push"] += time.perf_counter() - t0
-        if have == digest:
-            self._mark_verified(rel, digest)
-        else:
-            self._upload(local, rel, digest)
-
-    # -- Device: push ----------------------------------------------------------------------------
-    def push(self, local: Path) -> str:
-        local = Path(local)
-        if not local.is_file():
-            raise DeviceError(f"{self.name}: cannot push {local}: not a file")
-        digest = self._digests.sha256(local)
-        rel = f"{FILES_DIR}/{digest}/{safe_name(device_file_name(local.name), str(local))}"
-        self._ensure_pushed(local, rel, digest)
-        return rel
-
-    @property
-    def bytes_pushed(self) -> int:
-        return self._bytes_pushed
-
-    @property
-    def bytes_fetched(self) -> int:
-        return self._bytes_fetched
+        self._set_mark(rel, mark)
 
     # -- agent -----------------------------------------------------------------------------------
     @property
@@ -501,7 +448,7 @@ class SshDevice(Device):
                 )
         return facts
 
-    def _raise_setup(self, fallback: str) -> None:
+    def _raise_setup(self, fallback: str) -> NoReturn:
         """Diagnose why the agent cannot run; raise the first problem with its fix."""
         facts = self.probe()
         found = (
@@ -539,12 +486,12 @@ class SshDevice(Device):
             local = cached_native_agent(self.name, target, self.agent_choice.reason)
         digest = self._digests.sha256(local)
         name = f"edgecal-agent-native-{target}-{digest[:12]}"
-        self._ensure_pushed(local, name, digest)
+        self._ensure_pushed([(local, name, digest)], mode="755")
         path = self.remote(name)
         with self.link.sftp_op("making the agent executable") as sftp:
             if (sftp.lstat(path).st_mode or 0) & 0o777 != 0o755:
                 sftp.chmod(path, 0o755)
-                self._mark_verified(name, digest)  # chmod keeps the mtime; be explicit
+                self._set_mark(name, mark_mtime(digest))  # chmod keeps the mtime; be explicit
         return name
 
     def deploy_agent(self) -> str:
@@ -559,7 +506,7 @@ class SshDevice(Device):
         name = agent_zipapp_name(data)
         local = self._local / name
         local.write_bytes(data)
-        self._ensure_pushed(local, name, hashlib.sha256(data).hexdigest())
+        self._ensure_pushed([(local, name, hashlib.sha256(data).hexdigest())])
         self._agent_rel = name
         return name
 
@@ -580,52 +527,25 @@ class SshDevice(Device):
             str(self.workdir),
         ]  # the workdir last, as before
 
-    def _ensure_session(self) -> AgentSession:
-        if self._closed:
-            raise DeviceError(f"{self.name}: the device is closed")
-        if self._session is not None and not self._session.alive():
-            log.info("%s: the agent is gone; starting a new one", self.name)
-            self._session.close()
-            self._session = None
-        if self._session is None:
-            argv = self.agent_argv()
-            t0 = time.perf_counter()
-            proc = self.link.start(argv, startup_timeout_s=self._startup_timeout_s)
-            try:
-                self._session = AgentSession(
-                    argv,
-                    process=proc,
-                    device_name=self.name,
-                    startup_timeout_s=self._startup_timeout_s,
-                    dead_hint=f"run `edgecal board check {self.name}`; out-of-memory kills "
-                    "show in `dmesg` on the board",
-                )
-            except DeviceError as e:
-                proc.kill()
-                if not self.link.is_active():
-                    self._lost(e, "starting the agent")
-                self._raise_setup(f"the agent does not start: {e.message}")
-            self.timings_s["agent_start"] += time.perf_counter() - t0
-        assert self._session is not None
-        return self._session
+    def _start_agent(self, argv: Sequence[str]) -> AgentProcess:
+        proc: ChannelProcess = self.link.start(argv, startup_timeout_s=self._startup_timeout_s)
+        return proc
 
-    def _lost(self, e: Exception, what: str) -> None:
-        raise TransportError(
-            f"{self.name}: lost the SSH connection to {self.link.address} during {what}",
-            hint=f"check the board's power and network, then rerun (`edgecal board check "
-            f"{self.name}`)",
-        ) from e
+    def _link_up(self) -> bool:
+        return bool(self.link.is_active())
 
-    @property
-    def agent_pid(self) -> int | None:
-        """The agent's pid on the board, if it runs."""
-        s = self._session
-        return None if s is None or not s.alive() else s.pid
+    def _agent_start_failed(self, e: DeviceError) -> NoReturn:
+        self._raise_setup(f"the agent does not start: {e.message}")
 
-    # -- Device: jobs ----------------------------------------------------------------------------
-    def hello(self) -> dict[str, Any]:
-        return self.run_job("hello", {}, timeout_s=self._startup_timeout_s).result
+    def _kill_remote(self, pid: int) -> None:
+        with contextlib.suppress(DeviceError):
+            self.link.run(["kill", "-9", str(pid)], timeout_s=30.0)
 
+    def _close_link(self) -> None:
+        if hasattr(self, "link"):
+            self.link.close()
+
+    # -- transport: job files --------------------------------------------------------------------
     def _write(self, rel: str, data: bytes) -> None:
         path = self.remote(rel)
         with self.link.sftp_op(f"writing {rel}") as sftp:
@@ -635,26 +555,39 @@ class SshDevice(Device):
                 raise self._explain_oserror(e, "cannot write", path, len(data)) from None
         self.bytes_job_files += len(data)
 
-    def _read(self, rel: str, limit: int) -> bytes:
-        path = self.remote(rel)
-        with self.link.sftp_op(f"reading {rel}") as sftp:
-            st = sftp.lstat(path)
-            if not stat.S_ISREG(st.st_mode or 0) or (st.st_size or 0) > limit:
-                raise ProtocolError(f"{self.name}: {rel} is not a regular file under {limit} bytes")
-            with sftp.open(path, "rb") as fh:
-                data = fh.read()
-        self._bytes_fetched += len(data)
-        return data
+    def _write_job(self, job: Submission) -> None:
+        job_rel = f"{JOBS_DIR}/{job.job_id}"
+        self._ensure_dir(job_rel)
+        for name, data in job.files:
+            rel = f"{job_rel}/{check_relpath(name, 'job file')}"
+            if "/" in name:
+                self._ensure_dir(rel.rpartition("/")[0])
+            self._write(rel, data)
 
-    def _fetch(self, rel: str, local: Path) -> None:
+    def _read_response(self, job_rel: str) -> str | None:
+        rel = f"{job_rel}/{RESPONSE_FILE}"
         path = self.remote(rel)
-        t0 = time.perf_counter()
+        try:
+            with self.link.sftp_op(f"reading {rel}") as sftp:
+                st = sftp.lstat(path)
+                if not stat.S_ISREG(st.st_mode or 0) or (st.st_size or 0) > MAX_RESPONSE_BYTES:
+                    raise ProtocolError(
+                        f"{self.name}: {rel} is not a regular file under {MAX_RESPONSE_BYTES} bytes"
+                    )
+                with sftp.open(path, "rb") as fh:
+                    data = fh.read()
+        except FileNotFoundError:
+            return None
+        self._bytes_fetched += len(data)
+        return data.decode("utf-8", "replace")
+
+    def _fetch_file(self, rel: str, local: Path) -> None:
+        path = self.remote(rel)
         with self.link.sftp_op(f"fetching {rel}") as sftp:
             try:
                 st = sftp.lstat(path)
                 if not stat.S_ISREG(st.st_mode or 0):
                     raise ProtocolError(f"{self.name}: artifact {rel} is not a regular file")
-                local.parent.mkdir(parents=True, exist_ok=True)
                 sftp.get(path, str(local))
             except FileNotFoundError:
                 raise ProtocolError(
@@ -662,8 +595,6 @@ class SshDevice(Device):
                     "the agent wrote it)",
                     hint="something on the board removed the job's files; run the command again",
                 ) from None
-        self._bytes_fetched += local.stat().st_size
-        self.timings_s["fetch"] += time.perf_counter() - t0
 
     def _remove_job(self, job_rel: str) -> None:
         def rmtree(path: str, sftp: paramiko.SFTPClient) -> None:
@@ -681,83 +612,8 @@ class SshDevice(Device):
         ):
             rmtree(self.remote(job_rel), sftp)
 
-    def _submit(self, job: Submission) -> None:
-        session = self._ensure_session()
-        job_rel = f"{JOBS_DIR}/{job.job_id}"
-        self._ensure_dir(job_rel)
-        for name, data in job.files:
-            rel = f"{job_rel}/{check_relpath(name, 'job file')}"
-            if "/" in name:
-                self._ensure_dir(rel.rpartition("/")[0])
-            self._write(rel, data)
-        try:
-            session.run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
-        except DeviceError as e:
-            if not self.link.is_active():
-                self._lost(e, f"job {job.job_id}")
-            raise
-
-    def _no_response_hint(self) -> str:
-        return f"run `edgecal board check {self.name}`"
-
-    def collect_job(self, job_id: str) -> JobResult | None:
-        job_rel = f"{JOBS_DIR}/{check_relpath(job_id, 'job id')}"
-        try:
-            raw = self._read(f"{job_rel}/{RESPONSE_FILE}", MAX_RESPONSE_BYTES)
-        except FileNotFoundError:
-            return None
-        try:
-            response = parse_response(raw.decode("utf-8", "replace"), self.name, job_id)
-            provision = f"run `edgecal board provision {self.name}`"
-            raise_for_error(response, self.name, {"NcnnUnavailable": provision})
-            artifacts: dict[str, Path] = {}
-            local_dir = self._local / "jobs" / job_id
-            for key, art in response.artifacts.items():
-                rel = check_relpath(art.file, "artifact")
-                local = local_dir / rel
-                self._fetch(f"{job_rel}/{rel}", local)
-                if file_sha256(local) != art.sha256:
-                    raise ProtocolError(
-                        f"{self.name}: artifact {art.file} of job {job_id} does not match its "
-                        "sha256"
-                    )
-                artifacts[key] = local
-            done = JobResult(response.to_dict(), artifacts)
-        except TransportError:
-            raise  # the answer stays on the board for the next try
-        except BaseException:
-            self._remove_job(job_rel)
-            raise
-        self._remove_job(job_rel)
-        return done
-
-    def recover(self) -> None:
-        """Reconnect (a new SSH connection) and kill the agent of the failed session if it
-        still runs on the board: its job is done (``collect_job``) or given up."""
-        old = self._session
-        self._session = None
-        pid = None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                pid = old.pid
-            with contextlib.suppress(Exception):
-                old.kill()
-        self.link.reconnect()
-        if pid:
-            with contextlib.suppress(DeviceError):
-                self.link.run(["kill", "-9", str(pid)], timeout_s=30.0)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                self._session.close()
-            self._session = None
-        if hasattr(self, "link"):
-            self.link.close()
-        shutil.rmtree(self._local, ignore_errors=True)
+    def _error_hints(self) -> Mapping[str, str]:
+        return {"NcnnUnavailable": f"run `edgecal board provision {self.name}`"}
 
     def __repr__(self) -> str:
         return f"SshDevice(name={self.name!r}, address={self.link.address!r})"

@@ -39,6 +39,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
+from edgecal.device.session import describe_shell_exit
 from edgecal.device.ssh.config import SshAddress
 from edgecal.device.ssh.knownhosts import (
     KnownHostLine,
@@ -276,18 +277,7 @@ class ChannelProcess:
 
     @staticmethod
     def describe_exit(code: int) -> str:
-        if code == -1:
-            return "was killed (no exit status: a signal, or the SSH channel closed)"
-        if code == 127:
-            return "could not be started (status 127: command not found)"
-        if code > 128:
-            import signal
-
-            try:
-                return f"was killed by {signal.Signals(code - 128).name} (status {code})"
-            except ValueError:
-                return f"exited with status {code}"
-        return f"exited with status {code}"
+        return describe_shell_exit(code, "the SSH channel")
 
 
 class SshLink:
