@@ -323,8 +323,10 @@ def parse_eq_layer(
         )
     with _artifact(device, job, "eq.npz") as npz:
         sim = np.asarray(npz["sim"], dtype=np.float64)
-        counts = np.asarray(npz["sim_samples"], dtype=np.int64) if form == EQ_RESULT else None
-        n_samples = int(np.asarray(npz["n_samples"]))
+        counts = n_samples = None
+        if form == EQ_RESULT:  # pruned candidates: the samples each sum covers
+            counts = np.asarray(npz["sim_samples"], dtype=np.int64)
+            n_samples = int(np.asarray(npz["n_samples"]))
         new_ws = np.asarray(npz["weight_scales"], dtype=np.float32)
         new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
         sim_start = float(np.asarray(npz["sim_start"], dtype=np.float64))
@@ -346,7 +348,7 @@ def parse_eq_layer(
         sim_end=sim_end,
         search=str(job.result.get("search", "")),
         sim_samples=counts,
-        n_samples=n_samples,
+        n_samples=n_samples or 0,
     )
 
 

@@ -17,7 +17,8 @@ from edgecal.calib.eq import pick_best, pick_pruned
 from edgecal.device.capture import Workload, eq_search_layer
 from edgecal.errors import ProtocolError
 from edgecal_agent import eqsearch
-from edgecal_agent.messages import EQ_PRUNE_SLACK
+from edgecal_agent.messages import EQ_PRUNE_SLACK, EQ_SIMILARITY
+from edgecal_agent.npzio import npz_bytes
 
 F32 = st.floats(-1e3, 1e3, width=32, allow_subnormal=False)
 
@@ -287,3 +288,48 @@ def test_the_host_refuses_a_pruning_it_cannot_confirm() -> None:
 def test_cosine_is_cosines_of_one_sample(dot: float, ref_norm: float, q_norm: float) -> None:
     want = eqsearch.cosines(np.array([dot]), np.array([ref_norm]), np.array([q_norm]))[0]
     assert np.array_equal(eqsearch.cosine(dot, ref_norm, q_norm), want, equal_nan=True)
+
+
+def test_the_host_checks_an_agents_pruning(tmp_path: Path) -> None:
+    """An ``eq_layer`` answer of form 2 is read with its sample counts and every pruned
+    candidate's bound is checked before the pick is trusted; an unknown form is refused."""
+    from edgecal.device.base import JobResult
+    from edgecal.device.capture import parse_eq_layer
+    from edgecal.ncnnfmt.param import Layer
+    from edgecal.workflows.calibrate import _EqPlan
+
+    cands = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
+    ws0, bs0 = np.array([1.5], np.float32), np.float32(5.5)
+    plan = _EqPlan(Layer("Convolution", "conv", ["a"], ["b"], {}), (), cands, ws0, bs0, 4)
+
+    def answer(bottom_sims: list[float], counts: list[int], form: int = 2) -> JobResult:
+        path = tmp_path / f"eq{len(list(tmp_path.iterdir()))}.npz"
+        k = pick_best(np.where(np.array(counts) == 4, bottom_sims, np.nan))
+        path.write_bytes(
+            npz_bytes(
+                {
+                    "sim": np.array([[3.9, 3.99, 3.5], bottom_sims]),
+                    "sim_samples": np.array([[4, 4, 4], counts], np.int64),
+                    "weight_scales": cands[0, 1:2],
+                    "bottom_scale": np.array([bs0 if k is None else cands[1, k]], np.float32),
+                    "sim_start": np.float64(3.0),
+                    "sim_end": np.float64(3.99),
+                    "n_samples": np.int64(4),
+                }
+            )
+        )
+        result = {"similarity": EQ_SIMILARITY, "eq_result": form}
+        return JobResult({"result": result}, {"eq.npz": path})
+
+    class Agent:
+        name = "agent"
+
+    def choose(job: JobResult) -> tuple[np.ndarray, np.float32, object]:
+        return plan.choose(parse_eq_layer(Agent(), job, cands.shape, ws0.shape))  # type: ignore[arg-type]
+
+    ws, bs, _ = choose(answer([3.9, 0.8, 3.95], [4, 2, 4]))  # 0.8 + 2 x 1: cannot reach 3.95
+    assert ws.tolist() == [2.0] and bs == np.float32(6.0)
+    with pytest.raises(ProtocolError, match="pruned a candidate it could not rule out"):
+        choose(answer([3.9, 1.99, 3.95], [4, 2, 4]))  # 1.99 + 2 x 1 could have beaten 3.95
+    with pytest.raises(ProtocolError, match="answered in form 3"):
+        choose(answer([3.9, 0.8, 3.95], [4, 2, 4], form=3))
