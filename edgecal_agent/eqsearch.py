@@ -181,7 +181,7 @@ def pruned_row(
     candidate) and the samples each covers; :func:`pick` of the complete sums is the pick of the
     full row."""
     sums = np.full(len(order), np.nan)
-    counts = np.zeros(len(order), dtype=np.int64)
+    counts: np.ndarray = np.zeros(len(order), dtype=np.int64)
     best = 0.0
     for k in order:
         acc, done = 0.0, 0
