@@ -382,19 +382,29 @@ EqFound fast_search(EqSearch::Impl& m, const std::vector<float>& cand, size_t n_
     std::vector<double> cur_d = dots[steps], cur_q = qqs[steps];
     std::vector<std::optional<size_t>> picks;
     std::vector<double> row(U);
+    std::vector<double> c(S), pre_d(S), pre_q(S);
     for (size_t j = 0; j < n_w; ++j) {
         const size_t a = j * per, b = (j + 1) * per;
+        // the sequential sum of the units before a, the same for every candidate
+        for (size_t s = 0; s < S; ++s) {
+            pre_d[s] = a > 0 ? seq_sum(&cur_d[s * U], a) : 0.0;
+            pre_q[s] = a > 0 ? seq_sum(&cur_q[s * U], a) : 0.0;
+        }
         for (size_t k = 0; k < steps; ++k) {
-            std::vector<double> c(S);
+            const double* kd = dots[k].data();
+            const double* kq = qqs[k].data();
             for (size_t s = 0; s < S; ++s) {
                 // the sequential unit sums of the row with units a:b at candidate k
-                double td = 0.0, tq = 0.0;
-                for (size_t u = 0; u < U; ++u) {
-                    const bool sub = u >= a && u < b;
-                    const double vd = sub ? dots[k][s * U + u] : cur_d[s * U + u];
-                    const double vq = sub ? qqs[k][s * U + u] : cur_q[s * U + u];
-                    td = u == 0 ? vd : td + vd;
-                    tq = u == 0 ? vq : tq + vq;
+                const size_t o = s * U;
+                double td = a > 0 ? pre_d[s] + kd[o + a] : kd[o];
+                double tq = a > 0 ? pre_q[s] + kq[o + a] : kq[o];
+                for (size_t u = a + 1; u < b; ++u) {
+                    td += kd[o + u];
+                    tq += kq[o + u];
+                }
+                for (size_t u = b; u < U; ++u) {
+                    td += cur_d[o + u];
+                    tq += cur_q[o + u];
                 }
                 c[s] = cosine(td, m.ref_norm[s], tq);
             }
