@@ -7,7 +7,8 @@ EQ's per-layer search on one agent per usable core, as calibrate does without ``
 and the ratio is of the medians.  It also prints the EQ search's seconds per calibrated layer
 (the ``eq`` part of the eq run's timings) and the agents that searched.
 
-Run alone: ``python bench/eq.py [--repeats N] [--model sample|resnet10|digits ...]``.
+Run alone: ``python bench/eq.py [--repeats N] [--model sample|resnet10|digits ...]
+[--device local:native]`` (default: this machine's Python agent, as calibrate's default).
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ MODELS = {
 }
 
 
-def _timed(model_name: str, method: str) -> tuple[float, dict[str, float], int, int]:
+def _timed(
+    model_name: str, method: str, device: str | None = None
+) -> tuple[float, dict[str, float], int, int]:
     """Seconds of one default calibrate, its timings, its EQ layers and its agents."""
     folder, spec, images = MODELS[model_name]
     inputs = ImageInput(folder / images, spec.pixel, spec.mean, spec.norm, spec.shape)
     t0 = time.perf_counter()
-    run = calibrate((folder / "model.param", folder / "model.bin"), [inputs], method=method)
+    run = calibrate(
+        (folder / "model.param", folder / "model.bin"), [inputs], method=method, devices=device
+    )
     agents = len(run.fleet) if method == "kl" else _eq_agents(run.fleet)
     return time.perf_counter() - t0, dict(run.timings_s), len(run.eq), agents
 
@@ -62,8 +67,14 @@ def _eq_agents(fleet: list[dict[str, object]]) -> int:
     return max(len(fleet), usable_cores())
 
 
-def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3) -> None:
-    """Print the eq / kl calibrate time ratio per model (medians of alternated runs)."""
+def bench_eq(
+    models: tuple[str, ...] = ("sample", "resnet10", "digits"),
+    repeats: int = 3,
+    device: str | None = None,
+) -> None:
+    """Print the eq / kl calibrate time ratio per model (medians of alternated runs) on
+    ``device`` (default: this machine's Python agent)."""
+    where = "" if device is None else f" on {device}"
     for name in models:
         times: dict[str, list[float]] = {"kl": [], "eq": []}
         per_layer: list[float] = []
@@ -71,26 +82,27 @@ def bench_eq(models: tuple[str, ...] = ("sample", "resnet10"), repeats: int = 3)
         agents = {"kl": 0, "eq": 0}
         for _ in range(repeats):
             for method in ("kl", "eq"):
-                secs, parts, n, agents[method] = _timed(name, method)
+                secs, parts, n, agents[method] = _timed(name, method, device)
                 n_layers = n or n_layers
                 times[method].append(secs)
                 if method == "eq":
                     per_layer.append(parts.get("eq", float("nan")) / max(n_layers, 1))
         kl, eq = statistics.median(times["kl"]), statistics.median(times["eq"])
         print(
-            f"eq search per layer, {name}: {statistics.median(per_layer):.2f} s "
+            f"eq search per layer, {name}{where}: {statistics.median(per_layer):.2f} s "
             f"({n_layers} layers on {agents['eq']} agent(s), kl on {agents['kl']}; "
             f"kl {kl:.2f} s, eq {eq:.2f} s, medians of {repeats})"
         )
-        print(f"eq / kl time, {name}: {eq / kl:.2f} (target <= 3.0)")
+        print(f"eq / kl time, {name}{where}: {eq / kl:.2f} (target <= 3.0)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", action="append", choices=sorted(MODELS))
+    ap.add_argument("--device", help="e.g. local:native (default: the Python agent)")
     args = ap.parse_args()
-    bench_eq(tuple(args.model or ["sample", "resnet10"]), args.repeats)
+    bench_eq(tuple(args.model or ["sample", "resnet10", "digits"]), args.repeats, args.device)
 
 
 if __name__ == "__main__":

@@ -30,18 +30,32 @@ the terms assembled from the per-candidate forwards; if not, or when the output 
 split evenly into the weight scales, the layer is searched the literal way (one probe per
 candidate and row).  The bottom scale changes every unit: its ``steps`` candidates are
 ``steps`` forwards, as before.
+
+**The bottom scale's candidates are pruned exactly** (result form 2, ``EQ_RESULT``): a cosine is
+at most 1, so a candidate whose first ``t`` of ``n`` per-sample cosines sum to ``p`` ends at most
+at ``p + (n - t) * (1 + EQ_PRUNE_SLACK)``; when that bound is below the largest complete sum so
+far (or below 0.0: a sum must be > 0 to be picked) the candidate can no longer be picked, and
+its remaining samples are not forwarded.  A tie with the best is never pruned (the bound must be
+strictly below), so the first strict maximum is the literal evaluation's.  The candidates are
+tried nearest the starting scale first (a strong bound early); each row of ``sim`` holds the
+complete sums and, for a pruned candidate, its partial sum, with ``counts`` (the artifact's
+``sim_samples``) the samples each covers.  The host re-checks every bound
+(``edgecal.calib.eq.pick_pruned``).  The weight rows are not pruned: one forward at candidate
+``k`` serves every row, and a bound of 1 per sample is far weaker than what separates one row's
+candidates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgecal_agent.errors import JobError, ModelLoadError
-from edgecal_agent.messages import EQ_SIMILARITY
+from edgecal_agent.messages import EQ_PRUNE_SLACK, EQ_SIMILARITY
 
 #: The similarity definition above, named in every ``eq_layer`` result.
 SIMILARITY = EQ_SIMILARITY
@@ -120,6 +134,13 @@ def cosines(dot: np.ndarray, ref_norm: np.ndarray, q_norm: np.ndarray) -> np.nda
     return np.where(ok, c, np.nan)
 
 
+def cosine(dot: float, ref_norm: float, q_norm: float) -> float:
+    """:func:`cosines` of one sample (the same float64 operations)."""
+    if not (ref_norm > 0.0 and q_norm > 0.0):
+        return math.nan
+    return dot / math.sqrt(ref_norm) / math.sqrt(q_norm)
+
+
 def similarity(dots: np.ndarray, qqs: np.ndarray, ref_norm: np.ndarray) -> np.ndarray:
     """Similarity sums from per-unit terms ``(..., samples, units)`` and the per-sample fp32
     norms ``(samples,)``: units summed in order, cosines summed over the samples in order."""
@@ -135,6 +156,49 @@ def pick(sums: np.ndarray) -> int | None:
         if best_val < v:
             best_val, best = v, k
     return best
+
+
+# -- exact pruning (pure) ------------------------------------------------------------------------
+def out_of_reach(partial: float, done: int, n: int, best: float) -> bool:
+    """Whether a candidate whose first ``done`` of ``n`` per-sample cosines sum to ``partial``
+    can no longer be picked against ``best`` (the largest complete sum so far, or 0.0): its sum
+    is NaN, or even ``1 + EQ_PRUNE_SLACK`` for every remaining sample keeps it below ``best``."""
+    return math.isnan(partial) or partial + (n - done) * (1.0 + EQ_PRUNE_SLACK) < best
+
+
+def search_order(candidates: np.ndarray, start: float) -> list[int]:
+    """The candidates' indices nearest ``start`` first (in float64; ties: the lower index)."""
+    dist = np.abs(np.asarray(candidates, dtype=np.float64) - float(start))
+    return [int(k) for k in np.argsort(dist, kind="stable")]
+
+
+def pruned_row(
+    order: Sequence[int], n: int, cosines_of: Callable[[int], Iterable[float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row's similarity sums, pruned exactly: candidates in ``order``, each summing the
+    per-sample cosines ``cosines_of(k)`` yields (``n`` of them) sequentially until it is
+    :func:`out_of_reach` of the best complete sum.  Returns the sums (partial for a pruned
+    candidate) and the samples each covers; :func:`pick` of the complete sums is the pick of the
+    full row."""
+    sums = np.full(len(order), np.nan)
+    counts: np.ndarray = np.zeros(len(order), dtype=np.int64)
+    best = 0.0
+    for k in order:
+        acc, done = 0.0, 0
+        for c in cosines_of(k):
+            acc = c if done == 0 else acc + c
+            done += 1
+            if done < n and out_of_reach(acc, done, n, best):
+                break
+        sums[k], counts[k] = acc, done
+        if done == n and acc > best:
+            best = acc
+    return sums, counts
+
+
+def pick_complete(sums: np.ndarray, counts: np.ndarray, n: int) -> int | None:
+    """:func:`pick` among the sums complete over ``n`` samples."""
+    return pick(np.where(np.asarray(counts) == n, sums, np.nan))
 
 
 def _substituted_totals(cur: np.ndarray, block: np.ndarray, a: int) -> np.ndarray:
@@ -236,10 +300,12 @@ class Probe:
 
 @dataclass
 class EqOutcome:
-    """``sim`` ``(n_weight_scales + 1, steps)``; the chosen scales; the similarity sums with
-    the starting and with the chosen scales; ``path``: "fast" or "literal"."""
+    """``sim`` ``(n_weight_scales + 1, steps)`` and ``counts``, the samples each sum covers
+    (fewer than all: a pruned candidate's partial sum); the chosen scales; the similarity sums
+    with the starting and with the chosen scales; ``path``: "fast" or "literal"."""
 
     sim: np.ndarray
+    counts: np.ndarray
     weight_scales: np.ndarray
     bottom_scale: np.float32
     sim_start: float
@@ -320,6 +386,41 @@ class EqSearch:
         d, q = self.terms()
         return float(similarity(d, q, self.ref_norm))
 
+    def _sample_terms(self, s: int, out: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Unit terms ``(units,)`` of sample ``s``'s probe output ``out``."""
+        a = np.asarray(out)
+        if a.shape != self.shapes[s]:
+            raise JobError("the EQ probe output shape differs from the fp32 top blob")
+        if self.ref_stack is not None:
+            q64, prod = self.chunk_scratch[0, 0], self.chunk_scratch[1, 0]
+            unit_rows_into(a, q64)
+            return unit_terms64(self.ref_stack[s], q64, prod)
+        ref = self.refs[s]
+        scratch = self.scratch.get(ref.shape)
+        if scratch is None:
+            scratch = self.scratch[ref.shape] = np.empty((2, *ref.shape), dtype=np.float64)
+        return unit_terms(ref, unit_rows(a), scratch)
+
+    def cosine_stream(self) -> Iterator[float]:
+        """Build the probe with its current scales, then forward the samples one at a time,
+        each sample's cosine (:func:`cosines`) as it comes: a pruned candidate stops reading."""
+        self.probe.build()
+        for s, mat in enumerate(self.ins):
+            dot, qq = self._sample_terms(s, self.probe.forward(mat))
+            yield cosine(float(seq_sum(dot)), float(self.ref_norm[s]), float(seq_sum(qq)))
+
+    def _bottom_row(
+        self, ws: np.ndarray, candidates: np.ndarray, start: np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The bottom scale's row, pruned exactly (:func:`pruned_row`), weight scales ``ws``."""
+
+        def cosines_of(k: int) -> Iterator[float]:
+            self._set(ws, candidates[k])
+            self.tick()  # one pass of the progress per candidate, however far it goes
+            yield from self.cosine_stream()
+
+        return pruned_row(search_order(candidates, float(start)), len(self.ins), cosines_of)
+
     @staticmethod
     def passes(n_rows: int, steps: int, fast: bool) -> int:
         """Probe passes over the samples (the progress total)."""
@@ -376,13 +477,12 @@ class EqSearch:
             raise _NotIndependent
         sim_start = float(similarity(dots[steps], qqs[steps], self.ref_norm))
         sim_chosen_w = float(similarity(d, q, self.ref_norm))
-        for k in range(steps):
-            self._set(chosen, candidates[n_w, k])
-            sim[n_w, k] = self.sums()
-        kb = pick(sim[n_w])
+        counts = np.full(candidates.shape, len(self.ins), dtype=np.int64)
+        sim[n_w], counts[n_w] = self._bottom_row(chosen, candidates[n_w], bottom_scale)
+        kb = pick_complete(sim[n_w], counts[n_w], len(self.ins))
         bs = bottom_scale if kb is None else candidates[n_w, kb]
         sim_end = sim_chosen_w if kb is None else float(sim[n_w, kb])
-        return EqOutcome(sim, chosen, np.float32(bs), sim_start, sim_end, "fast")
+        return EqOutcome(sim, counts, chosen, np.float32(bs), sim_start, sim_end, "fast")
 
     def _check(
         self,
@@ -407,9 +507,10 @@ class EqSearch:
         n_w, steps = weight_scales.size, candidates.shape[1]
         sim = np.empty(candidates.shape, dtype=np.float64)
         scales = np.append(weight_scales, bottom_scale).astype(np.float32)
+        counts = np.full(candidates.shape, len(self.ins), dtype=np.int64)
         self._set(scales[:n_w], scales[n_w])
         sim_start = self.sums()
-        for j in range(n_w + 1):
+        for j in range(n_w):
             for k in range(steps):
                 self.probe.scales[j] = candidates[j, k]
                 sim[j, k] = self.sums()
@@ -417,10 +518,14 @@ class EqSearch:
             if kb is not None:
                 scales[j] = candidates[j, kb]
             self.probe.scales[j] = scales[j]
+        sim[n_w], counts[n_w] = self._bottom_row(scales[:n_w], candidates[n_w], bottom_scale)
+        kb = pick_complete(sim[n_w], counts[n_w], len(self.ins))
+        if kb is not None:
+            scales[n_w] = candidates[n_w, kb]
         self._set(scales[:n_w], scales[n_w])
         sim_end = self.sums()
         return EqOutcome(
-            sim, scales[:n_w].copy(), np.float32(scales[n_w]), sim_start, sim_end, "literal"
+            sim, counts, scales[:n_w].copy(), np.float32(scales[n_w]), sim_start, sim_end, "literal"
         )
 
 

@@ -32,6 +32,7 @@ from edgecal_agent.errors import (
 )
 from edgecal_agent.fileio import fd_state, sha256_cached_at, sha256_fh
 from edgecal_agent.messages import (
+    EQ_RESULT,
     Artifact,
     CaptureParams,
     EqLayerParams,
@@ -618,6 +619,7 @@ def op_eq_layer(ctx: JobContext) -> Result:
     with ctx.writer(name) as w:
         w.add("schema", np.int64(ARTIFACT_SCHEMA))
         w.add("sim", found.sim)
+        w.add("sim_samples", found.counts.astype(np.int64))
         w.add("weight_scales", found.weight_scales.astype(np.float32))
         w.add("bottom_scale", np.array([found.bottom_scale], dtype=np.float32))
         w.add("sim_start", np.float64(found.sim_start))
@@ -626,6 +628,7 @@ def op_eq_layer(ctx: JobContext) -> Result:
     result = {
         "n_samples": len(ins),
         "similarity": eqsearch.SIMILARITY,
+        "eq_result": EQ_RESULT,
         "search": found.path,
         "probe_passes": passes[0],
     }

@@ -53,6 +53,15 @@ EQ_MAX_SAMPLES = 50
 #: The similarity an ``eq_layer`` result's sums use (``result["similarity"]``; the definition is
 #: in :mod:`edgecal_agent.eqsearch`).  The host refuses a result that names another one.
 EQ_SIMILARITY = "unit-f64"
+#: The form of an ``eq_layer`` result (``result["eq_result"]``; absent: 1, every sum complete).
+#: 2: the bottom scale's candidates are pruned exactly (:mod:`edgecal_agent.eqsearch`): the
+#: artifact's ``sim_samples`` says over how many samples each entry of ``sim`` is summed; an
+#: entry summed over fewer than ``n_samples`` is a partial sum that can no longer be picked.
+EQ_RESULT = 2
+#: What a cosine may exceed 1 by in the pruning bound of an ``eq_layer`` result of form 2, per
+#: remaining sample: a cosine is at most 1 in exact arithmetic; its float64 value and the
+#: rounding of a sum of 50 of them stay below 1e-13.
+EQ_PRUNE_SLACK = 1e-6
 
 
 def content_digest(rel: str) -> str | None:

@@ -15,6 +15,8 @@ candidate ``k`` with one forward.  :func:`pick_best` is unchanged: strict ``>`` 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 F32 = np.float32
@@ -50,6 +52,28 @@ def pick_best(similarity_sums: np.ndarray) -> int | None:
             best_val = v
             best = k
     return best
+
+
+def pick_pruned(sums: np.ndarray, counts: np.ndarray, n: int, slack: float) -> int | None:
+    """:func:`pick_best` of a row whose candidates the agent pruned exactly (its result form 2,
+    ``edgecal_agent.eqsearch``): among the sums complete over ``n`` samples.
+
+    ``counts[k]``: the samples ``sums[k]`` covers; a pruned candidate's partial sum, even with
+    ``1 + slack`` for each remaining sample, must stay below the pick's sum (0.0 without a
+    pick), else ``ValueError``: the pick could have been another candidate."""
+    s = np.asarray(sums, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.int64)
+    if s.shape != c.shape or bool(((c < 1) | (c > n)).any()):
+        raise ValueError(f"sample counts {c.tolist()} are not within 1..{n}")
+    k = pick_best(np.where(c == n, s, np.nan))
+    best = 0.0 if k is None else float(s[k])
+    for p, t in zip(s[c < n].tolist(), c[c < n].tolist(), strict=True):
+        if not (math.isnan(p) or p + (n - t) * (1.0 + slack) < best):  # NaN never wins
+            raise ValueError(
+                f"a candidate pruned after {t} of {n} samples (partial sum {p!r}) could still "
+                f"beat the pick's {best!r}"
+            )
+    return k
 
 
 def _channels(a: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from edgecal.device.base import DEFAULT_JOB_TIMEOUT_S, Device, JobResult, Progre
 from edgecal.errors import ProtocolError
 from edgecal.inputs.model import Model
 from edgecal.inputs.spec import InputSpec
-from edgecal_agent.messages import EQ_SIMILARITY, InputDesc, ProtocolViolation
+from edgecal_agent.messages import EQ_RESULT, EQ_SIMILARITY, InputDesc, ProtocolViolation
 from edgecal_agent.npzio import load_npz, npz_bytes
 from edgecal_agent.shards import write_shard
 
@@ -29,7 +29,9 @@ class EqLayerResult:
     """``sim[j, k]``: summed cosine of candidate ``k`` for scale row ``j`` (last row: bottom);
     ``sim_start``/``sim_end``: the summed cosine with the starting and with the chosen scales;
     ``search``: how the agent searched ("fast": per-candidate terms, "literal": one probe per
-    candidate and row; both give the same sums)."""
+    candidate and row; both give the same sums).  ``sim_samples[j, k]``: the samples
+    ``sim[j, k]`` covers, ``n_samples`` for a complete sum, fewer for a candidate the agent
+    pruned (its partial sum; agent result form 2); ``None``: every sum complete."""
 
     sim: np.ndarray
     weight_scales: np.ndarray
@@ -37,6 +39,8 @@ class EqLayerResult:
     sim_start: float = float("nan")
     sim_end: float = float("nan")
     search: str = ""
+    sim_samples: np.ndarray | None = None
+    n_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -313,13 +317,28 @@ def parse_eq_layer(
             f"{job.result.get('similarity')!r}, this edgecal expects {EQ_SIMILARITY!r}",
             hint="let edgecal re-deploy the agent to the device",
         )
+    form = job.result.get("eq_result", 1)
+    if form not in (1, EQ_RESULT):
+        raise ProtocolError(
+            f"{device.name}: eq_layer answered in form {form!r}, this edgecal reads 1 and "
+            f"{EQ_RESULT}",
+            hint="let edgecal re-deploy the agent to the device",
+        )
     with _artifact(device, job, "eq.npz") as npz:
         sim = np.asarray(npz["sim"], dtype=np.float64)
+        counts = n_samples = None
+        if form == EQ_RESULT:  # pruned candidates: the samples each sum covers
+            counts = np.asarray(npz["sim_samples"], dtype=np.int64)
+            n_samples = int(np.asarray(npz["n_samples"]))
         new_ws = np.asarray(npz["weight_scales"], dtype=np.float32)
         new_bottom = np.float32(np.asarray(npz["bottom_scale"]).reshape(-1)[0])
         sim_start = float(np.asarray(npz["sim_start"], dtype=np.float64))
         sim_end = float(np.asarray(npz["sim_end"], dtype=np.float64))
-    if sim.shape != tuple(candidates_shape) or new_ws.shape != tuple(weight_scales_shape):
+    if (
+        sim.shape != tuple(candidates_shape)
+        or new_ws.shape != tuple(weight_scales_shape)
+        or (counts is not None and counts.shape != sim.shape)
+    ):
         raise ProtocolError(
             f"{device.name}: eq_layer answered sim {sim.shape} and "
             f"{new_ws.shape} weight scales for {tuple(candidates_shape)} candidates"
@@ -331,6 +350,8 @@ def parse_eq_layer(
         sim_start=sim_start,
         sim_end=sim_end,
         search=str(job.result.get("search", "")),
+        sim_samples=counts,
+        n_samples=n_samples or 0,
     )
 
 

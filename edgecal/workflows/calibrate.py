@@ -21,7 +21,7 @@ import numpy as np
 
 from edgecal import __version__
 from edgecal.calib.build import TableBuild, build_table
-from edgecal.calib.eq import eq_candidates, pick_best
+from edgecal.calib.eq import eq_candidates, pick_best, pick_pruned
 from edgecal.calib.histogram import NUM_BINS, BlobHistogram, merge_counts, reduce_absmax
 from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, weight_key
@@ -36,7 +36,7 @@ from edgecal.ncnnfmt.modelbin import WeightRecord, write_records
 from edgecal.ncnnfmt.param import Layer, ParamFile, ParamValue, render_param
 from edgecal.runs.calibrun import CalibRun, Part, build_manifest, check_accounting
 from edgecal.runs.histfile import HistogramSet
-from edgecal_agent.messages import EQ_MAX_SAMPLES, InputDesc
+from edgecal_agent.messages import EQ_MAX_SAMPLES, EQ_PRUNE_SLACK, InputDesc
 
 # progress(description, total) -> per-step callback(done, total)
 ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
@@ -463,7 +463,7 @@ class _EqPlan:
         cands, ws0, bs0 = self.candidates, self.ws0, self.bs0
         chosen = [*ws0, bs0]
         for j in range(len(chosen)):
-            k = pick_best(np.asarray(res.sim[j], dtype=np.float64))
+            k = self._pick(res, j)
             if k is not None:
                 chosen[j] = cands[j, k]
         want_ws = np.array(chosen[:-1], dtype=np.float32)
@@ -480,6 +480,20 @@ class _EqPlan:
         n_eq = self.n_eq
         report = EqLayerReport(self.layer.name, res.sim_start / n_eq, res.sim_end / n_eq)
         return want_ws, np.float32(chosen[-1]), report
+
+    def _pick(self, res: capture.EqLayerResult, j: int) -> int | None:
+        """Row ``j``'s pick from the agent's sums, its pruning bounds checked."""
+        sums = np.asarray(res.sim[j], dtype=np.float64)
+        if res.sim_samples is None:
+            return pick_best(sums)
+        try:
+            return pick_pruned(sums, res.sim_samples[j], res.n_samples, EQ_PRUNE_SLACK)
+        except ValueError as e:
+            raise ProtocolError(
+                f"EQ on layer {self.layer.name}: the agent pruned a candidate it could not "
+                f"rule out: {e}",
+                hint="the agent on the device is out of date; re-run to re-push it",
+            ) from None
 
 
 def _eq_plan(

@@ -22,6 +22,7 @@ from refcases import (
     read_bgr,
 )
 
+from edgecal.calib.eq import pick_pruned
 from edgecal.device.base import Device
 from edgecal.device.capture import (
     Workload,
@@ -36,6 +37,7 @@ from edgecal.errors import AgentCrash, AgentError, DeviceError
 from edgecal.fleet.scheduler import JOB_ERRORS, _board_fault
 from edgecal.inputs.spec import InputSpec
 from edgecal_agent import PROTOCOL_VERSION
+from edgecal_agent.messages import EQ_PRUNE_SLACK
 
 
 def is_board(device: Device) -> bool:
@@ -496,10 +498,15 @@ def test_eq_layer_search(
     )
     assert result.sim.shape == candidates.shape and result.sim.dtype == np.float64
     assert np.all(np.isfinite(result.sim)) and np.all(result.sim <= 12 + 1e-6)
-    # the greedy choice: per row the first strict maximum above 0
+    # the bottom scale's candidates are pruned exactly (the weight rows never are)
+    counts = result.sim_samples
+    assert counts is not None and result.n_samples == 12
+    assert (counts[:-1] == 12).all() and ((counts[-1] >= 1) & (counts[-1] <= 12)).all()
+    # the greedy choice: per row the first strict maximum above 0 (of the complete sums)
     for j in range(len(ws)):
         assert result.weight_scales[j] == candidates[j, int(np.argmax(result.sim[j]))]
-    assert result.bottom_scale == candidates[-1, int(np.argmax(result.sim[-1]))]
+    best = pick_pruned(result.sim[-1], counts[-1], 12, EQ_PRUNE_SLACK)
+    assert best is not None and result.bottom_scale == candidates[-1, best]
 
     # independent check of the last row's sums (every weight scale already chosen)
     net = ncnn.Net()
@@ -517,9 +524,10 @@ def test_eq_layer_search(
     # ncnn's ARM fp32 kernels round otherwise than the host's (measured on the emulated
     # phone's cortex-a76: 6e-6 relative over the 12 samples' sum)
     rel = 1e-6 if device.hello()["machine"] in ("x86_64", "AMD64") else 1e-4
-    for k in (0, steps - 1):
+    for k in (0, best, steps - 1):  # a pruned candidate's sum covers its first samples
+        t = int(counts[-1, k])
         expected = _probe_cosine_sum(
-            param, prefix, result.weight_scales, candidates[-1, k], ins, refs
+            param, prefix, result.weight_scales, candidates[-1, k], ins[:t], refs[:t]
         )
         assert result.sim[-1, k] == pytest.approx(expected, rel=rel)
 

@@ -1,10 +1,13 @@
 """EQ's fast search (edgecal_agent.eqsearch, run by the real local agent) makes the choices of
 the literal per-candidate evaluation (tests/oracle/eq_literal.py), with the same sums bit for
 bit, on real layers of the reference set and the sample model, and on synthetic grouped and
-bias-free layers."""
+bias-free layers.  The bottom scale's candidates are pruned exactly: a pruned candidate's sum
+is the literal sum over the samples it read, and could not have been picked; and EQ's whole
+tables are the ones the unpruned search wrote (digests pinned before pruning existed)."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,14 +17,15 @@ import ncnn
 import numpy as np
 import pytest
 
-from edgecal.calib.eq import eq_candidates
+from edgecal.calib.eq import eq_candidates, pick_best
+from edgecal.calib.table import render_table
 from edgecal.calib.weights import conv_weight_scales
 from edgecal.device import capture
 from edgecal.device.local import LocalDevice
 from edgecal.inputs.model import load_model
 from edgecal.inputs.samples import make_sample_source, read_list
 from edgecal.inputs.spec import InputSpec
-from edgecal.workflows.calibrate import probe_model
+from edgecal.workflows.calibrate import calibrate, probe_model
 from edgecal_agent import eqsearch
 from edgecal_agent.backend import NcnnModel
 from edgecal_agent.shards import iter_shard, read_shard_info
@@ -35,9 +39,11 @@ SAMPLE = ROOT / "samples" / "tinted_digits"
 GRAY32 = InputSpec("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
 RGB16 = InputSpec("in1", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (16, 16))
 RGB48 = InputSpec("in0", "image", "RGB", (127.5,) * 3, (0.00784314,) * 3, (48, 48))
+NPY = InputSpec("in0", "npy", shape=(10, 6, 3))
 
-#: model folder, its inputs and image lists, the layers checked (conv 3x3 on one channel,
-#: depthwise, 1x1, InnerProduct, a conv after a Concat, a conv without activation)
+#: model folder, its inputs and sample lists, the layers checked (conv 3x3 on one channel,
+#: depthwise, 1x1, InnerProduct, a conv on npy input, a conv after a Concat, a conv without
+#: activation)
 CASES = {
     "digits": (
         REF / "digits",
@@ -45,10 +51,16 @@ CASES = {
         ("images.txt",),
         ("convrelu_0", "convdwrelu_0", "convrelu_1", "linear_7"),
     ),
+    "npy": (REF / "npy", (NPY,), ("samples.txt",), ("convrelu_0",)),
     "multi": (REF / "multi", (GRAY32, RGB16), ("list_a.txt", "list_b.txt"), ("convrelu_2",)),
     "sample": (SAMPLE, (RGB48,), ("calib.txt",), ("convrelu_1", "conv_12")),
 }
 N_SAMPLES = 3
+#: sha256 of ``render_table`` of ``calibrate(method="eq")`` on the Python agent, before pruning
+UNPRUNED_EQ_TABLES = {
+    "digits": "f9500ccb7bc0f6aeab3a4832d078e9d49466d55647acd3269080d3c854cdea6a",
+    "sample": "55b93b4c6b5af3bc1573368fc240185eda7d7ea24a9d5a7a8b7ee9631ea4b3e3",
+}
 
 
 def fp32_pairs(param: Path, bin_: Path, shards: Sequence[Path], bottom: str, top: str, n: int):
@@ -78,6 +90,7 @@ def test_fast_search_on_the_device_equals_the_literal_search(case: str, tmp_path
     )
     work = capture.Workload(model.param_path, model.bin_path, specs, shards)
     by_name = {layer.name: layer for layer in model.calibrated_layers}
+    pruned = 0
     with LocalDevice() as device:
         for name in layers:
             layer = by_name[name]
@@ -94,18 +107,66 @@ def test_fast_search_on_the_device_equals_the_literal_search(case: str, tmp_path
             )
             sim, ws, bs = eq_literal.eq_search_literal(text, prefix, ins, refs, cands, ws0, bs0)
             changed = int(np.sum(ws != ws0))
-            print(
-                f"{case}/{name}: {got.search} search, sim {sim.shape} equal, "
-                f"{changed}/{ws0.size} weight scales and the bottom scale "
-                f"{'changed' if bs != bs0 else 'kept'}"
-            )
             assert got.search == "fast"
-            assert np.array_equal(got.sim, sim, equal_nan=True), name
+            n_pruned = assert_pruned_sums(
+                got.sim, got.sim_samples, sim, text, prefix, ins, refs, cands, ws
+            )
+            pruned += n_pruned
+            print(
+                f"{case}/{name}: {got.search} search, sim {sim.shape} equal where complete, "
+                f"{n_pruned} bottom candidates pruned, {changed}/{ws0.size} weight scales and "
+                f"the bottom scale {'changed' if bs != bs0 else 'kept'}"
+            )
             assert np.array_equal(got.weight_scales, ws) and got.bottom_scale == bs, name
             start = eq_literal.probe_outputs(text, prefix, np.append(ws0, bs0), ins)
             end = eq_literal.probe_outputs(text, prefix, np.append(ws, bs), ins)
             assert got.sim_start == eq_literal.similarity(refs, start)
             assert got.sim_end == eq_literal.similarity(refs, end)
+    assert pruned > 0  # the comparison covers pruned candidates
+
+
+def assert_pruned_sums(
+    got_sim: np.ndarray,
+    counts: np.ndarray | None,
+    sim: np.ndarray,
+    param: str,
+    prefix: bytes,
+    ins: Sequence[Any],
+    refs: Sequence[np.ndarray],
+    cands: np.ndarray,
+    ws: np.ndarray,
+) -> int:
+    """``got_sim`` is the literal ``sim`` where complete; a pruned bottom candidate's sum is the
+    literal sum over the samples it read, whose bound stays below the literal pick.  Returns
+    how many candidates were pruned."""
+    n = len(ins)
+    assert counts is not None and counts.shape == sim.shape
+    complete = counts == n
+    assert complete[:-1].all()  # only the bottom scale's row is pruned
+    assert np.array_equal(got_sim[complete], sim[complete], equal_nan=True)
+    best = pick_best(sim[-1])
+    top = 0.0 if best is None else float(sim[-1, best])
+    for k in np.flatnonzero(~complete[-1]).tolist():
+        t = int(counts[-1, k])
+        outs = eq_literal.probe_outputs(param, prefix, np.append(ws, cands[-1, k]), ins[:t])
+        partial = eq_literal.similarity(refs[:t], outs)
+        assert np.array_equal(got_sim[-1, k], partial, equal_nan=True), k
+        assert sim[-1, k] < top or np.isnan(sim[-1, k]), k  # it could not have been picked
+    return int((~complete).sum())
+
+
+@pytest.mark.parametrize("case", ["digits", "sample"])
+def test_eq_tables_are_the_unpruned_search_tables(case: str) -> None:
+    """The whole EQ table, byte for byte, on the reference digits model and the sample model:
+    the digests of the tables the search wrote before it pruned (measured on this machine's
+    ncnn wheel; the native agent writes digits' too)."""
+    folder, specs, lists, _ = CASES[case]
+    model = load_model(folder / "model.param", folder / "model.bin")
+    source = make_sample_source(specs, [read_list(folder / name) for name in lists])
+    with LocalDevice() as device:
+        run = calibrate(model, source, device, method="eq")
+    digest = hashlib.sha256(render_table(run.table).encode("utf-8")).hexdigest()
+    assert digest == UNPRUNED_EQ_TABLES[case]
 
 
 # -- synthetic layers: grouped, no bias, other activations ---------------------------------------
@@ -178,7 +239,7 @@ def test_fast_search_equals_the_literal_search_on_synthetic_layers(
     got = search.run(cands, ws0, bs0)
     sim, ws, bs = eq_literal.eq_search_literal(param, prefix, ins, refs, cands, ws0, bs0)
     assert got.path == ("literal" if fallback else "fast")
-    assert np.array_equal(got.sim, sim, equal_nan=True)
+    assert_pruned_sums(got.sim, got.counts, sim, param, prefix, ins, refs, cands, ws)
     assert np.array_equal(got.weight_scales, ws) and got.bottom_scale == bs
     assert got.sim_end == eq_literal.similarity(
         refs, eq_literal.probe_outputs(param, prefix, np.append(ws, bs), ins)

@@ -6,7 +6,8 @@ Concat, a conv without activation).
 Where the native agent's own ncnn build computes the fp32 outputs bit for bit as the wheel does
 (npy, multi) the sums are equal bit for bit; on digits and the sample model its convolutions
 differ by a few ulp, which can flip an int8 rounding of the probe's input: the sums then agree
-to 1e-4 (measured: 2.5e-5 at most, on linear_7) and the choices are identical."""
+to 1e-4 (measured: 2.5e-5 at most, on linear_7) and the choices are identical.  Both prune the
+bottom scale's candidates the same way (the same samples per sum where the sums are equal)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecal.calib.eq import eq_candidates
+from edgecal.calib.eq import eq_candidates, pick_pruned
+from edgecal.calib.table import render_table
 from edgecal.calib.weights import conv_weight_scales
 from edgecal.device import capture
 from edgecal.device.local import LocalDevice
 from edgecal.inputs.model import load_model
 from edgecal.inputs.samples import make_sample_source, read_list
 from edgecal.inputs.spec import InputSpec
-from edgecal.workflows.calibrate import probe_model
+from edgecal.workflows.calibrate import calibrate, probe_model
+from edgecal_agent.messages import EQ_PRUNE_SLACK
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "tests" / "data" / "reference"
@@ -87,9 +90,35 @@ def test_eq_layer_search_is_the_same_on_both_agents(
         assert np.array_equal(native.weight_scales, py.weight_scales), name
         assert native.bottom_scale == py.bottom_scale, name
         assert (native.weight_scales != ws0).any() or native.bottom_scale != bs0  # not vacuous
+        # both prune the bottom scale's candidates, bounds the host confirms (calibrate's
+        # _EqPlan.choose): the native agent's choice is the one its sums allow
+        assert native.sim_samples is not None and py.sim_samples is not None
+        assert (native.sim_samples < N_SAMPLES).any(), name
+        for res in (native, py):
+            k = pick_pruned(res.sim[-1], res.sim_samples[-1], N_SAMPLES, EQ_PRUNE_SLACK)
+            assert res.bottom_scale == (bs0 if k is None else cands[-1, k]), name
         if exact:
             assert np.array_equal(native.sim, py.sim, equal_nan=True), name
+            assert np.array_equal(native.sim_samples, py.sim_samples), name
             assert (native.sim_start, native.sim_end) == (py.sim_start, py.sim_end), name
-        else:
-            np.testing.assert_allclose(native.sim, py.sim, rtol=1e-4, err_msg=name)
+        else:  # a few ulp in a cosine may prune a candidate one sample earlier or later
+            both = native.sim_samples == py.sim_samples
+            np.testing.assert_allclose(native.sim[both], py.sim[both], rtol=1e-4, err_msg=name)
             assert native.sim_end == pytest.approx(py.sim_end, rel=1e-4), name
+
+
+def test_native_eq_table_is_the_python_agents(native_agent_binary: Path) -> None:
+    """The whole EQ table of the reference digits model on the native agent, byte for byte the
+    Python agent's (both prune the bottom scale's candidates; the table is the unpruned
+    search's, tests/integration/test_eq_search.py)."""
+    folder, specs, lists, _, _ = CASES["digits"]
+    model = load_model(folder / "model.param", folder / "model.bin")
+    source = make_sample_source(specs, [read_list(folder / name) for name in lists])
+    tables = []
+    for dev in (
+        LocalDevice(agent="module"),
+        LocalDevice(agent="native", native_binary=native_agent_binary),
+    ):
+        with dev:
+            tables.append(render_table(calibrate(model, source, dev, method="eq").table))
+    assert tables[0] == tables[1]

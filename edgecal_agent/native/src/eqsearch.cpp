@@ -1,5 +1,6 @@
 #include "eqsearch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <net.h>
 
 #include "errors.h"
+#include "messages.h"
 #include "pyfmt.h"
 
 namespace edgecal {
@@ -66,6 +68,36 @@ std::optional<size_t> pick(const double* sums, size_t n) {
         }
     }
     return best;
+}
+
+// Whether a candidate whose first `done` of `n` per-sample cosines sum to `partial` can no
+// longer be picked against `best` (eqsearch.out_of_reach).
+bool out_of_reach(double partial, size_t done, size_t n, double best) {
+    return std::isnan(partial) || partial + double(n - done) * (1.0 + EQ_PRUNE_SLACK) < best;
+}
+
+// The candidates' indices nearest `start` first, in double; ties: the lower index
+// (eqsearch.search_order).
+std::vector<size_t> search_order(const float* cand, size_t steps, float start) {
+    std::vector<size_t> order(steps);
+    std::vector<double> dist(steps);
+    for (size_t k = 0; k < steps; ++k) {
+        order[k] = k;
+        dist[k] = std::fabs(double(cand[k]) - double(start));
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return dist[a] < dist[b]; });
+    return order;
+}
+
+// The pick among the sums complete over n samples (eqsearch.pick_complete).
+std::optional<size_t> pick_complete(const double* sums, const int64_t* counts, size_t steps,
+                                    size_t n) {
+    std::vector<double> s(sums, sums + steps);
+    for (size_t k = 0; k < steps; ++k) {
+        if (counts[k] != int64_t(n)) s[k] = NaN;
+    }
+    return pick(s.data(), steps);
 }
 
 bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
@@ -186,6 +218,25 @@ struct EqSearch::Impl {
         return out.clone();
     }
 
+    // Unit terms of sample s's probe output into dots/qqs (ref units each).
+    void sample_terms(size_t s, const ncnn::Mat& out, double* dots, double* qqs,
+                      std::vector<double>& prod) const {
+        Rows q = unit_rows(out);
+        const Rows& ref = refs[s];
+        if (q.shape != ref.shape) {
+            throw JobError("JobError", "the EQ probe output shape differs from the fp32 top blob");
+        }
+        prod.resize(q.values);
+        for (size_t u = 0; u < ref.units; ++u) {
+            const float* rp = &ref.v[u * ref.values];
+            const float* qp = &q.v[u * q.values];
+            for (size_t i = 0; i < q.values; ++i) prod[i] = double(rp[i]) * double(qp[i]);
+            dots[u] = 0.0 + pairwise_sum(prod.data(), q.values);
+            for (size_t i = 0; i < q.values; ++i) prod[i] = double(qp[i]) * double(qp[i]);
+            qqs[u] = 0.0 + pairwise_sum(prod.data(), q.values);
+        }
+    }
+
     // Build the probe with its current scales and forward every sample: unit terms
     // (samples, units) of dot and qq.
     void terms(std::vector<double>& dots, std::vector<double>& qqs) {
@@ -195,23 +246,41 @@ struct EqSearch::Impl {
         qqs.assign(n * units, 0.0);
         std::vector<double> prod;
         for (size_t s = 0; s < n; ++s) {
-            ncnn::Mat out = forward(ins[s]);
-            Rows q = unit_rows(out);
-            const Rows& ref = refs[s];
-            if (q.shape != ref.shape || ref.units != units) {
+            if (refs[s].units != units) {
                 throw JobError("JobError", "the EQ probe output shape differs from the fp32 top blob");
             }
-            prod.resize(q.values);
-            for (size_t u = 0; u < units; ++u) {
-                const float* rp = &ref.v[u * ref.values];
-                const float* qp = &q.v[u * q.values];
-                for (size_t i = 0; i < q.values; ++i) prod[i] = double(rp[i]) * double(qp[i]);
-                dots[s * units + u] = 0.0 + pairwise_sum(prod.data(), q.values);
-                for (size_t i = 0; i < q.values; ++i) prod[i] = double(qp[i]) * double(qp[i]);
-                qqs[s * units + u] = 0.0 + pairwise_sum(prod.data(), q.values);
-            }
+            sample_terms(s, forward(ins[s]), &dots[s * units], &qqs[s * units], prod);
         }
         tick();
+    }
+
+    // The bottom scale's row over the candidates `cand` (steps), weight scales ws, pruned
+    // exactly (eqsearch.pruned_row): sums (partial for a pruned candidate) and their samples.
+    void bottom_row(const std::vector<float>& ws, const float* cand, size_t steps, float start,
+                    double* sums, int64_t* counts) {
+        const size_t n = ins.size();
+        std::vector<double> d, q, prod;
+        double best = 0.0;
+        for (size_t k : search_order(cand, steps, start)) {
+            set(ws, cand[k]);
+            tick();  // one pass of the progress per candidate, however far it goes
+            build();
+            double acc = 0.0;
+            size_t done = 0;
+            for (size_t s = 0; s < n; ++s) {
+                d.assign(refs[s].units, 0.0);
+                q.assign(refs[s].units, 0.0);
+                sample_terms(s, forward(ins[s]), d.data(), q.data(), prod);
+                const double c =
+                    cosine(seq_sum(d.data(), d.size()), ref_norm[s], seq_sum(q.data(), q.size()));
+                acc = done == 0 ? c : acc + c;
+                ++done;
+                if (done < n && out_of_reach(acc, done, n, best)) break;
+            }
+            sums[k] = acc;
+            counts[k] = int64_t(done);
+            if (done == n && acc > best) best = acc;
+        }
     }
 
     double similarity(const double* dots, const double* qqs) const {
@@ -313,19 +382,29 @@ EqFound fast_search(EqSearch::Impl& m, const std::vector<float>& cand, size_t n_
     std::vector<double> cur_d = dots[steps], cur_q = qqs[steps];
     std::vector<std::optional<size_t>> picks;
     std::vector<double> row(U);
+    std::vector<double> c(S), pre_d(S), pre_q(S);
     for (size_t j = 0; j < n_w; ++j) {
         const size_t a = j * per, b = (j + 1) * per;
+        // the sequential sum of the units before a, the same for every candidate
+        for (size_t s = 0; s < S; ++s) {
+            pre_d[s] = a > 0 ? seq_sum(&cur_d[s * U], a) : 0.0;
+            pre_q[s] = a > 0 ? seq_sum(&cur_q[s * U], a) : 0.0;
+        }
         for (size_t k = 0; k < steps; ++k) {
-            std::vector<double> c(S);
+            const double* kd = dots[k].data();
+            const double* kq = qqs[k].data();
             for (size_t s = 0; s < S; ++s) {
                 // the sequential unit sums of the row with units a:b at candidate k
-                double td = 0.0, tq = 0.0;
-                for (size_t u = 0; u < U; ++u) {
-                    const bool sub = u >= a && u < b;
-                    const double vd = sub ? dots[k][s * U + u] : cur_d[s * U + u];
-                    const double vq = sub ? qqs[k][s * U + u] : cur_q[s * U + u];
-                    td = u == 0 ? vd : td + vd;
-                    tq = u == 0 ? vq : tq + vq;
+                const size_t o = s * U;
+                double td = a > 0 ? pre_d[s] + kd[o + a] : kd[o];
+                double tq = a > 0 ? pre_q[s] + kq[o + a] : kq[o];
+                for (size_t u = a + 1; u < b; ++u) {
+                    td += kd[o + u];
+                    tq += kq[o + u];
+                }
+                for (size_t u = b; u < U; ++u) {
+                    td += cur_d[o + u];
+                    tq += cur_q[o + u];
                 }
                 c[s] = cosine(td, m.ref_norm[s], tq);
             }
@@ -350,11 +429,10 @@ EqFound fast_search(EqSearch::Impl& m, const std::vector<float>& cand, size_t n_
     if (!same_bits(d, cur_d) || !same_bits(q, cur_q)) throw NotIndependent();
     f.sim_start = m.similarity(dots[steps].data(), qqs[steps].data());
     const double sim_chosen_w = m.similarity(d.data(), q.data());
-    for (size_t k = 0; k < steps; ++k) {
-        m.set(chosen, C(n_w, k));
-        f.sim[n_w * steps + k] = m.sums();
-    }
-    auto kb = pick(&f.sim[n_w * steps], steps);
+    f.counts.assign((n_w + 1) * steps, int64_t(S));
+    m.bottom_row(chosen, &cand[n_w * steps], steps, bs, &f.sim[n_w * steps],
+                 &f.counts[n_w * steps]);
+    auto kb = pick_complete(&f.sim[n_w * steps], &f.counts[n_w * steps], steps, S);
     f.weight_scales = chosen;
     f.bottom_scale = kb ? C(n_w, *kb) : bs;
     f.sim_end = kb ? f.sim[n_w * steps + *kb] : sim_chosen_w;
@@ -366,11 +444,12 @@ EqFound literal_search(EqSearch::Impl& m, const std::vector<float>& cand, size_t
                        size_t steps, const std::vector<float>& ws, float bs) {
     EqFound f;
     f.sim.assign((n_w + 1) * steps, 0.0);
+    f.counts.assign((n_w + 1) * steps, int64_t(m.ins.size()));
     std::vector<float> scales(ws);
     scales.push_back(bs);
     m.set(std::vector<float>(scales.begin(), scales.begin() + long(n_w)), scales[n_w]);
     f.sim_start = m.sums();
-    for (size_t j = 0; j <= n_w; ++j) {
+    for (size_t j = 0; j < n_w; ++j) {
         for (size_t k = 0; k < steps; ++k) {
             m.set_scale(j, cand[j * steps + k]);
             f.sim[j * steps + k] = m.sums();
@@ -379,6 +458,11 @@ EqFound literal_search(EqSearch::Impl& m, const std::vector<float>& cand, size_t
         if (kb) scales[j] = cand[j * steps + *kb];
         m.set_scale(j, scales[j]);
     }
+    const std::vector<float> chosen(scales.begin(), scales.begin() + long(n_w));
+    m.bottom_row(chosen, &cand[n_w * steps], steps, bs, &f.sim[n_w * steps],
+                 &f.counts[n_w * steps]);
+    auto kb = pick_complete(&f.sim[n_w * steps], &f.counts[n_w * steps], steps, m.ins.size());
+    if (kb) scales[n_w] = cand[n_w * steps + *kb];
     m.set(std::vector<float>(scales.begin(), scales.begin() + long(n_w)), scales[n_w]);
     f.sim_end = m.sums();
     f.weight_scales.assign(scales.begin(), scales.begin() + long(n_w));

@@ -1,6 +1,6 @@
 // EQ's greedy scale search for one layer (eqsearch.py): the fast search over per-candidate
-// unit terms, checked on every layer, and its literal fallback; the same sums, in the same
-// order, as the Python agent.
+// unit terms, checked on every layer, and its literal fallback, the bottom scale's candidates
+// pruned exactly; the same sums, in the same order, as the Python agent.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,8 @@
 namespace edgecal {
 
 struct EqFound {
-    std::vector<double> sim;  // (n_rows, steps) row-major
+    std::vector<double> sim;       // (n_rows, steps) row-major
+    std::vector<int64_t> counts;   // the samples each sum covers (fewer: pruned, partial)
     std::vector<float> weight_scales;
     float bottom_scale = 0.0f;
     double sim_start = 0.0;

@@ -683,6 +683,8 @@ OpResult op_eq_layer(JobContext& ctx) {
         NpzWriter w(ctx.job_fd, name);
         w.add_i64("schema", ARTIFACT_SCHEMA);
         w.add("sim", "<f8", {n_w + 1, steps}, found.sim.data(), found.sim.size() * 8);
+        w.add("sim_samples", "<i8", {n_w + 1, steps}, found.counts.data(),
+              found.counts.size() * 8);
         write_f32(w, "weight_scales", found.weight_scales, {n_w});
         write_f32(w, "bottom_scale", {found.bottom_scale}, {1});
         w.add_f64("sim_start", found.sim_start);
@@ -693,6 +695,7 @@ OpResult op_eq_layer(JobContext& ctx) {
     OpResult r;
     r.result = {{"n_samples", ins.size()},
                 {"similarity", EQ_SIMILARITY},
+                {"eq_result", EQ_RESULT},
                 {"search", found.path},
                 {"probe_passes", passes}};
     auto art = ctx.artifact(name);

@@ -24,6 +24,11 @@ constexpr size_t MAX_REQUEST_BYTES = size_t(16) << 20;
 constexpr size_t MAX_JOB_LINE = 1024;
 constexpr int EQ_MAX_SAMPLES = 50;
 extern const char* const EQ_SIMILARITY;
+// The form of an eq_layer result (messages.EQ_RESULT): 2, the bottom scale's candidates pruned
+// exactly, the artifact's sim_samples the samples each sum covers.
+constexpr int EQ_RESULT = 2;
+// What a cosine may exceed 1 by in the pruning bound, per remaining sample (EQ_PRUNE_SLACK).
+constexpr double EQ_PRUNE_SLACK = 1e-6;
 
 // The sha256 a workdir-relative path promises (files/<sha256>/<name>), else empty.
 std::string content_digest(const std::string& rel);
