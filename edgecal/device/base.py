@@ -70,6 +70,13 @@ class Device(ABC):
         """:meth:`push` of each file, in order (a remote device looks at them together)."""
         return [self.push(p) for p in locals_]
 
+    @abstractmethod
+    def discard(self, locals_: Sequence[Path]) -> None:
+        """Remove from the work directory what :meth:`push` stored for each of ``locals_``
+        (its ``files/<sha256>/`` folder), so a run that pushes many files once each (tune's
+        variants) leaves the device's disk as it found it; a later push uploads it again.
+        Files never pushed, or gone already, are passed over."""
+
     def run_job(
         self,
         op: str,

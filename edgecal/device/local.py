@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,12 @@ class LocalDevice(Device):
         self._digests.remember(target, digest)  # our copy of bytes just hashed
         self._bytes_pushed += target.stat().st_size
         return rel
+
+    def discard(self, locals_: Sequence[Path]) -> None:
+        for local in locals_:
+            if Path(local).is_file():
+                folder = self.workdir / FILES_DIR / self._sha256(Path(local))
+                shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def bytes_pushed(self) -> int:

@@ -176,8 +176,8 @@ class RemoteDevice(Device):
         """Copy the regular workdir file ``rel`` to ``local`` (its folder exists)."""
 
     @abstractmethod
-    def _remove_job(self, job_rel: str) -> None:
-        """Remove a job's folder, quietly (best effort)."""
+    def _remove_tree(self, rel: str) -> None:
+        """Remove the workdir folder ``rel`` (a job's, a pushed file's), quietly (best effort)."""
 
     @abstractmethod
     def _start_agent(self, argv: Sequence[str]) -> AgentProcess:
@@ -234,6 +234,11 @@ class RemoteDevice(Device):
         named = [(Path(p), *self._pushed_rel(Path(p))) for p in locals_]
         self._ensure_pushed(named)
         return [rel for _, rel, _ in named]
+
+    def discard(self, locals_: Sequence[Path]) -> None:
+        for local in locals_:
+            if Path(local).is_file():
+                self._remove_tree(self._pushed_rel(Path(local))[0].rpartition("/")[0])
 
     def _ensure_pushed(
         self, files: Sequence[tuple[Path, str, str]], mode: str | None = None
@@ -391,9 +396,9 @@ class RemoteDevice(Device):
         except TransportError:
             raise  # the answer stays there for the next try
         except BaseException:
-            self._remove_job(job_rel)
+            self._remove_tree(job_rel)
             raise
-        self._remove_job(job_rel)
+        self._remove_tree(job_rel)
         return done
 
     def recover(self) -> None:

@@ -6,8 +6,8 @@ shards once, runs the fp32 model once (its outputs are the reference), and then 
 variant on the device: top-1 agreement with fp32, accuracy (with labels), output cosine, and the
 median latency per image with the runtime's threads.
 
-Disk stays bounded: a variant's files on the host are removed once it is scored (the device
-keeps one copy per distinct variant, by content); :attr:`bytes_written` counts what was
+Disk stays bounded: a variant's files are removed from the host and from the device's work
+directory once it is scored (one variant at a time there, beside the shards and the fp32 model); :attr:`bytes_written` counts what was
 written here and :attr:`device_bytes` what was pushed to the device.  :meth:`subset` makes a
 scorer over some of the images (the fp32 outputs sliced, not re-run): tune ranks candidates
 on it and confirms the winners on every image.
@@ -272,7 +272,8 @@ class Scorer:
         param, binf = self.write_variant(table, keep_fp32)
         try:
             return self.score_files(param, binf, what=what)
-        finally:  # on the device by content now: the host copy is not needed again
+        finally:  # scored: neither the device's copy nor the host's is needed again
+            self.device.discard([param, binf])
             param.unlink(missing_ok=True)
             binf.unlink(missing_ok=True)
 

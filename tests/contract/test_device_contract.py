@@ -264,6 +264,26 @@ def test_push_reuploads_a_corrupted_copy(device: Device, tmp_path: Path) -> None
     assert view.read(stored) == b"x" * 100
 
 
+def test_discard_removes_a_pushed_file_and_the_next_push_uploads_it(
+    device: Device, tmp_path: Path
+) -> None:
+    kept, dropped = tmp_path / "kept.bin", tmp_path / "variant.bin"
+    kept.write_bytes(os.urandom(300))
+    dropped.write_bytes(os.urandom(200))
+    rel_kept, rel_dropped = device.push_many([kept, dropped])
+    view = WorkdirView(device)
+    folder = view.path(rel_dropped.rpartition("/")[0])
+    assert view.exists(view.path(rel_dropped))
+    device.discard([dropped, tmp_path / "never-pushed.bin"])
+    assert not view.exists(view.path(rel_dropped)) and not view.exists(folder)
+    assert view.exists(view.path(rel_kept))  # only what was named
+    device.discard([dropped])  # gone already: passed over
+    before = device.bytes_pushed
+    assert device.push(dropped) == rel_dropped
+    assert device.bytes_pushed == before + 200
+    assert view.read(view.path(rel_dropped)) == dropped.read_bytes()
+
+
 def test_a_damaged_input_is_refused_removed_and_pushed_again(
     device: Device, cases: dict[str, Case], tmp_path: Path
 ) -> None:

@@ -1,6 +1,7 @@
 """tune's scoring on this machine: the ranking subset (``RankingScorer``) is a true subset of
 the scorer's images -- its fp32 outputs are the full run's rows, its scores those of a scorer
-run on those images alone -- and a variant's files do not stay on the host once scored."""
+run on those images alone -- and a variant's files stay neither on the host nor on the device
+once scored."""
 
 from __future__ import annotations
 
@@ -46,8 +47,14 @@ def test_ranking_subset_is_a_subset_of_the_full_scoring(
     with LocalDevice() as device:
         ref = Reference(device, model, source, labels, "calibration", 1)
         full = Scorer(ref, tmp_path / "full")
+        on_device = sorted((device.workdir / "files").iterdir())  # fp32 model and shards
         full.score(table)
+        pushed = full.device_bytes
+        full.score(table, keep_fp32=["convrelu_1"])
         assert not list((tmp_path / "full" / "variants").iterdir())  # removed once scored
+        assert sorted((device.workdir / "files").iterdir()) == on_device  # on the device too
+        full.score(table)  # pushed again when scored again
+        assert full.device_bytes > pushed
         disagreed = set(np.flatnonzero(full.disagreed).tolist())
         ranking = RankingScorer(full, tmp_path / "ranking", 64)
         s_sub = ranking.score(table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class FakeAgent(Device):
 
     def push(self, local: Path) -> str:
         return f"files/{local.name}"
+
+    def discard(self, locals_: Sequence[Path]) -> None:
+        raise AssertionError("EQ's distribution discards nothing")
 
     def run_job(
         self,

@@ -82,6 +82,9 @@ class FakeBoard(Device):
     def push(self, local: Path) -> str:
         raise AssertionError("not used by Fleet")
 
+    def discard(self, locals_: Sequence[Path]) -> None:
+        raise AssertionError("not used by Fleet")
+
     def run_job(
         self,
         op: str,
