@@ -7,8 +7,9 @@ variant on the device: top-1 agreement with fp32, accuracy (with labels), output
 median latency per image with the runtime's threads.
 
 Disk stays bounded: a variant's files are removed from the host and from the device's work
-directory once it is scored (one variant at a time there, beside the shards and the fp32 model); :attr:`bytes_written` counts what was
-written here and :attr:`device_bytes` what was pushed to the device.  :meth:`subset` makes a
+directory once it is scored (one variant at a time there, beside the shards and the fp32
+model); :attr:`bytes_written` counts what was written here and :attr:`device_bytes` what was
+pushed to the device.  :meth:`subset` makes a
 scorer over some of the images (the fp32 outputs sliced, not re-run): tune ranks candidates
 on it and confirms the winners on every image.
 
