@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace edgecal {
 
@@ -102,16 +105,51 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 
 #ifdef EDGECAL_X86_AVX2
-typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 __attribute__((target("avx2"))) int32_t absbits_max_avx2(const float* p, size_t n) {
     return absbits_max_t<v8i>(p, n);
 }
 
+// Per 8-bit lane mask: the lanes whose bit is set, first (a left-pack permutation).
+struct PackTable {
+    int32_t perm[256][8];
+    PackTable() {
+        for (int mask = 0; mask < 256; ++mask) {
+            int w = 0;
+            for (int k = 0; k < 8; ++k) {
+                if (mask & (1 << k)) perm[mask][w++] = k;
+            }
+            for (; w < 8; ++w) perm[mask][w] = 0;
+        }
+    }
+};
+const PackTable pack_table;
+
+// bin_indices_t's operations 8 at a time, with the skipped elements (+-0.0, NaN) left out of
+// idx: the counting loop then only touches the counters that count (zeros are common after a
+// ReLU).  idx needs room for m + 8 entries.
 __attribute__((target("avx2"))) size_t bin_indices_avx2(const float* p, size_t m, float amax,
-                                                        int32_t* idx) {
-    return bin_indices_t<v8f, v8i>(p, m, amax, idx);
+                                                        int32_t* idx, size_t* done) {
+    const __m256 vmax = _mm256_set1_ps(amax), bins = _mm256_set1_ps(2048.0f),
+                 last = _mm256_set1_ps(2047.0f), zero = _mm256_setzero_ps();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    size_t i0 = 0, w = 0;
+    for (; i0 + 8 <= m; i0 += 8) {
+        const __m256 a = _mm256_and_ps(_mm256_loadu_ps(p + i0), absmask);
+        __m256 q = _mm256_div_ps(a, vmax);
+        q = _mm256_mul_ps(q, bins);
+        const __m256 qc = _mm256_blendv_ps(last, q, _mm256_cmp_ps(q, last, _CMP_LT_OQ));
+        const __m256i k = _mm256_cvttps_epi32(qc);
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(a, zero, _CMP_GT_OQ));
+        const __m256i perm =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pack_table.perm[mask]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + w),
+                            _mm256_permutevar8x32_epi32(k, perm));
+        w += size_t(__builtin_popcount(unsigned(mask)));
+    }
+    *done = i0;
+    return w;
 }
 #endif
 
@@ -122,11 +160,13 @@ int32_t absbits_max(const float* p, size_t n) {
     return absbits_max_t<v4i>(p, n);
 }
 
-size_t bin_indices(const float* p, size_t m, float amax, int32_t* idx) {
+// The bins of the first *done elements of p[0..m) into idx: how many indices were written
+// (skipped elements may be left out); the scalar loop does the rest.
+size_t bin_indices(const float* p, size_t m, float amax, int32_t* idx, size_t* done) {
 #ifdef EDGECAL_X86_AVX2
-    if (have_avx2()) return bin_indices_avx2(p, m, amax, idx);
+    if (have_avx2()) return bin_indices_avx2(p, m, amax, idx, done);
 #endif
-    return bin_indices_t<v4f, v4i>(p, m, amax, idx);
+    return *done = bin_indices_t<v4f, v4i>(p, m, amax, idx);
 }
 #endif  // EDGECAL_VECTOR
 }  // namespace
@@ -187,33 +227,33 @@ void HistogramAccumulator::add(const float* p, size_t n) {
         }
         return;
     }
-    int32_t idx[CHUNK];
+    int32_t idx[CHUNK + 8];  // + 8: the packed AVX2 stores write whole vectors
     uint32_t* lanes = lanes_.data();
     while (n) {
         const size_t m = n < CHUNK ? n : CHUNK;
         if (pending_ + m > UINT32_MAX) flush();  // no 32-bit counter can wrap
         pending_ += m;
-        size_t i0 = 0;
+        size_t i0 = 0, w = 0;
 #ifdef EDGECAL_VECTOR
-        i0 = bin_indices(p, m, amax, idx);
+        w = bin_indices(p, m, amax, idx, &i0);
 #endif
-        for (size_t i = i0; i < m; ++i) {
+        for (size_t i = i0; i < m; ++i, ++w) {
             const float a = std::fabs(p[i]);
             float q = a / amax;  // float32 / float32
             q = q * 2048.0f;     // float32 * 2048
             // min before the cast; a NaN quotient (inf / inf) lands in the last bin
             const float qc = q < 2047.0f ? q : 2047.0f;
             const int32_t k = static_cast<int32_t>(qc);  // truncation toward zero, 0 <= qc
-            idx[i] = a > 0.0f ? k : NUM_BINS;             // +-0.0 and NaN skipped
+            idx[w] = a > 0.0f ? k : NUM_BINS;             // +-0.0 and NaN skipped
         }
         size_t i = 0;
-        for (; i + 4 <= m; i += 4) {
+        for (; i + 4 <= w; i += 4) {
             ++lanes[idx[i]];
             ++lanes[WIDE + idx[i + 1]];
             ++lanes[2 * WIDE + idx[i + 2]];
             ++lanes[3 * WIDE + idx[i + 3]];
         }
-        for (; i < m; ++i) ++lanes[idx[i]];
+        for (; i < w; ++i) ++lanes[idx[i]];
         p += m;
         n -= m;
     }
