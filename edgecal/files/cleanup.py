@@ -2,11 +2,11 @@
 
 A run's temporary folders (decoded shards, a local device's work folder, a temporary run
 directory) hold files that were often written back to disk already (fsynced answers, large
-shards): on a disk mounted with ``discard`` each unlink of such a file costs milliseconds, a
-calibration's folders a quarter of a second.  :func:`remove_tree_soon` renames the folder out of
-the way at once (its path is free and nothing reads it any more) and leaves the unlinking to a
-detached ``rm -rf`` that outlives this process; where that cannot start, the folder is removed
-here as before.
+shards): on a disk mounted with ``discard`` each unlink of such a file costs milliseconds (a
+local device's work folder after a 1000-image calibration: about 0.2 s).
+:func:`remove_tree_soon` renames the folder out of the way at once (its path is free and nothing
+reads it any more) and leaves the unlinking to a detached ``rm -rf`` that outlives this process;
+where that cannot start, the folder is removed here as before.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def remove_tree_soon(path: str | os.PathLike[str]) -> None:
                 timeout=30,
             )
             return
-        except (OSError, subprocess.SubprocessError):
+        except Exception:  # no sh, or none at interpreter shutdown: removed here instead
             pass
     shutil.rmtree(trash, ignore_errors=True)
 
