@@ -10,7 +10,9 @@
   images: the peer that runs the same kernels), 1 thread, calibration runtime, the PP-OCR-like
   model, ``--images`` images (target <= 1.15, issue 12); the Python agent's calibrate beside
   it; and, with ``NCNN2TABLE=path``, ``edgecal ncnn2table --device local:native`` against the
-  real ncnn2table (target <= 1.0, issue 12).
+  real ncnn2table (target <= 1.0, issue 12).  A second peer beside the bare forward: a bare
+  pass that also converts each image from its decoded pixels (``from_pixels_resize`` +
+  mean/norm), what an app's forward of an image costs.
 """
 
 from __future__ import annotations
@@ -114,6 +116,27 @@ def native_bare_forward_s(binary: Path, model: Any, spec: InputSpec, images: lis
         return sum(sum(capture.run_shard_timed(dev, work.on(s))[1]) for s in shards)
 
 
+def native_bare_pass_s(binary: Path, model: Any, spec: InputSpec, images: list[Path]) -> float:
+    """What an app's forward of each image costs, on the same libncnn as the native agent: the
+    agent's own ``infer`` seconds of timed ``run`` jobs (the bare forward's jobs) over the
+    decoded shards, summed: per image reading the decoded pixels from the shard, the input
+    conversion (``from_pixels_resize`` + mean/norm), the forward to the output blob (fresh
+    extractor, calibration options) and that blob kept; no statistics, JPEG decoding excluded."""
+    source = make_sample_source([spec], [images])
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalDevice(agent="native", native_binary=binary, name=LOCAL_NATIVE) as dev,
+    ):
+        shards = capture.write_shards(iter(source), [spec], Path(tmp))
+        work = capture.Workload.of(model, [spec], [model.output_blobs[0]], "calibration", 1)
+        total = 0.0
+        for s in shards:
+            params = capture._run_params(dev, work.on(s))
+            params["timed"] = True
+            total += float(dev.run_job("run", params).response["timing_s"]["infer"])
+        return total
+
+
 def bench_native_local(n: int, repeats: int) -> None:
     import ppocr_like
     from run import PPOCR_SPEC, bench_cache, calibrate_s
@@ -124,6 +147,7 @@ def bench_native_local(n: int, repeats: int) -> None:
     model = load_model(param, bin_)
     source = make_sample_source([PPOCR_SPEC], [images])
     bare: list[float] = []
+    app: list[float] = []
     native: list[float] = []
     python: list[float] = []
     for _ in range(repeats):
@@ -133,11 +157,18 @@ def bench_native_local(n: int, repeats: int) -> None:
         native.append(time.perf_counter() - t0)
         python.append(calibrate_s(param, bin_, PPOCR_SPEC, images, 1)[0])
         bare.append(native_bare_forward_s(binary, model, PPOCR_SPEC, images))
-    b, nat, py = (statistics.median(x) for x in (bare, native, python))
+        app.append(native_bare_pass_s(binary, model, PPOCR_SPEC, images))
+    b, a, nat, py = (statistics.median(x) for x in (bare, app, native, python))
     print(
         f"calibrate (kl, native agent) / (2 x bare forward of the same libncnn), 1 thread: "
         f"{nat / (2 * b):.3f} (target <= 1.15; {n} images, medians of {repeats}; native "
         f"{nat:.2f} s, bare {b:.2f} s, the Python agent's calibrate {py:.2f} s)"
+    )
+    print(
+        f"calibrate (kl, native agent) / (2 x bare pass with the input conversion from decoded "
+        f"pixels, the same libncnn: what an app's forward of an image costs), 1 thread: "
+        f"{nat / (2 * a):.3f} ({n} images, medians of {repeats}, alternated with the above; "
+        f"bare pass {a:.2f} s)"
     )
 
 

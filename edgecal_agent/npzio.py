@@ -23,7 +23,12 @@ from typing import IO, Any
 import numpy as np
 
 from edgecal_agent.messages import ProtocolViolation
-from edgecal_agent.workdir import O_CLOEXEC, O_DIRECTORY, create_temp_at
+from edgecal_agent.workdir import (
+    O_CLOEXEC,
+    O_DIRECTORY,
+    create_temp_at,
+    sync_unless_asked_not_to,
+)
 
 #: Schema of the artifacts the agent writes (the ``schema`` member of each).
 ARTIFACT_SCHEMA = 1
@@ -78,7 +83,7 @@ class NpzWriter:
         try:
             self._zip.close()
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            sync_unless_asked_not_to(self._fh.fileno())
             self._fh.close()
             os.replace(self._tmp, self._name, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
         except BaseException:

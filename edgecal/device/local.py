@@ -18,6 +18,7 @@ from edgecal.device.package import agent_source_dir, build_agent_zipapp
 from edgecal.device.session import AgentSession
 from edgecal.errors import DeviceError, ProtocolError
 from edgecal.files.atomic import write_bytes_atomic
+from edgecal.files.cleanup import remove_tree_soon
 from edgecal.files.digests import DigestCache, file_sha256
 from edgecal.files.fsnames import device_file_name
 from edgecal_agent.messages import FILES_DIR, JOBS_DIR, RESPONSE_FILE, check_relpath
@@ -87,6 +88,8 @@ class LocalDevice(Device):
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
             argv = [self._python, "-m", "edgecal_agent"]
         env["PYTHONUNBUFFERED"] = "1"
+        if self._owns_workdir:  # removed on close, never resumed: no answer need reach the disk
+            env["EDGECAL_AGENT_FSYNC"] = "0"
         # the host chose (and resolved) this folder: it is the agent's root too
         return [*argv, "serve", "--root", str(self.workdir), "--workdir", str(self.workdir)], env
 
@@ -160,7 +163,9 @@ class LocalDevice(Device):
         job_dir = self.workdir / JOBS_DIR / job.job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         for name, data in job.files:
-            write_bytes_atomic(job_dir / check_relpath(name, "job file"), data)
+            write_bytes_atomic(
+                job_dir / check_relpath(name, "job file"), data, durable=not self._owns_workdir
+            )
         self._ensure_session().run(job.job_id, timeout_s=job.timeout_s, progress=job.progress)
 
     def collect_job(self, job_id: str) -> JobResult | None:
@@ -206,7 +211,7 @@ class LocalDevice(Device):
             self._session.close()
             self._session = None
         if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_tree_soon(self.workdir)
 
     def __repr__(self) -> str:
         return f"LocalDevice(name={self.name!r}, workdir={str(self.workdir)!r})"

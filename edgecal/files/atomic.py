@@ -13,9 +13,10 @@ import os
 from edgecal.files.outputs import write_files
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    write_files([(path, data)])
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it (unless not ``durable``: a file
+    in a temporary folder that nothing reads after a crash), then rename it over ``path``."""
+    write_files([(path, data)], durable=durable)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

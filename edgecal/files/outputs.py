@@ -249,7 +249,7 @@ class _Pending:
     renamed: bool = False
 
 
-def _prepare(path: str, data: bytes, umask: int) -> _Pending:
+def _prepare(path: str, data: bytes, umask: int, durable: bool) -> _Pending:
     target = os.path.realpath(path)
     folder, name = os.path.split(target)
     st = _stat(target)
@@ -258,7 +258,8 @@ def _prepare(path: str, data: bytes, umask: int) -> _Pending:
     try:
         os.fchmod(fd, mode)
         _write_fd(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -297,8 +298,9 @@ def _naming(path: str) -> Iterator[None]:
         raise type(exc)(exc.errno, exc.strerror or str(exc), path) from None
 
 
-def write_files(files: Sequence[tuple[PathLike, bytes]]) -> None:
-    """Write every ``(path, data)``, all or nothing (raises ``OSError`` as it comes)."""
+def write_files(files: Sequence[tuple[PathLike, bytes]], *, durable: bool = True) -> None:
+    """Write every ``(path, data)``, all or nothing (raises ``OSError`` as it comes).
+    ``durable=False``: no fsync (files in a temporary folder that nothing reads after a crash)."""
     umask = current_umask()
     regular: list[tuple[str, bytes]] = []
     special: list[tuple[str, bytes]] = []
@@ -312,7 +314,7 @@ def write_files(files: Sequence[tuple[PathLike, bytes]]) -> None:
     try:
         for p, data in regular:
             with _naming(p):
-                pending.append(_prepare(p, data, umask))
+                pending.append(_prepare(p, data, umask, durable))
         for p, data in special:  # cannot be undone: after every temp file is written
             with _naming(p):
                 if p == STDOUT:

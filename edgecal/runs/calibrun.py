@@ -365,6 +365,9 @@ class CalibRun:
         self.manifest = manifest
         self.run_id = manifest.run_id
         self._lock = lock
+        # parts reach the disk before they count (a resumed run trusts them); a temporary run,
+        # removed when it ends and never resumed, sets this False
+        self.durable = True
 
     @classmethod
     def create(cls, path: Path, manifest: Manifest, argv: Sequence[str]) -> CalibRun:
@@ -447,7 +450,7 @@ class CalibRun:
     def write(self, part: Part) -> None:
         path = self._path(part.pass_name, part.index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, part_bytes(part, self.run_id))
+        write_bytes_atomic(path, part_bytes(part, self.run_id), durable=self.durable)
 
     def _files(self, pass_name: str) -> dict[int, Path]:
         """The part files of a pass by shard; anything else ending in ``.npz`` there, or a
@@ -493,7 +496,9 @@ class CalibRun:
             absmax=np.array([absmax[b][0] for b in blobs], np.float32),
             eps=np.array([absmax[b][1] for b in blobs], np.int64),
         )
-        write_bytes_atomic(self.run.path / PARTS / "ranges.npz", buf.getvalue())
+        write_bytes_atomic(
+            self.run.path / PARTS / "ranges.npz", buf.getvalue(), durable=self.durable
+        )
 
 
 def _q(path: Path) -> str:

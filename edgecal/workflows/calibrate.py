@@ -8,7 +8,6 @@ atomically).
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -29,6 +28,7 @@ from edgecal.calib.weightcheck import refuse_nonfinite_weights
 from edgecal.device import capture
 from edgecal.device.base import Device
 from edgecal.errors import AgentCrash, AgentError, CalibrationError, ProtocolError
+from edgecal.files.cleanup import temporary_folder
 from edgecal.fleet.scheduler import Fleet, Job, RetryPolicy
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
@@ -127,7 +127,7 @@ def measure(
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         if run is None:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecal-run-")))
+            tmp = stack.enter_context(temporary_folder("edgecal-run-"))
             manifest = build_manifest(
                 model,
                 source,
@@ -139,6 +139,7 @@ def measure(
                 workers=len(devices),
             )
             run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
+            run.durable = False  # removed below, never resumed
             stack.callback(run.close)
         fleet = fleet or Fleet(devices)
         plan = run.manifest.shards
@@ -587,7 +588,7 @@ def calibrate(
     with (
         # EQ's extra agents start while the passes run (else at their first layer)
         _agents_started(eq_devices if spec.needs_device else ()) as warm,
-        tempfile.TemporaryDirectory(prefix="edgecal-shards-") as tmp,
+        temporary_folder("edgecal-shards-") as tmp,
     ):
         hs, shards, t = measure(
             model,

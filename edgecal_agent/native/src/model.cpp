@@ -212,6 +212,7 @@ NcnnModel::NcnnModel(const std::string& param, const std::string& bin, const std
                              " (load_model failed: truncated .bin or .param/.bin mismatch)");
     }
     for (const auto& b : net.blobs()) blob_names.push_back(b.name);
+    for (size_t i = 0; i < blob_names.size(); ++i) blob_index_.emplace(blob_names[i], int(i));
 }
 
 NcnnModel::~NcnnModel() { net.clear(); }
@@ -308,17 +309,21 @@ double NcnnModel::time_extract(const Sample& sample, const std::vector<InputDesc
 
 ncnn::Mat NcnnModel::extract_one(ncnn::Extractor& ex, const std::string& blob,
                                  const std::string& where) {
-    const char* name = blob.c_str();
+    const auto found = blob_index_.find(blob);
+    const int index = found == blob_index_.end() ? -1 : found->second;
+    auto extract = [&](ncnn::Mat& out, int type) {
+        return index >= 0 ? ex.extract(index, out, type) : ex.extract(blob.c_str(), out, type);
+    };
     int ret = 0;
     if (raw_extract_) {
         ncnn::Mat out;
-        ret = ex.extract(name, out, 1);
+        ret = extract(out, 1);
         if (ret == 0 && (out.dims == 0 || out.elemsize == size_t(4) * size_t(out.elempack))) {
             return out;
         }
     }
     ncnn::Mat out;
-    ret = ex.extract(name, out, 0);
+    ret = extract(out, 0);
     if (ret != 0) throw extract_error(where, blob, ret);
     return out;  // dims 0 or no element: visit_blob hands out (nullptr, 0)
 }

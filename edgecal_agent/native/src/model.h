@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -82,6 +83,9 @@ private:
     ncnn::UnlockedPoolAllocator blob_allocator_;
     ncnn::PoolAllocator workspace_allocator_;
     bool raw_extract_;
+    // blob name -> its index in net (the first blob of that name, as ncnn's lookup finds it):
+    // every sample extracts each blob by index, not by a search over the names
+    std::unordered_map<std::string, int> blob_index_;
 };
 
 }  // namespace edgecal

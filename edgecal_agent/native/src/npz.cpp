@@ -517,7 +517,7 @@ void NpzWriter::close() {
     }
     write_all(fd_.get(), cd.data(), cd.size(), tmp_);
     write_all(fd_.get(), eocd.data(), eocd.size(), tmp_);
-    if (::fsync(fd_.get()) != 0) throw SysError(errno, tmp_);
+    sync_unless_asked_not_to(fd_.get(), tmp_);
     fd_ = Fd();
     if (::renameat(dfd_, tmp_.c_str(), dfd_, name_.c_str()) != 0) throw SysError(errno, name_);
     closed_ = true;

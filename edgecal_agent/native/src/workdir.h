@@ -68,6 +68,11 @@ std::string read_all(int fd);
 std::pair<Fd, std::string> create_temp_at(int dfd, const std::string& name);
 // name in dfd holds data, all or nothing (temp, fsync, rename); SysError.
 void write_atomic_at(int dfd, const std::string& name, const std::string& data);
+
+// fsync(fd) (what names the file in the error) unless EDGECAL_AGENT_FSYNC=0: a host that
+// removes the work folder when the run ends (a local device's temporary one) asks for no
+// durability, so the agent's answers do not wait for the disk.
+void sync_unless_asked_not_to(int fd, const std::string& what);
 // write all of data to fd (SysError)
 void write_all(int fd, const void* data, size_t n, const std::string& what);
 // fresh random hex text of 2*n_bytes digits
