@@ -1,5 +1,6 @@
-"""Boards: open a device by name (:func:`open_device`), check boards (:func:`check_boards`) and
-provision them (:func:`provision_boards`).
+"""Boards: open a device by name (:func:`open_device`), check boards (:func:`check_boards`),
+provision them (:func:`provision_boards`) and clean their work directories
+(:func:`clean_boards`).
 
 A board is a :class:`~edgecal.boards.config.Board` or what names one: a name of the boards file
 (``boards``, default ``$EDGECAL_BOARDS``) or ``user@host[:port]``.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from edgecal.api.samples import PathArg
 from edgecal.boards.check import CheckReport
+from edgecal.boards.clean import CleanReport
 from edgecal.boards.config import Board, boards_file, resolve_board
 from edgecal.device.base import Device
 from edgecal.errors import UsageError
@@ -54,7 +56,7 @@ def resolve_boards(
         board = spec if isinstance(spec, Board) else resolve_board(spec, path)
         if board is None:
             raise UsageError(
-                "`board check/provision` is for boards, not the local machine",
+                "`board check/provision/clean` is for boards, not the local machine",
                 hint="name a board of the boards file or give user@host[:port]",
             )
         out.append(board)
@@ -121,3 +123,21 @@ def _provision(
                 say=say,
             )
         yield check_board(board)
+
+
+def clean_boards(
+    boards: Sequence[Board | str],
+    *,
+    boards_path: PathArg | None = None,
+    keep_mb: float = 0.0,
+    accept_new_host_key: bool = False,
+) -> Iterator[CleanReport]:
+    """Remove the pushed models and shards (``files/``) from every board's work directory, one
+    board after the other, keeping the most recently stored within ``keep_mb`` MiB; the next
+    run pushes what it needs again.  The boards are resolved before any work."""
+    from edgecal.boards.clean import clean_board
+
+    if not keep_mb >= 0:
+        raise UsageError(f"--keep-mb {keep_mb}: must be >= 0", hint="e.g. --keep-mb 500")
+    resolved = resolve_boards(boards, boards_path)
+    return (clean_board(b, int(keep_mb * (1 << 20)), accept_new_host_key) for b in resolved)

@@ -1,4 +1,4 @@
-"""The ``edgecal board check|provision HOST...`` commands (argument parsing and printing)."""
+"""The ``edgecal board check|provision|clean HOST...`` commands (argument parsing and printing)."""
 
 from __future__ import annotations
 
@@ -60,8 +60,29 @@ def cmd_board_provision(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_board_clean(args: argparse.Namespace) -> int:
+    from edgecal.api.boards import clean_boards
+
+    reports = []
+    for report in clean_boards(
+        args.hosts,
+        boards_path=args.boards,
+        keep_mb=args.keep_mb,
+        accept_new_host_key=args.accept_new_host_key,
+    ):
+        reports.append(report)
+        if not args.json:
+            sys.stdout.write(report.line() + "\n")
+            sys.stdout.flush()
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    return 0
+
+
 def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("board", help="check or provision boards (over SSH) and phones (over adb)")
+    p = sub.add_parser(
+        "board", help="check, provision or clean boards (over SSH) and phones (over adb)"
+    )
     bsub = p.add_subparsers(dest="board_command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -96,3 +117,18 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     q.add_argument("--force", action="store_true", help="reinstall even if they import")
     q.set_defaults(func=cmd_board_provision)
+    q = bsub.add_parser(
+        "clean",
+        help="remove the models and shards runs pushed to a board's work directory (the next "
+        "run pushes what it needs again); run it when no run uses the board",
+    )
+    common(q)
+    add_json(q)
+    q.add_argument(
+        "--keep-mb",
+        type=float,
+        default=0.0,
+        metavar="MIB",
+        help="keep the most recently pushed files up to this many MiB (default: 0.0, remove all)",
+    )
+    q.set_defaults(func=cmd_board_clean)

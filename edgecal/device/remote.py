@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import tempfile
@@ -81,6 +82,43 @@ class PushCheck:
 #: size, the mark), ``absent``, ``unknown`` (there, not known to be ours: hashed) or ``bad``
 #: (a symlink on the way, or not a regular file: pushed again).
 FILE_STATES = ("verified", "absent", "unknown", "bad")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One ``files/<sha256>/`` folder of a work directory: a pushed model or shard set."""
+
+    rel: str
+    #: disk use (``du -k``), bytes
+    size: int
+    #: the folder's mtime: when it was stored (pushed, or its copy first checked there)
+    stored_at: int
+
+
+#: ``files/<sha256>`` folders, each as "KIB MTIME NAME" (POSIX sh, ``du`` and ``stat -c``: the
+#: coreutils of a board, busybox, an Android phone's toybox); nothing without a files folder
+_STORED_SH = r"""cd "$1" 2>/dev/null || exit 0
+for d in */; do
+  [ -d "$d" ] || continue
+  set -- $(du -sk "$d")
+  printf '%s %s %s
+' "$1" "$(stat -c %Y "$d")" "${d%/}"
+done"""
+_DIGEST_NAME = re.compile(r"[0-9a-f]{64}")
+#: folders removed per remote command (far below any argument-length limit)
+_RM_BATCH = 200
+
+
+def parse_stored(text: str) -> list[StoredFile]:
+    """:data:`_STORED_SH`'s lines; anything not a ``files/<sha256>`` folder is left out."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            continue
+        if _DIGEST_NAME.fullmatch(parts[2]):
+            out.append(StoredFile(f"{FILES_DIR}/{parts[2]}", int(parts[0]) * 1024, int(parts[1])))
+    return out
 
 
 class RemoteDevice(Device):
@@ -176,6 +214,11 @@ class RemoteDevice(Device):
         """Copy the regular workdir file ``rel`` to ``local`` (its folder exists)."""
 
     @abstractmethod
+    def _sh(self, script: str, args: Sequence[str], what: str) -> str:
+        """Run POSIX sh ``script`` with ``args`` ($1...) there: its output, or a DeviceError
+        naming ``what``."""
+
+    @abstractmethod
     def _remove_tree(self, rel: str) -> None:
         """Remove the workdir folder ``rel`` (a job's, a pushed file's), quietly (best effort)."""
 
@@ -239,6 +282,21 @@ class RemoteDevice(Device):
         for local in locals_:
             if Path(local).is_file():
                 self._remove_tree(self._pushed_rel(Path(local))[0].rpartition("/")[0])
+
+    def stored_files(self) -> list[StoredFile]:
+        """The pushed files kept in the work directory (``edgecal board clean``)."""
+        return parse_stored(
+            self._sh(_STORED_SH, [self.remote(FILES_DIR)], "listing the pushed files")
+        )
+
+    def remove_stored(self, files: Sequence[StoredFile]) -> None:
+        """Remove these ``files/<sha256>/`` folders (a few ``rm -rf`` there)."""
+        for f in files:
+            if not _DIGEST_NAME.fullmatch(f.rel.removeprefix(f"{FILES_DIR}/")):
+                raise DeviceError(f"{self.name}: {f.rel!r} is not a pushed file's folder")
+        paths = [self.remote(f.rel) for f in files]
+        for i in range(0, len(paths), _RM_BATCH):
+            self._sh('rm -rf -- "$@"', paths[i : i + _RM_BATCH], "removing pushed files")
 
     def _ensure_pushed(
         self, files: Sequence[tuple[Path, str, str]], mode: str | None = None

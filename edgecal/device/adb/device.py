@@ -183,6 +183,9 @@ class AdbDevice(RemoteDevice):
             raise self._explain(text, what)
         return res.stdout
 
+    def _sh(self, script: str, args: Sequence[str], what: str) -> str:
+        return self._run(shlex.join(["sh", "-c", script, "edgecal", *args]), what)
+
     @property
     def _short_timeout(self) -> float:
         return max(60.0, self.target.connect_timeout_s)

@@ -251,6 +251,16 @@ class SshDevice(RemoteDevice):
         found = errno_of_message(res.stdout) if res.stdout.startswith("err ") else None
         return found or fallback
 
+    def _sh(self, script: str, args: Sequence[str], what: str) -> str:
+        res = self.link.run(["sh", "-c", script, "edgecal", *args])
+        if res.exit_code != 0:
+            last = (res.stderr.strip().splitlines() or ["?"])[-1]
+            raise DeviceError(
+                f"{self.name}: {what} failed (exit {res.exit_code}): {last}",
+                hint=self._check_hint,
+            )
+        return str(res.stdout)
+
     def _resolve_workdir(self, workdir: str) -> PurePosixPath:
         wd = workdir[2:] if workdir.startswith("~/") else workdir
         parts = PurePosixPath(wd).parts
