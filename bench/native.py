@@ -103,9 +103,16 @@ def bench_native_board(name: str, n: int, repeats: int) -> None:
     )
 
 
-def native_bare_forward_s(binary: Path, model: Any, spec: InputSpec, images: list[Path]) -> float:
-    """ncnn alone, the same libncnn as the native agent: the agent's own timed forwards (fresh
-    extractor, the output blob only, calibration options) of every image, summed."""
+def native_bare_s(
+    binary: Path, model: Any, spec: InputSpec, images: list[Path]
+) -> tuple[float, float]:
+    """ncnn alone, the same libncnn as the native agent, over every image: timed ``run`` jobs
+    (fresh extractor, the output blob only, calibration options) over the decoded shards, and
+    of them, summed, ``(forward, pass)``: the forward's seconds (the agent's own timing of
+    ``extract``), and what an app's forward of each image costs (the agent's ``infer``
+    seconds: reading the decoded pixels from the shard, the input conversion --
+    ``from_pixels_resize`` + mean/norm --, the forward and that blob kept; no statistics, JPEG
+    decoding excluded)."""
     source = make_sample_source([spec], [images])
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -113,28 +120,14 @@ def native_bare_forward_s(binary: Path, model: Any, spec: InputSpec, images: lis
     ):
         shards = capture.write_shards(iter(source), [spec], Path(tmp))
         work = capture.Workload.of(model, [spec], [model.output_blobs[0]], "calibration", 1)
-        return sum(sum(capture.run_shard_timed(dev, work.on(s))[1]) for s in shards)
-
-
-def native_bare_pass_s(binary: Path, model: Any, spec: InputSpec, images: list[Path]) -> float:
-    """What an app's forward of each image costs, on the same libncnn as the native agent: the
-    agent's own ``infer`` seconds of timed ``run`` jobs (the bare forward's jobs) over the
-    decoded shards, summed: per image reading the decoded pixels from the shard, the input
-    conversion (``from_pixels_resize`` + mean/norm), the forward to the output blob (fresh
-    extractor, calibration options) and that blob kept; no statistics, JPEG decoding excluded."""
-    source = make_sample_source([spec], [images])
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        LocalDevice(agent="native", native_binary=binary, name=LOCAL_NATIVE) as dev,
-    ):
-        shards = capture.write_shards(iter(source), [spec], Path(tmp))
-        work = capture.Workload.of(model, [spec], [model.output_blobs[0]], "calibration", 1)
-        total = 0.0
+        forward = whole = 0.0
         for s in shards:
             params = capture._run_params(dev, work.on(s))
             params["timed"] = True
-            total += float(dev.run_job("run", params).response["timing_s"]["infer"])
-        return total
+            job = dev.run_job("run", params)
+            forward += sum(float(x) for x in job.result["latency_s"])
+            whole += float(job.response["timing_s"]["infer"])
+        return forward, whole
 
 
 def bench_native_local(n: int, repeats: int) -> None:
@@ -156,8 +149,9 @@ def bench_native_local(n: int, repeats: int) -> None:
             calibrate(model, source, [dev], method="kl")
         native.append(time.perf_counter() - t0)
         python.append(calibrate_s(param, bin_, PPOCR_SPEC, images, 1)[0])
-        bare.append(native_bare_forward_s(binary, model, PPOCR_SPEC, images))
-        app.append(native_bare_pass_s(binary, model, PPOCR_SPEC, images))
+        forward, whole = native_bare_s(binary, model, PPOCR_SPEC, images)
+        bare.append(forward)
+        app.append(whole)
     b, a, nat, py = (statistics.median(x) for x in (bare, app, native, python))
     print(
         f"calibrate (kl, native agent) / (2 x bare forward of the same libncnn), 1 thread: "
@@ -167,7 +161,7 @@ def bench_native_local(n: int, repeats: int) -> None:
     print(
         f"calibrate (kl, native agent) / (2 x bare pass with the input conversion from decoded "
         f"pixels, the same libncnn: what an app's forward of an image costs), 1 thread: "
-        f"{nat / (2 * a):.3f} ({n} images, medians of {repeats}, alternated with the above; "
+        f"{nat / (2 * a):.3f} ({n} images, medians of {repeats}, the same jobs as the above; "
         f"bare pass {a:.2f} s)"
     )
 

@@ -5,8 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from edgecal.cli.options import add_boards_file, add_json
+
+
+class _Report(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+_R = TypeVar("_R", bound=_Report)
+
+
+def _print_reports(reports: Iterable[_R], as_json: bool, text: Callable[[_R], str]) -> list[_R]:
+    """Each report's ``text`` printed as soon as it comes, or all of them as one JSON list at
+    the end (``to_dict()``); the reports."""
+    got = []
+    for r in reports:
+        got.append(r)
+        if not as_json:
+            sys.stdout.write(text(r) + "\n")
+            sys.stdout.flush()
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in got], indent=2) + "\n")
+    return got
 
 
 def cmd_board_check(args: argparse.Namespace) -> int:
@@ -14,19 +37,16 @@ def cmd_board_check(args: argparse.Namespace) -> int:
     it and those before it are done."""
     from edgecal.api.boards import check_boards
 
-    reports = []
-    for r in check_boards(
-        args.hosts,
-        boards_path=args.boards,
-        golden=args.golden,
-        accept_new_host_key=args.accept_new_host_key,
-    ):
-        reports.append(r)
-        if not args.json:
-            sys.stdout.write("\n".join(r.lines()) + "\n")
-            sys.stdout.flush()
-    if args.json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    reports = _print_reports(
+        check_boards(
+            args.hosts,
+            boards_path=args.boards,
+            golden=args.golden,
+            accept_new_host_key=args.accept_new_host_key,
+        ),
+        args.json,
+        lambda r: "\n".join(r.lines()),
+    )
     bad = [r for r in reports if not r.ok]
     for r in bad:
         p = r.problems[0]
@@ -63,19 +83,13 @@ def cmd_board_provision(args: argparse.Namespace) -> int:
 def cmd_board_clean(args: argparse.Namespace) -> int:
     from edgecal.api.boards import clean_boards
 
-    reports = []
-    for report in clean_boards(
+    reports = clean_boards(
         args.hosts,
         boards_path=args.boards,
         keep_mb=args.keep_mb,
         accept_new_host_key=args.accept_new_host_key,
-    ):
-        reports.append(report)
-        if not args.json:
-            sys.stdout.write(report.line() + "\n")
-            sys.stdout.flush()
-    if args.json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    )
+    _print_reports(reports, args.json, lambda r: r.line())
     return 0
 
 

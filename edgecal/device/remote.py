@@ -219,8 +219,8 @@ class RemoteDevice(Device):
         naming ``what``."""
 
     @abstractmethod
-    def _remove_tree(self, rel: str) -> None:
-        """Remove the workdir folder ``rel`` (a job's, a pushed file's), quietly (best effort)."""
+    def _remove_job(self, job_rel: str) -> None:
+        """Remove a job's folder, quietly (best effort)."""
 
     @abstractmethod
     def _start_agent(self, argv: Sequence[str]) -> AgentProcess:
@@ -279,9 +279,11 @@ class RemoteDevice(Device):
         return [rel for _, rel, _ in named]
 
     def discard(self, locals_: Sequence[Path]) -> None:
-        for local in locals_:
-            if Path(local).is_file():
-                self._remove_tree(self._pushed_rel(Path(local))[0].rpartition("/")[0])
+        folders = {
+            self._pushed_rel(p)[0].rpartition("/")[0] for p in map(Path, locals_) if p.is_file()
+        }
+        with contextlib.suppress(DeviceError):  # best effort: what stays is only disk space
+            self._remove_folders(sorted(folders))
 
     def stored_files(self) -> list[StoredFile]:
         """The pushed files kept in the work directory (``edgecal board clean``)."""
@@ -290,11 +292,15 @@ class RemoteDevice(Device):
         )
 
     def remove_stored(self, files: Sequence[StoredFile]) -> None:
-        """Remove these ``files/<sha256>/`` folders (a few ``rm -rf`` there)."""
-        for f in files:
-            if not _DIGEST_NAME.fullmatch(f.rel.removeprefix(f"{FILES_DIR}/")):
-                raise DeviceError(f"{self.name}: {f.rel!r} is not a pushed file's folder")
-        paths = [self.remote(f.rel) for f in files]
+        """Remove these ``files/<sha256>/`` folders."""
+        self._remove_folders([f.rel for f in files])
+
+    def _remove_folders(self, rels: Sequence[str]) -> None:
+        """``rm -rf`` these ``files/<sha256>`` folders there, a few commands in all."""
+        for rel in rels:
+            if not _DIGEST_NAME.fullmatch(rel.removeprefix(f"{FILES_DIR}/")):
+                raise DeviceError(f"{self.name}: {rel!r} is not a pushed file's folder")
+        paths = [self.remote(rel) for rel in rels]
         for i in range(0, len(paths), _RM_BATCH):
             self._sh('rm -rf -- "$@"', paths[i : i + _RM_BATCH], "removing pushed files")
 
@@ -454,9 +460,9 @@ class RemoteDevice(Device):
         except TransportError:
             raise  # the answer stays there for the next try
         except BaseException:
-            self._remove_tree(job_rel)
+            self._remove_job(job_rel)
             raise
-        self._remove_tree(job_rel)
+        self._remove_job(job_rel)
         return done
 
     def recover(self) -> None:

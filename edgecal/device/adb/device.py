@@ -433,9 +433,9 @@ class AdbDevice(RemoteDevice):
     def _fetch_file(self, rel: str, local: Path) -> None:
         self.link.pull(self.remote(rel), local, MAX_RESPONSE_BYTES)
 
-    def _remove_tree(self, rel: str) -> None:
+    def _remove_job(self, job_rel: str) -> None:
         with contextlib.suppress(DeviceError):
-            self._run(f"rm -rf {shlex.quote(self.remote(rel))}", "removing a folder")
+            self._run(f"rm -rf {shlex.quote(self.remote(job_rel))}", "removing a job")
 
     def __repr__(self) -> str:
         return f"AdbDevice(name={self.name!r}, serial={self.target.serial!r})"

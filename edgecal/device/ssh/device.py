@@ -606,7 +606,7 @@ class SshDevice(RemoteDevice):
                     hint="something on the board removed the job's files; run the command again",
                 ) from None
 
-    def _remove_tree(self, rel: str) -> None:
+    def _remove_job(self, job_rel: str) -> None:
         def rmtree(path: str, sftp: paramiko.SFTPClient) -> None:
             for entry in sftp.listdir_attr(path):
                 child = f"{path}/{entry.filename}"
@@ -618,9 +618,9 @@ class SshDevice(RemoteDevice):
 
         with (
             contextlib.suppress(OSError, TransportError),
-            self.link.sftp_op("removing a folder") as sftp,
+            self.link.sftp_op("removing a job") as sftp,
         ):
-            rmtree(self.remote(rel), sftp)
+            rmtree(self.remote(job_rel), sftp)
 
     def _error_hints(self) -> Mapping[str, str]:
         return {"NcnnUnavailable": f"run `edgecal board provision {self.name}`"}
