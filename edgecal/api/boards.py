@@ -8,6 +8,7 @@ A board is a :class:`~edgecal.boards.config.Board` or what names one: a name of 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -137,7 +138,9 @@ def clean_boards(
     run pushes what it needs again.  The boards are resolved before any work."""
     from edgecal.boards.clean import clean_board
 
-    if not keep_mb >= 0:
-        raise UsageError(f"--keep-mb {keep_mb}: must be >= 0", hint="e.g. --keep-mb 500")
+    if not (keep_mb >= 0 and math.isfinite(keep_mb)):
+        raise UsageError(
+            f"--keep-mb {keep_mb}: must be a number of MiB >= 0", hint="e.g. --keep-mb 500"
+        )
     resolved = resolve_boards(boards, boards_path)
     return (clean_board(b, int(keep_mb * (1 << 20)), accept_new_host_key) for b in resolved)

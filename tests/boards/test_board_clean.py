@@ -77,13 +77,14 @@ def test_clean_keeps_the_newest_within_the_budget(
         assert dev.stored_files() == []
 
 
-def test_clean_refuses_the_local_machine_and_a_negative_budget(
+def test_clean_refuses_the_local_machine_and_a_budget_that_is_no_size(
     boards_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = cli(capsys, "board", "clean", "local")
     assert code != 0 and "is for boards, not the local machine" in err
     need(boards_file, "emu1")
-    code, _, err = cli(
-        capsys, "board", "clean", "emu1", "--boards", str(boards_file), "--keep-mb", "-1"
-    )
-    assert code != 0 and "--keep-mb -1.0: must be >= 0" in err
+    for bad in ("-1", "nan", "inf"):
+        code, _, err = cli(
+            capsys, "board", "clean", "emu1", "--boards", str(boards_file), "--keep-mb", bad
+        )
+        assert code == 2 and "must be a number of MiB >= 0" in err, (bad, err)
