@@ -392,7 +392,8 @@ stop_board() {
   done
   if ip netns list 2>/dev/null | grep -qw "ecb-$name"; then ip netns del "ecb-$name"; fi   # takes the veth pair along
   n=$(spec_get "$name" num)
-  if [ -n "$n" ] && ip link show "ecbh$n" >/dev/null 2>&1; then ip link del "ecbh$n"; fi
+  # the netns' deletion takes the veth pair along, asynchronously: it may vanish under this del
+  if [ -n "$n" ]; then ip link del "ecbh$n" 2>/dev/null || true; fi
   rm -f "$RUN/$name.sshd_config"
 }
 
