@@ -48,6 +48,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -637,14 +638,30 @@ def test_agent_killed_mid_job(
     """d. The agent killed (SIGKILL) while it runs a capture job: the job runs again."""
     _, k, d, when = moment_params("kill", round_, (0, 4), 0.8)
     killed: list[int] = []
+    jobs = rig.workdir(LINK) / "jobs"
 
     def kill() -> None:
-        for pid in agent_pids(rig.board_root(LINK)):
-            os.kill(pid, 9)
-            killed.append(pid)
+        """Freeze the agents, and kill them only if a capture job is still unanswered: a job
+        seen running may have written its answer since (CI once killed an agent 0.07 s after
+        its job had finished, and rightly nothing was retried); else thaw and look again."""
+        while not m.cancelled.is_set():
+            pids = agent_pids(rig.board_root(LINK))
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            if pids and job_in_flight(jobs, old=m.old):
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
-    with at_moment(Moment(run_dir, rig.workdir(LINK) / "jobs", k, d, kill, again=True)) as m:
+    with at_moment(Moment(run_dir, jobs, k, d, kill, again=True)) as m:
         code, summary, err, took = run_cli(
             capsys, calibrate_args(rig, out, run_dir, *devices(*FLEET, boards=rig.boards))
         )
