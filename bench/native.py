@@ -132,7 +132,7 @@ def native_bare_s(
 
 def bench_native_local(n: int, repeats: int) -> None:
     import ppocr_like
-    from run import PPOCR_SPEC, bench_cache, calibrate_s
+    from run import PPOCR_SPEC, bench_cache, calibrate_s, forget_kl_searches
 
     param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
     images = read_list(lst)
@@ -144,6 +144,7 @@ def bench_native_local(n: int, repeats: int) -> None:
     native: list[float] = []
     python: list[float] = []
     for _ in range(repeats):
+        forget_kl_searches()
         t0 = time.perf_counter()
         with LocalDevice(agent="native", native_binary=binary, name=LOCAL_NATIVE) as dev:
             calibrate(model, source, [dev], method="kl")

@@ -8,7 +8,9 @@ sample's ``test/``; multi, two inputs: its calibration images), and ``edgecal tu
 with one thread.  Each is repeated
 ``repeats`` times, alternated, and the medians are compared.  Prints
 ``tune / (calibrate + validate), <model>: <ratio> (target <= 5.0)``, plus the layers int8 and
-the variants scored.  Usage: ``python bench/tune.py [--repeats N] [--images N]``.
+the variants scored; and tune on one and on two local agents (``--runtime calibration
+--threads 1|2``) on the PP-OCR-like model: the speedup of spreading every variant's images over
+the agents.  Usage: ``python bench/tune.py [--repeats N] [--images N]``.
 """
 
 from __future__ import annotations
@@ -139,7 +141,13 @@ def _calibrate_validate(model: list[str], inputs: list[str], held: list[str], tm
     return time.perf_counter() - t0
 
 
-def _tune(model: list[str], inputs: list[str], held: list[str], out: Path) -> tuple[float, dict]:  # type: ignore[type-arg]
+def _tune(
+    model: list[str],
+    inputs: list[str],
+    held: list[str],
+    out: Path,
+    options: tuple[str, ...] = ("--threads", "1"),
+) -> tuple[float, dict]:  # type: ignore[type-arg]
     t0 = time.perf_counter()
     _quiet(
         [
@@ -148,8 +156,7 @@ def _tune(model: list[str], inputs: list[str], held: list[str], out: Path) -> tu
             *model,
             *inputs,
             *held,
-            "--threads",
-            "1",
+            *options,
             "--max-drop",
             "0",
             "--out-dir",
@@ -184,6 +191,48 @@ def bench_tune(repeats: int = 1, n_sample: int = 60) -> None:
                 f"{doc['final']['drop_points']:.2f} points"
             )
             print(f"tune / (calibrate + validate), {name}: {ratio:.2f} (target <= 5.0)")
+        bench_tune_agents(repeats, tmp)
+
+
+def bench_tune_agents(repeats: int, tmp: Path, n: int = 300) -> None:
+    """tune in the calibration runtime on 1 and on 2 local agents (``--threads 2``: each
+    variant's images spread over both), the PP-OCR-like model on ``n`` images (no labels:
+    top-1 agreement), alternated, medians; and whether both chose the same."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ppocr_like
+    from run import PPOCR_SPEC, bench_cache
+
+    param, bin_, lst = ppocr_like.ensure(bench_cache(), n)
+    s = PPOCR_SPEC
+    inputs = [
+        "--images",
+        str(lst),
+        "--mean",
+        ",".join(f"{v:g}" for v in s.mean),
+        "--norm",
+        ",".join(f"{v:g}" for v in s.norm),
+        "--shape",
+        f"{s.shape[0]},{s.shape[1]}",
+        "--pixel",
+        s.pixel,
+    ]
+    times: dict[str, list[float]] = {"1": [], "2": []}
+    docs: list[dict] = []  # type: ignore[type-arg]
+    for i in range(repeats):
+        for agents, into in times.items():
+            options = ("--runtime", "calibration", "--threads", agents)
+            out = tmp / f"tune-ppocr-{agents}-{i}"
+            secs, doc = _tune([str(param), str(bin_)], inputs, [], out, options)
+            into.append(secs)
+            docs.append(doc)
+    same = len({json.dumps(d["layer_methods"], sort_keys=True) for d in docs}) == 1
+    t1, t2 = statistics.median(times["1"]), statistics.median(times["2"])
+    print(
+        f"tune, PP-OCR-like model, {n} images, calibration runtime: 1 agent {t1:.1f} s, 2 local "
+        f"agents (--threads 2: each variant's images spread over both) {t2:.1f} s: speedup "
+        f"{t1 / t2:.2f}x (no target; {'the same' if same else 'DIFFERENT'} choices; "
+        f"{docs[-1].get('evaluations')} variants)"
+    )
 
 
 if __name__ == "__main__":

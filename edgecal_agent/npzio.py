@@ -174,9 +174,12 @@ class NpzArchive:
         self._npz = npz
         self.name = name
         self.files: list[str] = list(npz.files)
+        # sets: a run's outputs are read member by member (tens of thousands of them)
+        self._files = set(self.files)
+        self._members = set(npz.zip.namelist())
 
     def __contains__(self, key: object) -> bool:
-        return key in self.files
+        return key in self._files
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.files)
@@ -185,10 +188,10 @@ class NpzArchive:
         return len(self.files)
 
     def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self.files:
+        if key not in self._files:
             raise KeyError(f"{key} is not a file in the archive")
         zf = self._npz.zip
-        member = key if key in zf.namelist() else key + ".npy"
+        member = key if key in self._members else key + ".npy"
         where = f"{self.name}: member {key!r}"
         try:
             info = zf.getinfo(member)
@@ -207,22 +210,25 @@ class NpzArchive:
                 except ValueError:
                     raise ProtocolViolation(f"{where} is not a .npy array") from None
                 if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
                 elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                 else:
                     raise ProtocolViolation(f"{where}: unsupported .npy version {version}")
                 header_size = fh.tell()
-            count = 1
-            for n in shape:
-                count *= n
-            need, have = count * dtype.itemsize, info.file_size - header_size
-            if not dtype.hasobject and need > have:  # object arrays: numpy refuses them below
-                raise ProtocolViolation(
-                    f"{where}: its header claims {dtype.str} {tuple(shape)} ({need} bytes) but "
-                    f"it holds {have} bytes"
-                )
-            arr = self._npz[key]
+                count = 1
+                for n in shape:
+                    count *= n
+                need, have = count * dtype.itemsize, info.file_size - header_size
+                if dtype.hasobject:  # numpy refuses it (no pickle), with its own message
+                    arr = self._npz[key]
+                elif need > have:
+                    raise ProtocolViolation(
+                        f"{where}: its header claims {dtype.str} {tuple(shape)} ({need} bytes) "
+                        f"but it holds {have} bytes"
+                    )
+                else:  # the data read once, straight after the header read once
+                    arr = _read_data(fh, shape, fortran, dtype, count, where)
         except ProtocolViolation:
             raise
         except _NPZ_ERRORS as e:
@@ -239,6 +245,25 @@ class NpzArchive:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close()
+
+
+def _read_data(
+    fh: IO[bytes], shape: tuple[int, ...], fortran: bool, dtype: np.dtype, count: int, where: str
+) -> np.ndarray:
+    """The ``count`` elements after a .npy header, as numpy's ``read_array`` gives them: a
+    writable array of ``shape`` in C or Fortran order."""
+    arr = np.empty(count, dtype=dtype)
+    if count:
+        view = arr.view(np.uint8).data
+        got = 0
+        while got < len(view):
+            n = fh.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise ProtocolViolation(f"{where} ends {len(view) - got} bytes early")
+            got += n
+    if fortran:
+        return arr.reshape(shape[::-1]).transpose()
+    return arr.reshape(shape)
 
 
 def load_npz(path: str | os.PathLike[str] | IO[bytes], name: str | None = None) -> NpzArchive:

@@ -35,6 +35,7 @@ from edgecal.api.validate import (
 )
 from edgecal.calib.methods import CALIBRATE_NAMES, METHOD_NAMES, METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
+from edgecal.device.base import Device
 from edgecal.errors import TableError, UsageError
 from edgecal.files.outputs import (
     check_outputs,
@@ -158,6 +159,18 @@ class Tuned:
         }
 
 
+def _board_of(devs: Devices, device: Device) -> Any:
+    """The board ``device`` is (None: this machine): the only one named, or the one of its
+    name."""
+    if len(devs.all_names) == 1:
+        return devs.board(devs.all_names[0])
+    for name in devs.all_names:
+        board = devs.board(name)
+        if board is not None and board.name == device.name:
+            return board
+    return None
+
+
 def tune(
     model: ModelArg,
     inputs: Inputs,
@@ -188,8 +201,11 @@ def tune(
     """Tune the int8 model of ``model`` (loaded, or its ``(param, bin)``) calibrated over
     ``inputs`` until its drop -- in top-1 accuracy points with ``labels``, else in top-1
     agreement with fp32; with ``metric``, in that metric's points -- is at most ``max_drop``,
-    on one device (``devices``: a name of the boards file ``boards``, ``user@host[:port]``, or
-    None for this machine).
+    on the devices ``devices`` (a name of the boards file ``boards``, ``user@host[:port]``, a
+    labgrid place, several of them, a :class:`Devices`; None for this machine).  With several
+    devices (boards of one profile, or with ``runtime="calibration"`` on this machine one agent
+    per core) the calibration and the scoring of every variant are spread over them; the final
+    int8 model is validated on the first.
 
     ``metric``: the task metric the drop is measured in, on all of the model's outputs -- a
     built-in name (``top1``, ``fidelity``, ``ctc``, ``iou``), ``module:function``,
@@ -288,18 +304,26 @@ def tune(
             quantize_model(loaded.param, loaded.weights, given)
         except TableError as exc:
             raise TableError(f"{table_s}: {exc.message}", hint=exc.hint) from None
-    devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
-    name = devs.last_given
+    devs = dataclasses.replace(
+        Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key),
+        purpose="tune",
+        mixable=False,
+        mixed_boards=False,
+    )
+    name = devs.all_names[0]
     n_threads = devs.threads_for(runtime, name, threads)
     with (
         tempfile.TemporaryDirectory(prefix="edgecal-tune-") as tmp,
-        devs.open_one(name, n_threads) as device,
+        devs.open(runtime, threads, say=say) as fleet,
     ):
+        # the first device: the final validation, the facts; every device: the calibration
+        # and the scoring of the variants (shards spread over them)
+        device = fleet[0]
         work = Path(tmp)
         run = calibrate(
             loaded,
             calib,
-            [device],
+            fleet,
             method=start if given is None else Method.KL,
             keep_histograms=True,
             progress=progress,
@@ -313,7 +337,7 @@ def tune(
                     k: v for k, v in run.table.records.items() if k in (layer, weight_key(layer))
                 }
         ref = Reference(device, loaded, val, label_list, runtime, n_threads, task, task_labels)
-        scorer = Scorer(ref, work / "scoring", progress=progress)
+        scorer = Scorer(ref, work / "scoring", devices=fleet, say=say, progress=progress)
         ranking: RankingScorer | None = None
         if scorer.n_samples >= 2 * RANKING_MIN:
             size = max(RANKING_MIN, scorer.n_samples // 4)
@@ -368,10 +392,18 @@ def tune(
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
+        if scorer.fleet is not None and device not in scorer.fleet.alive:
+            device = scorer.fleet.alive[0]  # the first device was given up mid-tune
+            ref = dataclasses.replace(ref, device=device)
         res = validate_on(ref, final, progress=progress)
-        res.device = device_facts(device, devs.board(name))
+        res.device = device_facts(device, _board_of(devs, device))
         fp32_secs, int8_secs = scorer.latencies(work / "final.param", work / "final.bin")
         device_bytes = scorer.device_bytes
+        scoring_devices = (
+            None
+            if scorer.fleet is None
+            else tuple(a.to_dict() for a in scorer.fleet.accounts.values())
+        )
         figures = {
             k: f
             for k, f in (
@@ -413,6 +445,7 @@ def tune(
         warnings=() if slower is None else (slower,),
         ranking=ranked_on,
         metric_figures=figures if task is not None else None,
+        devices=scoring_devices,
     )
     validation = Validation(
         ValidationDoc(

@@ -28,7 +28,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument("param", metavar="MODEL.param")
     p.add_argument("bin", metavar="MODEL.bin")
-    add_inputs(p)
+    add_inputs(p, multi_device=True)
     p.add_argument(
         "--method",
         choices=CALIBRATE_NAMES,

@@ -356,14 +356,35 @@ def parse_eq_layer(
 
 
 def run_shard_timed(
-    device: Device, work: Workload, *, timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    device: Device,
+    work: Workload,
+    *,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+    job_id: str | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], list[float]]:
     """One ``run`` job of ``work`` (one shard): per sample ``blob -> float32 array``, and per
     sample the seconds the agent's ``extract`` of the first blob alone took (fresh extractor,
-    the runtime's threads).  Needs agent >= 0.2.0 (the ``timed`` run parameter)."""
+    the runtime's threads).  Needs agent >= 0.2.0 (the ``timed`` run parameter).  ``job_id``:
+    the caller's id for the job (see :func:`collect_shard_timed`)."""
     params = _run_params(device, work)
     params["timed"] = True
-    job = device.run_job("run", params, timeout_s=timeout_s)
+    return _timed_outputs(
+        device, device.run_job("run", params, timeout_s=timeout_s, job_id=job_id), work
+    )
+
+
+def collect_shard_timed(
+    device: Device, job_id: str, work: Workload
+) -> tuple[list[dict[str, np.ndarray]], list[float]] | None:
+    """The answer of an interrupted :func:`run_shard_timed` job ``job_id`` if the agent wrote
+    it (``None`` when not)."""
+    job = device.collect_job(job_id)
+    return None if job is None else _timed_outputs(device, job, work)
+
+
+def _timed_outputs(
+    device: Device, job: JobResult, work: Workload
+) -> tuple[list[dict[str, np.ndarray]], list[float]]:
     latency = job.result.get("latency_s")
     outs = _outputs(device, job, work.blobs)
     n = len(outs)

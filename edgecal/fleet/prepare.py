@@ -76,6 +76,10 @@ class Devices:
     threads_label: str = "--threads {}"
     #: how long to wait for a labgrid place another client holds (None: the boards file's)
     labgrid_wait_s: float | None = None
+    #: what the run is (in the hint of a mix of profiles) and whether it takes boards of
+    #: different profiles at all (tune does not: its latencies and scores would mix them)
+    purpose: str = "calibrate"
+    mixable: bool = True
     _boards: dict[str | None, Board | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -182,7 +186,8 @@ class Devices:
             raise UsageError(
                 f"the boards are of different profiles ({shown}): their activations differ, "
                 "so one table would mix them",
-                hint="calibrate each kind of board on its own, or pass --mixed-boards",
+                hint=f"{self.purpose} each kind of board on its own"
+                + (", or pass --mixed-boards" if self.mixable else ""),
             )
 
     def open_one(self, name: str | None, threads: int | None) -> Device:

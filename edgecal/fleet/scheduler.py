@@ -162,6 +162,9 @@ class Fleet:
         self.lost: set[str] = set()
         self._hints: dict[str, str | None] = {}  # lost board -> the fix of its last error
         self._homes: dict[Any, str] = {}  # Job.home key -> the board that answered it
+        #: units each worker took, over every run: job ids stay unique when a fleet runs the
+        #: same op again (a scorer's variants), so an old answer is never collected as new
+        self._serials = [0] * len(self.devices)
         #: set when run()'s caller is interrupted (SIGINT/SIGTERM): no retries, no messages
         self._stopped = threading.Event()
 
@@ -253,13 +256,13 @@ class Fleet:
         def worker(index: int, device: Device) -> None:
             label = self.labels[index]
             acct = self.accounts[label]
-            serial = 0
             while True:
                 item = take(label)
                 if item is None:
                     return
                 unit, moved = item
-                serial += 1
+                self._serials[index] += 1
+                serial = self._serials[index]
                 key = index * 1_000_000 + serial
                 t0 = time.perf_counter()
                 try:

@@ -143,6 +143,9 @@ class TuneDoc:
     #: with a task metric (``--metric``; ``metric`` is then its name): its figures for the
     #: ``initial`` and ``final`` scores
     metric_figures: dict[str, MetricFigures] | None = None
+    #: with several devices: what each did of the scoring (``board``, ``shards``,
+    #: ``samples``, ``retried``, ``reassigned``, ``collected``, ``seconds``, ``lost``)
+    devices: tuple[dict[str, Any], ...] | None = None
 
     @classmethod
     def of(
@@ -198,6 +201,7 @@ class TuneDoc:
             "metric_figures": None
             if self.metric_figures is None
             else {k: v.to_dict() for k, v in self.metric_figures.items()},
+            "devices": None if self.devices is None else [dict(d) for d in self.devices],
         }
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -240,6 +244,9 @@ class TuneDoc:
             else None,
             ranking=top.obj("ranking").d if top.d.get("ranking") is not None else None,
             metric_figures=_figures(top.opt_obj("metric_figures")),
+            devices=tuple(o.d for o in top.objs("devices"))
+            if top.d.get("devices") is not None
+            else None,
         )
 
 

@@ -6,6 +6,13 @@ shards once, runs the fp32 model once (its outputs are the reference), and then 
 variant on the device: top-1 agreement with fp32, accuracy (with labels), output cosine, and the
 median latency per image with the runtime's threads.
 
+With several devices (tune over a fleet of boards of one profile, or several local agents)
+the images of every run are spread over them, shard by shard (each shard stays on the device
+that answered it first), through :class:`~edgecal.fleet.scheduler.Fleet`: a board or link lost
+mid-run is retried, then given up and its shards run on the others.  The outputs are put back
+in image order, so a score is the one device's whatever the spread (latency aside: each image
+is timed where it ran).
+
 Disk stays bounded: a variant's files are removed from the host and from the device's work
 directory once it is scored (one variant at a time there, beside the shards and the fp32
 model); :attr:`bytes_written` counts what was written here and :attr:`device_bytes` what was
@@ -25,15 +32,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgecal.calib.table import CalibrationTable
 from edgecal.device import capture
+from edgecal.device.base import Device
 from edgecal.errors import ModelFormatError
+from edgecal.fleet.scheduler import Fleet, Job, RetryPolicy
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
 from edgecal.quality.latency import median_ms
@@ -47,16 +58,37 @@ from edgecal.workflows.validate import Reference
 #: round trip to the agent and an artifact of its own; the images are decoded in it anyway).
 SHARD_SIZE = 256
 
+#: One shard's answer: per sample ``blob -> array``, and per sample the seconds of its forward.
+ShardRun = tuple[list[dict[str, np.ndarray]], list[float]]
+
+
+def shard_size(n_samples: int, n_devices: int) -> int:
+    """Samples per shard: :data:`SHARD_SIZE`, smaller when that leaves a device without a
+    shard (64 images on two devices: two shards of 32)."""
+    if n_devices <= 1:
+        return SHARD_SIZE
+    return max(1, min(SHARD_SIZE, math.ceil(n_samples / n_devices)))
+
 
 class Scorer:
     """``reference``'s fp32 outputs on its device over its samples; then :meth:`score` per int8
-    variant."""
+    variant.  ``devices``: run on these instead (the reference's device among them or not;
+    see the module doc); ``retry``/``say``: their fleet's retry policy and event lines."""
 
     def __init__(
-        self, reference: Reference, work_dir: Path, *, progress: ProgressFactory | None = None
+        self,
+        reference: Reference,
+        work_dir: Path,
+        *,
+        devices: Sequence[Device] = (),
+        retry: RetryPolicy | None = None,
+        say: Callable[[str], None] | None = None,
+        progress: ProgressFactory | None = None,
     ) -> None:
         source, labels = reference.source, reference.labels
         self.device = reference.device
+        self.devices = list(devices) or [reference.device]
+        self.fleet = Fleet(self.devices, retry=retry, say=say) if len(self.devices) > 1 else None
         self.fp32 = fp32 = reference.fp32
         self.specs = source.specs
         self.runtime = reference.runtime
@@ -74,8 +106,9 @@ class Scorer:
         self.evaluations = 0
         self.device_seconds = 0.0
         self.bytes_written = 0
-        self.pushed_before = self.device.bytes_pushed
+        self.pushed_before = self._pushed()
         self.source = source
+        self.shard_sizes: list[int] = []
         self.shards = self._write_shards(source, work_dir / "shards")
         self.n_samples = source.n_samples
         ref, ref_outputs, secs = self._run(fp32.param_path, fp32.bin_path, "fp32 reference")
@@ -118,14 +151,54 @@ class Scorer:
 
     def _write_shards(self, source: SampleSource, d: Path) -> list[Path]:
         d.mkdir(parents=True, exist_ok=True)
-        shards = capture.write_shards(iter(source), source.specs, d, SHARD_SIZE)
-        self.bytes_written += sum(p.stat().st_size for p in shards)
-        return shards
+        size = shard_size(source.n_samples, len(self.devices))
+        written = list(capture.iter_shards(iter(source), source.specs, d, lambda k: size))
+        self.shard_sizes = [n for _, n in written]
+        self.bytes_written += sum(p.stat().st_size for p, _ in written)
+        return [p for p, _ in written]
+
+    def _pushed(self) -> int:
+        return sum(d.bytes_pushed for d in self.devices)
 
     @property
     def device_bytes(self) -> int:
-        """Bytes pushed to the device's work directory since this scorer started."""
-        return self.device.bytes_pushed - self.pushed_before
+        """Bytes pushed to the devices' work directories since this scorer started."""
+        return self._pushed() - self.pushed_before
+
+    def _spread(
+        self,
+        what: str,
+        run: Callable[[Device, int, str | None], Any],
+        collect: Callable[[Device, int, str], Any],
+        tick: Callable[[int, int], None],
+    ) -> list[Any]:
+        """``run(device, k, job_id)`` for every shard ``k``, its answers in shard order: one
+        after the other on the one device, else over the fleet (``collect``: the answer of
+        an interrupted job of shard ``k``, or None)."""
+        total = sum(self.shard_sizes)
+        if self.fleet is None:
+            out: list[Any] = []
+            for k in range(len(self.shards)):
+                out.append(run(self.device, k, None))
+                tick(sum(self.shard_sizes[: k + 1]), total)
+            return out
+        got: dict[int, Any] = {}
+        job: Job[int] = Job(
+            start=lambda dev, k, job_id, _tick: run(dev, k, job_id),
+            collect=collect,
+            size=lambda k: self.shard_sizes[k],
+            name=lambda k: f"{what}, shard {k + 1} of {len(self.shards)}",
+            op=lambda k: "run",
+            home=lambda k: str(self.shards[k]),
+        )
+        self.fleet.run(
+            range(len(self.shards)),
+            job,
+            lambda k, answer, _board, _job_id: got.__setitem__(k, answer),
+            total,
+            tick,
+        )
+        return [got[k] for k in range(len(self.shards))]
 
     def subset(self, indices: Sequence[int], work_dir: Path) -> Scorer:
         """A scorer over ``indices`` of these images: the fp32 outputs are sliced (not run
@@ -135,7 +208,7 @@ class Scorer:
         sub.source = self.source.subset(idx)
         sub.work_dir = work_dir
         sub.bytes_written = 0
-        sub.shards = sub._write_shards(sub.source, work_dir / "shards")
+        sub.shards = sub._write_shards(sub.source, work_dir / "shards")  # sets its shard_sizes
         sub.n_samples = len(idx)
         sub.ref = None if self.ref is None else self.ref[idx]
         sub.ref_outputs = [self.ref_outputs[i] for i in idx] if self.ref_outputs else []
@@ -160,17 +233,25 @@ class Scorer:
     def latencies(self, param: Path, bin: Path) -> tuple[list[float], list[float]]:
         """Per-image seconds of the fp32 model and of ``param``/``bin`` over every image,
         measured the same way, alternated shard by shard."""
+        models = ((self.fp32.param_path, self.fp32.bin_path), (param, bin))
+
+        def both(device: Device, k: int, job_id: str | None) -> tuple[list[float], list[float]]:
+            secs = []
+            for i, (p, b) in enumerate(models):
+                work = capture.Workload(
+                    p, b, self.specs, [self.shards[k]], [self.output], self.runtime, self.threads
+                )
+                jid = None if job_id is None else f"{job_id}-{i}"
+                secs.append(capture.run_shard_timed(device, work, job_id=jid)[1])
+            return secs[0], secs[1]
+
         fp32: list[float] = []
         int8: list[float] = []
-        for shard in self.shards:
-            for (p, b), into in (
-                ((self.fp32.param_path, self.fp32.bin_path), fp32),
-                ((param, bin), int8),
-            ):
-                work = capture.Workload(
-                    p, b, self.specs, [shard], [self.output], self.runtime, self.threads
-                )
-                into.extend(capture.run_shard_timed(self.device, work)[1])
+        for a, b in self._spread(
+            "latency", both, lambda dev, k, job_id: None, lambda done, total: None
+        ):
+            fp32.extend(a)
+            int8.extend(b)
         return fp32, int8
 
     def _run(
@@ -183,17 +264,24 @@ class Scorer:
         rows: list[np.ndarray] = []
         per_sample: list[Outputs] = []
         secs: list[float] = []
-        for shard in self.shards:
-            work = capture.Workload(
+        works = [
+            capture.Workload(
                 param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
             )
-            outs, lat = capture.run_shard_timed(self.device, work)
+            for shard in self.shards
+        ]
+        answers: list[ShardRun] = self._spread(
+            what,
+            lambda dev, k, job_id: capture.run_shard_timed(dev, works[k], job_id=job_id),
+            lambda dev, k, job_id: capture.collect_shard_timed(dev, job_id, works[k]),
+            tick,
+        )
+        for outs, lat in answers:
             if self.metric is None:
                 rows.extend(o[self.output].ravel() for o in outs)
             else:
                 per_sample.extend({b: o[b] for b in self.blobs} for o in outs)
             secs.extend(lat)
-            tick(len(secs), self.n_samples)
         self.device_seconds += time.perf_counter() - t0
         if self.metric is not None:
             return None, per_sample, secs
@@ -273,8 +361,9 @@ class Scorer:
         param, binf = self.write_variant(table, keep_fp32)
         try:
             return self.score_files(param, binf, what=what)
-        finally:  # scored: neither the device's copy nor the host's is needed again
-            self.device.discard([param, binf])
+        finally:  # scored: neither the devices' copies nor the host's is needed again
+            for device in self.fleet.alive if self.fleet is not None else self.devices:
+                device.discard([param, binf])
             param.unlink(missing_ok=True)
             binf.unlink(missing_ok=True)
 

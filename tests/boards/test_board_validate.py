@@ -444,6 +444,59 @@ def test_tune_on_emu1_repairs_a_broken_table(
     assert r["top1_int8"] >= r["top1_fp32"] - 0.05 and r["cosine_mean"] > 0.99
 
 
+def test_tune_on_two_boards_spreads_the_scoring(
+    tune_run: dict[str, Any],
+    boards_file: Path,
+    images: Path,
+    tables: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same tune on emu1 and emu4 (one profile): the calibration and every variant's
+    images spread over both boards, and the same outcome as on emu1 alone."""
+    need(boards_file, "emu1", "emu4")
+    out_dir = tmp_path / "out"
+    code, out, err = quiet(
+        "tune",
+        *MODEL,
+        "--images",
+        str(images),
+        *PRE,
+        *LABELS,
+        "--table",
+        str(tables[1]),
+        "--max-drop",
+        "5",
+        "--out-dir",
+        str(out_dir),
+        "--try-methods",
+        "kl,aciq",
+        "--no-report",
+        *board_args(boards_file, "emu1", "emu4"),
+    )
+    assert code == tune_run["code"] == 0, (out, err)
+    two = json.loads((out_dir / "tune.json").read_text())
+    one = json.loads((tune_run["out_dir"] / "tune.json").read_text())
+    report(
+        capsys,
+        f"tune on emu1+emu4: {two['evaluations']} variants, {two['seconds']:.0f} s (emu1 alone "
+        f"{one['seconds']:.0f} s); "
+        + ", ".join(
+            f"{d['board']} {d['shards']} shards/{d['samples']} images" for d in two["devices"]
+        ),
+    )
+    assert [d["board"] for d in two["devices"]] == ["emu1", "emu4"]
+    assert all(d["shards"] > 0 and d["lost"] is None for d in two["devices"]), two["devices"]
+    for key in ("target_met", "int8_layers", "layer_methods", "evaluations", "start_method"):
+        assert two[key] == one[key], key
+    assert [e["layer"] for e in two["fp32_layers"]] == [e["layer"] for e in one["fp32_layers"]]
+    assert (out_dir / "calibration.table").read_bytes() == (
+        tune_run["out_dir"] / "calibration.table"
+    ).read_bytes()
+    (r,) = json.loads((out_dir / "validation.json").read_text())["results"]
+    assert r["device"]["name"] == "emu1"  # the final model: validated on the first board
+
+
 # ----------------------------------------------------------------------------- check
 
 
