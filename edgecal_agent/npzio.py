@@ -61,6 +61,7 @@ class NpzWriter:
             self._release()
             raise
         self._names: set[str] = set()
+        self._headers: dict[tuple[np.dtype, tuple[int, ...]], bytes | None] = {}
 
     def _release(self) -> None:
         if self._own_dfd and self._dfd >= 0:
@@ -76,8 +77,30 @@ class NpzWriter:
         self._names.add(name)
         info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
         info.compress_type = zipfile.ZIP_STORED
+        arr = _c_order(arr)
+        header = self._header(arr)
         with self._zip.open(info, "w", force_zip64=arr.nbytes > 2**30) as fh:
-            np.lib.format.write_array(fh, _c_order(arr), allow_pickle=False)
+            if header is None:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+            else:  # what write_array writes, the header made once per dtype and shape
+                fh.write(header)
+                if arr.size:
+                    fh.write(arr.reshape(-1).view(np.uint8).data)
+
+    def _header(self, arr: np.ndarray) -> bytes | None:
+        """The .npy 1.0 header of a C-ordered ``arr`` (None: numpy's own writer is needed --
+        a header too long for 1.0, a dtype that is not plain data)."""
+        key = (arr.dtype, arr.shape)
+        if key not in self._headers:
+            header = None
+            if getattr(type(arr.dtype), "_legacy", True) and not arr.dtype.hasobject:
+                buf = io.BytesIO()
+                with contextlib.suppress(ValueError):
+                    fields = np.lib.format.header_data_from_array_1_0(arr)
+                    np.lib.format.write_array_header_1_0(buf, fields)
+                    header = buf.getvalue()
+            self._headers[key] = header
+        return self._headers[key]
 
     def close(self) -> None:
         try:
@@ -209,13 +232,7 @@ class NpzArchive:
                     version = np.lib.format.read_magic(fh)
                 except ValueError:
                     raise ProtocolViolation(f"{where} is not a .npy array") from None
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                else:
-                    raise ProtocolViolation(f"{where}: unsupported .npy version {version}")
-                header_size = fh.tell()
+                shape, fortran, dtype, header_size = _read_header(fh, version, where)
                 count = 1
                 for n in shape:
                     count *= n
@@ -245,6 +262,36 @@ class NpzArchive:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close()
+
+
+#: Parsed .npy headers by their bytes: a run's outputs repeat a few shapes thousands of times,
+#: and numpy parses each header with ``ast.literal_eval``.  Only headers numpy accepted.
+_HEADERS: dict[tuple[tuple[int, int], bytes], tuple[tuple[int, ...], bool, np.dtype]] = {}
+_HEADERS_MAX = 4096
+
+
+def _read_header(
+    fh: IO[bytes], version: tuple[int, int], where: str
+) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """After the magic: the header's shape, Fortran order and dtype (numpy's checks) and
+    where the data starts."""
+    if version not in ((1, 0), (2, 0)):
+        raise ProtocolViolation(f"{where}: unsupported .npy version {version}")
+    size = fh.read(2 if version == (1, 0) else 4)
+    (n,) = struct.unpack("<H" if version == (1, 0) else "<I", size)
+    text = fh.read(n)
+    got = _HEADERS.get((version, text))
+    if got is None:
+        again = io.BytesIO(size + text)
+        if version == (1, 0):
+            got = np.lib.format.read_array_header_1_0(again)
+        else:
+            got = np.lib.format.read_array_header_2_0(again)
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[(version, text)] = got
+    shape, fortran, dtype = got
+    return shape, fortran, dtype, np.lib.format.MAGIC_LEN + len(size) + len(text)
 
 
 def _read_data(
