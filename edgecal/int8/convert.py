@@ -32,7 +32,6 @@ above stay: they refuse or keep as is what upstream would silently break.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -357,7 +356,7 @@ def quantize_model(
     keep = set(keep_fp32)
     if table is not None:
         _check_table(pf, table)
-    layers = [copy.deepcopy(layer) for layer in pf.layers]
+    layers = [layer.copy() for layer in pf.layers]
     st = _State(layers, {k: dict(v) for k, v in weights.items()}, ncnn_compat)
 
     for ltype in CALIBRATED_TYPES:

@@ -15,6 +15,7 @@ Param dict values follow ncnn's ``ParamDict::load_param`` rules:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -168,6 +169,16 @@ class Layer:
                 )
             return int(pv.value)  # type: ignore[arg-type]
         raise ModelFormatError(f"layer {self.name!r}: param {pid} is {pv.kind}, expected int")
+
+    def copy(self) -> Layer:
+        """A copy to change: its own lists and dicts (param values are immutable, shared)."""
+        return dataclasses.replace(
+            self,
+            bottoms=list(self.bottoms),
+            tops=list(self.tops),
+            params=dict(self.params),
+            param_keys=dict(self.param_keys),
+        )
 
     def set_param(self, pid: int, value: ParamValue) -> None:
         """Set a param; a new or re-typed key renders in ModelWriter form."""
