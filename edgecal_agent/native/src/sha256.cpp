@@ -26,13 +26,20 @@ const uint32_t K[64] = {
 
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
+// CRC-32 (zip's) eight bytes at a time ("slicing by 8"): t[0] is the byte-wise table, t[k]
+// advances a byte's CRC by k more zero bytes, so eight lookups fold eight bytes at once -- about
+// four times the byte-wise loop, which the npz artifacts (all of a run's blobs) pass through.
+// The bytes are read one by one: the same on any byte order, no unaligned load.
 struct CrcTable {
-    uint32_t t[256];
+    uint32_t t[8][256];
     CrcTable() {
         for (uint32_t i = 0; i < 256; ++i) {
             uint32_t c = i;
             for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
+            t[0][i] = c;
+        }
+        for (int k = 1; k < 8; ++k) {
+            for (uint32_t i = 0; i < 256; ++i) t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xff];
         }
     }
 };
@@ -185,9 +192,15 @@ std::string Sha256::hexdigest() {
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n) {
     static const CrcTable table;
+    const auto& t = table.t;
     const uint8_t* p = static_cast<const uint8_t*>(data);
     crc = ~crc;
-    for (size_t i = 0; i < n; ++i) crc = table.t[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    for (; n >= 8; n -= 8, p += 8) {
+        crc ^= uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+        crc = t[7][crc & 0xff] ^ t[6][(crc >> 8) & 0xff] ^ t[5][(crc >> 16) & 0xff] ^
+              t[4][crc >> 24] ^ t[3][p[4]] ^ t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
+    }
+    for (; n; --n, ++p) crc = t[0][(crc ^ *p) & 0xff] ^ (crc >> 8);
     return ~crc;
 }
 
