@@ -187,7 +187,7 @@ def tune(
     try_methods: str | Sequence[str | Method] = CALIBRATE_NAMES,
     max_fp32_layers: int | None = None,
     time_budget: float | None = None,
-    devices: Devices | str | None = None,
+    devices: Devices | str | Sequence[str] | None = None,
     boards: PathArg | None = None,
     accept_new_host_key: bool = False,
     runtime: str = "deployed",

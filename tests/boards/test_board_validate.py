@@ -178,7 +178,13 @@ def tune_run(
 ) -> dict[str, Any]:
     need(boards_file, "emu1")
     out_dir = tmp_path_factory.mktemp("tune") / "out"
-    code, out, err = quiet(
+    code, out, err = quiet(*tune_args(images, tables[1], out_dir), *board_args(boards_file, "emu1"))
+    return {"code": code, "out": out, "err": err, "out_dir": out_dir}
+
+
+def tune_args(images: Path, table: Path, out_dir: Path) -> list[str]:
+    """tune repairing ``table`` to within 5 points with kl or aciq scales, into ``out_dir``."""
+    return [
         "tune",
         *MODEL,
         "--images",
@@ -186,16 +192,14 @@ def tune_run(
         *PRE,
         *LABELS,
         "--table",
-        str(tables[1]),
+        str(table),
         "--max-drop",
         "5",
         "--out-dir",
         str(out_dir),
         "--try-methods",
         "kl,aciq",
-        *board_args(boards_file, "emu1"),
-    )
-    return {"code": code, "out": out, "err": err, "out_dir": out_dir}
+    ]
 
 
 def figure(out: str, prefix: str) -> float:
@@ -457,20 +461,7 @@ def test_tune_on_two_boards_spreads_the_scoring(
     need(boards_file, "emu1", "emu4")
     out_dir = tmp_path / "out"
     code, out, err = quiet(
-        "tune",
-        *MODEL,
-        "--images",
-        str(images),
-        *PRE,
-        *LABELS,
-        "--table",
-        str(tables[1]),
-        "--max-drop",
-        "5",
-        "--out-dir",
-        str(out_dir),
-        "--try-methods",
-        "kl,aciq",
+        *tune_args(images, tables[1], out_dir),
         "--no-report",
         *board_args(boards_file, "emu1", "emu4"),
     )

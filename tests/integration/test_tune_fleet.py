@@ -7,19 +7,19 @@ calibration`` on this machine scores on two agents and writes what one agent wri
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from edgecal.calib.table import parse_table
-from edgecal.cli.main import main
+from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.device.local import LocalDevice
 from edgecal.fleet.scheduler import RetryPolicy
 from edgecal.inputs.model import load_model
@@ -28,13 +28,13 @@ from edgecal.inputs.spec import InputSpec
 from edgecal.quality.metrics import Score
 from edgecal.workflows.scoring import RankingScorer, Scorer, shard_size
 from edgecal.workflows.validate import Reference
+from tests.integration.test_tune_int8_digits import run_tune
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
 SPEC = InputSpec(
     blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
 )
-PRE = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32"]
 N = 120
 
 
@@ -59,16 +59,12 @@ def same_score(a: Score, b: Score) -> None:
     assert da == db
 
 
-def test_shard_size_leaves_no_device_idle() -> None:
-    assert shard_size(1000, 1) == 256
-    assert shard_size(64, 2) == 32
-    assert shard_size(1000, 2) == 256
-    assert shard_size(3, 4) == 1
-
-
-def test_scores_over_two_agents_are_one_agents(
-    images: tuple[Path, list[Path], list[int]], tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def one_and_two(
+    images: tuple[Path, list[Path], list[int]], tmp_path: Path, **options: Any
+) -> Iterator[tuple[Scorer, Scorer, CalibrationTable]]:
+    """A scorer on one local agent and one over two more (``options``: its fleet's), the same
+    images and labels; and the digits' KL table to score."""
     _, paths, labels = images
     model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
     source = make_sample_source([SPEC], [paths])
@@ -79,7 +75,22 @@ def test_scores_over_two_agents_are_one_agents(
             Reference(a, model, source, labels, "calibration", 1),
             tmp_path / "2",
             devices=[a, b],
+            **options,
         )
+        yield alone, both, table
+
+
+def test_shard_size_leaves_no_device_idle() -> None:
+    assert shard_size(1000, 1) == 256
+    assert shard_size(64, 2) == 32
+    assert shard_size(1000, 2) == 256
+    assert shard_size(3, 4) == 1
+
+
+def test_scores_over_two_agents_are_one_agents(
+    images: tuple[Path, list[Path], list[int]], tmp_path: Path
+) -> None:
+    with one_and_two(images, tmp_path) as (alone, both, table):
         assert both.fleet is not None and len(both.shards) == 2
         np.testing.assert_array_equal(alone.ref, both.ref)  # the fp32 outputs, image order
         for keep in ([], ["convrelu_1"]):
@@ -95,7 +106,8 @@ def test_scores_over_two_agents_are_one_agents(
         fp32_secs, int8_secs = both.latencies(*both.write_variant(table, []))
         assert len(fp32_secs) == len(int8_secs) == N
         # each variant's files removed from both agents once scored
-        for dev in (a, b):
+        for dev in both.devices:
+            assert isinstance(dev, LocalDevice)
             held = {p.name for p in (dev.workdir / "files").iterdir()}
             assert len(held) <= 1 + len(both.shards) + len(sub_both.shards) + 2
 
@@ -116,22 +128,12 @@ def kill_mid_job(device: LocalDevice, stop: threading.Event, killed: list[int]) 
 def test_an_agent_killed_mid_tune_is_retried_and_a_lost_one_given_up(
     images: tuple[Path, list[Path], list[int]], tmp_path: Path
 ) -> None:
-    _, paths, labels = images
-    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
-    source = make_sample_source([SPEC], [paths])
-    table = parse_table((DIGITS / "kl.table").read_text())
     said: list[str] = []
-    with LocalDevice() as one, LocalDevice() as a, LocalDevice() as b:
-        alone = Scorer(Reference(one, model, source, labels, "calibration", 1), tmp_path / "1")
+    retry = RetryPolicy(attempts=3, backoff_s=(0.0,))
+    with one_and_two(images, tmp_path, retry=retry, say=said.append) as (alone, both, table):
         expected = alone.score(table)
-        both = Scorer(
-            Reference(a, model, source, labels, "calibration", 1),
-            tmp_path / "2",
-            devices=[a, b],
-            retry=RetryPolicy(attempts=3, backoff_s=(0.0,)),
-            say=said.append,
-        )
-        assert both.fleet is not None
+        b = both.devices[1]
+        assert both.fleet is not None and isinstance(b, LocalDevice)
         killed: list[int] = []
         for _ in range(20):  # until the kill meets a job of b's (each run is short)
             stop = threading.Event()
@@ -155,48 +157,22 @@ def test_an_agent_killed_mid_tune_is_retried_and_a_lost_one_given_up(
 
 
 def test_tune_on_two_local_agents_writes_what_one_writes(
-    images: tuple[Path, list[Path], list[int]], tmp_path: Path
+    held_out: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    folder, _, _ = images
-    docs = {}
-    for workers in ("1", "2"):
-        out = tmp_path / f"tune{workers}"
-        code = main(
-            [
-                "-q",
-                "tune",
-                str(DIGITS / "model.param"),
-                str(DIGITS / "model.bin"),
-                "--images",
-                str(DIGITS / "images.txt"),
-                *PRE,
-                "--runtime",
-                "calibration",
-                "--threads",
-                workers,
-                "--val-images",
-                str(folder),
-                "--labels",
-                str(folder.parent / "labels.csv"),
-                "--table",
-                str(DIGITS / "kl.table"),
-                "--max-drop",
-                "0",
-                "--out-dir",
-                str(out),
-                "--no-report",
-            ]
+    """digits tuned to --max-drop 0 on its 200 test images (test_tune_int8_digits' run) in the
+    calibration runtime, with one and with two agents."""
+    docs = {
+        workers: run_tune(
+            held_out, tmp_path / f"tune{workers}", "--runtime", "calibration", "--threads", workers
         )
-        doc = json.loads((out / "tune.json").read_text())
-        assert code == (0 if doc["target_met"] else 1)
-        docs[workers] = doc
-        assert (out / "calibration.table").is_file()
+        for workers in ("1", "2")
+    }
     one, two = docs["1"], docs["2"]
     assert "devices" not in one
     assert [d["board"] for d in two["devices"]] == ["local#1", "local#2"]
     assert all(d["shards"] > 0 and d["lost"] is None for d in two["devices"])
-    # the fp32 reference, every variant and the final latency runs: at least N images each
-    assert sum(d["samples"] for d in two["devices"]) >= (two["evaluations"] + 2) * N
+    # the fp32 reference, every variant and the final latency runs: every image each
+    assert sum(d["samples"] for d in two["devices"]) >= (two["evaluations"] + 2) * 200
     for key in ("target_met", "int8_layers", "layer_methods", "evaluations", "start_method"):
         assert one[key] == two[key], key
     assert [(s["action"], s["layer"], s["method"], s["kept"]) for s in one["steps"]] == [

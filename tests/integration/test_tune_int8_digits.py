@@ -9,28 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from edgecal.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "reference" / "digits"
 PRE = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32"]
-
-
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("digits-test")
-    data = np.load(DIGITS / "test.npz")
-    rows = ["file,label"]
-    for i, (x, y) in enumerate(zip(data["x"], data["y"], strict=True)):
-        Image.fromarray(x).save(d / f"t{i:03d}.png")
-        rows.append(f"t{i:03d}.png,{int(y)}")
-    labels = d.parent / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return d, labels
 
 
 def run_tune(held_out: tuple[Path, Path], out: Path, *extra: str) -> dict:  # type: ignore[type-arg]
