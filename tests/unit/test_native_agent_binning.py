@@ -206,9 +206,16 @@ def test_refusals_have_the_same_kind_and_message_in_both_agents(
     other = InputSpec("in0", "npy", mean=(0.5,), shape=(10, 6, 3))
     foreign = write_shards(_samples(np.ones(PER_SAMPLE, F32)), [other], tmp_path / "foreign")
     wrong = write_shards([(np.zeros((3, 10, 6), F32),)], [SPEC], tmp_path / "wrong")
+    # the third of five samples wrong, the first of a second shard: both agents fail on that
+    # sample, after the two before it, with the same message naming it
+    ok = (np.ones((3, 6, 10), F32),)
+    later = write_shards([ok, ok], [SPEC], tmp_path / "later-1") + write_shards(
+        [(np.zeros((3, 10, 6), F32),), ok, ok], [SPEC], tmp_path / "later-2"
+    )
     cases = {
         "foreign shard": (foreign, {}),
         "wrong shape": (wrong, {}),
+        "wrong shape, third sample": (later, {}),
         "no such blob": (good, {"blobs": ["in0", "nope"]}),
     }
     for what, (shards, extra) in cases.items():
@@ -219,3 +226,5 @@ def test_refusals_have_the_same_kind_and_message_in_both_agents(
             e = info.value
             messages.append((e.kind, str(e).split(f"{e.kind}: ", 1)[1]))
         assert messages[0] == messages[1], what
+        if what == "wrong shape, third sample":
+            assert messages[0][0] == "InputError" and "sample 2" in messages[0][1], messages
