@@ -185,11 +185,23 @@ def print_summary(
         )
     for w in tune_doc.get("warnings") or ():
         print(f"warning: {w}")
+    devices = tune_doc.get("devices")
+    if devices:
+        print(
+            f"scored on {len(devices)} devices: "
+            + ", ".join(
+                f"{d['board']} {d['shards']} shards/{d['samples']} images"
+                + (f" (retried {d['retried']})" if d["retried"] else "")
+                + (f" (given up: {d['lost']})" if d["lost"] else "")
+                for d in devices
+            )
+        )
     disk = tune_doc.get("disk_bytes")
     if disk:
+        where = "the devices' work directories" if devices else "the device's work directory"
         print(
             f"disk: {disk['run_dir']} bytes to the run directory, {disk['host_work']} to "
-            f"temporary files here, {disk['device_work']} pushed to the device's work directory"
+            f"temporary files here, {disk['device_work']} pushed to {where}"
         )
     print(("target met: " if result.target_met else "target NOT met: ") + result.reason)
     print(

@@ -157,16 +157,18 @@ def test_an_agent_killed_mid_tune_is_retried_and_a_lost_one_given_up(
 
 
 def test_tune_on_two_local_agents_writes_what_one_writes(
-    held_out: tuple[Path, Path], tmp_path: Path
+    held_out: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """digits tuned to --max-drop 0 on its 200 test images (test_tune_int8_digits' run) in the
     calibration runtime, with one and with two agents."""
-    docs = {
-        workers: run_tune(
-            held_out, tmp_path / f"tune{workers}", "--runtime", "calibration", "--threads", workers
-        )
-        for workers in ("1", "2")
-    }
+    docs, said = {}, {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"tune{workers}"
+        docs[workers] = run_tune(held_out, out, "--runtime", "calibration", "--threads", workers)
+        said[workers] = capsys.readouterr().out
+    assert "scored on" not in said["1"]
+    assert "scored on 2 devices: local#1 " in said["2"], said["2"]
+    assert "pushed to the devices' work directories" in said["2"]
     one, two = docs["1"], docs["2"]
     assert "devices" not in one
     assert [d["board"] for d in two["devices"]] == ["local#1", "local#2"]
