@@ -329,15 +329,16 @@ def tune(
             progress=progress,
         )
         tab = given if given is not None else run.table
-        alternatives = Alternatives(loaded, run.histograms, calib, work, device)
+        ref = Reference(device, loaded, val, label_list, runtime, n_threads, task, task_labels)
+        scorer = Scorer(ref, work / "scoring", devices=fleet, say=say, progress=progress)
+        # EQ per layer on the first device still alive when it is asked for
+        alternatives = Alternatives(loaded, run.histograms, calib, work, scorer.first_alive)
         if METHODS[Method(start)].needs_device and given is None:
             for r in run.eq:
                 layer = r.layer
                 alternatives.eq[layer] = {
                     k: v for k, v in run.table.records.items() if k in (layer, weight_key(layer))
                 }
-        ref = Reference(device, loaded, val, label_list, runtime, n_threads, task, task_labels)
-        scorer = Scorer(ref, work / "scoring", devices=fleet, say=say, progress=progress)
         ranking: RankingScorer | None = None
         if scorer.n_samples >= 2 * RANKING_MIN:
             size = max(RANKING_MIN, scorer.n_samples // 4)
@@ -392,8 +393,8 @@ def tune(
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
-        if scorer.fleet is not None and device not in scorer.fleet.alive:
-            device = scorer.fleet.alive[0]  # the first device was given up mid-tune
+        if scorer.first_alive() is not device:  # the first device was given up mid-tune
+            device = scorer.first_alive()
             ref = dataclasses.replace(ref, device=device)
         res = validate_on(ref, final, progress=progress)
         res.device = device_facts(device, _board_of(devs, device))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgecal.calib.build import TableBuild
 from edgecal.calib.methods import METHODS, Method
 from edgecal.calib.table import CalibrationTable, weight_key
+from edgecal.device.base import Device
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
 from edgecal.quality.thresholds import LayerThresholds, ThresholdsDoc
@@ -51,7 +51,7 @@ class Alternatives:
         hs: HistogramSet,
         eq_source: SampleSource,
         work: Path,
-        device: Any,
+        device: Device | Callable[[], Device],
         rules: Mapping[str, TableRule] | None = None,
     ) -> None:
         self.model = model
@@ -95,7 +95,8 @@ class Alternatives:
             d = self.work / "eq-shards"
             d.mkdir(parents=True, exist_ok=True)
             self.eq_shards = capture.write_shards(iter(source), source.specs, d, 64)
-        ws, bs, _ = eq_layer(self.model, kl, obj, source, self.eq_shards, self.device)
+        device = self.device if isinstance(self.device, Device) else self.device()
+        ws, bs, _ = eq_layer(self.model, kl, obj, source, self.eq_shards, device)
         self.eq[layer] = {layer: np.array([bs], np.float32), weight_key(layer): ws}
         return self.eq[layer]
 

@@ -44,7 +44,7 @@ from edgecal.calib.table import CalibrationTable
 from edgecal.device import capture
 from edgecal.device.base import Device
 from edgecal.errors import ModelFormatError
-from edgecal.fleet.scheduler import Fleet, Job, RetryPolicy
+from edgecal.fleet.scheduler import Fleet, FleetExhausted, Job, RetryPolicy
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import quantize_model
 from edgecal.quality.latency import median_ms
@@ -156,6 +156,16 @@ class Scorer:
         self.shard_sizes = [n for _, n in written]
         self.bytes_written += sum(p.stat().st_size for p, _ in written)
         return [p for p, _ in written]
+
+    def first_alive(self) -> Device:
+        """The first of the devices not given up (raises ``FleetExhausted`` when none is:
+        a run would have raised it first)."""
+        if self.fleet is None:
+            return self.device
+        alive = self.fleet.alive
+        if not alive:
+            raise FleetExhausted("every device of the tune was given up")
+        return alive[0]
 
     def _pushed(self) -> int:
         return sum(d.bytes_pushed for d in self.devices)

@@ -210,3 +210,31 @@ def test_tune_refuses_boards_of_two_profiles_before_any_work(tmp_path: Path) -> 
     assert "different profiles (pi4: generic-aarch64, nano: jetson-nano)" in e.value.message
     assert e.value.hint == "tune each kind of board on its own"
     assert not (tmp_path / "out").exists()
+
+
+def test_with_the_first_device_given_up_eq_and_validation_go_to_the_next(
+    images: tuple[Path, list[Path], list[int]], tmp_path: Path
+) -> None:
+    """What tune runs on one device (an EQ alternative, the final validation) goes to the
+    first device still alive: here the second, once the first's work directory is gone."""
+    from edgecal.runs.histfile import HistogramSet
+    from edgecal.workflows.alternatives import Alternatives
+    from edgecal.workflows.calibrate import calibrate
+
+    said: list[str] = []
+    retry = RetryPolicy(attempts=2, backoff_s=(0.0,))
+    with one_and_two(images, tmp_path, retry=retry, say=said.append) as (alone, both, table):
+        a, b = both.devices
+        assert both.first_alive() is a
+        assert isinstance(a, LocalDevice)
+        a.close()
+        same_score(alone.score(table), both.score(table))
+        assert both.fleet is not None and both.fleet.lost == {"local#1"}, said
+        assert both.first_alive() is b
+        model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+        source = make_sample_source([SPEC], [images[1][:20]])
+        hs: HistogramSet = calibrate(model, source, [b], method="kl").histograms
+        alts = Alternatives(model, hs, source, tmp_path / "alt", both.first_alive)
+        (tmp_path / "alt").mkdir()
+        got = alts(model.calibrated_layers[0].name, "eq")
+        assert got is not None and b.bytes_pushed > 0
