@@ -393,9 +393,9 @@ def tune(
         (work / "final.param").write_text(text, encoding="utf-8")
         (work / "final.bin").write_bytes(data)
         final = load_model(work / "final.param", work / "final.bin")
-        if scorer.first_alive() is not device:  # the first device was given up mid-tune
-            device = scorer.first_alive()
-            ref = dataclasses.replace(ref, device=device)
+        alive = scorer.first_alive()
+        if alive is not device:  # the first device was given up mid-tune
+            device, ref = alive, dataclasses.replace(ref, device=alive)
         res = validate_on(ref, final, progress=progress)
         res.device = device_facts(device, _board_of(devs, device))
         fp32_secs, int8_secs = scorer.latencies(work / "final.param", work / "final.bin")

@@ -161,7 +161,7 @@ class Scorer:
         """The first of the devices not given up (raises ``FleetExhausted`` when none is:
         a run would have raised it first)."""
         if self.fleet is None:
-            return self.device
+            return self.devices[0]
         alive = self.fleet.alive
         if not alive:
             raise FleetExhausted("every device of the tune was given up")
@@ -189,7 +189,7 @@ class Scorer:
         if self.fleet is None:
             out: list[Any] = []
             for k in range(len(self.shards)):
-                out.append(run(self.device, k, None))
+                out.append(run(self.devices[0], k, None))
                 tick(sum(self.shard_sizes[: k + 1]), total)
             return out
         got: dict[int, Any] = {}
