@@ -1,5 +1,6 @@
 """edgecal benchmarks (``make bench``): speed against ncnn2table, calibration overhead, KL search
-speed, agent memory, and the figures of bench/eq.py, bench/rules.py, bench/tune.py.
+speed, agent memory, and the figures of bench/eq.py, bench/rules.py, bench/tune.py, bench/native.py
+and bench/floors.py (what the calibrate and EQ speed targets leave room for).
 
 Prints one line per figure, ``<what>: <value> (target <op> <value>)``.  Timings are wall-clock on
 this machine; every speed is a ratio against its peer measured in the same run (alternated runs,
@@ -313,7 +314,12 @@ def bench_ncnn2table(n: int, threads: int, repeats: int) -> None:
 
 #: The figures of the other parts of issues 12 and 13: (module in bench/, function printing its
 #: lines).
-EXTRA_FIGURES = (("eq", "bench_eq"), ("tune", "bench_tune"), ("native", "bench_native_figures"))
+EXTRA_FIGURES = (
+    ("eq", "bench_eq"),
+    ("tune", "bench_tune"),
+    ("native", "bench_native_figures"),
+    ("floors", "bench_floors"),
+)
 
 
 def _bench_module(name: str) -> ModuleType:
