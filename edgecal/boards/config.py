@@ -202,7 +202,7 @@ _ADB_KEYS = {
     "agent",
 }
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,128}$")
-_SERVER_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}:(\d{1,5})$")
+_SERVER_RE = re.compile(r"^(?:[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):(\d{1,5})$")
 
 _BOARD_KEYS = {
     "transport",
@@ -250,7 +250,8 @@ def _adb_board(name: str, d: dict[str, Any], path: Path | None, where: str) -> B
     if server is not None and not (m and 0 < int(m.group(1)) < 65536):
         raise ConfigError(
             f"{where}: key 'adb_server' {server!r} is not HOST:PORT",
-            hint="the host and port of the adb server that has the phone, e.g. lab7:5037",
+            hint="the host and port of the adb server that has the phone, e.g. lab7:5037 "
+            "(an IPv6 address in brackets: [fd00::7]:5037)",
         )
     for key in ("connect_timeout_s", "command_timeout_s"):
         v = _get(d, key, (int, float), where)

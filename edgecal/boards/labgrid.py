@@ -390,9 +390,16 @@ def _connection_keys(spec: str, conn: Connection) -> dict[str, Any]:
     if usb:  # at this host's adb server
         return {"transport": "adb", "serial": str(p["serialno"])}
     if remote:  # at the exporter host's adb server
-        server = f"{p['host']}:{p.get('port') or 5037}"
+        server = host_port(str(p["host"]), p.get("port") or 5037)
         return {"transport": "adb", "serial": str(p["serialno"]), "adb_server": server}
-    return {"transport": "adb", "serial": f"{p['host']}:{p.get('port') or 5555}"}  # adb connect
+    return {"transport": "adb", "serial": host_port(str(p["host"]), p.get("port") or 5555)}
+
+
+def host_port(host: str, port: object) -> str:
+    """``HOST:PORT`` as adb reads it: an IPv6 address in brackets (``[fd00::7]:5555``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def place_board(

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecal.boards.config import load_boards, resolve_board
+from edgecal.boards.open import adb_target
 from edgecal.device.adb.device import (
     AdbDevice,
     file_states_script,
@@ -317,6 +318,10 @@ def test_a_phone_entry_and_its_defaults(tmp_path: Path) -> None:
     )
     got = load_boards(p)
     assert (got["phone1"].adb_server, got["usb"].adb_server) == (None, "lab7:5038")
+    assert (adb_target(got["usb"]).server_host, adb_target(got["usb"]).server_port) == (
+        "lab7",
+        5038,
+    )
     assert got["phone1"].transport == "adb" and got["phone1"].serial == "127.0.0.1:7101"
     assert got["phone1"].workdir == "/data/local/tmp/edgecal" and got["phone1"].agent == "native"
     assert phone_workdir(got["usb"].workdir) == "/data/local/tmp/ec"
@@ -335,6 +340,7 @@ def test_a_phone_entry_and_its_defaults(tmp_path: Path) -> None:
         ('transport = "usb"\nserial = "x"\n', "'transport' must be one of ssh, adb"),
         ('transport = "adb"\nserial = "x"\nadb_server = "lab7"\n', "'adb_server' 'lab7' is not"),
         ('transport = "adb"\nserial = "x"\nadb_server = "h:0"\n', "'adb_server' 'h:0' is not"),
+        ('transport = "adb"\nserial = "x"\nadb_server = "::1:5037"\n', "in brackets"),
     ],
 )
 def test_a_bad_phone_entry_names_file_board_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -343,6 +349,15 @@ def test_a_bad_phone_entry_names_file_board_and_key(tmp_path: Path, text: str, k
         load_boards(p)
     assert str(p) in str(info.value) and "[boards.ph]" in str(info.value)
     assert key in str(info.value)
+
+
+def test_an_ipv6_adb_server_is_given_to_adb_bare(tmp_path: Path) -> None:
+    """``adb_server = "[v6]:PORT"`` is accepted, and ``adb -H`` gets the address bare."""
+    p = boards(
+        tmp_path, '[boards.ph]\ntransport = "adb"\nserial = "X"\nadb_server = "[fd00::7]:5038"\n'
+    )
+    target = adb_target(load_boards(p)["ph"])
+    assert target.server_args == ["-H", "fd00::7", "-P", "5038"] and not target.is_tcp
 
 
 def test_device_adb_serial_needs_no_boards_file() -> None:

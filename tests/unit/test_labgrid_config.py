@@ -140,6 +140,9 @@ def test_a_board_that_is_a_place(tmp_path: Path) -> None:
         ("NetworkADBDevice", {"host": "10.0.0.7", "port": 7101}, "10.0.0.7:7101", None),
         ("NetworkADBDevice", {"host": "10.0.0.7"}, "10.0.0.7:5555", None),
         ("RemoteADBDevice", {"host": "10.0.0.7", "port": 5556}, "10.0.0.7:5556", None),
+        # an IPv6 exporter host: in brackets, as adb reads HOST:PORT
+        ("NetworkADBDevice", {"host": "fd00::7"}, "[fd00::7]:5555", None),
+        ("RemoteUSBADBDevice", {"host": "fd00::7", "serialno": "X"}, "X", "[fd00::7]:5037"),
     ],
 )
 def test_a_phone_place_is_an_adb_board(
