@@ -8,8 +8,8 @@ implementation can skip, measured on this machine, against each target's budget.
   on inputs converted beforehand; the native agent's own timed jobs give both figures) and
   the KL search over the final histograms (it needs the histogram pass complete, so it cannot
   overlap it).  The line prints both, measured, and what the issue's own KL target (5 ms per
-  blob) would take.  Binning and the host's work (decoding, shards, agent start) come on top and are not
-  counted: this is a floor.
+  blob) would take.  Binning and the host's work (decoding, shards, agent start) come on top
+  and are not counted: this is a floor.
 * **eq <= 3 x kl** (the default Python agent, the models of ``bench/eq.py``): EQ's weight search
   needs every output unit at each of the ``steps + 1`` weight-scale candidates on every EQ
   sample, i.e. ``steps + 1`` passes of each calibrated layer's int8 probe over the samples
