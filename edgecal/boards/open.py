@@ -38,7 +38,7 @@ def adb_target(board: Board) -> AdbTarget:
         serial=board.serial,
         connect_timeout_s=board.connect_timeout_s,
         command_timeout_s=board.command_timeout_s,
-        server_host=host.strip("[]") or None,  # adb -H takes an IPv6 address bare
+        server_host=host or None,  # an IPv6 address stays in brackets: adb -H needs them
         server_port=int(port) if port else None,
     )
 

@@ -351,13 +351,14 @@ def test_a_bad_phone_entry_names_file_board_and_key(tmp_path: Path, text: str, k
     assert key in str(info.value)
 
 
-def test_an_ipv6_adb_server_is_given_to_adb_bare(tmp_path: Path) -> None:
-    """``adb_server = "[v6]:PORT"`` is accepted, and ``adb -H`` gets the address bare."""
+def test_an_ipv6_adb_server_keeps_its_brackets(tmp_path: Path) -> None:
+    """``adb_server = "[v6]:PORT"`` is accepted, and ``adb -H`` gets the address in brackets:
+    adb 29 reads ``-H ::1`` as ``tcp:::1:PORT`` and fails, ``-H [::1]`` works (tried)."""
     p = boards(
         tmp_path, '[boards.ph]\ntransport = "adb"\nserial = "X"\nadb_server = "[fd00::7]:5038"\n'
     )
     target = adb_target(load_boards(p)["ph"])
-    assert target.server_args == ["-H", "fd00::7", "-P", "5038"] and not target.is_tcp
+    assert target.server_args == ["-H", "[fd00::7]", "-P", "5038"] and not target.is_tcp
 
 
 def test_device_adb_serial_needs_no_boards_file() -> None:
