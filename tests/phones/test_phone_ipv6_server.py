@@ -1,8 +1,9 @@
 """A phone at an adb server reached over IPv6 (``adb_server = "[::1]:PORT"``, what a labgrid
 place with an IPv6 exporter host gives): the emulated phone, given to an adb server of the
 test's own that listens on ``[::1]`` only (``adb -L tcp:[::1]:PORT server nodaemon``),
-answers hello through ``adb -H [::1] -P PORT`` on every call.  This host's own adb server does not know that
-serial, so a call that dropped ``-H``/``-P`` (or the brackets, which adb 29 needs) fails."""
+answers hello through ``adb -H [::1] -P PORT`` on every call.  This host's own adb server
+does not know that serial, so a call that dropped ``-H``/``-P`` (or the brackets, which adb 29
+needs) fails."""
 
 from __future__ import annotations
 
