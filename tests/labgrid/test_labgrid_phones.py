@@ -2,25 +2,28 @@
 ``ph-phone1`` is phone1 as adb over TCP (``NetworkADBDevice``), ``ph-phone2`` phone2 "on USB"
 at the exporter host's adb server (``RemoteUSBADBDevice``: ``adb -H -P`` on every call).
 calibrate and validate through them, a fleet of a phone place and a board place, a place held
-by another client, places without exactly one board connection, and a phone place whose
-exporter leaves.  Model: the reference digits, 10 images; the reference table is phone1's from
-the boards file (``--device phone1``); validate: the sample model, as tests/labgrid's boards."""
+by another client, places without exactly one board connection, a phone place whose exporter
+leaves, between jobs and in the middle of a fleet run.  Model: the reference digits, 10 images
+(40 for the fleet run cut mid-way); the reference table is phone1's from the boards file
+(``--device phone1``); validate: the sample model, as tests/labgrid's boards."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import edgecal
 from edgecal.boards.labgrid import PlaceBusyError, PlacePhone
 from edgecal.boards.open import open_device
 from edgecal.cli.main import main
 from edgecal.errors import DeviceError, TransportError
 from edgecal.fleet.prepare import Devices
-from tests.boards.test_board_calibrate import calibrate_args, cli, report
+from tests.boards.test_board_calibrate import REF, calibrate_args, cli, report
 from tests.boards.test_board_calibrate import image_list as image_list  # the fixture: 10 images
 from tests.labgrid.conftest import export_phone1
 from tests.labgrid.farm import AdbServer, Farm
@@ -121,6 +124,65 @@ def test_a_fleet_of_a_phone_place_and_a_board_place(
     assert set(shares) == {"labgrid:ph-phone1", "labgrid:lab-emu4"}
     assert all(n > 0 for n in shares.values())
     assert out.read_bytes() == phone1_table.read_bytes()  # one kind of device, one agent
+    assert holder(farm, "ph-phone1") == holder(farm, "lab-emu4") == "None"
+
+
+def test_a_phone_place_lost_mid_fleet_run_gives_its_shards_to_the_other(
+    farm: Farm,
+    farm_boards: Path,
+    phone_places: AdbServer,
+    emulated_boards: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """exp-phone1 stops after the first shard result of a fleet run over ph-phone1 and
+    lab-emu4 (told it is the phone's kind of device, 40 images: 7 shards a pass): the phone
+    place's next job fails as a lost link, the place is given up and back, its shards go to
+    lab-emu4, and the table is phone1's alone."""
+    images = tmp_path / "images.txt"
+    images.write_text("".join(f"{REF}/images/calib_{i:02d}.png\n" for i in range(40)))
+    alone = tmp_path / "phone1.table"
+    source = emulated_boards["phone1"].source
+    assert (
+        main([*calibrate_args(images, alone, "--device", "phone1"), "--boards", str(source)]) == 0
+    )
+    boards = tmp_path / "boards.toml"
+    boards.write_text(
+        farm_boards.read_text()
+        + '[labgrid.places.lab-emu4]\nprofile = "emulated-phone-a76"\nagent = "native"\n'
+    )
+    said: list[str] = []
+    stopper: list[threading.Thread] = []
+
+    def progress(description: str, total: int) -> Any:
+        def tick(done: int, total: int) -> None:
+            if done and not stopper:
+                stopper.append(threading.Thread(target=farm.stop_exporter, args=("phone1",)))
+                stopper[0].start()
+
+        return tick
+
+    out = tmp_path / "cut.table"
+    try:
+        edgecal.calibrate(
+            (REF / "model.param", REF / "model.bin"),
+            edgecal.ImageInput(
+                images, pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
+            ),
+            out=out,
+            devices=Devices.of(["labgrid:ph-phone1", "labgrid:lab-emu4"], boards=boards),
+            progress=progress,
+            say=said.append,
+        )
+    finally:
+        for t in stopper:
+            t.join()
+        if "exp-phone1" not in farm.procs:
+            export_phone1(farm, emulated_boards["phone1"])  # back for the other tests
+    report(capsys, "[phone place gone mid-run] " + " | ".join(said))
+    lost = [s for s in said if s.startswith("labgrid:ph-phone1: given up (")]
+    assert lost and "its labgrid exporter exp-phone1 is gone" in lost[0], said
+    assert out.read_bytes() == alone.read_bytes()
     assert holder(farm, "ph-phone1") == holder(farm, "lab-emu4") == "None"
 
 
