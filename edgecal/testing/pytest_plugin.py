@@ -3,8 +3,9 @@
 Options: ``--edgecal-device NAME`` (a board of the boards file, ``user@host[:port]``,
 ``labgrid:PLACE`` or ``local``), ``--edgecal-boards FILE`` (default ``$EDGECAL_BOARDS``),
 ``--edgecal-labgrid-wait SECONDS``.  Without ``--edgecal-device`` and with labgrid's own plugin
-configured (``--lg-env``/``$LG_ENV``), the device is the place of labgrid's ``target`` (its
-``RemotePlace``, which the user holds: used as it is, never released here); else this machine.
+configured (``--lg-env``/``$LG_ENV``), the device is the place of labgrid's target ``main``
+(its ``RemotePlace``, read from the environment file; the user holds it: used as it is, never
+released here); else this machine.
 
 Fixtures:
 
@@ -61,16 +62,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def remote_place(targets: Any, role: str = "main") -> str | None:
+    """The place name of the ``RemotePlace`` of target ``role`` in a labgrid environment's
+    ``targets`` (both of labgrid's resource forms: a mapping ``{cls: args}`` or a list of
+    them); None when that target has none.  Read from the configuration, not from labgrid's
+    ``target`` fixture: labgrid 26 makes every resource of the place when it builds the
+    target and knows no ADB resource class, so a phone place's target cannot be built."""
+    target = targets.get(role) if isinstance(targets, dict) else None
+    resources = (target or {}).get("resources") or {}
+    items = resources if isinstance(resources, list) else [resources]
+    for item in items:
+        args = item.get("RemotePlace") if isinstance(item, dict) else None
+        if isinstance(args, dict) and args.get("name"):
+            return str(args["name"])
+    return None
+
+
 def _labgrid_target_place(request: pytest.FixtureRequest) -> str | None:
-    """``labgrid:PLACE`` of labgrid's ``target`` fixture (its RemotePlace), when labgrid's
-    pytest plugin has an environment."""
+    """``labgrid:PLACE`` of labgrid's target ``main`` (its RemotePlace), when labgrid's pytest
+    plugin has an environment."""
     if not (getattr(request.config.option, "lg_env", None) or os.environ.get("LG_ENV")):
         return None
-    from labgrid.resource import RemotePlace
+    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
 
-    target = request.getfixturevalue("target")
-    place = target.get_resource(RemotePlace, wait_avail=False)
-    return f"labgrid:{place.name}"
+    env = request.config.stash.get(LABGRID_ENV_KEY, None)
+    if env is None:
+        return None
+    place = remote_place(env.config.get_targets())
+    if place is None:
+        raise pytest.UsageError(
+            f"edgecal: labgrid's target 'main' in {env.config_file} has no RemotePlace: "
+            "name the device with --edgecal-device"
+        )
+    return f"labgrid:{place}"
 
 
 @pytest.fixture(scope="session")

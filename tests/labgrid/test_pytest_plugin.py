@@ -139,18 +139,26 @@ def test_edgecal_check_fails_with_the_gate_table(
     assert re.search(rf"^{BROKEN_LAYER}\s", out, re.M), out  # and the per-layer figures
 
 
+@pytest.mark.parametrize("place", ["lab-emu4", "ph-phone1"])
 def test_readme_example_on_labgrids_own_target(
-    farm: Farm, farm_boards: Path, tables: dict[str, Path], tmp_path: Path
+    farm: Farm,
+    farm_boards: Path,
+    tables: dict[str, Path],
+    tmp_path: Path,
+    place: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """With labgrid's pytest plugin (``--lg-env``: a target whose RemotePlace this user holds,
     as labgrid's workflow has it) and no ``--edgecal-device``: the device is that place, used
-    as it is and left acquired."""
+    as it is and left acquired -- a board place, and a phone place (adb over TCP)."""
+    if place.startswith("ph-"):
+        request.getfixturevalue("phone_places")  # the phones' places exported
     test_file = project(tmp_path / "target", tables["good"])
     env = tmp_path / "env.yaml"
     env.write_text(
-        "targets:\n  main:\n    resources:\n      RemotePlace:\n        name: lab-emu4\n"
+        f"targets:\n  main:\n    resources:\n      RemotePlace:\n        name: {place}\n"
     )
-    farm.client("-p", "lab-emu4", "acquire")  # this user, as the test run's
+    farm.client("-p", place, "acquire")  # this user, as the test run's
     try:
         r = run_pytest(
             test_file,
@@ -164,10 +172,10 @@ def test_readme_example_on_labgrids_own_target(
         )
         assert r.returncode == 0, r.stdout + r.stderr
         assert "1 passed" in r.stdout
-        assert holder(farm, "lab-emu4") != "None"  # the user's, still
+        assert holder(farm, place) != "None"  # the user's, still
     finally:
-        farm.client("-p", "lab-emu4", "release")
-    assert holder(farm, "lab-emu4") == "None"
+        farm.client("-p", place, "release")
+    assert holder(farm, place) == "None"
 
 
 def test_device_fixture_and_validate_share_the_place(
