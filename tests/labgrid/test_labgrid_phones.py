@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import edgecal
 from edgecal.boards.labgrid import PlaceBusyError, PlacePhone
 from edgecal.boards.open import open_device
 from edgecal.cli.main import main
@@ -28,7 +26,7 @@ from tests.boards.test_board_calibrate import image_list as image_list  # the fi
 from tests.labgrid.conftest import export_phone1
 from tests.labgrid.farm import AdbServer, Farm
 from tests.labgrid.test_labgrid_places import OTHER, holder
-from tests.labgrid.test_labgrid_runs import validate_sample
+from tests.labgrid.test_labgrid_runs import calibrate_cut, validate_sample
 
 pytestmark = [pytest.mark.board, pytest.mark.labgrid]
 
@@ -151,37 +149,17 @@ def test_a_phone_place_lost_mid_fleet_run_gives_its_shards_to_the_other(
         farm_boards.read_text()
         + '[labgrid.places.lab-emu4]\nprofile = "emulated-phone-a76"\nagent = "native"\n'
     )
-    said: list[str] = []
-    stopper: list[threading.Thread] = []
-
-    def progress(description: str, total: int) -> Any:
-        def tick(done: int, total: int) -> None:
-            if done and not stopper:
-                stopper.append(threading.Thread(target=farm.stop_exporter, args=("phone1",)))
-                stopper[0].start()
-
-        return tick
-
     out = tmp_path / "cut.table"
-    try:
-        edgecal.calibrate(
-            (REF / "model.param", REF / "model.bin"),
-            edgecal.ImageInput(
-                images, pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
-            ),
-            out=out,
-            devices=Devices.of(["labgrid:ph-phone1", "labgrid:lab-emu4"], boards=boards),
-            progress=progress,
-            say=said.append,
-        )
-    finally:
-        for t in stopper:
-            t.join()
-        if "exp-phone1" not in farm.procs:
-            export_phone1(farm, emulated_boards["phone1"])  # back for the other tests
+    said = calibrate_cut(
+        farm,
+        "phone1",
+        "ph-phone1",
+        images,
+        out,
+        Devices.of(["labgrid:ph-phone1", "labgrid:lab-emu4"], boards=boards),
+        lambda: export_phone1(farm, emulated_boards["phone1"]),
+    )
     report(capsys, "[phone place gone mid-run] " + " | ".join(said))
-    lost = [s for s in said if s.startswith("labgrid:ph-phone1: given up (")]
-    assert lost and "its labgrid exporter exp-phone1 is gone" in lost[0], said
     assert out.read_bytes() == alone.read_bytes()
     assert holder(farm, "ph-phone1") == holder(farm, "lab-emu4") == "None"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,51 @@ def test_validate_through_a_place(farm: Farm, farm_boards: Path, tmp_path: Path)
     validate_sample(farm, farm_boards, "lab-emu1", "emulated-pi4", tmp_path)
 
 
+def calibrate_cut(
+    farm: Farm,
+    board: str,
+    place: str,
+    images: Path,
+    out: Path,
+    devices: Devices,
+    restore: Callable[[], None],
+) -> list[str]:
+    """The reference digits calibrated over ``devices`` into ``out`` while exp-``board`` (the
+    exporter of place ``place``) is stopped after the first shard result (then ``restore``
+    brings it back, for the other tests): the lines the run said, with the place's ``given
+    up`` line asserted."""
+    said: list[str] = []
+    stopper: list[threading.Thread] = []
+
+    def progress(description: str, total: int) -> Any:
+        def tick(done: int, total: int) -> None:
+            if done and not stopper:
+                stopper.append(threading.Thread(target=farm.stop_exporter, args=(board,)))
+                stopper[0].start()
+
+        return tick
+
+    try:
+        edgecal.calibrate(
+            (REF / "model.param", REF / "model.bin"),
+            edgecal.ImageInput(
+                images, pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
+            ),
+            out=out,
+            devices=devices,
+            progress=progress,
+            say=said.append,
+        )
+    finally:
+        for t in stopper:
+            t.join()
+        if f"exp-{board}" not in farm.procs:
+            restore()
+    lost = [s for s in said if s.startswith(f"labgrid:{place}: given up (")]
+    assert lost and f"its labgrid exporter exp-{board} is gone" in lost[0], said
+    return said
+
+
 def test_exporter_gone_mid_run_gives_the_board_up(
     farm: Farm,
     farm_boards: Path,
@@ -104,36 +150,17 @@ def test_exporter_gone_mid_run_gives_the_board_up(
 ) -> None:
     """exp-emu1 stops after the first shard result: lab-emu1's next job fails as a lost link,
     the board is given up and its shards go to lab-emu4; the table is the uncut run's."""
-    said: list[str] = []
-    stopper: list[threading.Thread] = []
-
-    def progress(description: str, total: int) -> Any:
-        def tick(done: int, total: int) -> None:
-            if done and not stopper:
-                stopper.append(threading.Thread(target=farm.stop_exporter, args=("emu1",)))
-                stopper[0].start()
-
-        return tick
-
     out = tmp_path / "cut.table"
-    try:
-        edgecal.calibrate(
-            (REF / "model.param", REF / "model.bin"),
-            edgecal.ImageInput(
-                image_list, pixel="GRAY", mean=(0.0,), norm=(0.00392157,), shape=(32, 32)
-            ),
-            out=out,
-            devices=Devices.of("labgrid:lab-*", boards=farm_boards),
-            progress=progress,
-            say=said.append,
-        )
-    finally:
-        for t in stopper:
-            t.join()
-        farm.start_exporter(emulated_boards["emu1"])  # back for the other tests
+    said = calibrate_cut(
+        farm,
+        "emu1",
+        "lab-emu1",
+        image_list,
+        out,
+        Devices.of("labgrid:lab-*", boards=farm_boards),
+        lambda: farm.start_exporter(emulated_boards["emu1"]),
+    )
     report(capsys, "[labgrid exporter gone] " + " | ".join(said))
-    lost = [s for s in said if s.startswith("labgrid:lab-emu1: given up (")]
-    assert lost and "its labgrid exporter exp-emu1 is gone" in lost[0], said
     assert out.read_bytes() == boards_table
     assert holder(farm, "lab-emu1") == holder(farm, "lab-emu4") == "None"
 
