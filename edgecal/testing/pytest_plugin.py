@@ -86,13 +86,18 @@ def _labgrid_target_place(request: pytest.FixtureRequest) -> str | None:
     from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
 
     env = request.config.stash.get(LABGRID_ENV_KEY, None)
-    if env is None:
-        return None
+    if env is None:  # LG_ENV set, labgrid's plugin not loaded
+        pytest.fail(
+            "edgecal: LG_ENV is set but labgrid's pytest plugin is not loaded: load it "
+            "(no '-p no:labgrid') or name the device with --edgecal-device",
+            pytrace=False,
+        )
     place = remote_place(env.config.get_targets())
     if place is None:
-        raise pytest.UsageError(
+        pytest.fail(
             f"edgecal: labgrid's target 'main' in {env.config_file} has no RemotePlace: "
-            "name the device with --edgecal-device"
+            "name the device with --edgecal-device",
+            pytrace=False,
         )
     return f"labgrid:{place}"
 
