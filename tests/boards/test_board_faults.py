@@ -502,6 +502,27 @@ def small_workdir(rig: Rig, board: str, options: str = "size=4m") -> Iterator[tu
             mnt.rmdir()
 
 
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def frozen_on_a_job(rig: Rig, jobs: Path, m: Moment) -> list[int]:
+    """LINK's agents stopped (SIGSTOP) while a capture job of this run has a request and no
+    response (a response is written atomically: a frozen job is either answered or not); a
+    job seen running may have finished since, so until then thaw them and look again.  The
+    pids (stopped: the caller kills or thaws them); none once the moment is cancelled."""
+    while not m.cancelled.is_set():
+        pids = agent_pids(rig.board_root(LINK))
+        _signal_all(pids, signal.SIGSTOP)
+        if pids and job_in_flight(jobs, old=m.old):
+            return pids
+        _signal_all(pids, signal.SIGCONT)
+        time.sleep(0.01)
+    return []
+
+
 # ----------------------------------------------------------------------------- cases
 
 ROUND = pytest.mark.parametrize("round_", range(ROUNDS))
@@ -516,17 +537,20 @@ def test_link_cut_and_restored_two_boards(
     down, how = rng.uniform(12.0, 16.0), rng.choice(CUTS)
 
     def cut_for_a_while() -> None:
-        rig.emuboard("cut", LINK, how)
+        """Cut while a capture job is unanswered (:func:`frozen_on_a_job`: CI once cut the
+        link just after the board's last job had answered, and nothing was left to retry)."""
+        pids = frozen_on_a_job(rig, jobs, m)
+        try:
+            rig.emuboard("cut", LINK, how)
+        finally:
+            _signal_all(pids, signal.SIGCONT)
         time.sleep(down)
         rig.emuboard("restore", LINK)
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
+    jobs = rig.workdir(LINK) / "jobs"
     try:
-        with at_moment(
-            Moment(
-                run_dir, rig.workdir(LINK) / "jobs", k, d, cut_for_a_while, again=True, ops=FIRST
-            )
-        ) as m:
+        with at_moment(Moment(run_dir, jobs, k, d, cut_for_a_while, again=True, ops=FIRST)) as m:
             code, summary, err, took = run_cli(
                 capsys,
                 calibrate_args(
@@ -641,24 +665,13 @@ def test_agent_killed_mid_job(
     jobs = rig.workdir(LINK) / "jobs"
 
     def kill() -> None:
-        """Freeze the agents, and kill them only if a capture job is still unanswered: a job
-        seen running may have written its answer since (CI once killed an agent 0.07 s after
-        its job had finished, and rightly nothing was retried); else thaw and look again."""
-        while not m.cancelled.is_set():
-            pids = agent_pids(rig.board_root(LINK))
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-            if pids and job_in_flight(jobs, old=m.old):
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-            time.sleep(0.01)
+        """Kill the agents only while a capture job is unanswered (:func:`frozen_on_a_job`):
+        CI once killed an agent 0.07 s after its job had finished, and rightly nothing was
+        retried."""
+        for pid in frozen_on_a_job(rig, jobs, m):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
     with at_moment(Moment(run_dir, jobs, k, d, kill, again=True)) as m:
