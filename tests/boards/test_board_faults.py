@@ -508,19 +508,19 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def frozen_on_a_job(rig: Rig, jobs: Path, m: Moment) -> list[int]:
-    """LINK's agents stopped (SIGSTOP) while a capture job of this run has a request and no
-    response (a response is written atomically: a frozen job is either answered or not); a
+def frozen_on_a_job(rig: Rig, board: str, jobs: Path, m: Moment) -> list[int] | None:
+    """``board``'s agents stopped (SIGSTOP) while a capture job of this run has a request and
+    no response (a response is written atomically: a frozen job is either answered or not); a
     job seen running may have finished since, so until then thaw them and look again.  The
-    pids (stopped: the caller kills or thaws them); none once the moment is cancelled."""
+    pids (stopped: the caller kills or thaws them); None once the moment is cancelled."""
     while not m.cancelled.is_set():
-        pids = agent_pids(rig.board_root(LINK))
+        pids = agent_pids(rig.board_root(board))
         _signal_all(pids, signal.SIGSTOP)
         if pids and job_in_flight(jobs, old=m.old):
             return pids
         _signal_all(pids, signal.SIGCONT)
         time.sleep(0.01)
-    return []
+    return None
 
 
 # ----------------------------------------------------------------------------- cases
@@ -539,7 +539,9 @@ def test_link_cut_and_restored_two_boards(
     def cut_for_a_while() -> None:
         """Cut while a capture job is unanswered (:func:`frozen_on_a_job`: CI once cut the
         link just after the board's last job had answered, and nothing was left to retry)."""
-        pids = frozen_on_a_job(rig, jobs, m)
+        pids = frozen_on_a_job(rig, LINK, jobs, m)
+        if pids is None:
+            return
         try:
             rig.emuboard("cut", LINK, how)
         finally:
@@ -615,18 +617,17 @@ def test_power_off_two_boards(
     """c. A board powered off mid-run (sshd, sessions, agent and netns gone)."""
     _, k, d, when = moment_params("power", round_, (0, 4), 0.8)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
+    jobs = rig.workdir(POWER) / "jobs"
+
+    def power_off() -> None:
+        """Off while a capture job is unanswered (:func:`frozen_on_a_job`; the stop kills the
+        frozen agents): CI once powered the board off after its last job had answered, and
+        nothing was lost."""
+        if frozen_on_a_job(rig, POWER, jobs, m) is not None:
+            rig.emuboard("stop", POWER)
+
     try:
-        with at_moment(
-            Moment(
-                run_dir,
-                rig.workdir(POWER) / "jobs",
-                k,
-                d,
-                lambda: rig.emuboard("stop", POWER),
-                again=True,
-                ops=FIRST,
-            )
-        ) as m:
+        with at_moment(Moment(run_dir, jobs, k, d, power_off, again=True, ops=FIRST)) as m:
             code, summary, err, took = run_cli(
                 capsys, calibrate_args(rig, out, run_dir, *devices(*FLEET, boards=rig.boards))
             )
@@ -668,7 +669,7 @@ def test_agent_killed_mid_job(
         """Kill the agents only while a capture job is unanswered (:func:`frozen_on_a_job`):
         CI once killed an agent 0.07 s after its job had finished, and rightly nothing was
         retried."""
-        for pid in frozen_on_a_job(rig, jobs, m):
+        for pid in frozen_on_a_job(rig, LINK, jobs, m) or []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
