@@ -83,8 +83,14 @@ def _labgrid_target_place(request: pytest.FixtureRequest) -> str | None:
     plugin has an environment."""
     if not (getattr(request.config.option, "lg_env", None) or os.environ.get("LG_ENV")):
         return None
-    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
-
+    try:
+        from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    except ImportError:
+        pytest.fail(
+            "edgecal: LG_ENV is set but labgrid is not installed: pip install 'edgecal[labgrid]' "
+            "or name the device with --edgecal-device",
+            pytrace=False,
+        )
     env = request.config.stash.get(LABGRID_ENV_KEY, None)
     if env is None:  # LG_ENV set, labgrid's plugin not loaded
         pytest.fail(
