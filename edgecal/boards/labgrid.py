@@ -8,8 +8,9 @@ file, and releases the place when the device is closed (also on errors and inter
 device is a context manager).  A place has exactly one board connection (else a one-line error
 naming the place, what it has and the fix):
 
-* a ``NetworkService`` (address, username, port): a board over SSH (:class:`PlaceDevice`);
-* an ADB resource: a phone over adb (:class:`PlacePhone`), by the names upstream labgrid used
+* a ``NetworkService`` (address, username, port): a board over SSH (``PlaceDevice`` of
+  :mod:`edgecal.boards.placedevices`);
+* an ADB resource: a phone over adb (``PlacePhone``), by the names upstream labgrid used
   (labgrid 26.0.1 has no ADB classes: its exporter exports them as generic entries with their
   params, read here from the coordinator):
 
@@ -47,7 +48,7 @@ naming the place, what it has and the fix):
 * The place's exporter going away (its resources vanish from the coordinator) or the place
   taken by another client takes the board away from this run: the device's next job fails as a
   lost link does, so the fleet scheduler gives the board up and its shards go to the others
-  (:class:`PlaceBound`, the same for a board and a phone).
+  (``PlaceBound``, the same for a board and a phone).
 
 The labgrid client runs on an asyncio loop of its own (one thread per coordinator, shared by
 the places of a run and closed with the last of them); the calls here wait on it.
@@ -55,7 +56,6 @@ the places of a run and closed with the last of them); the calls here wait on it
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
 import logging
@@ -68,9 +68,6 @@ from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
 from edgecal.boards.config import Board, board_from_table, load_labgrid_table
-from edgecal.device.adb.device import AdbDevice
-from edgecal.device.base import Device, Submission
-from edgecal.device.ssh.device import SshDevice
 from edgecal.errors import ConfigError, DeviceError, TransportError, UsageError
 
 log = logging.getLogger(__name__)
@@ -164,6 +161,8 @@ class FarmSession:
         self.address = address
         self.users = 0
         client = _labgrid()
+        import asyncio  # with labgrid: not for the fleet's set-up, which only looks places up
+
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"labgrid {address}", daemon=True
@@ -202,6 +201,8 @@ class FarmSession:
         return f"{self.session.gethostname()}/{self.session.getuser()}"
 
     def _call(self, coro: Coroutine[Any, Any, _T], timeout_s: float = RPC_TIMEOUT_S) -> _T:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def in_loop(self, fn: Callable[[], _T]) -> _T:
@@ -590,65 +591,3 @@ def adopt(spec: str, settings: FarmSettings) -> PlaceLease:
     with _LEASES_LOCK:
         _LEASES[(settings.coordinator, name)] = lease
     return lease
-
-
-class PlaceBound(Device):
-    """What the device of an acquired labgrid place adds to its transport's device (mixed in
-    before it: :class:`PlaceDevice`, :class:`PlacePhone`): it gives the place back when
-    closed (or when it cannot be made), and fails its jobs as a lost link once the place is
-    no longer ours (its exporter left, another client took it), so the fleet scheduler gives
-    the board up and reassigns its shards."""
-
-    # super() is the transport's device (the class after this one), not the abstract Device
-    # mypy sees: hence the type: ignore[safe-super] below
-
-    lease: PlaceLease
-
-    def __init__(self, lease: PlaceLease, *args: Any, **kwargs: Any) -> None:
-        self.lease = lease
-        self._lease_given_back = False
-        try:
-            super().__init__(*args, **kwargs)
-        except BaseException:
-            self._give_back()
-            raise
-
-    def _check_place(self, what: str) -> None:
-        why = self.lease.gone()
-        if why is not None:
-            # the board is not ours any more: nothing more goes to it (SshDevice's and
-            # AdbDevice's link)
-            self.link.close()  # type: ignore[attr-defined]
-            raise TransportError(
-                f"{self.name}: lost the board during {what}: {why}",
-                hint=f"check the farm (labgrid-client -p {self.lease.name} show), then rerun",
-            )
-
-    def _submit(self, job: Submission) -> None:
-        self._check_place(f"job {job.job_id}")
-        super()._submit(job)  # type: ignore[safe-super]
-
-    def recover(self) -> None:
-        self._check_place("a retry")
-        super().recover()  # type: ignore[safe-super]
-
-    def close(self) -> None:
-        try:
-            super().close()  # type: ignore[safe-super]
-        finally:
-            self._give_back()
-
-    def _give_back(self) -> None:
-        if not self._lease_given_back:
-            self._lease_given_back = True
-            self.lease.release()
-
-
-class PlaceDevice(PlaceBound, SshDevice):
-    """The board of an acquired labgrid place (its NetworkService): an :class:`SshDevice`
-    bound to the place (:class:`PlaceBound`)."""
-
-
-class PlacePhone(PlaceBound, AdbDevice):
-    """The phone of an acquired labgrid place (its ADB resource): an :class:`AdbDevice` bound
-    to the place (:class:`PlaceBound`)."""

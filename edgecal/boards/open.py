@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecal.boards.config import Board, Profile, resolve_board
-from edgecal.device.adb.device import AdbDevice
 from edgecal.device.adb.link import AdbTarget
 from edgecal.device.base import Device
 from edgecal.device.ssh.config import SshAddress
-from edgecal.device.ssh.device import SshDevice
-from edgecal.device.ssh.link import SshTarget
+
+if TYPE_CHECKING:  # the transports are imported when a board is opened (paramiko takes ~90 ms)
+    from edgecal.device.adb.device import AdbDevice
+    from edgecal.device.ssh.device import SshDevice
+    from edgecal.device.ssh.link import SshTarget
 
 #: ``--device local:native``: this machine, with the native agent (the C++ runtime an app links)
 #: instead of the Python one.
@@ -21,6 +23,8 @@ LOCAL_NATIVE = "local:native"
 
 def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:
     """The board's address (what ``Board`` and ``SshTarget`` share) and the host-key policy."""
+    from edgecal.device.ssh.link import SshTarget
+
     address = {f.name: getattr(board, f.name) for f in fields(SshAddress)}
     return SshTarget(**address, accept_new_host_key=accept_new_host_key)
 
@@ -56,6 +60,8 @@ def phone_device_args(board: Board, threads: int | None) -> tuple[AdbTarget, dic
 
 def open_phone(board: Board, *, threads: int | None = None) -> AdbDevice:
     """Connect to the phone ``board`` (``transport = "adb"``) and return its device."""
+    from edgecal.device.adb.device import AdbDevice
+
     target, kwargs = phone_device_args(board, threads)
     return AdbDevice(target, **kwargs)
 
@@ -76,6 +82,8 @@ def open_board(
             accept_new_host_key=accept_new_host_key,
             name=board.name,
         )
+    from edgecal.device.ssh.device import SshDevice
+
     target, kwargs = board_device_args(board, threads, accept_new_host_key)
     return SshDevice(target, **kwargs)
 
@@ -92,7 +100,8 @@ def open_place(
     """Acquire the labgrid place ``labgrid:NAME`` and connect to its board (SSH) or phone
     (adb): the device gives the place back when closed (:mod:`edgecal.boards.labgrid`).
     ``name``: the device's name (default ``spec``; a boards-file board that is the place)."""
-    from edgecal.boards.labgrid import PlaceDevice, PlacePhone, acquire, farm_settings
+    from edgecal.boards.labgrid import acquire, farm_settings
+    from edgecal.boards.placedevices import PlaceDevice, PlacePhone
 
     lease, board = acquire(spec, farm_settings(boards, labgrid_wait_s))
     if name is not None:

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import io
 import marshal
+import threading
 import zipfile
 from pathlib import Path
 
@@ -54,15 +55,34 @@ def _unchecked_pyc(name: str, source: bytes) -> bytes:
     )
 
 
+#: The zipapps built by this process, by ``(bytecode, the sources' names, sizes and mtimes)``:
+#: the devices of a fleet (and every job's local agent) share one build instead of compiling
+#: and compressing the agent once each (~60 ms with bytecode).
+_BUILT: dict[tuple[bool, tuple[tuple[str, int, int], ...]], bytes] = {}
+_BUILT_LOCK = threading.Lock()
+
+
 def agent_zipapp_bytes(bytecode: bool = False) -> bytes:
     """The zipapp's bytes: a shebang, then a zip of ``__main__.py`` + ``edgecal_agent/*.py``.
 
     ``bytecode``: also ship ``edgecal_agent/*.pyc`` for the Python running this (LocalDevice
-    starts the agent with it); other Pythons ignore them.
+    starts the agent with it); other Pythons ignore them.  Built once per process while the
+    sources stay the same.
     """
-    src = agent_source_dir()
+    sources = sorted(agent_source_dir().glob("*.py"))
+    stats = tuple((p.name, st.st_size, st.st_mtime_ns) for p in sources for st in [p.stat()])
+    key = (bytecode, stats)
+    with _BUILT_LOCK:
+        if key not in _BUILT:
+            for old in [k for k in _BUILT if k[1] != stats]:  # the sources changed (an edit)
+                del _BUILT[old]
+            _BUILT[key] = _zipapp_bytes(sources, bytecode)
+        return _BUILT[key]
+
+
+def _zipapp_bytes(sources: list[Path], bytecode: bool) -> bytes:
     members = [("__main__.py", _ROOT_MAIN.encode("utf-8"))]
-    for p in sorted(src.glob("*.py")):
+    for p in sources:
         data = p.read_bytes()
         members.append((f"edgecal_agent/{p.name}", data))
         if bytecode:

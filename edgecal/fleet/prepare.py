@@ -32,7 +32,7 @@ from edgecal.boards.labgrid import (
 from edgecal.boards.open import is_local, open_device
 from edgecal.device.base import Device
 from edgecal.errors import BoardSetupError, CalibrationError, DeviceError, HostKeyError, UsageError
-from edgecal.fleet.pool import board_pool
+from edgecal.fleet.pool import board_pool, close_all
 
 #: Where notes for the user go (a board left out, a capped thread count).
 Say = Callable[[str], None]
@@ -210,10 +210,11 @@ class Devices:
             if self.is_local_calibration and runtime == "calibration":
                 first = self.all_names[0]
                 n = self.threads_for(runtime, first, threads)
-                yield [
-                    stack.enter_context(self.open_one(first, n))
-                    for _ in range(local_workers(n, self.threads_label.format(n), say))
-                ]
+                local: list[Device] = []
+                stack.callback(close_all, local)
+                for _ in range(local_workers(n, self.threads_label.format(n), say)):
+                    local.append(self.open_one(first, n))
+                yield list(local)
                 return
 
             def one(name: str | None) -> Device:
@@ -221,10 +222,12 @@ class Devices:
 
             with board_pool(len(self.all_names)) as pool:
                 futures = [pool.submit(one, s) for s in self.all_names]
-            devices, failures = [], []
+            devices: list[Device] = []
+            failures: list[DeviceError] = []
+            stack.callback(close_all, devices)
             for name, fut in zip(self.all_names, futures, strict=True):
                 try:
-                    devices.append(stack.enter_context(fut.result()))
+                    devices.append(fut.result())
                 except HostKeyError:
                     raise
                 except DeviceError as e:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from edgecal.boards.labgrid import PlaceBusyError, PlacePhone
+from edgecal.boards.labgrid import PlaceBusyError
 from edgecal.boards.open import open_device
+from edgecal.boards.placedevices import PlacePhone
 from edgecal.cli.main import main
 from edgecal.errors import DeviceError, TransportError
 from edgecal.fleet.prepare import Devices

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecal.boards.labgrid import PlaceBusyError, PlaceDevice
+from edgecal.boards.labgrid import PlaceBusyError
 from edgecal.boards.open import open_device
+from edgecal.boards.placedevices import PlaceDevice
 from edgecal.errors import UsageError
 from edgecal.fleet.prepare import Devices
 from tests.labgrid.farm import Farm

@@ -4,6 +4,7 @@ at the bottom and the command line on top, and a standalone agent."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -204,3 +205,23 @@ def test_agent_imports_only_stdlib_numpy_ncnn(path: Path) -> None:
         assert top in AGENT_ALLOWED or top in sys.stdlib_module_names or top == "__future__", (
             f"{path}: imports {name}"
         )
+
+
+def test_local_runs_import_no_transport() -> None:
+    """The command line and a run on this machine never import what only boards, phones and
+    farms need (paramiko/fabric take ~90 ms of every command's start, asyncio ~20 ms):
+    :mod:`edgecal.boards.open` and :mod:`edgecal.boards.labgrid` import them when a board is
+    opened."""
+    code = (
+        "import sys\n"
+        "import edgecal.cli.main, edgecal.api, edgecal.api.calibrate, edgecal.api.tune\n"
+        "import edgecal.fleet.prepare, edgecal.device.local\n"
+        "from edgecal.fleet.prepare import Devices\n"
+        "Devices.of(None)\n"
+        "print(' '.join(sorted(m for m in ('paramiko', 'fabric', 'invoke', 'asyncio', 'labgrid')"
+        " if m in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.split() == []
