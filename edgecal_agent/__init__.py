@@ -6,8 +6,9 @@ It never imports ``edgecal``; ``edgecal`` imports its wire format from it: the m
 (:mod:`edgecal_agent.shards`).
 """
 
-__version__ = "0.2.4"
+__version__ = "0.3.0"
 
 #: Major protocol version.  Host and agent refuse to talk across different majors; additions
-#: within a major are optional fields (agent 0.2.0: the ``run`` op's ``timed``/``latency_s``).
+#: within a major are optional fields (agent 0.2.0: the ``run`` op's ``timed``/``latency_s``;
+#: 0.3.0: its ``compare``, answered by per-blob sums in ``layers_<k>.npz``).
 PROTOCOL_VERSION = 1

@@ -71,3 +71,13 @@ class NonFiniteActivation(JobError):
 class OutOfMemory(JobError):
     """The job needed more memory than the device could give (a ``MemoryError``): the model or
     its inputs, not the board's state, so it is not retried."""
+
+
+class BlobMismatch(JobError):
+    """A blob compared with the reference model (``run`` with ``compare``) has another shape
+    there: the two models are not the same network (``details``: ``blob``, ``sample`` (the
+    job's index), ``shape`` and ``ref_shape``)."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details

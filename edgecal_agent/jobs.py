@@ -24,6 +24,7 @@ from edgecal_agent.backend import NcnnModel, import_ncnn
 from edgecal_agent.errors import (
     ArtifactMissing,
     BadRequest,
+    BlobMismatch,
     InputCorrupt,
     InputError,
     JobError,
@@ -37,6 +38,7 @@ from edgecal_agent.messages import (
     CaptureParams,
     EqLayerParams,
     InputDesc,
+    ModelFiles,
     ProtocolViolation,
     Request,
     content_digest,
@@ -269,20 +271,31 @@ def _load_model(
     ctx: JobContext, p: CaptureParams | EqLayerParams, runtime: str, threads: int
 ) -> NcnnModel:
     t0 = time.perf_counter()
-    with _model_file(ctx, p.model.param) as fh_param, _model_file(ctx, p.model.bin) as fh_bin:
-        key: tuple[Any, ...] = (fd_state(fh_param), fd_state(fh_bin), runtime, threads)
-        model = _MODEL_CACHE.get(key)
-        if model is None:
-            _MODEL_CACHE.clear()  # drop the old net before loading another
-            # ncnn opens paths: it gets the files already opened (and checked), by descriptor
-            param = fd_path(fh_param.fileno()) or os.path.join(ctx.workdir.path, p.model.param)
-            bin_ = fd_path(fh_bin.fileno()) or os.path.join(ctx.workdir.path, p.model.bin)
-            model = NcnnModel(
-                param, bin_, runtime=runtime, threads=threads, labels=(p.model.param, p.model.bin)
-            )
-            _MODEL_CACHE[key] = model
+    model = _open_model(ctx, p.model, runtime, threads, cache=True)
     model.check_inputs(p.inputs)
     ctx.timing_s["load"] = time.perf_counter() - t0
+    return model
+
+
+def _open_model(
+    ctx: JobContext, files: ModelFiles, runtime: str, threads: int, *, cache: bool
+) -> NcnnModel:
+    """The net of ``files`` (``cache``: the one :data:`_MODEL_CACHE` keeps, loaded only when
+    the files or options changed)."""
+    with _model_file(ctx, files.param) as fh_param, _model_file(ctx, files.bin) as fh_bin:
+        key: tuple[Any, ...] = (fd_state(fh_param), fd_state(fh_bin), runtime, threads)
+        model = _MODEL_CACHE.get(key) if cache else None
+        if model is None:
+            if cache:
+                _MODEL_CACHE.clear()  # drop the old net before loading another
+            # ncnn opens paths: it gets the files already opened (and checked), by descriptor
+            param = fd_path(fh_param.fileno()) or os.path.join(ctx.workdir.path, files.param)
+            bin_ = fd_path(fh_bin.fileno()) or os.path.join(ctx.workdir.path, files.bin)
+            model = NcnnModel(
+                param, bin_, runtime=runtime, threads=threads, labels=(files.param, files.bin)
+            )
+            if cache:
+                _MODEL_CACHE[key] = model
     return model
 
 
@@ -518,10 +531,18 @@ def output_key(i: int, b: int) -> str:
 
 
 def op_run(ctx: JobContext) -> Result:
-    """Outputs of ``blobs`` for every sample, one npz per shard (``outputs_<k>.npz``)."""
+    """Outputs of ``blobs`` for every sample, one npz per shard (``outputs_<k>.npz``); with
+    ``compare``, the per-pair sums against the reference model too (``layers_<k>.npz``)."""
     p: CaptureParams = ctx.request.params
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
+    ref: NcnnModel | None = None
+    if p.compare is not None:
+        ref = _open_model(ctx, p.compare.model, p.runtime, p.threads, cache=False)
+        ref.check_inputs(p.inputs)
+        pair_blobs = [b for b, _ in p.compare.pairs]
+        model.check_blobs(pair_blobs)
+        ref.check_blobs(pair_blobs)
     artifacts: dict[str, Artifact] = {}
     total = 0
     done = 0
@@ -552,13 +573,63 @@ def op_run(ctx: JobContext) -> Result:
                         w.add(output_key(i, b), np.array(mat, dtype=np.float32))
                 done += 1
                 tick(done)
-        total += samples.total
         artifacts.update([ctx.artifact(name)])
+        if ref is not None:  # after the shard's timed forwards, which it must not disturb
+            artifacts.update([_compare(ctx, model, ref, p, samples, k, total)])
+        total += samples.total
     ctx.timing_s["infer"] = time.perf_counter() - t0
     result: dict[str, Any] = {"n_samples": total, "n_shards": len(streams)}
     if p.timed:
         result["latency_s"] = latency
     return result, artifacts
+
+
+def _compare(
+    ctx: JobContext,
+    model: NcnnModel,
+    ref: NcnnModel,
+    p: CaptureParams,
+    samples: SampleStream,
+    k: int,
+    first: int,
+) -> tuple[str, Artifact]:
+    """``layers_<k>.npz``: per sample of shard ``k`` and pair, :func:`stats.pair_sums` of the
+    blob in ``ref`` (the reference) and in ``model`` (``first``: the job's index of the
+    shard's first sample, for messages)."""
+    assert p.compare is not None
+    pairs = p.compare.pairs
+    blobs = [b for b, _ in pairs]
+    sums: np.ndarray = np.empty((samples.total, len(pairs), len(stats.PAIR_SUMS)), dtype=np.float64)
+    for i, sample in samples:
+        where = f"sample {first + i}"
+        refs = [
+            np.array(mat, dtype=np.float32)
+            for _, mat in ref.extract(sample, p.inputs, blobs, where, light_mode=False)
+        ]
+        for b, (name, mat) in enumerate(
+            model.extract(sample, p.inputs, blobs, where, light_mode=False)
+        ):
+            got = np.array(mat, dtype=np.float32)
+            if got.shape != refs[b].shape:
+                raise BlobMismatch(
+                    f"{where}: blob {name!r} is {got.shape} in {model.param} and "
+                    f"{refs[b].shape} in the reference {ref.param}: they are not the same "
+                    "network",
+                    {
+                        "blob": name,
+                        "sample": first + i,
+                        "shape": list(got.shape),
+                        "ref_shape": list(refs[b].shape),
+                    },
+                )
+            sums[i, b] = stats.pair_sums(refs[b], got, pairs[b][1])
+    name = f"layers_{k}.npz"
+    with ctx.writer(name) as w:
+        w.add("schema", np.int64(ARTIFACT_SCHEMA))
+        w.add("names", names_array(blobs))
+        w.add("n_samples", np.int64(samples.total))
+        w.add("sums", sums)
+    return ctx.artifact(name)
 
 
 # -- eq_layer ------------------------------------------------------------------------------------

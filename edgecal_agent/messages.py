@@ -21,6 +21,7 @@ but these protocol lines.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -324,6 +325,41 @@ class _OnShards:
 
 
 @dataclass(frozen=True)
+class CompareParams:
+    """``run`` with ``compare`` (agent >= 0.3.0): besides the outputs, compare each blob of
+    ``pairs`` with the same blob of the reference ``model`` (validate's fp32 model) on every
+    sample, on the device, and answer only the sums (``layers_<k>.npz``), never the blobs.
+
+    ``pairs``: ``(blob, scale)``; ``scale`` (not None): the run's blob holds raw int8 codes
+    (a requantized top) whose values are ``codes / scale`` in float32.
+    """
+
+    model: ModelFiles
+    pairs: tuple[tuple[str, float | None], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "pairs": [[b, s] for b, s in self.pairs]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> CompareParams:
+        pairs = []
+        for i, item in enumerate(_req(d, "pairs", list, where)):
+            at = f"{where}.pairs[{i}]"
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolViolation(f"{at}: must be [blob, scale or null]")
+            blob = _typed(item[0], str, f"{at}[0]")
+            scale = None if item[1] is None else _float(item[1], f"{at}[1]")
+            if scale is not None and not (0.0 < scale < math.inf):
+                raise ProtocolViolation(f"{at}[1]: a scale must be positive and finite")
+            pairs.append((blob, scale))
+        if not pairs:
+            raise ProtocolViolation(f"{where}.pairs: at least one pair is needed")
+        return cls(
+            ModelFiles.from_dict(_req(d, "model", dict, where), f"{where}.model"), tuple(pairs)
+        )
+
+
+@dataclass(frozen=True)
 class CaptureParams(_OnShards):
     """``absmax`` / ``histogram`` / ``run``: run the model over the shards, capture ``blobs``.
 
@@ -338,6 +374,7 @@ class CaptureParams(_OnShards):
     threads: int = 1
     absmax: Mapping[str, float] | None = None
     timed: bool = False
+    compare: CompareParams | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -350,6 +387,8 @@ class CaptureParams(_OnShards):
             d["absmax"] = {k: float(v) for k, v in self.absmax.items()}
         if self.timed:
             d["timed"] = True
+        if self.compare is not None:
+            d["compare"] = self.compare.to_dict()
         return d
 
     @classmethod
@@ -363,6 +402,7 @@ class CaptureParams(_OnShards):
                 _typed(k, str, f"{where}.absmax key"): _float(v, f"{where}.absmax[{k!r}]")
                 for k, v in absmax.items()
             }
+        compare = _opt(d, "compare", dict, where, None)
         return cls(
             **cls._read_shards(d, where, inputs),
             blobs=_str_list(_req(d, "blobs", list, where), f"{where}.blobs"),
@@ -370,6 +410,9 @@ class CaptureParams(_OnShards):
             threads=_threads(d, where),
             absmax=absmax,
             timed=bool(_opt(d, "timed", bool, where, False)),
+            compare=None
+            if compare is None
+            else CompareParams.from_dict(compare, f"{where}.compare"),
         )
 
 

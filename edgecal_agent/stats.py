@@ -343,3 +343,31 @@ class HistogramSet:
     def merge(self, state: list[np.ndarray]) -> None:
         for acc, counts in zip(self.accs, state):
             acc.merge(counts)
+
+
+# -- comparison with a reference model (validate's per-layer figures) ---------------------------
+#: The order of :func:`pair_sums`' four sums.
+PAIR_SUMS = ("ref_ref", "test_test", "ref_test", "err_err")
+
+
+def pair_sums(ref: np.ndarray, test: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """``[sum ref^2, sum t^2, sum ref*t, sum (ref - t)^2]`` in float64 of two blobs of the same
+    shape, ``t`` being ``test`` or, with ``scale``, its raw int8 codes as values
+    (``codes / scale`` in float32, ncnn's dequantization of a requantized top): every
+    per-layer figure of validate (cosine, SQNR) is made of these, so the blobs stay on the
+    device."""
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    t32 = np.asarray(test, dtype=np.float32)
+    if scale is not None:
+        t32 = (t32 / np.float32(scale)).astype(np.float32)
+    t = t32.astype(np.float64).ravel()
+    d = r - t
+    return np.array([dot(r, r), dot(t, t), dot(r, t), dot(d, d)], dtype=np.float64)
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` of two 1-D float64 arrays by numpy's pairwise summation
+    (``np.add.reduce``), never BLAS: the same bits on every machine and in the native agent,
+    and no BLAS thread pool spinning against ncnn's threads in the agent (which made every
+    ``extract`` of the next forward 100x slower)."""
+    return float(np.add.reduce(a * b))

@@ -373,6 +373,43 @@ def run_shard_timed(
     )
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A ``run`` compared on the device with a reference model (agent >= 0.3.0): its files
+    and, per blob, the scale of the run's raw int8 codes (``None``: float values).  The agent
+    answers :data:`~edgecal_agent.stats.PAIR_SUMS` per sample and blob, never the blobs."""
+
+    param: Path
+    bin: Path
+    pairs: Sequence[tuple[str, float | None]]
+
+
+def run_shard_compared(
+    device: Device, work: Workload, compare: Comparison, *, timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+) -> tuple[list[dict[str, np.ndarray]], list[float], np.ndarray]:
+    """:func:`run_shard_timed` of ``work`` (one shard), and per sample and pair of
+    ``compare`` the four sums ``(samples, pairs, 4)`` float64 against the reference."""
+    params = _run_params(device, work)
+    param, bin_ = device.push_many([Path(compare.param), Path(compare.bin)])
+    params["timed"] = True
+    params["compare"] = {
+        "model": {"param": param, "bin": bin_},
+        "pairs": [[b, None if s is None else float(s)] for b, s in compare.pairs],
+    }
+    job = device.run_job("run", params, timeout_s=timeout_s)
+    outs, secs = _timed_outputs(device, job, work)
+    blobs = [b for b, _ in compare.pairs]
+    with _artifact(device, job, "layers_0.npz") as npz:
+        _blob_names(device, npz, blobs)
+        sums = np.asarray(npz["sums"], dtype=np.float64)
+    if sums.shape != (len(outs), len(blobs), 4):
+        raise ProtocolError(
+            f"{device.name}: the agent's per-blob sums have shape {sums.shape}, expected "
+            f"{(len(outs), len(blobs), 4)}"
+        )
+    return outs, secs, sums
+
+
 def collect_shard_timed(
     device: Device, job_id: str, work: Workload
 ) -> tuple[list[dict[str, np.ndarray]], list[float]] | None:

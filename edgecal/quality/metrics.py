@@ -22,10 +22,21 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     b64 = np.asarray(b, dtype=np.float64).ravel()
     if a64.shape != b64.shape:
         raise ValueError(f"cosine of arrays of {a64.size} and {b64.size} values")
-    na, nb = float(np.sqrt(a64 @ a64)), float(np.sqrt(b64 @ b64))
+    return cosine_from_sums(_dot(a64, b64), _dot(a64, a64), _dot(b64, b64))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` (1-D float64) by numpy's pairwise summation, not BLAS: the sums the
+    agents answer for a compared blob (``edgecal_agent.stats.pair_sums``), bit for bit."""
+    return float(np.add.reduce(a * b))
+
+
+def cosine_from_sums(dot: float, aa: float, bb: float) -> float:
+    """:func:`cosine` from ``a @ b``, ``a @ a`` and ``b @ b`` (float64 sums)."""
+    na, nb = math.sqrt(aa), math.sqrt(bb)
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float(np.clip((a64 @ b64) / na / nb, -1.0, 1.0))
+    return float(np.clip(dot / na / nb, -1.0, 1.0))
 
 
 def sqnr_from_energies(signal: float, noise: float) -> float:
@@ -44,20 +55,13 @@ def energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     if r.shape != t.shape:
         raise ValueError(f"SQNR of arrays of {r.size} and {t.size} values")
     d = r - t
-    return float(r @ r), float(d @ d)
+    return _dot(r, r), _dot(d, d)
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio of ``test`` against ``ref``:
     ``10*log10(sum ref^2 / sum (ref - test)^2)`` dB."""
     return sqnr_from_energies(*energies(ref, test))
-
-
-def dequantize(codes: np.ndarray, top_scale: float) -> np.ndarray:
-    """Real values of raw int8 codes extracted from ncnn (spec 4.5): ``codes / top_scale``."""
-    if not top_scale > 0.0 or not math.isfinite(top_scale):
-        raise ValueError(f"top scale must be positive and finite, got {top_scale}")
-    return (np.asarray(codes, dtype=np.float32) / np.float32(top_scale)).astype(np.float32)
 
 
 def agreement(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> float:
@@ -99,6 +103,15 @@ class PairStats:
         self.noise += n
         self.cosines.append(cosine(ref, test))
         self.sqnrs.append(sqnr_from_energies(s, n))
+
+    def add_sums(self, ref_ref: float, test_test: float, ref_test: float, err_err: float) -> None:
+        """:meth:`add` of an image from its four float64 sums (``sum ref^2``, ``sum test^2``,
+        ``sum ref*test``, ``sum (ref - test)^2``: what the agent answers for a compared
+        blob, ``edgecal_agent.stats.pair_sums``)."""
+        self.signal += ref_ref
+        self.noise += err_err
+        self.cosines.append(cosine_from_sums(ref_test, ref_ref, test_test))
+        self.sqnrs.append(sqnr_from_energies(ref_ref, err_err))
 
     cosine_mean = _Summary("cosines", np.mean)
     cosine_min = _Summary("cosines", np.min)

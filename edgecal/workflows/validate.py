@@ -2,8 +2,10 @@
 cosine/SQNR, latency.
 
 The figures and the records are pure, in ``edgecal.quality``; :func:`validate` runs both models
-through the agent shard by shard (fp32 then int8 on the same shard), so memory holds one shard's
-blobs.
+through the agent shard by shard (fp32 then int8 on the same shard, each timed alone).  Only the
+outputs come back: the agent compares every quantized layer's top with the fp32 model's on the
+device and answers four sums per image and layer (``run`` with ``compare``), so neither the link
+nor the host's memory carries the activations.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import numpy as np
 
 from edgecal.device import capture
 from edgecal.device.base import Device
-from edgecal.errors import CalibrationError, ModelFormatError
+from edgecal.errors import AgentError, CalibrationError, ModelFormatError
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
 from edgecal.quality.latency import latency_of
-from edgecal.quality.metrics import PairStats, accuracy, agreement, dequantize
+from edgecal.quality.metrics import PairStats, accuracy, agreement
 from edgecal.quality.taskmetrics import Metric, Outputs
 from edgecal.quality.validation import (
     LayerFigures,
+    QuantLayer,
     ValidationResult,
     check_same_network,
     quantized_layers,
@@ -64,12 +67,18 @@ def validate(
     check_same_network(fp32.param, int8.param, str(fp32.param_path), str(int8.param_path))
     output = fp32.output_blobs[0]
     qlayers = quantized_layers(int8.param, int8.weights, str(int8.bin_path))
-    tops = [q.top for q in qlayers if q.top != output]
-    blobs = [output, *tops]
     metric = reference.metric
+    # every output with a metric, the first still first (the one timed)
     outputs = fp32.output_blobs if metric is not None else [output]
-    if metric is not None:  # every output, the first still first (the one timed)
-        blobs = [*outputs, *(t for t in tops if t not in outputs)]
+    # the layers' tops are compared on the device: only their sums come back
+    compare = capture.Comparison(
+        fp32.param_path,
+        fp32.bin_path,
+        [
+            (q.top, q.top_scale if q.requantized and q.top_scale is not None else None)
+            for q in qlayers
+        ],
+    )
     task: tuple[list[Outputs], list[Outputs]] = ([], [])
     out_stats = PairStats()
     layer_stats = {q.name: PairStats() for q in qlayers}
@@ -82,15 +91,19 @@ def validate(
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
         shards = capture.write_shards(iter(source), source.specs, Path(tmp), SHARD_SIZE)
         works = [
-            capture.Workload.of(m, source.specs, blobs, runtime, threads) for m in (fp32, int8)
+            capture.Workload.of(m, source.specs, outputs, runtime, threads) for m in (fp32, int8)
         ]
         for shard in shards:
-            runs = []
-            for k, work in enumerate(works):
-                outs, secs = capture.run_shard_timed(device, work.on(shard))
-                runs.append(outs)
-                lat[k].extend(secs)
-            for a, b in zip(runs[0], runs[1], strict=True):
+            ref_outs, secs = capture.run_shard_timed(device, works[0].on(shard))
+            lat[0].extend(secs)
+            try:
+                outs, secs, sums = capture.run_shard_compared(device, works[1].on(shard), compare)
+            except AgentError as e:
+                if e.kind == "BlobMismatch":
+                    raise _mismatch(e, qlayers, source.sample_names(), done) from None
+                raise
+            lat[1].extend(secs)
+            for s, (a, b) in enumerate(zip(ref_outs, outs, strict=True)):
                 if a[output].shape != b[output].shape:
                     raise ModelFormatError(
                         f"output {output} of sample {done} is {a[output].shape} in fp32 and "
@@ -113,16 +126,8 @@ def validate(
                 int8_out.append(b[output].ravel())
                 preds[0].append(int(np.argmax(a[output])))
                 preds[1].append(int(np.argmax(b[output])))
-                for q in qlayers:
-                    ref, got = a[q.top], b[q.top]
-                    if ref.shape != got.shape:
-                        raise ModelFormatError(
-                            f"blob {q.top} of layer {q.name} is {got.shape} in int8 and "
-                            f"{ref.shape} in fp32: the int8 model does not match"
-                        )
-                    if q.requantized and q.top_scale is not None:
-                        got = dequantize(got, q.top_scale)
-                    layer_stats[q.name].add(ref, got)
+                for j, q in enumerate(qlayers):
+                    layer_stats[q.name].add_sums(*(float(x) for x in sums[s, j]))
                 done += 1
                 tick(done, n)
     top1_a = top1_b = None
@@ -162,6 +167,29 @@ def validate(
         device={"name": device.name},
         int8_outputs=_rows(int8_out) if int8_out else None,
         metric=metric(task[0], task[1], reference.metric_labels) if metric and done else None,
+    )
+
+
+def _mismatch(
+    e: AgentError, qlayers: Sequence[QuantLayer], names: Sequence[str], first: int
+) -> ModelFormatError:
+    """The agent's ``BlobMismatch`` as the error naming the layer and the sample."""
+    blob = str(e.details.get("blob", ""))
+    layer = next((q for q in qlayers if q.top == blob), None)
+    sample = e.details.get("sample")
+    at = first + sample if isinstance(sample, int) else -1
+
+    def shape(key: str) -> tuple[object, ...]:
+        value = e.details.get(key)
+        return tuple(value) if isinstance(value, list) else ()
+
+    return ModelFormatError(
+        f"blob {blob}"
+        + (f" of layer {layer.name}" if layer is not None else "")
+        + f" is {shape('shape')} in int8 and {shape('ref_shape')} in fp32"
+        + (f" on sample {names[at]}" if 0 <= at < len(names) else "")
+        + ": the int8 model does not match the fp32 model",
+        hint="make the int8 model from this fp32 model (edgecal quantize)",
     )
 
 

@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ncnn
@@ -25,19 +26,24 @@ from refcases import (
 from edgecal.calib.eq import pick_pruned
 from edgecal.device.base import Device
 from edgecal.device.capture import (
+    Comparison,
     Workload,
     absmax_request,
     eq_search_layer,
     run_outputs,
+    run_shard_compared,
     write_shards,
 )
 from edgecal.device.probe import native_target
 from edgecal.device.ssh.device import SshDevice
 from edgecal.errors import AgentCrash, AgentError, DeviceError
 from edgecal.fleet.scheduler import JOB_ERRORS, _board_fault
+from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import InputSpec
+from edgecal.quality.validation import quantized_layers
 from edgecal_agent import PROTOCOL_VERSION
 from edgecal_agent.messages import EQ_PRUNE_SLACK
+from edgecal_agent.stats import PAIR_SUMS, pair_sums
 
 
 def is_board(device: Device) -> bool:
@@ -449,6 +455,62 @@ def test_an_int8_model_s_blobs_come_back_as_their_values_in_the_deployed_runtime
             a, b = got[blob].ravel().astype(np.float64), want[blob].ravel().astype(np.float64)
             cosine = a @ b / np.sqrt((a @ a) * (b @ b))
             assert np.all(np.isfinite(a)) and cosine > 0.99, (blob, cosine)
+
+
+def test_run_compare_answers_the_sums_of_the_blobs_it_keeps(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]]
+) -> None:
+    """``run`` with ``compare`` (validate's per-layer figures): the agent compares the int8
+    digits model's quantized tops with the fp32 model's on the device and answers, per sample
+    and top, the four sums of the blobs themselves -- requantized tops (int8 codes) at their
+    scale -- bit for bit what the host computes from the blobs a plain run sends; the blobs
+    themselves never come back.  Deployed runtime: int8 blobs between layers on ARM."""
+    case = cases["digits"]
+    shards = case_shards["digits"][:1]
+    int8_files = (REFERENCE / "digits" / "int8_kl.param", REFERENCE / "digits" / "int8_kl.bin")
+    int8_model = load_model(*int8_files)
+    qlayers = quantized_layers(int8_model.param, int8_model.weights, str(int8_files[1]))
+    pairs = [(q.top, q.top_scale if q.requantized else None) for q in qlayers]
+    assert any(s is not None for _, s in pairs) and any(s is None for _, s in pairs)
+    int8 = Workload(*int8_files, case.specs, shards, ["out0"], runtime="deployed")
+    fp32 = Workload(case.param, case.bin, case.specs, shards, ["out0"], runtime="deployed")
+    outs, secs, sums = run_shard_compared(device, int8, Comparison(case.param, case.bin, pairs))
+    tops = [b for b, _ in pairs]
+    got = list(run_outputs(device, replace(int8, blobs=tops)))
+    want = list(run_outputs(device, replace(fp32, blobs=tops)))
+    assert len(outs) == len(secs) == len(got) == sums.shape[0] > 0
+    assert sums.shape == (len(got), len(pairs), len(PAIR_SUMS))
+    for s, (g, w) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_array_equal(outs[s]["out0"], g["out0"])
+        for j, (blob, scale) in enumerate(pairs):
+            np.testing.assert_array_equal(sums[s, j], pair_sums(w[blob], g[blob], scale))
+
+
+def test_run_compare_refuses_a_reference_of_another_shape(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """A reference whose blob has another shape (another network): an error naming the blob,
+    its two shapes and the sample, never figures."""
+    case = cases["digits"]
+    models = []
+    for name, kernel in (("half", 2), ("same", 1)):  # blob "p": (1, 16, 16) and (1, 32, 32)
+        param = tmp_path / f"{name}.param"
+        param.write_text(
+            f"7767517\n2 2\nInput in0 0 1 in0\nPooling pool 1 1 in0 p 0=0 1={kernel} 2={kernel}\n"
+        )
+        (tmp_path / f"{name}.bin").write_bytes(b"")
+        models.append((param, tmp_path / f"{name}.bin"))
+    run = Workload(*models[0], case.specs, case_shards["digits"][:1], ["p"])
+    with pytest.raises(AgentError) as err:
+        run_shard_compared(device, run, Comparison(*models[1], [("p", None)]))
+    assert err.value.kind == "BlobMismatch", err.value
+    assert "blob 'p' is (1, 16, 16) in" in err.value.message, err.value.message
+    assert err.value.details == {
+        "blob": "p",
+        "sample": 0,
+        "shape": [1, 16, 16],
+        "ref_shape": [1, 32, 32],
+    }
 
 
 # -- eq_layer ------------------------------------------------------------------------------------

@@ -255,6 +255,7 @@ def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
     )
 
 
+_M = {"param": "r.param", "bin": "r.bin"}
 BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "runtime": ("absmax", {"runtime": "turbo"}),
     "threads": ("absmax", {"threads": 0}),
@@ -273,6 +274,12 @@ BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "eq-max": ("eq_layer", {"bottom": "a", "top": "b", "max_samples": 51}),
     "eq-top": ("eq_layer", {"bottom": "a"}),
     "missing-model": ("absmax", {"model": {"param": "nope.param", "bin": "nope.bin"}}),
+    "compare-scale": ("run", {"compare": {"model": _M, "pairs": [["a", 0]]}}),
+    "compare-pair": ("run", {"compare": {"model": _M, "pairs": [["a"]]}}),
+    "compare-blob": ("run", {"compare": {"model": _M, "pairs": [[1, None]]}}),
+    "compare-none": ("run", {"compare": {"model": _M, "pairs": []}}),
+    "compare-model": ("run", {"compare": {"pairs": [["a", None]]}}),
+    "compare-type": ("run", {"compare": [["a", None]]}),
 }
 
 

@@ -1,4 +1,5 @@
-"""The pure figures of ``edgecal validate``: cosine, SQNR, dequantization, agreement, layers."""
+"""The pure figures of ``edgecal validate``: cosine, SQNR, the agent's per-blob sums (and
+their dequantization of int8 codes), agreement, layers."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from edgecal.quality.metrics import (
     accuracy,
     agreement,
     cosine,
-    dequantize,
     sqnr_db,
     sqnr_from_energies,
 )
 from edgecal.quality.validation import check_same_network, quantized_layers
+from edgecal_agent.messages import CompareParams, ProtocolViolation
+from edgecal_agent.stats import PAIR_SUMS, pair_sums
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "digits"
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
@@ -62,22 +64,49 @@ def test_sqnr_of_proportional_error(x: np.ndarray, eps: float) -> None:
     assert sqnr_db(ref, ref * (1.0 + eps)) == pytest.approx(-20 * math.log10(eps), abs=1e-6)
 
 
+def _dequantized(codes: np.ndarray, scale: float) -> np.ndarray:
+    """The int8 top's values: ``codes / scale`` in float32 (spec 4.5)."""
+    return (codes.astype(np.float32) / np.float32(scale)).astype(np.float32)
+
+
 @given(
     arrays(np.float32, st.integers(1, 64), elements=st.floats(-50, 50, width=32)),
     st.floats(0.05, 500.0),
 )
-def test_dequantize_inverts_ncnn_requantize(x: np.ndarray, scale: float) -> None:
+def test_pair_sums_dequantize_int8_codes(x: np.ndarray, scale: float) -> None:
+    """A requantized top's codes compared at its scale are its values ``codes / scale``:
+    within half a step of what ncnn quantized, and the sums those of the dequantized array."""
     codes = np.clip(np.round(x * np.float32(scale)), -127, 127).astype(np.float32)
-    back = dequantize(codes, scale)
+    back = _dequantized(codes, scale)
     inside = np.abs(x * scale) <= 126.5
     assert np.all(np.abs(back - x)[inside] <= 0.5 / scale + 1e-4 * np.abs(x[inside]) + 1e-6)
-    assert back.dtype == np.float32
+    assert np.array_equal(pair_sums(x, codes, scale), pair_sums(x, back))
+
+
+@given(vectors, vectors)
+def test_pair_sums_give_the_figures_of_the_blobs(a: np.ndarray, b: np.ndarray) -> None:
+    """The four sums the agent answers for a compared blob give, bit for bit, the cosine and
+    SQNR the host computed from the blobs themselves."""
+    n = min(a.size, b.size)
+    a, b = a[:n], b[:n]
+    whole, from_sums = PairStats(), PairStats()
+    whole.add(a, b)
+    sums = pair_sums(a, b)
+    assert len(sums) == len(PAIR_SUMS)
+    from_sums.add_sums(*(float(x) for x in sums))
+    assert from_sums.cosines == whole.cosines
+    assert np.array_equal(from_sums.sqnrs, whole.sqnrs, equal_nan=True)  # inf and NaN alike
+    assert (from_sums.signal, from_sums.noise) == (whole.signal, whole.noise)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
-def test_dequantize_rejects_bad_scales(bad: float) -> None:
-    with pytest.raises(ValueError):
-        dequantize(np.ones(2), bad)
+def test_compare_refuses_bad_scales(bad: float) -> None:
+    d = {"model": {"param": "m.param", "bin": "m.bin"}, "pairs": [["conv1", bad]]}
+    with pytest.raises(ProtocolViolation, match="positive and finite"):
+        CompareParams.from_dict(d, "params.compare")
+    d["pairs"] = []
+    with pytest.raises(ProtocolViolation, match="at least one pair"):
+        CompareParams.from_dict(d, "params.compare")
 
 
 def test_agreement_and_accuracy() -> None:

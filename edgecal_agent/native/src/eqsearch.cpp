@@ -11,6 +11,7 @@
 #include <net.h>
 
 #include "errors.h"
+#include "stats.h"
 #include "messages.h"
 #include "pyfmt.h"
 
@@ -19,29 +20,6 @@ namespace edgecal {
 namespace {
 
 const double NaN = std::numeric_limits<double>::quiet_NaN();
-
-// numpy's pairwise summation of n contiguous float64 values (np.add.reduce of one row).
-double pairwise_sum(const double* a, size_t n) {
-    if (n < 8) {
-        double res = 0.0;
-        for (size_t i = 0; i < n; ++i) res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        for (int k = 0; k < 8; ++k) r[k] = a[k];
-        size_t i = 8;
-        for (; i < n - (n % 8); i += 8) {
-            for (int k = 0; k < 8; ++k) r[k] += a[i + size_t(k)];
-        }
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; ++i) res += a[i];
-        return res;
-    }
-    size_t n2 = n / 2;
-    n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
 
 // Sequential float64 sum (acc = x[0]; acc += x[i]).
 double seq_sum(const double* x, size_t n, size_t stride = 1) {

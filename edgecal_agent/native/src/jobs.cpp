@@ -151,6 +151,16 @@ std::string fd_path(int fd) {
     return "";
 }
 
+// The net of files, opened (and checked) here and handed to ncnn by descriptor path.
+std::unique_ptr<NcnnModel> open_model(JobContext& ctx, const ModelFiles& files, Fd& fparam,
+                                      Fd& fbin, const std::string& runtime, int threads) {
+    std::string param = fd_path(fparam.get());
+    std::string bin = fd_path(fbin.get());
+    if (param.empty()) param = ctx.workdir.path() + "/" + files.param;
+    if (bin.empty()) bin = ctx.workdir.path() + "/" + files.bin;
+    return std::make_unique<NcnnModel>(param, bin, runtime, threads, files.param, files.bin);
+}
+
 NcnnModel& load_model(JobContext& ctx, const ShardParams& p, const std::string& runtime,
                       int threads) {
     const double t0 = now_s();
@@ -161,17 +171,20 @@ NcnnModel& load_model(JobContext& ctx, const ShardParams& p, const std::string& 
     if (!cache.model || cache.key != key) {
         cache.model.reset();  // drop the old net before loading another
         cache.key.clear();
-        std::string param = fd_path(fparam.get());
-        std::string bin = fd_path(fbin.get());
-        if (param.empty()) param = ctx.workdir.path() + "/" + p.model.param;
-        if (bin.empty()) bin = ctx.workdir.path() + "/" + p.model.bin;
-        cache.model = std::make_unique<NcnnModel>(param, bin, runtime, threads, p.model.param,
-                                                  p.model.bin);
+        cache.model = open_model(ctx, p.model, fparam, fbin, runtime, threads);
         cache.key = key;
     }
     cache.model->check_inputs(p.inputs);
     ctx.timing_s["load"] = now_s() - t0;
     return *cache.model;
+}
+
+// A net that is not cached (run's reference model: the cached one is the run's own).
+std::unique_ptr<NcnnModel> load_other_model(JobContext& ctx, const ModelFiles& files,
+                                            const std::string& runtime, int threads) {
+    Fd fparam = model_file(ctx, files.param);
+    Fd fbin = model_file(ctx, files.bin);
+    return open_model(ctx, files, fparam, fbin, runtime, threads);
 }
 
 std::string sample_where(int64_t i) { return "sample " + std::to_string(i); }
@@ -552,10 +565,69 @@ void add_mat(NpzWriter& w, const std::string& key, const ncnn::Mat& m) {
     write_f32(w, key, values, shape);
 }
 
+// layers_<k>.npz of run's compare: per sample of the shard and pair, stats' pair_sums of the
+// blob in ref (the reference) and in model (first: the job's index of the shard's first sample).
+std::pair<std::string, json> compare_shard(JobContext& ctx, NcnnModel& model, NcnnModel& ref,
+                                           const CaptureParams& p, SampleStream& samples,
+                                           size_t k, int64_t first) {
+    const CompareParams& c = *p.compare;
+    std::vector<std::string> blobs;
+    for (const auto& pr : c.pairs) blobs.push_back(pr.first);
+    std::vector<double> sums;
+    sums.reserve(size_t(samples.total) * blobs.size() * 4);
+    std::vector<double> scratch;
+    samples.for_each([&](int64_t, int64_t i, size_t, const Sample& sample) {
+        const std::string where = sample_where(first + i);
+        const auto refs = ref.extract(sample, p.inputs, blobs, where, false);
+        std::vector<std::pair<std::vector<int64_t>, std::vector<float>>> ref_arrays;
+        for (const auto& m : refs) ref_arrays.push_back(mat_to_array(m));
+        const auto mats = model.extract(sample, p.inputs, blobs, where, false);
+        for (size_t b = 0; b < blobs.size(); ++b) {
+            const auto got = mat_to_array(mats[b]);
+            const auto& want = ref_arrays[b];
+            if (got.first != want.first) {
+                throw JobError("BlobMismatch",
+                               where + ": blob " + py_repr(blobs[b]) + " is " +
+                                   py_shape(got.first) + " in " + model.param_label + " and " +
+                                   py_shape(want.first) + " in the reference " +
+                                   ref.param_label + ": they are not the same network",
+                               json{{"blob", blobs[b]},
+                                    {"sample", first + i},
+                                    {"shape", got.first},
+                                    {"ref_shape", want.first}});
+            }
+            double out[4];
+            pair_sums(want.second.data(), got.second.data(), got.second.size(), c.pairs[b].second,
+                      out, scratch);
+            sums.insert(sums.end(), out, out + 4);
+        }
+    });
+    const std::string name = "layers_" + std::to_string(k) + ".npz";
+    {
+        NpzWriter w(ctx.job_fd, name);
+        w.add_i64("schema", ARTIFACT_SCHEMA);
+        w.add_names("names", blobs);
+        w.add_i64("n_samples", samples.total);
+        w.add("sums", "<f8", {samples.total, int64_t(blobs.size()), 4}, sums.data(),
+              sums.size() * 8);
+        w.close();
+    }
+    return ctx.artifact(name);
+}
+
 OpResult op_run(JobContext& ctx) {
     const CaptureParams& p = ctx.request.capture;
     NcnnModel& model = load_model(ctx, p, p.runtime, int(p.threads));
     model.check_blobs(p.blobs);
+    std::unique_ptr<NcnnModel> ref;
+    if (p.compare) {
+        ref = load_other_model(ctx, p.compare->model, p.runtime, int(p.threads));
+        ref->check_inputs(p.inputs);
+        std::vector<std::string> pair_blobs;
+        for (const auto& pr : p.compare->pairs) pair_blobs.push_back(pr.first);
+        model.check_blobs(pair_blobs);
+        ref->check_blobs(pair_blobs);
+    }
     std::vector<std::unique_ptr<SampleStream>> streams;
     int64_t grand = 0;
     for (const auto& s : p.shards) {
@@ -596,9 +668,13 @@ OpResult op_run(JobContext& ctx) {
             });
             w.close();
         }
-        total += streams[k]->total;
         auto art = ctx.artifact(name);
         r.artifacts[art.first] = art.second;
+        if (ref) {  // after the shard's timed forwards, which it must not disturb
+            auto layers = compare_shard(ctx, model, *ref, p, *streams[k], k, total);
+            r.artifacts[layers.first] = layers.second;
+        }
+        total += streams[k]->total;
     }
     ctx.timing_s["infer"] = now_s() - t0;
     r.result = {{"n_samples", total}, {"n_shards", streams.size()}};

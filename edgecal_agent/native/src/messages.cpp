@@ -161,6 +161,30 @@ void read_shards(const json& d, const std::string& where, const json& inputs, Sh
     }
 }
 
+CompareParams compare_params(const json& d, const std::string& where) {
+    CompareParams c;
+    const json& pairs = req(d, "pairs", LIST, where);
+    for (size_t i = 0; i < pairs.size(); ++i) {
+        const std::string at = where + ".pairs[" + std::to_string(i) + "]";
+        const json& item = pairs[i];
+        if (!item.is_array() || item.size() != 2) {
+            throw ProtocolViolation(at + ": must be [blob, scale or null]");
+        }
+        const std::string blob = typed(item[0], STR, at + "[0]").get<std::string>();
+        double scale = 0.0;
+        if (!item[1].is_null()) {
+            scale = to_float(item[1], at + "[1]");
+            if (!(scale > 0.0 && std::isfinite(scale))) {
+                throw ProtocolViolation(at + "[1]: a scale must be positive and finite");
+            }
+        }
+        c.pairs.emplace_back(blob, scale);
+    }
+    if (c.pairs.empty()) throw ProtocolViolation(where + ".pairs: at least one pair is needed");
+    c.model = model_files(req(d, "model", DICT, where), where + ".model");
+    return c;
+}
+
 CaptureParams capture_params(const json& d, const std::string& where) {
     CaptureParams p;
     const json& inputs = req(d, "inputs", LIST, where);
@@ -184,6 +208,7 @@ CaptureParams capture_params(const json& d, const std::string& where) {
         throw ProtocolViolation(where + ".threads: must be >= 1, got " + std::to_string(p.threads));
     }
     if (const json* t = opt(d, "timed", BOOL, where)) p.timed = t->get<bool>();
+    if (const json* c = opt(d, "compare", DICT, where)) p.compare = compare_params(*c, where + ".compare");
     return p;
 }
 

@@ -67,12 +67,20 @@ struct ShardParams {
     std::vector<std::string> shards;
 };
 
+// run's compare (agent >= 0.3.0): the reference model and, per blob, the scale of the run's
+// raw int8 codes (0: float values).
+struct CompareParams {
+    ModelFiles model;
+    std::vector<std::pair<std::string, double>> pairs;
+};
+
 struct CaptureParams : ShardParams {
     std::vector<std::string> blobs;
     std::string runtime = "calibration";
     int64_t threads = 1;
     std::optional<std::map<std::string, double>> absmax;
     bool timed = false;
+    std::optional<CompareParams> compare;
 };
 
 struct EqLayerParams : ShardParams {

@@ -100,4 +100,10 @@ std::string py_str_list(const std::vector<std::string>& items) {
     return "[" + join(r, ", ") + "]";
 }
 
+std::string py_shape(const std::vector<int64_t>& shape) {
+    std::vector<std::string> items;
+    for (int64_t v : shape) items.push_back(std::to_string(v));
+    return "(" + join(items, ", ") + (shape.size() == 1 ? ",)" : ")");
+}
+
 }  // namespace edgecal

@@ -274,4 +274,48 @@ std::vector<uint64_t> HistogramAccumulator::counts() const {
     return c;
 }
 
+double pairwise_sum(const double* a, size_t n) {
+    if (n < 8) {
+        double res = 0.0;
+        for (size_t i = 0; i < n; ++i) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int k = 0; k < 8; ++k) r[k] = a[k];
+        size_t i = 8;
+        for (; i < n - (n % 8); i += 8) {
+            for (int k = 0; k < 8; ++k) r[k] += a[i + size_t(k)];
+        }
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; ++i) res += a[i];
+        return res;
+    }
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+void pair_sums(const float* ref, const float* test, size_t n, double scale, double out[4],
+               std::vector<double>& scratch) {
+    scratch.resize(3 * n);
+    double* r = scratch.data();
+    double* t = r + n;
+    double* prod = t + n;
+    const float s = float(scale);
+    for (size_t i = 0; i < n; ++i) {
+        r[i] = double(ref[i]);
+        t[i] = scale > 0.0 ? double(test[i] / s) : double(test[i]);
+    }
+    const auto sum_of = [&](const double* a, const double* b) {
+        for (size_t i = 0; i < n; ++i) prod[i] = a[i] * b[i];
+        return 0.0 + pairwise_sum(prod, n);
+    };
+    out[0] = sum_of(r, r);
+    out[1] = sum_of(t, t);
+    out[2] = sum_of(r, t);
+    for (size_t i = 0; i < n; ++i) t[i] = r[i] - t[i];  // the difference, in place
+    out[3] = sum_of(t, t);
+}
+
 }  // namespace edgecal

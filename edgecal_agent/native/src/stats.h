@@ -48,4 +48,15 @@ private:
     uint64_t pending_ = 0;  // elements counted in lanes_ since the last flush
 };
 
+// numpy's pairwise summation of n contiguous float64 values (what np.add.reduce of one
+// contiguous row adds up after its identity, 0.0: callers add that themselves).
+double pairwise_sum(const double* a, size_t n);
+
+// stats.pair_sums: [sum ref^2, sum t^2, sum ref*t, sum (ref - t)^2] in float64 of n values,
+// t the test values or, with scale > 0, the raw int8 codes as float32(code / scale); each
+// sum as np.add.reduce of the float64 products (0.0 + pairwise_sum), bit for bit.
+// scratch: reused between calls.
+void pair_sums(const float* ref, const float* test, size_t n, double scale, double out[4],
+               std::vector<double>& scratch);
+
 }  // namespace edgecal
