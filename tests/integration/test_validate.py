@@ -285,6 +285,65 @@ def test_outputs_of_different_shapes_are_refused(
     )
 
 
+def test_a_layer_of_another_shape_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same graph with a quantized classifier of 5 outputs: the device's comparison of
+    the layers finds it first, and the error names the layer, both shapes and the image."""
+    import copy
+
+    from edgecal.calib.table import parse_table
+    from edgecal.int8.convert import quantize_model
+    from edgecal.ncnnfmt.modelbin import WeightRecord
+    from edgecal.ncnnfmt.param import int_value
+
+    fp32 = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    pf = copy.deepcopy(fp32.param)
+    fc = next(layer for layer in pf.layers if layer.name == "linear_7")
+    fc.set_param(0, int_value(5))
+    fc.set_param(2, int_value(2560))
+    weights = dict(fp32.weights)
+    w, b = weights["linear_7"]["weight"], weights["linear_7"]["bias"]
+    weights["linear_7"] = {
+        "weight": WeightRecord("weight", w.storage, w.values[:2560]),
+        "bias": WeightRecord("bias", b.storage, b.values[:5]),
+    }
+    full = parse_table((DIGITS / "kl.table").read_text())
+    table = full.without(["linear_7"])
+    table.set("linear_7_param_0", [100.0] * 5)  # 5 output channels
+    table.set("linear_7", full.records["linear_7"])
+    text, data, _ = quantize_model(pf, weights, table)
+    (tmp_path / "i.param").write_text(text)
+    (tmp_path / "i.bin").write_bytes(data)
+    first = read_list(DIGITS / "images")[0]
+    _fails(
+        [
+            *D_MODEL,
+            str(tmp_path / "i.param"),
+            str(tmp_path / "i.bin"),
+            "--images",
+            str(DIGITS / "images"),
+            *D_PRE,
+        ],
+        capsys,
+        f"of layer linear_7 is (5,) in int8 and (10,) in fp32 on sample {first}",
+        tmp_path / "b.json",
+    )
+
+
+def test_an_int8_model_without_int8_layers_has_no_layer_figures() -> None:
+    """Every layer kept in fp32 (a tune that gave them all up): nothing to compare on the
+    device, the outputs' figures still there."""
+    fp32 = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    spec = InputSpec(blob="in0", kind="image", pixel="GRAY", mean=(0.0,), norm=(0.00392157,))
+    source = make_sample_source([spec], [read_list(DIGITS / "images")])
+    with LocalDevice() as device:
+        ref = validate_mod.Reference(device, fp32, source, threads=1)
+        got = validate_mod.validate(ref, fp32)
+    assert got.layers == [] and got.agreement == 1.0
+    assert got.cosine_min == pytest.approx(1.0, abs=1e-12)
+
+
 def test_labels_beyond_the_class_count_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
