@@ -244,52 +244,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
     )
 
 
+@pytest.mark.parametrize("fc_int8", [False, True], ids=["fc-fp32", "fc-int8"])
 def test_outputs_of_different_shapes_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fc_int8: bool
 ) -> None:
-    """An "int8 model" of the same graph whose classifier has 5 outputs instead of 10."""
-    import copy
-
-    from edgecal.calib.table import parse_table
-    from edgecal.int8.convert import quantize_model
-    from edgecal.ncnnfmt.modelbin import WeightRecord
-    from edgecal.ncnnfmt.param import int_value
-
-    fp32 = load_model(DIGITS / "model.param", DIGITS / "model.bin")
-    pf = copy.deepcopy(fp32.param)
-    fc = next(layer for layer in pf.layers if layer.name == "linear_7")
-    fc.set_param(0, int_value(5))
-    fc.set_param(2, int_value(2560))
-    weights = dict(fp32.weights)
-    w, b = weights["linear_7"]["weight"], weights["linear_7"]["bias"]
-    weights["linear_7"] = {
-        "weight": WeightRecord("weight", w.storage, w.values[:2560]),
-        "bias": WeightRecord("bias", b.storage, b.values[:5]),
-    }
-    table = parse_table((DIGITS / "kl.table").read_text()).without(["linear_7"])
-    text, data, _ = quantize_model(pf, weights, table, keep_fp32=["linear_7"])
-    (tmp_path / "i.param").write_text(text)
-    (tmp_path / "i.bin").write_bytes(data)
-    _fails(
-        [
-            *D_MODEL,
-            str(tmp_path / "i.param"),
-            str(tmp_path / "i.bin"),
-            "--images",
-            str(DIGITS / "images"),
-            *D_PRE,
-        ],
-        capsys,
-        "in fp32 and (5,) in int8",
-        tmp_path / "b.json",
-    )
-
-
-def test_a_layer_of_another_shape_is_refused_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The same graph with a quantized classifier of 5 outputs: the device's comparison of
-    the layers finds it first, and the error names the layer, both shapes and the image."""
+    """An "int8 model" of the same graph whose classifier has 5 outputs instead of 10.  Kept
+    in fp32, its output differs; quantized, the device's comparison of the layers finds it
+    first, and the error names the layer, both shapes and the image."""
     import copy
 
     from edgecal.calib.table import parse_table
@@ -310,12 +271,16 @@ def test_a_layer_of_another_shape_is_refused_naming_it(
     }
     full = parse_table((DIGITS / "kl.table").read_text())
     table = full.without(["linear_7"])
-    table.set("linear_7_param_0", [100.0] * 5)  # 5 output channels
-    table.set("linear_7", full.records["linear_7"])
-    text, data, _ = quantize_model(pf, weights, table)
+    if fc_int8:
+        table.set("linear_7_param_0", [100.0] * 5)  # 5 output channels
+        table.set("linear_7", full.records["linear_7"])
+        expected = "of layer linear_7 is (5,) in int8 and (10,) in fp32 on sample "
+        expected += str(read_list(DIGITS / "images")[0])
+    else:
+        expected = "in fp32 and (5,) in int8"
+    text, data, _ = quantize_model(pf, weights, table, keep_fp32=[] if fc_int8 else ["linear_7"])
     (tmp_path / "i.param").write_text(text)
     (tmp_path / "i.bin").write_bytes(data)
-    first = read_list(DIGITS / "images")[0]
     _fails(
         [
             *D_MODEL,
@@ -326,7 +291,7 @@ def test_a_layer_of_another_shape_is_refused_naming_it(
             *D_PRE,
         ],
         capsys,
-        f"of layer linear_7 is (5,) in int8 and (10,) in fp32 on sample {first}",
+        expected,
         tmp_path / "b.json",
     )
 
