@@ -366,7 +366,8 @@ class CaptureParams(_OnShards):
     ``absmax`` (histogram only) gives the fixed range of every blob, from the absmax pass.
     ``timed`` (run only, agent >= 0.2.0): also time, per sample, a fresh extractor computing
     only ``blobs[0]`` (the result's ``latency_s``); an older agent ignores it and answers no
-    ``latency_s``, which the host reports.
+    ``latency_s``, which the host reports.  ``compare`` (run only, agent >= 0.3.0):
+    :class:`CompareParams`.
     """
 
     blobs: tuple[str, ...]

@@ -32,7 +32,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cosine_from_sums(dot: float, aa: float, bb: float) -> float:
-    """:func:`cosine` from ``a @ b``, ``a @ a`` and ``b @ b`` (float64 sums)."""
+    """:func:`cosine` from the float64 sums ``sum(a*b)``, ``sum(a*a)`` and ``sum(b*b)``."""
     na, nb = math.sqrt(aa), math.sqrt(bb)
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
