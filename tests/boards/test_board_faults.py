@@ -579,18 +579,22 @@ def test_link_cut_for_good_two_boards(
     rng, k, d, when = moment_params("cut", round_, (0, 4), 0.8)
     how = rng.choice(CUTS)
     out, run_dir = tmp_path / "t.table", tmp_path / "run"
+    jobs = rig.workdir(LINK) / "jobs"
+
+    def cut_for_good() -> None:
+        """Hold the board on the job seen running (:func:`frozen_on_a_job`), cut ``d`` s
+        later: CI once saw the delay outlast the board's last job, and no fault happened."""
+        pids = frozen_on_a_job(rig, LINK, jobs, m)
+        if pids is None:
+            return
+        try:
+            time.sleep(d)
+            rig.emuboard("cut", LINK, how)
+        finally:
+            _signal_all(pids, signal.SIGCONT)
+
     try:
-        with at_moment(
-            Moment(
-                run_dir,
-                rig.workdir(LINK) / "jobs",
-                k,
-                d,
-                lambda: rig.emuboard("cut", LINK, how),
-                again=True,
-                ops=FIRST,
-            )
-        ) as m:
+        with at_moment(Moment(run_dir, jobs, k, 0.0, cut_for_good, ops=FIRST)) as m:
             code, summary, err, took = run_cli(
                 capsys,
                 calibrate_args(
