@@ -697,8 +697,8 @@ def test_agent_peak_rss_does_not_grow_with_images(fresh_device, tmp_path: Path) 
     # under qemu 100 images take 1-1.5 min: 24 there (holding 20 more would still add ~140 MB)
     for n in (4, 24 if is_board(fresh_device()) else 100):
         # shards of 4 images both times: a shard's pixels are read as one block, so 50-image
-        # shards put ~24 MB more on the peak of the SSH kind's agent (+24.2 to +24.8 MB here
-        # and in CI; +2.7 MB with 4) -- not growth with the number of images
+        # shards put ~24 MiB more on the peak of the SSH kind's agent (23.8 MiB here, 24.2 in
+        # CI; 2.7 MiB with 4-image shards) -- not growth with the number of images
         shards = write_shards(((big,) for _ in range(n)), [spec], tmp_path / str(n), shard_size=4)
         dev = fresh_device()
         job = dev.run_job(
