@@ -207,6 +207,25 @@ def test_agent_imports_only_stdlib_numpy_ncnn(path: Path) -> None:
         )
 
 
+#: numpy calls that may run on BLAS: in the agent, BLAS's thread pool spins against ncnn's
+#: OpenMP threads and made every ``extract`` after it ~100x slower (validate's comparison, 2
+#: cores); the agent sums with ``np.add.reduce`` (``edgecal_agent.stats.dot``).
+BLAS_CALLS = {"dot", "vdot", "inner", "matmul", "einsum", "tensordot", "linalg"}
+
+
+@pytest.mark.parametrize("path", py_files("edgecal_agent"), ids=str)
+def test_agent_never_calls_blas(path: Path) -> None:
+    for node in ast.walk(ast.parse(path.read_text())):
+        assert not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult)), (
+            f"{path}:{node.lineno}: the @ operator runs on BLAS"
+        )
+        if isinstance(node, ast.Attribute) and node.attr in BLAS_CALLS:
+            value = node.value
+            assert not (isinstance(value, ast.Name) and value.id in ("np", "numpy")), (
+                f"{path}:{node.lineno}: np.{node.attr} may run on BLAS"
+            )
+
+
 def test_local_runs_import_no_transport() -> None:
     """The command line and a run on this machine never import what only boards, phones and
     farms need (paramiko/fabric take ~90 ms of every command's start, asyncio ~20 ms):
