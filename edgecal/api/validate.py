@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,16 +304,23 @@ def validate(
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
         int8_model = _int8_model(loaded, int8, table_s, fp32_paths[0], int8_paths[0], Path(tmp))
 
+        stop = threading.Event()
+
         def one(name: str | None) -> ValidationResult:
             n = devs.threads_for(runtime, name, threads)
             with devs.open_one(name, n) as device:
                 ref = Reference(device, loaded, source, label_list, runtime, n, task, task_labels)
-                res = validate_on(ref, int8_model, progress=progress)
+                res = validate_on(ref, int8_model, progress=_stopping(progress, stop))
                 res.device = device_facts(device, devs.board(name))
             return res
 
         with board_pool(len(names)) as pool:
-            results = list(pool.map(one, names))
+            futures = [pool.submit(one, name) for name in names]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:  # Ctrl-C, or a board failed: the others stop at their next image
+                stop.set()
+                raise
         sens = None
         if sensitivity:
             sens = _sensitivity(
@@ -365,6 +373,25 @@ def _write(v: Validation, command: Sequence[str]) -> None:
             [(VALIDATION, doc)]  # all or nothing
             + ([(SENSITIVITY, v.sensitivity)] if v.sensitivity is not None else [])
         )
+
+
+def _stopping(progress: ProgressFactory | None, stop: threading.Event) -> ProgressFactory:
+    """``progress``, whose ticks raise ``KeyboardInterrupt`` once ``stop`` is set: a board's
+    validation (in a pool thread) then stops at its next image instead of running to the end
+    while the interrupted command waits for it."""
+
+    def factory(label: str, total: int) -> Callable[[int, int], None]:
+        tick = progress(label, total) if progress is not None else None
+
+        def checked(done: int, n: int) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            if tick is not None:
+                tick(done, n)
+
+        return checked
+
+    return factory
 
 
 def _int8_model(

@@ -332,3 +332,39 @@ def test_labels_beyond_the_class_count_are_refused(
         "has only 10 classes",
         tmp_path / "b.json",
     )
+
+
+def test_ctrl_c_stops_validate_at_the_next_image(tmp_path: Path) -> None:
+    """Ctrl-C halfway: the board's validation (a pool thread) stops at its next image instead
+    of running to the end while the command waits (it did: 8.4 s after the signal, all 1500
+    images validated); nothing is written."""
+    import signal
+    import subprocess
+    import sys
+
+    images = read_list(DIGITS / "images")
+    lst = tmp_path / "many.txt"
+    lst.write_text("".join(f"{p}\n" for p in images * 60))  # 2400 images
+    n = len(images) * 60
+    argv = [sys.executable, "-m", "edgecal", "validate", *D_MODEL, "--table"]
+    argv += [str(DIGITS / "kl.table"), "--images", str(lst), *D_PRE, "--threads", "1"]
+    argv += ["--save-baseline", str(tmp_path / "b.json")]
+    proc = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # the first progress line: images are being validated
+        lines.append(line)
+        if "edgecal: validate " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    assert proc.wait() == 130, lines
+    assert lines[-1].strip() == "edgecal: interrupted", lines
+    assert not any(f"validate {n}/{n}" in x for x in lines), lines
+    assert not (tmp_path / "b.json").exists()
