@@ -192,12 +192,11 @@ def bench_tune(repeats: int = 1, n_sample: int = 60) -> None:
             )
             print(f"tune / (calibrate + validate), {name}: {ratio:.2f} (target <= 5.0)")
         bench_tune_agents(repeats, tmp)
+        bench_incremental(repeats, tmp)
 
 
-def bench_tune_agents(repeats: int, tmp: Path, n: int = 300) -> None:
-    """tune in the calibration runtime on 1 and on 2 local agents (``--threads 2``: each
-    variant's images spread over both), the PP-OCR-like model on ``n`` images (no labels:
-    top-1 agreement), alternated, medians; and whether both chose the same."""
+def _ppocr_inputs(n: int) -> tuple[list[str], list[str]]:
+    """The PP-OCR-like model's files and ``n`` images' input arguments."""
     sys.path.insert(0, str(ROOT / "bench"))
     import ppocr_like
     from run import PPOCR_SPEC, bench_cache
@@ -216,13 +215,61 @@ def bench_tune_agents(repeats: int, tmp: Path, n: int = 300) -> None:
         "--pixel",
         s.pixel,
     ]
+    return [str(param), str(bin_)], inputs
+
+
+def bench_incremental(repeats: int, tmp: Path, n: int = 100) -> None:
+    """Scoring variants with work proportional to what changed: ``edgecal validate
+    --sensitivity`` (each of the 54 layers in fp32, and alone in int8: 108 variants) on the
+    PP-OCR-like model, ``n`` images, this machine, one thread, with ``Scorer.score_many``
+    computing only what each variant changes and with whole forwards, alternated, medians;
+    and whether the two rankings are identical."""
+    from edgecal.workflows.scoring import Scorer
+
+    model, inputs = _ppocr_inputs(n)
+    table = tmp / "incremental.table"
+    _quiet(["-q", "calibrate", *model, *inputs, "--threads", "1", "--out", str(table)])
+    times: dict[bool, list[float]] = {True: [], False: []}
+    docs: dict[bool, str] = {}
+    try:
+        for i in range(repeats):
+            for incremental, into in times.items():
+                Scorer.incremental = incremental
+                run = tmp / f"incremental-{incremental}-{i}"
+                argv = ["-q", "validate", *model, "--table", str(table), *inputs]
+                t0 = time.perf_counter()
+                _quiet([*argv, "--threads", "1", "--sensitivity", "--run-dir", str(run)])
+                into.append(time.perf_counter() - t0)
+                sens = json.loads((run / "sensitivity.json").read_text())
+                docs[incremental] = json.dumps(
+                    [
+                        (x["layer"], x["keep_fp32"]["cosine_mean"], x["only_int8"]["cosine_mean"])
+                        for x in sens["layers"]
+                    ]
+                )
+    finally:
+        Scorer.incremental = True
+    inc, whole = statistics.median(times[True]), statistics.median(times[False])
+    same = "identical" if docs[True] == docs[False] else "DIFFERENT"
+    print(
+        f"validate --sensitivity, PP-OCR-like model, {n} images (108 variants), only what "
+        f"changed {inc:.1f} s vs whole forwards {whole:.1f} s: {inc / whole:.2f} "
+        f"(no target; rankings {same})"
+    )
+
+
+def bench_tune_agents(repeats: int, tmp: Path, n: int = 300) -> None:
+    """tune in the calibration runtime on 1 and on 2 local agents (``--threads 2``: each
+    variant's images spread over both), the PP-OCR-like model on ``n`` images (no labels:
+    top-1 agreement), alternated, medians; and whether both chose the same."""
+    model, inputs = _ppocr_inputs(n)
     times: dict[str, list[float]] = {"1": [], "2": []}
     docs: list[dict] = []  # type: ignore[type-arg]
     for i in range(repeats):
         for agents, into in times.items():
             options = ("--runtime", "calibration", "--threads", agents)
             out = tmp / f"tune-ppocr-{agents}-{i}"
-            secs, doc = _tune([str(param), str(bin_)], inputs, [], out, options)
+            secs, doc = _tune(model, inputs, [], out, options)
             into.append(secs)
             docs.append(doc)
     same = len({json.dumps(d["layer_methods"], sort_keys=True) for d in docs}) == 1

@@ -6,9 +6,10 @@ It never imports ``edgecal``; ``edgecal`` imports its wire format from it: the m
 (:mod:`edgecal_agent.shards`).
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: Major protocol version.  Host and agent refuse to talk across different majors; additions
 #: within a major are optional fields (agent 0.2.0: the ``run`` op's ``timed``/``latency_s``;
-#: 0.3.0: its ``compare``, answered by per-blob sums in ``layers_<k>.npz``).
+#: 0.3.0: its ``compare``, answered by per-blob sums in ``layers_<k>.npz``; 0.4.0: its
+#: ``variants``, several variants of the model fed from its unchanged blobs).
 PROTOCOL_VERSION = 1

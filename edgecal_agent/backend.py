@@ -269,6 +269,46 @@ class NcnnModel:
             del ex
             del mats
 
+    @contextlib.contextmanager
+    def kept(
+        self, sample: Sequence[np.ndarray], inputs: Sequence[InputDesc], where: str = "sample"
+    ) -> Iterator[Any]:
+        """An extractor fed one sample that keeps every blob it computes (not light mode), for
+        :meth:`raw_blob`."""
+        with self._fed(sample, inputs, where, light_mode=False) as ex:
+            yield ex
+
+    def raw_blob(self, ex: Any, name: str, where: str = "sample") -> Any:
+        """Blob ``name`` of extractor ``ex`` as ncnn holds it (``extract`` type 1: its packing,
+        its fp16/bf16 storage, its int8 codes), shared with ``ex``, for :meth:`extract_fed`."""
+        out = self.ncnn.Mat()
+        ret = ex.extract(name, out, 1)
+        if ret != 0:
+            raise self.extract_error(where, name, ret)
+        return out
+
+    def extract_fed(
+        self, fed: Sequence[tuple[str, Any]], blobs: Sequence[str], where: str = "sample"
+    ) -> Iterator[tuple[str, Any]]:
+        """A fresh light-mode extractor given the Mats ``fed`` (blob name, Mat: e.g. another
+        net's :meth:`raw_blob`) instead of the sample; yield ``(blob, Mat)`` for each of
+        ``blobs`` (fp32, elempack 1).  ncnn computes only the layers between the fed blobs and
+        ``blobs``; a layer working in place copies a fed blob first (it is shared)."""
+        ex = self.net.create_extractor()
+        try:
+            ex.set_light_mode(True)
+            ex.set_blob_allocator(self.blob_allocator)
+            ex.set_workspace_allocator(self.workspace_allocator)
+            for name, mat in fed:
+                ex.input(name, mat)
+            for name in blobs:
+                ret, out = ex.extract(name)
+                if ret != 0:
+                    raise self.extract_error(where, name, ret)
+                yield name, out
+        finally:
+            del ex
+
     def time_extract(
         self,
         sample: Sequence[np.ndarray],

@@ -536,6 +536,8 @@ def op_run(ctx: JobContext) -> Result:
     p: CaptureParams = ctx.request.params
     model = _load_model(ctx, p, p.runtime, p.threads)
     model.check_blobs(p.blobs)
+    if p.variants is not None:
+        return _run_variants(ctx, p, model)
     ref: NcnnModel | None = None
     if p.compare is not None:
         ref = _open_model(ctx, p.compare.model, p.runtime, p.threads, cache=False)
@@ -580,6 +582,67 @@ def op_run(ctx: JobContext) -> Result:
     ctx.timing_s["infer"] = time.perf_counter() - t0
     result: dict[str, Any] = {"n_samples": total, "n_shards": len(streams)}
     if p.timed:
+        result["latency_s"] = latency
+    return result, artifacts
+
+
+def variant_key(j: int, i: int, b: int) -> str:
+    """Member of variant ``j``, sample ``i`` (within its shard), blob ``b`` in the output file
+    of a ``run`` with ``variants``."""
+    return f"v{j}_s{i:06d}_b{b}"
+
+
+def _run_variants(ctx: JobContext, p: CaptureParams, base: NcnnModel) -> Result:
+    """``run`` with ``variants`` (:class:`~edgecal_agent.messages.VariantsParams`): per sample
+    the base model once, every blob kept; each variant from the base's ``feed`` blobs."""
+    assert p.variants is not None
+    runs = p.variants.models
+    t0 = time.perf_counter()
+    nets: list[NcnnModel] = []
+    for v in runs:
+        net = _open_model(ctx, v.model, p.runtime, p.threads, cache=False)
+        base.check_blobs(v.feed)
+        net.check_blobs([*v.feed, *p.blobs])
+        net.check_inputs(p.inputs)
+        nets.append(net)
+    ctx.timing_s["load"] = ctx.timing_s.get("load", 0.0) + time.perf_counter() - t0
+    timed = p.variants.timed_samples
+    latency: list[list[float]] = [[] for _ in runs]
+    artifacts: dict[str, Artifact] = {}
+    streams = [SampleStream(ctx, [s], p.inputs) for s in p.shards]
+    tick = _Throttle(ctx.progress, sum(s.total for s in streams))
+    done = 0
+    t0 = time.perf_counter()
+    for k, samples in enumerate(streams):
+        name = f"outputs_{k}.npz"
+        with ctx.writer(name) as w:
+            w.add("schema", np.int64(ARTIFACT_SCHEMA))
+            w.add("names", names_array(p.blobs))
+            w.add("n_samples", np.int64(samples.total))
+            w.add("n_variants", np.int64(len(runs)))
+            for i, sample in samples:
+                where = f"sample {done}"
+                if done < timed:  # whole forwards, before the base's blobs take the memory
+                    for j, net in enumerate(nets):
+                        secs, _ = net.time_extract(sample, p.inputs, p.blobs[0], where)
+                        latency[j].append(secs)
+                with base.kept(sample, p.inputs, where) as ex:
+                    raw: dict[str, Any] = {}
+                    for j, (v, net) in enumerate(zip(runs, nets)):
+                        fed = []
+                        for blob in v.feed:
+                            if blob not in raw:
+                                raw[blob] = base.raw_blob(ex, blob, where)
+                            fed.append((blob, raw[blob]))
+                        for b, (_, mat) in enumerate(net.extract_fed(fed, p.blobs, where)):
+                            w.add(variant_key(j, i, b), np.array(mat, dtype=np.float32))
+                    del raw
+                done += 1
+                tick(done)
+        artifacts.update([ctx.artifact(name)])
+    ctx.timing_s["infer"] = time.perf_counter() - t0
+    result: dict[str, Any] = {"n_samples": done, "n_shards": len(streams)}
+    if timed:
         result["latency_s"] = latency
     return result, artifacts
 

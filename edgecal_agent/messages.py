@@ -359,6 +359,76 @@ class CompareParams:
         )
 
 
+#: A ``run`` with ``variants`` names at most this many of them (each is a net loaded at once).
+MAX_VARIANTS = 32
+#: ... and times each variant's whole forward on at most this many of its first samples.
+MAX_TIMED_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """One variant of a ``run`` with ``variants``: its files and the blobs it is fed from the
+    base model (``feed``: every blob the variant's changed layers and what follows them read
+    from the unchanged part, and each output the variant does not change)."""
+
+    model: ModelFiles
+    feed: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "feed": list(self.feed)}
+
+
+@dataclass(frozen=True)
+class VariantsParams:
+    """``run`` with ``variants`` (agent >= 0.4.0): score several variants of the job's model
+    (the *base*), computing per sample only what each variant changes.
+
+    Per sample the agent runs the base model once (every blob kept), then for each variant a
+    fresh extractor of the variant's net is given the base's ``feed`` blobs as ncnn holds them
+    (raw: packing, storage and int8 codes as they are) and computes the run's ``blobs`` from
+    them: the variant's changed layers and what follows, nothing before.  The answer is each
+    variant's outputs (``outputs_<k>.npz``, members ``v<j>_s<i>_b<b>``), the same values a
+    whole forward of the variant gives, and, for each of the job's first ``timed_samples``
+    samples, the seconds of a whole forward of each variant (``latency_s``: one list per
+    variant), timed as the ``timed`` run times its model.
+    """
+
+    models: tuple[VariantRun, ...]
+    timed_samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": [v.to_dict() for v in self.models],
+            "timed_samples": self.timed_samples,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> VariantsParams:
+        models = []
+        for i, item in enumerate(_req(d, "models", list, where)):
+            at = f"{where}.models[{i}]"
+            if not isinstance(item, dict):
+                raise ProtocolViolation(f"{at}: must be an object {{model, feed}}")
+            feed = _str_list(_req(item, "feed", list, at), f"{at}.feed")
+            if not feed:
+                raise ProtocolViolation(f"{at}.feed: at least one blob is needed")
+            if len(set(feed)) != len(feed):
+                raise ProtocolViolation(f"{at}.feed: a blob is named twice")
+            models.append(
+                VariantRun(ModelFiles.from_dict(_req(item, "model", dict, at), f"{at}.model"), feed)
+            )
+        if not 1 <= len(models) <= MAX_VARIANTS:
+            raise ProtocolViolation(
+                f"{where}.models: 1 to {MAX_VARIANTS} variants, got {len(models)}"
+            )
+        timed = _opt(d, "timed_samples", int, where, 0)
+        if not 0 <= timed <= MAX_TIMED_SAMPLES:
+            raise ProtocolViolation(
+                f"{where}.timed_samples: must be in [0, {MAX_TIMED_SAMPLES}], got {timed}"
+            )
+        return cls(tuple(models), timed)
+
+
 @dataclass(frozen=True)
 class CaptureParams(_OnShards):
     """``absmax`` / ``histogram`` / ``run``: run the model over the shards, capture ``blobs``.
@@ -367,7 +437,8 @@ class CaptureParams(_OnShards):
     ``timed`` (run only, agent >= 0.2.0): also time, per sample, a fresh extractor computing
     only ``blobs[0]`` (the result's ``latency_s``); an older agent ignores it and answers no
     ``latency_s``, which the host reports.  ``compare`` (run only, agent >= 0.3.0):
-    :class:`CompareParams`.
+    :class:`CompareParams`.  ``variants`` (run only, agent >= 0.4.0, neither ``timed`` nor
+    ``compare`` beside it): :class:`VariantsParams`.
     """
 
     blobs: tuple[str, ...]
@@ -376,6 +447,7 @@ class CaptureParams(_OnShards):
     absmax: Mapping[str, float] | None = None
     timed: bool = False
     compare: CompareParams | None = None
+    variants: VariantsParams | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -390,6 +462,8 @@ class CaptureParams(_OnShards):
             d["timed"] = True
         if self.compare is not None:
             d["compare"] = self.compare.to_dict()
+        if self.variants is not None:
+            d["variants"] = self.variants.to_dict()
         return d
 
     @classmethod
@@ -404,16 +478,30 @@ class CaptureParams(_OnShards):
                 for k, v in absmax.items()
             }
         compare = _opt(d, "compare", dict, where, None)
+        variants = _opt(d, "variants", dict, where, None)
+        timed = bool(_opt(d, "timed", bool, where, False))
+        if variants is not None and (timed or compare is not None):
+            raise ProtocolViolation(
+                f"{where}.variants: a run with variants is neither timed nor compared "
+                "(its timed_samples time the variants)"
+            )
+        shards = cls._read_shards(d, where, inputs)
+        blobs = _str_list(_req(d, "blobs", list, where), f"{where}.blobs")
+        if variants is not None and not blobs:
+            raise ProtocolViolation(f"{where}.blobs: a run with variants needs at least one blob")
         return cls(
-            **cls._read_shards(d, where, inputs),
-            blobs=_str_list(_req(d, "blobs", list, where), f"{where}.blobs"),
+            **shards,
+            blobs=blobs,
             runtime=_runtime(d, where),
             threads=_threads(d, where),
             absmax=absmax,
-            timed=bool(_opt(d, "timed", bool, where, False)),
+            timed=timed,
             compare=None
             if compare is None
             else CompareParams.from_dict(compare, f"{where}.compare"),
+            variants=None
+            if variants is None
+            else VariantsParams.from_dict(variants, f"{where}.variants"),
         )
 
 

@@ -416,6 +416,12 @@ def tune(
         host_bytes = scorer.bytes_written + (
             ranking.sub.bytes_written if ranking and ranking.sub else 0
         )
+        scorers = [scorer, *([ranking.sub] if ranking and ranking.sub else [])]
+        incremental = {
+            "variants": sum(x.incremental_evaluations for x in scorers),
+            "layers_run": sum(x.layers_recomputed for x in scorers),
+            "layers_whole": sum(x.layers_whole for x in scorers),
+        }
     latency = {"int8": latency_doc(int8_secs), "fp32": latency_doc(fp32_secs)}
     slower = slower_warning(latency_of(int8_secs), latency_of(fp32_secs))
     ranked_on = (
@@ -447,6 +453,7 @@ def tune(
         ranking=ranked_on,
         metric_figures=figures if task is not None else None,
         devices=scoring_devices,
+        incremental=incremental,
     )
     validation = Validation(
         ValidationDoc(

@@ -410,6 +410,73 @@ def run_shard_compared(
     return outs, secs, sums
 
 
+@dataclass(frozen=True)
+class FedVariant:
+    """A variant of a ``run``'s model (agent >= 0.4.0): its files and the blobs of the run's
+    model it is fed (:func:`edgecal.int8.delta.delta`'s ``feed``)."""
+
+    param: Path
+    bin: Path
+    feed: Sequence[str]
+
+
+def run_shard_variants(
+    device: Device,
+    work: Workload,
+    variants: Sequence[FedVariant],
+    timed_samples: int,
+    *,
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+    job_id: str | None = None,
+) -> list[tuple[list[dict[str, np.ndarray]], list[float]]]:
+    """One ``run`` job of ``work`` (one shard; its model is the *base*) with ``variants``: per
+    variant, per sample ``blob -> float32 array`` of the variant, computed on the device from
+    the base's ``feed`` blobs; and the seconds of a whole forward of the variant on each of
+    the shard's first ``timed_samples`` samples."""
+    params = _run_params(device, work)
+    files = device.push_many([Path(f) for v in variants for f in (v.param, v.bin)])
+    params["variants"] = {
+        "models": [
+            {"model": {"param": files[2 * j], "bin": files[2 * j + 1]}, "feed": list(v.feed)}
+            for j, v in enumerate(variants)
+        ],
+        "timed_samples": timed_samples,
+    }
+    job = device.run_job("run", params, timeout_s=timeout_s, job_id=job_id)
+    with _artifact(device, job, "outputs_0.npz") as npz:
+        _blob_names(device, npz, work.blobs)
+        n = int(npz["n_samples"])
+        got = int(npz["n_variants"]) if "n_variants" in npz else None
+        if got != len(variants):
+            raise ProtocolError(
+                f"{device.name}: the agent answered {got} variants for "
+                f"{len(variants)}; it predates agent 0.4.0",
+                hint="let edgecal re-deploy the agent to the device",
+            )
+        outs = [
+            [
+                {
+                    b: np.asarray(npz[f"v{j}_s{i:06d}_b{k}"], dtype=np.float32)
+                    for k, b in enumerate(work.blobs)
+                }
+                for i in range(n)
+            ]
+            for j in range(len(variants))
+        ]
+    latency = job.result.get("latency_s", [])
+    want = min(timed_samples, n)
+    if (
+        not isinstance(latency, list)
+        or len(latency) != len(variants)
+        or any(not isinstance(x, list) or len(x) != want for x in latency)
+    ):
+        raise ProtocolError(
+            f"{device.name}: the agent did not time {want} samples of each of "
+            f"{len(variants)} variants"
+        )
+    return [(o, [float(x) for x in secs]) for o, secs in zip(outs, latency, strict=True)]
+
+
 def collect_shard_timed(
     device: Device, job_id: str, work: Workload
 ) -> tuple[list[dict[str, np.ndarray]], list[float]] | None:

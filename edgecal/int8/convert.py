@@ -331,15 +331,30 @@ def _write_layer(layer: Layer, recs: LayerWeights, ncnn_compat: bool) -> bytes:
     return b"".join(chunks)
 
 
-def quantize_model(
+@dataclass(frozen=True)
+class QuantizedModel:
+    """A converted model: its layers, its ``.param`` text, each layer's bytes of its ``.bin``
+    (in layer order: the file is their concatenation) and the report."""
+
+    param: ParamFile
+    param_text: str
+    chunks: list[bytes]
+    report: ConversionReport
+
+    @property
+    def bin_bytes(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def quantize_layers(
     pf: ParamFile,
     weights: dict[str, LayerWeights],
     table: CalibrationTable | None,
     keep_fp32: Sequence[str] = (),
     *,
     ncnn_compat: bool = False,
-) -> tuple[str, bytes, ConversionReport]:
-    """Convert like ``ncnn2int8``; returns the new ``.param`` text, ``.bin`` bytes and a report.
+) -> QuantizedModel:
+    """Convert like ``ncnn2int8``.
 
     ``ncnn_compat``: reproduce ncnn2int8's numeric quirks too (module docstring).  This is the
     one switch for them; checks that refuse a table upstream would accept belong next to
@@ -405,8 +420,22 @@ def quantize_model(
 
     out_layers = [modelwriter_params(layer) for layer in layers]
     blob_count = len({b for layer in out_layers for b in (*layer.bottoms, *layer.tops)})
-    param_text = render_param(ParamFile(out_layers, blob_count))
-    bin_bytes = b"".join(
+    pf_out = ParamFile(out_layers, blob_count)
+    chunks = [
         _write_layer(layer, st.weights.get(layer.name, {}), ncnn_compat) for layer in out_layers
-    )
-    return param_text, bin_bytes, st.report
+    ]
+    return QuantizedModel(pf_out, render_param(pf_out), chunks, st.report)
+
+
+def quantize_model(
+    pf: ParamFile,
+    weights: dict[str, LayerWeights],
+    table: CalibrationTable | None,
+    keep_fp32: Sequence[str] = (),
+    *,
+    ncnn_compat: bool = False,
+) -> tuple[str, bytes, ConversionReport]:
+    """Convert like ``ncnn2int8`` (:func:`quantize_layers`); returns the new ``.param`` text,
+    ``.bin`` bytes and a report."""
+    q = quantize_layers(pf, weights, table, keep_fp32, ncnn_compat=ncnn_compat)
+    return q.param_text, q.bin_bytes, q.report

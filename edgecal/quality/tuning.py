@@ -58,6 +58,16 @@ from edgecal.quality.taskmetrics import Metric, MetricError, MetricFigures, Outp
 Alternative = Callable[[str, str], dict[str, np.ndarray] | None]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """An int8 variant of the tuned model: ``table`` with ``keep_fp32`` in float (``what``: its
+    name in progress lines)."""
+
+    table: CalibrationTable | None
+    keep_fp32: tuple[str, ...] = ()
+    what: str = "int8 variant"
+
+
 class VariantScorer(Protocol):
     def score(
         self,
@@ -65,6 +75,11 @@ class VariantScorer(Protocol):
         keep_fp32: Sequence[str] = (),
         what: str = "int8 variant",
     ) -> Score: ...
+
+    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+        """The ``score`` of each of ``variants``, each a small change of ``base`` (a scorer
+        may compute only what changed)."""
+        ...
 
 
 #: The objective, as tune.json and the report state it.
@@ -146,6 +161,9 @@ class TuneDoc:
     #: with several devices: what each did of the scoring (``board``, ``shards``,
     #: ``samples``, ``retried``, ``reassigned``, ``collected``, ``seconds``, ``lost``)
     devices: tuple[dict[str, Any], ...] | None = None
+    #: the variants scored computing only what they change (``variants``), the layers they ran
+    #: (``layers_run``) and those their whole forwards would have run (``layers_whole``)
+    incremental: dict[str, int] | None = None
 
     @classmethod
     def of(
@@ -202,6 +220,7 @@ class TuneDoc:
             if self.metric_figures is None
             else {k: v.to_dict() for k, v in self.metric_figures.items()},
             "devices": None if self.devices is None else [dict(d) for d in self.devices],
+            "incremental": self.incremental,
         }
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -246,6 +265,9 @@ class TuneDoc:
             metric_figures=_figures(top.opt_obj("metric_figures")),
             devices=tuple(o.d for o in top.objs("devices"))
             if top.d.get("devices") is not None
+            else None,
+            incremental={k: top.obj("incremental").integer(k) for k in top.obj("incremental").d}
+            if top.d.get("incremental") is not None
             else None,
         )
 
@@ -372,7 +394,7 @@ def tune(
         why = out_of_budget()
         if why is not None:
             return result(False, why)
-        trials: list[tuple[str, CalibrationTable, Score]] = []
+        tries: list[tuple[str, CalibrationTable]] = []
         seen: list[dict[str, np.ndarray]] = []
         for m in config.methods:
             if m == methods[layer]:
@@ -383,8 +405,16 @@ def tune(
             if any(records.keys() == r.keys() and _same_records(records, r) for r in seen):
                 continue  # another name for the same scales
             seen.append(records)
-            trial = with_records(table, layer, records)
-            s = rank_by.score(trial, fp32, what=f"{layer} with {m}")
+            tries.append((m, with_records(table, layer, records)))
+        if not tries:
+            continue
+        # every candidate of the layer at once: each changes only this layer of the model
+        scored = rank_by.score_many(
+            [Variant(t, tuple(fp32), f"{layer} with {m}") for m, t in tries],
+            Variant(table, tuple(fp32), "the current model"),
+        )
+        trials: list[tuple[str, CalibrationTable, Score]] = []
+        for (m, trial), s in zip(tries, scored, strict=True):
             say(
                 f"{layer} with {m}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}"
                 + (" (ranking images)" if rank_scorer is not None else "")
@@ -392,10 +422,6 @@ def tune(
             if rank_scorer is None:
                 steps.append(TuneStep("method", layer, m, s, False))
             trials.append((m, trial, s))
-            if out_of_budget() is not None:
-                break
-        if not trials:
-            continue
         m, trial, s = trials[0]
         for t in trials[1:]:
             if t[2].better_than(s):

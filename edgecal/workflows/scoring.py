@@ -34,9 +34,10 @@ import copy
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -46,11 +47,17 @@ from edgecal.device.base import Device
 from edgecal.errors import ModelFormatError
 from edgecal.fleet.scheduler import Fleet, FleetExhausted, Job, RetryPolicy
 from edgecal.inputs.samples import SampleSource
-from edgecal.int8.convert import quantize_model
+from edgecal.int8.convert import QuantizedModel, quantize_layers
+from edgecal.int8.delta import delta
 from edgecal.quality.latency import median_ms
 from edgecal.quality.metrics import Score, score_outputs
 from edgecal.quality.taskmetrics import MetricFigures, Outputs, Top1, score_metric
-from edgecal.quality.tuning import metric_ranking_subset, per_sample_harm, ranking_subset
+from edgecal.quality.tuning import (
+    Variant,
+    metric_ranking_subset,
+    per_sample_harm,
+    ranking_subset,
+)
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 from edgecal.workflows.validate import Reference
 
@@ -58,8 +65,19 @@ from edgecal.workflows.validate import Reference
 #: round trip to the agent and an artifact of its own; the images are decoded in it anyway).
 SHARD_SIZE = 256
 
+T = TypeVar("T")
+
 #: One shard's answer: per sample ``blob -> array``, and per sample the seconds of its forward.
 ShardRun = tuple[list[dict[str, np.ndarray]], list[float]]
+
+#: Variants scored together (:meth:`Scorer.score_many`): one job per shard runs them all, each
+#: a net loaded at once on the device and a pair of files pushed to it ...
+BATCH = 8
+#: ... and at most this many bytes of their ``.bin`` files (a large model: fewer at a time; one
+#: at least), which bounds the device memory and disk they take.
+BATCH_BYTES = 64 << 20
+#: ... each variant's latency: whole forwards on this many first images of each shard.
+TIMED_SAMPLES = 8
 
 
 def shard_size(n_samples: int, n_devices: int) -> int:
@@ -74,6 +92,10 @@ class Scorer:
     """``reference``'s fp32 outputs on its device over its samples; then :meth:`score` per int8
     variant.  ``devices``: run on these instead (the reference's device among them or not;
     see the module doc); ``retry``/``say``: their fleet's retry policy and event lines."""
+
+    #: :meth:`score_many` computes only what each variant changes (False: whole forwards, as
+    #: :meth:`score`; the benchmark compares the two)
+    incremental: bool = True
 
     def __init__(
         self,
@@ -127,6 +149,9 @@ class Scorer:
         self.harm = np.zeros(self.n_samples)  # with a metric: most points lost per image
         self.track_harm = False  # measure harm (a RankingScorer will choose from it)
         self.figures: dict[int, tuple[Score, MetricFigures]] = {}  # id(score) -> figures
+        self.incremental_evaluations = 0  # variants scored that way
+        self.layers_recomputed = 0  # ... the layers they ran
+        self.layers_whole = 0  # ... and the layers their whole forwards would have run
 
     @property
     def classes(self) -> np.ndarray:
@@ -233,6 +258,7 @@ class Scorer:
             else None
         )
         sub.evaluations = 0
+        sub.incremental_evaluations = sub.layers_recomputed = sub.layers_whole = 0
         sub.device_seconds = 0.0
         sub.disagreed = self.disagreed[idx].copy()
         sub.harm = self.harm[idx].copy()
@@ -271,9 +297,6 @@ class Scorer:
         each sample's seconds."""
         t0 = time.perf_counter()
         tick = self.progress(what, self.n_samples)
-        rows: list[np.ndarray] = []
-        per_sample: list[Outputs] = []
-        secs: list[float] = []
         works = [
             capture.Workload(
                 param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
@@ -286,13 +309,22 @@ class Scorer:
             lambda dev, k, job_id: capture.collect_shard_timed(dev, job_id, works[k]),
             tick,
         )
+        self.device_seconds += time.perf_counter() - t0
+        return self._gathered(param, answers)
+
+    def _gathered(
+        self, param: Path, answers: Sequence[ShardRun]
+    ) -> tuple[np.ndarray | None, list[Outputs], list[float]]:
+        """:meth:`_run`'s answer from the shards' answers in shard order."""
+        rows: list[np.ndarray] = []
+        per_sample: list[Outputs] = []
+        secs: list[float] = []
         for outs, lat in answers:
             if self.metric is None:
                 rows.extend(o[self.output].ravel() for o in outs)
             else:
                 per_sample.extend({b: o[b] for b in self.blobs} for o in outs)
             secs.extend(lat)
-        self.device_seconds += time.perf_counter() - t0
         if self.metric is not None:
             return None, per_sample, secs
         sizes = {r.size for r in rows}
@@ -307,9 +339,15 @@ class Scorer:
     ) -> tuple[Path, Path]:
         """The int8 model of ``table`` with ``keep_fp32`` left in float, as files (named by
         content, so an identical variant is written and pushed once)."""
-        text, data, _ = quantize_model(
-            self.fp32.param, self.fp32.weights, table, keep_fp32=sorted(keep_fp32)
+        return self._write(self._convert(Variant(table, tuple(keep_fp32))))
+
+    def _convert(self, v: Variant) -> QuantizedModel:
+        return quantize_layers(
+            self.fp32.param, self.fp32.weights, v.table, keep_fp32=sorted(v.keep_fp32)
         )
+
+    def _write(self, q: QuantizedModel) -> tuple[Path, Path]:
+        text, data = q.param_text, q.bin_bytes
         digest = hashlib.sha256(text.encode() + b"\0" + data).hexdigest()[:16]
         d = self.work_dir / "variants"
         d.mkdir(exist_ok=True)
@@ -321,7 +359,12 @@ class Scorer:
         return param, binf
 
     def score_files(self, param: Path, bin: Path, what: str = "int8 variant") -> Score:
-        got, outs, secs = self._run(param, bin, what)
+        return self._judged(param, *self._run(param, bin, what))
+
+    def _judged(
+        self, param: Path, got: np.ndarray | None, outs: list[Outputs], secs: list[float]
+    ) -> Score:
+        """The score of ``param``'s outputs (:meth:`_gathered`)."""
         self.evaluations += 1
         self.last_secs = secs
         if self.metric is not None:
@@ -372,10 +415,98 @@ class Scorer:
         try:
             return self.score_files(param, binf, what=what)
         finally:  # scored: neither the devices' copies nor the host's is needed again
-            for device in self.fleet.alive if self.fleet is not None else self.devices:
-                device.discard([param, binf])
-            param.unlink(missing_ok=True)
-            binf.unlink(missing_ok=True)
+            self._forget([param, binf])
+
+    def _forget(self, files: Sequence[Path]) -> None:
+        """Remove ``files`` here and their copies on the devices -- but not the copy of a file
+        with the fp32 model's bytes (the device keeps one copy of equal files: a variant with
+        every layer in float is the fp32 model's ``.bin``)."""
+        kept = [self.fp32.param_path, self.fp32.bin_path]
+        gone = [f for f in files if not any(_same_bytes(f, k) for k in kept)]
+        for device in self.fleet.alive if self.fleet is not None else self.devices:
+            device.discard(gone)
+        for f in files:
+            f.unlink(missing_ok=True)
+
+    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+        """The :meth:`score` of each of ``variants``, computing on the device only what each
+        changes against ``base`` (:mod:`edgecal.int8.delta`): per image the base runs once,
+        and each variant only its changed layers and what follows them, from the base's
+        blobs.  The outputs are those of the variant's whole forward; a variant's latency is
+        that of its whole forward on the first :data:`TIMED_SAMPLES` images of each shard.
+        A variant whose layers are not the base's (another structure) is scored whole; with
+        :attr:`incremental` False, every one is."""
+        if not self.incremental:
+            return [self.score(v.table, v.keep_fp32, what=v.what) for v in variants]
+        qb = self._convert(base)
+        written = list(self._write(qb))
+        scores: dict[int, Score] = {}
+        planned: list[tuple[int, capture.FedVariant, str]] = []
+        try:
+            for i, v in enumerate(variants):
+                q = self._convert(v)
+                d = delta(qb, q, self.blobs)
+                if d is None:
+                    scores[i] = self.score(v.table, v.keep_fp32, what=v.what)
+                    continue
+                files = self._write(q)
+                written.extend(files)
+                planned.append((i, capture.FedVariant(*files, d.feed), v.what))
+                self.layers_recomputed += len(d.recomputed)
+                self.layers_whole += len(q.param.layers)
+            for batch in _batches(planned, lambda p: p[1].bin.stat().st_size):
+                what = batch[0][2] + (f" and {len(batch) - 1} more" if len(batch) > 1 else "")
+                runs = self._run_variants(written[0], written[1], [f for _, f, _ in batch], what)
+                for (i, f, _), answers in zip(batch, runs, strict=True):
+                    scores[i] = self._judged(f.param, *self._gathered(f.param, answers))
+                    self.incremental_evaluations += 1
+        finally:
+            self._forget(sorted(set(written)))
+        return [scores[i] for i in range(len(variants))]
+
+    def _run_variants(
+        self, param: Path, bin: Path, variants: Sequence[capture.FedVariant], what: str
+    ) -> list[list[ShardRun]]:
+        """Per variant, its answers of every shard (in shard order), ``param``/``bin`` the
+        base."""
+        t0 = time.perf_counter()
+        tick = self.progress(what, self.n_samples)
+        works = [
+            capture.Workload(
+                param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
+            )
+            for shard in self.shards
+        ]
+        per_shard: list[list[ShardRun]] = self._spread(
+            what,
+            lambda dev, k, job_id: capture.run_shard_variants(
+                dev, works[k], variants, TIMED_SAMPLES, job_id=job_id
+            ),
+            lambda dev, k, job_id: None,  # an interrupted job is run again
+            tick,
+        )
+        self.device_seconds += time.perf_counter() - t0
+        return [[shard[j] for shard in per_shard] for j in range(len(variants))]
+
+
+def _batches(items: Sequence[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """``items`` in order, in batches of at most :data:`BATCH` items and :data:`BATCH_BYTES`
+    of ``size`` (an item larger than that alone)."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and (len(batch) == BATCH or total + n > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += n
+    if batch:
+        yield batch
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
 
 
 class RankingScorer:
@@ -409,3 +540,8 @@ class RankingScorer:
         what: str = "int8 variant",
     ) -> Score:
         return self.scorer().score(table, keep_fp32, what=what + " (ranking images)")
+
+    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+        return self.scorer().score_many(
+            [replace(v, what=v.what + " (ranking images)") for v in variants], base
+        )

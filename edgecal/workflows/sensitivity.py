@@ -1,5 +1,9 @@
 """Per-layer sensitivity, measured on the device.
 
+The variants are scored :data:`~edgecal.workflows.scoring.BATCH` at a time, each computing on
+the device only the layers it changes and what follows (``Scorer.score_many``); a time budget
+(``stop``) is looked at between batches.
+
 For every quantized layer two variants of the int8 model are scored against fp32: *keep fp32*
 (every other layer as in the int8 model, this one in float) and *only int8* (this layer
 quantized, every other quantized layer in float).  The ranking puts first the layer whose
@@ -19,7 +23,8 @@ from edgecal.quality.sensitivity import (
     quantized_layer_names,
     rank,
 )
-from edgecal.workflows.scoring import Scorer
+from edgecal.quality.tuning import Variant
+from edgecal.workflows.scoring import BATCH, Scorer
 
 
 def measure_sensitivity(
@@ -42,24 +47,40 @@ def measure_sensitivity(
     base = all_int8 or scorer.score(table, keep_fp32, what="int8 model")
     types = {layer.name: layer.type for layer in model.param.layers}
     entries: list[LayerSensitivity] = []
-    for i, name in enumerate(todo):
+    kept = tuple(keep_fp32)
+    for at in range(0, len(todo), BATCH):
         if stop is not None and stop():
             break
-        keep = scorer.score(table, [*keep_fp32, name], what=f"{name} in fp32")
-        only = None
-        if only_int8:
-            others = [x for x in quantized if x != name]
-            only = scorer.score(table, [*keep_fp32, *others], what=f"only {name} in int8")
-        entries.append(
-            LayerSensitivity(
-                name,
-                types[name],
-                keep,
-                only,
-                gain_points=base.drop_points - keep.drop_points,
-                harm_cosine=keep.cosine_mean - base.cosine_mean,
-            )
+        names = todo[at : at + BATCH]
+        # scored together, each computing only what it changes: against the int8 model ...
+        keeps = scorer.score_many(
+            [Variant(table, (*kept, x), f"{x} in fp32") for x in names],
+            Variant(table, kept, "int8 model"),
         )
+        onlys: list[Score | None] = [None] * len(names)
+        if only_int8:  # ... and against the model with every quantized layer in float
+            onlys = list(
+                scorer.score_many(
+                    [
+                        Variant(
+                            table, (*kept, *(y for y in quantized if y != x)), f"only {x} in int8"
+                        )
+                        for x in names
+                    ],
+                    Variant(table, (*kept, *quantized), "fp32 model"),
+                )
+            )
+        for name, keep, only in zip(names, keeps, onlys, strict=True):
+            entries.append(
+                LayerSensitivity(
+                    name,
+                    types[name],
+                    keep,
+                    only,
+                    gain_points=base.drop_points - keep.drop_points,
+                    harm_cosine=keep.cosine_mean - base.cosine_mean,
+                )
+            )
         if tick is not None:
-            tick(i + 1, len(todo))
+            tick(len(entries), len(todo))
     return Sensitivity(scorer.device.name, scorer.drop_of, scorer.n_samples, base, rank(entries))

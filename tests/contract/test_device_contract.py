@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,14 +25,17 @@ from refcases import (
 )
 
 from edgecal.calib.eq import pick_pruned
+from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.device.base import Device
 from edgecal.device.capture import (
     Comparison,
+    FedVariant,
     Workload,
     absmax_request,
     eq_search_layer,
     run_outputs,
     run_shard_compared,
+    run_shard_variants,
     write_shards,
 )
 from edgecal.device.probe import native_target
@@ -40,6 +44,9 @@ from edgecal.errors import AgentCrash, AgentError, DeviceError
 from edgecal.fleet.scheduler import JOB_ERRORS, _board_fault
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import InputSpec
+from edgecal.int8.convert import QuantizedModel, quantize_layers
+from edgecal.int8.delta import delta
+from edgecal.quality.sensitivity import quantized_layer_names
 from edgecal.quality.validation import quantized_layers
 from edgecal_agent import PROTOCOL_VERSION
 from edgecal_agent.messages import EQ_PRUNE_SLACK
@@ -484,6 +491,63 @@ def test_run_compare_answers_the_sums_of_the_blobs_it_keeps(
         np.testing.assert_array_equal(outs[s]["out0"], g["out0"])
         for j, (blob, scale) in enumerate(pairs):
             np.testing.assert_array_equal(sums[s, j], pair_sums(w[blob], g[blob], scale))
+
+
+def test_run_variants_answers_each_variant_s_whole_forward(
+    device: Device, cases: dict[str, Case], case_shards: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """``run`` with ``variants`` (tune's incremental scoring): each variant of the int8 digits
+    model, computed on the device from the base model's unchanged blobs, gives bit for bit the
+    outputs of its own whole forward, and its whole forward is timed on the first samples.
+    Deployed runtime (on ARM: fp16 storage, int8 blobs between layers, fed as ncnn holds
+    them): a layer kept in fp32, a layer's scale changed (which changes its producer too, by
+    the requantize fusion), the one layer of the float model put in int8, an intermediate
+    output that some variants leave as it is."""
+    case = cases["digits"]
+    model = load_model(case.param, case.bin)
+    table = parse_table((REFERENCE / "digits" / "kl.table").read_text())
+    layers = quantized_layer_names(model, table)
+    rescaled = table.without(())
+    rescaled.records["convrelu_2"] = table.records["convrelu_2"] * np.float32(0.8)
+    files: dict[str, tuple[Path, Path]] = {}
+
+    def write(name: str, t: CalibrationTable, keep: Sequence[str]) -> QuantizedModel:
+        q = quantize_layers(model.param, model.weights, t, keep_fp32=sorted(keep))
+        files[name] = (tmp_path / f"{name}.param", tmp_path / f"{name}.bin")
+        files[name][0].write_text(q.param_text)
+        files[name][1].write_bytes(q.bin_bytes)
+        return q
+
+    blobs = ["3", "out0"]
+    shards = case_shards["digits"][:1]
+    for base_name, base, variants in (
+        (
+            "int8",
+            (table, ()),
+            {
+                "keep_first": (table, (layers[0],)),
+                "keep_last": (table, (layers[-1],)),
+                "rescaled": (rescaled, ()),
+            },
+        ),
+        ("float", (table, layers), {"only_2": (table, [x for x in layers if x != layers[2]])}),
+    ):
+        qb = write(base_name, *base)
+        fed = []
+        for name, (t, keep) in variants.items():
+            d = delta(qb, write(name, t, keep), blobs)
+            assert d is not None and d.feed and len(d.recomputed) < len(model.param.layers)
+            fed.append(FedVariant(*files[name], d.feed))
+        work = Workload(*files[base_name], case.specs, shards, blobs, runtime="deployed")
+        answers = run_shard_variants(device, work, fed, 3)
+        for (name, _), (outs, secs) in zip(variants.items(), answers, strict=True):
+            whole = list(
+                run_outputs(device, replace(work, param=files[name][0], bin=files[name][1]))
+            )
+            assert len(outs) == len(whole) > 3 and len(secs) == 3 and min(secs) > 0
+            for got, want in zip(outs, whole, strict=True):
+                for blob in blobs:
+                    np.testing.assert_array_equal(got[blob], want[blob], err_msg=f"{name} {blob}")
 
 
 def test_run_compare_refuses_a_reference_of_another_shape(

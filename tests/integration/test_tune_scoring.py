@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecal.calib.table import parse_table
+from edgecal.calib.table import CalibrationTable, parse_table, weight_key
 from edgecal.device.local import LocalDevice
 from edgecal.inputs.model import load_model
 from edgecal.inputs.samples import make_sample_source
 from edgecal.inputs.spec import InputSpec
+from edgecal.quality.sensitivity import quantized_layer_names
+from edgecal.quality.tuning import Variant, with_records
 from edgecal.workflows.scoring import RankingScorer, Scorer
 from edgecal.workflows.validate import Reference
 
@@ -71,3 +73,48 @@ def test_ranking_subset_is_a_subset_of_the_full_scoring(
         assert np.array_equal(alone.ref, sub.ref)
         assert (s_sub.drop_points, s_sub.cosine_mean) == (s_alone.drop_points, s_alone.cosine_mean)
         assert full.bytes_written > 0 and full.device_bytes > 0
+
+
+def records(table: CalibrationTable, layer: str) -> dict[str, np.ndarray]:
+    return {k: table.records[k] for k in (layer, weight_key(layer))}
+
+
+@pytest.mark.parametrize("runtime", ["calibration", "deployed"])
+def test_incremental_scores_are_the_whole_forwards_scores(
+    images: tuple[list[Path], list[int]], tmp_path: Path, runtime: str
+) -> None:
+    """``score_many`` (each variant computes on the device only the layers it changes, from
+    the base's blobs) scores every variant as ``score`` (whole forwards) does -- a layer in
+    fp32, only one layer in int8, a layer with another method's scale -- runs fewer layers
+    than whole forwards would, and leaves no variant's files behind."""
+    paths, labels = images
+    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    source = make_sample_source([SPEC], [paths])
+    table = parse_table((DIGITS / "kl.table").read_text())
+    aciq = parse_table((DIGITS / "aciq.table").read_text())
+    layers = quantized_layer_names(model, table)
+    with LocalDevice() as device:
+        scorer = Scorer(Reference(device, model, source, labels, runtime, 1), tmp_path)
+        on_device = sorted((device.workdir / "files").iterdir())
+        for base, variants in (
+            (Variant(table), [Variant(table, (x,)) for x in layers]),
+            (
+                Variant(table, tuple(layers)),
+                [Variant(table, tuple(y for y in layers if y != x)) for x in layers],
+            ),
+            (Variant(table), [Variant(with_records(table, x, records(aciq, x))) for x in layers]),
+        ):
+            many = scorer.score_many(variants, base)
+            whole = [scorer.score(v.table, v.keep_fp32) for v in variants]
+            for a, b in zip(many, whole, strict=True):
+                assert (a.agreement, a.accuracy, a.cosine_mean, a.cosine_min, a.drop_points) == (
+                    b.agreement,
+                    b.accuracy,
+                    b.cosine_mean,
+                    b.cosine_min,
+                    b.drop_points,
+                )
+        assert scorer.incremental_evaluations == 3 * len(layers)
+        assert 0 < scorer.layers_recomputed < scorer.layers_whole
+        assert not list((tmp_path / "variants").iterdir())
+        assert sorted((device.workdir / "files").iterdir()) == on_device

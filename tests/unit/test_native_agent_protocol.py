@@ -256,6 +256,7 @@ def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
 
 
 _M = {"param": "r.param", "bin": "r.bin"}
+_V = {"model": _M, "feed": ["a"]}  # a variant
 BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "runtime": ("absmax", {"runtime": "turbo"}),
     "threads": ("absmax", {"threads": 0}),
@@ -280,6 +281,33 @@ BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "compare-none": ("run", {"compare": {"model": _M, "pairs": []}}),
     "compare-model": ("run", {"compare": {"pairs": [["a", None]]}}),
     "compare-type": ("run", {"compare": [["a", None]]}),
+    "variants-type": ("run", {"variants": [_V]}),
+    "variants-models": ("run", {"variants": {"models": _V}}),
+    "variants-none": ("run", {"variants": {"models": []}}),
+    "variants-many": ("run", {"variants": {"models": [_V] * 33}}),
+    "variants-item": ("run", {"variants": {"models": [["a"]]}}),
+    "variants-no-feed": ("run", {"variants": {"models": [{"model": _M}]}}),
+    "variants-empty-feed": ("run", {"variants": {"models": [{"model": _M, "feed": []}]}}),
+    "variants-feed-twice": ("run", {"variants": {"models": [{"model": _M, "feed": ["a", "a"]}]}}),
+    "variants-feed-type": ("run", {"variants": {"models": [{"model": _M, "feed": ["a", 1]}]}}),
+    "variants-feed-str": ("run", {"variants": {"models": [{"model": _M, "feed": "a"}]}}),
+    "variants-model": ("run", {"variants": {"models": [{"feed": ["a"]}]}}),
+    "variants-path": ("run", {"variants": {"models": [{**_V, "model": {**_M, "bin": "/b"}}]}}),
+    "variants-timed-negative": ("run", {"variants": {"models": [_V], "timed_samples": -1}}),
+    "variants-timed-many": ("run", {"variants": {"models": [_V], "timed_samples": 65}}),
+    "variants-timed-float": ("run", {"variants": {"models": [_V], "timed_samples": 1.0}}),
+    "variants-timed-bool": ("run", {"variants": {"models": [_V], "timed_samples": True}}),
+    "variants-timed-huge": ("run", {"variants": {"models": [_V], "timed_samples": 2**63}}),
+    "variants-and-timed": ("run", {"timed": True, "variants": {"models": [_V]}}),
+    "variants-and-compare": (
+        "run",
+        {"compare": {"model": _M, "pairs": [["a", None]]}, "variants": {"models": [_V]}},
+    ),
+    # timed and variants are checked before the shards are read, the variants after them
+    "variants-first": ("run", {"timed": True, "variants": {}, "shards": ["/etc/passwd"]}),
+    "variants-last": ("run", {"variants": {"models": []}, "shards": ["/etc/passwd"]}),
+    "variants-absmax": ("absmax", {"variants": {"models": []}}),
+    "variants-no-blobs": ("run", {"blobs": [], "variants": {"models": [_V]}}),
 }
 
 
@@ -311,3 +339,59 @@ def test_a_bad_request_gets_the_python_agents_answer(
         doc = _response(wd / JOBS_DIR / "j1")
         answers.append((doc["op"], doc["ok"], doc["error"]["kind"], doc["error"]["message"]))
     assert answers[0] == answers[1]
+
+
+_SMALL = "7767517\n2 2\nInput in 0 1 6\nReLU relu 1 1 6 x\n"  # neither in0 nor out0
+_NO_IN0 = "7767517\n2 2\nInput in 0 1 6\nReLU relu 1 1 6 out0\n"
+_D = {"param": "d.param", "bin": "d.bin"}  # the digits model
+#: run jobs with variants that fail once the models are loaded (and one that does not)
+BAD_VARIANTS: dict[str, list[dict[str, object]]] = {
+    "missing": [{"model": {"param": "gone.param", "bin": "gone.bin"}, "feed": ["6"]}],
+    "second-missing": [{"model": _D, "feed": ["6"]}, {"model": {**_D, "bin": "x"}, "feed": ["6"]}],
+    "feed-not-in-base": [{"model": _D, "feed": ["6", "nope"]}],
+    "feed-not-in-variant": [{"model": {"param": "s.param", "bin": "s.bin"}, "feed": ["5"]}],
+    "blob-not-in-variant": [{"model": {"param": "s.param", "bin": "s.bin"}, "feed": ["6"]}],
+    "input-not-in-variant": [{"model": {"param": "n.param", "bin": "n.bin"}, "feed": ["6"]}],
+    "ok": [{"model": _D, "feed": ["6"]}, {"model": _D, "feed": ["in0", "5"]}],
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_VARIANTS))
+def test_a_run_with_bad_variants_gets_the_python_agents_answer(
+    native_agent_binary: Path, tmp_path: Path, what: str
+) -> None:
+    import io
+
+    from edgecal_agent import server
+
+    params = {
+        "model": _D,
+        "inputs": [{"blob": "in0"}],
+        "shards": [],
+        "blobs": ["out0"],
+        "variants": {"models": BAD_VARIANTS[what], "timed_samples": 3},
+    }
+    answers = []
+    for agent in ("python", "native"):
+        wd = tmp_path / agent
+        wd.mkdir()
+        for name, text in (("s", _SMALL), ("n", _NO_IN0)):
+            (wd / f"{name}.param").write_text(text)
+            (wd / f"{name}.bin").write_bytes(b"")
+        for suffix in ("param", "bin"):
+            (wd / f"d.{suffix}").write_bytes(DIGITS.joinpath(f"model.{suffix}").read_bytes())
+        _request(wd / JOBS_DIR / "j1", "run", params)
+        if agent == "python":
+            server.run_job(str(wd), "j1", io.StringIO())
+        else:
+            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
+                       str(wd), "j1", home=tmp_path)  # fmt: skip
+            assert res.returncode == (0 if what == "ok" else 1), res
+        doc = _response(wd / JOBS_DIR / "j1")
+        error = doc["error"] and (doc["error"]["kind"], doc["error"]["message"])
+        answers.append((doc["ok"], error, doc["result"], doc["artifacts"], sorted(doc["timing_s"])))
+    assert answers[0] == answers[1]
+    if what == "ok":
+        assert answers[0][2] == {"n_samples": 0, "n_shards": 0, "latency_s": [[], []]}
+    else:
+        assert answers[0][1][0] in ("ModelLoadError", "BlobNotFound"), answers[0]

@@ -19,6 +19,7 @@ from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity, rank
 from edgecal.quality.tuning import (
     TuneConfig,
     TuneDoc,
+    Variant,
     ranking_subset,
     tune,
 )
@@ -56,6 +57,11 @@ class Additive:
         drop = sum(self.harm[x][self.method_of(table, x)] for x in LAYERS if x not in keep_fp32)
         latency = 1.0 + sum(self.fp32_ms[x] for x in keep_fp32)
         return Score(1 - drop / 100, None, 1 - drop / 1000, 1 - drop / 500, drop, latency)
+
+    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+        """As a device scorer: each variant's :meth:`score` (an incremental scorer's answers
+        are its whole forwards')."""
+        return [self.score(v.table, v.keep_fp32, v.what) for v in variants]
 
     def sensitivity(self, table: CalibrationTable, base: Score) -> Sensitivity:
         entries = []

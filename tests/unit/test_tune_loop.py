@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.quality.metrics import Score
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity, rank
-from edgecal.quality.tuning import TuneConfig, tune, with_records
+from edgecal.quality.tuning import TuneConfig, Variant, tune, with_records
 
 LAYERS = ["conv0", "conv1", "conv2", "fc"]
 # the scale each method gives a layer's input: the tag identifies the method in the table
@@ -50,6 +50,11 @@ class World:
         drop = sum(self.harm[x][self.method_of(table, x)] for x in LAYERS if x not in keep_fp32)
         latency = 1.0 + self.fp32_ms * len(keep_fp32)
         return Score(1 - drop / 100, None, 1 - drop / 1000, 1 - drop / 500, drop, latency)
+
+    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+        """As a device scorer: each variant's :meth:`score` (an incremental scorer's answers
+        are its whole forwards')."""
+        return [self.score(v.table, v.keep_fp32, v.what) for v in variants]
 
     def sensitivity(self, table: CalibrationTable, base: Score) -> Sensitivity:
         entries = []

@@ -615,10 +615,89 @@ std::pair<std::string, json> compare_shard(JobContext& ctx, NcnnModel& model, Nc
     return ctx.artifact(name);
 }
 
+std::string variant_key(size_t j, int64_t i, size_t b) {
+    return "v" + std::to_string(j) + "_" + output_key(i, b);
+}
+
+// run with variants: per sample the base model once, every blob kept; each variant from the
+// base's feed blobs (jobs.py's _run_variants).
+OpResult run_variants(JobContext& ctx, const CaptureParams& p, NcnnModel& base) {
+    const std::vector<VariantRun>& runs = p.variants->models;
+    double t0 = now_s();
+    std::vector<std::unique_ptr<NcnnModel>> nets;
+    for (const auto& v : runs) {
+        auto net = load_other_model(ctx, v.model, p.runtime, int(p.threads));
+        base.check_blobs(v.feed);
+        std::vector<std::string> wanted = v.feed;
+        wanted.insert(wanted.end(), p.blobs.begin(), p.blobs.end());
+        net->check_blobs(wanted);
+        net->check_inputs(p.inputs);
+        nets.push_back(std::move(net));
+    }
+    ctx.timing_s["load"] += now_s() - t0;
+    const int64_t timed = p.variants->timed_samples;
+    std::vector<json> latency(runs.size(), json::array());
+    std::vector<std::unique_ptr<SampleStream>> streams;
+    int64_t grand = 0;
+    for (const auto& s : p.shards) {
+        streams.push_back(std::make_unique<SampleStream>(ctx, std::vector<std::string>{s}, p.inputs));
+        grand += streams.back()->total;
+    }
+    Throttle tick(ctx.progress, grand);
+    OpResult r;
+    int64_t done = 0;
+    t0 = now_s();
+    for (size_t k = 0; k < streams.size(); ++k) {
+        const std::string name = "outputs_" + std::to_string(k) + ".npz";
+        {
+            NpzWriter w(ctx.job_fd, name);
+            w.add_i64("schema", ARTIFACT_SCHEMA);
+            w.add_names("names", p.blobs);
+            w.add_i64("n_samples", streams[k]->total);
+            w.add_i64("n_variants", int64_t(runs.size()));
+            streams[k]->for_each([&](int64_t, int64_t i, size_t, const Sample& sample) {
+                const std::string where = sample_where(done);
+                if (done < timed) {  // whole forwards, before the base's blobs take the memory
+                    for (size_t j = 0; j < nets.size(); ++j) {
+                        latency[j].push_back(nets[j]->time_extract(sample, p.inputs, p.blobs[0],
+                                                                   where, false, nullptr));
+                    }
+                }
+                base.kept(sample, p.inputs, where, [&](ncnn::Extractor& ex) {
+                    std::map<std::string, ncnn::Mat> raw;  // each feed blob once per sample
+                    for (size_t j = 0; j < runs.size(); ++j) {
+                        std::vector<std::pair<std::string, ncnn::Mat>> fed;
+                        for (const auto& blob : runs[j].feed) {
+                            auto it = raw.find(blob);
+                            if (it == raw.end()) {
+                                it = raw.emplace(blob, base.raw_blob(ex, blob, where)).first;
+                            }
+                            fed.emplace_back(blob, it->second);
+                        }
+                        nets[j]->extract_fed(fed, p.blobs, where, [&](size_t b, const ncnn::Mat& m) {
+                            add_mat(w, variant_key(j, i, b), m);
+                        });
+                    }
+                });
+                ++done;
+                tick(done);
+            });
+            w.close();
+        }
+        auto art = ctx.artifact(name);
+        r.artifacts[art.first] = art.second;
+    }
+    ctx.timing_s["infer"] = now_s() - t0;
+    r.result = {{"n_samples", done}, {"n_shards", streams.size()}};
+    if (timed) r.result["latency_s"] = latency;
+    return r;
+}
+
 OpResult op_run(JobContext& ctx) {
     const CaptureParams& p = ctx.request.capture;
     NcnnModel& model = load_model(ctx, p, p.runtime, int(p.threads));
     model.check_blobs(p.blobs);
+    if (p.variants) return run_variants(ctx, p, model);
     std::unique_ptr<NcnnModel> ref;
     if (p.compare) {
         ref = load_other_model(ctx, p.compare->model, p.runtime, int(p.threads));

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <regex>
+#include <set>
 
 #include "errors.h"
 #include "pyfmt.h"
@@ -185,6 +186,38 @@ CompareParams compare_params(const json& d, const std::string& where) {
     return c;
 }
 
+VariantsParams variants_params(const json& d, const std::string& where) {
+    VariantsParams v;
+    const json& models = req(d, "models", LIST, where);
+    for (size_t i = 0; i < models.size(); ++i) {
+        const std::string at = where + ".models[" + std::to_string(i) + "]";
+        const json& item = models[i];
+        if (!item.is_object()) throw ProtocolViolation(at + ": must be an object {model, feed}");
+        VariantRun run;
+        run.feed = str_list(req(item, "feed", LIST, at), at + ".feed");
+        if (run.feed.empty()) throw ProtocolViolation(at + ".feed: at least one blob is needed");
+        if (std::set<std::string>(run.feed.begin(), run.feed.end()).size() != run.feed.size()) {
+            throw ProtocolViolation(at + ".feed: a blob is named twice");
+        }
+        run.model = model_files(req(item, "model", DICT, at), at + ".model");
+        v.models.push_back(std::move(run));
+    }
+    if (v.models.empty() || int64_t(v.models.size()) > MAX_VARIANTS) {
+        throw ProtocolViolation(where + ".models: 1 to " + std::to_string(MAX_VARIANTS) +
+                                " variants, got " + std::to_string(v.models.size()));
+    }
+    if (const json* t = opt(d, "timed_samples", INT, where)) {
+        v.timed_samples = to_int(*t);
+        // the value as JSON has it (an unsigned one past int64 is out of range too)
+        if (t->is_number_unsigned() ? t->get<uint64_t>() > uint64_t(MAX_TIMED_SAMPLES)
+                                    : v.timed_samples < 0 || v.timed_samples > MAX_TIMED_SAMPLES) {
+            throw ProtocolViolation(where + ".timed_samples: must be in [0, " +
+                                    std::to_string(MAX_TIMED_SAMPLES) + "], got " + t->dump());
+        }
+    }
+    return v;
+}
+
 CaptureParams capture_params(const json& d, const std::string& where) {
     CaptureParams p;
     const json& inputs = req(d, "inputs", LIST, where);
@@ -196,8 +229,19 @@ CaptureParams capture_params(const json& d, const std::string& where) {
         }
         p.absmax = absmax;
     }
+    // compare, variants and timed are type-checked here, parsed after the rest (messages.py)
+    const json* compare = opt(d, "compare", DICT, where);
+    const json* variants = opt(d, "variants", DICT, where);
+    if (const json* t = opt(d, "timed", BOOL, where)) p.timed = t->get<bool>();
+    if (variants && (p.timed || compare)) {
+        throw ProtocolViolation(where + ".variants: a run with variants is neither timed nor "
+                                        "compared (its timed_samples time the variants)");
+    }
     read_shards(d, where, inputs, p);
     p.blobs = str_list(req(d, "blobs", LIST, where), where + ".blobs");
+    if (variants && p.blobs.empty()) {
+        throw ProtocolViolation(where + ".blobs: a run with variants needs at least one blob");
+    }
     p.runtime = opt_str(d, "runtime", where, "calibration");
     if (!one_of(p.runtime, RUNTIMES)) {
         throw ProtocolViolation(where + ".runtime: " + py_repr(p.runtime) + " not in " +
@@ -207,8 +251,8 @@ CaptureParams capture_params(const json& d, const std::string& where) {
     if (p.threads < 1) {
         throw ProtocolViolation(where + ".threads: must be >= 1, got " + std::to_string(p.threads));
     }
-    if (const json* t = opt(d, "timed", BOOL, where)) p.timed = t->get<bool>();
-    if (const json* c = opt(d, "compare", DICT, where)) p.compare = compare_params(*c, where + ".compare");
+    if (compare) p.compare = compare_params(*compare, where + ".compare");
+    if (variants) p.variants = variants_params(*variants, where + ".variants");
     return p;
 }
 

@@ -29,6 +29,10 @@ extern const char* const EQ_SIMILARITY;
 constexpr int EQ_RESULT = 2;
 // What a cosine may exceed 1 by in the pruning bound, per remaining sample (EQ_PRUNE_SLACK).
 constexpr double EQ_PRUNE_SLACK = 1e-6;
+// A run with variants names at most this many of them (each is a net loaded at once) ...
+constexpr int64_t MAX_VARIANTS = 32;
+// ... and times each variant's whole forward on at most this many of its first samples.
+constexpr int64_t MAX_TIMED_SAMPLES = 64;
 
 // The sha256 a workdir-relative path promises (files/<sha256>/<name>), else empty.
 std::string content_digest(const std::string& rel);
@@ -74,6 +78,20 @@ struct CompareParams {
     std::vector<std::pair<std::string, double>> pairs;
 };
 
+// One variant of run's variants: its files and the blobs it is fed from the base model.
+struct VariantRun {
+    ModelFiles model;
+    std::vector<std::string> feed;
+};
+
+// run's variants (agent >= 0.4.0): several variants of the run's model (the base), each fed
+// per sample the base's feed blobs as ncnn holds them; timed_samples: the job's first samples
+// on which each variant's whole forward is timed.
+struct VariantsParams {
+    std::vector<VariantRun> models;
+    int64_t timed_samples = 0;
+};
+
 struct CaptureParams : ShardParams {
     std::vector<std::string> blobs;
     std::string runtime = "calibration";
@@ -81,6 +99,7 @@ struct CaptureParams : ShardParams {
     std::optional<std::map<std::string, double>> absmax;
     bool timed = false;
     std::optional<CompareParams> compare;
+    std::optional<VariantsParams> variants;
 };
 
 struct EqLayerParams : ShardParams {

@@ -307,6 +307,38 @@ double NcnnModel::time_extract(const Sample& sample, const std::vector<InputDesc
     return elapsed;
 }
 
+void NcnnModel::kept(const Sample& sample, const std::vector<InputDesc>& inputs,
+                     const std::string& where, const std::function<void(ncnn::Extractor&)>& fn) {
+    std::vector<ncnn::Mat> mats;
+    ncnn::Extractor ex = net.create_extractor();
+    feed(ex, mats, sample, inputs, where, false);
+    fn(ex);
+}
+
+ncnn::Mat NcnnModel::raw_blob(ncnn::Extractor& ex, const std::string& name,
+                              const std::string& where) const {
+    ncnn::Mat out;
+    int ret = ex.extract(name.c_str(), out, 1);
+    if (ret != 0) throw extract_error(where, name, ret);
+    return out;
+}
+
+void NcnnModel::extract_fed(const std::vector<std::pair<std::string, ncnn::Mat>>& fed,
+                            const std::vector<std::string>& blobs, const std::string& where,
+                            const std::function<void(size_t, const ncnn::Mat&)>& fn) {
+    ncnn::Extractor ex = net.create_extractor();
+    ex.set_light_mode(true);
+    ex.set_blob_allocator(&blob_allocator_);
+    ex.set_workspace_allocator(&workspace_allocator_);
+    for (const auto& [name, mat] : fed) ex.input(name.c_str(), mat);
+    for (size_t b = 0; b < blobs.size(); ++b) {
+        ncnn::Mat out;
+        int ret = ex.extract(blobs[b].c_str(), out, 0);
+        if (ret != 0) throw extract_error(where, blobs[b], ret);
+        fn(b, out);
+    }
+}
+
 ncnn::Mat NcnnModel::extract_one(ncnn::Extractor& ex, const std::string& blob,
                                  const std::string& where) {
     const auto found = blob_index_.find(blob);

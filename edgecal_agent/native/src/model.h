@@ -49,6 +49,20 @@ public:
     double time_extract(const Sample& sample, const std::vector<InputDesc>& inputs,
                         const std::string& blob, const std::string& where, bool keep,
                         ncnn::Mat* out);
+    // An extractor fed one sample that keeps every blob it computes (not light mode), handed
+    // to fn for raw_blob; it and its input Mats live until fn returns.  InputError.
+    void kept(const Sample& sample, const std::vector<InputDesc>& inputs,
+              const std::string& where, const std::function<void(ncnn::Extractor&)>& fn);
+    // Blob name of ex as ncnn holds it (extract type 1: its packing, its fp16/bf16 storage,
+    // its int8 codes), shared with ex, for extract_fed.  ExtractError.
+    ncnn::Mat raw_blob(ncnn::Extractor& ex, const std::string& name, const std::string& where) const;
+    // A fresh light-mode extractor given the Mats fed (blob name, Mat: e.g. another net's
+    // raw_blob) instead of a sample; fn(b, Mat) for each of blobs in order (fp32, elempack 1).
+    // ncnn computes only the layers between the fed blobs and blobs; a layer working in place
+    // copies a fed blob first (it is shared).  ExtractError.
+    void extract_fed(const std::vector<std::pair<std::string, ncnn::Mat>>& fed,
+                     const std::vector<std::string>& blobs, const std::string& where,
+                     const std::function<void(size_t, const ncnn::Mat&)>& fn);
     // Feed one sample (light mode, blobs in network order); fn(b, values, count) for each
     // blob with the elements ncnn2table visits (stats.visited semantics, any order): each
     // channel's first w*h floats (dims 4: the first depth slice), read in place from the raw
