@@ -76,9 +76,15 @@ class VariantScorer(Protocol):
         what: str = "int8 variant",
     ) -> Score: ...
 
-    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+    def score_many(
+        self,
+        variants: Sequence[Variant],
+        base: Variant,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[Score]:
         """The ``score`` of each of ``variants``, each a small change of ``base`` (a scorer
-        may compute only what changed)."""
+        may compute only what changed), in order; when ``stop()`` says so, only those scored
+        until then."""
         ...
 
 
@@ -412,9 +418,12 @@ def tune(
         scored = rank_by.score_many(
             [Variant(t, tuple(fp32), f"{layer} with {m}") for m, t in tries],
             Variant(table, tuple(fp32), "the current model"),
+            stop=lambda: out_of_budget() is not None,
         )
+        if not scored:
+            continue  # the time budget: said at the next layer
         trials: list[tuple[str, CalibrationTable, Score]] = []
-        for (m, trial), s in zip(tries, scored, strict=True):
+        for (m, trial), s in zip(tries, scored, strict=False):  # all, or those before the budget
             say(
                 f"{layer} with {m}: drop {points(s.drop_points)} points, cosine {s.cosine_mean:.6f}"
                 + (" (ranking images)" if rank_scorer is not None else "")

@@ -30,6 +30,7 @@ the ranking images of a metric other than top-1 start from those.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import hashlib
 import math
@@ -48,7 +49,7 @@ from edgecal.errors import ModelFormatError
 from edgecal.fleet.scheduler import Fleet, FleetExhausted, Job, RetryPolicy
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import QuantizedModel, quantize_layers
-from edgecal.int8.delta import delta
+from edgecal.int8.delta import Delta, delta
 from edgecal.quality.latency import median_ms
 from edgecal.quality.metrics import Score, score_outputs
 from edgecal.quality.taskmetrics import MetricFigures, Outputs, Top1, score_metric
@@ -428,41 +429,80 @@ class Scorer:
         for f in files:
             f.unlink(missing_ok=True)
 
-    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+    def score_many(
+        self,
+        variants: Sequence[Variant],
+        base: Variant,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[Score]:
         """The :meth:`score` of each of ``variants``, computing on the device only what each
         changes against ``base`` (:mod:`edgecal.int8.delta`): per image the base runs once,
         and each variant only its changed layers and what follows them, from the base's
         blobs.  The outputs are those of the variant's whole forward; a variant's latency is
         that of its whole forward on the first :data:`TIMED_SAMPLES` images of each shard.
         A variant whose layers are not the base's (another structure) is scored whole; with
-        :attr:`incremental` False, every one is."""
+        :attr:`incremental` False, every one is.
+
+        The variants run :data:`BATCH` at a time (one job per shard each); the next batch is
+        converted here while the device runs one.  ``stop()`` (a time budget) is asked before
+        each batch: the scores of the variants scored before it said so, in order."""
         if not self.incremental:
-            return [self.score(v.table, v.keep_fp32, what=v.what) for v in variants]
+            out: list[Score] = []
+            for v in variants:
+                if stop is not None and stop():
+                    break
+                out.append(self.score(v.table, v.keep_fp32, what=v.what))
+            return out
         qb = self._convert(base)
-        written = list(self._write(qb))
-        scores: dict[int, Score] = {}
-        planned: list[tuple[int, capture.FedVariant, str]] = []
-        try:
-            for i, v in enumerate(variants):
-                q = self._convert(v)
-                d = delta(qb, q, self.blobs)
-                if d is None:
-                    scores[i] = self.score(v.table, v.keep_fp32, what=v.what)
-                    continue
-                files = self._write(q)
-                written.extend(files)
-                planned.append((i, capture.FedVariant(*files, d.feed), v.what))
-                self.layers_recomputed += len(d.recomputed)
-                self.layers_whole += len(q.param.layers)
-            for batch in _batches(planned, lambda p: p[1].bin.stat().st_size):
-                what = batch[0][2] + (f" and {len(batch) - 1} more" if len(batch) > 1 else "")
-                runs = self._run_variants(written[0], written[1], [f for _, f, _ in batch], what)
-                for (i, f, _), answers in zip(batch, runs, strict=True):
-                    scores[i] = self._judged(f.param, *self._gathered(f.param, answers))
-                    self.incremental_evaluations += 1
-        finally:
-            self._forget(sorted(set(written)))
-        return [scores[i] for i in range(len(variants))]
+        base_files = self._write(qb)
+        written: list[Path] = []  # the chunk's variants' files
+        scores: list[Score] = []
+
+        def convert(v: Variant) -> tuple[QuantizedModel, Delta | None]:
+            q = self._convert(v)  # pure: runs beside the device's work
+            return q, delta(qb, q, self.blobs)
+
+        chunks = [variants[at : at + BATCH] for at in range(0, len(variants), BATCH)]
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="variants") as pool:
+            ahead = [pool.submit(convert, v) for v in chunks[0]] if chunks else []
+            try:
+                for k, chunk in enumerate(chunks):
+                    if stop is not None and stop():
+                        break
+                    ready = [fut.result() for fut in ahead]
+                    ahead = (
+                        [pool.submit(convert, v) for v in chunks[k + 1]]
+                        if k + 1 < len(chunks)
+                        else []
+                    )
+                    planned: list[tuple[int, capture.FedVariant, str]] = []
+                    got: dict[int, Score] = {}
+                    for i, (v, (q, d)) in enumerate(zip(chunk, ready, strict=True)):
+                        if d is None:
+                            got[i] = self.score(v.table, v.keep_fp32, what=v.what)
+                            continue
+                        files = self._write(q)
+                        written.extend(files)
+                        planned.append((i, capture.FedVariant(*files, d.feed), v.what))
+                        self.layers_recomputed += len(d.recomputed)
+                        self.layers_whole += len(q.param.layers)
+                    for batch in _batches(planned, lambda p: p[1].bin.stat().st_size):
+                        what = batch[0][2] + (
+                            f" and {len(batch) - 1} more" if len(batch) > 1 else ""
+                        )
+                        fed = [f for _, f, _ in batch]
+                        runs = self._run_variants(*base_files, fed, what)
+                        for (i, f, _), answers in zip(batch, runs, strict=True):
+                            got[i] = self._judged(f.param, *self._gathered(f.param, answers))
+                            self.incremental_evaluations += 1
+                    scores.extend(got[i] for i in range(len(chunk)))
+                    self._forget(sorted(set(written) - set(base_files)))  # scored: not needed
+                    written.clear()
+            finally:
+                for fut in ahead:
+                    fut.cancel()
+                self._forget(sorted({*written, *base_files}))
+        return scores
 
     def _run_variants(
         self, param: Path, bin: Path, variants: Sequence[capture.FedVariant], what: str
@@ -541,7 +581,12 @@ class RankingScorer:
     ) -> Score:
         return self.scorer().score(table, keep_fp32, what=what + " (ranking images)")
 
-    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+    def score_many(
+        self,
+        variants: Sequence[Variant],
+        base: Variant,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[Score]:
         return self.scorer().score_many(
-            [replace(v, what=v.what + " (ranking images)") for v in variants], base
+            [replace(v, what=v.what + " (ranking images)") for v in variants], base, stop
         )

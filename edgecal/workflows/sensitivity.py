@@ -2,7 +2,7 @@
 
 The variants are scored :data:`~edgecal.workflows.scoring.BATCH` at a time, each computing on
 the device only the layers it changes and what follows (``Scorer.score_many``); a time budget
-(``stop``) is looked at between batches.
+(``stop``) is looked at between batches: the layers measured before it are ranked.
 
 For every quantized layer two variants of the int8 model are scored against fp32: *keep fp32*
 (every other layer as in the int8 model, this one in float) and *only int8* (this layer
@@ -24,7 +24,7 @@ from edgecal.quality.sensitivity import (
     rank,
 )
 from edgecal.quality.tuning import Variant
-from edgecal.workflows.scoring import BATCH, Scorer
+from edgecal.workflows.scoring import Scorer
 
 
 def measure_sensitivity(
@@ -48,39 +48,35 @@ def measure_sensitivity(
     types = {layer.name: layer.type for layer in model.param.layers}
     entries: list[LayerSensitivity] = []
     kept = tuple(keep_fp32)
-    for at in range(0, len(todo), BATCH):
-        if stop is not None and stop():
-            break
-        names = todo[at : at + BATCH]
-        # scored together, each computing only what it changes: against the int8 model ...
-        keeps = scorer.score_many(
-            [Variant(table, (*kept, x), f"{x} in fp32") for x in names],
-            Variant(table, kept, "int8 model"),
+    # scored together, each computing only what it changes: against the int8 model ...
+    keeps = scorer.score_many(
+        [Variant(table, (*kept, x), f"{x} in fp32") for x in todo],
+        Variant(table, kept, "int8 model"),
+        stop,
+    )
+    onlys: list[Score | None] = [None] * len(keeps)
+    if only_int8:  # ... and against the model with every quantized layer in float
+        onlys = list(
+            scorer.score_many(
+                [
+                    Variant(table, (*kept, *(y for y in quantized if y != x)), f"only {x} in int8")
+                    for x in todo[: len(keeps)]
+                ],
+                Variant(table, (*kept, *quantized), "fp32 model"),
+                stop,
+            )
         )
-        onlys: list[Score | None] = [None] * len(names)
-        if only_int8:  # ... and against the model with every quantized layer in float
-            onlys = list(
-                scorer.score_many(
-                    [
-                        Variant(
-                            table, (*kept, *(y for y in quantized if y != x)), f"only {x} in int8"
-                        )
-                        for x in names
-                    ],
-                    Variant(table, (*kept, *quantized), "fp32 model"),
-                )
+    for name, keep, only in zip(todo, keeps, onlys, strict=False):  # those measured in time
+        entries.append(
+            LayerSensitivity(
+                name,
+                types[name],
+                keep,
+                only,
+                gain_points=base.drop_points - keep.drop_points,
+                harm_cosine=keep.cosine_mean - base.cosine_mean,
             )
-        for name, keep, only in zip(names, keeps, onlys, strict=True):
-            entries.append(
-                LayerSensitivity(
-                    name,
-                    types[name],
-                    keep,
-                    only,
-                    gain_points=base.drop_points - keep.drop_points,
-                    harm_cosine=keep.cosine_mean - base.cosine_mean,
-                )
-            )
-        if tick is not None:
-            tick(len(entries), len(todo))
+        )
+    if tick is not None:
+        tick(len(entries), len(todo))
     return Sensitivity(scorer.device.name, scorer.drop_of, scorer.n_samples, base, rank(entries))

@@ -5,7 +5,7 @@ that candidate's scales and nothing in fp32."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -58,10 +58,17 @@ class Additive:
         latency = 1.0 + sum(self.fp32_ms[x] for x in keep_fp32)
         return Score(1 - drop / 100, None, 1 - drop / 1000, 1 - drop / 500, drop, latency)
 
-    def score_many(self, variants: Sequence[Variant], base: Variant) -> list[Score]:
+    def score_many(
+        self, variants: Sequence[Variant], base: Variant, stop: Callable[[], bool] | None = None
+    ) -> list[Score]:
         """As a device scorer: each variant's :meth:`score` (an incremental scorer's answers
-        are its whole forwards')."""
-        return [self.score(v.table, v.keep_fp32, v.what) for v in variants]
+        are its whole forwards'), until ``stop()``."""
+        out = []
+        for v in variants:
+            if stop is not None and stop():
+                break
+            out.append(self.score(v.table, v.keep_fp32, v.what))
+        return out
 
     def sensitivity(self, table: CalibrationTable, base: Score) -> Sensitivity:
         entries = []
