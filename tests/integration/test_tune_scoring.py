@@ -18,7 +18,7 @@ from edgecal.inputs.samples import make_sample_source
 from edgecal.inputs.spec import InputSpec
 from edgecal.quality.sensitivity import quantized_layer_names
 from edgecal.quality.tuning import Variant, with_records
-from edgecal.workflows.scoring import RankingScorer, Scorer
+from edgecal.workflows.scoring import BATCH, RankingScorer, Scorer
 from edgecal.workflows.validate import Reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +118,30 @@ def test_incremental_scores_are_the_whole_forwards_scores(
         assert 0 < scorer.layers_recomputed < scorer.layers_whole
         assert not list((tmp_path / "variants").iterdir())
         assert sorted((device.workdir / "files").iterdir()) == on_device
+
+
+def test_score_many_stops_between_batches(
+    images: tuple[list[Path], list[int]], tmp_path: Path
+) -> None:
+    """A time budget spent after the first batch: the scores of that batch, in order, the
+    others not run; nothing left behind."""
+    paths, labels = images
+    model = load_model(DIGITS / "model.param", DIGITS / "model.bin")
+    table = parse_table((DIGITS / "kl.table").read_text())
+    layers = quantized_layer_names(model, table)
+    variants = [Variant(table, (x,)) for x in layers * 2]
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(len(asked))
+        return len(asked) > 1
+
+    with LocalDevice() as device:
+        source = make_sample_source([SPEC], [paths[:20]])
+        scorer = Scorer(Reference(device, model, source, labels[:20], "calibration"), tmp_path)
+        got = scorer.score_many(variants, Variant(table), stop)
+        assert len(variants) > BATCH and len(got) == BATCH and len(asked) == 2
+        assert [s.cosine_mean for s in got] == [
+            scorer.score(v.table, v.keep_fp32).cosine_mean for v in variants[:BATCH]
+        ]
+    assert not list((tmp_path / "variants").iterdir())
