@@ -525,6 +525,13 @@ def _run_overlapped(
             clock = binworker.CpuShare()
 
 
+def _outputs_header(w: NpzWriter, blobs: Sequence[str], n_samples: int) -> None:
+    """The members every ``outputs_<k>.npz`` of a ``run`` starts with."""
+    w.add("schema", np.int64(ARTIFACT_SCHEMA))
+    w.add("names", names_array(blobs))
+    w.add("n_samples", np.int64(n_samples))
+
+
 def output_key(i: int, b: int) -> str:
     """Member of sample ``i`` (within its shard), blob ``b`` in a ``run`` output file."""
     return f"s{i:06d}_b{b}"
@@ -555,9 +562,7 @@ def op_run(ctx: JobContext) -> Result:
     for k, samples in enumerate(streams):
         name = f"outputs_{k}.npz"
         with ctx.writer(name) as w:
-            w.add("schema", np.int64(ARTIFACT_SCHEMA))
-            w.add("names", names_array(p.blobs))
-            w.add("n_samples", np.int64(samples.total))
+            _outputs_header(w, p.blobs, samples.total)
             for i, sample in samples:
                 only = None
                 if p.timed and p.blobs:
@@ -616,9 +621,7 @@ def _run_variants(ctx: JobContext, p: CaptureParams, base: NcnnModel) -> Result:
     for k, samples in enumerate(streams):
         name = f"outputs_{k}.npz"
         with ctx.writer(name) as w:
-            w.add("schema", np.int64(ARTIFACT_SCHEMA))
-            w.add("names", names_array(p.blobs))
-            w.add("n_samples", np.int64(samples.total))
+            _outputs_header(w, p.blobs, samples.total)
             w.add("n_variants", np.int64(len(runs)))
             for i, sample in samples:
                 where = f"sample {done}"

@@ -88,6 +88,21 @@ class VariantScorer(Protocol):
         ...
 
 
+def score_each(
+    score: Callable[[CalibrationTable | None, Sequence[str], str], Score],
+    variants: Sequence[Variant],
+    stop: Callable[[], bool] | None = None,
+) -> list[Score]:
+    """``score(table, keep_fp32, what)`` of each variant in turn, until ``stop()`` says so: a
+    :meth:`VariantScorer.score_many` that scores every variant whole."""
+    out: list[Score] = []
+    for v in variants:
+        if stop is not None and stop():
+            break
+        out.append(score(v.table, v.keep_fp32, v.what))
+    return out
+
+
 #: The objective, as tune.json and the report state it.
 OBJECTIVE = "meet max_drop with the most int8 layers, then the lowest latency"
 

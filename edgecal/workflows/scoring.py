@@ -58,6 +58,7 @@ from edgecal.quality.tuning import (
     metric_ranking_subset,
     per_sample_harm,
     ranking_subset,
+    score_each,
 )
 from edgecal.workflows.calibrate import ProgressFactory, _no_progress
 from edgecal.workflows.validate import Reference
@@ -291,6 +292,15 @@ class Scorer:
             int8.extend(b)
         return fp32, int8
 
+    def _works(self, param: Path, bin: Path) -> list[capture.Workload]:
+        """Per shard, the run of ``param``/``bin`` capturing the scored outputs."""
+        return [
+            capture.Workload(
+                param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
+            )
+            for shard in self.shards
+        ]
+
     def _run(
         self, param: Path, bin: Path, what: str
     ) -> tuple[np.ndarray | None, list[Outputs], list[float]]:
@@ -298,12 +308,7 @@ class Scorer:
         each sample's seconds."""
         t0 = time.perf_counter()
         tick = self.progress(what, self.n_samples)
-        works = [
-            capture.Workload(
-                param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
-            )
-            for shard in self.shards
-        ]
+        works = self._works(param, bin)
         answers: list[ShardRun] = self._spread(
             what,
             lambda dev, k, job_id: capture.run_shard_timed(dev, works[k], job_id=job_id),
@@ -447,12 +452,7 @@ class Scorer:
         converted here while the device runs one.  ``stop()`` (a time budget) is asked before
         each batch: the scores of the variants scored before it said so, in order."""
         if not self.incremental:
-            out: list[Score] = []
-            for v in variants:
-                if stop is not None and stop():
-                    break
-                out.append(self.score(v.table, v.keep_fp32, what=v.what))
-            return out
+            return score_each(self.score, variants, stop)
         qb = self._convert(base)
         base_files = self._write(qb)
         written: list[Path] = []  # the chunk's variants' files
@@ -511,12 +511,7 @@ class Scorer:
         base."""
         t0 = time.perf_counter()
         tick = self.progress(what, self.n_samples)
-        works = [
-            capture.Workload(
-                param, bin, self.specs, [shard], self.blobs, self.runtime, self.threads
-            )
-            for shard in self.shards
-        ]
+        works = self._works(param, bin)
         per_shard: list[list[ShardRun]] = self._spread(
             what,
             lambda dev, k, job_id: capture.run_shard_variants(

@@ -21,6 +21,7 @@ from edgecal.quality.tuning import (
     TuneDoc,
     Variant,
     ranking_subset,
+    score_each,
     tune,
 )
 
@@ -63,12 +64,7 @@ class Additive:
     ) -> list[Score]:
         """As a device scorer: each variant's :meth:`score` (an incremental scorer's answers
         are its whole forwards'), until ``stop()``."""
-        out = []
-        for v in variants:
-            if stop is not None and stop():
-                break
-            out.append(self.score(v.table, v.keep_fp32, v.what))
-        return out
+        return score_each(self.score, variants, stop)
 
     def sensitivity(self, table: CalibrationTable, base: Score) -> Sensitivity:
         entries = []

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgecal.calib.table import CalibrationTable, weight_key
 from edgecal.quality.metrics import Score
 from edgecal.quality.sensitivity import LayerSensitivity, Sensitivity, rank
-from edgecal.quality.tuning import TuneConfig, Variant, tune, with_records
+from edgecal.quality.tuning import TuneConfig, Variant, score_each, tune, with_records
 
 LAYERS = ["conv0", "conv1", "conv2", "fc"]
 # the scale each method gives a layer's input: the tag identifies the method in the table
@@ -56,12 +56,7 @@ class World:
     ) -> list[Score]:
         """As a device scorer: each variant's :meth:`score` (an incremental scorer's answers
         are its whole forwards'), until ``stop()``."""
-        out = []
-        for v in variants:
-            if stop is not None and stop():
-                break
-            out.append(self.score(v.table, v.keep_fp32, v.what))
-        return out
+        return score_each(self.score, variants, stop)
 
     def sensitivity(self, table: CalibrationTable, base: Score) -> Sensitivity:
         entries = []

@@ -615,6 +615,21 @@ std::pair<std::string, json> compare_shard(JobContext& ctx, NcnnModel& model, Nc
     return ctx.artifact(name);
 }
 
+// one SampleStream per shard of a run (each shard its own output file)
+std::vector<std::unique_ptr<SampleStream>> shard_streams(JobContext& ctx, const CaptureParams& p) {
+    std::vector<std::unique_ptr<SampleStream>> streams;
+    for (const auto& s : p.shards) {
+        streams.push_back(std::make_unique<SampleStream>(ctx, std::vector<std::string>{s}, p.inputs));
+    }
+    return streams;
+}
+
+int64_t total_samples(const std::vector<std::unique_ptr<SampleStream>>& streams) {
+    int64_t n = 0;
+    for (const auto& s : streams) n += s->total;
+    return n;
+}
+
 std::string variant_key(size_t j, int64_t i, size_t b) {
     return "v" + std::to_string(j) + "_" + output_key(i, b);
 }
@@ -637,13 +652,8 @@ OpResult run_variants(JobContext& ctx, const CaptureParams& p, NcnnModel& base) 
     ctx.timing_s["load"] += now_s() - t0;
     const int64_t timed = p.variants->timed_samples;
     std::vector<json> latency(runs.size(), json::array());
-    std::vector<std::unique_ptr<SampleStream>> streams;
-    int64_t grand = 0;
-    for (const auto& s : p.shards) {
-        streams.push_back(std::make_unique<SampleStream>(ctx, std::vector<std::string>{s}, p.inputs));
-        grand += streams.back()->total;
-    }
-    Throttle tick(ctx.progress, grand);
+    std::vector<std::unique_ptr<SampleStream>> streams = shard_streams(ctx, p);
+    Throttle tick(ctx.progress, total_samples(streams));
     OpResult r;
     int64_t done = 0;
     t0 = now_s();
@@ -707,13 +717,8 @@ OpResult op_run(JobContext& ctx) {
         model.check_blobs(pair_blobs);
         ref->check_blobs(pair_blobs);
     }
-    std::vector<std::unique_ptr<SampleStream>> streams;
-    int64_t grand = 0;
-    for (const auto& s : p.shards) {
-        streams.push_back(std::make_unique<SampleStream>(ctx, std::vector<std::string>{s}, p.inputs));
-        grand += streams.back()->total;
-    }
-    Throttle tick(ctx.progress, grand);
+    std::vector<std::unique_ptr<SampleStream>> streams = shard_streams(ctx, p);
+    Throttle tick(ctx.progress, total_samples(streams));
     OpResult r;
     json latency = json::array();
     int64_t total = 0, done = 0;
