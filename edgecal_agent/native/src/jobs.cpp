@@ -615,6 +615,13 @@ std::pair<std::string, json> compare_shard(JobContext& ctx, NcnnModel& model, Nc
     return ctx.artifact(name);
 }
 
+// the members every outputs_<k>.npz of a run starts with (jobs.py's _outputs_header)
+void outputs_header(NpzWriter& w, const std::vector<std::string>& blobs, int64_t n_samples) {
+    w.add_i64("schema", ARTIFACT_SCHEMA);
+    w.add_names("names", blobs);
+    w.add_i64("n_samples", n_samples);
+}
+
 // one SampleStream per shard of a run (each shard its own output file)
 std::vector<std::unique_ptr<SampleStream>> shard_streams(JobContext& ctx, const CaptureParams& p) {
     std::vector<std::unique_ptr<SampleStream>> streams;
@@ -661,9 +668,7 @@ OpResult run_variants(JobContext& ctx, const CaptureParams& p, NcnnModel& base) 
         const std::string name = "outputs_" + std::to_string(k) + ".npz";
         {
             NpzWriter w(ctx.job_fd, name);
-            w.add_i64("schema", ARTIFACT_SCHEMA);
-            w.add_names("names", p.blobs);
-            w.add_i64("n_samples", streams[k]->total);
+            outputs_header(w, p.blobs, streams[k]->total);
             w.add_i64("n_variants", int64_t(runs.size()));
             streams[k]->for_each([&](int64_t, int64_t i, size_t, const Sample& sample) {
                 const std::string where = sample_where(done);
@@ -727,9 +732,7 @@ OpResult op_run(JobContext& ctx) {
         const std::string name = "outputs_" + std::to_string(k) + ".npz";
         {
             NpzWriter w(ctx.job_fd, name);
-            w.add_i64("schema", ARTIFACT_SCHEMA);
-            w.add_names("names", p.blobs);
-            w.add_i64("n_samples", streams[k]->total);
+            outputs_header(w, p.blobs, streams[k]->total);
             streams[k]->for_each([&](int64_t, int64_t i, size_t, const Sample& sample) {
                 bool have_only = false;
                 if (p.timed && !p.blobs.empty()) {
