@@ -22,7 +22,9 @@ latency.**  A layer goes back to fp32 only when no candidate scale keeps the tar
 
 With ``rank_scorer`` (e.g. a subset of the images), candidates are compared on it and only the
 winner is scored by ``scorer`` (every image); every figure the loop decides on or reports --
-the start, each accepted change, the final -- is ``scorer``'s.
+the start, each accepted change, the final -- is ``scorer``'s.  A layer's candidates are scored
+together (``score_many``: a scorer may compute only what each changes, and time fewer images);
+an accepted one is scored again by ``score``, so every accepted figure is a whole run's.
 
 The drop is whatever the scorers measure: top-1 (accuracy with labels, else agreement with
 fp32), or a task metric's points (``edgecal tune --metric``: CTC text, IoU, fidelity, the
@@ -454,6 +456,8 @@ def tune(
             s = scorer.score(trial, fp32, what=f"{layer} with {m}, every image")
             steps.append(TuneStep("method", layer, m, s, False))
         if s.better_than(cur):
+            if rank_scorer is None:  # a whole run: the figures kept, latency too, measured
+                s = scorer.score(trial, fp32, what=f"{layer} with {m}")  # as every other's
             table, cur, methods[layer] = trial, s, m
             index = max(i for i, x in enumerate(steps) if x.layer == layer and x.method == m)
             steps[index] = TuneStep("method", layer, m, s, True)
