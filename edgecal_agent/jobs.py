@@ -8,6 +8,7 @@ layer and their per-unit similarity terms for every candidate (:mod:`edgecal_age
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import platform
@@ -34,6 +35,7 @@ from edgecal_agent.errors import (
 from edgecal_agent.fileio import fd_state, sha256_cached_at, sha256_fh
 from edgecal_agent.messages import (
     EQ_RESULT,
+    JOBS_DIR,
     Artifact,
     CaptureParams,
     EqLayerParams,
@@ -41,6 +43,7 @@ from edgecal_agent.messages import (
     ModelFiles,
     ProtocolViolation,
     Request,
+    VariantRun,
     content_digest,
 )
 from edgecal_agent.npzio import ARTIFACT_SCHEMA, NpzWriter, load_npz, names_array
@@ -597,6 +600,60 @@ def variant_key(j: int, i: int, b: int) -> str:
     return f"v{j}_s{i:06d}_b{b}"
 
 
+#: A patched ``.bin``'s pieces are copied this many bytes at a time.
+PIECE_BLOCK = 1 << 20
+
+
+def _variant_net(ctx: JobContext, p: CaptureParams, v: VariantRun, j: int) -> NcnnModel:
+    """Variant ``j``'s net: from its pushed files, or with its ``.bin`` put together from the
+    base's and the pushed piece (:class:`~edgecal_agent.messages.BinPatch`) in the job folder,
+    checked against its digest, and removed once ncnn has read it."""
+    if v.patch is None:
+        assert v.bin is not None
+        return _open_model(ctx, ModelFiles(v.param, v.bin), p.runtime, p.threads, cache=False)
+    name = f"variant_{j}.bin"
+    label = f"variant {j}'s .bin"
+    made = f"{label} (made from {p.model.bin} and {v.patch.data})"
+    digest = hashlib.sha256()
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600,
+                 dir_fd=ctx.job_fd)  # fmt: skip
+    out = os.fdopen(fd, "w+b")
+    try:
+        with _model_file(ctx, p.model.bin) as base, _model_file(ctx, v.patch.data) as data:
+            for source, offset, length in v.patch.segments:
+                fh, what = (base, p.model.bin) if source == 0 else (data, v.patch.data)
+                size = os.fstat(fh.fileno()).st_size
+                if offset > size or length > size - offset:
+                    raise BadRequest(
+                        f"{made}: a piece of {length} bytes at {offset} is past the end of {what}"
+                    )
+                fh.seek(offset)
+                while length > 0:  # in blocks: a piece may be most of a large model
+                    chunk = fh.read(min(length, PIECE_BLOCK))
+                    if not chunk:  # the file shrank under us
+                        raise BadRequest(f"{made}: {what} changed while it was read")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    length -= len(chunk)
+        out.flush()
+        if digest.hexdigest() != v.patch.sha256:
+            raise BadRequest(
+                f"{made} has sha256 {digest.hexdigest()}, the host expects {v.patch.sha256}"
+            )
+        with _model_file(ctx, v.param) as fh_param:
+            param = fd_path(fh_param.fileno()) or os.path.join(ctx.workdir.path, v.param)
+            bin_ = fd_path(out.fileno()) or os.path.join(
+                ctx.workdir.path, JOBS_DIR, ctx.job_id, name
+            )
+            return NcnnModel(
+                param, bin_, runtime=p.runtime, threads=p.threads, labels=(v.param, label)
+            )
+    finally:
+        out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=ctx.job_fd)
+
+
 def _run_variants(ctx: JobContext, p: CaptureParams, base: NcnnModel) -> Result:
     """``run`` with ``variants`` (:class:`~edgecal_agent.messages.VariantsParams`): per sample
     the base model once, every blob kept; each variant from the base's ``feed`` blobs."""
@@ -604,8 +661,8 @@ def _run_variants(ctx: JobContext, p: CaptureParams, base: NcnnModel) -> Result:
     runs = p.variants.models
     t0 = time.perf_counter()
     nets: list[NcnnModel] = []
-    for v in runs:
-        net = _open_model(ctx, v.model, p.runtime, p.threads, cache=False)
+    for j, v in enumerate(runs):
+        net = _variant_net(ctx, p, v, j)
         base.check_blobs(v.feed)
         net.check_blobs([*v.feed, *p.blobs])
         net.check_inputs(p.inputs)

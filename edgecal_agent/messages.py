@@ -365,17 +365,89 @@ MAX_VARIANTS = 32
 MAX_TIMED_SAMPLES = 64
 
 
+#: A variant's ``.bin`` made on the device from at most this many pieces.
+MAX_SEGMENTS = 1 << 16
+
+
+@dataclass(frozen=True)
+class BinPatch:
+    """A variant's ``.bin`` put together on the device (agent >= 0.4.0), so that only what the
+    variant changes is pushed: ``segments`` in order, each ``(source, offset, length)`` bytes
+    of the base's ``.bin`` (source 0: the job's model) or of the pushed file ``data`` (source
+    1); the result must have the digest ``sha256``."""
+
+    data: str
+    segments: tuple[tuple[int, int, int], ...]
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "segments": [list(x) for x in self.segments],
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> BinPatch:
+        segments = []
+        items = _req(d, "segments", list, where)
+        if len(items) > MAX_SEGMENTS:
+            raise ProtocolViolation(f"{where}.segments: at most {MAX_SEGMENTS}, got {len(items)}")
+        for i, item in enumerate(items):
+            at = f"{where}.segments[{i}]"
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)
+                or item[0] not in (0, 1)
+                or item[1] < 0
+                or item[2] < 0
+            ):
+                raise ProtocolViolation(
+                    f"{at}: must be [source 0 or 1, offset >= 0, length >= 0] (whole numbers)"
+                )
+            segments.append((item[0], item[1], item[2]))
+        digest = _req(d, "sha256", str, where)
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ProtocolViolation(f"{where}.sha256: 64 lowercase hex digits, got {digest!r}")
+        data = check_relpath(_req(d, "data", str, where), f"{where}.data")
+        return cls(data, tuple(segments), digest)
+
+
 @dataclass(frozen=True)
 class VariantRun:
     """One variant of a ``run`` with ``variants``: its files and the blobs it is fed from the
     base model (``feed``: every blob the variant's changed layers and what follows them read
-    from the unchanged part, and each output the variant does not change)."""
+    from the unchanged part, and each output the variant does not change).  Its ``.bin`` is
+    either a pushed file (``model``) or made on the device (``param`` and ``patch``)."""
 
-    model: ModelFiles
+    param: str
+    bin: str | None
     feed: tuple[str, ...]
+    patch: BinPatch | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "feed": list(self.feed)}
+        if self.patch is not None:
+            return {"param": self.param, "patch": self.patch.to_dict(), "feed": list(self.feed)}
+        return {"model": {"param": self.param, "bin": self.bin}, "feed": list(self.feed)}
+
+    @classmethod
+    def from_dict(cls, item: Any, at: str) -> VariantRun:
+        if not isinstance(item, dict):
+            raise ProtocolViolation(f"{at}: must be an object {{model, feed}}")
+        feed = _str_list(_req(item, "feed", list, at), f"{at}.feed")
+        if not feed:
+            raise ProtocolViolation(f"{at}.feed: at least one blob is needed")
+        if len(set(feed)) != len(feed):
+            raise ProtocolViolation(f"{at}.feed: a blob is named twice")
+        patch = _opt(item, "patch", dict, at, None)
+        if patch is None:
+            model = ModelFiles.from_dict(_req(item, "model", dict, at), f"{at}.model")
+            return cls(model.param, model.bin, feed)
+        if "model" in item:
+            raise ProtocolViolation(f"{at}: either model or param and patch, not both")
+        param = check_relpath(_req(item, "param", str, at), f"{at}.param")
+        return cls(param, None, feed, BinPatch.from_dict(patch, f"{at}.patch"))
 
 
 @dataclass(frozen=True)
@@ -390,7 +462,8 @@ class VariantsParams:
     variant's outputs (``outputs_<k>.npz``, members ``v<j>_s<i>_b<b>``), the same values a
     whole forward of the variant gives, and, for each of the job's first ``timed_samples``
     samples, the seconds of a whole forward of each variant (``latency_s``: one list per
-    variant), timed as the ``timed`` run times its model.
+    variant), timed as the ``timed`` run times its model.  A variant's ``.bin`` may be made on
+    the device from the base's and a pushed piece (:class:`BinPatch`).
     """
 
     models: tuple[VariantRun, ...]
@@ -404,19 +477,10 @@ class VariantsParams:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> VariantsParams:
-        models = []
-        for i, item in enumerate(_req(d, "models", list, where)):
-            at = f"{where}.models[{i}]"
-            if not isinstance(item, dict):
-                raise ProtocolViolation(f"{at}: must be an object {{model, feed}}")
-            feed = _str_list(_req(item, "feed", list, at), f"{at}.feed")
-            if not feed:
-                raise ProtocolViolation(f"{at}.feed: at least one blob is needed")
-            if len(set(feed)) != len(feed):
-                raise ProtocolViolation(f"{at}.feed: a blob is named twice")
-            models.append(
-                VariantRun(ModelFiles.from_dict(_req(item, "model", dict, at), f"{at}.model"), feed)
-            )
+        models = [
+            VariantRun.from_dict(item, f"{where}.models[{i}]")
+            for i, item in enumerate(_req(d, "models", list, where))
+        ]
         if not 1 <= len(models) <= MAX_VARIANTS:
             raise ProtocolViolation(
                 f"{where}.models: 1 to {MAX_VARIANTS} variants, got {len(models)}"

@@ -412,12 +412,37 @@ def run_shard_compared(
 
 @dataclass(frozen=True)
 class FedVariant:
-    """A variant of a ``run``'s model (agent >= 0.4.0): its files and the blobs of the run's
-    model it is fed (:func:`edgecal.int8.delta.delta`'s ``feed``)."""
+    """A variant of a ``run``'s model (agent >= 0.4.0): its ``.param``, the blobs of the run's
+    model it is fed (:func:`edgecal.int8.delta.delta`'s ``feed``), and its ``.bin``: the
+    whole file ``bin``, or made on the device from ``pieces`` (``(source, offset, length)``:
+    :func:`edgecal.int8.delta.bin_patch`) of the run's model's ``.bin`` and of the file
+    ``patch``, whose digest is ``sha256`` -- then only ``patch`` is pushed -- ``size`` bytes in
+    all."""
 
     param: Path
-    bin: Path
     feed: Sequence[str]
+    bin: Path | None = None
+    patch: Path | None = None
+    pieces: Sequence[tuple[int, int, int]] = ()
+    sha256: str = ""
+    size: int = 0  # bytes of its whole .bin (what the device loads)
+
+    def request(self, device: Device) -> dict[str, Any]:
+        """Its entry of the ``variants`` request, its files pushed to ``device``."""
+        if self.patch is None:
+            assert self.bin is not None
+            param, bin_ = device.push_many([self.param, self.bin])
+            return {"model": {"param": param, "bin": bin_}, "feed": list(self.feed)}
+        param, data = device.push_many([self.param, self.patch])
+        return {
+            "param": param,
+            "patch": {
+                "data": data,
+                "segments": [list(x) for x in self.pieces],
+                "sha256": self.sha256,
+            },
+            "feed": list(self.feed),
+        }
 
 
 def run_shard_variants(
@@ -434,12 +459,8 @@ def run_shard_variants(
     the base's ``feed`` blobs; and the seconds of a whole forward of the variant on each of
     the shard's first ``timed_samples`` samples."""
     params = _run_params(device, work)
-    files = device.push_many([Path(f) for v in variants for f in (v.param, v.bin)])
     params["variants"] = {
-        "models": [
-            {"model": {"param": files[2 * j], "bin": files[2 * j + 1]}, "feed": list(v.feed)}
-            for j, v in enumerate(variants)
-        ],
+        "models": [v.request(device) for v in variants],
         "timed_samples": timed_samples,
     }
     job = device.run_job("run", params, timeout_s=timeout_s, job_id=job_id)

@@ -81,3 +81,30 @@ def delta(base: QuantizedModel, variant: QuantizedModel, outputs: Sequence[str])
         recomputed=tuple(x.name for x in b if x.name in again),
         feed=feed_blobs(variant.param, again, outputs),
     )
+
+
+#: Where a piece of a patched ``.bin`` comes from (``edgecal_agent.messages.BinPatch``).
+FROM_BASE, FROM_DATA = 0, 1
+
+
+def bin_patch(
+    base: QuantizedModel, variant: QuantizedModel
+) -> tuple[bytes, tuple[tuple[int, int, int], ...]]:
+    """``variant``'s ``.bin`` as pieces ``(source, offset, length)`` of ``base``'s ``.bin``
+    (:data:`FROM_BASE`) and of the returned data (:data:`FROM_DATA`: the layers whose bytes
+    differ), adjacent pieces of one source merged; the two have the same layers (:func:`delta`
+    is not None)."""
+    data = bytearray()
+    pieces: list[list[int]] = []
+    at = 0
+    for old, new in zip(base.chunks, variant.chunks, strict=True):
+        source, offset = (FROM_BASE, at) if old == new else (FROM_DATA, len(data))
+        if old != new:
+            data += new
+        last = pieces[-1] if pieces else None
+        if last is not None and last[0] == source and last[1] + last[2] == offset:
+            last[2] += len(new)
+        elif new:
+            pieces.append([source, offset, len(new)])
+        at += len(old)
+    return bytes(data), tuple((s, o, n) for s, o, n in pieces)

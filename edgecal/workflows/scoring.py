@@ -49,7 +49,7 @@ from edgecal.errors import ModelFormatError
 from edgecal.fleet.scheduler import Fleet, FleetExhausted, Job, RetryPolicy
 from edgecal.inputs.samples import SampleSource
 from edgecal.int8.convert import QuantizedModel, quantize_layers
-from edgecal.int8.delta import Delta, delta
+from edgecal.int8.delta import Delta, bin_patch, delta
 from edgecal.quality.latency import median_ms
 from edgecal.quality.metrics import Score, score_outputs
 from edgecal.quality.taskmetrics import MetricFigures, Outputs, Top1, score_metric
@@ -352,6 +352,26 @@ class Scorer:
             self.fp32.param, self.fp32.weights, v.table, keep_fp32=sorted(v.keep_fp32)
         )
 
+    def _write_patch(
+        self, base: QuantizedModel, q: QuantizedModel, feed: Sequence[str]
+    ) -> capture.FedVariant:
+        """Variant ``q`` as its ``.param`` and the pieces of its ``.bin`` that are not
+        ``base``'s, as files named by content (``delta.bin_patch``)."""
+        data, pieces = bin_patch(base, q)
+        bin_bytes = q.bin_bytes
+        digest = hashlib.sha256(bin_bytes).hexdigest()
+        d = self.work_dir / "variants"
+        d.mkdir(exist_ok=True)
+        param = d / f"{hashlib.sha256(q.param_text.encode()).hexdigest()[:16]}.param"
+        patch = d / f"{hashlib.sha256(data).hexdigest()[:16]}.patch"
+        for path, content in ((param, q.param_text.encode()), (patch, data)):
+            if not path.exists():
+                path.write_bytes(content)
+                self.bytes_written += len(content)
+        return capture.FedVariant(
+            param, feed, patch=patch, pieces=pieces, sha256=digest, size=len(bin_bytes)
+        )
+
     def _write(self, q: QuantizedModel) -> tuple[Path, Path]:
         text, data = q.param_text, q.bin_bytes
         digest = hashlib.sha256(text.encode() + b"\0" + data).hexdigest()[:16]
@@ -481,17 +501,16 @@ class Scorer:
                         if d is None:
                             got[i] = self.score(v.table, v.keep_fp32, what=v.what)
                             continue
-                        files = self._write(q)
-                        written.extend(files)
-                        planned.append((i, capture.FedVariant(*files, d.feed), v.what))
+                        fed = self._write_patch(qb, q, d.feed)
+                        written.extend(x for x in (fed.param, fed.patch) if x is not None)
+                        planned.append((i, fed, v.what))
                         self.layers_recomputed += len(d.recomputed)
                         self.layers_whole += len(q.param.layers)
-                    for batch in _batches(planned, lambda p: p[1].bin.stat().st_size):
+                    for batch in _batches(planned, lambda p: p[1].size):
                         what = batch[0][2] + (
                             f" and {len(batch) - 1} more" if len(batch) > 1 else ""
                         )
-                        fed = [f for _, f, _ in batch]
-                        runs = self._run_variants(*base_files, fed, what)
+                        runs = self._run_variants(*base_files, [f for _, f, _ in batch], what)
                         for (i, f, _), answers in zip(batch, runs, strict=True):
                             got[i] = self._judged(f.param, *self._gathered(f.param, answers))
                             self.incremental_evaluations += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from edgecal.fleet.scheduler import JOB_ERRORS, _board_fault
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import InputSpec
 from edgecal.int8.convert import QuantizedModel, quantize_layers
-from edgecal.int8.delta import delta
+from edgecal.int8.delta import bin_patch, delta
 from edgecal.quality.sensitivity import quantized_layer_names
 from edgecal.quality.validation import quantized_layers
 from edgecal_agent import PROTOCOL_VERSION
@@ -502,7 +503,9 @@ def test_run_variants_answers_each_variant_s_whole_forward(
     Deployed runtime (on ARM: fp16 storage, int8 blobs between layers, fed as ncnn holds
     them): a layer kept in fp32, a layer's scale changed (which changes its producer too, by
     the requantize fusion), the one layer of the float model put in int8, an intermediate
-    output that some variants leave as it is."""
+    output that some variants leave as it is.  Each variant's ``.bin`` is pushed whole, or
+    made on the device from the base's and the pushed changed layers' bytes (only those
+    pushed)."""
     case = cases["digits"]
     model = load_model(case.param, case.bin)
     table = parse_table((REFERENCE / "digits" / "kl.table").read_text())
@@ -534,10 +537,21 @@ def test_run_variants_answers_each_variant_s_whole_forward(
     ):
         qb = write(base_name, *base)
         fed = []
-        for name, (t, keep) in variants.items():
-            d = delta(qb, write(name, t, keep), blobs)
+        for k, (name, (t, keep)) in enumerate(variants.items()):
+            q = write(name, t, keep)
+            d = delta(qb, q, blobs)
             assert d is not None and d.feed and len(d.recomputed) < len(model.param.layers)
-            fed.append(FedVariant(*files[name], d.feed))
+            if k == 0:  # the whole .bin
+                fed.append(FedVariant(files[name][0], d.feed, bin=files[name][1]))
+                continue
+            data, pieces = bin_patch(qb, q)
+            patch = tmp_path / f"{name}.patch"
+            patch.write_bytes(data)
+            assert 0 < len(data) < len(q.bin_bytes) and len(pieces) > 1
+            digest = hashlib.sha256(q.bin_bytes).hexdigest()
+            fed.append(
+                FedVariant(files[name][0], d.feed, patch=patch, pieces=pieces, sha256=digest)
+            )
         work = Workload(*files[base_name], case.specs, shards, blobs, runtime="deployed")
         answers = run_shard_variants(device, work, fed, 3)
         for (name, _), (outs, secs) in zip(variants.items(), answers, strict=True):

@@ -5,13 +5,14 @@ function of its layer's line, bytes and inputs, as ncnn's is."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecal.int8.convert import ConversionReport, QuantizedModel
-from edgecal.int8.delta import delta
+from edgecal.int8.delta import FROM_BASE, bin_patch, delta
 from edgecal.ncnnfmt.param import Layer, ParamFile, int_value, render_param
 
 
@@ -100,3 +101,33 @@ def test_other_layers_cannot_be_fed() -> None:
 
     assert delta(model(a), model(b), ["b0"]) is None
     assert delta(model(a), model(a[:1]), ["in0"]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=6), st.one_of(st.none(), st.binary(max_size=6))),
+        max_size=12,
+    )
+)
+def test_a_patched_bin_is_the_variant_s_bin(layers: list[tuple[bytes, bytes | None]]) -> None:
+    """The pieces of the base's ``.bin`` and of the data put back together are the variant's
+    ``.bin``; the data holds only the changed layers' bytes; no two pieces of one source
+    follow each other contiguously (merged)."""
+    base_chunks = [a for a, _ in layers]
+    var_chunks = [a if b is None else b for a, b in layers]
+
+    def model(chunks: list[bytes]) -> QuantizedModel:
+        pf = ParamFile([], 0)
+        return QuantizedModel(pf, "", chunks, ConversionReport())
+
+    data, pieces = bin_patch(model(base_chunks), model(var_chunks))
+    whole, base_bin = b"", b"".join(base_chunks)
+    for source, offset, length in pieces:
+        src = base_bin if source == FROM_BASE else data
+        assert length > 0 and offset + length <= len(src)
+        whole += src[offset : offset + length]
+    assert whole == b"".join(var_chunks)
+    assert len(data) == sum(len(b) for a, b in layers if b is not None and b != a)
+    for (s1, o1, n1), (s2, o2, _) in itertools.pairwise(pieces):
+        assert not (s1 == s2 and o1 + n1 == o2)

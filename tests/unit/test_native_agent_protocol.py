@@ -257,6 +257,26 @@ def test_a_deep_request_and_incomplete_eq_inputs_are_bad_requests(
 
 _M = {"param": "r.param", "bin": "r.bin"}
 _V = {"model": _M, "feed": ["a"]}  # a variant
+_PATCH: dict[str, object] = {
+    "data": "p.data",
+    "segments": [[0, 0, 1], [1, 3, 2]],
+    "sha256": "0" * 64,
+}
+_PP: dict[str, object] = {"patch": _PATCH, "feed": ["a"]}
+_P: dict[str, object] = {"param": "r.param", **_PP}  # a variant with its .bin made on the device
+
+
+def _vs(*variants: object) -> tuple[str, dict[str, object]]:
+    """A run with these variants."""
+    return "run", {"variants": {"models": list(variants)}}
+
+
+def _patch(**over: object) -> dict[str, object]:
+    """_P with fields of its patch replaced (None: left out)."""
+    patch = {k: v for k, v in {**_PATCH, **over}.items() if v is not None}
+    return {**_P, "patch": patch}
+
+
 BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "runtime": ("absmax", {"runtime": "turbo"}),
     "threads": ("absmax", {"threads": 0}),
@@ -308,7 +328,52 @@ BAD_PARAMS: dict[str, tuple[str, dict[str, object]]] = {
     "variants-last": ("run", {"variants": {"models": []}, "shards": ["/etc/passwd"]}),
     "variants-absmax": ("absmax", {"variants": {"models": []}}),
     "variants-no-blobs": ("run", {"blobs": [], "variants": {"models": [_V]}}),
+    # a variant whose .bin is made on the device (param and patch), checked in this order
+    "patch-and-model": _vs({**_P, "model": _M}),
+    "patch-and-null-model": _vs({**_P, "model": None}),
+    "patch-and-model-no-param": _vs({**_PP, "model": _M}),
+    "patch-no-param": _vs(_PP),
+    "patch-param-path": _vs({**_P, "param": "../p"}),
+    "patch-param-type": _vs({**_P, "param": 1}),
+    "patch-type": _vs({**_P, "patch": ["x"]}),
+    "patch-null": _vs({**_V, "param": "p", "patch": None}),
+    "patch-null-no-model": _vs({**_P, "patch": None}),
+    "patch-feed-first": _vs({**_P, "patch": 1, "feed": []}),
+    "patch-segments-type": _vs(_patch(segments={"a": 1})),
+    "patch-segments-missing": _vs(_patch(segments=None)),
+    "patch-segments-many": _vs(_patch(segments=[[0, 0, 0]] * 65537)),
+    "patch-segments-max": _vs(_patch(segments=[[0, 0, 0]] * 65536)),
+    "patch-segment-two": _vs(_patch(segments=[[0, 0]])),
+    "patch-segment-four": _vs(_patch(segments=[[0, 0, 1, 1]])),
+    "patch-segment-type": _vs(_patch(segments=[[0, 0, 1], "x"])),
+    "patch-segment-source": _vs(_patch(segments=[[2, 0, 1]])),
+    "patch-segment-source-neg": _vs(_patch(segments=[[-1, 0, 1]])),
+    "patch-segment-negative": _vs(_patch(segments=[[0, -1, 1]])),
+    "patch-segment-neg-length": _vs(_patch(segments=[[1, 0, -1]])),
+    "patch-segment-bool": _vs(_patch(segments=[[0, 0, True]])),
+    "patch-segment-bool-src": _vs(_patch(segments=[[False, 0, 1]])),
+    "patch-segment-float": _vs(_patch(segments=[[0, 1.0, 1]])),
+    "patch-segment-null": _vs(_patch(segments=[[0, 0, None]])),
+    "patch-segment-str": _vs(_patch(segments=[[0, "0", 1]])),
+    "patch-segment-huge": _vs(_patch(segments=[[0, 2**64 - 1, 1]])),
+    "patch-segment-huge-src": _vs(_patch(segments=[[2**64 - 1, 0, 1]])),
+    "patch-sha-upper": _vs(_patch(sha256="A" * 64)),
+    "patch-sha-short": _vs(_patch(sha256="0" * 63)),
+    "patch-sha-long": _vs(_patch(sha256="0" * 65)),
+    "patch-sha-quote": _vs(_patch(sha256='it\'s "x"\n')),
+    "patch-sha-type": _vs(_patch(sha256=64)),
+    "patch-no-sha": _vs(_patch(sha256=None)),
+    "patch-data-path": _vs(_patch(data="/x")),
+    "patch-data-dots": _vs(_patch(data="a/../../x")),
+    "patch-data-type": _vs(_patch(data=["x"])),
+    "patch-no-data": _vs(_patch(data=None)),
+    # segments before sha256 before data
+    "patch-segments-then-sha": _vs(_patch(segments=[[3, 0, 0]], sha256="x")),
+    "patch-sha-then-data": _vs(_patch(sha256="x", data="/x")),
+    "patch-second-variant": _vs(_V, _patch(segments=[[0, 0]])),
 }
+#: BAD_PARAMS cases that pass the request checks (the job then fails on its missing model)
+PARSED = {"patch-null", "patch-segments-max", "patch-segment-huge"}
 
 
 @pytest.mark.parametrize("what", list(BAD_PARAMS))
@@ -339,11 +404,53 @@ def test_a_bad_request_gets_the_python_agents_answer(
         doc = _response(wd / JOBS_DIR / "j1")
         answers.append((doc["op"], doc["ok"], doc["error"]["kind"], doc["error"]["message"]))
     assert answers[0] == answers[1]
+    if what.startswith("patch-"):  # the check meant, not the missing model behind it
+        parsed = answers[0][2] == "ModelLoadError"
+        assert parsed == (what in PARSED), answers[0]
+        assert parsed or "params.variants.models[" in answers[0][3], answers[0]
 
 
 _SMALL = "7767517\n2 2\nInput in 0 1 6\nReLU relu 1 1 6 x\n"  # neither in0 nor out0
 _NO_IN0 = "7767517\n2 2\nInput in 0 1 6\nReLU relu 1 1 6 out0\n"
 _D = {"param": "d.param", "bin": "d.bin"}  # the digits model
+_BIN = DIGITS.joinpath("model.bin").read_bytes()
+_N = len(_BIN)
+_DATA = b"junk" + _BIN[100:5000]  # a pushed piece: part of the digits model's .bin
+_DATA_REL = f"files/{hashlib.sha256(_DATA).hexdigest()}/d.patch"  # as the host pushes it
+_BAD_REL = f"files/{'0' * 64}/d.patch"  # a pushed piece that is not what its name says
+_MIXED = [[0, 0, 100], [1, 4, 4900], [0, 5000, _N - 5000]]  # the whole .bin, from both
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _patched(
+    segments: list[list[int]], sha256: str = _sha(_BIN), data: str = "p.data",
+    param: str = "d.param",
+) -> dict[str, object]:  # fmt: skip
+    """A variant of the digits model whose .bin is made on the device."""
+    return {"param": param, "patch": {"data": data, "segments": segments, "sha256": sha256},
+            "feed": ["6"]}  # fmt: skip
+
+
+def _workdir(wd: Path) -> None:
+    """The models and pushed pieces BAD_VARIANTS name, in work directory wd."""
+    wd.mkdir()
+    for name, text in (("s", _SMALL), ("n", _NO_IN0)):
+        (wd / f"{name}.param").write_text(text)
+        (wd / f"{name}.bin").write_bytes(b"")
+    for suffix in ("param", "bin"):
+        (wd / f"d.{suffix}").write_bytes(DIGITS.joinpath(f"model.{suffix}").read_bytes())
+    for rel in ("p.data", _DATA_REL, _BAD_REL):
+        (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wd / rel).write_bytes(_DATA)
+
+
+def _made_bins(job: Path) -> list[str]:
+    return sorted(p.name for p in job.iterdir() if p.name.startswith("variant_"))
+
+
 #: run jobs with variants that fail once the models are loaded (and one that does not)
 BAD_VARIANTS: dict[str, list[dict[str, object]]] = {
     "missing": [{"model": {"param": "gone.param", "bin": "gone.bin"}, "feed": ["6"]}],
@@ -353,7 +460,35 @@ BAD_VARIANTS: dict[str, list[dict[str, object]]] = {
     "blob-not-in-variant": [{"model": {"param": "s.param", "bin": "s.bin"}, "feed": ["6"]}],
     "input-not-in-variant": [{"model": {"param": "n.param", "bin": "n.bin"}, "feed": ["6"]}],
     "ok": [{"model": _D, "feed": ["6"]}, {"model": _D, "feed": ["in0", "5"]}],
+    # a variant's .bin made on the device from the digits model's and the pushed piece
+    "patch-past-base": [_patched([[0, 0, 100], [0, 100, _N - 99]])],
+    "patch-past-data": [_patched([[0, 0, 100], [1, 4, len(_DATA) - 3]])],
+    "patch-past-empty": [_patched([[1, len(_DATA), 1]])],
+    "patch-sha": [_patched([[0, 0, _N]], sha256=_sha(_BIN[:-1]))],
+    "patch-missing-data": [_patched([[0, 0, _N]], data="gone.data")],
+    "patch-corrupt-data": [_patched([[0, 0, _N]], data=_BAD_REL)],
+    "patch-missing-param": [_patched([[0, 0, _N]], param="gone.param")],
+    "patch-param-not-in-bin": [_patched([[0, 0, _N]], param="s.param")],
+    "patch-truncated": [_patched([[0, 0, _N - 4]], sha256=_sha(_BIN[:-4]))],
+    "patch-truncated-slash": [_patched(_MIXED[:2], sha256=_sha(_BIN[:5000]), data=_DATA_REL)],
+    "patch-second": [{"model": _D, "feed": ["6"]}, _patched([[0, 0, _N + 1]])],
+    "patch-second-sha": [_patched([[0, 0, _N]]), _patched(_MIXED, sha256=_sha(b""))],
+    "patch-in-the-way": [_patched([[0, 0, _N]])],  # jobs/j1/variant_0.bin is there already
+    # offsets and lengths far past any file: the same "past the end" before any read
+    "patch-far-offset": [_patched([[0, 1 << 62, 1]])],
+    "patch-huge-offset": [_patched([[0, 1 << 63, 1]])],
+    "patch-huge-length": [_patched([[1, 0, 1 << 63]])],
+    "patch-empty-past-end": [_patched([[0, 0, _N], [0, _N + 7, 0]])],
+    "ok-patch": [
+        _patched([[0, 0, _N]]),
+        _patched(_MIXED, data=_DATA_REL),
+        _patched([[0, _N, 0], [1, 0, 0], [0, 0, 10], [0, 10, _N - 10], [1, len(_DATA), 0]]),
+        {"model": _D, "feed": ["in0", "5"]},
+    ],
 }
+#: what BAD_VARIANTS' failures may be (the Python agent's answers to the same jobs)
+VARIANT_ERRORS = ("ModelLoadError", "BlobNotFound", "BadRequest", "InputCorrupt",
+                  "DeviceFileError")  # fmt: skip
 
 
 @pytest.mark.parametrize("what", list(BAD_VARIANTS))
@@ -371,27 +506,100 @@ def test_a_run_with_bad_variants_gets_the_python_agents_answer(
         "blobs": ["out0"],
         "variants": {"models": BAD_VARIANTS[what], "timed_samples": 3},
     }
+    ok = what.startswith("ok")
     answers = []
     for agent in ("python", "native"):
         wd = tmp_path / agent
-        wd.mkdir()
-        for name, text in (("s", _SMALL), ("n", _NO_IN0)):
-            (wd / f"{name}.param").write_text(text)
-            (wd / f"{name}.bin").write_bytes(b"")
-        for suffix in ("param", "bin"):
-            (wd / f"d.{suffix}").write_bytes(DIGITS.joinpath(f"model.{suffix}").read_bytes())
-        _request(wd / JOBS_DIR / "j1", "run", params)
+        _workdir(wd)
+        job = wd / JOBS_DIR / "j1"
+        _request(job, "run", params)
+        if what == "patch-in-the-way":
+            (job / "variant_0.bin").write_bytes(b"not the agent's")
         if agent == "python":
             server.run_job(str(wd), "j1", io.StringIO())
         else:
             res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
                        str(wd), "j1", home=tmp_path)  # fmt: skip
-            assert res.returncode == (0 if what == "ok" else 1), res
-        doc = _response(wd / JOBS_DIR / "j1")
+            assert res.returncode == (0 if ok else 1), res
+        doc = _response(job)
         error = doc["error"] and (doc["error"]["kind"], doc["error"]["message"])
         answers.append((doc["ok"], error, doc["result"], doc["artifacts"], sorted(doc["timing_s"])))
+        # a made .bin is gone whatever happened (one in its way is left alone)
+        assert _made_bins(job) == (["variant_0.bin"] if what == "patch-in-the-way" else [])
     assert answers[0] == answers[1]
-    if what == "ok":
-        assert answers[0][2] == {"n_samples": 0, "n_shards": 0, "latency_s": [[], []]}
+    if ok:
+        latency: list[list[float]] = [[] for _ in BAD_VARIANTS[what]]
+        assert answers[0][2] == {"n_samples": 0, "n_shards": 0, "latency_s": latency}
     else:
-        assert answers[0][1][0] in ("ModelLoadError", "BlobNotFound"), answers[0]
+        assert answers[0][1][0] in VARIANT_ERRORS, answers[0]
+    if what == "patch-in-the-way":
+        assert (tmp_path / "native" / JOBS_DIR / "j1" / "variant_0.bin").read_bytes() == (
+            b"not the agent's"
+        )
+
+
+def test_patched_variants_answer_as_the_pushed_model_on_both_agents(
+    native_agent_binary: Path, tmp_path: Path
+) -> None:
+    """Variants whose .bin the device made from pieces compute what the pushed model computes,
+    on both agents, sample for sample."""
+    import io
+
+    from edgecal_agent import server
+    from edgecal_agent.messages import InputDesc
+    from edgecal_agent.npzio import load_npz
+    from edgecal_agent.shards import write_shard
+
+    rng = np.random.default_rng(7)
+    inp = InputDesc("in0", "image", "GRAY", (0.0,), (0.00392157,), (32, 32))
+    runs = [
+        {"model": _D, "feed": ["6"]},
+        _patched([[0, 0, _N]]),
+        _patched(_MIXED, data=_DATA_REL),
+        {"model": _D, "feed": ["in0", "5"]},
+        {**_patched(_MIXED), "feed": ["in0", "5"]},
+    ]
+    params: dict[str, object] = {
+        "model": _D,
+        "inputs": [inp.to_dict()],
+        "shards": ["s0.npz", "s1.npz"],
+        "blobs": ["out0"],
+        "variants": {"models": runs, "timed_samples": 2},
+    }
+    outputs = []
+    for agent in ("python", "native"):
+        wd = tmp_path / agent
+        _workdir(wd)
+        for k, n in enumerate((3, 2)):
+            samples = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),) for _ in range(n)]
+            write_shard(wd / f"s{k}.npz", samples, [inp])
+        rng = np.random.default_rng(7)  # the same samples for the other agent
+        job = wd / JOBS_DIR / "j1"
+        _request(job, "run", params)
+        if agent == "python":
+            server.run_job(str(wd), "j1", io.StringIO())
+        else:
+            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
+                       str(wd), "j1", home=tmp_path)  # fmt: skip
+            assert res.returncode == 0, res
+        doc = _response(job)
+        assert doc["ok"], doc["error"]
+        assert doc["result"]["n_samples"] == 5 and len(doc["result"]["latency_s"]) == len(runs)
+        assert _made_bins(job) == []
+        arrays = {}
+        for k in range(2):
+            with load_npz(job / f"outputs_{k}.npz") as z:
+                arrays.update({f"{k}/{key}": np.array(z[key]) for key in z.files})
+        for key, value in arrays.items():  # each variant as its pushed model
+            if "/v" in key:
+                j = int(key.split("/v")[1].split("_")[0])
+                twin = key.replace(f"/v{j}_", f"/v{0 if j < 3 else 3}_")
+                np.testing.assert_array_equal(value, arrays[twin], err_msg=key)
+        outputs.append(arrays)
+    assert outputs[0].keys() == outputs[1].keys()
+    for key in outputs[0]:
+        if outputs[0][key].dtype.kind == "f":  # one ncnn build and another
+            np.testing.assert_allclose(outputs[1][key], outputs[0][key], rtol=0, atol=1e-5,
+                                       err_msg=key)  # fmt: skip
+        else:
+            np.testing.assert_array_equal(outputs[1][key], outputs[0][key], err_msg=key)

@@ -6,8 +6,10 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
@@ -23,6 +25,7 @@
 #include "model.h"
 #include "npz.h"
 #include "pyfmt.h"
+#include "sha256.h"
 #include "shards.h"
 #include "stats.h"
 
@@ -641,14 +644,91 @@ std::string variant_key(size_t j, int64_t i, size_t b) {
     return "v" + std::to_string(j) + "_" + output_key(i, b);
 }
 
+// A file this job creates in its folder (O_EXCL, 0600, never through a symlink): closed and
+// removed when this goes, whatever happens.
+class JobTempFile {
+public:
+    JobTempFile(int job_fd, std::string name) : job_fd_(job_fd), name_(std::move(name)) {
+        fd_ = Fd(::openat(job_fd_, name_.c_str(),
+                          O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd_) throw SysError(errno, name_);
+    }
+    ~JobTempFile() {
+        fd_ = Fd();
+        ::unlinkat(job_fd_, name_.c_str(), 0);
+    }
+    JobTempFile(const JobTempFile&) = delete;
+    JobTempFile& operator=(const JobTempFile&) = delete;
+    int get() const { return fd_.get(); }
+
+private:
+    int job_fd_;
+    std::string name_;
+    Fd fd_;
+};
+
+// Variant j's net: from its pushed files, or with its .bin put together from the base's and
+// the pushed piece (BinPatch) in the job folder, checked against its digest, and removed once
+// ncnn has read it (jobs.py's _variant_net).  A piece must lie within its file (checked before
+// any read) and is copied in 1 MiB blocks.
+std::unique_ptr<NcnnModel> variant_net(JobContext& ctx, const CaptureParams& p,
+                                       const VariantRun& v, size_t j) {
+    if (!v.patch) return load_other_model(ctx, {v.param, v.bin}, p.runtime, int(p.threads));
+    const BinPatch& patch = *v.patch;
+    const std::string name = "variant_" + std::to_string(j) + ".bin";
+    const std::string label = "variant " + std::to_string(j) + "'s .bin";
+    const std::string made = label + " (made from " + p.model.bin + " and " + patch.data + ")";
+    Sha256 digest;
+    JobTempFile out(ctx.job_fd, name);
+    {
+        Fd base = model_file(ctx, p.model.bin);
+        Fd data = model_file(ctx, patch.data);
+        std::vector<char> buf(1 << 20);
+        for (const BinSegment& s : patch.segments) {
+            const int fd = s.source == 0 ? base.get() : data.get();
+            const std::string& what = s.source == 0 ? p.model.bin : patch.data;
+            struct stat st {};
+            if (::fstat(fd, &st) != 0) throw SysError(errno, "");
+            const uint64_t size = uint64_t(st.st_size);
+            if (s.offset > size || s.length > size - s.offset) {
+                throw BadRequest(made + ": a piece of " + std::to_string(s.length) + " bytes at " +
+                                 std::to_string(s.offset) + " is past the end of " + what);
+            }
+            if (::lseek64(fd, off64_t(s.offset), SEEK_SET) < 0) throw SysError(errno, "");
+            for (uint64_t left = s.length; left > 0;) {
+                ssize_t n = ::read(fd, buf.data(), size_t(std::min<uint64_t>(left, buf.size())));
+                if (n < 0) {
+                    if (errno == EINTR) continue;
+                    throw SysError(errno, "");
+                }
+                if (n == 0) throw BadRequest(made + ": " + what + " changed while it was read");
+                digest.update(buf.data(), size_t(n));
+                write_all(out.get(), buf.data(), size_t(n), "");
+                left -= uint64_t(n);
+            }
+        }
+    }
+    const std::string got = digest.hexdigest();
+    if (got != patch.sha256) {
+        throw BadRequest(made + " has sha256 " + got + ", the host expects " + patch.sha256);
+    }
+    Fd fparam = model_file(ctx, v.param);
+    std::string param = fd_path(fparam.get());
+    std::string bin = fd_path(out.get());
+    if (param.empty()) param = ctx.workdir.path() + "/" + v.param;
+    if (bin.empty()) bin = ctx.workdir.path() + "/" + JOBS_DIR + "/" + ctx.job_id + "/" + name;
+    return std::make_unique<NcnnModel>(param, bin, p.runtime, int(p.threads), v.param, label);
+}
+
 // run with variants: per sample the base model once, every blob kept; each variant from the
 // base's feed blobs (jobs.py's _run_variants).
 OpResult run_variants(JobContext& ctx, const CaptureParams& p, NcnnModel& base) {
     const std::vector<VariantRun>& runs = p.variants->models;
     double t0 = now_s();
     std::vector<std::unique_ptr<NcnnModel>> nets;
-    for (const auto& v : runs) {
-        auto net = load_other_model(ctx, v.model, p.runtime, int(p.threads));
+    for (size_t j = 0; j < runs.size(); ++j) {
+        const VariantRun& v = runs[j];
+        auto net = variant_net(ctx, p, v, j);
         base.check_blobs(v.feed);
         std::vector<std::string> wanted = v.feed;
         wanted.insert(wanted.end(), p.blobs.begin(), p.blobs.end());

@@ -186,21 +186,69 @@ CompareParams compare_params(const json& d, const std::string& where) {
     return c;
 }
 
+// A whole number >= 0 (bool is not one: JSON keeps them apart), as JSON has it.
+bool whole_nonnegative(const json& v) {
+    return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
+}
+
+BinPatch bin_patch(const json& d, const std::string& where) {
+    BinPatch b;
+    const json& items = req(d, "segments", LIST, where);
+    if (int64_t(items.size()) > MAX_SEGMENTS) {
+        throw ProtocolViolation(where + ".segments: at most " + std::to_string(MAX_SEGMENTS) +
+                                ", got " + std::to_string(items.size()));
+    }
+    for (size_t i = 0; i < items.size(); ++i) {
+        const std::string at = where + ".segments[" + std::to_string(i) + "]";
+        const json& item = items[i];
+        if (!item.is_array() || item.size() != 3 || !whole_nonnegative(item[0]) ||
+            !whole_nonnegative(item[1]) || !whole_nonnegative(item[2]) ||
+            item[0].get<uint64_t>() > 1) {
+            throw ProtocolViolation(
+                at + ": must be [source 0 or 1, offset >= 0, length >= 0] (whole numbers)");
+        }
+        b.segments.push_back(
+            {int(item[0].get<uint64_t>()), item[1].get<uint64_t>(), item[2].get<uint64_t>()});
+    }
+    b.sha256 = req(d, "sha256", STR, where).get<std::string>();
+    bool hex = b.sha256.size() == 64;
+    for (char c : b.sha256) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    if (!hex) {
+        throw ProtocolViolation(where + ".sha256: 64 lowercase hex digits, got " +
+                                py_repr(b.sha256));
+    }
+    b.data = check_relpath(req(d, "data", STR, where).get<std::string>(), where + ".data");
+    return b;
+}
+
+VariantRun variant_run(const json& item, const std::string& at) {
+    if (!item.is_object()) throw ProtocolViolation(at + ": must be an object {model, feed}");
+    VariantRun run;
+    run.feed = str_list(req(item, "feed", LIST, at), at + ".feed");
+    if (run.feed.empty()) throw ProtocolViolation(at + ".feed: at least one blob is needed");
+    if (std::set<std::string>(run.feed.begin(), run.feed.end()).size() != run.feed.size()) {
+        throw ProtocolViolation(at + ".feed: a blob is named twice");
+    }
+    const json* patch = opt(item, "patch", DICT, at);
+    if (!patch) {
+        const ModelFiles model = model_files(req(item, "model", DICT, at), at + ".model");
+        run.param = model.param;
+        run.bin = model.bin;
+        return run;
+    }
+    if (item.contains("model")) {
+        throw ProtocolViolation(at + ": either model or param and patch, not both");
+    }
+    run.param = check_relpath(req(item, "param", STR, at).get<std::string>(), at + ".param");
+    run.patch = bin_patch(*patch, at + ".patch");
+    return run;
+}
+
 VariantsParams variants_params(const json& d, const std::string& where) {
     VariantsParams v;
     const json& models = req(d, "models", LIST, where);
     for (size_t i = 0; i < models.size(); ++i) {
-        const std::string at = where + ".models[" + std::to_string(i) + "]";
-        const json& item = models[i];
-        if (!item.is_object()) throw ProtocolViolation(at + ": must be an object {model, feed}");
-        VariantRun run;
-        run.feed = str_list(req(item, "feed", LIST, at), at + ".feed");
-        if (run.feed.empty()) throw ProtocolViolation(at + ".feed: at least one blob is needed");
-        if (std::set<std::string>(run.feed.begin(), run.feed.end()).size() != run.feed.size()) {
-            throw ProtocolViolation(at + ".feed: a blob is named twice");
-        }
-        run.model = model_files(req(item, "model", DICT, at), at + ".model");
-        v.models.push_back(std::move(run));
+        v.models.push_back(variant_run(models[i], where + ".models[" + std::to_string(i) + "]"));
     }
     if (v.models.empty() || int64_t(v.models.size()) > MAX_VARIANTS) {
         throw ProtocolViolation(where + ".models: 1 to " + std::to_string(MAX_VARIANTS) +

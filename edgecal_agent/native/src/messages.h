@@ -33,6 +33,8 @@ constexpr double EQ_PRUNE_SLACK = 1e-6;
 constexpr int64_t MAX_VARIANTS = 32;
 // ... and times each variant's whole forward on at most this many of its first samples.
 constexpr int64_t MAX_TIMED_SAMPLES = 64;
+// A variant's .bin made on the device from at most this many pieces.
+constexpr int64_t MAX_SEGMENTS = int64_t(1) << 16;
 
 // The sha256 a workdir-relative path promises (files/<sha256>/<name>), else empty.
 std::string content_digest(const std::string& rel);
@@ -78,10 +80,30 @@ struct CompareParams {
     std::vector<std::pair<std::string, double>> pairs;
 };
 
-// One variant of run's variants: its files and the blobs it is fed from the base model.
+// One piece of a BinPatch: length bytes at offset of source (0: the base's .bin, 1: data).
+// Offsets and lengths are kept as JSON has them (a uint64 past int64 too).
+struct BinSegment {
+    int source = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
+
+// A variant's .bin put together on the device (agent >= 0.4.0), so that only what the variant
+// changes is pushed: segments in order, each bytes of the base's .bin (source 0: the job's
+// model) or of the pushed file data (source 1); the result must have the digest sha256.
+struct BinPatch {
+    std::string data;
+    std::vector<BinSegment> segments;
+    std::string sha256;
+};
+
+// One variant of run's variants: its files and the blobs it is fed from the base model.  Its
+// .bin is either a pushed file (bin) or made on the device (patch; bin is empty).
 struct VariantRun {
-    ModelFiles model;
+    std::string param;
+    std::string bin;
     std::vector<std::string> feed;
+    std::optional<BinPatch> patch;
 };
 
 // run's variants (agent >= 0.4.0): several variants of the run's model (the base), each fed
