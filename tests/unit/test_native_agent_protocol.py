@@ -31,6 +31,20 @@ def _run(
     )
 
 
+def _run_job(agent: str, binary: Path, root: Path, wd: Path, returncode: object) -> None:
+    """Job ``j1`` of work directory ``wd`` run by the ``python`` or the ``native`` agent (the
+    native one must exit with ``returncode``)."""
+    if agent == "python":
+        import io
+
+        from edgecal_agent import server
+
+        server.run_job(str(wd), "j1", io.StringIO())
+    else:
+        res = _run(binary, "run-job", "--root", str(root), "--workdir", str(wd), "j1", home=root)
+        assert res.returncode == returncode, res
+
+
 def _request(job: Path, op: str, params: dict[str, object], **over: object) -> None:
     job.mkdir(parents=True, exist_ok=True)
     doc = {"protocol": PROTOCOL_VERSION, "op": op, "job_id": job.name, "params": params, **over}
@@ -380,9 +394,6 @@ PARSED = {"patch-null", "patch-segments-max", "patch-segment-huge"}
 def test_a_bad_request_gets_the_python_agents_answer(
     native_agent_binary: Path, tmp_path: Path, what: str
 ) -> None:
-    import io
-
-    from edgecal_agent import server
 
     op, extra = BAD_PARAMS[what]
     base: dict[str, object] = {
@@ -395,12 +406,7 @@ def test_a_bad_request_gets_the_python_agents_answer(
     for agent in ("python", "native"):
         wd = tmp_path / agent
         _request(wd / JOBS_DIR / "j1", op, {**base, **extra})
-        if agent == "python":
-            server.run_job(str(wd), "j1", io.StringIO())
-        else:
-            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
-                       str(wd), "j1", home=tmp_path)  # fmt: skip
-            assert res.returncode == 1, res
+        _run_job(agent, native_agent_binary, tmp_path, wd, 1)
         doc = _response(wd / JOBS_DIR / "j1")
         answers.append((doc["op"], doc["ok"], doc["error"]["kind"], doc["error"]["message"]))
     assert answers[0] == answers[1]
@@ -495,9 +501,6 @@ VARIANT_ERRORS = ("ModelLoadError", "BlobNotFound", "BadRequest", "InputCorrupt"
 def test_a_run_with_bad_variants_gets_the_python_agents_answer(
     native_agent_binary: Path, tmp_path: Path, what: str
 ) -> None:
-    import io
-
-    from edgecal_agent import server
 
     params = {
         "model": _D,
@@ -515,12 +518,7 @@ def test_a_run_with_bad_variants_gets_the_python_agents_answer(
         _request(job, "run", params)
         if what == "patch-in-the-way":
             (job / "variant_0.bin").write_bytes(b"not the agent's")
-        if agent == "python":
-            server.run_job(str(wd), "j1", io.StringIO())
-        else:
-            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
-                       str(wd), "j1", home=tmp_path)  # fmt: skip
-            assert res.returncode == (0 if ok else 1), res
+        _run_job(agent, native_agent_binary, tmp_path, wd, (0 if ok else 1))
         doc = _response(job)
         error = doc["error"] and (doc["error"]["kind"], doc["error"]["message"])
         answers.append((doc["ok"], error, doc["result"], doc["artifacts"], sorted(doc["timing_s"])))
@@ -543,9 +541,7 @@ def test_patched_variants_answer_as_the_pushed_model_on_both_agents(
 ) -> None:
     """Variants whose .bin the device made from pieces compute what the pushed model computes,
     on both agents, sample for sample."""
-    import io
 
-    from edgecal_agent import server
     from edgecal_agent.messages import InputDesc
     from edgecal_agent.npzio import load_npz
     from edgecal_agent.shards import write_shard
@@ -576,12 +572,7 @@ def test_patched_variants_answer_as_the_pushed_model_on_both_agents(
         rng = np.random.default_rng(7)  # the same samples for the other agent
         job = wd / JOBS_DIR / "j1"
         _request(job, "run", params)
-        if agent == "python":
-            server.run_job(str(wd), "j1", io.StringIO())
-        else:
-            res = _run(native_agent_binary, "run-job", "--root", str(tmp_path), "--workdir",
-                       str(wd), "j1", home=tmp_path)  # fmt: skip
-            assert res.returncode == 0, res
+        _run_job(agent, native_agent_binary, tmp_path, wd, 0)
         doc = _response(job)
         assert doc["ok"], doc["error"]
         assert doc["result"]["n_samples"] == 5 and len(doc["result"]["latency_s"]) == len(runs)
