@@ -416,8 +416,7 @@ class FedVariant:
     model it is fed (:func:`edgecal.int8.delta.delta`'s ``feed``), and its ``.bin``: the
     whole file ``bin``, or made on the device from ``pieces`` (``(source, offset, length)``:
     :func:`edgecal.int8.delta.bin_patch`) of the run's model's ``.bin`` and of the file
-    ``patch``, whose digest is ``sha256`` -- then only ``patch`` is pushed -- ``size`` bytes in
-    all."""
+    ``patch``, whose digest is ``sha256`` -- then only ``patch`` is pushed."""
 
     param: Path
     feed: Sequence[str]
@@ -425,7 +424,13 @@ class FedVariant:
     patch: Path | None = None
     pieces: Sequence[tuple[int, int, int]] = ()
     sha256: str = ""
-    size: int = 0  # bytes of its whole .bin (what the device loads)
+
+    @property
+    def size(self) -> int:
+        """Bytes of its whole ``.bin`` (what the device loads)."""
+        if self.bin is not None:
+            return self.bin.stat().st_size
+        return sum(length for _, _, length in self.pieces)
 
     def request(self, device: Device) -> dict[str, Any]:
         """Its entry of the ``variants`` request, its files pushed to ``device``."""

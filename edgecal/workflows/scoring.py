@@ -356,33 +356,29 @@ class Scorer:
         self, base: QuantizedModel, q: QuantizedModel, feed: Sequence[str]
     ) -> capture.FedVariant:
         """Variant ``q`` as its ``.param`` and the pieces of its ``.bin`` that are not
-        ``base``'s, as files named by content (``delta.bin_patch``)."""
+        ``base``'s (``delta.bin_patch``), as files named by content."""
         data, pieces = bin_patch(base, q)
-        bin_bytes = q.bin_bytes
-        digest = hashlib.sha256(bin_bytes).hexdigest()
-        d = self.work_dir / "variants"
-        d.mkdir(exist_ok=True)
-        param = d / f"{hashlib.sha256(q.param_text.encode()).hexdigest()[:16]}.param"
-        patch = d / f"{hashlib.sha256(data).hexdigest()[:16]}.patch"
-        for path, content in ((param, q.param_text.encode()), (patch, data)):
-            if not path.exists():
-                path.write_bytes(content)
-                self.bytes_written += len(content)
         return capture.FedVariant(
-            param, feed, patch=patch, pieces=pieces, sha256=digest, size=len(bin_bytes)
+            self._stored(".param", q.param_text.encode()),
+            feed,
+            patch=self._stored(".patch", data),
+            pieces=pieces,
+            sha256=hashlib.sha256(q.bin_bytes).hexdigest(),
         )
 
     def _write(self, q: QuantizedModel) -> tuple[Path, Path]:
-        text, data = q.param_text, q.bin_bytes
-        digest = hashlib.sha256(text.encode() + b"\0" + data).hexdigest()[:16]
+        return self._stored(".param", q.param_text.encode()), self._stored(".bin", q.bin_bytes)
+
+    def _stored(self, suffix: str, content: bytes) -> Path:
+        """``content`` as a file of the variants folder named by its digest: identical files
+        are written (and pushed) once."""
         d = self.work_dir / "variants"
         d.mkdir(exist_ok=True)
-        param, binf = d / f"{digest}.param", d / f"{digest}.bin"
-        if not param.exists():
-            binf.write_bytes(data)
-            param.write_text(text, encoding="utf-8")
-            self.bytes_written += len(data) + len(text.encode())
-        return param, binf
+        path = d / f"{hashlib.sha256(content).hexdigest()[:16]}{suffix}"
+        if not path.exists():
+            path.write_bytes(content)
+            self.bytes_written += len(content)
+        return path
 
     def score_files(self, param: Path, bin: Path, what: str = "int8 variant") -> Score:
         return self._judged(param, *self._run(param, bin, what))
