@@ -506,9 +506,9 @@ def tune(
             steps.append(TuneStep("fp32", entry.layer, None, s, False))
     # a layer's loss can be hidden by the others' (a tiny loss vanishes in the rounding of a
     # larger sum, e.g. 1e-300 + 5e-324 == 1e-300) and show only once another went to fp32:
-    # sweep again until a sweep changes nothing
-    sweep = not met()
-    while sweep:
+    # sweep again until a sweep changes nothing, or the target is met
+    sweep = True
+    while sweep and not met():
         sweep = False
         for entry in ranking:
             if entry.layer in fp32 or fp32_full():

@@ -208,6 +208,48 @@ def test_gives_back_a_layer_the_target_no_longer_needs() -> None:
     assert r.target_met and len(r.fp32_layers) == 1 and r.int8_layers == len(LAYERS) - 1
 
 
+def test_the_sweep_stops_once_the_target_is_met() -> None:
+    """A stale ranking (as a subset's can be) puts conv0, conv1, conv2 in that order: the
+    fallback refuses conv0, keeps conv1, refuses conv2; the sweep then keeps conv0, which meets
+    the target, and tries nothing more in fp32 (conv2 would tie and add nothing)."""
+    drop = {(): 10.0, ("conv1",): 5.0, ("conv0", "conv1"): 0.0}
+    scored: list[tuple[str, ...]] = []
+    w = world_of()
+
+    def score(
+        table: CalibrationTable | None, keep_fp32: Sequence[str] = (), what: str = ""
+    ) -> Score:
+        key = tuple(sorted(keep_fp32))
+        scored.append(key)
+        d = min(v for k, v in drop.items() if set(k) <= set(key))
+        return Score(1 - d / 100, None, 1 - d / 1000, 1 - d / 500, d, 1.0 + 0.1 * len(key))
+
+    def stale(table: CalibrationTable, base: Score) -> Sensitivity:
+        entries = [
+            LayerSensitivity(x, "Conv", base, None, g, 0.0)
+            for x, g in (("conv0", 3.0), ("conv1", 2.0), ("conv2", 1.0))
+        ]
+        return Sensitivity("fake", "agreement", 10, base, entries)
+
+    w.score = score  # type: ignore[method-assign]
+    r = tune(
+        w,
+        {"kl": table_of({})},
+        ["conv0", "conv1", "conv2"],
+        stale,
+        w.alternative,
+        TuneConfig(max_drop=0.5, methods=()),
+    )
+    assert r.target_met and sorted(r.fp32_layers) == ["conv0", "conv1"]
+    assert ("conv0", "conv1", "conv2") not in scored, scored
+    assert [(s.action, s.layer, s.kept) for s in r.steps] == [
+        ("fp32", "conv0", False),
+        ("fp32", "conv1", True),
+        ("fp32", "conv2", False),
+        ("fp32", "conv0", True),
+    ]
+
+
 def test_ranking_scorer_compares_and_the_full_scorer_confirms() -> None:
     """Candidates are compared on the ranking scorer; every kept step is the full scorer's."""
     w = world_of(conv2={"kl": 5.0, "aciq": 3.0, "mse": 0.1, "p99.99": 2.0})
