@@ -35,7 +35,6 @@ def measure_sensitivity(
     only_int8: bool = True,
     layers: Sequence[str] | None = None,
     all_int8: Score | None = None,
-    tick: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
     """Score the keep-fp32 (and, with ``only_int8``, the only-int8) variant of each quantized
@@ -77,6 +76,4 @@ def measure_sensitivity(
                 harm_cosine=keep.cosine_mean - base.cosine_mean,
             )
         )
-    if tick is not None:
-        tick(len(entries), len(todo))
     return Sensitivity(scorer.device.name, scorer.drop_of, scorer.n_samples, base, rank(entries))
