@@ -86,7 +86,8 @@ def load_histograms(path: Path) -> HistogramSet:
                 )
             layers = [str(x) for x in _member(z, "layers", "U", 1, path)]
             blobs = [str(x) for x in _member(z, "blobs", "U", 1, path)]
-            absmax = _member(z, "absmax", "fiu", 1, path).astype(np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+                absmax = _member(z, "absmax", "fiu", 1, path).astype(np.float32)
             eps = _member(z, "elements_per_sample", "iu", 1, path).astype(np.int64)
             counts = _member(z, "counts", "iu", 2, path)
             if counts.size and counts.dtype.kind == "i" and counts.min() < 0:
@@ -104,6 +105,15 @@ def load_histograms(path: Path) -> HistogramSet:
         raise HistogramFileError(f"{path}: array sizes do not agree ({n} layers)")
     if len(set(layers)) != n:
         raise HistogramFileError(f"{path}: a layer is listed twice")
+    bad = [i for i in range(n) if not (np.isfinite(absmax[i]) and absmax[i] >= 0)]
+    if bad:
+        more = f", and {len(bad) - 1} more layer(s)" if len(bad) > 1 else ""
+        raise HistogramFileError(
+            f"{path}: the input blob absmax of layer {layers[bad[0]]} is "
+            f"{float(absmax[bad[0]])!r}, not a finite value >= 0{more}",
+            hint="the file is damaged: write it again with 'edgecal calibrate "
+            "--histograms-out FILE'",
+        )
     stats = {
         layer: BlobHistogram(
             counts=counts[i].copy(), absmax=np.float32(absmax[i]), elements_per_sample=int(eps[i])

@@ -77,3 +77,23 @@ def test_wrong_schema_and_foreign_files(tmp_path: Path) -> None:
         load_histograms(tmp_path / "text.npz")
     with pytest.raises(HistogramFileError, match="does not exist"):
         load_histograms(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan, -1.0, 1e300])
+def test_an_absmax_that_is_not_finite_and_non_negative_names_the_file_and_layer(
+    tmp_path: Path, bad: float
+) -> None:
+    """A damaged file's absmax (inf, NaN, negative, beyond float32) is refused on reading,
+    naming the file and the layer, without a numpy warning."""
+    path = tmp_path / "h.npz"
+    save_histograms(path, make_set(3, 4))
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    buf = io.BytesIO()
+    np.save(buf, np.array([1.0, bad, bad], dtype=np.float64))
+    members["absmax.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    with pytest.raises(HistogramFileError, match=r"h\.npz.* layer layer 1 is .*, and 1 more"):
+        load_histograms(path)
