@@ -400,10 +400,14 @@ def tune(
         return config.max_fp32_layers is not None and len(fp32) >= config.max_fp32_layers
 
     if met():
+        within_by = f"loses {points(cur.drop_points)} points, within {config.max_drop:g}"
+        requested = next(iter(starts))
+        if start_name == requested:
+            return result(True, f"the int8 model {within_by}: nothing to change")
         return result(
             True,
-            f"the int8 model loses {points(cur.drop_points)} points, within "
-            f"{config.max_drop:g}: nothing to change",
+            f"the {start_name} table {within_by} (the {requested} table lost "
+            f"{points(initial.drop_points)}): nothing else to change",
         )
     why = out_of_budget()
     if why is not None:
