@@ -32,9 +32,18 @@ class Quantized:
 
 
 def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
-    """A calibration table file (of edgecal or ncnn2table)."""
+    """A calibration table file (of edgecal or ncnn2table); one without a single scale line
+    (empty, or only comments and blank lines) is refused: every layer would silently stay in
+    float."""
     p = Path(os.fspath(path))
-    return parse_table(read_text(p, "table"), source=str(p))
+    table = parse_table(read_text(p, "table"), source=str(p))
+    if not table:
+        raise TableError(
+            f"table {p} has no scale lines (it is empty, or holds only comments and blank "
+            "lines): no layer could be quantized",
+            hint="give the table edgecal calibrate (or ncnn2table) wrote for this model",
+        )
+    return table
 
 
 def quantize(

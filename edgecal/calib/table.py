@@ -5,7 +5,12 @@ weight scales (``<layer>_param_<i>``); every other key is a layer name with the 
 layer's input blob.  ncnn2table prints each value with ``"%f "`` and ends the line with
 ``"\\n"``; ncnn2int8 reads values back with ``sscanf("%f")`` into a float32.  Both halves are
 reproduced here exactly; the reader is more forgiving than ncnn2int8 (``#`` comments and blank
-lines are allowed, where ncnn2int8 would silently stop at the first blank line).
+lines are allowed, where ncnn2int8 would silently stop at the first blank line; a UTF-8
+byte-order mark at the start is skipped, where ncnn2int8 would read it into the first key).
+
+A usable scale is a normal float32 number > 0 (:data:`SMALLEST_SCALE` to float32's largest):
+zero, negative, NaN, inf (also a written value beyond float32's range) and subnormal scales make
+garbage int8 weights or inputs (:func:`refuse_unusable_scales`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ WEIGHT_KEY_MARK = "_param_"
 # far outside float32's range.
 _HUGE_EXPONENT = 20000
 _EXPONENT = re.compile(r"[eE]([-+]?\d+(?:_\d+)*)\Z")
+#: The smallest usable scale: float32's smallest normal number (1.17549435e-38).
+SMALLEST_SCALE = np.finfo(np.float32).tiny
 
 
 def weight_key(layer: str, index: int = 0) -> str:
@@ -45,6 +52,12 @@ def format_value(value: float | np.float32) -> str:
     return f"{v:f}"
 
 
+def _to_float32(value: float) -> np.float32:
+    """``value`` rounded to float32, ``±inf`` beyond its range (as ``strtof``), silently."""
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
 def parse_float32(token: str) -> np.float32:
     """``strtof`` semantics: the float32 nearest to the decimal ``token`` (ties to even).
 
@@ -60,18 +73,19 @@ def parse_float32(token: str) -> np.float32:
         # Far beyond float32 either way (±inf or ±0): the exact Fraction would need a
         # 10**exponent integer, i.e. hang.  Fraction still checks the mantissa's syntax.
         Fraction(text[: huge.start()])
-        return np.float32(float(text))
+        return _to_float32(float(text))
     exact = Fraction(text)
-    guess = np.float32(float(text))
+    guess = _to_float32(float(text))
     if not np.isfinite(guess):
         return guess
-    candidates = [
-        np.nextafter(guess, np.float32(-np.inf)),
-        guess,
-        np.nextafter(guess, np.float32(np.inf)),
-    ]
+    with np.errstate(over="ignore"):  # FLT_MAX's upper neighbour is inf: not a candidate
+        neighbours = [
+            np.nextafter(guess, np.float32(-np.inf)),
+            guess,
+            np.nextafter(guess, np.float32(np.inf)),
+        ]
     best = min(
-        candidates,
+        [c for c in neighbours if np.isfinite(c)],
         key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1),
     )
     return np.float32(best)
@@ -152,7 +166,7 @@ def parse_table(text: str, source: str = "<table>") -> CalibrationTable:
     misread silently: a key without values, a value that is not a number, a repeated key.
     """
     table = CalibrationTable(source=source)
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -178,14 +192,24 @@ def parse_table(text: str, source: str = "<table>") -> CalibrationTable:
 
 
 def bad_scales(values: np.ndarray) -> list[tuple[int, float]]:
-    """``(index, value)`` of every scale that is not finite and > 0 (``nan`` fails too)."""
+    """``(index, value)`` of every scale that is not a normal finite float32 > 0 (``nan``
+    and subnormals fail too)."""
     arr = np.asarray(values, dtype=np.float32).reshape(-1)
-    return [(int(i), float(arr[i])) for i in np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))]
+    good = np.isfinite(arr) & (arr >= SMALLEST_SCALE)
+    return [(int(i), float(arr[i])) for i in np.flatnonzero(~good)]
+
+
+def _shown(value: float) -> str:
+    """A scale as messages show it: ``%f`` (as the table writes it), but a nonzero value that
+    ``%f`` prints as 0 in full."""
+    text = format_value(value)
+    return f"{value:.9g}" if value != 0 and float(text) == 0 else text
 
 
 def refuse_unusable_scales(table: CalibrationTable, keys: Iterable[str]) -> None:
     """Raise :class:`TableError` at the first of ``keys`` (the records a conversion uses)
-    holding a scale that is zero, negative, NaN or inf, naming the table file and line.
+    holding a scale that is zero, negative, NaN, inf or subnormal (not a normal float32),
+    naming the table file and line.
 
     Such a scale turns the layer's int8 weights or inputs into garbage (``w * inf`` is NaN for
     a zero weight, ncnn2int8 then writes -127; a zero scale makes every code 0) without any
@@ -202,9 +226,10 @@ def refuse_unusable_scales(table: CalibrationTable, keys: Iterable[str]) -> None
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         what = "weight scale" if is_weight_key(key) else "input blob scale"
         raise TableError(
-            f"{table.where(key)}{key} has {what} {format_value(value)} (value {index + 1} of "
-            f"{values.size}{more}); a scale must be finite and > 0, the int8 model would "
-            "compute garbage there",
+            f"{table.where(key)}{key} has {what} {_shown(value)} (value {index + 1} of "
+            f"{values.size}{more}); a scale must be a normal float32 number > 0 (from "
+            f"{SMALLEST_SCALE:.9g} to {np.finfo(np.float32).max:.9g}; inf also stands for a "
+            "value written beyond that), the int8 model would compute garbage there",
             hint="re-calibrate with edgecal calibrate (it names the cause and writes a usable "
             "scale for an all-zero weight channel, where ncnn2table writes inf), or keep the "
             f"layer in float (--keep-fp32 {key.split(WEIGHT_KEY_MARK, 1)[0]})",

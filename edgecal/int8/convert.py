@@ -5,7 +5,9 @@ per-layer quantization, requantize fusion, ModelWriter-style ``.param`` and ``.b
 every other tagged weight stored as fp16.  Deliberate differences, all safer:
 
 * a layer whose blob line is present but ``<layer>_param_0`` is missing is kept in float with a
-  warning (upstream stops quantizing every later layer of that type);
+  warning (upstream stops quantizing every later layer of that type); one whose
+  ``<layer>_param_0`` line is present but its blob line missing is kept in float with a warning
+  too (upstream: silently);
 * ModelWriter keys it does not know are kept (upstream drops them, e.g. Reshape ``12=0``);
 * a table naming layers the model lacks, or with the wrong number of weight scales, is refused;
 * a layer that already has int8 weights (a converted model converted again) is left as is with a
@@ -134,8 +136,13 @@ def _quantize_calibrated(
     st: _State, layer: Layer, table: CalibrationTable | None, keep: set[str]
 ) -> None:
     name = layer.name
-    blob = table.get(name) if table is not None else None
-    if blob is None or name in keep or layer.type in st.stopped:
+    if table is None or name in keep or layer.type in st.stopped:
+        st.report.kept_float.append(name)
+        return
+    blob = table.get(name)
+    if blob is None:
+        if table.weight_scales(name) is not None:  # both lines missing: float on purpose
+            st.report.warnings.append(_missing_blob_warning(table, layer))
         st.report.kept_float.append(name)
         return
     if blob.size != 1:
@@ -153,9 +160,9 @@ def _quantize_calibrated(
         groups = layer.param_int(7, 1)
     else:
         groups = layer.param_int(0, 0)
-    scales = _scales(table, layer, 0, groups)  # type: ignore[arg-type]
+    scales = _scales(table, layer, 0, groups)
     if scales is None:
-        st.report.warnings.append(_missing_key_warning(st, layer, weight_key(name)))
+        st.report.warnings.append(_missing_key_warning(st, layer, weight_key(name), table))
         st.report.kept_float.append(name)
         return
     w = weight.values.astype(np.float32)
@@ -170,16 +177,33 @@ def _quantize_calibrated(
     st.report.quantized.append(name)
 
 
-def _missing_key_warning(st: _State, layer: Layer, key: str) -> str:
+def _in_table(table: CalibrationTable | None) -> str:
+    """``"in table FILE"`` for a table read from a file, else ``"in the table"``."""
+    return f"in table {table.source}" if table is not None and table.source else "in the table"
+
+
+def _missing_key_warning(st: _State, layer: Layer, key: str, table: CalibrationTable | None) -> str:
     """Warn about a missing weight-scale line; in compat mode stop the type like upstream."""
     upstream = (
         "ncnn2int8 prints 'this layer need to be quantized, but no scale param!' and leaves "
         f"every later {layer.type} unquantized"
     )
+    where = f"layer {layer.name!r}: no {key!r} line {_in_table(table)}"
     if st.compat:
         st.stopped.add(layer.type)
-        return f"layer {layer.name!r}: no {key!r} line in the table; as {upstream} (--ncnn-compat)"
-    return f"layer {layer.name!r}: no {key!r} line in the table; kept in float ({upstream})"
+        return f"{where}; as {upstream} (--ncnn-compat)"
+    return f"{where}; kept in float ({upstream})"
+
+
+def _missing_blob_warning(table: CalibrationTable, layer: Layer) -> str:
+    """Warn about a layer whose weight-scale line is in the table but its input blob scale
+    line is not (ncnn2int8 too keeps it in float, silently)."""
+    return (
+        f"layer {layer.name!r}: no {layer.name!r} line (its input blob scale) "
+        f"{_in_table(table)}, though {weight_key(layer.name)!r} is there; kept in float "
+        f"(add the line from the table calibrate wrote, or drop {weight_key(layer.name)!r} "
+        "to keep the layer in float on purpose)"
+    )
 
 
 def _rnn_rows(layer: Layer) -> tuple[int, int]:
@@ -409,7 +433,9 @@ def quantize_layers(
             elif _quantize_static(st, layer, table):  # type: ignore[arg-type]
                 st.report.quantized.append(layer.name)
             else:
-                st.report.warnings.append(_missing_key_warning(st, layer, f"{layer.name}_param_*"))
+                st.report.warnings.append(
+                    _missing_key_warning(st, layer, f"{layer.name}_param_*", table)
+                )
                 st.report.kept_float.append(layer.name)
 
     if table is not None and not ncnn_compat:

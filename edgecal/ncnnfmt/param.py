@@ -304,6 +304,39 @@ def _parse_layer(line: str, source: str, lineno: int) -> Layer:
     return layer
 
 
+def _check_unique(
+    layer: Layer,
+    lineno: int,
+    named: dict[str, int],
+    produced: dict[str, tuple[int, str]],
+    source: str,
+) -> None:
+    """Refuse a layer name given twice, or a blob produced twice (recording ``layer``'s).
+
+    ncnn loads both without a word: it finds a layer by its first name (the table keys of the
+    two layers collide, so their scales would mix), and every consumer of a blob produced twice
+    is bound to the first producer's output (the second's is silently dropped).
+    """
+    first = named.setdefault(layer.name, lineno)
+    if first != lineno:
+        raise ModelFormatError(
+            f"{source}:{lineno}: layer name {layer.name!r} is used twice, on line {first} and "
+            f"line {lineno}",
+            hint="give every layer its own name (ncnn and the calibration table find layers "
+            "by name)",
+        )
+    for top in layer.tops:
+        if top in produced:
+            line, by = produced[top]
+            raise ModelFormatError(
+                f"{source}:{lineno}: blob {top!r} is produced twice, by layer {by!r} on line "
+                f"{line} and by layer {layer.name!r} on line {lineno}",
+                hint="every blob is the output of one layer (ncnn binds its consumers to the "
+                "first one): rename one of them and its consumers",
+            )
+        produced[top] = (lineno, layer.name)
+
+
 def parse_param(text: str, source: str = "<param>") -> ParamFile:
     """Parse ``.param`` text; ModelFormatError names ``source`` and the line for any defect."""
     lines = text.splitlines(keepends=True)
@@ -318,6 +351,12 @@ def parse_param(text: str, source: str = "<param>") -> ParamFile:
         idx += 1
         return idx, lines[idx - 1]
 
+    if text.startswith("\ufeff"):
+        raise ModelFormatError(
+            f"{source}:1: the file starts with a UTF-8 byte-order mark, which ncnn's "
+            "loader refuses ('parse magic failed')",
+            hint="save the .param as UTF-8 without a byte-order mark (BOM)",
+        )
     lineno, magic = next_content()
     if lineno < 0:
         raise ModelFormatError(f"{source}: empty .param file")
@@ -340,6 +379,8 @@ def parse_param(text: str, source: str = "<param>") -> ParamFile:
     header_text = "".join(lines[:idx])
 
     layers: list[Layer] = []
+    named: dict[str, int] = {}  # layer name -> its line
+    produced: dict[str, tuple[int, str]] = {}  # blob -> (line, layer) of its producer
     for _ in range(layer_count):
         start = idx
         lineno, line = next_content()
@@ -350,6 +391,7 @@ def parse_param(text: str, source: str = "<param>") -> ParamFile:
                 f"truncated: {layer_count} layers declared, only {len(layers)} found",
             )
         layer = _parse_layer(line, source, lineno)
+        _check_unique(layer, lineno, named, produced, source)
         leading = "".join(lines[start : lineno - 1])
         layer.source_line = leading + line
         layer.origin = _signature(layer)
