@@ -31,7 +31,7 @@ from edgecal.api.samples import (
 from edgecal.calib.build import LayerScaleInfo, TableBuild
 from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, render_table
-from edgecal.errors import DeviceError, EdgecalError, UsageError
+from edgecal.errors import DeviceError, EdgecalError, InputFileError, UsageError
 from edgecal.files.outputs import (
     Input,
     Output,
@@ -249,7 +249,16 @@ def resume(
     manifest; ``devices`` may name other boards (default: the run's own)."""
     if retries is not None and retries < 1:
         raise UsageError(f"--retries {retries}: must be at least 1")
-    run = CalibRun.open(Path(run_dir), list(command))
+    path = Path(run_dir)
+    if not (path / RUN_JSON).is_file():  # the hint names calibrate's own resumable folder
+        raise InputFileError(
+            f"--resume {path}: not a calibration run directory ("
+            + (f"no {RUN_JSON} in it" if path.is_dir() else "no such folder")
+            + ")",
+            hint="pass the --run-dir of an interrupted `edgecal calibrate` run, or the folder "
+            "its error message named",
+        )
+    run = CalibRun.open(path, list(command))
     try:
         m = run.manifest
         opts = m.options

@@ -32,6 +32,7 @@ from edgecal.quality.gate import (
     to_json,
     to_junit_xml,
 )
+from edgecal.quality.rundoc import dumps
 from edgecal.quality.validation import ValidationDoc
 from edgecal.runs.rundir import VALIDATION
 
@@ -131,7 +132,7 @@ def check(
     elapsed = time.monotonic() - start
     files: list[tuple[str, bytes]] = []  # both or neither
     if json_s:
-        files.append((json_s, (json.dumps(to_json(report), indent=2) + "\n").encode()))
+        files.append((json_s, dumps(to_json(report))))
     if junit_s:
         files.append((junit_s, to_junit_xml(report, elapsed_s=elapsed).encode()))
     write_outputs(files)

@@ -18,7 +18,13 @@ from edgecal.files.userfile import read_text
 from edgecal.inputs.labels import labels_for, parse_labels, parse_text_labels
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource, make_sample_source, read_list
-from edgecal.inputs.spec import ImageInput, TensorInput, defaults_used, input_specs
+from edgecal.inputs.spec import (
+    ImageInput,
+    TensorInput,
+    defaults_used,
+    input_specs,
+    model_channels,
+)
 from edgecal.quality.taskmetrics import LABELS_CLASS, LABELS_TEXT, Metric
 
 #: A file or folder as a caller names it.
@@ -80,12 +86,15 @@ def open_samples(
     relative list lines as ncnn2table looks them up (the current directory first); ``say``
     gets a note per image input whose preprocessing was left to the defaults."""
     items = as_list(inputs)
-    specs = input_specs(str(model.param_path), model.input_blobs, items, where)
+    channels = model_channels(model.param)
+    specs = input_specs(str(model.param_path), model.input_blobs, items, where, channels=channels)
     if say is not None:
         for line in defaults_used(specs, items):
             say(line)
     return make_sample_source(
-        specs, [read_list(Path(os.fspath(i.samples)), ncnn_compat=ncnn_compat) for i in items]
+        specs,
+        [read_list(Path(os.fspath(i.samples)), ncnn_compat=ncnn_compat) for i in items],
+        channels,
     )
 
 

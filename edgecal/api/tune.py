@@ -99,18 +99,33 @@ def candidate_names() -> list[str]:
 
 
 def parse_try_methods(text: str) -> tuple[str, ...]:
-    """``--try-methods``: comma-separated method (or rule) names, or ``none``."""
-    if text.strip().lower() == "none":
-        return ()
-    out = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    """``--try-methods``: comma-separated method (or rule) names, each once, or ``none``
+    alone."""
+    names = [m.strip().lower() for m in text.split(",")]
     known = candidate_names()
-    bad = [m for m in out if m not in known]
-    if bad:
+    hint = f"give some of {','.join(known)} (each once, comma-separated), or none alone"
+    if names == ["none"]:
+        return ()
+    if any(not m for m in names):
         raise UsageError(
-            f"--try-methods {text!r}: unknown method {bad[0]!r}",
-            hint=f"give some of {','.join(known)}, or none",
+            f"--try-methods {text!r}: an empty item (two commas in a row, or one at an end)",
+            hint=hint,
         )
-    return tuple(Method(m) if m in METHOD_NAMES else m for m in out)
+    if "none" in names:
+        raise UsageError(
+            f"--try-methods {text!r}: none means no method at all, so it must be given alone",
+            hint="give --try-methods none (straight to fp32), or the methods without none",
+        )
+    bad = [m for m in names if m not in known]
+    if bad:
+        raise UsageError(f"--try-methods {text!r}: unknown method {bad[0]!r}", hint=hint)
+    twice = sorted({m for m in names if names.count(m) > 1}, key=names.index)
+    if twice:
+        raise UsageError(
+            f"--try-methods {text!r}: {', '.join(twice)} given more than once",
+            hint=f"give each method once, e.g. --try-methods {','.join(dict.fromkeys(names))}",
+        )
+    return tuple(Method(m) if m in METHOD_NAMES else m for m in names)
 
 
 @dataclass

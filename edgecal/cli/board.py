@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from edgecal.cli.options import add_boards_file, add_json
+from edgecal.cli.options import NON_NEGATIVE, NumberOption, add_boards_file, add_json, print_json
 
 
 class _Report(Protocol):
@@ -28,7 +27,7 @@ def _print_reports(reports: Iterable[_R], as_json: bool, text: Callable[[_R], st
             sys.stdout.write(text(r) + "\n")
             sys.stdout.flush()
     if as_json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in got], indent=2) + "\n")
+        print_json([r.to_dict() for r in got])
     return got
 
 
@@ -140,7 +139,8 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     add_json(q)
     q.add_argument(
         "--keep-mb",
-        type=float,
+        action=NumberOption,
+        within=NON_NEGATIVE,
         default=0.0,
         metavar="MIB",
         help="keep the most recently pushed files up to this many MiB (default: 0.0, remove all)",

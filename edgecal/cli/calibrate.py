@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args
-from edgecal.cli.options import add_inputs, add_json, err, print_json
+from edgecal.cli.options import Once, add_inputs, add_json, err, print_json
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
@@ -40,7 +40,7 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
     )
     p.add_argument("--method", choices=CALIBRATE_NAMES, default=Method.KL.value)
     p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
-    p.add_argument("--out", "-o", help="table file to write")
+    p.add_argument("--out", "-o", action=Once, help="table file to write")
     p.add_argument("--histograms-out", help="also save the merged histograms (.npz)")
     p.add_argument("--allow-zero-blobs", action="store_true")
     p.add_argument(

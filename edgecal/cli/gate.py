@@ -1,20 +1,32 @@
 """The ``edgecal check`` command: gate validation figures against floors and/or a baseline.
 
-``edgecal check --baseline B.json --results R.json [R2.json ...] [thresholds]`` gates saved
-figures; without ``--results`` it validates the model on the device(s) first (the validation
-arguments of ``edgecal validate``) and gates that.  Exit 0 when every check passes, 1 when one
-fails; the report files (``--json-out``, ``--junit``) are written either way.
+``edgecal check --baseline B.json --results R.json [R2.json ...] [thresholds]`` gates
+saved figures; without ``--results`` it validates the model on the device(s) first (the
+validation arguments of ``edgecal validate``) and gates that.  Exit 0 when every check passes,
+3 when one fails, 1 on an error, 2 on bad usage or when the verdict cannot be printed; the
+report files (``--json-out``, ``--junit``) are written either way.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecal.cli.options import (
+    COSINE,
+    FRACTION,
+    NON_NEGATIVE,
+    POINTS,
+    POSITIVE,
+    Number,
+    NumberOption,
+    print_json,
+)
 from edgecal.cli.render import render_gate
+from edgecal.errors import UsageError
 from edgecal.quality.gate import GateReport, Thresholds, to_json
 
 if TYPE_CHECKING:
@@ -55,6 +67,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     from edgecal.files.outputs import check_outputs
 
+    model = [
+        m for m in (getattr(args, k, None) for k in ("param", "bin", "int8_param", "int8_bin")) if m
+    ]
+    # --results takes every word up to the next option: a model given after it lands there
+    model += [r for r in args.results if Path(r).suffix.lower() in (".param", ".bin")]
+    if args.results and model:
+        raise UsageError(
+            f"--results checks saved results files: do not give a model ({' '.join(model)})",
+            hint="give either --results FILE... or a model to validate now, not both",
+        )
     check_outputs(validation_outputs(args), validation_inputs(args))  # before any work
     th = thresholds_from_args(args)
 
@@ -73,7 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         junit=args.junit,
     )
     if args.json:
-        sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
+        print_json(to_json(report))
     else:
         report_stream(args).write(render_gate(report))
     if not report.passed:
@@ -90,40 +112,63 @@ def failure_summary(report: GateReport) -> str:
     )
 
 
-#: The gate's numeric thresholds: option, default, metavar, help (``--min-speedup`` comes with
-#: the speed-up flag below them).
-THRESHOLD_OPTIONS: tuple[tuple[str, float | None, str | None, str], ...] = (
-    ("--min-accuracy", None, "FRACTION", "int8 top-1 floor, e.g. 0.95"),
-    ("--min-agreement", None, "FRACTION", "int8 vs fp32 top-1 agreement floor, e.g. 0.98"),
-    ("--min-cosine", None, "COS", "output cosine (mean) floor"),
+#: The gate's numeric thresholds: option, its numbers, default, metavar, help (``--min-speedup``
+#: comes with the speed-up flag below them).
+THRESHOLD_OPTIONS: tuple[tuple[str, Number, float | None, str | None, str], ...] = (
+    ("--min-accuracy", FRACTION, None, "FRACTION", "int8 top-1 floor, e.g. 0.95"),
+    (
+        "--min-agreement",
+        FRACTION,
+        None,
+        "FRACTION",
+        "int8 vs fp32 top-1 agreement floor, e.g. 0.98",
+    ),
+    ("--min-cosine", COSINE, None, "COS", "output cosine (mean) floor"),
     (
         "--max-accuracy-drop",
+        POINTS,
         None,
         "POINTS",
         "most int8 may lose vs fp32 accuracy on this run, in points",
     ),
-    ("--tol-accuracy", 0.5, "POINTS", "allowed accuracy loss vs the baseline (default 0.5 points)"),
+    (
+        "--tol-accuracy",
+        POINTS,
+        0.5,
+        "POINTS",
+        "allowed accuracy loss vs the baseline (default 0.5 points)",
+    ),
     (
         "--tol-agreement",
+        POINTS,
         0.5,
         "POINTS",
         "allowed agreement loss vs the baseline (default 0.5 points)",
     ),
     (
         "--max-metric-drop",
+        POINTS,
         None,
         "POINTS",
         "most int8 may lose vs fp32 of the --metric's figure on this run, in points",
     ),
     (
         "--tol-metric",
+        POINTS,
         0.5,
         "POINTS",
         "allowed loss of the --metric's figure vs the baseline (default 0.5 points)",
     ),
-    ("--tol-cosine", 0.001, None, "allowed output cosine loss vs the baseline (default 0.001)"),
+    (
+        "--tol-cosine",
+        NON_NEGATIVE,
+        0.001,
+        None,
+        "allowed output cosine loss vs the baseline (default 0.001)",
+    ),
     (
         "--tol-layer-cosine",
+        NON_NEGATIVE,
         0.005,
         None,
         "allowed per-layer cosine loss vs the baseline (default 0.005)",
@@ -143,8 +188,11 @@ def add_check_command(
     p = sub.add_parser(
         "check",
         help="regression gate: validation figures vs floors and/or a baseline "
-        f"(exit {GATE_FAILED} on a regression, 1/2 on an error; JUnit/JSON "
-        "reports)",
+        f"(exit 0 when every check passes, {GATE_FAILED} on a regression, 1 on an error, 2 on "
+        "bad usage or when the verdict cannot be printed; JUnit/JSON reports)",
+        description=f"Exit 0: every check passed; {GATE_FAILED}: a regression (a check "
+        "failed); 1: an error (a bad baseline or results file, a device); 2: bad usage, or an "
+        "output (the report, --json-out, --junit) that cannot be written.",
     )
     add_validation_args(p)
 
@@ -160,21 +208,23 @@ def add_check_command(
     )
     opt(
         "--results",
-        nargs="+",
         action="extend",
+        nargs="+",
         default=[],
         metavar="FILE|RUN_DIR",
-        help="gate these saved figures instead of validating now (several: merged by board)",
+        help="gate these saved figures instead of validating now (no model then); several "
+        "files (or --results repeated) are merged by board",
     )
-    for name, default, metavar, text in THRESHOLD_OPTIONS:
-        opt(name, type=float, default=default, metavar=metavar, help=text)
+    for name, kind, default, metavar, text in THRESHOLD_OPTIONS:
+        opt(name, action=NumberOption, within=kind, default=default, metavar=metavar, help=text)
     opt("--no-layer-checks", action="store_true", help="no per-layer cosine checks")
     opt(
         "--require-speedup", action="store_true", help="int8 must be faster than fp32 on each board"
     )
     opt(
         "--min-speedup",
-        type=float,
+        action=NumberOption,
+        within=POSITIVE,
         metavar="X",
         help="fp32/int8 latency at least this (implies --require-speedup)",
     )

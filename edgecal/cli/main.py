@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import sys
@@ -18,8 +19,9 @@ from edgecal.cli.help import ArgumentParser
 from edgecal.cli.inputs import make_inputs, say_on_stderr
 from edgecal.cli.logsetup import configure_logging
 from edgecal.cli.ncnnargs import parse_ncnn2table
-from edgecal.cli.options import add_device, add_json, err, print_json
+from edgecal.cli.options import Once, add_device, add_json, check_boards_file, err, print_json
 from edgecal.cli.progress import ProgressBars
+from edgecal.cli.stdout import guarded_stdout
 from edgecal.errors import EdgecalError, UsageError
 from edgecal.files.outputs import Output, check_outputs, input_paths
 from edgecal_agent.messages import RUNTIMES
@@ -68,6 +70,7 @@ def _pop_options(
             setattr(args, key.lstrip("-").replace("-", "_"), value)
         else:
             rest.append(item)
+    check_boards_file(getattr(args, "boards", None))
     return rest
 
 
@@ -288,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=OFFLINE_NAMES + RULE_NAMES, default=Method.KL.value)
     p.add_argument("--param")
     p.add_argument("--bin")
-    p.add_argument("--out", "-o", required=True)
+    p.add_argument("--out", "-o", action=Once, required=True)
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("quantize", help="write the int8 model (what ncnn2int8 does)")
@@ -298,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_bin")
     p.add_argument(
         "--table",
+        action=Once,
         help="the calibration table (of `edgecal calibrate` or "
         "ncnn2table); required unless --no-table",
     )
@@ -356,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"drop-in for ncnn's {name} (same arguments{extra})")
         add_device(p)
         p.add_argument("--runtime", choices=RUNTIMES, default="calibration")
+        if name == "ncnn2int8":  # anywhere: before the arguments here, among them (_pop_options)
+            p.add_argument(
+                "--ncnn-compat",
+                action="store_true",
+                help="write ncnn2int8's bytes exactly, its quirks included (README: 'What is "
+                "exact'); default off: edgecal's safer numbers",
+            )
         p.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG", help=DROPIN_HELP[name])
         p.set_defaults(func=func)
 
@@ -372,34 +383,64 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    args.argv = argv  # what run directories record
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names print as given
-    configure_logging(args.debug)  # libraries that log secrets stay at WARNING
+    # standard output guarded from here on: a write that fails is an error naming it (exit 2,
+    # as any output that cannot be written), a reader gone (`| head -1`) ends nothing
+    with guarded_stdout():
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, bad usage: argparse printed it
+            return _flushed(int(exc.code or 0))
+        except EdgecalError as exc:  # --help or --version could not be printed
+            return _report(exc)
+        args.argv = argv  # what run directories record
+        configure_logging(args.debug)  # libraries that log secrets stay at WARNING
+        return _run(args)
+
+
+def _report(exc: EdgecalError, debug: bool = False) -> int:
+    """``exc`` on stderr, one line (and its detail below); its exit code."""
+    if debug:
+        traceback.print_exc()
+    # one line: what went wrong (naming the file or board) and the fix; more detail (an
+    # agent's last stderr lines) below it
+    first, _, more = exc.message.partition("\n")
+    err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
+    if more:
+        err(more)
+    return exc.exit_code
+
+
+def _flushed(code: int) -> int:
+    """``code`` once standard output holds what was printed, else the write error's."""
+    try:
+        sys.stdout.flush()
+    except EdgecalError as exc:
+        return _report(exc)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command of ``args``, its errors mapped to exit codes."""
     from edgecal.cli.interrupt import Terminated, sigterm_raises
 
     try:
         with sigterm_raises():
-            return int(args.func(args))
+            check_boards_file(getattr(args, "boards", None))
+            code = int(args.func(args))
+            sys.stdout.flush()  # the output is the command's: failing to write it is its error
+        return code
     except EdgecalError as exc:
-        if args.debug:
-            traceback.print_exc()
-        # one line: what went wrong (naming the file or board) and the fix; more detail (an
-        # agent's last stderr lines) below it
-        first, _, more = exc.message.partition("\n")
-        err(f"edgecal: error: {first}" + (f" (fix: {exc.hint})" if exc.hint else ""))
-        if more:
-            err(more)
-        return exc.exit_code
+        return _report(exc, args.debug)
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (Terminated)
         term = isinstance(exc, Terminated)
         note = getattr(exc, "edgecal_note", None)
         err(f"edgecal: {'terminated' if term else 'interrupted'}" + (f" ({note})" if note else ""))
         return 143 if term else 130
+    finally:
+        with contextlib.suppress(EdgecalError):  # what an error left unprinted, if it can be
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ def bracket_groups(value: str) -> list[list[float]]:
         token = token.strip()
         if not token or set(token) <= {","}:
             continue
+        items = token.split(",")
+        if any(not x.strip() for x in items):
+            raise UsageError(
+                f"{value!r}: an empty item (two commas in a row, or one at an end)",
+                hint="give one number between commas, e.g. 104,117,123",
+            )
         try:
-            groups.append([float(x) for x in token.split(",") if x.strip()])
+            groups.append([float(x) for x in items])
         except ValueError:
             raise UsageError(f"{value!r} is not a list of numbers") from None
     return groups

@@ -4,14 +4,17 @@ specs and devices they name, and writing outputs (atomically) and JSON."""
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgecal.cli.ncnnargs import bracket_groups
 from edgecal.errors import UsageError
 from edgecal.files.fsnames import printable
 from edgecal.files.outputs import write_outputs as write_outputs  # one place for output files
+from edgecal.quality.rundoc import json_text
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -38,7 +41,66 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """``obj`` on standard output as strict JSON (every command's ``--json``): inf/nan as the
+    strings "inf", "-inf", "nan", as every run document writes them."""
+    sys.stdout.write(json_text(obj))
+
+
+@dataclass(frozen=True)
+class Number:
+    """What a float option may be: finite and within ``lo``..``hi`` (``lo`` itself excluded
+    when ``above``); ``what`` says so in the error (``give a fraction in 0..1``)."""
+
+    what: str
+    lo: float = 0.0
+    hi: float = math.inf
+    above: bool = False
+
+    def parse(self, text: str, option: str) -> float:
+        """``text`` (the value of ``option``) as a float, else a :class:`UsageError` naming the
+        option and what to give."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{option} {text!r}: not a number", hint=f"give {self.what}") from None
+        low_ok = value > self.lo if self.above else value >= self.lo
+        if not (math.isfinite(value) and low_ok and value <= self.hi):
+            raise UsageError(f"{option} {text}: give {self.what}")
+        return value
+
+
+class NumberOption(argparse.Action):
+    """A float option within its :class:`Number` (``add_argument(..., action=NumberOption,
+    within=POINTS)``): NaN, inf or a value outside it is a usage error naming the option (one
+    line, exit 2) while the arguments are read, before any work."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, within: Number, **kw: Any) -> None:
+        super().__init__(option_strings, dest, **kw)
+        self.within = within
+
+    def __call__(self, parser: Any, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
+        setattr(ns, self.dest, self.within.parse(str(values), opt or self.dest))
+
+
+#: The option numbers: points, seconds, MiB, tolerances (0 or more); a speed-up factor (more
+#: than 0); fractions (accuracy, agreement, a probability); cosines.
+NON_NEGATIVE = Number("a finite number >= 0")
+POINTS = Number("points, a finite number >= 0 (e.g. 0.5)")
+SECONDS = Number("seconds, a finite number >= 0")
+POSITIVE = Number("a finite number > 0", above=True)
+FRACTION = Number("a fraction in 0..1 (e.g. 0.95 for 95%)", hi=1.0)
+PROBABILITY = Number("a probability in 0..1", hi=1.0)
+COSINE = Number("a cosine in -1..1", lo=-1.0, hi=1.0)
+
+
+class Once(argparse.Action):
+    """A value option given at most once: ``--table A --table B`` is a usage error, not B."""
+
+    def __call__(self, parser: Any, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
+        if getattr(ns, f"_given_{self.dest}", False):
+            raise argparse.ArgumentError(self, "given twice: give it once")
+        setattr(ns, f"_given_{self.dest}", True)
+        setattr(ns, self.dest, values)
 
 
 class ListAction(argparse.Action):
@@ -69,19 +131,22 @@ def add_inputs(p: argparse.ArgumentParser, *, multi_device: bool = False) -> Non
         "--mean",
         action="append",
         default=[],
-        help="per image input, e.g. 104,117,123 (default: 0 for every channel)",
+        help="per image input, one value per channel of --pixel, e.g. 104,117,123 (default: 0 "
+        "for every channel)",
     )
     p.add_argument(
         "--norm",
         action="append",
         default=[],
-        help="per image input, e.g. 0.017,... (default: 1 for every channel)",
+        help="per image input, one value per channel of --pixel, e.g. 0.017,... (default: 1 "
+        "for every channel)",
     )
     p.add_argument(
         "--shape",
         action="append",
         default=[],
-        help="per input: W,H[,C] for images, w,h,(d),c for npy (default: images at "
+        help="per input: W,H[,C] for images (C: the --pixel type's channels; a 0 side follows "
+        "the image's aspect ratio, 0,0 is its own size), w,h,(d),c for npy (default: images at "
         "their own size, npy files of any shape)",
     )
     p.add_argument(
@@ -123,7 +188,8 @@ def add_device(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         )
     p.add_argument(
         "--labgrid-wait",
-        type=float,
+        action=NumberOption,
+        within=SECONDS,
         default=None,
         metavar="SECONDS",
         help="wait up to SECONDS for a labgrid place another client holds (default: the "
@@ -142,6 +208,15 @@ def add_boards_file(p: argparse.ArgumentParser, *, whose_key: str) -> None:
         action="store_true",
         help=f"accept and record {whose_key} unknown SSH host key (never a changed one)",
     )
+
+
+def check_boards_file(path: str | None) -> None:
+    """``--boards FILE`` read at once, whether or not a device of it is used: a file that is
+    missing or is not a boards file is an error naming it, never quietly ignored."""
+    if path:
+        from edgecal.boards.config import load_boards
+
+        load_boards(Path(path))
 
 
 def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -169,7 +244,8 @@ def add_metric(p: argparse.ArgumentParser, what: str = "also measure") -> None:
     )
     p.add_argument(
         "--iou-threshold",
-        type=float,
+        action=NumberOption,
+        within=PROBABILITY,
         default=None,
         metavar="P",
         help="--metric iou: a one-channel map's binarization threshold (default 0.3)",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from edgecal.cli.options import add_json
+from edgecal.cli.options import add_json, print_json
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -17,7 +16,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run, args.out, outputs=[Output("--json", "-", text=True)] if args.json else []
     )
     if args.json:
-        sys.stdout.write(json.dumps(rep.to_dict(), indent=2) + "\n")
+        print_json(rep.to_dict())
     elif rep.page != "-":
         sys.stdout.write(f"wrote {rep.page}\n")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.calibrate import devices_from_options
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import add_inputs, add_metric
+from edgecal.cli.options import POINTS, SECONDS, NumberOption, Once, add_inputs, add_metric
 from edgecal.cli.progress import run_hooks
 from edgecal.cli.validate import render_board, render_sensitivity
 from edgecal.runs.rundir import INT8_BIN, INT8_PARAM, TABLE
@@ -35,10 +35,11 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         default=Method.KL.value,
         help="calibration method of the starting table (default kl)",
     )
-    p.add_argument("--table", help="start from this table instead of calibrating")
+    p.add_argument("--table", action=Once, help="start from this table instead of calibrating")
     p.add_argument(
         "--max-drop",
-        type=float,
+        action=NumberOption,
+        within=POINTS,
         required=True,
         metavar="POINTS",
         help="largest accepted drop, in points, of top-1 accuracy (with --labels) "
@@ -52,8 +53,10 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument(
         "--labels",
-        help="CSV with a file,label header for the tuning images (their class, or for "
-        "--metric ctc and your own metric the text each should give)",
+        help="CSV with a file,label header for the tuning images ('file': the image's path "
+        "as the image list gives it, or its file name when no other listed image has that "
+        "name; label: the class, or for --metric ctc and your own metric the text each "
+        "should give)",
     )
     add_metric(p, "tune for")
     p.add_argument(
@@ -77,7 +80,8 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument(
         "--time-budget",
-        type=float,
+        action=NumberOption,
+        within=SECONDS,
         default=None,
         metavar="SECONDS",
         help="bound the whole run, ranking included: no new variant is scored after this "

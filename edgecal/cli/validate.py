@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from edgecal.cli.calibrate import devices_from_options
 from edgecal.cli.inputs import inputs_from_args
-from edgecal.cli.options import add_inputs, add_json, add_metric, print_json
+from edgecal.cli.options import (
+    COSINE,
+    FRACTION,
+    NumberOption,
+    Once,
+    add_inputs,
+    add_json,
+    add_metric,
+    print_json,
+)
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, Output
@@ -32,18 +41,20 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
     p.add_argument("bin", metavar="MODEL.bin", **opt)
     p.add_argument("int8_param", nargs="?", default=None, metavar="INT8.param")
     p.add_argument("int8_bin", nargs="?", default=None, metavar="INT8.bin")
-    p.add_argument("--table", help="make the int8 model from this table (in memory)")
+    p.add_argument("--table", action=Once, help="make the int8 model from this table (in memory)")
     add_inputs(p, multi_device=True)
     p.add_argument(
         "--labels",
-        help="CSV with a file,label header ('file' is the image's name; label: a class index, "
+        help="CSV with a file,label header ('file': the image's path as the image list gives "
+        "it, or its file name when no other listed image has that name; label: a class index, "
         "or for --metric ctc and your own metric the text it should give)",
     )
     add_metric(p)
     p.add_argument("--runtime", choices=RUNTIMES, default="deployed")
     p.add_argument(
         "--divergence-cosine",
-        type=float,
+        action=NumberOption,
+        within=COSINE,
         default=TOLERANCE_COSINE,
         metavar="C",
         help="cross-board: least per-image cosine between two boards' "
@@ -51,7 +62,8 @@ def add_validation_args(p: argparse.ArgumentParser, *, optional_model: bool = Fa
     )
     p.add_argument(
         "--divergence-top1",
-        type=float,
+        action=NumberOption,
+        within=FRACTION,
         default=TOLERANCE_DISAGREE,
         metavar="F",
         help="cross-board: largest fraction of images whose top-1 may differ "

@@ -96,6 +96,21 @@ def _check_one(out: Output) -> None:
             f"{out.role} {path} is a folder, not a file",
             hint=f"give {out.role} a file name inside it",
         )
+    if _folder_name(path):
+        raise UsageError(
+            f"{out.role} {path} is a folder name "
+            + ("(ends in /)" if path.endswith(("/", os.sep)) else "(. or ..)")
+            + (
+                f", but {path.rstrip('/' + os.sep)} is a file"
+                if os.path.isfile(path.rstrip("/" + os.sep))
+                else ", and there is no such folder"
+                if st is None
+                else ""
+            )
+            + ": give a file name",
+            hint=f"give {out.role} a file name: NAME, or FOLDER/NAME with FOLDER an existing "
+            "folder",
+        )
     if st is not None and stat.S_ISSOCK(st.st_mode):
         raise UsageError(f"{out.role} {path} is a socket", hint="write to a file")
     if _special(st):
@@ -119,6 +134,31 @@ def _check_one(out: Output) -> None:
             hint=f"choose a writable folder for {out.role}",
         ),
     )
+    why = _cannot_make_files(folder)
+    if why is not None:  # permissions allow it, the file system does not (/proc, read-only)
+        raise UsageError(
+            f"cannot write {out.role} {path}: no file can be made in its folder {folder} ({why})",
+            hint=f"choose an output path in a writable folder for {out.role}",
+        )
+
+
+def _folder_name(path: str) -> bool:
+    """``path`` names a folder by its form: it ends in a slash, or in ``.``/``..``."""
+    return path.endswith(("/", os.sep)) or os.path.basename(path) in (".", "..")
+
+
+def _cannot_make_files(folder: str) -> str | None:
+    """Why no file can be made in ``folder`` although its permissions allow it (a kernel file
+    system such as /proc or /sys, a read-only mount; root passes every permission check),
+    found by making and removing an empty hidden file there; None: files can be made."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgecal-probe-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
 
 
 def check_folder(role: str, path: PathLike) -> None:
@@ -145,6 +185,12 @@ def check_folder(role: str, path: PathLike) -> None:
             f"{role} {path}: {probe} is not writable", hint=f"choose a writable place for {role}"
         ),
     )
+    why = _cannot_make_files(probe)
+    if why is not None:  # permissions allow it, the file system does not (/proc, read-only)
+        raise UsageError(
+            f"{role} {path}: no file can be made in {probe} ({why})",
+            hint=f"choose a writable place for {role}",
+        )
 
 
 def _writable_folder(folder: str, not_a_folder: UsageError, not_writable: UsageError) -> None:
@@ -353,10 +399,17 @@ def write_outputs(files: Sequence[tuple[PathLike, bytes]]) -> None:
         write_files(files)
     except OSError as exc:
         name = exc.filename or (os.fspath(files[0][0]) if files else "")
-        if isinstance(exc, FileNotFoundError):
+        folder = os.path.dirname(os.path.realpath(name)) or "."
+        if isinstance(exc, FileNotFoundError) and not os.path.isdir(folder):
             raise UsageError(
-                f"cannot write {name}: its folder does not exist",
+                f"cannot write {name}: its folder {folder} does not exist",
                 hint="create the folder, or choose another output path",
+            ) from None
+        if isinstance(exc, FileNotFoundError):  # the folder is there: it takes no new files
+            raise UsageError(
+                f"cannot write {name}: no file can be made in its folder {folder} "
+                f"({exc.strerror or exc})",
+                hint="nothing was changed; choose an output path in a writable folder",
             ) from None
         raise UsageError(
             f"cannot write {name}: {exc.strerror or exc}",

@@ -20,6 +20,7 @@ from edgecal.quality.taskmetrics import (
     Metric,
     UserMetric,
     builtin_metric,
+    raised,
 )
 
 #: What ``metric=`` of the API takes: a name, ``module:function``, a callable, or a metric.
@@ -53,8 +54,9 @@ def import_function(spec: str) -> Callable[..., Any]:
     mod_name, sep, fn_name = spec.rpartition(":")
     if not sep or not mod_name or not fn_name:
         raise UsageError(f"--metric {spec!r}: not a metric", hint=_HOW.format(names=names))
+    is_file = mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name
     try:
-        if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
+        if is_file:
             path = Path(mod_name)
             if not path.is_file():
                 raise UsageError(
@@ -78,10 +80,12 @@ def import_function(spec: str) -> Callable[..., Any]:
             hint="run from its folder or put that on PYTHONPATH, or give its file: "
             "path/to/file.py:" + fn_name,
         ) from None
-    except Exception as exc:  # the user's module failed while importing
+    except (Exception, SystemExit) as exc:  # the user's module failed (or exited) importing
         raise UsageError(
-            f"--metric {spec}: importing {mod_name} failed: {type(exc).__name__}: {exc}",
-            hint=f"fix {mod_name} (try `python -c 'import {mod_name}'`)",
+            f"--metric {spec}: importing {mod_name} failed: {raised(exc)}",
+            hint=f"fix {mod_name} (try `python {mod_name}`)"
+            if is_file
+            else f"fix {mod_name} (try `python -c 'import {mod_name}'`)",
         ) from None
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):

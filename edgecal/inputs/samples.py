@@ -14,7 +14,7 @@ import math
 import os
 import tokenize
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from edgecal.errors import ImageError, InputFileError, UsageError
 from edgecal.files.userfile import read_text
 from edgecal.inputs.imagefit import ResizeNotes, fit_image
 from edgecal.inputs.listfile import list_lines, resolve_list
-from edgecal.inputs.spec import InputSpec
+from edgecal.inputs.spec import InputSpec, ModelChannels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
@@ -46,6 +46,13 @@ def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
             raise InputFileError(
                 f"folder {path} holds no images", hint=f"supported: {' '.join(IMAGE_SUFFIXES)}"
             )
+        for p in files:
+            if p.is_symlink() and not p.exists():
+                raise ImageError(
+                    f"{p} in the images folder {path} is a broken symlink (it points to "
+                    f"{os.readlink(p)}, which does not exist)",
+                    hint=f"fix the link, or remove it from {path}",
+                )
         return files
     lines = list_lines(read_text(path, "list file"), ncnn_compat=ncnn_compat)
     if not lines:
@@ -101,9 +108,10 @@ def decode_image_bgr(path: Path) -> np.ndarray:
     )
 
 
-def _check_npy_header(path: Path) -> None:
-    """Refuse what is not a single ``.npy`` array, or whose header claims more data than the
-    file holds (a forged shape would otherwise make numpy allocate it, or overflow)."""
+def _check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of ``path``'s header; refuse what is not a single ``.npy`` array,
+    or whose header claims more data than the file holds (a forged shape would otherwise make
+    numpy allocate it, or overflow)."""
     fmt = np.lib.format
     with open(path, "rb") as fh:
         magic = fh.read(len(fmt.MAGIC_PREFIX))
@@ -129,33 +137,98 @@ def _check_npy_header(path: Path) -> None:
             f"{path} is truncated or damaged: its header says {dtype.str} {tuple(shape)}, "
             f"{need} bytes of data, the file holds {have}"
         )
+    return tuple(int(n) for n in shape), dtype
 
 
-def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
-    """A float32 npy sample whose shape is ``spec.shape`` reversed (ncnn's w,h,(d),c order)."""
+def npy_channels(shape: Sequence[int]) -> int:
+    """The channels ncnn gives a sample of numpy ``shape``: ``(c, (d), h, w)``, a 1- or
+    2-dimensional array one channel."""
+    return int(shape[0]) if len(shape) >= 3 else 1
+
+
+def check_npy_sample(
+    path: Path,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    spec: InputSpec,
+    channels: ModelChannels | None = None,
+) -> None:
+    """What an ``.npy`` sample's header says, against its input: float32, at least one value
+    in at least one dimension (ncnn has no scalar or empty Mat), at most 4 dimensions, the
+    shape ``spec.shape`` reversed (when given) and the ``channels`` the model takes (when
+    known)."""
+    if dtype != np.dtype("<f4"):
+        raise ImageError(
+            f"{path} has dtype {dtype.str}, expected float32 ('<f4')",
+            hint="save it with arr.astype(np.float32)",
+        )
+    if not shape:
+        raise ImageError(
+            f"npy sample {path} is a scalar (shape ()): input {spec.blob} needs an array",
+            hint="save the sample as an array in ncnn's (c, h, w) order, or remove it from the "
+            "list",
+        )
+    if math.prod(shape) == 0:
+        raise ImageError(
+            f"npy sample {path} is empty (shape {shape}): input {spec.blob} needs values",
+            hint="save the sample with its values, or remove it from the list",
+        )
+    want = tuple(reversed(spec.shape))
+    if spec.shape and shape != want:
+        raise ImageError(
+            f"{path} has shape {shape}, expected {want} for input {spec.blob}",
+            hint=f"--shape is given in ncnn order w,h,(d),c: {','.join(map(str, spec.shape))}"
+            f" means a numpy array of shape {want}",
+        )
+    if len(shape) > 4:
+        raise ImageError(
+            f"npy sample {path} has {len(shape)} dimensions {shape}: ncnn takes at most 4 "
+            "((c, d, h, w))",
+            hint="save the sample without its batch dimension, in ncnn's (c, (d), h, w) order",
+        )
+    got = npy_channels(shape)
+    if channels is not None and got != channels.count:
+        hwc = len(shape) == 3 and shape[-1] == channels.count
+        raise ImageError(
+            f"npy sample {path} has {got} channel(s) (numpy shape {shape}: ncnn reads it as "
+            f"(c, (d), h, w)), but input {spec.blob} takes {channels.count} ({channels.source})",
+            hint=(
+                "the array looks like (h, w, c): save it as arr.transpose(2, 0, 1)"
+                if hwc
+                else f"save the samples with {channels.count} channel(s) first: (c, (d), h, w)"
+            ),
+        )
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """:func:`_check_npy_header` with a missing or unreadable file as an :class:`ImageError`."""
     try:
-        _check_npy_header(path)
-        arr = np.load(path, allow_pickle=False)
+        return _check_npy_header(path)
     except FileNotFoundError:
         raise ImageError(f"npy file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ImageError(f"npy sample {path} is a folder, not a .npy file") from None
     except (ValueError, OSError, EOFError, OverflowError, SyntaxError, tokenize.TokenError) as exc:
         # SyntaxError, TokenError: numpy parsing a garbled header dict; OverflowError: a
         # dimension beyond int64 in an otherwise empty array
         raise ImageError(f"{path} is not a readable .npy file ({exc})") from None
+
+
+def load_npy(path: Path, spec: InputSpec) -> np.ndarray:
+    """A float32 npy sample whose shape is ``spec.shape`` reversed (ncnn's w,h,(d),c order)
+    (:func:`check_npy_sample`)."""
+    shape, dtype = read_npy_header(path)
+    check_npy_sample(path, shape, dtype, spec)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ImageError(f"npy file {path} does not exist") from None
+    except (ValueError, OSError, EOFError, OverflowError, SyntaxError, tokenize.TokenError) as exc:
+        raise ImageError(f"{path} is not a readable .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):
         raise ImageError(f"{path} is an .npz archive, not a single .npy array")
-    if arr.dtype != np.dtype("<f4"):
-        raise ImageError(
-            f"{path} has dtype {arr.dtype.str}, expected float32 ('<f4')",
-            hint="save it with arr.astype(np.float32)",
-        )
-    want = tuple(reversed(spec.shape))
-    if spec.shape and arr.shape != want:
-        raise ImageError(
-            f"{path} has shape {arr.shape}, expected {want} for input {spec.blob}",
-            hint=f"--shape is given in ncnn order w,h,(d),c: {','.join(map(str, spec.shape))}"
-            f" means a numpy array of shape {want}",
-        )
+    # the file changed since its header was read: checked again, as loaded
+    check_npy_sample(path, tuple(arr.shape), arr.dtype, spec)
     check_finite_sample(arr, path)
     return np.ascontiguousarray(arr)
 
@@ -229,8 +302,15 @@ def check_finite_preprocessing(specs: Sequence[InputSpec]) -> None:
                 )
 
 
-def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path]]) -> SampleSource:
-    """Pair the lists (one per input, sample i = line i of every list) and check them."""
+def make_sample_source(
+    specs: Sequence[InputSpec],
+    lists: Sequence[Sequence[Path]],
+    channels: Mapping[str, ModelChannels] | None = None,
+) -> SampleSource:
+    """Pair the lists (one per input, sample i = line i of every list) and check them: every
+    sample exists, every ``.npy`` sample's header fits its input (:func:`check_npy_sample`;
+    ``channels``: what the model says its inputs take, from
+    :func:`~edgecal.inputs.spec.model_channels`)."""
     check_finite_preprocessing(specs)
     if len(lists) != len(specs):
         raise UsageError(
@@ -247,6 +327,18 @@ def make_sample_source(specs: Sequence[InputSpec], lists: Sequence[Sequence[Path
         )
     for paths in lists:
         for p in paths:
+            if os.path.islink(p) and not os.path.exists(p):
+                raise ImageError(
+                    f"sample {p} is a broken symlink (it points to {os.readlink(p)}, which "
+                    "does not exist)",
+                    hint="fix the link, or its line in the list file",
+                )
             if not os.path.exists(p):
                 raise ImageError(f"sample {p} does not exist", hint="fix the list file")
+    known = channels or {}
+    for spec, paths in zip(specs, lists, strict=True):
+        if spec.kind == "npy":  # before any work: ncnn has no Mat for a bad one
+            for p in paths:
+                shape, dtype = read_npy_header(p)
+                check_npy_sample(p, shape, dtype, spec, known.get(spec.blob))
     return SampleSource(tuple(specs), tuple(tuple(x) for x in lists))

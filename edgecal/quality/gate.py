@@ -21,7 +21,7 @@ from typing import Any
 
 from edgecal.errors import InputFileError, UsageError
 from edgecal.quality.consistency import Consistency
-from edgecal.quality.jsondoc import Malformed
+from edgecal.quality.jsondoc import Malformed, Obj, Range
 from edgecal.quality.rundoc import json_safe
 from edgecal.quality.validation import SAVE_HINT, ValidationDoc, ValidationResult
 
@@ -108,14 +108,102 @@ class Thresholds:
         )
 
 
+#: The fix of a figure of the wrong type or out of its domain: the file was edited or damaged.
+FIGURES_HINT = (
+    "the file was changed or damaged: save it again with `edgecal validate --save-baseline FILE`"
+)
+
+_FRACTION = Range("a fraction in 0..1", 0.0, 1.0)
+_COSINE = Range("a cosine in -1..1", -1.0, 1.0)
+_DB = Range("a number of dB", finite=False, nan=True)  # inf: no noise at all
+_MS = Range("a latency in ms >= 0 (or nan: not measured)", 0.0, nan=True)
+_ANY = Range("a number", finite=False, nan=True)
+
+#: The figures of a board (``results[i]``), of its layers (``layers[j]``) and of its task
+#: metric (``metric``) by key: what each may hold.  A figure the gate may compare is a number
+#: of its domain, never the wrong type, NaN or out of range: a check is never dropped or failed
+#: because of a damaged file.
+RESULT_FIGURES: dict[str, Range] = {
+    "top1_fp32": Range("a fraction in 0..1 or null", 0.0, 1.0, null=True),
+    "top1_int8": Range("a fraction in 0..1 or null", 0.0, 1.0, null=True),
+    "agreement": _FRACTION,
+    "cosine_mean": _COSINE,
+    "cosine_min": _COSINE,
+    "sqnr_mean_db": _DB,
+    "sqnr_min_db": _DB,
+    "latency_fp32_ms": _MS,
+    "latency_int8_ms": _MS,
+}
+LAYER_FIGURES: dict[str, Range] = {
+    "cosine_mean": _COSINE,
+    "cosine_min": _COSINE,
+    "sqnr_db": _DB,
+    "top_scale": Range("a scale or null", null=True),
+}
+METRIC_FIGURES: dict[str, Range] = {
+    "primary": _FRACTION,
+    "primary_fp32": Range("a fraction in 0..1 or null", 0.0, 1.0, null=True),
+}
+
+
+def _check_keys(o: Obj, ranges: dict[str, Range]) -> None:
+    for key, domain in ranges.items():
+        if key in o.d:
+            domain.check(o.d[key], o.at(key))
+
+
+def check_figures(doc: dict[str, Any]) -> None:
+    """Every figure ``doc`` (a validation document, its structure checked) holds is of its
+    type and within its domain; else :class:`Malformed` naming its JSON path (e.g.
+    ``results[0].agreement``).  A figure the document lacks is left to the gate."""
+    for r in Obj.of(doc, "").objs("results"):
+        _check_keys(r, RESULT_FIGURES)
+        for key in ("n_samples", "threads"):
+            if key in r.d:
+                r.integer(key)
+        for key in ("output_blob", "runtime"):
+            if key in r.d:
+                r.text(key)
+        for layer in r.objs("layers") if "layers" in r.d else []:
+            layer.text("name")
+            _check_keys(layer, LAYER_FIGURES)
+            for key in ("type", "top"):
+                if key in layer.d:
+                    layer.text(key)
+            if "requantized" in layer.d:
+                layer.flag("requantized")
+        metric = r.opt_obj("metric")
+        if metric is not None:
+            metric.text("name")
+            _check_keys(metric, METRIC_FIGURES)
+            metric.num("primary")  # it must be there
+            figures = metric.obj("figures")
+            for key in figures.d:
+                _ANY.check(figures.d[key], figures.at(key))
+    cons = Obj.of(doc, "").opt_obj("consistency")
+    if cons is not None:
+        if "diverging" in cons.d:
+            cons.texts("diverging")
+        for b in cons.objs("boards") if "boards" in cons.d else []:
+            b.text("board")
+            if "diverges" in b.d:
+                b.flag("diverges")
+
+
 def parse_validation_doc(obj: Any, source: str) -> ValidationDoc:
-    """``obj`` (parsed JSON read from ``source``) as a validation doc, read leniently
-    (:meth:`ValidationDoc.from_dict`): only the structure is checked; a missing figure becomes a
-    failing row later.  :class:`InputFileError` names ``source``."""
+    """``obj`` (parsed JSON read from ``source``) as a validation doc: its structure checked,
+    then every figure it holds (:func:`check_figures`: of its type, finite where it must be,
+    within its domain); a figure it lacks becomes a failing row later (no comparison, for a
+    baseline).  :class:`InputFileError` names ``source`` and the figure's JSON path."""
     try:
-        return ValidationDoc.from_dict(obj, lenient=True)
+        doc = ValidationDoc.from_dict(obj, lenient=True)
     except Malformed as exc:
         raise InputFileError(f"{source}: {exc}", hint=exc.hint or SAVE_HINT) from None
+    try:
+        check_figures(obj)
+    except Malformed as exc:
+        raise InputFileError(f"{source}: {exc}", hint=FIGURES_HINT) from None
+    return doc
 
 
 def merge_docs(docs: Sequence[tuple[str, ValidationDoc]]) -> ValidationDoc:

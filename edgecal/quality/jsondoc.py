@@ -4,6 +4,7 @@ of a missing key or a value of the wrong type (the records' ``from_dict`` use th
 from __future__ import annotations
 
 import functools
+import math
 import types
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -39,6 +40,36 @@ def number(value: Any, where: str) -> float:
     if isinstance(value, str) and value in ("inf", "-inf", "nan"):
         return float(value)
     raise Malformed(f"{where} should be a number, got {kind_of(value)} ({value!r:.40})")
+
+
+@dataclass(frozen=True)
+class Range:
+    """What a figure of a document may hold: a number (or one of rundir.json_safe's "inf",
+    "-inf", "nan" strings) within ``lo``..``hi``; ±inf only when not ``finite``, NaN only when
+    ``nan``, null only when ``null``.  ``what`` names it for the message ("a fraction in
+    0..1")."""
+
+    what: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    finite: bool = True
+    nan: bool = False
+    null: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        """:class:`Malformed` naming ``where`` (its JSON path) when ``value`` is not one."""
+        if value is None and self.null:
+            return
+        try:
+            x = number(value, where)
+        except Malformed:
+            x = None
+        if x is None or not (
+            (math.isnan(x) and self.nan)
+            or (self.lo <= x <= self.hi and (math.isfinite(x) or not self.finite))
+        ):
+            got = f"{value!r:.40}" if x is not None else f"{kind_of(value)} ({value!r:.40})"
+            raise Malformed(f"{where} should be {self.what}, got {got}")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,27 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def _plain(obj: Any) -> Any:
+    """What :func:`json_text` writes for a value JSON has no form of: a numpy scalar or array
+    as its number(s) (inf/nan as strings), anything else (a path) as its text."""
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return json_safe(tolist())
+    return str(obj)
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as strict JSON text (every ``--json`` output, every JSON file of a run): indented,
+    keys sorted, a newline at the end; inf/nan as strings (:func:`json_safe`), numpy values as
+    numbers, paths as text."""
+    return (
+        json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False, default=_plain) + "\n"
+    )
+
+
 def dumps(obj: Any) -> bytes:
-    return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
+    """:func:`json_text` as UTF-8 bytes (a file's contents)."""
+    return json_text(obj).encode()
 
 
 def result_doc(doc: Any) -> Obj:

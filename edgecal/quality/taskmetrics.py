@@ -379,13 +379,21 @@ class UserMetric:
             got = self.fn(fp32, int8, labels)
         except EdgecalError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # not KeyboardInterrupt: Ctrl-C interrupts
             raise MetricError(
-                f"metric {self.name} failed: {type(exc).__name__}: {exc}",
+                f"metric {self.name} failed: {raised(exc)}",
                 hint="it is called as fn(fp32_outputs, int8_outputs, labels); see the README's "
                 "'Your own metric'",
             ) from None
         return user_figures(self.name, got)
+
+
+def raised(exc: BaseException) -> str:
+    """What the user's code raised, for a message: ``ValueError: bad shape``; a ``SystemExit``
+    (``sys.exit(0)`` in the user's module or function) says so, as it ends nothing here."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _unit(name: str, what: str, value: Any) -> float:

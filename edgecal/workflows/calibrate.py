@@ -85,16 +85,43 @@ class ShardUnit:
     count: int
 
 
-def _decode_shard(source: SampleSource, shard: Any, shard_dir: Path) -> Path:
-    """Decode and write one planned shard (``.index``/``.start``/``.count``)."""
+class _Closing:
+    """What a pass's threads write into its folders, stopped once the pass is left.
+
+    An interrupted :meth:`Fleet.run` raises at once in the main thread while its threads may
+    still answer a job (the job's part file) or decode the next shard: a write after the
+    folders were removed would create them again, left behind in the temporary folder.
+    Every write happens under :attr:`lock` and only while the pass is open; :meth:`close`
+    (taking the lock: it waits for a write under way) makes every later write a no-op."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+
+
+class _PassClosed(Exception):
+    """A shard was decoded after its pass was left (interrupted): nothing was written."""
+
+
+def _decode_shard(
+    source: SampleSource, shard: Any, shard_dir: Path, closing: _Closing | None = None
+) -> Path:
+    """Decode and write one planned shard (``.index``/``.start``/``.count``); with
+    ``closing``, not once the pass was left (:class:`_PassClosed`)."""
     from edgecal_agent.shards import write_shard
 
     descs = [InputDesc.from_dict(s.to_dict()) for s in source.specs]
-    shard_dir.mkdir(parents=True, exist_ok=True)
     path = shard_dir / f"shard_{shard.index:05d}.npz"
-    write_shard(
-        path, [source.load(i) for i in range(shard.start, shard.start + shard.count)], descs
-    )
+    samples = [source.load(i) for i in range(shard.start, shard.start + shard.count)]
+    with closing.lock if closing is not None else contextlib.nullcontext():
+        if closing is not None and closing.closed:
+            raise _PassClosed(str(path))
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        write_shard(path, samples, descs)
     return path
 
 
@@ -141,6 +168,9 @@ def measure(
             run = CalibRun.create(tmp / "run", manifest, ["edgecal"])
             run.durable = False  # removed below, never resumed
             stack.callback(run.close)
+        # left first (LIFO): no thread of this pass writes into its folders once they go
+        closing = _Closing()
+        stack.callback(closing.close)
         fleet = fleet or Fleet(devices)
         plan = run.manifest.shards
         done1, done2 = run.done("absmax"), run.done("histogram")
@@ -151,7 +181,7 @@ def measure(
 
         def path_of(shard: Any) -> Path:  # decoded when a pass first needs it
             if shard.index not in paths:
-                paths[shard.index] = _decode_shard(source, shard, shard_dir)
+                paths[shard.index] = _decode_shard(source, shard, shard_dir, closing)
             return paths[shard.index]
 
         def units1() -> Iterator[ShardUnit]:
@@ -163,9 +193,11 @@ def measure(
 
                 def prefetch(k: int) -> None:
                     if k < len(todo) and todo[k].index not in paths and k not in ahead:
-                        ahead[k] = pool.submit(_decode_shard, source, todo[k], shard_dir)
+                        ahead[k] = pool.submit(_decode_shard, source, todo[k], shard_dir, closing)
 
                 for k, shard in enumerate(todo):
+                    if closing.closed:  # interrupted: decode no more
+                        return
                     prefetch(k)
                     if k in ahead:
                         paths[shard.index] = ahead.pop(k).result()
@@ -197,9 +229,14 @@ def measure(
 
         def record(u: ShardUnit, answer: Any, board: str, job_id: str) -> None:
             sh = plan[u.index]
-            run.write(
-                Part(u.pass_name, u.index, u.count, sh.digest, board, job_id, list(answer), answer)
+            part = Part(
+                u.pass_name, u.index, u.count, sh.digest, board, job_id, list(answer), answer
             )
+            with closing.lock:
+                # an answer that came after the pass was left (interrupted): its folder may
+                # be gone, and the run was unlocked; a resumed run computes it again
+                if not closing.closed:
+                    run.write(part)
 
         def run_pass(
             label: str,
@@ -245,6 +282,8 @@ def measure(
 
             def units2() -> Iterator[ShardUnit]:  # a resumed run decodes as it goes
                 for sh in plan:
+                    if closing.closed:  # interrupted: decode no more
+                        return
                     if sh.index not in done2:
                         yield ShardUnit("histogram", sh.index, path_of(sh), sh.count)
 

@@ -222,7 +222,13 @@ def test_resume_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["-q", "calibrate", "--resume", str(tmp_path), *MODEL]) == 2
     assert "do not give MODEL" in capsys.readouterr().err
     assert main(["-q", "calibrate", "--resume", str(tmp_path / "nothing")]) == 1
-    assert "not an edgecal run directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a calibration run directory (no such folder)" in err
+    # the fix names calibrate's own resumable folder, not another command's
+    assert "--run-dir of an interrupted `edgecal calibrate` run" in err
+    assert "edgecal tune" not in err and "edgecal validate" not in err
+    assert main(["-q", "calibrate", "--resume", str(tmp_path)]) == 1
+    assert "not a calibration run directory (no run.json in it)" in capsys.readouterr().err
 
 
 def test_boards_of_different_profiles_are_refused(

@@ -63,7 +63,15 @@ def _wait_for_parts(proc: subprocess.Popen[bytes], pattern: str, base: Path) -> 
 
 @contextlib.contextmanager
 def _running(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a background job of a non-interactive shell ignores SIGINT: Ctrl-C as at a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         yield proc
     finally:
@@ -94,6 +102,49 @@ def test_sigterm_mid_calibration_exits_143_and_removes_its_temporary_folders(
     assert _lines(err) == ["edgecal: terminated"]
     assert sorted(p.name for p in tmpdir.iterdir()) == []  # no edgecal-* folder left
     assert not out.exists()
+
+
+def _emptied(folder: Path, within: float = 10.0) -> list[str]:
+    """What is left in ``folder`` once its removals (a detached ``rm -rf``) had time to run."""
+    deadline = time.monotonic() + within
+    while True:
+        left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("sig", "moment"),
+    [
+        (signal.SIGINT, "edgecal-run-*/run/parts/absmax/*.npz"),  # pass 1 answering
+        (signal.SIGTERM, "edgecal-run-*/run/parts/absmax/*.npz"),
+        (signal.SIGINT, "edgecal-run-*/run/parts/histogram/*.npz"),  # pass 2 answering
+        (signal.SIGTERM, "edgecal-run-*/run/parts/histogram/*.npz"),
+        (signal.SIGINT, "edgecal-tune-*/scoring/*"),  # scoring the variants
+    ],
+    ids=["int-absmax", "term-absmax", "int-histogram", "term-histogram", "int-scoring"],
+)
+def test_interrupted_tune_leaves_no_temporary_folder(
+    tmp_path: Path, sig: signal.Signals, moment: str
+) -> None:
+    """Ctrl-C or SIGTERM while tune calibrates or scores: exit 130/143 and TMPDIR empty (a
+    fleet thread answering its shard after the signal wrote its part file into the temporary
+    run folder again, after the folder had been removed)."""
+    tmpdir = tmp_path / "tmp"
+    images = tmp_path / "many.txt"  # 2000 images: many shards in flight at every moment
+    lines = [str(SAMPLE / x) for x in Path(CALIB).read_text().split()]
+    images.write_text("".join(f"{x}\n" for x in lines * 10))
+    cmd = [*EDGECAL, "-q", "tune", *MODEL, "--images", str(images), *PRE, "--max-drop", "0"]
+    cmd += ["--out-dir", str(tmp_path / "out"), "--try-methods", "kl,aciq,eq"]
+    with _running(cmd, _env(tmpdir)) as proc:
+        _wait_for_parts(proc, moment, tmpdir)
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+    assert proc.returncode == 128 + sig, err.decode()
+    assert _lines(err)[-1] in ("edgecal: interrupted", "edgecal: terminated")
+    assert _emptied(tmpdir) == []
+    assert not (tmp_path / "out").exists()
 
 
 def test_sigterm_with_a_run_dir_says_how_to_resume_and_the_hint_works(
