@@ -4,7 +4,6 @@ never a check quietly dropped or a false regression."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -16,15 +15,11 @@ from edgecal.cli.main import main
 from edgecal.errors import InputFileError
 from edgecal.quality.gate import parse_validation_doc
 from tests.unit.test_gate import board, doc
+from tests.unit.test_report import _mutate
 
 
 def _damaged(path: list[str | int], value: Any) -> dict[str, Any]:
-    d = copy.deepcopy(doc(board()))
-    target: Any = d
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return d
+    return _mutate(doc(board()), tuple(path), value)
 
 
 BAD = [
