@@ -302,7 +302,9 @@ def validate(
     devs = Devices.of(devices, boards=boards, accept_new_host_key=accept_new_host_key)
     names = list(devs.all_names)
     with tempfile.TemporaryDirectory(prefix="edgecal-validate-") as tmp:
-        int8_model = _int8_model(loaded, int8, table_s, fp32_paths[0], int8_paths[0], Path(tmp))
+        int8_model = _int8_model(
+            loaded, int8, table_s, fp32_paths[0], int8_paths[0], Path(tmp), say
+        )
 
         stop = threading.Event()
 
@@ -401,8 +403,10 @@ def _int8_model(
     fp32_param: str,
     int8_param: str | None,
     tmp: Path,
+    say: Say | None = None,
 ) -> Model:
-    """The int8 model to validate: the given one, or ``table`` converted into ``tmp``."""
+    """The int8 model to validate: the given one, or ``table`` converted into ``tmp`` (the
+    conversion's warnings, e.g. a layer the table has no activation line for, said)."""
     from edgecal.int8.convert import quantize_model
 
     if (int8 is None) == (table is None):
@@ -416,9 +420,12 @@ def _int8_model(
         assert table is not None
         scales = read_table(table)
         try:
-            text, data, _ = quantize_model(model.param, model.weights, scales)
+            text, data, report = quantize_model(model.param, model.weights, scales)
         except TableError as exc:
             raise TableError(f"{table}: {exc.message}", hint=exc.hint) from None
+        if say is not None:
+            for w in report.warnings:
+                say(f"warning: {w}")
         param, binf = tmp / "int8.param", tmp / "int8.bin"
         write_outputs([(param, text.encode()), (binf, data)])
         out = load_model(param, binf)

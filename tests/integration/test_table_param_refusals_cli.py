@@ -37,6 +37,12 @@ def test_a_missing_input_blob_scale_line_warns(
     assert _quantize(tmp_path, table) == 0  # the BOM is skipped, too
     err = capsys.readouterr().err
     assert f"warning: layer {layer!r}: no {layer!r} line" in err and str(table) in err
+    # validate --table makes the same int8 model in memory: the same warning
+    pre = ["--pixel", "GRAY", "--mean", "0", "--norm", "0.00392157", "--shape", "32,32"]
+    images = ["--images", str(DIGITS / "images")]
+    assert main(["validate", *D_MODEL, "--table", str(table), *images, *pre]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: layer {layer!r}: no {layer!r} line" in err and str(table) in err
 
 
 @pytest.mark.parametrize("edit", ["bom", "dup"])
