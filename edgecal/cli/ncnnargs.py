@@ -20,8 +20,9 @@ NCNN2TABLE_USAGE = (
 )
 
 
-def bracket_groups(value: str) -> list[list[float]]:
-    """``[a,b,c],[d]`` -> ``[[a, b, c], [d]]``; a bare ``a,b,c`` is one group."""
+def bracket_groups(value: str, what: str) -> list[list[float]]:
+    """``[a,b,c],[d]`` -> ``[[a, b, c], [d]]``; a bare ``a,b,c`` is one group.  ``what``: the
+    option or key the value was given to (``--mean``, ``mean=``), named in errors."""
     groups: list[list[float]] = []
     for token in value.replace("]", "[").split("["):
         token = token.strip()
@@ -30,13 +31,16 @@ def bracket_groups(value: str) -> list[list[float]]:
         items = token.split(",")
         if any(not x.strip() for x in items):
             raise UsageError(
-                f"{value!r}: an empty item (two commas in a row, or one at an end)",
+                f"{what} {value!r}: an empty item (two commas in a row, or one at an end)",
                 hint="give one number between commas, e.g. 104,117,123",
             )
         try:
             groups.append([float(x) for x in items])
         except ValueError:
-            raise UsageError(f"{value!r} is not a list of numbers") from None
+            raise UsageError(
+                f"{what} {value!r} is not a list of numbers",
+                hint="give numbers between commas, e.g. 104,117,123",
+            ) from None
     return groups
 
 
@@ -76,9 +80,9 @@ def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
                 f"known keys: {', '.join(NCNN2TABLE_KEYS)}"
             )
         elif name in ("mean", "norm"):
-            setattr(args, name, bracket_groups(value))
+            setattr(args, name, bracket_groups(value, f"{name}="))
         elif name == "shape":
-            groups = bracket_groups(value)
+            groups = bracket_groups(value, "shape=")
             if any(not math.isfinite(v) or v != int(v) for g in groups for v in g):
                 raise UsageError(f"shape={value}: sizes must be whole numbers")
             args.shape = [[int(v) for v in g] for g in groups]

@@ -27,7 +27,7 @@ def err(text: str) -> None:
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
-    groups = bracket_groups(text)
+    groups = bracket_groups(text, what)
     if len(groups) != 1 or not groups[0]:
         raise UsageError(f"{what} {text!r}: give comma-separated numbers, e.g. 104,117,123")
     return tuple(groups[0])

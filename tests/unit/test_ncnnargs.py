@@ -7,9 +7,16 @@ from edgecal.errors import UsageError
 
 
 def test_bracket_groups_split_like_strtok() -> None:
-    assert bracket_groups("[0],[127.5,127.5,127.5]") == [[0.0], [127.5, 127.5, 127.5]]
-    assert bracket_groups("104,117,123") == [[104.0, 117.0, 123.0]]
-    assert bracket_groups("[1,2][3]") == [[1.0, 2.0], [3.0]]
+    assert bracket_groups("[0],[127.5,127.5,127.5]", "mean=") == [[0.0], [127.5, 127.5, 127.5]]
+    assert bracket_groups("104,117,123", "--mean") == [[104.0, 117.0, 123.0]]
+    assert bracket_groups("[1,2][3]", "mean=") == [[1.0, 2.0], [3.0]]
+
+
+def test_a_value_that_is_not_numbers_names_its_key() -> None:
+    with pytest.raises(UsageError, match=r"^norm= '1,x' is not a list of numbers"):
+        parse_ncnn2table(["m.param", "m.bin", "l.txt", "t.table", "norm=1,x"])
+    with pytest.raises(UsageError, match=r"^mean= '1,,2': an empty item"):
+        parse_ncnn2table(["m.param", "m.bin", "l.txt", "t.table", "mean=1,,2"])
 
 
 def test_dataset_form_with_multi_input_reference_command() -> None:

@@ -128,10 +128,10 @@ def test_the_ncnn2table_dropin_checks_the_same(
 
 
 def test_bracket_groups_refuse_an_empty_item() -> None:
-    assert bracket_groups("[1,2],[3]") == [[1.0, 2.0], [3.0]]
+    assert bracket_groups("[1,2],[3]", "mean=") == [[1.0, 2.0], [3.0]]
     for text in ("1,,2,3", "1,2,", ",1", "[1,,2]"):
-        with pytest.raises(UsageError, match="empty item"):
-            bracket_groups(text)
+        with pytest.raises(UsageError, match="^--mean .*empty item"):
+            bracket_groups(text, "--mean")
 
 
 def test_an_api_value_that_is_not_a_number_is_an_error() -> None:
