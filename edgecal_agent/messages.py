@@ -14,7 +14,9 @@ Job-dir protocol (``<workdir>`` is the device's work directory)::
 Serve mode (``python -m edgecal_agent serve --workdir W``): the agent prints one
 ``EDGECAL-READY <protocol> <agent_version>`` line on stdout, then reads one job id per line on
 stdin and answers ``EDGECAL-DONE <job_id>`` on stdout once ``response.json`` is in place.
-Progress goes to stderr as ``EDGECAL-PROGRESS <job_id> <done> <total>``.  Stdout carries nothing
+Progress goes to stdout too, before the job's DONE line, as ``EDGECAL-PROGRESS <job_id> <done>
+<total>``: on one stream the host reads every progress line of a job before its end (on stderr,
+a short job's lines could reach the host after its DONE and be lost).  Stdout carries nothing
 but these protocol lines.
 """
 

@@ -46,23 +46,24 @@ def peak_rss_kb() -> int:
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)
 
 
-def _stderr_progress(job_id: str, err: IO[str]) -> Any:
+def _progress_lines(job_id: str, stream: IO[str]) -> Any:
     def progress(done: int, total: int) -> None:
-        err.write(f"{PROGRESS_PREFIX} {job_id} {done} {total}\n")
-        err.flush()
+        stream.write(f"{PROGRESS_PREFIX} {job_id} {done} {total}\n")
+        stream.flush()
 
     return progress
 
 
-def run_job(workdir: str | Workdir, job_id: str, err: IO[str] | None = None) -> Response:
+def run_job(workdir: str | Workdir, job_id: str, progress_to: IO[str] | None = None) -> Response:
     """Run ``<workdir>/jobs/<job_id>``; always leaves a ``response.json`` when the dir exists
-    (as a real folder: a job folder reached through a symlink is refused, nothing written)."""
-    err = err if err is not None else sys.stderr
+    (as a real folder: a job folder reached through a symlink is refused, nothing written).
+    Progress lines go to ``progress_to`` (default stderr; ``serve``: stdout)."""
+    stream = progress_to if progress_to is not None else sys.stderr
     check_job_id(job_id)
     if isinstance(workdir, Workdir):
-        return _run_job(workdir, job_id, err)
+        return _run_job(workdir, job_id, stream)
     with Workdir(workdir) as wd:
-        return _run_job(wd, job_id, err)
+        return _run_job(wd, job_id, stream)
 
 
 def _read_request(job_fd: int, job_id: str) -> tuple[IO[bytes], Any]:
@@ -76,7 +77,7 @@ def _read_request(job_fd: int, job_id: str) -> tuple[IO[bytes], Any]:
         raise
 
 
-def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
+def _run_job(wd: Workdir, job_id: str, progress_to: IO[str]) -> Response:
     t_start = time.perf_counter()
     op = "unknown"
     timing: dict[str, float] = {}
@@ -106,7 +107,8 @@ def _run_job(wd: Workdir, job_id: str, err: IO[str]) -> Response:
                 raise BadRequest(f"cannot read {REQUEST_FILE} of job {job_id}: {e}") from e
             if request.job_id != job_id:
                 raise BadRequest(f"request.json names job {request.job_id!r}, run as {job_id!r}")
-            ctx = JobContext(wd, job_fd, job_id, request, _stderr_progress(job_id, err), timing)
+            progress = _progress_lines(job_id, progress_to)
+            ctx = JobContext(wd, job_fd, job_id, request, progress, timing)
             with jobdirs.running(fh):
                 try:
                     result, artifacts = HANDLERS[request.op](ctx)
@@ -191,7 +193,7 @@ def _serve(wd: Workdir, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
         if job_id == "quit":
             break
         try:
-            run_job(wd, job_id, err)
+            run_job(wd, job_id, out)  # progress on stdout: in order with the DONE line
         except ProtocolViolation as e:  # bad job id: nothing to write a response into
             err.write(f"edgecal-agent: {e}\n")
             err.flush()

@@ -1,11 +1,12 @@
 """A running agent in serve mode, seen through its three pipes.
 
-The host writes job ids on the agent's stdin and waits for ``EDGECAL-DONE <id>`` on its
-stdout; ``EDGECAL-PROGRESS`` lines on stderr feed the caller's progress callback (called in the
-caller's thread).  Other stderr lines are logged at DEBUG and kept (the last few) for error
-messages.  Anything that speaks this over three text streams works: a local subprocess
-(:class:`PopenProcess`, ``python agent.pyz serve``) or an SSH channel running the same command
-on a board (``edgecal.device.ssh.link.ChannelProcess``); see :class:`AgentProcess`.
+The host writes job ids on the agent's stdin and waits for ``EDGECAL-DONE <id>`` on its stdout;
+the job's ``EDGECAL-PROGRESS`` lines before it on stdout feed the caller's progress callback
+(called in the caller's thread; on one stream none comes after the DONE). Stderr lines are
+logged at DEBUG and kept (the last few) for error messages. Anything that speaks this over three
+text streams works: a local subprocess (:class:`PopenProcess`, ``python agent.pyz serve``) or an
+SSH channel running the same command on a board (``edgecal.device.ssh.link.ChannelProcess``);
+see :class:`AgentProcess`.
 """
 
 from __future__ import annotations
@@ -230,23 +231,26 @@ class AgentSession:
                     "the agent was stopped",
                     hint="raise timeout_s, or send fewer samples per job",
                 ) from None
-            if tag == _OUT:
+            if tag == _OUT and line.startswith(PROGRESS_PREFIX):
+                self._on_progress(line, job_id, progress)  # in order with the job's DONE
+            elif tag == _OUT:
                 return line
-            if tag == _ERR:
-                self._on_stderr(line, job_id, progress)
+            elif tag == _ERR:
+                self._on_stderr(line)
             elif line == _OUT:  # stdout closed: the agent is gone
                 self._raise_dead(what)
 
-    def _on_stderr(self, line: str, job_id: str | None, progress: Progress | None) -> None:
-        if line.startswith(PROGRESS_PREFIX):
-            parts = line.split()
-            if len(parts) == 4 and parts[1] == job_id and progress is not None:
-                try:
-                    done, total = int(parts[2]), int(parts[3])
-                except ValueError:
-                    return
-                progress(done, total)
-            return
+    def _on_progress(self, line: str, job_id: str | None, progress: Progress | None) -> None:
+        """``EDGECAL-PROGRESS <job_id> <done> <total>``: the caller's callback, for its job."""
+        parts = line.split()
+        if len(parts) == 4 and parts[1] == job_id and progress is not None:
+            try:
+                done, total = int(parts[2]), int(parts[3])
+            except ValueError:
+                return
+            progress(done, total)
+
+    def _on_stderr(self, line: str) -> None:
         self.stderr_tail.append(line)
         log.debug("%s agent: %s", self.device_name, line)
 
@@ -266,7 +270,7 @@ class AgentSession:
             except queue.Empty:
                 break
             if tag == _ERR:
-                self._on_stderr(line, None, None)
+                self._on_stderr(line)
         describe = getattr(self._proc, "describe_exit", None)
         if describe is not None:
             how = describe(code)

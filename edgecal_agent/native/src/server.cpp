@@ -35,7 +35,7 @@ json error_info(const std::string& kind, const std::string& message, const json&
 
 }  // namespace
 
-Response run_job(const Workdir& wd, const std::string& job_id, FILE* err) {
+Response run_job(const Workdir& wd, const std::string& job_id, FILE* progress_to) {
     check_job_id(job_id);
     const double t_start = now_s();
     Response response;
@@ -81,10 +81,10 @@ Response run_job(const Workdir& wd, const std::string& job_id, FILE* err) {
                              "'");
         }
         std::string id = job_id;
-        Progress progress = [id, err](int64_t done, int64_t total) {
-            std::fprintf(err, "%s %s %lld %lld\n", PROGRESS_PREFIX, id.c_str(), (long long)done,
-                         (long long)total);
-            std::fflush(err);
+        Progress progress = [id, progress_to](int64_t done, int64_t total) {
+            std::fprintf(progress_to, "%s %s %lld %lld\n", PROGRESS_PREFIX, id.c_str(),
+                         (long long)done, (long long)total);
+            std::fflush(progress_to);
         };
         JobContext ctx{wd, job_fd.get(), job_id, request, progress, response.timing_s};
         lock_running(req_fd.get());
@@ -169,7 +169,7 @@ int serve(const Workdir& wd, FILE* in, FILE* out, FILE* err) {
         if (!job_id.empty()) {
             if (job_id == "quit") return 0;
             try {
-                run_job(wd, job_id, err);
+                run_job(wd, job_id, out);  // progress on stdout: in order with the DONE line
             } catch (const ProtocolViolation& ex) {
                 std::fprintf(err, "edgecal-agent: %s\n", ex.what());
                 std::fflush(err);
