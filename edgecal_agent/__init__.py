@@ -6,10 +6,11 @@ It never imports ``edgecal``; ``edgecal`` imports its wire format from it: the m
 (:mod:`edgecal_agent.shards`).
 """
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 #: Major protocol version.  Host and agent refuse to talk across different majors; additions
 #: within a major are optional fields (agent 0.2.0: the ``run`` op's ``timed``/``latency_s``;
 #: 0.3.0: its ``compare``, answered by per-blob sums in ``layers_<k>.npz``; 0.4.0: its
-#: ``variants``, several variants of the model fed from its unchanged blobs).
+#: ``variants``, several variants of the model fed from its unchanged blobs; 0.4.1: a job's
+#: progress lines on stdout, in order with its DONE line, no longer on stderr).
 PROTOCOL_VERSION = 1
