@@ -19,6 +19,7 @@ from edgecal.boards.clean import CleanReport
 from edgecal.boards.config import Board, boards_file, resolve_board
 from edgecal.device.base import Device
 from edgecal.errors import UsageError
+from edgecal.inputs.arguments import device_arg, optional_number_arg, threads_arg
 
 
 def open_device(
@@ -35,11 +36,14 @@ def open_device(
     ``threads``: ncnn threads (default: the board profile's); ``accept_new_host_key``: accept
     and record a board's unknown SSH host key (never a changed one); ``labgrid_wait``: seconds
     to wait for a place another client holds."""
+    from edgecal.boards.open import boards_arg
     from edgecal.boards.open import open_device as open_named
 
+    name, boards, threads = device_arg(name), boards_arg(boards), threads_arg(threads)
+    labgrid_wait = optional_number_arg(labgrid_wait, "labgrid_wait", 0)
     return open_named(
         name,
-        boards=boards_file(None if boards is None else os.fspath(boards)),
+        boards=boards_file(boards),
         threads=threads,
         accept_new_host_key=accept_new_host_key,
         labgrid_wait_s=labgrid_wait,

@@ -22,6 +22,7 @@ from typing import Any
 from edgecal.api.samples import (
     Inputs,
     ModelArg,
+    check_runtime,
     list_inputs,
     model_inputs,
     open_samples,
@@ -42,6 +43,16 @@ from edgecal.files.outputs import (
 )
 from edgecal.fleet.prepare import Devices, Say, transfer_summary, usable_cores
 from edgecal.fleet.scheduler import FleetExhausted, RetryPolicy
+from edgecal.inputs.arguments import (
+    callable_arg,
+    inputs_arg,
+    model_arg,
+    optional_int_arg,
+    optional_path_arg,
+    path_arg,
+    progress_arg,
+    threads_arg,
+)
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource
 from edgecal.runs.calibrun import MANIFEST, CalibRun, build_manifest, check_unchanged, source_of
@@ -102,21 +113,7 @@ class Calibration:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        layers = [
-            {
-                "name": i.name,
-                "absmax": float(i.absmax),
-                "threshold": float(i.threshold),
-                "scale": float(i.scale),
-                # every histogram rule's threshold (absent without histograms)
-                **(
-                    {"candidates": {k: float(v) for k, v in i.candidates.items()}}
-                    if i.candidates
-                    else {}
-                ),
-            }
-            for i in self.build.per_layer
-        ]
+        layers = [i.to_dict() for i in self.build.per_layer]
         return {
             **{name: getattr(self, name) for name in self._AS_IS},
             "table": self.table_path,
@@ -131,9 +128,9 @@ def _outputs(out: str | None, histograms_out: str | None, run_dir: str | None) -
     """What a run writes: the table (``-``: standard output), the histograms, the run
     directory's own files."""
     outs = [Output("--out", out, text=True)] if out is not None else []
-    if histograms_out:
+    if histograms_out is not None:  # "" too: refused as an empty name
         outs.append(Output("--histograms-out", histograms_out))
-    if run_dir:
+    if run_dir is not None:
         outs += folder_outputs("--run-dir", run_dir, [RUN_JSON, MANIFEST])
     return outs
 
@@ -172,7 +169,15 @@ def calibrate(
     ``ncnn_compat``: list files read as ncnn2table reads them (the current directory first);
     ``also_writes``: what the caller writes besides (e.g. JSON to standard output), checked
     with the outputs."""
+    model, inputs = model_arg(model), inputs_arg(inputs)  # the arguments, before any work
+    out, histograms_out, run_dir = (
+        optional_path_arg(v, n)
+        for v, n in ((out, "out"), (histograms_out, "histograms_out"), (run_dir, "run_dir"))
+    )
+    threads, retries = threads_arg(threads), optional_int_arg(retries, "retries", 1)
+    progress, say = progress_arg(progress), callable_arg(say, "say")
     method = parse_method(method)
+    runtime = check_runtime(runtime)
     devs = Devices.of(devices)
     out_s, hist_s, run_s = optional_path(out), optional_path(histograms_out), optional_path(run_dir)
     if retries is not None and retries < 1:
@@ -182,6 +187,7 @@ def calibrate(
     loaded = resolve_model(model)
     source = open_samples(loaded, inputs, ncnn_compat=ncnn_compat, say=say)
     check_outputs(outs, [*model_inputs(model), *list_inputs(inputs), *sample_inputs(source.paths)])
+    devs.check_same_profile()  # every device known (a mistyped name), before a run is made
     n_threads = devs.threads_for(runtime, devs.last_given, threads)
     run: CalibRun | None = None
     temporary = run_s is None
@@ -247,6 +253,8 @@ def resume(
 ) -> Calibration:
     """Finish the run of ``run_dir``: model, samples, method and outputs come from its
     manifest; ``devices`` may name other boards (default: the run's own)."""
+    run_dir, retries = path_arg(run_dir, "run_dir"), optional_int_arg(retries, "retries", 1)
+    progress, say = progress_arg(progress), callable_arg(say, "say")
     if retries is not None and retries < 1:
         raise UsageError(f"--retries {retries}: must be at least 1")
     path = Path(run_dir)
@@ -269,18 +277,7 @@ def resume(
         )
         model = load_model(Path(m.param), Path(m.bin))
         check_unchanged(m, model, os.fspath(run_dir))
-        given = Devices.of(devices)
-        devs = Devices.of(
-            [n for n in given.names if n is not None]
-            if (given.names or given.group)
-            else list(opts.get("devices") or []),
-            boards=given.boards if given.boards is not None else opts.get("boards"),
-            group=given.group if (given.names or given.group) else opts.get("group"),
-            accept_new_host_key=given.accept_new_host_key,
-            mixed_boards=bool(given.mixed_boards or opts.get("mixed_boards")),
-            golden=given.golden,
-            threads_label=given.threads_label,
-        )
+        devs = _resume_devices(devices, opts, path)
     except BaseException:
         run.close()
         raise
@@ -301,6 +298,35 @@ def resume(
         progress=progress,
         say=say,
     )
+
+
+def _resume_devices(
+    devices: Devices | str | Sequence[str] | None, opts: dict[str, Any], path: Path
+) -> Devices:
+    """The devices a resumed run goes on: ``devices``, else the run's own (its manifest's
+    ``options``), every one known before the run is touched.  A device that is not (a mistyped
+    name) leaves the run as it was: the hint says to resume it with a valid one."""
+    try:
+        given = Devices.of(devices)
+        devs = Devices.of(
+            [n for n in given.names if n is not None]
+            if (given.names or given.group)
+            else list(opts.get("devices") or []),
+            boards=given.boards if given.boards is not None else opts.get("boards"),
+            group=given.group if (given.names or given.group) else opts.get("group"),
+            accept_new_host_key=given.accept_new_host_key,
+            mixed_boards=bool(given.mixed_boards or opts.get("mixed_boards")),
+            golden=given.golden,
+            threads_label=given.threads_label,
+        )
+        devs.check_same_profile()
+    except UsageError as e:
+        e.hint = (f"{e.hint}; then " if e.hint else "") + (
+            f"finish with `edgecal calibrate --resume {_q(path)} --device NAME` naming a valid "
+            "device (the run is kept as it was)"
+        )
+        raise
+    return devs
 
 
 def _run(

@@ -16,10 +16,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgecal.api.samples import PathArg
-from edgecal.api.validate import Validation
+from edgecal.api.validate import Validation, saved_validation_inputs
 from edgecal.errors import InputFileError, UsageError
-from edgecal.files.outputs import Input, Output, check_outputs, input_paths, write_outputs
+from edgecal.files.outputs import Input, Output, check_outputs, write_outputs
 from edgecal.files.userfile import read_text
+from edgecal.inputs.arguments import (
+    callable_arg,
+    instance_arg,
+    optional_number_arg,
+    optional_path_arg,
+    paths_arg,
+    shown,
+)
 from edgecal.inputs.metricspec import MetricSpec, metric_name
 from edgecal.quality.gate import (
     SAVE_HINT,
@@ -67,16 +75,16 @@ def nothing_to_gate() -> UsageError:
 
 
 def check_outputs_of(json_out: str | None, junit: str | None) -> list[Output]:
-    """The report files a gate writes."""
+    """The report files a gate writes (an empty name is given, and refused)."""
     return [
         Output(role, path, text=True)
-        for role, path in (("--json-out", json_out), ("--junit", junit))
-        if path
+        for role, path in (("json_out (--json-out)", json_out), ("junit (--junit)", junit))
+        if path is not None
     ]
 
 
 def check(
-    results: Sequence[PathArg] = (),
+    results: PathArg | Sequence[PathArg] = (),
     *,
     baseline: PathArg | None = None,
     thresholds: Thresholds | None = None,
@@ -98,12 +106,26 @@ def check(
     ``json_out``/``junit``: write the report there; ``outputs``/``other_inputs``: the caller's
     own files, checked with these before any work."""
     start = time.monotonic()
+    results = paths_arg(results, "results")  # one path, or several
+    baseline, json_out, junit = (
+        optional_path_arg(v, n)
+        for v, n in ((baseline, "baseline"), (json_out, "json_out"), (junit, "junit"))
+    )
+    thresholds = instance_arg(
+        thresholds, "thresholds", Thresholds, "edgecal.Thresholds(min_agreement=0.98)"
+    )
+    validation = callable_arg(validation, "validation")
+    max_metric_drop = optional_number_arg(max_metric_drop, "max_metric_drop", 0)
     res = [os.fspath(p) for p in results]
     base, json_s = (None if p is None else os.fspath(p) for p in (baseline, json_out))
     junit_s = None if junit is None else os.fspath(junit)
     check_outputs(
         [*check_outputs_of(json_s, junit_s), *outputs],
-        [*input_paths("--baseline", [base]), *input_paths("--results", res), *other_inputs],
+        [
+            *saved_validation_inputs("--baseline", [base]),
+            *saved_validation_inputs("--results", res),
+            *other_inputs,
+        ],
     )  # before any work
     th = thresholds if thresholds is not None else Thresholds()
     if metric is not None:
@@ -124,6 +146,11 @@ def check(
         if validation is None:
             raise nothing_to_gate()
         fresh = validation()
+        if not isinstance(fresh, Validation):
+            raise UsageError(
+                f"validation returned {shown(fresh)}: it must return the Validation of a run",
+                hint="e.g. validation=lambda: edgecal.validate(model, int8, inputs=images)",
+            )
         source = "validation on " + ", ".join(str(r.device.get("name")) for r in fresh.results)
         current = parse_validation_doc(fresh.document(), source)  # as a saved one is read
     report = evaluate_gate(
@@ -131,9 +158,9 @@ def check(
     )
     elapsed = time.monotonic() - start
     files: list[tuple[str, bytes]] = []  # both or neither
-    if json_s:
+    if json_s is not None:
         files.append((json_s, dumps(to_json(report))))
-    if junit_s:
+    if junit_s is not None:
         files.append((junit_s, to_junit_xml(report, elapsed_s=elapsed).encode()))
     write_outputs(files)
     return report

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecal.api.quantize import read_table
+from edgecal.inputs.arguments import path_arg
 from edgecal.runs.histfile import load_histograms
 from edgecal.workflows.compare import (
     HistogramDiff,
@@ -30,7 +31,7 @@ class Comparison:
 
 def compare_files(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Comparison:
     """``a`` vs ``b``: histogram files when either is ``.npz``, else tables."""
-    pa, pb = Path(os.fspath(a)), Path(os.fspath(b))
+    pa, pb = Path(path_arg(a, "a")), Path(path_arg(b, "b"))
     if pa.suffix == ".npz" or pb.suffix == ".npz":
         return Comparison(histograms=compare_histograms(load_histograms(pa), load_histograms(pb)))
     return Comparison(tables=compare_tables(read_table(pa), read_table(pb)))

@@ -13,6 +13,7 @@ from edgecal.calib.table import CalibrationTable, parse_table
 from edgecal.errors import TableError
 from edgecal.files.outputs import Output, check_outputs, input_paths, write_outputs
 from edgecal.files.userfile import read_text
+from edgecal.inputs.arguments import model_arg, names_arg, optional_path_arg, path_arg
 
 
 @dataclass
@@ -62,10 +63,13 @@ def quantize(
     included (README: "What is exact")."""
     from edgecal.int8.convert import quantize_model
 
-    o_param, o_bin = Path(os.fspath(out_param)), Path(os.fspath(out_bin))
-    table_path = None if table is None else Path(os.fspath(table))
+    model, keep_fp32 = model_arg(model), names_arg(keep_fp32, "keep_fp32")
+    param_s, bin_s = path_arg(out_param, "out_param"), path_arg(out_bin, "out_bin")
+    o_param, o_bin = Path(param_s), Path(bin_s)
+    table_s = optional_path_arg(table, "table")
+    table_path = None if table_s is None else Path(table_s)
     check_outputs(
-        [Output("output .param", str(o_param)), Output("output .bin", str(o_bin))],
+        [Output("output .param", param_s), Output("output .bin", bin_s)],
         [*model_inputs(model, "input"), *input_paths("table", [table_path])],
     )
     loaded = resolve_model(model)
@@ -78,8 +82,8 @@ def quantize(
         raise TableError(f"{table_path}: {exc.message}", hint=exc.hint) from None
     write_outputs([(o_param, text.encode()), (o_bin, data)])
     return Quantized(
-        os.fspath(out_param),
-        os.fspath(out_bin),
+        param_s,
+        bin_s,
         report.quantized,
         report.kept_float,
         report.fused,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgecal.errors import UsageError
 from edgecal.files.outputs import Input, input_paths
 from edgecal.files.userfile import read_text
 from edgecal.inputs.labels import labels_for, parse_labels, parse_text_labels
@@ -26,6 +27,7 @@ from edgecal.inputs.spec import (
     model_channels,
 )
 from edgecal.quality.taskmetrics import LABELS_CLASS, LABELS_TEXT, Metric
+from edgecal_agent.messages import RUNTIMES
 
 #: A file or folder as a caller names it.
 PathArg = str | os.PathLike[str]
@@ -34,6 +36,19 @@ PathArg = str | os.PathLike[str]
 def optional_path(p: PathArg | None) -> str | None:
     """``p`` as text (None stays None)."""
     return None if p is None else os.fspath(p)
+
+
+def check_runtime(runtime: object) -> str:
+    """``runtime`` (the API's argument; ``--runtime`` on the command line) when it is one of
+    :data:`~edgecal_agent.messages.RUNTIMES`, else a :class:`UsageError` naming it: checked by
+    every use case that takes one before any work, not by the device that would refuse it."""
+    if isinstance(runtime, str) and runtime in RUNTIMES:
+        return runtime
+    raise UsageError(
+        f"runtime {runtime!r}: not a runtime (give one of {', '.join(RUNTIMES)})",
+        hint="calibration: ncnn2table's fp32 options; deployed: the options the app runs "
+        "with (runtime=... or --runtime)",
+    )
 
 
 #: One input description, or one per model input.

@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgecal.api.samples import ModelArg, optional_path, resolve_model
+from edgecal.api.samples import ModelArg, resolve_model
 from edgecal.calib.build import TableBuild, build_table
 from edgecal.calib.methods import METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, render_table
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output, check_outputs, input_paths, write_outputs
+from edgecal.inputs.arguments import model_arg, optional_path_arg, path_arg
 from edgecal.inputs.model import load_model
 from edgecal.runs.histfile import load_histograms
 from edgecal.workflows.calibrate import table_from_histograms as thresholds_of
@@ -32,6 +34,17 @@ class HistogramTable:
     def warnings(self) -> list[str]:
         return list(self.build.warnings)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The method, the table written (None: only returned), the warnings and per layer
+        abs-max, threshold and scale (with every histogram rule's threshold), as
+        :meth:`edgecal.Calibration.to_dict` has them."""
+        return {
+            "method": self.method,
+            "table": self.table_path,
+            "warnings": self.warnings,
+            "layers": [i.to_dict() for i in self.build.per_layer],
+        }
+
 
 def table_from_histograms(
     histograms: str | os.PathLike[str],
@@ -43,11 +56,12 @@ def table_from_histograms(
 ) -> HistogramTable:
     """The table ``method`` gives from a histogram file (``calibrate(histograms_out=...)``),
     without a device; the model defaults to the one the file names."""
-    hist_path = os.fspath(histograms)
+    hist_path = path_arg(histograms, "histograms")
+    param_s, bin_s = optional_path_arg(param, "param"), optional_path_arg(bin, "bin")
+    out_s = optional_path_arg(out, "out")
     hs = load_histograms(Path(hist_path))
-    param_p = Path(os.fspath(param) if param else hs.meta.get("param", ""))
-    bin_p = Path(os.fspath(bin) if bin else hs.meta.get("bin", ""))
-    out_s = optional_path(out)
+    param_p = Path(param_s if param_s else hs.meta.get("param", ""))
+    bin_p = Path(bin_s if bin_s else hs.meta.get("bin", ""))
     if out_s is not None:
         check_outputs(
             [Output("--out", out_s, text=True)],
@@ -82,9 +96,10 @@ def weight_table(
 ) -> TableBuild:
     """The weight-only table (no samples: weight scales, no activation scales), as
     ncnn2table writes without a list."""
+    model, out_s = model_arg(model), optional_path_arg(out, "out")
     loaded = resolve_model(model)
     layers = [(layer, loaded.weights.get(layer.name, {})) for layer in loaded.param.layers]
     build = build_table(layers, None, parse_method(method))
-    if out is not None:
-        write_outputs([(Path(os.fspath(out)), render_table(build.table).encode())])
+    if out_s is not None:
+        write_outputs([(Path(out_s), render_table(build.table).encode())])
     return build

@@ -21,6 +21,7 @@ from edgecal.api.samples import (
     ModelArg,
     PathArg,
     as_list,
+    check_runtime,
     load_metric_labels,
     model_paths,
     open_samples,
@@ -33,6 +34,7 @@ from edgecal.api.validate import (
     provenance,
     with_files,
 )
+from edgecal.boards.open import boards_arg
 from edgecal.calib.methods import CALIBRATE_NAMES, METHOD_NAMES, METHODS, Method, parse_method
 from edgecal.calib.table import CalibrationTable, parse_table, render_table, weight_key
 from edgecal.device.base import Device
@@ -44,6 +46,19 @@ from edgecal.files.outputs import (
     sample_inputs,
 )
 from edgecal.fleet.prepare import Devices, Say
+from edgecal.inputs.arguments import (
+    callable_arg,
+    inputs_arg,
+    model_arg,
+    names_arg,
+    number_arg,
+    optional_int_arg,
+    optional_number_arg,
+    optional_path_arg,
+    path_arg,
+    progress_arg,
+    threads_arg,
+)
 from edgecal.inputs.metricspec import MetricSpec, resolve_metric
 from edgecal.inputs.model import load_model
 from edgecal.inputs.spec import TensorInput
@@ -126,6 +141,20 @@ def parse_try_methods(text: str) -> tuple[str, ...]:
             hint=f"give each method once, e.g. --try-methods {','.join(dict.fromkeys(names))}",
         )
     return tuple(Method(m) if m in METHOD_NAMES else m for m in names)
+
+
+def check_limits(
+    max_drop: object, max_fp32_layers: object, time_budget: object
+) -> tuple[float, int | None, float | None]:
+    """The search's target and limits, as ``(max_drop, max_fp32_layers, time_budget)``:
+    ``max_drop`` points and ``time_budget`` seconds finite numbers >= 0 (None: no budget),
+    ``max_fp32_layers`` a whole number >= 0 (None: no limit); anything else (NaN, a negative
+    budget) a :class:`UsageError` naming the argument, before any work."""
+    return (
+        number_arg(max_drop, "max_drop", 0),
+        optional_int_arg(max_fp32_layers, "max_fp32_layers", 0),
+        optional_number_arg(time_budget, "time_budget", 0),
+    )
 
 
 @dataclass
@@ -243,19 +272,28 @@ def tune(
     from edgecal.workflows.sensitivity import measure_sensitivity
 
     t_start = time.monotonic()
-    if max_drop < 0:
-        raise UsageError(f"--max-drop {max_drop}: must be 0 or more points")
-    if max_fp32_layers is not None and max_fp32_layers < 0:
-        raise UsageError("--max-fp32-layers must be 0 or more")
-    methods = (
-        parse_try_methods(try_methods)
-        if isinstance(try_methods, str)
-        else tuple(
-            m
-            if not isinstance(m, Method) and m in candidate_names() and m not in METHOD_NAMES
-            else parse_method(m)
-            for m in try_methods
+    model, inputs, out_dir = model_arg(model), inputs_arg(inputs), path_arg(out_dir, "out_dir")
+    table, labels, charset, val_inputs = (
+        optional_path_arg(v, n)
+        for v, n in (
+            (table, "table"),
+            (labels, "labels"),
+            (charset, "charset"),
+            (val_inputs, "val_inputs"),
         )
+    )
+    iou_threshold = optional_number_arg(iou_threshold, "iou_threshold")
+    threads, boards = threads_arg(threads), boards_arg(boards)
+    progress, say = progress_arg(progress), callable_arg(say, "say")
+    steps = callable_arg(steps, "steps")
+    if not isinstance(try_methods, str):  # a str: the command line's text form
+        try_methods = names_arg(try_methods, "try_methods", "method names")
+    max_drop, max_fp32_layers, time_budget = check_limits(max_drop, max_fp32_layers, time_budget)
+    runtime = check_runtime(runtime)
+    methods = (  # a list as its text form (every name known, none alone: no method)
+        parse_try_methods(try_methods if isinstance(try_methods, str) else ",".join(try_methods))
+        if try_methods
+        else ()
     )
     start = parse_method(method).value
     out_s = os.fspath(out_dir)

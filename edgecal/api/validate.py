@@ -25,12 +25,14 @@ from edgecal.api.samples import (
     ModelArg,
     PathArg,
     as_list,
+    check_runtime,
     load_metric_labels,
     model_paths,
     open_samples,
     optional_path,
     resolve_model,
 )
+from edgecal.boards.open import boards_arg
 from edgecal.device.adb.device import AdbDevice
 from edgecal.device.adb.facts import PhoneFacts
 from edgecal.device.base import Device
@@ -46,6 +48,17 @@ from edgecal.files.outputs import (
 )
 from edgecal.fleet.pool import board_pool
 from edgecal.fleet.prepare import Devices, Say
+from edgecal.inputs.arguments import (
+    callable_arg,
+    inputs_arg,
+    model_arg,
+    number_arg,
+    optional_model_arg,
+    optional_number_arg,
+    optional_path_arg,
+    progress_arg,
+    threads_arg,
+)
 from edgecal.inputs.metricspec import MetricSpec, resolve_metric
 from edgecal.inputs.model import Model, load_model
 from edgecal.inputs.samples import SampleSource
@@ -78,8 +91,10 @@ from edgecal.workflows.validate import validate as validate_on
 
 def validation_outputs(save_baseline: str | None, run_dir: str | None) -> list[Output]:
     """The files a validation writes (``-``: standard output)."""
-    outs = [Output("--save-baseline", save_baseline, text=True)] if save_baseline else []
-    if run_dir:
+    outs = (
+        [Output("--save-baseline", save_baseline, text=True)] if save_baseline is not None else []
+    )
+    if run_dir is not None:  # "" too: refused as an empty name
         outs += folder_outputs("--run-dir", run_dir, [RUN_JSON, VALIDATION, SENSITIVITY])
     return outs
 
@@ -104,11 +119,27 @@ def validation_inputs(
         ("INT8.bin", int8[1]),
         ("--table", table),
         ("--labels", labels),
-        ("--baseline", baseline),
     ):
         out += input_paths(role, [path])
-    out += input_paths("--results", list(results))
+    out += saved_validation_inputs("--baseline", [baseline])
+    out += saved_validation_inputs("--results", list(results))
     out += input_paths("sample list", list(lists))
+    return out
+
+
+def saved_validation_inputs(role: str, paths: Sequence[str | None]) -> list[Input]:
+    """The saved validations a gate reads (``baseline``, ``results``) as inputs no output may
+    overwrite: each file, and of a run directory the folder and its ``validation.json`` (the
+    file read in it)."""
+    out: list[Input] = []
+    for path in paths:
+        if not path:
+            continue
+        out.append(Input(role, path))
+        if os.path.isdir(path):
+            out.append(
+                Input(f"{role} run directory's {VALIDATION}", os.path.join(path, VALIDATION))
+            )
     return out
 
 
@@ -273,6 +304,23 @@ def validate(
     directory also records ``command`` and the inputs' digests); ``outputs``/``other_inputs``:
     the caller's own files, checked with these before any work; ``say``: notes (preprocessing
     defaults)."""
+    model, int8 = model_arg(model), optional_model_arg(int8, "int8")  # before any work
+    inputs, threads, boards = inputs_arg(inputs), threads_arg(threads), boards_arg(boards)
+    table, labels, charset, save_baseline, run_dir = (
+        optional_path_arg(v, n)
+        for v, n in (
+            (table, "table"),
+            (labels, "labels"),
+            (charset, "charset"),
+            (save_baseline, "save_baseline"),
+            (run_dir, "run_dir"),
+        )
+    )
+    iou_threshold = optional_number_arg(iou_threshold, "iou_threshold")
+    divergence_cosine = number_arg(divergence_cosine, "divergence_cosine")
+    divergence_top1 = number_arg(divergence_top1, "divergence_top1", 0)
+    progress, say = progress_arg(progress), callable_arg(say, "say")
+    runtime = check_runtime(runtime)
     fp32_paths = model_paths(model)
     int8_paths: tuple[str | None, str | None] = (None, None) if int8 is None else model_paths(int8)
     table_s, labels_s = optional_path(table), optional_path(labels)
@@ -355,6 +403,7 @@ def validate(
             fp32_paths,
             loaded,
             {"images": source},
+            lists={"images": [os.fspath(i.samples) for i in items]},
             int8=(int8_paths, int8_model),
             table=table_s,
             labels=labels_s,
@@ -470,12 +519,14 @@ def provenance(
     model: Model,
     samples: dict[str, SampleSource],
     *,
+    lists: dict[str, Sequence[str]] | None = None,
     int8: tuple[tuple[str | None, str | None], Model] | None = None,
     table: str | None = None,
     labels: str | None = None,
 ) -> dict[str, Any]:
     """What a run directory records of its inputs: paths as given and digests (``samples``:
-    per key, the images' count and digest)."""
+    per key, the images' count and digest, and from ``lists`` the list file or folder they
+    were given as: ``path``, or ``paths`` for a model of several inputs)."""
     out: dict[str, Any] = {
         "fp32_param": {"path": fp32[0], "sha256": model.param_sha256},
         "fp32_bin": {"path": fp32[1], "sha256": model.bin_sha256},
@@ -485,7 +536,9 @@ def provenance(
         out["int8_param"] = {"path": param, "sha256": m.param_sha256}
         out["int8_bin"] = {"path": binf, "sha256": m.bin_sha256}
     for key, source in samples.items():
+        given = list((lists or {}).get(key, ()))
         out[key] = {
+            **({"path": given[0]} if len(given) == 1 else {"paths": given} if given else {}),
             "count": source.n_samples,
             "sha256": images_digest(p for paths in source.paths for p in paths),
         }

@@ -6,10 +6,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecal.boards.config import Board, Profile, resolve_board
+from edgecal.boards.config import Board, Profile, load_boards, resolve_board
 from edgecal.device.adb.link import AdbTarget
 from edgecal.device.base import Device
 from edgecal.device.ssh.config import SshAddress
+from edgecal.inputs.arguments import optional_path_arg
 
 if TYPE_CHECKING:  # the transports are imported when a board is opened (paramiko takes ~90 ms)
     from edgecal.device.adb.device import AdbDevice
@@ -19,6 +20,16 @@ if TYPE_CHECKING:  # the transports are imported when a board is opened (paramik
 #: ``--device local:native``: this machine, with the native agent (the C++ runtime an app links)
 #: instead of the Python one.
 LOCAL_NATIVE = "local:native"
+
+
+def boards_arg(boards: object, name: str = "boards") -> str | None:
+    """The boards file ``boards`` (the argument ``name``; None: not given) as text, read at
+    once: a file that is missing or is not a boards file is an error naming it, whether or not
+    a board of it is used (the API's ``boards`` and the command line's ``--boards``)."""
+    path = optional_path_arg(boards, name)
+    if path:
+        load_boards(Path(path))
+    return path
 
 
 def ssh_target(board: Board, *, accept_new_host_key: bool = False) -> SshTarget:

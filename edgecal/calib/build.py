@@ -38,6 +38,20 @@ class LayerScaleInfo:
     scale: np.float32
     candidates: Mapping[str, np.float32] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The layer's figures as plain numbers (``candidates`` only when there are some)."""
+        return {
+            "name": self.name,
+            "absmax": float(self.absmax),
+            "threshold": float(self.threshold),
+            "scale": float(self.scale),
+            **(
+                {"candidates": {k: float(v) for k, v in self.candidates.items()}}
+                if self.candidates
+                else {}
+            ),
+        }
+
 
 @dataclass
 class TableBuild:

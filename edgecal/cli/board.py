@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from edgecal.cli.options import NON_NEGATIVE, NumberOption, add_boards_file, add_json, print_json
+from edgecal.cli.options import MIB, NumberOption, add_boards_file, add_json, print_json
 
 
 class _Report(Protocol):
@@ -140,7 +140,7 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     q.add_argument(
         "--keep-mb",
         action=NumberOption,
-        within=NON_NEGATIVE,
+        within=MIB,
         default=0.0,
         metavar="MIB",
         help="keep the most recently pushed files up to this many MiB (default: 0.0, remove all)",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgecal.calib.build import format_scale_line
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.inputs import inputs_from_args
-from edgecal.cli.options import Once, add_inputs, add_json, err, print_json
+from edgecal.cli.options import TRIES, NumberOption, Once, add_inputs, add_json, err, print_json
 from edgecal.cli.progress import run_hooks
 from edgecal.errors import UsageError
 from edgecal.files.outputs import Output
@@ -69,7 +69,8 @@ def add_calibrate_command(sub: argparse._SubParsersAction) -> None:  # type: ign
     )
     p.add_argument(
         "--retries",
-        type=int,
+        action=NumberOption,
+        within=TRIES,
         default=RetryPolicy().attempts,
         metavar="N",
         help=f"tries per shard on a board before the board is given up and its "

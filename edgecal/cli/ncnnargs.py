@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from edgecal.calib.methods import METHOD_NAMES, METHOD_NAMES_TEXT, Method
 from edgecal.errors import UsageError
+from edgecal.inputs.arguments import MAX_THREADS
 
 NCNN2TABLE_KEYS = ("mean", "norm", "shape", "pixel", "thread", "method", "type")
 NCNN2TABLE_USAGE = (
@@ -93,8 +94,10 @@ def parse_ncnn2table(argv: list[str]) -> Ncnn2TableArgs:
                 args.thread = int(value)
             except ValueError:
                 raise UsageError(f"thread={value} is not a whole number") from None
-            if args.thread < 0:
-                raise UsageError(f"thread={value}: must not be negative")
+            if not 0 <= args.thread <= MAX_THREADS:
+                raise UsageError(
+                    f"thread={value}: give a whole number from 0 to {MAX_THREADS} (0: every core)"
+                )
         elif name == "method":
             if value not in METHOD_NAMES:
                 raise UsageError(

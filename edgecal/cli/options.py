@@ -7,13 +7,13 @@ import argparse
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from edgecal.cli.ncnnargs import bracket_groups
 from edgecal.errors import UsageError
 from edgecal.files.fsnames import printable
 from edgecal.files.outputs import write_outputs as write_outputs  # one place for output files
+from edgecal.inputs.arguments import MAX_THREADS
 from edgecal.quality.rundoc import json_text
 
 
@@ -55,14 +55,16 @@ class Number:
     lo: float = 0.0
     hi: float = math.inf
     above: bool = False
+    whole: bool = False  # an int option: whole numbers only
 
     def parse(self, text: str, option: str) -> float:
-        """``text`` (the value of ``option``) as a float, else a :class:`UsageError` naming the
-        option and what to give."""
+        """``text`` (the value of ``option``) as a float (an int when :attr:`whole`), else a
+        :class:`UsageError` naming the option and what to give."""
         try:
-            value = float(text)
+            value: float = int(text) if self.whole else float(text)
         except ValueError:
-            raise UsageError(f"{option} {text!r}: not a number", hint=f"give {self.what}") from None
+            kind = "a whole number" if self.whole else "a number"
+            raise UsageError(f"{option} {text!r}: not {kind}", hint=f"give {self.what}") from None
         low_ok = value > self.lo if self.above else value >= self.lo
         if not (math.isfinite(value) and low_ok and value <= self.hi):
             raise UsageError(f"{option} {text}: give {self.what}")
@@ -87,6 +89,10 @@ class NumberOption(argparse.Action):
 NON_NEGATIVE = Number("a finite number >= 0")
 POINTS = Number("points, a finite number >= 0 (e.g. 0.5)")
 SECONDS = Number("seconds, a finite number >= 0")
+MIB = Number("a number of MiB >= 0 (finite)")
+THREADS = Number(f"a whole number from 1 to {MAX_THREADS}", lo=1, hi=MAX_THREADS, whole=True)
+TRIES = Number("a whole number >= 1", lo=1, whole=True)
+COUNT = Number("a whole number >= 0", whole=True)
 POSITIVE = Number("a finite number > 0", above=True)
 FRACTION = Number("a fraction in 0..1 (e.g. 0.95 for 95%)", hi=1.0)
 PROBABILITY = Number("a probability in 0..1", hi=1.0)
@@ -157,7 +163,8 @@ def add_inputs(p: argparse.ArgumentParser, *, multi_device: bool = False) -> Non
     )
     p.add_argument(
         "--threads",
-        type=int,
+        action=NumberOption,
+        within=THREADS,
         default=None,
         help="calibration runtime: agent workers over the images (default 1; on "
         "this machine at most one per core); "
@@ -212,11 +219,11 @@ def add_boards_file(p: argparse.ArgumentParser, *, whose_key: str) -> None:
 
 def check_boards_file(path: str | None) -> None:
     """``--boards FILE`` read at once, whether or not a device of it is used: a file that is
-    missing or is not a boards file is an error naming it, never quietly ignored."""
-    if path:
-        from edgecal.boards.config import load_boards
+    missing or is not a boards file is an error naming it, never quietly ignored (the API's
+    rule: :func:`edgecal.boards.open.boards_arg`)."""
+    from edgecal.boards.open import boards_arg
 
-        load_boards(Path(path))
+    boards_arg(path, "--boards")
 
 
 def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:

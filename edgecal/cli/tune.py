@@ -13,7 +13,15 @@ from typing import Any
 from edgecal.calib.methods import CALIBRATE_NAMES, Method
 from edgecal.cli.calibrate import devices_from_options
 from edgecal.cli.inputs import inputs_from_args, say_on_stderr
-from edgecal.cli.options import POINTS, SECONDS, NumberOption, Once, add_inputs, add_metric
+from edgecal.cli.options import (
+    COUNT,
+    POINTS,
+    SECONDS,
+    NumberOption,
+    Once,
+    add_inputs,
+    add_metric,
+)
 from edgecal.cli.progress import run_hooks
 from edgecal.cli.validate import render_board, render_sensitivity
 from edgecal.runs.rundir import INT8_BIN, INT8_PARAM, TABLE
@@ -73,7 +81,8 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument(
         "--max-fp32-layers",
-        type=int,
+        action=NumberOption,
+        within=COUNT,
         default=None,
         metavar="N",
         help="keep at most N layers in fp32 (default: no limit)",

@@ -8,6 +8,8 @@ it starts working:
   same inode: a hard link) is refused -- an input is never overwritten;
 * two outputs that are the same file are refused (one would silently replace the other);
 * an output's folder must exist and be writable, an output must not be a folder;
+* a folder a run fills (a run directory) is not a folder of its inputs' data (an images
+  folder given, the folder of the samples a list names: :func:`_check_apart` says why);
 * ``-`` is standard output, for the outputs that are text or JSON.
 
 :func:`write_outputs` then writes them: every regular file goes to a temporary file beside
@@ -57,6 +59,8 @@ class Input:
 
     role: str
     path: str
+    #: a sample (an image, a tensor): its folder is a data set no run directory goes into
+    sample: bool = False
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -163,8 +167,16 @@ def _cannot_make_files(folder: str) -> str | None:
 
 def check_folder(role: str, path: PathLike) -> None:
     """A folder the command writes into (and makes, with its parents, when missing): an
-    existing folder must be writable; a missing one needs a writable existing ancestor."""
-    folder = os.path.realpath(os.fspath(path))
+    existing folder must be writable; a missing one needs a writable existing ancestor (an
+    empty name is refused: it would be the current directory)."""
+    name = os.fspath(path)
+    if not name:
+        raise UsageError(
+            f"{role}: an empty folder name", hint=f"give {role} a folder (new or existing)"
+        )
+    if "\0" in name:
+        raise UsageError(f"{role} {name!r}: a folder name cannot hold a NUL byte")
+    folder = os.path.realpath(name)
     st = _stat(folder)
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise UsageError(
@@ -235,9 +247,8 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> No
                 )
     by_real = {r: o for o, (r, _) in zip(files, ids, strict=True)}
     by_inode = {i: o for o, (_, i) in zip(files, ids, strict=True) if i is not None}
-    for inp in inputs:
-        if not inp.path or inp.path == STDOUT:
-            continue
+    ins = [i for i in inputs if i.path and i.path != STDOUT]
+    for inp in ins:
         real, ident = _identity(str(inp.path))
         hit = by_real.get(real) or (by_inode.get(ident) if ident is not None else None)
         if hit is not None and not _special(_stat(hit.path)):
@@ -246,6 +257,44 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Input] = ()) -> No
                 "an input",
                 hint=f"give {hit.role} another file name",
             )
+    _check_apart([o for o in files if o.new_folder], ins)
+
+
+def _check_apart(folders: Sequence[Output], inputs: Sequence[Input]) -> None:
+    """A folder a run makes or fills with its files (``run_dir``, ``out_dir``) is never a
+    folder of its inputs' data: not a folder given as an input (an images folder: the run's
+    files would land in the data set; nor a folder inside it), and not the folder holding the
+    samples a list names (the calibration images).  The folder of the model, a table or a
+    list file is not refused: that is the project folder, where a run directory beside the
+    inputs (``tuned/``, ``.``) is the common case, and nothing there is read by listing it."""
+    given: dict[str, str] = {}  # the folder as the user named it -> its role
+    for o in folders:
+        given.setdefault(os.path.dirname(o.path) or ".", o.role)
+    if not given:
+        return
+    real_out = {name: os.path.realpath(name) for name in given}
+    seen: set[str] = set()
+    for inp in inputs:
+        inside = False
+        if inp.sample:
+            where = os.path.dirname(inp.path) or "."
+            if where in seen:
+                continue
+            seen.add(where)
+            real, what = os.path.realpath(where), f"the folder of the {inp.role} {inp.path}"
+        elif os.path.isdir(inp.path):
+            real, what, inside = os.path.realpath(inp.path), f"the {inp.role} {inp.path}", True
+        else:
+            continue
+        for name, out in real_out.items():
+            within = inside and out.startswith(real.rstrip(os.sep) + os.sep)
+            if out == real or within:
+                role = given[name]
+                raise UsageError(
+                    f"{role} {name} is {'inside ' if within else ''}{what}, a folder the run "
+                    "reads its inputs from: refusing to write the run's files among them",
+                    hint=f"give {role} a folder of its own (e.g. beside the inputs)",
+                )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -285,6 +334,24 @@ def _write_into(path: str, data: bytes) -> None:
         _write_fd(fd, data)
     finally:
         os.close(fd)
+
+
+def write_stdout(data: bytes) -> None:
+    """Write ``data`` (text: a table, a page, JSON; UTF-8) to whatever ``sys.stdout`` is now:
+    its bytes to its ``buffer`` when it has one (a terminal, a pipe, a file), else decoded as
+    text (``contextlib.redirect_stdout`` into a ``StringIO``, a notebook's stream); an
+    ``OSError`` naming ``-`` when there is no standard output (``pythonw``)."""
+    out = sys.stdout
+    if out is None:
+        raise OSError(errno.EBADF, "there is no standard output", STDOUT)
+    buffer = getattr(out, "buffer", None)
+    out.flush()
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:
+        out.write(data.decode("utf-8", errors="replace"))
+        out.flush()
 
 
 @dataclass
@@ -364,9 +431,7 @@ def write_files(files: Sequence[tuple[PathLike, bytes]], *, durable: bool = True
         for p, data in special:  # cannot be undone: after every temp file is written
             with _naming(p):
                 if p == STDOUT:
-                    sys.stdout.flush()
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.buffer.flush()
+                    write_stdout(data)
                 else:
                     _write_into(p, data)
         for item, (p, _) in zip(pending, regular, strict=True):
@@ -424,4 +489,4 @@ def input_paths(role: str, paths: Iterable[PathLike | None]) -> list[Input]:
 
 def sample_inputs(paths: Iterable[Iterable[PathLike]]) -> list[Input]:
     """The samples of a ``SampleSource`` (``source.paths``) as inputs."""
-    return [Input("sample", os.fspath(p)) for per_input in paths for p in per_input]
+    return [Input("sample", os.fspath(p), sample=True) for per_input in paths for p in per_input]

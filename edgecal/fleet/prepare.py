@@ -29,10 +29,11 @@ from edgecal.boards.labgrid import (
     is_pattern,
     is_place_spec,
 )
-from edgecal.boards.open import is_local, open_device
+from edgecal.boards.open import boards_arg, is_local, open_device
 from edgecal.device.base import Device
 from edgecal.errors import BoardSetupError, CalibrationError, DeviceError, HostKeyError, UsageError
 from edgecal.fleet.pool import board_pool, close_all
+from edgecal.inputs.arguments import devices_arg
 
 #: Where notes for the user go (a board left out, a capped thread count).
 Say = Callable[[str], None]
@@ -91,11 +92,12 @@ class Devices:
         **options: Any,
     ) -> Devices:
         """From ``--device`` (one name or several), ``--group``, ``--boards``; the names are
-        resolved (and each board must be named once) here."""
+        resolved (and each board must be named once) and the boards file, when given, read
+        here."""
         if isinstance(device, Devices):
             return device
-        names = () if device is None else (device,) if isinstance(device, str) else tuple(device)
-        out = cls(names=names, boards=None if boards is None else os.fspath(boards), **options)
+        names = devices_arg(device)
+        out = cls(names=names, boards=boards_arg(boards), **options)
         out.all_names  # noqa: B018 -- resolved now: a bad name fails before any work
         return out
 

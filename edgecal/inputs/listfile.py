@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecal.errors import InputFileError
+from edgecal.files.userfile import not_a_file
 
 RULE = (
     "a relative line is looked up relative to the list file's folder and relative to the "
@@ -105,6 +106,18 @@ def resolve_line(list_path: Path, line: ListLine, *, cwd_first: bool = False) ->
                 f"to the current directory); {RULE}, and must name one file",
                 hint="write absolute paths in the list, or run from a directory where the line "
                 "names one file",
+            )
+        kind = not_a_file(found[0])  # never opened: a FIFO would block the reading
+        if kind is not None:
+            raise InputFileError(
+                f"line {line.number} of list file {list_path} names {kind}, not an image or "
+                f".npy file: {found[0]}",
+                hint="give one sample file per line"
+                + (
+                    "; a folder of images is given itself, in place of the list file"
+                    if kind == "a folder"
+                    else ""
+                ),
             )
         return found[0]
     raise InputFileError(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgecal.calib.weights import CALIBRATED_TYPES
-from edgecal.errors import ModelFormatError
-from edgecal.files.userfile import read_bytes
+from edgecal.errors import ModelFormatError, UsageError
+from edgecal.files.userfile import path_text, read_bytes
 from edgecal.ncnnfmt.modelbin import LayerWeights, read_modelbin
 from edgecal.ncnnfmt.param import Layer, ParamFile, parse_param
 
@@ -38,26 +39,39 @@ class Model:
         return [t for layer in self.param.layers for t in layer.tops if t not in consumed]
 
 
-def load_model(param_path: Path, bin_path: Path) -> Model:
-    param_bytes = read_bytes(param_path, "param file")
-    bin_bytes = read_bytes(bin_path, "bin file")
+def model_file(value: object, name: str) -> Path:
+    """``value`` (the argument ``name``) as a path (:func:`~edgecal.files.userfile.path_text`:
+    a ``str``, ``os.PathLike`` or ``bytes``) naming a file, else a :class:`UsageError` naming
+    ``name``."""
+    text = path_text(value, name)
+    if not text:
+        raise UsageError(f"{name}: an empty file name", hint=f"give {name} the model file's path")
+    return Path(text)
+
+
+def load_model(param_path: str | os.PathLike[str], bin_path: str | os.PathLike[str]) -> Model:
+    """The ncnn model of ``param_path`` and ``bin_path`` (``str`` or ``os.PathLike``), read and
+    checked."""
+    param_p, bin_p = model_file(param_path, "param_path"), model_file(bin_path, "bin_path")
+    param_bytes = read_bytes(param_p, "param file")
+    bin_bytes = read_bytes(bin_p, "bin file")
     try:
         text = param_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise ModelFormatError(
-            f"{param_path} is not a text .param file",
+            f"{param_p} is not a text .param file",
             hint="pass the .param first and the .bin second",
         ) from None
-    param = parse_param(text, source=str(param_path))
+    param = parse_param(text, source=str(param_p))
     try:
-        weights = read_modelbin(param, bin_bytes, source=str(bin_path))
+        weights = read_modelbin(param, bin_bytes, source=str(bin_p))
     except ModelFormatError as exc:
-        if str(bin_path) in exc.message or str(param_path) in exc.message:
+        if str(bin_p) in exc.message or str(param_p) in exc.message:
             raise
-        raise type(exc)(f"{param_path}: {exc.message}", hint=exc.hint) from None
+        raise type(exc)(f"{param_p}: {exc.message}", hint=exc.hint) from None
     return Model(
-        param_path=param_path,
-        bin_path=bin_path,
+        param_path=param_p,
+        bin_path=bin_p,
         param=param,
         weights=weights,
         param_sha256=hashlib.sha256(param_bytes).hexdigest(),

@@ -21,12 +21,51 @@ from pathlib import Path
 import numpy as np
 
 from edgecal.errors import ImageError, InputFileError, UsageError
-from edgecal.files.userfile import read_text
+from edgecal.files.userfile import not_a_file, read_text
 from edgecal.inputs.imagefit import ResizeNotes, fit_image
 from edgecal.inputs.listfile import list_lines, resolve_list
 from edgecal.inputs.spec import InputSpec, ModelChannels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+#: What a file given as a list starts with when it is a sample itself: (magic, what it is).
+SAMPLE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "an image"),
+    (b"\xff\xd8\xff", "an image"),  # JPEG
+    (b"GIF87a", "an image"),
+    (b"GIF89a", "an image"),
+    (b"II*\x00", "an image"),  # TIFF, little endian
+    (b"MM\x00*", "an image"),  # TIFF, big endian
+    (b"\x93NUMPY", "an .npy array"),
+)
+LIST_HINT = "a single sample goes in a list file of one line"
+
+
+def sample_magic(head: bytes) -> str | None:
+    """What a file starting with ``head`` is when it is an image or an ``.npy`` array rather
+    than text ("an image", "an .npy array"), from its first bytes; None: not one of them."""
+    for magic, kind in SAMPLE_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "an image"
+    if head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":  # BMP: reserved zeros
+        return "an image"
+    return None
+
+
+def _binary(text: str) -> bool:
+    """``text`` (decoded with ``surrogateescape``) holds a NUL or bytes that are not UTF-8."""
+    return any(c == "\0" or "\udc80" <= c <= "\udcff" for c in text)
+
+
+def sample_not_list(path: Path, kind: str) -> str:
+    """The message for a sample given where a list file is expected."""
+    return (
+        f"{path} is {kind}, not a list file: give a list file (one path per line) or a "
+        "folder of images"
+    )
 
 
 def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
@@ -53,8 +92,20 @@ def read_list(path: Path, *, ncnn_compat: bool = False) -> list[Path]:
                     f"{os.readlink(p)}, which does not exist)",
                     hint=f"fix the link, or remove it from {path}",
                 )
+            kind = not_a_file(p)
+            if kind is not None:
+                raise ImageError(
+                    f"{p} in the images folder {path} is {kind}, not an image file",
+                    hint=f"remove it from {path}, or give a list file of the images",
+                )
         return files
-    lines = list_lines(read_text(path, "list file"), ncnn_compat=ncnn_compat)
+    text = read_text(path, "list file")
+    kind = sample_magic(text[:16].encode("utf-8", errors="surrogateescape"))
+    if kind is None and path.suffix.lower() in IMAGE_SUFFIXES and _binary(text[:512]):
+        kind = "an image"  # one sample_magic does not know (PGM, PPM) or a damaged one
+    if kind is not None:
+        raise InputFileError(sample_not_list(path, kind), hint=LIST_HINT)
+    lines = list_lines(text, ncnn_compat=ncnn_compat)
     if not lines:
         raise InputFileError(f"list file {path} names no samples")
     return resolve_list(path, lines, cwd_first=ncnn_compat)
@@ -335,6 +386,11 @@ def make_sample_source(
                 )
             if not os.path.exists(p):
                 raise ImageError(f"sample {p} does not exist", hint="fix the list file")
+            kind = not_a_file(p)  # a FIFO would block the reading (and hashing) forever
+            if kind is not None:
+                raise ImageError(
+                    f"sample {p} is {kind}, not an image or .npy file", hint="fix the list file"
+                )
     known = channels or {}
     for spec, paths in zip(specs, lists, strict=True):
         if spec.kind == "npy":  # before any work: ncnn has no Mat for a bad one

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,6 +150,25 @@ def _numbers(values: Sequence[object], what: str, blob: str) -> tuple[float, ...
     return tuple(out)
 
 
+def _field(
+    inp: ImageInput | TensorInput, field: str, blob: str, what: str, example: str
+) -> tuple[object, ...]:
+    """The sequence field ``field`` of ``inp`` (``mean``, ``norm``, ``shape``) as a tuple
+    (empty: not given); a value that is not a sequence (a number, a text) is an error naming
+    the field."""
+    value = getattr(inp, field)
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        kind = type(inp).__name__
+        raise UsageError(
+            f"{kind} {field} for input {blob} takes a sequence of {what}, not "
+            f"{type(value).__name__} {value!r}",
+            hint=f"e.g. {kind}(..., {field}={example})",
+        )
+    return tuple(value)
+
+
 def _sizes(values: Sequence[object], blob: str) -> tuple[int, ...]:
     """``--shape`` values as whole numbers, else an error naming the input."""
     out = []
@@ -243,7 +262,8 @@ def input_specs(
     known = channels or {}
     specs: list[InputSpec] = []
     for blob, inp in zip(blobs, inputs, strict=True):
-        shp = _sizes(inp.shape, blob) if inp.shape else ()
+        sizes = _field(inp, "shape", blob, "whole numbers", "(224, 224)")
+        shp = _sizes(sizes, blob) if sizes else ()
         if isinstance(inp, TensorInput):
             _check_tensor_shape(blob, shp)
             if len(shp) >= 3:
@@ -259,6 +279,12 @@ def input_specs(
                 )
             specs.append(InputSpec(blob=blob, kind="npy", shape=shp))
             continue
+        if inp.pixel is not None and not isinstance(inp.pixel, str):
+            raise UsageError(
+                f"ImageInput pixel for input {blob} takes a pixel type name "
+                f"({', '.join(PIXEL_TYPES)}), not {type(inp.pixel).__name__} {inp.pixel!r}",
+                hint="e.g. ImageInput(..., pixel='RGB')",
+            )
         px = (inp.pixel or "BGR").upper()
         if px not in PIXEL_TYPES:
             raise UsageError(
@@ -266,8 +292,11 @@ def input_specs(
                 hint=f"use one of {', '.join(PIXEL_TYPES)}",
             )
         n_ch = CHANNELS[px]
-        m = _numbers(inp.mean, "mean", blob) if inp.mean else (0.0,) * n_ch
-        s = _numbers(inp.norm, "norm", blob) if inp.norm else (1.0,) * n_ch
+        given = {
+            f: _field(inp, f, blob, "numbers", "(127.5, 127.5, 127.5)") for f in ("mean", "norm")
+        }
+        m = _numbers(given["mean"], "mean", blob) if given["mean"] else (0.0,) * n_ch
+        s = _numbers(given["norm"], "norm", blob) if given["norm"] else (1.0,) * n_ch
         for name, vals in (("mean", m), ("norm", s)):
             if len(vals) != n_ch:
                 shown = ",".join(f"{v:g}" for v in vals[:8]) + (",..." if len(vals) > 8 else "")

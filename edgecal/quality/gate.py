@@ -16,7 +16,8 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from numbers import Real
 from typing import Any
 
 from edgecal.errors import InputFileError, UsageError
@@ -70,6 +71,17 @@ class Thresholds:
     tol_metric_points: float = 0.5
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a number (not a bool, not text) where one is taken
+            v, optional = getattr(self, f.name), f.type == "float | None"
+            if f.type not in ("float", "float | None") or (v is None and optional):
+                continue
+            if isinstance(v, bool) or not isinstance(v, Real):
+                raise UsageError(
+                    f"Thresholds {f.name} takes a number"
+                    + (" (or None)" if optional else "")
+                    + f", not {type(v).__name__} {v!r}",
+                    hint=f"e.g. Thresholds({f.name}={f.default if f.default is not None else 0.9})",
+                )
         for name in ("min_accuracy", "min_agreement"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
@@ -268,6 +280,10 @@ class GateReport:
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``edgecal check --json-out`` writes it (:func:`to_json`)."""
+        return to_json(self)
 
     @property
     def failures(self) -> list[GateRow]:

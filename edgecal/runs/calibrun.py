@@ -35,6 +35,7 @@ import numpy as np
 from edgecal.calib.histogram import NUM_BINS
 from edgecal.errors import CalibrationError, InputFileError
 from edgecal.files.atomic import write_bytes_atomic
+from edgecal.files.userfile import not_a_file
 from edgecal.inputs.model import Model
 from edgecal.inputs.samples import SampleSource
 from edgecal.inputs.spec import InputSpec
@@ -247,6 +248,12 @@ def check_unchanged(manifest: Manifest, model: Model, source: str) -> None:
         )
     for paths, hashes in zip(manifest.samples, manifest.sample_sha256, strict=True):
         for p, h in zip(paths, hashes, strict=True):
+            kind = not_a_file(p)  # never opened: hashing a FIFO would wait forever
+            if kind is not None:
+                raise CalibrationError(
+                    f"{source}: sample {p} of the run is now {kind}, not a file",
+                    hint="restore the file, or start a new run",
+                )
             try:
                 now = file_sha256(Path(p))
             except OSError as e:

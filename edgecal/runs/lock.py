@@ -4,6 +4,9 @@ held for the whole run, with the holder's pid written in the file for the error 
 The lock file stays after the run (removing it would let a process that opened the old file
 and one that makes a new one both hold "the" lock); the kernel drops the lock when the
 process ends, however it ends.
+
+:func:`folder_locked`: a short lock on the run directory itself, for a read-modify-write of
+``run.json`` (two ``validate`` runs recording their command in one run directory at once).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgecal.errors import CalibrationError
@@ -65,3 +69,24 @@ def _holder(fd: int) -> str:
         if text.isdigit():
             return text
     return ""
+
+
+@contextlib.contextmanager
+def folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (waiting for it) while a short
+    read-modify-write of a file in it runs: other threads and processes doing the same wait
+    their turn.  The folder rather than ``RUN/run.lock``: ``calibrate`` holds that one for its
+    whole run and records its command meanwhile (a second ``flock`` on it would wait forever),
+    and it adds no file to the folder.  Where the folder cannot be opened or locked (no read
+    permission, a file system without ``flock``) the update runs unlocked, as it always did."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the flock

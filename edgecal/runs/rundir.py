@@ -33,6 +33,7 @@ from edgecal.files.atomic import write_bytes_atomic
 from edgecal.files.digests import file_sha256
 from edgecal.quality.jsondoc import Malformed, Obj
 from edgecal.quality.rundoc import RESULT_SCHEMA, dumps
+from edgecal.runs.lock import folder_locked
 from edgecal_agent import PROTOCOL_VERSION
 
 RUN_SCHEMA = 1
@@ -113,6 +114,29 @@ def images_digest(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def recorded_inputs(path: Path) -> list[tuple[str, str]]:
+    """The input files ``path``'s ``run.json`` records, as ``(key, path as given)`` (every
+    ``path`` and ``paths`` of its ``inputs``: the models, table, labels, sample lists); a
+    relative path is taken as relative to the current folder (the run's own is not recorded).
+    Empty when ``run.json`` is missing or malformed: its reader says what is wrong."""
+    try:
+        doc = json.loads((path / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    if not isinstance(inputs, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    for key, entry in inputs.items():
+        if not isinstance(entry, dict):
+            continue
+        many = entry.get("paths")
+        for p in [entry.get("path"), *(many if isinstance(many, list) else [])]:
+            if isinstance(p, str) and p:
+                out.append((str(key), p))
+    return out
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -130,6 +154,14 @@ class RunDir:
                 f"{path}: cannot create the run directory ({exc.strerror})",
                 hint="choose a writable --out-dir/--run-dir",
             ) from None
+        with folder_locked(path):  # read, append, write: one run at a time
+            return cls._record(path, kind, argv, inputs)
+
+    @classmethod
+    def _record(
+        cls, path: Path, kind: str, argv: Sequence[str], inputs: dict[str, Any] | None
+    ) -> RunDir:
+        """Append this run to ``path``'s ``run.json`` (:meth:`create`, under its lock)."""
         run = cls(path)
         old = run.read_json(RUN_JSON) if (path / RUN_JSON).exists() else {}
         if not (

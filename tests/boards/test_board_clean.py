@@ -87,4 +87,4 @@ def test_clean_refuses_the_local_machine_and_a_budget_that_is_no_size(
         code, _, err = cli(
             capsys, "board", "clean", "emu1", "--boards", str(boards_file), "--keep-mb", bad
         )
-        assert code == 2 and "must be a number of MiB >= 0" in err, (bad, err)
+        assert code == 2 and f"--keep-mb {bad}: give a number of MiB >= 0" in err, (bad, err)

@@ -130,7 +130,7 @@ def test_the_ncnn2table_dropin_checks_the_same(
 def test_bracket_groups_refuse_an_empty_item() -> None:
     assert bracket_groups("[1,2],[3]", "mean=") == [[1.0, 2.0], [3.0]]
     for text in ("1,,2,3", "1,2,", ",1", "[1,,2]"):
-        with pytest.raises(UsageError, match="^--mean .*empty item"):
+        with pytest.raises(UsageError, match=r"^--mean .*empty item"):
             bracket_groups(text, "--mean")
 
 
