@@ -46,7 +46,7 @@ from edgecal.device.adb.shell import (
 )
 from edgecal.device.session import describe_shell_exit
 from edgecal.errors import BoardSetupError, TransportError
-from edgecal_agent.messages import DONE_PREFIX, READY_PREFIX
+from edgecal_agent.messages import DONE_PREFIX, PROGRESS_PREFIX, READY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -315,14 +315,15 @@ class AdbProcess:
     """:class:`edgecal.device.session.AgentProcess` over one ``adb shell``.
 
     Shell v1 has one output stream: the agent runs with stderr on stdout and this class
-    splits the lines again -- the protocol's lines (``EDGECAL-READY``, ``EDGECAL-DONE``) to
-    :attr:`stdout`, everything else (progress, messages) to :attr:`stderr`.  The wrapper's
+    splits the lines again -- the protocol's lines (``EDGECAL-READY``, a job's
+    ``EDGECAL-PROGRESS`` and ``EDGECAL-DONE``, in their order) to :attr:`stdout`, everything
+    else (messages) to :attr:`stderr`.  The wrapper's
     first line is the agent's pid on the phone (:meth:`kill` kills exactly it); its last the
     exit status (:meth:`poll`; -1 when the connection ended without one).  Job ids go to the
     agent's stdin through adb's stdin (both shell protocols forward it).
     """
 
-    _STDOUT_PREFIXES = (READY_PREFIX, DONE_PREFIX)
+    _STDOUT_PREFIXES = (READY_PREFIX, PROGRESS_PREFIX, DONE_PREFIX)
 
     def __init__(self, link: AdbLink, argv: Sequence[str], cwd: str) -> None:
         self._link = link
