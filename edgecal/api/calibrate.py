@@ -180,8 +180,6 @@ def calibrate(
     runtime = check_runtime(runtime)
     devs = Devices.of(devices)
     out_s, hist_s, run_s = optional_path(out), optional_path(histograms_out), optional_path(run_dir)
-    if retries is not None and retries < 1:
-        raise UsageError(f"--retries {retries}: must be at least 1")
     outs = [*_outputs(out_s, hist_s, run_s), *also_writes]
     check_outputs(outs, [*model_inputs(model), *list_inputs(inputs)])  # before any work
     loaded = resolve_model(model)
@@ -255,8 +253,6 @@ def resume(
     manifest; ``devices`` may name other boards (default: the run's own)."""
     run_dir, retries = path_arg(run_dir, "run_dir"), optional_int_arg(retries, "retries", 1)
     progress, say = progress_arg(progress), callable_arg(say, "say")
-    if retries is not None and retries < 1:
-        raise UsageError(f"--retries {retries}: must be at least 1")
     path = Path(run_dir)
     if not (path / RUN_JSON).is_file():  # the hint names calibrate's own resumable folder
         raise InputFileError(
